@@ -1,0 +1,191 @@
+// The architecture-neutral description of a model that the engine runs, and helpers that the
+// per-architecture files (llama.ts, gpt2.ts, opt.ts) use to read Hugging Face config.json fields.
+import type { DType, Weight, WeightStore } from "../loader/safetensors.js";
+import { ModelError } from "../loader/errors.js";
+
+export type Activation = "silu" | "gelu" | "gelu_tanh" | "relu";
+
+/** Everything the forward pass needs to know, whatever the checkpoint called it. */
+export interface ModelConfig {
+  readonly architecture: string; // the Hugging Face class name, e.g. "LlamaForCausalLM"
+  readonly hidden: number;
+  readonly layers: number;
+  readonly heads: number;
+  readonly kvHeads: number;
+  readonly headDim: number;
+  readonly intermediate: number;
+  readonly vocab: number;
+  readonly maxPositions: number;
+  readonly norm: "rms" | "layer";
+  readonly normEps: number;
+  readonly activation: Activation;
+  /** SwiGLU-style FFN: act(gate(x)) * up(x), then down. Otherwise act(up(x)), then down. */
+  readonly gatedFfn: boolean;
+  /** Rotary inverse frequencies (rotDim / 2 entries), or null for learned absolute positions. */
+  readonly ropeInvFreq: Float32Array | null;
+  /** Added to a token's position before looking up learned position embeddings (OPT: 2). */
+  readonly positionOffset: number;
+  readonly tiedEmbeddings: boolean;
+  readonly bosTokenId: number | null;
+  readonly eosTokenIds: readonly number[];
+  /** torch_dtype from config.json, when it names one we support. */
+  readonly dtype: DType | undefined;
+}
+
+/** y = W·x + b, with W stored in the file's dtype and layout. */
+export interface Linear {
+  readonly w: Weight;
+  readonly b: Weight | null;
+}
+
+export interface Norm {
+  readonly weight: Weight;
+  readonly bias: Weight | null; // LayerNorm only
+}
+
+export interface LayerWeights {
+  readonly attnNorm: Norm;
+  /** Separate projections (Llama, Qwen2, OPT) or one fused [q; k; v] projection (GPT-2). */
+  readonly qkv: { q: Linear; k: Linear; v: Linear } | { fused: Linear };
+  readonly o: Linear;
+  readonly ffnNorm: Norm;
+  readonly gate: Linear | null; // gated FFN only
+  readonly up: Linear; // first FFN matrix (W_in): up_proj / c_fc / fc1
+  readonly down: Linear; // W_out: down_proj / c_proj / fc2
+}
+
+export interface ModelWeights {
+  readonly embed: Weight; // [vocab, hidden]
+  readonly positions: Weight | null; // learned position table [maxPositions + offset, hidden]
+  readonly layers: readonly LayerWeights[];
+  readonly finalNorm: Norm;
+  readonly head: Linear; // [vocab, hidden]
+}
+
+/** One entry in the architecture registry (core/arch/index.ts). */
+export interface ArchDefinition {
+  parseConfig(raw: Record<string, unknown>, file: string): ModelConfig;
+  bindWeights(config: ModelConfig, store: WeightStore): ModelWeights;
+}
+
+const TORCH_DTYPES: Record<string, DType> = { float32: "F32", float16: "F16", bfloat16: "BF16" };
+
+/** Typed field access on config.json that reports the field and file on failure. */
+export class ConfigReader {
+  constructor(
+    readonly raw: Record<string, unknown>,
+    readonly file: string,
+  ) {}
+
+  private fail(key: string, detail: string): never {
+    throw new ModelError("BAD_CONFIG", this.file, `"${key}" ${detail}`);
+  }
+
+  int(key: string, fallback?: number): number {
+    const v = this.raw[key] ?? fallback;
+    if (v === undefined) this.fail(key, "is missing");
+    if (!Number.isSafeInteger(v) || (v as number) <= 0) this.fail(key, `must be a positive integer, got ${JSON.stringify(v)}`);
+    return v as number;
+  }
+
+  num(key: string, fallback?: number): number {
+    const v = this.raw[key] ?? fallback;
+    if (v === undefined) this.fail(key, "is missing");
+    if (typeof v !== "number" || !Number.isFinite(v)) this.fail(key, `must be a number, got ${JSON.stringify(v)}`);
+    return v;
+  }
+
+  str(key: string, fallback?: string): string {
+    const v = this.raw[key] ?? fallback;
+    if (typeof v !== "string") this.fail(key, v === undefined ? "is missing" : "must be a string");
+    return v;
+  }
+
+  bool(key: string, fallback: boolean): boolean {
+    const v = this.raw[key] ?? fallback;
+    if (typeof v !== "boolean") this.fail(key, "must be true or false");
+    return v;
+  }
+
+  /** An id or a list of ids (eos_token_id may be either); [] when absent. */
+  ids(key: string): number[] {
+    const v = this.raw[key];
+    if (v === undefined || v === null) return [];
+    const list = Array.isArray(v) ? v : [v];
+    if (!list.every((x) => Number.isSafeInteger(x) && x >= 0)) this.fail(key, "must be a token id or a list of ids");
+    return list as number[];
+  }
+
+  dtype(): DType | undefined {
+    const v = this.raw.torch_dtype ?? this.raw.dtype;
+    return typeof v === "string" ? TORCH_DTYPES[v] : undefined;
+  }
+
+  activation(key: string, fallback: string): Activation {
+    const name = this.str(key, fallback);
+    const map: Record<string, Activation> = {
+      silu: "silu",
+      swish: "silu",
+      relu: "relu",
+      gelu: "gelu",
+      gelu_new: "gelu_tanh",
+      gelu_pytorch_tanh: "gelu_tanh",
+      gelu_fast: "gelu_tanh",
+    };
+    const act = map[name];
+    if (!act) this.fail(key, `activation ${JSON.stringify(name)} is not supported`);
+    return act;
+  }
+}
+
+/** Checks shared by every architecture once its fields are read. */
+export function validateConfig(c: ModelConfig, file: string): ModelConfig {
+  const bad = (d: string) => new ModelError("BAD_CONFIG", file, d);
+  if (c.heads % c.kvHeads !== 0) throw bad(`${c.heads} attention heads are not a multiple of ${c.kvHeads} key/value heads`);
+  if (c.ropeInvFreq && c.ropeInvFreq.length * 2 > c.headDim) throw bad("rotary dimension exceeds head_dim");
+  for (const id of [...c.eosTokenIds, ...(c.bosTokenId === null ? [] : [c.bosTokenId])]) {
+    if (id >= c.vocab) throw bad(`special token id ${id} is outside the vocabulary of ${c.vocab}`);
+  }
+  return c;
+}
+
+/** Standard rotary frequencies with the rope_scaling variants Hugging Face models ship. */
+export function ropeInvFreq(r: ConfigReader, headDim: number): Float32Array {
+  const theta = r.num("rope_theta", 10000);
+  const partial = r.num("partial_rotary_factor", 1);
+  const rotDim = Math.floor(headDim * partial);
+  const inv = new Float64Array(rotDim / 2);
+  for (let i = 0; i < inv.length; i++) inv[i] = 1 / Math.pow(theta, (2 * i) / rotDim);
+  const scaling = r.raw.rope_scaling;
+  if (scaling !== undefined && scaling !== null) {
+    if (typeof scaling !== "object" || Array.isArray(scaling)) {
+      throw new ModelError("BAD_CONFIG", r.file, `"rope_scaling" must be an object or null`);
+    }
+    const s = new ConfigReader(scaling as Record<string, unknown>, r.file);
+    const type = s.str("rope_type", typeof s.raw.type === "string" ? s.raw.type : "default");
+    if (type === "llama3") applyLlama3Scaling(inv, s);
+    else if (type === "linear") inv.forEach((f, i) => (inv[i] = f / s.num("factor")));
+    else if (type !== "default") {
+      throw new ModelError("BAD_CONFIG", r.file, `rope_scaling type "${type}" is not supported (default, linear, llama3 are)`);
+    }
+  }
+  return Float32Array.from(inv);
+}
+
+/** Llama 3.1+: low frequencies slowed by `factor`, high ones kept, a smooth ramp between. */
+function applyLlama3Scaling(inv: Float64Array, s: ConfigReader): void {
+  const factor = s.num("factor");
+  const low = s.num("low_freq_factor");
+  const high = s.num("high_freq_factor");
+  const oldLen = s.num("original_max_position_embeddings");
+  const lowWavelen = oldLen / low;
+  const highWavelen = oldLen / high;
+  for (let i = 0; i < inv.length; i++) {
+    const wavelen = (2 * Math.PI) / inv[i];
+    if (wavelen > lowWavelen) inv[i] /= factor;
+    else if (wavelen >= highWavelen) {
+      const smooth = (oldLen / wavelen - low) / (high - low);
+      inv[i] = (1 - smooth) * (inv[i] / factor) + smooth * inv[i];
+    }
+  }
+}

@@ -1,0 +1,17 @@
+// The architecture registry: Hugging Face class name (config.json "architectures"[0]) → definition.
+// To add an architecture: write core/arch/<name>.ts exporting an ArchDefinition (parse its
+// config.json fields into ModelConfig, bind its tensor names into ModelWeights) and list it here.
+import type { ArchDefinition } from "./config.js";
+import { gpt2 } from "./gpt2.js";
+import { llama, mistral, qwen2 } from "./llama.js";
+import { opt } from "./opt.js";
+
+export const ARCHITECTURES: Readonly<Record<string, ArchDefinition>> = {
+  LlamaForCausalLM: llama,
+  MistralForCausalLM: mistral,
+  Qwen2ForCausalLM: qwen2,
+  GPT2LMHeadModel: gpt2,
+  OPTForCausalLM: opt,
+};
+
+export type { ArchDefinition, ModelConfig, ModelWeights, LayerWeights, Linear, Norm } from "./config.js";

@@ -1,0 +1,99 @@
+// Llama family: LlamaForCausalLM (Llama 2/3.x, TinyLlama, SmolLM), MistralForCausalLM and
+// Qwen2ForCausalLM (the same block with q/k/v biases). RMSNorm, rotary positions, SwiGLU FFN,
+// grouped-query attention. Qwen3 would add q_norm/k_norm here; Phi-3 a fused qkv/gate_up split.
+import type { WeightStore } from "../loader/safetensors.js";
+import {
+  ConfigReader,
+  ropeInvFreq,
+  validateConfig,
+  type ArchDefinition,
+  type LayerWeights,
+  type Linear,
+  type ModelConfig,
+  type ModelWeights,
+} from "./config.js";
+import { ModelError } from "../loader/errors.js";
+
+function parseConfig(raw: Record<string, unknown>, file: string, architecture: string): ModelConfig {
+  const r = new ConfigReader(raw, file);
+  const hidden = r.int("hidden_size");
+  const heads = r.int("num_attention_heads");
+  const headDim = r.int("head_dim", Math.floor(hidden / heads));
+  const maxPositions = r.int("max_position_embeddings", 2048);
+  // Sliding-window attention is not implemented. Within the window it equals full attention, so
+  // the usable context is capped at the window rather than silently computing the wrong thing.
+  const window = raw.sliding_window;
+  const slides =
+    typeof window === "number" && window > 0 && (raw.use_sliding_window === true || architecture === "MistralForCausalLM");
+  return validateConfig(
+    {
+      architecture,
+      hidden,
+      layers: r.int("num_hidden_layers"),
+      heads,
+      kvHeads: r.int("num_key_value_heads", heads),
+      headDim,
+      intermediate: r.int("intermediate_size"),
+      vocab: r.int("vocab_size"),
+      maxPositions: slides ? Math.min(maxPositions, window) : maxPositions,
+      norm: "rms",
+      normEps: r.num("rms_norm_eps", 1e-6),
+      activation: r.activation("hidden_act", "silu"),
+      gatedFfn: true,
+      ropeInvFreq: ropeInvFreq(r, headDim),
+      positionOffset: 0,
+      tiedEmbeddings: r.bool("tie_word_embeddings", false),
+      bosTokenId: r.ids("bos_token_id")[0] ?? null,
+      eosTokenIds: r.ids("eos_token_id"),
+      dtype: r.dtype(),
+    },
+    file,
+  );
+}
+
+function bindWeights(c: ModelConfig, s: WeightStore, qkvBias: boolean): ModelWeights {
+  const { hidden: H, heads: A, kvHeads: K, headDim: D, intermediate: F, vocab: V } = c;
+  const lin = (name: string, out: number, inp: number, bias = false): Linear => ({
+    w: s.get(`${name}.weight`, [out, inp]),
+    b: bias ? s.get(`${name}.bias`, [out]) : null,
+  });
+  const norm = (name: string) => ({ weight: s.get(`${name}.weight`, [H]), bias: null });
+  const layers: LayerWeights[] = [];
+  for (let i = 0; i < c.layers; i++) {
+    const p = `model.layers.${i}`;
+    layers.push({
+      attnNorm: norm(`${p}.input_layernorm`),
+      qkv: {
+        q: lin(`${p}.self_attn.q_proj`, A * D, H, qkvBias),
+        k: lin(`${p}.self_attn.k_proj`, K * D, H, qkvBias),
+        v: lin(`${p}.self_attn.v_proj`, K * D, H, qkvBias),
+      },
+      o: lin(`${p}.self_attn.o_proj`, H, A * D),
+      ffnNorm: norm(`${p}.post_attention_layernorm`),
+      gate: lin(`${p}.mlp.gate_proj`, F, H),
+      up: lin(`${p}.mlp.up_proj`, F, H),
+      down: lin(`${p}.mlp.down_proj`, H, F),
+    });
+  }
+  const embed = s.get("model.embed_tokens.weight", [V, H]);
+  const tied = c.tiedEmbeddings || !s.has("lm_head.weight");
+  if (!c.tiedEmbeddings && tied) {
+    throw new ModelError("MISSING_TENSOR", s.dir, "config.json says the head is not tied, but there is no lm_head", "lm_head.weight");
+  }
+  return {
+    embed,
+    positions: null,
+    layers,
+    finalNorm: norm("model.norm"),
+    head: tied ? { w: embed, b: null } : lin("lm_head", V, H),
+  };
+}
+
+const variant = (architecture: string, qkvBias: boolean): ArchDefinition => ({
+  parseConfig: (raw, file) => parseConfig(raw, file, architecture),
+  bindWeights: (c, s) => bindWeights(c, s, qkvBias),
+});
+
+export const llama = variant("LlamaForCausalLM", false);
+export const mistral = variant("MistralForCausalLM", false);
+export const qwen2 = variant("Qwen2ForCausalLM", true);

@@ -1,0 +1,61 @@
+// The backend interface: every op the model runs, in one place. Model code (core/engine) calls
+// only these, never a kernel directly, so a CUDA backend can slot in beside the CPU one.
+//
+// Activations live in backend-owned buffers (`Buf`), sized once by the workspace and reused for
+// every token. Shapes are passed explicitly (n = tokens in the batch); a buffer may be larger
+// than the op needs. To add an op: add it here, implement it in every backend (cpu.ts, and its
+// native kernel in core/native), and add a reference test in test/kernels.test.ts.
+import type { Weight } from "../loader/safetensors.js";
+import type { Activation } from "../arch/config.js";
+
+/** A backend-owned f32 buffer. On the CPU backend it is a Float32Array. */
+export interface Buf {
+  readonly length: number;
+}
+
+export interface Backend {
+  readonly name: string;
+  /** A zero-filled f32 buffer of `length` elements. */
+  alloc(length: number): Buf;
+  /** Read `length` values starting at `offset` (a view where the backend can, else a copy). */
+  read(b: Buf, offset: number, length: number): Float32Array;
+  /** dst[dstOff + i*dstStride + j] = src[srcOff + i*srcStride + j] for i < rows, j < width. */
+  copy2d(
+    dst: Buf,
+    dstOff: number,
+    dstStride: number,
+    src: Buf,
+    srcOff: number,
+    srcStride: number,
+    rows: number,
+    width: number,
+  ): void;
+
+  /** y[n][w.rows] = x[n][w.cols] · Wᵀ (+ bias). */
+  matmul(y: Buf, x: Buf, w: Weight, n: number, bias: Weight | null): void;
+  /** y[i] = W[ids[i]] (embedding / position-table lookup). */
+  embed(y: Buf, w: Weight, ids: Int32Array): void;
+  rmsNorm(y: Buf, x: Buf, g: Weight, n: number, eps: number): void;
+  layerNorm(y: Buf, x: Buf, g: Weight, b: Weight, n: number, eps: number): void;
+  /** Rotary embedding in place; x is [n][heads][headDim]. */
+  rope(x: Buf, n: number, heads: number, headDim: number, positions: Int32Array, invFreq: Float32Array): void;
+  cacheWrite(kc: Buf, vc: Buf, k: Buf, v: Buf, n: number, kvHeads: number, headDim: number, pos0: number, capacity: number): void;
+  attention(
+    out: Buf,
+    q: Buf,
+    kc: Buf,
+    vc: Buf,
+    n: number,
+    heads: number,
+    kvHeads: number,
+    headDim: number,
+    pos0: number,
+    capacity: number,
+    scale: number,
+  ): void;
+  /** gate = act(gate) * up, elementwise over `count` values (SwiGLU with act = silu). */
+  gatedAct(gate: Buf, up: Buf, count: number, act: Activation): void;
+  activate(x: Buf, count: number, act: Activation): void;
+  /** y += x over `count` values. */
+  add(y: Buf, x: Buf, count: number): void;
+}

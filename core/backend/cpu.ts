@@ -1,0 +1,84 @@
+// The CPU backend: Float32Array buffers and the native AVX2/portable kernels in core/native.
+import { native } from "../native/addon.js";
+import type { Weight } from "../loader/safetensors.js";
+import type { Activation } from "../arch/config.js";
+import type { Backend, Buf } from "./backend.js";
+
+const f32 = (b: Buf) => b as Float32Array;
+
+export class CpuBackend implements Backend {
+  readonly name = "cpu";
+  private readonly n = native();
+
+  constructor(threads?: number) {
+    if (threads !== undefined) this.n.setThreads(threads);
+  }
+
+  get threads(): number {
+    return this.n.getThreads();
+  }
+
+  alloc(length: number): Buf {
+    return new Float32Array(length);
+  }
+
+  read(b: Buf, offset: number, length: number): Float32Array {
+    return f32(b).subarray(offset, offset + length);
+  }
+
+  copy2d(dst: Buf, dstOff: number, dstStride: number, src: Buf, srcOff: number, srcStride: number, rows: number, width: number): void {
+    const d = f32(dst);
+    const s = f32(src);
+    for (let i = 0; i < rows; i++) {
+      const from = srcOff + i * srcStride;
+      d.set(s.subarray(from, from + width), dstOff + i * dstStride);
+    }
+  }
+
+  matmul(y: Buf, x: Buf, w: Weight, n: number, bias: Weight | null): void {
+    this.n.matmul(f32(y), f32(x), w.handle, n, bias ? bias.handle : null);
+  }
+
+  embed(y: Buf, w: Weight, ids: Int32Array): void {
+    this.n.embed(f32(y), w.handle, ids);
+  }
+
+  rmsNorm(y: Buf, x: Buf, g: Weight, n: number, eps: number): void {
+    this.n.rmsNorm(f32(y), f32(x), g.handle, n, eps);
+  }
+
+  layerNorm(y: Buf, x: Buf, g: Weight, b: Weight, n: number, eps: number): void {
+    this.n.layerNorm(f32(y), f32(x), g.handle, b.handle, n, eps);
+  }
+
+  rope(x: Buf, n: number, heads: number, headDim: number, positions: Int32Array, invFreq: Float32Array): void {
+    this.n.rope(f32(x), n, heads, headDim, positions, invFreq);
+  }
+
+  cacheWrite(kc: Buf, vc: Buf, k: Buf, v: Buf, n: number, kvHeads: number, headDim: number, pos0: number, capacity: number): void {
+    this.n.cacheWrite(f32(kc), f32(vc), f32(k), f32(v), n, kvHeads, headDim, pos0, capacity);
+  }
+
+  attention(out: Buf, q: Buf, kc: Buf, vc: Buf, n: number, heads: number, kvHeads: number, headDim: number, pos0: number, capacity: number, scale: number): void {
+    this.n.attention(f32(out), f32(q), f32(kc), f32(vc), n, heads, kvHeads, headDim, pos0, capacity, scale);
+  }
+
+  gatedAct(gate: Buf, up: Buf, count: number, act: Activation): void {
+    if (act === "silu") {
+      this.n.siluMul(f32(gate), f32(up), count);
+      return;
+    }
+    this.n.activate(f32(gate), count, act);
+    const g = f32(gate);
+    const u = f32(up);
+    for (let i = 0; i < count; i++) g[i] *= u[i];
+  }
+
+  activate(x: Buf, count: number, act: Activation): void {
+    this.n.activate(f32(x), count, act);
+  }
+
+  add(y: Buf, x: Buf, count: number): void {
+    this.n.add(f32(y), f32(x), count);
+  }
+}

@@ -1,0 +1,327 @@
+// The `hire` command: generate, chat, bench, make-model. Each command parses its flags here,
+// validates them, and calls the engine; engine errors become one clear line and a non-zero exit.
+// To add a command: write `async function cmdX(argv)` and list it in COMMANDS.
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { createInterface } from "node:readline/promises";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { loadModel, type LoadedModel } from "../loader/model-folder.js";
+import { ContextOverflowError, ModelError, UsageError } from "../loader/errors.js";
+import { Session, type GenerateOptions } from "../engine/session.js";
+import { benchmark } from "../engine/bench.js";
+import { CpuBackend } from "../backend/cpu.js";
+import type { ChatMessage } from "../loader/tokenizer.js";
+import { makeModel, MakeModelError, PRESETS, type Arch, type DType } from "../modelgen/make-model.js";
+
+const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
+const MODELS_DIR = join(REPO_ROOT, "assets", "models");
+
+/** The built-in model: assets/models/<name>, with <name> from assets/models/DEFAULT when there are several. */
+export function defaultModelDir(): string {
+  const named = join(MODELS_DIR, "DEFAULT");
+  if (existsSync(named)) return join(MODELS_DIR, readFileSync(named, "utf8").trim());
+  const found = existsSync(MODELS_DIR) ? readdirSync(MODELS_DIR).filter((d) => existsSync(join(MODELS_DIR, d, "config.json"))) : [];
+  if (found.length > 0) return join(MODELS_DIR, found.sort()[0]);
+  throw new UsageError(
+    "no --model given and no built-in model in assets/models/ yet. Pass a Hugging Face model folder with --model DIR, " +
+      "or make a random one: hire make-model --arch llama --preset smollm2-135m --dtype bf16 --seed 1 --out models/smollm2",
+  );
+}
+
+function openModel(dir: string | undefined): LoadedModel {
+  return loadModel(dir ?? defaultModelDir());
+}
+
+const num = (name: string, v: string | undefined): number | undefined => {
+  if (v === undefined) return undefined;
+  const x = Number(v);
+  if (v.trim() === "" || !Number.isFinite(x)) throw new UsageError(`--${name} must be a number, got "${v}"`);
+  return x;
+};
+const int = (name: string, v: string | undefined): number | undefined => {
+  const x = num(name, v);
+  if (x !== undefined && !Number.isInteger(x)) throw new UsageError(`--${name} must be an integer, got "${v}"`);
+  return x;
+};
+
+const SAMPLING_FLAGS = {
+  model: { type: "string" },
+  "max-tokens": { type: "string" },
+  temperature: { type: "string" },
+  "top-k": { type: "string" },
+  "top-p": { type: "string" },
+  "min-p": { type: "string" },
+  "repetition-penalty": { type: "string" },
+  seed: { type: "string" },
+  stop: { type: "string", multiple: true },
+  context: { type: "string" },
+  threads: { type: "string" },
+} as const satisfies ParseArgsConfig["options"];
+
+type SamplingValues = { [K in keyof typeof SAMPLING_FLAGS]?: K extends "stop" ? string[] : string };
+
+function openSession(model: LoadedModel, v: SamplingValues): Session {
+  const threads = int("threads", v.threads);
+  return new Session(model, { contextLength: int("context", v.context), backend: new CpuBackend(threads) });
+}
+
+function generateOptions(v: SamplingValues): GenerateOptions {
+  return {
+    maxTokens: int("max-tokens", v["max-tokens"]),
+    temperature: num("temperature", v.temperature),
+    topK: int("top-k", v["top-k"]),
+    topP: num("top-p", v["top-p"]),
+    minP: num("min-p", v["min-p"]),
+    repetitionPenalty: num("repetition-penalty", v["repetition-penalty"]),
+    seed: int("seed", v.seed),
+    stop: v.stop,
+  };
+}
+
+function parse<T extends ParseArgsConfig["options"]>(argv: string[], options: T) {
+  try {
+    return parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values;
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
+async function cmdGenerate(argv: string[]): Promise<void> {
+  const v = parse(argv, { ...SAMPLING_FLAGS, prompt: { type: "string" }, logprobs: { type: "string" }, json: { type: "boolean" } });
+  if (v.prompt === undefined) throw new UsageError("--prompt TEXT is required");
+  const logprobs = int("logprobs", v.logprobs) ?? 0;
+  const model = openModel(v.model);
+  const session = openSession(model, v);
+  const options = { ...generateOptions(v), logprobs, signal: interruptSignal() };
+  const steps: { id: number; top_logprobs?: [number, number][] }[] = [];
+  for await (const ev of session.generate(v.prompt, options)) {
+    if (ev.type === "token") {
+      steps.push(ev.topLogprobs ? { id: ev.id, top_logprobs: ev.topLogprobs } : { id: ev.id });
+      if (!v.json) process.stdout.write(ev.text);
+    } else if (ev.type === "done") {
+      if (v.json) {
+        const out = {
+          prompt_ids: ev.promptIds,
+          ids: ev.ids,
+          text: ev.text,
+          finish_reason: ev.finishReason,
+          steps,
+          timings: { prefill_ms: round(ev.prefillMs), decode_tokens_per_s: round(ev.decodeTokensPerS) },
+        };
+        process.stdout.write(JSON.stringify(out) + "\n");
+      } else {
+        process.stdout.write("\n");
+        process.stderr.write(
+          `[${ev.ids.length} tokens, ${ev.finishReason}; prefill ${round(ev.prefillMs)} ms, decode ${round(ev.decodeTokensPerS)} tokens/s]\n`,
+        );
+      }
+    }
+  }
+  model.close();
+}
+
+async function cmdChat(argv: string[]): Promise<void> {
+  const v = parse(argv, { ...SAMPLING_FLAGS, system: { type: "string" } });
+  const model = openModel(v.model);
+  const session = openSession(model, v);
+  const base = generateOptions(v);
+  const messages: ChatMessage[] = v.system ? [{ role: "system", content: v.system }] : [];
+  const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: process.stdin.isTTY });
+  process.stdout.write(`${model.dir} (${model.config.architecture}); /reset starts over, /exit or Ctrl-D quits, Ctrl-C stops a reply.\n`);
+  try {
+    for (;;) {
+      let line: string;
+      try {
+        line = await rl.question("> ");
+      } catch {
+        break; // stdin closed
+      }
+      const text = line.trim();
+      if (text === "/exit" || text === "/quit") break;
+      if (text === "/reset") {
+        messages.splice(v.system ? 1 : 0);
+        session.reset();
+        continue;
+      }
+      if (text === "") continue;
+      messages.push({ role: "user", content: text });
+      const prompt = model.tokenizer.encode(model.tokenizer.applyChatTemplate(messages), false);
+      const abort = new AbortController();
+      const onSigint = () => abort.abort();
+      rl.on("SIGINT", onSigint);
+      let reply = "";
+      try {
+        for await (const ev of session.generate(prompt, { ...base, signal: abort.signal, onContextFull: "stop" })) {
+          if (ev.type === "token") process.stdout.write(ev.text);
+          if (ev.type === "done") {
+            process.stdout.write(ev.text.slice(streamedLength(ev.text, reply)) + "\n");
+            reply = ev.text;
+            const note = ev.finishReason === "context_full" ? " — context full, /reset to start over" : "";
+            process.stderr.write(`[${ev.ids.length} tokens, ${round(ev.decodeTokensPerS)} tokens/s, ${ev.finishReason}${note}]\n`);
+          }
+          if (ev.type === "token") reply += ev.text;
+        }
+      } catch (e) {
+        if (!(e instanceof ContextOverflowError)) throw e;
+        process.stderr.write(`${e.message}; /reset to start over\n`);
+        messages.pop();
+        continue;
+      } finally {
+        rl.off("SIGINT", onSigint);
+      }
+      messages.push({ role: "assistant", content: reply });
+    }
+  } finally {
+    rl.close();
+    model.close();
+  }
+}
+
+/** How much of the final text was already printed token by token. */
+function streamedLength(final: string, streamed: string): number {
+  return final.startsWith(streamed) ? streamed.length : final.length;
+}
+
+async function cmdBench(argv: string[]): Promise<void> {
+  const v = parse(argv, {
+    model: { type: "string" },
+    json: { type: "boolean" },
+    "prompt-tokens": { type: "string" },
+    "decode-tokens": { type: "string" },
+    repeats: { type: "string" },
+    threads: { type: "string" },
+  });
+  const model = openModel(v.model);
+  const r = benchmark(model, {
+    promptTokens: int("prompt-tokens", v["prompt-tokens"]),
+    decodeTokens: int("decode-tokens", v["decode-tokens"]),
+    repeats: int("repeats", v.repeats),
+    threads: int("threads", v.threads),
+  });
+  model.close();
+  if (v.json) {
+    process.stdout.write(JSON.stringify(r, (_, x) => (typeof x === "number" ? round(x) : x)) + "\n");
+    return;
+  }
+  const gb = (b: number) => (b / 1e9).toFixed(3);
+  process.stdout.write(
+    [
+      `model            ${r.model} (${r.architecture}, ${r.dtype})`,
+      `threads          ${r.threads} (${r.kernels} kernels)`,
+      `prefill          ${r.prefill_tokens_per_s.toFixed(1)} tokens/s (${r.prompt_tokens}-token prompt)`,
+      `decode           ${r.decode_tokens_per_s.toFixed(2)} tokens/s, ${r.decode_ms_per_token.toFixed(2)} ms/token`,
+      `weights/token    ${gb(r.weight_bytes_per_token)} GB`,
+      `effective read   ${r.effective_read_gb_per_s.toFixed(2)} GB/s`,
+      `memory bandwidth ${r.measured_read_bandwidth_gb_per_s.toFixed(2)} GB/s (measured now)`,
+      `roofline         ${r.percent_of_roofline.toFixed(1)} %`,
+      "",
+    ].join("\n"),
+  );
+}
+
+async function cmdMakeModel(argv: string[]): Promise<void> {
+  const v = parse(argv, {
+    arch: { type: "string" },
+    preset: { type: "string" },
+    hidden: { type: "string" },
+    layers: { type: "string" },
+    heads: { type: "string" },
+    "kv-heads": { type: "string" },
+    intermediate: { type: "string" },
+    vocab: { type: "string" },
+    dtype: { type: "string" },
+    seed: { type: "string" },
+    out: { type: "string" },
+    "shard-mb": { type: "string" },
+  });
+  if (!v.out) throw new UsageError("--out DIR is required");
+  const preset = v.preset ? PRESETS[v.preset] : undefined;
+  if (v.preset && !preset) throw new UsageError(`unknown preset "${v.preset}" (known: ${Object.keys(PRESETS).join(", ")})`);
+  const arch = (v.arch ?? preset?.arch) as Arch | undefined;
+  if (!arch) throw new UsageError("--arch llama|qwen2|gpt2|opt (or --preset NAME) is required");
+  const dtype = (v.dtype ?? "bf16") as DType;
+  if (!["f32", "f16", "bf16"].includes(dtype)) throw new UsageError(`--dtype must be f32, f16 or bf16, got "${dtype}"`);
+  const shape = Object.fromEntries(
+    Object.entries({
+      hidden: int("hidden", v.hidden),
+      layers: int("layers", v.layers),
+      heads: int("heads", v.heads),
+      kvHeads: int("kv-heads", v["kv-heads"]),
+      intermediate: int("intermediate", v.intermediate),
+      vocab: int("vocab", v.vocab),
+    }).filter(([, x]) => x !== undefined),
+  );
+  const shardMb = num("shard-mb", v["shard-mb"]);
+  const started = performance.now();
+  let lastPct = -1;
+  const r = await makeModel({
+    arch,
+    preset: v.preset,
+    shape,
+    dtype,
+    seed: int("seed", v.seed) ?? 0,
+    out: v.out,
+    maxShardBytes: shardMb === undefined ? undefined : shardMb * 1024 * 1024,
+    onProgress: (done, total) => {
+      const pct = Math.floor((100 * done) / total);
+      if (process.stderr.isTTY && pct !== lastPct) process.stderr.write(`\rwriting ${pct}%`);
+      lastPct = pct;
+    },
+  });
+  if (process.stderr.isTTY) process.stderr.write("\r");
+  process.stdout.write(
+    `wrote ${r.dir}: ${arch}, ${(r.params / 1e6).toFixed(1)}M parameters, ${(r.bytes / 1e6).toFixed(1)} MB in ${r.files.length} file(s), ${((performance.now() - started) / 1000).toFixed(1)} s\n`,
+  );
+}
+
+/** Ctrl-C during `hire generate` stops generation cleanly (the partial result is still printed). */
+function interruptSignal(): AbortSignal {
+  const abort = new AbortController();
+  process.once("SIGINT", () => abort.abort());
+  return abort.signal;
+}
+
+function round(x: number): number {
+  return Math.round(x * 1000) / 1000;
+}
+
+const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: string }> = {
+  generate: {
+    run: cmdGenerate,
+    help: "--model DIR --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--seed S] [--stop STR]... [--logprobs N] [--context N] [--json]",
+  },
+  chat: { run: cmdChat, help: "--model DIR [--system TEXT] [sampling flags as for generate]" },
+  bench: { run: cmdBench, help: "--model DIR [--prompt-tokens N] [--decode-tokens N] [--repeats N] [--threads N] [--json]" },
+  "make-model": {
+    run: cmdMakeModel,
+    help: "--arch llama|qwen2|gpt2|opt [--preset NAME] [--hidden H --layers L --heads A --kv-heads K --intermediate F --vocab V] --dtype f32|f16|bf16 --seed S --out DIR [--shard-mb MB]",
+  },
+};
+
+function usage(): string {
+  return ["usage: hire <command> [flags]", ...Object.entries(COMMANDS).map(([n, c]) => `  hire ${n} ${c.help}`)].join("\n") + "\n";
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === "--help" || name === "-h" || name === "help") {
+    process.stdout.write(usage());
+    return name ? 0 : 2;
+  }
+  const cmd = COMMANDS[name];
+  if (!cmd) {
+    process.stderr.write(`hire: unknown command "${name}"\n${usage()}`);
+    return 2;
+  }
+  try {
+    await cmd.run(rest);
+    return 0;
+  } catch (e) {
+    if (e instanceof ModelError || e instanceof UsageError || e instanceof ContextOverflowError || e instanceof MakeModelError || e instanceof RangeError) {
+      process.stderr.write(`hire ${name}: ${e.message}\n`);
+      return e instanceof UsageError ? 2 : 1;
+    }
+    throw e;
+  }
+}

@@ -1,0 +1,263 @@
+// A conversation with a loaded model: the KV cache, the ids it holds, and `generate()`, which
+// streams tokens as an async iterator. gpt-fast's shape: prefill (batched, chunked) → decode one
+// token at a time → stop on EOS / stop string / max tokens / full context / abort.
+//
+// The cache is reused across calls: a new prompt that starts with what the cache already holds
+// (the next turn of a chat) only prefills the new part.
+import type { Backend } from "../backend/backend.js";
+import { CpuBackend } from "../backend/cpu.js";
+import { ContextOverflowError, UsageError } from "../loader/errors.js";
+import type { LoadedModel } from "../loader/model-folder.js";
+import { GREEDY, Sampler, topLogprobs, type SamplingOptions } from "./sampler.js";
+import { KVCache, MAX_BATCH, Transformer, Workspace, type ForwardReport } from "./transformer.js";
+
+export interface SessionOptions {
+  /** Context window in tokens (default: the model's, capped at 4096 to bound KV-cache memory). */
+  contextLength?: number;
+  backend?: Backend;
+}
+
+export type FinishReason = "eos" | "stop" | "length" | "context_full" | "aborted";
+
+export interface GenerateOptions extends Partial<SamplingOptions> {
+  /** Most tokens to generate (default 256). */
+  maxTokens?: number;
+  /** Generation ends before any of these strings; they are not part of the text. */
+  stop?: readonly string[];
+  signal?: AbortSignal;
+  /** Report the n most likely tokens (log-probabilities of the raw model output) at each step. */
+  logprobs?: number;
+  /** At a full context: "stop" ends with finishReason "context_full"; "error" throws ContextOverflowError. */
+  onContextFull?: "stop" | "error";
+  /** Encode a text prompt with the tokenizer's special tokens (BOS); default: what the tokenizer config says. */
+  addSpecialTokens?: boolean;
+}
+
+export type GenerationEvent =
+  | { type: "prefill"; promptTokens: number; reusedTokens: number; ms: number }
+  | {
+      type: "token";
+      id: number;
+      /** New text this token completes (may be "" while a UTF-8 sequence or a possible stop string is pending). */
+      text: string;
+      topLogprobs?: [number, number][];
+      /** Per-layer timings of the forward pass that produced this token's logits. */
+      report: ForwardReport;
+    }
+  | {
+      type: "done";
+      finishReason: FinishReason;
+      promptIds: number[];
+      ids: number[];
+      text: string;
+      prefillMs: number;
+      decodeMs: number;
+      decodeTokensPerS: number;
+    };
+
+const DEFAULT_CONTEXT = 4096;
+
+export class Session {
+  readonly transformer: Transformer;
+  readonly contextLength: number;
+  private readonly cache: KVCache;
+  /** Token ids whose keys and values are in the cache, in order. */
+  private cached: number[] = [];
+  private busy = false;
+
+  constructor(
+    readonly model: LoadedModel,
+    options: SessionOptions = {},
+  ) {
+    const c = model.config;
+    const ctx = options.contextLength ?? Math.min(c.maxPositions, DEFAULT_CONTEXT);
+    if (!Number.isInteger(ctx) || ctx < 1) throw new UsageError(`context length must be a positive integer, got ${ctx}`);
+    if (ctx > c.maxPositions) throw new UsageError(`context length ${ctx} exceeds the model's ${c.maxPositions} positions`);
+    this.contextLength = ctx;
+    const backend = options.backend ?? new CpuBackend();
+    this.transformer = new Transformer(backend, c, model.weights, new Workspace(backend, c, model.weights));
+    this.cache = new KVCache(backend, c, ctx);
+  }
+
+  /** Number of positions in use (ids whose keys and values are cached). */
+  get position(): number {
+    return this.cached.length;
+  }
+
+  reset(): void {
+    this.cached = [];
+  }
+
+  /** Encode a plain text prompt as `generate` would. */
+  encode(prompt: string, addSpecialTokens?: boolean): number[] {
+    return this.model.tokenizer.encode(prompt, addSpecialTokens);
+  }
+
+  async *generate(prompt: string | readonly number[], options: GenerateOptions = {}): AsyncGenerator<GenerationEvent, void, undefined> {
+    if (this.busy) throw new UsageError("this session is already generating; await or abort the running generation first");
+    this.busy = true;
+    try {
+      yield* this.run(prompt, options);
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private async *run(prompt: string | readonly number[], o: GenerateOptions): AsyncGenerator<GenerationEvent, void, undefined> {
+    const model = this.model;
+    const defaults = model.generationDefaults;
+    const sampling: SamplingOptions = {
+      temperature: o.temperature ?? defaults.temperature ?? GREEDY.temperature,
+      topK: o.topK ?? defaults.topK ?? 0,
+      topP: o.topP ?? defaults.topP ?? 1,
+      minP: o.minP ?? defaults.minP ?? 0,
+      repetitionPenalty: o.repetitionPenalty ?? defaults.repetitionPenalty ?? 1,
+      seed: o.seed ?? Math.floor(Math.random() * 2 ** 31),
+    };
+    const sampler = new Sampler(sampling);
+    const maxTokens = o.maxTokens ?? 256;
+    if (!Number.isInteger(maxTokens) || maxTokens < 0) throw new UsageError(`maxTokens must be a non-negative integer, got ${maxTokens}`);
+    const stops = (o.stop ?? []).filter((s) => s.length > 0);
+    const nLogprobs = o.logprobs ?? 0;
+    const promptIds = typeof prompt === "string" ? this.encode(prompt, o.addSpecialTokens) : [...prompt];
+    if (promptIds.length === 0) throw new UsageError("the prompt is empty (no tokens); give some text or set a BOS token");
+    for (const id of promptIds) {
+      if (!Number.isInteger(id) || id < 0 || id >= model.config.vocab) throw new UsageError(`token id ${id} is outside the vocabulary (0..${model.config.vocab - 1})`);
+    }
+    if (promptIds.length > this.contextLength) {
+      throw new ContextOverflowError(promptIds.length, this.contextLength, "the prompt does not fit in the context window");
+    }
+
+    // Prefill: reuse the cached prefix, run the rest in batches of MAX_BATCH.
+    const t0 = performance.now();
+    let reused = 0;
+    while (reused < this.cached.length && reused < promptIds.length - 1 && this.cached[reused] === promptIds[reused]) reused++;
+    this.cached.length = reused;
+    let report: ForwardReport = { tokens: 0, layers: [], outputMs: 0 };
+    let logits: Float32Array | null = null;
+    for (let p = reused; p < promptIds.length; p += MAX_BATCH) {
+      if (o.signal?.aborted) {
+        yield this.done("aborted", promptIds, [], "", performance.now() - t0, 0, 0);
+        return;
+      }
+      const chunk = promptIds.slice(p, Math.min(p + MAX_BATCH, promptIds.length));
+      const isLast = p + chunk.length === promptIds.length;
+      logits = this.transformer.forward(chunk, p, this.cache, report, isLast);
+      this.cached.push(...chunk);
+      if (!isLast) await yieldToEventLoop();
+    }
+    const prefillMs = performance.now() - t0;
+    yield { type: "prefill", promptTokens: promptIds.length, reusedTokens: reused, ms: prefillMs };
+
+    // Decode.
+    const ids: number[] = [];
+    const text = new StreamingText(model.tokenizer.decode.bind(model.tokenizer), stops);
+    let decodeMs = 0;
+    let steps = 0;
+    let finish: FinishReason = "length";
+    while (ids.length < maxTokens) {
+      const id = sampler.sample(logits!, this.cached);
+      const top = nLogprobs > 0 ? topLogprobs(logits!, nLogprobs) : undefined;
+      ids.push(id);
+      if (model.eosIds.has(id)) {
+        yield { type: "token", id, text: "", topLogprobs: top, report };
+        finish = "eos";
+        break;
+      }
+      const delta = text.push(ids);
+      yield { type: "token", id, text: delta, topLogprobs: top, report };
+      if (text.stopped) {
+        finish = "stop";
+        break;
+      }
+      if (ids.length >= maxTokens) break;
+      await yieldToEventLoop();
+      if (o.signal?.aborted) {
+        finish = "aborted";
+        break;
+      }
+      if (this.cached.length >= this.contextLength) {
+        if (o.onContextFull === "error") {
+          throw new ContextOverflowError(this.cached.length + 1, this.contextLength, "generation reached the end of the context window");
+        }
+        finish = "context_full";
+        break;
+      }
+      const t = performance.now();
+      report = { tokens: 0, layers: [], outputMs: 0 };
+      logits = this.transformer.forward([id], this.cached.length, this.cache, report);
+      this.cached.push(id);
+      decodeMs += performance.now() - t;
+      steps++;
+    }
+    yield this.done(finish, promptIds, ids, text.final(ids), prefillMs, decodeMs, steps);
+  }
+
+  private done(finishReason: FinishReason, promptIds: number[], ids: number[], text: string, prefillMs: number, decodeMs: number, steps: number): GenerationEvent {
+    return {
+      type: "done",
+      finishReason,
+      promptIds,
+      ids,
+      text,
+      prefillMs,
+      decodeMs,
+      decodeTokensPerS: steps > 0 ? (steps * 1000) / decodeMs : 0,
+    };
+  }
+}
+
+/** Let timers, I/O and abort handlers run between tokens. */
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+/**
+ * Incremental detokenization with stop strings: emits only text that is final — not a partial
+ * UTF-8 sequence, not a possible beginning of a stop string — and cuts at the first stop string.
+ */
+class StreamingText {
+  private emitted = 0;
+  stopped = false;
+  private text = "";
+
+  constructor(
+    private readonly decode: (ids: number[]) => string,
+    private readonly stops: readonly string[],
+  ) {}
+
+  push(ids: number[]): string {
+    this.text = this.decode(ids);
+    let end = this.text.length;
+    for (const s of this.stops) {
+      const at = this.text.indexOf(s, Math.max(0, this.emitted - s.length));
+      if (at >= 0 && at < end) {
+        end = at;
+        this.stopped = true;
+      }
+    }
+    if (!this.stopped) {
+      // Hold back a trailing replacement char (an incomplete UTF-8 sequence) and any tail that
+      // could still grow into a stop string.
+      while (end > this.emitted && this.text.charCodeAt(end - 1) === 0xfffd) end--;
+      for (const s of this.stops) {
+        for (let len = Math.min(s.length - 1, end - this.emitted); len > 0; len--) {
+          if (this.text.endsWith(s.slice(0, len), end) && end - len >= this.emitted) {
+            end -= len;
+            break;
+          }
+        }
+      }
+    }
+    this.text = this.text.slice(0, this.stopped ? end : this.text.length);
+    const delta = this.text.slice(this.emitted, end);
+    this.emitted = end;
+    return delta;
+  }
+
+  /** All text, once generation has ended (pending tails released, stop string cut). */
+  final(ids: number[]): string {
+    if (this.stopped) return this.text;
+    return this.decode(ids);
+  }
+}

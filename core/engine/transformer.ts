@@ -1,0 +1,219 @@
+// The decoder forward pass, shared by every architecture: embed → layers (attention block, FFN
+// block, both pre-norm with residuals) → final norm → output layer. What differs between
+// architectures is data (ModelConfig, ModelWeights), not code paths here.
+//
+// Replaceable parts: each layer's FFN is a `FeedForward` and the output layer an `OutputLayer`, so
+// a sparse method (HiRE, DIP) swaps them per layer between two tokens without touching this loop.
+// Every forward fills a `ForwardReport` with per-layer timings for telemetry.
+import type { Backend, Buf } from "../backend/backend.js";
+import type { LayerWeights, ModelConfig, ModelWeights, Norm } from "../arch/config.js";
+
+/** Largest number of tokens one forward call processes (prompts are prefilled in chunks of it). */
+export const MAX_BATCH = 64;
+
+/** Activation buffers, allocated once per session and reused for every token. */
+export class Workspace {
+  readonly x: Buf; // residual stream [batch][hidden]
+  readonly h: Buf; // normed input of a block [batch][hidden]
+  readonly q: Buf; // [batch][heads*headDim]
+  readonly k: Buf; // [batch][kvHeads*headDim]
+  readonly v: Buf;
+  readonly qkv: Buf; // fused projection output (GPT-2) [batch][3*hidden]
+  readonly att: Buf; // attention output before o_proj [batch][heads*headDim]
+  readonly tmp: Buf; // block output before the residual add [batch][hidden]
+  readonly ff1: Buf; // FFN intermediate [batch][intermediate]
+  readonly ff2: Buf;
+  readonly last: Buf; // final hidden state of the last token [hidden]
+  readonly logits: Buf; // [vocab]
+  readonly positions = new Int32Array(MAX_BATCH);
+
+  constructor(
+    b: Backend,
+    c: ModelConfig,
+    w: ModelWeights,
+    readonly batch = MAX_BATCH,
+  ) {
+    const qDim = c.heads * c.headDim;
+    const kvDim = c.kvHeads * c.headDim;
+    this.x = b.alloc(batch * c.hidden);
+    this.h = b.alloc(batch * c.hidden);
+    this.q = b.alloc(batch * qDim);
+    this.k = b.alloc(batch * kvDim);
+    this.v = b.alloc(batch * kvDim);
+    this.qkv = b.alloc(w.layers.some((l) => "fused" in l.qkv) ? batch * (qDim + 2 * kvDim) : 0);
+    this.att = b.alloc(batch * qDim);
+    this.tmp = b.alloc(batch * c.hidden);
+    this.ff1 = b.alloc(batch * c.intermediate);
+    this.ff2 = b.alloc(c.gatedFfn ? batch * c.intermediate : 0);
+    this.last = b.alloc(c.hidden);
+    this.logits = b.alloc(c.vocab);
+  }
+}
+
+/** Keys and values of every layer, sized once for the whole context. Layout [kvHeads][capacity][headDim]. */
+export class KVCache {
+  readonly k: Buf[] = [];
+  readonly v: Buf[] = [];
+  constructor(
+    b: Backend,
+    c: ModelConfig,
+    readonly capacity: number,
+  ) {
+    for (let i = 0; i < c.layers; i++) {
+      this.k.push(b.alloc(c.kvHeads * capacity * c.headDim));
+      this.v.push(b.alloc(c.kvHeads * capacity * c.headDim));
+    }
+  }
+}
+
+/** What one layer did during one forward call. */
+export interface LayerReport {
+  attentionMs: number;
+  ffnMs: number;
+}
+
+export interface ForwardReport {
+  tokens: number;
+  layers: LayerReport[];
+  outputMs: number;
+}
+
+/** An FFN block: reads the normed input `h` of n tokens and writes its output into `out`. */
+export interface FeedForward {
+  forward(out: Buf, h: Buf, n: number, layer: number): void;
+}
+
+/** The output (softmax) layer: final hidden state of one token → logits over the vocabulary. */
+export interface OutputLayer {
+  forward(logits: Buf, hidden: Buf): void;
+}
+
+/** The dense FFN: SwiGLU (gate, up, down) or a plain two-matrix MLP, as the weights say. */
+export class DenseFeedForward implements FeedForward {
+  constructor(
+    private readonly b: Backend,
+    private readonly c: ModelConfig,
+    private readonly w: LayerWeights,
+    private readonly ws: Workspace,
+  ) {}
+
+  forward(out: Buf, h: Buf, n: number): void {
+    const { b, c, w, ws } = this;
+    b.matmul(ws.ff1, h, w.up.w, n, w.up.b);
+    if (w.gate) {
+      b.matmul(ws.ff2, h, w.gate.w, n, w.gate.b);
+      b.gatedAct(ws.ff2, ws.ff1, n * c.intermediate, c.activation);
+      b.matmul(out, ws.ff2, w.down.w, n, w.down.b);
+    } else {
+      b.activate(ws.ff1, n * c.intermediate, c.activation);
+      b.matmul(out, ws.ff1, w.down.w, n, w.down.b);
+    }
+  }
+}
+
+export class DenseOutputLayer implements OutputLayer {
+  constructor(
+    private readonly b: Backend,
+    private readonly w: ModelWeights,
+  ) {}
+
+  forward(logits: Buf, hidden: Buf): void {
+    this.b.matmul(logits, hidden, this.w.head.w, 1, this.w.head.b);
+  }
+}
+
+export class Transformer {
+  /** Per-layer FFN implementations; replace an entry to change how that layer computes. */
+  readonly ffn: FeedForward[];
+  output: OutputLayer;
+  private readonly idsBuf = new Int32Array(MAX_BATCH);
+
+  constructor(
+    readonly backend: Backend,
+    readonly config: ModelConfig,
+    readonly weights: ModelWeights,
+    readonly ws: Workspace,
+  ) {
+    this.ffn = weights.layers.map((l) => new DenseFeedForward(backend, config, l, ws));
+    this.output = new DenseOutputLayer(backend, weights);
+  }
+
+  /**
+   * Run `ids` (at most MAX_BATCH tokens) at positions pos0, pos0+1, …, appending their keys and
+   * values to `cache`. Returns the logits of the last token (in ws.logits) unless `logits` is false.
+   */
+  forward(ids: ArrayLike<number>, pos0: number, cache: KVCache, report?: ForwardReport, logits = true): Float32Array | null {
+    const { backend: b, config: c, weights: w, ws } = this;
+    const n = ids.length;
+    if (n < 1 || n > ws.batch) throw new RangeError(`forward takes 1..${ws.batch} tokens, got ${n}`);
+    if (pos0 + n > cache.capacity) throw new RangeError(`positions ${pos0}..${pos0 + n - 1} exceed the cache (${cache.capacity})`);
+    const tokenIds = this.idsBuf.subarray(0, n);
+    tokenIds.set(Array.from(ids));
+    const positions = ws.positions.subarray(0, n);
+    for (let i = 0; i < n; i++) positions[i] = pos0 + i;
+
+    b.embed(ws.x, w.embed, tokenIds);
+    if (w.positions) {
+      for (let i = 0; i < n; i++) positions[i] += c.positionOffset;
+      b.embed(ws.tmp, w.positions, positions);
+      b.add(ws.x, ws.tmp, n * c.hidden);
+      for (let i = 0; i < n; i++) positions[i] -= c.positionOffset;
+    }
+
+    if (report) {
+      report.tokens = n;
+      report.layers.length = c.layers;
+    }
+    for (let l = 0; l < c.layers; l++) {
+      const t0 = performance.now();
+      this.attentionBlock(l, n, pos0, positions, cache);
+      const t1 = performance.now();
+      this.norm(ws.h, ws.x, w.layers[l].ffnNorm, n);
+      this.ffn[l].forward(ws.tmp, ws.h, n, l);
+      b.add(ws.x, ws.tmp, n * c.hidden);
+      if (report) report.layers[l] = { attentionMs: t1 - t0, ffnMs: performance.now() - t1 };
+    }
+    if (!logits) return null;
+
+    const t0 = performance.now();
+    b.copy2d(ws.last, 0, c.hidden, ws.x, (n - 1) * c.hidden, c.hidden, 1, c.hidden);
+    this.norm(ws.last, ws.last, w.finalNorm, 1);
+    this.output.forward(ws.logits, ws.last);
+    if (report) report.outputMs = performance.now() - t0;
+    return b.read(ws.logits, 0, c.vocab);
+  }
+
+  private attentionBlock(l: number, n: number, pos0: number, positions: Int32Array, cache: KVCache): void {
+    const { backend: b, config: c, weights: w, ws } = this;
+    const lw = w.layers[l];
+    const qDim = c.heads * c.headDim;
+    const kvDim = c.kvHeads * c.headDim;
+    this.norm(ws.h, ws.x, lw.attnNorm, n);
+    if ("fused" in lw.qkv) {
+      const width = qDim + 2 * kvDim;
+      b.matmul(ws.qkv, ws.h, lw.qkv.fused.w, n, lw.qkv.fused.b);
+      b.copy2d(ws.q, 0, qDim, ws.qkv, 0, width, n, qDim);
+      b.copy2d(ws.k, 0, kvDim, ws.qkv, qDim, width, n, kvDim);
+      b.copy2d(ws.v, 0, kvDim, ws.qkv, qDim + kvDim, width, n, kvDim);
+    } else {
+      const { q, k, v } = lw.qkv;
+      b.matmul(ws.q, ws.h, q.w, n, q.b);
+      b.matmul(ws.k, ws.h, k.w, n, k.b);
+      b.matmul(ws.v, ws.h, v.w, n, v.b);
+    }
+    if (c.ropeInvFreq) {
+      b.rope(ws.q, n, c.heads, c.headDim, positions, c.ropeInvFreq);
+      b.rope(ws.k, n, c.kvHeads, c.headDim, positions, c.ropeInvFreq);
+    }
+    b.cacheWrite(cache.k[l], cache.v[l], ws.k, ws.v, n, c.kvHeads, c.headDim, pos0, cache.capacity);
+    b.attention(ws.att, ws.q, cache.k[l], cache.v[l], n, c.heads, c.kvHeads, c.headDim, pos0, cache.capacity, 1 / Math.sqrt(c.headDim));
+    b.matmul(ws.tmp, ws.att, lw.o.w, n, lw.o.b);
+    b.add(ws.x, ws.tmp, n * c.hidden);
+  }
+
+  private norm(y: Buf, x: Buf, norm: Norm, n: number): void {
+    const { backend: b, config: c } = this;
+    if (c.norm === "rms") b.rmsNorm(y, x, norm.weight, n, c.normEps);
+    else b.layerNorm(y, x, norm.weight, norm.bias!, n, c.normEps);
+  }
+}

@@ -1,0 +1,124 @@
+// Loading a Hugging Face model folder: config.json → architecture → weights (memory-mapped,
+// validated against the config) → tokenizer and generation defaults. One function, `loadModel`,
+// and every failure is a ModelError naming the file (and tensor).
+import { existsSync, statSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { ARCHITECTURES, type ModelConfig, type ModelWeights } from "../arch/index.js";
+import { ModelError } from "./errors.js";
+import { isObject, readJsonFile } from "./json.js";
+import { WeightStore } from "./safetensors.js";
+import { ModelTokenizer } from "./tokenizer.js";
+
+/** Sampling defaults a model ships in generation_config.json (all optional). */
+export interface GenerationDefaults {
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  minP?: number;
+  repetitionPenalty?: number;
+  maxNewTokens?: number;
+}
+
+export interface LoadedModel {
+  readonly dir: string;
+  readonly config: ModelConfig;
+  readonly weights: ModelWeights;
+  readonly store: WeightStore;
+  readonly tokenizer: ModelTokenizer;
+  /** Every id that ends generation: config.json, generation_config.json and the tokenizer's eos_token. */
+  readonly eosIds: ReadonlySet<number>;
+  readonly generationDefaults: GenerationDefaults;
+  /** Bytes of weights read per decoded token by the dense path (all matrices + the output layer). */
+  readonly weightBytesPerToken: number;
+  close(): void;
+}
+
+/** model_type → class name, for configs without an "architectures" list. */
+const MODEL_TYPES: Record<string, string> = {
+  llama: "LlamaForCausalLM",
+  mistral: "MistralForCausalLM",
+  qwen2: "Qwen2ForCausalLM",
+  gpt2: "GPT2LMHeadModel",
+  opt: "OPTForCausalLM",
+};
+
+export function readModelConfig(dir: string): ModelConfig {
+  if (!existsSync(dir)) throw new ModelError("NOT_FOUND", dir, "model folder not found");
+  if (!statSync(dir).isDirectory()) throw new ModelError("NOT_A_DIRECTORY", dir, "expected a model folder (config.json, *.safetensors, tokenizer.json)");
+  const file = join(dir, "config.json");
+  if (!existsSync(file)) throw new ModelError("NOT_FOUND", file, "config.json is missing; is this a Hugging Face model folder?");
+  const raw = readJsonFile(file);
+  if (!isObject(raw)) throw new ModelError("BAD_CONFIG", file, "config.json is not a JSON object");
+  const archs = raw.architectures;
+  const name = Array.isArray(archs) && typeof archs[0] === "string" ? archs[0] : typeof raw.model_type === "string" ? MODEL_TYPES[raw.model_type] : undefined;
+  if (name === undefined) throw new ModelError("BAD_CONFIG", file, `neither "architectures" nor a known "model_type" is given`);
+  const arch = ARCHITECTURES[name];
+  if (!arch) {
+    throw new ModelError("UNSUPPORTED_ARCHITECTURE", file, `architecture ${name} is not supported (supported: ${Object.keys(ARCHITECTURES).join(", ")})`);
+  }
+  return arch.parseConfig(raw, file);
+}
+
+export function loadModel(folder: string): LoadedModel {
+  const dir = resolve(folder);
+  const config = readModelConfig(dir);
+  const tokenizer = ModelTokenizer.load(dir);
+  const store = WeightStore.open(dir);
+  try {
+    store.checkDType(config.dtype, join(dir, "config.json"));
+    const weights = ARCHITECTURES[config.architecture].bindWeights(config, store);
+    const gen = readGenerationConfig(dir);
+    const eosIds = new Set<number>([...config.eosTokenIds, ...gen.eosIds]);
+    const eosFromTokenizer = tokenizer.eosToken === undefined ? undefined : tokenizer.tokenId(tokenizer.eosToken);
+    if (eosFromTokenizer !== undefined) eosIds.add(eosFromTokenizer);
+    return {
+      dir,
+      config,
+      weights,
+      store,
+      tokenizer,
+      eosIds,
+      generationDefaults: gen.defaults,
+      weightBytesPerToken: bytesPerToken(weights),
+      close: () => store.close(),
+    };
+  } catch (e) {
+    store.close();
+    throw e;
+  }
+}
+
+function readGenerationConfig(dir: string): { eosIds: number[]; defaults: GenerationDefaults } {
+  const file = join(dir, "generation_config.json");
+  if (!existsSync(file)) return { eosIds: [], defaults: {} };
+  const raw = readJsonFile(file);
+  if (!isObject(raw)) throw new ModelError("BAD_JSON", file, "not a JSON object");
+  const num = (k: string) => (typeof raw[k] === "number" && Number.isFinite(raw[k]) ? (raw[k] as number) : undefined);
+  const eos = raw.eos_token_id;
+  const eosIds = (Array.isArray(eos) ? eos : [eos]).filter((x): x is number => Number.isSafeInteger(x));
+  // do_sample: false means the model's authors intend greedy decoding.
+  const temperature = raw.do_sample === false ? 0 : num("temperature");
+  return {
+    eosIds,
+    defaults: {
+      temperature,
+      topK: num("top_k"),
+      topP: num("top_p"),
+      minP: num("min_p"),
+      repetitionPenalty: num("repetition_penalty"),
+      maxNewTokens: num("max_new_tokens"),
+    },
+  };
+}
+
+/** Dense decode reads every layer matrix once per token, plus the output layer (not the embedding lookup). */
+function bytesPerToken(w: ModelWeights): number {
+  let bytes = w.head.w.byteLength;
+  for (const l of w.layers) {
+    const linears = "fused" in l.qkv ? [l.qkv.fused] : [l.qkv.q, l.qkv.k, l.qkv.v];
+    for (const lin of [...linears, l.o, l.up, l.down, ...(l.gate ? [l.gate] : [])]) {
+      bytes += lin.w.byteLength + (lin.b ? lin.b.byteLength : 0);
+    }
+  }
+  return bytes;
+}

@@ -1,0 +1,267 @@
+// safetensors: header parsing and validation, and the weight store over one or more shards.
+//
+// Format: 8-byte little-endian header length N, N bytes of UTF-8 JSON
+// { name: { dtype, shape, data_offsets: [begin, end] }, "__metadata__": {...} }, then the data.
+// Offsets are relative to the end of the header. Everything is checked here, in TypeScript, before
+// the native addon maps a single byte: a tensor handed to a kernel is known to lie inside its file.
+import { closeSync, existsSync, openSync, readSync, fstatSync } from "node:fs";
+import { basename, join } from "node:path";
+import { native, NativeDType, type NativeMapping, type NativeWeight } from "../native/addon.js";
+import { ModelError } from "./errors.js";
+import { decodeJson, isObject, readJsonFile } from "./json.js";
+
+export type DType = "F32" | "F16" | "BF16";
+export const DTYPE_BYTES: Record<DType, number> = { F32: 4, F16: 2, BF16: 2 };
+const NATIVE_DTYPE: Record<DType, NativeDType> = {
+  F32: NativeDType.F32,
+  F16: NativeDType.F16,
+  BF16: NativeDType.BF16,
+};
+/** Header JSON bigger than this is not a real checkpoint (real ones are well under 10 MB). */
+export const MAX_HEADER_BYTES = 100 * 1024 * 1024;
+
+export interface TensorInfo {
+  readonly name: string;
+  readonly file: string;
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+  /** Absolute byte offset in the file. */
+  readonly offset: number;
+  readonly byteLength: number;
+}
+
+export interface SafetensorsHeader {
+  readonly file: string;
+  readonly fileSize: number;
+  readonly tensors: Map<string, TensorInfo>;
+}
+
+/** Read and validate the header of one safetensors file. */
+export function readSafetensorsHeader(file: string): SafetensorsHeader {
+  let fd: number;
+  try {
+    fd = openSync(file, "r");
+  } catch {
+    throw new ModelError("NOT_FOUND", file, "weights file not found or unreadable");
+  }
+  try {
+    const fileSize = fstatSync(fd).size;
+    if (fileSize < 8) {
+      throw new ModelError("TRUNCATED", file, `file is ${fileSize} bytes, too short for a header`);
+    }
+    const lenBuf = Buffer.alloc(8);
+    readSync(fd, lenBuf, 0, 8, 0);
+    const headerLen = lenBuf.readBigUInt64LE(0);
+    if (headerLen > BigInt(MAX_HEADER_BYTES)) {
+      throw new ModelError(
+        "BAD_HEADER",
+        file,
+        `header length ${headerLen} exceeds the ${MAX_HEADER_BYTES}-byte limit`,
+      );
+    }
+    const n = Number(headerLen);
+    if (8 + n > fileSize) {
+      throw new ModelError(
+        "TRUNCATED",
+        file,
+        `header claims ${n} bytes but the file has only ${fileSize - 8} after the length`,
+      );
+    }
+    const headerBuf = Buffer.alloc(n);
+    readSync(fd, headerBuf, 0, n, 8);
+    const json = decodeJson(headerBuf, file, "safetensors header", "BAD_HEADER");
+    if (!isObject(json)) throw new ModelError("BAD_HEADER", file, "header is not a JSON object");
+    const dataStart = 8 + n;
+    const dataSize = fileSize - dataStart;
+    const tensors = new Map<string, TensorInfo>();
+    for (const [name, entry] of Object.entries(json)) {
+      if (name === "__metadata__") continue;
+      tensors.set(name, parseEntry(file, name, entry, dataStart, dataSize));
+    }
+    return { file, fileSize, tensors };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function parseEntry(
+  file: string,
+  name: string,
+  entry: unknown,
+  dataStart: number,
+  dataSize: number,
+): TensorInfo {
+  const bad = (detail: string) => new ModelError("BAD_HEADER", file, detail, name);
+  if (!isObject(entry)) throw bad("entry is not an object");
+  const { dtype, shape, data_offsets: offsets } = entry;
+  if (typeof dtype !== "string") throw bad("missing dtype");
+  if (!(dtype in DTYPE_BYTES)) {
+    throw new ModelError(
+      "UNSUPPORTED_DTYPE",
+      file,
+      `dtype ${dtype} is not supported (F32, F16, BF16 are)`,
+      name,
+    );
+  }
+  if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+    throw bad("shape is not a list of non-negative integers");
+  }
+  if (
+    !Array.isArray(offsets) ||
+    offsets.length !== 2 ||
+    !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)
+  ) {
+    throw bad("data_offsets is not [begin, end]");
+  }
+  const [begin, end] = offsets as [number, number];
+  const dims = shape as number[];
+  const byteLength = dims.reduce((a, d) => a * d, 1) * DTYPE_BYTES[dtype as DType];
+  if (end < begin || end - begin !== byteLength) {
+    throw bad(
+      `data_offsets [${begin}, ${end}] hold ${end - begin} bytes but ${dtype}${JSON.stringify(dims)} needs ${byteLength}`,
+    );
+  }
+  if (end > dataSize) {
+    // The header is self-consistent but the data stops early: a cut-off download or copy.
+    throw new ModelError(
+      begin >= dataSize ? "OFFSET_OUT_OF_RANGE" : "TRUNCATED",
+      file,
+      `tensor data [${begin}, ${end}) lies past the end of the data section (${dataSize} bytes)`,
+      name,
+    );
+  }
+  return { name, file, dtype: dtype as DType, shape: dims, offset: dataStart + begin, byteLength };
+}
+
+/** A tensor ready for the backend: its description plus a native view into the mapped file. */
+export interface Weight extends TensorInfo {
+  readonly handle: NativeWeight;
+  /** Rows × cols as the kernels see it (rows = outputs). */
+  readonly rows: number;
+  readonly cols: number;
+  readonly transposed: boolean;
+}
+
+/**
+ * All tensors of a checkpoint (one file or shards), memory-mapped by the native addon.
+ * `get` checks the shape the architecture expects, so a config/weights disagreement is reported
+ * with the tensor's name instead of surfacing as garbage output.
+ */
+export class WeightStore {
+  private readonly mappings = new Map<string, NativeMapping>();
+  private closed = false;
+
+  private constructor(
+    readonly dir: string,
+    readonly tensors: Map<string, TensorInfo>,
+  ) {}
+
+  static open(dir: string): WeightStore {
+    const files = weightFiles(dir);
+    const tensors = new Map<string, TensorInfo>();
+    for (const f of files) {
+      for (const [name, info] of readSafetensorsHeader(f).tensors) tensors.set(name, info);
+    }
+    return new WeightStore(dir, tensors);
+  }
+
+  has(name: string): boolean {
+    return this.tensors.has(name);
+  }
+
+  info(name: string): TensorInfo {
+    const t = this.tensors.get(name);
+    if (!t) throw new ModelError("MISSING_TENSOR", this.dir, "tensor not found in any weights file", name);
+    return t;
+  }
+
+  /**
+   * The tensor `name` with shape `shape` (1-D tensors are viewed as 1 × n).
+   * `transposed` marks GPT-2 Conv1D weights stored [in, out]; `shape` is then given as [in, out].
+   */
+  get(name: string, shape: readonly number[], transposed = false): Weight {
+    const t = this.info(name);
+    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+      throw new ModelError(
+        "SHAPE_MISMATCH",
+        t.file,
+        `shape ${JSON.stringify(t.shape)} does not match ${JSON.stringify(shape)} implied by config.json`,
+        name,
+      );
+    }
+    const [a, b] = shape.length === 1 ? [1, shape[0]] : [shape[0], shape[1]];
+    const [rows, cols] = transposed ? [b, a] : [a, b];
+    const handle = native().weight(
+      this.mapping(t.file),
+      t.offset,
+      NATIVE_DTYPE[t.dtype],
+      rows,
+      cols,
+      transposed,
+    );
+    return { ...t, handle, rows, cols, transposed };
+  }
+
+  /** Check every tensor's dtype against config.json's torch_dtype. */
+  checkDType(expected: DType | undefined, configFile: string): void {
+    if (!expected) return;
+    for (const t of this.tensors.values()) {
+      if (t.dtype !== expected) {
+        throw new ModelError(
+          "DTYPE_MISMATCH",
+          t.file,
+          `dtype ${t.dtype} disagrees with torch_dtype in ${basename(configFile)} (${expected})`,
+          t.name,
+        );
+      }
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const m of this.mappings.values()) native().unmap(m);
+    this.mappings.clear();
+  }
+
+  private mapping(file: string): NativeMapping {
+    if (this.closed) throw new Error(`${this.dir}: weights were closed`);
+    let m = this.mappings.get(file);
+    if (!m) {
+      m = native().mapFile(file).mapping;
+      this.mappings.set(file, m);
+    }
+    return m;
+  }
+}
+
+/** The safetensors files of a model folder: the sharded index if present, else model.safetensors. */
+export function weightFiles(dir: string): string[] {
+  const index = join(dir, "model.safetensors.index.json");
+  if (existsSync(index)) {
+    const json = readJsonFile(index);
+    if (!isObject(json) || !isObject(json.weight_map)) {
+      throw new ModelError("BAD_JSON", index, "missing the weight_map object");
+    }
+    const shards = new Set<string>();
+    for (const [tensor, shard] of Object.entries(json.weight_map)) {
+      if (typeof shard !== "string" || shard.includes("/") || shard.includes("\\")) {
+        throw new ModelError("BAD_JSON", index, `bad shard name ${JSON.stringify(shard)}`, tensor);
+      }
+      shards.add(shard);
+    }
+    const files = [...shards].sort().map((s) => join(dir, s));
+    for (const f of files) {
+      if (!existsSync(f)) throw new ModelError("NOT_FOUND", f, `shard named in ${basename(index)} is missing`);
+    }
+    if (files.length === 0) throw new ModelError("NO_WEIGHTS", index, "weight_map is empty");
+    return files;
+  }
+  const single = join(dir, "model.safetensors");
+  if (existsSync(single)) return [single];
+  throw new ModelError(
+    "NO_WEIGHTS",
+    dir,
+    "no model.safetensors or model.safetensors.index.json in this folder",
+  );
+}

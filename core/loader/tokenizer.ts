@@ -1,0 +1,111 @@
+// The model's tokenizer (tokenizer.json through @huggingface/tokenizers) and chat template
+// (tokenizer_config.json's chat_template through @huggingface/jinja), with the special-token
+// rules Hugging Face applies: BOS only when the tokenizer says so, EOS from every config that names one.
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { Tokenizer } from "@huggingface/tokenizers";
+import { Template } from "@huggingface/jinja";
+import { ModelError } from "./errors.js";
+import { isObject, readJsonFile } from "./json.js";
+
+export interface ChatMessage {
+  role: "system" | "user" | "assistant";
+  content: string;
+}
+
+/** A special token in tokenizer_config.json is a string or an AddedToken object {content: ...}. */
+function tokenText(v: unknown): string | undefined {
+  if (typeof v === "string") return v;
+  if (isObject(v) && typeof v.content === "string") return v.content;
+  return undefined;
+}
+
+export class ModelTokenizer {
+  readonly bosToken: string | undefined;
+  readonly eosToken: string | undefined;
+  readonly bosId: number | undefined;
+  /** Whether encode() of a plain prompt adds special tokens (BOS) — the tokenizer's own rule. */
+  readonly addsSpecialTokens: boolean;
+  private readonly template: Template | undefined;
+  private readonly tokenizer: Tokenizer;
+
+  constructor(
+    readonly file: string,
+    json: Record<string, unknown>,
+    readonly config: Record<string, unknown>,
+    configFile: string,
+  ) {
+    try {
+      this.tokenizer = new Tokenizer(json, config);
+    } catch (e) {
+      throw new ModelError("BAD_TOKENIZER", file, `cannot build the tokenizer: ${(e as Error).message}`);
+    }
+    this.bosToken = tokenText(config.bos_token);
+    this.eosToken = tokenText(config.eos_token);
+    this.bosId = this.bosToken === undefined ? undefined : this.tokenizer.token_to_id(this.bosToken);
+    // HF: add_bos_token when the config says; otherwise the post-processor (e.g. Llama 3's
+    // TemplateProcessing) decides. No post-processor and no flag means no BOS.
+    this.addsSpecialTokens =
+      typeof config.add_bos_token === "boolean" ? config.add_bos_token : json.post_processor !== null && json.post_processor !== undefined;
+    const template = config.chat_template;
+    const source = typeof template === "string" ? template : Array.isArray(template) ? namedTemplate(template) : undefined;
+    if (source !== undefined) {
+      try {
+        this.template = new Template(source);
+      } catch (e) {
+        throw new ModelError("BAD_TOKENIZER", configFile, `chat_template does not parse: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  static load(dir: string): ModelTokenizer {
+    const file = join(dir, "tokenizer.json");
+    if (!existsSync(file)) throw new ModelError("NOT_FOUND", file, "tokenizer.json is missing; the model cannot turn text into tokens");
+    const json = readJsonFile(file);
+    if (!isObject(json) || !isObject(json.model)) throw new ModelError("BAD_TOKENIZER", file, "not a Hugging Face tokenizer.json (no model section)");
+    const configFile = join(dir, "tokenizer_config.json");
+    const config = existsSync(configFile) ? readJsonFile(configFile) : {};
+    if (!isObject(config)) throw new ModelError("BAD_JSON", configFile, "not a JSON object");
+    return new ModelTokenizer(file, json, config, configFile);
+  }
+
+  get hasChatTemplate(): boolean {
+    return this.template !== undefined;
+  }
+
+  /** Token ids of `text`. Special tokens written in the text (e.g. "<|im_end|>") become their ids. */
+  encode(text: string, addSpecialTokens = this.addsSpecialTokens): number[] {
+    const ids = this.tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids;
+    if (addSpecialTokens && this.config.add_bos_token === true && this.bosId !== undefined && ids[0] !== this.bosId) {
+      ids.unshift(this.bosId);
+    }
+    return ids;
+  }
+
+  decode(ids: readonly number[], skipSpecialTokens = true): string {
+    return this.tokenizer.decode([...ids], { skip_special_tokens: skipSpecialTokens, clean_up_tokenization_spaces: false });
+  }
+
+  tokenId(token: string): number | undefined {
+    return this.tokenizer.token_to_id(token);
+  }
+
+  /** Render the conversation with the model's chat template (the prompt for the next assistant turn). */
+  applyChatTemplate(messages: readonly ChatMessage[], addGenerationPrompt = true): string {
+    if (!this.template) {
+      throw new ModelError("BAD_TOKENIZER", this.file, "this model has no chat_template in tokenizer_config.json; use `hire generate` with a plain prompt");
+    }
+    return this.template.render({
+      messages,
+      add_generation_prompt: addGenerationPrompt,
+      bos_token: this.bosToken ?? "",
+      eos_token: this.eosToken ?? "",
+    });
+  }
+}
+
+/** Some tokenizer configs list templates by name ([{name, template}]); use "default". */
+function namedTemplate(list: unknown[]): string | undefined {
+  for (const t of list) if (isObject(t) && t.name === "default" && typeof t.template === "string") return t.template;
+  return undefined;
+}

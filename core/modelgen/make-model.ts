@@ -1,0 +1,625 @@
+// make-model: writes a random model in the exact Hugging Face layout (config.json,
+// generation_config.json, model.safetensors or shards + index, tokenizer.json, tokenizer_config.json).
+//
+// Weights are deterministic from (seed, tensor name): every tensor has its own xoshiro128** stream,
+// so a tensor's bytes do not depend on sharding, tying or the order tensors are written in.
+// Values: N(0, 0.02) for matrices and embeddings, 1 + N(0, 0.02) for norm weights, N(0, 0.01) for
+// biases; computed in float32, then converted (bf16 round-to-nearest-even, f16 correctly rounded).
+// Generation streams chunk by chunk into the file; nothing model-sized is ever held in memory.
+// Output goes to a hidden temp directory next to `out`, renamed into place when complete.
+//
+// To add an architecture: add it to `Arch`, write an `ArchSpec` (tensor table + config builder)
+// and register it in `ARCHS`, then add a `tiny-<arch>` preset (tests use it).
+// To add a preset: add an entry to `PRESETS` with the real model's shapes.
+
+import { mkdir, rename, rm, rmdir, readdir, stat, writeFile } from "node:fs/promises";
+import { basename, dirname, join, resolve } from "node:path";
+import { randomBytes } from "node:crypto";
+import { SafetensorsWriter, convertF32, type StDType, type TensorEntry } from "./safetensors-writer.js";
+import { makeTokenizer, MIN_TOKENIZER_SIZE, type TokenizerIds } from "./tokenizer-gen.js";
+
+export type Arch = "llama" | "qwen2" | "gpt2" | "opt";
+export type DType = "f32" | "f16" | "bf16";
+
+export interface ModelShape {
+  hidden: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  intermediate: number;
+  vocab: number;
+  maxPositions: number;
+  headDim?: number;
+  tied: boolean;
+  ropeTheta?: number;
+  ropeScaling?: Record<string, unknown>;
+  rmsEps?: number;
+}
+
+export interface MakeModelOptions {
+  arch: Arch;
+  /** Base shapes; defaults to `tiny-<arch>`. Fields of `shape` override it. */
+  preset?: string;
+  shape?: Partial<ModelShape>;
+  dtype: DType;
+  seed: number;
+  /** Model directory to create. */
+  out: string;
+  /** When set, write model-0000i-of-0000N.safetensors + model.safetensors.index.json. */
+  maxShardBytes?: number;
+  /** gpt2 only: prefix tensor names with "transformer." (default false, as real gpt2 checkpoints). */
+  gpt2Prefix?: boolean;
+  /** Replace `out` if it exists and is not empty (default: throw). */
+  overwrite?: boolean;
+  /** Called after every chunk with (tensor bytes written, total tensor bytes). */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface MakeModelResult {
+  /** absolute path of the model directory */
+  dir: string;
+  /** number of parameters (tied embeddings counted once) */
+  params: number;
+  /** total bytes of all files written */
+  bytes: number;
+  /** file names inside `dir` */
+  files: string[];
+}
+
+export class MakeModelError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "MakeModelError";
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Presets
+// ---------------------------------------------------------------------------------------------
+
+const tinyLlamaLike = { hidden: 64, layers: 2, heads: 4, kvHeads: 2, intermediate: 128, vocab: 512, maxPositions: 512 };
+const tinyMha = { hidden: 64, layers: 2, heads: 4, kvHeads: 4, intermediate: 256, vocab: 512, maxPositions: 512 };
+
+export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; description: string }> = {
+  "smollm2-135m": {
+    arch: "llama",
+    description: "SmolLM2-135M shapes (llama, GQA 9/3, tied)",
+    shape: { hidden: 576, layers: 30, heads: 9, kvHeads: 3, intermediate: 1536, vocab: 49152, maxPositions: 8192, tied: true, ropeTheta: 100000, rmsEps: 1e-5 },
+  },
+  "qwen2.5-0.5b": {
+    arch: "qwen2",
+    description: "Qwen2.5-0.5B shapes (qwen2, GQA 14/2, qkv bias, tied)",
+    shape: { hidden: 896, layers: 24, heads: 14, kvHeads: 2, intermediate: 4864, vocab: 151936, maxPositions: 32768, tied: true, ropeTheta: 1000000, rmsEps: 1e-6 },
+  },
+  "llama-3.2-1b": {
+    arch: "llama",
+    description: "Llama-3.2-1B shapes (llama, GQA 32/8, llama3 rope scaling, tied)",
+    shape: {
+      hidden: 2048, layers: 16, heads: 32, kvHeads: 8, headDim: 64, intermediate: 8192, vocab: 128256, maxPositions: 131072, tied: true,
+      ropeTheta: 500000, rmsEps: 1e-5,
+      ropeScaling: { rope_type: "llama3", factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 },
+    },
+  },
+  gpt2: {
+    arch: "gpt2",
+    description: "GPT-2 small shapes (124M)",
+    shape: { hidden: 768, layers: 12, heads: 12, kvHeads: 12, intermediate: 3072, vocab: 50257, maxPositions: 1024, tied: true, rmsEps: 1e-5 },
+  },
+  "opt-125m": {
+    arch: "opt",
+    description: "OPT-125M shapes",
+    shape: { hidden: 768, layers: 12, heads: 12, kvHeads: 12, intermediate: 3072, vocab: 50272, maxPositions: 2048, tied: true, rmsEps: 1e-5 },
+  },
+  "tiny-llama": { arch: "llama", description: "tiny llama for tests (GQA 4/2, untied)", shape: { ...tinyLlamaLike, tied: false, ropeTheta: 10000, rmsEps: 1e-5 } },
+  "tiny-qwen2": { arch: "qwen2", description: "tiny qwen2 for tests (GQA 4/2, qkv bias, tied)", shape: { ...tinyLlamaLike, tied: true, ropeTheta: 10000, rmsEps: 1e-6 } },
+  "tiny-gpt2": { arch: "gpt2", description: "tiny gpt2 for tests", shape: { ...tinyMha, tied: true, rmsEps: 1e-5 } },
+  "tiny-opt": { arch: "opt", description: "tiny opt for tests", shape: { ...tinyMha, tied: true, rmsEps: 1e-5 } },
+};
+
+// ---------------------------------------------------------------------------------------------
+// Architecture tables
+// ---------------------------------------------------------------------------------------------
+
+/** Fully resolved shape: every optional field filled in. */
+export interface ResolvedShape extends Required<Omit<ModelShape, "ropeScaling">> {
+  ropeScaling: Record<string, unknown> | null;
+}
+
+type Init = "normal" | "norm" | "bias";
+const INIT: Record<Init, { mean: number; std: number }> = {
+  normal: { mean: 0, std: 0.02 },
+  norm: { mean: 1, std: 0.02 },
+  bias: { mean: 0, std: 0.01 },
+};
+
+/** One row of an architecture's tensor table. `shape` uses the resolved model shape `s`. */
+interface TensorRule {
+  name: string;
+  shape: (s: ResolvedShape) => number[];
+  init: Init;
+  /** present only when this returns true (e.g. lm_head when untied) */
+  when?: (s: ResolvedShape) => boolean;
+}
+
+interface ArchSpec {
+  hfClass: string;
+  modelType: string;
+  /** true: k/v heads may differ from heads, and head_dim may be set explicitly */
+  gqa: boolean;
+  rope: boolean;
+  /** tensor name prefixes; `{i}` in layer names is replaced by the layer index */
+  prefix: (o: Pick<MakeModelOptions, "gpt2Prefix">) => string;
+  layerPrefix: string;
+  head: TensorRule[]; // before the layers
+  layer: TensorRule[]; // per layer, in forward order
+  tail: TensorRule[]; // after the layers (names are absolute when starting with "/")
+  config: (s: ResolvedShape, ids: TokenizerIds, dtype: DType) => Record<string, unknown>;
+}
+
+const q = (s: ResolvedShape) => s.heads * s.headDim;
+const kv = (s: ResolvedShape) => s.kvHeads * s.headDim;
+const untied = (s: ResolvedShape) => !s.tied;
+const TORCH_DTYPE: Record<DType, string> = { f32: "float32", f16: "float16", bf16: "bfloat16" };
+const ST_DTYPE: Record<DType, StDType> = { f32: "F32", f16: "F16", bf16: "BF16" };
+
+const LLAMA_LAYER: TensorRule[] = [
+  { name: "input_layernorm.weight", shape: (s) => [s.hidden], init: "norm" },
+  { name: "self_attn.q_proj.weight", shape: (s) => [q(s), s.hidden], init: "normal" },
+  { name: "self_attn.k_proj.weight", shape: (s) => [kv(s), s.hidden], init: "normal" },
+  { name: "self_attn.v_proj.weight", shape: (s) => [kv(s), s.hidden], init: "normal" },
+  { name: "self_attn.o_proj.weight", shape: (s) => [s.hidden, q(s)], init: "normal" },
+  { name: "post_attention_layernorm.weight", shape: (s) => [s.hidden], init: "norm" },
+  { name: "mlp.gate_proj.weight", shape: (s) => [s.intermediate, s.hidden], init: "normal" },
+  { name: "mlp.up_proj.weight", shape: (s) => [s.intermediate, s.hidden], init: "normal" },
+  { name: "mlp.down_proj.weight", shape: (s) => [s.hidden, s.intermediate], init: "normal" },
+];
+
+const QWEN2_LAYER: TensorRule[] = [
+  { name: "input_layernorm.weight", shape: (s) => [s.hidden], init: "norm" },
+  { name: "self_attn.q_proj.weight", shape: (s) => [q(s), s.hidden], init: "normal" },
+  { name: "self_attn.q_proj.bias", shape: (s) => [q(s)], init: "bias" },
+  { name: "self_attn.k_proj.weight", shape: (s) => [kv(s), s.hidden], init: "normal" },
+  { name: "self_attn.k_proj.bias", shape: (s) => [kv(s)], init: "bias" },
+  { name: "self_attn.v_proj.weight", shape: (s) => [kv(s), s.hidden], init: "normal" },
+  { name: "self_attn.v_proj.bias", shape: (s) => [kv(s)], init: "bias" },
+  ...LLAMA_LAYER.slice(4),
+];
+
+const LLAMA_HEAD: TensorRule[] = [{ name: "model.embed_tokens.weight", shape: (s) => [s.vocab, s.hidden], init: "normal" }];
+const LLAMA_TAIL: TensorRule[] = [
+  { name: "model.norm.weight", shape: (s) => [s.hidden], init: "norm" },
+  { name: "/lm_head.weight", shape: (s) => [s.vocab, s.hidden], init: "normal", when: untied },
+];
+
+function llamaConfig(spec: { hfClass: string; modelType: string }) {
+  return (s: ResolvedShape, ids: TokenizerIds, dtype: DType): Record<string, unknown> => ({
+    architectures: [spec.hfClass],
+    model_type: spec.modelType,
+    hidden_size: s.hidden,
+    intermediate_size: s.intermediate,
+    num_hidden_layers: s.layers,
+    num_attention_heads: s.heads,
+    num_key_value_heads: s.kvHeads,
+    head_dim: s.headDim,
+    vocab_size: s.vocab,
+    max_position_embeddings: s.maxPositions,
+    rms_norm_eps: s.rmsEps,
+    rope_theta: s.ropeTheta,
+    rope_scaling: s.ropeScaling,
+    hidden_act: "silu",
+    attention_bias: spec.modelType === "qwen2" ? undefined : false, // qwen2 always has q/k/v bias
+    tie_word_embeddings: s.tied,
+    ...(spec.modelType === "qwen2"
+      ? { use_sliding_window: false, sliding_window: s.maxPositions, max_window_layers: s.layers }
+      : {}),
+    bos_token_id: ids.bos,
+    eos_token_id: ids.eos,
+    torch_dtype: TORCH_DTYPE[dtype],
+  });
+}
+
+const GPT2_LAYER: TensorRule[] = [
+  { name: "ln_1.weight", shape: (s) => [s.hidden], init: "norm" },
+  { name: "ln_1.bias", shape: (s) => [s.hidden], init: "bias" },
+  // Conv1D stores weights [in, out]
+  { name: "attn.c_attn.weight", shape: (s) => [s.hidden, 3 * s.hidden], init: "normal" },
+  { name: "attn.c_attn.bias", shape: (s) => [3 * s.hidden], init: "bias" },
+  { name: "attn.c_proj.weight", shape: (s) => [s.hidden, s.hidden], init: "normal" },
+  { name: "attn.c_proj.bias", shape: (s) => [s.hidden], init: "bias" },
+  { name: "ln_2.weight", shape: (s) => [s.hidden], init: "norm" },
+  { name: "ln_2.bias", shape: (s) => [s.hidden], init: "bias" },
+  { name: "mlp.c_fc.weight", shape: (s) => [s.hidden, s.intermediate], init: "normal" },
+  { name: "mlp.c_fc.bias", shape: (s) => [s.intermediate], init: "bias" },
+  { name: "mlp.c_proj.weight", shape: (s) => [s.intermediate, s.hidden], init: "normal" },
+  { name: "mlp.c_proj.bias", shape: (s) => [s.hidden], init: "bias" },
+];
+
+const OPT_LAYER: TensorRule[] = [
+  { name: "self_attn_layer_norm.weight", shape: (s) => [s.hidden], init: "norm" },
+  { name: "self_attn_layer_norm.bias", shape: (s) => [s.hidden], init: "bias" },
+  ...(["q_proj", "k_proj", "v_proj", "out_proj"] as const).flatMap((p): TensorRule[] => [
+    { name: `self_attn.${p}.weight`, shape: (s) => [s.hidden, s.hidden], init: "normal" },
+    { name: `self_attn.${p}.bias`, shape: (s) => [s.hidden], init: "bias" },
+  ]),
+  { name: "final_layer_norm.weight", shape: (s) => [s.hidden], init: "norm" },
+  { name: "final_layer_norm.bias", shape: (s) => [s.hidden], init: "bias" },
+  { name: "fc1.weight", shape: (s) => [s.intermediate, s.hidden], init: "normal" },
+  { name: "fc1.bias", shape: (s) => [s.intermediate], init: "bias" },
+  { name: "fc2.weight", shape: (s) => [s.hidden, s.intermediate], init: "normal" },
+  { name: "fc2.bias", shape: (s) => [s.hidden], init: "bias" },
+];
+
+export const ARCHS: Record<Arch, ArchSpec> = {
+  llama: {
+    hfClass: "LlamaForCausalLM",
+    modelType: "llama",
+    gqa: true,
+    rope: true,
+    prefix: () => "",
+    layerPrefix: "model.layers.{i}.",
+    head: LLAMA_HEAD,
+    layer: LLAMA_LAYER,
+    tail: LLAMA_TAIL,
+    config: llamaConfig({ hfClass: "LlamaForCausalLM", modelType: "llama" }),
+  },
+  qwen2: {
+    hfClass: "Qwen2ForCausalLM",
+    modelType: "qwen2",
+    gqa: true,
+    rope: true,
+    prefix: () => "",
+    layerPrefix: "model.layers.{i}.",
+    head: LLAMA_HEAD,
+    layer: QWEN2_LAYER,
+    tail: LLAMA_TAIL,
+    config: llamaConfig({ hfClass: "Qwen2ForCausalLM", modelType: "qwen2" }),
+  },
+  gpt2: {
+    hfClass: "GPT2LMHeadModel",
+    modelType: "gpt2",
+    gqa: false,
+    rope: false,
+    prefix: (o) => (o.gpt2Prefix ? "transformer." : ""),
+    layerPrefix: "h.{i}.",
+    head: [
+      { name: "wte.weight", shape: (s) => [s.vocab, s.hidden], init: "normal" },
+      { name: "wpe.weight", shape: (s) => [s.maxPositions, s.hidden], init: "normal" },
+    ],
+    layer: GPT2_LAYER,
+    tail: [
+      { name: "ln_f.weight", shape: (s) => [s.hidden], init: "norm" },
+      { name: "ln_f.bias", shape: (s) => [s.hidden], init: "bias" },
+      { name: "/lm_head.weight", shape: (s) => [s.vocab, s.hidden], init: "normal", when: untied },
+    ],
+    config: (s, ids, dtype) => ({
+      architectures: ["GPT2LMHeadModel"],
+      model_type: "gpt2",
+      n_embd: s.hidden,
+      n_layer: s.layers,
+      n_head: s.heads,
+      n_inner: s.intermediate,
+      n_positions: s.maxPositions,
+      n_ctx: s.maxPositions,
+      vocab_size: s.vocab,
+      activation_function: "gelu_new",
+      layer_norm_epsilon: s.rmsEps,
+      tie_word_embeddings: s.tied,
+      bos_token_id: ids.bos,
+      eos_token_id: ids.eos,
+      torch_dtype: TORCH_DTYPE[dtype],
+    }),
+  },
+  opt: {
+    hfClass: "OPTForCausalLM",
+    modelType: "opt",
+    gqa: false,
+    rope: false,
+    prefix: () => "model.decoder.",
+    layerPrefix: "layers.{i}.",
+    head: [
+      { name: "embed_tokens.weight", shape: (s) => [s.vocab, s.hidden], init: "normal" },
+      // OPT's learned positions are offset by 2
+      { name: "embed_positions.weight", shape: (s) => [s.maxPositions + 2, s.hidden], init: "normal" },
+    ],
+    layer: OPT_LAYER,
+    tail: [
+      { name: "final_layer_norm.weight", shape: (s) => [s.hidden], init: "norm" },
+      { name: "final_layer_norm.bias", shape: (s) => [s.hidden], init: "bias" },
+      { name: "/lm_head.weight", shape: (s) => [s.vocab, s.hidden], init: "normal", when: untied },
+    ],
+    config: (s, ids, dtype) => ({
+      architectures: ["OPTForCausalLM"],
+      model_type: "opt",
+      hidden_size: s.hidden,
+      num_hidden_layers: s.layers,
+      num_attention_heads: s.heads,
+      ffn_dim: s.intermediate,
+      max_position_embeddings: s.maxPositions,
+      vocab_size: s.vocab,
+      activation_function: "relu",
+      do_layer_norm_before: true,
+      word_embed_proj_dim: s.hidden,
+      enable_bias: true,
+      layer_norm_elementwise_affine: true,
+      tie_word_embeddings: s.tied,
+      bos_token_id: ids.bos,
+      eos_token_id: ids.eos,
+      pad_token_id: ids.endoftext,
+      torch_dtype: TORCH_DTYPE[dtype],
+    }),
+  },
+};
+
+// ---------------------------------------------------------------------------------------------
+// Options -> shape -> tensor plan
+// ---------------------------------------------------------------------------------------------
+
+const isPosInt = (x: unknown): x is number => typeof x === "number" && Number.isSafeInteger(x) && x > 0;
+
+/** Merges preset and explicit shape, fills defaults, validates. Throws MakeModelError. */
+export function resolveShape(o: Pick<MakeModelOptions, "arch" | "preset" | "shape">): ResolvedShape {
+  const spec = ARCHS[o.arch];
+  if (!spec) throw new MakeModelError(`unknown arch "${o.arch}" (expected one of ${Object.keys(ARCHS).join(", ")})`);
+  const presetName = o.preset ?? `tiny-${o.arch}`;
+  const preset = PRESETS[presetName];
+  if (!preset) {
+    throw new MakeModelError(`unknown preset "${presetName}" (available: ${Object.keys(PRESETS).join(", ")})`);
+  }
+  if (preset.arch !== o.arch) {
+    throw new MakeModelError(`preset "${presetName}" is a ${preset.arch} model, but arch "${o.arch}" was requested`);
+  }
+  const over: Partial<ModelShape> = Object.fromEntries(
+    Object.entries(o.shape ?? {}).filter(([, v]) => v !== undefined),
+  );
+  if (!spec.rope && (over.ropeTheta !== undefined || over.ropeScaling !== undefined)) {
+    throw new MakeModelError(`${o.arch} uses learned positions: ropeTheta/ropeScaling do not apply`);
+  }
+  if (!spec.gqa && over.kvHeads !== undefined && over.kvHeads !== (over.heads ?? preset.shape.heads)) {
+    throw new MakeModelError(`${o.arch} has no grouped-query attention: kvHeads must equal heads`);
+  }
+  const b = { ...preset.shape, ...over };
+  // A preset's head_dim / kvHeads only carry over when the dimensions they derive from did.
+  const headsChanged = over.hidden !== undefined || over.heads !== undefined;
+  const headDim = over.headDim ?? (headsChanged ? undefined : preset.shape.headDim);
+  const kvHeads = spec.gqa ? b.kvHeads : b.heads;
+
+  for (const k of ["hidden", "layers", "heads", "intermediate", "vocab", "maxPositions"] as const) {
+    if (!isPosInt(b[k])) throw new MakeModelError(`${k} must be a positive integer, got ${String(b[k])}`);
+  }
+  if (!isPosInt(kvHeads)) throw new MakeModelError(`kvHeads must be a positive integer, got ${String(kvHeads)}`);
+  if (headDim !== undefined && !isPosInt(headDim)) {
+    throw new MakeModelError(`headDim must be a positive integer, got ${String(headDim)}`);
+  }
+  if (headDim === undefined && b.hidden % b.heads !== 0) {
+    throw new MakeModelError(`heads (${b.heads}) must divide hidden (${b.hidden})`);
+  }
+  if (!spec.gqa && headDim !== undefined && headDim * b.heads !== b.hidden) {
+    throw new MakeModelError(`${o.arch}: headDim × heads must equal hidden (${headDim} × ${b.heads} ≠ ${b.hidden})`);
+  }
+  if (b.heads % kvHeads !== 0) {
+    throw new MakeModelError(`kvHeads (${kvHeads}) must divide heads (${b.heads})`);
+  }
+  if (typeof b.tied !== "boolean") throw new MakeModelError(`tied must be a boolean`);
+  if (b.vocab < MIN_TOKENIZER_SIZE) {
+    throw new MakeModelError(`vocab (${b.vocab}) must be at least the tokenizer size (${MIN_TOKENIZER_SIZE}: 256 bytes + 3 special tokens)`);
+  }
+  const ropeTheta = b.ropeTheta ?? 10000;
+  const rmsEps = b.rmsEps ?? 1e-5;
+  if (!(ropeTheta > 0 && Number.isFinite(ropeTheta))) throw new MakeModelError(`ropeTheta must be a positive number`);
+  if (!(rmsEps > 0 && rmsEps < 1)) throw new MakeModelError(`rmsEps must be in (0, 1), got ${rmsEps}`);
+  if (b.ropeScaling !== undefined && (typeof b.ropeScaling !== "object" || b.ropeScaling === null)) {
+    throw new MakeModelError(`ropeScaling must be an object`);
+  }
+  return {
+    hidden: b.hidden,
+    layers: b.layers,
+    heads: b.heads,
+    kvHeads,
+    intermediate: b.intermediate,
+    vocab: b.vocab,
+    maxPositions: b.maxPositions,
+    headDim: headDim ?? b.hidden / b.heads,
+    tied: b.tied,
+    ropeTheta,
+    ropeScaling: spec.rope ? (b.ropeScaling ?? null) : null,
+    rmsEps,
+  };
+}
+
+export interface PlannedTensor extends TensorEntry {
+  init: Init;
+}
+
+/** The exact HF tensor list, in write order. */
+export function planTensors(
+  arch: Arch,
+  s: ResolvedShape,
+  dtype: DType,
+  opts: Pick<MakeModelOptions, "gpt2Prefix"> = {},
+): PlannedTensor[] {
+  const spec = ARCHS[arch];
+  const prefix = spec.prefix(opts);
+  const out: PlannedTensor[] = [];
+  const add = (rule: TensorRule, name: string) => {
+    if (rule.when && !rule.when(s)) return;
+    const full = name.startsWith("/") ? name.slice(1) : prefix + name;
+    out.push({ name: full, dtype: ST_DTYPE[dtype], shape: rule.shape(s), init: rule.init });
+  };
+  for (const r of spec.head) add(r, r.name);
+  for (let i = 0; i < s.layers; i++) {
+    const lp = spec.layerPrefix.replace("{i}", String(i));
+    for (const r of spec.layer) add(r, lp + r.name);
+  }
+  for (const r of spec.tail) add(r, r.name);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deterministic random numbers
+// ---------------------------------------------------------------------------------------------
+
+/** xoshiro128** state for one tensor, derived from (seed, name) via FNV-1a + splitmix32. */
+export function tensorRngState(seed: number, name: string): Uint32Array {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 0x01000193);
+  const lo = seed >>> 0;
+  const hi = Math.floor(seed / 0x100000000) >>> 0;
+  let x = (lo ^ Math.imul(h, 0x9e3779b1) ^ Math.imul(hi, 0x85ebca77)) | 0;
+  const st = new Uint32Array(4);
+  for (let k = 0; k < 4; k++) {
+    x = (x + 0x9e3779b9) | 0; // splitmix32
+    let z = x ^ (k === 1 ? hi : 0) ^ (k === 2 ? h : 0);
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+    st[k] = (z ^ (z >>> 16)) >>> 0;
+  }
+  if ((st[0] | st[1] | st[2] | st[3]) === 0) st[0] = 1;
+  return st;
+}
+
+/**
+ * Fills dst[0..n) with mean + std·N(0,1) using xoshiro128** and the Marsaglia polar form of
+ * Box–Muller (no trig; ~2x faster in V8). Advances `st` in place so a tensor can be filled in chunks.
+ */
+export function fillNormal(dst: Float32Array, n: number, st: Uint32Array, mean: number, std: number): void {
+  let s0 = st[0] | 0, s1 = st[1] | 0, s2 = st[2] | 0, s3 = st[3] | 0;
+  const INV2 = 2 / 4294967296; // int32 -> [-1, 1)
+  let i = 0;
+  while (i < n) {
+    let a = Math.imul(s1, 5);
+    a = Math.imul((a << 7) | (a >>> 25), 9);
+    let t = s1 << 9;
+    s2 ^= s0; s3 ^= s1; s1 ^= s2; s0 ^= s3; s2 ^= t; s3 = (s3 << 11) | (s3 >>> 21);
+    let b = Math.imul(s1, 5);
+    b = Math.imul((b << 7) | (b >>> 25), 9);
+    t = s1 << 9;
+    s2 ^= s0; s3 ^= s1; s1 ^= s2; s0 ^= s3; s2 ^= t; s3 = (s3 << 11) | (s3 >>> 21);
+    const x = a * INV2;
+    const y = b * INV2;
+    const r2 = x * x + y * y;
+    if (r2 >= 1 || r2 === 0) continue;
+    const f = std * Math.sqrt((-2 * Math.log(r2)) / r2);
+    dst[i++] = mean + x * f;
+    if (i < n) dst[i++] = mean + y * f;
+  }
+  st[0] = s0; st[1] = s1; st[2] = s2; st[3] = s3;
+}
+
+// ---------------------------------------------------------------------------------------------
+// makeModel
+// ---------------------------------------------------------------------------------------------
+
+const CHUNK = 1 << 20; // elements per generated chunk (even, so chunking never changes the values)
+
+function validateOptions(o: MakeModelOptions): void {
+  if (typeof o !== "object" || o === null) throw new MakeModelError("options must be an object");
+  if (!(o.dtype in ST_DTYPE)) throw new MakeModelError(`dtype must be one of f32, f16, bf16; got "${String(o.dtype)}"`);
+  if (typeof o.seed !== "number" || !Number.isSafeInteger(o.seed) || o.seed < 0) {
+    throw new MakeModelError(`seed must be a non-negative integer, got ${String(o.seed)}`);
+  }
+  if (typeof o.out !== "string" || o.out.length === 0) throw new MakeModelError("out must be a non-empty path");
+  if (o.maxShardBytes !== undefined && !isPosInt(o.maxShardBytes)) {
+    throw new MakeModelError(`maxShardBytes must be a positive integer, got ${String(o.maxShardBytes)}`);
+  }
+  if (o.gpt2Prefix && o.arch !== "gpt2") throw new MakeModelError(`gpt2Prefix only applies to arch gpt2`);
+}
+
+async function pathState(p: string): Promise<"missing" | "empty-dir" | "nonempty-dir" | "file"> {
+  try {
+    const st = await stat(p);
+    if (!st.isDirectory()) return "file";
+    return (await readdir(p)).length === 0 ? "empty-dir" : "nonempty-dir";
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return "missing";
+    throw e;
+  }
+}
+
+export async function makeModel(o: MakeModelOptions): Promise<MakeModelResult> {
+  validateOptions(o);
+  const shape = resolveShape(o);
+  const spec = ARCHS[o.arch];
+  const tensors = planTensors(o.arch, shape, o.dtype, o);
+  const tok = makeTokenizer({ vocabSize: shape.vocab, modelMaxLength: shape.maxPositions });
+
+  const dir = resolve(o.out);
+  const existing = await pathState(dir);
+  if (existing === "file") throw new MakeModelError(`${dir} exists and is not a directory`);
+  if (existing === "nonempty-dir" && !o.overwrite) {
+    throw new MakeModelError(`${dir} already exists and is not empty (pass overwrite to replace it)`);
+  }
+  await mkdir(dirname(dir), { recursive: true });
+  const tmp = join(dirname(dir), `.${basename(dir)}.partial-${process.pid}-${randomBytes(4).toString("hex")}`);
+  await mkdir(tmp);
+
+  try {
+    const writer = new SafetensorsWriter(tmp, tensors, { maxShardBytes: o.maxShardBytes });
+    const total = writer.totalDataBytes;
+    let done = 0;
+    try {
+      // Double buffering: fill one chunk while the previous one is being written.
+      const f32 = [new Float32Array(CHUNK), new Float32Array(CHUNK)];
+      const u32 = f32.map((a) => new Uint32Array(a.buffer));
+      const u16 = [new Uint16Array(CHUNK), new Uint16Array(CHUNK)];
+      let inFlight: Promise<unknown> = Promise.resolve();
+      let k = 0;
+      for (const t of tensors) {
+        await writer.beginTensor(t.name);
+        const st = tensorRngState(o.seed, t.name);
+        const { mean, std } = INIT[t.init];
+        const n = t.shape.reduce((a, b) => a * b, 1);
+        for (let off = 0; off < n; off += CHUNK) {
+          const m = Math.min(CHUNK, n - off);
+          const slot = k++ & 1;
+          fillNormal(f32[slot], m, st, mean, std);
+          const bytes = convertF32(u32[slot], m, t.dtype, u16[slot]);
+          await inFlight; // the other slot's write is done; this slot's previous write finished earlier
+          inFlight = writer.write(bytes);
+          done += bytes.byteLength;
+          o.onProgress?.(done, total);
+        }
+      }
+      await inFlight;
+    } catch (e) {
+      await writer.abort();
+      throw e;
+    }
+    const weightFiles = await writer.finish();
+
+    const json = (x: unknown) => JSON.stringify(x, null, 2) + "\n";
+    const config = Object.fromEntries(Object.entries(spec.config(shape, tok.ids, o.dtype)).filter(([, v]) => v !== undefined));
+    const generationConfig = { bos_token_id: tok.ids.bos, eos_token_id: tok.ids.eosAll, pad_token_id: tok.ids.endoftext };
+    const meta: Record<string, string> = {
+      "config.json": json(config),
+      "generation_config.json": json(generationConfig),
+      "tokenizer.json": JSON.stringify(tok.tokenizerJson), // compact, as HF writes it
+      "tokenizer_config.json": json(tok.tokenizerConfig),
+    };
+    for (const [name, text] of Object.entries(meta)) await writeFile(join(tmp, name), text);
+    const files = [...Object.keys(meta), ...weightFiles].sort();
+
+    let bytes = 0;
+    for (const f of files) bytes += (await stat(join(tmp, f))).size;
+    const params = tensors.reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1), 0);
+
+    // Swap into place. An interrupted run leaves only the hidden .partial directory.
+    const now = await pathState(dir);
+    if (now === "missing") {
+      await rename(tmp, dir);
+    } else if (now === "empty-dir") {
+      await rmdir(dir);
+      await rename(tmp, dir);
+    } else if (now === "nonempty-dir" && o.overwrite) {
+      const old = `${tmp}.old`;
+      await rename(dir, old);
+      await rename(tmp, dir);
+      await rm(old, { recursive: true, force: true });
+    } else {
+      throw new MakeModelError(`${dir} appeared while writing; not replacing it`);
+    }
+    return { dir, params, bytes, files };
+  } catch (e) {
+    await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+    throw e;
+  }
+}

@@ -1,0 +1,60 @@
+// Storage dtypes of weights and scalar conversions to f32, shared by every kernel path.
+// Header-only and plain C++ (no SIMD attributes), so it is safe to include from any file.
+// To add a dtype: extend DType, dtype_size and load_elem, then the SIMD loaders in kernels_*.cc.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+namespace hire {
+
+enum DType : int { kF32 = 0, kF16 = 1, kBF16 = 2 };
+
+inline size_t dtype_size(int dt) { return dt == kF32 ? 4 : 2; }
+
+inline float bits_to_float(uint32_t b) {
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+
+// IEEE half -> float, exact for every input (zeros, subnormals, inf, NaN payloads).
+inline float half_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1fu;
+  const uint32_t mant = h & 0x3ffu;
+  if (exp == 0) {
+    // Zero or subnormal: mant * 2^-24 is exact in f32.
+    const float mag = static_cast<float>(mant) * 5.9604644775390625e-8f;
+    return sign ? -mag : mag;
+  }
+  if (exp == 31) return bits_to_float(sign | 0x7f800000u | (mant << 13));
+  return bits_to_float(sign | ((exp + 112u) << 23) | (mant << 13));
+}
+
+inline float bf16_to_float(uint16_t h) { return bits_to_float(static_cast<uint32_t>(h) << 16); }
+
+// Element idx of a dtype array at an arbitrary (possibly unaligned) address.
+inline float load_elem(int dt, const void* base, int64_t idx) {
+  const unsigned char* p = static_cast<const unsigned char*>(base);
+  if (dt == kF32) {
+    float f;
+    std::memcpy(&f, p + idx * 4, 4);
+    return f;
+  }
+  uint16_t h;
+  std::memcpy(&h, p + idx * 2, 2);
+  return dt == kF16 ? half_to_float(h) : bf16_to_float(h);
+}
+
+// A weight matrix as the kernels see it. Logical shape rows x cols (y has `rows` outputs);
+// memory is [rows][cols] when !transposed, [cols][rows] when transposed.
+struct Mat {
+  const void* data;
+  int dtype;
+  int64_t rows;
+  int64_t cols;
+  bool transposed;
+};
+
+}  // namespace hire

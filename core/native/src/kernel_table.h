@@ -1,0 +1,55 @@
+// Per-path primitive kernels (one KernelTable per instruction set) that ops.cc composes into ops.
+// Each primitive is single-threaded and works on a slice chosen by ops.cc; all of them must give
+// results that do not depend on how ops.cc slices the work. To add a primitive: add a pointer here,
+// implement it in kernels_portable.cc and kernels_avx2.cc, and fill both tables.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "dtype.h"
+
+namespace hire {
+
+// Width of a packed GEMM panel (output rows per panel) and tokens per micro-kernel call.
+constexpr int kPanel = 16;
+constexpr int kTokBlock = 6;
+
+struct KernelTable {
+  const char* name;
+  // Non-transposed W: y[r] = dot(W[r][:], x) for r in [r0, r1).
+  void (*gemv)(const Mat& w, const float* x, float* y, int64_t r0, int64_t r1);
+  // Transposed W (memory [cols][rows]): y[c] = sum_k x[k] * Wmem[k][c] for c in [c0, c1).
+  void (*gemv_t)(const Mat& w, const float* x, float* y, int64_t c0, int64_t c1);
+  // Pack logical rows r0 .. r0+nr (nr <= kPanel) of W, any layout, as f32 panel[k][kPanel],
+  // zero-padding rows >= nr. panel is 64-byte aligned and holds cols * kPanel floats.
+  void (*pack_panel)(const Mat& w, int64_t r0, int64_t nr, float* panel);
+  // y[t][j] = dot(x[t][:], panel[:][j]) + bias16[j] for t < nt, j < nr (y already offset to r0).
+  void (*gemm_panel)(const float* x, int64_t ldx, int64_t nt, const float* panel, int64_t k,
+                     const float* bias16, float* y, int64_t ldy, int64_t nr);
+  // dst[i] = f32(src[i]) for i < count (src at any alignment).
+  void (*to_f32)(int dtype, const void* src, int64_t count, float* dst);
+  void (*rms_norm_row)(float* y, const float* x, const void* g, int g_dtype, int64_t dim, float eps);
+  void (*layer_norm_row)(float* y, const float* x, const void* g, int g_dtype, const void* b,
+                         int b_dtype, int64_t dim, float eps);
+  void (*softmax_row)(float* x, int64_t dim);
+  void (*silu_mul)(float* gate, const float* up, int64_t count);
+  void (*activate)(float* x, int64_t count, int kind);
+  void (*add)(float* y, const float* x, int64_t count);
+  // One token: every head of x[n_heads][head_dim] rotated by cos/sin[half].
+  void (*rope_token)(float* x, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin,
+                     int64_t half);
+  // One (token, head): out[d] = sum_j softmax_j(scale * q.k_j) v_j[d] over j < len.
+  // scores holds >= len floats, acc >= d floats (thread scratch); out may equal q.
+  void (*attn_head)(float* out, const float* q, const float* k, const float* v, int64_t len, int64_t d,
+                    float scale, float* scores, float* acc);
+  // Sum of count floats (64-byte aligned), for the bandwidth probe.
+  float (*read_sum)(const float* p, size_t count);
+};
+
+extern const KernelTable kPortableKernels;
+// nullptr when this build has no AVX2 path (non-x86-64).
+const KernelTable* avx2_kernels();
+// The table ops should use now (set by set_kernel_path).
+const KernelTable& active_kernels();
+
+}  // namespace hire

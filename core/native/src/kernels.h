@@ -1,0 +1,46 @@
+// The ops of the CPU backend on raw pointers: one function per addon entry point, arguments already
+// validated by addon.cc. ops.cc implements them (threading, tiling) on top of the per-path primitives
+// in kernel_table.h. A GPU backend can mirror these signatures. To add an op: declare it here,
+// implement it in ops.cc (primitives in kernels_portable.cc / kernels_avx2.cc), bind it in addon.cc.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "dtype.h"
+
+namespace hire {
+
+enum class Activation : int { kRelu = 0, kGelu = 1, kGeluTanh = 2, kSilu = 3 };
+
+// y[n][w.rows] = x[n][w.cols] . W^T (+ bias[w.rows]); bias is any contiguous vector weight or null.
+void matmul(float* y, const float* x, const Mat& w, int64_t n, const Mat* bias);
+// y[i][:] = W[ids[i]][:] (W not transposed).
+void embed(float* y, const Mat& w, const int32_t* ids, int64_t n);
+// y may equal x. g (and b) are contiguous vectors of `dim` elements.
+void rms_norm(float* y, const float* x, const Mat& g, int64_t n, int64_t dim, float eps);
+void layer_norm(float* y, const float* x, const Mat& g, const Mat& b, int64_t n, int64_t dim, float eps);
+// In place, HF rotate_half; half = rotDim / 2 = number of inverse frequencies.
+void rope(float* x, int64_t n, int64_t n_heads, int64_t head_dim, const int32_t* positions,
+          const float* inv_freq, int64_t half);
+// Causal GQA attention over [n_kv][capacity][head_dim] caches; out may equal q.
+void attention(float* out, const float* q, const float* k_cache, const float* v_cache, int64_t n,
+               int64_t n_heads, int64_t n_kv, int64_t head_dim, int64_t pos0, int64_t capacity,
+               float scale);
+void cache_write(float* k_cache, float* v_cache, const float* k, const float* v, int64_t n, int64_t n_kv,
+                 int64_t head_dim, int64_t pos0, int64_t capacity);
+void silu_mul(float* gate, const float* up, int64_t count);
+void activate(float* x, int64_t count, Activation kind);
+void add(float* y, const float* x, int64_t count);
+void softmax(float* x, int64_t n, int64_t dim);
+// Best-of-reps read bandwidth in GB/s over a cached, pre-touched buffer of `bytes` bytes.
+double read_bandwidth(size_t bytes, int reps);
+
+struct CpuFeatures {
+  bool avx2, fma, f16c;
+};
+CpuFeatures cpu_features();
+// false: best supported path; true: force the portable C++ kernels.
+void set_kernel_path(bool portable);
+const char* kernel_path_name();
+
+}  // namespace hire

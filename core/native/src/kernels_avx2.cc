@@ -1,0 +1,665 @@
+// AVX2 + FMA + F16C primitives (kAvx2Kernels), compiled per function with target attributes so the
+// binary still loads on any x86-64; ops.cc only selects this table after __builtin_cpu_supports.
+// Only intrinsics and plain code in here (no std:: templates) so no AVX2 code leaks into shared inline
+// functions. To add a primitive: write it with HIRE_AVX2, mirror kernels_portable.cc, fill the table.
+#include "kernel_table.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstring>
+
+#define HIRE_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+namespace hire {
+namespace {
+
+// ---- loads and small helpers ---------------------------------------------------------------------
+
+// 8 consecutive elements of a DT array starting at element idx, as f32 (any alignment).
+template <int DT>
+HIRE_AVX2 inline __m256 ld8(const void* base, int64_t idx) {
+  if constexpr (DT == kF32) {
+    return _mm256_loadu_ps(static_cast<const float*>(base) + idx);
+  } else {
+    const __m128i h =
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(base) + idx));
+    if constexpr (DT == kF16) {
+      return _mm256_cvtph_ps(h);
+    } else {
+      return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    }
+  }
+}
+
+HIRE_AVX2 inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+HIRE_AVX2 inline float hmax(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// [sum(a), sum(b), sum(c), sum(d)]
+HIRE_AVX2 inline __m128 hsum4(__m256 a, __m256 b, __m256 c, __m256 d) {
+  const __m128 a4 = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  const __m128 b4 = _mm_add_ps(_mm256_castps256_ps128(b), _mm256_extractf128_ps(b, 1));
+  const __m128 c4 = _mm_add_ps(_mm256_castps256_ps128(c), _mm256_extractf128_ps(c, 1));
+  const __m128 d4 = _mm_add_ps(_mm256_castps256_ps128(d), _mm256_extractf128_ps(d, 1));
+  return _mm_hadd_ps(_mm_hadd_ps(a4, b4), _mm_hadd_ps(c4, d4));
+}
+
+// Lanes < rem (0..8) set.
+HIRE_AVX2 inline __m256i tail_mask(int64_t rem) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rem)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// exp(x), Cephes-style polynomial (about 2 ulp); 0 below -88.37, NaN propagates.
+HIRE_AVX2 inline __m256 exp256(__m256 x) {
+  x = _mm256_min_ps(_mm256_set1_ps(88.3762626647949f), x);
+  x = _mm256_max_ps(_mm256_set1_ps(-88.3762626647949f), x);
+  __m256 fx = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f));
+  fx = _mm256_floor_ps(fx);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+  const __m256 z = _mm256_mul_ps(x, x);
+  __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+  y = _mm256_fmadd_ps(y, z, x);
+  y = _mm256_add_ps(y, _mm256_set1_ps(1.0f));
+  __m256i e = _mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127));
+  e = _mm256_slli_epi32(e, 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+HIRE_AVX2 inline __m256 silu256(__m256 v) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  return _mm256_div_ps(v, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), v))));
+}
+
+// 0.5 v (1 + tanh(u)), tanh(u) = 1 - 2 / (exp(2u) + 1)
+HIRE_AVX2 inline __m256 gelu_tanh256(__m256 v) {
+  const __m256 u = _mm256_mul_ps(
+      _mm256_set1_ps(0.79788456080286536f),
+      _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(0.044715f), v), _mm256_mul_ps(v, v), v));
+  const __m256 e = exp256(_mm256_add_ps(u, u));
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 t = _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, one)));
+  return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), v), _mm256_add_ps(one, t));
+}
+
+// 0.5 v (1 + erf(v / sqrt 2)); erf by Abramowitz-Stegun 7.1.26 (|error| < 1.5e-7).
+HIRE_AVX2 inline __m256 gelu_erf256(__m256 v) {
+  const __m256 z = _mm256_mul_ps(v, _mm256_set1_ps(0.70710678118654752f));
+  const __m256 sign = _mm256_and_ps(z, _mm256_set1_ps(-0.0f));
+  const __m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), z);
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), a, one));
+  __m256 p = _mm256_set1_ps(1.061405429f);
+  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.453152027f));
+  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.421413741f));
+  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.284496736f));
+  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.254829592f));
+  p = _mm256_mul_ps(p, t);
+  const __m256 e = exp256(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(a, a)));
+  const __m256 erf_abs = _mm256_fnmadd_ps(p, e, one);
+  const __m256 erf = _mm256_or_ps(erf_abs, sign);
+  return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), v), _mm256_add_ps(one, erf));
+}
+
+// ---- conversion ----------------------------------------------------------------------------------
+
+template <int DT>
+HIRE_AVX2 void to_f32_dt(const void* src, int64_t count, float* dst) {
+  int64_t i = 0;
+  for (; i + 8 <= count; i += 8) _mm256_storeu_ps(dst + i, ld8<DT>(src, i));
+  for (; i < count; ++i) dst[i] = load_elem(DT, src, i);
+}
+
+HIRE_AVX2 void a_to_f32(int dt, const void* src, int64_t count, float* dst) {
+  if (dt == kF32) {
+    std::memcpy(dst, src, static_cast<size_t>(count) * 4);
+  } else if (dt == kF16) {
+    to_f32_dt<kF16>(src, count, dst);
+  } else {
+    to_f32_dt<kBF16>(src, count, dst);
+  }
+}
+
+// ---- GEMV (decode, n == 1) -----------------------------------------------------------------------
+
+// out[i] = dot(w_i, x) for 4 rows at once: 8 independent accumulators, each weight byte read once.
+// Single rows go through here too (duplicated pointers) so every row is summed in the same order.
+template <int DT>
+HIRE_AVX2 inline void dot4(const unsigned char* w0, const unsigned char* w1, const unsigned char* w2,
+                           const unsigned char* w3, const float* x, int64_t K, float* out) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    const __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
+    a0 = _mm256_fmadd_ps(ld8<DT>(w0, k), x0, a0);
+    a1 = _mm256_fmadd_ps(ld8<DT>(w0, k + 8), x1, a1);
+    a2 = _mm256_fmadd_ps(ld8<DT>(w1, k), x0, a2);
+    a3 = _mm256_fmadd_ps(ld8<DT>(w1, k + 8), x1, a3);
+    a4 = _mm256_fmadd_ps(ld8<DT>(w2, k), x0, a4);
+    a5 = _mm256_fmadd_ps(ld8<DT>(w2, k + 8), x1, a5);
+    a6 = _mm256_fmadd_ps(ld8<DT>(w3, k), x0, a6);
+    a7 = _mm256_fmadd_ps(ld8<DT>(w3, k + 8), x1, a7);
+  }
+  if (k + 8 <= K) {
+    const __m256 x0 = _mm256_loadu_ps(x + k);
+    a0 = _mm256_fmadd_ps(ld8<DT>(w0, k), x0, a0);
+    a2 = _mm256_fmadd_ps(ld8<DT>(w1, k), x0, a2);
+    a4 = _mm256_fmadd_ps(ld8<DT>(w2, k), x0, a4);
+    a6 = _mm256_fmadd_ps(ld8<DT>(w3, k), x0, a6);
+    k += 8;
+  }
+  float r[4];
+  _mm_storeu_ps(r, hsum4(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3), _mm256_add_ps(a4, a5),
+                         _mm256_add_ps(a6, a7)));
+  for (; k < K; ++k) {
+    const float xk = x[k];
+    r[0] = std::fmaf(load_elem(DT, w0, k), xk, r[0]);
+    r[1] = std::fmaf(load_elem(DT, w1, k), xk, r[1]);
+    r[2] = std::fmaf(load_elem(DT, w2, k), xk, r[2]);
+    r[3] = std::fmaf(load_elem(DT, w3, k), xk, r[3]);
+  }
+  out[0] = r[0];
+  out[1] = r[1];
+  out[2] = r[2];
+  out[3] = r[3];
+}
+
+template <int DT>
+HIRE_AVX2 void gemv_dt(const Mat& w, const float* x, float* y, int64_t r0, int64_t r1) {
+  const int64_t K = w.cols;
+  const size_t stride = static_cast<size_t>(K) * dtype_size(DT);
+  const unsigned char* base = static_cast<const unsigned char*>(w.data);
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    const unsigned char* p = base + r * stride;
+    dot4<DT>(p, p + stride, p + 2 * stride, p + 3 * stride, x, K, y + r);
+  }
+  for (; r < r1; ++r) {
+    const unsigned char* p = base + r * stride;
+    float tmp[4];
+    dot4<DT>(p, p, p, p, x, K, tmp);
+    y[r] = tmp[0];
+  }
+}
+
+HIRE_AVX2 void a_gemv(const Mat& w, const float* x, float* y, int64_t r0, int64_t r1) {
+  if (w.dtype == kF32) {
+    gemv_dt<kF32>(w, x, y, r0, r1);
+  } else if (w.dtype == kF16) {
+    gemv_dt<kF16>(w, x, y, r0, r1);
+  } else {
+    gemv_dt<kBF16>(w, x, y, r0, r1);
+  }
+}
+
+// Transposed GEMV: y[c] += x[k] * Wmem[k][c], 4 input rows per pass over an L1-resident block of y.
+constexpr int64_t kColBlock = 4096;
+
+template <int DT>
+HIRE_AVX2 void gemv_t_dt(const Mat& w, const float* x, float* y, int64_t c0, int64_t c1) {
+  const int64_t R = w.rows, K = w.cols;
+  const size_t row_bytes = static_cast<size_t>(R) * dtype_size(DT);
+  const unsigned char* base = static_cast<const unsigned char*>(w.data);
+  for (int64_t cb = c0; cb < c1; cb += kColBlock) {
+    const int64_t ce = cb + kColBlock < c1 ? cb + kColBlock : c1;
+    for (int64_t c = cb; c < ce; ++c) y[c] = 0.0f;
+    int64_t k = 0;
+    for (; k + 4 <= K; k += 4) {
+      const unsigned char* p0 = base + k * row_bytes;
+      const unsigned char* p1 = p0 + row_bytes;
+      const unsigned char* p2 = p1 + row_bytes;
+      const unsigned char* p3 = p2 + row_bytes;
+      const __m256 b0 = _mm256_set1_ps(x[k]), b1 = _mm256_set1_ps(x[k + 1]);
+      const __m256 b2 = _mm256_set1_ps(x[k + 2]), b3 = _mm256_set1_ps(x[k + 3]);
+      int64_t c = cb;
+      for (; c + 8 <= ce; c += 8) {
+        __m256 acc = _mm256_loadu_ps(y + c);
+        acc = _mm256_fmadd_ps(b0, ld8<DT>(p0, c), acc);
+        acc = _mm256_fmadd_ps(b1, ld8<DT>(p1, c), acc);
+        acc = _mm256_fmadd_ps(b2, ld8<DT>(p2, c), acc);
+        acc = _mm256_fmadd_ps(b3, ld8<DT>(p3, c), acc);
+        _mm256_storeu_ps(y + c, acc);
+      }
+      for (; c < ce; ++c) {
+        float acc = y[c];
+        acc = std::fmaf(x[k], load_elem(DT, p0, c), acc);
+        acc = std::fmaf(x[k + 1], load_elem(DT, p1, c), acc);
+        acc = std::fmaf(x[k + 2], load_elem(DT, p2, c), acc);
+        acc = std::fmaf(x[k + 3], load_elem(DT, p3, c), acc);
+        y[c] = acc;
+      }
+    }
+    for (; k < K; ++k) {
+      const unsigned char* p0 = base + k * row_bytes;
+      const __m256 b0 = _mm256_set1_ps(x[k]);
+      int64_t c = cb;
+      for (; c + 8 <= ce; c += 8)
+        _mm256_storeu_ps(y + c, _mm256_fmadd_ps(b0, ld8<DT>(p0, c), _mm256_loadu_ps(y + c)));
+      for (; c < ce; ++c) y[c] = std::fmaf(x[k], load_elem(DT, p0, c), y[c]);
+    }
+  }
+}
+
+HIRE_AVX2 void a_gemv_t(const Mat& w, const float* x, float* y, int64_t c0, int64_t c1) {
+  if (w.dtype == kF32) {
+    gemv_t_dt<kF32>(w, x, y, c0, c1);
+  } else if (w.dtype == kF16) {
+    gemv_t_dt<kF16>(w, x, y, c0, c1);
+  } else {
+    gemv_t_dt<kBF16>(w, x, y, c0, c1);
+  }
+}
+
+// ---- GEMM (prefill, n > 1) -----------------------------------------------------------------------
+
+HIRE_AVX2 inline void transpose8(__m256& r0, __m256& r1, __m256& r2, __m256& r3, __m256& r4, __m256& r5,
+                                 __m256& r6, __m256& r7) {
+  const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+  const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+  const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+  const __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r0 = _mm256_permute2f128_ps(s0, s4, 0x20);
+  r1 = _mm256_permute2f128_ps(s1, s5, 0x20);
+  r2 = _mm256_permute2f128_ps(s2, s6, 0x20);
+  r3 = _mm256_permute2f128_ps(s3, s7, 0x20);
+  r4 = _mm256_permute2f128_ps(s0, s4, 0x31);
+  r5 = _mm256_permute2f128_ps(s1, s5, 0x31);
+  r6 = _mm256_permute2f128_ps(s2, s6, 0x31);
+  r7 = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+template <int DT>
+HIRE_AVX2 inline __m256 ld8_or_zero(const unsigned char* row, int64_t k) {
+  return row ? ld8<DT>(row, k) : _mm256_setzero_ps();
+}
+
+template <int DT>
+HIRE_AVX2 void pack_dt(const Mat& w, int64_t r0, int64_t nr, float* panel) {
+  const int64_t K = w.cols;
+  const size_t es = dtype_size(DT);
+  const unsigned char* base = static_cast<const unsigned char*>(w.data);
+  if (w.transposed) {
+    // Memory [K][rows]: panel row k is 16 contiguous elements.
+    const size_t row_bytes = static_cast<size_t>(w.rows) * es;
+    for (int64_t k = 0; k < K; ++k) {
+      const unsigned char* src = base + k * row_bytes + r0 * es;
+      float* dst = panel + k * kPanel;
+      if (nr == kPanel) {
+        _mm256_store_ps(dst, ld8<DT>(src, 0));
+        _mm256_store_ps(dst + 8, ld8<DT>(src, 8));
+      } else {
+        for (int64_t j = 0; j < kPanel; ++j) dst[j] = j < nr ? load_elem(DT, src, j) : 0.0f;
+      }
+    }
+    return;
+  }
+  // Memory [rows][K]: transpose 8 rows x 8 k at a time.
+  const size_t row_bytes = static_cast<size_t>(K) * es;
+  for (int64_t h = 0; h < kPanel; h += 8) {
+    const unsigned char* rp[8];
+    for (int i = 0; i < 8; ++i) rp[i] = h + i < nr ? base + (r0 + h + i) * row_bytes : nullptr;
+    int64_t k = 0;
+    for (; k + 8 <= K; k += 8) {
+      __m256 v0 = ld8_or_zero<DT>(rp[0], k), v1 = ld8_or_zero<DT>(rp[1], k);
+      __m256 v2 = ld8_or_zero<DT>(rp[2], k), v3 = ld8_or_zero<DT>(rp[3], k);
+      __m256 v4 = ld8_or_zero<DT>(rp[4], k), v5 = ld8_or_zero<DT>(rp[5], k);
+      __m256 v6 = ld8_or_zero<DT>(rp[6], k), v7 = ld8_or_zero<DT>(rp[7], k);
+      transpose8(v0, v1, v2, v3, v4, v5, v6, v7);
+      float* dst = panel + k * kPanel + h;
+      _mm256_store_ps(dst, v0);
+      _mm256_store_ps(dst + kPanel, v1);
+      _mm256_store_ps(dst + 2 * kPanel, v2);
+      _mm256_store_ps(dst + 3 * kPanel, v3);
+      _mm256_store_ps(dst + 4 * kPanel, v4);
+      _mm256_store_ps(dst + 5 * kPanel, v5);
+      _mm256_store_ps(dst + 6 * kPanel, v6);
+      _mm256_store_ps(dst + 7 * kPanel, v7);
+    }
+    for (; k < K; ++k)
+      for (int i = 0; i < 8; ++i) panel[k * kPanel + h + i] = rp[i] ? load_elem(DT, rp[i], k) : 0.0f;
+  }
+}
+
+HIRE_AVX2 void a_pack_panel(const Mat& w, int64_t r0, int64_t nr, float* panel) {
+  if (w.dtype == kF32) {
+    pack_dt<kF32>(w, r0, nr, panel);
+  } else if (w.dtype == kF16) {
+    pack_dt<kF16>(w, r0, nr, panel);
+  } else {
+    pack_dt<kBF16>(w, r0, nr, panel);
+  }
+}
+
+// NT tokens x 16 outputs: 2*NT accumulators, per k two panel loads and NT broadcasts.
+template <int NT>
+HIRE_AVX2 void micro(const float* x, int64_t ldx, const float* panel, int64_t K, const float* bias16,
+                     float* y, int64_t ldy, int64_t nr) {
+  __m256 acc0[NT], acc1[NT];
+  const float* xp[NT];
+#pragma GCC unroll 6
+  for (int t = 0; t < NT; ++t) {
+    acc0[t] = _mm256_setzero_ps();
+    acc1[t] = _mm256_setzero_ps();
+    xp[t] = x + t * ldx;
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    const __m256 w0 = _mm256_load_ps(panel + k * kPanel);
+    const __m256 w1 = _mm256_load_ps(panel + k * kPanel + 8);
+#pragma GCC unroll 6
+    for (int t = 0; t < NT; ++t) {
+      const __m256 xv = _mm256_broadcast_ss(xp[t] + k);
+      acc0[t] = _mm256_fmadd_ps(xv, w0, acc0[t]);
+      acc1[t] = _mm256_fmadd_ps(xv, w1, acc1[t]);
+    }
+  }
+  const __m256 b0 = _mm256_loadu_ps(bias16), b1 = _mm256_loadu_ps(bias16 + 8);
+#pragma GCC unroll 6
+  for (int t = 0; t < NT; ++t) {
+    const __m256 r0 = _mm256_add_ps(acc0[t], b0), r1 = _mm256_add_ps(acc1[t], b1);
+    float* yt = y + t * ldy;
+    if (nr == kPanel) {
+      _mm256_storeu_ps(yt, r0);
+      _mm256_storeu_ps(yt + 8, r1);
+    } else {
+      float tmp[kPanel];
+      _mm256_storeu_ps(tmp, r0);
+      _mm256_storeu_ps(tmp + 8, r1);
+      for (int64_t j = 0; j < nr; ++j) yt[j] = tmp[j];
+    }
+  }
+}
+
+HIRE_AVX2 void a_gemm_panel(const float* x, int64_t ldx, int64_t nt, const float* panel, int64_t K,
+                            const float* bias16, float* y, int64_t ldy, int64_t nr) {
+  int64_t t = 0;
+  for (; t + kTokBlock <= nt; t += kTokBlock)
+    micro<kTokBlock>(x + t * ldx, ldx, panel, K, bias16, y + t * ldy, ldy, nr);
+  const float* xt = x + t * ldx;
+  float* yt = y + t * ldy;
+  switch (nt - t) {
+    case 5: micro<5>(xt, ldx, panel, K, bias16, yt, ldy, nr); break;
+    case 4: micro<4>(xt, ldx, panel, K, bias16, yt, ldy, nr); break;
+    case 3: micro<3>(xt, ldx, panel, K, bias16, yt, ldy, nr); break;
+    case 2: micro<2>(xt, ldx, panel, K, bias16, yt, ldy, nr); break;
+    case 1: micro<1>(xt, ldx, panel, K, bias16, yt, ldy, nr); break;
+    default: break;
+  }
+}
+
+// ---- row ops -------------------------------------------------------------------------------------
+
+constexpr int64_t kBlock = 256;  // vector-weight elements converted per step
+
+HIRE_AVX2 float sum_sq(const float* x, int64_t dim) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  int64_t i = 0;
+  for (; i + 32 <= dim; i += 32) {
+    const __m256 v0 = _mm256_loadu_ps(x + i), v1 = _mm256_loadu_ps(x + i + 8);
+    const __m256 v2 = _mm256_loadu_ps(x + i + 16), v3 = _mm256_loadu_ps(x + i + 24);
+    a0 = _mm256_fmadd_ps(v0, v0, a0);
+    a1 = _mm256_fmadd_ps(v1, v1, a1);
+    a2 = _mm256_fmadd_ps(v2, v2, a2);
+    a3 = _mm256_fmadd_ps(v3, v3, a3);
+  }
+  for (; i < dim; i += 8) {
+    const __m256 v = _mm256_maskload_ps(x + i, tail_mask(dim - i));
+    a0 = _mm256_fmadd_ps(v, v, a0);
+  }
+  return hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+}
+
+HIRE_AVX2 void a_rms_norm_row(float* y, const float* x, const void* g, int gdt, int64_t dim, float eps) {
+  const float inv = 1.0f / std::sqrt(sum_sq(x, dim) / static_cast<float>(dim) + eps);
+  const __m256 vinv = _mm256_set1_ps(inv);
+  float gb[kBlock];
+  const size_t es = dtype_size(gdt);
+  for (int64_t j0 = 0; j0 < dim; j0 += kBlock) {
+    const int64_t len = dim - j0 < kBlock ? dim - j0 : kBlock;
+    a_to_f32(gdt, static_cast<const unsigned char*>(g) + j0 * es, len, gb);
+    for (int64_t j = 0; j < len; j += 8) {
+      const __m256i m = tail_mask(len - j);
+      const __m256 v = _mm256_mul_ps(_mm256_mul_ps(_mm256_maskload_ps(x + j0 + j, m), vinv),
+                                     _mm256_maskload_ps(gb + j, m));
+      _mm256_maskstore_ps(y + j0 + j, m, v);
+    }
+  }
+}
+
+HIRE_AVX2 void a_layer_norm_row(float* y, const float* x, const void* g, int gdt, const void* b, int bdt,
+                                int64_t dim, float eps) {
+  __m256 s = _mm256_setzero_ps();
+  for (int64_t i = 0; i < dim; i += 8) s = _mm256_add_ps(s, _mm256_maskload_ps(x + i, tail_mask(dim - i)));
+  const float mean = hsum(s) / static_cast<float>(dim);
+  const __m256 vmean = _mm256_set1_ps(mean);
+  __m256 v = _mm256_setzero_ps();
+  for (int64_t i = 0; i < dim; i += 8) {
+    const __m256i m = tail_mask(dim - i);
+    const __m256 d = _mm256_and_ps(_mm256_sub_ps(_mm256_maskload_ps(x + i, m), vmean), _mm256_castsi256_ps(m));
+    v = _mm256_fmadd_ps(d, d, v);
+  }
+  const float inv = 1.0f / std::sqrt(hsum(v) / static_cast<float>(dim) + eps);
+  const __m256 vinv = _mm256_set1_ps(inv);
+  float gb[kBlock], bb[kBlock];
+  for (int64_t j0 = 0; j0 < dim; j0 += kBlock) {
+    const int64_t len = dim - j0 < kBlock ? dim - j0 : kBlock;
+    a_to_f32(gdt, static_cast<const unsigned char*>(g) + j0 * dtype_size(gdt), len, gb);
+    a_to_f32(bdt, static_cast<const unsigned char*>(b) + j0 * dtype_size(bdt), len, bb);
+    for (int64_t j = 0; j < len; j += 8) {
+      const __m256i m = tail_mask(len - j);
+      const __m256 d = _mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(x + j0 + j, m), vmean), vinv);
+      const __m256 r = _mm256_fmadd_ps(d, _mm256_maskload_ps(gb + j, m), _mm256_maskload_ps(bb + j, m));
+      _mm256_maskstore_ps(y + j0 + j, m, r);
+    }
+  }
+}
+
+HIRE_AVX2 void a_softmax_row(float* x, int64_t dim) {
+  if (dim <= 0) return;
+  const __m256 ninf = _mm256_set1_ps(-INFINITY);
+  __m256 mx = ninf;
+  for (int64_t i = 0; i < dim; i += 8) {
+    const __m256i m = tail_mask(dim - i);
+    mx = _mm256_max_ps(mx, _mm256_blendv_ps(ninf, _mm256_maskload_ps(x + i, m), _mm256_castsi256_ps(m)));
+  }
+  const __m256 vmax = _mm256_set1_ps(hmax(mx));
+  __m256 s = _mm256_setzero_ps();
+  for (int64_t i = 0; i < dim; i += 8) {
+    const __m256i m = tail_mask(dim - i);
+    const __m256 e = _mm256_and_ps(exp256(_mm256_sub_ps(_mm256_maskload_ps(x + i, m), vmax)),
+                                   _mm256_castsi256_ps(m));
+    _mm256_maskstore_ps(x + i, m, e);
+    s = _mm256_add_ps(s, e);
+  }
+  const __m256 inv = _mm256_set1_ps(1.0f / hsum(s));
+  for (int64_t i = 0; i < dim; i += 8) {
+    const __m256i m = tail_mask(dim - i);
+    _mm256_maskstore_ps(x + i, m, _mm256_mul_ps(_mm256_maskload_ps(x + i, m), inv));
+  }
+}
+
+HIRE_AVX2 void a_silu_mul(float* gate, const float* up, int64_t count) {
+  for (int64_t i = 0; i < count; i += 8) {
+    const __m256i m = tail_mask(count - i);
+    const __m256 g = silu256(_mm256_maskload_ps(gate + i, m));
+    _mm256_maskstore_ps(gate + i, m, _mm256_mul_ps(g, _mm256_maskload_ps(up + i, m)));
+  }
+}
+
+HIRE_AVX2 void a_activate(float* x, int64_t count, int kind) {
+  for (int64_t i = 0; i < count; i += 8) {
+    const __m256i m = tail_mask(count - i);
+    const __m256 v = _mm256_maskload_ps(x + i, m);
+    __m256 r;
+    switch (kind) {
+      case 0: r = _mm256_max_ps(v, _mm256_setzero_ps()); break;
+      case 1: r = gelu_erf256(v); break;
+      case 2: r = gelu_tanh256(v); break;
+      default: r = silu256(v); break;
+    }
+    _mm256_maskstore_ps(x + i, m, r);
+  }
+}
+
+HIRE_AVX2 void a_add(float* y, const float* x, int64_t count) {
+  int64_t i = 0;
+  for (; i + 8 <= count; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(x + i)));
+  for (; i < count; ++i) y[i] += x[i];
+}
+
+HIRE_AVX2 void a_rope_token(float* x, int64_t n_heads, int64_t head_dim, const float* cs, const float* sn,
+                            int64_t half) {
+  for (int64_t h = 0; h < n_heads; ++h) {
+    float* a = x + h * head_dim;
+    float* b = a + half;
+    int64_t j = 0;
+    for (; j + 8 <= half; j += 8) {
+      const __m256 x1 = _mm256_loadu_ps(a + j), x2 = _mm256_loadu_ps(b + j);
+      const __m256 c = _mm256_loadu_ps(cs + j), s = _mm256_loadu_ps(sn + j);
+      _mm256_storeu_ps(a + j, _mm256_fmsub_ps(x1, c, _mm256_mul_ps(x2, s)));
+      _mm256_storeu_ps(b + j, _mm256_fmadd_ps(x2, c, _mm256_mul_ps(x1, s)));
+    }
+    for (; j < half; ++j) {
+      const float x1 = a[j], x2 = b[j];
+      a[j] = std::fmaf(x1, cs[j], -(x2 * sn[j]));
+      b[j] = std::fmaf(x2, cs[j], x1 * sn[j]);
+    }
+  }
+}
+
+// ---- attention -----------------------------------------------------------------------------------
+
+HIRE_AVX2 void a_attn_head(float* out, const float* q, const float* k, const float* v, int64_t len,
+                           int64_t d, float scale, float* scores, float* acc) {
+  const int64_t dv = d & ~int64_t{7};
+  // Scores, four keys at a time.
+  int64_t j = 0;
+  for (; j + 4 <= len; j += 4) {
+    const float* k0 = k + j * d;
+    const float* k1 = k0 + d;
+    const float* k2 = k1 + d;
+    const float* k3 = k2 + d;
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (int64_t i = 0; i < dv; i += 8) {
+      const __m256 qv = _mm256_loadu_ps(q + i);
+      s0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + i), s0);
+      s1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k1 + i), s1);
+      s2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k2 + i), s2);
+      s3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k3 + i), s3);
+    }
+    float r[4];
+    _mm_storeu_ps(r, hsum4(s0, s1, s2, s3));
+    for (int64_t i = dv; i < d; ++i) {
+      r[0] = std::fmaf(q[i], k0[i], r[0]);
+      r[1] = std::fmaf(q[i], k1[i], r[1]);
+      r[2] = std::fmaf(q[i], k2[i], r[2]);
+      r[3] = std::fmaf(q[i], k3[i], r[3]);
+    }
+    scores[j] = r[0] * scale;
+    scores[j + 1] = r[1] * scale;
+    scores[j + 2] = r[2] * scale;
+    scores[j + 3] = r[3] * scale;
+  }
+  for (; j < len; ++j) {
+    const float* kj = k + j * d;
+    __m256 s0 = _mm256_setzero_ps();
+    for (int64_t i = 0; i < dv; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(kj + i), s0);
+    float r = hsum(s0);
+    for (int64_t i = dv; i < d; ++i) r = std::fmaf(q[i], kj[i], r);
+    scores[j] = r * scale;
+  }
+  a_softmax_row(scores, len);
+  // Weighted sum of values, four at a time, into acc (so out may alias q).
+  for (int64_t i = 0; i < d; ++i) acc[i] = 0.0f;
+  j = 0;
+  for (; j + 4 <= len; j += 4) {
+    const float* v0 = v + j * d;
+    const float* v1 = v0 + d;
+    const float* v2 = v1 + d;
+    const float* v3 = v2 + d;
+    const __m256 p0 = _mm256_set1_ps(scores[j]), p1 = _mm256_set1_ps(scores[j + 1]);
+    const __m256 p2 = _mm256_set1_ps(scores[j + 2]), p3 = _mm256_set1_ps(scores[j + 3]);
+    for (int64_t i = 0; i < dv; i += 8) {
+      __m256 a = _mm256_loadu_ps(acc + i);
+      a = _mm256_fmadd_ps(p0, _mm256_loadu_ps(v0 + i), a);
+      a = _mm256_fmadd_ps(p1, _mm256_loadu_ps(v1 + i), a);
+      a = _mm256_fmadd_ps(p2, _mm256_loadu_ps(v2 + i), a);
+      a = _mm256_fmadd_ps(p3, _mm256_loadu_ps(v3 + i), a);
+      _mm256_storeu_ps(acc + i, a);
+    }
+    for (int64_t i = dv; i < d; ++i) {
+      float a = acc[i];
+      a = std::fmaf(scores[j], v0[i], a);
+      a = std::fmaf(scores[j + 1], v1[i], a);
+      a = std::fmaf(scores[j + 2], v2[i], a);
+      a = std::fmaf(scores[j + 3], v3[i], a);
+      acc[i] = a;
+    }
+  }
+  for (; j < len; ++j) {
+    const float* vj = v + j * d;
+    const __m256 p = _mm256_set1_ps(scores[j]);
+    for (int64_t i = 0; i < dv; i += 8)
+      _mm256_storeu_ps(acc + i, _mm256_fmadd_ps(p, _mm256_loadu_ps(vj + i), _mm256_loadu_ps(acc + i)));
+    for (int64_t i = dv; i < d; ++i) acc[i] = std::fmaf(scores[j], vj[i], acc[i]);
+  }
+  for (int64_t i = 0; i < d; ++i) out[i] = acc[i];
+}
+
+// ---- bandwidth probe -----------------------------------------------------------------------------
+
+HIRE_AVX2 float a_read_sum(const float* p, size_t count) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  size_t i = 0;
+  for (; i + 32 <= count; i += 32) {
+    a0 = _mm256_add_ps(a0, _mm256_load_ps(p + i));
+    a1 = _mm256_add_ps(a1, _mm256_load_ps(p + i + 8));
+    a2 = _mm256_add_ps(a2, _mm256_load_ps(p + i + 16));
+    a3 = _mm256_add_ps(a3, _mm256_load_ps(p + i + 24));
+  }
+  float s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+  for (; i < count; ++i) s += p[i];
+  return s;
+}
+
+const KernelTable kAvx2Kernels = {
+    "avx2",          a_gemv,       a_gemv_t,     a_pack_panel,  a_gemm_panel,
+    a_to_f32,        a_rms_norm_row, a_layer_norm_row, a_softmax_row, a_silu_mul,
+    a_activate,      a_add,        a_rope_token, a_attn_head,   a_read_sum,
+};
+
+}  // namespace
+
+const KernelTable* avx2_kernels() { return &kAvx2Kernels; }
+
+}  // namespace hire
+
+#else  // not x86-64: portable kernels only
+
+namespace hire {
+const KernelTable* avx2_kernels() { return nullptr; }
+}  // namespace hire
+
+#endif

@@ -1,0 +1,246 @@
+// Portable C++ primitives (kPortableKernels): the reference path for every CPU, and the fallback
+// when AVX2/FMA/F16C are missing. Written so that -O3 auto-vectorises the inner loops; weights are
+// read through memcpy-based loads because their addresses need not be aligned.
+// To add a primitive: implement it here with the signature from kernel_table.h and add it to the table.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "kernel_table.h"
+
+namespace hire {
+namespace {
+
+constexpr int64_t kChunk = 512;  // weight elements converted to f32 at a time
+
+void p_to_f32(int dt, const void* src, int64_t count, float* dst) {
+  const unsigned char* s = static_cast<const unsigned char*>(src);
+  if (dt == kF32) {
+    std::memcpy(dst, s, static_cast<size_t>(count) * 4);
+  } else if (dt == kBF16) {
+    for (int64_t i = 0; i < count; ++i) {
+      uint16_t h;
+      std::memcpy(&h, s + 2 * i, 2);
+      dst[i] = bf16_to_float(h);
+    }
+  } else {
+    for (int64_t i = 0; i < count; ++i) {
+      uint16_t h;
+      std::memcpy(&h, s + 2 * i, 2);
+      dst[i] = half_to_float(h);
+    }
+  }
+}
+
+// Dot product with 8 lane accumulators; the order only depends on k, not on who calls it.
+float p_dot(int dt, const void* row, const float* x, int64_t k) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  float buf[kChunk];
+  const size_t es = dtype_size(dt);
+  int64_t tail_start = (k / 8) * 8;
+  for (int64_t c0 = 0; c0 < tail_start; c0 += kChunk) {
+    const int64_t len = std::min<int64_t>(kChunk, tail_start - c0);
+    const float* w;
+    if (dt == kF32 && (reinterpret_cast<uintptr_t>(row) & 3) == 0) {
+      w = static_cast<const float*>(row) + c0;
+    } else {
+      p_to_f32(dt, static_cast<const unsigned char*>(row) + c0 * es, len, buf);
+      w = buf;
+    }
+    const float* xc = x + c0;
+    for (int64_t i = 0; i < len; i += 8)
+      for (int j = 0; j < 8; ++j) acc[j] += w[i + j] * xc[i + j];
+  }
+  float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+  for (int64_t i = tail_start; i < k; ++i) s += load_elem(dt, row, i) * x[i];
+  return s;
+}
+
+void p_gemv(const Mat& w, const float* x, float* y, int64_t r0, int64_t r1) {
+  const size_t stride = static_cast<size_t>(w.cols) * dtype_size(w.dtype);
+  const unsigned char* base = static_cast<const unsigned char*>(w.data);
+  for (int64_t r = r0; r < r1; ++r) y[r] = p_dot(w.dtype, base + r * stride, x, w.cols);
+}
+
+void p_gemv_t(const Mat& w, const float* x, float* y, int64_t c0, int64_t c1) {
+  const size_t es = dtype_size(w.dtype);
+  const unsigned char* base = static_cast<const unsigned char*>(w.data);
+  float buf[kChunk];
+  for (int64_t cb = c0; cb < c1; cb += kChunk) {
+    const int64_t len = std::min<int64_t>(kChunk, c1 - cb);
+    float* yc = y + cb;
+    for (int64_t c = 0; c < len; ++c) yc[c] = 0.0f;
+    for (int64_t k = 0; k < w.cols; ++k) {
+      p_to_f32(w.dtype, base + (static_cast<size_t>(k) * w.rows + cb) * es, len, buf);
+      const float xk = x[k];
+      for (int64_t c = 0; c < len; ++c) yc[c] += xk * buf[c];
+    }
+  }
+}
+
+void p_pack_panel(const Mat& w, int64_t r0, int64_t nr, float* panel) {
+  const size_t es = dtype_size(w.dtype);
+  const unsigned char* base = static_cast<const unsigned char*>(w.data);
+  const int64_t K = w.cols;
+  if (w.transposed) {
+    for (int64_t k = 0; k < K; ++k) {
+      float* dst = panel + k * kPanel;
+      p_to_f32(w.dtype, base + (static_cast<size_t>(k) * w.rows + r0) * es, nr, dst);
+      for (int64_t j = nr; j < kPanel; ++j) dst[j] = 0.0f;
+    }
+  } else {
+    float buf[kChunk];
+    for (int64_t j = 0; j < kPanel; ++j) {
+      if (j >= nr) {
+        for (int64_t k = 0; k < K; ++k) panel[k * kPanel + j] = 0.0f;
+        continue;
+      }
+      const unsigned char* row = base + static_cast<size_t>(r0 + j) * K * es;
+      for (int64_t k0 = 0; k0 < K; k0 += kChunk) {
+        const int64_t len = std::min<int64_t>(kChunk, K - k0);
+        p_to_f32(w.dtype, row + k0 * es, len, buf);
+        for (int64_t k = 0; k < len; ++k) panel[(k0 + k) * kPanel + j] = buf[k];
+      }
+    }
+  }
+}
+
+void p_gemm_panel(const float* x, int64_t ldx, int64_t nt, const float* panel, int64_t K,
+                  const float* bias16, float* y, int64_t ldy, int64_t nr) {
+  for (int64_t t0 = 0; t0 < nt; t0 += kTokBlock) {
+    const int64_t tb = std::min<int64_t>(kTokBlock, nt - t0);
+    float acc[kTokBlock][kPanel];
+    for (int64_t t = 0; t < tb; ++t)
+      for (int j = 0; j < kPanel; ++j) acc[t][j] = 0.0f;
+    for (int64_t k = 0; k < K; ++k) {
+      const float* p = panel + k * kPanel;
+      for (int64_t t = 0; t < tb; ++t) {
+        const float xv = x[(t0 + t) * ldx + k];
+        for (int j = 0; j < kPanel; ++j) acc[t][j] += xv * p[j];
+      }
+    }
+    for (int64_t t = 0; t < tb; ++t)
+      for (int64_t j = 0; j < nr; ++j) y[(t0 + t) * ldy + j] = acc[t][j] + bias16[j];
+  }
+}
+
+void p_rms_norm_row(float* y, const float* x, const void* g, int gdt, int64_t dim, float eps) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= dim; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += x[i + j] * x[i + j];
+  float ss = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+  for (; i < dim; ++i) ss += x[i] * x[i];
+  const float inv = 1.0f / std::sqrt(ss / static_cast<float>(dim) + eps);
+  for (int64_t j = 0; j < dim; ++j) y[j] = (x[j] * inv) * load_elem(gdt, g, j);
+}
+
+void p_layer_norm_row(float* y, const float* x, const void* g, int gdt, const void* b, int bdt,
+                      int64_t dim, float eps) {
+  float s = 0.0f;
+  for (int64_t i = 0; i < dim; ++i) s += x[i];
+  const float mean = s / static_cast<float>(dim);
+  float v = 0.0f;
+  for (int64_t i = 0; i < dim; ++i) v += (x[i] - mean) * (x[i] - mean);
+  const float inv = 1.0f / std::sqrt(v / static_cast<float>(dim) + eps);
+  for (int64_t j = 0; j < dim; ++j)
+    y[j] = (x[j] - mean) * inv * load_elem(gdt, g, j) + load_elem(bdt, b, j);
+}
+
+void p_softmax_row(float* x, int64_t dim) {
+  float m = -INFINITY;
+  for (int64_t i = 0; i < dim; ++i) m = std::max(m, x[i]);
+  float s = 0.0f;
+  for (int64_t i = 0; i < dim; ++i) {
+    x[i] = std::exp(x[i] - m);
+    s += x[i];
+  }
+  const float inv = 1.0f / s;
+  for (int64_t i = 0; i < dim; ++i) x[i] *= inv;
+}
+
+inline float silu(float v) { return v / (1.0f + std::exp(-v)); }
+
+void p_silu_mul(float* gate, const float* up, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) gate[i] = silu(gate[i]) * up[i];
+}
+
+void p_activate(float* x, int64_t count, int kind) {
+  switch (kind) {
+    case 0:
+      for (int64_t i = 0; i < count; ++i) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+      break;
+    case 1:
+      for (int64_t i = 0; i < count; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * 0.70710678118654752f));
+      break;
+    case 2:
+      for (int64_t i = 0; i < count; ++i) {
+        const float v = x[i];
+        x[i] = 0.5f * v * (1.0f + std::tanh(0.79788456080286536f * (v + 0.044715f * v * v * v)));
+      }
+      break;
+    default:
+      for (int64_t i = 0; i < count; ++i) x[i] = silu(x[i]);
+  }
+}
+
+void p_add(float* y, const float* x, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) y[i] += x[i];
+}
+
+void p_rope_token(float* x, int64_t n_heads, int64_t head_dim, const float* cs, const float* sn, int64_t half) {
+  for (int64_t h = 0; h < n_heads; ++h) {
+    float* a = x + h * head_dim;
+    float* b = a + half;
+    for (int64_t j = 0; j < half; ++j) {
+      const float x1 = a[j], x2 = b[j];
+      a[j] = x1 * cs[j] - x2 * sn[j];
+      b[j] = x2 * cs[j] + x1 * sn[j];
+    }
+  }
+}
+
+void p_attn_head(float* out, const float* q, const float* k, const float* v, int64_t len, int64_t d,
+                 float scale, float* scores, float* acc) {
+  float m = -INFINITY;
+  for (int64_t j = 0; j < len; ++j) {
+    const float* kj = k + j * d;
+    float s = 0.0f;
+    for (int64_t i = 0; i < d; ++i) s += q[i] * kj[i];
+    s *= scale;
+    scores[j] = s;
+    m = std::max(m, s);
+  }
+  float sum = 0.0f;
+  for (int64_t j = 0; j < len; ++j) {
+    scores[j] = std::exp(scores[j] - m);
+    sum += scores[j];
+  }
+  for (int64_t i = 0; i < d; ++i) acc[i] = 0.0f;
+  for (int64_t j = 0; j < len; ++j) {
+    const float p = scores[j];
+    const float* vj = v + j * d;
+    for (int64_t i = 0; i < d; ++i) acc[i] += p * vj[i];
+  }
+  const float inv = 1.0f / sum;
+  for (int64_t i = 0; i < d; ++i) out[i] = acc[i] * inv;
+}
+
+float p_read_sum(const float* p, size_t count) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  size_t i = 0;
+  for (; i + 8 <= count; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += p[i + j];
+  for (; i < count; ++i) acc[0] += p[i];
+  return acc[0] + acc[1] + acc[2] + acc[3] + acc[4] + acc[5] + acc[6] + acc[7];
+}
+
+}  // namespace
+
+const KernelTable kPortableKernels = {
+    "portable",     p_gemv,       p_gemv_t,    p_pack_panel,   p_gemm_panel,
+    p_to_f32,       p_rms_norm_row, p_layer_norm_row, p_softmax_row, p_silu_mul,
+    p_activate,     p_add,        p_rope_token, p_attn_head,   p_read_sum,
+};
+
+}  // namespace hire

@@ -1,0 +1,274 @@
+// Ops (kernels.h) built from the active KernelTable: work splitting over the thread pool, GEMM
+// panel tiling, per-thread scratch, and kernel-path selection. Small problems stay on the calling
+// thread (below kSerialWork multiply-adds a dispatch costs more than it saves).
+// To add an op: write its loop here over a table primitive and declare it in kernels.h.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "kernel_table.h"
+#include "kernels.h"
+#include "threadpool.h"
+
+namespace hire {
+namespace {
+
+constexpr int64_t kSerialWork = 1 << 15;
+
+// Grow-only 64-byte-aligned float scratch, one per thread (allocated once, reused every call).
+struct Scratch {
+  float* p = nullptr;
+  size_t cap = 0;
+  ~Scratch() { std::free(p); }
+  float* get(size_t n) {
+    if (n > cap) {
+      std::free(p);
+      p = nullptr;
+      cap = 0;
+      const size_t bytes = (n * sizeof(float) + 63) & ~size_t{63};
+      void* q = std::aligned_alloc(64, bytes);
+      if (q == nullptr) throw std::bad_alloc();
+      p = static_cast<float*>(q);
+      cap = n;
+    }
+    return p;
+  }
+};
+
+thread_local Scratch t_scratch_a;  // GEMM panels, attention scores
+thread_local Scratch t_scratch_b;  // small per-task buffers
+
+CpuFeatures detect() {
+  CpuFeatures f{false, false, false};
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  f.avx2 = __builtin_cpu_supports("avx2");
+  f.fma = __builtin_cpu_supports("fma");
+  f.f16c = __builtin_cpu_supports("f16c");
+#endif
+  return f;
+}
+
+const KernelTable* best_table() {
+  const CpuFeatures f = detect();
+  const KernelTable* a = avx2_kernels();
+  return (a != nullptr && f.avx2 && f.fma && f.f16c) ? a : &kPortableKernels;
+}
+
+std::atomic<const KernelTable*> g_table{best_table()};
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Split `total` items into at most `parts` contiguous chunks whose size is a multiple of `align`.
+inline int64_t chunk_size(int64_t total, int64_t parts, int64_t align) {
+  return std::max<int64_t>(align, ceil_div(ceil_div(total, parts), align) * align);
+}
+
+// y[i] += bias[i] for i in [r0, r1).
+void add_bias(const KernelTable& K, float* y, const Mat& bias, int64_t r0, int64_t r1) {
+  float buf[256];
+  const size_t es = dtype_size(bias.dtype);
+  for (int64_t c = r0; c < r1; c += 256) {
+    const int64_t len = std::min<int64_t>(256, r1 - c);
+    K.to_f32(bias.dtype, static_cast<const unsigned char*>(bias.data) + c * es, len, buf);
+    K.add(y + c, buf, len);
+  }
+}
+
+// Elementwise ops: chunks of at least 16K elements (cache-line aligned) over the pool.
+template <class F>
+void parallel_range(int64_t count, F&& fn) {
+  ThreadPool& pool = ThreadPool::instance();
+  if (count < 4 * kSerialWork || pool.threads() == 1) {
+    fn(int64_t{0}, count);
+    return;
+  }
+  const int64_t chunk = chunk_size(count, pool.threads(), 16);
+  pool.parallel_for(ceil_div(count, chunk), [&](int64_t t, int) {
+    const int64_t b = t * chunk;
+    fn(b, std::min(count, b + chunk));
+  });
+}
+
+// Row ops: rows over the pool once the whole op is big enough.
+template <class F>
+void parallel_rows(int64_t n, int64_t work_per_row, F&& fn) {
+  ThreadPool& pool = ThreadPool::instance();
+  if (n == 1 || n * work_per_row < 2 * kSerialWork || pool.threads() == 1) {
+    for (int64_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+  pool.parallel_for(n, [&](int64_t i, int) { fn(i); });
+}
+
+void gemm(const KernelTable& K, float* y, const float* x, const Mat& w, int64_t n, const Mat* bias) {
+  const int64_t rows = w.rows, cols = w.cols;
+  const int64_t n_panels = ceil_div(rows, kPanel);
+  // Two panels (32 outputs) per task: for transposed weights this covers whole cache lines.
+  constexpr int64_t kPanelsPerTask = 2;
+  const int64_t n_tasks = ceil_div(n_panels, kPanelsPerTask);
+  auto task = [&](int64_t t, int) {
+    float* panel = t_scratch_a.get(static_cast<size_t>(cols) * kPanel);
+    alignas(32) float bias16[kPanel];
+    for (int64_t p = t * kPanelsPerTask; p < std::min(n_panels, (t + 1) * kPanelsPerTask); ++p) {
+      const int64_t r0 = p * kPanel;
+      const int64_t nr = std::min<int64_t>(kPanel, rows - r0);
+      std::memset(bias16, 0, sizeof(bias16));
+      if (bias != nullptr)
+        K.to_f32(bias->dtype, static_cast<const unsigned char*>(bias->data) + r0 * dtype_size(bias->dtype),
+                 nr, bias16);
+      K.pack_panel(w, r0, nr, panel);
+      K.gemm_panel(x, cols, n, panel, cols, bias16, y + r0, rows, nr);
+    }
+  };
+  if (n * rows * cols < kSerialWork) {
+    for (int64_t t = 0; t < n_tasks; ++t) task(t, 0);
+  } else {
+    ThreadPool::instance().parallel_for(n_tasks, task);
+  }
+}
+
+}  // namespace
+
+const KernelTable& active_kernels() { return *g_table.load(std::memory_order_relaxed); }
+
+CpuFeatures cpu_features() { return detect(); }
+
+void set_kernel_path(bool portable) { g_table.store(portable ? &kPortableKernels : best_table()); }
+
+const char* kernel_path_name() { return active_kernels().name; }
+
+void matmul(float* y, const float* x, const Mat& w, int64_t n, const Mat* bias) {
+  const KernelTable& K = active_kernels();
+  if (n <= 0 || w.rows <= 0) return;
+  if (w.cols == 0) {
+    for (int64_t t = 0; t < n; ++t) {
+      std::fill(y + t * w.rows, y + (t + 1) * w.rows, 0.0f);
+      if (bias != nullptr) add_bias(K, y + t * w.rows, *bias, 0, w.rows);
+    }
+    return;
+  }
+  if (n > 1) {
+    gemm(K, y, x, w, n, bias);
+    return;
+  }
+  ThreadPool& pool = ThreadPool::instance();
+  const int64_t parts = (w.rows * w.cols < kSerialWork) ? 1 : pool.threads();
+  // Contiguous chunks, one per thread: each streams its own part of the matrix.
+  const int64_t align = w.transposed ? 16 : 4;
+  const int64_t chunk = chunk_size(w.rows, parts, align);
+  const int64_t n_tasks = ceil_div(w.rows, chunk);
+  auto task = [&](int64_t t, int) {
+    const int64_t r0 = t * chunk, r1 = std::min(w.rows, r0 + chunk);
+    if (w.transposed) {
+      K.gemv_t(w, x, y, r0, r1);
+    } else {
+      K.gemv(w, x, y, r0, r1);
+    }
+    if (bias != nullptr) add_bias(K, y, *bias, r0, r1);
+  };
+  if (n_tasks == 1) {
+    task(0, 0);
+  } else {
+    pool.parallel_for(n_tasks, task);
+  }
+}
+
+void embed(float* y, const Mat& w, const int32_t* ids, int64_t n) {
+  const KernelTable& K = active_kernels();
+  const size_t row_bytes = static_cast<size_t>(w.cols) * dtype_size(w.dtype);
+  parallel_rows(n, w.cols, [&](int64_t i) {
+    K.to_f32(w.dtype, static_cast<const unsigned char*>(w.data) + ids[i] * row_bytes, w.cols, y + i * w.cols);
+  });
+}
+
+void rms_norm(float* y, const float* x, const Mat& g, int64_t n, int64_t dim, float eps) {
+  const KernelTable& K = active_kernels();
+  parallel_rows(n, dim, [&](int64_t i) { K.rms_norm_row(y + i * dim, x + i * dim, g.data, g.dtype, dim, eps); });
+}
+
+void layer_norm(float* y, const float* x, const Mat& g, const Mat& b, int64_t n, int64_t dim, float eps) {
+  const KernelTable& K = active_kernels();
+  parallel_rows(n, dim, [&](int64_t i) {
+    K.layer_norm_row(y + i * dim, x + i * dim, g.data, g.dtype, b.data, b.dtype, dim, eps);
+  });
+}
+
+void rope(float* x, int64_t n, int64_t n_heads, int64_t head_dim, const int32_t* positions,
+          const float* inv_freq, int64_t half) {
+  if (half <= 0) return;
+  const KernelTable& K = active_kernels();
+  parallel_rows(n, n_heads * head_dim, [&](int64_t i) {
+    float* cs = t_scratch_b.get(static_cast<size_t>(2 * half));
+    float* sn = cs + half;
+    // cos/sin of pos * inv_freq in double, then rounded once to f32.
+    const double pos = positions[i];
+    for (int64_t j = 0; j < half; ++j) {
+      const double a = pos * static_cast<double>(inv_freq[j]);
+      cs[j] = static_cast<float>(std::cos(a));
+      sn[j] = static_cast<float>(std::sin(a));
+    }
+    K.rope_token(x + i * n_heads * head_dim, n_heads, head_dim, cs, sn, half);
+  });
+}
+
+void attention(float* out, const float* q, const float* k_cache, const float* v_cache, int64_t n,
+               int64_t n_heads, int64_t n_kv, int64_t head_dim, int64_t pos0, int64_t capacity, float scale) {
+  const KernelTable& K = active_kernels();
+  const int64_t group = n_heads / n_kv;
+  const int64_t d = head_dim;
+  auto task = [&](int64_t t, int) {
+    const int64_t i = t / n_heads, h = t % n_heads, g = h / group;
+    const int64_t len = pos0 + i + 1;
+    float* scores = t_scratch_a.get(static_cast<size_t>(capacity + d + 16));
+    float* acc = scores + ((capacity + 15) & ~int64_t{15});
+    const int64_t off = (i * n_heads + h) * d;
+    K.attn_head(out + off, q + off, k_cache + g * capacity * d, v_cache + g * capacity * d, len, d, scale, scores,
+                acc);
+  };
+  const int64_t tasks = n * n_heads;
+  ThreadPool& pool = ThreadPool::instance();
+  if (tasks == 1 || tasks * (pos0 + n) * d < 2 * kSerialWork || pool.threads() == 1) {
+    for (int64_t t = 0; t < tasks; ++t) task(t, 0);
+  } else {
+    pool.parallel_for(tasks, task);
+  }
+}
+
+void cache_write(float* k_cache, float* v_cache, const float* k, const float* v, int64_t n, int64_t n_kv,
+                 int64_t head_dim, int64_t pos0, int64_t capacity) {
+  const size_t bytes = static_cast<size_t>(head_dim) * sizeof(float);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t h = 0; h < n_kv; ++h) {
+      const int64_t src = (i * n_kv + h) * head_dim;
+      const int64_t dst = (h * capacity + pos0 + i) * head_dim;
+      std::memcpy(k_cache + dst, k + src, bytes);
+      std::memcpy(v_cache + dst, v + src, bytes);
+    }
+  }
+}
+
+void silu_mul(float* gate, const float* up, int64_t count) {
+  const KernelTable& K = active_kernels();
+  parallel_range(count, [&](int64_t b, int64_t e) { K.silu_mul(gate + b, up + b, e - b); });
+}
+
+void activate(float* x, int64_t count, Activation kind) {
+  const KernelTable& K = active_kernels();
+  parallel_range(count, [&](int64_t b, int64_t e) { K.activate(x + b, e - b, static_cast<int>(kind)); });
+}
+
+void add(float* y, const float* x, int64_t count) {
+  const KernelTable& K = active_kernels();
+  parallel_range(count, [&](int64_t b, int64_t e) { K.add(y + b, x + b, e - b); });
+}
+
+void softmax(float* x, int64_t n, int64_t dim) {
+  const KernelTable& K = active_kernels();
+  parallel_rows(n, dim * 8, [&](int64_t i) { K.softmax_row(x + i * dim, dim); });
+}
+
+}  // namespace hire

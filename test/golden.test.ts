@@ -1,0 +1,78 @@
+// Parity with the golden models (../shared/golden): an independent float64 reference of the
+// Hugging Face forward pass. Greedy ids must match exactly and top-5 log-probabilities to 1e-3,
+// through the real CLI (`hire generate --json`) and through the Session API.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { goldenDir, hire } from "./helpers.js";
+import { loadModel } from "../core/loader/model-folder.js";
+import { Session } from "../core/engine/session.js";
+
+interface Expected {
+  prompt: string;
+  prompt_ids: number[];
+  ids: number[];
+  top_logprobs: [number, number][][];
+  margins: number[];
+}
+
+const root = goldenDir();
+const folders = root ? readdirSync(root).filter((d) => !d.includes(".")) : [];
+
+test("golden models are present", { skip: root ? false : "shared/golden not found (set HIRE_GOLDEN_DIR)" }, () => {
+  assert.ok(folders.length >= 5, `expected at least 5 golden folders, found ${folders.join(", ")}`);
+});
+
+function compare(name: string, expected: Expected, ids: number[], steps: [number, number][][]): void {
+  assert.deepEqual(ids, expected.ids, `${name}: greedy ids differ`);
+  for (let i = 0; i < expected.top_logprobs.length; i++) {
+    const want = expected.top_logprobs[i];
+    const got = steps[i];
+    for (let j = 0; j < want.length; j++) {
+      // Ids must agree unless two candidates are within rounding of each other.
+      const [wid, wlp] = want[j];
+      const match = got.find(([id]) => id === wid);
+      assert.ok(match, `${name} step ${i}: token ${wid} missing from our top-${got.length}`);
+      assert.ok(Math.abs(match[1] - wlp) < 1e-3, `${name} step ${i} token ${wid}: logprob ${match[1]} vs ${wlp}`);
+    }
+  }
+}
+
+for (const name of folders) {
+  const dir = join(root!, name);
+  const expected = JSON.parse(readFileSync(join(dir, "expected.json"), "utf8")) as Expected;
+
+  test(`golden ${name}: CLI generate --json matches the reference`, () => {
+    const r = hire(["generate", "--model", dir, "--prompt", expected.prompt, "--max-tokens", String(expected.ids.length), "--temperature", "0", "--logprobs", "5", "--json"]);
+    assert.equal(r.status, 0, r.stderr);
+    const out = JSON.parse(r.stdout) as { prompt_ids: number[]; ids: number[]; steps: { id: number; top_logprobs: [number, number][] }[]; timings: Record<string, number> };
+    assert.deepEqual(out.prompt_ids, expected.prompt_ids, "prompt tokenization differs");
+    compare(name, expected, out.ids, out.steps.map((s) => s.top_logprobs));
+    assert.equal(typeof out.timings.prefill_ms, "number");
+    assert.equal(typeof out.timings.decode_tokens_per_s, "number");
+  });
+
+  test(`golden ${name}: token-by-token prefill gives the same result as batched prefill`, async () => {
+    const model = loadModel(dir);
+    try {
+      const session = new Session(model);
+      // Feed the prompt one token at a time through the cache (decode path only).
+      for (let i = 1; i < expected.prompt_ids.length; i++) {
+        for await (const ev of session.generate(expected.prompt_ids.slice(0, i), { maxTokens: 0 })) void ev;
+      }
+      const ids: number[] = [];
+      const steps: [number, number][][] = [];
+      for await (const ev of session.generate(expected.prompt_ids, { maxTokens: expected.ids.length, temperature: 0, logprobs: 5 })) {
+        if (ev.type === "prefill") assert.equal(ev.reusedTokens, expected.prompt_ids.length - 1);
+        if (ev.type === "token") {
+          ids.push(ev.id);
+          steps.push(ev.topLogprobs!);
+        }
+      }
+      compare(name, expected, ids, steps);
+    } finally {
+      model.close();
+    }
+  });
+}

@@ -1,0 +1,40 @@
+// Shared test helpers: paths, temporary folders, running the real `hire` CLI.
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** The repository root (tests run from dist/test/). */
+export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+
+/** The golden models: shared/golden beside the repository (CI's layout), or $HIRE_GOLDEN_DIR. */
+export function goldenDir(): string | undefined {
+  const dir = process.env.HIRE_GOLDEN_DIR ?? join(REPO_ROOT, "..", "shared", "golden");
+  if (existsSync(dir)) return dir;
+  if (process.env.CI) throw new Error(`golden models not found at ${dir}; CI must have shared/ beside the repository`);
+  return undefined;
+}
+
+export function tempDir(t: { after: (fn: () => void) => void }, prefix = "hire-test-"): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+export interface CliResult {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+  signal: NodeJS.Signals | null;
+}
+
+/** Run `hire ARGS` as a user would (a real process through bin/hire.js). */
+export function hire(args: string[], input?: string): CliResult {
+  const r = spawnSync(process.execPath, [join(REPO_ROOT, "bin", "hire.js"), ...args], {
+    encoding: "utf8",
+    input,
+    timeout: 120_000,
+  });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr, signal: r.signal };
+}

@@ -1,0 +1,548 @@
+// Tests for core/modelgen: random HF-layout models (safetensors layout, names, determinism,
+// sharding), the byte-level BPE tokenizer, the ChatML template, option validation and exact
+// float conversion. Run: npx tsc -p tsconfig.json && node --test dist/test/make-model.test.js
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, readdirSync, existsSync, rmSync, mkdirSync, writeFileSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Tokenizer } from "@huggingface/tokenizers";
+import { Template } from "@huggingface/jinja";
+import {
+  makeModel,
+  MakeModelError,
+  PRESETS,
+  resolveShape,
+  planTensors,
+  type Arch,
+  type DType,
+} from "../core/modelgen/make-model.js";
+import {
+  readSafetensorsHeader,
+  f32ToBf16,
+  f32ToF16,
+  bf16ToF32,
+  f16ToF32,
+  f32BitsToBf16,
+  f32BitsToF16,
+  DTYPE_BYTES,
+  type StDType,
+} from "../core/modelgen/safetensors-writer.js";
+import { makeTokenizer, SPECIAL_TOKENS, CHATML_TEMPLATE } from "../core/modelgen/tokenizer-gen.js";
+
+const ROOT = mkdtempSync(join(tmpdir(), "make-model-test-"));
+process.on("exit", () => rmSync(ROOT, { recursive: true, force: true }));
+let counter = 0;
+const freshDir = (tag: string) => join(ROOT, `${tag}-${counter++}`);
+
+const ARCHES: Arch[] = ["llama", "qwen2", "gpt2", "opt"];
+const DTYPES: DType[] = ["f32", "f16", "bf16"];
+const ST: Record<DType, StDType> = { f32: "F32", f16: "F16", bf16: "BF16" };
+
+/** Expected HF tensor names for the 2-layer tiny presets, written out independently of the tables. */
+function expectedNames(arch: Arch, tied: boolean, gpt2Prefix = false): string[] {
+  const L = [0, 1];
+  switch (arch) {
+    case "llama":
+    case "qwen2": {
+      const attn =
+        arch === "qwen2"
+          ? ["q_proj.weight", "q_proj.bias", "k_proj.weight", "k_proj.bias", "v_proj.weight", "v_proj.bias", "o_proj.weight"]
+          : ["q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight"];
+      return [
+        "model.embed_tokens.weight",
+        ...L.flatMap((i) => [
+          `model.layers.${i}.input_layernorm.weight`,
+          ...attn.map((a) => `model.layers.${i}.self_attn.${a}`),
+          `model.layers.${i}.post_attention_layernorm.weight`,
+          `model.layers.${i}.mlp.gate_proj.weight`,
+          `model.layers.${i}.mlp.up_proj.weight`,
+          `model.layers.${i}.mlp.down_proj.weight`,
+        ]),
+        "model.norm.weight",
+        ...(tied ? [] : ["lm_head.weight"]),
+      ];
+    }
+    case "gpt2": {
+      const p = gpt2Prefix ? "transformer." : "";
+      return [
+        `${p}wte.weight`,
+        `${p}wpe.weight`,
+        ...L.flatMap((i) =>
+          [
+            "ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias", "attn.c_proj.weight", "attn.c_proj.bias",
+            "ln_2.weight", "ln_2.bias", "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias",
+          ].map((n) => `${p}h.${i}.${n}`),
+        ),
+        `${p}ln_f.weight`,
+        `${p}ln_f.bias`,
+      ];
+    }
+    case "opt": {
+      const p = "model.decoder.";
+      return [
+        `${p}embed_tokens.weight`,
+        `${p}embed_positions.weight`,
+        ...L.flatMap((i) =>
+          [
+            "self_attn_layer_norm.weight", "self_attn_layer_norm.bias",
+            "self_attn.q_proj.weight", "self_attn.q_proj.bias", "self_attn.k_proj.weight", "self_attn.k_proj.bias",
+            "self_attn.v_proj.weight", "self_attn.v_proj.bias", "self_attn.out_proj.weight", "self_attn.out_proj.bias",
+            "final_layer_norm.weight", "final_layer_norm.bias", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias",
+          ].map((n) => `${p}layers.${i}.${n}`),
+        ),
+        `${p}final_layer_norm.weight`,
+        `${p}final_layer_norm.bias`,
+      ];
+    }
+  }
+}
+
+/** Expected shapes for a few tensors of each tiny preset (H 64, A 4, F per preset, V 512, P 512). */
+function expectedShapes(arch: Arch): Record<string, number[]> {
+  switch (arch) {
+    case "llama":
+      return {
+        "model.embed_tokens.weight": [512, 64],
+        "model.layers.0.self_attn.q_proj.weight": [64, 64],
+        "model.layers.0.self_attn.k_proj.weight": [32, 64],
+        "model.layers.1.self_attn.o_proj.weight": [64, 64],
+        "model.layers.0.mlp.gate_proj.weight": [128, 64],
+        "model.layers.0.mlp.down_proj.weight": [64, 128],
+        "lm_head.weight": [512, 64],
+      };
+    case "qwen2":
+      return {
+        "model.layers.0.self_attn.q_proj.bias": [64],
+        "model.layers.0.self_attn.k_proj.bias": [32],
+        "model.layers.0.self_attn.v_proj.weight": [32, 64],
+      };
+    case "gpt2":
+      return {
+        "wpe.weight": [512, 64],
+        "h.0.attn.c_attn.weight": [64, 192],
+        "h.0.attn.c_attn.bias": [192],
+        "h.0.mlp.c_fc.weight": [64, 256],
+        "h.0.mlp.c_proj.weight": [256, 64],
+      };
+    case "opt":
+      return {
+        "model.decoder.embed_positions.weight": [514, 64],
+        "model.decoder.layers.0.fc1.weight": [256, 64],
+        "model.decoder.layers.0.fc2.weight": [64, 256],
+        "model.decoder.layers.0.self_attn.out_proj.bias": [64],
+      };
+  }
+}
+
+interface ParsedFile {
+  names: string[];
+  header: ReturnType<typeof readSafetensorsHeader>;
+  data: Buffer;
+}
+
+/** Parses a safetensors file and checks layout invariants (contiguity, sizes, padding). */
+function checkSafetensors(path: string, dtype: StDType): ParsedFile {
+  const buf = readFileSync(path);
+  const header = readSafetensorsHeader(path);
+  const n = Number(buf.readBigUInt64LE(0));
+  assert.equal(n % 8, 0, "header length is a multiple of 8");
+  assert.equal(header.headerBytes, 8 + n);
+  const rawHeader = buf.subarray(8, 8 + n).toString("utf8");
+  assert.match(rawHeader, /^\{.*\} *$/s, "JSON header padded with trailing spaces only");
+  assert.deepEqual(header.metadata, { format: "pt" });
+  const names = Object.keys(header.tensors);
+  let expectBegin = 0;
+  for (const name of names) {
+    const t = header.tensors[name];
+    assert.equal(t.dtype, dtype, `${name} dtype`);
+    const [b, e] = t.data_offsets;
+    assert.equal(b, expectBegin, `${name} begins where the previous tensor ended`);
+    assert.equal(e - b, t.shape.reduce((x, y) => x * y, 1) * DTYPE_BYTES[dtype], `${name} size`);
+    expectBegin = e;
+  }
+  assert.equal(buf.length, 8 + n + expectBegin, "file ends right after the last tensor");
+  return { names, header, data: buf.subarray(8 + n) };
+}
+
+function tensorBytesOf(f: ParsedFile, name: string): Buffer {
+  const [b, e] = f.header.tensors[name].data_offsets;
+  return f.data.subarray(b, e);
+}
+
+function readJson(path: string): Record<string, unknown> {
+  return JSON.parse(readFileSync(path, "utf8")) as Record<string, unknown>;
+}
+
+const STD_FILES = ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"];
+
+for (const arch of ARCHES) {
+  for (const dtype of DTYPES) {
+    test(`${arch} ${dtype}: files, HF names, shapes, layout, config`, async () => {
+      const out = freshDir(`${arch}-${dtype}`);
+      const r = await makeModel({ arch, dtype, seed: 7, out });
+      assert.deepEqual([...r.files].sort(), STD_FILES);
+      assert.deepEqual(readdirSync(out).sort(), STD_FILES);
+      assert.equal(r.bytes, STD_FILES.reduce((a, f) => a + statSync(join(out, f)).size, 0));
+      // No temp directories left beside the model.
+      assert.deepEqual(readdirSync(ROOT).filter((f) => f.includes(".partial-")), []);
+
+      const shape = resolveShape({ arch });
+      const f = checkSafetensors(join(out, "model.safetensors"), ST[dtype]);
+      assert.deepEqual(f.names, expectedNames(arch, shape.tied));
+      for (const [name, s] of Object.entries(expectedShapes(arch))) {
+        assert.deepEqual(f.header.tensors[name].shape, s, name);
+      }
+      const params = Object.values(f.header.tensors).reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1), 0);
+      assert.equal(r.params, params);
+
+      const cfg = readJson(join(out, "config.json"));
+      const expectClass = { llama: "LlamaForCausalLM", qwen2: "Qwen2ForCausalLM", gpt2: "GPT2LMHeadModel", opt: "OPTForCausalLM" }[arch];
+      assert.deepEqual(cfg.architectures, [expectClass]);
+      assert.equal(cfg.model_type, arch);
+      assert.equal(cfg.vocab_size, 512);
+      assert.equal(cfg.tie_word_embeddings, shape.tied);
+      assert.equal(cfg.torch_dtype, { f32: "float32", f16: "float16", bf16: "bfloat16" }[dtype]);
+      if (arch === "llama" || arch === "qwen2") {
+        for (const k of ["hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings", "rms_norm_eps", "rope_theta", "rope_scaling", "hidden_act"]) {
+          assert.ok(k in cfg, `config has ${k}`);
+        }
+        assert.equal(cfg.rope_scaling, null);
+        assert.equal(cfg.hidden_act, "silu");
+        if (arch === "qwen2") assert.equal(cfg.use_sliding_window, false);
+      } else if (arch === "gpt2") {
+        assert.equal(cfg.n_embd, 64);
+        assert.equal(cfg.n_inner, 256);
+        assert.equal(cfg.activation_function, "gelu_new");
+      } else {
+        assert.equal(cfg.ffn_dim, 256);
+        assert.equal(cfg.activation_function, "relu");
+        assert.equal(cfg.word_embed_proj_dim, 64);
+        assert.equal(cfg.do_layer_norm_before, true);
+      }
+      const tok = readJson(join(out, "tokenizer.json")) as { added_tokens: { id: number; content: string }[] };
+      const ids = Object.fromEntries(tok.added_tokens.map((t) => [t.content, t.id]));
+      assert.equal(cfg.bos_token_id, ids["<|endoftext|>"]);
+      assert.equal(cfg.eos_token_id, ids["<|im_end|>"]);
+      const gen = readJson(join(out, "generation_config.json"));
+      assert.deepEqual(gen.eos_token_id, [ids["<|im_end|>"], ids["<|endoftext|>"]]);
+      assert.equal(gen.bos_token_id, ids["<|endoftext|>"]);
+    });
+  }
+}
+
+function decodeAll(bytes: Buffer, dtype: StDType): Float64Array {
+  const out = new Float64Array(bytes.length / DTYPE_BYTES[dtype]);
+  for (let i = 0; i < out.length; i++) {
+    out[i] =
+      dtype === "F32" ? bytes.readFloatLE(i * 4) : dtype === "BF16" ? bf16ToF32(bytes.readUInt16LE(i * 2)) : f16ToF32(bytes.readUInt16LE(i * 2));
+  }
+  return out;
+}
+const meanStd = (v: Float64Array) => {
+  const m = v.reduce((a, b) => a + b, 0) / v.length;
+  return [m, Math.sqrt(v.reduce((a, b) => a + (b - m) ** 2, 0) / v.length)];
+};
+
+test("weights: std 0.02 matrices, norms near 1, dtypes agree with each other", async () => {
+  const files: Record<string, ParsedFile> = {};
+  for (const dtype of DTYPES) {
+    const out = freshDir(`vals-${dtype}`);
+    await makeModel({ arch: "llama", dtype, seed: 3, out });
+    files[dtype] = checkSafetensors(join(out, "model.safetensors"), ST[dtype]);
+  }
+  const emb = decodeAll(tensorBytesOf(files.f32, "model.embed_tokens.weight"), "F32");
+  const [m, s] = meanStd(emb);
+  assert.ok(Math.abs(m) < 0.002 && Math.abs(s - 0.02) < 0.001, `embedding mean ${m} std ${s}`);
+  const norm = decodeAll(tensorBytesOf(files.f32, "model.norm.weight"), "F32");
+  assert.ok(Math.abs(meanStd(norm)[0] - 1) < 0.02, "norm weights near 1");
+  // bf16/f16 files hold exactly the rounded f32 values.
+  const q = "model.layers.1.self_attn.q_proj.weight";
+  const f32 = tensorBytesOf(files.f32, q);
+  const bf = tensorBytesOf(files.bf16, q);
+  const h = tensorBytesOf(files.f16, q);
+  for (let i = 0; i < f32.length / 4; i++) {
+    const bits = f32.readUInt32LE(i * 4);
+    assert.equal(bf.readUInt16LE(i * 2), f32BitsToBf16(bits));
+    assert.equal(h.readUInt16LE(i * 2), f32BitsToF16(bits));
+  }
+});
+
+test("determinism: same seed is byte-identical, different seed differs", async () => {
+  for (const arch of ARCHES) {
+    const a = freshDir("det-a");
+    const b = freshDir("det-b");
+    const c = freshDir("det-c");
+    await makeModel({ arch, dtype: "bf16", seed: 42, out: a });
+    await makeModel({ arch, dtype: "bf16", seed: 42, out: b });
+    await makeModel({ arch, dtype: "bf16", seed: 43, out: c });
+    for (const f of STD_FILES) {
+      assert.ok(readFileSync(join(a, f)).equals(readFileSync(join(b, f))), `${arch} ${f} identical`);
+    }
+    assert.ok(!readFileSync(join(a, "model.safetensors")).equals(readFileSync(join(c, "model.safetensors"))));
+    // Metadata does not depend on the seed; every tensor does.
+    assert.ok(readFileSync(join(a, "config.json")).equals(readFileSync(join(c, "config.json"))));
+    const fa = checkSafetensors(join(a, "model.safetensors"), "BF16");
+    const fc = checkSafetensors(join(c, "model.safetensors"), "BF16");
+    for (const n of fa.names) assert.ok(!tensorBytesOf(fa, n).equals(tensorBytesOf(fc, n)), `${arch} ${n} differs`);
+  }
+});
+
+test("sharded output: index maps every tensor to the file holding it, same bytes as unsharded", async () => {
+  for (const arch of ARCHES) {
+    const single = freshDir("single");
+    const sharded = freshDir("sharded");
+    await makeModel({ arch, dtype: "f32", seed: 5, out: single });
+    const maxShardBytes = 150_000;
+    const r = await makeModel({ arch, dtype: "f32", seed: 5, out: sharded, maxShardBytes });
+    const whole = checkSafetensors(join(single, "model.safetensors"), "F32");
+    const shardFiles = r.files.filter((f) => f.endsWith(".safetensors")).sort();
+    assert.ok(shardFiles.length >= 2, `${arch}: several shards (${shardFiles.length})`);
+    shardFiles.forEach((f, i) => assert.equal(f, `model-${String(i + 1).padStart(5, "0")}-of-${String(shardFiles.length).padStart(5, "0")}.safetensors`));
+    assert.ok(r.files.includes("model.safetensors.index.json"));
+    assert.ok(!r.files.includes("model.safetensors"));
+
+    const index = readJson(join(sharded, "model.safetensors.index.json")) as {
+      metadata: { total_size: number };
+      weight_map: Record<string, string>;
+    };
+    assert.deepEqual(Object.keys(index.weight_map).sort(), [...whole.names].sort());
+    let total = 0;
+    const seen: string[] = [];
+    for (const f of shardFiles) {
+      const p = checkSafetensors(join(sharded, f), "F32");
+      const shardData = p.data.length;
+      total += shardData;
+      assert.ok(shardData <= maxShardBytes || p.names.length === 1, `${f} within the limit`);
+      for (const n of p.names) {
+        assert.equal(index.weight_map[n], f, `${n} maps to ${f}`);
+        assert.ok(tensorBytesOf(p, n).equals(tensorBytesOf(whole, n)), `${n} same bytes`);
+        seen.push(n);
+      }
+    }
+    assert.deepEqual(seen, whole.names, "shards keep the tensor order");
+    assert.equal(index.metadata.total_size, total);
+    assert.equal(total, whole.data.length);
+  }
+});
+
+test("gpt2Prefix writes transformer.* names", async () => {
+  const out = freshDir("gpt2-prefix");
+  await makeModel({ arch: "gpt2", dtype: "f16", seed: 1, out, gpt2Prefix: true });
+  const f = checkSafetensors(join(out, "model.safetensors"), "F16");
+  assert.deepEqual(f.names, expectedNames("gpt2", true, true));
+});
+
+test("presets: shapes of the real models (parameter counts) and overrides", () => {
+  const count = (preset: string) => {
+    const p = PRESETS[preset];
+    const s = resolveShape({ arch: p.arch, preset });
+    return planTensors(p.arch, s, "bf16").reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1), 0);
+  };
+  assert.equal(count("smollm2-135m"), 134_515_008);
+  assert.equal(count("qwen2.5-0.5b"), 494_032_768);
+  assert.equal(count("llama-3.2-1b"), 1_235_814_400);
+  assert.equal(count("gpt2"), 124_439_808);
+  assert.equal(count("opt-125m"), 125_239_296);
+  for (const arch of ARCHES) assert.equal(PRESETS[`tiny-${arch}`].arch, arch);
+
+  const l = resolveShape({ arch: "llama", preset: "llama-3.2-1b" });
+  assert.equal(l.headDim, 64);
+  assert.deepEqual(l.ropeScaling, {
+    rope_type: "llama3", factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192,
+  });
+  const o = resolveShape({ arch: "llama", preset: "llama-3.2-1b", shape: { layers: 2, hidden: 256, heads: 4, kvHeads: 2 } });
+  assert.equal(o.layers, 2);
+  assert.equal(o.headDim, 64);
+  assert.equal(o.intermediate, 8192);
+  const g = resolveShape({ arch: "gpt2", preset: "gpt2", shape: { heads: 6 } });
+  assert.equal(g.kvHeads, 6);
+  assert.equal(g.headDim, 128);
+});
+
+test("bad options throw MakeModelError and leave nothing behind", async () => {
+  const bad: Parameters<typeof makeModel>[0][] = [
+    { arch: "llama", dtype: "bf16", seed: 1, out: freshDir("bad"), shape: { hidden: 65 } },
+    { arch: "llama", dtype: "bf16", seed: 1, out: freshDir("bad"), shape: { kvHeads: 3 } },
+    { arch: "llama", dtype: "bf16", seed: 1, out: freshDir("bad"), shape: { vocab: 200 } },
+    { arch: "llama", dtype: "bf16", seed: 1, out: freshDir("bad"), shape: { layers: 0 } },
+    { arch: "llama", dtype: "bf16", seed: 1, out: freshDir("bad"), shape: { intermediate: 1.5 } },
+    { arch: "gpt2", dtype: "bf16", seed: 1, out: freshDir("bad"), shape: { kvHeads: 2 } },
+    { arch: "gpt2", dtype: "bf16", seed: 1, out: freshDir("bad"), shape: { ropeTheta: 1e4 } },
+    { arch: "llama", dtype: "bf16", seed: 1, out: freshDir("bad"), preset: "gpt2" },
+    { arch: "llama", dtype: "bf16", seed: 1, out: freshDir("bad"), preset: "no-such-preset" },
+    { arch: "mamba" as Arch, dtype: "bf16", seed: 1, out: freshDir("bad") },
+    { arch: "llama", dtype: "f8" as DType, seed: 1, out: freshDir("bad") },
+    { arch: "llama", dtype: "bf16", seed: -1, out: freshDir("bad") },
+    { arch: "llama", dtype: "bf16", seed: 1, out: freshDir("bad"), maxShardBytes: 0 },
+    { arch: "llama", dtype: "bf16", seed: 1, out: freshDir("bad"), gpt2Prefix: true },
+  ];
+  for (const o of bad) {
+    await assert.rejects(makeModel(o), (e: unknown) => e instanceof MakeModelError && e.message.length > 10, JSON.stringify(o.shape ?? o));
+    assert.ok(!existsSync(o.out));
+  }
+  // Existing non-empty directory: refused unless overwrite.
+  const taken = freshDir("taken");
+  mkdirSync(taken);
+  writeFileSync(join(taken, "keep.txt"), "x");
+  await assert.rejects(makeModel({ arch: "opt", dtype: "bf16", seed: 1, out: taken }), MakeModelError);
+  assert.deepEqual(readdirSync(taken), ["keep.txt"]);
+  await makeModel({ arch: "opt", dtype: "bf16", seed: 1, out: taken, overwrite: true });
+  assert.deepEqual(readdirSync(taken).sort(), STD_FILES);
+  // An interrupted run (here: the progress callback throws) leaves neither the model nor a temp dir.
+  const interrupted = freshDir("interrupted");
+  await assert.rejects(
+    makeModel({ arch: "llama", dtype: "f32", seed: 1, out: interrupted, onProgress: () => { throw new Error("stop"); } }),
+    /stop/,
+  );
+  assert.ok(!existsSync(interrupted));
+  assert.deepEqual(readdirSync(ROOT).filter((f) => f.includes(".partial-")), []);
+});
+
+test("progress reports reach the total", async () => {
+  const calls: [number, number][] = [];
+  await makeModel({ arch: "qwen2", dtype: "bf16", seed: 1, out: freshDir("progress"), onProgress: (d, t) => calls.push([d, t]) });
+  assert.ok(calls.length > 0);
+  const [done, total] = calls[calls.length - 1];
+  assert.equal(done, total);
+  for (let i = 1; i < calls.length; i++) assert.ok(calls[i][0] > calls[i - 1][0]);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Tokenizer + chat template
+// ---------------------------------------------------------------------------------------------
+
+test("tokenizer: loads in @huggingface/tokenizers, round-trips, uses merges, special ids", async () => {
+  const out = freshDir("tok");
+  await makeModel({ arch: "qwen2", dtype: "bf16", seed: 1, out, shape: { vocab: 1024 } });
+  const json = readJson(join(out, "tokenizer.json"));
+  const cfg = readJson(join(out, "tokenizer_config.json"));
+  const model = json.model as { vocab: Record<string, number>; merges: [string, string][] };
+  assert.equal(model.merges.length, 500);
+  assert.ok(model.merges.every((m) => Array.isArray(m) && m.length === 2));
+  // Byte tokens: id = byte value, same symbols as the golden tokenizer.
+  const golden = JSON.parse(readFileSync("/work/shared/golden/llama-bf16/tokenizer.json", "utf8")) as typeof json;
+  const gv = (golden.model as typeof model).vocab;
+  for (const [sym, id] of Object.entries(gv)) if (id < 256) assert.equal(model.vocab[sym], id, `byte ${id}`);
+
+  const tok = new Tokenizer(json, cfg);
+  const texts = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Hello, world! héllo wörld — ünïcödé, 日本語のテキスト, emoji 👋🏽🚀 and 🧑‍🤝‍🧑",
+    "  leading spaces\n\ttabs\r\nand trailing  ",
+    "numbers 3.14159 and code: for (let i = 0; i < n; i++) { x += y; }",
+  ];
+  assert.deepEqual(tok.encode("").ids, []); // (decode([]) throws in @huggingface/tokenizers 0.2)
+  for (const t of texts) {
+    const ids = tok.encode(t).ids;
+    assert.equal(tok.decode(ids), t, JSON.stringify(t));
+    for (const id of ids) assert.ok(id < 1024);
+  }
+  const word = " the";
+  assert.ok(tok.encode(word).ids.length < Buffer.byteLength(word), "merges apply");
+  const sentence = "the model predicts the next token";
+  assert.ok(tok.encode(sentence).ids.length < Buffer.byteLength(sentence) / 2);
+
+  const added = json.added_tokens as { id: number; content: string; special: boolean }[];
+  assert.deepEqual(added.map((t) => t.content), [...SPECIAL_TOKENS]);
+  for (const t of added) {
+    assert.ok(t.special);
+    assert.deepEqual(tok.encode(t.content).ids, [t.id]);
+  }
+  const [eot, imStart, imEnd] = added.map((t) => t.id);
+  const chat = tok.encode("<|im_start|>user\nhi there<|im_end|>\n").ids;
+  assert.equal(chat[0], imStart);
+  assert.ok(chat.includes(imEnd));
+  assert.equal(tok.decode([...tok.encode("hi").ids, eot], { skip_special_tokens: true }), "hi");
+  assert.equal(cfg.add_bos_token, false);
+  assert.equal(cfg.tokenizer_class, "PreTrainedTokenizerFast");
+  assert.equal(cfg.eos_token, "<|im_end|>");
+});
+
+test("tokenizer shrinks its merges to fit small vocabularies", () => {
+  for (const [vocab, merges] of [[259, 0], [300, 41], [512, 253], [100_000, 500]] as const) {
+    const t = makeTokenizer({ vocabSize: vocab, modelMaxLength: 128 });
+    assert.equal(t.merges, merges);
+    assert.ok(t.size <= vocab);
+    const tk = new Tokenizer(t.tokenizerJson, t.tokenizerConfig);
+    assert.equal(tk.decode(tk.encode("round trip ✓").ids), "round trip ✓");
+  }
+  assert.throws(() => makeTokenizer({ vocabSize: 258, modelMaxLength: 128 }), RangeError);
+});
+
+test("chat template renders ChatML", async () => {
+  const out = freshDir("chat");
+  await makeModel({ arch: "llama", dtype: "bf16", seed: 1, out });
+  const cfg = readJson(join(out, "tokenizer_config.json"));
+  assert.equal(cfg.chat_template, CHATML_TEMPLATE);
+  const rendered = new Template(cfg.chat_template as string).render({
+    messages: [
+      { role: "system", content: "You are helpful." },
+      { role: "user", content: "Hi!" },
+    ],
+    add_generation_prompt: true,
+    bos_token: cfg.bos_token,
+    eos_token: cfg.eos_token,
+  });
+  assert.equal(
+    rendered,
+    "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n",
+  );
+});
+
+// ---------------------------------------------------------------------------------------------
+// Float conversion
+// ---------------------------------------------------------------------------------------------
+
+test("bf16 / f16 conversion of known values is exact", () => {
+  // bf16
+  assert.equal(f32ToBf16(1.0), 0x3f80);
+  assert.equal(f32ToBf16(-2.5), 0xc020);
+  assert.equal(f32ToBf16(0), 0x0000);
+  assert.equal(f32ToBf16(-0), 0x8000);
+  assert.equal(f32ToBf16(65504), 0x4780); // 65504 = 0x477fe000 rounds up to 65536 in bf16
+  assert.equal(f32ToBf16(Infinity), 0x7f80);
+  assert.equal(f32ToBf16(-Infinity), 0xff80);
+  assert.equal(f32ToBf16(NaN), 0x7fc0);
+  assert.equal(f32BitsToBf16(0x7f800001) & 0x7f80, 0x7f80, "signalling NaN stays NaN");
+  assert.notEqual(f32BitsToBf16(0x7f800001) & 0x7f, 0);
+  assert.equal(f32BitsToBf16(0x3f808000), 0x3f80, "tie rounds to even (down)");
+  assert.equal(f32BitsToBf16(0x3f818000), 0x3f82, "tie rounds to even (up)");
+  assert.equal(f32BitsToBf16(0x3f808001), 0x3f81, "above half rounds up");
+  assert.equal(f32BitsToBf16(0x7f7fffff), 0x7f80, "max f32 rounds to inf");
+  assert.equal(f32BitsToBf16(0x00000001), 0x0000, "smallest f32 subnormal -> 0");
+  assert.equal(f32BitsToBf16(0x00010000), 0x0001, "bf16 subnormal kept");
+  assert.equal(bf16ToF32(0x3f80), 1);
+  assert.equal(bf16ToF32(0xc020), -2.5);
+  assert.ok(Number.isNaN(bf16ToF32(0x7fc0)));
+
+  // f16
+  assert.equal(f32ToF16(1.0), 0x3c00);
+  assert.equal(f32ToF16(-2.5), 0xc100);
+  assert.equal(f32ToF16(65504), 0x7bff);
+  assert.equal(f32ToF16(65519.99), 0x7bff, "just below the rounding boundary");
+  assert.equal(f32ToF16(65520), 0x7c00, "rounds to inf");
+  assert.equal(f32ToF16(-0), 0x8000);
+  assert.equal(f32ToF16(Infinity), 0x7c00);
+  assert.equal(f32ToF16(NaN), 0x7e00);
+  assert.equal(f32ToF16(2 ** -24), 0x0001, "smallest subnormal");
+  assert.equal(f32ToF16(2 ** -25), 0x0000, "half of it ties to even (0)");
+  assert.equal(f32ToF16(1.5 * 2 ** -25), 0x0001);
+  assert.equal(f32ToF16(3 * 2 ** -25), 0x0002, "1.5 ulp ties to even (2)");
+  assert.equal(f32ToF16(-(2 ** -14)), 0x8400, "smallest normal");
+  assert.equal(f32ToF16(2 ** -14 - 2 ** -25), 0x0400, "rounds up into the normals");
+  assert.equal(f32ToF16(1e-10), 0x0000);
+  assert.equal(f32ToF16(1 + 2 ** -11), 0x3c00, "tie to even (down)");
+  assert.equal(f32ToF16(1 + 3 * 2 ** -11), 0x3c02, "tie to even (up)");
+  assert.equal(f32ToF16(0.1), 0x2e66);
+  assert.equal(f16ToF32(0x7bff), 65504);
+  assert.equal(f16ToF32(0x0001), 2 ** -24);
+  assert.ok(Number.isNaN(f16ToF32(0x7e00)));
+  // Every f16 value survives f16 -> f32 -> f16.
+  for (let h = 0; h < 0x10000; h++) {
+    const x = f16ToF32(h);
+    if (Number.isNaN(x)) continue;
+    assert.equal(f32ToF16(x), h);
+  }
+});

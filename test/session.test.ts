@@ -1,0 +1,178 @@
+// Session behaviour on a real (tiny, random) model: cancellation within one token, max tokens,
+// stop strings, EOS, context limits, KV-cache reuse across turns, and chat templates.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { makeModel } from "../core/modelgen/make-model.js";
+import { loadModel, type LoadedModel } from "../core/loader/model-folder.js";
+import { Session, type GenerateOptions, type GenerationEvent } from "../core/engine/session.js";
+import { ContextOverflowError, UsageError } from "../core/loader/errors.js";
+
+let root: string;
+let model: LoadedModel;
+
+before(async () => {
+  root = mkdtempSync(join(tmpdir(), "hire-session-"));
+  await makeModel({ arch: "llama", dtype: "f32", seed: 21, out: join(root, "m") });
+  model = loadModel(join(root, "m"));
+});
+after(() => {
+  model.close();
+  rmSync(root, { recursive: true, force: true });
+});
+
+async function collect(session: Session, prompt: string | number[], o: GenerateOptions) {
+  const events: GenerationEvent[] = [];
+  for await (const ev of session.generate(prompt, o)) events.push(ev);
+  const done = events.at(-1);
+  assert.ok(done && done.type === "done");
+  return { events, done, tokens: events.filter((e) => e.type === "token") };
+}
+
+const PROMPT = "The quick brown fox";
+
+test("maxTokens is honoured exactly, finish reason length", async () => {
+  const { done, tokens } = await collect(new Session(model), PROMPT, { maxTokens: 7, temperature: 0 });
+  assert.equal(tokens.length, 7);
+  assert.equal(done.ids.length, 7);
+  assert.equal(done.finishReason, "length");
+  assert.ok(done.decodeTokensPerS > 0);
+});
+
+test("abort from the consumer stops at once and leaves the session usable", async () => {
+  const session = new Session(model);
+  const abort = new AbortController();
+  const ids: number[] = [];
+  let finish = "";
+  for await (const ev of session.generate(PROMPT, { maxTokens: 50, temperature: 0, signal: abort.signal })) {
+    if (ev.type === "token") {
+      ids.push(ev.id);
+      if (ids.length === 3) abort.abort();
+    }
+    if (ev.type === "done") finish = ev.finishReason;
+  }
+  assert.equal(finish, "aborted");
+  assert.equal(ids.length, 3, "no token is computed after the abort");
+  // Usable afterwards, and the cache is consistent: same result as a fresh session.
+  const again = await collect(session, PROMPT, { maxTokens: 10, temperature: 0 });
+  const fresh = await collect(new Session(model), PROMPT, { maxTokens: 10, temperature: 0 });
+  assert.deepEqual(again.done.ids, fresh.done.ids);
+  assert.equal(again.done.ids.slice(0, 3).join(), ids.join());
+});
+
+test("abort from a timer (another task) stops within one token", async () => {
+  const session = new Session(model);
+  const abort = new AbortController();
+  let tokensAfterAbort = 0;
+  let total = 0;
+  const timer = setTimeout(() => abort.abort(), 30);
+  for await (const ev of session.generate(PROMPT, { maxTokens: 100000, temperature: 0.8, seed: 1, signal: abort.signal, onContextFull: "stop" })) {
+    if (ev.type === "token") {
+      total++;
+      if (abort.signal.aborted) tokensAfterAbort++;
+    }
+    if (ev.type === "done") assert.equal(ev.finishReason, total >= 100000 ? "length" : ev.finishReason === "context_full" ? "context_full" : "aborted");
+  }
+  clearTimeout(timer);
+  assert.ok(tokensAfterAbort <= 1, `${tokensAfterAbort} tokens after the abort`);
+});
+
+test("an already-aborted signal stops before prefill", async () => {
+  const abort = new AbortController();
+  abort.abort();
+  const { done, tokens } = await collect(new Session(model), PROMPT, { maxTokens: 5, signal: abort.signal });
+  assert.equal(done.finishReason, "aborted");
+  assert.equal(tokens.length, 0);
+});
+
+test("stop strings end generation before the string, across token boundaries", async () => {
+  const free = await collect(new Session(model), PROMPT, { maxTokens: 24, temperature: 0 });
+  const text = free.done.text;
+  assert.ok(text.length >= 6, `need some text to cut: ${JSON.stringify(text)}`);
+  const stop = text.slice(3, 6);
+  const cut = await collect(new Session(model), PROMPT, { maxTokens: 24, temperature: 0, stop: [stop] });
+  assert.equal(cut.done.finishReason, "stop");
+  assert.equal(cut.done.text, text.slice(0, text.indexOf(stop)));
+  const streamed = cut.tokens.map((e) => (e.type === "token" ? e.text : "")).join("");
+  assert.equal(streamed, cut.done.text, "streamed deltas add up to the final text, without the stop string");
+});
+
+test("EOS ends generation (eos ids from generation_config.json)", async (t) => {
+  const first = (await collect(new Session(model), PROMPT, { maxTokens: 4, temperature: 0 })).done.ids;
+  const dir = join(root, "m");
+  writeFileSync(join(dir, "generation_config.json"), JSON.stringify({ eos_token_id: [first[2]] }));
+  t.after(() => rmSync(join(dir, "generation_config.json")));
+  const m = loadModel(dir);
+  try {
+    const { done } = await collect(new Session(m), PROMPT, { maxTokens: 10, temperature: 0 });
+    assert.equal(done.finishReason, "eos");
+    assert.deepEqual(done.ids, first.slice(0, 3));
+  } finally {
+    m.close();
+  }
+});
+
+test("a prompt longer than the context is a ContextOverflowError, not a truncation", async () => {
+  const session = new Session(model, { contextLength: 8 });
+  await assert.rejects(collect(session, "this prompt is much longer than eight tokens", { maxTokens: 1 }), ContextOverflowError);
+});
+
+test("reaching the context end: explicit finish reason, or an error when asked", async () => {
+  const ids = [1, 2, 3, 4, 5];
+  const stop = await collect(new Session(model, { contextLength: 8 }), ids, { maxTokens: 50, temperature: 0 });
+  assert.equal(stop.done.finishReason, "context_full");
+  assert.equal(stop.done.ids.length, 4, "8 positions: 5 prompt + 3 fed back + the last sampled");
+  await assert.rejects(collect(new Session(model, { contextLength: 8 }), ids, { maxTokens: 50, onContextFull: "error" }), ContextOverflowError);
+});
+
+test("the next turn reuses the cached prefix and gives the same tokens as a fresh session", async () => {
+  const session = new Session(model);
+  const turn1 = await collect(session, PROMPT, { maxTokens: 6, temperature: 0 });
+  const prompt2 = [...turn1.done.promptIds, ...turn1.done.ids, ...model.tokenizer.encode(" and then")];
+  const turn2 = await collect(session, prompt2, { maxTokens: 6, temperature: 0 });
+  const prefill = turn2.events.find((e) => e.type === "prefill");
+  assert.ok(prefill && prefill.type === "prefill");
+  assert.equal(prefill.reusedTokens, turn1.done.promptIds.length + turn1.done.ids.length - 1);
+  const fresh = await collect(new Session(model), prompt2, { maxTokens: 6, temperature: 0 });
+  assert.deepEqual(turn2.done.ids, fresh.done.ids);
+});
+
+test("prompts longer than one prefill batch give the same result as token-by-token decoding", async () => {
+  const ids = Array.from({ length: 150 }, (_, i) => (i * 37) % 300);
+  const batched = await collect(new Session(model), ids, { maxTokens: 4, temperature: 0, logprobs: 3 });
+  const session = new Session(model);
+  for (let i = 1; i < ids.length; i++) await collect(session, ids.slice(0, i), { maxTokens: 0 });
+  const stepped = await collect(session, ids, { maxTokens: 4, temperature: 0, logprobs: 3 });
+  assert.deepEqual(stepped.done.ids, batched.done.ids);
+  const lp = (r: typeof batched) => r.tokens.flatMap((e) => (e.type === "token" ? e.topLogprobs!.map(([, x]) => x) : []));
+  lp(stepped).forEach((x, i) => assert.ok(Math.abs(x - lp(batched)[i]) < 1e-3));
+});
+
+test("one generation at a time per session", async () => {
+  const session = new Session(model);
+  const it = session.generate(PROMPT, { maxTokens: 3 });
+  await it.next();
+  await assert.rejects(session.generate(PROMPT, { maxTokens: 3 }).next(), UsageError);
+  await it.return(undefined);
+});
+
+test("the chat template renders messages and the result tokenizes with the special tokens", () => {
+  const text = model.tokenizer.applyChatTemplate([
+    { role: "system", content: "Be brief." },
+    { role: "user", content: "Hi!" },
+  ]);
+  assert.equal(text, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n");
+  const ids = model.tokenizer.encode(text, false);
+  assert.equal(ids[0], model.tokenizer.tokenId("<|im_start|>"));
+  assert.ok(ids.includes(model.tokenizer.tokenId("<|im_end|>")!));
+});
+
+test("bad generate options are rejected before any compute", async () => {
+  const session = new Session(model);
+  await assert.rejects(collect(session, [999999], { maxTokens: 1 }), UsageError);
+  await assert.rejects(collect(session, PROMPT, { maxTokens: -1 }), UsageError);
+  await assert.rejects(collect(session, PROMPT, { topP: 2 }), RangeError);
+  assert.throws(() => new Session(model, { contextLength: 10 ** 9 }), UsageError);
+});
