@@ -83,6 +83,7 @@ export class ModelTokenizer {
   }
 
   decode(ids: readonly number[], skipSpecialTokens = true): string {
+    if (ids.length === 0) return ""; // the library rejects an empty list
     return this.tokenizer.decode([...ids], { skip_special_tokens: skipSpecialTokens, clean_up_tokenization_spaces: false });
   }
 

@@ -33,6 +33,7 @@ export interface ModelShape {
   tied: boolean;
   ropeTheta?: number;
   ropeScaling?: Record<string, unknown>;
+  /** RMSNorm eps (llama, qwen2) or LayerNorm eps (gpt2, opt); default 1e-5 */
   rmsEps?: number;
 }
 
@@ -84,34 +85,99 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
   "smollm2-135m": {
     arch: "llama",
     description: "SmolLM2-135M shapes (llama, GQA 9/3, tied)",
-    shape: { hidden: 576, layers: 30, heads: 9, kvHeads: 3, intermediate: 1536, vocab: 49152, maxPositions: 8192, tied: true, ropeTheta: 100000, rmsEps: 1e-5 },
+    shape: {
+      hidden: 576,
+      layers: 30,
+      heads: 9,
+      kvHeads: 3,
+      intermediate: 1536,
+      vocab: 49152,
+      maxPositions: 8192,
+      tied: true,
+      ropeTheta: 100000,
+      rmsEps: 1e-5,
+    },
   },
   "qwen2.5-0.5b": {
     arch: "qwen2",
     description: "Qwen2.5-0.5B shapes (qwen2, GQA 14/2, qkv bias, tied)",
-    shape: { hidden: 896, layers: 24, heads: 14, kvHeads: 2, intermediate: 4864, vocab: 151936, maxPositions: 32768, tied: true, ropeTheta: 1000000, rmsEps: 1e-6 },
+    shape: {
+      hidden: 896,
+      layers: 24,
+      heads: 14,
+      kvHeads: 2,
+      intermediate: 4864,
+      vocab: 151936,
+      maxPositions: 32768,
+      tied: true,
+      ropeTheta: 1000000,
+      rmsEps: 1e-6,
+    },
   },
   "llama-3.2-1b": {
     arch: "llama",
     description: "Llama-3.2-1B shapes (llama, GQA 32/8, llama3 rope scaling, tied)",
     shape: {
-      hidden: 2048, layers: 16, heads: 32, kvHeads: 8, headDim: 64, intermediate: 8192, vocab: 128256, maxPositions: 131072, tied: true,
-      ropeTheta: 500000, rmsEps: 1e-5,
-      ropeScaling: { rope_type: "llama3", factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 },
+      hidden: 2048,
+      layers: 16,
+      heads: 32,
+      kvHeads: 8,
+      headDim: 64,
+      intermediate: 8192,
+      vocab: 128256,
+      maxPositions: 131072,
+      tied: true,
+      ropeTheta: 500000,
+      rmsEps: 1e-5,
+      ropeScaling: {
+        rope_type: "llama3",
+        factor: 32,
+        low_freq_factor: 1,
+        high_freq_factor: 4,
+        original_max_position_embeddings: 8192,
+      },
     },
   },
   gpt2: {
     arch: "gpt2",
     description: "GPT-2 small shapes (124M)",
-    shape: { hidden: 768, layers: 12, heads: 12, kvHeads: 12, intermediate: 3072, vocab: 50257, maxPositions: 1024, tied: true, rmsEps: 1e-5 },
+    shape: {
+      hidden: 768,
+      layers: 12,
+      heads: 12,
+      kvHeads: 12,
+      intermediate: 3072,
+      vocab: 50257,
+      maxPositions: 1024,
+      tied: true,
+      rmsEps: 1e-5,
+    },
   },
   "opt-125m": {
     arch: "opt",
     description: "OPT-125M shapes",
-    shape: { hidden: 768, layers: 12, heads: 12, kvHeads: 12, intermediate: 3072, vocab: 50272, maxPositions: 2048, tied: true, rmsEps: 1e-5 },
+    shape: {
+      hidden: 768,
+      layers: 12,
+      heads: 12,
+      kvHeads: 12,
+      intermediate: 3072,
+      vocab: 50272,
+      maxPositions: 2048,
+      tied: true,
+      rmsEps: 1e-5,
+    },
   },
-  "tiny-llama": { arch: "llama", description: "tiny llama for tests (GQA 4/2, untied)", shape: { ...tinyLlamaLike, tied: false, ropeTheta: 10000, rmsEps: 1e-5 } },
-  "tiny-qwen2": { arch: "qwen2", description: "tiny qwen2 for tests (GQA 4/2, qkv bias, tied)", shape: { ...tinyLlamaLike, tied: true, ropeTheta: 10000, rmsEps: 1e-6 } },
+  "tiny-llama": {
+    arch: "llama",
+    description: "tiny llama for tests (GQA 4/2, untied)",
+    shape: { ...tinyLlamaLike, tied: false, ropeTheta: 10000, rmsEps: 1e-5 },
+  },
+  "tiny-qwen2": {
+    arch: "qwen2",
+    description: "tiny qwen2 for tests (GQA 4/2, qkv bias, tied)",
+    shape: { ...tinyLlamaLike, tied: true, ropeTheta: 10000, rmsEps: 1e-6 },
+  },
   "tiny-gpt2": { arch: "gpt2", description: "tiny gpt2 for tests", shape: { ...tinyMha, tied: true, rmsEps: 1e-5 } },
   "tiny-opt": { arch: "opt", description: "tiny opt for tests", shape: { ...tinyMha, tied: true, rmsEps: 1e-5 } },
 };
@@ -185,7 +251,9 @@ const QWEN2_LAYER: TensorRule[] = [
   ...LLAMA_LAYER.slice(4),
 ];
 
-const LLAMA_HEAD: TensorRule[] = [{ name: "model.embed_tokens.weight", shape: (s) => [s.vocab, s.hidden], init: "normal" }];
+const LLAMA_HEAD: TensorRule[] = [
+  { name: "model.embed_tokens.weight", shape: (s) => [s.vocab, s.hidden], init: "normal" },
+];
 const LLAMA_TAIL: TensorRule[] = [
   { name: "model.norm.weight", shape: (s) => [s.hidden], init: "norm" },
   { name: "/lm_head.weight", shape: (s) => [s.vocab, s.hidden], init: "normal", when: untied },
@@ -378,7 +446,7 @@ export function resolveShape(o: Pick<MakeModelOptions, "arch" | "preset" | "shap
     throw new MakeModelError(`${o.arch} has no grouped-query attention: kvHeads must equal heads`);
   }
   const b = { ...preset.shape, ...over };
-  // A preset's head_dim / kvHeads only carry over when the dimensions they derive from did.
+  // A preset's explicit head_dim only carries over when hidden and heads do (else hidden / heads).
   const headsChanged = over.hidden !== undefined || over.heads !== undefined;
   const headDim = over.headDim ?? (headsChanged ? undefined : preset.shape.headDim);
   const kvHeads = spec.gqa ? b.kvHeads : b.heads;
@@ -401,7 +469,9 @@ export function resolveShape(o: Pick<MakeModelOptions, "arch" | "preset" | "shap
   }
   if (typeof b.tied !== "boolean") throw new MakeModelError(`tied must be a boolean`);
   if (b.vocab < MIN_TOKENIZER_SIZE) {
-    throw new MakeModelError(`vocab (${b.vocab}) must be at least the tokenizer size (${MIN_TOKENIZER_SIZE}: 256 bytes + 3 special tokens)`);
+    throw new MakeModelError(
+      `vocab (${b.vocab}) must be at least the tokenizer size (${MIN_TOKENIZER_SIZE}: 256 bytes + 3 special tokens)`,
+    );
   }
   const ropeTheta = b.ropeTheta ?? 10000;
   const rmsEps = b.rmsEps ?? 1e-5;
@@ -482,18 +552,31 @@ export function tensorRngState(seed: number, name: string): Uint32Array {
  * Box–Muller (no trig; ~2x faster in V8). Advances `st` in place so a tensor can be filled in chunks.
  */
 export function fillNormal(dst: Float32Array, n: number, st: Uint32Array, mean: number, std: number): void {
-  let s0 = st[0] | 0, s1 = st[1] | 0, s2 = st[2] | 0, s3 = st[3] | 0;
+  let s0 = st[0] | 0,
+    s1 = st[1] | 0,
+    s2 = st[2] | 0,
+    s3 = st[3] | 0;
   const INV2 = 2 / 4294967296; // int32 -> [-1, 1)
   let i = 0;
   while (i < n) {
     let a = Math.imul(s1, 5);
     a = Math.imul((a << 7) | (a >>> 25), 9);
     let t = s1 << 9;
-    s2 ^= s0; s3 ^= s1; s1 ^= s2; s0 ^= s3; s2 ^= t; s3 = (s3 << 11) | (s3 >>> 21);
+    s2 ^= s0;
+    s3 ^= s1;
+    s1 ^= s2;
+    s0 ^= s3;
+    s2 ^= t;
+    s3 = (s3 << 11) | (s3 >>> 21);
     let b = Math.imul(s1, 5);
     b = Math.imul((b << 7) | (b >>> 25), 9);
     t = s1 << 9;
-    s2 ^= s0; s3 ^= s1; s1 ^= s2; s0 ^= s3; s2 ^= t; s3 = (s3 << 11) | (s3 >>> 21);
+    s2 ^= s0;
+    s3 ^= s1;
+    s1 ^= s2;
+    s0 ^= s3;
+    s2 ^= t;
+    s3 = (s3 << 11) | (s3 >>> 21);
     const x = a * INV2;
     const y = b * INV2;
     const r2 = x * x + y * y;
@@ -502,7 +585,10 @@ export function fillNormal(dst: Float32Array, n: number, st: Uint32Array, mean: 
     dst[i++] = mean + x * f;
     if (i < n) dst[i++] = mean + y * f;
   }
-  st[0] = s0; st[1] = s1; st[2] = s2; st[3] = s3;
+  st[0] = s0;
+  st[1] = s1;
+  st[2] = s2;
+  st[3] = s3;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -587,8 +673,14 @@ export async function makeModel(o: MakeModelOptions): Promise<MakeModelResult> {
     const weightFiles = await writer.finish();
 
     const json = (x: unknown) => JSON.stringify(x, null, 2) + "\n";
-    const config = Object.fromEntries(Object.entries(spec.config(shape, tok.ids, o.dtype)).filter(([, v]) => v !== undefined));
-    const generationConfig = { bos_token_id: tok.ids.bos, eos_token_id: tok.ids.eosAll, pad_token_id: tok.ids.endoftext };
+    const config = Object.fromEntries(
+      Object.entries(spec.config(shape, tok.ids, o.dtype)).filter(([, v]) => v !== undefined),
+    );
+    const generationConfig = {
+      bos_token_id: tok.ids.bos,
+      eos_token_id: tok.ids.eosAll,
+      pad_token_id: tok.ids.endoftext,
+    };
     const meta: Record<string, string> = {
       "config.json": json(config),
       "generation_config.json": json(generationConfig),

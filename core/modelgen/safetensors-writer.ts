@@ -192,7 +192,8 @@ export class SafetensorsWriter {
   private nextTensor = 0;
   private remaining = 0; // bytes still expected for the current tensor
   private order: TensorEntry[];
-  private pending: Promise<unknown> = Promise.resolve();
+  private pending: Promise<unknown> = Promise.resolve(); // settles when all issued writes settled
+  private failure: unknown = undefined; // first write error, rethrown by finish()
 
   constructor(
     private readonly dir: string,
@@ -206,9 +207,7 @@ export class SafetensorsWriter {
     }
     this.shards = max === undefined ? [this.order] : planShards(this.order, max);
     const single = max === undefined;
-    this.files = single
-      ? [SINGLE_FILE_NAME]
-      : this.shards.map((_, i) => shardFileName(i, this.shards.length));
+    this.files = single ? [SINGLE_FILE_NAME] : this.shards.map((_, i) => shardFileName(i, this.shards.length));
     this.shards.forEach((s, i) => s.forEach((t) => this.shardOf.set(t.name, i)));
     this.totalDataBytes = this.order.reduce((a, t) => a + tensorBytes(t), 0);
   }
@@ -241,7 +240,10 @@ export class SafetensorsWriter {
     this.pos += chunk.byteLength;
     // Writes use explicit positions, so issuing them while an earlier one is in flight is safe.
     const p = writeFully(fh, chunk, at);
-    this.pending = Promise.all([this.pending, p]);
+    const settled = p.catch((e: unknown) => {
+      this.failure ??= e;
+    });
+    this.pending = Promise.all([this.pending, settled]);
     return p;
   }
 
@@ -251,6 +253,7 @@ export class SafetensorsWriter {
       throw new SafetensorsError(`finish() before all tensors were written`);
     }
     await this.pending;
+    if (this.failure !== undefined) throw this.failure;
     await this.closeCurrent();
     if (this.order.length === 0) {
       // Still produce a valid (empty) file.
@@ -266,13 +269,14 @@ export class SafetensorsWriter {
 
   /** Best-effort close after an error. */
   async abort(): Promise<void> {
-    await this.pending.catch(() => undefined);
+    await this.pending;
     await this.fh?.close().catch(() => undefined);
     this.fh = null;
   }
 
   private async openShard(i: number): Promise<void> {
     await this.pending;
+    if (this.failure !== undefined) throw this.failure;
     await this.closeCurrent();
     const header = buildHeader(this.shards[i], this.opts.metadata);
     this.fh = await open(join(this.dir, this.files[i]), "w");
@@ -366,8 +370,7 @@ export function convertF32(src: Uint32Array, n: number, dtype: StDType, dst16: U
   if (dtype === "BF16") {
     for (let i = 0; i < n; i++) {
       const u = src[i];
-      dst16[i] =
-        (u & 0x7fffffff) > 0x7f800000 ? (u >>> 16) | 0x0040 : (u + 0x7fff + ((u >>> 16) & 1)) >>> 16;
+      dst16[i] = (u & 0x7fffffff) > 0x7f800000 ? (u >>> 16) | 0x0040 : (u + 0x7fff + ((u >>> 16) & 1)) >>> 16;
     }
   } else {
     for (let i = 0; i < n; i++) dst16[i] = f32BitsToF16(src[i]);

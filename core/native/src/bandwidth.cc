@@ -1,6 +1,7 @@
 // read_bandwidth: the machine's streaming read rate, to compare kernels against. The buffer is
 // allocated and touched once per size and kept; every rep each pool thread sums its own slice with
 // the active path's read_sum. Best of reps, in GB/s (1e9 bytes per second).
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>

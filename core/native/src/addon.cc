@@ -1,0 +1,501 @@
+// N-API bindings of hire_native (the surface declared in core/native/addon.ts): argument validation
+// and handle management only; the math lives in ops.cc and the kernels_*.cc files. Every argument is
+// re-checked here and a JS Error is thrown rather than touching memory out of bounds. To add an op:
+// write a binding below (validate, then call hire::<op>) and register it in Init.
+#include <napi.h>
+
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <stdexcept>
+#include <string>
+
+#include "kernels.h"
+#include "mapping.h"
+#include "threadpool.h"
+
+namespace {
+
+using hire::Mat;
+
+// Type tags so a mapping, a weight and a foreign External can never be confused.
+const napi_type_tag kMappingTag = {0x6869726e61746976ULL, 0x6d617070696e6701ULL};
+const napi_type_tag kWeightTag = {0x6869726e61746976ULL, 0x7765696768740002ULL};
+
+constexpr double kMaxSafe = 9007199254740991.0;  // 2^53 - 1
+constexpr int64_t kMaxDim = int64_t{1} << 40;    // bound on any single size argument
+
+struct MappingHandle {
+  std::shared_ptr<hire::Mapping> map;
+};
+
+struct WeightHandle {
+  std::shared_ptr<hire::Mapping> map;  // keeps the file mapped while the weight lives
+  size_t offset;
+  int dtype;
+  int64_t rows, cols;
+  bool transposed;
+};
+
+// ---- argument helpers ----------------------------------------------------------------------------
+
+class Args {
+ public:
+  Args(const Napi::CallbackInfo& info, const char* fn) : info_(info), fn_(fn) {}
+
+  [[noreturn]] void fail(const std::string& msg) const {
+    throw Napi::Error::New(info_.Env(), std::string(fn_) + ": " + msg);
+  }
+
+  Napi::Value at(size_t i) const { return info_[i]; }
+
+  double number(size_t i, const char* name) const {
+    Napi::Value v = info_[i];
+    if (!v.IsNumber()) fail(std::string(name) + " must be a number");
+    const double d = v.As<Napi::Number>().DoubleValue();
+    if (!std::isfinite(d)) fail(std::string(name) + " must be finite");
+    return d;
+  }
+
+  int64_t integer(size_t i, const char* name, int64_t lo, int64_t hi) const {
+    const double d = number(i, name);
+    if (std::floor(d) != d || std::fabs(d) > kMaxSafe) fail(std::string(name) + " must be an integer");
+    if (d < static_cast<double>(lo) || d > static_cast<double>(hi))
+      fail(std::string(name) + " = " + num(d) + " is out of range [" + std::to_string(lo) + ", " +
+           std::to_string(hi) + "]");
+    return static_cast<int64_t>(d);
+  }
+
+  struct F32 {
+    float* data;
+    size_t len;
+  };
+  F32 f32(size_t i, const char* name) const {
+    Napi::Value v = info_[i];
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+      fail(std::string(name) + " must be a Float32Array");
+    Napi::Float32Array a = v.As<Napi::Float32Array>();
+    return {a.ElementLength() == 0 ? nullptr : a.Data(), a.ElementLength()};
+  }
+
+  struct I32 {
+    const int32_t* data;
+    size_t len;
+  };
+  I32 i32(size_t i, const char* name) const {
+    Napi::Value v = info_[i];
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      fail(std::string(name) + " must be an Int32Array");
+    Napi::Int32Array a = v.As<Napi::Int32Array>();
+    return {a.ElementLength() == 0 ? nullptr : a.Data(), a.ElementLength()};
+  }
+
+  template <class T>
+  T* tagged(size_t i, const napi_type_tag& tag, const char* name, const char* what) const {
+    Napi::Value v = info_[i];
+    bool ok = false;
+    if (v.IsExternal() && napi_check_object_type_tag(info_.Env(), v, &tag, &ok) != napi_ok) ok = false;
+    if (!ok) fail(std::string(name) + " must be a " + what + " handle");
+    return v.As<Napi::External<T>>().Data();
+  }
+
+  MappingHandle* mapping(size_t i) const { return tagged<MappingHandle>(i, kMappingTag, "mapping", "NativeMapping"); }
+
+  // A weight as a kernel view; throws if its mapping was unmapped.
+  Mat weight(size_t i, const char* name) const {
+    WeightHandle* w = tagged<WeightHandle>(i, kWeightTag, name, "NativeWeight");
+    if (!w->map->valid()) fail(std::string(name) + " belongs to a mapping that was unmapped");
+    return Mat{w->map->data() + w->offset, w->dtype, w->rows, w->cols, w->transposed};
+  }
+
+  bool is_nullish(size_t i) const { return info_[i].IsNull() || info_[i].IsUndefined(); }
+
+  // Element count of a vector weight (1 x dim or dim x 1).
+  int64_t vector_len(const Mat& m, const char* name) const {
+    if (m.rows != 1 && m.cols != 1)
+      fail(std::string(name) + " must be a 1 x dim vector weight, got " + std::to_string(m.rows) + " x " +
+           std::to_string(m.cols));
+    return m.rows * m.cols;
+  }
+
+  void need(const F32& a, const char* name, int64_t count, const char* expr) const {
+    if (static_cast<uint64_t>(count) > a.len)
+      fail(std::string(name) + " has " + std::to_string(a.len) + " elements, needs at least " + expr + " = " +
+           std::to_string(count));
+  }
+
+  // a and b (first ca / cb floats) must not overlap, unless allow_same and they start together.
+  void disjoint(const F32& a, int64_t ca, const char* na, const F32& b, int64_t cb, const char* nb,
+                bool allow_same = false) const {
+    if (a.data == nullptr || b.data == nullptr || ca == 0 || cb == 0) return;
+    const uintptr_t a0 = reinterpret_cast<uintptr_t>(a.data), a1 = a0 + static_cast<uintptr_t>(ca) * 4;
+    const uintptr_t b0 = reinterpret_cast<uintptr_t>(b.data), b1 = b0 + static_cast<uintptr_t>(cb) * 4;
+    if (allow_same && a0 == b0) return;
+    if (a0 < b1 && b0 < a1)
+      fail(std::string(na) + " and " + nb + (allow_same ? " must be the same array or not overlap" : " must not overlap"));
+  }
+
+  static std::string num(double d) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.17g", d);
+    return buf;
+  }
+
+ private:
+  const Napi::CallbackInfo& info_;
+  const char* fn_;
+};
+
+// a * b, throwing on overflow past kMaxSafe.
+int64_t mul(const Args& a, int64_t x, int64_t y) {
+  int64_t r;
+  if (__builtin_mul_overflow(x, y, &r) || r > static_cast<int64_t>(kMaxSafe)) a.fail("size overflow");
+  return r;
+}
+int64_t mul(const Args& a, int64_t x, int64_t y, int64_t z) { return mul(a, mul(a, x, y), z); }
+
+// ---- bindings ------------------------------------------------------------------------------------
+
+Napi::Value MapFile(const Napi::CallbackInfo& info) {
+  Args a(info, "mapFile");
+  if (!info[0].IsString()) a.fail("path must be a string");
+  const std::string path = info[0].As<Napi::String>().Utf8Value();
+  std::shared_ptr<hire::Mapping> m;
+  try {
+    m = hire::Mapping::open(path);
+  } catch (const std::runtime_error& e) {
+    throw Napi::Error::New(info.Env(), e.what());
+  }
+  Napi::Env env = info.Env();
+  auto* h = new MappingHandle{m};
+  auto ext = Napi::External<MappingHandle>::New(env, h, [](Napi::Env, MappingHandle* p) { delete p; });
+  if (napi_type_tag_object(env, ext, &kMappingTag) != napi_ok) a.fail("cannot tag the mapping handle");
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("mapping", ext);
+  out.Set("byteLength", Napi::Number::New(env, static_cast<double>(m->size())));
+  return out;
+}
+
+Napi::Value Unmap(const Napi::CallbackInfo& info) {
+  Args a(info, "unmap");
+  a.mapping(0)->map->release();
+  return info.Env().Undefined();
+}
+
+Napi::Value Weight(const Napi::CallbackInfo& info) {
+  Args a(info, "weight");
+  MappingHandle* mh = a.mapping(0);
+  if (!mh->map->valid()) a.fail("the mapping was unmapped");
+  const int64_t offset = a.integer(1, "byteOffset", 0, static_cast<int64_t>(kMaxSafe));
+  const int64_t dtype = a.integer(2, "dtype", 0, 2);
+  const int64_t rows = a.integer(3, "rows", 1, kMaxDim);
+  const int64_t cols = a.integer(4, "cols", 1, kMaxDim);
+  if (!info[5].IsBoolean()) a.fail("transposed must be a boolean");
+  const bool transposed = info[5].As<Napi::Boolean>().Value();
+  const int64_t bytes = mul(a, rows, cols, static_cast<int64_t>(hire::dtype_size(static_cast<int>(dtype))));
+  const uint64_t size = mh->map->size();
+  if (static_cast<uint64_t>(offset) > size || static_cast<uint64_t>(bytes) > size - static_cast<uint64_t>(offset))
+    a.fail("byte range [" + std::to_string(offset) + ", " + std::to_string(offset + bytes) +
+           ") is outside the mapping (" + std::to_string(size) + " bytes)");
+  Napi::Env env = info.Env();
+  auto* h = new WeightHandle{mh->map, static_cast<size_t>(offset), static_cast<int>(dtype), rows, cols, transposed};
+  auto ext = Napi::External<WeightHandle>::New(env, h, [](Napi::Env, WeightHandle* p) { delete p; });
+  if (napi_type_tag_object(env, ext, &kWeightTag) != napi_ok) a.fail("cannot tag the weight handle");
+  return ext;
+}
+
+Napi::Value Matmul(const Napi::CallbackInfo& info) {
+  Args a(info, "matmul");
+  auto y = a.f32(0, "y");
+  auto x = a.f32(1, "x");
+  const Mat w = a.weight(2, "w");
+  const int64_t n = a.integer(3, "n", 0, kMaxDim);
+  Mat bias{};
+  const bool has_bias = !a.is_nullish(4);
+  if (has_bias) {
+    bias = a.weight(4, "bias");
+    if (a.vector_len(bias, "bias") != w.rows)
+      a.fail("bias has " + std::to_string(bias.rows * bias.cols) + " elements, needs rows = " + std::to_string(w.rows));
+  }
+  const int64_t ny = mul(a, n, w.rows), nx = mul(a, n, w.cols);
+  a.need(y, "y", ny, "n*rows");
+  a.need(x, "x", nx, "n*cols");
+  a.disjoint(y, ny, "y", x, nx, "x");
+  hire::matmul(y.data, x.data, w, n, has_bias ? &bias : nullptr);
+  return info.Env().Undefined();
+}
+
+Napi::Value Embed(const Napi::CallbackInfo& info) {
+  Args a(info, "embed");
+  auto y = a.f32(0, "y");
+  const Mat w = a.weight(1, "w");
+  auto ids = a.i32(2, "ids");
+  if (w.transposed) a.fail("w must not be transposed");
+  const int64_t n = static_cast<int64_t>(ids.len);
+  a.need(y, "y", mul(a, n, w.cols), "ids.length*cols");
+  for (int64_t i = 0; i < n; ++i)
+    if (ids.data[i] < 0 || ids.data[i] >= w.rows)
+      a.fail("ids[" + std::to_string(i) + "] = " + std::to_string(ids.data[i]) + " is out of range [0, " +
+             std::to_string(w.rows) + ")");
+  hire::embed(y.data, w, ids.data, n);
+  return info.Env().Undefined();
+}
+
+Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
+  Args a(info, "rmsNorm");
+  auto y = a.f32(0, "y");
+  auto x = a.f32(1, "x");
+  const Mat g = a.weight(2, "g");
+  const int64_t n = a.integer(3, "n", 0, kMaxDim);
+  const double eps = a.number(4, "eps");
+  if (eps < 0) a.fail("eps must be >= 0");
+  const int64_t dim = a.vector_len(g, "g");
+  const int64_t count = mul(a, n, dim);
+  a.need(y, "y", count, "n*dim");
+  a.need(x, "x", count, "n*dim");
+  a.disjoint(y, count, "y", x, count, "x", true);
+  hire::rms_norm(y.data, x.data, g, n, dim, static_cast<float>(eps));
+  return info.Env().Undefined();
+}
+
+Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
+  Args a(info, "layerNorm");
+  auto y = a.f32(0, "y");
+  auto x = a.f32(1, "x");
+  const Mat g = a.weight(2, "g");
+  const Mat b = a.weight(3, "b");
+  const int64_t n = a.integer(4, "n", 0, kMaxDim);
+  const double eps = a.number(5, "eps");
+  if (eps < 0) a.fail("eps must be >= 0");
+  const int64_t dim = a.vector_len(g, "g");
+  if (a.vector_len(b, "b") != dim) a.fail("b and g must have the same length");
+  const int64_t count = mul(a, n, dim);
+  a.need(y, "y", count, "n*dim");
+  a.need(x, "x", count, "n*dim");
+  a.disjoint(y, count, "y", x, count, "x", true);
+  hire::layer_norm(y.data, x.data, g, b, n, dim, static_cast<float>(eps));
+  return info.Env().Undefined();
+}
+
+Napi::Value Rope(const Napi::CallbackInfo& info) {
+  Args a(info, "rope");
+  auto x = a.f32(0, "x");
+  const int64_t n = a.integer(1, "n", 0, kMaxDim);
+  const int64_t n_heads = a.integer(2, "nHeads", 1, kMaxDim);
+  const int64_t head_dim = a.integer(3, "headDim", 1, kMaxDim);
+  auto pos = a.i32(4, "positions");
+  auto inv = a.f32(5, "invFreq");
+  const int64_t half = static_cast<int64_t>(inv.len);
+  if (2 * half > head_dim)
+    a.fail("invFreq has " + std::to_string(half) + " entries, so rotDim = " + std::to_string(2 * half) +
+           " exceeds headDim = " + std::to_string(head_dim));
+  a.need(x, "x", mul(a, n, n_heads, head_dim), "n*nHeads*headDim");
+  if (static_cast<uint64_t>(n) > pos.len)
+    a.fail("positions has " + std::to_string(pos.len) + " entries, needs n = " + std::to_string(n));
+  for (int64_t i = 0; i < n; ++i)
+    if (pos.data[i] < 0) a.fail("positions[" + std::to_string(i) + "] = " + std::to_string(pos.data[i]) + " is negative");
+  a.disjoint(x, n * n_heads * head_dim, "x", inv, half, "invFreq");
+  hire::rope(x.data, n, n_heads, head_dim, pos.data, inv.data, half);
+  return info.Env().Undefined();
+}
+
+Napi::Value Attention(const Napi::CallbackInfo& info) {
+  Args a(info, "attention");
+  auto out = a.f32(0, "out");
+  auto q = a.f32(1, "q");
+  auto kc = a.f32(2, "kCache");
+  auto vc = a.f32(3, "vCache");
+  const int64_t n = a.integer(4, "n", 0, kMaxDim);
+  const int64_t n_heads = a.integer(5, "nHeads", 1, kMaxDim);
+  const int64_t n_kv = a.integer(6, "nKvHeads", 1, kMaxDim);
+  const int64_t head_dim = a.integer(7, "headDim", 1, kMaxDim);
+  const int64_t pos0 = a.integer(8, "pos0", 0, kMaxDim);
+  const int64_t capacity = a.integer(9, "capacity", 1, kMaxDim);
+  const double scale = a.number(10, "scale");
+  if (n_heads % n_kv != 0)
+    a.fail("nHeads = " + std::to_string(n_heads) + " is not a multiple of nKvHeads = " + std::to_string(n_kv));
+  if (pos0 + n > capacity)
+    a.fail("pos0 + n = " + std::to_string(pos0 + n) + " exceeds capacity = " + std::to_string(capacity));
+  const int64_t nq = mul(a, n, n_heads, head_dim);
+  const int64_t ncache = mul(a, n_kv, capacity, head_dim);
+  a.need(out, "out", nq, "n*nHeads*headDim");
+  a.need(q, "q", nq, "n*nHeads*headDim");
+  a.need(kc, "kCache", ncache, "nKvHeads*capacity*headDim");
+  a.need(vc, "vCache", ncache, "nKvHeads*capacity*headDim");
+  a.disjoint(out, nq, "out", q, nq, "q", true);
+  a.disjoint(out, nq, "out", kc, ncache, "kCache");
+  a.disjoint(out, nq, "out", vc, ncache, "vCache");
+  hire::attention(out.data, q.data, kc.data, vc.data, n, n_heads, n_kv, head_dim, pos0, capacity,
+                  static_cast<float>(scale));
+  return info.Env().Undefined();
+}
+
+Napi::Value CacheWrite(const Napi::CallbackInfo& info) {
+  Args a(info, "cacheWrite");
+  auto kc = a.f32(0, "kCache");
+  auto vc = a.f32(1, "vCache");
+  auto k = a.f32(2, "k");
+  auto v = a.f32(3, "v");
+  const int64_t n = a.integer(4, "n", 0, kMaxDim);
+  const int64_t n_kv = a.integer(5, "nKvHeads", 1, kMaxDim);
+  const int64_t head_dim = a.integer(6, "headDim", 1, kMaxDim);
+  const int64_t pos0 = a.integer(7, "pos0", 0, kMaxDim);
+  const int64_t capacity = a.integer(8, "capacity", 1, kMaxDim);
+  if (pos0 + n > capacity)
+    a.fail("pos0 + n = " + std::to_string(pos0 + n) + " exceeds capacity = " + std::to_string(capacity));
+  const int64_t nin = mul(a, n, n_kv, head_dim);
+  const int64_t ncache = mul(a, n_kv, capacity, head_dim);
+  a.need(kc, "kCache", ncache, "nKvHeads*capacity*headDim");
+  a.need(vc, "vCache", ncache, "nKvHeads*capacity*headDim");
+  a.need(k, "k", nin, "n*nKvHeads*headDim");
+  a.need(v, "v", nin, "n*nKvHeads*headDim");
+  a.disjoint(kc, ncache, "kCache", vc, ncache, "vCache");
+  a.disjoint(kc, ncache, "kCache", k, nin, "k");
+  a.disjoint(kc, ncache, "kCache", v, nin, "v");
+  a.disjoint(vc, ncache, "vCache", k, nin, "k");
+  a.disjoint(vc, ncache, "vCache", v, nin, "v");
+  hire::cache_write(kc.data, vc.data, k.data, v.data, n, n_kv, head_dim, pos0, capacity);
+  return info.Env().Undefined();
+}
+
+Napi::Value SiluMul(const Napi::CallbackInfo& info) {
+  Args a(info, "siluMul");
+  auto g = a.f32(0, "gate");
+  auto u = a.f32(1, "up");
+  const int64_t count = a.integer(2, "count", 0, kMaxDim);
+  a.need(g, "gate", count, "count");
+  a.need(u, "up", count, "count");
+  a.disjoint(g, count, "gate", u, count, "up", true);
+  hire::silu_mul(g.data, u.data, count);
+  return info.Env().Undefined();
+}
+
+Napi::Value Activate(const Napi::CallbackInfo& info) {
+  Args a(info, "activate");
+  auto x = a.f32(0, "x");
+  const int64_t count = a.integer(1, "count", 0, kMaxDim);
+  if (!info[2].IsString()) a.fail("kind must be a string");
+  const std::string kind = info[2].As<Napi::String>().Utf8Value();
+  hire::Activation k;
+  if (kind == "relu") {
+    k = hire::Activation::kRelu;
+  } else if (kind == "gelu") {
+    k = hire::Activation::kGelu;
+  } else if (kind == "gelu_tanh") {
+    k = hire::Activation::kGeluTanh;
+  } else if (kind == "silu") {
+    k = hire::Activation::kSilu;
+  } else {
+    a.fail("unknown kind \"" + kind + "\" (relu, gelu, gelu_tanh, silu)");
+  }
+  a.need(x, "x", count, "count");
+  hire::activate(x.data, count, k);
+  return info.Env().Undefined();
+}
+
+Napi::Value Add(const Napi::CallbackInfo& info) {
+  Args a(info, "add");
+  auto y = a.f32(0, "y");
+  auto x = a.f32(1, "x");
+  const int64_t count = a.integer(2, "count", 0, kMaxDim);
+  a.need(y, "y", count, "count");
+  a.need(x, "x", count, "count");
+  a.disjoint(y, count, "y", x, count, "x", true);
+  hire::add(y.data, x.data, count);
+  return info.Env().Undefined();
+}
+
+Napi::Value Softmax(const Napi::CallbackInfo& info) {
+  Args a(info, "softmax");
+  auto x = a.f32(0, "x");
+  const int64_t n = a.integer(1, "n", 0, kMaxDim);
+  const int64_t dim = a.integer(2, "dim", 0, kMaxDim);
+  a.need(x, "x", mul(a, n, dim), "n*dim");
+  if (dim > 0) hire::softmax(x.data, n, dim);
+  return info.Env().Undefined();
+}
+
+Napi::Value GetThreads(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), hire::ThreadPool::instance().threads());
+}
+
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  Args a(info, "setThreads");
+  const int64_t n = a.integer(0, "n", 1, 256);
+  hire::ThreadPool::instance().resize(static_cast<int>(n));
+  return info.Env().Undefined();
+}
+
+Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const hire::CpuFeatures f = hire::cpu_features();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("avx2", Napi::Boolean::New(env, f.avx2));
+  o.Set("fma", Napi::Boolean::New(env, f.fma));
+  o.Set("f16c", Napi::Boolean::New(env, f.f16c));
+  o.Set("path", Napi::String::New(env, hire::kernel_path_name()));
+  return o;
+}
+
+Napi::Value SetKernelPath(const Napi::CallbackInfo& info) {
+  Args a(info, "setKernelPath");
+  if (!info[0].IsString()) a.fail("path must be \"auto\" or \"portable\"");
+  const std::string p = info[0].As<Napi::String>().Utf8Value();
+  if (p != "auto" && p != "portable") a.fail("path must be \"auto\" or \"portable\", got \"" + p + "\"");
+  hire::set_kernel_path(p == "portable");
+  return info.Env().Undefined();
+}
+
+Napi::Value ReadBandwidth(const Napi::CallbackInfo& info) {
+  Args a(info, "readBandwidth");
+  const int64_t bytes = a.integer(0, "bytes", 4096, int64_t{1} << 36);
+  const int64_t reps = a.integer(1, "reps", 1, 1000);
+  return Napi::Number::New(info.Env(), hire::read_bandwidth(static_cast<size_t>(bytes), static_cast<int>(reps)));
+}
+
+// Turns any C++ exception escaping a binding into a JS Error.
+template <Napi::Value (*F)(const Napi::CallbackInfo&)>
+Napi::Value Guard(const Napi::CallbackInfo& info) {
+  try {
+    return F(info);
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::bad_alloc&) {
+    throw Napi::Error::New(info.Env(), "hire_native: out of memory");
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(info.Env(), std::string("hire_native: ") + e.what());
+  }
+}
+
+template <Napi::Value (*F)(const Napi::CallbackInfo&)>
+void Export(Napi::Env env, Napi::Object exports, const char* name) {
+  exports.Set(name, Napi::Function::New(env, Guard<F>, name));
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  Export<MapFile>(env, exports, "mapFile");
+  Export<Unmap>(env, exports, "unmap");
+  Export<Weight>(env, exports, "weight");
+  Export<Matmul>(env, exports, "matmul");
+  Export<Embed>(env, exports, "embed");
+  Export<RmsNorm>(env, exports, "rmsNorm");
+  Export<LayerNorm>(env, exports, "layerNorm");
+  Export<Rope>(env, exports, "rope");
+  Export<Attention>(env, exports, "attention");
+  Export<CacheWrite>(env, exports, "cacheWrite");
+  Export<SiluMul>(env, exports, "siluMul");
+  Export<Activate>(env, exports, "activate");
+  Export<Add>(env, exports, "add");
+  Export<Softmax>(env, exports, "softmax");
+  Export<GetThreads>(env, exports, "getThreads");
+  Export<SetThreads>(env, exports, "setThreads");
+  Export<CpuInfo>(env, exports, "cpuInfo");
+  Export<SetKernelPath>(env, exports, "setKernelPath");
+  Export<ReadBandwidth>(env, exports, "readBandwidth");
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(hire_native, Init)
