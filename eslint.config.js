@@ -14,7 +14,10 @@ export default tseslint.config(
         "error",
         {
           patterns: [
-            { group: ["**/electron/**", "electron", "**/renderer/**", "react", "react-dom", "zustand"], message: "core/ must stay free of Electron and React." },
+            {
+              group: ["**/electron/**", "electron", "**/renderer/**", "react", "react-dom", "zustand"],
+              message: "core/ must stay free of Electron and React.",
+            },
           ],
         },
       ],

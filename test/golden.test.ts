@@ -44,11 +44,35 @@ for (const name of folders) {
   const expected = JSON.parse(readFileSync(join(dir, "expected.json"), "utf8")) as Expected;
 
   test(`golden ${name}: CLI generate --json matches the reference`, () => {
-    const r = hire(["generate", "--model", dir, "--prompt", expected.prompt, "--max-tokens", String(expected.ids.length), "--temperature", "0", "--logprobs", "5", "--json"]);
+    const r = hire([
+      "generate",
+      "--model",
+      dir,
+      "--prompt",
+      expected.prompt,
+      "--max-tokens",
+      String(expected.ids.length),
+      "--temperature",
+      "0",
+      "--logprobs",
+      "5",
+      "--ignore-eos",
+      "--json",
+    ]);
     assert.equal(r.status, 0, r.stderr);
-    const out = JSON.parse(r.stdout) as { prompt_ids: number[]; ids: number[]; steps: { id: number; top_logprobs: [number, number][] }[]; timings: Record<string, number> };
+    const out = JSON.parse(r.stdout) as {
+      prompt_ids: number[];
+      ids: number[];
+      steps: { id: number; top_logprobs: [number, number][] }[];
+      timings: Record<string, number>;
+    };
     assert.deepEqual(out.prompt_ids, expected.prompt_ids, "prompt tokenization differs");
-    compare(name, expected, out.ids, out.steps.map((s) => s.top_logprobs));
+    compare(
+      name,
+      expected,
+      out.ids,
+      out.steps.map((s) => s.top_logprobs),
+    );
     assert.equal(typeof out.timings.prefill_ms, "number");
     assert.equal(typeof out.timings.decode_tokens_per_s, "number");
   });
@@ -63,7 +87,12 @@ for (const name of folders) {
       }
       const ids: number[] = [];
       const steps: [number, number][][] = [];
-      for await (const ev of session.generate(expected.prompt_ids, { maxTokens: expected.ids.length, temperature: 0, logprobs: 5 })) {
+      for await (const ev of session.generate(expected.prompt_ids, {
+        maxTokens: expected.ids.length,
+        temperature: 0,
+        logprobs: 5,
+        ignoreEos: true,
+      })) {
         if (ev.type === "prefill") assert.equal(ev.reusedTokens, expected.prompt_ids.length - 1);
         if (ev.type === "token") {
           ids.push(ev.id);

@@ -71,7 +71,11 @@ test("tied and untied heads: an untied head equal to the embedding gives the tie
   const untied = join(root, "untied");
   cpSync(tied, untied, { recursive: true });
   const header = readHeader(join(tied, "model.safetensors"));
-  const embed = header.json["model.embed_tokens.weight"] as { dtype: string; shape: number[]; data_offsets: [number, number] };
+  const embed = header.json["model.embed_tokens.weight"] as {
+    dtype: string;
+    shape: number[];
+    data_offsets: [number, number];
+  };
   const data = readFileSync(join(tied, "model.safetensors")).subarray(8 + header.length);
   const end = data.length;
   const headBytes = Buffer.from(data.subarray(embed.data_offsets[0], embed.data_offsets[1]));
@@ -102,7 +106,13 @@ function writeSafetensors(file: string, json: Record<string, unknown>, data: Buf
 }
 
 /** Copy a good tiny model, damage it with `damage`, and expect `code` naming `file` (and `tensor`). */
-function badCase(name: string, damage: (dir: string) => void, code: ModelErrorCode, file: string, tensor?: string): void {
+function badCase(
+  name: string,
+  damage: (dir: string) => void,
+  code: ModelErrorCode,
+  file: string,
+  tensor?: string,
+): void {
   test(`bad input: ${name} → ${code}`, async (t) => {
     const dir = join(tempDir(t), "bad");
     await makeModel({ arch: "llama", dtype: "bf16", seed: 1, out: dir });
@@ -127,16 +137,28 @@ function badCase(name: string, damage: (dir: string) => void, code: ModelErrorCo
 const ST = "model.safetensors";
 const lastTensor = (dir: string) => {
   const h = readHeader(join(dir, ST));
-  const entries = Object.entries(h.json).filter(([k]) => k !== "__metadata__") as [string, { data_offsets: [number, number] }][];
+  const entries = Object.entries(h.json).filter(([k]) => k !== "__metadata__") as [
+    string,
+    { data_offsets: [number, number] },
+  ][];
   return entries.reduce((a, b) => (b[1].data_offsets[1] > a[1].data_offsets[1] ? b : a));
 };
 
 badCase("missing folder", (dir) => rmSync(dir, { recursive: true }), "NOT_FOUND", "bad");
 badCase("missing config.json", (dir) => rmSync(join(dir, "config.json")), "NOT_FOUND", "config.json");
-badCase("malformed config.json", (dir) => writeFileSync(join(dir, "config.json"), "{ not json"), "BAD_JSON", "config.json");
+badCase(
+  "malformed config.json",
+  (dir) => writeFileSync(join(dir, "config.json"), "{ not json"),
+  "BAD_JSON",
+  "config.json",
+);
 badCase(
   "unsupported architecture",
-  (dir) => writeFileSync(join(dir, "config.json"), JSON.stringify({ architectures: ["MambaForCausalLM"], model_type: "mamba" })),
+  (dir) =>
+    writeFileSync(
+      join(dir, "config.json"),
+      JSON.stringify({ architectures: ["MambaForCausalLM"], model_type: "mamba" }),
+    ),
   "UNSUPPORTED_ARCHITECTURE",
   "config.json",
 );
@@ -153,7 +175,10 @@ test("bad input: truncated safetensors names the cut tensor", async (t) => {
   await makeModel({ arch: "llama", dtype: "bf16", seed: 1, out: dir });
   const [name] = lastTensor(dir);
   truncateSync(join(dir, ST), statSync(join(dir, ST)).size - 100);
-  assert.throws(() => loadModel(dir), (e: unknown) => e instanceof ModelError && e.tensor === name && e.code === "TRUNCATED");
+  assert.throws(
+    () => loadModel(dir),
+    (e: unknown) => e instanceof ModelError && e.tensor === name && e.code === "TRUNCATED",
+  );
 });
 badCase(
   "header offsets past the end of the file",
@@ -217,7 +242,10 @@ badCase(
   "shape that disagrees with config.json",
   (dir) => {
     const config = JSON.parse(readFileSync(join(dir, "config.json"), "utf8"));
-    writeFileSync(join(dir, "config.json"), JSON.stringify({ ...config, intermediate_size: config.intermediate_size + 8 }));
+    writeFileSync(
+      join(dir, "config.json"),
+      JSON.stringify({ ...config, intermediate_size: config.intermediate_size + 8 }),
+    );
   },
   "SHAPE_MISMATCH",
   ST,
@@ -252,7 +280,11 @@ badCase(
   "sharded index naming a missing shard",
   (dir) => {
     const h = readHeader(join(dir, ST));
-    const weightMap = Object.fromEntries(Object.keys(h.json).filter((k) => k !== "__metadata__").map((k) => [k, "model-00001-of-00002.safetensors"]));
+    const weightMap = Object.fromEntries(
+      Object.keys(h.json)
+        .filter((k) => k !== "__metadata__")
+        .map((k) => [k, "model-00001-of-00002.safetensors"]),
+    );
     writeFileSync(join(dir, "model.safetensors.index.json"), JSON.stringify({ metadata: {}, weight_map: weightMap }));
   },
   "NOT_FOUND",
@@ -262,5 +294,8 @@ badCase(
 test("bad input: a file instead of a folder", (t) => {
   const file = join(tempDir(t), "not-a-dir");
   writeFileSync(file, "x");
-  assert.throws(() => loadModel(file), (e: unknown) => e instanceof ModelError && e.code === "NOT_A_DIRECTORY");
+  assert.throws(
+    () => loadModel(file),
+    (e: unknown) => e instanceof ModelError && e.code === "NOT_A_DIRECTORY",
+  );
 });

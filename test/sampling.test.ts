@@ -44,7 +44,10 @@ test("topLogprobs are normalised log-probabilities, most likely first", () => {
 
 test("temperature 0 is greedy and ignores the seed", () => {
   const v = randomLogits(300, 1);
-  const ids = new Set([...draw(opts({ temperature: 0, seed: 1 }), v, 20), ...draw(opts({ temperature: 0, seed: 2 }), v, 20)]);
+  const ids = new Set([
+    ...draw(opts({ temperature: 0, seed: 1 }), v, 20),
+    ...draw(opts({ temperature: 0, seed: 2 }), v, 20),
+  ]);
   assert.deepEqual([...ids], [argmax(v)]);
 });
 
@@ -71,7 +74,10 @@ test("sampling follows the softmax distribution (temperature applied)", () => {
 test("top-k restricts the support to exactly the k most likely tokens", () => {
   const v = randomLogits(200, 4);
   const seen = new Set(draw(opts({ topK: 5, temperature: 3 }), v, 5000));
-  assert.deepEqual([...seen].sort((a, b) => a - b), Array.from(topIndices(v, 5)).sort((a, b) => a - b));
+  assert.deepEqual(
+    [...seen].sort((a, b) => a - b),
+    Array.from(topIndices(v, 5)).sort((a, b) => a - b),
+  );
 });
 
 test("top-p keeps the smallest set whose mass reaches p", () => {
@@ -114,7 +120,16 @@ test("repetition penalty pushes seen tokens down (positive ÷ p, negative × p)"
 });
 
 test("invalid sampling settings are rejected", () => {
-  for (const bad of [{ temperature: -1 }, { topP: 0 }, { topP: 1.5 }, { minP: 1 }, { topK: -2 }, { topK: 1.5 }, { repetitionPenalty: 0 }, { seed: 0.5 }]) {
+  for (const bad of [
+    { temperature: -1 },
+    { topP: 0 },
+    { topP: 1.5 },
+    { minP: 1 },
+    { topK: -2 },
+    { topK: 1.5 },
+    { repetitionPenalty: 0 },
+    { seed: 0.5 },
+  ]) {
     assert.throws(() => new Sampler(opts(bad)), RangeError, JSON.stringify(bad));
   }
 });

@@ -67,7 +67,12 @@ test("abort from a timer (another task) stops within one token", async () => {
   const abort = new AbortController();
   let tokensAfterAbort = 0;
   let finish = "";
-  for await (const ev of session.generate(PROMPT, { maxTokens: 400, temperature: 0.8, seed: 1, signal: abort.signal })) {
+  for await (const ev of session.generate(PROMPT, {
+    maxTokens: 400,
+    temperature: 0.8,
+    seed: 1,
+    signal: abort.signal,
+  })) {
     if (ev.type === "token") {
       if (abort.signal.aborted) tokensAfterAbort++;
       else setTimeout(() => abort.abort(), 2);
@@ -115,7 +120,10 @@ test("EOS ends generation (eos ids from generation_config.json)", async (t) => {
 
 test("a prompt longer than the context is a ContextOverflowError, not a truncation", async () => {
   const session = new Session(model, { contextLength: 8 });
-  await assert.rejects(collect(session, "this prompt is much longer than eight tokens", { maxTokens: 1 }), ContextOverflowError);
+  await assert.rejects(
+    collect(session, "this prompt is much longer than eight tokens", { maxTokens: 1 }),
+    ContextOverflowError,
+  );
 });
 
 test("reaching the context end: explicit finish reason, or an error when asked", async () => {
@@ -123,7 +131,10 @@ test("reaching the context end: explicit finish reason, or an error when asked",
   const stop = await collect(new Session(model, { contextLength: 8 }), ids, { maxTokens: 50, temperature: 0 });
   assert.equal(stop.done.finishReason, "context_full");
   assert.equal(stop.done.ids.length, 4, "8 positions: 5 prompt + 3 fed back + the last sampled");
-  await assert.rejects(collect(new Session(model, { contextLength: 8 }), ids, { maxTokens: 50, onContextFull: "error" }), ContextOverflowError);
+  await assert.rejects(
+    collect(new Session(model, { contextLength: 8 }), ids, { maxTokens: 50, onContextFull: "error" }),
+    ContextOverflowError,
+  );
 });
 
 test("the next turn reuses the cached prefix and gives the same tokens as a fresh session", async () => {
@@ -145,7 +156,8 @@ test("prompts longer than one prefill batch give the same result as token-by-tok
   for (let i = 1; i < ids.length; i++) await collect(session, ids.slice(0, i), { maxTokens: 0 });
   const stepped = await collect(session, ids, { maxTokens: 4, temperature: 0, logprobs: 3 });
   assert.deepEqual(stepped.done.ids, batched.done.ids);
-  const lp = (r: typeof batched) => r.tokens.flatMap((e) => (e.type === "token" ? e.topLogprobs!.map(([, x]) => x) : []));
+  const lp = (r: typeof batched) =>
+    r.tokens.flatMap((e) => (e.type === "token" ? e.topLogprobs!.map(([, x]) => x) : []));
   lp(stepped).forEach((x, i) => assert.ok(Math.abs(x - lp(batched)[i]) < 1e-3));
 });
 
@@ -162,7 +174,10 @@ test("the chat template renders messages and the result tokenizes with the speci
     { role: "system", content: "Be brief." },
     { role: "user", content: "Hi!" },
   ]);
-  assert.equal(text, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n");
+  assert.equal(
+    text,
+    "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n",
+  );
   const ids = model.tokenizer.encode(text, false);
   assert.equal(ids[0], model.tokenizer.tokenId("<|im_start|>"));
   assert.ok(ids.includes(model.tokenizer.tokenId("<|im_end|>")!));

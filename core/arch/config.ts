@@ -84,7 +84,8 @@ export class ConfigReader {
   int(key: string, fallback?: number): number {
     const v = this.raw[key] ?? fallback;
     if (v === undefined) this.fail(key, "is missing");
-    if (!Number.isSafeInteger(v) || (v as number) <= 0) this.fail(key, `must be a positive integer, got ${JSON.stringify(v)}`);
+    if (!Number.isSafeInteger(v) || (v as number) <= 0)
+      this.fail(key, `must be a positive integer, got ${JSON.stringify(v)}`);
     return v as number;
   }
 
@@ -141,7 +142,8 @@ export class ConfigReader {
 /** Checks shared by every architecture once its fields are read. */
 export function validateConfig(c: ModelConfig, file: string): ModelConfig {
   const bad = (d: string) => new ModelError("BAD_CONFIG", file, d);
-  if (c.heads % c.kvHeads !== 0) throw bad(`${c.heads} attention heads are not a multiple of ${c.kvHeads} key/value heads`);
+  if (c.heads % c.kvHeads !== 0)
+    throw bad(`${c.heads} attention heads are not a multiple of ${c.kvHeads} key/value heads`);
   if (c.ropeInvFreq && c.ropeInvFreq.length * 2 > c.headDim) throw bad("rotary dimension exceeds head_dim");
   for (const id of [...c.eosTokenIds, ...(c.bosTokenId === null ? [] : [c.bosTokenId])]) {
     if (id >= c.vocab) throw bad(`special token id ${id} is outside the vocabulary of ${c.vocab}`);
@@ -166,7 +168,11 @@ export function ropeInvFreq(r: ConfigReader, headDim: number): Float32Array {
     if (type === "llama3") applyLlama3Scaling(inv, s);
     else if (type === "linear") inv.forEach((f, i) => (inv[i] = f / s.num("factor")));
     else if (type !== "default") {
-      throw new ModelError("BAD_CONFIG", r.file, `rope_scaling type "${type}" is not supported (default, linear, llama3 are)`);
+      throw new ModelError(
+        "BAD_CONFIG",
+        r.file,
+        `rope_scaling type "${type}" is not supported (default, linear, llama3 are)`,
+      );
     }
   }
   return Float32Array.from(inv);

@@ -24,7 +24,9 @@ function parseConfig(raw: Record<string, unknown>, file: string, architecture: s
   // the usable context is capped at the window rather than silently computing the wrong thing.
   const window = raw.sliding_window;
   const slides =
-    typeof window === "number" && window > 0 && (raw.use_sliding_window === true || architecture === "MistralForCausalLM");
+    typeof window === "number" &&
+    window > 0 &&
+    (raw.use_sliding_window === true || architecture === "MistralForCausalLM");
   return validateConfig(
     {
       architecture,
@@ -78,7 +80,12 @@ function bindWeights(c: ModelConfig, s: WeightStore, qkvBias: boolean): ModelWei
   const embed = s.get("model.embed_tokens.weight", [V, H]);
   const tied = c.tiedEmbeddings || !s.has("lm_head.weight");
   if (!c.tiedEmbeddings && tied) {
-    throw new ModelError("MISSING_TENSOR", s.dir, "config.json says the head is not tied, but there is no lm_head", "lm_head.weight");
+    throw new ModelError(
+      "MISSING_TENSOR",
+      s.dir,
+      "config.json says the head is not tied, but there is no lm_head",
+      "lm_head.weight",
+    );
   }
   return {
     embed,

@@ -10,10 +10,18 @@ export const opt: ArchDefinition = {
     const hidden = r.int("hidden_size");
     const heads = r.int("num_attention_heads");
     if (!r.bool("do_layer_norm_before", true)) {
-      throw new ModelError("BAD_CONFIG", file, "OPT with do_layer_norm_before = false (post-norm, OPT-350m) is not supported");
+      throw new ModelError(
+        "BAD_CONFIG",
+        file,
+        "OPT with do_layer_norm_before = false (post-norm, OPT-350m) is not supported",
+      );
     }
     if (r.int("word_embed_proj_dim", hidden) !== hidden) {
-      throw new ModelError("BAD_CONFIG", file, "OPT with word_embed_proj_dim != hidden_size (project_in/out) is not supported");
+      throw new ModelError(
+        "BAD_CONFIG",
+        file,
+        "OPT with word_embed_proj_dim != hidden_size (project_in/out) is not supported",
+      );
     }
     if (!r.bool("enable_bias", true) || !r.bool("layer_norm_elementwise_affine", true)) {
       throw new ModelError("BAD_CONFIG", file, "OPT without biases or without affine LayerNorm is not supported");

@@ -39,7 +39,17 @@ export interface Backend {
   layerNorm(y: Buf, x: Buf, g: Weight, b: Weight, n: number, eps: number): void;
   /** Rotary embedding in place; x is [n][heads][headDim]. */
   rope(x: Buf, n: number, heads: number, headDim: number, positions: Int32Array, invFreq: Float32Array): void;
-  cacheWrite(kc: Buf, vc: Buf, k: Buf, v: Buf, n: number, kvHeads: number, headDim: number, pos0: number, capacity: number): void;
+  cacheWrite(
+    kc: Buf,
+    vc: Buf,
+    k: Buf,
+    v: Buf,
+    n: number,
+    kvHeads: number,
+    headDim: number,
+    pos0: number,
+    capacity: number,
+  ): void;
   attention(
     out: Buf,
     q: Buf,

@@ -26,7 +26,16 @@ export class CpuBackend implements Backend {
     return f32(b).subarray(offset, offset + length);
   }
 
-  copy2d(dst: Buf, dstOff: number, dstStride: number, src: Buf, srcOff: number, srcStride: number, rows: number, width: number): void {
+  copy2d(
+    dst: Buf,
+    dstOff: number,
+    dstStride: number,
+    src: Buf,
+    srcOff: number,
+    srcStride: number,
+    rows: number,
+    width: number,
+  ): void {
     const d = f32(dst);
     const s = f32(src);
     for (let i = 0; i < rows; i++) {
@@ -55,11 +64,33 @@ export class CpuBackend implements Backend {
     this.n.rope(f32(x), n, heads, headDim, positions, invFreq);
   }
 
-  cacheWrite(kc: Buf, vc: Buf, k: Buf, v: Buf, n: number, kvHeads: number, headDim: number, pos0: number, capacity: number): void {
+  cacheWrite(
+    kc: Buf,
+    vc: Buf,
+    k: Buf,
+    v: Buf,
+    n: number,
+    kvHeads: number,
+    headDim: number,
+    pos0: number,
+    capacity: number,
+  ): void {
     this.n.cacheWrite(f32(kc), f32(vc), f32(k), f32(v), n, kvHeads, headDim, pos0, capacity);
   }
 
-  attention(out: Buf, q: Buf, kc: Buf, vc: Buf, n: number, heads: number, kvHeads: number, headDim: number, pos0: number, capacity: number, scale: number): void {
+  attention(
+    out: Buf,
+    q: Buf,
+    kc: Buf,
+    vc: Buf,
+    n: number,
+    heads: number,
+    kvHeads: number,
+    headDim: number,
+    pos0: number,
+    capacity: number,
+    scale: number,
+  ): void {
     this.n.attention(f32(out), f32(q), f32(kc), f32(vc), n, heads, kvHeads, headDim, pos0, capacity, scale);
   }
 

@@ -21,7 +21,9 @@ const MODELS_DIR = join(REPO_ROOT, "assets", "models");
 export function defaultModelDir(): string {
   const named = join(MODELS_DIR, "DEFAULT");
   if (existsSync(named)) return join(MODELS_DIR, readFileSync(named, "utf8").trim());
-  const found = existsSync(MODELS_DIR) ? readdirSync(MODELS_DIR).filter((d) => existsSync(join(MODELS_DIR, d, "config.json"))) : [];
+  const found = existsSync(MODELS_DIR)
+    ? readdirSync(MODELS_DIR).filter((d) => existsSync(join(MODELS_DIR, d, "config.json")))
+    : [];
   if (found.length > 0) return join(MODELS_DIR, found.sort()[0]);
   throw new UsageError(
     "no --model given and no built-in model in assets/models/ yet. Pass a Hugging Face model folder with --model DIR, " +
@@ -55,11 +57,14 @@ const SAMPLING_FLAGS = {
   "repetition-penalty": { type: "string" },
   seed: { type: "string" },
   stop: { type: "string", multiple: true },
+  "ignore-eos": { type: "boolean" },
   context: { type: "string" },
   threads: { type: "string" },
 } as const satisfies ParseArgsConfig["options"];
 
-type SamplingValues = { [K in keyof typeof SAMPLING_FLAGS]?: K extends "stop" ? string[] : string };
+type SamplingValues = {
+  [K in keyof typeof SAMPLING_FLAGS]?: K extends "stop" ? string[] : K extends "ignore-eos" ? boolean : string;
+};
 
 function openSession(model: LoadedModel, v: SamplingValues): Session {
   const threads = int("threads", v.threads);
@@ -76,6 +81,7 @@ function generateOptions(v: SamplingValues): GenerateOptions {
     repetitionPenalty: num("repetition-penalty", v["repetition-penalty"]),
     seed: int("seed", v.seed),
     stop: v.stop,
+    ignoreEos: v["ignore-eos"],
   };
 }
 
@@ -88,7 +94,12 @@ function parse<T extends ParseArgsConfig["options"]>(argv: string[], options: T)
 }
 
 async function cmdGenerate(argv: string[]): Promise<void> {
-  const v = parse(argv, { ...SAMPLING_FLAGS, prompt: { type: "string" }, logprobs: { type: "string" }, json: { type: "boolean" } });
+  const v = parse(argv, {
+    ...SAMPLING_FLAGS,
+    prompt: { type: "string" },
+    logprobs: { type: "string" },
+    json: { type: "boolean" },
+  });
   if (v.prompt === undefined) throw new UsageError("--prompt TEXT is required");
   const logprobs = int("logprobs", v.logprobs) ?? 0;
   const model = openModel(v.model);
@@ -128,7 +139,9 @@ async function cmdChat(argv: string[]): Promise<void> {
   const base = generateOptions(v);
   const messages: ChatMessage[] = v.system ? [{ role: "system", content: v.system }] : [];
   const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: process.stdin.isTTY });
-  process.stdout.write(`${model.dir} (${model.config.architecture}); /reset starts over, /exit or Ctrl-D quits, Ctrl-C stops a reply.\n`);
+  process.stdout.write(
+    `${model.dir} (${model.config.architecture}); /reset starts over, /exit or Ctrl-D quits, Ctrl-C stops a reply.\n`,
+  );
   try {
     for (;;) {
       let line: string;
@@ -158,7 +171,9 @@ async function cmdChat(argv: string[]): Promise<void> {
             process.stdout.write(ev.text.slice(streamedLength(ev.text, reply)) + "\n");
             reply = ev.text;
             const note = ev.finishReason === "context_full" ? " — context full, /reset to start over" : "";
-            process.stderr.write(`[${ev.ids.length} tokens, ${round(ev.decodeTokensPerS)} tokens/s, ${ev.finishReason}${note}]\n`);
+            process.stderr.write(
+              `[${ev.ids.length} tokens, ${round(ev.decodeTokensPerS)} tokens/s, ${ev.finishReason}${note}]\n`,
+            );
           }
           if (ev.type === "token") reply += ev.text;
         }
@@ -237,7 +252,8 @@ async function cmdMakeModel(argv: string[]): Promise<void> {
   });
   if (!v.out) throw new UsageError("--out DIR is required");
   const preset = v.preset ? PRESETS[v.preset] : undefined;
-  if (v.preset && !preset) throw new UsageError(`unknown preset "${v.preset}" (known: ${Object.keys(PRESETS).join(", ")})`);
+  if (v.preset && !preset)
+    throw new UsageError(`unknown preset "${v.preset}" (known: ${Object.keys(PRESETS).join(", ")})`);
   const arch = (v.arch ?? preset?.arch) as Arch | undefined;
   if (!arch) throw new UsageError("--arch llama|qwen2|gpt2|opt (or --preset NAME) is required");
   const dtype = (v.dtype ?? "bf16") as DType;
@@ -289,10 +305,13 @@ function round(x: number): number {
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: string }> = {
   generate: {
     run: cmdGenerate,
-    help: "--model DIR --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--seed S] [--stop STR]... [--logprobs N] [--context N] [--json]",
+    help: "--model DIR --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--seed S] [--stop STR]... [--ignore-eos] [--logprobs N] [--context N] [--json]",
   },
   chat: { run: cmdChat, help: "--model DIR [--system TEXT] [sampling flags as for generate]" },
-  bench: { run: cmdBench, help: "--model DIR [--prompt-tokens N] [--decode-tokens N] [--repeats N] [--threads N] [--json]" },
+  bench: {
+    run: cmdBench,
+    help: "--model DIR [--prompt-tokens N] [--decode-tokens N] [--repeats N] [--threads N] [--json]",
+  },
   "make-model": {
     run: cmdMakeModel,
     help: "--arch llama|qwen2|gpt2|opt [--preset NAME] [--hidden H --layers L --heads A --kv-heads K --intermediate F --vocab V] --dtype f32|f16|bf16 --seed S --out DIR [--shard-mb MB]",
@@ -300,7 +319,10 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: s
 };
 
 function usage(): string {
-  return ["usage: hire <command> [flags]", ...Object.entries(COMMANDS).map(([n, c]) => `  hire ${n} ${c.help}`)].join("\n") + "\n";
+  return (
+    ["usage: hire <command> [flags]", ...Object.entries(COMMANDS).map(([n, c]) => `  hire ${n} ${c.help}`)].join("\n") +
+    "\n"
+  );
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -318,7 +340,13 @@ export async function main(argv: string[]): Promise<number> {
     await cmd.run(rest);
     return 0;
   } catch (e) {
-    if (e instanceof ModelError || e instanceof UsageError || e instanceof ContextOverflowError || e instanceof MakeModelError || e instanceof RangeError) {
+    if (
+      e instanceof ModelError ||
+      e instanceof UsageError ||
+      e instanceof ContextOverflowError ||
+      e instanceof MakeModelError ||
+      e instanceof RangeError
+    ) {
       process.stderr.write(`hire ${name}: ${e.message}\n`);
       return e instanceof UsageError ? 2 : 1;
     }

@@ -47,7 +47,9 @@ export function benchmark(model: LoadedModel, o: BenchOptions = {}): BenchResult
   const t = new Transformer(backend, c, model.weights, new Workspace(backend, c, model.weights));
   const cache = new KVCache(backend, c, ctx);
   const rng = new Rng(1234);
-  const prompt = Array.from({ length: Math.min(promptTokens, ctx - decodeTokens - 1) }, () => Math.floor(rng.next() * c.vocab));
+  const prompt = Array.from({ length: Math.min(promptTokens, ctx - decodeTokens - 1) }, () =>
+    Math.floor(rng.next() * c.vocab),
+  );
 
   const prefill = () => {
     let logits: Float32Array | null = null;

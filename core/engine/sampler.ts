@@ -210,6 +210,7 @@ export function validateSampling(o: SamplingOptions): void {
   if (!Number.isInteger(o.topK) || o.topK < 0) bad(`top-k must be a non-negative integer, got ${o.topK}`);
   if (!(o.topP > 0 && o.topP <= 1)) bad(`top-p must be in (0, 1], got ${o.topP}`);
   if (!(o.minP >= 0 && o.minP < 1)) bad(`min-p must be in [0, 1), got ${o.minP}`);
-  if (!(o.repetitionPenalty > 0) || !Number.isFinite(o.repetitionPenalty)) bad(`repetition penalty must be > 0, got ${o.repetitionPenalty}`);
+  if (!(o.repetitionPenalty > 0) || !Number.isFinite(o.repetitionPenalty))
+    bad(`repetition penalty must be > 0, got ${o.repetitionPenalty}`);
   if (!Number.isInteger(o.seed)) bad(`seed must be an integer, got ${o.seed}`);
 }

@@ -29,6 +29,8 @@ export interface GenerateOptions extends Partial<SamplingOptions> {
   logprobs?: number;
   /** At a full context: "stop" ends with finishReason "context_full"; "error" throws ContextOverflowError. */
   onContextFull?: "stop" | "error";
+  /** Keep generating past end-of-sequence tokens (benchmarks, reference comparisons). */
+  ignoreEos?: boolean;
   /** Encode a text prompt with the tokenizer's special tokens (BOS); default: what the tokenizer config says. */
   addSpecialTokens?: boolean;
 }
@@ -71,8 +73,10 @@ export class Session {
   ) {
     const c = model.config;
     const ctx = options.contextLength ?? Math.min(c.maxPositions, DEFAULT_CONTEXT);
-    if (!Number.isInteger(ctx) || ctx < 1) throw new UsageError(`context length must be a positive integer, got ${ctx}`);
-    if (ctx > c.maxPositions) throw new UsageError(`context length ${ctx} exceeds the model's ${c.maxPositions} positions`);
+    if (!Number.isInteger(ctx) || ctx < 1)
+      throw new UsageError(`context length must be a positive integer, got ${ctx}`);
+    if (ctx > c.maxPositions)
+      throw new UsageError(`context length ${ctx} exceeds the model's ${c.maxPositions} positions`);
     this.contextLength = ctx;
     const backend = options.backend ?? new CpuBackend();
     this.transformer = new Transformer(backend, c, model.weights, new Workspace(backend, c, model.weights));
@@ -93,8 +97,12 @@ export class Session {
     return this.model.tokenizer.encode(prompt, addSpecialTokens);
   }
 
-  async *generate(prompt: string | readonly number[], options: GenerateOptions = {}): AsyncGenerator<GenerationEvent, void, undefined> {
-    if (this.busy) throw new UsageError("this session is already generating; await or abort the running generation first");
+  async *generate(
+    prompt: string | readonly number[],
+    options: GenerateOptions = {},
+  ): AsyncGenerator<GenerationEvent, void, undefined> {
+    if (this.busy)
+      throw new UsageError("this session is already generating; await or abort the running generation first");
     this.busy = true;
     try {
       yield* this.run(prompt, options);
@@ -103,7 +111,10 @@ export class Session {
     }
   }
 
-  private async *run(prompt: string | readonly number[], o: GenerateOptions): AsyncGenerator<GenerationEvent, void, undefined> {
+  private async *run(
+    prompt: string | readonly number[],
+    o: GenerateOptions,
+  ): AsyncGenerator<GenerationEvent, void, undefined> {
     const model = this.model;
     const defaults = model.generationDefaults;
     const sampling: SamplingOptions = {
@@ -116,22 +127,30 @@ export class Session {
     };
     const sampler = new Sampler(sampling);
     const maxTokens = o.maxTokens ?? 256;
-    if (!Number.isInteger(maxTokens) || maxTokens < 0) throw new UsageError(`maxTokens must be a non-negative integer, got ${maxTokens}`);
+    if (!Number.isInteger(maxTokens) || maxTokens < 0)
+      throw new UsageError(`maxTokens must be a non-negative integer, got ${maxTokens}`);
     const stops = (o.stop ?? []).filter((s) => s.length > 0);
     const nLogprobs = o.logprobs ?? 0;
     const promptIds = typeof prompt === "string" ? this.encode(prompt, o.addSpecialTokens) : [...prompt];
-    if (promptIds.length === 0) throw new UsageError("the prompt is empty (no tokens); give some text or set a BOS token");
+    if (promptIds.length === 0)
+      throw new UsageError("the prompt is empty (no tokens); give some text or set a BOS token");
     for (const id of promptIds) {
-      if (!Number.isInteger(id) || id < 0 || id >= model.config.vocab) throw new UsageError(`token id ${id} is outside the vocabulary (0..${model.config.vocab - 1})`);
+      if (!Number.isInteger(id) || id < 0 || id >= model.config.vocab)
+        throw new UsageError(`token id ${id} is outside the vocabulary (0..${model.config.vocab - 1})`);
     }
     if (promptIds.length > this.contextLength) {
-      throw new ContextOverflowError(promptIds.length, this.contextLength, "the prompt does not fit in the context window");
+      throw new ContextOverflowError(
+        promptIds.length,
+        this.contextLength,
+        "the prompt does not fit in the context window",
+      );
     }
 
     // Prefill: reuse the cached prefix, run the rest in batches of MAX_BATCH.
     const t0 = performance.now();
     let reused = 0;
-    while (reused < this.cached.length && reused < promptIds.length - 1 && this.cached[reused] === promptIds[reused]) reused++;
+    while (reused < this.cached.length && reused < promptIds.length - 1 && this.cached[reused] === promptIds[reused])
+      reused++;
     this.cached.length = reused;
     let report: ForwardReport = { tokens: 0, layers: [], outputMs: 0 };
     let logits: Float32Array | null = null;
@@ -159,7 +178,7 @@ export class Session {
       const id = sampler.sample(logits!, this.cached);
       const top = nLogprobs > 0 ? topLogprobs(logits!, nLogprobs) : undefined;
       ids.push(id);
-      if (model.eosIds.has(id)) {
+      if (model.eosIds.has(id) && !o.ignoreEos) {
         yield { type: "token", id, text: "", topLogprobs: top, report };
         finish = "eos";
         break;
@@ -178,7 +197,11 @@ export class Session {
       }
       if (this.cached.length >= this.contextLength) {
         if (o.onContextFull === "error") {
-          throw new ContextOverflowError(this.cached.length + 1, this.contextLength, "generation reached the end of the context window");
+          throw new ContextOverflowError(
+            this.cached.length + 1,
+            this.contextLength,
+            "generation reached the end of the context window",
+          );
         }
         finish = "context_full";
         break;
@@ -193,7 +216,15 @@ export class Session {
     yield this.done(finish, promptIds, ids, text.final(ids), prefillMs, decodeMs, steps);
   }
 
-  private done(finishReason: FinishReason, promptIds: number[], ids: number[], text: string, prefillMs: number, decodeMs: number, steps: number): GenerationEvent {
+  private done(
+    finishReason: FinishReason,
+    promptIds: number[],
+    ids: number[],
+    text: string,
+    prefillMs: number,
+    decodeMs: number,
+    steps: number,
+  ): GenerationEvent {
     return {
       type: "done",
       finishReason,

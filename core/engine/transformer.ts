@@ -142,11 +142,18 @@ export class Transformer {
    * Run `ids` (at most MAX_BATCH tokens) at positions pos0, pos0+1, …, appending their keys and
    * values to `cache`. Returns the logits of the last token (in ws.logits) unless `logits` is false.
    */
-  forward(ids: ArrayLike<number>, pos0: number, cache: KVCache, report?: ForwardReport, logits = true): Float32Array | null {
+  forward(
+    ids: ArrayLike<number>,
+    pos0: number,
+    cache: KVCache,
+    report?: ForwardReport,
+    logits = true,
+  ): Float32Array | null {
     const { backend: b, config: c, weights: w, ws } = this;
     const n = ids.length;
     if (n < 1 || n > ws.batch) throw new RangeError(`forward takes 1..${ws.batch} tokens, got ${n}`);
-    if (pos0 + n > cache.capacity) throw new RangeError(`positions ${pos0}..${pos0 + n - 1} exceed the cache (${cache.capacity})`);
+    if (pos0 + n > cache.capacity)
+      throw new RangeError(`positions ${pos0}..${pos0 + n - 1} exceed the cache (${cache.capacity})`);
     const tokenIds = this.idsBuf.subarray(0, n);
     tokenIds.set(Array.from(ids));
     const positions = ws.positions.subarray(0, n);
@@ -206,7 +213,19 @@ export class Transformer {
       b.rope(ws.k, n, c.kvHeads, c.headDim, positions, c.ropeInvFreq);
     }
     b.cacheWrite(cache.k[l], cache.v[l], ws.k, ws.v, n, c.kvHeads, c.headDim, pos0, cache.capacity);
-    b.attention(ws.att, ws.q, cache.k[l], cache.v[l], n, c.heads, c.kvHeads, c.headDim, pos0, cache.capacity, 1 / Math.sqrt(c.headDim));
+    b.attention(
+      ws.att,
+      ws.q,
+      cache.k[l],
+      cache.v[l],
+      n,
+      c.heads,
+      c.kvHeads,
+      c.headDim,
+      pos0,
+      cache.capacity,
+      1 / Math.sqrt(c.headDim),
+    );
     b.matmul(ws.tmp, ws.att, lw.o.w, n, lw.o.b);
     b.add(ws.x, ws.tmp, n * c.hidden);
   }

@@ -44,17 +44,33 @@ const MODEL_TYPES: Record<string, string> = {
 
 export function readModelConfig(dir: string): ModelConfig {
   if (!existsSync(dir)) throw new ModelError("NOT_FOUND", dir, "model folder not found");
-  if (!statSync(dir).isDirectory()) throw new ModelError("NOT_A_DIRECTORY", dir, "expected a model folder (config.json, *.safetensors, tokenizer.json)");
+  if (!statSync(dir).isDirectory())
+    throw new ModelError(
+      "NOT_A_DIRECTORY",
+      dir,
+      "expected a model folder (config.json, *.safetensors, tokenizer.json)",
+    );
   const file = join(dir, "config.json");
-  if (!existsSync(file)) throw new ModelError("NOT_FOUND", file, "config.json is missing; is this a Hugging Face model folder?");
+  if (!existsSync(file))
+    throw new ModelError("NOT_FOUND", file, "config.json is missing; is this a Hugging Face model folder?");
   const raw = readJsonFile(file);
   if (!isObject(raw)) throw new ModelError("BAD_CONFIG", file, "config.json is not a JSON object");
   const archs = raw.architectures;
-  const name = Array.isArray(archs) && typeof archs[0] === "string" ? archs[0] : typeof raw.model_type === "string" ? MODEL_TYPES[raw.model_type] : undefined;
-  if (name === undefined) throw new ModelError("BAD_CONFIG", file, `neither "architectures" nor a known "model_type" is given`);
+  const name =
+    Array.isArray(archs) && typeof archs[0] === "string"
+      ? archs[0]
+      : typeof raw.model_type === "string"
+        ? MODEL_TYPES[raw.model_type]
+        : undefined;
+  if (name === undefined)
+    throw new ModelError("BAD_CONFIG", file, `neither "architectures" nor a known "model_type" is given`);
   const arch = ARCHITECTURES[name];
   if (!arch) {
-    throw new ModelError("UNSUPPORTED_ARCHITECTURE", file, `architecture ${name} is not supported (supported: ${Object.keys(ARCHITECTURES).join(", ")})`);
+    throw new ModelError(
+      "UNSUPPORTED_ARCHITECTURE",
+      file,
+      `architecture ${name} is not supported (supported: ${Object.keys(ARCHITECTURES).join(", ")})`,
+    );
   }
   return arch.parseConfig(raw, file);
 }

@@ -53,11 +53,7 @@ export function readSafetensorsHeader(file: string): SafetensorsHeader {
     readSync(fd, lenBuf, 0, 8, 0);
     const headerLen = lenBuf.readBigUInt64LE(0);
     if (headerLen > BigInt(MAX_HEADER_BYTES)) {
-      throw new ModelError(
-        "BAD_HEADER",
-        file,
-        `header length ${headerLen} exceeds the ${MAX_HEADER_BYTES}-byte limit`,
-      );
+      throw new ModelError("BAD_HEADER", file, `header length ${headerLen} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
     }
     const n = Number(headerLen);
     if (8 + n > fileSize) {
@@ -84,33 +80,18 @@ export function readSafetensorsHeader(file: string): SafetensorsHeader {
   }
 }
 
-function parseEntry(
-  file: string,
-  name: string,
-  entry: unknown,
-  dataStart: number,
-  dataSize: number,
-): TensorInfo {
+function parseEntry(file: string, name: string, entry: unknown, dataStart: number, dataSize: number): TensorInfo {
   const bad = (detail: string) => new ModelError("BAD_HEADER", file, detail, name);
   if (!isObject(entry)) throw bad("entry is not an object");
   const { dtype, shape, data_offsets: offsets } = entry;
   if (typeof dtype !== "string") throw bad("missing dtype");
   if (!(dtype in DTYPE_BYTES)) {
-    throw new ModelError(
-      "UNSUPPORTED_DTYPE",
-      file,
-      `dtype ${dtype} is not supported (F32, F16, BF16 are)`,
-      name,
-    );
+    throw new ModelError("UNSUPPORTED_DTYPE", file, `dtype ${dtype} is not supported (F32, F16, BF16 are)`, name);
   }
   if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
     throw bad("shape is not a list of non-negative integers");
   }
-  if (
-    !Array.isArray(offsets) ||
-    offsets.length !== 2 ||
-    !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)
-  ) {
+  if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)) {
     throw bad("data_offsets is not [begin, end]");
   }
   const [begin, end] = offsets as [number, number];
@@ -191,14 +172,7 @@ export class WeightStore {
     }
     const [a, b] = shape.length === 1 ? [1, shape[0]] : [shape[0], shape[1]];
     const [rows, cols] = transposed ? [b, a] : [a, b];
-    const handle = native().weight(
-      this.mapping(t.file),
-      t.offset,
-      NATIVE_DTYPE[t.dtype],
-      rows,
-      cols,
-      transposed,
-    );
+    const handle = native().weight(this.mapping(t.file), t.offset, NATIVE_DTYPE[t.dtype], rows, cols, transposed);
     return { ...t, handle, rows, cols, transposed };
   }
 
@@ -259,9 +233,5 @@ export function weightFiles(dir: string): string[] {
   }
   const single = join(dir, "model.safetensors");
   if (existsSync(single)) return [single];
-  throw new ModelError(
-    "NO_WEIGHTS",
-    dir,
-    "no model.safetensors or model.safetensors.index.json in this folder",
-  );
+  throw new ModelError("NO_WEIGHTS", dir, "no model.safetensors or model.safetensors.index.json in this folder");
 }

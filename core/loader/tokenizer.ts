@@ -46,9 +46,12 @@ export class ModelTokenizer {
     // HF: add_bos_token when the config says; otherwise the post-processor (e.g. Llama 3's
     // TemplateProcessing) decides. No post-processor and no flag means no BOS.
     this.addsSpecialTokens =
-      typeof config.add_bos_token === "boolean" ? config.add_bos_token : json.post_processor !== null && json.post_processor !== undefined;
+      typeof config.add_bos_token === "boolean"
+        ? config.add_bos_token
+        : json.post_processor !== null && json.post_processor !== undefined;
     const template = config.chat_template;
-    const source = typeof template === "string" ? template : Array.isArray(template) ? namedTemplate(template) : undefined;
+    const source =
+      typeof template === "string" ? template : Array.isArray(template) ? namedTemplate(template) : undefined;
     if (source !== undefined) {
       try {
         this.template = new Template(source);
@@ -60,9 +63,11 @@ export class ModelTokenizer {
 
   static load(dir: string): ModelTokenizer {
     const file = join(dir, "tokenizer.json");
-    if (!existsSync(file)) throw new ModelError("NOT_FOUND", file, "tokenizer.json is missing; the model cannot turn text into tokens");
+    if (!existsSync(file))
+      throw new ModelError("NOT_FOUND", file, "tokenizer.json is missing; the model cannot turn text into tokens");
     const json = readJsonFile(file);
-    if (!isObject(json) || !isObject(json.model)) throw new ModelError("BAD_TOKENIZER", file, "not a Hugging Face tokenizer.json (no model section)");
+    if (!isObject(json) || !isObject(json.model))
+      throw new ModelError("BAD_TOKENIZER", file, "not a Hugging Face tokenizer.json (no model section)");
     const configFile = join(dir, "tokenizer_config.json");
     const config = existsSync(configFile) ? readJsonFile(configFile) : {};
     if (!isObject(config)) throw new ModelError("BAD_JSON", configFile, "not a JSON object");
@@ -84,7 +89,10 @@ export class ModelTokenizer {
 
   decode(ids: readonly number[], skipSpecialTokens = true): string {
     if (ids.length === 0) return ""; // the library rejects an empty list
-    return this.tokenizer.decode([...ids], { skip_special_tokens: skipSpecialTokens, clean_up_tokenization_spaces: false });
+    return this.tokenizer.decode([...ids], {
+      skip_special_tokens: skipSpecialTokens,
+      clean_up_tokenization_spaces: false,
+    });
   }
 
   tokenId(token: string): number | undefined {
@@ -94,7 +102,11 @@ export class ModelTokenizer {
   /** Render the conversation with the model's chat template (the prompt for the next assistant turn). */
   applyChatTemplate(messages: readonly ChatMessage[], addGenerationPrompt = true): string {
     if (!this.template) {
-      throw new ModelError("BAD_TOKENIZER", this.file, "this model has no chat_template in tokenizer_config.json; use `hire generate` with a plain prompt");
+      throw new ModelError(
+        "BAD_TOKENIZER",
+        this.file,
+        "this model has no chat_template in tokenizer_config.json; use `hire generate` with a plain prompt",
+      );
     }
     return this.template.render({
       messages,

@@ -48,38 +48,18 @@ export interface NativeAddon {
   ): NativeWeight;
 
   /** y[n][rows] = x[n][cols] · Wᵀ (+ bias[rows] if given). Batched (GEMM) when n > 1. */
-  matmul(
-    y: Float32Array,
-    x: Float32Array,
-    w: NativeWeight,
-    n: number,
-    bias: NativeWeight | null,
-  ): void;
+  matmul(y: Float32Array, x: Float32Array, w: NativeWeight, n: number, bias: NativeWeight | null): void;
   /** y[i][:] = W[ids[i]][:] as f32 (embedding lookup; W not transposed). */
   embed(y: Float32Array, w: NativeWeight, ids: Int32Array): void;
   /** y[i] = x[i] / rms(x[i]) * g, for n rows of length dim = g.cols (g is a 1 × dim weight). */
   rmsNorm(y: Float32Array, x: Float32Array, g: NativeWeight, n: number, eps: number): void;
   /** y[i] = (x[i] - mean) / std * g + b, for n rows. g and b are 1 × dim weights. */
-  layerNorm(
-    y: Float32Array,
-    x: Float32Array,
-    g: NativeWeight,
-    b: NativeWeight,
-    n: number,
-    eps: number,
-  ): void;
+  layerNorm(y: Float32Array, x: Float32Array, g: NativeWeight, b: NativeWeight, n: number, eps: number): void;
   /**
    * Rotary embedding in place, Hugging Face "rotate_half" layout (pairs i and i + rotDim/2 of each head).
    * x is [n][nHeads][headDim]; token i sits at positions[i]; invFreq has rotDim/2 entries.
    */
-  rope(
-    x: Float32Array,
-    n: number,
-    nHeads: number,
-    headDim: number,
-    positions: Int32Array,
-    invFreq: Float32Array,
-  ): void;
+  rope(x: Float32Array, n: number, nHeads: number, headDim: number, positions: Int32Array, invFreq: Float32Array): void;
   /**
    * Causal attention over a KV cache. q is [n][nHeads][headDim]; the cache is [nKvHeads][capacity][headDim]
    * and already holds positions 0 .. pos0 + n - 1. Query i (at position pos0 + i) attends to 0 .. pos0 + i.
