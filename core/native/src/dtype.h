@@ -18,18 +18,20 @@ inline float bits_to_float(uint32_t b) {
   return f;
 }
 
-// IEEE half -> float, exact for every input (zeros, subnormals, inf, NaN payloads).
+// IEEE half -> float, exact for every input (zeros, subnormals, inf, NaN payloads). Written with
+// masks instead of branches so that conversion loops auto-vectorise.
 inline float half_to_float(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t exp = (h >> 10) & 0x1fu;
-  const uint32_t mant = h & 0x3ffu;
-  if (exp == 0) {
-    // Zero or subnormal: mant * 2^-24 is exact in f32.
-    const float mag = static_cast<float>(mant) * 5.9604644775390625e-8f;
-    return sign ? -mag : mag;
-  }
-  if (exp == 31) return bits_to_float(sign | 0x7f800000u | (mant << 13));
-  return bits_to_float(sign | ((exp + 112u) << 23) | (mant << 13));
+  const uint32_t em = h & 0x7fffu;
+  const uint32_t normal = (em << 13) + 0x38000000u;    // rebias exponent 15 -> 127
+  const uint32_t inf_nan = (em << 13) | 0x7f800000u;   // keep the NaN payload
+  const float sub = static_cast<float>(static_cast<int32_t>(em)) * 5.9604644775390625e-8f;  // em * 2^-24, exact
+  uint32_t sub_bits;
+  std::memcpy(&sub_bits, &sub, 4);
+  const uint32_t is_special = 0u - static_cast<uint32_t>(em >= 0x7c00u);  // all ones when true
+  const uint32_t is_normal = 0u - static_cast<uint32_t>(em >= 0x0400u);
+  const uint32_t r = (inf_nan & is_special) | (normal & is_normal & ~is_special) | (sub_bits & ~is_normal);
+  return bits_to_float(r | sign);
 }
 
 inline float bf16_to_float(uint16_t h) { return bits_to_float(static_cast<uint32_t>(h) << 16); }

@@ -8,6 +8,14 @@
 
 #include "dtype.h"
 
+// x86-64 builds carry the AVX2 path (enabled per function, picked at run time); define
+// HIRE_PORTABLE_ONLY to build the portable kernels alone.
+#if (defined(__x86_64__) || defined(_M_X64)) && !defined(HIRE_PORTABLE_ONLY)
+#define HIRE_X86_64 1
+#else
+#define HIRE_X86_64 0
+#endif
+
 namespace hire {
 
 // Width of a packed GEMM panel (output rows per panel) and tokens per micro-kernel call.
@@ -16,8 +24,8 @@ constexpr int kTokBlock = 6;
 
 struct KernelTable {
   const char* name;
-  // Non-transposed W: y[r] = dot(W[r][:], x) for r in [r0, r1).
-  void (*gemv)(const Mat& w, const float* x, float* y, int64_t r0, int64_t r1);
+  // Non-transposed W: y[r] = dot(W[r][:], x) for r in [r0, r1). scratch: >= cols floats.
+  void (*gemv)(const Mat& w, const float* x, float* y, int64_t r0, int64_t r1, float* scratch);
   // Transposed W (memory [cols][rows]): y[c] = sum_k x[k] * Wmem[k][c] for c in [c0, c1).
   void (*gemv_t)(const Mat& w, const float* x, float* y, int64_t c0, int64_t c1);
   // Pack logical rows r0 .. r0+nr (nr <= kPanel) of W, any layout, as f32 panel[k][kPanel],

@@ -4,7 +4,7 @@
 // functions. To add a primitive: write it with HIRE_AVX2, mirror kernels_portable.cc, fill the table.
 #include "kernel_table.h"
 
-#if defined(__x86_64__) || defined(_M_X64)
+#if HIRE_X86_64
 
 #include <immintrin.h>
 
@@ -142,12 +142,26 @@ HIRE_AVX2 void a_to_f32(int dt, const void* src, int64_t count, float* dst) {
 
 // out[i] = dot(w_i, x) for 4 rows at once: 8 independent accumulators, each weight byte read once.
 // Single rows go through here too (duplicated pointers) so every row is summed in the same order.
+// The rows of a chunk are contiguous, so each step also prefetches the chunk linearly, one 4-row
+// group (at least 8 KiB) ahead, up to pf_end: short rows give the hardware prefetcher too little to
+// lock on, and one core only reaches full DRAM bandwidth with that many lines in flight.
+HIRE_AVX2 inline int64_t prefetch_distance(size_t row_bytes) {
+  const int64_t group = 4 * static_cast<int64_t>(row_bytes);
+  return group < 8192 ? 8192 : group > (256 << 10) ? (256 << 10) : group;
+}
+
 template <int DT>
 HIRE_AVX2 inline void dot4(const unsigned char* w0, const unsigned char* w1, const unsigned char* w2,
-                           const unsigned char* w3, const float* x, int64_t K, float* out) {
+                           const unsigned char* w3, const float* x, int64_t K, float* out,
+                           const unsigned char* pf, const unsigned char* pf_end) {
+  constexpr int kLines = DT == kF32 ? 4 : 2;  // cache lines of the 4 rows consumed per iteration
   __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
   int64_t k = 0;
   for (; k + 16 <= K; k += 16) {
+    if (pf < pf_end) {
+      for (int l = 0; l < kLines; ++l) _mm_prefetch(reinterpret_cast<const char*>(pf + 64 * l), _MM_HINT_T0);
+      pf += 64 * kLines;
+    }
     const __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
     a0 = _mm256_fmadd_ps(ld8<DT>(w0, k), x0, a0);
     a1 = _mm256_fmadd_ps(ld8<DT>(w0, k + 8), x1, a1);
@@ -182,78 +196,237 @@ HIRE_AVX2 inline void dot4(const unsigned char* w0, const unsigned char* w1, con
   out[3] = r[3];
 }
 
+// bf16 rows, 4 at a time, reading 32 bytes per row per step: the low halves of each 32-bit lane
+// (even elements) become f32 by a shift, the high halves (odd elements) by a mask, so x is used
+// de-interleaved (xp: per 16 elements, 8 even then 8 odd).
+HIRE_AVX2 inline void dot4_bf16(const unsigned char* w0, const unsigned char* w1, const unsigned char* w2,
+                                const unsigned char* w3, const float* x, const float* xp, int64_t K, float* out,
+                                const unsigned char* pf, const unsigned char* pf_end) {
+  const __m256i hi = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    if (pf < pf_end) {
+      _mm_prefetch(reinterpret_cast<const char*>(pf), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(pf + 64), _MM_HINT_T0);
+      pf += 128;
+    }
+    const __m256 xe = _mm256_loadu_ps(xp + k), xo = _mm256_loadu_ps(xp + k + 8);
+    const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + 2 * k));
+    const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w1 + 2 * k));
+    const __m256i v2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w2 + 2 * k));
+    const __m256i v3 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w3 + 2 * k));
+    a0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v0, 16)), xe, a0);
+    a1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v0, hi)), xo, a1);
+    a2 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v1, 16)), xe, a2);
+    a3 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v1, hi)), xo, a3);
+    a4 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v2, 16)), xe, a4);
+    a5 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v2, hi)), xo, a5);
+    a6 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v3, 16)), xe, a6);
+    a7 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v3, hi)), xo, a7);
+  }
+  if (k + 8 <= K) {
+    const __m256 x0 = _mm256_loadu_ps(x + k);
+    a0 = _mm256_fmadd_ps(ld8<kBF16>(w0, k), x0, a0);
+    a2 = _mm256_fmadd_ps(ld8<kBF16>(w1, k), x0, a2);
+    a4 = _mm256_fmadd_ps(ld8<kBF16>(w2, k), x0, a4);
+    a6 = _mm256_fmadd_ps(ld8<kBF16>(w3, k), x0, a6);
+    k += 8;
+  }
+  float r[4];
+  _mm_storeu_ps(r, hsum4(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3), _mm256_add_ps(a4, a5),
+                         _mm256_add_ps(a6, a7)));
+  for (; k < K; ++k) {
+    const float xk = x[k];
+    r[0] = std::fmaf(load_elem(kBF16, w0, k), xk, r[0]);
+    r[1] = std::fmaf(load_elem(kBF16, w1, k), xk, r[1]);
+    r[2] = std::fmaf(load_elem(kBF16, w2, k), xk, r[2]);
+    r[3] = std::fmaf(load_elem(kBF16, w3, k), xk, r[3]);
+  }
+  out[0] = r[0];
+  out[1] = r[1];
+  out[2] = r[2];
+  out[3] = r[3];
+}
+
+HIRE_AVX2 void gemv_bf16(const Mat& w, const float* x, float* y, int64_t r0, int64_t r1, float* xp) {
+  const int64_t K = w.cols;
+  const int64_t K16 = K & ~int64_t{15};
+  for (int64_t k = 0; k < K16; k += 16)
+    for (int j = 0; j < 8; ++j) {
+      xp[k + j] = x[k + 2 * j];
+      xp[k + 8 + j] = x[k + 2 * j + 1];
+    }
+  const size_t stride = static_cast<size_t>(K) * 2;
+  const unsigned char* base = static_cast<const unsigned char*>(w.data);
+  const unsigned char* pf_end = base + r1 * stride;
+  const int64_t pfd = prefetch_distance(stride);
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    const unsigned char* p = base + r * stride;
+    dot4_bf16(p, p + stride, p + 2 * stride, p + 3 * stride, x, xp, K, y + r, p + pfd, pf_end);
+  }
+  for (; r < r1; ++r) {
+    const unsigned char* p = base + r * stride;
+    float tmp[4];
+    dot4_bf16(p, p, p, p, x, xp, K, tmp, pf_end, pf_end);
+    y[r] = tmp[0];
+  }
+}
+
 template <int DT>
 HIRE_AVX2 void gemv_dt(const Mat& w, const float* x, float* y, int64_t r0, int64_t r1) {
   const int64_t K = w.cols;
   const size_t stride = static_cast<size_t>(K) * dtype_size(DT);
   const unsigned char* base = static_cast<const unsigned char*>(w.data);
+  const unsigned char* pf_end = base + r1 * stride;
+  const int64_t pfd = prefetch_distance(stride);
   int64_t r = r0;
   for (; r + 4 <= r1; r += 4) {
     const unsigned char* p = base + r * stride;
-    dot4<DT>(p, p + stride, p + 2 * stride, p + 3 * stride, x, K, y + r);
+    dot4<DT>(p, p + stride, p + 2 * stride, p + 3 * stride, x, K, y + r, p + pfd, pf_end);
   }
   for (; r < r1; ++r) {
     const unsigned char* p = base + r * stride;
     float tmp[4];
-    dot4<DT>(p, p, p, p, x, K, tmp);
+    dot4<DT>(p, p, p, p, x, K, tmp, pf_end, pf_end);
     y[r] = tmp[0];
   }
 }
 
-HIRE_AVX2 void a_gemv(const Mat& w, const float* x, float* y, int64_t r0, int64_t r1) {
+HIRE_AVX2 void a_gemv(const Mat& w, const float* x, float* y, int64_t r0, int64_t r1, float* scratch) {
   if (w.dtype == kF32) {
     gemv_dt<kF32>(w, x, y, r0, r1);
   } else if (w.dtype == kF16) {
     gemv_dt<kF16>(w, x, y, r0, r1);
   } else {
-    gemv_dt<kBF16>(w, x, y, r0, r1);
+    gemv_bf16(w, x, y, r0, r1, scratch);
   }
 }
 
-// Transposed GEMV: y[c] += x[k] * Wmem[k][c], 4 input rows per pass over an L1-resident block of y.
+// Transposed GEMV: y[c] += x[k] * Wmem[k][c], 8 input rows per pass over an L1-resident block of y
+// (each column summed in k order, whatever the split), prefetching the same columns >= 8 KiB ahead.
 constexpr int64_t kColBlock = 4096;
 
 template <int DT>
+HIRE_AVX2 inline __m256 fma8_cols(const unsigned char* p, size_t rb, const __m256* b, int64_t c, __m256 acc) {
+  acc = _mm256_fmadd_ps(b[0], ld8<DT>(p, c), acc);
+  acc = _mm256_fmadd_ps(b[1], ld8<DT>(p + rb, c), acc);
+  acc = _mm256_fmadd_ps(b[2], ld8<DT>(p + 2 * rb, c), acc);
+  acc = _mm256_fmadd_ps(b[3], ld8<DT>(p + 3 * rb, c), acc);
+  acc = _mm256_fmadd_ps(b[4], ld8<DT>(p + 4 * rb, c), acc);
+  acc = _mm256_fmadd_ps(b[5], ld8<DT>(p + 5 * rb, c), acc);
+  acc = _mm256_fmadd_ps(b[6], ld8<DT>(p + 6 * rb, c), acc);
+  return _mm256_fmadd_ps(b[7], ld8<DT>(p + 7 * rb, c), acc);
+}
+
+template <int DT>
 HIRE_AVX2 void gemv_t_dt(const Mat& w, const float* x, float* y, int64_t c0, int64_t c1) {
-  const int64_t R = w.rows, K = w.cols;
-  const size_t row_bytes = static_cast<size_t>(R) * dtype_size(DT);
+  constexpr int64_t es = DT == kF32 ? 4 : 2;
+  constexpr int64_t kLineCols = 64 / es;
+  const int64_t K = w.cols;
+  const size_t rb = static_cast<size_t>(w.rows) * es;
   const unsigned char* base = static_cast<const unsigned char*>(w.data);
   for (int64_t cb = c0; cb < c1; cb += kColBlock) {
     const int64_t ce = cb + kColBlock < c1 ? cb + kColBlock : c1;
     for (int64_t c = cb; c < ce; ++c) y[c] = 0.0f;
+    const int64_t seg = (ce - cb) * es;
+    const int64_t ahead = ((8192 + seg - 1) / seg + 7) & ~int64_t{7};  // rows, multiple of 8
     int64_t k = 0;
-    for (; k + 4 <= K; k += 4) {
-      const unsigned char* p0 = base + k * row_bytes;
-      const unsigned char* p1 = p0 + row_bytes;
-      const unsigned char* p2 = p1 + row_bytes;
-      const unsigned char* p3 = p2 + row_bytes;
-      const __m256 b0 = _mm256_set1_ps(x[k]), b1 = _mm256_set1_ps(x[k + 1]);
-      const __m256 b2 = _mm256_set1_ps(x[k + 2]), b3 = _mm256_set1_ps(x[k + 3]);
+    for (; k + 8 <= K; k += 8) {
+      const unsigned char* p = base + k * rb;
+      const bool pf = k + ahead + 8 <= K;
+      const unsigned char* q = p + ahead * rb;
+      __m256 b[8];
+      for (int i = 0; i < 8; ++i) b[i] = _mm256_set1_ps(x[k + i]);
       int64_t c = cb;
-      for (; c + 8 <= ce; c += 8) {
-        __m256 acc = _mm256_loadu_ps(y + c);
-        acc = _mm256_fmadd_ps(b0, ld8<DT>(p0, c), acc);
-        acc = _mm256_fmadd_ps(b1, ld8<DT>(p1, c), acc);
-        acc = _mm256_fmadd_ps(b2, ld8<DT>(p2, c), acc);
-        acc = _mm256_fmadd_ps(b3, ld8<DT>(p3, c), acc);
-        _mm256_storeu_ps(y + c, acc);
+      for (; c + kLineCols <= ce; c += kLineCols) {
+        if (pf) {
+          for (int i = 0; i < 8; ++i) _mm_prefetch(reinterpret_cast<const char*>(q + i * rb + c * es), _MM_HINT_T0);
+        }
+        for (int64_t u = 0; u < kLineCols; u += 8)
+          _mm256_storeu_ps(y + c + u, fma8_cols<DT>(p, rb, b, c + u, _mm256_loadu_ps(y + c + u)));
       }
+      for (; c + 8 <= ce; c += 8) _mm256_storeu_ps(y + c, fma8_cols<DT>(p, rb, b, c, _mm256_loadu_ps(y + c)));
       for (; c < ce; ++c) {
         float acc = y[c];
-        acc = std::fmaf(x[k], load_elem(DT, p0, c), acc);
-        acc = std::fmaf(x[k + 1], load_elem(DT, p1, c), acc);
-        acc = std::fmaf(x[k + 2], load_elem(DT, p2, c), acc);
-        acc = std::fmaf(x[k + 3], load_elem(DT, p3, c), acc);
+        for (int i = 0; i < 8; ++i) acc = std::fmaf(x[k + i], load_elem(DT, p + i * rb, c), acc);
         y[c] = acc;
       }
     }
     for (; k < K; ++k) {
-      const unsigned char* p0 = base + k * row_bytes;
+      const unsigned char* p0 = base + k * rb;
       const __m256 b0 = _mm256_set1_ps(x[k]);
       int64_t c = cb;
       for (; c + 8 <= ce; c += 8)
         _mm256_storeu_ps(y + c, _mm256_fmadd_ps(b0, ld8<DT>(p0, c), _mm256_loadu_ps(y + c)));
       for (; c < ce; ++c) y[c] = std::fmaf(x[k], load_elem(DT, p0, c), y[c]);
+    }
+  }
+}
+
+// bf16 transposed GEMV: 32 bytes per row load; even columns by shift, odd by mask, accumulated in a
+// de-interleaved copy of the y block (per 16 columns: 8 even then 8 odd) that is un-permuted at the end.
+HIRE_AVX2 inline void fma8_bf16(const unsigned char* p, size_t rb, const __m256* b, int64_t c, float* acc) {
+  const __m256i hi = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
+  __m256 e = _mm256_loadu_ps(acc), o = _mm256_loadu_ps(acc + 8);
+  for (int i = 0; i < 8; ++i) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i * rb + 2 * c));
+    e = _mm256_fmadd_ps(b[i], _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), e);
+    o = _mm256_fmadd_ps(b[i], _mm256_castsi256_ps(_mm256_and_si256(v, hi)), o);
+  }
+  _mm256_storeu_ps(acc, e);
+  _mm256_storeu_ps(acc + 8, o);
+}
+
+HIRE_AVX2 void gemv_t_bf16(const Mat& w, const float* x, float* y, int64_t c0, int64_t c1) {
+  const int64_t K = w.cols;
+  const size_t rb = static_cast<size_t>(w.rows) * 2;
+  const unsigned char* base = static_cast<const unsigned char*>(w.data);
+  alignas(32) float acc[kColBlock];
+  for (int64_t cb = c0; cb < c1; cb += kColBlock) {
+    const int64_t ce = cb + kColBlock < c1 ? cb + kColBlock : c1;
+    const int64_t ce16 = cb + ((ce - cb) & ~int64_t{15});  // [cb, ce16) in 16-column groups
+    if (ce16 < ce) gemv_t_dt<kBF16>(w, x, y, ce16, ce);     // ragged end of the matrix
+    if (ce16 == cb) continue;
+    const int64_t nb = ce16 - cb;
+    for (int64_t c = 0; c < nb; ++c) acc[c] = 0.0f;
+    const int64_t ahead = ((8192 + 2 * nb - 1) / (2 * nb) + 7) & ~int64_t{7};
+    int64_t k = 0;
+    for (; k + 8 <= K; k += 8) {
+      const unsigned char* p = base + k * rb + 2 * cb;
+      const bool pf = k + ahead + 8 <= K;
+      const unsigned char* q = p + ahead * rb;
+      __m256 b[8];
+      for (int i = 0; i < 8; ++i) b[i] = _mm256_set1_ps(x[k + i]);
+      int64_t c = 0;
+      for (; c + 32 <= nb; c += 32) {
+        if (pf) {
+          for (int i = 0; i < 8; ++i) _mm_prefetch(reinterpret_cast<const char*>(q + i * rb + 2 * c), _MM_HINT_T0);
+        }
+        fma8_bf16(p, rb, b, c, acc + c);
+        fma8_bf16(p, rb, b, c + 16, acc + c + 16);
+      }
+      if (c < nb) fma8_bf16(p, rb, b, c, acc + c);
+    }
+    for (; k < K; ++k) {
+      const unsigned char* p = base + k * rb + 2 * cb;
+      const __m256 b0 = _mm256_set1_ps(x[k]);
+      const __m256i hi = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
+      for (int64_t c = 0; c < nb; c += 16) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2 * c));
+        _mm256_storeu_ps(acc + c, _mm256_fmadd_ps(b0, _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)),
+                                                  _mm256_loadu_ps(acc + c)));
+        _mm256_storeu_ps(acc + c + 8, _mm256_fmadd_ps(b0, _mm256_castsi256_ps(_mm256_and_si256(v, hi)),
+                                                      _mm256_loadu_ps(acc + c + 8)));
+      }
+    }
+    // Un-permute: y[2j] = even[j], y[2j+1] = odd[j].
+    for (int64_t c = 0; c < nb; c += 16) {
+      const __m256 e = _mm256_loadu_ps(acc + c), o = _mm256_loadu_ps(acc + c + 8);
+      const __m256 lo = _mm256_unpacklo_ps(e, o), hi2 = _mm256_unpackhi_ps(e, o);
+      _mm256_storeu_ps(y + cb + c, _mm256_permute2f128_ps(lo, hi2, 0x20));
+      _mm256_storeu_ps(y + cb + c + 8, _mm256_permute2f128_ps(lo, hi2, 0x31));
     }
   }
 }
@@ -264,7 +437,7 @@ HIRE_AVX2 void a_gemv_t(const Mat& w, const float* x, float* y, int64_t c0, int6
   } else if (w.dtype == kF16) {
     gemv_t_dt<kF16>(w, x, y, c0, c1);
   } else {
-    gemv_t_dt<kBF16>(w, x, y, c0, c1);
+    gemv_t_bf16(w, x, y, c0, c1);
   }
 }
 
@@ -656,7 +829,7 @@ const KernelTable* avx2_kernels() { return &kAvx2Kernels; }
 
 }  // namespace hire
 
-#else  // not x86-64: portable kernels only
+#else  // not x86-64 (or HIRE_PORTABLE_ONLY): portable kernels only
 
 namespace hire {
 const KernelTable* avx2_kernels() { return nullptr; }

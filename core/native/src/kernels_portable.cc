@@ -56,7 +56,7 @@ float p_dot(int dt, const void* row, const float* x, int64_t k) {
   return s;
 }
 
-void p_gemv(const Mat& w, const float* x, float* y, int64_t r0, int64_t r1) {
+void p_gemv(const Mat& w, const float* x, float* y, int64_t r0, int64_t r1, float*) {
   const size_t stride = static_cast<size_t>(w.cols) * dtype_size(w.dtype);
   const unsigned char* base = static_cast<const unsigned char*>(w.data);
   for (int64_t r = r0; r < r1; ++r) y[r] = p_dot(w.dtype, base + r * stride, x, w.cols);
@@ -105,22 +105,31 @@ void p_pack_panel(const Mat& w, int64_t r0, int64_t nr, float* panel) {
   }
 }
 
+// NT tokens x kPanel outputs, accumulators kept in registers (NT is a compile-time constant).
+template <int NT>
+void p_micro(const float* x, int64_t ldx, const float* panel, int64_t K, const float* bias16, float* y,
+             int64_t ldy, int64_t nr) {
+  float acc[NT][kPanel] = {};
+  for (int64_t k = 0; k < K; ++k) {
+    const float* p = panel + k * kPanel;
+    for (int t = 0; t < NT; ++t) {
+      const float xv = x[t * ldx + k];
+      for (int j = 0; j < kPanel; ++j) acc[t][j] += xv * p[j];
+    }
+  }
+  for (int t = 0; t < NT; ++t)
+    for (int64_t j = 0; j < nr; ++j) y[t * ldy + j] = acc[t][j] + bias16[j];
+}
+
 void p_gemm_panel(const float* x, int64_t ldx, int64_t nt, const float* panel, int64_t K,
                   const float* bias16, float* y, int64_t ldy, int64_t nr) {
-  for (int64_t t0 = 0; t0 < nt; t0 += kTokBlock) {
-    const int64_t tb = std::min<int64_t>(kTokBlock, nt - t0);
-    float acc[kTokBlock][kPanel];
-    for (int64_t t = 0; t < tb; ++t)
-      for (int j = 0; j < kPanel; ++j) acc[t][j] = 0.0f;
-    for (int64_t k = 0; k < K; ++k) {
-      const float* p = panel + k * kPanel;
-      for (int64_t t = 0; t < tb; ++t) {
-        const float xv = x[(t0 + t) * ldx + k];
-        for (int j = 0; j < kPanel; ++j) acc[t][j] += xv * p[j];
-      }
-    }
-    for (int64_t t = 0; t < tb; ++t)
-      for (int64_t j = 0; j < nr; ++j) y[(t0 + t) * ldy + j] = acc[t][j] + bias16[j];
+  int64_t t = 0;
+  for (; t + 4 <= nt; t += 4) p_micro<4>(x + t * ldx, ldx, panel, K, bias16, y + t * ldy, ldy, nr);
+  switch (nt - t) {
+    case 3: p_micro<3>(x + t * ldx, ldx, panel, K, bias16, y + t * ldy, ldy, nr); break;
+    case 2: p_micro<2>(x + t * ldx, ldx, panel, K, bias16, y + t * ldy, ldy, nr); break;
+    case 1: p_micro<1>(x + t * ldx, ldx, panel, K, bias16, y + t * ldy, ldy, nr); break;
+    default: break;
   }
 }
 
@@ -150,12 +159,12 @@ void p_layer_norm_row(float* y, const float* x, const void* g, int gdt, const vo
 void p_softmax_row(float* x, int64_t dim) {
   float m = -INFINITY;
   for (int64_t i = 0; i < dim; ++i) m = std::max(m, x[i]);
-  float s = 0.0f;
+  double s = 0.0;  // long rows (vocabularies): keep the normaliser accurate
   for (int64_t i = 0; i < dim; ++i) {
     x[i] = std::exp(x[i] - m);
     s += x[i];
   }
-  const float inv = 1.0f / s;
+  const float inv = static_cast<float>(1.0 / s);
   for (int64_t i = 0; i < dim; ++i) x[i] *= inv;
 }
 
@@ -211,7 +220,7 @@ void p_attn_head(float* out, const float* q, const float* k, const float* v, int
     scores[j] = s;
     m = std::max(m, s);
   }
-  float sum = 0.0f;
+  double sum = 0.0;
   for (int64_t j = 0; j < len; ++j) {
     scores[j] = std::exp(scores[j] - m);
     sum += scores[j];
@@ -222,7 +231,7 @@ void p_attn_head(float* out, const float* q, const float* k, const float* v, int
     const float* vj = v + j * d;
     for (int64_t i = 0; i < d; ++i) acc[i] += p * vj[i];
   }
-  const float inv = 1.0f / sum;
+  const float inv = static_cast<float>(1.0 / sum);
   for (int64_t i = 0; i < d; ++i) out[i] = acc[i] * inv;
 }
 

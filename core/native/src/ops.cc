@@ -43,7 +43,7 @@ thread_local Scratch t_scratch_b;  // small per-task buffers
 
 CpuFeatures detect() {
   CpuFeatures f{false, false, false};
-#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#if HIRE_X86_64 && (defined(__GNUC__) || defined(__clang__))
   __builtin_cpu_init();
   f.avx2 = __builtin_cpu_supports("avx2");
   f.fma = __builtin_cpu_supports("fma");
@@ -78,7 +78,7 @@ void add_bias(const KernelTable& K, float* y, const Mat& bias, int64_t r0, int64
   }
 }
 
-// Elementwise ops: chunks of at least 16K elements (cache-line aligned) over the pool.
+// Elementwise ops: one cache-line-aligned chunk per thread once count is large enough.
 template <class F>
 void parallel_range(int64_t count, F&& fn) {
   ThreadPool& pool = ThreadPool::instance();
@@ -101,7 +101,11 @@ void parallel_rows(int64_t n, int64_t work_per_row, F&& fn) {
     for (int64_t i = 0; i < n; ++i) fn(i);
     return;
   }
-  pool.parallel_for(n, [&](int64_t i, int) { fn(i); });
+  // A few contiguous runs of rows per thread: rows are cheap, the shared task counter is not.
+  const int64_t runs = std::min<int64_t>(n, 4 * pool.threads());
+  pool.parallel_for(runs, [&](int64_t r, int) {
+    for (int64_t i = r * n / runs; i < (r + 1) * n / runs; ++i) fn(i);
+  });
 }
 
 void gemm(const KernelTable& K, float* y, const float* x, const Mat& w, int64_t n, const Mat* bias) {
@@ -166,7 +170,7 @@ void matmul(float* y, const float* x, const Mat& w, int64_t n, const Mat* bias) 
     if (w.transposed) {
       K.gemv_t(w, x, y, r0, r1);
     } else {
-      K.gemv(w, x, y, r0, r1);
+      K.gemv(w, x, y, r0, r1, t_scratch_b.get(static_cast<size_t>(w.cols) + 16));
     }
     if (bias != nullptr) add_bias(K, y, *bias, r0, r1);
   };
@@ -234,7 +238,12 @@ void attention(float* out, const float* q, const float* k_cache, const float* v_
   if (tasks == 1 || tasks * (pos0 + n) * d < 2 * kSerialWork || pool.threads() == 1) {
     for (int64_t t = 0; t < tasks; ++t) task(t, 0);
   } else {
-    pool.parallel_for(tasks, task);
+    // Contiguous runs of (token, head) pairs, several per thread for balance (later tokens see more
+    // keys), so the shared task counter is not hit once per tiny pair.
+    const int64_t runs = std::min<int64_t>(tasks, 16 * pool.threads());
+    pool.parallel_for(runs, [&](int64_t r, int tid) {
+      for (int64_t t = r * tasks / runs; t < (r + 1) * tasks / runs; ++t) task(t, tid);
+    });
   }
 }
 

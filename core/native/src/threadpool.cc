@@ -62,7 +62,12 @@ void ThreadPool::resize(int n) {
   n_threads_ = n;
   const uint64_t seen = gen_.load();
   workers_.reserve(n - 1);
-  for (int tid = 1; tid < n; ++tid) workers_.emplace_back([this, tid, seen] { worker_main(tid, seen); });
+  try {
+    for (int tid = 1; tid < n; ++tid) workers_.emplace_back([this, tid, seen] { worker_main(tid, seen); });
+  } catch (...) {
+    n_threads_ = static_cast<int>(workers_.size()) + 1;  // keep what did start
+    throw;
+  }
 }
 
 void ThreadPool::execute(Job* job, int tid) {

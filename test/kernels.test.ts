@@ -1,0 +1,748 @@
+// Tests of every native CPU kernel (core/native/src) against plain TypeScript references computed in
+// float64 from the same stored values, on both kernel paths ("auto" = AVX2 where supported, and
+// "portable"), all weight dtypes and both layouts, with odd sizes; plus argument validation.
+// To add a kernel: add a reference here and loop it over forPaths(), like the tests below.
+import { after, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { native, NativeDType } from "../core/native/addon.js";
+import type { NativeMapping, NativeWeight } from "../core/native/addon.js";
+
+const hn = native();
+const tmp = mkdtempSync(join(tmpdir(), "hire-kernels-"));
+after(() => rmSync(tmp, { recursive: true, force: true }));
+
+const PATHS = ["auto", "portable"] as const;
+const DTYPES = [NativeDType.F32, NativeDType.F16, NativeDType.BF16] as const;
+const DTYPE_NAME = ["f32", "f16", "bf16"];
+
+/** Runs fn once per kernel path, restoring "auto" afterwards. */
+function forPaths(fn: (path: (typeof PATHS)[number]) => void): void {
+  try {
+    for (const p of PATHS) {
+      hn.setKernelPath(p);
+      fn(p);
+    }
+  } finally {
+    hn.setKernelPath("auto");
+  }
+}
+
+// ---- deterministic random numbers -------------------------------------------------------------------
+
+let seed = 0x12345678;
+function rand(): number {
+  // mulberry32
+  seed = (seed + 0x6d2b79f5) | 0;
+  let t = seed;
+  t = Math.imul(t ^ (t >>> 15), t | 1);
+  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+}
+const uniform = (lo: number, hi: number): number => lo + (hi - lo) * rand();
+function randArray(count: number, lo = -1, hi = 1): Float32Array {
+  const a = new Float32Array(count);
+  for (let i = 0; i < count; i++) a[i] = uniform(lo, hi);
+  return a;
+}
+
+// ---- dtype decoding (reference) ---------------------------------------------------------------------
+
+const f32view = new Float32Array(1);
+const u32view = new Uint32Array(f32view.buffer);
+function bitsToF32(bits: number): number {
+  u32view[0] = bits >>> 0;
+  return f32view[0];
+}
+function f32ToBits(v: number): number {
+  f32view[0] = v;
+  return u32view[0];
+}
+function halfToFloat(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >> 10) & 0x1f;
+  const mant = h & 0x3ff;
+  if (exp === 0) return sign * mant * 2 ** -24;
+  if (exp === 31) return mant === 0 ? sign * Infinity : NaN;
+  return sign * (1 + mant / 1024) * 2 ** (exp - 15);
+}
+const bf16ToFloat = (h: number): number => bitsToF32(h << 16);
+
+/** Random stored values of a dtype: the raw bytes and the exact f32 values they decode to. */
+function randomStored(dtype: NativeDType, count: number): { bytes: Buffer; values: Float64Array } {
+  const values = new Float64Array(count);
+  if (dtype === NativeDType.F32) {
+    const a = randArray(count);
+    for (let i = 0; i < count; i++) values[i] = a[i];
+    return { bytes: Buffer.from(a.buffer), values };
+  }
+  const h = new Uint16Array(count);
+  for (let i = 0; i < count; i++) {
+    if (dtype === NativeDType.BF16) {
+      h[i] = f32ToBits(uniform(-1, 1)) >>> 16;
+      values[i] = bf16ToFloat(h[i]);
+    } else {
+      // Mostly normal halves around 2^-5 .. 2^2, some subnormals.
+      const sign = rand() < 0.5 ? 0x8000 : 0;
+      const exp = rand() < 0.05 ? 0 : 10 + Math.floor(rand() * 8);
+      h[i] = sign | (exp << 10) | Math.floor(rand() * 1024);
+      values[i] = halfToFloat(h[i]);
+    }
+  }
+  return { bytes: Buffer.from(h.buffer), values };
+}
+
+// ---- weight files -----------------------------------------------------------------------------------
+
+interface TestWeight {
+  w: NativeWeight;
+  /** Logical [rows][cols] values (row-major, whatever the memory layout). */
+  values: Float64Array;
+  rows: number;
+  cols: number;
+}
+
+interface WeightSpec {
+  dtype: NativeDType;
+  rows: number;
+  cols: number;
+  transposed?: boolean;
+  stored?: { bytes: Buffer; values: Float64Array };
+}
+
+let fileCounter = 0;
+/** Writes the weights into one temp file at odd, non-zero offsets, maps it, returns the views. */
+function makeWeights(specs: WeightSpec[]): { mapping: NativeMapping; byteLength: number; weights: TestWeight[] } {
+  const parts: Buffer[] = [];
+  const offsets: number[] = [];
+  const stored: { bytes: Buffer; values: Float64Array }[] = [];
+  let off = 0;
+  for (const s of specs) {
+    const pad = 2 + 2 * Math.floor(rand() * 15); // even, often not 4-aligned
+    parts.push(Buffer.alloc(pad, 0xa5));
+    off += pad;
+    offsets.push(off);
+    const st = s.stored ?? randomStored(s.dtype, s.rows * s.cols);
+    stored.push(st);
+    parts.push(st.bytes);
+    off += st.bytes.length;
+  }
+  parts.push(Buffer.alloc(8, 0x5a));
+  const file = join(tmp, `w${fileCounter++}.bin`);
+  writeFileSync(file, Buffer.concat(parts));
+  const { mapping, byteLength } = hn.mapFile(file);
+  const weights = specs.map((s, i) => {
+    const tr = s.transposed ?? false;
+    const mem = stored[i].values;
+    // Memory is [rows][cols], or [cols][rows] when transposed.
+    let values = mem;
+    if (tr) {
+      values = new Float64Array(s.rows * s.cols);
+      for (let r = 0; r < s.rows; r++) for (let c = 0; c < s.cols; c++) values[r * s.cols + c] = mem[c * s.rows + r];
+    }
+    return { w: hn.weight(mapping, offsets[i], s.dtype, s.rows, s.cols, tr), values, rows: s.rows, cols: s.cols };
+  });
+  return { mapping, byteLength, weights };
+}
+
+// ---- comparison ---------------------------------------------------------------------------------
+
+/** |got - want| <= tol[i] (or abs + rel*|want| when tol is a pair) for every element. */
+function assertClose(got: Float32Array, want: ArrayLike<number>, tol: (i: number) => number, what: string): void {
+  assert.ok(got.length >= want.length, `${what}: length`);
+  for (let i = 0; i < want.length; i++) {
+    const g = got[i];
+    const w = want[i];
+    if (Number.isNaN(w)) {
+      assert.ok(Number.isNaN(g), `${what}[${i}]: got ${g}, want NaN`);
+      continue;
+    }
+    const t = tol(i);
+    if (!(Math.abs(g - w) <= t)) assert.fail(`${what}[${i}]: got ${g}, want ${w} (tolerance ${t})`);
+  }
+}
+const relTol = (want: ArrayLike<number>, rel: number, abs: number) => (i: number) => abs + rel * Math.abs(want[i]);
+
+// ---- kernel paths ---------------------------------------------------------------------------------
+
+describe("cpu info and kernel paths", () => {
+  test("cpuInfo reports features and switches paths", () => {
+    const info = hn.cpuInfo();
+    assert.equal(typeof info.avx2, "boolean");
+    assert.equal(typeof info.fma, "boolean");
+    assert.equal(typeof info.f16c, "boolean");
+    const best = info.avx2 && info.fma && info.f16c ? "avx2" : "portable";
+    assert.equal(info.path, best);
+    hn.setKernelPath("portable");
+    assert.equal(hn.cpuInfo().path, "portable");
+    hn.setKernelPath("auto");
+    assert.equal(hn.cpuInfo().path, best);
+    assert.throws(() => hn.setKernelPath("fast" as "auto"), /setKernelPath/);
+  });
+
+  test("threads and bandwidth probe", () => {
+    const t = hn.getThreads();
+    assert.ok(Number.isInteger(t) && t >= 1);
+    assert.throws(() => hn.setThreads(0), /setThreads/);
+    assert.throws(() => hn.setThreads(1.5), /setThreads/);
+    const bw = hn.readBandwidth(1 << 20, 2);
+    assert.ok(typeof bw === "number" && bw > 0 && Number.isFinite(bw), `bandwidth ${bw}`);
+    assert.throws(() => hn.readBandwidth(-1, 1), /readBandwidth/);
+  });
+});
+
+// ---- conversions ----------------------------------------------------------------------------------
+
+describe("dtype conversion", () => {
+  test("every f16 and bf16 bit pattern decodes exactly (embed)", () => {
+    const all = new Uint16Array(65536);
+    for (let i = 0; i < 65536; i++) all[i] = i;
+    const bytes = Buffer.from(all.buffer);
+    const f16v = Float64Array.from(all, halfToFloat);
+    const bf16v = Float64Array.from(all, bf16ToFloat);
+    const { weights } = makeWeights([
+      { dtype: NativeDType.F16, rows: 2, cols: 32768, stored: { bytes, values: f16v } },
+      { dtype: NativeDType.BF16, rows: 2, cols: 32768, stored: { bytes, values: bf16v } },
+    ]);
+    forPaths((path) => {
+      for (const [k, tw] of weights.entries()) {
+        const y = new Float32Array(65536);
+        hn.embed(y, tw.w, Int32Array.from([0, 1]));
+        for (let i = 0; i < 65536; i++) {
+          const want = tw.values[i];
+          if (Number.isNaN(want)) assert.ok(Number.isNaN(y[i]), `${path} ${k} ${i}`);
+          else assert.ok(Object.is(y[i], Math.fround(want)), `${path} dtype ${k} pattern ${i}: ${y[i]} vs ${want}`);
+        }
+      }
+    });
+  });
+});
+
+// ---- matmul -----------------------------------------------------------------------------------------
+
+function refMatmul(
+  x: Float32Array,
+  tw: TestWeight,
+  n: number,
+  bias: Float64Array | null,
+): { y: Float64Array; mag: Float64Array } {
+  const { rows, cols, values } = tw;
+  const y = new Float64Array(n * rows);
+  const mag = new Float64Array(n * rows);
+  for (let t = 0; t < n; t++) {
+    for (let r = 0; r < rows; r++) {
+      let s = bias ? bias[r] : 0;
+      let m = bias ? Math.abs(bias[r]) : 0;
+      const wo = r * cols;
+      const xo = t * cols;
+      for (let k = 0; k < cols; k++) {
+        const p = x[xo + k] * values[wo + k];
+        s += p;
+        m += Math.abs(p);
+      }
+      y[t * rows + r] = s;
+      mag[t * rows + r] = m;
+    }
+  }
+  return { y, mag };
+}
+
+describe("matmul", () => {
+  const ROWS = [1, 7, 33, 257];
+  const COLS = [1, 5, 17, 100, 1000];
+  const NS = [1, 2, 3, 7, 17]; // n > 1 hits the GEMM token-block tails 2, 3, 1 (7) and 5 (17)
+
+  for (const dtype of DTYPES) {
+    for (const transposed of [false, true]) {
+      test(`${DTYPE_NAME[dtype]} ${transposed ? "transposed [in][out]" : "[out][in]"} vs reference`, () => {
+        const specs: WeightSpec[] = [];
+        for (const rows of ROWS) for (const cols of COLS) specs.push({ dtype, rows, cols, transposed });
+        // Biases in every dtype, one per row count.
+        for (const rows of ROWS) specs.push({ dtype: DTYPES[rows % 3], rows: 1, cols: rows });
+        const { weights } = makeWeights(specs);
+        const biases = new Map<number, TestWeight>();
+        for (const [i, rows] of ROWS.entries()) biases.set(rows, weights[ROWS.length * COLS.length + i]);
+        let s = 0;
+        for (const tw of weights.slice(0, ROWS.length * COLS.length)) {
+          for (const n of NS) {
+            const b = (s++ & 1) === 1 ? biases.get(tw.rows)! : null;
+            const x = randArray(n * tw.cols);
+            const ref = refMatmul(x, tw, n, b ? b.values : null);
+            forPaths((path) => {
+              const y = new Float32Array(n * tw.rows + 3).fill(777);
+              hn.matmul(y, x, tw.w, n, b ? b.w : null);
+              assertClose(
+                y,
+                ref.y,
+                (i) => 1e-6 + 2e-6 * ref.mag[i],
+                `${path} ${tw.rows}x${tw.cols} n=${n} bias=${!!b}`,
+              );
+              // Nothing written past n*rows.
+              assert.deepEqual(Array.from(y.subarray(n * tw.rows)), [777, 777, 777]);
+            });
+          }
+        }
+      });
+    }
+  }
+
+  test("large token counts (GEMM tails) and thread counts give identical results", () => {
+    const { weights } = makeWeights([
+      { dtype: NativeDType.BF16, rows: 257, cols: 1000 },
+      { dtype: NativeDType.F16, rows: 257, cols: 1000, transposed: true },
+      { dtype: NativeDType.F32, rows: 100, cols: 301 },
+      { dtype: NativeDType.BF16, rows: 1, cols: 257 },
+    ]);
+    const threads = hn.getThreads();
+    try {
+      forPaths((path) => {
+        for (const tw of weights.slice(0, 3)) {
+          for (const n of [1, 17, 64, 100]) {
+            const x = randArray(n * tw.cols);
+            const bias = tw.rows === 257 ? weights[3] : null;
+            const ref = refMatmul(x, tw, n, bias ? bias.values : null);
+            const results: Float32Array[] = [];
+            for (const t of [1, 2, 3]) {
+              hn.setThreads(t);
+              const y = new Float32Array(n * tw.rows);
+              hn.matmul(y, x, tw.w, n, bias ? bias.w : null);
+              results.push(y);
+            }
+            assertClose(results[0], ref.y, (i) => 1e-6 + 2e-6 * ref.mag[i], `${path} ${tw.rows}x${tw.cols} n=${n}`);
+            assert.deepEqual(results[1], results[0], `${path} ${tw.rows}x${tw.cols} n=${n}: 2 threads differ from 1`);
+            assert.deepEqual(results[2], results[0], `${path} ${tw.rows}x${tw.cols} n=${n}: 3 threads differ from 1`);
+          }
+        }
+      });
+    } finally {
+      hn.setThreads(threads);
+    }
+  });
+
+  test("n = 0 is a no-op", () => {
+    const { weights } = makeWeights([{ dtype: NativeDType.F32, rows: 3, cols: 4 }]);
+    hn.matmul(new Float32Array(0), new Float32Array(0), weights[0].w, 0, null);
+  });
+});
+
+// ---- embedding and norms ------------------------------------------------------------------------------
+
+describe("embed", () => {
+  test("rows of every dtype", () => {
+    const { weights } = makeWeights(DTYPES.map((dtype) => ({ dtype, rows: 50, cols: 37 })));
+    const ids = Int32Array.from([0, 49, 7, 7, 23]);
+    forPaths((path) => {
+      for (const tw of weights) {
+        const y = new Float32Array(ids.length * tw.cols);
+        hn.embed(y, tw.w, ids);
+        const want = new Float64Array(y.length);
+        ids.forEach((id, i) => want.set(tw.values.subarray(id * tw.cols, (id + 1) * tw.cols), i * tw.cols));
+        assertClose(y, want, () => 0, `${path} embed`);
+      }
+    });
+  });
+});
+
+function refRmsNorm(x: Float32Array, g: Float64Array, n: number, dim: number, eps: number): Float64Array {
+  const y = new Float64Array(n * dim);
+  for (let i = 0; i < n; i++) {
+    let ss = 0;
+    for (let j = 0; j < dim; j++) ss += x[i * dim + j] ** 2;
+    const inv = 1 / Math.sqrt(ss / dim + eps);
+    for (let j = 0; j < dim; j++) y[i * dim + j] = x[i * dim + j] * inv * g[j];
+  }
+  return y;
+}
+
+function refLayerNorm(
+  x: Float32Array,
+  g: Float64Array,
+  b: Float64Array,
+  n: number,
+  dim: number,
+  eps: number,
+): Float64Array {
+  const y = new Float64Array(n * dim);
+  for (let i = 0; i < n; i++) {
+    let s = 0;
+    for (let j = 0; j < dim; j++) s += x[i * dim + j];
+    const mean = s / dim;
+    let v = 0;
+    for (let j = 0; j < dim; j++) v += (x[i * dim + j] - mean) ** 2;
+    const inv = 1 / Math.sqrt(v / dim + eps);
+    for (let j = 0; j < dim; j++) y[i * dim + j] = (x[i * dim + j] - mean) * inv * g[j] + b[j];
+  }
+  return y;
+}
+
+describe("norms", () => {
+  const DIMS = [1, 7, 64, 1000, 4099];
+  test("rmsNorm and layerNorm vs reference, in place and not", () => {
+    const specs: WeightSpec[] = [];
+    for (const dim of DIMS)
+      for (const dtype of DTYPES) specs.push({ dtype, rows: 1, cols: dim }, { dtype, rows: 1, cols: dim });
+    const { weights } = makeWeights(specs);
+    forPaths((path) => {
+      let k = 0;
+      for (const dim of DIMS) {
+        for (const dtype of DTYPES) {
+          const g = weights[k++];
+          const b = weights[k++];
+          for (const n of [1, 3, 40]) {
+            const x = randArray(n * dim, -3, 3);
+            const what = `${path} dim=${dim} ${DTYPE_NAME[dtype]} n=${n}`;
+            const eps = 1e-5;
+            const wantR = refRmsNorm(x, g.values, n, dim, eps);
+            const y = new Float32Array(n * dim);
+            hn.rmsNorm(y, x, g.w, n, eps);
+            assertClose(y, wantR, relTol(wantR, 1e-5, 1e-6), `rmsNorm ${what}`);
+            const wantL = refLayerNorm(x, g.values, b.values, n, dim, eps);
+            hn.layerNorm(y, x, g.w, b.w, n, eps);
+            assertClose(y, wantL, relTol(wantL, 1e-5, 1e-5), `layerNorm ${what}`);
+            const inPlace = Float32Array.from(x);
+            hn.rmsNorm(inPlace, inPlace, g.w, n, eps);
+            assertClose(inPlace, wantR, relTol(wantR, 1e-5, 1e-6), `rmsNorm in place ${what}`);
+          }
+        }
+      }
+    });
+  });
+});
+
+// ---- rope -------------------------------------------------------------------------------------------
+
+function refRope(
+  x: Float32Array,
+  n: number,
+  nHeads: number,
+  headDim: number,
+  pos: Int32Array,
+  invFreq: Float32Array,
+): Float64Array {
+  const y = Float64Array.from(x);
+  const half = invFreq.length;
+  for (let i = 0; i < n; i++) {
+    for (let h = 0; h < nHeads; h++) {
+      const o = (i * nHeads + h) * headDim;
+      for (let j = 0; j < half; j++) {
+        const a = pos[i] * invFreq[j];
+        const c = Math.cos(a);
+        const s = Math.sin(a);
+        const x1 = x[o + j];
+        const x2 = x[o + j + half];
+        y[o + j] = x1 * c - x2 * s;
+        y[o + j + half] = x2 * c + x1 * s;
+      }
+    }
+  }
+  return y;
+}
+
+describe("rope", () => {
+  test("rotate_half, full and partial rotary dims", () => {
+    const cases = [
+      { nHeads: 3, headDim: 64, half: 32 },
+      { nHeads: 2, headDim: 10, half: 4 },
+      { nHeads: 5, headDim: 34, half: 17 },
+      { nHeads: 1, headDim: 8, half: 0 },
+      { nHeads: 8, headDim: 128, half: 64 }, // 200 tokens of this run on the thread pool
+    ];
+    forPaths((path) => {
+      for (const c of cases) {
+        for (const n of [1, 3, 200]) {
+          const pos = Int32Array.from({ length: n }, (_, i) => (i === 1 ? 100000 : i * 37));
+          const invFreq = Float32Array.from({ length: c.half }, (_, j) => 10000 ** ((-2 * j) / (2 * c.half)));
+          const x = randArray(n * c.nHeads * c.headDim);
+          const want = refRope(x, n, c.nHeads, c.headDim, pos, invFreq);
+          const y = Float32Array.from(x);
+          hn.rope(y, n, c.nHeads, c.headDim, pos, invFreq);
+          assertClose(y, want, () => 2e-6, `${path} rope ${JSON.stringify(c)} n=${n}`);
+          // Dims at or past rotDim are untouched bit for bit.
+          for (let i = 0; i < n * c.nHeads; i++)
+            for (let d = 2 * c.half; d < c.headDim; d++) assert.equal(y[i * c.headDim + d], x[i * c.headDim + d]);
+        }
+      }
+    });
+  });
+});
+
+// ---- elementwise ------------------------------------------------------------------------------------
+
+function erf(x: number): number {
+  // Maclaurin series; |x| >= 4 gives erf = +-1 within 2e-8.
+  if (Math.abs(x) >= 4) return Math.sign(x);
+  let term = x;
+  let sum = x;
+  for (let k = 1; k < 200; k++) {
+    term *= (-x * x) / k;
+    const add = term / (2 * k + 1);
+    sum += add;
+    if (Math.abs(add) < 1e-17) break;
+  }
+  return (2 / Math.sqrt(Math.PI)) * sum;
+}
+const silu = (v: number): number => v / (1 + Math.exp(-v));
+const ACTS: Record<"relu" | "gelu" | "gelu_tanh" | "silu", (v: number) => number> = {
+  relu: (v) => Math.max(v, 0),
+  gelu: (v) => 0.5 * v * (1 + erf(v / Math.SQRT2)),
+  gelu_tanh: (v) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3))),
+  silu,
+};
+
+describe("elementwise", () => {
+  const COUNTS = [1, 7, 1000, 200003];
+  test("activate, siluMul, add vs reference", () => {
+    forPaths((path) => {
+      for (const count of COUNTS) {
+        const x = randArray(count + 5, -12, 12);
+        for (const [kind, f] of Object.entries(ACTS)) {
+          const y = Float32Array.from(x);
+          hn.activate(y, count, kind as keyof typeof ACTS);
+          const want = Array.from(x.subarray(0, count), f);
+          assertClose(y, want, relTol(want, 2e-6, 2e-6), `${path} ${kind} count=${count}`);
+          assert.deepEqual(y.subarray(count), x.subarray(count), `${kind}: wrote past count`);
+        }
+        const up = randArray(count, -3, 3);
+        const g = Float32Array.from(x);
+        hn.siluMul(g, up, count);
+        const wantSm = Array.from({ length: count }, (_, i) => silu(x[i]) * up[i]);
+        assertClose(g, wantSm, relTol(wantSm, 2e-6, 2e-6), `${path} siluMul count=${count}`);
+        const a = Float32Array.from(x);
+        hn.add(a, up, count);
+        const wantAdd = Array.from({ length: count }, (_, i) => Math.fround(x[i] + up[i]));
+        assertClose(a, wantAdd, () => 0, `${path} add count=${count}`);
+        hn.add(a, a, count); // aliasing is allowed
+        assertClose(
+          a,
+          wantAdd.map((v) => 2 * v),
+          () => 0,
+          `${path} add aliased count=${count}`,
+        );
+      }
+    });
+  });
+
+  test("softmax vs reference", () => {
+    forPaths((path) => {
+      for (const dim of [1, 7, 100, 1000, 40000]) {
+        for (const n of [1, 3]) {
+          const x = randArray(n * dim, -20, 20);
+          if (dim > 2) x[1] = -Infinity; // masked entry
+          const want = new Float64Array(n * dim);
+          for (let i = 0; i < n; i++) {
+            const row = x.subarray(i * dim, (i + 1) * dim);
+            const m = Math.max(...row);
+            let s = 0;
+            for (const v of row) s += Math.exp(v - m);
+            row.forEach((v, j) => (want[i * dim + j] = Math.exp(v - m) / s));
+          }
+          const y = Float32Array.from(x);
+          hn.softmax(y, n, dim);
+          assertClose(y, want, relTol(want, 1e-5, 1e-9), `${path} softmax dim=${dim} n=${n}`);
+        }
+      }
+    });
+  });
+});
+
+// ---- attention --------------------------------------------------------------------------------------
+
+function refAttention(
+  q: Float32Array,
+  kc: Float32Array,
+  vc: Float32Array,
+  n: number,
+  nHeads: number,
+  nKv: number,
+  d: number,
+  pos0: number,
+  cap: number,
+  scale: number,
+): Float64Array {
+  const out = new Float64Array(n * nHeads * d);
+  const group = nHeads / nKv;
+  for (let i = 0; i < n; i++) {
+    for (let h = 0; h < nHeads; h++) {
+      const g = Math.floor(h / group);
+      const len = pos0 + i + 1;
+      const qo = (i * nHeads + h) * d;
+      const s = new Float64Array(len);
+      for (let j = 0; j < len; j++) {
+        let dot = 0;
+        for (let e = 0; e < d; e++) dot += q[qo + e] * kc[(g * cap + j) * d + e];
+        s[j] = dot * scale;
+      }
+      const m = Math.max(...s);
+      let sum = 0;
+      for (let j = 0; j < len; j++) sum += s[j] = Math.exp(s[j] - m);
+      for (let e = 0; e < d; e++) {
+        let acc = 0;
+        for (let j = 0; j < len; j++) acc += s[j] * vc[(g * cap + j) * d + e];
+        out[qo + e] = acc / sum;
+      }
+    }
+  }
+  return out;
+}
+
+describe("attention", () => {
+  test("cacheWrite layout and causal GQA attention vs reference", () => {
+    const cases = [
+      { n: 3, nHeads: 4, nKv: 2, d: 8, pos0: 5, cap: 16 },
+      { n: 1, nHeads: 6, nKv: 2, d: 13, pos0: 40, cap: 64 },
+      { n: 17, nHeads: 4, nKv: 1, d: 64, pos0: 0, cap: 20 },
+      { n: 2, nHeads: 3, nKv: 3, d: 5, pos0: 300, cap: 302 },
+      { n: 1, nHeads: 14, nKv: 2, d: 64, pos0: 1000, cap: 1024 },
+    ];
+    forPaths((path) => {
+      for (const c of cases) {
+        const what = `${path} ${JSON.stringify(c)}`;
+        const cacheLen = c.nKv * c.cap * c.d;
+        const kc = new Float32Array(cacheLen).fill(NaN);
+        const vc = new Float32Array(cacheLen).fill(NaN);
+        // History 0 .. pos0-1 written in one go, then the n new positions.
+        const total = c.pos0 + c.n;
+        const kAll = randArray(total * c.nKv * c.d, -1, 1);
+        const vAll = randArray(total * c.nKv * c.d, -1, 1);
+        const rowLen = c.nKv * c.d;
+        if (c.pos0 > 0) {
+          hn.cacheWrite(
+            kc,
+            vc,
+            kAll.subarray(0, c.pos0 * rowLen),
+            vAll.subarray(0, c.pos0 * rowLen),
+            c.pos0,
+            c.nKv,
+            c.d,
+            0,
+            c.cap,
+          );
+        }
+        hn.cacheWrite(
+          kc,
+          vc,
+          kAll.subarray(c.pos0 * rowLen),
+          vAll.subarray(c.pos0 * rowLen),
+          c.n,
+          c.nKv,
+          c.d,
+          c.pos0,
+          c.cap,
+        );
+        for (let p = 0; p < c.cap; p++) {
+          for (let h = 0; h < c.nKv; h++) {
+            for (let e = 0; e < c.d; e++) {
+              const at = (h * c.cap + p) * c.d + e;
+              if (p < total) {
+                assert.equal(kc[at], kAll[(p * c.nKv + h) * c.d + e], `${what} kCache`);
+                assert.equal(vc[at], vAll[(p * c.nKv + h) * c.d + e], `${what} vCache`);
+              } else {
+                assert.ok(Number.isNaN(kc[at]) && Number.isNaN(vc[at]), `${what}: wrote past pos0 + n`);
+              }
+            }
+          }
+        }
+        const q = randArray(c.n * c.nHeads * c.d, -2, 2);
+        const scale = 1 / Math.sqrt(c.d);
+        const want = refAttention(q, kc, vc, c.n, c.nHeads, c.nKv, c.d, c.pos0, c.cap, Math.fround(scale));
+        const out = new Float32Array(q.length);
+        hn.attention(out, q, kc, vc, c.n, c.nHeads, c.nKv, c.d, c.pos0, c.cap, scale);
+        assertClose(out, want, () => 2e-6, what);
+        const inPlace = Float32Array.from(q);
+        hn.attention(inPlace, inPlace, kc, vc, c.n, c.nHeads, c.nKv, c.d, c.pos0, c.cap, scale);
+        assert.deepEqual(inPlace, out, `${what}: out aliasing q`);
+      }
+    });
+  });
+});
+
+// ---- validation -------------------------------------------------------------------------------------
+
+describe("argument validation", () => {
+  test("bad arguments throw instead of touching memory", () => {
+    const { mapping, byteLength, weights } = makeWeights([
+      { dtype: NativeDType.BF16, rows: 8, cols: 16 },
+      { dtype: NativeDType.F32, rows: 1, cols: 16 },
+    ]);
+    const [w, g] = weights;
+    const x = new Float32Array(16);
+    const y = new Float32Array(8);
+    hn.matmul(y, x, w.w, 1, null);
+
+    // Weight ranges.
+    assert.throws(() => hn.weight(mapping, byteLength - 10, NativeDType.F32, 1, 3, false), /outside the mapping/);
+    assert.throws(() => hn.weight(mapping, byteLength + 1, NativeDType.F16, 1, 1, false), /outside the mapping/);
+    assert.throws(
+      () => hn.weight(mapping, 0, NativeDType.F32, 2 ** 30, 2 ** 30, false),
+      /outside the mapping|overflow/,
+    );
+    assert.throws(() => hn.weight(mapping, -2, NativeDType.F32, 1, 1, false), /byteOffset/);
+    assert.throws(() => hn.weight(mapping, 0.5, NativeDType.F32, 1, 1, false), /byteOffset/);
+    assert.throws(() => hn.weight(mapping, 0, 3 as NativeDType, 1, 1, false), /dtype/);
+    assert.throws(() => hn.weight(mapping, 0, NativeDType.F32, 0, 1, false), /rows/);
+    hn.weight(mapping, byteLength - 4, NativeDType.F32, 1, 1, true); // last element is fine
+
+    // Arrays too short, wrong types, overlap.
+    assert.throws(() => hn.matmul(new Float32Array(7), x, w.w, 1, null), /y has 7 elements/);
+    assert.throws(() => hn.matmul(y, new Float32Array(15), w.w, 1, null), /x has 15/);
+    assert.throws(
+      () => hn.matmul(new Float32Array(15), new Float32Array(32), w.w, 2, null),
+      /y has 15 elements, needs at least n\*rows = 16/,
+    );
+    assert.throws(() => hn.matmul(new Float64Array(8) as unknown as Float32Array, x, w.w, 1, null), /Float32Array/);
+    assert.throws(() => hn.matmul(y, x, w.w, -1, null), /n/);
+    assert.throws(() => hn.matmul(y, x, w.w, 1, g.w), /bias has 16 elements/);
+    const shared = new Float32Array(32);
+    assert.throws(() => hn.matmul(shared.subarray(8, 16), shared.subarray(0, 16), w.w, 1, null), /overlap/);
+    assert.throws(() => hn.matmul(y, x, mapping as unknown as NativeWeight, 1, null), /NativeWeight/);
+    assert.throws(() => hn.matmul(y, x, {} as NativeWeight, 1, null), /NativeWeight/);
+    assert.throws(() => hn.rmsNorm(new Float32Array(15), x, g.w, 1, 1e-5), /y has 15/);
+    assert.throws(() => hn.rmsNorm(x, x, w.w, 1, 1e-5), /vector weight/);
+    assert.throws(() => hn.softmax(new Float32Array(5), 2, 3), /x has 5/);
+    assert.throws(() => hn.add(new Float32Array(3), new Float32Array(4), 4), /y has 3/);
+    assert.throws(() => hn.activate(new Float32Array(3), 3, "tanh" as "relu"), /unknown kind/);
+
+    // Ids and positions.
+    assert.throws(() => hn.embed(new Float32Array(16), w.w, Int32Array.from([8])), /ids\[0\] = 8 is out of range/);
+    assert.throws(() => hn.embed(new Float32Array(16), w.w, Int32Array.from([-1])), /out of range/);
+    assert.throws(() => hn.embed(new Float32Array(16), w.w, Int32Array.from([1, 2])), /y has 16/);
+    const ropeX = new Float32Array(16);
+    assert.throws(() => hn.rope(ropeX, 1, 2, 8, Int32Array.from([-1]), new Float32Array(4)), /negative/);
+    assert.throws(() => hn.rope(ropeX, 1, 2, 8, Int32Array.from([0]), new Float32Array(5)), /exceeds headDim/);
+    assert.throws(() => hn.rope(ropeX, 2, 2, 8, Int32Array.from([0]), new Float32Array(4)), /x has 16|positions/);
+
+    // Attention shapes.
+    const cache = new Float32Array(2 * 4 * 8);
+    const cache2 = new Float32Array(2 * 4 * 8);
+    const q = new Float32Array(4 * 8);
+    assert.throws(() => hn.attention(new Float32Array(32), q, cache, cache2, 1, 4, 2, 8, 4, 4, 1), /exceeds capacity/);
+    assert.throws(
+      () => hn.attention(new Float32Array(32), q, cache, cache2, 1, 4, 3, 8, 0, 4, 1),
+      /multiple of nKvHeads/,
+    );
+    assert.throws(
+      () => hn.attention(new Float32Array(32), q, cache.subarray(1), cache2, 1, 4, 2, 8, 0, 4, 1),
+      /kCache has/,
+    );
+    assert.throws(() => hn.attention(cache.subarray(0, 32), q, cache, cache2, 1, 4, 2, 8, 0, 4, 1), /overlap/);
+    assert.throws(
+      () => hn.cacheWrite(cache, cache2, new Float32Array(16), new Float32Array(16), 1, 2, 8, 4, 4),
+      /exceeds capacity/,
+    );
+    assert.throws(
+      () => hn.cacheWrite(cache, cache2, new Float32Array(15), new Float32Array(16), 1, 2, 8, 0, 4),
+      /k has 15/,
+    );
+
+    // Mapping errors and use after unmap.
+    assert.throws(() => hn.mapFile(join(tmp, "missing.bin")), /missing\.bin/);
+    hn.unmap(mapping);
+    assert.throws(() => hn.matmul(y, x, w.w, 1, null), /unmapped/);
+    assert.throws(() => hn.embed(new Float32Array(16), w.w, Int32Array.from([0])), /unmapped/);
+    assert.throws(() => hn.rmsNorm(x, x, g.w, 1, 1e-5), /unmapped/);
+    assert.throws(() => hn.weight(mapping, 0, NativeDType.F32, 1, 1, false), /unmapped/);
+    hn.unmap(mapping); // twice is harmless
+  });
+});
