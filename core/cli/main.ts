@@ -2,7 +2,7 @@
 // validates them, and calls the engine; engine errors become one clear line and a non-zero exit.
 // To add a command: write `async function cmdX(argv)` and list it in COMMANDS.
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { createInterface } from "node:readline/promises";
+import { createInterface } from "node:readline";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -142,22 +142,23 @@ async function cmdChat(argv: string[]): Promise<void> {
   process.stdout.write(
     `${model.dir} (${model.config.architecture}); /reset starts over, /exit or Ctrl-D quits, Ctrl-C stops a reply.\n`,
   );
+  rl.setPrompt("> ");
+  rl.prompt();
   try {
-    for (;;) {
-      let line: string;
-      try {
-        line = await rl.question("> ");
-      } catch {
-        break; // stdin closed
-      }
+    // Iterating the interface buffers lines typed (or piped) while a reply is being generated.
+    for await (const line of rl) {
       const text = line.trim();
       if (text === "/exit" || text === "/quit") break;
       if (text === "/reset") {
         messages.splice(v.system ? 1 : 0);
         session.reset();
+        rl.prompt();
         continue;
       }
-      if (text === "") continue;
+      if (text === "") {
+        rl.prompt();
+        continue;
+      }
       messages.push({ role: "user", content: text });
       const prompt = model.tokenizer.encode(model.tokenizer.applyChatTemplate(messages), false);
       const abort = new AbortController();
@@ -181,11 +182,13 @@ async function cmdChat(argv: string[]): Promise<void> {
         if (!(e instanceof ContextOverflowError)) throw e;
         process.stderr.write(`${e.message}; /reset to start over\n`);
         messages.pop();
+        rl.prompt();
         continue;
       } finally {
         rl.off("SIGINT", onSigint);
       }
       messages.push({ role: "assistant", content: reply });
+      rl.prompt();
     }
   } finally {
     rl.close();

@@ -11,11 +11,8 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 /** Storage dtype of a weight, as numbered on the native side. */
-export const enum NativeDType {
-  F32 = 0,
-  F16 = 1,
-  BF16 = 2,
-}
+export const NativeDType = { F32: 0, F16: 1, BF16: 2 } as const;
+export type NativeDType = (typeof NativeDType)[keyof typeof NativeDType];
 
 /** Opaque handle to a memory-mapped file (munmap on GC or on `unmap`). */
 export interface NativeMapping {

@@ -1,0 +1,163 @@
+// The `hire` command as a user runs it: a real process, real files, real exit codes.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { hire, REPO_ROOT } from "./helpers.js";
+
+let root: string;
+let model: string;
+
+before(() => {
+  root = mkdtempSync(join(tmpdir(), "hire-cli-"));
+  model = join(root, "tiny");
+  const r = hire([
+    "make-model",
+    "--arch",
+    "llama",
+    "--hidden",
+    "48",
+    "--heads",
+    "4",
+    "--kv-heads",
+    "2",
+    "--layers",
+    "2",
+    "--intermediate",
+    "96",
+    "--vocab",
+    "400",
+    "--dtype",
+    "bf16",
+    "--seed",
+    "9",
+    "--out",
+    model,
+  ]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /wrote .*tiny: llama/);
+});
+after(() => rmSync(root, { recursive: true, force: true }));
+
+test("usage errors exit with 2 and say what is wrong", () => {
+  assert.equal(hire([]).status, 2);
+  const unknown = hire(["frobnicate"]);
+  assert.equal(unknown.status, 2);
+  assert.match(unknown.stderr, /unknown command "frobnicate"/);
+  const noPrompt = hire(["generate", "--model", model]);
+  assert.equal(noPrompt.status, 2);
+  assert.match(noPrompt.stderr, /--prompt TEXT is required/);
+  const badNum = hire(["generate", "--model", model, "--prompt", "x", "--temperature", "hot"]);
+  assert.equal(badNum.status, 2);
+  assert.match(badNum.stderr, /--temperature must be a number/);
+  const badFlag = hire(["generate", "--model", model, "--prompt", "x", "--bogus"]);
+  assert.equal(badFlag.status, 2);
+  const badPreset = hire(["make-model", "--preset", "gpt-5", "--out", join(root, "x")]);
+  assert.equal(badPreset.status, 2);
+  assert.match(badPreset.stderr, /unknown preset "gpt-5"/);
+});
+
+test("generate --json prints the documented object", () => {
+  const r = hire([
+    "generate",
+    "--model",
+    model,
+    "--prompt",
+    "Hello",
+    "--max-tokens",
+    "5",
+    "--temperature",
+    "0",
+    "--logprobs",
+    "3",
+    "--json",
+  ]);
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert.ok(Array.isArray(out.prompt_ids) && out.prompt_ids.length > 0);
+  assert.ok(out.ids.length >= 1 && out.ids.length <= 5);
+  assert.equal(typeof out.text, "string");
+  assert.equal(out.steps.length, out.ids.length);
+  for (const [i, s] of out.steps.entries()) {
+    assert.equal(s.id, out.ids[i]);
+    assert.equal(s.top_logprobs.length, 3);
+    assert.equal(s.top_logprobs[0][0], s.id, "greedy picks the most likely token");
+  }
+  assert.ok(out.timings.prefill_ms >= 0 && out.timings.decode_tokens_per_s >= 0);
+});
+
+test("seeded sampling through the CLI is reproducible", () => {
+  const args = [
+    "generate",
+    "--model",
+    model,
+    "--prompt",
+    "Once",
+    "--max-tokens",
+    "12",
+    "--temperature",
+    "1.2",
+    "--top-p",
+    "0.95",
+    "--json",
+  ];
+  const a = JSON.parse(hire([...args, "--seed", "5"]).stdout).ids;
+  const b = JSON.parse(hire([...args, "--seed", "5"]).stdout).ids;
+  const c = JSON.parse(hire([...args, "--seed", "6"]).stdout).ids;
+  assert.deepEqual(a, b);
+  assert.notDeepEqual(a, c);
+});
+
+test("chat: a two-turn conversation over stdin, using the chat template", () => {
+  const r = hire(
+    ["chat", "--model", model, "--max-tokens", "4", "--temperature", "0", "--ignore-eos"],
+    "Hi there\nAnd again\n/exit\n",
+  );
+  assert.equal(r.status, 0, r.stderr);
+  const stats = r.stderr.match(/\[\d+ tokens, [\d.]+ tokens\/s, \w+/g) ?? [];
+  assert.equal(stats.length, 2, `two replies expected:\n${r.stderr}`);
+});
+
+test("bench --json reports speed against the measured roofline", () => {
+  const r = hire([
+    "bench",
+    "--model",
+    model,
+    "--json",
+    "--prompt-tokens",
+    "8",
+    "--decode-tokens",
+    "4",
+    "--repeats",
+    "1",
+  ]);
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  for (const k of [
+    "decode_tokens_per_s",
+    "decode_ms_per_token",
+    "prefill_tokens_per_s",
+    "weight_bytes_per_token",
+    "effective_read_gb_per_s",
+    "measured_read_bandwidth_gb_per_s",
+    "percent_of_roofline",
+  ]) {
+    assert.ok(typeof out[k] === "number" && out[k] > 0, `${k} = ${out[k]}`);
+  }
+  assert.ok(Object.keys(out).some((k) => k.includes("roofline")));
+  assert.ok(
+    Math.abs(out.effective_read_gb_per_s - out.weight_bytes_per_token / (out.decode_ms_per_token * 1e6)) <
+      0.01 * out.effective_read_gb_per_s + 1e-3,
+  );
+});
+
+test("without --model: the built-in default model, or a message saying how to get one", () => {
+  const r = hire(["generate", "--prompt", "Hi", "--max-tokens", "2"]);
+  if (existsSync(join(REPO_ROOT, "assets", "models", "DEFAULT"))) {
+    assert.equal(r.status, 0, r.stderr);
+  } else {
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /no built-in model in assets\/models\/ yet.*--model DIR/s);
+  }
+});
