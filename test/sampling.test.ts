@@ -94,9 +94,10 @@ test("top-p keeps the smallest set whose mass reaches p", () => {
 
 test("top-p over a large vocabulary (the growing-prefix path)", () => {
   const v = new Float32Array(5000); // uniform: top-p 0.5 keeps 2500 tokens
-  const seen = new Set(draw(opts({ topP: 0.5, seed: 5 }), v, 20000));
-  // 2500 × (1/5000) reaches 0.5 up to float rounding, so the cut is at 2500 or 2501 tokens.
-  assert.ok(seen.size > 2000 && [...seen].every((id) => id <= 2500), `support ${seen.size}, max ${Math.max(...seen)}`);
+  const seen = new Set(draw(opts({ topP: 0.5, seed: 5 }), v, 4000));
+  // 2500 × (1/5000) reaches 0.5 up to float rounding, so the cut is at 2500 or 2501 tokens;
+  // 4000 uniform draws over 2500 tokens see about 2000 distinct ones.
+  assert.ok(seen.size > 1500 && [...seen].every((id) => id <= 2500), `support ${seen.size}, max ${Math.max(...seen)}`);
 });
 
 test("min-p drops tokens below min_p × the top probability", () => {

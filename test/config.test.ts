@@ -1,0 +1,123 @@
+// config.json → ModelConfig: the fields each architecture reads, rope scaling, and the errors.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { tempDir } from "./helpers.js";
+import { readModelConfig } from "../core/loader/model-folder.js";
+import { ModelError } from "../core/loader/errors.js";
+
+const LLAMA_32_1B = {
+  architectures: ["LlamaForCausalLM"],
+  model_type: "llama",
+  hidden_size: 2048,
+  intermediate_size: 8192,
+  num_hidden_layers: 16,
+  num_attention_heads: 32,
+  num_key_value_heads: 8,
+  head_dim: 64,
+  vocab_size: 128256,
+  max_position_embeddings: 131072,
+  rms_norm_eps: 1e-5,
+  rope_theta: 500000.0,
+  rope_scaling: {
+    factor: 32.0,
+    high_freq_factor: 4.0,
+    low_freq_factor: 1.0,
+    original_max_position_embeddings: 8192,
+    rope_type: "llama3",
+  },
+  hidden_act: "silu",
+  tie_word_embeddings: true,
+  bos_token_id: 128000,
+  eos_token_id: [128001, 128008, 128009],
+  torch_dtype: "bfloat16",
+};
+
+function configIn(t: { after: (fn: () => void) => void }, json: object): string {
+  const dir = tempDir(t);
+  writeFileSync(join(dir, "config.json"), JSON.stringify(json));
+  return dir;
+}
+
+test("Llama 3.2 config: shapes, GQA, eos list, llama3 rope scaling", (t) => {
+  const c = readModelConfig(configIn(t, LLAMA_32_1B));
+  assert.equal(c.heads / c.kvHeads, 4);
+  assert.equal(c.headDim, 64);
+  assert.deepEqual(c.eosTokenIds, [128001, 128008, 128009]);
+  assert.equal(c.dtype, "BF16");
+  const plain = readModelConfig(configIn(t, { ...LLAMA_32_1B, rope_scaling: null })).ropeInvFreq!;
+  const scaled = c.ropeInvFreq!;
+  assert.equal(scaled.length, 32);
+  // High frequencies (wavelength < 8192/4) are kept, low ones (wavelength > 8192) slowed 32×,
+  // the band between interpolates smoothly and stays ordered.
+  for (let i = 0; i < 32; i++) {
+    const wavelen = (2 * Math.PI) / plain[i];
+    if (wavelen < 2048) assert.equal(scaled[i], plain[i]);
+    else if (wavelen > 8192) assert.ok(Math.abs(scaled[i] - plain[i] / 32) < 1e-12 + 1e-6 * plain[i]);
+    else assert.ok(scaled[i] < plain[i] && scaled[i] > plain[i] / 32, `band ${i}`);
+    if (i > 0) assert.ok(scaled[i] < scaled[i - 1]);
+  }
+  assert.ok(
+    scaled.some((f, i) => f !== plain[i] && Math.abs(f - plain[i] / 32) > 1e-9 * plain[i]),
+    "the smooth band is exercised",
+  );
+});
+
+test("linear rope scaling divides every frequency; unknown types are rejected", (t) => {
+  const base = { ...LLAMA_32_1B, rope_scaling: null };
+  const plain = readModelConfig(configIn(t, base)).ropeInvFreq!;
+  const lin = readModelConfig(configIn(t, { ...base, rope_scaling: { type: "linear", factor: 4 } })).ropeInvFreq!;
+  lin.forEach((f, i) => assert.ok(Math.abs(f - plain[i] / 4) <= 1e-7 * plain[i]));
+  assert.throws(
+    () => readModelConfig(configIn(t, { ...base, rope_scaling: { rope_type: "yarn", factor: 4 } })),
+    (e: unknown) => e instanceof ModelError && e.code === "BAD_CONFIG" && /yarn/.test(e.message),
+  );
+});
+
+test("Mistral's sliding window caps the usable context instead of running full attention past it", (t) => {
+  const c = readModelConfig(
+    configIn(t, {
+      ...LLAMA_32_1B,
+      rope_scaling: null,
+      architectures: ["MistralForCausalLM"],
+      model_type: "mistral",
+      sliding_window: 4096,
+      max_position_embeddings: 32768,
+    }),
+  );
+  assert.equal(c.maxPositions, 4096);
+});
+
+test("missing and invalid fields name the field and the file", (t) => {
+  const { hidden_size: _h, ...noHidden } = LLAMA_32_1B;
+  for (const [json, pattern] of [
+    [noHidden, /"hidden_size" is missing/],
+    [{ ...LLAMA_32_1B, num_key_value_heads: 5 }, /not a multiple of 5/],
+    [{ ...LLAMA_32_1B, vocab_size: -3 }, /"vocab_size" must be a positive integer/],
+    [{ ...LLAMA_32_1B, hidden_act: "swishglu" }, /activation "swishglu" is not supported/],
+    [{ ...LLAMA_32_1B, eos_token_id: 999999 }, /outside the vocabulary/],
+    [{ model_type: "mamba" }, /neither "architectures" nor a known "model_type"/],
+  ] as const) {
+    assert.throws(
+      () => readModelConfig(configIn(t, json)),
+      (e: unknown) => e instanceof ModelError && pattern.test(e.message) && e.message.includes("config.json"),
+      String(pattern),
+    );
+  }
+});
+
+test("OPT variants the engine cannot run are rejected clearly", (t) => {
+  const opt = {
+    architectures: ["OPTForCausalLM"],
+    hidden_size: 64,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    ffn_dim: 128,
+    max_position_embeddings: 64,
+    vocab_size: 100,
+  };
+  assert.equal(readModelConfig(configIn(t, opt)).positionOffset, 2);
+  assert.throws(() => readModelConfig(configIn(t, { ...opt, do_layer_norm_before: false })), /post-norm/);
+  assert.throws(() => readModelConfig(configIn(t, { ...opt, word_embed_proj_dim: 32 })), /project_in/);
+});
