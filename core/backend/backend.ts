@@ -5,8 +5,30 @@
 // every token. Shapes are passed explicitly (n = tokens in the batch); a buffer may be larger
 // than the op needs. To add an op: add it here, implement it in every backend (cpu.ts, and its
 // native kernel in core/native), and add a reference test in test/kernels.test.ts.
-import type { Weight } from "../loader/safetensors.js";
+import type { DType } from "../loader/safetensors.js";
 import type { Activation } from "../arch/config.js";
+import type { NativeQuant, NativeWeight } from "../native/addon.js";
+
+/** A weight matrix as the kernels see it: rows = outputs, cols = inputs, in its storage dtype and layout. */
+export interface Weight {
+  readonly handle: NativeWeight;
+  readonly dtype: DType;
+  readonly rows: number;
+  readonly cols: number;
+  /** Stored [cols][rows] (each input column contiguous) instead of [rows][cols]. */
+  readonly transposed: boolean;
+  readonly byteLength: number;
+}
+
+/** A group-quantized (int8/int4) copy of a weight, used to predict which rows matter. */
+export interface QuantWeight {
+  readonly handle: NativeQuant;
+  readonly rows: number;
+  readonly cols: number;
+  readonly bits: number;
+  readonly groupSize: number;
+  readonly byteLength: number;
+}
 
 /** A backend-owned f32 buffer. On the CPU backend it is a Float32Array. */
 export interface Buf {
@@ -68,4 +90,20 @@ export interface Backend {
   activate(x: Buf, count: number, act: Activation): void;
   /** y += x over `count` values. */
   add(y: Buf, x: Buf, count: number): void;
+
+  // ---- sparse ops (HiRE, DIP) ----
+  /** The same matrix stored in the other layout (a copy owned by the backend). */
+  relayout(w: Weight, transposed: boolean): Weight;
+  quantize(w: Weight, bits: 4 | 8, groupSize: number): QuantWeight;
+  /** y[r] ≈ W[r] · x for every row (approximate scores from the quantized copy). */
+  quantMatvec(y: Buf, x: Buf, q: QuantWeight): void;
+  /** y[i] = W[idx[i]] · x for i < count (W not transposed). */
+  matvecRows(y: Buf, x: Buf, w: Weight, idx: Int32Array, count: number): void;
+  /** y = Σ_{i<count} a[i] · W[:, idx[i]] (W transposed, so each column is contiguous). */
+  accumulateCols(y: Buf, a: Buf, w: Weight, idx: Int32Array, count: number): void;
+  /**
+   * DA-top-k: values[0..n) in `shards` contiguous shards, each keeping its local top-(k/P) (by |v| when
+   * byAbs). Writes ascending indices to out and returns how many. shards = 1 is the exact top-k.
+   */
+  topk(values: Buf, n: number, k: number, byAbs: boolean, shards: number, out: Int32Array): number;
 }

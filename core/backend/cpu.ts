@@ -1,8 +1,7 @@
 // The CPU backend: Float32Array buffers and the native AVX2/portable kernels in core/native.
 import { native } from "../native/addon.js";
-import type { Weight } from "../loader/safetensors.js";
 import type { Activation } from "../arch/config.js";
-import type { Backend, Buf } from "./backend.js";
+import type { Backend, Buf, QuantWeight, Weight } from "./backend.js";
 
 const f32 = (b: Buf) => b as Float32Array;
 
@@ -111,5 +110,31 @@ export class CpuBackend implements Backend {
 
   add(y: Buf, x: Buf, count: number): void {
     this.n.add(f32(y), f32(x), count);
+  }
+
+  relayout(w: Weight, transposed: boolean): Weight {
+    const handle = this.n.relayout(w.handle, transposed);
+    return { handle, dtype: w.dtype, rows: w.rows, cols: w.cols, transposed, byteLength: this.n.weightInfo(handle).bytes };
+  }
+
+  quantize(w: Weight, bits: 4 | 8, groupSize: number): QuantWeight {
+    const handle = this.n.quantize(w.handle, bits, groupSize);
+    return { handle, rows: w.rows, cols: w.cols, bits, groupSize, byteLength: this.n.quantInfo(handle).bytes };
+  }
+
+  quantMatvec(y: Buf, x: Buf, q: QuantWeight): void {
+    this.n.quantMatvec(f32(y), f32(x), q.handle);
+  }
+
+  matvecRows(y: Buf, x: Buf, w: Weight, idx: Int32Array, count: number): void {
+    this.n.matvecRows(f32(y), f32(x), w.handle, idx, count);
+  }
+
+  accumulateCols(y: Buf, a: Buf, w: Weight, idx: Int32Array, count: number): void {
+    this.n.accumulateCols(f32(y), f32(a), w.handle, idx, count);
+  }
+
+  topk(values: Buf, n: number, k: number, byAbs: boolean, shards: number, out: Int32Array): number {
+    return this.n.topk(f32(values), n, k, byAbs, shards, out);
   }
 }

@@ -3,14 +3,17 @@
 // To add a command: write `async function cmdX(argv)` and list it in COMMANDS.
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { createInterface } from "node:readline";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { loadModel, type LoadedModel } from "../loader/model-folder.js";
 import { ContextOverflowError, ModelError, UsageError } from "../loader/errors.js";
 import { Session, type GenerateOptions } from "../engine/session.js";
 import { benchmark } from "../engine/bench.js";
+import { evalPlot, evaluate, type EvalConfig } from "../engine/eval.js";
 import { CpuBackend } from "../backend/cpu.js";
+import { SPARSITY_FLAGS, parseK, reportJson, sparsityUpdate } from "./sparsity-flags.js";
+import { FFN_METHODS, type FfnMethod } from "../sparse/settings.js";
 import type { ChatMessage } from "../loader/tokenizer.js";
 import { makeModel, MakeModelError, PRESETS, type Arch, type DType } from "../modelgen/make-model.js";
 
@@ -133,9 +136,10 @@ async function cmdGenerate(argv: string[]): Promise<void> {
 }
 
 async function cmdChat(argv: string[]): Promise<void> {
-  const v = parse(argv, { ...SAMPLING_FLAGS, system: { type: "string" } });
+  const v = parse(argv, { ...SAMPLING_FLAGS, ...SPARSITY_FLAGS, system: { type: "string" } });
   const model = openModel(v.model);
   const session = openSession(model, v);
+  session.sparsity.update(sparsityUpdate(v));
   const base = generateOptions(v);
   const messages: ChatMessage[] = v.system ? [{ role: "system", content: v.system }] : [];
   const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: process.stdin.isTTY });
@@ -203,19 +207,29 @@ function streamedLength(final: string, streamed: string): number {
 
 async function cmdBench(argv: string[]): Promise<void> {
   const v = parse(argv, {
+    ...SPARSITY_FLAGS,
     model: { type: "string" },
     json: { type: "boolean" },
+    methods: { type: "string" },
     "prompt-tokens": { type: "string" },
     "decode-tokens": { type: "string" },
     repeats: { type: "string" },
     threads: { type: "string" },
   });
+  const methods = (v.methods ?? "").split(",").filter((m) => m !== "") as FfnMethod[];
+  for (const m of methods) {
+    if (!FFN_METHODS.includes(m)) throw new UsageError(`--methods: "${m}" is not one of ${FFN_METHODS.join(", ")}`);
+  }
+  const ffnK = v["ffn-k"]?.split(",").map((k) => parseK("ffn-k", k));
   const model = openModel(v.model);
   const r = benchmark(model, {
     promptTokens: int("prompt-tokens", v["prompt-tokens"]),
     decodeTokens: int("decode-tokens", v["decode-tokens"]),
     repeats: int("repeats", v.repeats),
     threads: int("threads", v.threads),
+    methods,
+    ffnK,
+    sparsity: sparsityUpdate({ ...v, "ffn-k": undefined, ffn: undefined }),
   });
   model.close();
   if (v.json) {
@@ -223,19 +237,94 @@ async function cmdBench(argv: string[]): Promise<void> {
     return;
   }
   const gb = (b: number) => (b / 1e9).toFixed(3);
-  process.stdout.write(
-    [
-      `model            ${r.model} (${r.architecture}, ${r.dtype})`,
-      `threads          ${r.threads} (${r.kernels} kernels)`,
-      `prefill          ${r.prefill_tokens_per_s.toFixed(1)} tokens/s (${r.prompt_tokens}-token prompt)`,
-      `decode           ${r.decode_tokens_per_s.toFixed(2)} tokens/s, ${r.decode_ms_per_token.toFixed(2)} ms/token`,
-      `weights/token    ${gb(r.weight_bytes_per_token)} GB`,
-      `effective read   ${r.effective_read_gb_per_s.toFixed(2)} GB/s`,
-      `memory bandwidth ${r.measured_read_bandwidth_gb_per_s.toFixed(2)} GB/s (measured now)`,
-      `roofline         ${r.percent_of_roofline.toFixed(1)} %`,
-      "",
-    ].join("\n"),
-  );
+  const lines = [
+    `model            ${r.model} (${r.architecture}, ${r.dtype})`,
+    `threads          ${r.threads} (${r.kernels} kernels)`,
+    `prefill          ${r.prefill_tokens_per_s.toFixed(1)} tokens/s (${r.prompt_tokens}-token prompt)`,
+    `decode           ${r.decode_tokens_per_s.toFixed(2)} tokens/s, ${r.decode_ms_per_token.toFixed(2)} ms/token`,
+    `weights/token    ${gb(r.weight_bytes_per_token)} GB`,
+    `effective read   ${r.effective_read_gb_per_s.toFixed(2)} GB/s`,
+    `memory bandwidth ${r.measured_read_bandwidth_gb_per_s.toFixed(2)} GB/s (measured now)`,
+    `roofline         ${r.percent_of_roofline.toFixed(1)} %`,
+  ];
+  if (r.rows.length > 1) {
+    lines.push("", "method        ffn k   tokens/s  speedup  GB/token  GB/s   roofline");
+    for (const row of r.rows) {
+      lines.push(
+        [
+          row.method.padEnd(12),
+          (row.ffn_k === null ? "-" : String(row.ffn_k)).padStart(6),
+          row.decode_tokens_per_s.toFixed(2).padStart(10),
+          `${row.speedup.toFixed(2)}x`.padStart(8),
+          gb(row.bytes_per_token).padStart(9),
+          row.effective_read_gb_per_s.toFixed(1).padStart(6),
+          `${row.percent_of_roofline.toFixed(1)} %`.padStart(9),
+        ].join(" "),
+      );
+    }
+  }
+  process.stdout.write(lines.join("\n") + "\n");
+}
+
+async function cmdEval(argv: string[]): Promise<void> {
+  const v = parse(argv, {
+    ...SPARSITY_FLAGS,
+    model: { type: "string" },
+    text: { type: "string" },
+    json: { type: "boolean" },
+    plot: { type: "string" },
+    methods: { type: "string" },
+    "max-tokens": { type: "string" },
+  });
+  if (!v.text) throw new UsageError("--text FILE is required (a plain-text file to measure perplexity on)");
+  let text: string;
+  try {
+    text = readFileSync(v.text, "utf8");
+  } catch {
+    throw new UsageError(`--text: cannot read ${v.text}`);
+  }
+  const methods = (v.methods ?? "hire").split(",").filter((m) => m !== "" && m !== "dense") as FfnMethod[];
+  for (const m of methods) {
+    if (!FFN_METHODS.includes(m)) throw new UsageError(`--methods: "${m}" is not one of ${FFN_METHODS.join(", ")}`);
+  }
+  const ks = (v["ffn-k"] ?? "0.05,0.1,0.2").split(",").map((k) => parseK("ffn-k", k));
+  const oversamples = (v.oversample ?? "1,2,4").split(",").map((o) => parseK("oversample", o));
+  const base = sparsityUpdate({ ...v, "ffn-k": undefined, oversample: undefined, ffn: undefined });
+  const configs: EvalConfig[] = [{ label: "dense", ffnK: null, oversample: null, settings: { ffn: { method: "dense" } } }];
+  for (const method of methods) {
+    for (const k of ks) {
+      for (const oversample of method === "hire" ? oversamples : [1]) {
+        configs.push({
+          label: base.head?.method === "hire" ? `${method}+head` : method,
+          ffnK: k,
+          oversample: method === "hire" ? oversample : null,
+          settings: { ...base, ffn: { ...base.ffn, method, k, oversample } },
+        });
+      }
+    }
+  }
+  const model = openModel(v.model);
+  const rows = evaluate(model, text, configs, int("max-tokens", v["max-tokens"]) ?? 512);
+  model.close();
+  if (v.plot) writeFileSync(v.plot, evalPlot(rows, `${basename(model.dir)}: recall and perplexity against k`));
+  if (v.json) {
+    process.stdout.write(JSON.stringify({ model: model.dir, text: v.text, rows }, (_, x) => (typeof x === "number" ? round(x) : x)) + "\n");
+    return;
+  }
+  const lines = [`${model.dir} on ${v.text} (${rows[0].tokens} tokens)`, "method        ffn k  over  perplexity  mean recall  head hit"];
+  for (const r of rows) {
+    lines.push(
+      [
+        r.method.padEnd(12),
+        (r.ffn_k === null ? "-" : String(r.ffn_k)).padStart(6),
+        (r.oversample === null ? "-" : String(r.oversample)).padStart(5),
+        r.perplexity.toFixed(3).padStart(11),
+        (r.mean_recall === null ? "-" : r.mean_recall.toFixed(3)).padStart(12),
+        (r.head_argmax_hit_rate === null ? "-" : r.head_argmax_hit_rate.toFixed(3)).padStart(9),
+      ].join(" "),
+    );
+  }
+  process.stdout.write(lines.join("\n") + "\n");
 }
 
 async function cmdMakeModel(argv: string[]): Promise<void> {
@@ -308,12 +397,16 @@ function round(x: number): number {
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: string }> = {
   generate: {
     run: cmdGenerate,
-    help: "--model DIR --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--seed S] [--stop STR]... [--ignore-eos] [--logprobs N] [--context N] [--json]",
+    help: "--model DIR --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--seed S] [--stop STR]... [--ignore-eos] [--logprobs N] [--context N] [--json] [--trace] [sparsity flags: --ffn dense|topk-exact|hire|dip|dip-ca --ffn-k K --oversample O --predictor int4|int8|lowrank:R --head dense|hire --head-k K --shards P --audit N --layer-k L=K]",
   },
   chat: { run: cmdChat, help: "--model DIR [--system TEXT] [sampling flags as for generate]" },
   bench: {
     run: cmdBench,
     help: "--model DIR [--prompt-tokens N] [--decode-tokens N] [--repeats N] [--threads N] [--json]",
+  },
+  eval: {
+    run: cmdEval,
+    help: "--model DIR --text FILE [--methods hire,topk-exact] [--ffn-k 0.05,0.1,0.2] [--oversample 1,2,4] [sparsity flags] [--max-tokens N] [--plot FILE.svg] [--json]",
   },
   "make-model": {
     run: cmdMakeModel,

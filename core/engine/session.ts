@@ -10,6 +10,7 @@ import { ContextOverflowError, UsageError } from "../loader/errors.js";
 import type { LoadedModel } from "../loader/model-folder.js";
 import { GREEDY, Sampler, topLogprobs, type SamplingOptions } from "./sampler.js";
 import { KVCache, MAX_BATCH, Transformer, Workspace, type ForwardReport } from "./transformer.js";
+import { Sparsifier } from "../sparse/sparsifier.js";
 
 export interface SessionOptions {
   /** Context window in tokens (default: the model's, capped at 4096 to bound KV-cache memory). */
@@ -61,6 +62,8 @@ const DEFAULT_CONTEXT = 4096;
 
 export class Session {
   readonly transformer: Transformer;
+  /** Sparse methods per module (HiRE, DIP, …): `sparsity.update(...)` applies from the next token. */
+  readonly sparsity: Sparsifier;
   readonly contextLength: number;
   private readonly cache: KVCache;
   /** Token ids whose keys and values are in the cache, in order. */
@@ -81,6 +84,7 @@ export class Session {
     const backend = options.backend ?? new CpuBackend();
     this.transformer = new Transformer(backend, c, model.weights, new Workspace(backend, c, model.weights));
     this.cache = new KVCache(backend, c, ctx);
+    this.sparsity = new Sparsifier(this.transformer);
   }
 
   /** Number of positions in use (ids whose keys and values are cached). */
@@ -161,6 +165,7 @@ export class Session {
       }
       const chunk = promptIds.slice(p, Math.min(p + MAX_BATCH, promptIds.length));
       const isLast = p + chunk.length === promptIds.length;
+      this.sparsity.beginPrefill();
       logits = this.transformer.forward(chunk, p, this.cache, report, isLast);
       this.cached.push(...chunk);
       if (!isLast) await yieldToEventLoop();
@@ -208,6 +213,7 @@ export class Session {
       }
       const t = performance.now();
       report = { tokens: 0, layers: [], outputMs: 0 };
+      this.sparsity.beginToken();
       logits = this.transformer.forward([id], this.cached.length, this.cache, report);
       this.cached.push(id);
       decodeMs += performance.now() - t;

@@ -7,6 +7,7 @@
 // Every forward fills a `ForwardReport` with per-layer timings for telemetry.
 import type { Backend, Buf } from "../backend/backend.js";
 import type { LayerWeights, ModelConfig, ModelWeights, Norm } from "../arch/config.js";
+import type { FfnTelemetry, HeadTelemetry } from "../sparse/telemetry.js";
 
 /** Largest number of tokens one forward call processes (prompts are prefilled in chunks of it). */
 export const MAX_BATCH = 64;
@@ -70,22 +71,26 @@ export class KVCache {
 export interface LayerReport {
   attentionMs: number;
   ffnMs: number;
+  /** Filled by sparse FFNs: what was selected, what it cost, how good it was. */
+  ffn?: FfnTelemetry;
 }
 
 export interface ForwardReport {
   tokens: number;
   layers: LayerReport[];
   outputMs: number;
+  /** Filled by a sparse output layer. */
+  head?: HeadTelemetry;
 }
 
 /** An FFN block: reads the normed input `h` of n tokens and writes its output into `out`. */
 export interface FeedForward {
-  forward(out: Buf, h: Buf, n: number, layer: number): void;
+  forward(out: Buf, h: Buf, n: number, report?: LayerReport): void;
 }
 
 /** The output (softmax) layer: final hidden state of one token → logits over the vocabulary. */
 export interface OutputLayer {
-  forward(logits: Buf, hidden: Buf): void;
+  forward(logits: Buf, hidden: Buf, report?: ForwardReport): void;
 }
 
 /** The dense FFN: SwiGLU (gate, up, down) or a plain two-matrix MLP, as the weights say. */
@@ -176,16 +181,20 @@ export class Transformer {
       this.attentionBlock(l, n, pos0, positions, cache);
       const t1 = performance.now();
       this.norm(ws.h, ws.x, w.layers[l].ffnNorm, n);
-      this.ffn[l].forward(ws.tmp, ws.h, n, l);
+      const layerReport: LayerReport | undefined = report ? { attentionMs: t1 - t0, ffnMs: 0 } : undefined;
+      this.ffn[l].forward(ws.tmp, ws.h, n, layerReport);
       b.add(ws.x, ws.tmp, n * c.hidden);
-      if (report) report.layers[l] = { attentionMs: t1 - t0, ffnMs: performance.now() - t1 };
+      if (report && layerReport) {
+        layerReport.ffnMs = performance.now() - t1;
+        report.layers[l] = layerReport;
+      }
     }
     if (!logits) return null;
 
     const t0 = performance.now();
     b.copy2d(ws.last, 0, c.hidden, ws.x, (n - 1) * c.hidden, c.hidden, 1, c.hidden);
     this.norm(ws.last, ws.last, w.finalNorm, 1);
-    this.output.forward(ws.logits, ws.last);
+    this.output.forward(ws.logits, ws.last, report);
     if (report) report.outputMs = performance.now() - t0;
     return b.read(ws.logits, 0, c.vocab);
   }

@@ -6,7 +6,8 @@
 // the native addon maps a single byte: a tensor handed to a kernel is known to lie inside its file.
 import { closeSync, existsSync, openSync, readSync, fstatSync } from "node:fs";
 import { basename, join } from "node:path";
-import { native, NativeDType, type NativeMapping, type NativeWeight } from "../native/addon.js";
+import { native, NativeDType, type NativeMapping } from "../native/addon.js";
+import type { Weight as BackendWeight } from "../backend/backend.js";
 import { ModelError } from "./errors.js";
 import { decodeJson, isObject, readJsonFile } from "./json.js";
 
@@ -115,12 +116,8 @@ function parseEntry(file: string, name: string, entry: unknown, dataStart: numbe
 }
 
 /** A tensor ready for the backend: its description plus a native view into the mapped file. */
-export interface Weight extends TensorInfo {
-  readonly handle: NativeWeight;
-  /** Rows × cols as the kernels see it (rows = outputs). */
-  readonly rows: number;
-  readonly cols: number;
-  readonly transposed: boolean;
+export interface Weight extends TensorInfo, BackendWeight {
+  readonly byteLength: number;
 }
 
 /**

@@ -24,6 +24,17 @@ export interface NativeWeight {
   readonly __brand: "NativeWeight";
 }
 
+/**
+ * Opaque group-quantized copy of a weight (native memory, freed on GC). Rows packed one after the
+ * other, each: the codes of cols zero-padded to a multiple of groupSize (int8: one byte per value;
+ * int4: 32 bytes per 64 values, byte j holding value j in its low nibble and value j + 32 in its
+ * high nibble, code = q + 8), then one f16 scale per group. 2048 columns in groups of 32: 1152 bytes
+ * per row for int4 (4.5 bits per weight), 2176 for int8. See core/native/src/quant.h.
+ */
+export interface NativeQuant {
+  readonly __brand: "NativeQuant";
+}
+
 export interface NativeAddon {
   /** mmap a whole file read-only. Throws Error("<path>: <reason>") when it cannot. */
   mapFile(path: string): { mapping: NativeMapping; byteLength: number };
@@ -106,6 +117,77 @@ export interface NativeAddon {
   setKernelPath(path: "auto" | "portable"): void;
   /** Measure memory read bandwidth in GB/s by streaming `bytes` bytes with all threads, best of `reps`. */
   readBandwidth(bytes: number, reps: number): number;
+
+  // ---- HiRE sparse inference -----------------------------------------------------------------------
+
+  /**
+   * A new weight owning native memory: the same logical rows × cols matrix as `w`, same dtype, stored
+   * in the requested layout (transposed = true: storage [cols][rows], so each logical column — an FFN
+   * neuron of W_down — is one contiguous read). A plain copy when the layout already matches.
+   */
+  relayout(w: NativeWeight, transposed: boolean): NativeWeight;
+  /**
+   * A weight that owns a copy of `data` (Float32Array for F32, Uint16Array of raw bits for F16 and
+   * BF16), rows × cols, memory layout as in weight(). data needs at least rows * cols elements.
+   */
+  weightFromArray(
+    data: Float32Array | Uint16Array,
+    dtype: NativeDType,
+    rows: number,
+    cols: number,
+    transposed: boolean,
+  ): NativeWeight;
+  /**
+   * Wᵀ without a copy: a cols × rows weight over the same memory with the opposite layout flag (so
+   * W [rows][cols] becomes a transposed weight whose columns are W's rows). Keeps W's mapping or
+   * native memory alive.
+   */
+  transposeView(w: NativeWeight): NativeWeight;
+  /** Logical shape and storage of a weight; bytes = rows * cols * element size. */
+  weightInfo(w: NativeWeight): { rows: number; cols: number; dtype: NativeDType; transposed: boolean; bytes: number };
+
+  /**
+   * y[i] = W[idx[i]][:] · x for i < count (selected output rows; W must not be transposed). Indices
+   * may come in any order and repeat; ascending order reads the weight most sequentially. Each y[i]
+   * is bitwise equal to row idx[i] of matmul(W, x) on the same kernel path.
+   */
+  matvecRows(y: Float32Array, x: Float32Array, w: NativeWeight, idx: Int32Array, count: number): void;
+  /**
+   * y[0..rows) = Σ_{i<count} a[i] · W[:, idx[i]] (selected input columns; W must be transposed, i.e.
+   * stored [cols][rows], so each column is contiguous). y is overwritten (zeros when count = 0).
+   * Accumulates in f32 in the order of idx; the result does not depend on the thread count.
+   */
+  accumulateCols(y: Float32Array, a: Float32Array, w: NativeWeight, idx: Int32Array, count: number): void;
+
+  /**
+   * Group-wise symmetric quantization of each logical row of W (either layout) along cols: bits 8
+   * (codes -127..127) or 4 (codes -7..7), groupSize a multiple of 32 in [32, 4096]; the last group is
+   * zero-padded when cols % groupSize != 0. Scale per group = f16(max|w| / qmax); q = round(w / scale).
+   * Runs on the thread pool.
+   */
+  quantize(w: NativeWeight, bits: 4 | 8, groupSize: number): NativeQuant;
+  /**
+   * y[r] ≈ W[r] · x for every row r (approximate scores). x is quantized once per call to int8 per
+   * group (scale max|x_g| / 127, round to nearest even, in f32), then y[r] = Σ_g wScale_g · xScale_g ·
+   * Σ_{j∈g} q_j · xq_j with exact integer inner sums (llama.cpp Q4_0×Q8_0 / Q8_0×Q8_0 style); the
+   * result does not depend on the thread count.
+   */
+  quantMatvec(y: Float32Array, x: Float32Array, q: NativeQuant): void;
+  /** Shape and storage of a quantized weight; bytes = codes + scales as stored (what quantMatvec reads). */
+  quantInfo(q: NativeQuant): { rows: number; cols: number; bits: number; groupSize: number; bytes: number };
+  /** Dequantize row r into out (cols floats): out[c] = q[r][c] · scale[r][group of c]. */
+  quantRow(q: NativeQuant, r: number, out: Float32Array): void;
+
+  /**
+   * Approximate top-k by DA-top-k sharding: values[0..n) is split into `shards` contiguous shards
+   * (shard s covers [floor(s*n/P), floor((s+1)*n/P))); shard s keeps its local top-k_s with
+   * k_s = floor(k/P) + (s < k % P ? 1 : 0), capped at the shard size. shards = 1 is the exact global
+   * top-k. byAbs ranks by |value|. Ties: lower index wins; -0 equals +0; NaN ranks below everything.
+   * Writes the chosen indices to out in ascending order and returns how many (Σ_s min(k_s, size_s));
+   * throws if out is shorter than that. Sample-then-radix selection (never a sort of n); large shards
+   * run on the thread pool.
+   */
+  topk(values: Float32Array, n: number, k: number, byAbs: boolean, shards: number, out: Int32Array): number;
 }
 
 function addonPath(): string {

@@ -12,8 +12,10 @@
 #include <stdexcept>
 #include <string>
 
+#include "buffer.h"
 #include "kernels.h"
 #include "mapping.h"
+#include "sparse.h"
 #include "threadpool.h"
 
 namespace {
@@ -23,6 +25,7 @@ using hire::Mat;
 // Type tags so a mapping, a weight and a foreign External can never be confused.
 const napi_type_tag kMappingTag = {0x6869726e61746976ULL, 0x6d617070696e6701ULL};
 const napi_type_tag kWeightTag = {0x6869726e61746976ULL, 0x7765696768740002ULL};
+const napi_type_tag kQuantTag = {0x6869726e61746976ULL, 0x7175616e74000003ULL};
 
 constexpr double kMaxSafe = 9007199254740991.0;  // 2^53 - 1
 constexpr int64_t kMaxDim = int64_t{1} << 40;    // bound on any single size argument
@@ -32,11 +35,16 @@ struct MappingHandle {
 };
 
 struct WeightHandle {
-  std::shared_ptr<hire::Mapping> map;  // keeps the file mapped while the weight lives
+  std::shared_ptr<hire::Mapping> map;  // keeps the file mapped while the weight lives (null when owned)
   size_t offset;
   int dtype;
   int64_t rows, cols;
   bool transposed;
+  std::shared_ptr<hire::Buffer> owned;  // native memory of relayout / weightFromArray (offset 0)
+};
+
+struct QuantHandle {
+  std::shared_ptr<hire::QuantMatrix> q;
 };
 
 // ---- argument helpers ----------------------------------------------------------------------------
@@ -91,6 +99,31 @@ class Args {
     Napi::Int32Array a = v.As<Napi::Int32Array>();
     return {a.ElementLength() == 0 ? nullptr : a.Data(), a.ElementLength()};
   }
+  int32_t* i32_mut(size_t i, const char* name, size_t* len) const {
+    const I32 a = i32(i, name);
+    *len = a.len;
+    return const_cast<int32_t*>(a.data);
+  }
+
+  bool boolean(size_t i, const char* name) const {
+    if (!info_[i].IsBoolean()) fail(std::string(name) + " must be a boolean");
+    return info_[i].As<Napi::Boolean>().Value();
+  }
+
+  // Every idx[i], i < count, in [0, limit).
+  void indices(const I32& idx, int64_t count, int64_t limit, const char* name, const char* what) const {
+    for (int64_t i = 0; i < count; ++i)
+      if (idx.data[i] < 0 || idx.data[i] >= limit)
+        fail(std::string(name) + "[" + std::to_string(i) + "] = " + std::to_string(idx.data[i]) +
+             " is out of range [0, " + std::to_string(limit) + ") (" + what + ")");
+  }
+
+  // Byte ranges [a, a + an) and [b, b + bn) must not overlap (arrays of different types).
+  void disjoint_bytes(const void* a, size_t an, const char* na, const void* b, size_t bn, const char* nb) const {
+    if (a == nullptr || b == nullptr || an == 0 || bn == 0) return;
+    const uintptr_t a0 = reinterpret_cast<uintptr_t>(a), b0 = reinterpret_cast<uintptr_t>(b);
+    if (a0 < b0 + bn && b0 < a0 + an) fail(std::string(na) + " and " + nb + " must not overlap");
+  }
 
   template <class T>
   T* tagged(size_t i, const napi_type_tag& tag, const char* name, const char* what) const {
@@ -106,8 +139,13 @@ class Args {
   // A weight as a kernel view; throws if its mapping was unmapped.
   Mat weight(size_t i, const char* name) const {
     WeightHandle* w = tagged<WeightHandle>(i, kWeightTag, name, "NativeWeight");
+    if (w->owned) return Mat{w->owned->data(), w->dtype, w->rows, w->cols, w->transposed};
     if (!w->map->valid()) fail(std::string(name) + " belongs to a mapping that was unmapped");
     return Mat{w->map->data() + w->offset, w->dtype, w->rows, w->cols, w->transposed};
+  }
+
+  const hire::QuantMatrix& quant(size_t i, const char* name) const {
+    return *tagged<QuantHandle>(i, kQuantTag, name, "NativeQuant")->q;
   }
 
   bool is_nullish(size_t i) const { return info_[i].IsNull() || info_[i].IsUndefined(); }
@@ -200,7 +238,7 @@ Napi::Value Weight(const Napi::CallbackInfo& info) {
     a.fail("byte range [" + std::to_string(offset) + ", " + std::to_string(offset + bytes) +
            ") is outside the mapping (" + std::to_string(size) + " bytes)");
   Napi::Env env = info.Env();
-  auto* h = new WeightHandle{mh->map, static_cast<size_t>(offset), static_cast<int>(dtype), rows, cols, transposed};
+  auto* h = new WeightHandle{mh->map, static_cast<size_t>(offset), static_cast<int>(dtype), rows, cols, transposed, nullptr};
   auto ext = Napi::External<WeightHandle>::New(env, h, [](Napi::Env, WeightHandle* p) { delete p; });
   if (napi_type_tag_object(env, ext, &kWeightTag) != napi_ok) a.fail("cannot tag the weight handle");
   return ext;
@@ -417,6 +455,192 @@ Napi::Value Softmax(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// ---- HiRE sparse ops -----------------------------------------------------------------------------
+
+// A weight handle over native memory it owns; V8 is told about the memory so GC pressure is right.
+Napi::Value OwnedWeight(const Args& a, Napi::Env env, std::shared_ptr<hire::Buffer> buf, int dtype, int64_t rows,
+                        int64_t cols, bool transposed) {
+  const int64_t bytes = static_cast<int64_t>(buf->size());
+  auto* h = new WeightHandle{nullptr, 0, dtype, rows, cols, transposed, std::move(buf)};
+  auto ext = Napi::External<WeightHandle>::New(env, h, [](Napi::Env e, WeightHandle* p) {
+    Napi::MemoryManagement::AdjustExternalMemory(e, -static_cast<int64_t>(p->owned->size()));
+    delete p;
+  });
+  Napi::MemoryManagement::AdjustExternalMemory(env, bytes);
+  if (napi_type_tag_object(env, ext, &kWeightTag) != napi_ok) a.fail("cannot tag the weight handle");
+  return ext;
+}
+
+Napi::Value Relayout(const Napi::CallbackInfo& info) {
+  Args a(info, "relayout");
+  const Mat w = a.weight(0, "w");
+  const bool transposed = a.boolean(1, "transposed");
+  const int64_t bytes = mul(a, w.rows, w.cols, static_cast<int64_t>(hire::dtype_size(w.dtype)));
+  auto buf = hire::Buffer::alloc(static_cast<size_t>(bytes));
+  hire::relayout(w, transposed, buf->data());
+  return OwnedWeight(a, info.Env(), std::move(buf), w.dtype, w.rows, w.cols, transposed);
+}
+
+Napi::Value WeightFromArray(const Napi::CallbackInfo& info) {
+  Args a(info, "weightFromArray");
+  const int64_t dtype = a.integer(1, "dtype", 0, 2);
+  const int64_t rows = a.integer(2, "rows", 1, kMaxDim);
+  const int64_t cols = a.integer(3, "cols", 1, kMaxDim);
+  const bool transposed = a.boolean(4, "transposed");
+  const int64_t count = mul(a, rows, cols);
+  Napi::Value v = info[0];
+  const napi_typedarray_type want = dtype == hire::kF32 ? napi_float32_array : napi_uint16_array;
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != want)
+    a.fail(std::string("data must be a ") + (dtype == hire::kF32 ? "Float32Array for F32" : "Uint16Array (raw bits) for F16 / BF16"));
+  Napi::TypedArray arr = v.As<Napi::TypedArray>();
+  if (arr.ElementLength() < static_cast<size_t>(count))
+    a.fail("data has " + std::to_string(arr.ElementLength()) + " elements, needs at least rows*cols = " +
+           std::to_string(count));
+  const size_t bytes = static_cast<size_t>(count) * hire::dtype_size(static_cast<int>(dtype));
+  auto buf = hire::Buffer::alloc(bytes);
+  const unsigned char* src = static_cast<const unsigned char*>(arr.ArrayBuffer().Data()) + arr.ByteOffset();
+  std::memcpy(buf->data(), src, bytes);
+  return OwnedWeight(a, info.Env(), std::move(buf), static_cast<int>(dtype), rows, cols, transposed);
+}
+
+Napi::Value WeightInfo(const Napi::CallbackInfo& info) {
+  Args a(info, "weightInfo");
+  WeightHandle* w = a.tagged<WeightHandle>(0, kWeightTag, "w", "NativeWeight");
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("rows", Napi::Number::New(env, static_cast<double>(w->rows)));
+  o.Set("cols", Napi::Number::New(env, static_cast<double>(w->cols)));
+  o.Set("dtype", Napi::Number::New(env, w->dtype));
+  o.Set("transposed", Napi::Boolean::New(env, w->transposed));
+  o.Set("bytes", Napi::Number::New(env, static_cast<double>(w->rows * w->cols *
+                                                             static_cast<int64_t>(hire::dtype_size(w->dtype)))));
+  return o;
+}
+
+Napi::Value TransposeView(const Napi::CallbackInfo& info) {
+  Args a(info, "transposeView");
+  WeightHandle* w = a.tagged<WeightHandle>(0, kWeightTag, "w", "NativeWeight");
+  if (!w->owned && !w->map->valid()) a.fail("w belongs to a mapping that was unmapped");
+  // Same bytes, logical shape swapped, layout flag flipped; shares the mapping or the owned buffer.
+  auto* h = new WeightHandle{w->map, w->offset, w->dtype, w->cols, w->rows, !w->transposed, w->owned};
+  Napi::Env env = info.Env();
+  auto ext = Napi::External<WeightHandle>::New(env, h, [](Napi::Env, WeightHandle* p) { delete p; });
+  if (napi_type_tag_object(env, ext, &kWeightTag) != napi_ok) a.fail("cannot tag the weight handle");
+  return ext;
+}
+
+Napi::Value MatvecRows(const Napi::CallbackInfo& info) {
+  Args a(info, "matvecRows");
+  auto y = a.f32(0, "y");
+  auto x = a.f32(1, "x");
+  const Mat w = a.weight(2, "w");
+  auto idx = a.i32(3, "idx");
+  const int64_t count = a.integer(4, "count", 0, kMaxDim);
+  if (w.transposed) a.fail("w must not be transposed (stored [rows][cols]); relayout(w, false) first");
+  if (static_cast<uint64_t>(count) > idx.len)
+    a.fail("idx has " + std::to_string(idx.len) + " elements, needs count = " + std::to_string(count));
+  a.need(y, "y", count, "count");
+  a.need(x, "x", w.cols, "cols");
+  a.indices(idx, count, w.rows, "idx", "rows of w");
+  a.disjoint(y, count, "y", x, w.cols, "x");
+  a.disjoint_bytes(y.data, static_cast<size_t>(count) * 4, "y", idx.data, static_cast<size_t>(count) * 4, "idx");
+  hire::matvec_rows(y.data, x.data, w, idx.data, count);
+  return info.Env().Undefined();
+}
+
+Napi::Value AccumulateCols(const Napi::CallbackInfo& info) {
+  Args a(info, "accumulateCols");
+  auto y = a.f32(0, "y");
+  auto av = a.f32(1, "a");
+  const Mat w = a.weight(2, "w");
+  auto idx = a.i32(3, "idx");
+  const int64_t count = a.integer(4, "count", 0, kMaxDim);
+  if (!w.transposed) a.fail("w must be transposed (stored [cols][rows]); relayout(w, true) first");
+  if (static_cast<uint64_t>(count) > idx.len)
+    a.fail("idx has " + std::to_string(idx.len) + " elements, needs count = " + std::to_string(count));
+  a.need(y, "y", w.rows, "rows");
+  a.need(av, "a", count, "count");
+  a.indices(idx, count, w.cols, "idx", "columns of w");
+  a.disjoint(y, w.rows, "y", av, count, "a");
+  a.disjoint_bytes(y.data, static_cast<size_t>(w.rows) * 4, "y", idx.data, static_cast<size_t>(count) * 4, "idx");
+  hire::accumulate_cols(y.data, av.data, w, idx.data, count);
+  return info.Env().Undefined();
+}
+
+Napi::Value Quantize(const Napi::CallbackInfo& info) {
+  Args a(info, "quantize");
+  const Mat w = a.weight(0, "w");
+  const int64_t bits = a.integer(1, "bits", 0, 64);
+  if (bits != 4 && bits != 8) a.fail("bits must be 4 or 8, got " + std::to_string(bits));
+  const int64_t group = a.integer(2, "groupSize", 32, 4096);
+  if (group % 32 != 0) a.fail("groupSize must be a multiple of 32, got " + std::to_string(group));
+  mul(a, w.rows, w.cols);  // size sanity
+  auto q = hire::quantize(w, static_cast<int>(bits), group);
+  Napi::Env env = info.Env();
+  const int64_t bytes = q->bytes();
+  auto* h = new QuantHandle{std::move(q)};
+  auto ext = Napi::External<QuantHandle>::New(env, h, [](Napi::Env e, QuantHandle* p) {
+    Napi::MemoryManagement::AdjustExternalMemory(e, -p->q->bytes());
+    delete p;
+  });
+  Napi::MemoryManagement::AdjustExternalMemory(env, bytes);
+  if (napi_type_tag_object(env, ext, &kQuantTag) != napi_ok) a.fail("cannot tag the quant handle");
+  return ext;
+}
+
+Napi::Value QuantMatvec(const Napi::CallbackInfo& info) {
+  Args a(info, "quantMatvec");
+  auto y = a.f32(0, "y");
+  auto x = a.f32(1, "x");
+  const hire::QuantMatrix& q = a.quant(2, "q");
+  a.need(y, "y", q.rows, "rows");
+  a.need(x, "x", q.cols, "cols");
+  a.disjoint(y, q.rows, "y", x, q.cols, "x");
+  hire::quant_matvec(y.data, x.data, q);
+  return info.Env().Undefined();
+}
+
+Napi::Value QuantInfo(const Napi::CallbackInfo& info) {
+  Args a(info, "quantInfo");
+  const hire::QuantMatrix& q = a.quant(0, "q");
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("rows", Napi::Number::New(env, static_cast<double>(q.rows)));
+  o.Set("cols", Napi::Number::New(env, static_cast<double>(q.cols)));
+  o.Set("bits", Napi::Number::New(env, q.bits));
+  o.Set("groupSize", Napi::Number::New(env, static_cast<double>(q.group)));
+  o.Set("bytes", Napi::Number::New(env, static_cast<double>(q.bytes())));
+  return o;
+}
+
+Napi::Value QuantRow(const Napi::CallbackInfo& info) {
+  Args a(info, "quantRow");
+  const hire::QuantMatrix& q = a.quant(0, "q");
+  const int64_t r = a.integer(1, "r", 0, kMaxDim);
+  if (r >= q.rows) a.fail("r = " + std::to_string(r) + " is out of range [0, " + std::to_string(q.rows) + ")");
+  auto out = a.f32(2, "out");
+  a.need(out, "out", q.cols, "cols");
+  hire::quant_row(q, r, out.data);
+  return info.Env().Undefined();
+}
+
+Napi::Value Topk(const Napi::CallbackInfo& info) {
+  Args a(info, "topk");
+  auto values = a.f32(0, "values");
+  const int64_t n = a.integer(1, "n", 0, 2147483647);
+  const int64_t k = a.integer(2, "k", 0, kMaxDim);
+  const bool by_abs = a.boolean(3, "byAbs");
+  const int64_t shards = a.integer(4, "shards", 1, int64_t{1} << 20);
+  size_t out_len = 0;
+  int32_t* out = a.i32_mut(5, "out", &out_len);
+  a.need(values, "values", n, "n");
+  const int64_t count = hire::topk_count(n, k, shards);
+  if (static_cast<uint64_t>(count) > out_len)
+    a.fail("out has " + std::to_string(out_len) + " elements, needs " + std::to_string(count));
+  a.disjoint_bytes(values.data, static_cast<size_t>(n) * 4, "values", out, static_cast<size_t>(count) * 4, "out");
+  return Napi::Number::New(info.Env(), static_cast<double>(hire::topk(values.data, n, k, by_abs, shards, out)));
+}
+
 Napi::Value GetThreads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), hire::ThreadPool::instance().threads());
 }
@@ -494,6 +718,17 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Export<CpuInfo>(env, exports, "cpuInfo");
   Export<SetKernelPath>(env, exports, "setKernelPath");
   Export<ReadBandwidth>(env, exports, "readBandwidth");
+  Export<Relayout>(env, exports, "relayout");
+  Export<WeightFromArray>(env, exports, "weightFromArray");
+  Export<WeightInfo>(env, exports, "weightInfo");
+  Export<TransposeView>(env, exports, "transposeView");
+  Export<MatvecRows>(env, exports, "matvecRows");
+  Export<AccumulateCols>(env, exports, "accumulateCols");
+  Export<Quantize>(env, exports, "quantize");
+  Export<QuantMatvec>(env, exports, "quantMatvec");
+  Export<QuantInfo>(env, exports, "quantInfo");
+  Export<QuantRow>(env, exports, "quantRow");
+  Export<Topk>(env, exports, "topk");
   return exports;
 }
 

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "dtype.h"
+#include "quant.h"
 
 // x86-64 builds carry the AVX2 path (enabled per function, picked at run time); define
 // HIRE_PORTABLE_ONLY to build the portable kernels alone.
@@ -52,6 +53,18 @@ struct KernelTable {
                     float scale, float* scores, float* acc);
   // Sum of count floats (64-byte aligned), for the bandwidth probe.
   float (*read_sum)(const float* p, size_t count);
+
+  // ---- HiRE sparse primitives (ops in sparse_ops.cc) ----
+  // Selected rows, W not transposed: y[i] = dot(W[idx[i]][:], x) for i in [i0, i1), each summed
+  // exactly like gemv sums that row. scratch: >= cols + 16 floats.
+  void (*gemv_rows)(const Mat& w, const float* x, const int32_t* idx, int64_t i0, int64_t i1, float* y,
+                    float* scratch);
+  // Selected columns, W transposed (memory [cols][rows]): y[r] = sum_{i < count} a[i] * Wmem[idx[i]][r]
+  // for r in [r0, r1), overwriting y there; summed in i order (like gemv_t in k order).
+  void (*accumulate_cols)(const Mat& w, const float* a, const int32_t* idx, int64_t count, float* y, int64_t r0,
+                          int64_t r1);
+  // y[r] = sum_g scale_w[r][g] * x.scale[g] * sum_{j in g} q[r][j] * x.q[j] for r in [r0, r1).
+  void (*quant_gemv)(const QuantMatrix& q, const QuantVector& x, float* y, int64_t r0, int64_t r1);
 };
 
 extern const KernelTable kPortableKernels;

@@ -3,6 +3,7 @@
 // Only intrinsics and plain code in here (no std:: templates) so no AVX2 code leaks into shared inline
 // functions. To add a primitive: write it with HIRE_AVX2, mirror kernels_portable.cc, fill the table.
 #include "kernel_table.h"
+#include "quant_kernels.h"
 
 #if HIRE_X86_64
 
@@ -150,18 +151,49 @@ HIRE_AVX2 inline int64_t prefetch_distance(size_t row_bytes) {
   return group < 8192 ? 8192 : group > (256 << 10) ? (256 << 10) : group;
 }
 
-template <int DT>
+// Prefetch policies of the dot4 kernels, stepped once per 16 elements (k) of the 4 rows.
+// LinearPrefetch: a contiguous range (the rows of a gemv chunk), kLines lines per step.
+struct LinearPrefetch {
+  const unsigned char* pf;
+  const unsigned char* end;
+  template <int kLines>
+  HIRE_AVX2 inline void step(int64_t) {
+    if (pf < end) {
+      for (int l = 0; l < kLines; ++l) _mm_prefetch(reinterpret_cast<const char*>(pf + 64 * l), _MM_HINT_T0);
+      pf += 64 * kLines;
+    }
+  }
+};
+
+// RowsPrefetch: 4 other rows (the next selected rows of gemv_rows) walked one after the other,
+// kLines lines per step like LinearPrefetch, i.e. as if they were contiguous: each row is fetched as
+// one sequential burst, which DRAM serves much better than 4 interleaved streams. row == 4: done.
+struct RowsPrefetch {
+  const unsigned char* next[4];
+  int64_t row_bytes;
+  int row = 4;
+  int64_t off = 0;
+  template <int kLines>
+  HIRE_AVX2 inline void step(int64_t) {
+    for (int l = 0; l < kLines && row < 4; ++l) {
+      _mm_prefetch(reinterpret_cast<const char*>(next[row] + off), _MM_HINT_T0);
+      off += 64;
+      if (off >= row_bytes) {
+        off = 0;
+        ++row;
+      }
+    }
+  }
+};
+
+template <int DT, class Pf>
 HIRE_AVX2 inline void dot4(const unsigned char* w0, const unsigned char* w1, const unsigned char* w2,
-                           const unsigned char* w3, const float* x, int64_t K, float* out,
-                           const unsigned char* pf, const unsigned char* pf_end) {
+                           const unsigned char* w3, const float* x, int64_t K, float* out, Pf& pf) {
   constexpr int kLines = DT == kF32 ? 4 : 2;  // cache lines of the 4 rows consumed per iteration
   __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
   int64_t k = 0;
   for (; k + 16 <= K; k += 16) {
-    if (pf < pf_end) {
-      for (int l = 0; l < kLines; ++l) _mm_prefetch(reinterpret_cast<const char*>(pf + 64 * l), _MM_HINT_T0);
-      pf += 64 * kLines;
-    }
+    pf.template step<kLines>(k);
     const __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
     a0 = _mm256_fmadd_ps(ld8<DT>(w0, k), x0, a0);
     a1 = _mm256_fmadd_ps(ld8<DT>(w0, k + 8), x1, a1);
@@ -199,18 +231,15 @@ HIRE_AVX2 inline void dot4(const unsigned char* w0, const unsigned char* w1, con
 // bf16 rows, 4 at a time, reading 32 bytes per row per step: the low halves of each 32-bit lane
 // (even elements) become f32 by a shift, the high halves (odd elements) by a mask, so x is used
 // de-interleaved (xp: per 16 elements, 8 even then 8 odd).
+template <class Pf>
 HIRE_AVX2 inline void dot4_bf16(const unsigned char* w0, const unsigned char* w1, const unsigned char* w2,
                                 const unsigned char* w3, const float* x, const float* xp, int64_t K, float* out,
-                                const unsigned char* pf, const unsigned char* pf_end) {
+                                Pf& pf) {
   const __m256i hi = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
   __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
   int64_t k = 0;
   for (; k + 16 <= K; k += 16) {
-    if (pf < pf_end) {
-      _mm_prefetch(reinterpret_cast<const char*>(pf), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(pf + 64), _MM_HINT_T0);
-      pf += 128;
-    }
+    pf.template step<2>(k);
     const __m256 xe = _mm256_loadu_ps(xp + k), xo = _mm256_loadu_ps(xp + k + 8);
     const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + 2 * k));
     const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w1 + 2 * k));
@@ -249,14 +278,19 @@ HIRE_AVX2 inline void dot4_bf16(const unsigned char* w0, const unsigned char* w1
   out[3] = r[3];
 }
 
-HIRE_AVX2 void gemv_bf16(const Mat& w, const float* x, float* y, int64_t r0, int64_t r1, float* xp) {
-  const int64_t K = w.cols;
+// xp = x de-interleaved for dot4_bf16: per 16 elements, the 8 even ones then the 8 odd ones.
+HIRE_AVX2 inline void deinterleave_x(const float* x, int64_t K, float* xp) {
   const int64_t K16 = K & ~int64_t{15};
   for (int64_t k = 0; k < K16; k += 16)
     for (int j = 0; j < 8; ++j) {
       xp[k + j] = x[k + 2 * j];
       xp[k + 8 + j] = x[k + 2 * j + 1];
     }
+}
+
+HIRE_AVX2 void gemv_bf16(const Mat& w, const float* x, float* y, int64_t r0, int64_t r1, float* xp) {
+  const int64_t K = w.cols;
+  deinterleave_x(x, K, xp);
   const size_t stride = static_cast<size_t>(K) * 2;
   const unsigned char* base = static_cast<const unsigned char*>(w.data);
   const unsigned char* pf_end = base + r1 * stride;
@@ -264,12 +298,14 @@ HIRE_AVX2 void gemv_bf16(const Mat& w, const float* x, float* y, int64_t r0, int
   int64_t r = r0;
   for (; r + 4 <= r1; r += 4) {
     const unsigned char* p = base + r * stride;
-    dot4_bf16(p, p + stride, p + 2 * stride, p + 3 * stride, x, xp, K, y + r, p + pfd, pf_end);
+    LinearPrefetch pf{p + pfd, pf_end};
+    dot4_bf16(p, p + stride, p + 2 * stride, p + 3 * stride, x, xp, K, y + r, pf);
   }
   for (; r < r1; ++r) {
     const unsigned char* p = base + r * stride;
     float tmp[4];
-    dot4_bf16(p, p, p, p, x, xp, K, tmp, pf_end, pf_end);
+    LinearPrefetch pf{pf_end, pf_end};
+    dot4_bf16(p, p, p, p, x, xp, K, tmp, pf);
     y[r] = tmp[0];
   }
 }
@@ -284,12 +320,14 @@ HIRE_AVX2 void gemv_dt(const Mat& w, const float* x, float* y, int64_t r0, int64
   int64_t r = r0;
   for (; r + 4 <= r1; r += 4) {
     const unsigned char* p = base + r * stride;
-    dot4<DT>(p, p + stride, p + 2 * stride, p + 3 * stride, x, K, y + r, p + pfd, pf_end);
+    LinearPrefetch pf{p + pfd, pf_end};
+    dot4<DT>(p, p + stride, p + 2 * stride, p + 3 * stride, x, K, y + r, pf);
   }
   for (; r < r1; ++r) {
     const unsigned char* p = base + r * stride;
     float tmp[4];
-    dot4<DT>(p, p, p, p, x, K, tmp, pf_end, pf_end);
+    LinearPrefetch pf{pf_end, pf_end};
+    dot4<DT>(p, p, p, p, x, K, tmp, pf);
     y[r] = tmp[0];
   }
 }
@@ -438,6 +476,243 @@ HIRE_AVX2 void a_gemv_t(const Mat& w, const float* x, float* y, int64_t c0, int6
     gemv_t_dt<kF16>(w, x, y, c0, c1);
   } else {
     gemv_t_bf16(w, x, y, c0, c1);
+  }
+}
+
+// ---- HiRE sparse: selected rows and selected columns ---------------------------------------------
+
+struct NoPrefetch {
+  template <int kLines>
+  HIRE_AVX2 inline void step(int64_t) {}
+};
+
+// y[i] = dot(W[idx[i]], x) with the dot4 kernels of gemv (so each y[i] is bitwise the gemv result of
+// that row), 4 selected rows at a time. While it reads a group it prefetches, at the same offsets, the
+// group `ahead` rows later (at least 8 KiB ahead): the rows are scattered, so no linear stream exists
+// for the hardware prefetcher beyond each row.
+template <int DT>
+HIRE_AVX2 void gemv_rows_dt(const Mat& w, const float* x, const int32_t* idx, int64_t i0, int64_t i1, float* y,
+                            const float* xp) {
+  constexpr int ES = DT == kF32 ? 4 : 2;
+  const int64_t K = w.cols;
+  const int64_t stride = K * ES;
+  const unsigned char* base = static_cast<const unsigned char*>(w.data);
+  const int64_t ahead = 4 * ((8192 + 4 * stride - 1) / (4 * stride));
+  int64_t i = i0;
+  for (; i + 4 <= i1; i += 4) {
+    const unsigned char* p0 = base + idx[i] * stride;
+    const unsigned char* p1 = base + idx[i + 1] * stride;
+    const unsigned char* p2 = base + idx[i + 2] * stride;
+    const unsigned char* p3 = base + idx[i + 3] * stride;
+    RowsPrefetch pf{{p0, p1, p2, p3}, stride};
+    if (i + ahead + 4 <= i1) {
+      for (int j = 0; j < 4; ++j) pf.next[j] = base + idx[i + ahead + j] * stride;
+      pf.row = 0;
+    }
+    if constexpr (DT == kBF16) {
+      dot4_bf16(p0, p1, p2, p3, x, xp, K, y + i, pf);
+    } else {
+      dot4<DT>(p0, p1, p2, p3, x, K, y + i, pf);
+    }
+  }
+  for (; i < i1; ++i) {
+    const unsigned char* p = base + idx[i] * stride;
+    float tmp[4];
+    NoPrefetch pf;
+    if constexpr (DT == kBF16) {
+      dot4_bf16(p, p, p, p, x, xp, K, tmp, pf);
+    } else {
+      dot4<DT>(p, p, p, p, x, K, tmp, pf);
+    }
+    y[i] = tmp[0];
+  }
+}
+
+HIRE_AVX2 void a_gemv_rows(const Mat& w, const float* x, const int32_t* idx, int64_t i0, int64_t i1, float* y,
+                           float* scratch) {
+  if (w.dtype == kF32) {
+    gemv_rows_dt<kF32>(w, x, idx, i0, i1, y, nullptr);
+  } else if (w.dtype == kF16) {
+    gemv_rows_dt<kF16>(w, x, idx, i0, i1, y, nullptr);
+  } else {
+    deinterleave_x(x, w.cols, scratch);
+    gemv_rows_dt<kBF16>(w, x, idx, i0, i1, y, scratch);
+  }
+}
+
+// Selected columns of a transposed W: the gemv_t loops with the 8 input rows of a pass picked by idx
+// (same fma order, so idx = 0..K-1 reproduces gemv_t bit for bit), prefetching the selected rows
+// `ahead` positions later at the same offsets (>= 8 KiB ahead).
+template <int DT>
+HIRE_AVX2 inline __m256 fma8_ptrs(const unsigned char* const* p, const __m256* b, int64_t c, __m256 acc) {
+  for (int j = 0; j < 8; ++j) acc = _mm256_fmadd_ps(b[j], ld8<DT>(p[j], c), acc);
+  return acc;
+}
+
+template <int DT>
+HIRE_AVX2 void acc_cols_dt(const Mat& w, const float* a, const int32_t* idx, int64_t count, float* y, int64_t c0,
+                           int64_t c1) {
+  constexpr int64_t es = DT == kF32 ? 4 : 2;
+  constexpr int64_t kLineCols = 64 / es;
+  const int64_t rb = w.rows * es;
+  const unsigned char* base = static_cast<const unsigned char*>(w.data);
+  for (int64_t cb = c0; cb < c1; cb += kColBlock) {
+    const int64_t ce = cb + kColBlock < c1 ? cb + kColBlock : c1;
+    for (int64_t c = cb; c < ce; ++c) y[c] = 0.0f;
+    const int64_t seg = (ce - cb) * es;
+    const int64_t ahead = ((8192 + seg - 1) / seg + 7) & ~int64_t{7};
+    int64_t i = 0;
+    for (; i + 8 <= count; i += 8) {
+      const unsigned char* p[8];
+      const unsigned char* q[8];
+      __m256 b[8];
+      const bool pf = i + ahead + 8 <= count;
+      for (int j = 0; j < 8; ++j) {
+        p[j] = base + idx[i + j] * rb;
+        q[j] = pf ? base + idx[i + ahead + j] * rb : nullptr;
+        b[j] = _mm256_set1_ps(a[i + j]);
+      }
+      int64_t c = cb;
+      for (; c + kLineCols <= ce; c += kLineCols) {
+        if (pf) {
+          for (int j = 0; j < 8; ++j) _mm_prefetch(reinterpret_cast<const char*>(q[j] + c * es), _MM_HINT_T0);
+        }
+        for (int64_t u = 0; u < kLineCols; u += 8)
+          _mm256_storeu_ps(y + c + u, fma8_ptrs<DT>(p, b, c + u, _mm256_loadu_ps(y + c + u)));
+      }
+      for (; c + 8 <= ce; c += 8) _mm256_storeu_ps(y + c, fma8_ptrs<DT>(p, b, c, _mm256_loadu_ps(y + c)));
+      for (; c < ce; ++c) {
+        float acc = y[c];
+        for (int j = 0; j < 8; ++j) acc = std::fmaf(a[i + j], load_elem(DT, p[j], c), acc);
+        y[c] = acc;
+      }
+    }
+    for (; i < count; ++i) {
+      const unsigned char* p0 = base + idx[i] * rb;
+      const __m256 b0 = _mm256_set1_ps(a[i]);
+      int64_t c = cb;
+      for (; c + 8 <= ce; c += 8)
+        _mm256_storeu_ps(y + c, _mm256_fmadd_ps(b0, ld8<DT>(p0, c), _mm256_loadu_ps(y + c)));
+      for (; c < ce; ++c) y[c] = std::fmaf(a[i], load_elem(DT, p0, c), y[c]);
+    }
+  }
+}
+
+HIRE_AVX2 inline void fma8_bf16_ptrs(const unsigned char* const* p, const __m256* b, int64_t c, float* acc) {
+  const __m256i hi = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
+  __m256 e = _mm256_loadu_ps(acc), o = _mm256_loadu_ps(acc + 8);
+  for (int j = 0; j < 8; ++j) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p[j] + 2 * c));
+    e = _mm256_fmadd_ps(b[j], _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), e);
+    o = _mm256_fmadd_ps(b[j], _mm256_castsi256_ps(_mm256_and_si256(v, hi)), o);
+  }
+  _mm256_storeu_ps(acc, e);
+  _mm256_storeu_ps(acc + 8, o);
+}
+
+// 64 elements of y (4 de-interleaved 16-blocks, 8 independent chains) from 8 selected columns: the
+// same per-element fma order as fma8_bf16_ptrs, with 4x the instruction-level parallelism.
+HIRE_AVX2 inline void fma8x4_bf16_ptrs(const unsigned char* const* p, const __m256* b, int64_t c, float* acc) {
+  const __m256i hi = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
+  __m256 e0 = _mm256_loadu_ps(acc), o0 = _mm256_loadu_ps(acc + 8);
+  __m256 e1 = _mm256_loadu_ps(acc + 16), o1 = _mm256_loadu_ps(acc + 24);
+  __m256 e2 = _mm256_loadu_ps(acc + 32), o2 = _mm256_loadu_ps(acc + 40);
+  __m256 e3 = _mm256_loadu_ps(acc + 48), o3 = _mm256_loadu_ps(acc + 56);
+  for (int j = 0; j < 8; ++j) {
+    const __m256i* q = reinterpret_cast<const __m256i*>(p[j] + 2 * c);
+    const __m256i v0 = _mm256_loadu_si256(q), v1 = _mm256_loadu_si256(q + 1);
+    const __m256i v2 = _mm256_loadu_si256(q + 2), v3 = _mm256_loadu_si256(q + 3);
+    e0 = _mm256_fmadd_ps(b[j], _mm256_castsi256_ps(_mm256_slli_epi32(v0, 16)), e0);
+    o0 = _mm256_fmadd_ps(b[j], _mm256_castsi256_ps(_mm256_and_si256(v0, hi)), o0);
+    e1 = _mm256_fmadd_ps(b[j], _mm256_castsi256_ps(_mm256_slli_epi32(v1, 16)), e1);
+    o1 = _mm256_fmadd_ps(b[j], _mm256_castsi256_ps(_mm256_and_si256(v1, hi)), o1);
+    e2 = _mm256_fmadd_ps(b[j], _mm256_castsi256_ps(_mm256_slli_epi32(v2, 16)), e2);
+    o2 = _mm256_fmadd_ps(b[j], _mm256_castsi256_ps(_mm256_and_si256(v2, hi)), o2);
+    e3 = _mm256_fmadd_ps(b[j], _mm256_castsi256_ps(_mm256_slli_epi32(v3, 16)), e3);
+    o3 = _mm256_fmadd_ps(b[j], _mm256_castsi256_ps(_mm256_and_si256(v3, hi)), o3);
+  }
+  _mm256_storeu_ps(acc, e0);
+  _mm256_storeu_ps(acc + 8, o0);
+  _mm256_storeu_ps(acc + 16, e1);
+  _mm256_storeu_ps(acc + 24, o1);
+  _mm256_storeu_ps(acc + 32, e2);
+  _mm256_storeu_ps(acc + 40, o2);
+  _mm256_storeu_ps(acc + 48, e3);
+  _mm256_storeu_ps(acc + 56, o3);
+}
+
+// bf16: gemv_t_bf16's de-interleaved accumulator (even columns by shift, odd by mask), un-permuted at
+// the end of each block.
+HIRE_AVX2 void acc_cols_bf16(const Mat& w, const float* a, const int32_t* idx, int64_t count, float* y, int64_t c0,
+                             int64_t c1) {
+  const int64_t rb = w.rows * 2;
+  const unsigned char* base = static_cast<const unsigned char*>(w.data);
+  const __m256i hi = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
+  alignas(32) float acc[kColBlock];
+  for (int64_t cb = c0; cb < c1; cb += kColBlock) {
+    const int64_t ce = cb + kColBlock < c1 ? cb + kColBlock : c1;
+    const int64_t ce16 = cb + ((ce - cb) & ~int64_t{15});
+    if (ce16 < ce) acc_cols_dt<kBF16>(w, a, idx, count, y, ce16, ce);
+    if (ce16 == cb) continue;
+    const int64_t nb = ce16 - cb;
+    for (int64_t c = 0; c < nb; ++c) acc[c] = 0.0f;
+    const int64_t ahead = ((8192 + 2 * nb - 1) / (2 * nb) + 7) & ~int64_t{7};
+    int64_t i = 0;
+    for (; i + 8 <= count; i += 8) {
+      const unsigned char* p[8];
+      const unsigned char* q[8];
+      __m256 b[8];
+      const bool pf = i + ahead + 8 <= count;
+      for (int j = 0; j < 8; ++j) {
+        p[j] = base + idx[i + j] * rb + 2 * cb;
+        q[j] = pf ? base + idx[i + ahead + j] * rb + 2 * cb : nullptr;
+        b[j] = _mm256_set1_ps(a[i + j]);
+      }
+      int64_t c = 0;
+      for (; c + 64 <= nb; c += 64) {
+        if (pf) {
+          for (int j = 0; j < 8; ++j) {
+            _mm_prefetch(reinterpret_cast<const char*>(q[j] + 2 * c), _MM_HINT_T0);
+            _mm_prefetch(reinterpret_cast<const char*>(q[j] + 2 * c + 64), _MM_HINT_T0);
+          }
+        }
+        fma8x4_bf16_ptrs(p, b, c, acc + c);
+      }
+      for (; c < nb; c += 16) {
+        if (pf && (c & 31) == 0) {
+          for (int j = 0; j < 8; ++j) _mm_prefetch(reinterpret_cast<const char*>(q[j] + 2 * c), _MM_HINT_T0);
+        }
+        fma8_bf16_ptrs(p, b, c, acc + c);
+      }
+    }
+    for (; i < count; ++i) {
+      const unsigned char* p = base + idx[i] * rb + 2 * cb;
+      const __m256 b0 = _mm256_set1_ps(a[i]);
+      for (int64_t c = 0; c < nb; c += 16) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2 * c));
+        _mm256_storeu_ps(acc + c, _mm256_fmadd_ps(b0, _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)),
+                                                  _mm256_loadu_ps(acc + c)));
+        _mm256_storeu_ps(acc + c + 8, _mm256_fmadd_ps(b0, _mm256_castsi256_ps(_mm256_and_si256(v, hi)),
+                                                      _mm256_loadu_ps(acc + c + 8)));
+      }
+    }
+    for (int64_t c = 0; c < nb; c += 16) {
+      const __m256 e = _mm256_loadu_ps(acc + c), o = _mm256_loadu_ps(acc + c + 8);
+      const __m256 lo = _mm256_unpacklo_ps(e, o), hi2 = _mm256_unpackhi_ps(e, o);
+      _mm256_storeu_ps(y + cb + c, _mm256_permute2f128_ps(lo, hi2, 0x20));
+      _mm256_storeu_ps(y + cb + c + 8, _mm256_permute2f128_ps(lo, hi2, 0x31));
+    }
+  }
+}
+
+HIRE_AVX2 void a_accumulate_cols(const Mat& w, const float* a, const int32_t* idx, int64_t count, float* y,
+                                 int64_t r0, int64_t r1) {
+  if (w.dtype == kF32) {
+    acc_cols_dt<kF32>(w, a, idx, count, y, r0, r1);
+  } else if (w.dtype == kF16) {
+    acc_cols_dt<kF16>(w, a, idx, count, y, r0, r1);
+  } else {
+    acc_cols_bf16(w, a, idx, count, y, r0, r1);
   }
 }
 
@@ -821,6 +1096,7 @@ const KernelTable kAvx2Kernels = {
     "avx2",          a_gemv,       a_gemv_t,     a_pack_panel,  a_gemm_panel,
     a_to_f32,        a_rms_norm_row, a_layer_norm_row, a_softmax_row, a_silu_mul,
     a_activate,      a_add,        a_rope_token, a_attn_head,   a_read_sum,
+    a_gemv_rows,     a_accumulate_cols, avx2_quant_gemv,
 };
 
 }  // namespace

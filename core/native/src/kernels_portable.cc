@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "kernel_table.h"
+#include "quant_kernels.h"
 
 namespace hire {
 namespace {
@@ -235,6 +236,32 @@ void p_attn_head(float* out, const float* q, const float* k, const float* v, int
   for (int64_t i = 0; i < d; ++i) out[i] = acc[i] * inv;
 }
 
+// ---- HiRE sparse primitives ---------------------------------------------------------------------
+
+void p_gemv_rows(const Mat& w, const float* x, const int32_t* idx, int64_t i0, int64_t i1, float* y, float*) {
+  const size_t stride = static_cast<size_t>(w.cols) * dtype_size(w.dtype);
+  const unsigned char* base = static_cast<const unsigned char*>(w.data);
+  for (int64_t i = i0; i < i1; ++i) y[i] = p_dot(w.dtype, base + static_cast<size_t>(idx[i]) * stride, x, w.cols);
+}
+
+// Same loop as p_gemv_t with the input rows picked by idx.
+void p_accumulate_cols(const Mat& w, const float* a, const int32_t* idx, int64_t count, float* y, int64_t r0,
+                       int64_t r1) {
+  const size_t es = dtype_size(w.dtype);
+  const unsigned char* base = static_cast<const unsigned char*>(w.data);
+  float buf[kChunk];
+  for (int64_t cb = r0; cb < r1; cb += kChunk) {
+    const int64_t len = std::min<int64_t>(kChunk, r1 - cb);
+    float* yc = y + cb;
+    for (int64_t c = 0; c < len; ++c) yc[c] = 0.0f;
+    for (int64_t i = 0; i < count; ++i) {
+      p_to_f32(w.dtype, base + (static_cast<size_t>(idx[i]) * w.rows + cb) * es, len, buf);
+      const float ai = a[i];
+      for (int64_t c = 0; c < len; ++c) yc[c] += ai * buf[c];
+    }
+  }
+}
+
 float p_read_sum(const float* p, size_t count) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   size_t i = 0;
@@ -250,6 +277,7 @@ const KernelTable kPortableKernels = {
     "portable",     p_gemv,       p_gemv_t,    p_pack_panel,   p_gemm_panel,
     p_to_f32,       p_rms_norm_row, p_layer_norm_row, p_softmax_row, p_silu_mul,
     p_activate,     p_add,        p_rope_token, p_attn_head,   p_read_sum,
+    p_gemv_rows,    p_accumulate_cols, portable_quant_gemv,
 };
 
 }  // namespace hire

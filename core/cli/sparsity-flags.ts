@@ -1,0 +1,103 @@
+// The sparsity flags shared by `hire generate`, `chat` and `bench`, parsed into a settings update.
+import { UsageError } from "../loader/errors.js";
+import { FFN_METHODS, HEAD_METHODS, parsePredictor, type DeepPartial, type FfnMethod, type HeadMethod, type SparsitySettings } from "../sparse/settings.js";
+import type { ForwardReport } from "../engine/transformer.js";
+
+export const SPARSITY_FLAGS = {
+  ffn: { type: "string" },
+  "ffn-k": { type: "string" },
+  oversample: { type: "string" },
+  predictor: { type: "string" },
+  head: { type: "string" },
+  "head-k": { type: "string" },
+  "head-oversample": { type: "string" },
+  "head-predictor": { type: "string" },
+  shards: { type: "string" },
+  audit: { type: "string" },
+  "layer-k": { type: "string", multiple: true },
+} as const;
+
+export type SparsityValues = { [K in keyof typeof SPARSITY_FLAGS]?: K extends "layer-k" ? string[] : string };
+
+function number(flag: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const x = Number(v.endsWith("%") ? v.slice(0, -1) : v);
+  if (v.trim() === "" || !Number.isFinite(x)) throw new UsageError(`--${flag} must be a number, got "${v}"`);
+  return v.endsWith("%") ? x / 100 : x;
+}
+
+/** k given as a fraction (0.1), a percentage (10%) or a count (512). */
+export function parseK(flag: string, v: string): number {
+  return number(flag, v)!;
+}
+
+export function sparsityUpdate(v: SparsityValues, ffnK?: number): DeepPartial<SparsitySettings> {
+  const method = v.ffn as FfnMethod | undefined;
+  if (method !== undefined && !FFN_METHODS.includes(method)) throw new UsageError(`--ffn must be one of ${FFN_METHODS.join(", ")}, got "${method}"`);
+  const head = v.head as HeadMethod | undefined;
+  if (head !== undefined && !HEAD_METHODS.includes(head)) throw new UsageError(`--head must be one of ${HEAD_METHODS.join(", ")}, got "${head}"`);
+  const perLayerK: Record<number, number> = {};
+  for (const spec of v["layer-k"] ?? []) {
+    const [layer, k] = spec.split("=");
+    if (k === undefined || !/^\d+$/.test(layer)) throw new UsageError(`--layer-k must look like LAYER=K, got "${spec}"`);
+    perLayerK[Number(layer)] = parseK("layer-k", k);
+  }
+  const audit = v.audit === undefined ? undefined : v.audit === "off" ? 0 : v.audit === "all" ? 1 : number("audit", v.audit);
+  return {
+    ffn: {
+      method,
+      k: ffnK ?? number("ffn-k", v["ffn-k"]),
+      oversample: number("oversample", v.oversample),
+      predictor: v.predictor === undefined ? undefined : parsePredictor(v.predictor),
+      perLayerK,
+    },
+    head: {
+      method: head,
+      k: number("head-k", v["head-k"]),
+      oversample: number("head-oversample", v["head-oversample"]),
+      predictor: v["head-predictor"] === undefined ? undefined : parsePredictor(v["head-predictor"]),
+    },
+    shards: number("shards", v.shards),
+    auditEvery: audit,
+  };
+}
+
+/** Per-layer telemetry of one forward pass as JSON (indices only with `trace`). */
+export function reportJson(r: ForwardReport, trace: boolean): Record<string, unknown> {
+  const round = (x: number) => Math.round(x * 1e4) / 1e4;
+  return {
+    layers: r.layers.map((l, i) => {
+      const f = l.ffn;
+      return {
+        layer: i,
+        attention_ms: round(l.attentionMs),
+        ffn_ms: round(l.ffnMs),
+        ...(f && {
+          method: f.method,
+          k: f.k,
+          candidates: f.candidates,
+          predictor_ms: round(f.predictorMs),
+          exact_ms: round(f.exactMs),
+          down_ms: round(f.downMs),
+          bytes: f.bytes,
+          dense_bytes: f.denseBytes,
+          ...(f.recall !== undefined && { recall: round(f.recall), rel_error: round(f.relError!) }),
+          ...(f.cacheHitRate !== undefined && { cache_hit_rate: round(f.cacheHitRate), storage_bytes: f.storageBytes }),
+          ...(trace ? { selected: Array.from(f.selected) } : { selected_count: f.selected.length }),
+        }),
+      };
+    }),
+    output_ms: round(r.outputMs),
+    ...(r.head && {
+      head: {
+        method: r.head.method,
+        k: r.head.k,
+        candidates: r.head.candidates,
+        ms: round(r.head.ms),
+        bytes: r.head.bytes,
+        dense_bytes: r.head.denseBytes,
+        ...(r.head.massCovered !== undefined && { argmax_in_candidates: r.head.argmaxInCandidates, mass_covered: round(r.head.massCovered) }),
+      },
+    }),
+  };
+}

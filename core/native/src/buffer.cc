@@ -1,0 +1,45 @@
+// Buffer: aligned_alloc below kMmapBytes, anonymous mmap + MADV_HUGEPAGE above (see buffer.h).
+#include "buffer.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include <sys/mman.h>
+
+namespace hire {
+namespace {
+constexpr size_t kMmapBytes = size_t{1} << 20;
+}
+
+std::shared_ptr<Buffer> Buffer::alloc(size_t bytes) {
+  std::shared_ptr<Buffer> b(new Buffer());
+  b->size_ = bytes;
+  if (bytes >= kMmapBytes) {
+    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+    ::madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+    b->base_ = p;
+    b->mapped_ = true;
+  } else {
+    const size_t rounded = (bytes + 63) & ~size_t{63};
+    void* p = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
+    if (p == nullptr) throw std::bad_alloc();
+    std::memset(p, 0, rounded == 0 ? 64 : rounded);
+    b->base_ = p;
+  }
+  return b;
+}
+
+Buffer::~Buffer() {
+  if (base_ == nullptr) return;
+  if (mapped_) {
+    ::munmap(base_, size_);
+  } else {
+    std::free(base_);
+  }
+}
+
+}  // namespace hire

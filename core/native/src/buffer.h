@@ -1,0 +1,29 @@
+// Native memory owned by a weight or a quantized copy (relayout, weightFromArray, quantize): 64-byte
+// aligned, zero-filled; large buffers are anonymous mmaps advised for transparent huge pages, so that
+// streaming kernels see the same few TLB misses as the bandwidth probe. Shared (shared_ptr) between
+// the JS handle and anything that still reads it; freed with the last owner.
+#pragma once
+#include <cstddef>
+#include <memory>
+
+namespace hire {
+
+class Buffer {
+ public:
+  // Throws std::bad_alloc when the memory cannot be had. bytes == 0 gives a valid, empty buffer.
+  static std::shared_ptr<Buffer> alloc(size_t bytes);
+  ~Buffer();
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+
+  unsigned char* data() const { return static_cast<unsigned char*>(base_); }
+  size_t size() const { return size_; }
+
+ private:
+  Buffer() = default;
+  void* base_ = nullptr;
+  size_t size_ = 0;
+  bool mapped_ = false;  // munmap (true) or free (false)
+};
+
+}  // namespace hire

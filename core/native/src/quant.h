@@ -1,0 +1,100 @@
+// Group-quantized weights (HiRE-Q's cheap copy of W_gate / W_in / the LM head) and the int8 copy of x
+// that quant_gemv multiplies them with. Header-only plain C++ (no SIMD attributes).
+//
+// QuantMatrix storage, row after row with no padding between rows (row_stride = row_bytes +
+// 2 * groups bytes each; the buffer is 64-byte aligned and has kQuantSlack spare bytes at the end, so
+// kernels may over-read the last row's scales by one vector):
+//   codes  [row_bytes]   int8: one signed byte per value (-127..127), values 0 .. padded-1 in order.
+//                        int4: per 64 values, 32 bytes; byte j = code(j) | code(j + 32) << 4, with
+//                        code = q + 8 (q in -7..7); padded is rounded up to 64 for the nibbles.
+//   scales [groups]      f16, one per group of `group` values.
+// So a 32-value vector v of a row is codes[32v ..] (int8) or the low / high nibbles (v even / odd) of
+// codes[32 (v/2) ..] (int4), and always lies in group 32v / group: one load feeds one group. Rows are
+// 32-byte aligned whenever 2 * groups is a multiple of 32 (e.g. 2048 columns in groups of 32 or 64).
+// Dequantized value: q * f16(scale). To add a format: extend QuantMatrix::shape, quantize_row /
+// quant_row (sparse_ops.cc) and the quant_gemv primitives (quant_avx2.cc, quant_portable.cc).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+
+#include "buffer.h"
+#include "dtype.h"
+
+namespace hire {
+
+struct QuantMatrix {
+  int64_t rows = 0, cols = 0;
+  int bits = 8;              // 4 or 8
+  int64_t group = 32;        // values per scale: a multiple of 32
+  int64_t groups = 0;        // per row: ceil(cols / group)
+  int64_t padded = 0;        // groups * group (values per row, zero-padded)
+  int64_t row_bytes = 0;     // code bytes per row, a multiple of 32
+  int64_t row_stride = 0;    // bytes per row: row_bytes + 2 * groups
+  int64_t scale_pad = 0;     // groups rounded up to 16: length of the per-call scale arrays
+  std::shared_ptr<Buffer> mem;  // bytes() + kQuantSlack
+
+  const unsigned char* codes(int64_t r) const { return mem->data() + r * row_stride; }
+  const uint16_t* scales(int64_t r) const {
+    return reinterpret_cast<const uint16_t*>(mem->data() + r * row_stride + row_bytes);
+  }
+  int64_t bytes() const { return rows * row_stride; }
+  static constexpr int64_t kQuantSlack = 64;
+
+  // Shape only (mem stays null): the caller allocates bytes() + kQuantSlack.
+  static QuantMatrix shape(int64_t rows, int64_t cols, int bits, int64_t group) {
+    QuantMatrix q;
+    q.rows = rows;
+    q.cols = cols;
+    q.bits = bits;
+    q.group = group;
+    q.groups = (cols + group - 1) / group;
+    q.padded = q.groups * group;
+    q.row_bytes = bits == 8 ? q.padded : ((q.padded + 63) / 64) * 32;
+    q.row_stride = q.row_bytes + 2 * q.groups;
+    q.scale_pad = (q.groups + 15) & ~int64_t{15};
+    return q;
+  }
+};
+
+// x quantized for one quant_gemv call, in the groups of the matrix (arrays owned by the caller,
+// 32-byte aligned). q: int8 [padded] (zeros past cols); scale: f32 [scale_pad] (max|x_g| / 127,
+// zeros past groups). corr (int4 only; what the AVX2 kernels subtract so that they can multiply the
+// raw codes q + 8 and still sum exact, unbiased integers lane by lane), int32:
+//   group 32:  per block of 4 groups, 8 values: [8 * sum(q[0..16)) of groups 0..3 of the block,
+//              8 * sum(q[16..32)) of groups 0..3]; ceil(groups / 4) blocks.
+//   otherwise: per group, 8 values: lane l = 8 * the sum of q over bytes 4l .. 4l+3 of every
+//              32-value vector of the group.
+struct QuantVector {
+  const int8_t* q;
+  const float* scale;
+  const int32_t* corr;
+};
+
+// Number of int32 in QuantVector::corr for a matrix.
+inline int64_t quant_corr_len(const QuantMatrix& m) {
+  return m.bits != 4 ? 0 : m.group == 32 ? 8 * ((m.groups + 3) / 4) : 8 * m.groups;
+}
+
+// f32 -> IEEE half, round to nearest even; overflow gives inf, NaN stays NaN.
+inline uint16_t float_to_half(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
+  const uint32_t ax = x & 0x7fffffffu;
+  if (ax > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u | ((ax >> 13) & 0x3ffu));  // NaN
+  if (ax >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds to >= 65520: inf
+  if (ax >= 0x38800000u) {                                              // normal half
+    const uint32_t m = ax + 0xc8000fffu + ((ax >> 13) & 1u);            // rebias (-112 << 23), round
+    return static_cast<uint16_t>(sign | (m >> 13));
+  }
+  // Subnormal half (or zero): value * 2^24 rounded to an integer, half-even.
+  const float scaled = bits_to_float(ax) * 16777216.0f;  // exact (power of two)
+  const uint32_t whole = static_cast<uint32_t>(scaled);
+  const float frac = scaled - static_cast<float>(whole);
+  uint32_t r = whole + (frac > 0.5f || (frac == 0.5f && (whole & 1u)) ? 1u : 0u);
+  return static_cast<uint16_t>(sign | r);
+}
+
+}  // namespace hire

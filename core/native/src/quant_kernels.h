@@ -1,0 +1,15 @@
+// The quant_gemv primitive of each kernel path (quant_portable.cc, quant_avx2.cc), declared here so
+// the KernelTables in kernels_portable.cc and kernels_avx2.cc can point at them.
+#pragma once
+#include <cstdint>
+
+#include "kernel_table.h"
+
+namespace hire {
+
+void portable_quant_gemv(const QuantMatrix& q, const QuantVector& x, float* y, int64_t r0, int64_t r1);
+#if HIRE_X86_64
+void avx2_quant_gemv(const QuantMatrix& q, const QuantVector& x, float* y, int64_t r0, int64_t r1);
+#endif
+
+}  // namespace hire

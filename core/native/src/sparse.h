@@ -1,0 +1,36 @@
+// The HiRE sparse-inference ops on raw pointers (arguments validated by addon.cc), composed from the
+// active KernelTable in sparse_ops.cc (threading, x quantization) and topk.cc:
+//   score all rows cheaply (quantize once, quant_matvec per token) -> approximate top-k' (topk) ->
+//   exact rows (matvec_rows) -> exact top-k -> down projection from k columns (accumulate_cols).
+// To add an op: declare it here, implement it in sparse_ops.cc (primitives in the kernel files),
+// bind it in addon.cc and declare it in addon.ts.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "dtype.h"
+#include "quant.h"
+
+namespace hire {
+
+// Writes the logical matrix of w into dst (rows * cols * dtype_size bytes) in memory layout
+// [rows][cols] (transposed = false) or [cols][rows] (true). Parallel.
+void relayout(const Mat& w, bool transposed, unsigned char* dst);
+// y[i] = W[idx[i]] . x for i < count; W not transposed, every idx in [0, rows).
+void matvec_rows(float* y, const float* x, const Mat& w, const int32_t* idx, int64_t count);
+// y[0..rows) = sum_{i < count} a[i] * W[:, idx[i]]; W transposed, every idx in [0, cols).
+void accumulate_cols(float* y, const float* a, const Mat& w, const int32_t* idx, int64_t count);
+// Group-wise symmetric quantization of the logical rows of w (either layout); bits 4 or 8, group a
+// multiple of 32. Parallel.
+std::shared_ptr<QuantMatrix> quantize(const Mat& w, int bits, int64_t group);
+// y[r] ~= W[r] . x for every row (x quantized to int8 per group once per call).
+void quant_matvec(float* y, const float* x, const QuantMatrix& q);
+// out[c] = dequantized W[r][c] for c < cols.
+void quant_row(const QuantMatrix& q, int64_t r, float* out);
+// How many indices topk returns: sum over shards of min(k_s, shard size).
+int64_t topk_count(int64_t n, int64_t k, int64_t shards);
+// DA-top-k (see addon.ts): writes topk_count(n, k, shards) ascending indices to out, returns that count.
+int64_t topk(const float* values, int64_t n, int64_t k, bool by_abs, int64_t shards, int32_t* out);
+
+}  // namespace hire

@@ -1,0 +1,59 @@
+// On-disk cache for predictors that are expensive to build (low-rank factorisations), keyed by a
+// hash of the source tensor's bytes plus the predictor settings, so a changed model or rank never
+// reuses stale factors. Location: $HIRE_CACHE_DIR, else ~/.cache/hire-studio/predictors.
+import { createHash } from "node:crypto";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, renameSync, writeFileSync } from "node:fs";
+import { homedir } from "node:os";
+import { join } from "node:path";
+
+export function cacheDir(): string {
+  return process.env.HIRE_CACHE_DIR ?? join(homedir(), ".cache", "hire-studio", "predictors");
+}
+
+/** sha256 of a byte range of a file (the tensor's stored bytes), read in 16 MiB chunks. */
+export function tensorHash(file: string, offset: number, byteLength: number): string {
+  const h = createHash("sha256");
+  const fd = openSync(file, "r");
+  try {
+    const buf = Buffer.allocUnsafe(Math.min(byteLength, 16 << 20));
+    for (let done = 0; done < byteLength; ) {
+      const n = readSync(fd, buf, 0, Math.min(buf.length, byteLength - done), offset + done);
+      if (n <= 0) throw new Error(`${file}: unexpected end while hashing a tensor`);
+      h.update(buf.subarray(0, n));
+      done += n;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return h.digest("hex").slice(0, 32);
+}
+
+/** Float32 arrays stored under `key`, or undefined when absent or unreadable (then rebuilt). */
+export function readCached(key: string, lengths: number[]): Float32Array[] | undefined {
+  const file = join(cacheDir(), `${key}.f32`);
+  if (!existsSync(file)) return undefined;
+  try {
+    const bytes = readFileSync(file);
+    const total = lengths.reduce((a, b) => a + b, 0);
+    if (bytes.length !== total * 4) return undefined;
+    const all = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
+    let at = 0;
+    return lengths.map((n) => all.slice(at, (at += n)));
+  } catch {
+    return undefined;
+  }
+}
+
+/** Store arrays under `key` atomically (write then rename). Failures only cost a rebuild next time. */
+export function writeCached(key: string, arrays: Float32Array[]): void {
+  try {
+    const dir = cacheDir();
+    mkdirSync(dir, { recursive: true });
+    const file = join(dir, `${key}.f32`);
+    const tmp = `${file}.${process.pid}.tmp`;
+    writeFileSync(tmp, Buffer.concat(arrays.map((a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength))));
+    renameSync(tmp, file);
+  } catch {
+    // A read-only or full disk must not break inference.
+  }
+}

@@ -1,0 +1,77 @@
+// State shared by the sparse layers of one session: the backend, the live settings, whether this
+// token is audited, and scratch buffers sized once for the model (hot loops allocate nothing).
+import type { Backend, Buf, Weight } from "../backend/backend.js";
+import type { ModelConfig } from "../arch/config.js";
+import type { Workspace } from "../engine/transformer.js";
+import type { SparsitySettings } from "./settings.js";
+
+export class SparseScratch {
+  readonly actN: Buf; // activations of a batch [batch][F] (the workspace's FFN buffers)
+  readonly otherN: Buf;
+  readonly scores: Buf; // predictor scores [max(F, V)]
+  readonly g: Buf; // exact activations of candidates [max(F, V)]
+  readonly u: Buf;
+  readonly aSel: Buf; // activations of the selected neurons
+  readonly outOne: Buf; // one token's FFN output [H]
+  readonly hSel: Buf; // DIP: selected input entries [H]
+  readonly auditAct: Buf;
+  readonly auditOther: Buf;
+  readonly auditOut: Buf; // [max(H, V)]
+  readonly cand: Int32Array;
+  readonly sel: Int32Array;
+  readonly selPos: Int32Array;
+  readonly inSel: Int32Array;
+  readonly auditTop: Int32Array;
+
+  constructor(b: Backend, c: ModelConfig, ws: Workspace) {
+    const F = c.intermediate;
+    const N = Math.max(F, c.vocab);
+    this.actN = ws.ff1;
+    this.otherN = ws.ff2;
+    this.scores = b.alloc(N);
+    this.g = b.alloc(N);
+    this.u = b.alloc(F);
+    this.aSel = b.alloc(N);
+    this.outOne = b.alloc(c.hidden);
+    this.hSel = b.alloc(c.hidden);
+    this.auditAct = b.alloc(F);
+    this.auditOther = b.alloc(c.gatedFfn ? F : 0);
+    this.auditOut = b.alloc(Math.max(c.hidden, c.vocab));
+    this.cand = new Int32Array(N);
+    this.sel = new Int32Array(N);
+    this.selPos = new Int32Array(N);
+    this.inSel = new Int32Array(c.hidden);
+    this.auditTop = new Int32Array(N);
+  }
+}
+
+export class SparseContext {
+  /** Compare with the dense computation on this token (set by the Sparsifier before each token). */
+  auditNow = false;
+  readonly scratch: SparseScratch;
+
+  constructor(
+    readonly b: Backend,
+    c: ModelConfig,
+    ws: Workspace,
+    public settings: SparsitySettings,
+  ) {
+    this.scratch = new SparseScratch(b, c, ws);
+  }
+
+  get backend(): Backend {
+    return this.b;
+  }
+
+  /** `w` in the requested storage layout: itself if it already is, else a copy. */
+  layout(w: Weight, transposed: boolean): Weight {
+    return w.transposed === transposed ? w : this.b.relayout(w, transposed);
+  }
+
+  /** A bias vector (any dtype) as f32. */
+  readBias(w: Weight): Float32Array {
+    const buf = this.b.alloc(w.cols);
+    this.b.embed(buf, w, Int32Array.of(0));
+    return Float32Array.from(this.b.read(buf, 0, w.cols));
+  }
+}

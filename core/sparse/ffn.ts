@@ -1,0 +1,372 @@
+// Sparse FFN blocks, one class per layer, replacing DenseFeedForward in Transformer.ffn[l].
+// Methods (settings.ts): topk-exact (dense activations, exact top-k), hire (predict top-k', compute
+// those rows exactly, keep the exact top-k), dip / dip-ca (predictor-free input and GLU pruning,
+// with a simulated weight cache for dip-ca). Every method ends with the down product over the k
+// selected neurons only, read as contiguous rows of a transposed W_down.
+//
+// Batches of several tokens (prefill) run the dense GEMMs and keep each token's exact top-k, so
+// a model sees the same top-k FFN in prefill as in decode. Decode (one token) runs the method.
+import type { Buf, Weight } from "../backend/backend.js";
+import type { LayerWeights, ModelConfig } from "../arch/config.js";
+import type { FeedForward, LayerReport } from "../engine/transformer.js";
+import { buildPredictor, type Predictor } from "./predictor.js";
+import { predictorName, resolveCount, type SparsitySettings } from "./settings.js";
+import { recall, relativeError, type FfnTelemetry } from "./telemetry.js";
+import type { SparseContext } from "./context.js";
+import { tensorHash } from "./cache.js";
+
+/** Weights of one layer in the layouts the sparse kernels read, built on first use. */
+class LayerPrep {
+  private rowsIn?: Weight;
+  private rowsUp?: Weight;
+  private colsDown?: Weight;
+  private colsGate?: Weight;
+  private colsUpT?: Weight;
+  private predictors = new Map<string, Predictor>();
+  biasIn?: Float32Array;
+  biasDown?: Float32Array;
+
+  constructor(
+    private readonly ctx: SparseContext,
+    readonly w: LayerWeights,
+  ) {
+    const first = w.gate ?? w.up;
+    if (first.b) this.biasIn = ctx.readBias(first.b);
+    if (w.down.b) this.biasDown = ctx.readBias(w.down.b);
+  }
+
+  /** First FFN matrix (W_gate, or W_in), one contiguous row per neuron. */
+  inRows(): Weight {
+    return (this.rowsIn ??= this.ctx.layout((this.w.gate ?? this.w.up).w, false));
+  }
+  /** W_up of a gated FFN, one contiguous row per neuron. */
+  upRows(): Weight {
+    return (this.rowsUp ??= this.ctx.layout(this.w.up.w, false));
+  }
+  /** W_down with each neuron's column contiguous. */
+  downCols(): Weight {
+    return (this.colsDown ??= this.ctx.layout(this.w.down.w, true));
+  }
+  /** W_gate / W_up with each input column contiguous (DIP's column-sparse products). */
+  gateInputCols(): Weight {
+    return (this.colsGate ??= this.ctx.layout(this.w.gate!.w, true));
+  }
+  upInputCols(): Weight {
+    return (this.colsUpT ??= this.ctx.layout(this.w.up.w, true));
+  }
+  predictor(s: SparsitySettings): Predictor {
+    const key = predictorName(s.ffn.predictor);
+    let p = this.predictors.get(key);
+    if (!p) {
+      const src = (this.w.gate ?? this.w.up).w;
+      const sourceKey = s.ffn.predictor.kind === "lowrank" ? tensorHash(src.file, src.offset, src.byteLength) : undefined;
+      p = buildPredictor(this.ctx.backend, this.inRows(), s.ffn.predictor, sourceKey);
+      this.predictors.set(key, p);
+    }
+    return p;
+  }
+  /** Whether everything `s` needs is built (so the first sparse token does not stall on it). */
+  prepare(s: SparsitySettings): void {
+    const m = s.ffn.method;
+    if (m === "dense") return;
+    this.downCols();
+    if (m === "hire") {
+      this.inRows();
+      if (this.w.gate) this.upRows();
+      this.predictor(s);
+    }
+    if (m === "dip" || m === "dip-ca") {
+      this.gateInputCols();
+      this.upInputCols();
+    }
+  }
+}
+
+/** LRU over neuron ids with O(1) touch and evict (a doubly linked list in typed arrays). */
+class NeuronLru {
+  private readonly prev: Int32Array;
+  private readonly next: Int32Array;
+  readonly resident: Uint8Array;
+  private head = -1; // most recent
+  private tail = -1; // least recent
+  private size = 0;
+  constructor(
+    n: number,
+    private capacity: number,
+  ) {
+    this.prev = new Int32Array(n).fill(-1);
+    this.next = new Int32Array(n).fill(-1);
+    this.resident = new Uint8Array(n);
+  }
+  setCapacity(c: number): void {
+    this.capacity = c;
+    while (this.size > this.capacity) this.evict();
+  }
+  /** Mark `id` used; returns whether it was already resident. */
+  touch(id: number): boolean {
+    const hit = this.resident[id] === 1;
+    if (hit) this.unlink(id);
+    else {
+      if (this.size >= this.capacity) this.evict();
+      this.resident[id] = 1;
+      this.size++;
+    }
+    this.prev[id] = -1;
+    this.next[id] = this.head;
+    if (this.head >= 0) this.prev[this.head] = id;
+    this.head = id;
+    if (this.tail < 0) this.tail = id;
+    return hit;
+  }
+  private unlink(id: number): void {
+    const p = this.prev[id];
+    const n = this.next[id];
+    if (p >= 0) this.next[p] = n;
+    else this.head = n;
+    if (n >= 0) this.prev[n] = p;
+    else this.tail = p;
+  }
+  private evict(): void {
+    const id = this.tail;
+    if (id < 0) return;
+    this.unlink(id);
+    this.resident[id] = 0;
+    this.size--;
+  }
+}
+
+export class SparseFeedForward implements FeedForward {
+  readonly prep: LayerPrep;
+  private lru?: NeuronLru;
+
+  constructor(
+    private readonly ctx: SparseContext,
+    private readonly c: ModelConfig,
+    private readonly w: LayerWeights,
+    private readonly layer: number,
+  ) {
+    this.prep = new LayerPrep(ctx, w);
+  }
+
+  forward(out: Buf, h: Buf, n: number, report?: LayerReport): void {
+    const s = this.ctx.settings;
+    if (n > 1 || s.ffn.method === "topk-exact") {
+      this.topkExact(out, h, n, s, report);
+      return;
+    }
+    if (s.ffn.method === "hire") this.hire(out, h, s, report);
+    else this.dip(out, h, s, report);
+  }
+
+  private kFor(s: SparsitySettings): number {
+    return resolveCount(s.ffn.perLayerK[this.layer] ?? s.ffn.k, this.c.intermediate);
+  }
+
+  private denseBytes(): number {
+    const w = this.w;
+    return w.up.w.byteLength + w.down.w.byteLength + (w.gate ? w.gate.w.byteLength : 0);
+  }
+
+  /** act(W_gate·h) * (W_up·h), or act(W_in·h): all F activations of n tokens into `act`. */
+  private denseActivations(act: Buf, other: Buf, h: Buf, n: number): void {
+    const { b } = this.ctx;
+    const { w, c } = this;
+    if (w.gate) {
+      b.matmul(act, h, w.gate.w, n, w.gate.b);
+      b.matmul(other, h, w.up.w, n, w.up.b);
+      b.gatedAct(act, other, n * c.intermediate, c.activation);
+    } else {
+      b.matmul(act, h, w.up.w, n, w.up.b);
+      b.activate(act, n * c.intermediate, c.activation);
+    }
+  }
+
+  /** Dense activations, each token's exact top-k, down product from those k columns only. */
+  private topkExact(out: Buf, h: Buf, n: number, s: SparsitySettings, report?: LayerReport): void {
+    const { ctx, c } = this;
+    const { b, scratch: sc } = ctx;
+    const F = c.intermediate;
+    const H = c.hidden;
+    const k = this.kFor(s);
+    const t0 = performance.now();
+    this.denseActivations(sc.actN, sc.otherN, h, n);
+    const t1 = performance.now();
+    const down = this.prep.downCols();
+    const actAll = b.read(sc.actN, 0, n * F);
+    const outAll = b.read(out, 0, n * H);
+    let ns = 0;
+    for (let t = 0; t < n; t++) {
+      const act = actAll.subarray(t * F, (t + 1) * F);
+      ns = b.topk(act, F, k, true, s.shards, sc.sel);
+      const a = b.read(sc.aSel, 0, ns);
+      for (let i = 0; i < ns; i++) a[i] = act[sc.sel[i]];
+      b.accumulateCols(sc.outOne, sc.aSel, down, sc.sel, ns);
+      outAll.set(b.read(sc.outOne, 0, H), t * H);
+      if (this.prep.biasDown) for (let i = 0; i < H; i++) outAll[t * H + i] += this.prep.biasDown[i];
+    }
+    if (!report || n > 1) return;
+    const t2 = performance.now();
+    const rowBytes = down.byteLength / F;
+    const tel: FfnTelemetry = {
+      method: "topk-exact",
+      k,
+      candidates: F,
+      selected: sc.sel.slice(0, ns),
+      predictorMs: 0,
+      exactMs: t1 - t0,
+      downMs: t2 - t1,
+      bytes: this.denseBytes() - this.w.down.w.byteLength + ns * rowBytes,
+      denseBytes: this.denseBytes(),
+    };
+    if (ctx.auditNow) this.audit(tel, out, h, s);
+    report.ffn = tel;
+  }
+
+  /** HiRE: predictor → top-k' candidates → exact rows → exact top-k → down product. */
+  private hire(out: Buf, h: Buf, s: SparsitySettings, report?: LayerReport): void {
+    const { ctx, c, w, prep } = this;
+    const { b, scratch: sc } = ctx;
+    const F = c.intermediate;
+    const P = s.shards;
+    const k = this.kFor(s);
+    // k' is a multiple of P so every shard contributes the same number of candidates, and the
+    // second (exact) selection can shard the candidate list at the same boundaries.
+    let kp = Math.min(F, Math.ceil((k * s.ffn.oversample) / P) * P);
+    if (kp > F - P) kp = F;
+    const t0 = performance.now();
+    const pred = prep.predictor(s);
+    pred.score(sc.scores, h);
+    const scores = b.read(sc.scores, 0, F);
+    if (prep.biasIn) for (let i = 0; i < F; i++) scores[i] += prep.biasIn[i];
+    // Rank neurons by the activation they would produce: |act(gate score)| (or act(W_in·x)).
+    b.activate(sc.scores, F, c.activation);
+    const nc = b.topk(sc.scores, F, kp, true, P, sc.cand);
+    const t1 = performance.now();
+    const inRows = prep.inRows();
+    b.matvecRows(sc.g, h, inRows, sc.cand, nc);
+    if (prep.biasIn) {
+      const g = b.read(sc.g, 0, nc);
+      for (let i = 0; i < nc; i++) g[i] += prep.biasIn[sc.cand[i]];
+    }
+    let rowBytes = inRows.byteLength / F;
+    if (w.gate) {
+      const upRows = prep.upRows();
+      b.matvecRows(sc.u, h, upRows, sc.cand, nc);
+      b.gatedAct(sc.g, sc.u, nc, c.activation);
+      rowBytes += upRows.byteLength / F;
+    } else {
+      b.activate(sc.g, nc, c.activation);
+    }
+    const ns = b.topk(sc.g, nc, Math.min(k, nc), true, P, sc.selPos);
+    const g = b.read(sc.g, 0, nc);
+    const a = b.read(sc.aSel, 0, ns);
+    for (let i = 0; i < ns; i++) {
+      a[i] = g[sc.selPos[i]];
+      sc.sel[i] = sc.cand[sc.selPos[i]];
+    }
+    const t2 = performance.now();
+    const down = prep.downCols();
+    b.accumulateCols(out, sc.aSel, down, sc.sel, ns);
+    this.addDownBias(out);
+    const t3 = performance.now();
+    if (!report) return;
+    const tel: FfnTelemetry = {
+      method: "hire",
+      k: ns,
+      candidates: nc,
+      selected: sc.sel.slice(0, ns),
+      predictorMs: t1 - t0,
+      exactMs: t2 - t1,
+      downMs: t3 - t2,
+      bytes: pred.byteLength + nc * rowBytes + ns * (down.byteLength / F),
+      denseBytes: this.denseBytes(),
+    };
+    if (ctx.auditNow) this.audit(tel, out, h, s);
+    report.ffn = tel;
+  }
+
+  /** DIP: top |x| input columns for gate/up, top |GLU| neurons for down; dip-ca biases toward cached neurons. */
+  private dip(out: Buf, h: Buf, s: SparsitySettings, report?: LayerReport): void {
+    const { ctx, c, prep } = this;
+    const { b, scratch: sc } = ctx;
+    const F = c.intermediate;
+    const H = c.hidden;
+    const k = this.kFor(s);
+    const kx = resolveCount(s.ffn.perLayerK[this.layer] ?? s.ffn.k, H);
+    const t0 = performance.now();
+    const nx = b.topk(h, H, kx, true, 1, sc.inSel);
+    const hv = b.read(h, 0, H);
+    const hs = b.read(sc.hSel, 0, nx);
+    for (let i = 0; i < nx; i++) hs[i] = hv[sc.inSel[i]];
+    const gateCols = prep.gateInputCols();
+    const upCols = prep.upInputCols();
+    b.accumulateCols(sc.g, sc.hSel, gateCols, sc.inSel, nx);
+    b.accumulateCols(sc.u, sc.hSel, upCols, sc.inSel, nx);
+    b.gatedAct(sc.g, sc.u, F, c.activation);
+    const t1 = performance.now();
+    let cacheHitRate: number | undefined;
+    let storageBytes: number | undefined;
+    const down = prep.downCols();
+    const downRow = down.byteLength / F;
+    let ns: number;
+    const act = b.read(sc.g, 0, F);
+    if (s.ffn.method === "dip-ca") {
+      const capacity = Math.max(k, Math.round(s.ffn.cacheFraction * F));
+      if (!this.lru) this.lru = new NeuronLru(F, capacity);
+      this.lru.setCapacity(capacity);
+      // Uncached neurons compete with their score scaled by γ (DIP-CA's cache-aware mask).
+      const biased = b.read(sc.scores, 0, F);
+      const gamma = s.ffn.cacheGamma;
+      for (let i = 0; i < F; i++) biased[i] = this.lru.resident[i] ? Math.abs(act[i]) : gamma * Math.abs(act[i]);
+      ns = b.topk(sc.scores, F, k, false, s.shards, sc.sel);
+      let hits = 0;
+      for (let i = 0; i < ns; i++) if (this.lru.touch(sc.sel[i])) hits++;
+      cacheHitRate = ns > 0 ? hits / ns : 1;
+      storageBytes = (ns - hits) * downRow;
+    } else {
+      ns = b.topk(sc.g, F, k, true, s.shards, sc.sel);
+    }
+    const a = b.read(sc.aSel, 0, ns);
+    for (let i = 0; i < ns; i++) a[i] = act[sc.sel[i]];
+    const t2 = performance.now();
+    b.accumulateCols(out, sc.aSel, down, sc.sel, ns);
+    this.addDownBias(out);
+    const t3 = performance.now();
+    if (!report) return;
+    const tel: FfnTelemetry = {
+      method: s.ffn.method,
+      k: ns,
+      candidates: F,
+      selected: sc.sel.slice(0, ns),
+      predictorMs: 0,
+      exactMs: t1 - t0 + (t2 - t1),
+      downMs: t3 - t2,
+      bytes: nx * (gateCols.byteLength / H + upCols.byteLength / H) + ns * downRow,
+      denseBytes: this.denseBytes(),
+      cacheHitRate,
+      storageBytes,
+    };
+    if (ctx.auditNow) this.audit(tel, out, h, s);
+    report.ffn = tel;
+  }
+
+  private addDownBias(out: Buf): void {
+    const bias = this.prep.biasDown;
+    if (!bias) return;
+    const o = this.ctx.b.read(out, 0, bias.length);
+    for (let i = 0; i < bias.length; i++) o[i] += bias[i];
+  }
+
+  /** Dense pass for comparison: recall of the selection against the exact top-k, and output error. */
+  private audit(tel: FfnTelemetry, out: Buf, h: Buf, s: SparsitySettings): void {
+    const { ctx, c, w } = this;
+    const { b, scratch: sc } = ctx;
+    const F = c.intermediate;
+    const k = this.kFor(s);
+    this.denseActivations(sc.auditAct, sc.auditOther, h, 1);
+    const exactK = b.topk(sc.auditAct, F, k, true, 1, sc.auditTop);
+    tel.recall = recall(tel.selected, sc.auditTop.subarray(0, exactK));
+    b.matmul(sc.auditOut, sc.auditAct, w.down.w, 1, w.down.b);
+    tel.relError = relativeError(b.read(out, 0, c.hidden), b.read(sc.auditOut, 0, c.hidden), c.hidden);
+  }
+}

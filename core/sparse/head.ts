@@ -1,0 +1,94 @@
+// HiRE on the output (softmax) layer: approximate logits from a quantized or low-rank copy of the
+// LM head → top-k' candidate tokens (DA-top-k when sharded) → exact logits for the candidates →
+// the exact top-k among them. Logits outside the kept set are −∞, so sampling (temperature,
+// top-p, …) is restricted to the candidates with no change to the sampler.
+import type { Buf, Weight } from "../backend/backend.js";
+import type { ModelConfig, ModelWeights } from "../arch/config.js";
+import type { ForwardReport, OutputLayer } from "../engine/transformer.js";
+import { buildPredictor, type Predictor } from "./predictor.js";
+import { predictorName, resolveCount } from "./settings.js";
+import type { SparseContext } from "./context.js";
+import type { HeadTelemetry } from "./telemetry.js";
+import { tensorHash } from "./cache.js";
+
+export class HireOutputLayer implements OutputLayer {
+  private readonly head: Weight;
+  private readonly predictors = new Map<string, Predictor>();
+
+  constructor(
+    private readonly ctx: SparseContext,
+    private readonly c: ModelConfig,
+    private readonly w: ModelWeights,
+  ) {
+    if (w.head.b) throw new Error("a biased LM head is not supported by the sparse output layer");
+    this.head = ctx.layout(w.head.w, false);
+  }
+
+  predictor(): Predictor {
+    const spec = this.ctx.settings.head.predictor;
+    const key = predictorName(spec);
+    let p = this.predictors.get(key);
+    if (!p) {
+      const src = this.w.head.w;
+      const sourceKey = spec.kind === "lowrank" ? tensorHash(src.file, src.offset, src.byteLength) : undefined;
+      p = buildPredictor(this.ctx.b, this.head, spec, sourceKey, 2);
+      this.predictors.set(key, p);
+    }
+    return p;
+  }
+
+  forward(logits: Buf, hidden: Buf, report?: ForwardReport): void {
+    const { ctx, c } = this;
+    const { b, scratch: sc } = ctx;
+    const s = ctx.settings;
+    const V = c.vocab;
+    const P = s.shards;
+    const k = resolveCount(s.head.k, V);
+    let kp = Math.min(V, Math.ceil((k * s.head.oversample) / P) * P);
+    if (kp > V - P) kp = V;
+    const t0 = performance.now();
+    const pred = this.predictor();
+    pred.score(sc.scores, hidden);
+    const nc = b.topk(sc.scores, V, kp, false, P, sc.cand);
+    b.matvecRows(sc.g, hidden, this.head, sc.cand, nc);
+    const ns = b.topk(sc.g, nc, Math.min(k, nc), false, P, sc.selPos);
+    const out = b.read(logits, 0, V);
+    const exact = b.read(sc.g, 0, nc);
+    out.fill(-Infinity);
+    for (let i = 0; i < ns; i++) out[sc.cand[sc.selPos[i]]] = exact[sc.selPos[i]];
+    const ms = performance.now() - t0;
+    if (!report) return;
+    const tel: HeadTelemetry = {
+      method: "hire",
+      k: ns,
+      candidates: nc,
+      ms,
+      bytes: pred.byteLength + nc * (this.head.byteLength / V),
+      denseBytes: this.w.head.w.byteLength,
+    };
+    if (ctx.auditNow) {
+      b.matmul(sc.auditOut, hidden, this.w.head.w, 1, null);
+      const dense = b.read(sc.auditOut, 0, V);
+      let best = 0;
+      let max = -Infinity;
+      for (let i = 0; i < V; i++) {
+        if (dense[i] > max) {
+          max = dense[i];
+          best = i;
+        }
+      }
+      let total = 0;
+      for (let i = 0; i < V; i++) total += Math.exp(dense[i] - max);
+      let kept = 0;
+      let hit = false;
+      for (let i = 0; i < ns; i++) {
+        const id = sc.cand[sc.selPos[i]];
+        kept += Math.exp(dense[id] - max);
+        if (id === best) hit = true;
+      }
+      tel.argmaxInCandidates = hit;
+      tel.massCovered = kept / total;
+    }
+    report.head = tel;
+  }
+}

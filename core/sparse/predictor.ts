@@ -1,0 +1,134 @@
+// HiRE predictors: cheap approximations of W·x used only to choose which rows to compute exactly.
+// - int8 / int4: a group-quantized copy of W (the kernel quantizes x to int8 and uses integer dots).
+// - lowrank:r: W ≈ Q·B with Q (rows × r, orthonormal columns) from a randomized range finder with
+//   one power iteration, and B = Qᵀ·W (r × cols); scores = Q·(B·x).
+// To add a predictor: implement `Predictor`, build it in `buildPredictor`, name it in settings.ts.
+import type { Backend, Buf, QuantWeight, Weight } from "../backend/backend.js";
+import { native, NativeDType } from "../native/addon.js";
+import { Rng } from "../engine/sampler.js";
+import type { PredictorSpec } from "./settings.js";
+import { readCached, writeCached } from "./cache.js";
+
+export interface Predictor {
+  readonly name: string;
+  /** Bytes the predictor reads per token. */
+  readonly byteLength: number;
+  /** y[0..rows) ≈ W·x. */
+  score(y: Buf, x: Buf): void;
+}
+
+class QuantPredictor implements Predictor {
+  readonly name: string;
+  readonly byteLength: number;
+  constructor(
+    private readonly b: Backend,
+    private readonly q: QuantWeight,
+  ) {
+    this.name = `int${q.bits}:${q.groupSize}`;
+    this.byteLength = q.byteLength;
+  }
+  score(y: Buf, x: Buf): void {
+    this.b.quantMatvec(y, x, this.q);
+  }
+}
+
+class LowRankPredictor implements Predictor {
+  readonly name: string;
+  readonly byteLength: number;
+  private readonly tmp: Buf;
+  constructor(
+    private readonly b: Backend,
+    private readonly q: Weight, // rows × r
+    private readonly proj: Weight, // r × cols
+  ) {
+    this.name = `lowrank:${proj.rows}`;
+    this.byteLength = q.byteLength + proj.byteLength;
+    this.tmp = b.alloc(proj.rows);
+  }
+  score(y: Buf, x: Buf): void {
+    this.b.matmul(this.tmp, x, this.proj, 1, null);
+    this.b.matmul(y, this.tmp, this.q, 1, null);
+  }
+}
+
+/**
+ * Build the predictor `spec` for W (rows = neurons or vocabulary entries, cols = inputs).
+ * `sourceKey` identifies W's content (a hash of its stored bytes): low-rank factors are then
+ * cached on disk and reused while the model and the rank stay the same.
+ */
+export function buildPredictor(b: Backend, w: Weight, spec: PredictorSpec, sourceKey?: string, seed = 1): Predictor {
+  if (spec.kind !== "lowrank") return new QuantPredictor(b, b.quantize(w, spec.kind === "int4" ? 4 : 8, spec.groupSize));
+  const rank = Math.min(spec.rank, w.rows, w.cols);
+  const key = sourceKey && `${sourceKey}-lowrank${rank}-s${seed}`;
+  const cached = key ? readCached(key, [rank * w.rows, rank * w.cols]) : undefined;
+  const [qT, proj] = cached ?? lowRankFactors(b, w, rank, seed);
+  if (key && !cached) writeCached(key, [qT, proj]);
+  return lowRankPredictor(b, w, rank, qT, proj);
+}
+
+function lowRankPredictor(b: Backend, w: Weight, rank: number, qT: Float32Array, proj: Float32Array): Predictor {
+  const n = native();
+  const asWeight = (data: Float32Array, rows: number, cols: number, transposed: boolean): Weight => ({
+    handle: n.weightFromArray(data, NativeDType.F32, rows, cols, transposed),
+    dtype: "F32",
+    rows,
+    cols,
+    transposed,
+    byteLength: rows * cols * 4,
+  });
+  // Q is stored transposed (storage [rank][rows] = Qᵀ), so Q·t reads it in place.
+  return new LowRankPredictor(b, asWeight(qT, w.rows, rank, true), asWeight(proj, rank, w.cols, false));
+}
+
+/**
+ * Randomized range finder (Halko, Martinsson & Tropp) with one power iteration:
+ * Y = W·(Wᵀ·(W·Ω)), Q = orth(Y), B = Qᵀ·W. All products run through the backend's GEMM.
+ */
+function lowRankFactors(b: Backend, w: Weight, rank: number, seed: number): [Float32Array, Float32Array] {
+  const n = native();
+  const { rows, cols } = w;
+  const wt = n.transposeView(w.handle); // Wᵀ over the same memory: cols × rows
+  const wT: Weight = { ...w, handle: wt, rows: cols, cols: rows, transposed: !w.transposed };
+  const rng = new Rng(seed);
+  // Ωᵀ: rank × cols, Gaussian.
+  const omega = new Float32Array(rank * cols);
+  for (let i = 0; i < omega.length; i += 2) {
+    const u = Math.max(rng.next(), 1e-12);
+    const v = rng.next();
+    const r = Math.sqrt(-2 * Math.log(u));
+    omega[i] = r * Math.cos(2 * Math.PI * v);
+    if (i + 1 < omega.length) omega[i + 1] = r * Math.sin(2 * Math.PI * v);
+  }
+  const yT = new Float32Array(rank * rows); // (W·Ω)ᵀ: rank × rows
+  b.matmul(yT, omega, w, rank, null);
+  orthonormalizeRows(yT, rank, rows);
+  const zT = new Float32Array(rank * cols); // (Wᵀ·Q)ᵀ
+  b.matmul(zT, yT, wT, rank, null);
+  orthonormalizeRows(zT, rank, cols);
+  b.matmul(yT, zT, w, rank, null); // (W·Z)ᵀ
+  orthonormalizeRows(yT, rank, rows); // Qᵀ
+  const bMat = new Float32Array(rank * cols); // B = Qᵀ·W: rank × cols
+  b.matmul(bMat, yT, wT, rank, null);
+  return [yT, bMat];
+}
+
+/** Modified Gram–Schmidt on the `count` rows (each of length `len`) of m, twice for stability. */
+function orthonormalizeRows(m: Float32Array, count: number, len: number): void {
+  const acc = new Float64Array(len);
+  for (let i = 0; i < count; i++) {
+    const row = m.subarray(i * len, (i + 1) * len);
+    for (let j = 0; j < len; j++) acc[j] = row[j];
+    for (let pass = 0; pass < 2; pass++) {
+      for (let p = 0; p < i; p++) {
+        const prev = m.subarray(p * len, (p + 1) * len);
+        let dot = 0;
+        for (let j = 0; j < len; j++) dot += acc[j] * prev[j];
+        for (let j = 0; j < len; j++) acc[j] -= dot * prev[j];
+      }
+    }
+    let norm = 0;
+    for (let j = 0; j < len; j++) norm += acc[j] * acc[j];
+    const inv = norm > 1e-20 ? 1 / Math.sqrt(norm) : 0;
+    for (let j = 0; j < len; j++) row[j] = acc[j] * inv;
+  }
+}

@@ -1,0 +1,69 @@
+// The Sparsifier applies SparsitySettings to a Transformer: it swaps each layer's FFN and the
+// output layer between the dense and sparse implementations, builds what a method needs on first
+// use (relayouted weights, predictors) with progress callbacks, and decides which tokens are audited.
+// It is a transform applied to a built model (gpt-fast style), never a flag inside `forward`.
+import type { Transformer, FeedForward, OutputLayer } from "../engine/transformer.js";
+import { SparseContext } from "./context.js";
+import { SparseFeedForward } from "./ffn.js";
+import { HireOutputLayer } from "./head.js";
+import { DEFAULT_SETTINGS, compact, mergeSettings, type DeepPartial, type SparsitySettings } from "./settings.js";
+
+export interface PrepareProgress {
+  stage: "ffn" | "head";
+  done: number;
+  total: number;
+}
+
+export class Sparsifier {
+  private readonly ctx: SparseContext;
+  private readonly denseFfn: FeedForward[];
+  private readonly denseOutput: OutputLayer;
+  private sparseFfn: SparseFeedForward[] = [];
+  private sparseHead?: HireOutputLayer;
+  private tokens = 0;
+
+  constructor(private readonly t: Transformer) {
+    this.denseFfn = [...t.ffn];
+    this.denseOutput = t.output;
+    this.ctx = new SparseContext(t.backend, t.config, t.ws, DEFAULT_SETTINGS);
+  }
+
+  get settings(): SparsitySettings {
+    return this.ctx.settings;
+  }
+
+  /** Change settings (a partial update); takes effect from the next forward pass. */
+  update(update: DeepPartial<SparsitySettings>, onProgress?: (p: PrepareProgress) => void): SparsitySettings {
+    const next = mergeSettings(this.ctx.settings, compact(update), this.t.config);
+    const c = this.t.config;
+    if (next.ffn.method !== "dense" && this.sparseFfn.length === 0) {
+      this.sparseFfn = this.t.weights.layers.map((w, l) => new SparseFeedForward(this.ctx, c, w, l));
+    }
+    this.sparseFfn.forEach((f, l) => {
+      f.prep.prepare(next);
+      onProgress?.({ stage: "ffn", done: l + 1, total: c.layers });
+    });
+    if (next.head.method === "hire") {
+      this.sparseHead ??= new HireOutputLayer(this.ctx, c, this.t.weights);
+      this.sparseHead.predictor();
+      onProgress?.({ stage: "head", done: 1, total: 1 });
+    }
+    this.ctx.settings = next;
+    for (let l = 0; l < c.layers; l++) this.t.ffn[l] = next.ffn.method === "dense" ? this.denseFfn[l] : this.sparseFfn[l];
+    this.t.output = next.head.method === "hire" ? this.sparseHead! : this.denseOutput;
+    return next;
+  }
+
+  /** Called before each decoded token: is this one audited? */
+  beginToken(): boolean {
+    const every = this.ctx.settings.auditEvery;
+    this.ctx.auditNow = every > 0 && this.tokens % every === 0;
+    this.tokens++;
+    return this.ctx.auditNow;
+  }
+
+  /** Prefill passes are never audited. */
+  beginPrefill(): void {
+    this.ctx.auditNow = false;
+  }
+}

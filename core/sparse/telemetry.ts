@@ -1,0 +1,58 @@
+// Per-token, per-layer telemetry of the sparse paths: what was selected, what it cost, and —
+// when auditing — how well it matched the exact computation. Typed arrays so a UI can draw
+// them at token rate.
+
+export interface FfnTelemetry {
+  method: string;
+  /** Neurons used (k) and candidates computed exactly (k' for HiRE; all rows for topk-exact). */
+  k: number;
+  candidates: number;
+  /** The k neuron indices used for the output, ascending. */
+  selected: Int32Array;
+  predictorMs: number;
+  exactMs: number;
+  downMs: number;
+  /** Weight bytes this layer's FFN read, and what the dense FFN reads. */
+  bytes: number;
+  denseBytes: number;
+  /** Audit only: |selected ∩ exact top-k| / k, and ‖out − dense out‖ / ‖dense out‖. */
+  recall?: number;
+  relError?: number;
+  /** dip-ca only: share of selected rows already in the simulated cache, and bytes streamed on misses. */
+  cacheHitRate?: number;
+  storageBytes?: number;
+}
+
+export interface HeadTelemetry {
+  method: string;
+  k: number;
+  candidates: number;
+  ms: number;
+  bytes: number;
+  denseBytes: number;
+  /** Audit only: whether the dense argmax is among the kept tokens, and the dense probability mass they hold. */
+  argmaxInCandidates?: boolean;
+  massCovered?: number;
+}
+
+/** |a ∩ b| / |b| for index sets (a may be unsorted; b is the exact set). */
+export function recall(selected: ArrayLike<number>, exact: ArrayLike<number>): number {
+  if (exact.length === 0) return 1;
+  const set = new Set<number>();
+  for (let i = 0; i < selected.length; i++) set.add(selected[i]);
+  let hits = 0;
+  for (let i = 0; i < exact.length; i++) if (set.has(exact[i])) hits++;
+  return hits / exact.length;
+}
+
+/** ‖a − b‖ / ‖b‖ over the first n values. */
+export function relativeError(a: ArrayLike<number>, b: ArrayLike<number>, n: number): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < n; i++) {
+    const d = a[i] - b[i];
+    num += d * d;
+    den += b[i] * b[i];
+  }
+  return den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
+}

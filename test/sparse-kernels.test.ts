@@ -1,0 +1,893 @@
+// Tests of the HiRE sparse-inference kernels of the native CPU backend (core/native/src/sparse_ops.cc,
+// topk.cc, quant_*.cc and the gemv_rows / accumulate_cols primitives) against TypeScript references,
+// on both kernel paths ("auto" = AVX2 where supported, and "portable"), every weight dtype, odd sizes,
+// plus argument validation. To add a sparse kernel: add its reference here and loop it over forPaths().
+import { after, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { native, NativeDType } from "../core/native/addon.js";
+import type { NativeQuant, NativeWeight } from "../core/native/addon.js";
+
+const hn = native();
+const tmp = mkdtempSync(join(tmpdir(), "hire-sparse-kernels-"));
+after(() => rmSync(tmp, { recursive: true, force: true }));
+
+const PATHS = ["auto", "portable"] as const;
+const DTYPES = [NativeDType.F32, NativeDType.F16, NativeDType.BF16] as const;
+const DTYPE_NAME = ["f32", "f16", "bf16"];
+const ELEM_BYTES = [4, 2, 2];
+
+/** Runs fn once per kernel path, restoring "auto" afterwards. */
+function forPaths(fn: (path: (typeof PATHS)[number]) => void): void {
+  try {
+    for (const p of PATHS) {
+      hn.setKernelPath(p);
+      fn(p);
+    }
+  } finally {
+    hn.setKernelPath("auto");
+  }
+}
+
+/** Runs fn with the pool at `n` threads, restoring the previous count. */
+function withThreads<T>(n: number, fn: () => T): T {
+  const before = hn.getThreads();
+  hn.setThreads(n);
+  try {
+    return fn();
+  } finally {
+    hn.setThreads(before);
+  }
+}
+
+// ---- deterministic random numbers -------------------------------------------------------------------
+
+let seed = 0x5eed1234;
+function rand(): number {
+  // mulberry32
+  seed = (seed + 0x6d2b79f5) | 0;
+  let t = seed;
+  t = Math.imul(t ^ (t >>> 15), t | 1);
+  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+}
+const uniform = (lo: number, hi: number): number => lo + (hi - lo) * rand();
+const randInt = (n: number): number => Math.floor(rand() * n);
+function randArray(count: number, lo = -1, hi = 1): Float32Array {
+  const a = new Float32Array(count);
+  for (let i = 0; i < count; i++) a[i] = uniform(lo, hi);
+  return a;
+}
+function gaussian(): number {
+  return Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
+}
+
+// ---- dtypes -------------------------------------------------------------------------------------------
+
+const f32view = new Float32Array(1);
+const u32view = new Uint32Array(f32view.buffer);
+function bitsToF32(bits: number): number {
+  u32view[0] = bits >>> 0;
+  return f32view[0];
+}
+function f32ToBits(v: number): number {
+  f32view[0] = v;
+  return u32view[0];
+}
+function halfToFloat(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >> 10) & 0x1f;
+  const mant = h & 0x3ff;
+  if (exp === 0) return sign * mant * 2 ** -24;
+  if (exp === 31) return mant === 0 ? sign * Infinity : NaN;
+  return sign * (1 + mant / 1024) * 2 ** (exp - 15);
+}
+
+/** Storage for weightFromArray plus the exact values it decodes to (both in storage order). */
+interface Stored {
+  data: Float32Array | Uint16Array;
+  values: Float64Array;
+}
+
+/** Stored values of a dtype from f64 values (rounded to the dtype: bf16 truncates, exact when representable). */
+function store(dtype: NativeDType, vals: ArrayLike<number>): Stored {
+  const n = vals.length;
+  const values = new Float64Array(n);
+  if (dtype === NativeDType.F32) {
+    const data = Float32Array.from(vals);
+    for (let i = 0; i < n; i++) values[i] = data[i];
+    return { data, values };
+  }
+  const data = new Uint16Array(n);
+  for (let i = 0; i < n; i++) {
+    if (dtype === NativeDType.BF16) {
+      data[i] = f32ToBits(vals[i]) >>> 16;
+      values[i] = bitsToF32(data[i] << 16);
+    } else {
+      data[i] = f32ToHalfBits(vals[i]);
+      values[i] = halfToFloat(data[i]);
+    }
+  }
+  return { data, values };
+}
+
+/** f64 -> IEEE half bits, round to nearest even (test data only: |v| < 65504). */
+function f32ToHalfBits(v: number): number {
+  const sign = v < 0 || Object.is(v, -0) ? 0x8000 : 0;
+  const a = Math.abs(v);
+  if (a === 0) return sign;
+  let e = Math.floor(Math.log2(a));
+  if (2 ** e > a) e--;
+  if (2 ** (e + 1) <= a) e++;
+  if (e < -14) return sign | roundEven(a / 2 ** -24); // subnormal
+  const m = roundEven((a / 2 ** e - 1) * 1024);
+  return m === 1024 ? sign | ((e + 16) << 10) : sign | ((e + 15) << 10) | m;
+}
+
+function roundEven(v: number): number {
+  const f = Math.floor(v);
+  const d = v - f;
+  if (d > 0.5) return f + 1;
+  if (d < 0.5) return f;
+  return f % 2 === 0 ? f : f + 1;
+}
+
+function randomStored(dtype: NativeDType, count: number, gauss = false): Stored {
+  const v = new Float64Array(count);
+  for (let i = 0; i < count; i++) v[i] = gauss ? gaussian() * 0.5 : uniform(-1, 1);
+  return store(dtype, v);
+}
+
+interface TestWeight {
+  w: NativeWeight;
+  /** Logical [rows][cols] values (row-major, whatever the memory layout). */
+  values: Float64Array;
+  rows: number;
+  cols: number;
+  dtype: NativeDType;
+}
+
+/** Logical row-major values of a stored matrix. */
+function logical(mem: Float64Array, rows: number, cols: number, transposed: boolean): Float64Array {
+  if (!transposed) return mem;
+  const v = new Float64Array(rows * cols);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) v[r * cols + c] = mem[c * rows + r];
+  return v;
+}
+
+function ownedWeight(dtype: NativeDType, rows: number, cols: number, transposed: boolean, st?: Stored): TestWeight {
+  const s = st ?? randomStored(dtype, rows * cols);
+  const w = hn.weightFromArray(s.data, dtype, rows, cols, transposed);
+  return { w, values: logical(s.values, rows, cols, transposed), rows, cols, dtype };
+}
+
+let fileCounter = 0;
+/** A weight memory-mapped from a temp file at an odd (2 mod 4) offset. */
+function mappedWeight(dtype: NativeDType, rows: number, cols: number, transposed: boolean): TestWeight {
+  const s = randomStored(dtype, rows * cols);
+  const bytes = Buffer.from(s.data.buffer, s.data.byteOffset, s.data.byteLength);
+  const file = join(tmp, `w${fileCounter++}.bin`);
+  writeFileSync(file, Buffer.concat([Buffer.alloc(6, 0xa5), bytes, Buffer.alloc(8, 0x5a)]));
+  const { mapping } = hn.mapFile(file);
+  const w = hn.weight(mapping, 6, dtype, rows, cols, transposed);
+  return { w, values: logical(s.values, rows, cols, transposed), rows, cols, dtype };
+}
+
+// ---- comparison ---------------------------------------------------------------------------------------
+
+function assertClose(got: Float32Array, want: ArrayLike<number>, tol: (i: number) => number, what: string): void {
+  assert.ok(got.length >= want.length, `${what}: length`);
+  for (let i = 0; i < want.length; i++) {
+    const t = tol(i);
+    if (!(Math.abs(got[i] - want[i]) <= t))
+      assert.fail(`${what}[${i}]: got ${got[i]}, want ${want[i]} (tolerance ${t})`);
+  }
+}
+
+function assertSame(got: Float32Array, want: Float32Array, count: number, what: string): void {
+  for (let i = 0; i < count; i++) {
+    if (!Object.is(got[i], want[i])) assert.fail(`${what}[${i}]: got ${got[i]}, want ${want[i]} (bitwise)`);
+  }
+}
+
+// ---- relayout, weightFromArray, weightInfo -------------------------------------------------------------
+
+describe("relayout / weightFromArray / weightInfo", () => {
+  const SHAPES: [number, number][] = [
+    [1, 1],
+    [1, 9],
+    [7, 33],
+    [33, 7],
+    [65, 130],
+    [300, 257],
+  ];
+
+  test("weightInfo describes owned and mapped weights", () => {
+    for (const dtype of DTYPES) {
+      for (const tr of [false, true]) {
+        const o = ownedWeight(dtype, 5, 3, tr);
+        assert.deepEqual(hn.weightInfo(o.w), {
+          rows: 5,
+          cols: 3,
+          dtype,
+          transposed: tr,
+          bytes: 15 * ELEM_BYTES[dtype],
+        });
+        const m = mappedWeight(dtype, 4, 6, tr);
+        assert.deepEqual(hn.weightInfo(m.w), {
+          rows: 4,
+          cols: 6,
+          dtype,
+          transposed: tr,
+          bytes: 24 * ELEM_BYTES[dtype],
+        });
+      }
+    }
+  });
+
+  for (const dtype of DTYPES) {
+    test(`${DTYPE_NAME[dtype]}: relayout keeps the logical matrix (embed exact, matmul equal)`, () => {
+      for (const [rows, cols] of SHAPES) {
+        for (const srcTr of [false, true]) {
+          for (const src of [ownedWeight(dtype, rows, cols, srcTr), mappedWeight(dtype, rows, cols, srcTr)]) {
+            const plain = hn.relayout(src.w, false);
+            const trans = hn.relayout(src.w, true);
+            const back = hn.relayout(trans, false);
+            assert.deepEqual(hn.weightInfo(plain), {
+              rows,
+              cols,
+              dtype,
+              transposed: false,
+              bytes: rows * cols * ELEM_BYTES[dtype],
+            });
+            assert.deepEqual(hn.weightInfo(trans), {
+              rows,
+              cols,
+              dtype,
+              transposed: true,
+              bytes: rows * cols * ELEM_BYTES[dtype],
+            });
+            // Every element, exactly: embed reads rows of a [rows][cols] weight.
+            const ids = Int32Array.from({ length: rows }, (_, i) => i);
+            for (const w of [plain, back]) {
+              const y = new Float32Array(rows * cols);
+              hn.embed(y, w, ids);
+              for (let i = 0; i < rows * cols; i++) {
+                if (!Object.is(y[i], Math.fround(src.values[i])))
+                  assert.fail(
+                    `${rows}x${cols} src transposed=${srcTr}: element ${i} is ${y[i]}, want ${src.values[i]}`,
+                  );
+              }
+            }
+            forPaths((path) => {
+              for (const n of [1, 3]) {
+                const x = randArray(n * cols);
+                const y0 = new Float32Array(n * rows);
+                const y1 = new Float32Array(n * rows);
+                hn.matmul(y0, x, src.w, n, null);
+                for (const w of [plain, trans]) {
+                  hn.matmul(y1, x, w, n, null);
+                  // Same logical matrix; layouts may sum in a different order.
+                  assertClose(
+                    y1,
+                    y0,
+                    (i) => 1e-6 + 1e-5 * Math.abs(y0[i]) + 1e-6 * cols,
+                    `${path} ${rows}x${cols} n=${n}`,
+                  );
+                  if (hn.weightInfo(w).transposed === srcTr) assertSame(y1, y0, n * rows, `${path} same layout`);
+                }
+              }
+            });
+          }
+        }
+      }
+    });
+  }
+
+  test("transposeView is Wᵀ over the same memory", () => {
+    for (const dtype of DTYPES) {
+      for (const tr of [false, true]) {
+        const src = mappedWeight(dtype, 13, 70, tr);
+        const t = hn.transposeView(src.w);
+        assert.deepEqual(hn.weightInfo(t), {
+          rows: 70,
+          cols: 13,
+          dtype,
+          transposed: !tr,
+          bytes: 910 * ELEM_BYTES[dtype],
+        });
+        const plain = hn.relayout(t, false); // Wᵀ as [70][13]
+        const y = new Float32Array(70 * 13);
+        hn.embed(
+          y,
+          plain,
+          Int32Array.from({ length: 70 }, (_, i) => i),
+        );
+        for (let c = 0; c < 70; c++)
+          for (let r = 0; r < 13; r++) assert.equal(y[c * 13 + r], Math.fround(src.values[r * 70 + c]));
+        const back = hn.transposeView(t);
+        assert.deepEqual(hn.weightInfo(back), hn.weightInfo(src.w));
+      }
+    }
+  });
+
+  test("weightFromArray copies the data", () => {
+    const data = Float32Array.from([1, 2, 3, 4, 5, 6]);
+    const w = hn.weightFromArray(data, NativeDType.F32, 2, 3, false);
+    data.fill(0);
+    const y = new Float32Array(6);
+    hn.embed(y, w, Int32Array.from([0, 1]));
+    assert.deepEqual(Array.from(y), [1, 2, 3, 4, 5, 6]);
+    // A subarray view at an offset.
+    const big = Uint16Array.from([0, 0x3f80, 0x4000, 0x4040, 0]);
+    const wb = hn.weightFromArray(big.subarray(1, 4), NativeDType.BF16, 1, 3, false);
+    const yb = new Float32Array(3);
+    hn.embed(yb, wb, Int32Array.from([0]));
+    assert.deepEqual(Array.from(yb), [1, 2, 3]);
+  });
+});
+
+// ---- matvecRows ------------------------------------------------------------------------------------------
+
+function sortedSample(n: number, k: number): Int32Array {
+  const pick = new Set<number>();
+  while (pick.size < k) pick.add(randInt(n));
+  return Int32Array.from([...pick].sort((a, b) => a - b));
+}
+
+describe("matvecRows", () => {
+  const SHAPES: [number, number][] = [
+    [1, 1],
+    [9, 7],
+    [40, 33],
+    [301, 1000],
+    [1024, 257],
+  ];
+  for (const dtype of DTYPES) {
+    test(`${DTYPE_NAME[dtype]}: rows of the full matmul, bitwise`, () => {
+      for (const [rows, cols] of SHAPES) {
+        for (const tw of [ownedWeight(dtype, rows, cols, false), mappedWeight(dtype, rows, cols, false)]) {
+          const x = randArray(cols);
+          const many = Math.min(rows, Math.max(1, Math.floor(rows * 0.4)));
+          const unsorted = sortedSample(rows, many);
+          for (let i = unsorted.length - 1; i > 0; i--) {
+            const j = randInt(i + 1);
+            [unsorted[i], unsorted[j]] = [unsorted[j], unsorted[i]];
+          }
+          const dups = Int32Array.from({ length: 2 * rows + 3 }, () => randInt(rows));
+          const cases: [string, Int32Array, number][] = [
+            ["count 0", new Int32Array(0), 0],
+            ["count 1", Int32Array.from([rows - 1]), 1],
+            ["sorted", sortedSample(rows, many), many],
+            ["unsorted", unsorted, many],
+            ["duplicates", dups, dups.length],
+            ["prefix of a longer idx", Int32Array.from([0, rows - 1, 0, 5 % rows]), 3],
+          ];
+          forPaths((path) => {
+            const full = new Float32Array(rows);
+            hn.matmul(full, x, tw.w, 1, null);
+            // Against the f64 reference too, so that matmul itself is not trusted blindly.
+            for (let r = 0; r < rows; r++) {
+              let s = 0;
+              let m = 0;
+              for (let c = 0; c < cols; c++) {
+                s += tw.values[r * cols + c] * x[c];
+                m += Math.abs(tw.values[r * cols + c] * x[c]);
+              }
+              assert.ok(Math.abs(full[r] - s) <= 1e-6 + 2e-6 * m, `${path} matmul row ${r}`);
+            }
+            for (const [name, idx, count] of cases) {
+              const y = new Float32Array(count + 2).fill(777);
+              hn.matvecRows(y, x, tw.w, idx, count);
+              const want = Float32Array.from({ length: count }, (_, i) => full[idx[i]]);
+              assertSame(y, want, count, `${path} ${DTYPE_NAME[dtype]} ${rows}x${cols} ${name}`);
+              assert.deepEqual(Array.from(y.subarray(count)), [777, 777], `${path} ${name}: wrote past count`);
+            }
+          });
+        }
+      }
+    });
+  }
+
+  test("large selections on 1, 2 and 3 threads give the same bits", () => {
+    const tw = ownedWeight(NativeDType.BF16, 4096, 512, false);
+    const x = randArray(512);
+    const idx = sortedSample(4096, 1500);
+    forPaths((path) => {
+      const full = new Float32Array(4096);
+      hn.matmul(full, x, tw.w, 1, null);
+      const want = Float32Array.from(idx, (r) => full[r]);
+      for (const t of [1, 2, 3]) {
+        const y = withThreads(t, () => {
+          const out = new Float32Array(idx.length);
+          hn.matvecRows(out, x, tw.w, idx, idx.length);
+          return out;
+        });
+        assertSame(y, want, idx.length, `${path} threads=${t}`);
+      }
+    });
+  });
+});
+
+// ---- accumulateCols --------------------------------------------------------------------------------------
+
+describe("accumulateCols", () => {
+  const SHAPES: [number, number][] = [
+    [1, 1],
+    [7, 5],
+    [33, 40],
+    [17, 300],
+    [1000, 300],
+    [2048, 64],
+  ];
+  for (const dtype of DTYPES) {
+    test(`${DTYPE_NAME[dtype]}: Σ a_i W[:, idx_i] vs reference, and all columns = matmul`, () => {
+      for (const [rows, cols] of SHAPES) {
+        const owned = ownedWeight(dtype, rows, cols, true);
+        const mapped = mappedWeight(dtype, rows, cols, true);
+        for (const tw of [owned, mapped]) {
+          const count = Math.max(1, Math.floor(cols * 0.6)) + 3;
+          const idx = Int32Array.from({ length: count }, () => randInt(cols)); // any order, duplicates
+          const a = randArray(count, -2, 2);
+          const want = new Float64Array(rows);
+          const mag = new Float64Array(rows);
+          for (let i = 0; i < count; i++) {
+            for (let r = 0; r < rows; r++) {
+              const p = a[i] * tw.values[r * cols + idx[i]];
+              want[r] += p;
+              mag[r] += Math.abs(p);
+            }
+          }
+          const all = Int32Array.from({ length: cols }, (_, i) => i);
+          const x = randArray(cols);
+          forPaths((path) => {
+            const what = `${path} ${DTYPE_NAME[dtype]} ${rows}x${cols}`;
+            const y = new Float32Array(rows + 2).fill(777);
+            hn.accumulateCols(y, a, tw.w, idx, count);
+            assertClose(y, want, (r) => 1e-6 + 2e-6 * mag[r], what);
+            assert.deepEqual(Array.from(y.subarray(rows)), [777, 777], `${what}: wrote past rows`);
+            // count = 0 overwrites with zeros.
+            hn.accumulateCols(y, a, tw.w, idx, 0);
+            assert.ok(
+              y.subarray(0, rows).every((v) => Object.is(v, 0)),
+              `${what}: count 0`,
+            );
+            // Every column in order with a = x is the matmul of the transposed weight, bit for bit.
+            const full = new Float32Array(rows);
+            hn.matmul(full, x, tw.w, 1, null);
+            hn.accumulateCols(y, x, tw.w, all, cols);
+            assertSame(y, full, rows, `${what} all columns vs matmul`);
+          });
+        }
+      }
+    });
+  }
+
+  test("1, 2 and 3 threads give the same bits", () => {
+    const tw = ownedWeight(NativeDType.BF16, 2048, 1024, true);
+    const idx = sortedSample(1024, 300);
+    const a = randArray(300);
+    forPaths((path) => {
+      const results = [1, 2, 3].map((t) =>
+        withThreads(t, () => {
+          const y = new Float32Array(2048);
+          hn.accumulateCols(y, a, tw.w, idx, idx.length);
+          return y;
+        }),
+      );
+      assertSame(results[1], results[0], 2048, `${path} 2 threads`);
+      assertSame(results[2], results[0], 2048, `${path} 3 threads`);
+    });
+  });
+});
+
+// ---- quantize, quantRow, quantMatvec -------------------------------------------------------------------
+
+/** bytes of a quantized matrix, per the layout documented in core/native/src/quant.h. */
+function quantBytes(rows: number, cols: number, bits: number, g: number): number {
+  const groups = Math.ceil(cols / g);
+  const padded = groups * g;
+  const rowBytes = bits === 8 ? padded : Math.ceil(padded / 64) * 32;
+  return rows * (rowBytes + 2 * groups); // codes + one f16 scale per group, rows packed
+}
+
+function dequantized(q: NativeQuant, rows: number, cols: number): Float64Array {
+  const out = new Float64Array(rows * cols);
+  const row = new Float32Array(cols);
+  for (let r = 0; r < rows; r++) {
+    hn.quantRow(q, r, row);
+    out.set(row, r * cols);
+  }
+  return out;
+}
+
+/** x quantized as quantMatvec does it: per group max|x| / 127, round half to even, all in f32. */
+function quantizeX(x: Float32Array, cols: number, g: number): { xq: Int8Array; xs: Float64Array } {
+  const groups = Math.ceil(cols / g);
+  const xq = new Int8Array(cols);
+  const xs = new Float64Array(groups);
+  for (let gi = 0; gi < groups; gi++) {
+    let amax = 0;
+    for (let j = gi * g; j < Math.min(cols, (gi + 1) * g); j++) amax = Math.max(amax, Math.abs(x[j]));
+    xs[gi] = Math.fround(amax / 127);
+    const inv = amax > 0 ? Math.fround(127 / amax) : 0;
+    for (let j = gi * g; j < Math.min(cols, (gi + 1) * g); j++) {
+      const v = Math.min(127, Math.max(-127, Math.fround(x[j] * inv)));
+      xq[j] = roundEven(v);
+    }
+  }
+  return { xq, xs };
+}
+
+/**
+ * Σ_g xScale_g Σ_{j∈g} deq_j xq_j in f64 (deq_j = q_j wScale_g exactly), and Σ_j |xScale deq_j xq_j|,
+ * the scale of the f32 rounding error of any order of summation.
+ */
+function refQuantMatvec(deq: Float64Array, x: Float32Array, rows: number, cols: number, g: number) {
+  const { xq, xs } = quantizeX(x, cols, g);
+  const y = new Float64Array(rows);
+  const mag = new Float64Array(rows);
+  for (let r = 0; r < rows; r++) {
+    for (let gi = 0; gi * g < cols; gi++) {
+      let s = 0;
+      let m = 0;
+      for (let j = gi * g; j < Math.min(cols, (gi + 1) * g); j++) {
+        s += deq[r * cols + j] * xq[j];
+        m += Math.abs(deq[r * cols + j] * xq[j]);
+      }
+      y[r] += xs[gi] * s;
+      mag[r] += xs[gi] * m;
+    }
+  }
+  return { y, mag };
+}
+
+describe("quantize / quantRow / quantMatvec", () => {
+  const SHAPES: [number, number][] = [
+    [1, 1],
+    [3, 31],
+    [5, 33],
+    [37, 100],
+    [300, 257],
+    [64, 2048],
+  ];
+  const CONFIGS: [4 | 8, number][] = [
+    [4, 32],
+    [4, 64],
+    [4, 96],
+    [4, 128],
+    [8, 32],
+    [8, 64],
+    [8, 160],
+  ];
+
+  test("dequantized error <= scale / 2 per element; quantInfo; layout-independent", () => {
+    for (const dtype of DTYPES) {
+      for (const [rows, cols] of SHAPES) {
+        const tw = ownedWeight(dtype, rows, cols, false, randomStored(dtype, rows * cols, true));
+        const trans = hn.relayout(tw.w, true);
+        for (const [bits, g] of CONFIGS) {
+          const q = hn.quantize(tw.w, bits, g);
+          assert.deepEqual(hn.quantInfo(q), { rows, cols, bits, groupSize: g, bytes: quantBytes(rows, cols, bits, g) });
+          const deq = dequantized(q, rows, cols);
+          const qmax = bits === 8 ? 127 : 7;
+          for (let r = 0; r < rows; r++) {
+            for (let gi = 0; gi * g < cols; gi++) {
+              const lo = r * cols + gi * g;
+              const hi = r * cols + Math.min(cols, (gi + 1) * g);
+              let amax = 0;
+              for (let j = lo; j < hi; j++) amax = Math.max(amax, Math.abs(tw.values[j]));
+              // scale = f16(amax / qmax): within 2^-11 relative of amax / qmax.
+              const half = (0.5 * amax * (1 + 2 ** -10)) / qmax + 1e-30;
+              for (let j = lo; j < hi; j++) {
+                const err = Math.abs(deq[j] - tw.values[j]);
+                if (!(err <= half))
+                  assert.fail(`${DTYPE_NAME[dtype]} ${rows}x${cols} int${bits} g${g} [${j}]: error ${err} > ${half}`);
+              }
+            }
+          }
+          // Quantizing the transposed copy gives the same codes and scales.
+          const qt = hn.quantize(trans, bits, g);
+          assert.deepEqual(dequantized(qt, rows, cols), deq, `${DTYPE_NAME[dtype]} ${rows}x${cols} int${bits}: layout`);
+        }
+      }
+    }
+  });
+
+  test("representable values dequantize exactly", () => {
+    for (const [bits, g] of CONFIGS) {
+      const qmax = bits === 8 ? 127 : 7;
+      const rows = 6;
+      const cols = 2 * g + 40;
+      const vals = new Float64Array(rows * cols);
+      for (let r = 0; r < rows; r++) {
+        for (let gi = 0; gi * g < cols; gi++) {
+          const scale = 2 ** -(3 + ((r + gi) % 9)); // exact in f16, bf16 and f32
+          for (let j = gi * g; j < Math.min(cols, (gi + 1) * g); j++)
+            vals[r * cols + j] = (randInt(2 * qmax + 1) - qmax) * scale;
+          vals[r * cols + gi * g] = (r % 2 ? -qmax : qmax) * scale; // the group's max
+        }
+      }
+      for (const dtype of DTYPES) {
+        const tw = ownedWeight(dtype, rows, cols, false, store(dtype, vals));
+        assert.deepEqual(tw.values, vals);
+        const deq = dequantized(hn.quantize(tw.w, bits, g), rows, cols);
+        assert.deepEqual(deq, vals, `int${bits} g${g} ${DTYPE_NAME[dtype]}`);
+      }
+    }
+  });
+
+  test("quantMatvec = Σ_g wScale·xScale·Σ q·xq (x quantized to int8 per group) within f32 rounding", () => {
+    for (const [rows, cols] of SHAPES) {
+      const tw = ownedWeight(NativeDType.BF16, rows, cols, false, randomStored(NativeDType.BF16, rows * cols, true));
+      for (const [bits, g] of CONFIGS) {
+        const q = hn.quantize(tw.w, bits, g);
+        const deq = dequantized(q, rows, cols);
+        for (const xKind of ["uniform", "spiky", "zeros"]) {
+          const x = randArray(cols, -3, 3);
+          if (xKind === "spiky") for (let j = 0; j < cols; j += 7) x[j] *= 50;
+          if (xKind === "zeros") x.fill(0, 0, Math.min(cols, g));
+          const ref = refQuantMatvec(deq, x, rows, cols, g);
+          forPaths((path) => {
+            const y = new Float32Array(rows + 1).fill(777);
+            hn.quantMatvec(y, x, q);
+            // Integer sums are exact; what is left is f32 rounding of the scale products and the sums.
+            assertClose(
+              y,
+              ref.y,
+              (r) => 1e-30 + 2e-6 * ref.mag[r],
+              `${path} int${bits} g${g} ${rows}x${cols} ${xKind}`,
+            );
+            assert.equal(y[rows], 777, "wrote past rows");
+          });
+        }
+      }
+    }
+  });
+
+  test("quantMatvec does not depend on the thread count", () => {
+    const tw = ownedWeight(NativeDType.F32, 3000, 256, false, randomStored(NativeDType.F32, 3000 * 256, true));
+    const x = randArray(256);
+    for (const [bits, g] of CONFIGS) {
+      const q = hn.quantize(tw.w, bits, g);
+      forPaths((path) => {
+        const ys = [1, 2, 3].map((t) =>
+          withThreads(t, () => {
+            const y = new Float32Array(3000);
+            hn.quantMatvec(y, x, q);
+            return y;
+          }),
+        );
+        assertSame(ys[1], ys[0], 3000, `${path} int${bits} g${g} 2 threads`);
+        assertSame(ys[2], ys[0], 3000, `${path} int${bits} g${g} 3 threads`);
+      });
+    }
+  });
+
+  test("recall of the top 10 % on a random Gaussian matrix", (t) => {
+    const rows = 4096;
+    const cols = 1024;
+    const vals = new Float64Array(rows * cols);
+    for (let i = 0; i < vals.length; i++) vals[i] = gaussian() * 0.02;
+    const tw = ownedWeight(NativeDType.BF16, rows, cols, false, store(NativeDType.BF16, vals));
+    const x = Float32Array.from({ length: cols }, () => gaussian());
+    const exact = new Float32Array(rows);
+    hn.matmul(exact, x, tw.w, 1, null);
+    const k = Math.floor(rows / 10);
+    const top = (v: Float32Array): Set<number> => {
+      const out = new Int32Array(k);
+      assert.equal(hn.topk(v, rows, k, false, 1, out), k);
+      return new Set(out);
+    };
+    const want = top(exact);
+    for (const [bits, g, min] of [
+      [8, 32, 0.9],
+      [4, 32, 0.8],
+      [4, 64, 0.8],
+    ] as const) {
+      const q = hn.quantize(tw.w, bits, g);
+      forPaths((path) => {
+        const approx = new Float32Array(rows);
+        hn.quantMatvec(approx, x, q);
+        let hit = 0;
+        for (const i of top(approx)) if (want.has(i)) hit++;
+        const recall = hit / k;
+        t.diagnostic(`${path} int${bits} g${g}: recall of the top 10 % = ${recall.toFixed(4)}`);
+        assert.ok(recall > min, `${path} int${bits} g${g}: recall ${recall} <= ${min}`);
+      });
+    }
+  });
+});
+
+// ---- topk -----------------------------------------------------------------------------------------------------
+
+/** Reference DA-top-k: per shard, a full sort by (rank desc, index asc); NaN lowest, -0 == +0. */
+function refTopk(values: Float32Array, n: number, k: number, byAbs: boolean, shards: number): number[] {
+  if (k >= n) return Array.from({ length: n }, (_, i) => i);
+  const rank = (v: number): number => (Number.isNaN(v) ? -Infinity : byAbs ? Math.abs(v) : v);
+  const nan = (v: number): number => (Number.isNaN(v) ? 1 : 0);
+  const out: number[] = [];
+  for (let s = 0; s < shards; s++) {
+    const lo = Math.floor((s * n) / shards);
+    const hi = Math.floor(((s + 1) * n) / shards);
+    const ks = Math.min(Math.floor(k / shards) + (s < k % shards ? 1 : 0), hi - lo);
+    const ids = Array.from({ length: hi - lo }, (_, i) => lo + i);
+    ids.sort((a, b) => {
+      const va = values[a];
+      const vb = values[b];
+      if (nan(va) !== nan(vb)) return nan(va) - nan(vb); // NaN after -Infinity
+      const ra = rank(va);
+      const rb = rank(vb);
+      if (ra !== rb) return rb - ra > 0 ? 1 : -1;
+      return a - b;
+    });
+    out.push(...ids.slice(0, ks).sort((a, b) => a - b));
+  }
+  return out;
+}
+
+describe("topk", () => {
+  function makeValues(n: number, kind: string): Float32Array {
+    const v = new Float32Array(n);
+    for (let i = 0; i < n; i++) {
+      switch (kind) {
+        case "continuous":
+          v[i] = gaussian();
+          break;
+        case "ties": // few distinct values, ±0, ±Infinity, NaN
+          v[i] = [0, -0, 1, -1, 2, -2, 0.5, Infinity, -Infinity, NaN][randInt(10)];
+          break;
+        case "ascending":
+          v[i] = i * 0.25 - n / 8;
+          break;
+        case "constant":
+          v[i] = 3;
+          break;
+        default: // logits-like: a few large, many similar
+          v[i] = rand() < 0.01 ? 10 + gaussian() : gaussian() * 0.1;
+      }
+    }
+    return v;
+  }
+
+  test("equals the per-shard sort reference (shards 1-4, byAbs both ways, ties, NaN)", () => {
+    const cases: [number, number[]][] = [
+      [1, [0, 1, 2]],
+      [7, [1, 3, 6, 7, 9]],
+      [100, [1, 10, 50, 99]],
+      [5000, [1, 17, 256, 1000, 4999]],
+      [20000, [25, 100, 2000, 5000]], // k/n <= 1/8: the sampling path
+      [70001, [3, 256, 8000, 20000]], // large: shards on the pool
+    ];
+    for (const [n, ks] of cases) {
+      for (const kind of ["continuous", "ties", "ascending", "constant", "logits"]) {
+        const values = makeValues(n, kind);
+        for (const k of ks) {
+          for (const shards of [1, 2, 3, 4]) {
+            for (const byAbs of [false, true]) {
+              const want = refTopk(values, n, k, byAbs, shards);
+              const out = new Int32Array(want.length + 2).fill(-7);
+              const got = hn.topk(values, n, k, byAbs, shards, out);
+              const what = `n=${n} ${kind} k=${k} shards=${shards} byAbs=${byAbs}`;
+              assert.equal(got, want.length, `${what}: count`);
+              assert.deepEqual(Array.from(out.subarray(0, got)), want, what);
+              assert.deepEqual(Array.from(out.subarray(got)), [-7, -7], `${what}: wrote past the count`);
+            }
+          }
+        }
+      }
+    }
+  });
+
+  test("k = 0, k >= n, n = 0, more shards than values, values longer than n", () => {
+    const v = Float32Array.from([5, 1, 4, 2, 3, 9, 9]);
+    const out = new Int32Array(10);
+    assert.equal(hn.topk(v, 5, 0, false, 1, out), 0);
+    assert.equal(hn.topk(v, 5, 5, false, 3, out), 5);
+    assert.deepEqual(Array.from(out.subarray(0, 5)), [0, 1, 2, 3, 4]);
+    assert.equal(hn.topk(v, 5, 99, true, 1, out), 5);
+    assert.equal(hn.topk(v, 0, 3, false, 1, new Int32Array(0)), 0);
+    assert.equal(hn.topk(v, 5, 2, false, 1, out), 2);
+    assert.deepEqual(Array.from(out.subarray(0, 2)), [0, 2]); // the 9s past n are not seen
+    // 8 shards over 5 values: shards of 0 or 1 values, k_s = 1 for s < 3.
+    assert.equal(hn.topk(v, 5, 3, false, 8, out), refTopk(v, 5, 3, false, 8).length);
+  });
+});
+
+// ---- argument validation -------------------------------------------------------------------------------
+
+describe("sparse kernels: bad arguments throw", () => {
+  test("layouts, indices, lengths, overlaps, handles", () => {
+    const rowsW = ownedWeight(NativeDType.F32, 8, 4, false).w; // 8 x 4, [rows][cols]
+    const colsW = ownedWeight(NativeDType.BF16, 8, 4, true).w; // 8 x 4, [cols][rows]
+    const x = new Float32Array(4);
+    const y = new Float32Array(8);
+    const idx = Int32Array.from([0, 7, 3]);
+
+    assert.throws(() => hn.matvecRows(y, x, colsW, idx, 3), /must not be transposed/);
+    assert.throws(() => hn.matvecRows(y, x, rowsW, Int32Array.from([8]), 1), /idx\[0\] = 8 is out of range/);
+    assert.throws(() => hn.matvecRows(y, x, rowsW, Int32Array.from([0, -1]), 2), /idx\[1\] = -1 is out of range/);
+    assert.throws(() => hn.matvecRows(y, x, rowsW, idx, 4), /idx has 3 elements/);
+    assert.throws(() => hn.matvecRows(new Float32Array(2), x, rowsW, idx, 3), /y has 2/);
+    assert.throws(() => hn.matvecRows(y, new Float32Array(3), rowsW, idx, 3), /x has 3/);
+    assert.throws(() => hn.matvecRows(y, x, rowsW, idx, -1), /count/);
+    assert.throws(() => hn.matvecRows(y, x, rowsW, idx, 1.5), /count/);
+    const shared = new Float32Array(16);
+    assert.throws(() => hn.matvecRows(shared.subarray(0, 3), shared.subarray(2, 6), rowsW, idx, 3), /overlap/);
+    const ab = new ArrayBuffer(64);
+    assert.throws(() => hn.matvecRows(new Float32Array(ab, 0, 4), x, rowsW, new Int32Array(ab, 8, 3), 3), /overlap/);
+    assert.throws(() => hn.matvecRows(y, x, {} as NativeWeight, idx, 3), /NativeWeight/);
+    assert.throws(() => hn.matvecRows(y, x, rowsW, [0, 1] as unknown as Int32Array, 2), /Int32Array/);
+
+    const a = new Float32Array(3);
+    assert.throws(() => hn.accumulateCols(y, a, rowsW, idx, 3), /must be transposed/);
+    assert.throws(() => hn.accumulateCols(y, a, colsW, Int32Array.from([4]), 1), /idx\[0\] = 4 is out of range/);
+    assert.throws(() => hn.accumulateCols(new Float32Array(7), a, colsW, Int32Array.from([0]), 1), /y has 7/);
+    assert.throws(() => hn.accumulateCols(y, new Float32Array(1), colsW, Int32Array.from([0, 1]), 2), /a has 1/);
+    assert.throws(() => hn.accumulateCols(y, a, colsW, Int32Array.from([0]), 2), /idx has 1/);
+    assert.throws(
+      () => hn.accumulateCols(shared.subarray(0, 8), shared.subarray(4, 7), colsW, Int32Array.from([0, 1, 2]), 3),
+      /overlap/,
+    );
+
+    assert.throws(() => hn.quantize(rowsW, 3 as 4, 32), /bits must be 4 or 8/);
+    assert.throws(() => hn.quantize(rowsW, 16 as 8, 32), /bits/);
+    assert.throws(() => hn.quantize(rowsW, 4, 48), /multiple of 32/);
+    assert.throws(() => hn.quantize(rowsW, 4, 16), /groupSize/);
+    assert.throws(() => hn.quantize(rowsW, 4, 0), /groupSize/);
+    assert.throws(() => hn.quantize(rowsW, 4, 8192), /groupSize/);
+    assert.throws(() => hn.quantize({} as NativeWeight, 4, 32), /NativeWeight/);
+    const q = hn.quantize(rowsW, 4, 32);
+    assert.throws(() => hn.quantMatvec(new Float32Array(7), x, q), /y has 7/);
+    assert.throws(() => hn.quantMatvec(y, new Float32Array(3), q), /x has 3/);
+    assert.throws(() => hn.quantMatvec(y, x, rowsW as unknown as NativeQuant), /NativeQuant/);
+    assert.throws(() => hn.quantMatvec(shared.subarray(0, 8), shared.subarray(6, 10), q), /overlap/);
+    assert.throws(() => hn.quantInfo(rowsW as unknown as NativeQuant), /NativeQuant/);
+    assert.throws(() => hn.quantRow(q, 8, new Float32Array(4)), /r = 8 is out of range/);
+    assert.throws(() => hn.quantRow(q, -1, new Float32Array(4)), /r/);
+    assert.throws(() => hn.quantRow(q, 0, new Float32Array(3)), /out has 3/);
+    assert.throws(() => hn.relayout(q as unknown as NativeWeight, true), /NativeWeight/);
+    assert.throws(() => hn.weightInfo(q as unknown as NativeWeight), /NativeWeight/);
+
+    const v = randArray(10);
+    assert.throws(() => hn.topk(v, 10, 3, false, 1, new Int32Array(2)), /out has 2 elements, needs 3/);
+    assert.throws(() => hn.topk(v, 10, 20, false, 1, new Int32Array(9)), /needs 10/);
+    assert.throws(() => hn.topk(v, 11, 3, false, 1, new Int32Array(3)), /values has 10/);
+    assert.throws(() => hn.topk(v, 10, 3, false, 0, new Int32Array(3)), /shards/);
+    assert.throws(() => hn.topk(v, 10, -1, false, 1, new Int32Array(3)), /k/);
+    assert.throws(() => hn.topk(v, 10, 3, 1 as unknown as boolean, 1, new Int32Array(3)), /byAbs must be a boolean/);
+    assert.throws(() => hn.topk(v, 10, 3, false, 1, new Float32Array(3) as unknown as Int32Array), /Int32Array/);
+    const vb = new ArrayBuffer(64);
+    assert.throws(() => hn.topk(new Float32Array(vb, 0, 10), 10, 3, false, 1, new Int32Array(vb, 32, 3)), /overlap/);
+
+    assert.throws(() => hn.weightFromArray(new Uint16Array(4), NativeDType.F32, 2, 2, false), /Float32Array/);
+    assert.throws(() => hn.weightFromArray(new Float32Array(4), NativeDType.BF16, 2, 2, false), /Uint16Array/);
+    assert.throws(() => hn.weightFromArray(new Float32Array(3), NativeDType.F32, 2, 2, false), /data has 3/);
+    assert.throws(() => hn.weightFromArray(new Float32Array(4), NativeDType.F32, 0, 2, false), /rows/);
+    assert.throws(() => hn.weightFromArray(new Float32Array(4), 5 as NativeDType, 2, 2, false), /dtype/);
+    assert.throws(
+      () => hn.weightFromArray(new Float32Array(4), NativeDType.F32, 2, 2, 0 as unknown as boolean),
+      /transposed/,
+    );
+    assert.throws(() => hn.relayout(rowsW, "yes" as unknown as boolean), /transposed/);
+  });
+
+  test("weights relayouted from a mapping outlive unmap", () => {
+    const file = join(tmp, "unmap.bin");
+    writeFileSync(file, Buffer.from(Float32Array.from([1, 2, 3, 4, 5, 6]).buffer));
+    const { mapping } = hn.mapFile(file);
+    const w = hn.weight(mapping, 0, NativeDType.F32, 2, 3, false);
+    const copy = hn.relayout(w, true);
+    hn.unmap(mapping);
+    assert.throws(() => hn.relayout(w, false), /unmapped/);
+    assert.throws(
+      () => hn.matvecRows(new Float32Array(1), new Float32Array(3), w, Int32Array.from([0]), 1),
+      /unmapped/,
+    );
+    const y = new Float32Array(2);
+    hn.accumulateCols(y, Float32Array.from([1, 1, 1]), copy, Int32Array.from([0, 1, 2]), 3);
+    assert.deepEqual(Array.from(y), [6, 15]);
+  });
+});
