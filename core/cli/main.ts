@@ -99,19 +99,28 @@ function parse<T extends ParseArgsConfig["options"]>(argv: string[], options: T)
 async function cmdGenerate(argv: string[]): Promise<void> {
   const v = parse(argv, {
     ...SAMPLING_FLAGS,
+    ...SPARSITY_FLAGS,
     prompt: { type: "string" },
     logprobs: { type: "string" },
     json: { type: "boolean" },
+    trace: { type: "boolean" },
   });
   if (v.prompt === undefined) throw new UsageError("--prompt TEXT is required");
   const logprobs = int("logprobs", v.logprobs) ?? 0;
   const model = openModel(v.model);
   const session = openSession(model, v);
+  const settings = session.sparsity.update(sparsityUpdate(v));
+  // Per-layer telemetry in the JSON when a sparse method runs (or when asked with --trace).
+  const withLayers = v.trace || settings.ffn.method !== "dense" || settings.head.method !== "dense";
   const options = { ...generateOptions(v), logprobs, signal: interruptSignal() };
-  const steps: { id: number; top_logprobs?: [number, number][] }[] = [];
+  const steps: Record<string, unknown>[] = [];
   for await (const ev of session.generate(v.prompt, options)) {
     if (ev.type === "token") {
-      steps.push(ev.topLogprobs ? { id: ev.id, top_logprobs: ev.topLogprobs } : { id: ev.id });
+      steps.push({
+        id: ev.id,
+        ...(ev.topLogprobs && { top_logprobs: ev.topLogprobs }),
+        ...(withLayers && reportJson(ev.report, v.trace ?? false)),
+      });
       if (!v.json) process.stdout.write(ev.text);
     } else if (ev.type === "done") {
       if (v.json) {
