@@ -36,11 +36,22 @@ interface Run {
   reports: ForwardReport[];
 }
 
-async function run(model: LoadedModel, settings: DeepPartial<SparsitySettings>, o: GenerateOptions = {}, onToken?: (s: Session, i: number) => void): Promise<Run> {
+async function run(
+  model: LoadedModel,
+  settings: DeepPartial<SparsitySettings>,
+  o: GenerateOptions = {},
+  onToken?: (s: Session, i: number) => void,
+): Promise<Run> {
   const session = new Session(model);
   session.sparsity.update(settings);
   const r: Run = { ids: [], logprobs: [], reports: [] };
-  for await (const ev of session.generate("Sparse inference reads less", { maxTokens: 8, temperature: 0, logprobs: 4, ignoreEos: true, ...o })) {
+  for await (const ev of session.generate("Sparse inference reads less", {
+    maxTokens: 8,
+    temperature: 0,
+    logprobs: 4,
+    ignoreEos: true,
+    ...o,
+  })) {
     if (ev.type === "token") {
       r.ids.push(ev.id);
       r.logprobs.push(ev.topLogprobs!);
@@ -56,7 +67,10 @@ function assertSameOutput(a: Run, b: Run, what: string): void {
   a.logprobs.forEach((step, i) =>
     step.forEach(([id, lp], j) => {
       assert.equal(id, b.logprobs[i][j][0], `${what}: step ${i} rank ${j}`);
-      assert.ok(Math.abs(lp - b.logprobs[i][j][1]) < 1e-3, `${what}: step ${i} logprob ${lp} vs ${b.logprobs[i][j][1]}`);
+      assert.ok(
+        Math.abs(lp - b.logprobs[i][j][1]) < 1e-3,
+        `${what}: step ${i} logprob ${lp} vs ${b.logprobs[i][j][1]}`,
+      );
     }),
   );
 }
@@ -69,7 +83,9 @@ for (const arch of ["llama", "gpt2", "opt"] as Arch[]) {
     const dense = await run(model, {});
     const methods: FfnMethod[] = ["hire", "topk-exact", ...(arch === "llama" ? (["dip", "dip-ca"] as const) : [])];
     for (const method of methods) {
-      for (const predictor of method === "hire" ? [{ kind: "int4", groupSize: 32 } as const, { kind: "lowrank", rank: 8 } as const] : [undefined]) {
+      for (const predictor of method === "hire"
+        ? [{ kind: "int4", groupSize: 32 } as const, { kind: "lowrank", rank: 8 } as const]
+        : [undefined]) {
         const sparse = await run(model, { ffn: { method, ...FULL, predictor, cacheFraction: 1 }, shards: 2 });
         assertSameOutput(sparse, dense, `${arch} ${method} ${predictor?.kind ?? ""}`);
       }
@@ -83,7 +99,10 @@ test("telemetry: k selected per layer, ascending unique indices, candidates = k'
   const model = models.llama!;
   const c = model.config;
   const F = c.intermediate;
-  const r = await run(model, { ffn: { method: "hire", k: 0.25, oversample: 2, predictor: { kind: "int8", groupSize: 32 } }, head: { method: "hire", k: 16, oversample: 4 } });
+  const r = await run(model, {
+    ffn: { method: "hire", k: 0.25, oversample: 2, predictor: { kind: "int8", groupSize: 32 } },
+    head: { method: "hire", k: 16, oversample: 4 },
+  });
   const k = resolveCount(0.25, F);
   const kp = 2 * k;
   const w = model.weights;
@@ -101,7 +120,10 @@ test("telemetry: k selected per layer, ascending unique indices, candidates = k'
       const rowBytes = (lw.gate!.w.byteLength + lw.up.w.byteLength) / F;
       const predictorBytes = f.bytes - kp * rowBytes - k * (lw.down.w.byteLength / F);
       // int8 with one f16/f32 scale per 32: between 1 and 1.2 bytes per weight.
-      assert.ok(predictorBytes >= F * c.hidden && predictorBytes <= 1.2 * F * c.hidden, `predictor bytes ${predictorBytes}`);
+      assert.ok(
+        predictorBytes >= F * c.hidden && predictorBytes <= 1.2 * F * c.hidden,
+        `predictor bytes ${predictorBytes}`,
+      );
       assert.equal(f.denseBytes, lw.gate!.w.byteLength + lw.up.w.byteLength + lw.down.w.byteLength);
       assert.ok(f.bytes < f.denseBytes);
       assert.ok(f.predictorMs >= 0 && f.exactMs >= 0 && f.downMs >= 0);
@@ -116,7 +138,11 @@ test("audit: topk-exact has recall 1; k = 100 % has zero output error; hire repo
   const model = models.llama!;
   const exact = await run(model, { ffn: { method: "topk-exact", k: 0.1 }, auditEvery: 1 });
   for (const rep of exact.reports.slice(1)) for (const l of rep.layers) assert.equal(l.ffn!.recall, 1);
-  const full = await run(model, { ffn: { method: "hire", ...FULL }, head: { method: "hire", k: 1, oversample: 1 }, auditEvery: 1 });
+  const full = await run(model, {
+    ffn: { method: "hire", ...FULL },
+    head: { method: "hire", k: 1, oversample: 1 },
+    auditEvery: 1,
+  });
   for (const rep of full.reports.slice(1)) {
     for (const l of rep.layers) {
       assert.equal(l.ffn!.recall, 1);
@@ -125,10 +151,14 @@ test("audit: topk-exact has recall 1; k = 100 % has zero output error; hire repo
     assert.equal(rep.head!.argmaxInCandidates, true);
     assert.ok(Math.abs(rep.head!.massCovered! - 1) < 1e-6);
   }
-  const hire = await run(model, { ffn: { method: "hire", k: 0.1, oversample: 2, predictor: { kind: "int8", groupSize: 32 } }, auditEvery: 2 });
+  const hire = await run(model, {
+    ffn: { method: "hire", k: 0.1, oversample: 2, predictor: { kind: "int8", groupSize: 32 } },
+    auditEvery: 2,
+  });
   const audited = hire.reports.slice(1).filter((rep) => rep.layers[0].ffn!.recall !== undefined);
   assert.equal(audited.length, Math.ceil((hire.reports.length - 1) / 2), "every 2nd token is audited");
-  for (const rep of audited) for (const l of rep.layers) assert.ok(l.ffn!.recall! >= 0 && l.ffn!.recall! <= 1 && l.ffn!.relError! >= 0);
+  for (const rep of audited)
+    for (const l of rep.layers) assert.ok(l.ffn!.recall! >= 0 && l.ffn!.recall! <= 1 && l.ffn!.relError! >= 0);
 });
 
 test("settings changed mid-generation apply from the next token", async () => {
@@ -168,7 +198,11 @@ test("DA-top-k: with P shards every shard contributes k/P neurons", async () => 
 
 test("dip-ca reports a cache hit rate and the bytes streamed on misses", async () => {
   const model = models.llama!;
-  const r = await run(model, { ffn: { method: "dip-ca", k: 0.2, cacheFraction: 0.5, cacheGamma: 0.5 } }, { maxTokens: 6 });
+  const r = await run(
+    model,
+    { ffn: { method: "dip-ca", k: 0.2, cacheFraction: 0.5, cacheGamma: 0.5 } },
+    { maxTokens: 6 },
+  );
   const first = r.reports[1].layers[0].ffn!;
   assert.equal(first.cacheHitRate, 0, "the cache starts cold");
   const later = r.reports[5].layers[0].ffn!;
@@ -186,9 +220,17 @@ test("low-rank predictors are cached on disk per tensor content and rank, and re
   const mtimes = files.map((f) => statSync(join(root, "cache", f)).mtimeMs);
   const second = await run(model, settings);
   assert.deepEqual(second.ids, first.ids, "cached factors give the same output");
-  assert.deepEqual(files.map((f) => statSync(join(root, "cache", f)).mtimeMs), mtimes, "not rebuilt");
+  assert.deepEqual(
+    files.map((f) => statSync(join(root, "cache", f)).mtimeMs),
+    mtimes,
+    "not rebuilt",
+  );
   await run(model, { ffn: { ...settings.ffn, predictor: { kind: "lowrank", rank: 5 } } });
-  assert.equal(readdirSync(join(root, "cache")).filter((f) => f.includes("lowrank5")).length, model.config.layers, "a new rank builds new factors");
+  assert.equal(
+    readdirSync(join(root, "cache")).filter((f) => f.includes("lowrank5")).length,
+    model.config.layers,
+    "a new rank builds new factors",
+  );
 });
 
 test("recall and relative error on constructed cases", () => {
@@ -203,9 +245,20 @@ test("recall and relative error on constructed cases", () => {
 
 test("invalid settings are rejected with a clear message", () => {
   const session = new Session(models.gpt2!);
-  assert.throws(() => session.sparsity.update({ ffn: { method: "dip" } }), (e: unknown) => e instanceof UsageError && /SwiGLU/.test(e.message));
+  assert.throws(
+    () => session.sparsity.update({ ffn: { method: "dip" } }),
+    (e: unknown) => e instanceof UsageError && /SwiGLU/.test(e.message),
+  );
   const s2 = new Session(models.llama!);
-  for (const bad of [{ ffn: { k: 0 } }, { ffn: { k: 2.5 } }, { ffn: { oversample: 0.5 } }, { shards: 0 }, { auditEvery: -1 }, { ffn: { perLayerK: { 99: 0.1 } } }, { ffn: { predictor: { kind: "int4", groupSize: 20 } } }]) {
+  for (const bad of [
+    { ffn: { k: 0 } },
+    { ffn: { k: 2.5 } },
+    { ffn: { oversample: 0.5 } },
+    { shards: 0 },
+    { auditEvery: -1 },
+    { ffn: { perLayerK: { 99: 0.1 } } },
+    { ffn: { predictor: { kind: "int4", groupSize: 20 } } },
+  ]) {
     assert.throws(() => s2.sparsity.update(bad as DeepPartial<SparsitySettings>), UsageError, JSON.stringify(bad));
   }
   assert.equal(s2.sparsity.settings.ffn.method, "dense", "a rejected update changes nothing");

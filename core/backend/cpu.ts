@@ -114,7 +114,14 @@ export class CpuBackend implements Backend {
 
   relayout(w: Weight, transposed: boolean): Weight {
     const handle = this.n.relayout(w.handle, transposed);
-    return { handle, dtype: w.dtype, rows: w.rows, cols: w.cols, transposed, byteLength: this.n.weightInfo(handle).bytes };
+    return {
+      handle,
+      dtype: w.dtype,
+      rows: w.rows,
+      cols: w.cols,
+      transposed,
+      byteLength: this.n.weightInfo(handle).bytes,
+    };
   }
 
   quantize(w: Weight, bits: 4 | 8, groupSize: number): QuantWeight {

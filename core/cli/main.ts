@@ -299,7 +299,9 @@ async function cmdEval(argv: string[]): Promise<void> {
   const ks = (v["ffn-k"] ?? "0.05,0.1,0.2").split(",").map((k) => parseK("ffn-k", k));
   const oversamples = (v.oversample ?? "1,2,4").split(",").map((o) => parseK("oversample", o));
   const base = sparsityUpdate({ ...v, "ffn-k": undefined, oversample: undefined, ffn: undefined });
-  const configs: EvalConfig[] = [{ label: "dense", ffnK: null, oversample: null, settings: { ffn: { method: "dense" } } }];
+  const configs: EvalConfig[] = [
+    { label: "dense", ffnK: null, oversample: null, settings: { ffn: { method: "dense" } } },
+  ];
   for (const method of methods) {
     for (const k of ks) {
       for (const oversample of method === "hire" ? oversamples : [1]) {
@@ -317,10 +319,15 @@ async function cmdEval(argv: string[]): Promise<void> {
   model.close();
   if (v.plot) writeFileSync(v.plot, evalPlot(rows, `${basename(model.dir)}: recall and perplexity against k`));
   if (v.json) {
-    process.stdout.write(JSON.stringify({ model: model.dir, text: v.text, rows }, (_, x) => (typeof x === "number" ? round(x) : x)) + "\n");
+    process.stdout.write(
+      JSON.stringify({ model: model.dir, text: v.text, rows }, (_, x) => (typeof x === "number" ? round(x) : x)) + "\n",
+    );
     return;
   }
-  const lines = [`${model.dir} on ${v.text} (${rows[0].tokens} tokens)`, "method        ffn k  over  perplexity  mean recall  head hit"];
+  const lines = [
+    `${model.dir} on ${v.text} (${rows[0].tokens} tokens)`,
+    "method        ffn k  over  perplexity  mean recall  head hit",
+  ];
   for (const r of rows) {
     lines.push(
       [

@@ -1,6 +1,14 @@
 // The sparsity flags shared by `hire generate`, `chat` and `bench`, parsed into a settings update.
 import { UsageError } from "../loader/errors.js";
-import { FFN_METHODS, HEAD_METHODS, parsePredictor, type DeepPartial, type FfnMethod, type HeadMethod, type SparsitySettings } from "../sparse/settings.js";
+import {
+  FFN_METHODS,
+  HEAD_METHODS,
+  parsePredictor,
+  type DeepPartial,
+  type FfnMethod,
+  type HeadMethod,
+  type SparsitySettings,
+} from "../sparse/settings.js";
 import type { ForwardReport } from "../engine/transformer.js";
 
 export const SPARSITY_FLAGS = {
@@ -33,16 +41,20 @@ export function parseK(flag: string, v: string): number {
 
 export function sparsityUpdate(v: SparsityValues, ffnK?: number): DeepPartial<SparsitySettings> {
   const method = v.ffn as FfnMethod | undefined;
-  if (method !== undefined && !FFN_METHODS.includes(method)) throw new UsageError(`--ffn must be one of ${FFN_METHODS.join(", ")}, got "${method}"`);
+  if (method !== undefined && !FFN_METHODS.includes(method))
+    throw new UsageError(`--ffn must be one of ${FFN_METHODS.join(", ")}, got "${method}"`);
   const head = v.head as HeadMethod | undefined;
-  if (head !== undefined && !HEAD_METHODS.includes(head)) throw new UsageError(`--head must be one of ${HEAD_METHODS.join(", ")}, got "${head}"`);
+  if (head !== undefined && !HEAD_METHODS.includes(head))
+    throw new UsageError(`--head must be one of ${HEAD_METHODS.join(", ")}, got "${head}"`);
   const perLayerK: Record<number, number> = {};
   for (const spec of v["layer-k"] ?? []) {
     const [layer, k] = spec.split("=");
-    if (k === undefined || !/^\d+$/.test(layer)) throw new UsageError(`--layer-k must look like LAYER=K, got "${spec}"`);
+    if (k === undefined || !/^\d+$/.test(layer))
+      throw new UsageError(`--layer-k must look like LAYER=K, got "${spec}"`);
     perLayerK[Number(layer)] = parseK("layer-k", k);
   }
-  const audit = v.audit === undefined ? undefined : v.audit === "off" ? 0 : v.audit === "all" ? 1 : number("audit", v.audit);
+  const audit =
+    v.audit === undefined ? undefined : v.audit === "off" ? 0 : v.audit === "all" ? 1 : number("audit", v.audit);
   return {
     ffn: {
       method,
@@ -96,7 +108,10 @@ export function reportJson(r: ForwardReport, trace: boolean): Record<string, unk
         ms: round(r.head.ms),
         bytes: r.head.bytes,
         dense_bytes: r.head.denseBytes,
-        ...(r.head.massCovered !== undefined && { argmax_in_candidates: r.head.argmaxInCandidates, mass_covered: round(r.head.massCovered) }),
+        ...(r.head.massCovered !== undefined && {
+          argmax_in_candidates: r.head.argmaxInCandidates,
+          mass_covered: round(r.head.massCovered),
+        }),
       },
     }),
   };

@@ -81,10 +81,21 @@ export function benchmark(model: LoadedModel, o: BenchOptions = {}): BenchResult
   const sparsifier = new Sparsifier(t);
   const cache = new KVCache(backend, c, ctx);
   const rng = new Rng(1234);
-  const prompt = Array.from({ length: Math.min(promptTokens, ctx - decodeTokens - 1) }, () => Math.floor(rng.next() * c.vocab));
-  const denseFfnBytes = model.weights.layers.map((l) => l.up.w.byteLength + l.down.w.byteLength + (l.gate ? l.gate.w.byteLength : 0));
+  const prompt = Array.from({ length: Math.min(promptTokens, ctx - decodeTokens - 1) }, () =>
+    Math.floor(rng.next() * c.vocab),
+  );
+  const denseFfnBytes = model.weights.layers.map(
+    (l) => l.up.w.byteLength + l.down.w.byteLength + (l.gate ? l.gate.w.byteLength : 0),
+  );
 
-  const dense: Config = { label: "dense", ffnK: null, head: "dense", update: { ffn: { method: "dense" }, head: { method: "dense" }, auditEvery: 0 }, bestMs: Infinity, bytes: 0 };
+  const dense: Config = {
+    label: "dense",
+    ffnK: null,
+    head: "dense",
+    update: { ffn: { method: "dense" }, head: { method: "dense" }, auditEvery: 0 },
+    bestMs: Infinity,
+    bytes: 0,
+  };
   const configs: Config[] = [dense];
   const head = o.sparsity?.head?.method ?? "dense";
   for (const method of o.methods ?? []) {

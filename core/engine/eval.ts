@@ -87,7 +87,7 @@ export function evalPlot(rows: EvalRow[], title: string): string {
   const ppl = rows.map((r) => r.perplexity).filter(Number.isFinite);
   const pMin = Math.min(...ppl);
   const pMax = Math.max(...ppl) * 1.02 + 1e-9;
-  const x = (k: number) => m.l + (ks.length < 2 ? 0.5 : (ks.indexOf(k) / (ks.length - 1))) * (W - m.l - m.r);
+  const x = (k: number) => m.l + (ks.length < 2 ? 0.5 : ks.indexOf(k) / (ks.length - 1)) * (W - m.l - m.r);
   const yR = (r: number) => m.t + (1 - r) * (H - m.t - m.b);
   const yP = (p: number) => m.t + (1 - (p - pMin) / (pMax - pMin || 1)) * (H - m.t - m.b);
   const groups = new Map<string, EvalRow[]>();
@@ -110,17 +110,26 @@ export function evalPlot(rows: EvalRow[], title: string): string {
   ];
   for (const k of ks) parts.push(`<text x="${x(k)}" y="${H - m.b + 16}" text-anchor="middle">${k}</text>`);
   for (const r of [0, 0.5, 1]) parts.push(`<text x="${m.l - 6}" y="${yR(r) + 4}" text-anchor="end">${r}</text>`);
-  for (const p of [pMin, (pMin + pMax) / 2, pMax]) parts.push(`<text x="${W - m.r + 6}" y="${yP(p) + 4}">${p.toFixed(1)}</text>`);
+  for (const p of [pMin, (pMin + pMax) / 2, pMax])
+    parts.push(`<text x="${W - m.r + 6}" y="${yP(p) + 4}">${p.toFixed(1)}</text>`);
   if (dense) {
-    parts.push(`<line x1="${m.l}" y1="${yP(dense.perplexity)}" x2="${W - m.r}" y2="${yP(dense.perplexity)}" stroke="gray" stroke-dasharray="2 3"/>`);
-    parts.push(`<text x="${m.l + 4}" y="${yP(dense.perplexity) - 4}" fill="gray">dense ${dense.perplexity.toFixed(2)}</text>`);
+    parts.push(
+      `<line x1="${m.l}" y1="${yP(dense.perplexity)}" x2="${W - m.r}" y2="${yP(dense.perplexity)}" stroke="gray" stroke-dasharray="2 3"/>`,
+    );
+    parts.push(
+      `<text x="${m.l + 4}" y="${yP(dense.perplexity) - 4}" fill="gray">dense ${dense.perplexity.toFixed(2)}</text>`,
+    );
   }
   [...groups.entries()].forEach(([name, rs], i) => {
     const color = colors[i % colors.length];
     const sorted = rs.sort((a, b) => a.ffn_k! - b.ffn_k!);
     const line = (y: (r: EvalRow) => number) => sorted.map((r) => `${x(r.ffn_k!)},${y(r)}`).join(" ");
-    parts.push(`<polyline fill="none" stroke="${color}" stroke-width="2" points="${line((r) => yR(r.mean_recall ?? 0))}"/>`);
-    parts.push(`<polyline fill="none" stroke="${color}" stroke-width="2" stroke-dasharray="6 4" points="${line((r) => yP(r.perplexity))}"/>`);
+    parts.push(
+      `<polyline fill="none" stroke="${color}" stroke-width="2" points="${line((r) => yR(r.mean_recall ?? 0))}"/>`,
+    );
+    parts.push(
+      `<polyline fill="none" stroke="${color}" stroke-width="2" stroke-dasharray="6 4" points="${line((r) => yP(r.perplexity))}"/>`,
+    );
     parts.push(`<text x="${m.l + 8}" y="${m.t + 14 + 16 * i}" fill="${color}">${esc(name)}</text>`);
   });
   parts.push("</svg>");

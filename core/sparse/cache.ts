@@ -16,7 +16,7 @@ export function tensorHash(file: string, offset: number, byteLength: number): st
   const fd = openSync(file, "r");
   try {
     const buf = Buffer.allocUnsafe(Math.min(byteLength, 16 << 20));
-    for (let done = 0; done < byteLength; ) {
+    for (let done = 0; done < byteLength;) {
       const n = readSync(fd, buf, 0, Math.min(buf.length, byteLength - done), offset + done);
       if (n <= 0) throw new Error(`${file}: unexpected end while hashing a tensor`);
       h.update(buf.subarray(0, n));

@@ -59,7 +59,8 @@ class LayerPrep {
     let p = this.predictors.get(key);
     if (!p) {
       const src = (this.w.gate ?? this.w.up).w;
-      const sourceKey = s.ffn.predictor.kind === "lowrank" ? tensorHash(src.file, src.offset, src.byteLength) : undefined;
+      const sourceKey =
+        s.ffn.predictor.kind === "lowrank" ? tensorHash(src.file, src.offset, src.byteLength) : undefined;
       p = buildPredictor(this.ctx.backend, this.inRows(), s.ffn.predictor, sourceKey);
       this.predictors.set(key, p);
     }

@@ -57,7 +57,8 @@ class LowRankPredictor implements Predictor {
  * cached on disk and reused while the model and the rank stay the same.
  */
 export function buildPredictor(b: Backend, w: Weight, spec: PredictorSpec, sourceKey?: string, seed = 1): Predictor {
-  if (spec.kind !== "lowrank") return new QuantPredictor(b, b.quantize(w, spec.kind === "int4" ? 4 : 8, spec.groupSize));
+  if (spec.kind !== "lowrank")
+    return new QuantPredictor(b, b.quantize(w, spec.kind === "int4" ? 4 : 8, spec.groupSize));
   const rank = Math.min(spec.rank, w.rows, w.cols);
   const key = sourceKey && `${sourceKey}-lowrank${rank}-s${seed}`;
   const cached = key ? readCached(key, [rank * w.rows, rank * w.cols]) : undefined;

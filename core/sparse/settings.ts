@@ -62,7 +62,8 @@ export const DEFAULT_SETTINGS: SparsitySettings = {
 export function parsePredictor(text: string): PredictorSpec {
   const [kind, arg] = text.split(":");
   const n = arg === undefined ? undefined : Number(arg);
-  if (arg !== undefined && !(Number.isInteger(n) && n! > 0)) throw new UsageError(`predictor "${text}": "${arg}" is not a positive integer`);
+  if (arg !== undefined && !(Number.isInteger(n) && n! > 0))
+    throw new UsageError(`predictor "${text}": "${arg}" is not a positive integer`);
   if (kind === "int4" || kind === "int8") return { kind, groupSize: n ?? 32 };
   if (kind === "lowrank") return { kind, rank: n ?? 128 };
   throw new UsageError(`predictor "${text}" is not one of int4[:GROUP], int8[:GROUP], lowrank[:RANK]`);
@@ -79,9 +80,17 @@ export function resolveCount(k: number, total: number): number {
 }
 
 /** Merge a partial update into settings and check the result against the model. */
-export function mergeSettings(base: SparsitySettings, update: DeepPartial<SparsitySettings>, config: ModelConfig): SparsitySettings {
+export function mergeSettings(
+  base: SparsitySettings,
+  update: DeepPartial<SparsitySettings>,
+  config: ModelConfig,
+): SparsitySettings {
   const next: SparsitySettings = {
-    ffn: { ...base.ffn, ...update.ffn, perLayerK: { ...base.ffn.perLayerK, ...(update.ffn?.perLayerK ?? {}) } } as FfnSettings,
+    ffn: {
+      ...base.ffn,
+      ...update.ffn,
+      perLayerK: { ...base.ffn.perLayerK, ...(update.ffn?.perLayerK ?? {}) },
+    } as FfnSettings,
     head: { ...base.head, ...update.head } as HeadSettings,
     shards: update.shards ?? base.shards,
     auditEvery: update.auditEvery ?? base.auditEvery,
@@ -107,28 +116,39 @@ export function validateSettings(s: SparsitySettings, c: ModelConfig): void {
     throw new UsageError(msg);
   };
   const checkK = (what: string, k: number) => {
-    if (!(k > 0) || !Number.isFinite(k) || (k > 1 && !Number.isInteger(k))) bad(`${what} must be a fraction in (0, 1] or a whole count, got ${k}`);
+    if (!(k > 0) || !Number.isFinite(k) || (k > 1 && !Number.isInteger(k)))
+      bad(`${what} must be a fraction in (0, 1] or a whole count, got ${k}`);
   };
   if (!FFN_METHODS.includes(s.ffn.method)) bad(`FFN method "${s.ffn.method}" is not one of ${FFN_METHODS.join(", ")}`);
-  if (!HEAD_METHODS.includes(s.head.method)) bad(`output-layer method "${s.head.method}" is not one of ${HEAD_METHODS.join(", ")}`);
-  if ((s.ffn.method === "dip" || s.ffn.method === "dip-ca") && !c.gatedFfn) bad(`${s.ffn.method} needs a SwiGLU (gated) FFN; ${c.architecture} has none`);
+  if (!HEAD_METHODS.includes(s.head.method))
+    bad(`output-layer method "${s.head.method}" is not one of ${HEAD_METHODS.join(", ")}`);
+  if ((s.ffn.method === "dip" || s.ffn.method === "dip-ca") && !c.gatedFfn)
+    bad(`${s.ffn.method} needs a SwiGLU (gated) FFN; ${c.architecture} has none`);
   checkK("FFN k", s.ffn.k);
   checkK("output-layer k", s.head.k);
   for (const [layer, k] of Object.entries(s.ffn.perLayerK)) {
     const l = Number(layer);
-    if (!Number.isInteger(l) || l < 0 || l >= c.layers) bad(`per-layer k names layer ${layer}, but the model has layers 0..${c.layers - 1}`);
+    if (!Number.isInteger(l) || l < 0 || l >= c.layers)
+      bad(`per-layer k names layer ${layer}, but the model has layers 0..${c.layers - 1}`);
     checkK(`k of layer ${layer}`, k);
   }
-  for (const [what, o] of [["FFN oversample", s.ffn.oversample], ["output-layer oversample", s.head.oversample]] as const) {
+  for (const [what, o] of [
+    ["FFN oversample", s.ffn.oversample],
+    ["output-layer oversample", s.head.oversample],
+  ] as const) {
     if (!(o >= 1) || !Number.isFinite(o)) bad(`${what} must be ≥ 1, got ${o}`);
   }
-  if (!Number.isInteger(s.shards) || s.shards < 1 || s.shards > 64) bad(`shards must be an integer in 1..64, got ${s.shards}`);
-  if (!Number.isInteger(s.auditEvery) || s.auditEvery < 0) bad(`audit must be 0 (off) or every N-th token, got ${s.auditEvery}`);
-  if (!(s.ffn.cacheFraction > 0 && s.ffn.cacheFraction <= 1)) bad(`cache fraction must be in (0, 1], got ${s.ffn.cacheFraction}`);
+  if (!Number.isInteger(s.shards) || s.shards < 1 || s.shards > 64)
+    bad(`shards must be an integer in 1..64, got ${s.shards}`);
+  if (!Number.isInteger(s.auditEvery) || s.auditEvery < 0)
+    bad(`audit must be 0 (off) or every N-th token, got ${s.auditEvery}`);
+  if (!(s.ffn.cacheFraction > 0 && s.ffn.cacheFraction <= 1))
+    bad(`cache fraction must be in (0, 1], got ${s.ffn.cacheFraction}`);
   if (!(s.ffn.cacheGamma >= 0 && s.ffn.cacheGamma <= 1)) bad(`cache gamma must be in [0, 1], got ${s.ffn.cacheGamma}`);
   for (const p of [s.ffn.predictor, s.head.predictor]) {
     if (p.kind === "lowrank") {
-      if (!Number.isInteger(p.rank) || p.rank < 1 || p.rank > Math.min(c.hidden, 4096)) bad(`low-rank predictor rank must be in 1..${Math.min(c.hidden, 4096)}, got ${p.rank}`);
+      if (!Number.isInteger(p.rank) || p.rank < 1 || p.rank > Math.min(c.hidden, 4096))
+        bad(`low-rank predictor rank must be in 1..${Math.min(c.hidden, 4096)}, got ${p.rank}`);
     } else if (!Number.isInteger(p.groupSize) || p.groupSize < 32 || p.groupSize % 32 !== 0) {
       bad(`quantized predictor group size must be a multiple of 32, got ${p.groupSize}`);
     }

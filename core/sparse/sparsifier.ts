@@ -49,7 +49,8 @@ export class Sparsifier {
       onProgress?.({ stage: "head", done: 1, total: 1 });
     }
     this.ctx.settings = next;
-    for (let l = 0; l < c.layers; l++) this.t.ffn[l] = next.ffn.method === "dense" ? this.denseFfn[l] : this.sparseFfn[l];
+    for (let l = 0; l < c.layers; l++)
+      this.t.ffn[l] = next.ffn.method === "dense" ? this.denseFfn[l] : this.sparseFfn[l];
     this.t.output = next.head.method === "hire" ? this.sparseHead! : this.denseOutput;
     return next;
   }

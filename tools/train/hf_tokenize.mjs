@@ -14,7 +14,9 @@ const tok = new Tokenizer(
 const texts = JSON.parse(readFileSync(inFile, "utf8"));
 const out = texts.map((t) => {
   const ids = tok.encode(t, { add_special_tokens: false }).ids;
-  const decoded = ids.length ? tok.decode(ids, { skip_special_tokens: false, clean_up_tokenization_spaces: false }) : "";
+  const decoded = ids.length
+    ? tok.decode(ids, { skip_special_tokens: false, clean_up_tokenization_spaces: false })
+    : "";
   return { ids, decoded };
 });
 writeFileSync(outFile, JSON.stringify(out));
