@@ -1,7 +1,7 @@
 // The `hire` command as a user runs it: a real process, real files, real exit codes.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { hire, REPO_ROOT } from "./helpers.js";
@@ -160,4 +160,118 @@ test("without --model: the built-in default model, or a message saying how to ge
     assert.equal(r.status, 2);
     assert.match(r.stderr, /no built-in model in assets\/models\/ yet.*--model DIR/s);
   }
+});
+
+test("generate with sparsity flags reports per-layer telemetry (counts, or indices with --trace)", () => {
+  const base = ["generate", "--model", model, "--prompt", "Hello", "--max-tokens", "3", "--temperature", "0", "--json"];
+  const r = hire([
+    ...base,
+    "--ffn",
+    "hire",
+    "--ffn-k",
+    "25%",
+    "--oversample",
+    "2",
+    "--predictor",
+    "int8",
+    "--audit",
+    "1",
+  ]);
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  const layer = out.steps[1].layers[0];
+  assert.equal(layer.method, "hire");
+  assert.equal(layer.k, 24); // 25 % of 96 neurons
+  assert.equal(layer.candidates, 48);
+  assert.equal(layer.selected_count, 24);
+  assert.ok(layer.recall >= 0 && layer.recall <= 1);
+  const traced = JSON.parse(hire([...base, "--ffn", "topk-exact", "--ffn-k", "10", "--trace"]).stdout);
+  assert.equal(traced.steps[1].layers[1].selected.length, 10);
+  const bad = hire([...base, "--ffn", "magic"]);
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /--ffn must be one of/);
+  const badK = hire([...base, "--ffn", "hire", "--ffn-k", "1.5"]);
+  assert.equal(badK.status, 2);
+  assert.match(badK.stderr, /FFN k must be a fraction/);
+});
+
+test("bench --methods interleaves methods and reports speedup rows", () => {
+  const r = hire([
+    "bench",
+    "--model",
+    model,
+    "--json",
+    "--methods",
+    "hire,topk-exact",
+    "--ffn-k",
+    "0.1,0.5",
+    "--prompt-tokens",
+    "4",
+    "--decode-tokens",
+    "3",
+    "--repeats",
+    "1",
+  ]);
+  assert.equal(r.status, 0, r.stderr);
+  const rows = JSON.parse(r.stdout).rows as {
+    method: string;
+    ffn_k: number | null;
+    speedup: number;
+    bytes_per_token: number;
+    percent_of_roofline: number;
+  }[];
+  assert.deepEqual(
+    rows.map((x) => [x.method, x.ffn_k]),
+    [
+      ["dense", null],
+      ["hire", 0.1],
+      ["hire", 0.5],
+      ["topk-exact", 0.1],
+      ["topk-exact", 0.5],
+    ],
+  );
+  assert.equal(rows[0].speedup, 1);
+  for (const row of rows) assert.ok(row.speedup > 0 && row.percent_of_roofline > 0);
+  assert.ok(rows[1].bytes_per_token < rows[2].bytes_per_token, "a smaller k reads fewer bytes");
+  assert.ok(rows[1].bytes_per_token < rows[0].bytes_per_token);
+});
+
+test("eval reports perplexity and recall per method and k, and draws the plot", () => {
+  const text = join(root, "eval.txt");
+  writeFileSync(text, "The quick brown fox jumps over the lazy dog. ".repeat(8));
+  const svg = join(root, "eval.svg");
+  const r = hire([
+    "eval",
+    "--model",
+    model,
+    "--text",
+    text,
+    "--ffn-k",
+    "0.1,1",
+    "--oversample",
+    "1,2",
+    "--json",
+    "--plot",
+    svg,
+  ]);
+  assert.equal(r.status, 0, r.stderr);
+  const rows = JSON.parse(r.stdout).rows as {
+    method: string;
+    ffn_k: number | null;
+    perplexity: number;
+    mean_recall: number | null;
+    recall_per_layer: number[] | null;
+  }[];
+  assert.equal(rows.length, 5);
+  const dense = rows[0];
+  assert.equal(dense.method, "dense");
+  assert.ok(dense.perplexity > 1);
+  const full = rows.filter((x) => x.ffn_k === 1);
+  for (const row of full) {
+    assert.ok(Math.abs(row.perplexity - dense.perplexity) < 1e-3 * dense.perplexity, "k = 100 % is dense");
+    assert.equal(row.mean_recall, 1);
+  }
+  for (const row of rows.slice(1)) assert.equal(row.recall_per_layer!.length, 2);
+  assert.match(readFileSync(svg, "utf8"), /^<svg[\s\S]*polyline[\s\S]*<\/svg>$/);
+  assert.equal(hire(["eval", "--model", model]).status, 2, "--text is required");
 });
