@@ -39,11 +39,14 @@ export function evaluate(model: LoadedModel, text: string, configs: EvalConfig[]
   const t = new Transformer(backend, c, model.weights, new Workspace(backend, c, model.weights));
   const cache = new KVCache(backend, c, n);
   const sparsifier = new Sparsifier(t);
+  const headLogits = backend.alloc(c.vocab);
   return configs.map((cfg) => {
     const sparse = cfg.settings.ffn?.method !== undefined && cfg.settings.ffn.method !== "dense";
     const head = cfg.settings.head?.method === "hire";
     sparsifier.update({ ffn: { method: "dense" }, head: { method: "dense" }, auditEvery: 0 });
-    sparsifier.update({ ...cfg.settings, auditEvery: sparse || head ? 1 : 0 });
+    // The text is scored through the dense head (a HiRE head gives −∞ outside its candidates);
+    // the HiRE head is measured on the same hidden states by probeHead.
+    sparsifier.update({ ...cfg.settings, head: { ...cfg.settings.head, method: "dense" }, auditEvery: sparse ? 1 : 0 });
     let nll = 0;
     const recallSum = new Float64Array(c.layers);
     let headHits = 0;
@@ -54,10 +57,10 @@ export function evaluate(model: LoadedModel, text: string, configs: EvalConfig[]
       const logits = t.forward([ids[i]], i, cache, report)!;
       nll += logSumExp(logits) - logits[ids[i + 1]];
       report.layers.forEach((l, j) => (recallSum[j] += l.ffn?.recall ?? 0));
-      const h = (report as ForwardReport).head;
-      if (h) {
-        headHits += h.argmaxInCandidates ? 1 : 0;
-        headMass += h.massCovered ?? 0;
+      if (head) {
+        sparsifier.probeHead(t.ws.last, headLogits, report);
+        headHits += report.head?.argmaxInCandidates ? 1 : 0;
+        headMass += report.head?.massCovered ?? 0;
       }
     }
     const steps = n - 1;

@@ -2,7 +2,8 @@
 // output layer between the dense and sparse implementations, builds what a method needs on first
 // use (relayouted weights, predictors) with progress callbacks, and decides which tokens are audited.
 // It is a transform applied to a built model (gpt-fast style), never a flag inside `forward`.
-import type { Transformer, FeedForward, OutputLayer } from "../engine/transformer.js";
+import type { Transformer, FeedForward, ForwardReport, OutputLayer } from "../engine/transformer.js";
+import type { Buf } from "../backend/backend.js";
 import { SparseContext } from "./context.js";
 import { SparseFeedForward } from "./ffn.js";
 import { HireOutputLayer } from "./head.js";
@@ -53,6 +54,19 @@ export class Sparsifier {
       this.t.ffn[l] = next.ffn.method === "dense" ? this.denseFfn[l] : this.sparseFfn[l];
     this.t.output = next.head.method === "hire" ? this.sparseHead! : this.denseOutput;
     return next;
+  }
+
+  /**
+   * Run the HiRE output layer on `hidden` without using its logits (they are −∞ outside the kept
+   * tokens, so a perplexity through them is infinite): its telemetry, audited, lands in `report.head`.
+   * `eval` uses this to measure the head while scoring the text with the dense head.
+   */
+  probeHead(hidden: Buf, scratchLogits: Buf, report: ForwardReport): void {
+    this.sparseHead ??= new HireOutputLayer(this.ctx, this.t.config, this.t.weights);
+    const audit = this.ctx.auditNow;
+    this.ctx.auditNow = true;
+    this.sparseHead.forward(scratchLogits, hidden, report);
+    this.ctx.auditNow = audit;
   }
 
   /** Called before each decoded token: is this one audited? */

@@ -2,7 +2,9 @@
 // int8 copy of x meet in integer dot products, one f32 FMA per group with the two scales.
 //   int4: the raw codes (q + 8, 0..15) are unsigned, so _mm256_maddubs_epi16(codes, xq) works
 //         without sign tricks (|sum| <= 2 * 15 * 127, and up to 8 of them still fit in int16); the
-//         + 8 offset is removed exactly, in int32, with x.corr (8 * sum(xq_g) per group).
+//         + 8 offset is removed exactly, in int32, lane by lane, with x.corr (see quant.h), so each
+//         lane is an unbiased integer sum before its one rounding to f32.
+//   Group 32 folds 4 groups into one vector with hadds (one convert + FMA per 4 groups).
 //   int8: maddubs(|w|, sign(x, w)) (|sum| <= 2 * 127 * 127), then madd(., 1) to int32.
 // Each row is prefetched whole `ahead` rows in advance (>= 8 KiB): the rows of a chunk are one
 // linear stream. Only intrinsics and plain code inside HIRE_AVX2 functions (see kernels_avx2.cc).
@@ -240,6 +242,7 @@ struct AlignedFloats {
   float* get(size_t n) {
     if (n > cap) {
       std::free(p);
+      cap = 0;
       p = static_cast<float*>(std::aligned_alloc(64, ((n * 4 + 63) / 64) * 64));
       if (p == nullptr) throw std::bad_alloc();
       cap = n;

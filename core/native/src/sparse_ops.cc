@@ -13,7 +13,6 @@
 #endif
 
 #include "kernel_table.h"
-#include "kernels.h"
 #include "sparse.h"
 #include "threadpool.h"
 
