@@ -106,41 +106,48 @@ void ThreadPool::worker_main(int tid, uint64_t seen) {
     }
     if (stop_.load()) return;
     seen = g;
-    Job* job = job_.load(std::memory_order_acquire);
-    execute(job, tid);
-    job->pending.fetch_sub(1, std::memory_order_acq_rel);
+    active_.fetch_add(1);
+    if (open_gen_.load() == g) execute(&job_, tid);
+    active_.fetch_sub(1);
   }
 }
 
 void ThreadPool::run(int64_t n, TaskFn fn, void* ctx) {
   if (n <= 0) return;
   std::unique_lock<std::mutex> run_lk(run_mu_, std::try_to_lock);
-  Job job;
-  job.fn = fn;
-  job.ctx = ctx;
-  job.n = n;
   if (!run_lk.owns_lock() || workers_.empty() || n == 1) {
     // Single task, no workers, or the pool is busy (another JS thread): run here.
-    execute(&job, 0);
-  } else {
-    job.pending.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
-    job_.store(&job, std::memory_order_release);
-    gen_.fetch_add(1);
-    if (sleepers_.load() > 0) {
-      { std::lock_guard<std::mutex> lk(mu_); }
-      cv_.notify_all();
-    }
-    execute(&job, 0);
-    // Every worker acknowledges the job before it leaves this stack frame.
-    for (int i = 0; job.pending.load(std::memory_order_acquire) > 0; ++i) {
-      if (i < 20000) {
-        cpu_relax();
-      } else {
-        std::this_thread::yield();
-      }
+    Job local;
+    local.fn = fn;
+    local.ctx = ctx;
+    local.n = n;
+    execute(&local, 0);
+    if (local.err) std::rethrow_exception(local.err);
+    return;
+  }
+  job_.fn = fn;
+  job_.ctx = ctx;
+  job_.n = n;
+  job_.next.store(0, std::memory_order_relaxed);
+  job_.err = nullptr;
+  const uint64_t g = gen_.load() + 1;
+  open_gen_.store(g);
+  gen_.store(g);
+  if (sleepers_.load() > 0) {
+    { std::lock_guard<std::mutex> lk(mu_); }
+    cv_.notify_all();
+  }
+  execute(&job_, 0);
+  // Every task is claimed: close the job, then wait only for workers that joined it.
+  open_gen_.store(0);
+  for (int i = 0; active_.load() > 0; ++i) {
+    if (i < 20000) {
+      cpu_relax();
+    } else {
+      std::this_thread::yield();
     }
   }
-  if (job.err) std::rethrow_exception(job.err);
+  if (job_.err) std::rethrow_exception(job_.err);
 }
 
 }  // namespace hire

@@ -39,7 +39,6 @@ class ThreadPool {
     void* ctx;
     int64_t n;
     std::atomic<int64_t> next{0};
-    std::atomic<int> pending{0};
     std::mutex err_mu;
     std::exception_ptr err;
   };
@@ -56,7 +55,13 @@ class ThreadPool {
   std::mutex mu_;      // guards sleeping
   std::condition_variable cv_;
   std::atomic<uint64_t> gen_{0};
-  std::atomic<Job*> job_{nullptr};
+  // The current job lives in the pool (not on the caller's stack), so a worker that wakes late
+  // can look at it safely. Workers join only while open_gen_ names the job they woke for; the
+  // caller closes it once every task is claimed and waits only for workers that joined. A worker
+  // descheduled by another process therefore never stalls a token: the caller takes its tasks.
+  Job job_;
+  std::atomic<uint64_t> open_gen_{0};
+  std::atomic<int> active_{0};
   std::atomic<int> sleepers_{0};
   std::atomic<bool> stop_{false};
 };
