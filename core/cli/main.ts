@@ -1,12 +1,12 @@
-// The `hire` command: generate, chat, bench, make-model. Each command parses its flags here,
+// The `hire` command: generate, chat, bench, eval, make-model. Each command parses its flags here,
 // validates them, and calls the engine; engine errors become one clear line and a non-zero exit.
 // To add a command: write `async function cmdX(argv)` and list it in COMMANDS.
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { createInterface } from "node:readline";
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
-import { basename, dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { readFileSync, writeFileSync } from "node:fs";
+import { basename } from "node:path";
 import { loadModel, type LoadedModel } from "../loader/model-folder.js";
+import { defaultModelDir } from "../loader/default-model.js";
 import { ContextOverflowError, ModelError, UsageError } from "../loader/errors.js";
 import { Session, type GenerateOptions } from "../engine/session.js";
 import { benchmark } from "../engine/bench.js";
@@ -16,23 +16,6 @@ import { SPARSITY_FLAGS, parseK, reportJson, sparsityUpdate } from "./sparsity-f
 import { FFN_METHODS, type FfnMethod } from "../sparse/settings.js";
 import type { ChatMessage } from "../loader/tokenizer.js";
 import { makeModel, MakeModelError, PRESETS, type Arch, type DType } from "../modelgen/make-model.js";
-
-const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
-const MODELS_DIR = join(REPO_ROOT, "assets", "models");
-
-/** The built-in model: assets/models/<name>, with <name> from assets/models/DEFAULT when there are several. */
-export function defaultModelDir(): string {
-  const named = join(MODELS_DIR, "DEFAULT");
-  if (existsSync(named)) return join(MODELS_DIR, readFileSync(named, "utf8").trim());
-  const found = existsSync(MODELS_DIR)
-    ? readdirSync(MODELS_DIR).filter((d) => existsSync(join(MODELS_DIR, d, "config.json")))
-    : [];
-  if (found.length > 0) return join(MODELS_DIR, found.sort()[0]);
-  throw new UsageError(
-    "no --model given and no built-in model in assets/models/ yet. Pass a Hugging Face model folder with --model DIR, " +
-      "or make a random one: hire make-model --arch llama --preset smollm2-135m --dtype bf16 --seed 1 --out models/smollm2",
-  );
-}
 
 function openModel(dir: string | undefined): LoadedModel {
   return loadModel(dir ?? defaultModelDir());
