@@ -14,6 +14,7 @@ import { evalPlot, evaluate, type EvalConfig } from "../engine/eval.js";
 import { CpuBackend } from "../backend/cpu.js";
 import { SPARSITY_FLAGS, parseK, reportJson, sparsityUpdate } from "./sparsity-flags.js";
 import { FFN_METHODS, type FfnMethod } from "../sparse/settings.js";
+import type { PrepareProgress } from "../sparse/sparsifier.js";
 import type { ChatMessage } from "../loader/tokenizer.js";
 import { makeModel, MakeModelError, PRESETS, type Arch, type DType } from "../modelgen/make-model.js";
 
@@ -92,7 +93,7 @@ async function cmdGenerate(argv: string[]): Promise<void> {
   const logprobs = int("logprobs", v.logprobs) ?? 0;
   const model = openModel(v.model);
   const session = openSession(model, v);
-  const settings = session.sparsity.update(sparsityUpdate(v));
+  const settings = session.sparsity.update(sparsityUpdate(v), showProgress);
   // Per-layer telemetry in the JSON when a sparse method runs (or when asked with --trace).
   const withLayers = v.trace || settings.ffn.method !== "dense" || settings.head.method !== "dense";
   const options = { ...generateOptions(v), logprobs, signal: interruptSignal() };
@@ -131,7 +132,7 @@ async function cmdChat(argv: string[]): Promise<void> {
   const v = parse(argv, { ...SAMPLING_FLAGS, ...SPARSITY_FLAGS, system: { type: "string" } });
   const model = openModel(v.model);
   const session = openSession(model, v);
-  session.sparsity.update(sparsityUpdate(v));
+  session.sparsity.update(sparsityUpdate(v), showProgress);
   const base = generateOptions(v);
   const messages: ChatMessage[] = v.system ? [{ role: "system", content: v.system }] : [];
   const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: process.stdin.isTTY });
@@ -379,6 +380,14 @@ async function cmdMakeModel(argv: string[]): Promise<void> {
   if (process.stderr.isTTY) process.stderr.write("\r");
   process.stdout.write(
     `wrote ${r.dir}: ${arch}, ${(r.params / 1e6).toFixed(1)}M parameters, ${(r.bytes / 1e6).toFixed(1)} MB in ${r.files.length} file(s), ${((performance.now() - started) / 1000).toFixed(1)} s\n`,
+  );
+}
+
+/** Predictor building (first use of a sparse method) on a terminal: "preparing ffn 3/16". */
+function showProgress(p: PrepareProgress): void {
+  if (!process.stderr.isTTY) return;
+  process.stderr.write(
+    `\rpreparing ${p.stage} ${p.done}/${p.total}${p.stage === "head" || p.done === p.total ? "\n" : ""}`,
   );
 }
 
