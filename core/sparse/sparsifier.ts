@@ -40,10 +40,12 @@ export class Sparsifier {
     if (next.ffn.method !== "dense" && this.sparseFfn.length === 0) {
       this.sparseFfn = this.t.weights.layers.map((w, l) => new SparseFeedForward(this.ctx, c, w, l));
     }
-    this.sparseFfn.forEach((f, l) => {
-      f.prep.prepare(next);
-      onProgress?.({ stage: "ffn", done: l + 1, total: c.layers });
-    });
+    if (next.ffn.method !== "dense") {
+      this.sparseFfn.forEach((f, l) => {
+        f.prep.prepare(next);
+        onProgress?.({ stage: "ffn", done: l + 1, total: c.layers });
+      });
+    }
     if (next.head.method === "hire") {
       this.sparseHead ??= new HireOutputLayer(this.ctx, c, this.t.weights);
       this.sparseHead.predictor();
