@@ -13,6 +13,9 @@ import {
   mkdirSync,
   writeFileSync,
   statSync,
+  openSync,
+  readSync,
+  closeSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -28,7 +31,6 @@ import {
   type DType,
 } from "../core/modelgen/make-model.js";
 import {
-  readSafetensorsHeader,
   f32ToBf16,
   f32ToF16,
   bf16ToF32,
@@ -36,6 +38,7 @@ import {
   f32BitsToBf16,
   f32BitsToF16,
   DTYPE_BYTES,
+  type HeaderEntry,
   type StDType,
 } from "../core/modelgen/safetensors-writer.js";
 import { makeTokenizer, SPECIAL_TOKENS, CHATML_TEMPLATE } from "../core/modelgen/tokenizer-gen.js";
@@ -172,6 +175,32 @@ function expectedShapes(arch: Arch): Record<string, number[]> {
         "model.decoder.layers.0.fc2.weight": [64, 256],
         "model.decoder.layers.0.self_attn.out_proj.bias": [64],
       };
+  }
+}
+
+/** The raw header of a written file (data_offsets as stored, metadata kept), to check the writer's layout. */
+function readSafetensorsHeader(path: string): {
+  headerBytes: number;
+  tensors: Record<string, HeaderEntry>;
+  metadata?: Record<string, string>;
+} {
+  const fd = openSync(path, "r");
+  try {
+    const lenBuf = Buffer.alloc(8);
+    if (readSync(fd, lenBuf, 0, 8, 0) !== 8) throw new Error(`${path}: too short`);
+    const n = Number(lenBuf.readBigUInt64LE(0));
+    if (n > 100 * 1024 * 1024) throw new Error(`${path}: header too large (${n})`);
+    const buf = Buffer.alloc(n);
+    if (readSync(fd, buf, 0, n, 8) !== n) throw new Error(`${path}: truncated header`);
+    const parsed = JSON.parse(buf.toString("utf8")) as Record<string, unknown>;
+    const { __metadata__: metadata, ...tensors } = parsed;
+    return {
+      headerBytes: 8 + n,
+      tensors: tensors as Record<string, HeaderEntry>,
+      metadata: metadata as Record<string, string> | undefined,
+    };
+  } finally {
+    closeSync(fd);
   }
 }
 

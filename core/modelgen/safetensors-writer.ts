@@ -17,7 +17,6 @@
 // To add a dtype: extend `StDType`, `DTYPE_BYTES`, and give `convertF32` a branch for it.
 
 import { open, writeFile, type FileHandle } from "node:fs/promises";
-import { openSync, readSync, closeSync } from "node:fs";
 import { endianness } from "node:os";
 import { join } from "node:path";
 
@@ -84,32 +83,6 @@ export function buildHeader(
   out.writeBigUInt64LE(BigInt(padded), 0);
   json.copy(out, 8);
   return out;
-}
-
-/** Reads and parses the header of a safetensors file (used by tests and tools). */
-export function readSafetensorsHeader(path: string): {
-  headerBytes: number;
-  tensors: Record<string, HeaderEntry>;
-  metadata?: Record<string, string>;
-} {
-  const fd = openSync(path, "r");
-  try {
-    const lenBuf = Buffer.alloc(8);
-    if (readSync(fd, lenBuf, 0, 8, 0) !== 8) throw new SafetensorsError(`${path}: too short`);
-    const n = Number(lenBuf.readBigUInt64LE(0));
-    if (n > 100 * 1024 * 1024) throw new SafetensorsError(`${path}: header too large (${n})`);
-    const buf = Buffer.alloc(n);
-    if (readSync(fd, buf, 0, n, 8) !== n) throw new SafetensorsError(`${path}: truncated header`);
-    const parsed = JSON.parse(buf.toString("utf8")) as Record<string, unknown>;
-    const { __metadata__: metadata, ...tensors } = parsed;
-    return {
-      headerBytes: 8 + n,
-      tensors: tensors as Record<string, HeaderEntry>,
-      metadata: metadata as Record<string, string> | undefined,
-    };
-  } finally {
-    closeSync(fd);
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
