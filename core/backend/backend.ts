@@ -94,6 +94,8 @@ export interface Backend {
   // ---- sparse ops (HiRE, DIP) ----
   /** The same matrix stored in the other layout (a copy owned by the backend). */
   relayout(w: Weight, transposed: boolean): Weight;
+  /** A 2·rows × cols copy with the rows of a and b interleaved (a0, b0, a1, b1, …). */
+  interleaveRows(a: Weight, b: Weight): Weight;
   quantize(w: Weight, bits: 4 | 8, groupSize: number): QuantWeight;
   /** y[r] ≈ W[r] · x for every row (approximate scores from the quantized copy). */
   quantMatvec(y: Buf, x: Buf, q: QuantWeight): void;

@@ -124,6 +124,18 @@ export class CpuBackend implements Backend {
     };
   }
 
+  interleaveRows(a: Weight, b: Weight): Weight {
+    const handle = this.n.interleaveRows(a.handle, b.handle);
+    return {
+      handle,
+      dtype: a.dtype,
+      rows: 2 * a.rows,
+      cols: a.cols,
+      transposed: false,
+      byteLength: a.byteLength + b.byteLength,
+    };
+  }
+
   quantize(w: Weight, bits: 4 | 8, groupSize: number): QuantWeight {
     const handle = this.n.quantize(w.handle, bits, groupSize);
     return { handle, rows: w.rows, cols: w.cols, bits, groupSize, byteLength: this.n.quantInfo(handle).bytes };

@@ -126,6 +126,8 @@ export interface NativeAddon {
    * neuron of W_down — is one contiguous read). A plain copy when the layout already matches.
    */
   relayout(w: NativeWeight, transposed: boolean): NativeWeight;
+  /** A new 2·rows × cols weight with the rows of a and b interleaved (a0, b0, a1, b1, …); both not transposed, same dtype and shape. */
+  interleaveRows(a: NativeWeight, b: NativeWeight): NativeWeight;
   /**
    * A weight that owns a copy of `data` (Float32Array for F32, Uint16Array of raw bits for F16 and
    * BF16), rows × cols, memory layout as in weight(). data needs at least rows * cols elements.

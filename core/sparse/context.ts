@@ -22,6 +22,8 @@ export class SparseScratch {
   readonly selPos: Int32Array;
   readonly inSel: Int32Array;
   readonly auditTop: Int32Array;
+  readonly pairIdx: Int32Array; // HiRE: rows 2c, 2c+1 of the interleaved gate/up matrix [2F]
+  readonly pairOut: Buf; // their outputs, interleaved [2F]
 
   constructor(b: Backend, c: ModelConfig, ws: Workspace) {
     const F = c.intermediate;
@@ -42,6 +44,8 @@ export class SparseScratch {
     this.selPos = new Int32Array(N);
     this.inSel = new Int32Array(c.hidden);
     this.auditTop = new Int32Array(N);
+    this.pairIdx = new Int32Array(c.gatedFfn ? 2 * F : 0);
+    this.pairOut = b.alloc(c.gatedFfn ? 2 * F : 0);
   }
 }
 

@@ -18,7 +18,7 @@ import { tensorHash } from "./cache.js";
 /** Weights of one layer in the layouts the sparse kernels read, built on first use. */
 class LayerPrep {
   private rowsIn?: Weight;
-  private rowsUp?: Weight;
+  private rowsGateUp?: Weight;
   private colsDown?: Weight;
   private colsGate?: Weight;
   private colsUpT?: Weight;
@@ -39,9 +39,9 @@ class LayerPrep {
   inRows(): Weight {
     return (this.rowsIn ??= this.ctx.layout((this.w.gate ?? this.w.up).w, false));
   }
-  /** W_up of a gated FFN, one contiguous row per neuron. */
-  upRows(): Weight {
-    return (this.rowsUp ??= this.ctx.layout(this.w.up.w, false));
+  /** W_gate and W_up of a gated FFN interleaved: a neuron's two rows are one contiguous read. */
+  gateUpRows(): Weight {
+    return (this.rowsGateUp ??= this.ctx.b.interleaveRows(this.inRows(), this.ctx.layout(this.w.up.w, false)));
   }
   /** W_down with each neuron's column contiguous. */
   downCols(): Weight {
@@ -72,8 +72,8 @@ class LayerPrep {
     if (m === "dense") return;
     this.downCols();
     if (m === "hire") {
-      this.inRows();
-      if (this.w.gate) this.upRows();
+      if (this.w.gate) this.gateUpRows();
+      else this.inRows();
       this.predictor(s);
     }
     if (m === "dip" || m === "dip-ca") {
@@ -243,20 +243,33 @@ export class SparseFeedForward implements FeedForward {
     b.activate(sc.scores, F, c.activation);
     const nc = b.topk(sc.scores, F, kp, true, P, sc.cand);
     const t1 = performance.now();
-    const inRows = prep.inRows();
-    b.matvecRows(sc.g, h, inRows, sc.cand, nc);
-    if (prep.biasIn) {
-      const g = b.read(sc.g, 0, nc);
-      for (let i = 0; i < nc; i++) g[i] += prep.biasIn[sc.cand[i]];
-    }
-    let rowBytes = inRows.byteLength / F;
+    let rowBytes: number;
     if (w.gate) {
-      const upRows = prep.upRows();
-      b.matvecRows(sc.u, h, upRows, sc.cand, nc);
+      // One pass over the interleaved gate/up rows of the candidates, then split the pairs.
+      const gateUp = prep.gateUpRows();
+      for (let i = 0; i < nc; i++) {
+        sc.pairIdx[2 * i] = 2 * sc.cand[i];
+        sc.pairIdx[2 * i + 1] = 2 * sc.cand[i] + 1;
+      }
+      b.matvecRows(sc.pairOut, h, gateUp, sc.pairIdx, 2 * nc);
+      const pairs = b.read(sc.pairOut, 0, 2 * nc);
+      const g = b.read(sc.g, 0, nc);
+      const u = b.read(sc.u, 0, nc);
+      for (let i = 0; i < nc; i++) {
+        g[i] = pairs[2 * i];
+        u[i] = pairs[2 * i + 1];
+      }
       b.gatedAct(sc.g, sc.u, nc, c.activation);
-      rowBytes += upRows.byteLength / F;
+      rowBytes = gateUp.byteLength / F;
     } else {
+      const inRows = prep.inRows();
+      b.matvecRows(sc.g, h, inRows, sc.cand, nc);
+      if (prep.biasIn) {
+        const g = b.read(sc.g, 0, nc);
+        for (let i = 0; i < nc; i++) g[i] += prep.biasIn[sc.cand[i]];
+      }
       b.activate(sc.g, nc, c.activation);
+      rowBytes = inRows.byteLength / F;
     }
     const ns = b.topk(sc.g, nc, Math.min(k, nc), true, P, sc.selPos);
     const g = b.read(sc.g, 0, nc);

@@ -481,6 +481,26 @@ Napi::Value Relayout(const Napi::CallbackInfo& info) {
   return OwnedWeight(a, info.Env(), std::move(buf), w.dtype, w.rows, w.cols, transposed);
 }
 
+// Rows of a and b interleaved (a0, b0, a1, b1, ...): HiRE reads a neuron's W_gate and W_up rows
+// as one contiguous 2-row read instead of two scattered ones.
+Napi::Value InterleaveRows(const Napi::CallbackInfo& info) {
+  Args a(info, "interleaveRows");
+  const Mat x = a.weight(0, "a");
+  const Mat y = a.weight(1, "b");
+  if (x.transposed || y.transposed) a.fail("a and b must not be transposed; relayout(w, false) first");
+  if (x.dtype != y.dtype || x.rows != y.rows || x.cols != y.cols) a.fail("a and b must have the same dtype and shape");
+  const int64_t row = mul(a, x.cols, static_cast<int64_t>(hire::dtype_size(x.dtype)));
+  auto buf = hire::Buffer::alloc(static_cast<size_t>(mul(a, 2 * x.rows, row)));
+  unsigned char* out = static_cast<unsigned char*>(buf->data());
+  const unsigned char* pa = static_cast<const unsigned char*>(x.data);
+  const unsigned char* pb = static_cast<const unsigned char*>(y.data);
+  for (int64_t i = 0; i < x.rows; ++i) {
+    std::memcpy(out + (2 * i) * row, pa + i * row, static_cast<size_t>(row));
+    std::memcpy(out + (2 * i + 1) * row, pb + i * row, static_cast<size_t>(row));
+  }
+  return OwnedWeight(a, info.Env(), std::move(buf), x.dtype, 2 * x.rows, x.cols, false);
+}
+
 Napi::Value WeightFromArray(const Napi::CallbackInfo& info) {
   Args a(info, "weightFromArray");
   const int64_t dtype = a.integer(1, "dtype", 0, 2);
@@ -719,6 +739,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Export<SetKernelPath>(env, exports, "setKernelPath");
   Export<ReadBandwidth>(env, exports, "readBandwidth");
   Export<Relayout>(env, exports, "relayout");
+  Export<InterleaveRows>(env, exports, "interleaveRows");
   Export<WeightFromArray>(env, exports, "weightFromArray");
   Export<WeightInfo>(env, exports, "weightInfo");
   Export<TransposeView>(env, exports, "transposeView");
