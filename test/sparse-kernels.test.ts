@@ -891,3 +891,39 @@ describe("sparse kernels: bad arguments throw", () => {
     assert.deepEqual(Array.from(y), [6, 15]);
   });
 });
+
+test("interleaveRows: rows a0, b0, a1, b1, … (matvecRows over the pairs equals each matrix's rows)", () => {
+  const n = native();
+  const rows = 5;
+  const cols = 37;
+  const a = Float32Array.from({ length: rows * cols }, (_, i) => Math.sin(i));
+  const b = Float32Array.from({ length: rows * cols }, (_, i) => Math.cos(3 * i));
+  const wa = n.weightFromArray(a, NativeDType.F32, rows, cols, false);
+  const wb = n.weightFromArray(b, NativeDType.F32, rows, cols, false);
+  const wab = n.interleaveRows(wa, wb);
+  assert.deepEqual(n.weightInfo(wab), {
+    rows: 2 * rows,
+    cols,
+    dtype: NativeDType.F32,
+    transposed: false,
+    bytes: 2 * rows * cols * 4,
+  });
+  const x = Float32Array.from({ length: cols }, (_, i) => 1 / (i + 1));
+  const idx = Int32Array.from({ length: 2 * rows }, (_, i) => i);
+  const y = new Float32Array(2 * rows);
+  n.matvecRows(y, x, wab, idx, 2 * rows);
+  const ya = new Float32Array(rows);
+  const yb = new Float32Array(rows);
+  n.matmul(ya, x, wa, 1, null);
+  n.matmul(yb, x, wb, 1, null);
+  for (let i = 0; i < rows; i++) {
+    assert.equal(y[2 * i], ya[i]);
+    assert.equal(y[2 * i + 1], yb[i]);
+  }
+  const wt = n.relayout(wa, true);
+  assert.throws(() => n.interleaveRows(wt, wb), /must not be transposed/);
+  assert.throws(
+    () => n.interleaveRows(wa, n.weightFromArray(a, NativeDType.F32, rows - 1, cols, false)),
+    /same dtype and shape/,
+  );
+});
