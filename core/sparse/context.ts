@@ -63,10 +63,6 @@ export class SparseContext {
     this.scratch = new SparseScratch(b, c, ws);
   }
 
-  get backend(): Backend {
-    return this.b;
-  }
-
   /** `w` in the requested storage layout: itself if it already is, else a copy. */
   layout(w: Weight, transposed: boolean): Weight {
     return w.transposed === transposed ? w : this.b.relayout(w, transposed);

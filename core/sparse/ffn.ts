@@ -61,7 +61,7 @@ class LayerPrep {
       const src = (this.w.gate ?? this.w.up).w;
       const sourceKey =
         s.ffn.predictor.kind === "lowrank" ? tensorHash(src.file, src.offset, src.byteLength) : undefined;
-      p = buildPredictor(this.ctx.backend, this.inRows(), s.ffn.predictor, sourceKey);
+      p = buildPredictor(this.ctx.b, this.inRows(), s.ffn.predictor, sourceKey);
       this.predictors.set(key, p);
     }
     return p;
