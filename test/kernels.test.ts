@@ -9,65 +9,27 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { native, NativeDType } from "../core/native/addon.js";
 import type { NativeMapping, NativeWeight } from "../core/native/addon.js";
+import {
+  DTYPES,
+  DTYPE_NAME,
+  assertClose,
+  bitsToF32,
+  f32ToBits,
+  forPaths,
+  halfToFloat,
+  seededRandom,
+} from "./kernel-helpers.js";
 
 const hn = native();
 const tmp = mkdtempSync(join(tmpdir(), "hire-kernels-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
-const PATHS = ["auto", "portable"] as const;
-const DTYPES = [NativeDType.F32, NativeDType.F16, NativeDType.BF16] as const;
-const DTYPE_NAME = ["f32", "f16", "bf16"];
-
-/** Runs fn once per kernel path, restoring "auto" afterwards. */
-function forPaths(fn: (path: (typeof PATHS)[number]) => void): void {
-  try {
-    for (const p of PATHS) {
-      hn.setKernelPath(p);
-      fn(p);
-    }
-  } finally {
-    hn.setKernelPath("auto");
-  }
-}
-
 // ---- deterministic random numbers -------------------------------------------------------------------
 
-let seed = 0x12345678;
-function rand(): number {
-  // mulberry32
-  seed = (seed + 0x6d2b79f5) | 0;
-  let t = seed;
-  t = Math.imul(t ^ (t >>> 15), t | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-}
-const uniform = (lo: number, hi: number): number => lo + (hi - lo) * rand();
-function randArray(count: number, lo = -1, hi = 1): Float32Array {
-  const a = new Float32Array(count);
-  for (let i = 0; i < count; i++) a[i] = uniform(lo, hi);
-  return a;
-}
+const { rand, uniform, randArray } = seededRandom(0x12345678);
 
 // ---- dtype decoding (reference) ---------------------------------------------------------------------
 
-const f32view = new Float32Array(1);
-const u32view = new Uint32Array(f32view.buffer);
-function bitsToF32(bits: number): number {
-  u32view[0] = bits >>> 0;
-  return f32view[0];
-}
-function f32ToBits(v: number): number {
-  f32view[0] = v;
-  return u32view[0];
-}
-function halfToFloat(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >> 10) & 0x1f;
-  const mant = h & 0x3ff;
-  if (exp === 0) return sign * mant * 2 ** -24;
-  if (exp === 31) return mant === 0 ? sign * Infinity : NaN;
-  return sign * (1 + mant / 1024) * 2 ** (exp - 15);
-}
 const bf16ToFloat = (h: number): number => bitsToF32(h << 16);
 
 /** Random stored values of a dtype: the raw bytes and the exact f32 values they decode to. */
@@ -149,20 +111,6 @@ function makeWeights(specs: WeightSpec[]): { mapping: NativeMapping; byteLength:
 
 // ---- comparison ---------------------------------------------------------------------------------
 
-/** |got - want| <= tol[i] (or abs + rel*|want| when tol is a pair) for every element. */
-function assertClose(got: Float32Array, want: ArrayLike<number>, tol: (i: number) => number, what: string): void {
-  assert.ok(got.length >= want.length, `${what}: length`);
-  for (let i = 0; i < want.length; i++) {
-    const g = got[i];
-    const w = want[i];
-    if (Number.isNaN(w)) {
-      assert.ok(Number.isNaN(g), `${what}[${i}]: got ${g}, want NaN`);
-      continue;
-    }
-    const t = tol(i);
-    if (!(Math.abs(g - w) <= t)) assert.fail(`${what}[${i}]: got ${g}, want ${w} (tolerance ${t})`);
-  }
-}
 const relTol = (want: ArrayLike<number>, rel: number, abs: number) => (i: number) => abs + rel * Math.abs(want[i]);
 
 // ---- kernel paths ---------------------------------------------------------------------------------

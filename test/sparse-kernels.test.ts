@@ -9,27 +9,22 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { native, NativeDType } from "../core/native/addon.js";
 import type { NativeQuant, NativeWeight } from "../core/native/addon.js";
+import {
+  DTYPES,
+  DTYPE_NAME,
+  assertClose,
+  bitsToF32,
+  f32ToBits,
+  forPaths,
+  halfToFloat,
+  seededRandom,
+} from "./kernel-helpers.js";
 
 const hn = native();
 const tmp = mkdtempSync(join(tmpdir(), "hire-sparse-kernels-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
-const PATHS = ["auto", "portable"] as const;
-const DTYPES = [NativeDType.F32, NativeDType.F16, NativeDType.BF16] as const;
-const DTYPE_NAME = ["f32", "f16", "bf16"];
 const ELEM_BYTES = [4, 2, 2];
-
-/** Runs fn once per kernel path, restoring "auto" afterwards. */
-function forPaths(fn: (path: (typeof PATHS)[number]) => void): void {
-  try {
-    for (const p of PATHS) {
-      hn.setKernelPath(p);
-      fn(p);
-    }
-  } finally {
-    hn.setKernelPath("auto");
-  }
-}
 
 /** Runs fn with the pool at `n` threads, restoring the previous count. */
 function withThreads<T>(n: number, fn: () => T): T {
@@ -44,46 +39,13 @@ function withThreads<T>(n: number, fn: () => T): T {
 
 // ---- deterministic random numbers -------------------------------------------------------------------
 
-let seed = 0x5eed1234;
-function rand(): number {
-  // mulberry32
-  seed = (seed + 0x6d2b79f5) | 0;
-  let t = seed;
-  t = Math.imul(t ^ (t >>> 15), t | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-}
-const uniform = (lo: number, hi: number): number => lo + (hi - lo) * rand();
+const { rand, uniform, randArray } = seededRandom(0x5eed1234);
 const randInt = (n: number): number => Math.floor(rand() * n);
-function randArray(count: number, lo = -1, hi = 1): Float32Array {
-  const a = new Float32Array(count);
-  for (let i = 0; i < count; i++) a[i] = uniform(lo, hi);
-  return a;
-}
 function gaussian(): number {
   return Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
 }
 
 // ---- dtypes -------------------------------------------------------------------------------------------
-
-const f32view = new Float32Array(1);
-const u32view = new Uint32Array(f32view.buffer);
-function bitsToF32(bits: number): number {
-  u32view[0] = bits >>> 0;
-  return f32view[0];
-}
-function f32ToBits(v: number): number {
-  f32view[0] = v;
-  return u32view[0];
-}
-function halfToFloat(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >> 10) & 0x1f;
-  const mant = h & 0x3ff;
-  if (exp === 0) return sign * mant * 2 ** -24;
-  if (exp === 31) return mant === 0 ? sign * Infinity : NaN;
-  return sign * (1 + mant / 1024) * 2 ** (exp - 15);
-}
 
 /** Storage for weightFromArray plus the exact values it decodes to (both in storage order). */
 interface Stored {
@@ -176,15 +138,6 @@ function mappedWeight(dtype: NativeDType, rows: number, cols: number, transposed
 }
 
 // ---- comparison ---------------------------------------------------------------------------------------
-
-function assertClose(got: Float32Array, want: ArrayLike<number>, tol: (i: number) => number, what: string): void {
-  assert.ok(got.length >= want.length, `${what}: length`);
-  for (let i = 0; i < want.length; i++) {
-    const t = tol(i);
-    if (!(Math.abs(got[i] - want[i]) <= t))
-      assert.fail(`${what}[${i}]: got ${got[i]}, want ${want[i]} (tolerance ${t})`);
-  }
-}
 
 function assertSame(got: Float32Array, want: Float32Array, count: number, what: string): void {
   for (let i = 0; i < count; i++) {
