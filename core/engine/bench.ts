@@ -84,9 +84,6 @@ export function benchmark(model: LoadedModel, o: BenchOptions = {}): BenchResult
   const prompt = Array.from({ length: Math.min(promptTokens, ctx - decodeTokens - 1) }, () =>
     Math.floor(rng.next() * c.vocab),
   );
-  const denseFfnBytes = model.weights.layers.map(
-    (l) => l.up.w.byteLength + l.down.w.byteLength + (l.gate ? l.gate.w.byteLength : 0),
-  );
 
   const dense: Config = {
     label: "dense",
@@ -131,10 +128,8 @@ export function benchmark(model: LoadedModel, o: BenchOptions = {}): BenchResult
       report.head = undefined;
       id = argmax(t.forward([id], prompt.length + i, cache, report)!);
       bytes += model.weightBytesPerToken;
-      report.layers.forEach((l, j) => {
-        if (l.ffn) bytes += l.ffn.bytes - denseFfnBytes[j];
-        l.ffn = undefined;
-      });
+      // forward() gives every layer a fresh report; a dense layer has no ffn telemetry.
+      for (const l of report.layers) if (l.ffn) bytes += l.ffn.bytes - l.ffn.denseBytes;
       const head = (report as ForwardReport).head; // set by forward() (TS cannot see through the call)
       if (head) bytes += head.bytes - head.denseBytes;
     }

@@ -10,6 +10,7 @@ import { predictorName, resolveCount } from "./settings.js";
 import type { SparseContext } from "./context.js";
 import type { HeadTelemetry } from "./telemetry.js";
 import { tensorHash } from "./cache.js";
+import { argmax, logSumExp } from "../engine/sampler.js";
 
 export class HireOutputLayer implements OutputLayer {
   private readonly head: Weight;
@@ -69,25 +70,17 @@ export class HireOutputLayer implements OutputLayer {
     if (ctx.auditNow) {
       b.matmul(sc.auditOut, hidden, this.w.head.w, 1, null);
       const dense = b.read(sc.auditOut, 0, V);
-      let best = 0;
-      let max = -Infinity;
-      for (let i = 0; i < V; i++) {
-        if (dense[i] > max) {
-          max = dense[i];
-          best = i;
-        }
-      }
-      let total = 0;
-      for (let i = 0; i < V; i++) total += Math.exp(dense[i] - max);
+      const best = argmax(dense);
+      const lse = logSumExp(dense);
       let kept = 0;
       let hit = false;
       for (let i = 0; i < ns; i++) {
         const id = sc.cand[sc.selPos[i]];
-        kept += Math.exp(dense[id] - max);
+        kept += Math.exp(dense[id] - lse);
         if (id === best) hit = true;
       }
       tel.argmaxInCandidates = hit;
-      tel.massCovered = kept / total;
+      tel.massCovered = kept;
     }
     report.head = tel;
   }
