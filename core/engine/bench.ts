@@ -7,7 +7,7 @@
 import { native } from "../native/addon.js";
 import type { LoadedModel } from "../loader/model-folder.js";
 import { Rng, argmax } from "./sampler.js";
-import { KVCache, MAX_BATCH, Transformer, Workspace, type ForwardReport } from "./transformer.js";
+import { KVCache, MAX_BATCH, Transformer, type ForwardReport } from "./transformer.js";
 import { CpuBackend } from "../backend/cpu.js";
 import { Sparsifier } from "../sparse/sparsifier.js";
 import type { DeepPartial, FfnMethod, SparsitySettings } from "../sparse/settings.js";
@@ -77,7 +77,7 @@ export function benchmark(model: LoadedModel, o: BenchOptions = {}): BenchResult
   const backend = new CpuBackend(o.threads);
   const c = model.config;
   const ctx = Math.min(c.maxPositions, promptTokens + decodeTokens + 1);
-  const t = new Transformer(backend, c, model.weights, new Workspace(backend, c, model.weights));
+  const t = new Transformer(backend, c, model.weights);
   const sparsifier = new Sparsifier(t);
   const cache = new KVCache(backend, c, ctx);
   const rng = new Rng(1234);

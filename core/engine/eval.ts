@@ -2,7 +2,7 @@
 // a time through the decode path, so the sparse FFN and head are what is measured) and the mean
 // recall@k of every layer's selection against the exact top-k (an audit on every token).
 import type { LoadedModel } from "../loader/model-folder.js";
-import { KVCache, Transformer, Workspace, type ForwardReport } from "./transformer.js";
+import { KVCache, Transformer, type ForwardReport } from "./transformer.js";
 import { CpuBackend } from "../backend/cpu.js";
 import { Sparsifier } from "../sparse/sparsifier.js";
 import { logSumExp } from "./sampler.js";
@@ -36,7 +36,7 @@ export function evaluate(model: LoadedModel, text: string, configs: EvalConfig[]
   if (n < 2) throw new UsageError("the evaluation text must have at least 2 tokens");
   const backend = new CpuBackend();
   const c = model.config;
-  const t = new Transformer(backend, c, model.weights, new Workspace(backend, c, model.weights));
+  const t = new Transformer(backend, c, model.weights);
   const cache = new KVCache(backend, c, n);
   const sparsifier = new Sparsifier(t);
   const headLogits = backend.alloc(c.vocab);

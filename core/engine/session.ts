@@ -9,7 +9,7 @@ import { CpuBackend } from "../backend/cpu.js";
 import { ContextOverflowError, UsageError } from "../loader/errors.js";
 import type { LoadedModel } from "../loader/model-folder.js";
 import { GREEDY, Sampler, topLogprobs, type SamplingOptions } from "./sampler.js";
-import { KVCache, MAX_BATCH, Transformer, Workspace, type ForwardReport } from "./transformer.js";
+import { KVCache, MAX_BATCH, Transformer, type ForwardReport } from "./transformer.js";
 import { Sparsifier } from "../sparse/sparsifier.js";
 
 export interface SessionOptions {
@@ -82,7 +82,7 @@ export class Session {
       throw new UsageError(`context length ${ctx} exceeds the model's ${c.maxPositions} positions`);
     this.contextLength = ctx;
     const backend = options.backend ?? new CpuBackend();
-    this.transformer = new Transformer(backend, c, model.weights, new Workspace(backend, c, model.weights));
+    this.transformer = new Transformer(backend, c, model.weights);
     this.cache = new KVCache(backend, c, ctx);
     this.sparsity = new Sparsifier(this.transformer);
   }

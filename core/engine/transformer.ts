@@ -137,7 +137,7 @@ export class Transformer {
     readonly backend: Backend,
     readonly config: ModelConfig,
     readonly weights: ModelWeights,
-    readonly ws: Workspace,
+    readonly ws: Workspace = new Workspace(backend, config, weights),
   ) {
     this.ffn = weights.layers.map((l) => new DenseFeedForward(backend, config, l, ws));
     this.output = new DenseOutputLayer(backend, weights);
