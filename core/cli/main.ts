@@ -16,6 +16,7 @@ import { SPARSITY_FLAGS, parseK, reportJson, sparsityUpdate } from "./sparsity-f
 import { FFN_METHODS, type FfnMethod } from "../sparse/settings.js";
 import type { PrepareProgress } from "../sparse/sparsifier.js";
 import type { ChatMessage } from "../loader/tokenizer.js";
+import { cmdServe, SERVE_HELP } from "./serve.js";
 import { makeModel, MakeModelError, PRESETS, type Arch, type DType } from "../modelgen/make-model.js";
 
 function openModel(dir: string | undefined): LoadedModel {
@@ -416,6 +417,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: s
     run: cmdEval,
     help: "--model DIR --text FILE [--methods hire,topk-exact] [--ffn-k 0.05,0.1,0.2] [--oversample 1,2,4] [sparsity flags] [--max-tokens N] [--plot FILE.svg] [--json]",
   },
+  serve: { run: cmdServe, help: SERVE_HELP },
   "make-model": {
     run: cmdMakeModel,
     help: "--arch llama|qwen2|gpt2|opt [--preset NAME] [--hidden H --layers L --heads A --kv-heads K --intermediate F --vocab V] --dtype f32|f16|bf16 --seed S --out DIR [--shard-mb MB]",

@@ -52,6 +52,8 @@ export class SparseScratch {
 export class SparseContext {
   /** Compare with the dense computation on this token (set by the Sparsifier before each token). */
   auditNow = false;
+  /** The layer whose scores the telemetry carries (-1 = none): a UI inspecting one layer. */
+  inspectLayer = -1;
   readonly scratch: SparseScratch;
 
   constructor(

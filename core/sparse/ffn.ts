@@ -213,6 +213,10 @@ export class SparseFeedForward implements FeedForward {
       k,
       candidates: F,
       selected: sc.sel.slice(0, ns),
+      scores:
+        ctx.inspectLayer === this.layer
+          ? { approx: Float32Array.from(actAll.subarray(0, F)), candidates: new Int32Array(0) }
+          : undefined,
       predictorMs: 0,
       exactMs: t1 - t0,
       downMs: t2 - t1,
@@ -243,6 +247,10 @@ export class SparseFeedForward implements FeedForward {
     b.activate(sc.scores, F, c.activation);
     const nc = b.topk(sc.scores, F, kp, true, P, sc.cand);
     const t1 = performance.now();
+    const inspected =
+      report && ctx.inspectLayer === this.layer
+        ? { approx: Float32Array.from(b.read(sc.scores, 0, F)), candidates: sc.cand.slice(0, nc) }
+        : undefined;
     let rowBytes: number;
     if (w.gate) {
       // One pass over the interleaved gate/up rows of the candidates, then split the pairs.
@@ -294,6 +302,7 @@ export class SparseFeedForward implements FeedForward {
       downMs: t3 - t2,
       bytes: pred.byteLength + nc * rowBytes + ns * (down.byteLength / F),
       denseBytes: this.denseBytes(),
+      scores: inspected,
     };
     if (ctx.auditNow) this.audit(tel, out, h, s);
     report.ffn = tel;
@@ -380,6 +389,10 @@ export class SparseFeedForward implements FeedForward {
     this.denseActivations(sc.auditAct, sc.auditOther, h, 1);
     const exactK = b.topk(sc.auditAct, F, k, true, 1, sc.auditTop);
     tel.recall = recall(tel.selected, sc.auditTop.subarray(0, exactK));
+    if (tel.scores) {
+      tel.scores.exact = Float32Array.from(b.read(sc.auditAct, 0, F));
+      tel.scores.exactTopK = sc.auditTop.slice(0, exactK);
+    }
     b.matmul(sc.auditOut, sc.auditAct, w.down.w, 1, w.down.b);
     tel.relError = relativeError(b.read(out, 0, c.hidden), b.read(sc.auditOut, 0, c.hidden), c.hidden);
   }

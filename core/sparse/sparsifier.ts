@@ -5,6 +5,7 @@
 import type { Transformer, FeedForward, ForwardReport, OutputLayer } from "../engine/transformer.js";
 import type { Buf } from "../backend/backend.js";
 import { SparseContext } from "./context.js";
+import { UsageError } from "../loader/errors.js";
 import { SparseFeedForward } from "./ffn.js";
 import { HireOutputLayer } from "./head.js";
 import { DEFAULT_SETTINGS, compact, mergeSettings, type DeepPartial, type SparsitySettings } from "./settings.js";
@@ -69,6 +70,17 @@ export class Sparsifier {
     this.ctx.auditNow = true;
     this.sparseHead.forward(scratchLogits, hidden, report);
     this.ctx.auditNow = audit;
+  }
+
+  /** Carry layer `layer`'s predicted and (when audited) exact scores in its telemetry; -1 stops. */
+  inspect(layer: number): void {
+    if (!Number.isInteger(layer) || layer < -1 || layer >= this.t.config.layers)
+      throw new UsageError(`layer ${layer} is not one of 0..${this.t.config.layers - 1} (or -1 for none)`);
+    this.ctx.inspectLayer = layer;
+  }
+
+  get inspectedLayer(): number {
+    return this.ctx.inspectLayer;
   }
 
   /** Called before each decoded token: is this one audited? */

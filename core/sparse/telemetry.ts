@@ -21,6 +21,19 @@ export interface FfnTelemetry {
   /** dip-ca only: share of selected rows already in the simulated cache, and bytes streamed on misses. */
   cacheHitRate?: number;
   storageBytes?: number;
+  /** Only for the inspected layer (`Sparsifier.inspect`): the scores behind the selection. */
+  scores?: LayerScores;
+}
+
+/** One layer's view of one token, for drawing predicted against exact scores. */
+export interface LayerScores {
+  /** What ranked the neurons: the predictor's activated scores (HiRE), else the exact activations. */
+  approx: Float32Array;
+  /** Rows computed exactly (HiRE's k' candidates). */
+  candidates: Int32Array;
+  /** Audited tokens only: the exact activations of all neurons and their exact top-k. */
+  exact?: Float32Array;
+  exactTopK?: Int32Array;
 }
 
 export interface HeadTelemetry {

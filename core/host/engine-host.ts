@@ -1,0 +1,481 @@
+// The engine host: owns the loaded model, its Session (KV cache + Sparsifier) and the conversation
+// store, and answers protocol requests. It knows nothing of transports: Electron's utility process,
+// `hire serve`'s WebSocket and the OpenAI-compatible endpoint all hand it requests and a channel
+// to answer on. One generation runs at a time; between tokens it yields to the event loop so a
+// Stop (or a settings change) arriving meanwhile is handled before the next token.
+import { existsSync, readFileSync } from "node:fs";
+import { basename, join, resolve } from "node:path";
+import { setImmediate as nextTurn } from "node:timers/promises";
+import { native } from "../native/addon.js";
+import { ContextOverflowError, ModelError, UsageError } from "../loader/errors.js";
+import { defaultModelDir } from "../loader/default-model.js";
+import { loadModel, readModelConfig, type LoadedModel } from "../loader/model-folder.js";
+import { readSafetensorsHeader, weightFiles, DTYPE_BYTES } from "../loader/safetensors.js";
+import { Session, type GenerationEvent } from "../engine/session.js";
+import type { ForwardReport } from "../engine/transformer.js";
+import type { ChatMessage } from "../loader/tokenizer.js";
+import { ConversationStore, writeAtomic } from "./conversations.js";
+import {
+  PROTOCOL_VERSION,
+  ProtocolError,
+  parseRequest,
+  type GenerationSummary,
+  type HostErrorInfo,
+  type HostEvent,
+  type HostMessage,
+  type ModelEstimate,
+  type ModelInfo,
+  type Request,
+  type StepTelemetry,
+} from "./protocol.js";
+
+export interface EngineHostOptions {
+  /** Where conversations and the recent-models list live. */
+  dataDir: string;
+  /** Context window for new sessions (default: the model's, capped by Session). */
+  contextLength?: number;
+  threads?: number;
+}
+
+export interface GenerateParams {
+  sampling: Extract<Request, { type: "generate" }>["sampling"];
+  maxTokens: number;
+  sparsity?: Extract<Request, { type: "generate" }>["sparsity"];
+  /** Stop strings (the OpenAI endpoint's `stop`). */
+  stop?: string[];
+}
+
+/** Where a request's reply and its generation events go: the client that sent it. */
+export type Channel = (m: HostMessage) => void;
+
+const DEFAULT_CONTEXT = 4096;
+const MAX_RECENT = 10;
+
+interface Running {
+  channel: Channel;
+  id: number;
+  abort: AbortController;
+}
+
+export class EngineHost {
+  private model: LoadedModel | null = null;
+  private session: Session | null = null;
+  private running: Running | null = null;
+  /** An A/B lane is running with its own settings (restored when it ends). */
+  private overriding = false;
+  private readonly conversations: ConversationStore;
+  private readonly recentFile: string;
+  private readonly listeners = new Set<Channel>();
+
+  constructor(private readonly options: EngineHostOptions) {
+    this.conversations = new ConversationStore(join(options.dataDir, "conversations"));
+    this.recentFile = join(options.dataDir, "recent-models.json");
+    if (options.threads !== undefined) native().setThreads(options.threads);
+  }
+
+  /** Receive broadcast events (model progress, model loaded, settings) until the returned function is called. */
+  subscribe(channel: Channel): () => void {
+    this.listeners.add(channel);
+    return () => this.listeners.delete(channel);
+  }
+
+  private broadcast(e: HostEvent): void {
+    for (const l of this.listeners) l(e);
+  }
+
+  /** Handle one raw message from a client; always answers on `channel`, never throws. */
+  async handle(raw: unknown, channel: Channel): Promise<void> {
+    let req: Request;
+    try {
+      req = parseRequest(raw);
+    } catch (e) {
+      const id = isRecord(raw) && Number.isSafeInteger(raw.id) ? (raw.id as number) : -1;
+      channel({ type: "reply", id, ok: false, error: errorInfo(e) });
+      return;
+    }
+    try {
+      const result = await this.dispatch(req, channel);
+      channel({ type: "reply", id: req.id, ok: true, result });
+    } catch (e) {
+      channel({ type: "reply", id: req.id, ok: false, error: errorInfo(e) });
+    }
+  }
+
+  /** A client went away: stop what it was generating. */
+  disconnect(channel: Channel): void {
+    this.listeners.delete(channel);
+    if (this.running?.channel === channel) this.running.abort.abort();
+  }
+
+  close(): void {
+    this.running?.abort.abort();
+    this.model?.close();
+    this.model = null;
+    this.session = null;
+  }
+
+  get loadedModel(): LoadedModel | null {
+    return this.model;
+  }
+
+  private async dispatch(req: Request, channel: Channel): Promise<unknown> {
+    switch (req.type) {
+      case "hello":
+        return {
+          protocol: PROTOCOL_VERSION,
+          backend: backendName(),
+          defaultModel: safeDefaultModel(),
+          recentModels: this.recent(),
+          model: this.model ? this.info() : null,
+          settings: this.session?.sparsity.settings ?? null,
+          generating: this.running?.channel === channel ? this.running.id : null,
+        };
+      case "model.inspect":
+        return estimateModel(req.path, this.options.contextLength);
+      case "model.load":
+        return this.load(req.path ?? defaultModelDir(), req.contextLength);
+      case "generate": {
+        const events = this.generate(req.messages, req, channel, req.id);
+        for await (const e of events) channel(e);
+        return events.summary;
+      }
+      case "stop": {
+        const r = this.running;
+        if (!r || r.channel !== channel || r.id !== req.target) return { stopped: false };
+        r.abort.abort();
+        return { stopped: true };
+      }
+      case "sparsity.update": {
+        const session = this.requireSession();
+        if (this.overriding)
+          throw new UsageError("an A/B generation is running with its own settings; change settings after it ends");
+        const settings = session.sparsity.update(req.update, (p) =>
+          this.broadcast({
+            type: "model.progress",
+            stage: p.stage,
+            done: p.done,
+            total: p.total,
+            path: this.model!.dir,
+          }),
+        );
+        this.broadcast({ type: "settings", settings });
+        return settings;
+      }
+      case "inspect.layer":
+        this.requireSession().sparsity.inspect(req.layer);
+        return { layer: req.layer };
+      case "conversations.list":
+        return this.conversations.list();
+      case "conversations.get":
+        return this.conversations.get(req.conversationId);
+      case "conversations.save":
+        return this.conversations.save(req.conversation);
+      case "conversations.delete":
+        return { deleted: this.conversations.delete(req.conversationId) };
+    }
+  }
+
+  private requireSession(): Session {
+    if (!this.session) throw new HostError("NO_MODEL", "no model is loaded; load one first");
+    return this.session;
+  }
+
+  private load(path: string, contextLength?: number): ModelInfo {
+    if (this.running) throw new HostError("BUSY", "a reply is being generated; stop it before loading a model");
+    const dir = resolve(path);
+    const emit = (done: number) =>
+      this.broadcast({ type: "model.progress", stage: "weights", done, total: 1, path: dir });
+    emit(0);
+    const model = loadModel(dir);
+    let session: Session;
+    try {
+      const ctx = contextLength ?? this.options.contextLength ?? Math.min(model.config.maxPositions, DEFAULT_CONTEXT);
+      session = new Session(model, { contextLength: Math.min(ctx, model.config.maxPositions) });
+    } catch (e) {
+      model.close();
+      throw e;
+    }
+    this.model?.close();
+    this.model = model;
+    this.session = session;
+    emit(1);
+    this.remember(dir);
+    const info = this.info();
+    this.broadcast({ type: "model.loaded", info });
+    return info;
+  }
+
+  private info(): ModelInfo {
+    const m = this.model!;
+    const c = m.config;
+    const estimate = estimateModel(m.dir, this.session!.contextLength);
+    return {
+      ...estimate,
+      name: basename(m.dir),
+      layers: c.layers,
+      hidden: c.hidden,
+      neurons: c.intermediate,
+      vocab: c.vocab,
+      gatedFfn: c.gatedFfn,
+      hasChatTemplate: m.tokenizer.hasChatTemplate,
+      bytesPerToken: m.weightBytesPerToken,
+      contextLength: this.session!.contextLength,
+      settings: this.session!.sparsity.settings,
+    };
+  }
+
+  /**
+   * Run one generation for `channel`: an async iterable of its events whose `summary` is set when
+   * it ends. Exposed for the OpenAI-compatible endpoint, which streams the same events as chunks.
+   */
+  generate(
+    messages: ChatMessage[],
+    req: GenerateParams,
+    channel: Channel,
+    id: number,
+  ): AsyncIterable<HostEvent> & { summary: GenerationSummary } {
+    const session = this.requireSession();
+    if (this.running) throw new HostError("BUSY", "a reply is already being generated; stop it or wait for it");
+    const running: Running = { channel, id, abort: new AbortController() };
+    this.running = running;
+    const host = this;
+    const out = {
+      summary: undefined as unknown as GenerationSummary,
+      async *[Symbol.asyncIterator](): AsyncGenerator<HostEvent> {
+        const restore = req.sparsity ? session.sparsity.settings : null;
+        try {
+          if (req.sparsity) {
+            host.overriding = true;
+            session.sparsity.update(req.sparsity);
+          }
+          const prompt = promptIds(session, messages);
+          const started = performance.now();
+          let last = started;
+          let ttft = 0;
+          let reused = 0;
+          let index = 0;
+          const events: AsyncGenerator<GenerationEvent> = session.generate(prompt, {
+            ...req.sampling,
+            maxTokens: req.maxTokens,
+            stop: req.stop,
+            signal: running.abort.signal,
+            onContextFull: "stop",
+          });
+          for await (const ev of events) {
+            const now = performance.now();
+            if (ev.type === "prefill") {
+              reused = ev.reusedTokens;
+              yield {
+                type: "gen.prefill",
+                requestId: id,
+                promptTokens: ev.promptTokens,
+                reusedTokens: reused,
+                ms: ev.ms,
+              };
+            } else if (ev.type === "token") {
+              if (index === 0) ttft = now - started;
+              const step = stepTelemetry(ev.report, session, now - last);
+              yield { type: "gen.token", requestId: id, index: index++, tokenId: ev.id, text: ev.text, step };
+            } else {
+              out.summary = {
+                requestId: id,
+                finishReason: ev.finishReason,
+                text: ev.text,
+                promptTokens: ev.promptIds.length,
+                reusedTokens: reused,
+                tokens: ev.ids.length,
+                ttftMs: ttft,
+                decodeTokensPerS: ev.decodeTokensPerS,
+                contextLength: session.contextLength,
+                contextUsed: session.position,
+              };
+            }
+            last = performance.now();
+            // Let a Stop or settings change queued on the event loop land before the next token.
+            await nextTurn();
+          }
+        } catch (e) {
+          if (e instanceof ContextOverflowError) throw new HostError("CONTEXT_FULL", e.message);
+          throw e;
+        } finally {
+          if (restore) session.sparsity.update(restore);
+          host.overriding = false;
+          host.running = null;
+        }
+      },
+    };
+    return out;
+  }
+
+  private recent(): string[] {
+    try {
+      const list = JSON.parse(readFileSync(this.recentFile, "utf8")) as unknown;
+      return Array.isArray(list) ? list.filter((p): p is string => typeof p === "string").slice(0, MAX_RECENT) : [];
+    } catch {
+      return [];
+    }
+  }
+
+  private remember(dir: string): void {
+    const list = [dir, ...this.recent().filter((p) => p !== dir)].slice(0, MAX_RECENT);
+    writeAtomic(this.recentFile, JSON.stringify(list));
+  }
+}
+
+/** Errors of the host itself (no model, busy), with a protocol error code. */
+export class HostError extends Error {
+  override readonly name = "HostError";
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export function errorInfo(e: unknown): HostErrorInfo {
+  if (e instanceof ModelError) return { code: e.code, message: e.message, file: e.file };
+  if (e instanceof HostError) return { code: e.code, message: e.message };
+  if (e instanceof ProtocolError) return { code: "PROTOCOL", message: e.message };
+  if (e instanceof UsageError) return { code: "USAGE", message: e.message };
+  if (e instanceof ContextOverflowError) return { code: "CONTEXT_FULL", message: e.message };
+  return { code: "INTERNAL", message: e instanceof Error ? e.message : String(e) };
+}
+
+function isRecord(x: unknown): x is Record<string, unknown> {
+  return typeof x === "object" && x !== null;
+}
+
+function safeDefaultModel(): string | null {
+  try {
+    return defaultModelDir();
+  } catch {
+    return null;
+  }
+}
+
+export function backendName(): string {
+  const n = native();
+  const info = n.cpuInfo();
+  const features = info.path === "avx2" ? "avx2+fma+f16c" : "portable";
+  return `cpu (${features}, ${n.getThreads()} threads)`;
+}
+
+/** The chat template's prompt, or for a model without one the messages as plain text. */
+function promptIds(session: Session, messages: ChatMessage[]): number[] {
+  const tok = session.model.tokenizer;
+  if (tok.hasChatTemplate) return tok.encode(tok.applyChatTemplate(messages), false);
+  return session.encode(messages.map((m) => m.content).join("\n"));
+}
+
+/** Read a folder's config and safetensors headers (no weights) to say what loading it costs. */
+export function estimateModel(path: string, contextLength?: number): ModelEstimate {
+  const dir = resolve(path);
+  if (!existsSync(dir)) throw new ModelError("NOT_FOUND", dir, "no such folder");
+  const c = readModelConfig(dir);
+  let weightBytes = 0;
+  let parameters = 0;
+  for (const f of weightFiles(dir)) {
+    for (const t of readSafetensorsHeader(f).tensors.values()) {
+      weightBytes += t.byteLength;
+      parameters += t.byteLength / DTYPE_BYTES[t.dtype];
+    }
+  }
+  const ctx = Math.min(c.maxPositions, contextLength ?? DEFAULT_CONTEXT);
+  return {
+    path: dir,
+    architecture: c.architecture,
+    parameters,
+    dtype: c.dtype ?? "unknown",
+    weightBytes,
+    kvCacheBytes: 2 * c.layers * c.kvHeads * c.headDim * ctx * 4,
+    contextLength: ctx,
+  };
+}
+
+/** Flatten a forward pass's per-layer reports into the typed arrays of the wire format. */
+export function stepTelemetry(report: ForwardReport, session: Session, ms: number): StepTelemetry {
+  const L = report.layers.length;
+  const F = session.model.config.intermediate;
+  const nan = () => new Float32Array(L).fill(NaN);
+  const s = {
+    attentionMs: new Float32Array(L),
+    ffnMs: new Float32Array(L),
+    predictorMs: nan(),
+    exactMs: nan(),
+    downMs: nan(),
+    k: new Int32Array(L),
+    candidates: new Int32Array(L),
+    selectedOffsets: new Int32Array(L + 1),
+    recall: nan(),
+    relError: nan(),
+    cacheHitRate: nan(),
+  };
+  const weights = session.model.weights;
+  let total = 0;
+  for (const l of report.layers) total += l.ffn ? l.ffn.selected.length : 0;
+  const selected = new Int32Array(total);
+  let bytes = 0;
+  let pos = 0;
+  let inspect: StepTelemetry["inspect"] = null;
+  for (let l = 0; l < L; l++) {
+    const r = report.layers[l];
+    const lw = weights.layers[l];
+    s.attentionMs[l] = r.attentionMs;
+    s.ffnMs[l] = r.ffnMs;
+    const f = r.ffn;
+    s.selectedOffsets[l] = pos;
+    const linears = "fused" in lw.qkv ? [lw.qkv.fused, lw.o] : [lw.qkv.q, lw.qkv.k, lw.qkv.v, lw.o];
+    for (const lin of linears) bytes += lin.w.byteLength;
+    if (!f) {
+      s.k[l] = F;
+      s.candidates[l] = F;
+      bytes += lw.up.w.byteLength + lw.down.w.byteLength + (lw.gate ? lw.gate.w.byteLength : 0);
+      continue;
+    }
+    s.k[l] = f.k;
+    s.candidates[l] = f.candidates;
+    selected.set(f.selected, pos);
+    pos += f.selected.length;
+    s.predictorMs[l] = f.predictorMs;
+    s.exactMs[l] = f.exactMs;
+    s.downMs[l] = f.downMs;
+    if (f.recall !== undefined) s.recall[l] = f.recall;
+    if (f.relError !== undefined) s.relError[l] = f.relError;
+    if (f.cacheHitRate !== undefined) s.cacheHitRate[l] = f.cacheHitRate;
+    bytes += f.bytes;
+    if (f.scores)
+      inspect = {
+        layer: l,
+        approx: f.scores.approx,
+        candidates: f.scores.candidates,
+        exact: f.scores.exact ?? null,
+        exactTopK: f.scores.exactTopK ?? null,
+      };
+  }
+  s.selectedOffsets[L] = pos;
+  const h = report.head;
+  bytes += h ? h.bytes : weights.head.w.byteLength;
+  const settings = session.sparsity.settings;
+  return {
+    ffnMethod: settings.ffn.method,
+    headMethod: settings.head.method,
+    audited: report.layers.some((l) => l.ffn?.recall !== undefined) || h?.argmaxInCandidates !== undefined,
+    ms,
+    outputMs: report.outputMs,
+    selected,
+    bytes,
+    denseBytes: session.model.weightBytesPerToken,
+    head: h
+      ? {
+          k: h.k,
+          candidates: h.candidates,
+          ms: h.ms,
+          argmaxInCandidates: h.argmaxInCandidates ?? null,
+          massCovered: h.massCovered ?? null,
+        }
+      : null,
+    inspect,
+    ...s,
+  };
+}

@@ -1,0 +1,221 @@
+// The OpenAI-compatible chat endpoint of `hire serve`: POST /v1/chat/completions, streaming
+// (server-sent events) or not, and GET /v1/models. Each chunk carries what HiRE did for that token
+// in an extra `hire` field, so any OpenAI client works unchanged and a curious one can see the
+// sparsity. Requests are validated here before they reach the engine.
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { basename } from "node:path";
+import type { FinishReason } from "../engine/session.js";
+import type { ChatMessage } from "../loader/tokenizer.js";
+import { errorInfo, type Channel, type EngineHost, type GenerateParams } from "./engine-host.js";
+import { LIMITS, ProtocolError, type StepTelemetry } from "./protocol.js";
+
+const MAX_BODY = 16 * 1024 * 1024;
+
+let nextId = 1;
+
+/** What a chunk says about one token's sparsity. */
+export interface HireChunkStats {
+  ffn_method: string;
+  head_method: string;
+  /** Neurons used per layer. */
+  selected: number[];
+  /** Mean recall@k over the audited layers of this token, or null when not audited. */
+  recall: number | null;
+  bytes: number;
+  dense_bytes: number;
+  ms: number;
+}
+
+export function chunkStats(step: StepTelemetry): HireChunkStats {
+  const selected: number[] = [];
+  for (let l = 0; l + 1 < step.selectedOffsets.length; l++) {
+    const n = step.selectedOffsets[l + 1] - step.selectedOffsets[l];
+    selected.push(n > 0 ? n : step.k[l]);
+  }
+  let sum = 0;
+  let n = 0;
+  for (const r of step.recall)
+    if (!Number.isNaN(r)) {
+      sum += r;
+      n++;
+    }
+  return {
+    ffn_method: step.ffnMethod,
+    head_method: step.headMethod,
+    selected,
+    recall: n > 0 ? sum / n : null,
+    bytes: step.bytes,
+    dense_bytes: step.denseBytes,
+    ms: step.ms,
+  };
+}
+
+export function handleModels(host: EngineHost, req: IncomingMessage, res: ServerResponse): void {
+  if (req.method !== "GET") return sendError(res, 405, "invalid_request_error", "use GET");
+  const m = host.loadedModel;
+  sendJson(res, 200, {
+    object: "list",
+    data: m ? [{ id: basename(m.dir), object: "model", created: 0, owned_by: "local" }] : [],
+  });
+}
+
+export async function handleChatCompletions(
+  host: EngineHost,
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<void> {
+  if (req.method !== "POST") return sendError(res, 405, "invalid_request_error", "use POST");
+  let body: ParsedBody;
+  try {
+    body = parseBody(JSON.parse(await readBody(req)));
+  } catch (e) {
+    return sendError(res, 400, "invalid_request_error", (e as Error).message);
+  }
+  const model = host.loadedModel;
+  if (!model) return sendError(res, 503, "no_model", "no model is loaded");
+  const id = `chatcmpl-hire-${nextId++}`;
+  const created = Math.floor(Date.now() / 1000);
+  const modelName = basename(model.dir);
+  // The endpoint is a client of the host like any other: its channel receives nothing but the
+  // generation events it iterates, and closing the connection stops the generation.
+  const channel: Channel = () => {};
+  let gen: ReturnType<EngineHost["generate"]>;
+  try {
+    gen = host.generate(body.messages, body.params, channel, nextId);
+  } catch (e) {
+    const info = errorInfo(e);
+    return sendError(res, info.code === "BUSY" ? 429 : 400, info.code.toLowerCase(), info.message);
+  }
+  res.on("close", () => {
+    if (!res.writableFinished) host.disconnect(channel);
+  });
+  const stats: HireChunkStats[] = [];
+  try {
+    if (body.stream) {
+      res.writeHead(200, {
+        "content-type": "text/event-stream",
+        "cache-control": "no-cache",
+        connection: "keep-alive",
+      });
+      const send = (x: unknown) => res.write(`data: ${JSON.stringify(x)}\n\n`);
+      const chunk = (delta: object, finish: string | null, hire?: HireChunkStats) => ({
+        id,
+        object: "chat.completion.chunk",
+        created,
+        model: modelName,
+        choices: [{ index: 0, delta, finish_reason: finish }],
+        ...(hire ? { hire } : {}),
+      });
+      send(chunk({ role: "assistant", content: "" }, null));
+      for await (const e of gen) {
+        if (e.type !== "gen.token") continue;
+        const s = chunkStats(e.step);
+        stats.push(s);
+        send(chunk({ content: e.text }, null, s));
+      }
+      send({ ...chunk({}, finishReason(gen.summary.finishReason)), usage: usage(gen.summary) });
+      res.end("data: [DONE]\n\n");
+      return;
+    }
+    for await (const e of gen) if (e.type === "gen.token") stats.push(chunkStats(e.step));
+    const s = gen.summary;
+    sendJson(res, 200, {
+      id,
+      object: "chat.completion",
+      created,
+      model: modelName,
+      choices: [
+        { index: 0, message: { role: "assistant", content: s.text }, finish_reason: finishReason(s.finishReason) },
+      ],
+      usage: usage(s),
+      hire: { tokens: stats, decode_tokens_per_s: s.decodeTokensPerS, ttft_ms: s.ttftMs },
+    });
+  } catch (e) {
+    const info = errorInfo(e);
+    if (res.headersSent) {
+      res.end(`data: ${JSON.stringify({ error: { message: info.message, type: info.code.toLowerCase() } })}\n\n`);
+    } else sendError(res, info.code === "USAGE" ? 400 : 500, info.code.toLowerCase(), info.message);
+  }
+}
+
+interface ParsedBody {
+  messages: ChatMessage[];
+  stream: boolean;
+  params: GenerateParams;
+}
+
+/** The subset of OpenAI's request this engine honours; anything malformed is a 400 naming the field. */
+export function parseBody(x: unknown): ParsedBody {
+  const bad = (msg: string): never => {
+    throw new ProtocolError(msg);
+  };
+  if (typeof x !== "object" || x === null || Array.isArray(x)) bad("the body must be a JSON object");
+  const o = x as Record<string, unknown>;
+  if (!Array.isArray(o.messages) || o.messages.length === 0) bad(`"messages" must be a non-empty array`);
+  const messages = (o.messages as unknown[]).map((m, i): ChatMessage => {
+    const r = m as Record<string, unknown>;
+    if (typeof m !== "object" || m === null) bad(`messages[${i}] must be an object`);
+    if (r.role !== "system" && r.role !== "user" && r.role !== "assistant")
+      bad(`messages[${i}].role must be "system", "user" or "assistant"`);
+    if (typeof r.content !== "string") bad(`messages[${i}].content must be a string`);
+    if ((r.content as string).length > LIMITS.contentChars) bad(`messages[${i}].content is too long`);
+    return { role: r.role as ChatMessage["role"], content: r.content as string };
+  });
+  const optNum = (key: string, integer = false): number | undefined => {
+    const v = o[key];
+    if (v === undefined || v === null) return undefined;
+    if (typeof v !== "number" || !Number.isFinite(v) || (integer && !Number.isInteger(v)))
+      bad(`"${key}" must be a${integer ? "n integer" : " number"}`);
+    return v as number;
+  };
+  const maxTokens = optNum("max_completion_tokens", true) ?? optNum("max_tokens", true) ?? 256;
+  if (maxTokens < 1 || maxTokens > LIMITS.maxTokens) bad(`"max_tokens" must be in 1..${LIMITS.maxTokens}`);
+  if (o.stream !== undefined && typeof o.stream !== "boolean") bad(`"stream" must be a boolean`);
+  let stop: string[] | undefined;
+  if (typeof o.stop === "string") stop = [o.stop];
+  else if (Array.isArray(o.stop) && o.stop.every((s) => typeof s === "string")) stop = o.stop as string[];
+  else if (o.stop !== undefined && o.stop !== null) bad(`"stop" must be a string or an array of strings`);
+  const sampling = Object.fromEntries(
+    Object.entries({
+      temperature: optNum("temperature"),
+      topP: optNum("top_p"),
+      topK: optNum("top_k", true),
+      minP: optNum("min_p"),
+      repetitionPenalty: optNum("repetition_penalty"),
+      seed: optNum("seed", true),
+    }).filter(([, v]) => v !== undefined),
+  );
+  return { messages, stream: o.stream === true, params: { sampling, maxTokens, stop } };
+}
+
+function finishReason(r: FinishReason): string {
+  return r === "length" || r === "context_full" ? "length" : "stop";
+}
+
+function usage(s: { promptTokens: number; tokens: number }) {
+  return { prompt_tokens: s.promptTokens, completion_tokens: s.tokens, total_tokens: s.promptTokens + s.tokens };
+}
+
+function readBody(req: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on("data", (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_BODY) {
+        reject(new ProtocolError(`the body is larger than ${MAX_BODY} bytes`));
+        req.destroy();
+      } else chunks.push(c);
+    });
+    req.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
+    req.on("error", reject);
+  });
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(body));
+}
+
+function sendError(res: ServerResponse, status: number, type: string, message: string): void {
+  sendJson(res, status, { error: { message, type, code: null } });
+}

@@ -1,0 +1,516 @@
+// The engine host's typed protocol: what a UI may ask (requests), what the host answers (one reply
+// per request) and what it streams (events). The same messages travel over Electron IPC (through
+// the main process, which validates them) and over `hire serve`'s WebSocket, so the renderer never
+// knows its transport. Everything arriving from a UI is `unknown` until `parseRequest` accepts it.
+//
+// This module is imported by the renderer too: types and pure functions only, no Node APIs.
+import type { ChatMessage } from "../loader/tokenizer.js";
+import type { SamplingOptions } from "../engine/sampler.js";
+import type { FinishReason } from "../engine/session.js";
+import type { DeepPartial, SparsitySettings } from "../sparse/settings.js";
+
+export const PROTOCOL_VERSION = 1;
+
+export type { ChatMessage, SamplingOptions, SparsitySettings, DeepPartial, FinishReason };
+
+// ---------------------------------------------------------------------------------------------
+// Requests (UI → host). `id` is chosen by the UI; the host answers each with one Reply.
+
+export type Request =
+  | { id: number; type: "hello" }
+  | { id: number; type: "model.inspect"; path: string }
+  | { id: number; type: "model.load"; path?: string; contextLength?: number }
+  | {
+      id: number;
+      type: "generate";
+      messages: ChatMessage[];
+      sampling: Partial<SamplingOptions>;
+      maxTokens: number;
+      /** Settings for this generation only (A/B: the dense lane); the live settings are restored after. */
+      sparsity?: DeepPartial<SparsitySettings>;
+    }
+  | { id: number; type: "stop"; target: number }
+  | { id: number; type: "sparsity.update"; update: DeepPartial<SparsitySettings> }
+  | { id: number; type: "inspect.layer"; layer: number }
+  | { id: number; type: "conversations.list" }
+  | { id: number; type: "conversations.get"; conversationId: string }
+  | { id: number; type: "conversations.save"; conversation: Conversation }
+  | { id: number; type: "conversations.delete"; conversationId: string };
+
+export type RequestType = Request["type"];
+
+/** What each request's successful reply carries. */
+export interface ReplyResults {
+  hello: HelloInfo;
+  "model.inspect": ModelEstimate;
+  "model.load": ModelInfo;
+  generate: GenerationSummary;
+  stop: { stopped: boolean };
+  "sparsity.update": SparsitySettings;
+  "inspect.layer": { layer: number };
+  "conversations.list": ConversationSummary[];
+  "conversations.get": Conversation;
+  "conversations.save": ConversationSummary;
+  "conversations.delete": { deleted: boolean };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host → UI
+
+export type Reply =
+  | { type: "reply"; id: number; ok: true; result: unknown }
+  | { type: "reply"; id: number; ok: false; error: HostErrorInfo };
+
+export type HostEvent =
+  | { type: "model.progress"; stage: "weights" | "ffn" | "head"; done: number; total: number; path: string }
+  | { type: "model.loaded"; info: ModelInfo }
+  | { type: "settings"; settings: SparsitySettings }
+  | { type: "gen.prefill"; requestId: number; promptTokens: number; reusedTokens: number; ms: number }
+  | { type: "gen.token"; requestId: number; index: number; tokenId: number; text: string; step: StepTelemetry }
+  /** The engine process died or failed outside any request; the UI offers to reload the model. */
+  | { type: "host.crashed"; message: string };
+
+export type HostMessage = Reply | HostEvent;
+
+export interface HostErrorInfo {
+  /** ModelError codes (NOT_FOUND, BAD_HEADER, …), or USAGE, PROTOCOL, CONTEXT_FULL, BUSY, NO_MODEL, INTERNAL. */
+  code: string;
+  message: string;
+  file?: string;
+}
+
+export interface HelloInfo {
+  protocol: number;
+  /** Which compute backend runs the engine, e.g. "cpu (avx2+fma+f16c, 2 threads)". */
+  backend: string;
+  defaultModel: string | null;
+  recentModels: string[];
+  model: ModelInfo | null;
+  settings: SparsitySettings | null;
+  /** The request id of a generation still running (a reconnecting UI can stop it). */
+  generating: number | null;
+}
+
+/** What loading a folder will cost, read from its headers before any weight is mapped. */
+export interface ModelEstimate {
+  path: string;
+  architecture: string;
+  parameters: number;
+  dtype: string;
+  weightBytes: number;
+  /** KV cache at the default context length, f32. */
+  kvCacheBytes: number;
+  contextLength: number;
+}
+
+export interface ModelInfo extends ModelEstimate {
+  name: string;
+  layers: number;
+  hidden: number;
+  /** FFN neurons per layer: the width of the inspector's layer × neuron map. */
+  neurons: number;
+  vocab: number;
+  gatedFfn: boolean;
+  hasChatTemplate: boolean;
+  /** Dense weight bytes streamed per decoded token. */
+  bytesPerToken: number;
+  settings: SparsitySettings;
+}
+
+export interface GenerationSummary {
+  requestId: number;
+  finishReason: FinishReason;
+  text: string;
+  promptTokens: number;
+  reusedTokens: number;
+  tokens: number;
+  /** Time to first token: prefill plus the first decode step. */
+  ttftMs: number;
+  decodeTokensPerS: number;
+  /** The context window and how much of it this conversation now uses. */
+  contextLength: number;
+  contextUsed: number;
+}
+
+/**
+ * One decoded token's telemetry, flattened into typed arrays so it crosses IPC/WebSocket cheaply
+ * and a canvas can draw it without per-layer objects. Per-layer arrays have one entry per layer;
+ * NaN means "not measured" (dense layers have no selection; unaudited tokens have no recall).
+ */
+export interface StepTelemetry {
+  ffnMethod: string;
+  headMethod: string;
+  audited: boolean;
+  /** Whole forward pass. */
+  ms: number;
+  attentionMs: Float32Array;
+  ffnMs: Float32Array;
+  predictorMs: Float32Array;
+  exactMs: Float32Array;
+  downMs: Float32Array;
+  outputMs: number;
+  k: Int32Array;
+  candidates: Int32Array;
+  /** Selected neurons of all layers, concatenated; layer l's are selected[offsets[l] .. offsets[l+1]). */
+  selected: Int32Array;
+  selectedOffsets: Int32Array;
+  recall: Float32Array;
+  relError: Float32Array;
+  cacheHitRate: Float32Array;
+  /** Weight bytes read this token (FFNs + output layer + attention), and what dense reads. */
+  bytes: number;
+  denseBytes: number;
+  head: {
+    k: number;
+    candidates: number;
+    ms: number;
+    argmaxInCandidates: boolean | null;
+    massCovered: number | null;
+  } | null;
+  /** The inspected layer's predicted vs exact scores (see `inspect.layer`). */
+  inspect: {
+    layer: number;
+    approx: Float32Array;
+    candidates: Int32Array;
+    exact: Float32Array | null;
+    exactTopK: Int32Array | null;
+  } | null;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conversations (persisted by the host; the UI owns their content)
+
+export interface MessageStats {
+  tokens: number;
+  ttftMs: number;
+  decodeTokensPerS: number;
+  finishReason: FinishReason;
+  /** Mean recall over audited tokens and the output-layer mass, when measured. */
+  meanRecall?: number;
+}
+
+/** Per-token marks for colouring a reply: the token's text and its measures (null = not measured). */
+export interface TokenMark {
+  text: string;
+  recall: number | null;
+  headMass: number | null;
+  ms: number;
+}
+
+export interface StoredMessage extends ChatMessage {
+  stats?: MessageStats;
+  tokens?: TokenMark[];
+  /** "dense" or "sparse" for the two halves of an A/B comparison. */
+  lane?: string;
+}
+
+export interface Conversation {
+  id: string;
+  title: string;
+  createdAt: number;
+  updatedAt: number;
+  modelPath: string | null;
+  system: string;
+  messages: StoredMessage[];
+}
+
+export interface ConversationSummary {
+  id: string;
+  title: string;
+  updatedAt: number;
+  messages: number;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation of everything a UI sends. Hostile input gets a ProtocolError, never reaches the engine.
+
+export class ProtocolError extends Error {
+  override readonly name = "ProtocolError";
+}
+
+export const LIMITS = {
+  messages: 10_000,
+  contentChars: 1_000_000,
+  pathChars: 4096,
+  titleChars: 200,
+  maxTokens: 1_000_000,
+  tokenMarks: 100_000,
+} as const;
+
+const ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+
+type Obj = Record<string, unknown>;
+
+function isObj(x: unknown): x is Obj {
+  return typeof x === "object" && x !== null && !Array.isArray(x) && !ArrayBuffer.isView(x);
+}
+
+function fail(where: string, what: string): never {
+  throw new ProtocolError(`${where}: ${what}`);
+}
+
+function str(o: Obj, key: string, where: string, max: number): string {
+  const v = o[key];
+  if (typeof v !== "string") fail(where, `"${key}" must be a string`);
+  if (v.length > max) fail(where, `"${key}" is longer than ${max} characters`);
+  return v;
+}
+
+function num(o: Obj, key: string, where: string, integer = false): number {
+  const v = o[key];
+  if (typeof v !== "number" || !Number.isFinite(v)) fail(where, `"${key}" must be a finite number`);
+  if (integer && !Number.isInteger(v)) fail(where, `"${key}" must be an integer`);
+  return v;
+}
+
+function optional<T>(o: Obj, key: string, read: () => T): T | undefined {
+  return o[key] === undefined || o[key] === null ? undefined : read();
+}
+
+function onlyKeys(o: Obj, allowed: readonly string[], where: string): void {
+  for (const k of Object.keys(o)) if (!allowed.includes(k)) fail(where, `unknown field "${k}"`);
+}
+
+function conversationId(o: Obj, key: string, where: string): string {
+  const v = str(o, key, where, 64);
+  if (!ID_PATTERN.test(v)) fail(where, `"${key}" must be 1–64 letters, digits, "-" or "_"`);
+  return v;
+}
+
+function chatMessage(x: unknown, where: string): ChatMessage {
+  if (!isObj(x)) fail(where, "a message must be an object");
+  const role = x.role;
+  if (role !== "system" && role !== "user" && role !== "assistant")
+    fail(where, `role must be "system", "user" or "assistant"`);
+  return { role, content: str(x, "content", where, LIMITS.contentChars) };
+}
+
+function messages(x: unknown, where: string): ChatMessage[] {
+  if (!Array.isArray(x)) fail(where, `"messages" must be an array`);
+  if (x.length > LIMITS.messages) fail(where, `more than ${LIMITS.messages} messages`);
+  return x.map((m, i) => chatMessage(m, `${where} messages[${i}]`));
+}
+
+const SAMPLING_KEYS = ["temperature", "topK", "topP", "minP", "repetitionPenalty", "seed"] as const;
+
+function sampling(x: unknown, where: string): Partial<SamplingOptions> {
+  if (x === undefined) return {};
+  if (!isObj(x)) fail(where, `"sampling" must be an object`);
+  onlyKeys(x, SAMPLING_KEYS, `${where} sampling`);
+  const out: Partial<SamplingOptions> = {};
+  for (const k of SAMPLING_KEYS) {
+    const v = optional(x, k, () => num(x, k, `${where} sampling`, k === "topK" || k === "seed"));
+    if (v !== undefined) out[k] = v;
+  }
+  return out;
+}
+
+/**
+ * A sparsity update is a nested partial of SparsitySettings: check its shape here (known keys,
+ * primitive types, bounded size); the Sparsifier's own validation then checks the values against
+ * the model (k ranges, layer numbers, predictor ranks).
+ */
+const SPARSITY_SHAPE: Obj = {
+  ffn: {
+    method: "string",
+    k: "number",
+    oversample: "number",
+    predictor: { kind: "string", groupSize: "number", rank: "number" },
+    perLayerK: "layerMap",
+    cacheFraction: "number",
+    cacheGamma: "number",
+  },
+  head: {
+    method: "string",
+    k: "number",
+    oversample: "number",
+    predictor: { kind: "string", groupSize: "number", rank: "number" },
+  },
+  shards: "number",
+  auditEvery: "number",
+};
+
+function sparsityUpdate(x: unknown, shape: Obj, where: string): Obj {
+  if (!isObj(x)) fail(where, "must be an object");
+  const out: Obj = {};
+  for (const [key, v] of Object.entries(x)) {
+    const kind = shape[key];
+    const at = `${where}.${key}`;
+    if (kind === undefined) fail(where, `unknown setting "${key}"`);
+    if (v === undefined || v === null) continue;
+    if (isObj(kind)) out[key] = sparsityUpdate(v, kind, at);
+    else if (kind === "layerMap") {
+      if (!isObj(v)) fail(at, "must be an object of layer → k");
+      const entries = Object.entries(v);
+      if (entries.length > 4096) fail(at, "too many layers");
+      const map: Record<number, number> = {};
+      for (const [layer, k] of entries) {
+        if (!/^\d{1,4}$/.test(layer)) fail(at, `"${layer}" is not a layer number`);
+        if (typeof k !== "number" || !Number.isFinite(k)) fail(at, `k of layer ${layer} must be a finite number`);
+        map[Number(layer)] = k;
+      }
+      out[key] = map;
+    } else if (typeof v !== kind || (kind === "number" && !Number.isFinite(v as number))) fail(at, `must be a ${kind}`);
+    else if (kind === "string" && (v as string).length > 64) fail(at, "is too long");
+    else out[key] = v;
+  }
+  return out;
+}
+
+function tokenMarks(x: unknown, where: string): TokenMark[] {
+  if (!Array.isArray(x)) fail(where, "must be an array");
+  if (x.length > LIMITS.tokenMarks) fail(where, `more than ${LIMITS.tokenMarks} tokens`);
+  const nullableNum = (o: Obj, k: string, w: string) => (o[k] === null ? null : num(o, k, w));
+  return x.map((t, i) => {
+    const w = `${where}[${i}]`;
+    if (!isObj(t)) fail(w, "must be an object");
+    return {
+      text: str(t, "text", w, 1000),
+      recall: nullableNum(t, "recall", w),
+      headMass: nullableNum(t, "headMass", w),
+      ms: num(t, "ms", w),
+    };
+  });
+}
+
+const FINISH_REASONS: readonly FinishReason[] = ["eos", "stop", "length", "context_full", "aborted"];
+
+function storedMessage(x: unknown, where: string): StoredMessage {
+  const m: StoredMessage = chatMessage(x, where);
+  const o = x as Obj;
+  onlyKeys(o, ["role", "content", "stats", "tokens", "lane"], where);
+  if (o.lane !== undefined) m.lane = str(o, "lane", where, 16);
+  if (o.tokens !== undefined) m.tokens = tokenMarks(o.tokens, `${where}.tokens`);
+  if (o.stats !== undefined) {
+    const s = o.stats;
+    const w = `${where}.stats`;
+    if (!isObj(s)) fail(w, "must be an object");
+    const finishReason = s.finishReason as FinishReason;
+    if (!FINISH_REASONS.includes(finishReason)) fail(w, `finishReason must be one of ${FINISH_REASONS.join(", ")}`);
+    m.stats = {
+      tokens: num(s, "tokens", w, true),
+      ttftMs: num(s, "ttftMs", w),
+      decodeTokensPerS: num(s, "decodeTokensPerS", w),
+      finishReason,
+      meanRecall: optional(s, "meanRecall", () => num(s, "meanRecall", w)),
+    };
+  }
+  return m;
+}
+
+export function parseConversation(x: unknown, where = "conversation"): Conversation {
+  if (!isObj(x)) fail(where, "must be an object");
+  onlyKeys(x, ["id", "title", "createdAt", "updatedAt", "modelPath", "system", "messages"], where);
+  if (!Array.isArray(x.messages)) fail(where, `"messages" must be an array`);
+  if (x.messages.length > LIMITS.messages) fail(where, `more than ${LIMITS.messages} messages`);
+  return {
+    id: conversationId(x, "id", where),
+    title: str(x, "title", where, LIMITS.titleChars),
+    createdAt: num(x, "createdAt", where),
+    updatedAt: num(x, "updatedAt", where),
+    modelPath: x.modelPath === null ? null : str(x, "modelPath", where, LIMITS.pathChars),
+    system: str(x, "system", where, LIMITS.contentChars),
+    messages: x.messages.map((m, i) => storedMessage(m, `${where}.messages[${i}]`)),
+  };
+}
+
+/** Accept a request from a UI, or throw ProtocolError naming the first thing wrong with it. */
+export function parseRequest(x: unknown): Request {
+  if (!isObj(x)) fail("request", "must be a JSON object");
+  const id = num(x, "id", "request", true);
+  if (id < 0 || id > Number.MAX_SAFE_INTEGER) fail("request", `"id" must be a non-negative integer`);
+  const type = x.type;
+  const where = `request ${id} (${String(type).slice(0, 40)})`;
+  switch (type) {
+    case "hello":
+    case "conversations.list":
+      onlyKeys(x, ["id", "type"], where);
+      return { id, type };
+    case "model.inspect":
+      onlyKeys(x, ["id", "type", "path"], where);
+      return { id, type, path: str(x, "path", where, LIMITS.pathChars) };
+    case "model.load": {
+      onlyKeys(x, ["id", "type", "path", "contextLength"], where);
+      const path = optional(x, "path", () => str(x, "path", where, LIMITS.pathChars));
+      const contextLength = optional(x, "contextLength", () => num(x, "contextLength", where, true));
+      if (contextLength !== undefined && contextLength < 1) fail(where, `"contextLength" must be positive`);
+      return { id, type, path, contextLength };
+    }
+    case "generate": {
+      onlyKeys(x, ["id", "type", "messages", "sampling", "maxTokens", "sparsity"], where);
+      const maxTokens = num(x, "maxTokens", where, true);
+      if (maxTokens < 1 || maxTokens > LIMITS.maxTokens) fail(where, `"maxTokens" must be in 1..${LIMITS.maxTokens}`);
+      const msgs = messages(x.messages, where);
+      if (msgs.length === 0) fail(where, `"messages" is empty`);
+      return {
+        id,
+        type,
+        messages: msgs,
+        sampling: sampling(x.sampling, where),
+        maxTokens,
+        sparsity: optional(x, "sparsity", () => sparsityUpdate(x.sparsity, SPARSITY_SHAPE, `${where} sparsity`)),
+      };
+    }
+    case "stop":
+      onlyKeys(x, ["id", "type", "target"], where);
+      return { id, type, target: num(x, "target", where, true) };
+    case "sparsity.update":
+      onlyKeys(x, ["id", "type", "update"], where);
+      return { id, type, update: sparsityUpdate(x.update, SPARSITY_SHAPE, `${where} update`) };
+    case "inspect.layer":
+      onlyKeys(x, ["id", "type", "layer"], where);
+      return { id, type, layer: num(x, "layer", where, true) };
+    case "conversations.get":
+    case "conversations.delete":
+      onlyKeys(x, ["id", "type", "conversationId"], where);
+      return { id, type, conversationId: conversationId(x, "conversationId", where) };
+    case "conversations.save":
+      onlyKeys(x, ["id", "type", "conversation"], where);
+      return { id, type, conversation: parseConversation(x.conversation, `${where} conversation`) };
+    default:
+      fail("request", `unknown type ${JSON.stringify(String(type).slice(0, 40))}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wire encoding for text transports (WebSocket): JSON with typed arrays as tagged base64, so
+// telemetry keeps its types (and NaN) across the wire. Electron IPC uses structured clone instead.
+
+const TYPED = { Int32Array, Float32Array, Uint8Array, Float64Array } as const;
+type TypedName = keyof typeof TYPED;
+
+function toBase64(bytes: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(s);
+}
+
+function fromBase64(b64: string): Uint8Array<ArrayBuffer> {
+  const s = atob(b64);
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+  return out;
+}
+
+export function encodeWire(msg: unknown): string {
+  return JSON.stringify(msg, (_key, v: unknown) => {
+    if (ArrayBuffer.isView(v) && !(v instanceof DataView)) {
+      const name = v.constructor.name;
+      if (name in TYPED) return { $typed: name, b64: toBase64(new Uint8Array(v.buffer, v.byteOffset, v.byteLength)) };
+    }
+    return v;
+  });
+}
+
+/** Parse a wire message; tagged typed arrays come back as typed arrays. */
+export function decodeWire(text: string): unknown {
+  return JSON.parse(text, (_key, v: unknown) => {
+    if (isObj(v) && typeof v.$typed === "string" && typeof v.b64 === "string" && v.$typed in TYPED) {
+      const bytes = fromBase64(v.b64);
+      const Ctor = TYPED[v.$typed as TypedName];
+      if (bytes.byteLength % Ctor.BYTES_PER_ELEMENT !== 0) throw new ProtocolError(`bad ${v.$typed} payload`);
+      return new Ctor(bytes.buffer, 0, bytes.byteLength / Ctor.BYTES_PER_ELEMENT);
+    }
+    return v;
+  });
+}
