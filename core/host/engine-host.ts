@@ -13,6 +13,7 @@ import { loadModel, readModelConfig, type LoadedModel } from "../loader/model-fo
 import { readSafetensorsHeader, weightFiles, DTYPE_BYTES } from "../loader/safetensors.js";
 import { Session, type GenerationEvent } from "../engine/session.js";
 import type { ForwardReport } from "../engine/transformer.js";
+import { GREEDY, validateSampling } from "../engine/sampler.js";
 import type { ChatMessage } from "../loader/tokenizer.js";
 import { ConversationStore, writeAtomic } from "./conversations.js";
 import {
@@ -43,6 +44,11 @@ export interface GenerateParams {
   sparsity?: Extract<Request, { type: "generate" }>["sparsity"];
   /** Stop strings (the OpenAI endpoint's `stop`). */
   stop?: string[];
+}
+
+/** One generation's events; `summary` is set once they end. */
+export interface Generation extends AsyncIterable<HostEvent> {
+  summary: GenerationSummary;
 }
 
 /** Where a request's reply and its generation events go: the client that sent it. */
@@ -228,83 +234,85 @@ export class EngineHost {
    * Run one generation for `channel`: an async iterable of its events whose `summary` is set when
    * it ends. Exposed for the OpenAI-compatible endpoint, which streams the same events as chunks.
    */
-  generate(
-    messages: ChatMessage[],
-    req: GenerateParams,
-    channel: Channel,
-    id: number,
-  ): AsyncIterable<HostEvent> & { summary: GenerationSummary } {
+  generate(messages: ChatMessage[], req: GenerateParams, channel: Channel, id: number): Generation {
     const session = this.requireSession();
     if (this.running) throw new HostError("BUSY", "a reply is already being generated; stop it or wait for it");
+    try {
+      validateSampling({ ...GREEDY, ...req.sampling });
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
     const running: Running = { channel, id, abort: new AbortController() };
     this.running = running;
-    const host = this;
-    const out = {
+    const gen: Generation = {
       summary: undefined as unknown as GenerationSummary,
-      async *[Symbol.asyncIterator](): AsyncGenerator<HostEvent> {
-        const restore = req.sparsity ? session.sparsity.settings : null;
-        try {
-          if (req.sparsity) {
-            host.overriding = true;
-            session.sparsity.update(req.sparsity);
-          }
-          const prompt = promptIds(session, messages);
-          const started = performance.now();
-          let last = started;
-          let ttft = 0;
-          let reused = 0;
-          let index = 0;
-          const events: AsyncGenerator<GenerationEvent> = session.generate(prompt, {
-            ...req.sampling,
-            maxTokens: req.maxTokens,
-            stop: req.stop,
-            signal: running.abort.signal,
-            onContextFull: "stop",
-          });
-          for await (const ev of events) {
-            const now = performance.now();
-            if (ev.type === "prefill") {
-              reused = ev.reusedTokens;
-              yield {
-                type: "gen.prefill",
-                requestId: id,
-                promptTokens: ev.promptTokens,
-                reusedTokens: reused,
-                ms: ev.ms,
-              };
-            } else if (ev.type === "token") {
-              if (index === 0) ttft = now - started;
-              const step = stepTelemetry(ev.report, session, now - last);
-              yield { type: "gen.token", requestId: id, index: index++, tokenId: ev.id, text: ev.text, step };
-            } else {
-              out.summary = {
-                requestId: id,
-                finishReason: ev.finishReason,
-                text: ev.text,
-                promptTokens: ev.promptIds.length,
-                reusedTokens: reused,
-                tokens: ev.ids.length,
-                ttftMs: ttft,
-                decodeTokensPerS: ev.decodeTokensPerS,
-                contextLength: session.contextLength,
-                contextUsed: session.position,
-              };
-            }
-            last = performance.now();
-            // Let a Stop or settings change queued on the event loop land before the next token.
-            await nextTurn();
-          }
-        } catch (e) {
-          if (e instanceof ContextOverflowError) throw new HostError("CONTEXT_FULL", e.message);
-          throw e;
-        } finally {
-          if (restore) session.sparsity.update(restore);
-          host.overriding = false;
-          host.running = null;
-        }
-      },
+      [Symbol.asyncIterator]: () => this.run(session, messages, req, running, gen),
     };
-    return out;
+    return gen;
+  }
+
+  private async *run(
+    session: Session,
+    messages: ChatMessage[],
+    req: GenerateParams,
+    running: Running,
+    out: Generation,
+  ): AsyncGenerator<HostEvent> {
+    const id = running.id;
+    const restore = req.sparsity ? session.sparsity.settings : null;
+    try {
+      if (req.sparsity) {
+        this.overriding = true;
+        session.sparsity.update(req.sparsity);
+      }
+      const prompt = promptIds(session, messages);
+      const started = performance.now();
+      let last = started;
+      let ttft = 0;
+      let reused = 0;
+      let index = 0;
+      const events: AsyncGenerator<GenerationEvent> = session.generate(prompt, {
+        ...req.sampling,
+        maxTokens: req.maxTokens,
+        stop: req.stop,
+        signal: running.abort.signal,
+        onContextFull: "stop",
+      });
+      for await (const ev of events) {
+        const now = performance.now();
+        if (ev.type === "prefill") {
+          reused = ev.reusedTokens;
+          yield { type: "gen.prefill", requestId: id, promptTokens: ev.promptTokens, reusedTokens: reused, ms: ev.ms };
+        } else if (ev.type === "token") {
+          if (index === 0) ttft = now - started;
+          const step = stepTelemetry(ev.report, session, now - last, index === 0);
+          yield { type: "gen.token", requestId: id, index: index++, tokenId: ev.id, text: ev.text, step };
+        } else {
+          out.summary = {
+            requestId: id,
+            finishReason: ev.finishReason,
+            text: ev.text,
+            promptTokens: ev.promptIds.length,
+            reusedTokens: reused,
+            tokens: ev.ids.length,
+            ttftMs: ttft,
+            decodeTokensPerS: ev.decodeTokensPerS,
+            contextLength: session.contextLength,
+            contextUsed: session.position,
+          };
+        }
+        last = performance.now();
+        // Let a Stop or settings change queued on the event loop land before the next token.
+        await nextTurn();
+      }
+    } catch (e) {
+      if (e instanceof ContextOverflowError) throw new HostError("CONTEXT_FULL", e.message);
+      throw e;
+    } finally {
+      if (restore) session.sparsity.update(restore);
+      this.overriding = false;
+      this.running = null;
+    }
   }
 
   private recent(): string[] {
@@ -394,7 +402,7 @@ export function estimateModel(path: string, contextLength?: number): ModelEstima
 }
 
 /** Flatten a forward pass's per-layer reports into the typed arrays of the wire format. */
-export function stepTelemetry(report: ForwardReport, session: Session, ms: number): StepTelemetry {
+export function stepTelemetry(report: ForwardReport, session: Session, ms: number, prefill: boolean): StepTelemetry {
   const L = report.layers.length;
   const F = session.model.config.intermediate;
   const nan = () => new Float32Array(L).fill(NaN);
@@ -460,6 +468,7 @@ export function stepTelemetry(report: ForwardReport, session: Session, ms: numbe
   return {
     ffnMethod: settings.ffn.method,
     headMethod: settings.head.method,
+    prefill,
     audited: report.layers.some((l) => l.ffn?.recall !== undefined) || h?.argmaxInCandidates !== undefined,
     ms,
     outputMs: report.outputMs,

@@ -140,6 +140,8 @@ export interface GenerationSummary {
 export interface StepTelemetry {
   ffnMethod: string;
   headMethod: string;
+  /** This token's logits came from the batched prompt pass (no per-layer selection is reported). */
+  prefill: boolean;
   audited: boolean;
   /** Whole forward pass. */
   ms: number;

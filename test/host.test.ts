@@ -1,0 +1,362 @@
+// The engine host behind the app: protocol validation (malformed and hostile messages rejected),
+// the wire codec, conversation persistence (including a crash mid-write), and the host itself on
+// the built-in model — streaming, settings applied from the next token, Stop, typed errors.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  decodeWire,
+  encodeWire,
+  parseRequest,
+  ProtocolError,
+  type Conversation,
+  type HostMessage,
+  type Reply,
+  type StepTelemetry,
+} from "../core/host/protocol.js";
+import { ConversationStore } from "../core/host/conversations.js";
+import { EngineHost, type Channel } from "../core/host/engine-host.js";
+import { defaultModelDir } from "../core/loader/default-model.js";
+import { tempDir } from "./helpers.js";
+
+const conversation = (id: string, text: string): Conversation => ({
+  id,
+  title: `about ${text}`,
+  createdAt: 1,
+  updatedAt: Date.now(),
+  modelPath: null,
+  system: "",
+  messages: [
+    { role: "user", content: text },
+    {
+      role: "assistant",
+      content: "reply",
+      stats: { tokens: 1, ttftMs: 3, decodeTokensPerS: 100, finishReason: "eos" },
+      tokens: [{ text: "reply", recall: 0.9, headMass: null, ms: 1 }],
+    },
+  ],
+});
+
+test("parseRequest accepts each well-formed request", () => {
+  const ok: unknown[] = [
+    { id: 1, type: "hello" },
+    { id: 2, type: "model.inspect", path: "/models/x" },
+    { id: 3, type: "model.load" },
+    { id: 4, type: "model.load", path: "m", contextLength: 512 },
+    {
+      id: 5,
+      type: "generate",
+      messages: [{ role: "user", content: "hi" }],
+      sampling: { temperature: 0.7, topK: 40, seed: 3 },
+      maxTokens: 16,
+      sparsity: { ffn: { method: "dense" }, head: { method: "dense" } },
+    },
+    { id: 6, type: "stop", target: 5 },
+    { id: 7, type: "sparsity.update", update: { ffn: { k: 0.05, perLayerK: { 3: 0.2 } }, shards: 2 } },
+    { id: 8, type: "inspect.layer", layer: -1 },
+    { id: 9, type: "conversations.save", conversation: conversation("c-1", "x") },
+    { id: 10, type: "conversations.delete", conversationId: "c-1" },
+  ];
+  for (const r of ok) assert.deepEqual(parseRequest(r).id, (r as { id: number }).id);
+  const upd = parseRequest(ok[6]);
+  assert.ok(upd.type === "sparsity.update");
+  assert.deepEqual(upd.update, { ffn: { k: 0.05, perLayerK: { 3: 0.2 } }, shards: 2 });
+});
+
+test("parseRequest rejects malformed and hostile messages with a ProtocolError naming the problem", () => {
+  const bad: [unknown, RegExp][] = [
+    [null, /JSON object/],
+    [[1, 2], /JSON object/],
+    [{ type: "hello" }, /"id"/],
+    [{ id: 1.5, type: "hello" }, /integer/],
+    [{ id: -1, type: "hello" }, /non-negative/],
+    [{ id: 1, type: "shutdown" }, /unknown type/],
+    [{ id: 1, type: "hello", extra: true }, /unknown field "extra"/],
+    [{ id: 1, type: "model.inspect", path: 42 }, /"path" must be a string/],
+    [{ id: 1, type: "model.inspect", path: "x".repeat(5000) }, /longer than/],
+    [{ id: 1, type: "generate", messages: [], maxTokens: 4 }, /empty/],
+    [{ id: 1, type: "generate", messages: [{ role: "root", content: "x" }], maxTokens: 4 }, /role/],
+    [{ id: 1, type: "generate", messages: [{ role: "user", content: "x" }], maxTokens: 0 }, /maxTokens/],
+    [{ id: 1, type: "generate", messages: [{ role: "user", content: "x" }], maxTokens: 1e9 }, /maxTokens/],
+    [
+      {
+        id: 1,
+        type: "generate",
+        messages: [{ role: "user", content: "x" }],
+        maxTokens: 4,
+        sampling: { temperature: "hot" },
+      },
+      /temperature/,
+    ],
+    [
+      { id: 1, type: "generate", messages: [{ role: "user", content: "x" }], maxTokens: 4, sampling: { eval: 1 } },
+      /unknown field "eval"/,
+    ],
+    [{ id: 1, type: "sparsity.update", update: { ffn: { k: "all" } } }, /ffn\.k: must be a number/],
+    [{ id: 1, type: "sparsity.update", update: { ffn: { k: Infinity } } }, /must be a number/],
+    [{ id: 1, type: "sparsity.update", update: { gpu: true } }, /unknown setting "gpu"/],
+    [{ id: 1, type: "sparsity.update", update: JSON.parse('{"__proto__": {"polluted": 1}}') }, /unknown setting/],
+    [{ id: 1, type: "sparsity.update", update: { ffn: { perLayerK: { first: 0.1 } } } }, /not a layer number/],
+    [{ id: 1, type: "conversations.get", conversationId: "../../etc/passwd" }, /letters, digits/],
+    [{ id: 1, type: "conversations.save", conversation: { ...conversation("a", "b"), id: "a/b" } }, /letters/],
+    [
+      {
+        id: 1,
+        type: "conversations.save",
+        conversation: { ...conversation("a", "b"), messages: [{ role: "user", content: "x", stats: { tokens: 1 } }] },
+      },
+      /ttftMs|finishReason/,
+    ],
+  ];
+  for (const [msg, pattern] of bad) {
+    assert.throws(
+      () => parseRequest(msg),
+      (e: unknown) => e instanceof ProtocolError && pattern.test(e.message),
+      JSON.stringify(msg)?.slice(0, 80),
+    );
+  }
+  assert.equal(({} as Record<string, unknown>).polluted, undefined);
+});
+
+test("the wire codec keeps typed arrays, their types and NaN", () => {
+  const msg = {
+    a: new Int32Array([1, -2, 2 ** 31 - 1]),
+    f: new Float32Array([0.5, NaN, -Infinity]),
+    nested: [{ u: new Uint8Array([255, 0]) }],
+    plain: "text",
+  };
+  const back = decodeWire(encodeWire(msg)) as typeof msg;
+  assert.ok(back.a instanceof Int32Array);
+  assert.deepEqual([...back.a], [1, -2, 2 ** 31 - 1]);
+  assert.ok(back.f instanceof Float32Array);
+  assert.equal(back.f[0], 0.5);
+  assert.ok(Number.isNaN(back.f[1]));
+  assert.equal(back.f[2], -Infinity);
+  assert.ok(back.nested[0].u instanceof Uint8Array);
+  assert.equal(back.plain, "text");
+  // A subarray encodes only its own bytes.
+  const sub = decodeWire(encodeWire(new Float32Array([1, 2, 3, 4]).subarray(1, 3))) as Float32Array;
+  assert.deepEqual([...sub], [2, 3]);
+});
+
+test("conversations persist atomically: a crash mid-write leaves the saved version readable", (t) => {
+  const dir = tempDir(t);
+  const store = new ConversationStore(dir);
+  store.save(conversation("one", "first"));
+  store.save(conversation("two", "second"));
+  assert.deepEqual(
+    store
+      .list()
+      .map((c) => c.id)
+      .sort(),
+    ["one", "two"],
+  );
+  assert.equal(store.get("one").messages[1].tokens?.[0].recall, 0.9);
+
+  // A crash after the temporary file was partly written, before the rename.
+  writeFileSync(join(dir, "one.json.12345.tmp"), '{"id":"one","title":"half');
+  // A file damaged some other way (e.g. edited by hand).
+  writeFileSync(join(dir, "broken.json"), "{not json");
+  const reopened = new ConversationStore(dir);
+  assert.deepEqual(
+    reopened
+      .list()
+      .map((c) => c.id)
+      .sort(),
+    ["one", "two"],
+  );
+  assert.equal(reopened.get("one").title, "about first");
+  assert.throws(() => reopened.get("broken"), /broken\.json is damaged/);
+  assert.throws(() => reopened.get("missing"), /not found/);
+
+  // Overwrite, then delete; no temporary files are left behind by successful writes.
+  reopened.save({ ...conversation("one", "again"), title: "renamed" });
+  assert.equal(reopened.get("one").title, "renamed");
+  assert.equal(reopened.delete("two"), true);
+  assert.equal(reopened.delete("two"), false);
+  assert.deepEqual(
+    readdirSync(dir).filter((f) => f.endsWith(".tmp") && !f.includes("12345")),
+    [],
+  );
+});
+
+// ---- the host on the built-in model ----------------------------------------------------------------
+
+let host: EngineHost;
+let dataDir: string;
+const events: HostMessage[] = [];
+const channel: Channel = (m) => events.push(m);
+let nextId = 100;
+
+async function ask(msg: Record<string, unknown>): Promise<Reply> {
+  const id = nextId++;
+  const start = events.length;
+  await host.handle({ ...msg, id }, channel);
+  const reply = events.slice(start).find((m): m is Reply => m.type === "reply" && m.id === id);
+  assert.ok(reply, `no reply to ${JSON.stringify(msg)}`);
+  return reply;
+}
+
+function tokenSteps(from: number, requestId: number): StepTelemetry[] {
+  return events
+    .slice(from)
+    .filter((m) => m.type === "gen.token" && m.requestId === requestId)
+    .map((m) => (m as { step: StepTelemetry }).step)
+    .filter((s) => !s.prefill); // the first token comes from the (batched, unaudited) prefill pass
+}
+
+before(() => {
+  dataDir = mkdtempSync(join(tmpdir(), "hire-host-"));
+  host = new EngineHost({ dataDir, contextLength: 256 });
+  host.subscribe(channel);
+});
+after(() => {
+  host.close();
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+test("host: hello, inspect, load; a bad folder is a typed error naming the file", async () => {
+  const hello = await ask({ type: "hello" });
+  assert.ok(hello.ok);
+  const info = hello.result as { model: unknown; defaultModel: string; backend: string };
+  assert.equal(info.model, null);
+  assert.equal(info.defaultModel, defaultModelDir());
+  assert.match(info.backend, /^cpu/);
+
+  const missing = await ask({ type: "model.load", path: join(dataDir, "nope") });
+  assert.ok(!missing.ok);
+  assert.equal(missing.error.code, "NOT_FOUND");
+  assert.match(missing.error.file ?? "", /nope/);
+
+  const notLoaded = await ask({ type: "generate", messages: [{ role: "user", content: "x" }], maxTokens: 2 });
+  assert.ok(!notLoaded.ok && notLoaded.error.code === "NO_MODEL");
+
+  const est = await ask({ type: "model.inspect", path: defaultModelDir() });
+  assert.ok(est.ok);
+  const e = est.result as { parameters: number; weightBytes: number; kvCacheBytes: number };
+  assert.ok(e.parameters > 5e6 && e.parameters < 7e6, `parameters ${e.parameters}`);
+  assert.equal(e.weightBytes, e.parameters * 2); // bf16
+
+  const loaded = await ask({ type: "model.load" });
+  assert.ok(loaded.ok, JSON.stringify(loaded));
+  const m = loaded.result as { layers: number; neurons: number; hasChatTemplate: boolean; contextLength: number };
+  assert.equal(m.layers, 6);
+  assert.equal(m.neurons, 704);
+  assert.equal(m.contextLength, 256);
+  assert.ok(m.hasChatTemplate);
+  assert.ok(events.some((x) => x.type === "model.loaded"));
+  const again = await ask({ type: "hello" });
+  assert.ok(again.ok && (again.result as { recentModels: string[] }).recentModels[0] === defaultModelDir());
+});
+
+test("host: a generation streams tokens with per-layer telemetry, and settings apply from the next generation", async () => {
+  const messages = [{ role: "user", content: "The city council said" }];
+  let from = events.length;
+  const dense = await ask({ type: "generate", messages, maxTokens: 6, sampling: { temperature: 0 } });
+  assert.ok(dense.ok, JSON.stringify(dense));
+  const summary = dense.result as { tokens: number; requestId: number; contextUsed: number; promptTokens: number };
+  assert.equal(events.slice(from).filter((m) => m.type === "gen.token").length, summary.tokens);
+  let steps = tokenSteps(from, summary.requestId);
+  assert.equal(steps[0].ffnMethod, "dense");
+  assert.deepEqual([...steps[0].k], [704, 704, 704, 704, 704, 704]);
+  assert.equal(steps[0].selected.length, 0);
+  assert.equal(steps[0].bytes, steps[0].denseBytes);
+  assert.equal(summary.contextUsed, summary.promptTokens + summary.tokens - 1);
+
+  const upd = await ask({ type: "sparsity.update", update: { ffn: { method: "hire", k: 0.1 }, auditEvery: 1 } });
+  assert.ok(upd.ok, JSON.stringify(upd));
+  await ask({ type: "inspect.layer", layer: 2 });
+  from = events.length;
+  const sparse = await ask({ type: "generate", messages, maxTokens: 4, sampling: { temperature: 0 } });
+  assert.ok(sparse.ok);
+  steps = tokenSteps(from, (sparse.result as { requestId: number }).requestId);
+  assert.ok(steps.length > 0);
+  for (const s of steps) {
+    assert.equal(s.ffnMethod, "hire");
+    assert.deepEqual([...s.k], [70, 70, 70, 70, 70, 70]); // round(0.1 × 704)
+    assert.equal(s.selected.length, 6 * 70);
+    assert.deepEqual([...s.selectedOffsets], [0, 70, 140, 210, 280, 350, 420]);
+    assert.ok(s.audited);
+    for (const r of s.recall) assert.ok(r >= 0 && r <= 1, `recall ${r}`);
+    assert.ok(s.bytes < s.denseBytes, `${s.bytes} < ${s.denseBytes}`);
+    assert.equal(s.inspect?.layer, 2);
+    assert.equal(s.inspect?.approx.length, 704);
+    assert.equal(s.inspect?.exact?.length, 704);
+    assert.equal(s.inspect?.exactTopK?.length, 70);
+    for (const c of s.inspect!.candidates) assert.ok(c >= 0 && c < 704);
+  }
+
+  // An A/B lane overrides the settings for one generation only.
+  from = events.length;
+  const lane = await ask({
+    type: "generate",
+    messages,
+    maxTokens: 2,
+    sampling: { temperature: 0 },
+    sparsity: { ffn: { method: "dense" } },
+  });
+  assert.ok(lane.ok);
+  assert.equal(tokenSteps(from, (lane.result as { requestId: number }).requestId)[0].ffnMethod, "dense");
+  const hello = await ask({ type: "hello" });
+  assert.ok(hello.ok && (hello.result as { settings: { ffn: { method: string } } }).settings.ffn.method === "hire");
+
+  const badK = await ask({ type: "sparsity.update", update: { ffn: { k: 3.5 } } });
+  assert.ok(!badK.ok && badK.error.code === "USAGE", JSON.stringify(badK));
+  await ask({ type: "sparsity.update", update: { ffn: { method: "dense" }, auditEvery: 0 } });
+  await ask({ type: "inspect.layer", layer: -1 });
+});
+
+test("host: Stop ends a generation within a token; a second generation meanwhile is refused as busy", async () => {
+  const id = nextId;
+  nextId += 3;
+  const replies = new Map<number, Reply>();
+  let tokens = 0;
+  // One client: its replies and events arrive on one channel, and only it may stop its generation.
+  const client: Channel = (m) => {
+    if (m.type === "reply") replies.set(m.id, m);
+    if (m.type === "gen.token" && ++tokens === 1) {
+      void host.handle(
+        { id: id + 1, type: "generate", messages: [{ role: "user", content: "x" }], maxTokens: 2 },
+        client,
+      );
+      void host.handle({ id: id + 2, type: "stop", target: id + 99 }, client); // not running: no effect
+      void host.handle({ id: id + 3, type: "stop", target: id }, client);
+    }
+  };
+  // Seed 1 runs 36 tokens to EOS when not stopped.
+  const request = { role: "user", content: "Tell a long story" };
+  await host.handle(
+    { id, type: "generate", messages: [request], maxTokens: 200, sampling: { temperature: 0.8, seed: 1 } },
+    client,
+  );
+  const reply = replies.get(id);
+  assert.ok(reply?.ok, JSON.stringify(reply));
+  const summary = reply.result as { finishReason: string; tokens: number };
+  assert.equal(summary.finishReason, "aborted");
+  assert.ok(summary.tokens <= 2, `stopped after ${summary.tokens} tokens`);
+  const stopped = (rid: number) => {
+    const r = replies.get(rid);
+    return r?.ok ? (r.result as { stopped: boolean }).stopped : undefined;
+  };
+  assert.equal(stopped(id + 2), false);
+  assert.equal(stopped(id + 3), true);
+  const busy = replies.get(id + 1);
+  assert.ok(busy && !busy.ok && busy.error.code === "BUSY", JSON.stringify(busy));
+});
+
+test("host: conversations round-trip through requests and survive a new host", async () => {
+  const saved = await ask({ type: "conversations.save", conversation: conversation("persist-me", "kept") });
+  assert.ok(saved.ok);
+  const fresh = new EngineHost({ dataDir });
+  const replies: Reply[] = [];
+  await fresh.handle({ id: 1, type: "conversations.get", conversationId: "persist-me" }, (m) => {
+    if (m.type === "reply") replies.push(m);
+  });
+  assert.ok(replies[0].ok);
+  assert.equal((replies[0].result as Conversation).messages[0].content, "kept");
+  assert.ok(existsSync(join(dataDir, "conversations", "persist-me.json")));
+  assert.match(readFileSync(join(dataDir, "recent-models.json"), "utf8"), /hire-brown-6m/);
+  fresh.close();
+});

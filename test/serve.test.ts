@@ -1,0 +1,166 @@
+// `hire serve` over real sockets: the protocol over WebSocket (with the wire codec), the
+// OpenAI-compatible endpoint answering a plain HTTP client (streaming and not), and the guards:
+// cross-origin WebSocket upgrades refused, no path traversal out of the UI folder.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { request } from "node:http";
+import { WebSocket } from "ws";
+import { EngineHost } from "../core/host/engine-host.js";
+import { serve, type RunningServer } from "../core/host/server.js";
+import { decodeWire, encodeWire, type HostMessage, type StepTelemetry } from "../core/host/protocol.js";
+
+let root: string;
+let host: EngineHost;
+let server: RunningServer;
+
+before(async () => {
+  root = mkdtempSync(join(tmpdir(), "hire-serve-"));
+  mkdirSync(join(root, "ui", "assets"), { recursive: true });
+  writeFileSync(join(root, "ui", "index.html"), "<!doctype html><title>HiRE Studio</title>");
+  writeFileSync(join(root, "ui", "assets", "app.js"), "console.log(1)");
+  writeFileSync(join(root, "secret.txt"), "not for the browser");
+  host = new EngineHost({ dataDir: join(root, "data"), contextLength: 256 });
+  await host.handle({ id: 0, type: "model.load" }, () => {});
+  server = await serve({ host, port: 0, uiDir: join(root, "ui") });
+});
+
+after(async () => {
+  await server.close();
+  host.close();
+  rmSync(root, { recursive: true, force: true });
+});
+
+function wsUrl(): string {
+  return server.url.replace("http:", "ws:") + "/ws";
+}
+
+test("serve: the UI's files are served with a CSP, and nothing outside its folder", async () => {
+  const index = await fetch(server.url + "/");
+  assert.equal(index.status, 200);
+  assert.match(await index.text(), /HiRE Studio/);
+  assert.match(index.headers.get("content-security-policy") ?? "", /default-src 'self'/);
+  const js = await fetch(server.url + "/assets/app.js");
+  assert.equal(js.headers.get("content-type"), "text/javascript; charset=utf-8");
+  // fetch() normalises "..", so send the raw path with http.request.
+  for (const path of ["/../secret.txt", "/%2e%2e/secret.txt", "/assets/../../secret.txt", "/%E0%A4%A"]) {
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = request(server.url + "/", { path }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on("error", reject);
+      req.end();
+    });
+    assert.ok(status === 404 || status === 400, `${path} → ${status}`);
+  }
+});
+
+test("serve: the protocol over WebSocket streams a generation with typed telemetry", async () => {
+  const ws = new WebSocket(wsUrl());
+  await new Promise((resolve, reject) => ws.once("open", resolve).once("error", reject));
+  const received: HostMessage[] = [];
+  const done = new Promise<void>((resolve) => {
+    ws.on("message", (data) => {
+      const m = decodeWire(data.toString()) as HostMessage;
+      received.push(m);
+      if (m.type === "reply" && m.id === 2) resolve();
+    });
+  });
+  ws.send("not json");
+  ws.send(encodeWire({ id: 1, type: "hello" }));
+  ws.send(
+    encodeWire({
+      id: 2,
+      type: "generate",
+      messages: [{ role: "user", content: "Hello" }],
+      maxTokens: 3,
+      sampling: { temperature: 0 },
+    }),
+  );
+  await done;
+  ws.close();
+  const protocolError = received.find((m) => m.type === "reply" && m.id === -1);
+  assert.ok(protocolError && protocolError.type === "reply" && !protocolError.ok);
+  assert.equal(protocolError.error.code, "PROTOCOL");
+  const hello = received.find((m) => m.type === "reply" && m.id === 1);
+  assert.ok(hello?.type === "reply" && hello.ok);
+  const tokens = received.filter((m) => m.type === "gen.token");
+  assert.ok(tokens.length >= 1 && tokens.length <= 3);
+  const step = (tokens[0] as { step: StepTelemetry }).step;
+  assert.ok(step.attentionMs instanceof Float32Array && step.attentionMs.length === 6);
+  assert.ok(step.selectedOffsets instanceof Int32Array);
+});
+
+test("serve: a WebSocket upgrade from another origin is refused", async () => {
+  const ws = new WebSocket(wsUrl(), { headers: { origin: "https://evil.example" } });
+  const outcome = await new Promise<string>((resolve) => {
+    ws.once("open", () => resolve("open"));
+    ws.once("error", (e) => resolve(e.message));
+  });
+  assert.match(outcome, /403|Unexpected server response/);
+});
+
+test("serve: the OpenAI-compatible endpoint streams chunks with sparsity stats to a plain HTTP client", async () => {
+  const res = await fetch(server.url + "/v1/chat/completions", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({
+      messages: [{ role: "user", content: "Say something." }],
+      max_tokens: 5,
+      temperature: 0,
+      stream: true,
+    }),
+  });
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("content-type"), "text/event-stream");
+  const lines = (await res.text()).split("\n\n").filter((l) => l.startsWith("data: "));
+  assert.equal(lines.at(-1), "data: [DONE]");
+  const chunks = lines.slice(0, -1).map((l) => JSON.parse(l.slice(6)));
+  assert.ok(chunks.every((c) => c.object === "chat.completion.chunk"));
+  assert.equal(chunks[0].choices[0].delta.role, "assistant");
+  const content = chunks.filter((c) => c.hire);
+  assert.ok(content.length >= 1);
+  assert.deepEqual(content[0].hire.selected.length, 6);
+  assert.equal(typeof content[0].hire.bytes, "number");
+  const last = chunks.at(-1);
+  assert.ok(["stop", "length"].includes(last.choices[0].finish_reason));
+  assert.equal(last.usage.completion_tokens, content.length);
+
+  const plain = await fetch(server.url + "/v1/chat/completions", {
+    method: "POST",
+    body: JSON.stringify({ messages: [{ role: "user", content: "Say something." }], max_tokens: 5, temperature: 0 }),
+  });
+  const body = (await plain.json()) as {
+    object: string;
+    choices: { message: { content: string } }[];
+    hire: { tokens: unknown[] };
+    usage: { completion_tokens: number };
+  };
+  assert.equal(body.object, "chat.completion");
+  // Same greedy request, same text, streamed or not.
+  assert.equal(body.choices[0].message.content, content.map((c) => c.choices[0].delta.content).join(""));
+  assert.equal(body.hire.tokens.length, body.usage.completion_tokens);
+});
+
+test("serve: malformed OpenAI requests get a 400 naming the field", async () => {
+  const cases: [unknown, RegExp][] = [
+    [{ messages: "hi" }, /messages/],
+    [{ messages: [{ role: "user", content: 3 }] }, /content/],
+    [{ messages: [{ role: "user", content: "x" }], max_tokens: -1 }, /max_tokens/],
+    [{ messages: [{ role: "user", content: "x" }], temperature: "warm" }, /temperature/],
+    [{ messages: [{ role: "user", content: "x" }], temperature: -1 }, /temperature/],
+  ];
+  for (const [body, pattern] of cases) {
+    const res = await fetch(server.url + "/v1/chat/completions", { method: "POST", body: JSON.stringify(body) });
+    assert.equal(res.status, 400, JSON.stringify(body));
+    const err = (await res.json()) as { error: { message: string } };
+    assert.match(err.error.message, pattern);
+  }
+  const notJson = await fetch(server.url + "/v1/chat/completions", { method: "POST", body: "{" });
+  assert.equal(notJson.status, 400);
+  const models = (await (await fetch(server.url + "/v1/models")).json()) as { data: { id: string }[] };
+  assert.equal(models.data[0].id, "hire-brown-6m");
+});
