@@ -67,6 +67,8 @@ export type HostEvent =
   | { type: "settings"; settings: SparsitySettings }
   | { type: "gen.prefill"; requestId: number; promptTokens: number; reusedTokens: number; ms: number }
   | { type: "gen.token"; requestId: number; index: number; tokenId: number; text: string; step: StepTelemetry }
+  /** Electron's File → Open Model Folder… picked `path`: the UI loads it as if typed in. */
+  | { type: "app.openModel"; path: string }
   /** The engine process died or failed outside any request; the UI offers to reload the model. */
   | { type: "host.crashed"; message: string };
 
