@@ -1,14 +1,15 @@
 // The built-in default model: assets/models/<name>, named by assets/models/DEFAULT. The CLI (and
 // later the app) use it when no model folder is given.
 import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { dirname, join, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import { UsageError } from "./errors.js";
 
 // core/loader/ in the sources, dist/core/loader/ when compiled: both sit under the repository root.
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO_ROOT = existsSync(join(HERE, "..", "..", "assets")) ? join(HERE, "..", "..") : join(HERE, "..", "..", "..");
-const MODELS_DIR = join(REPO_ROOT, "assets", "models");
+// In a packaged app the models sit beside the asar archive (they are mmap'd, which asar cannot serve).
+const MODELS_DIR = join(REPO_ROOT, "assets", "models").replace(`app.asar${sep}`, `app.asar.unpacked${sep}`);
 
 /** The built-in model: assets/models/<name>, with <name> from assets/models/DEFAULT when there are several. */
 export function defaultModelDir(): string {
