@@ -22,3 +22,6 @@ if (parentPort) {
   throw new Error("engine process: start it from the app (utility process) or with child_process.fork");
 }
 host.subscribe(channel);
+
+// `npm start` opens on the built-in model; the UI learns of it from `hello` or `model.loaded`.
+void host.handle({ id: 0, type: "model.load" }, () => {});

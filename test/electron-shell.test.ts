@@ -94,8 +94,15 @@ test("relay: hostile requests never reach the engine; a killed engine answers pe
   assert.ok(!crashed.ok && crashed.error.code === "ENGINE_CRASHED", JSON.stringify(crashed));
   await next((m) => m.type === "host.crashed");
 
-  // The next request starts a fresh engine (no model loaded yet), which then loads the model again.
+  // The next request starts a fresh engine, which opens on the built-in model as at start-up.
   relay.request({ id: 5, type: "hello" });
+  const hello = await reply(5);
+  assert.ok(hello.ok, JSON.stringify(hello));
+  assert.match((hello.result as { model: { path: string } }).model.path, /hire-brown-6m/);
+  assert.equal(children.length, 2);
+  relay.request({ id: 6, type: "generate", messages: [{ role: "user", content: "Hi" }], maxTokens: 2 });
+  assert.ok((await reply(6)).ok);
+});
   const hello = await reply(5);
   assert.ok(hello.ok && (hello.result as { model: unknown }).model === null);
   assert.equal(children.length, 2);
