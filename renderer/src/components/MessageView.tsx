@@ -1,0 +1,129 @@
+// One chat message. A reply's tokens can be coloured by a per-token measure (recall, output-layer
+// mass, latency) with a tooltip of each token's stats; A/B replies mark their first divergent token.
+import { memo, useState } from "react";
+import type { StoredMessage, TokenMark } from "../../../core/host/protocol.js";
+import { displayTokens } from "../state/conversations.js";
+import type { TokenMeasure } from "../state/settings.js";
+import { latencyColor, qualityColor } from "./colors.js";
+
+const fmt = (v: number | null, digits = 3) => (v === null ? "—" : v.toFixed(digits));
+
+function tokenTitle(t: TokenMark, i: number): string {
+  return `#${i} ${JSON.stringify(t.text)}\nrecall ${fmt(t.recall)} · output-layer mass ${fmt(t.headMass)} · ${t.ms.toFixed(2)} ms`;
+}
+
+function TokenSpans(props: { tokens: TokenMark[]; measure: TokenMeasure; diverge: number }) {
+  const { tokens, measure, diverge } = props;
+  let lo = Infinity;
+  let hi = -Infinity;
+  if (measure === "latency") {
+    const sorted = tokens.map((t) => t.ms).sort((a, b) => a - b);
+    lo = sorted[Math.floor(sorted.length * 0.05)] ?? 0;
+    hi = sorted[Math.floor(sorted.length * 0.95)] ?? 1;
+  }
+  return (
+    <>
+      {tokens.map((t, i) => {
+        let bg: string | undefined;
+        if (measure === "recall" && t.recall !== null) bg = qualityColor(t.recall, 0.35);
+        else if (measure === "headMass" && t.headMass !== null) bg = qualityColor(t.headMass, 0.35);
+        else if (measure === "latency") bg = latencyColor(hi > lo ? (t.ms - lo) / (hi - lo) : 0, 0.3);
+        const cls = i === diverge ? "tok diverge" : i > diverge && diverge >= 0 ? "tok after" : "tok";
+        return (
+          <span key={i} className={cls} style={bg ? { background: bg } : undefined} title={tokenTitle(t, i)}>
+            {t.text}
+          </span>
+        );
+      })}
+    </>
+  );
+}
+
+export interface MessageProps {
+  m: StoredMessage;
+  index: number;
+  streaming: boolean;
+  measure: TokenMeasure;
+  /** First divergent token of an A/B pair (-1: none). */
+  diverge?: number;
+  canEdit: boolean;
+  onEdit?: (index: number, text: string) => void;
+}
+
+export const MessageView = memo(function MessageView(props: MessageProps) {
+  const { m, streaming, measure } = props;
+  const [editing, setEditing] = useState<string | null>(null);
+
+  if (m.role === "user") {
+    return (
+      <div className="msg user" data-testid="user-message">
+        <div className="msg-role">
+          You
+          {props.canEdit && editing === null && (
+            <button className="link" onClick={() => setEditing(m.content)}>
+              edit
+            </button>
+          )}
+        </div>
+        {editing === null ? (
+          <div className="msg-body">{m.content}</div>
+        ) : (
+          <div className="edit">
+            <textarea
+              value={editing}
+              autoFocus
+              rows={Math.min(10, editing.split("\n").length + 1)}
+              onChange={(e) => setEditing(e.target.value)}
+            />
+            <div className="edit-actions">
+              <button
+                className="primary small"
+                data-testid="resend"
+                disabled={editing.trim() === ""}
+                onClick={() => {
+                  props.onEdit?.(props.index, editing);
+                  setEditing(null);
+                }}
+              >
+                Resend
+              </button>
+              <button className="small" onClick={() => setEditing(null)}>
+                Cancel
+              </button>
+            </div>
+          </div>
+        )}
+      </div>
+    );
+  }
+
+  const tokens = streaming ? (m.tokens ?? null) : displayTokens(m);
+  const s = m.stats;
+  return (
+    <div
+      className={`msg assistant${streaming ? " streaming" : ""}${m.lane ? ` lane-${m.lane}` : ""}`}
+      data-testid="assistant-message"
+      data-lane={m.lane}
+    >
+      <div className="msg-role">
+        {m.lane ? (m.lane === "dense" ? "Dense" : "Sparse") : "Assistant"}
+        {streaming && <span className="typing">generating</span>}
+      </div>
+      <div className="msg-body">
+        {tokens ? <TokenSpans tokens={tokens} measure={measure} diverge={props.diverge ?? -1} /> : m.content}
+        {streaming && <span className="caret" />}
+      </div>
+      {s && (
+        <div className="msg-stats">
+          <span>{s.tokens} tok</span>
+          <span>{s.decodeTokensPerS.toFixed(1)} tok/s</span>
+          <span>TTFT {s.ttftMs.toFixed(0)} ms</span>
+          <span className={s.finishReason === "context_full" || s.finishReason === "aborted" ? "warn" : ""}>
+            {s.finishReason}
+          </span>
+          {s.meanRecall !== undefined && <span>recall {s.meanRecall.toFixed(3)}</span>}
+        </div>
+      )}
+    </div>
+  );
+});

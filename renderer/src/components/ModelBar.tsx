@@ -1,0 +1,179 @@
+// Model bar: folder path, Load / Default model, recent models, the estimate before loading, load
+// progress, the loaded model and the compute backend, and the connection state.
+import { useEffect } from "react";
+import { useStore } from "zustand";
+import type { ModelEstimate } from "../../../core/host/protocol.js";
+import { formatBytes, formatCount } from "../state/connection.js";
+import { useStudio } from "./hooks.js";
+
+export function ModelBar() {
+  const studio = useStudio();
+  const { connection } = studio;
+  const model = useStore(connection, (s) => s.model);
+  const loading = useStore(connection, (s) => s.loading);
+  const estimate = useStore(connection, (s) => s.estimate);
+  const estimateError = useStore(connection, (s) => s.estimateError);
+  const recent = useStore(connection, (s) => s.recentModels);
+  const defaultModel = useStore(connection, (s) => s.defaultModel);
+  const backend = useStore(connection, (s) => s.backend);
+  const crashed = useStore(connection, (s) => s.crashed);
+  const path = useStore(connection, (s) => s.pathInput);
+  const setPath = connection.getState().setPathInput;
+
+  // The estimate (model.inspect) for the typed folder, shown before loading.
+  useEffect(() => {
+    const t = window.setTimeout(() => void studio.inspectModel(path), 350);
+    return () => window.clearTimeout(t);
+  }, [path, studio]);
+
+  const pick = window.hireBridge?.pickModelFolder;
+  const load = () => void studio.loadModel(path);
+  const pct = loading && loading.total > 0 ? (100 * loading.done) / loading.total : null;
+
+  return (
+    <header className="model-bar">
+      <div className="brand">
+        HiRE <span>Studio</span>
+      </div>
+      <div className="model-controls">
+        <input
+          className="path-input"
+          data-testid="model-path"
+          list="recent-models"
+          placeholder="Model folder (Hugging Face: config.json + *.safetensors)"
+          value={path}
+          spellCheck={false}
+          onChange={(e) => setPath(e.target.value)}
+          onKeyDown={(e) => e.key === "Enter" && path.trim() !== "" && load()}
+        />
+        <datalist id="recent-models">
+          {recent.map((p) => (
+            <option key={p} value={p} />
+          ))}
+        </datalist>
+        {pick && (
+          <button
+            onClick={() =>
+              void pick().then((p) => {
+                if (p) setPath(p);
+              })
+            }
+          >
+            Browse…
+          </button>
+        )}
+        <button className="primary" data-testid="load-model" disabled={!!loading || path.trim() === ""} onClick={load}>
+          Load
+        </button>
+        <button
+          data-testid="load-default"
+          disabled={!!loading}
+          title={defaultModel ?? "the host's built-in model"}
+          onClick={() => {
+            if (defaultModel) setPath(defaultModel);
+            void studio.loadModel(defaultModel ?? undefined);
+          }}
+        >
+          Default model
+        </button>
+        {recent.length > 0 && (
+          <select className="recent" value="" onChange={(e) => e.target.value && setPath(e.target.value)}>
+            <option value="">Recent…</option>
+            {recent.map((p) => (
+              <option key={p} value={p}>
+                {p}
+              </option>
+            ))}
+          </select>
+        )}
+      </div>
+      <div className="model-info">
+        {loading ? (
+          <div className="load-progress" data-testid="load-progress">
+            <span>
+              Loading {loading.stage === "start" ? "" : loading.stage} {loading.path ?? ""}
+            </span>
+            <div className="progress">
+              <div className={pct === null ? "bar indeterminate" : "bar"} style={{ width: `${pct ?? 30}%` }} />
+            </div>
+          </div>
+        ) : model ? (
+          <div className="loaded" title={model.path}>
+            <span className="line">
+              <span className="model-name" data-testid="model-name">
+                {model.name}
+              </span>
+              <span className="dim">
+                {" "}
+                {model.architecture} · {formatCount(model.parameters)} · {model.dtype} · {model.layers}L ×{" "}
+                {model.neurons} neurons · ctx {model.contextLength}
+              </span>
+            </span>
+            {estimate && path.trim() !== "" && estimate.path !== model.path ? (
+              <Estimate e={estimate} prefix="Load → " />
+            ) : estimateError && path.trim() !== "" ? (
+              <span className="estimate bad" title={estimateError.message}>
+                {estimateError.code}: {estimateError.message}
+              </span>
+            ) : (
+              <span className="dim">
+                weights {formatBytes(model.weightBytes)} + KV {formatBytes(model.kvCacheBytes)} · reads{" "}
+                {formatBytes(model.bytesPerToken)}/token dense
+              </span>
+            )}
+          </div>
+        ) : estimate && path.trim() !== "" ? (
+          <div className="loaded">
+            <span className="dim">No model loaded</span>
+            <Estimate e={estimate} prefix="" />
+          </div>
+        ) : estimateError && path.trim() !== "" ? (
+          <div className="estimate bad" title={estimateError.message}>
+            {estimateError.code}: {estimateError.message}
+          </div>
+        ) : (
+          <div className="dim">No model loaded</div>
+        )}
+      </div>
+      <div className="host-info">
+        <span className="backend" title="compute backend">
+          {backend || "—"}
+        </span>
+        <ConnectionPill />
+      </div>
+      {crashed && (
+        <div className="crash-banner">
+          Engine stopped: {crashed}
+          <button onClick={() => void studio.loadModel(path || undefined)}>Reload model</button>
+        </div>
+      )}
+    </header>
+  );
+}
+
+/** What loading the typed folder will cost (model.inspect), before loading it. */
+function Estimate({ e, prefix }: { e: ModelEstimate; prefix: string }) {
+  return (
+    <span className="estimate" data-testid="model-estimate" title={e.path}>
+      {prefix}
+      {e.architecture} · {formatCount(e.parameters)} · {e.dtype} · <b>{formatBytes(e.weightBytes + e.kvCacheBytes)}</b>{" "}
+      <span className="dim">
+        (weights {formatBytes(e.weightBytes)} + KV {formatBytes(e.kvCacheBytes)} @ {e.contextLength})
+      </span>
+    </span>
+  );
+}
+
+function ConnectionPill() {
+  const { connection } = useStudio();
+  const status = useStore(connection, (s) => s.status);
+  const transport = useStore(connection, (s) => s.transport);
+  const text =
+    status === "open" ? "connected" : status === "connecting" ? "connecting…" : "disconnected, reconnecting…";
+  return (
+    <span className={`conn conn-${status}`} data-testid="connection-status" title={`transport: ${transport}`}>
+      <i />
+      {text}
+    </span>
+  );
+}

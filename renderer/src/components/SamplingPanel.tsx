@@ -1,0 +1,74 @@
+// Sampling: temperature, top-p, top-k, min-p, repetition penalty, seed, max tokens.
+import { useStore } from "zustand";
+import type { SamplingPanel as Sampling } from "../state/settings.js";
+import { useStudio } from "./hooks.js";
+
+interface FieldSpec {
+  key: keyof Sampling;
+  label: string;
+  min: number;
+  max: number;
+  step: number;
+  hint: string;
+  slider?: boolean;
+}
+
+const FIELDS: FieldSpec[] = [
+  { key: "temperature", label: "Temperature", min: 0, max: 2, step: 0.05, hint: "0 = greedy", slider: true },
+  { key: "topP", label: "Top-p", min: 0, max: 1, step: 0.01, hint: "1 = off", slider: true },
+  { key: "topK", label: "Top-k", min: 0, max: 1000, step: 1, hint: "0 = off" },
+  { key: "minP", label: "Min-p", min: 0, max: 1, step: 0.01, hint: "0 = off", slider: true },
+  { key: "repetitionPenalty", label: "Repetition penalty", min: 1, max: 2, step: 0.01, hint: "1 = off", slider: true },
+  { key: "seed", label: "Seed", min: 0, max: 2 ** 31 - 1, step: 1, hint: "" },
+  { key: "maxTokens", label: "Max tokens", min: 1, max: 100000, step: 1, hint: "" },
+];
+
+export function SamplingPanel() {
+  const { settings } = useStudio();
+  const sampling = useStore(settings, (s) => s.sampling);
+  const set = (key: keyof Sampling, v: number) => {
+    if (Number.isFinite(v)) settings.getState().setSampling({ [key]: v });
+  };
+  return (
+    <section className="panel sampling">
+      <div className="panel-head">
+        <h2>Sampling</h2>
+      </div>
+      <div className="form">
+        {FIELDS.map((f) => (
+          <label key={f.key} className={f.slider ? "sfield with-slider" : "sfield"} title={f.hint}>
+            <span className="label">
+              {f.label}
+              {f.hint && <span className="hint"> {f.hint}</span>}
+            </span>
+            {f.slider && (
+              <input
+                type="range"
+                min={f.min}
+                max={f.max}
+                step={f.step}
+                value={sampling[f.key]}
+                onChange={(e) => set(f.key, Number(e.target.value))}
+              />
+            )}
+            <input
+              type="number"
+              className="num narrow"
+              data-testid={`sampling-${f.key}`}
+              min={f.min}
+              max={f.max}
+              step={f.step}
+              value={sampling[f.key]}
+              onChange={(e) => set(f.key, Number(e.target.value))}
+            />
+          </label>
+        ))}
+        {sampling.seed !== undefined && (
+          <button className="small" onClick={() => set("seed", Math.floor(Math.random() * 2 ** 31))}>
+            Random seed
+          </button>
+        )}
+      </div>
+    </section>
+  );
+}

@@ -1,0 +1,116 @@
+// The link to the engine host and the model it runs: connection state, hello info, the loaded
+// model, load progress, the estimate for a folder before loading it, and the error box.
+import { createStore } from "zustand/vanilla";
+import type { HelloInfo, HostErrorInfo, ModelEstimate, ModelInfo } from "../../../core/host/protocol.js";
+import type { ConnectionStatus } from "./client.js";
+
+export interface LoadProgress {
+  path: string | null;
+  stage: "weights" | "ffn" | "head" | "start";
+  done: number;
+  total: number;
+}
+
+export interface ShownError extends HostErrorInfo {
+  /** What the UI was doing, e.g. "Loading model". */
+  context: string;
+}
+
+export interface ConnectionState {
+  transport: "ipc" | "websocket";
+  status: ConnectionStatus;
+  hello: HelloInfo | null;
+  backend: string;
+  defaultModel: string | null;
+  recentModels: string[];
+  model: ModelInfo | null;
+  loading: LoadProgress | null;
+  /** Sparsity preparation progress (building predictors after a settings change). */
+  preparing: LoadProgress | null;
+  /** The model bar's folder field (the studio fills it for Electron's File → Open Model Folder…). */
+  pathInput: string;
+  estimate: ModelEstimate | null;
+  estimateError: HostErrorInfo | null;
+  error: ShownError | null;
+  crashed: string | null;
+  /** A generation the host reports running that this UI did not start (e.g. before a reconnect). */
+  orphanGeneration: number | null;
+  setStatus(status: ConnectionStatus): void;
+  setHello(h: HelloInfo): void;
+  setModel(m: ModelInfo | null): void;
+  setLoading(p: LoadProgress | null): void;
+  setPreparing(p: LoadProgress | null): void;
+  setPathInput(path: string): void;
+  setEstimate(e: ModelEstimate | null, err?: HostErrorInfo | null): void;
+  showError(context: string, e: HostErrorInfo): void;
+  clearError(): void;
+  setCrashed(message: string | null): void;
+  setOrphan(id: number | null): void;
+  addRecent(path: string): void;
+}
+
+export type ConnectionStore = ReturnType<typeof createConnectionStore>;
+
+export function createConnectionStore(transport: "ipc" | "websocket" = "websocket") {
+  return createStore<ConnectionState>()((set) => ({
+    transport,
+    status: "connecting",
+    hello: null,
+    backend: "",
+    defaultModel: null,
+    recentModels: [],
+    model: null,
+    loading: null,
+    preparing: null,
+    pathInput: "",
+    estimate: null,
+    estimateError: null,
+    error: null,
+    crashed: null,
+    orphanGeneration: null,
+    setStatus: (status) => set({ status }),
+    setHello: (h) =>
+      set({
+        hello: h,
+        backend: h.backend,
+        defaultModel: h.defaultModel,
+        recentModels: h.recentModels,
+        model: h.model,
+        crashed: null,
+      }),
+    setModel: (model) => set({ model }),
+    setLoading: (loading) => set({ loading }),
+    setPreparing: (preparing) => set({ preparing }),
+    setPathInput: (pathInput) => set({ pathInput }),
+    setEstimate: (estimate, estimateError = null) => set({ estimate, estimateError }),
+    showError: (context, e) =>
+      set({ error: { context, code: e.code, message: e.message, ...(e.file ? { file: e.file } : {}) } }),
+    clearError: () => set({ error: null }),
+    setCrashed: (crashed) => set({ crashed }),
+    setOrphan: (orphanGeneration) => set({ orphanGeneration }),
+    addRecent: (path) =>
+      set((s) => ({ recentModels: [path, ...s.recentModels.filter((p) => p !== path)].slice(0, 12) })),
+  }));
+}
+
+/** "23.6 MB", "1.21 GB". */
+export function formatBytes(n: number): string {
+  if (!Number.isFinite(n)) return "—";
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let i = 0;
+  let v = n;
+  while (Math.abs(v) >= 1000 && i < units.length - 1) {
+    v /= 1000;
+    i++;
+  }
+  return `${v.toFixed(i === 0 ? 0 : v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${units[i]}`;
+}
+
+/** "5.9M", "494M", "1.24B". */
+export function formatCount(n: number): string {
+  if (!Number.isFinite(n)) return "—";
+  if (n >= 1e9) return `${(n / 1e9).toFixed(2)}B`;
+  if (n >= 1e6) return `${(n / 1e6).toFixed(n >= 1e8 ? 0 : 1)}M`;
+  if (n >= 1e3) return `${(n / 1e3).toFixed(1)}K`;
+  return String(n);
+}

@@ -1,0 +1,215 @@
+// The sampling panel and the sparsity controls. Sparsity settings live in the host (they apply to
+// the model between tokens): this store mirrors what the host last confirmed, shows a change at
+// once (optimistic), and the studio sends it as a `sparsity.update`. Pure functions here turn the
+// panels into request payloads.
+import { createStore } from "zustand/vanilla";
+import type {
+  ChatMessage,
+  DeepPartial,
+  Request,
+  SamplingOptions,
+  SparsitySettings,
+} from "../../../core/host/protocol.js";
+
+export type TokenMeasure = "none" | "recall" | "headMass" | "latency";
+
+export interface SamplingPanel extends SamplingOptions {
+  maxTokens: number;
+}
+
+/** What a fresh UI shows before the host reports its settings (mirrors core/sparse/settings.ts). */
+export const INITIAL_SPARSITY: SparsitySettings = {
+  ffn: {
+    method: "dense",
+    k: 0.1,
+    oversample: 2,
+    predictor: { kind: "int4", groupSize: 32 },
+    perLayerK: {},
+    cacheFraction: 0.3,
+    cacheGamma: 0.5,
+  },
+  head: { method: "dense", k: 128, oversample: 4, predictor: { kind: "int4", groupSize: 32 } },
+  shards: 1,
+  auditEvery: 0,
+};
+
+export const INITIAL_SAMPLING: SamplingPanel = {
+  temperature: 0.7,
+  topP: 0.95,
+  topK: 40,
+  minP: 0,
+  repetitionPenalty: 1.1,
+  seed: 1,
+  maxTokens: 256,
+};
+
+export const FFN_METHOD_OPTIONS = ["dense", "topk-exact", "hire", "dip", "dip-ca"] as const;
+export const HEAD_METHOD_OPTIONS = ["dense", "hire"] as const;
+/** The audit select: 0 = off, 1 = every token, N = every N-th token. */
+export const AUDIT_OPTIONS = [0, 1, 2, 4, 8, 16, 32] as const;
+
+export interface SettingsState {
+  sampling: SamplingPanel;
+  /** The settings as shown (the host's, plus any change not yet confirmed). */
+  sparsity: SparsitySettings;
+  /** The settings the host last confirmed. */
+  confirmed: SparsitySettings;
+  /** A sparsity update is on its way to the host. */
+  applying: boolean;
+  tokenMeasure: TokenMeasure;
+  /** Window (tokens) of the inspector's selection frequency. */
+  frequencyWindow: number;
+  /** The layer open in the inspector's detail panel. */
+  selectedLayer: number | null;
+  setSampling(patch: Partial<SamplingPanel>): void;
+  setTokenMeasure(m: TokenMeasure): void;
+  setFrequencyWindow(n: number): void;
+  setSelectedLayer(l: number | null): void;
+  /** Show a change now (before the host confirms it). */
+  applyLocal(update: DeepPartial<SparsitySettings>): void;
+  /** The host's settings (hello, model.loaded, `settings` events, sparsity.update replies). */
+  confirm(settings: SparsitySettings, applying?: boolean): void;
+  setApplying(applying: boolean): void;
+}
+
+export type SettingsStore = ReturnType<typeof createSettingsStore>;
+
+export function createSettingsStore(init: Partial<Pick<SettingsState, "sampling" | "sparsity">> = {}) {
+  const sparsity = init.sparsity ?? INITIAL_SPARSITY;
+  return createStore<SettingsState>()((set) => ({
+    sampling: init.sampling ?? INITIAL_SAMPLING,
+    sparsity,
+    confirmed: sparsity,
+    applying: false,
+    tokenMeasure: "none",
+    frequencyWindow: 64,
+    setSampling: (patch) => set((s) => ({ sampling: { ...s.sampling, ...patch } })),
+    setTokenMeasure: (tokenMeasure) => set({ tokenMeasure }),
+    setFrequencyWindow: (frequencyWindow) => set({ frequencyWindow }),
+    selectedLayer: null,
+    setSelectedLayer: (selectedLayer) => set({ selectedLayer }),
+    applyLocal: (update) => set((s) => ({ sparsity: mergeSparsity(s.sparsity, update) })),
+    confirm: (settings, applying = false) => set({ sparsity: settings, confirmed: settings, applying }),
+    setApplying: (applying) => set({ applying }),
+  }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pure helpers
+
+/** Deep-merge a partial update into settings (what the host does, without its validation). */
+export function mergeSparsity(base: SparsitySettings, u: DeepPartial<SparsitySettings>): SparsitySettings {
+  const perLayerK: Record<number, number> = { ...base.ffn.perLayerK };
+  for (const [layer, k] of Object.entries(u.ffn?.perLayerK ?? {})) if (typeof k === "number") perLayerK[+layer] = k;
+  return {
+    ffn: {
+      ...base.ffn,
+      ...defined(u.ffn ?? {}),
+      predictor: mergePredictor(base.ffn.predictor, u.ffn?.predictor),
+      perLayerK,
+    },
+    head: {
+      ...base.head,
+      ...defined(u.head ?? {}),
+      predictor: mergePredictor(base.head.predictor, u.head?.predictor),
+    },
+    shards: u.shards ?? base.shards,
+    auditEvery: u.auditEvery ?? base.auditEvery,
+  };
+}
+
+/** A predictor of another kind replaces the old one whole; the same kind takes the changed fields. */
+function mergePredictor(base: PredictorSpec, u: DeepPartial<PredictorSpec> | undefined): PredictorSpec {
+  if (!u) return base;
+  const kind = u.kind ?? base.kind;
+  return (kind === base.kind ? { ...base, ...defined(u) } : { ...defined(u) }) as PredictorSpec;
+}
+
+function defined<T extends object>(o: T): T {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
+}
+
+/** Merge two pending updates into one (later wins), so a dragged slider sends one request. */
+export function mergeUpdates(
+  a: DeepPartial<SparsitySettings>,
+  b: DeepPartial<SparsitySettings>,
+): DeepPartial<SparsitySettings> {
+  const out: DeepPartial<SparsitySettings> = { ...a, ...b };
+  if (a.ffn || b.ffn) {
+    out.ffn = { ...a.ffn, ...b.ffn };
+    if (a.ffn?.perLayerK || b.ffn?.perLayerK) out.ffn.perLayerK = { ...a.ffn?.perLayerK, ...b.ffn?.perLayerK };
+    // A predictor is replaced whole: int4 → lowrank must not keep the group size.
+    if (b.ffn?.predictor) out.ffn.predictor = b.ffn.predictor;
+  }
+  if (a.head || b.head) {
+    out.head = { ...a.head, ...b.head };
+    if (b.head?.predictor) out.head.predictor = b.head.predictor;
+  }
+  return out;
+}
+
+export type PredictorSpec = SparsitySettings["ffn"]["predictor"];
+
+/** "int4", "int8:64", "lowrank:128" → a predictor spec (null when the text is not one). */
+export function parsePredictor(text: string): PredictorSpec | null {
+  const [kind, arg] = text.trim().split(":");
+  const n = arg === undefined || arg === "" ? undefined : Number(arg);
+  if (n !== undefined && !(Number.isInteger(n) && n > 0)) return null;
+  if (kind === "int4" || kind === "int8") return { kind, groupSize: n ?? 32 };
+  if (kind === "lowrank") return { kind, rank: n ?? 128 };
+  return null;
+}
+
+export function predictorName(p: PredictorSpec): string {
+  return p.kind === "lowrank" ? `lowrank:${p.rank}` : `${p.kind}:${p.groupSize}`;
+}
+
+/** k as a count of `total` (fractions ≤ 1 round to nearest, at least 1): what the engine uses. */
+export function resolveCount(k: number, total: number): number {
+  const count = k <= 1 ? Math.round(k * total) : Math.round(k);
+  return Math.max(1, Math.min(total, count));
+}
+
+/** The sampling options a generate request carries (only what the protocol accepts). */
+export function samplingPayload(s: SamplingPanel): Partial<SamplingOptions> {
+  const finite = (x: number, fallback: number) => (Number.isFinite(x) ? x : fallback);
+  return {
+    temperature: Math.max(0, finite(s.temperature, INITIAL_SAMPLING.temperature)),
+    topK: Math.max(0, Math.round(finite(s.topK, 0))),
+    topP: Math.min(1, Math.max(0, finite(s.topP, 1))),
+    minP: Math.min(1, Math.max(0, finite(s.minP, 0))),
+    repetitionPenalty: Math.max(0.01, finite(s.repetitionPenalty, 1)),
+    seed: Math.round(finite(s.seed, 0)),
+  };
+}
+
+/** Sparsity of the dense lane of an A/B comparison. */
+export const DENSE_OVERRIDE: DeepPartial<SparsitySettings> = { ffn: { method: "dense" }, head: { method: "dense" } };
+
+export type GenerateBody = Omit<Extract<Request, { type: "generate" }>, "id">;
+
+/** A generate request for these messages with the panel's sampling (and an optional one-off sparsity). */
+export function generatePayload(
+  messages: ChatMessage[],
+  sampling: SamplingPanel,
+  sparsity?: DeepPartial<SparsitySettings>,
+): GenerateBody {
+  const maxTokens = Math.min(
+    1_000_000,
+    Math.max(1, Math.round(Number.isFinite(sampling.maxTokens) ? sampling.maxTokens : 256)),
+  );
+  const body: GenerateBody = { type: "generate", messages, sampling: samplingPayload(sampling), maxTokens };
+  if (sparsity) body.sparsity = sparsity;
+  return body;
+}
+
+/** A short description of the settings, e.g. "hire k=0.1 ×2 int4:32 · head hire 128". */
+export function describeSparsity(s: SparsitySettings): string {
+  const ffn =
+    s.ffn.method === "dense"
+      ? "dense FFN"
+      : `${s.ffn.method} k=${s.ffn.k}${s.ffn.method === "hire" ? ` ×${s.ffn.oversample} ${predictorName(s.ffn.predictor)}` : ""}`;
+  const head = s.head.method === "dense" ? "" : ` · head ${s.head.method} ${s.head.k}`;
+  const shards = s.shards > 1 ? ` · P=${s.shards}` : "";
+  return ffn + head + shards;
+}

@@ -1,0 +1,204 @@
+// End to end, as a user would: `hire serve` (a real process, the real engine, the built-in model)
+// and the built renderer in Debian's Chromium, driven by playwright-core. Load a model, chat, watch
+// tokens stream and the inspector fill, move the k slider and see the next tokens use fewer
+// neurons, stop a reply mid-way, reload the page and find the conversation. Screenshots go to
+// test-artifacts/ so a person can look at what the test saw.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium, type Page } from "playwright-core";
+import { defaultModelDir } from "../core/loader/default-model.js";
+import { REPO_ROOT } from "./helpers.js";
+
+const CHROMIUM = process.env.HIRE_CHROMIUM ?? "/usr/bin/chromium";
+const ARTIFACTS = join(REPO_ROOT, "test-artifacts");
+
+async function startServer(dataDir: string): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(
+    process.execPath,
+    [join(REPO_ROOT, "bin", "hire.js"), "serve", "--port", "0", "--no-model", "--data", dataDir],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let output = "";
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`hire serve did not start:\n${output}`)), 30_000);
+    const onData = (d: Buffer) => {
+      output += d.toString();
+      const m = /HiRE Studio at (http:\/\/\S+)/.exec(output);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    };
+    child.stdout!.on("data", onData);
+    child.stderr!.on("data", onData);
+    child.once("exit", (code) => reject(new Error(`hire serve exited with ${code}:\n${output}`)));
+  });
+  return { child, url };
+}
+
+// Browser-side code runs through Playwright (not eval: the app's CSP forbids it). Minimal DOM
+// shapes keep the tests compiling without the DOM's types.
+interface Canvas {
+  width: number;
+  height: number;
+  getContext(
+    kind: "2d",
+  ): { getImageData(x: number, y: number, w: number, h: number): { data: Uint8ClampedArray } } | null;
+}
+interface Doc {
+  querySelector(selector: string): (Canvas & { querySelector(s: string): Canvas | null; tagName: string }) | null;
+  querySelectorAll(selector: string): ArrayLike<{ textContent: string | null }>;
+}
+
+/** Pixels of a canvas that differ from its first pixel (the background): is anything drawn? */
+async function drawnPixels(page: Page, testId: string): Promise<number> {
+  return page.evaluate((id) => {
+    const d = (globalThis as unknown as { document: Doc }).document;
+    const el = d.querySelector(`[data-testid="${id}"]`);
+    const canvas = el?.tagName === "CANVAS" ? el : el?.querySelector("canvas");
+    const ctx = canvas?.getContext("2d");
+    if (!canvas || !ctx) return -1;
+    const { data } = ctx.getImageData(0, 0, canvas.width, canvas.height);
+    let n = 0;
+    for (let i = 0; i < data.length; i += 4)
+      if (data[i] !== data[0] || data[i + 1] !== data[1] || data[i + 2] !== data[2]) n++;
+    return n;
+  }, testId);
+}
+
+/** Wait until there are at least `count` replies and the last has more than `chars` characters. */
+async function waitForReply(page: Page, count: number, chars: number): Promise<void> {
+  await page.waitForFunction(
+    ([n, c]) => {
+      const all = (globalThis as unknown as { document: Doc }).document.querySelectorAll(
+        '[data-testid="assistant-message"]',
+      );
+      return all.length >= n && (all[all.length - 1].textContent ?? "").trim().length > c;
+    },
+    [count, chars] as const,
+    { timeout: 60_000 },
+  );
+}
+
+/** Stop replaces Send while a reply is generated. */
+async function waitIdle(page: Page): Promise<void> {
+  await page.getByTestId("send").waitFor({ timeout: 90_000 });
+}
+
+test("e2e: chat in the browser with the live sparsity inspector", { timeout: 240_000 }, async (t) => {
+  if (!existsSync(CHROMIUM)) {
+    t.skip(`no Chromium at ${CHROMIUM} (.ci/run installs Debian's chromium; set HIRE_CHROMIUM to use another)`);
+    return;
+  }
+  assert.ok(existsSync(join(REPO_ROOT, "dist", "ui", "index.html")), "the UI is not built: npm run build:ui");
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const dataDir = mkdtempSync(join(tmpdir(), "hire-e2e-"));
+  const { child, url } = await startServer(dataDir);
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--headless", "--no-sandbox", "--disable-gpu"],
+  });
+  t.after(async () => {
+    await browser.close();
+    child.kill();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+  const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
+  const pageErrors: string[] = [];
+  page.on("pageerror", (e) => pageErrors.push(e.message));
+  page.on("console", (m) => {
+    if (m.type() === "error") pageErrors.push(m.text());
+  });
+  await page.goto(url);
+  const shot = (name: string) => page.screenshot({ path: join(ARTIFACTS, `e2e-${name}.png`) });
+
+  // A bad folder: a clear error, and the app stays usable.
+  await page.getByTestId("model-path").fill(join(dataDir, "no-such-model"));
+  await page.getByTestId("load-model").click();
+  await page
+    .getByTestId("error")
+    .filter({ hasText: /no-such-model/ })
+    .first()
+    .waitFor({ timeout: 20_000 });
+
+  // Load the built-in model by its path.
+  await page.getByTestId("model-path").fill(defaultModelDir());
+  await page.getByTestId("load-model").click();
+  await page.getByTestId("model-name").filter({ hasText: "hire-brown-6m" }).waitFor({ timeout: 30_000 });
+
+  // HiRE on, audited every token, k = 10 %.
+  await page.getByTestId("ffn-method").selectOption("hire");
+  await page.getByTestId("audit-every").selectOption("1");
+  await page.getByTestId("ffn-k").fill("0.1");
+  await page.getByTestId("ffn-k-value").filter({ hasText: "70" }).waitFor();
+  await page.getByTestId("sampling-maxTokens").fill("24");
+  await page.getByTestId("sampling-temperature").fill("0");
+
+  // Send a message; tokens stream into the reply while the inspector fills.
+  await page.getByTestId("prompt-input").fill("The city council said");
+  await page.getByTestId("send").click();
+  const reply = page.getByTestId("assistant-message").last();
+  await waitForReply(page, 1, 0);
+  await waitIdle(page);
+  const firstReply = (await reply.textContent())?.trim() ?? "";
+  assert.ok(firstReply.length > 0, "the reply is empty");
+  await page.waitForTimeout(300); // one animation frame or two for the canvases
+  await shot("1-reply-hire-10");
+  assert.ok((await drawnPixels(page, "layer-map")) > 50, "the layer map is blank");
+  assert.ok((await drawnPixels(page, "recall-bars")) > 20, "the recall bars are blank");
+  assert.ok((await drawnPixels(page, "latency-bars")) > 20, "the latency bars are blank");
+  const at10 = (await page.getByTestId("selected-count").textContent()) ?? "";
+  assert.match(at10, /\b420\b/, `6 layers × 70 neurons selected, got "${at10}"`);
+
+  // Move k to 5 %: the next tokens select 35 per layer.
+  await page.getByTestId("ffn-k").fill("0.05");
+  await page.getByTestId("ffn-k-value").filter({ hasText: "35" }).waitFor();
+  await page.getByTestId("prompt-input").fill("And then?");
+  await page.getByTestId("send").click();
+  await page
+    .getByTestId("selected-count")
+    .filter({ hasText: /\b210\b/ })
+    .waitFor({ timeout: 60_000 });
+  await waitIdle(page);
+  await shot("2-reply-hire-5");
+
+  // Stop mid-answer: a long reply is cut short and the app is idle again.
+  await page.getByTestId("sampling-maxTokens").fill("2000");
+  await page.getByTestId("sampling-temperature").fill("0.8");
+  await page.getByTestId("sampling-seed").fill("2"); // this seed's story runs far past the Stop
+  await page.getByTestId("prompt-input").fill("Tell me a very long story about the harbour.");
+  await page.getByTestId("send").click();
+  await waitForReply(page, 3, 20);
+  await page
+    .getByTestId("stop")
+    .click({ timeout: 5000 })
+    .catch(async (e: Error) => {
+      await shot("stop-missing");
+      const texts = await page.getByTestId("assistant-message").allTextContents();
+      throw new Error(`${e.message}\nreplies: ${JSON.stringify(texts.map((x) => x.slice(0, 300)))}`);
+    });
+  await waitIdle(page);
+  const stopped = (await page.getByTestId("assistant-message").last().textContent()) ?? "";
+  await page.waitForTimeout(500);
+  assert.equal(
+    (await page.getByTestId("assistant-message").last().textContent()) ?? "",
+    stopped,
+    "tokens kept coming after Stop",
+  );
+  await shot("3-stopped");
+
+  // Reload: the conversation is still there.
+  await page.reload();
+  await page.getByTestId("conversation-item").first().waitFor({ timeout: 20_000 });
+  await page.getByTestId("conversation-item").first().click();
+  await page.getByTestId("assistant-message").first().waitFor();
+  const afterReload = (await page.getByTestId("assistant-message").first().textContent())?.trim() ?? "";
+  assert.equal(afterReload, firstReply);
+  assert.equal(await page.getByTestId("assistant-message").count(), 3);
+  await shot("4-after-reload");
+  assert.deepEqual(pageErrors, [], "errors in the page's console");
+});

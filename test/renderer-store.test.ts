@@ -1,0 +1,648 @@
+// The renderer's stores, in Node: streaming reducers, the telemetry ring and its frequency math,
+// settings → request payloads, and what the studio persists (against a fake host).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import type {
+  Conversation,
+  GenerationSummary,
+  HostEvent,
+  ModelInfo,
+  ReplyResults,
+  Request,
+  SparsitySettings,
+  StepTelemetry,
+} from "../core/host/protocol.js";
+import { parseConversation, parseRequest } from "../core/host/protocol.js";
+import { DEFAULT_SETTINGS } from "../core/sparse/settings.js";
+import {
+  HostRequestError,
+  type ConnectionStatus,
+  type HostClient,
+  type PendingRequest,
+  type RequestBody,
+} from "../renderer/src/state/client.js";
+import {
+  appendTokens,
+  appendUser,
+  beginReply,
+  displayTokens,
+  dropTrailingReplies,
+  editUserMessage,
+  emptyConversation,
+  exportJson,
+  failReply,
+  finishReply,
+  firstDivergence,
+  historyFor,
+  savePayload,
+  upsertSummary,
+} from "../renderer/src/state/conversations.js";
+import {
+  DENSE_OVERRIDE,
+  INITIAL_SAMPLING,
+  INITIAL_SPARSITY,
+  createSettingsStore,
+  generatePayload,
+  mergeSparsity,
+  mergeUpdates,
+  parsePredictor,
+  predictorName,
+  resolveCount,
+  samplingPayload,
+} from "../renderer/src/state/settings.js";
+import {
+  SelectionWindow,
+  createTelemetryStore,
+  selectionSummary,
+  tokenMark,
+  traceJson,
+  windowTokensPerS,
+} from "../renderer/src/state/telemetry.js";
+import { createStudio } from "../renderer/src/state/studio.js";
+
+// ---- fixtures -----------------------------------------------------------------------------------
+
+/** A step of a model with `selected[l]` neurons selected in layer l. */
+function step(selected: number[][], o: Partial<StepTelemetry> = {}): StepTelemetry {
+  const L = selected.length;
+  const offsets = new Int32Array(L + 1);
+  selected.forEach((s, l) => (offsets[l + 1] = offsets[l] + s.length));
+  const nan = () => new Float32Array(L).fill(NaN);
+  return {
+    ffnMethod: "hire",
+    headMethod: "dense",
+    prefill: false,
+    audited: false,
+    ms: 2,
+    attentionMs: new Float32Array(L).fill(0.1),
+    ffnMs: new Float32Array(L).fill(0.2),
+    predictorMs: new Float32Array(L).fill(0.05),
+    exactMs: new Float32Array(L).fill(0.1),
+    downMs: new Float32Array(L).fill(0.05),
+    outputMs: 0.3,
+    k: Int32Array.from(selected, (s) => s.length),
+    candidates: Int32Array.from(selected, (s) => 2 * s.length),
+    selected: Int32Array.from(selected.flat()),
+    selectedOffsets: offsets,
+    recall: nan(),
+    relError: nan(),
+    cacheHitRate: nan(),
+    bytes: 100,
+    denseBytes: 400,
+    head: null,
+    inspect: null,
+    ...o,
+  };
+}
+
+const SUMMARY: GenerationSummary = {
+  requestId: 0,
+  finishReason: "eos",
+  text: "Hello world",
+  promptTokens: 5,
+  reusedTokens: 0,
+  tokens: 2,
+  ttftMs: 12.5,
+  decodeTokensPerS: 80,
+  contextLength: 512,
+  contextUsed: 7,
+};
+
+const MODEL: ModelInfo = {
+  path: "/models/tiny",
+  architecture: "LlamaForCausalLM",
+  parameters: 1000,
+  dtype: "BF16",
+  weightBytes: 2000,
+  kvCacheBytes: 100,
+  contextLength: 512,
+  name: "tiny",
+  layers: 2,
+  hidden: 8,
+  neurons: 8,
+  vocab: 32,
+  gatedFfn: true,
+  hasChatTemplate: true,
+  bytesPerToken: 2000,
+  settings: DEFAULT_SETTINGS,
+};
+
+/** A host in memory: answers requests through handlers; a generate waits until the test finishes it. */
+class FakeHost implements HostClient {
+  readonly kind = "websocket" as const;
+  status: ConnectionStatus = "open";
+  sent: Request[] = [];
+  private nextId = 1;
+  private events = new Set<(ev: HostEvent) => void>();
+  private statuses = new Set<(s: ConnectionStatus) => void>();
+  private waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
+  saved: Conversation[] = [];
+  settings: SparsitySettings = DEFAULT_SETTINGS;
+  /** Requests of these types fail with this error. */
+  failures = new Map<string, { code: string; message: string }>();
+
+  send<R extends RequestBody>(body: R): PendingRequest<R["type"]> {
+    const id = this.nextId++;
+    const req = { ...body, id } as Request;
+    // What the host would accept: the renderer must only send valid requests.
+    parseRequest(JSON.parse(JSON.stringify(req)));
+    this.sent.push(req);
+    const result = new Promise<ReplyResults[R["type"]]>((resolve, reject) => {
+      this.waiting.set(id, { resolve: resolve as (v: unknown) => void, reject });
+    });
+    queueMicrotask(() => this.answer(req));
+    return { id, result };
+  }
+  request<R extends RequestBody>(body: R): Promise<ReplyResults[R["type"]]> {
+    return this.send(body).result;
+  }
+  onEvent(cb: (ev: HostEvent) => void) {
+    this.events.add(cb);
+    return () => this.events.delete(cb);
+  }
+  onStatus(cb: (s: ConnectionStatus) => void) {
+    this.statuses.add(cb);
+    return () => this.statuses.delete(cb);
+  }
+  emit(ev: HostEvent) {
+    for (const cb of this.events) cb(ev);
+  }
+  reply(id: number, result: unknown) {
+    this.waiting.get(id)?.resolve(result);
+    this.waiting.delete(id);
+  }
+  fail(id: number, code: string, message: string) {
+    this.waiting.get(id)?.reject(new HostRequestError({ code, message }));
+    this.waiting.delete(id);
+  }
+  lastOf<T extends Request["type"]>(type: T): Extract<Request, { type: T }> {
+    const r = [...this.sent].reverse().find((x) => x.type === type);
+    assert.ok(r, `no ${type} request was sent`);
+    return r as Extract<Request, { type: T }>;
+  }
+  private answer(req: Request) {
+    const f = this.failures.get(req.type);
+    if (f) return this.fail(req.id, f.code, f.message);
+    switch (req.type) {
+      case "hello":
+        return this.reply(req.id, {
+          protocol: 1,
+          backend: "cpu (test)",
+          defaultModel: "/models/tiny",
+          recentModels: [],
+          model: MODEL,
+          settings: this.settings,
+          generating: null,
+        });
+      case "conversations.list":
+        return this.reply(req.id, []);
+      case "conversations.save": {
+        this.saved.push(structuredClone(req.conversation));
+        const c = req.conversation;
+        return this.reply(req.id, { id: c.id, title: c.title, updatedAt: c.updatedAt, messages: c.messages.length });
+      }
+      case "sparsity.update":
+        this.settings = mergeSparsity(this.settings, req.update);
+        return this.reply(req.id, this.settings);
+      case "stop":
+        return this.reply(req.id, { stopped: true });
+      case "inspect.layer":
+        return this.reply(req.id, { layer: req.layer });
+      default:
+        return; // generate and the rest: the test answers
+    }
+  }
+}
+
+const flush = () => new Promise<void>((r) => setImmediate(r));
+
+// ---- conversations ------------------------------------------------------------------------------
+
+test("streaming reducers: tokens append to the reply, the summary finishes it", () => {
+  const asked = appendUser(emptyConversation(1000, "c1"), "Say hello", 1001);
+  assert.equal(asked.title, "Say hello");
+  const [started, index] = beginReply(asked, undefined, 1002);
+  let c = started;
+  assert.equal(index, 1);
+  assert.deepEqual(c.messages[1], { role: "assistant", content: "", tokens: [] });
+
+  const before = c;
+  c = appendTokens(c, index, [{ text: "Hello", recall: 0.9, headMass: null, ms: 2 }]);
+  c = appendTokens(c, index, [{ text: " world", recall: null, headMass: 0.99, ms: 3 }]);
+  assert.equal(c.messages[1].content, "Hello world");
+  assert.equal(c.messages[1].tokens?.length, 2);
+  assert.equal(before.messages[1].content, "", "reducers do not mutate");
+  assert.equal(c.messages[0], before.messages[0], "untouched messages keep their identity");
+
+  c = finishReply(c, index, SUMMARY, 1003);
+  const m = c.messages[1];
+  assert.equal(m.content, "Hello world");
+  assert.deepEqual(m.stats, { tokens: 2, ttftMs: 12.5, decodeTokensPerS: 80, finishReason: "eos", meanRecall: 0.9 });
+  assert.equal(c.updatedAt, 1003);
+});
+
+test("a stop string cut from the final text also cuts the displayed tokens", () => {
+  const marks = ["Hi", " there", "\nUser"].map((text) => ({ text, recall: null, headMass: null, ms: 1 }));
+  assert.deepEqual(
+    displayTokens({ role: "assistant", content: "Hi there", tokens: marks })?.map((t) => t.text),
+    ["Hi", " there"],
+  );
+  assert.equal(displayTokens({ role: "assistant", content: "something else", tokens: marks }), null);
+});
+
+test("failed replies, regenerate, edit-and-resend and A/B history", () => {
+  const [started, i] = beginReply(appendUser(emptyConversation(0, "c2"), "one", 1), undefined, 2);
+  let c = started;
+  assert.equal(failReply(c, i, 3).messages.length, 1, "an empty failed reply is dropped");
+  c = appendTokens(c, i, [{ text: "par", recall: null, headMass: null, ms: 1 }]);
+  assert.equal(failReply(c, i, 3).messages[1].stats?.finishReason, "aborted", "a partial one is kept as aborted");
+  c = finishReply(c, i, { ...SUMMARY, text: "partial" }, 4);
+
+  assert.equal(dropTrailingReplies(c, 5)?.messages.length, 1);
+  assert.equal(dropTrailingReplies(emptyConversation(0, "x"), 5), null);
+
+  const edited = editUserMessage(c, 0, "uno", 6);
+  assert.deepEqual(
+    edited.messages.map((m) => m.content),
+    ["uno"],
+  );
+  assert.equal(edited.title, "uno");
+  assert.throws(() => editUserMessage(c, 1, "x"));
+
+  // A/B: both lanes are shown; only the sparse one continues the conversation.
+  let ab = { ...c, system: "Be brief." };
+  [ab] = beginReply(ab, "dense", 7);
+  ab = appendTokens(ab, 2, [{ text: "dense reply", recall: null, headMass: null, ms: 1 }]);
+  [ab] = beginReply(ab, "sparse", 8);
+  ab = appendTokens(ab, 3, [{ text: "sparse reply", recall: null, headMass: null, ms: 1 }]);
+  assert.deepEqual(historyFor(ab), [
+    { role: "system", content: "Be brief." },
+    { role: "user", content: "one" },
+    { role: "assistant", content: "partial" },
+    { role: "assistant", content: "sparse reply" },
+  ]);
+});
+
+test("first divergence of two replies", () => {
+  const t = (...xs: string[]) => xs.map((text) => ({ text, recall: null, headMass: null, ms: 1 }));
+  assert.equal(firstDivergence(t("a", "b", "c"), t("a", "b", "c")), -1);
+  assert.equal(firstDivergence(t("a", "b", "c"), t("a", "x", "c")), 1);
+  assert.equal(firstDivergence(t("a", "b"), t("a", "b", "c")), 2);
+  assert.equal(firstDivergence([], t("a")), 0);
+});
+
+test("persistence payload: exactly what conversations.save accepts", () => {
+  const [started, i] = beginReply(appendUser(emptyConversation(10, "conv_1"), "hi", 11), "sparse", 12);
+  let c = started;
+  c = appendTokens(c, i, [
+    { text: "x".repeat(1500), recall: NaN, headMass: 0.5, ms: Infinity },
+    { text: "y", recall: 1, headMass: null, ms: 1 },
+  ]);
+  c = finishReply(c, i, { ...SUMMARY, text: "x".repeat(1500) + "y", decodeTokensPerS: NaN }, 13);
+  // Extra fields a UI might carry must not reach the host.
+  (c.messages[1] as unknown as Record<string, unknown>).pending = true;
+  const p = savePayload(c);
+  assert.deepEqual(JSON.parse(JSON.stringify(parseConversation(JSON.parse(JSON.stringify(p))))), p);
+  assert.equal(p.messages[1].tokens?.[0].text.length, 1000);
+  assert.equal(p.messages[1].tokens?.[0].recall, null);
+  assert.equal(p.messages[1].tokens?.[0].ms, 0);
+  assert.equal(p.messages[1].stats?.decodeTokensPerS, 0);
+  assert.equal(p.messages[1].lane, "sparse");
+  assert.ok(!("pending" in p.messages[1]));
+  const exported = JSON.parse(exportJson(c));
+  assert.equal(exported.format, "hire-studio.conversation");
+  assert.equal(exported.messages.length, 2);
+
+  const list = upsertSummary([{ id: "a", title: "A", updatedAt: 5, messages: 1 }], {
+    id: "b",
+    title: "B",
+    updatedAt: 9,
+    messages: 2,
+  });
+  assert.deepEqual(
+    upsertSummary(list, { id: "a", title: "A2", updatedAt: 20, messages: 3 }).map((s) => s.title),
+    ["A2", "B"],
+  );
+});
+
+// ---- telemetry ----------------------------------------------------------------------------------
+
+test("selection window: per-layer frequency over the last N tokens, incrementally", () => {
+  const w = new SelectionWindow(2, 6, 3);
+  const push = (sel: number[][]) => w.push({ index: 0, tokenId: 0, text: "", step: step(sel) });
+  push([[0, 1], [5]]);
+  assert.deepEqual(Array.from(w.freq[0]), [1, 1, 0, 0, 0, 0]);
+  push([[1, 2], [5]]);
+  assert.deepEqual(Array.from(w.freq[0]), [0.5, 1, 0.5, 0, 0, 0]);
+  push([[1, 3], [4]]);
+  assert.deepEqual(Array.from(w.freq[0]), [1 / 3, 1, 1 / 3, 1 / 3, 0, 0].map(Math.fround));
+  // Full: the oldest token ([0, 1] / [5]) leaves the window.
+  push([[2, 3], [4]]);
+  assert.equal(w.filled, 3);
+  assert.deepEqual(Array.from(w.freq[0]), [0, 2 / 3, 2 / 3, 2 / 3, 0, 0].map(Math.fround));
+  assert.deepEqual(Array.from(w.freq[1]), [0, 0, 0, 0, 2 / 3, 1 / 3].map(Math.fround));
+  // The frequencies always equal a recount from scratch.
+  const counts = new Array(6).fill(0);
+  for (const t of w.steps())
+    for (const i of t.step.selected.subarray(t.step.selectedOffsets[0], t.step.selectedOffsets[1])) counts[i]++;
+  assert.deepEqual(
+    Array.from(w.freq[0]),
+    counts.map((c) => Math.fround(c / 3)),
+  );
+  // Indices outside the layer are ignored, not written out of bounds.
+  push([[99, -1], [0]]);
+  assert.equal(w.freq[0].length, 6);
+});
+
+test("telemetry store: ring, running mean recall, latest step, inspect, window change, trace", () => {
+  const store = createTelemetryStore(2, 4, 2);
+  const seen: number[] = [];
+  store.subscribe((s) => seen.push(s.version));
+  store.getState().begin(7);
+  const recall = (a: number, b: number) => Float32Array.of(a, b);
+  const audited = step([[0], [1]], { audited: true, recall: recall(1, 0.5) });
+  const plain = step([[1], [2]]);
+  const inspected = step([[2], [3]], {
+    audited: true,
+    recall: recall(0, NaN),
+    inspect: { layer: 1, approx: new Float32Array(4), candidates: Int32Array.of(3), exact: null, exactTopK: null },
+  });
+  const s = store.getState();
+  s.push({ index: 0, tokenId: 5, text: "a", step: audited });
+  s.push({ index: 1, tokenId: 6, text: "b", step: plain });
+  s.push({ index: 2, tokenId: 7, text: "c", step: inspected });
+  const t = store.getState();
+  assert.equal(t.count, 3);
+  assert.equal(t.latest?.text, "c");
+  assert.equal(t.requestId, 7);
+  assert.equal(t.window.filled, 2);
+  assert.deepEqual(Array.from(t.meanRecall), [0.5, 0.5]);
+  assert.equal(t.inspected?.index, 2);
+  assert.equal(t.trace.length, 3);
+  assert.ok(seen.length >= 4 && seen.every((v, i) => i === 0 || v > seen[i - 1]), "version bumps on every change");
+  // The prompt pass's token counts and is traced, but stays out of the window and the latest step.
+  t.push({ index: 3, tokenId: 8, text: "p", step: step([[], []], { prefill: true, ms: 50 }) });
+  assert.equal(store.getState().count, 4);
+  assert.equal(store.getState().latest?.text, "c");
+  assert.equal(store.getState().window.filled, 2);
+  store.getState().setWindow(3);
+  assert.equal(store.getState().window.filled, 3, "a larger window refills from the trace");
+  assert.equal(store.getState().trace.length, 4);
+  assert.equal(windowTokensPerS(store.getState().window), 500);
+  store.getState().begin(8);
+  assert.equal(store.getState().count, 0);
+  assert.ok(Number.isNaN(store.getState().meanRecall[0]));
+});
+
+test("token marks, selection summary and the trace export", () => {
+  const s = step([[0, 1], [2]], {
+    audited: true,
+    recall: Float32Array.of(1, 0.5),
+    ms: 4,
+    head: { k: 10, candidates: 40, ms: 0.2, argmaxInCandidates: true, massCovered: 0.98 },
+  });
+  assert.deepEqual(tokenMark("x", s), { text: "x", recall: 0.75, headMass: 0.98, ms: 4 });
+  assert.deepEqual(tokenMark("y", step([[0], [1]])), { text: "y", recall: null, headMass: null, ms: 2 });
+  assert.equal(selectionSummary(s, 8), "3 selected (18.8%) · k 1–2/layer × 2");
+  assert.equal(selectionSummary(step([[], []], { ffnMethod: "dense" }), 8), "dense FFN · all 8 neurons/layer");
+  const json = JSON.parse(traceJson([{ index: 0, tokenId: 3, text: "x", step: s }], { model: "m" }));
+  assert.equal(json.model, "m");
+  assert.deepEqual(json.tokens[0].layers[0].selected, [0, 1]);
+  assert.deepEqual(json.tokens[0].layers[1].selected, [2]);
+  assert.equal(json.tokens[0].layers[1].recall, 0.5);
+  assert.equal(json.tokens[0].layers[1].relError, null, "NaN becomes null");
+});
+
+// ---- settings -----------------------------------------------------------------------------------
+
+test("settings → request payloads", () => {
+  const g = generatePayload([{ role: "user", content: "hi" }], { ...INITIAL_SAMPLING, topK: 12.4, maxTokens: 64 });
+  assert.deepEqual(g, {
+    type: "generate",
+    messages: [{ role: "user", content: "hi" }],
+    sampling: { temperature: 0.7, topK: 12, topP: 0.95, minP: 0, repetitionPenalty: 1.1, seed: 1 },
+    maxTokens: 64,
+  });
+  parseRequest({ id: 1, ...g });
+  const dense = generatePayload([{ role: "user", content: "hi" }], INITIAL_SAMPLING, DENSE_OVERRIDE);
+  assert.deepEqual(dense.sparsity, { ffn: { method: "dense" }, head: { method: "dense" } });
+  parseRequest({ id: 2, ...dense });
+  assert.equal(samplingPayload({ ...INITIAL_SAMPLING, temperature: NaN, topP: 3 }).temperature, 0.7);
+  assert.equal(samplingPayload({ ...INITIAL_SAMPLING, topP: 3 }).topP, 1);
+
+  assert.deepEqual(parsePredictor("int4"), { kind: "int4", groupSize: 32 });
+  assert.deepEqual(parsePredictor("lowrank:64"), { kind: "lowrank", rank: 64 });
+  assert.equal(parsePredictor("int3"), null);
+  assert.equal(predictorName({ kind: "int8", groupSize: 64 }), "int8:64");
+  assert.equal(resolveCount(0.1, 704), 70);
+  assert.equal(resolveCount(5000, 704), 704);
+
+  // A slider drag coalesces into one update; a predictor of another kind replaces the old one.
+  const u = mergeUpdates(
+    { ffn: { k: 0.1, predictor: { kind: "int4", groupSize: 32 }, perLayerK: { 1: 0.2 } } },
+    { ffn: { k: 0.2, predictor: { kind: "lowrank", rank: 16 }, perLayerK: { 3: 0.5 } }, auditEvery: 1 },
+  );
+  assert.deepEqual(u, {
+    ffn: { k: 0.2, predictor: { kind: "lowrank", rank: 16 }, perLayerK: { 1: 0.2, 3: 0.5 } },
+    auditEvery: 1,
+  });
+  parseRequest({ id: 3, type: "sparsity.update", update: u });
+  const merged = mergeSparsity(INITIAL_SPARSITY, u);
+  assert.deepEqual(merged.ffn.predictor, { kind: "lowrank", rank: 16 });
+  assert.deepEqual(merged.ffn.perLayerK, { 1: 0.2, 3: 0.5 });
+  assert.equal(merged.ffn.k, 0.2);
+  assert.equal(merged.ffn.method, "dense");
+  assert.equal(merged.auditEvery, 1);
+  assert.deepEqual(INITIAL_SPARSITY, DEFAULT_SETTINGS, "the UI's initial settings mirror the engine's defaults");
+
+  const store = createSettingsStore();
+  store.getState().applyLocal({ ffn: { method: "hire" } });
+  assert.equal(store.getState().sparsity.ffn.method, "hire");
+  assert.equal(store.getState().confirmed.ffn.method, "dense");
+});
+
+// ---- the studio against a fake host -------------------------------------------------------------
+
+test("studio: a send saves after the user message and after the reply, streaming tokens in between", async () => {
+  const host = new FakeHost();
+  const studio = createStudio(host, { now: () => 5000 });
+  await flush();
+  assert.equal(studio.connection.getState().model?.name, "tiny");
+  assert.equal(studio.connection.getState().status, "open");
+  assert.equal(studio.telemetry.getState().layers, 2);
+
+  studio.settings.getState().setSampling({ maxTokens: 16, temperature: 0 });
+  studio.conversations.getState().update((c) => ({ ...c, system: "sys" }));
+  const done = studio.send("Hello?");
+  await flush();
+  assert.equal(host.saved.length, 1, "saved after the user's message");
+  assert.deepEqual(
+    host.saved[0].messages.map((m) => [m.role, m.content]),
+    [["user", "Hello?"]],
+  );
+  assert.equal(host.saved[0].modelPath, "/models/tiny");
+  const gen = host.lastOf("generate");
+  assert.deepEqual(gen.messages, [
+    { role: "system", content: "sys" },
+    { role: "user", content: "Hello?" },
+  ]);
+  assert.equal(gen.maxTokens, 16);
+  assert.equal(gen.sampling.temperature, 0);
+  assert.equal(gen.sparsity, undefined);
+  assert.equal(studio.conversations.getState().streaming?.requestId, gen.id);
+
+  host.emit({ type: "gen.prefill", requestId: gen.id, promptTokens: 4, reusedTokens: 0, ms: 1 });
+  host.emit({ type: "gen.token", requestId: gen.id, index: 0, tokenId: 1, text: "Hi", step: step([[0], [1]]) });
+  host.emit({ type: "gen.token", requestId: 999, index: 0, tokenId: 1, text: "other", step: step([[0], [1]]) });
+  host.emit({ type: "gen.token", requestId: gen.id, index: 1, tokenId: 2, text: "!", step: step([[2], [1]]) });
+  const streaming = studio.conversations.getState().current.messages[1];
+  assert.equal(streaming.content, "Hi!", "tokens of other requests are ignored");
+  assert.equal(studio.telemetry.getState().count, 2);
+  assert.equal(studio.conversations.getState().streaming?.prefill?.promptTokens, 4);
+
+  host.reply(gen.id, { ...SUMMARY, requestId: gen.id, text: "Hi!", tokens: 2, contextUsed: 8 });
+  await done;
+  assert.equal(studio.conversations.getState().streaming, null);
+  assert.equal(host.saved.length, 2, "saved again after the reply");
+  const last = host.saved[1];
+  assert.deepEqual(JSON.parse(JSON.stringify(parseConversation(last))), last);
+  assert.equal(last.messages[1].content, "Hi!");
+  assert.equal(last.messages[1].stats?.finishReason, "eos");
+  assert.equal(last.messages[1].tokens?.length, 2);
+  assert.deepEqual(studio.conversations.getState().context, { used: 8, length: 512, finishReason: "eos" });
+  assert.equal(studio.conversations.getState().list[0].messages, 2);
+  studio.dispose();
+});
+
+test("studio: stop targets the generate request; A/B runs dense then sparse", async () => {
+  const host = new FakeHost();
+  const studio = createStudio(host);
+  await flush();
+  const done = studio.send("Tell me");
+  await flush();
+  const gen = host.lastOf("generate");
+  await studio.stop();
+  assert.equal(host.lastOf("stop").target, gen.id);
+  host.reply(gen.id, { ...SUMMARY, requestId: gen.id, text: "", tokens: 0, finishReason: "aborted" });
+  await done;
+
+  const ab = studio.compare("Compare this");
+  await flush();
+  const dense = host.lastOf("generate");
+  assert.deepEqual(dense.sparsity, DENSE_OVERRIDE);
+  assert.equal(dense.messages.at(-1)?.content, "Compare this");
+  host.emit({ type: "gen.token", requestId: dense.id, index: 0, tokenId: 1, text: "A", step: step([[], []]) });
+  host.reply(dense.id, { ...SUMMARY, requestId: dense.id, text: "A" });
+  await flush();
+  const sparse = host.lastOf("generate");
+  assert.notEqual(sparse.id, dense.id);
+  assert.equal(sparse.sparsity, undefined, "the sparse lane runs with the live settings");
+  assert.ok(!sparse.messages.some((m) => m.content === "A"), "the dense reply is not in the sparse lane's history");
+  host.emit({ type: "gen.token", requestId: sparse.id, index: 0, tokenId: 2, text: "B", step: step([[0], [1]]) });
+  host.reply(sparse.id, { ...SUMMARY, requestId: sparse.id, text: "B" });
+  await ab;
+  const msgs = studio.conversations.getState().current.messages;
+  assert.deepEqual(
+    msgs.slice(-3).map((m) => [m.role, m.lane ?? null, m.content]),
+    [
+      ["user", null, "Compare this"],
+      ["assistant", "dense", "A"],
+      ["assistant", "sparse", "B"],
+    ],
+  );
+  assert.deepEqual(host.saved.at(-1)?.messages.at(-1)?.lane, "sparse");
+  assert.equal(studio.conversations.getState().comparing, false);
+  studio.dispose();
+});
+
+test("studio: sparsity changes are coalesced, confirmed by the host, and reverted on error", async () => {
+  const host = new FakeHost();
+  let fire: (() => void) | null = null;
+  const studio = createStudio(host, {
+    sparsityDebounceMs: 100,
+    setTimer: (fn) => (fire = fn),
+    clearTimer: () => (fire = null),
+  });
+  await flush();
+  studio.updateSparsity({ ffn: { method: "hire" } });
+  studio.updateSparsity({ ffn: { k: 0.2 } });
+  studio.updateSparsity({ ffn: { k: 0.25 } });
+  assert.equal(studio.settings.getState().sparsity.ffn.k, 0.25, "shown at once");
+  assert.equal(host.sent.filter((r) => r.type === "sparsity.update").length, 0, "not sent while the slider moves");
+  (fire as unknown as () => void)();
+  await flush();
+  const ups = host.sent.filter((r) => r.type === "sparsity.update");
+  assert.equal(ups.length, 1);
+  assert.deepEqual(host.lastOf("sparsity.update").update, { ffn: { method: "hire", k: 0.25 } });
+  assert.equal(studio.settings.getState().confirmed.ffn.method, "hire");
+  assert.equal(studio.settings.getState().applying, false);
+
+  // A rejected update: the error is shown and the controls go back to the host's settings.
+  host.failures.set("sparsity.update", { code: "USAGE", message: "FFN k must be a fraction" });
+  studio.updateSparsity({ ffn: { k: 7.5 } });
+  assert.equal(studio.settings.getState().sparsity.ffn.k, 7.5);
+  (fire as unknown as () => void)();
+  await flush();
+  assert.equal(studio.connection.getState().error?.code, "USAGE");
+  assert.equal(studio.connection.getState().error?.context, "Applying sparsity settings");
+  assert.equal(studio.settings.getState().sparsity.ffn.k, 0.25);
+  host.failures.clear();
+
+  // Moving a control and pressing Send at once: the update reaches the host before the request.
+  studio.updateSparsity({ ffn: { k: 0.05 } });
+  assert.ok(fire, "the update is still debounced");
+  const reply = studio.send("Now");
+  await flush();
+  const order = host.sent.map((r) => r.type).filter((t) => t === "sparsity.update" || t === "generate");
+  assert.deepEqual(order.slice(-2), ["sparsity.update", "generate"]);
+  assert.deepEqual(host.lastOf("sparsity.update").update, { ffn: { k: 0.05 } });
+  host.fail(host.lastOf("generate").id, "ABORTED_BY_TEST", "not needed");
+  await reply;
+
+  await studio.inspectLayer(1);
+  assert.equal(host.lastOf("inspect.layer").layer, 1);
+  await studio.inspectLayer(null);
+  assert.equal(host.lastOf("inspect.layer").layer, -1);
+  studio.dispose();
+});
+
+test("studio: a failed load shows the loader's error (code, file, message)", async () => {
+  const host = new FakeHost();
+  host.failures.set("model.load", { code: "BAD_HEADER", message: "model.safetensors: header is not JSON" });
+  const studio = createStudio(host);
+  await flush();
+  const info = await studio.loadModel("/models/broken");
+  assert.equal(info, null);
+  assert.deepEqual(host.lastOf("model.load").path, "/models/broken");
+  const e = studio.connection.getState().error;
+  assert.equal(e?.code, "BAD_HEADER");
+  assert.equal(e?.context, "Loading model");
+  assert.equal(studio.connection.getState().loading, null);
+  await studio.loadModel();
+  assert.equal(host.lastOf("model.load").path, undefined, "Default model: no path");
+  studio.dispose();
+});
+
+test("studio: a reply that fills the context window reports context_full", async () => {
+  const host = new FakeHost();
+  const studio = createStudio(host);
+  await flush();
+  const done = studio.send("long");
+  await flush();
+  const gen = host.lastOf("generate");
+  host.reply(gen.id, { ...SUMMARY, requestId: gen.id, finishReason: "context_full", contextUsed: 512 });
+  await done;
+  assert.deepEqual(studio.conversations.getState().context, { used: 512, length: 512, finishReason: "context_full" });
+  assert.equal(host.saved.at(-1)?.messages[1].stats?.finishReason, "context_full");
+
+  // A prompt that does not fit at all: the host refuses it; the empty reply is dropped.
+  host.failures.set("generate", {
+    code: "CONTEXT_FULL",
+    message: "the prompt needs 600 tokens; the context holds 512",
+  });
+  await studio.send("more");
+  assert.equal(studio.connection.getState().error?.code, "CONTEXT_FULL");
+  assert.equal(studio.conversations.getState().context?.finishReason, "context_full");
+  assert.equal(studio.conversations.getState().current.messages.at(-1)?.role, "user");
+  studio.dispose();
+});
