@@ -1,15 +1,15 @@
-// The `hire` command: generate, chat, bench, eval, make-model. Each command parses its flags here,
-// validates them, and calls the engine; engine errors become one clear line and a non-zero exit.
+// The `hire` command: generate, chat, bench, eval, make-model, export (core/cli/export.ts). Each
+// command parses its flags (helpers in flags.ts), validates them, and calls the engine; engine
+// errors become one clear line and a non-zero exit.
 // To add a command: write `async function cmdX(argv)` and list it in COMMANDS.
-import { parseArgs, type ParseArgsConfig } from "node:util";
+import type { ParseArgsConfig } from "node:util";
 import { createInterface } from "node:readline";
 import { readFileSync, writeFileSync } from "node:fs";
 import { basename } from "node:path";
-import { loadModel, type LoadedModel } from "../loader/model-folder.js";
-import { defaultModelDir } from "../loader/default-model.js";
+import type { LoadedModel } from "../loader/model-folder.js";
 import { ContextOverflowError, ModelError, UsageError } from "../loader/errors.js";
 import { Session, type GenerateOptions } from "../engine/session.js";
-import { benchmark } from "../engine/bench.js";
+import { benchmark, benchmarkWithPeers, type BenchResult } from "../engine/bench.js";
 import { evalPlot, evaluate, type EvalConfig } from "../engine/eval.js";
 import { CpuBackend } from "../backend/cpu.js";
 import { SPARSITY_FLAGS, parseK, reportJson, sparsityUpdate } from "./sparsity-flags.js";
@@ -18,22 +18,8 @@ import type { PrepareProgress } from "../sparse/sparsifier.js";
 import type { ChatMessage } from "../loader/tokenizer.js";
 import { cmdServe, SERVE_HELP } from "./serve.js";
 import { makeModel, MakeModelError, PRESETS, type Arch, type DType } from "../modelgen/make-model.js";
-
-function openModel(dir: string | undefined): LoadedModel {
-  return loadModel(dir ?? defaultModelDir());
-}
-
-const num = (name: string, v: string | undefined): number | undefined => {
-  if (v === undefined) return undefined;
-  const x = Number(v);
-  if (v.trim() === "" || !Number.isFinite(x)) throw new UsageError(`--${name} must be a number, got "${v}"`);
-  return x;
-};
-const int = (name: string, v: string | undefined): number | undefined => {
-  const x = num(name, v);
-  if (x !== undefined && !Number.isInteger(x)) throw new UsageError(`--${name} must be an integer, got "${v}"`);
-  return x;
-};
+import { int, num, openModel, parse } from "./flags.js";
+import { EXPORT_HELP, runExport } from "./export.js";
 
 const SAMPLING_FLAGS = {
   model: { type: "string" },
@@ -71,14 +57,6 @@ function generateOptions(v: SamplingValues): GenerateOptions {
     stop: v.stop,
     ignoreEos: v["ignore-eos"],
   };
-}
-
-function parse<T extends ParseArgsConfig["options"]>(argv: string[], options: T) {
-  try {
-    return parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values;
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
 }
 
 async function cmdGenerate(argv: string[]): Promise<void> {
@@ -209,14 +187,20 @@ async function cmdBench(argv: string[]): Promise<void> {
     "decode-tokens": { type: "string" },
     repeats: { type: "string" },
     threads: { type: "string" },
+    peers: { type: "string" },
+    "ort-ep": { type: "string" },
   });
   const methods = (v.methods ?? "").split(",").filter((m) => m !== "") as FfnMethod[];
   for (const m of methods) {
     if (!FFN_METHODS.includes(m)) throw new UsageError(`--methods: "${m}" is not one of ${FFN_METHODS.join(", ")}`);
   }
   const ffnK = v["ffn-k"]?.split(",").map((k) => parseK("ffn-k", k));
+  const peers = (v.peers ?? "").split(",").filter((p) => p !== "");
+  const ortEp = v["ort-ep"] ?? "cpu";
+  if (ortEp !== "cpu" && ortEp !== "cuda" && ortEp !== "webgpu")
+    throw new UsageError(`--ort-ep must be cpu, cuda or webgpu, got "${ortEp}"`);
   const model = openModel(v.model);
-  const r = benchmark(model, {
+  const options = {
     promptTokens: int("prompt-tokens", v["prompt-tokens"]),
     decodeTokens: int("decode-tokens", v["decode-tokens"]),
     repeats: int("repeats", v.repeats),
@@ -224,8 +208,13 @@ async function cmdBench(argv: string[]): Promise<void> {
     methods,
     ffnK,
     sparsity: sparsityUpdate({ ...v, "ffn-k": undefined, ffn: undefined }),
-  });
-  model.close();
+  };
+  let r: BenchResult;
+  try {
+    r = peers.length ? await benchmarkWithPeers(model, { ...options, peers, ortEp }) : benchmark(model, options);
+  } finally {
+    model.close();
+  }
   if (v.json) {
     process.stdout.write(JSON.stringify(r, (_, x) => (typeof x === "number" ? round(x) : x)) + "\n");
     return;
@@ -254,6 +243,29 @@ async function cmdBench(argv: string[]): Promise<void> {
           row.effective_read_gb_per_s.toFixed(1).padStart(6),
           `${row.percent_of_roofline.toFixed(1)} %`.padStart(9),
         ].join(" "),
+      );
+    }
+  }
+  if (r.peers?.length) {
+    // Peers: speedup against our dense row; "ours/peer" = our matching row's tokens/s ÷ the peer's;
+    // ids: leading greedy ids equal to that row's.
+    const cols = (a: string, b: string, c: string, d: string, e: string, f: string) =>
+      [a.padEnd(12), b.padStart(9), c.padStart(8), d.padEnd(20), e.padStart(6), f].join(" ");
+    lines.push("", cols("peer", "tokens/s", "speedup", "ours/peer", "ids", " detail"));
+    for (const p of r.peers) {
+      if (p.skipped !== undefined || p.decode_tokens_per_s === null) {
+        lines.push(`${p.method.padEnd(12)} skipped: ${p.skipped ?? "no result"}`);
+        continue;
+      }
+      lines.push(
+        cols(
+          p.method,
+          p.decode_tokens_per_s.toFixed(2),
+          `${p.speedup!.toFixed(2)}x`,
+          `${p.vs_ours === null ? "-" : `${p.vs_ours.toFixed(2)}x`} (${p.vs_row})`,
+          `${p.ids_agree}/${p.ids_compared}`,
+          ` ${p.detail}`,
+        ),
       );
     }
   }
@@ -411,13 +423,14 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: s
   chat: { run: cmdChat, help: "--model DIR [--system TEXT] [sampling flags as for generate]" },
   bench: {
     run: cmdBench,
-    help: "--model DIR [--prompt-tokens N] [--decode-tokens N] [--repeats N] [--threads N] [--json]",
+    help: "--model DIR [--prompt-tokens N] [--decode-tokens N] [--repeats N] [--threads N] [--methods hire,...] [sparsity flags] [--peers ort,ort-hire,llamacpp] [--ort-ep cpu|cuda|webgpu] [--json]",
   },
   eval: {
     run: cmdEval,
     help: "--model DIR --text FILE [--methods hire,topk-exact] [--ffn-k 0.05,0.1,0.2] [--oversample 1,2,4] [sparsity flags] [--max-tokens N] [--plot FILE.svg] [--json]",
   },
   serve: { run: cmdServe, help: SERVE_HELP },
+  export: { run: runExport, help: EXPORT_HELP },
   "make-model": {
     run: cmdMakeModel,
     help: "--arch llama|qwen2|gpt2|opt [--preset NAME] [--hidden H --layers L --heads A --kv-heads K --intermediate F --vocab V] --dtype f32|f16|bf16 --seed S --out DIR [--shard-mb MB]",

@@ -4,6 +4,9 @@
 // Decode is memory-bound: every token streams the weights it uses once, so the floor on time per
 // token is bytes read ÷ read bandwidth. The bandwidth probe runs in the same process between the
 // model runs, and every method is measured round-robin, so ratios hold on a noisy machine.
+// `benchmarkWithPeers` adds other engines (core/peers: ONNX Runtime dense and HiRE, llama.cpp) to
+// the same rounds, on the same prompt ids and decode length; each peer module is imported only
+// when named, so a missing one (or one that cannot run here) is a skipped row.
 import { native } from "../native/addon.js";
 import type { LoadedModel } from "../loader/model-folder.js";
 import { Rng, argmax } from "./sampler.js";
@@ -11,6 +14,7 @@ import { KVCache, MAX_BATCH, Transformer, type ForwardReport } from "./transform
 import { CpuBackend } from "../backend/cpu.js";
 import { Sparsifier } from "../sparse/sparsifier.js";
 import type { DeepPartial, FfnMethod, SparsitySettings } from "../sparse/settings.js";
+import type { Peer, PeerOpenResult, PeerRun } from "../peers/peer.js";
 
 export interface BenchOptions {
   promptTokens?: number;
@@ -58,6 +62,8 @@ export interface BenchResult {
   /** Time per token at the roofline ÷ measured time per token, in percent (dense). */
   percent_of_roofline: number;
   rows: MethodRow[];
+  /** Other engines on the same model (`benchmarkWithPeers`). */
+  peers?: PeerRow[];
 }
 
 interface Config {
@@ -67,49 +73,74 @@ interface Config {
   update: DeepPartial<SparsitySettings>;
   bestMs: number;
   bytes: number;
+  /** Greedy ids of the first measured round: the prefill's token, then one per decode step. */
+  ids: number[];
 }
 
-export function benchmark(model: LoadedModel, o: BenchOptions = {}): BenchResult {
-  const promptTokens = o.promptTokens ?? 128;
-  const decodeTokens = o.decodeTokens ?? 32;
-  const repeats = o.repeats ?? 3;
-  const probeBytes = o.probeBytes ?? 512 * 1024 * 1024;
-  const backend = new CpuBackend(o.threads);
-  const c = model.config;
-  const ctx = Math.min(c.maxPositions, promptTokens + decodeTokens + 1);
-  const t = new Transformer(backend, c, model.weights);
-  const sparsifier = new Sparsifier(t);
-  const cache = new KVCache(backend, c, ctx);
-  const rng = new Rng(1234);
-  const prompt = Array.from({ length: Math.min(promptTokens, ctx - decodeTokens - 1) }, () =>
-    Math.floor(rng.next() * c.vocab),
-  );
+/**
+ * One benchmark: the model, the prompt, our configurations and their best times so far. `round()`
+ * measures every configuration once; callers interleave other work (peers) between rounds.
+ */
+class BenchRun {
+  readonly prompt: number[];
+  readonly decodeTokens: number;
+  readonly configs: Config[];
+  readonly dense: Config;
+  readonly backend: CpuBackend;
+  private readonly t: Transformer;
+  private readonly sparsifier: Sparsifier;
+  private readonly cache: KVCache;
+  private readonly probeBytes: number;
+  private bandwidth = 0;
+  private bestPrefillMs = Infinity;
 
-  const dense: Config = {
-    label: "dense",
-    ffnK: null,
-    head: "dense",
-    update: { ffn: { method: "dense" }, head: { method: "dense" }, auditEvery: 0 },
-    bestMs: Infinity,
-    bytes: 0,
-  };
-  const configs: Config[] = [dense];
-  const head = o.sparsity?.head?.method ?? "dense";
-  for (const method of o.methods ?? []) {
-    if (method === "dense") continue;
-    for (const k of o.ffnK ?? [0.1]) {
-      configs.push({
-        label: head === "hire" ? `${method}+head` : method,
-        ffnK: k,
-        head,
-        update: { ...o.sparsity, ffn: { ...o.sparsity?.ffn, method, k }, auditEvery: 0 },
-        bestMs: Infinity,
-        bytes: 0,
-      });
+  constructor(
+    private readonly model: LoadedModel,
+    o: BenchOptions,
+  ) {
+    const promptTokens = o.promptTokens ?? 128;
+    this.decodeTokens = o.decodeTokens ?? 32;
+    this.probeBytes = o.probeBytes ?? 512 * 1024 * 1024;
+    this.backend = new CpuBackend(o.threads);
+    const c = model.config;
+    const ctx = Math.min(c.maxPositions, promptTokens + this.decodeTokens + 1);
+    this.t = new Transformer(this.backend, c, model.weights);
+    this.sparsifier = new Sparsifier(this.t);
+    this.cache = new KVCache(this.backend, c, ctx);
+    const rng = new Rng(1234);
+    this.prompt = Array.from({ length: Math.min(promptTokens, ctx - this.decodeTokens - 1) }, () =>
+      Math.floor(rng.next() * c.vocab),
+    );
+
+    this.dense = {
+      label: "dense",
+      ffnK: null,
+      head: "dense",
+      update: { ffn: { method: "dense" }, head: { method: "dense" }, auditEvery: 0 },
+      bestMs: Infinity,
+      bytes: 0,
+      ids: [],
+    };
+    this.configs = [this.dense];
+    const head = o.sparsity?.head?.method ?? "dense";
+    for (const method of o.methods ?? []) {
+      if (method === "dense") continue;
+      for (const k of o.ffnK ?? [0.1]) {
+        this.configs.push({
+          label: head === "hire" ? `${method}+head` : method,
+          ffnK: k,
+          head,
+          update: { ...o.sparsity, ffn: { ...o.sparsity?.ffn, method, k }, auditEvery: 0 },
+          bestMs: Infinity,
+          bytes: 0,
+          ids: [],
+        });
+      }
     }
   }
 
-  const prefill = () => {
+  private prefill(): Float32Array {
+    const { t, sparsifier, prompt, cache } = this;
     let logits: Float32Array | null = null;
     sparsifier.beginPrefill();
     for (let p = 0; p < prompt.length; p += MAX_BATCH) {
@@ -117,9 +148,11 @@ export function benchmark(model: LoadedModel, o: BenchOptions = {}): BenchResult
       logits = t.forward(chunk, p, cache, undefined, p + chunk.length === prompt.length);
     }
     return logits!;
-  };
-  /** Decode `decodeTokens` tokens; returns weight bytes read per token (from the reports). */
-  const decode = (first: number): number => {
+  }
+
+  /** Decode `decodeTokens` tokens after `first`; returns weight bytes read per token (from the reports). */
+  private decode(first: number, ids: number[]): number {
+    const { t, sparsifier, model, prompt, cache, decodeTokens } = this;
     let id = first;
     let bytes = 0;
     const report: ForwardReport = { tokens: 0, layers: [], outputMs: 0 };
@@ -127,6 +160,7 @@ export function benchmark(model: LoadedModel, o: BenchOptions = {}): BenchResult
       sparsifier.beginToken();
       report.head = undefined;
       id = argmax(t.forward([id], prompt.length + i, cache, report)!);
+      ids.push(id);
       bytes += model.weightBytesPerToken;
       // forward() gives every layer a fresh report; a dense layer has no ffn telemetry.
       for (const l of report.layers) if (l.ffn) bytes += l.ffn.bytes - l.ffn.denseBytes;
@@ -134,63 +168,249 @@ export function benchmark(model: LoadedModel, o: BenchOptions = {}): BenchResult
       if (head) bytes += head.bytes - head.denseBytes;
     }
     return bytes / decodeTokens;
-  };
-
-  // Warm-up: faults the mapped weights in, builds every method's predictors, settles the pool.
-  for (const cfg of configs) {
-    sparsifier.update(cfg.update);
-    decode(argmax(prefill()));
   }
-  sparsifier.update(dense.update);
 
-  let bandwidth = native().readBandwidth(probeBytes, 3);
-  let bestPrefillMs = Infinity;
-  for (let r = 0; r < repeats; r++) {
-    for (const cfg of configs) {
-      sparsifier.update(cfg.update);
-      const t0 = performance.now();
-      const first = argmax(prefill());
-      const t1 = performance.now();
-      cfg.bytes = decode(first);
-      cfg.bestMs = Math.min(cfg.bestMs, performance.now() - t1);
-      if (cfg === dense) bestPrefillMs = Math.min(bestPrefillMs, t1 - t0);
+  /** Faults the mapped weights in, builds every method's predictors, settles the pool. */
+  warmup(): void {
+    for (const cfg of this.configs) {
+      this.sparsifier.update(cfg.update);
+      this.decode(argmax(this.prefill()), []);
     }
-    bandwidth = Math.max(bandwidth, native().readBandwidth(probeBytes, 1));
+    this.sparsifier.update(this.dense.update);
+    this.bandwidth = native().readBandwidth(this.probeBytes, 3);
   }
-  sparsifier.update(dense.update);
 
-  const rows = configs.map((cfg): MethodRow => {
-    const ms = cfg.bestMs / decodeTokens;
-    const effective = cfg.bytes / (ms * 1e6);
+  /** Every configuration once (each keeps its best time), then one bandwidth probe. */
+  round(): void {
+    for (const cfg of this.configs) {
+      this.sparsifier.update(cfg.update);
+      const t0 = performance.now();
+      const first = argmax(this.prefill());
+      const t1 = performance.now();
+      const ids = [first];
+      cfg.bytes = this.decode(first, ids);
+      cfg.bestMs = Math.min(cfg.bestMs, performance.now() - t1);
+      if (cfg.ids.length === 0) cfg.ids = ids;
+      if (cfg === this.dense) this.bestPrefillMs = Math.min(this.bestPrefillMs, t1 - t0);
+    }
+    this.bandwidth = Math.max(this.bandwidth, native().readBandwidth(this.probeBytes, 1));
+  }
+
+  result(peers?: PeerRow[]): BenchResult {
+    const { model, configs, dense, decodeTokens, prompt, backend } = this;
+    this.sparsifier.update(dense.update);
+    const c = model.config;
+    const rows = configs.map((cfg): MethodRow => {
+      const ms = cfg.bestMs / decodeTokens;
+      const effective = cfg.bytes / (ms * 1e6);
+      return {
+        method: cfg.label,
+        ffn_k: cfg.ffnK,
+        head: cfg.head,
+        decode_tokens_per_s: 1000 / ms,
+        decode_ms_per_token: ms,
+        speedup: dense.bestMs / cfg.bestMs,
+        bytes_per_token: cfg.bytes,
+        effective_read_gb_per_s: effective,
+        percent_of_roofline: (100 * effective) / this.bandwidth,
+      };
+    });
+    const d = rows[0];
+    const info = native().cpuInfo();
     return {
-      method: cfg.label,
-      ffn_k: cfg.ffnK,
-      head: cfg.head,
-      decode_tokens_per_s: 1000 / ms,
-      decode_ms_per_token: ms,
-      speedup: dense.bestMs / cfg.bestMs,
-      bytes_per_token: cfg.bytes,
-      effective_read_gb_per_s: effective,
-      percent_of_roofline: (100 * effective) / bandwidth,
+      model: model.dir,
+      architecture: c.architecture,
+      dtype: c.dtype ?? model.weights.embed.dtype,
+      threads: backend.threads,
+      kernels: info.path,
+      prompt_tokens: prompt.length,
+      decode_tokens: decodeTokens,
+      prefill_tokens_per_s: (prompt.length * 1000) / this.bestPrefillMs,
+      decode_tokens_per_s: d.decode_tokens_per_s,
+      decode_ms_per_token: d.decode_ms_per_token,
+      weight_bytes_per_token: model.weightBytesPerToken,
+      effective_read_gb_per_s: d.effective_read_gb_per_s,
+      measured_read_bandwidth_gb_per_s: this.bandwidth,
+      percent_of_roofline: d.percent_of_roofline,
+      rows,
+      ...(peers && { peers }),
     };
-  });
-  const d = rows[0];
-  const info = native().cpuInfo();
-  return {
-    model: model.dir,
-    architecture: c.architecture,
-    dtype: c.dtype ?? model.weights.embed.dtype,
-    threads: backend.threads,
-    kernels: info.path,
-    prompt_tokens: prompt.length,
-    decode_tokens: decodeTokens,
-    prefill_tokens_per_s: (prompt.length * 1000) / bestPrefillMs,
-    decode_tokens_per_s: d.decode_tokens_per_s,
-    decode_ms_per_token: d.decode_ms_per_token,
-    weight_bytes_per_token: model.weightBytesPerToken,
-    effective_read_gb_per_s: d.effective_read_gb_per_s,
-    measured_read_bandwidth_gb_per_s: bandwidth,
-    percent_of_roofline: d.percent_of_roofline,
-    rows,
+  }
+}
+
+export function benchmark(model: LoadedModel, o: BenchOptions = {}): BenchResult {
+  const run = new BenchRun(model, o);
+  run.warmup();
+  for (let r = 0; r < (o.repeats ?? 3); r++) run.round();
+  return run.result();
+}
+
+// ---- peers: other engines on the same model, measured round-robin with our rows -------------
+
+/** Peers `hire bench --peers` knows: module (loaded only when asked) and how to open it. */
+export const PEER_NAMES = ["ort", "ort-hire", "llamacpp"] as const;
+
+export interface PeerBenchOptions {
+  /** Peer names, run in this order after our rows each round (see PEER_NAMES). */
+  peers: string[];
+  /** ONNX Runtime execution provider for the ort peers (default cpu). */
+  ortEp?: "cpu" | "cuda" | "webgpu";
+  /** Where peers cache their exported models (default: each peer's own). */
+  cacheDir?: string;
+}
+
+export interface PeerRow {
+  /** The peer's name ("ort", "ort-hire", "llamacpp"). */
+  method: string;
+  /** Why the peer did not run; the numbers are then null. */
+  skipped?: string;
+  detail: string;
+  decode_tokens_per_s: number | null;
+  decode_ms_per_token: number | null;
+  prefill_tokens_per_s: number | null;
+  /** Peer tokens/s over our dense row's, in the same run (as `speedup` of our rows). */
+  speedup: number | null;
+  /** The row of ours it is compared with: our HiRE row for ort-hire when there is one, else dense. */
+  vs_row: string | null;
+  /** That row's tokens/s over the peer's: > 1 means ours decodes faster. */
+  vs_ours: number | null;
+  /** Leading greedy ids equal to that row's (a check that it ran the same model), out of ids_compared. */
+  ids_agree: number | null;
+  ids_compared: number | null;
+}
+
+type PeerModule = { open: (model: LoadedModel) => Promise<PeerOpenResult> };
+
+/** Load a peer's module by name with a dynamic import, so a missing module is a skipped row. */
+async function loadPeer(
+  name: string,
+  o: PeerBenchOptions & BenchOptions,
+  threads: number,
+): Promise<PeerModule | string> {
+  const hire: DeepPartial<SparsitySettings> = {
+    ...o.sparsity,
+    ffn: { ...o.sparsity?.ffn, method: "hire", k: o.ffnK?.[0] ?? o.sparsity?.ffn?.k },
   };
+  const table: Record<string, { file: string; fn: string; opts: Record<string, unknown> }> = {
+    ort: { file: "ort.js", fn: "openOrtPeer", opts: { ep: o.ortEp, threads, cacheDir: o.cacheDir } },
+    "ort-hire": { file: "ort.js", fn: "openOrtPeer", opts: { hire, ep: o.ortEp, threads, cacheDir: o.cacheDir } },
+    llamacpp: { file: "llamacpp.js", fn: "openLlamaCppPeer", opts: { threads, cacheDir: o.cacheDir } },
+  };
+  const entry = table[name];
+  if (!entry) return `unknown peer "${name}" (known: ${PEER_NAMES.join(", ")})`;
+  let mod: Record<string, unknown>;
+  try {
+    const spec: string = `../peers/${entry.file}`; // a variable: the module may not exist in this build
+    mod = (await import(spec)) as Record<string, unknown>;
+  } catch (e) {
+    return `core/peers/${entry.file.replace(/\.js$/, ".ts")} is not available (${(e as Error).message.split("\n")[0]})`;
+  }
+  const open = mod[entry.fn];
+  if (typeof open !== "function") return `core/peers/${entry.file} does not export ${entry.fn}`;
+  return {
+    open: (model) =>
+      (open as (m: LoadedModel, opts: Record<string, unknown>) => Promise<PeerOpenResult>)(model, entry.opts),
+  };
+}
+
+/** Leading positions where a and b agree. */
+function agreeingPrefix(a: number[], b: number[]): number {
+  let i = 0;
+  while (i < a.length && i < b.length && a[i] === b[i]) i++;
+  return i;
+}
+
+/**
+ * `benchmark` plus peers: each round measures our rows, then every peer that opened, on the same
+ * prompt ids and the same number of decode steps (a peer gets decodeTokens + 1 ids: the prompt
+ * run's token, then decodeTokens one-token runs, as ours). Each row keeps its best round. A peer
+ * that is unknown, missing, skipped or fails becomes a row with `skipped` and its reason.
+ */
+export async function benchmarkWithPeers(model: LoadedModel, o: BenchOptions & PeerBenchOptions): Promise<BenchResult> {
+  const run = new BenchRun(model, o);
+  interface Live {
+    peer: Peer;
+    best: PeerRun | null;
+    row: PeerRow;
+  }
+  const blank = (method: string, detail: string, skipped?: string): PeerRow => ({
+    method,
+    ...(skipped !== undefined && { skipped }),
+    detail,
+    decode_tokens_per_s: null,
+    decode_ms_per_token: null,
+    prefill_tokens_per_s: null,
+    speedup: null,
+    vs_row: null,
+    vs_ours: null,
+    ids_agree: null,
+    ids_compared: null,
+  });
+  const rows: PeerRow[] = [];
+  const live: Live[] = [];
+  const n = run.decodeTokens + 1;
+  const fail = (row: PeerRow, what: string, e: unknown) => {
+    row.skipped = `${what}: ${(e instanceof Error ? e.message : String(e)).split("\n")[0]}`;
+  };
+  try {
+    for (const name of o.peers) {
+      const row = blank(name, "");
+      rows.push(row);
+      const mod = await loadPeer(name, o, run.backend.threads);
+      if (typeof mod === "string") {
+        row.skipped = mod;
+        continue;
+      }
+      try {
+        const opened = await mod.open(model);
+        if ("skipped" in opened) row.skipped = opened.skipped;
+        else {
+          row.detail = opened.peer.detail;
+          live.push({ peer: opened.peer, best: null, row });
+        }
+      } catch (e) {
+        fail(row, "failed to open", e);
+      }
+    }
+
+    run.warmup();
+    const decodePeer = async (p: Live) => {
+      if (p.row.skipped) return;
+      try {
+        const r = await p.peer.decode(run.prompt, n);
+        if (!p.best || r.tokensPerSecond > p.best.tokensPerSecond) p.best = { ...r, ids: p.best?.ids ?? r.ids };
+      } catch (e) {
+        fail(p.row, "failed to decode", e);
+      }
+    };
+    for (const p of live) await decodePeer(p); // warm-up
+    for (const p of live) p.best = null;
+    for (let r = 0; r < (o.repeats ?? 3); r++) {
+      run.round();
+      for (const p of live) await decodePeer(p);
+    }
+  } finally {
+    for (const p of live) await p.peer.close().catch(() => undefined);
+  }
+
+  const dense = run.dense;
+  const denseTps = (1000 * run.decodeTokens) / dense.bestMs;
+  for (const p of live) {
+    if (p.row.skipped || !p.best) continue;
+    const hireRow = p.row.method === "ort-hire" ? run.configs.find((c) => c.label.startsWith("hire")) : undefined;
+    const ours = hireRow ?? dense;
+    const oursTps = (1000 * run.decodeTokens) / ours.bestMs;
+    const tps = p.best.tokensPerSecond;
+    Object.assign(p.row, {
+      decode_tokens_per_s: tps,
+      decode_ms_per_token: tps > 0 ? 1000 / tps : null,
+      prefill_tokens_per_s: p.best.prefillTokensPerSecond ?? null,
+      speedup: tps / denseTps,
+      vs_row: ours.label,
+      vs_ours: tps > 0 ? oursTps / tps : null,
+      ids_agree: agreeingPrefix(p.best.ids, ours.ids),
+      ids_compared: Math.min(p.best.ids.length, ours.ids.length),
+    });
+  }
+  return run.result(rows);
 }

@@ -1,0 +1,112 @@
+// `hire export --model DIR [--gguf OUT.gguf] [--onnx OUT.onnx [--onnx-hire]] [--dtype f32|f16|bf16]`: write a model in another
+// engine's format. Each format is one entry in TARGETS, keyed by the flag that names its output
+// file; several can be given at once (each gets the same model and --dtype). To add one (ONNX:
+// `--onnx OUT.onnx`): add its flag to EXPORT_FLAGS and an entry to TARGETS.
+import { existsSync, statSync } from "node:fs";
+import { basename, dirname } from "node:path";
+import { UsageError } from "../loader/errors.js";
+import type { LoadedModel } from "../loader/model-folder.js";
+import { exportGguf, type GgufDType } from "../gguf/export.js";
+import { exportOnnx } from "../onnx/export.js";
+import { openModel, parse } from "./flags.js";
+
+export type ExportDType = "f32" | "f16" | "bf16";
+const DTYPES: readonly ExportDType[] = ["f32", "f16", "bf16"];
+
+export const EXPORT_FLAGS = {
+  model: { type: "string" },
+  dtype: { type: "string" },
+  gguf: { type: "string" },
+  onnx: { type: "string" },
+  /** ONNX only: express the HiRE FFN/output layer in the graph (sparsity flags as for generate). */
+  "onnx-hire": { type: "boolean" },
+} as const;
+
+interface ExportTarget {
+  /** What the format is for, in the usage line. */
+  readonly what: string;
+  /** Writes the file; returns a one-line summary ("llama, bf16, 21 tensors"). */
+  write(
+    model: LoadedModel,
+    out: string,
+    dtype: ExportDType | undefined,
+    progress: Progress,
+    options: { onnxHire: boolean },
+  ): Promise<string>;
+}
+
+type Progress = (done: number, total: number) => void;
+
+export const TARGETS: Record<Exclude<keyof typeof EXPORT_FLAGS, "model" | "dtype" | "onnx-hire">, ExportTarget> = {
+  gguf: {
+    what: "llama.cpp",
+    async write(model, out, dtype, onProgress) {
+      const r = await exportGguf(model, out, { dtype: dtype as GgufDType | undefined, onProgress });
+      return `GGUF v3, ${r.architecture}, ${r.dtype}, ${r.tensors} tensors`;
+    },
+  },
+  onnx: {
+    what: "ONNX Runtime; f32 weights as external data",
+    async write(model, out, dtype, onProgress, options) {
+      // ONNX Runtime's CPU kernels have no bf16 MatMul, and f16 measured no faster: weights are f32.
+      if (dtype !== undefined && dtype !== "f32")
+        throw new UsageError(`--onnx writes f32 weights; drop --dtype ${dtype}`);
+      const hire = options.onnxHire
+        ? { ffn: { method: "hire" as const }, head: { method: "hire" as const } }
+        : undefined;
+      const r = exportOnnx(model, out, { hire, onProgress });
+      return `ONNX opset 17, ${r.layers} layers, ${(r.dataBytes / 1e6).toFixed(1)} MB of weights in ${basename(r.dataFile)}${hire ? ", HiRE FFN + output layer" : ""}`;
+    },
+  },
+};
+
+export const EXPORT_HELP = `--model DIR ${Object.entries(TARGETS)
+  .map(([flag, t]) => `[--${flag} OUT.${flag} (${t.what})]`)
+  .join(" ")} [--onnx-hire] [--dtype f32|f16|bf16]`;
+
+export async function runExport(argv: string[]): Promise<void> {
+  const v = parse(argv, EXPORT_FLAGS);
+  const targets = (Object.keys(TARGETS) as (keyof typeof TARGETS)[]).filter((k) => v[k] !== undefined);
+  if (targets.length === 0) {
+    throw new UsageError(
+      `name at least one output: ${Object.keys(TARGETS)
+        .map((k) => `--${k} FILE`)
+        .join(", ")}`,
+    );
+  }
+  for (const k of targets) {
+    const out = v[k]!;
+    if (out === "") throw new UsageError(`--${k} needs a file name`);
+    if (!existsSync(dirname(out))) throw new UsageError(`--${k}: folder ${dirname(out)} does not exist`);
+  }
+  const dtype = v.dtype as ExportDType | undefined;
+  if (dtype !== undefined && !DTYPES.includes(dtype)) {
+    throw new UsageError(`--dtype must be ${DTYPES.join(", ")}, got "${dtype}"`);
+  }
+  const model = openModel(v.model);
+  try {
+    for (const k of targets) {
+      const out = v[k]!;
+      const started = performance.now();
+      let lastPct = -1;
+      const summary = await TARGETS[k].write(
+        model,
+        out,
+        dtype,
+        (done, total) => {
+          const pct = Math.floor((100 * done) / total);
+          if (process.stderr.isTTY && pct !== lastPct) process.stderr.write(`\rwriting ${out} ${pct}%`);
+          lastPct = pct;
+        },
+        { onnxHire: v["onnx-hire"] === true },
+      );
+      if (process.stderr.isTTY) process.stderr.write("\r\x1b[K");
+      const { size } = statSync(out);
+      process.stdout.write(
+        `wrote ${out}: ${summary}, ${(size / 1e6).toFixed(1)} MB in ${((performance.now() - started) / 1000).toFixed(1)} s\n`,
+      );
+    }
+  } finally {
+    model.close();
+  }
+}

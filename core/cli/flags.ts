@@ -1,0 +1,32 @@
+// Flag parsing shared by the `hire` commands (main.ts, export.ts): strict parseArgs whose errors
+// are UsageErrors, number and integer flags with the flag's name in the message, and the model
+// folder (--model, else the built-in default model).
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { loadModel, type LoadedModel } from "../loader/model-folder.js";
+import { defaultModelDir } from "../loader/default-model.js";
+import { UsageError } from "../loader/errors.js";
+
+export function openModel(dir: string | undefined): LoadedModel {
+  return loadModel(dir ?? defaultModelDir());
+}
+
+export const num = (name: string, v: string | undefined): number | undefined => {
+  if (v === undefined) return undefined;
+  const x = Number(v);
+  if (v.trim() === "" || !Number.isFinite(x)) throw new UsageError(`--${name} must be a number, got "${v}"`);
+  return x;
+};
+
+export const int = (name: string, v: string | undefined): number | undefined => {
+  const x = num(name, v);
+  if (x !== undefined && !Number.isInteger(x)) throw new UsageError(`--${name} must be an integer, got "${v}"`);
+  return x;
+};
+
+export function parse<T extends ParseArgsConfig["options"]>(argv: string[], options: T) {
+  try {
+    return parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values;
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}

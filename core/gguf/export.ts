@@ -1,0 +1,386 @@
+// `exportGguf`: a loaded model as a GGUF v3 file that llama.cpp runs, with its tokenizer. The
+// tensor names, metadata keys and layouts follow llama.cpp's convert_hf_to_gguf.py:
+//   - llama (LlamaForCausalLM, MistralForCausalLM): q_proj/k_proj rows permuted per head from
+//     Hugging Face's rotate-half rotary layout to llama.cpp's interleaved pairs (`permute`);
+//     llama3 rope scaling as the rope_freqs tensor (per-frequency divisors), linear as metadata.
+//   - qwen2: no permutation (llama.cpp runs Qwen2 with NEOX rotary, which is rotate-half).
+//   - gpt2: Conv1D weights ([in, out]) transposed to [out, in]; learned positions.
+// Matrices are written in the requested dtype (default: the model's), 1-D tensors (norms, biases,
+// rope_freqs) in F32 as the converter does. A tied head has no output.weight (llama.cpp reuses
+// token_embd). Other architectures are a ModelError (UNSUPPORTED_ARCHITECTURE).
+import { open, rename, rm, type FileHandle } from "node:fs/promises";
+import { basename, join } from "node:path";
+import type { LoadedModel } from "../loader/model-folder.js";
+import type { Weight } from "../loader/safetensors.js";
+import { ModelError } from "../loader/errors.js";
+import { isObject, readJsonFile } from "../loader/json.js";
+import type { ModelConfig } from "../arch/config.js";
+import { convertF32, f16ToF32 } from "../modelgen/safetensors-writer.js";
+import { GGML_TYPE_BYTES, GgmlType, GgufFileWriter, kv, type GgufTensorInfo, type GgufValue } from "./writer.js";
+import { ggufVocab, vocabMetadata } from "./vocab.js";
+
+export type GgufDType = "f32" | "f16" | "bf16";
+
+export interface GgufExportOptions {
+  /** Dtype of the matrices (default: the model's weight dtype). */
+  dtype?: GgufDType;
+  /** Called after each tensor: bytes of tensor data written so far, and in all. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface GgufExportResult {
+  file: string;
+  /** llama.cpp's architecture name (general.architecture). */
+  architecture: "llama" | "qwen2" | "gpt2";
+  dtype: GgufDType;
+  tensors: number;
+  bytes: number;
+}
+
+const GGML_TYPES: Record<GgufDType, GgmlType> = { f32: GgmlType.F32, f16: GgmlType.F16, bf16: GgmlType.BF16 };
+/** general.file_type (llama_ftype): ALL_F32, MOSTLY_F16, MOSTLY_BF16. */
+const FILE_TYPES: Record<GgufDType, number> = { f32: 0, f16: 1, bf16: 32 };
+const SOURCE_DTYPES: Record<Weight["dtype"], GgufDType> = { F32: "f32", F16: "f16", BF16: "bf16" };
+
+const ARCH_NAMES: Record<string, GgufExportResult["architecture"]> = {
+  LlamaForCausalLM: "llama",
+  MistralForCausalLM: "llama",
+  Qwen2ForCausalLM: "qwen2",
+  GPT2LMHeadModel: "gpt2",
+};
+
+/** How a tensor's rows are rearranged on the way out. */
+type Transform =
+  | { kind: "copy" }
+  /** Per head: the first rotDim rows go from [half0 | half1] to interleaved pairs. */
+  | { kind: "permute"; heads: number; headDim: number; rotDim: number }
+  /** Stored [in, out] (Conv1D): written [out, in]. */
+  | { kind: "transpose" };
+
+interface PlannedTensor {
+  info: GgufTensorInfo;
+  source: Weight | Float32Array;
+  transform: Transform;
+}
+
+/** llama.cpp's name for the model's architecture, or a ModelError saying it cannot be exported. */
+export function ggufArchitecture(config: ModelConfig, file = "config.json"): GgufExportResult["architecture"] {
+  const arch = ARCH_NAMES[config.architecture];
+  if (!arch) {
+    throw new ModelError(
+      "UNSUPPORTED_ARCHITECTURE",
+      file,
+      `GGUF export supports ${Object.keys(ARCH_NAMES).join(", ")}; ${config.architecture} is not one of them`,
+    );
+  }
+  return arch;
+}
+
+/**
+ * HF's rotate-half rotary layout → llama.cpp's interleaved pairs, on the rows of a q/k projection
+ * ([heads·headDim, cols], row-major, `elemBytes` per element): within each head, row 2j+h of the
+ * output is row h·(rotDim/2)+j of the input, for j < rotDim/2; rows past rotDim stay in place.
+ * The same as convert_hf_to_gguf's `permute` (reshape(heads, 2, D/2, cols).swapaxes(1, 2)).
+ */
+export function permuteRotary(
+  src: Uint8Array,
+  heads: number,
+  headDim: number,
+  rotDim: number,
+  rowBytes: number,
+): Uint8Array {
+  if (src.length !== heads * headDim * rowBytes) throw new Error("permuteRotary: size mismatch");
+  const dst = new Uint8Array(src.length);
+  const half = rotDim / 2;
+  for (let h = 0; h < heads; h++) {
+    const base = h * headDim;
+    for (let r = 0; r < headDim; r++) {
+      const from = r < rotDim ? (r % 2) * half + Math.floor(r / 2) : r;
+      dst.set(src.subarray((base + from) * rowBytes, (base + from + 1) * rowBytes), (base + r) * rowBytes);
+    }
+  }
+  return dst;
+}
+
+/** Writes `model` to `outFile` as GGUF (atomically: a temporary file renamed at the end). */
+export async function exportGguf(
+  model: LoadedModel,
+  outFile: string,
+  opts: GgufExportOptions = {},
+): Promise<GgufExportResult> {
+  const c = model.config;
+  const configFile = join(model.dir, "config.json");
+  const arch = ggufArchitecture(c, configFile);
+  const dtype = opts.dtype ?? SOURCE_DTYPES[model.weights.embed.dtype];
+  if (!(dtype in GGML_TYPES))
+    throw new ModelError("UNSUPPORTED_DTYPE", outFile, `GGUF dtype ${dtype} (f32, f16, bf16)`);
+  const raw = readJsonFile(configFile);
+  const rawConfig = isObject(raw) ? raw : {};
+
+  const metadata: [string, GgufValue][] = [
+    ["general.architecture", kv.str(arch)],
+    ["general.name", kv.str(basename(model.dir))],
+    ["general.file_type", kv.u32(FILE_TYPES[dtype])],
+    ...architectureMetadata(arch, c, configFile),
+  ];
+  const planned = planTensors(arch, model, GGML_TYPES[dtype]);
+  if (arch !== "gpt2") {
+    const rope = ropeScaling(c, rawConfig, configFile);
+    if (rope.kind === "linear") {
+      metadata.push(
+        [`${arch}.rope.scaling.type`, kv.str("linear")],
+        [`${arch}.rope.scaling.factor`, kv.f32(rope.factor)],
+      );
+    } else if (rope.kind === "factors") {
+      if (arch !== "llama") {
+        throw new ModelError("BAD_CONFIG", configFile, `this rope_scaling has no GGUF form for ${arch} in llama.cpp`);
+      }
+      planned.unshift({
+        info: { name: "rope_freqs.weight", type: GgmlType.F32, dims: [rope.factors.length] },
+        source: rope.factors,
+        transform: { kind: "copy" },
+      });
+    }
+    metadata.push(
+      [`${arch}.rope.dimension_count`, kv.u32(c.ropeInvFreq!.length * 2)],
+      [`${arch}.rope.freq_base`, kv.f32(rope.theta)],
+    );
+  }
+  metadata.push(...vocabMetadata(ggufVocab(model)));
+
+  const tmp = `${outFile}.${process.pid}.tmp`;
+  const writer = await GgufFileWriter.open(
+    tmp,
+    new Map(metadata),
+    planned.map((p) => p.info),
+  );
+  const reader = new TensorReader();
+  const total = writer.layout.byteLengths.reduce((a, b) => a + b, 0);
+  let done = 0;
+  try {
+    for (const [i, p] of planned.entries()) {
+      for await (const chunk of tensorBytes(p, reader)) await writer.write(chunk);
+      done += writer.layout.byteLengths[i];
+      opts.onProgress?.(done, total);
+    }
+    await writer.close();
+    await rename(tmp, outFile);
+  } catch (e) {
+    await writer.abort();
+    await rm(tmp, { force: true });
+    throw e;
+  } finally {
+    await reader.close();
+  }
+  return { file: outFile, architecture: arch, dtype, tensors: planned.length, bytes: writer.layout.fileBytes };
+}
+
+function architectureMetadata(
+  arch: GgufExportResult["architecture"],
+  c: ModelConfig,
+  file: string,
+): [string, GgufValue][] {
+  const common: [string, GgufValue][] = [
+    [`${arch}.context_length`, kv.u32(c.maxPositions)],
+    [`${arch}.embedding_length`, kv.u32(c.hidden)],
+    [`${arch}.block_count`, kv.u32(c.layers)],
+    [`${arch}.feed_forward_length`, kv.u32(c.intermediate)],
+    [`${arch}.attention.head_count`, kv.u32(c.heads)],
+  ];
+  if (arch === "gpt2") {
+    if (c.activation !== "gelu_tanh") {
+      throw new ModelError("BAD_CONFIG", file, `llama.cpp's gpt2 uses tanh GELU; this model uses ${c.activation}`);
+    }
+    return [...common, [`gpt2.attention.layer_norm_epsilon`, kv.f32(c.normEps)]];
+  }
+  if (c.activation !== "silu") {
+    throw new ModelError("BAD_CONFIG", file, `llama.cpp's ${arch} uses SiLU; this model uses ${c.activation}`);
+  }
+  return [
+    ...common,
+    [`${arch}.attention.head_count_kv`, kv.u32(c.kvHeads)],
+    [`${arch}.attention.key_length`, kv.u32(c.headDim)],
+    [`${arch}.attention.value_length`, kv.u32(c.headDim)],
+    [`${arch}.attention.layer_norm_rms_epsilon`, kv.f32(c.normEps)],
+    [`${arch}.vocab_size`, kv.u32(c.vocab)],
+  ];
+}
+
+type RopeScaling = { theta: number } & (
+  { kind: "none" } | { kind: "linear"; factor: number } | { kind: "factors"; factors: Float32Array }
+);
+
+/**
+ * The model's rotary frequencies (config.ropeInvFreq, scaling applied) against the unscaled ones
+ * from rope_theta: equal means no scaling, one common ratio is linear scaling, anything else
+ * (llama3) is per-frequency divisors, which llama.cpp reads from the rope_freqs tensor.
+ */
+function ropeScaling(c: ModelConfig, raw: Record<string, unknown>, file: string): RopeScaling {
+  const inv = c.ropeInvFreq!;
+  const theta = typeof raw.rope_theta === "number" ? raw.rope_theta : 10000;
+  const rotDim = inv.length * 2;
+  const factors = new Float32Array(inv.length);
+  for (let i = 0; i < inv.length; i++) factors[i] = 1 / Math.pow(theta, (2 * i) / rotDim) / inv[i];
+  if (!factors.every((f) => Number.isFinite(f) && f > 0)) {
+    throw new ModelError("BAD_CONFIG", file, "rotary frequencies do not follow from rope_theta");
+  }
+  const close = (a: number, b: number) => Math.abs(a - b) <= 1e-5 * Math.max(a, b);
+  if (factors.every((f) => close(f, 1))) return { theta, kind: "none" };
+  if (factors.every((f) => close(f, factors[0]))) return { theta, kind: "linear", factor: factors[0] };
+  return { theta, kind: "factors", factors };
+}
+
+function planTensors(arch: GgufExportResult["architecture"], model: LoadedModel, type: GgmlType): PlannedTensor[] {
+  const c = model.config;
+  const w = model.weights;
+  const out: PlannedTensor[] = [];
+  const copy: Transform = { kind: "copy" };
+  /** A stored tensor; matrices in `type`, 1-D tensors in F32. Dims are ggml order (reversed). */
+  const add = (name: string, src: Weight, transform: Transform = copy) => {
+    const shape = transform.kind === "transpose" ? [src.shape[1], src.shape[0]] : [...src.shape];
+    out.push({
+      info: { name, type: shape.length === 1 ? GgmlType.F32 : type, dims: shape.reverse() },
+      source: src,
+      transform,
+    });
+  };
+  const tied = w.head.w.name === w.embed.name;
+  add("token_embd.weight", w.embed);
+  if (w.positions) add("position_embd.weight", w.positions);
+  const rotDim = c.ropeInvFreq ? c.ropeInvFreq.length * 2 : 0;
+  w.layers.forEach((l, i) => {
+    const p = `blk.${i}`;
+    const norm = (name: string, n: { weight: Weight; bias: Weight | null }) => {
+      add(`${p}.${name}.weight`, n.weight);
+      if (n.bias) add(`${p}.${name}.bias`, n.bias);
+    };
+    const lin = (name: string, l: { w: Weight; b: Weight | null }, t: Transform = copy) => {
+      add(`${p}.${name}.weight`, l.w, l.w.transposed ? { kind: "transpose" } : t);
+      if (l.b) add(`${p}.${name}.bias`, l.b);
+    };
+    norm("attn_norm", l.attnNorm);
+    if ("fused" in l.qkv) {
+      lin("attn_qkv", l.qkv.fused);
+    } else {
+      const perm = (heads: number): Transform =>
+        arch === "llama" ? { kind: "permute", heads, headDim: c.headDim, rotDim } : copy;
+      if (arch === "llama" && (l.qkv.q.b || l.qkv.k.b)) {
+        // convert_hf_to_gguf would permute the biases too; no supported Llama checkpoint has them.
+        throw new ModelError(
+          "UNSUPPORTED_ARCHITECTURE",
+          model.dir,
+          "Llama q/k biases are not supported in GGUF export",
+        );
+      }
+      lin("attn_q", l.qkv.q, perm(c.heads));
+      lin("attn_k", l.qkv.k, perm(c.kvHeads));
+      lin("attn_v", l.qkv.v);
+    }
+    lin("attn_output", l.o);
+    norm("ffn_norm", l.ffnNorm);
+    if (l.gate) lin("ffn_gate", l.gate);
+    lin("ffn_up", l.up);
+    lin("ffn_down", l.down);
+  });
+  add("output_norm.weight", w.finalNorm.weight);
+  if (w.finalNorm.bias) add("output_norm.bias", w.finalNorm.bias);
+  if (!tied) add("output.weight", w.head.w);
+  if (w.head.b) add("output.bias", w.head.b);
+  return out;
+}
+
+/** Reads stored tensor bytes from the safetensors files (one handle per file). */
+class TensorReader {
+  private readonly handles = new Map<string, FileHandle>();
+
+  async read(file: string, offset: number, length: number): Promise<Uint8Array> {
+    let fh = this.handles.get(file);
+    if (!fh) {
+      fh = await open(file, "r");
+      this.handles.set(file, fh);
+    }
+    const buf = new Uint8Array(length);
+    for (let done = 0; done < length;) {
+      const { bytesRead } = await fh.read(buf, done, length - done, offset + done);
+      if (bytesRead <= 0) throw new ModelError("TRUNCATED", file, "file ended while reading a tensor");
+      done += bytesRead;
+    }
+    return buf;
+  }
+
+  async close(): Promise<void> {
+    for (const fh of this.handles.values()) await fh.close();
+    this.handles.clear();
+  }
+}
+
+const CHUNK_BYTES = 16 << 20;
+
+/** The tensor's bytes in the output dtype and layout, in chunks of whole rows. */
+async function* tensorBytes(p: PlannedTensor, reader: TensorReader): AsyncGenerator<Uint8Array> {
+  const dst = p.info.type;
+  if (p.source instanceof Float32Array) {
+    yield convert(new Uint8Array(p.source.buffer, p.source.byteOffset, p.source.byteLength), GgmlType.F32, dst);
+    return;
+  }
+  const src = p.source;
+  const srcType = GGML_TYPES[SOURCE_DTYPES[src.dtype]];
+  const elem = GGML_TYPE_BYTES[srcType];
+  const t = p.transform;
+  if (t.kind === "copy") {
+    const rowBytes = (src.shape.length === 1 ? src.shape[0] : src.shape[1]) * elem;
+    const rowsPerChunk = Math.max(1, Math.floor(CHUNK_BYTES / rowBytes));
+    for (let at = 0; at < src.byteLength; at += rowsPerChunk * rowBytes) {
+      const n = Math.min(rowsPerChunk * rowBytes, src.byteLength - at);
+      yield convert(await reader.read(src.file, src.offset + at, n), srcType, dst);
+    }
+    return;
+  }
+  const bytes = await reader.read(src.file, src.offset, src.byteLength);
+  if (t.kind === "permute") {
+    yield convert(permuteRotary(bytes, t.heads, t.headDim, t.rotDim, src.shape[1] * elem), srcType, dst);
+  } else {
+    yield convert(transpose(bytes, src.shape[0], src.shape[1], elem), srcType, dst);
+  }
+}
+
+/** [rows, cols] row-major → [cols, rows] row-major, elements of `elem` bytes. */
+function transpose(src: Uint8Array, rows: number, cols: number, elem: number): Uint8Array {
+  const dst = new Uint8Array(src.length);
+  if (elem === 2) {
+    const s = new Uint16Array(src.buffer, src.byteOffset, rows * cols);
+    const d = new Uint16Array(dst.buffer);
+    for (let r = 0; r < rows; r++) for (let k = 0; k < cols; k++) d[k * rows + r] = s[r * cols + k];
+  } else {
+    const s = new Uint32Array(src.buffer, src.byteOffset, rows * cols);
+    const d = new Uint32Array(dst.buffer);
+    for (let r = 0; r < rows; r++) for (let k = 0; k < cols; k++) d[k * rows + r] = s[r * cols + k];
+  }
+  return dst;
+}
+
+let f16Table: Float32Array | undefined;
+
+/** Element conversion between F32, F16 and BF16 (exact widening; narrowing rounds to nearest even). */
+function convert(src: Uint8Array, from: GgmlType, to: GgmlType): Uint8Array {
+  if (from === to) return src;
+  let f32: Uint32Array;
+  if (from === GgmlType.F32) {
+    f32 = new Uint32Array(src.buffer, src.byteOffset, src.length / 4);
+  } else {
+    const h = new Uint16Array(src.buffer, src.byteOffset, src.length / 2);
+    f32 = new Uint32Array(h.length);
+    if (from === GgmlType.BF16) {
+      for (let i = 0; i < h.length; i++) f32[i] = h[i] << 16;
+    } else {
+      if (!f16Table) {
+        f16Table = new Float32Array(65536);
+        for (let i = 0; i < 65536; i++) f16Table[i] = f16ToF32(i);
+      }
+      const f = new Float32Array(f32.buffer);
+      for (let i = 0; i < h.length; i++) f[i] = f16Table[h[i]];
+    }
+  }
+  if (to === GgmlType.F32) return new Uint8Array(f32.buffer, f32.byteOffset, f32.byteLength);
+  return convertF32(f32, f32.length, to === GgmlType.F16 ? "F16" : "BF16", new Uint16Array(f32.length));
+}

@@ -1,0 +1,248 @@
+// The llama.cpp peer: the model exported to GGUF (core/gguf/export.ts, same dtype as its weights)
+// and run on the CPU by node-llama-cpp, fed our token ids directly (no text, no chat template),
+// decoding greedily. node-llama-cpp is an optional dependency with prebuilt binaries; it is loaded
+// with everything that could download or compile turned off, and anything missing (the package,
+// its binary for this platform, an architecture llama.cpp cannot run) makes the peer `skipped`
+// with the reason rather than an error.
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, statSync } from "node:fs";
+import { availableParallelism, homedir } from "node:os";
+import { basename, join } from "node:path";
+import type { LoadedModel } from "../loader/model-folder.js";
+import { ModelError } from "../loader/errors.js";
+import { weightFiles } from "../loader/safetensors.js";
+import { exportGguf, ggufArchitecture, type GgufDType } from "../gguf/export.js";
+import type { Peer, PeerOpenResult, PeerRun } from "./peer.js";
+
+export interface LlamaCppPeerOptions {
+  /** CPU threads for llama.cpp (default: all, as our CPU backend). */
+  threads?: number;
+  /** Where exported GGUF files are kept (default: $HIRE_CACHE_DIR/gguf, else ~/.cache/hire-studio/gguf). */
+  cacheDir?: string;
+  /** Context window to allocate (default: the model's, capped at 4096). */
+  contextSize?: number;
+  /**
+   * llama.cpp's defaults (flash attention on the CPU, an F16 KV cache) are what a user of
+   * llama.cpp gets, so the benchmark uses them; they round attention to F16. `false` / "f32"
+   * compute attention in F32 (the tests compare log-probabilities that way).
+   */
+  flashAttention?: boolean;
+  kvCacheType?: "f16" | "f32";
+}
+
+// The slice of node-llama-cpp's API used here, typed locally so this file compiles (and the peer
+// reports `skipped`) when the optional package is not installed.
+type Token = number;
+export interface NlcSequence {
+  clearHistory(): Promise<void>;
+  evaluate(tokens: Token[], options: { temperature: number; yieldEogToken: boolean }): AsyncGenerator<Token>;
+}
+export interface NlcContext {
+  readonly contextSize: number;
+  getSequence(): NlcSequence;
+  dispose(): Promise<void>;
+}
+export interface NlcModel {
+  createContext(options: {
+    contextSize: number;
+    batchSize: number;
+    threads: number;
+    sequences: number;
+    flashAttention?: boolean;
+    experimentalKvCacheKeyType?: string;
+    experimentalKvCacheValueType?: string;
+  }): Promise<NlcContext>;
+  dispose(): Promise<void>;
+}
+export interface NlcLlama {
+  readonly llamaCppRelease: { release: string };
+  loadModel(options: { modelPath: string; gpuLayers: number }): Promise<NlcModel>;
+  dispose(): Promise<void>;
+}
+interface NlcModule {
+  getLlama(options: Record<string, unknown>): Promise<NlcLlama>;
+}
+
+const PACKAGE = "node-llama-cpp";
+/** Bumped when the exporter's output changes, so cached files are rewritten. */
+const EXPORT_VERSION = 1;
+
+export function defaultGgufCacheDir(): string {
+  return join(process.env.HIRE_CACHE_DIR ?? join(homedir(), ".cache", "hire-studio"), "gguf");
+}
+
+/**
+ * The cached GGUF for this model and dtype, exported if missing. The key covers the folder, the
+ * size and mtime of every file the export reads, and the exporter version.
+ */
+export async function cachedGguf(
+  model: LoadedModel,
+  dtype: GgufDType,
+  cacheDir = defaultGgufCacheDir(),
+): Promise<string> {
+  const inputs = [
+    ...weightFiles(model.dir),
+    ...["config.json", "tokenizer.json", "tokenizer_config.json"].map((f) => join(model.dir, f)),
+  ];
+  const stamp = inputs
+    .filter((f) => existsSync(f))
+    .map((f) => {
+      const s = statSync(f);
+      return [f, s.size, s.mtimeMs];
+    });
+  const key = createHash("sha256")
+    .update(JSON.stringify({ v: EXPORT_VERSION, dir: model.dir, dtype, stamp }))
+    .digest("hex")
+    .slice(0, 16);
+  mkdirSync(cacheDir, { recursive: true });
+  const file = join(cacheDir, `${basename(model.dir)}-${dtype}-${key}.gguf`);
+  if (!existsSync(file)) await exportGguf(model, file, { dtype });
+  return file;
+}
+
+async function importNodeLlamaCpp(): Promise<NlcModule | string> {
+  try {
+    const spec: string = PACKAGE; // a variable, so TypeScript does not need the optional package's types
+    return (await import(spec)) as NlcModule;
+  } catch (e) {
+    return `${PACKAGE} is not installed (${firstLine(e)})`;
+  }
+}
+
+function firstLine(e: unknown): string {
+  return String(e instanceof Error ? e.message : e).split("\n")[0];
+}
+
+/** A CPU-only llama.cpp from node-llama-cpp's prebuilt binaries, or why there is none here. */
+export async function loadLlamaCpp(
+  threads?: number,
+): Promise<{ llama: NlcLlama; logs: string[] } | { skipped: string }> {
+  const mod = await importNodeLlamaCpp();
+  if (typeof mod === "string") return { skipped: mod };
+  const logs: string[] = [];
+  try {
+    const llama = await mod.getLlama({
+      gpu: false, // the CPU build only: our engine is CPU-only, and this never probes CUDA/Vulkan
+      build: "never", // never compile llama.cpp from source
+      skipDownload: true, // never fetch its sources
+      usePrebuiltBinaries: true,
+      progressLogs: false,
+      ...(threads !== undefined && { maxThreads: threads }),
+      logLevel: "warn",
+      logger: (level: string, message: string) => {
+        logs.push(`${level}: ${message.trim()}`);
+        if (logs.length > 20) logs.shift();
+      },
+    });
+    return { llama, logs };
+  } catch (e) {
+    return {
+      skipped: `${PACKAGE} has no usable llama.cpp binary for ${process.platform}-${process.arch} (${firstLine(e)})`,
+    };
+  }
+}
+
+export async function openLlamaCppPeer(model: LoadedModel, opts: LlamaCppPeerOptions = {}): Promise<PeerOpenResult> {
+  try {
+    ggufArchitecture(model.config, join(model.dir, "config.json"));
+  } catch (e) {
+    if (e instanceof ModelError) return { skipped: `llama.cpp: ${e.message}` };
+    throw e;
+  }
+  const threads = opts.threads ?? availableParallelism();
+  const loaded = await loadLlamaCpp(threads);
+  if ("skipped" in loaded) return loaded;
+  const { llama, logs } = loaded;
+
+  const dtype = { F32: "f32", F16: "f16", BF16: "bf16" }[model.weights.embed.dtype] as GgufDType;
+  let nlcModel: NlcModel | undefined;
+  // Past this point nothing is expected to fail; if something does (a GGUF llama.cpp rejects, a
+  // full disk), the benchmark still runs without this peer, and the tests fail on the reason.
+  try {
+    const file = await cachedGguf(model, dtype, opts.cacheDir);
+    nlcModel = await llama.loadModel({ modelPath: file, gpuLayers: 0 });
+    const contextSize = Math.min(model.config.maxPositions, opts.contextSize ?? 4096);
+    const kv = opts.kvCacheType?.toUpperCase();
+    const context = await nlcModel.createContext({
+      contextSize,
+      batchSize: Math.min(contextSize, 512),
+      threads,
+      sequences: 1,
+      ...(opts.flashAttention !== undefined && { flashAttention: opts.flashAttention }),
+      ...(kv && { experimentalKvCacheKeyType: kv, experimentalKvCacheValueType: kv }),
+    });
+    const version = llama.llamaCppRelease.release;
+    return {
+      peer: new LlamaCppPeer(
+        llama,
+        nlcModel,
+        context,
+        model.config.vocab,
+        `llama.cpp ${version} CPU, ${dtype} GGUF, ${threads} threads`,
+      ),
+    };
+  } catch (e) {
+    await nlcModel?.dispose().catch(() => undefined);
+    await llama.dispose().catch(() => undefined);
+    if (e instanceof ModelError) return { skipped: `llama.cpp: ${e.message}` };
+    const detail = logs.length ? `; llama.cpp said: ${logs.slice(-3).join(" | ")}` : "";
+    return { skipped: `llama.cpp could not load the exported model: ${firstLine(e)}${detail}` };
+  }
+}
+
+class LlamaCppPeer implements Peer {
+  readonly name = "llamacpp";
+  private readonly sequence: NlcSequence;
+  private closed = false;
+
+  constructor(
+    private readonly llama: NlcLlama,
+    private readonly model: NlcModel,
+    private readonly context: NlcContext,
+    private readonly vocab: number,
+    readonly detail: string,
+  ) {
+    this.sequence = context.getSequence();
+  }
+
+  async decode(promptIds: number[], nTokens: number): Promise<PeerRun> {
+    if (this.closed) throw new Error("llama.cpp peer is closed");
+    if (promptIds.length === 0) throw new RangeError("the prompt must have at least one token");
+    if (!Number.isInteger(nTokens) || nTokens < 1)
+      throw new RangeError(`nTokens must be a positive integer, got ${nTokens}`);
+    const bad = promptIds.find((id) => !Number.isInteger(id) || id < 0 || id >= this.vocab);
+    if (bad !== undefined) throw new RangeError(`token id ${bad} is outside the vocabulary of ${this.vocab}`);
+    if (promptIds.length + nTokens > this.context.contextSize) {
+      throw new RangeError(
+        `${promptIds.length} prompt + ${nTokens} new tokens exceed llama.cpp's context of ${this.context.contextSize}`,
+      );
+    }
+    await this.sequence.clearHistory();
+    const ids: number[] = [];
+    const t0 = performance.now();
+    let tFirst = t0;
+    // Greedy (temperature 0); EOS is generated like any token, as in our bench's decode loop.
+    for await (const token of this.sequence.evaluate(promptIds as Token[], { temperature: 0, yieldEogToken: true })) {
+      if (ids.length === 0) tFirst = performance.now();
+      ids.push(token);
+      if (ids.length >= nTokens) break;
+    }
+    const tEnd = performance.now();
+    // Prefill: the prompt's forward pass up to the first token. Decode: each later token is one
+    // single-token forward pass (the generator evaluates the previous token when resumed).
+    const steps = ids.length - 1;
+    return {
+      ids,
+      tokensPerSecond: steps > 0 ? (steps * 1000) / (tEnd - tFirst) : 0,
+      prefillTokensPerSecond: (promptIds.length * 1000) / (tFirst - t0),
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.context.dispose();
+    await this.model.dispose();
+    await this.llama.dispose();
+  }
+}
