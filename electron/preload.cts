@@ -15,7 +15,7 @@ contextBridge.exposeInMainWorld("hireBridge", {
     ipcRenderer.on(IPC.message, listener);
     return () => ipcRenderer.off(IPC.message, listener);
   },
-  pickFolder(): Promise<string | null> {
+  pickModelFolder(): Promise<string | null> {
     return ipcRenderer.invoke(IPC.pickFolder) as Promise<string | null>;
   },
 });
