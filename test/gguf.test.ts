@@ -515,8 +515,8 @@ after(async () => {
 
 type Controlled = NlcSequence & {
   controlledEvaluate(
-    input: (number | [number, { generateNext: { logits: true; token: true } }])[],
-  ): Promise<({ next: { token?: number | null; logits?: Map<number, number> } } | undefined)[]>;
+    input: (number | [number, { generateNext: { probabilities: true; options: Record<string, number> } }])[],
+  ): Promise<({ next: { token?: number | null; probabilities?: Map<number, number> } } | undefined)[]>;
 };
 
 /**
@@ -543,11 +543,18 @@ async function llamaCppSteps(
     const seq = ctx.getSequence() as Controlled;
     const input = [...prompt, ...ids.slice(0, -1)];
     const out = await seq.controlledEvaluate(
-      input.map((id, i) => (i >= prompt.length - 1 ? [id, { generateNext: { logits: true, token: true } }] : id)),
+      input.map((id, i) =>
+        i >= prompt.length - 1
+          ? // Temperature 1 with every filter off: the probabilities are the softmax of the raw logits.
+            [id, { generateNext: { probabilities: true, options: { temperature: 1, topK: 0, topP: 1, minP: 0 } } }]
+          : id,
+      ),
     );
     await ctx.dispose();
     return ids.map((_, k) => {
-      const logits = out[prompt.length - 1 + k]!.next.logits!;
+      const probabilities = out[prompt.length - 1 + k]!.next.probabilities!;
+      // log p = logit − logsumexp(logits): the same ranking and, up to a constant, the same values.
+      const logits = new Map([...probabilities].map(([id, p]) => [id, Math.log(p)]));
       let max = -Infinity;
       let argmax = -1;
       for (const [id, v] of logits) if (v > max) [max, argmax] = [v, id];
