@@ -34,7 +34,7 @@ const conversation = (id: string, text: string): Conversation => ({
       role: "assistant",
       content: "reply",
       stats: { tokens: 1, ttftMs: 3, decodeTokensPerS: 100, finishReason: "eos" },
-      tokens: [{ text: "reply", recall: 0.9, headMass: null, ms: 1 }],
+      tokens: [{ text: "reply", recall: 0.9, headMass: null, divergence: 0.02, ms: 1 }],
     },
   ],
 });
@@ -154,6 +154,7 @@ test("conversations persist atomically: a crash mid-write leaves the saved versi
     ["one", "two"],
   );
   assert.equal(store.get("one").messages[1].tokens?.[0].recall, 0.9);
+  assert.equal(store.get("one").messages[1].tokens?.[0].divergence, 0.02);
 
   // A crash after the temporary file was partly written, before the rename.
   writeFileSync(join(dir, "one.json.12345.tmp"), '{"id":"one","title":"half');

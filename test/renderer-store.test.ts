@@ -398,11 +398,18 @@ test("token marks, selection summary and the trace export", () => {
   const s = step([[0, 1], [2]], {
     audited: true,
     recall: Float32Array.of(1, 0.5),
+    relError: Float32Array.of(0.5, 0.25),
     ms: 4,
     head: { k: 10, candidates: 40, ms: 0.2, argmaxInCandidates: true, massCovered: 0.98 },
   });
-  assert.deepEqual(tokenMark("x", s), { text: "x", recall: 0.75, headMass: 0.98, ms: 4 });
-  assert.deepEqual(tokenMark("y", step([[0], [1]])), { text: "y", recall: null, headMass: null, ms: 2 });
+  assert.deepEqual(tokenMark("x", s), { text: "x", recall: 0.75, headMass: 0.98, divergence: 0.375, ms: 4 });
+  assert.deepEqual(tokenMark("y", step([[0], [1]])), {
+    text: "y",
+    recall: null,
+    headMass: null,
+    divergence: null,
+    ms: 2,
+  });
   assert.equal(selectionSummary(s, 8), "3 selected (18.8%) · k 1–2/layer × 2");
   assert.equal(selectionSummary(step([[], []], { ffnMethod: "dense" }), 8), "dense FFN · all 8 neurons/layer");
   const json = JSON.parse(traceJson([{ index: 0, tokenId: 3, text: "x", step: s }], { model: "m" }));
@@ -410,7 +417,8 @@ test("token marks, selection summary and the trace export", () => {
   assert.deepEqual(json.tokens[0].layers[0].selected, [0, 1]);
   assert.deepEqual(json.tokens[0].layers[1].selected, [2]);
   assert.equal(json.tokens[0].layers[1].recall, 0.5);
-  assert.equal(json.tokens[0].layers[1].relError, null, "NaN becomes null");
+  assert.equal(json.tokens[0].layers[1].relError, 0.25);
+  assert.equal(json.tokens[0].layers[1].cacheHitRate, null, "NaN becomes null");
 });
 
 // ---- settings -----------------------------------------------------------------------------------

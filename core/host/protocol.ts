@@ -198,6 +198,8 @@ export interface TokenMark {
   text: string;
   recall: number | null;
   headMass: number | null;
+  /** Audited tokens: mean over layers of ‖FFN out − dense out‖ / ‖dense out‖ (0 = same as dense). */
+  divergence?: number | null;
   ms: number;
 }
 
@@ -368,12 +370,14 @@ function tokenMarks(x: unknown, where: string): TokenMark[] {
   return x.map((t, i) => {
     const w = `${where}[${i}]`;
     if (!isObj(t)) fail(w, "must be an object");
-    return {
+    const mark: TokenMark = {
       text: str(t, "text", w, 1000),
       recall: nullableNum(t, "recall", w),
       headMass: nullableNum(t, "headMass", w),
       ms: num(t, "ms", w),
     };
+    if (t.divergence !== undefined) mark.divergence = nullableNum(t, "divergence", w);
+    return mark;
   });
 }
 

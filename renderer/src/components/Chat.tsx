@@ -11,6 +11,7 @@ import { MessageView } from "./MessageView.js";
 const MEASURES: [TokenMeasure, string][] = [
   ["none", "none"],
   ["recall", "recall"],
+  ["divergence", "divergence from dense"],
   ["headMass", "output-layer mass"],
   ["latency", "latency"],
 ];

@@ -1,4 +1,4 @@
-// One chat message. A reply's tokens can be coloured by a per-token measure (recall, output-layer
+// One chat message. A reply's tokens can be coloured by a per-token measure (recall, divergence from dense, output-layer
 // mass, latency) with a tooltip of each token's stats; A/B replies mark their first divergent token.
 import { memo, useState } from "react";
 import type { StoredMessage, TokenMark } from "../../../core/host/protocol.js";
@@ -9,7 +9,7 @@ import { latencyColor, qualityColor } from "./colors.js";
 const fmt = (v: number | null, digits = 3) => (v === null ? "—" : v.toFixed(digits));
 
 function tokenTitle(t: TokenMark, i: number): string {
-  return `#${i} ${JSON.stringify(t.text)}\nrecall ${fmt(t.recall)} · output-layer mass ${fmt(t.headMass)} · ${t.ms.toFixed(2)} ms`;
+  return `#${i} ${JSON.stringify(t.text)}\nrecall ${fmt(t.recall)} · divergence ${fmt(t.divergence ?? null)} · output-layer mass ${fmt(t.headMass)} · ${t.ms.toFixed(2)} ms`;
 }
 
 function TokenSpans(props: { tokens: TokenMark[]; measure: TokenMeasure; diverge: number }) {
@@ -27,6 +27,8 @@ function TokenSpans(props: { tokens: TokenMark[]; measure: TokenMeasure; diverge
         let bg: string | undefined;
         if (measure === "recall" && t.recall !== null) bg = qualityColor(t.recall, 0.35);
         else if (measure === "headMass" && t.headMass !== null) bg = qualityColor(t.headMass, 0.35);
+        // Relative error of the layer outputs: 0 is dense-exact, 0.5 and beyond shown as worst.
+        else if (measure === "divergence" && t.divergence != null) bg = qualityColor(1 - 2 * t.divergence, 0.35);
         else if (measure === "latency") bg = latencyColor(hi > lo ? (t.ms - lo) / (hi - lo) : 0, 0.3);
         const cls = i === diverge ? "tok diverge" : i > diverge && diverge >= 0 ? "tok after" : "tok";
         return (

@@ -154,6 +154,7 @@ export function savePayload(c: Conversation): Conversation {
           text: t.text.slice(0, 1000),
           recall: t.recall !== null && Number.isFinite(t.recall) ? t.recall : null,
           headMass: t.headMass !== null && Number.isFinite(t.headMass) ? t.headMass : null,
+          ...(t.divergence != null && Number.isFinite(t.divergence) ? { divergence: t.divergence } : {}),
           ms: finite(t.ms),
         }));
       }

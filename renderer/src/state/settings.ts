@@ -11,7 +11,7 @@ import type {
   SparsitySettings,
 } from "../../../core/host/protocol.js";
 
-export type TokenMeasure = "none" | "recall" | "headMass" | "latency";
+export type TokenMeasure = "none" | "recall" | "divergence" | "headMass" | "latency";
 
 export interface SamplingPanel extends SamplingOptions {
   maxTokens: number;

@@ -104,14 +104,16 @@ export function finiteMean(a: ArrayLike<number>): number {
   return n === 0 ? NaN : sum / n;
 }
 
-/** A token's marks for colouring the reply: mean recall over layers (audited tokens), head mass, time. */
+/** A token's marks for colouring the reply: mean recall and divergence from dense over layers (audited tokens), head mass, time. */
 export function tokenMark(text: string, step: StepTelemetry): TokenMark {
   const r = step.audited ? finiteMean(step.recall) : NaN;
   const mass = step.head?.massCovered;
+  const div = step.audited ? finiteMean(step.relError) : NaN;
   return {
     text,
     recall: Number.isFinite(r) ? r : null,
     headMass: typeof mass === "number" && Number.isFinite(mass) ? mass : null,
+    divergence: Number.isFinite(div) ? div : null,
     ms: Number.isFinite(step.ms) ? step.ms : 0,
   };
 }
