@@ -1,4 +1,4 @@
-// Flag parsing shared by the `hire` commands (main.ts, export.ts): strict parseArgs whose errors
+// Flag parsing shared by the `hire` commands (main, export, serve, sparsity flags): strict parseArgs whose errors
 // are UsageErrors, number and integer flags with the flag's name in the message, and the model
 // folder (--model, else the built-in default model).
 import { parseArgs, type ParseArgsConfig } from "node:util";
@@ -17,11 +17,18 @@ export const num = (name: string, v: string | undefined): number | undefined => 
   return x;
 };
 
-export const int = (name: string, v: string | undefined): number | undefined => {
+/** An integer flag, optionally within [min, max]. */
+export const int = (name: string, v: string | undefined, range?: [number, number]): number | undefined => {
   const x = num(name, v);
   if (x !== undefined && !Number.isInteger(x)) throw new UsageError(`--${name} must be an integer, got "${v}"`);
+  if (x !== undefined && range && (x < range[0] || x > range[1]))
+    throw new UsageError(`--${name} must be an integer in ${range[0]}..${range[1]}, got "${v}"`);
   return x;
 };
+
+/** A number that may also be written as a percentage: "0.1" or "10%" (k flags). */
+export const fraction = (name: string, v: string | undefined): number | undefined =>
+  v?.endsWith("%") ? num(name, v.slice(0, -1))! / 100 : num(name, v);
 
 export function parse<T extends ParseArgsConfig["options"]>(argv: string[], options: T) {
   try {

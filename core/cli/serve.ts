@@ -1,11 +1,11 @@
 // `hire serve`: the engine host over HTTP + WebSocket for a browser, plus the OpenAI-compatible
 // endpoint. Loads --model (default: the built-in model) at start so the API answers at once.
-import { parseArgs } from "node:util";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { UsageError } from "../loader/errors.js";
 import { EngineHost } from "../host/engine-host.js";
 import { serve } from "../host/server.js";
+import { int, parse } from "./flags.js";
 
 export const SERVE_HELP =
   "[--port N (default 8080)] [--host ADDR (default 127.0.0.1)] [--model DIR | --no-model] [--data DIR] [--threads N]";
@@ -17,34 +17,22 @@ export function defaultDataDir(): string {
   return join(base, "hire-studio");
 }
 
-function integer(name: string, v: string | undefined, min: number, max: number): number | undefined {
-  if (v === undefined) return undefined;
-  const x = Number(v);
-  if (v.trim() === "" || !Number.isInteger(x) || x < min || x > max)
-    throw new UsageError(`--${name} must be an integer in ${min}..${max}, got "${v}"`);
-  return x;
-}
-
 export async function cmdServe(argv: string[]): Promise<void> {
-  const { values: v } = parseArgs({
-    args: argv,
-    strict: true,
-    options: {
-      port: { type: "string" },
-      host: { type: "string" },
-      model: { type: "string" },
-      "no-model": { type: "boolean" },
-      data: { type: "string" },
-      threads: { type: "string" },
-    },
+  const v = parse(argv, {
+    port: { type: "string" },
+    host: { type: "string" },
+    model: { type: "string" },
+    "no-model": { type: "boolean" },
+    data: { type: "string" },
+    threads: { type: "string" },
   });
-  const host = new EngineHost({ dataDir: v.data ?? defaultDataDir(), threads: integer("threads", v.threads, 1, 1024) });
+  const host = new EngineHost({ dataDir: v.data ?? defaultDataDir(), threads: int("threads", v.threads, [1, 1024]) });
   if (!v["no-model"]) {
     await host.handle({ id: 0, type: "model.load", ...(v.model ? { path: v.model } : {}) }, (m) => {
       if (m.type === "reply" && !m.ok) throw new UsageError(`cannot load the model: ${m.error.message}`);
     });
   }
-  const running = await serve({ host, port: integer("port", v.port, 0, 65535) ?? 8080, hostname: v.host });
+  const running = await serve({ host, port: int("port", v.port, [0, 65535]) ?? 8080, hostname: v.host });
   process.stdout.write(`HiRE Studio at ${running.url}  (OpenAI API: ${running.url}/v1/chat/completions)\n`);
   await new Promise<void>((resolve) => {
     const stop = () => {

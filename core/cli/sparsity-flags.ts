@@ -1,5 +1,6 @@
 // The sparsity flags shared by `hire generate`, `chat` and `bench`, parsed into a settings update.
 import { UsageError } from "../loader/errors.js";
+import { fraction, int, num } from "./flags.js";
 import {
   FFN_METHODS,
   HEAD_METHODS,
@@ -27,16 +28,9 @@ export const SPARSITY_FLAGS = {
 
 export type SparsityValues = { [K in keyof typeof SPARSITY_FLAGS]?: K extends "layer-k" ? string[] : string };
 
-function number(flag: string, v: string | undefined): number | undefined {
-  if (v === undefined) return undefined;
-  const x = Number(v.endsWith("%") ? v.slice(0, -1) : v);
-  if (v.trim() === "" || !Number.isFinite(x)) throw new UsageError(`--${flag} must be a number, got "${v}"`);
-  return v.endsWith("%") ? x / 100 : x;
-}
-
 /** k given as a fraction (0.1), a percentage (10%) or a count (512). */
 export function parseK(flag: string, v: string): number {
-  return number(flag, v)!;
+  return fraction(flag, v)!;
 }
 
 export function sparsityUpdate(v: SparsityValues, ffnK?: number): DeepPartial<SparsitySettings> {
@@ -54,22 +48,22 @@ export function sparsityUpdate(v: SparsityValues, ffnK?: number): DeepPartial<Sp
     perLayerK[Number(layer)] = parseK("layer-k", k);
   }
   const audit =
-    v.audit === undefined ? undefined : v.audit === "off" ? 0 : v.audit === "all" ? 1 : number("audit", v.audit);
+    v.audit === undefined ? undefined : v.audit === "off" ? 0 : v.audit === "all" ? 1 : int("audit", v.audit);
   return {
     ffn: {
       method,
-      k: ffnK ?? number("ffn-k", v["ffn-k"]),
-      oversample: number("oversample", v.oversample),
+      k: ffnK ?? fraction("ffn-k", v["ffn-k"]),
+      oversample: num("oversample", v.oversample),
       predictor: v.predictor === undefined ? undefined : parsePredictor(v.predictor),
       perLayerK,
     },
     head: {
       method: head,
-      k: number("head-k", v["head-k"]),
-      oversample: number("head-oversample", v["head-oversample"]),
+      k: fraction("head-k", v["head-k"]),
+      oversample: num("head-oversample", v["head-oversample"]),
       predictor: v["head-predictor"] === undefined ? undefined : parsePredictor(v["head-predictor"]),
     },
-    shards: number("shards", v.shards),
+    shards: int("shards", v.shards),
     auditEvery: audit,
   };
 }

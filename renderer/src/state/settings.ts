@@ -10,6 +10,7 @@ import type {
   SamplingOptions,
   SparsitySettings,
 } from "../../../core/host/protocol.js";
+import { DEFAULT_SETTINGS } from "../../../core/sparse/settings.js";
 
 export type TokenMeasure = "none" | "recall" | "divergence" | "headMass" | "latency";
 
@@ -17,21 +18,8 @@ export interface SamplingPanel extends SamplingOptions {
   maxTokens: number;
 }
 
-/** What a fresh UI shows before the host reports its settings (mirrors core/sparse/settings.ts). */
-export const INITIAL_SPARSITY: SparsitySettings = {
-  ffn: {
-    method: "dense",
-    k: 0.1,
-    oversample: 2,
-    predictor: { kind: "int4", groupSize: 32 },
-    perLayerK: {},
-    cacheFraction: 0.3,
-    cacheGamma: 0.5,
-  },
-  head: { method: "dense", k: 128, oversample: 4, predictor: { kind: "int4", groupSize: 32 } },
-  shards: 1,
-  auditEvery: 0,
-};
+/** What a fresh UI shows before the host reports its settings: the engine's defaults. */
+export const INITIAL_SPARSITY: SparsitySettings = DEFAULT_SETTINGS;
 
 export const INITIAL_SAMPLING: SamplingPanel = {
   temperature: 0.7,
