@@ -549,6 +549,32 @@ describe("quantize / quantRow / quantMatvec", () => {
     }
   });
 
+  test("quantWrite / quantRead round-trip the stored bytes; a file of the wrong size is refused", () => {
+    const dir = mkdtempSync(join(tmpdir(), "hire-quant-"));
+    try {
+      const [rows, cols] = [24, 160];
+      const tw = ownedWeight(NativeDType.BF16, rows, cols, false, randomStored(NativeDType.BF16, rows * cols, true));
+      for (const [bits, g] of CONFIGS) {
+        const q = hn.quantize(tw.w, bits, g);
+        const file = join(dir, `q${bits}-${g}`);
+        hn.quantWrite(q, file);
+        const back = hn.quantRead(file, rows, cols, bits, g);
+        assert.deepEqual(hn.quantInfo(back), hn.quantInfo(q));
+        assert.deepEqual(dequantized(back, rows, cols), dequantized(q, rows, cols));
+        const x = new Float32Array(cols).map((_, i) => Math.sin(i));
+        const [y1, y2] = [new Float32Array(rows), new Float32Array(rows)];
+        hn.quantMatvec(y1, x, q);
+        hn.quantMatvec(y2, x, back);
+        assert.deepEqual(y2, y1);
+        assert.throws(() => hn.quantRead(file, rows + 1, cols, bits, g), /bytes, the shape needs/);
+      }
+      assert.throws(() => hn.quantRead(join(dir, "missing"), rows, cols, 4, 32), /cannot open/);
+      assert.throws(() => hn.quantRead(join(dir, "q4-32"), rows, cols, 5 as 4, 32), /bits must be 4 or 8/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test("representable values dequantize exactly", () => {
     for (const [bits, g] of CONFIGS) {
       const qmax = bits === 8 ? 127 : 7;

@@ -3,7 +3,7 @@
 // changed mid-generation apply from the next token.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { makeModel, type Arch } from "../core/modelgen/make-model.js";
@@ -231,6 +231,34 @@ test("low-rank predictors are cached on disk per tensor content and rank, and re
     model.config.layers,
     "a new rank builds new factors",
   );
+});
+
+test("int4/int8 predictors are cached on disk per tensor content and group size; a damaged file is rebuilt", async () => {
+  const model = models.llama!;
+  const cached = (tag: string) => readdirSync(join(root, "cache")).filter((f) => f.includes(tag) && f.endsWith(".q"));
+  const settings = {
+    ffn: { method: "hire", k: 0.2, oversample: 2, predictor: { kind: "int4", groupSize: 64 } },
+  } as const;
+  const first = await run(model, settings);
+  const files = cached("int4g64");
+  assert.equal(files.length, model.config.layers, "one quantized copy per layer");
+  const mtimes = files.map((f) => statSync(join(root, "cache", f)).mtimeMs);
+  const second = await run(model, settings);
+  assert.deepEqual(second.ids, first.ids, "the cached copy gives the same output");
+  assert.deepEqual(
+    files.map((f) => statSync(join(root, "cache", f)).mtimeMs),
+    mtimes,
+    "not rebuilt",
+  );
+  // A truncated file (a crash mid-copy, a full disk) is detected by its size and rebuilt.
+  const victim = join(root, "cache", files[0]);
+  const bytes = readFileSync(victim);
+  writeFileSync(victim, bytes.subarray(0, bytes.length - 10));
+  const third = await run(model, settings);
+  assert.deepEqual(third.ids, first.ids);
+  assert.equal(statSync(victim).size, bytes.length, "rebuilt in full");
+  await run(model, { ffn: { ...settings.ffn, predictor: { kind: "int8", groupSize: 64 } } });
+  assert.equal(cached("int8g64").length, model.config.layers, "another type builds new copies");
 });
 
 test("recall and relative error on constructed cases", () => {

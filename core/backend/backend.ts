@@ -97,6 +97,9 @@ export interface Backend {
   /** A 2·rows × cols copy with the rows of a and b interleaved (a0, b0, a1, b1, …). */
   interleaveRows(a: Weight, b: Weight): Weight;
   quantize(w: Weight, bits: 4 | 8, groupSize: number): QuantWeight;
+  /** Store a quantized copy in a file, and read one back (the predictor disk cache). */
+  writeQuant(q: QuantWeight, file: string): void;
+  readQuant(file: string, rows: number, cols: number, bits: 4 | 8, groupSize: number): QuantWeight;
   /** y[r] ≈ W[r] · x for every row (approximate scores from the quantized copy). */
   quantMatvec(y: Buf, x: Buf, q: QuantWeight): void;
   /** y[i] = W[idx[i]] · x for i < count (W not transposed). */

@@ -141,6 +141,15 @@ export class CpuBackend implements Backend {
     return { handle, rows: w.rows, cols: w.cols, bits, groupSize, byteLength: this.n.quantInfo(handle).bytes };
   }
 
+  writeQuant(q: QuantWeight, file: string): void {
+    this.n.quantWrite(q.handle, file);
+  }
+
+  readQuant(file: string, rows: number, cols: number, bits: 4 | 8, groupSize: number): QuantWeight {
+    const handle = this.n.quantRead(file, rows, cols, bits, groupSize);
+    return { handle, rows, cols, bits, groupSize, byteLength: this.n.quantInfo(handle).bytes };
+  }
+
   quantMatvec(y: Buf, x: Buf, q: QuantWeight): void {
     this.n.quantMatvec(f32(y), f32(x), q.handle);
   }

@@ -177,6 +177,10 @@ export interface NativeAddon {
   quantMatvec(y: Float32Array, x: Float32Array, q: NativeQuant): void;
   /** Shape and storage of a quantized weight; bytes = codes + scales as stored (what quantMatvec reads). */
   quantInfo(q: NativeQuant): { rows: number; cols: number; bits: number; groupSize: number; bytes: number };
+  /** Write q's stored bytes (codes + scales) to `path` (the predictor disk cache). */
+  quantWrite(q: NativeQuant, path: string): void;
+  /** A quantized weight read back from quantWrite's file; throws unless its size matches the shape. */
+  quantRead(path: string, rows: number, cols: number, bits: 4 | 8, groupSize: number): NativeQuant;
   /** Dequantize row r into out (cols floats): out[c] = q[r][c] · scale[r][group of c]. */
   quantRow(q: NativeQuant, r: number, out: Float32Array): void;
 

@@ -1,10 +1,20 @@
-// On-disk cache for predictors that are expensive to build (low-rank factorisations), keyed by a
-// hash of the source tensor's bytes plus the predictor settings, so a changed model or rank never
-// reuses stale factors. Location: $HIRE_CACHE_DIR, else ~/.cache/hire-studio/predictors.
+// On-disk cache for predictors (low-rank factors, int4/int8 copies), keyed by a hash of the source
+// tensor's bytes plus the predictor settings, so a changed model, rank or group size never reuses a
+// stale file. Location: $HIRE_CACHE_DIR, else ~/.cache/hire-studio/predictors.
 import { createHash } from "node:crypto";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, renameSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { homedir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 
 export function cacheDir(): string {
   return process.env.HIRE_CACHE_DIR ?? join(homedir(), ".cache", "hire-studio", "predictors");
@@ -30,7 +40,7 @@ export function tensorHash(file: string, offset: number, byteLength: number): st
 
 /** Float32 arrays stored under `key`, or undefined when absent or unreadable (then rebuilt). */
 export function readCached(key: string, lengths: number[]): Float32Array[] | undefined {
-  const file = join(cacheDir(), `${key}.f32`);
+  const file = cacheFile(key, "f32");
   if (!existsSync(file)) return undefined;
   try {
     const bytes = readFileSync(file);
@@ -44,16 +54,29 @@ export function readCached(key: string, lengths: number[]): Float32Array[] | und
   }
 }
 
-/** Store arrays under `key` atomically (write then rename). Failures only cost a rebuild next time. */
+/** Store arrays under `key` atomically. Failures only cost a rebuild next time. */
 export function writeCached(key: string, arrays: Float32Array[]): void {
+  storeAtomically(cacheFile(key, "f32"), (tmp) =>
+    writeFileSync(tmp, Buffer.concat(arrays.map((a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength)))),
+  );
+}
+
+/** The cache's path for `key` (the file may not exist). */
+export function cacheFile(key: string, ext: string): string {
+  return join(cacheDir(), `${key}.${ext}`);
+}
+
+/**
+ * Write `file` through `write(tmp)` then rename, so a reader never sees half a file. A read-only
+ * or full disk must not break inference: failures are swallowed (the next load rebuilds).
+ */
+export function storeAtomically(file: string, write: (tmp: string) => void): void {
+  const tmp = `${file}.${process.pid}.tmp`;
   try {
-    const dir = cacheDir();
-    mkdirSync(dir, { recursive: true });
-    const file = join(dir, `${key}.f32`);
-    const tmp = `${file}.${process.pid}.tmp`;
-    writeFileSync(tmp, Buffer.concat(arrays.map((a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength))));
+    mkdirSync(dirname(file), { recursive: true });
+    write(tmp);
     renameSync(tmp, file);
   } catch {
-    // A read-only or full disk must not break inference.
+    rmSync(tmp, { force: true });
   }
 }

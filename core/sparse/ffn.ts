@@ -59,9 +59,7 @@ class LayerPrep {
     let p = this.predictors.get(key);
     if (!p) {
       const src = (this.w.gate ?? this.w.up).w;
-      const sourceKey =
-        s.ffn.predictor.kind === "lowrank" ? tensorHash(src.file, src.offset, src.byteLength) : undefined;
-      p = buildPredictor(this.ctx.b, this.inRows(), s.ffn.predictor, sourceKey);
+      p = buildPredictor(this.ctx.b, this.inRows(), s.ffn.predictor, tensorHash(src.file, src.offset, src.byteLength));
       this.predictors.set(key, p);
     }
     return p;

@@ -31,8 +31,7 @@ export class HireOutputLayer implements OutputLayer {
     let p = this.predictors.get(key);
     if (!p) {
       const src = this.w.head.w;
-      const sourceKey = spec.kind === "lowrank" ? tensorHash(src.file, src.offset, src.byteLength) : undefined;
-      p = buildPredictor(this.ctx.b, this.head, spec, sourceKey, 2);
+      p = buildPredictor(this.ctx.b, this.head, spec, tensorHash(src.file, src.offset, src.byteLength), 2);
       this.predictors.set(key, p);
     }
     return p;

@@ -2,12 +2,14 @@
 // - int8 / int4: a group-quantized copy of W (the kernel quantizes x to int8 and uses integer dots).
 // - lowrank:r: W ≈ Q·B with Q (rows × r, orthonormal columns) from a randomized range finder with
 //   one power iteration, and B = Qᵀ·W (r × cols); scores = Q·(B·x).
+// Both are cached on disk (cache.ts), keyed by a hash of W's stored bytes and the settings.
 // To add a predictor: implement `Predictor`, build it in `buildPredictor`, name it in settings.ts.
 import type { Backend, Buf, QuantWeight, Weight } from "../backend/backend.js";
 import { native, NativeDType } from "../native/addon.js";
 import { Rng } from "../engine/sampler.js";
 import type { PredictorSpec } from "./settings.js";
-import { readCached, writeCached } from "./cache.js";
+import { cacheFile, readCached, storeAtomically, writeCached } from "./cache.js";
+import { existsSync } from "node:fs";
 
 export interface Predictor {
   readonly name: string;
@@ -53,18 +55,33 @@ class LowRankPredictor implements Predictor {
 
 /**
  * Build the predictor `spec` for W (rows = neurons or vocabulary entries, cols = inputs).
- * `sourceKey` identifies W's content (a hash of its stored bytes): low-rank factors are then
- * cached on disk and reused while the model and the rank stay the same.
+ * `sourceKey` identifies W's content (a hash of its stored bytes): the predictor is then cached on
+ * disk and reused while the model and the predictor settings stay the same.
  */
 export function buildPredictor(b: Backend, w: Weight, spec: PredictorSpec, sourceKey?: string, seed = 1): Predictor {
   if (spec.kind !== "lowrank")
-    return new QuantPredictor(b, b.quantize(w, spec.kind === "int4" ? 4 : 8, spec.groupSize));
+    return new QuantPredictor(b, quantized(b, w, spec.kind === "int4" ? 4 : 8, spec.groupSize, sourceKey));
   const rank = Math.min(spec.rank, w.rows, w.cols);
   const key = sourceKey && `${sourceKey}-lowrank${rank}-s${seed}`;
   const cached = key ? readCached(key, [rank * w.rows, rank * w.cols]) : undefined;
   const [qT, proj] = cached ?? lowRankFactors(b, w, rank, seed);
   if (key && !cached) writeCached(key, [qT, proj]);
   return lowRankPredictor(b, w, rank, qT, proj);
+}
+
+/** W's group-quantized copy, from the disk cache when there (a file of the wrong size is rebuilt). */
+function quantized(b: Backend, w: Weight, bits: 4 | 8, groupSize: number, sourceKey?: string): QuantWeight {
+  const file = sourceKey ? cacheFile(`${sourceKey}-int${bits}g${groupSize}`, "q") : undefined;
+  if (file && existsSync(file)) {
+    try {
+      return b.readQuant(file, w.rows, w.cols, bits, groupSize);
+    } catch {
+      // Damaged or from another layout: fall through and rebuild it.
+    }
+  }
+  const q = b.quantize(w, bits, groupSize);
+  if (file) storeAtomically(file, (tmp) => b.writeQuant(q, tmp));
+  return q;
 }
 
 function lowRankPredictor(b: Backend, w: Weight, rank: number, qT: Float32Array, proj: Float32Array): Predictor {

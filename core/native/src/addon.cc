@@ -587,6 +587,8 @@ Napi::Value AccumulateCols(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value WrapQuant(const Args& a, Napi::Env env, std::shared_ptr<hire::QuantMatrix> q);
+
 Napi::Value Quantize(const Napi::CallbackInfo& info) {
   Args a(info, "quantize");
   const Mat w = a.weight(0, "w");
@@ -595,8 +597,10 @@ Napi::Value Quantize(const Napi::CallbackInfo& info) {
   const int64_t group = a.integer(2, "groupSize", 32, 4096);
   if (group % 32 != 0) a.fail("groupSize must be a multiple of 32, got " + std::to_string(group));
   mul(a, w.rows, w.cols);  // size sanity
-  auto q = hire::quantize(w, static_cast<int>(bits), group);
-  Napi::Env env = info.Env();
+  return WrapQuant(a, info.Env(), hire::quantize(w, static_cast<int>(bits), group));
+}
+
+Napi::Value WrapQuant(const Args& a, Napi::Env env, std::shared_ptr<hire::QuantMatrix> q) {
   const int64_t bytes = q->bytes();
   auto* h = new QuantHandle{std::move(q)};
   auto ext = Napi::External<QuantHandle>::New(env, h, [](Napi::Env e, QuantHandle* p) {
@@ -606,6 +610,51 @@ Napi::Value Quantize(const Napi::CallbackInfo& info) {
   Napi::MemoryManagement::AdjustExternalMemory(env, bytes);
   if (napi_type_tag_object(env, ext, &kQuantTag) != napi_ok) a.fail("cannot tag the quant handle");
   return ext;
+}
+
+// A quantized weight's stored bytes (codes + scales, exactly what quantMatvec reads) to a file, and
+// back: the disk cache of int4/int8 predictors. The shape is the caller's to check (it keys the file).
+Napi::Value QuantWrite(const Napi::CallbackInfo& info) {
+  Args a(info, "quantWrite");
+  const hire::QuantMatrix& q = a.quant(0, "q");
+  if (!info[1].IsString()) a.fail("path must be a string");
+  const std::string path = info[1].As<Napi::String>().Utf8Value();
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  if (!f) a.fail("cannot open " + path + " for writing");
+  const size_t n = static_cast<size_t>(q.bytes());
+  const bool ok = std::fwrite(q.mem->data(), 1, n, f) == n;
+  if (std::fclose(f) != 0 || !ok) a.fail("cannot write " + path);
+  return info.Env().Undefined();
+}
+
+Napi::Value QuantRead(const Napi::CallbackInfo& info) {
+  Args a(info, "quantRead");
+  if (!info[0].IsString()) a.fail("path must be a string");
+  const std::string path = info[0].As<Napi::String>().Utf8Value();
+  const int64_t rows = a.integer(1, "rows", 1, kMaxDim);
+  const int64_t cols = a.integer(2, "cols", 1, kMaxDim);
+  const int64_t bits = a.integer(3, "bits", 0, 64);
+  if (bits != 4 && bits != 8) a.fail("bits must be 4 or 8, got " + std::to_string(bits));
+  const int64_t group = a.integer(4, "groupSize", 32, 4096);
+  if (group % 32 != 0) a.fail("groupSize must be a multiple of 32, got " + std::to_string(group));
+  mul(a, rows, cols);
+  auto q = std::make_shared<hire::QuantMatrix>(hire::QuantMatrix::shape(rows, cols, static_cast<int>(bits), group));
+  const size_t n = static_cast<size_t>(q->bytes());
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) a.fail("cannot open " + path);
+  std::fseek(f, 0, SEEK_END);
+  const long size = std::ftell(f);
+  std::fseek(f, 0, SEEK_SET);
+  if (size < 0 || static_cast<size_t>(size) != n) {
+    std::fclose(f);
+    a.fail(path + " holds " + std::to_string(size) + " bytes, the shape needs " + std::to_string(n));
+  }
+  q->mem = hire::Buffer::alloc(n + hire::QuantMatrix::kQuantSlack);
+  const bool ok = std::fread(q->mem->data(), 1, n, f) == n;
+  std::fclose(f);
+  if (!ok) a.fail("cannot read " + path);
+  std::memset(q->mem->data() + n, 0, hire::QuantMatrix::kQuantSlack);
+  return WrapQuant(a, info.Env(), std::move(q));
 }
 
 Napi::Value QuantMatvec(const Napi::CallbackInfo& info) {
@@ -748,6 +797,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Export<Quantize>(env, exports, "quantize");
   Export<QuantMatvec>(env, exports, "quantMatvec");
   Export<QuantInfo>(env, exports, "quantInfo");
+  Export<QuantWrite>(env, exports, "quantWrite");
+  Export<QuantRead>(env, exports, "quantRead");
   Export<QuantRow>(env, exports, "quantRow");
   Export<Topk>(env, exports, "topk");
   return exports;
