@@ -1,5 +1,6 @@
 // Sparsity controls. Every change goes to the host as a `sparsity.update` and applies from the next
 // token (also mid-reply). The per-layer k override is in the layer detail panel.
+import type { ReactNode } from "react";
 import { useStore } from "zustand";
 import {
   AUDIT_OPTIONS,
@@ -60,6 +61,42 @@ function PredictorField(props: {
   );
 }
 
+/** A labelled number input that reports only finite numbers (the callback decides if one is valid). */
+function NumberField(props: {
+  label: string;
+  title?: string;
+  testId?: string;
+  min?: number;
+  max?: number;
+  step: number;
+  disabled?: boolean;
+  value: number;
+  onValue: (n: number) => unknown;
+  /** Shown after the input (a unit, a readout). */
+  children?: ReactNode;
+}) {
+  return (
+    <label className="field" title={props.title}>
+      <span className="label">{props.label}</span>
+      <input
+        type="number"
+        className="num"
+        data-testid={props.testId}
+        min={props.min}
+        max={props.max}
+        step={props.step}
+        disabled={props.disabled}
+        value={props.value}
+        onChange={(e) => {
+          const n = Number(e.target.value);
+          if (e.target.value.trim() !== "" && Number.isFinite(n)) props.onValue(n);
+        }}
+      />
+      {props.children}
+    </label>
+  );
+}
+
 export function SparsityPanel() {
   const studio = useStudio();
   const s = useStore(studio.settings, (st) => st.sparsity);
@@ -71,11 +108,6 @@ export function SparsityPanel() {
   const vocab = model?.vocab ?? 0;
   const ffnDense = s.ffn.method === "dense";
   const kFraction = s.ffn.k <= 1 ? s.ffn.k : neurons > 0 ? s.ffn.k / neurons : 1;
-  const num = (v: string, f: (n: number) => void) => {
-    const n = Number(v);
-    if (v.trim() !== "" && Number.isFinite(n)) f(n);
-  };
-
   return (
     <section className="panel sparsity">
       <div className="panel-head">
@@ -118,20 +150,17 @@ export function SparsityPanel() {
             {(kFraction * 100).toFixed(0)}%{neurons > 0 ? ` · ${resolveCount(s.ffn.k, neurons)}` : ""}
           </span>
         </label>
-        <label className="field" title="HiRE computes oversample × k candidate rows exactly">
-          <span className="label">Oversample</span>
-          <input
-            type="number"
-            className="num"
-            data-testid="oversample"
-            min={1}
-            max={32}
-            step={0.5}
-            disabled={s.ffn.method !== "hire"}
-            value={s.ffn.oversample}
-            onChange={(e) => num(e.target.value, (n) => n >= 1 && update({ ffn: { oversample: n } }))}
-          />
-        </label>
+        <NumberField
+          title="HiRE computes oversample × k candidate rows exactly"
+          label="Oversample"
+          testId="oversample"
+          min={1}
+          max={32}
+          step={0.5}
+          disabled={s.ffn.method !== "hire"}
+          value={s.ffn.oversample}
+          onValue={(n) => n >= 1 && update({ ffn: { oversample: n } })}
+        />
         <label className="field">
           <span className="label">Predictor</span>
           <PredictorField
@@ -143,30 +172,24 @@ export function SparsityPanel() {
         </label>
         {s.ffn.method === "dip-ca" && (
           <>
-            <label className="field" title="cache capacity as a fraction of each layer's neurons">
-              <span className="label">Cache fraction</span>
-              <input
-                type="number"
-                className="num"
-                min={0.01}
-                max={1}
-                step={0.05}
-                value={s.ffn.cacheFraction}
-                onChange={(e) => num(e.target.value, (n) => update({ ffn: { cacheFraction: n } }))}
-              />
-            </label>
-            <label className="field" title="score factor for uncached neurons">
-              <span className="label">Cache γ</span>
-              <input
-                type="number"
-                className="num"
-                min={0}
-                max={1}
-                step={0.05}
-                value={s.ffn.cacheGamma}
-                onChange={(e) => num(e.target.value, (n) => update({ ffn: { cacheGamma: n } }))}
-              />
-            </label>
+            <NumberField
+              title="cache capacity as a fraction of each layer's neurons"
+              label="Cache fraction"
+              min={0.01}
+              max={1}
+              step={0.05}
+              value={s.ffn.cacheFraction}
+              onValue={(n) => update({ ffn: { cacheFraction: n } })}
+            />
+            <NumberField
+              title="score factor for uncached neurons"
+              label="Cache γ"
+              min={0}
+              max={1}
+              step={0.05}
+              value={s.ffn.cacheGamma}
+              onValue={(n) => update({ ffn: { cacheGamma: n } })}
+            />
           </>
         )}
         <div className="sep" />
@@ -184,35 +207,27 @@ export function SparsityPanel() {
             ))}
           </select>
         </label>
-        <label className="field" title="vocabulary rows kept: a fraction (≤ 1) or a count">
-          <span className="label">Output k</span>
-          <input
-            type="number"
-            className="num"
-            data-testid="head-k"
-            min={0.001}
-            step={s.head.k <= 1 ? 0.01 : 16}
-            disabled={s.head.method === "dense"}
-            value={s.head.k}
-            onChange={(e) =>
-              num(e.target.value, (n) => n > 0 && (n <= 1 || Number.isInteger(n)) && update({ head: { k: n } }))
-            }
-          />
+        <NumberField
+          title="vocabulary rows kept: a fraction (≤ 1) or a count"
+          label="Output k"
+          testId="head-k"
+          min={0.001}
+          step={s.head.k <= 1 ? 0.01 : 16}
+          disabled={s.head.method === "dense"}
+          value={s.head.k}
+          onValue={(n) => n > 0 && (n <= 1 || Number.isInteger(n)) && update({ head: { k: n } })}
+        >
           <span className="readout">{vocab > 0 ? `of ${vocab}` : ""}</span>
-        </label>
-        <label className="field">
-          <span className="label">Output oversample</span>
-          <input
-            type="number"
-            className="num"
-            min={1}
-            max={64}
-            step={0.5}
-            disabled={s.head.method === "dense"}
-            value={s.head.oversample}
-            onChange={(e) => num(e.target.value, (n) => n >= 1 && update({ head: { oversample: n } }))}
-          />
-        </label>
+        </NumberField>
+        <NumberField
+          label="Output oversample"
+          min={1}
+          max={64}
+          step={0.5}
+          disabled={s.head.method === "dense"}
+          value={s.head.oversample}
+          onValue={(n) => n >= 1 && update({ head: { oversample: n } })}
+        />
         <label className="field">
           <span className="label">Output predictor</span>
           <PredictorField
@@ -223,22 +238,17 @@ export function SparsityPanel() {
           />
         </label>
         <div className="sep" />
-        <label className="field" title="DA-top-k: P shards each pick their local top-(k/P); 1 = global top-k">
-          <span className="label">Shards P</span>
-          <input
-            type="number"
-            className="num"
-            data-testid="shards"
-            min={1}
-            max={64}
-            step={1}
-            disabled={ffnDense}
-            value={s.shards}
-            onChange={(e) =>
-              num(e.target.value, (n) => Number.isInteger(n) && n >= 1 && n <= 64 && update({ shards: n }))
-            }
-          />
-        </label>
+        <NumberField
+          title="DA-top-k: P shards each pick their local top-(k/P); 1 = global top-k"
+          label="Shards P"
+          testId="shards"
+          min={1}
+          max={64}
+          step={1}
+          disabled={ffnDense}
+          value={s.shards}
+          onValue={(n) => Number.isInteger(n) && n >= 1 && n <= 64 && update({ shards: n })}
+        />
         <label className="field" title="compare with the dense computation (recall, output error)">
           <span className="label">Audit</span>
           <select
