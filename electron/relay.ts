@@ -2,7 +2,7 @@
 // forwarded; replies are tracked so that if the engine dies each unanswered request still gets an
 // answer (an error) and the UI hears `host.crashed`; the next request starts a fresh engine.
 // No Electron import: the main process hands in how to start an engine and how to reach the window.
-import { parseRequest, ProtocolError, type HostMessage } from "../core/host/protocol.js";
+import { parseRequest, rejection, type HostMessage } from "../core/host/protocol.js";
 
 /** What the relay needs of an engine process (Electron's UtilityProcess, or a Node child process). */
 export interface EngineProcess {
@@ -27,9 +27,7 @@ export class EngineRelay {
     try {
       req = parseRequest(raw);
     } catch (e) {
-      const id = isRecord(raw) && Number.isSafeInteger(raw.id) ? (raw.id as number) : -1;
-      const message = e instanceof ProtocolError ? e.message : String(e);
-      this.toRenderer({ type: "reply", id, ok: false, error: { code: "PROTOCOL", message } });
+      this.toRenderer(rejection(raw, e));
       return;
     }
     this.ensureEngine();
@@ -61,8 +59,4 @@ export class EngineRelay {
     this.engine = null;
     e?.kill();
   }
-}
-
-function isRecord(x: unknown): x is Record<string, unknown> {
-  return typeof x === "object" && x !== null;
 }

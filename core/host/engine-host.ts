@@ -10,7 +10,8 @@ import { native } from "../native/addon.js";
 import { ContextOverflowError, ModelError, UsageError } from "../loader/errors.js";
 import { defaultModelDir } from "../loader/default-model.js";
 import { loadModel, readModelConfig, type LoadedModel } from "../loader/model-folder.js";
-import { readSafetensorsHeader, weightFiles, DTYPE_BYTES } from "../loader/safetensors.js";
+import { readSafetensorsHeader, weightFiles, DTYPE_BYTES, type TensorInfo } from "../loader/safetensors.js";
+import type { ModelConfig } from "../arch/config.js";
 import { Session, type GenerationEvent } from "../engine/session.js";
 import type { ForwardReport } from "../engine/transformer.js";
 import { GREEDY, validateSampling } from "../engine/sampler.js";
@@ -20,6 +21,7 @@ import {
   PROTOCOL_VERSION,
   ProtocolError,
   parseRequest,
+  rejection,
   type GenerationSummary,
   type HostErrorInfo,
   type HostEvent,
@@ -95,8 +97,7 @@ export class EngineHost {
     try {
       req = parseRequest(raw);
     } catch (e) {
-      const id = isRecord(raw) && Number.isSafeInteger(raw.id) ? (raw.id as number) : -1;
-      channel({ type: "reply", id, ok: false, error: errorInfo(e) });
+      channel(rejection(raw, e));
       return;
     }
     try {
@@ -214,9 +215,9 @@ export class EngineHost {
   private info(): ModelInfo {
     const m = this.model!;
     const c = m.config;
-    const estimate = estimateModel(m.dir, this.session!.contextLength);
+    const sizes = estimate(m.dir, c, m.store.tensors.values(), this.session!.contextLength);
     return {
-      ...estimate,
+      ...sizes,
       name: basename(m.dir),
       layers: c.layers,
       hidden: c.hidden,
@@ -350,10 +351,6 @@ export function errorInfo(e: unknown): HostErrorInfo {
   return { code: "INTERNAL", message: e instanceof Error ? e.message : String(e) };
 }
 
-function isRecord(x: unknown): x is Record<string, unknown> {
-  return typeof x === "object" && x !== null;
-}
-
 function safeDefaultModel(): string | null {
   try {
     return defaultModelDir();
@@ -380,14 +377,17 @@ function promptIds(session: Session, messages: ChatMessage[]): number[] {
 export function estimateModel(path: string, contextLength?: number): ModelEstimate {
   const dir = resolve(path);
   if (!existsSync(dir)) throw new ModelError("NOT_FOUND", dir, "no such folder");
-  const c = readModelConfig(dir);
+  const tensors = weightFiles(dir).flatMap((f) => [...readSafetensorsHeader(f).tensors.values()]);
+  return estimate(dir, readModelConfig(dir), tensors, contextLength);
+}
+
+/** Weights, parameters and KV cache of a model from its config and tensor list. */
+function estimate(dir: string, c: ModelConfig, tensors: Iterable<TensorInfo>, contextLength?: number): ModelEstimate {
   let weightBytes = 0;
   let parameters = 0;
-  for (const f of weightFiles(dir)) {
-    for (const t of readSafetensorsHeader(f).tensors.values()) {
-      weightBytes += t.byteLength;
-      parameters += t.byteLength / DTYPE_BYTES[t.dtype];
-    }
+  for (const t of tensors) {
+    weightBytes += t.byteLength;
+    parameters += t.byteLength / DTYPE_BYTES[t.dtype];
   }
   const ctx = Math.min(c.maxPositions, contextLength ?? DEFAULT_CONTEXT);
   return {
@@ -419,26 +419,22 @@ export function stepTelemetry(report: ForwardReport, session: Session, ms: numbe
     relError: nan(),
     cacheHitRate: nan(),
   };
-  const weights = session.model.weights;
   let total = 0;
   for (const l of report.layers) total += l.ffn ? l.ffn.selected.length : 0;
   const selected = new Int32Array(total);
-  let bytes = 0;
+  // Bytes read = the dense total less what each sparse module saved (its own accounting).
+  let bytes = session.model.weightBytesPerToken;
   let pos = 0;
   let inspect: StepTelemetry["inspect"] = null;
   for (let l = 0; l < L; l++) {
     const r = report.layers[l];
-    const lw = weights.layers[l];
     s.attentionMs[l] = r.attentionMs;
     s.ffnMs[l] = r.ffnMs;
     const f = r.ffn;
     s.selectedOffsets[l] = pos;
-    const linears = "fused" in lw.qkv ? [lw.qkv.fused, lw.o] : [lw.qkv.q, lw.qkv.k, lw.qkv.v, lw.o];
-    for (const lin of linears) bytes += lin.w.byteLength;
     if (!f) {
       s.k[l] = F;
       s.candidates[l] = F;
-      bytes += lw.up.w.byteLength + lw.down.w.byteLength + (lw.gate ? lw.gate.w.byteLength : 0);
       continue;
     }
     s.k[l] = f.k;
@@ -451,7 +447,7 @@ export function stepTelemetry(report: ForwardReport, session: Session, ms: numbe
     if (f.recall !== undefined) s.recall[l] = f.recall;
     if (f.relError !== undefined) s.relError[l] = f.relError;
     if (f.cacheHitRate !== undefined) s.cacheHitRate[l] = f.cacheHitRate;
-    bytes += f.bytes;
+    bytes -= f.denseBytes - f.bytes;
     if (f.scores)
       inspect = {
         layer: l,
@@ -463,7 +459,7 @@ export function stepTelemetry(report: ForwardReport, session: Session, ms: numbe
   }
   s.selectedOffsets[L] = pos;
   const h = report.head;
-  bytes += h ? h.bytes : weights.head.w.byteLength;
+  if (h) bytes -= h.denseBytes - h.bytes;
   const settings = session.sparsity.settings;
   return {
     ffnMethod: settings.ffn.method,

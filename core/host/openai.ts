@@ -7,7 +7,7 @@ import { basename } from "node:path";
 import type { FinishReason } from "../engine/session.js";
 import type { ChatMessage } from "../loader/tokenizer.js";
 import { errorInfo, type Channel, type EngineHost, type GenerateParams } from "./engine-host.js";
-import { LIMITS, ProtocolError, type StepTelemetry } from "./protocol.js";
+import { LIMITS, ProtocolError, parseMessages, type StepTelemetry } from "./protocol.js";
 
 const MAX_BODY = 16 * 1024 * 1024;
 
@@ -151,16 +151,8 @@ export function parseBody(x: unknown): ParsedBody {
   };
   if (typeof x !== "object" || x === null || Array.isArray(x)) bad("the body must be a JSON object");
   const o = x as Record<string, unknown>;
-  if (!Array.isArray(o.messages) || o.messages.length === 0) bad(`"messages" must be a non-empty array`);
-  const messages = (o.messages as unknown[]).map((m, i): ChatMessage => {
-    const r = m as Record<string, unknown>;
-    if (typeof m !== "object" || m === null) bad(`messages[${i}] must be an object`);
-    if (r.role !== "system" && r.role !== "user" && r.role !== "assistant")
-      bad(`messages[${i}].role must be "system", "user" or "assistant"`);
-    if (typeof r.content !== "string") bad(`messages[${i}].content must be a string`);
-    if ((r.content as string).length > LIMITS.contentChars) bad(`messages[${i}].content is too long`);
-    return { role: r.role as ChatMessage["role"], content: r.content as string };
-  });
+  const messages = parseMessages(o.messages, "body");
+  if (messages.length === 0) bad(`"messages" must be a non-empty array`);
   const optNum = (key: string, integer = false): number | undefined => {
     const v = o[key];
     if (v === undefined || v === null) return undefined;

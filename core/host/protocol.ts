@@ -291,7 +291,8 @@ function chatMessage(x: unknown, where: string): ChatMessage {
   return { role, content: str(x, "content", where, LIMITS.contentChars) };
 }
 
-function messages(x: unknown, where: string): ChatMessage[] {
+/** A list of chat messages (roles, text bounded), or a ProtocolError naming the first bad one. */
+export function parseMessages(x: unknown, where: string): ChatMessage[] {
   if (!Array.isArray(x)) fail(where, `"messages" must be an array`);
   if (x.length > LIMITS.messages) fail(where, `more than ${LIMITS.messages} messages`);
   return x.map((m, i) => chatMessage(m, `${where} messages[${i}]`));
@@ -422,6 +423,17 @@ export function parseConversation(x: unknown, where = "conversation"): Conversat
   };
 }
 
+/** The answer to a message that is not a valid request: its id when it carries a usable one, else -1. */
+export function rejection(raw: unknown, e: unknown): Reply {
+  const id = isObj(raw) && Number.isSafeInteger(raw.id) ? (raw.id as number) : -1;
+  return {
+    type: "reply",
+    id,
+    ok: false,
+    error: { code: "PROTOCOL", message: e instanceof Error ? e.message : String(e) },
+  };
+}
+
 /** Accept a request from a UI, or throw ProtocolError naming the first thing wrong with it. */
 export function parseRequest(x: unknown): Request {
   if (!isObj(x)) fail("request", "must be a JSON object");
@@ -448,7 +460,7 @@ export function parseRequest(x: unknown): Request {
       onlyKeys(x, ["id", "type", "messages", "sampling", "maxTokens", "sparsity"], where);
       const maxTokens = num(x, "maxTokens", where, true);
       if (maxTokens < 1 || maxTokens > LIMITS.maxTokens) fail(where, `"maxTokens" must be in 1..${LIMITS.maxTokens}`);
-      const msgs = messages(x.messages, where);
+      const msgs = parseMessages(x.messages, where);
       if (msgs.length === 0) fail(where, `"messages" is empty`);
       return {
         id,

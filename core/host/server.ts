@@ -9,7 +9,7 @@ import { dirname, extname, join, normalize, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import { WebSocketServer, type WebSocket } from "ws";
 import { EngineHost, type Channel } from "./engine-host.js";
-import { decodeWire, encodeWire, type HostMessage } from "./protocol.js";
+import { decodeWire, encodeWire, rejection, type HostMessage } from "./protocol.js";
 import { handleChatCompletions, handleModels } from "./openai.js";
 
 export interface ServeOptions {
@@ -108,7 +108,7 @@ function connect(host: EngineHost, ws: WebSocket): void {
       if (isBinary) throw new Error("binary frames are not part of the protocol");
       msg = decodeWire(data.toString());
     } catch (e) {
-      channel({ type: "reply", id: -1, ok: false, error: { code: "PROTOCOL", message: (e as Error).message } });
+      channel(rejection(undefined, e));
       return;
     }
     void host.handle(msg, channel);
