@@ -215,19 +215,19 @@ test("low-rank predictors are cached on disk per tensor content and rank, and re
   const model = models.llama!;
   const settings = { ffn: { method: "hire", k: 0.2, oversample: 2, predictor: { kind: "lowrank", rank: 6 } } } as const;
   const first = await run(model, settings);
-  const files = readdirSync(join(root, "cache")).filter((f) => f.includes("lowrank6"));
+  const files = readdirSync(join(root, "cache", "predictors")).filter((f) => f.includes("lowrank6"));
   assert.equal(files.length, model.config.layers, "one factorisation per layer");
-  const mtimes = files.map((f) => statSync(join(root, "cache", f)).mtimeMs);
+  const mtimes = files.map((f) => statSync(join(root, "cache", "predictors", f)).mtimeMs);
   const second = await run(model, settings);
   assert.deepEqual(second.ids, first.ids, "cached factors give the same output");
   assert.deepEqual(
-    files.map((f) => statSync(join(root, "cache", f)).mtimeMs),
+    files.map((f) => statSync(join(root, "cache", "predictors", f)).mtimeMs),
     mtimes,
     "not rebuilt",
   );
   await run(model, { ffn: { ...settings.ffn, predictor: { kind: "lowrank", rank: 5 } } });
   assert.equal(
-    readdirSync(join(root, "cache")).filter((f) => f.includes("lowrank5")).length,
+    readdirSync(join(root, "cache", "predictors")).filter((f) => f.includes("lowrank5")).length,
     model.config.layers,
     "a new rank builds new factors",
   );
@@ -235,23 +235,24 @@ test("low-rank predictors are cached on disk per tensor content and rank, and re
 
 test("int4/int8 predictors are cached on disk per tensor content and group size; a damaged file is rebuilt", async () => {
   const model = models.llama!;
-  const cached = (tag: string) => readdirSync(join(root, "cache")).filter((f) => f.includes(tag) && f.endsWith(".q"));
+  const cached = (tag: string) =>
+    readdirSync(join(root, "cache", "predictors")).filter((f) => f.includes(tag) && f.endsWith(".q"));
   const settings = {
     ffn: { method: "hire", k: 0.2, oversample: 2, predictor: { kind: "int4", groupSize: 64 } },
   } as const;
   const first = await run(model, settings);
   const files = cached("int4g64");
   assert.equal(files.length, model.config.layers, "one quantized copy per layer");
-  const mtimes = files.map((f) => statSync(join(root, "cache", f)).mtimeMs);
+  const mtimes = files.map((f) => statSync(join(root, "cache", "predictors", f)).mtimeMs);
   const second = await run(model, settings);
   assert.deepEqual(second.ids, first.ids, "the cached copy gives the same output");
   assert.deepEqual(
-    files.map((f) => statSync(join(root, "cache", f)).mtimeMs),
+    files.map((f) => statSync(join(root, "cache", "predictors", f)).mtimeMs),
     mtimes,
     "not rebuilt",
   );
   // A truncated file (a crash mid-copy, a full disk) is detected by its size and rebuilt.
-  const victim = join(root, "cache", files[0]);
+  const victim = join(root, "cache", "predictors", files[0]);
   const bytes = readFileSync(victim);
   writeFileSync(victim, bytes.subarray(0, bytes.length - 10));
   const third = await run(model, settings);

@@ -4,14 +4,14 @@
 // with everything that could download or compile turned off, and anything missing (the package,
 // its binary for this platform, an architecture llama.cpp cannot run) makes the peer `skipped`
 // with the reason rather than an error.
-import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, statSync } from "node:fs";
-import { availableParallelism, homedir } from "node:os";
+import { existsSync, mkdirSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { basename, join } from "node:path";
 import type { LoadedModel } from "../loader/model-folder.js";
 import { ModelError } from "../loader/errors.js";
 import { weightFiles } from "../loader/safetensors.js";
 import { exportGguf, ggufArchitecture, type GgufDType } from "../gguf/export.js";
+import { cacheDir as cacheDirOf, filesKey } from "../sparse/cache.js";
 import type { Peer, PeerOpenResult, PeerRun } from "./peer.js";
 
 export interface LlamaCppPeerOptions {
@@ -67,33 +67,16 @@ const PACKAGE = "node-llama-cpp";
 /** Bumped when the exporter's output changes, so cached files are rewritten. */
 const EXPORT_VERSION = 1;
 
-export function defaultGgufCacheDir(): string {
-  return join(process.env.HIRE_CACHE_DIR ?? join(homedir(), ".cache", "hire-studio"), "gguf");
-}
-
 /**
  * The cached GGUF for this model and dtype, exported if missing. The key covers the folder, the
  * size and mtime of every file the export reads, and the exporter version.
  */
-export async function cachedGguf(
-  model: LoadedModel,
-  dtype: GgufDType,
-  cacheDir = defaultGgufCacheDir(),
-): Promise<string> {
+export async function cachedGguf(model: LoadedModel, dtype: GgufDType, cacheDir = cacheDirOf("gguf")): Promise<string> {
   const inputs = [
     ...weightFiles(model.dir),
     ...["config.json", "tokenizer.json", "tokenizer_config.json"].map((f) => join(model.dir, f)),
   ];
-  const stamp = inputs
-    .filter((f) => existsSync(f))
-    .map((f) => {
-      const s = statSync(f);
-      return [f, s.size, s.mtimeMs];
-    });
-  const key = createHash("sha256")
-    .update(JSON.stringify({ v: EXPORT_VERSION, dir: model.dir, dtype, stamp }))
-    .digest("hex")
-    .slice(0, 16);
+  const key = filesKey(inputs, { v: EXPORT_VERSION, dtype });
   mkdirSync(cacheDir, { recursive: true });
   const file = join(cacheDir, `${basename(model.dir)}-${dtype}-${key}.gguf`);
   if (!existsSync(file)) await exportGguf(model, file, { dtype });

@@ -4,9 +4,8 @@
 // Gather of W_down columns; the same on the output layer). Exports are cached by a key over the
 // model files' size and mtime, the settings and the exporter version, so a second bench run only
 // opens a session.
-import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { availableParallelism, homedir } from "node:os";
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import type { LoadedModel } from "../loader/model-folder.js";
 import { UsageError } from "../loader/errors.js";
@@ -15,6 +14,7 @@ import { ONNX_EXPORT_VERSION, exportOnnx, type OnnxExportResult } from "../onnx/
 import { OrtError } from "../onnx/errors.js";
 import { OrtRunner, type ExecutionProvider } from "../onnx/ort-runner.js";
 import type { DeepPartial, SparsitySettings } from "../sparse/settings.js";
+import { cacheDir as cacheDirOf, filesKey } from "../sparse/cache.js";
 import type { Peer, PeerOpenResult, PeerRun } from "./peer.js";
 
 export interface OrtPeerOptions {
@@ -27,10 +27,6 @@ export interface OrtPeerOptions {
   cacheDir?: string;
 }
 
-export function defaultOnnxCacheDir(): string {
-  return join(process.env.HIRE_CACHE_DIR ?? join(homedir(), ".cache", "hire-studio"), "onnx");
-}
-
 /**
  * The cached export of `model` with these settings, written if missing: <cacheDir>/<key>/model.onnx
  * (+ .data). The export goes to a temporary folder renamed into place, so an interrupted export is
@@ -39,17 +35,13 @@ export function defaultOnnxCacheDir(): string {
 export function cachedOnnx(
   model: LoadedModel,
   hire: DeepPartial<SparsitySettings> | undefined,
-  cacheDir = defaultOnnxCacheDir(),
+  cacheDir = cacheDirOf("onnx"),
 ): OnnxExportResult {
-  const inputs = [...weightFiles(model.dir), join(model.dir, "config.json")];
-  const stamp = inputs.map((f) => {
-    const s = statSync(f);
-    return [f, s.size, s.mtimeMs];
+  const key = filesKey([...weightFiles(model.dir), join(model.dir, "config.json")], {
+    v: ONNX_EXPORT_VERSION,
+    hire: hire ?? null,
+    last: true,
   });
-  const key = createHash("sha256")
-    .update(JSON.stringify({ v: ONNX_EXPORT_VERSION, dir: model.dir, stamp, hire: hire ?? null, last: true }))
-    .digest("hex")
-    .slice(0, 16);
   const dir = join(cacheDir, key);
   const meta = join(dir, "export.json");
   if (existsSync(meta)) {

@@ -1,6 +1,7 @@
-// On-disk cache for predictors (low-rank factors, int4/int8 copies), keyed by a hash of the source
-// tensor's bytes plus the predictor settings, so a changed model, rank or group size never reuses a
-// stale file. Location: $HIRE_CACHE_DIR, else ~/.cache/hire-studio/predictors.
+// The on-disk caches, all under $HIRE_CACHE_DIR (else ~/.cache/hire-studio): predictors/ (low-rank
+// factors, int4/int8 copies) keyed by a hash of the source tensor's bytes plus the predictor
+// settings, so a changed model, rank or group size never reuses a stale file; onnx/ and gguf/ (the
+// peers' exports) keyed by their input files' sizes and mtimes (`filesKey`).
 import { createHash } from "node:crypto";
 import {
   closeSync,
@@ -11,13 +12,25 @@ import {
   readSync,
   renameSync,
   rmSync,
+  statSync,
   writeFileSync,
 } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 
-export function cacheDir(): string {
-  return process.env.HIRE_CACHE_DIR ?? join(homedir(), ".cache", "hire-studio", "predictors");
+export function cacheDir(kind: "predictors" | "onnx" | "gguf" = "predictors"): string {
+  return join(process.env.HIRE_CACHE_DIR ?? join(homedir(), ".cache", "hire-studio"), kind);
+}
+
+/** A short key over files' paths, sizes and mtimes plus `extra`: what an export is redone for. */
+export function filesKey(files: string[], extra: unknown): string {
+  const stamp = files
+    .filter((f) => existsSync(f))
+    .map((f) => {
+      const s = statSync(f);
+      return [f, s.size, s.mtimeMs];
+    });
+  return createHash("sha256").update(JSON.stringify({ stamp, extra })).digest("hex").slice(0, 16);
 }
 
 /** sha256 of a byte range of a file (the tensor's stored bytes), read in 16 MiB chunks. */
