@@ -15,6 +15,7 @@ import { CpuBackend } from "../backend/cpu.js";
 import { Sparsifier } from "../sparse/sparsifier.js";
 import type { DeepPartial, FfnMethod, SparsitySettings } from "../sparse/settings.js";
 import type { Peer, PeerOpenResult, PeerRun } from "../peers/peer.js";
+import { bytesRead } from "../sparse/telemetry.js";
 
 export interface BenchOptions {
   promptTokens?: number;
@@ -161,11 +162,8 @@ class BenchRun {
       report.head = undefined;
       id = argmax(t.forward([id], prompt.length + i, cache, report)!);
       ids.push(id);
-      bytes += model.weightBytesPerToken;
-      // forward() gives every layer a fresh report; a dense layer has no ffn telemetry.
-      for (const l of report.layers) if (l.ffn) bytes += l.ffn.bytes - l.ffn.denseBytes;
-      const head = (report as ForwardReport).head; // set by forward() (TS cannot see through the call)
-      if (head) bytes += head.bytes - head.denseBytes;
+      // forward() gives every layer a fresh report and sets report.head when the head is sparse.
+      bytes += bytesRead(report, model.weightBytesPerToken);
     }
     return bytes / decodeTokens;
   }

@@ -14,6 +14,7 @@ import { readSafetensorsHeader, weightFiles, DTYPE_BYTES, type TensorInfo } from
 import type { ModelConfig } from "../arch/config.js";
 import { Session, type GenerationEvent } from "../engine/session.js";
 import type { ForwardReport } from "../engine/transformer.js";
+import { bytesRead } from "../sparse/telemetry.js";
 import { GREEDY, validateSampling } from "../engine/sampler.js";
 import type { ChatMessage } from "../loader/tokenizer.js";
 import { ConversationStore, writeAtomic } from "./conversations.js";
@@ -422,8 +423,6 @@ export function stepTelemetry(report: ForwardReport, session: Session, ms: numbe
   let total = 0;
   for (const l of report.layers) total += l.ffn ? l.ffn.selected.length : 0;
   const selected = new Int32Array(total);
-  // Bytes read = the dense total less what each sparse module saved (its own accounting).
-  let bytes = session.model.weightBytesPerToken;
   let pos = 0;
   let inspect: StepTelemetry["inspect"] = null;
   for (let l = 0; l < L; l++) {
@@ -447,7 +446,6 @@ export function stepTelemetry(report: ForwardReport, session: Session, ms: numbe
     if (f.recall !== undefined) s.recall[l] = f.recall;
     if (f.relError !== undefined) s.relError[l] = f.relError;
     if (f.cacheHitRate !== undefined) s.cacheHitRate[l] = f.cacheHitRate;
-    bytes -= f.denseBytes - f.bytes;
     if (f.scores)
       inspect = {
         layer: l,
@@ -459,7 +457,6 @@ export function stepTelemetry(report: ForwardReport, session: Session, ms: numbe
   }
   s.selectedOffsets[L] = pos;
   const h = report.head;
-  if (h) bytes -= h.denseBytes - h.bytes;
   const settings = session.sparsity.settings;
   return {
     ffnMethod: settings.ffn.method,
@@ -469,7 +466,7 @@ export function stepTelemetry(report: ForwardReport, session: Session, ms: numbe
     ms,
     outputMs: report.outputMs,
     selected,
-    bytes,
+    bytes: bytesRead(report, session.model.weightBytesPerToken),
     denseBytes: session.model.weightBytesPerToken,
     head: h
       ? {

@@ -2,6 +2,19 @@
 // when auditing — how well it matched the exact computation. Typed arrays so a UI can draw
 // them at token rate.
 
+import type { ForwardReport } from "../engine/transformer.js";
+
+/**
+ * Weight bytes one forward pass read: the dense total less what each sparse module (FFN layers,
+ * output layer) reports it saved. Dense modules report nothing and count in full.
+ */
+export function bytesRead(report: ForwardReport, denseBytes: number): number {
+  let bytes = denseBytes;
+  for (const l of report.layers) if (l.ffn) bytes -= l.ffn.denseBytes - l.ffn.bytes;
+  if (report.head) bytes -= report.head.denseBytes - report.head.bytes;
+  return bytes;
+}
+
 export interface FfnTelemetry {
   method: string;
   /** Neurons used (k) and candidates computed exactly (k' for HiRE; all rows for topk-exact). */
