@@ -2,8 +2,17 @@
 // the same folder, fsync, rename over the old one), so a crash mid-write leaves the previous
 // version intact and never a half-written file. Files that fail to parse are skipped when listing
 // and reported by name when opened, so one bad file never hides the others.
-import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, writeSync } from "node:fs";
-import { readFileSync } from "node:fs";
+import {
+  closeSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from "node:fs";
 import { join } from "node:path";
 import { parseConversation, ProtocolError, type Conversation, type ConversationSummary } from "./protocol.js";
 
@@ -78,12 +87,17 @@ function summary(c: Conversation): ConversationSummary {
  */
 export function writeAtomic(file: string, text: string): void {
   const tmp = `${file}.${process.pid}${TMP_SUFFIX}`;
-  const fd = openSync(tmp, "w");
   try {
-    writeSync(fd, text);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
+    const fd = openSync(tmp, "w");
+    try {
+      writeSync(fd, text);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, file);
+  } catch (e) {
+    rmSync(tmp, { force: true }); // a full disk must not leave half a file behind
+    throw e;
   }
-  renameSync(tmp, file);
 }
