@@ -45,7 +45,6 @@ import {
   generatePayload,
   mergeSparsity,
   mergeUpdates,
-  parsePredictor,
   predictorName,
   resolveCount,
   samplingPayload,
@@ -438,9 +437,6 @@ test("settings → request payloads", () => {
   assert.equal(samplingPayload({ ...INITIAL_SAMPLING, temperature: NaN, topP: 3 }).temperature, 0.7);
   assert.equal(samplingPayload({ ...INITIAL_SAMPLING, topP: 3 }).topP, 1);
 
-  assert.deepEqual(parsePredictor("int4"), { kind: "int4", groupSize: 32 });
-  assert.deepEqual(parsePredictor("lowrank:64"), { kind: "lowrank", rank: 64 });
-  assert.equal(parsePredictor("int3"), null);
   assert.equal(predictorName({ kind: "int8", groupSize: 64 }), "int8:64");
   assert.equal(resolveCount(0.1, 704), 70);
   assert.equal(resolveCount(5000, 704), 704);

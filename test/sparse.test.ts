@@ -11,7 +11,16 @@ import { loadModel, type LoadedModel } from "../core/loader/model-folder.js";
 import { Session, type GenerateOptions } from "../core/engine/session.js";
 import type { ForwardReport } from "../core/engine/transformer.js";
 import { recall, relativeError } from "../core/sparse/telemetry.js";
-import { resolveCount, type DeepPartial, type FfnMethod, type SparsitySettings } from "../core/sparse/settings.js";
+import {
+  DEFAULT_LOWRANK_RANK,
+  DEFAULT_QUANT_GROUP,
+  parsePredictor,
+  predictorName,
+  resolveCount,
+  type DeepPartial,
+  type FfnMethod,
+  type SparsitySettings,
+} from "../core/sparse/settings.js";
 import { UsageError } from "../core/loader/errors.js";
 
 let root: string;
@@ -94,6 +103,15 @@ for (const arch of ["llama", "gpt2", "opt"] as Arch[]) {
     assertSameOutput(head, dense, `${arch} hire head`);
   });
 }
+
+test("predictor specs: parsed with their defaults, named back, bad ones rejected", () => {
+  assert.deepEqual(parsePredictor("int4"), { kind: "int4", groupSize: DEFAULT_QUANT_GROUP });
+  assert.deepEqual(parsePredictor("int8:64"), { kind: "int8", groupSize: 64 });
+  assert.deepEqual(parsePredictor("lowrank"), { kind: "lowrank", rank: DEFAULT_LOWRANK_RANK });
+  assert.equal(predictorName(parsePredictor("lowrank:64")), "lowrank:64");
+  for (const bad of ["int3", "int4:0", "int4:x", "lowrank:-2"])
+    assert.throws(() => parsePredictor(bad), UsageError, bad);
+});
 
 test("telemetry: k selected per layer, ascending unique indices, candidates = k', bytes add up", async () => {
   const model = models.llama!;

@@ -10,6 +10,7 @@ import {
   type PredictorSpec,
 } from "../state/settings.js";
 import type { DeepPartial, SparsitySettings } from "../../../core/host/protocol.js";
+import { DEFAULT_LOWRANK_RANK, DEFAULT_QUANT_GROUP } from "../../../core/sparse/settings.js";
 import { useStudio } from "./hooks.js";
 
 const METHOD_HINT: Record<string, string> = {
@@ -36,7 +37,11 @@ function PredictorField(props: {
         value={p.kind}
         onChange={(e) => {
           const kind = e.target.value;
-          onChange(kind === "lowrank" ? { kind, rank: 128 } : { kind: kind as "int4" | "int8", groupSize: 32 });
+          onChange(
+            kind === "lowrank"
+              ? { kind, rank: DEFAULT_LOWRANK_RANK }
+              : { kind: kind as "int4" | "int8", groupSize: DEFAULT_QUANT_GROUP },
+          );
         }}
       >
         <option value="int4">int4</option>

@@ -10,7 +10,7 @@ import type {
   SamplingOptions,
   SparsitySettings,
 } from "../../../core/host/protocol.js";
-import { DEFAULT_SETTINGS } from "../../../core/sparse/settings.js";
+import { DEFAULT_SETTINGS, predictorName, resolveCount } from "../../../core/sparse/settings.js";
 
 export type TokenMeasure = "none" | "recall" | "divergence" | "headMass" | "latency";
 
@@ -138,25 +138,8 @@ export function mergeUpdates(
 
 export type PredictorSpec = SparsitySettings["ffn"]["predictor"];
 
-/** "int4", "int8:64", "lowrank:128" → a predictor spec (null when the text is not one). */
-export function parsePredictor(text: string): PredictorSpec | null {
-  const [kind, arg] = text.trim().split(":");
-  const n = arg === undefined || arg === "" ? undefined : Number(arg);
-  if (n !== undefined && !(Number.isInteger(n) && n > 0)) return null;
-  if (kind === "int4" || kind === "int8") return { kind, groupSize: n ?? 32 };
-  if (kind === "lowrank") return { kind, rank: n ?? 128 };
-  return null;
-}
-
-export function predictorName(p: PredictorSpec): string {
-  return p.kind === "lowrank" ? `lowrank:${p.rank}` : `${p.kind}:${p.groupSize}`;
-}
-
-/** k as a count of `total` (fractions ≤ 1 round to nearest, at least 1): what the engine uses. */
-export function resolveCount(k: number, total: number): number {
-  const count = k <= 1 ? Math.round(k * total) : Math.round(k);
-  return Math.max(1, Math.min(total, count));
-}
+// Naming a predictor and resolving k to a count follow the engine's own rules.
+export { predictorName, resolveCount };
 
 /** The sampling options a generate request carries (only what the protocol accepts). */
 export function samplingPayload(s: SamplingPanel): Partial<SamplingOptions> {
