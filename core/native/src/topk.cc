@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <vector>
 
 #if defined(__SSE2__)
@@ -25,6 +26,7 @@ namespace hire {
 namespace {
 
 constexpr int64_t kParallelN = 1 << 16;  // below this, shards run on the calling thread
+constexpr int64_t kSelectBucket = 256;   // a threshold bucket this small is finished by nth_element
 
 // Order-preserving key: larger value -> larger key; -0 == +0; NaN (any sign) -> 0, below -inf.
 // Branch-free: value signs are random, and a mispredicted branch per element costs more than all of
@@ -95,6 +97,17 @@ uint32_t radix_threshold(const uint32_t* keys, int64_t n, int64_t k, TopkScratch
   for (int64_t j = 0; j < n; ++j) {
     cand[nc] = keys[j];
     nc += (keys[j] >> 21) == b1;
+  }
+  if (nc <= kSelectBucket) {
+    // A small bucket: select the rank directly instead of two more histogram levels, whose fixed
+    // cost (clearing and walking 2048 + 1024 bins) dominates for a few hundred keys.
+    const int64_t r = k - *above;  // 1-based rank of the threshold inside the bucket
+    std::nth_element(cand, cand + (r - 1), cand + nc, std::greater<uint32_t>());
+    const uint32_t t = cand[r - 1];
+    int64_t gt = 0;
+    for (int64_t j = 0; j < r - 1; ++j) gt += cand[j] > t;  // [0, r-1) holds keys >= t
+    *above += gt;
+    return t;
   }
   // Level 2: next 11 bits, over the candidates.
   uint32_t* h = s.hist[1];
