@@ -16,6 +16,7 @@ import { Sparsifier } from "../sparse/sparsifier.js";
 import type { DeepPartial, FfnMethod, SparsitySettings } from "../sparse/settings.js";
 import type { Peer, PeerOpenResult, PeerRun } from "../peers/peer.js";
 import { bytesRead } from "../sparse/telemetry.js";
+import { setTimeout as sleep } from "node:timers/promises";
 
 export interface BenchOptions {
   promptTokens?: number;
@@ -245,6 +246,9 @@ export function benchmark(model: LoadedModel, o: BenchOptions = {}): BenchResult
 
 // ---- peers: other engines on the same model, measured round-robin with our rows -------------
 
+/** Pause before each engine's turn in a peers round (longer than any peer's thread spin-wait). */
+const PEER_SETTLE_MS = 200;
+
 /** Peers `hire bench --peers` knows: module (loaded only when asked) and how to open it. */
 export const PEER_NAMES = ["ort", "ort-hire", "llamacpp"] as const;
 
@@ -381,11 +385,21 @@ export async function benchmarkWithPeers(model: LoadedModel, o: BenchOptions & P
         fail(p.row, "failed to decode", e);
       }
     };
-    for (const p of live) await decodePeer(p); // warm-up
+    // Each engine starts on a quiet machine: ONNX Runtime's and llama.cpp's worker threads spin for a
+    // while after a call returns, and would otherwise steal a core from whichever engine runs next.
+    const settle = () => sleep(PEER_SETTLE_MS);
+    for (const p of live) {
+      await settle();
+      await decodePeer(p); // warm-up
+    }
     for (const p of live) p.best = null;
     for (let r = 0; r < (o.repeats ?? 3); r++) {
+      await settle();
       run.round();
-      for (const p of live) await decodePeer(p);
+      for (const p of live) {
+        await settle();
+        await decodePeer(p);
+      }
     }
   } finally {
     for (const p of live) await p.peer.close().catch(() => undefined);
