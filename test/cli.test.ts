@@ -141,6 +141,8 @@ test("bench --json reports speed against the measured roofline", () => {
     "weight_bytes_per_token",
     "effective_read_gb_per_s",
     "measured_read_bandwidth_gb_per_s",
+    "measured_gather_bandwidth_gb_per_s",
+    "gather_chunk_bytes",
     "percent_of_roofline",
   ]) {
     assert.ok(typeof out[k] === "number" && out[k] > 0, `${k} = ${out[k]}`);

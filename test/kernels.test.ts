@@ -138,6 +138,11 @@ describe("cpu info and kernel paths", () => {
     const bw = hn.readBandwidth(1 << 20, 2);
     assert.ok(typeof bw === "number" && bw > 0 && Number.isFinite(bw), `bandwidth ${bw}`);
     assert.throws(() => hn.readBandwidth(-1, 1), /readBandwidth/);
+    // Gathering one in five 8 KiB pieces; a chunk larger than the buffer has nothing to read.
+    const gather = hn.readBandwidth(1 << 22, 2, 8192);
+    assert.ok(gather > 0 && Number.isFinite(gather), `gather bandwidth ${gather}`);
+    assert.equal(hn.readBandwidth(1 << 20, 1, 1 << 21), 0);
+    assert.throws(() => hn.readBandwidth(1 << 20, 1, -8), /chunk/);
   });
 });
 

@@ -228,6 +228,7 @@ async function cmdBench(argv: string[]): Promise<void> {
     `weights/token    ${gb(r.weight_bytes_per_token)} GB`,
     `effective read   ${r.effective_read_gb_per_s.toFixed(2)} GB/s`,
     `memory bandwidth ${r.measured_read_bandwidth_gb_per_s.toFixed(2)} GB/s (measured now)`,
+    `gather bandwidth ${r.measured_gather_bandwidth_gb_per_s.toFixed(2)} GB/s (${r.gather_chunk_bytes / 1024} KiB rows, 1 in 5)`,
     `roofline         ${r.percent_of_roofline.toFixed(1)} %`,
   ];
   if (r.rows.length > 1) {

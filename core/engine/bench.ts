@@ -61,6 +61,9 @@ export interface BenchResult {
   weight_bytes_per_token: number;
   effective_read_gb_per_s: number;
   measured_read_bandwidth_gb_per_s: number;
+  /** The probe reading one in five `gather_chunk_bytes` pieces (one exact neuron's rows), ascending. */
+  measured_gather_bandwidth_gb_per_s: number;
+  gather_chunk_bytes: number;
   /** Time per token at the roofline ÷ measured time per token, in percent (dense). */
   percent_of_roofline: number;
   rows: MethodRow[];
@@ -94,6 +97,9 @@ class BenchRun {
   private readonly cache: KVCache;
   private readonly probeBytes: number;
   private bandwidth = 0;
+  /** The same probe reading one in five neuron-row-sized pieces: the ceiling for HiRE's gathers. */
+  private gatherBandwidth = 0;
+  private readonly gatherChunk: number;
   private bestPrefillMs = Infinity;
 
   constructor(
@@ -105,6 +111,9 @@ class BenchRun {
     this.probeBytes = o.probeBytes ?? 512 * 1024 * 1024;
     this.backend = new CpuBackend(o.threads);
     const c = model.config;
+    // One exact neuron as HiRE reads it: its W_gate and W_up rows (interleaved), or its W_in row.
+    const first = model.weights.layers[0].up.w;
+    this.gatherChunk = (c.gatedFfn ? 2 : 1) * (first.byteLength / (first.rows * first.cols)) * c.hidden;
     const ctx = Math.min(c.maxPositions, promptTokens + this.decodeTokens + 1);
     this.t = new Transformer(this.backend, c, model.weights);
     this.sparsifier = new Sparsifier(this.t);
@@ -176,7 +185,16 @@ class BenchRun {
       this.decode(argmax(this.prefill()), []);
     }
     this.sparsifier.update(this.dense.update);
-    this.bandwidth = native().readBandwidth(this.probeBytes, 3);
+    this.probe(3);
+  }
+
+  /** Best-so-far streaming and gather bandwidth, measured between the model runs. */
+  private probe(reps: number): void {
+    this.bandwidth = Math.max(this.bandwidth, native().readBandwidth(this.probeBytes, reps));
+    this.gatherBandwidth = Math.max(
+      this.gatherBandwidth,
+      native().readBandwidth(this.probeBytes, reps, this.gatherChunk),
+    );
   }
 
   /** Every configuration once (each keeps its best time), then one bandwidth probe. */
@@ -192,7 +210,7 @@ class BenchRun {
       if (cfg.ids.length === 0) cfg.ids = ids;
       if (cfg === this.dense) this.bestPrefillMs = Math.min(this.bestPrefillMs, t1 - t0);
     }
-    this.bandwidth = Math.max(this.bandwidth, native().readBandwidth(this.probeBytes, 1));
+    this.probe(1);
   }
 
   result(peers?: PeerRow[]): BenchResult {
@@ -230,6 +248,8 @@ class BenchRun {
       weight_bytes_per_token: model.weightBytesPerToken,
       effective_read_gb_per_s: d.effective_read_gb_per_s,
       measured_read_bandwidth_gb_per_s: this.bandwidth,
+      measured_gather_bandwidth_gb_per_s: this.gatherBandwidth,
+      gather_chunk_bytes: this.gatherChunk,
       percent_of_roofline: d.percent_of_roofline,
       rows,
       ...(peers && { peers }),

@@ -115,8 +115,11 @@ export interface NativeAddon {
   cpuInfo(): { avx2: boolean; fma: boolean; f16c: boolean; path: "avx2" | "portable" };
   /** Force the portable kernels ("portable") or go back to the best supported ("auto"). */
   setKernelPath(path: "auto" | "portable"): void;
-  /** Measure memory read bandwidth in GB/s by streaming `bytes` bytes with all threads, best of `reps`. */
-  readBandwidth(bytes: number, reps: number): number;
+  /**
+   * Measure memory read bandwidth in GB/s by streaming `bytes` bytes with all threads, best of `reps`;
+   * with `chunk` > 0, by reading one in five `chunk`-byte pieces of them instead (scattered rows).
+   */
+  readBandwidth(bytes: number, reps: number, chunk?: number): number;
 
   // ---- HiRE sparse inference -----------------------------------------------------------------------
 

@@ -745,7 +745,9 @@ Napi::Value ReadBandwidth(const Napi::CallbackInfo& info) {
   Args a(info, "readBandwidth");
   const int64_t bytes = a.integer(0, "bytes", 4096, int64_t{1} << 36);
   const int64_t reps = a.integer(1, "reps", 1, 1000);
-  return Napi::Number::New(info.Env(), hire::read_bandwidth(static_cast<size_t>(bytes), static_cast<int>(reps)));
+  const int64_t chunk = info.Length() > 2 ? a.integer(2, "chunk", 0, int64_t{1} << 30) : 0;
+  return Napi::Number::New(info.Env(), hire::read_bandwidth(static_cast<size_t>(bytes), static_cast<int>(reps),
+                                                           static_cast<size_t>(chunk)));
 }
 
 // Turns any C++ exception escaping a binding into a JS Error.

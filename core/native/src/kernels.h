@@ -33,7 +33,7 @@ void activate(float* x, int64_t count, Activation kind);
 void add(float* y, const float* x, int64_t count);
 void softmax(float* x, int64_t n, int64_t dim);
 // Best-of-reps read bandwidth in GB/s over a cached, pre-touched buffer of `bytes` bytes.
-double read_bandwidth(size_t bytes, int reps);
+double read_bandwidth(size_t bytes, int reps, size_t chunk = 0);
 
 struct CpuFeatures {
   bool avx2, fma, f16c;
