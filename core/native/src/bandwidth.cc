@@ -35,6 +35,23 @@ inline void prefetch_line(const char* p) {
 #endif
 }
 
+// Best of `reps` runs of slice(t) for t < parts on the pool, as GB/s of `bytes_read`.
+template <class F>
+double best_rate(int reps, int64_t parts, size_t bytes_read, F&& slice) {
+  double best = 0.0;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    float partial[256] = {};
+    ThreadPool::instance().parallel_for(parts, [&](int64_t t, int) { partial[t] = slice(t); });
+    float total = 0.0f;
+    for (int64_t t = 0; t < parts; ++t) total += partial[t];
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    g_sink = total;  // keeps the sums (and so the reads) alive
+    if (s > 0) best = std::max(best, static_cast<double>(bytes_read) / s / 1e9);
+  }
+  return best;
+}
+
 }  // namespace
 
 double read_bandwidth(size_t bytes, int reps, size_t chunk) {
@@ -54,62 +71,35 @@ double read_bandwidth(size_t bytes, int reps, size_t chunk) {
     g_bytes = bytes;
   }
   const KernelTable& K = active_kernels();
-  ThreadPool& pool = ThreadPool::instance();
-  if (chunk > 0) {
-    chunk = std::max<size_t>(64, chunk & ~size_t{63});
-    std::vector<size_t> picked;
-    for (size_t c = 0, n = bytes / chunk; c < n; ++c)
-      if ((c * 2654435761u >> 7) % 5 == 0) picked.push_back(c * chunk);  // Knuth hash: ~1 in 5
-    if (picked.empty()) return 0.0;
-    const int64_t parts = pool.threads();
-    const unsigned char* base = static_cast<const unsigned char*>(g_buf);
-    const size_t cf = chunk / sizeof(float);
-    double best = 0.0;
-    for (int r = 0; r < reps; ++r) {
-      const auto t0 = std::chrono::steady_clock::now();
-      float partial[256] = {};
-      pool.parallel_for(parts, [&](int64_t t, int) {
-        const size_t b = picked.size() * t / parts, e = picked.size() * (t + 1) / parts;
-        float acc = 0.0f;
-        for (size_t i = b; i < e; ++i) {
-          if (i + 1 < e) {
-            const char* next = reinterpret_cast<const char*>(base + picked[i + 1]);
-            for (size_t o = 0; o < chunk; o += 64) prefetch_line(next + o);
-          }
-          acc += K.read_sum(reinterpret_cast<const float*>(base + picked[i]), cf);
-        }
-        partial[t] = acc;
-      });
-      float total = 0.0f;
-      for (int64_t t = 0; t < parts; ++t) total += partial[t];
-      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      g_sink = total;
-      if (s > 0) best = std::max(best, static_cast<double>(picked.size() * chunk) / s / 1e9);
-    }
-    return best;
-  }
-  const size_t n_floats = bytes / sizeof(float);
-  const int64_t parts = pool.threads();
-  // Slices of whole 4 KiB pages keep every slice 64-byte aligned.
-  const size_t per = ((n_floats + parts - 1) / parts + 1023) & ~size_t{1023};
-  const float* base = static_cast<const float*>(g_buf);
-  double best = 0.0;
-  for (int r = 0; r < reps; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    float total = 0.0f;
-    float partial[256] = {};
-    pool.parallel_for(parts, [&](int64_t t, int) {
+  const int64_t parts = ThreadPool::instance().threads();
+  const unsigned char* base = static_cast<const unsigned char*>(g_buf);
+  if (chunk == 0) {
+    // Streaming: each thread sums one slice of whole 4 KiB pages (so every slice is 64-byte aligned).
+    const size_t n_floats = bytes / sizeof(float);
+    const size_t per = ((n_floats + parts - 1) / parts + 1023) & ~size_t{1023};
+    return best_rate(reps, parts, bytes, [&](int64_t t) {
       const size_t b = static_cast<size_t>(t) * per;
-      if (b >= n_floats) return;
-      const size_t e = b + per < n_floats ? b + per : n_floats;
-      partial[t] = K.read_sum(base + b, e - b);
+      if (b >= n_floats) return 0.0f;
+      return K.read_sum(reinterpret_cast<const float*>(base) + b, std::min(per, n_floats - b));
     });
-    for (int64_t t = 0; t < parts; ++t) total += partial[t];
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    g_sink = total;
-    if (s > 0) best = std::max(best, static_cast<double>(bytes) / s / 1e9);
   }
-  return best;
+  chunk = std::max<size_t>(64, chunk & ~size_t{63});
+  std::vector<size_t> picked;
+  for (size_t c = 0, n = bytes / chunk; c < n; ++c)
+    if ((c * 2654435761u >> 7) % 5 == 0) picked.push_back(c * chunk);  // Knuth hash: ~1 in 5
+  if (picked.empty()) return 0.0;
+  return best_rate(reps, parts, picked.size() * chunk, [&](int64_t t) {
+    const size_t b = picked.size() * t / parts, e = picked.size() * (t + 1) / parts;
+    float acc = 0.0f;
+    for (size_t i = b; i < e; ++i) {
+      if (i + 1 < e) {
+        const char* next = reinterpret_cast<const char*>(base + picked[i + 1]);
+        for (size_t o = 0; o < chunk; o += 64) prefetch_line(next + o);
+      }
+      acc += K.read_sum(reinterpret_cast<const float*>(base + picked[i]), chunk / sizeof(float));
+    }
+    return acc;
+  });
 }
 
 }  // namespace hire
