@@ -148,6 +148,8 @@ test("bench --json reports speed against the measured roofline", () => {
     assert.ok(typeof out[k] === "number" && out[k] > 0, `${k} = ${out[k]}`);
   }
   assert.ok(Object.keys(out).some((k) => k.includes("roofline")));
+  // The gather probe reads pieces the size of one neuron's W_gate + W_up rows: 2 rows × 48 bf16 values.
+  assert.equal(out.gather_chunk_bytes, 2 * 48 * 2);
   assert.ok(
     Math.abs(out.effective_read_gb_per_s - out.weight_bytes_per_token / (out.decode_ms_per_token * 1e6)) <
       0.01 * out.effective_read_gb_per_s + 1e-3,

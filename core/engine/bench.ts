@@ -112,8 +112,8 @@ class BenchRun {
     this.backend = new CpuBackend(o.threads);
     const c = model.config;
     // One exact neuron as HiRE reads it: its W_gate and W_up rows (interleaved), or its W_in row.
-    const first = model.weights.layers[0].up.w;
-    this.gatherChunk = (c.gatedFfn ? 2 : 1) * (first.byteLength / (first.rows * first.cols)) * c.hidden;
+    const up = model.weights.layers[0].up.w;
+    this.gatherChunk = (c.gatedFfn ? 2 : 1) * (up.byteLength / up.rows);
     const ctx = Math.min(c.maxPositions, promptTokens + this.decodeTokens + 1);
     this.t = new Transformer(this.backend, c, model.weights);
     this.sparsifier = new Sparsifier(this.t);
