@@ -1,14 +1,15 @@
 // Shared by the native kernel tests (kernels.test.ts, sparse-kernels.test.ts): the kernel paths
 // and dtypes to loop over, a seeded generator, exact f16/bf16 decoding and tolerance checks.
 import assert from "node:assert/strict";
-import { native, NativeDType } from "../core/native/addon.js";
+import { native, NativeDType, type KernelPath } from "../core/native/addon.js";
 
-export const PATHS = ["auto", "portable"] as const;
+/** Every kernel path this CPU can run (best first): each is checked against the references. */
+export const PATHS = native().cpuInfo().paths;
 export const DTYPES = [NativeDType.F32, NativeDType.F16, NativeDType.BF16] as const;
 export const DTYPE_NAME = ["f32", "f16", "bf16"];
 
 /** Runs fn once per kernel path, restoring "auto" afterwards. */
-export function forPaths(fn: (path: (typeof PATHS)[number]) => void): void {
+export function forPaths(fn: (path: KernelPath) => void): void {
   const hn = native();
   try {
     for (const p of PATHS) {

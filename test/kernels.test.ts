@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { native, NativeDType } from "../core/native/addon.js";
-import type { NativeMapping, NativeWeight } from "../core/native/addon.js";
+import type { KernelPath, NativeMapping, NativeWeight } from "../core/native/addon.js";
 import {
   DTYPES,
   DTYPE_NAME,
@@ -121,13 +121,22 @@ describe("cpu info and kernel paths", () => {
     assert.equal(typeof info.avx2, "boolean");
     assert.equal(typeof info.fma, "boolean");
     assert.equal(typeof info.f16c, "boolean");
-    const best = info.avx2 && info.fma && info.f16c ? "avx2" : "portable";
-    assert.equal(info.path, best);
-    hn.setKernelPath("portable");
-    assert.equal(hn.cpuInfo().path, "portable");
+    assert.equal(typeof info.avx512vnni, "boolean");
+    const avx2 = info.avx2 && info.fma && info.f16c;
+    const want = [...(avx2 && info.avx512vnni ? ["avx512"] : []), ...(avx2 ? ["avx2"] : []), "portable"];
+    assert.deepEqual(info.paths, want);
+    assert.equal(info.path, want[0]);
+    for (const p of want) {
+      hn.setKernelPath(p as KernelPath);
+      assert.equal(hn.cpuInfo().path, p);
+    }
     hn.setKernelPath("auto");
-    assert.equal(hn.cpuInfo().path, best);
-    assert.throws(() => hn.setKernelPath("fast" as "auto"), /setKernelPath/);
+    assert.equal(hn.cpuInfo().path, want[0]);
+    assert.throws(
+      () => hn.setKernelPath("fast" as "auto"),
+      /setKernelPath: path must be one of "auto", .*"portable" on this CPU, got "fast"/,
+    );
+    if (!info.avx512vnni) assert.throws(() => hn.setKernelPath("avx512"), /setKernelPath/);
   });
 
   test("threads and bandwidth probe", () => {

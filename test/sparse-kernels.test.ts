@@ -511,9 +511,12 @@ describe("quantize / quantRow / quantMatvec", () => {
     [4, 64],
     [4, 96],
     [4, 128],
+    [4, 256],
     [8, 32],
     [8, 64],
+    [8, 128],
     [8, 160],
+    [8, 192],
   ];
 
   test("dequantized error <= scale / 2 per element; quantInfo; layout-independent", () => {
@@ -532,8 +535,9 @@ describe("quantize / quantRow / quantMatvec", () => {
               const hi = r * cols + Math.min(cols, (gi + 1) * g);
               let amax = 0;
               for (let j = lo; j < hi; j++) amax = Math.max(amax, Math.abs(tw.values[j]));
-              // scale = f16(amax / qmax): within 2^-11 relative of amax / qmax.
-              const half = (0.5 * amax * (1 + 2 ** -10)) / qmax + 1e-30;
+              // scale = f16(amax / qmax): within 2^-11 relative of amax / qmax, or for a subnormal
+              // half (amax / qmax < 2^-14) rounded up by at most one ulp (2^-24), so nothing clips.
+              const half = 0.5 * ((amax * (1 + 2 ** -10)) / qmax + 2 ** -24) + 1e-30;
               for (let j = lo; j < hi; j++) {
                 const err = Math.abs(deq[j] - tw.values[j]);
                 if (!(err <= half))
@@ -572,6 +576,34 @@ describe("quantize / quantRow / quantMatvec", () => {
       assert.throws(() => hn.quantRead(join(dir, "q4-32"), rows, cols, 5 as 4, 32), /bits must be 4 or 8/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("a scale that f16 rounds down into a subnormal is taken one ulp up, so the group max does not clip", () => {
+    // amax / qmax = (u + 0.49) · 2^-24 rounds to u · 2^-24, and amax / (u · 2^-24) > qmax + 0.5 for
+    // these u: with that scale the max would clip at qmax, off by about 2 scales instead of half of one.
+    for (const [bits, u] of [
+      [8, 30],
+      [4, 3],
+    ] as const) {
+      const qmax = bits === 8 ? 127 : 7;
+      const amax = Math.fround(qmax * (u + 0.49) * 2 ** -24);
+      const vals = new Float64Array(64).fill(0);
+      vals[0] = amax;
+      vals[5] = -amax;
+      vals[9] = amax / 3;
+      const tw = ownedWeight(
+        NativeDType.F32,
+        1,
+        64,
+        false,
+        store(NativeDType.F32, Float64Array.from(vals, Math.fround)),
+      );
+      const deq = dequantized(hn.quantize(tw.w, bits, 32), 1, 64);
+      const scale = (u + 1) * 2 ** -24; // the next half up
+      assert.equal(deq[0], Math.round(amax / scale) * scale, `int${bits}: max`);
+      assert.equal(deq[5], -deq[0], `int${bits}: -max`);
+      for (let j = 0; j < 64; j++) assert.ok(Math.abs(deq[j] - tw.values[j]) <= scale / 2, `int${bits} [${j}]`);
     }
   });
 

@@ -363,7 +363,7 @@ function safeDefaultModel(): string | null {
 export function backendName(): string {
   const n = native();
   const info = n.cpuInfo();
-  const features = info.path === "avx2" ? "avx2+fma+f16c" : "portable";
+  const features = { avx512: "avx512-vnni+avx2+fma+f16c", avx2: "avx2+fma+f16c", portable: "portable" }[info.path];
   return `cpu (${features}, ${n.getThreads()} threads)`;
 }
 

@@ -15,6 +15,9 @@ export const NativeDType = { F32: 0, F16: 1, BF16: 2 } as const;
 export type NativeDType = (typeof NativeDType)[keyof typeof NativeDType];
 
 /** Opaque handle to a memory-mapped file (munmap on GC or on `unmap`). */
+/** The instruction-set paths of the CPU kernels (see cpuInfo). */
+export type KernelPath = "avx512" | "avx2" | "portable";
+
 export interface NativeMapping {
   readonly __brand: "NativeMapping";
 }
@@ -111,10 +114,20 @@ export interface NativeAddon {
   getThreads(): number;
   /** Resize the thread pool (1 = run on the calling thread only). */
   setThreads(n: number): void;
-  /** What the CPU supports, and which kernel path is active. */
-  cpuInfo(): { avx2: boolean; fma: boolean; f16c: boolean; path: "avx2" | "portable" };
-  /** Force the portable kernels ("portable") or go back to the best supported ("auto"). */
-  setKernelPath(path: "auto" | "portable"): void;
+  /**
+   * What the CPU supports, the kernel paths it can run (best first, "portable" last) and the active
+   * one. "avx512" is the "avx2" path with an AVX-512 VNNI int4/int8 scoring GEMV.
+   */
+  cpuInfo(): {
+    avx2: boolean;
+    fma: boolean;
+    f16c: boolean;
+    avx512vnni: boolean;
+    paths: KernelPath[];
+    path: KernelPath;
+  };
+  /** Use one of cpuInfo().paths, or "auto" for the best. Throws for a path this CPU cannot run. */
+  setKernelPath(path: "auto" | KernelPath): void;
   /**
    * Measure memory read bandwidth in GB/s by streaming `bytes` bytes with all threads, best of `reps`;
    * with `chunk` > 0, by reading one in five `chunk`-byte pieces of them instead (scattered rows).

@@ -17,7 +17,8 @@
         "src/sparse_ops.cc",
         "src/topk.cc",
         "src/quant_portable.cc",
-        "src/quant_avx2.cc"
+        "src/quant_avx2.cc",
+        "src/quant_avx512.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

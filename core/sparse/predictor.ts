@@ -69,9 +69,16 @@ export function buildPredictor(b: Backend, w: Weight, spec: PredictorSpec, sourc
   return lowRankPredictor(b, w, rank, qT, proj);
 }
 
+/**
+ * What the quantizer's output depends on beyond the weights and settings: bump when quantize()
+ * changes, so cached copies from the old one are rebuilt. 2: scales that f16 rounds below
+ * max|w| / qmax (subnormal halves) are rounded up, so no value is clipped.
+ */
+const QUANTIZER_VERSION = 2;
+
 /** W's group-quantized copy, from the disk cache when there (a file of the wrong size is rebuilt). */
 function quantized(b: Backend, w: Weight, bits: 4 | 8, groupSize: number, sourceKey?: string): QuantWeight {
-  const file = sourceKey ? cacheFile(`${sourceKey}-int${bits}g${groupSize}`, "q") : undefined;
+  const file = sourceKey ? cacheFile(`${sourceKey}-int${bits}g${groupSize}-q${QUANTIZER_VERSION}`, "q") : undefined;
   if (file && existsSync(file)) {
     try {
       return b.readQuant(file, w.rows, w.cols, bits, groupSize);

@@ -728,16 +728,22 @@ Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   o.Set("avx2", Napi::Boolean::New(env, f.avx2));
   o.Set("fma", Napi::Boolean::New(env, f.fma));
   o.Set("f16c", Napi::Boolean::New(env, f.f16c));
+  o.Set("avx512vnni", Napi::Boolean::New(env, f.avx512vnni));
+  const std::vector<std::string> names = hire::kernel_paths();
+  Napi::Array paths = Napi::Array::New(env, names.size());
+  for (size_t i = 0; i < names.size(); ++i) paths.Set(static_cast<uint32_t>(i), Napi::String::New(env, names[i]));
+  o.Set("paths", paths);
   o.Set("path", Napi::String::New(env, hire::kernel_path_name()));
   return o;
 }
 
 Napi::Value SetKernelPath(const Napi::CallbackInfo& info) {
   Args a(info, "setKernelPath");
-  if (!info[0].IsString()) a.fail("path must be \"auto\" or \"portable\"");
+  std::string usable = "\"auto\"";
+  for (const std::string& n : hire::kernel_paths()) usable += ", \"" + n + "\"";
+  if (!info[0].IsString()) a.fail("path must be one of " + usable);
   const std::string p = info[0].As<Napi::String>().Utf8Value();
-  if (p != "auto" && p != "portable") a.fail("path must be \"auto\" or \"portable\", got \"" + p + "\"");
-  hire::set_kernel_path(p == "portable");
+  if (!hire::set_kernel_path(p)) a.fail("path must be one of " + usable + " on this CPU, got \"" + p + "\"");
   return info.Env().Undefined();
 }
 

@@ -5,6 +5,8 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "dtype.h"
 
@@ -37,10 +39,13 @@ double read_bandwidth(size_t bytes, int reps, size_t chunk = 0);
 
 struct CpuFeatures {
   bool avx2, fma, f16c;
+  bool avx512vnni;  // AVX-512 F, BW, VL and VNNI together
 };
 CpuFeatures cpu_features();
-// false: best supported path; true: force the portable C++ kernels.
-void set_kernel_path(bool portable);
+// Names of the kernel paths this CPU can run, best first ("avx512", "avx2", "portable").
+std::vector<std::string> kernel_paths();
+// "auto" (the best) or one of kernel_paths(); false (and no change) for any other name.
+bool set_kernel_path(const std::string& name);
 const char* kernel_path_name();
 
 }  // namespace hire

@@ -8,6 +8,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <string>
+#include <vector>
 
 #include "kernel_table.h"
 #include "kernels.h"
@@ -42,21 +44,30 @@ thread_local Scratch t_scratch_a;  // GEMM panels, attention scores
 thread_local Scratch t_scratch_b;  // small per-task buffers
 
 CpuFeatures detect() {
-  CpuFeatures f{false, false, false};
+  CpuFeatures f{};
 #if HIRE_X86_64 && (defined(__GNUC__) || defined(__clang__))
   __builtin_cpu_init();
   f.avx2 = __builtin_cpu_supports("avx2");
   f.fma = __builtin_cpu_supports("fma");
   f.f16c = __builtin_cpu_supports("f16c");
+  f.avx512vnni = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
 #endif
   return f;
 }
 
-const KernelTable* best_table() {
+// The tables this CPU can run, best first; the portable one always last.
+std::vector<const KernelTable*> usable_tables() {
   const CpuFeatures f = detect();
-  const KernelTable* a = avx2_kernels();
-  return (a != nullptr && f.avx2 && f.fma && f.f16c) ? a : &kPortableKernels;
+  std::vector<const KernelTable*> t;
+  const bool avx2 = avx2_kernels() != nullptr && f.avx2 && f.fma && f.f16c;
+  if (avx2 && f.avx512vnni && avx512_kernels() != nullptr) t.push_back(avx512_kernels());
+  if (avx2) t.push_back(avx2_kernels());
+  t.push_back(&kPortableKernels);
+  return t;
 }
+
+const KernelTable* best_table() { return usable_tables().front(); }
 
 std::atomic<const KernelTable*> g_table{best_table()};
 
@@ -141,7 +152,25 @@ const KernelTable& active_kernels() { return *g_table.load(std::memory_order_rel
 
 CpuFeatures cpu_features() { return detect(); }
 
-void set_kernel_path(bool portable) { g_table.store(portable ? &kPortableKernels : best_table()); }
+std::vector<std::string> kernel_paths() {
+  std::vector<std::string> names;
+  for (const KernelTable* t : usable_tables()) names.emplace_back(t->name);
+  return names;
+}
+
+bool set_kernel_path(const std::string& name) {
+  if (name == "auto") {
+    g_table.store(best_table());
+    return true;
+  }
+  for (const KernelTable* t : usable_tables()) {
+    if (name == t->name) {
+      g_table.store(t);
+      return true;
+    }
+  }
+  return false;
+}
 
 const char* kernel_path_name() { return active_kernels().name; }
 

@@ -95,6 +95,9 @@ void quantize_row(const float* w, QuantMatrix& q, int64_t r, int8_t* codes) {
     }
     uint16_t s16 = float_to_half(amax / qmax);
     if (s16 == 0x7c00u) s16 = 0x7bffu;  // beyond f16: the largest finite scale
+    // A subnormal half can round the scale down by up to half its ulp (2^-25), far more than the
+    // 2^-11 relative of a normal one; then max|w| would clip past qmax. Take the next half up.
+    if (amax / half_to_float(s16) > qmax + 0.5f && s16 < 0x7bffu) ++s16;
     sc[g] = s16;
     const float d = half_to_float(s16);
     for (int64_t j = 0; j < G; ++j) {

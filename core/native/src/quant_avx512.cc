@@ -1,0 +1,212 @@
+// AVX-512 VNNI quant_gemv: the AVX2 path's integer dot products with one vpdpbusd (u8 x s8, four
+// products summed into an int32 lane) in place of maddubs + madd + add, on 64-byte vectors. The
+// predictor GEMV is the one kernel HiRE runs that is compute-bound on AVX2 (about 30 GB/s per core,
+// below what two cores can stream), so it is the one that gets a wider path; the bf16 kernels stay
+// memory-bound on AVX2 and this table shares them.
+//   int4 (group a multiple of 128): one 64-byte load holds 128 values; its low nibbles are values
+//         0..31 and 64..95 of the block, its high nibbles 32..63 and 96..127 (see quant.h). Each
+//         task first lays x out in that order (xl, xh per block), so one vpdpbusd meets each half.
+//         The codes are q + 8; each group's accumulator starts at minus 8 * sum(xq) per lane, so
+//         every lane is an exact, unbiased integer sum before its one rounding to f32.
+//   int8 (group a multiple of 64): vpdpbusd needs one unsigned side, so x is offset to xq + 128
+//         (1..255) and 128 * sum(w), from a second vpdpbusd against ones, is taken off in int32.
+// Other groups fall back to the AVX2 kernel. Results equal the AVX2 path's up to f32 rounding.
+#include "quant_kernels.h"
+
+#if HIRE_X86_64
+
+#include <immintrin.h>
+
+// GCC 12's AVX-512 headers build their "undefined" vectors as `__m512 __Y = __Y;`, which
+// -Wmaybe-uninitialized reports at every inlined use; the values are never read.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#include <cstdlib>
+#include <new>
+
+#define HIRE_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+
+namespace hire {
+namespace {
+
+// Grow-only, 64-byte-aligned per-thread scratch.
+struct AlignedBytes {
+  unsigned char* p = nullptr;
+  size_t cap = 0;
+  ~AlignedBytes() { std::free(p); }
+  template <class T>
+  T* get(size_t n) {
+    const size_t bytes = ((n * sizeof(T) + 63) / 64) * 64;
+    if (bytes > cap) {
+      std::free(p);
+      cap = 0;
+      p = static_cast<unsigned char*>(std::aligned_alloc(64, bytes));
+      if (p == nullptr) throw std::bad_alloc();
+      cap = bytes;
+    }
+    return reinterpret_cast<T*>(p);
+  }
+};
+thread_local AlignedBytes t_x;     // x laid out for the kernel
+thread_local AlignedBytes t_corr;  // int4: per group, 16 int32 lanes
+thread_local AlignedBytes t_d;     // per row: f32 group scales
+
+HIRE_AVX512 inline __m512i ld(const void* p) { return _mm512_loadu_si512(p); }
+
+// d[g] = f32(scale_w[g]) * scale_x[g] for g < groups (scale_pad, a multiple of 16, entries: past the
+// row's groups sw reads the next row or the slack, and sx is zero there).
+HIRE_AVX512 inline void group_scales(const uint16_t* sw, const float* sx, int64_t pad, float* d) {
+  for (int64_t g = 0; g < pad; g += 16) {
+    const __m512 w = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sw + g)));
+    _mm512_store_ps(d + g, _mm512_mul_ps(w, _mm512_load_ps(sx + g)));
+  }
+}
+
+// Prefetch row r + ahead (>= 8 KiB ahead, as the AVX2 kernel does): the rows of a task are one stream.
+inline void prefetch_row(const QuantMatrix& q, int64_t r, int64_t ahead, int64_t r1) {
+  if (r + ahead >= r1) return;
+  const unsigned char* p = q.codes(r + ahead);
+  for (int64_t o = 0; o < q.row_stride; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
+}
+
+// One group of int4 codes (bpg 128-value blocks) against x in nibble order: an exact int32 lane sum.
+HIRE_AVX512 inline __m512i q4_group(const unsigned char* codes, const int8_t* xp, const int32_t* corr, int64_t bpg) {
+  const __m512i low = _mm512_set1_epi8(0x0f);
+  __m512i s = _mm512_load_si512(corr);
+  for (int64_t b = 0; b < bpg; ++b) {
+    const __m512i w = ld(codes + 64 * b);
+    s = _mm512_dpbusd_epi32(s, _mm512_and_si512(w, low), _mm512_load_si512(xp + 128 * b));
+    s = _mm512_dpbusd_epi32(s, _mm512_and_si512(_mm512_srli_epi16(w, 4), low), _mm512_load_si512(xp + 128 * b + 64));
+  }
+  return s;
+}
+
+// BPG = blocks per group (0: run-time bpg).
+template <int BPG>
+HIRE_AVX512 void q4_rows(const QuantMatrix& q, const QuantVector& x, float* y, int64_t r0, int64_t r1) {
+  const int64_t blocks = q.padded / 128, bpg = BPG > 0 ? BPG : q.group / 128;
+  // x in nibble order: per block, xl = values [0, 32) ++ [64, 96), xh = [32, 64) ++ [96, 128).
+  int8_t* xp = t_x.get<int8_t>(static_cast<size_t>(q.padded));
+  for (int64_t b = 0; b < blocks; ++b) {
+    const __m256i* s = reinterpret_cast<const __m256i*>(x.q + 128 * b);
+    __m256i* o = reinterpret_cast<__m256i*>(xp + 128 * b);
+    _mm256_store_si256(o, _mm256_loadu_si256(s));
+    _mm256_store_si256(o + 1, _mm256_loadu_si256(s + 2));
+    _mm256_store_si256(o + 2, _mm256_loadu_si256(s + 1));
+    _mm256_store_si256(o + 3, _mm256_loadu_si256(s + 3));
+  }
+  // Starting value of each group's accumulator: lane by lane, minus 8 times the x it meets.
+  int32_t* corr = t_corr.get<int32_t>(static_cast<size_t>(16 * q.groups));
+  const __m512i eights = _mm512_set1_epi8(8);
+  for (int64_t g = 0; g < q.groups; ++g) {
+    __m512i c = _mm512_setzero_si512();
+    for (int64_t b = g * bpg; b < (g + 1) * bpg; ++b) {
+      c = _mm512_dpbusd_epi32(c, eights, ld(xp + 128 * b));
+      c = _mm512_dpbusd_epi32(c, eights, ld(xp + 128 * b + 64));
+    }
+    _mm512_store_si512(corr + 16 * g, _mm512_sub_epi32(_mm512_setzero_si512(), c));
+  }
+  float* d = t_d.get<float>(static_cast<size_t>(q.scale_pad));
+  const int64_t ahead = (8192 + q.row_stride - 1) / q.row_stride;
+  const int64_t gbytes = 64 * bpg, gx = 128 * bpg;
+  for (int64_t r = r0; r < r1; ++r) {
+    prefetch_row(q, r, ahead, r1);
+    group_scales(q.scales(r), x.scale, q.scale_pad, d);
+    const unsigned char* codes = q.codes(r);
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+    int64_t g = 0;
+    for (; g + 2 <= q.groups; g += 2) {
+      a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q4_group(codes + gbytes * g, xp + gx * g, corr + 16 * g, bpg)),
+                           _mm512_set1_ps(d[g]), a0);
+      a1 = _mm512_fmadd_ps(
+          _mm512_cvtepi32_ps(q4_group(codes + gbytes * (g + 1), xp + gx * (g + 1), corr + 16 * (g + 1), bpg)),
+          _mm512_set1_ps(d[g + 1]), a1);
+    }
+    if (g < q.groups)
+      a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q4_group(codes + gbytes * g, xp + gx * g, corr + 16 * g, bpg)),
+                           _mm512_set1_ps(d[g]), a0);
+    y[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+  }
+}
+
+// One group of int8 codes (vpg 64-value vectors) against xq + 128: an exact int32 lane sum.
+HIRE_AVX512 inline __m512i q8_group(const int8_t* w, const uint8_t* xu, int64_t vpg) {
+  const __m512i ones = _mm512_set1_epi8(1);
+  __m512i s = _mm512_setzero_si512(), sw = s;
+  for (int64_t v = 0; v < vpg; ++v) {
+    const __m512i wv = ld(w + 64 * v);
+    s = _mm512_dpbusd_epi32(s, _mm512_load_si512(xu + 64 * v), wv);
+    sw = _mm512_dpbusd_epi32(sw, ones, wv);
+  }
+  return _mm512_sub_epi32(s, _mm512_slli_epi32(sw, 7));
+}
+
+// VPG = 64-value vectors per group (0: run-time vpg).
+template <int VPG>
+HIRE_AVX512 void q8_rows(const QuantMatrix& q, const QuantVector& x, float* y, int64_t r0, int64_t r1) {
+  const int64_t vectors = q.padded / 64, vpg = VPG > 0 ? VPG : q.group / 64;
+  // xq + 128 as unsigned bytes (xq is -127..127, so 1..255): x ^ 0x80 bit for bit.
+  uint8_t* xu = t_x.get<uint8_t>(static_cast<size_t>(q.padded));
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  for (int64_t v = 0; v < vectors; ++v) _mm512_store_si512(xu + 64 * v, _mm512_xor_si512(ld(x.q + 64 * v), flip));
+  float* d = t_d.get<float>(static_cast<size_t>(q.scale_pad));
+  const int64_t ahead = (8192 + q.row_stride - 1) / q.row_stride;
+  const int64_t gb = 64 * vpg;
+  for (int64_t r = r0; r < r1; ++r) {
+    prefetch_row(q, r, ahead, r1);
+    group_scales(q.scales(r), x.scale, q.scale_pad, d);
+    const int8_t* w = reinterpret_cast<const int8_t*>(q.codes(r));
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+    int64_t g = 0;
+    for (; g + 2 <= q.groups; g += 2) {
+      a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q8_group(w + gb * g, xu + gb * g, vpg)), _mm512_set1_ps(d[g]), a0);
+      a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q8_group(w + gb * (g + 1), xu + gb * (g + 1), vpg)),
+                           _mm512_set1_ps(d[g + 1]), a1);
+    }
+    if (g < q.groups)
+      a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q8_group(w + gb * g, xu + gb * g, vpg)), _mm512_set1_ps(d[g]), a0);
+    y[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+  }
+}
+
+void avx512_quant_gemv(const QuantMatrix& q, const QuantVector& x, float* y, int64_t r0, int64_t r1) {
+  if (q.bits == 4 && q.group % 128 == 0) {
+    if (q.group == 128) {
+      q4_rows<1>(q, x, y, r0, r1);
+    } else {
+      q4_rows<0>(q, x, y, r0, r1);
+    }
+  } else if (q.bits == 8 && q.group % 64 == 0) {
+    if (q.group == 128) {
+      q8_rows<2>(q, x, y, r0, r1);
+    } else {
+      q8_rows<0>(q, x, y, r0, r1);
+    }
+  } else {
+    avx2_quant_gemv(q, x, y, r0, r1);
+  }
+}
+
+}  // namespace
+
+const KernelTable* avx512_kernels() {
+  static const KernelTable table = [] {
+    KernelTable t = *avx2_kernels();
+    t.name = "avx512";
+    t.quant_gemv = avx512_quant_gemv;
+    return t;
+  }();
+  return &table;
+}
+
+}  // namespace hire
+
+#else  // not x86-64 (or HIRE_PORTABLE_ONLY)
+
+namespace hire {
+const KernelTable* avx512_kernels() { return nullptr; }
+}  // namespace hire
+
+#endif
