@@ -6,7 +6,8 @@
 //    the shard collects them; an exact radix select runs over those only. If the sample misjudged
 //    (too few or too many survivors), fall back to:
 //  - radix select (11 + 11 + 10 bits: a histogram over the whole shard, then over the candidates of
-//    the threshold's bucket), and a branch-free output pass.
+//    the threshold's bucket), or for a shard of at most 4096 keys nth_element on a copy of them,
+//    and a branch-free output pass.
 // Shards run on the thread pool when they are large. Plain C++ (SSE2 where available), the same on
 // every kernel path.
 #include <algorithm>
@@ -27,6 +28,7 @@ namespace {
 
 constexpr int64_t kParallelN = 1 << 16;  // below this, shards run on the calling thread
 constexpr int64_t kSelectBucket = 256;   // a threshold bucket this small is finished by nth_element
+constexpr int64_t kSmallShard = 4096;    // a shard this small skips the histograms altogether
 
 // Order-preserving key: larger value -> larger key; -0 == +0; NaN (any sign) -> 0, below -inf.
 // Branch-free: value signs are random, and a mispredicted branch per element costs more than all of
@@ -225,7 +227,19 @@ void select_shard(const float* values, int64_t lo, int64_t m, int64_t ks, bool b
     make_keys<false>(v, m, keys);
   }
   int64_t above;
-  const uint32_t t = radix_threshold(keys, m, ks, s, &above);
+  uint32_t t;
+  if (m <= kSmallShard) {
+    // A few thousand keys (HiRE's second selection, k of k'): nth_element on a copy beats the
+    // radix select, whose 32 KiB of histograms are cold after the exact step has streamed its rows.
+    uint32_t* c = grow(s.tmp, m);
+    std::memcpy(c, keys, static_cast<size_t>(m) * sizeof(uint32_t));
+    std::nth_element(c, c + (ks - 1), c + m, std::greater<uint32_t>());
+    t = c[ks - 1];
+    above = 0;
+    for (int64_t j = 0; j < ks - 1; ++j) above += c[j] > t;  // [0, ks-1) holds keys >= t
+  } else {
+    t = radix_threshold(keys, m, ks, s, &above);
+  }
   int64_t ties = ks - above;  // keys == t to take (the first ones)
   // Branch-free (a hit rate near 20% would mispredict constantly), staged in ci: one slot past the
   // last hit is written.
