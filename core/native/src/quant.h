@@ -12,7 +12,8 @@
 // codes[32 (v/2) ..] (int4), and always lies in group 32v / group: one load feeds one group. Rows are
 // 32-byte aligned whenever 2 * groups is a multiple of 32 (e.g. 2048 columns in groups of 32 or 64).
 // Dequantized value: q * f16(scale). To add a format: extend QuantMatrix::shape, quantize_row /
-// quant_row (sparse_ops.cc) and the quant_gemv primitives (quant_avx2.cc, quant_portable.cc).
+// quant_row (sparse_ops.cc) and the quant_gemv primitives (quant_avx2.cc, quant_avx512.cc,
+// quant_portable.cc).
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -1,5 +1,6 @@
 // The quant_gemv primitive of each kernel path (quant_portable.cc, quant_avx2.cc), declared here so
-// the KernelTables in kernels_portable.cc and kernels_avx2.cc can point at them.
+// the KernelTables in kernels_portable.cc and kernels_avx2.cc can point at them (quant_avx512.cc
+// builds its table from the avx2 one and falls back to avx2_quant_gemv for the groups it skips).
 #pragma once
 #include <cstdint>
 
