@@ -1,7 +1,8 @@
 // Portable quant_gemv: exact int32 dot products per group, one f32 multiply-add per group with the
 // two scales. The reference for quant_avx2.cc and quant_avx512.cc (same integers, f32 sums in a
-// different order). The inner loops are plain 32-byte dot products of codes and int8 x that -O3 turns into SIMD (SSE2 on
-// x86-64, NEON on aarch64); int4 codes are used raw (q + 8) and the offset removed with x.corr.
+// different order). The inner loops are plain 32-byte dot products of codes and int8 x that -O3
+// turns into SIMD (SSE2 on x86-64, NEON on aarch64); int4 codes are used raw (q + 8) and the offset
+// removed with x.corr.
 #include "quant_kernels.h"
 
 namespace hire {
