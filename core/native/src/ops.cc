@@ -13,32 +13,13 @@
 
 #include "kernel_table.h"
 #include "kernels.h"
+#include "scratch.h"
 #include "threadpool.h"
 
 namespace hire {
 namespace {
 
 constexpr int64_t kSerialWork = 1 << 15;
-
-// Grow-only 64-byte-aligned float scratch, one per thread (allocated once, reused every call).
-struct Scratch {
-  float* p = nullptr;
-  size_t cap = 0;
-  ~Scratch() { std::free(p); }
-  float* get(size_t n) {
-    if (n > cap) {
-      std::free(p);
-      p = nullptr;
-      cap = 0;
-      const size_t bytes = (n * sizeof(float) + 63) & ~size_t{63};
-      void* q = std::aligned_alloc(64, bytes);
-      if (q == nullptr) throw std::bad_alloc();
-      p = static_cast<float*>(q);
-      cap = n;
-    }
-    return p;
-  }
-};
 
 thread_local Scratch t_scratch_a;  // GEMM panels, attention scores
 thread_local Scratch t_scratch_b;  // small per-task buffers
@@ -126,7 +107,7 @@ void gemm(const KernelTable& K, float* y, const float* x, const Mat& w, int64_t 
   constexpr int64_t kPanelsPerTask = 2;
   const int64_t n_tasks = ceil_div(n_panels, kPanelsPerTask);
   auto task = [&](int64_t t, int) {
-    float* panel = t_scratch_a.get(static_cast<size_t>(cols) * kPanel);
+    float* panel = t_scratch_a.get<float>(static_cast<size_t>(cols) * kPanel);
     alignas(32) float bias16[kPanel];
     for (int64_t p = t * kPanelsPerTask; p < std::min(n_panels, (t + 1) * kPanelsPerTask); ++p) {
       const int64_t r0 = p * kPanel;
@@ -199,7 +180,7 @@ void matmul(float* y, const float* x, const Mat& w, int64_t n, const Mat* bias) 
     if (w.transposed) {
       K.gemv_t(w, x, y, r0, r1);
     } else {
-      K.gemv(w, x, y, r0, r1, t_scratch_b.get(static_cast<size_t>(w.cols) + 16));
+      K.gemv(w, x, y, r0, r1, t_scratch_b.get<float>(static_cast<size_t>(w.cols) + 16));
     }
     if (bias != nullptr) add_bias(K, y, *bias, r0, r1);
   };
@@ -235,7 +216,7 @@ void rope(float* x, int64_t n, int64_t n_heads, int64_t head_dim, const int32_t*
   if (half <= 0) return;
   const KernelTable& K = active_kernels();
   parallel_rows(n, n_heads * head_dim, [&](int64_t i) {
-    float* cs = t_scratch_b.get(static_cast<size_t>(2 * half));
+    float* cs = t_scratch_b.get<float>(static_cast<size_t>(2 * half));
     float* sn = cs + half;
     // cos/sin of pos * inv_freq in double, then rounded once to f32.
     const double pos = positions[i];
@@ -256,7 +237,7 @@ void attention(float* out, const float* q, const float* k_cache, const float* v_
   auto task = [&](int64_t t, int) {
     const int64_t i = t / n_heads, h = t % n_heads, g = h / group;
     const int64_t len = pos0 + i + 1;
-    float* scores = t_scratch_a.get(static_cast<size_t>(capacity + d + 16));
+    float* scores = t_scratch_a.get<float>(static_cast<size_t>(capacity + d + 16));
     float* acc = scores + ((capacity + 15) & ~int64_t{15});
     const int64_t off = (i * n_heads + h) * d;
     K.attn_head(out + off, q + off, k_cache + g * capacity * d, v_cache + g * capacity * d, len, d, scale, scores,

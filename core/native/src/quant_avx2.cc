@@ -9,13 +9,12 @@
 // Each row is prefetched whole `ahead` rows in advance (>= 8 KiB): the rows of a chunk are one
 // linear stream. Only intrinsics and plain code inside HIRE_AVX2 functions (see kernels_avx2.cc).
 #include "quant_kernels.h"
+#include "scratch.h"
 
 #if HIRE_X86_64
 
 #include <immintrin.h>
 
-#include <cstdlib>
-#include <new>
 
 #define HIRE_AVX2 __attribute__((target("avx2,fma,f16c")))
 
@@ -235,27 +234,12 @@ HIRE_AVX2 void quant_rows(const QuantMatrix& q, const QuantVector& x, float* y, 
   }
 }
 
-struct AlignedFloats {
-  float* p = nullptr;
-  size_t cap = 0;
-  ~AlignedFloats() { std::free(p); }
-  float* get(size_t n) {
-    if (n > cap) {
-      std::free(p);
-      cap = 0;
-      p = static_cast<float*>(std::aligned_alloc(64, ((n * 4 + 63) / 64) * 64));
-      if (p == nullptr) throw std::bad_alloc();
-      cap = n;
-    }
-    return p;
-  }
-};
-thread_local AlignedFloats t_d;
+thread_local Scratch t_d;  // per row: f32 group scales
 
 }  // namespace
 
 void avx2_quant_gemv(const QuantMatrix& q, const QuantVector& x, float* y, int64_t r0, int64_t r1) {
-  quant_rows(q, x, y, r0, r1, t_d.get(static_cast<size_t>(q.scale_pad)));
+  quant_rows(q, x, y, r0, r1, t_d.get<float>(static_cast<size_t>(q.scale_pad)));
 }
 
 }  // namespace hire

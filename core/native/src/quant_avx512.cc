@@ -12,6 +12,7 @@
 //         (1..255) and 128 * sum(w), from a second vpdpbusd against ones, is taken off in int32.
 // Other groups fall back to the AVX2 kernel. Results equal the AVX2 path's up to f32 rounding.
 #include "quant_kernels.h"
+#include "scratch.h"
 
 #if HIRE_X86_64
 
@@ -23,35 +24,15 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
-#include <cstdlib>
-#include <new>
 
 #define HIRE_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 
 namespace hire {
 namespace {
 
-// Grow-only, 64-byte-aligned per-thread scratch.
-struct AlignedBytes {
-  unsigned char* p = nullptr;
-  size_t cap = 0;
-  ~AlignedBytes() { std::free(p); }
-  template <class T>
-  T* get(size_t n) {
-    const size_t bytes = ((n * sizeof(T) + 63) / 64) * 64;
-    if (bytes > cap) {
-      std::free(p);
-      cap = 0;
-      p = static_cast<unsigned char*>(std::aligned_alloc(64, bytes));
-      if (p == nullptr) throw std::bad_alloc();
-      cap = bytes;
-    }
-    return reinterpret_cast<T*>(p);
-  }
-};
-thread_local AlignedBytes t_x;     // x laid out for the kernel
-thread_local AlignedBytes t_corr;  // int4: per group, 16 int32 lanes
-thread_local AlignedBytes t_d;     // per row: f32 group scales
+thread_local Scratch t_x;     // x laid out for the kernel
+thread_local Scratch t_corr;  // int4: per group, 16 int32 lanes
+thread_local Scratch t_d;     // per row: f32 group scales
 
 HIRE_AVX512 inline __m512i ld(const void* p) { return _mm512_loadu_si512(p); }
 

@@ -13,6 +13,7 @@
 #endif
 
 #include "kernel_table.h"
+#include "scratch.h"
 #include "sparse.h"
 #include "threadpool.h"
 
@@ -25,24 +26,6 @@ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t chunk_size(int64_t total, int64_t parts, int64_t align) {
   return std::max<int64_t>(align, ceil_div(ceil_div(total, parts), align) * align);
 }
-
-// Grow-only 64-byte-aligned scratch (one per thread, reused every call).
-struct Scratch {
-  void* p = nullptr;
-  size_t cap = 0;
-  ~Scratch() { std::free(p); }
-  template <class T>
-  T* get(size_t n) {
-    const size_t bytes = ((n * sizeof(T) + 63) & ~size_t{63}) + 64;
-    if (bytes > cap) {
-      std::free(p);
-      p = std::aligned_alloc(64, bytes);
-      cap = p == nullptr ? 0 : bytes;
-      if (p == nullptr) throw std::bad_alloc();
-    }
-    return static_cast<T*>(p);
-  }
-};
 
 thread_local Scratch t_rows;     // gemv_rows: de-interleaved x
 thread_local Scratch t_xq;       // quant_matvec: int8 x (calling thread only)
