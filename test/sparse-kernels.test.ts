@@ -809,6 +809,188 @@ describe("topk", () => {
 
 // ---- argument validation -------------------------------------------------------------------------------
 
+describe("hireFfn (DA-top-k shards fused)", () => {
+  type Act = "relu" | "gelu" | "gelu_tanh" | "silu";
+  interface Layer {
+    F: number;
+    H: number;
+    gated: boolean;
+    act: Act;
+    pred: NativeQuant;
+    rows: NativeWeight;
+    down: NativeWeight;
+    biasIn: Float32Array | null;
+  }
+  function layer(dtype: NativeDType, F: number, H: number, gated: boolean, act: Act, bias: boolean): Layer {
+    const first = ownedWeight(dtype, F, H, false).w;
+    const rows = gated ? hn.interleaveRows(first, ownedWeight(dtype, F, H, false).w) : first;
+    const down = ownedWeight(dtype, H, F, true).w; // W_down: H outputs x F neurons, columns contiguous
+    const pred = hn.quantize(first, 4, 32);
+    return { F, H, gated, act, pred, rows, down, biasIn: bias ? randArray(F) : null };
+  }
+
+  /** The same step from the separate ops, each checked against its own reference elsewhere in this file. */
+  function steps(L: Layer, x: Float32Array, k: number, kp: number, P: number) {
+    const { F, H } = L;
+    const scores = new Float32Array(F);
+    hn.quantMatvec(scores, x, L.pred);
+    if (L.biasIn) for (let i = 0; i < F; i++) scores[i] += L.biasIn[i];
+    hn.activate(scores, F, L.act);
+    const candAll = new Int32Array(F);
+    const nc = hn.topk(scores, F, kp, true, P, candAll);
+    const cand = candAll.slice(0, nc);
+    const g = new Float32Array(nc);
+    if (L.gated) {
+      const pairs = new Int32Array(2 * nc);
+      for (let i = 0; i < nc; i++) [pairs[2 * i], pairs[2 * i + 1]] = [2 * cand[i], 2 * cand[i] + 1];
+      const dots = new Float32Array(2 * nc);
+      hn.matvecRows(dots, x, L.rows, pairs, 2 * nc);
+      const u = new Float32Array(nc);
+      for (let i = 0; i < nc; i++) [g[i], u[i]] = [dots[2 * i], dots[2 * i + 1]];
+      if (L.act === "silu") hn.siluMul(g, u, nc);
+      else {
+        hn.activate(g, nc, L.act);
+        for (let i = 0; i < nc; i++) g[i] *= u[i];
+      }
+    } else {
+      hn.matvecRows(g, x, L.rows, cand, nc);
+      if (L.biasIn) for (let i = 0; i < nc; i++) g[i] += L.biasIn[cand[i]];
+      hn.activate(g, nc, L.act);
+    }
+    const posAll = new Int32Array(nc);
+    const ns = hn.topk(g, nc, Math.min(k, nc), true, P, posAll);
+    const sel = Int32Array.from(posAll.subarray(0, ns), (p) => cand[p]);
+    const aSel = Float32Array.from(posAll.subarray(0, ns), (p) => g[p]);
+    // Shard s's partial output from its own selected columns, the partials added in shard order.
+    const y = new Float32Array(H);
+    const part = new Float32Array(H);
+    let at = 0;
+    for (let sh = 0; sh < P; sh++) {
+      const lo = Math.floor((sh * nc) / P);
+      const hi = Math.floor(((sh + 1) * nc) / P);
+      let n = 0;
+      while (at + n < ns && posAll[at + n] < hi) n++;
+      assert.ok(n === 0 || posAll[at] >= lo, "selections stay in their shard");
+      hn.accumulateCols(part, aSel.subarray(at, at + n), L.down, sel.subarray(at, at + n), n);
+      for (let i = 0; i < H; i++) y[i] = sh === 0 ? part[i] : Math.fround(y[i] + part[i]);
+      at += n;
+    }
+    const whole = new Float32Array(H);
+    hn.accumulateCols(whole, aSel, L.down, sel, ns);
+    return { scores, cand, sel, aSel, y, whole };
+  }
+
+  test("selects what the separate ops select; out = the shard partials summed (bitwise), on 1-3 threads", () => {
+    const F = 301;
+    const H = 70;
+    const layers = [
+      layer(NativeDType.BF16, F, H, true, "silu", false),
+      layer(NativeDType.F32, F, H, true, "gelu_tanh", false),
+      layer(NativeDType.F16, F, H, false, "gelu", true),
+      layer(NativeDType.BF16, F, H, false, "relu", false),
+    ];
+    const cases: [number, number, number][] = [
+      // [k, kp, shards]
+      [30, 60, 2],
+      [31, 60, 3],
+      [10, 40, 4],
+      [1, 2, 2],
+      [30, F, 2], // every neuron a candidate (kp >= F)
+      [F, F, 3], // everything kept
+      [0, 40, 2],
+      [50, 60, 1], // P = 1 (one task) is the global top-k
+    ];
+    for (const L of layers) {
+      const x = randArray(H);
+      for (const [k, kp, P] of cases) {
+        const what = `gated=${L.gated} ${L.act} k=${k} kp=${kp} P=${P}`;
+        for (const threads of [1, 2, 3]) {
+          withThreads(threads, () =>
+            forPaths((path) => {
+              const y = new Float32Array(H).fill(NaN);
+              const scores = new Float32Array(F);
+              const cand = new Int32Array(F).fill(-1);
+              const sel = new Int32Array(F).fill(-1);
+              const aSel = new Float32Array(F);
+              const pathWant = steps(L, x, k, kp, P); // on this path and thread count
+              const r = hn.hireFfn(
+                y,
+                x,
+                L.pred,
+                L.biasIn,
+                L.rows,
+                L.gated,
+                L.act,
+                L.down,
+                k,
+                kp,
+                P,
+                scores,
+                cand,
+                sel,
+                aSel,
+              );
+              const at = `${what} ${path} threads=${threads}`;
+              assert.equal(r.candidates, pathWant.cand.length, `${at}: candidates`);
+              assert.equal(r.selected, pathWant.sel.length, `${at}: selected`);
+              assert.deepEqual(cand.subarray(0, r.candidates), pathWant.cand, `${at}: cand`);
+              assert.deepEqual(sel.subarray(0, r.selected), pathWant.sel, `${at}: sel`);
+              assertSame(scores, pathWant.scores, F, `${at}: scores`);
+              assertSame(aSel, pathWant.aSel, r.selected, `${at}: aSel`);
+              assertSame(y, pathWant.y, H, `${at}: y`);
+              const scale = pathWant.whole.reduce((m, v) => Math.max(m, Math.abs(v)), 1);
+              assertClose(y, pathWant.whole, () => 1e-5 * scale, `${at}: y against one accumulateCols`);
+              for (const ms of [r.scoreMs, r.rowsMs, r.downMs]) assert.ok(ms >= 0 && Number.isFinite(ms), `${at}: ms`);
+            }),
+          );
+        }
+      }
+    }
+  });
+
+  test("bad arguments throw before any work", () => {
+    const L = layer(NativeDType.BF16, 64, 16, true, "silu", false);
+    const x = randArray(16);
+    const y = new Float32Array(16);
+    const scores = new Float32Array(64);
+    const cand = new Int32Array(64);
+    const sel = new Int32Array(64);
+    const aSel = new Float32Array(64);
+    const call = (o: Partial<Record<string, unknown>>) =>
+      hn.hireFfn(
+        (o.y ?? y) as Float32Array,
+        (o.x ?? x) as Float32Array,
+        (o.pred ?? L.pred) as NativeQuant,
+        (o.bias ?? null) as Float32Array | null,
+        (o.rows ?? L.rows) as NativeWeight,
+        (o.gated ?? true) as boolean,
+        (o.act ?? "silu") as Act,
+        (o.down ?? L.down) as NativeWeight,
+        (o.k ?? 8) as number,
+        (o.kp ?? 16) as number,
+        (o.P ?? 2) as number,
+        (o.scores ?? scores) as Float32Array,
+        (o.cand ?? cand) as Int32Array,
+        (o.sel ?? sel) as Int32Array,
+        (o.aSel ?? aSel) as Float32Array,
+      );
+    assert.equal(call({}).selected, 8);
+    assert.throws(() => call({ kp: 15 }), /kp = 15 must be a multiple of shards = 2/);
+    assert.throws(() => call({ kp: 65 }), /kp = 65 is out of range/);
+    assert.throws(() => call({ gated: false }), /rows is 128 x 16, the predictor needs 64 x 16/);
+    assert.throws(() => call({ down: hn.relayout(L.down, false) }), /down must be transposed/);
+    assert.throws(() => call({ act: "tanh" }), /unknown activation "tanh"/);
+    assert.throws(() => call({ bias: new Float32Array(10) }), /biasIn has 10 elements/);
+    assert.throws(() => call({ cand: new Int32Array(15) }), /cand has 15 elements, needs 16/);
+    assert.throws(() => call({ sel: new Int32Array(7) }), /sel has 7 elements, needs 8/);
+    assert.throws(() => call({ y: new Float32Array(15) }), /y has 15/);
+    assert.throws(() => call({ scores: aSel }), /scores and aSel must not overlap/);
+    const shared = new Int32Array(64);
+    assert.throws(() => call({ cand: shared, sel: shared.subarray(10) }), /cand and sel must not overlap/);
+    assert.throws(() => call({ pred: L.rows }), /predictor must be a NativeQuant handle/);
+  });
+});
+
 describe("sparse kernels: bad arguments throw", () => {
   test("layouts, indices, lengths, overlaps, handles", () => {
     const rowsW = ownedWeight(NativeDType.F32, 8, 4, false).w; // 8 x 4, [rows][cols]

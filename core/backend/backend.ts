@@ -7,7 +7,9 @@
 // native kernel in core/native), and add a reference test in test/kernels.test.ts.
 import type { DType } from "../loader/safetensors.js";
 import type { Activation } from "../arch/config.js";
-import type { NativeQuant, NativeWeight } from "../native/addon.js";
+import type { HireFfnResult, NativeQuant, NativeWeight } from "../native/addon.js";
+
+export type { HireFfnResult };
 
 /** A weight matrix as the kernels see it: rows = outputs, cols = inputs, in its storage dtype and layout. */
 export interface Weight {
@@ -28,6 +30,28 @@ export interface QuantWeight {
   readonly bits: number;
   readonly groupSize: number;
   readonly byteLength: number;
+}
+
+/** One decode token of a HiRE FFN layer, for Backend.hireFfn (inputs, settings, outputs). */
+export interface HireFfnStep {
+  out: Buf;
+  x: Buf;
+  predictor: QuantWeight;
+  biasIn: Float32Array | null;
+  /** W_gate/W_up rows interleaved (gated) or W_in rows, not transposed. */
+  rows: Weight;
+  gated: boolean;
+  activation: Activation;
+  /** W_down, transposed (each neuron's column contiguous). */
+  down: Weight;
+  k: number;
+  kp: number;
+  shards: number;
+  /** Written: act(approximate scores) [F], candidates, selected neurons and their activations. */
+  scores: Buf;
+  cand: Int32Array;
+  sel: Int32Array;
+  aSel: Buf;
 }
 
 /** A backend-owned f32 buffer. On the CPU backend it is a Float32Array. */
@@ -111,4 +135,11 @@ export interface Backend {
    * byAbs). Writes ascending indices to out and returns how many. shards = 1 is the exact top-k.
    */
   topk(values: Buf, n: number, k: number, byAbs: boolean, shards: number, out: Int32Array): number;
+  /**
+   * One token through a HiRE FFN as DA-top-k shards (shards ≥ 2 in practice), each shard run start to
+   * finish by one worker with no barrier or global sort between the steps. Selects exactly what
+   * quantMatvec → activate → topk(kp, P) → matvecRows → act → topk(k, P) selects; out is the sum of
+   * the shards' partial down products (so it differs from accumulateCols only in rounding).
+   */
+  hireFfn(step: HireFfnStep): HireFfnResult;
 }

@@ -1,7 +1,7 @@
 // The CPU backend: Float32Array buffers and the native AVX2/portable kernels in core/native.
 import { native } from "../native/addon.js";
 import type { Activation } from "../arch/config.js";
-import type { Backend, Buf, QuantWeight, Weight } from "./backend.js";
+import type { Backend, Buf, HireFfnResult, HireFfnStep, QuantWeight, Weight } from "./backend.js";
 
 const f32 = (b: Buf) => b as Float32Array;
 
@@ -164,5 +164,25 @@ export class CpuBackend implements Backend {
 
   topk(values: Buf, n: number, k: number, byAbs: boolean, shards: number, out: Int32Array): number {
     return this.n.topk(f32(values), n, k, byAbs, shards, out);
+  }
+
+  hireFfn(s: HireFfnStep): HireFfnResult {
+    return this.n.hireFfn(
+      f32(s.out),
+      f32(s.x),
+      s.predictor.handle,
+      s.biasIn,
+      s.rows.handle,
+      s.gated,
+      s.activation,
+      s.down.handle,
+      s.k,
+      s.kp,
+      s.shards,
+      f32(s.scores),
+      s.cand,
+      s.sel,
+      f32(s.aSel),
+    );
   }
 }

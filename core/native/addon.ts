@@ -210,6 +210,41 @@ export interface NativeAddon {
    * run on the thread pool.
    */
   topk(values: Float32Array, n: number, k: number, byAbs: boolean, shards: number, out: Int32Array): number;
+  /**
+   * One decode token through a HiRE FFN as DA-top-k shards, each run start to finish by one task of
+   * the pool: score the shard's neurons with the predictor (+ biasIn), scores = act(score); keep its
+   * top-kp/P by |score| (cand); compute those rows of `rows` exactly (W_gate/W_up interleaved when
+   * gated: g = act(gate) · up; else g = act(W_in · x + biasIn)); keep its top-k/P by |g| (sel, with
+   * aSel = g); y = Σ over shards, in shard order, of that shard's k/P columns of `down` (transposed).
+   * cand and sel are what topk(…, shards) gives over quantMatvec and matvecRows; kp must be a multiple
+   * of shards or ≥ F (every neuron a candidate). Returns the counts and each step's share of the time.
+   */
+  hireFfn(
+    y: Float32Array,
+    x: Float32Array,
+    predictor: NativeQuant,
+    biasIn: Float32Array | null,
+    rows: NativeWeight,
+    gated: boolean,
+    activation: "relu" | "gelu" | "gelu_tanh" | "silu",
+    down: NativeWeight,
+    k: number,
+    kp: number,
+    shards: number,
+    scores: Float32Array,
+    cand: Int32Array,
+    sel: Int32Array,
+    aSel: Float32Array,
+  ): HireFfnResult;
+}
+
+/** What hireFfn did: candidate and selected counts, and the time of each step (ms, wall-time share). */
+export interface HireFfnResult {
+  candidates: number;
+  selected: number;
+  scoreMs: number;
+  rowsMs: number;
+  downMs: number;
 }
 
 function addonPath(): string {

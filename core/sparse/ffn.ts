@@ -6,7 +6,7 @@
 //
 // Batches of several tokens (prefill) run the dense GEMMs and keep each token's exact top-k, so
 // a model sees the same top-k FFN in prefill as in decode. Decode (one token) runs the method.
-import type { Buf, Weight } from "../backend/backend.js";
+import type { Buf, HireFfnResult, Weight } from "../backend/backend.js";
 import type { LayerWeights, ModelConfig } from "../arch/config.js";
 import type { FeedForward, LayerReport } from "../engine/transformer.js";
 import { buildPredictor, type Predictor } from "./predictor.js";
@@ -236,8 +236,71 @@ export class SparseFeedForward implements FeedForward {
     // second (exact) selection can shard the candidate list at the same boundaries.
     let kp = Math.min(F, Math.ceil((k * s.ffn.oversample) / P) * P);
     if (kp > F - P) kp = F;
-    const t0 = performance.now();
     const pred = prep.predictor(s);
+    const rows = w.gate ? prep.gateUpRows() : prep.inRows();
+    const down = prep.downCols();
+    // DA-top-k over P ≥ 2 shards runs as one fused op: each worker takes its shards from scores to
+    // partial output with no barrier or serial top-k in between. P = 1 is a global top-k, which the
+    // ops below parallelise step by step instead.
+    const step =
+      P > 1 && pred.quant
+        ? b.hireFfn({
+            out,
+            x: h,
+            predictor: pred.quant,
+            biasIn: prep.biasIn ?? null,
+            rows,
+            gated: Boolean(w.gate),
+            activation: c.activation,
+            down,
+            k,
+            kp,
+            shards: P,
+            scores: sc.scores,
+            cand: sc.cand,
+            sel: sc.sel,
+            aSel: sc.aSel,
+          })
+        : this.hireSteps(out, h, pred, rows, down, k, kp, P);
+    const t = performance.now();
+    this.addDownBias(out);
+    if (!report) return;
+    const nc = step.candidates;
+    const ns = step.selected;
+    const tel: FfnTelemetry = {
+      method: "hire",
+      k: ns,
+      candidates: nc,
+      selected: sc.sel.slice(0, ns),
+      predictorMs: step.scoreMs,
+      exactMs: step.rowsMs,
+      downMs: step.downMs + (performance.now() - t),
+      bytes: pred.byteLength + nc * (rows.byteLength / F) + ns * (down.byteLength / F),
+      denseBytes: this.denseBytes(),
+      scores:
+        ctx.inspectLayer === this.layer
+          ? { approx: Float32Array.from(b.read(sc.scores, 0, F)), candidates: sc.cand.slice(0, nc) }
+          : undefined,
+    };
+    if (ctx.auditNow) this.audit(tel, out, h, s);
+    report.ffn = tel;
+  }
+
+  /** HiRE one op at a time (each op parallel inside): the path for P = 1 and low-rank predictors. */
+  private hireSteps(
+    out: Buf,
+    h: Buf,
+    pred: Predictor,
+    rows: Weight,
+    down: Weight,
+    k: number,
+    kp: number,
+    P: number,
+  ): HireFfnResult {
+    const { ctx, c, w, prep } = this;
+    const { b, scratch: sc } = ctx;
+    const F = c.intermediate;
+    const t0 = performance.now();
     pred.score(sc.scores, h);
     const scores = b.read(sc.scores, 0, F);
     if (prep.biasIn) for (let i = 0; i < F; i++) scores[i] += prep.biasIn[i];
@@ -245,19 +308,13 @@ export class SparseFeedForward implements FeedForward {
     b.activate(sc.scores, F, c.activation);
     const nc = b.topk(sc.scores, F, kp, true, P, sc.cand);
     const t1 = performance.now();
-    const inspected =
-      report && ctx.inspectLayer === this.layer
-        ? { approx: Float32Array.from(b.read(sc.scores, 0, F)), candidates: sc.cand.slice(0, nc) }
-        : undefined;
-    let rowBytes: number;
     if (w.gate) {
       // One pass over the interleaved gate/up rows of the candidates, then split the pairs.
-      const gateUp = prep.gateUpRows();
       for (let i = 0; i < nc; i++) {
         sc.pairIdx[2 * i] = 2 * sc.cand[i];
         sc.pairIdx[2 * i + 1] = 2 * sc.cand[i] + 1;
       }
-      b.matvecRows(sc.pairOut, h, gateUp, sc.pairIdx, 2 * nc);
+      b.matvecRows(sc.pairOut, h, rows, sc.pairIdx, 2 * nc);
       const pairs = b.read(sc.pairOut, 0, 2 * nc);
       const g = b.read(sc.g, 0, nc);
       const u = b.read(sc.u, 0, nc);
@@ -266,16 +323,13 @@ export class SparseFeedForward implements FeedForward {
         u[i] = pairs[2 * i + 1];
       }
       b.gatedAct(sc.g, sc.u, nc, c.activation);
-      rowBytes = gateUp.byteLength / F;
     } else {
-      const inRows = prep.inRows();
-      b.matvecRows(sc.g, h, inRows, sc.cand, nc);
+      b.matvecRows(sc.g, h, rows, sc.cand, nc);
       if (prep.biasIn) {
         const g = b.read(sc.g, 0, nc);
         for (let i = 0; i < nc; i++) g[i] += prep.biasIn[sc.cand[i]];
       }
       b.activate(sc.g, nc, c.activation);
-      rowBytes = inRows.byteLength / F;
     }
     const ns = b.topk(sc.g, nc, Math.min(k, nc), true, P, sc.selPos);
     const g = b.read(sc.g, 0, nc);
@@ -285,25 +339,9 @@ export class SparseFeedForward implements FeedForward {
       sc.sel[i] = sc.cand[sc.selPos[i]];
     }
     const t2 = performance.now();
-    const down = prep.downCols();
     b.accumulateCols(out, sc.aSel, down, sc.sel, ns);
-    this.addDownBias(out);
     const t3 = performance.now();
-    if (!report) return;
-    const tel: FfnTelemetry = {
-      method: "hire",
-      k: ns,
-      candidates: nc,
-      selected: sc.sel.slice(0, ns),
-      predictorMs: t1 - t0,
-      exactMs: t2 - t1,
-      downMs: t3 - t2,
-      bytes: pred.byteLength + nc * rowBytes + ns * (down.byteLength / F),
-      denseBytes: this.denseBytes(),
-      scores: inspected,
-    };
-    if (ctx.auditNow) this.audit(tel, out, h, s);
-    report.ffn = tel;
+    return { candidates: nc, selected: ns, scoreMs: t1 - t0, rowsMs: t2 - t1, downMs: t3 - t2 };
   }
 
   /** DIP: top |x| input columns for gate/up, top |GLU| neurons for down; dip-ca biases toward cached neurons. */

@@ -17,6 +17,8 @@ export interface Predictor {
   readonly byteLength: number;
   /** y[0..rows) ≈ W·x. */
   score(y: Buf, x: Buf): void;
+  /** The quantized copy, for fused ops that score inside (int8 / int4 predictors only). */
+  readonly quant?: QuantWeight;
 }
 
 class QuantPredictor implements Predictor {
@@ -24,13 +26,13 @@ class QuantPredictor implements Predictor {
   readonly byteLength: number;
   constructor(
     private readonly b: Backend,
-    private readonly q: QuantWeight,
+    readonly quant: QuantWeight,
   ) {
-    this.name = `int${q.bits}:${q.groupSize}`;
-    this.byteLength = q.byteLength;
+    this.name = `int${quant.bits}:${quant.groupSize}`;
+    this.byteLength = quant.byteLength;
   }
   score(y: Buf, x: Buf): void {
-    this.b.quantMatvec(y, x, this.q);
+    this.b.quantMatvec(y, x, this.quant);
   }
 }
 

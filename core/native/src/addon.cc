@@ -148,6 +148,16 @@ class Args {
     return *tagged<QuantHandle>(i, kQuantTag, name, "NativeQuant")->q;
   }
 
+  hire::Activation activation(size_t i, const char* name) const {
+    if (!info_[i].IsString()) fail(std::string(name) + " must be a string");
+    const std::string kind = info_[i].As<Napi::String>().Utf8Value();
+    if (kind == "relu") return hire::Activation::kRelu;
+    if (kind == "gelu") return hire::Activation::kGelu;
+    if (kind == "gelu_tanh") return hire::Activation::kGeluTanh;
+    if (kind == "silu") return hire::Activation::kSilu;
+    fail("unknown " + std::string(name) + " \"" + kind + "\" (relu, gelu, gelu_tanh, silu)");
+  }
+
   bool is_nullish(size_t i) const { return info_[i].IsNull() || info_[i].IsUndefined(); }
 
   // Element count of a vector weight (1 x dim or dim x 1).
@@ -414,20 +424,7 @@ Napi::Value Activate(const Napi::CallbackInfo& info) {
   Args a(info, "activate");
   auto x = a.f32(0, "x");
   const int64_t count = a.integer(1, "count", 0, kMaxDim);
-  if (!info[2].IsString()) a.fail("kind must be a string");
-  const std::string kind = info[2].As<Napi::String>().Utf8Value();
-  hire::Activation k;
-  if (kind == "relu") {
-    k = hire::Activation::kRelu;
-  } else if (kind == "gelu") {
-    k = hire::Activation::kGelu;
-  } else if (kind == "gelu_tanh") {
-    k = hire::Activation::kGeluTanh;
-  } else if (kind == "silu") {
-    k = hire::Activation::kSilu;
-  } else {
-    a.fail("unknown kind \"" + kind + "\" (relu, gelu, gelu_tanh, silu)");
-  }
+  const hire::Activation k = a.activation(2, "kind");
   a.need(x, "x", count, "count");
   hire::activate(x.data, count, k);
   return info.Env().Undefined();
@@ -710,6 +707,79 @@ Napi::Value Topk(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(hire::topk(values.data, n, k, by_abs, shards, out)));
 }
 
+Napi::Value HireFfn(const Napi::CallbackInfo& info) {
+  Args a(info, "hireFfn");
+  auto y = a.f32(0, "y");
+  auto x = a.f32(1, "x");
+  hire::HireFfnStep st{};
+  st.pred = &a.quant(2, "predictor");
+  const int64_t F = st.pred->rows, H = st.pred->cols;
+  Args::F32 bias{nullptr, 0};
+  if (!a.is_nullish(3)) {
+    bias = a.f32(3, "biasIn");
+    a.need(bias, "biasIn", F, "predictor rows");
+  }
+  st.rows = a.weight(4, "rows");
+  st.gated = a.boolean(5, "gated");
+  st.act = a.activation(6, "activation");
+  st.down = a.weight(7, "down");
+  st.k = a.integer(8, "k", 0, F);
+  st.kp = a.integer(9, "kp", 1, F);
+  st.shards = a.integer(10, "shards", 1, F);
+  auto scores = a.f32(11, "scores");
+  size_t cand_len = 0, sel_len = 0;
+  st.cand = a.i32_mut(12, "cand", &cand_len);
+  st.sel = a.i32_mut(13, "sel", &sel_len);
+  auto a_sel = a.f32(14, "aSel");
+  if (st.rows.transposed) a.fail("rows must not be transposed (stored [rows][cols])");
+  if (st.rows.cols != H || st.rows.rows != (st.gated ? 2 * F : F))
+    a.fail("rows is " + std::to_string(st.rows.rows) + " x " + std::to_string(st.rows.cols) + ", the predictor needs " +
+           std::to_string(st.gated ? 2 * F : F) + " x " + std::to_string(H) +
+           (st.gated ? " (gate and up rows interleaved)" : ""));
+  if (!st.down.transposed || st.down.cols != F)
+    a.fail("down must be transposed (stored [cols][rows]) with " + std::to_string(F) + " columns");
+  if (st.kp < F && st.kp % st.shards != 0)
+    a.fail("kp = " + std::to_string(st.kp) + " must be a multiple of shards = " + std::to_string(st.shards) +
+           " or cover all " + std::to_string(F) + " neurons");
+  const int64_t nc = hire::topk_count(F, st.kp, st.shards);
+  const int64_t ns = hire::topk_count(nc, st.k, st.shards);
+  const int64_t out = st.down.rows;
+  a.need(y, "y", out, "down rows");
+  a.need(x, "x", H, "predictor cols");
+  a.need(scores, "scores", F, "predictor rows");
+  a.need(a_sel, "aSel", ns, "selected count");
+  if (static_cast<uint64_t>(nc) > cand_len)
+    a.fail("cand has " + std::to_string(cand_len) + " elements, needs " + std::to_string(nc));
+  if (static_cast<uint64_t>(ns) > sel_len)
+    a.fail("sel has " + std::to_string(sel_len) + " elements, needs " + std::to_string(ns));
+  // Every output apart from every other array (the inputs x and biasIn may share memory).
+  const struct {
+    const void* p;
+    int64_t n;
+    const char* name;
+  } arrays[] = {{y.data, out, "y"},           {scores.data, F, "scores"}, {st.cand, nc, "cand"},
+                {st.sel, ns, "sel"},          {a_sel.data, ns, "aSel"},   {x.data, H, "x"},
+                {bias.data, bias.data ? F : 0, "biasIn"}};
+  for (size_t i = 0; i < 5; ++i)
+    for (size_t j = i + 1; j < sizeof arrays / sizeof arrays[0]; ++j)
+      a.disjoint_bytes(arrays[i].p, static_cast<size_t>(arrays[i].n) * 4, arrays[i].name, arrays[j].p,
+                       static_cast<size_t>(arrays[j].n) * 4, arrays[j].name);
+  st.x = x.data;
+  st.bias_in = bias.data;
+  st.y = y.data;
+  st.scores = scores.data;
+  st.a_sel = a_sel.data;
+  hire::hire_ffn(st);
+  Napi::Env env = info.Env();
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("candidates", Napi::Number::New(env, static_cast<double>(st.n_cand)));
+  r.Set("selected", Napi::Number::New(env, static_cast<double>(st.n_sel)));
+  r.Set("scoreMs", Napi::Number::New(env, st.ms[0]));
+  r.Set("rowsMs", Napi::Number::New(env, st.ms[1]));
+  r.Set("downMs", Napi::Number::New(env, st.ms[2]));
+  return r;
+}
+
 Napi::Value GetThreads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), hire::ThreadPool::instance().threads());
 }
@@ -809,6 +879,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Export<QuantRead>(env, exports, "quantRead");
   Export<QuantRow>(env, exports, "quantRow");
   Export<Topk>(env, exports, "topk");
+  Export<HireFfn>(env, exports, "hireFfn");
   return exports;
 }
 

@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "dtype.h"
+#include "kernels.h"
 #include "quant.h"
 
 namespace hire {
@@ -32,5 +33,36 @@ void quant_row(const QuantMatrix& q, int64_t r, float* out);
 int64_t topk_count(int64_t n, int64_t k, int64_t shards);
 // DA-top-k (see addon.ts): writes topk_count(n, k, shards) ascending indices to out, returns that count.
 int64_t topk(const float* values, int64_t n, int64_t k, bool by_abs, int64_t shards, int32_t* out);
+// Shard s of topk's `shards` over n values: [lo, lo + m), keeping ks of them.
+void topk_shard_range(int64_t n, int64_t k, int64_t shards, int64_t s, int64_t* lo, int64_t* m, int64_t* ks);
+// One shard on the calling thread: the top ks of values[lo, lo + m) as ascending indices (from lo).
+void topk_shard(const float* values, int64_t lo, int64_t m, int64_t ks, bool by_abs, int32_t* out);
+
+// One decode token through a HiRE FFN as DA-top-k shards (see hire_ffn).
+struct HireFfnStep {
+  // Inputs.
+  const float* x;               // [pred->cols]
+  const QuantMatrix* pred;      // predictor of the first FFN matrix, F rows
+  const float* bias_in;         // [F] bias of the first matrix, or null
+  Mat rows;                     // not transposed: W_gate/W_up interleaved [2F] (gated) or W_in [F]
+  bool gated;
+  Activation act;
+  Mat down;                     // W_down transposed (memory [F][out])
+  int64_t k, kp, shards;        // kp: a multiple of shards, or >= F (every neuron is a candidate)
+  // Outputs.
+  float* y;                     // [down.rows]
+  float* scores;                // [F] act(approximate score)
+  int32_t* cand;                // [topk_count(F, kp, shards)] candidates, ascending
+  int32_t* sel;                 // [k] selected neurons, ascending
+  float* a_sel;                 // [k] their activations
+  int64_t n_cand = 0, n_sel = 0;
+  double ms[3] = {0, 0, 0};     // scoring + top-k', exact rows + top-k, down product (wall-time share)
+};
+// Every shard runs on one task from start to finish, with no barrier and no global sort in between:
+// score its neurons, keep its top-kp/P by |act(score)|, compute those rows exactly, keep its top-k/P
+// by |activation|, and sum its k/P down columns into a partial output; y = the partials summed in
+// shard order. Selections equal topk(..., shards) over quant_matvec and matvec_rows; y differs from
+// one accumulate_cols over every selected column only in the order of the additions.
+void hire_ffn(HireFfnStep& step);
 
 }  // namespace hire

@@ -2,10 +2,12 @@
 // quantization of x for quant_matvec, and the (path-independent, plain C++) weight quantization,
 // dequantization and relayout. Small problems stay on the calling thread, as in ops.cc.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <stdexcept>
 #include <vector>
 
 #if defined(__SSE2__)
@@ -298,17 +300,141 @@ void quant_row(const QuantMatrix& q, int64_t r, float* out) {
   }
 }
 
-void quant_matvec(float* y, const float* x, const QuantMatrix& q) {
-  const KernelTable& K = active_kernels();
-  const int64_t G = q.group;
+namespace {
+
+// x as quant_gemv reads it, in the calling thread's scratch (valid until its next call).
+QuantVector quantized_input(const float* x, const QuantMatrix& q) {
   int8_t* xq = t_xq.get<int8_t>(static_cast<size_t>(q.padded) + 64);
   float* xs = t_xscale.get<float>(static_cast<size_t>(q.scale_pad));
   const int64_t nc = quant_corr_len(q);
   int32_t* corr = nc > 0 ? t_xcorr.get<int32_t>(static_cast<size_t>(nc)) : nullptr;
   if (corr != nullptr) std::memset(corr, 0, static_cast<size_t>(nc) * sizeof(int32_t));
-  quantize_x(x, q.cols, G, q.groups, q.scale_pad, xq, xs, corr);
-  const QuantVector xv{xq, xs, corr};
+  quantize_x(x, q.cols, q.group, q.groups, q.scale_pad, xq, xs, corr);
+  return QuantVector{xq, xs, corr};
+}
+
+}  // namespace
+
+void quant_matvec(float* y, const float* x, const QuantMatrix& q) {
+  const KernelTable& K = active_kernels();
+  const QuantVector xv = quantized_input(x, q);
   split(q.rows, q.rows * q.padded, 4, [&](int64_t r0, int64_t r1) { K.quant_gemv(q, xv, y, r0, r1); });
+}
+
+namespace {
+
+thread_local Scratch t_ffn_pairs;    // hire_ffn: interleaved gate/up row ids of a shard's candidates
+thread_local Scratch t_ffn_rows;     // hire_ffn: g, then the candidates' dot products (gate, up pairs)
+thread_local Scratch t_ffn_pos;      // hire_ffn: positions of the selected among the candidates
+thread_local Scratch t_ffn_partial;  // hire_ffn: per-shard partial outputs (calling thread)
+
+struct FfnShard {
+  int64_t lo, m, kp, cand_at, k, sel_at;
+  double ms[3];
+};
+
+double ms_since(std::chrono::steady_clock::time_point& t) {
+  const auto now = std::chrono::steady_clock::now();
+  const double ms = std::chrono::duration<double, std::milli>(now - t).count();
+  t = now;
+  return ms;
+}
+
+// One shard of hire_ffn, start to finish on the calling thread; writes partial[0, down.rows).
+void ffn_shard(const KernelTable& K, const HireFfnStep& st, const QuantVector& xv, FfnShard& d, float* partial) {
+  auto t = std::chrono::steady_clock::now();
+  const int kind = static_cast<int>(st.act);
+  K.quant_gemv(*st.pred, xv, st.scores, d.lo, d.lo + d.m);
+  if (st.bias_in != nullptr)
+    for (int64_t i = d.lo; i < d.lo + d.m; ++i) st.scores[i] += st.bias_in[i];
+  K.activate(st.scores + d.lo, d.m, kind);
+  int32_t* cand = st.cand + d.cand_at;
+  topk_shard(st.scores, d.lo, d.m, d.kp, true, cand);
+  d.ms[0] = ms_since(t);
+
+  float* xp = t_rows.get<float>(static_cast<size_t>(st.rows.cols) + 16);
+  float* g = t_ffn_rows.get<float>(static_cast<size_t>(3 * d.kp) + 16);
+  if (st.gated) {
+    // One pass over each candidate's interleaved gate/up rows (one contiguous read), then split.
+    int32_t* pairs = t_ffn_pairs.get<int32_t>(static_cast<size_t>(2 * d.kp) + 16);
+    for (int64_t i = 0; i < d.kp; ++i) {
+      pairs[2 * i] = 2 * cand[i];
+      pairs[2 * i + 1] = 2 * cand[i] + 1;
+    }
+    float* dots = g + d.kp;  // [2 kp] after g
+    K.gemv_rows(st.rows, st.x, pairs, 0, 2 * d.kp, dots, xp);
+    float* u = dots;  // compacted in place: u[i] overwrites dots already read
+    for (int64_t i = 0; i < d.kp; ++i) {
+      g[i] = dots[2 * i];
+      u[i] = dots[2 * i + 1];
+    }
+    if (st.act == Activation::kSilu) {
+      K.silu_mul(g, u, d.kp);
+    } else {
+      K.activate(g, d.kp, kind);
+      for (int64_t i = 0; i < d.kp; ++i) g[i] *= u[i];
+    }
+  } else {
+    K.gemv_rows(st.rows, st.x, cand, 0, d.kp, g, xp);
+    if (st.bias_in != nullptr)
+      for (int64_t i = 0; i < d.kp; ++i) g[i] += st.bias_in[cand[i]];
+    K.activate(g, d.kp, kind);
+  }
+  int32_t* pos = t_ffn_pos.get<int32_t>(static_cast<size_t>(d.k) + 16);
+  topk_shard(g, 0, d.kp, d.k, true, pos);
+  int32_t* sel = st.sel + d.sel_at;
+  float* a = st.a_sel + d.sel_at;
+  for (int64_t j = 0; j < d.k; ++j) {
+    sel[j] = cand[pos[j]];
+    a[j] = g[pos[j]];
+  }
+  d.ms[1] = ms_since(t);
+
+  K.accumulate_cols(st.down, a, sel, d.k, partial, 0, st.down.rows);
+  d.ms[2] = ms_since(t);
+}
+
+}  // namespace
+
+void hire_ffn(HireFfnStep& st) {
+  const KernelTable& K = active_kernels();
+  const int64_t F = st.pred->rows, P = st.shards, out = st.down.rows;
+  // The shards of the two selections, as topk(values, F, kp, P) and topk(g, n_cand, k, P) cut them:
+  // shard s of the second is exactly the candidates shard s of the first chose.
+  std::vector<FfnShard> sh(static_cast<size_t>(P));
+  int64_t nc = 0, ns = 0;
+  for (int64_t s = 0; s < P; ++s) {
+    FfnShard& d = sh[s];
+    topk_shard_range(F, st.kp, P, s, &d.lo, &d.m, &d.kp);
+    if (st.kp >= F) d.kp = d.m;
+    d.cand_at = nc;
+    nc += d.kp;
+  }
+  for (int64_t s = 0; s < P; ++s) {
+    FfnShard& d = sh[s];
+    int64_t lo, m;
+    topk_shard_range(nc, st.k, P, s, &lo, &m, &d.k);
+    if (lo != d.cand_at || m != d.kp)
+      throw std::invalid_argument("hire_ffn: kp must be a multiple of shards or cover every neuron");
+    if (st.k >= nc) d.k = m;
+    d.sel_at = ns;
+    ns += d.k;
+  }
+  const QuantVector xv = quantized_input(st.x, *st.pred);
+  float* partial = t_ffn_partial.get<float>(static_cast<size_t>(P * out) + 16);
+  ThreadPool& pool = ThreadPool::instance();
+  pool.parallel_for(P, [&](int64_t s, int) { ffn_shard(K, st, xv, sh[s], partial + s * out); });
+  std::memcpy(st.y, partial, static_cast<size_t>(out) * sizeof(float));
+  for (int64_t s = 1; s < P; ++s) K.add(st.y, partial + s * out, out);
+  st.n_cand = nc;
+  st.n_sel = ns;
+  // Shards run concurrently, so a step's wall time is about its summed shard time over the workers.
+  const double workers = static_cast<double>(std::min<int64_t>(P, pool.threads()));
+  for (int i = 0; i < 3; ++i) {
+    st.ms[i] = 0;
+    for (const FfnShard& d : sh) st.ms[i] += d.ms[i];
+    st.ms[i] /= workers;
+  }
 }
 
 }  // namespace hire

@@ -256,22 +256,31 @@ void select_shard(const float* values, int64_t lo, int64_t m, int64_t ks, bool b
   std::memcpy(out, stage, static_cast<size_t>(ks) * sizeof(int32_t));
 }
 
+}  // namespace
+
 // Shard s of P over n: [floor(s n / P), floor((s+1) n / P)), keeping k_s = floor(k/P) + (s < k % P).
-inline void shard(int64_t n, int64_t k, int64_t P, int64_t s, int64_t* lo, int64_t* m, int64_t* ks) {
+void topk_shard_range(int64_t n, int64_t k, int64_t P, int64_t s, int64_t* lo, int64_t* m, int64_t* ks) {
   *lo = static_cast<int64_t>((static_cast<__int128>(s) * n) / P);
   const int64_t hi = static_cast<int64_t>((static_cast<__int128>(s + 1) * n) / P);
   *m = hi - *lo;
   *ks = std::min(k / P + (s < k % P ? 1 : 0), *m);
 }
 
-}  // namespace
+void topk_shard(const float* values, int64_t lo, int64_t m, int64_t ks, bool by_abs, int32_t* out) {
+  if (ks <= 0) return;
+  if (ks >= m) {
+    for (int64_t j = 0; j < m; ++j) out[j] = static_cast<int32_t>(lo + j);
+    return;
+  }
+  select_shard(values, lo, m, ks, by_abs, out, t_topk);
+}
 
 int64_t topk_count(int64_t n, int64_t k, int64_t shards) {
   if (k >= n) return n;
   int64_t total = 0;
   for (int64_t s = 0; s < shards; ++s) {
     int64_t lo, m, ks;
-    shard(n, k, shards, s, &lo, &m, &ks);
+    topk_shard_range(n, k, shards, s, &lo, &m, &ks);
     total += ks;
   }
   return total;
@@ -286,19 +295,13 @@ int64_t topk(const float* values, int64_t n, int64_t k, bool by_abs, int64_t sha
   std::vector<int64_t> offset(static_cast<size_t>(shards) + 1, 0);
   for (int64_t s = 0; s < shards; ++s) {
     int64_t lo, m, ks;
-    shard(n, k, shards, s, &lo, &m, &ks);
+    topk_shard_range(n, k, shards, s, &lo, &m, &ks);
     offset[s + 1] = offset[s] + ks;
   }
   auto run = [&](int64_t s, int) {
     int64_t lo, m, ks;
-    shard(n, k, shards, s, &lo, &m, &ks);
-    int32_t* o = out + offset[s];
-    if (ks == 0) return;
-    if (ks == m) {
-      for (int64_t j = 0; j < m; ++j) o[j] = static_cast<int32_t>(lo + j);
-      return;
-    }
-    select_shard(values, lo, m, ks, by_abs, o, t_topk);
+    topk_shard_range(n, k, shards, s, &lo, &m, &ks);
+    topk_shard(values, lo, m, ks, by_abs, out + offset[s]);
   };
   // Parallel only when each shard has real work: the sampling path (k / n <= 1/8) finishes a 128K
   // shard in ~30 us, less than a wake-up of the pool costs when the other core is busy.
