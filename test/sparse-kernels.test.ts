@@ -898,7 +898,13 @@ describe("hireFfn (DA-top-k shards fused)", () => {
       [30, F, 2], // every neuron a candidate (kp >= F)
       [F, F, 3], // everything kept
       [0, 40, 2],
-      [50, 60, 1], // P = 1 (one task) is the global top-k
+      // P = 1 is the global top-k: one task on 1 thread, else local lists per worker and a merge
+      [50, 60, 1],
+      [30, 60, 1],
+      [0, 40, 1],
+      [30, F, 1],
+      [F, F, 1],
+      [1, 1, 1],
     ];
     for (const L of layers) {
       const x = randArray(H);

@@ -324,7 +324,8 @@ void quant_matvec(float* y, const float* x, const QuantMatrix& q) {
 namespace {
 
 thread_local Scratch t_ffn_pairs;    // hire_ffn: interleaved gate/up row ids of a shard's candidates
-thread_local Scratch t_ffn_rows;     // hire_ffn: g, then the candidates' dot products (gate, up pairs)
+thread_local Scratch t_ffn_rows;     // hire_ffn: the candidates' dot products (gate, up pairs)
+thread_local Scratch t_ffn_g;        // hire_ffn: exact activations of the candidates
 thread_local Scratch t_ffn_pos;      // hire_ffn: positions of the selected among the candidates
 thread_local Scratch t_ffn_partial;  // hire_ffn: per-shard partial outputs (calling thread)
 
@@ -340,46 +341,57 @@ double ms_since(std::chrono::steady_clock::time_point& t) {
   return ms;
 }
 
+// scores[lo, lo + m) = act(predictor rows . x + bias_in).
+void ffn_score(const KernelTable& K, const HireFfnStep& st, const QuantVector& xv, int64_t lo, int64_t m) {
+  K.quant_gemv(*st.pred, xv, st.scores, lo, lo + m);
+  if (st.bias_in != nullptr)
+    for (int64_t i = lo; i < lo + m; ++i) st.scores[i] += st.bias_in[i];
+  K.activate(st.scores + lo, m, static_cast<int>(st.act));
+}
+
+// g[i] = the exact activation of neuron cand[i], i < n: act(gate) * up from the interleaved rows, or
+// act(W_in . x + bias_in).
+void ffn_exact(const KernelTable& K, const HireFfnStep& st, const int32_t* cand, int64_t n, float* g) {
+  const int kind = static_cast<int>(st.act);
+  float* xp = t_rows.get<float>(static_cast<size_t>(st.rows.cols) + 16);
+  if (!st.gated) {
+    K.gemv_rows(st.rows, st.x, cand, 0, n, g, xp);
+    if (st.bias_in != nullptr)
+      for (int64_t i = 0; i < n; ++i) g[i] += st.bias_in[cand[i]];
+    K.activate(g, n, kind);
+    return;
+  }
+  // One pass over each candidate's interleaved gate/up rows (one contiguous read), then split.
+  int32_t* pairs = t_ffn_pairs.get<int32_t>(static_cast<size_t>(2 * n) + 16);
+  for (int64_t i = 0; i < n; ++i) {
+    pairs[2 * i] = 2 * cand[i];
+    pairs[2 * i + 1] = 2 * cand[i] + 1;
+  }
+  float* dots = t_ffn_rows.get<float>(static_cast<size_t>(2 * n) + 16);
+  K.gemv_rows(st.rows, st.x, pairs, 0, 2 * n, dots, xp);
+  float* u = dots;  // compacted in place: u[i] overwrites dots already read
+  for (int64_t i = 0; i < n; ++i) {
+    g[i] = dots[2 * i];
+    u[i] = dots[2 * i + 1];
+  }
+  if (st.act == Activation::kSilu) {
+    K.silu_mul(g, u, n);
+  } else {
+    K.activate(g, n, kind);
+    for (int64_t i = 0; i < n; ++i) g[i] *= u[i];
+  }
+}
+
 // One shard of hire_ffn, start to finish on the calling thread; writes partial[0, down.rows).
 void ffn_shard(const KernelTable& K, const HireFfnStep& st, const QuantVector& xv, FfnShard& d, float* partial) {
   auto t = std::chrono::steady_clock::now();
-  const int kind = static_cast<int>(st.act);
-  K.quant_gemv(*st.pred, xv, st.scores, d.lo, d.lo + d.m);
-  if (st.bias_in != nullptr)
-    for (int64_t i = d.lo; i < d.lo + d.m; ++i) st.scores[i] += st.bias_in[i];
-  K.activate(st.scores + d.lo, d.m, kind);
+  ffn_score(K, st, xv, d.lo, d.m);
   int32_t* cand = st.cand + d.cand_at;
   topk_shard(st.scores, d.lo, d.m, d.kp, true, cand);
   d.ms[0] = ms_since(t);
 
-  float* xp = t_rows.get<float>(static_cast<size_t>(st.rows.cols) + 16);
-  float* g = t_ffn_rows.get<float>(static_cast<size_t>(3 * d.kp) + 16);
-  if (st.gated) {
-    // One pass over each candidate's interleaved gate/up rows (one contiguous read), then split.
-    int32_t* pairs = t_ffn_pairs.get<int32_t>(static_cast<size_t>(2 * d.kp) + 16);
-    for (int64_t i = 0; i < d.kp; ++i) {
-      pairs[2 * i] = 2 * cand[i];
-      pairs[2 * i + 1] = 2 * cand[i] + 1;
-    }
-    float* dots = g + d.kp;  // [2 kp] after g
-    K.gemv_rows(st.rows, st.x, pairs, 0, 2 * d.kp, dots, xp);
-    float* u = dots;  // compacted in place: u[i] overwrites dots already read
-    for (int64_t i = 0; i < d.kp; ++i) {
-      g[i] = dots[2 * i];
-      u[i] = dots[2 * i + 1];
-    }
-    if (st.act == Activation::kSilu) {
-      K.silu_mul(g, u, d.kp);
-    } else {
-      K.activate(g, d.kp, kind);
-      for (int64_t i = 0; i < d.kp; ++i) g[i] *= u[i];
-    }
-  } else {
-    K.gemv_rows(st.rows, st.x, cand, 0, d.kp, g, xp);
-    if (st.bias_in != nullptr)
-      for (int64_t i = 0; i < d.kp; ++i) g[i] += st.bias_in[cand[i]];
-    K.activate(g, d.kp, kind);
-  }
+  float* g = t_ffn_g.get<float>(static_cast<size_t>(d.kp) + 16);
+  ffn_exact(K, st, cand, d.kp, g);
   int32_t* pos = t_ffn_pos.get<int32_t>(static_cast<size_t>(d.k) + 16);
   topk_shard(g, 0, d.kp, d.k, true, pos);
   int32_t* sel = st.sel + d.sel_at;
@@ -399,6 +411,7 @@ void ffn_shard(const KernelTable& K, const HireFfnStep& st, const QuantVector& x
 void hire_ffn(HireFfnStep& st) {
   const KernelTable& K = active_kernels();
   const int64_t F = st.pred->rows, P = st.shards, out = st.down.rows;
+  ThreadPool& pool = ThreadPool::instance();
   // The shards of the two selections, as topk(values, F, kp, P) and topk(g, n_cand, k, P) cut them:
   // shard s of the second is exactly the candidates shard s of the first chose.
   std::vector<FfnShard> sh(static_cast<size_t>(P));
@@ -422,7 +435,6 @@ void hire_ffn(HireFfnStep& st) {
   }
   const QuantVector xv = quantized_input(st.x, *st.pred);
   float* partial = t_ffn_partial.get<float>(static_cast<size_t>(P * out) + 16);
-  ThreadPool& pool = ThreadPool::instance();
   pool.parallel_for(P, [&](int64_t s, int) { ffn_shard(K, st, xv, sh[s], partial + s * out); });
   std::memcpy(st.y, partial, static_cast<size_t>(out) * sizeof(float));
   for (int64_t s = 1; s < P; ++s) K.add(st.y, partial + s * out, out);
