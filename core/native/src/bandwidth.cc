@@ -27,14 +27,6 @@ void* g_buf = nullptr;
 size_t g_bytes = 0;
 volatile float g_sink = 0.0f;
 
-inline void prefetch_line(const char* p) {
-#if defined(__GNUC__) || defined(__clang__)
-  __builtin_prefetch(p, 0, 3);
-#else
-  (void)p;
-#endif
-}
-
 // Best of `reps` runs of slice(t) for t < parts on the pool, as GB/s of `bytes_read`.
 template <class F>
 double best_rate(int reps, int64_t parts, size_t bytes_read, F&& slice) {
@@ -94,7 +86,7 @@ double read_bandwidth(size_t bytes, int reps, size_t chunk) {
     for (size_t i = b; i < e; ++i) {
       if (i + 1 < e) {
         const char* next = reinterpret_cast<const char*>(base + picked[i + 1]);
-        for (size_t o = 0; o < chunk; o += 64) prefetch_line(next + o);
+        for (size_t o = 0; o < chunk; o += 64) prefetch_weights(next + o);
       }
       acc += K.read_sum(reinterpret_cast<const float*>(base + picked[i]), chunk / sizeof(float));
     }

@@ -159,7 +159,7 @@ struct LinearPrefetch {
   template <int kLines>
   HIRE_AVX2 inline void step(int64_t) {
     if (pf < end) {
-      for (int l = 0; l < kLines; ++l) _mm_prefetch(reinterpret_cast<const char*>(pf + 64 * l), _MM_HINT_T0);
+      for (int l = 0; l < kLines; ++l) prefetch_weights(pf + 64 * l);
       pf += 64 * kLines;
     }
   }
@@ -176,7 +176,7 @@ struct RowsPrefetch {
   template <int kLines>
   HIRE_AVX2 inline void step(int64_t) {
     for (int l = 0; l < kLines && row < 4; ++l) {
-      _mm_prefetch(reinterpret_cast<const char*>(next[row] + off), _MM_HINT_T0);
+      prefetch_weights(next[row] + off);
       off += 64;
       if (off >= row_bytes) {
         off = 0;
@@ -380,7 +380,7 @@ HIRE_AVX2 void gemv_t_dt(const Mat& w, const float* x, float* y, int64_t c0, int
       int64_t c = cb;
       for (; c + kLineCols <= ce; c += kLineCols) {
         if (pf) {
-          for (int i = 0; i < 8; ++i) _mm_prefetch(reinterpret_cast<const char*>(q + i * rb + c * es), _MM_HINT_T0);
+          for (int i = 0; i < 8; ++i) prefetch_weights(q + i * rb + c * es);
         }
         for (int64_t u = 0; u < kLineCols; u += 8)
           _mm256_storeu_ps(y + c + u, fma8_cols<DT>(p, rb, b, c + u, _mm256_loadu_ps(y + c + u)));
@@ -440,7 +440,7 @@ HIRE_AVX2 void gemv_t_bf16(const Mat& w, const float* x, float* y, int64_t c0, i
       int64_t c = 0;
       for (; c + 32 <= nb; c += 32) {
         if (pf) {
-          for (int i = 0; i < 8; ++i) _mm_prefetch(reinterpret_cast<const char*>(q + i * rb + 2 * c), _MM_HINT_T0);
+          for (int i = 0; i < 8; ++i) prefetch_weights(q + i * rb + 2 * c);
         }
         fma8_bf16(p, rb, b, c, acc + c);
         fma8_bf16(p, rb, b, c + 16, acc + c + 16);
@@ -575,7 +575,7 @@ HIRE_AVX2 void acc_cols_dt(const Mat& w, const float* a, const int32_t* idx, int
       int64_t c = cb;
       for (; c + kLineCols <= ce; c += kLineCols) {
         if (pf) {
-          for (int j = 0; j < 8; ++j) _mm_prefetch(reinterpret_cast<const char*>(q[j] + c * es), _MM_HINT_T0);
+          for (int j = 0; j < 8; ++j) prefetch_weights(q[j] + c * es);
         }
         for (int64_t u = 0; u < kLineCols; u += 8)
           _mm256_storeu_ps(y + c + u, fma8_ptrs<DT>(p, b, c + u, _mm256_loadu_ps(y + c + u)));
@@ -672,15 +672,15 @@ HIRE_AVX2 void acc_cols_bf16(const Mat& w, const float* a, const int32_t* idx, i
       for (; c + 64 <= nb; c += 64) {
         if (pf) {
           for (int j = 0; j < 8; ++j) {
-            _mm_prefetch(reinterpret_cast<const char*>(q[j] + 2 * c), _MM_HINT_T0);
-            _mm_prefetch(reinterpret_cast<const char*>(q[j] + 2 * c + 64), _MM_HINT_T0);
+            prefetch_weights(q[j] + 2 * c);
+            prefetch_weights(q[j] + 2 * c + 64);
           }
         }
         fma8x4_bf16_ptrs(p, b, c, acc + c);
       }
       for (; c < nb; c += 16) {
         if (pf && (c & 31) == 0) {
-          for (int j = 0; j < 8; ++j) _mm_prefetch(reinterpret_cast<const char*>(q[j] + 2 * c), _MM_HINT_T0);
+          for (int j = 0; j < 8; ++j) prefetch_weights(q[j] + 2 * c);
         }
         fma8_bf16_ptrs(p, b, c, acc + c);
       }

@@ -49,7 +49,7 @@ HIRE_AVX512 inline void group_scales(const uint16_t* sw, const float* sx, int64_
 inline void prefetch_row(const QuantMatrix& q, int64_t r, int64_t ahead, int64_t r1) {
   if (r + ahead >= r1) return;
   const unsigned char* p = q.codes(r + ahead);
-  for (int64_t o = 0; o < q.row_stride; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
+  for (int64_t o = 0; o < q.row_stride; o += 64) prefetch_weights(p + o);
 }
 
 // One group of int4 codes (bpg 128-value blocks) against x in nibble order: an exact int32 lane sum.
