@@ -12,6 +12,7 @@
         "src/ops.cc",
         "src/kernels_portable.cc",
         "src/kernels_avx2.cc",
+        "src/kernels_avx512.cc",
         "src/bandwidth.cc",
         "src/buffer.cc",
         "src/sparse_ops.cc",

@@ -1,8 +1,8 @@
 // Per-path primitive kernels (one KernelTable per instruction set) that ops.cc composes into ops.
 // Each primitive is single-threaded and works on a slice chosen by ops.cc; all of them must give
 // results that do not depend on how ops.cc slices the work. To add a primitive: add a pointer here,
-// implement it in kernels_portable.cc and kernels_avx2.cc, and fill both tables (the avx512 table
-// is the avx2 one with its own quant_gemv).
+// implement it in kernels_portable.cc and kernels_avx2.cc, and fill both tables (the avx512 table,
+// kernels_avx512.cc, is the avx2 one with its own versions of a few primitives).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -78,7 +78,7 @@ struct KernelTable {
 extern const KernelTable kPortableKernels;
 // nullptr when this build has no AVX2 path (non-x86-64).
 const KernelTable* avx2_kernels();
-// The AVX2 table with an AVX-512 VNNI quant_gemv (quant_avx512.cc); nullptr where avx2_kernels() is.
+// The AVX2 table with AVX-512 versions of a few primitives (kernels_avx512.cc); nullptr where avx2_kernels() is.
 const KernelTable* avx512_kernels();
 // The table ops should use now (set by set_kernel_path).
 const KernelTable& active_kernels();

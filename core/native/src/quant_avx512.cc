@@ -1,8 +1,7 @@
-// AVX-512 VNNI quant_gemv: the AVX2 path's integer dot products with one vpdpbusd (u8 x s8, four
+// AVX-512 VNNI quant_gemv (the avx512 table's, kernels_avx512.cc): the AVX2 path's integer dot products with one vpdpbusd (u8 x s8, four
 // products summed into an int32 lane) in place of maddubs + madd + add, on 64-byte vectors. The
 // predictor GEMV is the one kernel HiRE runs that is compute-bound on AVX2 (about 30 GB/s per core,
-// below what two cores can stream), so it is the one that gets a wider path; the bf16 kernels stay
-// memory-bound on AVX2 and this table shares them.
+// below what two cores can stream), so it gets a wider path.
 //   int4 (group a multiple of 128): one 64-byte load holds 128 values; its low nibbles are values
 //         0..31 and 64..95 of the block, its high nibbles 32..63 and 96..127 (see quant.h). Each
 //         task first lays x out in that order (xl, xh per block), so one vpdpbusd meets each half.
@@ -152,6 +151,8 @@ HIRE_AVX512 void q8_rows(const QuantMatrix& q, const QuantVector& x, float* y, i
   }
 }
 
+}  // namespace
+
 void avx512_quant_gemv(const QuantMatrix& q, const QuantVector& x, float* y, int64_t r0, int64_t r1) {
   if (q.bits == 4 && q.group % 128 == 0) {
     if (q.group == 128) {
@@ -170,24 +171,6 @@ void avx512_quant_gemv(const QuantMatrix& q, const QuantVector& x, float* y, int
   }
 }
 
-}  // namespace
-
-const KernelTable* avx512_kernels() {
-  static const KernelTable table = [] {
-    KernelTable t = *avx2_kernels();
-    t.name = "avx512";
-    t.quant_gemv = avx512_quant_gemv;
-    return t;
-  }();
-  return &table;
-}
-
-}  // namespace hire
-
-#else  // not x86-64 (or HIRE_PORTABLE_ONLY)
-
-namespace hire {
-const KernelTable* avx512_kernels() { return nullptr; }
 }  // namespace hire
 
 #endif

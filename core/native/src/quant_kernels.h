@@ -1,6 +1,6 @@
-// The quant_gemv primitive of each kernel path (quant_portable.cc, quant_avx2.cc), declared here so
-// the KernelTables in kernels_portable.cc and kernels_avx2.cc can point at them (quant_avx512.cc
-// builds its table from the avx2 one and falls back to avx2_quant_gemv for the groups it skips).
+// The quant_gemv primitive of each kernel path (quant_portable.cc, quant_avx2.cc, quant_avx512.cc),
+// declared here so the KernelTables in kernels_portable.cc, kernels_avx2.cc and kernels_avx512.cc can
+// point at them (avx512_quant_gemv falls back to avx2_quant_gemv for the groups it skips).
 #pragma once
 #include <cstdint>
 
@@ -11,6 +11,7 @@ namespace hire {
 void portable_quant_gemv(const QuantMatrix& q, const QuantVector& x, float* y, int64_t r0, int64_t r1);
 #if HIRE_X86_64
 void avx2_quant_gemv(const QuantMatrix& q, const QuantVector& x, float* y, int64_t r0, int64_t r1);
+void avx512_quant_gemv(const QuantMatrix& q, const QuantVector& x, float* y, int64_t r0, int64_t r1);
 #endif
 
 }  // namespace hire
