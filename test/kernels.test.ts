@@ -94,7 +94,7 @@ function makeWeights(specs: WeightSpec[]): { mapping: NativeMapping; byteLength:
   parts.push(Buffer.alloc(8, 0x5a));
   const file = join(tmp, `w${fileCounter++}.bin`);
   writeFileSync(file, Buffer.concat(parts));
-  const { mapping, byteLength } = hn.mapFile(file);
+  const { mapping, byteLength } = hn.mapFile(file, false);
   const weights = specs.map((s, i) => {
     const tr = s.transposed ?? false;
     const mem = stored[i].values;
@@ -210,6 +210,40 @@ function refMatmul(
   }
   return { y, mag };
 }
+
+describe("mapFile", () => {
+  test("a file read into memory gives the same bytes and results as the file mapped", () => {
+    // 3 MiB + 7 bytes: more than one 2 MiB huge page, and a size that is not a page multiple.
+    const bytes = Buffer.alloc(3 * 1024 * 1024 + 7);
+    for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 2654435761) >>> 24;
+    const file = join(tmp, "read-in.bin");
+    writeFileSync(file, bytes);
+    const mapped = hn.mapFile(file, false);
+    const read = hn.mapFile(file, true);
+    assert.equal(read.byteLength, bytes.length);
+    assert.equal(mapped.byteLength, bytes.length);
+    // A bf16 512 x 1024 weight at an odd even offset near the end, through each mapping.
+    const off = bytes.length - 7 - 2 * 512 * 1024 - 2;
+    const x = randArray(1024);
+    const yMapped = new Float32Array(512);
+    const yRead = new Float32Array(512);
+    hn.matmul(yMapped, x, hn.weight(mapped.mapping, off, NativeDType.BF16, 512, 1024, false), 1, null);
+    hn.matmul(yRead, x, hn.weight(read.mapping, off, NativeDType.BF16, 512, 1024, false), 1, null);
+    assert.deepEqual(yRead, yMapped);
+    assert.ok(yRead.some((v) => v !== 0));
+    hn.unmap(read.mapping);
+    hn.unmap(mapped.mapping);
+
+    const empty = join(tmp, "empty.bin");
+    writeFileSync(empty, Buffer.alloc(0));
+    assert.equal(hn.mapFile(empty, true).byteLength, 0);
+    for (const inMemory of [false, true]) {
+      assert.throws(() => hn.mapFile(join(tmp, "missing.bin"), inMemory), /missing\.bin: No such file/);
+      assert.throws(() => hn.mapFile(tmp, inMemory), /not a regular file/);
+    }
+    assert.throws(() => (hn.mapFile as (p: string) => unknown)(file), /inMemory must be a boolean/);
+  });
+});
 
 describe("matmul", () => {
   const ROWS = [1, 7, 33, 257];
@@ -699,7 +733,7 @@ describe("argument validation", () => {
     );
 
     // Mapping errors and use after unmap.
-    assert.throws(() => hn.mapFile(join(tmp, "missing.bin")), /missing\.bin/);
+    assert.throws(() => hn.mapFile(join(tmp, "missing.bin"), true), /missing\.bin/);
     hn.unmap(mapping);
     assert.throws(() => hn.matmul(y, x, w.w, 1, null), /unmapped/);
     assert.throws(() => hn.embed(new Float32Array(16), w.w, Int32Array.from([0])), /unmapped/);

@@ -132,7 +132,7 @@ function mappedWeight(dtype: NativeDType, rows: number, cols: number, transposed
   const bytes = Buffer.from(s.data.buffer, s.data.byteOffset, s.data.byteLength);
   const file = join(tmp, `w${fileCounter++}.bin`);
   writeFileSync(file, Buffer.concat([Buffer.alloc(6, 0xa5), bytes, Buffer.alloc(8, 0x5a)]));
-  const { mapping } = hn.mapFile(file);
+  const { mapping } = hn.mapFile(file, true);
   const w = hn.weight(mapping, 6, dtype, rows, cols, transposed);
   return { w, values: logical(s.values, rows, cols, transposed), rows, cols, dtype };
 }
@@ -1076,7 +1076,7 @@ describe("sparse kernels: bad arguments throw", () => {
   test("weights relayouted from a mapping outlive unmap", () => {
     const file = join(tmp, "unmap.bin");
     writeFileSync(file, Buffer.from(Float32Array.from([1, 2, 3, 4, 5, 6]).buffer));
-    const { mapping } = hn.mapFile(file);
+    const { mapping } = hn.mapFile(file, true);
     const w = hn.weight(mapping, 0, NativeDType.F32, 2, 3, false);
     const copy = hn.relayout(w, true);
     hn.unmap(mapping);

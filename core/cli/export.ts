@@ -8,13 +8,13 @@ import { UsageError } from "../loader/errors.js";
 import type { LoadedModel } from "../loader/model-folder.js";
 import { exportGguf, type GgufDType } from "../gguf/export.js";
 import { exportOnnx } from "../onnx/export.js";
-import { openModel, parse } from "./flags.js";
+import { MODEL_FLAGS, openModel, parse } from "./flags.js";
 
 export type ExportDType = "f32" | "f16" | "bf16";
 const DTYPES: readonly ExportDType[] = ["f32", "f16", "bf16"];
 
 export const EXPORT_FLAGS = {
-  model: { type: "string" },
+  ...MODEL_FLAGS,
   dtype: { type: "string" },
   gguf: { type: "string" },
   onnx: { type: "string" },
@@ -37,7 +37,7 @@ interface ExportTarget {
 
 type Progress = (done: number, total: number) => void;
 
-export const TARGETS: Record<Exclude<keyof typeof EXPORT_FLAGS, "model" | "dtype" | "onnx-hire">, ExportTarget> = {
+export const TARGETS: Record<Exclude<keyof typeof EXPORT_FLAGS, "model" | "mmap" | "dtype" | "onnx-hire">, ExportTarget> = {
   gguf: {
     what: "llama.cpp",
     async write(model, out, dtype, onProgress) {
@@ -83,7 +83,7 @@ export async function runExport(argv: string[]): Promise<void> {
   if (dtype !== undefined && !DTYPES.includes(dtype)) {
     throw new UsageError(`--dtype must be ${DTYPES.join(", ")}, got "${dtype}"`);
   }
-  const model = openModel(v.model);
+  const model = openModel(v);
   try {
     for (const k of targets) {
       const out = v[k]!;

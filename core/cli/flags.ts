@@ -6,8 +6,14 @@ import { loadModel, type LoadedModel } from "../loader/model-folder.js";
 import { defaultModelDir } from "../loader/default-model.js";
 import { UsageError } from "../loader/errors.js";
 
-export function openModel(dir: string | undefined): LoadedModel {
-  return loadModel(dir ?? defaultModelDir());
+/** The flags that choose and load the model: --model DIR, and --mmap to map the weight files instead of reading them in. */
+export const MODEL_FLAGS = {
+  model: { type: "string" },
+  mmap: { type: "boolean" },
+} as const satisfies ParseArgsConfig["options"];
+
+export function openModel(v: { model?: string; mmap?: boolean }): LoadedModel {
+  return loadModel(v.model ?? defaultModelDir(), { mmap: v.mmap ?? false });
 }
 
 export const num = (name: string, v: string | undefined): number | undefined => {

@@ -18,11 +18,11 @@ import type { PrepareProgress } from "../sparse/sparsifier.js";
 import type { ChatMessage } from "../loader/tokenizer.js";
 import { cmdServe, SERVE_HELP } from "./serve.js";
 import { makeModel, MakeModelError, PRESETS, type Arch, type DType } from "../modelgen/make-model.js";
-import { int, num, openModel, parse } from "./flags.js";
+import { int, MODEL_FLAGS, num, openModel, parse } from "./flags.js";
 import { EXPORT_HELP, runExport } from "./export.js";
 
 const SAMPLING_FLAGS = {
-  model: { type: "string" },
+  ...MODEL_FLAGS,
   "max-tokens": { type: "string" },
   temperature: { type: "string" },
   "top-k": { type: "string" },
@@ -37,7 +37,7 @@ const SAMPLING_FLAGS = {
 } as const satisfies ParseArgsConfig["options"];
 
 type SamplingValues = {
-  [K in keyof typeof SAMPLING_FLAGS]?: K extends "stop" ? string[] : K extends "ignore-eos" ? boolean : string;
+  [K in keyof typeof SAMPLING_FLAGS]?: K extends "stop" ? string[] : K extends "ignore-eos" | "mmap" ? boolean : string;
 };
 
 function openSession(model: LoadedModel, v: SamplingValues): Session {
@@ -70,7 +70,7 @@ async function cmdGenerate(argv: string[]): Promise<void> {
   });
   if (v.prompt === undefined) throw new UsageError("--prompt TEXT is required");
   const logprobs = int("logprobs", v.logprobs) ?? 0;
-  const model = openModel(v.model);
+  const model = openModel(v);
   const session = openSession(model, v);
   const settings = session.sparsity.update(sparsityUpdate(v), showProgress);
   // Per-layer telemetry in the JSON when a sparse method runs (or when asked with --trace).
@@ -109,7 +109,7 @@ async function cmdGenerate(argv: string[]): Promise<void> {
 
 async function cmdChat(argv: string[]): Promise<void> {
   const v = parse(argv, { ...SAMPLING_FLAGS, ...SPARSITY_FLAGS, system: { type: "string" } });
-  const model = openModel(v.model);
+  const model = openModel(v);
   const session = openSession(model, v);
   session.sparsity.update(sparsityUpdate(v), showProgress);
   const base = generateOptions(v);
@@ -180,7 +180,7 @@ function streamedLength(final: string, streamed: string): number {
 async function cmdBench(argv: string[]): Promise<void> {
   const v = parse(argv, {
     ...SPARSITY_FLAGS,
-    model: { type: "string" },
+    ...MODEL_FLAGS,
     json: { type: "boolean" },
     methods: { type: "string" },
     "prompt-tokens": { type: "string" },
@@ -199,7 +199,7 @@ async function cmdBench(argv: string[]): Promise<void> {
   const ortEp = v["ort-ep"] ?? "cpu";
   if (ortEp !== "cpu" && ortEp !== "cuda" && ortEp !== "webgpu")
     throw new UsageError(`--ort-ep must be cpu, cuda or webgpu, got "${ortEp}"`);
-  const model = openModel(v.model);
+  const model = openModel(v);
   const options = {
     promptTokens: int("prompt-tokens", v["prompt-tokens"]),
     decodeTokens: int("decode-tokens", v["decode-tokens"]),
@@ -276,7 +276,7 @@ async function cmdBench(argv: string[]): Promise<void> {
 async function cmdEval(argv: string[]): Promise<void> {
   const v = parse(argv, {
     ...SPARSITY_FLAGS,
-    model: { type: "string" },
+    ...MODEL_FLAGS,
     text: { type: "string" },
     json: { type: "boolean" },
     plot: { type: "string" },
@@ -312,7 +312,7 @@ async function cmdEval(argv: string[]): Promise<void> {
       }
     }
   }
-  const model = openModel(v.model);
+  const model = openModel(v);
   const rows = evaluate(model, text, configs, int("max-tokens", v["max-tokens"]) ?? 512);
   model.close();
   if (v.plot) writeFileSync(v.plot, evalPlot(rows, `${basename(model.dir)}: recall and perplexity against k`));
@@ -419,16 +419,16 @@ function round(x: number): number {
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: string }> = {
   generate: {
     run: cmdGenerate,
-    help: "--model DIR --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--seed S] [--stop STR]... [--ignore-eos] [--logprobs N] [--context N] [--json] [--trace] [sparsity flags: --ffn dense|topk-exact|hire|dip|dip-ca --ffn-k K --oversample O --predictor int4|int8|lowrank:R --head dense|hire --head-k K --shards P --audit N --layer-k L=K]",
+    help: "--model DIR [--mmap] --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--seed S] [--stop STR]... [--ignore-eos] [--logprobs N] [--context N] [--json] [--trace] [sparsity flags: --ffn dense|topk-exact|hire|dip|dip-ca --ffn-k K --oversample O --predictor int4|int8|lowrank:R --head dense|hire --head-k K --shards P --audit N --layer-k L=K]",
   },
-  chat: { run: cmdChat, help: "--model DIR [--system TEXT] [sampling flags as for generate]" },
+  chat: { run: cmdChat, help: "--model DIR [--mmap] [--system TEXT] [sampling flags as for generate]" },
   bench: {
     run: cmdBench,
-    help: "--model DIR [--prompt-tokens N] [--decode-tokens N] [--repeats N] [--threads N] [--methods hire,...] [sparsity flags] [--peers ort,ort-hire,llamacpp] [--ort-ep cpu|cuda|webgpu] [--json]",
+    help: "--model DIR [--mmap] [--prompt-tokens N] [--decode-tokens N] [--repeats N] [--threads N] [--methods hire,...] [sparsity flags] [--peers ort,ort-hire,llamacpp] [--ort-ep cpu|cuda|webgpu] [--json]",
   },
   eval: {
     run: cmdEval,
-    help: "--model DIR --text FILE [--methods hire,topk-exact] [--ffn-k 0.05,0.1,0.2] [--oversample 1,2,4] [sparsity flags] [--max-tokens N] [--plot FILE.svg] [--json]",
+    help: "--model DIR [--mmap] --text FILE [--methods hire,topk-exact] [--ffn-k 0.05,0.1,0.2] [--oversample 1,2,4] [sparsity flags] [--max-tokens N] [--plot FILE.svg] [--json]",
   },
   serve: { run: cmdServe, help: SERVE_HELP },
   export: { run: runExport, help: EXPORT_HELP },

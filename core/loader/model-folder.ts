@@ -75,11 +75,16 @@ export function readModelConfig(dir: string): ModelConfig {
   return arch.parseConfig(raw, file);
 }
 
-export function loadModel(folder: string): LoadedModel {
+export interface LoadOptions {
+  /** Map the weight files instead of reading them into memory (less RAM in use, slower decode on some machines). */
+  mmap?: boolean;
+}
+
+export function loadModel(folder: string, options: LoadOptions = {}): LoadedModel {
   const dir = resolve(folder);
   const config = readModelConfig(dir);
   const tokenizer = ModelTokenizer.load(dir);
-  const store = WeightStore.open(dir);
+  const store = WeightStore.open(dir, options);
   try {
     store.checkDType(config.dtype, join(dir, "config.json"));
     const weights = ARCHITECTURES[config.architecture].bindWeights(config, store);

@@ -121,7 +121,8 @@ export interface Weight extends TensorInfo, BackendWeight {
 }
 
 /**
- * All tensors of a checkpoint (one file or shards), memory-mapped by the native addon.
+ * All tensors of a checkpoint (one file or shards), each file read into memory by the native addon,
+ * or mapped with `mmap: true` (see core/native/src/mapping.h for why reading in is the default).
  * `get` checks the shape the architecture expects, so a config/weights disagreement is reported
  * with the tensor's name instead of surfacing as garbage output.
  */
@@ -132,15 +133,16 @@ export class WeightStore {
   private constructor(
     readonly dir: string,
     readonly tensors: Map<string, TensorInfo>,
+    private readonly inMemory: boolean,
   ) {}
 
-  static open(dir: string): WeightStore {
+  static open(dir: string, options: { mmap?: boolean } = {}): WeightStore {
     const files = weightFiles(dir);
     const tensors = new Map<string, TensorInfo>();
     for (const f of files) {
       for (const [name, info] of readSafetensorsHeader(f).tensors) tensors.set(name, info);
     }
-    return new WeightStore(dir, tensors);
+    return new WeightStore(dir, tensors, !(options.mmap ?? false));
   }
 
   has(name: string): boolean {
@@ -199,7 +201,7 @@ export class WeightStore {
     if (this.closed) throw new Error(`${this.dir}: weights were closed`);
     let m = this.mappings.get(file);
     if (!m) {
-      m = native().mapFile(file).mapping;
+      m = native().mapFile(file, this.inMemory).mapping;
       this.mappings.set(file, m);
     }
     return m;

@@ -39,8 +39,12 @@ export interface NativeQuant {
 }
 
 export interface NativeAddon {
-  /** mmap a whole file read-only. Throws Error("<path>: <reason>") when it cannot. */
-  mapFile(path: string): { mapping: NativeMapping; byteLength: number };
+  /**
+   * A whole file in memory, read-only: mmap of the file (inMemory = false), or the file read into
+   * anonymous memory advised for huge pages (see core/native/src/mapping.h for why that is the
+   * loader's default). Throws Error("<path>: <reason>") when it cannot.
+   */
+  mapFile(path: string, inMemory: boolean): { mapping: NativeMapping; byteLength: number };
   /** Release a mapping now (weights made from it must no longer be used). */
   unmap(mapping: NativeMapping): void;
   /**

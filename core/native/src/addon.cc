@@ -210,9 +210,11 @@ Napi::Value MapFile(const Napi::CallbackInfo& info) {
   Args a(info, "mapFile");
   if (!info[0].IsString()) a.fail("path must be a string");
   const std::string path = info[0].As<Napi::String>().Utf8Value();
+  if (!info[1].IsBoolean()) a.fail("inMemory must be a boolean");
+  const bool in_memory = info[1].As<Napi::Boolean>().Value();
   std::shared_ptr<hire::Mapping> m;
   try {
-    m = hire::Mapping::open(path);
+    m = hire::Mapping::open(path, in_memory);
   } catch (const std::runtime_error& e) {
     throw Napi::Error::New(info.Env(), e.what());
   }
