@@ -37,7 +37,10 @@ interface ExportTarget {
 
 type Progress = (done: number, total: number) => void;
 
-export const TARGETS: Record<Exclude<keyof typeof EXPORT_FLAGS, "model" | "mmap" | "dtype" | "onnx-hire">, ExportTarget> = {
+export const TARGETS: Record<
+  Exclude<keyof typeof EXPORT_FLAGS, "model" | "mmap" | "dtype" | "onnx-hire">,
+  ExportTarget
+> = {
   gguf: {
     what: "llama.cpp",
     async write(model, out, dtype, onProgress) {
