@@ -59,7 +59,7 @@ struct KernelTable {
   // scores holds >= len floats, acc >= d floats (thread scratch); out may equal q.
   void (*attn_head)(float* out, const float* q, const float* k, const float* v, int64_t len, int64_t d,
                     float scale, float* scores, float* acc);
-  // Sum of count floats (64-byte aligned), for the bandwidth probe.
+  // For the bandwidth probe: a value that depends on all count floats (64-byte aligned), read once.
   float (*read_sum)(const float* p, size_t count);
 
   // ---- HiRE sparse primitives (ops in sparse_ops.cc) ----

@@ -3,8 +3,8 @@
 //   - bf16 GEMV and gathered-row GEMV (dense projections, attention, HiRE's exact rows). On the Intel
 //     Xeon VMs two cores stream bf16 rows at 31-32 GB/s with one 64-byte load per cache line, against
 //     25-26 with the AVX2 kernel's two 32-byte loads (see dot_bf16);
-//   - the bandwidth probe's read_sum, for the same reason: with 32-byte loads it under-read this
-//     machine's bandwidth by about 14 %, which overstated every "% of roofline";
+//   - the bandwidth probe's read_sum: the AVX2 one under-read this machine's bandwidth by about 14 %,
+//     which overstated every "% of roofline" (see k_read_sum);
 //   - the VNNI int4/int8 scoring GEMV (quant_avx512.cc).
 // Everything else, and f32/f16 weights, stays on the AVX2 kernels. gemv and gemv_rows share dot_bf16,
 // so a gathered row is summed exactly as the dense GEMV sums it (HiRE at k = 100 % equals dense).
@@ -108,17 +108,16 @@ HIRE_AVX512 void k_gemv_rows(const Mat& w, const float* x, const int32_t* idx, i
   }
 }
 
-// Sum of count floats (p 64-byte aligned), for the bandwidth probe: one load per cache line.
+// The bandwidth probe's read: every cache line of the count floats (p 64-byte aligned) loaded once
+// and its bits added as integers, one dependent add per line. This loop read fastest on the Xeon VM
+// (2 cores, 1 GiB: 33-34 GB/s, against 29-31 for float adds, one or four accumulators), and the probe
+// must not be slower than the kernels it is the roofline for. Returns the sum as a float (a value
+// that depends on every line, nothing more).
 HIRE_AVX512 float k_read_sum(const float* p, size_t count) {
-  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  __m512i a = _mm512_setzero_si512();
   size_t i = 0;
-  for (; i + 64 <= count; i += 64) {
-    a0 = _mm512_add_ps(a0, _mm512_load_ps(p + i));
-    a1 = _mm512_add_ps(a1, _mm512_load_ps(p + i + 16));
-    a2 = _mm512_add_ps(a2, _mm512_load_ps(p + i + 32));
-    a3 = _mm512_add_ps(a3, _mm512_load_ps(p + i + 48));
-  }
-  float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+  for (; i + 16 <= count; i += 16) a = _mm512_add_epi32(a, _mm512_load_si512(p + i));
+  float s = static_cast<float>(_mm512_reduce_add_epi32(a));
   for (; i < count; ++i) s += p[i];
   return s;
 }
