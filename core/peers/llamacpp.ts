@@ -56,7 +56,7 @@ export interface NlcModel {
 }
 export interface NlcLlama {
   readonly llamaCppRelease: { release: string };
-  loadModel(options: { modelPath: string; gpuLayers: number }): Promise<NlcModel>;
+  loadModel(options: { modelPath: string; gpuLayers: number; useMmap?: boolean }): Promise<NlcModel>;
   dispose(): Promise<void>;
 }
 interface NlcModule {
@@ -143,7 +143,9 @@ export async function openLlamaCppPeer(model: LoadedModel, opts: LlamaCppPeerOpt
   // full disk), the benchmark still runs without this peer, and the tests fail on the reason.
   try {
     const file = await cachedGguf(model, dtype, opts.cacheDir);
-    nlcModel = await llama.loadModel({ modelPath: file, gpuLayers: 0 });
+    // Weights read into memory, as our engine loads them by default (core/native/src/mapping.h), so
+    // the two stream the same kind of memory; with mmap both are at the mercy of the page cache.
+    nlcModel = await llama.loadModel({ modelPath: file, gpuLayers: 0, useMmap: false });
     const contextSize = Math.min(model.config.maxPositions, opts.contextSize ?? 4096);
     const kv = opts.kvCacheType?.toUpperCase();
     const context = await nlcModel.createContext({
@@ -161,7 +163,7 @@ export async function openLlamaCppPeer(model: LoadedModel, opts: LlamaCppPeerOpt
         nlcModel,
         context,
         model.config.vocab,
-        `llama.cpp ${version} CPU, ${dtype} GGUF, ${threads} threads`,
+        `llama.cpp ${version} CPU, ${dtype} GGUF read in (no mmap), ${threads} threads`,
       ),
     };
   } catch (e) {
