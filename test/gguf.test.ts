@@ -624,7 +624,7 @@ for (const name of Object.keys(GOLDEN_TOL)) {
       const { peer } = r;
       try {
         assert.equal(peer.name, "llamacpp");
-        assert.match(peer.detail, /llama\.cpp .* CPU, (bf16|f16|f32) GGUF, 2 threads/);
+        assert.match(peer.detail, /llama\.cpp .* CPU, (bf16|f16|f32) GGUF read in \(no mmap\), 2 threads/);
         const run = await peer.decode(exp.prompt_ids, exp.ids.length);
         assert.deepEqual(run.ids, exp.ids, `${name}: llama.cpp's greedy ids differ from the reference`);
         assert.ok(run.tokensPerSecond > 0 && Number.isFinite(run.tokensPerSecond));
