@@ -7,14 +7,20 @@ import { cpSync, readFileSync, readdirSync, rmSync, truncateSync, writeFileSync,
 import { join } from "node:path";
 import { hire, tempDir } from "./helpers.js";
 import { makeModel, type Arch, type DType } from "../core/modelgen/make-model.js";
-import { loadModel } from "../core/loader/model-folder.js";
+import { loadModel, type LoadOptions } from "../core/loader/model-folder.js";
+import { readInFits } from "../core/loader/safetensors.js";
 import { ModelError, type ModelErrorCode } from "../core/loader/errors.js";
 import { Session } from "../core/engine/session.js";
 
 const ST = "model.safetensors";
 
-async function greedy(dir: string, prompt: string, n = 8): Promise<{ ids: number[]; logits: number[][] }> {
-  const model = loadModel(dir);
+async function greedy(
+  dir: string,
+  prompt: string,
+  n = 8,
+  options: LoadOptions = {},
+): Promise<{ ids: number[]; logits: number[][] }> {
+  const model = loadModel(dir, options);
   try {
     const session = new Session(model);
     const ids: number[] = [];
@@ -55,6 +61,18 @@ test("sharded checkpoint loads and matches the single-file one", async (t) => {
   const a = await greedy(join(root, "single"), "shards", 8);
   const b = await greedy(join(root, "sharded"), "shards", 8);
   assert.deepEqual(b, a);
+});
+
+test("weights read into memory (the default) and mapped (--mmap) give the same output", async (t) => {
+  const dir = join(tempDir(t), "m");
+  await makeModel({ arch: "llama", dtype: "bf16", seed: 5, out: dir, maxShardBytes: 40_000 });
+  const readIn = await greedy(dir, "mapped or not", 8);
+  const mapped = await greedy(dir, "mapped or not", 8, { mmap: true });
+  assert.deepEqual(mapped, readIn);
+  // Models that would not fit in free memory are mapped whatever was asked.
+  assert.equal(readInFits(3e9, 24e9), true);
+  assert.equal(readInFits(3e9, 4e9), true);
+  assert.equal(readInFits(3e9, 3.9e9), false);
 });
 
 test("GPT-2 loads with and without the transformer. prefix, with identical output", async (t) => {

@@ -4,7 +4,8 @@
 // { name: { dtype, shape, data_offsets: [begin, end] }, "__metadata__": {...} }, then the data.
 // Offsets are relative to the end of the header. Everything is checked here, in TypeScript, before
 // the native addon maps a single byte: a tensor handed to a kernel is known to lie inside its file.
-import { closeSync, existsSync, openSync, readSync, fstatSync } from "node:fs";
+import { closeSync, existsSync, openSync, readSync, fstatSync, statSync } from "node:fs";
+import { freemem } from "node:os";
 import { basename, join } from "node:path";
 import { native, NativeDType, type NativeMapping } from "../native/addon.js";
 import type { Weight as BackendWeight } from "../backend/backend.js";
@@ -142,7 +143,8 @@ export class WeightStore {
     for (const f of files) {
       for (const [name, info] of readSafetensorsHeader(f).tensors) tensors.set(name, info);
     }
-    return new WeightStore(dir, tensors, !(options.mmap ?? false));
+    const bytes = files.reduce((sum, f) => sum + statSync(f).size, 0);
+    return new WeightStore(dir, tensors, !(options.mmap ?? false) && readInFits(bytes, freemem()));
   }
 
   has(name: string): boolean {
@@ -206,6 +208,15 @@ export class WeightStore {
     }
     return m;
   }
+}
+
+/**
+ * Whether weight files of `bytes` in all can be read into memory with `available` bytes free
+ * (os.freemem: what the kernel can hand out, page cache included). Past that, reading in would end
+ * in the OOM killer rather than an error, so such models are mapped instead, whatever was asked.
+ */
+export function readInFits(bytes: number, available: number): boolean {
+  return bytes <= 0.75 * available;
 }
 
 /** The safetensors files of a model folder: the sharded index if present, else model.safetensors. */
