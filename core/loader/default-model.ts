@@ -8,7 +8,8 @@ import { UsageError } from "./errors.js";
 // core/loader/ in the sources, dist/core/loader/ when compiled: both sit under the repository root.
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO_ROOT = existsSync(join(HERE, "..", "..", "assets")) ? join(HERE, "..", "..") : join(HERE, "..", "..", "..");
-// In a packaged app the models sit beside the asar archive (the native loader opens them as plain files, which asar cannot serve).
+// In a packaged app the models sit beside the asar archive (the native loader opens them as plain
+// files, which asar cannot serve).
 const MODELS_DIR = join(REPO_ROOT, "assets", "models").replace(`app.asar${sep}`, `app.asar.unpacked${sep}`);
 
 /** The built-in model: assets/models/<name>, with <name> from assets/models/DEFAULT when there are several. */

@@ -1,6 +1,6 @@
-// Loading a Hugging Face model folder: config.json → architecture → weights (read into memory or,
-// with mmap, mapped; validated against the config) → tokenizer and generation defaults. One function, `loadModel`,
-// and every failure is a ModelError naming the file (and tensor).
+// Loading a Hugging Face model folder: config.json → architecture → weights (read into memory, or
+// mapped with `mmap`; validated against the config) → tokenizer and generation defaults. One
+// function, `loadModel`, and every failure is a ModelError naming the file (and tensor).
 import { existsSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { ARCHITECTURES, type ModelConfig, type ModelWeights } from "../arch/index.js";

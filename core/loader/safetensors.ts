@@ -4,7 +4,7 @@
 // { name: { dtype, shape, data_offsets: [begin, end] }, "__metadata__": {...} }, then the data.
 // Offsets are relative to the end of the header. Everything is checked here, in TypeScript, before
 // the native addon maps a single byte: a tensor handed to a kernel is known to lie inside its file.
-import { closeSync, existsSync, openSync, readSync, fstatSync, statSync } from "node:fs";
+import { closeSync, existsSync, openSync, readSync, fstatSync } from "node:fs";
 import { freemem } from "node:os";
 import { basename, join } from "node:path";
 import { native, NativeDType, type NativeMapping } from "../native/addon.js";
@@ -140,10 +140,12 @@ export class WeightStore {
   static open(dir: string, options: { mmap?: boolean } = {}): WeightStore {
     const files = weightFiles(dir);
     const tensors = new Map<string, TensorInfo>();
+    let bytes = 0;
     for (const f of files) {
-      for (const [name, info] of readSafetensorsHeader(f).tensors) tensors.set(name, info);
+      const header = readSafetensorsHeader(f);
+      for (const [name, info] of header.tensors) tensors.set(name, info);
+      bytes += header.fileSize;
     }
-    const bytes = files.reduce((sum, f) => sum + statSync(f).size, 0);
     return new WeightStore(dir, tensors, !(options.mmap ?? false) && readInFits(bytes, freemem()));
   }
 

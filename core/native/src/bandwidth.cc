@@ -85,8 +85,7 @@ double read_bandwidth(size_t bytes, int reps, size_t chunk) {
     float acc = 0.0f;
     for (size_t i = b; i < e; ++i) {
       if (i + 1 < e) {
-        const char* next = reinterpret_cast<const char*>(base + picked[i + 1]);
-        for (size_t o = 0; o < chunk; o += 64) prefetch_weights(next + o);
+        prefetch_span(base + picked[i + 1], static_cast<int64_t>(chunk));
       }
       acc += K.read_sum(reinterpret_cast<const float*>(base + picked[i]), chunk / sizeof(float));
     }

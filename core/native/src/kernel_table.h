@@ -27,6 +27,11 @@ namespace hire {
 // either way.
 inline void prefetch_weights(const void* p) { __builtin_prefetch(p, 0, 2); }
 
+// prefetch_weights for every cache line of [p, p + bytes).
+inline void prefetch_span(const void* p, int64_t bytes) {
+  for (int64_t o = 0; o < bytes; o += 64) prefetch_weights(static_cast<const unsigned char*>(p) + o);
+}
+
 // Width of a packed GEMM panel (output rows per panel) and tokens per micro-kernel call.
 constexpr int kPanel = 16;
 constexpr int kTokBlock = 6;

@@ -1,7 +1,7 @@
 // The avx512 KernelTable: the AVX2 table with the primitives that gain from 64-byte vectors on CPUs
 // with AVX-512 (F, BW, VL, VNNI; picked at run time like the AVX2 path):
 //   - bf16 GEMV and gathered-row GEMV (dense projections, attention, HiRE's exact rows). On the Intel
-//     Xeon VMs two cores stream bf16 rows at 31-32 GB/s with one 64-byte load per cache line, against
+//     Xeon VMs two cores stream bf16 rows at 30-33 GB/s with one 64-byte load per cache line, against
 //     25-26 with the AVX2 kernel's two 32-byte loads (see dot_bf16);
 //   - the bandwidth probe's read_sum: the AVX2 one under-read this machine's bandwidth by about 14 %,
 //     which overstated every "% of roofline" (see k_read_sum);

@@ -202,7 +202,7 @@ HIRE_AVX2 void quant_rows(const QuantMatrix& q, const QuantVector& x, float* y, 
     const unsigned char* row = q.codes(r);
     if (r + ahead < r1) {
       const unsigned char* p = row + ahead * stride;
-      for (int64_t o = 0; o < stride; o += 64) prefetch_weights(p + o);
+      prefetch_span(p, stride);
     }
     group_scales(q.scales(r), x.scale, (q.groups + 7) & ~int64_t{7}, d);
     float v;

@@ -1,8 +1,7 @@
 // AVX-512 VNNI quant_gemv (for the avx512 table, kernels_avx512.cc): the AVX2 path's integer dot
 // products with one vpdpbusd (u8 x s8, four products summed into an int32 lane) in place of
-// maddubs + madd + add, on 64-byte vectors. The
-// predictor GEMV is the one kernel HiRE runs that is compute-bound on AVX2 (about 30 GB/s per core,
-// below what two cores can stream), so it gets a wider path.
+// maddubs + madd + add, on 64-byte vectors. The predictor GEMV is compute-bound on AVX2 (about
+// 30 GB/s per core, below what two cores can stream), so it gets a wider path.
 //   int4 (group a multiple of 128): one 64-byte load holds 128 values; its low nibbles are values
 //         0..31 and 64..95 of the block, its high nibbles 32..63 and 96..127 (see quant.h). Each
 //         task first lays x out in that order (xl, xh per block), so one vpdpbusd meets each half.
@@ -47,8 +46,7 @@ HIRE_AVX512 inline void group_scales(const uint16_t* sw, const float* sx, int64_
 // Prefetch row r + ahead (>= 8 KiB ahead, as the AVX2 kernel does): the rows of a task are one stream.
 inline void prefetch_row(const QuantMatrix& q, int64_t r, int64_t ahead, int64_t r1) {
   if (r + ahead >= r1) return;
-  const unsigned char* p = q.codes(r + ahead);
-  for (int64_t o = 0; o < q.row_stride; o += 64) prefetch_weights(p + o);
+  prefetch_span(q.codes(r + ahead), q.row_stride);
 }
 
 // One group of int4 codes (bpg 128-value blocks) against x in nibble order: the int32 lane sums of
@@ -62,10 +60,6 @@ HIRE_AVX512 inline __m512i q4_group(const unsigned char* codes, const int8_t* xp
     s = _mm512_dpbusd_epi32(s, _mm512_and_si512(_mm512_srli_epi16(w, 4), low), _mm512_load_si512(xp + 128 * b + 64));
   }
   return s;
-}
-
-inline void prefetch_span(const unsigned char* p, int64_t bytes) {
-  for (int64_t o = 0; o < bytes; o += 64) prefetch_weights(p + o);
 }
 
 // BPG = blocks per group (0: run-time bpg).
@@ -89,9 +83,9 @@ HIRE_AVX512 void q4_rows(const QuantMatrix& q, const QuantVector& x, float* y, i
   }
   float* off = t_off.get<float>(static_cast<size_t>(q.scale_pad));
   const __m512i eights = _mm512_set1_epi8(8);
-  for (int64_t g = 0; g < q.scale_pad; ++g) {
+  for (int64_t g = 0; g < q.groups; ++g) {
     __m512i c = _mm512_setzero_si512();
-    for (int64_t b = g * bpg; b < (g + 1) * bpg && g < q.groups; ++b) {
+    for (int64_t b = g * bpg; b < (g + 1) * bpg; ++b) {
       c = _mm512_dpbusd_epi32(c, eights, ld(xp + 128 * b));
       c = _mm512_dpbusd_epi32(c, eights, ld(xp + 128 * b + 64));
     }
@@ -107,7 +101,7 @@ HIRE_AVX512 void q4_rows(const QuantMatrix& q, const QuantVector& x, float* y, i
     __m512 a0 = _mm512_setzero_ps(), a1 = a0;
     for (int64_t g = 0; g < q.groups; g += 16) {  // d past the groups may be NaN (see group_scales)
       const __mmask16 m = q.groups - g >= 16 ? 0xffff : static_cast<__mmask16>((1u << (q.groups - g)) - 1);
-      a0 = _mm512_fmadd_ps(_mm512_maskz_load_ps(m, d + g), _mm512_load_ps(off + g), a0);
+      a0 = _mm512_fmadd_ps(_mm512_maskz_load_ps(m, d + g), _mm512_maskz_load_ps(m, off + g), a0);
     }
     int64_t g = 0;
     for (; g + 2 <= q.groups; g += 2) {
