@@ -27,6 +27,12 @@ namespace hire {
 // either way.
 inline void prefetch_weights(const void* p) { __builtin_prefetch(p, 0, 2); }
 
+// The prefetch for a kernel that walks one linear stream and prefetches, beside each line it reads,
+// the line kAheadBytes further on: prefetcht2. In that pattern it streamed the int4 scoring GEMV at
+// 32.5-33 GB/s on the Xeon VM against 29-29.5 with prefetcht1 (2 cores, 1.2 GiB).
+inline void prefetch_stream(const void* p) { __builtin_prefetch(p, 0, 1); }
+constexpr int64_t kAheadBytes = 8192;
+
 // prefetch_weights for every cache line of [p, p + bytes).
 inline void prefetch_span(const void* p, int64_t bytes) {
   for (int64_t o = 0; o < bytes; o += 64) prefetch_weights(static_cast<const unsigned char*>(p) + o);

@@ -42,40 +42,29 @@ HIRE_AVX512 void deinterleave_x32(const float* x, int64_t K, float* xp) {
 
 // dot(w, x) for one bf16 row of K elements: each 32-bit lane holds an even element in its low half
 // (to f32 by a shift) and an odd one in its high half (by a mask), so x is read de-interleaved (xp).
-// Two cache lines per iteration, four accumulators; prefetches pf_bytes of pf alongside, one line per
-// line read (another row, or the rows ahead). On the Xeon VM (2 cores, 32 MiB matrices, 1.9 GiB in
-// all) it streams at 30-33 GB/s against the AVX2 kernel's 25-26; one line per iteration with two
-// accumulators measured the same within the noise.
+// One cache line per iteration, two accumulators, and beside each line read one line of pf_bytes of
+// pf is prefetched (another row, or the rows ahead). On the Xeon VM (2 cores, 1 GiB of gathered
+// 4 KiB rows) this shape streams 27-30 GB/s against 24-27 for two lines per iteration with four
+// accumulators, however the prefetches are placed in it; a core seems to keep more lines in flight
+// when loads and prefetches alternate one by one.
 HIRE_AVX512 inline float dot_bf16(const unsigned char* w, const float* x, const float* xp, int64_t K,
                                   const unsigned char* pf, int64_t pf_bytes) {
   const __m512i hi = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
-  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0;
   int64_t k = 0;
-  for (; k + 64 <= K; k += 64) {
-    if (2 * k < pf_bytes) {
-      prefetch_weights(pf + 2 * k);
-      prefetch_weights(pf + 2 * k + 64);
-    }
-    const __m512i v = _mm512_loadu_si512(w + 2 * k), u = _mm512_loadu_si512(w + 2 * k + 64);
-    a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), _mm512_loadu_ps(xp + k), a0);
-    a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v, hi)), _mm512_loadu_ps(xp + k + 16), a1);
-    a2 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(u, 16)), _mm512_loadu_ps(xp + k + 32), a2);
-    a3 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(u, hi)), _mm512_loadu_ps(xp + k + 48), a3);
-  }
-  if (k + 32 <= K) {
+  for (; k + 32 <= K; k += 32) {
+    if (2 * k < pf_bytes) prefetch_weights(pf + 2 * k);
     const __m512i v = _mm512_loadu_si512(w + 2 * k);
     a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), _mm512_loadu_ps(xp + k), a0);
     a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v, hi)), _mm512_loadu_ps(xp + k + 16), a1);
-    k += 32;
   }
-  float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+  float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
   for (; k < K; ++k) s = std::fmaf(load_elem(kBF16, w, k), x[k], s);
   return s;
 }
 
-// Rows [r0, r1) of a chunk are one contiguous range: prefetch it linearly, 8 KiB ahead (4-16 KiB
-// measured the same).
-constexpr int64_t kAheadBytes = 8192;
+// Rows [r0, r1) of a chunk are one contiguous range: prefetch it linearly, kAheadBytes (8 KiB) ahead
+// (4-16 KiB measured the same).
 
 HIRE_AVX512 void gemv_bf16(const Mat& w, const float* x, float* y, int64_t r0, int64_t r1, float* xp) {
   const int64_t K = w.cols, stride = 2 * K;
