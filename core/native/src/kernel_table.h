@@ -46,8 +46,6 @@ struct KernelTable {
   const char* name;
   // Non-transposed W: y[r] = dot(W[r][:], x) for r in [r0, r1). scratch: >= cols floats.
   void (*gemv)(const Mat& w, const float* x, float* y, int64_t r0, int64_t r1, float* scratch);
-  // Transposed W (memory [cols][rows]): y[c] = sum_k x[k] * Wmem[k][c] for c in [c0, c1).
-  void (*gemv_t)(const Mat& w, const float* x, float* y, int64_t c0, int64_t c1);
   // Pack logical rows r0 .. r0+nr (nr <= kPanel) of W, any layout, as f32 panel[k][kPanel],
   // zero-padding rows >= nr. panel is 64-byte aligned and holds cols * kPanel floats.
   void (*pack_panel)(const Mat& w, int64_t r0, int64_t nr, float* panel);
@@ -79,7 +77,8 @@ struct KernelTable {
   void (*gemv_rows)(const Mat& w, const float* x, const int32_t* idx, int64_t i0, int64_t i1, float* y,
                     float* scratch);
   // Selected columns, W transposed (memory [cols][rows]): y[r] = sum_{i < count} a[i] * Wmem[idx[i]][r]
-  // for r in [r0, r1), overwriting y there; summed in i order (like gemv_t in k order).
+  // for r in [r0, r1), overwriting y there; summed in i order. The transposed GEMV is this with
+  // idx = 0..cols-1 (ops.cc).
   void (*accumulate_cols)(const Mat& w, const float* a, const int32_t* idx, int64_t count, float* y, int64_t r0,
                           int64_t r1);
   // y[r] = sum_g scale_w[r][g] * x.scale[g] * sum_{j in g} q[r][j] * x.q[j] for r in [r0, r1).

@@ -342,142 +342,9 @@ HIRE_AVX2 void a_gemv(const Mat& w, const float* x, float* y, int64_t r0, int64_
   }
 }
 
-// Transposed GEMV: y[c] += x[k] * Wmem[k][c], 8 input rows per pass over an L1-resident block of y
-// (each column summed in k order, whatever the split), prefetching the same columns >= 8 KiB ahead.
+// Column blocks of the selected-columns kernels (acc_cols_*): up to this many output rows accumulate
+// in an L1-resident block per pass.
 constexpr int64_t kColBlock = 4096;
-
-template <int DT>
-HIRE_AVX2 inline __m256 fma8_cols(const unsigned char* p, size_t rb, const __m256* b, int64_t c, __m256 acc) {
-  acc = _mm256_fmadd_ps(b[0], ld8<DT>(p, c), acc);
-  acc = _mm256_fmadd_ps(b[1], ld8<DT>(p + rb, c), acc);
-  acc = _mm256_fmadd_ps(b[2], ld8<DT>(p + 2 * rb, c), acc);
-  acc = _mm256_fmadd_ps(b[3], ld8<DT>(p + 3 * rb, c), acc);
-  acc = _mm256_fmadd_ps(b[4], ld8<DT>(p + 4 * rb, c), acc);
-  acc = _mm256_fmadd_ps(b[5], ld8<DT>(p + 5 * rb, c), acc);
-  acc = _mm256_fmadd_ps(b[6], ld8<DT>(p + 6 * rb, c), acc);
-  return _mm256_fmadd_ps(b[7], ld8<DT>(p + 7 * rb, c), acc);
-}
-
-template <int DT>
-HIRE_AVX2 void gemv_t_dt(const Mat& w, const float* x, float* y, int64_t c0, int64_t c1) {
-  constexpr int64_t es = DT == kF32 ? 4 : 2;
-  constexpr int64_t kLineCols = 64 / es;
-  const int64_t K = w.cols;
-  const size_t rb = static_cast<size_t>(w.rows) * es;
-  const unsigned char* base = static_cast<const unsigned char*>(w.data);
-  for (int64_t cb = c0; cb < c1; cb += kColBlock) {
-    const int64_t ce = cb + kColBlock < c1 ? cb + kColBlock : c1;
-    for (int64_t c = cb; c < ce; ++c) y[c] = 0.0f;
-    const int64_t seg = (ce - cb) * es;
-    const int64_t ahead = ((8192 + seg - 1) / seg + 7) & ~int64_t{7};  // rows, multiple of 8
-    int64_t k = 0;
-    for (; k + 8 <= K; k += 8) {
-      const unsigned char* p = base + k * rb;
-      const bool pf = k + ahead + 8 <= K;
-      const unsigned char* q = p + ahead * rb;
-      __m256 b[8];
-      for (int i = 0; i < 8; ++i) b[i] = _mm256_set1_ps(x[k + i]);
-      int64_t c = cb;
-      for (; c + kLineCols <= ce; c += kLineCols) {
-        if (pf) {
-          for (int i = 0; i < 8; ++i) prefetch_weights(q + i * rb + c * es);
-        }
-        for (int64_t u = 0; u < kLineCols; u += 8)
-          _mm256_storeu_ps(y + c + u, fma8_cols<DT>(p, rb, b, c + u, _mm256_loadu_ps(y + c + u)));
-      }
-      for (; c + 8 <= ce; c += 8) _mm256_storeu_ps(y + c, fma8_cols<DT>(p, rb, b, c, _mm256_loadu_ps(y + c)));
-      for (; c < ce; ++c) {
-        float acc = y[c];
-        for (int i = 0; i < 8; ++i) acc = std::fmaf(x[k + i], load_elem(DT, p + i * rb, c), acc);
-        y[c] = acc;
-      }
-    }
-    for (; k < K; ++k) {
-      const unsigned char* p0 = base + k * rb;
-      const __m256 b0 = _mm256_set1_ps(x[k]);
-      int64_t c = cb;
-      for (; c + 8 <= ce; c += 8)
-        _mm256_storeu_ps(y + c, _mm256_fmadd_ps(b0, ld8<DT>(p0, c), _mm256_loadu_ps(y + c)));
-      for (; c < ce; ++c) y[c] = std::fmaf(x[k], load_elem(DT, p0, c), y[c]);
-    }
-  }
-}
-
-// bf16 transposed GEMV: 32 bytes per row load; even columns by shift, odd by mask, accumulated in a
-// de-interleaved copy of the y block (per 16 columns: 8 even then 8 odd) that is un-permuted at the end.
-HIRE_AVX2 inline void fma8_bf16(const unsigned char* p, size_t rb, const __m256* b, int64_t c, float* acc) {
-  const __m256i hi = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
-  __m256 e = _mm256_loadu_ps(acc), o = _mm256_loadu_ps(acc + 8);
-  for (int i = 0; i < 8; ++i) {
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i * rb + 2 * c));
-    e = _mm256_fmadd_ps(b[i], _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), e);
-    o = _mm256_fmadd_ps(b[i], _mm256_castsi256_ps(_mm256_and_si256(v, hi)), o);
-  }
-  _mm256_storeu_ps(acc, e);
-  _mm256_storeu_ps(acc + 8, o);
-}
-
-HIRE_AVX2 void gemv_t_bf16(const Mat& w, const float* x, float* y, int64_t c0, int64_t c1) {
-  const int64_t K = w.cols;
-  const size_t rb = static_cast<size_t>(w.rows) * 2;
-  const unsigned char* base = static_cast<const unsigned char*>(w.data);
-  alignas(32) float acc[kColBlock];
-  for (int64_t cb = c0; cb < c1; cb += kColBlock) {
-    const int64_t ce = cb + kColBlock < c1 ? cb + kColBlock : c1;
-    const int64_t ce16 = cb + ((ce - cb) & ~int64_t{15});  // [cb, ce16) in 16-column groups
-    if (ce16 < ce) gemv_t_dt<kBF16>(w, x, y, ce16, ce);     // ragged end of the matrix
-    if (ce16 == cb) continue;
-    const int64_t nb = ce16 - cb;
-    for (int64_t c = 0; c < nb; ++c) acc[c] = 0.0f;
-    const int64_t ahead = ((8192 + 2 * nb - 1) / (2 * nb) + 7) & ~int64_t{7};
-    int64_t k = 0;
-    for (; k + 8 <= K; k += 8) {
-      const unsigned char* p = base + k * rb + 2 * cb;
-      const bool pf = k + ahead + 8 <= K;
-      const unsigned char* q = p + ahead * rb;
-      __m256 b[8];
-      for (int i = 0; i < 8; ++i) b[i] = _mm256_set1_ps(x[k + i]);
-      int64_t c = 0;
-      for (; c + 32 <= nb; c += 32) {
-        if (pf) {
-          for (int i = 0; i < 8; ++i) prefetch_weights(q + i * rb + 2 * c);
-        }
-        fma8_bf16(p, rb, b, c, acc + c);
-        fma8_bf16(p, rb, b, c + 16, acc + c + 16);
-      }
-      if (c < nb) fma8_bf16(p, rb, b, c, acc + c);
-    }
-    for (; k < K; ++k) {
-      const unsigned char* p = base + k * rb + 2 * cb;
-      const __m256 b0 = _mm256_set1_ps(x[k]);
-      const __m256i hi = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
-      for (int64_t c = 0; c < nb; c += 16) {
-        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2 * c));
-        _mm256_storeu_ps(acc + c, _mm256_fmadd_ps(b0, _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)),
-                                                  _mm256_loadu_ps(acc + c)));
-        _mm256_storeu_ps(acc + c + 8, _mm256_fmadd_ps(b0, _mm256_castsi256_ps(_mm256_and_si256(v, hi)),
-                                                      _mm256_loadu_ps(acc + c + 8)));
-      }
-    }
-    // Un-permute: y[2j] = even[j], y[2j+1] = odd[j].
-    for (int64_t c = 0; c < nb; c += 16) {
-      const __m256 e = _mm256_loadu_ps(acc + c), o = _mm256_loadu_ps(acc + c + 8);
-      const __m256 lo = _mm256_unpacklo_ps(e, o), hi2 = _mm256_unpackhi_ps(e, o);
-      _mm256_storeu_ps(y + cb + c, _mm256_permute2f128_ps(lo, hi2, 0x20));
-      _mm256_storeu_ps(y + cb + c + 8, _mm256_permute2f128_ps(lo, hi2, 0x31));
-    }
-  }
-}
-
-HIRE_AVX2 void a_gemv_t(const Mat& w, const float* x, float* y, int64_t c0, int64_t c1) {
-  if (w.dtype == kF32) {
-    gemv_t_dt<kF32>(w, x, y, c0, c1);
-  } else if (w.dtype == kF16) {
-    gemv_t_dt<kF16>(w, x, y, c0, c1);
-  } else {
-    gemv_t_bf16(w, x, y, c0, c1);
-  }
-}
 
 // ---- HiRE sparse: selected rows and selected columns ---------------------------------------------
 
@@ -540,9 +407,10 @@ HIRE_AVX2 void a_gemv_rows(const Mat& w, const float* x, const int32_t* idx, int
   }
 }
 
-// Selected columns of a transposed W: the gemv_t loops with the 8 input rows of a pass picked by idx
-// (same fma order, so idx = 0..K-1 reproduces gemv_t bit for bit), prefetching the selected rows
-// `ahead` positions later at the same offsets (>= 8 KiB ahead).
+// Selected columns of a transposed W (memory [cols][rows], so a column is a contiguous memory row):
+// 8 selected columns per pass over an L1-resident block of y, each y summed in idx order, prefetching
+// the columns `ahead` positions later at the same offsets (>= 8 KiB ahead). With idx = 0..K-1 this is
+// the transposed GEMV (ops.cc runs it through accumulate_cols).
 template <int DT>
 HIRE_AVX2 inline __m256 fma8_ptrs(const unsigned char* const* p, const __m256* b, int64_t c, __m256 acc) {
   for (int j = 0; j < 8; ++j) acc = _mm256_fmadd_ps(b[j], ld8<DT>(p[j], c), acc);
@@ -641,8 +509,8 @@ HIRE_AVX2 inline void fma8x4_bf16_ptrs(const unsigned char* const* p, const __m2
   _mm256_storeu_ps(acc + 56, o3);
 }
 
-// bf16: gemv_t_bf16's de-interleaved accumulator (even columns by shift, odd by mask), un-permuted at
-// the end of each block.
+// bf16: a de-interleaved accumulator (per 16 rows of y: 8 even then 8 odd, the even ones by shift,
+// the odd ones by mask), un-permuted at the end of each block.
 HIRE_AVX2 void acc_cols_bf16(const Mat& w, const float* a, const int32_t* idx, int64_t count, float* y, int64_t c0,
                              int64_t c1) {
   const int64_t rb = w.rows * 2;
@@ -1093,7 +961,7 @@ HIRE_AVX2 float a_read_sum(const float* p, size_t count) {
 }
 
 const KernelTable kAvx2Kernels = {
-    "avx2",          a_gemv,       a_gemv_t,     a_pack_panel,  a_gemm_panel,
+    "avx2",          a_gemv,       a_pack_panel,  a_gemm_panel,
     a_to_f32,        a_rms_norm_row, a_layer_norm_row, a_softmax_row, a_silu_mul,
     a_activate,      a_add,        a_rope_token, a_attn_head,   a_read_sum,
     a_gemv_rows,     a_accumulate_cols, avx2_quant_gemv,

@@ -63,22 +63,6 @@ void p_gemv(const Mat& w, const float* x, float* y, int64_t r0, int64_t r1, floa
   for (int64_t r = r0; r < r1; ++r) y[r] = p_dot(w.dtype, base + r * stride, x, w.cols);
 }
 
-void p_gemv_t(const Mat& w, const float* x, float* y, int64_t c0, int64_t c1) {
-  const size_t es = dtype_size(w.dtype);
-  const unsigned char* base = static_cast<const unsigned char*>(w.data);
-  float buf[kChunk];
-  for (int64_t cb = c0; cb < c1; cb += kChunk) {
-    const int64_t len = std::min<int64_t>(kChunk, c1 - cb);
-    float* yc = y + cb;
-    for (int64_t c = 0; c < len; ++c) yc[c] = 0.0f;
-    for (int64_t k = 0; k < w.cols; ++k) {
-      p_to_f32(w.dtype, base + (static_cast<size_t>(k) * w.rows + cb) * es, len, buf);
-      const float xk = x[k];
-      for (int64_t c = 0; c < len; ++c) yc[c] += xk * buf[c];
-    }
-  }
-}
-
 void p_pack_panel(const Mat& w, int64_t r0, int64_t nr, float* panel) {
   const size_t es = dtype_size(w.dtype);
   const unsigned char* base = static_cast<const unsigned char*>(w.data);
@@ -244,7 +228,7 @@ void p_gemv_rows(const Mat& w, const float* x, const int32_t* idx, int64_t i0, i
   for (int64_t i = i0; i < i1; ++i) y[i] = p_dot(w.dtype, base + static_cast<size_t>(idx[i]) * stride, x, w.cols);
 }
 
-// Same loop as p_gemv_t with the input rows picked by idx.
+// Selected columns of a transposed W, summed in idx order into each y[r].
 void p_accumulate_cols(const Mat& w, const float* a, const int32_t* idx, int64_t count, float* y, int64_t r0,
                        int64_t r1) {
   const size_t es = dtype_size(w.dtype);
@@ -274,7 +258,7 @@ float p_read_sum(const float* p, size_t count) {
 }  // namespace
 
 const KernelTable kPortableKernels = {
-    "portable",     p_gemv,       p_gemv_t,    p_pack_panel,   p_gemm_panel,
+    "portable",     p_gemv,       p_pack_panel,   p_gemm_panel,
     p_to_f32,       p_rms_norm_row, p_layer_norm_row, p_softmax_row, p_silu_mul,
     p_activate,     p_add,        p_rope_token, p_attn_head,   p_read_sum,
     p_gemv_rows,    p_accumulate_cols, portable_quant_gemv,

@@ -14,6 +14,7 @@
 #include "kernel_table.h"
 #include "kernels.h"
 #include "scratch.h"
+#include "sparse.h"
 #include "threadpool.h"
 
 namespace hire {
@@ -169,19 +170,20 @@ void matmul(float* y, const float* x, const Mat& w, int64_t n, const Mat* bias) 
     gemm(K, y, x, w, n, bias);
     return;
   }
+  if (w.transposed) {
+    // Memory [cols][rows]: every column in order, as HiRE's down product sums its selected ones.
+    accumulate_cols(y, x, w, nullptr, w.cols);
+    if (bias != nullptr) add_bias(K, y, *bias, 0, w.rows);
+    return;
+  }
   ThreadPool& pool = ThreadPool::instance();
   const int64_t parts = (w.rows * w.cols < kSerialWork) ? 1 : pool.threads();
   // Contiguous chunks, one per thread: each streams its own part of the matrix.
-  const int64_t align = w.transposed ? 16 : 4;
-  const int64_t chunk = chunk_size(w.rows, parts, align);
+  const int64_t chunk = chunk_size(w.rows, parts, 4);
   const int64_t n_tasks = ceil_div(w.rows, chunk);
   auto task = [&](int64_t t, int) {
     const int64_t r0 = t * chunk, r1 = std::min(w.rows, r0 + chunk);
-    if (w.transposed) {
-      K.gemv_t(w, x, y, r0, r1);
-    } else {
-      K.gemv(w, x, y, r0, r1, t_scratch_b.get<float>(static_cast<size_t>(w.cols) + 16));
-    }
+    K.gemv(w, x, y, r0, r1, t_scratch_b.get<float>(static_cast<size_t>(w.cols) + 16));
     if (bias != nullptr) add_bias(K, y, *bias, r0, r1);
   };
   if (n_tasks == 1) {

@@ -20,7 +20,8 @@ namespace hire {
 void relayout(const Mat& w, bool transposed, unsigned char* dst);
 // y[i] = W[idx[i]] . x for i < count; W not transposed, every idx in [0, rows).
 void matvec_rows(float* y, const float* x, const Mat& w, const int32_t* idx, int64_t count);
-// y[0..rows) = sum_{i < count} a[i] * W[:, idx[i]]; W transposed, every idx in [0, cols).
+// y[0..rows) = sum_{i < count} a[i] * W[:, idx[i]]; W transposed, every idx in [0, cols); idx =
+// nullptr means columns 0 .. count-1 (the transposed GEMV). The same bits on any thread count.
 void accumulate_cols(float* y, const float* a, const Mat& w, const int32_t* idx, int64_t count);
 // Group-wise symmetric quantization of the logical rows of w (either layout); bits 4 or 8, group a
 // multiple of 32. Parallel.

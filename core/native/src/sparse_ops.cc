@@ -35,6 +35,8 @@ thread_local Scratch t_xscale;   // quant_matvec: x scales
 thread_local Scratch t_xcorr;    // quant_matvec: int4 offset corrections
 thread_local Scratch t_qrow;     // quantize: f32 rows
 thread_local Scratch t_qcodes;   // quantize: int8 codes of a row
+thread_local Scratch t_acc_part; // accumulate_cols: the column chunks' partial outputs
+thread_local Scratch t_iota;     // accumulate_cols with idx = nullptr: 0, 1, 2, ...
 
 // Runs fn(i0, i1) over [0, n) in contiguous chunks (multiples of align), one per thread, or on the
 // calling thread when the work is small.
@@ -50,6 +52,35 @@ void split(int64_t n, int64_t work, int64_t align, F&& fn) {
     return;
   }
   pool.parallel_for(tasks, [&](int64_t t, int) { fn(t * chunk, std::min(n, (t + 1) * chunk)); });
+}
+
+// accumulate_cols in column chunks: chunk t sums its columns over every output row into its own
+// partial, so a thread reads whole columns (one contiguous read each, where splitting the rows
+// across threads read half-columns), and y = the partials added in chunk order. The chunks depend on
+// count alone, never on the thread count, so every thread count gives the same bits.
+struct ColChunks {
+  int64_t count, tasks;
+  int64_t begin(int64_t t) const { return t * count / tasks; }
+  // part[t * rows ..) = sum over chunk t's columns (the primitive overwrites its rows).
+  void partial(const KernelTable& K, const Mat& w, const float* a, const int32_t* idx, float* part, int64_t t) const {
+    const int64_t i0 = begin(t), n = begin(t + 1) - i0;
+    K.accumulate_cols(w, a + i0, idx + i0, n, part + t * w.rows, 0, w.rows);
+  }
+  void sum(const KernelTable& K, int64_t rows, const float* part, float* y) const {
+    std::memcpy(y, part, static_cast<size_t>(rows) * sizeof(float));
+    for (int64_t t = 1; t < tasks; ++t) K.add(y, part + t * rows, rows);
+  }
+};
+
+// Up to 16 chunks of at least 32 columns: 16 keeps 2, 4 or 8 threads evenly loaded.
+inline ColChunks col_chunks(int64_t count) {
+  return ColChunks{count, std::clamp<int64_t>(count / 32, 1, 16)};
+}
+
+const int32_t* identity_indices(int64_t n) {
+  int32_t* p = t_iota.get<int32_t>(static_cast<size_t>(n) + 1);
+  for (int64_t i = 0; i < n; ++i) p[i] = static_cast<int32_t>(i);
+  return p;
 }
 
 // Round to nearest, ties to even, for |v| < 2^22 (default rounding mode), vectorisable.
@@ -242,10 +273,16 @@ void matvec_rows(float* y, const float* x, const Mat& w, const int32_t* idx, int
 
 void accumulate_cols(float* y, const float* a, const Mat& w, const int32_t* idx, int64_t count) {
   const KernelTable& K = active_kernels();
-  // Output rows split across threads: each streams its slice of every selected column, and every
-  // y[r] is summed in idx order whatever the thread count.
-  split(w.rows, w.rows * std::max<int64_t>(count, 1), 32,
-        [&](int64_t r0, int64_t r1) { K.accumulate_cols(w, a, idx, count, y, r0, r1); });
+  if (idx == nullptr) idx = identity_indices(count);
+  const ColChunks ch = col_chunks(count);
+  float* part = t_acc_part.get<float>(static_cast<size_t>(ch.tasks * w.rows));
+  auto task = [&](int64_t t, int) { ch.partial(K, w, a, idx, part, t); };
+  if (ch.tasks == 1 || w.rows * count < kSerialWork) {
+    for (int64_t t = 0; t < ch.tasks; ++t) task(t, 0);
+  } else {
+    ThreadPool::instance().parallel_for(ch.tasks, task);
+  }
+  ch.sum(K, w.rows, part, y);
 }
 
 std::shared_ptr<QuantMatrix> quantize(const Mat& w, int bits, int64_t group) {
@@ -402,7 +439,11 @@ void ffn_shard(const KernelTable& K, const HireFfnStep& st, const QuantVector& x
   }
   d.ms[1] = ms_since(t);
 
-  K.accumulate_cols(st.down, a, sel, d.k, partial, 0, st.down.rows);
+  // The shard's columns in accumulate_cols' chunks, on this thread: the same sums as that op.
+  const ColChunks ch = col_chunks(d.k);
+  float* part = t_acc_part.get<float>(static_cast<size_t>(ch.tasks * st.down.rows));
+  for (int64_t c = 0; c < ch.tasks; ++c) ch.partial(K, st.down, a, sel, part, c);
+  ch.sum(K, st.down.rows, part, partial);
   d.ms[2] = ms_since(t);
 }
 
