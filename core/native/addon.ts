@@ -221,7 +221,9 @@ export interface NativeAddon {
    * gated: g = act(gate) · up; else g = act(W_in · x + biasIn)); keep its top-k/P by |g| (sel, with
    * aSel = g); y = Σ over shards, in shard order, of that shard's k/P columns of `down` (transposed).
    * cand and sel are what topk(…, shards) gives over quantMatvec and matvecRows; kp must be a multiple
-   * of shards or ≥ F (every neuron a candidate). Returns the counts and each step's share of the time.
+   * of shards or ≥ F (every neuron a candidate). shards = 1 is the global top-k: the same steps, each
+   * parallel inside, and y = accumulateCols over sel, bit for bit. Returns the counts and each step's
+   * share of the time.
    */
   hireFfn(
     y: Float32Array,

@@ -239,13 +239,12 @@ export class SparseFeedForward implements FeedForward {
     const pred = prep.predictor(s);
     const rows = w.gate ? prep.gateUpRows() : prep.inRows();
     const down = prep.downCols();
-    // DA-top-k over P ≥ 2 shards is one backend op: each worker takes its shards from scores to
-    // partial output on data it wrote itself, with no barrier or serial top-k in between (4-6 %
-    // faster per token than the same steps op by op). P = 1 is a global top-k, and a global selection
-    // must read what both cores wrote (cross-core traffic made a fused P = 1 op 2 % slower than these
-    // steps), so it stays op by op.
+    // A quantized predictor's HiRE step is one backend op. DA-top-k over P ≥ 2 shards: each worker
+    // takes its shards from scores to partial output on data it wrote itself, with no barrier or
+    // serial top-k in between. P = 1 (global top-k): the steps below, each parallel inside, without
+    // returning here between them. Low-rank predictors run the steps op by op.
     const step =
-      P > 1 && pred.quant
+      pred.quant
         ? b.hireFfn({
             out,
             x: h,
@@ -288,7 +287,7 @@ export class SparseFeedForward implements FeedForward {
     report.ffn = tel;
   }
 
-  /** HiRE one op at a time (each op parallel inside): P = 1, and low-rank predictors. */
+  /** HiRE one op at a time (each op parallel inside), for low-rank predictors. */
   private hireSteps(
     out: Buf,
     h: Buf,

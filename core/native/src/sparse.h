@@ -59,11 +59,12 @@ struct HireFfnStep {
   int64_t n_cand = 0, n_sel = 0;
   double ms[3] = {0, 0, 0};     // scoring + top-k', exact rows + top-k, down product (wall-time share)
 };
-// Every shard runs on one task from start to finish, with no barrier and no global sort in between:
-// score its neurons, keep its top-kp/P by |act(score)|, compute those rows exactly, keep its top-k/P
-// by |activation|, and sum its k/P down columns into a partial output; y = the partials summed in
-// shard order. Selections equal topk(..., shards) over quant_matvec and matvec_rows; y differs from
-// one accumulate_cols over every selected column only in the order of the additions.
+// shards >= 2: every shard runs on one task from start to finish, with no barrier and no global sort
+// in between: score its neurons, keep its top-kp/P by |act(score)|, compute those rows exactly, keep
+// its top-k/P by |activation|, and sum its k/P down columns into a partial output; y = the partials
+// summed in shard order. Selections equal topk(..., shards) over quant_matvec and matvec_rows; y
+// differs from one accumulate_cols over every selected column only in the order of the additions.
+// shards = 1: those steps with global selections, each parallel inside; y is accumulate_cols' bits.
 void hire_ffn(HireFfnStep& step);
 
 }  // namespace hire

@@ -447,11 +447,42 @@ void ffn_shard(const KernelTable& K, const HireFfnStep& st, const QuantVector& x
   d.ms[2] = ms_since(t);
 }
 
+// P = 1, the global top-k: each step parallel inside, with the selections and bits of the separate
+// ops (quant_matvec, topk, matvec_rows, topk, accumulate_cols) but no return to JavaScript between
+// them (per token that return cost about 1 ms of the HiRE FFN's JavaScript and call overhead).
+// Parallel slices are multiples of 16 values, so no element moves between a kernel's vector body
+// and its tail.
+void hire_ffn_global(const KernelTable& K, HireFfnStep& st) {
+  const int64_t F = st.pred->rows;
+  auto t = std::chrono::steady_clock::now();
+  const QuantVector xv = quantized_input(st.x, *st.pred);
+  split(F, F * st.pred->padded, 16, [&](int64_t r0, int64_t r1) { ffn_score(K, st, xv, r0, r1 - r0); });
+  const int64_t nc = topk(st.scores, F, std::min(st.kp, F), true, 1, st.cand);
+  st.ms[0] = ms_since(t);
+
+  float* g = t_ffn_g.get<float>(static_cast<size_t>(nc) + 16);
+  split(nc, nc * st.rows.cols * (st.gated ? 2 : 1), 16,
+        [&](int64_t i0, int64_t i1) { ffn_exact(K, st, st.cand + i0, i1 - i0, g + i0); });
+  int32_t* pos = t_ffn_pos.get<int32_t>(static_cast<size_t>(nc) + 16);
+  const int64_t ns = topk(g, nc, std::min(st.k, nc), true, 1, pos);
+  for (int64_t j = 0; j < ns; ++j) {
+    st.sel[j] = st.cand[pos[j]];
+    st.a_sel[j] = g[pos[j]];
+  }
+  st.ms[1] = ms_since(t);
+
+  accumulate_cols(st.y, st.a_sel, st.down, st.sel, ns);
+  st.ms[2] = ms_since(t);
+  st.n_cand = nc;
+  st.n_sel = ns;
+}
+
 }  // namespace
 
 void hire_ffn(HireFfnStep& st) {
   const KernelTable& K = active_kernels();
   const int64_t F = st.pred->rows, P = st.shards, out = st.down.rows;
+  if (P == 1) return hire_ffn_global(K, st);
   ThreadPool& pool = ThreadPool::instance();
   // The shards of the two selections, as topk(values, F, kp, P) and topk(g, n_cand, k, P) cut them:
   // shard s of the second is exactly the candidates shard s of the first chose.
