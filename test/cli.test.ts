@@ -1,10 +1,11 @@
 // The `hire` command as a user runs it: a real process, real files, real exit codes.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { hire, REPO_ROOT } from "./helpers.js";
+import { defaultProbeBytes, lastLevelCacheBytes, parseCacheSize } from "../core/engine/bench.js";
 
 let root: string;
 let model: string;
@@ -154,6 +155,27 @@ test("bench --json reports speed against the measured roofline", () => {
     Math.abs(out.effective_read_gb_per_s - out.weight_bytes_per_token / (out.decode_ms_per_token * 1e6)) <
       0.01 * out.effective_read_gb_per_s + 1e-3,
   );
+});
+
+test("the bandwidth probe's buffer is four times the last-level cache when that beats 512 MiB", () => {
+  assert.equal(parseCacheSize("491520K"), 491520 * 1024);
+  assert.equal(parseCacheSize("32M\n"), 32 * 1024 ** 2);
+  assert.equal(parseCacheSize("1G"), 1024 ** 3);
+  assert.equal(parseCacheSize("lots"), 0);
+  assert.equal(defaultProbeBytes(32 * 1024 ** 2), 512 * 1024 ** 2);
+  assert.equal(defaultProbeBytes(480 * 1024 ** 2), 4 * 480 * 1024 ** 2);
+  const dir = mkdtempSync(join(tmpdir(), "hire-cache-"));
+  try {
+    for (const [index, size] of [["index0", "48K"], ["index2", "2048K"], ["index3", "491520K"]]) {
+      mkdirSync(join(dir, index));
+      writeFileSync(join(dir, index, "size"), `${size}\n`);
+    }
+    writeFileSync(join(dir, "uevent"), "");
+    assert.equal(lastLevelCacheBytes(dir), 491520 * 1024);
+    assert.equal(lastLevelCacheBytes(join(dir, "missing")), 0);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test("without --model: the built-in default model, or a message saying how to get one", () => {

@@ -17,6 +17,38 @@ import type { DeepPartial, FfnMethod, SparsitySettings } from "../sparse/setting
 import type { Peer, PeerOpenResult, PeerRun } from "../peers/peer.js";
 import { bytesRead } from "../sparse/telemetry.js";
 import { setTimeout as sleep } from "node:timers/promises";
+import { readFileSync, readdirSync } from "node:fs";
+
+/**
+ * The probe's buffer: 512 MiB, or four times the last-level cache when that is larger, so the probe
+ * reads DRAM and not the cache (this project's Xeon VMs report a 480 MiB L3; a 512 MiB probe there
+ * read 34.6-38.6 GB/s from run to run).
+ */
+export function defaultProbeBytes(llcBytes: number): number {
+  return Math.max(512 * 1024 * 1024, 4 * llcBytes);
+}
+
+/** The largest CPU cache sysfs reports for cpu0 ("491520K" and the like), or 0 where it cannot tell. */
+export function lastLevelCacheBytes(dir = "/sys/devices/system/cpu/cpu0/cache"): number {
+  let best = 0;
+  try {
+    for (const entry of readdirSync(dir)) {
+      if (!entry.startsWith("index")) continue;
+      best = Math.max(best, parseCacheSize(readFileSync(`${dir}/${entry}/size`, "utf8")));
+    }
+  } catch {
+    return best; // no sysfs (not Linux) or an unreadable entry: what was read so far
+  }
+  return best;
+}
+
+/** "491520K" -> bytes; "32M", "1G" likewise; anything else 0. */
+export function parseCacheSize(text: string): number {
+  const m = /^\s*(\d+)\s*([KMG]?)\s*$/i.exec(text);
+  if (!m) return 0;
+  const unit = { "": 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[m[2].toUpperCase() as "" | "K" | "M" | "G"];
+  return Number(m[1]) * unit;
+}
 
 export interface BenchOptions {
   promptTokens?: number;
@@ -24,7 +56,7 @@ export interface BenchOptions {
   /** Rounds over all methods; each method keeps its best round (default 3). */
   repeats?: number;
   threads?: number;
-  /** Bytes streamed by the bandwidth probe (default 512 MiB, well beyond any cache). */
+  /** Bytes streamed by the bandwidth probe (default: defaultProbeBytes()). */
   probeBytes?: number;
   /** Sparse FFN methods to compare with dense (each at every k of `ffnK`). */
   methods?: FfnMethod[];
@@ -108,7 +140,7 @@ class BenchRun {
   ) {
     const promptTokens = o.promptTokens ?? 128;
     this.decodeTokens = o.decodeTokens ?? 32;
-    this.probeBytes = o.probeBytes ?? 512 * 1024 * 1024;
+    this.probeBytes = o.probeBytes ?? defaultProbeBytes(lastLevelCacheBytes());
     this.backend = new CpuBackend(o.threads);
     const c = model.config;
     // One exact neuron as HiRE reads it: its W_gate and W_up rows (interleaved), or its W_in row.

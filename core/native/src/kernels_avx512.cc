@@ -170,14 +170,19 @@ HIRE_AVX512 void k_accumulate_cols(const Mat& w, const float* a, const int32_t* 
 }
 
 // The bandwidth probe's read: every cache line of the count floats (p 64-byte aligned) loaded once
-// and its bits added as integers, one dependent add per line. This loop read fastest on the Xeon VM
-// (2 cores, 1 GiB: 33-34 GB/s, against 29-31 for float adds, one or four accumulators), and the probe
-// must not be slower than the kernels it is the roofline for. Returns the sum as a float (a value
-// that depends on every line, nothing more).
+// and its bits added as integers, one dependent add per line, with the line kAheadBytes on
+// prefetched beside it (prefetch_stream), as the kernels do. On the Xeon VM (2 cores, 4.5 GB) this
+// reads 35.6 GB/s against 31.2 without the prefetch and 29-31 for float adds, one or four
+// accumulators; the probe must not be slower than the kernels it is the roofline for. Returns the
+// sum as a float (a value that depends on every line, nothing more).
 HIRE_AVX512 float k_read_sum(const float* p, size_t count) {
+  constexpr size_t kAhead = kAheadBytes / sizeof(float);
   __m512i a = _mm512_setzero_si512();
   size_t i = 0;
-  for (; i + 16 <= count; i += 16) a = _mm512_add_epi32(a, _mm512_load_si512(p + i));
+  for (; i + 16 <= count; i += 16) {
+    if (i + kAhead < count) prefetch_stream(p + i + kAhead);
+    a = _mm512_add_epi32(a, _mm512_load_si512(p + i));
+  }
   float s = static_cast<float>(_mm512_reduce_add_epi32(a));
   for (; i < count; ++i) s += p[i];
   return s;
