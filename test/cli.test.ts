@@ -166,7 +166,11 @@ test("the bandwidth probe's buffer is four times the last-level cache when that 
   assert.equal(defaultProbeBytes(480 * 1024 ** 2), 4 * 480 * 1024 ** 2);
   const dir = mkdtempSync(join(tmpdir(), "hire-cache-"));
   try {
-    for (const [index, size] of [["index0", "48K"], ["index2", "2048K"], ["index3", "491520K"]]) {
+    for (const [index, size] of [
+      ["index0", "48K"],
+      ["index2", "2048K"],
+      ["index3", "491520K"],
+    ]) {
       mkdirSync(join(dir, index));
       writeFileSync(join(dir, index, "size"), `${size}\n`);
     }

@@ -243,26 +243,25 @@ export class SparseFeedForward implements FeedForward {
     // takes its shards from scores to partial output on data it wrote itself, with no barrier or
     // serial top-k in between. P = 1 (global top-k): the steps below, each parallel inside, without
     // returning here between them. Low-rank predictors run the steps op by op.
-    const step =
-      pred.quant
-        ? b.hireFfn({
-            out,
-            x: h,
-            predictor: pred.quant,
-            biasIn: prep.biasIn ?? null,
-            rows,
-            gated: Boolean(w.gate),
-            activation: c.activation,
-            down,
-            k,
-            kp,
-            shards: P,
-            scores: sc.scores,
-            cand: sc.cand,
-            sel: sc.sel,
-            aSel: sc.aSel,
-          })
-        : this.hireSteps(out, h, pred, rows, down, k, kp, P);
+    const step = pred.quant
+      ? b.hireFfn({
+          out,
+          x: h,
+          predictor: pred.quant,
+          biasIn: prep.biasIn ?? null,
+          rows,
+          gated: Boolean(w.gate),
+          activation: c.activation,
+          down,
+          k,
+          kp,
+          shards: P,
+          scores: sc.scores,
+          cand: sc.cand,
+          sel: sc.sel,
+          aSel: sc.aSel,
+        })
+      : this.hireSteps(out, h, pred, rows, down, k, kp, P);
     const t = performance.now();
     this.addDownBias(out);
     if (!report) return;
