@@ -136,10 +136,11 @@ export interface Backend {
    */
   topk(values: Buf, n: number, k: number, byAbs: boolean, shards: number, out: Int32Array): number;
   /**
-   * One token through a HiRE FFN as DA-top-k shards (shards ≥ 2 in practice), each shard run start to
-   * finish by one worker with no barrier or global sort between the steps. Selects exactly what
-   * quantMatvec → activate → topk(kp, P) → matvecRows → act → topk(k, P) selects; out is the sum of
-   * the shards' partial down products (so it differs from accumulateCols only in rounding).
+   * One token through a HiRE FFN. Selects exactly what quantMatvec → activate → topk(kp, P) →
+   * matvecRows → act → topk(k, P) selects. shards ≥ 2 (DA-top-k): each shard runs start to finish on
+   * one worker with no barrier or global sort between the steps, and out is the sum of the shards'
+   * partial down products (so it differs from accumulateCols only in rounding). shards = 1: those
+   * steps, each parallel inside, and out is accumulateCols' result bit for bit.
    */
   hireFfn(step: HireFfnStep): HireFfnResult;
 }

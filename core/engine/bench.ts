@@ -37,7 +37,7 @@ export function lastLevelCacheBytes(dir = "/sys/devices/system/cpu/cpu0/cache"):
       best = Math.max(best, parseCacheSize(readFileSync(`${dir}/${entry}/size`, "utf8")));
     }
   } catch {
-    return best; // no sysfs (not Linux) or an unreadable entry: what was read so far
+    // no sysfs (not Linux) or an unreadable entry: what was read so far
   }
   return best;
 }

@@ -241,8 +241,8 @@ export class SparseFeedForward implements FeedForward {
     const down = prep.downCols();
     // A quantized predictor's HiRE step is one backend op. DA-top-k over P ≥ 2 shards: each worker
     // takes its shards from scores to partial output on data it wrote itself, with no barrier or
-    // serial top-k in between. P = 1 (global top-k): the steps below, each parallel inside, without
-    // returning here between them. Low-rank predictors run the steps op by op.
+    // serial top-k in between. P = 1 (global top-k): hireSteps' steps, each parallel inside, without
+    // returning here between them. Low-rank predictors run hireSteps op by op.
     const step = pred.quant
       ? b.hireFfn({
           out,

@@ -12,15 +12,21 @@ namespace {
 constexpr size_t kMmapBytes = size_t{1} << 20;
 }
 
+void* map_huge_pages(size_t bytes) {
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return nullptr;
+#ifdef MADV_HUGEPAGE
+  ::madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+  return p;
+}
+
 std::shared_ptr<Buffer> Buffer::alloc(size_t bytes) {
   std::shared_ptr<Buffer> b(new Buffer());
   b->size_ = bytes;
   if (bytes >= kMmapBytes) {
-    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) throw std::bad_alloc();
-#ifdef MADV_HUGEPAGE
-    ::madvise(p, bytes, MADV_HUGEPAGE);
-#endif
+    void* p = map_huge_pages(bytes);
+    if (p == nullptr) throw std::bad_alloc();
     b->base_ = p;
     b->mapped_ = true;
   } else {

@@ -8,6 +8,11 @@
 
 namespace hire {
 
+// Anonymous read-write pages (zero-filled) advised for transparent huge pages: nullptr, with errno
+// set, when they cannot be had. Release with munmap(p, bytes). Large Buffers and weight files read
+// into memory (mapping.cc) both come from here.
+void* map_huge_pages(size_t bytes);
+
 class Buffer {
  public:
   // Throws std::bad_alloc when the memory cannot be had. bytes == 0 gives a valid, empty buffer.

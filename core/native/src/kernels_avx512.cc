@@ -44,10 +44,10 @@ HIRE_AVX512 void deinterleave_x32(const float* x, int64_t K, float* xp) {
 // dot(w, x) for one bf16 row of K elements: each 32-bit lane holds an even element in its low half
 // (to f32 by a shift) and an odd one in its high half (by a mask), so x is read de-interleaved (xp).
 // One cache line per iteration, two accumulators, and beside each line read one line of pf_bytes of
-// pf is prefetched (another row, or the rows ahead). On the Xeon VM (2 cores, 1 GiB of gathered
-// 4 KiB rows) this shape streams 27-30 GB/s against 24-27 for two lines per iteration with four
-// accumulators, however the prefetches are placed in it; a core seems to keep more lines in flight
-// when loads and prefetches alternate one by one.
+// pf is prefetched (another row, or the rows ahead). On the Xeon VM a harness re-reading the same
+// gathered 4 KiB rows (partly from its 480 MiB L3) read 27-30 GB/s this way against 24-27 for two
+// lines per iteration with four accumulators; with fresh rows from 4.5 GB both read 26-27, and whole
+// decode tokens showed no difference. Kept for the simpler loop.
 HIRE_AVX512 inline float dot_bf16(const unsigned char* w, const float* x, const float* xp, int64_t K,
                                   const unsigned char* pf, int64_t pf_bytes) {
   const __m512i hi = _mm512_set1_epi32(static_cast<int>(0xffff0000u));

@@ -3,6 +3,8 @@
 // zero-length mapping (mmap rejects length 0).
 #include "mapping.h"
 
+#include "buffer.h"
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -51,12 +53,9 @@ int Mapping::map_file(int fd) {
 }
 
 int Mapping::read_in(int fd) {
-  void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) return errno;
+  void* p = map_huge_pages(size_);
+  if (p == nullptr) return errno;
   base_ = p;  // released by release() whatever happens next
-#ifdef MADV_HUGEPAGE
-  ::madvise(p, size_, MADV_HUGEPAGE);
-#endif
   unsigned char* dst = static_cast<unsigned char*>(p);
   constexpr size_t kStep = size_t{64} << 20;
   for (size_t done = 0; done < size_;) {
