@@ -1,10 +1,12 @@
 // The backend interface: every op the model runs, in one place. Model code (core/engine) calls
-// only these, never a kernel directly, so a CUDA backend can slot in beside the CPU one.
+// only these, never a kernel directly: the CPU backend (cpu.ts) and the CUDA one (cuda.ts) slot in
+// alike, and select.ts picks one.
 //
 // Activations live in backend-owned buffers (`Buf`), sized once by the workspace and reused for
 // every token. Shapes are passed explicitly (n = tokens in the batch); a buffer may be larger
 // than the op needs. To add an op: add it here, implement it in every backend (cpu.ts, and its
-// native kernel in core/native), and add a reference test in test/kernels.test.ts.
+// native kernel in core/native, cuda.ts and its kernel in core/native/src/cuda), add a reference
+// test in test/kernels.test.ts and a CPU-vs-CUDA case in test/cuda.test.ts.
 import type { DType } from "../loader/safetensors.js";
 import type { Activation } from "../arch/config.js";
 import type { HireFfnResult, NativeQuant, NativeWeight } from "../native/addon.js";
@@ -60,11 +62,19 @@ export interface Buf {
 }
 
 export interface Backend {
+  /** What runs the ops, for people: "cpu (avx512 kernels, 2 threads)", "cuda:0 NVIDIA H200". */
   readonly name: string;
+  /** Wait until every op issued so far has finished (a no-op where ops run synchronously). */
+  synchronize(): void;
   /** A zero-filled f32 buffer of `length` elements. */
   alloc(length: number): Buf;
-  /** Read `length` values starting at `offset` (a view where the backend can, else a copy). */
+  /**
+   * Read `length` values starting at `offset`: a view where the backend can (CPU), else a copy (GPU),
+   * so writing into the result changes the buffer only after `write`.
+   */
   read(b: Buf, offset: number, length: number): Float32Array;
+  /** b[offset + i] = data[i]. Writing back what `read` returned is free on the CPU backend. */
+  write(b: Buf, offset: number, data: Float32Array): void;
   /** dst[dstOff + i*dstStride + j] = src[srcOff + i*srcStride + j] for i < rows, j < width. */
   copy2d(
     dst: Buf,
@@ -114,6 +124,8 @@ export interface Backend {
   activate(x: Buf, count: number, act: Activation): void;
   /** y += x over `count` values. */
   add(y: Buf, x: Buf, count: number): void;
+  /** y[i] = x[idx[i]] for i < count (y and x distinct). */
+  gather(y: Buf, x: Buf, idx: Int32Array, count: number): void;
 
   // ---- sparse ops (HiRE, DIP) ----
   /** The same matrix stored in the other layout (a copy owned by the backend). */

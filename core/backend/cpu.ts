@@ -6,12 +6,17 @@ import type { Backend, Buf, HireFfnResult, HireFfnStep, QuantWeight, Weight } fr
 const f32 = (b: Buf) => b as Float32Array;
 
 export class CpuBackend implements Backend {
-  readonly name = "cpu";
   private readonly n = native();
 
   constructor(threads?: number) {
     if (threads !== undefined) this.n.setThreads(threads);
   }
+
+  get name(): string {
+    return `cpu (${this.n.cpuInfo().path} kernels, ${this.threads} threads)`;
+  }
+
+  synchronize(): void {}
 
   get threads(): number {
     return this.n.getThreads();
@@ -23,6 +28,13 @@ export class CpuBackend implements Backend {
 
   read(b: Buf, offset: number, length: number): Float32Array {
     return f32(b).subarray(offset, offset + length);
+  }
+
+  write(b: Buf, offset: number, data: Float32Array): void {
+    const d = f32(b);
+    // Writing back a view that read() returned is a no-op.
+    if (data.buffer === d.buffer && data.byteOffset === d.byteOffset + offset * 4) return;
+    d.set(data, offset);
   }
 
   copy2d(
@@ -37,6 +49,10 @@ export class CpuBackend implements Backend {
   ): void {
     const d = f32(dst);
     const s = f32(src);
+    if (width === 1) {
+      for (let i = 0; i < rows; i++) d[dstOff + i * dstStride] = s[srcOff + i * srcStride];
+      return;
+    }
     for (let i = 0; i < rows; i++) {
       const from = srcOff + i * srcStride;
       d.set(s.subarray(from, from + width), dstOff + i * dstStride);
@@ -110,6 +126,17 @@ export class CpuBackend implements Backend {
 
   add(y: Buf, x: Buf, count: number): void {
     this.n.add(f32(y), f32(x), count);
+  }
+
+  gather(y: Buf, x: Buf, idx: Int32Array, count: number): void {
+    const d = f32(y);
+    const s = f32(x);
+    if (count > idx.length || count > d.length) throw new RangeError(`gather: count ${count} exceeds idx or y`);
+    for (let i = 0; i < count; i++) {
+      const j = idx[i];
+      if (!(j >= 0 && j < s.length)) throw new RangeError(`gather: idx[${i}] = ${j} is outside x (${s.length})`);
+      d[i] = s[j];
+    }
   }
 
   relayout(w: Weight, transposed: boolean): Weight {

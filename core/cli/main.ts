@@ -11,7 +11,8 @@ import { ContextOverflowError, ModelError, UsageError } from "../loader/errors.j
 import { Session, type GenerateOptions } from "../engine/session.js";
 import { benchmark, benchmarkWithPeers, type BenchResult } from "../engine/bench.js";
 import { evalPlot, evaluate, type EvalConfig } from "../engine/eval.js";
-import { CpuBackend } from "../backend/cpu.js";
+import { CudaUnavailableError, cudaDevices } from "../backend/cuda.js";
+import { createBackend, defaultBackendChoice, parseBackendChoice, type BackendChoice } from "../backend/select.js";
 import { SPARSITY_FLAGS, parseK, reportJson, sparsityUpdate } from "./sparsity-flags.js";
 import { FFN_METHODS, type FfnMethod } from "../sparse/settings.js";
 import type { PrepareProgress } from "../sparse/sparsifier.js";
@@ -34,15 +35,27 @@ const SAMPLING_FLAGS = {
   "ignore-eos": { type: "boolean" },
   context: { type: "string" },
   threads: { type: "string" },
+  backend: { type: "string" },
 } as const satisfies ParseArgsConfig["options"];
 
 type SamplingValues = {
   [K in keyof typeof SAMPLING_FLAGS]?: K extends "stop" ? string[] : K extends "ignore-eos" | "mmap" ? boolean : string;
 };
 
+/** --backend auto|cpu|cuda|cuda:N (default HIRE_BACKEND, else auto), as a usage error when malformed. */
+function backendChoice(flag: string | undefined): BackendChoice | undefined {
+  if (flag === undefined) return undefined;
+  try {
+    return parseBackendChoice(flag);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
 function openSession(model: LoadedModel, v: SamplingValues): Session {
   const threads = int("threads", v.threads);
-  return new Session(model, { contextLength: int("context", v.context), backend: new CpuBackend(threads) });
+  const backend = createBackend(backendChoice(v.backend) ?? defaultBackendChoice(), threads);
+  return new Session(model, { contextLength: int("context", v.context), backend });
 }
 
 function generateOptions(v: SamplingValues): GenerateOptions {
@@ -187,6 +200,7 @@ async function cmdBench(argv: string[]): Promise<void> {
     "decode-tokens": { type: "string" },
     repeats: { type: "string" },
     threads: { type: "string" },
+    backend: { type: "string" },
     peers: { type: "string" },
     "ort-ep": { type: "string" },
   });
@@ -205,6 +219,7 @@ async function cmdBench(argv: string[]): Promise<void> {
     decodeTokens: int("decode-tokens", v["decode-tokens"]),
     repeats: int("repeats", v.repeats),
     threads: int("threads", v.threads),
+    backend: backendChoice(v.backend),
     methods,
     ffnK,
     sparsity: sparsityUpdate({ ...v, "ffn-k": undefined, ffn: undefined }),
@@ -222,6 +237,7 @@ async function cmdBench(argv: string[]): Promise<void> {
   const gb = (b: number) => (b / 1e9).toFixed(3);
   const lines = [
     `model            ${r.model} (${r.architecture}, ${r.dtype})`,
+    `backend          ${r.backend}`,
     `threads          ${r.threads} (${r.kernels} kernels)`,
     `prefill          ${r.prefill_tokens_per_s.toFixed(1)} tokens/s (${r.prompt_tokens}-token prompt)`,
     `decode           ${r.decode_tokens_per_s.toFixed(2)} tokens/s, ${r.decode_ms_per_token.toFixed(2)} ms/token`,
@@ -416,21 +432,41 @@ function round(x: number): number {
   return Math.round(x * 1000) / 1000;
 }
 
+/** `hire gpus`: the GPUs the CUDA backend can use (or why none), and what --backend auto picks. */
+async function cmdGpus(argv: string[]): Promise<void> {
+  const v = parse(argv, { json: { type: "boolean" } });
+  const info = cudaDevices();
+  if (v.json) {
+    process.stdout.write(JSON.stringify(info) + "\n");
+    return;
+  }
+  const lines = [`cuda backend     ${info.compiled ? "built" : "not built (no nvcc at install time)"}`];
+  for (const d of info.devices)
+    lines.push(
+      `cuda:${d.index}           ${d.name}, compute ${d.computeCapability}, ${d.multiprocessors} SMs, ` +
+        `${(d.totalBytes / 1024 ** 3).toFixed(1)} GiB, ${Math.round(d.peakGBps)} GB/s peak`,
+    );
+  if (info.devices.length === 0) lines.push(`no GPU           ${info.reason}`);
+  lines.push(`--backend auto   ${info.devices.length > 0 ? `cuda:${info.devices[0].index}` : "cpu"}`);
+  process.stdout.write(lines.join("\n") + "\n");
+}
+
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: string }> = {
   generate: {
     run: cmdGenerate,
-    help: "--model DIR [--mmap] --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--seed S] [--stop STR]... [--ignore-eos] [--logprobs N] [--context N] [--json] [--trace] [sparsity flags: --ffn dense|topk-exact|hire|dip|dip-ca --ffn-k K --oversample O --predictor int4|int8|lowrank:R --head dense|hire --head-k K --shards P --audit N --layer-k L=K]",
+    help: "--model DIR [--mmap] --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--seed S] [--stop STR]... [--ignore-eos] [--logprobs N] [--context N] [--backend auto|cpu|cuda|cuda:N] [--json] [--trace] [sparsity flags: --ffn dense|topk-exact|hire|dip|dip-ca --ffn-k K --oversample O --predictor int4|int8|lowrank:R --head dense|hire --head-k K --shards P --audit N --layer-k L=K]",
   },
   chat: { run: cmdChat, help: "--model DIR [--mmap] [--system TEXT] [sampling flags as for generate]" },
   bench: {
     run: cmdBench,
-    help: "--model DIR [--mmap] [--prompt-tokens N] [--decode-tokens N] [--repeats N] [--threads N] [--methods hire,...] [sparsity flags] [--peers ort,ort-hire,llamacpp] [--ort-ep cpu|cuda|webgpu] [--json]",
+    help: "--model DIR [--mmap] [--prompt-tokens N] [--decode-tokens N] [--repeats N] [--threads N] [--backend auto|cpu|cuda|cuda:N] [--methods hire,...] [sparsity flags] [--peers ort,ort-hire,llamacpp] [--ort-ep cpu|cuda|webgpu] [--json]",
   },
   eval: {
     run: cmdEval,
     help: "--model DIR [--mmap] --text FILE [--methods hire,topk-exact] [--ffn-k 0.05,0.1,0.2] [--oversample 1,2,4] [sparsity flags] [--max-tokens N] [--plot FILE.svg] [--json]",
   },
   serve: { run: cmdServe, help: SERVE_HELP },
+  gpus: { run: cmdGpus, help: "[--json]   the GPUs the CUDA backend can use, or why none" },
   export: { run: runExport, help: EXPORT_HELP },
   "make-model": {
     run: cmdMakeModel,
@@ -465,6 +501,7 @@ export async function main(argv: string[]): Promise<number> {
       e instanceof UsageError ||
       e instanceof ContextOverflowError ||
       e instanceof MakeModelError ||
+      e instanceof CudaUnavailableError ||
       e instanceof RangeError
     ) {
       process.stderr.write(`hire ${name}: ${e.message}\n`);

@@ -12,6 +12,9 @@ import type { LoadedModel } from "../loader/model-folder.js";
 import { Rng, argmax } from "./sampler.js";
 import { KVCache, MAX_BATCH, Transformer, type ForwardReport } from "./transformer.js";
 import { CpuBackend } from "../backend/cpu.js";
+import { CudaBackend } from "../backend/cuda.js";
+import type { Backend } from "../backend/backend.js";
+import { createBackend, type BackendChoice } from "../backend/select.js";
 import { Sparsifier } from "../sparse/sparsifier.js";
 import type { DeepPartial, FfnMethod, SparsitySettings } from "../sparse/settings.js";
 import type { Peer, PeerOpenResult, PeerRun } from "../peers/peer.js";
@@ -56,7 +59,9 @@ export interface BenchOptions {
   /** Rounds over all methods; each method keeps its best round (default 3). */
   repeats?: number;
   threads?: number;
-  /** Bytes streamed by the bandwidth probe (default: defaultProbeBytes()). */
+  /** What runs the model (default: HIRE_BACKEND, else auto: the GPU when there is one). */
+  backend?: BackendChoice;
+  /** Bytes streamed by the bandwidth probe (default: defaultProbeBytes(), or 4 GiB on a GPU). */
   probeBytes?: number;
   /** Sparse FFN methods to compare with dense (each at every k of `ffnK`). */
   methods?: FfnMethod[];
@@ -81,6 +86,8 @@ export interface MethodRow {
 
 export interface BenchResult {
   model: string;
+  /** What ran the model (Backend.name). */
+  backend: string;
   architecture: string;
   dtype: string;
   threads: number;
@@ -123,7 +130,7 @@ class BenchRun {
   readonly decodeTokens: number;
   readonly configs: Config[];
   readonly dense: Config;
-  readonly backend: CpuBackend;
+  readonly backend: Backend;
   private readonly t: Transformer;
   private readonly sparsifier: Sparsifier;
   private readonly cache: KVCache;
@@ -140,8 +147,10 @@ class BenchRun {
   ) {
     const promptTokens = o.promptTokens ?? 128;
     this.decodeTokens = o.decodeTokens ?? 32;
-    this.probeBytes = o.probeBytes ?? defaultProbeBytes(lastLevelCacheBytes());
-    this.backend = new CpuBackend(o.threads);
+    this.backend = createBackend(o.backend, o.threads);
+    // A GPU's probe reads device memory: 4 GiB, far past its L2 (60 MB on an H200).
+    this.probeBytes =
+      o.probeBytes ?? (this.backend instanceof CudaBackend ? 4 * 1024 ** 3 : defaultProbeBytes(lastLevelCacheBytes()));
     const c = model.config;
     // One exact neuron as HiRE reads it: its W_gate and W_up rows (interleaved), or its W_in row.
     const up = model.weights.layers[0].up.w;
@@ -220,8 +229,19 @@ class BenchRun {
     this.probe(3);
   }
 
+  /** CPU threads (the GPU backend still runs the host side on them). */
+  get threads(): number {
+    return this.backend instanceof CpuBackend ? this.backend.threads : native().getThreads();
+  }
+
   /** Best-so-far streaming and gather bandwidth, measured between the model runs. */
   private probe(reps: number): void {
+    if (this.backend instanceof CudaBackend) {
+      // Device memory is the roofline of GPU decode. No gather probe there: a warp reads a whole
+      // neuron row, so the gathered rows stream like the rest (see the GPU section of the README).
+      this.bandwidth = Math.max(this.bandwidth, this.backend.readBandwidth(this.probeBytes, reps));
+      return;
+    }
     this.bandwidth = Math.max(this.bandwidth, native().readBandwidth(this.probeBytes, reps));
     this.gatherBandwidth = Math.max(
       this.gatherBandwidth,
@@ -268,10 +288,11 @@ class BenchRun {
     const info = native().cpuInfo();
     return {
       model: model.dir,
+      backend: backend.name,
       architecture: c.architecture,
       dtype: c.dtype ?? model.weights.embed.dtype,
-      threads: backend.threads,
-      kernels: info.path,
+      threads: this.threads,
+      kernels: backend instanceof CudaBackend ? "cuda" : info.path,
       prompt_tokens: prompt.length,
       decode_tokens: decodeTokens,
       prefill_tokens_per_s: (prompt.length * 1000) / this.bestPrefillMs,
@@ -410,7 +431,7 @@ export async function benchmarkWithPeers(model: LoadedModel, o: BenchOptions & P
     for (const name of o.peers) {
       const row = blank(name, "");
       rows.push(row);
-      const mod = await loadPeer(name, o, run.backend.threads);
+      const mod = await loadPeer(name, o, run.threads);
       if (typeof mod === "string") {
         row.skipped = mod;
         continue;

@@ -3,7 +3,7 @@
 // recall@k of every layer's selection against the exact top-k (an audit on every token).
 import type { LoadedModel } from "../loader/model-folder.js";
 import { KVCache, Transformer, type ForwardReport } from "./transformer.js";
-import { CpuBackend } from "../backend/cpu.js";
+import { createBackend } from "../backend/select.js";
 import { Sparsifier } from "../sparse/sparsifier.js";
 import { logSumExp } from "./sampler.js";
 import type { DeepPartial, SparsitySettings } from "../sparse/settings.js";
@@ -34,7 +34,7 @@ export function evaluate(model: LoadedModel, text: string, configs: EvalConfig[]
   const ids = model.tokenizer.encode(text);
   const n = Math.min(ids.length, maxTokens, model.config.maxPositions);
   if (n < 2) throw new UsageError("the evaluation text must have at least 2 tokens");
-  const backend = new CpuBackend();
+  const backend = createBackend();
   const c = model.config;
   const t = new Transformer(backend, c, model.weights);
   const cache = new KVCache(backend, c, n);

@@ -5,7 +5,7 @@
 // The cache is reused across calls: a new prompt that starts with what the cache already holds
 // (the next turn of a chat) only prefills the new part.
 import type { Backend } from "../backend/backend.js";
-import { CpuBackend } from "../backend/cpu.js";
+import { createBackend } from "../backend/select.js";
 import { ContextOverflowError, UsageError } from "../loader/errors.js";
 import type { LoadedModel } from "../loader/model-folder.js";
 import { GREEDY, Sampler, topLogprobs, type SamplingOptions } from "./sampler.js";
@@ -81,7 +81,7 @@ export class Session {
     if (ctx > c.maxPositions)
       throw new UsageError(`context length ${ctx} exceeds the model's ${c.maxPositions} positions`);
     this.contextLength = ctx;
-    const backend = options.backend ?? new CpuBackend();
+    const backend = options.backend ?? createBackend();
     this.transformer = new Transformer(backend, c, model.weights);
     this.cache = new KVCache(backend, c, ctx);
     this.sparsity = new Sparsifier(this.transformer);

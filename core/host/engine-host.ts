@@ -7,6 +7,8 @@ import { existsSync, readFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { setImmediate as nextTurn } from "node:timers/promises";
 import { native } from "../native/addon.js";
+import type { Backend } from "../backend/backend.js";
+import { CudaBackend } from "../backend/cuda.js";
 import { ContextOverflowError, ModelError, UsageError } from "../loader/errors.js";
 import { defaultModelDir } from "../loader/default-model.js";
 import { loadModel, readModelConfig, type LoadedModel } from "../loader/model-folder.js";
@@ -131,7 +133,7 @@ export class EngineHost {
       case "hello":
         return {
           protocol: PROTOCOL_VERSION,
-          backend: backendName(),
+          backend: backendName(this.session?.transformer.backend),
           defaultModel: safeDefaultModel(),
           recentModels: this.recent(),
           model: this.model ? this.info() : null,
@@ -360,7 +362,9 @@ function safeDefaultModel(): string | null {
   }
 }
 
-export function backendName(): string {
+/** What runs the engine: the session's backend when it is on a GPU, else the CPU kernels. */
+export function backendName(backend?: Backend): string {
+  if (backend instanceof CudaBackend) return backend.name;
   const n = native();
   const info = n.cpuInfo();
   const features = { avx512: "avx512-vnni+avx2+fma+f16c", avx2: "avx2+fma+f16c", portable: "portable" }[info.path];

@@ -242,6 +242,121 @@ export interface NativeAddon {
     sel: Int32Array,
     aSel: Float32Array,
   ): HireFfnResult;
+
+  /** The CUDA backend's kernels (present in every build; see CudaAddon). */
+  readonly cuda: CudaAddon;
+}
+
+/** Opaque f32 buffer in GPU memory (freed on GC). */
+export interface CudaBuffer {
+  readonly __brand: "CudaBuffer";
+}
+/** Opaque device copy of a weight (same dtype and layout as its NativeWeight). */
+export interface CudaWeight {
+  readonly __brand: "CudaWeight";
+}
+/** Opaque device copy of a quantized predictor (same bytes as its NativeQuant). */
+export interface CudaQuant {
+  readonly __brand: "CudaQuant";
+}
+
+export interface CudaDevice {
+  index: number;
+  name: string;
+  computeCapability: string;
+  multiprocessors: number;
+  totalBytes: number;
+  l2Bytes: number;
+  /** Memory clock × bus width × 2, from the device properties (the datasheet's bandwidth). */
+  peakGBps: number;
+}
+
+type Act = "relu" | "gelu" | "gelu_tanh" | "silu";
+
+/**
+ * The CUDA backend's kernels (core/native/src/cuda): the ops of the CPU addon on device buffers, all
+ * ordered on one stream. Host arrays (ids, positions, indices) are copied in by each call; read, topk
+ * and hireFfn wait for the stream because they return results to the host. In a build without nvcc
+ * `compiled()` is false, `devices()` says why and every other call throws.
+ */
+export interface CudaAddon {
+  compiled(): boolean;
+  devices(): { devices: CudaDevice[]; reason: string };
+  useDevice(index: number): void;
+  alloc(length: number): CudaBuffer;
+  write(buf: CudaBuffer, offset: number, data: Float32Array): void;
+  read(buf: CudaBuffer, offset: number, out: Float32Array): void;
+  synchronize(): void;
+  uploadWeight(w: NativeWeight): CudaWeight;
+  uploadQuant(q: NativeQuant): CudaQuant;
+  copy2d(
+    dst: CudaBuffer,
+    dstOff: number,
+    dstStride: number,
+    src: CudaBuffer,
+    srcOff: number,
+    srcStride: number,
+    rows: number,
+    width: number,
+  ): void;
+  matmul(y: CudaBuffer, x: CudaBuffer, w: CudaWeight, n: number, bias: CudaWeight | null): void;
+  embed(y: CudaBuffer, w: CudaWeight, ids: Int32Array): void;
+  rmsNorm(y: CudaBuffer, x: CudaBuffer, g: CudaWeight, n: number, eps: number): void;
+  layerNorm(y: CudaBuffer, x: CudaBuffer, g: CudaWeight, b: CudaWeight, n: number, eps: number): void;
+  rope(x: CudaBuffer, n: number, nHeads: number, headDim: number, positions: Int32Array, invFreq: Float32Array): void;
+  cacheWrite(
+    kCache: CudaBuffer,
+    vCache: CudaBuffer,
+    k: CudaBuffer,
+    v: CudaBuffer,
+    n: number,
+    nKvHeads: number,
+    headDim: number,
+    pos0: number,
+    capacity: number,
+  ): void;
+  attention(
+    out: CudaBuffer,
+    q: CudaBuffer,
+    kCache: CudaBuffer,
+    vCache: CudaBuffer,
+    n: number,
+    nHeads: number,
+    nKvHeads: number,
+    headDim: number,
+    pos0: number,
+    capacity: number,
+    scale: number,
+  ): void;
+  gatedAct(gate: CudaBuffer, up: CudaBuffer, count: number, activation: Act): void;
+  activate(x: CudaBuffer, count: number, activation: Act): void;
+  add(y: CudaBuffer, x: CudaBuffer, count: number): void;
+  /** y[i] = x[idx[i]] for i < count. */
+  gather(y: CudaBuffer, x: CudaBuffer, idx: Int32Array, count: number): void;
+  quantMatvec(y: CudaBuffer, x: CudaBuffer, q: CudaQuant): void;
+  matvecRows(y: CudaBuffer, x: CudaBuffer, w: CudaWeight, idx: Int32Array, count: number): void;
+  accumulateCols(y: CudaBuffer, a: CudaBuffer, w: CudaWeight, idx: Int32Array, count: number): void;
+  topk(values: CudaBuffer, n: number, k: number, byAbs: boolean, shards: number, out: Int32Array): number;
+  /** hireFfn of the CPU addon on the GPU; the times are GPU time per step (CUDA events). */
+  hireFfn(
+    y: CudaBuffer,
+    x: CudaBuffer,
+    predictor: CudaQuant,
+    biasIn: CudaBuffer | null,
+    rows: CudaWeight,
+    gated: boolean,
+    activation: Act,
+    down: CudaWeight,
+    k: number,
+    kp: number,
+    shards: number,
+    scores: CudaBuffer,
+    cand: Int32Array,
+    sel: Int32Array,
+    aSel: CudaBuffer,
+  ): HireFfnResult;
+  /** Device memory read bandwidth in GB/s: best of `reps` streaming reads of a `bytes` buffer. */
+  readBandwidth(bytes: number, reps: number): number;
 }
 
 /** What hireFfn did: candidate and selected counts, and the time of each step (ms, wall-time share). */

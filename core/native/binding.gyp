@@ -1,7 +1,14 @@
 # Build of the native CPU backend (hire_native.node): `node-gyp rebuild --directory core/native`.
 # Baseline x86-64 flags only; AVX2/FMA/F16C code is enabled per function in src/kernels_avx2.cc
 # and picked at run time, so the binary runs on any x86-64 (and builds on aarch64, portable path).
+# CUDA: cuda-build.cjs compiles src/cuda/cuda_backend.cu with nvcc when the toolkit is there and the
+# addon links it with the static CUDA runtime (no libcudart needed at run time, only the driver);
+# otherwise src/cuda/cuda_stub.cc stands in and the `cuda` object reports no CUDA.
 {
+  "variables": {
+    "cuda_obj%": "<!(node cuda-build.cjs obj)",
+    "cuda_libdir%": "<!(node cuda-build.cjs libdir)"
+  },
   "targets": [
     {
       "target_name": "hire_native",
@@ -19,7 +26,18 @@
         "src/topk.cc",
         "src/quant_portable.cc",
         "src/quant_avx2.cc",
-        "src/quant_avx512.cc"
+        "src/quant_avx512.cc",
+        "src/cuda_addon.cc"
+      ],
+      "conditions": [
+        [
+          "cuda_obj!=''",
+          {
+            "libraries": ["<(cuda_obj)", "-L<(cuda_libdir)", "-lcudart_static", "-ldl", "-lrt"],
+            "defines": ["HIRE_CUDA=1"]
+          },
+          { "sources": ["src/cuda/cuda_stub.cc"] }
+        ]
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

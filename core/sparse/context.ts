@@ -70,6 +70,13 @@ export class SparseContext {
     return w.transposed === transposed ? w : this.b.relayout(w, transposed);
   }
 
+  /** A backend buffer holding `v` (biases the sparse ops add on the device). */
+  upload(v: Float32Array): Buf {
+    const buf = this.b.alloc(v.length);
+    this.b.write(buf, 0, v);
+    return buf;
+  }
+
   /** A bias vector (any dtype) as f32. */
   readBias(w: Weight): Float32Array {
     const buf = this.b.alloc(w.cols);

@@ -24,15 +24,20 @@ class LayerPrep {
   private colsUpT?: Weight;
   private predictors = new Map<string, Predictor>();
   biasIn?: Float32Array;
-  biasDown?: Float32Array;
+  /** The biases as backend buffers, for the ops that add them. */
+  biasInBuf?: Buf;
+  biasDownBuf?: Buf;
 
   constructor(
     private readonly ctx: SparseContext,
     readonly w: LayerWeights,
   ) {
     const first = w.gate ?? w.up;
-    if (first.b) this.biasIn = ctx.readBias(first.b);
-    if (w.down.b) this.biasDown = ctx.readBias(w.down.b);
+    if (first.b) {
+      this.biasIn = ctx.readBias(first.b);
+      this.biasInBuf = ctx.upload(this.biasIn);
+    }
+    if (w.down.b) this.biasDownBuf = ctx.upload(ctx.readBias(w.down.b));
   }
 
   /** First FFN matrix (W_gate, or W_in), one contiguous row per neuron. */
@@ -191,17 +196,19 @@ export class SparseFeedForward implements FeedForward {
     this.denseActivations(sc.actN, sc.otherN, h, n);
     const t1 = performance.now();
     const down = this.prep.downCols();
-    const actAll = b.read(sc.actN, 0, n * F);
-    const outAll = b.read(out, 0, n * H);
     let ns = 0;
     for (let t = 0; t < n; t++) {
-      const act = actAll.subarray(t * F, (t + 1) * F);
+      // Token t's activations, where the ops can take them (offset 0 of a buffer).
+      let act = sc.actN;
+      if (t > 0) {
+        b.copy2d(sc.g, 0, F, sc.actN, t * F, F, 1, F);
+        act = sc.g;
+      }
       ns = b.topk(act, F, k, true, s.shards, sc.sel);
-      const a = b.read(sc.aSel, 0, ns);
-      for (let i = 0; i < ns; i++) a[i] = act[sc.sel[i]];
+      b.gather(sc.aSel, act, sc.sel, ns);
       b.accumulateCols(sc.outOne, sc.aSel, down, sc.sel, ns);
-      outAll.set(b.read(sc.outOne, 0, H), t * H);
-      if (this.prep.biasDown) for (let i = 0; i < H; i++) outAll[t * H + i] += this.prep.biasDown[i];
+      if (this.prep.biasDownBuf) b.add(sc.outOne, this.prep.biasDownBuf, H);
+      b.copy2d(out, t * H, H, sc.outOne, 0, H, 1, H);
     }
     if (!report || n > 1) return;
     const t2 = performance.now();
@@ -213,7 +220,7 @@ export class SparseFeedForward implements FeedForward {
       selected: sc.sel.slice(0, ns),
       scores:
         ctx.inspectLayer === this.layer
-          ? { approx: Float32Array.from(actAll.subarray(0, F)), candidates: new Int32Array(0) }
+          ? { approx: Float32Array.from(b.read(sc.actN, 0, F)), candidates: new Int32Array(0) }
           : undefined,
       predictorMs: 0,
       exactMs: t1 - t0,
@@ -302,8 +309,7 @@ export class SparseFeedForward implements FeedForward {
     const F = c.intermediate;
     const t0 = performance.now();
     pred.score(sc.scores, h);
-    const scores = b.read(sc.scores, 0, F);
-    if (prep.biasIn) for (let i = 0; i < F; i++) scores[i] += prep.biasIn[i];
+    if (prep.biasInBuf) b.add(sc.scores, prep.biasInBuf, F);
     // Rank neurons by the activation they would produce: |act(gate score)| (or act(W_in·x)).
     b.activate(sc.scores, F, c.activation);
     const nc = b.topk(sc.scores, F, kp, true, P, sc.cand);
@@ -315,29 +321,20 @@ export class SparseFeedForward implements FeedForward {
         sc.pairIdx[2 * i + 1] = 2 * sc.cand[i] + 1;
       }
       b.matvecRows(sc.pairOut, h, rows, sc.pairIdx, 2 * nc);
-      const pairs = b.read(sc.pairOut, 0, 2 * nc);
-      const g = b.read(sc.g, 0, nc);
-      const u = b.read(sc.u, 0, nc);
-      for (let i = 0; i < nc; i++) {
-        g[i] = pairs[2 * i];
-        u[i] = pairs[2 * i + 1];
-      }
+      b.copy2d(sc.g, 0, 1, sc.pairOut, 0, 2, nc, 1); // gate outputs: the even entries
+      b.copy2d(sc.u, 0, 1, sc.pairOut, 1, 2, nc, 1); // up outputs: the odd ones
       b.gatedAct(sc.g, sc.u, nc, c.activation);
     } else {
       b.matvecRows(sc.g, h, rows, sc.cand, nc);
-      if (prep.biasIn) {
-        const g = b.read(sc.g, 0, nc);
-        for (let i = 0; i < nc; i++) g[i] += prep.biasIn[sc.cand[i]];
+      if (prep.biasInBuf) {
+        b.gather(sc.u, prep.biasInBuf, sc.cand, nc);
+        b.add(sc.g, sc.u, nc);
       }
       b.activate(sc.g, nc, c.activation);
     }
     const ns = b.topk(sc.g, nc, Math.min(k, nc), true, P, sc.selPos);
-    const g = b.read(sc.g, 0, nc);
-    const a = b.read(sc.aSel, 0, ns);
-    for (let i = 0; i < ns; i++) {
-      a[i] = g[sc.selPos[i]];
-      sc.sel[i] = sc.cand[sc.selPos[i]];
-    }
+    b.gather(sc.aSel, sc.g, sc.selPos, ns);
+    for (let i = 0; i < ns; i++) sc.sel[i] = sc.cand[sc.selPos[i]];
     const t2 = performance.now();
     b.accumulateCols(out, sc.aSel, down, sc.sel, ns);
     const t3 = performance.now();
@@ -354,9 +351,7 @@ export class SparseFeedForward implements FeedForward {
     const kx = resolveCount(s.ffn.perLayerK[this.layer] ?? s.ffn.k, H);
     const t0 = performance.now();
     const nx = b.topk(h, H, kx, true, 1, sc.inSel);
-    const hv = b.read(h, 0, H);
-    const hs = b.read(sc.hSel, 0, nx);
-    for (let i = 0; i < nx; i++) hs[i] = hv[sc.inSel[i]];
+    b.gather(sc.hSel, h, sc.inSel, nx);
     const gateCols = prep.gateInputCols();
     const upCols = prep.upInputCols();
     b.accumulateCols(sc.g, sc.hSel, gateCols, sc.inSel, nx);
@@ -368,8 +363,8 @@ export class SparseFeedForward implements FeedForward {
     const down = prep.downCols();
     const downRow = down.byteLength / F;
     let ns: number;
-    const act = b.read(sc.g, 0, F);
     if (s.ffn.method === "dip-ca") {
+      const act = b.read(sc.g, 0, F);
       const capacity = Math.max(k, Math.round(s.ffn.cacheFraction * F));
       if (!this.lru) this.lru = new NeuronLru(F, capacity);
       this.lru.setCapacity(capacity);
@@ -377,6 +372,7 @@ export class SparseFeedForward implements FeedForward {
       const biased = b.read(sc.scores, 0, F);
       const gamma = s.ffn.cacheGamma;
       for (let i = 0; i < F; i++) biased[i] = this.lru.resident[i] ? Math.abs(act[i]) : gamma * Math.abs(act[i]);
+      b.write(sc.scores, 0, biased);
       ns = b.topk(sc.scores, F, k, false, s.shards, sc.sel);
       let hits = 0;
       for (let i = 0; i < ns; i++) if (this.lru.touch(sc.sel[i])) hits++;
@@ -385,8 +381,7 @@ export class SparseFeedForward implements FeedForward {
     } else {
       ns = b.topk(sc.g, F, k, true, s.shards, sc.sel);
     }
-    const a = b.read(sc.aSel, 0, ns);
-    for (let i = 0; i < ns; i++) a[i] = act[sc.sel[i]];
+    b.gather(sc.aSel, sc.g, sc.sel, ns);
     const t2 = performance.now();
     b.accumulateCols(out, sc.aSel, down, sc.sel, ns);
     this.addDownBias(out);
@@ -410,10 +405,7 @@ export class SparseFeedForward implements FeedForward {
   }
 
   private addDownBias(out: Buf): void {
-    const bias = this.prep.biasDown;
-    if (!bias) return;
-    const o = this.ctx.b.read(out, 0, bias.length);
-    for (let i = 0; i < bias.length; i++) o[i] += bias[i];
+    if (this.prep.biasDownBuf) this.ctx.b.add(out, this.prep.biasDownBuf, this.c.hidden);
   }
 
   /** Dense pass for comparison: recall of the selection against the exact top-k, and output error. */

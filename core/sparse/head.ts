@@ -52,10 +52,12 @@ export class HireOutputLayer implements OutputLayer {
     const nc = b.topk(sc.scores, V, kp, false, P, sc.cand);
     b.matvecRows(sc.g, hidden, this.head, sc.cand, nc);
     const ns = b.topk(sc.g, nc, Math.min(k, nc), false, P, sc.selPos);
+    // Logits outside the selection are -inf, so sampling stays within it.
     const out = b.read(logits, 0, V);
     const exact = b.read(sc.g, 0, nc);
     out.fill(-Infinity);
     for (let i = 0; i < ns; i++) out[sc.cand[sc.selPos[i]]] = exact[sc.selPos[i]];
+    b.write(logits, 0, out);
     const ms = performance.now() - t0;
     if (!report) return;
     const tel: HeadTelemetry = {

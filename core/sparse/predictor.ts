@@ -5,6 +5,7 @@
 // Both are cached on disk (cache.ts), keyed by a hash of W's stored bytes and the settings.
 // To add a predictor: implement `Predictor`, build it in `buildPredictor`, name it in settings.ts.
 import type { Backend, Buf, QuantWeight, Weight } from "../backend/backend.js";
+import { CpuBackend } from "../backend/cpu.js";
 import { native, NativeDType } from "../native/addon.js";
 import { Rng } from "../engine/sampler.js";
 import type { PredictorSpec } from "./settings.js";
@@ -66,7 +67,8 @@ export function buildPredictor(b: Backend, w: Weight, spec: PredictorSpec, sourc
   const rank = Math.min(spec.rank, w.rows, w.cols);
   const key = sourceKey && `${sourceKey}-lowrank${rank}-s${seed}`;
   const cached = key ? readCached(key, [rank * w.rows, rank * w.cols]) : undefined;
-  const [qT, proj] = cached ?? lowRankFactors(b, w, rank, seed);
+  // The factors are computed on host arrays, so with the CPU backend whatever runs the model.
+  const [qT, proj] = cached ?? lowRankFactors(new CpuBackend(), w, rank, seed);
   if (key && !cached) writeCached(key, [qT, proj]);
   return lowRankPredictor(b, w, rank, qT, proj);
 }

@@ -15,194 +15,13 @@
 #include "buffer.h"
 #include "kernels.h"
 #include "mapping.h"
+#include "napi_args.h"
 #include "sparse.h"
 #include "threadpool.h"
 
 namespace {
 
-using hire::Mat;
-
-// Type tags so a mapping, a weight and a foreign External can never be confused.
-const napi_type_tag kMappingTag = {0x6869726e61746976ULL, 0x6d617070696e6701ULL};
-const napi_type_tag kWeightTag = {0x6869726e61746976ULL, 0x7765696768740002ULL};
-const napi_type_tag kQuantTag = {0x6869726e61746976ULL, 0x7175616e74000003ULL};
-
-constexpr double kMaxSafe = 9007199254740991.0;  // 2^53 - 1
-constexpr int64_t kMaxDim = int64_t{1} << 40;    // bound on any single size argument
-
-struct MappingHandle {
-  std::shared_ptr<hire::Mapping> map;
-};
-
-struct WeightHandle {
-  std::shared_ptr<hire::Mapping> map;  // keeps the file mapped while the weight lives (null when owned)
-  size_t offset;
-  int dtype;
-  int64_t rows, cols;
-  bool transposed;
-  std::shared_ptr<hire::Buffer> owned;  // native memory of relayout / weightFromArray (offset 0)
-};
-
-struct QuantHandle {
-  std::shared_ptr<hire::QuantMatrix> q;
-};
-
-// ---- argument helpers ----------------------------------------------------------------------------
-
-class Args {
- public:
-  Args(const Napi::CallbackInfo& info, const char* fn) : info_(info), fn_(fn) {}
-
-  [[noreturn]] void fail(const std::string& msg) const {
-    throw Napi::Error::New(info_.Env(), std::string(fn_) + ": " + msg);
-  }
-
-  Napi::Value at(size_t i) const { return info_[i]; }
-
-  double number(size_t i, const char* name) const {
-    Napi::Value v = info_[i];
-    if (!v.IsNumber()) fail(std::string(name) + " must be a number");
-    const double d = v.As<Napi::Number>().DoubleValue();
-    if (!std::isfinite(d)) fail(std::string(name) + " must be finite");
-    return d;
-  }
-
-  int64_t integer(size_t i, const char* name, int64_t lo, int64_t hi) const {
-    const double d = number(i, name);
-    if (std::floor(d) != d || std::fabs(d) > kMaxSafe) fail(std::string(name) + " must be an integer");
-    if (d < static_cast<double>(lo) || d > static_cast<double>(hi))
-      fail(std::string(name) + " = " + num(d) + " is out of range [" + std::to_string(lo) + ", " +
-           std::to_string(hi) + "]");
-    return static_cast<int64_t>(d);
-  }
-
-  struct F32 {
-    float* data;
-    size_t len;
-  };
-  F32 f32(size_t i, const char* name) const {
-    Napi::Value v = info_[i];
-    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
-      fail(std::string(name) + " must be a Float32Array");
-    Napi::Float32Array a = v.As<Napi::Float32Array>();
-    return {a.ElementLength() == 0 ? nullptr : a.Data(), a.ElementLength()};
-  }
-
-  struct I32 {
-    const int32_t* data;
-    size_t len;
-  };
-  I32 i32(size_t i, const char* name) const {
-    Napi::Value v = info_[i];
-    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-      fail(std::string(name) + " must be an Int32Array");
-    Napi::Int32Array a = v.As<Napi::Int32Array>();
-    return {a.ElementLength() == 0 ? nullptr : a.Data(), a.ElementLength()};
-  }
-  int32_t* i32_mut(size_t i, const char* name, size_t* len) const {
-    const I32 a = i32(i, name);
-    *len = a.len;
-    return const_cast<int32_t*>(a.data);
-  }
-
-  bool boolean(size_t i, const char* name) const {
-    if (!info_[i].IsBoolean()) fail(std::string(name) + " must be a boolean");
-    return info_[i].As<Napi::Boolean>().Value();
-  }
-
-  // Every idx[i], i < count, in [0, limit).
-  void indices(const I32& idx, int64_t count, int64_t limit, const char* name, const char* what) const {
-    for (int64_t i = 0; i < count; ++i)
-      if (idx.data[i] < 0 || idx.data[i] >= limit)
-        fail(std::string(name) + "[" + std::to_string(i) + "] = " + std::to_string(idx.data[i]) +
-             " is out of range [0, " + std::to_string(limit) + ") (" + what + ")");
-  }
-
-  // Byte ranges [a, a + an) and [b, b + bn) must not overlap (arrays of different types).
-  void disjoint_bytes(const void* a, size_t an, const char* na, const void* b, size_t bn, const char* nb) const {
-    if (a == nullptr || b == nullptr || an == 0 || bn == 0) return;
-    const uintptr_t a0 = reinterpret_cast<uintptr_t>(a), b0 = reinterpret_cast<uintptr_t>(b);
-    if (a0 < b0 + bn && b0 < a0 + an) fail(std::string(na) + " and " + nb + " must not overlap");
-  }
-
-  template <class T>
-  T* tagged(size_t i, const napi_type_tag& tag, const char* name, const char* what) const {
-    Napi::Value v = info_[i];
-    bool ok = false;
-    if (v.IsExternal() && napi_check_object_type_tag(info_.Env(), v, &tag, &ok) != napi_ok) ok = false;
-    if (!ok) fail(std::string(name) + " must be a " + what + " handle");
-    return v.As<Napi::External<T>>().Data();
-  }
-
-  MappingHandle* mapping(size_t i) const { return tagged<MappingHandle>(i, kMappingTag, "mapping", "NativeMapping"); }
-
-  // A weight as a kernel view; throws if its mapping was unmapped.
-  Mat weight(size_t i, const char* name) const {
-    WeightHandle* w = tagged<WeightHandle>(i, kWeightTag, name, "NativeWeight");
-    if (w->owned) return Mat{w->owned->data(), w->dtype, w->rows, w->cols, w->transposed};
-    if (!w->map->valid()) fail(std::string(name) + " belongs to a mapping that was unmapped");
-    return Mat{w->map->data() + w->offset, w->dtype, w->rows, w->cols, w->transposed};
-  }
-
-  const hire::QuantMatrix& quant(size_t i, const char* name) const {
-    return *tagged<QuantHandle>(i, kQuantTag, name, "NativeQuant")->q;
-  }
-
-  hire::Activation activation(size_t i, const char* name) const {
-    if (!info_[i].IsString()) fail(std::string(name) + " must be a string");
-    const std::string kind = info_[i].As<Napi::String>().Utf8Value();
-    if (kind == "relu") return hire::Activation::kRelu;
-    if (kind == "gelu") return hire::Activation::kGelu;
-    if (kind == "gelu_tanh") return hire::Activation::kGeluTanh;
-    if (kind == "silu") return hire::Activation::kSilu;
-    fail("unknown " + std::string(name) + " \"" + kind + "\" (relu, gelu, gelu_tanh, silu)");
-  }
-
-  bool is_nullish(size_t i) const { return info_[i].IsNull() || info_[i].IsUndefined(); }
-
-  // Element count of a vector weight (1 x dim or dim x 1).
-  int64_t vector_len(const Mat& m, const char* name) const {
-    if (m.rows != 1 && m.cols != 1)
-      fail(std::string(name) + " must be a 1 x dim vector weight, got " + std::to_string(m.rows) + " x " +
-           std::to_string(m.cols));
-    return m.rows * m.cols;
-  }
-
-  void need(const F32& a, const char* name, int64_t count, const char* expr) const {
-    if (static_cast<uint64_t>(count) > a.len)
-      fail(std::string(name) + " has " + std::to_string(a.len) + " elements, needs at least " + expr + " = " +
-           std::to_string(count));
-  }
-
-  // a and b (first ca / cb floats) must not overlap, unless allow_same and they start together.
-  void disjoint(const F32& a, int64_t ca, const char* na, const F32& b, int64_t cb, const char* nb,
-                bool allow_same = false) const {
-    if (a.data == nullptr || b.data == nullptr || ca == 0 || cb == 0) return;
-    const uintptr_t a0 = reinterpret_cast<uintptr_t>(a.data), a1 = a0 + static_cast<uintptr_t>(ca) * 4;
-    const uintptr_t b0 = reinterpret_cast<uintptr_t>(b.data), b1 = b0 + static_cast<uintptr_t>(cb) * 4;
-    if (allow_same && a0 == b0) return;
-    if (a0 < b1 && b0 < a1)
-      fail(std::string(na) + " and " + nb + (allow_same ? " must be the same array or not overlap" : " must not overlap"));
-  }
-
-  static std::string num(double d) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%.17g", d);
-    return buf;
-  }
-
- private:
-  const Napi::CallbackInfo& info_;
-  const char* fn_;
-};
-
-// a * b, throwing on overflow past kMaxSafe.
-int64_t mul(const Args& a, int64_t x, int64_t y) {
-  int64_t r;
-  if (__builtin_mul_overflow(x, y, &r) || r > static_cast<int64_t>(kMaxSafe)) a.fail("size overflow");
-  return r;
-}
-int64_t mul(const Args& a, int64_t x, int64_t y, int64_t z) { return mul(a, mul(a, x, y), z); }
+using namespace hire_napi;  // NOLINT: Args, handles and tags are this file's vocabulary
 
 // ---- bindings ------------------------------------------------------------------------------------
 
@@ -828,25 +647,6 @@ Napi::Value ReadBandwidth(const Napi::CallbackInfo& info) {
                                                            static_cast<size_t>(chunk)));
 }
 
-// Turns any C++ exception escaping a binding into a JS Error.
-template <Napi::Value (*F)(const Napi::CallbackInfo&)>
-Napi::Value Guard(const Napi::CallbackInfo& info) {
-  try {
-    return F(info);
-  } catch (const Napi::Error&) {
-    throw;
-  } catch (const std::bad_alloc&) {
-    throw Napi::Error::New(info.Env(), "hire_native: out of memory");
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(info.Env(), std::string("hire_native: ") + e.what());
-  }
-}
-
-template <Napi::Value (*F)(const Napi::CallbackInfo&)>
-void Export(Napi::Env env, Napi::Object exports, const char* name) {
-  exports.Set(name, Napi::Function::New(env, Guard<F>, name));
-}
-
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Export<MapFile>(env, exports, "mapFile");
   Export<Unmap>(env, exports, "unmap");
@@ -882,6 +682,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Export<QuantRow>(env, exports, "quantRow");
   Export<Topk>(env, exports, "topk");
   Export<HireFfn>(env, exports, "hireFfn");
+  exports.Set("cuda", hire_napi::cuda_exports(env));
   return exports;
 }
 

@@ -1,0 +1,260 @@
+// The CUDA backend: activations in GPU memory, weights copied to the GPU on first use (each weight
+// once, keeping its dtype and layout), ops from core/native/src/cuda ordered on one stream. Host code
+// waits only where it reads a result back (read, topk, hireFfn's selections).
+//
+// Preparing sparse layouts (relayout, interleaveRows, quantize, the predictor cache) stays on the
+// host: those produce host weights with the CPU backend's code and bits, and the first GPU op that
+// uses one uploads it. So a predictor built for the CPU is the same predictor on the GPU.
+import { native, type CudaBuffer, type CudaDevice, type CudaQuant, type CudaWeight } from "../native/addon.js";
+import type { NativeQuant, NativeWeight } from "../native/addon.js";
+import type { Activation } from "../arch/config.js";
+import type { Backend, Buf, HireFfnResult, HireFfnStep, QuantWeight, Weight } from "./backend.js";
+import { CpuBackend } from "./cpu.js";
+
+/** A GPU buffer of `length` f32 values. */
+class CudaBuf implements Buf {
+  constructor(
+    readonly length: number,
+    readonly handle: CudaBuffer,
+  ) {}
+}
+
+/** No usable GPU (no CUDA in this build, no driver, no device, or a bad device index). */
+export class CudaUnavailableError extends Error {
+  readonly code = "CUDA_UNAVAILABLE";
+  constructor(message: string) {
+    super(message);
+    this.name = "CudaUnavailableError";
+  }
+}
+
+/** The GPUs this build can use, or why there are none. */
+export function cudaDevices(): { compiled: boolean; devices: CudaDevice[]; reason: string } {
+  const c = native().cuda;
+  const { devices, reason } = c.devices();
+  return { compiled: c.compiled(), devices, reason };
+}
+
+export class CudaBackend implements Backend {
+  readonly device: CudaDevice;
+  private readonly c = native().cuda;
+  /** Host-side preparation (layouts, quantization) with the CPU backend's code. */
+  private readonly host = new CpuBackend();
+  private readonly weights = new WeakMap<NativeWeight, CudaWeight>();
+  private readonly quants = new WeakMap<NativeQuant, CudaQuant>();
+  private readonly vectors = new WeakMap<Float32Array, CudaBuf>();
+  private uploadedBytes = 0;
+
+  constructor(index = 0) {
+    const { devices, reason } = cudaDevices();
+    if (devices.length === 0) throw new CudaUnavailableError(`no CUDA device: ${reason}`);
+    const d = devices.find((x) => x.index === index);
+    if (!d) throw new CudaUnavailableError(`no CUDA device ${index} (found ${devices.length})`);
+    this.c.useDevice(index);
+    this.device = d;
+  }
+
+  get name(): string {
+    return `cuda:${this.device.index} ${this.device.name}`;
+  }
+
+  /** Bytes of weights and predictors copied to the GPU so far. */
+  get deviceWeightBytes(): number {
+    return this.uploadedBytes;
+  }
+
+  synchronize(): void {
+    this.c.synchronize();
+  }
+
+  private d(b: Buf): CudaBuffer {
+    if (!(b instanceof CudaBuf)) throw new TypeError("the CUDA backend was given a buffer it did not allocate");
+    return b.handle;
+  }
+
+  /** The device copy of a weight, uploaded on first use. */
+  private w(w: Weight): CudaWeight {
+    let dw = this.weights.get(w.handle);
+    if (!dw) {
+      dw = this.c.uploadWeight(w.handle);
+      this.weights.set(w.handle, dw);
+      this.uploadedBytes += w.byteLength;
+    }
+    return dw;
+  }
+
+  private q(q: QuantWeight): CudaQuant {
+    let dq = this.quants.get(q.handle);
+    if (!dq) {
+      dq = this.c.uploadQuant(q.handle);
+      this.quants.set(q.handle, dq);
+      this.uploadedBytes += q.byteLength;
+    }
+    return dq;
+  }
+
+  /** A host vector's device copy, uploaded once (biases the sparse layers keep as Float32Array). */
+  private vec(v: Float32Array): CudaBuf {
+    let b = this.vectors.get(v);
+    if (!b) {
+      b = this.alloc(v.length) as CudaBuf;
+      this.write(b, 0, v);
+      this.vectors.set(v, b);
+    }
+    return b;
+  }
+
+  alloc(length: number): Buf {
+    return new CudaBuf(length, this.c.alloc(length));
+  }
+
+  read(b: Buf, offset: number, length: number): Float32Array {
+    const out = new Float32Array(length);
+    this.c.read(this.d(b), offset, out);
+    return out;
+  }
+
+  write(b: Buf, offset: number, data: Float32Array): void {
+    this.c.write(this.d(b), offset, data);
+  }
+
+  copy2d(
+    dst: Buf,
+    dstOff: number,
+    dstStride: number,
+    src: Buf,
+    srcOff: number,
+    srcStride: number,
+    rows: number,
+    width: number,
+  ): void {
+    this.c.copy2d(this.d(dst), dstOff, dstStride, this.d(src), srcOff, srcStride, rows, width);
+  }
+
+  matmul(y: Buf, x: Buf, w: Weight, n: number, bias: Weight | null): void {
+    this.c.matmul(this.d(y), this.d(x), this.w(w), n, bias ? this.w(bias) : null);
+  }
+
+  embed(y: Buf, w: Weight, ids: Int32Array): void {
+    this.c.embed(this.d(y), this.w(w), ids);
+  }
+
+  rmsNorm(y: Buf, x: Buf, g: Weight, n: number, eps: number): void {
+    this.c.rmsNorm(this.d(y), this.d(x), this.w(g), n, eps);
+  }
+
+  layerNorm(y: Buf, x: Buf, g: Weight, b: Weight, n: number, eps: number): void {
+    this.c.layerNorm(this.d(y), this.d(x), this.w(g), this.w(b), n, eps);
+  }
+
+  rope(x: Buf, n: number, heads: number, headDim: number, positions: Int32Array, invFreq: Float32Array): void {
+    this.c.rope(this.d(x), n, heads, headDim, positions, invFreq);
+  }
+
+  cacheWrite(
+    kc: Buf,
+    vc: Buf,
+    k: Buf,
+    v: Buf,
+    n: number,
+    kvHeads: number,
+    headDim: number,
+    pos0: number,
+    capacity: number,
+  ): void {
+    this.c.cacheWrite(this.d(kc), this.d(vc), this.d(k), this.d(v), n, kvHeads, headDim, pos0, capacity);
+  }
+
+  attention(
+    out: Buf,
+    q: Buf,
+    kc: Buf,
+    vc: Buf,
+    n: number,
+    heads: number,
+    kvHeads: number,
+    headDim: number,
+    pos0: number,
+    capacity: number,
+    scale: number,
+  ): void {
+    this.c.attention(this.d(out), this.d(q), this.d(kc), this.d(vc), n, heads, kvHeads, headDim, pos0, capacity, scale);
+  }
+
+  gatedAct(gate: Buf, up: Buf, count: number, act: Activation): void {
+    this.c.gatedAct(this.d(gate), this.d(up), count, act);
+  }
+
+  activate(x: Buf, count: number, act: Activation): void {
+    this.c.activate(this.d(x), count, act);
+  }
+
+  add(y: Buf, x: Buf, count: number): void {
+    this.c.add(this.d(y), this.d(x), count);
+  }
+
+  gather(y: Buf, x: Buf, idx: Int32Array, count: number): void {
+    this.c.gather(this.d(y), this.d(x), idx, count);
+  }
+
+  relayout(w: Weight, transposed: boolean): Weight {
+    return this.host.relayout(w, transposed);
+  }
+
+  interleaveRows(a: Weight, b: Weight): Weight {
+    return this.host.interleaveRows(a, b);
+  }
+
+  quantize(w: Weight, bits: 4 | 8, groupSize: number): QuantWeight {
+    return this.host.quantize(w, bits, groupSize);
+  }
+
+  writeQuant(q: QuantWeight, file: string): void {
+    this.host.writeQuant(q, file);
+  }
+
+  readQuant(file: string, rows: number, cols: number, bits: 4 | 8, groupSize: number): QuantWeight {
+    return this.host.readQuant(file, rows, cols, bits, groupSize);
+  }
+
+  quantMatvec(y: Buf, x: Buf, q: QuantWeight): void {
+    this.c.quantMatvec(this.d(y), this.d(x), this.q(q));
+  }
+
+  matvecRows(y: Buf, x: Buf, w: Weight, idx: Int32Array, count: number): void {
+    this.c.matvecRows(this.d(y), this.d(x), this.w(w), idx, count);
+  }
+
+  accumulateCols(y: Buf, a: Buf, w: Weight, idx: Int32Array, count: number): void {
+    this.c.accumulateCols(this.d(y), this.d(a), this.w(w), idx, count);
+  }
+
+  topk(values: Buf, n: number, k: number, byAbs: boolean, shards: number, out: Int32Array): number {
+    return this.c.topk(this.d(values), n, k, byAbs, shards, out);
+  }
+
+  hireFfn(s: HireFfnStep): HireFfnResult {
+    return this.c.hireFfn(
+      this.d(s.out),
+      this.d(s.x),
+      this.q(s.predictor),
+      s.biasIn ? this.vec(s.biasIn).handle : null,
+      this.w(s.rows),
+      s.gated,
+      s.activation,
+      this.w(s.down),
+      s.k,
+      s.kp,
+      s.shards,
+      this.d(s.scores),
+      s.cand,
+      s.sel,
+      this.d(s.aSel),
+    );
+  }
+
+  /** Device memory read bandwidth, GB/s (the roofline of GPU decode). */
+  readBandwidth(bytes: number, reps: number): number {
+    return this.c.readBandwidth(bytes, reps);
+  }
+}

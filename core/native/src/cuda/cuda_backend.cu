@@ -1,0 +1,1169 @@
+// The CUDA kernels of the backend (declarations and contracts in cuda_backend.h). Decode is
+// bandwidth-bound, so every weight kernel streams its matrix once with 16-byte loads per lane and
+// several loads in flight; everything runs on one stream, so host code only waits where it must read
+// a result (download, topk's indices, hire_ffn's selections).
+//
+// Numerics follow the CPU backend: f32 accumulation, weights converted on the fly, x quantized to
+// int8 per group for the quantized scoring exactly as quantize_x does (same codes and scales), the
+// same top-k selection rules (ties to the lower index, NaN last, shards as topk_shard_range). Sums run
+// in a different order, so results match the CPU within rounding, not bit for bit.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+
+#include "cuda_backend.h"
+
+namespace hire::cuda {
+namespace {
+
+enum : int { kF32 = 0, kF16 = 1, kBF16 = 2 };
+enum : int { kRelu = 0, kGelu = 1, kGeluTanh = 2, kSilu = 3 };
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw std::runtime_error(std::string("CUDA: ") + cudaGetErrorString(e) + " (" + what + ")");
+}
+#define CK(call) check((call), #call)
+#define LAUNCHED(name) check(cudaGetLastError(), name)
+
+// ---- per-process state: device, stream, pinned staging ring, device scratch -----------------------
+
+struct State {
+  int device = -1;
+  cudaStream_t stream = nullptr;
+  int sms = 0;
+  // Host arrays reach the device through this pinned ring and its device twin (same offsets), so an
+  // op's indices are copied asynchronously; when the ring wraps, the stream is drained first.
+  unsigned char* ring = nullptr;
+  unsigned char* d_ring = nullptr;
+  size_t ring_size = 0, ring_pos = 0;
+  // Grow-only device scratch for intermediates, one slot per kind so that an op composed of others
+  // (hire_ffn) never has one step's scratch overwrite another's.
+  unsigned char* d_scratch[3] = {nullptr, nullptr, nullptr};
+  size_t scratch_size[3] = {0, 0, 0};
+  // Pinned landing area for results read back (indices).
+  unsigned char* host_out = nullptr;
+  size_t host_out_size = 0;
+  cudaEvent_t ev[4] = {nullptr, nullptr, nullptr, nullptr};
+};
+State g;
+std::mutex g_init;
+
+State& st() {
+  if (g.device < 0) use_device(0);
+  return g;
+}
+
+enum Slot : int { kSlotQuantX = 0, kSlotLists = 1, kSlotPartials = 2 };
+
+// Bytes [0, bytes) of a device scratch slot; contents are not kept between ops.
+unsigned char* scratch(Slot slot, size_t bytes) {
+  State& s = st();
+  if (bytes > s.scratch_size[slot]) {
+    CK(cudaStreamSynchronize(s.stream));  // nothing in flight may still use the old memory
+    if (s.d_scratch[slot]) CK(cudaFree(s.d_scratch[slot]));
+    s.scratch_size[slot] = std::max(bytes, s.scratch_size[slot] * 2);
+    CK(cudaMalloc(&s.d_scratch[slot], s.scratch_size[slot]));
+  }
+  return s.d_scratch[slot];
+}
+
+unsigned char* host_out(size_t bytes) {
+  State& s = st();
+  if (bytes > s.host_out_size) {
+    if (s.host_out) CK(cudaFreeHost(s.host_out));
+    s.host_out_size = std::max(bytes, size_t{1} << 20);
+    CK(cudaHostAlloc(reinterpret_cast<void**>(&s.host_out), s.host_out_size, cudaHostAllocDefault));
+  }
+  return s.host_out;
+}
+
+// Copy `bytes` of host memory into the pinned ring and enqueue its copy to d_dst (or, when d_dst is
+// null, to the ring's device twin); returns the device address written.
+void* ring_copy(void* d_dst, const void* src, size_t bytes) {
+  State& s = st();
+  const size_t need = (bytes + 255) & ~size_t{255};
+  if (s.ring_pos + need > s.ring_size) {
+    CK(cudaStreamSynchronize(s.stream));  // every earlier copy out of the ring has completed
+    s.ring_pos = 0;
+  }
+  unsigned char* h = s.ring + s.ring_pos;
+  void* d = d_dst ? d_dst : s.d_ring + s.ring_pos;
+  std::memcpy(h, src, bytes);
+  CK(cudaMemcpyAsync(d, h, bytes, cudaMemcpyHostToDevice, s.stream));
+  s.ring_pos += need;
+  return d;
+}
+
+// A host array's device copy (through the ring), valid for the ops enqueued next.
+template <class T>
+const T* stage(const T* src, int64_t count) {
+  const size_t bytes = static_cast<size_t>(count) * sizeof(T);
+  if (bytes == 0) return nullptr;
+  if (bytes > st().ring_size / 2)
+    throw std::runtime_error("CUDA: a host array of " + std::to_string(bytes) + " bytes exceeds the staging ring");
+  return static_cast<const T*>(ring_copy(nullptr, src, bytes));
+}
+
+unsigned grid_for(int64_t items, int per_block) {
+  const int64_t b = (items + per_block - 1) / per_block;
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(b, 1 << 30)));
+}
+
+// ---- element access ---------------------------------------------------------------------------------
+
+__device__ __forceinline__ float bf16_bits(uint32_t h) { return __uint_as_float(h << 16); }
+__device__ __forceinline__ float half_bits(uint16_t h) { return __half2float(__ushort_as_half(h)); }
+
+__device__ __forceinline__ float load_elem(int dt, const void* p, int64_t i) {
+  if (dt == kF32) return static_cast<const float*>(p)[i];
+  const uint16_t h = static_cast<const uint16_t*>(p)[i];
+  return dt == kF16 ? half_bits(h) : bf16_bits(h);
+}
+
+// Elements per 16-byte vector, and the conversion of one vector to floats.
+template <int DT> struct Vec;
+template <> struct Vec<kF32> {
+  static constexpr int E = 4;
+  __device__ static void cvt(const uint4& v, float* f) {
+    f[0] = __uint_as_float(v.x); f[1] = __uint_as_float(v.y); f[2] = __uint_as_float(v.z); f[3] = __uint_as_float(v.w);
+  }
+};
+template <> struct Vec<kBF16> {
+  static constexpr int E = 8;
+  __device__ static void cvt(const uint4& v, float* f) {
+    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      f[2 * i] = __uint_as_float(w[i] << 16);
+      f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+    }
+  }
+};
+template <> struct Vec<kF16> {
+  static constexpr int E = 8;
+  __device__ static void cvt(const uint4& v, float* f) {
+    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      f[2 * i] = half_bits(static_cast<uint16_t>(w[i] & 0xffffu));
+      f[2 * i + 1] = half_bits(static_cast<uint16_t>(w[i] >> 16));
+    }
+  }
+};
+
+// Streaming load that skips L1 (weights are read once per token).
+__device__ __forceinline__ uint4 ld_stream(const uint4* p) { return __ldcs(p); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float apply_act(float v, int act) {
+  switch (act) {
+    case kRelu: return v > 0.0f ? v : 0.0f;
+    case kGelu: return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+    case kGeluTanh: return 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
+    default: return v / (1.0f + expf(-v));
+  }
+}
+
+// ---- GEMV family: one warp per output row -----------------------------------------------------------
+
+constexpr int kRowsPerBlock = 8;  // warps per block
+constexpr int kMaxTok = 4;        // tokens per pass of the batched GEMV (each weight vector feeds all)
+
+// y[t][r] = W[row(r)] . x[t] (+ bias[row]) for t < nt, r < count; row(r) = idx ? idx[r] : r.
+// x rows have `cols` floats; y rows have ldy. Vector path when every row starts 16-byte aligned.
+template <int DT, int NT>
+__global__ void __launch_bounds__(32 * kRowsPerBlock) gemv_kernel(float* __restrict__ y, int64_t ldy,
+                                                                  const float* __restrict__ x, const void* __restrict__ W,
+                                                                  int64_t cols, const int32_t* __restrict__ idx,
+                                                                  int64_t count, int nt, const void* bias, int bias_dt,
+                                                                  bool vec) {
+  const int lane = threadIdx.x & 31;
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
+  if (r >= count) return;
+  const int64_t row = idx ? idx[r] : r;
+  constexpr int E = Vec<DT>::E;
+  constexpr int esz = DT == kF32 ? 4 : 2;
+  const unsigned char* wrow = static_cast<const unsigned char*>(W) + row * cols * esz;
+  float acc[NT];
+#pragma unroll
+  for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
+  int64_t c0 = 0;
+  if (vec) {
+    const uint4* wv = reinterpret_cast<const uint4*>(wrow);
+    const int64_t nvec = cols / E;
+    constexpr int U = 4;  // vectors in flight per lane
+    int64_t v = lane;
+    for (; v + 32 * (U - 1) < nvec; v += 32 * U) {
+      uint4 w[U];
+#pragma unroll
+      for (int u = 0; u < U; ++u) w[u] = ld_stream(wv + v + 32 * u);
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        float f[E];
+        Vec<DT>::cvt(w[u], f);
+        const int64_t c = (v + 32 * u) * E;
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+          if (t < nt) {
+            const float4* xv = reinterpret_cast<const float4*>(x + t * cols + c);
+#pragma unroll
+            for (int e = 0; e < E / 4; ++e) {
+              const float4 xx = xv[e];
+              acc[t] += f[4 * e] * xx.x + f[4 * e + 1] * xx.y + f[4 * e + 2] * xx.z + f[4 * e + 3] * xx.w;
+            }
+          }
+        }
+      }
+    }
+    for (; v < nvec; v += 32) {
+      float f[E];
+      Vec<DT>::cvt(ld_stream(wv + v), f);
+      const int64_t c = v * E;
+#pragma unroll
+      for (int t = 0; t < NT; ++t)
+        if (t < nt)
+#pragma unroll
+          for (int e = 0; e < E; ++e) acc[t] += f[e] * x[t * cols + c + e];
+    }
+    c0 = nvec * E;
+  }
+  for (int64_t c = c0 + lane; c < cols; c += 32) {
+    const float wv = load_elem(DT, wrow, c);
+#pragma unroll
+    for (int t = 0; t < NT; ++t)
+      if (t < nt) acc[t] += wv * x[t * cols + c];
+  }
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+    if (t >= nt) break;
+    const float s = warp_sum(acc[t]);
+    if (lane == 0) y[t * ldy + r] = s + (bias ? load_elem(bias_dt, bias, row) : 0.0f);
+  }
+}
+
+template <int DT>
+void launch_gemv(float* y, int64_t ldy, const float* x, const DMat& w, const int32_t* d_idx, int64_t count, int64_t n,
+                 const DMat* bias) {
+  State& s = st();
+  const int esz = DT == kF32 ? 4 : 2;
+  const bool vec = (w.cols * esz) % 16 == 0 && (reinterpret_cast<uintptr_t>(w.data) & 15) == 0 && (w.cols % 4) == 0;
+  for (int64_t t0 = 0; t0 < n; t0 += kMaxTok) {
+    const int nt = static_cast<int>(std::min<int64_t>(kMaxTok, n - t0));
+    const dim3 grid(grid_for(count, kRowsPerBlock));
+    if (nt == 1)
+      gemv_kernel<DT, 1><<<grid, 32 * kRowsPerBlock, 0, s.stream>>>(y + t0 * ldy, ldy, x + t0 * w.cols, w.data, w.cols, d_idx,
+                                                                 count, 1, bias ? bias->data : nullptr, bias ? bias->dtype : 0, vec);
+    else
+      gemv_kernel<DT, kMaxTok><<<grid, 32 * kRowsPerBlock, 0, s.stream>>>(y + t0 * ldy, ldy, x + t0 * w.cols, w.data, w.cols,
+                                                                       d_idx, count, nt, bias ? bias->data : nullptr,
+                                                                       bias ? bias->dtype : 0, vec);
+    LAUNCHED("gemv");
+  }
+}
+
+void gemv_dispatch(float* y, int64_t ldy, const float* x, const DMat& w, const int32_t* d_idx, int64_t count, int64_t n,
+                   const DMat* bias) {
+  switch (w.dtype) {
+    case kF32: return launch_gemv<kF32>(y, ldy, x, w, d_idx, count, n, bias);
+    case kF16: return launch_gemv<kF16>(y, ldy, x, w, d_idx, count, n, bias);
+    default: return launch_gemv<kBF16>(y, ldy, x, w, d_idx, count, n, bias);
+  }
+}
+
+// ---- column accumulation: y = sum_i a[i] * Wt[idx[i]][:] (rows of the transposed storage) ------------
+
+constexpr int kColThreads = 128;
+
+// Block (bx, s): outputs [bx * kColThreads * E, +kColThreads * E), indices [s*count/S, (s+1)*count/S);
+// writes partial[s][R].
+template <int DT>
+__global__ void __launch_bounds__(kColThreads) acc_cols_kernel(float* __restrict__ partial, const float* __restrict__ a,
+                                                             const void* __restrict__ Wt, int64_t R,
+                                                             const int32_t* __restrict__ idx, int64_t count, int splits,
+                                                             bool vec) {
+  constexpr int E = Vec<DT>::E;
+  constexpr int esz = DT == kF32 ? 4 : 2;
+  const int s = blockIdx.y;
+  const int64_t i0 = count * s / splits, i1 = count * (s + 1) / splits;
+  float* out = partial + static_cast<int64_t>(s) * R;
+  if (vec) {
+    const int64_t r0 = (static_cast<int64_t>(blockIdx.x) * kColThreads + threadIdx.x) * E;
+    if (r0 >= R) return;
+    float acc[E];
+#pragma unroll
+    for (int e = 0; e < E; ++e) acc[e] = 0.0f;
+    int64_t i = i0;
+    for (; i + 4 <= i1; i += 4) {
+      uint4 w[4];
+      float av[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int64_t c = idx ? idx[i + u] : i + u;
+        w[u] = ld_stream(reinterpret_cast<const uint4*>(static_cast<const unsigned char*>(Wt) + (c * R + r0) * esz));
+        av[u] = a[i + u];
+      }
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        float f[E];
+        Vec<DT>::cvt(w[u], f);
+#pragma unroll
+        for (int e = 0; e < E; ++e) acc[e] += av[u] * f[e];
+      }
+    }
+    for (; i < i1; ++i) {
+      const int64_t c = idx ? idx[i] : i;
+      float f[E];
+      Vec<DT>::cvt(ld_stream(reinterpret_cast<const uint4*>(static_cast<const unsigned char*>(Wt) + (c * R + r0) * esz)), f);
+#pragma unroll
+      for (int e = 0; e < E; ++e) acc[e] += a[i] * f[e];
+    }
+#pragma unroll
+    for (int e = 0; e < E; ++e) out[r0 + e] = acc[e];
+  } else {
+    const int64_t r = static_cast<int64_t>(blockIdx.x) * kColThreads + threadIdx.x;
+    if (r >= R) return;
+    float acc = 0.0f;
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t c = idx ? idx[i] : i;
+      acc += a[i] * load_elem(DT, Wt, c * R + r);
+    }
+    out[r] = acc;
+  }
+}
+
+__global__ void reduce_partials_kernel(float* __restrict__ y, const float* __restrict__ partial, int64_t R, int splits,
+                                       const void* bias, int bias_dt) {
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (r >= R) return;
+  float s = 0.0f;
+  for (int k = 0; k < splits; ++k) s += partial[static_cast<int64_t>(k) * R + r];
+  y[r] = s + (bias ? load_elem(bias_dt, bias, r) : 0.0f);
+}
+
+// y[0..R) = sum over count columns; d_idx null = columns 0..count-1. a and d_idx are device arrays.
+void acc_cols(float* y, const float* a, const DMat& w, const int32_t* d_idx, int64_t count, const DMat* bias) {
+  State& s = st();
+  const int64_t R = w.rows;
+  const int esz = w.dtype == kF32 ? 4 : 2;
+  const int E = w.dtype == kF32 ? 4 : 8;
+  const bool vec = (R * esz) % 16 == 0 && (reinterpret_cast<uintptr_t>(w.data) & 15) == 0;
+  const int64_t per_block = vec ? int64_t{kColThreads} * E : kColThreads;
+  const unsigned gx = grid_for(R, static_cast<int>(per_block));
+  // Enough blocks to fill the chip, at least 4 columns per block.
+  int splits = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>((4 * s.sms + gx - 1) / gx, count / 4)));
+  if (count == 0) splits = 1;
+  float* partial = reinterpret_cast<float*>(scratch(kSlotPartials, static_cast<size_t>(splits) * R * sizeof(float)));
+  const dim3 grid(gx, splits);
+  switch (w.dtype) {
+    case kF32: acc_cols_kernel<kF32><<<grid, kColThreads, 0, s.stream>>>(partial, a, w.data, R, d_idx, count, splits, vec); break;
+    case kF16: acc_cols_kernel<kF16><<<grid, kColThreads, 0, s.stream>>>(partial, a, w.data, R, d_idx, count, splits, vec); break;
+    default: acc_cols_kernel<kBF16><<<grid, kColThreads, 0, s.stream>>>(partial, a, w.data, R, d_idx, count, splits, vec); break;
+  }
+  LAUNCHED("accumulate_cols");
+  reduce_partials_kernel<<<grid_for(R, 256), 256, 0, s.stream>>>(y, partial, R, splits, bias ? bias->data : nullptr,
+                                                                 bias ? bias->dtype : 0);
+  LAUNCHED("accumulate_cols reduce");
+}
+
+// ---- small ops --------------------------------------------------------------------------------------
+
+__global__ void embed_kernel(float* y, const void* W, int dt, int64_t cols, const int32_t* ids, int64_t n) {
+  const int64_t t = blockIdx.y;
+  const int64_t row = ids[t];
+  for (int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; c < cols; c += int64_t{gridDim.x} * blockDim.x)
+    y[t * cols + c] = load_elem(dt, W, row * cols + c);
+}
+
+__device__ float block_sum(float v, float* sh) {
+  v = warp_sum(v);
+  const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  __syncthreads();
+  if (lane == 0) sh[w] = v;
+  __syncthreads();
+  const int nw = (blockDim.x + 31) >> 5;
+  float t = lane < nw ? sh[lane] : 0.0f;
+  return warp_sum(t);
+}
+
+__global__ void rms_norm_kernel(float* y, const float* x, const void* g, int gdt, int64_t dim, float eps) {
+  __shared__ float sh[32];
+  const float* xr = x + blockIdx.x * dim;
+  float* yr = y + blockIdx.x * dim;
+  float ss = 0.0f;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
+  ss = block_sum(ss, sh);
+  const float inv = 1.0f / sqrtf(ss / static_cast<float>(dim) + eps);
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) yr[i] = (xr[i] * inv) * load_elem(gdt, g, i);
+}
+
+__global__ void layer_norm_kernel(float* y, const float* x, const void* g, int gdt, const void* b, int bdt, int64_t dim,
+                                  float eps) {
+  __shared__ float sh[32];
+  const float* xr = x + blockIdx.x * dim;
+  float* yr = y + blockIdx.x * dim;
+  float s = 0.0f;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) s += xr[i];
+  const float mean = block_sum(s, sh) / static_cast<float>(dim);
+  float v = 0.0f;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) v += (xr[i] - mean) * (xr[i] - mean);
+  const float inv = 1.0f / sqrtf(block_sum(v, sh) / static_cast<float>(dim) + eps);
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x)
+    yr[i] = (xr[i] - mean) * inv * load_elem(gdt, g, i) + load_elem(bdt, b, i);
+}
+
+// HF rotate_half; cos/sin of pos * inv_freq in double, rounded once to f32 (as the CPU backend).
+__global__ void rope_kernel(float* x, int64_t heads, int64_t head_dim, const int32_t* pos, const float* inv_freq,
+                            int64_t half) {
+  const int64_t t = blockIdx.y;
+  const int64_t j = threadIdx.x;  // pair index, < half
+  if (j >= half) return;
+  const double a = static_cast<double>(pos[t]) * static_cast<double>(inv_freq[j]);
+  const float c = static_cast<float>(cos(a)), s = static_cast<float>(sin(a));
+  for (int64_t h = blockIdx.x; h < heads; h += gridDim.x) {
+    float* p = x + (t * heads + h) * head_dim;
+    const float x1 = p[j], x2 = p[j + half];
+    p[j] = x1 * c - x2 * s;
+    p[j + half] = x2 * c + x1 * s;
+  }
+}
+
+__global__ void cache_write_kernel(float* kc, float* vc, const float* k, const float* v, int64_t n, int64_t kv_heads,
+                                   int64_t head_dim, int64_t pos0, int64_t capacity) {
+  const int64_t total = n * kv_heads * head_dim;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t d = i % head_dim, h = (i / head_dim) % kv_heads, t = i / (head_dim * kv_heads);
+    const int64_t dst = (h * capacity + pos0 + t) * head_dim + d;
+    kc[dst] = k[i];
+    vc[dst] = v[i];
+  }
+}
+
+constexpr int kAttnThreads = 128;
+constexpr int kAttnTile = 256;
+
+// One block per (query token, head): scores of a tile of positions into shared memory, then an
+// online softmax (running max and sum) over the tiles, each thread owning head dims tid, tid + 128.
+__global__ void __launch_bounds__(kAttnThreads) attention_kernel(float* out, const float* q, const float* kc,
+                                                                 const float* vc, int64_t heads, int64_t group,
+                                                                 int64_t head_dim, int64_t pos0, int64_t capacity,
+                                                                 float scale) {
+  __shared__ float qs[256];
+  __shared__ float sc[kAttnTile];
+  __shared__ float red[32];
+  const int64_t i = blockIdx.y, h = blockIdx.x, kvh = h / group;
+  const int64_t len = pos0 + i + 1;
+  const float* qp = q + (i * heads + h) * head_dim;
+  for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) qs[d] = qp[d];
+  __syncthreads();
+  const float* kb = kc + kvh * capacity * head_dim;
+  const float* vb = vc + kvh * capacity * head_dim;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  float m = -INFINITY, l = 0.0f;
+  float acc0 = 0.0f, acc1 = 0.0f;
+  const int64_t d0 = threadIdx.x, d1 = threadIdx.x + kAttnThreads;
+  for (int64_t t0 = 0; t0 < len; t0 += kAttnTile) {
+    const int64_t tn = min(static_cast<int64_t>(kAttnTile), len - t0);
+    for (int64_t t = warp; t < tn; t += nwarps) {
+      const float* kr = kb + (t0 + t) * head_dim;
+      float s = 0.0f;
+      for (int64_t d = lane; d < head_dim; d += 32) s += qs[d] * kr[d];
+      s = warp_sum(s);
+      if (lane == 0) sc[t] = s * scale;
+    }
+    __syncthreads();
+    float tm = -INFINITY;
+    for (int64_t t = threadIdx.x; t < tn; t += blockDim.x) tm = fmaxf(tm, sc[t]);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) tm = fmaxf(tm, __shfl_xor_sync(0xffffffffu, tm, o));
+    if (lane == 0) red[warp] = tm;
+    __syncthreads();
+    tm = red[0];
+    for (int w = 1; w < nwarps; ++w) tm = fmaxf(tm, red[w]);
+    const float mn = fmaxf(m, tm);
+    const float corr = m == -INFINITY ? 0.0f : expf(m - mn);
+    acc0 *= corr;
+    acc1 *= corr;
+    float ps = 0.0f;
+    for (int64_t t = 0; t < tn; ++t) {
+      const float p = expf(sc[t] - mn);
+      ps += p;
+      const float* vr = vb + (t0 + t) * head_dim;
+      if (d0 < head_dim) acc0 += p * vr[d0];
+      if (d1 < head_dim) acc1 += p * vr[d1];
+    }
+    l = l * corr + ps;
+    m = mn;
+    __syncthreads();
+  }
+  float* op = out + (i * heads + h) * head_dim;
+  if (d0 < head_dim) op[d0] = acc0 / l;
+  if (d1 < head_dim) op[d1] = acc1 / l;
+}
+
+__global__ void gated_act_kernel(float* gate, const float* up, int64_t count, int act) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += int64_t{gridDim.x} * blockDim.x)
+    gate[i] = apply_act(gate[i], act) * up[i];
+}
+__global__ void activate_kernel(float* x, int64_t count, int act) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += int64_t{gridDim.x} * blockDim.x)
+    x[i] = apply_act(x[i], act);
+}
+__global__ void add_kernel(float* y, const float* x, int64_t count) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += int64_t{gridDim.x} * blockDim.x)
+    y[i] += x[i];
+}
+__global__ void gather_kernel(float* y, const float* x, const int32_t* idx, int64_t count) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += int64_t{gridDim.x} * blockDim.x)
+    y[i] = x[idx[i]];
+}
+
+unsigned elementwise_grid(int64_t count) {
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((count + 255) / 256, 8 * st().sms)));
+}
+
+// ---- quantized scoring ------------------------------------------------------------------------------
+
+// x to int8 per group of G exactly as quantize_x (sparse_ops.cc): scale = max|x_g| / 127,
+// q = round_even(clamp(x * (127 / max|x_g|))), NaN -> 0, zero padding. One block per group.
+__global__ void quantize_x_kernel(int8_t* xq, float* xs, const float* x, int64_t cols, int64_t G) {
+  __shared__ float red[32];
+  const int64_t g = blockIdx.x, lo = g * G, n = min(G, cols - lo);
+  float amax = 0.0f;
+  for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
+    const float a = fabsf(x[lo + j]);
+    amax = a > amax ? a : amax;  // NaN never wins
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float b = __shfl_xor_sync(0xffffffffu, amax, o);
+    amax = b > amax ? b : amax;
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) red[warp] = amax;
+  __syncthreads();
+  amax = 0.0f;
+  for (int w = 0; w < static_cast<int>(blockDim.x >> 5); ++w) amax = red[w] > amax ? red[w] : amax;
+  if (threadIdx.x == 0) xs[g] = __fdiv_rn(amax, 127.0f);
+  const float inv = amax > 0.0f ? __fdiv_rn(127.0f, amax) : 0.0f;
+  for (int64_t j = threadIdx.x; j < G; j += blockDim.x) {
+    float v = j < n ? __fmul_rn(x[lo + j], inv) : 0.0f;
+    if (v != v) v = 0.0f;
+    v = fminf(fmaxf(v, -127.0f), 127.0f);
+    xq[lo + j] = static_cast<int8_t>(__float2int_rn(v));
+  }
+}
+
+// y[r] = sum_g wscale_g * xscale_g * sum_{j in g} q_j * xq_j (+ bias[r]), then act when act >= 0.
+// One warp per row; each lane reads 16 code bytes at a time: int8, 16 values of one group; int4, the
+// low nibbles (values j..j+15 of a 64-value block) and the high nibbles (j+32..j+47).
+template <int BITS>
+__global__ void __launch_bounds__(32 * kRowsPerBlock) quant_gemv_kernel(float* __restrict__ y, const int8_t* __restrict__ xq,
+                                                                        const float* __restrict__ xs,
+                                                                        const unsigned char* __restrict__ Q, DQuant q,
+                                                                        const float* __restrict__ bias, int act, bool vec) {
+  const int lane = threadIdx.x & 31;
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
+  if (r >= q.rows) return;
+  const unsigned char* codes = Q + r * q.row_stride;
+  const unsigned char* sc = codes + q.row_bytes;
+  float acc = 0.0f;
+  const int64_t chunks = q.row_bytes / 16;
+  for (int64_t ch = lane; ch < chunks; ch += 32) {
+    uint32_t w[4];
+    if (vec) {
+      const uint4 v = ld_stream(reinterpret_cast<const uint4*>(codes + ch * 16));
+      w[0] = v.x; w[1] = v.y; w[2] = v.z; w[3] = v.w;
+    } else {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const unsigned char* p = codes + ch * 16 + 4 * i;
+        w[i] = p[0] | (p[1] << 8) | (p[2] << 16) | (static_cast<uint32_t>(p[3]) << 24);
+      }
+    }
+    if (BITS == 8) {
+      const int64_t c = ch * 16;
+      const int32_t* xv = reinterpret_cast<const int32_t*>(xq + c);
+      int s = 0;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) s = __dp4a(static_cast<int>(w[i]), xv[i], s);
+      const int64_t gi = c / q.group;
+      uint16_t hb;
+      memcpy(&hb, sc + 2 * gi, 2);
+      acc += half_bits(hb) * xs[gi] * static_cast<float>(s);
+    } else {
+      const int64_t blk = ch / 2, j = (ch % 2) * 16;  // 32 code bytes per 64 values
+      const int64_t c_lo = blk * 64 + j, c_hi = c_lo + 32;
+      const int32_t* xlo = reinterpret_cast<const int32_t*>(xq + c_lo);
+      const int32_t* xhi = reinterpret_cast<const int32_t*>(xq + c_hi);
+      int slo = 0, shi = 0;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int lo = static_cast<int>(__vsub4(w[i] & 0x0f0f0f0fu, 0x08080808u));
+        const int hi = static_cast<int>(__vsub4((w[i] >> 4) & 0x0f0f0f0fu, 0x08080808u));
+        slo = __dp4a(lo, xlo[i], slo);
+        shi = __dp4a(hi, xhi[i], shi);
+      }
+      // Values past `padded` (the nibble padding up to 64) have no group and zero codes.
+      const int64_t glo = c_lo / q.group, ghi = c_hi / q.group;
+      uint16_t hb;
+      if (c_lo < q.padded) {
+        memcpy(&hb, sc + 2 * glo, 2);
+        acc += half_bits(hb) * xs[glo] * static_cast<float>(slo);
+      }
+      if (c_hi < q.padded) {
+        memcpy(&hb, sc + 2 * ghi, 2);
+        acc += half_bits(hb) * xs[ghi] * static_cast<float>(shi);
+      }
+    }
+  }
+  acc = warp_sum(acc);
+  if (lane == 0) {
+    if (bias) acc += bias[r];
+    y[r] = act >= 0 ? apply_act(acc, act) : acc;
+  }
+}
+
+// Quantize x into scratch and score every row; act < 0: no activation.
+void quant_scores(float* y, const float* x, const DQuant& q, const float* d_bias, int act) {
+  State& s = st();
+  // int4 codes span the padding up to a multiple of 64 values: zero x there too.
+  const int64_t span = q.bits == 4 ? q.row_bytes * 2 : q.row_bytes;
+  unsigned char* base = scratch(kSlotQuantX, static_cast<size_t>(span) + 16 * static_cast<size_t>(q.groups + 1) + 256);
+  int8_t* xq = reinterpret_cast<int8_t*>(base);
+  float* xs = reinterpret_cast<float*>(base + ((span + 255) & ~int64_t{255}));
+  if (span > q.padded) CK(cudaMemsetAsync(xq + q.padded, 0, span - q.padded, s.stream));
+  quantize_x_kernel<<<static_cast<unsigned>(q.groups), 128, 0, s.stream>>>(xq, xs, x, q.cols, q.group);
+  LAUNCHED("quantize_x");
+  const bool vec = (q.row_stride % 16) == 0 && (reinterpret_cast<uintptr_t>(q.data) & 15) == 0;
+  const unsigned grid = grid_for(q.rows, kRowsPerBlock);
+  if (q.bits == 8)
+    quant_gemv_kernel<8><<<grid, 32 * kRowsPerBlock, 0, s.stream>>>(y, xq, xs, q.data, q, d_bias, act, vec);
+  else
+    quant_gemv_kernel<4><<<grid, 32 * kRowsPerBlock, 0, s.stream>>>(y, xq, xs, q.data, q, d_bias, act, vec);
+  LAUNCHED("quant_gemv");
+}
+
+// ---- HiRE exact rows ---------------------------------------------------------------------------------
+
+// g[i] = act(W[2c] . x) * (W[2c+1] . x) for c = cand[i] (gate/up rows interleaved), or
+// act(W[c] . x + bias[c]) when not gated. One warp per candidate.
+template <int DT>
+__global__ void __launch_bounds__(32 * kRowsPerBlock) exact_rows_kernel(float* __restrict__ g, const float* __restrict__ x,
+                                                                        const void* __restrict__ W, int64_t cols,
+                                                                        const int32_t* __restrict__ cand, int64_t count,
+                                                                        bool gated, const float* bias, int act, bool vec) {
+  const int lane = threadIdx.x & 31;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
+  if (i >= count) return;
+  const int64_t c = cand ? cand[i] : i;
+  constexpr int E = Vec<DT>::E;
+  constexpr int esz = DT == kF32 ? 4 : 2;
+  const int nr = gated ? 2 : 1;
+  const unsigned char* base = static_cast<const unsigned char*>(W) + (gated ? 2 * c : c) * cols * esz;
+  float acc[2] = {0.0f, 0.0f};
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    if (rr >= nr) break;
+    const unsigned char* wrow = base + rr * cols * esz;
+    int64_t c0 = 0;
+    if (vec) {
+      const uint4* wv = reinterpret_cast<const uint4*>(wrow);
+      const int64_t nvec = cols / E;
+      int64_t v = lane;
+      for (; v + 32 < nvec; v += 64) {
+        const uint4 w0 = ld_stream(wv + v), w1 = ld_stream(wv + v + 32);
+        float f0[E], f1[E];
+        Vec<DT>::cvt(w0, f0);
+        Vec<DT>::cvt(w1, f1);
+#pragma unroll
+        for (int e = 0; e < E; ++e) acc[rr] += f0[e] * x[v * E + e] + f1[e] * x[(v + 32) * E + e];
+      }
+      for (; v < nvec; v += 32) {
+        float f[E];
+        Vec<DT>::cvt(ld_stream(wv + v), f);
+#pragma unroll
+        for (int e = 0; e < E; ++e) acc[rr] += f[e] * x[v * E + e];
+      }
+      c0 = nvec * E;
+    }
+    for (int64_t k = c0 + lane; k < cols; k += 32) acc[rr] += load_elem(DT, wrow, k) * x[k];
+    acc[rr] = warp_sum(acc[rr]);
+  }
+  if (lane == 0) g[i] = gated ? apply_act(acc[0], act) * acc[1] : apply_act(acc[0] + (bias ? bias[c] : 0.0f), act);
+}
+
+void exact_rows(float* g, const float* x, const DMat& w, const int32_t* d_cand, int64_t count, bool gated,
+                const float* d_bias, int act) {
+  State& s = st();
+  const int esz = w.dtype == kF32 ? 4 : 2;
+  const bool vec = (w.cols * esz) % 16 == 0 && (reinterpret_cast<uintptr_t>(w.data) & 15) == 0;
+  const unsigned grid = grid_for(count, kRowsPerBlock);
+  switch (w.dtype) {
+    case kF32: exact_rows_kernel<kF32><<<grid, 32 * kRowsPerBlock, 0, s.stream>>>(g, x, w.data, w.cols, d_cand, count, gated, d_bias, act, vec); break;
+    case kF16: exact_rows_kernel<kF16><<<grid, 32 * kRowsPerBlock, 0, s.stream>>>(g, x, w.data, w.cols, d_cand, count, gated, d_bias, act, vec); break;
+    default: exact_rows_kernel<kBF16><<<grid, 32 * kRowsPerBlock, 0, s.stream>>>(g, x, w.data, w.cols, d_cand, count, gated, d_bias, act, vec); break;
+  }
+  LAUNCHED("exact_rows");
+}
+
+// ---- top-k: one block per DA-top-k shard, radix select then an ordered compaction -------------------
+
+constexpr int kTopkThreads = 1024;
+
+// Order-preserving key; larger key = ranks higher. NaN -> 0, below everything; -0 == +0.
+__device__ __forceinline__ uint32_t rank_key(float v, bool by_abs) {
+  if (v != v) return 0u;
+  if (by_abs) return (__float_as_uint(v) & 0x7fffffffu) + 1u;
+  if (v == 0.0f) v = 0.0f;
+  const uint32_t b = __float_as_uint(v);
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+
+// Inclusive block scan of one int per thread (blockDim.x = kTopkThreads); returns the inclusive prefix,
+// total in *total. Uses sh[32].
+__device__ int block_scan(int v, int* sh, int* total) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  int x = v;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int y = __shfl_up_sync(0xffffffffu, x, o);
+    if (lane >= o) x += y;
+  }
+  __syncthreads();
+  if (lane == 31) sh[warp] = x;
+  __syncthreads();
+  if (warp == 0) {
+    int w = lane < static_cast<int>(blockDim.x >> 5) ? sh[lane] : 0;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int y = __shfl_up_sync(0xffffffffu, w, o);
+      if (lane >= o) w += y;
+    }
+    sh[lane] = w;
+  }
+  __syncthreads();
+  *total = sh[(blockDim.x >> 5) - 1];
+  return x + (warp > 0 ? sh[warp - 1] : 0);
+}
+
+// Shard s of n values in P shards: [lo, lo + m), keeping ks (topk_shard_range in topk.cc); off = the
+// output position of its first index.
+__device__ void shard_range(int64_t n, int64_t k, int64_t P, int64_t s, int64_t* lo, int64_t* m, int64_t* ks, int64_t* off) {
+  int64_t o = 0;
+  for (int64_t t = 0; t <= s; ++t) {
+    const int64_t l = t * n / P, h = (t + 1) * n / P;
+    const int64_t kt = min(k / P + (t < k % P ? 1 : 0), h - l);
+    if (t == s) {
+      *lo = l;
+      *m = h - l;
+      *ks = kt;
+      *off = o;
+    }
+    o += kt;
+  }
+}
+
+// out[off + j] = (map ? map[pos] : pos) for the chosen positions in ascending order; vals_out (if
+// given) gets values[pos].
+__global__ void __launch_bounds__(kTopkThreads) topk_kernel(const float* __restrict__ values, int64_t n, int64_t k,
+                                                           int64_t P, bool by_abs, int32_t* __restrict__ out,
+                                                           const int32_t* __restrict__ map, float* __restrict__ vals_out) {
+  __shared__ int hist[256];
+  __shared__ int sh[32];
+  __shared__ uint32_t s_prefix;
+  __shared__ int s_krem;
+  int64_t lo, m, ks, off;
+  shard_range(n, k, P, blockIdx.x, &lo, &m, &ks, &off);
+  if (ks <= 0) return;
+  if (ks >= m) {
+    for (int64_t j = threadIdx.x; j < m; j += blockDim.x) {
+      const int64_t p = lo + j;
+      out[off + j] = map ? map[p] : static_cast<int32_t>(p);
+      if (vals_out) vals_out[off + j] = values[p];
+    }
+    return;
+  }
+  // Radix select of the ks-th largest key, 8 bits at a time from the top.
+  uint32_t prefix = 0, mask = 0;
+  int krem = static_cast<int>(ks);
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int b = threadIdx.x; b < 256; b += blockDim.x) hist[b] = 0;
+    __syncthreads();
+    for (int64_t j = threadIdx.x; j < m; j += blockDim.x) {
+      const uint32_t key = rank_key(values[lo + j], by_abs);
+      if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 0xff], 1);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      int cum = 0, b = 255;
+      for (; b > 0; --b) {
+        if (cum + hist[b] >= krem) break;
+        cum += hist[b];
+      }
+      s_prefix = prefix | (static_cast<uint32_t>(b) << shift);
+      s_krem = krem - cum;
+    }
+    __syncthreads();
+    prefix = s_prefix;
+    krem = s_krem;
+    mask |= 0xffu << shift;
+    __syncthreads();
+  }
+  // prefix is the threshold key T: take every key > T and the first krem keys == T, in index order.
+  const uint32_t T = prefix;
+  int eq_base = 0, sel_base = 0;
+  for (int64_t t0 = 0; t0 < m; t0 += blockDim.x) {
+    const int64_t j = t0 + threadIdx.x;
+    uint32_t key = 0;
+    bool valid = j < m;
+    if (valid) key = rank_key(values[lo + j], by_abs);
+    const int gt = valid && key > T, eq = valid && key == T;
+    int eq_total;
+    const int eq_incl = block_scan(eq, sh, &eq_total);
+    const int take = gt || (eq && eq_base + eq_incl - 1 < krem);
+    int take_total;
+    const int take_incl = block_scan(take, sh, &take_total);
+    if (take) {
+      const int64_t p = lo + j, o = off + sel_base + take_incl - 1;
+      out[o] = map ? map[p] : static_cast<int32_t>(p);
+      if (vals_out) vals_out[o] = values[p];
+    }
+    eq_base += eq_total;
+    sel_base += take_total;
+    if (sel_base >= ks) break;  // uniform across the block
+  }
+}
+
+int64_t topk_count(int64_t n, int64_t k, int64_t P) {
+  if (n <= 0 || k <= 0) return 0;
+  if (k >= n) return n;
+  int64_t total = 0;
+  for (int64_t s = 0; s < P; ++s) {
+    const int64_t lo = s * n / P, hi = (s + 1) * n / P;
+    total += std::min(k / P + (s < k % P ? 1 : 0), hi - lo);
+  }
+  return total;
+}
+
+// Device top-k into d_out (and the gathered values / mapped indices); returns the count.
+int64_t topk_device(const float* values, int64_t n, int64_t k, bool by_abs, int64_t P, int32_t* d_out,
+                    const int32_t* d_map, float* d_vals) {
+  State& s = st();
+  const int64_t count = topk_count(n, k, P);
+  if (count == 0) return 0;
+  if (k >= n) P = 1;  // every index, one block
+  topk_kernel<<<static_cast<unsigned>(P), kTopkThreads, 0, s.stream>>>(values, n, k >= n ? n : k, P, by_abs, d_out, d_map, d_vals);
+  LAUNCHED("topk");
+  return count;
+}
+
+// ---- bandwidth probe -----------------------------------------------------------------------------
+
+__global__ void read_sum_kernel(const uint4* p, int64_t n, unsigned* sink) {
+  uint32_t acc = 0;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    const uint4 v = ld_stream(p + i);
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x9e3779b9u) atomicAdd(sink, 1u);  // keeps the loads alive
+}
+
+__global__ void fill_kernel(uint32_t* p, int64_t n) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
+    p[i] = static_cast<uint32_t>(i * 2654435761u);
+}
+
+}  // namespace
+
+// ---- API ---------------------------------------------------------------------------------------------
+
+bool compiled() { return true; }
+
+std::vector<DeviceInfo> devices(std::string* why) {
+  std::vector<DeviceInfo> out;
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    // Without any NVIDIA driver the runtime reports an "insufficient" one: say what it means.
+    if (why)
+      *why = e == cudaErrorInsufficientDriver
+                 ? "no NVIDIA driver that supports CUDA 13 was found (cudaErrorInsufficientDriver)"
+                 : std::string("no usable CUDA device: ") + cudaGetErrorString(e);
+    cudaGetLastError();
+    return out;
+  }
+  if (n == 0 && why) *why = "the CUDA driver reports no device";
+  for (int i = 0; i < n; ++i) {
+    cudaDeviceProp p{};
+    if (cudaGetDeviceProperties(&p, i) != cudaSuccess) continue;
+    DeviceInfo d{};
+    d.index = i;
+    d.name = p.name;
+    d.major = p.major;
+    d.minor = p.minor;
+    d.sms = p.multiProcessorCount;
+    d.total_bytes = p.totalGlobalMem;
+    d.l2_bytes = static_cast<size_t>(p.l2CacheSize);
+    int clock_khz = 0, bus = 0;
+    cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, i);
+    cudaDeviceGetAttribute(&bus, cudaDevAttrGlobalMemoryBusWidth, i);
+    d.peak_gbps = 2.0 * clock_khz * 1e3 * (bus / 8.0) / 1e9;
+    d.free_bytes = 0;
+    if (i == g.device) {
+      size_t f = 0, t = 0;
+      if (cudaMemGetInfo(&f, &t) == cudaSuccess) d.free_bytes = f;
+    }
+    out.push_back(d);
+  }
+  return out;
+}
+
+void use_device(int index) {
+  std::lock_guard<std::mutex> lock(g_init);
+  if (g.device == index) return;
+  if (g.device >= 0) throw std::runtime_error("CUDA: the backend already uses device " + std::to_string(g.device));
+  CK(cudaSetDevice(index));
+  CK(cudaStreamCreateWithFlags(&g.stream, cudaStreamNonBlocking));
+  cudaDeviceProp p{};
+  CK(cudaGetDeviceProperties(&p, index));
+  g.sms = p.multiProcessorCount;
+  g.ring_size = size_t{8} << 20;
+  CK(cudaHostAlloc(reinterpret_cast<void**>(&g.ring), g.ring_size, cudaHostAllocDefault));
+  CK(cudaMalloc(&g.d_ring, g.ring_size));
+  for (auto& e : g.ev) CK(cudaEventCreate(&e));
+  g.device = index;
+}
+
+int current_device() { return g.device; }
+
+void* alloc(size_t bytes) {
+  State& s = st();
+  void* p = nullptr;
+  CK(cudaMalloc(&p, std::max<size_t>(bytes, 16)));
+  CK(cudaMemsetAsync(p, 0, std::max<size_t>(bytes, 16), s.stream));
+  return p;
+}
+
+void release(void* p) {
+  if (!p || g.device < 0) return;
+  cudaStreamSynchronize(g.stream);
+  cudaFree(p);
+}
+
+void upload(void* d_dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  State& s = st();
+  if (bytes <= s.ring_size / 4) {
+    ring_copy(d_dst, src, bytes);
+    return;
+  }
+  CK(cudaStreamSynchronize(s.stream));
+  CK(cudaMemcpy(d_dst, src, bytes, cudaMemcpyHostToDevice));
+}
+
+void download(void* dst, const void* d_src, size_t bytes) {
+  if (bytes == 0) return;
+  State& s = st();
+  if (bytes <= (size_t{64} << 20)) {
+    unsigned char* h = host_out(bytes);
+    CK(cudaMemcpyAsync(h, d_src, bytes, cudaMemcpyDeviceToHost, s.stream));
+    CK(cudaStreamSynchronize(s.stream));
+    std::memcpy(dst, h, bytes);
+    return;
+  }
+  CK(cudaStreamSynchronize(s.stream));
+  CK(cudaMemcpy(dst, d_src, bytes, cudaMemcpyDeviceToHost));
+}
+
+void synchronize() { CK(cudaStreamSynchronize(st().stream)); }
+
+void copy2d(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t rows, int64_t width) {
+  if (rows <= 0 || width <= 0) return;
+  CK(cudaMemcpy2DAsync(dst, dst_stride * 4, src, src_stride * 4, width * 4, rows, cudaMemcpyDeviceToDevice, st().stream));
+}
+
+void matmul(float* y, const float* x, const DMat& w, int64_t n, const DMat* bias) {
+  if (n <= 0) return;
+  if (!w.transposed) {
+    gemv_dispatch(y, w.rows, x, w, nullptr, w.rows, n, bias);
+    return;
+  }
+  // Stored [cols][rows]: each token is a column accumulation over every stored row.
+  for (int64_t t = 0; t < n; ++t) acc_cols(y + t * w.rows, x + t * w.cols, w, nullptr, w.cols, bias);
+}
+
+void embed(float* y, const DMat& w, const int32_t* ids, int64_t n) {
+  if (n <= 0) return;
+  const int32_t* d_ids = stage(ids, n);
+  const dim3 grid(grid_for(w.cols, 256), static_cast<unsigned>(n));
+  embed_kernel<<<grid, 256, 0, st().stream>>>(y, w.data, w.dtype, w.cols, d_ids, n);
+  LAUNCHED("embed");
+}
+
+void rms_norm(float* y, const float* x, const DMat& g, int64_t n, int64_t dim, float eps) {
+  if (n <= 0) return;
+  rms_norm_kernel<<<static_cast<unsigned>(n), 512, 0, st().stream>>>(y, x, g.data, g.dtype, dim, eps);
+  LAUNCHED("rms_norm");
+}
+
+void layer_norm(float* y, const float* x, const DMat& g, const DMat& b, int64_t n, int64_t dim, float eps) {
+  if (n <= 0) return;
+  layer_norm_kernel<<<static_cast<unsigned>(n), 512, 0, st().stream>>>(y, x, g.data, g.dtype, b.data, b.dtype, dim, eps);
+  LAUNCHED("layer_norm");
+}
+
+void rope(float* x, int64_t n, int64_t heads, int64_t head_dim, const int32_t* positions, const float* inv_freq,
+          int64_t half) {
+  if (n <= 0 || half <= 0) return;
+  if (half > 1024) throw std::runtime_error("CUDA: rope supports up to 1024 frequency pairs");
+  const int32_t* d_pos = stage(positions, n);
+  const float* d_inv = stage(inv_freq, half);
+  const dim3 grid(static_cast<unsigned>(std::min<int64_t>(heads, 64)), static_cast<unsigned>(n));
+  rope_kernel<<<grid, static_cast<unsigned>((half + 31) / 32 * 32), 0, st().stream>>>(x, heads, head_dim, d_pos, d_inv, half);
+  LAUNCHED("rope");
+}
+
+void cache_write(float* kc, float* vc, const float* k, const float* v, int64_t n, int64_t kv_heads, int64_t head_dim,
+                 int64_t pos0, int64_t capacity) {
+  const int64_t total = n * kv_heads * head_dim;
+  if (total <= 0) return;
+  cache_write_kernel<<<elementwise_grid(total), 256, 0, st().stream>>>(kc, vc, k, v, n, kv_heads, head_dim, pos0, capacity);
+  LAUNCHED("cache_write");
+}
+
+void attention(float* out, const float* q, const float* kc, const float* vc, int64_t n, int64_t heads,
+               int64_t kv_heads, int64_t head_dim, int64_t pos0, int64_t capacity, float scale) {
+  if (n <= 0) return;
+  if (head_dim > 256) throw std::runtime_error("CUDA: attention supports head_dim up to 256");
+  const dim3 grid(static_cast<unsigned>(heads), static_cast<unsigned>(n));
+  attention_kernel<<<grid, kAttnThreads, 0, st().stream>>>(out, q, kc, vc, heads, heads / kv_heads, head_dim, pos0, capacity,
+                                                           scale);
+  LAUNCHED("attention");
+}
+
+void gated_act(float* gate, const float* up, int64_t count, int act) {
+  if (count <= 0) return;
+  gated_act_kernel<<<elementwise_grid(count), 256, 0, st().stream>>>(gate, up, count, act);
+  LAUNCHED("gated_act");
+}
+
+void activate(float* x, int64_t count, int act) {
+  if (count <= 0) return;
+  activate_kernel<<<elementwise_grid(count), 256, 0, st().stream>>>(x, count, act);
+  LAUNCHED("activate");
+}
+
+void add(float* y, const float* x, int64_t count) {
+  if (count <= 0) return;
+  add_kernel<<<elementwise_grid(count), 256, 0, st().stream>>>(y, x, count);
+  LAUNCHED("add");
+}
+
+void gather(float* y, const float* x, const int32_t* idx, int64_t count) {
+  if (count <= 0) return;
+  const int32_t* d_idx = stage(idx, count);
+  gather_kernel<<<elementwise_grid(count), 256, 0, st().stream>>>(y, x, d_idx, count);
+  LAUNCHED("gather");
+}
+
+void quant_matvec(float* y, const float* x, const DQuant& q) { quant_scores(y, x, q, nullptr, -1); }
+
+void matvec_rows(float* y, const float* x, const DMat& w, const int32_t* idx, int64_t count) {
+  if (count <= 0) return;
+  const int32_t* d_idx = stage(idx, count);
+  gemv_dispatch(y, count, x, w, d_idx, count, 1, nullptr);
+}
+
+void accumulate_cols(float* y, const float* a, const DMat& w, const int32_t* idx, int64_t count) {
+  const int32_t* d_idx = stage(idx, count);
+  acc_cols(y, a, w, d_idx, count, nullptr);
+}
+
+int64_t topk(const float* values, int64_t n, int64_t k, bool by_abs, int64_t shards, int32_t* out) {
+  const int64_t count = topk_count(n, k, shards);
+  if (count == 0) return 0;
+  int32_t* d_out = reinterpret_cast<int32_t*>(scratch(kSlotLists, static_cast<size_t>(count) * 4));
+  topk_device(values, n, k, by_abs, shards, d_out, nullptr, nullptr);
+  download(out, d_out, static_cast<size_t>(count) * 4);
+  return count;
+}
+
+void hire_ffn(HireFfnArgs& a) {
+  State& s = st();
+  const int64_t F = a.pred.rows;
+  // Device scratch: candidates, then the selection, then candidate activations.
+  const int64_t nc = a.kp >= F ? F : topk_count(F, a.kp, a.shards);
+  const int64_t kk = std::min(a.k, nc);
+  const int64_t ns = topk_count(nc, kk, a.shards);
+  unsigned char* base = scratch(kSlotLists, static_cast<size_t>((nc + ns) * 4 + nc * 4 + 512));
+  int32_t* d_cand = reinterpret_cast<int32_t*>(base);
+  int32_t* d_sel = d_cand + nc;
+  float* d_g = reinterpret_cast<float*>(((reinterpret_cast<uintptr_t>(d_sel + ns) + 255) & ~uintptr_t{255}));
+
+  CK(cudaEventRecord(s.ev[0], s.stream));
+  quant_scores(a.scores, a.x, a.pred, a.bias_in, a.act);
+  if (a.kp >= F)
+    topk_device(a.scores, F, F, true, 1, d_cand, nullptr, nullptr);  // every neuron, in order
+  else
+    topk_device(a.scores, F, a.kp, true, a.shards, d_cand, nullptr, nullptr);
+  CK(cudaEventRecord(s.ev[1], s.stream));
+  exact_rows(d_g, a.x, a.rows, d_cand, nc, a.gated, a.bias_in, a.act);
+  // The candidate list is in shard order, so sharding it at the same boundaries keeps each shard's
+  // second selection inside its own neurons (as the CPU op does).
+  topk_device(d_g, nc, kk, true, a.shards, d_sel, d_cand, a.a_sel);
+  CK(cudaEventRecord(s.ev[2], s.stream));
+  acc_cols(a.y, a.a_sel, a.down, d_sel, ns, nullptr);
+  CK(cudaEventRecord(s.ev[3], s.stream));
+  // One read-back for both lists (they are adjacent).
+  int32_t* h = reinterpret_cast<int32_t*>(host_out(static_cast<size_t>(nc + ns) * 4));
+  CK(cudaMemcpyAsync(h, d_cand, static_cast<size_t>(nc + ns) * 4, cudaMemcpyDeviceToHost, s.stream));
+  CK(cudaStreamSynchronize(s.stream));
+  std::memcpy(a.cand, h, static_cast<size_t>(nc) * 4);
+  std::memcpy(a.sel, h + nc, static_cast<size_t>(ns) * 4);
+  a.n_cand = nc;
+  a.n_sel = ns;
+  float ms = 0;
+  for (int i = 0; i < 3; ++i) {
+    CK(cudaEventElapsedTime(&ms, s.ev[i], s.ev[i + 1]));
+    a.ms[i] = ms;
+  }
+}
+
+double read_bandwidth(size_t bytes, int reps) {
+  State& s = st();
+  bytes &= ~size_t{15};
+  void* buf = nullptr;
+  unsigned* sink = nullptr;
+  CK(cudaMalloc(&buf, bytes));
+  CK(cudaMalloc(&sink, 4));
+  fill_kernel<<<8 * s.sms, 256, 0, s.stream>>>(static_cast<uint32_t*>(buf), static_cast<int64_t>(bytes / 4));
+  LAUNCHED("fill");
+  double best = 0;
+  for (int r = 0; r < reps + 1; ++r) {
+    CK(cudaEventRecord(s.ev[0], s.stream));
+    read_sum_kernel<<<8 * s.sms, 512, 0, s.stream>>>(static_cast<const uint4*>(buf), static_cast<int64_t>(bytes / 16), sink);
+    LAUNCHED("read_sum");
+    CK(cudaEventRecord(s.ev[1], s.stream));
+    CK(cudaEventSynchronize(s.ev[1]));
+    float ms = 0;
+    CK(cudaEventElapsedTime(&ms, s.ev[0], s.ev[1]));
+    if (r > 0) best = std::max(best, bytes / (ms * 1e-3) / 1e9);  // the first run warms up
+  }
+  CK(cudaFree(buf));
+  CK(cudaFree(sink));
+  return best;
+}
+
+}  // namespace hire::cuda

@@ -1,0 +1,49 @@
+// The CUDA backend of a build without the CUDA toolkit (nvcc was not found when the addon was built):
+// the same functions as cuda_backend.cu, reporting no device and refusing every op, so the addon and
+// its `cuda` object look the same in every build.
+#include <stdexcept>
+
+#include "cuda_backend.h"
+
+namespace hire::cuda {
+namespace {
+[[noreturn]] void none() {
+  throw std::runtime_error("CUDA: this build has no CUDA backend (nvcc was not found when the addon was built)");
+}
+}  // namespace
+
+bool compiled() { return false; }
+std::vector<DeviceInfo> devices(std::string* why) {
+  if (why) *why = "this build has no CUDA backend (nvcc was not found when the addon was built)";
+  return {};
+}
+void use_device(int) { none(); }
+int current_device() { return -1; }
+void* alloc(size_t) { none(); }
+void release(void*) {}
+void upload(void*, const void*, size_t) { none(); }
+void download(void*, const void*, size_t) { none(); }
+void synchronize() { none(); }
+void copy2d(float*, int64_t, const float*, int64_t, int64_t, int64_t) { none(); }
+void matmul(float*, const float*, const DMat&, int64_t, const DMat*) { none(); }
+void embed(float*, const DMat&, const int32_t*, int64_t) { none(); }
+void rms_norm(float*, const float*, const DMat&, int64_t, int64_t, float) { none(); }
+void layer_norm(float*, const float*, const DMat&, const DMat&, int64_t, int64_t, float) { none(); }
+void rope(float*, int64_t, int64_t, int64_t, const int32_t*, const float*, int64_t) { none(); }
+void cache_write(float*, float*, const float*, const float*, int64_t, int64_t, int64_t, int64_t, int64_t) { none(); }
+void attention(float*, const float*, const float*, const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+               float) {
+  none();
+}
+void gated_act(float*, const float*, int64_t, int) { none(); }
+void activate(float*, int64_t, int) { none(); }
+void add(float*, const float*, int64_t) { none(); }
+void gather(float*, const float*, const int32_t*, int64_t) { none(); }
+void quant_matvec(float*, const float*, const DQuant&) { none(); }
+void matvec_rows(float*, const float*, const DMat&, const int32_t*, int64_t) { none(); }
+void accumulate_cols(float*, const float*, const DMat&, const int32_t*, int64_t) { none(); }
+int64_t topk(const float*, int64_t, int64_t, bool, int64_t, int32_t*) { none(); }
+void hire_ffn(HireFfnArgs&) { none(); }
+double read_bandwidth(size_t, int) { none(); }
+
+}  // namespace hire::cuda

@@ -1,0 +1,512 @@
+// The CUDA backend against the CPU backend (llama.cpp's test-backend-ops idea): every op on fresh
+// random inputs through both backends, then whole models (the golden models and random models made
+// with make-model) dense and with each sparse method. Without a GPU the GPU cases skip with the
+// reason, and what the machine must do instead (auto falls back to the CPU, an explicit cuda choice
+// fails with a typed error) is checked.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { native, NativeDType } from "../core/native/addon.js";
+import type { Backend, Buf, Weight } from "../core/backend/backend.js";
+import { CpuBackend } from "../core/backend/cpu.js";
+import { CudaBackend, CudaUnavailableError, cudaDevices } from "../core/backend/cuda.js";
+import { createBackend, parseBackendChoice, BackendChoiceError } from "../core/backend/select.js";
+import type { Activation } from "../core/arch/config.js";
+import { loadModel } from "../core/loader/model-folder.js";
+import { Session } from "../core/engine/session.js";
+import { makeModel, type Arch } from "../core/modelgen/make-model.js";
+import type { DeepPartial, SparsitySettings } from "../core/sparse/settings.js";
+import { seededRandom } from "./kernel-helpers.js";
+import { goldenDir, tempDir } from "./helpers.js";
+
+const gpu = cudaDevices();
+const skip = gpu.devices.length > 0 ? false : `no CUDA device: ${gpu.reason}`;
+if (skip) console.log(`# cuda.test: GPU cases skipped (${gpu.reason})`);
+
+test("backend choice: auto falls back to the CPU without a GPU; an explicit cuda says why it cannot run", () => {
+  assert.equal(parseBackendChoice("CUDA:1"), "cuda:1");
+  assert.throws(() => parseBackendChoice("tpu"), BackendChoiceError);
+  assert.ok(createBackend("cpu") instanceof CpuBackend);
+  if (gpu.devices.length > 0) {
+    assert.ok(createBackend("auto") instanceof CudaBackend);
+    assert.throws(() => new CudaBackend(gpu.devices.length + 7), CudaUnavailableError);
+    return;
+  }
+  assert.ok(createBackend("auto") instanceof CpuBackend);
+  assert.ok(gpu.reason.length > 0, "a reason is given");
+  assert.throws(
+    () => new CudaBackend(),
+    (e: unknown) => e instanceof CudaUnavailableError && e.message.includes(gpu.reason),
+  );
+});
+
+// ---- op by op -------------------------------------------------------------------------------------
+
+const DT = { F32: NativeDType.F32, F16: NativeDType.F16, BF16: NativeDType.BF16 } as const;
+type DName = keyof typeof DT;
+
+/** f32 -> f16 bits, for values that are exact in f16 (the tests draw multiples of 1/64). */
+function f16Bits(v: number): number {
+  if (v === 0) return Object.is(v, -0) ? 0x8000 : 0;
+  const sign = v < 0 ? 0x8000 : 0;
+  const a = Math.abs(v);
+  const e = Math.floor(Math.log2(a));
+  const m = Math.round((a / 2 ** e - 1) * 1024);
+  return sign | ((e + 15) << 10) | m;
+}
+
+/** A weight holding `vals` (exact in every dtype), `rows` × `cols` in the given layout. */
+function weight(vals: Float32Array, dtype: DName, rows: number, cols: number, transposed = false): Weight {
+  let data: Float32Array | Uint16Array = vals;
+  if (dtype !== "F32") {
+    const u = new Uint16Array(vals.length);
+    const f = new Float32Array(1);
+    const bits = new Uint32Array(f.buffer);
+    for (let i = 0; i < vals.length; i++) {
+      f[0] = vals[i];
+      u[i] = dtype === "BF16" ? bits[0] >>> 16 : f16Bits(vals[i]);
+    }
+    data = u;
+  }
+  const handle = native().weightFromArray(data, DT[dtype], rows, cols, transposed);
+  return { handle, dtype, rows, cols, transposed, byteLength: rows * cols * (dtype === "F32" ? 4 : 2) };
+}
+
+function ops() {
+  const rnd = seededRandom(4242);
+  /** Multiples of 1/64 in [-1, 1]: exact in f16 and bf16. */
+  const grid = (n: number) => Float32Array.from({ length: n }, () => Math.round(rnd.uniform(-64, 64)) / 64);
+  return { rnd, grid, cpu: new CpuBackend(), gpu: new CudaBackend() };
+}
+
+function put(b: Backend, a: Float32Array): Buf {
+  const buf = b.alloc(Math.max(1, a.length));
+  b.write(buf, 0, a);
+  return buf;
+}
+
+/** Relative closeness: |got - want| <= tol * (1 + |want|), NaN never passes. */
+function close(got: Float32Array, want: Float32Array, tol: number, what: string): void {
+  assert.equal(got.length, want.length, `${what}: length`);
+  for (let i = 0; i < want.length; i++) {
+    const g = got[i];
+    const w = want[i];
+    if (!(Math.abs(g - w) <= tol * (1 + Math.abs(w))))
+      assert.fail(`${what}[${i}]: GPU ${g}, CPU ${w} (tolerance ${tol})`);
+  }
+}
+
+/** Runs `op` on both backends with the same inputs; returns both outputs read back. */
+function both(
+  o: ReturnType<typeof ops>,
+  inputs: Float32Array[],
+  outLen: number,
+  op: (b: Backend, out: Buf, ins: Buf[]) => void,
+): [Float32Array, Float32Array] {
+  const res: Float32Array[] = [];
+  for (const b of [o.gpu, o.cpu]) {
+    const ins = inputs.map((a) => put(b, a));
+    const out = put(
+      b,
+      Float32Array.from({ length: outLen }, () => NaN),
+    ); // poisoned: every element must be written
+    op(b, out, ins);
+    res.push(Float32Array.from(b.read(out, 0, outLen)));
+  }
+  return [res[0], res[1]];
+}
+
+test("cuda ops: matmul (every dtype, layout, batch size, with and without bias) matches the CPU", { skip }, () => {
+  const o = ops();
+  for (const dtype of ["F32", "F16", "BF16"] as const) {
+    for (const [rows, cols] of [
+      [77, 136],
+      [300, 2048],
+      [33, 67],
+    ]) {
+      for (const transposed of [false, true]) {
+        for (const n of [1, 5]) {
+          const w = weight(o.grid(rows * cols), dtype, rows, cols, transposed);
+          const bias = n === 5 ? weight(o.grid(rows), dtype, 1, rows) : null;
+          const x = o.rnd.randArray(n * cols);
+          const [g, c] = both(o, [x], n * rows, (b, y, [xb]) => b.matmul(y, xb, w, n, bias));
+          close(g, c, 1e-5, `matmul ${dtype} ${rows}x${cols} T=${transposed} n=${n}`);
+        }
+      }
+    }
+  }
+});
+
+test("cuda ops: embed, norms, rope, activations, add, gather and copy2d match the CPU", { skip }, () => {
+  const o = ops();
+  const H = 96;
+  for (const dtype of ["F32", "BF16"] as const) {
+    const table = weight(o.grid(50 * H), dtype, 50, H);
+    const [ge, ce] = both(o, [], 3 * H, (b, y) => b.embed(y, table, Int32Array.of(7, 0, 49)));
+    close(ge, ce, 0, `embed ${dtype}`);
+    const g = weight(o.grid(H), dtype, 1, H);
+    const bb = weight(o.grid(H), dtype, 1, H);
+    const x = o.rnd.randArray(4 * H, -3, 3);
+    let [gg, cc] = both(o, [x], 4 * H, (b, y, [xb]) => b.rmsNorm(y, xb, g, 4, 1e-5));
+    close(gg, cc, 1e-5, `rmsNorm ${dtype}`);
+    [gg, cc] = both(o, [x], 4 * H, (b, y, [xb]) => b.layerNorm(y, xb, g, bb, 4, 1e-5));
+    close(gg, cc, 1e-5, `layerNorm ${dtype}`);
+  }
+  // rope: full and partial rotary, positions up to 4000 (cos/sin in double on both).
+  for (const half of [32, 16]) {
+    const heads = 3;
+    const hd = 64;
+    const inv = Float32Array.from({ length: half }, (_, j) => 10000 ** ((-2 * j) / (2 * half)));
+    const pos = Int32Array.of(0, 5, 100, 4000);
+    const x = o.rnd.randArray(4 * heads * hd);
+    const [gg, cc] = both(o, [x], x.length, (b, y) => {
+      b.copy2d(y, 0, x.length, putFor(b, x), 0, x.length, 1, x.length);
+      b.rope(y, 4, heads, hd, pos, inv);
+    });
+    close(gg, cc, 1e-6, `rope half=${half}`);
+  }
+  for (const act of ["relu", "gelu", "gelu_tanh", "silu"] as Activation[]) {
+    const a = o.rnd.randArray(1000, -6, 6);
+    const u = o.rnd.randArray(1000);
+    let [gg, cc] = both(o, [a, u], 1000, (b, y, [ab, ub]) => {
+      b.copy2d(y, 0, 1000, ab, 0, 1000, 1, 1000);
+      b.gatedAct(y, ub, 1000, act);
+    });
+    close(gg, cc, 1e-6, `gatedAct ${act}`);
+    [gg, cc] = both(o, [a], 1000, (b, y, [ab]) => {
+      b.copy2d(y, 0, 1000, ab, 0, 1000, 1, 1000);
+      b.activate(y, 1000, act);
+    });
+    close(gg, cc, 1e-6, `activate ${act}`);
+  }
+  const a = o.rnd.randArray(777);
+  const z = o.rnd.randArray(777);
+  let [gg, cc] = both(o, [a, z], 777, (b, y, [ab, zb]) => {
+    b.copy2d(y, 0, 777, ab, 0, 777, 1, 777);
+    b.add(y, zb, 777);
+  });
+  close(gg, cc, 0, "add");
+  const idx = Int32Array.of(776, 0, 5, 5, 300);
+  [gg, cc] = both(o, [a], 5, (b, y, [ab]) => b.gather(y, ab, idx, 5));
+  close(gg, cc, 0, "gather");
+  // Strided copy: every other element of a into a column.
+  [gg, cc] = both(o, [a], 300, (b, y, [ab]) => b.copy2d(y, 0, 1, ab, 1, 2, 300, 1));
+  close(gg, cc, 0, "copy2d strided");
+});
+
+/** A buffer on `b` holding `a` (for ops that work in place on a copy). */
+function putFor(b: Backend, a: Float32Array): Buf {
+  return put(b, a);
+}
+
+test("cuda ops: KV cache writes and attention (GQA, prefill and long decode) match the CPU", { skip }, () => {
+  const o = ops();
+  for (const [heads, kv, hd, pos0, n, cap] of [
+    [4, 2, 64, 5, 3, 16],
+    [6, 2, 32, 0, 7, 8],
+    [2, 1, 128, 597, 2, 700], // several 256-position tiles of the online softmax
+  ]) {
+    const kvLen = kv * cap * hd;
+    const kc0 = o.rnd.randArray(kvLen);
+    const vc0 = o.rnd.randArray(kvLen);
+    const k = o.rnd.randArray(n * kv * hd);
+    const v = o.rnd.randArray(n * kv * hd);
+    const q = o.rnd.randArray(n * heads * hd, -2, 2);
+    const [g, c] = both(o, [kc0, vc0, k, v, q], n * heads * hd, (b, out, [kc, vc, kb, vb, qb]) => {
+      b.cacheWrite(kc, vc, kb, vb, n, kv, hd, pos0, cap);
+      b.attention(out, qb, kc, vc, n, heads, kv, hd, pos0, cap, 1 / Math.sqrt(hd));
+    });
+    close(g, c, 2e-5, `attention heads=${heads}/${kv} hd=${hd} pos0=${pos0} n=${n}`);
+  }
+});
+
+test("cuda ops: int4/int8 scoring gives the CPU's scores (same codes, exact integer sums)", { skip }, () => {
+  const o = ops();
+  for (const [rows, cols] of [
+    [300, 2048],
+    [70, 200],
+  ]) {
+    for (const bits of [4, 8] as const) {
+      for (const group of [32, 128]) {
+        const w = weight(o.grid(rows * cols), "BF16", rows, cols);
+        const q = o.cpu.quantize(w, bits, group);
+        const x = o.rnd.randArray(cols, -2, 2);
+        const [g, c] = both(o, [x], rows, (b, y, [xb]) => b.quantMatvec(y, xb, q));
+        close(g, c, 1e-5, `quantMatvec int${bits} g${group} ${rows}x${cols}`);
+      }
+    }
+  }
+});
+
+test("cuda ops: gathered rows and columns match the CPU", { skip }, () => {
+  const o = ops();
+  for (const dtype of ["F32", "F16", "BF16"] as const) {
+    const rows = 512;
+    const cols = 264;
+    const w = weight(o.grid(rows * cols), dtype, rows, cols);
+    const idx = Int32Array.from({ length: 100 }, (_, i) => (i * 37 + 11) % rows);
+    const x = o.rnd.randArray(cols);
+    let [g, c] = both(o, [x], 100, (b, y, [xb]) => b.matvecRows(y, xb, w, idx, 100));
+    close(g, c, 1e-5, `matvecRows ${dtype}`);
+    const wt = weight(o.grid(rows * cols), dtype, rows, cols, true); // memory [cols][rows]
+    const colIdx = Int32Array.from({ length: 150 }, (_, i) => (i * 7 + 3) % cols);
+    const a = o.rnd.randArray(150);
+    [g, c] = both(o, [a], rows, (b, y, [ab]) => b.accumulateCols(y, ab, wt, colIdx, 150));
+    close(g, c, 1e-5, `accumulateCols ${dtype}`);
+    [g, c] = both(o, [a], rows, (b, y, [ab]) => b.accumulateCols(y, ab, wt, colIdx, 0));
+    close(g, c, 0, `accumulateCols ${dtype} count 0`);
+  }
+});
+
+test("cuda ops: DA-top-k selects exactly what the CPU selects (ties, NaN, -0, shards)", { skip }, () => {
+  const o = ops();
+  const n = 5000;
+  const cases: Float32Array[] = [o.rnd.randArray(n)];
+  const ties = Float32Array.from({ length: n }, () => Math.round(o.rnd.uniform(-4, 4)) / 2);
+  ties[17] = NaN;
+  ties[18] = -0;
+  ties[4000] = NaN;
+  cases.push(ties);
+  for (const values of cases) {
+    for (const [k, shards] of [
+      [700, 1],
+      [700, 2],
+      [701, 3],
+      [64, 4],
+      [1, 1],
+      [4999, 1],
+      [6000, 2],
+    ]) {
+      for (const byAbs of [true, false]) {
+        const outs: Int32Array[] = [];
+        const counts: number[] = [];
+        for (const b of [o.gpu, o.cpu]) {
+          const out = new Int32Array(n);
+          counts.push(b.topk(put(b, values), n, k, byAbs, shards, out));
+          outs.push(out.slice(0, counts[counts.length - 1]));
+        }
+        assert.equal(counts[0], counts[1], `topk count k=${k} P=${shards} abs=${byAbs}`);
+        assert.deepEqual(outs[0], outs[1], `topk k=${k} P=${shards} abs=${byAbs}`);
+      }
+    }
+  }
+});
+
+test("cuda ops: hireFfn's selections follow from its own scores as the CPU op's do", { skip }, () => {
+  const o = ops();
+  const H = 256;
+  const F = 1024;
+  for (const gated of [true, false]) {
+    for (const [shards, kp] of [
+      [1, 205],
+      [2, 206],
+      [2, F],
+    ]) {
+      const k = 100;
+      const first = weight(o.grid(F * H), "BF16", F, H);
+      const up = weight(o.grid(F * H), "BF16", F, H);
+      const rows = gated ? o.cpu.interleaveRows(first, up) : first;
+      const down = weight(o.grid(F * H), "BF16", H, F, true); // W_down [H][F], columns contiguous
+      const pred = o.cpu.quantize(first, 4, 32);
+      const biasIn = gated ? null : o.rnd.randArray(F, -0.2, 0.2);
+      const x = o.rnd.randArray(H);
+      const g = o.gpu;
+      const out = put(g, new Float32Array(H));
+      const scores = put(g, new Float32Array(F));
+      const aSel = put(g, new Float32Array(F));
+      const cand = new Int32Array(F);
+      const sel = new Int32Array(F);
+      const r = g.hireFfn({
+        out,
+        x: put(g, x),
+        predictor: pred,
+        biasIn,
+        rows,
+        gated,
+        activation: "silu",
+        down,
+        k,
+        kp,
+        shards,
+        scores,
+        cand,
+        sel,
+        aSel,
+      });
+      const what = `hireFfn gated=${gated} P=${shards} kp=${kp}`;
+      assert.equal(r.selected, k, `${what}: selected`);
+      // Its candidates are the CPU top-k' of its scores, which are the CPU's scores within rounding.
+      const gScores = g.read(scores, 0, F);
+      const cScores = new Float32Array(F);
+      o.cpu.quantMatvec(cScores, x, pred);
+      if (biasIn) for (let i = 0; i < F; i++) cScores[i] += biasIn[i];
+      o.cpu.activate(cScores, F, "silu");
+      close(gScores, cScores, 1e-5, `${what}: scores`);
+      const wantCand = new Int32Array(F);
+      const nc = o.cpu.topk(gScores, F, kp >= F ? F : kp, true, kp >= F ? 1 : shards, wantCand);
+      assert.equal(r.candidates, nc, `${what}: candidates`);
+      assert.deepEqual(cand.slice(0, nc), wantCand.slice(0, nc), `${what}: candidate set`);
+      // Exact activations of the candidates on the CPU, then the CPU's selection among them.
+      const act = new Float32Array(nc);
+      if (gated) {
+        const pair = new Int32Array(2 * nc);
+        for (let i = 0; i < nc; i++) [pair[2 * i], pair[2 * i + 1]] = [2 * cand[i], 2 * cand[i] + 1];
+        const po = new Float32Array(2 * nc);
+        o.cpu.matvecRows(po, x, rows, pair, 2 * nc);
+        const gg = Float32Array.from({ length: nc }, (_, i) => po[2 * i]);
+        const uu = Float32Array.from({ length: nc }, (_, i) => po[2 * i + 1]);
+        o.cpu.gatedAct(gg, uu, nc, "silu");
+        act.set(gg);
+      } else {
+        o.cpu.matvecRows(act, x, rows, cand, nc);
+        for (let i = 0; i < nc; i++) act[i] += biasIn![cand[i]];
+        o.cpu.activate(act, nc, "silu");
+      }
+      const selPos = new Int32Array(nc);
+      const ns = o.cpu.topk(act, nc, k, true, shards, selPos);
+      assert.deepEqual(
+        sel.slice(0, ns),
+        Int32Array.from(selPos.subarray(0, ns), (p) => cand[p]),
+        `${what}: selected set`,
+      );
+      close(
+        g.read(aSel, 0, ns),
+        Float32Array.from(selPos.subarray(0, ns), (p) => act[p]),
+        1e-5,
+        `${what}: activations`,
+      );
+      const y = new Float32Array(H);
+      o.cpu.accumulateCols(
+        y,
+        Float32Array.from(selPos.subarray(0, ns), (p) => act[p]),
+        down,
+        sel,
+        ns,
+      );
+      close(g.read(out, 0, H), y, 1e-4, `${what}: output`);
+    }
+  }
+});
+
+// ---- whole models ---------------------------------------------------------------------------------
+
+interface Run {
+  ids: number[];
+  top: [number, number][][];
+}
+
+async function greedy(session: Session, prompt: number[], maxTokens: number): Promise<Run> {
+  const ids: number[] = [];
+  const top: [number, number][][] = [];
+  for await (const ev of session.generate(prompt, { maxTokens, temperature: 0, logprobs: 5, ignoreEos: true })) {
+    if (ev.type === "token") {
+      ids.push(ev.id);
+      top.push(ev.topLogprobs!);
+    }
+  }
+  return { ids, top };
+}
+
+/**
+ * GPU against CPU on one model and settings: equal greedy ids while the CPU's top two are further
+ * apart than rounding, and top-5 log-probabilities within `tol` up to there.
+ */
+function compareRuns(what: string, g: Run, c: Run, tol: number): void {
+  for (let i = 0; i < c.ids.length; i++) {
+    const [first, second] = c.top[i];
+    const margin = second ? first[1] - second[1] : Infinity;
+    for (const [id, lp] of c.top[i]) {
+      const m = g.top[i].find(([gid]) => gid === id);
+      if (m) assert.ok(Math.abs(m[1] - lp) < tol, `${what} step ${i} token ${id}: GPU ${m[1]}, CPU ${lp}`);
+    }
+    if (margin < 1e-3) return; // a near-tie: the two may part here within rounding
+    assert.equal(g.ids[i], c.ids[i], `${what}: greedy id at step ${i} (CPU margin ${margin.toFixed(4)})`);
+  }
+}
+
+const SPARSE: [string, DeepPartial<SparsitySettings>, boolean][] = [
+  ["dense", { ffn: { method: "dense" } }, false],
+  ["topk-exact 25%", { ffn: { method: "topk-exact", k: 0.25 } }, false],
+  ["hire int4 + head", { ffn: { method: "hire", k: 0.25, oversample: 2 }, head: { method: "hire", k: 32 } }, false],
+  [
+    "hire int8 P=2",
+    { ffn: { method: "hire", k: 0.25, oversample: 2, predictor: { kind: "int8", groupSize: 32 } }, shards: 2 },
+    false,
+  ],
+  [
+    "hire lowrank",
+    { ffn: { method: "hire", k: 0.25, oversample: 2, predictor: { kind: "lowrank", rank: 16 } } },
+    false,
+  ],
+  ["dip 50%", { ffn: { method: "dip", k: 0.5 } }, true],
+];
+
+async function parity(t: { after: (fn: () => void) => void }, dir: string, name: string, gated: boolean) {
+  const prompt = [1, 2, 3, 5, 8, 13, 21, 34];
+  process.env.HIRE_CACHE_DIR = tempDir(t, "hire-cuda-cache-");
+  const model = loadModel(dir);
+  try {
+    const cpu = new Session(model, { backend: new CpuBackend(), contextLength: 64 });
+    const gpuS = new Session(model, { backend: new CudaBackend(), contextLength: 64 });
+    for (const [label, settings, needsGated] of SPARSE) {
+      if (needsGated && !gated) continue;
+      cpu.reset();
+      gpuS.reset();
+      cpu.sparsity.update(settings);
+      gpuS.sparsity.update(settings);
+      const c = await greedy(cpu, prompt, 8);
+      const g = await greedy(gpuS, prompt, 8);
+      compareRuns(`${name} ${label}`, g, c, 2e-3);
+    }
+  } finally {
+    model.close();
+  }
+}
+
+const root = goldenDir();
+const golden = root ? readdirSync(root).filter((d) => !d.includes(".")) : [];
+
+for (const name of golden) {
+  test(`cuda golden ${name}: greedy ids and log-probabilities of the float64 reference`, { skip }, async () => {
+    const dir = join(root!, name);
+    const expected = JSON.parse(readFileSync(join(dir, "expected.json"), "utf8")) as {
+      prompt_ids: number[];
+      ids: number[];
+      top_logprobs: [number, number][][];
+    };
+    const model = loadModel(dir);
+    try {
+      const s = new Session(model, { backend: new CudaBackend() });
+      const r = await greedy(s, expected.prompt_ids, expected.ids.length);
+      assert.deepEqual(r.ids, expected.ids, `${name}: greedy ids`);
+      for (let i = 0; i < expected.top_logprobs.length; i++)
+        for (const [id, lp] of expected.top_logprobs[i]) {
+          const m = r.top[i].find(([gid]) => gid === id);
+          assert.ok(m, `${name} step ${i}: token ${id} missing`);
+          assert.ok(Math.abs(m[1] - lp) < 1e-3, `${name} step ${i} token ${id}: ${m[1]} vs ${lp}`);
+        }
+    } finally {
+      model.close();
+    }
+  });
+
+  test(`cuda golden ${name}: every sparse method on the GPU matches the CPU`, { skip }, async (t) => {
+    const gated = !name.startsWith("gpt2") && !name.startsWith("opt");
+    await parity(t, join(root!, name), name, gated);
+  });
+}
+
+for (const arch of ["llama", "qwen2", "gpt2", "opt"] as Arch[]) {
+  test(`cuda random ${arch} (bf16, make-model): dense and sparse match the CPU`, { skip }, async (t) => {
+    const dir = join(tempDir(t), arch);
+    await makeModel({
+      arch,
+      dtype: "bf16",
+      seed: 7,
+      out: dir,
+      shape: { hidden: 256, intermediate: 1024, layers: 2, vocab: 512 },
+    });
+    await parity(t, dir, `random-${arch}`, arch === "llama" || arch === "qwen2");
+  });
+}
