@@ -131,7 +131,8 @@ test("cuda ops: matmul (every dtype, layout, batch size, with and without bias) 
           const bias = n === 5 ? weight(o.grid(rows), dtype, 1, rows) : null;
           const x = o.rnd.randArray(n * cols);
           const [g, c] = both(o, [x], n * rows, (b, y, [xb]) => b.matmul(y, xb, w, n, bias));
-          close(g, c, 1e-5, `matmul ${dtype} ${rows}x${cols} T=${transposed} n=${n}`);
+          // f32 sums of up to 2048 products in another order: rounding grows with the length.
+          close(g, c, 1e-4, `matmul ${dtype} ${rows}x${cols} T=${transposed} n=${n}`);
         }
       }
     }
@@ -410,7 +411,9 @@ async function greedy(session: Session, prompt: number[], maxTokens: number): Pr
 
 /**
  * GPU against CPU on one model and settings: equal greedy ids while the CPU's top two are further
- * apart than rounding, and top-5 log-probabilities within `tol` up to there.
+ * apart than `tol`, and top-5 log-probabilities within `tol` up to there. Dense runs differ only in
+ * rounding; a sparse run can also keep a different neuron where two activations tie within rounding
+ * at the k-th place, which moves the output a little more, hence a looser `tol` for those.
  */
 function compareRuns(what: string, g: Run, c: Run, tol: number): void {
   for (let i = 0; i < c.ids.length; i++) {
@@ -420,7 +423,7 @@ function compareRuns(what: string, g: Run, c: Run, tol: number): void {
       const m = g.top[i].find(([gid]) => gid === id);
       if (m) assert.ok(Math.abs(m[1] - lp) < tol, `${what} step ${i} token ${id}: GPU ${m[1]}, CPU ${lp}`);
     }
-    if (margin < 1e-3) return; // a near-tie: the two may part here within rounding
+    if (margin < tol) return; // a near-tie: the two may part here
     assert.equal(g.ids[i], c.ids[i], `${what}: greedy id at step ${i} (CPU margin ${margin.toFixed(4)})`);
   }
 }
@@ -457,7 +460,7 @@ async function parity(t: { after: (fn: () => void) => void }, dir: string, name:
       gpuS.sparsity.update(settings);
       const c = await greedy(cpu, prompt, 8);
       const g = await greedy(gpuS, prompt, 8);
-      compareRuns(`${name} ${label}`, g, c, 2e-3);
+      compareRuns(`${name} ${label}`, g, c, label === "dense" ? 2e-3 : 2e-2);
     }
   } finally {
     model.close();
