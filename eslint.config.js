@@ -29,7 +29,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ["bin/**/*.js", "*.js", ".ci/**/*.js", "tools/**/*.mjs"],
+    files: ["bin/**/*.js", "*.js", ".ci/**/*.js", "tools/**/*.mjs", "core/native/*.mjs"],
     languageOptions: { globals: { process: "readonly", console: "readonly" } },
   },
 );

@@ -334,6 +334,7 @@ test("cuda ops: hireFfn's selections follow from its own scores as the CPU op's 
         cand,
         sel,
         aSel,
+        slot: 0,
       });
       const what = `hireFfn gated=${gated} P=${shards} kp=${kp}`;
       assert.equal(r.selected, k, `${what}: selected`);
@@ -513,3 +514,51 @@ for (const arch of ["llama", "qwen2", "gpt2", "opt"] as Arch[]) {
     await parity(t, dir, `random-${arch}`, arch === "llama" || arch === "qwen2");
   });
 }
+
+test(
+  "cuda: decode steps replay as CUDA graphs with their telemetry, and a new k applies from the next token",
+  { skip },
+  async (t) => {
+    const dir = join(tempDir(t), "llama");
+    await makeModel({
+      arch: "llama",
+      dtype: "bf16",
+      seed: 11,
+      out: dir,
+      shape: { hidden: 256, intermediate: 1024, layers: 2, vocab: 512 },
+    });
+    process.env.HIRE_CACHE_DIR = tempDir(t, "hire-cuda-cache-");
+    const model = loadModel(dir);
+    try {
+      const s = new Session(model, { backend: new CudaBackend(), contextLength: 64 });
+      const cpu = new Session(model, { backend: new CpuBackend(), contextLength: 64 });
+      // Dense: replayed steps give the CPU's tokens.
+      const g = await greedy(s, [1, 2, 3], 10);
+      assert.ok(s.transformer.replays >= 8, `dense steps replayed: ${s.transformer.replays}`);
+      compareRuns("graph dense", g, await greedy(cpu, [1, 2, 3], 10), 2e-3);
+      // HiRE + head: telemetry from the replayed steps; k changes between two tokens.
+      s.reset();
+      s.sparsity.update({ ffn: { method: "hire", k: 0.25, oversample: 2 }, head: { method: "hire", k: 32 } });
+      const before = s.transformer.replays;
+      const ks: number[] = [];
+      let i = 0;
+      for await (const ev of s.generate([1, 2, 3], { maxTokens: 10, temperature: 0, ignoreEos: true })) {
+        if (ev.type !== "token" || ev.report.tokens !== 1) continue; // decode tokens (not the prefill's)
+        const f = ev.report.layers[1].ffn!;
+        ks.push(f.selected.length);
+        assert.equal(f.k, f.selected.length);
+        assert.ok(
+          f.selected.every((n, j) => n >= 0 && n < 1024 && (j === 0 || n > f.selected[j - 1])),
+          "ascending neurons",
+        );
+        assert.equal(ev.report.head?.k, 32);
+        assert.ok(ev.report.layers[0].attentionMs >= 0 && ev.report.outputMs >= 0);
+        if (++i === 4) s.sparsity.update({ ffn: { k: 0.5 } });
+      }
+      assert.ok(s.transformer.replays - before >= 6, `hire steps replayed: ${s.transformer.replays - before}`);
+      assert.deepEqual(ks, [256, 256, 256, 256, 512, 512, 512, 512, 512]);
+    } finally {
+      model.close();
+    }
+  },
+);

@@ -54,6 +54,55 @@ export interface HireFfnStep {
   cand: Int32Array;
   sel: Int32Array;
   aSel: Buf;
+  /** Which layer this is (0..1023): where a GPU backend keeps the step's results for a replay. */
+  slot: number;
+}
+
+/** HiRE on the output layer as one op, for Backend.hireHead. */
+export interface HireHeadStep {
+  /** Written: exact logits of the kept tokens, -inf elsewhere. */
+  logits: Buf;
+  x: Buf;
+  predictor: QuantWeight;
+  /** The LM head, not transposed. */
+  head: Weight;
+  k: number;
+  kp: number;
+  shards: number;
+  scores: Buf;
+  slot: number;
+}
+
+/** A decode step recorded by StepGraphs. */
+export interface StepGraph {
+  readonly __brand: "StepGraph";
+}
+
+/**
+ * Decode steps recorded once and replayed (CUDA graphs), so a token costs one launch instead of one
+ * per op. While recording, ops are recorded, not run; the position-dependent ones read the token id
+ * and position set by setStep; an op that must reach the host (read, topk, host indices) throws, and
+ * the caller runs that step op by op instead. Offered by backends where launches are the cost.
+ */
+export interface StepGraphs {
+  readonly recording: boolean;
+  setStep(id: number, pos: number): void;
+  begin(): void;
+  end(): StepGraph;
+  abort(): void;
+  /** Replays a step; false when it is stale and must be recorded again. */
+  launch(g: StepGraph): boolean;
+  /** Timing marks recorded with the step; markMs(i, j) once the step has finished. */
+  mark(i: number): void;
+  markMs(from: number, to: number): number;
+  /** hireFfn's (or hireHead's) lists and GPU step times for `slot`, once the step has finished. */
+  hireResults(
+    slot: number,
+    cand: Int32Array,
+    nCand: number,
+    sel: Int32Array,
+    nSel: number,
+  ): { scoreMs: number; rowsMs: number; downMs: number };
 }
 
 /** A backend-owned f32 buffer. On the CPU backend it is a Float32Array. */
@@ -155,4 +204,8 @@ export interface Backend {
    * steps, each parallel inside, and out is accumulateCols' result bit for bit.
    */
   hireFfn(step: HireFfnStep): HireFfnResult;
+  /** Optional: HiRE on the output layer in one op (head.ts runs it op by op where it is missing). */
+  hireHead?(step: HireHeadStep): { candidates: number; selected: number };
+  /** Optional: recorded decode steps (see StepGraphs). */
+  readonly graphs?: StepGraphs;
 }

@@ -5,10 +5,27 @@
 // Preparing sparse layouts (relayout, interleaveRows, quantize, the predictor cache) stays on the
 // host: those produce host weights with the CPU backend's code and bits, and the first GPU op that
 // uses one uploads it. So a predictor built for the CPU is the same predictor on the GPU.
-import { native, type CudaBuffer, type CudaDevice, type CudaQuant, type CudaWeight } from "../native/addon.js";
+import {
+  native,
+  type CudaBuffer,
+  type CudaDevice,
+  type CudaGraph,
+  type CudaQuant,
+  type CudaWeight,
+} from "../native/addon.js";
 import type { NativeQuant, NativeWeight } from "../native/addon.js";
 import type { Activation } from "../arch/config.js";
-import type { Backend, Buf, HireFfnResult, HireFfnStep, QuantWeight, Weight } from "./backend.js";
+import type {
+  Backend,
+  Buf,
+  HireFfnResult,
+  HireFfnStep,
+  HireHeadStep,
+  QuantWeight,
+  StepGraph,
+  StepGraphs,
+  Weight,
+} from "./backend.js";
 import { CpuBackend } from "./cpu.js";
 
 /** A GPU buffer of `length` f32 values. */
@@ -35,8 +52,42 @@ export function cudaDevices(): { compiled: boolean; devices: CudaDevice[]; reaso
   return { compiled: c.compiled(), devices, reason };
 }
 
+/** CUDA graphs of decode steps (StepGraphs): one cudaGraphLaunch per token. */
+class CudaGraphs implements StepGraphs {
+  private readonly c = native().cuda;
+
+  get recording(): boolean {
+    return this.c.capturing();
+  }
+  setStep(id: number, pos: number): void {
+    this.c.setStep(id, pos);
+  }
+  begin(): void {
+    this.c.graphBegin();
+  }
+  end(): StepGraph {
+    return this.c.graphEnd() as unknown as StepGraph;
+  }
+  abort(): void {
+    this.c.graphAbort();
+  }
+  launch(g: StepGraph): boolean {
+    return this.c.graphLaunch(g as unknown as CudaGraph);
+  }
+  mark(i: number): void {
+    this.c.mark(i);
+  }
+  markMs(from: number, to: number): number {
+    return this.c.markMs(from, to);
+  }
+  hireResults(slot: number, cand: Int32Array, nCand: number, sel: Int32Array, nSel: number) {
+    return this.c.hireResults(slot, cand, nCand, sel, nSel);
+  }
+}
+
 export class CudaBackend implements Backend {
   readonly device: CudaDevice;
+  readonly graphs: StepGraphs = new CudaGraphs();
   private readonly c = native().cuda;
   /** Host-side preparation (layouts, quantization) with the CPU backend's code. */
   private readonly host = new CpuBackend();
@@ -136,7 +187,7 @@ export class CudaBackend implements Backend {
   }
 
   embed(y: Buf, w: Weight, ids: Int32Array): void {
-    this.c.embed(this.d(y), this.w(w), ids);
+    this.c.embed(this.d(y), this.w(w), ids, this.c.capturing());
   }
 
   rmsNorm(y: Buf, x: Buf, g: Weight, n: number, eps: number): void {
@@ -148,7 +199,7 @@ export class CudaBackend implements Backend {
   }
 
   rope(x: Buf, n: number, heads: number, headDim: number, positions: Int32Array, invFreq: Float32Array): void {
-    this.c.rope(this.d(x), n, heads, headDim, positions, invFreq);
+    this.c.rope(this.d(x), n, heads, headDim, positions, invFreq, this.c.capturing());
   }
 
   cacheWrite(
@@ -162,7 +213,18 @@ export class CudaBackend implements Backend {
     pos0: number,
     capacity: number,
   ): void {
-    this.c.cacheWrite(this.d(kc), this.d(vc), this.d(k), this.d(v), n, kvHeads, headDim, pos0, capacity);
+    this.c.cacheWrite(
+      this.d(kc),
+      this.d(vc),
+      this.d(k),
+      this.d(v),
+      n,
+      kvHeads,
+      headDim,
+      pos0,
+      capacity,
+      this.c.capturing(),
+    );
   }
 
   attention(
@@ -178,7 +240,21 @@ export class CudaBackend implements Backend {
     capacity: number,
     scale: number,
   ): void {
-    this.c.attention(this.d(out), this.d(q), this.d(kc), this.d(vc), n, heads, kvHeads, headDim, pos0, capacity, scale);
+    const fromStep = this.c.capturing();
+    this.c.attention(
+      this.d(out),
+      this.d(q),
+      this.d(kc),
+      this.d(vc),
+      n,
+      heads,
+      kvHeads,
+      headDim,
+      pos0,
+      capacity,
+      scale,
+      fromStep,
+    );
   }
 
   gatedAct(gate: Buf, up: Buf, count: number, act: Activation): void {
@@ -250,6 +326,21 @@ export class CudaBackend implements Backend {
       s.cand,
       s.sel,
       this.d(s.aSel),
+      s.slot,
+    );
+  }
+
+  hireHead(s: HireHeadStep): { candidates: number; selected: number } {
+    return this.c.hireHead(
+      this.d(s.logits),
+      this.d(s.x),
+      this.q(s.predictor),
+      this.w(s.head),
+      s.k,
+      s.kp,
+      s.shards,
+      this.d(s.scores),
+      s.slot,
     );
   }
 

@@ -5,7 +5,7 @@
 // Replaceable parts: each layer's FFN is a `FeedForward` and the output layer an `OutputLayer`, so
 // a sparse method (HiRE, DIP) swaps them per layer between two tokens without touching this loop.
 // Every forward fills a `ForwardReport` with per-layer timings for telemetry.
-import type { Backend, Buf } from "../backend/backend.js";
+import type { Backend, Buf, StepGraph } from "../backend/backend.js";
 import type { LayerWeights, ModelConfig, ModelWeights, Norm } from "../arch/config.js";
 import type { FfnTelemetry, HeadTelemetry } from "../sparse/telemetry.js";
 
@@ -86,11 +86,17 @@ export interface ForwardReport {
 /** An FFN block: reads the normed input `h` of n tokens and writes its output into `out`. */
 export interface FeedForward {
   forward(out: Buf, h: Buf, n: number, report?: LayerReport): void;
+  /** Whether this token's block can be recorded into a decode graph (no host data mid-step). */
+  graphable?(): boolean;
+  /** After a recorded step is replayed: fill the telemetry the block would have (report.ffn). */
+  afterReplay?(report: LayerReport): void;
 }
 
 /** The output (softmax) layer: final hidden state of one token → logits over the vocabulary. */
 export interface OutputLayer {
   forward(logits: Buf, hidden: Buf, report?: ForwardReport): void;
+  graphable?(): boolean;
+  afterReplay?(report: ForwardReport): void;
 }
 
 /** The dense FFN: SwiGLU (gate, up, down) or a plain two-matrix MLP, as the weights say. */
@@ -101,6 +107,10 @@ export class DenseFeedForward implements FeedForward {
     private readonly w: LayerWeights,
     private readonly ws: Workspace,
   ) {}
+
+  graphable(): boolean {
+    return true;
+  }
 
   forward(out: Buf, h: Buf, n: number): void {
     const { b, c, w, ws } = this;
@@ -122,6 +132,10 @@ export class DenseOutputLayer implements OutputLayer {
     private readonly w: ModelWeights,
   ) {}
 
+  graphable(): boolean {
+    return true;
+  }
+
   forward(logits: Buf, hidden: Buf): void {
     this.b.matmul(logits, hidden, this.w.head.w, 1, this.w.head.b);
   }
@@ -132,6 +146,15 @@ export class Transformer {
   readonly ffn: FeedForward[];
   output: OutputLayer;
   private readonly idsBuf = new Int32Array(MAX_BATCH);
+  /**
+   * Recorded decode steps, per KV cache (where the backend offers StepGraphs). A cache's first
+   * graphable token runs op by op (weights reach the device, scratch buffers take their size), the
+   * second is recorded, and every later one replays; any change to the FFNs, the head or their
+   * settings drops them (invalidateGraphs).
+   */
+  private graphs = new Map<KVCache, { warm: boolean; graph?: StepGraph; failed?: string }>();
+  /** Decode steps run by replaying a recorded step (a count, for tests and the bench). */
+  replays = 0;
 
   constructor(
     readonly backend: Backend,
@@ -154,11 +177,90 @@ export class Transformer {
     report?: ForwardReport,
     logits = true,
   ): Float32Array | null {
-    const { backend: b, config: c, weights: w, ws } = this;
+    const { backend: b, config: c, ws } = this;
     const n = ids.length;
     if (n < 1 || n > ws.batch) throw new RangeError(`forward takes 1..${ws.batch} tokens, got ${n}`);
     if (pos0 + n > cache.capacity)
       throw new RangeError(`positions ${pos0}..${pos0 + n - 1} exceed the cache (${cache.capacity})`);
+    if (n === 1 && logits && b.graphs && this.graphable()) {
+      const out = this.decodeGraph(ids[0], pos0, cache, report);
+      if (out) return out;
+    }
+    this.run(ids, pos0, cache, report, logits);
+    return logits ? b.read(ws.logits, 0, c.vocab) : null;
+  }
+
+  /** Drop the recorded decode steps (the FFNs, the head or their settings changed). */
+  invalidateGraphs(): void {
+    this.graphs = new Map();
+  }
+
+  /** Why recording failed for `cache`, if it did (recorded steps then stay off for it). */
+  graphFailure(cache: KVCache): string | undefined {
+    return this.graphs.get(cache)?.failed;
+  }
+
+  private graphable(): boolean {
+    return this.ffn.every((f) => f.graphable?.() ?? false) && (this.output.graphable?.() ?? false);
+  }
+
+  /** One token through a recorded step; null when it must run op by op (see `graphs`). */
+  private decodeGraph(id: number, pos0: number, cache: KVCache, report?: ForwardReport): Float32Array | null {
+    const g = this.backend.graphs!;
+    let entry = this.graphs.get(cache);
+    if (!entry) this.graphs.set(cache, (entry = { warm: false }));
+    if (entry.failed) return null;
+    if (!entry.warm) {
+      entry.warm = true;
+      return null;
+    }
+    g.setStep(id, pos0);
+    if (!entry.graph) {
+      g.begin();
+      try {
+        this.run([id], pos0, cache, { tokens: 0, layers: [], outputMs: 0 }, true);
+        entry.graph = g.end();
+      } catch (e) {
+        g.abort();
+        entry.failed = e instanceof Error ? e.message : String(e);
+        return null;
+      }
+    }
+    if (!g.launch(entry.graph)) {
+      this.graphs.delete(cache); // stale: record again from the next token
+      return null;
+    }
+    this.replays++;
+    const { config: c, ws } = this;
+    const out = this.backend.read(ws.logits, 0, c.vocab); // waits for the step
+    if (report) {
+      // GPU times between the marks the step recorded: 2l..2l+1 attention, 2l+1..2l+2 FFN.
+      report.tokens = 1;
+      report.layers.length = c.layers;
+      report.head = undefined;
+      for (let l = 0; l < c.layers; l++) {
+        const lr: LayerReport = { attentionMs: g.markMs(2 * l, 2 * l + 1), ffnMs: g.markMs(2 * l + 1, 2 * l + 2) };
+        this.ffn[l].afterReplay?.(lr);
+        report.layers[l] = lr;
+      }
+      report.outputMs = g.markMs(2 * c.layers, 2 * c.layers + 1);
+      this.output.afterReplay?.(report);
+    }
+    return out;
+  }
+
+  /** The ops of one forward pass (recorded instead of run while the backend records a step). */
+  private run(
+    ids: ArrayLike<number>,
+    pos0: number,
+    cache: KVCache,
+    report: ForwardReport | undefined,
+    logits: boolean,
+  ): void {
+    const { backend: b, config: c, weights: w, ws } = this;
+    const n = ids.length;
+    const marks = b.graphs?.recording ? b.graphs : undefined;
+    marks?.mark(0);
     const tokenIds = this.idsBuf.subarray(0, n);
     tokenIds.set(Array.from(ids));
     const positions = ws.positions.subarray(0, n);
@@ -179,24 +281,26 @@ export class Transformer {
     for (let l = 0; l < c.layers; l++) {
       const t0 = performance.now();
       this.attentionBlock(l, n, pos0, positions, cache);
+      marks?.mark(2 * l + 1);
       const t1 = performance.now();
       this.norm(ws.h, ws.x, w.layers[l].ffnNorm, n);
       const layerReport: LayerReport | undefined = report ? { attentionMs: t1 - t0, ffnMs: 0 } : undefined;
       this.ffn[l].forward(ws.tmp, ws.h, n, layerReport);
       b.add(ws.x, ws.tmp, n * c.hidden);
+      marks?.mark(2 * l + 2);
       if (report && layerReport) {
         layerReport.ffnMs = performance.now() - t1;
         report.layers[l] = layerReport;
       }
     }
-    if (!logits) return null;
+    if (!logits) return;
 
     const t0 = performance.now();
     b.copy2d(ws.last, 0, c.hidden, ws.x, (n - 1) * c.hidden, c.hidden, 1, c.hidden);
     this.norm(ws.last, ws.last, w.finalNorm, 1);
     this.output.forward(ws.logits, ws.last, report);
+    marks?.mark(2 * c.layers + 1);
     if (report) report.outputMs = performance.now() - t0;
-    return b.read(ws.logits, 0, c.vocab);
   }
 
   private attentionBlock(l: number, n: number, pos0: number, positions: Int32Array, cache: KVCache): void {

@@ -255,6 +255,10 @@ export interface CudaBuffer {
 export interface CudaWeight {
   readonly __brand: "CudaWeight";
 }
+/** A recorded decode step (cudaGraphExec; freed on GC). */
+export interface CudaGraph {
+  readonly __brand: "CudaGraph";
+}
 /** Opaque device copy of a quantized predictor (same bytes as its NativeQuant). */
 export interface CudaQuant {
   readonly __brand: "CudaQuant";
@@ -300,10 +304,19 @@ export interface CudaAddon {
     width: number,
   ): void;
   matmul(y: CudaBuffer, x: CudaBuffer, w: CudaWeight, n: number, bias: CudaWeight | null): void;
-  embed(y: CudaBuffer, w: CudaWeight, ids: Int32Array): void;
+  /** fromStep (one token): the ids and positions come from setStep, as a recorded step needs. */
+  embed(y: CudaBuffer, w: CudaWeight, ids: Int32Array, fromStep?: boolean): void;
   rmsNorm(y: CudaBuffer, x: CudaBuffer, g: CudaWeight, n: number, eps: number): void;
   layerNorm(y: CudaBuffer, x: CudaBuffer, g: CudaWeight, b: CudaWeight, n: number, eps: number): void;
-  rope(x: CudaBuffer, n: number, nHeads: number, headDim: number, positions: Int32Array, invFreq: Float32Array): void;
+  rope(
+    x: CudaBuffer,
+    n: number,
+    nHeads: number,
+    headDim: number,
+    positions: Int32Array,
+    invFreq: Float32Array,
+    fromStep?: boolean,
+  ): void;
   cacheWrite(
     kCache: CudaBuffer,
     vCache: CudaBuffer,
@@ -314,6 +327,7 @@ export interface CudaAddon {
     headDim: number,
     pos0: number,
     capacity: number,
+    fromStep?: boolean,
   ): void;
   attention(
     out: CudaBuffer,
@@ -327,6 +341,7 @@ export interface CudaAddon {
     pos0: number,
     capacity: number,
     scale: number,
+    fromStep?: boolean,
   ): void;
   gatedAct(gate: CudaBuffer, up: CudaBuffer, count: number, activation: Act): void;
   activate(x: CudaBuffer, count: number, activation: Act): void;
@@ -337,7 +352,11 @@ export interface CudaAddon {
   matvecRows(y: CudaBuffer, x: CudaBuffer, w: CudaWeight, idx: Int32Array, count: number): void;
   accumulateCols(y: CudaBuffer, a: CudaBuffer, w: CudaWeight, idx: Int32Array, count: number): void;
   topk(values: CudaBuffer, n: number, k: number, byAbs: boolean, shards: number, out: Int32Array): number;
-  /** hireFfn of the CPU addon on the GPU; the times are GPU time per step (CUDA events). */
+  /**
+   * hireFfn of the CPU addon on the GPU; the times are GPU time per step (CUDA events). `slot` (0..1023,
+   * one per layer) holds the lists and times; while a graph is recorded, cand and sel are not written
+   * and the times are 0: hireResults gives them after each replay.
+   */
   hireFfn(
     y: CudaBuffer,
     x: CudaBuffer,
@@ -354,7 +373,42 @@ export interface CudaAddon {
     cand: Int32Array,
     sel: Int32Array,
     aSel: CudaBuffer,
+    slot: number,
   ): HireFfnResult;
+  /** The candidates, selection and GPU step times (ms) of the last hireFfn / hireHead run in `slot`. */
+  hireResults(
+    slot: number,
+    cand: Int32Array,
+    nCand: number,
+    sel: Int32Array,
+    nSel: number,
+  ): { scoreMs: number; rowsMs: number; downMs: number };
+  /**
+   * HiRE on the output layer in one op: logits = the exact logits of the top-k/P of the top-kp/P
+   * predicted tokens per shard, -inf elsewhere (head: [V][hidden], not transposed).
+   */
+  hireHead(
+    logits: CudaBuffer,
+    x: CudaBuffer,
+    predictor: CudaQuant,
+    head: CudaWeight,
+    k: number,
+    kp: number,
+    shards: number,
+    scores: CudaBuffer,
+    slot: number,
+  ): { candidates: number; selected: number };
+  /** The token id and position a recorded step reads (see core/native/src/cuda/cuda_backend.h). */
+  setStep(id: number, pos: number): void;
+  graphBegin(): void;
+  graphEnd(): CudaGraph;
+  graphAbort(): void;
+  /** False when the graph is stale (a scratch buffer moved since it was recorded). */
+  graphLaunch(g: CudaGraph): boolean;
+  capturing(): boolean;
+  /** Timing marks on the stream (0..1023); markMs(i, j) after a wait. */
+  mark(i: number): void;
+  markMs(from: number, to: number): number;
   /** Device memory read bandwidth in GB/s: best of `reps` streaming reads of a `bytes` buffer. */
   readBandwidth(bytes: number, reps: number): number;
 }

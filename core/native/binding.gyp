@@ -1,13 +1,13 @@
 # Build of the native CPU backend (hire_native.node): `node-gyp rebuild --directory core/native`.
 # Baseline x86-64 flags only; AVX2/FMA/F16C code is enabled per function in src/kernels_avx2.cc
 # and picked at run time, so the binary runs on any x86-64 (and builds on aarch64, portable path).
-# CUDA: cuda-build.cjs compiles src/cuda/cuda_backend.cu with nvcc when the toolkit is there and the
+# CUDA: cuda-build.mjs compiles src/cuda/cuda_backend.cu with nvcc when the toolkit is there and the
 # addon links it with the static CUDA runtime (no libcudart needed at run time, only the driver);
 # otherwise src/cuda/cuda_stub.cc stands in and the `cuda` object reports no CUDA.
 {
   "variables": {
-    "cuda_obj%": "<!(node cuda-build.cjs obj)",
-    "cuda_libdir%": "<!(node cuda-build.cjs libdir)"
+    "cuda_obj%": "<!(node cuda-build.mjs obj)",
+    "cuda_libdir%": "<!(node cuda-build.mjs libdir)"
   },
   "targets": [
     {

@@ -139,9 +139,18 @@ class NeuronLru {
   }
 }
 
+/** What a HiRE step read, per token (the same for every token until the settings change). */
+interface HireShape {
+  candidates: number;
+  selected: number;
+  bytes: number;
+}
+
 export class SparseFeedForward implements FeedForward {
   readonly prep: LayerPrep;
   private lru?: NeuronLru;
+  /** The last HiRE step's counts and bytes, for telemetry after a recorded step's replay. */
+  private lastHire?: HireShape;
 
   constructor(
     private readonly ctx: SparseContext,
@@ -160,6 +169,42 @@ export class SparseFeedForward implements FeedForward {
     }
     if (s.ffn.method === "hire") this.hire(out, h, s, report);
     else this.dip(out, h, s, report);
+  }
+
+  /**
+   * Whether this token's layer can be part of a recorded decode step: HiRE with a quantized
+   * predictor (one device op), when neither an audit nor the inspector needs data on the host mid-step.
+   */
+  graphable(): boolean {
+    const { ctx } = this;
+    const s = ctx.settings;
+    return (
+      s.ffn.method === "hire" &&
+      this.prep.predictor(s).quant !== undefined &&
+      !ctx.auditNow &&
+      ctx.inspectLayer !== this.layer
+    );
+  }
+
+  /** After a replay of a recorded step: this layer's telemetry from the results the GPU kept. */
+  afterReplay(report: LayerReport): void {
+    const { ctx } = this;
+    const graphs = ctx.b.graphs;
+    const shape = this.lastHire;
+    if (!graphs || !shape) return;
+    const { cand, sel } = ctx.scratch;
+    const t = graphs.hireResults(this.layer, cand, shape.candidates, sel, shape.selected);
+    report.ffn = {
+      method: "hire",
+      k: shape.selected,
+      candidates: shape.candidates,
+      selected: sel.slice(0, shape.selected),
+      predictorMs: t.scoreMs,
+      exactMs: t.rowsMs,
+      downMs: t.downMs,
+      bytes: shape.bytes,
+      denseBytes: this.denseBytes(),
+    };
   }
 
   private kFor(s: SparsitySettings): number {
@@ -267,13 +312,16 @@ export class SparseFeedForward implements FeedForward {
           cand: sc.cand,
           sel: sc.sel,
           aSel: sc.aSel,
+          slot: this.layer,
         })
       : this.hireSteps(out, h, pred, rows, down, k, kp, P);
     const t = performance.now();
     this.addDownBias(out);
-    if (!report) return;
     const nc = step.candidates;
     const ns = step.selected;
+    const bytes = pred.byteLength + nc * (rows.byteLength / F) + ns * (down.byteLength / F);
+    this.lastHire = { candidates: nc, selected: ns, bytes };
+    if (!report) return;
     const tel: FfnTelemetry = {
       method: "hire",
       k: ns,
@@ -282,7 +330,7 @@ export class SparseFeedForward implements FeedForward {
       predictorMs: step.scoreMs,
       exactMs: step.rowsMs,
       downMs: step.downMs + (performance.now() - t),
-      bytes: pred.byteLength + nc * (rows.byteLength / F) + ns * (down.byteLength / F),
+      bytes,
       denseBytes: this.denseBytes(),
       scores:
         ctx.inspectLayer === this.layer

@@ -15,6 +15,8 @@ import { argmax, logSumExp } from "../engine/sampler.js";
 export class HireOutputLayer implements OutputLayer {
   private readonly head: Weight;
   private readonly predictors = new Map<string, Predictor>();
+  /** The last step's counts and bytes, for telemetry after a recorded step's replay. */
+  private last?: { candidates: number; selected: number; bytes: number };
 
   constructor(
     private readonly ctx: SparseContext,
@@ -37,6 +39,31 @@ export class HireOutputLayer implements OutputLayer {
     return p;
   }
 
+  private bytes(pred: Predictor, candidates: number): number {
+    return pred.byteLength + candidates * (this.head.byteLength / this.c.vocab);
+  }
+
+  /** Part of a recorded decode step when the whole head is one backend op (see forward). */
+  graphable(): boolean {
+    return Boolean(this.ctx.b.hireHead) && this.predictor().quant !== undefined && !this.ctx.auditNow;
+  }
+
+  /** After a replay of a recorded step: the head's telemetry, with its GPU time. */
+  afterReplay(report: ForwardReport): void {
+    const graphs = this.ctx.b.graphs;
+    if (!graphs || !this.last) return;
+    const none = new Int32Array(0);
+    const t = graphs.hireResults(this.c.layers, none, 0, none, 0);
+    report.head = {
+      method: "hire",
+      k: this.last.selected,
+      candidates: this.last.candidates,
+      ms: t.scoreMs + t.rowsMs + t.downMs,
+      bytes: this.last.bytes,
+      denseBytes: this.w.head.w.byteLength,
+    };
+  }
+
   forward(logits: Buf, hidden: Buf, report?: ForwardReport): void {
     const { ctx, c } = this;
     const { b, scratch: sc } = ctx;
@@ -48,6 +75,32 @@ export class HireOutputLayer implements OutputLayer {
     if (kp > V - P) kp = V;
     const t0 = performance.now();
     const pred = this.predictor();
+    // One backend op where the backend has it (the GPU: no indices cross to the host); an audited
+    // token needs the kept ids on the host, so it runs op by op.
+    if (b.hireHead && pred.quant && !ctx.auditNow) {
+      const r = b.hireHead({
+        logits,
+        x: hidden,
+        predictor: pred.quant,
+        head: this.head,
+        k,
+        kp,
+        shards: P,
+        scores: sc.scores,
+        slot: c.layers,
+      });
+      this.last = { candidates: r.candidates, selected: r.selected, bytes: this.bytes(pred, r.candidates) };
+      if (report)
+        report.head = {
+          method: "hire",
+          k: r.selected,
+          candidates: r.candidates,
+          ms: performance.now() - t0,
+          bytes: this.last.bytes,
+          denseBytes: this.w.head.w.byteLength,
+        };
+      return;
+    }
     pred.score(sc.scores, hidden);
     const nc = b.topk(sc.scores, V, kp, false, P, sc.cand);
     b.matvecRows(sc.g, hidden, this.head, sc.cand, nc);
@@ -65,7 +118,7 @@ export class HireOutputLayer implements OutputLayer {
       k: ns,
       candidates: nc,
       ms,
-      bytes: pred.byteLength + nc * (this.head.byteLength / V),
+      bytes: this.bytes(pred, nc),
       denseBytes: this.w.head.w.byteLength,
     };
     if (ctx.auditNow) {

@@ -56,6 +56,7 @@ export class Sparsifier {
     for (let l = 0; l < c.layers; l++)
       this.t.ffn[l] = next.ffn.method === "dense" ? this.denseFfn[l] : this.sparseFfn[l];
     this.t.output = next.head.method === "hire" ? this.sparseHead! : this.denseOutput;
+    this.t.invalidateGraphs(); // recorded steps hold the old layers' ops and k
     return next;
   }
 

@@ -67,6 +67,14 @@ class CArgs : public Args {
     return tagged<DevQuant>(i, kDevQuantTag, name, "CudaQuant")->q;
   }
   int act(size_t i, const char* name) const { return static_cast<int>(activation(i, name)); }
+  // Optional trailing fromStep flag: read the token id / position from the step block (one token).
+  bool from_step(size_t i, int64_t n) const {
+    if (is_nullish(i)) return false;
+    const bool f = boolean(i, "fromStep");
+    if (f && n != 1) fail("fromStep needs n = 1");
+    return f;
+  }
+  int slot(size_t i) const { return static_cast<int>(integer(i, "slot", 0, 1023)); }
 };
 
 int64_t vec_len(const CArgs& a, const cu::DMat& m, const char* name) {
@@ -207,7 +215,7 @@ Napi::Value Embed(const Napi::CallbackInfo& info) {
   const int64_t n = static_cast<int64_t>(ids.len);
   float* y = a.buf(0, "y", mul(a, n, w.cols), "ids.length*cols");
   a.indices(ids, n, w.rows, "ids", "rows of w");
-  cu::embed(y, w, ids.data, n);
+  cu::embed(y, w, ids.data, n, a.from_step(3, n));
   return info.Env().Undefined();
 }
 
@@ -248,7 +256,7 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
   if (2 * half > head_dim) a.fail("invFreq has more than headDim / 2 entries");
   if (static_cast<int64_t>(pos.len) < n) a.fail("positions has fewer than n entries");
   float* x = a.buf(0, "x", mul(a, n, heads, head_dim), "n*nHeads*headDim");
-  cu::rope(x, n, heads, head_dim, pos.data, inv.data, half);
+  cu::rope(x, n, heads, head_dim, pos.data, inv.data, half, a.from_step(6, n));
   return info.Env().Undefined();
 }
 
@@ -263,7 +271,7 @@ Napi::Value CacheWrite(const Napi::CallbackInfo& info) {
   const int64_t cache = mul(a, kv, cap, hd), step = mul(a, n, kv, hd);
   cu::cache_write(a.buf(0, "kCache", cache, "nKvHeads*capacity*headDim"), a.buf(1, "vCache", cache, "nKvHeads*capacity*headDim"),
                   a.buf(2, "k", step, "n*nKvHeads*headDim"), a.buf(3, "v", step, "n*nKvHeads*headDim"), n, kv, hd, pos0,
-                  cap);
+                  cap, a.from_step(9, n));
   return info.Env().Undefined();
 }
 
@@ -284,7 +292,7 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   if (out == q) a.fail("out and q must be different buffers");
   cu::attention(out, q, a.buf(2, "kCache", cache, "nKvHeads*capacity*headDim"),
                 a.buf(3, "vCache", cache, "nKvHeads*capacity*headDim"), n, heads, kv, hd, pos0, cap,
-                static_cast<float>(scale));
+                static_cast<float>(scale), a.from_step(11, n));
   return info.Env().Undefined();
 }
 
@@ -390,24 +398,121 @@ Napi::Value HireFfn(const Napi::CallbackInfo& info) {
   s.y = a.buf(0, "y", s.down.rows, "down rows");
   s.scores = a.buf(11, "scores", F, "F");
   size_t cand_len = 0, sel_len = 0;
-  s.cand = a.i32_mut(12, "cand", &cand_len);
-  s.sel = a.i32_mut(13, "sel", &sel_len);
+  int32_t* cand = a.i32_mut(12, "cand", &cand_len);
+  int32_t* sel = a.i32_mut(13, "sel", &sel_len);
   const int64_t nc = s.kp >= F ? F : hire::topk_count(F, s.kp, s.shards);
   const int64_t ns = hire::topk_count(nc, std::min(s.k, nc), s.shards);
   if (static_cast<int64_t>(cand_len) < nc) a.fail("cand needs " + std::to_string(nc) + " elements");
   if (static_cast<int64_t>(sel_len) < ns) a.fail("sel needs " + std::to_string(ns) + " elements");
   s.a_sel = a.buf(14, "aSel", ns, "k");
+  s.slot = a.slot(15);
   if (s.y == s.x || s.y == s.scores || s.y == s.a_sel || s.x == s.scores || s.x == s.a_sel || s.scores == s.a_sel)
     a.fail("y, x, scores and aSel must be different buffers");
   cu::hire_ffn(s);
+  // Recording a graph: the lists and times come from hireResults after each replay.
+  double ms[3] = {0, 0, 0};
+  if (!cu::capturing()) {
+    cu::synchronize();
+    cu::hire_results(s.slot, cand, s.n_cand, sel, s.n_sel, ms);
+  }
   Napi::Env env = info.Env();
   Napi::Object out = Napi::Object::New(env);
   out.Set("candidates", static_cast<double>(s.n_cand));
   out.Set("selected", static_cast<double>(s.n_sel));
-  out.Set("scoreMs", s.ms[0]);
-  out.Set("rowsMs", s.ms[1]);
-  out.Set("downMs", s.ms[2]);
+  out.Set("scoreMs", ms[0]);
+  out.Set("rowsMs", ms[1]);
+  out.Set("downMs", ms[2]);
   return out;
+}
+
+// hireResults(slot, cand, nCand, sel, nSel) -> { scoreMs, rowsMs, downMs }, after the stream is done.
+Napi::Value HireResults(const Napi::CallbackInfo& info) {
+  CArgs a(info, "cuda.hireResults");
+  const int slot = a.slot(0);
+  size_t cl = 0, sl = 0;
+  int32_t* cand = a.i32_mut(1, "cand", &cl);
+  const int64_t nc = a.integer(2, "nCand", 0, kMaxDim);
+  int32_t* sel = a.i32_mut(3, "sel", &sl);
+  const int64_t ns = a.integer(4, "nSel", 0, kMaxDim);
+  if (nc > static_cast<int64_t>(cl) || ns > static_cast<int64_t>(sl)) a.fail("cand or sel is shorter than its count");
+  double ms[3];
+  cu::hire_results(slot, cand, nc, sel, ns, ms);
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("scoreMs", ms[0]);
+  out.Set("rowsMs", ms[1]);
+  out.Set("downMs", ms[2]);
+  return out;
+}
+
+// hireHead(logits, x, predictor, head, k, kp, shards, scores, slot) -> { candidates, selected }.
+Napi::Value HireHead(const Napi::CallbackInfo& info) {
+  CArgs a(info, "cuda.hireHead");
+  cu::HireHeadArgs s;
+  s.pred = a.quant(2, "predictor");
+  const int64_t V = s.pred.rows;
+  s.head = a.weight(3, "head");
+  if (s.head.transposed || s.head.rows != V || s.head.cols != s.pred.cols)
+    a.fail("head must be a " + std::to_string(V) + " x " + std::to_string(s.pred.cols) + " weight, not transposed");
+  s.k = a.integer(4, "k", 0, V);
+  s.kp = a.integer(5, "kp", 0, kMaxDim);
+  s.shards = a.integer(6, "shards", 1, 1024);
+  if (s.kp < V && s.kp % s.shards != 0) a.fail("kp must be a multiple of shards or >= V");
+  s.logits = a.buf(0, "logits", V, "V");
+  s.x = a.buf(1, "x", s.pred.cols, "cols");
+  s.scores = a.buf(7, "scores", V, "V");
+  s.slot = a.slot(8);
+  if (s.logits == s.x || s.logits == s.scores || s.x == s.scores) a.fail("logits, x and scores must be different buffers");
+  cu::hire_head(s);
+  Napi::Object out = Napi::Object::New(info.Env());
+  out.Set("candidates", static_cast<double>(s.n_cand));
+  out.Set("selected", static_cast<double>(s.n_sel));
+  return out;
+}
+
+const napi_type_tag kGraphTag = {0x6869726e63756461ULL, 0x6772617068000004ULL};
+
+Napi::Value SetStep(const Napi::CallbackInfo& info) {
+  CArgs a(info, "cuda.setStep");
+  cu::set_step(static_cast<int32_t>(a.integer(0, "id", 0, 0x7fffffff)), static_cast<int32_t>(a.integer(1, "pos", 0, 0x7fffffff)));
+  return info.Env().Undefined();
+}
+
+Napi::Value GraphBegin(const Napi::CallbackInfo& info) {
+  cu::graph_begin();
+  return info.Env().Undefined();
+}
+
+Napi::Value GraphEnd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  cu::Graph* gr = cu::graph_end();
+  auto ext = Napi::External<cu::Graph>::New(env, gr, [](Napi::Env, cu::Graph* p) { cu::graph_free(p); });
+  if (napi_type_tag_object(env, ext, &kGraphTag) != napi_ok) throw Napi::Error::New(env, "cannot tag a graph handle");
+  return ext;
+}
+
+Napi::Value GraphAbort(const Napi::CallbackInfo& info) {
+  cu::graph_abort();
+  return info.Env().Undefined();
+}
+
+Napi::Value GraphLaunch(const Napi::CallbackInfo& info) {
+  CArgs a(info, "cuda.graphLaunch");
+  return Napi::Boolean::New(info.Env(), cu::graph_launch(a.tagged<cu::Graph>(0, kGraphTag, "graph", "CudaGraph")));
+}
+
+Napi::Value Capturing(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), cu::capturing()); }
+
+Napi::Value Mark(const Napi::CallbackInfo& info) {
+  CArgs a(info, "cuda.mark");
+  cu::mark(static_cast<int>(a.integer(0, "index", 0, 1023)));
+  return info.Env().Undefined();
+}
+
+Napi::Value MarkMs(const Napi::CallbackInfo& info) {
+  CArgs a(info, "cuda.markMs");
+  return Napi::Number::New(info.Env(), cu::mark_ms(static_cast<int>(a.integer(0, "from", 0, 1023)),
+                                                   static_cast<int>(a.integer(1, "to", 0, 1023))));
 }
 
 Napi::Value ReadBandwidth(const Napi::CallbackInfo& info) {
@@ -447,6 +552,16 @@ Napi::Object cuda_exports(Napi::Env env) {
   Export<AccumulateCols>(env, o, "accumulateCols");
   Export<Topk>(env, o, "topk");
   Export<HireFfn>(env, o, "hireFfn");
+  Export<HireResults>(env, o, "hireResults");
+  Export<HireHead>(env, o, "hireHead");
+  Export<SetStep>(env, o, "setStep");
+  Export<GraphBegin>(env, o, "graphBegin");
+  Export<GraphEnd>(env, o, "graphEnd");
+  Export<GraphAbort>(env, o, "graphAbort");
+  Export<GraphLaunch>(env, o, "graphLaunch");
+  Export<Capturing>(env, o, "capturing");
+  Export<Mark>(env, o, "mark");
+  Export<MarkMs>(env, o, "markMs");
   Export<ReadBandwidth>(env, o, "readBandwidth");
   return o;
 }

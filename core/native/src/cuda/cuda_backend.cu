@@ -17,6 +17,8 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "cuda_backend.h"
 
@@ -51,6 +53,24 @@ struct State {
   unsigned char* host_out = nullptr;
   size_t host_out_size = 0;
   cudaEvent_t ev[4] = {nullptr, nullptr, nullptr, nullptr};
+  // Graph recording (see cuda_backend.h): the step block (token id, position) in pinned memory and
+  // its device twin, copied by the first node of every recorded step.
+  bool capturing = false;
+  bool graph_pending = false;  // a launched graph may not have read the step block yet
+  uint64_t epoch = 0;          // bumped when a scratch buffer moves: graphs recorded before are stale
+  int32_t* h_step = nullptr;
+  int32_t* d_step = nullptr;
+  cudaEvent_t marks[1024] = {};
+  // Per-slot results of hire_ffn / hire_head: pinned index lists and step events.
+  struct Slot {
+    int32_t* host = nullptr;
+    size_t bytes = 0;
+    cudaEvent_t ev[4] = {nullptr, nullptr, nullptr, nullptr};
+  };
+  Slot slots[1024];
+  // Device copies of constant host vectors (rope's inverse frequencies), never freed or rewritten,
+  // so a recorded graph may keep pointing at them.
+  std::vector<std::pair<std::vector<unsigned char>, void*>> consts;
 };
 State g;
 std::mutex g_init;
@@ -60,18 +80,43 @@ State& st() {
   return g;
 }
 
+// Ops that talk to the host or allocate cannot be recorded into a graph.
+void no_capture(const char* what) {
+  if (g.capturing) throw std::runtime_error(std::string("CUDA: ") + what + " cannot be recorded in a decode graph");
+}
+
 enum Slot : int { kSlotQuantX = 0, kSlotLists = 1, kSlotPartials = 2 };
 
 // Bytes [0, bytes) of a device scratch slot; contents are not kept between ops.
 unsigned char* scratch(Slot slot, size_t bytes) {
   State& s = st();
   if (bytes > s.scratch_size[slot]) {
+    no_capture("growing a scratch buffer");
     CK(cudaStreamSynchronize(s.stream));  // nothing in flight may still use the old memory
-    if (s.d_scratch[slot]) CK(cudaFree(s.d_scratch[slot]));
+    if (s.d_scratch[slot]) {
+      CK(cudaFree(s.d_scratch[slot]));
+      ++s.epoch;  // graphs recorded with the old address are stale
+    }
     s.scratch_size[slot] = std::max(bytes, s.scratch_size[slot] * 2);
     CK(cudaMalloc(&s.d_scratch[slot], s.scratch_size[slot]));
   }
   return s.d_scratch[slot];
+}
+
+// A constant host vector's permanent device copy (the same contents always give the same address).
+template <class T>
+const T* constant(const T* src, int64_t count) {
+  State& s = st();
+  const size_t bytes = static_cast<size_t>(count) * sizeof(T);
+  for (auto& c : s.consts)
+    if (c.first.size() == bytes && std::memcmp(c.first.data(), src, bytes) == 0) return static_cast<const T*>(c.second);
+  no_capture("a new constant vector");
+  void* d = nullptr;
+  CK(cudaMalloc(&d, std::max<size_t>(bytes, 16)));
+  CK(cudaMemcpy(d, src, bytes, cudaMemcpyHostToDevice));
+  const unsigned char* b = reinterpret_cast<const unsigned char*>(src);
+  s.consts.emplace_back(std::vector<unsigned char>(b, b + bytes), d);
+  return static_cast<const T*>(d);
 }
 
 unsigned char* host_out(size_t bytes) {
@@ -106,6 +151,7 @@ template <class T>
 const T* stage(const T* src, int64_t count) {
   const size_t bytes = static_cast<size_t>(count) * sizeof(T);
   if (bytes == 0) return nullptr;
+  no_capture("an op with host indices");
   if (bytes > st().ring_size / 2)
     throw std::runtime_error("CUDA: a host array of " + std::to_string(bytes) + " bytes exceeds the staging ring");
   return static_cast<const T*>(ring_copy(nullptr, src, bytes));
@@ -440,7 +486,8 @@ __global__ void rope_kernel(float* x, int64_t heads, int64_t head_dim, const int
 }
 
 __global__ void cache_write_kernel(float* kc, float* vc, const float* k, const float* v, int64_t n, int64_t kv_heads,
-                                   int64_t head_dim, int64_t pos0, int64_t capacity) {
+                                   int64_t head_dim, const int32_t* pos0p, int64_t capacity) {
+  const int64_t pos0 = *pos0p;
   const int64_t total = n * kv_heads * head_dim;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t d = i % head_dim, h = (i / head_dim) % kv_heads, t = i / (head_dim * kv_heads);
@@ -457,8 +504,9 @@ constexpr int kAttnTile = 256;
 // online softmax (running max and sum) over the tiles, each thread owning head dims tid, tid + 128.
 __global__ void __launch_bounds__(kAttnThreads) attention_kernel(float* out, const float* q, const float* kc,
                                                                  const float* vc, int64_t heads, int64_t group,
-                                                                 int64_t head_dim, int64_t pos0, int64_t capacity,
+                                                                 int64_t head_dim, const int32_t* pos0p, int64_t capacity,
                                                                  float scale) {
+  const int64_t pos0 = *pos0p;
   __shared__ float qs[256];
   __shared__ float sc[kAttnTile];
   __shared__ float red[32];
@@ -776,7 +824,10 @@ __device__ void shard_range(int64_t n, int64_t k, int64_t P, int64_t s, int64_t*
 }
 
 // out[off + j] = (map ? map[pos] : pos) for the chosen positions in ascending order; vals_out (if
-// given) gets values[pos].
+// given) gets values[pos]. Each thread owns one contiguous chunk of the shard, so the chosen indices
+// come out in order from two block-wide scans, with no sort: a radix select finds the threshold key
+// T (the ks-th largest) in four 8-bit passes, then every key > T is kept, and of the keys equal to T
+// the first ones in index order until ks.
 __global__ void __launch_bounds__(kTopkThreads) topk_kernel(const float* __restrict__ values, int64_t n, int64_t k,
                                                            int64_t P, bool by_abs, int32_t* __restrict__ out,
                                                            const int32_t* __restrict__ map, float* __restrict__ vals_out) {
@@ -795,54 +846,71 @@ __global__ void __launch_bounds__(kTopkThreads) topk_kernel(const float* __restr
     }
     return;
   }
-  // Radix select of the ks-th largest key, 8 bits at a time from the top.
+  const float* v = values + lo;
+  const int64_t chunk = (m + blockDim.x - 1) / blockDim.x;
+  const int64_t j0 = min(m, static_cast<int64_t>(threadIdx.x) * chunk), j1 = min(m, j0 + chunk);
   uint32_t prefix = 0, mask = 0;
   int krem = static_cast<int>(ks);
   for (int shift = 24; shift >= 0; shift -= 8) {
     for (int b = threadIdx.x; b < 256; b += blockDim.x) hist[b] = 0;
     __syncthreads();
-    for (int64_t j = threadIdx.x; j < m; j += blockDim.x) {
-      const uint32_t key = rank_key(values[lo + j], by_abs);
+    for (int64_t j = j0; j < j1; ++j) {
+      const uint32_t key = rank_key(v[j], by_abs);
       if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 0xff], 1);
     }
     __syncthreads();
-    if (threadIdx.x == 0) {
-      int cum = 0, b = 255;
-      for (; b > 0; --b) {
-        if (cum + hist[b] >= krem) break;
-        cum += hist[b];
+    if (threadIdx.x < 32) {
+      // Warp 0 finds the bucket holding the krem-th largest: lane l owns bins 255-8l down to 248-8l.
+      const int lane = threadIdx.x;
+      int c[8], sum = 0;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        c[i] = hist[255 - 8 * lane - i];
+        sum += c[i];
       }
-      s_prefix = prefix | (static_cast<uint32_t>(b) << shift);
-      s_krem = krem - cum;
+      int incl = sum;
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const int y = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += y;
+      }
+      const unsigned hit = __ballot_sync(0xffffffffu, incl >= krem);
+      if (lane == __ffs(hit) - 1) {
+        int cum = incl - sum, i = 0;
+        for (; i < 7; ++i) {
+          if (cum + c[i] >= krem) break;
+          cum += c[i];
+        }
+        s_prefix = prefix | (static_cast<uint32_t>(255 - 8 * lane - i) << shift);
+        s_krem = krem - cum;
+      }
     }
     __syncthreads();
     prefix = s_prefix;
     krem = s_krem;
     mask |= 0xffu << shift;
-    __syncthreads();
   }
-  // prefix is the threshold key T: take every key > T and the first krem keys == T, in index order.
   const uint32_t T = prefix;
-  int eq_base = 0, sel_base = 0;
-  for (int64_t t0 = 0; t0 < m; t0 += blockDim.x) {
-    const int64_t j = t0 + threadIdx.x;
-    uint32_t key = 0;
-    bool valid = j < m;
-    if (valid) key = rank_key(values[lo + j], by_abs);
-    const int gt = valid && key > T, eq = valid && key == T;
-    int eq_total;
-    const int eq_incl = block_scan(eq, sh, &eq_total);
-    const int take = gt || (eq && eq_base + eq_incl - 1 < krem);
-    int take_total;
-    const int take_incl = block_scan(take, sh, &take_total);
-    if (take) {
-      const int64_t p = lo + j, o = off + sel_base + take_incl - 1;
+  int gt = 0, eq = 0;
+  for (int64_t j = j0; j < j1; ++j) {
+    const uint32_t key = rank_key(v[j], by_abs);
+    gt += key > T;
+    eq += key == T;
+  }
+  int total;
+  const int eq_before = block_scan(eq, sh, &total) - eq;
+  const int take_eq = max(0, min(eq, krem - eq_before));
+  const int take = gt + take_eq;
+  int64_t o = off + block_scan(take, sh, &total) - take;
+  int seen = 0;
+  for (int64_t j = j0; j < j1; ++j) {
+    const uint32_t key = rank_key(v[j], by_abs);
+    if (key > T || (key == T && seen++ < take_eq)) {
+      const int64_t p = lo + j;
       out[o] = map ? map[p] : static_cast<int32_t>(p);
       if (vals_out) vals_out[o] = values[p];
+      ++o;
     }
-    eq_base += eq_total;
-    sel_base += take_total;
-    if (sel_base >= ks) break;  // uniform across the block
   }
 }
 
@@ -943,12 +1011,17 @@ void use_device(int index) {
   CK(cudaHostAlloc(reinterpret_cast<void**>(&g.ring), g.ring_size, cudaHostAllocDefault));
   CK(cudaMalloc(&g.d_ring, g.ring_size));
   for (auto& e : g.ev) CK(cudaEventCreate(&e));
+  for (auto& e : g.marks) CK(cudaEventCreate(&e));
+  CK(cudaHostAlloc(reinterpret_cast<void**>(&g.h_step), 64, cudaHostAllocDefault));
+  CK(cudaMalloc(&g.d_step, 64));
+  g.h_step[0] = g.h_step[1] = 0;
   g.device = index;
 }
 
 int current_device() { return g.device; }
 
 void* alloc(size_t bytes) {
+  no_capture("alloc");
   State& s = st();
   void* p = nullptr;
   CK(cudaMalloc(&p, std::max<size_t>(bytes, 16)));
@@ -964,6 +1037,7 @@ void release(void* p) {
 
 void upload(void* d_dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
+  no_capture("write");
   State& s = st();
   if (bytes <= s.ring_size / 4) {
     ring_copy(d_dst, src, bytes);
@@ -975,6 +1049,8 @@ void upload(void* d_dst, const void* src, size_t bytes) {
 
 void download(void* dst, const void* d_src, size_t bytes) {
   if (bytes == 0) return;
+  no_capture("read");
+  g.graph_pending = false;
   State& s = st();
   if (bytes <= (size_t{64} << 20)) {
     unsigned char* h = host_out(bytes);
@@ -987,7 +1063,93 @@ void download(void* dst, const void* d_src, size_t bytes) {
   CK(cudaMemcpy(dst, d_src, bytes, cudaMemcpyDeviceToHost));
 }
 
-void synchronize() { CK(cudaStreamSynchronize(st().stream)); }
+void synchronize() {
+  no_capture("synchronize");
+  CK(cudaStreamSynchronize(st().stream));
+  g.graph_pending = false;
+}
+
+// ---- graphs ----
+
+struct Graph {
+  cudaGraphExec_t exec;
+  uint64_t epoch;
+};
+
+void set_step(int32_t id, int32_t pos) {
+  State& s = st();
+  if (s.graph_pending) synchronize();  // the last replay must have copied the old values first
+  s.h_step[0] = id;
+  s.h_step[1] = pos;
+}
+
+bool capturing() { return g.capturing; }
+
+void graph_begin() {
+  State& s = st();
+  no_capture("graph_begin");
+  // Relaxed: the recording thread may still make calls that are unsafe during a capture elsewhere.
+  CK(cudaStreamBeginCapture(s.stream, cudaStreamCaptureModeRelaxed));
+  s.capturing = true;
+  const cudaError_t e = cudaMemcpyAsync(s.d_step, s.h_step, 8, cudaMemcpyHostToDevice, s.stream);
+  if (e != cudaSuccess) {
+    graph_abort();
+    check(e, "graph_begin: step copy");
+  }
+}
+
+Graph* graph_end() {
+  State& s = st();
+  if (!s.capturing) throw std::runtime_error("CUDA: graph_end without graph_begin");
+  s.capturing = false;
+  cudaGraph_t graph = nullptr;
+  CK(cudaStreamEndCapture(s.stream, &graph));
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  check(e, "cudaGraphInstantiate");
+  return new Graph{exec, s.epoch};
+}
+
+void graph_abort() {
+  State& s = st();
+  if (!s.capturing) return;
+  s.capturing = false;
+  cudaGraph_t graph = nullptr;
+  cudaStreamEndCapture(s.stream, &graph);
+  if (graph) cudaGraphDestroy(graph);
+  cudaGetLastError();  // an invalidated capture leaves an error behind
+}
+
+bool graph_launch(Graph* gr) {
+  State& s = st();
+  no_capture("graph_launch");
+  if (gr->epoch != s.epoch) return false;
+  CK(cudaGraphLaunch(gr->exec, s.stream));
+  s.graph_pending = true;
+  return true;
+}
+
+void graph_free(Graph* gr) {
+  if (!gr) return;
+  if (g.device >= 0) {
+    cudaStreamSynchronize(g.stream);
+    cudaGraphExecDestroy(gr->exec);
+  }
+  delete gr;
+}
+
+void mark(int i) {
+  if (i < 0 || i >= 1024) throw std::runtime_error("CUDA: mark index out of range");
+  CK(cudaEventRecord(st().marks[i], st().stream));
+}
+
+double mark_ms(int i, int j) {
+  if (i < 0 || i >= 1024 || j < 0 || j >= 1024) throw std::runtime_error("CUDA: mark index out of range");
+  float ms = 0;
+  CK(cudaEventElapsedTime(&ms, st().marks[i], st().marks[j]));
+  return ms;
+}
 
 void copy2d(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t rows, int64_t width) {
   if (rows <= 0 || width <= 0) return;
@@ -1004,9 +1166,9 @@ void matmul(float* y, const float* x, const DMat& w, int64_t n, const DMat* bias
   for (int64_t t = 0; t < n; ++t) acc_cols(y + t * w.rows, x + t * w.cols, w, nullptr, w.cols, bias);
 }
 
-void embed(float* y, const DMat& w, const int32_t* ids, int64_t n) {
+void embed(float* y, const DMat& w, const int32_t* ids, int64_t n, bool from_step) {
   if (n <= 0) return;
-  const int32_t* d_ids = stage(ids, n);
+  const int32_t* d_ids = from_step ? st().d_step : stage(ids, n);
   const dim3 grid(grid_for(w.cols, 256), static_cast<unsigned>(n));
   embed_kernel<<<grid, 256, 0, st().stream>>>(y, w.data, w.dtype, w.cols, d_ids, n);
   LAUNCHED("embed");
@@ -1025,31 +1187,35 @@ void layer_norm(float* y, const float* x, const DMat& g, const DMat& b, int64_t 
 }
 
 void rope(float* x, int64_t n, int64_t heads, int64_t head_dim, const int32_t* positions, const float* inv_freq,
-          int64_t half) {
+          int64_t half, bool from_step) {
   if (n <= 0 || half <= 0) return;
   if (half > 1024) throw std::runtime_error("CUDA: rope supports up to 1024 frequency pairs");
-  const int32_t* d_pos = stage(positions, n);
-  const float* d_inv = stage(inv_freq, half);
+  const float* d_inv = constant(inv_freq, half);
+  const int32_t* d_pos = from_step ? st().d_step + 1 : stage(positions, n);
   const dim3 grid(static_cast<unsigned>(std::min<int64_t>(heads, 64)), static_cast<unsigned>(n));
   rope_kernel<<<grid, static_cast<unsigned>((half + 31) / 32 * 32), 0, st().stream>>>(x, heads, head_dim, d_pos, d_inv, half);
   LAUNCHED("rope");
 }
 
 void cache_write(float* kc, float* vc, const float* k, const float* v, int64_t n, int64_t kv_heads, int64_t head_dim,
-                 int64_t pos0, int64_t capacity) {
+                 int64_t pos0, int64_t capacity, bool from_step) {
   const int64_t total = n * kv_heads * head_dim;
   if (total <= 0) return;
-  cache_write_kernel<<<elementwise_grid(total), 256, 0, st().stream>>>(kc, vc, k, v, n, kv_heads, head_dim, pos0, capacity);
+  const int32_t p0 = static_cast<int32_t>(pos0);
+  const int32_t* d_pos0 = from_step ? st().d_step + 1 : stage(&p0, 1);
+  cache_write_kernel<<<elementwise_grid(total), 256, 0, st().stream>>>(kc, vc, k, v, n, kv_heads, head_dim, d_pos0, capacity);
   LAUNCHED("cache_write");
 }
 
 void attention(float* out, const float* q, const float* kc, const float* vc, int64_t n, int64_t heads,
-               int64_t kv_heads, int64_t head_dim, int64_t pos0, int64_t capacity, float scale) {
+               int64_t kv_heads, int64_t head_dim, int64_t pos0, int64_t capacity, float scale, bool from_step) {
   if (n <= 0) return;
   if (head_dim > 256) throw std::runtime_error("CUDA: attention supports head_dim up to 256");
+  const int32_t p0 = static_cast<int32_t>(pos0);
+  const int32_t* d_pos0 = from_step ? st().d_step + 1 : stage(&p0, 1);
   const dim3 grid(static_cast<unsigned>(heads), static_cast<unsigned>(n));
-  attention_kernel<<<grid, kAttnThreads, 0, st().stream>>>(out, q, kc, vc, heads, heads / kv_heads, head_dim, pos0, capacity,
-                                                           scale);
+  attention_kernel<<<grid, kAttnThreads, 0, st().stream>>>(out, q, kc, vc, heads, heads / kv_heads, head_dim, d_pos0,
+                                                           capacity, scale);
   LAUNCHED("attention");
 }
 
@@ -1092,6 +1258,7 @@ void accumulate_cols(float* y, const float* a, const DMat& w, const int32_t* idx
 }
 
 int64_t topk(const float* values, int64_t n, int64_t k, bool by_abs, int64_t shards, int32_t* out) {
+  no_capture("topk");
   const int64_t count = topk_count(n, k, shards);
   if (count == 0) return 0;
   int32_t* d_out = reinterpret_cast<int32_t*>(scratch(kSlotLists, static_cast<size_t>(count) * 4));
@@ -1100,48 +1267,114 @@ int64_t topk(const float* values, int64_t n, int64_t k, bool by_abs, int64_t sha
   return count;
 }
 
+namespace {
+
+// The slot's pinned list area (at least `bytes`) and events, made outside recordings.
+State::Slot& slot_for(int slot, size_t bytes) {
+  State& s = st();
+  if (slot < 0 || slot >= 1024) throw std::runtime_error("CUDA: slot out of range");
+  State::Slot& sl = s.slots[slot];
+  if (!sl.ev[0]) {
+    no_capture("a new result slot");
+    for (auto& e : sl.ev) CK(cudaEventCreate(&e));
+  }
+  if (bytes > sl.bytes) {
+    no_capture("growing a result slot");
+    CK(cudaStreamSynchronize(s.stream));
+    if (sl.host) CK(cudaFreeHost(sl.host));
+    sl.bytes = std::max(bytes, size_t{4096});
+    CK(cudaHostAlloc(reinterpret_cast<void**>(&sl.host), sl.bytes, cudaHostAllocDefault));
+  }
+  return sl;
+}
+
+__global__ void fill_scatter_kernel(float* y, int64_t n, float fill, const int32_t* idx, const float* vals, int64_t count) {
+  // One block: fill, then scatter (the block barrier orders the two).
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) y[i] = fill;
+  __syncthreads();
+  for (int64_t i = threadIdx.x; i < count; i += blockDim.x) y[idx[i]] = vals[i];
+}
+
+}  // namespace
+
 void hire_ffn(HireFfnArgs& a) {
   State& s = st();
   const int64_t F = a.pred.rows;
-  // Device scratch: candidates, then the selection, then candidate activations.
   const int64_t nc = a.kp >= F ? F : topk_count(F, a.kp, a.shards);
   const int64_t kk = std::min(a.k, nc);
   const int64_t ns = topk_count(nc, kk, a.shards);
+  State::Slot& sl = slot_for(a.slot, static_cast<size_t>(nc + ns) * 4);
   unsigned char* base = scratch(kSlotLists, static_cast<size_t>((nc + ns) * 4 + nc * 4 + 512));
   int32_t* d_cand = reinterpret_cast<int32_t*>(base);
   int32_t* d_sel = d_cand + nc;
   float* d_g = reinterpret_cast<float*>(((reinterpret_cast<uintptr_t>(d_sel + ns) + 255) & ~uintptr_t{255}));
 
-  CK(cudaEventRecord(s.ev[0], s.stream));
+  CK(cudaEventRecord(sl.ev[0], s.stream));
   quant_scores(a.scores, a.x, a.pred, a.bias_in, a.act);
   if (a.kp >= F)
     topk_device(a.scores, F, F, true, 1, d_cand, nullptr, nullptr);  // every neuron, in order
   else
     topk_device(a.scores, F, a.kp, true, a.shards, d_cand, nullptr, nullptr);
-  CK(cudaEventRecord(s.ev[1], s.stream));
+  CK(cudaEventRecord(sl.ev[1], s.stream));
   exact_rows(d_g, a.x, a.rows, d_cand, nc, a.gated, a.bias_in, a.act);
   // The candidate list is in shard order, so sharding it at the same boundaries keeps each shard's
   // second selection inside its own neurons (as the CPU op does).
   topk_device(d_g, nc, kk, true, a.shards, d_sel, d_cand, a.a_sel);
-  CK(cudaEventRecord(s.ev[2], s.stream));
+  CK(cudaEventRecord(sl.ev[2], s.stream));
   acc_cols(a.y, a.a_sel, a.down, d_sel, ns, nullptr);
-  CK(cudaEventRecord(s.ev[3], s.stream));
-  // One read-back for both lists (they are adjacent).
-  int32_t* h = reinterpret_cast<int32_t*>(host_out(static_cast<size_t>(nc + ns) * 4));
-  CK(cudaMemcpyAsync(h, d_cand, static_cast<size_t>(nc + ns) * 4, cudaMemcpyDeviceToHost, s.stream));
-  CK(cudaStreamSynchronize(s.stream));
-  std::memcpy(a.cand, h, static_cast<size_t>(nc) * 4);
-  std::memcpy(a.sel, h + nc, static_cast<size_t>(ns) * 4);
+  CK(cudaEventRecord(sl.ev[3], s.stream));
+  // Both lists (adjacent) to the slot's pinned area, for hire_results.
+  CK(cudaMemcpyAsync(sl.host, d_cand, static_cast<size_t>(nc + ns) * 4, cudaMemcpyDeviceToHost, s.stream));
   a.n_cand = nc;
   a.n_sel = ns;
-  float ms = 0;
+}
+
+void hire_results(int slot, int32_t* cand, int64_t n_cand, int32_t* sel, int64_t n_sel, double ms[3]) {
+  State& s = st();
+  if (slot < 0 || slot >= 1024 || !s.slots[slot].ev[0]) throw std::runtime_error("CUDA: hire_results of an unused slot");
+  State::Slot& sl = s.slots[slot];
+  if (static_cast<size_t>(n_cand + n_sel) * 4 > sl.bytes) throw std::runtime_error("CUDA: hire_results: counts exceed the slot");
+  if (cand) std::memcpy(cand, sl.host, static_cast<size_t>(n_cand) * 4);
+  if (sel) std::memcpy(sel, sl.host + n_cand, static_cast<size_t>(n_sel) * 4);
   for (int i = 0; i < 3; ++i) {
-    CK(cudaEventElapsedTime(&ms, s.ev[i], s.ev[i + 1]));
-    a.ms[i] = ms;
+    float t = 0;
+    CK(cudaEventElapsedTime(&t, sl.ev[i], sl.ev[i + 1]));
+    ms[i] = t;
   }
 }
 
+void hire_head(HireHeadArgs& a) {
+  State& s = st();
+  const int64_t V = a.pred.rows;
+  const int64_t nc = a.kp >= V ? V : topk_count(V, a.kp, a.shards);
+  const int64_t kk = std::min(a.k, nc);
+  const int64_t ns = topk_count(nc, kk, a.shards);
+  State::Slot& sl = slot_for(a.slot, 16);
+  unsigned char* base = scratch(kSlotLists, static_cast<size_t>((nc + ns) * 8 + nc * 4 + 1024));
+  int32_t* d_cand = reinterpret_cast<int32_t*>(base);
+  int32_t* d_sel = d_cand + nc;
+  float* d_g = reinterpret_cast<float*>(((reinterpret_cast<uintptr_t>(d_sel + ns) + 255) & ~uintptr_t{255}));
+  float* d_vals = reinterpret_cast<float*>(((reinterpret_cast<uintptr_t>(d_g + nc) + 255) & ~uintptr_t{255}));
+
+  CK(cudaEventRecord(sl.ev[0], s.stream));
+  quant_scores(a.scores, a.x, a.pred, nullptr, -1);
+  if (a.kp >= V)
+    topk_device(a.scores, V, V, false, 1, d_cand, nullptr, nullptr);
+  else
+    topk_device(a.scores, V, a.kp, false, a.shards, d_cand, nullptr, nullptr);
+  CK(cudaEventRecord(sl.ev[1], s.stream));
+  gemv_dispatch(d_g, nc, a.x, a.head, d_cand, nc, 1, nullptr);
+  topk_device(d_g, nc, kk, false, a.shards, d_sel, d_cand, d_vals);
+  CK(cudaEventRecord(sl.ev[2], s.stream));
+  fill_scatter_kernel<<<1, 1024, 0, s.stream>>>(a.logits, V, -INFINITY, d_sel, d_vals, ns);
+  LAUNCHED("hire_head scatter");
+  CK(cudaEventRecord(sl.ev[3], s.stream));
+  a.n_cand = nc;
+  a.n_sel = ns;
+}
+
 double read_bandwidth(size_t bytes, int reps) {
+  no_capture("read_bandwidth");
   State& s = st();
   bytes &= ~size_t{15};
   void* buf = nullptr;

@@ -53,18 +53,38 @@ void upload(void* d_dst, const void* src, size_t bytes);    // ordered on the st
 void download(void* dst, const void* d_src, size_t bytes);  // waits for the stream
 void synchronize();
 
+// ---- decode steps as CUDA graphs ----
+// A decode step (one token) can be recorded once and replayed: between graph_begin and graph_end the
+// ops are recorded, not run, and the position-dependent ones (embed, rope, cache_write, attention,
+// called with from_step) read the token id and position that set_step last wrote, so one graph
+// serves every position. Ops that must return data to the host, allocate, or take host index
+// arrays throw while recording (the caller then runs that step op by op). Growing a scratch buffer
+// outside a recording makes earlier graphs stale (graph_launch returns false).
+struct Graph;
+void set_step(int32_t id, int32_t pos);
+void graph_begin();
+Graph* graph_end();
+void graph_abort();  // end a recording that failed part-way
+bool graph_launch(Graph* g);
+void graph_free(Graph* g);
+bool capturing();
+// Timing marks on the stream (recorded in graphs too): mark(i); after a wait, mark_ms(i, j) is the
+// GPU time from mark i to mark j. i < 1024.
+void mark(int i);
+double mark_ms(int i, int j);
+
 void copy2d(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t rows, int64_t width);
 void matmul(float* y, const float* x, const DMat& w, int64_t n, const DMat* bias);
-void embed(float* y, const DMat& w, const int32_t* ids, int64_t n);  // ids: host
+void embed(float* y, const DMat& w, const int32_t* ids, int64_t n, bool from_step);  // ids: host
 void rms_norm(float* y, const float* x, const DMat& g, int64_t n, int64_t dim, float eps);
 void layer_norm(float* y, const float* x, const DMat& g, const DMat& b, int64_t n, int64_t dim, float eps);
 // positions, inv_freq: host.
 void rope(float* x, int64_t n, int64_t heads, int64_t head_dim, const int32_t* positions, const float* inv_freq,
-          int64_t half);
+          int64_t half, bool from_step);
 void cache_write(float* kc, float* vc, const float* k, const float* v, int64_t n, int64_t kv_heads, int64_t head_dim,
-                 int64_t pos0, int64_t capacity);
+                 int64_t pos0, int64_t capacity, bool from_step);
 void attention(float* out, const float* q, const float* kc, const float* vc, int64_t n, int64_t heads,
-               int64_t kv_heads, int64_t head_dim, int64_t pos0, int64_t capacity, float scale);
+               int64_t kv_heads, int64_t head_dim, int64_t pos0, int64_t capacity, float scale, bool from_step);
 // act: hire::Activation (0 relu, 1 gelu, 2 gelu_tanh, 3 silu). gate = act(gate) * up.
 void gated_act(float* gate, const float* up, int64_t count, int act);
 void activate(float* x, int64_t count, int act);
@@ -79,6 +99,8 @@ void accumulate_cols(float* y, const float* a, const DMat& w, const int32_t* idx
 // DA-top-k over device values, same selection rules as hire::topk; ascending indices into out (host).
 int64_t topk(const float* values, int64_t n, int64_t k, bool by_abs, int64_t shards, int32_t* out);
 
+// Results of hire_ffn / hire_head land in a per-slot pinned area and events (one slot per layer and
+// one for the head), so a recorded step can hand them back after each replay (hire_results).
 struct HireFfnArgs {
   const float* x;
   DQuant pred;
@@ -91,12 +113,29 @@ struct HireFfnArgs {
   float* y;
   float* scores;  // device [F]
   float* a_sel;   // device [k]
-  int32_t* cand;  // host
-  int32_t* sel;   // host
+  int slot;       // 0 .. 1023
   int64_t n_cand = 0, n_sel = 0;
-  double ms[3] = {0, 0, 0};  // GPU time: scoring + top-k', exact rows + top-k, down product
 };
+// Enqueues the step (no wait): n_cand and n_sel are set from the shapes.
 void hire_ffn(HireFfnArgs& a);
+// After the stream has finished the step: copies the slot's candidates and selection (cand, sel:
+// host, or null) and returns the GPU time of scoring + top-k', exact rows + top-k, down product.
+void hire_results(int slot, int32_t* cand, int64_t n_cand, int32_t* sel, int64_t n_sel, double ms[3]);
+
+// HiRE on the output layer, all on the device: scores from the quantized head, top-kp/P candidates per
+// shard, their exact logits, the top-k/P of those; logits = those k values at their token ids and
+// -inf elsewhere. Timing in hire_results(slot) (ms[0] = scoring + top-k', ms[1] = exact rows + top-k).
+struct HireHeadArgs {
+  const float* x;
+  DQuant pred;
+  DMat head;  // [V][hidden], not transposed
+  int64_t k, kp, shards;
+  float* logits;  // [V]
+  float* scores;  // [V]
+  int slot;
+  int64_t n_cand = 0, n_sel = 0;
+};
+void hire_head(HireHeadArgs& a);
 
 // Device memory read bandwidth in GB/s: best of `reps` reads of a `bytes` buffer by a streaming kernel.
 double read_bandwidth(size_t bytes, int reps);

@@ -26,13 +26,15 @@ void download(void*, const void*, size_t) { none(); }
 void synchronize() { none(); }
 void copy2d(float*, int64_t, const float*, int64_t, int64_t, int64_t) { none(); }
 void matmul(float*, const float*, const DMat&, int64_t, const DMat*) { none(); }
-void embed(float*, const DMat&, const int32_t*, int64_t) { none(); }
+void embed(float*, const DMat&, const int32_t*, int64_t, bool) { none(); }
 void rms_norm(float*, const float*, const DMat&, int64_t, int64_t, float) { none(); }
 void layer_norm(float*, const float*, const DMat&, const DMat&, int64_t, int64_t, float) { none(); }
-void rope(float*, int64_t, int64_t, int64_t, const int32_t*, const float*, int64_t) { none(); }
-void cache_write(float*, float*, const float*, const float*, int64_t, int64_t, int64_t, int64_t, int64_t) { none(); }
+void rope(float*, int64_t, int64_t, int64_t, const int32_t*, const float*, int64_t, bool) { none(); }
+void cache_write(float*, float*, const float*, const float*, int64_t, int64_t, int64_t, int64_t, int64_t, bool) {
+  none();
+}
 void attention(float*, const float*, const float*, const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-               float) {
+               float, bool) {
   none();
 }
 void gated_act(float*, const float*, int64_t, int) { none(); }
@@ -44,6 +46,18 @@ void matvec_rows(float*, const float*, const DMat&, const int32_t*, int64_t) { n
 void accumulate_cols(float*, const float*, const DMat&, const int32_t*, int64_t) { none(); }
 int64_t topk(const float*, int64_t, int64_t, bool, int64_t, int32_t*) { none(); }
 void hire_ffn(HireFfnArgs&) { none(); }
+void hire_results(int, int32_t*, int64_t, int32_t*, int64_t, double*) { none(); }
+void hire_head(HireHeadArgs&) { none(); }
+struct Graph {};
+void set_step(int32_t, int32_t) { none(); }
+void graph_begin() { none(); }
+Graph* graph_end() { none(); }
+void graph_abort() {}
+bool graph_launch(Graph*) { none(); }
+void graph_free(Graph*) {}
+bool capturing() { return false; }
+void mark(int) { none(); }
+double mark_ms(int, int) { none(); }
 double read_bandwidth(size_t, int) { none(); }
 
 }  // namespace hire::cuda

@@ -1,17 +1,17 @@
-// Builds the CUDA kernels for binding.gyp, which runs this at configure time (`<!(node cuda-build.cjs ...)`):
-//   node cuda-build.cjs obj     compile src/cuda/cuda_backend.cu with nvcc, print the object's path
+// Builds the CUDA kernels for binding.gyp, which runs this at configure time (`<!(node cuda-build.mjs ...)`):
+//   node cuda-build.mjs obj     compile src/cuda/cuda_backend.cu with nvcc, print the object's path
 //                               (nothing when nvcc is not found or HIRE_CUDA=0: the addon then links
 //                               src/cuda/cuda_stub.cc and reports no CUDA)
-//   node cuda-build.cjs libdir  print the CUDA toolkit's library folder (for the static runtime)
+//   node cuda-build.mjs libdir  print the CUDA toolkit's library folder (for the static runtime)
 // stdout is what gyp reads, so every message goes to stderr. The object is rebuilt only when the
 // sources or the flags change. Targets: sm_80 (Ampere, also runs on sm_86/sm_89), sm_90 (Hopper), and
 // compute_90 PTX for newer GPUs; HIRE_CUDA_ARCH="80;90" overrides the list.
-"use strict";
-const { execFileSync } = require("node:child_process");
-const { existsSync, mkdirSync, readFileSync, writeFileSync, statSync, realpathSync } = require("node:fs");
-const { dirname, join, resolve } = require("node:path");
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, writeFileSync, statSync, realpathSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 
-const here = __dirname;
+const here = dirname(fileURLToPath(import.meta.url));
 
 function findNvcc() {
   if (process.env.HIRE_CUDA === "0") return null;
@@ -42,11 +42,15 @@ function main() {
   const root = nvcc ? toolkitRoot(nvcc) : null;
   if (!nvcc || !root) {
     if (what === "obj")
-      console.error(nvcc ? "cuda-build: nvcc found but no libcudart_static.a; building without CUDA" : "cuda-build: no nvcc; building without CUDA");
+      console.error(
+        nvcc
+          ? "cuda-build: nvcc found but no libcudart_static.a; building without CUDA"
+          : "cuda-build: no nvcc; building without CUDA",
+      );
     return "";
   }
   if (what === "libdir") return join(root, "lib64");
-  if (what !== "obj") throw new Error(`usage: node cuda-build.cjs obj|libdir`);
+  if (what !== "obj") throw new Error(`usage: node cuda-build.mjs obj|libdir`);
 
   const src = join(here, "src", "cuda", "cuda_backend.cu");
   const hdr = join(here, "src", "cuda", "cuda_backend.h");
