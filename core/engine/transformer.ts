@@ -201,6 +201,8 @@ export class Transformer {
   }
 
   private graphable(): boolean {
+    // Learned position tables (GPT-2, OPT) are looked up with host positions: those run op by op.
+    if (this.weights.positions) return false;
     return this.ffn.every((f) => f.graphable?.() ?? false) && (this.output.graphable?.() ?? false);
   }
 

@@ -4,8 +4,9 @@
 # tools/cuda/pack-device.sh put in .device/, then
 #   1. lists the GPU (nvidia-smi, `hire gpus`),
 #   2. runs test/cuda.test.ts (every op and every golden / random model against the CPU backend),
-#   3. benches a llama-3.2-1b-shaped bf16 model on the GPU: dense, HiRE + head and exact top-k,
-#   4. prints one HiRE token's per-layer telemetry (`hire generate --json`).
+#   3. times each kernel on llama-3.2-1b shapes (tools/cuda/kernel-bench.mjs),
+#   4. benches a llama-3.2-1b-shaped bf16 model on the GPU: dense, HiRE + head and exact top-k,
+#   5. prints one HiRE token's per-layer telemetry (`hire generate --json`).
 # Logs go to $OUT. Needs dist/, the addon and .device/ carried along:
 #   run(command="bash tools/cuda/device-check.sh", carry=[".device", "dist", "core/native/build/Release/hire_native.node"])
 set -uo pipefail
@@ -33,6 +34,9 @@ timeout "${TEST_TIMEOUT:-200}" node --test --test-reporter=spec dist/test/cuda.t
 echo "exit $?" >> "$OUT/cuda-test.log"
 grep -E "^(✔|✖|﹣)|^ℹ (tests|pass|fail)|exit " "$OUT/cuda-test.log" | cut -c1-160
 grep -B2 -A12 "✖" "$OUT/cuda-test.log" | grep -E "Error|GPU|CPU|want|got|expected|actual|at .*cuda" | head -40
+
+step "kernels (GPU time per op, recorded in graphs)"
+timeout 120 node tools/cuda/kernel-bench.mjs 2>&1 | tee "$OUT/kernels.txt"
 
 wait $maker
 step "bench (llama-3.2-1b shape, bf16)"

@@ -29,7 +29,9 @@ enum : int { kF32 = 0, kF16 = 1, kBF16 = 2 };
 enum : int { kRelu = 0, kGelu = 1, kGeluTanh = 2, kSilu = 3 };
 
 void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string("CUDA: ") + cudaGetErrorString(e) + " (" + what + ")");
+  if (e == cudaSuccess) return;
+  cudaGetLastError();  // the runtime also keeps a failed call's error as the "last error": clear it
+  throw std::runtime_error(std::string("CUDA: ") + cudaGetErrorString(e) + " (" + what + ")");
 }
 #define CK(call) check((call), #call)
 #define LAUNCHED(name) check(cudaGetLastError(), name)
@@ -78,6 +80,14 @@ std::mutex g_init;
 State& st() {
   if (g.device < 0) use_device(0);
   return g;
+}
+
+// Record a timing event. While a graph is recorded, only the External flag makes the record a node
+// of the graph (a plain record would only order streams), so its time is taken at each replay.
+void record(cudaEvent_t e) {
+  State& s = st();
+  check(cudaEventRecordWithFlags(e, s.stream, s.capturing ? cudaEventRecordExternal : cudaEventRecordDefault),
+        "cudaEventRecordWithFlags");
 }
 
 // Ops that talk to the host or allocate cannot be recorded into a graph.
@@ -222,23 +232,26 @@ __device__ __forceinline__ float apply_act(float v, int act) {
   }
 }
 
-// ---- GEMV family: one warp per output row -----------------------------------------------------------
+// ---- GEMV family: one block per output row --------------------------------------------------------
 
-constexpr int kRowsPerBlock = 8;  // warps per block
+constexpr int kRowsPerBlock = 8;  // warps per block of the one-warp-per-row kernels (scoring, exact rows)
 constexpr int kMaxTok = 4;        // tokens per pass of the batched GEMV (each weight vector feeds all)
+constexpr int kGemvThreads = 128; // threads per row of the GEMV
 
 // y[t][r] = W[row(r)] . x[t] (+ bias[row]) for t < nt, r < count; row(r) = idx ? idx[r] : r.
-// x rows have `cols` floats; y rows have ldy. Vector path when every row starts 16-byte aligned.
+// x rows have `cols` floats; y rows have ldy. One block of kGemvThreads per row, so even a 512-row
+// matrix gives the chip 512 blocks; each thread keeps 4 16-byte loads in flight, then the block sums.
+// Vector path when every row starts 16-byte aligned.
 template <int DT, int NT>
-__global__ void __launch_bounds__(32 * kRowsPerBlock) gemv_kernel(float* __restrict__ y, int64_t ldy,
-                                                                  const float* __restrict__ x, const void* __restrict__ W,
-                                                                  int64_t cols, const int32_t* __restrict__ idx,
-                                                                  int64_t count, int nt, const void* bias, int bias_dt,
-                                                                  bool vec) {
-  const int lane = threadIdx.x & 31;
-  const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
+__global__ void __launch_bounds__(kGemvThreads) gemv_kernel(float* __restrict__ y, int64_t ldy,
+                                                           const float* __restrict__ x, const void* __restrict__ W,
+                                                           int64_t cols, const int32_t* __restrict__ idx, int64_t count,
+                                                           int nt, const void* bias, int bias_dt, bool vec) {
+  __shared__ float red[NT][kGemvThreads / 32];
+  const int64_t r = blockIdx.x;
   if (r >= count) return;
   const int64_t row = idx ? idx[r] : r;
+  const int tid = threadIdx.x;
   constexpr int E = Vec<DT>::E;
   constexpr int esz = DT == kF32 ? 4 : 2;
   const unsigned char* wrow = static_cast<const unsigned char*>(W) + row * cols * esz;
@@ -249,17 +262,17 @@ __global__ void __launch_bounds__(32 * kRowsPerBlock) gemv_kernel(float* __restr
   if (vec) {
     const uint4* wv = reinterpret_cast<const uint4*>(wrow);
     const int64_t nvec = cols / E;
-    constexpr int U = 4;  // vectors in flight per lane
-    int64_t v = lane;
-    for (; v + 32 * (U - 1) < nvec; v += 32 * U) {
+    constexpr int U = 4;  // vectors in flight per thread
+    int64_t v = tid;
+    for (; v + kGemvThreads * (U - 1) < nvec; v += kGemvThreads * U) {
       uint4 w[U];
 #pragma unroll
-      for (int u = 0; u < U; ++u) w[u] = ld_stream(wv + v + 32 * u);
+      for (int u = 0; u < U; ++u) w[u] = ld_stream(wv + v + kGemvThreads * u);
 #pragma unroll
       for (int u = 0; u < U; ++u) {
         float f[E];
         Vec<DT>::cvt(w[u], f);
-        const int64_t c = (v + 32 * u) * E;
+        const int64_t c = (v + kGemvThreads * u) * E;
 #pragma unroll
         for (int t = 0; t < NT; ++t) {
           if (t < nt) {
@@ -273,7 +286,7 @@ __global__ void __launch_bounds__(32 * kRowsPerBlock) gemv_kernel(float* __restr
         }
       }
     }
-    for (; v < nvec; v += 32) {
+    for (; v < nvec; v += kGemvThreads) {
       float f[E];
       Vec<DT>::cvt(ld_stream(wv + v), f);
       const int64_t c = v * E;
@@ -285,17 +298,24 @@ __global__ void __launch_bounds__(32 * kRowsPerBlock) gemv_kernel(float* __restr
     }
     c0 = nvec * E;
   }
-  for (int64_t c = c0 + lane; c < cols; c += 32) {
+  for (int64_t c = c0 + tid; c < cols; c += kGemvThreads) {
     const float wv = load_elem(DT, wrow, c);
 #pragma unroll
     for (int t = 0; t < NT; ++t)
       if (t < nt) acc[t] += wv * x[t * cols + c];
   }
+  const int lane = tid & 31, warp = tid >> 5;
 #pragma unroll
   for (int t = 0; t < NT; ++t) {
-    if (t >= nt) break;
-    const float s = warp_sum(acc[t]);
-    if (lane == 0) y[t * ldy + r] = s + (bias ? load_elem(bias_dt, bias, row) : 0.0f);
+    const float sum = warp_sum(acc[t]);
+    if (lane == 0) red[t][warp] = sum;
+  }
+  __syncthreads();
+  if (tid < NT && tid < nt) {
+    float sum = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kGemvThreads / 32; ++w) sum += red[tid][w];
+    y[tid * ldy + r] = sum + (bias ? load_elem(bias_dt, bias, row) : 0.0f);
   }
 }
 
@@ -307,14 +327,14 @@ void launch_gemv(float* y, int64_t ldy, const float* x, const DMat& w, const int
   const bool vec = (w.cols * esz) % 16 == 0 && (reinterpret_cast<uintptr_t>(w.data) & 15) == 0 && (w.cols % 4) == 0;
   for (int64_t t0 = 0; t0 < n; t0 += kMaxTok) {
     const int nt = static_cast<int>(std::min<int64_t>(kMaxTok, n - t0));
-    const dim3 grid(grid_for(count, kRowsPerBlock));
+    const dim3 grid(static_cast<unsigned>(count));
     if (nt == 1)
-      gemv_kernel<DT, 1><<<grid, 32 * kRowsPerBlock, 0, s.stream>>>(y + t0 * ldy, ldy, x + t0 * w.cols, w.data, w.cols, d_idx,
-                                                                 count, 1, bias ? bias->data : nullptr, bias ? bias->dtype : 0, vec);
+      gemv_kernel<DT, 1><<<grid, kGemvThreads, 0, s.stream>>>(y + t0 * ldy, ldy, x + t0 * w.cols, w.data, w.cols, d_idx, count,
+                                                           1, bias ? bias->data : nullptr, bias ? bias->dtype : 0, vec);
     else
-      gemv_kernel<DT, kMaxTok><<<grid, 32 * kRowsPerBlock, 0, s.stream>>>(y + t0 * ldy, ldy, x + t0 * w.cols, w.data, w.cols,
-                                                                       d_idx, count, nt, bias ? bias->data : nullptr,
-                                                                       bias ? bias->dtype : 0, vec);
+      gemv_kernel<DT, kMaxTok><<<grid, kGemvThreads, 0, s.stream>>>(y + t0 * ldy, ldy, x + t0 * w.cols, w.data, w.cols, d_idx,
+                                                                 count, nt, bias ? bias->data : nullptr,
+                                                                 bias ? bias->dtype : 0, vec);
     LAUNCHED("gemv");
   }
 }
@@ -768,7 +788,7 @@ void exact_rows(float* g, const float* x, const DMat& w, const int32_t* d_cand, 
 
 // ---- top-k: one block per DA-top-k shard, radix select then an ordered compaction -------------------
 
-constexpr int kTopkThreads = 1024;
+constexpr int kTopkThreads = 512;
 
 // Order-preserving key; larger key = ranks higher. NaN -> 0, below everything; -0 == +0.
 __device__ __forceinline__ uint32_t rank_key(float v, bool by_abs) {
@@ -849,15 +869,40 @@ __global__ void __launch_bounds__(kTopkThreads) topk_kernel(const float* __restr
   const float* v = values + lo;
   const int64_t chunk = (m + blockDim.x - 1) / blockDim.x;
   const int64_t j0 = min(m, static_cast<int64_t>(threadIdx.x) * chunk), j1 = min(m, j0 + chunk);
+  // The passes below are bound by load latency, not bandwidth: a chunk of up to 16 keys (shards of
+  // up to 8192 values on 512 threads: the FFN selections of 1B-class models) is loaded once into
+  // registers; longer chunks are read 8 independent loads at a time.
+  constexpr int kCache = 16;
+  const bool cached = chunk <= kCache;
+  uint32_t kc[kCache];
+  if (cached) {
+#pragma unroll
+    for (int q = 0; q < kCache; ++q) kc[q] = j0 + q < j1 ? rank_key(v[j0 + q], by_abs) : 0u;
+  }
+  auto each = [&](auto&& f) {
+    if (cached) {
+#pragma unroll
+      for (int q = 0; q < kCache; ++q)
+        if (j0 + q < j1) f(j0 + q, kc[q]);
+      return;
+    }
+    for (int64_t jb = j0; jb < j1; jb += 8) {
+      uint32_t kk[8];
+#pragma unroll
+      for (int q = 0; q < 8; ++q) kk[q] = jb + q < j1 ? rank_key(v[jb + q], by_abs) : 0u;
+#pragma unroll
+      for (int q = 0; q < 8; ++q)
+        if (jb + q < j1) f(jb + q, kk[q]);
+    }
+  };
   uint32_t prefix = 0, mask = 0;
   int krem = static_cast<int>(ks);
   for (int shift = 24; shift >= 0; shift -= 8) {
     for (int b = threadIdx.x; b < 256; b += blockDim.x) hist[b] = 0;
     __syncthreads();
-    for (int64_t j = j0; j < j1; ++j) {
-      const uint32_t key = rank_key(v[j], by_abs);
+    each([&](int64_t, uint32_t key) {
       if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 0xff], 1);
-    }
+    });
     __syncthreads();
     if (threadIdx.x < 32) {
       // Warp 0 finds the bucket holding the krem-th largest: lane l owns bins 255-8l down to 248-8l.
@@ -892,26 +937,24 @@ __global__ void __launch_bounds__(kTopkThreads) topk_kernel(const float* __restr
   }
   const uint32_t T = prefix;
   int gt = 0, eq = 0;
-  for (int64_t j = j0; j < j1; ++j) {
-    const uint32_t key = rank_key(v[j], by_abs);
+  each([&](int64_t, uint32_t key) {
     gt += key > T;
     eq += key == T;
-  }
+  });
   int total;
   const int eq_before = block_scan(eq, sh, &total) - eq;
   const int take_eq = max(0, min(eq, krem - eq_before));
   const int take = gt + take_eq;
   int64_t o = off + block_scan(take, sh, &total) - take;
   int seen = 0;
-  for (int64_t j = j0; j < j1; ++j) {
-    const uint32_t key = rank_key(v[j], by_abs);
+  each([&](int64_t j, uint32_t key) {
     if (key > T || (key == T && seen++ < take_eq)) {
       const int64_t p = lo + j;
       out[o] = map ? map[p] : static_cast<int32_t>(p);
       if (vals_out) vals_out[o] = values[p];
       ++o;
     }
-  }
+  });
 }
 
 int64_t topk_count(int64_t n, int64_t k, int64_t P) {
@@ -1141,7 +1184,7 @@ void graph_free(Graph* gr) {
 
 void mark(int i) {
   if (i < 0 || i >= 1024) throw std::runtime_error("CUDA: mark index out of range");
-  CK(cudaEventRecord(st().marks[i], st().stream));
+  record(st().marks[i]);
 }
 
 double mark_ms(int i, int j) {
@@ -1309,20 +1352,20 @@ void hire_ffn(HireFfnArgs& a) {
   int32_t* d_sel = d_cand + nc;
   float* d_g = reinterpret_cast<float*>(((reinterpret_cast<uintptr_t>(d_sel + ns) + 255) & ~uintptr_t{255}));
 
-  CK(cudaEventRecord(sl.ev[0], s.stream));
+  record(sl.ev[0]);
   quant_scores(a.scores, a.x, a.pred, a.bias_in, a.act);
   if (a.kp >= F)
     topk_device(a.scores, F, F, true, 1, d_cand, nullptr, nullptr);  // every neuron, in order
   else
     topk_device(a.scores, F, a.kp, true, a.shards, d_cand, nullptr, nullptr);
-  CK(cudaEventRecord(sl.ev[1], s.stream));
+  record(sl.ev[1]);
   exact_rows(d_g, a.x, a.rows, d_cand, nc, a.gated, a.bias_in, a.act);
   // The candidate list is in shard order, so sharding it at the same boundaries keeps each shard's
   // second selection inside its own neurons (as the CPU op does).
   topk_device(d_g, nc, kk, true, a.shards, d_sel, d_cand, a.a_sel);
-  CK(cudaEventRecord(sl.ev[2], s.stream));
+  record(sl.ev[2]);
   acc_cols(a.y, a.a_sel, a.down, d_sel, ns, nullptr);
-  CK(cudaEventRecord(sl.ev[3], s.stream));
+  record(sl.ev[3]);
   // Both lists (adjacent) to the slot's pinned area, for hire_results.
   CK(cudaMemcpyAsync(sl.host, d_cand, static_cast<size_t>(nc + ns) * 4, cudaMemcpyDeviceToHost, s.stream));
   a.n_cand = nc;
@@ -1356,19 +1399,19 @@ void hire_head(HireHeadArgs& a) {
   float* d_g = reinterpret_cast<float*>(((reinterpret_cast<uintptr_t>(d_sel + ns) + 255) & ~uintptr_t{255}));
   float* d_vals = reinterpret_cast<float*>(((reinterpret_cast<uintptr_t>(d_g + nc) + 255) & ~uintptr_t{255}));
 
-  CK(cudaEventRecord(sl.ev[0], s.stream));
+  record(sl.ev[0]);
   quant_scores(a.scores, a.x, a.pred, nullptr, -1);
   if (a.kp >= V)
     topk_device(a.scores, V, V, false, 1, d_cand, nullptr, nullptr);
   else
     topk_device(a.scores, V, a.kp, false, a.shards, d_cand, nullptr, nullptr);
-  CK(cudaEventRecord(sl.ev[1], s.stream));
+  record(sl.ev[1]);
   gemv_dispatch(d_g, nc, a.x, a.head, d_cand, nc, 1, nullptr);
   topk_device(d_g, nc, kk, false, a.shards, d_sel, d_cand, d_vals);
-  CK(cudaEventRecord(sl.ev[2], s.stream));
+  record(sl.ev[2]);
   fill_scatter_kernel<<<1, 1024, 0, s.stream>>>(a.logits, V, -INFINITY, d_sel, d_vals, ns);
   LAUNCHED("hire_head scatter");
-  CK(cudaEventRecord(sl.ev[3], s.stream));
+  record(sl.ev[3]);
   a.n_cand = nc;
   a.n_sel = ns;
 }
