@@ -260,15 +260,21 @@ test("cuda ops: gathered rows and columns match the CPU", { skip }, () => {
   }
 });
 
-test("cuda ops: DA-top-k selects exactly what the CPU selects (ties, NaN, -0, shards)", { skip }, () => {
+test("cuda ops: DA-top-k selects exactly what the CPU selects (ties, NaN, -0, shards, two stages)", { skip }, () => {
   const o = ops();
-  const n = 5000;
-  const cases: Float32Array[] = [o.rnd.randArray(n)];
-  const ties = Float32Array.from({ length: n }, () => Math.round(o.rnd.uniform(-4, 4)) / 2);
-  ties[17] = NaN;
-  ties[18] = -0;
-  ties[4000] = NaN;
-  cases.push(ties);
+  // 5000 values: one block per shard; 50000: shards longer than 8192 go through the two-stage path.
+  for (const n of [5000, 50000]) {
+    const cases: Float32Array[] = [o.rnd.randArray(n)];
+    const ties = Float32Array.from({ length: n }, () => Math.round(o.rnd.uniform(-4, 4)) / 2);
+    ties[17] = NaN;
+    ties[18] = -0;
+    ties[4000] = NaN;
+    cases.push(ties);
+    topkCases(o, n, cases);
+  }
+});
+
+function topkCases(o: ReturnType<typeof ops>, n: number, cases: Float32Array[]): void {
   for (const values of cases) {
     for (const [k, shards] of [
       [700, 1],
@@ -276,8 +282,9 @@ test("cuda ops: DA-top-k selects exactly what the CPU selects (ties, NaN, -0, sh
       [701, 3],
       [64, 4],
       [1, 1],
-      [4999, 1],
-      [6000, 2],
+      [n - 1, 1],
+      [n + 1000, 2],
+      [Math.floor(n / 2) + 1, 1],
     ]) {
       for (const byAbs of [true, false]) {
         const outs: Int32Array[] = [];
@@ -287,12 +294,12 @@ test("cuda ops: DA-top-k selects exactly what the CPU selects (ties, NaN, -0, sh
           counts.push(b.topk(put(b, values), n, k, byAbs, shards, out));
           outs.push(out.slice(0, counts[counts.length - 1]));
         }
-        assert.equal(counts[0], counts[1], `topk count k=${k} P=${shards} abs=${byAbs}`);
-        assert.deepEqual(outs[0], outs[1], `topk k=${k} P=${shards} abs=${byAbs}`);
+        assert.equal(counts[0], counts[1], `topk n=${n} count k=${k} P=${shards} abs=${byAbs}`);
+        assert.deepEqual(outs[0], outs[1], `topk n=${n} k=${k} P=${shards} abs=${byAbs}`);
       }
     }
   }
-});
+}
 
 test("cuda ops: hireFfn's selections follow from its own scores as the CPU op's do", { skip }, () => {
   const o = ops();

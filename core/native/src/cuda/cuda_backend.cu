@@ -49,8 +49,8 @@ struct State {
   size_t ring_size = 0, ring_pos = 0;
   // Grow-only device scratch for intermediates, one slot per kind so that an op composed of others
   // (hire_ffn) never has one step's scratch overwrite another's.
-  unsigned char* d_scratch[3] = {nullptr, nullptr, nullptr};
-  size_t scratch_size[3] = {0, 0, 0};
+  unsigned char* d_scratch[4] = {nullptr, nullptr, nullptr, nullptr};
+  size_t scratch_size[4] = {0, 0, 0, 0};
   // Pinned landing area for results read back (indices).
   unsigned char* host_out = nullptr;
   size_t host_out_size = 0;
@@ -95,7 +95,7 @@ void no_capture(const char* what) {
   if (g.capturing) throw std::runtime_error(std::string("CUDA: ") + what + " cannot be recorded in a decode graph");
 }
 
-enum Slot : int { kSlotQuantX = 0, kSlotLists = 1, kSlotPartials = 2 };
+enum Slot : int { kSlotQuantX = 0, kSlotLists = 1, kSlotPartials = 2, kSlotTopk = 3 };
 
 // Bytes [0, bytes) of a device scratch slot; contents are not kept between ops.
 unsigned char* scratch(Slot slot, size_t bytes) {
@@ -234,7 +234,6 @@ __device__ __forceinline__ float apply_act(float v, int act) {
 
 // ---- GEMV family: one block per output row --------------------------------------------------------
 
-constexpr int kRowsPerBlock = 8;  // warps per block of the one-warp-per-row kernels (scoring, exact rows)
 constexpr int kMaxTok = 4;        // tokens per pass of the batched GEMV (each weight vector feeds all)
 constexpr int kGemvThreads = 128; // threads per row of the GEMV
 
@@ -319,12 +318,95 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(float* __restrict__ 
   }
 }
 
+// Decode GEMV (one token): y[r] = W[row(r)] . x (+ bias). x is staged in shared memory once per
+// block; each warp owns RPW rows and issues all 8 of a lane's 16-byte loads per row before using
+// any (a 2048-column bf16 row is exactly 8 per lane), so every SM keeps enough bytes in flight to
+// stream at memory speed even for the 2048-column matrices of 1B-class models.
+template <int DT, int RPW>
+__global__ void gemv1_kernel(float* __restrict__ y, const float* __restrict__ x, const void* __restrict__ W, int64_t cols,
+                             const int32_t* __restrict__ idx, int64_t count, const void* bias, int bias_dt) {
+  extern __shared__ float xs[];
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) xs[c] = x[c];
+  __syncthreads();
+  constexpr int E = Vec<DT>::E;
+  constexpr int esz = DT == kF32 ? 4 : 2;
+  constexpr int U = 8;
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = blockDim.x >> 5;
+  const int64_t r0 = (static_cast<int64_t>(blockIdx.x) * warps + (threadIdx.x >> 5)) * RPW;
+  if (r0 >= count) return;
+  const uint4* wr[RPW];
+#pragma unroll
+  for (int q = 0; q < RPW; ++q) {
+    const int64_t r = min(r0 + q, count - 1);
+    const int64_t row = idx ? idx[r] : r;
+    wr[q] = reinterpret_cast<const uint4*>(static_cast<const unsigned char*>(W) + row * cols * esz);
+  }
+  const int64_t nvec = cols / E;
+  float acc[RPW];
+#pragma unroll
+  for (int q = 0; q < RPW; ++q) acc[q] = 0.0f;
+  for (int64_t v0 = lane; v0 < nvec; v0 += 32 * U) {
+    uint4 w[RPW][U];
+#pragma unroll
+    for (int q = 0; q < RPW; ++q)
+#pragma unroll
+      for (int u = 0; u < U; ++u) w[q][u] = v0 + 32 * u < nvec ? ld_stream(wr[q] + v0 + 32 * u) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t v = v0 + 32 * u;
+      if (v >= nvec) break;
+      const float4* xv = reinterpret_cast<const float4*>(xs + v * E);
+      float xf[E];
+#pragma unroll
+      for (int e = 0; e < E / 4; ++e) {
+        const float4 t = xv[e];
+        xf[4 * e] = t.x;
+        xf[4 * e + 1] = t.y;
+        xf[4 * e + 2] = t.z;
+        xf[4 * e + 3] = t.w;
+      }
+#pragma unroll
+      for (int q = 0; q < RPW; ++q) {
+        float f[E];
+        Vec<DT>::cvt(w[q][u], f);
+#pragma unroll
+        for (int e = 0; e < E; ++e) acc[q] += f[e] * xf[e];
+      }
+    }
+  }
+#pragma unroll
+  for (int q = 0; q < RPW; ++q) {
+    const float sum = warp_sum(acc[q]);
+    const int64_t r = r0 + q;
+    if (lane == 0 && r < count) {
+      const int64_t row = idx ? idx[r] : r;
+      y[r] = sum + (bias ? load_elem(bias_dt, bias, row) : 0.0f);
+    }
+  }
+}
+
 template <int DT>
 void launch_gemv(float* y, int64_t ldy, const float* x, const DMat& w, const int32_t* d_idx, int64_t count, int64_t n,
                  const DMat* bias) {
   State& s = st();
   const int esz = DT == kF32 ? 4 : 2;
   const bool vec = (w.cols * esz) % 16 == 0 && (reinterpret_cast<uintptr_t>(w.data) & 15) == 0 && (w.cols % 4) == 0;
+  if (n == 1 && vec && w.cols * 4 <= 48 * 1024) {
+    // Small matrices: one row per warp and 4 warps per block, for enough blocks to fill the chip;
+    // large ones: two rows per warp and 8 warps, fewer and longer blocks.
+    const bool big = count >= 16384;
+    const int warps = big ? 8 : 4;
+    const size_t smem = static_cast<size_t>(w.cols) * 4;
+    const void* b = bias ? bias->data : nullptr;
+    const int bdt = bias ? bias->dtype : 0;
+    if (big)
+      gemv1_kernel<DT, 2><<<grid_for(count, 2 * warps), 32 * warps, smem, s.stream>>>(y, x, w.data, w.cols, d_idx, count, b, bdt);
+    else
+      gemv1_kernel<DT, 1><<<grid_for(count, warps), 32 * warps, smem, s.stream>>>(y, x, w.data, w.cols, d_idx, count, b, bdt);
+    LAUNCHED("gemv1");
+    return;
+  }
   for (int64_t t0 = 0; t0 < n; t0 += kMaxTok) {
     const int nt = static_cast<int>(std::min<int64_t>(kMaxTok, n - t0));
     const dim3 grid(static_cast<unsigned>(count));
@@ -636,70 +718,115 @@ __global__ void quantize_x_kernel(int8_t* xq, float* xs, const float* x, int64_t
 // y[r] = sum_g wscale_g * xscale_g * sum_{j in g} q_j * xq_j (+ bias[r]), then act when act >= 0.
 // One warp per row; each lane reads 16 code bytes at a time: int8, 16 values of one group; int4, the
 // low nibbles (values j..j+15 of a 64-value block) and the high nibbles (j+32..j+47).
+// One 16-byte chunk `ch` of a row's codes (w) against x: int8, 16 values of one group; int4, the low
+// nibbles (values j..j+15 of a 64-value block) and the high nibbles (j+32..j+47). sc: the row's scales.
 template <int BITS>
-__global__ void __launch_bounds__(32 * kRowsPerBlock) quant_gemv_kernel(float* __restrict__ y, const int8_t* __restrict__ xq,
-                                                                        const float* __restrict__ xs,
-                                                                        const unsigned char* __restrict__ Q, DQuant q,
-                                                                        const float* __restrict__ bias, int act, bool vec) {
-  const int lane = threadIdx.x & 31;
-  const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
-  if (r >= q.rows) return;
-  const unsigned char* codes = Q + r * q.row_stride;
-  const unsigned char* sc = codes + q.row_bytes;
-  float acc = 0.0f;
-  const int64_t chunks = q.row_bytes / 16;
-  for (int64_t ch = lane; ch < chunks; ch += 32) {
-    uint32_t w[4];
-    if (vec) {
-      const uint4 v = ld_stream(reinterpret_cast<const uint4*>(codes + ch * 16));
-      w[0] = v.x; w[1] = v.y; w[2] = v.z; w[3] = v.w;
-    } else {
+__device__ __forceinline__ float chunk_dot(const uint32_t (&w)[4], int64_t ch, const int8_t* xq, const float* xs,
+                                           const unsigned char* sc, const DQuant& q) {
+  if (BITS == 8) {
+    const int64_t c = ch * 16;
+    const int32_t* xv = reinterpret_cast<const int32_t*>(xq + c);
+    int s = 0;
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const unsigned char* p = codes + ch * 16 + 4 * i;
-        w[i] = p[0] | (p[1] << 8) | (p[2] << 16) | (static_cast<uint32_t>(p[3]) << 24);
-      }
-    }
-    if (BITS == 8) {
-      const int64_t c = ch * 16;
-      const int32_t* xv = reinterpret_cast<const int32_t*>(xq + c);
-      int s = 0;
-#pragma unroll
-      for (int i = 0; i < 4; ++i) s = __dp4a(static_cast<int>(w[i]), xv[i], s);
-      const int64_t gi = c / q.group;
-      uint16_t hb;
-      memcpy(&hb, sc + 2 * gi, 2);
-      acc += half_bits(hb) * xs[gi] * static_cast<float>(s);
-    } else {
-      const int64_t blk = ch / 2, j = (ch % 2) * 16;  // 32 code bytes per 64 values
-      const int64_t c_lo = blk * 64 + j, c_hi = c_lo + 32;
-      const int32_t* xlo = reinterpret_cast<const int32_t*>(xq + c_lo);
-      const int32_t* xhi = reinterpret_cast<const int32_t*>(xq + c_hi);
-      int slo = 0, shi = 0;
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int lo = static_cast<int>(__vsub4(w[i] & 0x0f0f0f0fu, 0x08080808u));
-        const int hi = static_cast<int>(__vsub4((w[i] >> 4) & 0x0f0f0f0fu, 0x08080808u));
-        slo = __dp4a(lo, xlo[i], slo);
-        shi = __dp4a(hi, xhi[i], shi);
-      }
-      // Values past `padded` (the nibble padding up to 64) have no group and zero codes.
-      const int64_t glo = c_lo / q.group, ghi = c_hi / q.group;
-      uint16_t hb;
-      if (c_lo < q.padded) {
-        memcpy(&hb, sc + 2 * glo, 2);
-        acc += half_bits(hb) * xs[glo] * static_cast<float>(slo);
-      }
-      if (c_hi < q.padded) {
-        memcpy(&hb, sc + 2 * ghi, 2);
-        acc += half_bits(hb) * xs[ghi] * static_cast<float>(shi);
-      }
-    }
+    for (int i = 0; i < 4; ++i) s = __dp4a(static_cast<int>(w[i]), xv[i], s);
+    const int64_t gi = c / q.group;
+    uint16_t hb;
+    memcpy(&hb, sc + 2 * gi, 2);
+    return half_bits(hb) * xs[gi] * static_cast<float>(s);
   }
-  acc = warp_sum(acc);
-  if (lane == 0) {
-    if (bias) acc += bias[r];
-    y[r] = act >= 0 ? apply_act(acc, act) : acc;
+  const int64_t blk = ch / 2, j = (ch % 2) * 16;  // 32 code bytes per 64 values
+  const int64_t c_lo = blk * 64 + j, c_hi = c_lo + 32;
+  const int32_t* xlo = reinterpret_cast<const int32_t*>(xq + c_lo);
+  const int32_t* xhi = reinterpret_cast<const int32_t*>(xq + c_hi);
+  int slo = 0, shi = 0;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int lo = static_cast<int>(__vsub4(w[i] & 0x0f0f0f0fu, 0x08080808u));
+    const int hi = static_cast<int>(__vsub4((w[i] >> 4) & 0x0f0f0f0fu, 0x08080808u));
+    slo = __dp4a(lo, xlo[i], slo);
+    shi = __dp4a(hi, xhi[i], shi);
+  }
+  // Values past `padded` (the nibble padding up to 64) have no group and zero codes.
+  float acc = 0.0f;
+  uint16_t hb;
+  if (c_lo < q.padded) {
+    memcpy(&hb, sc + 2 * (c_lo / q.group), 2);
+    acc += half_bits(hb) * xs[c_lo / q.group] * static_cast<float>(slo);
+  }
+  if (c_hi < q.padded) {
+    memcpy(&hb, sc + 2 * (c_hi / q.group), 2);
+    acc += half_bits(hb) * xs[c_hi / q.group] * static_cast<float>(shi);
+  }
+  return acc;
+}
+
+// y[r] = sum_g wscale_g * xscale_g * sum_{j in g} q_j * xq_j (+ bias[r]), then act when act >= 0.
+// The quantized x and its scales are staged in shared memory; each warp scores RPW rows and, on the
+// vector path, issues all its code loads for a stretch of the rows before using any.
+template <int BITS, int RPW>
+__global__ void quant_gemv_kernel(float* __restrict__ y, const int8_t* __restrict__ xq_g, const float* __restrict__ xs_g,
+                                  const unsigned char* __restrict__ Q, DQuant q, int64_t span,
+                                  const float* __restrict__ bias, int act, bool vec) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  int8_t* xq = reinterpret_cast<int8_t*>(smem);
+  float* xs = reinterpret_cast<float*>(smem + ((span + 15) & ~int64_t{15}));
+  for (int64_t i = threadIdx.x; i < span / 4; i += blockDim.x)
+    reinterpret_cast<int32_t*>(xq)[i] = reinterpret_cast<const int32_t*>(xq_g)[i];
+  for (int64_t i = threadIdx.x; i < q.groups; i += blockDim.x) xs[i] = xs_g[i];
+  __syncthreads();
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = blockDim.x >> 5;
+  const int64_t r0 = (static_cast<int64_t>(blockIdx.x) * warps + (threadIdx.x >> 5)) * RPW;
+  if (r0 >= q.rows) return;
+  const int64_t chunks = q.row_bytes / 16;
+  float acc[RPW];
+  const unsigned char* codes[RPW];
+#pragma unroll
+  for (int k = 0; k < RPW; ++k) {
+    acc[k] = 0.0f;
+    codes[k] = Q + min(r0 + k, q.rows - 1) * q.row_stride;
+  }
+  if (vec) {
+    constexpr int U = 4;
+    for (int64_t c0 = lane; c0 < chunks; c0 += 32 * U) {
+      uint4 v[RPW][U];
+#pragma unroll
+      for (int k = 0; k < RPW; ++k)
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+          v[k][u] = c0 + 32 * u < chunks ? ld_stream(reinterpret_cast<const uint4*>(codes[k]) + c0 + 32 * u)
+                                        : make_uint4(0, 0, 0, 0);
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        if (c0 + 32 * u >= chunks) break;
+#pragma unroll
+        for (int k = 0; k < RPW; ++k) {
+          const uint32_t w[4] = {v[k][u].x, v[k][u].y, v[k][u].z, v[k][u].w};
+          acc[k] += chunk_dot<BITS>(w, c0 + 32 * u, xq, xs, codes[k] + q.row_bytes, q);
+        }
+      }
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < RPW; ++k)
+      for (int64_t ch = lane; ch < chunks; ch += 32) {
+        uint32_t w[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const unsigned char* p = codes[k] + ch * 16 + 4 * i;
+          w[i] = p[0] | (p[1] << 8) | (p[2] << 16) | (static_cast<uint32_t>(p[3]) << 24);
+        }
+        acc[k] += chunk_dot<BITS>(w, ch, xq, xs, codes[k] + q.row_bytes, q);
+      }
+  }
+#pragma unroll
+  for (int k = 0; k < RPW; ++k) {
+    float a = warp_sum(acc[k]);
+    const int64_t r = r0 + k;
+    if (lane == 0 && r < q.rows) {
+      if (bias) a += bias[r];
+      y[r] = act >= 0 ? apply_act(a, act) : a;
+    }
   }
 }
 
@@ -715,60 +842,75 @@ void quant_scores(float* y, const float* x, const DQuant& q, const float* d_bias
   quantize_x_kernel<<<static_cast<unsigned>(q.groups), 128, 0, s.stream>>>(xq, xs, x, q.cols, q.group);
   LAUNCHED("quantize_x");
   const bool vec = (q.row_stride % 16) == 0 && (reinterpret_cast<uintptr_t>(q.data) & 15) == 0;
-  const unsigned grid = grid_for(q.rows, kRowsPerBlock);
-  if (q.bits == 8)
-    quant_gemv_kernel<8><<<grid, 32 * kRowsPerBlock, 0, s.stream>>>(y, xq, xs, q.data, q, d_bias, act, vec);
-  else
-    quant_gemv_kernel<4><<<grid, 32 * kRowsPerBlock, 0, s.stream>>>(y, xq, xs, q.data, q, d_bias, act, vec);
+  const size_t smem = static_cast<size_t>((span + 15) & ~int64_t{15}) + 4 * static_cast<size_t>(q.groups);
+  if (smem > 48 * 1024) throw std::runtime_error("CUDA: quantized scoring supports up to about 45000 columns");
+  // Two rows per warp and 8 warps per block for tall matrices (the LM head), one row per warp and
+  // 4 warps otherwise, so a layer's predictor still spreads over every SM.
+  const bool big = q.rows >= 16384;
+  const int warps = big ? 8 : 4;
+  const unsigned grid = grid_for(q.rows, (big ? 2 : 1) * warps);
+  if (q.bits == 8) {
+    if (big) quant_gemv_kernel<8, 2><<<grid, 32 * warps, smem, s.stream>>>(y, xq, xs, q.data, q, span, d_bias, act, vec);
+    else quant_gemv_kernel<8, 1><<<grid, 32 * warps, smem, s.stream>>>(y, xq, xs, q.data, q, span, d_bias, act, vec);
+  } else {
+    if (big) quant_gemv_kernel<4, 2><<<grid, 32 * warps, smem, s.stream>>>(y, xq, xs, q.data, q, span, d_bias, act, vec);
+    else quant_gemv_kernel<4, 1><<<grid, 32 * warps, smem, s.stream>>>(y, xq, xs, q.data, q, span, d_bias, act, vec);
+  }
   LAUNCHED("quant_gemv");
 }
 
 // ---- HiRE exact rows ---------------------------------------------------------------------------------
 
 // g[i] = act(W[2c] . x) * (W[2c+1] . x) for c = cand[i] (gate/up rows interleaved), or
-// act(W[c] . x + bias[c]) when not gated. One warp per candidate.
+// act(W[c] . x + bias[c]) when not gated. One warp per candidate; x staged in shared memory, and on
+// the vector path a lane issues all its loads of a stretch of the row(s) before using any.
 template <int DT>
-__global__ void __launch_bounds__(32 * kRowsPerBlock) exact_rows_kernel(float* __restrict__ g, const float* __restrict__ x,
-                                                                        const void* __restrict__ W, int64_t cols,
-                                                                        const int32_t* __restrict__ cand, int64_t count,
-                                                                        bool gated, const float* bias, int act, bool vec) {
+__global__ void exact_rows_kernel(float* __restrict__ g, const float* __restrict__ x, const void* __restrict__ W,
+                                  int64_t cols, const int32_t* __restrict__ cand, int64_t count, bool gated,
+                                  const float* bias, int act, bool vec) {
+  extern __shared__ float xs[];
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) xs[c] = x[c];
+  __syncthreads();
   const int lane = threadIdx.x & 31;
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
   if (i >= count) return;
   const int64_t c = cand ? cand[i] : i;
   constexpr int E = Vec<DT>::E;
   constexpr int esz = DT == kF32 ? 4 : 2;
-  const int nr = gated ? 2 : 1;
+  constexpr int U = 8;
+  // Gated: the neuron's two rows are adjacent, one contiguous span of 2 * cols.
+  const int64_t len = gated ? 2 * cols : cols;
   const unsigned char* base = static_cast<const unsigned char*>(W) + (gated ? 2 * c : c) * cols * esz;
   float acc[2] = {0.0f, 0.0f};
+  if (vec) {
+    const uint4* wv = reinterpret_cast<const uint4*>(base);
+    const int64_t nvec = len / E, rowvec = cols / E;
+    for (int64_t v0 = lane; v0 < nvec; v0 += 32 * U) {
+      uint4 w[U];
 #pragma unroll
-  for (int rr = 0; rr < 2; ++rr) {
-    if (rr >= nr) break;
-    const unsigned char* wrow = base + rr * cols * esz;
-    int64_t c0 = 0;
-    if (vec) {
-      const uint4* wv = reinterpret_cast<const uint4*>(wrow);
-      const int64_t nvec = cols / E;
-      int64_t v = lane;
-      for (; v + 32 < nvec; v += 64) {
-        const uint4 w0 = ld_stream(wv + v), w1 = ld_stream(wv + v + 32);
-        float f0[E], f1[E];
-        Vec<DT>::cvt(w0, f0);
-        Vec<DT>::cvt(w1, f1);
+      for (int u = 0; u < U; ++u) w[u] = v0 + 32 * u < nvec ? ld_stream(wv + v0 + 32 * u) : make_uint4(0, 0, 0, 0);
 #pragma unroll
-        for (int e = 0; e < E; ++e) acc[rr] += f0[e] * x[v * E + e] + f1[e] * x[(v + 32) * E + e];
-      }
-      for (; v < nvec; v += 32) {
+      for (int u = 0; u < U; ++u) {
+        const int64_t v = v0 + 32 * u;
+        if (v >= nvec) break;
+        const int half = v >= rowvec;  // 0: gate (or the only row), 1: up
+        const float* xv = xs + (v - half * rowvec) * E;
         float f[E];
-        Vec<DT>::cvt(ld_stream(wv + v), f);
+        Vec<DT>::cvt(w[u], f);
+        float d = 0.0f;
 #pragma unroll
-        for (int e = 0; e < E; ++e) acc[rr] += f[e] * x[v * E + e];
+        for (int e = 0; e < E; ++e) d += f[e] * xv[e];
+        acc[half] += d;
       }
-      c0 = nvec * E;
     }
-    for (int64_t k = c0 + lane; k < cols; k += 32) acc[rr] += load_elem(DT, wrow, k) * x[k];
-    acc[rr] = warp_sum(acc[rr]);
+  } else {
+    for (int64_t k = lane; k < len; k += 32) {
+      const int half = k >= cols;
+      acc[half] += load_elem(DT, base, k) * xs[k - half * cols];
+    }
   }
+  acc[0] = warp_sum(acc[0]);
+  acc[1] = warp_sum(acc[1]);
   if (lane == 0) g[i] = gated ? apply_act(acc[0], act) * acc[1] : apply_act(acc[0] + (bias ? bias[c] : 0.0f), act);
 }
 
@@ -776,12 +918,17 @@ void exact_rows(float* g, const float* x, const DMat& w, const int32_t* d_cand, 
                 const float* d_bias, int act) {
   State& s = st();
   const int esz = w.dtype == kF32 ? 4 : 2;
-  const bool vec = (w.cols * esz) % 16 == 0 && (reinterpret_cast<uintptr_t>(w.data) & 15) == 0;
-  const unsigned grid = grid_for(count, kRowsPerBlock);
+  const int E = w.dtype == kF32 ? 4 : 8;
+  // The vector path needs every row to start 16-byte aligned and a row to hold whole vectors.
+  const bool vec = (w.cols * esz) % 16 == 0 && (reinterpret_cast<uintptr_t>(w.data) & 15) == 0 && w.cols % E == 0;
+  const size_t smem = static_cast<size_t>(w.cols) * 4;
+  if (smem > 48 * 1024) throw std::runtime_error("CUDA: exact rows support up to 12288 columns");
+  constexpr int warps = 4;
+  const unsigned grid = grid_for(count, warps);
   switch (w.dtype) {
-    case kF32: exact_rows_kernel<kF32><<<grid, 32 * kRowsPerBlock, 0, s.stream>>>(g, x, w.data, w.cols, d_cand, count, gated, d_bias, act, vec); break;
-    case kF16: exact_rows_kernel<kF16><<<grid, 32 * kRowsPerBlock, 0, s.stream>>>(g, x, w.data, w.cols, d_cand, count, gated, d_bias, act, vec); break;
-    default: exact_rows_kernel<kBF16><<<grid, 32 * kRowsPerBlock, 0, s.stream>>>(g, x, w.data, w.cols, d_cand, count, gated, d_bias, act, vec); break;
+    case kF32: exact_rows_kernel<kF32><<<grid, 32 * warps, smem, s.stream>>>(g, x, w.data, w.cols, d_cand, count, gated, d_bias, act, vec); break;
+    case kF16: exact_rows_kernel<kF16><<<grid, 32 * warps, smem, s.stream>>>(g, x, w.data, w.cols, d_cand, count, gated, d_bias, act, vec); break;
+    default: exact_rows_kernel<kBF16><<<grid, 32 * warps, smem, s.stream>>>(g, x, w.data, w.cols, d_cand, count, gated, d_bias, act, vec); break;
   }
   LAUNCHED("exact_rows");
 }
@@ -848,15 +995,13 @@ __device__ void shard_range(int64_t n, int64_t k, int64_t P, int64_t s, int64_t*
 // come out in order from two block-wide scans, with no sort: a radix select finds the threshold key
 // T (the ks-th largest) in four 8-bit passes, then every key > T is kept, and of the keys equal to T
 // the first ones in index order until ks.
-__global__ void __launch_bounds__(kTopkThreads) topk_kernel(const float* __restrict__ values, int64_t n, int64_t k,
-                                                           int64_t P, bool by_abs, int32_t* __restrict__ out,
-                                                           const int32_t* __restrict__ map, float* __restrict__ vals_out) {
+__device__ void select_segment(const float* __restrict__ values, int64_t lo, int64_t m, int64_t ks, bool by_abs,
+                               int32_t* __restrict__ out, int64_t off, const int32_t* __restrict__ map,
+                               float* __restrict__ vals_out) {
   __shared__ int hist[256];
   __shared__ int sh[32];
   __shared__ uint32_t s_prefix;
   __shared__ int s_krem;
-  int64_t lo, m, ks, off;
-  shard_range(n, k, P, blockIdx.x, &lo, &m, &ks, &off);
   if (ks <= 0) return;
   if (ks >= m) {
     for (int64_t j = threadIdx.x; j < m; j += blockDim.x) {
@@ -901,7 +1046,12 @@ __global__ void __launch_bounds__(kTopkThreads) topk_kernel(const float* __restr
     for (int b = threadIdx.x; b < 256; b += blockDim.x) hist[b] = 0;
     __syncthreads();
     each([&](int64_t, uint32_t key) {
-      if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 0xff], 1);
+      if ((key & mask) == prefix) {
+        // Warp-aggregated: keys crowd into few bins (one float exponent), so one atomic per bin per warp.
+        const int bin = (key >> shift) & 0xff;
+        const unsigned peers = __match_any_sync(__activemask(), bin);
+        if ((threadIdx.x & 31) == __ffs(peers) - 1) atomicAdd(&hist[bin], __popc(peers));
+      }
     });
     __syncthreads();
     if (threadIdx.x < 32) {
@@ -957,6 +1107,66 @@ __global__ void __launch_bounds__(kTopkThreads) topk_kernel(const float* __restr
   });
 }
 
+// One block per DA-top-k shard (topk_shard_range's shards) of up to kTopkDirect values.
+__global__ void __launch_bounds__(kTopkThreads) topk_kernel(const float* __restrict__ values, int64_t n, int64_t k,
+                                                           int64_t P, bool by_abs, int32_t* __restrict__ out,
+                                                           const int32_t* __restrict__ map, float* __restrict__ vals_out) {
+  int64_t lo, m, ks, off;
+  shard_range(n, k, P, blockIdx.x, &lo, &m, &ks, &off);
+  select_segment(values, lo, m, ks, by_abs, out, off, map, vals_out);
+}
+
+// Longer shards in two stages. Stage 1: block (b, s) keeps the top-min(ks, its size) of piece b
+// (kTopkPiece values) of shard s, as (position, value) in ascending order at stage offset
+// base_s + b * min(ks, kTopkPiece); every piece but the last is full, so each shard's survivors are
+// contiguous and ascending. Stage 2 selects the shard's ks among its survivors. The two give the
+// one-stage result: a value a piece drops has ks others in that piece ranked ahead of it.
+constexpr int64_t kTopkPiece = 4096;
+
+__device__ int64_t survivors(int64_t m, int64_t ks) {
+  const int64_t pieces = (m + kTopkPiece - 1) / kTopkPiece;
+  return pieces == 0 ? 0 : (pieces - 1) * min(ks, kTopkPiece) + min(ks, m - (pieces - 1) * kTopkPiece);
+}
+
+__device__ int64_t survivor_base(int64_t n, int64_t k, int64_t P, int64_t s) {
+  int64_t base = 0;
+  for (int64_t t = 0; t < s; ++t) {
+    int64_t lo, m, ks, off;
+    shard_range(n, k, P, t, &lo, &m, &ks, &off);
+    base += survivors(m, ks);
+  }
+  return base;
+}
+
+__global__ void __launch_bounds__(kTopkThreads) topk_stage1_kernel(const float* __restrict__ values, int64_t n, int64_t k,
+                                                                  int64_t P, bool by_abs, int32_t* __restrict__ st_idx,
+                                                                  float* __restrict__ st_val) {
+  const int64_t s = blockIdx.y, b = blockIdx.x;
+  int64_t lo, m, ks, off;
+  shard_range(n, k, P, s, &lo, &m, &ks, &off);
+  const int64_t plo = b * kTopkPiece;
+  if (plo >= m) return;
+  const int64_t pm = min(kTopkPiece, m - plo);
+  const int64_t o = survivor_base(n, k, P, s) + b * min(ks, kTopkPiece);
+  select_segment(values, lo + plo, pm, min(ks, pm), by_abs, st_idx, o, nullptr, st_val);
+}
+
+__global__ void __launch_bounds__(kTopkThreads) topk_stage2_kernel(const int32_t* __restrict__ st_idx,
+                                                                  const float* __restrict__ st_val, int64_t n, int64_t k,
+                                                                  int64_t P, bool by_abs, int32_t* __restrict__ out,
+                                                                  const int32_t* __restrict__ map, float* __restrict__ vals_out) {
+  const int64_t s = blockIdx.x;
+  int64_t lo, m, ks, off;
+  shard_range(n, k, P, s, &lo, &m, &ks, &off);
+  const int64_t base = survivor_base(n, k, P, s);
+  // Positions in the survivor list map to value indices through st_idx, then through `map`.
+  select_segment(st_val, base, survivors(m, ks), ks, by_abs, out, off, st_idx, vals_out);
+  if (map) {
+    __syncthreads();
+    for (int64_t j = threadIdx.x; j < ks; j += blockDim.x) out[off + j] = map[out[off + j]];
+  }
+}
+
 int64_t topk_count(int64_t n, int64_t k, int64_t P) {
   if (n <= 0 || k <= 0) return 0;
   if (k >= n) return n;
@@ -974,9 +1184,25 @@ int64_t topk_device(const float* values, int64_t n, int64_t k, bool by_abs, int6
   State& s = st();
   const int64_t count = topk_count(n, k, P);
   if (count == 0) return 0;
-  if (k >= n) P = 1;  // every index, one block
-  topk_kernel<<<static_cast<unsigned>(P), kTopkThreads, 0, s.stream>>>(values, n, k >= n ? n : k, P, by_abs, d_out, d_map, d_vals);
-  LAUNCHED("topk");
+  if (k >= n) {
+    k = n;
+    P = 1;  // every index, one block
+  }
+  const int64_t longest = (n + P - 1) / P;
+  if (k >= n || longest <= 2 * kTopkPiece) {
+    topk_kernel<<<static_cast<unsigned>(P), kTopkThreads, 0, s.stream>>>(values, n, k, P, by_abs, d_out, d_map, d_vals);
+    LAUNCHED("topk");
+    return count;
+  }
+  unsigned char* st_buf = scratch(kSlotTopk, static_cast<size_t>(n) * 8 + 256);
+  int32_t* st_idx = reinterpret_cast<int32_t*>(st_buf);
+  float* st_val = reinterpret_cast<float*>(st_buf + ((static_cast<size_t>(n) * 4 + 255) & ~size_t{255}));
+  const dim3 g1(static_cast<unsigned>((longest + kTopkPiece - 1) / kTopkPiece), static_cast<unsigned>(P));
+  topk_stage1_kernel<<<g1, kTopkThreads, 0, s.stream>>>(values, n, k, P, by_abs, st_idx, st_val);
+  LAUNCHED("topk stage 1");
+  topk_stage2_kernel<<<static_cast<unsigned>(P), kTopkThreads, 0, s.stream>>>(st_idx, st_val, n, k, P, by_abs, d_out, d_map,
+                                                                              d_vals);
+  LAUNCHED("topk stage 2");
   return count;
 }
 
