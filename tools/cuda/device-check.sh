@@ -43,14 +43,17 @@ step "bench (llama-3.2-1b shape, bf16)"
 timeout "${BENCH_TIMEOUT:-180}" node bin/hire.js bench --backend cuda --model "$MODEL" --methods hire,topk-exact --ffn-k 0.1 \
   --oversample 2 --predictor int4 --head hire --prompt-tokens 32 --decode-tokens 64 --repeats 3 2>&1 | tee "$OUT/bench.txt"
 
-step "one HiRE token per layer"
-timeout 60 node bin/hire.js generate --backend cuda --model "$MODEL" --prompt "Hello" --max-tokens 4 --ffn hire --ffn-k 0.1 \
-  --head hire --temperature 0 --json > "$OUT/generate.json" 2> "$OUT/generate.err"
-node -e '
+step "one token per layer, dense and HiRE (GPU time from the recorded step's marks)"
+for m in dense hire; do
+  timeout 60 node bin/hire.js generate --backend cuda --model "$MODEL" --prompt "Hello" --max-tokens 6 --ffn $m --ffn-k 0.1 \
+    $( [ $m = hire ] && echo --head hire || echo --trace ) --temperature 0 --json > "$OUT/generate-$m.json" 2> "$OUT/generate-$m.err"
+  node -e '
 const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
 const s = r.steps[r.steps.length - 1];
 const L = s.layers ?? [];
 const sum = (f) => L.reduce((a, l) => a + (f(l) ?? 0), 0).toFixed(3);
-console.log("layers", L.length, "attention ms", sum((l) => l.attention_ms), "predictor ms", sum((l) => l.predictor_ms),
-  "exact ms", sum((l) => l.exact_ms), "down ms", sum((l) => l.down_ms), "timings", JSON.stringify(r.timings));
-' "$OUT/generate.json" 2>&1 || head -c 600 "$OUT/generate.err"
+console.log(process.argv[2], "layers", L.length, "attention ms", sum((l) => l.attention_ms), "ffn ms", sum((l) => l.ffn_ms),
+  "predictor ms", sum((l) => l.predictor_ms), "exact ms", sum((l) => l.exact_ms), "down ms", sum((l) => l.down_ms),
+  "output ms", s.output_ms, "timings", JSON.stringify(r.timings));
+' "$OUT/generate-$m.json" $m 2>&1 || head -c 600 "$OUT/generate-$m.err"
+done

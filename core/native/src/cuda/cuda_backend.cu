@@ -392,10 +392,12 @@ void launch_gemv(float* y, int64_t ldy, const float* x, const DMat& w, const int
   State& s = st();
   const int esz = DT == kF32 ? 4 : 2;
   const bool vec = (w.cols * esz) % 16 == 0 && (reinterpret_cast<uintptr_t>(w.data) & 15) == 0 && (w.cols % 4) == 0;
-  if (n == 1 && vec && w.cols * 4 <= 48 * 1024) {
-    // Small matrices: one row per warp and 4 warps per block, for enough blocks to fill the chip;
-    // large ones: two rows per warp and 8 warps, fewer and longer blocks.
-    const bool big = count >= 16384;
+  // Measured on an H200 (tools/cuda/kernel-bench.mjs): long rows (8192 columns) stream best with a
+  // block per row and x read through L1 (staging 32 KB of x per block costs more than it saves);
+  // 2048-column rows with x staged in shared memory, two rows per warp and 8 warps per block once
+  // there are enough rows to give every SM several blocks (128256 rows: 90 % of the read bandwidth).
+  if (n == 1 && vec && w.cols <= 4096) {
+    const bool big = count >= 4096;
     const int warps = big ? 8 : 4;
     const size_t smem = static_cast<size_t>(w.cols) * 4;
     const void* b = bias ? bias->data : nullptr;
@@ -846,7 +848,7 @@ void quant_scores(float* y, const float* x, const DQuant& q, const float* d_bias
   if (smem > 48 * 1024) throw std::runtime_error("CUDA: quantized scoring supports up to about 45000 columns");
   // Two rows per warp and 8 warps per block for tall matrices (the LM head), one row per warp and
   // 4 warps otherwise, so a layer's predictor still spreads over every SM.
-  const bool big = q.rows >= 16384;
+  const bool big = q.rows >= 4096;
   const int warps = big ? 8 : 4;
   const unsigned grid = grid_for(q.rows, (big ? 2 : 1) * warps);
   if (q.bits == 8) {
