@@ -95,6 +95,8 @@ export interface StepGraphs {
   /** Timing marks recorded with the step; markMs(i, j) once the step has finished. */
   mark(i: number): void;
   markMs(from: number, to: number): number;
+  /** markMs(i, i + 1) for every i < count - 1 (one call for a whole step's marks). */
+  markTimes(count: number): Float64Array;
   /** hireFfn's (or hireHead's) lists and GPU step times for `slot`, once the step has finished. */
   hireResults(
     slot: number,

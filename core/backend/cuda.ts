@@ -80,6 +80,9 @@ class CudaGraphs implements StepGraphs {
   markMs(from: number, to: number): number {
     return this.c.markMs(from, to);
   }
+  markTimes(count: number): Float64Array {
+    return this.c.markTimes(count);
+  }
   hireResults(slot: number, cand: Int32Array, nCand: number, sel: Int32Array, nSel: number) {
     return this.c.hireResults(slot, cand, nCand, sel, nSel);
   }
@@ -159,8 +162,16 @@ export class CudaBackend implements Backend {
     return new CudaBuf(length, this.c.alloc(length));
   }
 
+  /** Host copies of whole buffers, reused: a whole-buffer read (the logits, every token) allocates once. */
+  private readonly mirrors = new WeakMap<CudaBuf, Float32Array>();
+
   read(b: Buf, offset: number, length: number): Float32Array {
-    const out = new Float32Array(length);
+    // As on the CPU backend, what read returns for a whole buffer changes with the next read of it.
+    let out: Float32Array | undefined;
+    if (offset === 0 && length === b.length && b instanceof CudaBuf) {
+      out = this.mirrors.get(b);
+      if (!out) this.mirrors.set(b, (out = new Float32Array(length)));
+    } else out = new Float32Array(length);
     this.c.read(this.d(b), offset, out);
     return out;
   }

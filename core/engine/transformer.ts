@@ -237,15 +237,16 @@ export class Transformer {
     const out = this.backend.read(ws.logits, 0, c.vocab); // waits for the step
     if (report) {
       // GPU times between the marks the step recorded: 2l..2l+1 attention, 2l+1..2l+2 FFN.
+      const t = g.markTimes(2 * c.layers + 2);
       report.tokens = 1;
       report.layers.length = c.layers;
       report.head = undefined;
       for (let l = 0; l < c.layers; l++) {
-        const lr: LayerReport = { attentionMs: g.markMs(2 * l, 2 * l + 1), ffnMs: g.markMs(2 * l + 1, 2 * l + 2) };
+        const lr: LayerReport = { attentionMs: t[2 * l], ffnMs: t[2 * l + 1] };
         this.ffn[l].afterReplay?.(lr);
         report.layers[l] = lr;
       }
-      report.outputMs = g.markMs(2 * c.layers, 2 * c.layers + 1);
+      report.outputMs = t[2 * c.layers];
       this.output.afterReplay?.(report);
     }
     return out;

@@ -409,6 +409,8 @@ export interface CudaAddon {
   /** Timing marks on the stream (0..1023); markMs(i, j) after a wait. */
   mark(i: number): void;
   markMs(from: number, to: number): number;
+  /** markMs(i, i + 1) for i < count - 1, in one call. */
+  markTimes(count: number): Float64Array;
   /** Device memory read bandwidth in GB/s: best of `reps` streaming reads of a `bytes` buffer. */
   readBandwidth(bytes: number, reps: number): number;
 }

@@ -509,6 +509,15 @@ Napi::Value Mark(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// markTimes(count): GPU ms from mark i to mark i + 1 for i < count - 1, in one call (a Float64Array).
+Napi::Value MarkTimes(const Napi::CallbackInfo& info) {
+  CArgs a(info, "cuda.markTimes");
+  const int64_t count = a.integer(0, "count", 2, 1024);
+  Napi::Float64Array out = Napi::Float64Array::New(info.Env(), static_cast<size_t>(count - 1));
+  for (int64_t i = 0; i + 1 < count; ++i) out[i] = cu::mark_ms(static_cast<int>(i), static_cast<int>(i + 1));
+  return out;
+}
+
 Napi::Value MarkMs(const Napi::CallbackInfo& info) {
   CArgs a(info, "cuda.markMs");
   return Napi::Number::New(info.Env(), cu::mark_ms(static_cast<int>(a.integer(0, "from", 0, 1023)),
@@ -562,6 +571,7 @@ Napi::Object cuda_exports(Napi::Env env) {
   Export<Capturing>(env, o, "capturing");
   Export<Mark>(env, o, "mark");
   Export<MarkMs>(env, o, "markMs");
+  Export<MarkTimes>(env, o, "markTimes");
   Export<ReadBandwidth>(env, o, "readBandwidth");
   return o;
 }
