@@ -139,6 +139,53 @@ test("cuda ops: matmul (every dtype, layout, batch size, with and without bias) 
   }
 });
 
+test(
+  "cuda ops: fused products (residual accumulate, q/k/v in one launch, gated FFN half) match the CPU",
+  { skip },
+  () => {
+    const o = ops();
+    for (const dtype of ["F32", "F16", "BF16"] as const) {
+      for (const n of [1, 3]) {
+        const H = 256;
+        const w = weight(o.grid(H * H), dtype, H, H);
+        const bias = weight(o.grid(H), dtype, 1, H);
+        const x = o.rnd.randArray(n * H);
+        const y0 = o.rnd.randArray(n * H);
+        let [g, c] = both(o, [x, y0], n * H, (b, y, [xb, yb]) => {
+          b.copy2d(y, 0, n * H, yb, 0, n * H, 1, n * H);
+          b.matmul(y, xb, w, n, bias, true);
+        });
+        close(g, c, 1e-4, `matmul accumulate ${dtype} n=${n}`);
+        // q, k, v: 256, 64, 64 rows of the same x (one launch at n = 1).
+        const ws = [256, 64, 64].map((r) => weight(o.grid(r * H), dtype, r, H));
+        const bs = [weight(o.grid(256), dtype, 1, 256), null, weight(o.grid(64), dtype, 1, 64)];
+        [g, c] = both(o, [x], n * 384, (b, y, [xb]) => {
+          const parts = ws.map((wi, i) => ({ y: b.alloc(n * wi.rows), w: wi, bias: bs[i] }));
+          b.matmulMany(xb, n, parts);
+          let off = 0;
+          for (const p of parts) {
+            b.copy2d(y, off, p.w.rows, p.y, 0, p.w.rows, n, p.w.rows);
+            off += n * p.w.rows;
+          }
+        });
+        close(g, c, 1e-4, `matmulMany ${dtype} n=${n}`);
+        // Gated FFN half, with and without biases.
+        const F = 512;
+        const gate = weight(o.grid(F * H), dtype, F, H);
+        const up = weight(o.grid(F * H), dtype, F, H);
+        for (const biased of [false, true]) {
+          const gb = biased ? weight(o.grid(F), dtype, 1, F) : null;
+          const ub = biased ? weight(o.grid(F), dtype, 1, F) : null;
+          [g, c] = both(o, [x], n * F, (b, y, [xb]) =>
+            b.gatedMatmul(y, xb, gate, up, gb, ub, n, "silu", b.alloc(n * F)),
+          );
+          close(g, c, 1e-4, `gatedMatmul ${dtype} n=${n} bias=${biased}`);
+        }
+      }
+    }
+  },
+);
+
 test("cuda ops: embed, norms, rope, activations, add, gather and copy2d match the CPU", { skip }, () => {
   const o = ops();
   const H = 96;

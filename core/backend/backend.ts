@@ -107,6 +107,13 @@ export interface StepGraphs {
   ): { scoreMs: number; rowsMs: number; downMs: number };
 }
 
+/** One product of Backend.matmulMany. */
+export interface MatmulPart {
+  y: Buf;
+  w: Weight;
+  bias: Weight | null;
+}
+
 /** A backend-owned f32 buffer. On the CPU backend it is a Float32Array. */
 export interface Buf {
   readonly length: number;
@@ -138,8 +145,25 @@ export interface Backend {
     width: number,
   ): void;
 
-  /** y[n][w.rows] = x[n][w.cols] · Wᵀ (+ bias). */
-  matmul(y: Buf, x: Buf, w: Weight, n: number, bias: Weight | null): void;
+  /** y[n][w.rows] = x[n][w.cols] · Wᵀ (+ bias); with accumulate, y += that (a residual add in the same op). */
+  matmul(y: Buf, x: Buf, w: Weight, n: number, bias: Weight | null, accumulate?: boolean): void;
+  /** Several products of the same x (q, k and v): parts[i].y = x · parts[i].wᵀ (+ bias). */
+  matmulMany(x: Buf, n: number, parts: readonly MatmulPart[]): void;
+  /**
+   * The gated FFN's first half: y = act(x · gateᵀ + gateBias) * (x · upᵀ + upBias) over n tokens;
+   * scratchUp (n × rows) may be overwritten.
+   */
+  gatedMatmul(
+    y: Buf,
+    x: Buf,
+    gate: Weight,
+    up: Weight,
+    gateBias: Weight | null,
+    upBias: Weight | null,
+    n: number,
+    act: Activation,
+    scratchUp: Buf,
+  ): void;
   /** y[i] = W[ids[i]] (embedding / position-table lookup). */
   embed(y: Buf, w: Weight, ids: Int32Array): void;
   rmsNorm(y: Buf, x: Buf, g: Weight, n: number, eps: number): void;

@@ -1,7 +1,7 @@
 // The CPU backend: Float32Array buffers and the native AVX2/portable kernels in core/native.
 import { native } from "../native/addon.js";
 import type { Activation } from "../arch/config.js";
-import type { Backend, Buf, HireFfnResult, HireFfnStep, QuantWeight, Weight } from "./backend.js";
+import type { Backend, Buf, HireFfnResult, HireFfnStep, MatmulPart, QuantWeight, Weight } from "./backend.js";
 
 const f32 = (b: Buf) => b as Float32Array;
 
@@ -59,8 +59,39 @@ export class CpuBackend implements Backend {
     }
   }
 
-  matmul(y: Buf, x: Buf, w: Weight, n: number, bias: Weight | null): void {
-    this.n.matmul(f32(y), f32(x), w.handle, n, bias ? bias.handle : null);
+  /** Room for a product that is then added (matmul with accumulate). */
+  private sum = new Float32Array(0);
+
+  matmul(y: Buf, x: Buf, w: Weight, n: number, bias: Weight | null, accumulate = false): void {
+    if (!accumulate) {
+      this.n.matmul(f32(y), f32(x), w.handle, n, bias ? bias.handle : null);
+      return;
+    }
+    const len = n * w.rows;
+    if (this.sum.length < len) this.sum = new Float32Array(len);
+    const t = this.sum.subarray(0, len);
+    this.n.matmul(t, f32(x), w.handle, n, bias ? bias.handle : null);
+    this.n.add(f32(y), t, len);
+  }
+
+  matmulMany(x: Buf, n: number, parts: readonly MatmulPart[]): void {
+    for (const p of parts) this.matmul(p.y, x, p.w, n, p.bias);
+  }
+
+  gatedMatmul(
+    y: Buf,
+    x: Buf,
+    gate: Weight,
+    up: Weight,
+    gateBias: Weight | null,
+    upBias: Weight | null,
+    n: number,
+    act: Activation,
+    scratchUp: Buf,
+  ): void {
+    this.matmul(y, x, gate, n, gateBias);
+    this.matmul(scratchUp, x, up, n, upBias);
+    this.gatedAct(y, scratchUp, n * gate.rows, act);
   }
 
   embed(y: Buf, w: Weight, ids: Int32Array): void {

@@ -21,6 +21,7 @@ import type {
   HireFfnResult,
   HireFfnStep,
   HireHeadStep,
+  MatmulPart,
   QuantWeight,
   StepGraph,
   StepGraphs,
@@ -193,8 +194,34 @@ export class CudaBackend implements Backend {
     this.c.copy2d(this.d(dst), dstOff, dstStride, this.d(src), srcOff, srcStride, rows, width);
   }
 
-  matmul(y: Buf, x: Buf, w: Weight, n: number, bias: Weight | null): void {
-    this.c.matmul(this.d(y), this.d(x), this.w(w), n, bias ? this.w(bias) : null);
+  matmul(y: Buf, x: Buf, w: Weight, n: number, bias: Weight | null, accumulate = false): void {
+    this.c.matmul(this.d(y), this.d(x), this.w(w), n, bias ? this.w(bias) : null, accumulate);
+  }
+
+  matmulMany(x: Buf, n: number, parts: readonly MatmulPart[]): void {
+    this.c.matmulMany(
+      this.d(x),
+      n,
+      parts.map((p) => this.d(p.y)),
+      parts.map((p) => this.w(p.w)),
+      parts.map((p) => (p.bias ? this.w(p.bias) : null)),
+    );
+  }
+
+  gatedMatmul(
+    y: Buf,
+    x: Buf,
+    gate: Weight,
+    up: Weight,
+    gateBias: Weight | null,
+    upBias: Weight | null,
+    n: number,
+    act: Activation,
+    scratchUp: Buf,
+  ): void {
+    const gb = gateBias ? this.w(gateBias) : null;
+    const ub = upBias ? this.w(upBias) : null;
+    this.c.gatedMatmul(this.d(y), this.d(x), this.w(gate), this.w(up), gb, ub, n, act, this.d(scratchUp));
   }
 
   embed(y: Buf, w: Weight, ids: Int32Array): void {

@@ -114,12 +114,11 @@ export class DenseFeedForward implements FeedForward {
 
   forward(out: Buf, h: Buf, n: number): void {
     const { b, c, w, ws } = this;
-    b.matmul(ws.ff1, h, w.up.w, n, w.up.b);
     if (w.gate) {
-      b.matmul(ws.ff2, h, w.gate.w, n, w.gate.b);
-      b.gatedAct(ws.ff2, ws.ff1, n * c.intermediate, c.activation);
+      b.gatedMatmul(ws.ff2, h, w.gate.w, w.up.w, w.gate.b, w.up.b, n, c.activation, ws.ff1);
       b.matmul(out, ws.ff2, w.down.w, n, w.down.b);
     } else {
+      b.matmul(ws.ff1, h, w.up.w, n, w.up.b);
       b.activate(ws.ff1, n * c.intermediate, c.activation);
       b.matmul(out, ws.ff1, w.down.w, n, w.down.b);
     }
@@ -320,9 +319,11 @@ export class Transformer {
       b.copy2d(ws.v, 0, kvDim, ws.qkv, qDim + kvDim, width, n, kvDim);
     } else {
       const { q, k, v } = lw.qkv;
-      b.matmul(ws.q, ws.h, q.w, n, q.b);
-      b.matmul(ws.k, ws.h, k.w, n, k.b);
-      b.matmul(ws.v, ws.h, v.w, n, v.b);
+      b.matmulMany(ws.h, n, [
+        { y: ws.q, w: q.w, bias: q.b },
+        { y: ws.k, w: k.w, bias: k.b },
+        { y: ws.v, w: v.w, bias: v.b },
+      ]);
     }
     if (c.ropeInvFreq) {
       b.rope(ws.q, n, c.heads, c.headDim, positions, c.ropeInvFreq);
@@ -342,8 +343,7 @@ export class Transformer {
       cache.capacity,
       1 / Math.sqrt(c.headDim),
     );
-    b.matmul(ws.tmp, ws.att, lw.o.w, n, lw.o.b);
-    b.add(ws.x, ws.tmp, n * c.hidden);
+    b.matmul(ws.x, ws.att, lw.o.w, n, lw.o.b, true); // the residual add in the same op
   }
 
   private norm(y: Buf, x: Buf, norm: Norm, n: number): void {

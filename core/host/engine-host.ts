@@ -8,7 +8,7 @@ import { basename, join, resolve } from "node:path";
 import { setImmediate as nextTurn } from "node:timers/promises";
 import { native } from "../native/addon.js";
 import type { Backend } from "../backend/backend.js";
-import { CudaBackend } from "../backend/cuda.js";
+import { CudaBackend, cudaDevices } from "../backend/cuda.js";
 import { ContextOverflowError, ModelError, UsageError } from "../loader/errors.js";
 import { defaultModelDir } from "../loader/default-model.js";
 import { loadModel, readModelConfig, type LoadedModel } from "../loader/model-folder.js";
@@ -134,6 +134,7 @@ export class EngineHost {
         return {
           protocol: PROTOCOL_VERSION,
           backend: backendName(this.session?.transformer.backend),
+          gpus: gpuLines(),
           defaultModel: safeDefaultModel(),
           recentModels: this.recent(),
           model: this.model ? this.info() : null,
@@ -360,6 +361,13 @@ function safeDefaultModel(): string | null {
   } catch {
     return null;
   }
+}
+
+/** The GPUs the CUDA backend can use, one line each, or one line saying why there are none. */
+export function gpuLines(): string[] {
+  const { devices, reason } = cudaDevices();
+  if (devices.length === 0) return [`no GPU: ${reason}`];
+  return devices.map((d) => `cuda:${d.index} ${d.name}, ${(d.totalBytes / 1024 ** 3).toFixed(1)} GiB`);
 }
 
 /** What runs the engine: the session's backend when it is on a GPU, else the CPU kernels. */

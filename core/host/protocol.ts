@@ -83,8 +83,10 @@ export interface HostErrorInfo {
 
 export interface HelloInfo {
   protocol: number;
-  /** Which compute backend runs the engine, e.g. "cpu (avx2+fma+f16c, 2 threads)". */
+  /** Which compute backend runs the engine, e.g. "cpu (avx2+fma+f16c, 2 threads)" or "cuda:0 NVIDIA H200". */
   backend: string;
+  /** The GPUs the engine can use ("cuda:0 NVIDIA H200, 139.8 GiB"), or why none (one line). */
+  gpus: string[];
   defaultModel: string | null;
   recentModels: string[];
   model: ModelInfo | null;

@@ -303,7 +303,21 @@ export interface CudaAddon {
     rows: number,
     width: number,
   ): void;
-  matmul(y: CudaBuffer, x: CudaBuffer, w: CudaWeight, n: number, bias: CudaWeight | null): void;
+  matmul(y: CudaBuffer, x: CudaBuffer, w: CudaWeight, n: number, bias: CudaWeight | null, accumulate?: boolean): void;
+  /** ys[i] = W_i · x (+ bias_i) for up to 4 products of the same x (one launch when they share dtype and width). */
+  matmulMany(x: CudaBuffer, n: number, ys: CudaBuffer[], ws: CudaWeight[], biases: (CudaWeight | null)[]): void;
+  /** y = act(gate · x + gateBias) · (up · x + upBias); scratchUp is used where it takes two launches. */
+  gatedMatmul(
+    y: CudaBuffer,
+    x: CudaBuffer,
+    gate: CudaWeight,
+    up: CudaWeight,
+    gateBias: CudaWeight | null,
+    upBias: CudaWeight | null,
+    n: number,
+    activation: Act,
+    scratchUp: CudaBuffer,
+  ): void;
   /** fromStep (one token): the ids and positions come from setStep, as a recorded step needs. */
   embed(y: CudaBuffer, w: CudaWeight, ids: Int32Array, fromStep?: boolean): void;
   rmsNorm(y: CudaBuffer, x: CudaBuffer, g: CudaWeight, n: number, eps: number): void;

@@ -4,6 +4,7 @@
 # tools/cuda/pack-device.sh put in .device/, then
 #   1. lists the GPU (nvidia-smi, `hire gpus`),
 #   2. runs test/cuda.test.ts (every op and every golden / random model against the CPU backend),
+#      and compares our CUDA decode with Hugging Face transformers on random models (hf-parity.py),
 #   3. times each kernel on llama-3.2-1b shapes (tools/cuda/kernel-bench.mjs),
 #   4. benches a llama-3.2-1b-shaped bf16 model on the GPU: dense, HiRE + head and exact top-k,
 #   5. prints one HiRE token's per-layer telemetry (`hire generate --json`).
@@ -34,6 +35,13 @@ timeout "${TEST_TIMEOUT:-200}" node --test --test-reporter=spec dist/test/cuda.t
 echo "exit $?" >> "$OUT/cuda-test.log"
 grep -E "^(✔|✖|﹣)|^ℹ (tests|pass|fail)|exit " "$OUT/cuda-test.log" | cut -c1-160
 grep -B2 -A12 "✖" "$OUT/cuda-test.log" | grep -E "Error|GPU|CPU|want|got|expected|actual|at .*cuda" | head -40
+
+step "parity with Hugging Face transformers (random models, every architecture)"
+hf=()
+for a in llama qwen2 gpt2 opt; do
+  node bin/hire.js make-model --arch $a --dtype bf16 --seed 3 --out "/tmp/hf-$a" > /dev/null && hf+=("/tmp/hf-$a")
+done
+timeout 120 python3 tools/cuda/hf-parity.py "${hf[@]}" 2>&1 | grep -v Warning | tee "$OUT/hf-parity.txt"
 
 step "kernels (GPU time per op, recorded in graphs)"
 timeout 120 node tools/cuda/kernel-bench.mjs 2>&1 | tee "$OUT/kernels.txt"

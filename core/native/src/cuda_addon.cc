@@ -203,7 +203,68 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     bias = &a.weight(4, "bias");
     if (vec_len(a, *bias, "bias") != w.rows) a.fail("bias must have rows elements");
   }
-  cu::matmul(y, x, w, n, bias);
+  const bool accumulate = !a.is_nullish(5) && a.boolean(5, "accumulate");
+  cu::matmul(y, x, w, n, bias, accumulate);
+  return info.Env().Undefined();
+}
+
+// matmulMany(x, n, ys[], ws[], biases[]): ys[i] = W_i . x (+ bias_i), one launch where it can.
+Napi::Value MatmulMany(const Napi::CallbackInfo& info) {
+  CArgs a(info, "cuda.matmulMany");
+  const int64_t n = a.integer(1, "n", 0, kMaxDim);
+  if (!info[2].IsArray() || !info[3].IsArray() || !info[4].IsArray()) a.fail("ys, ws and biases must be arrays");
+  Napi::Array ya = info[2].As<Napi::Array>(), wa = info[3].As<Napi::Array>(), ba = info[4].As<Napi::Array>();
+  const uint32_t count = ya.Length();
+  if (count < 1 || count > 4 || wa.Length() != count || ba.Length() != count) a.fail("1 to 4 products, as many ys, ws and biases");
+  float* ys[4];
+  const cu::DMat* ws[4];
+  const cu::DMat* bs[4];
+  for (uint32_t i = 0; i < count; ++i) {
+    Napi::Value yv = ya[i], wv = wa[i], bv = ba[i];
+    bool ok = false;
+    if (!wv.IsExternal() || napi_check_object_type_tag(info.Env(), wv, &kDevWeightTag, &ok) != napi_ok || !ok)
+      a.fail("ws[" + std::to_string(i) + "] must be a CudaWeight handle");
+    ws[i] = &wv.As<Napi::External<DevWeight>>().Data()->m;
+    ok = false;
+    if (!yv.IsExternal() || napi_check_object_type_tag(info.Env(), yv, &kDevBufTag, &ok) != napi_ok || !ok)
+      a.fail("ys[" + std::to_string(i) + "] must be a CudaBuffer handle");
+    DevBuf* yb = yv.As<Napi::External<DevBuf>>().Data();
+    if (mul(a, n, ws[i]->rows) > yb->length) a.fail("ys[" + std::to_string(i) + "] is shorter than n * rows");
+    ys[i] = yb->ptr;
+    bs[i] = nullptr;
+    if (!bv.IsNull() && !bv.IsUndefined()) {
+      ok = false;
+      if (!bv.IsExternal() || napi_check_object_type_tag(info.Env(), bv, &kDevWeightTag, &ok) != napi_ok || !ok)
+        a.fail("biases[" + std::to_string(i) + "] must be a CudaWeight handle or null");
+      bs[i] = &bv.As<Napi::External<DevWeight>>().Data()->m;
+      if (vec_len(a, *bs[i], "bias") != ws[i]->rows) a.fail("a bias must have rows elements");
+    }
+    if (i > 0 && ws[i]->cols != ws[0]->cols) a.fail("every weight must have the same number of columns");
+  }
+  const float* x = a.buf(0, "x", mul(a, n, ws[0]->cols), "n*cols");
+  for (uint32_t i = 0; i < count; ++i)
+    if (ys[i] == x) a.fail("a y and x must be different buffers");
+  cu::matmul_many(static_cast<int>(count), ys, x, ws, bs, n);
+  return info.Env().Undefined();
+}
+
+// gatedMatmul(y, x, gate, up, gateBias, upBias, n, activation, scratchUp): y = act(gate.x) * (up.x).
+Napi::Value GatedMatmul(const Napi::CallbackInfo& info) {
+  CArgs a(info, "cuda.gatedMatmul");
+  const cu::DMat& g = a.weight(2, "gate");
+  const cu::DMat& u = a.weight(3, "up");
+  if (g.rows != u.rows || g.cols != u.cols) a.fail("gate and up must have the same shape");
+  const cu::DMat* gb = a.is_nullish(4) ? nullptr : &a.weight(4, "gateBias");
+  const cu::DMat* ub = a.is_nullish(5) ? nullptr : &a.weight(5, "upBias");
+  if (gb && vec_len(a, *gb, "gateBias") != g.rows) a.fail("gateBias must have rows elements");
+  if (ub && vec_len(a, *ub, "upBias") != g.rows) a.fail("upBias must have rows elements");
+  const int64_t n = a.integer(6, "n", 0, kMaxDim);
+  const int act = a.act(7, "activation");
+  float* y = a.buf(0, "y", mul(a, n, g.rows), "n*rows");
+  float* x = a.buf(1, "x", mul(a, n, g.cols), "n*cols");
+  float* scratch = a.buf(8, "scratchUp", mul(a, n, g.rows), "n*rows");
+  if (y == x || y == scratch || x == scratch) a.fail("y, x and scratchUp must be different buffers");
+  cu::gated_matmul(y, x, g, u, gb, ub, n, act, scratch);
   return info.Env().Undefined();
 }
 
@@ -546,6 +607,8 @@ Napi::Object cuda_exports(Napi::Env env) {
   Export<UploadQuant>(env, o, "uploadQuant");
   Export<Copy2d>(env, o, "copy2d");
   Export<Matmul>(env, o, "matmul");
+  Export<MatmulMany>(env, o, "matmulMany");
+  Export<GatedMatmul>(env, o, "gatedMatmul");
   Export<Embed>(env, o, "embed");
   Export<RmsNorm>(env, o, "rmsNorm");
   Export<LayerNorm>(env, o, "layerNorm");

@@ -16,6 +16,7 @@ export function ModelBar() {
   const recent = useStore(connection, (s) => s.recentModels);
   const defaultModel = useStore(connection, (s) => s.defaultModel);
   const backend = useStore(connection, (s) => s.backend);
+  const gpus = useStore(connection, (s) => s.gpus);
   const crashed = useStore(connection, (s) => s.crashed);
   const path = useStore(connection, (s) => s.pathInput);
   const setPath = connection.getState().setPathInput;
@@ -136,7 +137,7 @@ export function ModelBar() {
         )}
       </div>
       <div className="host-info">
-        <span className="backend" title="compute backend">
+        <span className="backend" title={["compute backend", ...gpus].join("\n")}>
           {backend || "—"}
         </span>
         <ConnectionPill />

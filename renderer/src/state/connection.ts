@@ -21,6 +21,8 @@ export interface ConnectionState {
   status: ConnectionStatus;
   hello: HelloInfo | null;
   backend: string;
+  /** The GPUs the engine can use, or why none (HelloInfo.gpus). */
+  gpus: string[];
   defaultModel: string | null;
   recentModels: string[];
   model: ModelInfo | null;
@@ -57,6 +59,7 @@ export function createConnectionStore(transport: "ipc" | "websocket" = "websocke
     status: "connecting",
     hello: null,
     backend: "",
+    gpus: [],
     defaultModel: null,
     recentModels: [],
     model: null,
@@ -73,6 +76,7 @@ export function createConnectionStore(transport: "ipc" | "websocket" = "websocke
       set({
         hello: h,
         backend: h.backend,
+        gpus: h.gpus ?? [],
         defaultModel: h.defaultModel,
         recentModels: h.recentModels,
         model: h.model,

@@ -245,7 +245,7 @@ template <int DT, int NT>
 __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(float* __restrict__ y, int64_t ldy,
                                                            const float* __restrict__ x, const void* __restrict__ W,
                                                            int64_t cols, const int32_t* __restrict__ idx, int64_t count,
-                                                           int nt, const void* bias, int bias_dt, bool vec) {
+                                                           int nt, const void* bias, int bias_dt, bool vec, bool accumulate) {
   __shared__ float red[NT][kGemvThreads / 32];
   const int64_t r = blockIdx.x;
   if (r >= count) return;
@@ -314,7 +314,8 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(float* __restrict__ 
     float sum = 0.0f;
 #pragma unroll
     for (int w = 0; w < kGemvThreads / 32; ++w) sum += red[tid][w];
-    y[tid * ldy + r] = sum + (bias ? load_elem(bias_dt, bias, row) : 0.0f);
+    float& out = y[tid * ldy + r];
+    out = (accumulate ? out : 0.0f) + sum + (bias ? load_elem(bias_dt, bias, row) : 0.0f);
   }
 }
 
@@ -324,7 +325,8 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(float* __restrict__ 
 // stream at memory speed even for the 2048-column matrices of 1B-class models.
 template <int DT, int RPW>
 __global__ void gemv1_kernel(float* __restrict__ y, const float* __restrict__ x, const void* __restrict__ W, int64_t cols,
-                             const int32_t* __restrict__ idx, int64_t count, const void* bias, int bias_dt) {
+                             const int32_t* __restrict__ idx, int64_t count, const void* bias, int bias_dt,
+                             bool accumulate) {
   extern __shared__ float xs[];
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) xs[c] = x[c];
   __syncthreads();
@@ -381,14 +383,14 @@ __global__ void gemv1_kernel(float* __restrict__ y, const float* __restrict__ x,
     const int64_t r = r0 + q;
     if (lane == 0 && r < count) {
       const int64_t row = idx ? idx[r] : r;
-      y[r] = sum + (bias ? load_elem(bias_dt, bias, row) : 0.0f);
+      y[r] = (accumulate ? y[r] : 0.0f) + sum + (bias ? load_elem(bias_dt, bias, row) : 0.0f);
     }
   }
 }
 
 template <int DT>
 void launch_gemv(float* y, int64_t ldy, const float* x, const DMat& w, const int32_t* d_idx, int64_t count, int64_t n,
-                 const DMat* bias) {
+                 const DMat* bias, bool acc) {
   State& s = st();
   const int esz = DT == kF32 ? 4 : 2;
   const bool vec = (w.cols * esz) % 16 == 0 && (reinterpret_cast<uintptr_t>(w.data) & 15) == 0 && (w.cols % 4) == 0;
@@ -403,9 +405,9 @@ void launch_gemv(float* y, int64_t ldy, const float* x, const DMat& w, const int
     const void* b = bias ? bias->data : nullptr;
     const int bdt = bias ? bias->dtype : 0;
     if (big)
-      gemv1_kernel<DT, 2><<<grid_for(count, 2 * warps), 32 * warps, smem, s.stream>>>(y, x, w.data, w.cols, d_idx, count, b, bdt);
+      gemv1_kernel<DT, 2><<<grid_for(count, 2 * warps), 32 * warps, smem, s.stream>>>(y, x, w.data, w.cols, d_idx, count, b, bdt, acc);
     else
-      gemv1_kernel<DT, 1><<<grid_for(count, warps), 32 * warps, smem, s.stream>>>(y, x, w.data, w.cols, d_idx, count, b, bdt);
+      gemv1_kernel<DT, 1><<<grid_for(count, warps), 32 * warps, smem, s.stream>>>(y, x, w.data, w.cols, d_idx, count, b, bdt, acc);
     LAUNCHED("gemv1");
     return;
   }
@@ -414,21 +416,21 @@ void launch_gemv(float* y, int64_t ldy, const float* x, const DMat& w, const int
     const dim3 grid(static_cast<unsigned>(count));
     if (nt == 1)
       gemv_kernel<DT, 1><<<grid, kGemvThreads, 0, s.stream>>>(y + t0 * ldy, ldy, x + t0 * w.cols, w.data, w.cols, d_idx, count,
-                                                           1, bias ? bias->data : nullptr, bias ? bias->dtype : 0, vec);
+                                                           1, bias ? bias->data : nullptr, bias ? bias->dtype : 0, vec, acc);
     else
       gemv_kernel<DT, kMaxTok><<<grid, kGemvThreads, 0, s.stream>>>(y + t0 * ldy, ldy, x + t0 * w.cols, w.data, w.cols, d_idx,
                                                                  count, nt, bias ? bias->data : nullptr,
-                                                                 bias ? bias->dtype : 0, vec);
+                                                                 bias ? bias->dtype : 0, vec, acc);
     LAUNCHED("gemv");
   }
 }
 
 void gemv_dispatch(float* y, int64_t ldy, const float* x, const DMat& w, const int32_t* d_idx, int64_t count, int64_t n,
-                   const DMat* bias) {
+                   const DMat* bias, bool acc = false) {
   switch (w.dtype) {
-    case kF32: return launch_gemv<kF32>(y, ldy, x, w, d_idx, count, n, bias);
-    case kF16: return launch_gemv<kF16>(y, ldy, x, w, d_idx, count, n, bias);
-    default: return launch_gemv<kBF16>(y, ldy, x, w, d_idx, count, n, bias);
+    case kF32: return launch_gemv<kF32>(y, ldy, x, w, d_idx, count, n, bias, acc);
+    case kF16: return launch_gemv<kF16>(y, ldy, x, w, d_idx, count, n, bias, acc);
+    default: return launch_gemv<kBF16>(y, ldy, x, w, d_idx, count, n, bias, acc);
   }
 }
 
@@ -494,16 +496,17 @@ __global__ void __launch_bounds__(kColThreads) acc_cols_kernel(float* __restrict
 }
 
 __global__ void reduce_partials_kernel(float* __restrict__ y, const float* __restrict__ partial, int64_t R, int splits,
-                                       const void* bias, int bias_dt) {
+                                       const void* bias, int bias_dt, bool accumulate) {
   const int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (r >= R) return;
   float s = 0.0f;
   for (int k = 0; k < splits; ++k) s += partial[static_cast<int64_t>(k) * R + r];
-  y[r] = s + (bias ? load_elem(bias_dt, bias, r) : 0.0f);
+  y[r] = (accumulate ? y[r] : 0.0f) + s + (bias ? load_elem(bias_dt, bias, r) : 0.0f);
 }
 
 // y[0..R) = sum over count columns; d_idx null = columns 0..count-1. a and d_idx are device arrays.
-void acc_cols(float* y, const float* a, const DMat& w, const int32_t* d_idx, int64_t count, const DMat* bias) {
+void acc_cols(float* y, const float* a, const DMat& w, const int32_t* d_idx, int64_t count, const DMat* bias,
+              bool accumulate = false) {
   State& s = st();
   const int64_t R = w.rows;
   const int esz = w.dtype == kF32 ? 4 : 2;
@@ -523,7 +526,7 @@ void acc_cols(float* y, const float* a, const DMat& w, const int32_t* d_idx, int
   }
   LAUNCHED("accumulate_cols");
   reduce_partials_kernel<<<grid_for(R, 256), 256, 0, s.stream>>>(y, partial, R, splits, bias ? bias->data : nullptr,
-                                                                 bias ? bias->dtype : 0);
+                                                                 bias ? bias->dtype : 0, accumulate);
   LAUNCHED("accumulate_cols reduce");
 }
 
@@ -1427,14 +1430,174 @@ void copy2d(float* dst, int64_t dst_stride, const float* src, int64_t src_stride
   CK(cudaMemcpy2DAsync(dst, dst_stride * 4, src, src_stride * 4, width * 4, rows, cudaMemcpyDeviceToDevice, st().stream));
 }
 
-void matmul(float* y, const float* x, const DMat& w, int64_t n, const DMat* bias) {
+void matmul(float* y, const float* x, const DMat& w, int64_t n, const DMat* bias, bool accumulate) {
   if (n <= 0) return;
   if (!w.transposed) {
-    gemv_dispatch(y, w.rows, x, w, nullptr, w.rows, n, bias);
+    gemv_dispatch(y, w.rows, x, w, nullptr, w.rows, n, bias, accumulate);
     return;
   }
   // Stored [cols][rows]: each token is a column accumulation over every stored row.
-  for (int64_t t = 0; t < n; ++t) acc_cols(y + t * w.rows, x + t * w.cols, w, nullptr, w.cols, bias);
+  for (int64_t t = 0; t < n; ++t) acc_cols(y + t * w.rows, x + t * w.cols, w, nullptr, w.cols, bias, accumulate);
+}
+
+namespace {
+
+// matmul_many's products in one launch: part p owns blocks [first[p], first[p + 1]).
+struct ManyParts {
+  const void* w[4];
+  float* y[4];
+  const void* bias[4];
+  int bias_dt[4];
+  int64_t rows[4];
+  int64_t first[5];
+  int count;
+};
+
+template <int DT>
+__global__ void gemv_many_kernel(ManyParts parts, const float* __restrict__ x, int64_t cols) {
+  extern __shared__ float xs[];
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) xs[c] = x[c];
+  __syncthreads();
+  int p = 0;
+  while (p + 1 < parts.count && blockIdx.x >= parts.first[p + 1]) ++p;
+  constexpr int E = Vec<DT>::E;
+  constexpr int esz = DT == kF32 ? 4 : 2;
+  constexpr int U = 8;
+  const int lane = threadIdx.x & 31;
+  const int64_t r = (static_cast<int64_t>(blockIdx.x) - parts.first[p]) * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (r >= parts.rows[p]) return;
+  const uint4* wr = reinterpret_cast<const uint4*>(static_cast<const unsigned char*>(parts.w[p]) + r * cols * esz);
+  const int64_t nvec = cols / E;
+  float acc = 0.0f;
+  for (int64_t v0 = lane; v0 < nvec; v0 += 32 * U) {
+    uint4 w[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) w[u] = v0 + 32 * u < nvec ? ld_stream(wr + v0 + 32 * u) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t v = v0 + 32 * u;
+      if (v >= nvec) break;
+      float f[E];
+      Vec<DT>::cvt(w[u], f);
+#pragma unroll
+      for (int e = 0; e < E; ++e) acc += f[e] * xs[v * E + e];
+    }
+  }
+  acc = warp_sum(acc);
+  if (lane == 0) parts.y[p][r] = acc + (parts.bias[p] ? load_elem(parts.bias_dt[p], parts.bias[p], r) : 0.0f);
+}
+
+// act(gate . x + bg) * (up . x + bu), one warp per neuron, both rows' loads in flight together.
+template <int DT>
+__global__ void gated_gemv_kernel(float* __restrict__ y, const float* __restrict__ x, const void* __restrict__ G,
+                                  const void* __restrict__ Up, int64_t rows, int64_t cols, const void* gb, int gb_dt,
+                                  const void* ub, int ub_dt, int act) {
+  extern __shared__ float xs[];
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) xs[c] = x[c];
+  __syncthreads();
+  constexpr int E = Vec<DT>::E;
+  constexpr int esz = DT == kF32 ? 4 : 2;
+  constexpr int U = 8;
+  const int lane = threadIdx.x & 31;
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (r >= rows) return;
+  const uint4* wr[2] = {reinterpret_cast<const uint4*>(static_cast<const unsigned char*>(G) + r * cols * esz),
+                        reinterpret_cast<const uint4*>(static_cast<const unsigned char*>(Up) + r * cols * esz)};
+  const int64_t nvec = cols / E;
+  float acc[2] = {0.0f, 0.0f};
+  for (int64_t v0 = lane; v0 < nvec; v0 += 32 * U) {
+    uint4 w[2][U];
+#pragma unroll
+    for (int q = 0; q < 2; ++q)
+#pragma unroll
+      for (int u = 0; u < U; ++u) w[q][u] = v0 + 32 * u < nvec ? ld_stream(wr[q] + v0 + 32 * u) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t v = v0 + 32 * u;
+      if (v >= nvec) break;
+#pragma unroll
+      for (int q = 0; q < 2; ++q) {
+        float f[E];
+        Vec<DT>::cvt(w[q][u], f);
+#pragma unroll
+        for (int e = 0; e < E; ++e) acc[q] += f[e] * xs[v * E + e];
+      }
+    }
+  }
+  acc[0] = warp_sum(acc[0]);
+  acc[1] = warp_sum(acc[1]);
+  if (lane == 0) {
+    const float g = acc[0] + (gb ? load_elem(gb_dt, gb, r) : 0.0f);
+    const float u = acc[1] + (ub ? load_elem(ub_dt, ub, r) : 0.0f);
+    y[r] = apply_act(g, act) * u;
+  }
+}
+
+// Whether a product can take the one-launch decode kernels: not transposed, rows 16-byte aligned,
+// x small enough for shared memory.
+bool vector_rows(const DMat& w) {
+  const int esz = w.dtype == kF32 ? 4 : 2;
+  const int E = w.dtype == kF32 ? 4 : 8;
+  return !w.transposed && (w.cols * esz) % 16 == 0 && w.cols % E == 0 &&
+         (reinterpret_cast<uintptr_t>(w.data) & 15) == 0 && w.cols <= 8192;
+}
+
+}  // namespace
+
+void matmul_many(int count, float* const* ys, const float* x, const DMat* const* ws, const DMat* const* biases, int64_t n) {
+  bool one = n == 1 && count >= 1 && count <= 4;
+  for (int i = 0; one && i < count; ++i)
+    one = vector_rows(*ws[i]) && ws[i]->dtype == ws[0]->dtype && ws[i]->cols == ws[0]->cols;
+  if (!one) {
+    for (int i = 0; i < count; ++i) matmul(ys[i], x, *ws[i], n, biases[i]);
+    return;
+  }
+  constexpr int warps = 4;
+  ManyParts parts{};
+  parts.count = count;
+  parts.first[0] = 0;
+  for (int i = 0; i < count; ++i) {
+    parts.w[i] = ws[i]->data;
+    parts.y[i] = ys[i];
+    parts.bias[i] = biases[i] ? biases[i]->data : nullptr;
+    parts.bias_dt[i] = biases[i] ? biases[i]->dtype : 0;
+    parts.rows[i] = ws[i]->rows;
+    parts.first[i + 1] = parts.first[i] + (ws[i]->rows + warps - 1) / warps;
+  }
+  const int64_t cols = ws[0]->cols;
+  const size_t smem = static_cast<size_t>(cols) * 4;
+  const unsigned grid = static_cast<unsigned>(parts.first[count]);
+  switch (ws[0]->dtype) {
+    case kF32: gemv_many_kernel<kF32><<<grid, 32 * warps, smem, st().stream>>>(parts, x, cols); break;
+    case kF16: gemv_many_kernel<kF16><<<grid, 32 * warps, smem, st().stream>>>(parts, x, cols); break;
+    default: gemv_many_kernel<kBF16><<<grid, 32 * warps, smem, st().stream>>>(parts, x, cols); break;
+  }
+  LAUNCHED("matmul_many");
+}
+
+void gated_matmul(float* y, const float* x, const DMat& gate, const DMat& up, const DMat* gate_bias, const DMat* up_bias,
+                  int64_t n, int act, float* scratch_up) {
+  if (n <= 0) return;
+  const bool one = n == 1 && vector_rows(gate) && vector_rows(up) && gate.dtype == up.dtype && gate.cols == up.cols &&
+                   gate.rows == up.rows;
+  if (!one) {
+    matmul(y, x, gate, n, gate_bias);
+    matmul(scratch_up, x, up, n, up_bias);
+    gated_act(y, scratch_up, n * gate.rows, act);
+    return;
+  }
+  constexpr int warps = 8;
+  const size_t smem = static_cast<size_t>(gate.cols) * 4;
+  const unsigned grid = grid_for(gate.rows, warps);
+  const void* gb = gate_bias ? gate_bias->data : nullptr;
+  const void* ub = up_bias ? up_bias->data : nullptr;
+  const int gbt = gate_bias ? gate_bias->dtype : 0, ubt = up_bias ? up_bias->dtype : 0;
+  switch (gate.dtype) {
+    case kF32: gated_gemv_kernel<kF32><<<grid, 32 * warps, smem, st().stream>>>(y, x, gate.data, up.data, gate.rows, gate.cols, gb, gbt, ub, ubt, act); break;
+    case kF16: gated_gemv_kernel<kF16><<<grid, 32 * warps, smem, st().stream>>>(y, x, gate.data, up.data, gate.rows, gate.cols, gb, gbt, ub, ubt, act); break;
+    default: gated_gemv_kernel<kBF16><<<grid, 32 * warps, smem, st().stream>>>(y, x, gate.data, up.data, gate.rows, gate.cols, gb, gbt, ub, ubt, act); break;
+  }
+  LAUNCHED("gated_matmul");
 }
 
 void embed(float* y, const DMat& w, const int32_t* ids, int64_t n, bool from_step) {

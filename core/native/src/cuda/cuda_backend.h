@@ -74,7 +74,14 @@ void mark(int i);
 double mark_ms(int i, int j);
 
 void copy2d(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t rows, int64_t width);
-void matmul(float* y, const float* x, const DMat& w, int64_t n, const DMat* bias);
+// accumulate: y += W.x (+ bias) instead of y = W.x (+ bias) (a residual add folded into the product).
+void matmul(float* y, const float* x, const DMat& w, int64_t n, const DMat* bias, bool accumulate = false);
+// Up to 4 products of the same x in one launch when they share dtype and width (q, k and v); any
+// other case runs them one by one. ys[i] = W_i . x (+ bias_i).
+void matmul_many(int count, float* const* ys, const float* x, const DMat* const* ws, const DMat* const* biases, int64_t n);
+// y = act(W_gate . x + bg) * (W_up . x + bu): the gated FFN's first half, one launch at n = 1.
+void gated_matmul(float* y, const float* x, const DMat& gate, const DMat& up, const DMat* gate_bias,
+                  const DMat* up_bias, int64_t n, int act, float* scratch_up);
 void embed(float* y, const DMat& w, const int32_t* ids, int64_t n, bool from_step);  // ids: host
 void rms_norm(float* y, const float* x, const DMat& g, int64_t n, int64_t dim, float eps);
 void layer_norm(float* y, const float* x, const DMat& g, const DMat& b, int64_t n, int64_t dim, float eps);

@@ -25,7 +25,9 @@ void upload(void*, const void*, size_t) { none(); }
 void download(void*, const void*, size_t) { none(); }
 void synchronize() { none(); }
 void copy2d(float*, int64_t, const float*, int64_t, int64_t, int64_t) { none(); }
-void matmul(float*, const float*, const DMat&, int64_t, const DMat*) { none(); }
+void matmul(float*, const float*, const DMat&, int64_t, const DMat*, bool) { none(); }
+void matmul_many(int, float* const*, const float*, const DMat* const*, const DMat* const*, int64_t) { none(); }
+void gated_matmul(float*, const float*, const DMat&, const DMat&, const DMat*, const DMat*, int64_t, int, float*) { none(); }
 void embed(float*, const DMat&, const int32_t*, int64_t, bool) { none(); }
 void rms_norm(float*, const float*, const DMat&, int64_t, int64_t, float) { none(); }
 void layer_norm(float*, const float*, const DMat&, const DMat&, int64_t, int64_t, float) { none(); }
