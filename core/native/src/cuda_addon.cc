@@ -84,6 +84,15 @@ int64_t vec_len(const CArgs& a, const cu::DMat& m, const char* name) {
   return m.rows * m.cols;
 }
 
+// { scoreMs, rowsMs, downMs }: the GPU time of a HiRE step's three parts.
+Napi::Object step_times(Napi::Env env, const double ms[3]) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("scoreMs", ms[0]);
+  o.Set("rowsMs", ms[1]);
+  o.Set("downMs", ms[2]);
+  return o;
+}
+
 Napi::Value Compiled(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), cu::compiled()); }
 
 Napi::Value Devices(const Napi::CallbackInfo& info) {
@@ -476,13 +485,9 @@ Napi::Value HireFfn(const Napi::CallbackInfo& info) {
     cu::synchronize();
     cu::hire_results(s.slot, cand, s.n_cand, sel, s.n_sel, ms);
   }
-  Napi::Env env = info.Env();
-  Napi::Object out = Napi::Object::New(env);
+  Napi::Object out = step_times(info.Env(), ms);
   out.Set("candidates", static_cast<double>(s.n_cand));
   out.Set("selected", static_cast<double>(s.n_sel));
-  out.Set("scoreMs", ms[0]);
-  out.Set("rowsMs", ms[1]);
-  out.Set("downMs", ms[2]);
   return out;
 }
 
@@ -498,12 +503,7 @@ Napi::Value HireResults(const Napi::CallbackInfo& info) {
   if (nc > static_cast<int64_t>(cl) || ns > static_cast<int64_t>(sl)) a.fail("cand or sel is shorter than its count");
   double ms[3];
   cu::hire_results(slot, cand, nc, sel, ns, ms);
-  Napi::Env env = info.Env();
-  Napi::Object out = Napi::Object::New(env);
-  out.Set("scoreMs", ms[0]);
-  out.Set("rowsMs", ms[1]);
-  out.Set("downMs", ms[2]);
-  return out;
+  return step_times(info.Env(), ms);
 }
 
 // hireHead(logits, x, predictor, head, k, kp, shards, scores, slot) -> { candidates, selected }.

@@ -319,41 +319,29 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(float* __restrict__ 
   }
 }
 
-// Decode GEMV (one token): y[r] = W[row(r)] . x (+ bias). x is staged in shared memory once per
-// block; each warp owns RPW rows and issues all 8 of a lane's 16-byte loads per row before using
-// any (a 2048-column bf16 row is exactly 8 per lane), so every SM keeps enough bytes in flight to
-// stream at memory speed even for the 2048-column matrices of 1B-class models.
-template <int DT, int RPW>
-__global__ void gemv1_kernel(float* __restrict__ y, const float* __restrict__ x, const void* __restrict__ W, int64_t cols,
-                             const int32_t* __restrict__ idx, int64_t count, const void* bias, int bias_dt,
-                             bool accumulate) {
-  extern __shared__ float xs[];
+// x (cols floats) into shared memory, once per block, for the warp-per-row kernels below.
+__device__ __forceinline__ void stage_x(float* xs, const float* x, int64_t cols) {
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) xs[c] = x[c];
   __syncthreads();
+}
+
+// One warp's dot products of R weight rows with xs (shared memory). Every row starts 16-byte aligned
+// and holds nvec vectors of Vec<DT>::E values. A lane issues its 8 loads of every row before using
+// any (a 2048-column bf16 row is exactly 8 per lane), so each SM keeps enough bytes in flight to
+// stream at memory speed even for the small matrices of 1B-class models. acc: the warp's sums.
+template <int DT, int R>
+__device__ __forceinline__ void warp_rows_dot(const uint4* const (&rows)[R], int64_t nvec, const float* xs, float (&acc)[R]) {
   constexpr int E = Vec<DT>::E;
-  constexpr int esz = DT == kF32 ? 4 : 2;
   constexpr int U = 8;
   const int lane = threadIdx.x & 31;
-  const int64_t warps = blockDim.x >> 5;
-  const int64_t r0 = (static_cast<int64_t>(blockIdx.x) * warps + (threadIdx.x >> 5)) * RPW;
-  if (r0 >= count) return;
-  const uint4* wr[RPW];
 #pragma unroll
-  for (int q = 0; q < RPW; ++q) {
-    const int64_t r = min(r0 + q, count - 1);
-    const int64_t row = idx ? idx[r] : r;
-    wr[q] = reinterpret_cast<const uint4*>(static_cast<const unsigned char*>(W) + row * cols * esz);
-  }
-  const int64_t nvec = cols / E;
-  float acc[RPW];
-#pragma unroll
-  for (int q = 0; q < RPW; ++q) acc[q] = 0.0f;
+  for (int q = 0; q < R; ++q) acc[q] = 0.0f;
   for (int64_t v0 = lane; v0 < nvec; v0 += 32 * U) {
-    uint4 w[RPW][U];
+    uint4 w[R][U];
 #pragma unroll
-    for (int q = 0; q < RPW; ++q)
+    for (int q = 0; q < R; ++q)
 #pragma unroll
-      for (int u = 0; u < U; ++u) w[q][u] = v0 + 32 * u < nvec ? ld_stream(wr[q] + v0 + 32 * u) : make_uint4(0, 0, 0, 0);
+      for (int u = 0; u < U; ++u) w[q][u] = v0 + 32 * u < nvec ? ld_stream(rows[q] + v0 + 32 * u) : make_uint4(0, 0, 0, 0);
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int64_t v = v0 + 32 * u;
@@ -369,7 +357,7 @@ __global__ void gemv1_kernel(float* __restrict__ y, const float* __restrict__ x,
         xf[4 * e + 3] = t.w;
       }
 #pragma unroll
-      for (int q = 0; q < RPW; ++q) {
+      for (int q = 0; q < R; ++q) {
         float f[E];
         Vec<DT>::cvt(w[q][u], f);
 #pragma unroll
@@ -378,12 +366,33 @@ __global__ void gemv1_kernel(float* __restrict__ y, const float* __restrict__ x,
     }
   }
 #pragma unroll
+  for (int q = 0; q < R; ++q) acc[q] = warp_sum(acc[q]);
+}
+
+// Decode GEMV (one token): y[r] = W[row(r)] . x (+ bias), RPW rows per warp (warp_rows_dot).
+template <int DT, int RPW>
+__global__ void gemv1_kernel(float* __restrict__ y, const float* __restrict__ x, const void* __restrict__ W, int64_t cols,
+                             const int32_t* __restrict__ idx, int64_t count, const void* bias, int bias_dt,
+                             bool accumulate) {
+  extern __shared__ float xs[];
+  stage_x(xs, x, cols);
+  constexpr int esz = DT == kF32 ? 4 : 2;
+  const int64_t r0 = (static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5)) * RPW;
+  if (r0 >= count) return;
+  const uint4* rows[RPW];
+#pragma unroll
   for (int q = 0; q < RPW; ++q) {
-    const float sum = warp_sum(acc[q]);
+    const int64_t r = min(r0 + q, count - 1);
+    rows[q] = reinterpret_cast<const uint4*>(static_cast<const unsigned char*>(W) + (idx ? idx[r] : r) * cols * esz);
+  }
+  float acc[RPW];
+  warp_rows_dot<DT, RPW>(rows, cols / Vec<DT>::E, xs, acc);
+#pragma unroll
+  for (int q = 0; q < RPW; ++q) {
     const int64_t r = r0 + q;
-    if (lane == 0 && r < count) {
+    if ((threadIdx.x & 31) == 0 && r < count) {
       const int64_t row = idx ? idx[r] : r;
-      y[r] = (accumulate ? y[r] : 0.0f) + sum + (bias ? load_elem(bias_dt, bias, row) : 0.0f);
+      y[r] = (accumulate ? y[r] : 0.0f) + acc[q] + (bias ? load_elem(bias_dt, bias, row) : 0.0f);
     }
   }
 }
@@ -867,55 +876,37 @@ void quant_scores(float* y, const float* x, const DQuant& q, const float* d_bias
 // ---- HiRE exact rows ---------------------------------------------------------------------------------
 
 // g[i] = act(W[2c] . x) * (W[2c+1] . x) for c = cand[i] (gate/up rows interleaved), or
-// act(W[c] . x + bias[c]) when not gated. One warp per candidate; x staged in shared memory, and on
-// the vector path a lane issues all its loads of a stretch of the row(s) before using any.
+// act(W[c] . x + bias[c]) when not gated. One warp per candidate (warp_rows_dot on the vector path).
 template <int DT>
 __global__ void exact_rows_kernel(float* __restrict__ g, const float* __restrict__ x, const void* __restrict__ W,
                                   int64_t cols, const int32_t* __restrict__ cand, int64_t count, bool gated,
                                   const float* bias, int act, bool vec) {
   extern __shared__ float xs[];
-  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) xs[c] = x[c];
-  __syncthreads();
+  stage_x(xs, x, cols);
   const int lane = threadIdx.x & 31;
   const int64_t i = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
   if (i >= count) return;
   const int64_t c = cand ? cand[i] : i;
-  constexpr int E = Vec<DT>::E;
   constexpr int esz = DT == kF32 ? 4 : 2;
-  constexpr int U = 8;
-  // Gated: the neuron's two rows are adjacent, one contiguous span of 2 * cols.
-  const int64_t len = gated ? 2 * cols : cols;
   const unsigned char* base = static_cast<const unsigned char*>(W) + (gated ? 2 * c : c) * cols * esz;
   float acc[2] = {0.0f, 0.0f};
-  if (vec) {
-    const uint4* wv = reinterpret_cast<const uint4*>(base);
-    const int64_t nvec = len / E, rowvec = cols / E;
-    for (int64_t v0 = lane; v0 < nvec; v0 += 32 * U) {
-      uint4 w[U];
-#pragma unroll
-      for (int u = 0; u < U; ++u) w[u] = v0 + 32 * u < nvec ? ld_stream(wv + v0 + 32 * u) : make_uint4(0, 0, 0, 0);
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int64_t v = v0 + 32 * u;
-        if (v >= nvec) break;
-        const int half = v >= rowvec;  // 0: gate (or the only row), 1: up
-        const float* xv = xs + (v - half * rowvec) * E;
-        float f[E];
-        Vec<DT>::cvt(w[u], f);
-        float d = 0.0f;
-#pragma unroll
-        for (int e = 0; e < E; ++e) d += f[e] * xv[e];
-        acc[half] += d;
-      }
-    }
+  if (vec && gated) {
+    const uint4* rows[2] = {reinterpret_cast<const uint4*>(base), reinterpret_cast<const uint4*>(base + cols * esz)};
+    warp_rows_dot<DT, 2>(rows, cols / Vec<DT>::E, xs, acc);
+  } else if (vec) {
+    const uint4* rows[1] = {reinterpret_cast<const uint4*>(base)};
+    float one[1];
+    warp_rows_dot<DT, 1>(rows, cols / Vec<DT>::E, xs, one);
+    acc[0] = one[0];
   } else {
+    const int64_t len = gated ? 2 * cols : cols;
     for (int64_t k = lane; k < len; k += 32) {
       const int half = k >= cols;
       acc[half] += load_elem(DT, base, k) * xs[k - half * cols];
     }
+    acc[0] = warp_sum(acc[0]);
+    acc[1] = warp_sum(acc[1]);
   }
-  acc[0] = warp_sum(acc[0]);
-  acc[1] = warp_sum(acc[1]);
   if (lane == 0) g[i] = gated ? apply_act(acc[0], act) * acc[1] : apply_act(acc[0] + (bias ? bias[c] : 0.0f), act);
 }
 
@@ -1456,35 +1447,17 @@ struct ManyParts {
 template <int DT>
 __global__ void gemv_many_kernel(ManyParts parts, const float* __restrict__ x, int64_t cols) {
   extern __shared__ float xs[];
-  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) xs[c] = x[c];
-  __syncthreads();
+  stage_x(xs, x, cols);
   int p = 0;
   while (p + 1 < parts.count && blockIdx.x >= parts.first[p + 1]) ++p;
-  constexpr int E = Vec<DT>::E;
   constexpr int esz = DT == kF32 ? 4 : 2;
-  constexpr int U = 8;
-  const int lane = threadIdx.x & 31;
   const int64_t r = (static_cast<int64_t>(blockIdx.x) - parts.first[p]) * (blockDim.x >> 5) + (threadIdx.x >> 5);
   if (r >= parts.rows[p]) return;
-  const uint4* wr = reinterpret_cast<const uint4*>(static_cast<const unsigned char*>(parts.w[p]) + r * cols * esz);
-  const int64_t nvec = cols / E;
-  float acc = 0.0f;
-  for (int64_t v0 = lane; v0 < nvec; v0 += 32 * U) {
-    uint4 w[U];
-#pragma unroll
-    for (int u = 0; u < U; ++u) w[u] = v0 + 32 * u < nvec ? ld_stream(wr + v0 + 32 * u) : make_uint4(0, 0, 0, 0);
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int64_t v = v0 + 32 * u;
-      if (v >= nvec) break;
-      float f[E];
-      Vec<DT>::cvt(w[u], f);
-#pragma unroll
-      for (int e = 0; e < E; ++e) acc += f[e] * xs[v * E + e];
-    }
-  }
-  acc = warp_sum(acc);
-  if (lane == 0) parts.y[p][r] = acc + (parts.bias[p] ? load_elem(parts.bias_dt[p], parts.bias[p], r) : 0.0f);
+  const uint4* rows[1] = {reinterpret_cast<const uint4*>(static_cast<const unsigned char*>(parts.w[p]) + r * cols * esz)};
+  float acc[1];
+  warp_rows_dot<DT, 1>(rows, cols / Vec<DT>::E, xs, acc);
+  if ((threadIdx.x & 31) == 0)
+    parts.y[p][r] = acc[0] + (parts.bias[p] ? load_elem(parts.bias_dt[p], parts.bias[p], r) : 0.0f);
 }
 
 // act(gate . x + bg) * (up . x + bu), one warp per neuron, both rows' loads in flight together.
@@ -1493,40 +1466,15 @@ __global__ void gated_gemv_kernel(float* __restrict__ y, const float* __restrict
                                   const void* __restrict__ Up, int64_t rows, int64_t cols, const void* gb, int gb_dt,
                                   const void* ub, int ub_dt, int act) {
   extern __shared__ float xs[];
-  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) xs[c] = x[c];
-  __syncthreads();
-  constexpr int E = Vec<DT>::E;
+  stage_x(xs, x, cols);
   constexpr int esz = DT == kF32 ? 4 : 2;
-  constexpr int U = 8;
-  const int lane = threadIdx.x & 31;
   const int64_t r = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
   if (r >= rows) return;
   const uint4* wr[2] = {reinterpret_cast<const uint4*>(static_cast<const unsigned char*>(G) + r * cols * esz),
                         reinterpret_cast<const uint4*>(static_cast<const unsigned char*>(Up) + r * cols * esz)};
-  const int64_t nvec = cols / E;
-  float acc[2] = {0.0f, 0.0f};
-  for (int64_t v0 = lane; v0 < nvec; v0 += 32 * U) {
-    uint4 w[2][U];
-#pragma unroll
-    for (int q = 0; q < 2; ++q)
-#pragma unroll
-      for (int u = 0; u < U; ++u) w[q][u] = v0 + 32 * u < nvec ? ld_stream(wr[q] + v0 + 32 * u) : make_uint4(0, 0, 0, 0);
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int64_t v = v0 + 32 * u;
-      if (v >= nvec) break;
-#pragma unroll
-      for (int q = 0; q < 2; ++q) {
-        float f[E];
-        Vec<DT>::cvt(w[q][u], f);
-#pragma unroll
-        for (int e = 0; e < E; ++e) acc[q] += f[e] * xs[v * E + e];
-      }
-    }
-  }
-  acc[0] = warp_sum(acc[0]);
-  acc[1] = warp_sum(acc[1]);
-  if (lane == 0) {
+  float acc[2];
+  warp_rows_dot<DT, 2>(wr, cols / Vec<DT>::E, xs, acc);
+  if ((threadIdx.x & 31) == 0) {
     const float g = acc[0] + (gb ? load_elem(gb_dt, gb, r) : 0.0f);
     const float u = acc[1] + (ub ? load_elem(ub_dt, ub, r) : 0.0f);
     y[r] = apply_act(g, act) * u;
