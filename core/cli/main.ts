@@ -246,7 +246,7 @@ async function cmdBench(argv: string[]): Promise<void> {
     `memory bandwidth ${r.measured_read_bandwidth_gb_per_s.toFixed(2)} GB/s (measured now)`,
     `gather bandwidth ${r.measured_gather_bandwidth_gb_per_s.toFixed(2)} GB/s (${r.gather_chunk_bytes / 1024} KiB rows, 1 in 5)`,
     `roofline         ${r.percent_of_roofline.toFixed(1)} %`,
-  ];
+  ].filter((l) => !(l.startsWith("gather") && r.measured_gather_bandwidth_gb_per_s === 0)); // no gather probe on a GPU
   if (r.rows.length > 1) {
     lines.push("", "method        ffn k   tokens/s  speedup  GB/token  GB/s   roofline");
     for (const row of r.rows) {
