@@ -209,7 +209,7 @@ test("cuda ops: embed, norms, rope, activations, add, gather and copy2d match th
     const pos = Int32Array.of(0, 5, 100, 4000);
     const x = o.rnd.randArray(4 * heads * hd);
     const [gg, cc] = both(o, [x], x.length, (b, y) => {
-      b.copy2d(y, 0, x.length, putFor(b, x), 0, x.length, 1, x.length);
+      b.copy2d(y, 0, x.length, put(b, x), 0, x.length, 1, x.length);
       b.rope(y, 4, heads, hd, pos, inv);
     });
     close(gg, cc, 1e-6, `rope half=${half}`);
@@ -242,11 +242,6 @@ test("cuda ops: embed, norms, rope, activations, add, gather and copy2d match th
   [gg, cc] = both(o, [a], 300, (b, y, [ab]) => b.copy2d(y, 0, 1, ab, 1, 2, 300, 1));
   close(gg, cc, 0, "copy2d strided");
 });
-
-/** A buffer on `b` holding `a` (for ops that work in place on a copy). */
-function putFor(b: Backend, a: Float32Array): Buf {
-  return put(b, a);
-}
 
 test("cuda ops: KV cache writes and attention (GQA, prefill and long decode) match the CPU", { skip }, () => {
   const o = ops();

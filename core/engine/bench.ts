@@ -82,6 +82,9 @@ export interface MethodRow {
   effective_read_gb_per_s: number;
   /** Bytes this method actually read per token ÷ bandwidth, against its measured time per token. */
   percent_of_roofline: number;
+  /** Decode steps of the last round that replayed a recorded step (GPU backends), and why recording failed, if it did. */
+  replayed_steps: number;
+  graph_failure?: string;
 }
 
 export interface BenchResult {
@@ -117,6 +120,8 @@ interface Config {
   update: DeepPartial<SparsitySettings>;
   bestMs: number;
   bytes: number;
+  replayed: number;
+  graphFailure?: string;
   /** Greedy ids of the first measured round: the prefill's token, then one per decode step. */
   ids: number[];
 }
@@ -171,6 +176,7 @@ class BenchRun {
       update: { ffn: { method: "dense" }, head: { method: "dense" }, auditEvery: 0 },
       bestMs: Infinity,
       bytes: 0,
+      replayed: 0,
       ids: [],
     };
     this.configs = [this.dense];
@@ -185,6 +191,7 @@ class BenchRun {
           update: { ...o.sparsity, ffn: { ...o.sparsity?.ffn, method, k }, auditEvery: 0 },
           bestMs: Infinity,
           bytes: 0,
+          replayed: 0,
           ids: [],
         });
       }
@@ -257,7 +264,10 @@ class BenchRun {
       const first = argmax(this.prefill());
       const t1 = performance.now();
       const ids = [first];
+      const replays = this.t.replays;
       cfg.bytes = this.decode(first, ids);
+      cfg.replayed = this.t.replays - replays;
+      cfg.graphFailure = this.t.graphFailure(this.cache);
       cfg.bestMs = Math.min(cfg.bestMs, performance.now() - t1);
       if (cfg.ids.length === 0) cfg.ids = ids;
       if (cfg === this.dense) this.bestPrefillMs = Math.min(this.bestPrefillMs, t1 - t0);
@@ -282,6 +292,8 @@ class BenchRun {
         bytes_per_token: cfg.bytes,
         effective_read_gb_per_s: effective,
         percent_of_roofline: (100 * effective) / this.bandwidth,
+        replayed_steps: cfg.replayed,
+        ...(cfg.graphFailure !== undefined && { graph_failure: cfg.graphFailure }),
       };
     });
     const d = rows[0];
