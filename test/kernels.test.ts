@@ -9,6 +9,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { native, NativeDType } from "../core/native/addon.js";
 import type { KernelPath, NativeMapping, NativeWeight } from "../core/native/addon.js";
+import type { Weight } from "../core/backend/backend.js";
+import { CpuBackend } from "../core/backend/cpu.js";
 import {
   DTYPES,
   DTYPE_NAME,
@@ -740,5 +742,55 @@ describe("argument validation", () => {
     assert.throws(() => hn.rmsNorm(x, x, g.w, 1, 1e-5), /unmapped/);
     assert.throws(() => hn.weight(mapping, 0, NativeDType.F32, 1, 1, false), /unmapped/);
     hn.unmap(mapping); // twice is harmless
+  });
+});
+
+// The CPU backend's composite products (Backend.matmul with accumulate, matmulMany, gatedMatmul)
+// against the native ops they are made of: the same bits, since they run those very ops.
+describe("CpuBackend composite products", () => {
+  const H = 96;
+  const F = 160;
+  const w = (rows: number, cols: number): Weight => {
+    const handle = hn.weightFromArray(randArray(rows * cols), NativeDType.F32, rows, cols, false);
+    return { handle, dtype: "F32", rows, cols, transposed: false, byteLength: rows * cols * 4 };
+  };
+  const b = new CpuBackend();
+  const n = 3;
+  const x = randArray(n * H);
+
+  test("matmul with accumulate adds the product (and bias) to y", () => {
+    const wt = w(H, H);
+    const bias = w(1, H);
+    const y0 = randArray(n * H);
+    const y = Float32Array.from(y0);
+    b.matmul(y, x, wt, n, bias, true);
+    const p = new Float32Array(n * H);
+    hn.matmul(p, x, wt.handle, n, bias.handle);
+    assert.deepEqual(
+      y,
+      Float32Array.from(y0, (v, i) => v + p[i]),
+    );
+  });
+
+  test("matmulMany gives each product; gatedMatmul gives act(gate) * up", () => {
+    const [wq, wk] = [w(H, H), w(32, H)];
+    const [yq, yk] = [new Float32Array(n * H), new Float32Array(n * 32)];
+    b.matmulMany(x, n, [
+      { y: yq, w: wq, bias: null },
+      { y: yk, w: wk, bias: null },
+    ]);
+    const [rq, rk] = [new Float32Array(n * H), new Float32Array(n * 32)];
+    hn.matmul(rq, x, wq.handle, n, null);
+    hn.matmul(rk, x, wk.handle, n, null);
+    assert.deepEqual([yq, yk], [rq, rk]);
+    const [gate, up] = [w(F, H), w(F, H)];
+    const y = new Float32Array(n * F);
+    b.gatedMatmul(y, x, gate, up, null, null, n, "silu", new Float32Array(n * F));
+    const g = new Float32Array(n * F);
+    const u = new Float32Array(n * F);
+    hn.matmul(g, x, gate.handle, n, null);
+    hn.matmul(u, x, up.handle, n, null);
+    hn.siluMul(g, u, n * F);
+    assert.deepEqual(y, g);
   });
 });
