@@ -1,7 +1,8 @@
 // Builds the CUDA kernels for binding.gyp, which runs this at configure time (`<!(node cuda-build.mjs ...)`):
 //   node cuda-build.mjs obj     compile src/cuda/cuda_backend.cu with nvcc, print the object's path
-//                               (nothing when nvcc is not found or HIRE_CUDA=0: the addon then links
-//                               src/cuda/cuda_stub.cc and reports no CUDA)
+//                               (nothing when nvcc is not found, HIRE_CUDA=0, or the compile fails
+//                               outside CI: the addon then links src/cuda/cuda_stub.cc and reports
+//                               no CUDA; in CI or with HIRE_CUDA=1 a failed compile fails the build)
 //   node cuda-build.mjs libdir  print the CUDA toolkit's library folder (for the static runtime)
 // stdout is what gyp reads, so every message goes to stderr. The object is rebuilt only when the
 // sources or the flags change. Targets: sm_80 (Ampere, also runs on sm_86/sm_89), sm_90 (Hopper), and
@@ -74,7 +75,10 @@ function main() {
 try {
   process.stdout.write(main());
 } catch (e) {
-  // A CUDA compile error must not pass silently as "no CUDA": fail the build.
+  // In CI (or with HIRE_CUDA=1) a CUDA compile error fails the build: it must not pass as "no CUDA".
+  // On a user's machine (an older or broken toolkit) the addon is still built, without CUDA, and
+  // `hire gpus` says so.
   console.error(`cuda-build: ${e instanceof Error ? e.message : e}`);
-  process.exit(1);
+  if (process.env.CI || process.env.HIRE_CUDA === "1") process.exit(1);
+  console.error("cuda-build: WARNING: the CUDA backend did not compile; building without it");
 }
