@@ -11,6 +11,7 @@ import { loadModel, type LoadOptions } from "../core/loader/model-folder.js";
 import { readInFits } from "../core/loader/safetensors.js";
 import { ModelError, type ModelErrorCode } from "../core/loader/errors.js";
 import { Session } from "../core/engine/session.js";
+import { native, type NativeWeight } from "../core/native/addon.js";
 
 const ST = "model.safetensors";
 
@@ -69,6 +70,22 @@ test("weights read into memory (the default) and mapped (--mmap) give the same o
   const readIn = await greedy(dir, "mapped or not", 8);
   const mapped = await greedy(dir, "mapped or not", 8, { mmap: true });
   assert.deepEqual(mapped, readIn);
+  // Read in, each file's data section starts a cache line whatever the header length, so rows of a
+  // 64-byte multiple never straddle two lines (the AVX-512 kernels read a line per load). Mapped,
+  // the weights sit at their file offsets, off a cache line here.
+  const info = (w: { handle: NativeWeight }) => native().weightAlignment(w.handle);
+  const readInModel = loadModel(dir);
+  const mappedModel = loadModel(dir, { mmap: true });
+  try {
+    for (const l of readInModel.weights.layers) assert.ok(info(l.up.w) >= 64, "read-in rows start cache lines");
+    assert.ok(
+      mappedModel.weights.layers.some((l) => info(l.up.w) < 64),
+      "some mapped weight is off a cache line (so the check above tests the shift)",
+    );
+  } finally {
+    readInModel.close();
+    mappedModel.close();
+  }
   // Models that would not fit in free memory are mapped whatever was asked.
   assert.equal(readInFits(3e9, 24e9), true);
   assert.equal(readInFits(3e9, 4e9), true);

@@ -35,6 +35,8 @@ export interface TensorInfo {
 export interface SafetensorsHeader {
   readonly file: string;
   readonly fileSize: number;
+  /** File offset of the data section (8 + header length): tensor offsets count from here. */
+  readonly dataStart: number;
   readonly tensors: Map<string, TensorInfo>;
 }
 
@@ -76,7 +78,7 @@ export function readSafetensorsHeader(file: string): SafetensorsHeader {
       if (name === "__metadata__") continue;
       tensors.set(name, parseEntry(file, name, entry, dataStart, dataSize));
     }
-    return { file, fileSize, tensors };
+    return { file, fileSize, dataStart, tensors };
   } finally {
     closeSync(fd);
   }
@@ -135,18 +137,22 @@ export class WeightStore {
     readonly dir: string,
     readonly tensors: Map<string, TensorInfo>,
     private readonly inMemory: boolean,
+    /** Each file's data section offset: read-in weights put it on a cache line (see mapping.h). */
+    private readonly dataStarts: Map<string, number>,
   ) {}
 
   static open(dir: string, options: { mmap?: boolean } = {}): WeightStore {
     const files = weightFiles(dir);
     const tensors = new Map<string, TensorInfo>();
+    const dataStarts = new Map<string, number>();
     let bytes = 0;
     for (const f of files) {
       const header = readSafetensorsHeader(f);
       for (const [name, info] of header.tensors) tensors.set(name, info);
+      dataStarts.set(f, header.dataStart);
       bytes += header.fileSize;
     }
-    return new WeightStore(dir, tensors, !(options.mmap ?? false) && readInFits(bytes, freemem()));
+    return new WeightStore(dir, tensors, !(options.mmap ?? false) && readInFits(bytes, freemem()), dataStarts);
   }
 
   has(name: string): boolean {
@@ -205,7 +211,7 @@ export class WeightStore {
     if (this.closed) throw new Error(`${this.dir}: weights were closed`);
     let m = this.mappings.get(file);
     if (!m) {
-      m = native().mapFile(file, this.inMemory).mapping;
+      m = native().mapFile(file, this.inMemory, this.dataStarts.get(file) ?? 0).mapping;
       this.mappings.set(file, m);
     }
     return m;

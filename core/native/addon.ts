@@ -42,9 +42,10 @@ export interface NativeAddon {
   /**
    * A whole file in memory, read-only: mmap of the file (inMemory = false), or the file read into
    * anonymous memory advised for huge pages (see core/native/src/mapping.h for why that is the
-   * loader's default). Throws Error("<path>: <reason>") when it cannot.
+   * loader's default), placed so that file offset `alignAt` (a safetensors data section) starts a
+   * 64-byte cache line. Throws Error("<path>: <reason>") when it cannot.
    */
-  mapFile(path: string, inMemory: boolean): { mapping: NativeMapping; byteLength: number };
+  mapFile(path: string, inMemory: boolean, alignAt?: number): { mapping: NativeMapping; byteLength: number };
   /** Release a mapping now (weights made from it must no longer be used). */
   unmap(mapping: NativeMapping): void;
   /**
@@ -167,6 +168,8 @@ export interface NativeAddon {
   transposeView(w: NativeWeight): NativeWeight;
   /** Logical shape and storage of a weight; bytes = rows * cols * element size. */
   weightInfo(w: NativeWeight): { rows: number; cols: number; dtype: NativeDType; transposed: boolean; bytes: number };
+  /** The largest power of two, up to 4096, that divides the weight's data address. */
+  weightAlignment(w: NativeWeight): number;
 
   /**
    * y[i] = W[idx[i]][:] · x for i < count (selected output rows; W must not be transposed). Indices

@@ -31,9 +31,10 @@ Napi::Value MapFile(const Napi::CallbackInfo& info) {
   const std::string path = info[0].As<Napi::String>().Utf8Value();
   if (!info[1].IsBoolean()) a.fail("inMemory must be a boolean");
   const bool in_memory = info[1].As<Napi::Boolean>().Value();
+  const int64_t align_at = a.is_nullish(2) ? 0 : a.integer(2, "alignAt", 0, static_cast<int64_t>(kMaxSafe));
   std::shared_ptr<hire::Mapping> m;
   try {
-    m = hire::Mapping::open(path, in_memory);
+    m = hire::Mapping::open(path, in_memory, static_cast<size_t>(align_at));
   } catch (const std::runtime_error& e) {
     throw Napi::Error::New(info.Env(), e.what());
   }
@@ -355,6 +356,15 @@ Napi::Value WeightInfo(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// The largest power of two (up to 4096) dividing a weight's data address: 64 and up means every row
+// of a 64-byte multiple starts a cache line (see Mapping::read_in).
+Napi::Value WeightAlignment(const Napi::CallbackInfo& info) {
+  Args a(info, "weightAlignment");
+  const uintptr_t addr = reinterpret_cast<uintptr_t>(a.weight(0, "w").data);
+  const uintptr_t low = addr == 0 ? 4096 : std::min<uintptr_t>(addr & (~addr + 1), 4096);
+  return Napi::Number::New(info.Env(), static_cast<double>(low));
+}
+
 Napi::Value TransposeView(const Napi::CallbackInfo& info) {
   Args a(info, "transposeView");
   WeightHandle* w = a.tagged<WeightHandle>(0, kWeightTag, "w", "NativeWeight");
@@ -671,6 +681,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Export<InterleaveRows>(env, exports, "interleaveRows");
   Export<WeightFromArray>(env, exports, "weightFromArray");
   Export<WeightInfo>(env, exports, "weightInfo");
+  Export<WeightAlignment>(env, exports, "weightAlignment");
   Export<TransposeView>(env, exports, "transposeView");
   Export<MatvecRows>(env, exports, "matvecRows");
   Export<AccumulateCols>(env, exports, "accumulateCols");

@@ -16,9 +16,11 @@ namespace hire {
 
 class Mapping {
  public:
-  // in_memory: read the file into anonymous memory instead of mapping it.
+  // in_memory: read the file into anonymous memory instead of mapping it, placed so that file offset
+  // align_at lands on a 64-byte boundary (a safetensors file's data section: its tensors then start
+  // cache-line aligned, and no 64-byte vector load of a row straddles two lines).
   // Throws std::runtime_error("<path>: <reason>").
-  static std::shared_ptr<Mapping> open(const std::string& path, bool in_memory);
+  static std::shared_ptr<Mapping> open(const std::string& path, bool in_memory, size_t align_at = 0);
   ~Mapping();
   Mapping(const Mapping&) = delete;
   Mapping& operator=(const Mapping&) = delete;
@@ -30,10 +32,12 @@ class Mapping {
 
  private:
   Mapping() = default;
-  int map_file(int fd);  // 0 or an errno
-  int read_in(int fd);   // 0 or an errno
-  void* base_ = nullptr;
+  int map_file(int fd);                   // 0 or an errno
+  int read_in(int fd, size_t align_at);   // 0 or an errno
+  void* base_ = nullptr;                  // file offset 0
   size_t size_ = 0;
+  void* region_ = nullptr;                // what to unmap: base_, or the read-in buffer base_ lies in
+  size_t region_size_ = 0;
   bool valid_ = false;
 };
 
