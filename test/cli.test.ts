@@ -305,3 +305,21 @@ test("eval reports perplexity and recall per method and k, and draws the plot", 
   assert.match(readFileSync(svg, "utf8"), /^<svg[\s\S]*polyline[\s\S]*<\/svg>$/);
   assert.equal(hire(["eval", "--model", model]).status, 2, "--text is required");
 });
+
+test("backend choice on the CLI: hire gpus reports what auto picks; a bad --backend or HIRE_BACKEND is a clear error", () => {
+  const gpus = hire(["gpus", "--json"]);
+  assert.equal(gpus.status, 0, gpus.stderr);
+  const info = JSON.parse(gpus.stdout) as { compiled: boolean; devices: unknown[]; reason: string };
+  assert.equal(typeof info.compiled, "boolean");
+  if (info.devices.length === 0) assert.ok(info.reason.length > 0, "no GPU comes with a reason");
+  const text = hire(["gpus"]);
+  assert.match(text.stdout, new RegExp(`--backend auto +${info.devices.length > 0 ? "cuda:" : "cpu"}`));
+
+  const flag = hire(["generate", "--prompt", "Hi", "--max-tokens", "1", "--backend", "tpu"]);
+  assert.equal(flag.status, 2);
+  assert.match(flag.stderr, /--backend: "tpu" is not a backend/);
+  const env = hire(["generate", "--prompt", "Hi", "--max-tokens", "1"], undefined, { HIRE_BACKEND: "tpu" });
+  assert.equal(env.status, 1);
+  assert.match(env.stderr, /HIRE_BACKEND: "tpu" is not a backend/);
+  assert.doesNotMatch(env.stderr, /\n\s+at /, "one line, no stack trace");
+});

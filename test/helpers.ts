@@ -30,10 +30,11 @@ export interface CliResult {
 }
 
 /** Run `hire ARGS` as a user would (a real process through bin/hire.js). */
-export function hire(args: string[], input?: string): CliResult {
+export function hire(args: string[], input?: string, env?: Record<string, string>): CliResult {
   const r = spawnSync(process.execPath, [join(REPO_ROOT, "bin", "hire.js"), ...args], {
     encoding: "utf8",
     input,
+    env: env && { ...process.env, ...env },
     timeout: 120_000,
   });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr, signal: r.signal };

@@ -92,10 +92,9 @@ export interface StepGraphs {
   abort(): void;
   /** Replays a step; false when it is stale and must be recorded again. */
   launch(g: StepGraph): boolean;
-  /** Timing marks recorded with the step; markMs(i, j) once the step has finished. */
+  /** A timing mark recorded with the step (0..1023). */
   mark(i: number): void;
-  markMs(from: number, to: number): number;
-  /** markMs(i, i + 1) for every i < count - 1 (one call for a whole step's marks). */
+  /** Once the step has finished: the time from mark i to mark i + 1, for every i < count - 1. */
   markTimes(count: number): Float64Array;
   /** hireFfn's (or hireHead's) lists and GPU step times for `slot`, once the step has finished. */
   hireResults(

@@ -78,9 +78,6 @@ class CudaGraphs implements StepGraphs {
   mark(i: number): void {
     this.c.mark(i);
   }
-  markMs(from: number, to: number): number {
-    return this.c.markMs(from, to);
-  }
   markTimes(count: number): Float64Array {
     return this.c.markTimes(count);
   }
@@ -98,7 +95,6 @@ export class CudaBackend implements Backend {
   private readonly weights = new WeakMap<NativeWeight, CudaWeight>();
   private readonly quants = new WeakMap<NativeQuant, CudaQuant>();
   private readonly vectors = new WeakMap<Float32Array, CudaBuf>();
-  private uploadedBytes = 0;
 
   constructor(index = 0) {
     const { devices, reason } = cudaDevices();
@@ -111,11 +107,6 @@ export class CudaBackend implements Backend {
 
   get name(): string {
     return `cuda:${this.device.index} ${this.device.name}`;
-  }
-
-  /** Bytes of weights and predictors copied to the GPU so far. */
-  get deviceWeightBytes(): number {
-    return this.uploadedBytes;
   }
 
   synchronize(): void {
@@ -133,7 +124,6 @@ export class CudaBackend implements Backend {
     if (!dw) {
       dw = this.c.uploadWeight(w.handle);
       this.weights.set(w.handle, dw);
-      this.uploadedBytes += w.byteLength;
     }
     return dw;
   }
@@ -143,7 +133,6 @@ export class CudaBackend implements Backend {
     if (!dq) {
       dq = this.c.uploadQuant(q.handle);
       this.quants.set(q.handle, dq);
-      this.uploadedBytes += q.byteLength;
     }
     return dq;
   }

@@ -12,7 +12,7 @@ import { Session, type GenerateOptions } from "../engine/session.js";
 import { benchmark, benchmarkWithPeers, type BenchResult } from "../engine/bench.js";
 import { evalPlot, evaluate, type EvalConfig } from "../engine/eval.js";
 import { CudaUnavailableError, cudaDevices } from "../backend/cuda.js";
-import { createBackend, defaultBackendChoice, parseBackendChoice, type BackendChoice } from "../backend/select.js";
+import { BackendChoiceError, createBackend, parseBackendChoice, type BackendChoice } from "../backend/select.js";
 import { SPARSITY_FLAGS, parseK, reportJson, sparsityUpdate } from "./sparsity-flags.js";
 import { FFN_METHODS, type FfnMethod } from "../sparse/settings.js";
 import type { PrepareProgress } from "../sparse/sparsifier.js";
@@ -54,7 +54,7 @@ function backendChoice(flag: string | undefined): BackendChoice | undefined {
 
 function openSession(model: LoadedModel, v: SamplingValues): Session {
   const threads = int("threads", v.threads);
-  const backend = createBackend(backendChoice(v.backend) ?? defaultBackendChoice(), threads);
+  const backend = createBackend(backendChoice(v.backend), threads);
   return new Session(model, { contextLength: int("context", v.context), backend });
 }
 
@@ -244,9 +244,14 @@ async function cmdBench(argv: string[]): Promise<void> {
     `weights/token    ${gb(r.weight_bytes_per_token)} GB`,
     `effective read   ${r.effective_read_gb_per_s.toFixed(2)} GB/s`,
     `memory bandwidth ${r.measured_read_bandwidth_gb_per_s.toFixed(2)} GB/s (measured now)`,
-    `gather bandwidth ${r.measured_gather_bandwidth_gb_per_s.toFixed(2)} GB/s (${r.gather_chunk_bytes / 1024} KiB rows, 1 in 5)`,
+    // No gather probe on a GPU (measured as 0).
+    ...(r.measured_gather_bandwidth_gb_per_s > 0
+      ? [
+          `gather bandwidth ${r.measured_gather_bandwidth_gb_per_s.toFixed(2)} GB/s (${r.gather_chunk_bytes / 1024} KiB rows, 1 in 5)`,
+        ]
+      : []),
     `roofline         ${r.percent_of_roofline.toFixed(1)} %`,
-  ].filter((l) => !(l.startsWith("gather") && r.measured_gather_bandwidth_gb_per_s === 0)); // no gather probe on a GPU
+  ];
   if (r.rows.length > 1) {
     lines.push("", "method        ffn k   tokens/s  speedup  GB/token  GB/s   roofline");
     for (const row of r.rows) {
@@ -502,6 +507,7 @@ export async function main(argv: string[]): Promise<number> {
       e instanceof ContextOverflowError ||
       e instanceof MakeModelError ||
       e instanceof CudaUnavailableError ||
+      e instanceof BackendChoiceError ||
       e instanceof RangeError
     ) {
       process.stderr.write(`hire ${name}: ${e.message}\n`);
