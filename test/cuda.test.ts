@@ -371,7 +371,7 @@ test("cuda ops: hireFfn's selections follow from its own scores as the CPU op's 
         out,
         x: put(g, x),
         predictor: pred,
-        biasIn,
+        biasIn: biasIn && put(g, biasIn),
         rows,
         gated,
         activation: "silu",

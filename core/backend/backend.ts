@@ -39,7 +39,8 @@ export interface HireFfnStep {
   out: Buf;
   x: Buf;
   predictor: QuantWeight;
-  biasIn: Float32Array | null;
+  /** Bias of the first matrix [F], or null. */
+  biasIn: Buf | null;
   /** W_gate/W_up rows interleaved (gated) or W_in rows, not transposed. */
   rows: Weight;
   gated: boolean;

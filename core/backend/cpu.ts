@@ -229,7 +229,7 @@ export class CpuBackend implements Backend {
       f32(s.out),
       f32(s.x),
       s.predictor.handle,
-      s.biasIn,
+      s.biasIn && f32(s.biasIn),
       s.rows.handle,
       s.gated,
       s.activation,

@@ -94,7 +94,6 @@ export class CudaBackend implements Backend {
   private readonly host = new CpuBackend();
   private readonly weights = new WeakMap<NativeWeight, CudaWeight>();
   private readonly quants = new WeakMap<NativeQuant, CudaQuant>();
-  private readonly vectors = new WeakMap<Float32Array, CudaBuf>();
 
   constructor(index = 0) {
     const { devices, reason } = cudaDevices();
@@ -135,17 +134,6 @@ export class CudaBackend implements Backend {
       this.quants.set(q.handle, dq);
     }
     return dq;
-  }
-
-  /** A host vector's device copy, uploaded once (biases the sparse layers keep as Float32Array). */
-  private vec(v: Float32Array): CudaBuf {
-    let b = this.vectors.get(v);
-    if (!b) {
-      b = this.alloc(v.length) as CudaBuf;
-      this.write(b, 0, v);
-      this.vectors.set(v, b);
-    }
-    return b;
   }
 
   alloc(length: number): Buf {
@@ -341,7 +329,7 @@ export class CudaBackend implements Backend {
       this.d(s.out),
       this.d(s.x),
       this.q(s.predictor),
-      s.biasIn ? this.vec(s.biasIn).handle : null,
+      s.biasIn ? this.d(s.biasIn) : null,
       this.w(s.rows),
       s.gated,
       s.activation,

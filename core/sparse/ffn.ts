@@ -23,21 +23,17 @@ class LayerPrep {
   private colsGate?: Weight;
   private colsUpT?: Weight;
   private predictors = new Map<string, Predictor>();
-  biasIn?: Float32Array;
   /** The biases as backend buffers, for the ops that add them. */
-  biasInBuf?: Buf;
-  biasDownBuf?: Buf;
+  biasIn?: Buf;
+  biasDown?: Buf;
 
   constructor(
     private readonly ctx: SparseContext,
     readonly w: LayerWeights,
   ) {
     const first = w.gate ?? w.up;
-    if (first.b) {
-      this.biasIn = ctx.readBias(first.b);
-      this.biasInBuf = ctx.upload(this.biasIn);
-    }
-    if (w.down.b) this.biasDownBuf = ctx.upload(ctx.readBias(w.down.b));
+    if (first.b) this.biasIn = ctx.upload(ctx.readBias(first.b));
+    if (w.down.b) this.biasDown = ctx.upload(ctx.readBias(w.down.b));
   }
 
   /** First FFN matrix (W_gate, or W_in), one contiguous row per neuron. */
@@ -252,7 +248,7 @@ export class SparseFeedForward implements FeedForward {
       ns = b.topk(act, F, k, true, s.shards, sc.sel);
       b.gather(sc.aSel, act, sc.sel, ns);
       b.accumulateCols(sc.outOne, sc.aSel, down, sc.sel, ns);
-      if (this.prep.biasDownBuf) b.add(sc.outOne, this.prep.biasDownBuf, H);
+      if (this.prep.biasDown) b.add(sc.outOne, this.prep.biasDown, H);
       b.copy2d(out, t * H, H, sc.outOne, 0, H, 1, H);
     }
     if (!report || n > 1) return;
@@ -357,7 +353,7 @@ export class SparseFeedForward implements FeedForward {
     const F = c.intermediate;
     const t0 = performance.now();
     pred.score(sc.scores, h);
-    if (prep.biasInBuf) b.add(sc.scores, prep.biasInBuf, F);
+    if (prep.biasIn) b.add(sc.scores, prep.biasIn, F);
     // Rank neurons by the activation they would produce: |act(gate score)| (or act(W_in·x)).
     b.activate(sc.scores, F, c.activation);
     const nc = b.topk(sc.scores, F, kp, true, P, sc.cand);
@@ -374,8 +370,8 @@ export class SparseFeedForward implements FeedForward {
       b.gatedAct(sc.g, sc.u, nc, c.activation);
     } else {
       b.matvecRows(sc.g, h, rows, sc.cand, nc);
-      if (prep.biasInBuf) {
-        b.gather(sc.u, prep.biasInBuf, sc.cand, nc);
+      if (prep.biasIn) {
+        b.gather(sc.u, prep.biasIn, sc.cand, nc);
         b.add(sc.g, sc.u, nc);
       }
       b.activate(sc.g, nc, c.activation);
@@ -453,7 +449,7 @@ export class SparseFeedForward implements FeedForward {
   }
 
   private addDownBias(out: Buf): void {
-    if (this.prep.biasDownBuf) this.ctx.b.add(out, this.prep.biasDownBuf, this.c.hidden);
+    if (this.prep.biasDown) this.ctx.b.add(out, this.prep.biasDown, this.c.hidden);
   }
 
   /** Dense pass for comparison: recall of the selection against the exact top-k, and output error. */
