@@ -1253,11 +1253,6 @@ std::vector<DeviceInfo> devices(std::string* why) {
     cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, i);
     cudaDeviceGetAttribute(&bus, cudaDevAttrGlobalMemoryBusWidth, i);
     d.peak_gbps = 2.0 * clock_khz * 1e3 * (bus / 8.0) / 1e9;
-    d.free_bytes = 0;
-    if (i == g.device) {
-      size_t f = 0, t = 0;
-      if (cudaMemGetInfo(&f, &t) == cudaSuccess) d.free_bytes = f;
-    }
     out.push_back(d);
   }
   return out;
@@ -1282,8 +1277,6 @@ void use_device(int index) {
   g.h_step[0] = g.h_step[1] = 0;
   g.device = index;
 }
-
-int current_device() { return g.device; }
 
 void* alloc(size_t bytes) {
   no_capture("alloc");

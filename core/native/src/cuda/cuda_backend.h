@@ -19,7 +19,7 @@ struct DeviceInfo {
   std::string name;
   int major, minor;           // compute capability
   int sms;                    // multiprocessors
-  size_t total_bytes, free_bytes;
+  size_t total_bytes;
   size_t l2_bytes;
   double peak_gbps;           // memory clock x bus width x 2 (DDR), from the device properties
 };
@@ -30,7 +30,6 @@ bool compiled();
 std::vector<DeviceInfo> devices(std::string* why);
 // Make `index` the backend's device (once per process; the same index again is a no-op).
 void use_device(int index);
-int current_device();
 
 // A weight on the device, as the kernels see it (same layout rules as hire::Mat).
 struct DMat {

@@ -18,7 +18,6 @@ std::vector<DeviceInfo> devices(std::string* why) {
   return {};
 }
 void use_device(int) { none(); }
-int current_device() { return -1; }
 void* alloc(size_t) { none(); }
 void release(void*) {}
 void upload(void*, const void*, size_t) { none(); }
