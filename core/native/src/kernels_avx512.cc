@@ -43,18 +43,15 @@ HIRE_AVX512 void deinterleave_x32(const float* x, int64_t K, float* xp) {
 
 // dot(w, x) for one bf16 row of K elements: each 32-bit lane holds an even element in its low half
 // (to f32 by a shift) and an odd one in its high half (by a mask), so x is read de-interleaved (xp).
-// One cache line per iteration, two accumulators, and beside each line read one line of pf_bytes of
-// pf is prefetched (another row, or the rows ahead). On the Xeon VM a harness re-reading the same
+// One cache line per iteration, two accumulators. On the Xeon VM a harness re-reading the same
 // gathered 4 KiB rows (partly from its 480 MiB L3) read 27-30 GB/s this way against 24-27 for two
 // lines per iteration with four accumulators; with fresh rows from 4.5 GB both read 26-27, and whole
 // decode tokens showed no difference. Kept for the simpler loop.
-HIRE_AVX512 inline float dot_bf16(const unsigned char* w, const float* x, const float* xp, int64_t K,
-                                  const unsigned char* pf, int64_t pf_bytes) {
+HIRE_AVX512 inline float dot_bf16(const unsigned char* w, const float* x, const float* xp, int64_t K) {
   const __m512i hi = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
   __m512 a0 = _mm512_setzero_ps(), a1 = a0;
   int64_t k = 0;
   for (; k + 32 <= K; k += 32) {
-    if (2 * k < pf_bytes) prefetch_weights(pf + 2 * k);
     const __m512i v = _mm512_loadu_si512(w + 2 * k);
     a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), _mm512_loadu_ps(xp + k), a0);
     a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v, hi)), _mm512_loadu_ps(xp + k + 16), a1);
@@ -64,9 +61,8 @@ HIRE_AVX512 inline float dot_bf16(const unsigned char* w, const float* x, const 
   return s;
 }
 
-// Rows [r0, r1) of a chunk are one contiguous range: prefetch it linearly, kAheadBytes (8 KiB) ahead
-// (4-16 KiB measured the same).
-
+// Rows [r0, r1) of a chunk are one contiguous range: the page heads kAheadBytes (8 KiB) on are
+// prefetched row by row (see prefetch_page_heads in kernel_table.h).
 HIRE_AVX512 void gemv_bf16(const Mat& w, const float* x, float* y, int64_t r0, int64_t r1, float* xp) {
   const int64_t K = w.cols, stride = 2 * K;
   deinterleave_x32(x, K, xp);
@@ -74,7 +70,8 @@ HIRE_AVX512 void gemv_bf16(const Mat& w, const float* x, float* y, int64_t r0, i
   for (int64_t r = r0; r < r1; ++r) {
     const unsigned char* p = base + r * stride;
     const int64_t left = (r1 - r) * stride - kAheadBytes;  // bytes of the chunk past p + kAheadBytes
-    y[r] = dot_bf16(p, x, xp, K, p + kAheadBytes, left < stride ? left : stride);
+    if (left > 0) prefetch_page_heads(p + kAheadBytes, left < stride ? left : stride);
+    y[r] = dot_bf16(p, x, xp, K);
   }
 }
 
@@ -107,17 +104,6 @@ HIRE_AVX512 inline void dot2_bf16(const unsigned char* w0, const unsigned char* 
   *y1 = t;
 }
 
-// Starts the hardware prefetcher on a row: one prefetchnta of its first line and of the first line of
-// each further 4 KiB page it touches (the prefetchers stop at page boundaries). The prefetcher then
-// streams the rest of each page without taking the core's L1 miss buffers, which a software prefetch
-// of every line does.
-HIRE_AVX512 inline void prefetch_page_heads(const unsigned char* p, int64_t bytes) {
-  __builtin_prefetch(p, 0, 0);
-  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-  for (uintptr_t q = (a + 4096) & ~uintptr_t{4095}; q < a + static_cast<uintptr_t>(bytes); q += 4096)
-    __builtin_prefetch(reinterpret_cast<const void*>(q), 0, 0);
-}
-
 // Selected rows, two at a time read line by line side by side, with the page heads of the next two
 // prefetched before each pair. Two interleaved streams whose prefetcher was started a pair early is
 // what scattered rows read fastest: on the AMD EPYC (Zen 5) VM, a harness gathering one 8 KiB
@@ -131,19 +117,19 @@ HIRE_AVX512 void k_gemv_rows(const Mat& w, const float* x, const int32_t* idx, i
   const int64_t K = w.cols, stride = 2 * K;
   deinterleave_x32(x, K, scratch);
   const unsigned char* base = static_cast<const unsigned char*>(w.data);
-  for (int64_t j = i0; j < std::min(i0 + 2, i1); ++j) prefetch_page_heads(base + idx[j] * stride, stride);
+  for (int64_t j = i0; j < std::min(i0 + 2, i1); ++j) prefetch_piece(base + idx[j] * stride, stride);
   int64_t i = i0;
   for (; i + 2 <= i1; i += 2) {
-    for (int64_t j = i + 2; j < std::min(i + 4, i1); ++j) prefetch_page_heads(base + idx[j] * stride, stride);
+    for (int64_t j = i + 2; j < std::min(i + 4, i1); ++j) prefetch_piece(base + idx[j] * stride, stride);
     dot2_bf16(base + idx[i] * stride, base + idx[i + 1] * stride, x, scratch, K, y + i, y + i + 1);
   }
-  if (i < i1) y[i] = dot_bf16(base + idx[i] * stride, x, scratch, K, base, 0);
+  if (i < i1) y[i] = dot_bf16(base + idx[i] * stride, x, scratch, K);
 }
 
 // Selected columns of a transposed bf16 W (memory [cols][rows]), output rows [r0, r1): eight columns
 // per pass over an accumulator of up to kAccRows rows, which holds each 32 rows as the 16 even then the
-// 16 odd ones (the shift / mask split of dot_bf16) and is interleaved back into y at the end. Beside
-// each line read, the same line of the next pass's column is prefetched. Ragged rows (r1 - r0 not a
+// 16 odd ones (the shift / mask split of dot_bf16) and is interleaved back into y at the end. Each
+// pass starts with prefetch_piece on the next pass's eight columns. Ragged rows (r1 - r0 not a
 // multiple of 32) go to the AVX2 kernel. The op calls it with whole columns (r0 = 0, r1 = rows), so
 // each column is one contiguous read (see accumulate_cols in sparse_ops.cc). On 64-byte loads the
 // down product took 8 % less time per token than with the AVX2 kernel.
@@ -164,18 +150,16 @@ HIRE_AVX512 void acc_cols_bf16(const Mat& w, const float* a, const int32_t* idx,
     int64_t i = 0;
     for (; i + 8 <= count; i += 8) {
       const unsigned char* p[8];
-      const unsigned char* q[8];
       __m512 b[8];
-      const bool pf = i + 16 <= count;
       for (int j = 0; j < 8; ++j) {
         p[j] = base + idx[i + j] * rb + 2 * cb;
-        q[j] = pf ? base + idx[i + 8 + j] * rb + 2 * cb : nullptr;
         b[j] = _mm512_set1_ps(a[i + j]);
       }
+      if (i + 16 <= count)
+        for (int j = 0; j < 8; ++j) prefetch_piece(base + idx[i + 8 + j] * rb + 2 * cb, 2 * nb);
       for (int64_t c = 0; c < nb; c += 32) {
         __m512 e = _mm512_load_ps(acc + c), o = _mm512_load_ps(acc + c + 16);
         for (int j = 0; j < 8; ++j) {
-          if (pf) prefetch_weights(q[j] + 2 * c);
           const __m512i v = _mm512_loadu_si512(p[j] + 2 * c);
           e = _mm512_fmadd_ps(b[j], _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), e);
           o = _mm512_fmadd_ps(b[j], _mm512_castsi512_ps(_mm512_and_si512(v, hi)), o);
@@ -212,17 +196,16 @@ HIRE_AVX512 void k_accumulate_cols(const Mat& w, const float* a, const int32_t* 
 }
 
 // The bandwidth probe's read: every cache line of the count floats (p 64-byte aligned) loaded once
-// and its bits added as integers, one dependent add per line, with the line kAheadBytes on
-// prefetched beside it (prefetch_stream), as the kernels do. On the Xeon VM (2 cores, 4.5 GB) this
-// reads 35.6 GB/s against 31.2 without the prefetch and 29-31 for float adds, one or four
-// accumulators; the probe must not be slower than the kernels it is the roofline for. Returns the
-// sum as a float (a value that depends on every line, nothing more).
+// and its bits added as integers, one dependent add per line, with page heads prefetched kAheadBytes
+// on, as the kernels do: the probe must not be slower than the kernels it is the roofline for. (On
+// the Xeon VM, per-line prefetching read 35.6 GB/s against 31.2 without prefetch, and float adds were
+// slower.) Returns the sum as a float (a value that depends on every line, nothing more).
 HIRE_AVX512 float k_read_sum(const float* p, size_t count) {
   constexpr size_t kAhead = kAheadBytes / sizeof(float);
   __m512i a = _mm512_setzero_si512();
   size_t i = 0;
   for (; i + 16 <= count; i += 16) {
-    if (i + kAhead < count) prefetch_stream(p + i + kAhead);
+    if (i + kAhead < count && starts_page(p + i)) prefetch_page_head(p + i + kAhead);
     a = _mm512_add_epi32(a, _mm512_load_si512(p + i));
   }
   float s = static_cast<float>(_mm512_reduce_add_epi32(a));

@@ -43,22 +43,22 @@ HIRE_AVX512 inline void group_scales(const uint16_t* sw, const float* sx, int64_
   }
 }
 
-// Prefetch row r + ahead (>= 8 KiB ahead, as the AVX2 kernel does): the rows of a task are one stream.
+// The page heads of row r + ahead (>= 8 KiB ahead, as the AVX2 kernel does): a task's rows are one stream.
 inline void prefetch_row(const QuantMatrix& q, int64_t r, int64_t ahead, int64_t r1) {
   if (r + ahead >= r1) return;
-  prefetch_span(q.codes(r + ahead), q.row_stride);
+  prefetch_page_heads(q.codes(r + ahead), q.row_stride);
 }
 
 // One group of int4 codes (bpg 128-value blocks) against x in nibble order: the int32 lane sums of
-// codes * x, exact (the codes' offset of 8 is taken off per row, see q4_rows). Beside each line read,
-// the line kAheadBytes further on in the task's stream is prefetched when it lies before pf_end.
+// codes * x, exact (the codes' offset of 8 is taken off per row, see q4_rows). A line that starts a page
+// has the page head kAheadBytes on prefetched when it lies before pf_end.
 HIRE_AVX512 inline __m512i q4_group(const unsigned char* codes, const int8_t* xp, int64_t bpg,
                                     const unsigned char* pf_end) {
   const __m512i low = _mm512_set1_epi8(0x0f);
   __m512i s = _mm512_setzero_si512();
   for (int64_t b = 0; b < bpg; ++b) {
     const unsigned char* line = codes + 64 * b;
-    if (line + kAheadBytes < pf_end) prefetch_stream(line + kAheadBytes);
+    if (line + kAheadBytes < pf_end && starts_page(line)) prefetch_page_head(line + kAheadBytes);
     const __m512i w = ld(line);
     s = _mm512_dpbusd_epi32(s, _mm512_and_si512(w, low), _mm512_load_si512(xp + 128 * b));
     s = _mm512_dpbusd_epi32(s, _mm512_and_si512(_mm512_srli_epi16(w, 4), low), _mm512_load_si512(xp + 128 * b + 64));
@@ -69,10 +69,9 @@ HIRE_AVX512 inline __m512i q4_group(const unsigned char* codes, const int8_t* xp
 // BPG = blocks per group (0: run-time bpg).
 // Per row: y = sum_g d[g] * (sum of codes * x over g) + sum_g d[g] * off[g], where off[g] = -8 * sum(xq
 // over g) is the codes' offset, once per group instead of once per lane (both sums are exact integers
-// below 2^24, so each converts to f32 exactly). The task's rows are one linear stream, prefetched
-// kAheadBytes ahead one line per line read (prefetch_stream): on the Xeon VM (2 cores, 1.2 GiB of
-// rows) 32.5-33 GB/s, against 27.5-28 for two-line prefetch bursts per pair of groups at the next
-// rows' offsets, and 25 with no software prefetch.
+// below 2^24, so each converts to f32 exactly). The task's rows are one linear stream whose page
+// heads are prefetched kAheadBytes on (see kernel_table.h). (On the Xeon VM, per-line prefetching read
+// 32.5-33 GB/s against 27.5-28 for two-line bursts per pair of groups and 25 with no prefetch.)
 template <int BPG>
 HIRE_AVX512 void q4_rows(const QuantMatrix& q, const QuantVector& x, float* y, int64_t r0, int64_t r1) {
   const int64_t blocks = q.padded / 128, bpg = BPG > 0 ? BPG : q.group / 128;
@@ -118,7 +117,7 @@ HIRE_AVX512 void q4_rows(const QuantMatrix& q, const QuantVector& x, float* y, i
                                            _mm512_set1_ps(d[g]), a0);
     // The scales' line(s) past the codes: their prefetch keeps the stream whole.
     for (const unsigned char* t = codes + q.row_bytes; t < codes + q.row_stride; t += 64)
-      if (t + kAheadBytes < end) prefetch_stream(t + kAheadBytes);
+      if (t + kAheadBytes < end && starts_page(t)) prefetch_page_head(t + kAheadBytes);
     y[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
   }
 }
