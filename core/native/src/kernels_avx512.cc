@@ -47,11 +47,13 @@ HIRE_AVX512 void deinterleave_x32(const float* x, int64_t K, float* xp) {
 // gathered 4 KiB rows (partly from its 480 MiB L3) read 27-30 GB/s this way against 24-27 for two
 // lines per iteration with four accumulators; with fresh rows from 4.5 GB both read 26-27, and whole
 // decode tokens showed no difference. Kept for the simpler loop.
-HIRE_AVX512 inline float dot_bf16(const unsigned char* w, const float* x, const float* xp, int64_t K) {
+HIRE_AVX512 inline float dot_bf16(const unsigned char* w, const float* x, const float* xp, int64_t K,
+                                  int64_t pf_bytes) {
   const __m512i hi = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
   __m512 a0 = _mm512_setzero_ps(), a1 = a0;
   int64_t k = 0;
   for (; k + 32 <= K; k += 32) {
+    if (2 * k + kLineAhead < pf_bytes) prefetch_line(w + 2 * k + kLineAhead);
     const __m512i v = _mm512_loadu_si512(w + 2 * k);
     a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), _mm512_loadu_ps(xp + k), a0);
     a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v, hi)), _mm512_loadu_ps(xp + k + 16), a1);
@@ -71,7 +73,7 @@ HIRE_AVX512 void gemv_bf16(const Mat& w, const float* x, float* y, int64_t r0, i
     const unsigned char* p = base + r * stride;
     const int64_t left = (r1 - r) * stride - kAheadBytes;  // bytes of the chunk past p + kAheadBytes
     if (left > 0) prefetch_page_heads(p + kAheadBytes, left < stride ? left : stride);
-    y[r] = dot_bf16(p, x, xp, K);
+    y[r] = dot_bf16(p, x, xp, K, (r1 - r) * stride);
   }
 }
 
@@ -123,7 +125,7 @@ HIRE_AVX512 void k_gemv_rows(const Mat& w, const float* x, const int32_t* idx, i
     for (int64_t j = i + 2; j < std::min(i + 4, i1); ++j) prefetch_piece(base + idx[j] * stride, stride);
     dot2_bf16(base + idx[i] * stride, base + idx[i + 1] * stride, x, scratch, K, y + i, y + i + 1);
   }
-  if (i < i1) y[i] = dot_bf16(base + idx[i] * stride, x, scratch, K);
+  if (i < i1) y[i] = dot_bf16(base + idx[i] * stride, x, scratch, K, stride);
 }
 
 // Selected columns of a transposed bf16 W (memory [cols][rows]), output rows [r0, r1): eight columns
