@@ -2,8 +2,8 @@
 // allocated and touched once per size and kept; every rep each pool thread sums its own slice with
 // the active path's read_sum. Best of reps, in GB/s (1e9 bytes per second).
 // With chunk > 0 it measures what HiRE's exact step does instead: one chunk in five (a fixed
-// pseudo-random pick, ascending, like k' = 20 % of a layer's neuron rows) read whole by the
-// gathered-row kernel. On DRAM, scattered 4-8 KiB reads cost more per byte
+// pseudo-random pick, ascending, like k' = 20 % of a layer's neurons) read whole by the gathered-row
+// kernel. On DRAM, scattered 4-8 KiB reads cost more per byte
 // than one stream; this rate is the ceiling for the gathered part of a sparse token.
 #include <algorithm>
 #include <chrono>
@@ -75,20 +75,24 @@ double read_bandwidth(size_t bytes, int reps, size_t chunk) {
       return K.read_sum(reinterpret_cast<const float*>(base) + b, std::min(per, n_floats - b));
     });
   }
-  // Gathered: the pieces read by the kernel that reads HiRE's candidate rows (gemv_rows over bf16 rows
-  // of `chunk` bytes, x = 0), so this is the rate of that kernel's reads, not of a plain loop.
-  chunk = std::max<size_t>(64, chunk & ~size_t{63});
+  // Gathered: each picked piece read by the kernel that reads HiRE's candidates (gemv_rows, x = 0) as
+  // two bf16 rows of chunk / 2 bytes, the way a gated FFN's candidate is its adjacent gate and up rows.
+  // So this is the rate of that kernel's reads, not of a plain loop.
+  chunk = std::max<size_t>(128, chunk & ~size_t{127});
   std::vector<int32_t> picked;
   for (size_t c = 0, n = bytes / chunk; c < n; ++c)
-    if ((c * 2654435761u >> 7) % 5 == 0) picked.push_back(static_cast<int32_t>(c));  // Knuth hash: ~1 in 5
+    if ((c * 2654435761u >> 7) % 5 == 0) {  // Knuth hash: ~1 in 5
+      picked.push_back(static_cast<int32_t>(2 * c));
+      picked.push_back(static_cast<int32_t>(2 * c + 1));
+    }
   if (picked.empty()) return 0.0;
-  const int64_t cols = static_cast<int64_t>(chunk / 2);
-  const Mat rows{g_buf, kBF16, static_cast<int64_t>(bytes / chunk), cols, false};
+  const int64_t cols = static_cast<int64_t>(chunk / 4);  // bf16 values in half a piece
+  const Mat rows{g_buf, kBF16, static_cast<int64_t>(bytes / chunk) * 2, cols, false};
   const std::vector<float> x(static_cast<size_t>(cols), 0.0f);
   std::vector<float> y(picked.size());
-  return best_rate(reps, parts, picked.size() * chunk, [&](int64_t t) {
-    const int64_t b = static_cast<int64_t>(picked.size()) * t / parts;
-    const int64_t e = static_cast<int64_t>(picked.size()) * (t + 1) / parts;
+  const int64_t pieces = static_cast<int64_t>(picked.size() / 2);
+  return best_rate(reps, parts, static_cast<size_t>(pieces) * chunk, [&](int64_t t) {
+    const int64_t b = 2 * (pieces * t / parts), e = 2 * (pieces * (t + 1) / parts);
     std::vector<float> scratch(static_cast<size_t>(cols) + 16);
     K.gemv_rows(rows, x.data(), picked.data(), b, e, y.data(), scratch.data());
     return b < e ? y[static_cast<size_t>(b)] : 0.0f;
