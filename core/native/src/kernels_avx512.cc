@@ -43,7 +43,8 @@ HIRE_AVX512 void deinterleave_x32(const float* x, int64_t K, float* xp) {
 
 // dot(w, x) for one bf16 row of K elements: each 32-bit lane holds an even element in its low half
 // (to f32 by a shift) and an odd one in its high half (by a mask), so x is read de-interleaved (xp).
-// One cache line per iteration, two accumulators. On the Xeon VM a harness re-reading the same
+// One cache line per iteration, two accumulators; the line kLineAhead on is prefetched while it lies
+// within pf_bytes of w (see kernel_table.h). On the Xeon VM a harness re-reading the same
 // gathered 4 KiB rows (partly from its 480 MiB L3) read 27-30 GB/s this way against 24-27 for two
 // lines per iteration with four accumulators; with fresh rows from 4.5 GB both read 26-27, and whole
 // decode tokens showed no difference. Kept for the simpler loop.
