@@ -310,13 +310,7 @@ Napi::Value InterleaveRows(const Napi::CallbackInfo& info) {
   if (x.dtype != y.dtype || x.rows != y.rows || x.cols != y.cols) a.fail("a and b must have the same dtype and shape");
   const int64_t row = mul(a, x.cols, static_cast<int64_t>(hire::dtype_size(x.dtype)));
   auto buf = hire::Buffer::alloc(static_cast<size_t>(mul(a, 2 * x.rows, row)));
-  unsigned char* out = static_cast<unsigned char*>(buf->data());
-  const unsigned char* pa = static_cast<const unsigned char*>(x.data);
-  const unsigned char* pb = static_cast<const unsigned char*>(y.data);
-  for (int64_t i = 0; i < x.rows; ++i) {
-    std::memcpy(out + (2 * i) * row, pa + i * row, static_cast<size_t>(row));
-    std::memcpy(out + (2 * i + 1) * row, pb + i * row, static_cast<size_t>(row));
-  }
+  hire::interleave_rows(x, y, static_cast<unsigned char*>(buf->data()));
   return OwnedWeight(a, info.Env(), std::move(buf), x.dtype, 2 * x.rows, x.cols, false);
 }
 

@@ -18,6 +18,9 @@ namespace hire {
 // Writes the logical matrix of w into dst (rows * cols * dtype_size bytes) in memory layout
 // [rows][cols] (transposed = false) or [cols][rows] (true). Parallel.
 void relayout(const Mat& w, bool transposed, unsigned char* dst);
+// dst = the rows of a and b (same dtype and shape, not transposed) interleaved: a[0], b[0], a[1], ...
+// Parallel.
+void interleave_rows(const Mat& a, const Mat& b, unsigned char* dst);
 // y[i] = W[idx[i]] . x for i < count; W not transposed, every idx in [0, rows).
 void matvec_rows(float* y, const float* x, const Mat& w, const int32_t* idx, int64_t count);
 // y[0..rows) = sum_{i < count} a[i] * W[:, idx[i]]; W transposed, every idx in [0, cols); idx =

@@ -269,6 +269,19 @@ void relayout(const Mat& w, bool transposed, unsigned char* dst) {
   }
 }
 
+void interleave_rows(const Mat& a, const Mat& b, unsigned char* dst) {
+  const size_t row = static_cast<size_t>(a.cols) * dtype_size(a.dtype);
+  const unsigned char* pa = static_cast<const unsigned char*>(a.data);
+  const unsigned char* pb = static_cast<const unsigned char*>(b.data);
+  // Both threads copy (and fault in the fresh pages of dst): on the Zen 5 VM faulting is most of it.
+  split(a.rows, a.rows * a.cols, 16, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      std::memcpy(dst + 2 * i * row, pa + i * row, row);
+      std::memcpy(dst + (2 * i + 1) * row, pb + i * row, row);
+    }
+  });
+}
+
 void matvec_rows(float* y, const float* x, const Mat& w, const int32_t* idx, int64_t count) {
   const KernelTable& K = active_kernels();
   split(count, count * w.cols, 4, [&](int64_t i0, int64_t i1) {
