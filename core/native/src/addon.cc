@@ -4,6 +4,10 @@
 // write a binding below (validate, then call hire::<op>) and register it in Init.
 #include <napi.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -462,19 +466,18 @@ Napi::Value QuantRead(const Napi::CallbackInfo& info) {
   mul(a, rows, cols);
   auto q = std::make_shared<hire::QuantMatrix>(hire::QuantMatrix::shape(rows, cols, static_cast<int>(bits), group));
   const size_t n = static_cast<size_t>(q->bytes());
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) a.fail("cannot open " + path);
-  std::fseek(f, 0, SEEK_END);
-  const long size = std::ftell(f);
-  std::fseek(f, 0, SEEK_SET);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) a.fail("cannot open " + path);
+  struct stat st;
+  const long long size = ::fstat(fd, &st) == 0 ? static_cast<long long>(st.st_size) : -1;
   if (size < 0 || static_cast<size_t>(size) != n) {
-    std::fclose(f);
+    ::close(fd);
     a.fail(path + " holds " + std::to_string(size) + " bytes, the shape needs " + std::to_string(n));
   }
   q->mem = hire::Buffer::alloc(n + hire::QuantMatrix::kQuantSlack);
-  const bool ok = std::fread(q->mem->data(), 1, n, f) == n;
-  std::fclose(f);
-  if (!ok) a.fail("cannot read " + path);
+  const int err = hire::read_fully(fd, q->mem->data(), n);
+  ::close(fd);
+  if (err != 0) a.fail("cannot read " + path + ": " + std::strerror(err));
   std::memset(q->mem->data() + n, 0, hire::QuantMatrix::kQuantSlack);
   return WrapQuant(a, info.Env(), std::move(q));
 }

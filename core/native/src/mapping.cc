@@ -4,8 +4,10 @@
 #include "mapping.h"
 
 #include "buffer.h"
+#include "threadpool.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
@@ -16,6 +18,33 @@
 #include <unistd.h>
 
 namespace hire {
+
+int read_fully(int fd, unsigned char* dst, size_t n) {
+  // 64 MiB pieces: enough for every thread, few enough syscalls.
+  constexpr size_t kPiece = size_t{64} << 20;
+  const int64_t pieces = static_cast<int64_t>((n + kPiece - 1) / kPiece);
+  std::atomic<int> first_error{0};
+  auto piece = [&](int64_t t, int) {
+    const size_t b = static_cast<size_t>(t) * kPiece, e = std::min(n, b + kPiece);
+    for (size_t done = b; done < e && first_error.load() == 0;) {
+      const ssize_t got = ::pread(fd, dst + done, e - done, static_cast<off_t>(done));
+      if (got < 0 && errno == EINTR) continue;
+      int err = got < 0 ? errno : got == 0 ? EIO : 0;  // 0 bytes: the file shrank while it was read
+      if (err != 0) {
+        int none = 0;
+        first_error.compare_exchange_strong(none, err);
+        return;
+      }
+      done += static_cast<size_t>(got);
+    }
+  };
+  if (pieces <= 1) {
+    if (pieces == 1) piece(0, 0);
+  } else {
+    ThreadPool::instance().parallel_for(pieces, piece);
+  }
+  return first_error.load();
+}
 
 std::shared_ptr<Mapping> Mapping::open(const std::string& path, bool in_memory, size_t align_at) {
   auto fail = [&](int err) { throw std::runtime_error(path + ": " + std::strerror(err)); };
@@ -64,15 +93,8 @@ int Mapping::read_in(int fd, size_t align_at) {
   region_ = p;  // released by release() whatever happens next
   region_size_ = size_ + shift;
   base_ = static_cast<unsigned char*>(p) + shift;
-  unsigned char* dst = static_cast<unsigned char*>(base_);
-  constexpr size_t kStep = size_t{64} << 20;
-  for (size_t done = 0; done < size_;) {
-    const ssize_t n = ::pread(fd, dst + done, std::min(kStep, size_ - done), static_cast<off_t>(done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return errno;
-    if (n == 0) return EIO;  // the file shrank while it was read
-    done += static_cast<size_t>(n);
-  }
+  const int err = read_fully(fd, static_cast<unsigned char*>(base_), size_);
+  if (err != 0) return err;
   return ::mprotect(p, region_size_, PROT_READ) == 0 ? 0 : errno;
 }
 

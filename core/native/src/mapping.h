@@ -14,6 +14,11 @@
 
 namespace hire {
 
+// Reads bytes [0, n) of fd into dst with pread, the pieces split over the thread pool: copying into
+// fresh memory is mostly page faults, which the threads take in parallel. 0 or an errno (EIO when
+// the file is shorter than n).
+int read_fully(int fd, unsigned char* dst, size_t n);
+
 class Mapping {
  public:
   // in_memory: read the file into anonymous memory instead of mapping it, placed so that file offset
