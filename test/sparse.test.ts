@@ -3,7 +3,17 @@
 // changed mid-generation apply from the next token.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
+import { createHash } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { makeModel, type Arch } from "../core/modelgen/make-model.js";
@@ -22,6 +32,7 @@ import {
   type SparsitySettings,
 } from "../core/sparse/settings.js";
 import { UsageError } from "../core/loader/errors.js";
+import { tensorHash } from "../core/sparse/cache.js";
 
 let root: string;
 const models: Partial<Record<Arch, LoadedModel>> = {};
@@ -278,6 +289,38 @@ test("int4/int8 predictors are cached on disk per tensor content and group size;
   assert.equal(statSync(victim).size, bytes.length, "rebuilt in full");
   await run(model, { ffn: { ...settings.ffn, predictor: { kind: "int8", groupSize: 64 } } });
   assert.equal(cached("int8g64").length, model.config.layers, "another type builds new copies");
+});
+
+test("tensor hashes are remembered per file identity; a changed or freshly written file is hashed again", () => {
+  const dir = mkdtempSync(join(root, "hashes-"));
+  const file = join(dir, "w.bin");
+  const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex").slice(0, 32);
+  const hashes = () => (existsSync(join(root, "cache", "hashes")) ? readdirSync(join(root, "cache", "hashes")) : []);
+  const a = Buffer.from(Array.from({ length: 4096 }, (_, i) => i % 251));
+  writeFileSync(file, a);
+  const before = hashes().length;
+  // Written just now: hashed, not remembered (its mtime may not change on a quick rewrite).
+  assert.equal(tensorHash(file, 16, 1000), sha(a.subarray(16, 1016)));
+  assert.equal(hashes().length, before, "a racy file's hash is not stored");
+  const hourAgo = new Date(Date.now() - 3600_000);
+  utimesSync(file, hourAgo, hourAgo);
+  assert.equal(tensorHash(file, 16, 1000), sha(a.subarray(16, 1016)));
+  assert.equal(hashes().length, before + 1, "stored under the file's identity and range");
+  // Reused, not recomputed: bytes changed behind an unchanged stat (same inode, size and mtime) still
+  // give the remembered hash, as git's index trusts a file's stat.
+  const c = Buffer.from(a);
+  c[30] ^= 1;
+  writeFileSync(file, c);
+  utimesSync(file, hourAgo, hourAgo);
+  assert.equal(tensorHash(file, 16, 1000), sha(a.subarray(16, 1016)), "the remembered hash");
+  assert.equal(tensorHash(file, 0, 1000), sha(c.subarray(0, 1000)), "another range is its own entry");
+  // Rewritten with the same size: the new mtime gives a new identity, so the new bytes are hashed.
+  const b = Buffer.from(a);
+  b[20] ^= 1;
+  writeFileSync(file, b);
+  const later = new Date(Date.now() - 1800_000);
+  utimesSync(file, later, later);
+  assert.equal(tensorHash(file, 16, 1000), sha(b.subarray(16, 1016)));
 });
 
 test("recall and relative error on constructed cases", () => {

@@ -1,7 +1,8 @@
 // The on-disk caches, all under $HIRE_CACHE_DIR (else ~/.cache/hire-studio): predictors/ (low-rank
 // factors, int4/int8 copies) keyed by a hash of the source tensor's bytes plus the predictor
-// settings, so a changed model, rank or group size never reuses a stale file; onnx/ and gguf/ (the
-// peers' exports) keyed by their input files' sizes and mtimes (`filesKey`).
+// settings, so a changed model, rank or group size never reuses a stale file; hashes/ (those tensor
+// hashes, remembered per file identity, see tensorHash); onnx/ and gguf/ (the peers' exports) keyed
+// by their input files' sizes and mtimes (`filesKey`).
 import { createHash } from "node:crypto";
 import {
   closeSync,
@@ -18,7 +19,7 @@ import {
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 
-export function cacheDir(kind: "predictors" | "onnx" | "gguf" = "predictors"): string {
+export function cacheDir(kind: "predictors" | "onnx" | "gguf" | "hashes" = "predictors"): string {
   return join(process.env.HIRE_CACHE_DIR ?? join(homedir(), ".cache", "hire-studio"), kind);
 }
 
@@ -33,8 +34,44 @@ export function filesKey(files: string[], extra: unknown): string {
   return createHash("sha256").update(JSON.stringify({ stamp, extra })).digest("hex").slice(0, 16);
 }
 
-/** sha256 of a byte range of a file (the tensor's stored bytes), read in 16 MiB chunks. */
+/**
+ * sha256 of a byte range of a file (the tensor's stored bytes). Hashing reads the bytes (about 0.8 s
+ * for the 1B model's gate matrices and head), so each result is remembered under the file's identity
+ * (path, device, inode, size, mtime) and the range, in memory and in the cache's hashes/ folder, the
+ * way git's index trusts a file's stat: a file rewritten keeps neither its mtime nor its stored hash.
+ */
 export function tensorHash(file: string, offset: number, byteLength: number): string {
+  const st = statSync(file, { bigint: true });
+  // A file modified in the last seconds may change again within its mtime's granularity ("racy
+  // git"): hash it every time.
+  if (Date.now() - Number(st.mtimeMs) < RACY_MS) return hashBytes(file, offset, byteLength);
+  const identity = JSON.stringify([file, `${st.dev}`, `${st.ino}`, `${st.size}`, `${st.mtimeNs}`, offset, byteLength]);
+  const memoKey = createHash("sha256").update(identity).digest("hex").slice(0, 32);
+  const known = hashMemo.get(memoKey) ?? readStoredHash(memoKey);
+  if (known) {
+    hashMemo.set(memoKey, known);
+    return known;
+  }
+  const hash = hashBytes(file, offset, byteLength);
+  hashMemo.set(memoKey, hash);
+  storeAtomically(join(cacheDir("hashes"), memoKey), (tmp) => writeFileSync(tmp, hash));
+  return hash;
+}
+
+const hashMemo = new Map<string, string>();
+const RACY_MS = 3000;
+
+function readStoredHash(memoKey: string): string | undefined {
+  try {
+    const text = readFileSync(join(cacheDir("hashes"), memoKey), "utf8");
+    return /^[0-9a-f]{32}$/.test(text) ? text : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** sha256 of bytes [offset, offset + byteLength) of `file`, read in 16 MiB chunks. */
+function hashBytes(file: string, offset: number, byteLength: number): string {
   const h = createHash("sha256");
   const fd = openSync(file, "r");
   try {
