@@ -11,7 +11,7 @@ import { loadModel, type LoadOptions } from "../core/loader/model-folder.js";
 import { readInFits } from "../core/loader/safetensors.js";
 import { ModelError, type ModelErrorCode } from "../core/loader/errors.js";
 import { Session } from "../core/engine/session.js";
-import { native, type NativeWeight } from "../core/native/addon.js";
+import { native, NativeDType, type NativeWeight } from "../core/native/addon.js";
 
 const ST = "model.safetensors";
 
@@ -90,6 +90,31 @@ test("weights read into memory (the default) and mapped (--mmap) give the same o
   assert.equal(readInFits(3e9, 24e9), true);
   assert.equal(readInFits(3e9, 4e9), true);
   assert.equal(readInFits(3e9, 3.9e9), false);
+});
+
+test("a file read in on several threads (64 MiB pieces) holds every byte at its place", (t) => {
+  // 36 864 rows of 1024 f32 = 144 MiB: three pieces. Value i mod 1 000 003 at element i, so a piece
+  // landing 64 MiB off (16 777 216 elements) would show.
+  const rows = 36_864,
+    cols = 1024;
+  const file = join(tempDir(t), "big.bin");
+  const data = new Float32Array(rows * cols);
+  for (let i = 0; i < data.length; i++) data[i] = i % 1_000_003;
+  writeFileSync(file, data);
+  const hn = native();
+  const { mapping, byteLength } = hn.mapFile(file, true, 40);
+  try {
+    assert.equal(byteLength, data.byteLength);
+    const w = hn.weight(mapping, 0, NativeDType.F32, rows, cols, false);
+    const ids = Int32Array.from([0, 1, 16_383, 16_384, 16_385, 32_767, 32_768, rows - 1]);
+    const got = new Float32Array(ids.length * cols);
+    hn.embed(got, w, ids);
+    ids.forEach((r, j) =>
+      assert.deepEqual(got.subarray(j * cols, (j + 1) * cols), data.subarray(r * cols, (r + 1) * cols), `row ${r}`),
+    );
+  } finally {
+    hn.unmap(mapping);
+  }
 });
 
 test("GPT-2 loads with and without the transformer. prefix, with identical output", async (t) => {
