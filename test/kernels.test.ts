@@ -58,6 +58,42 @@ function randomStored(dtype: NativeDType, count: number): { bytes: Buffer; value
   return { bytes: Buffer.from(h.buffer), values };
 }
 
+// One token through q, k and v in one dispatch (matvec_many): each part's rows cut across the threads
+// wherever the joint range falls, and still every matmul's bits.
+test("matmulMany (one token) gives each part's matmul bit for bit, on every path and dtype", () => {
+  forPaths((path) => {
+    for (const dtype of [NativeDType.BF16, NativeDType.F16, NativeDType.F32]) {
+      const cols = 520; // not a multiple of 32: the kernels' tails run too
+      const rows = [1030, 250, 250];
+      const { mapping, weights } = makeWeights([
+        ...rows.map((r) => ({ dtype, rows: r, cols })),
+        { dtype: NativeDType.F32, rows: 1, cols: 250 },
+      ]);
+      try {
+        const [q, k, v, bias] = weights;
+        const x = randArray(cols);
+        const ys = rows.map((r) => new Float32Array(r));
+        hn.matmulMany(x, ys[0], q.w, null, ys[1], k.w, bias.w, ys[2], v.w, null);
+        const want = rows.map((r) => new Float32Array(r));
+        hn.matmul(want[0], x, q.w, 1, null);
+        hn.matmul(want[1], x, k.w, 1, bias.w);
+        hn.matmul(want[2], x, v.w, 1, null);
+        assert.deepEqual(ys, want, `${path} dtype ${dtype}`);
+      } finally {
+        hn.unmap(mapping);
+      }
+    }
+  });
+  const a = hn.weightFromArray(randArray(64 * 32), NativeDType.F32, 64, 32, false);
+  const b = hn.weightFromArray(randArray(64 * 16), NativeDType.F32, 64, 16, false);
+  const x = randArray(32);
+  const y = new Float32Array(128);
+  assert.throws(() => hn.matmulMany(x, y, a), /triples/);
+  assert.throws(() => hn.matmulMany(x, y.subarray(0, 64), a, null, y.subarray(64), b, null), /w\[1\] has 16 columns/);
+  assert.throws(() => hn.matmulMany(x, y.subarray(0, 64), a, null, y.subarray(32), a, null), /must not overlap/);
+  assert.throws(() => hn.matmulMany(x, y.subarray(0, 63), a, null), /y\[0\] has 63 elements/);
+});
+
 // ---- weight files -----------------------------------------------------------------------------------
 
 interface TestWeight {

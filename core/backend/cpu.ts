@@ -75,6 +75,11 @@ export class CpuBackend implements Backend {
   }
 
   matmulMany(x: Buf, n: number, parts: readonly MatmulPart[]): void {
+    // One token: one dispatch over all the parts' rows (see matvec_many in ops.cc).
+    if (n === 1 && parts.length > 1 && parts.every((p) => !p.w.transposed)) {
+      this.n.matmulMany(f32(x), ...parts.flatMap((p) => [f32(p.y), p.w.handle, p.bias ? p.bias.handle : null]));
+      return;
+    }
     for (const p of parts) this.matmul(p.y, x, p.w, n, p.bias);
   }
 

@@ -65,6 +65,12 @@ export interface NativeAddon {
 
   /** y[n][rows] = x[n][cols] · Wᵀ (+ bias[rows] if given). Batched (GEMM) when n > 1. */
   matmul(y: Float32Array, x: Float32Array, w: NativeWeight, n: number, bias: NativeWeight | null): void;
+  /**
+   * One token through several matrices sharing x (q, k, v): x, then (y, w, bias) for each (1 to 8
+   * parts, none transposed, all with x's columns). The results of one matmul per part, in one
+   * parallel dispatch.
+   */
+  matmulMany(x: Float32Array, ...parts: (Float32Array | NativeWeight | null)[]): void;
   /** y[i][:] = W[ids[i]][:] as f32 (embedding lookup; W not transposed). */
   embed(y: Float32Array, w: NativeWeight, ids: Int32Array): void;
   /** y[i] = x[i] / rms(x[i]) * g, for n rows of length dim = g.cols (g is a 1 × dim weight). */

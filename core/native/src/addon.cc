@@ -101,6 +101,46 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// matmulMany(x, y0, w0, bias0, y1, w1, bias1, ...): one token through up to kMaxParts matrices.
+Napi::Value MatmulMany(const Napi::CallbackInfo& info) {
+  Args a(info, "matmulMany");
+  constexpr size_t kMaxParts = 8;
+  const size_t argc = info.Length();
+  if (argc < 4 || (argc - 1) % 3 != 0 || (argc - 1) / 3 > kMaxParts)
+    a.fail("expects x then 1 to " + std::to_string(kMaxParts) + " (y, w, bias) triples");
+  auto x = a.f32(0, "x");
+  const size_t count = (argc - 1) / 3;
+  hire::MatvecPart parts[kMaxParts];
+  Mat biases[kMaxParts];
+  Args::F32 ys[kMaxParts];
+  for (size_t p = 0; p < count; ++p) {
+    const std::string tag = "[" + std::to_string(p) + "]";
+    const std::string yn = "y" + tag, wn = "w" + tag, bn = "bias" + tag;
+    ys[p] = a.f32(1 + 3 * p, yn.c_str());
+    const Mat w = a.weight(2 + 3 * p, wn.c_str());
+    if (w.transposed) a.fail(wn + " must not be transposed");
+    if (p > 0 && w.cols != parts[0].w.cols)
+      a.fail(wn + " has " + std::to_string(w.cols) + " columns, w[0] has " + std::to_string(parts[0].w.cols));
+    const bool has_bias = !a.is_nullish(3 + 3 * p);
+    if (has_bias) {
+      biases[p] = a.weight(3 + 3 * p, bn.c_str());
+      if (a.vector_len(biases[p], bn.c_str()) != w.rows)
+        a.fail(bn + " has " + std::to_string(biases[p].rows * biases[p].cols) + " elements, needs rows = " +
+               std::to_string(w.rows));
+    }
+    a.need(ys[p], yn.c_str(), w.rows, "rows");
+    a.need(x, "x", w.cols, "cols");
+    a.disjoint(ys[p], w.rows, yn.c_str(), x, w.cols, "x");
+    for (size_t q = 0; q < p; ++q) {
+      const std::string qn = "y[" + std::to_string(q) + "]";
+      a.disjoint(ys[p], w.rows, yn.c_str(), ys[q], parts[q].w.rows, qn.c_str());
+    }
+    parts[p] = hire::MatvecPart{ys[p].data, w, has_bias ? &biases[p] : nullptr};
+  }
+  hire::matvec_many(x.data, parts, static_cast<int64_t>(count));
+  return info.Env().Undefined();
+}
+
 Napi::Value Embed(const Napi::CallbackInfo& info) {
   Args a(info, "embed");
   auto y = a.f32(0, "y");
@@ -659,6 +699,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Export<Unmap>(env, exports, "unmap");
   Export<Weight>(env, exports, "weight");
   Export<Matmul>(env, exports, "matmul");
+  Export<MatmulMany>(env, exports, "matmulMany");
   Export<Embed>(env, exports, "embed");
   Export<RmsNorm>(env, exports, "rmsNorm");
   Export<LayerNorm>(env, exports, "layerNorm");

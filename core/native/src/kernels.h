@@ -16,6 +16,14 @@ enum class Activation : int { kRelu = 0, kGelu = 1, kGeluTanh = 2, kSilu = 3 };
 
 // y[n][w.rows] = x[n][w.cols] . W^T (+ bias[w.rows]); bias is any contiguous vector weight or null.
 void matmul(float* y, const float* x, const Mat& w, int64_t n, const Mat* bias);
+// One token (n = 1) through several matrices that share x (q, k and v): the same results as one
+// matmul per part, in one dispatch, each thread taking a contiguous run of the parts' rows.
+struct MatvecPart {
+  float* y;
+  Mat w;  // not transposed; cols == every other part's
+  const Mat* bias;
+};
+void matvec_many(const float* x, const MatvecPart* parts, int64_t count);
 // y[i][:] = W[ids[i]][:] (W not transposed).
 void embed(float* y, const Mat& w, const int32_t* ids, int64_t n);
 // y may equal x. g (and b) are contiguous vectors of `dim` elements.
