@@ -94,8 +94,10 @@ export class CpuBackend implements Backend {
     act: Activation,
     scratchUp: Buf,
   ): void {
-    this.matmul(y, x, gate, n, gateBias);
-    this.matmul(scratchUp, x, up, n, upBias);
+    this.matmulMany(x, n, [
+      { y, w: gate, bias: gateBias },
+      { y: scratchUp, w: up, bias: upBias },
+    ]);
     this.gatedAct(y, scratchUp, n * gate.rows, act);
   }
 
