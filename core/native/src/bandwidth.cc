@@ -3,8 +3,8 @@
 // the active path's read_sum. Best of reps, in GB/s (1e9 bytes per second).
 // With chunk > 0 it measures what HiRE's exact step does instead: one chunk in five (a fixed
 // pseudo-random pick, ascending, like k' = 20 % of a layer's neurons) read whole by the gathered-row
-// kernel. On DRAM, scattered 4-8 KiB reads cost more per byte
-// than one stream; this rate is the ceiling for the gathered part of a sparse token.
+// kernel. On DRAM, scattered 4-8 KiB reads cost more per byte than one stream; this rate is the
+// ceiling for the gathered part of a sparse token.
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -90,11 +90,12 @@ double read_bandwidth(size_t bytes, int reps, size_t chunk) {
   const Mat rows{g_buf, kBF16, static_cast<int64_t>(bytes / chunk) * 2, cols, false};
   const std::vector<float> x(static_cast<size_t>(cols), 0.0f);
   std::vector<float> y(picked.size());
+  const size_t scratch_len = static_cast<size_t>(cols) + 16;  // gemv_rows' x layout, one per thread
+  std::vector<float> scratch(scratch_len * static_cast<size_t>(parts));
   const int64_t pieces = static_cast<int64_t>(picked.size() / 2);
   return best_rate(reps, parts, static_cast<size_t>(pieces) * chunk, [&](int64_t t) {
     const int64_t b = 2 * (pieces * t / parts), e = 2 * (pieces * (t + 1) / parts);
-    std::vector<float> scratch(static_cast<size_t>(cols) + 16);
-    K.gemv_rows(rows, x.data(), picked.data(), b, e, y.data(), scratch.data());
+    K.gemv_rows(rows, x.data(), picked.data(), b, e, y.data(), scratch.data() + scratch_len * static_cast<size_t>(t));
     return b < e ? y[static_cast<size_t>(b)] : 0.0f;
   });
 }

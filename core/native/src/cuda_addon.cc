@@ -575,7 +575,8 @@ Napi::Value MarkTimes(const Napi::CallbackInfo& info) {
   CArgs a(info, "cuda.markTimes");
   const int64_t count = a.integer(0, "count", 2, 1024);
   Napi::Float64Array out = Napi::Float64Array::New(info.Env(), static_cast<size_t>(count - 1));
-  for (int64_t i = 0; i + 1 < count; ++i) out[static_cast<size_t>(i)] = cu::mark_ms(static_cast<int>(i), static_cast<int>(i + 1));
+  for (int64_t i = 0; i + 1 < count; ++i)
+    out[static_cast<size_t>(i)] = cu::mark_ms(static_cast<int>(i), static_cast<int>(i + 1));
   return out;
 }
 

@@ -50,6 +50,13 @@ inline void prefetch_page_head(const void* p) { __builtin_prefetch(p, 0, 0); }
 // True for the one line of each page a linear walk over 64-byte steps visits first.
 inline bool starts_page(const void* p) { return (reinterpret_cast<uintptr_t>(p) & (kPage - 1)) < 64; }
 
+// For a linear walk in 64-byte lines, called at each line: at the first line of a page, the head of
+// the page kAheadBytes on, while that lies before end.
+inline void prefetch_stream_ahead(const void* line, const void* end) {
+  const unsigned char* ahead = static_cast<const unsigned char*>(line) + kAheadBytes;
+  if (starts_page(line) && ahead < static_cast<const unsigned char*>(end)) prefetch_page_head(ahead);
+}
+
 // The heads of the pages that start inside [p, p + bytes): a stream cut into pieces (rows) gets each
 // page's head prefetched exactly once.
 inline void prefetch_page_heads(const void* p, int64_t bytes) {

@@ -176,21 +176,8 @@ void matmul(float* y, const float* x, const Mat& w, int64_t n, const Mat* bias) 
     if (bias != nullptr) add_bias(K, y, *bias, 0, w.rows);
     return;
   }
-  ThreadPool& pool = ThreadPool::instance();
-  const int64_t parts = (w.rows * w.cols < kSerialWork) ? 1 : pool.threads();
-  // Contiguous chunks, one per thread: each streams its own part of the matrix.
-  const int64_t chunk = chunk_size(w.rows, parts, 4);
-  const int64_t n_tasks = ceil_div(w.rows, chunk);
-  auto task = [&](int64_t t, int) {
-    const int64_t r0 = t * chunk, r1 = std::min(w.rows, r0 + chunk);
-    K.gemv(w, x, y, r0, r1, t_scratch_b.get<float>(static_cast<size_t>(w.cols) + 16));
-    if (bias != nullptr) add_bias(K, y, *bias, r0, r1);
-  };
-  if (n_tasks == 1) {
-    task(0, 0);
-  } else {
-    pool.parallel_for(n_tasks, task);
-  }
+  const MatvecPart part{y, w, bias};
+  matvec_many(x, &part, 1);
 }
 
 void matvec_many(const float* x, const MatvecPart* parts, int64_t count) {
@@ -201,9 +188,9 @@ void matvec_many(const float* x, const MatvecPart* parts, int64_t count) {
   for (int64_t p = 0; p < count; ++p) rows += parts[p].w.rows;
   ThreadPool& pool = ThreadPool::instance();
   const int64_t n_parts = (rows * cols < kSerialWork) ? 1 : pool.threads();
-  // The parts' rows as one range cut into one contiguous chunk per thread: on the 1B model q, k and v
-  // took 184-199 us per layer this way against 202-211 as three matmuls (fewer dispatches and
-  // stream starts).
+  // The parts' rows as one range cut into one contiguous chunk per thread, so each thread streams its
+  // own run of the matrices: on the 1B model q, k and v took 184-199 us per layer this way against
+  // 202-211 as three matmuls (fewer dispatches and stream starts).
   const int64_t chunk = chunk_size(rows, n_parts, 4);
   const int64_t n_tasks = ceil_div(rows, chunk);
   auto task = [&](int64_t t, int) {

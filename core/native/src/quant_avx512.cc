@@ -50,15 +50,15 @@ inline void prefetch_row(const QuantMatrix& q, int64_t r, int64_t ahead, int64_t
 }
 
 // One group of int4 codes (bpg 128-value blocks) against x in nibble order: the int32 lane sums of
-// codes * x, exact (the codes' offset of 8 is taken off per row, see q4_rows). A line that starts a page
-// has the page head kAheadBytes on prefetched when it lies before pf_end.
+// codes * x, exact (the codes' offset of 8 is taken off per row, see q4_rows). The task's stream is
+// prefetched up to pf_end (prefetch_stream_ahead).
 HIRE_AVX512 inline __m512i q4_group(const unsigned char* codes, const int8_t* xp, int64_t bpg,
                                     const unsigned char* pf_end) {
   const __m512i low = _mm512_set1_epi8(0x0f);
   __m512i s = _mm512_setzero_si512();
   for (int64_t b = 0; b < bpg; ++b) {
     const unsigned char* line = codes + 64 * b;
-    if (line + kAheadBytes < pf_end && starts_page(line)) prefetch_page_head(line + kAheadBytes);
+    prefetch_stream_ahead(line, pf_end);
     const __m512i w = ld(line);
     s = _mm512_dpbusd_epi32(s, _mm512_and_si512(w, low), _mm512_load_si512(xp + 128 * b));
     s = _mm512_dpbusd_epi32(s, _mm512_and_si512(_mm512_srli_epi16(w, 4), low), _mm512_load_si512(xp + 128 * b + 64));
@@ -117,7 +117,7 @@ HIRE_AVX512 void q4_rows(const QuantMatrix& q, const QuantVector& x, float* y, i
                                            _mm512_set1_ps(d[g]), a0);
     // The scales' line(s) past the codes: their prefetch keeps the stream whole.
     for (const unsigned char* t = codes + q.row_bytes; t < codes + q.row_stride; t += 64)
-      if (t + kAheadBytes < end && starts_page(t)) prefetch_page_head(t + kAheadBytes);
+      prefetch_stream_ahead(t, end);
     y[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
   }
 }
