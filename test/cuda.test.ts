@@ -264,6 +264,67 @@ test("cuda ops: KV cache writes and attention (GQA, prefill and long decode) mat
   }
 });
 
+test(
+  "cuda ops: rope + cache write in one op, and attention over every split of the positions, match the CPU",
+  { skip },
+  () => {
+    const o = ops();
+    for (const [heads, kv, hd, pos0, n, cap, rope] of [
+      [32, 8, 64, 95, 1, 1024, true],
+      [4, 2, 64, 5, 3, 16, true],
+      [6, 3, 32, 0, 7, 8, false],
+      [2, 1, 128, 4090, 1, 4096, true], // 32 splits of 128 positions
+      [4, 4, 256, 0, 1, 300, true], // the first position alone
+      [3, 1, 48, 200, 2, 260, true], // head_dim not a multiple of 32
+    ] as const) {
+      const kvLen = kv * cap * hd;
+      const kc0 = o.rnd.randArray(kvLen);
+      const vc0 = o.rnd.randArray(kvLen);
+      const k = o.rnd.randArray(n * kv * hd);
+      const v = o.rnd.randArray(n * kv * hd);
+      const q = o.rnd.randArray(n * heads * hd, -2, 2);
+      const inv = rope ? Float32Array.from({ length: hd / 2 }, (_, i) => Math.pow(10000, (-2 * i) / hd)) : null;
+      const positions = Int32Array.from({ length: n }, (_, i) => pos0 + i);
+      const [g, c] = both(o, [kc0, vc0, k, v, q], n * heads * hd + 2 * kvLen, (b, out, [kc, vc, kb, vb, qb]) => {
+        b.ropeCacheWrite(qb, kb, vb, kc, vc, n, heads, kv, hd, positions, inv, pos0, cap);
+        const att = b.alloc(n * heads * hd);
+        b.attention(att, qb, kc, vc, n, heads, kv, hd, pos0, cap, 1 / Math.sqrt(hd));
+        b.copy2d(out, 0, n * heads * hd, att, 0, n * heads * hd, 1, n * heads * hd);
+        b.copy2d(out, n * heads * hd, kvLen, kc, 0, kvLen, 1, kvLen);
+        b.copy2d(out, n * heads * hd + kvLen, kvLen, vc, 0, kvLen, 1, kvLen);
+      });
+      close(g, c, 2e-5, `rope+cache+attention heads=${heads}/${kv} hd=${hd} pos0=${pos0} n=${n} rope=${rope}`);
+    }
+  },
+);
+
+test("cuda ops: argmax on the device picks sampler.ts's argmax (first of ties, NaN never, -inf rows)", { skip }, () => {
+  const o = ops();
+  const cases: Float32Array[] = [];
+  const big = o.rnd.randArray(128256, -10, 10);
+  cases.push(big);
+  const ties = Float32Array.from(big);
+  ties[777] = ties[100000] = 50; // the first of equal maxima
+  cases.push(ties);
+  const nan = Float32Array.from(big);
+  nan[5] = NaN;
+  nan[6] = 99;
+  cases.push(nan);
+  const first = Float32Array.from(big);
+  first[0] = NaN; // sampler.ts keeps x[0] when it is NaN
+  cases.push(first);
+  cases.push(Float32Array.from({ length: 5000 }, (_, i) => (i === 4321 ? 1 : -Infinity)));
+  cases.push(Float32Array.from({ length: 3 }, () => -Infinity));
+  cases.push(Float32Array.of(-0, 0, -1));
+  for (const [i, x] of cases.entries()) {
+    const ids = [o.gpu, o.cpu].map((b) => {
+      b.argmax(put(b, x), x.length);
+      return b.readArgmax();
+    });
+    assert.equal(ids[0], ids[1], `case ${i}: GPU ${ids[0]}, CPU ${ids[1]}`);
+  }
+});
+
 test("cuda ops: int4/int8 scoring gives the CPU's scores (same codes, exact integer sums)", { skip }, () => {
   const o = ops();
   for (const [rows, cols] of [

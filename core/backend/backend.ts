@@ -181,6 +181,25 @@ export interface Backend {
     pos0: number,
     capacity: number,
   ): void;
+  /**
+   * rope(q), rope(k) (when invFreq is given) and cacheWrite(k, v at pos0) as one op: what the
+   * attention block does before attention, in one launch on a GPU.
+   */
+  ropeCacheWrite(
+    q: Buf,
+    k: Buf,
+    v: Buf,
+    kc: Buf,
+    vc: Buf,
+    n: number,
+    heads: number,
+    kvHeads: number,
+    headDim: number,
+    positions: Int32Array,
+    invFreq: Float32Array | null,
+    pos0: number,
+    capacity: number,
+  ): void;
   attention(
     out: Buf,
     q: Buf,
@@ -194,6 +213,13 @@ export interface Backend {
     capacity: number,
     scale: number,
   ): void;
+  /**
+   * Greedy sampling where the logits are: argmax finds the index of the largest of x[0..n) (the first
+   * on ties; NaN never wins, unless it is x[0]: sampler.ts's argmax), readArgmax returns it once the
+   * ops before it have run. A recorded step may end with argmax, so a token reads back one id.
+   */
+  argmax(x: Buf, n: number): void;
+  readArgmax(): number;
   /** gate = act(gate) * up, elementwise over `count` values (SwiGLU with act = silu). */
   gatedAct(gate: Buf, up: Buf, count: number, act: Activation): void;
   activate(x: Buf, count: number, act: Activation): void;

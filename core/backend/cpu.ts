@@ -2,6 +2,7 @@
 import { native } from "../native/addon.js";
 import type { Activation } from "../arch/config.js";
 import type { Backend, Buf, HireFfnResult, HireFfnStep, MatmulPart, QuantWeight, Weight } from "./backend.js";
+import { argmax } from "../engine/sampler.js";
 
 const f32 = (b: Buf) => b as Float32Array;
 
@@ -129,6 +130,38 @@ export class CpuBackend implements Backend {
     capacity: number,
   ): void {
     this.n.cacheWrite(f32(kc), f32(vc), f32(k), f32(v), n, kvHeads, headDim, pos0, capacity);
+  }
+
+  ropeCacheWrite(
+    q: Buf,
+    k: Buf,
+    v: Buf,
+    kc: Buf,
+    vc: Buf,
+    n: number,
+    heads: number,
+    kvHeads: number,
+    headDim: number,
+    positions: Int32Array,
+    invFreq: Float32Array | null,
+    pos0: number,
+    capacity: number,
+  ): void {
+    if (invFreq) {
+      this.rope(q, n, heads, headDim, positions, invFreq);
+      this.rope(k, n, kvHeads, headDim, positions, invFreq);
+    }
+    this.cacheWrite(kc, vc, k, v, n, kvHeads, headDim, pos0, capacity);
+  }
+
+  private argmaxIndex = 0;
+
+  argmax(x: Buf, n: number): void {
+    this.argmaxIndex = argmax(f32(x).subarray(0, n));
+  }
+
+  readArgmax(): number {
+    return this.argmaxIndex;
   }
 
   attention(

@@ -242,6 +242,49 @@ export class CudaBackend implements Backend {
     );
   }
 
+  ropeCacheWrite(
+    q: Buf,
+    k: Buf,
+    v: Buf,
+    kc: Buf,
+    vc: Buf,
+    n: number,
+    heads: number,
+    kvHeads: number,
+    headDim: number,
+    positions: Int32Array,
+    invFreq: Float32Array | null,
+    pos0: number,
+    capacity: number,
+  ): void {
+    const [dq, dk, dv, dkc, dvc] = [q, k, v, kc, vc].map((b) => this.d(b));
+    const fromStep = this.c.capturing();
+    this.c.ropeCacheWrite(
+      dq,
+      dk,
+      dv,
+      dkc,
+      dvc,
+      n,
+      heads,
+      kvHeads,
+      headDim,
+      positions,
+      invFreq,
+      pos0,
+      capacity,
+      fromStep,
+    );
+  }
+
+  argmax(x: Buf, n: number): void {
+    this.c.argmax(this.d(x), n);
+  }
+
+  readArgmax(): number {
+    return this.c.readArgmax();
+  }
+
   attention(
     out: Buf,
     q: Buf,

@@ -253,7 +253,7 @@ async function cmdBench(argv: string[]): Promise<void> {
     `roofline         ${r.percent_of_roofline.toFixed(1)} %`,
   ];
   if (r.rows.length > 1) {
-    lines.push("", "method        ffn k   tokens/s  speedup  GB/token  GB/s   roofline");
+    lines.push("", "method        ffn k   tokens/s  speedup  GB/token  GB/s   roofline  ms/token (in step)");
     for (const row of r.rows) {
       lines.push(
         [
@@ -264,6 +264,7 @@ async function cmdBench(argv: string[]): Promise<void> {
           gb(row.bytes_per_token).padStart(9),
           row.effective_read_gb_per_s.toFixed(1).padStart(6),
           `${row.percent_of_roofline.toFixed(1)} %`.padStart(9),
+          `${row.decode_ms_per_token.toFixed(3)} (${row.step_ms_per_token.toFixed(3)})`.padStart(19),
         ].join(" "),
       );
     }

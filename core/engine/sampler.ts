@@ -131,6 +131,11 @@ export class Sampler {
     this.scores = new Float32Array(0);
   }
 
+  /** Whether sample() is the plain argmax of the logits (so it can run where the logits are). */
+  get greedy(): boolean {
+    return this.options.temperature <= 0 && this.options.repetitionPenalty === 1;
+  }
+
   /** The next token from `logits` (not modified), given the ids seen so far in the context. */
   sample(logits: Float32Array, history: readonly number[]): number {
     const o = this.options;

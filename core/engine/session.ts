@@ -179,8 +179,12 @@ export class Session {
     let decodeMs = 0;
     let steps = 0;
     let finish: FinishReason = "length";
+    // Greedy decoding without log-probabilities takes the argmax where the logits are (on a GPU,
+    // only the id comes back); the prompt's last token is sampled from its logits as usual.
+    const onDevice = sampler.greedy && nLogprobs === 0;
+    let next: number | null = null;
     while (ids.length < maxTokens) {
-      const id = sampler.sample(logits!, this.cached);
+      const id = next ?? sampler.sample(logits!, this.cached);
       const top = nLogprobs > 0 ? topLogprobs(logits!, nLogprobs) : undefined;
       ids.push(id);
       if (model.eosIds.has(id) && !o.ignoreEos) {
@@ -214,7 +218,8 @@ export class Session {
       const t = performance.now();
       report = { tokens: 0, layers: [], outputMs: 0 };
       this.sparsity.beginToken();
-      logits = this.transformer.forward([id], this.cached.length, this.cache, report);
+      if (onDevice) next = this.transformer.forwardGreedy([id], this.cached.length, this.cache, report);
+      else logits = this.transformer.forward([id], this.cached.length, this.cache, report);
       this.cached.push(id);
       decodeMs += performance.now() - t;
       steps++;

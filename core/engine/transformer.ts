@@ -177,16 +177,37 @@ export class Transformer {
     logits = true,
   ): Float32Array | null {
     const { backend: b, config: c, ws } = this;
-    const n = ids.length;
-    if (n < 1 || n > ws.batch) throw new RangeError(`forward takes 1..${ws.batch} tokens, got ${n}`);
-    if (pos0 + n > cache.capacity)
-      throw new RangeError(`positions ${pos0}..${pos0 + n - 1} exceed the cache (${cache.capacity})`);
-    if (n === 1 && logits && b.graphs && this.graphable()) {
-      const out = this.decodeGraph(ids[0], pos0, cache, report);
-      if (out) return out;
+    this.checkForward(ids.length, pos0, cache);
+    if (ids.length === 1 && logits && this.decodeGraph(ids[0], pos0, cache)) {
+      const out = b.read(ws.logits, 0, c.vocab); // waits for the step
+      this.reportReplay(report);
+      return out;
     }
     this.run(ids, pos0, cache, report, logits);
     return logits ? b.read(ws.logits, 0, c.vocab) : null;
+  }
+
+  /**
+   * forward, then the greedy next token (sampler.ts's argmax of the last token's logits), found
+   * where the logits are: on a GPU only the id comes back, not the vocabulary's logits.
+   */
+  forwardGreedy(ids: ArrayLike<number>, pos0: number, cache: KVCache, report?: ForwardReport): number {
+    const { backend: b, config: c, ws } = this;
+    this.checkForward(ids.length, pos0, cache);
+    if (ids.length === 1 && this.decodeGraph(ids[0], pos0, cache)) {
+      const id = b.readArgmax(); // waits for the step
+      this.reportReplay(report);
+      return id;
+    }
+    this.run(ids, pos0, cache, report, true);
+    b.argmax(ws.logits, c.vocab);
+    return b.readArgmax();
+  }
+
+  private checkForward(n: number, pos0: number, cache: KVCache): void {
+    if (n < 1 || n > this.ws.batch) throw new RangeError(`forward takes 1..${this.ws.batch} tokens, got ${n}`);
+    if (pos0 + n > cache.capacity)
+      throw new RangeError(`positions ${pos0}..${pos0 + n - 1} exceed the cache (${cache.capacity})`);
   }
 
   /** Drop the recorded decode steps (the FFNs, the head or their settings changed). */
@@ -205,15 +226,19 @@ export class Transformer {
     return this.ffn.every((f) => f.graphable?.() ?? false) && (this.output.graphable?.() ?? false);
   }
 
-  /** One token through a recorded step; null when it must run op by op (see `graphs`). */
-  private decodeGraph(id: number, pos0: number, cache: KVCache, report?: ForwardReport): Float32Array | null {
-    const g = this.backend.graphs!;
+  /**
+   * One token through a recorded step (enqueued: the caller's read waits for it); false when it must
+   * run op by op (see `graphs`). The step ends with the logits' argmax, for forwardGreedy.
+   */
+  private decodeGraph(id: number, pos0: number, cache: KVCache): boolean {
+    const g = this.backend.graphs;
+    if (!g || !this.graphable()) return false;
     let entry = this.graphs.get(cache);
     if (!entry) this.graphs.set(cache, (entry = { warm: false }));
-    if (entry.failed) return null;
+    if (entry.failed) return false;
     if (!entry.warm) {
       entry.warm = true;
-      return null;
+      return false;
     }
     g.setStep(id, pos0);
     if (!entry.graph) {
@@ -224,16 +249,21 @@ export class Transformer {
       } catch (e) {
         g.abort();
         entry.failed = e instanceof Error ? e.message : String(e);
-        return null;
+        return false;
       }
     }
     if (!g.launch(entry.graph)) {
       this.graphs.delete(cache); // stale: record again from the next token
-      return null;
+      return false;
     }
     this.replays++;
-    const { config: c, ws } = this;
-    const out = this.backend.read(ws.logits, 0, c.vocab); // waits for the step
+    return true;
+  }
+
+  /** After a replayed step has finished: its telemetry, from the GPU marks and the blocks' results. */
+  private reportReplay(report: ForwardReport | undefined): void {
+    const c = this.config;
+    const g = this.backend.graphs!;
     if (report) {
       // GPU times between the marks the step recorded: 2l..2l+1 attention, 2l+1..2l+2 FFN.
       const t = g.markTimes(2 * c.layers + 2);
@@ -248,7 +278,6 @@ export class Transformer {
       report.outputMs = t[2 * c.layers];
       this.output.afterReplay?.(report);
     }
-    return out;
   }
 
   /** The ops of one forward pass (recorded instead of run while the backend records a step). */
@@ -302,6 +331,7 @@ export class Transformer {
     this.norm(ws.last, ws.last, w.finalNorm, 1);
     this.output.forward(ws.logits, ws.last, report);
     marks?.mark(2 * c.layers + 1);
+    if (marks) b.argmax(ws.logits, c.vocab); // a replay's greedy id (forwardGreedy), after the last mark
     if (report) report.outputMs = performance.now() - t0;
   }
 
@@ -325,11 +355,22 @@ export class Transformer {
         { y: ws.v, w: v.w, bias: v.b },
       ]);
     }
-    if (c.ropeInvFreq) {
-      b.rope(ws.q, n, c.heads, c.headDim, positions, c.ropeInvFreq);
-      b.rope(ws.k, n, c.kvHeads, c.headDim, positions, c.ropeInvFreq);
-    }
-    b.cacheWrite(cache.k[l], cache.v[l], ws.k, ws.v, n, c.kvHeads, c.headDim, pos0, cache.capacity);
+    const [kc, vc] = [cache.k[l], cache.v[l]];
+    b.ropeCacheWrite(
+      ws.q,
+      ws.k,
+      ws.v,
+      kc,
+      vc,
+      n,
+      c.heads,
+      c.kvHeads,
+      c.headDim,
+      positions,
+      c.ropeInvFreq ?? null,
+      pos0,
+      cache.capacity,
+    );
     b.attention(
       ws.att,
       ws.q,

@@ -352,6 +352,26 @@ export interface CudaAddon {
     capacity: number,
     fromStep?: boolean,
   ): void;
+  /** rope on q and k (invFreq null: none), then k and v into the caches at pos0, in one launch. */
+  ropeCacheWrite(
+    q: CudaBuffer,
+    k: CudaBuffer,
+    v: CudaBuffer,
+    kCache: CudaBuffer,
+    vCache: CudaBuffer,
+    n: number,
+    nHeads: number,
+    nKvHeads: number,
+    headDim: number,
+    positions: Int32Array,
+    invFreq: Float32Array | null,
+    pos0: number,
+    capacity: number,
+    fromStep?: boolean,
+  ): void;
+  /** Enqueue the argmax of x[0..n) (greedy sampling on the device); readArgmax waits and returns it. */
+  argmax(x: CudaBuffer, n: number): void;
+  readArgmax(): number;
   attention(
     out: CudaBuffer,
     q: CudaBuffer,

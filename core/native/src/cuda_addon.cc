@@ -345,6 +345,49 @@ Napi::Value CacheWrite(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// ropeCacheWrite(q, k, v, kCache, vCache, n, nHeads, nKvHeads, headDim, positions, invFreq | null, pos0,
+// capacity, fromStep?): rope on q and k, then k and v into the caches, in one launch.
+Napi::Value RopeCacheWrite(const Napi::CallbackInfo& info) {
+  CArgs a(info, "cuda.ropeCacheWrite");
+  const int64_t n = a.integer(5, "n", 0, kMaxDim);
+  const int64_t heads = a.integer(6, "nHeads", 1, kMaxDim);
+  const int64_t kv = a.integer(7, "nKvHeads", 1, kMaxDim);
+  const int64_t hd = a.integer(8, "headDim", 1, kMaxDim);
+  auto pos = a.i32(9, "positions");
+  const bool rope = !a.is_nullish(10);
+  const float* inv = nullptr;
+  int64_t half = 0;
+  if (rope) {
+    auto f = a.f32(10, "invFreq");
+    inv = f.data;
+    half = static_cast<int64_t>(f.len);
+    if (2 * half > hd) a.fail("invFreq has more than headDim / 2 entries");
+  }
+  const int64_t pos0 = a.integer(11, "pos0", 0, kMaxDim);
+  const int64_t cap = a.integer(12, "capacity", 1, kMaxDim);
+  if (static_cast<int64_t>(pos.len) < n) a.fail("positions has fewer than n entries");
+  if (pos0 + n > cap) a.fail("positions pos0 .. pos0 + n - 1 exceed the capacity");
+  const int64_t cache = mul(a, kv, cap, hd), kstep = mul(a, n, kv, hd);
+  float* q = a.buf(0, "q", mul(a, n, heads, hd), "n*nHeads*headDim");
+  float* k = a.buf(1, "k", kstep, "n*nKvHeads*headDim");
+  float* v = a.buf(2, "v", kstep, "n*nKvHeads*headDim");
+  float* kc = a.buf(3, "kCache", cache, "nKvHeads*capacity*headDim");
+  float* vc = a.buf(4, "vCache", cache, "nKvHeads*capacity*headDim");
+  if (q == k || k == v || kc == vc) a.fail("q, k, v and the two caches must be different buffers");
+  cu::rope_cache_write(q, k, v, kc, vc, n, heads, kv, hd, pos.data, inv, half, pos0, cap, a.from_step(13, n));
+  return info.Env().Undefined();
+}
+
+// argmax(x, n): enqueue the device argmax (greedy sampling); readArgmax() waits and returns it.
+Napi::Value Argmax(const Napi::CallbackInfo& info) {
+  CArgs a(info, "cuda.argmax");
+  const int64_t n = a.integer(1, "n", 1, kMaxDim);
+  cu::argmax(a.buf(0, "x", n, "n"), n);
+  return info.Env().Undefined();
+}
+
+Napi::Value ReadArgmax(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), cu::read_argmax()); }
+
 Napi::Value Attention(const Napi::CallbackInfo& info) {
   CArgs a(info, "cuda.attention");
   const int64_t n = a.integer(4, "n", 0, kMaxDim);
@@ -615,7 +658,10 @@ Napi::Object cuda_exports(Napi::Env env) {
   Export<LayerNorm>(env, o, "layerNorm");
   Export<Rope>(env, o, "rope");
   Export<CacheWrite>(env, o, "cacheWrite");
+  Export<RopeCacheWrite>(env, o, "ropeCacheWrite");
   Export<Attention>(env, o, "attention");
+  Export<Argmax>(env, o, "argmax");
+  Export<ReadArgmax>(env, o, "readArgmax");
   Export<GatedAct>(env, o, "gatedAct");
   Export<Activate>(env, o, "activate");
   Export<Add>(env, o, "add");

@@ -49,8 +49,11 @@ struct State {
   size_t ring_size = 0, ring_pos = 0;
   // Grow-only device scratch for intermediates, one slot per kind so that an op composed of others
   // (hire_ffn) never has one step's scratch overwrite another's.
-  unsigned char* d_scratch[4] = {nullptr, nullptr, nullptr, nullptr};
-  size_t scratch_size[4] = {0, 0, 0, 0};
+  unsigned char* d_scratch[5] = {};
+  size_t scratch_size[5] = {};
+  // Attention's arrival counters, one per (token, head): zero between steps (the last block resets).
+  unsigned* d_attn_counters = nullptr;
+  size_t attn_counters = 0;
   // Pinned landing area for results read back (indices).
   unsigned char* host_out = nullptr;
   size_t host_out_size = 0;
@@ -62,6 +65,9 @@ struct State {
   uint64_t epoch = 0;          // bumped when a scratch buffer moves: graphs recorded before are stale
   int32_t* h_step = nullptr;
   int32_t* d_step = nullptr;
+  // argmax's result and its blocks' keys and arrival counter (zero between launches).
+  int32_t* d_argmax = nullptr;
+  unsigned long long* d_argmax_state = nullptr;
   cudaEvent_t marks[1024] = {};
   // Per-slot results of hire_ffn / hire_head: pinned index lists and step events.
   struct Slot {
@@ -95,7 +101,7 @@ void no_capture(const char* what) {
   if (g.capturing) throw std::runtime_error(std::string("CUDA: ") + what + " cannot be recorded in a decode graph");
 }
 
-enum Slot : int { kSlotQuantX = 0, kSlotLists = 1, kSlotPartials = 2, kSlotTopk = 3 };
+enum Slot : int { kSlotQuantX = 0, kSlotLists = 1, kSlotPartials = 2, kSlotTopk = 3, kSlotAttn = 4 };
 
 // Bytes [0, bytes) of a device scratch slot; contents are not kept between ops.
 unsigned char* scratch(Slot slot, size_t bytes) {
@@ -111,6 +117,23 @@ unsigned char* scratch(Slot slot, size_t bytes) {
     CK(cudaMalloc(&s.d_scratch[slot], s.scratch_size[slot]));
   }
   return s.d_scratch[slot];
+}
+
+// Attention's per-(token, head) counters, zero-filled when they grow (graphs then record again).
+unsigned* attention_counters(int64_t count) {
+  State& s = st();
+  if (static_cast<size_t>(count) > s.attn_counters) {
+    no_capture("growing the attention counters");
+    CK(cudaStreamSynchronize(s.stream));
+    if (s.d_attn_counters) {
+      CK(cudaFree(s.d_attn_counters));
+      ++s.epoch;
+    }
+    s.attn_counters = std::max<size_t>(count, 4096);
+    CK(cudaMalloc(&s.d_attn_counters, s.attn_counters * 4));
+    CK(cudaMemsetAsync(s.d_attn_counters, 0, s.attn_counters * 4, s.stream));
+  }
+  return s.d_attn_counters;
 }
 
 // A constant host vector's permanent device copy (the same contents always give the same address).
@@ -585,19 +608,42 @@ __global__ void layer_norm_kernel(float* y, const float* x, const void* g, int g
     yr[i] = (xr[i] - mean) * inv * load_elem(gdt, g, i) + load_elem(bdt, b, i);
 }
 
-// HF rotate_half; cos/sin of pos * inv_freq in double, rounded once to f32 (as the CPU backend).
+// HF rotate_half on pair j of one head (p: the head's values): cos/sin of pos * inv_freq in double,
+// rounded once to f32 (as the CPU backend).
+__device__ __forceinline__ void rope_pair(float* p, int64_t j, int64_t half, int32_t pos, const float* inv_freq) {
+  const double a = static_cast<double>(pos) * static_cast<double>(inv_freq[j]);
+  const float c = static_cast<float>(cos(a)), s = static_cast<float>(sin(a));
+  const float x1 = p[j], x2 = p[j + half];
+  p[j] = x1 * c - x2 * s;
+  p[j + half] = x2 * c + x1 * s;
+}
+
 __global__ void rope_kernel(float* x, int64_t heads, int64_t head_dim, const int32_t* pos, const float* inv_freq,
                             int64_t half) {
   const int64_t t = blockIdx.y;
   const int64_t j = threadIdx.x;  // pair index, < half
   if (j >= half) return;
-  const double a = static_cast<double>(pos[t]) * static_cast<double>(inv_freq[j]);
-  const float c = static_cast<float>(cos(a)), s = static_cast<float>(sin(a));
-  for (int64_t h = blockIdx.x; h < heads; h += gridDim.x) {
-    float* p = x + (t * heads + h) * head_dim;
-    const float x1 = p[j], x2 = p[j + half];
-    p[j] = x1 * c - x2 * s;
-    p[j + half] = x2 * c + x1 * s;
+  for (int64_t h = blockIdx.x; h < heads; h += gridDim.x) rope_pair(x + (t * heads + h) * head_dim, j, half, pos[t], inv_freq);
+}
+
+// rope on q and k, then k and v into the cache, in one launch: block (hh, t) is q head hh for
+// hh < heads, else kv head hh - heads (roped, then written with its v row at position pos0 + t).
+__global__ void rope_cache_kernel(float* q, float* k, const float* v, float* kc, float* vc, int64_t heads,
+                                  int64_t kv_heads, int64_t head_dim, const int32_t* pos, const float* inv_freq,
+                                  int64_t half, const int32_t* pos0p, int64_t capacity) {
+  const int64_t t = blockIdx.y, hh = blockIdx.x;
+  const bool is_q = hh < heads;
+  const int64_t h = is_q ? hh : hh - heads;
+  float* p = is_q ? q + (t * heads + h) * head_dim : k + (t * kv_heads + h) * head_dim;
+  if (inv_freq)
+    for (int64_t j = threadIdx.x; j < half; j += blockDim.x) rope_pair(p, j, half, pos[t], inv_freq);
+  if (is_q) return;
+  __syncthreads();  // the roped pairs are other threads' elements
+  const int64_t row = (h * capacity + *pos0p + t) * head_dim;
+  const float* vr = v + (t * kv_heads + h) * head_dim;
+  for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    kc[row + d] = p[d];
+    vc[row + d] = vr[d];
   }
 }
 
@@ -613,67 +659,119 @@ __global__ void cache_write_kernel(float* kc, float* vc, const float* k, const f
   }
 }
 
-constexpr int kAttnThreads = 128;
-constexpr int kAttnTile = 256;
+constexpr int kAttnWarps = 4;
+constexpr int kAttnPos = 4;  // positions a warp scores at once (their K and V loads in flight together)
 
-// One block per (query token, head): scores of a tile of positions into shared memory, then an
-// online softmax (running max and sum) over the tiles, each thread owning head dims tid, tid + 128.
-__global__ void __launch_bounds__(kAttnThreads) attention_kernel(float* out, const float* q, const float* kc,
-                                                                 const float* vc, int64_t heads, int64_t group,
-                                                                 int64_t head_dim, const int32_t* pos0p, int64_t capacity,
-                                                                 float scale) {
-  const int64_t pos0 = *pos0p;
-  __shared__ float qs[256];
-  __shared__ float sc[kAttnTile];
-  __shared__ float red[32];
+// Attention over the KV cache, split over positions (flash-decoding): block (h, i, s) of S = gridDim.z
+// takes positions [s*len/S, (s+1)*len/S) of query token i and head h; each of its warps keeps an
+// online softmax (running max m, sum l, weighted values acc) over every kAttnWarps-th group of
+// kAttnPos positions, lane l owning head dims l, l+32, ... (DPL of them). The warps merge in shared
+// memory, the block's (m, l, acc) goes to `part`, and the block that arrives last for (i, h) (a
+// counter per pair, reset by that block) merges the S partials into out. A recorded step replays
+// with any position because S is fixed by the cache's capacity, not by the length.
+template <int DPL>
+__global__ void __launch_bounds__(32 * kAttnWarps) attention_kernel(float* __restrict__ out, const float* __restrict__ q,
+                                                                    const float* __restrict__ kc,
+                                                                    const float* __restrict__ vc, int64_t heads,
+                                                                    int64_t group, int64_t head_dim, const int32_t* pos0p,
+                                                                    int64_t capacity, float scale, float* __restrict__ part,
+                                                                    unsigned* __restrict__ counters) {
+  __shared__ float wm[kAttnWarps], wl[kAttnWarps];
+  __shared__ float wacc[kAttnWarps][32 * DPL];
+  __shared__ bool last;
   const int64_t i = blockIdx.y, h = blockIdx.x, kvh = h / group;
-  const int64_t len = pos0 + i + 1;
+  const int64_t S = gridDim.z, s = blockIdx.z;
+  const int64_t len = *pos0p + i + 1;
+  const int64_t lo = s * len / S, hi = (s + 1) * len / S;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const float* qp = q + (i * heads + h) * head_dim;
-  for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) qs[d] = qp[d];
-  __syncthreads();
+  float qd[DPL];
+#pragma unroll
+  for (int j = 0; j < DPL; ++j) qd[j] = lane + 32 * j < head_dim ? qp[lane + 32 * j] : 0.0f;
   const float* kb = kc + kvh * capacity * head_dim;
   const float* vb = vc + kvh * capacity * head_dim;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-  float m = -INFINITY, l = 0.0f;
-  float acc0 = 0.0f, acc1 = 0.0f;
-  const int64_t d0 = threadIdx.x, d1 = threadIdx.x + kAttnThreads;
-  for (int64_t t0 = 0; t0 < len; t0 += kAttnTile) {
-    const int64_t tn = min(static_cast<int64_t>(kAttnTile), len - t0);
-    for (int64_t t = warp; t < tn; t += nwarps) {
-      const float* kr = kb + (t0 + t) * head_dim;
-      float s = 0.0f;
-      for (int64_t d = lane; d < head_dim; d += 32) s += qs[d] * kr[d];
-      s = warp_sum(s);
-      if (lane == 0) sc[t] = s * scale;
-    }
-    __syncthreads();
-    float tm = -INFINITY;
-    for (int64_t t = threadIdx.x; t < tn; t += blockDim.x) tm = fmaxf(tm, sc[t]);
+  float m = -INFINITY, l = 0.0f, acc[DPL];
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) tm = fmaxf(tm, __shfl_xor_sync(0xffffffffu, tm, o));
-    if (lane == 0) red[warp] = tm;
-    __syncthreads();
-    tm = red[0];
-    for (int w = 1; w < nwarps; ++w) tm = fmaxf(tm, red[w]);
-    const float mn = fmaxf(m, tm);
-    const float corr = m == -INFINITY ? 0.0f : expf(m - mn);
-    acc0 *= corr;
-    acc1 *= corr;
-    float ps = 0.0f;
-    for (int64_t t = 0; t < tn; ++t) {
-      const float p = expf(sc[t] - mn);
-      ps += p;
-      const float* vr = vb + (t0 + t) * head_dim;
-      if (d0 < head_dim) acc0 += p * vr[d0];
-      if (d1 < head_dim) acc1 += p * vr[d1];
+  for (int j = 0; j < DPL; ++j) acc[j] = 0.0f;
+  for (int64_t t0 = lo + warp * kAttnPos; t0 < hi; t0 += kAttnWarps * kAttnPos) {
+    float kv[kAttnPos][DPL], vv[kAttnPos][DPL];
+#pragma unroll
+    for (int u = 0; u < kAttnPos; ++u)
+#pragma unroll
+      for (int j = 0; j < DPL; ++j) {
+        const bool ok = t0 + u < hi && lane + 32 * j < head_dim;
+        const int64_t at = (t0 + u) * head_dim + lane + 32 * j;
+        kv[u][j] = ok ? kb[at] : 0.0f;
+        vv[u][j] = ok ? vb[at] : 0.0f;
+      }
+    float sc[kAttnPos], mn = m;
+#pragma unroll
+    for (int u = 0; u < kAttnPos; ++u) {
+      float d = 0.0f;
+#pragma unroll
+      for (int j = 0; j < DPL; ++j) d += qd[j] * kv[u][j];
+      sc[u] = t0 + u < hi ? warp_sum(d) * scale : -INFINITY;
+      mn = fmaxf(mn, sc[u]);
     }
-    l = l * corr + ps;
+    const float corr = m == -INFINITY ? 0.0f : expf(m - mn);
+    l *= corr;
+#pragma unroll
+    for (int j = 0; j < DPL; ++j) acc[j] *= corr;
+#pragma unroll
+    for (int u = 0; u < kAttnPos; ++u) {
+      const float p = sc[u] == -INFINITY ? 0.0f : expf(sc[u] - mn);
+      l += p;
+#pragma unroll
+      for (int j = 0; j < DPL; ++j) acc[j] += p * vv[u][j];
+    }
     m = mn;
-    __syncthreads();
   }
+  if (lane == 0) {
+    wm[warp] = m;
+    wl[warp] = l;
+  }
+#pragma unroll
+  for (int j = 0; j < DPL; ++j) wacc[warp][lane + 32 * j] = acc[j];
+  __syncthreads();
+  // The block's merge of its warps; then its partial: [m, l, acc[0..head_dim)].
+  float M = wm[0];
+  for (int w = 1; w < kAttnWarps; ++w) M = fmaxf(M, wm[w]);
+  float* mine = part + ((i * heads + h) * S + s) * (head_dim + 2);
+  for (int64_t d = threadIdx.x; d < head_dim + 1; d += blockDim.x) {
+    float v = 0.0f;
+    for (int w = 0; w < kAttnWarps; ++w) {
+      const float f = wm[w] == -INFINITY ? 0.0f : expf(wm[w] - M);
+      v += f * (d == 0 ? wl[w] : wacc[w][d - 1]);
+    }
+    mine[1 + d] = v;
+  }
+  if (threadIdx.x == 0) mine[0] = M;
+  // Publish the partial, then take a ticket; the last block of (i, h) merges all S.
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    unsigned* cnt = counters + i * heads + h;
+    last = atomicAdd(cnt, 1u) == S - 1;
+    if (last) *cnt = 0;  // ready for the next step
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const float* all = part + (i * heads + h) * S * (head_dim + 2);
+  float Mall = -INFINITY;
+  for (int64_t b = 0; b < S; ++b) Mall = fmaxf(Mall, __ldcg(all + b * (head_dim + 2)));
   float* op = out + (i * heads + h) * head_dim;
-  if (d0 < head_dim) op[d0] = acc0 / l;
-  if (d1 < head_dim) op[d1] = acc1 / l;
+  for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    float L = 0.0f, v = 0.0f;
+    for (int64_t b = 0; b < S; ++b) {
+      const float* pb = all + b * (head_dim + 2);
+      const float mb = __ldcg(pb);
+      const float f = mb == -INFINITY ? 0.0f : expf(mb - Mall);
+      L += f * __ldcg(pb + 1);
+      v += f * __ldcg(pb + 2 + d);
+    }
+    op[d] = v / L;
+  }
 }
 
 __global__ void gated_act_kernel(float* gate, const float* up, int64_t count, int act) {
@@ -1202,6 +1300,58 @@ int64_t topk_device(const float* values, int64_t n, int64_t k, bool by_abs, int6
   return count;
 }
 
+// ---- greedy argmax on the device ---------------------------------------------------------------------
+
+constexpr int kArgmaxBlocks = 32;
+
+// (rank key, inverted index): the larger wins, so ties go to the lower index and NaN (key 0) never
+// wins; sampler.ts's argmax, except that it keeps x[0] when x[0] is NaN (applied at the end).
+__device__ __forceinline__ unsigned long long argmax_key(float v, int64_t i) {
+  return (static_cast<unsigned long long>(rank_key(v, false)) << 32) | (0xffffffffu - static_cast<uint32_t>(i));
+}
+__device__ __forceinline__ unsigned long long max_u64(unsigned long long a, unsigned long long b) { return a > b ? a : b; }
+
+__device__ unsigned long long block_max_u64(unsigned long long v, unsigned long long* sh) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = max_u64(v, __shfl_xor_sync(0xffffffffu, v, o));
+  const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  if (lane == 0) sh[w] = v;
+  __syncthreads();
+  v = lane < static_cast<int>(blockDim.x >> 5) ? sh[lane] : 0ull;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = max_u64(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Each block reduces a strided share of x to its best key; the block that arrives last reduces those
+// and writes the index to out[0] (state: kArgmaxBlocks keys, then the arrival counter).
+__global__ void __launch_bounds__(256) argmax_kernel(const float* __restrict__ x, int64_t n, int32_t* out,
+                                                    unsigned long long* state) {
+  __shared__ unsigned long long sh[32];
+  __shared__ bool last;
+  unsigned long long best = 0;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
+    best = max_u64(best, argmax_key(x[i], i));
+  best = block_max_u64(best, sh);
+  unsigned* counter = reinterpret_cast<unsigned*>(state + kArgmaxBlocks);
+  if (threadIdx.x == 0) {
+    state[blockIdx.x] = best;
+    __threadfence();
+    last = atomicAdd(counter, 1u) == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  unsigned long long v = threadIdx.x < gridDim.x ? __ldcg(state + threadIdx.x) : 0ull;
+  __syncthreads();
+  v = block_max_u64(v, sh);
+  if (threadIdx.x == 0) {
+    *counter = 0;
+    const float x0 = x[0];
+    out[0] = x0 != x0 ? 0 : static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(v & 0xffffffffull));
+  }
+}
+
 // ---- bandwidth probe -----------------------------------------------------------------------------
 
 __global__ void read_sum_kernel(const uint4* p, int64_t n, unsigned* sink) {
@@ -1274,6 +1424,9 @@ void use_device(int index) {
   for (auto& e : g.marks) CK(cudaEventCreate(&e));
   CK(cudaHostAlloc(reinterpret_cast<void**>(&g.h_step), 64, cudaHostAllocDefault));
   CK(cudaMalloc(&g.d_step, 64));
+  CK(cudaMalloc(&g.d_argmax, 16));
+  CK(cudaMalloc(&g.d_argmax_state, (kArgmaxBlocks + 1) * 8));
+  CK(cudaMemset(g.d_argmax_state, 0, (kArgmaxBlocks + 1) * 8));
   g.h_step[0] = g.h_step[1] = 0;
   g.device = index;
 }
@@ -1582,15 +1735,44 @@ void cache_write(float* kc, float* vc, const float* k, const float* v, int64_t n
   LAUNCHED("cache_write");
 }
 
+void rope_cache_write(float* q, float* k, const float* v, float* kc, float* vc, int64_t n, int64_t heads, int64_t kv_heads,
+                      int64_t head_dim, const int32_t* positions, const float* inv_freq, int64_t half, int64_t pos0,
+                      int64_t capacity, bool from_step) {
+  if (n <= 0) return;
+  if (half > 1024) throw std::runtime_error("CUDA: rope supports up to 1024 frequency pairs");
+  const float* d_inv = inv_freq && half > 0 ? constant(inv_freq, half) : nullptr;
+  const int32_t p0 = static_cast<int32_t>(pos0);
+  const int32_t* d_pos = from_step ? st().d_step + 1 : (d_inv ? stage(positions, n) : nullptr);
+  const int32_t* d_pos0 = from_step ? st().d_step + 1 : stage(&p0, 1);
+  const dim3 grid(static_cast<unsigned>(heads + kv_heads), static_cast<unsigned>(n));
+  const unsigned threads = static_cast<unsigned>(std::min<int64_t>(256, std::max<int64_t>(32, (head_dim / 2 + 31) / 32 * 32)));
+  rope_cache_kernel<<<grid, threads, 0, st().stream>>>(q, k, v, kc, vc, heads, kv_heads, head_dim, d_pos, d_inv, half,
+                                                       d_pos0, capacity);
+  LAUNCHED("rope_cache_write");
+}
+
 void attention(float* out, const float* q, const float* kc, const float* vc, int64_t n, int64_t heads,
                int64_t kv_heads, int64_t head_dim, int64_t pos0, int64_t capacity, float scale, bool from_step) {
   if (n <= 0) return;
   if (head_dim > 256) throw std::runtime_error("CUDA: attention supports head_dim up to 256");
+  State& s = st();
   const int32_t p0 = static_cast<int32_t>(pos0);
-  const int32_t* d_pos0 = from_step ? st().d_step + 1 : stage(&p0, 1);
-  const dim3 grid(static_cast<unsigned>(heads), static_cast<unsigned>(n));
-  attention_kernel<<<grid, kAttnThreads, 0, st().stream>>>(out, q, kc, vc, heads, heads / kv_heads, head_dim, d_pos0,
-                                                           capacity, scale);
+  const int32_t* d_pos0 = from_step ? s.d_step + 1 : stage(&p0, 1);
+  // Splits by the cache's capacity (fixed for a recorded step): about 128 positions per block at full
+  // length, so a 1B model's 32 heads give the chip 256 blocks at capacity 1024.
+  const int64_t S = std::min<int64_t>(32, std::max<int64_t>(1, (capacity + 127) / 128));
+  float* part = reinterpret_cast<float*>(scratch(kSlotAttn, static_cast<size_t>(n * heads * S * (head_dim + 2)) * 4));
+  unsigned* counters = attention_counters(n * heads);
+  const dim3 grid(static_cast<unsigned>(heads), static_cast<unsigned>(n), static_cast<unsigned>(S));
+  const int64_t group = heads / kv_heads;
+  if (head_dim <= 32)
+    attention_kernel<1><<<grid, 32 * kAttnWarps, 0, s.stream>>>(out, q, kc, vc, heads, group, head_dim, d_pos0, capacity, scale, part, counters);
+  else if (head_dim <= 64)
+    attention_kernel<2><<<grid, 32 * kAttnWarps, 0, s.stream>>>(out, q, kc, vc, heads, group, head_dim, d_pos0, capacity, scale, part, counters);
+  else if (head_dim <= 128)
+    attention_kernel<4><<<grid, 32 * kAttnWarps, 0, s.stream>>>(out, q, kc, vc, heads, group, head_dim, d_pos0, capacity, scale, part, counters);
+  else
+    attention_kernel<8><<<grid, 32 * kAttnWarps, 0, s.stream>>>(out, q, kc, vc, heads, group, head_dim, d_pos0, capacity, scale, part, counters);
   LAUNCHED("attention");
 }
 
@@ -1640,6 +1822,19 @@ int64_t topk(const float* values, int64_t n, int64_t k, bool by_abs, int64_t sha
   topk_device(values, n, k, by_abs, shards, d_out, nullptr, nullptr);
   download(out, d_out, static_cast<size_t>(count) * 4);
   return count;
+}
+
+void argmax(const float* x, int64_t n) {
+  if (n <= 0) throw std::runtime_error("CUDA: argmax of no values");
+  State& s = st();
+  argmax_kernel<<<kArgmaxBlocks, 256, 0, s.stream>>>(x, n, s.d_argmax, s.d_argmax_state);
+  LAUNCHED("argmax");
+}
+
+int32_t read_argmax() {
+  int32_t id = 0;
+  download(&id, st().d_argmax, 4);
+  return id;
 }
 
 namespace {

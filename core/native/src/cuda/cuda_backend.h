@@ -89,8 +89,16 @@ void rope(float* x, int64_t n, int64_t heads, int64_t head_dim, const int32_t* p
           int64_t half, bool from_step);
 void cache_write(float* kc, float* vc, const float* k, const float* v, int64_t n, int64_t kv_heads, int64_t head_dim,
                  int64_t pos0, int64_t capacity, bool from_step);
+// rope on q and k (inv_freq null: none), then k and v into the cache at pos0: one launch for the three.
+void rope_cache_write(float* q, float* k, const float* v, float* kc, float* vc, int64_t n, int64_t heads, int64_t kv_heads,
+                      int64_t head_dim, const int32_t* positions, const float* inv_freq, int64_t half, int64_t pos0,
+                      int64_t capacity, bool from_step);
 void attention(float* out, const float* q, const float* kc, const float* vc, int64_t n, int64_t heads,
                int64_t kv_heads, int64_t head_dim, int64_t pos0, int64_t capacity, float scale, bool from_step);
+// Greedy sampling on the device: argmax enqueues the index of the largest of x[0..n) (first on ties,
+// NaN never wins unless it is x[0], as sampler.ts's argmax); read_argmax waits and returns it.
+void argmax(const float* x, int64_t n);
+int32_t read_argmax();
 // act: hire::Activation (0 relu, 1 gelu, 2 gelu_tanh, 3 silu). gate = act(gate) * up.
 void gated_act(float* gate, const float* up, int64_t count, int act);
 void activate(float* x, int64_t count, int act);

@@ -34,10 +34,16 @@ void rope(float*, int64_t, int64_t, int64_t, const int32_t*, const float*, int64
 void cache_write(float*, float*, const float*, const float*, int64_t, int64_t, int64_t, int64_t, int64_t, bool) {
   none();
 }
+void rope_cache_write(float*, float*, const float*, float*, float*, int64_t, int64_t, int64_t, int64_t, const int32_t*,
+                      const float*, int64_t, int64_t, int64_t, bool) {
+  none();
+}
 void attention(float*, const float*, const float*, const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
                float, bool) {
   none();
 }
+void argmax(const float*, int64_t) { none(); }
+int32_t read_argmax() { none(); }
 void gated_act(float*, const float*, int64_t, int) { none(); }
 void activate(float*, int64_t, int) { none(); }
 void add(float*, const float*, int64_t) { none(); }
