@@ -244,7 +244,7 @@ for (const [name, rows, cols] of shapes) {
       c.matmul(h, f2, wd, 1, null);
       c.add(x, h, H);
     };
-    row(`one dense layer (9 kernels, as the engine)`, time(layer), (H + 2 * kvh * hd + H + 3 * F) * H * 2);
+    row(`dense layer, 9 kernels (engine)`, time(layer), (H + 2 * kvh * hd + H + 3 * F) * H * 2);
   }
   {
     const V = 128256;
