@@ -11,6 +11,7 @@ import { native, NativeDType } from "../core/native/addon.js";
 import type { KernelPath, NativeMapping, NativeWeight } from "../core/native/addon.js";
 import type { Weight } from "../core/backend/backend.js";
 import { CpuBackend } from "../core/backend/cpu.js";
+import { argmax } from "../core/engine/sampler.js";
 import {
   DTYPES,
   DTYPE_NAME,
@@ -579,6 +580,33 @@ describe("elementwise", () => {
       }
     });
   });
+});
+
+test("argmax is sampler.ts's argmax: first of ties, NaN never wins (x[0] kept when NaN), -0, -inf, tails", () => {
+  const cases: Float32Array[] = [];
+  for (const n of [1, 7, 8, 9, 1000, 128256]) cases.push(randArray(n, -10, 10));
+  const ties = randArray(5000, -1, 1);
+  ties[17] = ties[4000] = 3;
+  cases.push(ties);
+  const nan = randArray(300, -1, 1);
+  nan[3] = NaN;
+  nan[200] = NaN;
+  cases.push(nan);
+  const first = randArray(300, -1, 1);
+  first[0] = NaN;
+  cases.push(first);
+  cases.push(Float32Array.of(-Infinity, -Infinity, -Infinity));
+  cases.push(Float32Array.of(-0, 0, -1, 0));
+  cases.push(Float32Array.of(-Infinity, NaN, -5));
+  const tail = new Float32Array(19).fill(-2);
+  tail[18] = 1; // the maximum in the scalar tail after the 8-wide loop
+  cases.push(tail);
+  for (const [i, x] of cases.entries()) {
+    assert.equal(hn.argmax(x, x.length), argmax(x), `case ${i} (n=${x.length})`);
+    assert.equal(hn.argmax(x, 1), 0, `case ${i}: n = 1`);
+  }
+  assert.throws(() => hn.argmax(new Float32Array(4), 5), /x has 4/);
+  assert.throws(() => hn.argmax(new Float32Array(4), 0), /n/);
 });
 
 // ---- attention --------------------------------------------------------------------------------------

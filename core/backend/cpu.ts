@@ -2,7 +2,6 @@
 import { native } from "../native/addon.js";
 import type { Activation } from "../arch/config.js";
 import type { Backend, Buf, HireFfnResult, HireFfnStep, MatmulPart, QuantWeight, Weight } from "./backend.js";
-import { argmax } from "../engine/sampler.js";
 
 const f32 = (b: Buf) => b as Float32Array;
 
@@ -157,7 +156,7 @@ export class CpuBackend implements Backend {
   private argmaxIndex = 0;
 
   argmax(x: Buf, n: number): void {
-    this.argmaxIndex = argmax(f32(x).subarray(0, n));
+    this.argmaxIndex = this.n.argmax(f32(x), n);
   }
 
   readArgmax(): number {

@@ -118,6 +118,8 @@ export interface NativeAddon {
   activate(x: Float32Array, count: number, kind: "relu" | "gelu" | "gelu_tanh" | "silu"): void;
   /** y[i] += x[i] for the first `count` entries. */
   add(y: Float32Array, x: Float32Array, count: number): void;
+  /** The greedy id: index of the largest of x[0..n) as sampler.ts's argmax picks it. */
+  argmax(x: Float32Array, n: number): number;
   /** In-place softmax over n rows of length dim. */
   softmax(x: Float32Array, n: number, dim: number): void;
 

@@ -308,6 +308,14 @@ Napi::Value Add(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value Argmax(const Napi::CallbackInfo& info) {
+  Args a(info, "argmax");
+  auto x = a.f32(0, "x");
+  const int64_t n = a.integer(1, "n", 1, kMaxDim);
+  a.need(x, "x", n, "n");
+  return Napi::Number::New(info.Env(), static_cast<double>(hire::argmax(x.data, n)));
+}
+
 Napi::Value Softmax(const Napi::CallbackInfo& info) {
   Args a(info, "softmax");
   auto x = a.f32(0, "x");
@@ -709,6 +717,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Export<SiluMul>(env, exports, "siluMul");
   Export<Activate>(env, exports, "activate");
   Export<Add>(env, exports, "add");
+  Export<Argmax>(env, exports, "argmax");
   Export<Softmax>(env, exports, "softmax");
   Export<GetThreads>(env, exports, "getThreads");
   Export<SetThreads>(env, exports, "setThreads");

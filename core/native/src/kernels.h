@@ -42,6 +42,9 @@ void silu_mul(float* gate, const float* up, int64_t count);
 void activate(float* x, int64_t count, Activation kind);
 void add(float* y, const float* x, int64_t count);
 void softmax(float* x, int64_t n, int64_t dim);
+// Greedy sampling: the index of the largest of x[0..n) as sampler.ts's argmax picks it (the first on
+// ties; NaN never wins, except that x[0] is kept when it is NaN).
+int64_t argmax(const float* x, int64_t n);
 // Best-of-reps read bandwidth in GB/s over a cached, pre-touched buffer of `bytes` bytes.
 double read_bandwidth(size_t bytes, int reps, size_t chunk = 0);
 

@@ -305,6 +305,29 @@ void add(float* y, const float* x, int64_t count) {
   parallel_range(count, [&](int64_t b, int64_t e) { K.add(y + b, x + b, e - b); });
 }
 
+int64_t argmax(const float* x, int64_t n) {
+  if (n <= 0 || x[0] != x[0]) return 0;
+  // The largest value first, in four 4-wide vectors (GCC vector extensions, so the baseline build
+  // vectorizes it; `v > m ? v : m` is maxps: NaN never wins), then the first index holding it.
+  typedef float f4 __attribute__((vector_size(16)));
+  const f4 x0 = x[0] - f4{};
+  f4 m[4] = {x0, x0, x0, x0};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int u = 0; u < 4; ++u) {
+      f4 v;
+      std::memcpy(&v, x + i + 4 * u, sizeof v);
+      m[u] = v > m[u] ? v : m[u];
+    }
+  float best = x[0];
+  for (const f4& mu : m)
+    for (int j = 0; j < 4; ++j) best = mu[j] > best ? mu[j] : best;
+  for (; i < n; ++i) best = x[i] > best ? x[i] : best;
+  for (i = 0; i < n; ++i)
+    if (x[i] == best) return i;
+  return 0;
+}
+
 void softmax(float* x, int64_t n, int64_t dim) {
   const KernelTable& K = active_kernels();
   parallel_rows(n, dim * 8, [&](int64_t i) { K.softmax_row(x + i * dim, dim); });
