@@ -49,11 +49,8 @@ struct State {
   size_t ring_size = 0, ring_pos = 0;
   // Grow-only device scratch for intermediates, one slot per kind so that an op composed of others
   // (hire_ffn) never has one step's scratch overwrite another's.
-  unsigned char* d_scratch[5] = {};
-  size_t scratch_size[5] = {};
-  // Attention's arrival counters, one per (token, head): zero between steps (the last block resets).
-  unsigned* d_attn_counters = nullptr;
-  size_t attn_counters = 0;
+  unsigned char* d_scratch[6] = {};
+  size_t scratch_size[6] = {};
   // Pinned landing area for results read back (indices).
   unsigned char* host_out = nullptr;
   size_t host_out_size = 0;
@@ -101,9 +98,10 @@ void no_capture(const char* what) {
   if (g.capturing) throw std::runtime_error(std::string("CUDA: ") + what + " cannot be recorded in a decode graph");
 }
 
-enum Slot : int { kSlotQuantX = 0, kSlotLists = 1, kSlotPartials = 2, kSlotTopk = 3, kSlotAttn = 4 };
+enum Slot : int { kSlotQuantX = 0, kSlotLists = 1, kSlotPartials = 2, kSlotTopk = 3, kSlotAttn = 4, kSlotAttnCounters = 5 };
 
-// Bytes [0, bytes) of a device scratch slot; contents are not kept between ops.
+// Bytes [0, bytes) of a device scratch slot, zero-filled when it grows. Ops may not rely on contents
+// between them, except the arrival counters of kSlotAttnCounters, which their kernel keeps at zero.
 unsigned char* scratch(Slot slot, size_t bytes) {
   State& s = st();
   if (bytes > s.scratch_size[slot]) {
@@ -115,25 +113,9 @@ unsigned char* scratch(Slot slot, size_t bytes) {
     }
     s.scratch_size[slot] = std::max(bytes, s.scratch_size[slot] * 2);
     CK(cudaMalloc(&s.d_scratch[slot], s.scratch_size[slot]));
+    CK(cudaMemsetAsync(s.d_scratch[slot], 0, s.scratch_size[slot], s.stream));
   }
   return s.d_scratch[slot];
-}
-
-// Attention's per-(token, head) counters, zero-filled when they grow (graphs then record again).
-unsigned* attention_counters(int64_t count) {
-  State& s = st();
-  if (static_cast<size_t>(count) > s.attn_counters) {
-    no_capture("growing the attention counters");
-    CK(cudaStreamSynchronize(s.stream));
-    if (s.d_attn_counters) {
-      CK(cudaFree(s.d_attn_counters));
-      ++s.epoch;
-    }
-    s.attn_counters = std::max<size_t>(count, 4096);
-    CK(cudaMalloc(&s.d_attn_counters, s.attn_counters * 4));
-    CK(cudaMemsetAsync(s.d_attn_counters, 0, s.attn_counters * 4, s.stream));
-  }
-  return s.d_attn_counters;
 }
 
 // A constant host vector's permanent device copy (the same contents always give the same address).
@@ -1762,7 +1744,7 @@ void attention(float* out, const float* q, const float* kc, const float* vc, int
   // length, so a 1B model's 32 heads give the chip 256 blocks at capacity 1024.
   const int64_t S = std::min<int64_t>(32, std::max<int64_t>(1, (capacity + 127) / 128));
   float* part = reinterpret_cast<float*>(scratch(kSlotAttn, static_cast<size_t>(n * heads * S * (head_dim + 2)) * 4));
-  unsigned* counters = attention_counters(n * heads);
+  unsigned* counters = reinterpret_cast<unsigned*>(scratch(kSlotAttnCounters, static_cast<size_t>(n * heads) * 4));
   const dim3 grid(static_cast<unsigned>(heads), static_cast<unsigned>(n), static_cast<unsigned>(S));
   const int64_t group = heads / kv_heads;
   if (head_dim <= 32)
