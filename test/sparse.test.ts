@@ -4,8 +4,11 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import {
+  closeSync,
   existsSync,
   mkdtempSync,
+  openSync,
+  readSync,
   readdirSync,
   readFileSync,
   rmSync,
@@ -20,7 +23,10 @@ import { makeModel, type Arch } from "../core/modelgen/make-model.js";
 import { loadModel, type LoadedModel } from "../core/loader/model-folder.js";
 import { Session, type GenerateOptions } from "../core/engine/session.js";
 import type { ForwardReport } from "../core/engine/transformer.js";
-import { recall, relativeError } from "../core/sparse/telemetry.js";
+import { bytesRead, recall, relativeError } from "../core/sparse/telemetry.js";
+import type { PrepareProgress } from "../core/sparse/sparsifier.js";
+import type { TensorInfo } from "../core/loader/safetensors.js";
+import { bf16ToF32 } from "../core/modelgen/safetensors-writer.js";
 import {
   DEFAULT_LOWRANK_RANK,
   DEFAULT_QUANT_GROUP,
@@ -352,4 +358,264 @@ test("invalid settings are rejected with a clear message", () => {
     assert.throws(() => s2.sparsity.update(bad as DeepPartial<SparsitySettings>), UsageError, JSON.stringify(bad));
   }
   assert.equal(s2.sparsity.settings.ffn.method, "dense", "a rejected update changes nothing");
+});
+
+// ---- checks against references computed here, independent of the sparse code paths ----------------
+
+/** A bf16/f32 weight's values as the file holds them ([rows][cols] row-major). */
+function weightValues(w: unknown): Float32Array {
+  const t = w as TensorInfo;
+  const fd = openSync(t.file, "r");
+  const bytes = Buffer.alloc(t.byteLength);
+  readSync(fd, bytes, 0, t.byteLength, t.offset);
+  closeSync(fd);
+  if (t.dtype === "F32") return new Float32Array(bytes.buffer, bytes.byteOffset, t.byteLength / 4).slice();
+  assert.equal(t.dtype, "BF16");
+  return Float32Array.from(new Uint16Array(bytes.buffer, bytes.byteOffset, t.byteLength / 2), bf16ToF32);
+}
+
+/** The k indices with the largest |v| (ties to the lower index). */
+function topAbs(v: ArrayLike<number>, k: number): number[] {
+  return Array.from(v, (x, i) => [Math.abs(x), i])
+    .sort((a, b) => b[0] - a[0] || a[1] - b[1])
+    .slice(0, k)
+    .map(([, i]) => i);
+}
+
+test("preparing a method reports progress: every FFN layer in order, then the head", () => {
+  const model = models.llama!;
+  const L = model.config.layers;
+  const session = new Session(model);
+  const events: PrepareProgress[] = [];
+  session.sparsity.update({ auditEvery: 1 }, (p) => events.push(p));
+  assert.equal(events.length, 0, "nothing to build for dense");
+  session.sparsity.update(
+    { ffn: { method: "hire", predictor: { kind: "int8", groupSize: 32 } }, head: { method: "hire" } },
+    (p) => events.push(p),
+  );
+  assert.deepEqual(events, [
+    ...Array.from({ length: L }, (_, i) => ({ stage: "ffn", done: i + 1, total: L })),
+    { stage: "head", done: 1, total: 1 },
+  ]);
+});
+
+test("audit: recall and output error equal a reference from the exact activations and W_down", async () => {
+  const model = models.llama!;
+  const c = model.config;
+  const k = resolveCount(0.1, c.intermediate);
+  let imperfect = 0;
+  for (const layer of [0, c.layers - 1]) {
+    // A rank-1 predictor misses often, so recall and error are far from their trivial values.
+    const r = await run(
+      model,
+      { ffn: { method: "hire", k: 0.1, oversample: 1, predictor: { kind: "lowrank", rank: 1 } }, auditEvery: 1 },
+      { maxTokens: 6 },
+      (s, i) => i === 1 && s.sparsity.inspect(layer),
+    );
+    const down = weightValues(model.weights.layers[layer].down.w); // [hidden][intermediate]
+    const H = c.hidden;
+    const F = c.intermediate;
+    for (const rep of r.reports.slice(1)) {
+      const f = rep.layers[layer].ffn!;
+      const act = f.scores!.exact!;
+      const exactTop = topAbs(act, k);
+      assert.deepEqual(
+        Array.from(f.scores!.exactTopK!).sort((a, b) => a - b),
+        exactTop.sort((a, b) => a - b),
+      );
+      assert.equal(f.recall, recall(f.selected, exactTop), "recall against the exact top-k");
+      const kept = new Set(f.selected);
+      let num = 0;
+      let den = 0;
+      for (let row = 0; row < H; row++) {
+        let all = 0;
+        let sel = 0;
+        for (let i = 0; i < F; i++) {
+          const p = down[row * F + i] * act[i];
+          all += p;
+          if (kept.has(i)) sel += p;
+        }
+        num += (sel - all) ** 2;
+        den += all * all;
+      }
+      const want = Math.sqrt(num / den);
+      assert.ok(Math.abs(f.relError! - want) <= 1e-4 + 1e-3 * want, `layer ${layer}: error ${f.relError} vs ${want}`);
+      if (f.recall! < 1 && f.relError! > 0.01) imperfect++;
+    }
+  }
+  assert.ok(imperfect > 0, "a rank-1 predictor should miss some of the exact top-k");
+});
+
+/** Token ids whose log-probability is finite: what the sampler can pick. */
+const finiteIds = (top: [number, number][]) => top.filter(([, lp]) => lp > -Infinity).map(([id]) => id);
+
+test("head audit: argmax-in-kept and mass covered equal a reference from the dense logits", async () => {
+  const model = models.llama!;
+  const V = model.config.vocab;
+  let hits = 0;
+  let misses = 0;
+  for (const [k, predictor] of [
+    [4, { kind: "lowrank", rank: 1 }], // a poor guess: the dense argmax is usually not kept
+    [V / 2, { kind: "int4", groupSize: 32 }], // k' = V: every token is a candidate, half are kept
+  ] as const) {
+    for (let seed = 0; seed < 4; seed++) {
+      const prompt = Array.from({ length: 3 + seed }, (_, i) => (seed * 97 + i * 31) % (V - 8));
+      const session = new Session(model);
+      session.sparsity.update({ head: { method: "hire", k, oversample: 2, predictor }, auditEvery: 1 });
+      const sparse: { id: number; top: [number, number][]; report: ForwardReport }[] = [];
+      for await (const ev of session.generate(prompt, { maxTokens: 2, temperature: 0, logprobs: V, ignoreEos: true }))
+        if (ev.type === "token") sparse.push({ id: ev.id, top: ev.topLogprobs!, report: ev.report });
+      // The audited step ran the head on the hidden state after prompt + first token: the dense
+      // model's distribution there is the last prefill position of prompt + that token.
+      const dense = new Session(model);
+      let denseTop: [number, number][] = [];
+      for await (const ev of dense.generate([...prompt, sparse[0].id], { maxTokens: 1, temperature: 0, logprobs: V }))
+        if (ev.type === "token") denseTop = ev.topLogprobs!;
+      const kept = new Set(finiteIds(sparse[1].top));
+      assert.equal(kept.size, k, "exactly k tokens can be sampled");
+      const lp = new Map(denseTop);
+      const mass = [...kept].reduce((m, id) => m + Math.exp(lp.get(id)!), 0);
+      const head = sparse[1].report.head!;
+      assert.equal(head.argmaxInCandidates, kept.has(denseTop[0][0]), `k ${k} seed ${seed}: argmax kept`);
+      assert.ok(Math.abs(head.massCovered! - mass) < 1e-4, `k ${k} seed ${seed}: mass ${head.massCovered} vs ${mass}`);
+      if (head.argmaxInCandidates) hits++;
+      else misses++;
+    }
+  }
+  assert.ok(hits > 0 && misses > 0, `both outcomes seen (${hits} kept, ${misses} missed)`);
+});
+
+test("the HiRE head restricts sampling to its k tokens, under temperature and top-p", async () => {
+  const model = models.llama!;
+  const V = model.config.vocab;
+  const k = 6;
+  const seen = new Set<number>();
+  for (let seed = 1; seed <= 6; seed++) {
+    const session = new Session(model);
+    session.sparsity.update({ head: { method: "hire", k, oversample: 2 } });
+    for await (const ev of session.generate("Sparse inference reads less", {
+      maxTokens: 6,
+      temperature: 1.5,
+      topP: 0.95,
+      seed,
+      logprobs: V,
+      ignoreEos: true,
+    })) {
+      if (ev.type !== "token") continue;
+      const kept = finiteIds(ev.topLogprobs!);
+      assert.equal(kept.length, k, "only the kept tokens have a probability");
+      assert.ok(kept.includes(ev.id), `sampled ${ev.id} is one of the kept ${kept}`);
+      seen.add(ev.id);
+    }
+  }
+  assert.ok(seen.size > 6, "temperature 1.5 samples more than the argmax");
+});
+
+test("DA-top-k is wired through hire and the head: each shard keeps k/P of its own rows", async () => {
+  const model = models.llama!;
+  const { intermediate: F, vocab: V } = model.config;
+  const P = 2;
+  const k = resolveCount(0.25, F);
+  const headK = 16;
+  const perShard = (ids: ArrayLike<number>, n: number) =>
+    Array.from(
+      { length: P },
+      (_, s) => Array.from(ids).filter((i) => i >= (s * n) / P && i < ((s + 1) * n) / P).length,
+    );
+  for (const predictor of [{ kind: "int8", groupSize: 32 } as const, { kind: "lowrank", rank: 4 } as const]) {
+    const r = await run(
+      model,
+      {
+        ffn: { method: "hire", k: 0.25, oversample: 2, predictor },
+        head: { method: "hire", k: headK, oversample: 2 },
+        shards: P,
+      },
+      { logprobs: V, maxTokens: 5 },
+    );
+    for (const [t, rep] of r.reports.entries()) {
+      if (t > 0)
+        for (const l of rep.layers) assert.deepEqual(perShard(l.ffn!.selected, F), [k / P, k / P], predictor.kind);
+      assert.deepEqual(perShard(finiteIds(r.logprobs[t]), V), [headK / P, headK / P], `head, token ${t}`);
+    }
+  }
+});
+
+test("dip keeps the top |x| inputs and top |GLU| neurons: bytes follow both counts; the output moves", async () => {
+  const model = models.llama!;
+  const { hidden: H, intermediate: F } = model.config;
+  const lw = model.weights.layers[0];
+  const r = await run(model, { ffn: { method: "dip", k: 0.5 }, auditEvery: 1 }, { maxTokens: 4 });
+  const kx = resolveCount(0.5, H);
+  const k = resolveCount(0.5, F);
+  for (const rep of r.reports.slice(1)) {
+    const f = rep.layers[0].ffn!;
+    assert.equal(f.k, k);
+    // Column-sparse gate/up over kx inputs (a column of each holds F values), then k columns of W_down.
+    assert.equal(f.bytes, kx * ((lw.gate!.w.byteLength + lw.up.w.byteLength) / H) + k * (lw.down.w.byteLength / F));
+    assert.ok(f.relError! > 1e-3, `pruning half the inputs changes the output (error ${f.relError})`);
+  }
+});
+
+test("dip-ca favours cached neurons: with no score for uncached ones, a warm cache serves every pick", async () => {
+  const model = models.llama!;
+  const hitRates = async (gamma: number) => {
+    const r = await run(
+      model,
+      { ffn: { method: "dip-ca", k: 0.25, cacheFraction: 0.25, cacheGamma: gamma } },
+      { maxTokens: 6 },
+    );
+    return r.reports.slice(2).map((rep) => rep.layers[0].ffn!.cacheHitRate!);
+  };
+  // Capacity = k: after the first token the cache holds exactly the last pick, and γ = 0 keeps it.
+  assert.deepEqual(await hitRates(0), [1, 1, 1, 1]);
+  const plain = await hitRates(1);
+  assert.ok(
+    plain.some((h) => h < 1),
+    `without the bonus the picks move (${plain})`,
+  );
+});
+
+test("method, head and predictor switched mid-generation apply from the next token", async () => {
+  const model = models.llama!;
+  const plan: Record<number, DeepPartial<SparsitySettings>> = {
+    2: { ffn: { method: "hire", predictor: { kind: "int8", groupSize: 32 } } },
+    3: { head: { method: "hire", k: 8 } },
+    4: { ffn: { predictor: { kind: "int4", groupSize: 32 } } },
+    5: { ffn: { method: "dip" }, head: { method: "dense" } },
+    6: { ffn: { method: "dense" } },
+  };
+  const r = await run(model, {}, { maxTokens: 8 }, (s, i) => plan[i] && s.sparsity.update(plan[i]));
+  // reports[i] is the forward that produced token i, after the callback for token i's predecessor.
+  const method = (i: number) => r.reports[i].layers[0].ffn?.method ?? "dense";
+  assert.deepEqual([1, 2, 3, 4, 5, 6, 7].map(method), ["dense", "hire", "hire", "hire", "dip", "dense", "dense"]);
+  assert.deepEqual(
+    [1, 2, 3, 4, 5, 6, 7].map((i) => r.reports[i].head?.k ?? 0),
+    [0, 0, 8, 8, 0, 0, 0],
+  );
+  const b2 = r.reports[2].layers[0].ffn!.bytes;
+  const b4 = r.reports[4].layers[0].ffn!.bytes;
+  const F = model.config.intermediate;
+  const H = model.config.hidden;
+  // int8 → int4: the predictor (F × H codes) halves; the exact rows and columns are unchanged.
+  assert.ok(Math.abs(b2 - b4 - (F * H) / 2) < 0.05 * F * H, `bytes ${b2} → ${b4}`);
+});
+
+test("head telemetry counts its predictor and candidate rows; a token's bytes add up", async () => {
+  const model = models.llama!;
+  const { vocab: V, hidden: H } = model.config;
+  const r = await run(model, {
+    ffn: { method: "hire", k: 0.25, predictor: { kind: "int8", groupSize: 32 } },
+    head: { method: "hire", k: 16, oversample: 4, predictor: { kind: "int8", groupSize: 32 } },
+  });
+  const headW = model.weights.head.w;
+  const dense = 1e9;
+  for (const rep of r.reports.slice(1)) {
+    const h = rep.head!;
+    assert.equal(h.denseBytes, headW.byteLength);
+    const predictorBytes = h.bytes - h.candidates * (headW.byteLength / V);
+    assert.ok(predictorBytes >= V * H && predictorBytes <= 1.2 * V * H, `head predictor bytes ${predictorBytes}`);
+    let saved = h.denseBytes - h.bytes;
+    for (const l of rep.layers) saved += l.ffn!.denseBytes - l.ffn!.bytes;
+    assert.equal(bytesRead(rep, dense), dense - saved);
+  }
 });
