@@ -55,7 +55,19 @@ test("parseRequest accepts each well-formed request", () => {
       sparsity: { ffn: { method: "dense" }, head: { method: "dense" } },
     },
     { id: 6, type: "stop", target: 5 },
-    { id: 7, type: "sparsity.update", update: { ffn: { k: 0.05, perLayerK: { 3: 0.2 } }, shards: 2 } },
+    {
+      id: 7,
+      type: "sparsity.update",
+      update: {
+        ffn: {
+          k: 0.05,
+          perLayerK: { 3: 0.2 },
+          perLayerOversample: { 0: 4 },
+          perLayerPredictor: { 2: { kind: "int8", groupSize: 64 } },
+        },
+        shards: 2,
+      },
+    },
     { id: 8, type: "inspect.layer", layer: -1 },
     { id: 9, type: "conversations.save", conversation: conversation("c-1", "x") },
     { id: 10, type: "conversations.delete", conversationId: "c-1" },
@@ -63,7 +75,15 @@ test("parseRequest accepts each well-formed request", () => {
   for (const r of ok) assert.deepEqual(parseRequest(r).id, (r as { id: number }).id);
   const upd = parseRequest(ok[6]);
   assert.ok(upd.type === "sparsity.update");
-  assert.deepEqual(upd.update, { ffn: { k: 0.05, perLayerK: { 3: 0.2 } }, shards: 2 });
+  assert.deepEqual(upd.update, {
+    ffn: {
+      k: 0.05,
+      perLayerK: { 3: 0.2 },
+      perLayerOversample: { 0: 4 },
+      perLayerPredictor: { 2: { kind: "int8", groupSize: 64 } },
+    },
+    shards: 2,
+  });
 });
 
 test("parseRequest rejects malformed and hostile messages with a ProtocolError naming the problem", () => {
@@ -100,6 +120,11 @@ test("parseRequest rejects malformed and hostile messages with a ProtocolError n
     [{ id: 1, type: "sparsity.update", update: { gpu: true } }, /unknown setting "gpu"/],
     [{ id: 1, type: "sparsity.update", update: JSON.parse('{"__proto__": {"polluted": 1}}') }, /unknown setting/],
     [{ id: 1, type: "sparsity.update", update: { ffn: { perLayerK: { first: 0.1 } } } }, /not a layer number/],
+    [{ id: 1, type: "sparsity.update", update: { ffn: { perLayerOversample: { 1: "x" } } } }, /layer 1 must be/],
+    [
+      { id: 1, type: "sparsity.update", update: { ffn: { perLayerPredictor: { 1: { kind: "int4", bits: 3 } } } } },
+      /perLayerPredictor\.1: unknown setting "bits"/,
+    ],
     [{ id: 1, type: "conversations.get", conversationId: "../../etc/passwd" }, /letters, digits/],
     [{ id: 1, type: "conversations.save", conversation: { ...conversation("a", "b"), id: "a/b" } }, /letters/],
     [

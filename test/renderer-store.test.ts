@@ -457,6 +457,17 @@ test("settings → request payloads", () => {
   assert.equal(merged.ffn.k, 0.2);
   assert.equal(merged.ffn.method, "dense");
   assert.equal(merged.auditEvery, 1);
+  // Per-layer oversample and predictor overrides merge per layer; a per-layer predictor of another
+  // kind replaces that layer's whole.
+  const perLayer = mergeUpdates(
+    { ffn: { perLayerOversample: { 0: 3 }, perLayerPredictor: { 1: { kind: "int8", groupSize: 64 } } } },
+    { ffn: { perLayerOversample: { 2: 4 }, perLayerPredictor: { 1: { kind: "lowrank", rank: 8 } } } },
+  );
+  parseRequest({ id: 4, type: "sparsity.update", update: perLayer });
+  const withLayers = mergeSparsity(merged, perLayer);
+  assert.deepEqual(withLayers.ffn.perLayerOversample, { 0: 3, 2: 4 });
+  assert.deepEqual(withLayers.ffn.perLayerPredictor, { 1: { kind: "lowrank", rank: 8 } });
+  assert.deepEqual(withLayers.ffn.perLayerK, { 1: 0.2, 3: 0.5 }, "other per-layer settings kept");
   assert.deepEqual(INITIAL_SPARSITY, DEFAULT_SETTINGS, "the UI's initial settings mirror the engine's defaults");
 
   const store = createSettingsStore();

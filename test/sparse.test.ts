@@ -216,6 +216,50 @@ test("per-layer k overrides only that layer", async () => {
   assert.equal(r.reports[1].layers[1].ffn!.k, resolveCount(0.5, F));
 });
 
+test("per-layer oversample and predictor override only their layer", async () => {
+  const model = models.llama!;
+  const { intermediate: F, hidden: H } = model.config;
+  const k = resolveCount(0.25, F);
+  const r = await run(
+    model,
+    {
+      ffn: {
+        method: "hire",
+        k: 0.25,
+        oversample: 2,
+        predictor: { kind: "int8", groupSize: 32 },
+        perLayerOversample: { 1: 3 },
+        perLayerPredictor: { 0: { kind: "int4", groupSize: 32 } },
+      },
+    },
+    { maxTokens: 3 },
+  );
+  const lw = model.weights.layers;
+  const predictorBytes = (l: number) => {
+    const f = r.reports[2].layers[l].ffn!;
+    return (
+      f.bytes -
+      f.candidates * ((lw[l].gate!.w.byteLength + lw[l].up.w.byteLength) / F) -
+      k * (lw[l].down.w.byteLength / F)
+    );
+  };
+  assert.deepEqual(
+    r.reports[2].layers.map((l) => l.ffn!.candidates),
+    [2 * k, 3 * k],
+  );
+  // int4 (layer 0): half a byte per weight plus scales; int8 (layer 1): one byte plus scales.
+  assert.ok(predictorBytes(0) >= (F * H) / 2 && predictorBytes(0) <= 0.7 * F * H, `layer 0: ${predictorBytes(0)}`);
+  assert.ok(predictorBytes(1) >= F * H && predictorBytes(1) <= 1.2 * F * H, `layer 1: ${predictorBytes(1)}`);
+  const s = new Session(model);
+  for (const bad of [
+    { ffn: { perLayerOversample: { 9: 2 } } },
+    { ffn: { perLayerOversample: { 0: 0.5 } } },
+    { ffn: { perLayerPredictor: { 0: { kind: "int3", groupSize: 32 } } } },
+    { ffn: { perLayerPredictor: { 5: { kind: "int8", groupSize: 32 } } } },
+  ])
+    assert.throws(() => s.sparsity.update(bad as DeepPartial<SparsitySettings>), UsageError, JSON.stringify(bad));
+});
+
 test("DA-top-k: with P shards every shard contributes k/P neurons", async () => {
   const model = models.llama!;
   const F = model.config.intermediate;

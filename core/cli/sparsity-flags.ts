@@ -24,9 +24,29 @@ export const SPARSITY_FLAGS = {
   shards: { type: "string" },
   audit: { type: "string" },
   "layer-k": { type: "string", multiple: true },
+  "layer-oversample": { type: "string", multiple: true },
+  "layer-predictor": { type: "string", multiple: true },
 } as const;
 
-export type SparsityValues = { [K in keyof typeof SPARSITY_FLAGS]?: K extends "layer-k" ? string[] : string };
+type PerLayerFlag = "layer-k" | "layer-oversample" | "layer-predictor";
+export type SparsityValues = { [K in keyof typeof SPARSITY_FLAGS]?: K extends PerLayerFlag ? string[] : string };
+
+/** --layer-X LAYER=VALUE (repeatable) as layer → parsed value. */
+function perLayer<T>(
+  flag: PerLayerFlag,
+  value: string,
+  specs: string[] | undefined,
+  parse: (v: string) => T,
+): Record<number, T> {
+  const out: Record<number, T> = {};
+  for (const spec of specs ?? []) {
+    const at = spec.indexOf("=");
+    const layer = spec.slice(0, at);
+    if (at < 0 || !/^\d+$/.test(layer)) throw new UsageError(`--${flag} must look like LAYER=${value}, got "${spec}"`);
+    out[Number(layer)] = parse(spec.slice(at + 1));
+  }
+  return out;
+}
 
 /** k given as a fraction (0.1), a percentage (10%) or a count (512). */
 export function parseK(flag: string, v: string): number {
@@ -40,13 +60,6 @@ export function sparsityUpdate(v: SparsityValues, ffnK?: number): DeepPartial<Sp
   const head = v.head as HeadMethod | undefined;
   if (head !== undefined && !HEAD_METHODS.includes(head))
     throw new UsageError(`--head must be one of ${HEAD_METHODS.join(", ")}, got "${head}"`);
-  const perLayerK: Record<number, number> = {};
-  for (const spec of v["layer-k"] ?? []) {
-    const [layer, k] = spec.split("=");
-    if (k === undefined || !/^\d+$/.test(layer))
-      throw new UsageError(`--layer-k must look like LAYER=K, got "${spec}"`);
-    perLayerK[Number(layer)] = parseK("layer-k", k);
-  }
   const audit =
     v.audit === undefined ? undefined : v.audit === "off" ? 0 : v.audit === "all" ? 1 : int("audit", v.audit);
   return {
@@ -55,7 +68,9 @@ export function sparsityUpdate(v: SparsityValues, ffnK?: number): DeepPartial<Sp
       k: ffnK ?? fraction("ffn-k", v["ffn-k"]),
       oversample: num("oversample", v.oversample),
       predictor: v.predictor === undefined ? undefined : parsePredictor(v.predictor),
-      perLayerK,
+      perLayerK: perLayer("layer-k", "K", v["layer-k"], (k) => parseK("layer-k", k)),
+      perLayerOversample: perLayer("layer-oversample", "O", v["layer-oversample"], (o) => num("layer-oversample", o)!),
+      perLayerPredictor: perLayer("layer-predictor", "PREDICTOR", v["layer-predictor"], parsePredictor),
     },
     head: {
       method: head,

@@ -319,13 +319,16 @@ function sampling(x: unknown, where: string): Partial<SamplingOptions> {
  * primitive types, bounded size); the Sparsifier's own validation then checks the values against
  * the model (k ranges, layer numbers, predictor ranks).
  */
+const PREDICTOR_SHAPE: Obj = { kind: "string", groupSize: "number", rank: "number" };
 const SPARSITY_SHAPE: Obj = {
   ffn: {
     method: "string",
     k: "number",
     oversample: "number",
-    predictor: { kind: "string", groupSize: "number", rank: "number" },
+    predictor: PREDICTOR_SHAPE,
     perLayerK: "layerMap",
+    perLayerOversample: "layerMap",
+    perLayerPredictor: "layerPredictors",
     cacheFraction: "number",
     cacheGamma: "number",
   },
@@ -333,7 +336,7 @@ const SPARSITY_SHAPE: Obj = {
     method: "string",
     k: "number",
     oversample: "number",
-    predictor: { kind: "string", groupSize: "number", rank: "number" },
+    predictor: PREDICTOR_SHAPE,
   },
   shards: "number",
   auditEvery: "number",
@@ -348,15 +351,17 @@ function sparsityUpdate(x: unknown, shape: Obj, where: string): Obj {
     if (kind === undefined) fail(where, `unknown setting "${key}"`);
     if (v === undefined || v === null) continue;
     if (isObj(kind)) out[key] = sparsityUpdate(v, kind, at);
-    else if (kind === "layerMap") {
-      if (!isObj(v)) fail(at, "must be an object of layer → k");
+    else if (kind === "layerMap" || kind === "layerPredictors") {
+      if (!isObj(v)) fail(at, "must be an object keyed by layer number");
       const entries = Object.entries(v);
       if (entries.length > 4096) fail(at, "too many layers");
-      const map: Record<number, number> = {};
-      for (const [layer, k] of entries) {
+      const map: Record<number, unknown> = {};
+      for (const [layer, value] of entries) {
         if (!/^\d{1,4}$/.test(layer)) fail(at, `"${layer}" is not a layer number`);
-        if (typeof k !== "number" || !Number.isFinite(k)) fail(at, `k of layer ${layer} must be a finite number`);
-        map[Number(layer)] = k;
+        if (kind === "layerPredictors") map[Number(layer)] = sparsityUpdate(value, PREDICTOR_SHAPE, `${at}.${layer}`);
+        else if (typeof value !== "number" || !Number.isFinite(value))
+          fail(at, `the value for layer ${layer} must be a finite number`);
+        else map[Number(layer)] = value;
       }
       out[key] = map;
     } else if (typeof v !== kind || (kind === "number" && !Number.isFinite(v as number))) fail(at, `must be a ${kind}`);

@@ -43,6 +43,9 @@ import { UsageError } from "../loader/errors.js";
 import {
   DEFAULT_SETTINGS,
   compact,
+  layerK,
+  layerOversample,
+  layerPredictor,
   mergeSettings,
   predictorName,
   resolveCount,
@@ -476,10 +479,10 @@ class Exporter {
     const { c, s } = this;
     const lw = this.w.layers[l];
     const F = c.intermediate;
-    const k = resolveCount(s!.ffn.perLayerK[l] ?? s!.ffn.k, F);
-    const kp = candidates(k, s!.ffn.oversample, F);
+    const k = resolveCount(layerK(s!, l), F);
+    const kp = candidates(k, layerOversample(s!, l), F);
     const src = lw.gate ?? lw.up;
-    const pred = this.predictor(src.w, s!.ffn.predictor, `model.layers.${l}.ffn`, 1);
+    const pred = this.predictor(src.w, layerPredictor(s!, l), `model.layers.${l}.ffn`, 1);
     const prep: FfnPrep = {
       k,
       kp,

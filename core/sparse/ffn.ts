@@ -10,7 +10,15 @@ import type { Buf, HireFfnResult, Weight } from "../backend/backend.js";
 import type { LayerWeights, ModelConfig } from "../arch/config.js";
 import type { FeedForward, LayerReport } from "../engine/transformer.js";
 import { buildPredictor, type Predictor } from "./predictor.js";
-import { predictorName, resolveCount, type SparsitySettings } from "./settings.js";
+import {
+  layerK,
+  layerOversample,
+  layerPredictor,
+  predictorName,
+  resolveCount,
+  type PredictorSpec,
+  type SparsitySettings,
+} from "./settings.js";
 import { recall, relativeError, type FfnTelemetry } from "./telemetry.js";
 import type { SparseContext } from "./context.js";
 import { tensorHash } from "./cache.js";
@@ -55,25 +63,25 @@ class LayerPrep {
   upInputCols(): Weight {
     return (this.colsUpT ??= this.ctx.layout(this.w.up.w, true));
   }
-  predictor(s: SparsitySettings): Predictor {
-    const key = predictorName(s.ffn.predictor);
+  predictor(spec: PredictorSpec): Predictor {
+    const key = predictorName(spec);
     let p = this.predictors.get(key);
     if (!p) {
       const src = (this.w.gate ?? this.w.up).w;
-      p = buildPredictor(this.ctx.b, this.inRows(), s.ffn.predictor, tensorHash(src.file, src.offset, src.byteLength));
+      p = buildPredictor(this.ctx.b, this.inRows(), spec, tensorHash(src.file, src.offset, src.byteLength));
       this.predictors.set(key, p);
     }
     return p;
   }
-  /** Whether everything `s` needs is built (so the first sparse token does not stall on it). */
-  prepare(s: SparsitySettings): void {
+  /** Whether everything `s` needs for layer `layer` is built (so the first sparse token does not stall on it). */
+  prepare(s: SparsitySettings, layer: number): void {
     const m = s.ffn.method;
     if (m === "dense") return;
     this.downCols();
     if (m === "hire") {
       if (this.w.gate) this.gateUpRows();
       else this.inRows();
-      this.predictor(s);
+      this.predictor(layerPredictor(s, layer));
     }
     if (m === "dip" || m === "dip-ca") {
       this.gateInputCols();
@@ -176,7 +184,7 @@ export class SparseFeedForward implements FeedForward {
     const s = ctx.settings;
     return (
       s.ffn.method === "hire" &&
-      this.prep.predictor(s).quant !== undefined &&
+      this.prep.predictor(layerPredictor(s, this.layer)).quant !== undefined &&
       !ctx.auditNow &&
       ctx.inspectLayer !== this.layer
     );
@@ -204,7 +212,7 @@ export class SparseFeedForward implements FeedForward {
   }
 
   private kFor(s: SparsitySettings): number {
-    return resolveCount(s.ffn.perLayerK[this.layer] ?? s.ffn.k, this.c.intermediate);
+    return resolveCount(layerK(s, this.layer), this.c.intermediate);
   }
 
   private denseBytes(): number {
@@ -282,9 +290,9 @@ export class SparseFeedForward implements FeedForward {
     const k = this.kFor(s);
     // k' is a multiple of P so every shard contributes the same number of candidates, and the
     // second (exact) selection can shard the candidate list at the same boundaries.
-    let kp = Math.min(F, Math.ceil((k * s.ffn.oversample) / P) * P);
+    let kp = Math.min(F, Math.ceil((k * layerOversample(s, this.layer)) / P) * P);
     if (kp > F - P) kp = F;
-    const pred = prep.predictor(s);
+    const pred = prep.predictor(layerPredictor(s, this.layer));
     const rows = w.gate ? prep.gateUpRows() : prep.inRows();
     const down = prep.downCols();
     // A quantized predictor's HiRE step is one backend op. DA-top-k over P ≥ 2 shards: each worker
@@ -392,7 +400,7 @@ export class SparseFeedForward implements FeedForward {
     const F = c.intermediate;
     const H = c.hidden;
     const k = this.kFor(s);
-    const kx = resolveCount(s.ffn.perLayerK[this.layer] ?? s.ffn.k, H);
+    const kx = resolveCount(layerK(s, this.layer), H);
     const t0 = performance.now();
     const nx = b.topk(h, H, kx, true, 1, sc.inSel);
     b.gather(sc.hSel, h, sc.inSel, nx);

@@ -19,8 +19,10 @@ export interface FfnSettings {
   /** HiRE computes oversample × k candidate rows exactly (k' = oversample · k). */
   oversample: number;
   predictor: PredictorSpec;
-  /** Per-layer k overrides (same units as k). */
+  /** Per-layer overrides (layer → value) of k (same units), oversample and the predictor. */
   perLayerK: Record<number, number>;
+  perLayerOversample: Record<number, number>;
+  perLayerPredictor: Record<number, PredictorSpec>;
   /** dip-ca: cache capacity as a fraction of each layer's neurons, and the score factor for uncached ones. */
   cacheFraction: number;
   cacheGamma: number;
@@ -59,6 +61,8 @@ export const DEFAULT_SETTINGS: SparsitySettings = {
     oversample: 2,
     predictor: { kind: "int4", groupSize: DEFAULT_QUANT_GROUP },
     perLayerK: {},
+    perLayerOversample: {},
+    perLayerPredictor: {},
     cacheFraction: 0.3,
     cacheGamma: 0.5,
   },
@@ -82,6 +86,17 @@ export function predictorName(p: PredictorSpec): string {
   return p.kind === "lowrank" ? `lowrank:${p.rank}` : `${p.kind}:${p.groupSize}`;
 }
 
+/** Layer l's k, oversample and predictor: its override where it has one, else the FFN's setting. */
+export function layerK(s: SparsitySettings, l: number): number {
+  return s.ffn.perLayerK[l] ?? s.ffn.k;
+}
+export function layerOversample(s: SparsitySettings, l: number): number {
+  return s.ffn.perLayerOversample[l] ?? s.ffn.oversample;
+}
+export function layerPredictor(s: SparsitySettings, l: number): PredictorSpec {
+  return s.ffn.perLayerPredictor[l] ?? s.ffn.predictor;
+}
+
 /** k as a count out of `total` (fractions round to nearest, at least 1, at most total). */
 export function resolveCount(k: number, total: number): number {
   const count = k <= 1 ? Math.round(k * total) : Math.round(k);
@@ -99,6 +114,11 @@ export function mergeSettings(
       ...base.ffn,
       ...update.ffn,
       perLayerK: { ...base.ffn.perLayerK, ...(update.ffn?.perLayerK ?? {}) },
+      perLayerOversample: { ...base.ffn.perLayerOversample, ...(update.ffn?.perLayerOversample ?? {}) },
+      perLayerPredictor: {
+        ...base.ffn.perLayerPredictor,
+        ...(update.ffn?.perLayerPredictor as Record<number, PredictorSpec> | undefined),
+      },
     } as FfnSettings,
     head: { ...base.head, ...update.head } as HeadSettings,
     shards: update.shards ?? base.shards,
@@ -135,15 +155,22 @@ export function validateSettings(s: SparsitySettings, c: ModelConfig): void {
     bad(`${s.ffn.method} needs a SwiGLU (gated) FFN; ${c.architecture} has none`);
   checkK("FFN k", s.ffn.k);
   checkK("output-layer k", s.head.k);
-  for (const [layer, k] of Object.entries(s.ffn.perLayerK)) {
-    const l = Number(layer);
-    if (!Number.isInteger(l) || l < 0 || l >= c.layers)
-      bad(`per-layer k names layer ${layer}, but the model has layers 0..${c.layers - 1}`);
-    checkK(`k of layer ${layer}`, k);
+  for (const [what, map] of [
+    ["k", s.ffn.perLayerK],
+    ["oversample", s.ffn.perLayerOversample],
+    ["predictor", s.ffn.perLayerPredictor],
+  ] as const) {
+    for (const layer of Object.keys(map)) {
+      const l = Number(layer);
+      if (!Number.isInteger(l) || l < 0 || l >= c.layers)
+        bad(`per-layer ${what} names layer ${layer}, but the model has layers 0..${c.layers - 1}`);
+    }
   }
+  for (const [layer, k] of Object.entries(s.ffn.perLayerK)) checkK(`k of layer ${layer}`, k);
   for (const [what, o] of [
     ["FFN oversample", s.ffn.oversample],
     ["output-layer oversample", s.head.oversample],
+    ...Object.entries(s.ffn.perLayerOversample).map(([l, o]) => [`oversample of layer ${l}`, o] as const),
   ] as const) {
     if (!(o >= 1) || !Number.isFinite(o)) bad(`${what} must be ≥ 1, got ${o}`);
   }
@@ -154,7 +181,9 @@ export function validateSettings(s: SparsitySettings, c: ModelConfig): void {
   if (!(s.ffn.cacheFraction > 0 && s.ffn.cacheFraction <= 1))
     bad(`cache fraction must be in (0, 1], got ${s.ffn.cacheFraction}`);
   if (!(s.ffn.cacheGamma >= 0 && s.ffn.cacheGamma <= 1)) bad(`cache gamma must be in [0, 1], got ${s.ffn.cacheGamma}`);
-  for (const p of [s.ffn.predictor, s.head.predictor]) {
+  for (const p of [s.ffn.predictor, s.head.predictor, ...Object.values(s.ffn.perLayerPredictor)]) {
+    if (p.kind !== "lowrank" && p.kind !== "int4" && p.kind !== "int8")
+      bad(`predictor kind "${(p as { kind: string }).kind}" is not one of int4, int8, lowrank`);
     if (p.kind === "lowrank") {
       if (!Number.isInteger(p.rank) || p.rank < 1 || p.rank > Math.min(c.hidden, 4096))
         bad(`low-rank predictor rank must be in 1..${Math.min(c.hidden, 4096)}, got ${p.rank}`);

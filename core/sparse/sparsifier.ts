@@ -43,7 +43,7 @@ export class Sparsifier {
     }
     if (next.ffn.method !== "dense") {
       this.sparseFfn.forEach((f, l) => {
-        f.prep.prepare(next);
+        f.prep.prepare(next, l);
         onProgress?.({ stage: "ffn", done: l + 1, total: c.layers });
       });
     }

@@ -87,14 +87,21 @@ export function createSettingsStore(init: Partial<Pick<SettingsState, "sampling"
 
 /** Deep-merge a partial update into settings (what the host does, without its validation). */
 export function mergeSparsity(base: SparsitySettings, u: DeepPartial<SparsitySettings>): SparsitySettings {
-  const perLayerK: Record<number, number> = { ...base.ffn.perLayerK };
-  for (const [layer, k] of Object.entries(u.ffn?.perLayerK ?? {})) if (typeof k === "number") perLayerK[+layer] = k;
+  const numbers = (to: Record<number, number>, from: DeepPartial<Record<number, number>> | undefined) => {
+    for (const [layer, v] of Object.entries(from ?? {})) if (typeof v === "number") to[+layer] = v;
+    return to;
+  };
+  const perLayerPredictor = { ...base.ffn.perLayerPredictor };
+  for (const [layer, p] of Object.entries(u.ffn?.perLayerPredictor ?? {}))
+    if (p) perLayerPredictor[+layer] = mergePredictor(base.ffn.perLayerPredictor[+layer] ?? base.ffn.predictor, p);
   return {
     ffn: {
       ...base.ffn,
       ...defined(u.ffn ?? {}),
       predictor: mergePredictor(base.ffn.predictor, u.ffn?.predictor),
-      perLayerK,
+      perLayerK: numbers({ ...base.ffn.perLayerK }, u.ffn?.perLayerK),
+      perLayerOversample: numbers({ ...base.ffn.perLayerOversample }, u.ffn?.perLayerOversample),
+      perLayerPredictor,
     },
     head: {
       ...base.head,
@@ -126,6 +133,11 @@ export function mergeUpdates(
   if (a.ffn || b.ffn) {
     out.ffn = { ...a.ffn, ...b.ffn };
     if (a.ffn?.perLayerK || b.ffn?.perLayerK) out.ffn.perLayerK = { ...a.ffn?.perLayerK, ...b.ffn?.perLayerK };
+    if (a.ffn?.perLayerOversample || b.ffn?.perLayerOversample)
+      out.ffn.perLayerOversample = { ...a.ffn?.perLayerOversample, ...b.ffn?.perLayerOversample };
+    // Per-layer predictors, like the FFN's, are replaced whole.
+    if (a.ffn?.perLayerPredictor || b.ffn?.perLayerPredictor)
+      out.ffn.perLayerPredictor = { ...a.ffn?.perLayerPredictor, ...b.ffn?.perLayerPredictor };
     // A predictor is replaced whole: int4 → lowrank must not keep the group size.
     if (b.ffn?.predictor) out.ffn.predictor = b.ffn.predictor;
   }
