@@ -113,13 +113,34 @@ for (const arch of ["llama", "gpt2", "opt"] as Arch[]) {
         ? [{ kind: "int4", groupSize: 32 } as const, { kind: "lowrank", rank: 8 } as const]
         : [undefined]) {
         const sparse = await run(model, { ffn: { method, ...FULL, predictor, cacheFraction: 1 }, shards: 2 });
+        assert.equal(sparse.reports[1].layers[0].ffn?.method, method, "the sparse path ran");
         assertSameOutput(sparse, dense, `${arch} ${method} ${predictor?.kind ?? ""}`);
       }
     }
     const head = await run(model, { head: { method: "hire", k: 1, oversample: 1 } });
+    assert.equal(head.reports[1].head?.method, "hire", "the sparse head ran");
     assertSameOutput(head, dense, `${arch} hire head`);
   });
 }
+
+test("hire whose candidates cover every neuron equals topk-exact at the same k", async () => {
+  const model = models.llama!;
+  const F = model.config.intermediate;
+  const exact = await run(model, { ffn: { method: "topk-exact", k: 0.25 } });
+  // k' = 4k = F: the predictor's guess no longer matters, only the exact top-k among all rows.
+  const hire = await run(model, {
+    ffn: { method: "hire", k: 0.25, oversample: 4, predictor: { kind: "lowrank", rank: 1 } },
+  });
+  assert.equal(hire.reports[1].layers[0].ffn!.candidates, F);
+  hire.reports
+    .slice(1)
+    .forEach((rep, t) =>
+      rep.layers.forEach((l, i) =>
+        assert.deepEqual(l.ffn!.selected, exact.reports[t + 1].layers[i].ffn!.selected, `token ${t + 1} layer ${i}`),
+      ),
+    );
+  assertSameOutput(hire, exact, "hire with k' = F vs topk-exact");
+});
 
 test("predictor specs: parsed with their defaults, named back, bad ones rejected", () => {
   assert.deepEqual(parsePredictor("int4"), { kind: "int4", groupSize: DEFAULT_QUANT_GROUP });
