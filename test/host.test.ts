@@ -292,6 +292,10 @@ test("host: a generation streams tokens with per-layer telemetry, and settings a
   assert.deepEqual([...steps[0].k], [704, 704, 704, 704, 704, 704]);
   assert.equal(steps[0].selected.length, 0);
   assert.equal(steps[0].bytes, steps[0].denseBytes);
+  for (let l = 0; l < 6; l++) {
+    assert.ok(steps[0].ffnDenseBytes[l] > 0);
+    assert.equal(steps[0].ffnBytes[l], steps[0].ffnDenseBytes[l], "a dense FFN reads all of itself");
+  }
   assert.equal(summary.contextUsed, summary.promptTokens + summary.tokens - 1);
 
   const upd = await ask({ type: "sparsity.update", update: { ffn: { method: "hire", k: 0.1 }, auditEvery: 1 } });
@@ -310,6 +314,13 @@ test("host: a generation streams tokens with per-layer telemetry, and settings a
     assert.ok(s.audited);
     for (const r of s.recall) assert.ok(r >= 0 && r <= 1, `recall ${r}`);
     assert.ok(s.bytes < s.denseBytes, `${s.bytes} < ${s.denseBytes}`);
+    // The token's saving is the sum of the layers' (the head is dense here).
+    let saved = 0;
+    for (let l = 0; l < 6; l++) {
+      assert.ok(s.ffnBytes[l] < s.ffnDenseBytes[l], `layer ${l}: ${s.ffnBytes[l]} < ${s.ffnDenseBytes[l]}`);
+      saved += s.ffnDenseBytes[l] - s.ffnBytes[l];
+    }
+    assert.equal(s.denseBytes - s.bytes, saved);
     assert.equal(s.inspect?.layer, 2);
     assert.equal(s.inspect?.approx.length, 704);
     assert.equal(s.inspect?.exact?.length, 704);

@@ -53,6 +53,7 @@ import {
   SelectionWindow,
   createTelemetryStore,
   selectionSummary,
+  layerBytesText,
   tokenMark,
   traceJson,
   windowTokensPerS,
@@ -86,6 +87,9 @@ function step(selected: number[][], o: Partial<StepTelemetry> = {}): StepTelemet
     recall: nan(),
     relError: nan(),
     cacheHitRate: nan(),
+    ffnBytes: new Float64Array(L).fill(25),
+    ffnDenseBytes: new Float64Array(L).fill(100),
+    storageBytes: new Float64Array(L).fill(NaN),
     bytes: 100,
     denseBytes: 400,
     head: null,
@@ -399,7 +403,15 @@ test("token marks, selection summary and the trace export", () => {
     recall: Float32Array.of(1, 0.5),
     relError: Float32Array.of(0.5, 0.25),
     ms: 4,
-    head: { k: 10, candidates: 40, ms: 0.2, argmaxInCandidates: true, massCovered: 0.98 },
+    head: {
+      k: 10,
+      candidates: 40,
+      ms: 0.2,
+      bytes: 10,
+      denseBytes: 100,
+      argmaxInCandidates: true,
+      massCovered: 0.98,
+    },
   });
   assert.deepEqual(tokenMark("x", s), { text: "x", recall: 0.75, headMass: 0.98, divergence: 0.375, ms: 4 });
   assert.deepEqual(tokenMark("y", step([[0], [1]])), {
@@ -411,6 +423,13 @@ test("token marks, selection summary and the trace export", () => {
   });
   assert.equal(selectionSummary(s, 8), "3 selected (18.8%) · k 1–2/layer × 2");
   assert.equal(selectionSummary(step([[], []], { ffnMethod: "dense" }), 8), "dense FFN · all 8 neurons/layer");
+  const bytes = step([[0], [1]], {
+    ffnBytes: Float64Array.of(1.26e6, 2e6),
+    ffnDenseBytes: Float64Array.of(6.3e6, 8e6),
+    storageBytes: Float64Array.of(NaN, 0.5e6),
+  });
+  assert.equal(layerBytesText(bytes, 0), "FFN read 1.26 of 6.30 MB (20.0 %)");
+  assert.equal(layerBytesText(bytes, 1), "FFN read 2.00 of 8.00 MB (25.0 %) · 0.50 MB on cache misses");
   const json = JSON.parse(traceJson([{ index: 0, tokenId: 3, text: "x", step: s }], { model: "m" }));
   assert.equal(json.model, "m");
   assert.deepEqual(json.tokens[0].layers[0].selected, [0, 1]);

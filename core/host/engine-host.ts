@@ -431,6 +431,13 @@ export function stepTelemetry(report: ForwardReport, session: Session, ms: numbe
     recall: nan(),
     relError: nan(),
     cacheHitRate: nan(),
+    ffnBytes: new Float64Array(L),
+    ffnDenseBytes: new Float64Array(L),
+    storageBytes: new Float64Array(L).fill(NaN),
+  };
+  const ffnDense = (l: number) => {
+    const w = session.model.weights.layers[l];
+    return w.up.w.byteLength + w.down.w.byteLength + (w.gate ? w.gate.w.byteLength : 0);
   };
   let total = 0;
   for (const l of report.layers) total += l.ffn ? l.ffn.selected.length : 0;
@@ -446,8 +453,12 @@ export function stepTelemetry(report: ForwardReport, session: Session, ms: numbe
     if (!f) {
       s.k[l] = F;
       s.candidates[l] = F;
+      s.ffnBytes[l] = s.ffnDenseBytes[l] = ffnDense(l);
       continue;
     }
+    s.ffnBytes[l] = f.bytes;
+    s.ffnDenseBytes[l] = f.denseBytes;
+    if (f.storageBytes !== undefined) s.storageBytes[l] = f.storageBytes;
     s.k[l] = f.k;
     s.candidates[l] = f.candidates;
     selected.set(f.selected, pos);
@@ -485,6 +496,8 @@ export function stepTelemetry(report: ForwardReport, session: Session, ms: numbe
           k: h.k,
           candidates: h.candidates,
           ms: h.ms,
+          bytes: h.bytes,
+          denseBytes: h.denseBytes,
           argmaxInCandidates: h.argmaxInCandidates ?? null,
           massCovered: h.massCovered ?? null,
         }

@@ -163,6 +163,11 @@ export interface StepTelemetry {
   recall: Float32Array;
   relError: Float32Array;
   cacheHitRate: Float32Array;
+  /** Per layer: the FFN's weight bytes read this token and what the dense FFN reads (equal when dense). */
+  ffnBytes: Float64Array;
+  ffnDenseBytes: Float64Array;
+  /** dip-ca only: bytes a miss would stream from storage (NaN elsewhere). */
+  storageBytes: Float64Array;
   /** Weight bytes read this token (FFNs + output layer + attention), and what dense reads. */
   bytes: number;
   denseBytes: number;
@@ -170,6 +175,9 @@ export interface StepTelemetry {
     k: number;
     candidates: number;
     ms: number;
+    /** Weight bytes the output layer read, and what the dense one reads. */
+    bytes: number;
+    denseBytes: number;
     argmaxInCandidates: boolean | null;
     massCovered: number | null;
   } | null;

@@ -6,7 +6,7 @@
 import { useState } from "react";
 import { useStore } from "zustand";
 import { resolveCount } from "../state/settings.js";
-import { selectedOf, type TelemetryState } from "../state/telemetry.js";
+import { layerBytesText, selectedOf, type TelemetryState } from "../state/telemetry.js";
 import { C } from "./colors.js";
 import { useCanvasDraw, useStudio, type CanvasSize } from "./hooks.js";
 
@@ -51,6 +51,8 @@ function drawDetail(ctx: CanvasRenderingContext2D, { width, height }: CanvasSize
   const pad = { l: 8, r: 8, t: 20, b: 16 };
   const W = width - pad.l - pad.r;
   const H = height - pad.t - pad.b;
+  ctx.fillStyle = C.dim;
+  ctx.fillText(layerBytesText(entry.step, layer), pad.l + 12, pad.t + H + 3);
   ctx.fillStyle = C.text;
   const exact = ins.exact;
 

@@ -118,6 +118,16 @@ export function tokenMark(text: string, step: StepTelemetry): TokenMark {
   };
 }
 
+/** What layer l's FFN read this token against the dense FFN, e.g. "FFN read 1.26 of 6.29 MB (20.0 %)". */
+export function layerBytesText(step: StepTelemetry, l: number): string {
+  const read = step.ffnBytes[l];
+  const dense = step.ffnDenseBytes[l];
+  if (!(dense > 0)) return "";
+  const mb = (b: number) => (b / 1e6).toFixed(2);
+  const storage = Number.isFinite(step.storageBytes[l]) ? ` · ${mb(step.storageBytes[l])} MB on cache misses` : "";
+  return `FFN read ${mb(read)} of ${mb(dense)} MB (${((100 * read) / dense).toFixed(1)} %)${storage}`;
+}
+
 /** The step's selection summary: total selected neurons and per-layer k. */
 export function selectionSummary(step: StepTelemetry | null, neurons: number): string {
   if (!step) return "no tokens yet";
