@@ -323,3 +323,359 @@ test("backend choice on the CLI: hire gpus reports what auto picks; a bad --back
   assert.match(env.stderr, /HIRE_BACKEND: "tpu" is not a backend/);
   assert.doesNotMatch(env.stderr, /\n\s+at /, "one line, no stack trace");
 });
+
+// ---- sparsity flags, each checked against what it must do to the telemetry -------------------
+// The tiny model of `before`: 48 hidden, 96 FFN neurons (gated), 400 tokens, 2 layers, bf16.
+const F = 96;
+const V = 400;
+const GATE_UP_ROW = 2 * 48 * 2; // one neuron's W_gate and W_up rows, as HiRE reads them
+const DOWN_COL = 48 * 2; // one neuron's W_down column
+const HEAD_ROW = 48 * 2; // one token's LM-head row
+const FFN_DENSE = 3 * F * 48 * 2;
+const HEAD_DENSE = V * HEAD_ROW;
+// An int8:32 predictor row over 48 inputs (core/native/src/quant.h): 64 codes (48 padded to whole
+// groups of 32) and one f16 scale per group.
+const INT8_32_ROW = 64 + 2 * 2;
+
+interface LayerJson {
+  layer: number;
+  method?: string;
+  k?: number;
+  candidates?: number;
+  bytes?: number;
+  dense_bytes?: number;
+  recall?: number;
+  rel_error?: number;
+  selected?: number[];
+}
+interface HeadJson {
+  method: string;
+  k: number;
+  candidates: number;
+  bytes: number;
+  dense_bytes: number;
+  argmax_in_candidates?: boolean;
+  mass_covered?: number;
+}
+interface StepJson {
+  id: number;
+  top_logprobs?: [number, number | null][];
+  layers: LayerJson[];
+  head?: HeadJson;
+}
+
+/** Greedy `hire generate --json` on the tiny model; steps[0] is the prefill's token, steps[i] decode step i - 1. */
+function generateSteps(args: string[]): StepJson[] {
+  const r = hire([
+    "generate",
+    "--model",
+    model,
+    "--prompt",
+    "Hello",
+    "--temperature",
+    "0",
+    "--ignore-eos",
+    "--json",
+    ...args,
+  ]);
+  assert.equal(r.status, 0, r.stderr);
+  return (JSON.parse(r.stdout) as { steps: StepJson[] }).steps;
+}
+
+/** A malformed flag value: exit 2 and one line naming what is wrong. */
+function usageError(args: string[], message: RegExp): void {
+  const r = hire(["generate", "--model", model, "--prompt", "Hello", "--max-tokens", "1", ...args]);
+  assert.equal(r.status, 2, `${args.join(" ")}: ${r.stderr}`);
+  assert.match(r.stderr, message);
+}
+
+/** How many of the selected neurons fall in each of `parts` equal ranges of the F neurons (DA-top-k's shards). */
+function perShard(selected: number[], parts: number): number[] {
+  const counts = new Array<number>(parts).fill(0);
+  for (const i of selected) counts[Math.floor((i * parts) / F)]++;
+  return counts;
+}
+
+test("generate --head hire: --head-k/--head-oversample/--head-predictor shape every step's output layer; --audit N audits every N-th decode step", () => {
+  const steps = generateSteps([
+    "--max-tokens",
+    "3",
+    "--logprobs",
+    "10",
+    "--head",
+    "hire",
+    "--head-k",
+    "8",
+    "--head-oversample",
+    "2",
+    "--head-predictor",
+    "int8:32",
+  ]);
+  assert.equal(steps.length, 3);
+  for (const s of steps) {
+    // k' = 2 × 8 candidate tokens scored exactly; the predictor reads 400 int8:32 rows.
+    assert.ok(s.head, "every step reports the output layer");
+    const { method, k, candidates, bytes, dense_bytes } = s.head;
+    assert.deepEqual(
+      { method, k, candidates, bytes, dense_bytes },
+      {
+        method: "hire",
+        k: 8,
+        candidates: 16,
+        bytes: V * INT8_32_ROW + 16 * HEAD_ROW,
+        dense_bytes: HEAD_DENSE,
+      },
+    );
+    assert.ok(!("mass_covered" in s.head), "no audit without --audit");
+    for (const l of s.layers) assert.equal(l.method, undefined, "the FFN stays dense");
+    // Sampling sees only the 8 kept tokens: 8 finite log-probabilities (summing to probability 1), the rest -inf (null).
+    const lp = s.top_logprobs!;
+    assert.equal(lp[0][0], s.id);
+    assert.deepEqual(
+      lp.map(([, p]) => p !== null),
+      [...new Array<boolean>(8).fill(true), false, false],
+    );
+    assert.ok(Math.abs(lp.reduce((sum, [, p]) => sum + (p === null ? 0 : Math.exp(p)), 0) - 1) < 1e-6);
+  }
+
+  const audited = (s: StepJson) => {
+    const fields = [...s.layers.map((l) => "recall" in l && "rel_error" in l), "mass_covered" in s.head!];
+    assert.ok(
+      fields.every((x) => x === fields[0]),
+      "every module of a step is audited, or none",
+    );
+    if (fields[0]) {
+      for (const l of s.layers) assert.ok(l.recall! >= 0 && l.recall! <= 1 && l.rel_error! >= 0);
+      assert.equal(typeof s.head!.argmax_in_candidates, "boolean");
+      assert.ok(s.head!.mass_covered! > 0 && s.head!.mass_covered! <= 1);
+    }
+    return fields[0];
+  };
+  const sparse = ["--ffn", "hire", "--head", "hire", "--head-k", "8"];
+  // The prefill's token is never audited; decode steps 0, 2, 4 are with --audit 2.
+  const every2 = generateSteps([...sparse, "--max-tokens", "6", "--audit", "2"]);
+  assert.deepEqual(every2.map(audited), [false, true, false, true, false, true]);
+  const all = generateSteps([...sparse, "--max-tokens", "3", "--audit", "all"]);
+  assert.deepEqual(all.map(audited), [false, true, true]);
+  const off = generateSteps([...sparse, "--max-tokens", "3", "--audit", "off"]);
+  assert.deepEqual(off.map(audited), [false, false, false]);
+
+  usageError(["--head", "best"], /--head must be one of dense, hire, got "best"/);
+  usageError(["--head", "hire", "--head-k", "abc"], /--head-k must be a number, got "abc"/);
+  usageError(["--head", "hire", "--head-predictor", "int3"], /predictor "int3" is not one of int4/);
+  usageError(["--audit", "sometimes"], /--audit must be a number, got "sometimes"/);
+  usageError(["--audit", "1.5"], /--audit must be an integer, got "1.5"/);
+});
+
+test("generate --shards splits every selection evenly over the shards; --layer-k, --oversample and --predictor set exact counts and bytes", () => {
+  const steps = generateSteps([
+    "--max-tokens",
+    "3",
+    "--trace",
+    "--ffn",
+    "hire",
+    "--ffn-k",
+    "10",
+    "--oversample",
+    "1.5",
+    "--predictor",
+    "int8:32",
+    "--shards",
+    "4",
+    "--layer-k",
+    "1=25%",
+    "--head",
+    "hire",
+    "--head-k",
+    "10",
+    "--head-oversample",
+    "1.5",
+  ]);
+  assert.equal(steps.length, 3);
+  for (const s of steps.slice(1)) {
+    const [l0, l1] = s.layers;
+    // Layer 0: k = 10; k' = 1.5 × 10 rounded up to a multiple of 4 shards = 16 (15 with one shard);
+    // shard s keeps 10 / 4 neurons, the first two one more.
+    assert.equal(l0.method, "hire");
+    assert.equal(l0.k, 10);
+    assert.equal(l0.candidates, 16);
+    assert.deepEqual(perShard(l0.selected!, 4), [3, 3, 2, 2]);
+    assert.equal(l0.bytes, F * INT8_32_ROW + 16 * GATE_UP_ROW + 10 * DOWN_COL);
+    // Layer 1: --layer-k 1=25 % is 24 neurons, 36 candidates, 6 per shard.
+    assert.equal(l1.k, 24);
+    assert.equal(l1.candidates, 36);
+    assert.deepEqual(perShard(l1.selected!, 4), [6, 6, 6, 6]);
+    assert.equal(l1.bytes, F * INT8_32_ROW + 36 * GATE_UP_ROW + 24 * DOWN_COL);
+    assert.equal(l0.dense_bytes, FFN_DENSE);
+    // The output layer shards too: 1.5 × 10 candidate tokens rounded up to 16.
+    assert.equal(s.head!.k, 10);
+    assert.equal(s.head!.candidates, 16);
+  }
+  // topk-exact over 2 shards: 5 of each half of the neurons.
+  const exact = generateSteps([
+    "--max-tokens",
+    "3",
+    "--trace",
+    "--ffn",
+    "topk-exact",
+    "--ffn-k",
+    "10",
+    "--shards",
+    "2",
+  ]);
+  for (const s of exact.slice(1)) {
+    for (const l of s.layers) {
+      assert.equal(l.selected!.length, 10);
+      assert.deepEqual(perShard(l.selected!, 2), [5, 5], `layer ${l.layer}: ${l.selected}`);
+    }
+  }
+
+  usageError(["--ffn", "hire", "--shards", "0"], /shards must be an integer in 1\.\.64, got 0/);
+  usageError(["--ffn", "hire", "--shards", "2.5"], /--shards must be an integer, got "2.5"/);
+  usageError(["--ffn", "hire", "--layer-k", "1:0.5"], /--layer-k must look like LAYER=K, got "1:0.5"/);
+  usageError(["--ffn", "hire", "--layer-k", "2=0.5"], /per-layer k names layer 2, but the model has layers 0\.\.1/);
+});
+
+test("generate --layer-oversample and --layer-predictor override one layer's candidates and predictor", () => {
+  const steps = generateSteps([
+    "--max-tokens",
+    "3",
+    "--ffn",
+    "hire",
+    "--ffn-k",
+    "10",
+    "--oversample",
+    "1",
+    "--predictor",
+    "int8:32",
+    "--layer-oversample",
+    "1=2",
+    "--layer-predictor",
+    "0=int4:32",
+  ]);
+  // An int4:32 row over 48 inputs: 32 code bytes (64 values, two per byte) and two f16 scales.
+  const int4Row = 32 + 2 * 2;
+  for (const s of steps.slice(1)) {
+    const [l0, l1] = s.layers;
+    assert.deepEqual([l0.k, l0.candidates, l1.k, l1.candidates], [10, 10, 10, 20]);
+    assert.equal(l0.bytes, F * int4Row + 10 * GATE_UP_ROW + 10 * DOWN_COL);
+    assert.equal(l1.bytes, F * INT8_32_ROW + 20 * GATE_UP_ROW + 10 * DOWN_COL);
+  }
+  usageError(["--ffn", "hire", "--layer-oversample", "x=2"], /--layer-oversample must look like LAYER=O, got "x=2"/);
+  usageError(["--ffn", "hire", "--layer-oversample", "0=0.5"], /oversample of layer 0 must be ≥ 1, got 0\.5/);
+  usageError(["--ffn", "hire", "--layer-predictor", "1=int3"], /predictor "int3" is not one of/);
+});
+
+test("bench --methods dense,hire,dip,topk-exact --head hire: a row per method, with the bytes its sparsity flags read", () => {
+  const r = hire([
+    "bench",
+    "--model",
+    model,
+    "--json",
+    "--methods",
+    "dense,hire,dip,topk-exact",
+    "--ffn-k",
+    "10",
+    "--oversample",
+    "1.5",
+    "--predictor",
+    "int8:32",
+    "--shards",
+    "4",
+    "--head",
+    "hire",
+    "--head-k",
+    "10",
+    "--head-oversample",
+    "1.5",
+    "--head-predictor",
+    "int8:32",
+    "--prompt-tokens",
+    "4",
+    "--decode-tokens",
+    "2",
+    "--repeats",
+    "1",
+  ]);
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout) as {
+    weight_bytes_per_token: number;
+    rows: { method: string; ffn_k: number | null; head: string; speedup: number; bytes_per_token: number }[];
+  };
+  assert.deepEqual(
+    out.rows.map((x) => [x.method, x.ffn_k, x.head]),
+    [
+      ["dense", null, "dense"],
+      ["hire+head", 10, "hire"],
+      ["dip+head", 10, "hire"],
+      ["topk-exact+head", 10, "hire"],
+    ],
+  );
+  assert.equal(out.rows[0].speedup, 1);
+  for (const row of out.rows) assert.ok(typeof row.speedup === "number" && row.speedup > 0, `${row.method}`);
+  // Per token: the dense weights, less what each of the 2 FFN layers and the output layer saved.
+  // The head: an int8:32 predictor and 16 candidate rows (k' = 1.5 × 10 rounded up to 4 shards).
+  const W = out.weight_bytes_per_token;
+  const headSaved = HEAD_DENSE - (V * INT8_32_ROW + 16 * HEAD_ROW);
+  const expected = (layerBytes: number) => W - 2 * (FFN_DENSE - layerBytes) - headSaved;
+  const bytes = Object.fromEntries(out.rows.map((x) => [x.method, x.bytes_per_token]));
+  assert.deepEqual(bytes, {
+    dense: W,
+    // int8:32 predictor, 16 candidates' gate/up rows, 10 down columns.
+    "hire+head": expected(F * INT8_32_ROW + 16 * GATE_UP_ROW + 10 * DOWN_COL),
+    // 10 input columns of W_gate and of W_up (96 bf16 values each), 10 down columns.
+    "dip+head": expected(10 * 2 * F * 2 + 10 * DOWN_COL),
+    // Dense gate/up, 10 down columns.
+    "topk-exact+head": expected(FFN_DENSE - F * DOWN_COL + 10 * DOWN_COL),
+  });
+  for (const row of out.rows.slice(1)) assert.ok(row.bytes_per_token < W, `${row.method} reads less than dense`);
+});
+
+test("eval --head hire measures the output layer's kept tokens against the dense head", () => {
+  const text = join(root, "eval-head.txt");
+  writeFileSync(text, "The quick brown fox jumps over the lazy dog. ".repeat(4));
+  const rows = (headK: string) => {
+    const r = hire([
+      "eval",
+      "--model",
+      model,
+      "--text",
+      text,
+      "--methods",
+      "hire",
+      "--ffn-k",
+      "0.25",
+      "--oversample",
+      "2",
+      "--head",
+      "hire",
+      "--head-k",
+      headK,
+      "--head-oversample",
+      "1",
+      "--max-tokens",
+      "32",
+      "--json",
+    ]);
+    assert.equal(r.status, 0, r.stderr);
+    return JSON.parse(r.stdout).rows as {
+      method: string;
+      head_argmax_hit_rate: number | null;
+      head_mass_covered: number | null;
+    }[];
+  };
+  const all = rows("100%");
+  assert.deepEqual(
+    all.map((x) => [x.method, x.head_argmax_hit_rate, x.head_mass_covered]),
+    [
+      ["dense", null, null],
+      ["hire+head", 1, 1], // every token kept: the argmax always, and all the mass
+    ],
+  );
+  // 2 of 400 tokens: the tiny model's next-token distribution is nearly uniform (perplexity ≈ 400), so
+  // they hold well under 5 % of the mass.
+  const two = rows("2")[1];
+  assert.equal(two.method, "hire+head");
+  assert.ok(two.head_argmax_hit_rate! >= 0 && two.head_argmax_hit_rate! <= 1);
+  assert.ok(two.head_mass_covered! > 0 && two.head_mass_covered! < 0.05, `${two.head_mass_covered}`);
+});
