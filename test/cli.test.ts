@@ -302,7 +302,22 @@ test("eval reports perplexity and recall per method and k, and draws the plot", 
     assert.equal(row.mean_recall, 1);
   }
   for (const row of rows.slice(1)) assert.equal(row.recall_per_layer!.length, 2);
-  assert.match(readFileSync(svg, "utf8"), /^<svg[\s\S]*polyline[\s\S]*<\/svg>$/);
+  const plot = readFileSync(svg, "utf8");
+  assert.match(plot, /^<svg[\s\S]*<\/svg>$/);
+  // One solid (recall) and one dashed (perplexity) line per method × oversample, a point per k.
+  const lines = [...plot.matchAll(/<polyline [^>]*?(stroke-dasharray="6 4" )?points="([^"]*)"/g)].map((m) => ({
+    dashed: m[1] !== undefined,
+    points: m[2].split(" ").map((p) => p.split(",").map(Number)),
+  }));
+  assert.equal(lines.length, 4);
+  for (const l of lines) assert.equal(l.points.length, 2, "k = 0.1 and k = 1");
+  // Recall 1 at k = 100 % sits on the top of the plot area (y = 36); recall at k = 0.1 is below it.
+  for (const l of lines.filter((l) => !l.dashed)) {
+    assert.equal(l.points[1][1], 36);
+    assert.ok(l.points[0][1] > 36);
+  }
+  for (const label of ["hire ×1", "hire ×2", ">0.1<", ">1<", "recall@k (solid)", "perplexity (dashed)"])
+    assert.ok(plot.includes(label), label);
   assert.equal(hire(["eval", "--model", model]).status, 2, "--text is required");
 });
 
