@@ -59,6 +59,7 @@ HIRE_AVX512 inline __m512i q4_group(const unsigned char* codes, const int8_t* xp
   for (int64_t b = 0; b < bpg; ++b) {
     const unsigned char* line = codes + 64 * b;
     prefetch_stream_ahead(line, pf_end);
+    if (line + kQuantLineAhead < pf_end) prefetch_l1(line + kQuantLineAhead);
     const __m512i w = ld(line);
     s = _mm512_dpbusd_epi32(s, _mm512_and_si512(w, low), _mm512_load_si512(xp + 128 * b));
     s = _mm512_dpbusd_epi32(s, _mm512_and_si512(_mm512_srli_epi16(w, 4), low), _mm512_load_si512(xp + 128 * b + 64));
@@ -116,17 +117,22 @@ HIRE_AVX512 void q4_rows(const QuantMatrix& q, const QuantVector& x, float* y, i
     if (g < q.groups) a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q4_group(codes + gbytes * g, xp + gx * g, bpg, end)),
                                            _mm512_set1_ps(d[g]), a0);
     // The scales' line(s) past the codes: their prefetch keeps the stream whole.
-    for (const unsigned char* t = codes + q.row_bytes; t < codes + q.row_stride; t += 64)
+    for (const unsigned char* t = codes + q.row_bytes; t < codes + q.row_stride; t += 64) {
       prefetch_stream_ahead(t, end);
+      if (t + kQuantLineAhead < end) prefetch_l1(t + kQuantLineAhead);
+    }
     y[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
   }
 }
 
-// One group of int8 codes (vpg 64-value vectors) against xq + 128: an exact int32 lane sum.
-HIRE_AVX512 inline __m512i q8_group(const int8_t* w, const uint8_t* xu, int64_t vpg) {
+// One group of int8 codes (vpg 64-value vectors) against xq + 128: an exact int32 lane sum. Each line
+// kQuantLineAhead on is prefetched while it lies before end (the task's last row); alternated inside
+// one process on the Zen 5 VM: 69-73 GB/s against 56-59 with the row's page heads alone.
+HIRE_AVX512 inline __m512i q8_group(const int8_t* w, const uint8_t* xu, int64_t vpg, const int8_t* end) {
   const __m512i ones = _mm512_set1_epi8(1);
   __m512i s = _mm512_setzero_si512(), sw = s;
   for (int64_t v = 0; v < vpg; ++v) {
+    if (w + 64 * v + kQuantLineAhead < end) prefetch_l1(w + 64 * v + kQuantLineAhead);
     const __m512i wv = ld(w + 64 * v);
     s = _mm512_dpbusd_epi32(s, _mm512_load_si512(xu + 64 * v), wv);
     sw = _mm512_dpbusd_epi32(sw, ones, wv);
@@ -145,6 +151,7 @@ HIRE_AVX512 void q8_rows(const QuantMatrix& q, const QuantVector& x, float* y, i
   float* d = t_d.get<float>(static_cast<size_t>(q.scale_pad));
   const int64_t ahead = (8192 + q.row_stride - 1) / q.row_stride;
   const int64_t gb = 64 * vpg;
+  const int8_t* end = reinterpret_cast<const int8_t*>(q.codes(r1));  // the task's rows are one stream
   for (int64_t r = r0; r < r1; ++r) {
     prefetch_row(q, r, ahead, r1);
     group_scales(q.scales(r), x.scale, q.scale_pad, d);
@@ -152,12 +159,12 @@ HIRE_AVX512 void q8_rows(const QuantMatrix& q, const QuantVector& x, float* y, i
     __m512 a0 = _mm512_setzero_ps(), a1 = a0;
     int64_t g = 0;
     for (; g + 2 <= q.groups; g += 2) {
-      a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q8_group(w + gb * g, xu + gb * g, vpg)), _mm512_set1_ps(d[g]), a0);
-      a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q8_group(w + gb * (g + 1), xu + gb * (g + 1), vpg)),
+      a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q8_group(w + gb * g, xu + gb * g, vpg, end)), _mm512_set1_ps(d[g]), a0);
+      a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q8_group(w + gb * (g + 1), xu + gb * (g + 1), vpg, end)),
                            _mm512_set1_ps(d[g + 1]), a1);
     }
     if (g < q.groups)
-      a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q8_group(w + gb * g, xu + gb * g, vpg)), _mm512_set1_ps(d[g]), a0);
+      a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q8_group(w + gb * g, xu + gb * g, vpg, end)), _mm512_set1_ps(d[g]), a0);
     y[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
   }
 }
