@@ -379,6 +379,11 @@ interface StepJson {
   head?: HeadJson;
 }
 
+// FFN k = 10 of 96 with k' = 1.5 k over 4 shards and an int8:32 predictor, and a HiRE head keeping
+// 10 tokens of 1.5 × 10 candidates: the settings whose counts and bytes the tests below derive.
+const SHARDED_FFN = ["--ffn-k", "10", "--oversample", "1.5", "--predictor", "int8:32", "--shards", "4"];
+const SHARDED_HEAD = ["--head", "hire", "--head-k", "10", "--head-oversample", "1.5"];
+
 /** Greedy `hire generate --json` on the tiny model; steps[0] is the prefill's token, steps[i] decode step i - 1. */
 function generateSteps(args: string[]): StepJson[] {
   const r = hire([
@@ -489,22 +494,10 @@ test("generate --shards splits every selection evenly over the shards; --layer-k
     "--trace",
     "--ffn",
     "hire",
-    "--ffn-k",
-    "10",
-    "--oversample",
-    "1.5",
-    "--predictor",
-    "int8:32",
-    "--shards",
-    "4",
+    ...SHARDED_FFN,
     "--layer-k",
     "1=25%",
-    "--head",
-    "hire",
-    "--head-k",
-    "10",
-    "--head-oversample",
-    "1.5",
+    ...SHARDED_HEAD,
   ]);
   assert.equal(steps.length, 3);
   for (const s of steps.slice(1)) {
@@ -589,20 +582,8 @@ test("bench --methods dense,hire,dip,topk-exact --head hire: a row per method, w
     "--json",
     "--methods",
     "dense,hire,dip,topk-exact",
-    "--ffn-k",
-    "10",
-    "--oversample",
-    "1.5",
-    "--predictor",
-    "int8:32",
-    "--shards",
-    "4",
-    "--head",
-    "hire",
-    "--head-k",
-    "10",
-    "--head-oversample",
-    "1.5",
+    ...SHARDED_FFN,
+    ...SHARDED_HEAD,
     "--head-predictor",
     "int8:32",
     "--prompt-tokens",

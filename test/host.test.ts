@@ -40,6 +40,17 @@ const conversation = (id: string, text: string): Conversation => ({
   ],
 });
 
+/** A sparsity update with every kind of field: numbers, per-layer maps, per-layer predictors. */
+const SPARSITY_UPDATE = {
+  ffn: {
+    k: 0.05,
+    perLayerK: { 3: 0.2 },
+    perLayerOversample: { 0: 4 },
+    perLayerPredictor: { 2: { kind: "int8", groupSize: 64 } },
+  },
+  shards: 2,
+};
+
 test("parseRequest accepts each well-formed request", () => {
   const ok: unknown[] = [
     { id: 1, type: "hello" },
@@ -55,19 +66,7 @@ test("parseRequest accepts each well-formed request", () => {
       sparsity: { ffn: { method: "dense" }, head: { method: "dense" } },
     },
     { id: 6, type: "stop", target: 5 },
-    {
-      id: 7,
-      type: "sparsity.update",
-      update: {
-        ffn: {
-          k: 0.05,
-          perLayerK: { 3: 0.2 },
-          perLayerOversample: { 0: 4 },
-          perLayerPredictor: { 2: { kind: "int8", groupSize: 64 } },
-        },
-        shards: 2,
-      },
-    },
+    { id: 7, type: "sparsity.update", update: SPARSITY_UPDATE },
     { id: 8, type: "inspect.layer", layer: -1 },
     { id: 9, type: "conversations.save", conversation: conversation("c-1", "x") },
     { id: 10, type: "conversations.delete", conversationId: "c-1" },
@@ -75,15 +74,7 @@ test("parseRequest accepts each well-formed request", () => {
   for (const r of ok) assert.deepEqual(parseRequest(r).id, (r as { id: number }).id);
   const upd = parseRequest(ok[6]);
   assert.ok(upd.type === "sparsity.update");
-  assert.deepEqual(upd.update, {
-    ffn: {
-      k: 0.05,
-      perLayerK: { 3: 0.2 },
-      perLayerOversample: { 0: 4 },
-      perLayerPredictor: { 2: { kind: "int8", groupSize: 64 } },
-    },
-    shards: 2,
-  });
+  assert.deepEqual(upd.update, SPARSITY_UPDATE);
 });
 
 test("parseRequest rejects malformed and hostile messages with a ProtocolError naming the problem", () => {
