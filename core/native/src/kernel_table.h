@@ -78,7 +78,8 @@ inline void prefetch_line(const void* p) { __builtin_prefetch(p, 0, 0); }
 // the non-temporal hint and shorter distances, tried in earlier sessions, gained nothing). On the
 // Zen 5 VM, alternated inside one process over 16 FFN predictors and the 1B model's int4 head, it
 // read 37.0-37.2 GB/s (medians of 10 alternations) against 25.6-27.3 with page heads alone; 8 KiB
-// ahead measured the same as 4, 1 KiB 33.
+// ahead measured the same as 4, 1 KiB 33; prefetcht1 got two thirds of the gain, prefetcht2 less.
+// Not measured on Intel, where L1 prefetches once capped the AVX2 GEMV (see prefetch_weights).
 constexpr int64_t kQuantLineAhead = 4096;
 inline void prefetch_l1(const void* p) { __builtin_prefetch(p, 0, 3); }
 
