@@ -152,7 +152,9 @@ interface HireShape {
 
 export class SparseFeedForward implements FeedForward {
   readonly prep: LayerPrep;
+  /** dip-ca's simulated caches: W_down columns (neurons) and W_gate/W_up input columns. */
   private lru?: NeuronLru;
+  private lruIn?: NeuronLru;
   /** The last HiRE step's counts and bytes, for telemetry after a recorded step's replay. */
   private lastHire?: HireShape;
 
@@ -402,34 +404,33 @@ export class SparseFeedForward implements FeedForward {
     const k = this.kFor(s);
     const kx = resolveCount(layerK(s, this.layer), H);
     const t0 = performance.now();
-    const nx = b.topk(h, H, kx, true, 1, sc.inSel);
-    b.gather(sc.hSel, h, sc.inSel, nx);
+    const ca = s.ffn.method === "dip-ca";
     const gateCols = prep.gateInputCols();
     const upCols = prep.upInputCols();
+    const inCol = gateCols.byteLength / H + upCols.byteLength / H; // one input's W_gate and W_up columns
+    let missBytes = 0;
+    let nx: number;
+    if (ca) {
+      this.lruIn ??= new NeuronLru(H, kx);
+      const m = this.cacheAwareTopk(this.lruIn, h, H, kx, 1, sc.inSel, s);
+      nx = m.count;
+      missBytes += m.misses * inCol;
+    } else {
+      nx = b.topk(h, H, kx, true, 1, sc.inSel);
+    }
+    b.gather(sc.hSel, h, sc.inSel, nx);
     b.accumulateCols(sc.g, sc.hSel, gateCols, sc.inSel, nx);
     b.accumulateCols(sc.u, sc.hSel, upCols, sc.inSel, nx);
     b.gatedAct(sc.g, sc.u, F, c.activation);
     const t1 = performance.now();
-    let cacheHitRate: number | undefined;
-    let storageBytes: number | undefined;
     const down = prep.downCols();
     const downRow = down.byteLength / F;
     let ns: number;
-    if (s.ffn.method === "dip-ca") {
-      const act = b.read(sc.g, 0, F);
-      const capacity = Math.max(k, Math.round(s.ffn.cacheFraction * F));
-      if (!this.lru) this.lru = new NeuronLru(F, capacity);
-      this.lru.setCapacity(capacity);
-      // Uncached neurons compete with their score scaled by γ (DIP-CA's cache-aware mask).
-      const biased = b.read(sc.scores, 0, F);
-      const gamma = s.ffn.cacheGamma;
-      for (let i = 0; i < F; i++) biased[i] = this.lru.resident[i] ? Math.abs(act[i]) : gamma * Math.abs(act[i]);
-      b.write(sc.scores, 0, biased);
-      ns = b.topk(sc.scores, F, k, false, s.shards, sc.sel);
-      let hits = 0;
-      for (let i = 0; i < ns; i++) if (this.lru.touch(sc.sel[i])) hits++;
-      cacheHitRate = ns > 0 ? hits / ns : 1;
-      storageBytes = (ns - hits) * downRow;
+    if (ca) {
+      this.lru ??= new NeuronLru(F, k);
+      const m = this.cacheAwareTopk(this.lru, sc.g, F, k, s.shards, sc.sel, s);
+      ns = m.count;
+      missBytes += m.misses * downRow;
     } else {
       ns = b.topk(sc.g, F, k, true, s.shards, sc.sel);
     }
@@ -447,13 +448,42 @@ export class SparseFeedForward implements FeedForward {
       predictorMs: 0,
       exactMs: t1 - t0 + (t2 - t1),
       downMs: t3 - t2,
-      bytes: nx * (gateCols.byteLength / H + upCols.byteLength / H) + ns * downRow,
+      bytes: nx * inCol + ns * downRow,
       denseBytes: this.denseBytes(),
-      cacheHitRate,
-      storageBytes,
     };
+    if (ca) {
+      tel.storageBytes = missBytes;
+      tel.cacheHitRate = tel.bytes > 0 ? 1 - missBytes / tel.bytes : 1;
+    }
     if (ctx.auditNow) this.audit(tel, out, h, s);
     report.ffn = tel;
+  }
+
+  /**
+   * dip-ca's cache-aware selection over n weight columns (inputs of W_gate/W_up, or neurons of
+   * W_down) scored by |v|: columns not in the simulated cache compete with their score scaled by γ
+   * (DIP-CA's mask), then the picks are touched in the LRU. Returns the count and the misses.
+   */
+  private cacheAwareTopk(
+    lru: NeuronLru,
+    v: Buf,
+    n: number,
+    k: number,
+    shards: number,
+    out: Int32Array,
+    s: SparsitySettings,
+  ): { count: number; misses: number } {
+    const { b, scratch: sc } = this.ctx;
+    lru.setCapacity(Math.max(k, Math.round(s.ffn.cacheFraction * n)));
+    const vals = b.read(v, 0, n);
+    const biased = b.read(sc.scores, 0, n);
+    const gamma = s.ffn.cacheGamma;
+    for (let i = 0; i < n; i++) biased[i] = lru.resident[i] ? Math.abs(vals[i]) : gamma * Math.abs(vals[i]);
+    b.write(sc.scores, 0, biased);
+    const count = b.topk(sc.scores, n, k, false, shards, out);
+    let misses = 0;
+    for (let i = 0; i < count; i++) if (!lru.touch(out[i])) misses++;
+    return { count, misses };
   }
 
   private addDownBias(out: Buf): void {

@@ -31,7 +31,10 @@ export interface FfnTelemetry {
   /** Audit only: |selected ∩ exact top-k| / k, and ‖out − dense out‖ / ‖dense out‖. */
   recall?: number;
   relError?: number;
-  /** dip-ca only: share of selected rows already in the simulated cache, and bytes streamed on misses. */
+  /**
+   * dip-ca only: the share of this token's FFN bytes already in the simulated cache (the selected
+   * input columns of W_gate/W_up and neuron columns of W_down), and the bytes streamed on misses.
+   */
   cacheHitRate?: number;
   storageBytes?: number;
   /** Only for the inspected layer (`Sparsifier.inspect`): the scores behind the selection. */
