@@ -90,8 +90,8 @@ class LayerPrep {
   }
 }
 
-/** LRU over neuron ids with O(1) touch and evict (a doubly linked list in typed arrays). */
-class NeuronLru {
+/** LRU over weight-column ids (neurons or inputs) with O(1) touch and evict (a doubly linked list in typed arrays). */
+class ColumnLru {
   private readonly prev: Int32Array;
   private readonly next: Int32Array;
   readonly resident: Uint8Array;
@@ -153,8 +153,8 @@ interface HireShape {
 export class SparseFeedForward implements FeedForward {
   readonly prep: LayerPrep;
   /** dip-ca's simulated caches: W_down columns (neurons) and W_gate/W_up input columns. */
-  private lru?: NeuronLru;
-  private lruIn?: NeuronLru;
+  private lru?: ColumnLru;
+  private lruIn?: ColumnLru;
   /** The last HiRE step's counts and bytes, for telemetry after a recorded step's replay. */
   private lastHire?: HireShape;
 
@@ -411,7 +411,7 @@ export class SparseFeedForward implements FeedForward {
     let missBytes = 0;
     let nx: number;
     if (ca) {
-      this.lruIn ??= new NeuronLru(H, kx);
+      this.lruIn ??= new ColumnLru(H, kx);
       const m = this.cacheAwareTopk(this.lruIn, h, H, kx, 1, sc.inSel, s);
       nx = m.count;
       missBytes += m.misses * inCol;
@@ -427,7 +427,7 @@ export class SparseFeedForward implements FeedForward {
     const downRow = down.byteLength / F;
     let ns: number;
     if (ca) {
-      this.lru ??= new NeuronLru(F, k);
+      this.lru ??= new ColumnLru(F, k);
       const m = this.cacheAwareTopk(this.lru, sc.g, F, k, s.shards, sc.sel, s);
       ns = m.count;
       missBytes += m.misses * downRow;
@@ -465,7 +465,7 @@ export class SparseFeedForward implements FeedForward {
    * (DIP-CA's mask), then the picks are touched in the LRU. Returns the count and the misses.
    */
   private cacheAwareTopk(
-    lru: NeuronLru,
+    lru: ColumnLru,
     v: Buf,
     n: number,
     k: number,
