@@ -16,7 +16,7 @@ import { readSafetensorsHeader, weightFiles, DTYPE_BYTES, type TensorInfo } from
 import type { ModelConfig } from "../arch/config.js";
 import { Session, type GenerationEvent } from "../engine/session.js";
 import type { ForwardReport } from "../engine/transformer.js";
-import { bytesRead } from "../sparse/telemetry.js";
+import { bytesRead, ffnDenseBytes } from "../sparse/telemetry.js";
 import { GREEDY, validateSampling } from "../engine/sampler.js";
 import type { ChatMessage } from "../loader/tokenizer.js";
 import { ConversationStore, writeAtomic } from "./conversations.js";
@@ -435,10 +435,6 @@ export function stepTelemetry(report: ForwardReport, session: Session, ms: numbe
     ffnDenseBytes: new Float64Array(L),
     storageBytes: new Float64Array(L).fill(NaN),
   };
-  const ffnDense = (l: number) => {
-    const w = session.model.weights.layers[l];
-    return w.up.w.byteLength + w.down.w.byteLength + (w.gate ? w.gate.w.byteLength : 0);
-  };
   let total = 0;
   for (const l of report.layers) total += l.ffn ? l.ffn.selected.length : 0;
   const selected = new Int32Array(total);
@@ -453,7 +449,7 @@ export function stepTelemetry(report: ForwardReport, session: Session, ms: numbe
     if (!f) {
       s.k[l] = F;
       s.candidates[l] = F;
-      s.ffnBytes[l] = s.ffnDenseBytes[l] = ffnDense(l);
+      s.ffnBytes[l] = s.ffnDenseBytes[l] = ffnDenseBytes(session.model.weights.layers[l]);
       continue;
     }
     s.ffnBytes[l] = f.bytes;

@@ -19,7 +19,7 @@ import {
   type PredictorSpec,
   type SparsitySettings,
 } from "./settings.js";
-import { recall, relativeError, type FfnTelemetry } from "./telemetry.js";
+import { ffnDenseBytes, recall, relativeError, type FfnTelemetry } from "./telemetry.js";
 import type { SparseContext } from "./context.js";
 import { tensorHash } from "./cache.js";
 
@@ -218,8 +218,7 @@ export class SparseFeedForward implements FeedForward {
   }
 
   private denseBytes(): number {
-    const w = this.w;
-    return w.up.w.byteLength + w.down.w.byteLength + (w.gate ? w.gate.w.byteLength : 0);
+    return ffnDenseBytes(this.w);
   }
 
   /** act(W_gate·h) * (W_up·h), or act(W_in·h): all F activations of n tokens into `act`. */

@@ -3,6 +3,12 @@
 // them at token rate.
 
 import type { ForwardReport } from "../engine/transformer.js";
+import type { LayerWeights } from "../arch/config.js";
+
+/** Weight bytes a dense FFN reads per token: W_up (W_in), W_down and, when gated, W_gate. */
+export function ffnDenseBytes(w: LayerWeights): number {
+  return w.up.w.byteLength + w.down.w.byteLength + (w.gate ? w.gate.w.byteLength : 0);
+}
 
 /**
  * Weight bytes one forward pass read: the dense total less what each sparse module (FFN layers,
