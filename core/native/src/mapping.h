@@ -1,6 +1,6 @@
-// Weight files in memory, read-only. A Mapping is shared (shared_ptr) by the JS mapping handle and by
-// every weight made from it; the memory is unmapped when the last owner goes away or early by
-// release(), after which valid() is false and weights must refuse to run.
+// Weight files in memory, never written after loading. A Mapping is shared (shared_ptr) by the JS
+// mapping handle and by every weight made from it; the memory is unmapped when the last owner goes
+// away or early by release(), after which valid() is false and weights must refuse to run.
 // Two ways in: mmap of the file itself (pages shared with the page cache), or the file read into
 // anonymous memory advised for transparent huge pages. The second is the default of the loader: on
 // the Firecracker VMs these sessions run on, page-cache pages the guest had reclaimed and read back
