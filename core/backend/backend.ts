@@ -233,6 +233,13 @@ export interface Backend {
   relayout(w: Weight, transposed: boolean): Weight;
   /** A 2·rows × cols copy with the rows of a and b interleaved (a0, b0, a1, b1, …). */
   interleaveRows(a: Weight, b: Weight): Weight;
+  /**
+   * Gives back the memory of a weight read from a model file while another layout serves it (HiRE's
+   * FFN copies); a later use reads it back from the file. Returns the bytes given back. Optional:
+   * the CPU backend (a GPU backend computes from its own device copies).
+   */
+  releaseWeight?(w: Weight): number;
+
   quantize(w: Weight, bits: 4 | 8, groupSize: number): QuantWeight;
   /** Store a quantized copy in a file, and read one back (the predictor disk cache). */
   writeQuant(q: QuantWeight, file: string): void;

@@ -221,6 +221,10 @@ export class CpuBackend implements Backend {
     };
   }
 
+  releaseWeight(w: Weight): number {
+    return this.n.releaseWeight(w.handle);
+  }
+
   interleaveRows(a: Weight, b: Weight): Weight {
     const handle = this.n.interleaveRows(a.handle, b.handle);
     return {

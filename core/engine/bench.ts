@@ -170,7 +170,7 @@ class BenchRun {
     this.gatherChunk = (c.gatedFfn ? 2 : 1) * (up.byteLength / up.rows);
     const ctx = Math.min(c.maxPositions, promptTokens + this.decodeTokens + 1);
     this.t = new Transformer(this.backend, c, model.weights);
-    this.sparsifier = new Sparsifier(this.t);
+    this.sparsifier = new Sparsifier(this.t, { releaseFileLayout: false });
     this.cache = new KVCache(this.backend, c, ctx);
     const rng = new Rng(1234);
     this.prompt = Array.from({ length: Math.min(promptTokens, ctx - this.decodeTokens - 1) }, () =>

@@ -38,7 +38,7 @@ export function evaluate(model: LoadedModel, text: string, configs: EvalConfig[]
   const c = model.config;
   const t = new Transformer(backend, c, model.weights);
   const cache = new KVCache(backend, c, n);
-  const sparsifier = new Sparsifier(t);
+  const sparsifier = new Sparsifier(t, { releaseFileLayout: false });
   const headLogits = backend.alloc(c.vocab);
   return configs.map((cfg) => {
     const sparse = cfg.settings.ffn?.method !== undefined && cfg.settings.ffn.method !== "dense";

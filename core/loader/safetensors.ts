@@ -200,6 +200,13 @@ export class WeightStore {
     }
   }
 
+  /** Bytes of read-in weights given back while other layouts serve them (Backend.releaseWeight). */
+  releasedBytes(): number {
+    let n = 0;
+    for (const m of this.mappings.values()) n += native().releasedBytes(m);
+    return n;
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;

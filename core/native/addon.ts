@@ -62,6 +62,15 @@ export interface NativeAddon {
     cols: number,
     transposed: boolean,
   ): NativeWeight;
+  /**
+   * Gives back the memory of a weight made from a mapping (the whole pages inside it), for a weight
+   * that another layout now serves; returns the bytes given back (0 for a weight owning its memory).
+   * Its next use reads the pages back from the file, or throws Error("<path>: <reason>") when the
+   * file changed since loading: a released weight is never computed with zeros.
+   */
+  releaseWeight(w: NativeWeight): number;
+  /** Bytes of a read-in mapping now given back by releaseWeight (and not yet read back). */
+  releasedBytes(mapping: NativeMapping): number;
 
   /** y[n][rows] = x[n][cols] · Wᵀ (+ bias[rows] if given). Batched (GEMM) when n > 1. */
   matmul(y: Float32Array, x: Float32Array, w: NativeWeight, n: number, bias: NativeWeight | null): void;

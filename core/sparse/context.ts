@@ -25,7 +25,18 @@ export class SparseScratch {
   readonly pairIdx: Int32Array; // HiRE: rows 2c, 2c+1 of the interleaved gate/up matrix [2F]
   readonly pairOut: Buf; // their outputs, interleaved [2F]
 
-  constructor(b: Backend, c: ModelConfig, ws: Workspace) {
+  private pairBatch?: Buf;
+
+  /** A batch's outputs of a whole interleaved gate/up matrix [batch][2F], allocated on first use. */
+  pairN(): Buf {
+    return (this.pairBatch ??= this.b.alloc(this.ws.batch * 2 * this.c.intermediate));
+  }
+
+  constructor(
+    private readonly b: Backend,
+    private readonly c: ModelConfig,
+    private readonly ws: Workspace,
+  ) {
     const F = c.intermediate;
     const N = Math.max(F, c.vocab);
     this.actN = ws.ff1;

@@ -58,6 +58,21 @@ Napi::Value Unmap(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Gives back the memory of a weight read from a file (see Mapping::release_pages): bytes given back,
+// 0 for a weight that owns its memory. Its next use reads the pages back from the file.
+Napi::Value ReleaseWeight(const Napi::CallbackInfo& info) {
+  Args a(info, "releaseWeight");
+  WeightHandle* w = a.tagged<WeightHandle>(0, kWeightTag, "w", "NativeWeight");
+  if (w->owned || !w->map->valid()) return Napi::Number::New(info.Env(), 0);
+  const size_t bytes = static_cast<size_t>(w->rows * w->cols) * hire::dtype_size(w->dtype);
+  return Napi::Number::New(info.Env(), static_cast<double>(w->map->release_pages(w->offset, bytes)));
+}
+
+Napi::Value ReleasedBytes(const Napi::CallbackInfo& info) {
+  Args a(info, "releasedBytes");
+  return Napi::Number::New(info.Env(), static_cast<double>(a.mapping(0)->map->released_bytes()));
+}
+
 Napi::Value Weight(const Napi::CallbackInfo& info) {
   Args a(info, "weight");
   MappingHandle* mh = a.mapping(0);
@@ -706,6 +721,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Export<MapFile>(env, exports, "mapFile");
   Export<Unmap>(env, exports, "unmap");
   Export<Weight>(env, exports, "weight");
+  Export<ReleaseWeight>(env, exports, "releaseWeight");
+  Export<ReleasedBytes>(env, exports, "releasedBytes");
   Export<Matmul>(env, exports, "matmul");
   Export<MatmulMany>(env, exports, "matmulMany");
   Export<Embed>(env, exports, "embed");

@@ -62,6 +62,9 @@ std::shared_ptr<Mapping> Mapping::open(const std::string& path, bool in_memory, 
   }
   std::shared_ptr<Mapping> m(new Mapping());
   m->size_ = static_cast<size_t>(st.st_size);
+  m->path_ = path;
+  m->in_memory_ = in_memory;
+  m->mtime_ns_ = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
   if (m->size_ > 0) {
     const int err = in_memory ? m->read_in(fd, align_at) : m->map_file(fd);
     if (err != 0) {
@@ -101,6 +104,71 @@ int Mapping::read_in(int fd, size_t align_at) {
   // output layer gathers rows from the tied embedding: its 512 candidate rows took 0.8-1.2 ms per
   // token (mean of 60 tokens) against 0.17 left writable, 3.6 -> 2.7 ms for the whole head.
   return read_fully(fd, static_cast<unsigned char*>(base_), size_);
+}
+
+size_t Mapping::release_pages(size_t offset, size_t bytes) {
+  if (!valid_ || offset >= size_) return 0;
+  bytes = std::min(bytes, size_ - offset);
+  // Whole pages only: a weight's first and last pages may hold its neighbours' bytes.
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t a = reinterpret_cast<uintptr_t>(data() + offset), e = a + bytes;
+  const uintptr_t pa = (a + page - 1) & ~(page - 1), pe = e & ~(page - 1);
+  if (pe <= pa) return 0;
+  const size_t begin = pa - reinterpret_cast<uintptr_t>(data()), end = pe - reinterpret_cast<uintptr_t>(data());
+  std::lock_guard<std::mutex> lock(released_mu_);
+  if (in_memory_) {
+    for (const Range& r : released_)
+      if (r.begin < end && begin < r.end) return 0;  // already given back (a weight is released whole)
+  }
+  if (::madvise(reinterpret_cast<void*>(pa), pe - pa, MADV_DONTNEED) != 0) return 0;
+  if (in_memory_) {
+    released_.push_back({begin, end});
+    has_released_.store(true, std::memory_order_release);
+  }
+  return end - begin;
+}
+
+size_t Mapping::released_bytes() {
+  std::lock_guard<std::mutex> lock(released_mu_);
+  size_t n = 0;
+  for (const Range& r : released_) n += r.end - r.begin;
+  return n;
+}
+
+void Mapping::restore(size_t offset, size_t bytes) {
+  std::lock_guard<std::mutex> lock(released_mu_);
+  const size_t end = offset + bytes;
+  std::vector<Range> hit;
+  for (const Range& r : released_)
+    if (r.begin < end && offset < r.end) hit.push_back(r);
+  if (hit.empty()) return;
+  auto fail = [&](const std::string& why) { throw std::runtime_error(path_ + ": " + why); };
+  const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail(std::string("cannot read released weights back: ") + std::strerror(errno));
+  struct stat st;
+  const bool same = ::fstat(fd, &st) == 0 && static_cast<size_t>(st.st_size) == size_ &&
+                    static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec == mtime_ns_;
+  if (!same) {
+    ::close(fd);
+    fail("changed since the model was loaded, so its released weights cannot be read back; load the model again");
+  }
+  for (const Range& r : hit) {
+    unsigned char* dst = static_cast<unsigned char*>(base_) + r.begin;
+    for (size_t done = 0; done < r.end - r.begin;) {
+      const ssize_t got = ::pread(fd, dst + done, r.end - r.begin - done, static_cast<off_t>(r.begin + done));
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) {
+        const int err = got < 0 ? errno : EIO;
+        ::close(fd);
+        fail(std::string("cannot read released weights back: ") + std::strerror(err));
+      }
+      done += static_cast<size_t>(got);
+    }
+    released_.erase(std::find_if(released_.begin(), released_.end(),
+                                 [&](const Range& x) { return x.begin == r.begin && x.end == r.end; }));
+  }
+  ::close(fd);
+  has_released_.store(!released_.empty(), std::memory_order_release);
 }
 
 void Mapping::release() {

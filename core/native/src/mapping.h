@@ -9,8 +9,11 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <vector>
 
 namespace hire {
 
@@ -34,16 +37,41 @@ class Mapping {
   bool valid() const { return valid_; }
   const unsigned char* data() const { return static_cast<const unsigned char*>(base_); }
   size_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+  // Gives the memory of the whole pages inside [offset, offset + bytes) back to the system, for
+  // weights that another layout now serves (HiRE's interleaved and transposed FFN copies). Read-in
+  // memory is recorded as released and read back from the file by ensure_resident; a mapped file
+  // faults its pages back in by itself. Returns the bytes given back.
+  size_t release_pages(size_t offset, size_t bytes);
+  // Reads back any released pages overlapping [offset, offset + bytes), so a weight is never
+  // computed with the zero pages left behind. Throws std::runtime_error("<path>: <reason>") when
+  // the file cannot be read or is no longer the file that was loaded (size or modification time).
+  void ensure_resident(size_t offset, size_t bytes) {
+    if (has_released_.load(std::memory_order_acquire)) restore(offset, bytes);
+  }
+  // Bytes currently given back (read-in memory only).
+  size_t released_bytes();
 
  private:
   Mapping() = default;
   int map_file(int fd);                   // 0 or an errno
   int read_in(int fd, size_t align_at);   // 0 or an errno
+  void restore(size_t offset, size_t bytes);
   void* base_ = nullptr;                  // file offset 0
   size_t size_ = 0;
   void* region_ = nullptr;                // what to unmap: base_, or the read-in buffer base_ lies in
   size_t region_size_ = 0;
   bool valid_ = false;
+  bool in_memory_ = false;
+  std::string path_;
+  int64_t mtime_ns_ = 0;                  // the loaded file's, checked before reading pages back
+  struct Range {
+    size_t begin, end;                    // byte offsets from base_, page-aligned in memory
+  };
+  std::mutex released_mu_;
+  std::vector<Range> released_;           // read-in pages given back, disjoint
+  std::atomic<bool> has_released_{false};
 };
 
 }  // namespace hire

@@ -141,6 +141,11 @@ class Args {
     WeightHandle* w = tagged<WeightHandle>(i, kWeightTag, name, "NativeWeight");
     if (w->owned) return Mat{w->owned->data(), w->dtype, w->rows, w->cols, w->transposed};
     if (!w->map->valid()) fail(std::string(name) + " belongs to a mapping that was unmapped");
+    try {
+      w->map->ensure_resident(w->offset, static_cast<size_t>(w->rows * w->cols) * hire::dtype_size(w->dtype));
+    } catch (const std::runtime_error& e) {
+      fail(std::string(name) + ": " + e.what());
+    }
     return Mat{w->map->data() + w->offset, w->dtype, w->rows, w->cols, w->transposed};
   }
 

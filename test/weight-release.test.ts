@@ -1,0 +1,172 @@
+// Giving back the file-layout FFN weights that HiRE's own layouts replace (Backend.releaseWeight,
+// SparsifierOptions.releaseFileLayout): the memory really goes, a released weight is read back from
+// the file on its next use (never computed with the zeros left behind), a changed file is an error
+// naming it, and a session that releases decodes exactly what one keeping everything decodes.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, rmSync, statSync, utimesSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { makeModel } from "../core/modelgen/make-model.js";
+import { loadModel, type LoadedModel } from "../core/loader/model-folder.js";
+import { createBackend } from "../core/backend/select.js";
+import { KVCache, Transformer, type ForwardReport } from "../core/engine/transformer.js";
+import { Sparsifier } from "../core/sparse/sparsifier.js";
+import type { DeepPartial, SparsitySettings } from "../core/sparse/settings.js";
+import type { Backend, Weight } from "../core/backend/backend.js";
+
+let root: string;
+let dir: string;
+
+// FFN matrices of 4 MiB each (bf16 4096 x 512), so that a release is whole huge pages and visible in RSS.
+before(async () => {
+  root = mkdtempSync(join(tmpdir(), "hire-release-"));
+  process.env.HIRE_CACHE_DIR = join(root, "cache");
+  dir = join(root, "llama");
+  await makeModel({
+    arch: "llama",
+    shape: { hidden: 512, intermediate: 4096, layers: 2, heads: 8, kvHeads: 4, vocab: 1024 },
+    dtype: "bf16",
+    seed: 5,
+    out: dir,
+  });
+});
+after(() => rmSync(root, { recursive: true, force: true }));
+
+function rssBytes(): number {
+  return Number(/VmRSS:\s+(\d+)/.exec(readFileSync("/proc/self/status", "utf8"))![1]) * 1024;
+}
+
+function product(b: Backend, w: Weight): Float32Array {
+  const x = b.alloc(w.cols);
+  b.write(
+    x,
+    0,
+    Float32Array.from({ length: w.cols }, (_, i) => Math.sin(i)),
+  );
+  const y = b.alloc(w.rows);
+  b.matmul(y, x, w, 1, null);
+  return Float32Array.from(b.read(y, 0, w.rows));
+}
+
+test("a released weight gives its memory back and is read back from the file on its next use", (t) => {
+  const model = loadModel(dir);
+  t.after(() => model.close());
+  const b = createBackend("cpu", 2);
+  const gate = model.weights.layers[0].gate!.w;
+  const before = product(b, gate);
+  const rss0 = rssBytes();
+  const bytes = b.releaseWeight!(gate);
+  // Whole pages inside the tensor: all of it but its ragged first and last pages.
+  assert.ok(bytes > gate.byteLength - 2 * 4096 && bytes <= gate.byteLength, `released ${bytes} of ${gate.byteLength}`);
+  assert.equal(model.store.releasedBytes(), bytes);
+  const drop = rss0 - rssBytes();
+  assert.ok(drop > bytes / 2, `RSS fell by ${drop} bytes after releasing ${bytes}`);
+  assert.equal(b.releaseWeight!(gate), 0, "releasing it again gives back nothing more");
+  assert.deepEqual(product(b, gate), before, "the product after a release equals the one before");
+  assert.equal(model.store.releasedBytes(), 0, "the use read the pages back");
+  assert.ok(b.releaseWeight!(gate) > 0, "and it can be given back again");
+});
+
+test("a released weight whose file changed since loading is an error naming the file, every time", (t) => {
+  const model = loadModel(dir);
+  t.after(() => model.close());
+  const b = createBackend("cpu", 1);
+  const up = model.weights.layers[1].up.w;
+  assert.ok(b.releaseWeight!(up) > 0);
+  const file = join(dir, "model.safetensors");
+  const st = statSync(file);
+  utimesSync(file, st.atime, new Date(st.mtimeMs + 5000));
+  t.after(() => utimesSync(file, st.atime, st.mtime));
+  for (let i = 0; i < 2; i++)
+    assert.throws(
+      () => product(b, up),
+      (e: Error) => e.message.includes(file) && /changed since the model was loaded/.test(e.message),
+    );
+  assert.ok(model.store.releasedBytes() > 0, "the pages stay released (zeros are never used)");
+});
+
+interface Decoded {
+  ids: number[];
+  logits: Float32Array[];
+  recall: number[];
+}
+
+/** Greedy decode with the settings, audited every token, through a Sparsifier with or without release. */
+function decode(
+  model: LoadedModel,
+  release: boolean,
+  phases: DeepPartial<SparsitySettings>[],
+): { phases: Decoded[]; released: number[] } {
+  const b = createBackend("cpu", 2);
+  const t = new Transformer(b, model.config, model.weights);
+  const sp = new Sparsifier(t, { releaseFileLayout: release });
+  const cache = new KVCache(b, model.config, 64);
+  sp.beginPrefill();
+  let logits = Float32Array.from(t.forward([3, 1, 4, 1, 5, 9], 0, cache, undefined, true)!);
+  let pos = 6;
+  const out: Decoded[] = [];
+  const released: number[] = [];
+  for (const settings of phases) {
+    sp.update({ ...settings, auditEvery: 1 });
+    released.push(model.store.releasedBytes());
+    const d: Decoded = { ids: [], logits: [], recall: [] };
+    for (let i = 0; i < 4; i++) {
+      let id = 0;
+      for (let j = 1; j < logits.length; j++) if (logits[j] > logits[id]) id = j;
+      d.ids.push(id);
+      sp.beginToken();
+      const report: ForwardReport = { tokens: 0, layers: [], outputMs: 0 };
+      logits = Float32Array.from(t.forward([id], pos++, cache, report, true)!);
+      d.logits.push(logits);
+      for (const l of report.layers) if (l.ffn?.recall !== undefined) d.recall.push(l.ffn.recall);
+    }
+    out.push(d);
+  }
+  return { phases: out, released };
+}
+
+test("a session giving back the file layout decodes what one keeping it decodes, through every method", (t) => {
+  const kept = loadModel(dir);
+  const freed = loadModel(dir);
+  t.after(() => {
+    kept.close();
+    freed.close();
+  });
+  const phases: DeepPartial<SparsitySettings>[] = [
+    { ffn: { method: "hire", k: 0.25, oversample: 2 }, head: { method: "hire", k: 16 } },
+    { ffn: { method: "dense" }, head: { method: "dense" } },
+    { ffn: { method: "topk-exact", k: 0.25 } },
+    { ffn: { method: "dip", k: 0.5 } },
+    { ffn: { method: "hire", k: 0.1 } },
+  ];
+  const a = decode(kept, false, phases);
+  const b = decode(freed, true, phases);
+  const ffnBytes = freed.weights.layers.reduce(
+    (s, l) => s + l.gate!.w.byteLength + l.up.w.byteLength + l.down.w.byteLength,
+    0,
+  );
+  assert.deepEqual(a.released, [0, 0, 0, 0, 0]);
+  for (const r of b.released) assert.ok(r > 0.95 * ffnBytes, `released ${r} of the FFN's ${ffnBytes} bytes`);
+  phases.forEach((p, i) => {
+    const what = `phase ${i} (${p.ffn?.method})`;
+    assert.deepEqual(b.phases[i].ids, a.phases[i].ids, `${what}: greedy ids`);
+    assert.deepEqual(b.phases[i].recall, a.phases[i].recall, `${what}: audited recall`);
+    b.phases[i].logits.forEach((l, j) => {
+      const ref = a.phases[i].logits[j];
+      let scale = 0;
+      let err = 0;
+      for (let v = 0; v < l.length; v++) {
+        // The HiRE head leaves -inf outside its candidates: the same ones in both.
+        if (!Number.isFinite(ref[v])) {
+          assert.equal(l[v], ref[v], `${what}: token ${j} logit ${v}`);
+          continue;
+        }
+        scale = Math.max(scale, Math.abs(ref[v]));
+        err = Math.max(err, Math.abs(l[v] - ref[v]));
+      }
+      // Dense sums W_down column by column from HiRE's copy instead of row by row: rounding only.
+      assert.ok(err <= 1e-5 * scale, `${what}: token ${j} logits differ by ${err} (scale ${scale})`);
+    });
+  });
+});
