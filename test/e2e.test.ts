@@ -136,6 +136,11 @@ test("e2e: chat in the browser with the live sparsity inspector", { timeout: 240
   await page.getByTestId("audit-every").selectOption("1");
   await page.getByTestId("ffn-k").fill("0.1");
   await page.getByTestId("ffn-k-value").filter({ hasText: "70" }).waitFor();
+  // The model bar reports the file-layout FFN weights HiRE's copies let the engine give back.
+  await page
+    .getByTestId("released-bytes")
+    .filter({ hasText: /given back/ })
+    .waitFor({ timeout: 10_000 });
   await page.getByTestId("sampling-maxTokens").fill("24");
   await page.getByTestId("sampling-temperature").fill("0");
 

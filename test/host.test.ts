@@ -289,8 +289,13 @@ test("host: a generation streams tokens with per-layer telemetry, and settings a
   }
   assert.equal(summary.contextUsed, summary.promptTokens + summary.tokens - 1);
 
+  from = events.length;
   const upd = await ask({ type: "sparsity.update", update: { ffn: { method: "hire", k: 0.1 }, auditEvery: 1 } });
   assert.ok(upd.ok, JSON.stringify(upd));
+  // HiRE's copies replace the file-layout FFN matrices, which the host gives back and reports.
+  const settingsEvent = events.slice(from).find((m) => m.type === "settings");
+  assert.ok(settingsEvent?.type === "settings");
+  assert.ok(settingsEvent.releasedBytes > 0, `released ${settingsEvent.releasedBytes} bytes`);
   await ask({ type: "inspect.layer", layer: 2 });
   from = events.length;
   const sparse = await ask({ type: "generate", messages, maxTokens: 4, sampling: { temperature: 0 } });

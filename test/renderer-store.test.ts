@@ -127,6 +127,7 @@ const MODEL: ModelInfo = {
   gatedFfn: true,
   hasChatTemplate: true,
   bytesPerToken: 2000,
+  releasedBytes: 0,
   settings: DEFAULT_SETTINGS,
 };
 
@@ -610,6 +611,10 @@ test("studio: sparsity changes are coalesced, confirmed by the host, and reverte
   assert.deepEqual(host.lastOf("sparsity.update").update, { ffn: { method: "hire", k: 0.25 } });
   assert.equal(studio.settings.getState().confirmed.ffn.method, "hire");
   assert.equal(studio.settings.getState().applying, false);
+  // The host's settings event says how much of the file-layout FFN it gave back: the model bar shows it.
+  assert.equal(studio.connection.getState().model?.releasedBytes, 0);
+  host.emit({ type: "settings", settings: studio.settings.getState().confirmed, releasedBytes: 1 << 20 });
+  assert.equal(studio.connection.getState().model?.releasedBytes, 1 << 20);
 
   // A rejected update: the error is shown and the controls go back to the host's settings.
   host.failures.set("sparsity.update", { code: "USAGE", message: "FFN k must be a fraction" });

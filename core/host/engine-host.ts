@@ -169,7 +169,7 @@ export class EngineHost {
             path: this.model!.dir,
           }),
         );
-        this.broadcast({ type: "settings", settings });
+        this.broadcast({ type: "settings", settings, releasedBytes: this.model!.store.releasedBytes() });
         return settings;
       }
       case "inspect.layer":
@@ -230,6 +230,7 @@ export class EngineHost {
       gatedFfn: c.gatedFfn,
       hasChatTemplate: m.tokenizer.hasChatTemplate,
       bytesPerToken: m.weightBytesPerToken,
+      releasedBytes: m.store.releasedBytes(),
       contextLength: this.session!.contextLength,
       settings: this.session!.sparsity.settings,
     };

@@ -64,7 +64,7 @@ export type Reply =
 export type HostEvent =
   | { type: "model.progress"; stage: "weights" | "ffn" | "head"; done: number; total: number; path: string }
   | { type: "model.loaded"; info: ModelInfo }
-  | { type: "settings"; settings: SparsitySettings }
+  | { type: "settings"; settings: SparsitySettings; releasedBytes: number }
   | { type: "gen.prefill"; requestId: number; promptTokens: number; reusedTokens: number; ms: number }
   | { type: "gen.token"; requestId: number; index: number; tokenId: number; text: string; step: StepTelemetry }
   /** Electron's File → Open Model Folder… picked `path`: the UI loads it as if typed in. */
@@ -118,6 +118,8 @@ export interface ModelInfo extends ModelEstimate {
   hasChatTemplate: boolean;
   /** Dense weight bytes streamed per decoded token. */
   bytesPerToken: number;
+  /** File-layout FFN weights given back while HiRE's own copies serve them (Sparsifier). */
+  releasedBytes: number;
   settings: SparsitySettings;
 }
 

@@ -120,6 +120,15 @@ export function ModelBar() {
               <span className="dim">
                 weights {formatBytes(model.weightBytes)} + KV {formatBytes(model.kvCacheBytes)} · reads{" "}
                 {formatBytes(model.bytesPerToken)}/token dense
+                {model.releasedBytes > 0 && (
+                  <span
+                    data-testid="released-bytes"
+                    title="HiRE reads its own copies of the FFN weights, so the file layout of the FFN weights is given back to the system"
+                  >
+                    {" "}
+                    · {formatBytes(model.releasedBytes)} given back
+                  </span>
+                )}
               </span>
             )}
           </div>

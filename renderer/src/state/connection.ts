@@ -40,6 +40,8 @@ export interface ConnectionState {
   setStatus(status: ConnectionStatus): void;
   setHello(h: HelloInfo): void;
   setModel(m: ModelInfo | null): void;
+  /** The loaded model's file-layout FFN weights now given back (a `settings` event). */
+  setReleasedBytes(bytes: number): void;
   setLoading(p: LoadProgress | null): void;
   setPreparing(p: LoadProgress | null): void;
   setPathInput(path: string): void;
@@ -83,6 +85,7 @@ export function createConnectionStore(transport: "ipc" | "websocket" = "websocke
         crashed: null,
       }),
     setModel: (model) => set({ model }),
+    setReleasedBytes: (releasedBytes) => set((s) => (s.model ? { model: { ...s.model, releasedBytes } } : {})),
     setLoading: (loading) => set({ loading }),
     setPreparing: (preparing) => set({ preparing }),
     setPathInput: (pathInput) => set({ pathInput }),

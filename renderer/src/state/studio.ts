@@ -103,6 +103,7 @@ export function createStudio(client: HostClient, opts: StudioOptions = {}) {
         if (!loadActive) modelReady(ev.info);
         break;
       case "settings":
+        connection.getState().setReleasedBytes(ev.releasedBytes);
         if (!settings.getState().applying && pendingUpdate === null) settings.getState().confirm(ev.settings);
         break;
       case "gen.prefill": {
