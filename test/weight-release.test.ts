@@ -68,6 +68,17 @@ test("a released weight gives its memory back and is read back from the file on 
   assert.ok(b.releaseWeight!(gate) > 0, "and it can be given back again");
 });
 
+test("a weight of a mapped file (--mmap) is released too and faults back in from the file by itself", (t) => {
+  const model = loadModel(dir, { mmap: true });
+  t.after(() => model.close());
+  const b = createBackend("cpu", 2);
+  const down = model.weights.layers[1].down.w;
+  const before = product(b, down);
+  assert.ok(b.releaseWeight!(down) > down.byteLength - 2 * 4096);
+  assert.equal(model.store.releasedBytes(), 0, "nothing to read back by hand: the pages are the file's");
+  assert.deepEqual(product(b, down), before);
+});
+
 test("a released weight whose file changed since loading is an error naming the file, every time", (t) => {
   const model = loadModel(dir);
   t.after(() => model.close());
