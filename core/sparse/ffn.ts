@@ -74,9 +74,9 @@ class LayerPrep {
     return p;
   }
   /**
-   * HiRE reads its own layouts (interleaved gate/up rows, transposed W_down), DIP its column copies,
-   * and every other pass of this layer (prefill, audit, topk-exact, dense) can read them too once they
-   * exist: the file-layout matrices they copy are then given back to the system. The backend reads one back from the file if anything
+   * HiRE reads its own layouts (interleaved gate/up rows, transposed W_down), and so can every other
+   * pass of this layer once they exist (prefill, audit, topk-exact, dense): the file-layout matrices
+   * they copy are then given back to the system. The backend reads one back from the file if anything
    * uses it again (DIP's copies and a new predictor are made from W_gate), and this gives it back
    * again. Not for biased gate/up matrices (the interleaved product has no bias).
    */
@@ -86,16 +86,10 @@ class LayerPrep {
     const w = this.w;
     const free: Weight[] = [];
     if (this.colsDown && this.colsDown !== w.down.w) free.push(w.down.w);
-    if (w.gate && (this.denseGateUp() || this.inputColCopies())) free.push(w.gate.w, w.up.w);
+    if (w.gate && this.denseGateUp()) free.push(w.gate.w, w.up.w);
     let bytes = 0;
     for (const x of free) bytes += b.releaseWeight(x);
     if (bytes > 0) this.released = true;
-  }
-  /** DIP's column copies of W_gate and W_up, when built (and copies, not the file's own matrices). */
-  inputColCopies(): { gate: Weight; up: Weight } | undefined {
-    const w = this.w;
-    if (!this.colsGate || !this.colsUpT || this.colsGate === w.gate?.w || this.colsUpT === w.up.w) return undefined;
-    return { gate: this.colsGate, up: this.colsUpT };
   }
   /** Whether releaseFileLayout gave anything back: the dense method then reads HiRE's layouts. */
   released = false;
@@ -270,10 +264,8 @@ export class SparseFeedForward implements FeedForward {
       b.copy2d(other, 0, 1, pairs, 1, 2, n * F, 1);
       b.gatedAct(act, other, n * F, c.activation);
     } else if (w.gate) {
-      // DIP's column copies once the file layout was given back (each product summed column by column).
-      const cols = this.prep.released ? this.prep.inputColCopies() : undefined;
-      b.matmul(act, h, cols?.gate ?? w.gate.w, n, w.gate.b);
-      b.matmul(other, h, cols?.up ?? w.up.w, n, w.up.b);
+      b.matmul(act, h, w.gate.w, n, w.gate.b);
+      b.matmul(other, h, w.up.w, n, w.up.b);
       b.gatedAct(act, other, n * c.intermediate, c.activation);
     } else {
       b.matmul(act, h, w.up.w, n, w.up.b);
