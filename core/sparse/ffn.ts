@@ -89,10 +89,13 @@ class LayerPrep {
     if (w.gate && this.denseGateUp()) free.push(w.gate.w, w.up.w);
     let bytes = 0;
     for (const x of free) bytes += b.releaseWeight(x);
-    if (bytes > 0) this.released = true;
+    if (bytes > 0) this.gaveBack = true;
   }
-  /** Whether releaseFileLayout gave anything back: the dense method then reads HiRE's layouts. */
-  released = false;
+  private gaveBack = false;
+  /** Whether releaseFileLayout gave anything back: the dense method then reads the copies. */
+  get released(): boolean {
+    return this.gaveBack;
+  }
   /** The interleaved gate/up rows, when built and usable for a dense pass (no biases). */
   denseGateUp(): Weight | undefined {
     const w = this.w;
