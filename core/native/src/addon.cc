@@ -64,8 +64,7 @@ Napi::Value ReleaseWeight(const Napi::CallbackInfo& info) {
   Args a(info, "releaseWeight");
   WeightHandle* w = a.tagged<WeightHandle>(0, kWeightTag, "w", "NativeWeight");
   if (w->owned || !w->map->valid()) return Napi::Number::New(info.Env(), 0);
-  const size_t bytes = static_cast<size_t>(w->rows * w->cols) * hire::dtype_size(w->dtype);
-  return Napi::Number::New(info.Env(), static_cast<double>(w->map->release_pages(w->offset, bytes)));
+  return Napi::Number::New(info.Env(), static_cast<double>(w->map->release_pages(w->offset, w->bytes())));
 }
 
 Napi::Value ReleasedBytes(const Napi::CallbackInfo& info) {
@@ -412,8 +411,7 @@ Napi::Value WeightInfo(const Napi::CallbackInfo& info) {
   o.Set("cols", Napi::Number::New(env, static_cast<double>(w->cols)));
   o.Set("dtype", Napi::Number::New(env, w->dtype));
   o.Set("transposed", Napi::Boolean::New(env, w->transposed));
-  o.Set("bytes", Napi::Number::New(env, static_cast<double>(w->rows * w->cols *
-                                                             static_cast<int64_t>(hire::dtype_size(w->dtype)))));
+  o.Set("bytes", Napi::Number::New(env, static_cast<double>(w->bytes())));
   return o;
 }
 

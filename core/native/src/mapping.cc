@@ -19,7 +19,7 @@
 
 namespace hire {
 
-int read_fully(int fd, unsigned char* dst, size_t n) {
+int read_fully(int fd, unsigned char* dst, size_t n, size_t at) {
   // 64 MiB pieces: enough for every thread, few enough syscalls.
   constexpr size_t kPiece = size_t{64} << 20;
   const int64_t pieces = static_cast<int64_t>((n + kPiece - 1) / kPiece);
@@ -27,7 +27,7 @@ int read_fully(int fd, unsigned char* dst, size_t n) {
   auto piece = [&](int64_t t, int) {
     const size_t b = static_cast<size_t>(t) * kPiece, e = std::min(n, b + kPiece);
     for (size_t done = b; done < e && first_error.load() == 0;) {
-      const ssize_t got = ::pread(fd, dst + done, e - done, static_cast<off_t>(done));
+      const ssize_t got = ::pread(fd, dst + done, e - done, static_cast<off_t>(at + done));
       if (got < 0 && errno == EINTR) continue;
       int err = got < 0 ? errno : got == 0 ? EIO : 0;  // 0 bytes: the file shrank while it was read
       if (err != 0) {
@@ -45,6 +45,12 @@ int read_fully(int fd, unsigned char* dst, size_t n) {
   }
   return first_error.load();
 }
+
+namespace {
+int64_t mtime_ns(const struct stat& st) {
+  return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+}
+}  // namespace
 
 std::shared_ptr<Mapping> Mapping::open(const std::string& path, bool in_memory, size_t align_at) {
   auto fail = [&](int err) { throw std::runtime_error(path + ": " + std::strerror(err)); };
@@ -64,7 +70,7 @@ std::shared_ptr<Mapping> Mapping::open(const std::string& path, bool in_memory, 
   m->size_ = static_cast<size_t>(st.st_size);
   m->path_ = path;
   m->in_memory_ = in_memory;
-  m->mtime_ns_ = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  m->mtime_ns_ = mtime_ns(st);
   if (m->size_ > 0) {
     const int err = in_memory ? m->read_in(fd, align_at) : m->map_file(fd);
     if (err != 0) {
@@ -138,34 +144,28 @@ size_t Mapping::released_bytes() {
 void Mapping::restore(size_t offset, size_t bytes) {
   std::lock_guard<std::mutex> lock(released_mu_);
   const size_t end = offset + bytes;
-  std::vector<Range> hit;
-  for (const Range& r : released_)
-    if (r.begin < end && offset < r.end) hit.push_back(r);
-  if (hit.empty()) return;
+  auto overlaps = [&](const Range& r) { return r.begin < end && offset < r.end; };
+  if (std::none_of(released_.begin(), released_.end(), overlaps)) return;
   auto fail = [&](const std::string& why) { throw std::runtime_error(path_ + ": " + why); };
   const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail(std::string("cannot read released weights back: ") + std::strerror(errno));
   struct stat st;
-  const bool same = ::fstat(fd, &st) == 0 && static_cast<size_t>(st.st_size) == size_ &&
-                    static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec == mtime_ns_;
-  if (!same) {
+  if (::fstat(fd, &st) != 0 || static_cast<size_t>(st.st_size) != size_ || mtime_ns(st) != mtime_ns_) {
     ::close(fd);
     fail("changed since the model was loaded, so its released weights cannot be read back; load the model again");
   }
-  for (const Range& r : hit) {
-    unsigned char* dst = static_cast<unsigned char*>(base_) + r.begin;
-    for (size_t done = 0; done < r.end - r.begin;) {
-      const ssize_t got = ::pread(fd, dst + done, r.end - r.begin - done, static_cast<off_t>(r.begin + done));
-      if (got < 0 && errno == EINTR) continue;
-      if (got <= 0) {
-        const int err = got < 0 ? errno : EIO;
-        ::close(fd);
-        fail(std::string("cannot read released weights back: ") + std::strerror(err));
-      }
-      done += static_cast<size_t>(got);
+  // A range stays recorded until it is read back whole, so a failed read never leaves zeros in use.
+  for (auto it = released_.begin(); it != released_.end();) {
+    if (!overlaps(*it)) {
+      ++it;
+      continue;
     }
-    released_.erase(std::find_if(released_.begin(), released_.end(),
-                                 [&](const Range& x) { return x.begin == r.begin && x.end == r.end; }));
+    const int err = read_fully(fd, static_cast<unsigned char*>(base_) + it->begin, it->end - it->begin, it->begin);
+    if (err != 0) {
+      ::close(fd);
+      fail(std::string("cannot read released weights back: ") + std::strerror(err));
+    }
+    it = released_.erase(it);
   }
   ::close(fd);
   has_released_.store(!released_.empty(), std::memory_order_release);

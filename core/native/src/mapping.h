@@ -17,10 +17,10 @@
 
 namespace hire {
 
-// Reads bytes [0, n) of fd into dst with pread, the pieces split over the thread pool: copying into
-// fresh memory is mostly page faults, which the threads take in parallel. 0 or an errno (EIO when
-// the file is shorter than n).
-int read_fully(int fd, unsigned char* dst, size_t n);
+// Reads bytes [at, at + n) of fd into dst with pread, the pieces split over the thread pool: copying
+// into fresh memory is mostly page faults, which the threads take in parallel. 0 or an errno (EIO
+// when the file ends first).
+int read_fully(int fd, unsigned char* dst, size_t n, size_t at = 0);
 
 class Mapping {
  public:
@@ -37,7 +37,6 @@ class Mapping {
   bool valid() const { return valid_; }
   const unsigned char* data() const { return static_cast<const unsigned char*>(base_); }
   size_t size() const { return size_; }
-  const std::string& path() const { return path_; }
 
   // Gives the memory of the whole pages inside [offset, offset + bytes) back to the system, for
   // weights that another layout now serves (HiRE's interleaved and transposed FFN copies). Read-in

@@ -41,6 +41,7 @@ struct WeightHandle {
   int64_t rows, cols;
   bool transposed;
   std::shared_ptr<hire::Buffer> owned;  // native memory of relayout / weightFromArray (offset 0)
+  size_t bytes() const { return static_cast<size_t>(rows * cols) * hire::dtype_size(dtype); }
 };
 
 struct QuantHandle {
@@ -142,7 +143,7 @@ class Args {
     if (w->owned) return Mat{w->owned->data(), w->dtype, w->rows, w->cols, w->transposed};
     if (!w->map->valid()) fail(std::string(name) + " belongs to a mapping that was unmapped");
     try {
-      w->map->ensure_resident(w->offset, static_cast<size_t>(w->rows * w->cols) * hire::dtype_size(w->dtype));
+      w->map->ensure_resident(w->offset, w->bytes());
     } catch (const std::runtime_error& e) {
       fail(std::string(name) + ": " + e.what());
     }
