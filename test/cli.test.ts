@@ -106,20 +106,7 @@ test("chat: a two-turn conversation over stdin, using the chat template", () => 
 });
 
 test("bench --json reports speed against the measured roofline", () => {
-  const r = hire([
-    "bench",
-    "--model",
-    model,
-    "--json",
-    "--prompt-tokens",
-    "8",
-    "--decode-tokens",
-    "4",
-    "--repeats",
-    "1",
-  ]);
-  assert.equal(r.status, 0, r.stderr);
-  const out = JSON.parse(r.stdout);
+  const out = benchJson<Record<string, number>>(["--prompt-tokens", "8", "--decode-tokens", "4"]);
   for (const k of [
     "decode_tokens_per_s",
     "decode_ms_per_token",
@@ -211,30 +198,15 @@ test("generate with sparsity flags reports per-layer telemetry (counts, or indic
 });
 
 test("bench --methods interleaves methods and reports speedup rows", () => {
-  const r = hire([
-    "bench",
-    "--model",
-    model,
-    "--json",
-    "--methods",
-    "hire,topk-exact",
-    "--ffn-k",
-    "0.1,0.5",
-    "--prompt-tokens",
-    "4",
-    "--decode-tokens",
-    "3",
-    "--repeats",
-    "1",
-  ]);
-  assert.equal(r.status, 0, r.stderr);
-  const rows = JSON.parse(r.stdout).rows as {
-    method: string;
-    ffn_k: number | null;
-    speedup: number;
-    bytes_per_token: number;
-    percent_of_roofline: number;
-  }[];
+  const { rows } = benchJson<{
+    rows: {
+      method: string;
+      ffn_k: number | null;
+      speedup: number;
+      bytes_per_token: number;
+      percent_of_roofline: number;
+    }[];
+  }>(["--methods", "hire,topk-exact", "--ffn-k", "0.1,0.5", "--prompt-tokens", "4", "--decode-tokens", "3"]);
   assert.deepEqual(
     rows.map((x) => [x.method, x.ffn_k]),
     [
@@ -383,6 +355,13 @@ function generateJson(args: string[]): GenerateJsonOut {
   const r = hire(["generate", "--model", model, "--prompt", "Hello", "--temperature", "0", "--json", ...args]);
   assert.equal(r.status, 0, r.stderr);
   return JSON.parse(r.stdout);
+}
+
+/** `hire bench --json --repeats 1` on the tiny model, parsed (exit 0 asserted). */
+function benchJson<T>(args: string[]): T {
+  const r = hire(["bench", "--model", model, "--json", "--repeats", "1", ...args]);
+  assert.equal(r.status, 0, r.stderr);
+  return JSON.parse(r.stdout) as T;
 }
 
 /** Its steps, run past EOS; steps[0] is the prefill's token, steps[i] decode step i - 1. */
@@ -563,11 +542,10 @@ test("generate --layer-oversample and --layer-predictor override one layer's can
 });
 
 test("bench --methods dense,hire,dip,topk-exact --head hire: a row per method, with the bytes its sparsity flags read", () => {
-  const r = hire([
-    "bench",
-    "--model",
-    model,
-    "--json",
+  const out = benchJson<{
+    weight_bytes_per_token: number;
+    rows: { method: string; ffn_k: number | null; head: string; speedup: number; bytes_per_token: number }[];
+  }>([
     "--methods",
     "dense,hire,dip,topk-exact",
     ...SHARDED_FFN,
@@ -578,14 +556,7 @@ test("bench --methods dense,hire,dip,topk-exact --head hire: a row per method, w
     "4",
     "--decode-tokens",
     "2",
-    "--repeats",
-    "1",
   ]);
-  assert.equal(r.status, 0, r.stderr);
-  const out = JSON.parse(r.stdout) as {
-    weight_bytes_per_token: number;
-    rows: { method: string; ffn_k: number | null; head: string; speedup: number; bytes_per_token: number }[];
-  };
   assert.deepEqual(
     out.rows.map((x) => [x.method, x.ffn_k, x.head]),
     [
