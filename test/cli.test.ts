@@ -227,22 +227,7 @@ test("eval reports perplexity and recall per method and k, and draws the plot", 
   const text = join(root, "eval.txt");
   writeFileSync(text, "The quick brown fox jumps over the lazy dog. ".repeat(8));
   const svg = join(root, "eval.svg");
-  const r = hire([
-    "eval",
-    "--model",
-    model,
-    "--text",
-    text,
-    "--ffn-k",
-    "0.1,1",
-    "--oversample",
-    "1,2",
-    "--json",
-    "--plot",
-    svg,
-  ]);
-  assert.equal(r.status, 0, r.stderr);
-  const rows = JSON.parse(r.stdout).rows as {
+  const rows = evalJson(text, ["--ffn-k", "0.1,1", "--oversample", "1,2", "--plot", svg]).rows as {
     method: string;
     ffn_k: number | null;
     perplexity: number;
@@ -362,6 +347,13 @@ function benchJson<T>(args: string[]): T {
   const r = hire(["bench", "--model", model, "--json", "--repeats", "1", ...args]);
   assert.equal(r.status, 0, r.stderr);
   return JSON.parse(r.stdout) as T;
+}
+
+/** `hire eval --json` of `text` on the tiny model, parsed (exit 0 asserted). */
+function evalJson(text: string, args: string[]): { rows: unknown[] } {
+  const r = hire(["eval", "--model", model, "--text", text, "--json", ...args]);
+  assert.equal(r.status, 0, r.stderr);
+  return JSON.parse(r.stdout) as { rows: unknown[] };
 }
 
 /** Its steps, run past EOS; steps[0] is the prefill's token, steps[i] decode step i - 1. */
@@ -590,12 +582,7 @@ test("eval --head hire measures the output layer's kept tokens against the dense
   const text = join(root, "eval-head.txt");
   writeFileSync(text, "The quick brown fox jumps over the lazy dog. ".repeat(4));
   const rows = (headK: string) => {
-    const r = hire([
-      "eval",
-      "--model",
-      model,
-      "--text",
-      text,
+    return evalJson(text, [
       "--methods",
       "hire",
       "--ffn-k",
@@ -610,10 +597,7 @@ test("eval --head hire measures the output layer's kept tokens against the dense
       "1",
       "--max-tokens",
       "32",
-      "--json",
-    ]);
-    assert.equal(r.status, 0, r.stderr);
-    return JSON.parse(r.stdout).rows as {
+    ]).rows as {
       method: string;
       head_argmax_hit_rate: number | null;
       head_mass_covered: number | null;
