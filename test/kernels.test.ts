@@ -19,6 +19,7 @@ import {
   bitsToF32,
   f32ToBits,
   forPaths,
+  PATHS,
   halfToFloat,
   seededRandom,
 } from "./kernel-helpers.js";
@@ -353,6 +354,39 @@ describe("matmul", () => {
       });
     } finally {
       hn.setThreads(threads);
+    }
+  });
+
+  // The AVX-512 micro-kernel (two panels x 8 tokens, k in blocks of 2048) sums every output exactly as
+  // the AVX2 one does (k in order from zero, then the bias), so the two paths agree bit for bit: on
+  // odd panel counts and a partial last panel (rows 16, 17, 48, 61), on k spanning two blocks (2100)
+  // and on every token tail of both kernels (n = 2 .. 9, 13, 17, 24; one token is the GEMV).
+  test("GEMM: the avx512 path gives the avx2 path's bits", (t) => {
+    if (!PATHS.includes("avx512") || !PATHS.includes("avx2")) {
+      t.skip(`this CPU runs ${PATHS.join(", ")}`);
+      return;
+    }
+    const specs: WeightSpec[] = [];
+    for (const rows of [16, 17, 48, 61])
+      for (const cols of [7, 64, 2100]) specs.push({ dtype: DTYPES[rows % 3], rows, cols });
+    const { weights } = makeWeights([...specs, { dtype: NativeDType.BF16, rows: 1, cols: 61 }]);
+    const bias = weights[specs.length];
+    try {
+      for (const tw of weights.slice(0, specs.length)) {
+        for (const n of [2, 3, 4, 5, 6, 7, 8, 9, 13, 17, 24]) {
+          const x = randArray(n * tw.cols);
+          const b = tw.rows === 61 ? bias.w : null;
+          const ys = (["avx2", "avx512"] as const).map((path) => {
+            hn.setKernelPath(path);
+            const y = new Float32Array(n * tw.rows);
+            hn.matmul(y, x, tw.w, n, b);
+            return y;
+          });
+          assert.deepEqual(ys[1], ys[0], `${tw.rows}x${tw.cols} n=${n} bias=${!!b}`);
+        }
+      }
+    } finally {
+      hn.setKernelPath("auto");
     }
   });
 

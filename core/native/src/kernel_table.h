@@ -90,9 +90,22 @@ inline void prefetch_piece(const void* p, int64_t bytes) {
   prefetch_page_heads(static_cast<const unsigned char*>(p) + 1, bytes - 1);
 }
 
-// Width of a packed GEMM panel (output rows per panel) and tokens per micro-kernel call.
+// Width of a packed GEMM panel (output rows per panel), panels per gemm_panels call (at most), and
+// tokens per AVX2 micro-kernel call.
 constexpr int kPanel = 16;
+constexpr int kGemmPanels = 2;
 constexpr int kTokBlock = 6;
+
+// gemm_panels from a kernel of one panel (same arguments with one panel, nr <= kPanel): the panels
+// one after another.
+template <class OnePanel>
+inline void each_panel(OnePanel one, const float* x, int64_t ldx, int64_t nt, const float* panels, int np, int64_t k,
+                       const float* bias, float* y, int64_t ldy, int64_t nr) {
+  for (int p = 0; p < np; ++p) {
+    const int64_t left = nr - p * kPanel;
+    one(x, ldx, nt, panels + p * k * kPanel, k, bias + p * kPanel, y + p * kPanel, ldy, left < kPanel ? left : kPanel);
+  }
+}
 
 struct KernelTable {
   const char* name;
@@ -101,9 +114,14 @@ struct KernelTable {
   // Pack logical rows r0 .. r0+nr (nr <= kPanel) of W, any layout, as f32 panel[k][kPanel],
   // zero-padding rows >= nr. panel is 64-byte aligned and holds cols * kPanel floats.
   void (*pack_panel)(const Mat& w, int64_t r0, int64_t nr, float* panel);
-  // y[t][j] = dot(x[t][:], panel[:][j]) + bias16[j] for t < nt, j < nr (y already offset to r0).
-  void (*gemm_panel)(const float* x, int64_t ldx, int64_t nt, const float* panel, int64_t k,
-                     const float* bias16, float* y, int64_t ldy, int64_t nr);
+  // y[t][j] = dot(x[t][:], column j of the panels) + bias[j] for t < nt, j < nr (y already offset to
+  // the first panel's row): np (1 .. kGemmPanels) packed panels one after the other (k * kPanel floats
+  // each), nr <= np * kPanel rows, bias np * kPanel values.
+  void (*gemm_panels)(const float* x, int64_t ldx, int64_t nt, const float* panels, int np, int64_t k,
+                      const float* bias, float* y, int64_t ldy, int64_t nr);
+  // Panels gemm_panels reads side by side in one pass over the tokens. ops.cc packs this many at a
+  // time, right before the call, so that they are still in L2 while every token reads them.
+  int gemm_pass_panels;
   // dst[i] = f32(src[i]) for i < count (src at any alignment).
   void (*to_f32)(int dtype, const void* src, int64_t count, float* dst);
   void (*rms_norm_row)(float* y, const float* x, const void* g, int g_dtype, int64_t dim, float eps);

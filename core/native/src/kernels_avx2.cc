@@ -724,6 +724,11 @@ HIRE_AVX2 void a_gemm_panel(const float* x, int64_t ldx, int64_t nt, const float
   }
 }
 
+HIRE_AVX2 void a_gemm_panels(const float* x, int64_t ldx, int64_t nt, const float* panels, int np, int64_t K,
+                             const float* bias, float* y, int64_t ldy, int64_t nr) {
+  each_panel(a_gemm_panel, x, ldx, nt, panels, np, K, bias, y, ldy, nr);
+}
+
 // ---- row ops -------------------------------------------------------------------------------------
 
 constexpr int64_t kBlock = 256;  // vector-weight elements converted per step
@@ -961,7 +966,7 @@ HIRE_AVX2 float a_read_sum(const float* p, size_t count) {
 }
 
 const KernelTable kAvx2Kernels = {
-    "avx2",          a_gemv,       a_pack_panel,  a_gemm_panel,
+    "avx2",          a_gemv,       a_pack_panel,  a_gemm_panels, 1,
     a_to_f32,        a_rms_norm_row, a_layer_norm_row, a_softmax_row, a_silu_mul,
     a_activate,      a_add,        a_rope_token, a_attn_head,   a_read_sum,
     a_gemv_rows,     a_accumulate_cols, avx2_quant_gemv,

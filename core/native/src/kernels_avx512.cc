@@ -5,7 +5,8 @@
 //     25-26 with the AVX2 kernel's two 32-byte loads (see dot_bf16);
 //   - the bandwidth probe's read_sum: the AVX2 one under-read this machine's bandwidth by about 14 %,
 //     which overstated every "% of roofline" (see k_read_sum);
-//   - the VNNI int4/int8 scoring GEMV (quant_avx512.cc).
+//   - the VNNI int4/int8 scoring GEMV (quant_avx512.cc);
+//   - prefill's GEMM micro-kernel (the same bits as the AVX2 one, twice the lanes per FMA).
 // Everything else, and f32/f16 weights, stays on the AVX2 kernels. gemv's dot_bf16 and gemv_rows'
 // dot2_bf16 sum a row the same way, so a gathered row equals its dense GEMV result (HiRE at k = 100 %
 // equals dense).
@@ -199,6 +200,80 @@ HIRE_AVX512 void k_accumulate_cols(const Mat& w, const float* a, const int32_t* 
   acc_cols_bf16(w, a, idx, count, y, r0, r1);
 }
 
+// Prefill's GEMM (ops.cc gemm): NT tokens x NP panels of 16 outputs, one zmm accumulator per token
+// and panel; per k, NP panel loads and NT broadcasts (folded into the FMAs). Each lane sums
+// x[t][k] * panel[k][j] over k in order from zero, then adds the bias, as the AVX2 micro-kernel
+// does with its two ymm halves, so both paths give the same bits. k runs in blocks of kKBlock512,
+// the partial sums parked in y between blocks (an exact f32 round trip), so that the panels' block
+// stays in L2 while every token block reads it.
+// On the Zen 5 VM (2 cores, 213 GFLOP/s of zmm FMA per core), at 128 tokens: 2 panels x 8 tokens
+// (16 accumulators, 10 loads per 16 FMAs) 330-370 GFLOP/s; 1 panel x 8 tokens 300-320, x 12 tokens
+// 260-300, x 16 tokens 210; the AVX2 kernel 185-200. K blocks of 2048 took W_down (K = 8192, two
+// panels = 1 MiB, the size of L2) from 280-300 to 320-340 and changed nothing at K = 2048.
+constexpr int kTokBlock512 = 8;
+constexpr int64_t kKBlock512 = 2048;
+
+template <int NP, int NT>
+HIRE_AVX512 void micro512(const float* x, int64_t ldx, const float* panels, int64_t K, int64_t k0, int64_t k1,
+                          const float* bias, float* y, int64_t ldy, int64_t nr) {
+  __mmask16 m[NP];
+  for (int p = 0; p < NP; ++p) {
+    const int64_t n = std::clamp<int64_t>(nr - p * kPanel, 0, kPanel);
+    m[p] = static_cast<__mmask16>((1u << n) - 1u);
+  }
+  __m512 acc[NP][NT];
+#pragma GCC unroll 16
+  for (int t = 0; t < NT; ++t)
+    for (int p = 0; p < NP; ++p)
+      acc[p][t] = k0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m[p], y + t * ldy + p * kPanel);
+  for (int64_t k = k0; k < k1; ++k) {
+    __m512 w[NP];
+    for (int p = 0; p < NP; ++p) w[p] = _mm512_load_ps(panels + p * K * kPanel + k * kPanel);
+#pragma GCC unroll 16
+    for (int t = 0; t < NT; ++t) {
+      const __m512 xv = _mm512_set1_ps(x[t * ldx + k]);
+      for (int p = 0; p < NP; ++p) acc[p][t] = _mm512_fmadd_ps(xv, w[p], acc[p][t]);
+    }
+  }
+  for (int p = 0; p < NP; ++p) {
+    const __m512 b = bias != nullptr ? _mm512_loadu_ps(bias + p * kPanel) : _mm512_setzero_ps();
+#pragma GCC unroll 16
+    for (int t = 0; t < NT; ++t) {
+      if (bias != nullptr) acc[p][t] = _mm512_add_ps(acc[p][t], b);
+      _mm512_mask_storeu_ps(y + t * ldy + p * kPanel, m[p], acc[p][t]);
+    }
+  }
+}
+
+// The last nt < kTokBlock512 tokens: micro512<NP, nt>.
+template <int NP, int NT>
+HIRE_AVX512 void micro512_tail(int64_t nt, const float* x, int64_t ldx, const float* panels, int64_t K, int64_t k0,
+                               int64_t k1, const float* bias, float* y, int64_t ldy, int64_t nr) {
+  if constexpr (NT > 0) {
+    if (nt == NT) return micro512<NP, NT>(x, ldx, panels, K, k0, k1, bias, y, ldy, nr);
+    micro512_tail<NP, NT - 1>(nt, x, ldx, panels, K, k0, k1, bias, y, ldy, nr);
+  }
+}
+
+template <int NP>
+HIRE_AVX512 void gemm_np(const float* x, int64_t ldx, int64_t nt, const float* panels, int64_t K,
+                         const float* bias, float* y, int64_t ldy, int64_t nr) {
+  for (int64_t k0 = 0; k0 < K; k0 += kKBlock512) {
+    const int64_t k1 = std::min(K, k0 + kKBlock512);
+    const float* b = k1 == K ? bias : nullptr;  // the bias once, after the last block
+    int64_t t = 0;
+    for (; t + kTokBlock512 <= nt; t += kTokBlock512)
+      micro512<NP, kTokBlock512>(x + t * ldx, ldx, panels, K, k0, k1, b, y + t * ldy, ldy, nr);
+    micro512_tail<NP, kTokBlock512 - 1>(nt - t, x + t * ldx, ldx, panels, K, k0, k1, b, y + t * ldy, ldy, nr);
+  }
+}
+
+HIRE_AVX512 void k_gemm_panels(const float* x, int64_t ldx, int64_t nt, const float* panels, int np, int64_t K,
+                               const float* bias, float* y, int64_t ldy, int64_t nr) {
+  if (np == 2) return gemm_np<2>(x, ldx, nt, panels, K, bias, y, ldy, nr);
+  gemm_np<1>(x, ldx, nt, panels, K, bias, y, ldy, nr);
+}
+
 // The bandwidth probe's read: every cache line of the count floats (p 64-byte aligned) loaded once
 // and its bits added as integers, one dependent add per line, with page heads prefetched kAheadBytes
 // on, as the kernels do: the probe must not be slower than the kernels it is the roofline for. (On
@@ -223,6 +298,8 @@ const KernelTable* avx512_kernels() {
     KernelTable t = *avx2_kernels();
     t.name = "avx512";
     t.gemv = k_gemv;
+    t.gemm_panels = k_gemm_panels;
+    t.gemm_pass_panels = 2;
     t.gemv_rows = k_gemv_rows;
     t.accumulate_cols = k_accumulate_cols;
     t.read_sum = k_read_sum;

@@ -118,6 +118,11 @@ void p_gemm_panel(const float* x, int64_t ldx, int64_t nt, const float* panel, i
   }
 }
 
+void p_gemm_panels(const float* x, int64_t ldx, int64_t nt, const float* panels, int np, int64_t K,
+                   const float* bias, float* y, int64_t ldy, int64_t nr) {
+  each_panel(p_gemm_panel, x, ldx, nt, panels, np, K, bias, y, ldy, nr);
+}
+
 void p_rms_norm_row(float* y, const float* x, const void* g, int gdt, int64_t dim, float eps) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t i = 0;
@@ -131,12 +136,14 @@ void p_rms_norm_row(float* y, const float* x, const void* g, int gdt, int64_t di
 
 void p_layer_norm_row(float* y, const float* x, const void* g, int gdt, const void* b, int bdt,
                       int64_t dim, float eps) {
-  float s = 0.0f;
+  // Sums in double: one float accumulator over a few thousand values put the mean off by ~1e-5 of x's
+  // scale (seen as a kernel test failure at dim 4099), where the vector paths sum in 8-16 lanes.
+  double s = 0.0;
   for (int64_t i = 0; i < dim; ++i) s += x[i];
-  const float mean = s / static_cast<float>(dim);
-  float v = 0.0f;
-  for (int64_t i = 0; i < dim; ++i) v += (x[i] - mean) * (x[i] - mean);
-  const float inv = 1.0f / std::sqrt(v / static_cast<float>(dim) + eps);
+  const float mean = static_cast<float>(s / static_cast<double>(dim));
+  double v = 0.0;
+  for (int64_t i = 0; i < dim; ++i) v += static_cast<double>(x[i] - mean) * (x[i] - mean);
+  const float inv = 1.0f / std::sqrt(static_cast<float>(v / static_cast<double>(dim)) + eps);
   for (int64_t j = 0; j < dim; ++j)
     y[j] = (x[j] - mean) * inv * load_elem(gdt, g, j) + load_elem(bdt, b, j);
 }
@@ -258,7 +265,7 @@ float p_read_sum(const float* p, size_t count) {
 }  // namespace
 
 const KernelTable kPortableKernels = {
-    "portable",     p_gemv,       p_pack_panel,   p_gemm_panel,
+    "portable",     p_gemv,       p_pack_panel,   p_gemm_panels, 1,
     p_to_f32,       p_rms_norm_row, p_layer_norm_row, p_softmax_row, p_silu_mul,
     p_activate,     p_add,        p_rope_token, p_attn_head,   p_read_sum,
     p_gemv_rows,    p_accumulate_cols, portable_quant_gemv,

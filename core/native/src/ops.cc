@@ -104,21 +104,23 @@ void parallel_rows(int64_t n, int64_t work_per_row, F&& fn) {
 void gemm(const KernelTable& K, float* y, const float* x, const Mat& w, int64_t n, const Mat* bias) {
   const int64_t rows = w.rows, cols = w.cols;
   const int64_t n_panels = ceil_div(rows, kPanel);
-  // Two panels (32 outputs) per task: for transposed weights this covers whole cache lines.
-  constexpr int64_t kPanelsPerTask = 2;
-  const int64_t n_tasks = ceil_div(n_panels, kPanelsPerTask);
+  // kGemmPanels panels (32 outputs) per task: for transposed weights this covers whole cache lines.
+  const int64_t n_tasks = ceil_div(n_panels, kGemmPanels);
   auto task = [&](int64_t t, int) {
-    float* panel = t_scratch_a.get<float>(static_cast<size_t>(cols) * kPanel);
-    alignas(32) float bias16[kPanel];
-    for (int64_t p = t * kPanelsPerTask; p < std::min(n_panels, (t + 1) * kPanelsPerTask); ++p) {
-      const int64_t r0 = p * kPanel;
-      const int64_t nr = std::min<int64_t>(kPanel, rows - r0);
-      std::memset(bias16, 0, sizeof(bias16));
-      if (bias != nullptr)
-        K.to_f32(bias->dtype, static_cast<const unsigned char*>(bias->data) + r0 * dtype_size(bias->dtype),
-                 nr, bias16);
-      K.pack_panel(w, r0, nr, panel);
-      K.gemm_panel(x, cols, n, panel, cols, bias16, y + r0, rows, nr);
+    float* panels = t_scratch_a.get<float>(static_cast<size_t>(cols) * kPanel * kGemmPanels);
+    alignas(64) float bias_buf[kPanel * kGemmPanels];
+    const int64_t p0 = t * kGemmPanels, np = std::min<int64_t>(n_panels - p0, kGemmPanels);
+    const int64_t r0 = p0 * kPanel, nr = std::min<int64_t>(rows - r0, np * kPanel);
+    std::memset(bias_buf, 0, sizeof(bias_buf));
+    if (bias != nullptr)
+      K.to_f32(bias->dtype, static_cast<const unsigned char*>(bias->data) + r0 * dtype_size(bias->dtype), nr,
+               bias_buf);
+    for (int64_t p = 0; p < np; p += K.gemm_pass_panels) {
+      const int pass = static_cast<int>(std::min<int64_t>(K.gemm_pass_panels, np - p));
+      for (int64_t q = p; q < p + pass; ++q)
+        K.pack_panel(w, r0 + q * kPanel, std::min<int64_t>(kPanel, nr - q * kPanel), panels + q * cols * kPanel);
+      K.gemm_panels(x, cols, n, panels + p * cols * kPanel, pass, cols, bias_buf + p * kPanel, y + r0 + p * kPanel,
+                    rows, nr - p * kPanel);
     }
   };
   if (n * rows * cols < kSerialWork) {
