@@ -6,8 +6,9 @@
 //   - the bandwidth probe's read_sum: the AVX2 one under-read this machine's bandwidth by about 14 %,
 //     which overstated every "% of roofline" (see k_read_sum);
 //   - the VNNI int4/int8 scoring GEMV (quant_avx512.cc);
-//   - prefill's GEMM micro-kernel (the same bits as the AVX2 one, twice the lanes per FMA).
-// Everything else, and f32/f16 weights, stays on the AVX2 kernels. gemv's dot_bf16 and gemv_rows'
+//   - prefill's GEMM micro-kernel, for every dtype (it reads the f32 panels the AVX2 packing makes;
+//     the same bits as the AVX2 micro-kernel, twice the lanes per FMA).
+// Everything else, and f32/f16 GEMVs, stays on the AVX2 kernels. gemv's dot_bf16 and gemv_rows'
 // dot2_bf16 sum a row the same way, so a gathered row equals its dense GEMV result (HiRE at k = 100 %
 // equals dense).
 #include "kernel_table.h"
