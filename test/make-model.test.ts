@@ -48,7 +48,7 @@ process.on("exit", () => rmSync(ROOT, { recursive: true, force: true }));
 let counter = 0;
 const freshDir = (tag: string) => join(ROOT, `${tag}-${counter++}`);
 
-const ARCHES: Arch[] = ["llama", "qwen2", "gpt2", "opt"];
+const ARCHES: Arch[] = ["llama", "qwen2", "qwen3", "gpt2", "opt"];
 const DTYPES: DType[] = ["f32", "f16", "bf16"];
 const ST: Record<DType, StDType> = { f32: "F32", f16: "F16", bf16: "BF16" };
 
@@ -57,7 +57,8 @@ function expectedNames(arch: Arch, tied: boolean, gpt2Prefix = false): string[] 
   const L = [0, 1];
   switch (arch) {
     case "llama":
-    case "qwen2": {
+    case "qwen2":
+    case "qwen3": {
       const attn =
         arch === "qwen2"
           ? [
@@ -69,7 +70,9 @@ function expectedNames(arch: Arch, tied: boolean, gpt2Prefix = false): string[] 
               "v_proj.bias",
               "o_proj.weight",
             ]
-          : ["q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight"];
+          : arch === "qwen3"
+            ? ["q_proj.weight", "k_proj.weight", "v_proj.weight", "q_norm.weight", "k_norm.weight", "o_proj.weight"]
+            : ["q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight"];
       return [
         "model.embed_tokens.weight",
         ...L.flatMap((i) => [
@@ -159,6 +162,14 @@ function expectedShapes(arch: Arch): Record<string, number[]> {
         "model.layers.0.self_attn.q_proj.bias": [64],
         "model.layers.0.self_attn.k_proj.bias": [32],
         "model.layers.0.self_attn.v_proj.weight": [32, 64],
+      };
+    case "qwen3": // head_dim 32: q is 4 x 32 = 128 wide, against a hidden size of 64
+      return {
+        "model.layers.0.self_attn.q_proj.weight": [128, 64],
+        "model.layers.0.self_attn.k_proj.weight": [64, 64],
+        "model.layers.0.self_attn.q_norm.weight": [32],
+        "model.layers.1.self_attn.k_norm.weight": [32],
+        "model.layers.1.self_attn.o_proj.weight": [64, 128],
       };
     case "gpt2":
       return {
@@ -281,6 +292,7 @@ for (const arch of ARCHES) {
       const expectClass = {
         llama: "LlamaForCausalLM",
         qwen2: "Qwen2ForCausalLM",
+        qwen3: "Qwen3ForCausalLM",
         gpt2: "GPT2LMHeadModel",
         opt: "OPTForCausalLM",
       }[arch];
@@ -289,7 +301,7 @@ for (const arch of ARCHES) {
       assert.equal(cfg.vocab_size, 512);
       assert.equal(cfg.tie_word_embeddings, shape.tied);
       assert.equal(cfg.torch_dtype, { f32: "float32", f16: "float16", bf16: "bfloat16" }[dtype]);
-      if (arch === "llama" || arch === "qwen2") {
+      if (arch === "llama" || arch === "qwen2" || arch === "qwen3") {
         for (const k of [
           "hidden_size",
           "intermediate_size",
@@ -307,7 +319,8 @@ for (const arch of ARCHES) {
         }
         assert.equal(cfg.rope_scaling, null);
         assert.equal(cfg.hidden_act, "silu");
-        if (arch === "qwen2") assert.equal(cfg.use_sliding_window, false);
+        if (arch === "qwen2" || arch === "qwen3") assert.equal(cfg.use_sliding_window, false);
+        if (arch === "qwen3") assert.equal(cfg.head_dim, 32);
       } else if (arch === "gpt2") {
         assert.equal(cfg.n_embd, 64);
         assert.equal(cfg.n_inner, 256);

@@ -46,8 +46,9 @@ const models: Partial<Record<Arch, LoadedModel>> = {};
 before(async () => {
   root = mkdtempSync(join(tmpdir(), "hire-sparse-"));
   process.env.HIRE_CACHE_DIR = join(root, "cache");
-  for (const arch of ["llama", "gpt2", "opt"] as Arch[]) {
-    await makeModel({ arch, dtype: arch === "llama" ? "bf16" : "f32", seed: 31, out: join(root, arch) });
+  for (const arch of ["llama", "qwen3", "gpt2", "opt"] as Arch[]) {
+    const dtype = arch === "llama" || arch === "qwen3" ? "bf16" : "f32";
+    await makeModel({ arch, dtype, seed: 31, out: join(root, arch) });
     models[arch] = loadModel(join(root, arch));
   }
 });
@@ -103,11 +104,12 @@ function assertSameOutput(a: Run, b: Run, what: string): void {
 
 const FULL = { k: 1, oversample: 1 };
 
-for (const arch of ["llama", "gpt2", "opt"] as Arch[]) {
-  test(`${arch}: hire, topk-exact${arch === "llama" ? ", dip" : ""} and the HiRE head at 100 % equal dense`, async () => {
+for (const arch of ["llama", "qwen3", "gpt2", "opt"] as Arch[]) {
+  const gated = arch === "llama" || arch === "qwen3"; // SwiGLU: DIP applies
+  test(`${arch}: hire, topk-exact${gated ? ", dip" : ""} and the HiRE head at 100 % equal dense`, async () => {
     const model = models[arch]!;
     const dense = await run(model, {});
-    const methods: FfnMethod[] = ["hire", "topk-exact", ...(arch === "llama" ? (["dip", "dip-ca"] as const) : [])];
+    const methods: FfnMethod[] = ["hire", "topk-exact", ...(gated ? (["dip", "dip-ca"] as const) : [])];
     for (const method of methods) {
       for (const predictor of method === "hire"
         ? [{ kind: "int4", groupSize: 32 } as const, { kind: "lowrank", rank: 8 } as const]

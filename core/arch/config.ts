@@ -30,6 +30,8 @@ export interface ModelConfig {
   readonly eosTokenIds: readonly number[];
   /** torch_dtype from config.json, when it names one we support. */
   readonly dtype: DType | undefined;
+  /** Llama family (`attention_bias`): the q, k, v and o projections have biases. */
+  readonly attentionBias?: boolean;
 }
 
 /** y = W·x + b, with W stored in the file's dtype and layout. */
@@ -49,6 +51,8 @@ export interface LayerWeights {
   readonly qkv: { q: Linear; k: Linear; v: Linear } | { fused: Linear };
   readonly o: Linear;
   readonly ffnNorm: Norm;
+  /** Qwen3: an RMSNorm over each head of q and of k (weights [headDim]), before the rotary step. */
+  readonly qkNorm?: { q: Norm; k: Norm };
   readonly gate: Linear | null; // gated FFN only
   readonly up: Linear; // first FFN matrix (W_in): up_proj / c_fc / fc1
   readonly down: Linear; // W_out: down_proj / c_proj / fc2

@@ -1,6 +1,7 @@
-// Llama family: LlamaForCausalLM (Llama 2/3.x, TinyLlama, SmolLM), MistralForCausalLM and
-// Qwen2ForCausalLM (the same block with q/k/v biases). RMSNorm, rotary positions, SwiGLU FFN,
-// grouped-query attention. Qwen3 would add q_norm/k_norm here; Phi-3 a fused qkv/gate_up split.
+// Llama family: LlamaForCausalLM (Llama 2/3.x, TinyLlama, SmolLM), MistralForCausalLM,
+// Qwen2ForCausalLM (the same block with q/k/v biases) and Qwen3ForCausalLM (an RMSNorm over each
+// head of q and k before the rotary step, no biases). RMSNorm, rotary positions, SwiGLU FFN,
+// grouped-query attention. Phi-3 would add a fused qkv/gate_up split here.
 import type { WeightStore } from "../loader/safetensors.js";
 import {
   ConfigReader,
@@ -14,7 +15,15 @@ import {
 } from "./config.js";
 import { ModelError } from "../loader/errors.js";
 
-function parseConfig(raw: Record<string, unknown>, file: string, architecture: string): ModelConfig {
+/** What sets a variant's attention apart (see the header). */
+interface Variant {
+  /** "always": q/k/v biases whatever config.json says (Qwen2); "config": q/k/v/o biases when
+   * `attention_bias` is true, as Hugging Face's Llama, Mistral and Qwen3 classes build them. */
+  bias: "always" | "config";
+  qkNorm: boolean;
+}
+
+function parseConfig(raw: Record<string, unknown>, file: string, architecture: string, v: Variant): ModelConfig {
   const r = new ConfigReader(raw, file);
   const hidden = r.int("hidden_size");
   const heads = r.int("num_attention_heads");
@@ -48,18 +57,20 @@ function parseConfig(raw: Record<string, unknown>, file: string, architecture: s
       bosTokenId: r.ids("bos_token_id")[0] ?? null,
       eosTokenIds: r.ids("eos_token_id"),
       dtype: r.dtype(),
+      attentionBias: v.bias === "config" && r.bool("attention_bias", false),
     },
     file,
   );
 }
 
-function bindWeights(c: ModelConfig, s: WeightStore, qkvBias: boolean): ModelWeights {
+function bindWeights(c: ModelConfig, s: WeightStore, v: Variant): ModelWeights {
   const { hidden: H, heads: A, kvHeads: K, headDim: D, intermediate: F, vocab: V } = c;
   const lin = (name: string, out: number, inp: number, bias = false): Linear => ({
     w: s.get(`${name}.weight`, [out, inp]),
     b: bias ? s.get(`${name}.bias`, [out]) : null,
   });
-  const norm = (name: string) => ({ weight: s.get(`${name}.weight`, [H]), bias: null });
+  const norm = (name: string, dim = H) => ({ weight: s.get(`${name}.weight`, [dim]), bias: null });
+  const qkvBias = v.bias === "always" || c.attentionBias === true;
   const layers: LayerWeights[] = [];
   for (let i = 0; i < c.layers; i++) {
     const p = `model.layers.${i}`;
@@ -70,8 +81,11 @@ function bindWeights(c: ModelConfig, s: WeightStore, qkvBias: boolean): ModelWei
         k: lin(`${p}.self_attn.k_proj`, K * D, H, qkvBias),
         v: lin(`${p}.self_attn.v_proj`, K * D, H, qkvBias),
       },
-      o: lin(`${p}.self_attn.o_proj`, H, A * D),
+      o: lin(`${p}.self_attn.o_proj`, H, A * D, c.attentionBias === true),
       ffnNorm: norm(`${p}.post_attention_layernorm`),
+      ...(v.qkNorm && {
+        qkNorm: { q: norm(`${p}.self_attn.q_norm`, D), k: norm(`${p}.self_attn.k_norm`, D) },
+      }),
       gate: lin(`${p}.mlp.gate_proj`, F, H),
       up: lin(`${p}.mlp.up_proj`, F, H),
       down: lin(`${p}.mlp.down_proj`, H, F),
@@ -96,11 +110,12 @@ function bindWeights(c: ModelConfig, s: WeightStore, qkvBias: boolean): ModelWei
   };
 }
 
-const variant = (architecture: string, qkvBias: boolean): ArchDefinition => ({
-  parseConfig: (raw, file) => parseConfig(raw, file, architecture),
-  bindWeights: (c, s) => bindWeights(c, s, qkvBias),
+const variant = (architecture: string, v: Variant): ArchDefinition => ({
+  parseConfig: (raw, file) => parseConfig(raw, file, architecture, v),
+  bindWeights: (c, s) => bindWeights(c, s, v),
 });
 
-export const llama = variant("LlamaForCausalLM", false);
-export const mistral = variant("MistralForCausalLM", false);
-export const qwen2 = variant("Qwen2ForCausalLM", true);
+export const llama = variant("LlamaForCausalLM", { bias: "config", qkNorm: false });
+export const mistral = variant("MistralForCausalLM", { bias: "config", qkNorm: false });
+export const qwen2 = variant("Qwen2ForCausalLM", { bias: "always", qkNorm: false });
+export const qwen3 = variant("Qwen3ForCausalLM", { bias: "config", qkNorm: true });

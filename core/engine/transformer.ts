@@ -355,6 +355,11 @@ export class Transformer {
         { y: ws.v, w: v.w, bias: v.b },
       ]);
     }
+    if (lw.qkNorm) {
+      // Qwen3: every head's q and k rows normed on their own (headDim wide), in place.
+      b.rmsNorm(ws.q, ws.q, lw.qkNorm.q.weight, n * c.heads, c.normEps);
+      b.rmsNorm(ws.k, ws.k, lw.qkNorm.k.weight, n * c.kvHeads, c.normEps);
+    }
     const [kc, vc] = [cache.k[l], cache.v[l]];
     b.ropeCacheWrite(
       ws.q,

@@ -38,6 +38,7 @@ const MODEL_TYPES: Record<string, string> = {
   llama: "LlamaForCausalLM",
   mistral: "MistralForCausalLM",
   qwen2: "Qwen2ForCausalLM",
+  qwen3: "Qwen3ForCausalLM",
   gpt2: "GPT2LMHeadModel",
   opt: "OPTForCausalLM",
 };

@@ -18,7 +18,7 @@ import { randomBytes } from "node:crypto";
 import { SafetensorsWriter, convertF32, type StDType, type TensorEntry } from "./safetensors-writer.js";
 import { makeTokenizer, MIN_TOKENIZER_SIZE, type TokenizerIds } from "./tokenizer-gen.js";
 
-export type Arch = "llama" | "qwen2" | "gpt2" | "opt";
+export type Arch = "llama" | "qwen2" | "qwen3" | "gpt2" | "opt";
 export type DType = "f32" | "f16" | "bf16";
 
 export interface ModelShape {
@@ -114,6 +114,23 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
       rmsEps: 1e-6,
     },
   },
+  "qwen3-0.6b": {
+    arch: "qwen3",
+    description: "Qwen3-0.6B shapes (qwen3, GQA 16/8, head_dim 128, q/k norms, tied)",
+    shape: {
+      hidden: 1024,
+      layers: 28,
+      heads: 16,
+      kvHeads: 8,
+      headDim: 128,
+      intermediate: 3072,
+      vocab: 151936,
+      maxPositions: 40960,
+      tied: true,
+      ropeTheta: 1000000,
+      rmsEps: 1e-6,
+    },
+  },
   "llama-3.2-1b": {
     arch: "llama",
     description: "Llama-3.2-1B shapes (llama, GQA 32/8, llama3 rope scaling, tied)",
@@ -177,6 +194,11 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
     arch: "qwen2",
     description: "tiny qwen2 for tests (GQA 4/2, qkv bias, tied)",
     shape: { ...tinyLlamaLike, tied: true, ropeTheta: 10000, rmsEps: 1e-6 },
+  },
+  "tiny-qwen3": {
+    arch: "qwen3",
+    description: "tiny qwen3 for tests (GQA 4/2, head_dim 32 > hidden/heads, q/k norms, tied)",
+    shape: { ...tinyLlamaLike, headDim: 32, tied: true, ropeTheta: 1000000, rmsEps: 1e-6 },
   },
   "tiny-gpt2": { arch: "gpt2", description: "tiny gpt2 for tests", shape: { ...tinyMha, tied: true, rmsEps: 1e-5 } },
   "tiny-opt": { arch: "opt", description: "tiny opt for tests", shape: { ...tinyMha, tied: true, rmsEps: 1e-5 } },
@@ -251,6 +273,14 @@ const QWEN2_LAYER: TensorRule[] = [
   ...LLAMA_LAYER.slice(4),
 ];
 
+// Qwen3: Llama's layer plus an RMSNorm weight over each head of q and of k.
+const QWEN3_LAYER: TensorRule[] = [
+  ...LLAMA_LAYER.slice(0, 4),
+  { name: "self_attn.q_norm.weight", shape: (s) => [s.headDim], init: "norm" },
+  { name: "self_attn.k_norm.weight", shape: (s) => [s.headDim], init: "norm" },
+  ...LLAMA_LAYER.slice(4),
+];
+
 const LLAMA_HEAD: TensorRule[] = [
   { name: "model.embed_tokens.weight", shape: (s) => [s.vocab, s.hidden], init: "normal" },
 ];
@@ -279,7 +309,9 @@ function llamaConfig(spec: { hfClass: string; modelType: string }) {
     tie_word_embeddings: s.tied,
     ...(spec.modelType === "qwen2"
       ? { use_sliding_window: false, sliding_window: s.maxPositions, max_window_layers: s.layers }
-      : {}),
+      : spec.modelType === "qwen3"
+        ? { use_sliding_window: false, sliding_window: null, max_window_layers: s.layers }
+        : {}),
     bos_token_id: ids.bos,
     eos_token_id: ids.eos,
     torch_dtype: TORCH_DTYPE[dtype],
@@ -341,6 +373,18 @@ export const ARCHS: Record<Arch, ArchSpec> = {
     layer: QWEN2_LAYER,
     tail: LLAMA_TAIL,
     config: llamaConfig({ hfClass: "Qwen2ForCausalLM", modelType: "qwen2" }),
+  },
+  qwen3: {
+    hfClass: "Qwen3ForCausalLM",
+    modelType: "qwen3",
+    gqa: true,
+    rope: true,
+    prefix: () => "",
+    layerPrefix: "model.layers.{i}.",
+    head: LLAMA_HEAD,
+    layer: QWEN3_LAYER,
+    tail: LLAMA_TAIL,
+    config: llamaConfig({ hfClass: "Qwen3ForCausalLM", modelType: "qwen3" }),
   },
   gpt2: {
     hfClass: "GPT2LMHeadModel",

@@ -445,6 +445,11 @@ class Exporter {
     }
     q = b.op("Reshape", [q, b.i64([-1, A, D])]);
     k = b.op("Reshape", [k, b.i64([-1, K, D])]);
+    if (lw.qkNorm) {
+      // Qwen3: RMSNorm over the last axis, each head on its own.
+      q = this.norm(b, q, lw.qkNorm.q);
+      k = this.norm(b, k, lw.qkNorm.k);
+    }
     if (c.ropeInvFreq) {
       q = this.rope(b, q);
       k = this.rope(b, k);

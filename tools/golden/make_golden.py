@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""Makes a tiny golden model of the Llama family the way ../shared/golden's are made: weights that
+give clear greedy margins (embeddings N(0, 1), matrices N(0, 9 / fan_in), norm weights 1 + N(0, 0.1);
+with std 1 / sqrt(fan_in) the tied head kept repeating one token), the byte tokenizer copied from a
+shared golden folder, and expected.json from reference.py.
+
+    python3 tools/golden/make_golden.py qwen3 test/golden/qwen3-bf16 --tokenizer-from ../shared/golden/llama-bf16
+
+Only qwen3 is defined: the shared folders cover the other architectures.
+"""
+import argparse
+import json
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+SHAPES = {
+    # head_dim 32 with 4 heads: q is 128 wide against a hidden size of 64, as in Qwen3 (2048 vs 1024).
+    "qwen3": dict(
+        architectures=["Qwen3ForCausalLM"],
+        model_type="qwen3",
+        hidden_size=64,
+        intermediate_size=192,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        vocab_size=257,
+        max_position_embeddings=512,
+        rms_norm_eps=1e-6,
+        rope_theta=1000000.0,
+        rope_scaling=None,
+        hidden_act="silu",
+        attention_bias=False,
+        use_sliding_window=False,
+        sliding_window=None,
+        tie_word_embeddings=True,
+        bos_token_id=256,
+        eos_token_id=256,
+        torch_dtype="bfloat16",
+    )
+}
+
+
+def to_bf16_bits(a: np.ndarray) -> np.ndarray:
+    bits = a.astype(np.float32).view(np.uint32).astype(np.uint64)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def tensors(c: dict, rng: np.random.Generator) -> dict:
+    H, F, V, A, K, D = (c[k] for k in ("hidden_size", "intermediate_size", "vocab_size",
+                                        "num_attention_heads", "num_key_value_heads", "head_dim"))
+    mat = lambda out, inp: rng.normal(0, 3 / np.sqrt(inp), (out, inp))
+    norm = lambda n: 1 + rng.normal(0, 0.1, (n,))
+    t = {"model.embed_tokens.weight": rng.normal(0, 1, (V, H))}
+    for i in range(c["num_hidden_layers"]):
+        p = f"model.layers.{i}"
+        t[f"{p}.input_layernorm.weight"] = norm(H)
+        t[f"{p}.self_attn.q_proj.weight"] = mat(A * D, H)
+        t[f"{p}.self_attn.k_proj.weight"] = mat(K * D, H)
+        t[f"{p}.self_attn.v_proj.weight"] = mat(K * D, H)
+        t[f"{p}.self_attn.q_norm.weight"] = norm(D)
+        t[f"{p}.self_attn.k_norm.weight"] = norm(D)
+        t[f"{p}.self_attn.o_proj.weight"] = mat(H, A * D)
+        t[f"{p}.post_attention_layernorm.weight"] = norm(H)
+        t[f"{p}.mlp.gate_proj.weight"] = mat(F, H)
+        t[f"{p}.mlp.up_proj.weight"] = mat(F, H)
+        t[f"{p}.mlp.down_proj.weight"] = mat(H, F)
+    t["model.norm.weight"] = norm(H)
+    return t
+
+
+def write_safetensors(path: Path, t: dict) -> None:
+    header, blobs, off = {}, [], 0
+    for name, a in t.items():
+        b = to_bf16_bits(a).tobytes()
+        header[name] = {"dtype": "BF16", "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    path.write_bytes(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("arch", choices=sorted(SHAPES))
+    ap.add_argument("out")
+    ap.add_argument("--tokenizer-from", required=True, help="a shared golden folder (byte tokenizer)")
+    ap.add_argument("--seed", type=int, default=7)
+    a = ap.parse_args()
+    out, src = Path(a.out), Path(a.tokenizer_from)
+    out.mkdir(parents=True, exist_ok=True)
+    c = SHAPES[a.arch]
+    (out / "config.json").write_text(json.dumps(c, indent=1) + "\n")
+    write_safetensors(out / "model.safetensors", tensors(c, np.random.default_rng(a.seed)))
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(src / f, out / f)
+    ref = Path(__file__).with_name("reference.py")
+    expected = subprocess.run([sys.executable, str(ref), str(out)], check=True, capture_output=True, text=True)
+    (out / "expected.json").write_text(expected.stdout)
+
+
+if __name__ == "__main__":
+    main()

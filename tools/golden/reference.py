@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""A float64 NumPy reference of the Hugging Face forward pass for the Llama family (LlamaForCausalLM,
+MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM), written from the transformers modeling code's
+semantics and independent of the engine: it shares no code with core/.
+
+It writes the golden `expected.json` format (../shared/golden/README.md): greedy ids after the
+prompt, the top-5 log-probabilities and the top-2 margin of every step. The prompt is tokenized the
+golden way (one token per UTF-8 byte, no BOS), so the model folder needs the golden byte tokenizer.
+
+    python3 tools/golden/reference.py MODEL_DIR [--prompt TEXT] [--steps 16] > MODEL_DIR/expected.json
+    python3 tools/golden/reference.py MODEL_DIR --check   # compare with MODEL_DIR/expected.json
+
+`--check` on ../shared/golden/{llama-bf16,llama-f32-tied,qwen2-f16} is how this script was checked
+against the project's independent reference before it made test/golden/qwen3-bf16.
+"""
+import argparse
+import json
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def read_safetensors(path: Path) -> dict:
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    base = 8 + n
+    out = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = t["data_offsets"]
+        buf = raw[base + a : base + b]
+        if t["dtype"] == "F32":
+            v = np.frombuffer(buf, dtype="<f4").astype(np.float64)
+        elif t["dtype"] == "F16":
+            v = np.frombuffer(buf, dtype="<f2").astype(np.float64)
+        elif t["dtype"] == "BF16":
+            bits = np.frombuffer(buf, dtype="<u2").astype(np.uint32) << 16
+            v = bits.view(np.float32).astype(np.float64)
+        else:
+            raise SystemExit(f"{path}: {name} has dtype {t['dtype']}")
+        out[name] = v.reshape(t["shape"])
+    return out
+
+
+def rms_norm(x, w, eps):
+    return w * (x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps))
+
+
+def rope_inv_freq(cfg, dim):
+    theta = float(cfg.get("rope_theta", 10000.0))
+    inv = 1.0 / theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
+    scaling = cfg.get("rope_scaling")
+    if scaling:
+        raise SystemExit(f"rope_scaling {scaling} is not implemented here")
+    return inv
+
+
+def rotate(x, pos, inv):
+    # x [T, heads, D]; rotate-half with cos/sin of pos * inv repeated over both halves.
+    f = np.outer(pos, inv)  # [T, D/2]
+    cos = np.cos(np.concatenate([f, f], axis=-1))[:, None, :]
+    sin = np.sin(np.concatenate([f, f], axis=-1))[:, None, :]
+    half = x.shape[-1] // 2
+    rot = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos + rot * sin
+
+
+class Model:
+    def __init__(self, folder: Path):
+        self.cfg = json.loads((folder / "config.json").read_text())
+        arch = self.cfg["architectures"][0]
+        known = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
+        if arch not in known:
+            raise SystemExit(f"{arch} is not one of {', '.join(known)}")
+        self.qwen2 = arch == "Qwen2ForCausalLM"
+        self.qk_norm = arch == "Qwen3ForCausalLM"
+        self.bias = self.qwen2 or bool(self.cfg.get("attention_bias", False))
+        self.w = read_safetensors(folder / "model.safetensors")
+        c = self.cfg
+        self.H = c["hidden_size"]
+        self.A = c["num_attention_heads"]
+        self.K = c.get("num_key_value_heads", self.A)
+        self.D = c.get("head_dim") or self.H // self.A
+        self.eps = c.get("rms_norm_eps", 1e-6)
+        self.inv = rope_inv_freq(c, self.D)
+        self.head = self.w.get("lm_head.weight", self.w["model.embed_tokens.weight"])
+
+    def lin(self, x, name, bias):
+        y = x @ self.w[f"{name}.weight"].T
+        return y + self.w[f"{name}.bias"] if bias else y
+
+    def logits(self, ids):
+        """Logits of every position of ids (the whole sequence, causal)."""
+        w, A, K, D = self.w, self.A, self.K, self.D
+        T = len(ids)
+        pos = np.arange(T, dtype=np.float64)
+        x = w["model.embed_tokens.weight"][ids]
+        mask = np.triu(np.full((T, T), -np.inf), 1)
+        for i in range(self.cfg["num_hidden_layers"]):
+            p = f"model.layers.{i}"
+            h = rms_norm(x, w[f"{p}.input_layernorm.weight"], self.eps)
+            q = self.lin(h, f"{p}.self_attn.q_proj", self.bias).reshape(T, A, D)
+            k = self.lin(h, f"{p}.self_attn.k_proj", self.bias).reshape(T, K, D)
+            v = self.lin(h, f"{p}.self_attn.v_proj", self.bias).reshape(T, K, D)
+            if self.qk_norm:
+                q = rms_norm(q, w[f"{p}.self_attn.q_norm.weight"], self.eps)
+                k = rms_norm(k, w[f"{p}.self_attn.k_norm.weight"], self.eps)
+            q, k = rotate(q, pos, self.inv), rotate(k, pos, self.inv)
+            k = np.repeat(k, A // K, axis=1)  # head j uses key/value head j // (A / K)
+            v = np.repeat(v, A // K, axis=1)
+            s = np.einsum("tad,sad->ats", q, k) / np.sqrt(D) + mask
+            s = np.exp(s - s.max(axis=-1, keepdims=True))
+            s /= s.sum(axis=-1, keepdims=True)
+            att = np.einsum("ats,sad->tad", s, v).reshape(T, A * D)
+            x = x + self.lin(att, f"{p}.self_attn.o_proj", self.bias and not self.qwen2)
+            h = rms_norm(x, w[f"{p}.post_attention_layernorm.weight"], self.eps)
+            g = self.lin(h, f"{p}.mlp.gate_proj", False)
+            u = self.lin(h, f"{p}.mlp.up_proj", False)
+            x = x + self.lin(g / (1.0 + np.exp(-g)) * u, f"{p}.mlp.down_proj", False)
+        return rms_norm(x, w["model.norm.weight"], self.eps) @ self.head.T
+
+
+def generate(model, prompt, steps):
+    prompt_ids = list(prompt.encode("utf-8"))
+    ids, tops, margins = [], [], []
+    for _ in range(steps):
+        z = model.logits(np.array(prompt_ids + ids))[-1]
+        lp = z - z.max() - np.log(np.exp(z - z.max()).sum())
+        order = np.argsort(-z, kind="stable")
+        ids.append(int(order[0]))
+        tops.append([[int(j), float(lp[j])] for j in order[:5]])
+        margins.append(float(z[order[0]] - z[order[1]]))
+    return {"prompt": prompt, "prompt_ids": prompt_ids, "ids": ids, "top_logprobs": tops, "margins": margins}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model")
+    ap.add_argument("--prompt", default="The quick brown fox jumps over")
+    ap.add_argument("--steps", type=int, default=16)
+    ap.add_argument("--check", action="store_true", help="compare with MODEL/expected.json instead")
+    a = ap.parse_args()
+    folder = Path(a.model)
+    model = Model(folder)
+    if not a.check:
+        json.dump(generate(model, a.prompt, a.steps), sys.stdout, indent=1)
+        print()
+        return
+    want = json.loads((folder / "expected.json").read_text())
+    got = generate(model, want["prompt"], len(want["ids"]))
+    worst = max(
+        abs(g[1] - w[1]) for gs, ws in zip(got["top_logprobs"], want["top_logprobs"]) for g, w in zip(gs, ws)
+    )
+    same = got["ids"] == want["ids"]
+    print(f"{folder.name}: greedy ids {'agree' if same else 'DIFFER'}, max |log-prob difference| {worst:.2e}")
+    sys.exit(0 if same and worst < 1e-6 else 1)
+
+
+if __name__ == "__main__":
+    main()
