@@ -18,7 +18,7 @@ import { FFN_METHODS, type FfnMethod } from "../sparse/settings.js";
 import type { PrepareProgress } from "../sparse/sparsifier.js";
 import type { ChatMessage } from "../loader/tokenizer.js";
 import { cmdServe, SERVE_HELP } from "./serve.js";
-import { makeModel, MakeModelError, PRESETS, type Arch, type DType } from "../modelgen/make-model.js";
+import { ARCHS, makeModel, MakeModelError, PRESETS, type Arch, type DType } from "../modelgen/make-model.js";
 import { int, MODEL_FLAGS, num, openModel, parse } from "./flags.js";
 import { EXPORT_HELP, runExport } from "./export.js";
 
@@ -383,7 +383,7 @@ async function cmdMakeModel(argv: string[]): Promise<void> {
   if (v.preset && !preset)
     throw new UsageError(`unknown preset "${v.preset}" (known: ${Object.keys(PRESETS).join(", ")})`);
   const arch = (v.arch ?? preset?.arch) as Arch | undefined;
-  if (!arch) throw new UsageError("--arch llama|qwen2|gpt2|opt (or --preset NAME) is required");
+  if (!arch) throw new UsageError(`--arch ${Object.keys(ARCHS).join("|")} (or --preset NAME) is required`);
   const dtype = (v.dtype ?? "bf16") as DType;
   if (!["f32", "f16", "bf16"].includes(dtype)) throw new UsageError(`--dtype must be f32, f16 or bf16, got "${dtype}"`);
   const shape = Object.fromEntries(
@@ -476,7 +476,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: s
   export: { run: runExport, help: EXPORT_HELP },
   "make-model": {
     run: cmdMakeModel,
-    help: "--arch llama|qwen2|gpt2|opt [--preset NAME] [--hidden H --layers L --heads A --kv-heads K --intermediate F --vocab V] --dtype f32|f16|bf16 --seed S --out DIR [--shard-mb MB]",
+    help: `--arch ${Object.keys(ARCHS).join("|")} [--preset NAME] [--hidden H --layers L --heads A --kv-heads K --intermediate F --vocab V] --dtype f32|f16|bf16 --seed S --out DIR [--shard-mb MB]`,
   },
 };
 

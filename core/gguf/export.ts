@@ -3,7 +3,8 @@
 //   - llama (LlamaForCausalLM, MistralForCausalLM): q_proj/k_proj rows permuted per head from
 //     Hugging Face's rotate-half rotary layout to llama.cpp's interleaved pairs (`permute`);
 //     llama3 rope scaling as the rope_freqs tensor (per-frequency divisors), linear as metadata.
-//   - qwen2: no permutation (llama.cpp runs Qwen2 with NEOX rotary, which is rotate-half).
+//   - qwen2, qwen3: no permutation (llama.cpp runs both with NEOX rotary, which is rotate-half);
+//     qwen3's per-head q/k norms as attn_q_norm / attn_k_norm.
 //   - gpt2: Conv1D weights ([in, out]) transposed to [out, in]; learned positions.
 // Matrices are written in the requested dtype (default: the model's), 1-D tensors (norms, biases,
 // rope_freqs) in F32 as the converter does. A tied head has no output.weight (llama.cpp reuses
@@ -31,7 +32,7 @@ export interface GgufExportOptions {
 export interface GgufExportResult {
   file: string;
   /** llama.cpp's architecture name (general.architecture). */
-  architecture: "llama" | "qwen2" | "gpt2";
+  architecture: "llama" | "qwen2" | "qwen3" | "gpt2";
   dtype: GgufDType;
   tensors: number;
   bytes: number;
@@ -46,6 +47,7 @@ const ARCH_NAMES: Record<string, GgufExportResult["architecture"]> = {
   LlamaForCausalLM: "llama",
   MistralForCausalLM: "llama",
   Qwen2ForCausalLM: "qwen2",
+  Qwen3ForCausalLM: "qwen3",
   GPT2LMHeadModel: "gpt2",
 };
 
@@ -275,6 +277,10 @@ function planTensors(arch: GgufExportResult["architecture"], model: LoadedModel,
       lin("attn_q", l.qkv.q, perm(c.heads));
       lin("attn_k", l.qkv.k, perm(c.kvHeads));
       lin("attn_v", l.qkv.v);
+    }
+    if (l.qkNorm) {
+      add(`${p}.attn_q_norm.weight`, l.qkNorm.q.weight);
+      add(`${p}.attn_k_norm.weight`, l.qkNorm.k.weight);
     }
     lin("attn_output", l.o);
     norm("ffn_norm", l.ffnNorm);
