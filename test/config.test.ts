@@ -89,6 +89,41 @@ test("Mistral's sliding window caps the usable context instead of running full a
   assert.equal(c.maxPositions, 4096);
 });
 
+test("SmolLM3: no_rope_layers picks the layers without a rotary step; without it every 4th (or interval-th)", (t) => {
+  const smol = {
+    ...LLAMA_32_1B,
+    rope_scaling: null,
+    architectures: ["SmolLM3ForCausalLM"],
+    model_type: "smollm3",
+    num_hidden_layers: 8,
+  };
+  const listed = readModelConfig(configIn(t, { ...smol, no_rope_layers: [1, 0, 1, 1, 1, 1, 1, 0] }));
+  assert.deepEqual(listed.ropeLayers, [true, false, true, true, true, true, true, false]);
+  assert.deepEqual(readModelConfig(configIn(t, smol)).ropeLayers, [true, true, true, false, true, true, true, false]);
+  const every2 = readModelConfig(configIn(t, { ...smol, no_rope_layer_interval: 2 }));
+  assert.deepEqual(every2.ropeLayers, [true, false, true, false, true, false, true, false]);
+  for (const bad of [[1, 1, 1], [1, 1, 1, 1, 1, 1, 1, 2], "all"]) {
+    assert.throws(
+      () => readModelConfig(configIn(t, { ...smol, no_rope_layers: bad })),
+      (e: unknown) =>
+        e instanceof ModelError &&
+        e.code === "BAD_CONFIG" &&
+        /no_rope_layers must list 0 or 1 for each of the 8 layers/.test(e.message),
+    );
+  }
+  // Other members of the family rotate in every layer.
+  assert.equal(readModelConfig(configIn(t, LLAMA_32_1B)).ropeLayers, undefined);
+});
+
+test("Qwen3 and Llama read attention_bias (q/k/v/o biases); Qwen2 has q/k/v biases whatever it says", (t) => {
+  const qwen3 = { ...LLAMA_32_1B, rope_scaling: null, architectures: ["Qwen3ForCausalLM"], model_type: "qwen3" };
+  assert.equal(readModelConfig(configIn(t, qwen3)).attentionBias, false);
+  assert.equal(readModelConfig(configIn(t, { ...qwen3, attention_bias: true })).attentionBias, true);
+  assert.equal(readModelConfig(configIn(t, { ...LLAMA_32_1B, attention_bias: true })).attentionBias, true);
+  const qwen2 = { ...qwen3, architectures: ["Qwen2ForCausalLM"], model_type: "qwen2", attention_bias: true };
+  assert.equal(readModelConfig(configIn(t, qwen2)).attentionBias, false); // its biases are not optional
+});
+
 test("missing and invalid fields name the field and the file", (t) => {
   const { hidden_size: _h, ...noHidden } = LLAMA_32_1B;
   for (const [json, pattern] of [

@@ -510,6 +510,31 @@ test("export: qwen3 writes its q/k norms as attn_q_norm / attn_k_norm (F32), q/k
   assert.ok(!p.tensorInfos.some((x) => x.name === "output.weight"), "the tied head is token_embd");
 });
 
+test("export: smollm3 permutes q/k as llama does; a NoPE pattern llama.cpp cannot run is a ModelError", async (t) => {
+  const dir = tempDir(t);
+  const model = loadModel(goldenPath("smollm3-bf16"));
+  t.after(() => model.close());
+  const file = join(dir, "s.gguf");
+  assert.equal((await exportGguf(model, file)).architecture, "smollm3");
+  const p = await parse(file);
+  const q = ggufTensor(file, p, "blk.0.attn_q.weight");
+  const src = sourceBytes(model, "model.layers.0.self_attn.q_proj.weight");
+  assert.equal(q.bytes.length, src.length);
+  assert.ok(!q.bytes.equals(src), "q is permuted to llama.cpp's interleaved rotary pairs");
+
+  const odd = join(dir, "odd");
+  cpSync(goldenPath("smollm3-bf16"), odd, { recursive: true });
+  const config = JSON.parse(readFileSync(join(odd, "config.json"), "utf8")) as Record<string, unknown>;
+  config.no_rope_layers = [1, 0, 1, 1];
+  writeFileSync(join(odd, "config.json"), JSON.stringify(config));
+  const oddModel = loadModel(odd);
+  t.after(() => oddModel.close());
+  await assert.rejects(
+    exportGguf(oddModel, join(dir, "odd.gguf")),
+    (e) => e instanceof ModelError && e.code === "BAD_CONFIG" && /every 4th layer/.test(e.message),
+  );
+});
+
 test("export: an unsupported architecture is a ModelError and leaves no file", { skip: noGolden }, async (t) => {
   const dir = tempDir(t);
   const opt = loadModel(join(GOLDEN!, "opt-bf16"));
@@ -683,29 +708,31 @@ for (const name of Object.keys(GOLDEN_TOL)) {
   );
 }
 
-test(
-  "llama.cpp runs the golden Qwen3 exported as f32: log-probabilities within 1e-3 of the reference",
-  { skip: noLlama },
-  async (t) => {
-    // bf16 → f32 is exact, and llama.cpp then keeps its activations in f32: a check of the q/k
-    // norms and the rest of the Qwen3 block by a third implementation, at the golden tolerance.
-    // (Exported as bf16, llama.cpp rounds the activations to bf16 and this model's, from matrices
-    // of 3 / sqrt(fan_in), are large: the same greedy ids, but top-5 log-probabilities 0.07-0.19
-    // off, past the 0.05 the bf16 Llama keeps.)
-    const model = loadModel(goldenPath("qwen3-bf16"));
-    t.after(() => model.close());
-    const file = join(tempDir(t), "q3.gguf");
-    await exportGguf(model, file, { dtype: "f32" });
-    const exp = expected("qwen3-bf16");
-    const llama = (llamaCpp as { llama: NlcLlama }).llama;
-    const theirs = await llamaCppSteps(llama, file, exp.prompt_ids, exp.ids);
-    assert.deepEqual(
-      theirs.map((s) => s.argmax),
-      exp.ids,
-    );
-    compareSteps("qwen3-bf16 as f32", exp.top_logprobs, theirs, 1e-3);
-  },
-);
+// test/golden's models (architectures the shared set lacks) as f32 GGUFs: bf16 → f32 is exact, and
+// llama.cpp then keeps its activations in f32, so a third implementation checks Qwen3's q/k norms and
+// SmolLM3's layers without a rotary step at the golden tolerance. (Exported as bf16, llama.cpp rounds
+// the activations to bf16, and these models' are large, from matrices of 3 / sqrt(fan_in): Qwen3 gave
+// the same greedy ids but top-5 log-probabilities 0.07-0.19 off, past the 0.05 the bf16 Llama keeps.)
+for (const name of ["qwen3-bf16", "smollm3-bf16"]) {
+  test(
+    `llama.cpp runs the golden ${name} exported as f32: log-probabilities within 1e-3 of the reference`,
+    { skip: noLlama },
+    async (t) => {
+      const model = loadModel(goldenPath(name));
+      t.after(() => model.close());
+      const file = join(tempDir(t), "m.gguf");
+      await exportGguf(model, file, { dtype: "f32" });
+      const exp = expected(name);
+      const llama = (llamaCpp as { llama: NlcLlama }).llama;
+      const theirs = await llamaCppSteps(llama, file, exp.prompt_ids, exp.ids);
+      assert.deepEqual(
+        theirs.map((s) => s.argmax),
+        exp.ids,
+      );
+      compareSteps(`${name} as f32`, exp.top_logprobs, theirs, 1e-3);
+    },
+  );
+}
 
 test(
   "llama.cpp: llama3 rope scaling (rope_freqs) on the golden f32 Llama matches our engine",

@@ -48,17 +48,18 @@ process.on("exit", () => rmSync(ROOT, { recursive: true, force: true }));
 let counter = 0;
 const freshDir = (tag: string) => join(ROOT, `${tag}-${counter++}`);
 
-const ARCHES: Arch[] = ["llama", "qwen2", "qwen3", "gpt2", "opt"];
+const ARCHES: Arch[] = ["llama", "qwen2", "qwen3", "smollm3", "gpt2", "opt"];
 const DTYPES: DType[] = ["f32", "f16", "bf16"];
 const ST: Record<DType, StDType> = { f32: "F32", f16: "F16", bf16: "BF16" };
 
-/** Expected HF tensor names for the 2-layer tiny presets, written out independently of the tables. */
+/** Expected HF tensor names for the tiny presets (2 layers, smollm3 4), written out independently of the tables. */
 function expectedNames(arch: Arch, tied: boolean, gpt2Prefix = false): string[] {
-  const L = [0, 1];
+  const L = arch === "smollm3" ? [0, 1, 2, 3] : [0, 1];
   switch (arch) {
     case "llama":
     case "qwen2":
-    case "qwen3": {
+    case "qwen3":
+    case "smollm3": {
       const attn =
         arch === "qwen2"
           ? [
@@ -170,6 +171,11 @@ function expectedShapes(arch: Arch): Record<string, number[]> {
         "model.layers.0.self_attn.q_norm.weight": [32],
         "model.layers.1.self_attn.k_norm.weight": [32],
         "model.layers.1.self_attn.o_proj.weight": [64, 128],
+      };
+    case "smollm3":
+      return {
+        "model.layers.3.self_attn.q_proj.weight": [64, 64],
+        "model.layers.3.mlp.down_proj.weight": [64, 128],
       };
     case "gpt2":
       return {
@@ -293,6 +299,7 @@ for (const arch of ARCHES) {
         llama: "LlamaForCausalLM",
         qwen2: "Qwen2ForCausalLM",
         qwen3: "Qwen3ForCausalLM",
+        smollm3: "SmolLM3ForCausalLM",
         gpt2: "GPT2LMHeadModel",
         opt: "OPTForCausalLM",
       }[arch];
@@ -301,7 +308,7 @@ for (const arch of ARCHES) {
       assert.equal(cfg.vocab_size, 512);
       assert.equal(cfg.tie_word_embeddings, shape.tied);
       assert.equal(cfg.torch_dtype, { f32: "float32", f16: "float16", bf16: "bfloat16" }[dtype]);
-      if (arch === "llama" || arch === "qwen2" || arch === "qwen3") {
+      if (arch === "llama" || arch === "qwen2" || arch === "qwen3" || arch === "smollm3") {
         for (const k of [
           "hidden_size",
           "intermediate_size",
@@ -321,6 +328,7 @@ for (const arch of ARCHES) {
         assert.equal(cfg.hidden_act, "silu");
         if (arch === "qwen2" || arch === "qwen3") assert.equal(cfg.use_sliding_window, false);
         if (arch === "qwen3") assert.equal(cfg.head_dim, 32);
+        if (arch === "smollm3") assert.deepEqual(cfg.no_rope_layers, [1, 1, 1, 0]);
       } else if (arch === "gpt2") {
         assert.equal(cfg.n_embd, 64);
         assert.equal(cfg.n_inner, 256);

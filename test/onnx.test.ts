@@ -29,6 +29,7 @@ const TINY: [Arch, DType][] = [
   ["llama", "bf16"],
   ["qwen2", "f16"],
   ["qwen3", "bf16"],
+  ["smollm3", "f32"],
   ["gpt2", "f32"],
   ["opt", "bf16"],
 ];

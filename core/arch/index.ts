@@ -3,7 +3,7 @@
 // config.json fields into ModelConfig, bind its tensor names into ModelWeights) and list it here.
 import type { ArchDefinition } from "./config.js";
 import { gpt2 } from "./gpt2.js";
-import { llama, mistral, qwen2, qwen3 } from "./llama.js";
+import { llama, mistral, qwen2, qwen3, smollm3 } from "./llama.js";
 import { opt } from "./opt.js";
 
 export const ARCHITECTURES: Readonly<Record<string, ArchDefinition>> = {
@@ -11,6 +11,7 @@ export const ARCHITECTURES: Readonly<Record<string, ArchDefinition>> = {
   MistralForCausalLM: mistral,
   Qwen2ForCausalLM: qwen2,
   Qwen3ForCausalLM: qwen3,
+  SmolLM3ForCausalLM: smollm3,
   GPT2LMHeadModel: gpt2,
   OPTForCausalLM: opt,
 };

@@ -1,7 +1,8 @@
-// Llama family: LlamaForCausalLM (Llama 2/3.x, TinyLlama, SmolLM), MistralForCausalLM,
-// Qwen2ForCausalLM (the same block with q/k/v biases) and Qwen3ForCausalLM (an RMSNorm over each
-// head of q and k before the rotary step, no biases). RMSNorm, rotary positions, SwiGLU FFN,
-// grouped-query attention. Phi-3 would add a fused qkv/gate_up split here.
+// Llama family: LlamaForCausalLM (Llama 2/3.x, TinyLlama, SmolLM2), MistralForCausalLM,
+// Qwen2ForCausalLM (the same block with q/k/v biases), Qwen3ForCausalLM (an RMSNorm over each head
+// of q and k before the rotary step, no biases) and SmolLM3ForCausalLM (no rotary step in some
+// layers, `no_rope_layers`). RMSNorm, rotary positions, SwiGLU FFN, grouped-query attention.
+// Phi-3 would add a fused qkv/gate_up split here.
 import type { WeightStore } from "../loader/safetensors.js";
 import {
   ConfigReader,
@@ -21,6 +22,22 @@ interface Variant {
    * `attention_bias` is true, as Hugging Face's Llama, Mistral and Qwen3 classes build them. */
   bias: "always" | "config";
   qkNorm: boolean;
+  /** SmolLM3: per-layer NoPE from `no_rope_layers` (1 = rotary step) or `no_rope_layer_interval`. */
+  noRope?: boolean;
+}
+
+/** SmolLM3's layers with a rotary step: `no_rope_layers` (1 = rotary), else every
+ * `no_rope_layer_interval`-th layer (default 4) without, as transformers builds the default list. */
+function ropeLayers(raw: Record<string, unknown>, r: ConfigReader, layers: number, file: string): boolean[] {
+  const list = raw.no_rope_layers;
+  if (list === undefined || list === null) {
+    const every = r.int("no_rope_layer_interval", 4);
+    return Array.from({ length: layers }, (_, i) => (i + 1) % every !== 0);
+  }
+  if (!Array.isArray(list) || list.length !== layers || !list.every((x) => x === 0 || x === 1)) {
+    throw new ModelError("BAD_CONFIG", file, `no_rope_layers must list 0 or 1 for each of the ${layers} layers`);
+  }
+  return list.map((x) => x === 1);
 }
 
 function parseConfig(raw: Record<string, unknown>, file: string, architecture: string, v: Variant): ModelConfig {
@@ -29,6 +46,7 @@ function parseConfig(raw: Record<string, unknown>, file: string, architecture: s
   const heads = r.int("num_attention_heads");
   const headDim = r.int("head_dim", Math.floor(hidden / heads));
   const maxPositions = r.int("max_position_embeddings", 2048);
+  const layers = r.int("num_hidden_layers");
   // Sliding-window attention is not implemented. Within the window it equals full attention, so
   // the usable context is capped at the window rather than silently computing the wrong thing.
   const window = raw.sliding_window;
@@ -40,7 +58,7 @@ function parseConfig(raw: Record<string, unknown>, file: string, architecture: s
     {
       architecture,
       hidden,
-      layers: r.int("num_hidden_layers"),
+      layers,
       heads,
       kvHeads: r.int("num_key_value_heads", heads),
       headDim,
@@ -52,6 +70,7 @@ function parseConfig(raw: Record<string, unknown>, file: string, architecture: s
       activation: r.activation("hidden_act", "silu"),
       gatedFfn: true,
       ropeInvFreq: ropeInvFreq(r, headDim),
+      ...(v.noRope && { ropeLayers: ropeLayers(raw, r, layers, file) }),
       positionOffset: 0,
       tiedEmbeddings: r.bool("tie_word_embeddings", false),
       bosTokenId: r.ids("bos_token_id")[0] ?? null,
@@ -119,3 +138,4 @@ export const llama = variant("LlamaForCausalLM", { bias: "config", qkNorm: false
 export const mistral = variant("MistralForCausalLM", { bias: "config", qkNorm: false });
 export const qwen2 = variant("Qwen2ForCausalLM", { bias: "always", qkNorm: false });
 export const qwen3 = variant("Qwen3ForCausalLM", { bias: "config", qkNorm: true });
+export const smollm3 = variant("SmolLM3ForCausalLM", { bias: "config", qkNorm: false, noRope: true });

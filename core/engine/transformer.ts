@@ -372,7 +372,7 @@ export class Transformer {
       c.kvHeads,
       c.headDim,
       positions,
-      c.ropeInvFreq ?? null,
+      c.ropeLayers?.[l] === false ? null : c.ropeInvFreq, // SmolLM3's NoPE layers: no rotary step
       pos0,
       cache.capacity,
     );

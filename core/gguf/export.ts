@@ -3,6 +3,8 @@
 //   - llama (LlamaForCausalLM, MistralForCausalLM): q_proj/k_proj rows permuted per head from
 //     Hugging Face's rotate-half rotary layout to llama.cpp's interleaved pairs (`permute`);
 //     llama3 rope scaling as the rope_freqs tensor (per-frequency divisors), linear as metadata.
+//   - smollm3: as llama; llama.cpp skips the rotary step in every 4th layer, so other no_rope_layers
+//     lists are a ModelError (BAD_CONFIG).
 //   - qwen2, qwen3: no permutation (llama.cpp runs both with NEOX rotary, which is rotate-half);
 //     qwen3's per-head q/k norms as attn_q_norm / attn_k_norm.
 //   - gpt2: Conv1D weights ([in, out]) transposed to [out, in]; learned positions.
@@ -32,7 +34,7 @@ export interface GgufExportOptions {
 export interface GgufExportResult {
   file: string;
   /** llama.cpp's architecture name (general.architecture). */
-  architecture: "llama" | "qwen2" | "qwen3" | "gpt2";
+  architecture: "llama" | "qwen2" | "qwen3" | "smollm3" | "gpt2";
   dtype: GgufDType;
   tensors: number;
   bytes: number;
@@ -48,6 +50,7 @@ const ARCH_NAMES: Record<string, GgufExportResult["architecture"]> = {
   MistralForCausalLM: "llama",
   Qwen2ForCausalLM: "qwen2",
   Qwen3ForCausalLM: "qwen3",
+  SmolLM3ForCausalLM: "smollm3",
   GPT2LMHeadModel: "gpt2",
 };
 
@@ -198,6 +201,9 @@ function architectureMetadata(
   if (c.activation !== "silu") {
     throw new ModelError("BAD_CONFIG", file, `llama.cpp's ${arch} uses SiLU; this model uses ${c.activation}`);
   }
+  if (c.ropeLayers?.some((rope, i) => rope !== ((i + 1) % 4 !== 0))) {
+    throw new ModelError("BAD_CONFIG", file, "llama.cpp's smollm3 skips the rotary step in every 4th layer only");
+  }
   return [
     ...common,
     [`${arch}.attention.head_count_kv`, kv.u32(c.kvHeads)],
@@ -265,8 +271,8 @@ function planTensors(arch: GgufExportResult["architecture"], model: LoadedModel,
       lin("attn_qkv", l.qkv.fused);
     } else {
       const perm = (heads: number): Transform =>
-        arch === "llama" ? { kind: "permute", heads, headDim: c.headDim, rotDim } : copy;
-      if (arch === "llama" && (l.qkv.q.b || l.qkv.k.b)) {
+        arch === "llama" || arch === "smollm3" ? { kind: "permute", heads, headDim: c.headDim, rotDim } : copy;
+      if ((arch === "llama" || arch === "smollm3") && (l.qkv.q.b || l.qkv.k.b)) {
         // convert_hf_to_gguf would permute the biases too; no supported Llama checkpoint has them.
         throw new ModelError(
           "UNSUPPORTED_ARCHITECTURE",

@@ -39,6 +39,7 @@ const MODEL_TYPES: Record<string, string> = {
   mistral: "MistralForCausalLM",
   qwen2: "Qwen2ForCausalLM",
   qwen3: "Qwen3ForCausalLM",
+  smollm3: "SmolLM3ForCausalLM",
   gpt2: "GPT2LMHeadModel",
   opt: "OPTForCausalLM",
 };

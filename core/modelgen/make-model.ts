@@ -18,7 +18,7 @@ import { randomBytes } from "node:crypto";
 import { SafetensorsWriter, convertF32, type StDType, type TensorEntry } from "./safetensors-writer.js";
 import { makeTokenizer, MIN_TOKENIZER_SIZE, type TokenizerIds } from "./tokenizer-gen.js";
 
-export type Arch = "llama" | "qwen2" | "qwen3" | "gpt2" | "opt";
+export type Arch = "llama" | "qwen2" | "qwen3" | "smollm3" | "gpt2" | "opt";
 export type DType = "f32" | "f16" | "bf16";
 
 export interface ModelShape {
@@ -131,6 +131,22 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
       rmsEps: 1e-6,
     },
   },
+  "smollm3-3b": {
+    arch: "smollm3",
+    description: "SmolLM3-3B shapes (smollm3, GQA 16/4, NoPE every 4th layer, tied)",
+    shape: {
+      hidden: 2048,
+      layers: 36,
+      heads: 16,
+      kvHeads: 4,
+      intermediate: 11008,
+      vocab: 128256,
+      maxPositions: 65536,
+      tied: true,
+      ropeTheta: 5000000,
+      rmsEps: 1e-6,
+    },
+  },
   "llama-3.2-1b": {
     arch: "llama",
     description: "Llama-3.2-1B shapes (llama, GQA 32/8, llama3 rope scaling, tied)",
@@ -199,6 +215,11 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
     arch: "qwen3",
     description: "tiny qwen3 for tests (GQA 4/2, head_dim 32 > hidden/heads, q/k norms, tied)",
     shape: { ...tinyLlamaLike, headDim: 32, tied: true, ropeTheta: 1000000, rmsEps: 1e-6 },
+  },
+  "tiny-smollm3": {
+    arch: "smollm3",
+    description: "tiny smollm3 for tests (GQA 4/2, 4 layers: the 4th has no rotary step, tied)",
+    shape: { ...tinyLlamaLike, layers: 4, tied: true, ropeTheta: 5000000, rmsEps: 1e-6 },
   },
   "tiny-gpt2": { arch: "gpt2", description: "tiny gpt2 for tests", shape: { ...tinyMha, tied: true, rmsEps: 1e-5 } },
   "tiny-opt": { arch: "opt", description: "tiny opt for tests", shape: { ...tinyMha, tied: true, rmsEps: 1e-5 } },
@@ -311,7 +332,16 @@ function llamaConfig(spec: { hfClass: string; modelType: string }) {
       ? { use_sliding_window: false, sliding_window: s.maxPositions, max_window_layers: s.layers }
       : spec.modelType === "qwen3"
         ? { use_sliding_window: false, sliding_window: null, max_window_layers: s.layers }
-        : {}),
+        : spec.modelType === "smollm3"
+          ? {
+              // Every 4th layer without a rotary step, as SmolLM3-3B (and llama.cpp's smollm3) has it.
+              no_rope_layers: Array.from({ length: s.layers }, (_, i) => ((i + 1) % 4 === 0 ? 0 : 1)),
+              no_rope_layer_interval: 4,
+              use_sliding_window: false,
+              sliding_window: null,
+              mlp_bias: false,
+            }
+          : {}),
     bos_token_id: ids.bos,
     eos_token_id: ids.eos,
     torch_dtype: TORCH_DTYPE[dtype],
@@ -385,6 +415,18 @@ export const ARCHS: Record<Arch, ArchSpec> = {
     layer: QWEN3_LAYER,
     tail: LLAMA_TAIL,
     config: llamaConfig({ hfClass: "Qwen3ForCausalLM", modelType: "qwen3" }),
+  },
+  smollm3: {
+    hfClass: "SmolLM3ForCausalLM",
+    modelType: "smollm3",
+    gqa: true,
+    rope: true,
+    prefix: () => "",
+    layerPrefix: "model.layers.{i}.",
+    head: LLAMA_HEAD,
+    layer: LLAMA_LAYER,
+    tail: LLAMA_TAIL,
+    config: llamaConfig({ hfClass: "SmolLM3ForCausalLM", modelType: "smollm3" }),
   },
   gpt2: {
     hfClass: "GPT2LMHeadModel",

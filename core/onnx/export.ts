@@ -450,7 +450,7 @@ class Exporter {
       q = this.norm(b, q, lw.qkNorm.q);
       k = this.norm(b, k, lw.qkNorm.k);
     }
-    if (c.ropeInvFreq) {
+    if (c.ropeInvFreq && c.ropeLayers?.[l] !== false) {
       q = this.rope(b, q);
       k = this.rope(b, k);
     }

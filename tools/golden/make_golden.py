@@ -6,7 +6,7 @@ shared golden folder, and expected.json from reference.py.
 
     python3 tools/golden/make_golden.py qwen3 test/golden/qwen3-bf16 --tokenizer-from ../shared/golden/llama-bf16
 
-Only qwen3 is defined: the shared folders cover the other architectures.
+qwen3 and smollm3 are defined: the shared folders cover the other architectures.
 """
 import argparse
 import json
@@ -19,6 +19,33 @@ from pathlib import Path
 import numpy as np
 
 SHAPES = {
+    # 4 layers: the 4th has no rotary step (no_rope_layers), as every 4th layer of SmolLM3-3B.
+    "smollm3": dict(
+        architectures=["SmolLM3ForCausalLM"],
+        model_type="smollm3",
+        hidden_size=64,
+        intermediate_size=192,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        vocab_size=257,
+        max_position_embeddings=512,
+        rms_norm_eps=1e-6,
+        rope_theta=5000000.0,
+        rope_scaling=None,
+        hidden_act="silu",
+        attention_bias=False,
+        mlp_bias=False,
+        no_rope_layers=[1, 1, 1, 0],
+        no_rope_layer_interval=4,
+        use_sliding_window=False,
+        sliding_window=None,
+        tie_word_embeddings=True,
+        bos_token_id=256,
+        eos_token_id=256,
+        torch_dtype="bfloat16",
+    ),
     # head_dim 32 with 4 heads: q is 128 wide against a hidden size of 64, as in Qwen3 (2048 vs 1024).
     "qwen3": dict(
         architectures=["Qwen3ForCausalLM"],
@@ -63,8 +90,9 @@ def tensors(c: dict, rng: np.random.Generator) -> dict:
         t[f"{p}.self_attn.q_proj.weight"] = mat(A * D, H)
         t[f"{p}.self_attn.k_proj.weight"] = mat(K * D, H)
         t[f"{p}.self_attn.v_proj.weight"] = mat(K * D, H)
-        t[f"{p}.self_attn.q_norm.weight"] = norm(D)
-        t[f"{p}.self_attn.k_norm.weight"] = norm(D)
+        if c["model_type"] == "qwen3":
+            t[f"{p}.self_attn.q_norm.weight"] = norm(D)
+            t[f"{p}.self_attn.k_norm.weight"] = norm(D)
         t[f"{p}.self_attn.o_proj.weight"] = mat(H, A * D)
         t[f"{p}.post_attention_layernorm.weight"] = norm(H)
         t[f"{p}.mlp.gate_proj.weight"] = mat(F, H)

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """A float64 NumPy reference of the Hugging Face forward pass for the Llama family (LlamaForCausalLM,
-MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM), written from the transformers modeling code's
+MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM), written from the transformers modeling code's
 semantics and independent of the engine: it shares no code with core/.
 
 It writes the golden `expected.json` format (../shared/golden/README.md): greedy ids after the
@@ -73,7 +73,8 @@ class Model:
     def __init__(self, folder: Path):
         self.cfg = json.loads((folder / "config.json").read_text())
         arch = self.cfg["architectures"][0]
-        known = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
+        known = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
+                 "SmolLM3ForCausalLM")
         if arch not in known:
             raise SystemExit(f"{arch} is not one of {', '.join(known)}")
         self.qwen2 = arch == "Qwen2ForCausalLM"
@@ -88,6 +89,14 @@ class Model:
         self.eps = c.get("rms_norm_eps", 1e-6)
         self.inv = rope_inv_freq(c, self.D)
         self.head = self.w.get("lm_head.weight", self.w["model.embed_tokens.weight"])
+        layers = c["num_hidden_layers"]
+        if arch == "SmolLM3ForCausalLM":
+            # SmolLM3Attention.use_rope = config.no_rope_layers[i]; the default list leaves out every
+            # no_rope_layer_interval-th layer.
+            every = c.get("no_rope_layer_interval", 4)
+            self.use_rope = c.get("no_rope_layers") or [int((i + 1) % every != 0) for i in range(layers)]
+        else:
+            self.use_rope = [1] * layers
 
     def lin(self, x, name, bias):
         y = x @ self.w[f"{name}.weight"].T
@@ -109,7 +118,8 @@ class Model:
             if self.qk_norm:
                 q = rms_norm(q, w[f"{p}.self_attn.q_norm.weight"], self.eps)
                 k = rms_norm(k, w[f"{p}.self_attn.k_norm.weight"], self.eps)
-            q, k = rotate(q, pos, self.inv), rotate(k, pos, self.inv)
+            if self.use_rope[i]:
+                q, k = rotate(q, pos, self.inv), rotate(k, pos, self.inv)
             k = np.repeat(k, A // K, axis=1)  # head j uses key/value head j // (A / K)
             v = np.repeat(v, A // K, axis=1)
             s = np.einsum("tad,sad->ats", q, k) / np.sqrt(D) + mask
