@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium, type Page } from "playwright-core";
@@ -215,4 +215,64 @@ test("e2e: chat in the browser with the live sparsity inspector", { timeout: 240
   assert.equal(await page.getByTestId("assistant-message").count(), 3);
   await shot("4-after-reload");
   assert.deepEqual(pageErrors, [], "errors in the page's console");
+});
+
+test("e2e: a saved reasoning reply shows its <think> block folded above the answer", { timeout: 60_000 }, async (t) => {
+  if (!existsSync(CHROMIUM)) {
+    t.skip(`no Chromium at ${CHROMIUM} (.ci/run installs Debian's chromium; set HIRE_CHROMIUM to use another)`);
+    return;
+  }
+  const dataDir = mkdtempSync(join(tmpdir(), "hire-e2e-think-"));
+  // A conversation as the app saves it: a Qwen3-style reply, the tags tokens of their own.
+  const texts = ["<think>", "\n", "The user", " greets me", ".", "</think>", "\n\n", "Hello", "!"];
+  const tokens = texts.map((text, i) => ({ text, recall: 0.9, headMass: null, ms: 10 + i }));
+  mkdirSync(join(dataDir, "conversations"), { recursive: true });
+  writeFileSync(
+    join(dataDir, "conversations", "think.json"),
+    JSON.stringify({
+      id: "think",
+      title: "Reasoning reply",
+      createdAt: 1,
+      updatedAt: 2,
+      modelPath: null,
+      system: "",
+      messages: [
+        { role: "user", content: "Hi" },
+        { role: "assistant", content: texts.join(""), tokens },
+      ],
+    }),
+  );
+  const { child, url } = await startServer(dataDir);
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--headless", "--no-sandbox", "--disable-gpu"],
+  });
+  t.after(async () => {
+    await browser.close();
+    child.kill();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+  const page = await browser.newPage({ viewport: { width: 1200, height: 700 } });
+  const pageErrors: string[] = [];
+  page.on("pageerror", (e) => pageErrors.push(e.message));
+  await page.goto(url);
+  await page.getByTestId("conversation-item").filter({ hasText: "Reasoning reply" }).click();
+  const reply = page.getByTestId("assistant-message");
+  const fold = reply.getByTestId("thinking");
+  await fold.waitFor();
+  assert.equal(await fold.getAttribute("open"), null, "a finished thought starts folded");
+  assert.equal((await fold.locator("summary").textContent())?.trim(), "Thought");
+  // The answer outside the fold, without the tags or the blank lines after them.
+  const answer = reply.locator(":scope > .msg-body");
+  assert.equal(await answer.textContent(), "Hello!");
+  await fold.locator("summary").click();
+  assert.equal(await fold.getAttribute("open"), "");
+  assert.equal(await fold.locator(".thinking-body").textContent(), "The user greets me.");
+  // Each token keeps its tooltip and its number in the whole reply (the "<think>" tag is #0).
+  assert.match((await fold.locator(".tok").first().getAttribute("title")) ?? "", /^#2 "The user"/);
+  assert.match((await answer.locator(".tok").first().getAttribute("title")) ?? "", /^#7 "Hello"/);
+  assert.ok(!(await reply.textContent())?.includes("<think>"), "the tags are not shown");
+  mkdirSync(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: join(ARTIFACTS, "e2e-thinking.png") });
+  assert.deepEqual(pageErrors, []);
 });

@@ -35,6 +35,7 @@ import {
   firstDivergence,
   historyFor,
   savePayload,
+  splitThinking,
   upsertSummary,
 } from "../renderer/src/state/conversations.js";
 import {
@@ -252,6 +253,39 @@ test("a stop string cut from the final text also cuts the displayed tokens", () 
     ["Hi", " there"],
   );
   assert.equal(displayTokens({ role: "assistant", content: "something else", tokens: marks }), null);
+});
+
+test("a reasoning reply's <think> block splits from the answer, token by token, tags left out", () => {
+  const pieces = (texts: string[]) => texts.map((text, i) => ({ text, ms: i }));
+  const show = (part: { piece: { text: string; ms: number }; index: number }[]) =>
+    part.map((p) => `${p.index}:${p.piece.text}`);
+
+  // Tags as tokens of their own (Qwen3), and blank lines before the answer.
+  const a = splitThinking(pieces(["<think>", "\n", "Let me", " see", "</think>", "\n\n", "Four", "."]))!;
+  assert.equal(a.done, true);
+  assert.deepEqual(show(a.thinking), ["2:Let me", "3: see"]);
+  assert.deepEqual(show(a.answer), ["6:Four", "7:."]);
+  assert.equal(a.answer[0].piece.ms, 6, "pieces keep their telemetry");
+
+  // Tags cut across tokens, answer text in the token that closes the thinking.
+  const b = splitThinking(pieces(["<th", "ink>hm", "m</thi", "nk> Yes"]))!;
+  assert.deepEqual(show(b.thinking), ["1:hm", "2:m"]);
+  assert.deepEqual(show(b.answer), ["3:Yes"]);
+
+  // Still thinking: everything after <think> is thinking, no answer yet.
+  const c = splitThinking(pieces(["\n<think>", "Step 1"]))!;
+  assert.equal(c.done, false);
+  assert.deepEqual(show(c.thinking), ["1:Step 1"]);
+  assert.deepEqual(c.answer, []);
+
+  // Empty thinking (Qwen3 with thinking switched off) leaves only the answer.
+  const d = splitThinking(pieces(["<think>\n\n</think>\n\n", "Hi"]))!;
+  assert.deepEqual([show(d.thinking), show(d.answer), d.done], [[], ["1:Hi"], true]);
+
+  // Not a reasoning reply: text before <think>, or no tag at all.
+  assert.equal(splitThinking(pieces(["Sure: ", "<think>"])), null);
+  assert.equal(splitThinking(pieces(["Hello"])), null);
+  assert.equal(splitThinking([]), null);
 });
 
 test("failed replies, regenerate, edit-and-resend and A/B history", () => {

@@ -1,8 +1,9 @@
 // One chat message. A reply's tokens can be coloured by a per-token measure (recall, divergence from dense, output-layer
-// mass, latency) with a tooltip of each token's stats; A/B replies mark their first divergent token.
+// mass, latency) with a tooltip of each token's stats; A/B replies mark their first divergent token. A reasoning
+// model's <think>…</think> opening is shown as a "Thinking" block, open while it streams and folded once it ends.
 import { memo, useState } from "react";
 import type { StoredMessage, TokenMark } from "../../../core/host/protocol.js";
-import { displayTokens } from "../state/conversations.js";
+import { displayTokens, splitThinking } from "../state/conversations.js";
 import type { TokenMeasure } from "../state/settings.js";
 import { latencyColor, qualityColor } from "./colors.js";
 
@@ -12,7 +13,7 @@ function tokenTitle(t: TokenMark, i: number): string {
   return `#${i} ${JSON.stringify(t.text)}\nrecall ${fmt(t.recall)} · divergence ${fmt(t.divergence ?? null)} · output-layer mass ${fmt(t.headMass)} · ${t.ms.toFixed(2)} ms`;
 }
 
-function TokenSpans(props: { tokens: TokenMark[]; measure: TokenMeasure; diverge: number }) {
+function TokenSpans(props: { tokens: TokenMark[]; measure: TokenMeasure; diverge: number; indices?: number[] }) {
   const { tokens, measure, diverge } = props;
   let lo = Infinity;
   let hi = -Infinity;
@@ -23,7 +24,8 @@ function TokenSpans(props: { tokens: TokenMark[]; measure: TokenMeasure; diverge
   }
   return (
     <>
-      {tokens.map((t, i) => {
+      {tokens.map((t, at) => {
+        const i = props.indices?.[at] ?? at; // the token's number in the whole reply
         let bg: string | undefined;
         if (measure === "recall" && t.recall !== null) bg = qualityColor(t.recall, 0.35);
         else if (measure === "headMass" && t.headMass !== null) bg = qualityColor(t.headMass, 0.35);
@@ -32,11 +34,62 @@ function TokenSpans(props: { tokens: TokenMark[]; measure: TokenMeasure; diverge
         else if (measure === "latency") bg = latencyColor(hi > lo ? (t.ms - lo) / (hi - lo) : 0, 0.3);
         const cls = i === diverge ? "tok diverge" : i > diverge && diverge >= 0 ? "tok after" : "tok";
         return (
-          <span key={i} className={cls} style={bg ? { background: bg } : undefined} title={tokenTitle(t, i)}>
+          <span key={at} className={cls} style={bg ? { background: bg } : undefined} title={tokenTitle(t, i)}>
             {t.text}
           </span>
         );
       })}
+    </>
+  );
+}
+
+/** A reply's text or token spans, with a reasoning model's thinking in a fold of its own. */
+function ReplyBody(props: {
+  tokens: TokenMark[] | null;
+  content: string;
+  measure: TokenMeasure;
+  diverge: number;
+  streaming: boolean;
+}) {
+  const { tokens, measure, diverge, streaming } = props;
+  const split = tokens ? splitThinking(tokens) : splitThinking([{ text: props.content }]);
+  const spans = (part: { piece: { text: string }; index: number }[]) =>
+    tokens ? (
+      <TokenSpans
+        tokens={part.map((p) => p.piece as TokenMark)}
+        indices={part.map((p) => p.index)}
+        measure={measure}
+        diverge={diverge}
+      />
+    ) : (
+      part.map((p) => p.piece.text).join("")
+    );
+  if (!split) {
+    return (
+      <div className="msg-body">
+        {tokens ? <TokenSpans tokens={tokens} measure={measure} diverge={diverge} /> : props.content}
+        {streaming && <span className="caret" />}
+      </div>
+    );
+  }
+  // An empty <think></think> (Qwen3 with thinking switched off) gets no fold.
+  const fold = !split.done || split.thinking.length > 0;
+  return (
+    <>
+      {/* Keyed on done, so the fold opens while thinking streams and starts folded once it ends. */}
+      {fold && (
+        <details className="thinking" open={!split.done} key={split.done ? "done" : "thinking"} data-testid="thinking">
+          <summary>{split.done ? "Thought" : "Thinking…"}</summary>
+          <div className="msg-body thinking-body">
+            {spans(split.thinking)}
+            {streaming && !split.done && <span className="caret" />}
+          </div>
+        </details>
+      )}
+      <div className="msg-body">
+        {spans(split.answer)}
+        {streaming && split.done && <span className="caret" />}
+      </div>
     </>
   );
 }
@@ -111,10 +164,13 @@ export const MessageView = memo(function MessageView(props: MessageProps) {
         {m.lane ? (m.lane === "dense" ? "Dense" : "Sparse") : "Assistant"}
         {streaming && <span className="typing">generating</span>}
       </div>
-      <div className="msg-body">
-        {tokens ? <TokenSpans tokens={tokens} measure={measure} diverge={props.diverge ?? -1} /> : m.content}
-        {streaming && <span className="caret" />}
-      </div>
+      <ReplyBody
+        tokens={tokens}
+        content={m.content}
+        measure={measure}
+        diverge={props.diverge ?? -1}
+        streaming={streaming}
+      />
       {s && (
         <div className="msg-stats">
           <span>{s.tokens} tok</span>

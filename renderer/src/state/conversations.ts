@@ -204,6 +204,52 @@ export function displayTokens(m: StoredMessage): TokenMark[] | null {
   return pos === m.content.length ? out : null;
 }
 
+/**
+ * A reply of a reasoning model (Qwen3, SmolLM3, DeepSeek-R1 distills) that opens with
+ * `<think>…</think>`, split into its thinking and its answer, the tags left out. Works on token
+ * pieces (or one piece holding the whole text), so each piece keeps its telemetry; a piece that
+ * straddles a tag is cut, and `index` gives each output piece's position in the input (the token
+ * number the tooltips and the A/B mark use). null when the reply does not open with `<think>`.
+ * `done` is false while the model is still thinking (no `</think>` yet).
+ */
+export interface ThinkingSplit<T> {
+  thinking: { piece: T; index: number }[];
+  answer: { piece: T; index: number }[];
+  done: boolean;
+}
+
+const OPEN = "<think>";
+const CLOSE = "</think>";
+
+export function splitThinking<T extends { text: string }>(pieces: readonly T[]): ThinkingSplit<T> | null {
+  const full = pieces.map((p) => p.text).join("");
+  const open = full.indexOf(OPEN);
+  if (open < 0 || full.slice(0, open).trim() !== "") return null;
+  // Thinking and answer each start past the blank lines models put after a tag.
+  let thinkStart = open + OPEN.length;
+  while (thinkStart < full.length && /\s/.test(full[thinkStart])) thinkStart++;
+  const close = full.indexOf(CLOSE, open + OPEN.length);
+  const thinkEnd = close < 0 ? full.length : Math.max(close, thinkStart);
+  let answerStart = close < 0 ? full.length : close + CLOSE.length;
+  while (answerStart < full.length && /\s/.test(full[answerStart])) answerStart++;
+  const out: ThinkingSplit<T> = { thinking: [], answer: [], done: close >= 0 };
+  let at = 0;
+  pieces.forEach((piece, index) => {
+    const a = at;
+    const b = (at += piece.text.length);
+    const take = (lo: number, hi: number, into: { piece: T; index: number }[]) => {
+      const from = Math.max(a, lo);
+      const to = Math.min(b, hi);
+      if (to <= from) return;
+      const text = piece.text.slice(from - a, to - a);
+      into.push({ piece: text === piece.text ? piece : { ...piece, text }, index });
+    };
+    take(thinkStart, thinkEnd, out.thinking);
+    take(answerStart, full.length, out.answer);
+  });
+  return out;
+}
+
 export interface Streaming {
   /** The generate request's id (what `stop` targets); null until sent. */
   requestId: number | null;
