@@ -124,6 +124,52 @@ test("Qwen3 and Llama read attention_bias (q/k/v/o biases); Qwen2 has q/k/v bias
   assert.equal(readModelConfig(configIn(t, qwen2)).attentionBias, false); // its biases are not optional
 });
 
+test("Phi-3 longrope: short factors, context capped at the original length, attention factor in the scale", (t) => {
+  const phi = {
+    ...LLAMA_32_1B,
+    architectures: ["Phi3ForCausalLM"],
+    model_type: "phi3",
+    hidden_size: 3072,
+    num_attention_heads: 32,
+    num_key_value_heads: 32,
+    head_dim: undefined,
+    max_position_embeddings: 131072,
+    original_max_position_embeddings: 4096,
+    rope_theta: 10000,
+    sliding_window: 262144,
+    rope_scaling: { type: "longrope", short_factor: Array.from({ length: 48 }, (_, i) => 1 + i / 10), long_factor: [] },
+  };
+  const c = readModelConfig(configIn(t, phi));
+  assert.equal(c.headDim, 96);
+  assert.equal(c.maxPositions, 4096);
+  const want = 1 / (1.5 * Math.pow(10000, 10 / 96)); // frequency 5 over short factor 1.5
+  assert.ok(Math.abs(c.ropeInvFreq![5] - want) < 1e-6 * want, `${c.ropeInvFreq![5]} vs ${want}`);
+  const m = Math.sqrt(1 + Math.log(32) / Math.log(4096));
+  assert.ok(Math.abs(c.attentionScale! - (m * m) / Math.sqrt(96)) < 1e-12);
+  // No scaling: plain frequencies and scale; sliding_window caps the context (Phi-3-mini-4k: 2047).
+  const plain = readModelConfig(
+    configIn(t, { ...phi, rope_scaling: null, max_position_embeddings: 4096, sliding_window: 2047 }),
+  );
+  assert.equal(plain.attentionScale, undefined);
+  assert.equal(plain.maxPositions, 2047);
+  for (const [json, pattern] of [
+    [
+      { ...phi, rope_scaling: { ...phi.rope_scaling, short_factor: [1, 2] } },
+      /short_factor must hold 48 positive numbers/,
+    ],
+    [
+      { ...phi, partial_rotary_factor: 0.75, rope_scaling: { ...phi.rope_scaling, short_factor: Array(36).fill(1) } },
+      /partial rotary dimensions \(Phi-4-mini\) is not supported/,
+    ],
+  ] as const) {
+    assert.throws(
+      () => readModelConfig(configIn(t, json)),
+      (e: unknown) => e instanceof ModelError && e.code === "BAD_CONFIG" && pattern.test(e.message),
+      String(pattern),
+    );
+  }
+});
+
 test("missing and invalid fields name the field and the file", (t) => {
   const { hidden_size: _h, ...noHidden } = LLAMA_32_1B;
   for (const [json, pattern] of [

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { hire, tempDir } from "./helpers.js";
 import { makeModel, type Arch, type DType } from "../core/modelgen/make-model.js";
 import { loadModel, type LoadOptions } from "../core/loader/model-folder.js";
-import { readInFits } from "../core/loader/safetensors.js";
+import { readInFits, WeightStore } from "../core/loader/safetensors.js";
 import { ModelError, type ModelErrorCode } from "../core/loader/errors.js";
 import { Session } from "../core/engine/session.js";
 import { native, NativeDType, type NativeWeight } from "../core/native/addon.js";
@@ -38,7 +38,7 @@ async function greedy(
   }
 }
 
-for (const arch of ["llama", "qwen2", "qwen3", "smollm3", "gpt2", "opt"] as Arch[]) {
+for (const arch of ["llama", "qwen2", "qwen3", "smollm3", "phi3", "gpt2", "opt"] as Arch[]) {
   for (const dtype of ["f32", "f16", "bf16"] as DType[]) {
     test(`make-model ${arch} ${dtype} loads and generates`, async (t) => {
       const dir = join(tempDir(t), "m");
@@ -372,5 +372,30 @@ test("bad input: a file instead of a folder", (t) => {
   assert.throws(
     () => loadModel(file),
     (e: unknown) => e instanceof ModelError && e.code === "NOT_A_DIRECTORY",
+  );
+});
+
+test("row views of a fused tensor (Phi-3's gate_up_proj) are its rows, no copy, and bounds are checked", async (t) => {
+  const dir = join(tempDir(t), "phi3");
+  await makeModel({ arch: "phi3", dtype: "f32", seed: 5, out: dir });
+  const store = WeightStore.open(dir);
+  t.after(() => store.close());
+  const name = "model.layers.1.mlp.gate_up_proj.weight";
+  const full = store.get(name, [256, 64]);
+  const up = store.getRows(name, [256, 64], 128, 128);
+  assert.equal(up.name, `${name}[128:256]`);
+  assert.deepEqual([up.rows, up.cols, up.byteLength, up.offset], [128, 64, 128 * 64 * 4, full.offset + 128 * 64 * 4]);
+  // The view's products are the full matrix's rows 128..255.
+  const hn = native();
+  const x = Float32Array.from({ length: 64 }, (_, i) => Math.sin(i));
+  const yFull = new Float32Array(256);
+  const yUp = new Float32Array(128);
+  hn.matmul(yFull, x, full.handle, 1, null);
+  hn.matmul(yUp, x, up.handle, 1, null);
+  assert.deepEqual(yUp, yFull.subarray(128));
+  assert.throws(() => store.getRows(name, [256, 64], 200, 100), /rows 200\.\.300 are outside its 256 rows/);
+  assert.throws(
+    () => store.getRows(name, [128, 64], 0, 64),
+    (e) => e instanceof ModelError && e.code === "SHAPE_MISMATCH",
   );
 });

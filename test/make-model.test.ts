@@ -48,7 +48,7 @@ process.on("exit", () => rmSync(ROOT, { recursive: true, force: true }));
 let counter = 0;
 const freshDir = (tag: string) => join(ROOT, `${tag}-${counter++}`);
 
-const ARCHES: Arch[] = ["llama", "qwen2", "qwen3", "smollm3", "gpt2", "opt"];
+const ARCHES: Arch[] = ["llama", "qwen2", "qwen3", "smollm3", "phi3", "gpt2", "opt"];
 const DTYPES: DType[] = ["f32", "f16", "bf16"];
 const ST: Record<DType, StDType> = { f32: "F32", f16: "F16", bf16: "BF16" };
 
@@ -88,6 +88,22 @@ function expectedNames(arch: Arch, tied: boolean, gpt2Prefix = false): string[] 
         ...(tied ? [] : ["lm_head.weight"]),
       ];
     }
+    case "phi3":
+      return [
+        "model.embed_tokens.weight",
+        ...L.flatMap((i) =>
+          [
+            "input_layernorm.weight",
+            "self_attn.qkv_proj.weight",
+            "self_attn.o_proj.weight",
+            "post_attention_layernorm.weight",
+            "mlp.gate_up_proj.weight",
+            "mlp.down_proj.weight",
+          ].map((n) => `model.layers.${i}.${n}`),
+        ),
+        "model.norm.weight",
+        ...(tied ? [] : ["lm_head.weight"]),
+      ];
     case "gpt2": {
       const p = gpt2Prefix ? "transformer." : "";
       return [
@@ -176,6 +192,12 @@ function expectedShapes(arch: Arch): Record<string, number[]> {
       return {
         "model.layers.3.self_attn.q_proj.weight": [64, 64],
         "model.layers.3.mlp.down_proj.weight": [64, 128],
+      };
+    case "phi3": // q 4 x 16 + k, v 2 x 16 each; gate and up 128 rows each
+      return {
+        "model.layers.0.self_attn.qkv_proj.weight": [128, 64],
+        "model.layers.1.mlp.gate_up_proj.weight": [256, 64],
+        "lm_head.weight": [512, 64],
       };
     case "gpt2":
       return {
@@ -300,6 +322,7 @@ for (const arch of ARCHES) {
         qwen2: "Qwen2ForCausalLM",
         qwen3: "Qwen3ForCausalLM",
         smollm3: "SmolLM3ForCausalLM",
+        phi3: "Phi3ForCausalLM",
         gpt2: "GPT2LMHeadModel",
         opt: "OPTForCausalLM",
       }[arch];
@@ -308,7 +331,7 @@ for (const arch of ARCHES) {
       assert.equal(cfg.vocab_size, 512);
       assert.equal(cfg.tie_word_embeddings, shape.tied);
       assert.equal(cfg.torch_dtype, { f32: "float32", f16: "float16", bf16: "bfloat16" }[dtype]);
-      if (arch === "llama" || arch === "qwen2" || arch === "qwen3" || arch === "smollm3") {
+      if (arch === "llama" || arch === "qwen2" || arch === "qwen3" || arch === "smollm3" || arch === "phi3") {
         for (const k of [
           "hidden_size",
           "intermediate_size",

@@ -30,6 +30,7 @@ const TINY: [Arch, DType][] = [
   ["qwen2", "f16"],
   ["qwen3", "bf16"],
   ["smollm3", "f32"],
+  ["phi3", "f16"],
   ["gpt2", "f32"],
   ["opt", "bf16"],
 ];

@@ -5,6 +5,7 @@ import type { ArchDefinition } from "./config.js";
 import { gpt2 } from "./gpt2.js";
 import { llama, mistral, qwen2, qwen3, smollm3 } from "./llama.js";
 import { opt } from "./opt.js";
+import { phi3 } from "./phi3.js";
 
 export const ARCHITECTURES: Readonly<Record<string, ArchDefinition>> = {
   LlamaForCausalLM: llama,
@@ -12,6 +13,7 @@ export const ARCHITECTURES: Readonly<Record<string, ArchDefinition>> = {
   Qwen2ForCausalLM: qwen2,
   Qwen3ForCausalLM: qwen3,
   SmolLM3ForCausalLM: smollm3,
+  Phi3ForCausalLM: phi3,
   GPT2LMHeadModel: gpt2,
   OPTForCausalLM: opt,
 };

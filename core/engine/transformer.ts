@@ -387,7 +387,7 @@ export class Transformer {
       c.headDim,
       pos0,
       cache.capacity,
-      1 / Math.sqrt(c.headDim),
+      c.attentionScale ?? 1 / Math.sqrt(c.headDim),
     );
     b.matmul(ws.x, ws.att, lw.o.w, n, lw.o.b, true); // the residual add in the same op
   }

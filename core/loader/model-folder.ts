@@ -40,6 +40,7 @@ const MODEL_TYPES: Record<string, string> = {
   qwen2: "Qwen2ForCausalLM",
   qwen3: "Qwen3ForCausalLM",
   smollm3: "SmolLM3ForCausalLM",
+  phi3: "Phi3ForCausalLM",
   gpt2: "GPT2LMHeadModel",
   opt: "OPTForCausalLM",
 };

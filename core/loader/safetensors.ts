@@ -185,6 +185,32 @@ export class WeightStore {
     return { ...t, handle, rows, cols, transposed };
   }
 
+  /**
+   * Rows r0 .. r0+n of the [rows, cols] tensor `name` as a weight of its own, without a copy: how
+   * fused checkpoints (Phi-3's qkv_proj and gate_up_proj) give the engine separate q, k, v, gate and
+   * up matrices. The view is named `name[r0:r1]` and covers exactly its rows' bytes.
+   */
+  getRows(name: string, shape: readonly [number, number], r0: number, n: number): Weight {
+    const t = this.get(name, shape);
+    const rowBytes = shape[1] * DTYPE_BYTES[t.dtype];
+    if (!(Number.isSafeInteger(r0) && Number.isSafeInteger(n) && r0 >= 0 && n > 0 && r0 + n <= shape[0])) {
+      throw new RangeError(`${name}: rows ${r0}..${r0 + n} are outside its ${shape[0]} rows`);
+    }
+    const offset = t.offset + r0 * rowBytes;
+    const handle = native().weight(this.mapping(t.file), offset, NATIVE_DTYPE[t.dtype], n, shape[1], false);
+    return {
+      ...t,
+      name: `${name}[${r0}:${r0 + n}]`,
+      shape: [n, shape[1]],
+      offset,
+      byteLength: n * rowBytes,
+      handle,
+      rows: n,
+      cols: shape[1],
+      transposed: false,
+    };
+  }
+
   /** Check every tensor's dtype against config.json's torch_dtype. */
   checkDType(expected: DType | undefined, configFile: string): void {
     if (!expected) return;

@@ -18,7 +18,7 @@ import { randomBytes } from "node:crypto";
 import { SafetensorsWriter, convertF32, type StDType, type TensorEntry } from "./safetensors-writer.js";
 import { makeTokenizer, MIN_TOKENIZER_SIZE, type TokenizerIds } from "./tokenizer-gen.js";
 
-export type Arch = "llama" | "qwen2" | "qwen3" | "smollm3" | "gpt2" | "opt";
+export type Arch = "llama" | "qwen2" | "qwen3" | "smollm3" | "phi3" | "gpt2" | "opt";
 export type DType = "f32" | "f16" | "bf16";
 
 export interface ModelShape {
@@ -147,6 +147,22 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
       rmsEps: 1e-6,
     },
   },
+  "phi-3-mini-4k": {
+    arch: "phi3",
+    description: "Phi-3-mini-4k shapes (phi3, fused qkv/gate_up, 32 heads, untied)",
+    shape: {
+      hidden: 3072,
+      layers: 32,
+      heads: 32,
+      kvHeads: 32,
+      intermediate: 8192,
+      vocab: 32064,
+      maxPositions: 4096,
+      tied: false,
+      ropeTheta: 10000,
+      rmsEps: 1e-5,
+    },
+  },
   "llama-3.2-1b": {
     arch: "llama",
     description: "Llama-3.2-1B shapes (llama, GQA 32/8, llama3 rope scaling, tied)",
@@ -220,6 +236,11 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
     arch: "smollm3",
     description: "tiny smollm3 for tests (GQA 4/2, 4 layers: the 4th has no rotary step, tied)",
     shape: { ...tinyLlamaLike, layers: 4, tied: true, ropeTheta: 5000000, rmsEps: 1e-6 },
+  },
+  "tiny-phi3": {
+    arch: "phi3",
+    description: "tiny phi3 for tests (fused qkv and gate_up, GQA 4/2, untied)",
+    shape: { ...tinyLlamaLike, tied: false, ropeTheta: 10000, rmsEps: 1e-5 },
   },
   "tiny-gpt2": { arch: "gpt2", description: "tiny gpt2 for tests", shape: { ...tinyMha, tied: true, rmsEps: 1e-5 } },
   "tiny-opt": { arch: "opt", description: "tiny opt for tests", shape: { ...tinyMha, tied: true, rmsEps: 1e-5 } },
@@ -302,6 +323,16 @@ const QWEN3_LAYER: TensorRule[] = [
   ...LLAMA_LAYER.slice(4),
 ];
 
+// Phi-3: Llama's layer with q/k/v in one qkv_proj and gate/up in one gate_up_proj (gate rows first).
+const PHI3_LAYER: TensorRule[] = [
+  { name: "input_layernorm.weight", shape: (s) => [s.hidden], init: "norm" },
+  { name: "self_attn.qkv_proj.weight", shape: (s) => [q(s) + 2 * kv(s), s.hidden], init: "normal" },
+  { name: "self_attn.o_proj.weight", shape: (s) => [s.hidden, q(s)], init: "normal" },
+  { name: "post_attention_layernorm.weight", shape: (s) => [s.hidden], init: "norm" },
+  { name: "mlp.gate_up_proj.weight", shape: (s) => [2 * s.intermediate, s.hidden], init: "normal" },
+  { name: "mlp.down_proj.weight", shape: (s) => [s.hidden, s.intermediate], init: "normal" },
+];
+
 const LLAMA_HEAD: TensorRule[] = [
   { name: "model.embed_tokens.weight", shape: (s) => [s.vocab, s.hidden], init: "normal" },
 ];
@@ -332,16 +363,18 @@ function llamaConfig(spec: { hfClass: string; modelType: string }) {
       ? { use_sliding_window: false, sliding_window: s.maxPositions, max_window_layers: s.layers }
       : spec.modelType === "qwen3"
         ? { use_sliding_window: false, sliding_window: null, max_window_layers: s.layers }
-        : spec.modelType === "smollm3"
-          ? {
-              // Every 4th layer without a rotary step, as SmolLM3-3B (and llama.cpp's smollm3) has it.
-              no_rope_layers: Array.from({ length: s.layers }, (_, i) => ((i + 1) % 4 === 0 ? 0 : 1)),
-              no_rope_layer_interval: 4,
-              use_sliding_window: false,
-              sliding_window: null,
-              mlp_bias: false,
-            }
-          : {}),
+        : spec.modelType === "phi3"
+          ? { original_max_position_embeddings: s.maxPositions, sliding_window: null }
+          : spec.modelType === "smollm3"
+            ? {
+                // Every 4th layer without a rotary step, as SmolLM3-3B (and llama.cpp's smollm3) has it.
+                no_rope_layers: Array.from({ length: s.layers }, (_, i) => ((i + 1) % 4 === 0 ? 0 : 1)),
+                no_rope_layer_interval: 4,
+                use_sliding_window: false,
+                sliding_window: null,
+                mlp_bias: false,
+              }
+            : {}),
     bos_token_id: ids.bos,
     eos_token_id: ids.eos,
     torch_dtype: TORCH_DTYPE[dtype],
@@ -427,6 +460,18 @@ export const ARCHS: Record<Arch, ArchSpec> = {
     layer: LLAMA_LAYER,
     tail: LLAMA_TAIL,
     config: llamaConfig({ hfClass: "SmolLM3ForCausalLM", modelType: "smollm3" }),
+  },
+  phi3: {
+    hfClass: "Phi3ForCausalLM",
+    modelType: "phi3",
+    gqa: true,
+    rope: true,
+    prefix: () => "",
+    layerPrefix: "model.layers.{i}.",
+    head: LLAMA_HEAD,
+    layer: PHI3_LAYER,
+    tail: LLAMA_TAIL,
+    config: llamaConfig({ hfClass: "Phi3ForCausalLM", modelType: "phi3" }),
   },
   gpt2: {
     hfClass: "GPT2LMHeadModel",

@@ -463,7 +463,7 @@ class Exporter {
     const qg = b.op("Transpose", [b.op("Reshape", [q, b.i64([-1, K, A / K, D])])], { perm: [1, 2, 0, 3] });
     const kt = b.op("Transpose", [presentK], { perm: [1, 0, 3, 2] });
     const vt = b.op("Transpose", [presentV], { perm: [1, 0, 2, 3] });
-    const scores = b.op("Mul", [b.op("MatMul", [qg, kt]), b.scalar(1 / Math.sqrt(D))]);
+    const scores = b.op("Mul", [b.op("MatMul", [qg, kt]), b.scalar(c.attentionScale ?? 1 / Math.sqrt(D))]);
     const masked = b.op("Where", [this.mask, b.scalar(-Infinity), scores]);
     const att = b.op("MatMul", [b.op("Softmax", [masked], { axis: -1 }), vt]); // [K, G, S, D]
     const merged = b.op("Reshape", [b.op("Transpose", [att], { perm: [2, 0, 1, 3] }), b.i64([-1, A * D])]);

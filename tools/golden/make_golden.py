@@ -6,7 +6,7 @@ shared golden folder, and expected.json from reference.py.
 
     python3 tools/golden/make_golden.py qwen3 test/golden/qwen3-bf16 --tokenizer-from ../shared/golden/llama-bf16
 
-qwen3 and smollm3 are defined: the shared folders cover the other architectures.
+qwen3, smollm3 and phi3 are defined: the shared folders cover the other architectures.
 """
 import argparse
 import json
@@ -19,6 +19,34 @@ from pathlib import Path
 import numpy as np
 
 SHAPES = {
+    # Fused qkv_proj / gate_up_proj, GQA 4/2, and longrope: 1024 positions over an original 256, so
+    # the short factors and an attention factor of sqrt(1 + ln 4 / ln 256) apply.
+    "phi3": dict(
+        architectures=["Phi3ForCausalLM"],
+        model_type="phi3",
+        hidden_size=64,
+        intermediate_size=192,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=257,
+        max_position_embeddings=1024,
+        original_max_position_embeddings=256,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        rope_scaling=dict(
+            type="longrope",
+            short_factor=[1.0, 1.02, 1.1, 1.3, 1.6, 2.0, 2.6, 3.2],
+            long_factor=[1.0, 1.5, 2.5, 4.0, 6.0, 9.0, 13.0, 18.0],
+        ),
+        sliding_window=None,
+        hidden_act="silu",
+        attention_bias=False,
+        tie_word_embeddings=False,
+        bos_token_id=256,
+        eos_token_id=256,
+        torch_dtype="bfloat16",
+    ),
     # 4 layers: the 4th has no rotary step (no_rope_layers), as every 4th layer of SmolLM3-3B.
     "smollm3": dict(
         architectures=["SmolLM3ForCausalLM"],
@@ -79,14 +107,22 @@ def to_bf16_bits(a: np.ndarray) -> np.ndarray:
 
 
 def tensors(c: dict, rng: np.random.Generator) -> dict:
-    H, F, V, A, K, D = (c[k] for k in ("hidden_size", "intermediate_size", "vocab_size",
-                                        "num_attention_heads", "num_key_value_heads", "head_dim"))
+    H, F, V, A, K = (c[k] for k in ("hidden_size", "intermediate_size", "vocab_size",
+                                     "num_attention_heads", "num_key_value_heads"))
     mat = lambda out, inp: rng.normal(0, 3 / np.sqrt(inp), (out, inp))
     norm = lambda n: 1 + rng.normal(0, 0.1, (n,))
+    D = c.get("head_dim", H // A)
     t = {"model.embed_tokens.weight": rng.normal(0, 1, (V, H))}
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}"
         t[f"{p}.input_layernorm.weight"] = norm(H)
+        if c["model_type"] == "phi3":  # fused: q, k, v rows in one matrix; gate rows, then up rows
+            t[f"{p}.self_attn.qkv_proj.weight"] = mat((A + 2 * K) * D, H)
+            t[f"{p}.self_attn.o_proj.weight"] = mat(H, A * D)
+            t[f"{p}.post_attention_layernorm.weight"] = norm(H)
+            t[f"{p}.mlp.gate_up_proj.weight"] = mat(2 * F, H)
+            t[f"{p}.mlp.down_proj.weight"] = mat(H, F)
+            continue
         t[f"{p}.self_attn.q_proj.weight"] = mat(A * D, H)
         t[f"{p}.self_attn.k_proj.weight"] = mat(K * D, H)
         t[f"{p}.self_attn.v_proj.weight"] = mat(K * D, H)
@@ -99,6 +135,8 @@ def tensors(c: dict, rng: np.random.Generator) -> dict:
         t[f"{p}.mlp.up_proj.weight"] = mat(F, H)
         t[f"{p}.mlp.down_proj.weight"] = mat(H, F)
     t["model.norm.weight"] = norm(H)
+    if not c["tie_word_embeddings"]:
+        t["lm_head.weight"] = mat(V, H)
     return t
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """A float64 NumPy reference of the Hugging Face forward pass for the Llama family (LlamaForCausalLM,
-MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM), written from the transformers modeling code's
+MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM), written from the transformers modeling code's
 semantics and independent of the engine: it shares no code with core/.
 
 It writes the golden `expected.json` format (../shared/golden/README.md): greedy ids after the
@@ -50,23 +50,36 @@ def rms_norm(x, w, eps):
     return w * (x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps))
 
 
-def rope_inv_freq(cfg, dim):
+def rope_params(cfg, head_dim):
+    """(inverse frequencies over the rotary dims, cos/sin multiplier), as transformers' rope init
+    functions compute them: default, or Phi-3's longrope while the sequence fits in
+    original_max_position_embeddings (short factors)."""
     theta = float(cfg.get("rope_theta", 10000.0))
+    dim = int(head_dim * cfg.get("partial_rotary_factor", 1.0))
     inv = 1.0 / theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
     scaling = cfg.get("rope_scaling")
-    if scaling:
-        raise SystemExit(f"rope_scaling {scaling} is not implemented here")
-    return inv
+    if not scaling:
+        return inv, 1.0
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind != "longrope":
+        raise SystemExit(f"rope_scaling {kind} is not implemented here")
+    original = cfg.get("original_max_position_embeddings") or scaling["original_max_position_embeddings"]
+    factor = cfg["max_position_embeddings"] / original
+    m = scaling.get("attention_factor") or (1.0 if factor <= 1 else np.sqrt(1 + np.log(factor) / np.log(original)))
+    return inv / np.array(scaling["short_factor"], dtype=np.float64), float(m)
 
 
-def rotate(x, pos, inv):
-    # x [T, heads, D]; rotate-half with cos/sin of pos * inv repeated over both halves.
-    f = np.outer(pos, inv)  # [T, D/2]
-    cos = np.cos(np.concatenate([f, f], axis=-1))[:, None, :]
-    sin = np.sin(np.concatenate([f, f], axis=-1))[:, None, :]
-    half = x.shape[-1] // 2
-    rot = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
-    return x * cos + rot * sin
+def rotate(x, pos, inv, m=1.0):
+    # x [T, heads, D]; rotate-half over the first 2 * len(inv) dims with cos/sin of pos * inv
+    # repeated over both halves (times m), the rest passed through.
+    rd = 2 * len(inv)
+    f = np.outer(pos, inv)  # [T, rd/2]
+    cos = m * np.cos(np.concatenate([f, f], axis=-1))[:, None, :]
+    sin = m * np.sin(np.concatenate([f, f], axis=-1))[:, None, :]
+    xr, xp = x[..., :rd], x[..., rd:]
+    half = rd // 2
+    rot = np.concatenate([-xr[..., half:], xr[..., :half]], axis=-1)
+    return np.concatenate([xr * cos + rot * sin, xp], axis=-1)
 
 
 class Model:
@@ -74,11 +87,12 @@ class Model:
         self.cfg = json.loads((folder / "config.json").read_text())
         arch = self.cfg["architectures"][0]
         known = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
-                 "SmolLM3ForCausalLM")
+                 "SmolLM3ForCausalLM", "Phi3ForCausalLM")
         if arch not in known:
             raise SystemExit(f"{arch} is not one of {', '.join(known)}")
         self.qwen2 = arch == "Qwen2ForCausalLM"
         self.qk_norm = arch == "Qwen3ForCausalLM"
+        self.phi3 = arch == "Phi3ForCausalLM"  # fused qkv_proj and gate_up_proj (gate first)
         self.bias = self.qwen2 or bool(self.cfg.get("attention_bias", False))
         self.w = read_safetensors(folder / "model.safetensors")
         c = self.cfg
@@ -87,7 +101,7 @@ class Model:
         self.K = c.get("num_key_value_heads", self.A)
         self.D = c.get("head_dim") or self.H // self.A
         self.eps = c.get("rms_norm_eps", 1e-6)
-        self.inv = rope_inv_freq(c, self.D)
+        self.inv, self.m = rope_params(c, self.D)
         self.head = self.w.get("lm_head.weight", self.w["model.embed_tokens.weight"])
         layers = c["num_hidden_layers"]
         if arch == "SmolLM3ForCausalLM":
@@ -112,14 +126,19 @@ class Model:
         for i in range(self.cfg["num_hidden_layers"]):
             p = f"model.layers.{i}"
             h = rms_norm(x, w[f"{p}.input_layernorm.weight"], self.eps)
-            q = self.lin(h, f"{p}.self_attn.q_proj", self.bias).reshape(T, A, D)
-            k = self.lin(h, f"{p}.self_attn.k_proj", self.bias).reshape(T, K, D)
-            v = self.lin(h, f"{p}.self_attn.v_proj", self.bias).reshape(T, K, D)
+            if self.phi3:
+                qkv = self.lin(h, f"{p}.self_attn.qkv_proj", False)
+                q, k, v = np.split(qkv, [A * D, (A + K) * D], axis=-1)
+                q, k, v = q.reshape(T, A, D), k.reshape(T, K, D), v.reshape(T, K, D)
+            else:
+                q = self.lin(h, f"{p}.self_attn.q_proj", self.bias).reshape(T, A, D)
+                k = self.lin(h, f"{p}.self_attn.k_proj", self.bias).reshape(T, K, D)
+                v = self.lin(h, f"{p}.self_attn.v_proj", self.bias).reshape(T, K, D)
             if self.qk_norm:
                 q = rms_norm(q, w[f"{p}.self_attn.q_norm.weight"], self.eps)
                 k = rms_norm(k, w[f"{p}.self_attn.k_norm.weight"], self.eps)
             if self.use_rope[i]:
-                q, k = rotate(q, pos, self.inv), rotate(k, pos, self.inv)
+                q, k = rotate(q, pos, self.inv, self.m), rotate(k, pos, self.inv, self.m)
             k = np.repeat(k, A // K, axis=1)  # head j uses key/value head j // (A / K)
             v = np.repeat(v, A // K, axis=1)
             s = np.einsum("tad,sad->ats", q, k) / np.sqrt(D) + mask
@@ -128,8 +147,11 @@ class Model:
             att = np.einsum("ats,sad->tad", s, v).reshape(T, A * D)
             x = x + self.lin(att, f"{p}.self_attn.o_proj", self.bias and not self.qwen2)
             h = rms_norm(x, w[f"{p}.post_attention_layernorm.weight"], self.eps)
-            g = self.lin(h, f"{p}.mlp.gate_proj", False)
-            u = self.lin(h, f"{p}.mlp.up_proj", False)
+            if self.phi3:
+                g, u = np.split(self.lin(h, f"{p}.mlp.gate_up_proj", False), 2, axis=-1)
+            else:
+                g = self.lin(h, f"{p}.mlp.gate_proj", False)
+                u = self.lin(h, f"{p}.mlp.up_proj", False)
             x = x + self.lin(g / (1.0 + np.exp(-g)) * u, f"{p}.mlp.down_proj", False)
         return rms_norm(x, w["model.norm.weight"], self.eps) @ self.head.T
 

@@ -1,0 +1,145 @@
+// Phi3ForCausalLM (Phi-3 / Phi-3.5 mini and medium): the Llama block with fused checkpoints, q/k/v
+// in one qkv_proj and gate/up in one gate_up_proj (gate first), which the engine reads as row views
+// of those tensors (no copy), so everything downstream (HiRE's copies included) sees separate
+// matrices. Rotary positions may be partial (`partial_rotary_factor`) and scaled by "longrope".
+//
+// longrope: transformers picks the short factors while the sequence fits in
+// original_max_position_embeddings and the long ones past it, and multiplies cos and sin by an
+// attention factor. Switching factors mid-sequence would change every cached key, so the usable
+// context is capped at original_max_position_embeddings with the short factors. The attention
+// factor m scales q and k on the rotary dims, so with full rotary it is m² on the logits, folded
+// into the attention scale; with partial rotary (Phi-4-mini) the pass-through dims are not scaled,
+// which the ops cannot express yet: a BAD_CONFIG.
+import type { WeightStore } from "../loader/safetensors.js";
+import { ModelError } from "../loader/errors.js";
+import {
+  ConfigReader,
+  ropeInvFreq,
+  validateConfig,
+  type ArchDefinition,
+  type LayerWeights,
+  type Linear,
+  type ModelConfig,
+  type ModelWeights,
+} from "./config.js";
+
+interface Rope {
+  inv: Float32Array;
+  /** Multiplier of the attention logits against 1 / sqrt(headDim). */
+  logitScale: number;
+  /** Positions the frequencies are valid for (longrope: the short factors' range). */
+  maxPositions: number;
+}
+
+function longrope(r: ConfigReader, s: ConfigReader, headDim: number, maxPositions: number): Rope {
+  const theta = r.num("rope_theta", 10000);
+  const partial = r.num("partial_rotary_factor", 1);
+  const rotDim = Math.floor(headDim * partial);
+  const original = r.int("original_max_position_embeddings", s.int("original_max_position_embeddings", maxPositions));
+  const short = s.raw.short_factor;
+  if (!Array.isArray(short) || short.length !== rotDim / 2 || !short.every((f) => typeof f === "number" && f > 0)) {
+    throw new ModelError("BAD_CONFIG", r.file, `rope_scaling.short_factor must hold ${rotDim / 2} positive numbers`);
+  }
+  const factor = maxPositions / original;
+  const m = s.num("attention_factor", factor <= 1 ? 1 : Math.sqrt(1 + Math.log(factor) / Math.log(original)));
+  if (partial < 1 && m !== 1) {
+    throw new ModelError(
+      "BAD_CONFIG",
+      r.file,
+      "longrope's attention factor with partial rotary dimensions (Phi-4-mini) is not supported",
+    );
+  }
+  const inv = new Float32Array(rotDim / 2);
+  for (let i = 0; i < inv.length; i++) inv[i] = 1 / (short[i] * Math.pow(theta, (2 * i) / rotDim));
+  return { inv, logitScale: m * m, maxPositions: Math.min(maxPositions, original) };
+}
+
+function parseConfig(raw: Record<string, unknown>, file: string): ModelConfig {
+  const r = new ConfigReader(raw, file);
+  const hidden = r.int("hidden_size");
+  const heads = r.int("num_attention_heads");
+  const headDim = r.int("head_dim", Math.floor(hidden / heads));
+  let maxPositions = r.int("max_position_embeddings", 4096);
+  const scaling = raw.rope_scaling as Record<string, unknown> | null | undefined;
+  const kind = scaling && typeof scaling === "object" ? (scaling.rope_type ?? scaling.type) : undefined;
+  let rope: Rope;
+  if (kind === "longrope" || kind === "su") {
+    rope = longrope(r, new ConfigReader(scaling!, file), headDim, maxPositions);
+  } else {
+    rope = { inv: ropeInvFreq(r, headDim), logitScale: 1, maxPositions };
+  }
+  maxPositions = rope.maxPositions;
+  // transformers' Phi-3 attends within sliding_window whenever it is set: capped like Mistral's.
+  const window = raw.sliding_window;
+  if (typeof window === "number" && window > 0) maxPositions = Math.min(maxPositions, window);
+  return validateConfig(
+    {
+      architecture: "Phi3ForCausalLM",
+      hidden,
+      layers: r.int("num_hidden_layers"),
+      heads,
+      kvHeads: r.int("num_key_value_heads", heads),
+      headDim,
+      intermediate: r.int("intermediate_size"),
+      vocab: r.int("vocab_size"),
+      maxPositions,
+      norm: "rms",
+      normEps: r.num("rms_norm_eps", 1e-5),
+      activation: r.activation("hidden_act", "silu"),
+      gatedFfn: true,
+      ropeInvFreq: rope.inv,
+      ...(rope.logitScale !== 1 && { attentionScale: rope.logitScale / Math.sqrt(headDim) }),
+      positionOffset: 0,
+      tiedEmbeddings: r.bool("tie_word_embeddings", false),
+      bosTokenId: r.ids("bos_token_id")[0] ?? null,
+      eosTokenIds: r.ids("eos_token_id"),
+      dtype: r.dtype(),
+    },
+    file,
+  );
+}
+
+function bindWeights(c: ModelConfig, s: WeightStore): ModelWeights {
+  const { hidden: H, heads: A, kvHeads: K, headDim: D, intermediate: F, vocab: V } = c;
+  const plain = (w: Linear["w"]): Linear => ({ w, b: null });
+  const norm = (name: string) => ({ weight: s.get(`${name}.weight`, [H]), bias: null });
+  const layers: LayerWeights[] = [];
+  for (let i = 0; i < c.layers; i++) {
+    const p = `model.layers.${i}`;
+    const qkv = `${p}.self_attn.qkv_proj.weight`;
+    const qkvShape = [(A + 2 * K) * D, H] as const;
+    const gateUp = `${p}.mlp.gate_up_proj.weight`;
+    layers.push({
+      attnNorm: norm(`${p}.input_layernorm`),
+      qkv: {
+        q: plain(s.getRows(qkv, qkvShape, 0, A * D)),
+        k: plain(s.getRows(qkv, qkvShape, A * D, K * D)),
+        v: plain(s.getRows(qkv, qkvShape, (A + K) * D, K * D)),
+      },
+      o: plain(s.get(`${p}.self_attn.o_proj.weight`, [H, A * D])),
+      ffnNorm: norm(`${p}.post_attention_layernorm`),
+      gate: plain(s.getRows(gateUp, [2 * F, H], 0, F)),
+      up: plain(s.getRows(gateUp, [2 * F, H], F, F)),
+      down: plain(s.get(`${p}.mlp.down_proj.weight`, [H, F])),
+    });
+  }
+  const embed = s.get("model.embed_tokens.weight", [V, H]);
+  const tied = c.tiedEmbeddings || !s.has("lm_head.weight");
+  if (!c.tiedEmbeddings && tied) {
+    throw new ModelError(
+      "MISSING_TENSOR",
+      s.dir,
+      "config.json says the head is not tied, but there is no lm_head",
+      "lm_head.weight",
+    );
+  }
+  return {
+    embed,
+    positions: null,
+    layers,
+    finalNorm: norm("model.norm"),
+    head: tied ? { w: embed, b: null } : plain(s.get("lm_head.weight", [V, H])),
+  };
+}
+
+export const phi3: ArchDefinition = { parseConfig, bindWeights };
