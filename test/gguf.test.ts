@@ -735,6 +735,40 @@ for (const name of ["qwen3-bf16", "smollm3-bf16"]) {
 }
 
 test(
+  "llama.cpp runs Phi-3 (fused attn_qkv and ffn_up written back from the engine's row views) like our engine",
+  { skip: noLlama },
+  async (t) => {
+    // The golden Phi-3 without its longrope (which has no export): llama.cpp against our engine.
+    // Not in a folder named "phi…": llama.cpp then looks up Phi-3's "<|end|>" token by name
+    // (general.name is the folder's), which the golden byte tokenizer does not have.
+    const dir = join(tempDir(t), "fused");
+    cpSync(goldenPath("phi3-bf16"), dir, { recursive: true });
+    const config = JSON.parse(readFileSync(join(dir, "config.json"), "utf8")) as Record<string, unknown>;
+    const longrope = join(tempDir(t), "longrope.gguf");
+    const withLongrope = loadModel(dir);
+    await assert.rejects(exportGguf(withLongrope, longrope), (e) => e instanceof ModelError && e.code === "BAD_CONFIG");
+    withLongrope.close();
+    writeFileSync(
+      join(dir, "config.json"),
+      JSON.stringify({ ...config, rope_scaling: null, max_position_embeddings: 256 }),
+    );
+    const model = loadModel(dir);
+    t.after(() => model.close());
+    const file = join(dir, "m.gguf");
+    await exportGguf(model, file, { dtype: "f32" });
+    const p = await parse(file);
+    const names = p.tensorInfos.map((x) => x.name);
+    assert.ok(names.includes("blk.0.attn_qkv.weight") && names.includes("blk.1.ffn_up.weight"));
+    assert.ok(!names.some((n) => /attn_q\.|ffn_gate/.test(n)), "fused, as llama.cpp's phi3 reads them");
+    assert.deepEqual(p.tensorInfos.find((x) => x.name === "blk.0.ffn_up.weight")!.shape.map(Number), [64, 2 * 192]);
+    const prompt = expected("phi3-bf16").prompt_ids;
+    const ours = await ourGreedy(model, prompt, 12);
+    const llama = (llamaCpp as { llama: NlcLlama }).llama;
+    compareSteps("phi3", ours.steps, await llamaCppSteps(llama, file, prompt, ours.ids), 1e-3);
+  },
+);
+
+test(
   "llama.cpp: llama3 rope scaling (rope_freqs) on the golden f32 Llama matches our engine",
   { skip: noGolden || noLlama },
   async (t) => {

@@ -5,6 +5,9 @@
 //     llama3 rope scaling as the rope_freqs tensor (per-frequency divisors), linear as metadata.
 //   - smollm3: as llama; llama.cpp skips the rotary step in every 4th layer, so other no_rope_layers
 //     lists are a ModelError (BAD_CONFIG).
+//   - phi3: q/k/v and gate/up written back as the fused attn_qkv and ffn_up (gate rows first) that
+//     llama.cpp reads, from the row views the engine uses; unpermuted (NEOX rotary). longrope (its
+//     factors and attention factor) has no export here: a ModelError (BAD_CONFIG).
 //   - qwen2, qwen3: no permutation (llama.cpp runs both with NEOX rotary, which is rotate-half);
 //     qwen3's per-head q/k norms as attn_q_norm / attn_k_norm.
 //   - gpt2: Conv1D weights ([in, out]) transposed to [out, in]; learned positions.
@@ -34,7 +37,7 @@ export interface GgufExportOptions {
 export interface GgufExportResult {
   file: string;
   /** llama.cpp's architecture name (general.architecture). */
-  architecture: "llama" | "qwen2" | "qwen3" | "smollm3" | "gpt2";
+  architecture: "llama" | "qwen2" | "qwen3" | "smollm3" | "phi3" | "gpt2";
   dtype: GgufDType;
   tensors: number;
   bytes: number;
@@ -51,6 +54,7 @@ const ARCH_NAMES: Record<string, GgufExportResult["architecture"]> = {
   Qwen2ForCausalLM: "qwen2",
   Qwen3ForCausalLM: "qwen3",
   SmolLM3ForCausalLM: "smollm3",
+  Phi3ForCausalLM: "phi3",
   GPT2LMHeadModel: "gpt2",
 };
 
@@ -201,6 +205,9 @@ function architectureMetadata(
   if (c.activation !== "silu") {
     throw new ModelError("BAD_CONFIG", file, `llama.cpp's ${arch} uses SiLU; this model uses ${c.activation}`);
   }
+  if (c.attentionScale !== undefined) {
+    throw new ModelError("BAD_CONFIG", file, "longrope's attention factor has no GGUF form here");
+  }
   if (c.ropeLayers?.some((rope, i) => rope !== ((i + 1) % 4 !== 0))) {
     throw new ModelError("BAD_CONFIG", file, "llama.cpp's smollm3 skips the rotary step in every 4th layer only");
   }
@@ -269,6 +276,8 @@ function planTensors(arch: GgufExportResult["architecture"], model: LoadedModel,
     norm("attn_norm", l.attnNorm);
     if ("fused" in l.qkv) {
       lin("attn_qkv", l.qkv.fused);
+    } else if (arch === "phi3") {
+      add(`${p}.attn_qkv.weight`, joinRows([l.qkv.q.w, l.qkv.k.w, l.qkv.v.w]));
     } else {
       const perm = (heads: number): Transform =>
         arch === "llama" || arch === "smollm3" ? { kind: "permute", heads, headDim: c.headDim, rotDim } : copy;
@@ -290,8 +299,12 @@ function planTensors(arch: GgufExportResult["architecture"], model: LoadedModel,
     }
     lin("attn_output", l.o);
     norm("ffn_norm", l.ffnNorm);
-    if (l.gate) lin("ffn_gate", l.gate);
-    lin("ffn_up", l.up);
+    if (arch === "phi3") {
+      add(`${p}.ffn_up.weight`, joinRows([l.gate!.w, l.up.w]));
+    } else {
+      if (l.gate) lin("ffn_gate", l.gate);
+      lin("ffn_up", l.up);
+    }
     lin("ffn_down", l.down);
   });
   add("output_norm.weight", w.finalNorm.weight);
@@ -299,6 +312,19 @@ function planTensors(arch: GgufExportResult["architecture"], model: LoadedModel,
   if (!tied) add("output.weight", w.head.w);
   if (w.head.b) add("output.bias", w.head.b);
   return out;
+}
+
+/** Row views that lie back to back in one file (WeightStore.getRows of one tensor) as one source. */
+function joinRows(parts: Weight[]): Weight {
+  let bytes = 0;
+  for (const w of parts) {
+    if (w.file !== parts[0].file || w.offset !== parts[0].offset + bytes || w.cols !== parts[0].cols) {
+      throw new Error(`${w.name} does not follow ${parts[0].name} in its file`);
+    }
+    bytes += w.byteLength;
+  }
+  const rows = parts.reduce((a, w) => a + w.rows, 0);
+  return { ...parts[0], shape: [rows, parts[0].cols], rows, byteLength: bytes };
 }
 
 /** Reads stored tensor bytes from the safetensors files (one handle per file). */
