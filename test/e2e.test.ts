@@ -90,14 +90,15 @@ async function waitIdle(page: Page): Promise<void> {
   await page.getByTestId("send").waitFor({ timeout: 90_000 });
 }
 
-test("e2e: chat in the browser with the live sparsity inspector", { timeout: 240_000 }, async (t) => {
-  if (!existsSync(CHROMIUM)) {
-    t.skip(`no Chromium at ${CHROMIUM} (.ci/run installs Debian's chromium; set HIRE_CHROMIUM to use another)`);
-    return;
-  }
-  assert.ok(existsSync(join(REPO_ROOT, "dist", "ui", "index.html")), "the UI is not built: npm run build:ui");
-  mkdirSync(ARTIFACTS, { recursive: true });
-  const dataDir = mkdtempSync(join(tmpdir(), "hire-e2e-"));
+/**
+ * `hire serve` on dataDir and a headless Chromium page on it; page errors and console errors are
+ * collected for the test to assert on. Server, browser and dataDir go when the test ends.
+ */
+async function openApp(
+  t: { after: (fn: () => Promise<void>) => void },
+  dataDir: string,
+  viewport: { width: number; height: number },
+): Promise<{ page: Page; pageErrors: string[] }> {
   const { child, url } = await startServer(dataDir);
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
@@ -108,13 +109,25 @@ test("e2e: chat in the browser with the live sparsity inspector", { timeout: 240
     child.kill();
     rmSync(dataDir, { recursive: true, force: true });
   });
-  const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
+  const page = await browser.newPage({ viewport });
   const pageErrors: string[] = [];
   page.on("pageerror", (e) => pageErrors.push(e.message));
   page.on("console", (m) => {
     if (m.type() === "error") pageErrors.push(m.text());
   });
   await page.goto(url);
+  return { page, pageErrors };
+}
+
+test("e2e: chat in the browser with the live sparsity inspector", { timeout: 240_000 }, async (t) => {
+  if (!existsSync(CHROMIUM)) {
+    t.skip(`no Chromium at ${CHROMIUM} (.ci/run installs Debian's chromium; set HIRE_CHROMIUM to use another)`);
+    return;
+  }
+  assert.ok(existsSync(join(REPO_ROOT, "dist", "ui", "index.html")), "the UI is not built: npm run build:ui");
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const dataDir = mkdtempSync(join(tmpdir(), "hire-e2e-"));
+  const { page, pageErrors } = await openApp(t, dataDir, { width: 1440, height: 900 });
   const shot = (name: string) => page.screenshot({ path: join(ARTIFACTS, `e2e-${name}.png`) });
 
   // A bad folder: a clear error, and the app stays usable.
@@ -242,20 +255,7 @@ test("e2e: a saved reasoning reply shows its <think> block folded above the answ
       ],
     }),
   );
-  const { child, url } = await startServer(dataDir);
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ["--headless", "--no-sandbox", "--disable-gpu"],
-  });
-  t.after(async () => {
-    await browser.close();
-    child.kill();
-    rmSync(dataDir, { recursive: true, force: true });
-  });
-  const page = await browser.newPage({ viewport: { width: 1200, height: 700 } });
-  const pageErrors: string[] = [];
-  page.on("pageerror", (e) => pageErrors.push(e.message));
-  await page.goto(url);
+  const { page, pageErrors } = await openApp(t, dataDir, { width: 1200, height: 700 });
   await page.getByTestId("conversation-item").filter({ hasText: "Reasoning reply" }).click();
   const reply = page.getByTestId("assistant-message");
   const fold = reply.getByTestId("thinking");

@@ -203,3 +203,22 @@ function applyLlama3Scaling(inv: Float64Array, s: ConfigReader): void {
     }
   }
 }
+
+/**
+ * The Llama family's embedding and output layer: lm_head, or the embedding when the head is tied
+ * (or, with tie_word_embeddings unset, absent). A config that says untied with no lm_head is a
+ * MISSING_TENSOR error rather than a silently tied model.
+ */
+export function embedAndHead(c: ModelConfig, s: WeightStore): { embed: Weight; head: Linear } {
+  const embed = s.get("model.embed_tokens.weight", [c.vocab, c.hidden]);
+  const tied = c.tiedEmbeddings || !s.has("lm_head.weight");
+  if (!c.tiedEmbeddings && tied) {
+    throw new ModelError(
+      "MISSING_TENSOR",
+      s.dir,
+      "config.json says the head is not tied, but there is no lm_head",
+      "lm_head.weight",
+    );
+  }
+  return { embed, head: { w: tied ? embed : s.get("lm_head.weight", [c.vocab, c.hidden]), b: null } };
+}

@@ -6,6 +6,7 @@
 import type { WeightStore } from "../loader/safetensors.js";
 import {
   ConfigReader,
+  embedAndHead,
   ropeInvFreq,
   validateConfig,
   type ArchDefinition,
@@ -83,7 +84,7 @@ function parseConfig(raw: Record<string, unknown>, file: string, architecture: s
 }
 
 function bindWeights(c: ModelConfig, s: WeightStore, v: Variant): ModelWeights {
-  const { hidden: H, heads: A, kvHeads: K, headDim: D, intermediate: F, vocab: V } = c;
+  const { hidden: H, heads: A, kvHeads: K, headDim: D, intermediate: F } = c;
   const lin = (name: string, out: number, inp: number, bias = false): Linear => ({
     w: s.get(`${name}.weight`, [out, inp]),
     b: bias ? s.get(`${name}.bias`, [out]) : null,
@@ -110,22 +111,13 @@ function bindWeights(c: ModelConfig, s: WeightStore, v: Variant): ModelWeights {
       down: lin(`${p}.mlp.down_proj`, H, F),
     });
   }
-  const embed = s.get("model.embed_tokens.weight", [V, H]);
-  const tied = c.tiedEmbeddings || !s.has("lm_head.weight");
-  if (!c.tiedEmbeddings && tied) {
-    throw new ModelError(
-      "MISSING_TENSOR",
-      s.dir,
-      "config.json says the head is not tied, but there is no lm_head",
-      "lm_head.weight",
-    );
-  }
+  const { embed, head } = embedAndHead(c, s);
   return {
     embed,
     positions: null,
     layers,
     finalNorm: norm("model.norm"),
-    head: tied ? { w: embed, b: null } : lin("lm_head", V, H),
+    head,
   };
 }
 

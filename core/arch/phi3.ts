@@ -14,6 +14,7 @@ import type { WeightStore } from "../loader/safetensors.js";
 import { ModelError } from "../loader/errors.js";
 import {
   ConfigReader,
+  embedAndHead,
   ropeInvFreq,
   validateConfig,
   type ArchDefinition,
@@ -100,7 +101,7 @@ function parseConfig(raw: Record<string, unknown>, file: string): ModelConfig {
 }
 
 function bindWeights(c: ModelConfig, s: WeightStore): ModelWeights {
-  const { hidden: H, heads: A, kvHeads: K, headDim: D, intermediate: F, vocab: V } = c;
+  const { hidden: H, heads: A, kvHeads: K, headDim: D, intermediate: F } = c;
   const plain = (w: Linear["w"]): Linear => ({ w, b: null });
   const norm = (name: string) => ({ weight: s.get(`${name}.weight`, [H]), bias: null });
   const layers: LayerWeights[] = [];
@@ -123,22 +124,13 @@ function bindWeights(c: ModelConfig, s: WeightStore): ModelWeights {
       down: plain(s.get(`${p}.mlp.down_proj.weight`, [H, F])),
     });
   }
-  const embed = s.get("model.embed_tokens.weight", [V, H]);
-  const tied = c.tiedEmbeddings || !s.has("lm_head.weight");
-  if (!c.tiedEmbeddings && tied) {
-    throw new ModelError(
-      "MISSING_TENSOR",
-      s.dir,
-      "config.json says the head is not tied, but there is no lm_head",
-      "lm_head.weight",
-    );
-  }
+  const { embed, head } = embedAndHead(c, s);
   return {
     embed,
     positions: null,
     layers,
     finalNorm: norm("model.norm"),
-    head: tied ? { w: embed, b: null } : plain(s.get("lm_head.weight", [V, H])),
+    head,
   };
 }
 

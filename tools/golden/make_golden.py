@@ -18,86 +18,69 @@ from pathlib import Path
 
 import numpy as np
 
+# What the three configs share: the golden size (hidden 64, 4 heads over 2 key/value heads, vocab 257
+# for the byte tokenizer, token 256 as bos and eos) and bf16 weights.
+BASE = dict(
+    hidden_size=64,
+    intermediate_size=192,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=257,
+    max_position_embeddings=512,
+    rope_theta=10000.0,
+    rope_scaling=None,
+    hidden_act="silu",
+    attention_bias=False,
+    sliding_window=None,
+    bos_token_id=256,
+    eos_token_id=256,
+    torch_dtype="bfloat16",
+)
+
 SHAPES = {
-    # Fused qkv_proj / gate_up_proj, GQA 4/2, and longrope: 1024 positions over an original 256, so
-    # the short factors and an attention factor of sqrt(1 + ln 4 / ln 256) apply.
+    # Fused qkv_proj / gate_up_proj, and longrope: 1024 positions over an original 256, so the short
+    # factors and an attention factor of sqrt(1 + ln 4 / ln 256) apply.
     "phi3": dict(
+        BASE,
         architectures=["Phi3ForCausalLM"],
         model_type="phi3",
-        hidden_size=64,
-        intermediate_size=192,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=257,
         max_position_embeddings=1024,
         original_max_position_embeddings=256,
         rms_norm_eps=1e-5,
-        rope_theta=10000.0,
         rope_scaling=dict(
             type="longrope",
             short_factor=[1.0, 1.02, 1.1, 1.3, 1.6, 2.0, 2.6, 3.2],
             long_factor=[1.0, 1.5, 2.5, 4.0, 6.0, 9.0, 13.0, 18.0],
         ),
-        sliding_window=None,
-        hidden_act="silu",
-        attention_bias=False,
         tie_word_embeddings=False,
-        bos_token_id=256,
-        eos_token_id=256,
-        torch_dtype="bfloat16",
     ),
     # 4 layers: the 4th has no rotary step (no_rope_layers), as every 4th layer of SmolLM3-3B.
     "smollm3": dict(
+        BASE,
         architectures=["SmolLM3ForCausalLM"],
         model_type="smollm3",
-        hidden_size=64,
-        intermediate_size=192,
         num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         head_dim=16,
-        vocab_size=257,
-        max_position_embeddings=512,
         rms_norm_eps=1e-6,
         rope_theta=5000000.0,
-        rope_scaling=None,
-        hidden_act="silu",
-        attention_bias=False,
         mlp_bias=False,
         no_rope_layers=[1, 1, 1, 0],
         no_rope_layer_interval=4,
         use_sliding_window=False,
-        sliding_window=None,
         tie_word_embeddings=True,
-        bos_token_id=256,
-        eos_token_id=256,
-        torch_dtype="bfloat16",
     ),
     # head_dim 32 with 4 heads: q is 128 wide against a hidden size of 64, as in Qwen3 (2048 vs 1024).
     "qwen3": dict(
+        BASE,
         architectures=["Qwen3ForCausalLM"],
         model_type="qwen3",
-        hidden_size=64,
-        intermediate_size=192,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         head_dim=32,
-        vocab_size=257,
-        max_position_embeddings=512,
         rms_norm_eps=1e-6,
         rope_theta=1000000.0,
-        rope_scaling=None,
-        hidden_act="silu",
-        attention_bias=False,
         use_sliding_window=False,
-        sliding_window=None,
         tie_word_embeddings=True,
-        bos_token_id=256,
-        eos_token_id=256,
-        torch_dtype="bfloat16",
-    )
+    ),
 }
 
 
