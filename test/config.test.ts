@@ -124,7 +124,7 @@ test("Qwen3 and Llama read attention_bias (q/k/v/o biases); Qwen2 has q/k/v bias
   assert.equal(readModelConfig(configIn(t, qwen2)).attentionBias, false); // its biases are not optional
 });
 
-test("Phi-3 longrope: short factors, context capped at the original length, attention factor in the scale", (t) => {
+test("Phi-3 longrope: short factors, context capped at the original length, attention factor on cos and sin", (t) => {
   const phi = {
     ...LLAMA_32_1B,
     architectures: ["Phi3ForCausalLM"],
@@ -145,21 +145,27 @@ test("Phi-3 longrope: short factors, context capped at the original length, atte
   const want = 1 / (1.5 * Math.pow(10000, 10 / 96)); // frequency 5 over short factor 1.5
   assert.ok(Math.abs(c.ropeInvFreq![5] - want) < 1e-6 * want, `${c.ropeInvFreq![5]} vs ${want}`);
   const m = Math.sqrt(1 + Math.log(32) / Math.log(4096));
-  assert.ok(Math.abs(c.attentionScale! - (m * m) / Math.sqrt(96)) < 1e-12);
+  assert.ok(Math.abs(c.ropeFactor! - m) < 1e-12);
+  // Partial rotary (Phi-4-mini): short factors over the rotary dims only, the same factor.
+  const partial = readModelConfig(
+    configIn(t, {
+      ...phi,
+      partial_rotary_factor: 0.75,
+      rope_scaling: { ...phi.rope_scaling, short_factor: Array(36).fill(1) },
+    }),
+  );
+  assert.equal(partial.ropeInvFreq!.length, 36);
+  assert.ok(Math.abs(partial.ropeFactor! - m) < 1e-12);
   // No scaling: plain frequencies and scale; sliding_window caps the context (Phi-3-mini-4k: 2047).
   const plain = readModelConfig(
     configIn(t, { ...phi, rope_scaling: null, max_position_embeddings: 4096, sliding_window: 2047 }),
   );
-  assert.equal(plain.attentionScale, undefined);
+  assert.equal(plain.ropeFactor, undefined);
   assert.equal(plain.maxPositions, 2047);
   for (const [json, pattern] of [
     [
       { ...phi, rope_scaling: { ...phi.rope_scaling, short_factor: [1, 2] } },
       /short_factor must hold 48 positive numbers/,
-    ],
-    [
-      { ...phi, partial_rotary_factor: 0.75, rope_scaling: { ...phi.rope_scaling, short_factor: Array(36).fill(1) } },
-      /partial rotary dimensions \(Phi-4-mini\) is not supported/,
     ],
   ] as const) {
     assert.throws(

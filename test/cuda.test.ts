@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { native, NativeDType } from "../core/native/addon.js";
 import type { Backend, Buf, Weight } from "../core/backend/backend.js";
 import { CpuBackend } from "../core/backend/cpu.js";
@@ -18,7 +18,7 @@ import { Session } from "../core/engine/session.js";
 import { makeModel, type Arch } from "../core/modelgen/make-model.js";
 import type { DeepPartial, SparsitySettings } from "../core/sparse/settings.js";
 import { seededRandom } from "./kernel-helpers.js";
-import { goldenDir, tempDir } from "./helpers.js";
+import { goldenDir, REPO_ROOT, tempDir } from "./helpers.js";
 
 const gpu = cudaDevices();
 const skip = gpu.devices.length > 0 ? false : `no CUDA device: ${gpu.reason}`;
@@ -579,11 +579,15 @@ async function parity(t: { after: (fn: () => void) => void }, dir: string, name:
 }
 
 const root = goldenDir();
-const golden = root ? readdirSync(root).filter((d) => !d.includes(".")) : [];
+const ours = join(REPO_ROOT, "test", "golden"); // Qwen3, SmolLM3, Phi-3 (golden.test.ts)
+const goldenDirs = [
+  ...(root ? readdirSync(root).filter((d) => !d.includes(".")) : []).map((d) => join(root!, d)),
+  ...readdirSync(ours).map((d) => join(ours, d)),
+];
 
-for (const name of golden) {
+for (const dir of goldenDirs) {
+  const name = basename(dir);
   test(`cuda golden ${name}: greedy ids and log-probabilities of the float64 reference`, { skip }, async () => {
-    const dir = join(root!, name);
     const expected = JSON.parse(readFileSync(join(dir, "expected.json"), "utf8")) as {
       prompt_ids: number[];
       ids: number[];
@@ -607,7 +611,7 @@ for (const name of golden) {
 
   test(`cuda golden ${name}: every sparse method on the GPU matches the CPU`, { skip }, async (t) => {
     const gated = !name.startsWith("gpt2") && !name.startsWith("opt");
-    await parity(t, join(root!, name), name, gated);
+    await parity(t, dir, name, gated);
   });
 }
 

@@ -489,6 +489,7 @@ function refRope(
   headDim: number,
   pos: Int32Array,
   invFreq: Float32Array,
+  factor = 1,
 ): Float64Array {
   const y = Float64Array.from(x);
   const half = invFreq.length;
@@ -497,8 +498,8 @@ function refRope(
       const o = (i * nHeads + h) * headDim;
       for (let j = 0; j < half; j++) {
         const a = pos[i] * invFreq[j];
-        const c = Math.cos(a);
-        const s = Math.sin(a);
+        const c = factor * Math.cos(a);
+        const s = factor * Math.sin(a);
         const x1 = x[o + j];
         const x2 = x[o + j + half];
         y[o + j] = x1 * c - x2 * s;
@@ -534,6 +535,31 @@ describe("rope", () => {
         }
       }
     });
+  });
+
+  test("longrope's factor scales cos and sin of the rotary dims only; a bad factor is an error", () => {
+    const [n, nHeads, headDim, half] = [5, 3, 16, 6]; // partial: dims 12..15 pass through
+    const pos = Int32Array.from({ length: n }, (_, i) => 40 * i + 3);
+    const invFreq = Float32Array.from({ length: half }, (_, j) => 10000 ** (-j / half));
+    const x = randArray(n * nHeads * headDim);
+    forPaths((path) => {
+      const y = Float32Array.from(x);
+      hn.rope(y, n, nHeads, headDim, pos, invFreq, 1.19);
+      assertClose(y, refRope(x, n, nHeads, headDim, pos, invFreq, 1.19), () => 3e-6, `${path} factor 1.19`);
+      for (let i = 0; i < n * nHeads; i++)
+        for (let d = 2 * half; d < headDim; d++) assert.equal(y[i * headDim + d], x[i * headDim + d]);
+      const one = Float32Array.from(x);
+      const none = Float32Array.from(x);
+      hn.rope(one, n, nHeads, headDim, pos, invFreq, 1);
+      hn.rope(none, n, nHeads, headDim, pos, invFreq);
+      assert.deepEqual(one, none, "factor 1 is the plain rotation, bit for bit");
+    });
+    for (const bad of [0, -1, NaN, Infinity]) {
+      assert.throws(
+        () => hn.rope(Float32Array.from(x), n, nHeads, headDim, pos, invFreq, bad),
+        /factor must be|finite/,
+      );
+    }
   });
 });
 

@@ -23,8 +23,8 @@ export interface ModelConfig {
   readonly gatedFfn: boolean;
   /** Rotary inverse frequencies (rotDim / 2 entries), or null for learned absolute positions. */
   readonly ropeInvFreq: Float32Array | null;
-  /** Attention logits' scale; absent: 1 / sqrt(headDim). (Phi-3's longrope folds its cos/sin factor in.) */
-  readonly attentionScale?: number;
+  /** cos and sin of the rotary step times this (Phi-3's longrope attention factor); absent: 1. */
+  readonly ropeFactor?: number;
   /** Per layer, whether the rotary step runs (SmolLM3's NoPE layers have none); absent: every layer. */
   readonly ropeLayers?: readonly boolean[];
   /** Added to a token's position before looking up learned position embeddings (OPT: 2). */

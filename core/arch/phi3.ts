@@ -5,11 +5,9 @@
 //
 // longrope: transformers picks the short factors while the sequence fits in
 // original_max_position_embeddings and the long ones past it, and multiplies cos and sin by an
-// attention factor. Switching factors mid-sequence would change every cached key, so the usable
-// context is capped at original_max_position_embeddings with the short factors. The attention
-// factor m scales q and k on the rotary dims, so with full rotary it is m² on the logits, folded
-// into the attention scale; with partial rotary (Phi-4-mini) the pass-through dims are not scaled,
-// which the ops cannot express yet: a BAD_CONFIG.
+// attention factor (ModelConfig.ropeFactor, which the rope ops apply). Switching factors
+// mid-sequence would change every cached key, so the usable context is capped at
+// original_max_position_embeddings with the short factors.
 import type { WeightStore } from "../loader/safetensors.js";
 import { ModelError } from "../loader/errors.js";
 import {
@@ -26,8 +24,8 @@ import {
 
 interface Rope {
   inv: Float32Array;
-  /** Multiplier of the attention logits against 1 / sqrt(headDim). */
-  logitScale: number;
+  /** cos and sin times this (the attention factor). */
+  factor: number;
   /** Positions the frequencies are valid for (longrope: the short factors' range). */
   maxPositions: number;
 }
@@ -43,16 +41,9 @@ function longrope(r: ConfigReader, s: ConfigReader, headDim: number, maxPosition
   }
   const factor = maxPositions / original;
   const m = s.num("attention_factor", factor <= 1 ? 1 : Math.sqrt(1 + Math.log(factor) / Math.log(original)));
-  if (partial < 1 && m !== 1) {
-    throw new ModelError(
-      "BAD_CONFIG",
-      r.file,
-      "longrope's attention factor with partial rotary dimensions (Phi-4-mini) is not supported",
-    );
-  }
   const inv = new Float32Array(rotDim / 2);
   for (let i = 0; i < inv.length; i++) inv[i] = 1 / (short[i] * Math.pow(theta, (2 * i) / rotDim));
-  return { inv, logitScale: m * m, maxPositions: Math.min(maxPositions, original) };
+  return { inv, factor: m, maxPositions: Math.min(maxPositions, original) };
 }
 
 function parseConfig(raw: Record<string, unknown>, file: string): ModelConfig {
@@ -67,7 +58,7 @@ function parseConfig(raw: Record<string, unknown>, file: string): ModelConfig {
   if (kind === "longrope" || kind === "su") {
     rope = longrope(r, new ConfigReader(scaling!, file), headDim, maxPositions);
   } else {
-    rope = { inv: ropeInvFreq(r, headDim), logitScale: 1, maxPositions };
+    rope = { inv: ropeInvFreq(r, headDim), factor: 1, maxPositions };
   }
   maxPositions = rope.maxPositions;
   // transformers' Phi-3 attends within sliding_window whenever it is set: capped like Mistral's.
@@ -89,7 +80,7 @@ function parseConfig(raw: Record<string, unknown>, file: string): ModelConfig {
       activation: r.activation("hidden_act", "silu"),
       gatedFfn: true,
       ropeInvFreq: rope.inv,
-      ...(rope.logitScale !== 1 && { attentionScale: rope.logitScale / Math.sqrt(headDim) }),
+      ...(rope.factor !== 1 && { ropeFactor: rope.factor }),
       positionOffset: 0,
       tiedEmbeddings: r.bool("tie_word_embeddings", false),
       bosTokenId: r.ids("bos_token_id")[0] ?? null,

@@ -168,8 +168,16 @@ export interface Backend {
   embed(y: Buf, w: Weight, ids: Int32Array): void;
   rmsNorm(y: Buf, x: Buf, g: Weight, n: number, eps: number): void;
   layerNorm(y: Buf, x: Buf, g: Weight, b: Weight, n: number, eps: number): void;
-  /** Rotary embedding in place; x is [n][heads][headDim]. */
-  rope(x: Buf, n: number, heads: number, headDim: number, positions: Int32Array, invFreq: Float32Array): void;
+  /** Rotary embedding in place; x is [n][heads][headDim]; cos and sin times factor (longrope; default 1). */
+  rope(
+    x: Buf,
+    n: number,
+    heads: number,
+    headDim: number,
+    positions: Int32Array,
+    invFreq: Float32Array,
+    factor?: number,
+  ): void;
   cacheWrite(
     kc: Buf,
     vc: Buf,
@@ -182,8 +190,8 @@ export interface Backend {
     capacity: number,
   ): void;
   /**
-   * rope(q), rope(k) (when invFreq is given) and cacheWrite(k, v at pos0) as one op: what the
-   * attention block does before attention, in one launch on a GPU.
+   * rope(q), rope(k) (when invFreq is given, cos and sin times ropeFactor) and cacheWrite(k, v at
+   * pos0) as one op: what the attention block does before attention, in one launch on a GPU.
    */
   ropeCacheWrite(
     q: Buf,
@@ -199,6 +207,7 @@ export interface Backend {
     invFreq: Float32Array | null,
     pos0: number,
     capacity: number,
+    ropeFactor?: number,
   ): void;
   attention(
     out: Buf,

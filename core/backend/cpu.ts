@@ -113,8 +113,16 @@ export class CpuBackend implements Backend {
     this.n.layerNorm(f32(y), f32(x), g.handle, b.handle, n, eps);
   }
 
-  rope(x: Buf, n: number, heads: number, headDim: number, positions: Int32Array, invFreq: Float32Array): void {
-    this.n.rope(f32(x), n, heads, headDim, positions, invFreq);
+  rope(
+    x: Buf,
+    n: number,
+    heads: number,
+    headDim: number,
+    positions: Int32Array,
+    invFreq: Float32Array,
+    factor = 1,
+  ): void {
+    this.n.rope(f32(x), n, heads, headDim, positions, invFreq, factor);
   }
 
   cacheWrite(
@@ -145,10 +153,11 @@ export class CpuBackend implements Backend {
     invFreq: Float32Array | null,
     pos0: number,
     capacity: number,
+    ropeFactor = 1,
   ): void {
     if (invFreq) {
-      this.rope(q, n, heads, headDim, positions, invFreq);
-      this.rope(k, n, kvHeads, headDim, positions, invFreq);
+      this.rope(q, n, heads, headDim, positions, invFreq, ropeFactor);
+      this.rope(k, n, kvHeads, headDim, positions, invFreq, ropeFactor);
     }
     this.cacheWrite(kc, vc, k, v, n, kvHeads, headDim, pos0, capacity);
   }

@@ -213,8 +213,16 @@ export class CudaBackend implements Backend {
     this.c.layerNorm(this.d(y), this.d(x), this.w(g), this.w(b), n, eps);
   }
 
-  rope(x: Buf, n: number, heads: number, headDim: number, positions: Int32Array, invFreq: Float32Array): void {
-    this.c.rope(this.d(x), n, heads, headDim, positions, invFreq, this.c.capturing());
+  rope(
+    x: Buf,
+    n: number,
+    heads: number,
+    headDim: number,
+    positions: Int32Array,
+    invFreq: Float32Array,
+    factor = 1,
+  ): void {
+    this.c.rope(this.d(x), n, heads, headDim, positions, invFreq, this.c.capturing(), factor);
   }
 
   cacheWrite(
@@ -256,6 +264,7 @@ export class CudaBackend implements Backend {
     invFreq: Float32Array | null,
     pos0: number,
     capacity: number,
+    ropeFactor = 1,
   ): void {
     const [dq, dk, dv, dkc, dvc] = [q, k, v, kc, vc].map((b) => this.d(b));
     const fromStep = this.c.capturing();
@@ -274,6 +283,7 @@ export class CudaBackend implements Backend {
       pos0,
       capacity,
       fromStep,
+      ropeFactor,
     );
   }
 

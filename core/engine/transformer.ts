@@ -375,6 +375,7 @@ export class Transformer {
       c.ropeLayers?.[l] === false ? null : c.ropeInvFreq, // SmolLM3's NoPE layers: no rotary step
       pos0,
       cache.capacity,
+      c.ropeFactor,
     );
     b.attention(
       ws.att,
@@ -387,7 +388,7 @@ export class Transformer {
       c.headDim,
       pos0,
       cache.capacity,
-      c.attentionScale ?? 1 / Math.sqrt(c.headDim),
+      1 / Math.sqrt(c.headDim),
     );
     b.matmul(ws.x, ws.att, lw.o.w, n, lw.o.b, true); // the residual add in the same op
   }

@@ -205,7 +205,7 @@ function architectureMetadata(
   if (c.activation !== "silu") {
     throw new ModelError("BAD_CONFIG", file, `llama.cpp's ${arch} uses SiLU; this model uses ${c.activation}`);
   }
-  if (c.attentionScale !== undefined) {
+  if (c.ropeFactor !== undefined) {
     throw new ModelError("BAD_CONFIG", file, "longrope's attention factor has no GGUF form here");
   }
   if (c.ropeLayers?.some((rope, i) => rope !== ((i + 1) % 4 !== 0))) {

@@ -88,9 +88,18 @@ export interface NativeAddon {
   layerNorm(y: Float32Array, x: Float32Array, g: NativeWeight, b: NativeWeight, n: number, eps: number): void;
   /**
    * Rotary embedding in place, Hugging Face "rotate_half" layout (pairs i and i + rotDim/2 of each head).
-   * x is [n][nHeads][headDim]; token i sits at positions[i]; invFreq has rotDim/2 entries.
+   * x is [n][nHeads][headDim]; token i sits at positions[i]; invFreq has rotDim/2 entries; cos and sin
+   * are multiplied by factor (longrope's attention factor; default 1).
    */
-  rope(x: Float32Array, n: number, nHeads: number, headDim: number, positions: Int32Array, invFreq: Float32Array): void;
+  rope(
+    x: Float32Array,
+    n: number,
+    nHeads: number,
+    headDim: number,
+    positions: Int32Array,
+    invFreq: Float32Array,
+    factor?: number,
+  ): void;
   /**
    * Causal attention over a KV cache. q is [n][nHeads][headDim]; the cache is [nKvHeads][capacity][headDim]
    * and already holds positions 0 .. pos0 + n - 1. Query i (at position pos0 + i) attends to 0 .. pos0 + i.
@@ -350,6 +359,7 @@ export interface CudaAddon {
     positions: Int32Array,
     invFreq: Float32Array,
     fromStep?: boolean,
+    factor?: number,
   ): void;
   cacheWrite(
     kCache: CudaBuffer,
@@ -379,6 +389,7 @@ export interface CudaAddon {
     pos0: number,
     capacity: number,
     fromStep?: boolean,
+    factor?: number,
   ): void;
   /** Enqueue the argmax of x[0..n) (greedy sampling on the device); readArgmax waits and returns it. */
   argmax(x: CudaBuffer, n: number): void;

@@ -392,14 +392,15 @@ class Exporter {
   private ropeTables(pos: string): void {
     const { g, c } = this;
     const inv = c.ropeInvFreq!;
+    const factor = Math.fround(c.ropeFactor ?? 1);
     const half = inv.length;
     const cos = new Float32Array(this.maxContext * half);
     const sin = new Float32Array(this.maxContext * half);
     for (let p = 0; p < this.maxContext; p++) {
       for (let j = 0; j < half; j++) {
         const a = p * inv[j]; // f64 product of the f32 frequency, as the engine's rope kernel does
-        cos[p * half + j] = Math.cos(a);
-        sin[p * half + j] = Math.sin(a);
+        cos[p * half + j] = Math.fround(Math.cos(a)) * factor; // rounded, then scaled in f32 (Float32Array)
+        sin[p * half + j] = Math.fround(Math.sin(a)) * factor;
       }
     }
     const axis1 = g.i64([1]);
@@ -463,7 +464,7 @@ class Exporter {
     const qg = b.op("Transpose", [b.op("Reshape", [q, b.i64([-1, K, A / K, D])])], { perm: [1, 2, 0, 3] });
     const kt = b.op("Transpose", [presentK], { perm: [1, 0, 3, 2] });
     const vt = b.op("Transpose", [presentV], { perm: [1, 0, 2, 3] });
-    const scores = b.op("Mul", [b.op("MatMul", [qg, kt]), b.scalar(c.attentionScale ?? 1 / Math.sqrt(D))]);
+    const scores = b.op("Mul", [b.op("MatMul", [qg, kt]), b.scalar(1 / Math.sqrt(D))]);
     const masked = b.op("Where", [this.mask, b.scalar(-Infinity), scores]);
     const att = b.op("MatMul", [b.op("Softmax", [masked], { axis: -1 }), vt]); // [K, G, S, D]
     const merged = b.op("Reshape", [b.op("Transpose", [att], { perm: [2, 0, 1, 3] }), b.i64([-1, A * D])]);

@@ -5,8 +5,9 @@ with std 1 / sqrt(fan_in) the tied head kept repeating one token), the byte toke
 shared golden folder, and expected.json from reference.py.
 
     python3 tools/golden/make_golden.py qwen3 test/golden/qwen3-bf16 --tokenizer-from ../shared/golden/llama-bf16
+    (phi3-partial goes to test/golden/phi3-partial-bf16)
 
-qwen3, smollm3 and phi3 are defined: the shared folders cover the other architectures.
+qwen3, smollm3, phi3 and phi3-partial are defined: the shared folders cover the other architectures.
 """
 import argparse
 import json
@@ -54,6 +55,24 @@ SHAPES = {
             long_factor=[1.0, 1.5, 2.5, 4.0, 6.0, 9.0, 13.0, 18.0],
         ),
         tie_word_embeddings=False,
+    ),
+    # Phi-4-mini's form: 3/4 of each head rotated (12 of 16 dims), longrope's attention factor on the
+    # rotated dims only, a tied head.
+    "phi3-partial": dict(
+        BASE,
+        architectures=["Phi3ForCausalLM"],
+        model_type="phi3",
+        max_position_embeddings=2048,
+        original_max_position_embeddings=256,
+        partial_rotary_factor=0.75,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        rope_scaling=dict(
+            type="longrope",
+            short_factor=[1.0, 1.05, 1.2, 1.5, 2.0, 3.0],
+            long_factor=[1.0, 2.0, 4.0, 8.0, 16.0, 32.0],
+        ),
+        tie_word_embeddings=True,
     ),
     # 4 layers: the 4th has no rotary step (no_rope_layers), as every 4th layer of SmolLM3-3B.
     "smollm3": dict(

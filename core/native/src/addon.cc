@@ -225,7 +225,7 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
   for (int64_t i = 0; i < n; ++i)
     if (pos.data[i] < 0) a.fail("positions[" + std::to_string(i) + "] = " + std::to_string(pos.data[i]) + " is negative");
   a.disjoint(x, n * n_heads * head_dim, "x", inv, half, "invFreq");
-  hire::rope(x.data, n, n_heads, head_dim, pos.data, inv.data, half);
+  hire::rope(x.data, n, n_heads, head_dim, pos.data, inv.data, half, a.rope_factor(6));
   return info.Env().Undefined();
 }
 

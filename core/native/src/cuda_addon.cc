@@ -326,7 +326,7 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
   if (2 * half > head_dim) a.fail("invFreq has more than headDim / 2 entries");
   if (static_cast<int64_t>(pos.len) < n) a.fail("positions has fewer than n entries");
   float* x = a.buf(0, "x", mul(a, n, heads, head_dim), "n*nHeads*headDim");
-  cu::rope(x, n, heads, head_dim, pos.data, inv.data, half, a.from_step(6, n));
+  cu::rope(x, n, heads, head_dim, pos.data, inv.data, half, a.rope_factor(7), a.from_step(6, n));
   return info.Env().Undefined();
 }
 
@@ -346,7 +346,8 @@ Napi::Value CacheWrite(const Napi::CallbackInfo& info) {
 }
 
 // ropeCacheWrite(q, k, v, kCache, vCache, n, nHeads, nKvHeads, headDim, positions, invFreq | null, pos0,
-// capacity, fromStep?): rope on q and k, then k and v into the caches, in one launch.
+// capacity, fromStep?, factor?): rope on q and k (cos and sin times factor), then k and v into the
+// caches, in one launch.
 Napi::Value RopeCacheWrite(const Napi::CallbackInfo& info) {
   CArgs a(info, "cuda.ropeCacheWrite");
   const int64_t n = a.integer(5, "n", 0, kMaxDim);
@@ -374,7 +375,8 @@ Napi::Value RopeCacheWrite(const Napi::CallbackInfo& info) {
   float* kc = a.buf(3, "kCache", cache, "nKvHeads*capacity*headDim");
   float* vc = a.buf(4, "vCache", cache, "nKvHeads*capacity*headDim");
   if (q == k || k == v || kc == vc) a.fail("q, k, v and the two caches must be different buffers");
-  cu::rope_cache_write(q, k, v, kc, vc, n, heads, kv, hd, pos.data, inv, half, pos0, cap, a.from_step(13, n));
+  cu::rope_cache_write(q, k, v, kc, vc, n, heads, kv, hd, pos.data, inv, half, a.rope_factor(14), pos0, cap,
+                       a.from_step(13, n));
   return info.Env().Undefined();
 }
 

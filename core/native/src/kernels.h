@@ -29,9 +29,10 @@ void embed(float* y, const Mat& w, const int32_t* ids, int64_t n);
 // y may equal x. g (and b) are contiguous vectors of `dim` elements.
 void rms_norm(float* y, const float* x, const Mat& g, int64_t n, int64_t dim, float eps);
 void layer_norm(float* y, const float* x, const Mat& g, const Mat& b, int64_t n, int64_t dim, float eps);
-// In place, HF rotate_half; half = rotDim / 2 = number of inverse frequencies.
+// In place, HF rotate_half; half = rotDim / 2 = number of inverse frequencies; cos and sin times
+// factor (longrope's attention factor, 1 otherwise).
 void rope(float* x, int64_t n, int64_t n_heads, int64_t head_dim, const int32_t* positions,
-          const float* inv_freq, int64_t half);
+          const float* inv_freq, int64_t half, float factor);
 // Causal GQA attention over [n_kv][capacity][head_dim] caches; out may equal q.
 void attention(float* out, const float* q, const float* k_cache, const float* v_cache, int64_t n,
                int64_t n_heads, int64_t n_kv, int64_t head_dim, int64_t pos0, int64_t capacity,

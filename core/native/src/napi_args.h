@@ -165,6 +165,13 @@ class Args {
   }
 
   bool is_nullish(size_t i) const { return info_[i].IsNull() || info_[i].IsUndefined(); }
+  // rope's optional cos/sin factor (longrope's attention factor): 1 when absent, else finite and > 0.
+  float rope_factor(size_t i) const {
+    if (i >= info_.Length() || is_nullish(i)) return 1.0f;
+    const double f = number(i, "factor");
+    if (!(f > 0) || !std::isfinite(f)) fail("factor must be a finite number > 0");
+    return static_cast<float>(f);
+  }
 
   // Element count of a vector weight (1 x dim or dim x 1).
   int64_t vector_len(const Mat& m, const char* name) const {

@@ -234,18 +234,19 @@ void layer_norm(float* y, const float* x, const Mat& g, const Mat& b, int64_t n,
 }
 
 void rope(float* x, int64_t n, int64_t n_heads, int64_t head_dim, const int32_t* positions,
-          const float* inv_freq, int64_t half) {
+          const float* inv_freq, int64_t half, float factor) {
   if (half <= 0) return;
   const KernelTable& K = active_kernels();
   parallel_rows(n, n_heads * head_dim, [&](int64_t i) {
     float* cs = t_scratch_b.get<float>(static_cast<size_t>(2 * half));
     float* sn = cs + half;
-    // cos/sin of pos * inv_freq in double, then rounded once to f32.
+    // cos/sin of pos * inv_freq in double, rounded once to f32, then times the factor in f32 (as
+    // transformers scales its f32 tables).
     const double pos = positions[i];
     for (int64_t j = 0; j < half; ++j) {
       const double a = pos * static_cast<double>(inv_freq[j]);
-      cs[j] = static_cast<float>(std::cos(a));
-      sn[j] = static_cast<float>(std::sin(a));
+      cs[j] = static_cast<float>(std::cos(a)) * factor;
+      sn[j] = static_cast<float>(std::sin(a)) * factor;
     }
     K.rope_token(x + i * n_heads * head_dim, n_heads, head_dim, cs, sn, half);
   });

@@ -591,34 +591,35 @@ __global__ void layer_norm_kernel(float* y, const float* x, const void* g, int g
 }
 
 // HF rotate_half on pair j of one head (p: the head's values): cos/sin of pos * inv_freq in double,
-// rounded once to f32 (as the CPU backend).
-__device__ __forceinline__ void rope_pair(float* p, int64_t j, int64_t half, int32_t pos, const float* inv_freq) {
+// rounded once to f32, times factor in f32 (as the CPU backend).
+__device__ __forceinline__ void rope_pair(float* p, int64_t j, int64_t half, int32_t pos, const float* inv_freq,
+                                          float factor) {
   const double a = static_cast<double>(pos) * static_cast<double>(inv_freq[j]);
-  const float c = static_cast<float>(cos(a)), s = static_cast<float>(sin(a));
+  const float c = static_cast<float>(cos(a)) * factor, s = static_cast<float>(sin(a)) * factor;
   const float x1 = p[j], x2 = p[j + half];
   p[j] = x1 * c - x2 * s;
   p[j + half] = x2 * c + x1 * s;
 }
 
 __global__ void rope_kernel(float* x, int64_t heads, int64_t head_dim, const int32_t* pos, const float* inv_freq,
-                            int64_t half) {
+                            int64_t half, float factor) {
   const int64_t t = blockIdx.y;
   const int64_t j = threadIdx.x;  // pair index, < half
   if (j >= half) return;
-  for (int64_t h = blockIdx.x; h < heads; h += gridDim.x) rope_pair(x + (t * heads + h) * head_dim, j, half, pos[t], inv_freq);
+  for (int64_t h = blockIdx.x; h < heads; h += gridDim.x) rope_pair(x + (t * heads + h) * head_dim, j, half, pos[t], inv_freq, factor);
 }
 
 // rope on q and k, then k and v into the cache, in one launch: block (hh, t) is q head hh for
 // hh < heads, else kv head hh - heads (roped, then written with its v row at position pos0 + t).
 __global__ void rope_cache_kernel(float* q, float* k, const float* v, float* kc, float* vc, int64_t heads,
                                   int64_t kv_heads, int64_t head_dim, const int32_t* pos, const float* inv_freq,
-                                  int64_t half, const int32_t* pos0p, int64_t capacity) {
+                                  int64_t half, float factor, const int32_t* pos0p, int64_t capacity) {
   const int64_t t = blockIdx.y, hh = blockIdx.x;
   const bool is_q = hh < heads;
   const int64_t h = is_q ? hh : hh - heads;
   float* p = is_q ? q + (t * heads + h) * head_dim : k + (t * kv_heads + h) * head_dim;
   if (inv_freq)
-    for (int64_t j = threadIdx.x; j < half; j += blockDim.x) rope_pair(p, j, half, pos[t], inv_freq);
+    for (int64_t j = threadIdx.x; j < half; j += blockDim.x) rope_pair(p, j, half, pos[t], inv_freq, factor);
   if (is_q) return;
   __syncthreads();  // the roped pairs are other threads' elements
   const int64_t row = (h * capacity + *pos0p + t) * head_dim;
@@ -1697,13 +1698,13 @@ void layer_norm(float* y, const float* x, const DMat& g, const DMat& b, int64_t 
 }
 
 void rope(float* x, int64_t n, int64_t heads, int64_t head_dim, const int32_t* positions, const float* inv_freq,
-          int64_t half, bool from_step) {
+          int64_t half, float factor, bool from_step) {
   if (n <= 0 || half <= 0) return;
   if (half > 1024) throw std::runtime_error("CUDA: rope supports up to 1024 frequency pairs");
   const float* d_inv = constant(inv_freq, half);
   const int32_t* d_pos = from_step ? st().d_step + 1 : stage(positions, n);
   const dim3 grid(static_cast<unsigned>(std::min<int64_t>(heads, 64)), static_cast<unsigned>(n));
-  rope_kernel<<<grid, static_cast<unsigned>((half + 31) / 32 * 32), 0, st().stream>>>(x, heads, head_dim, d_pos, d_inv, half);
+  rope_kernel<<<grid, static_cast<unsigned>((half + 31) / 32 * 32), 0, st().stream>>>(x, heads, head_dim, d_pos, d_inv, half, factor);
   LAUNCHED("rope");
 }
 
@@ -1718,8 +1719,8 @@ void cache_write(float* kc, float* vc, const float* k, const float* v, int64_t n
 }
 
 void rope_cache_write(float* q, float* k, const float* v, float* kc, float* vc, int64_t n, int64_t heads, int64_t kv_heads,
-                      int64_t head_dim, const int32_t* positions, const float* inv_freq, int64_t half, int64_t pos0,
-                      int64_t capacity, bool from_step) {
+                      int64_t head_dim, const int32_t* positions, const float* inv_freq, int64_t half, float factor,
+                      int64_t pos0, int64_t capacity, bool from_step) {
   if (n <= 0) return;
   if (half > 1024) throw std::runtime_error("CUDA: rope supports up to 1024 frequency pairs");
   const float* d_inv = inv_freq && half > 0 ? constant(inv_freq, half) : nullptr;
@@ -1729,7 +1730,7 @@ void rope_cache_write(float* q, float* k, const float* v, float* kc, float* vc, 
   const dim3 grid(static_cast<unsigned>(heads + kv_heads), static_cast<unsigned>(n));
   const unsigned threads = static_cast<unsigned>(std::min<int64_t>(256, std::max<int64_t>(32, (head_dim / 2 + 31) / 32 * 32)));
   rope_cache_kernel<<<grid, threads, 0, st().stream>>>(q, k, v, kc, vc, heads, kv_heads, head_dim, d_pos, d_inv, half,
-                                                       d_pos0, capacity);
+                                                       factor, d_pos0, capacity);
   LAUNCHED("rope_cache_write");
 }
 

@@ -85,14 +85,15 @@ void embed(float* y, const DMat& w, const int32_t* ids, int64_t n, bool from_ste
 void rms_norm(float* y, const float* x, const DMat& g, int64_t n, int64_t dim, float eps);
 void layer_norm(float* y, const float* x, const DMat& g, const DMat& b, int64_t n, int64_t dim, float eps);
 // positions, inv_freq: host.
+// factor: cos and sin times it (longrope's attention factor, 1 otherwise).
 void rope(float* x, int64_t n, int64_t heads, int64_t head_dim, const int32_t* positions, const float* inv_freq,
-          int64_t half, bool from_step);
+          int64_t half, float factor, bool from_step);
 void cache_write(float* kc, float* vc, const float* k, const float* v, int64_t n, int64_t kv_heads, int64_t head_dim,
                  int64_t pos0, int64_t capacity, bool from_step);
 // rope on q and k (inv_freq null: none), then k and v into the cache at pos0: one launch for the three.
 void rope_cache_write(float* q, float* k, const float* v, float* kc, float* vc, int64_t n, int64_t heads, int64_t kv_heads,
-                      int64_t head_dim, const int32_t* positions, const float* inv_freq, int64_t half, int64_t pos0,
-                      int64_t capacity, bool from_step);
+                      int64_t head_dim, const int32_t* positions, const float* inv_freq, int64_t half, float factor,
+                      int64_t pos0, int64_t capacity, bool from_step);
 void attention(float* out, const float* q, const float* kc, const float* vc, int64_t n, int64_t heads,
                int64_t kv_heads, int64_t head_dim, int64_t pos0, int64_t capacity, float scale, bool from_step);
 // Greedy sampling on the device: argmax enqueues the index of the largest of x[0..n) (first on ties,

@@ -30,12 +30,12 @@ void gated_matmul(float*, const float*, const DMat&, const DMat&, const DMat*, c
 void embed(float*, const DMat&, const int32_t*, int64_t, bool) { none(); }
 void rms_norm(float*, const float*, const DMat&, int64_t, int64_t, float) { none(); }
 void layer_norm(float*, const float*, const DMat&, const DMat&, int64_t, int64_t, float) { none(); }
-void rope(float*, int64_t, int64_t, int64_t, const int32_t*, const float*, int64_t, bool) { none(); }
+void rope(float*, int64_t, int64_t, int64_t, const int32_t*, const float*, int64_t, float, bool) { none(); }
 void cache_write(float*, float*, const float*, const float*, int64_t, int64_t, int64_t, int64_t, int64_t, bool) {
   none();
 }
 void rope_cache_write(float*, float*, const float*, float*, float*, int64_t, int64_t, int64_t, int64_t, const int32_t*,
-                      const float*, int64_t, int64_t, int64_t, bool) {
+                      const float*, int64_t, float, int64_t, int64_t, bool) {
   none();
 }
 void attention(float*, const float*, const float*, const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
