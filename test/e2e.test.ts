@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { chromium, type Page } from "playwright-core";
 import { defaultModelDir } from "../core/loader/default-model.js";
 import { makeModel } from "../core/modelgen/make-model.js";
-import { REPO_ROOT } from "./helpers.js";
+import { REPO_ROOT, useReasoningTemplate } from "./helpers.js";
 
 const CHROMIUM = process.env.HIRE_CHROMIUM ?? "/usr/bin/chromium";
 const ARTIFACTS = join(REPO_ROOT, "test-artifacts");
@@ -273,6 +273,19 @@ test("e2e: a saved reasoning reply shows its <think> block folded above the answ
   assert.match((await answer.locator(".tok").first().getAttribute("title")) ?? "", /^#7 "Hello"/);
   assert.ok(!(await reply.textContent())?.includes("<think>"), "the tags are not shown");
   mkdirSync(ARTIFACTS, { recursive: true });
+
+  // A reasoning model (its chat template reads enable_thinking) gets the Thinking switch, on by default.
+  assert.equal(await page.getByTestId("sampling-thinking").count(), 0, "no switch without such a model");
+  const reasoning = join(dataDir, "reasoning-model");
+  await makeModel({ arch: "qwen3", dtype: "f32", seed: 2, out: reasoning });
+  useReasoningTemplate(reasoning);
+  await page.getByTestId("model-path").fill(reasoning);
+  await page.getByTestId("load-model").click();
+  await page.getByTestId("model-name").filter({ hasText: "reasoning-model" }).waitFor({ timeout: 30_000 });
+  const toggle = page.getByTestId("sampling-thinking");
+  assert.equal(await toggle.isChecked(), true);
+  await toggle.uncheck();
+  assert.equal(await toggle.isChecked(), false);
   await page.screenshot({ path: join(ARTIFACTS, "e2e-thinking.png") });
   assert.deepEqual(pageErrors, []);
 });

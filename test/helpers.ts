@@ -1,6 +1,6 @@
 // Shared test helpers: paths, temporary folders, running the real `hire` CLI.
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -38,4 +38,19 @@ export function hire(args: string[], input?: string, env?: Record<string, string
     timeout: 120_000,
   });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr, signal: r.signal };
+}
+
+/**
+ * Gives a model folder a chat template that ends the way Qwen3's does, reading `enable_thinking`
+ * (an empty think block when it is false), for tests of the thinking switch.
+ */
+export function useReasoningTemplate(dir: string): void {
+  const file = join(dir, "tokenizer_config.json");
+  const cfg = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
+  cfg.chat_template =
+    "{%- for m in messages %}{{- '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{%- endfor %}" +
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}" +
+    "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}" +
+    "{%- endif %}";
+  writeFileSync(file, JSON.stringify(cfg));
 }

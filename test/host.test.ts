@@ -20,7 +20,8 @@ import { ConversationStore } from "../core/host/conversations.js";
 import { EngineHost, type Channel } from "../core/host/engine-host.js";
 import { defaultModelDir } from "../core/loader/default-model.js";
 import { native } from "../core/native/addon.js";
-import { tempDir } from "./helpers.js";
+import { tempDir, useReasoningTemplate } from "./helpers.js";
+import { makeModel } from "../core/modelgen/make-model.js";
 
 const conversation = (id: string, text: string): Conversation => ({
   id,
@@ -395,4 +396,23 @@ test("host: conversations round-trip through requests and survive a new host", a
   assert.ok(existsSync(join(dataDir, "conversations", "persist-me.json")));
   assert.match(readFileSync(join(dataDir, "recent-models.json"), "utf8"), /hire-brown-6m/);
   fresh.close();
+});
+
+test("host: a reasoning model's thinking switch reaches its chat template", async () => {
+  const dir = join(dataDir, "reasoning");
+  await makeModel({ arch: "qwen3", dtype: "f32", seed: 4, out: dir });
+  useReasoningTemplate(dir);
+  const loaded = await ask({ type: "model.load", path: dir });
+  assert.ok(loaded.ok, JSON.stringify(loaded));
+  assert.equal((loaded.result as { thinkingSwitch: boolean }).thinkingSwitch, true);
+  const messages = [{ role: "user", content: "Hi" }];
+  const prompt = async (extra: object) => {
+    const r = await ask({ type: "generate", messages, maxTokens: 1, sampling: { temperature: 0 }, ...extra });
+    assert.ok(r.ok, JSON.stringify(r));
+    return (r.result as { promptTokens: number }).promptTokens;
+  };
+  const thinking = await prompt({});
+  // Off: the template appends "<think>\n\n</think>\n\n" to the prompt.
+  assert.ok((await prompt({ thinking: false })) > thinking);
+  assert.equal(await prompt({ thinking: true }), thinking);
 });

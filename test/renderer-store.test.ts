@@ -126,6 +126,7 @@ const MODEL: ModelInfo = {
   neurons: 8,
   vocab: 32,
   gatedFfn: true,
+  thinkingSwitch: false,
   hasChatTemplate: true,
   bytesPerToken: 2000,
   releasedBytes: 0,
@@ -488,6 +489,12 @@ test("settings → request payloads", () => {
   const dense = generatePayload([{ role: "user", content: "hi" }], INITIAL_SAMPLING, DENSE_OVERRIDE);
   assert.deepEqual(dense.sparsity, { ffn: { method: "dense" }, head: { method: "dense" } });
   parseRequest({ id: 2, ...dense });
+  // Thinking off goes out as thinking: false; on (the default) sends nothing.
+  const quiet = generatePayload([{ role: "user", content: "hi" }], INITIAL_SAMPLING, undefined, false);
+  assert.equal(quiet.thinking, false);
+  assert.equal(parseRequest({ id: 3, ...quiet }).type, "generate");
+  assert.equal("thinking" in g, false);
+  assert.throws(() => parseRequest({ id: 4, ...quiet, thinking: "no" }), /"thinking" must be true or false/);
   assert.equal(samplingPayload({ ...INITIAL_SAMPLING, temperature: NaN, topP: 3 }).temperature, 0.7);
   assert.equal(samplingPayload({ ...INITIAL_SAMPLING, topP: 3 }).topP, 1);
 
@@ -660,6 +667,15 @@ test("studio: sparsity changes are coalesced, confirmed by the host, and reverte
   assert.equal(studio.connection.getState().error?.context, "Applying sparsity settings");
   assert.equal(studio.settings.getState().sparsity.ffn.k, 0.25);
   host.failures.clear();
+
+  // Thinking switched off in the panel: the next generate asks for it.
+  studio.settings.getState().setThinking(false);
+  const quiet = studio.send("Quietly");
+  await flush();
+  assert.equal(host.lastOf("generate").thinking, false);
+  host.fail(host.lastOf("generate").id, "ABORTED_BY_TEST", "not needed");
+  await quiet;
+  studio.settings.getState().setThinking(true);
 
   // Moving a control and pressing Send at once: the update reaches the host before the request.
   studio.updateSparsity({ ffn: { k: 0.05 } });

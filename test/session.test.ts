@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { makeModel } from "../core/modelgen/make-model.js";
+import { useReasoningTemplate } from "./helpers.js";
 import { loadModel, type LoadedModel } from "../core/loader/model-folder.js";
 import { Session, type GenerateOptions, type GenerationEvent } from "../core/engine/session.js";
 import { ContextOverflowError, UsageError } from "../core/loader/errors.js";
@@ -184,6 +185,22 @@ test("the chat template renders messages and the result tokenizes with the speci
   const ids = model.tokenizer.encode(text, false);
   assert.equal(ids[0], model.tokenizer.tokenId("<|im_start|>"));
   assert.ok(ids.includes(model.tokenizer.tokenId("<|im_end|>")!));
+});
+
+test("a reasoning template's enable_thinking: off renders the empty think block; the switch is detected", async (t) => {
+  assert.equal(model.tokenizer.thinkingSwitch, false);
+  const dir = join(root, "qwen3-thinking");
+  await makeModel({ arch: "qwen3", dtype: "f32", seed: 3, out: dir });
+  useReasoningTemplate(dir);
+  const reasoning = loadModel(dir);
+  t.after(() => reasoning.close());
+  const tok = reasoning.tokenizer;
+  assert.equal(tok.thinkingSwitch, true);
+  const msgs = [{ role: "user" as const, content: "Hi" }];
+  const open = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n";
+  assert.equal(tok.applyChatTemplate(msgs), open);
+  assert.equal(tok.applyChatTemplate(msgs, true, { thinking: true }), open);
+  assert.equal(tok.applyChatTemplate(msgs, true, { thinking: false }), open + "<think>\n\n</think>\n\n");
 });
 
 test("bad generate options are rejected before any compute", async () => {

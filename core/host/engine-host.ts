@@ -47,6 +47,7 @@ export interface GenerateParams {
   sampling: Extract<Request, { type: "generate" }>["sampling"];
   maxTokens: number;
   sparsity?: Extract<Request, { type: "generate" }>["sparsity"];
+  thinking?: boolean;
   /** Stop strings (the OpenAI endpoint's `stop`). */
   stop?: string[];
 }
@@ -229,6 +230,7 @@ export class EngineHost {
       vocab: c.vocab,
       gatedFfn: c.gatedFfn,
       hasChatTemplate: m.tokenizer.hasChatTemplate,
+      thinkingSwitch: m.tokenizer.thinkingSwitch,
       bytesPerToken: m.weightBytesPerToken,
       releasedBytes: m.store.releasedBytes(),
       contextLength: this.session!.contextLength,
@@ -271,7 +273,7 @@ export class EngineHost {
         this.overriding = true;
         session.sparsity.update(req.sparsity);
       }
-      const prompt = promptIds(session, messages);
+      const prompt = promptIds(session, messages, req.thinking);
       const started = performance.now();
       let last = started;
       let ttft = 0;
@@ -381,9 +383,9 @@ export function backendName(backend?: Backend): string {
 }
 
 /** The chat template's prompt, or for a model without one the messages as plain text. */
-function promptIds(session: Session, messages: ChatMessage[]): number[] {
+function promptIds(session: Session, messages: ChatMessage[], thinking?: boolean): number[] {
   const tok = session.model.tokenizer;
-  if (tok.hasChatTemplate) return tok.encode(tok.applyChatTemplate(messages), false);
+  if (tok.hasChatTemplate) return tok.encode(tok.applyChatTemplate(messages, true, { thinking }), false);
   return session.encode(messages.map((m) => m.content).join("\n"));
 }
 

@@ -28,6 +28,8 @@ export type Request =
       maxTokens: number;
       /** Settings for this generation only (A/B: the dense lane); the live settings are restored after. */
       sparsity?: DeepPartial<SparsitySettings>;
+      /** false: the chat template's `enable_thinking: false` (ModelInfo.thinkingSwitch). */
+      thinking?: boolean;
     }
   | { id: number; type: "stop"; target: number }
   | { id: number; type: "sparsity.update"; update: DeepPartial<SparsitySettings> }
@@ -116,6 +118,8 @@ export interface ModelInfo extends ModelEstimate {
   vocab: number;
   gatedFfn: boolean;
   hasChatTemplate: boolean;
+  /** The chat template reads `enable_thinking`: a reasoning model whose thinking can be switched off. */
+  thinkingSwitch: boolean;
   /** Dense weight bytes streamed per decoded token. */
   bytesPerToken: number;
   /** File-layout FFN weights given back while HiRE's own copies serve them (Sparsifier). */
@@ -474,7 +478,7 @@ export function parseRequest(x: unknown): Request {
       return { id, type, path, contextLength };
     }
     case "generate": {
-      onlyKeys(x, ["id", "type", "messages", "sampling", "maxTokens", "sparsity"], where);
+      onlyKeys(x, ["id", "type", "messages", "sampling", "maxTokens", "sparsity", "thinking"], where);
       const maxTokens = num(x, "maxTokens", where, true);
       if (maxTokens < 1 || maxTokens > LIMITS.maxTokens) fail(where, `"maxTokens" must be in 1..${LIMITS.maxTokens}`);
       const msgs = parseMessages(x.messages, where);
@@ -486,6 +490,10 @@ export function parseRequest(x: unknown): Request {
         sampling: sampling(x.sampling, where),
         maxTokens,
         sparsity: optional(x, "sparsity", () => sparsityUpdate(x.sparsity, SPARSITY_SHAPE, `${where} sparsity`)),
+        thinking: optional(x, "thinking", () => {
+          if (typeof x.thinking !== "boolean") fail(where, `"thinking" must be true or false`);
+          return x.thinking;
+        }),
       };
     }
     case "stop":

@@ -27,6 +27,7 @@ export class ModelTokenizer {
   /** Whether encode() of a plain prompt adds special tokens (BOS) — the tokenizer's own rule. */
   readonly addsSpecialTokens: boolean;
   private readonly template: Template | undefined;
+  private readonly templateSource: string | undefined;
   private readonly tokenizer: Tokenizer;
 
   constructor(
@@ -55,6 +56,7 @@ export class ModelTokenizer {
     if (source !== undefined) {
       try {
         this.template = new Template(source);
+        this.templateSource = source;
       } catch (e) {
         throw new ModelError("BAD_TOKENIZER", configFile, `chat_template does not parse: ${(e as Error).message}`);
       }
@@ -78,6 +80,14 @@ export class ModelTokenizer {
     return this.template !== undefined;
   }
 
+  /**
+   * Whether the chat template reads `enable_thinking` (Qwen3, SmolLM3: a reasoning model whose
+   * thinking can be switched off), so a UI can offer the switch.
+   */
+  get thinkingSwitch(): boolean {
+    return this.templateSource?.includes("enable_thinking") ?? false;
+  }
+
   /** Token ids of `text`. Special tokens written in the text (e.g. "<|im_end|>") become their ids. */
   encode(text: string, addSpecialTokens = this.addsSpecialTokens): number[] {
     const ids = this.tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids;
@@ -99,8 +109,16 @@ export class ModelTokenizer {
     return this.tokenizer.token_to_id(token);
   }
 
-  /** Render the conversation with the model's chat template (the prompt for the next assistant turn). */
-  applyChatTemplate(messages: readonly ChatMessage[], addGenerationPrompt = true): string {
+  /**
+   * Render the conversation with the model's chat template (the prompt for the next assistant turn).
+   * `thinking: false` passes `enable_thinking: false`, which reasoning templates turn into an empty
+   * think block; templates that do not read it ignore it.
+   */
+  applyChatTemplate(
+    messages: readonly ChatMessage[],
+    addGenerationPrompt = true,
+    options: { thinking?: boolean } = {},
+  ): string {
     if (!this.template) {
       throw new ModelError(
         "BAD_TOKENIZER",
@@ -111,6 +129,7 @@ export class ModelTokenizer {
     return this.template.render({
       messages,
       add_generation_prompt: addGenerationPrompt,
+      ...(options.thinking !== undefined && { enable_thinking: options.thinking }),
       bos_token: this.bosToken ?? "",
       eos_token: this.eosToken ?? "",
     });

@@ -1,4 +1,5 @@
-// Sampling: temperature, top-p, top-k, min-p, repetition penalty, seed, max tokens.
+// Sampling: temperature, top-p, top-k, min-p, repetition penalty, seed, max tokens, and for reasoning
+// models (a chat template reading enable_thinking) whether they think first.
 import { useStore } from "zustand";
 import type { SamplingPanel as Sampling } from "../state/settings.js";
 import { useStudio } from "./hooks.js";
@@ -24,8 +25,10 @@ const FIELDS: FieldSpec[] = [
 ];
 
 export function SamplingPanel() {
-  const { settings } = useStudio();
+  const { settings, connection } = useStudio();
   const sampling = useStore(settings, (s) => s.sampling);
+  const thinking = useStore(settings, (s) => s.thinking);
+  const thinkingSwitch = useStore(connection, (s) => s.model?.thinkingSwitch ?? false);
   const set = (key: keyof Sampling, v: number) => {
     if (Number.isFinite(v)) settings.getState().setSampling({ [key]: v });
   };
@@ -63,6 +66,17 @@ export function SamplingPanel() {
             />
           </label>
         ))}
+        {thinkingSwitch && (
+          <label className="sfield" title="Off: the chat template's enable_thinking = false (no <think> block)">
+            <span className="label">Thinking</span>
+            <input
+              type="checkbox"
+              data-testid="sampling-thinking"
+              checked={thinking}
+              onChange={(e) => settings.getState().setThinking(e.target.checked)}
+            />
+          </label>
+        )}
         {sampling.seed !== undefined && (
           <button className="small" onClick={() => set("seed", Math.floor(Math.random() * 2 ** 31))}>
             Random seed

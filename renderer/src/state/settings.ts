@@ -38,6 +38,8 @@ export const AUDIT_OPTIONS = [0, 1, 2, 4, 8, 16, 32] as const;
 
 export interface SettingsState {
   sampling: SamplingPanel;
+  /** Off: reasoning models are asked not to think (enable_thinking: false), where the model can be. */
+  thinking: boolean;
   /** The settings as shown (the host's, plus any change not yet confirmed). */
   sparsity: SparsitySettings;
   /** The settings the host last confirmed. */
@@ -50,6 +52,7 @@ export interface SettingsState {
   /** The layer open in the inspector's detail panel. */
   selectedLayer: number | null;
   setSampling(patch: Partial<SamplingPanel>): void;
+  setThinking(on: boolean): void;
   setTokenMeasure(m: TokenMeasure): void;
   setFrequencyWindow(n: number): void;
   setSelectedLayer(l: number | null): void;
@@ -72,6 +75,8 @@ export function createSettingsStore(init: Partial<Pick<SettingsState, "sampling"
     tokenMeasure: "none",
     frequencyWindow: 64,
     setSampling: (patch) => set((s) => ({ sampling: { ...s.sampling, ...patch } })),
+    thinking: true,
+    setThinking: (thinking) => set({ thinking }),
     setTokenMeasure: (tokenMeasure) => set({ tokenMeasure }),
     setFrequencyWindow: (frequencyWindow) => set({ frequencyWindow }),
     selectedLayer: null,
@@ -171,11 +176,15 @@ export const DENSE_OVERRIDE: DeepPartial<SparsitySettings> = { ffn: { method: "d
 
 export type GenerateBody = Omit<Extract<Request, { type: "generate" }>, "id">;
 
-/** A generate request for these messages with the panel's sampling (and an optional one-off sparsity). */
+/**
+ * A generate request for these messages with the panel's sampling (and an optional one-off sparsity);
+ * `thinking: false` asks a reasoning model not to think.
+ */
 export function generatePayload(
   messages: ChatMessage[],
   sampling: SamplingPanel,
   sparsity?: DeepPartial<SparsitySettings>,
+  thinking = true,
 ): GenerateBody {
   const maxTokens = Math.min(
     1_000_000,
@@ -183,6 +192,7 @@ export function generatePayload(
   );
   const body: GenerateBody = { type: "generate", messages, sampling: samplingPayload(sampling), maxTokens };
   if (sparsity) body.sparsity = sparsity;
+  if (!thinking) body.thinking = false;
   return body;
 }
 

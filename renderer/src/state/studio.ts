@@ -301,7 +301,8 @@ export function createStudio(client: HostClient, opts: StudioOptions = {}) {
     cs.update(() => conv);
     cs.setStreaming({ requestId: null, index, lane, prefill: null });
     try {
-      const pending = client.send(generatePayload(history, settings.getState().sampling, sparsity));
+      const { sampling, thinking } = settings.getState();
+      const pending = client.send(generatePayload(history, sampling, sparsity, thinking));
       active = { requestId: pending.id, index };
       telemetry.getState().begin(pending.id);
       conversations.getState().setStreaming({ requestId: pending.id, index, lane, prefill: null });
