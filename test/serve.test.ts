@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { request } from "node:http";
 import { WebSocket } from "ws";
 import { EngineHost } from "../core/host/engine-host.js";
+import { parseBody } from "../core/host/openai.js";
 import { serve, type RunningServer } from "../core/host/server.js";
 import { decodeWire, encodeWire, type HostMessage, type StepTelemetry } from "../core/host/protocol.js";
 
@@ -152,6 +153,8 @@ test("serve: malformed OpenAI requests get a 400 naming the field", async () => 
     [{ messages: [{ role: "user", content: "x" }], max_tokens: -1 }, /max_tokens/],
     [{ messages: [{ role: "user", content: "x" }], temperature: "warm" }, /temperature/],
     [{ messages: [{ role: "user", content: "x" }], temperature: -1 }, /temperature/],
+    [{ messages: [{ role: "user", content: "x" }], chat_template_kwargs: [] }, /chat_template_kwargs/],
+    [{ messages: [{ role: "user", content: "x" }], chat_template_kwargs: { enable_thinking: 1 } }, /enable_thinking/],
   ];
   for (const [body, pattern] of cases) {
     const res = await fetch(server.url + "/v1/chat/completions", { method: "POST", body: JSON.stringify(body) });
@@ -159,6 +162,10 @@ test("serve: malformed OpenAI requests get a 400 naming the field", async () => 
     const err = (await res.json()) as { error: { message: string } };
     assert.match(err.error.message, pattern);
   }
+  // The thinking switch in vLLM's form reaches the generation's parameters.
+  const msgs = [{ role: "user", content: "x" }];
+  assert.equal(parseBody({ messages: msgs, chat_template_kwargs: { enable_thinking: false } }).params.thinking, false);
+  assert.equal("thinking" in parseBody({ messages: msgs }).params, false);
   const notJson = await fetch(server.url + "/v1/chat/completions", { method: "POST", body: "{" });
   assert.equal(notJson.status, 400);
   const models = (await (await fetch(server.url + "/v1/models")).json()) as { data: { id: string }[] };

@@ -177,7 +177,20 @@ export function parseBody(x: unknown): ParsedBody {
       seed: optNum("seed", true),
     }).filter(([, v]) => v !== undefined),
   );
-  return { messages, stream: o.stream === true, params: { sampling, maxTokens, stop } };
+  // vLLM's and SGLang's way to switch a reasoning model's thinking off: chat_template_kwargs.
+  let thinking: boolean | undefined;
+  const kwargs = o.chat_template_kwargs;
+  if (kwargs !== undefined && kwargs !== null) {
+    if (typeof kwargs !== "object" || Array.isArray(kwargs)) bad(`"chat_template_kwargs" must be an object`);
+    const v = (kwargs as Record<string, unknown>).enable_thinking;
+    if (v !== undefined && typeof v !== "boolean") bad(`"chat_template_kwargs.enable_thinking" must be a boolean`);
+    thinking = v as boolean | undefined;
+  }
+  return {
+    messages,
+    stream: o.stream === true,
+    params: { sampling, maxTokens, stop, ...(thinking !== undefined && { thinking }) },
+  };
 }
 
 function finishReason(r: FinishReason): string {
