@@ -121,9 +121,16 @@ async function cmdGenerate(argv: string[]): Promise<void> {
 }
 
 async function cmdChat(argv: string[]): Promise<void> {
-  const v = parse(argv, { ...SAMPLING_FLAGS, ...SPARSITY_FLAGS, system: { type: "string" } });
+  const v = parse(argv, {
+    ...SAMPLING_FLAGS,
+    ...SPARSITY_FLAGS,
+    system: { type: "string" },
+    "no-think": { type: "boolean" },
+  });
   const model = openModel(v);
   const session = openSession(model, v);
+  // A reasoning model's chat template switches thinking off with enable_thinking: false.
+  const thinking = v["no-think"] ? false : undefined;
   session.sparsity.update(sparsityUpdate(v), showProgress);
   const base = generateOptions(v);
   const messages: ChatMessage[] = v.system ? [{ role: "system", content: v.system }] : [];
@@ -149,7 +156,7 @@ async function cmdChat(argv: string[]): Promise<void> {
         continue;
       }
       messages.push({ role: "user", content: text });
-      const prompt = model.tokenizer.encode(model.tokenizer.applyChatTemplate(messages), false);
+      const prompt = model.tokenizer.encode(model.tokenizer.applyChatTemplate(messages, true, { thinking }), false);
       const abort = new AbortController();
       const onSigint = () => abort.abort();
       rl.on("SIGINT", onSigint);
@@ -462,7 +469,10 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: s
     run: cmdGenerate,
     help: "--model DIR [--mmap] --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--seed S] [--stop STR]... [--ignore-eos] [--logprobs N] [--context N] [--backend auto|cpu|cuda|cuda:N] [--json] [--trace] [sparsity flags: --ffn dense|topk-exact|hire|dip|dip-ca --ffn-k K --oversample O --predictor int4|int8|lowrank:R --head dense|hire --head-k K --shards P --audit N --layer-k L=K --layer-oversample L=O --layer-predictor L=PREDICTOR]",
   },
-  chat: { run: cmdChat, help: "--model DIR [--mmap] [--system TEXT] [sampling flags as for generate]" },
+  chat: {
+    run: cmdChat,
+    help: "--model DIR [--mmap] [--system TEXT] [--no-think] [sampling flags as for generate]",
+  },
   bench: {
     run: cmdBench,
     help: "--model DIR [--mmap] [--prompt-tokens N] [--decode-tokens N] [--repeats N] [--threads N] [--backend auto|cpu|cuda|cuda:N] [--methods hire,...] [sparsity flags] [--peers ort,ort-hire,llamacpp] [--ort-ep cpu|cuda|webgpu] [--json]",
