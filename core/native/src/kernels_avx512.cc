@@ -201,6 +201,47 @@ HIRE_AVX512 void k_accumulate_cols(const Mat& w, const float* a, const int32_t* 
   acc_cols_bf16(w, a, idx, count, y, r0, r1);
 }
 
+// A full panel (16 rows) of a bf16 [rows][K] weight as f32 panel[k][16]: 16 rows x 16 k loaded,
+// widened and transposed in registers (4 shuffle stages), against the AVX2 path's 8 x 8 blocks. The
+// values are the same (bf16 -> f32 is exact); other dtypes, layouts and short panels use the AVX2 one.
+HIRE_AVX512 void k_pack_panel(const Mat& w, int64_t r0, int64_t nr, float* panel) {
+  if (w.dtype != kBF16 || w.transposed || nr != kPanel) return avx2_kernels()->pack_panel(w, r0, nr, panel);
+  const int64_t K = w.cols;
+  const uint16_t* rows = static_cast<const uint16_t*>(w.data) + r0 * K;
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    __m512 r[16];
+    for (int i = 0; i < 16; ++i) {
+      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows + i * K + k));
+      r[i] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    }
+    __m512 t[16], u[16];
+    for (int i = 0; i < 8; ++i) {  // pairs of rows, 32-bit interleave within each 128-bit lane
+      t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+      t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int g = 0; g < 4; ++g) {  // u[4g + m]: column 4L + m of rows 4g..4g+3 in lane L
+      u[4 * g + 0] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+      u[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+      u[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+      u[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+    }
+    float* dst = panel + k * kPanel;
+    for (int m = 0; m < 4; ++m) {  // gather each column's four 4-row pieces across lanes
+      const __m512 x = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x88);
+      const __m512 y = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xDD);
+      const __m512 z = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x88);
+      const __m512 v = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xDD);
+      _mm512_store_ps(dst + m * kPanel, _mm512_shuffle_f32x4(x, z, 0x88));
+      _mm512_store_ps(dst + (8 + m) * kPanel, _mm512_shuffle_f32x4(x, z, 0xDD));
+      _mm512_store_ps(dst + (4 + m) * kPanel, _mm512_shuffle_f32x4(y, v, 0x88));
+      _mm512_store_ps(dst + (12 + m) * kPanel, _mm512_shuffle_f32x4(y, v, 0xDD));
+    }
+  }
+  for (; k < K; ++k)
+    for (int i = 0; i < kPanel; ++i) panel[k * kPanel + i] = load_elem(kBF16, rows + i * K, k);
+}
+
 // Prefill's GEMM (ops.cc gemm): NT tokens x NP panels of 16 outputs, one zmm accumulator per token
 // and panel; per k, NP panel loads and NT broadcasts (folded into the FMAs). Each lane sums
 // x[t][k] * panel[k][j] over k in order from zero, then adds the bias, as the AVX2 micro-kernel
@@ -299,6 +340,7 @@ const KernelTable* avx512_kernels() {
     KernelTable t = *avx2_kernels();
     t.name = "avx512";
     t.gemv = k_gemv;
+    t.pack_panel = k_pack_panel;
     t.gemm_panels = k_gemm_panels;
     t.gemm_pass_panels = 2;
     t.gemv_rows = k_gemv_rows;
