@@ -2,7 +2,7 @@
 // Qwen2ForCausalLM (the same block with q/k/v biases), Qwen3ForCausalLM (an RMSNorm over each head
 // of q and k before the rotary step, no biases) and SmolLM3ForCausalLM (no rotary step in some
 // layers, `no_rope_layers`). RMSNorm, rotary positions, SwiGLU FFN, grouped-query attention.
-// Phi-3 would add a fused qkv/gate_up split here.
+// Phi-3 (phi3.ts) builds its config with familyConfig too.
 import type { WeightStore } from "../loader/safetensors.js";
 import {
   ConfigReader,
@@ -41,20 +41,25 @@ function ropeLayers(raw: Record<string, unknown>, r: ConfigReader, layers: numbe
   return list.map((x) => x === 1);
 }
 
-function parseConfig(raw: Record<string, unknown>, file: string, architecture: string, v: Variant): ModelConfig {
-  const r = new ConfigReader(raw, file);
+/** What a member of the family reads its own way: its context, rotary step and attention biases. */
+export type MemberFields = Pick<ModelConfig, "maxPositions" | "ropeInvFreq"> &
+  Partial<Pick<ModelConfig, "ropeFactor" | "ropeLayers" | "attentionBias">>;
+
+/**
+ * A Llama-family ModelConfig (Phi-3's too): the fields every member reads alike, plus what
+ * `member(headDim, layers)` reads. `normEps` is the rms_norm_eps default of the member's
+ * transformers config class (Llama 1e-6, Phi-3 1e-5).
+ */
+export function familyConfig(
+  r: ConfigReader,
+  architecture: string,
+  normEps: number,
+  member: (headDim: number, layers: number) => MemberFields,
+): ModelConfig {
   const hidden = r.int("hidden_size");
   const heads = r.int("num_attention_heads");
   const headDim = r.int("head_dim", Math.floor(hidden / heads));
-  const maxPositions = r.int("max_position_embeddings", 2048);
   const layers = r.int("num_hidden_layers");
-  // Sliding-window attention is not implemented. Within the window it equals full attention, so
-  // the usable context is capped at the window rather than silently computing the wrong thing.
-  const window = raw.sliding_window;
-  const slides =
-    typeof window === "number" &&
-    window > 0 &&
-    (raw.use_sliding_window === true || architecture === "MistralForCausalLM");
   return validateConfig(
     {
       architecture,
@@ -65,22 +70,39 @@ function parseConfig(raw: Record<string, unknown>, file: string, architecture: s
       headDim,
       intermediate: r.int("intermediate_size"),
       vocab: r.int("vocab_size"),
-      maxPositions: slides ? Math.min(maxPositions, window) : maxPositions,
       norm: "rms",
-      normEps: r.num("rms_norm_eps", 1e-6),
+      normEps: r.num("rms_norm_eps", normEps),
       activation: r.activation("hidden_act", "silu"),
       gatedFfn: true,
-      ropeInvFreq: ropeInvFreq(r, headDim),
-      ...(v.noRope && { ropeLayers: ropeLayers(raw, r, layers, file) }),
       positionOffset: 0,
       tiedEmbeddings: r.bool("tie_word_embeddings", false),
       bosTokenId: r.ids("bos_token_id")[0] ?? null,
       eosTokenIds: r.ids("eos_token_id"),
       dtype: r.dtype(),
-      attentionBias: v.bias === "config" && r.bool("attention_bias", false),
+      ...member(headDim, layers),
     },
-    file,
+    r.file,
   );
+}
+
+function parseConfig(raw: Record<string, unknown>, file: string, architecture: string, v: Variant): ModelConfig {
+  const r = new ConfigReader(raw, file);
+  return familyConfig(r, architecture, 1e-6, (headDim, layers) => {
+    const maxPositions = r.int("max_position_embeddings", 2048);
+    // Sliding-window attention is not implemented. Within the window it equals full attention, so
+    // the usable context is capped at the window rather than silently computing the wrong thing.
+    const window = raw.sliding_window;
+    const slides =
+      typeof window === "number" &&
+      window > 0 &&
+      (raw.use_sliding_window === true || architecture === "MistralForCausalLM");
+    return {
+      maxPositions: slides ? Math.min(maxPositions, window) : maxPositions,
+      ropeInvFreq: ropeInvFreq(r, headDim),
+      ...(v.noRope && { ropeLayers: ropeLayers(raw, r, layers, file) }),
+      attentionBias: v.bias === "config" && r.bool("attention_bias", false),
+    };
+  });
 }
 
 function bindWeights(c: ModelConfig, s: WeightStore, v: Variant): ModelWeights {

@@ -14,13 +14,13 @@ import {
   ConfigReader,
   embedAndHead,
   ropeInvFreq,
-  validateConfig,
   type ArchDefinition,
   type LayerWeights,
   type Linear,
   type ModelConfig,
   type ModelWeights,
 } from "./config.js";
+import { familyConfig } from "./llama.js";
 
 interface Rope {
   inv: Float32Array;
@@ -48,47 +48,22 @@ function longrope(r: ConfigReader, s: ConfigReader, headDim: number, maxPosition
 
 function parseConfig(raw: Record<string, unknown>, file: string): ModelConfig {
   const r = new ConfigReader(raw, file);
-  const hidden = r.int("hidden_size");
-  const heads = r.int("num_attention_heads");
-  const headDim = r.int("head_dim", Math.floor(hidden / heads));
-  let maxPositions = r.int("max_position_embeddings", 4096);
-  const scaling = raw.rope_scaling as Record<string, unknown> | null | undefined;
-  const kind = scaling && typeof scaling === "object" ? (scaling.rope_type ?? scaling.type) : undefined;
-  let rope: Rope;
-  if (kind === "longrope" || kind === "su") {
-    rope = longrope(r, new ConfigReader(scaling!, file), headDim, maxPositions);
-  } else {
-    rope = { inv: ropeInvFreq(r, headDim), factor: 1, maxPositions };
-  }
-  maxPositions = rope.maxPositions;
-  // transformers' Phi-3 attends within sliding_window whenever it is set: capped like Mistral's.
-  const window = raw.sliding_window;
-  if (typeof window === "number" && window > 0) maxPositions = Math.min(maxPositions, window);
-  return validateConfig(
-    {
-      architecture: "Phi3ForCausalLM",
-      hidden,
-      layers: r.int("num_hidden_layers"),
-      heads,
-      kvHeads: r.int("num_key_value_heads", heads),
-      headDim,
-      intermediate: r.int("intermediate_size"),
-      vocab: r.int("vocab_size"),
-      maxPositions,
-      norm: "rms",
-      normEps: r.num("rms_norm_eps", 1e-5),
-      activation: r.activation("hidden_act", "silu"),
-      gatedFfn: true,
+  return familyConfig(r, "Phi3ForCausalLM", 1e-5, (headDim) => {
+    const maxPositions = r.int("max_position_embeddings", 4096);
+    const scaling = raw.rope_scaling as Record<string, unknown> | null | undefined;
+    const kind = scaling && typeof scaling === "object" ? (scaling.rope_type ?? scaling.type) : undefined;
+    const rope: Rope =
+      kind === "longrope" || kind === "su"
+        ? longrope(r, new ConfigReader(scaling!, file), headDim, maxPositions)
+        : { inv: ropeInvFreq(r, headDim), factor: 1, maxPositions };
+    // transformers' Phi-3 attends within sliding_window whenever it is set: capped like Mistral's.
+    const window = raw.sliding_window;
+    return {
+      maxPositions: typeof window === "number" && window > 0 ? Math.min(rope.maxPositions, window) : rope.maxPositions,
       ropeInvFreq: rope.inv,
       ...(rope.factor !== 1 && { ropeFactor: rope.factor }),
-      positionOffset: 0,
-      tiedEmbeddings: r.bool("tie_word_embeddings", false),
-      bosTokenId: r.ids("bos_token_id")[0] ?? null,
-      eosTokenIds: r.ids("eos_token_id"),
-      dtype: r.dtype(),
-    },
-    file,
-  );
+    };
+  });
 }
 
 function bindWeights(c: ModelConfig, s: WeightStore): ModelWeights {

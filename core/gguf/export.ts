@@ -279,9 +279,10 @@ function planTensors(arch: GgufExportResult["architecture"], model: LoadedModel,
     } else if (arch === "phi3") {
       add(`${p}.attn_qkv.weight`, joinRows([l.qkv.q.w, l.qkv.k.w, l.qkv.v.w]));
     } else {
+      const interleaved = arch === "llama" || arch === "smollm3"; // llama.cpp's rotary pairs, not NEOX
       const perm = (heads: number): Transform =>
-        arch === "llama" || arch === "smollm3" ? { kind: "permute", heads, headDim: c.headDim, rotDim } : copy;
-      if ((arch === "llama" || arch === "smollm3") && (l.qkv.q.b || l.qkv.k.b)) {
+        interleaved ? { kind: "permute", heads, headDim: c.headDim, rotDim } : copy;
+      if (interleaved && (l.qkv.q.b || l.qkv.k.b)) {
         // convert_hf_to_gguf would permute the biases too; no supported Llama checkpoint has them.
         throw new ModelError(
           "UNSUPPORTED_ARCHITECTURE",

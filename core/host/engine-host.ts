@@ -47,6 +47,7 @@ export interface GenerateParams {
   sampling: Extract<Request, { type: "generate" }>["sampling"];
   maxTokens: number;
   sparsity?: Extract<Request, { type: "generate" }>["sparsity"];
+  /** false: the chat template's enable_thinking = false (a reasoning model answers without thinking). */
   thinking?: boolean;
   /** Stop strings (the OpenAI endpoint's `stop`). */
   stop?: string[];
