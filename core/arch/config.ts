@@ -205,11 +205,11 @@ function applyLlama3Scaling(inv: Float64Array, s: ConfigReader): void {
 }
 
 /**
- * The Llama family's embedding and output layer: lm_head, or the embedding when the head is tied
- * (or, with tie_word_embeddings unset, absent). A config that says untied with no lm_head is a
- * MISSING_TENSOR error rather than a silently tied model.
+ * A Llama-family model (Phi-3's too) around its layers: the embedding, the final RMSNorm, and
+ * lm_head, or the embedding when the head is tied (or, with tie_word_embeddings unset, absent). A
+ * config that says untied with no lm_head is a MISSING_TENSOR error rather than a silently tied model.
  */
-export function embedAndHead(c: ModelConfig, s: WeightStore): { embed: Weight; head: Linear } {
+export function familyWeights(c: ModelConfig, s: WeightStore, layers: LayerWeights[]): ModelWeights {
   const embed = s.get("model.embed_tokens.weight", [c.vocab, c.hidden]);
   const tied = c.tiedEmbeddings || !s.has("lm_head.weight");
   if (!c.tiedEmbeddings && tied) {
@@ -220,5 +220,11 @@ export function embedAndHead(c: ModelConfig, s: WeightStore): { embed: Weight; h
       "lm_head.weight",
     );
   }
-  return { embed, head: { w: tied ? embed : s.get("lm_head.weight", [c.vocab, c.hidden]), b: null } };
+  return {
+    embed,
+    positions: null,
+    layers,
+    finalNorm: { weight: s.get("model.norm.weight", [c.hidden]), bias: null },
+    head: { w: tied ? embed : s.get("lm_head.weight", [c.vocab, c.hidden]), b: null },
+  };
 }

@@ -6,7 +6,7 @@
 import type { WeightStore } from "../loader/safetensors.js";
 import {
   ConfigReader,
-  embedAndHead,
+  familyWeights,
   ropeInvFreq,
   validateConfig,
   type ArchDefinition,
@@ -133,14 +133,7 @@ function bindWeights(c: ModelConfig, s: WeightStore, v: Variant): ModelWeights {
       down: lin(`${p}.mlp.down_proj`, H, F),
     });
   }
-  const { embed, head } = embedAndHead(c, s);
-  return {
-    embed,
-    positions: null,
-    layers,
-    finalNorm: norm("model.norm"),
-    head,
-  };
+  return familyWeights(c, s, layers);
 }
 
 const variant = (architecture: string, v: Variant): ArchDefinition => ({

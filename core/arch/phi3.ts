@@ -12,7 +12,7 @@ import type { WeightStore } from "../loader/safetensors.js";
 import { ModelError } from "../loader/errors.js";
 import {
   ConfigReader,
-  embedAndHead,
+  familyWeights,
   ropeInvFreq,
   type ArchDefinition,
   type LayerWeights,
@@ -90,14 +90,7 @@ function bindWeights(c: ModelConfig, s: WeightStore): ModelWeights {
       down: plain(s.get(`${p}.mlp.down_proj.weight`, [H, F])),
     });
   }
-  const { embed, head } = embedAndHead(c, s);
-  return {
-    embed,
-    positions: null,
-    layers,
-    finalNorm: norm("model.norm"),
-    head,
-  };
+  return familyWeights(c, s, layers);
 }
 
 export const phi3: ArchDefinition = { parseConfig, bindWeights };
