@@ -366,6 +366,54 @@ badCase(
   "model-00001-of-00002.safetensors",
 );
 
+badCase(
+  "chat_template.jinja that does not parse",
+  (dir) => writeFileSync(join(dir, "chat_template.jinja"), "{% for m in messages %}{{ m.content }}"),
+  "BAD_TOKENIZER",
+  "chat_template.jinja",
+);
+badCase(
+  "chat_template.json without a template",
+  (dir) => {
+    const file = join(dir, "tokenizer_config.json");
+    const { chat_template: _, ...cfg } = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
+    writeFileSync(file, JSON.stringify(cfg));
+    writeFileSync(join(dir, "chat_template.json"), JSON.stringify({ template: "x" }));
+  },
+  "BAD_TOKENIZER",
+  "chat_template.json",
+);
+
+test("chat templates are found where transformers looks: chat_template.jinja first, then the config, then chat_template.json", async (t) => {
+  const dir = join(tempDir(t), "m");
+  await makeModel({ arch: "llama", dtype: "f32", seed: 1, out: dir });
+  const cfgFile = join(dir, "tokenizer_config.json");
+  const msgs = [{ role: "user" as const, content: "hi" }];
+  const render = () => {
+    const model = loadModel(dir);
+    try {
+      return model.tokenizer.hasChatTemplate ? model.tokenizer.applyChatTemplate(msgs) : undefined;
+    } finally {
+      model.close();
+    }
+  };
+  const fromConfig = render();
+  assert.ok(fromConfig?.includes("<|im_start|>user\nhi"), fromConfig);
+
+  // A saved chat_template.jinja wins over tokenizer_config.json's (transformers >= 4.50 saves it).
+  writeFileSync(join(dir, "chat_template.jinja"), "{% for m in messages %}[{{ m.role }}] {{ m.content }}{% endfor %}");
+  assert.equal(render(), "[user] hi");
+  rmSync(join(dir, "chat_template.jinja"));
+  assert.equal(render(), fromConfig);
+
+  // Without either, a processor's chat_template.json; without any, no template.
+  const { chat_template: _, ...cfg } = JSON.parse(readFileSync(cfgFile, "utf8")) as Record<string, unknown>;
+  writeFileSync(cfgFile, JSON.stringify(cfg));
+  assert.equal(render(), undefined);
+  writeFileSync(join(dir, "chat_template.json"), JSON.stringify({ chat_template: "<{{ messages[0].content }}>" }));
+  assert.equal(render(), "<hi>");
+});
+
 test("bad input: a file instead of a folder", (t) => {
   const file = join(tempDir(t), "not-a-dir");
   writeFileSync(file, "x");

@@ -93,13 +93,6 @@ export function ggufVocab(model: LoadedModel): GgufVocab {
   };
   const bosId = tk.bosId ?? model.config.bosTokenId ?? undefined;
   const eosId = id(cfg.eos_token) ?? model.config.eosTokenIds[0];
-  const template = cfg.chat_template;
-  const chatTemplate =
-    typeof template === "string"
-      ? template
-      : Array.isArray(template)
-        ? template.find((t): t is { name: string; template: string } => isObject(t) && t.name === "default")?.template
-        : undefined;
   return {
     tokens: tokens as string[],
     tokenTypes: types,
@@ -110,7 +103,7 @@ export function ggufVocab(model: LoadedModel): GgufVocab {
     padId: id(cfg.pad_token),
     addBos: tk.addsSpecialTokens && bosId !== undefined,
     addEos: cfg.add_eos_token === true,
-    chatTemplate,
+    chatTemplate: tk.templateSource,
   };
 }
 

@@ -1,7 +1,8 @@
-// The model's tokenizer (tokenizer.json through @huggingface/tokenizers) and chat template
-// (tokenizer_config.json's chat_template through @huggingface/jinja), with the special-token
-// rules Hugging Face applies: BOS only when the tokenizer says so, EOS from every config that names one.
-import { existsSync } from "node:fs";
+// The model's tokenizer (tokenizer.json through @huggingface/tokenizers) and chat template (through
+// @huggingface/jinja, found where transformers looks: chat_template.jinja, tokenizer_config.json's
+// chat_template, then chat_template.json), with the special-token rules Hugging Face applies: BOS
+// only when the tokenizer says so, EOS from every config that names one.
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { Template } from "@huggingface/jinja";
@@ -27,14 +28,15 @@ export class ModelTokenizer {
   /** Whether encode() of a plain prompt adds special tokens (BOS) — the tokenizer's own rule. */
   readonly addsSpecialTokens: boolean;
   private readonly template: Template | undefined;
-  private readonly templateSource: string | undefined;
+  /** The chat template's text, as found by `findChatTemplate` (GGUF export copies it). */
+  readonly templateSource: string | undefined;
   private readonly tokenizer: Tokenizer;
 
   constructor(
     readonly file: string,
     json: Record<string, unknown>,
     readonly config: Record<string, unknown>,
-    configFile: string,
+    chatTemplate: ChatTemplateSource | undefined,
   ) {
     try {
       this.tokenizer = new Tokenizer(json, config);
@@ -50,15 +52,16 @@ export class ModelTokenizer {
       typeof config.add_bos_token === "boolean"
         ? config.add_bos_token
         : json.post_processor !== null && json.post_processor !== undefined;
-    const template = config.chat_template;
-    const source =
-      typeof template === "string" ? template : Array.isArray(template) ? namedTemplate(template) : undefined;
-    if (source !== undefined) {
+    if (chatTemplate !== undefined) {
       try {
-        this.template = new Template(source);
-        this.templateSource = source;
+        this.template = new Template(chatTemplate.text);
+        this.templateSource = chatTemplate.text;
       } catch (e) {
-        throw new ModelError("BAD_TOKENIZER", configFile, `chat_template does not parse: ${(e as Error).message}`);
+        throw new ModelError(
+          "BAD_TOKENIZER",
+          chatTemplate.file,
+          `the chat template does not parse: ${(e as Error).message}`,
+        );
       }
     }
   }
@@ -73,7 +76,7 @@ export class ModelTokenizer {
     const configFile = join(dir, "tokenizer_config.json");
     const config = existsSync(configFile) ? readJsonFile(configFile) : {};
     if (!isObject(config)) throw new ModelError("BAD_JSON", configFile, "not a JSON object");
-    return new ModelTokenizer(file, json, config, configFile);
+    return new ModelTokenizer(file, json, config, findChatTemplate(dir, config, configFile));
   }
 
   get hasChatTemplate(): boolean {
@@ -123,7 +126,8 @@ export class ModelTokenizer {
       throw new ModelError(
         "BAD_TOKENIZER",
         this.file,
-        "this model has no chat_template in tokenizer_config.json; use `hire generate` with a plain prompt",
+        "this model has no chat template (chat_template.jinja, or chat_template in tokenizer_config.json); " +
+          "use `hire generate` with a plain prompt",
       );
     }
     return this.template.render({
@@ -136,8 +140,44 @@ export class ModelTokenizer {
   }
 }
 
-/** Some tokenizer configs list templates by name ([{name, template}]); use "default". */
-function namedTemplate(list: unknown[]): string | undefined {
-  for (const t of list) if (isObject(t) && t.name === "default" && typeof t.template === "string") return t.template;
+/** A chat template's text and the file it came from (for errors). */
+export interface ChatTemplateSource {
+  text: string;
+  file: string;
+}
+
+/**
+ * The chat template as transformers finds it: chat_template.jinja (what transformers has saved since
+ * 4.50; it wins over the config's), then tokenizer_config.json's chat_template, then
+ * chat_template.json ({"chat_template": ...}, a processor's file in multimodal repos).
+ */
+export function findChatTemplate(
+  dir: string,
+  config: Record<string, unknown>,
+  configFile: string,
+): ChatTemplateSource | undefined {
+  const jinja = join(dir, "chat_template.jinja");
+  if (existsSync(jinja)) return { text: readFileSync(jinja, "utf8"), file: jinja };
+  const inConfig = templateIn(config, configFile);
+  if (inConfig) return inConfig;
+  const jsonFile = join(dir, "chat_template.json");
+  if (!existsSync(jsonFile)) return undefined;
+  const json = readJsonFile(jsonFile);
+  if (!isObject(json)) throw new ModelError("BAD_JSON", jsonFile, "not a JSON object");
+  const found = templateIn(json, jsonFile);
+  if (!found) throw new ModelError("BAD_TOKENIZER", jsonFile, `has no "chat_template" string`);
+  return found;
+}
+
+/** `chat_template` of a config: a string, or a list of named templates ([{name, template}]) whose "default" is used. */
+function templateIn(config: Record<string, unknown>, file: string): ChatTemplateSource | undefined {
+  const t = config.chat_template;
+  if (typeof t === "string") return { text: t, file };
+  if (Array.isArray(t)) {
+    for (const named of t) {
+      if (isObject(named) && named.name === "default" && typeof named.template === "string")
+        return { text: named.template, file };
+    }
+  }
   return undefined;
 }
