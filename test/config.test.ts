@@ -208,3 +208,106 @@ test("OPT variants the engine cannot run are rejected clearly", (t) => {
   assert.throws(() => readModelConfig(configIn(t, { ...opt, do_layer_norm_before: false })), /post-norm/);
   assert.throws(() => readModelConfig(configIn(t, { ...opt, word_embed_proj_dim: 32 })), /project_in/);
 });
+
+// gemma-3-1b-it's config.json (the fields it sets).
+const GEMMA_3_1B = {
+  architectures: ["Gemma3ForCausalLM"],
+  model_type: "gemma3_text",
+  hidden_size: 1152,
+  intermediate_size: 6912,
+  num_hidden_layers: 26,
+  num_attention_heads: 4,
+  num_key_value_heads: 1,
+  head_dim: 256,
+  vocab_size: 262144,
+  max_position_embeddings: 32768,
+  rms_norm_eps: 1e-6,
+  rope_theta: 1000000,
+  rope_local_base_freq: 10000,
+  rope_scaling: null,
+  hidden_activation: "gelu_pytorch_tanh",
+  query_pre_attn_scalar: 256,
+  sliding_window: 512,
+  sliding_window_pattern: 6,
+  final_logit_softcapping: null,
+  attn_logit_softcapping: null,
+  bos_token_id: 2,
+  eos_token_id: [1, 106],
+  torch_dtype: "bfloat16",
+};
+
+test("Gemma 3: windows every layer but each 6th, two rotary bases, √hidden embeddings, query_pre_attn_scalar", (t) => {
+  const c = readModelConfig(configIn(t, GEMMA_3_1B));
+  assert.equal(c.architecture, "Gemma3ForCausalLM");
+  assert.equal(c.activation, "gelu_tanh");
+  assert.equal(c.tiedEmbeddings, true); // Gemma3TextConfig's default
+  assert.deepEqual(
+    c.attentionWindows,
+    Array.from({ length: 26 }, (_, i) => ((i + 1) % 6 === 0 ? 0 : 512)),
+  );
+  assert.equal(c.embedScale, Math.sqrt(1152));
+  assert.equal(c.attentionScale, 1 / 16);
+  assert.ok(Math.abs(c.ropeInvFreq![1] - Math.pow(1e6, -2 / 256)) < 1e-7);
+  assert.ok(Math.abs(c.localRopeInvFreq![1] - Math.pow(1e4, -2 / 256)) < 1e-7);
+  assert.deepEqual(c.eosTokenIds, [1, 106]);
+
+  // layer_types (newer configs) wins over the pattern; the global layers' rope_scaling leaves the local base alone.
+  const types = Array.from({ length: 26 }, (_, i) => (i % 2 ? "full_attention" : "sliding_attention"));
+  const listed = readModelConfig(
+    configIn(t, { ...GEMMA_3_1B, layer_types: types, rope_scaling: { rope_type: "linear", factor: 8 } }),
+  );
+  assert.deepEqual(
+    listed.attentionWindows,
+    types.map((x) => (x === "sliding_attention" ? 512 : 0)),
+  );
+  assert.ok(Math.abs(listed.ropeInvFreq![1] - Math.pow(1e6, -2 / 256) / 8) < 1e-7);
+  assert.deepEqual(listed.localRopeInvFreq, c.localRopeInvFreq);
+
+  for (const [bad, what] of [
+    [{ layer_types: ["sliding_attention"] }, /layer_types/],
+    [{ layer_types: types.map(() => "chunked_attention") }, /layer_types/],
+    [{ final_logit_softcapping: 30 }, /final_logit_softcapping/],
+    [{ attn_logit_softcapping: 50 }, /attn_logit_softcapping/],
+    [{ hidden_activation: "swiglu_oai" }, /hidden_activation/],
+  ] as const) {
+    assert.throws(
+      () => readModelConfig(configIn(t, { ...GEMMA_3_1B, ...bad })),
+      (e: unknown) => e instanceof ModelError && e.code === "BAD_CONFIG" && what.test(e.message),
+      JSON.stringify(bad),
+    );
+  }
+});
+
+test("Gemma 3 multimodal checkpoints: the text model from text_config, with Gemma3TextConfig's defaults", (t) => {
+  // gemma-3-4b-it's config.json, vision_config left out (the engine runs the language model only).
+  const c = readModelConfig(
+    configIn(t, {
+      architectures: ["Gemma3ForConditionalGeneration"],
+      model_type: "gemma3",
+      text_config: {
+        hidden_size: 2560,
+        intermediate_size: 10240,
+        model_type: "gemma3_text",
+        num_hidden_layers: 34,
+        rope_scaling: { factor: 8.0, rope_type: "linear" },
+        sliding_window: 1024,
+      },
+      eos_token_id: [1, 106],
+      torch_dtype: "bfloat16",
+    }),
+  );
+  assert.equal(c.architecture, "Gemma3ForConditionalGeneration");
+  assert.equal(c.hidden, 2560);
+  assert.equal(c.layers, 34);
+  assert.equal(c.heads, 8);
+  assert.equal(c.kvHeads, 4);
+  assert.equal(c.headDim, 256);
+  assert.equal(c.vocab, 262208);
+  assert.equal(c.dtype, "BF16");
+  assert.deepEqual(c.eosTokenIds, [1, 106]);
+  assert.equal(c.attentionWindows!.filter((w) => w === 1024).length, 34 - 5);
+  assert.throws(
+    () => readModelConfig(configIn(t, { architectures: ["Gemma3ForConditionalGeneration"], text_config: 3 })),
+    (e: unknown) => e instanceof ModelError && e.code === "BAD_CONFIG" && /text_config/.test(e.message),
+  );
+});

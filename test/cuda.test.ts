@@ -243,26 +243,32 @@ test("cuda ops: embed, norms, rope, activations, add, gather and copy2d match th
   close(gg, cc, 0, "copy2d strided");
 });
 
-test("cuda ops: KV cache writes and attention (GQA, prefill and long decode) match the CPU", { skip }, () => {
-  const o = ops();
-  for (const [heads, kv, hd, pos0, n, cap] of [
-    [4, 2, 64, 5, 3, 16],
-    [6, 2, 32, 0, 7, 8],
-    [2, 1, 128, 597, 2, 700], // several 256-position tiles of the online softmax
-  ]) {
-    const kvLen = kv * cap * hd;
-    const kc0 = o.rnd.randArray(kvLen);
-    const vc0 = o.rnd.randArray(kvLen);
-    const k = o.rnd.randArray(n * kv * hd);
-    const v = o.rnd.randArray(n * kv * hd);
-    const q = o.rnd.randArray(n * heads * hd, -2, 2);
-    const [g, c] = both(o, [kc0, vc0, k, v, q], n * heads * hd, (b, out, [kc, vc, kb, vb, qb]) => {
-      b.cacheWrite(kc, vc, kb, vb, n, kv, hd, pos0, cap);
-      b.attention(out, qb, kc, vc, n, heads, kv, hd, pos0, cap, 1 / Math.sqrt(hd));
-    });
-    close(g, c, 2e-5, `attention heads=${heads}/${kv} hd=${hd} pos0=${pos0} n=${n}`);
-  }
-});
+test(
+  "cuda ops: KV cache writes and attention (GQA, prefill, long decode, sliding windows) match the CPU",
+  { skip },
+  () => {
+    const o = ops();
+    for (const [heads, kv, hd, pos0, n, cap, window] of [
+      [4, 2, 64, 5, 3, 16, 0],
+      [6, 2, 32, 0, 7, 8, 0],
+      [2, 1, 128, 597, 2, 700, 0], // several 256-position tiles of the online softmax
+      [4, 1, 256, 600, 1, 1024, 512], // Gemma 3's window, decode past it, over the splits
+      [4, 2, 32, 0, 17, 20, 8], // a prefill chunk crossing the window
+    ]) {
+      const kvLen = kv * cap * hd;
+      const kc0 = o.rnd.randArray(kvLen);
+      const vc0 = o.rnd.randArray(kvLen);
+      const k = o.rnd.randArray(n * kv * hd);
+      const v = o.rnd.randArray(n * kv * hd);
+      const q = o.rnd.randArray(n * heads * hd, -2, 2);
+      const [g, c] = both(o, [kc0, vc0, k, v, q], n * heads * hd, (b, out, [kc, vc, kb, vb, qb]) => {
+        b.cacheWrite(kc, vc, kb, vb, n, kv, hd, pos0, cap);
+        b.attention(out, qb, kc, vc, n, heads, kv, hd, pos0, cap, 1 / Math.sqrt(hd), window);
+      });
+      close(g, c, 2e-5, `attention heads=${heads}/${kv} hd=${hd} pos0=${pos0} n=${n} window=${window}`);
+    }
+  },
+);
 
 test(
   "cuda ops: rope + cache write in one op, and attention over every split of the positions, match the CPU",
@@ -615,7 +621,7 @@ for (const dir of goldenDirs) {
   });
 }
 
-for (const arch of ["llama", "qwen2", "qwen3", "smollm3", "phi3", "gpt2", "opt"] as Arch[]) {
+for (const arch of ["llama", "qwen2", "qwen3", "smollm3", "phi3", "gemma3", "gpt2", "opt"] as Arch[]) {
   test(`cuda random ${arch} (bf16, make-model): dense and sparse match the CPU`, { skip }, async (t) => {
     const dir = join(tempDir(t), arch);
     await makeModel({

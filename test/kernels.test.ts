@@ -399,7 +399,7 @@ describe("matmul", () => {
 // ---- embedding and norms ------------------------------------------------------------------------------
 
 describe("embed", () => {
-  test("rows of every dtype", () => {
+  test("rows of every dtype, and scaled rows (Gemma's √hidden)", () => {
     const { weights } = makeWeights(DTYPES.map((dtype) => ({ dtype, rows: 50, cols: 37 })));
     const ids = Int32Array.from([0, 49, 7, 7, 23]);
     forPaths((path) => {
@@ -409,6 +409,15 @@ describe("embed", () => {
         const want = new Float64Array(y.length);
         ids.forEach((id, i) => want.set(tw.values.subarray(id * tw.cols, (id + 1) * tw.cols), i * tw.cols));
         assertClose(y, want, () => 0, `${path} embed`);
+        const scale = Math.sqrt(1152);
+        hn.embed(y, tw.w, ids, scale);
+        // Each value times the scale rounded to f32, once (as transformers multiplies in f32).
+        assertClose(
+          y,
+          want.map((v) => Math.fround(Math.fround(v) * Math.fround(scale))),
+          () => 0,
+          `${path} scaled embed`,
+        );
       }
     });
   });
@@ -682,6 +691,7 @@ function refAttention(
   pos0: number,
   cap: number,
   scale: number,
+  window = 0,
 ): Float64Array {
   const out = new Float64Array(n * nHeads * d);
   const group = nHeads / nKv;
@@ -690,8 +700,11 @@ function refAttention(
       const g = Math.floor(h / group);
       const len = pos0 + i + 1;
       const qo = (i * nHeads + h) * d;
-      const s = new Float64Array(len);
+      // Position j is visible when it is one of the last `window` (or window is 0).
+      const visible = (j: number) => window === 0 || len - 1 - j < window;
+      const s = new Float64Array(len).fill(-Infinity);
       for (let j = 0; j < len; j++) {
+        if (!visible(j)) continue;
         let dot = 0;
         for (let e = 0; e < d; e++) dot += q[qo + e] * kc[(g * cap + j) * d + e];
         s[j] = dot * scale;
@@ -701,7 +714,7 @@ function refAttention(
       for (let j = 0; j < len; j++) sum += s[j] = Math.exp(s[j] - m);
       for (let e = 0; e < d; e++) {
         let acc = 0;
-        for (let j = 0; j < len; j++) acc += s[j] * vc[(g * cap + j) * d + e];
+        for (let j = 0; j < len; j++) if (s[j] > 0) acc += s[j] * vc[(g * cap + j) * d + e];
         out[qo + e] = acc / sum;
       }
     }
@@ -710,13 +723,19 @@ function refAttention(
 }
 
 describe("attention", () => {
-  test("cacheWrite layout and causal GQA attention vs reference", () => {
+  test("cacheWrite layout and causal GQA attention vs reference, with and without a sliding window", () => {
     const cases = [
-      { n: 3, nHeads: 4, nKv: 2, d: 8, pos0: 5, cap: 16 },
-      { n: 1, nHeads: 6, nKv: 2, d: 13, pos0: 40, cap: 64 },
-      { n: 17, nHeads: 4, nKv: 1, d: 64, pos0: 0, cap: 20 },
-      { n: 2, nHeads: 3, nKv: 3, d: 5, pos0: 300, cap: 302 },
-      { n: 1, nHeads: 14, nKv: 2, d: 64, pos0: 1000, cap: 1024 },
+      { n: 3, nHeads: 4, nKv: 2, d: 8, pos0: 5, cap: 16, window: 0 },
+      { n: 1, nHeads: 6, nKv: 2, d: 13, pos0: 40, cap: 64, window: 0 },
+      { n: 17, nHeads: 4, nKv: 1, d: 64, pos0: 0, cap: 20, window: 0 },
+      { n: 2, nHeads: 3, nKv: 3, d: 5, pos0: 300, cap: 302, window: 0 },
+      { n: 1, nHeads: 14, nKv: 2, d: 64, pos0: 1000, cap: 1024, window: 0 },
+      // Windows: a prefill chunk crossing the window's length, decode far past it, a window of 1,
+      // and a window longer than the sequence (all positions).
+      { n: 17, nHeads: 4, nKv: 2, d: 32, pos0: 0, cap: 20, window: 8 },
+      { n: 1, nHeads: 4, nKv: 1, d: 256, pos0: 700, cap: 1024, window: 512 },
+      { n: 3, nHeads: 2, nKv: 2, d: 8, pos0: 6, cap: 12, window: 1 },
+      { n: 4, nHeads: 4, nKv: 2, d: 16, pos0: 3, cap: 8, window: 100 },
     ];
     forPaths((path) => {
       for (const c of cases) {
@@ -768,12 +787,19 @@ describe("attention", () => {
         }
         const q = randArray(c.n * c.nHeads * c.d, -2, 2);
         const scale = 1 / Math.sqrt(c.d);
-        const want = refAttention(q, kc, vc, c.n, c.nHeads, c.nKv, c.d, c.pos0, c.cap, Math.fround(scale));
+        const want = refAttention(q, kc, vc, c.n, c.nHeads, c.nKv, c.d, c.pos0, c.cap, Math.fround(scale), c.window);
         const out = new Float32Array(q.length);
-        hn.attention(out, q, kc, vc, c.n, c.nHeads, c.nKv, c.d, c.pos0, c.cap, scale);
+        hn.attention(out, q, kc, vc, c.n, c.nHeads, c.nKv, c.d, c.pos0, c.cap, scale, c.window);
         assertClose(out, want, () => 2e-6, what);
+        if (c.window > 0 && c.window < c.pos0 + c.n) {
+          const full = refAttention(q, kc, vc, c.n, c.nHeads, c.nKv, c.d, c.pos0, c.cap, Math.fround(scale));
+          assert.ok(
+            out.some((v, i) => Math.abs(v - full[i]) > 1e-3),
+            `${what}: the window changes the result`,
+          );
+        }
         const inPlace = Float32Array.from(q);
-        hn.attention(inPlace, inPlace, kc, vc, c.n, c.nHeads, c.nKv, c.d, c.pos0, c.cap, scale);
+        hn.attention(inPlace, inPlace, kc, vc, c.n, c.nHeads, c.nKv, c.d, c.pos0, c.cap, scale, c.window);
         assert.deepEqual(inPlace, out, `${what}: out aliasing q`);
       }
     });
@@ -840,6 +866,8 @@ describe("argument validation", () => {
     const cache2 = new Float32Array(2 * 4 * 8);
     const q = new Float32Array(4 * 8);
     assert.throws(() => hn.attention(new Float32Array(32), q, cache, cache2, 1, 4, 2, 8, 4, 4, 1), /exceeds capacity/);
+    assert.throws(() => hn.attention(new Float32Array(32), q, cache, cache2, 1, 4, 2, 8, 0, 4, 1, -1), /window/);
+    assert.throws(() => hn.embed(new Float32Array(16), w.w, Int32Array.from([0]), NaN), /scale/);
     assert.throws(
       () => hn.attention(new Float32Array(32), q, cache, cache2, 1, 4, 3, 8, 0, 4, 1),
       /multiple of nKvHeads/,

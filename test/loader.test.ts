@@ -138,6 +138,38 @@ test("GPT-2 loads with and without the transformer. prefix, with identical outpu
   assert.equal((await greedy(join(root, "made"), "prefix")).ids.length, 8);
 });
 
+test("Gemma 3 multimodal checkpoints: the language model under either prefix gives Gemma3ForCausalLM's output", async (t) => {
+  const root = tempDir(t);
+  const text = join(root, "text");
+  await makeModel({ arch: "gemma3", dtype: "bf16", seed: 9, out: text });
+  const want = await greedy(text, "hello there", 6);
+  const header = readHeader(join(text, "model.safetensors"));
+  const data = readFileSync(join(text, "model.safetensors")).subarray(8 + header.length);
+  const config = JSON.parse(readFileSync(join(text, "config.json"), "utf8")) as Record<string, unknown>;
+  const { torch_dtype, bos_token_id, eos_token_id, ...textConfig } = config;
+  // The two layouts transformers has saved Gemma3ForConditionalGeneration in (before and after 4.52).
+  for (const prefix of ["language_model.model.", "model.language_model."]) {
+    const dir = join(root, prefix.replace(/\./g, "-"));
+    cpSync(text, dir, { recursive: true });
+    const renamed = Object.fromEntries(
+      Object.entries(header.json).map(([k, v]) => [k.startsWith("model.") ? prefix + k.slice(6) : k, v]),
+    );
+    writeSafetensors(join(dir, "model.safetensors"), renamed, data);
+    writeFileSync(
+      join(dir, "config.json"),
+      JSON.stringify({
+        architectures: ["Gemma3ForConditionalGeneration"],
+        model_type: "gemma3",
+        text_config: textConfig,
+        torch_dtype,
+        bos_token_id,
+        eos_token_id,
+      }),
+    );
+    assert.deepEqual(await greedy(dir, "hello there", 6), want, prefix);
+  }
+});
+
 test("tied and untied heads: an untied head equal to the embedding gives the tied result", async (t) => {
   // tiny-qwen2 is tied. Rewriting it as untied with lm_head = embed_tokens must not change anything,
   // and an untied head that differs must change the output.

@@ -27,6 +27,17 @@ export interface ModelConfig {
   readonly ropeFactor?: number;
   /** Per layer, whether the rotary step runs (SmolLM3's NoPE layers have none); absent: every layer. */
   readonly ropeLayers?: readonly boolean[];
+  /**
+   * Per layer, how many of the latest positions a query attends to (Gemma 3's sliding-window layers),
+   * 0 for all of them; absent: every layer attends to all.
+   */
+  readonly attentionWindows?: readonly number[];
+  /** Rotary frequencies of the sliding-window layers (Gemma 3's local base); absent: ropeInvFreq. */
+  readonly localRopeInvFreq?: Float32Array;
+  /** Multiplies q·k in attention; absent: 1/√headDim (Gemma: query_pre_attn_scalar^-1/2). */
+  readonly attentionScale?: number;
+  /** Multiplies the token embeddings as they enter the first layer (Gemma: √hidden); absent: 1. */
+  readonly embedScale?: number;
   /** Added to a token's position before looking up learned position embeddings (OPT: 2). */
   readonly positionOffset: number;
   readonly tiedEmbeddings: boolean;
@@ -57,6 +68,9 @@ export interface LayerWeights {
   readonly ffnNorm: Norm;
   /** Qwen3: an RMSNorm over each head of q and of k (weights [headDim]), before the rotary step. */
   readonly qkNorm?: { q: Norm; k: Norm };
+  /** Gemma: norms of the attention block's and the FFN block's outputs, before their residual adds. */
+  readonly postAttnNorm?: Norm;
+  readonly postFfnNorm?: Norm;
   readonly gate: Linear | null; // gated FFN only
   readonly up: Linear; // first FFN matrix (W_in): up_proj / c_fc / fc1
   readonly down: Linear; // W_out: down_proj / c_proj / fc2

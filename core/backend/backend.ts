@@ -164,8 +164,8 @@ export interface Backend {
     act: Activation,
     scratchUp: Buf,
   ): void;
-  /** y[i] = W[ids[i]] (embedding / position-table lookup). */
-  embed(y: Buf, w: Weight, ids: Int32Array): void;
+  /** y[i] = W[ids[i]] (embedding / position-table lookup), times scale when given (Gemma: √hidden). */
+  embed(y: Buf, w: Weight, ids: Int32Array, scale?: number): void;
   rmsNorm(y: Buf, x: Buf, g: Weight, n: number, eps: number): void;
   layerNorm(y: Buf, x: Buf, g: Weight, b: Weight, n: number, eps: number): void;
   /** Rotary embedding in place; x is [n][heads][headDim]; cos and sin times factor (longrope; default 1). */
@@ -221,6 +221,8 @@ export interface Backend {
     pos0: number,
     capacity: number,
     scale: number,
+    /** > 0: each query attends to its last `window` positions only (sliding-window layers); else all. */
+    window?: number,
   ): void;
   /**
    * Greedy sampling where the logits are: argmax finds the index of the largest of x[0..n) (the first

@@ -101,8 +101,8 @@ export class CpuBackend implements Backend {
     this.gatedAct(y, scratchUp, n * gate.rows, act);
   }
 
-  embed(y: Buf, w: Weight, ids: Int32Array): void {
-    this.n.embed(f32(y), w.handle, ids);
+  embed(y: Buf, w: Weight, ids: Int32Array, scale?: number): void {
+    this.n.embed(f32(y), w.handle, ids, scale);
   }
 
   rmsNorm(y: Buf, x: Buf, g: Weight, n: number, eps: number): void {
@@ -184,8 +184,9 @@ export class CpuBackend implements Backend {
     pos0: number,
     capacity: number,
     scale: number,
+    window?: number,
   ): void {
-    this.n.attention(f32(out), f32(q), f32(kc), f32(vc), n, heads, kvHeads, headDim, pos0, capacity, scale);
+    this.n.attention(f32(out), f32(q), f32(kc), f32(vc), n, heads, kvHeads, headDim, pos0, capacity, scale, window);
   }
 
   gatedAct(gate: Buf, up: Buf, count: number, act: Activation): void {

@@ -201,8 +201,8 @@ export class CudaBackend implements Backend {
     this.c.gatedMatmul(this.d(y), this.d(x), this.w(gate), this.w(up), gb, ub, n, act, this.d(scratchUp));
   }
 
-  embed(y: Buf, w: Weight, ids: Int32Array): void {
-    this.c.embed(this.d(y), this.w(w), ids, this.c.capturing());
+  embed(y: Buf, w: Weight, ids: Int32Array, scale?: number): void {
+    this.c.embed(this.d(y), this.w(w), ids, this.c.capturing(), scale);
   }
 
   rmsNorm(y: Buf, x: Buf, g: Weight, n: number, eps: number): void {
@@ -307,6 +307,7 @@ export class CudaBackend implements Backend {
     pos0: number,
     capacity: number,
     scale: number,
+    window?: number,
   ): void {
     const fromStep = this.c.capturing();
     this.c.attention(
@@ -322,6 +323,7 @@ export class CudaBackend implements Backend {
       capacity,
       scale,
       fromStep,
+      window,
     );
   }
 

@@ -297,7 +297,7 @@ export class Transformer {
     const positions = ws.positions.subarray(0, n);
     for (let i = 0; i < n; i++) positions[i] = pos0 + i;
 
-    b.embed(ws.x, w.embed, tokenIds);
+    b.embed(ws.x, w.embed, tokenIds, c.embedScale);
     if (w.positions) {
       for (let i = 0; i < n; i++) positions[i] += c.positionOffset;
       b.embed(ws.tmp, w.positions, positions);
@@ -317,6 +317,8 @@ export class Transformer {
       this.norm(ws.h, ws.x, w.layers[l].ffnNorm, n);
       const layerReport: LayerReport | undefined = report ? { attentionMs: t1 - t0, ffnMs: 0 } : undefined;
       this.ffn[l].forward(ws.tmp, ws.h, n, layerReport);
+      const post = w.layers[l].postFfnNorm;
+      if (post) this.norm(ws.tmp, ws.tmp, post, n);
       b.add(ws.x, ws.tmp, n * c.hidden);
       marks?.mark(2 * l + 2);
       if (report && layerReport) {
@@ -361,6 +363,10 @@ export class Transformer {
       b.rmsNorm(ws.k, ws.k, lw.qkNorm.k.weight, n * c.kvHeads, c.normEps);
     }
     const [kc, vc] = [cache.k[l], cache.v[l]];
+    const window = c.attentionWindows?.[l] ?? 0;
+    // SmolLM3's NoPE layers have no rotary step; Gemma 3's sliding-window layers have their own base.
+    const invFreq =
+      c.ropeLayers?.[l] === false ? null : window > 0 && c.localRopeInvFreq ? c.localRopeInvFreq : c.ropeInvFreq;
     b.ropeCacheWrite(
       ws.q,
       ws.k,
@@ -372,7 +378,7 @@ export class Transformer {
       c.kvHeads,
       c.headDim,
       positions,
-      c.ropeLayers?.[l] === false ? null : c.ropeInvFreq, // SmolLM3's NoPE layers: no rotary step
+      invFreq,
       pos0,
       cache.capacity,
       c.ropeFactor,
@@ -388,9 +394,16 @@ export class Transformer {
       c.headDim,
       pos0,
       cache.capacity,
-      1 / Math.sqrt(c.headDim),
+      c.attentionScale ?? 1 / Math.sqrt(c.headDim),
+      window,
     );
-    b.matmul(ws.x, ws.att, lw.o.w, n, lw.o.b, true); // the residual add in the same op
+    if (lw.postAttnNorm) {
+      b.matmul(ws.tmp, ws.att, lw.o.w, n, lw.o.b);
+      this.norm(ws.tmp, ws.tmp, lw.postAttnNorm, n);
+      b.add(ws.x, ws.tmp, n * c.hidden);
+    } else {
+      b.matmul(ws.x, ws.att, lw.o.w, n, lw.o.b, true); // the residual add in the same op
+    }
   }
 
   private norm(y: Buf, x: Buf, norm: Norm, n: number): void {

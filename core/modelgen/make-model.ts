@@ -18,7 +18,7 @@ import { randomBytes } from "node:crypto";
 import { SafetensorsWriter, convertF32, type StDType, type TensorEntry } from "./safetensors-writer.js";
 import { makeTokenizer, MIN_TOKENIZER_SIZE, type TokenizerIds } from "./tokenizer-gen.js";
 
-export type Arch = "llama" | "qwen2" | "qwen3" | "smollm3" | "phi3" | "gpt2" | "opt";
+export type Arch = "llama" | "qwen2" | "qwen3" | "smollm3" | "phi3" | "gemma3" | "gpt2" | "opt";
 export type DType = "f32" | "f16" | "bf16";
 
 export interface ModelShape {
@@ -35,6 +35,9 @@ export interface ModelShape {
   ropeScaling?: Record<string, unknown>;
   /** RMSNorm eps (llama, qwen2) or LayerNorm eps (gpt2, opt); default 1e-5 */
   rmsEps?: number;
+  /** gemma3: keys a sliding-window layer attends to, and every how many layers one is global. */
+  slidingWindow?: number;
+  slidingPattern?: number;
 }
 
 export interface MakeModelOptions {
@@ -217,6 +220,44 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
       rmsEps: 1e-5,
     },
   },
+  "gemma-3-270m": {
+    arch: "gemma3",
+    description: "Gemma 3 270M shapes (gemma3, GQA 4/1, head_dim 256, 512-token windows, every 6th layer global, tied)",
+    shape: {
+      hidden: 640,
+      layers: 18,
+      heads: 4,
+      kvHeads: 1,
+      headDim: 256,
+      intermediate: 2048,
+      vocab: 262144,
+      maxPositions: 32768,
+      tied: true,
+      ropeTheta: 1000000,
+      rmsEps: 1e-6,
+      slidingWindow: 512,
+      slidingPattern: 6,
+    },
+  },
+  "gemma-3-1b": {
+    arch: "gemma3",
+    description: "Gemma 3 1B shapes (gemma3, GQA 4/1, head_dim 256, 512-token windows, every 6th layer global, tied)",
+    shape: {
+      hidden: 1152,
+      layers: 26,
+      heads: 4,
+      kvHeads: 1,
+      headDim: 256,
+      intermediate: 6912,
+      vocab: 262144,
+      maxPositions: 32768,
+      tied: true,
+      ropeTheta: 1000000,
+      rmsEps: 1e-6,
+      slidingWindow: 512,
+      slidingPattern: 6,
+    },
+  },
   "tiny-llama": {
     arch: "llama",
     description: "tiny llama for tests (GQA 4/2, untied)",
@@ -241,6 +282,20 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
     arch: "phi3",
     description: "tiny phi3 for tests (fused qkv and gate_up, GQA 4/2, untied)",
     shape: { ...tinyLlamaLike, tied: false, ropeTheta: 10000, rmsEps: 1e-5 },
+  },
+  "tiny-gemma3": {
+    arch: "gemma3",
+    description: "tiny gemma3 for tests (GQA 4/2, head_dim 32, 8-token windows in layers 0 and 2, tied)",
+    shape: {
+      ...tinyLlamaLike,
+      layers: 4,
+      headDim: 32,
+      tied: true,
+      ropeTheta: 1000000,
+      rmsEps: 1e-6,
+      slidingWindow: 8,
+      slidingPattern: 2,
+    },
   },
   "tiny-gpt2": { arch: "gpt2", description: "tiny gpt2 for tests", shape: { ...tinyMha, tied: true, rmsEps: 1e-5 } },
   "tiny-opt": { arch: "opt", description: "tiny opt for tests", shape: { ...tinyMha, tied: true, rmsEps: 1e-5 } },
@@ -333,6 +388,20 @@ const PHI3_LAYER: TensorRule[] = [
   { name: "mlp.down_proj.weight", shape: (s) => [s.hidden, s.intermediate], init: "normal" },
 ];
 
+// Gemma 3: q/k norms, and norms after the attention and FFN blocks. Its norms scale by (1 + w), so
+// they are drawn around 0 ("normal"), as trained Gemma norms are stored.
+const GEMMA3_LAYER: TensorRule[] = [
+  { name: "input_layernorm.weight", shape: (s) => [s.hidden], init: "normal" },
+  ...LLAMA_LAYER.slice(1, 4),
+  { name: "self_attn.q_norm.weight", shape: (s) => [s.headDim], init: "normal" },
+  { name: "self_attn.k_norm.weight", shape: (s) => [s.headDim], init: "normal" },
+  LLAMA_LAYER[4],
+  { name: "post_attention_layernorm.weight", shape: (s) => [s.hidden], init: "normal" },
+  { name: "pre_feedforward_layernorm.weight", shape: (s) => [s.hidden], init: "normal" },
+  ...LLAMA_LAYER.slice(6),
+  { name: "post_feedforward_layernorm.weight", shape: (s) => [s.hidden], init: "normal" },
+];
+
 const LLAMA_HEAD: TensorRule[] = [
   { name: "model.embed_tokens.weight", shape: (s) => [s.vocab, s.hidden], init: "normal" },
 ];
@@ -379,6 +448,38 @@ function llamaConfig(spec: { hfClass: string; modelType: string }) {
     eos_token_id: ids.eos,
     torch_dtype: TORCH_DTYPE[dtype],
   });
+}
+
+function gemma3Config(s: ResolvedShape, ids: TokenizerIds, dtype: DType): Record<string, unknown> {
+  return {
+    architectures: ["Gemma3ForCausalLM"],
+    model_type: "gemma3_text",
+    hidden_size: s.hidden,
+    intermediate_size: s.intermediate,
+    num_hidden_layers: s.layers,
+    num_attention_heads: s.heads,
+    num_key_value_heads: s.kvHeads,
+    head_dim: s.headDim,
+    vocab_size: s.vocab,
+    max_position_embeddings: s.maxPositions,
+    rms_norm_eps: s.rmsEps,
+    rope_theta: s.ropeTheta,
+    rope_local_base_freq: 10000,
+    rope_scaling: s.ropeScaling,
+    hidden_activation: "gelu_pytorch_tanh",
+    query_pre_attn_scalar: s.headDim,
+    sliding_window: s.slidingWindow,
+    layer_types: Array.from({ length: s.layers }, (_, i) =>
+      (i + 1) % s.slidingPattern === 0 ? "full_attention" : "sliding_attention",
+    ),
+    attention_bias: false,
+    final_logit_softcapping: null,
+    attn_logit_softcapping: null,
+    tie_word_embeddings: s.tied,
+    bos_token_id: ids.bos,
+    eos_token_id: ids.eos,
+    torch_dtype: TORCH_DTYPE[dtype],
+  };
 }
 
 const GPT2_LAYER: TensorRule[] = [
@@ -434,6 +535,7 @@ export const ARCHS: Record<Arch, ArchSpec> = {
   qwen3: llamaFamily("Qwen3ForCausalLM", "qwen3", QWEN3_LAYER),
   smollm3: llamaFamily("SmolLM3ForCausalLM", "smollm3", LLAMA_LAYER),
   phi3: llamaFamily("Phi3ForCausalLM", "phi3", PHI3_LAYER),
+  gemma3: { ...llamaFamily("Gemma3ForCausalLM", "gemma3_text", GEMMA3_LAYER), config: gemma3Config },
   gpt2: {
     hfClass: "GPT2LMHeadModel",
     modelType: "gpt2",
@@ -569,6 +671,9 @@ export function resolveShape(o: Pick<MakeModelOptions, "arch" | "preset" | "shap
   const rmsEps = b.rmsEps ?? 1e-5;
   if (!(ropeTheta > 0 && Number.isFinite(ropeTheta))) throw new MakeModelError(`ropeTheta must be a positive number`);
   if (!(rmsEps > 0 && rmsEps < 1)) throw new MakeModelError(`rmsEps must be in (0, 1), got ${rmsEps}`);
+  for (const k of ["slidingWindow", "slidingPattern"] as const) {
+    if (b[k] !== undefined && !isPosInt(b[k])) throw new MakeModelError(`${k} must be a positive integer`);
+  }
   if (b.ropeScaling !== undefined && (typeof b.ropeScaling !== "object" || b.ropeScaling === null)) {
     throw new MakeModelError(`ropeScaling must be an object`);
   }
@@ -585,6 +690,8 @@ export function resolveShape(o: Pick<MakeModelOptions, "arch" | "preset" | "shap
     ropeTheta,
     ropeScaling: spec.rope ? (b.ropeScaling ?? null) : null,
     rmsEps,
+    slidingWindow: b.slidingWindow ?? 4096,
+    slidingPattern: b.slidingPattern ?? 6,
   };
 }
 

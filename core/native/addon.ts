@@ -80,8 +80,8 @@ export interface NativeAddon {
    * parallel dispatch.
    */
   matmulMany(x: Float32Array, ...parts: (Float32Array | NativeWeight | null)[]): void;
-  /** y[i][:] = W[ids[i]][:] as f32 (embedding lookup; W not transposed). */
-  embed(y: Float32Array, w: NativeWeight, ids: Int32Array): void;
+  /** y[i][:] = W[ids[i]][:] as f32, times scale when given (embedding lookup; W not transposed). */
+  embed(y: Float32Array, w: NativeWeight, ids: Int32Array, scale?: number): void;
   /** y[i] = x[i] / rms(x[i]) * g, for n rows of length dim = g.cols (g is a 1 × dim weight). */
   rmsNorm(y: Float32Array, x: Float32Array, g: NativeWeight, n: number, eps: number): void;
   /** y[i] = (x[i] - mean) / std * g + b, for n rows. g and b are 1 × dim weights. */
@@ -104,6 +104,7 @@ export interface NativeAddon {
    * Causal attention over a KV cache. q is [n][nHeads][headDim]; the cache is [nKvHeads][capacity][headDim]
    * and already holds positions 0 .. pos0 + n - 1. Query i (at position pos0 + i) attends to 0 .. pos0 + i.
    * Grouped-query: query head h reads kv head floor(h / (nHeads / nKvHeads)). out is [n][nHeads][headDim].
+   * window > 0 (sliding-window layers): query i attends to the last `window` of those positions only.
    */
   attention(
     out: Float32Array,
@@ -117,6 +118,7 @@ export interface NativeAddon {
     pos0: number,
     capacity: number,
     scale: number,
+    window?: number,
   ): void;
   /** Copy k, v ([n][nKvHeads][headDim]) into the caches at positions pos0 .. pos0 + n - 1. */
   cacheWrite(
@@ -348,7 +350,7 @@ export interface CudaAddon {
     scratchUp: CudaBuffer,
   ): void;
   /** fromStep (one token): the ids and positions come from setStep, as a recorded step needs. */
-  embed(y: CudaBuffer, w: CudaWeight, ids: Int32Array, fromStep?: boolean): void;
+  embed(y: CudaBuffer, w: CudaWeight, ids: Int32Array, fromStep?: boolean, scale?: number): void;
   rmsNorm(y: CudaBuffer, x: CudaBuffer, g: CudaWeight, n: number, eps: number): void;
   layerNorm(y: CudaBuffer, x: CudaBuffer, g: CudaWeight, b: CudaWeight, n: number, eps: number): void;
   rope(
@@ -407,6 +409,7 @@ export interface CudaAddon {
     capacity: number,
     scale: number,
     fromStep?: boolean,
+    window?: number,
   ): void;
   gatedAct(gate: CudaBuffer, up: CudaBuffer, count: number, activation: Act): void;
   activate(x: CudaBuffer, count: number, activation: Act): void;

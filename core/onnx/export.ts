@@ -13,7 +13,9 @@
 // The math is the engine's (core/engine/transformer.ts, core/arch/*): pre-norm blocks, RMSNorm or
 // LayerNorm, grouped-query attention with query head h reading key/value head h / (heads/kvHeads),
 // rotate-half RoPE over the first 2·len(ropeInvFreq) dims, learned positions offset by
-// positionOffset (OPT: 2), SwiGLU or act(W_in·x) FFN, tied or separate head.
+// positionOffset (OPT: 2), SwiGLU or act(W_in·x) FFN, tied or separate head; Gemma 3's embedding
+// scale, attention scale, post-block norms, and sliding-window layers (their own mask and rotary
+// tables).
 //
 // Weight dtype: f32. ONNX Runtime's CPU MatMul has no bf16 kernel; it does run f16 MatMul/Gemm,
 // but only with f16 activations, and on this x86 machine an f16 Gemm takes as long per matrix as
@@ -192,9 +194,12 @@ class Exporter {
   private readonly ffnPreps: FfnPrep[] = [];
   private backend?: CpuBackend;
   // Values shared by every layer (outer scope of the If branches).
-  private cos = "";
-  private sin = "";
+  private rotary: { cos: string; sin: string } = { cos: "", sin: "" };
+  /** Sliding-window layers' rotary tables (Gemma 3's local base). */
+  private localRotary: { cos: string; sin: string } | null = null;
   private mask = "";
+  /** Per window length: the causal mask that also hides keys `window` or more positions back. */
+  private readonly windowMasks = new Map<number, string>();
   private readonly hire: OnnxHireSummary = { ffn: null, head: null };
 
   constructor(
@@ -242,6 +247,15 @@ class Exporter {
       {},
       { prefix: "causal_mask" },
     );
+    for (const w of new Set(c.attentionWindows ?? [])) {
+      if (w === 0) continue;
+      const back = g.op("Sub", [
+        g.op("Unsqueeze", [pos, g.i64([1])]),
+        g.op("Unsqueeze", [g.op("Range", [c0, T, c1]), g.i64([0])]),
+      ]);
+      const far = g.op("GreaterOrEqual", [back, g.i64([w], true)]);
+      this.windowMasks.set(w, g.op("Or", [this.mask, far], {}, { prefix: `window_mask_${w}` }));
+    }
 
     let x = g.op("Gather", [this.weight(this.w.embed, "stored"), g.op("Reshape", [ids, g.i64([-1])])], { axis: 0 });
     if (this.w.positions) {
@@ -249,7 +263,9 @@ class Exporter {
       const table = this.weight(this.w.positions, "stored");
       x = g.op("Add", [x, g.op("Gather", [table, at], { axis: 0 })], {}, { prefix: "x" });
     }
-    if (c.ropeInvFreq) this.ropeTables(pos);
+    if (c.embedScale !== undefined) x = g.op("Mul", [x, g.scalar(c.embedScale)], {}, { prefix: "x" });
+    if (c.ropeInvFreq) this.rotary = this.ropeTables(pos, c.ropeInvFreq, "rope");
+    if (c.localRopeInvFreq) this.localRotary = this.ropeTables(pos, c.localRopeInvFreq, "rope_local");
 
     const presentNames = past.flatMap((_, l) => [`present_key.${l}`, `present_value.${l}`]);
     const selectedNames = this.selectionOutputs ? past.map((_, l) => `hire_selected.${l}`) : [];
@@ -309,7 +325,8 @@ class Exporter {
       const names = presentNames ? [presentNames[2 * l], presentNames[2 * l + 1]] : undefined;
       const att = this.attention(b, l, this.norm(b, x, lw.attnNorm), past[l], names);
       present.push(att.presentK, att.presentV);
-      x = b.op("Add", [x, att.out], {}, { prefix: `x${l}` });
+      const attOut = lw.postAttnNorm ? this.norm(b, att.out, lw.postAttnNorm) : att.out;
+      x = b.op("Add", [x, attOut], {}, { prefix: `x${l}` });
       const h = this.norm(b, x, lw.ffnNorm);
       let ffn: string;
       if (mode === "dense") ffn = this.denseFfn(b, l, h);
@@ -318,6 +335,7 @@ class Exporter {
         ffn = r.out;
         selected.push(r.selected);
       }
+      if (lw.postFfnNorm) ffn = this.norm(b, ffn, lw.postFfnNorm);
       x = b.op("Add", [x, ffn], {}, { prefix: `x${l}` });
       if (mode !== "topk-many") this.opts.onProgress?.(l + 1, this.c.layers);
     }
@@ -389,9 +407,8 @@ class Exporter {
   }
 
   /** cos/sin of position · inv_freq for the positions of this call: [S, 1, rotDim/2] each. */
-  private ropeTables(pos: string): void {
+  private ropeTables(pos: string, inv: Float32Array, tag: string): { cos: string; sin: string } {
     const { g, c } = this;
-    const inv = c.ropeInvFreq!;
     const factor = Math.fround(c.ropeFactor ?? 1);
     const half = inv.length;
     const cos = new Float32Array(this.maxContext * half);
@@ -404,20 +421,21 @@ class Exporter {
       }
     }
     const axis1 = g.i64([1]);
-    this.cos = g.op("Unsqueeze", [g.op("Gather", [g.f32("rope.cos", [this.maxContext, half], cos), pos]), axis1]);
-    this.sin = g.op("Unsqueeze", [g.op("Gather", [g.f32("rope.sin", [this.maxContext, half], sin), pos]), axis1]);
+    const table = (name: string, data: Float32Array) =>
+      g.op("Unsqueeze", [g.op("Gather", [g.f32(name, [this.maxContext, half], data), pos]), axis1]);
+    return { cos: table(`${tag}.cos`, cos), sin: table(`${tag}.sin`, sin) };
   }
 
   /** Rotate-half RoPE on x [S, heads, headDim] over its first 2·half dims. */
-  private rope(b: GraphBuilder, x: string): string {
+  private rope(b: GraphBuilder, x: string, { cos, sin }: { cos: string; sin: string }): string {
     const c = this.c;
     const half = c.ropeInvFreq!.length;
     const axis = b.i64([2]);
     const slice = (from: number, to: number) => b.op("Slice", [x, b.i64([from]), b.i64([to]), axis]);
     const x1 = slice(0, half);
     const x2 = slice(half, 2 * half);
-    const r1 = b.op("Sub", [b.op("Mul", [x1, this.cos]), b.op("Mul", [x2, this.sin])]);
-    const r2 = b.op("Add", [b.op("Mul", [x2, this.cos]), b.op("Mul", [x1, this.sin])]);
+    const r1 = b.op("Sub", [b.op("Mul", [x1, cos]), b.op("Mul", [x2, sin])]);
+    const r2 = b.op("Add", [b.op("Mul", [x2, cos]), b.op("Mul", [x1, sin])]);
     const parts = [r1, r2];
     if (2 * half < c.headDim) parts.push(slice(2 * half, c.headDim));
     return b.op("Concat", parts, { axis: 2 });
@@ -451,9 +469,11 @@ class Exporter {
       q = this.norm(b, q, lw.qkNorm.q);
       k = this.norm(b, k, lw.qkNorm.k);
     }
+    const window = c.attentionWindows?.[l] ?? 0;
     if (c.ropeInvFreq && c.ropeLayers?.[l] !== false) {
-      q = this.rope(b, q);
-      k = this.rope(b, k);
+      const tables = window > 0 && this.localRotary ? this.localRotary : this.rotary;
+      q = this.rope(b, q, tables);
+      k = this.rope(b, k, tables);
     }
     // Cache layout [1, K, T, D]: this call's keys appended after the past ones.
     const toCache = (t: string) => b.op("Unsqueeze", [b.op("Transpose", [t], { perm: [1, 0, 2] }), b.i64([0])]);
@@ -464,8 +484,9 @@ class Exporter {
     const qg = b.op("Transpose", [b.op("Reshape", [q, b.i64([-1, K, A / K, D])])], { perm: [1, 2, 0, 3] });
     const kt = b.op("Transpose", [presentK], { perm: [1, 0, 3, 2] });
     const vt = b.op("Transpose", [presentV], { perm: [1, 0, 2, 3] });
-    const scores = b.op("Mul", [b.op("MatMul", [qg, kt]), b.scalar(1 / Math.sqrt(D))]);
-    const masked = b.op("Where", [this.mask, b.scalar(-Infinity), scores]);
+    const scores = b.op("Mul", [b.op("MatMul", [qg, kt]), b.scalar(c.attentionScale ?? 1 / Math.sqrt(D))]);
+    const mask = window > 0 ? this.windowMasks.get(window)! : this.mask;
+    const masked = b.op("Where", [mask, b.scalar(-Infinity), scores]);
     const att = b.op("MatMul", [b.op("Softmax", [masked], { axis: -1 }), vt]); // [K, G, S, D]
     const merged = b.op("Reshape", [b.op("Transpose", [att], { perm: [2, 0, 1, 3] }), b.i64([-1, A * D])]);
     return { out: this.linear(b, merged, lw.o), presentK, presentV };

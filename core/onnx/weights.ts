@@ -11,6 +11,7 @@ import { f16ToF32, f32ToF16 } from "../modelgen/safetensors-writer.js";
 
 /** A tensor's stored values as f32, in its stored layout. */
 export function readF32(w: Weight): Float32Array {
+  if (w.values) return w.values.slice(); // computed at load, not in the file
   const n = w.shape.reduce((a, d) => a * d, 1);
   const out = new Float32Array(n);
   const fd = openSync(w.file, "r");

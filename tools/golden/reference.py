@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A float64 NumPy reference of the Hugging Face forward pass for the Llama family (LlamaForCausalLM,
-MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM), written from the transformers modeling code's
-semantics and independent of the engine: it shares no code with core/.
+MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM) and
+Gemma3ForCausalLM, written from the transformers modeling code's semantics and independent of the
+engine: it shares no code with core/.
 
 It writes the golden `expected.json` format (../shared/golden/README.md): greedy ids after the
 prompt, the top-5 log-probabilities and the top-2 margin of every step. The prompt is tokenized the
@@ -50,6 +51,10 @@ def rms_norm(x, w, eps):
     return w * (x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps))
 
 
+def gelu_tanh(x):
+    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
+
+
 def rope_params(cfg, head_dim):
     """(inverse frequencies over the rotary dims, cos/sin multiplier), as transformers' rope init
     functions compute them: default, or Phi-3's longrope while the sequence fits in
@@ -61,6 +66,8 @@ def rope_params(cfg, head_dim):
     if not scaling:
         return inv, 1.0
     kind = scaling.get("rope_type", scaling.get("type"))
+    if kind == "linear":
+        return inv / scaling["factor"], 1.0
     if kind != "longrope":
         raise SystemExit(f"rope_scaling {kind} is not implemented here")
     original = cfg.get("original_max_position_embeddings") or scaling["original_max_position_embeddings"]
@@ -87,11 +94,14 @@ class Model:
         self.cfg = json.loads((folder / "config.json").read_text())
         arch = self.cfg["architectures"][0]
         known = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
-                 "SmolLM3ForCausalLM", "Phi3ForCausalLM")
+                 "SmolLM3ForCausalLM", "Phi3ForCausalLM", "Gemma3ForCausalLM")
         if arch not in known:
             raise SystemExit(f"{arch} is not one of {', '.join(known)}")
         self.qwen2 = arch == "Qwen2ForCausalLM"
-        self.qk_norm = arch == "Qwen3ForCausalLM"
+        # Gemma 3: embeddings times sqrt(hidden), (1 + w) norms, norms after both blocks, sliding-window
+        # layers with their own rotary base, query_pre_attn_scalar, GELU (tanh) gated FFN.
+        self.gemma = arch == "Gemma3ForCausalLM"
+        self.qk_norm = arch == "Qwen3ForCausalLM" or self.gemma
         self.phi3 = arch == "Phi3ForCausalLM"  # fused qkv_proj and gate_up_proj (gate first)
         self.bias = self.qwen2 or bool(self.cfg.get("attention_bias", False))
         self.w = read_safetensors(folder / "model.safetensors")
@@ -104,6 +114,12 @@ class Model:
         self.inv, self.m = rope_params(c, self.D)
         self.head = self.w.get("lm_head.weight", self.w["model.embed_tokens.weight"])
         layers = c["num_hidden_layers"]
+        self.scale = 1.0 / np.sqrt(c["query_pre_attn_scalar"] if self.gemma else self.D)
+        self.window = [None] * layers
+        self.local_inv = self.inv
+        if self.gemma:
+            self.window = [c["sliding_window"] if t == "sliding_attention" else None for t in c["layer_types"]]
+            self.local_inv, _ = rope_params({"rope_theta": c["rope_local_base_freq"]}, self.D)
         if arch == "SmolLM3ForCausalLM":
             # SmolLM3Attention.use_rope = config.no_rope_layers[i]; the default list leaves out every
             # no_rope_layer_interval-th layer.
@@ -111,6 +127,10 @@ class Model:
             self.use_rope = c.get("no_rope_layers") or [int((i + 1) % every != 0) for i in range(layers)]
         else:
             self.use_rope = [1] * layers
+
+    def norm(self, x, name):
+        w = self.w[f"{name}.weight"]
+        return rms_norm(x, 1.0 + w if self.gemma else w, self.eps)
 
     def lin(self, x, name, bias):
         y = x @ self.w[f"{name}.weight"].T
@@ -121,11 +141,14 @@ class Model:
         w, A, K, D = self.w, self.A, self.K, self.D
         T = len(ids)
         pos = np.arange(T, dtype=np.float64)
-        x = w["model.embed_tokens.weight"][ids]
-        mask = np.triu(np.full((T, T), -np.inf), 1)
+        x = w["model.embed_tokens.weight"][ids] * (np.sqrt(self.H) if self.gemma else 1.0)
+        causal = np.triu(np.full((T, T), -np.inf), 1)
         for i in range(self.cfg["num_hidden_layers"]):
             p = f"model.layers.{i}"
-            h = rms_norm(x, w[f"{p}.input_layernorm.weight"], self.eps)
+            mask = causal
+            if self.window[i]:  # key j is visible to query t when t - window < j <= t
+                mask = causal + np.tril(np.full((T, T), -np.inf), -self.window[i])
+            h = self.norm(x, f"{p}.input_layernorm")
             if self.phi3:
                 qkv = self.lin(h, f"{p}.self_attn.qkv_proj", False)
                 q, k, v = np.split(qkv, [A * D, (A + K) * D], axis=-1)
@@ -135,25 +158,29 @@ class Model:
                 k = self.lin(h, f"{p}.self_attn.k_proj", self.bias).reshape(T, K, D)
                 v = self.lin(h, f"{p}.self_attn.v_proj", self.bias).reshape(T, K, D)
             if self.qk_norm:
-                q = rms_norm(q, w[f"{p}.self_attn.q_norm.weight"], self.eps)
-                k = rms_norm(k, w[f"{p}.self_attn.k_norm.weight"], self.eps)
+                q = self.norm(q, f"{p}.self_attn.q_norm")
+                k = self.norm(k, f"{p}.self_attn.k_norm")
             if self.use_rope[i]:
-                q, k = rotate(q, pos, self.inv, self.m), rotate(k, pos, self.inv, self.m)
+                inv = self.local_inv if self.window[i] else self.inv
+                q, k = rotate(q, pos, inv, self.m), rotate(k, pos, inv, self.m)
             k = np.repeat(k, A // K, axis=1)  # head j uses key/value head j // (A / K)
             v = np.repeat(v, A // K, axis=1)
-            s = np.einsum("tad,sad->ats", q, k) / np.sqrt(D) + mask
+            s = np.einsum("tad,sad->ats", q, k) * self.scale + mask
             s = np.exp(s - s.max(axis=-1, keepdims=True))
             s /= s.sum(axis=-1, keepdims=True)
             att = np.einsum("ats,sad->tad", s, v).reshape(T, A * D)
-            x = x + self.lin(att, f"{p}.self_attn.o_proj", self.bias and not self.qwen2)
-            h = rms_norm(x, w[f"{p}.post_attention_layernorm.weight"], self.eps)
+            o = self.lin(att, f"{p}.self_attn.o_proj", self.bias and not self.qwen2)
+            x = x + (self.norm(o, f"{p}.post_attention_layernorm") if self.gemma else o)
+            h = self.norm(x, f"{p}.pre_feedforward_layernorm" if self.gemma else f"{p}.post_attention_layernorm")
             if self.phi3:
                 g, u = np.split(self.lin(h, f"{p}.mlp.gate_up_proj", False), 2, axis=-1)
             else:
                 g = self.lin(h, f"{p}.mlp.gate_proj", False)
                 u = self.lin(h, f"{p}.mlp.up_proj", False)
-            x = x + self.lin(g / (1.0 + np.exp(-g)) * u, f"{p}.mlp.down_proj", False)
-        return rms_norm(x, w["model.norm.weight"], self.eps) @ self.head.T
+            act = gelu_tanh(g) if self.gemma else g / (1.0 + np.exp(-g))
+            f = self.lin(act * u, f"{p}.mlp.down_proj", False)
+            x = x + (self.norm(f, f"{p}.post_feedforward_layernorm") if self.gemma else f)
+        return self.norm(x, "model.norm") @ self.head.T
 
 
 def generate(model, prompt, steps):

@@ -167,7 +167,8 @@ Napi::Value Embed(const Napi::CallbackInfo& info) {
     if (ids.data[i] < 0 || ids.data[i] >= w.rows)
       a.fail("ids[" + std::to_string(i) + "] = " + std::to_string(ids.data[i]) + " is out of range [0, " +
              std::to_string(w.rows) + ")");
-  hire::embed(y.data, w, ids.data, n);
+  const float scale = static_cast<float>(a.optional_number(3, "scale", 1.0, -HUGE_VAL));
+  hire::embed(y.data, w, ids.data, n, scale);
   return info.Env().Undefined();
 }
 
@@ -242,6 +243,7 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   const int64_t pos0 = a.integer(8, "pos0", 0, kMaxDim);
   const int64_t capacity = a.integer(9, "capacity", 1, kMaxDim);
   const double scale = a.number(10, "scale");
+  const int64_t window = a.is_nullish(11) ? 0 : a.integer(11, "window", 0, kMaxDim);
   if (n_heads % n_kv != 0)
     a.fail("nHeads = " + std::to_string(n_heads) + " is not a multiple of nKvHeads = " + std::to_string(n_kv));
   if (pos0 + n > capacity)
@@ -256,7 +258,7 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   a.disjoint(out, nq, "out", kc, ncache, "kCache");
   a.disjoint(out, nq, "out", vc, ncache, "vCache");
   hire::attention(out.data, q.data, kc.data, vc.data, n, n_heads, n_kv, head_dim, pos0, capacity,
-                  static_cast<float>(scale));
+                  static_cast<float>(scale), window);
   return info.Env().Undefined();
 }
 

@@ -285,7 +285,8 @@ Napi::Value Embed(const Napi::CallbackInfo& info) {
   const int64_t n = static_cast<int64_t>(ids.len);
   float* y = a.buf(0, "y", mul(a, n, w.cols), "ids.length*cols");
   a.indices(ids, n, w.rows, "ids", "rows of w");
-  cu::embed(y, w, ids.data, n, a.from_step(3, n));
+  const double scale = a.is_nullish(4) ? 1.0 : a.number(4, "scale");
+  cu::embed(y, w, ids.data, n, a.from_step(3, n), static_cast<float>(scale));
   return info.Env().Undefined();
 }
 
@@ -407,7 +408,7 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   if (out == q) a.fail("out and q must be different buffers");
   cu::attention(out, q, a.buf(2, "kCache", cache, "nKvHeads*capacity*headDim"),
                 a.buf(3, "vCache", cache, "nKvHeads*capacity*headDim"), n, heads, kv, hd, pos0, cap,
-                static_cast<float>(scale), a.from_step(11, n));
+                static_cast<float>(scale), a.from_step(11, n), a.is_nullish(12) ? 0 : a.integer(12, "window", 0, kMaxDim));
   return info.Env().Undefined();
 }
 

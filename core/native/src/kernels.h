@@ -25,7 +25,8 @@ struct MatvecPart {
 };
 void matvec_many(const float* x, const MatvecPart* parts, int64_t count);
 // y[i][:] = W[ids[i]][:] (W not transposed).
-void embed(float* y, const Mat& w, const int32_t* ids, int64_t n);
+// y[i] = W[ids[i]] * scale (Gemma scales its embeddings by sqrt(hidden); 1 otherwise).
+void embed(float* y, const Mat& w, const int32_t* ids, int64_t n, float scale = 1.0f);
 // y may equal x. g (and b) are contiguous vectors of `dim` elements.
 void rms_norm(float* y, const float* x, const Mat& g, int64_t n, int64_t dim, float eps);
 void layer_norm(float* y, const float* x, const Mat& g, const Mat& b, int64_t n, int64_t dim, float eps);
@@ -33,10 +34,11 @@ void layer_norm(float* y, const float* x, const Mat& g, const Mat& b, int64_t n,
 // factor (longrope's attention factor, 1 otherwise).
 void rope(float* x, int64_t n, int64_t n_heads, int64_t head_dim, const int32_t* positions,
           const float* inv_freq, int64_t half, float factor);
-// Causal GQA attention over [n_kv][capacity][head_dim] caches; out may equal q.
+// Causal GQA attention over [n_kv][capacity][head_dim] caches; out may equal q. window > 0: a query
+// at position p attends to the `window` positions p - window + 1 .. p only (sliding-window layers).
 void attention(float* out, const float* q, const float* k_cache, const float* v_cache, int64_t n,
                int64_t n_heads, int64_t n_kv, int64_t head_dim, int64_t pos0, int64_t capacity,
-               float scale);
+               float scale, int64_t window = 0);
 void cache_write(float* k_cache, float* v_cache, const float* k, const float* v, int64_t n, int64_t n_kv,
                  int64_t head_dim, int64_t pos0, int64_t capacity);
 void silu_mul(float* gate, const float* up, int64_t count);

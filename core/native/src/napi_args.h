@@ -173,6 +173,14 @@ class Args {
     return static_cast<float>(f);
   }
 
+  // An optional number: `fallback` when absent (or null/undefined), else finite and >= min.
+  double optional_number(size_t i, const char* name, double fallback, double min) const {
+    if (i >= info_.Length() || is_nullish(i)) return fallback;
+    const double v = number(i, name);
+    if (!(v >= min) || !std::isfinite(v)) fail(std::string(name) + " must be a finite number >= " + std::to_string(min));
+    return v;
+  }
+
   // Element count of a vector weight (1 x dim or dim x 1).
   int64_t vector_len(const Mat& m, const char* name) const {
     if (m.rows != 1 && m.cols != 1)

@@ -213,11 +213,14 @@ void matvec_many(const float* x, const MatvecPart* parts, int64_t count) {
   }
 }
 
-void embed(float* y, const Mat& w, const int32_t* ids, int64_t n) {
+void embed(float* y, const Mat& w, const int32_t* ids, int64_t n, float scale) {
   const KernelTable& K = active_kernels();
   const size_t row_bytes = static_cast<size_t>(w.cols) * dtype_size(w.dtype);
   parallel_rows(n, w.cols, [&](int64_t i) {
-    K.to_f32(w.dtype, static_cast<const unsigned char*>(w.data) + ids[i] * row_bytes, w.cols, y + i * w.cols);
+    float* row = y + i * w.cols;
+    K.to_f32(w.dtype, static_cast<const unsigned char*>(w.data) + ids[i] * row_bytes, w.cols, row);
+    if (scale != 1.0f)
+      for (int64_t j = 0; j < w.cols; ++j) row[j] *= scale;
   });
 }
 
@@ -253,18 +256,20 @@ void rope(float* x, int64_t n, int64_t n_heads, int64_t head_dim, const int32_t*
 }
 
 void attention(float* out, const float* q, const float* k_cache, const float* v_cache, int64_t n,
-               int64_t n_heads, int64_t n_kv, int64_t head_dim, int64_t pos0, int64_t capacity, float scale) {
+               int64_t n_heads, int64_t n_kv, int64_t head_dim, int64_t pos0, int64_t capacity, float scale,
+               int64_t window) {
   const KernelTable& K = active_kernels();
   const int64_t group = n_heads / n_kv;
   const int64_t d = head_dim;
   auto task = [&](int64_t t, int) {
     const int64_t i = t / n_heads, h = t % n_heads, g = h / group;
-    const int64_t len = pos0 + i + 1;
+    const int64_t end = pos0 + i + 1;  // positions 0 .. end - 1 are visible, the last `window` when windowed
+    const int64_t start = window > 0 && end > window ? end - window : 0;
     float* scores = t_scratch_a.get<float>(static_cast<size_t>(capacity + d + 16));
     float* acc = scores + ((capacity + 15) & ~int64_t{15});
     const int64_t off = (i * n_heads + h) * d;
-    K.attn_head(out + off, q + off, k_cache + g * capacity * d, v_cache + g * capacity * d, len, d, scale, scores,
-                acc);
+    const int64_t at = (g * capacity + start) * d;
+    K.attn_head(out + off, q + off, k_cache + at, v_cache + at, end - start, d, scale, scores, acc);
   };
   const int64_t tasks = n * n_heads;
   ThreadPool& pool = ThreadPool::instance();

@@ -546,11 +546,11 @@ void acc_cols(float* y, const float* a, const DMat& w, const int32_t* d_idx, int
 
 // ---- small ops --------------------------------------------------------------------------------------
 
-__global__ void embed_kernel(float* y, const void* W, int dt, int64_t cols, const int32_t* ids, int64_t n) {
+__global__ void embed_kernel(float* y, const void* W, int dt, int64_t cols, const int32_t* ids, int64_t n, float scale) {
   const int64_t t = blockIdx.y;
   const int64_t row = ids[t];
   for (int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; c < cols; c += int64_t{gridDim.x} * blockDim.x)
-    y[t * cols + c] = load_elem(dt, W, row * cols + c);
+    y[t * cols + c] = load_elem(dt, W, row * cols + c) * scale;
 }
 
 __device__ float block_sum(float v, float* sh) {
@@ -657,15 +657,19 @@ __global__ void __launch_bounds__(32 * kAttnWarps) attention_kernel(float* __res
                                                                     const float* __restrict__ kc,
                                                                     const float* __restrict__ vc, int64_t heads,
                                                                     int64_t group, int64_t head_dim, const int32_t* pos0p,
-                                                                    int64_t capacity, float scale, float* __restrict__ part,
+                                                                    int64_t capacity, float scale, int64_t window,
+                                                                    float* __restrict__ part,
                                                                     unsigned* __restrict__ counters) {
   __shared__ float wm[kAttnWarps], wl[kAttnWarps];
   __shared__ float wacc[kAttnWarps][32 * DPL];
   __shared__ bool last;
   const int64_t i = blockIdx.y, h = blockIdx.x, kvh = h / group;
   const int64_t S = gridDim.z, s = blockIdx.z;
-  const int64_t len = *pos0p + i + 1;
-  const int64_t lo = s * len / S, hi = (s + 1) * len / S;
+  // Visible positions [start, end): all of them, or the last `window` (sliding-window layers).
+  const int64_t end = *pos0p + i + 1;
+  const int64_t start = window > 0 && end > window ? end - window : 0;
+  const int64_t len = end - start;
+  const int64_t lo = start + s * len / S, hi = start + (s + 1) * len / S;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const float* qp = q + (i * heads + h) * head_dim;
   float qd[DPL];
@@ -1677,11 +1681,11 @@ void gated_matmul(float* y, const float* x, const DMat& gate, const DMat& up, co
   LAUNCHED("gated_matmul");
 }
 
-void embed(float* y, const DMat& w, const int32_t* ids, int64_t n, bool from_step) {
+void embed(float* y, const DMat& w, const int32_t* ids, int64_t n, bool from_step, float scale) {
   if (n <= 0) return;
   const int32_t* d_ids = from_step ? st().d_step : stage(ids, n);
   const dim3 grid(grid_for(w.cols, 256), static_cast<unsigned>(n));
-  embed_kernel<<<grid, 256, 0, st().stream>>>(y, w.data, w.dtype, w.cols, d_ids, n);
+  embed_kernel<<<grid, 256, 0, st().stream>>>(y, w.data, w.dtype, w.cols, d_ids, n, scale);
   LAUNCHED("embed");
 }
 
@@ -1735,7 +1739,8 @@ void rope_cache_write(float* q, float* k, const float* v, float* kc, float* vc, 
 }
 
 void attention(float* out, const float* q, const float* kc, const float* vc, int64_t n, int64_t heads,
-               int64_t kv_heads, int64_t head_dim, int64_t pos0, int64_t capacity, float scale, bool from_step) {
+               int64_t kv_heads, int64_t head_dim, int64_t pos0, int64_t capacity, float scale, bool from_step,
+               int64_t window) {
   if (n <= 0) return;
   if (head_dim > 256) throw std::runtime_error("CUDA: attention supports head_dim up to 256");
   State& s = st();
@@ -1749,13 +1754,13 @@ void attention(float* out, const float* q, const float* kc, const float* vc, int
   const dim3 grid(static_cast<unsigned>(heads), static_cast<unsigned>(n), static_cast<unsigned>(S));
   const int64_t group = heads / kv_heads;
   if (head_dim <= 32)
-    attention_kernel<1><<<grid, 32 * kAttnWarps, 0, s.stream>>>(out, q, kc, vc, heads, group, head_dim, d_pos0, capacity, scale, part, counters);
+    attention_kernel<1><<<grid, 32 * kAttnWarps, 0, s.stream>>>(out, q, kc, vc, heads, group, head_dim, d_pos0, capacity, scale, window, part, counters);
   else if (head_dim <= 64)
-    attention_kernel<2><<<grid, 32 * kAttnWarps, 0, s.stream>>>(out, q, kc, vc, heads, group, head_dim, d_pos0, capacity, scale, part, counters);
+    attention_kernel<2><<<grid, 32 * kAttnWarps, 0, s.stream>>>(out, q, kc, vc, heads, group, head_dim, d_pos0, capacity, scale, window, part, counters);
   else if (head_dim <= 128)
-    attention_kernel<4><<<grid, 32 * kAttnWarps, 0, s.stream>>>(out, q, kc, vc, heads, group, head_dim, d_pos0, capacity, scale, part, counters);
+    attention_kernel<4><<<grid, 32 * kAttnWarps, 0, s.stream>>>(out, q, kc, vc, heads, group, head_dim, d_pos0, capacity, scale, window, part, counters);
   else
-    attention_kernel<8><<<grid, 32 * kAttnWarps, 0, s.stream>>>(out, q, kc, vc, heads, group, head_dim, d_pos0, capacity, scale, part, counters);
+    attention_kernel<8><<<grid, 32 * kAttnWarps, 0, s.stream>>>(out, q, kc, vc, heads, group, head_dim, d_pos0, capacity, scale, window, part, counters);
   LAUNCHED("attention");
 }
 

@@ -81,7 +81,7 @@ void matmul_many(int count, float* const* ys, const float* x, const DMat* const*
 // y = act(W_gate . x + bg) * (W_up . x + bu): the gated FFN's first half, one launch at n = 1.
 void gated_matmul(float* y, const float* x, const DMat& gate, const DMat& up, const DMat* gate_bias,
                   const DMat* up_bias, int64_t n, int act, float* scratch_up);
-void embed(float* y, const DMat& w, const int32_t* ids, int64_t n, bool from_step);  // ids: host
+void embed(float* y, const DMat& w, const int32_t* ids, int64_t n, bool from_step, float scale);  // ids: host
 void rms_norm(float* y, const float* x, const DMat& g, int64_t n, int64_t dim, float eps);
 void layer_norm(float* y, const float* x, const DMat& g, const DMat& b, int64_t n, int64_t dim, float eps);
 // positions, inv_freq: host.
@@ -94,8 +94,10 @@ void cache_write(float* kc, float* vc, const float* k, const float* v, int64_t n
 void rope_cache_write(float* q, float* k, const float* v, float* kc, float* vc, int64_t n, int64_t heads, int64_t kv_heads,
                       int64_t head_dim, const int32_t* positions, const float* inv_freq, int64_t half, float factor,
                       int64_t pos0, int64_t capacity, bool from_step);
+// window > 0: each query attends to its last `window` positions only (sliding-window layers).
 void attention(float* out, const float* q, const float* kc, const float* vc, int64_t n, int64_t heads,
-               int64_t kv_heads, int64_t head_dim, int64_t pos0, int64_t capacity, float scale, bool from_step);
+               int64_t kv_heads, int64_t head_dim, int64_t pos0, int64_t capacity, float scale, bool from_step,
+               int64_t window);
 // Greedy sampling on the device: argmax enqueues the index of the largest of x[0..n) (first on ties,
 // NaN never wins unless it is x[0], as sampler.ts's argmax); read_argmax waits and returns it.
 void argmax(const float* x, int64_t n);

@@ -27,7 +27,7 @@ void copy2d(float*, int64_t, const float*, int64_t, int64_t, int64_t) { none(); 
 void matmul(float*, const float*, const DMat&, int64_t, const DMat*, bool) { none(); }
 void matmul_many(int, float* const*, const float*, const DMat* const*, const DMat* const*, int64_t) { none(); }
 void gated_matmul(float*, const float*, const DMat&, const DMat&, const DMat*, const DMat*, int64_t, int, float*) { none(); }
-void embed(float*, const DMat&, const int32_t*, int64_t, bool) { none(); }
+void embed(float*, const DMat&, const int32_t*, int64_t, bool, float) { none(); }
 void rms_norm(float*, const float*, const DMat&, int64_t, int64_t, float) { none(); }
 void layer_norm(float*, const float*, const DMat&, const DMat&, int64_t, int64_t, float) { none(); }
 void rope(float*, int64_t, int64_t, int64_t, const int32_t*, const float*, int64_t, float, bool) { none(); }
@@ -39,7 +39,7 @@ void rope_cache_write(float*, float*, const float*, float*, float*, int64_t, int
   none();
 }
 void attention(float*, const float*, const float*, const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-               float, bool) {
+               float, bool, int64_t) {
   none();
 }
 void argmax(const float*, int64_t) { none(); }

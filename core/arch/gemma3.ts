@@ -1,0 +1,213 @@
+// Gemma 3 text models: Gemma3ForCausalLM (gemma-3-270m, gemma-3-1b) and the language model inside
+// Gemma3ForConditionalGeneration (gemma-3-4b/12b/27b; its text_config and language-model tensors,
+// the vision tower left unread). The Llama block with these differences, as transformers' modeling
+// code has them:
+// - token embeddings times √hidden as they enter the first layer;
+// - every RMSNorm scales by (1 + w): the weights are read with the 1 added (in f32, as transformers
+//   computes it), so the engine's norm op serves unchanged;
+// - norms after the attention and FFN blocks (before their residual adds), and q/k norms per head;
+// - attention scaled by query_pre_attn_scalar^-1/2;
+// - sliding-window attention in most layers (`layer_types`, or every `sliding_window_pattern`-th layer
+//   global), whose rotary step uses rope_local_base_freq without scaling;
+// - a GELU (tanh) gated FFN.
+import type { Weight, WeightStore } from "../loader/safetensors.js";
+import { ModelError } from "../loader/errors.js";
+import { native, NativeDType } from "../native/addon.js";
+import {
+  ConfigReader,
+  ropeInvFreq,
+  validateConfig,
+  type ArchDefinition,
+  type LayerWeights,
+  type Linear,
+  type ModelConfig,
+  type ModelWeights,
+  type Norm,
+} from "./config.js";
+
+/** Gemma3TextConfig's defaults (the 4B text model's shapes), for the fields a text_config leaves out. */
+const DEFAULTS = {
+  hidden_size: 2304,
+  intermediate_size: 9216,
+  num_hidden_layers: 26,
+  num_attention_heads: 8,
+  num_key_value_heads: 4,
+  head_dim: 256,
+  vocab_size: 262208,
+  max_position_embeddings: 131072,
+  rms_norm_eps: 1e-6,
+  rope_theta: 1_000_000,
+  rope_local_base_freq: 10_000,
+  query_pre_attn_scalar: 256,
+  sliding_window: 4096,
+  sliding_window_pattern: 6,
+};
+
+/** The text model's config: config.json itself, or its text_config (multimodal checkpoints). */
+function textConfig(raw: Record<string, unknown>, architecture: string, file: string): Record<string, unknown> {
+  if (architecture === "Gemma3ForCausalLM") return raw;
+  const text = raw.text_config;
+  if (typeof text !== "object" || text === null || Array.isArray(text)) {
+    throw new ModelError("BAD_CONFIG", file, `"text_config" must be an object for ${architecture}`);
+  }
+  // Token ids and the dtype sit at the top level of a multimodal config.
+  const top = Object.fromEntries(
+    ["torch_dtype", "dtype", "bos_token_id", "eos_token_id", "tie_word_embeddings"]
+      .filter((k) => raw[k] !== undefined)
+      .map((k) => [k, raw[k]]),
+  );
+  return { ...top, ...(text as Record<string, unknown>) };
+}
+
+/** Per layer, whether it is a sliding-window layer: `layer_types`, else every pattern-th layer global. */
+function slidingLayers(r: ConfigReader, layers: number): boolean[] {
+  const types = r.raw.layer_types;
+  if (types === undefined || types === null) {
+    const every = r.int("sliding_window_pattern", r.int("_sliding_window_pattern", DEFAULTS.sliding_window_pattern));
+    return Array.from({ length: layers }, (_, i) => (i + 1) % every !== 0);
+  }
+  if (
+    !Array.isArray(types) ||
+    types.length !== layers ||
+    !types.every((t) => t === "sliding_attention" || t === "full_attention")
+  ) {
+    throw new ModelError(
+      "BAD_CONFIG",
+      r.file,
+      `layer_types must list "sliding_attention" or "full_attention" for each of the ${layers} layers`,
+    );
+  }
+  return types.map((t) => t === "sliding_attention");
+}
+
+function parseConfig(raw: Record<string, unknown>, file: string, architecture: string): ModelConfig {
+  const r = new ConfigReader(textConfig(raw, architecture, file), file);
+  for (const key of ["final_logit_softcapping", "attn_logit_softcapping"]) {
+    const v = r.raw[key];
+    if (v !== undefined && v !== null) {
+      throw new ModelError("BAD_CONFIG", file, `"${key}" is set; soft-capped logits are not supported (Gemma 2)`);
+    }
+  }
+  const hidden = r.int("hidden_size", DEFAULTS.hidden_size);
+  const heads = r.int("num_attention_heads", DEFAULTS.num_attention_heads);
+  const headDim = r.int("head_dim", DEFAULTS.head_dim);
+  const layers = r.int("num_hidden_layers", DEFAULTS.num_hidden_layers);
+  const window = r.int("sliding_window", DEFAULTS.sliding_window);
+  const sliding = slidingLayers(r, layers);
+  // The local layers' rotary step: their own base, no rope_scaling (transformers' rotary_emb_local).
+  const local = new ConfigReader({ rope_theta: r.num("rope_local_base_freq", DEFAULTS.rope_local_base_freq) }, file);
+  return validateConfig(
+    {
+      architecture,
+      hidden,
+      layers,
+      heads,
+      kvHeads: r.int("num_key_value_heads", DEFAULTS.num_key_value_heads),
+      headDim,
+      intermediate: r.int("intermediate_size", DEFAULTS.intermediate_size),
+      vocab: r.int("vocab_size", DEFAULTS.vocab_size),
+      maxPositions: r.int("max_position_embeddings", DEFAULTS.max_position_embeddings),
+      norm: "rms",
+      normEps: r.num("rms_norm_eps", DEFAULTS.rms_norm_eps),
+      activation: r.activation("hidden_activation", "gelu_pytorch_tanh"),
+      gatedFfn: true,
+      ropeInvFreq: ropeInvFreq(new ConfigReader({ rope_theta: DEFAULTS.rope_theta, ...r.raw }, file), headDim),
+      localRopeInvFreq: ropeInvFreq(local, headDim),
+      attentionWindows: sliding.map((s) => (s ? window : 0)),
+      attentionScale: 1 / Math.sqrt(r.num("query_pre_attn_scalar", DEFAULTS.query_pre_attn_scalar)),
+      embedScale: Math.sqrt(hidden),
+      attentionBias: r.bool("attention_bias", false),
+      positionOffset: 0,
+      tiedEmbeddings: r.bool("tie_word_embeddings", true),
+      bosTokenId: r.ids("bos_token_id")[0] ?? null,
+      eosTokenIds: r.ids("eos_token_id"),
+      dtype: r.dtype(),
+    },
+    file,
+  );
+}
+
+/** Where the text model's tensors are: model.* (CausalLM), or under the multimodal model's prefix. */
+function textPrefix(s: WeightStore): string {
+  for (const p of ["model.", "model.language_model.", "language_model.model."]) {
+    if (s.has(`${p}embed_tokens.weight`)) return p;
+  }
+  throw new ModelError("MISSING_TENSOR", s.dir, "no Gemma 3 text model in the weights", "model.embed_tokens.weight");
+}
+
+/** A Gemma RMSNorm weight as the engine's norm reads it: 1 + w, in f32. */
+function offsetNorm(s: WeightStore, name: string, dim: number): Norm {
+  const w = s.get(name, [dim]);
+  const n = native();
+  const v = new Float32Array(dim);
+  n.embed(v, w.handle, Int32Array.of(0)); // the stored vector as f32
+  for (let i = 0; i < dim; i++) v[i] = Math.fround(1 + v[i]);
+  const weight: Weight = {
+    ...w,
+    name: `${name}+1`,
+    values: v,
+    dtype: "F32",
+    byteLength: dim * 4,
+    handle: n.weightFromArray(v, NativeDType.F32, 1, dim, false),
+    rows: 1,
+    cols: dim,
+    transposed: false,
+  };
+  return { weight, bias: null };
+}
+
+function bindWeights(c: ModelConfig, s: WeightStore): ModelWeights {
+  const { hidden: H, heads: A, kvHeads: K, headDim: D, intermediate: F } = c;
+  const p = textPrefix(s);
+  const bias = c.attentionBias === true;
+  const lin = (name: string, out: number, inp: number, withBias = false): Linear => ({
+    w: s.get(`${name}.weight`, [out, inp]),
+    b: withBias ? s.get(`${name}.bias`, [out]) : null,
+  });
+  const norm = (name: string, dim = H) => offsetNorm(s, `${name}.weight`, dim);
+  const layers: LayerWeights[] = [];
+  for (let i = 0; i < c.layers; i++) {
+    const l = `${p}layers.${i}`;
+    layers.push({
+      attnNorm: norm(`${l}.input_layernorm`),
+      qkv: {
+        q: lin(`${l}.self_attn.q_proj`, A * D, H, bias),
+        k: lin(`${l}.self_attn.k_proj`, K * D, H, bias),
+        v: lin(`${l}.self_attn.v_proj`, K * D, H, bias),
+      },
+      qkNorm: { q: norm(`${l}.self_attn.q_norm`, D), k: norm(`${l}.self_attn.k_norm`, D) },
+      o: lin(`${l}.self_attn.o_proj`, H, A * D, bias),
+      postAttnNorm: norm(`${l}.post_attention_layernorm`),
+      ffnNorm: norm(`${l}.pre_feedforward_layernorm`),
+      gate: lin(`${l}.mlp.gate_proj`, F, H),
+      up: lin(`${l}.mlp.up_proj`, F, H),
+      down: lin(`${l}.mlp.down_proj`, H, F),
+      postFfnNorm: norm(`${l}.post_feedforward_layernorm`),
+    });
+  }
+  const embed = s.get(`${p}embed_tokens.weight`, [c.vocab, c.hidden]);
+  const headName = ["lm_head.weight", "language_model.lm_head.weight"].find((n) => s.has(n));
+  if (!c.tiedEmbeddings && !headName) {
+    throw new ModelError(
+      "MISSING_TENSOR",
+      s.dir,
+      "config.json says the head is not tied, but there is no lm_head",
+      "lm_head.weight",
+    );
+  }
+  return {
+    embed,
+    positions: null,
+    layers,
+    finalNorm: norm(`${p}norm`),
+    head: { w: c.tiedEmbeddings ? embed : s.get(headName!, [c.vocab, c.hidden]), b: null },
+  };
+}
+
+const variant = (architecture: string): ArchDefinition => ({
+  parseConfig: (raw, file) => parseConfig(raw, file, architecture),
+  bindWeights,
+});
+
+export const gemma3 = variant("Gemma3ForCausalLM");
+export const gemma3Multimodal = variant("Gemma3ForConditionalGeneration");
