@@ -294,7 +294,7 @@ test("permuteRotary equals convert_hf_to_gguf's permute, and turns rotate-half R
 
 async function tinyModel(
   t: Parameters<typeof tempDir>[0],
-  arch: "llama" | "qwen2" | "gpt2",
+  arch: "llama" | "qwen2" | "gemma3" | "gpt2",
   dtype: "f32" | "bf16",
   extra = {},
 ) {
@@ -765,6 +765,86 @@ test(
     const ours = await ourGreedy(model, prompt, 12);
     const llama = (llamaCpp as { llama: NlcLlama }).llama;
     compareSteps("phi3", ours.steps, await llamaCppSteps(llama, file, prompt, ours.ids), 1e-3);
+  },
+);
+
+test(
+  "llama.cpp runs Gemma 3 (8-position windows, post-block norms, 1 + w norms) like our engine; configs it cannot express are refused",
+  { skip: noLlama },
+  async (t) => {
+    // The golden Gemma 3 as llama.cpp can run it: llama.cpp puts a window in every layer but each
+    // 6th (here: all 4) and scales attention by 1/sqrt(head_dim). As it is, the export refuses it.
+    const dir = join(tempDir(t), "gemma");
+    cpSync(goldenPath("gemma3-bf16"), dir, { recursive: true });
+    const asIs = loadModel(dir);
+    for (const [change, why] of [
+      [{}, /layer_types differ|query_pre_attn_scalar differs/],
+      [{ query_pre_attn_scalar: 32 }, /layer_types differ/],
+      [
+        { query_pre_attn_scalar: 32, layer_types: Array(4).fill("sliding_attention"), rope_local_base_freq: 20000 },
+        /rope_local_base_freq/,
+      ],
+    ] as const) {
+      const config = JSON.parse(readFileSync(join(dir, "config.json"), "utf8")) as Record<string, unknown>;
+      writeFileSync(join(dir, "config.json"), JSON.stringify({ ...config, ...change }));
+      const m = loadModel(dir);
+      await assert.rejects(
+        exportGguf(m, join(dir, "no.gguf")),
+        (e) => e instanceof ModelError && e.code === "BAD_CONFIG" && why.test(e.message),
+      );
+      m.close();
+    }
+    asIs.close();
+    const config = JSON.parse(readFileSync(join(dir, "config.json"), "utf8")) as Record<string, unknown>;
+    writeFileSync(
+      join(dir, "config.json"),
+      JSON.stringify({
+        ...config,
+        rope_local_base_freq: 10000,
+        query_pre_attn_scalar: 32,
+        layer_types: Array(4).fill("sliding_attention"),
+      }),
+    );
+    const model = loadModel(dir);
+    t.after(() => model.close());
+    const file = join(dir, "m.gguf");
+    await exportGguf(model, file, { dtype: "f32" });
+    const p = await parse(file);
+    assert.equal(meta(p)["gemma3.attention.sliding_window"], 8);
+    const names = p.tensorInfos.map((x) => x.name);
+    for (const n of ["blk.0.post_attention_norm.weight", "blk.3.post_ffw_norm.weight", "blk.2.attn_k_norm.weight"])
+      assert.ok(names.includes(n), n);
+    // Norms as the engine applies them: the stored w plus 1.
+    const raw = sourceBytes(model, "model.layers.1.post_feedforward_layernorm.weight");
+    const stored = new Uint16Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength));
+    const written = asF32(ggufTensor(file, p, "blk.1.post_ffw_norm.weight").bytes);
+    assert.deepEqual(
+      Array.from(written),
+      Array.from(stored, (bits) => Math.fround(1 + bf16ToF32(bits))),
+    );
+
+    const prompt = expected("gemma3-bf16").prompt_ids; // 30 positions, then 12 more: windows of 8 slide
+    const ours = await ourGreedy(model, prompt, 12);
+    const llama = (llamaCpp as { llama: NlcLlama }).llama;
+    // 0.01, as for GPT-2: llama.cpp's GELU goes through an f16 table.
+    compareSteps("gemma3", ours.steps, await llamaCppSteps(llama, file, prompt, ours.ids), 0.01);
+  },
+);
+
+test(
+  "llama.cpp: a random Gemma 3 from make-model (a global layer every 6th, two rotary bases) decodes like our engine",
+  { skip: noLlama },
+  async (t) => {
+    const dir = await tinyModel(t, "gemma3", "f32", { shape: { layers: 6, slidingPattern: 6, slidingWindow: 8 } });
+    const model = loadModel(dir);
+    t.after(() => model.close());
+    assert.deepEqual(model.config.attentionWindows, [8, 8, 8, 8, 8, 0]);
+    const prompt = model.tokenizer.encode("The quick brown fox jumps over the lazy dog, and then it ran");
+    const ours = await ourGreedy(model, prompt, 16);
+    const file = join(dir, "m.gguf");
+    await exportGguf(model, file);
+    const llama = (llamaCpp as { llama: NlcLlama }).llama;
+    compareSteps("make-model gemma3", ours.steps, await llamaCppSteps(llama, file, prompt, ours.ids), 0.01);
   },
 );
 

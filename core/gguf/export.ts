@@ -10,6 +10,11 @@
 //     factors and attention factor) has no export here: a ModelError (BAD_CONFIG).
 //   - qwen2, qwen3: no permutation (llama.cpp runs both with NEOX rotary, which is rotate-half);
 //     qwen3's per-head q/k norms as attn_q_norm / attn_k_norm.
+//   - gemma3: as qwen3 (NEOX rotary, attn_q_norm / attn_k_norm), plus post_attention_norm and
+//     post_ffw_norm; norms are written as the engine reads them, 1 + w (llama.cpp's converter adds
+//     the 1 too). llama.cpp fixes what config.json may vary: a sliding window in every layer but
+//     each 6th, a local rotary base of 10000, and 1/sqrt(head_dim) as the attention scale (27B:
+//     1/sqrt(hidden/heads)); other configs are a ModelError (BAD_CONFIG).
 //   - gpt2: Conv1D weights ([in, out]) transposed to [out, in]; learned positions.
 // Matrices are written in the requested dtype (default: the model's), 1-D tensors (norms, biases,
 // rope_freqs) in F32 as the converter does. A tied head has no output.weight (llama.cpp reuses
@@ -37,7 +42,7 @@ export interface GgufExportOptions {
 export interface GgufExportResult {
   file: string;
   /** llama.cpp's architecture name (general.architecture). */
-  architecture: "llama" | "qwen2" | "qwen3" | "smollm3" | "phi3" | "gpt2";
+  architecture: "llama" | "qwen2" | "qwen3" | "smollm3" | "phi3" | "gemma3" | "gpt2";
   dtype: GgufDType;
   tensors: number;
   bytes: number;
@@ -55,6 +60,8 @@ const ARCH_NAMES: Record<string, GgufExportResult["architecture"]> = {
   Qwen3ForCausalLM: "qwen3",
   SmolLM3ForCausalLM: "smollm3",
   Phi3ForCausalLM: "phi3",
+  Gemma3ForCausalLM: "gemma3",
+  Gemma3ForConditionalGeneration: "gemma3",
   GPT2LMHeadModel: "gpt2",
 };
 
@@ -124,7 +131,12 @@ export async function exportGguf(
   if (!(dtype in GGML_TYPES))
     throw new ModelError("UNSUPPORTED_DTYPE", outFile, `GGUF dtype ${dtype} (f32, f16, bf16)`);
   const raw = readJsonFile(configFile);
-  const rawConfig = isObject(raw) ? raw : {};
+  // Gemma 3: the text model's fields (a multimodal checkpoint's text_config), and its default base.
+  const rawConfig = !isObject(raw)
+    ? {}
+    : arch === "gemma3"
+      ? { rope_theta: 1_000_000, ...raw, ...(isObject(raw.text_config) ? raw.text_config : {}) }
+      : raw;
 
   const metadata: [string, GgufValue][] = [
     ["general.architecture", kv.str(arch)],
@@ -202,6 +214,7 @@ function architectureMetadata(
     }
     return [...common, [`gpt2.attention.layer_norm_epsilon`, kv.f32(c.normEps)]];
   }
+  if (arch === "gemma3") return [...common, ...attentionMetadata(arch, c), ...gemma3Metadata(c, file)];
   if (c.activation !== "silu") {
     throw new ModelError("BAD_CONFIG", file, `llama.cpp's ${arch} uses SiLU; this model uses ${c.activation}`);
   }
@@ -211,14 +224,41 @@ function architectureMetadata(
   if (c.ropeLayers?.some((rope, i) => rope !== ((i + 1) % 4 !== 0))) {
     throw new ModelError("BAD_CONFIG", file, "llama.cpp's smollm3 skips the rotary step in every 4th layer only");
   }
+  return [...common, ...attentionMetadata(arch, c)];
+}
+
+function attentionMetadata(arch: GgufExportResult["architecture"], c: ModelConfig): [string, GgufValue][] {
   return [
-    ...common,
     [`${arch}.attention.head_count_kv`, kv.u32(c.kvHeads)],
     [`${arch}.attention.key_length`, kv.u32(c.headDim)],
     [`${arch}.attention.value_length`, kv.u32(c.headDim)],
     [`${arch}.attention.layer_norm_rms_epsilon`, kv.f32(c.normEps)],
     [`${arch}.vocab_size`, kv.u32(c.vocab)],
   ];
+}
+
+/**
+ * Gemma 3's sliding window, after checking that llama.cpp's fixed choices (see the header) give
+ * this model: it reads only the window's length from the file.
+ */
+function gemma3Metadata(c: ModelConfig, file: string): [string, GgufValue][] {
+  const bad = (d: string) => new ModelError("BAD_CONFIG", file, `llama.cpp's gemma3 ${d}`);
+  if (c.activation !== "gelu_tanh") throw bad(`uses tanh GELU; this model uses ${c.activation}`);
+  const scale = 1 / Math.sqrt(c.layers === 62 ? Math.floor(c.hidden / c.heads) : c.headDim);
+  if (Math.abs((c.attentionScale ?? scale) - scale) > 1e-7 * scale) {
+    throw bad("scales attention by 1/sqrt(head_dim) (27B: 1/sqrt(hidden/heads)); query_pre_attn_scalar differs");
+  }
+  const windows = c.attentionWindows ?? [];
+  const window = Math.max(0, ...windows);
+  if (window === 0) return [];
+  if (!windows.every((w, i) => w === (i % 6 < 5 ? window : 0))) {
+    throw bad("has a sliding window in every layer but each 6th; layer_types differ");
+  }
+  const local = c.localRopeInvFreq;
+  if (local?.some((f, i) => Math.abs(f - Math.pow(10000, (-2 * i) / (2 * local.length))) > 1e-6 * f)) {
+    throw bad("rotates its sliding-window layers with base 10000, unscaled; rope_local_base_freq differs");
+  }
+  return [["gemma3.attention.sliding_window", kv.u32(window)]];
 }
 
 type RopeScaling = { theta: number } & (
@@ -255,7 +295,7 @@ function planTensors(arch: GgufExportResult["architecture"], model: LoadedModel,
     const shape = transform.kind === "transpose" ? [src.shape[1], src.shape[0]] : [...src.shape];
     out.push({
       info: { name, type: shape.length === 1 ? GgmlType.F32 : type, dims: shape.reverse() },
-      source: src,
+      source: src.values ?? src, // values computed at load (Gemma's 1 + w norms) are not in the file
       transform,
     });
   };
@@ -299,6 +339,7 @@ function planTensors(arch: GgufExportResult["architecture"], model: LoadedModel,
       add(`${p}.attn_k_norm.weight`, l.qkNorm.k.weight);
     }
     lin("attn_output", l.o);
+    if (l.postAttnNorm) norm("post_attention_norm", l.postAttnNorm);
     norm("ffn_norm", l.ffnNorm);
     if (arch === "phi3") {
       add(`${p}.ffn_up.weight`, joinRows([l.gate!.w, l.up.w]));
@@ -307,6 +348,7 @@ function planTensors(arch: GgufExportResult["architecture"], model: LoadedModel,
       lin("ffn_up", l.up);
     }
     lin("ffn_down", l.down);
+    if (l.postFfnNorm) norm("post_ffw_norm", l.postFfnNorm);
   });
   add("output_norm.weight", w.finalNorm.weight);
   if (w.finalNorm.bias) add("output_norm.bias", w.finalNorm.bias);
