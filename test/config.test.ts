@@ -75,18 +75,32 @@ test("linear rope scaling divides every frequency; unknown types are rejected", 
   );
 });
 
-test("Mistral's sliding window caps the usable context instead of running full attention past it", (t) => {
-  const c = readModelConfig(
-    configIn(t, {
-      ...LLAMA_32_1B,
-      rope_scaling: null,
-      architectures: ["MistralForCausalLM"],
-      model_type: "mistral",
-      sliding_window: 4096,
-      max_position_embeddings: 32768,
-    }),
+test("sliding windows as transformers builds them: Mistral's in every layer, Qwen2's from max_window_layers on", (t) => {
+  const base = { ...LLAMA_32_1B, rope_scaling: null, num_hidden_layers: 4, max_position_embeddings: 32768 };
+  const mistral = readModelConfig(
+    configIn(t, { ...base, architectures: ["MistralForCausalLM"], model_type: "mistral", sliding_window: 4096 }),
   );
-  assert.equal(c.maxPositions, 4096);
+  assert.equal(mistral.maxPositions, 32768); // the window slides; the context is not capped
+  assert.deepEqual(mistral.attentionWindows, [4096, 4096, 4096, 4096]);
+  const noWindow = { ...base, architectures: ["MistralForCausalLM"], model_type: "mistral", sliding_window: null };
+  assert.equal(readModelConfig(configIn(t, noWindow)).attentionWindows, undefined);
+
+  const qwen2 = { ...base, architectures: ["Qwen2ForCausalLM"], model_type: "qwen2", sliding_window: 1024 };
+  assert.equal(readModelConfig(configIn(t, { ...qwen2, use_sliding_window: false })).attentionWindows, undefined);
+  assert.deepEqual(
+    readModelConfig(configIn(t, { ...qwen2, use_sliding_window: true, max_window_layers: 2 })).attentionWindows,
+    [0, 0, 1024, 1024],
+  );
+  const listed = {
+    ...qwen2,
+    use_sliding_window: true,
+    layer_types: ["sliding_attention", "full_attention", "full_attention", "sliding_attention"],
+  };
+  assert.deepEqual(readModelConfig(configIn(t, listed)).attentionWindows, [1024, 0, 0, 1024]);
+  assert.throws(
+    () => readModelConfig(configIn(t, { ...qwen2, use_sliding_window: true, sliding_window: -1 })),
+    (e: unknown) => e instanceof ModelError && e.code === "BAD_CONFIG" && /sliding_window/.test(e.message),
+  );
 });
 
 test("SmolLM3: no_rope_layers picks the layers without a rotary step; without it every 4th (or interval-th)", (t) => {
@@ -156,12 +170,13 @@ test("Phi-3 longrope: short factors, context capped at the original length, atte
   );
   assert.equal(partial.ropeInvFreq!.length, 36);
   assert.ok(Math.abs(partial.ropeFactor! - m) < 1e-12);
-  // No scaling: plain frequencies and scale; sliding_window caps the context (Phi-3-mini-4k: 2047).
+  // No scaling: plain frequencies and scale; a 2047-position window in every layer (Phi-3-mini-4k).
   const plain = readModelConfig(
     configIn(t, { ...phi, rope_scaling: null, max_position_embeddings: 4096, sliding_window: 2047 }),
   );
   assert.equal(plain.ropeFactor, undefined);
-  assert.equal(plain.maxPositions, 2047);
+  assert.equal(plain.maxPositions, 4096);
+  assert.ok(plain.attentionWindows!.length === plain.layers && plain.attentionWindows!.every((w) => w === 2047));
   for (const [json, pattern] of [
     [
       { ...phi, rope_scaling: { ...phi.rope_scaling, short_factor: [1, 2] } },

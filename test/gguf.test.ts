@@ -535,6 +535,21 @@ test("export: smollm3 permutes q/k as llama does; a NoPE pattern llama.cpp canno
   );
 });
 
+test("export: a sliding window llama.cpp does not run (Mistral) cuts the GGUF's context to the window", async (t) => {
+  const dir = await tinyModel(t, "llama", "bf16");
+  const config = JSON.parse(readFileSync(join(dir, "config.json"), "utf8")) as Record<string, unknown>;
+  writeFileSync(
+    join(dir, "config.json"),
+    JSON.stringify({ ...config, architectures: ["MistralForCausalLM"], model_type: "mistral", sliding_window: 64 }),
+  );
+  const model = loadModel(dir);
+  t.after(() => model.close());
+  assert.equal(model.config.maxPositions, 512);
+  const file = join(dir, "m.gguf");
+  await exportGguf(model, file);
+  assert.equal(meta(await parse(file))["llama.context_length"], 64);
+});
+
 test("export: an unsupported architecture is a ModelError and leaves no file", { skip: noGolden }, async (t) => {
   const dir = tempDir(t);
   const opt = loadModel(join(GOLDEN!, "opt-bf16"));

@@ -173,6 +173,39 @@ export function validateConfig(c: ModelConfig, file: string): ModelConfig {
   return c;
 }
 
+/**
+ * Per-layer attention windows of a config whose attention slides (transformers' layer_types when
+ * listed, else `windowed(i)` for layer i), or undefined when `window` is unset: all layers attend
+ * to all positions.
+ */
+export function slidingWindows(
+  r: ConfigReader,
+  layers: number,
+  window: unknown,
+  windowed: (i: number) => boolean,
+): number[] | undefined {
+  if (window === undefined || window === null) return undefined;
+  if (!Number.isSafeInteger(window) || (window as number) <= 0) {
+    throw new ModelError("BAD_CONFIG", r.file, `"sliding_window" must be a positive integer or null`);
+  }
+  const types = r.raw.layer_types;
+  if (types === undefined || types === null) {
+    return Array.from({ length: layers }, (_, i) => (windowed(i) ? (window as number) : 0));
+  }
+  if (
+    !Array.isArray(types) ||
+    types.length !== layers ||
+    !types.every((t) => t === "sliding_attention" || t === "full_attention")
+  ) {
+    throw new ModelError(
+      "BAD_CONFIG",
+      r.file,
+      `layer_types must list "sliding_attention" or "full_attention" for each of the ${layers} layers`,
+    );
+  }
+  return types.map((t) => (t === "sliding_attention" ? (window as number) : 0));
+}
+
 /** Standard rotary frequencies with the rope_scaling variants Hugging Face models ship. */
 export function ropeInvFreq(r: ConfigReader, headDim: number): Float32Array {
   const theta = r.num("rope_theta", 10000);

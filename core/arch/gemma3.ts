@@ -16,6 +16,7 @@ import { native, NativeDType } from "../native/addon.js";
 import {
   ConfigReader,
   ropeInvFreq,
+  slidingWindows,
   validateConfig,
   type ArchDefinition,
   type LayerWeights,
@@ -59,27 +60,6 @@ function textConfig(raw: Record<string, unknown>, architecture: string, file: st
   return { ...top, ...(text as Record<string, unknown>) };
 }
 
-/** Per layer, whether it is a sliding-window layer: `layer_types`, else every pattern-th layer global. */
-function slidingLayers(r: ConfigReader, layers: number): boolean[] {
-  const types = r.raw.layer_types;
-  if (types === undefined || types === null) {
-    const every = r.int("sliding_window_pattern", r.int("_sliding_window_pattern", DEFAULTS.sliding_window_pattern));
-    return Array.from({ length: layers }, (_, i) => (i + 1) % every !== 0);
-  }
-  if (
-    !Array.isArray(types) ||
-    types.length !== layers ||
-    !types.every((t) => t === "sliding_attention" || t === "full_attention")
-  ) {
-    throw new ModelError(
-      "BAD_CONFIG",
-      r.file,
-      `layer_types must list "sliding_attention" or "full_attention" for each of the ${layers} layers`,
-    );
-  }
-  return types.map((t) => t === "sliding_attention");
-}
-
 function parseConfig(raw: Record<string, unknown>, file: string, architecture: string): ModelConfig {
   const r = new ConfigReader(textConfig(raw, architecture, file), file);
   for (const key of ["final_logit_softcapping", "attn_logit_softcapping"]) {
@@ -92,8 +72,14 @@ function parseConfig(raw: Record<string, unknown>, file: string, architecture: s
   const heads = r.int("num_attention_heads", DEFAULTS.num_attention_heads);
   const headDim = r.int("head_dim", DEFAULTS.head_dim);
   const layers = r.int("num_hidden_layers", DEFAULTS.num_hidden_layers);
-  const window = r.int("sliding_window", DEFAULTS.sliding_window);
-  const sliding = slidingLayers(r, layers);
+  // layer_types, or every sliding_window_pattern-th layer global (older configs).
+  const every = r.int("sliding_window_pattern", r.int("_sliding_window_pattern", DEFAULTS.sliding_window_pattern));
+  const windows = slidingWindows(
+    r,
+    layers,
+    r.int("sliding_window", DEFAULTS.sliding_window),
+    (i) => (i + 1) % every !== 0,
+  );
   // The local layers' rotary step: their own base, no rope_scaling (transformers' rotary_emb_local).
   const local = new ConfigReader({ rope_theta: r.num("rope_local_base_freq", DEFAULTS.rope_local_base_freq) }, file);
   return validateConfig(
@@ -113,7 +99,7 @@ function parseConfig(raw: Record<string, unknown>, file: string, architecture: s
       gatedFfn: true,
       ropeInvFreq: ropeInvFreq(new ConfigReader({ rope_theta: DEFAULTS.rope_theta, ...r.raw }, file), headDim),
       localRopeInvFreq: ropeInvFreq(local, headDim),
-      attentionWindows: sliding.map((s) => (s ? window : 0)),
+      attentionWindows: windows,
       attentionScale: 1 / Math.sqrt(r.num("query_pre_attn_scalar", DEFAULTS.query_pre_attn_scalar)),
       embedScale: Math.sqrt(hidden),
       attentionBias: r.bool("attention_bias", false),

@@ -8,6 +8,7 @@ import {
   ConfigReader,
   familyWeights,
   ropeInvFreq,
+  slidingWindows,
   validateConfig,
   type ArchDefinition,
   type LayerWeights,
@@ -43,7 +44,7 @@ function ropeLayers(raw: Record<string, unknown>, r: ConfigReader, layers: numbe
 
 /** What a member of the family reads its own way: its context, rotary step and attention biases. */
 export type MemberFields = Pick<ModelConfig, "maxPositions" | "ropeInvFreq"> &
-  Partial<Pick<ModelConfig, "ropeFactor" | "ropeLayers" | "attentionBias">>;
+  Partial<Pick<ModelConfig, "ropeFactor" | "ropeLayers" | "attentionBias" | "attentionWindows">>;
 
 /**
  * A Llama-family ModelConfig (Phi-3's too): the fields every member reads alike, plus what
@@ -88,16 +89,16 @@ export function familyConfig(
 function parseConfig(raw: Record<string, unknown>, file: string, architecture: string, v: Variant): ModelConfig {
   const r = new ConfigReader(raw, file);
   return familyConfig(r, architecture, 1e-6, (headDim, layers) => {
-    const maxPositions = r.int("max_position_embeddings", 2048);
-    // Sliding-window attention is not implemented. Within the window it equals full attention, so
-    // the usable context is capped at the window rather than silently computing the wrong thing.
-    const window = raw.sliding_window;
-    const slides =
-      typeof window === "number" &&
-      window > 0 &&
-      (raw.use_sliding_window === true || architecture === "MistralForCausalLM");
+    // Sliding-window attention as transformers builds it: Mistral's in every layer whenever
+    // sliding_window is set; Qwen2's and Qwen3's with use_sliding_window, from layer
+    // max_window_layers on (or as layer_types lists).
+    const mistral = architecture === "MistralForCausalLM";
+    const window = mistral || raw.use_sliding_window === true ? raw.sliding_window : undefined;
+    const from = mistral ? 0 : r.int("max_window_layers", layers);
+    const windows = slidingWindows(r, layers, window, (i) => i >= from);
     return {
-      maxPositions: slides ? Math.min(maxPositions, window) : maxPositions,
+      maxPositions: r.int("max_position_embeddings", 2048),
+      ...(windows?.some((w) => w > 0) && { attentionWindows: windows }),
       ropeInvFreq: ropeInvFreq(r, headDim),
       ...(v.noRope && { ropeLayers: ropeLayers(raw, r, layers, file) }),
       attentionBias: v.bias === "config" && r.bool("attention_bias", false),

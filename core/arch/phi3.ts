@@ -14,6 +14,7 @@ import {
   ConfigReader,
   familyWeights,
   ropeInvFreq,
+  slidingWindows,
   type ArchDefinition,
   type LayerWeights,
   type Linear,
@@ -48,7 +49,7 @@ function longrope(r: ConfigReader, s: ConfigReader, headDim: number, maxPosition
 
 function parseConfig(raw: Record<string, unknown>, file: string): ModelConfig {
   const r = new ConfigReader(raw, file);
-  return familyConfig(r, "Phi3ForCausalLM", 1e-5, (headDim) => {
+  return familyConfig(r, "Phi3ForCausalLM", 1e-5, (headDim, layers) => {
     const maxPositions = r.int("max_position_embeddings", 4096);
     const scaling = raw.rope_scaling as Record<string, unknown> | null | undefined;
     const kind = scaling && typeof scaling === "object" ? (scaling.rope_type ?? scaling.type) : undefined;
@@ -56,10 +57,11 @@ function parseConfig(raw: Record<string, unknown>, file: string): ModelConfig {
       kind === "longrope" || kind === "su"
         ? longrope(r, new ConfigReader(scaling!, file), headDim, maxPositions)
         : { inv: ropeInvFreq(r, headDim), factor: 1, maxPositions };
-    // transformers' Phi-3 attends within sliding_window whenever it is set: capped like Mistral's.
-    const window = raw.sliding_window;
+    // transformers' Phi-3 attends within sliding_window in every layer whenever it is set.
+    const windows = slidingWindows(r, layers, raw.sliding_window, () => true);
     return {
-      maxPositions: typeof window === "number" && window > 0 ? Math.min(rope.maxPositions, window) : rope.maxPositions,
+      maxPositions: rope.maxPositions,
+      ...(windows && { attentionWindows: windows }),
       ropeInvFreq: rope.inv,
       ...(rope.factor !== 1 && { ropeFactor: rope.factor }),
     };

@@ -201,8 +201,11 @@ function architectureMetadata(
   c: ModelConfig,
   file: string,
 ): [string, GgufValue][] {
+  // llama.cpp runs sliding windows for gemma3 only: elsewhere (Mistral, Phi-3, Qwen2 with
+  // use_sliding_window) the context is cut to the window, within which full attention is the same.
+  const windows = arch === "gemma3" ? [] : (c.attentionWindows ?? []).filter((w) => w > 0);
   const common: [string, GgufValue][] = [
-    [`${arch}.context_length`, kv.u32(c.maxPositions)],
+    [`${arch}.context_length`, kv.u32(Math.min(c.maxPositions, ...windows))],
     [`${arch}.embedding_length`, kv.u32(c.hidden)],
     [`${arch}.block_count`, kv.u32(c.layers)],
     [`${arch}.feed_forward_length`, kv.u32(c.intermediate)],
