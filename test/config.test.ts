@@ -281,8 +281,7 @@ test("Gemma 3: windows every layer but each 6th, two rotary bases, √hidden emb
   for (const [bad, what] of [
     [{ layer_types: ["sliding_attention"] }, /layer_types/],
     [{ layer_types: types.map(() => "chunked_attention") }, /layer_types/],
-    [{ final_logit_softcapping: 30 }, /final_logit_softcapping/],
-    [{ attn_logit_softcapping: 50 }, /attn_logit_softcapping/],
+    [{ final_logit_softcapping: "30" }, /final_logit_softcapping/],
     [{ hidden_activation: "swiglu_oai" }, /hidden_activation/],
   ] as const) {
     assert.throws(
@@ -324,5 +323,53 @@ test("Gemma 3 multimodal checkpoints: the text model from text_config, with Gemm
   assert.throws(
     () => readModelConfig(configIn(t, { architectures: ["Gemma3ForConditionalGeneration"], text_config: 3 })),
     (e: unknown) => e instanceof ModelError && e.code === "BAD_CONFIG" && /text_config/.test(e.message),
+  );
+});
+
+test("Gemma 2: a window every other layer from the first, soft caps (null: none), no local rotary base", (t) => {
+  // gemma-2-2b-it's config.json (the fields it sets).
+  const gemma2 = {
+    architectures: ["Gemma2ForCausalLM"],
+    model_type: "gemma2",
+    hidden_size: 2304,
+    intermediate_size: 9216,
+    num_hidden_layers: 26,
+    num_attention_heads: 8,
+    num_key_value_heads: 4,
+    head_dim: 256,
+    vocab_size: 256000,
+    max_position_embeddings: 8192,
+    rms_norm_eps: 1e-6,
+    rope_theta: 10000.0,
+    hidden_activation: "gelu_pytorch_tanh",
+    query_pre_attn_scalar: 256,
+    sliding_window: 4096,
+    attn_logit_softcapping: 50.0,
+    final_logit_softcapping: 30.0,
+    cache_implementation: "hybrid",
+    bos_token_id: 2,
+    eos_token_id: [1, 107],
+    torch_dtype: "float32",
+  };
+  const c = readModelConfig(configIn(t, gemma2));
+  assert.deepEqual(
+    c.attentionWindows,
+    Array.from({ length: 26 }, (_, i) => (i % 2 === 0 ? 4096 : 0)),
+  );
+  assert.equal(c.attentionSoftcap, 50);
+  assert.equal(c.finalSoftcap, 30);
+  assert.equal(c.localRopeInvFreq, undefined);
+  assert.equal(c.embedScale, Math.sqrt(2304));
+  assert.equal(c.attentionScale, 1 / 16);
+  const { attn_logit_softcapping: _a, final_logit_softcapping: _f, ...defaults } = gemma2;
+  const d = readModelConfig(configIn(t, defaults)); // Gemma2Config's defaults
+  assert.equal(d.attentionSoftcap, 50);
+  assert.equal(d.finalSoftcap, 30);
+  const off = readModelConfig(configIn(t, { ...gemma2, attn_logit_softcapping: null, final_logit_softcapping: null }));
+  assert.equal(off.attentionSoftcap, undefined);
+  assert.equal(off.finalSoftcap, undefined);
+  assert.throws(
+    () => readModelConfig(configIn(t, { ...gemma2, final_logit_softcapping: -1 })),
+    (e: unknown) => e instanceof ModelError && e.code === "BAD_CONFIG" && /final_logit_softcapping/.test(e.message),
   );
 });

@@ -92,6 +92,7 @@ function close(got: Float32Array, want: Float32Array, tol: number, what: string)
   for (let i = 0; i < want.length; i++) {
     const g = got[i];
     const w = want[i];
+    if (g === w) continue; // equal infinities too
     if (!(Math.abs(g - w) <= tol * (1 + Math.abs(w))))
       assert.fail(`${what}[${i}]: GPU ${g}, CPU ${w} (tolerance ${tol})`);
   }
@@ -244,16 +245,17 @@ test("cuda ops: embed, norms, rope, activations, add, gather and copy2d match th
 });
 
 test(
-  "cuda ops: KV cache writes and attention (GQA, prefill, long decode, sliding windows) match the CPU",
+  "cuda ops: KV cache writes and attention (GQA, prefill, long decode, sliding windows, soft caps) and softcap match the CPU",
   { skip },
   () => {
     const o = ops();
-    for (const [heads, kv, hd, pos0, n, cap, window] of [
-      [4, 2, 64, 5, 3, 16, 0],
-      [6, 2, 32, 0, 7, 8, 0],
-      [2, 1, 128, 597, 2, 700, 0], // several 256-position tiles of the online softmax
-      [4, 1, 256, 600, 1, 1024, 512], // Gemma 3's window, decode past it, over the splits
-      [4, 2, 32, 0, 17, 20, 8], // a prefill chunk crossing the window
+    for (const [heads, kv, hd, pos0, n, cap, window, softcap] of [
+      [4, 2, 64, 5, 3, 16, 0, 0],
+      [6, 2, 32, 0, 7, 8, 0, 0],
+      [2, 1, 128, 597, 2, 700, 0, 0], // several 256-position tiles of the online softmax
+      [4, 1, 256, 600, 1, 1024, 512, 0], // Gemma 3's window, decode past it, over the splits
+      [4, 2, 32, 0, 17, 20, 8, 0], // a prefill chunk crossing the window
+      [8, 4, 256, 300, 2, 512, 64, 2], // Gemma 2: soft-capped scores in a window
     ]) {
       const kvLen = kv * cap * hd;
       const kc0 = o.rnd.randArray(kvLen);
@@ -263,10 +265,23 @@ test(
       const q = o.rnd.randArray(n * heads * hd, -2, 2);
       const [g, c] = both(o, [kc0, vc0, k, v, q], n * heads * hd, (b, out, [kc, vc, kb, vb, qb]) => {
         b.cacheWrite(kc, vc, kb, vb, n, kv, hd, pos0, cap);
-        b.attention(out, qb, kc, vc, n, heads, kv, hd, pos0, cap, 1 / Math.sqrt(hd), window);
+        b.attention(out, qb, kc, vc, n, heads, kv, hd, pos0, cap, 1 / Math.sqrt(hd), window, softcap);
       });
-      close(g, c, 2e-5, `attention heads=${heads}/${kv} hd=${hd} pos0=${pos0} n=${n} window=${window}`);
+      close(
+        g,
+        c,
+        2e-5,
+        `attention heads=${heads}/${kv} hd=${hd} pos0=${pos0} n=${n} window=${window} softcap=${softcap}`,
+      );
     }
+    const logits = o.rnd.randArray(1000, -80, 80);
+    logits[7] = -Infinity; // a token HiRE's head left out stays out
+    const [gs, cs] = both(o, [logits], 1000, (b, y, [x]) => {
+      b.copy2d(y, 0, 1000, x, 0, 1000, 1, 1000);
+      b.softcap(y, 1000, 30);
+    });
+    close(gs, cs, 1e-5, "softcap");
+    assert.equal(gs[7], -Infinity);
   },
 );
 
@@ -621,7 +636,7 @@ for (const dir of goldenDirs) {
   });
 }
 
-for (const arch of ["llama", "qwen2", "qwen3", "smollm3", "phi3", "gemma3", "gpt2", "opt"] as Arch[]) {
+for (const arch of ["llama", "qwen2", "qwen3", "smollm3", "phi3", "gemma2", "gemma3", "gpt2", "opt"] as Arch[]) {
   test(`cuda random ${arch} (bf16, make-model): dense and sparse match the CPU`, { skip }, async (t) => {
     const dir = join(tempDir(t), arch);
     await makeModel({

@@ -847,6 +847,30 @@ test(
 );
 
 test(
+  "llama.cpp runs the golden Gemma 2 (soft caps, windows every other layer) exported as f32: the reference's ids and log-probabilities",
+  { skip: noLlama },
+  async (t) => {
+    const model = loadModel(goldenPath("gemma2-bf16"));
+    t.after(() => model.close());
+    const file = join(tempDir(t), "m.gguf");
+    await exportGguf(model, file, { dtype: "f32" });
+    const p = await parse(file);
+    assert.equal(meta(p)["gemma2.attn_logit_softcapping"], 10);
+    assert.equal(meta(p)["gemma2.final_logit_softcapping"], 20);
+    assert.equal(meta(p)["gemma2.attention.sliding_window"], 8);
+    const exp = expected("gemma2-bf16");
+    const llama = (llamaCpp as { llama: NlcLlama }).llama;
+    const theirs = await llamaCppSteps(llama, file, exp.prompt_ids, exp.ids);
+    assert.deepEqual(
+      theirs.map((s) => s.argmax),
+      exp.ids,
+    );
+    // 0.01, as for GPT-2 and Gemma 3: llama.cpp's GELU goes through an f16 table.
+    compareSteps("gemma2 as f32", exp.top_logprobs, theirs, 0.01);
+  },
+);
+
+test(
   "llama.cpp: a random Gemma 3 from make-model (a global layer every 6th, two rotary bases) decodes like our engine",
   { skip: noLlama },
   async (t) => {

@@ -692,6 +692,7 @@ function refAttention(
   cap: number,
   scale: number,
   window = 0,
+  softcap = 0,
 ): Float64Array {
   const out = new Float64Array(n * nHeads * d);
   const group = nHeads / nKv;
@@ -707,7 +708,7 @@ function refAttention(
         if (!visible(j)) continue;
         let dot = 0;
         for (let e = 0; e < d; e++) dot += q[qo + e] * kc[(g * cap + j) * d + e];
-        s[j] = dot * scale;
+        s[j] = softcap > 0 ? softcap * Math.tanh((dot * scale) / softcap) : dot * scale;
       }
       const m = Math.max(...s);
       let sum = 0;
@@ -736,6 +737,9 @@ describe("attention", () => {
       { n: 1, nHeads: 4, nKv: 1, d: 256, pos0: 700, cap: 1024, window: 512 },
       { n: 3, nHeads: 2, nKv: 2, d: 8, pos0: 6, cap: 12, window: 1 },
       { n: 4, nHeads: 4, nKv: 2, d: 16, pos0: 3, cap: 8, window: 100 },
+      // Soft-capped scores (Gemma 2), with and without a window; q spans ±2, so scores reach the cap.
+      { n: 5, nHeads: 4, nKv: 2, d: 64, pos0: 20, cap: 32, window: 0, softcap: 2 },
+      { n: 1, nHeads: 2, nKv: 1, d: 256, pos0: 300, cap: 512, window: 64, softcap: 5 },
     ];
     forPaths((path) => {
       for (const c of cases) {
@@ -787,10 +791,43 @@ describe("attention", () => {
         }
         const q = randArray(c.n * c.nHeads * c.d, -2, 2);
         const scale = 1 / Math.sqrt(c.d);
-        const want = refAttention(q, kc, vc, c.n, c.nHeads, c.nKv, c.d, c.pos0, c.cap, Math.fround(scale), c.window);
+        const softcap = ("softcap" in c ? c.softcap : undefined) ?? 0;
+        const want = refAttention(
+          q,
+          kc,
+          vc,
+          c.n,
+          c.nHeads,
+          c.nKv,
+          c.d,
+          c.pos0,
+          c.cap,
+          Math.fround(scale),
+          c.window,
+          softcap,
+        );
         const out = new Float32Array(q.length);
-        hn.attention(out, q, kc, vc, c.n, c.nHeads, c.nKv, c.d, c.pos0, c.cap, scale, c.window);
+        hn.attention(out, q, kc, vc, c.n, c.nHeads, c.nKv, c.d, c.pos0, c.cap, scale, c.window, softcap);
         assertClose(out, want, () => 2e-6, what);
+        if (softcap > 0) {
+          const uncapped = refAttention(
+            q,
+            kc,
+            vc,
+            c.n,
+            c.nHeads,
+            c.nKv,
+            c.d,
+            c.pos0,
+            c.cap,
+            Math.fround(scale),
+            c.window,
+          );
+          assert.ok(
+            out.some((v, i) => Math.abs(v - uncapped[i]) > 1e-3),
+            `${what}: the cap changes the result`,
+          );
+        }
         if (c.window > 0 && c.window < c.pos0 + c.n) {
           const full = refAttention(q, kc, vc, c.n, c.nHeads, c.nKv, c.d, c.pos0, c.cap, Math.fround(scale));
           assert.ok(
@@ -799,10 +836,23 @@ describe("attention", () => {
           );
         }
         const inPlace = Float32Array.from(q);
-        hn.attention(inPlace, inPlace, kc, vc, c.n, c.nHeads, c.nKv, c.d, c.pos0, c.cap, scale, c.window);
+        hn.attention(inPlace, inPlace, kc, vc, c.n, c.nHeads, c.nKv, c.d, c.pos0, c.cap, scale, c.window, softcap);
         assert.deepEqual(inPlace, out, `${what}: out aliasing q`);
       }
     });
+  });
+});
+
+describe("softcap", () => {
+  test("cap · tanh(x / cap) on every value, −∞ kept (HiRE's left-out tokens)", () => {
+    const x = Float32Array.from([0, 1, -1, 29, -400, 1e6, -Infinity, 3.5]);
+    const want = Array.from(x, (v) => (v === -Infinity ? v : Math.fround(30 * Math.tanh(Math.fround(v / 30)))));
+    hn.softcap(x, x.length, 30);
+    x.forEach((v, i) =>
+      assert.ok(v === want[i] || Math.abs(v - want[i]) <= 4e-6 * Math.abs(want[i]), `${i}: ${v} vs ${want[i]}`),
+    );
+    assert.equal(x[6], -Infinity);
+    assert.ok(x[5] <= 30 && x[5] > 29.99);
   });
 });
 
@@ -867,6 +917,9 @@ describe("argument validation", () => {
     const q = new Float32Array(4 * 8);
     assert.throws(() => hn.attention(new Float32Array(32), q, cache, cache2, 1, 4, 2, 8, 4, 4, 1), /exceeds capacity/);
     assert.throws(() => hn.attention(new Float32Array(32), q, cache, cache2, 1, 4, 2, 8, 0, 4, 1, -1), /window/);
+    assert.throws(() => hn.attention(new Float32Array(32), q, cache, cache2, 1, 4, 2, 8, 0, 4, 1, 0, -3), /softcap/);
+    assert.throws(() => hn.softcap(new Float32Array(4), 4, 0), /cap must be/);
+    assert.throws(() => hn.softcap(new Float32Array(4), 5, 30), /x has 4/);
     assert.throws(() => hn.embed(new Float32Array(16), w.w, Int32Array.from([0]), NaN), /scale/);
     assert.throws(
       () => hn.attention(new Float32Array(32), q, cache, cache2, 1, 4, 3, 8, 0, 4, 1),

@@ -48,13 +48,13 @@ process.on("exit", () => rmSync(ROOT, { recursive: true, force: true }));
 let counter = 0;
 const freshDir = (tag: string) => join(ROOT, `${tag}-${counter++}`);
 
-const ARCHES: Arch[] = ["llama", "qwen2", "qwen3", "smollm3", "phi3", "gemma3", "gpt2", "opt"];
+const ARCHES: Arch[] = ["llama", "qwen2", "qwen3", "smollm3", "phi3", "gemma2", "gemma3", "gpt2", "opt"];
 const DTYPES: DType[] = ["f32", "f16", "bf16"];
 const ST: Record<DType, StDType> = { f32: "F32", f16: "F16", bf16: "BF16" };
 
-/** Expected HF tensor names for the tiny presets (2 layers, smollm3 and gemma3 4), written out independently of the tables. */
+/** Expected HF tensor names for the tiny presets (2 layers, smollm3 and gemma 4), written out independently of the tables. */
 function expectedNames(arch: Arch, tied: boolean, gpt2Prefix = false): string[] {
-  const L = arch === "smollm3" || arch === "gemma3" ? [0, 1, 2, 3] : [0, 1];
+  const L = arch === "smollm3" || arch === "gemma2" || arch === "gemma3" ? [0, 1, 2, 3] : [0, 1];
   switch (arch) {
     case "llama":
     case "qwen2":
@@ -88,6 +88,7 @@ function expectedNames(arch: Arch, tied: boolean, gpt2Prefix = false): string[] 
         ...(tied ? [] : ["lm_head.weight"]),
       ];
     }
+    case "gemma2":
     case "gemma3":
       return [
         "model.embed_tokens.weight",
@@ -97,8 +98,7 @@ function expectedNames(arch: Arch, tied: boolean, gpt2Prefix = false): string[] 
             "self_attn.q_proj.weight",
             "self_attn.k_proj.weight",
             "self_attn.v_proj.weight",
-            "self_attn.q_norm.weight",
-            "self_attn.k_norm.weight",
+            ...(arch === "gemma3" ? ["self_attn.q_norm.weight", "self_attn.k_norm.weight"] : []),
             "self_attn.o_proj.weight",
             "post_attention_layernorm.weight",
             "pre_feedforward_layernorm.weight",
@@ -215,6 +215,11 @@ function expectedShapes(arch: Arch): Record<string, number[]> {
       return {
         "model.layers.3.self_attn.q_proj.weight": [64, 64],
         "model.layers.3.mlp.down_proj.weight": [64, 128],
+      };
+    case "gemma2":
+      return {
+        "model.layers.0.self_attn.q_proj.weight": [128, 64],
+        "model.layers.3.post_feedforward_layernorm.weight": [64],
       };
     case "gemma3": // head_dim 32, as qwen3
       return {
@@ -353,6 +358,7 @@ for (const arch of ARCHES) {
         qwen3: "Qwen3ForCausalLM",
         smollm3: "SmolLM3ForCausalLM",
         phi3: "Phi3ForCausalLM",
+        gemma2: "Gemma2ForCausalLM",
         gemma3: "Gemma3ForCausalLM",
         gpt2: "GPT2LMHeadModel",
         opt: "OPTForCausalLM",
@@ -387,6 +393,16 @@ for (const arch of ARCHES) {
         assert.equal(cfg.n_embd, 64);
         assert.equal(cfg.n_inner, 256);
         assert.equal(cfg.activation_function, "gelu_new");
+      } else if (arch === "gemma2") {
+        assert.equal(cfg.hidden_activation, "gelu_pytorch_tanh");
+        assert.equal(cfg.attn_logit_softcapping, 50);
+        assert.equal(cfg.final_logit_softcapping, 30);
+        assert.deepEqual(cfg.layer_types, [
+          "sliding_attention",
+          "full_attention",
+          "sliding_attention",
+          "full_attention",
+        ]);
       } else if (arch === "gemma3") {
         assert.equal(cfg.hidden_activation, "gelu_pytorch_tanh");
         assert.equal(cfg.sliding_window, 8);

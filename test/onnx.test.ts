@@ -31,6 +31,7 @@ const TINY: [Arch, DType][] = [
   ["qwen3", "bf16"],
   ["smollm3", "f32"],
   ["phi3", "f16"],
+  ["gemma2", "f16"],
   ["gemma3", "bf16"],
   ["gpt2", "f32"],
   ["opt", "bf16"],
@@ -270,7 +271,7 @@ const ALL: DeepPartial<SparsitySettings> = {
   head: { method: "hire", k: 1, oversample: 1 },
 };
 
-for (const arch of ["llama", "qwen3", "gemma3", "gpt2", "opt"] as Arch[]) {
+for (const arch of ["llama", "qwen3", "gemma2", "gemma3", "gpt2", "opt"] as Arch[]) {
   test(`HiRE graph at k = 100 % equals the dense graph (${arch})`, async () => {
     const model = tiny[arch]!;
     const p = prompt(model);

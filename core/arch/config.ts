@@ -38,6 +38,10 @@ export interface ModelConfig {
   readonly attentionScale?: number;
   /** Multiplies the token embeddings as they enter the first layer (Gemma: √hidden); absent: 1. */
   readonly embedScale?: number;
+  /** Gemma 2: attention scores s become cap · tanh(s / cap) before the softmax; absent: as they are. */
+  readonly attentionSoftcap?: number;
+  /** Gemma 2: the output logits z become cap · tanh(z / cap); absent: as they are. */
+  readonly finalSoftcap?: number;
   /** Added to a token's position before looking up learned position embeddings (OPT: 2). */
   readonly positionOffset: number;
   readonly tiedEmbeddings: boolean;

@@ -2,7 +2,7 @@
 // To add an architecture: write core/arch/<name>.ts exporting an ArchDefinition (parse its
 // config.json fields into ModelConfig, bind its tensor names into ModelWeights) and list it here.
 import type { ArchDefinition } from "./config.js";
-import { gemma3, gemma3Multimodal } from "./gemma3.js";
+import { gemma2, gemma3, gemma3Multimodal } from "./gemma.js";
 import { gpt2 } from "./gpt2.js";
 import { llama, mistral, qwen2, qwen3, smollm3 } from "./llama.js";
 import { opt } from "./opt.js";
@@ -15,6 +15,7 @@ export const ARCHITECTURES: Readonly<Record<string, ArchDefinition>> = {
   Qwen3ForCausalLM: qwen3,
   SmolLM3ForCausalLM: smollm3,
   Phi3ForCausalLM: phi3,
+  Gemma2ForCausalLM: gemma2,
   Gemma3ForCausalLM: gemma3,
   Gemma3ForConditionalGeneration: gemma3Multimodal,
   GPT2LMHeadModel: gpt2,

@@ -223,7 +223,11 @@ export interface Backend {
     scale: number,
     /** > 0: each query attends to its last `window` positions only (sliding-window layers); else all. */
     window?: number,
+    /** > 0: scores s become softcap · tanh(s / softcap) before the softmax (Gemma 2). */
+    softcap?: number,
   ): void;
+  /** x = cap · tanh(x / cap) over `count` values, −∞ kept (Gemma 2's final logits; HiRE's left-out tokens stay out). */
+  softcap(x: Buf, count: number, cap: number): void;
   /**
    * Greedy sampling where the logits are: argmax finds the index of the largest of x[0..n) (the first
    * on ties; NaN never wins, unless it is x[0]: sampler.ts's argmax), readArgmax returns it once the

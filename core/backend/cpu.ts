@@ -185,8 +185,27 @@ export class CpuBackend implements Backend {
     capacity: number,
     scale: number,
     window?: number,
+    softcap?: number,
   ): void {
-    this.n.attention(f32(out), f32(q), f32(kc), f32(vc), n, heads, kvHeads, headDim, pos0, capacity, scale, window);
+    this.n.attention(
+      f32(out),
+      f32(q),
+      f32(kc),
+      f32(vc),
+      n,
+      heads,
+      kvHeads,
+      headDim,
+      pos0,
+      capacity,
+      scale,
+      window,
+      softcap,
+    );
+  }
+
+  softcap(x: Buf, count: number, cap: number): void {
+    this.n.softcap(f32(x), count, cap);
   }
 
   gatedAct(gate: Buf, up: Buf, count: number, act: Activation): void {

@@ -308,6 +308,7 @@ export class CudaBackend implements Backend {
     capacity: number,
     scale: number,
     window?: number,
+    softcap?: number,
   ): void {
     const fromStep = this.c.capturing();
     this.c.attention(
@@ -324,7 +325,12 @@ export class CudaBackend implements Backend {
       scale,
       fromStep,
       window,
+      softcap,
     );
+  }
+
+  softcap(x: Buf, count: number, cap: number): void {
+    this.c.softcap(this.d(x), count, cap);
   }
 
   gatedAct(gate: Buf, up: Buf, count: number, act: Activation): void {

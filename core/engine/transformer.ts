@@ -332,6 +332,7 @@ export class Transformer {
     b.copy2d(ws.last, 0, c.hidden, ws.x, (n - 1) * c.hidden, c.hidden, 1, c.hidden);
     this.norm(ws.last, ws.last, w.finalNorm, 1);
     this.output.forward(ws.logits, ws.last, report);
+    if (c.finalSoftcap !== undefined) b.softcap(ws.logits, c.vocab, c.finalSoftcap);
     marks?.mark(2 * c.layers + 1);
     if (marks) b.argmax(ws.logits, c.vocab); // a replay's greedy id (forwardGreedy), after the last mark
     if (report) report.outputMs = performance.now() - t0;
@@ -396,6 +397,7 @@ export class Transformer {
       cache.capacity,
       c.attentionScale ?? 1 / Math.sqrt(c.headDim),
       window,
+      c.attentionSoftcap,
     );
     if (lw.postAttnNorm) {
       b.matmul(ws.tmp, ws.att, lw.o.w, n, lw.o.b);

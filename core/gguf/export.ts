@@ -10,11 +10,12 @@
 //     factors and attention factor) has no export here: a ModelError (BAD_CONFIG).
 //   - qwen2, qwen3: no permutation (llama.cpp runs both with NEOX rotary, which is rotate-half);
 //     qwen3's per-head q/k norms as attn_q_norm / attn_k_norm.
-//   - gemma3: as qwen3 (NEOX rotary, attn_q_norm / attn_k_norm), plus post_attention_norm and
-//     post_ffw_norm; norms are written as the engine reads them, 1 + w (llama.cpp's converter adds
-//     the 1 too). llama.cpp fixes what config.json may vary: a sliding window in every layer but
-//     each 6th, a local rotary base of 10000, and 1/sqrt(head_dim) as the attention scale (27B:
-//     1/sqrt(hidden/heads)); other configs are a ModelError (BAD_CONFIG).
+//   - gemma2, gemma3: NEOX rotary, post_attention_norm and post_ffw_norm, gemma3's attn_q_norm /
+//     attn_k_norm; norms are written as the engine reads them, 1 + w (llama.cpp's converter adds
+//     the 1 too); gemma2's soft caps as metadata. llama.cpp fixes what config.json may vary: sliding
+//     windows in every other layer from the first (gemma2) or all but every 6th (gemma3), gemma3's
+//     local rotary base of 10000, and 1/sqrt(head_dim) as the attention scale (27B: 1/sqrt(hidden /
+//     heads)); other configs are a ModelError (BAD_CONFIG).
 //   - gpt2: Conv1D weights ([in, out]) transposed to [out, in]; learned positions.
 // Matrices are written in the requested dtype (default: the model's), 1-D tensors (norms, biases,
 // rope_freqs) in F32 as the converter does. A tied head has no output.weight (llama.cpp reuses
@@ -42,7 +43,7 @@ export interface GgufExportOptions {
 export interface GgufExportResult {
   file: string;
   /** llama.cpp's architecture name (general.architecture). */
-  architecture: "llama" | "qwen2" | "qwen3" | "smollm3" | "phi3" | "gemma3" | "gpt2";
+  architecture: "llama" | "qwen2" | "qwen3" | "smollm3" | "phi3" | "gemma2" | "gemma3" | "gpt2";
   dtype: GgufDType;
   tensors: number;
   bytes: number;
@@ -60,6 +61,7 @@ const ARCH_NAMES: Record<string, GgufExportResult["architecture"]> = {
   Qwen3ForCausalLM: "qwen3",
   SmolLM3ForCausalLM: "smollm3",
   Phi3ForCausalLM: "phi3",
+  Gemma2ForCausalLM: "gemma2",
   Gemma3ForCausalLM: "gemma3",
   Gemma3ForConditionalGeneration: "gemma3",
   GPT2LMHeadModel: "gpt2",
@@ -131,11 +133,12 @@ export async function exportGguf(
   if (!(dtype in GGML_TYPES))
     throw new ModelError("UNSUPPORTED_DTYPE", outFile, `GGUF dtype ${dtype} (f32, f16, bf16)`);
   const raw = readJsonFile(configFile);
-  // Gemma 3: the text model's fields (a multimodal checkpoint's text_config), and its default base.
+  // Gemma: the text model's fields (a multimodal checkpoint's text_config), and its default base.
+  const defaultBase = arch === "gemma3" ? 1_000_000 : 10_000;
   const rawConfig = !isObject(raw)
     ? {}
-    : arch === "gemma3"
-      ? { rope_theta: 1_000_000, ...raw, ...(isObject(raw.text_config) ? raw.text_config : {}) }
+    : arch === "gemma3" || arch === "gemma2"
+      ? { rope_theta: defaultBase, ...raw, ...(isObject(raw.text_config) ? raw.text_config : {}) }
       : raw;
 
   const metadata: [string, GgufValue][] = [
@@ -203,7 +206,8 @@ function architectureMetadata(
 ): [string, GgufValue][] {
   // llama.cpp runs sliding windows for gemma3 only: elsewhere (Mistral, Phi-3, Qwen2 with
   // use_sliding_window) the context is cut to the window, within which full attention is the same.
-  const windows = arch === "gemma3" ? [] : (c.attentionWindows ?? []).filter((w) => w > 0);
+  const gemma = arch === "gemma2" || arch === "gemma3";
+  const windows = gemma ? [] : (c.attentionWindows ?? []).filter((w) => w > 0);
   const common: [string, GgufValue][] = [
     [`${arch}.context_length`, kv.u32(Math.min(c.maxPositions, ...windows))],
     [`${arch}.embedding_length`, kv.u32(c.hidden)],
@@ -217,7 +221,7 @@ function architectureMetadata(
     }
     return [...common, [`gpt2.attention.layer_norm_epsilon`, kv.f32(c.normEps)]];
   }
-  if (arch === "gemma3") return [...common, ...attentionMetadata(arch, c), ...gemma3Metadata(c, file)];
+  if (gemma) return [...common, ...attentionMetadata(arch, c), ...gemmaMetadata(arch, c, file)];
   if (c.activation !== "silu") {
     throw new ModelError("BAD_CONFIG", file, `llama.cpp's ${arch} uses SiLU; this model uses ${c.activation}`);
   }
@@ -241,27 +245,45 @@ function attentionMetadata(arch: GgufExportResult["architecture"], c: ModelConfi
 }
 
 /**
- * Gemma 3's sliding window, after checking that llama.cpp's fixed choices (see the header) give
- * this model: it reads only the window's length from the file.
+ * Gemma's sliding window (and Gemma 2's soft caps), after checking that llama.cpp's fixed choices
+ * (see the header) give this model: it reads only the window's length and the caps from the file.
  */
-function gemma3Metadata(c: ModelConfig, file: string): [string, GgufValue][] {
-  const bad = (d: string) => new ModelError("BAD_CONFIG", file, `llama.cpp's gemma3 ${d}`);
+function gemmaMetadata(arch: "gemma2" | "gemma3", c: ModelConfig, file: string): [string, GgufValue][] {
+  const bad = (d: string) => new ModelError("BAD_CONFIG", file, `llama.cpp's ${arch} ${d}`);
   if (c.activation !== "gelu_tanh") throw bad(`uses tanh GELU; this model uses ${c.activation}`);
-  const scale = 1 / Math.sqrt(c.layers === 62 ? Math.floor(c.hidden / c.heads) : c.headDim);
+  const is27b = c.layers === (arch === "gemma2" ? 46 : 62);
+  const scale = 1 / Math.sqrt(is27b ? Math.floor(c.hidden / c.heads) : c.headDim);
   if (Math.abs((c.attentionScale ?? scale) - scale) > 1e-7 * scale) {
     throw bad("scales attention by 1/sqrt(head_dim) (27B: 1/sqrt(hidden/heads)); query_pre_attn_scalar differs");
   }
+  const out: [string, GgufValue][] = [];
+  if (arch === "gemma2") {
+    // llama.cpp caps every Gemma 2 (50 and 30 unless the file says otherwise).
+    if (c.attentionSoftcap === undefined || c.finalSoftcap === undefined) {
+      throw bad("soft-caps attention scores and logits; this model's attn/final_logit_softcapping is null");
+    }
+    out.push(
+      ["gemma2.attn_logit_softcapping", kv.f32(c.attentionSoftcap)],
+      ["gemma2.final_logit_softcapping", kv.f32(c.finalSoftcap)],
+    );
+  } else if (c.attentionSoftcap !== undefined || c.finalSoftcap !== undefined) {
+    throw bad("has no soft caps; this model's attn/final_logit_softcapping is set");
+  }
   const windows = c.attentionWindows ?? [];
   const window = Math.max(0, ...windows);
-  if (window === 0) return [];
-  if (!windows.every((w, i) => w === (i % 6 < 5 ? window : 0))) {
-    throw bad("has a sliding window in every layer but each 6th; layer_types differ");
+  if (window === 0) {
+    if (arch === "gemma2") throw bad("slides a window over every other layer; this model has none");
+    return out;
+  }
+  const every = arch === "gemma2" ? 2 : 6;
+  if (!windows.every((w, i) => w === (i % every < every - 1 ? window : 0))) {
+    throw bad(`has a sliding window in every layer but each ${every === 2 ? "2nd" : "6th"}; layer_types differ`);
   }
   const local = c.localRopeInvFreq;
   if (local?.some((f, i) => Math.abs(f - Math.pow(10000, (-2 * i) / (2 * local.length))) > 1e-6 * f)) {
     throw bad("rotates its sliding-window layers with base 10000, unscaled; rope_local_base_freq differs");
   }
-  return [["gemma3.attention.sliding_window", kv.u32(window)]];
+  return [...out, [`${arch}.attention.sliding_window`, kv.u32(window)]];
 }
 
 type RopeScaling = { theta: number } & (

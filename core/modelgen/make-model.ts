@@ -18,7 +18,7 @@ import { randomBytes } from "node:crypto";
 import { SafetensorsWriter, convertF32, type StDType, type TensorEntry } from "./safetensors-writer.js";
 import { makeTokenizer, MIN_TOKENIZER_SIZE, type TokenizerIds } from "./tokenizer-gen.js";
 
-export type Arch = "llama" | "qwen2" | "qwen3" | "smollm3" | "phi3" | "gemma3" | "gpt2" | "opt";
+export type Arch = "llama" | "qwen2" | "qwen3" | "smollm3" | "phi3" | "gemma2" | "gemma3" | "gpt2" | "opt";
 export type DType = "f32" | "f16" | "bf16";
 
 export interface ModelShape {
@@ -35,7 +35,7 @@ export interface ModelShape {
   ropeScaling?: Record<string, unknown>;
   /** RMSNorm eps (llama, qwen2) or LayerNorm eps (gpt2, opt); default 1e-5 */
   rmsEps?: number;
-  /** gemma3: keys a sliding-window layer attends to, and every how many layers one is global. */
+  /** gemma2/3: keys a sliding-window layer attends to, and every how many layers one is global. */
   slidingWindow?: number;
   slidingPattern?: number;
 }
@@ -220,6 +220,26 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
       rmsEps: 1e-5,
     },
   },
+  "gemma-2-2b": {
+    arch: "gemma2",
+    description:
+      "Gemma 2 2B shapes (gemma2, GQA 8/4, head_dim 256, 4096-token windows every other layer, soft caps, tied)",
+    shape: {
+      hidden: 2304,
+      layers: 26,
+      heads: 8,
+      kvHeads: 4,
+      headDim: 256,
+      intermediate: 9216,
+      vocab: 256000,
+      maxPositions: 8192,
+      tied: true,
+      ropeTheta: 10000,
+      rmsEps: 1e-6,
+      slidingWindow: 4096,
+      slidingPattern: 2,
+    },
+  },
   "gemma-3-270m": {
     arch: "gemma3",
     description: "Gemma 3 270M shapes (gemma3, GQA 4/1, head_dim 256, 512-token windows, every 6th layer global, tied)",
@@ -282,6 +302,20 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
     arch: "phi3",
     description: "tiny phi3 for tests (fused qkv and gate_up, GQA 4/2, untied)",
     shape: { ...tinyLlamaLike, tied: false, ropeTheta: 10000, rmsEps: 1e-5 },
+  },
+  "tiny-gemma2": {
+    arch: "gemma2",
+    description: "tiny gemma2 for tests (GQA 4/2, head_dim 32, 8-token windows in layers 0 and 2, soft caps, tied)",
+    shape: {
+      ...tinyLlamaLike,
+      layers: 4,
+      headDim: 32,
+      tied: true,
+      ropeTheta: 10000,
+      rmsEps: 1e-6,
+      slidingWindow: 8,
+      slidingPattern: 2,
+    },
   },
   "tiny-gemma3": {
     arch: "gemma3",
@@ -389,7 +423,7 @@ const PHI3_LAYER: TensorRule[] = [
 ];
 
 // Gemma 3: q/k norms, and norms after the attention and FFN blocks. Its norms scale by (1 + w), so
-// they are drawn around 0 ("normal"), as trained Gemma norms are stored.
+// they are drawn around 0 ("normal"), as trained Gemma norms are stored. Gemma 2: the same without q/k norms.
 const GEMMA3_LAYER: TensorRule[] = [
   { name: "input_layernorm.weight", shape: (s) => [s.hidden], init: "normal" },
   ...LLAMA_LAYER.slice(1, 4),
@@ -450,10 +484,12 @@ function llamaConfig(spec: { hfClass: string; modelType: string }) {
   });
 }
 
-function gemma3Config(s: ResolvedShape, ids: TokenizerIds, dtype: DType): Record<string, unknown> {
-  return {
-    architectures: ["Gemma3ForCausalLM"],
-    model_type: "gemma3_text",
+const GEMMA2_LAYER = GEMMA3_LAYER.filter((r) => !/^self_attn\.[qk]_norm/.test(r.name));
+
+function gemmaConfig(gemma2: boolean) {
+  return (s: ResolvedShape, ids: TokenizerIds, dtype: DType): Record<string, unknown> => ({
+    architectures: [gemma2 ? "Gemma2ForCausalLM" : "Gemma3ForCausalLM"],
+    model_type: gemma2 ? "gemma2" : "gemma3_text",
     hidden_size: s.hidden,
     intermediate_size: s.intermediate,
     num_hidden_layers: s.layers,
@@ -464,8 +500,7 @@ function gemma3Config(s: ResolvedShape, ids: TokenizerIds, dtype: DType): Record
     max_position_embeddings: s.maxPositions,
     rms_norm_eps: s.rmsEps,
     rope_theta: s.ropeTheta,
-    rope_local_base_freq: 10000,
-    rope_scaling: s.ropeScaling,
+    ...(!gemma2 && { rope_local_base_freq: 10000, rope_scaling: s.ropeScaling }),
     hidden_activation: "gelu_pytorch_tanh",
     query_pre_attn_scalar: s.headDim,
     sliding_window: s.slidingWindow,
@@ -473,13 +508,13 @@ function gemma3Config(s: ResolvedShape, ids: TokenizerIds, dtype: DType): Record
       (i + 1) % s.slidingPattern === 0 ? "full_attention" : "sliding_attention",
     ),
     attention_bias: false,
-    final_logit_softcapping: null,
-    attn_logit_softcapping: null,
+    final_logit_softcapping: gemma2 ? 30.0 : null,
+    attn_logit_softcapping: gemma2 ? 50.0 : null,
     tie_word_embeddings: s.tied,
     bos_token_id: ids.bos,
     eos_token_id: ids.eos,
     torch_dtype: TORCH_DTYPE[dtype],
-  };
+  });
 }
 
 const GPT2_LAYER: TensorRule[] = [
@@ -535,7 +570,8 @@ export const ARCHS: Record<Arch, ArchSpec> = {
   qwen3: llamaFamily("Qwen3ForCausalLM", "qwen3", QWEN3_LAYER),
   smollm3: llamaFamily("SmolLM3ForCausalLM", "smollm3", LLAMA_LAYER),
   phi3: llamaFamily("Phi3ForCausalLM", "phi3", PHI3_LAYER),
-  gemma3: { ...llamaFamily("Gemma3ForCausalLM", "gemma3_text", GEMMA3_LAYER), config: gemma3Config },
+  gemma2: { ...llamaFamily("Gemma2ForCausalLM", "gemma2", GEMMA2_LAYER), config: gemmaConfig(true) },
+  gemma3: { ...llamaFamily("Gemma3ForCausalLM", "gemma3_text", GEMMA3_LAYER), config: gemmaConfig(false) },
   gpt2: {
     hfClass: "GPT2LMHeadModel",
     modelType: "gpt2",

@@ -105,6 +105,7 @@ export interface NativeAddon {
    * and already holds positions 0 .. pos0 + n - 1. Query i (at position pos0 + i) attends to 0 .. pos0 + i.
    * Grouped-query: query head h reads kv head floor(h / (nHeads / nKvHeads)). out is [n][nHeads][headDim].
    * window > 0 (sliding-window layers): query i attends to the last `window` of those positions only.
+   * softcap > 0 (Gemma 2): each score s becomes softcap · tanh(s / softcap) before the softmax.
    */
   attention(
     out: Float32Array,
@@ -119,7 +120,10 @@ export interface NativeAddon {
     capacity: number,
     scale: number,
     window?: number,
+    softcap?: number,
   ): void;
+  /** x[i] = cap · tanh(x[i] / cap) for i < count, −∞ kept (Gemma 2's soft-capped logits). */
+  softcap(x: Float32Array, count: number, cap: number): void;
   /** Copy k, v ([n][nKvHeads][headDim]) into the caches at positions pos0 .. pos0 + n - 1. */
   cacheWrite(
     kCache: Float32Array,
@@ -410,7 +414,9 @@ export interface CudaAddon {
     scale: number,
     fromStep?: boolean,
     window?: number,
+    softcap?: number,
   ): void;
+  softcap(x: CudaBuffer, count: number, cap: number): void;
   gatedAct(gate: CudaBuffer, up: CudaBuffer, count: number, activation: Act): void;
   activate(x: CudaBuffer, count: number, activation: Act): void;
   add(y: CudaBuffer, x: CudaBuffer, count: number): void;

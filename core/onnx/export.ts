@@ -296,7 +296,14 @@ class Exporter {
 
     if (this.opts.lastTokenLogits) x = g.op("Slice", [x, g.i64([-1]), g.i64([2 ** 53 - 1]), g.i64([0])]);
     const hf = this.norm(g, x, this.w.finalNorm);
-    const logits2d = this.s && this.s.head.method === "hire" ? this.hireHead(hf) : this.linear(g, hf, this.w.head);
+    const hireHead = this.s?.head.method === "hire";
+    let logits2d = hireHead ? this.hireHead(hf) : this.linear(g, hf, this.w.head);
+    if (c.finalSoftcap !== undefined) {
+      const capped = this.softcap(g, logits2d, c.finalSoftcap);
+      // HiRE's left-out tokens stay at −∞ (tanh would bring them to −cap).
+      const out = g.op("Equal", [logits2d, g.scalar(-Infinity)]);
+      logits2d = hireHead ? g.op("Where", [out, logits2d, capped]) : capped;
+    }
     g.op("Unsqueeze", [logits2d, g.i64([0])], {}, { outputs: ["logits"] });
     g.output("logits", DT.FLOAT, [1, this.opts.lastTokenLogits ? 1 : "S", c.vocab]);
     for (let l = 0; l < c.layers; l++) {
@@ -385,6 +392,11 @@ class Exporter {
     const ms = b.op("ReduceMean", [b.op("Mul", [x, x])], { axes: [-1], keepdims: 1 });
     const inv = b.op("Reciprocal", [b.op("Sqrt", [b.op("Add", [ms, b.scalar(c.normEps)])])]);
     return b.op("Mul", [b.op("Mul", [x, inv]), weight]);
+  }
+
+  /** cap · tanh(x / cap) (Gemma 2's soft caps), as the engine computes it. */
+  private softcap(b: GraphBuilder, x: string, cap: number): string {
+    return b.op("Mul", [b.op("Tanh", [b.op("Div", [x, b.scalar(cap)])]), b.scalar(cap)]);
   }
 
   /** act(x) with the engine's formulas. */
@@ -484,7 +496,8 @@ class Exporter {
     const qg = b.op("Transpose", [b.op("Reshape", [q, b.i64([-1, K, A / K, D])])], { perm: [1, 2, 0, 3] });
     const kt = b.op("Transpose", [presentK], { perm: [1, 0, 3, 2] });
     const vt = b.op("Transpose", [presentV], { perm: [1, 0, 2, 3] });
-    const scores = b.op("Mul", [b.op("MatMul", [qg, kt]), b.scalar(c.attentionScale ?? 1 / Math.sqrt(D))]);
+    let scores = b.op("Mul", [b.op("MatMul", [qg, kt]), b.scalar(c.attentionScale ?? 1 / Math.sqrt(D))]);
+    if (c.attentionSoftcap !== undefined) scores = this.softcap(b, scores, c.attentionSoftcap);
     const mask = window > 0 ? this.windowMasks.get(window)! : this.mask;
     const masked = b.op("Where", [mask, b.scalar(-Infinity), scores]);
     const att = b.op("MatMul", [b.op("Softmax", [masked], { axis: -1 }), vt]); // [K, G, S, D]

@@ -69,7 +69,7 @@ export class SparseContext {
 
   constructor(
     readonly b: Backend,
-    c: ModelConfig,
+    readonly c: ModelConfig,
     ws: Workspace,
     public settings: SparsitySettings,
   ) {

@@ -123,6 +123,8 @@ export class HireOutputLayer implements OutputLayer {
     };
     if (ctx.auditNow) {
       b.matmul(sc.auditOut, hidden, this.w.head.w, 1, null);
+      const cap = ctx.c.finalSoftcap; // the model's distribution is over the capped logits
+      if (cap !== undefined) b.softcap(sc.auditOut, V, cap);
       const dense = b.read(sc.auditOut, 0, V);
       const best = argmax(dense);
       const lse = logSumExp(dense);

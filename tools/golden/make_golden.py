@@ -7,7 +7,7 @@ shared golden folder, and expected.json from reference.py.
     python3 tools/golden/make_golden.py qwen3 test/golden/qwen3-bf16 --tokenizer-from ../shared/golden/llama-bf16
     (phi3-partial goes to test/golden/phi3-partial-bf16)
 
-qwen3, smollm3, phi3, phi3-partial and gemma3 are defined: the shared folders cover the other
+qwen3, smollm3, phi3, phi3-partial, gemma2 and gemma3 are defined: the shared folders cover the other
 architectures.
 """
 import argparse
@@ -110,6 +110,25 @@ SHAPES = {
         attn_logit_softcapping=None,
         tie_word_embeddings=True,
     ),
+    # Gemma 2: windows in layers 0 and 2, soft caps that bite (uncapped, scores reach the hundreds and
+    # logits 31 here; Gemma 2 ships 50 and 30), no q/k norms.
+    "gemma2": dict(
+        BASE,
+        architectures=["Gemma2ForCausalLM"],
+        model_type="gemma2",
+        num_hidden_layers=4,
+        head_dim=32,
+        rms_norm_eps=1e-6,
+        rope_theta=10000.0,
+        hidden_act=None,
+        hidden_activation="gelu_pytorch_tanh",
+        query_pre_attn_scalar=32,
+        sliding_window=8,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+        attn_logit_softcapping=10.0,
+        final_logit_softcapping=20.0,
+        tie_word_embeddings=True,
+    ),
     # head_dim 32 with 4 heads: q is 128 wide against a hidden size of 64, as in Qwen3 (2048 vs 1024).
     "qwen3": dict(
         BASE,
@@ -139,7 +158,7 @@ def tensors(c: dict, rng: np.random.Generator) -> dict:
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}"
         t[f"{p}.input_layernorm.weight"] = norm(H)
-        if c["model_type"] == "gemma3_text":
+        if c["model_type"] in ("gemma2", "gemma3_text"):
             # Norms are stored as w and applied as 1 + w. The block outputs' norms scale by about
             # 2 sqrt(hidden), against embeddings scaled by sqrt(hidden), so the blocks are not drowned
             # by the residual: with 1 + w near 1 the tied head kept repeating the last input token,
@@ -149,8 +168,9 @@ def tensors(c: dict, rng: np.random.Generator) -> dict:
             t[f"{p}.self_attn.q_proj.weight"] = mat(A * D, H)
             t[f"{p}.self_attn.k_proj.weight"] = mat(K * D, H)
             t[f"{p}.self_attn.v_proj.weight"] = mat(K * D, H)
-            t[f"{p}.self_attn.q_norm.weight"] = norm(D) - 1
-            t[f"{p}.self_attn.k_norm.weight"] = norm(D) - 1
+            if c["model_type"] == "gemma3_text":
+                t[f"{p}.self_attn.q_norm.weight"] = norm(D) - 1
+                t[f"{p}.self_attn.k_norm.weight"] = norm(D) - 1
             t[f"{p}.self_attn.o_proj.weight"] = mat(H, A * D)
             t[f"{p}.post_attention_layernorm.weight"] = post(H)
             t[f"{p}.pre_feedforward_layernorm.weight"] = norm(H) - 1
@@ -177,7 +197,7 @@ def tensors(c: dict, rng: np.random.Generator) -> dict:
         t[f"{p}.mlp.gate_proj.weight"] = mat(F, H)
         t[f"{p}.mlp.up_proj.weight"] = mat(F, H)
         t[f"{p}.mlp.down_proj.weight"] = mat(H, F)
-    t["model.norm.weight"] = norm(H) - (1 if c["model_type"] == "gemma3_text" else 0)
+    t["model.norm.weight"] = norm(H) - (1 if c["model_type"] in ("gemma2", "gemma3_text") else 0)
     if not c["tie_word_embeddings"]:
         t["lm_head.weight"] = mat(V, H)
     return t

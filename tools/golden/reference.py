@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A float64 NumPy reference of the Hugging Face forward pass for the Llama family (LlamaForCausalLM,
-MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM) and
-Gemma3ForCausalLM, written from the transformers modeling code's semantics and independent of the
+MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM),
+Gemma2ForCausalLM and Gemma3ForCausalLM, written from the transformers modeling code's semantics and independent of the
 engine: it shares no code with core/.
 
 It writes the golden `expected.json` format (../shared/golden/README.md): greedy ids after the
@@ -94,14 +94,16 @@ class Model:
         self.cfg = json.loads((folder / "config.json").read_text())
         arch = self.cfg["architectures"][0]
         known = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
-                 "SmolLM3ForCausalLM", "Phi3ForCausalLM", "Gemma3ForCausalLM")
+                 "SmolLM3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM")
         if arch not in known:
             raise SystemExit(f"{arch} is not one of {', '.join(known)}")
         self.qwen2 = arch == "Qwen2ForCausalLM"
-        # Gemma 3: embeddings times sqrt(hidden), (1 + w) norms, norms after both blocks, sliding-window
-        # layers with their own rotary base, query_pre_attn_scalar, GELU (tanh) gated FFN.
-        self.gemma = arch == "Gemma3ForCausalLM"
-        self.qk_norm = arch == "Qwen3ForCausalLM" or self.gemma
+        # Gemma 2 and 3: embeddings times sqrt(hidden), (1 + w) norms, norms after both blocks,
+        # sliding-window layers (layer_types), query_pre_attn_scalar, GELU (tanh) gated FFN. Gemma 3:
+        # q/k norms, its own rotary base in the sliding layers. Gemma 2: soft-capped scores and logits.
+        self.gemma3 = arch == "Gemma3ForCausalLM"
+        self.gemma = self.gemma3 or arch == "Gemma2ForCausalLM"
+        self.qk_norm = arch == "Qwen3ForCausalLM" or self.gemma3
         self.phi3 = arch == "Phi3ForCausalLM"  # fused qkv_proj and gate_up_proj (gate first)
         self.bias = self.qwen2 or bool(self.cfg.get("attention_bias", False))
         self.w = read_safetensors(folder / "model.safetensors")
@@ -117,8 +119,11 @@ class Model:
         self.scale = 1.0 / np.sqrt(c["query_pre_attn_scalar"] if self.gemma else self.D)
         self.window = [None] * layers
         self.local_inv = self.inv
+        self.att_cap = c.get("attn_logit_softcapping") if self.gemma else None
+        self.final_cap = c.get("final_logit_softcapping") if self.gemma else None
         if self.gemma:
             self.window = [c["sliding_window"] if t == "sliding_attention" else None for t in c["layer_types"]]
+        if self.gemma3:
             self.local_inv, _ = rope_params({"rope_theta": c["rope_local_base_freq"]}, self.D)
         if arch == "SmolLM3ForCausalLM":
             # SmolLM3Attention.use_rope = config.no_rope_layers[i]; the default list leaves out every
@@ -165,7 +170,10 @@ class Model:
                 q, k = rotate(q, pos, inv, self.m), rotate(k, pos, inv, self.m)
             k = np.repeat(k, A // K, axis=1)  # head j uses key/value head j // (A / K)
             v = np.repeat(v, A // K, axis=1)
-            s = np.einsum("tad,sad->ats", q, k) * self.scale + mask
+            s = np.einsum("tad,sad->ats", q, k) * self.scale
+            if self.att_cap:
+                s = self.att_cap * np.tanh(s / self.att_cap)
+            s = s + mask
             s = np.exp(s - s.max(axis=-1, keepdims=True))
             s /= s.sum(axis=-1, keepdims=True)
             att = np.einsum("ats,sad->tad", s, v).reshape(T, A * D)
@@ -180,7 +188,8 @@ class Model:
             act = gelu_tanh(g) if self.gemma else g / (1.0 + np.exp(-g))
             f = self.lin(act * u, f"{p}.mlp.down_proj", False)
             x = x + (self.norm(f, f"{p}.post_feedforward_layernorm") if self.gemma else f)
-        return self.norm(x, "model.norm") @ self.head.T
+        z = self.norm(x, "model.norm") @ self.head.T
+        return self.final_cap * np.tanh(z / self.final_cap) if self.final_cap else z
 
 
 def generate(model, prompt, steps):

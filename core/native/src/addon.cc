@@ -244,6 +244,7 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   const int64_t capacity = a.integer(9, "capacity", 1, kMaxDim);
   const double scale = a.number(10, "scale");
   const int64_t window = a.is_nullish(11) ? 0 : a.integer(11, "window", 0, kMaxDim);
+  const double softcap = a.optional_number(12, "softcap", 0.0, 0.0);
   if (n_heads % n_kv != 0)
     a.fail("nHeads = " + std::to_string(n_heads) + " is not a multiple of nKvHeads = " + std::to_string(n_kv));
   if (pos0 + n > capacity)
@@ -258,7 +259,7 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   a.disjoint(out, nq, "out", kc, ncache, "kCache");
   a.disjoint(out, nq, "out", vc, ncache, "vCache");
   hire::attention(out.data, q.data, kc.data, vc.data, n, n_heads, n_kv, head_dim, pos0, capacity,
-                  static_cast<float>(scale), window);
+                  static_cast<float>(scale), window, static_cast<float>(softcap));
   return info.Env().Undefined();
 }
 
@@ -321,6 +322,17 @@ Napi::Value Add(const Napi::CallbackInfo& info) {
   a.need(x, "x", count, "count");
   a.disjoint(y, count, "y", x, count, "x", true);
   hire::add(y.data, x.data, count);
+  return info.Env().Undefined();
+}
+
+Napi::Value Softcap(const Napi::CallbackInfo& info) {
+  Args a(info, "softcap");
+  auto x = a.f32(0, "x");
+  const int64_t count = a.integer(1, "count", 0, kMaxDim);
+  const double cap = a.number(2, "cap");
+  if (!(cap > 0) || !std::isfinite(cap)) a.fail("cap must be a finite number > 0");
+  a.need(x, "x", count, "count");
+  hire::softcap(x.data, count, static_cast<float>(cap));
   return info.Env().Undefined();
 }
 
@@ -730,6 +742,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Export<LayerNorm>(env, exports, "layerNorm");
   Export<Rope>(env, exports, "rope");
   Export<Attention>(env, exports, "attention");
+  Export<Softcap>(env, exports, "softcap");
   Export<CacheWrite>(env, exports, "cacheWrite");
   Export<SiluMul>(env, exports, "siluMul");
   Export<Activate>(env, exports, "activate");

@@ -408,7 +408,8 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   if (out == q) a.fail("out and q must be different buffers");
   cu::attention(out, q, a.buf(2, "kCache", cache, "nKvHeads*capacity*headDim"),
                 a.buf(3, "vCache", cache, "nKvHeads*capacity*headDim"), n, heads, kv, hd, pos0, cap,
-                static_cast<float>(scale), a.from_step(11, n), a.is_nullish(12) ? 0 : a.integer(12, "window", 0, kMaxDim));
+                static_cast<float>(scale), a.from_step(11, n), a.is_nullish(12) ? 0 : a.integer(12, "window", 0, kMaxDim),
+                static_cast<float>(a.optional_number(13, "softcap", 0.0, 0.0)));
   return info.Env().Undefined();
 }
 
@@ -430,6 +431,15 @@ Napi::Value Add(const Napi::CallbackInfo& info) {
   CArgs a(info, "cuda.add");
   const int64_t count = a.integer(2, "count", 0, kMaxDim);
   cu::add(a.buf(0, "y", count, "count"), a.buf(1, "x", count, "count"), count);
+  return info.Env().Undefined();
+}
+
+Napi::Value Softcap(const Napi::CallbackInfo& info) {
+  CArgs a(info, "cuda.softcap");
+  const int64_t count = a.integer(1, "count", 0, kMaxDim);
+  const double cap = a.number(2, "cap");
+  if (!(cap > 0) || !std::isfinite(cap)) a.fail("cap must be a finite number > 0");
+  cu::softcap(a.buf(0, "x", count, "count"), count, static_cast<float>(cap));
   return info.Env().Undefined();
 }
 
@@ -663,6 +673,7 @@ Napi::Object cuda_exports(Napi::Env env) {
   Export<CacheWrite>(env, o, "cacheWrite");
   Export<RopeCacheWrite>(env, o, "ropeCacheWrite");
   Export<Attention>(env, o, "attention");
+  Export<Softcap>(env, o, "softcap");
   Export<Argmax>(env, o, "argmax");
   Export<ReadArgmax>(env, o, "readArgmax");
   Export<GatedAct>(env, o, "gatedAct");

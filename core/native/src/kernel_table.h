@@ -134,10 +134,11 @@ struct KernelTable {
   // One token: every head of x[n_heads][head_dim] rotated by cos/sin[half].
   void (*rope_token)(float* x, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin,
                      int64_t half);
-  // One (token, head): out[d] = sum_j softmax_j(scale * q.k_j) v_j[d] over j < len.
-  // scores holds >= len floats, acc >= d floats (thread scratch); out may equal q.
+  // One (token, head): out[d] = sum_j softmax_j(s_j) v_j[d] over j < len, s_j = scale * q.k_j, or
+  // softcap * tanh(s_j / softcap) when softcap > 0 (Gemma 2). scores holds >= len floats, acc >= d
+  // floats (thread scratch); out may equal q.
   void (*attn_head)(float* out, const float* q, const float* k, const float* v, int64_t len, int64_t d,
-                    float scale, float* scores, float* acc);
+                    float scale, float softcap, float* scores, float* acc);
   // For the bandwidth probe: a value that depends on all count floats (64-byte aligned), read once.
   float (*read_sum)(const float* p, size_t count);
 

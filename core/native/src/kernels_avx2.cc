@@ -873,7 +873,7 @@ HIRE_AVX2 void a_rope_token(float* x, int64_t n_heads, int64_t head_dim, const f
 // ---- attention -----------------------------------------------------------------------------------
 
 HIRE_AVX2 void a_attn_head(float* out, const float* q, const float* k, const float* v, int64_t len,
-                           int64_t d, float scale, float* scores, float* acc) {
+                           int64_t d, float scale, float softcap, float* scores, float* acc) {
   const int64_t dv = d & ~int64_t{7};
   // Scores, four keys at a time.
   int64_t j = 0;
@@ -911,6 +911,8 @@ HIRE_AVX2 void a_attn_head(float* out, const float* q, const float* k, const flo
     for (int64_t i = dv; i < d; ++i) r = std::fmaf(q[i], kj[i], r);
     scores[j] = r * scale;
   }
+  if (softcap > 0.0f)
+    for (j = 0; j < len; ++j) scores[j] = softcap * std::tanh(scores[j] / softcap);
   a_softmax_row(scores, len);
   // Weighted sum of values, four at a time, into acc (so out may alias q).
   for (int64_t i = 0; i < d; ++i) acc[i] = 0.0f;

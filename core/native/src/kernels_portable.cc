@@ -202,13 +202,14 @@ void p_rope_token(float* x, int64_t n_heads, int64_t head_dim, const float* cs, 
 }
 
 void p_attn_head(float* out, const float* q, const float* k, const float* v, int64_t len, int64_t d,
-                 float scale, float* scores, float* acc) {
+                 float scale, float softcap, float* scores, float* acc) {
   float m = -INFINITY;
   for (int64_t j = 0; j < len; ++j) {
     const float* kj = k + j * d;
     float s = 0.0f;
     for (int64_t i = 0; i < d; ++i) s += q[i] * kj[i];
     s *= scale;
+    if (softcap > 0.0f) s = softcap * std::tanh(s / softcap);
     scores[j] = s;
     m = std::max(m, s);
   }

@@ -257,7 +257,7 @@ void rope(float* x, int64_t n, int64_t n_heads, int64_t head_dim, const int32_t*
 
 void attention(float* out, const float* q, const float* k_cache, const float* v_cache, int64_t n,
                int64_t n_heads, int64_t n_kv, int64_t head_dim, int64_t pos0, int64_t capacity, float scale,
-               int64_t window) {
+               int64_t window, float softcap) {
   const KernelTable& K = active_kernels();
   const int64_t group = n_heads / n_kv;
   const int64_t d = head_dim;
@@ -269,7 +269,7 @@ void attention(float* out, const float* q, const float* k_cache, const float* v_
     float* acc = scores + ((capacity + 15) & ~int64_t{15});
     const int64_t off = (i * n_heads + h) * d;
     const int64_t at = (g * capacity + start) * d;
-    K.attn_head(out + off, q + off, k_cache + at, v_cache + at, end - start, d, scale, scores, acc);
+    K.attn_head(out + off, q + off, k_cache + at, v_cache + at, end - start, d, scale, softcap, scores, acc);
   };
   const int64_t tasks = n * n_heads;
   ThreadPool& pool = ThreadPool::instance();
@@ -296,6 +296,13 @@ void cache_write(float* k_cache, float* v_cache, const float* k, const float* v,
       std::memcpy(v_cache + dst, v + src, bytes);
     }
   }
+}
+
+void softcap(float* x, int64_t count, float cap) {
+  parallel_range(count, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i)
+      if (x[i] != -INFINITY) x[i] = cap * std::tanh(x[i] / cap);
+  });
 }
 
 void silu_mul(float* gate, const float* up, int64_t count) {

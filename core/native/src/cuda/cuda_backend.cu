@@ -658,6 +658,7 @@ __global__ void __launch_bounds__(32 * kAttnWarps) attention_kernel(float* __res
                                                                     const float* __restrict__ vc, int64_t heads,
                                                                     int64_t group, int64_t head_dim, const int32_t* pos0p,
                                                                     int64_t capacity, float scale, int64_t window,
+                                                                    float softcap,
                                                                     float* __restrict__ part,
                                                                     unsigned* __restrict__ counters) {
   __shared__ float wm[kAttnWarps], wl[kAttnWarps];
@@ -697,7 +698,9 @@ __global__ void __launch_bounds__(32 * kAttnWarps) attention_kernel(float* __res
       float d = 0.0f;
 #pragma unroll
       for (int j = 0; j < DPL; ++j) d += qd[j] * kv[u][j];
-      sc[u] = t0 + u < hi ? warp_sum(d) * scale : -INFINITY;
+      float v = warp_sum(d) * scale;
+      if (softcap > 0.0f) v = softcap * tanhf(v / softcap);
+      sc[u] = t0 + u < hi ? v : -INFINITY;
       mn = fmaxf(mn, sc[u]);
     }
     const float corr = m == -INFINITY ? 0.0f : expf(m - mn);
@@ -768,6 +771,10 @@ __global__ void gated_act_kernel(float* gate, const float* up, int64_t count, in
 __global__ void activate_kernel(float* x, int64_t count, int act) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += int64_t{gridDim.x} * blockDim.x)
     x[i] = apply_act(x[i], act);
+}
+__global__ void softcap_kernel(float* x, int64_t count, float cap) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += int64_t{gridDim.x} * blockDim.x)
+    if (x[i] != -INFINITY) x[i] = cap * tanhf(x[i] / cap);
 }
 __global__ void add_kernel(float* y, const float* x, int64_t count) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += int64_t{gridDim.x} * blockDim.x)
@@ -1740,7 +1747,7 @@ void rope_cache_write(float* q, float* k, const float* v, float* kc, float* vc, 
 
 void attention(float* out, const float* q, const float* kc, const float* vc, int64_t n, int64_t heads,
                int64_t kv_heads, int64_t head_dim, int64_t pos0, int64_t capacity, float scale, bool from_step,
-               int64_t window) {
+               int64_t window, float softcap) {
   if (n <= 0) return;
   if (head_dim > 256) throw std::runtime_error("CUDA: attention supports head_dim up to 256");
   State& s = st();
@@ -1754,13 +1761,13 @@ void attention(float* out, const float* q, const float* kc, const float* vc, int
   const dim3 grid(static_cast<unsigned>(heads), static_cast<unsigned>(n), static_cast<unsigned>(S));
   const int64_t group = heads / kv_heads;
   if (head_dim <= 32)
-    attention_kernel<1><<<grid, 32 * kAttnWarps, 0, s.stream>>>(out, q, kc, vc, heads, group, head_dim, d_pos0, capacity, scale, window, part, counters);
+    attention_kernel<1><<<grid, 32 * kAttnWarps, 0, s.stream>>>(out, q, kc, vc, heads, group, head_dim, d_pos0, capacity, scale, window, softcap, part, counters);
   else if (head_dim <= 64)
-    attention_kernel<2><<<grid, 32 * kAttnWarps, 0, s.stream>>>(out, q, kc, vc, heads, group, head_dim, d_pos0, capacity, scale, window, part, counters);
+    attention_kernel<2><<<grid, 32 * kAttnWarps, 0, s.stream>>>(out, q, kc, vc, heads, group, head_dim, d_pos0, capacity, scale, window, softcap, part, counters);
   else if (head_dim <= 128)
-    attention_kernel<4><<<grid, 32 * kAttnWarps, 0, s.stream>>>(out, q, kc, vc, heads, group, head_dim, d_pos0, capacity, scale, window, part, counters);
+    attention_kernel<4><<<grid, 32 * kAttnWarps, 0, s.stream>>>(out, q, kc, vc, heads, group, head_dim, d_pos0, capacity, scale, window, softcap, part, counters);
   else
-    attention_kernel<8><<<grid, 32 * kAttnWarps, 0, s.stream>>>(out, q, kc, vc, heads, group, head_dim, d_pos0, capacity, scale, window, part, counters);
+    attention_kernel<8><<<grid, 32 * kAttnWarps, 0, s.stream>>>(out, q, kc, vc, heads, group, head_dim, d_pos0, capacity, scale, window, softcap, part, counters);
   LAUNCHED("attention");
 }
 
@@ -1774,6 +1781,12 @@ void activate(float* x, int64_t count, int act) {
   if (count <= 0) return;
   activate_kernel<<<elementwise_grid(count), 256, 0, st().stream>>>(x, count, act);
   LAUNCHED("activate");
+}
+
+void softcap(float* x, int64_t count, float cap) {
+  if (count <= 0) return;
+  softcap_kernel<<<elementwise_grid(count), 256, 0, st().stream>>>(x, count, cap);
+  LAUNCHED("softcap");
 }
 
 void add(float* y, const float* x, int64_t count) {

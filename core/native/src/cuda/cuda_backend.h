@@ -97,7 +97,7 @@ void rope_cache_write(float* q, float* k, const float* v, float* kc, float* vc, 
 // window > 0: each query attends to its last `window` positions only (sliding-window layers).
 void attention(float* out, const float* q, const float* kc, const float* vc, int64_t n, int64_t heads,
                int64_t kv_heads, int64_t head_dim, int64_t pos0, int64_t capacity, float scale, bool from_step,
-               int64_t window);
+               int64_t window, float softcap);
 // Greedy sampling on the device: argmax enqueues the index of the largest of x[0..n) (first on ties,
 // NaN never wins unless it is x[0], as sampler.ts's argmax); read_argmax waits and returns it.
 void argmax(const float* x, int64_t n);
@@ -106,6 +106,8 @@ int32_t read_argmax();
 void gated_act(float* gate, const float* up, int64_t count, int act);
 void activate(float* x, int64_t count, int act);
 void add(float* y, const float* x, int64_t count);
+// x = cap * tanh(x / cap), -inf kept (Gemma 2's soft-capped logits).
+void softcap(float* x, int64_t count, float cap);
 // y[i] = x[idx[i]] (idx: host).
 void gather(float* y, const float* x, const int32_t* idx, int64_t count);
 

@@ -39,7 +39,7 @@ void rope_cache_write(float*, float*, const float*, float*, float*, int64_t, int
   none();
 }
 void attention(float*, const float*, const float*, const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-               float, bool, int64_t) {
+               float, bool, int64_t, float) {
   none();
 }
 void argmax(const float*, int64_t) { none(); }
@@ -47,6 +47,7 @@ int32_t read_argmax() { none(); }
 void gated_act(float*, const float*, int64_t, int) { none(); }
 void activate(float*, int64_t, int) { none(); }
 void add(float*, const float*, int64_t) { none(); }
+void softcap(float*, int64_t, float) { none(); }
 void gather(float*, const float*, const int32_t*, int64_t) { none(); }
 void quant_matvec(float*, const float*, const DQuant&) { none(); }
 void matvec_rows(float*, const float*, const DMat&, const int32_t*, int64_t) { none(); }

@@ -1,15 +1,18 @@
-// Gemma 3 text models: Gemma3ForCausalLM (gemma-3-270m, gemma-3-1b) and the language model inside
-// Gemma3ForConditionalGeneration (gemma-3-4b/12b/27b; its text_config and language-model tensors,
-// the vision tower left unread). The Llama block with these differences, as transformers' modeling
-// code has them:
+// Gemma 2 and 3 text models: Gemma2ForCausalLM (gemma-2-2b/9b/27b), Gemma3ForCausalLM
+// (gemma-3-270m, gemma-3-1b) and the language model inside Gemma3ForConditionalGeneration
+// (gemma-3-4b/12b/27b; its text_config and language-model tensors, the vision tower left unread).
+// The Llama block with these differences, as transformers' modeling code has them:
 // - token embeddings times √hidden as they enter the first layer;
 // - every RMSNorm scales by (1 + w): the weights are read with the 1 added (in f32, as transformers
 //   computes it), so the engine's norm op serves unchanged;
-// - norms after the attention and FFN blocks (before their residual adds), and q/k norms per head;
+// - norms after the attention and FFN blocks (before their residual adds);
 // - attention scaled by query_pre_attn_scalar^-1/2;
-// - sliding-window attention in most layers (`layer_types`, or every `sliding_window_pattern`-th layer
-//   global), whose rotary step uses rope_local_base_freq without scaling;
-// - a GELU (tanh) gated FFN.
+// - sliding-window attention in some layers (`layer_types`; else Gemma 2 every other layer from the
+//   first, Gemma 3 all but every `sliding_window_pattern`-th);
+// - a GELU (tanh) gated FFN;
+// - Gemma 2: attention scores and final logits soft-capped (cap · tanh(x / cap));
+// - Gemma 3: q/k norms per head, and a rotary base of its own (rope_local_base_freq, unscaled) in the
+//   sliding-window layers.
 import type { Weight, WeightStore } from "../loader/safetensors.js";
 import { ModelError } from "../loader/errors.js";
 import { native, NativeDType } from "../native/addon.js";
@@ -26,8 +29,13 @@ import {
   type Norm,
 } from "./config.js";
 
+/** What sets Gemma 2 apart from Gemma 3 (see the header). */
+interface Variant {
+  gemma2: boolean;
+}
+
 /** Gemma3TextConfig's defaults (the 4B text model's shapes), for the fields a text_config leaves out. */
-const DEFAULTS = {
+const GEMMA3_DEFAULTS = {
   hidden_size: 2304,
   intermediate_size: 9216,
   num_hidden_layers: 26,
@@ -42,11 +50,24 @@ const DEFAULTS = {
   query_pre_attn_scalar: 256,
   sliding_window: 4096,
   sliding_window_pattern: 6,
+  final_logit_softcapping: null,
+  attn_logit_softcapping: null,
+};
+
+/** Gemma2Config's defaults (the 2B model's shapes, bar the vocabulary). */
+const GEMMA2_DEFAULTS = {
+  ...GEMMA3_DEFAULTS,
+  vocab_size: 256000,
+  max_position_embeddings: 8192,
+  rope_theta: 10_000,
+  sliding_window_pattern: 2,
+  final_logit_softcapping: 30.0,
+  attn_logit_softcapping: 50.0,
 };
 
 /** The text model's config: config.json itself, or its text_config (multimodal checkpoints). */
 function textConfig(raw: Record<string, unknown>, architecture: string, file: string): Record<string, unknown> {
-  if (architecture === "Gemma3ForCausalLM") return raw;
+  if (architecture !== "Gemma3ForConditionalGeneration") return raw;
   const text = raw.text_config;
   if (typeof text !== "object" || text === null || Array.isArray(text)) {
     throw new ModelError("BAD_CONFIG", file, `"text_config" must be an object for ${architecture}`);
@@ -60,14 +81,19 @@ function textConfig(raw: Record<string, unknown>, architecture: string, file: st
   return { ...top, ...(text as Record<string, unknown>) };
 }
 
-function parseConfig(raw: Record<string, unknown>, file: string, architecture: string): ModelConfig {
-  const r = new ConfigReader(textConfig(raw, architecture, file), file);
-  for (const key of ["final_logit_softcapping", "attn_logit_softcapping"]) {
-    const v = r.raw[key];
-    if (v !== undefined && v !== null) {
-      throw new ModelError("BAD_CONFIG", file, `"${key}" is set; soft-capped logits are not supported (Gemma 2)`);
-    }
+/** A soft cap: the config's value (null: none), or the variant's default when absent. */
+function softcap(r: ConfigReader, key: string, fallback: number | null): number | undefined {
+  const v = r.raw[key] === undefined ? fallback : r.raw[key];
+  if (v === null) return undefined;
+  if (typeof v !== "number" || !(v > 0) || !Number.isFinite(v)) {
+    throw new ModelError("BAD_CONFIG", r.file, `"${key}" must be a positive number or null`);
   }
+  return v;
+}
+
+function parseConfig(raw: Record<string, unknown>, file: string, architecture: string, v: Variant): ModelConfig {
+  const r = new ConfigReader(textConfig(raw, architecture, file), file);
+  const DEFAULTS = v.gemma2 ? GEMMA2_DEFAULTS : GEMMA3_DEFAULTS;
   const hidden = r.int("hidden_size", DEFAULTS.hidden_size);
   const heads = r.int("num_attention_heads", DEFAULTS.num_attention_heads);
   const headDim = r.int("head_dim", DEFAULTS.head_dim);
@@ -80,8 +106,10 @@ function parseConfig(raw: Record<string, unknown>, file: string, architecture: s
     r.int("sliding_window", DEFAULTS.sliding_window),
     (i) => (i + 1) % every !== 0,
   );
-  // The local layers' rotary step: their own base, no rope_scaling (transformers' rotary_emb_local).
+  // Gemma 3's local layers' rotary step: their own base, no rope_scaling (transformers' rotary_emb_local).
   const local = new ConfigReader({ rope_theta: r.num("rope_local_base_freq", DEFAULTS.rope_local_base_freq) }, file);
+  const attentionSoftcap = softcap(r, "attn_logit_softcapping", DEFAULTS.attn_logit_softcapping);
+  const finalSoftcap = softcap(r, "final_logit_softcapping", DEFAULTS.final_logit_softcapping);
   return validateConfig(
     {
       architecture,
@@ -98,10 +126,12 @@ function parseConfig(raw: Record<string, unknown>, file: string, architecture: s
       activation: r.activation("hidden_activation", "gelu_pytorch_tanh"),
       gatedFfn: true,
       ropeInvFreq: ropeInvFreq(new ConfigReader({ rope_theta: DEFAULTS.rope_theta, ...r.raw }, file), headDim),
-      localRopeInvFreq: ropeInvFreq(local, headDim),
+      ...(!v.gemma2 && { localRopeInvFreq: ropeInvFreq(local, headDim) }),
       attentionWindows: windows,
       attentionScale: 1 / Math.sqrt(r.num("query_pre_attn_scalar", DEFAULTS.query_pre_attn_scalar)),
       embedScale: Math.sqrt(hidden),
+      ...(attentionSoftcap !== undefined && { attentionSoftcap }),
+      ...(finalSoftcap !== undefined && { finalSoftcap }),
       attentionBias: r.bool("attention_bias", false),
       positionOffset: 0,
       tiedEmbeddings: r.bool("tie_word_embeddings", true),
@@ -118,7 +148,7 @@ function textPrefix(s: WeightStore): string {
   for (const p of ["model.", "model.language_model.", "language_model.model."]) {
     if (s.has(`${p}embed_tokens.weight`)) return p;
   }
-  throw new ModelError("MISSING_TENSOR", s.dir, "no Gemma 3 text model in the weights", "model.embed_tokens.weight");
+  throw new ModelError("MISSING_TENSOR", s.dir, "no Gemma text model in the weights", "model.embed_tokens.weight");
 }
 
 /** A Gemma RMSNorm weight as the engine's norm reads it: 1 + w, in f32. */
@@ -142,7 +172,7 @@ function offsetNorm(s: WeightStore, name: string, dim: number): Norm {
   return { weight, bias: null };
 }
 
-function bindWeights(c: ModelConfig, s: WeightStore): ModelWeights {
+function bindWeights(c: ModelConfig, s: WeightStore, v: Variant): ModelWeights {
   const { hidden: H, heads: A, kvHeads: K, headDim: D, intermediate: F } = c;
   const p = textPrefix(s);
   const bias = c.attentionBias === true;
@@ -161,7 +191,7 @@ function bindWeights(c: ModelConfig, s: WeightStore): ModelWeights {
         k: lin(`${l}.self_attn.k_proj`, K * D, H, bias),
         v: lin(`${l}.self_attn.v_proj`, K * D, H, bias),
       },
-      qkNorm: { q: norm(`${l}.self_attn.q_norm`, D), k: norm(`${l}.self_attn.k_norm`, D) },
+      ...(!v.gemma2 && { qkNorm: { q: norm(`${l}.self_attn.q_norm`, D), k: norm(`${l}.self_attn.k_norm`, D) } }),
       o: lin(`${l}.self_attn.o_proj`, H, A * D, bias),
       postAttnNorm: norm(`${l}.post_attention_layernorm`),
       ffnNorm: norm(`${l}.pre_feedforward_layernorm`),
@@ -190,10 +220,11 @@ function bindWeights(c: ModelConfig, s: WeightStore): ModelWeights {
   };
 }
 
-const variant = (architecture: string): ArchDefinition => ({
-  parseConfig: (raw, file) => parseConfig(raw, file, architecture),
-  bindWeights,
+const variant = (architecture: string, v: Variant): ArchDefinition => ({
+  parseConfig: (raw, file) => parseConfig(raw, file, architecture, v),
+  bindWeights: (c, s) => bindWeights(c, s, v),
 });
 
-export const gemma3 = variant("Gemma3ForCausalLM");
-export const gemma3Multimodal = variant("Gemma3ForConditionalGeneration");
+export const gemma2 = variant("Gemma2ForCausalLM", { gemma2: true });
+export const gemma3 = variant("Gemma3ForCausalLM", { gemma2: false });
+export const gemma3Multimodal = variant("Gemma3ForConditionalGeneration", { gemma2: false });
