@@ -256,13 +256,22 @@ function applyLlama3Scaling(inv: Float64Array, s: ConfigReader): void {
 }
 
 /**
- * A Llama-family model (Phi-3's too) around its layers: the embedding, the final RMSNorm, and
- * lm_head, or the embedding when the head is tied (or, with tie_word_embeddings unset, absent). A
- * config that says untied with no lm_head is a MISSING_TENSOR error rather than a silently tied model.
+ * A Llama-family model (Phi-3's and Gemma's too) around its layers: the embedding, the final RMSNorm,
+ * and lm_head, or the embedding when the head is tied (or, with tie_word_embeddings unset, absent).
+ * A config that says untied with no lm_head is a MISSING_TENSOR error rather than a silently tied
+ * model. `text` places a multimodal checkpoint's language model: its tensor prefix, where its lm_head
+ * may be, and a final norm read its own way (Gemma's 1 + w).
  */
-export function familyWeights(c: ModelConfig, s: WeightStore, layers: LayerWeights[]): ModelWeights {
-  const embed = s.get("model.embed_tokens.weight", [c.vocab, c.hidden]);
-  const tied = c.tiedEmbeddings || !s.has("lm_head.weight");
+export function familyWeights(
+  c: ModelConfig,
+  s: WeightStore,
+  layers: LayerWeights[],
+  text: { prefix?: string; heads?: string[]; finalNorm?: Norm } = {},
+): ModelWeights {
+  const prefix = text.prefix ?? "model.";
+  const embed = s.get(`${prefix}embed_tokens.weight`, [c.vocab, c.hidden]);
+  const headName = (text.heads ?? ["lm_head.weight"]).find((n) => s.has(n));
+  const tied = c.tiedEmbeddings || !headName;
   if (!c.tiedEmbeddings && tied) {
     throw new ModelError(
       "MISSING_TENSOR",
@@ -275,7 +284,7 @@ export function familyWeights(c: ModelConfig, s: WeightStore, layers: LayerWeigh
     embed,
     positions: null,
     layers,
-    finalNorm: { weight: s.get("model.norm.weight", [c.hidden]), bias: null },
-    head: { w: tied ? embed : s.get("lm_head.weight", [c.vocab, c.hidden]), b: null },
+    finalNorm: text.finalNorm ?? { weight: s.get(`${prefix}norm.weight`, [c.hidden]), bias: null },
+    head: { w: tied ? embed : s.get(headName!, [c.vocab, c.hidden]), b: null },
   };
 }

@@ -18,6 +18,7 @@ import { ModelError } from "../loader/errors.js";
 import { native, NativeDType } from "../native/addon.js";
 import {
   ConfigReader,
+  familyWeights,
   ropeInvFreq,
   slidingWindows,
   validateConfig,
@@ -201,23 +202,11 @@ function bindWeights(c: ModelConfig, s: WeightStore, v: Variant): ModelWeights {
       postFfnNorm: norm(`${l}.post_feedforward_layernorm`),
     });
   }
-  const embed = s.get(`${p}embed_tokens.weight`, [c.vocab, c.hidden]);
-  const headName = ["lm_head.weight", "language_model.lm_head.weight"].find((n) => s.has(n));
-  if (!c.tiedEmbeddings && !headName) {
-    throw new ModelError(
-      "MISSING_TENSOR",
-      s.dir,
-      "config.json says the head is not tied, but there is no lm_head",
-      "lm_head.weight",
-    );
-  }
-  return {
-    embed,
-    positions: null,
-    layers,
+  return familyWeights(c, s, layers, {
+    prefix: p,
+    heads: ["lm_head.weight", "language_model.lm_head.weight"],
     finalNorm: norm(`${p}norm`),
-    head: { w: c.tiedEmbeddings ? embed : s.get(headName!, [c.vocab, c.hidden]), b: null },
-  };
+  });
 }
 
 const variant = (architecture: string, v: Variant): ArchDefinition => ({

@@ -444,10 +444,9 @@ const LLAMA_TAIL: TensorRule[] = [
   { name: "/lm_head.weight", shape: (s) => [s.vocab, s.hidden], init: "normal", when: untied },
 ];
 
-function llamaConfig(spec: { hfClass: string; modelType: string }) {
-  return (s: ResolvedShape, ids: TokenizerIds, dtype: DType): Record<string, unknown> => ({
-    architectures: [spec.hfClass],
-    model_type: spec.modelType,
+/** The config.json fields every rotary decoder here (Llama family, Gemma) writes alike. */
+function shapeFields(s: ResolvedShape): Record<string, unknown> {
+  return {
     hidden_size: s.hidden,
     intermediate_size: s.intermediate,
     num_hidden_layers: s.layers,
@@ -458,6 +457,14 @@ function llamaConfig(spec: { hfClass: string; modelType: string }) {
     max_position_embeddings: s.maxPositions,
     rms_norm_eps: s.rmsEps,
     rope_theta: s.ropeTheta,
+  };
+}
+
+function llamaConfig(spec: { hfClass: string; modelType: string }) {
+  return (s: ResolvedShape, ids: TokenizerIds, dtype: DType): Record<string, unknown> => ({
+    architectures: [spec.hfClass],
+    model_type: spec.modelType,
+    ...shapeFields(s),
     rope_scaling: s.ropeScaling,
     hidden_act: "silu",
     attention_bias: spec.modelType === "qwen2" ? undefined : false, // qwen2 always has q/k/v bias
@@ -490,16 +497,7 @@ function gemmaConfig(gemma2: boolean) {
   return (s: ResolvedShape, ids: TokenizerIds, dtype: DType): Record<string, unknown> => ({
     architectures: [gemma2 ? "Gemma2ForCausalLM" : "Gemma3ForCausalLM"],
     model_type: gemma2 ? "gemma2" : "gemma3_text",
-    hidden_size: s.hidden,
-    intermediate_size: s.intermediate,
-    num_hidden_layers: s.layers,
-    num_attention_heads: s.heads,
-    num_key_value_heads: s.kvHeads,
-    head_dim: s.headDim,
-    vocab_size: s.vocab,
-    max_position_embeddings: s.maxPositions,
-    rms_norm_eps: s.rmsEps,
-    rope_theta: s.ropeTheta,
+    ...shapeFields(s),
     ...(!gemma2 && { rope_local_base_freq: 10000, rope_scaling: s.ropeScaling }),
     hidden_activation: "gelu_pytorch_tanh",
     query_pre_attn_scalar: s.headDim,
