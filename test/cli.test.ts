@@ -1,10 +1,12 @@
 // The `hire` command as a user runs it: a real process, real files, real exit codes.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { hire, REPO_ROOT } from "./helpers.js";
+import { hire, REPO_ROOT, useReasoningTemplate } from "./helpers.js";
+import { loadModel } from "../core/loader/model-folder.js";
+import { Session } from "../core/engine/session.js";
 import { defaultProbeBytes, lastLevelCacheBytes, parseCacheSize } from "../core/engine/bench.js";
 
 let root: string;
@@ -103,6 +105,43 @@ test("chat: a two-turn conversation over stdin, using the chat template", () => 
   assert.equal(r.status, 0, r.stderr);
   const stats = r.stderr.match(/\[\d+ tokens, [\d.]+ tokens\/s, \w+/g) ?? [];
   assert.equal(stats.length, 2, `two replies expected:\n${r.stderr}`);
+});
+
+test("chat --no-think: the prompt gets the template's empty think block (enable_thinking false)", async () => {
+  const dir = join(root, "reasoning");
+  cpSync(model, dir, { recursive: true });
+  useReasoningTemplate(dir);
+  // The reply the API gives for each rendering of the one-turn conversation, greedy.
+  const m = loadModel(dir);
+  const replies: string[] = [];
+  try {
+    for (const thinking of [undefined, false]) {
+      const text = m.tokenizer.applyChatTemplate([{ role: "user", content: "Hi there" }], true, { thinking });
+      const session = new Session(m);
+      for await (const ev of session.generate(m.tokenizer.encode(text, false), {
+        maxTokens: 6,
+        temperature: 0,
+        ignoreEos: true,
+      })) {
+        if (ev.type === "done") replies.push(ev.text);
+      }
+    }
+  } finally {
+    m.close();
+  }
+  assert.notEqual(replies[0], replies[1], "the two prompts should lead to different replies");
+  const args = ["chat", "--model", dir, "--max-tokens", "6", "--temperature", "0", "--ignore-eos"];
+  for (const [flags, want] of [
+    [[], replies[0]],
+    [["--no-think"], replies[1]],
+  ] as const) {
+    const r = hire([...args, ...flags], "Hi there\n/exit\n");
+    assert.equal(r.status, 0, r.stderr);
+    assert.ok(
+      r.stdout.includes(want),
+      `${flags.join(" ") || "default"}: ${JSON.stringify(r.stdout)} lacks ${JSON.stringify(want)}`,
+    );
+  }
 });
 
 test("bench --json reports speed against the measured roofline", () => {
