@@ -91,10 +91,10 @@ function parseConfig(raw: Record<string, unknown>, file: string, architecture: s
   return familyConfig(r, architecture, 1e-6, (headDim, layers) => {
     // Sliding-window attention as transformers builds it: Mistral's in every layer whenever
     // sliding_window is set; Qwen2's and Qwen3's with use_sliding_window, from layer
-    // max_window_layers on (or as layer_types lists).
+    // max_window_layers on (Qwen2Config's default: 28), or as layer_types lists.
     const mistral = architecture === "MistralForCausalLM";
     const window = mistral || raw.use_sliding_window === true ? raw.sliding_window : undefined;
-    const from = mistral ? 0 : r.int("max_window_layers", layers);
+    const from = mistral ? 0 : r.int("max_window_layers", 28);
     const windows = slidingWindows(r, layers, window, (i) => i >= from);
     return {
       maxPositions: r.int("max_position_embeddings", 2048),
