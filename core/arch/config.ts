@@ -23,6 +23,8 @@ export interface ModelConfig {
   readonly gatedFfn: boolean;
   /** Rotary inverse frequencies (rotDim / 2 entries), or null for learned absolute positions. */
   readonly ropeInvFreq: Float32Array | null;
+  /** The base ropeInvFreq was built from, before any rope_scaling (what a GGUF calls freq_base). */
+  readonly ropeTheta?: number;
   /** cos and sin of the rotary step times this (Phi-3's longrope attention factor); absent: 1. */
   readonly ropeFactor?: number;
   /** Per layer, whether the rotary step runs (SmolLM3's NoPE layers have none); absent: every layer. */

@@ -111,6 +111,7 @@ function parseConfig(raw: Record<string, unknown>, file: string, architecture: s
   const local = new ConfigReader({ rope_theta: r.num("rope_local_base_freq", DEFAULTS.rope_local_base_freq) }, file);
   const attentionSoftcap = softcap(r, "attn_logit_softcapping", DEFAULTS.attn_logit_softcapping);
   const finalSoftcap = softcap(r, "final_logit_softcapping", DEFAULTS.final_logit_softcapping);
+  const ropeTheta = r.num("rope_theta", DEFAULTS.rope_theta);
   return validateConfig(
     {
       architecture,
@@ -126,7 +127,8 @@ function parseConfig(raw: Record<string, unknown>, file: string, architecture: s
       normEps: r.num("rms_norm_eps", DEFAULTS.rms_norm_eps),
       activation: r.activation("hidden_activation", "gelu_pytorch_tanh"),
       gatedFfn: true,
-      ropeInvFreq: ropeInvFreq(new ConfigReader({ rope_theta: DEFAULTS.rope_theta, ...r.raw }, file), headDim),
+      ropeTheta,
+      ropeInvFreq: ropeInvFreq(new ConfigReader({ ...r.raw, rope_theta: ropeTheta }, file), headDim),
       ...(!v.gemma2 && { localRopeInvFreq: ropeInvFreq(local, headDim) }),
       attentionWindows: windows,
       attentionScale: 1 / Math.sqrt(r.num("query_pre_attn_scalar", DEFAULTS.query_pre_attn_scalar)),

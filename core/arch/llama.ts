@@ -73,6 +73,7 @@ export function familyConfig(
       vocab: r.int("vocab_size"),
       norm: "rms",
       normEps: r.num("rms_norm_eps", normEps),
+      ropeTheta: r.num("rope_theta", 10000), // what ropeInvFreq and longrope build on
       activation: r.activation("hidden_act", "silu"),
       gatedFfn: true,
       positionOffset: 0,

@@ -25,7 +25,6 @@ import { basename, join } from "node:path";
 import type { LoadedModel } from "../loader/model-folder.js";
 import type { Weight } from "../loader/safetensors.js";
 import { ModelError } from "../loader/errors.js";
-import { isObject, readJsonFile } from "../loader/json.js";
 import type { ModelConfig } from "../arch/config.js";
 import { convertF32, f16ToF32 } from "../modelgen/safetensors-writer.js";
 import { GGML_TYPE_BYTES, GgmlType, GgufFileWriter, kv, type GgufTensorInfo, type GgufValue } from "./writer.js";
@@ -132,15 +131,6 @@ export async function exportGguf(
   const dtype = opts.dtype ?? SOURCE_DTYPES[model.weights.embed.dtype];
   if (!(dtype in GGML_TYPES))
     throw new ModelError("UNSUPPORTED_DTYPE", outFile, `GGUF dtype ${dtype} (f32, f16, bf16)`);
-  const raw = readJsonFile(configFile);
-  // Gemma: the text model's fields (a multimodal checkpoint's text_config), and its default base.
-  const defaultBase = arch === "gemma3" ? 1_000_000 : 10_000;
-  const rawConfig = !isObject(raw)
-    ? {}
-    : arch === "gemma3" || arch === "gemma2"
-      ? { rope_theta: defaultBase, ...raw, ...(isObject(raw.text_config) ? raw.text_config : {}) }
-      : raw;
-
   const metadata: [string, GgufValue][] = [
     ["general.architecture", kv.str(arch)],
     ["general.name", kv.str(basename(model.dir))],
@@ -149,7 +139,7 @@ export async function exportGguf(
   ];
   const planned = planTensors(arch, model, GGML_TYPES[dtype]);
   if (arch !== "gpt2") {
-    const rope = ropeScaling(c, rawConfig, configFile);
+    const rope = ropeScaling(c, configFile);
     if (rope.kind === "linear") {
       metadata.push(
         [`${arch}.rope.scaling.type`, kv.str("linear")],
@@ -292,12 +282,13 @@ type RopeScaling = { theta: number } & (
 
 /**
  * The model's rotary frequencies (config.ropeInvFreq, scaling applied) against the unscaled ones
- * from rope_theta: equal means no scaling, one common ratio is linear scaling, anything else
- * (llama3) is per-frequency divisors, which llama.cpp reads from the rope_freqs tensor.
+ * from its base (config.ropeTheta): equal means no scaling, one common ratio is linear scaling,
+ * anything else (llama3) is per-frequency divisors, which llama.cpp reads from the rope_freqs tensor.
  */
-function ropeScaling(c: ModelConfig, raw: Record<string, unknown>, file: string): RopeScaling {
+function ropeScaling(c: ModelConfig, file: string): RopeScaling {
   const inv = c.ropeInvFreq!;
-  const theta = typeof raw.rope_theta === "number" ? raw.rope_theta : 10000;
+  const theta = c.ropeTheta;
+  if (theta === undefined) throw new Error(`${c.architecture}: the config reader did not record rope_theta`);
   const rotDim = inv.length * 2;
   const factors = new Float32Array(inv.length);
   for (let i = 0; i < inv.length; i++) factors[i] = 1 / Math.pow(theta, (2 * i) / rotDim) / inv[i];
