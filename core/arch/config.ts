@@ -180,6 +180,17 @@ export function validateConfig(c: ModelConfig, file: string): ModelConfig {
 }
 
 /**
+ * Layer l's rotary frequencies: none in SmolLM3's NoPE layers (or without rotary positions), Gemma
+ * 3's local ones in its sliding-window layers, else ropeInvFreq. The engine and the ONNX export
+ * both ask here.
+ */
+export function layerRope(c: ModelConfig, l: number): Float32Array | null {
+  if (c.ropeLayers?.[l] === false) return null;
+  if ((c.attentionWindows?.[l] ?? 0) > 0 && c.localRopeInvFreq) return c.localRopeInvFreq;
+  return c.ropeInvFreq;
+}
+
+/**
  * Per-layer attention windows of a config whose attention slides (transformers' layer_types when
  * listed, else `windowed(i)` for layer i), or undefined when `window` is unset: all layers attend
  * to all positions.

@@ -6,7 +6,7 @@
 // a sparse method (HiRE, DIP) swaps them per layer between two tokens without touching this loop.
 // Every forward fills a `ForwardReport` with per-layer timings for telemetry.
 import type { Backend, Buf, StepGraph } from "../backend/backend.js";
-import type { LayerWeights, ModelConfig, ModelWeights, Norm } from "../arch/config.js";
+import { layerRope, type LayerWeights, type ModelConfig, type ModelWeights, type Norm } from "../arch/config.js";
 import type { FfnTelemetry, HeadTelemetry } from "../sparse/telemetry.js";
 
 /** Largest number of tokens one forward call processes (prompts are prefilled in chunks of it). */
@@ -365,9 +365,6 @@ export class Transformer {
     }
     const [kc, vc] = [cache.k[l], cache.v[l]];
     const window = c.attentionWindows?.[l] ?? 0;
-    // SmolLM3's NoPE layers have no rotary step; Gemma 3's sliding-window layers have their own base.
-    const invFreq =
-      c.ropeLayers?.[l] === false ? null : window > 0 && c.localRopeInvFreq ? c.localRopeInvFreq : c.ropeInvFreq;
     b.ropeCacheWrite(
       ws.q,
       ws.k,
@@ -379,7 +376,7 @@ export class Transformer {
       c.kvHeads,
       c.headDim,
       positions,
-      invFreq,
+      layerRope(c, l),
       pos0,
       cache.capacity,
       c.ropeFactor,

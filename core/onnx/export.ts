@@ -13,9 +13,9 @@
 // The math is the engine's (core/engine/transformer.ts, core/arch/*): pre-norm blocks, RMSNorm or
 // LayerNorm, grouped-query attention with query head h reading key/value head h / (heads/kvHeads),
 // rotate-half RoPE over the first 2·len(ropeInvFreq) dims, learned positions offset by
-// positionOffset (OPT: 2), SwiGLU or act(W_in·x) FFN, tied or separate head; Gemma 3's embedding
-// scale, attention scale, post-block norms, and sliding-window layers (their own mask and rotary
-// tables).
+// positionOffset (OPT: 2), SwiGLU or act(W_in·x) FFN, tied or separate head; Gemma's embedding
+// scale, attention scale, post-block norms, Gemma 2's soft caps, and sliding-window layers (their
+// own mask, and Gemma 3's own rotary tables).
 //
 // Weight dtype: f32. ONNX Runtime's CPU MatMul has no bf16 kernel; it does run f16 MatMul/Gemm,
 // but only with f16 activations, and on this x86 machine an f16 Gemm takes as long per matrix as
@@ -39,7 +39,7 @@
 //   f32 Gemms. DA-top-k shards (> 1) are not expressed in the graph.
 import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
-import type { Linear, ModelConfig, ModelWeights, Norm } from "../arch/config.js";
+import { layerRope, type Linear, type ModelConfig, type ModelWeights, type Norm } from "../arch/config.js";
 import type { Weight } from "../loader/safetensors.js";
 import { UsageError } from "../loader/errors.js";
 import {
@@ -194,9 +194,8 @@ class Exporter {
   private readonly ffnPreps: FfnPrep[] = [];
   private backend?: CpuBackend;
   // Values shared by every layer (outer scope of the If branches).
-  private rotary: { cos: string; sin: string } = { cos: "", sin: "" };
-  /** Sliding-window layers' rotary tables (Gemma 3's local base). */
-  private localRotary: { cos: string; sin: string } | null = null;
+  /** cos/sin tables per rotary frequency array (layerRope: the global one, Gemma 3's local one). */
+  private readonly rotary = new Map<Float32Array, { cos: string; sin: string }>();
   private mask = "";
   /** Per window length: the causal mask that also hides keys `window` or more positions back. */
   private readonly windowMasks = new Map<number, string>();
@@ -240,20 +239,14 @@ class Exporter {
     const P = g.op("Gather", [g.op("Shape", [past[0][0]]), g.i64([2], true)], { axis: 0 }, { prefix: "P" });
     const T = g.op("Add", [P, S], {}, { prefix: "T" });
     const pos = g.op("Range", [P, T, c1], {}, { prefix: "positions" });
-    // mask[i][j]: key j lies after query i (position P + i).
-    this.mask = g.op(
-      "Greater",
-      [g.op("Unsqueeze", [g.op("Range", [c0, T, c1]), g.i64([0])]), g.op("Unsqueeze", [pos, g.i64([1])])],
-      {},
-      { prefix: "causal_mask" },
-    );
+    // mask[i][j]: key j lies after query i (position P + i); window masks also hide keys `w` or
+    // more positions back.
+    const keyPos = g.op("Unsqueeze", [g.op("Range", [c0, T, c1]), g.i64([0])]);
+    const queryPos = g.op("Unsqueeze", [pos, g.i64([1])]);
+    this.mask = g.op("Greater", [keyPos, queryPos], {}, { prefix: "causal_mask" });
     for (const w of new Set(c.attentionWindows ?? [])) {
       if (w === 0) continue;
-      const back = g.op("Sub", [
-        g.op("Unsqueeze", [pos, g.i64([1])]),
-        g.op("Unsqueeze", [g.op("Range", [c0, T, c1]), g.i64([0])]),
-      ]);
-      const far = g.op("GreaterOrEqual", [back, g.i64([w], true)]);
+      const far = g.op("GreaterOrEqual", [g.op("Sub", [queryPos, keyPos]), g.i64([w], true)]);
       this.windowMasks.set(w, g.op("Or", [this.mask, far], {}, { prefix: `window_mask_${w}` }));
     }
 
@@ -264,8 +257,8 @@ class Exporter {
       x = g.op("Add", [x, g.op("Gather", [table, at], { axis: 0 })], {}, { prefix: "x" });
     }
     if (c.embedScale !== undefined) x = g.op("Mul", [x, g.scalar(c.embedScale)], {}, { prefix: "x" });
-    if (c.ropeInvFreq) this.rotary = this.ropeTables(pos, c.ropeInvFreq, "rope");
-    if (c.localRopeInvFreq) this.localRotary = this.ropeTables(pos, c.localRopeInvFreq, "rope_local");
+    if (c.ropeInvFreq) this.rotary.set(c.ropeInvFreq, this.ropeTables(pos, c.ropeInvFreq, "rope"));
+    if (c.localRopeInvFreq) this.rotary.set(c.localRopeInvFreq, this.ropeTables(pos, c.localRopeInvFreq, "rope_local"));
 
     const presentNames = past.flatMap((_, l) => [`present_key.${l}`, `present_value.${l}`]);
     const selectedNames = this.selectionOutputs ? past.map((_, l) => `hire_selected.${l}`) : [];
@@ -301,8 +294,7 @@ class Exporter {
     if (c.finalSoftcap !== undefined) {
       const capped = this.softcap(g, logits2d, c.finalSoftcap);
       // HiRE's left-out tokens stay at −∞ (tanh would bring them to −cap).
-      const out = g.op("Equal", [logits2d, g.scalar(-Infinity)]);
-      logits2d = hireHead ? g.op("Where", [out, logits2d, capped]) : capped;
+      logits2d = hireHead ? g.op("Where", [g.op("Equal", [logits2d, g.scalar(-Infinity)]), logits2d, capped]) : capped;
     }
     g.op("Unsqueeze", [logits2d, g.i64([0])], {}, { outputs: ["logits"] });
     g.output("logits", DT.FLOAT, [1, this.opts.lastTokenLogits ? 1 : "S", c.vocab]);
@@ -482,10 +474,10 @@ class Exporter {
       k = this.norm(b, k, lw.qkNorm.k);
     }
     const window = c.attentionWindows?.[l] ?? 0;
-    if (c.ropeInvFreq && c.ropeLayers?.[l] !== false) {
-      const tables = window > 0 && this.localRotary ? this.localRotary : this.rotary;
-      q = this.rope(b, q, tables);
-      k = this.rope(b, k, tables);
+    const inv = layerRope(c, l);
+    if (inv) {
+      q = this.rope(b, q, this.rotary.get(inv)!);
+      k = this.rope(b, k, this.rotary.get(inv)!);
     }
     // Cache layout [1, K, T, D]: this call's keys appended after the past ones.
     const toCache = (t: string) => b.op("Unsqueeze", [b.op("Transpose", [t], { perm: [1, 0, 2] }), b.i64([0])]);
