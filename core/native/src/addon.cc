@@ -329,8 +329,7 @@ Napi::Value Softcap(const Napi::CallbackInfo& info) {
   Args a(info, "softcap");
   auto x = a.f32(0, "x");
   const int64_t count = a.integer(1, "count", 0, kMaxDim);
-  const double cap = a.number(2, "cap");
-  if (!(cap > 0) || !std::isfinite(cap)) a.fail("cap must be a finite number > 0");
+  const double cap = a.positive_number(2, "cap");
   a.need(x, "x", count, "count");
   hire::softcap(x.data, count, static_cast<float>(cap));
   return info.Env().Undefined();

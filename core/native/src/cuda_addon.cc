@@ -285,7 +285,7 @@ Napi::Value Embed(const Napi::CallbackInfo& info) {
   const int64_t n = static_cast<int64_t>(ids.len);
   float* y = a.buf(0, "y", mul(a, n, w.cols), "ids.length*cols");
   a.indices(ids, n, w.rows, "ids", "rows of w");
-  const double scale = a.is_nullish(4) ? 1.0 : a.number(4, "scale");
+  const double scale = a.optional_number(4, "scale", 1.0, -HUGE_VAL);
   cu::embed(y, w, ids.data, n, a.from_step(3, n), static_cast<float>(scale));
   return info.Env().Undefined();
 }
@@ -437,8 +437,7 @@ Napi::Value Add(const Napi::CallbackInfo& info) {
 Napi::Value Softcap(const Napi::CallbackInfo& info) {
   CArgs a(info, "cuda.softcap");
   const int64_t count = a.integer(1, "count", 0, kMaxDim);
-  const double cap = a.number(2, "cap");
-  if (!(cap > 0) || !std::isfinite(cap)) a.fail("cap must be a finite number > 0");
+  const double cap = a.positive_number(2, "cap");
   cu::softcap(a.buf(0, "x", count, "count"), count, static_cast<float>(cap));
   return info.Env().Undefined();
 }

@@ -168,9 +168,14 @@ class Args {
   // rope's optional cos/sin factor (longrope's attention factor): 1 when absent, else finite and > 0.
   float rope_factor(size_t i) const {
     if (i >= info_.Length() || is_nullish(i)) return 1.0f;
-    const double f = number(i, "factor");
-    if (!(f > 0) || !std::isfinite(f)) fail("factor must be a finite number > 0");
-    return static_cast<float>(f);
+    return static_cast<float>(positive_number(i, "factor"));
+  }
+
+  // A number that must be finite and > 0.
+  double positive_number(size_t i, const char* name) const {
+    const double v = number(i, name);
+    if (!(v > 0) || !std::isfinite(v)) fail(std::string(name) + " must be a finite number > 0");
+    return v;
   }
 
   // An optional number: `fallback` when absent (or null/undefined), else finite and >= min.
