@@ -155,30 +155,16 @@ def tensors(c: dict, rng: np.random.Generator) -> dict:
     norm = lambda n: 1 + rng.normal(0, 0.1, (n,))
     D = c.get("head_dim", H // A)
     t = {"model.embed_tokens.weight": rng.normal(0, 1, (V, H))}
+    gemma = c["model_type"] in ("gemma2", "gemma3_text")
+    # Gemma's norms are stored as w and applied as 1 + w. Its block outputs' norms scale by about
+    # 2 sqrt(hidden), against embeddings scaled by sqrt(hidden), so the blocks are not drowned by the
+    # residual: with 1 + w near 1 the tied head kept repeating the last input token, with sqrt(hidden)
+    # one token for all 16 steps.
+    shift = 1 if gemma else 0
+    post = lambda n: 2 * np.sqrt(H) * norm(n) - 1
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}"
-        t[f"{p}.input_layernorm.weight"] = norm(H)
-        if c["model_type"] in ("gemma2", "gemma3_text"):
-            # Norms are stored as w and applied as 1 + w. The block outputs' norms scale by about
-            # 2 sqrt(hidden), against embeddings scaled by sqrt(hidden), so the blocks are not drowned
-            # by the residual: with 1 + w near 1 the tied head kept repeating the last input token,
-            # with sqrt(hidden) one token for all 16 steps.
-            post = lambda n: 2 * np.sqrt(H) * norm(n) - 1
-            t[f"{p}.input_layernorm.weight"] -= 1
-            t[f"{p}.self_attn.q_proj.weight"] = mat(A * D, H)
-            t[f"{p}.self_attn.k_proj.weight"] = mat(K * D, H)
-            t[f"{p}.self_attn.v_proj.weight"] = mat(K * D, H)
-            if c["model_type"] == "gemma3_text":
-                t[f"{p}.self_attn.q_norm.weight"] = norm(D) - 1
-                t[f"{p}.self_attn.k_norm.weight"] = norm(D) - 1
-            t[f"{p}.self_attn.o_proj.weight"] = mat(H, A * D)
-            t[f"{p}.post_attention_layernorm.weight"] = post(H)
-            t[f"{p}.pre_feedforward_layernorm.weight"] = norm(H) - 1
-            t[f"{p}.mlp.gate_proj.weight"] = mat(F, H)
-            t[f"{p}.mlp.up_proj.weight"] = mat(F, H)
-            t[f"{p}.mlp.down_proj.weight"] = mat(H, F)
-            t[f"{p}.post_feedforward_layernorm.weight"] = post(H)
-            continue
+        t[f"{p}.input_layernorm.weight"] = norm(H) - shift
         if c["model_type"] == "phi3":  # fused: q, k, v rows in one matrix; gate rows, then up rows
             t[f"{p}.self_attn.qkv_proj.weight"] = mat((A + 2 * K) * D, H)
             t[f"{p}.self_attn.o_proj.weight"] = mat(H, A * D)
@@ -189,15 +175,21 @@ def tensors(c: dict, rng: np.random.Generator) -> dict:
         t[f"{p}.self_attn.q_proj.weight"] = mat(A * D, H)
         t[f"{p}.self_attn.k_proj.weight"] = mat(K * D, H)
         t[f"{p}.self_attn.v_proj.weight"] = mat(K * D, H)
-        if c["model_type"] == "qwen3":
-            t[f"{p}.self_attn.q_norm.weight"] = norm(D)
-            t[f"{p}.self_attn.k_norm.weight"] = norm(D)
+        if c["model_type"] in ("qwen3", "gemma3_text"):
+            t[f"{p}.self_attn.q_norm.weight"] = norm(D) - shift
+            t[f"{p}.self_attn.k_norm.weight"] = norm(D) - shift
         t[f"{p}.self_attn.o_proj.weight"] = mat(H, A * D)
-        t[f"{p}.post_attention_layernorm.weight"] = norm(H)
+        if gemma:  # Gemma's post_attention_layernorm norms the attention output; then the FFN's own
+            t[f"{p}.post_attention_layernorm.weight"] = post(H)
+            t[f"{p}.pre_feedforward_layernorm.weight"] = norm(H) - shift
+        else:
+            t[f"{p}.post_attention_layernorm.weight"] = norm(H)
         t[f"{p}.mlp.gate_proj.weight"] = mat(F, H)
         t[f"{p}.mlp.up_proj.weight"] = mat(F, H)
         t[f"{p}.mlp.down_proj.weight"] = mat(H, F)
-    t["model.norm.weight"] = norm(H) - (1 if c["model_type"] in ("gemma2", "gemma3_text") else 0)
+        if gemma:
+            t[f"{p}.post_feedforward_layernorm.weight"] = post(H)
+    t["model.norm.weight"] = norm(H) - shift
     if not c["tie_word_embeddings"]:
         t["lm_head.weight"] = mat(V, H)
     return t
