@@ -6,22 +6,25 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium, type Page } from "playwright-core";
 import { defaultModelDir } from "../core/loader/default-model.js";
 import { makeModel } from "../core/modelgen/make-model.js";
-import { REPO_ROOT, useReasoningTemplate } from "./helpers.js";
+import { putInHubCache, REPO_ROOT, useReasoningTemplate } from "./helpers.js";
 
 const CHROMIUM = process.env.HIRE_CHROMIUM ?? "/usr/bin/chromium";
 const ARTIFACTS = join(REPO_ROOT, "test-artifacts");
 
-async function startServer(dataDir: string): Promise<{ child: ChildProcess; url: string }> {
+async function startServer(
+  dataDir: string,
+  env: Record<string, string> = {},
+): Promise<{ child: ChildProcess; url: string }> {
   const child = spawn(
     process.execPath,
     [join(REPO_ROOT, "bin", "hire.js"), "serve", "--port", "0", "--no-model", "--data", dataDir],
-    { stdio: ["ignore", "pipe", "pipe"] },
+    { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } },
   );
   let output = "";
   const url = await new Promise<string>((resolve, reject) => {
@@ -98,8 +101,9 @@ async function openApp(
   t: { after: (fn: () => Promise<void>) => void },
   dataDir: string,
   viewport: { width: number; height: number },
+  env: Record<string, string> = {},
 ): Promise<{ page: Page; pageErrors: string[] }> {
-  const { child, url } = await startServer(dataDir);
+  const { child, url } = await startServer(dataDir, env);
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: ["--headless", "--no-sandbox", "--disable-gpu"],
@@ -289,3 +293,30 @@ test("e2e: a saved reasoning reply shows its <think> block folded above the answ
   await page.screenshot({ path: join(ARTIFACTS, "e2e-thinking.png") });
   assert.deepEqual(pageErrors, []);
 });
+
+test(
+  "e2e: a model from the Hugging Face cache, picked in the model bar by its repo id",
+  { timeout: 60_000 },
+  async (t) => {
+    if (!existsSync(CHROMIUM)) {
+      t.skip(`no Chromium at ${CHROMIUM} (.ci/run installs Debian's chromium; set HIRE_CHROMIUM to use another)`);
+      return;
+    }
+    const dataDir = mkdtempSync(join(tmpdir(), "hire-e2e-hub-"));
+    const hub = join(dataDir, "hub");
+    putInHubCache(hub, "hire/brown-6m", defaultModelDir(), "a".repeat(40));
+    const cut = putInHubCache(hub, "org/cut", defaultModelDir(), "b".repeat(40));
+    rmSync(join(cut, readlinkSync(join(cut, "model.safetensors")))); // a download cut short
+    const { page, pageErrors } = await openApp(t, dataDir, { width: 1400, height: 800 }, { HF_HUB_CACHE: hub });
+    const picker = page.getByTestId("hf-cache");
+    await picker.waitFor();
+    assert.equal(await picker.locator('option[value="org/cut"]').isDisabled(), true, "a broken repo cannot be picked");
+    assert.match((await picker.locator('option[value="org/cut"]').textContent()) ?? "", /cannot load \(NOT_FOUND\)/);
+    await picker.selectOption("hire/brown-6m");
+    assert.equal(await page.getByTestId("model-path").inputValue(), "hire/brown-6m");
+    await page.getByTestId("model-estimate").filter({ hasText: "LlamaForCausalLM" }).waitFor({ timeout: 10_000 });
+    await page.getByTestId("load-model").click();
+    await page.getByTestId("model-name").filter({ hasText: "hire/brown-6m" }).waitFor({ timeout: 30_000 });
+    assert.deepEqual(pageErrors, []);
+  },
+);

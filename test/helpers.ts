@@ -1,6 +1,16 @@
 // Shared test helpers: paths, temporary folders, running the real `hire` CLI.
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -53,4 +63,27 @@ export function useReasoningTemplate(dir: string): void {
     "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}" +
     "{%- endif %}";
   writeFileSync(file, JSON.stringify(cfg));
+}
+
+/**
+ * Puts a model folder's files into a Hugging Face hub cache the way huggingface_hub does: each file
+ * a blob named by its hash, the snapshot's entries relative links to the blobs, refs/main naming
+ * the commit (unless `ref` is false). Returns the snapshot folder.
+ */
+export function putInHubCache(hub: string, repo: string, src: string, commit: string, ref = true): string {
+  const repoDir = join(hub, `models--${repo.replace("/", "--")}`);
+  const snapshot = join(repoDir, "snapshots", commit);
+  mkdirSync(join(repoDir, "blobs"), { recursive: true });
+  mkdirSync(snapshot, { recursive: true });
+  for (const name of readdirSync(src)) {
+    const bytes = readFileSync(join(src, name));
+    const blob = createHash("sha256").update(bytes).digest("hex");
+    writeFileSync(join(repoDir, "blobs", blob), bytes);
+    symlinkSync(join("..", "..", "blobs", blob), join(snapshot, name));
+  }
+  if (ref) {
+    mkdirSync(join(repoDir, "refs"), { recursive: true });
+    writeFileSync(join(repoDir, "refs", "main"), commit);
+  }
+  return snapshot;
 }

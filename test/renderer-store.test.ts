@@ -3,6 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import type {
+  CachedModels,
   Conversation,
   GenerationSummary,
   HostEvent,
@@ -121,6 +122,7 @@ const MODEL: ModelInfo = {
   kvCacheBytes: 100,
   contextLength: 512,
   name: "tiny",
+  source: "/models/tiny",
   layers: 2,
   hidden: 8,
   neurons: 8,
@@ -134,6 +136,20 @@ const MODEL: ModelInfo = {
 };
 
 /** A host in memory: answers requests through handlers; a generate waits until the test finishes it. */
+const CACHED: CachedModels = {
+  hub: "/hf/hub",
+  models: [
+    {
+      repo: "org/tiny",
+      path: "/hf/hub/models--org--tiny/snapshots/c",
+      revision: "c",
+      weightBytes: 2000,
+      architecture: "LlamaForCausalLM",
+      problem: null,
+    },
+  ],
+};
+
 class FakeHost implements HostClient {
   readonly kind = "websocket" as const;
   status: ConnectionStatus = "open";
@@ -202,6 +218,8 @@ class FakeHost implements HostClient {
         });
       case "conversations.list":
         return this.reply(req.id, []);
+      case "models.cached":
+        return this.reply(req.id, CACHED);
       case "conversations.save": {
         this.saved.push(structuredClone(req.conversation));
         const c = req.conversation;
@@ -693,6 +711,31 @@ test("studio: sparsity changes are coalesced, confirmed by the host, and reverte
   await studio.inspectLayer(null);
   assert.equal(host.lastOf("inspect.layer").layer, -1);
   studio.dispose();
+});
+
+test("studio: the Hugging Face cache's models arrive after hello; the recent list keeps what a model was loaded by", async () => {
+  const host = new FakeHost();
+  const studio = createStudio(host);
+  await flush();
+  await flush();
+  assert.deepEqual(studio.connection.getState().cached, CACHED);
+  const load = studio.loadModel("org/tiny");
+  await flush();
+  const req = host.lastOf("model.load");
+  assert.equal(req.path, "org/tiny");
+  host.reply(req.id, { ...MODEL, path: CACHED.models[0].path, name: "org/tiny", source: "org/tiny" });
+  await load;
+  assert.equal(studio.connection.getState().recentModels[0], "org/tiny");
+  // A host that cannot list the cache leaves the list empty, and nothing else fails.
+  const old = new FakeHost();
+  old.failures.set("models.cached", { code: "PROTOCOL", message: "unknown request type" });
+  const other = createStudio(old);
+  await flush();
+  await flush();
+  assert.equal(other.connection.getState().cached, null);
+  assert.equal(other.connection.getState().error, null);
+  studio.dispose();
+  other.dispose();
 });
 
 test("studio: a failed load shows the loader's error (code, file, message)", async () => {

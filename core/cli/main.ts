@@ -21,6 +21,7 @@ import { cmdServe, SERVE_HELP } from "./serve.js";
 import { ARCHS, makeModel, MakeModelError, PRESETS, type Arch, type DType } from "../modelgen/make-model.js";
 import { int, MODEL_FLAGS, num, openModel, parse } from "./flags.js";
 import { EXPORT_HELP, runExport } from "./export.js";
+import { hubCacheDir, listCachedModels } from "../loader/hf-cache.js";
 
 const SAMPLING_FLAGS = {
   ...MODEL_FLAGS,
@@ -464,6 +465,27 @@ async function cmdGpus(argv: string[]): Promise<void> {
   process.stdout.write(lines.join("\n") + "\n");
 }
 
+/** The models already in the Hugging Face cache, and what stops any of them from loading. */
+async function cmdModels(argv: string[]): Promise<void> {
+  const v = parse(argv, { json: { type: "boolean" } });
+  const hub = hubCacheDir();
+  const models = listCachedModels();
+  if (v.json) {
+    process.stdout.write(JSON.stringify({ hub, models }) + "\n");
+    return;
+  }
+  const lines = [`Hugging Face cache: ${hub}${models.length === 0 ? " (no models)" : ""}`];
+  const width = Math.max(0, ...models.map((m) => m.repo.length));
+  for (const m of models) {
+    const what = m.problem
+      ? `cannot load: ${m.problem.code}: ${m.problem.message}`
+      : `${m.architecture}, ${m.weightBytes >= 1e9 ? `${(m.weightBytes / 1e9).toFixed(2)} GB` : `${(m.weightBytes / 1e6).toFixed(1)} MB`}`;
+    lines.push(`  ${m.repo.padEnd(width)}  ${what}`);
+  }
+  if (models.length > 0) lines.push("load one with --model ORG/NAME (or ORG/NAME@REVISION)");
+  process.stdout.write(lines.join("\n") + "\n");
+}
+
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: string }> = {
   generate: {
     run: cmdGenerate,
@@ -482,6 +504,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: s
     help: "--model DIR [--mmap] --text FILE [--methods hire,topk-exact] [--ffn-k 0.05,0.1,0.2] [--oversample 1,2,4] [sparsity flags] [--max-tokens N] [--plot FILE.svg] [--json]",
   },
   serve: { run: cmdServe, help: SERVE_HELP },
+  models: { run: cmdModels, help: "[--json]   the models in the Hugging Face cache (--model takes their ORG/NAME)" },
   gpus: { run: cmdGpus, help: "[--json]   the GPUs the CUDA backend can use, or why none" },
   export: { run: runExport, help: EXPORT_HELP },
   "make-model": {

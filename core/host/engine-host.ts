@@ -4,13 +4,14 @@
 // to answer on. One generation runs at a time; between tokens it yields to the event loop so a
 // Stop (or a settings change) arriving meanwhile is handled before the next token.
 import { existsSync, readFileSync } from "node:fs";
-import { basename, join, resolve } from "node:path";
+import { join } from "node:path";
 import { setImmediate as nextTurn } from "node:timers/promises";
 import { native } from "../native/addon.js";
 import type { Backend } from "../backend/backend.js";
 import { CudaBackend, cudaDevices } from "../backend/cuda.js";
 import { ContextOverflowError, ModelError, UsageError } from "../loader/errors.js";
 import { defaultModelDir } from "../loader/default-model.js";
+import { findModelFolder, hubCacheDir, listCachedModels, modelName } from "../loader/hf-cache.js";
 import { loadModel, readModelConfig, type LoadedModel } from "../loader/model-folder.js";
 import { readSafetensorsHeader, weightFiles, DTYPE_BYTES, type TensorInfo } from "../loader/safetensors.js";
 import type { ModelConfig } from "../arch/config.js";
@@ -72,6 +73,8 @@ interface Running {
 
 export class EngineHost {
   private model: LoadedModel | null = null;
+  /** What the loaded model was asked for by (ModelInfo.source). */
+  private source = "";
   private session: Session | null = null;
   private running: Running | null = null;
   /** An A/B lane is running with its own settings (restored when it ends). */
@@ -145,6 +148,8 @@ export class EngineHost {
         };
       case "model.inspect":
         return estimateModel(req.path, this.options.contextLength);
+      case "models.cached":
+        return { hub: hubCacheDir(), models: listCachedModels() };
       case "model.load":
         return this.load(req.path ?? defaultModelDir(), req.contextLength);
       case "generate": {
@@ -195,7 +200,7 @@ export class EngineHost {
 
   private load(path: string, contextLength?: number): ModelInfo {
     if (this.running) throw new HostError("BUSY", "a reply is being generated; stop it before loading a model");
-    const dir = resolve(path);
+    const dir = findModelFolder(path);
     const emit = (done: number) =>
       this.broadcast({ type: "model.progress", stage: "weights", done, total: 1, path: dir });
     emit(0);
@@ -212,7 +217,9 @@ export class EngineHost {
     this.model = model;
     this.session = session;
     emit(1);
-    this.remember(dir);
+    // A repo id stays a repo id in the list, so that it finds main's snapshot next time.
+    this.source = existsSync(path) ? dir : path;
+    this.remember(this.source);
     const info = this.info();
     this.broadcast({ type: "model.loaded", info });
     return info;
@@ -224,7 +231,8 @@ export class EngineHost {
     const sizes = estimate(m.dir, c, m.store.tensors.values(), this.session!.contextLength);
     return {
       ...sizes,
-      name: basename(m.dir),
+      name: modelName(m.dir),
+      source: this.source,
       layers: c.layers,
       hidden: c.hidden,
       neurons: c.intermediate,
@@ -392,7 +400,7 @@ function promptIds(session: Session, messages: ChatMessage[], thinking?: boolean
 
 /** Read a folder's config and safetensors headers (no weights) to say what loading it costs. */
 export function estimateModel(path: string, contextLength?: number): ModelEstimate {
-  const dir = resolve(path);
+  const dir = findModelFolder(path);
   if (!existsSync(dir)) throw new ModelError("NOT_FOUND", dir, "no such folder");
   const tensors = weightFiles(dir).flatMap((f) => [...readSafetensorsHeader(f).tensors.values()]);
   return estimate(dir, readModelConfig(dir), tensors, contextLength);

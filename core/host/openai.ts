@@ -3,7 +3,7 @@
 // in an extra `hire` field, so any OpenAI client works unchanged and a curious one can see the
 // sparsity. Requests are validated here before they reach the engine.
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { basename } from "node:path";
+import { modelName } from "../loader/hf-cache.js";
 import type { FinishReason } from "../engine/session.js";
 import type { ChatMessage } from "../loader/tokenizer.js";
 import { errorInfo, type Channel, type EngineHost, type GenerateParams } from "./engine-host.js";
@@ -55,7 +55,7 @@ export function handleModels(host: EngineHost, req: IncomingMessage, res: Server
   const m = host.loadedModel;
   sendJson(res, 200, {
     object: "list",
-    data: m ? [{ id: basename(m.dir), object: "model", created: 0, owned_by: "local" }] : [],
+    data: m ? [{ id: modelName(m.dir), object: "model", created: 0, owned_by: "local" }] : [],
   });
 }
 
@@ -75,7 +75,7 @@ export async function handleChatCompletions(
   if (!model) return sendError(res, 503, "no_model", "no model is loaded");
   const id = `chatcmpl-hire-${nextId++}`;
   const created = Math.floor(Date.now() / 1000);
-  const modelName = basename(model.dir);
+  const name = modelName(model.dir);
   // The endpoint is a client of the host like any other: its channel receives nothing but the
   // generation events it iterates, and closing the connection stops the generation.
   const channel: Channel = () => {};
@@ -102,7 +102,7 @@ export async function handleChatCompletions(
         id,
         object: "chat.completion.chunk",
         created,
-        model: modelName,
+        model: name,
         choices: [{ index: 0, delta, finish_reason: finish }],
         ...(hire ? { hire } : {}),
       });
@@ -123,7 +123,7 @@ export async function handleChatCompletions(
       id,
       object: "chat.completion",
       created,
-      model: modelName,
+      model: name,
       choices: [
         { index: 0, message: { role: "assistant", content: s.text }, finish_reason: finishReason(s.finishReason) },
       ],

@@ -5,13 +5,14 @@
 //
 // This module is imported by the renderer too: types and pure functions only, no Node APIs.
 import type { ChatMessage } from "../loader/tokenizer.js";
+import type { CachedModel } from "../loader/hf-cache.js";
 import type { SamplingOptions } from "../engine/sampler.js";
 import type { FinishReason } from "../engine/session.js";
 import type { DeepPartial, SparsitySettings } from "../sparse/settings.js";
 
 export const PROTOCOL_VERSION = 1;
 
-export type { ChatMessage, SamplingOptions, SparsitySettings, DeepPartial, FinishReason };
+export type { CachedModel, ChatMessage, SamplingOptions, SparsitySettings, DeepPartial, FinishReason };
 
 // ---------------------------------------------------------------------------------------------
 // Requests (UI → host). `id` is chosen by the UI; the host answers each with one Reply.
@@ -19,6 +20,8 @@ export type { ChatMessage, SamplingOptions, SparsitySettings, DeepPartial, Finis
 export type Request =
   | { id: number; type: "hello" }
   | { id: number; type: "model.inspect"; path: string }
+  /** The models already in the Hugging Face cache on the host's machine. */
+  | { id: number; type: "models.cached" }
   | { id: number; type: "model.load"; path?: string; contextLength?: number }
   | {
       id: number;
@@ -45,6 +48,7 @@ export type RequestType = Request["type"];
 export interface ReplyResults {
   hello: HelloInfo;
   "model.inspect": ModelEstimate;
+  "models.cached": CachedModels;
   "model.load": ModelInfo;
   generate: GenerationSummary;
   stop: { stopped: boolean };
@@ -97,6 +101,12 @@ export interface HelloInfo {
   generating: number | null;
 }
 
+/** The Hugging Face cache the host looked in, and the model repos it holds (core/loader/hf-cache.ts). */
+export interface CachedModels {
+  hub: string;
+  models: CachedModel[];
+}
+
 /** What loading a folder will cost, read from its headers before any weight is mapped. */
 export interface ModelEstimate {
   path: string;
@@ -110,7 +120,10 @@ export interface ModelEstimate {
 }
 
 export interface ModelInfo extends ModelEstimate {
+  /** The repo id for a model from the Hugging Face cache, else the folder's name. */
   name: string;
+  /** What the recent list keeps for it: the repo id it was loaded by ("org/name[@rev]"), else `path`. */
+  source: string;
   layers: number;
   hidden: number;
   /** FFN neurons per layer: the width of the inspector's layer × neuron map. */
@@ -464,6 +477,7 @@ export function parseRequest(x: unknown): Request {
   const where = `request ${id} (${String(type).slice(0, 40)})`;
   switch (type) {
     case "hello":
+    case "models.cached":
     case "conversations.list":
       onlyKeys(x, ["id", "type"], where);
       return { id, type };

@@ -2,9 +2,10 @@
 // mapped with `mmap`; validated against the config) → tokenizer and generation defaults. One
 // function, `loadModel`, and every failure is a ModelError naming the file (and tensor).
 import { existsSync, statSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { ARCHITECTURES, type ModelConfig, type ModelWeights } from "../arch/index.js";
 import { ModelError } from "./errors.js";
+import { findModelFolder } from "./hf-cache.js";
 import { isObject, readJsonFile } from "./json.js";
 import { WeightStore } from "./safetensors.js";
 import { ModelTokenizer } from "./tokenizer.js";
@@ -83,8 +84,9 @@ export interface LoadOptions {
   mmap?: boolean;
 }
 
+/** `folder`: a model folder, or a repo id ("org/name[@revision]") already in the Hugging Face cache. */
 export function loadModel(folder: string, options: LoadOptions = {}): LoadedModel {
-  const dir = resolve(folder);
+  const dir = findModelFolder(folder);
   const config = readModelConfig(dir);
   const tokenizer = ModelTokenizer.load(dir);
   const store = WeightStore.open(dir, options);

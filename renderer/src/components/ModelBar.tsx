@@ -1,5 +1,6 @@
-// Model bar: folder path, Load / Default model, recent models, the estimate before loading, load
-// progress, the loaded model and the compute backend, and the connection state.
+// Model bar: folder path (or a Hugging Face repo id), Load / Default model, recent models, the models
+// in the Hugging Face cache, the estimate before loading, load progress, the loaded model and the
+// compute backend, and the connection state.
 import { useEffect } from "react";
 import { useStore } from "zustand";
 import type { ModelEstimate } from "../../../core/host/protocol.js";
@@ -14,6 +15,7 @@ export function ModelBar() {
   const estimate = useStore(connection, (s) => s.estimate);
   const estimateError = useStore(connection, (s) => s.estimateError);
   const recent = useStore(connection, (s) => s.recentModels);
+  const cached = useStore(connection, (s) => s.cached);
   const defaultModel = useStore(connection, (s) => s.defaultModel);
   const backend = useStore(connection, (s) => s.backend);
   const gpus = useStore(connection, (s) => s.gpus);
@@ -41,7 +43,7 @@ export function ModelBar() {
           className="path-input"
           data-testid="model-path"
           list="recent-models"
-          placeholder="Model folder (Hugging Face: config.json + *.safetensors)"
+          placeholder="Model folder (config.json + *.safetensors) or a cached repo id (org/name)"
           value={path}
           spellCheck={false}
           onChange={(e) => setPath(e.target.value)}
@@ -51,6 +53,11 @@ export function ModelBar() {
           {recent.map((p) => (
             <option key={p} value={p} />
           ))}
+          {cached?.models
+            .filter((m) => m.problem === null && !recent.includes(m.repo))
+            .map((m) => (
+              <option key={m.repo} value={m.repo} />
+            ))}
         </datalist>
         {pick && (
           <button
@@ -83,6 +90,29 @@ export function ModelBar() {
             {recent.map((p) => (
               <option key={p} value={p}>
                 {p}
+              </option>
+            ))}
+          </select>
+        )}
+        {cached && cached.models.length > 0 && (
+          <select
+            className="recent"
+            data-testid="hf-cache"
+            value=""
+            title={`Models in the Hugging Face cache (${cached.hub})`}
+            onFocus={() => void studio.refreshCached()}
+            onChange={(e) => e.target.value && setPath(e.target.value)}
+          >
+            <option value="">Hugging Face cache…</option>
+            {cached.models.map((m) => (
+              <option
+                key={m.repo}
+                value={m.repo}
+                disabled={m.problem !== null}
+                title={m.problem ? `${m.problem.code}: ${m.problem.message}` : m.path}
+              >
+                {m.repo} ·{" "}
+                {m.problem ? `cannot load (${m.problem.code})` : `${m.architecture} · ${formatBytes(m.weightBytes)}`}
               </option>
             ))}
           </select>

@@ -1,7 +1,7 @@
 // The link to the engine host and the model it runs: connection state, hello info, the loaded
 // model, load progress, the estimate for a folder before loading it, and the error box.
 import { createStore } from "zustand/vanilla";
-import type { HelloInfo, HostErrorInfo, ModelEstimate, ModelInfo } from "../../../core/host/protocol.js";
+import type { CachedModels, HelloInfo, HostErrorInfo, ModelEstimate, ModelInfo } from "../../../core/host/protocol.js";
 import type { ConnectionStatus } from "./client.js";
 
 export interface LoadProgress {
@@ -25,6 +25,8 @@ export interface ConnectionState {
   gpus: string[];
   defaultModel: string | null;
   recentModels: string[];
+  /** The models in the Hugging Face cache on the host's machine (null until asked). */
+  cached: CachedModels | null;
   model: ModelInfo | null;
   loading: LoadProgress | null;
   /** Sparsity preparation progress (building predictors after a settings change). */
@@ -50,6 +52,7 @@ export interface ConnectionState {
   clearError(): void;
   setCrashed(message: string | null): void;
   setOrphan(id: number | null): void;
+  setCached(c: CachedModels | null): void;
   addRecent(path: string): void;
 }
 
@@ -64,6 +67,7 @@ export function createConnectionStore(transport: "ipc" | "websocket" = "websocke
     gpus: [],
     defaultModel: null,
     recentModels: [],
+    cached: null,
     model: null,
     loading: null,
     preparing: null,
@@ -95,6 +99,7 @@ export function createConnectionStore(transport: "ipc" | "websocket" = "websocke
     clearError: () => set({ error: null }),
     setCrashed: (crashed) => set({ crashed }),
     setOrphan: (orphanGeneration) => set({ orphanGeneration }),
+    setCached: (cached) => set({ cached }),
     addRecent: (path) =>
       set((s) => ({ recentModels: [path, ...s.recentModels.filter((p) => p !== path)].slice(0, 12) })),
   }));

@@ -157,6 +157,16 @@ export function createStudio(client: HostClient, opts: StudioOptions = {}) {
     } catch (e) {
       connection.getState().showError("Connecting to the engine", errorInfo(e));
     }
+    void refreshCached();
+  }
+
+  /** The Hugging Face cache's models, for the model bar. A host that cannot list them shows none. */
+  async function refreshCached(): Promise<void> {
+    try {
+      connection.getState().setCached(await client.request({ type: "models.cached" }));
+    } catch {
+      connection.getState().setCached(null);
+    }
   }
 
   const unsubscribe = [
@@ -197,7 +207,7 @@ export function createStudio(client: HostClient, opts: StudioOptions = {}) {
     try {
       const info = await client.request(p === undefined ? { type: "model.load" } : { type: "model.load", path: p });
       modelReady(info);
-      connection.getState().addRecent(info.path);
+      connection.getState().addRecent(info.source);
       conversations.getState().setContext(null);
       return info;
     } catch (e) {
@@ -477,6 +487,7 @@ export function createStudio(client: HostClient, opts: StudioOptions = {}) {
     settings,
     telemetry,
     hello,
+    refreshCached,
     inspectModel,
     loadModel,
     updateSparsity,

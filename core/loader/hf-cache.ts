@@ -1,0 +1,159 @@
+// Models already in the Hugging Face cache: what `hf download` / `from_pretrained` left on this
+// machine, found by repo id ("Qwen/Qwen2.5-0.5B-Instruct") instead of by snapshot path. Nothing is
+// downloaded. The layout is huggingface_hub's:
+//   <hub>/models--<org>--<name>/refs/<branch>        the commit a branch points at
+//   <hub>/models--<org>--<name>/snapshots/<commit>/  the repo's files (links into ../../blobs)
+// where <hub> is $HF_HUB_CACHE, else $HUGGINGFACE_HUB_CACHE, else $HF_HOME/hub, else
+// $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub.
+import { existsSync, lstatSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { homedir } from "node:os";
+import { basename, join, resolve, sep } from "node:path";
+import { ModelError, type ModelErrorCode } from "./errors.js";
+import { readModelConfig } from "./model-folder.js";
+import { weightFiles } from "./safetensors.js";
+
+type Env = Record<string, string | undefined>;
+
+export function hubCacheDir(env: Env = process.env): string {
+  const hub = env.HF_HUB_CACHE || env.HUGGINGFACE_HUB_CACHE;
+  if (hub) return resolve(hub);
+  const home = env.HF_HOME || join(env.XDG_CACHE_HOME || join(homedir(), ".cache"), "huggingface");
+  return resolve(home, "hub");
+}
+
+// Hub repo ids: "name" or "org/name", letters, digits, "-", "_", "."; "@revision" picks a branch,
+// tag or commit. A path that exists on disk is always a path.
+const REPO_ID = /^(?:[A-Za-z0-9][\w.-]*\/)?[A-Za-z0-9][\w.-]*(?:@[\w.\-/]+)?$/;
+const COMMIT = /^[0-9a-f]{40}$/;
+
+export function looksLikeRepoId(arg: string): boolean {
+  return REPO_ID.test(arg) && !arg.includes("..");
+}
+
+/**
+ * The folder a --model argument names: an existing path as given, else a repo id looked up in the
+ * Hugging Face cache. Anything else is returned resolved, for the loader's NOT_FOUND.
+ */
+export function findModelFolder(arg: string, env: Env = process.env): string {
+  if (existsSync(arg) || !looksLikeRepoId(arg)) return resolve(arg);
+  const hub = hubCacheDir(env);
+  const at = arg.indexOf("@");
+  const repo = at < 0 ? arg : arg.slice(0, at);
+  const revision = at < 0 ? "main" : arg.slice(at + 1);
+  const repoDir = join(hub, repoFolderName(repo));
+  if (!existsSync(repoDir))
+    throw new ModelError(
+      "NOT_FOUND",
+      arg,
+      `not a folder, and not in the Hugging Face cache (${hub} has no ${basename(repoDir)}); ` +
+        `HiRE Studio does not download models: \`hf download ${repo}\` puts it there`,
+    );
+  const snapshot = snapshotFor(repoDir, revision);
+  if (!snapshot)
+    throw new ModelError(
+      "NOT_FOUND",
+      repoDir,
+      `revision "${revision}" of ${repo} is not in the cache (have: ${snapshotNames(repoDir).join(", ") || "no snapshots"})`,
+    );
+  return snapshot;
+}
+
+/** The repo id of a snapshot folder in any hub cache, or null for other folders. */
+export function repoIdOf(dir: string): string | null {
+  const parts = resolve(dir).split(sep);
+  const n = parts.length;
+  if (n < 3 || parts[n - 2] !== "snapshots" || !parts[n - 3].startsWith("models--")) return null;
+  return parts[n - 3].slice("models--".length).split("--").join("/");
+}
+
+/** A loaded model's display name: its repo id when it came from the cache, else the folder's name. */
+export function modelName(dir: string): string {
+  return repoIdOf(dir) ?? basename(dir);
+}
+
+export interface CachedModel {
+  /** "org/name": what --model and the app's model field accept. */
+  repo: string;
+  /** The snapshot `main` points at (else the newest), and its commit. */
+  path: string;
+  revision: string;
+  /** Sum of the weight files' sizes (0 when they cannot be listed). */
+  weightBytes: number;
+  architecture: string | null;
+  /** null when the snapshot loads as far as its config, weights list and tokenizer go. */
+  problem: { code: ModelErrorCode; message: string } | null;
+}
+
+/** Every model repo in the cache, with what stands in the way of loading it. Sorted by repo id. */
+export function listCachedModels(env: Env = process.env): CachedModel[] {
+  const hub = hubCacheDir(env);
+  if (!existsSync(hub)) return [];
+  const out: CachedModel[] = [];
+  for (const entry of readdirSync(hub).sort()) {
+    if (!entry.startsWith("models--")) continue;
+    const repoDir = join(hub, entry);
+    const path = snapshotFor(repoDir, "main");
+    if (!path) continue;
+    out.push(inspectSnapshot(repoIdOf(path)!, path));
+  }
+  return out.sort((a, b) => a.repo.localeCompare(b.repo));
+}
+
+function inspectSnapshot(repo: string, path: string): CachedModel {
+  const model: CachedModel = {
+    repo,
+    path,
+    revision: basename(path),
+    weightBytes: 0,
+    architecture: null,
+    problem: null,
+  };
+  try {
+    // A download in progress or cut short leaves links to blobs that are not there yet.
+    for (const name of readdirSync(path)) {
+      const f = join(path, name);
+      if (lstatSync(f).isSymbolicLink() && !existsSync(f))
+        throw new ModelError("NOT_FOUND", f, "links to a blob that is not in the cache (download incomplete?)");
+    }
+    model.architecture = readModelConfig(path).architecture;
+    for (const f of weightFiles(path)) model.weightBytes += statSync(f).size;
+    const tok = join(path, "tokenizer.json");
+    if (!existsSync(tok)) throw new ModelError("NOT_FOUND", tok, "tokenizer.json is missing");
+  } catch (e) {
+    if (!(e instanceof ModelError)) throw e;
+    model.problem = { code: e.code, message: e.message };
+  }
+  return model;
+}
+
+function repoFolderName(repo: string): string {
+  return `models--${repo.split("/").join("--")}`;
+}
+
+function snapshotNames(repoDir: string): string[] {
+  const dir = join(repoDir, "snapshots");
+  return existsSync(dir) ? readdirSync(dir).filter((s) => statSync(join(dir, s)).isDirectory()) : [];
+}
+
+/**
+ * The snapshot folder for a branch, tag or commit: refs/<revision> when the cache has it, the
+ * snapshot named by a commit hash, and for "main" without a ref (a cache written by hand or
+ * copied) the only, else the most recently written, snapshot.
+ */
+function snapshotFor(repoDir: string, revision: string): string | null {
+  const snapshots = join(repoDir, "snapshots");
+  const ref = join(repoDir, "refs", ...revision.split("/"));
+  if (existsSync(ref) && statSync(ref).isFile()) {
+    const commit = readFileSync(ref, "utf8").trim();
+    if (COMMIT.test(commit) && existsSync(join(snapshots, commit))) return join(snapshots, commit);
+    return null;
+  }
+  if (existsSync(join(snapshots, revision))) return join(snapshots, revision);
+  if (revision !== "main") return null;
+  const names = snapshotNames(repoDir);
+  if (names.length === 0) return null;
+  const newest = names
+    .map((n) => ({ n, t: statSync(join(snapshots, n)).mtimeMs }))
+    .sort((a, b) => b.t - a.t || a.n.localeCompare(b.n))[0];
+  return join(snapshots, newest.n);
+}
