@@ -256,6 +256,10 @@ test(
       [4, 1, 256, 600, 1, 1024, 512, 0], // Gemma 3's window, decode past it, over the splits
       [4, 2, 32, 0, 17, 20, 8, 0], // a prefill chunk crossing the window
       [8, 4, 256, 300, 2, 512, 64, 2], // Gemma 2: soft-capped scores in a window
+      // Ring caches (sliding-window layers, position p in slot p % cap): decode with the window
+      // wrapped past slot 0, and a batch written across the ring's end.
+      [4, 1, 256, 1500, 1, 600, 512, 0],
+      [4, 2, 32, 25, 9, 20, 8, 0],
     ]) {
       const kvLen = kv * cap * hd;
       const kc0 = o.rnd.randArray(kvLen);
@@ -290,14 +294,16 @@ test(
   { skip },
   () => {
     const o = ops();
-    for (const [heads, kv, hd, pos0, n, cap, rope] of [
+    for (const [heads, kv, hd, pos0, n, cap, rope, ring] of [
       [32, 8, 64, 95, 1, 1024, true],
       [4, 2, 64, 5, 3, 16, true],
       [6, 3, 32, 0, 7, 8, false],
       [2, 1, 128, 4090, 1, 4096, true], // 32 splits of 128 positions
       [4, 4, 256, 0, 1, 300, true], // the first position alone
       [3, 1, 48, 200, 2, 260, true], // head_dim not a multiple of 32
+      [4, 2, 64, 70, 3, 16, true, 8], // a ring of 16 slots for an 8-position window, written across its end
     ] as const) {
+      const window = ring ?? 0;
       const kvLen = kv * cap * hd;
       const kc0 = o.rnd.randArray(kvLen);
       const vc0 = o.rnd.randArray(kvLen);
@@ -309,12 +315,17 @@ test(
       const [g, c] = both(o, [kc0, vc0, k, v, q], n * heads * hd + 2 * kvLen, (b, out, [kc, vc, kb, vb, qb]) => {
         b.ropeCacheWrite(qb, kb, vb, kc, vc, n, heads, kv, hd, positions, inv, pos0, cap);
         const att = b.alloc(n * heads * hd);
-        b.attention(att, qb, kc, vc, n, heads, kv, hd, pos0, cap, 1 / Math.sqrt(hd));
+        b.attention(att, qb, kc, vc, n, heads, kv, hd, pos0, cap, 1 / Math.sqrt(hd), window);
         b.copy2d(out, 0, n * heads * hd, att, 0, n * heads * hd, 1, n * heads * hd);
         b.copy2d(out, n * heads * hd, kvLen, kc, 0, kvLen, 1, kvLen);
         b.copy2d(out, n * heads * hd + kvLen, kvLen, vc, 0, kvLen, 1, kvLen);
       });
-      close(g, c, 2e-5, `rope+cache+attention heads=${heads}/${kv} hd=${hd} pos0=${pos0} n=${n} rope=${rope}`);
+      close(
+        g,
+        c,
+        2e-5,
+        `rope+cache+attention heads=${heads}/${kv} hd=${hd} pos0=${pos0} n=${n} rope=${rope} window=${window}`,
+      );
     }
   },
 );

@@ -843,6 +843,53 @@ describe("attention", () => {
   });
 });
 
+describe("attention over a ring cache", () => {
+  test("a sliding-window layer's ring of slots gives what a slot per position gives, wrapped anywhere", () => {
+    // slots >= window + n - 1: a batch's first query still sees its whole window after the batch's
+    // own keys went in. History is written in chunks of at most `slots`, wrapping as it goes.
+    const cases = [
+      { nHeads: 4, nKv: 2, d: 8, window: 5, slots: 7, chunks: [3, 4, 2, 3], n: 3 },
+      { nHeads: 2, nKv: 1, d: 64, window: 16, slots: 20, chunks: [20, 20, 7], n: 1 },
+      { nHeads: 4, nKv: 4, d: 13, window: 3, slots: 10, chunks: [10, 9, 10], n: 8 },
+      { nHeads: 8, nKv: 2, d: 256, window: 32, slots: 40, chunks: [33, 12, 30], n: 9 },
+      { nHeads: 2, nKv: 2, d: 32, window: 8, slots: 8, chunks: [5, 6], n: 1 },
+    ];
+    forPaths((path) => {
+      for (const c of cases) {
+        const what = `${path} ${JSON.stringify(c)}`;
+        const pos0 = c.chunks.reduce((a, b) => a + b, 0);
+        const total = pos0 + c.n;
+        const rowLen = c.nKv * c.d;
+        const kAll = randArray(total * rowLen, -1, 1);
+        const vAll = randArray(total * rowLen, -1, 1);
+        const full = { k: new Float32Array(c.nKv * total * c.d), v: new Float32Array(c.nKv * total * c.d) };
+        const ring = { k: new Float32Array(c.nKv * c.slots * c.d), v: new Float32Array(c.nKv * c.slots * c.d) };
+        let p = 0;
+        for (const n of [...c.chunks, c.n]) {
+          const k = kAll.subarray(p * rowLen, (p + n) * rowLen);
+          const v = vAll.subarray(p * rowLen, (p + n) * rowLen);
+          hn.cacheWrite(full.k, full.v, k, v, n, c.nKv, c.d, p, total);
+          hn.cacheWrite(ring.k, ring.v, k, v, n, c.nKv, c.d, p, c.slots);
+          p += n;
+        }
+        // Slot s holds the last position written that is s modulo slots.
+        for (let s = 0; s < c.slots; s++) {
+          const pos = s + c.slots * Math.floor((total - 1 - s) / c.slots);
+          assert.equal(ring.k[s * c.d], kAll[pos * rowLen], `${what}: slot ${s} holds position ${pos}`);
+        }
+        const q = randArray(c.n * c.nHeads * c.d, -2, 2);
+        const scale = 1 / Math.sqrt(c.d);
+        const want = new Float32Array(q.length);
+        hn.attention(want, q, full.k, full.v, c.n, c.nHeads, c.nKv, c.d, pos0, total, scale, c.window);
+        const got = new Float32Array(q.length);
+        hn.attention(got, q, ring.k, ring.v, c.n, c.nHeads, c.nKv, c.d, pos0, c.slots, scale, c.window);
+        // The same keys in the same order: the same sums, bit for bit.
+        assert.deepEqual(got, want, what);
+      }
+    });
+  });
+});
+
 describe("softcap", () => {
   test("cap · tanh(x / cap) on every value, −∞ kept (HiRE's left-out tokens)", () => {
     const x = Float32Array.from([0, 1, -1, 29, -400, 1e6, -Infinity, 3.5]);
@@ -930,9 +977,17 @@ describe("argument validation", () => {
       /kCache has/,
     );
     assert.throws(() => hn.attention(cache.subarray(0, 32), q, cache, cache2, 1, 4, 2, 8, 0, 4, 1), /overlap/);
+    // A cache of 4 slots is a ring: writes wrap, but a batch needs distinct slots, and attention needs
+    // every position it sees still there (the last `window` of them, or all of them without a window).
+    hn.cacheWrite(cache, cache2, new Float32Array(16), new Float32Array(16), 1, 2, 8, 4, 4);
     assert.throws(
-      () => hn.cacheWrite(cache, cache2, new Float32Array(16), new Float32Array(16), 1, 2, 8, 4, 4),
-      /exceeds capacity/,
+      () => hn.cacheWrite(cache, cache2, new Float32Array(80), new Float32Array(80), 5, 2, 8, 0, 4),
+      /n = 5 exceeds capacity = 4/,
+    );
+    hn.attention(new Float32Array(32), q, cache, cache2, 1, 4, 2, 8, 9, 4, 1, 4);
+    assert.throws(
+      () => hn.attention(new Float32Array(64), new Float32Array(64), cache, cache2, 2, 4, 2, 8, 9, 4, 1, 4),
+      /window = 4 with n = 2 at pos0 = 9 needs 5 cache slots, capacity = 4/,
     );
     assert.throws(
       () => hn.cacheWrite(cache, cache2, new Float32Array(15), new Float32Array(16), 1, 2, 8, 0, 4),

@@ -178,6 +178,11 @@ export interface Backend {
     invFreq: Float32Array,
     factor?: number,
   ): void;
+  /**
+   * Keys and values of n tokens into a layer's cache, [kvHeads][capacity][headDim]: position p goes
+   * to slot p % capacity, so a sliding-window layer's cache can be a ring (KVCache); attention reads
+   * the same slots and needs every position it sees still in place.
+   */
   cacheWrite(
     kc: Buf,
     vc: Buf,

@@ -155,6 +155,8 @@ export class Session {
     let reused = 0;
     while (reused < this.cached.length && reused < promptIds.length - 1 && this.cached[reused] === promptIds[reused])
       reused++;
+    // A long reply since may have overwritten the start of a sliding-window ring: then start over.
+    if (!this.cache.holdsPrefix(reused)) reused = 0;
     this.cached.length = reused;
     let report: ForwardReport = { tokens: 0, layers: [], outputMs: 0 };
     let logits: Float32Array | null = null;

@@ -51,19 +51,74 @@ export class Workspace {
   }
 }
 
-/** Keys and values of every layer, sized once for the whole context. Layout [kvHeads][capacity][headDim]. */
+/**
+ * Sliding-window layers keep a ring of window + RING_SLACK slots. The slack lets a batch of up to
+ * MAX_BATCH tokens see its whole window (all its keys are written before attention), and lets the
+ * next prompt reuse the cached prefix after a reply of up to about RING_SLACK tokens (regenerate).
+ */
+export const RING_SLACK = 1024;
+
+/** Cache slots of each layer for a context of `capacity` positions (see KVCache). */
+export function kvSlots(c: ModelConfig, capacity: number): number[] {
+  return Array.from({ length: c.layers }, (_, l) => {
+    const window = c.attentionWindows?.[l] ?? 0;
+    return window > 0 ? Math.min(capacity, window + RING_SLACK) : capacity;
+  });
+}
+
+/** Bytes of an f32 KV cache for a context of `capacity` positions. */
+export function kvCacheBytes(c: ModelConfig, capacity: number): number {
+  return kvSlots(c, capacity).reduce((sum, slots) => sum + 2 * c.kvHeads * slots * c.headDim * 4, 0);
+}
+
+/** A ring size shared by the layers of one window: which position each slot holds (-1: none). */
+interface Ring {
+  slots: number;
+  window: number;
+  held: Int32Array;
+}
+
+/**
+ * Keys and values of every layer, sized once for the whole context. Layout [kvHeads][slots][headDim],
+ * position p in slot p % slots: a full-attention layer has a slot per position of the context; a
+ * sliding-window layer only a ring (see RING_SLACK), which is what makes a long context affordable
+ * for Gemma 2/3 and Mistral-style models (most of their layers look back only `window` tokens).
+ */
 export class KVCache {
   readonly k: Buf[] = [];
   readonly v: Buf[] = [];
+  /** Slots of each layer (what the backend's attention ops call `capacity`). */
+  readonly slots: number[];
+  private readonly rings = new Map<number, Ring>();
+
   constructor(
     b: Backend,
     c: ModelConfig,
+    /** Positions the cache holds: the context length. */
     readonly capacity: number,
   ) {
-    for (let i = 0; i < c.layers; i++) {
-      this.k.push(b.alloc(c.kvHeads * capacity * c.headDim));
-      this.v.push(b.alloc(c.kvHeads * capacity * c.headDim));
-    }
+    this.slots = kvSlots(c, capacity);
+    this.slots.forEach((slots, l) => {
+      if (slots < capacity && !this.rings.has(slots))
+        this.rings.set(slots, { slots, window: c.attentionWindows![l], held: new Int32Array(slots).fill(-1) });
+      this.k.push(b.alloc(c.kvHeads * slots * c.headDim));
+      this.v.push(b.alloc(c.kvHeads * slots * c.headDim));
+    });
+  }
+
+  /** Positions pos0 .. pos0 + n - 1 are about to be written (so their slots stop holding older ones). */
+  claim(pos0: number, n: number): void {
+    for (const r of this.rings.values()) for (let p = pos0; p < pos0 + n; p++) r.held[p % r.slots] = p;
+  }
+
+  /**
+   * Whether a forward pass may start at position `length` over the cached positions before it: every
+   * ring still holds the last `window` of them (a longer reply since may have overwritten them).
+   */
+  holdsPrefix(length: number): boolean {
+    for (const r of this.rings.values())
+      for (let p = Math.max(0, length - r.window + 1); p < length; p++) if (r.held[p % r.slots] !== p) return false;
+    return true;
   }
 }
 
@@ -178,6 +233,7 @@ export class Transformer {
   ): Float32Array | null {
     const { backend: b, config: c, ws } = this;
     this.checkForward(ids.length, pos0, cache);
+    cache.claim(pos0, ids.length);
     if (ids.length === 1 && logits && this.decodeGraph(ids[0], pos0, cache)) {
       const out = b.read(ws.logits, 0, c.vocab); // waits for the step
       this.reportReplay(report);
@@ -194,6 +250,7 @@ export class Transformer {
   forwardGreedy(ids: ArrayLike<number>, pos0: number, cache: KVCache, report?: ForwardReport): number {
     const { backend: b, config: c, ws } = this;
     this.checkForward(ids.length, pos0, cache);
+    cache.claim(pos0, ids.length);
     if (ids.length === 1 && this.decodeGraph(ids[0], pos0, cache)) {
       const id = b.readArgmax(); // waits for the step
       this.reportReplay(report);
@@ -378,7 +435,7 @@ export class Transformer {
       positions,
       layerRope(c, l),
       pos0,
-      cache.capacity,
+      cache.slots[l],
       c.ropeFactor,
     );
     b.attention(
@@ -391,7 +448,7 @@ export class Transformer {
       c.kvHeads,
       c.headDim,
       pos0,
-      cache.capacity,
+      cache.slots[l],
       c.attentionScale ?? 1 / Math.sqrt(c.headDim),
       window,
       c.attentionSoftcap,

@@ -16,7 +16,7 @@ import { loadModel, readModelConfig, type LoadedModel } from "../loader/model-fo
 import { readSafetensorsHeader, weightFiles, DTYPE_BYTES, type TensorInfo } from "../loader/safetensors.js";
 import type { ModelConfig } from "../arch/config.js";
 import { Session, type GenerationEvent } from "../engine/session.js";
-import type { ForwardReport } from "../engine/transformer.js";
+import { kvCacheBytes, type ForwardReport } from "../engine/transformer.js";
 import { bytesRead, ffnDenseBytes } from "../sparse/telemetry.js";
 import { GREEDY, validateSampling } from "../engine/sampler.js";
 import type { ChatMessage } from "../loader/tokenizer.js";
@@ -421,7 +421,7 @@ function estimate(dir: string, c: ModelConfig, tensors: Iterable<TensorInfo>, co
     parameters,
     dtype: c.dtype ?? "unknown",
     weightBytes,
-    kvCacheBytes: 2 * c.layers * c.kvHeads * c.headDim * ctx * 4,
+    kvCacheBytes: kvCacheBytes(c, ctx),
     contextLength: ctx,
   };
 }

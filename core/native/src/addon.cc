@@ -247,8 +247,7 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   const double softcap = a.optional_number(12, "softcap", 0.0, 0.0);
   if (n_heads % n_kv != 0)
     a.fail("nHeads = " + std::to_string(n_heads) + " is not a multiple of nKvHeads = " + std::to_string(n_kv));
-  if (pos0 + n > capacity)
-    a.fail("pos0 + n = " + std::to_string(pos0 + n) + " exceeds capacity = " + std::to_string(capacity));
+  a.check_attention_span(pos0, n, window, capacity);
   const int64_t nq = mul(a, n, n_heads, head_dim);
   const int64_t ncache = mul(a, n_kv, capacity, head_dim);
   a.need(out, "out", nq, "n*nHeads*headDim");
@@ -274,8 +273,7 @@ Napi::Value CacheWrite(const Napi::CallbackInfo& info) {
   const int64_t head_dim = a.integer(6, "headDim", 1, kMaxDim);
   const int64_t pos0 = a.integer(7, "pos0", 0, kMaxDim);
   const int64_t capacity = a.integer(8, "capacity", 1, kMaxDim);
-  if (pos0 + n > capacity)
-    a.fail("pos0 + n = " + std::to_string(pos0 + n) + " exceeds capacity = " + std::to_string(capacity));
+  a.check_cache_write(n, capacity);
   const int64_t nin = mul(a, n, n_kv, head_dim);
   const int64_t ncache = mul(a, n_kv, capacity, head_dim);
   a.need(kc, "kCache", ncache, "nKvHeads*capacity*headDim");

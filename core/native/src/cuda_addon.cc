@@ -338,7 +338,7 @@ Napi::Value CacheWrite(const Napi::CallbackInfo& info) {
   const int64_t hd = a.integer(6, "headDim", 1, kMaxDim);
   const int64_t pos0 = a.integer(7, "pos0", 0, kMaxDim);
   const int64_t cap = a.integer(8, "capacity", 1, kMaxDim);
-  if (pos0 + n > cap) a.fail("positions pos0 .. pos0 + n - 1 exceed the capacity");
+  a.check_cache_write(n, cap);
   const int64_t cache = mul(a, kv, cap, hd), step = mul(a, n, kv, hd);
   cu::cache_write(a.buf(0, "kCache", cache, "nKvHeads*capacity*headDim"), a.buf(1, "vCache", cache, "nKvHeads*capacity*headDim"),
                   a.buf(2, "k", step, "n*nKvHeads*headDim"), a.buf(3, "v", step, "n*nKvHeads*headDim"), n, kv, hd, pos0,
@@ -368,7 +368,7 @@ Napi::Value RopeCacheWrite(const Napi::CallbackInfo& info) {
   const int64_t pos0 = a.integer(11, "pos0", 0, kMaxDim);
   const int64_t cap = a.integer(12, "capacity", 1, kMaxDim);
   if (static_cast<int64_t>(pos.len) < n) a.fail("positions has fewer than n entries");
-  if (pos0 + n > cap) a.fail("positions pos0 .. pos0 + n - 1 exceed the capacity");
+  a.check_cache_write(n, cap);
   const int64_t cache = mul(a, kv, cap, hd), kstep = mul(a, n, kv, hd);
   float* q = a.buf(0, "q", mul(a, n, heads, hd), "n*nHeads*headDim");
   float* k = a.buf(1, "k", kstep, "n*nKvHeads*headDim");
@@ -400,15 +400,16 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   const int64_t pos0 = a.integer(8, "pos0", 0, kMaxDim);
   const int64_t cap = a.integer(9, "capacity", 1, kMaxDim);
   const double scale = a.number(10, "scale");
+  const int64_t window = a.is_nullish(12) ? 0 : a.integer(12, "window", 0, kMaxDim);
   if (heads % kv != 0) a.fail("nHeads must be a multiple of nKvHeads");
-  if (pos0 + n > cap) a.fail("positions pos0 .. pos0 + n - 1 exceed the capacity");
+  a.check_attention_span(pos0, n, window, cap);
   const int64_t qn = mul(a, n, heads, hd), cache = mul(a, kv, cap, hd);
   float* out = a.buf(0, "out", qn, "n*nHeads*headDim");
   float* q = a.buf(1, "q", qn, "n*nHeads*headDim");
   if (out == q) a.fail("out and q must be different buffers");
   cu::attention(out, q, a.buf(2, "kCache", cache, "nKvHeads*capacity*headDim"),
                 a.buf(3, "vCache", cache, "nKvHeads*capacity*headDim"), n, heads, kv, hd, pos0, cap,
-                static_cast<float>(scale), a.from_step(11, n), a.is_nullish(12) ? 0 : a.integer(12, "window", 0, kMaxDim),
+                static_cast<float>(scale), a.from_step(11, n), window,
                 static_cast<float>(a.optional_number(13, "softcap", 0.0, 0.0)));
   return info.Env().Undefined();
 }

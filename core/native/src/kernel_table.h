@@ -107,6 +107,16 @@ inline void each_panel(OnePanel one, const float* x, int64_t ldx, int64_t nt, co
   }
 }
 
+// The keys and values one query attends to, in position order: rows [0, split) start at k and v,
+// the rest at k2 and v2. A ring-buffer cache (sliding-window layers) wraps at most once within a
+// window, so two runs of contiguous rows always cover it.
+struct KvRows {
+  const float *k, *v, *k2, *v2;
+  int64_t split;
+  const float* key(int64_t j, int64_t d) const { return j < split ? k + j * d : k2 + (j - split) * d; }
+  const float* value(int64_t j, int64_t d) const { return j < split ? v + j * d : v2 + (j - split) * d; }
+};
+
 struct KernelTable {
   const char* name;
   // Non-transposed W: y[r] = dot(W[r][:], x) for r in [r0, r1). scratch: >= cols floats.
@@ -137,8 +147,8 @@ struct KernelTable {
   // One (token, head): out[d] = sum_j softmax_j(s_j) v_j[d] over j < len, s_j = scale * q.k_j, or
   // softcap * tanh(s_j / softcap) when softcap > 0 (Gemma 2). scores holds >= len floats, acc >= d
   // floats (thread scratch); out may equal q.
-  void (*attn_head)(float* out, const float* q, const float* k, const float* v, int64_t len, int64_t d,
-                    float scale, float softcap, float* scores, float* acc);
+  void (*attn_head)(float* out, const float* q, const KvRows& kv, int64_t len, int64_t d, float scale,
+                    float softcap, float* scores, float* acc);
   // For the bandwidth probe: a value that depends on all count floats (64-byte aligned), read once.
   float (*read_sum)(const float* p, size_t count);
 

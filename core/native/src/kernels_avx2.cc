@@ -872,16 +872,16 @@ HIRE_AVX2 void a_rope_token(float* x, int64_t n_heads, int64_t head_dim, const f
 
 // ---- attention -----------------------------------------------------------------------------------
 
-HIRE_AVX2 void a_attn_head(float* out, const float* q, const float* k, const float* v, int64_t len,
-                           int64_t d, float scale, float softcap, float* scores, float* acc) {
+HIRE_AVX2 void a_attn_head(float* out, const float* q, const KvRows& kv, int64_t len, int64_t d, float scale,
+                           float softcap, float* scores, float* acc) {
   const int64_t dv = d & ~int64_t{7};
   // Scores, four keys at a time.
   int64_t j = 0;
   for (; j + 4 <= len; j += 4) {
-    const float* k0 = k + j * d;
-    const float* k1 = k0 + d;
-    const float* k2 = k1 + d;
-    const float* k3 = k2 + d;
+    const float* k0 = kv.key(j, d);
+    const float* k1 = kv.key(j + 1, d);
+    const float* k2 = kv.key(j + 2, d);
+    const float* k3 = kv.key(j + 3, d);
     __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
     for (int64_t i = 0; i < dv; i += 8) {
       const __m256 qv = _mm256_loadu_ps(q + i);
@@ -904,7 +904,7 @@ HIRE_AVX2 void a_attn_head(float* out, const float* q, const float* k, const flo
     scores[j + 3] = r[3] * scale;
   }
   for (; j < len; ++j) {
-    const float* kj = k + j * d;
+    const float* kj = kv.key(j, d);
     __m256 s0 = _mm256_setzero_ps();
     for (int64_t i = 0; i < dv; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(kj + i), s0);
     float r = hsum(s0);
@@ -918,10 +918,10 @@ HIRE_AVX2 void a_attn_head(float* out, const float* q, const float* k, const flo
   for (int64_t i = 0; i < d; ++i) acc[i] = 0.0f;
   j = 0;
   for (; j + 4 <= len; j += 4) {
-    const float* v0 = v + j * d;
-    const float* v1 = v0 + d;
-    const float* v2 = v1 + d;
-    const float* v3 = v2 + d;
+    const float* v0 = kv.value(j, d);
+    const float* v1 = kv.value(j + 1, d);
+    const float* v2 = kv.value(j + 2, d);
+    const float* v3 = kv.value(j + 3, d);
     const __m256 p0 = _mm256_set1_ps(scores[j]), p1 = _mm256_set1_ps(scores[j + 1]);
     const __m256 p2 = _mm256_set1_ps(scores[j + 2]), p3 = _mm256_set1_ps(scores[j + 3]);
     for (int64_t i = 0; i < dv; i += 8) {
@@ -942,7 +942,7 @@ HIRE_AVX2 void a_attn_head(float* out, const float* q, const float* k, const flo
     }
   }
   for (; j < len; ++j) {
-    const float* vj = v + j * d;
+    const float* vj = kv.value(j, d);
     const __m256 p = _mm256_set1_ps(scores[j]);
     for (int64_t i = 0; i < dv; i += 8)
       _mm256_storeu_ps(acc + i, _mm256_fmadd_ps(p, _mm256_loadu_ps(vj + i), _mm256_loadu_ps(acc + i)));

@@ -201,11 +201,11 @@ void p_rope_token(float* x, int64_t n_heads, int64_t head_dim, const float* cs, 
   }
 }
 
-void p_attn_head(float* out, const float* q, const float* k, const float* v, int64_t len, int64_t d,
-                 float scale, float softcap, float* scores, float* acc) {
+void p_attn_head(float* out, const float* q, const KvRows& kv, int64_t len, int64_t d, float scale, float softcap,
+                 float* scores, float* acc) {
   float m = -INFINITY;
   for (int64_t j = 0; j < len; ++j) {
-    const float* kj = k + j * d;
+    const float* kj = kv.key(j, d);
     float s = 0.0f;
     for (int64_t i = 0; i < d; ++i) s += q[i] * kj[i];
     s *= scale;
@@ -221,7 +221,7 @@ void p_attn_head(float* out, const float* q, const float* k, const float* v, int
   for (int64_t i = 0; i < d; ++i) acc[i] = 0.0f;
   for (int64_t j = 0; j < len; ++j) {
     const float p = scores[j];
-    const float* vj = v + j * d;
+    const float* vj = kv.value(j, d);
     for (int64_t i = 0; i < d; ++i) acc[i] += p * vj[i];
   }
   const float inv = static_cast<float>(1.0 / sum);

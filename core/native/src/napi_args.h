@@ -4,6 +4,7 @@
 #pragma once
 #include <napi.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -169,6 +170,21 @@ class Args {
   float rope_factor(size_t i) const {
     if (i >= info_.Length() || is_nullish(i)) return 1.0f;
     return static_cast<float>(positive_number(i, "factor"));
+  }
+
+  // A KV cache of `capacity` slots keeps position p in slot p % capacity (a ring, for sliding-window
+  // layers). Writing n positions at once needs n distinct slots; attention for queries pos0 ..
+  // pos0 + n - 1 needs every key it sees (all earlier ones, or the last `window`) still in place.
+  void check_cache_write(int64_t n, int64_t capacity) const {
+    if (n > capacity) fail("n = " + std::to_string(n) + " exceeds capacity = " + std::to_string(capacity));
+  }
+  void check_attention_span(int64_t pos0, int64_t n, int64_t window, int64_t capacity) const {
+    if (window == 0 && pos0 + n > capacity)
+      fail("pos0 + n = " + std::to_string(pos0 + n) + " exceeds capacity = " + std::to_string(capacity));
+    if (window > 0 && std::min(pos0 + n, window + n - 1) > capacity)
+      fail("window = " + std::to_string(window) + " with n = " + std::to_string(n) + " at pos0 = " +
+           std::to_string(pos0) + " needs " + std::to_string(std::min(pos0 + n, window + n - 1)) +
+           " cache slots, capacity = " + std::to_string(capacity));
   }
 
   // A number that must be finite and > 0.

@@ -268,12 +268,16 @@ void attention(float* out, const float* q, const float* k_cache, const float* v_
     float* scores = t_scratch_a.get<float>(static_cast<size_t>(capacity + d + 16));
     float* acc = scores + ((capacity + 15) & ~int64_t{15});
     const int64_t off = (i * n_heads + h) * d;
-    const int64_t at = (g * capacity + start) * d;
-    K.attn_head(out + off, q + off, k_cache + at, v_cache + at, end - start, d, scale, softcap, scores, acc);
+    // Position p lives in slot p % capacity; the visible run wraps at most once (len <= capacity).
+    const int64_t len = end - start, s0 = start % capacity, first = std::min(len, capacity - s0);
+    const float* kh = k_cache + g * capacity * d;
+    const float* vh = v_cache + g * capacity * d;
+    const KvRows kv{kh + s0 * d, vh + s0 * d, kh, vh, first};
+    K.attn_head(out + off, q + off, kv, len, d, scale, softcap, scores, acc);
   };
   const int64_t tasks = n * n_heads;
   ThreadPool& pool = ThreadPool::instance();
-  if (tasks == 1 || tasks * (pos0 + n) * d < 2 * kSerialWork || pool.threads() == 1) {
+  if (tasks == 1 || tasks * std::min(pos0 + n, capacity) * d < 2 * kSerialWork || pool.threads() == 1) {
     for (int64_t t = 0; t < tasks; ++t) task(t, 0);
   } else {
     // Contiguous runs of (token, head) pairs, several per thread for balance (later tokens see more
@@ -291,7 +295,7 @@ void cache_write(float* k_cache, float* v_cache, const float* k, const float* v,
   for (int64_t i = 0; i < n; ++i) {
     for (int64_t h = 0; h < n_kv; ++h) {
       const int64_t src = (i * n_kv + h) * head_dim;
-      const int64_t dst = (h * capacity + pos0 + i) * head_dim;
+      const int64_t dst = (h * capacity + (pos0 + i) % capacity) * head_dim;
       std::memcpy(k_cache + dst, k + src, bytes);
       std::memcpy(v_cache + dst, v + src, bytes);
     }

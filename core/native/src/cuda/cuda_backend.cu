@@ -610,7 +610,8 @@ __global__ void rope_kernel(float* x, int64_t heads, int64_t head_dim, const int
 }
 
 // rope on q and k, then k and v into the cache, in one launch: block (hh, t) is q head hh for
-// hh < heads, else kv head hh - heads (roped, then written with its v row at position pos0 + t).
+// hh < heads, else kv head hh - heads (roped, then written with its v row at position pos0 + t, which
+// lives in slot (pos0 + t) % capacity: sliding-window layers keep a ring).
 __global__ void rope_cache_kernel(float* q, float* k, const float* v, float* kc, float* vc, int64_t heads,
                                   int64_t kv_heads, int64_t head_dim, const int32_t* pos, const float* inv_freq,
                                   int64_t half, float factor, const int32_t* pos0p, int64_t capacity) {
@@ -622,7 +623,7 @@ __global__ void rope_cache_kernel(float* q, float* k, const float* v, float* kc,
     for (int64_t j = threadIdx.x; j < half; j += blockDim.x) rope_pair(p, j, half, pos[t], inv_freq, factor);
   if (is_q) return;
   __syncthreads();  // the roped pairs are other threads' elements
-  const int64_t row = (h * capacity + *pos0p + t) * head_dim;
+  const int64_t row = (h * capacity + (*pos0p + t) % capacity) * head_dim;  // ring slot, as on the CPU
   const float* vr = v + (t * kv_heads + h) * head_dim;
   for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) {
     kc[row + d] = p[d];
@@ -636,7 +637,7 @@ __global__ void cache_write_kernel(float* kc, float* vc, const float* k, const f
   const int64_t total = n * kv_heads * head_dim;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t d = i % head_dim, h = (i / head_dim) % kv_heads, t = i / (head_dim * kv_heads);
-    const int64_t dst = (h * capacity + pos0 + t) * head_dim + d;
+    const int64_t dst = (h * capacity + (pos0 + t) % capacity) * head_dim + d;
     kc[dst] = k[i];
     vc[dst] = v[i];
   }
@@ -688,7 +689,7 @@ __global__ void __launch_bounds__(32 * kAttnWarps) attention_kernel(float* __res
 #pragma unroll
       for (int j = 0; j < DPL; ++j) {
         const bool ok = t0 + u < hi && lane + 32 * j < head_dim;
-        const int64_t at = (t0 + u) * head_dim + lane + 32 * j;
+        const int64_t at = ((t0 + u) % capacity) * head_dim + lane + 32 * j;  // position p in slot p % capacity
         kv[u][j] = ok ? kb[at] : 0.0f;
         vv[u][j] = ok ? vb[at] : 0.0f;
       }

@@ -1,0 +1,116 @@
+// The KV cache of sliding-window layers is a ring (window + RING_SLACK slots, position p in slot
+// p % slots): decoding past the ring's length gives exactly what a slot per position gives, the
+// memory estimate counts the rings, and a session reuses a cached prefix only while the rings still
+// hold it (a long reply since overwrites the start of the window).
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { makeModel } from "../core/modelgen/make-model.js";
+import { loadModel, type LoadedModel } from "../core/loader/model-folder.js";
+import { createBackend } from "../core/backend/select.js";
+import { KVCache, RING_SLACK, Transformer } from "../core/engine/transformer.js";
+import { Session } from "../core/engine/session.js";
+import { estimateModel } from "../core/host/engine-host.js";
+
+const WINDOW = 8;
+const CONTEXT = 2048;
+let root: string;
+const models = new Map<string, LoadedModel>();
+
+before(async () => {
+  root = mkdtempSync(join(tmpdir(), "hire-kv-ring-"));
+  // Gemma 2 and 3 (windows in layers 0 and 2) with a context long enough to wrap their rings.
+  for (const arch of ["gemma2", "gemma3"] as const) {
+    const out = join(root, arch);
+    await makeModel({ arch, shape: { maxPositions: CONTEXT }, dtype: "f32", seed: 7, out });
+    models.set(arch, loadModel(out));
+  }
+});
+after(() => {
+  for (const m of models.values()) m.close();
+  rmSync(root, { recursive: true, force: true });
+});
+
+const argmax = (x: Float32Array) => x.reduce((best, v, i) => (v > x[best] ? i : best), 0);
+
+test("decoding past a ring's length gives, bit for bit, what a slot per position gives", () => {
+  for (const [arch, model] of models) {
+    const c = model.config;
+    assert.deepEqual(c.attentionWindows, [WINDOW, 0, WINDOW, 0], arch);
+    const b = createBackend("cpu", 2);
+    const t = new Transformer(b, c, model.weights);
+    const ring = new KVCache(b, c, CONTEXT);
+    // The same model's cache without windows: a slot per position in every layer (attention still
+    // applies the windows; only where the keys live differs).
+    const full = new KVCache(b, { ...c, attentionWindows: undefined }, CONTEXT);
+    const slots = WINDOW + RING_SLACK;
+    assert.deepEqual(ring.slots, [slots, CONTEXT, slots, CONTEXT], arch);
+    assert.deepEqual(full.slots, [CONTEXT, CONTEXT, CONTEXT, CONTEXT], arch);
+
+    // A prompt in batches of 64; greedy decode to just before the ring's end; a batch of 64 written
+    // across it (slot slots - 1, then slot 0); decode on to 300 past it, so every slot has been
+    // overwritten and the window wraps around slot 0.
+    const prompt = Array.from({ length: 200 }, (_, i) => (i * 37 + 11) % c.vocab);
+    let a: Float32Array | null = null;
+    let z: Float32Array | null = null;
+    const step = (ids: number[], pos: number, what: string) => {
+      a = Float32Array.from(t.forward(ids, pos, ring)!);
+      z = Float32Array.from(t.forward(ids, pos, full)!);
+      if (a.some((v, i) => v !== z![i])) assert.fail(`${arch}: logits differ ${what} at position ${pos}`);
+    };
+    for (let p = 0; p < prompt.length; p += 64) step(prompt.slice(p, p + 64), p, "after a prompt batch");
+    let pos = prompt.length;
+    for (; pos < slots - 30; pos++) step([argmax(a!)], pos, "decoding");
+    step(prompt.slice(0, 64), pos, "after a batch across the ring's end");
+    for (pos += 64; pos < slots + 300; pos++) step([argmax(a!)], pos, "decoding past the ring's length");
+  }
+});
+
+test("the memory estimate counts a ring for each sliding-window layer", () => {
+  const c = models.get("gemma3")!.config;
+  const est = estimateModel(join(root, "gemma3"));
+  assert.equal(est.contextLength, CONTEXT);
+  const perSlot = 2 * c.kvHeads * c.headDim * 4; // keys and values, f32
+  // Layers 0 and 2 keep window + RING_SLACK slots; 1 and 3 a slot per position.
+  assert.equal(est.kvCacheBytes, perSlot * (2 * (WINDOW + RING_SLACK) + 2 * CONTEXT));
+  assert.ok(est.kvCacheBytes < perSlot * 4 * CONTEXT);
+  const b = createBackend("cpu", 1);
+  const cache = new KVCache(b, c, CONTEXT);
+  assert.equal(
+    cache.k.reduce((sum, k) => sum + 2 * k.length * 4, 0),
+    est.kvCacheBytes,
+  );
+});
+
+test("a session reuses the prefix while the rings hold it, and starts over after a reply that overwrote it", async () => {
+  const model = models.get("gemma3")!;
+  const prompt = Array.from({ length: 40 }, (_, i) => (i * 13 + 5) % model.config.vocab);
+  // Greedy ids, and the log-probabilities of the first tokens (keys read from the wrong slots
+  // change them, even where the tiny model's argmax would not notice).
+  const generate = async (session: Session, maxTokens: number) => {
+    const out = { reused: -1, ids: [] as number[], logprobs: [] as number[] };
+    for await (const ev of session.generate(prompt, { maxTokens, temperature: 0, ignoreEos: true, logprobs: 1 })) {
+      if (ev.type === "prefill") out.reused = ev.reusedTokens;
+      if (ev.type === "token") out.ids.push(ev.id);
+      if (ev.type === "token" && out.logprobs.length < 16) out.logprobs.push(ev.topLogprobs![0][1]);
+    }
+    return out;
+  };
+  const session = new Session(model, { contextLength: CONTEXT });
+
+  // A short reply leaves the window before the prompt's end in place: regenerating reuses it.
+  const short = await generate(session, 20);
+  const again = await generate(session, 20);
+  assert.equal(again.reused, prompt.length - 1);
+  assert.deepEqual(again.ids, short.ids);
+
+  // A reply longer than the slack has overwritten those slots: regenerating starts over, and decodes
+  // exactly what a fresh session decodes.
+  const long = await generate(session, RING_SLACK + 100);
+  assert.equal(long.reused, prompt.length - 1);
+  const after = await generate(session, RING_SLACK + 100);
+  assert.equal(after.reused, 0, "the prefix is recomputed");
+  assert.deepEqual(after, { ...(await generate(new Session(model, { contextLength: CONTEXT }), RING_SLACK + 100)) });
+});
