@@ -843,6 +843,39 @@ describe("attention", () => {
   });
 });
 
+describe("attention split over positions", () => {
+  test("one key/value head decoding at 3000 positions: the reference's result, the same bits on 1 and 2 threads", () => {
+    // Decode with one or two key/value heads splits each head's positions into ranges merged after.
+    const threads = hn.getThreads();
+    try {
+      forPaths((path) => {
+        for (const c of [
+          { nHeads: 4, nKv: 1, d: 64, pos0: 3000, window: 0 },
+          { nHeads: 8, nKv: 2, d: 32, pos0: 2500, window: 1000 },
+        ]) {
+          const cap = c.pos0 + 1;
+          const kc = randArray(c.nKv * cap * c.d, -1, 1);
+          const vc = randArray(c.nKv * cap * c.d, -1, 1);
+          const q = randArray(c.nHeads * c.d, -2, 2);
+          const scale = 1 / Math.sqrt(c.d);
+          const outs = [1, 2].map((t) => {
+            hn.setThreads(t);
+            const out = new Float32Array(q.length);
+            hn.attention(out, q, kc, vc, 1, c.nHeads, c.nKv, c.d, c.pos0, cap, scale, c.window);
+            return out;
+          });
+          const what = `${path} ${JSON.stringify(c)}`;
+          assert.deepEqual(outs[0], outs[1], `${what}: thread count changed the bits`);
+          const want = refAttention(q, kc, vc, 1, c.nHeads, c.nKv, c.d, c.pos0, cap, Math.fround(scale), c.window);
+          assertClose(outs[0], want, () => 2e-6, what);
+        }
+      });
+    } finally {
+      hn.setThreads(threads);
+    }
+  });
+});
+
 describe("attention over a ring cache", () => {
   test("a sliding-window layer's ring of slots gives what a slot per position gives, wrapped anywhere", () => {
     // slots >= window + n - 1: a batch's first query still sees its whole window after the batch's

@@ -144,11 +144,14 @@ struct KernelTable {
   // One token: every head of x[n_heads][head_dim] rotated by cos/sin[half].
   void (*rope_token)(float* x, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin,
                      int64_t half);
-  // One (token, head): out[d] = sum_j softmax_j(s_j) v_j[d] over j < len, s_j = scale * q.k_j, or
-  // softcap * tanh(s_j / softcap) when softcap > 0 (Gemma 2). scores holds >= len floats, acc >= d
-  // floats (thread scratch); out may equal q.
-  void (*attn_head)(float* out, const float* q, const KvRows& kv, int64_t len, int64_t d, float scale,
-                    float softcap, float* scores, float* acc);
+  // Attention of `group` query heads (q: group rows of d floats, the heads that share one key/value
+  // head) over the keys and values 0 .. len - 1 of kv, each key and value read once for the whole
+  // group. Per head g it writes part[g * (d + 2) ..] = [m, l, acc[0 .. d)], unnormalized so that
+  // partials over position ranges merge: m = max_j s_j, l = sum_j exp(s_j - m), acc = sum_j
+  // exp(s_j - m) v_j, with s_j = scale * q.k_j, or softcap * tanh(s_j / softcap) when softcap > 0
+  // (Gemma 2). len may be 0 (m = -inf, l = 0, acc = 0). scores: thread scratch of >= group * len floats.
+  void (*attn_part)(float* part, const float* q, const KvRows& kv, int64_t len, int64_t d, int64_t group,
+                    float scale, float softcap, float* scores);
   // For the bandwidth probe: a value that depends on all count floats (64-byte aligned), read once.
   float (*read_sum)(const float* p, size_t count);
 

@@ -872,83 +872,119 @@ HIRE_AVX2 void a_rope_token(float* x, int64_t n_heads, int64_t head_dim, const f
 
 // ---- attention -----------------------------------------------------------------------------------
 
-HIRE_AVX2 void a_attn_head(float* out, const float* q, const KvRows& kv, int64_t len, int64_t d, float scale,
-                           float softcap, float* scores, float* acc) {
+HIRE_AVX2 void a_attn_part(float* part, const float* q, const KvRows& kv, int64_t len, int64_t d, int64_t group,
+                           float scale, float softcap, float* scores) {
   const int64_t dv = d & ~int64_t{7};
-  // Scores, four keys at a time.
+  // Scores, four keys at a time; each key is read from memory once and reused from L1 by every head
+  // of the group (reading it once per head made long-context decode read the cache `group` times).
   int64_t j = 0;
   for (; j + 4 <= len; j += 4) {
     const float* k0 = kv.key(j, d);
     const float* k1 = kv.key(j + 1, d);
     const float* k2 = kv.key(j + 2, d);
     const float* k3 = kv.key(j + 3, d);
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    for (int64_t i = 0; i < dv; i += 8) {
-      const __m256 qv = _mm256_loadu_ps(q + i);
-      s0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + i), s0);
-      s1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k1 + i), s1);
-      s2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k2 + i), s2);
-      s3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k3 + i), s3);
+    for (int64_t g = 0; g < group; ++g) {
+      const float* qg = q + g * d;
+      __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+      for (int64_t i = 0; i < dv; i += 8) {
+        const __m256 qv = _mm256_loadu_ps(qg + i);
+        s0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + i), s0);
+        s1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k1 + i), s1);
+        s2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k2 + i), s2);
+        s3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k3 + i), s3);
+      }
+      float r[4];
+      _mm_storeu_ps(r, hsum4(s0, s1, s2, s3));
+      for (int64_t i = dv; i < d; ++i) {
+        r[0] = std::fmaf(qg[i], k0[i], r[0]);
+        r[1] = std::fmaf(qg[i], k1[i], r[1]);
+        r[2] = std::fmaf(qg[i], k2[i], r[2]);
+        r[3] = std::fmaf(qg[i], k3[i], r[3]);
+      }
+      float* sg = scores + g * len + j;
+      for (int u = 0; u < 4; ++u) sg[u] = r[u] * scale;
     }
-    float r[4];
-    _mm_storeu_ps(r, hsum4(s0, s1, s2, s3));
-    for (int64_t i = dv; i < d; ++i) {
-      r[0] = std::fmaf(q[i], k0[i], r[0]);
-      r[1] = std::fmaf(q[i], k1[i], r[1]);
-      r[2] = std::fmaf(q[i], k2[i], r[2]);
-      r[3] = std::fmaf(q[i], k3[i], r[3]);
-    }
-    scores[j] = r[0] * scale;
-    scores[j + 1] = r[1] * scale;
-    scores[j + 2] = r[2] * scale;
-    scores[j + 3] = r[3] * scale;
   }
   for (; j < len; ++j) {
     const float* kj = kv.key(j, d);
-    __m256 s0 = _mm256_setzero_ps();
-    for (int64_t i = 0; i < dv; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(kj + i), s0);
-    float r = hsum(s0);
-    for (int64_t i = dv; i < d; ++i) r = std::fmaf(q[i], kj[i], r);
-    scores[j] = r * scale;
+    for (int64_t g = 0; g < group; ++g) {
+      const float* qg = q + g * d;
+      __m256 s0 = _mm256_setzero_ps();
+      for (int64_t i = 0; i < dv; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(qg + i), _mm256_loadu_ps(kj + i), s0);
+      float r = hsum(s0);
+      for (int64_t i = dv; i < d; ++i) r = std::fmaf(qg[i], kj[i], r);
+      scores[g * len + j] = r * scale;
+    }
   }
-  if (softcap > 0.0f)
-    for (j = 0; j < len; ++j) scores[j] = softcap * std::tanh(scores[j] / softcap);
-  a_softmax_row(scores, len);
-  // Weighted sum of values, four at a time, into acc (so out may alias q).
-  for (int64_t i = 0; i < d; ++i) acc[i] = 0.0f;
+  // Per head: soft cap, max, exponentials and their sum; acc starts at zero.
+  const __m256 ninf = _mm256_set1_ps(-INFINITY);
+  for (int64_t g = 0; g < group; ++g) {
+    float* s = scores + g * len;
+    float* out = part + g * (d + 2);
+    if (softcap > 0.0f)
+      for (int64_t i = 0; i < len; ++i) s[i] = softcap * std::tanh(s[i] / softcap);
+    __m256 mx = ninf;
+    for (int64_t i = 0; i < len; i += 8) {
+      const __m256i m = tail_mask(len - i);
+      mx = _mm256_max_ps(mx, _mm256_blendv_ps(ninf, _mm256_maskload_ps(s + i, m), _mm256_castsi256_ps(m)));
+    }
+    const float m = hmax(mx);
+    __m256 sum = _mm256_setzero_ps();
+    if (len > 0) {
+      const __m256 vmax = _mm256_set1_ps(m);
+      for (int64_t i = 0; i < len; i += 8) {
+        const __m256i mk = tail_mask(len - i);
+        const __m256 e =
+            _mm256_and_ps(exp256(_mm256_sub_ps(_mm256_maskload_ps(s + i, mk), vmax)), _mm256_castsi256_ps(mk));
+        _mm256_maskstore_ps(s + i, mk, e);
+        sum = _mm256_add_ps(sum, e);
+      }
+    }
+    out[0] = m;
+    out[1] = hsum(sum);
+    for (int64_t i = 0; i < d; ++i) out[2 + i] = 0.0f;
+  }
+  // Weighted sum of values, four at a time, each value read once for every head.
   j = 0;
   for (; j + 4 <= len; j += 4) {
     const float* v0 = kv.value(j, d);
     const float* v1 = kv.value(j + 1, d);
     const float* v2 = kv.value(j + 2, d);
     const float* v3 = kv.value(j + 3, d);
-    const __m256 p0 = _mm256_set1_ps(scores[j]), p1 = _mm256_set1_ps(scores[j + 1]);
-    const __m256 p2 = _mm256_set1_ps(scores[j + 2]), p3 = _mm256_set1_ps(scores[j + 3]);
-    for (int64_t i = 0; i < dv; i += 8) {
-      __m256 a = _mm256_loadu_ps(acc + i);
-      a = _mm256_fmadd_ps(p0, _mm256_loadu_ps(v0 + i), a);
-      a = _mm256_fmadd_ps(p1, _mm256_loadu_ps(v1 + i), a);
-      a = _mm256_fmadd_ps(p2, _mm256_loadu_ps(v2 + i), a);
-      a = _mm256_fmadd_ps(p3, _mm256_loadu_ps(v3 + i), a);
-      _mm256_storeu_ps(acc + i, a);
-    }
-    for (int64_t i = dv; i < d; ++i) {
-      float a = acc[i];
-      a = std::fmaf(scores[j], v0[i], a);
-      a = std::fmaf(scores[j + 1], v1[i], a);
-      a = std::fmaf(scores[j + 2], v2[i], a);
-      a = std::fmaf(scores[j + 3], v3[i], a);
-      acc[i] = a;
+    for (int64_t g = 0; g < group; ++g) {
+      const float* sg = scores + g * len + j;
+      float* acc = part + g * (d + 2) + 2;
+      const __m256 p0 = _mm256_set1_ps(sg[0]), p1 = _mm256_set1_ps(sg[1]);
+      const __m256 p2 = _mm256_set1_ps(sg[2]), p3 = _mm256_set1_ps(sg[3]);
+      for (int64_t i = 0; i < dv; i += 8) {
+        __m256 a = _mm256_loadu_ps(acc + i);
+        a = _mm256_fmadd_ps(p0, _mm256_loadu_ps(v0 + i), a);
+        a = _mm256_fmadd_ps(p1, _mm256_loadu_ps(v1 + i), a);
+        a = _mm256_fmadd_ps(p2, _mm256_loadu_ps(v2 + i), a);
+        a = _mm256_fmadd_ps(p3, _mm256_loadu_ps(v3 + i), a);
+        _mm256_storeu_ps(acc + i, a);
+      }
+      for (int64_t i = dv; i < d; ++i) {
+        float a = acc[i];
+        a = std::fmaf(sg[0], v0[i], a);
+        a = std::fmaf(sg[1], v1[i], a);
+        a = std::fmaf(sg[2], v2[i], a);
+        a = std::fmaf(sg[3], v3[i], a);
+        acc[i] = a;
+      }
     }
   }
   for (; j < len; ++j) {
     const float* vj = kv.value(j, d);
-    const __m256 p = _mm256_set1_ps(scores[j]);
-    for (int64_t i = 0; i < dv; i += 8)
-      _mm256_storeu_ps(acc + i, _mm256_fmadd_ps(p, _mm256_loadu_ps(vj + i), _mm256_loadu_ps(acc + i)));
-    for (int64_t i = dv; i < d; ++i) acc[i] = std::fmaf(scores[j], vj[i], acc[i]);
+    for (int64_t g = 0; g < group; ++g) {
+      const float p = scores[g * len + j];
+      float* acc = part + g * (d + 2) + 2;
+      const __m256 pv = _mm256_set1_ps(p);
+      for (int64_t i = 0; i < dv; i += 8)
+        _mm256_storeu_ps(acc + i, _mm256_fmadd_ps(pv, _mm256_loadu_ps(vj + i), _mm256_loadu_ps(acc + i)));
+      for (int64_t i = dv; i < d; ++i) acc[i] = std::fmaf(p, vj[i], acc[i]);
+    }
   }
-  for (int64_t i = 0; i < d; ++i) out[i] = acc[i];
 }
 
 // ---- bandwidth probe -----------------------------------------------------------------------------
@@ -970,7 +1006,7 @@ HIRE_AVX2 float a_read_sum(const float* p, size_t count) {
 const KernelTable kAvx2Kernels = {
     "avx2",          a_gemv,       a_pack_panel,  a_gemm_panels, 1,
     a_to_f32,        a_rms_norm_row, a_layer_norm_row, a_softmax_row, a_silu_mul,
-    a_activate,      a_add,        a_rope_token, a_attn_head,   a_read_sum,
+    a_activate,      a_add,        a_rope_token, a_attn_part,   a_read_sum,
     a_gemv_rows,     a_accumulate_cols, avx2_quant_gemv,
 };
 

@@ -201,31 +201,38 @@ void p_rope_token(float* x, int64_t n_heads, int64_t head_dim, const float* cs, 
   }
 }
 
-void p_attn_head(float* out, const float* q, const KvRows& kv, int64_t len, int64_t d, float scale, float softcap,
-                 float* scores, float* acc) {
-  float m = -INFINITY;
+void p_attn_part(float* part, const float* q, const KvRows& kv, int64_t len, int64_t d, int64_t group, float scale,
+                 float softcap, float* scores) {
   for (int64_t j = 0; j < len; ++j) {
     const float* kj = kv.key(j, d);
-    float s = 0.0f;
-    for (int64_t i = 0; i < d; ++i) s += q[i] * kj[i];
-    s *= scale;
-    if (softcap > 0.0f) s = softcap * std::tanh(s / softcap);
-    scores[j] = s;
-    m = std::max(m, s);
+    for (int64_t g = 0; g < group; ++g) {
+      const float* qg = q + g * d;
+      float s = 0.0f;
+      for (int64_t i = 0; i < d; ++i) s += qg[i] * kj[i];
+      s *= scale;
+      if (softcap > 0.0f) s = softcap * std::tanh(s / softcap);
+      scores[g * len + j] = s;
+    }
   }
-  double sum = 0.0;
-  for (int64_t j = 0; j < len; ++j) {
-    scores[j] = std::exp(scores[j] - m);
-    sum += scores[j];
+  for (int64_t g = 0; g < group; ++g) {
+    float* s = scores + g * len;
+    float* out = part + g * (d + 2);
+    float m = -INFINITY;
+    for (int64_t j = 0; j < len; ++j) m = std::max(m, s[j]);
+    double l = 0.0;
+    for (int64_t j = 0; j < len; ++j) l += s[j] = std::exp(s[j] - m);
+    out[0] = m;
+    out[1] = static_cast<float>(l);
+    for (int64_t i = 0; i < d; ++i) out[2 + i] = 0.0f;
   }
-  for (int64_t i = 0; i < d; ++i) acc[i] = 0.0f;
   for (int64_t j = 0; j < len; ++j) {
-    const float p = scores[j];
     const float* vj = kv.value(j, d);
-    for (int64_t i = 0; i < d; ++i) acc[i] += p * vj[i];
+    for (int64_t g = 0; g < group; ++g) {
+      const float p = scores[g * len + j];
+      float* acc = part + g * (d + 2) + 2;
+      for (int64_t i = 0; i < d; ++i) acc[i] += p * vj[i];
+    }
   }
-  const float inv = static_cast<float>(1.0 / sum);
-  for (int64_t i = 0; i < d; ++i) out[i] = acc[i] * inv;
 }
 
 // ---- HiRE sparse primitives ---------------------------------------------------------------------
@@ -268,7 +275,7 @@ float p_read_sum(const float* p, size_t count) {
 const KernelTable kPortableKernels = {
     "portable",     p_gemv,       p_pack_panel,   p_gemm_panels, 1,
     p_to_f32,       p_rms_norm_row, p_layer_norm_row, p_softmax_row, p_silu_mul,
-    p_activate,     p_add,        p_rope_token, p_attn_head,   p_read_sum,
+    p_activate,     p_add,        p_rope_token, p_attn_part,   p_read_sum,
     p_gemv_rows,    p_accumulate_cols, portable_quant_gemv,
 };
 

@@ -24,6 +24,10 @@ constexpr int64_t kSerialWork = 1 << 15;
 
 thread_local Scratch t_scratch_a;  // GEMM panels, attention scores
 thread_local Scratch t_scratch_b;  // small per-task buffers
+thread_local Scratch t_attn_parts;  // attention's per-task partials, owned by the calling thread
+// Attention aims for this many tasks per call, with ranges of at least kAttnMinRange positions.
+constexpr int64_t kAttnTasks = 32;
+constexpr int64_t kAttnMinRange = 128;
 
 CpuFeatures detect() {
   CpuFeatures f{};
@@ -261,31 +265,62 @@ void attention(float* out, const float* q, const float* k_cache, const float* v_
   const KernelTable& K = active_kernels();
   const int64_t group = n_heads / n_kv;
   const int64_t d = head_dim;
+  // Tasks are (token, key/value head, range of positions): a task reads its keys and values once for
+  // all `group` query heads that share them. The positions split into S ranges so that decoding with
+  // one or two key/value heads (Gemma, Qwen2.5) still gives every thread work; S depends on the
+  // shapes only, never on the thread count, so the result has the same bits on any number of threads.
+  const int64_t most = window > 0 ? std::min(pos0 + n, window) : pos0 + n;  // the longest a query sees
+  const int64_t pairs = n * n_kv;
+  const int64_t S = std::max<int64_t>(1, std::min((kAttnTasks + pairs - 1) / pairs, most / kAttnMinRange));
+  const int64_t part_len = group * (d + 2);
+  float* parts = t_attn_parts.get<float>(static_cast<size_t>(pairs * S * part_len));
   auto task = [&](int64_t t, int) {
-    const int64_t i = t / n_heads, h = t % n_heads, g = h / group;
+    const int64_t s = t % S, pair = t / S, i = pair / n_kv, g = pair % n_kv;
     const int64_t end = pos0 + i + 1;  // positions 0 .. end - 1 are visible, the last `window` when windowed
     const int64_t start = window > 0 && end > window ? end - window : 0;
-    float* scores = t_scratch_a.get<float>(static_cast<size_t>(capacity + d + 16));
-    float* acc = scores + ((capacity + 15) & ~int64_t{15});
-    const int64_t off = (i * n_heads + h) * d;
-    // Position p lives in slot p % capacity; the visible run wraps at most once (len <= capacity).
-    const int64_t len = end - start, s0 = start % capacity, first = std::min(len, capacity - s0);
+    const int64_t lo = start + s * (end - start) / S, hi = start + (s + 1) * (end - start) / S;
+    float* scores = t_scratch_a.get<float>(static_cast<size_t>(group * (hi - lo) + 16));
+    // Position p lives in slot p % capacity; the range wraps at most once (it is <= capacity long).
+    const int64_t s0 = lo % capacity, first = std::min(hi - lo, capacity - s0);
     const float* kh = k_cache + g * capacity * d;
     const float* vh = v_cache + g * capacity * d;
     const KvRows kv{kh + s0 * d, vh + s0 * d, kh, vh, first};
-    K.attn_head(out + off, q + off, kv, len, d, scale, softcap, scores, acc);
+    K.attn_part(parts + t * part_len, q + (i * n_heads + g * group) * d, kv, hi - lo, d, group, scale, softcap,
+                scores);
   };
-  const int64_t tasks = n * n_heads;
+  const int64_t tasks = pairs * S;
   ThreadPool& pool = ThreadPool::instance();
-  if (tasks == 1 || tasks * std::min(pos0 + n, capacity) * d < 2 * kSerialWork || pool.threads() == 1) {
+  if (tasks == 1 || n_heads * n * most * d < 2 * kSerialWork || pool.threads() == 1) {
     for (int64_t t = 0; t < tasks; ++t) task(t, 0);
   } else {
-    // Contiguous runs of (token, head) pairs, several per thread for balance (later tokens see more
-    // keys), so the shared task counter is not hit once per tiny pair.
+    // Contiguous runs of tasks, several per thread for balance (later tokens see more keys), so the
+    // shared task counter is not hit once per tiny task.
     const int64_t runs = std::min<int64_t>(tasks, 16 * pool.threads());
     pool.parallel_for(runs, [&](int64_t r, int tid) {
       for (int64_t t = r * tasks / runs; t < (r + 1) * tasks / runs; ++t) task(t, tid);
     });
+  }
+  // Each head's S partials, in order: out = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s. Written
+  // only now, so out may alias q.
+  for (int64_t pair = 0; pair < pairs; ++pair) {
+    const int64_t i = pair / n_kv, g = pair % n_kv;
+    for (int64_t h = 0; h < group; ++h) {
+      const float* p0 = parts + pair * S * part_len + h * (d + 2);
+      float M = -INFINITY;
+      for (int64_t s = 0; s < S; ++s) M = std::max(M, p0[s * part_len]);
+      float L = 0.0f;
+      float* o = out + (i * n_heads + g * group + h) * d;
+      for (int64_t e = 0; e < d; ++e) o[e] = 0.0f;
+      for (int64_t s = 0; s < S; ++s) {
+        const float* p = p0 + s * part_len;
+        if (p[0] == -INFINITY) continue;  // an empty range
+        const float f = S == 1 ? 1.0f : std::exp(p[0] - M);
+        L += f * p[1];
+        for (int64_t e = 0; e < d; ++e) o[e] += f * p[2 + e];
+      }
+      const float inv = 1.0f / L;
+      for (int64_t e = 0; e < d; ++e) o[e] *= inv;
+    }
   }
 }
 
