@@ -294,7 +294,7 @@ test(
   { skip },
   () => {
     const o = ops();
-    for (const [heads, kv, hd, pos0, n, cap, rope, ring] of [
+    for (const [heads, kv, hd, pos0, n, cap, rope, window = 0] of [
       [32, 8, 64, 95, 1, 1024, true],
       [4, 2, 64, 5, 3, 16, true],
       [6, 3, 32, 0, 7, 8, false],
@@ -303,7 +303,6 @@ test(
       [3, 1, 48, 200, 2, 260, true], // head_dim not a multiple of 32
       [4, 2, 64, 70, 3, 16, true, 8], // a ring of 16 slots for an 8-position window, written across its end
     ] as const) {
-      const window = ring ?? 0;
       const kvLen = kv * cap * hd;
       const kc0 = o.rnd.randArray(kvLen);
       const vc0 = o.rnd.randArray(kvLen);

@@ -232,8 +232,7 @@ export class Transformer {
     logits = true,
   ): Float32Array | null {
     const { backend: b, config: c, ws } = this;
-    this.checkForward(ids.length, pos0, cache);
-    cache.claim(pos0, ids.length);
+    this.startForward(ids.length, pos0, cache);
     if (ids.length === 1 && logits && this.decodeGraph(ids[0], pos0, cache)) {
       const out = b.read(ws.logits, 0, c.vocab); // waits for the step
       this.reportReplay(report);
@@ -249,8 +248,7 @@ export class Transformer {
    */
   forwardGreedy(ids: ArrayLike<number>, pos0: number, cache: KVCache, report?: ForwardReport): number {
     const { backend: b, config: c, ws } = this;
-    this.checkForward(ids.length, pos0, cache);
-    cache.claim(pos0, ids.length);
+    this.startForward(ids.length, pos0, cache);
     if (ids.length === 1 && this.decodeGraph(ids[0], pos0, cache)) {
       const id = b.readArgmax(); // waits for the step
       this.reportReplay(report);
@@ -261,10 +259,12 @@ export class Transformer {
     return b.readArgmax();
   }
 
-  private checkForward(n: number, pos0: number, cache: KVCache): void {
+  /** Checks a forward pass's shape, then claims its positions' cache slots. */
+  private startForward(n: number, pos0: number, cache: KVCache): void {
     if (n < 1 || n > this.ws.batch) throw new RangeError(`forward takes 1..${this.ws.batch} tokens, got ${n}`);
     if (pos0 + n > cache.capacity)
       throw new RangeError(`positions ${pos0}..${pos0 + n - 1} exceed the cache (${cache.capacity})`);
+    cache.claim(pos0, n);
   }
 
   /** Drop the recorded decode steps (the FFNs, the head or their settings changed). */

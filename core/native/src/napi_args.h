@@ -181,10 +181,11 @@ class Args {
   void check_attention_span(int64_t pos0, int64_t n, int64_t window, int64_t capacity) const {
     if (window == 0 && pos0 + n > capacity)
       fail("pos0 + n = " + std::to_string(pos0 + n) + " exceeds capacity = " + std::to_string(capacity));
-    if (window > 0 && std::min(pos0 + n, window + n - 1) > capacity)
+    const int64_t needed = std::min(pos0 + n, window + n - 1);  // the earliest query's window to the last key
+    if (window > 0 && needed > capacity)
       fail("window = " + std::to_string(window) + " with n = " + std::to_string(n) + " at pos0 = " +
-           std::to_string(pos0) + " needs " + std::to_string(std::min(pos0 + n, window + n - 1)) +
-           " cache slots, capacity = " + std::to_string(capacity));
+           std::to_string(pos0) + " needs " + std::to_string(needed) + " cache slots, capacity = " +
+           std::to_string(capacity));
   }
 
   // A number that must be finite and > 0.

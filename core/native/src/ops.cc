@@ -314,7 +314,7 @@ void attention(float* out, const float* q, const float* k_cache, const float* v_
       for (int64_t s = 0; s < S; ++s) {
         const float* p = p0 + s * part_len;
         if (p[0] == -INFINITY) continue;  // an empty range
-        const float f = S == 1 ? 1.0f : std::exp(p[0] - M);
+        const float f = std::exp(p[0] - M);  // exactly 1 for the range holding the maximum
         L += f * p[1];
         for (int64_t e = 0; e < d; ++e) o[e] += f * p[2 + e];
       }
