@@ -731,6 +731,11 @@ describe("attention", () => {
       { n: 17, nHeads: 4, nKv: 1, d: 64, pos0: 0, cap: 20, window: 0 },
       { n: 2, nHeads: 3, nKv: 3, d: 5, pos0: 300, cap: 302, window: 0 },
       { n: 1, nHeads: 14, nKv: 2, d: 64, pos0: 1000, cap: 1024, window: 0 },
+      // Groups the AVX-512 kernel takes 4, 2 or 1 heads at a time (head dims 64, 96 and 128), with
+      // ragged last blocks of 16 positions.
+      { n: 1, nHeads: 16, nKv: 2, d: 64, pos0: 77, cap: 80, window: 0 },
+      { n: 2, nHeads: 5, nKv: 1, d: 96, pos0: 37, cap: 40, window: 0 },
+      { n: 1, nHeads: 24, nKv: 4, d: 128, pos0: 130, cap: 131, window: 0 },
       // Windows: a prefill chunk crossing the window's length, decode far past it, a window of 1,
       // and a window longer than the sequence (all positions).
       { n: 17, nHeads: 4, nKv: 2, d: 32, pos0: 0, cap: 20, window: 8 },
