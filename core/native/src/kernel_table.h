@@ -115,7 +115,22 @@ struct KvRows {
   int64_t split;
   const float* key(int64_t j, int64_t d) const { return j < split ? k + j * d : k2 + (j - split) * d; }
   const float* value(int64_t j, int64_t d) const { return j < split ? v + j * d : v2 + (j - split) * d; }
+  // Every line of key (value) rows [a, b) into L2, b clipped to the range's len rows.
+  void prefetch_keys(int64_t a, int64_t b, int64_t len, int64_t d) const { prefetch_rows(k, k2, a, b, len, d); }
+  void prefetch_values(int64_t a, int64_t b, int64_t len, int64_t d) const { prefetch_rows(v, v2, a, b, len, d); }
+  void prefetch_rows(const float* base, const float* base2, int64_t a, int64_t b, int64_t len, int64_t d) const {
+    b = b < len ? b : len;
+    const int64_t m = b < split ? b : split, a2 = a > split ? a : split;
+    if (a < m) prefetch_span(base + a * d, (m - a) * d * 4);
+    if (a2 < b) prefetch_span(base2 + (a2 - split) * d, (b - a2) * d * 4);
+  }
 };
+
+// How far ahead of the block they read the attention kernels prefetch keys and values. Alternated
+// over builds in one microbenchmark (Llama 3.2 1B's shape, 4000 positions, 2 threads, the AVX-512
+// kernel), every line into L2 16 KiB ahead read 10.2-10.5 ms a token against 10.4-12.2 for page
+// heads 8 KiB ahead, L1 prefetches or none.
+constexpr int64_t kAttnAheadBytes = 16384;
 
 struct KernelTable {
   const char* name;

@@ -360,17 +360,6 @@ HIRE_AVX512 inline __m512 hsum16(const __m512* v) {
   return _mm512_add_ps(_mm512_shuffle_f32x4(x0, x1, 0x88), _mm512_shuffle_f32x4(x0, x1, 0xdd));
 }
 
-// Rows [a, a + 16) (clipped to len) of one side of the cache, every line into L2 (base: kv.k or kv.v;
-// base2: the ring's wrapped part, from row split on). Alternated over builds in one microbenchmark
-// (Llama 3.2 1B's shape, 4000 positions, 2 threads), 16 KiB ahead this way read 10.2-10.5 ms a token
-// against 10.4-12.2 for page heads 8 KiB ahead, L1 prefetches or none.
-HIRE_AVX512 inline void prefetch_kv_block(const float* base, const float* base2, int64_t split, int64_t len,
-                                          int64_t a, int64_t d) {
-  const int64_t b = std::min(a + 16, len), m = std::min(b, split), a2 = std::max(a, split);
-  if (a < m) prefetch_span(base + a * d, (m - a) * d * 4);
-  if (a2 < b) prefetch_span(base2 + (a2 - split) * d, (b - a2) * d * 4);
-}
-
 // H heads of a group over one block of 16 positions (n of them live), head_dim 16 * C, H * C <= 16 so
 // that the H heads' accumulators stay in registers: scores (each key chunk loaded once for the H
 // heads; 16 dot products at a time summed by hsum16), then per head the running max raised if the
@@ -446,8 +435,6 @@ HIRE_AVX512 inline void attn_heads_block(const float* q, const float* const* k, 
     for (int i = 0; i < C; ++i) _mm512_storeu_ps(out + h * (d + 2) + 2 + 16 * i, acc[h][i]);
 }
 
-constexpr int64_t kAttnAheadBytes = 16384;
-
 // One pass over the range (flash-decoding style), 16 positions at a time: each block's keys and
 // values are read from memory once for the whole group, its heads taken 4, 2 or 1 at a time (as
 // many as keep their accumulators in registers), and nothing goes through a scores buffer.
@@ -466,8 +453,8 @@ HIRE_AVX512 void attn_part_c(float* part, const float* q, const KvRows& kv, int6
   const int64_t ahead = std::max<int64_t>(16, kAttnAheadBytes / (4 * d));  // rows
   for (int64_t j = 0; j < len; j += 16) {
     const int64_t n = std::min<int64_t>(16, len - j);
-    prefetch_kv_block(kv.k, kv.k2, kv.split, len, j + ahead, d);
-    prefetch_kv_block(kv.v, kv.v2, kv.split, len, j + ahead, d);
+    kv.prefetch_keys(j + ahead, j + ahead + 16, len, d);
+    kv.prefetch_values(j + ahead, j + ahead + 16, len, d);
     const float *k[16], *v[16];
     for (int64_t u = 0; u < 16; ++u) {
       k[u] = kv.key(j + (u < n ? u : 0), d);  // a ragged block repeats its first key; its lanes are masked
