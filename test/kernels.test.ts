@@ -1045,6 +1045,22 @@ describe("argument validation", () => {
 
 // The CPU backend's composite products (Backend.matmul with accumulate, matmulMany, gatedMatmul)
 // against the native ops they are made of: the same bits, since they run those very ops.
+describe("CpuBackend buffers", () => {
+  test("alloc gives zeroed arrays of the length asked, starting on a cache line", () => {
+    const b = new CpuBackend();
+    for (const length of [0, 1, 17, 4096, 100_003]) {
+      const a = b.alloc(length) as Float32Array;
+      assert.equal(a.length, length);
+      assert.ok(a.every((v) => v === 0));
+      assert.equal(hn.cacheLineOffset(a), 0, `length ${length}`);
+    }
+    // The check itself: one float on from a line start is 15 floats short of the next one.
+    const a = b.alloc(64) as Float32Array;
+    assert.equal(hn.cacheLineOffset(a.subarray(1)), 15);
+    assert.equal(hn.cacheLineOffset(a.subarray(16)), 0);
+  });
+});
+
 describe("CpuBackend composite products", () => {
   const H = 96;
   const F = 160;

@@ -147,6 +147,8 @@ export interface NativeAddon {
   /** In-place softmax over n rows of length dim. */
   softmax(x: Float32Array, n: number, dim: number): void;
 
+  /** Floats from x[0] to the first 64-byte boundary (0 .. 15; x's data must not be 4-byte misaligned). */
+  cacheLineOffset(x: Float32Array): number;
   /** Number of threads the pool uses (the caller included). */
   getThreads(): number;
   /** Resize the thread pool (1 = run on the calling thread only). */

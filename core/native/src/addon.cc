@@ -691,6 +691,15 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// How many floats into x the first 64-byte boundary lies (0 .. 15): JavaScript allocates typed
+// arrays 16-byte aligned, and a 64-byte load that straddles two cache lines costs two.
+Napi::Value CacheLineOffset(const Napi::CallbackInfo& info) {
+  Args a(info, "cacheLineOffset");
+  const Args::F32 x = a.f32(0, "x");
+  const uintptr_t p = reinterpret_cast<uintptr_t>(x.data);
+  return Napi::Number::New(info.Env(), static_cast<double>(((64 - p % 64) % 64) / sizeof(float)));
+}
+
 Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const hire::CpuFeatures f = hire::cpu_features();
@@ -747,6 +756,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Export<Argmax>(env, exports, "argmax");
   Export<Softmax>(env, exports, "softmax");
   Export<GetThreads>(env, exports, "getThreads");
+  Export<CacheLineOffset>(env, exports, "cacheLineOffset");
   Export<SetThreads>(env, exports, "setThreads");
   Export<CpuInfo>(env, exports, "cpuInfo");
   Export<SetKernelPath>(env, exports, "setKernelPath");
