@@ -58,7 +58,8 @@ export type GenerationEvent =
       decodeTokensPerS: number;
     };
 
-const DEFAULT_CONTEXT = 4096;
+/** KV-cache positions a session gets when no context length is asked for (capped by the model's). */
+export const DEFAULT_CONTEXT = 4096;
 
 export class Session {
   readonly transformer: Transformer;

@@ -15,7 +15,7 @@ import { findModelFolder, hubCacheDir, listCachedModels, modelName } from "../lo
 import { loadModel, readModelConfig, type LoadedModel } from "../loader/model-folder.js";
 import { readSafetensorsHeader, weightFiles, DTYPE_BYTES, type TensorInfo } from "../loader/safetensors.js";
 import type { ModelConfig } from "../arch/config.js";
-import { Session, type GenerationEvent } from "../engine/session.js";
+import { DEFAULT_CONTEXT, Session, type GenerationEvent } from "../engine/session.js";
 import { kvCacheBytes, type ForwardReport } from "../engine/transformer.js";
 import { bytesRead, ffnDenseBytes } from "../sparse/telemetry.js";
 import { GREEDY, validateSampling } from "../engine/sampler.js";
@@ -62,7 +62,6 @@ export interface Generation extends AsyncIterable<HostEvent> {
 /** Where a request's reply and its generation events go: the client that sent it. */
 export type Channel = (m: HostMessage) => void;
 
-const DEFAULT_CONTEXT = 4096;
 const MAX_RECENT = 10;
 
 interface Running {
