@@ -151,6 +151,7 @@ test("bench --json reports speed against the measured roofline", () => {
     "decode_ms_per_token",
     "prefill_tokens_per_s",
     "weight_bytes_per_token",
+    "kv_bytes_per_token",
     "effective_read_gb_per_s",
     "measured_read_bandwidth_gb_per_s",
     "measured_gather_bandwidth_gb_per_s",
@@ -162,8 +163,12 @@ test("bench --json reports speed against the measured roofline", () => {
   assert.ok(Object.keys(out).some((k) => k.includes("roofline")));
   // The gather probe reads pieces the size of one neuron's W_gate + W_up rows: 2 rows × 48 bf16 values.
   assert.equal(out.gather_chunk_bytes, 2 * 48 * 2);
+  // Keys and values of positions 0 .. p for the tokens at p = 8 .. 11: 2 layers × 2 key/value heads ×
+  // head_dim 12 × 4 bytes, for K and for V.
+  assert.equal(out.kv_bytes_per_token, 2 * 2 * 12 * 4 * 2 * ((9 + 10 + 11 + 12) / 4));
+  const bytes = out.weight_bytes_per_token + out.kv_bytes_per_token;
   assert.ok(
-    Math.abs(out.effective_read_gb_per_s - out.weight_bytes_per_token / (out.decode_ms_per_token * 1e6)) <
+    Math.abs(out.effective_read_gb_per_s - bytes / (out.decode_ms_per_token * 1e6)) <
       0.01 * out.effective_read_gb_per_s + 1e-3,
   );
 });
@@ -575,6 +580,7 @@ test("generate --layer-oversample and --layer-predictor override one layer's can
 test("bench --methods dense,hire,dip,topk-exact --head hire: a row per method, with the bytes its sparsity flags read", () => {
   const out = benchJson<{
     weight_bytes_per_token: number;
+    kv_bytes_per_token: number;
     rows: { method: string; ffn_k: number | null; head: string; speedup: number; bytes_per_token: number }[];
   }>([
     "--methods",
@@ -599,9 +605,10 @@ test("bench --methods dense,hire,dip,topk-exact --head hire: a row per method, w
   );
   assert.equal(out.rows[0].speedup, 1);
   for (const row of out.rows) assert.ok(typeof row.speedup === "number" && row.speedup > 0, `${row.method}`);
-  // Per token: the dense weights, less what each of the 2 FFN layers and the output layer saved.
-  // The head: an int8:32 predictor and 16 candidate rows (k' = 1.5 × 10 rounded up to 4 shards).
-  const W = out.weight_bytes_per_token;
+  // Per token: the dense weights, less what each of the 2 FFN layers and the output layer saved, plus
+  // the KV cache (the same for every method). The head: an int8:32 predictor and 16 candidate rows
+  // (k' = 1.5 × 10 rounded up to 4 shards).
+  const W = out.weight_bytes_per_token + out.kv_bytes_per_token;
   const headSaved = HEAD_DENSE - (V * INT8_32_ROW + 16 * HEAD_ROW);
   const expected = (layerBytes: number) => W - 2 * (FFN_DENSE - layerBytes) - headSaved;
   const bytes = Object.fromEntries(out.rows.map((x) => [x.method, x.bytes_per_token]));

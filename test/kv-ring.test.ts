@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { makeModel } from "../core/modelgen/make-model.js";
 import { loadModel, type LoadedModel } from "../core/loader/model-folder.js";
 import { createBackend } from "../core/backend/select.js";
-import { KVCache, RING_SLACK, Transformer } from "../core/engine/transformer.js";
+import { KVCache, RING_SLACK, Transformer, kvReadBytes } from "../core/engine/transformer.js";
 import { Session } from "../core/engine/session.js";
 import { estimateModel } from "../core/host/engine-host.js";
 
@@ -82,6 +82,15 @@ test("the memory estimate counts a ring for each sliding-window layer", () => {
     cache.k.reduce((sum, k) => sum + 2 * k.length * 4, 0),
     est.kvCacheBytes,
   );
+});
+
+test("the bytes attention reads per token: every position so far, the last window in a windowed layer", () => {
+  const c = models.get("gemma3")!.config;
+  const perPosition = 2 * c.kvHeads * c.headDim * 4;
+  // Position 3: 4 positions in every layer. Position 100: 101 in layers 1 and 3, WINDOW in 0 and 2.
+  assert.equal(kvReadBytes(c, 3), perPosition * 4 * 4);
+  assert.equal(kvReadBytes(c, 100), perPosition * (2 * 101 + 2 * WINDOW));
+  assert.equal(kvReadBytes({ ...c, attentionWindows: undefined }, 100), perPosition * 4 * 101);
 });
 
 test("a session reuses the prefix while the rings hold it, and starts over after a reply that overwrote it", async () => {

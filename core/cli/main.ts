@@ -250,6 +250,7 @@ async function cmdBench(argv: string[]): Promise<void> {
     `prefill          ${r.prefill_tokens_per_s.toFixed(1)} tokens/s (${r.prompt_tokens}-token prompt)`,
     `decode           ${r.decode_tokens_per_s.toFixed(2)} tokens/s, ${r.decode_ms_per_token.toFixed(2)} ms/token`,
     `weights/token    ${gb(r.weight_bytes_per_token)} GB`,
+    `KV cache/token   ${gb(r.kv_bytes_per_token)} GB (attention at positions ${r.prompt_tokens}-${r.prompt_tokens + r.decode_tokens - 1})`,
     `effective read   ${r.effective_read_gb_per_s.toFixed(2)} GB/s`,
     `memory bandwidth ${r.measured_read_bandwidth_gb_per_s.toFixed(2)} GB/s (measured now)`,
     // No gather probe on a GPU (measured as 0).

@@ -10,7 +10,7 @@
 import { native } from "../native/addon.js";
 import type { LoadedModel } from "../loader/model-folder.js";
 import { Rng, argmax } from "./sampler.js";
-import { KVCache, MAX_BATCH, Transformer, type ForwardReport } from "./transformer.js";
+import { KVCache, MAX_BATCH, Transformer, kvReadBytes, type ForwardReport } from "./transformer.js";
 import { CpuBackend } from "../backend/cpu.js";
 import { CudaBackend } from "../backend/cuda.js";
 import type { Backend } from "../backend/backend.js";
@@ -78,6 +78,7 @@ export interface MethodRow {
   decode_ms_per_token: number;
   /** Decode tokens/s over the dense row's, in the same run. */
   speedup: number;
+  /** Weight bytes this method read per token, plus kv_bytes_per_token. */
   bytes_per_token: number;
   effective_read_gb_per_s: number;
   /** Bytes this method actually read per token ÷ bandwidth, against its measured time per token. */
@@ -107,6 +108,11 @@ export interface BenchResult {
   decode_tokens_per_s: number;
   decode_ms_per_token: number;
   weight_bytes_per_token: number;
+  /**
+   * Keys and values attention read per decode token (the mean over the decode positions), the same
+   * for every method; each row's bytes_per_token and the dense roofline include them.
+   */
+  kv_bytes_per_token: number;
   effective_read_gb_per_s: number;
   measured_read_bandwidth_gb_per_s: number;
   /** The probe reading one in five `gather_chunk_bytes` pieces (one exact neuron's rows), ascending. */
@@ -220,8 +226,9 @@ class BenchRun {
   }
 
   /**
-   * Decode `decodeTokens` tokens after `first`; returns weight bytes read per token (from the reports)
-   * and the summed time inside the steps (ms, from the reports' layer and output times).
+   * Decode `decodeTokens` tokens after `first`; returns the bytes read per token (weights, from the
+   * reports, and the KV cache) and the summed time inside the steps (ms, from the reports' layer and
+   * output times).
    */
   private decode(first: number, ids: number[]): { bytes: number; stepMs: number } {
     const { t, sparsifier, model, prompt, cache, decodeTokens } = this;
@@ -235,7 +242,7 @@ class BenchRun {
       id = t.forwardGreedy([id], prompt.length + i, cache, report);
       ids.push(id);
       // forward() gives every layer a fresh report and sets report.head when the head is sparse.
-      bytes += bytesRead(report, model.weightBytesPerToken);
+      bytes += bytesRead(report, model.weightBytesPerToken) + kvReadBytes(model.config, prompt.length + i);
       stepMs += report.outputMs;
       for (const l of report.layers) stepMs += l.attentionMs + l.ffnMs;
     }
@@ -293,6 +300,13 @@ class BenchRun {
     this.probe(1);
   }
 
+  /** kvReadBytes over the decode positions, per token. */
+  private kvBytesPerToken(): number {
+    let bytes = 0;
+    for (let i = 0; i < this.decodeTokens; i++) bytes += kvReadBytes(this.model.config, this.prompt.length + i);
+    return bytes / this.decodeTokens;
+  }
+
   result(peers?: PeerRow[]): BenchResult {
     const { model, configs, dense, decodeTokens, prompt, backend } = this;
     this.sparsifier.update(dense.update);
@@ -330,6 +344,7 @@ class BenchRun {
       decode_tokens_per_s: d.decode_tokens_per_s,
       decode_ms_per_token: d.decode_ms_per_token,
       weight_bytes_per_token: model.weightBytesPerToken,
+      kv_bytes_per_token: this.kvBytesPerToken(),
       effective_read_gb_per_s: d.effective_read_gb_per_s,
       measured_read_bandwidth_gb_per_s: this.bandwidth,
       measured_gather_bandwidth_gb_per_s: this.gatherBandwidth,

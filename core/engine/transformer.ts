@@ -71,6 +71,20 @@ export function kvCacheBytes(c: ModelConfig, capacity: number): number {
   return kvSlots(c, capacity).reduce((sum, slots) => sum + 2 * c.kvHeads * slots * c.headDim * 4, 0);
 }
 
+/**
+ * Bytes of keys and values (f32) that attention reads over all layers for the token at `position`:
+ * every position up to it, or its last `window` in a sliding-window layer. At long contexts this
+ * rivals the weights (Llama 3.2 1B at position 4000: 262 MB against 2.47 GB of bf16 weights).
+ */
+export function kvReadBytes(c: ModelConfig, position: number): number {
+  let visible = 0;
+  for (let l = 0; l < c.layers; l++) {
+    const window = c.attentionWindows?.[l] ?? 0;
+    visible += window > 0 ? Math.min(position + 1, window) : position + 1;
+  }
+  return 2 * c.kvHeads * c.headDim * 4 * visible;
+}
+
 /** A ring size shared by the layers of one window: which position each slot holds (-1: none). */
 interface Ring {
   slots: number;
