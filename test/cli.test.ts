@@ -173,6 +173,22 @@ test("bench --json reports speed against the measured roofline", () => {
   );
 });
 
+test("bench --kv-cache f16 reads half the cache bytes; a bad --kv-cache is a usage error", () => {
+  const out = benchJson<{ kv_cache: string; kv_bytes_per_token: number }>([
+    "--prompt-tokens",
+    "8",
+    "--decode-tokens",
+    "4",
+    "--kv-cache",
+    "f16",
+  ]);
+  assert.equal(out.kv_cache, "f16");
+  assert.equal(out.kv_bytes_per_token, 2 * 2 * 12 * 2 * 2 * ((9 + 10 + 11 + 12) / 4));
+  const bad = hire(["generate", "--model", model, "--prompt", "Hi", "--kv-cache", "f8"]);
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /--kv-cache must be one of f32, f16, got "f8"/);
+});
+
 test("the bandwidth probe's buffer is four times the last-level cache when that beats 512 MiB", () => {
   assert.equal(parseCacheSize("491520K"), 491520 * 1024);
   assert.equal(parseCacheSize("32M\n"), 32 * 1024 ** 2);

@@ -928,6 +928,114 @@ describe("attention over a ring cache", () => {
   });
 });
 
+describe("attention over an f16 cache", () => {
+  test("cacheWrite rounds keys and values to the nearest half; attention reads them as that reference does", () => {
+    const cases = [
+      { n: 1, nHeads: 32, nKv: 8, d: 64, pos0: 300, cap: 320, window: 0 },
+      { n: 3, nHeads: 14, nKv: 2, d: 64, pos0: 45, cap: 64, window: 0 },
+      { n: 1, nHeads: 4, nKv: 2, d: 128, pos0: 77, cap: 80, window: 0 },
+      { n: 2, nHeads: 5, nKv: 1, d: 96, pos0: 37, cap: 40, window: 0 },
+      { n: 1, nHeads: 4, nKv: 1, d: 256, pos0: 700, cap: 720, window: 512, softcap: 5 },
+      { n: 2, nHeads: 6, nKv: 2, d: 40, pos0: 20, cap: 24, window: 0 },
+      { n: 2, nHeads: 6, nKv: 3, d: 13, pos0: 9, cap: 12, window: 4 },
+      // A ring of 8 slots, written past its end.
+      { n: 1, nHeads: 4, nKv: 2, d: 32, pos0: 19, cap: 8, window: 6 },
+    ];
+    forPaths((path) => {
+      for (const c of cases) {
+        const what = `${path} ${JSON.stringify(c)}`;
+        const rowLen = c.nKv * c.d;
+        const kc = new Uint16Array(c.nKv * c.cap * c.d);
+        const vc = new Uint16Array(c.nKv * c.cap * c.d);
+        const total = c.pos0 + c.n;
+        const kAll = randArray(total * rowLen, -1, 1);
+        const vAll = randArray(total * rowLen, -1, 1);
+        for (let p = 0; p < total; p += Math.min(c.cap, total - p)) {
+          const m = Math.min(c.cap, total - p);
+          hn.cacheWrite(
+            kc,
+            vc,
+            kAll.subarray(p * rowLen, (p + m) * rowLen),
+            vAll.subarray(p * rowLen, (p + m) * rowLen),
+            m,
+            c.nKv,
+            c.d,
+            p,
+            c.cap,
+          );
+        }
+        // Each stored half is the nearest one to the float written (its neighbours are no closer).
+        const kf = Float32Array.from(kc, halfToFloat);
+        const vf = Float32Array.from(vc, halfToFloat);
+        for (let p = Math.max(0, total - c.cap); p < total; p++)
+          for (let h = 0; h < c.nKv; h++)
+            for (let e = 0; e < c.d; e++) {
+              const at = (h * c.cap + (p % c.cap)) * c.d + e;
+              for (const [cache, src] of [
+                [kc, kAll],
+                [vc, vAll],
+              ] as const) {
+                const x = src[(p * c.nKv + h) * c.d + e];
+                const err = Math.abs(halfToFloat(cache[at]) - x);
+                for (const nb of [cache[at] - 1, cache[at] + 1])
+                  if (nb >= 0 && nb < 0x7c00)
+                    assert.ok(err <= Math.abs(halfToFloat(nb) - x), `${what}: ${x} -> ${cache[at]}`);
+              }
+            }
+        const q = randArray(c.n * c.nHeads * c.d, -2, 2);
+        const scale = 1 / Math.sqrt(c.d);
+        const softcap = ("softcap" in c ? c.softcap : undefined) ?? 0;
+        // The reference over the halves as floats, in a cache with a slot per position when the
+        // cache is a ring (the reference indexes positions directly).
+        const full = (f: Float32Array) => {
+          if (c.cap >= total) return f;
+          const out = new Float32Array(c.nKv * total * c.d);
+          for (let p = total - c.cap; p < total; p++)
+            for (let h = 0; h < c.nKv; h++)
+              out.set(
+                f.subarray((h * c.cap + (p % c.cap)) * c.d, (h * c.cap + (p % c.cap) + 1) * c.d),
+                (h * total + p) * c.d,
+              );
+          return out;
+        };
+        const want = refAttention(
+          q,
+          full(kf),
+          full(vf),
+          c.n,
+          c.nHeads,
+          c.nKv,
+          c.d,
+          c.pos0,
+          Math.max(c.cap, total),
+          Math.fround(scale),
+          c.window,
+          softcap,
+        );
+        const out = new Float32Array(q.length);
+        hn.attention(out, q, kc, vc, c.n, c.nHeads, c.nKv, c.d, c.pos0, c.cap, scale, c.window, softcap);
+        assertClose(out, want, () => 2e-6, what);
+      }
+    });
+  });
+
+  test("the caches must both be f32 or both f16, and long enough in elements", () => {
+    const q = new Float32Array(32);
+    assert.throws(
+      () => hn.attention(new Float32Array(32), q, new Uint16Array(64), new Float32Array(64), 1, 4, 2, 8, 0, 4, 1),
+      /kCache and vCache must be the same type of array/,
+    );
+    assert.throws(
+      () => hn.attention(new Float32Array(32), q, new Uint16Array(63), new Uint16Array(64), 1, 4, 2, 8, 0, 4, 1),
+      /kCache has 63 elements, needs at least nKvHeads\*capacity\*headDim = 64/,
+    );
+    assert.throws(
+      () => hn.cacheWrite(new Int16Array(64) as unknown as Uint16Array, new Uint16Array(64), q, q, 1, 2, 8, 0, 4),
+      /kCache must be a Float32Array \(f32 cache\) or a Uint16Array \(f16 cache\)/,
+    );
+  });
+});
+
 describe("softcap", () => {
   test("cap · tanh(x / cap) on every value, −∞ kept (HiRE's left-out tokens)", () => {
     const x = Float32Array.from([0, 1, -1, 29, -400, 1e6, -Infinity, 3.5]);

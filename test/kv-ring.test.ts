@@ -82,6 +82,14 @@ test("the memory estimate counts a ring for each sliding-window layer", () => {
     cache.k.reduce((sum, k) => sum + 2 * k.length * 4, 0),
     est.kvCacheBytes,
   );
+  // An f16 cache: half of it, in Uint16Arrays.
+  assert.equal(estimateModel(join(root, "gemma3"), undefined, "f16").kvCacheBytes, est.kvCacheBytes / 2);
+  const half = new KVCache(b, c, CONTEXT, "f16");
+  assert.ok(half.k.every((k) => k instanceof Uint16Array));
+  assert.equal(
+    half.k.reduce((sum, k) => sum + 2 * (k as Uint16Array).byteLength, 0),
+    est.kvCacheBytes / 2,
+  );
 });
 
 test("the bytes attention reads per token: every position so far, the last window in a windowed layer", () => {

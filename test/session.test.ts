@@ -203,6 +203,25 @@ test("a reasoning template's enable_thinking: off renders the empty think block;
   assert.equal(tok.applyChatTemplate(msgs, true, { thinking: false }), open + "<think>\n\n</think>\n\n");
 });
 
+test("an f16 KV cache: the same greedy reply as f32 here, log-probabilities within rounding of it", async () => {
+  const f32 = await collect(new Session(model), PROMPT, { maxTokens: 12, temperature: 0, logprobs: 1 });
+  const f16 = await collect(new Session(model, { kvCache: "f16" }), PROMPT, {
+    maxTokens: 12,
+    temperature: 0,
+    logprobs: 1,
+  });
+  assert.deepEqual(f16.done.ids, f32.done.ids);
+  let worst = 0;
+  f16.tokens.forEach((ev, i) => {
+    const a = ev.type === "token" ? ev.topLogprobs![0][1] : NaN;
+    const b = f32.tokens[i].type === "token" ? f32.tokens[i].topLogprobs![0][1] : NaN;
+    worst = Math.max(worst, Math.abs(a - b));
+  });
+  // Keys and values keep 11 significant bits: the log-probabilities move, but only a little.
+  assert.ok(worst > 0, "f16 is really used (its rounding shows)");
+  assert.ok(worst < 1e-2, `log-prob moved by ${worst}`);
+});
+
 test("bad generate options are rejected before any compute", async () => {
   const session = new Session(model);
   await assert.rejects(collect(session, [999999], { maxTokens: 1 }), UsageError);

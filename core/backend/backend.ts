@@ -119,6 +119,10 @@ export interface Buf {
   readonly length: number;
 }
 
+/** Element type of a KV cache. */
+export type KvDtype = "f32" | "f16";
+export const KV_DTYPES: readonly KvDtype[] = ["f32", "f16"];
+
 export interface Backend {
   /** What runs the ops, for people: "cpu (avx512 kernels, 2 threads)", "cuda:0 NVIDIA H200". */
   readonly name: string;
@@ -183,6 +187,11 @@ export interface Backend {
    * to slot p % capacity, so a sliding-window layer's cache can be a ring (KVCache); attention reads
    * the same slots and needs every position it sees still in place.
    */
+  /**
+   * A layer's key or value cache of `length` elements, zeroed: floats ("f32") or IEEE halves ("f16",
+   * half the memory and half the bytes attention reads). cacheWrite and attention take either.
+   */
+  allocKv(length: number, dtype: KvDtype): Buf;
   cacheWrite(
     kc: Buf,
     vc: Buf,

@@ -1,9 +1,11 @@
 // The CPU backend: Float32Array buffers and the native AVX2/portable kernels in core/native.
 import { native } from "../native/addon.js";
 import type { Activation } from "../arch/config.js";
-import type { Backend, Buf, HireFfnResult, HireFfnStep, MatmulPart, QuantWeight, Weight } from "./backend.js";
+import type { Backend, Buf, HireFfnResult, HireFfnStep, KvDtype, MatmulPart, QuantWeight, Weight } from "./backend.js";
+import type { KvArray } from "../native/addon.js";
 
 const f32 = (b: Buf) => b as Float32Array;
+const kv = (b: Buf) => b as KvArray;
 
 export class CpuBackend implements Backend {
   private readonly n = native();
@@ -29,6 +31,12 @@ export class CpuBackend implements Backend {
     const a = new Float32Array(length + 15);
     const at = this.n.cacheLineOffset(a);
     return a.subarray(at, at + length);
+  }
+
+  allocKv(length: number, dtype: KvDtype): Buf {
+    if (dtype === "f32") return this.alloc(length);
+    const a = this.alloc(Math.ceil(length / 2)) as Float32Array; // on a cache line, like alloc's
+    return new Uint16Array(a.buffer, a.byteOffset, length);
   }
 
   read(b: Buf, offset: number, length: number): Float32Array {
@@ -141,7 +149,7 @@ export class CpuBackend implements Backend {
     pos0: number,
     capacity: number,
   ): void {
-    this.n.cacheWrite(f32(kc), f32(vc), f32(k), f32(v), n, kvHeads, headDim, pos0, capacity);
+    this.n.cacheWrite(kv(kc), kv(vc), f32(k), f32(v), n, kvHeads, headDim, pos0, capacity);
   }
 
   ropeCacheWrite(
@@ -195,8 +203,8 @@ export class CpuBackend implements Backend {
     this.n.attention(
       f32(out),
       f32(q),
-      f32(kc),
-      f32(vc),
+      kv(kc),
+      kv(vc),
       n,
       heads,
       kvHeads,

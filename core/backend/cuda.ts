@@ -21,6 +21,7 @@ import type {
   HireFfnResult,
   HireFfnStep,
   HireHeadStep,
+  KvDtype,
   MatmulPart,
   QuantWeight,
   StepGraph,
@@ -28,6 +29,7 @@ import type {
   Weight,
 } from "./backend.js";
 import { CpuBackend } from "./cpu.js";
+import { UsageError } from "../loader/errors.js";
 
 /** A GPU buffer of `length` f32 values. */
 class CudaBuf implements Buf {
@@ -138,6 +140,12 @@ export class CudaBackend implements Backend {
 
   alloc(length: number): Buf {
     return new CudaBuf(length, this.c.alloc(length));
+  }
+
+  allocKv(length: number, dtype: KvDtype): Buf {
+    if (dtype !== "f32")
+      throw new UsageError(`the CUDA backend keeps its KV cache in f32; --kv-cache ${dtype} is CPU only`);
+    return this.alloc(length);
   }
 
   /** Host copies of whole buffers, reused: a whole-buffer read (the logits, every token) allocates once. */

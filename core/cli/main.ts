@@ -19,7 +19,7 @@ import type { PrepareProgress } from "../sparse/sparsifier.js";
 import type { ChatMessage } from "../loader/tokenizer.js";
 import { cmdServe, SERVE_HELP } from "./serve.js";
 import { ARCHS, makeModel, MakeModelError, PRESETS, type Arch, type DType } from "../modelgen/make-model.js";
-import { int, MODEL_FLAGS, num, openModel, parse } from "./flags.js";
+import { int, kvCacheFlag, MODEL_FLAGS, num, openModel, parse } from "./flags.js";
 import { EXPORT_HELP, runExport } from "./export.js";
 import { hubCacheDir, listCachedModels } from "../loader/hf-cache.js";
 
@@ -35,6 +35,7 @@ const SAMPLING_FLAGS = {
   stop: { type: "string", multiple: true },
   "ignore-eos": { type: "boolean" },
   context: { type: "string" },
+  "kv-cache": { type: "string" },
   threads: { type: "string" },
   backend: { type: "string" },
 } as const satisfies ParseArgsConfig["options"];
@@ -56,7 +57,7 @@ function backendChoice(flag: string | undefined): BackendChoice | undefined {
 function openSession(model: LoadedModel, v: SamplingValues): Session {
   const threads = int("threads", v.threads);
   const backend = createBackend(backendChoice(v.backend), threads);
-  return new Session(model, { contextLength: int("context", v.context), backend });
+  return new Session(model, { contextLength: int("context", v.context), backend, kvCache: kvCacheFlag(v["kv-cache"]) });
 }
 
 function generateOptions(v: SamplingValues): GenerateOptions {
@@ -209,6 +210,7 @@ async function cmdBench(argv: string[]): Promise<void> {
     repeats: { type: "string" },
     threads: { type: "string" },
     backend: { type: "string" },
+    "kv-cache": { type: "string" },
     peers: { type: "string" },
     "ort-ep": { type: "string" },
   });
@@ -228,6 +230,7 @@ async function cmdBench(argv: string[]): Promise<void> {
     repeats: int("repeats", v.repeats),
     threads: int("threads", v.threads),
     backend: backendChoice(v.backend),
+    kvCache: kvCacheFlag(v["kv-cache"]),
     methods,
     ffnK,
     sparsity: sparsityUpdate({ ...v, "ffn-k": undefined, ffn: undefined }),
@@ -250,7 +253,7 @@ async function cmdBench(argv: string[]): Promise<void> {
     `prefill          ${r.prefill_tokens_per_s.toFixed(1)} tokens/s (${r.prompt_tokens}-token prompt)`,
     `decode           ${r.decode_tokens_per_s.toFixed(2)} tokens/s, ${r.decode_ms_per_token.toFixed(2)} ms/token`,
     `weights/token    ${gb(r.weight_bytes_per_token)} GB`,
-    `KV cache/token   ${gb(r.kv_bytes_per_token)} GB (attention at positions ${r.prompt_tokens}-${r.prompt_tokens + r.decode_tokens - 1})`,
+    `KV cache/token   ${gb(r.kv_bytes_per_token)} GB (${r.kv_cache}, attention at positions ${r.prompt_tokens}-${r.prompt_tokens + r.decode_tokens - 1})`,
     `effective read   ${r.effective_read_gb_per_s.toFixed(2)} GB/s`,
     `memory bandwidth ${r.measured_read_bandwidth_gb_per_s.toFixed(2)} GB/s (measured now)`,
     // No gather probe on a GPU (measured as 0).
@@ -490,7 +493,7 @@ async function cmdModels(argv: string[]): Promise<void> {
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: string }> = {
   generate: {
     run: cmdGenerate,
-    help: "--model DIR [--mmap] --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--seed S] [--stop STR]... [--ignore-eos] [--logprobs N] [--context N] [--backend auto|cpu|cuda|cuda:N] [--json] [--trace] [sparsity flags: --ffn dense|topk-exact|hire|dip|dip-ca --ffn-k K --oversample O --predictor int4|int8|lowrank:R --head dense|hire --head-k K --shards P --audit N --layer-k L=K --layer-oversample L=O --layer-predictor L=PREDICTOR]",
+    help: "--model DIR [--mmap] --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--seed S] [--stop STR]... [--ignore-eos] [--logprobs N] [--context N] [--kv-cache f32|f16] [--backend auto|cpu|cuda|cuda:N] [--json] [--trace] [sparsity flags: --ffn dense|topk-exact|hire|dip|dip-ca --ffn-k K --oversample O --predictor int4|int8|lowrank:R --head dense|hire --head-k K --shards P --audit N --layer-k L=K --layer-oversample L=O --layer-predictor L=PREDICTOR]",
   },
   chat: {
     run: cmdChat,
@@ -498,7 +501,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: s
   },
   bench: {
     run: cmdBench,
-    help: "--model DIR [--mmap] [--prompt-tokens N] [--decode-tokens N] [--repeats N] [--threads N] [--backend auto|cpu|cuda|cuda:N] [--methods hire,...] [sparsity flags] [--peers ort,ort-hire,llamacpp] [--ort-ep cpu|cuda|webgpu] [--json]",
+    help: "--model DIR [--mmap] [--prompt-tokens N] [--decode-tokens N] [--repeats N] [--threads N] [--backend auto|cpu|cuda|cuda:N] [--kv-cache f32|f16] [--methods hire,...] [sparsity flags] [--peers ort,ort-hire,llamacpp] [--ort-ep cpu|cuda|webgpu] [--json]",
   },
   eval: {
     run: cmdEval,

@@ -13,7 +13,7 @@ import { Rng, argmax } from "./sampler.js";
 import { KVCache, MAX_BATCH, Transformer, kvReadBytes, type ForwardReport } from "./transformer.js";
 import { CpuBackend } from "../backend/cpu.js";
 import { CudaBackend } from "../backend/cuda.js";
-import type { Backend } from "../backend/backend.js";
+import type { Backend, KvDtype } from "../backend/backend.js";
 import { createBackend, type BackendChoice } from "../backend/select.js";
 import { Sparsifier } from "../sparse/sparsifier.js";
 import type { DeepPartial, FfnMethod, SparsitySettings } from "../sparse/settings.js";
@@ -55,6 +55,8 @@ export function parseCacheSize(text: string): number {
 
 export interface BenchOptions {
   promptTokens?: number;
+  /** KV-cache element type (default "f32"). */
+  kvCache?: KvDtype;
   decodeTokens?: number;
   /** Rounds over all methods; each method keeps its best round (default 3). */
   repeats?: number;
@@ -108,6 +110,8 @@ export interface BenchResult {
   decode_tokens_per_s: number;
   decode_ms_per_token: number;
   weight_bytes_per_token: number;
+  /** The KV cache's element type. */
+  kv_cache: KvDtype;
   /**
    * Keys and values attention read per decode token (the mean over the decode positions), the same
    * for every method; each row's bytes_per_token and the dense roofline include them.
@@ -153,6 +157,7 @@ class BenchRun {
   private readonly t: Transformer;
   private readonly sparsifier: Sparsifier;
   private readonly cache: KVCache;
+  private readonly kvCache: KvDtype;
   private readonly probeBytes: number;
   private bandwidth = 0;
   /** The same probe reading one in five neuron-row-sized pieces: the ceiling for HiRE's gathers. */
@@ -177,7 +182,8 @@ class BenchRun {
     const ctx = Math.min(c.maxPositions, promptTokens + this.decodeTokens + 1);
     this.t = new Transformer(this.backend, c, model.weights);
     this.sparsifier = new Sparsifier(this.t, { releaseFileLayout: false });
-    this.cache = new KVCache(this.backend, c, ctx);
+    this.kvCache = o.kvCache ?? "f32";
+    this.cache = new KVCache(this.backend, c, ctx, this.kvCache);
     const rng = new Rng(1234);
     this.prompt = Array.from({ length: Math.min(promptTokens, ctx - this.decodeTokens - 1) }, () =>
       Math.floor(rng.next() * c.vocab),
@@ -242,7 +248,8 @@ class BenchRun {
       id = t.forwardGreedy([id], prompt.length + i, cache, report);
       ids.push(id);
       // forward() gives every layer a fresh report and sets report.head when the head is sparse.
-      bytes += bytesRead(report, model.weightBytesPerToken) + kvReadBytes(model.config, prompt.length + i);
+      bytes +=
+        bytesRead(report, model.weightBytesPerToken) + kvReadBytes(model.config, prompt.length + i, this.kvCache);
       stepMs += report.outputMs;
       for (const l of report.layers) stepMs += l.attentionMs + l.ffnMs;
     }
@@ -303,7 +310,8 @@ class BenchRun {
   /** kvReadBytes over the decode positions, per token. */
   private kvBytesPerToken(): number {
     let bytes = 0;
-    for (let i = 0; i < this.decodeTokens; i++) bytes += kvReadBytes(this.model.config, this.prompt.length + i);
+    for (let i = 0; i < this.decodeTokens; i++)
+      bytes += kvReadBytes(this.model.config, this.prompt.length + i, this.kvCache);
     return bytes / this.decodeTokens;
   }
 
@@ -344,6 +352,7 @@ class BenchRun {
       decode_tokens_per_s: d.decode_tokens_per_s,
       decode_ms_per_token: d.decode_ms_per_token,
       weight_bytes_per_token: model.weightBytesPerToken,
+      kv_cache: this.kvCache,
       kv_bytes_per_token: this.kvBytesPerToken(),
       effective_read_gb_per_s: d.effective_read_gb_per_s,
       measured_read_bandwidth_gb_per_s: this.bandwidth,

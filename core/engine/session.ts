@@ -4,7 +4,7 @@
 //
 // The cache is reused across calls: a new prompt that starts with what the cache already holds
 // (the next turn of a chat) only prefills the new part.
-import type { Backend } from "../backend/backend.js";
+import type { Backend, KvDtype } from "../backend/backend.js";
 import { createBackend } from "../backend/select.js";
 import { ContextOverflowError, UsageError } from "../loader/errors.js";
 import type { LoadedModel } from "../loader/model-folder.js";
@@ -16,6 +16,8 @@ export interface SessionOptions {
   /** Context window in tokens (default: the model's, capped at 4096 to bound KV-cache memory). */
   contextLength?: number;
   backend?: Backend;
+  /** KV-cache element type (default "f32"; "f16" halves its memory and what attention reads). */
+  kvCache?: KvDtype;
 }
 
 export type FinishReason = "eos" | "stop" | "length" | "context_full" | "aborted";
@@ -84,7 +86,7 @@ export class Session {
     this.contextLength = ctx;
     const backend = options.backend ?? createBackend();
     this.transformer = new Transformer(backend, c, model.weights);
-    this.cache = new KVCache(backend, c, ctx);
+    this.cache = new KVCache(backend, c, ctx, options.kvCache);
     this.sparsity = new Sparsifier(this.transformer);
   }
 

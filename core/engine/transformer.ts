@@ -5,7 +5,7 @@
 // Replaceable parts: each layer's FFN is a `FeedForward` and the output layer an `OutputLayer`, so
 // a sparse method (HiRE, DIP) swaps them per layer between two tokens without touching this loop.
 // Every forward fills a `ForwardReport` with per-layer timings for telemetry.
-import type { Backend, Buf, StepGraph } from "../backend/backend.js";
+import type { Backend, Buf, KvDtype, StepGraph } from "../backend/backend.js";
 import { layerRope, type LayerWeights, type ModelConfig, type ModelWeights, type Norm } from "../arch/config.js";
 import type { FfnTelemetry, HeadTelemetry } from "../sparse/telemetry.js";
 
@@ -66,23 +66,27 @@ export function kvSlots(c: ModelConfig, capacity: number): number[] {
   });
 }
 
-/** Bytes of an f32 KV cache for a context of `capacity` positions. */
-export function kvCacheBytes(c: ModelConfig, capacity: number): number {
-  return kvSlots(c, capacity).reduce((sum, slots) => sum + 2 * c.kvHeads * slots * c.headDim * 4, 0);
+/** Bytes per element of a KV cache. */
+export const KV_ELEMENT_BYTES: Record<KvDtype, number> = { f32: 4, f16: 2 };
+
+/** Bytes of a KV cache for a context of `capacity` positions. */
+export function kvCacheBytes(c: ModelConfig, capacity: number, dtype: KvDtype = "f32"): number {
+  const es = KV_ELEMENT_BYTES[dtype];
+  return kvSlots(c, capacity).reduce((sum, slots) => sum + 2 * c.kvHeads * slots * c.headDim * es, 0);
 }
 
 /**
- * Bytes of keys and values (f32) that attention reads over all layers for the token at `position`:
+ * Bytes of keys and values that attention reads over all layers for the token at `position`:
  * every position up to it, or its last `window` in a sliding-window layer. At long contexts this
  * rivals the weights (Llama 3.2 1B at position 4000: 262 MB against 2.47 GB of bf16 weights).
  */
-export function kvReadBytes(c: ModelConfig, position: number): number {
+export function kvReadBytes(c: ModelConfig, position: number, dtype: KvDtype = "f32"): number {
   let visible = 0;
   for (let l = 0; l < c.layers; l++) {
     const window = c.attentionWindows?.[l] ?? 0;
     visible += window > 0 ? Math.min(position + 1, window) : position + 1;
   }
-  return 2 * c.kvHeads * c.headDim * 4 * visible;
+  return 2 * c.kvHeads * c.headDim * KV_ELEMENT_BYTES[dtype] * visible;
 }
 
 /** A ring size shared by the layers of one window: which position each slot holds (-1: none). */
@@ -110,13 +114,15 @@ export class KVCache {
     c: ModelConfig,
     /** Positions the cache holds: the context length. */
     readonly capacity: number,
+    /** f16 halves the cache's memory and what attention reads, at about 3 significant digits a value. */
+    readonly dtype: KvDtype = "f32",
   ) {
     this.slots = kvSlots(c, capacity);
     this.slots.forEach((slots, l) => {
       if (slots < capacity && !this.rings.has(slots))
         this.rings.set(slots, { slots, window: c.attentionWindows![l], held: new Int32Array(slots).fill(-1) });
-      this.k.push(b.alloc(c.kvHeads * slots * c.headDim));
-      this.v.push(b.alloc(c.kvHeads * slots * c.headDim));
+      this.k.push(b.allocKv(c.kvHeads * slots * c.headDim, dtype));
+      this.v.push(b.allocKv(c.kvHeads * slots * c.headDim, dtype));
     });
   }
 

@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { setImmediate as nextTurn } from "node:timers/promises";
 import { native } from "../native/addon.js";
-import type { Backend } from "../backend/backend.js";
+import type { Backend, KvDtype } from "../backend/backend.js";
 import { CudaBackend, cudaDevices } from "../backend/cuda.js";
 import { ContextOverflowError, ModelError, UsageError } from "../loader/errors.js";
 import { defaultModelDir } from "../loader/default-model.js";
@@ -42,6 +42,8 @@ export interface EngineHostOptions {
   /** Context window for new sessions (default: the model's, capped by Session). */
   contextLength?: number;
   threads?: number;
+  /** KV-cache element type for new sessions (default "f32"). */
+  kvCache?: KvDtype;
 }
 
 export interface GenerateParams {
@@ -146,7 +148,7 @@ export class EngineHost {
           generating: this.running?.channel === channel ? this.running.id : null,
         };
       case "model.inspect":
-        return estimateModel(req.path, this.options.contextLength);
+        return estimateModel(req.path, this.options.contextLength, this.options.kvCache);
       case "models.cached":
         return { hub: hubCacheDir(), models: listCachedModels() };
       case "model.load":
@@ -207,7 +209,10 @@ export class EngineHost {
     let session: Session;
     try {
       const ctx = contextLength ?? this.options.contextLength ?? Math.min(model.config.maxPositions, DEFAULT_CONTEXT);
-      session = new Session(model, { contextLength: Math.min(ctx, model.config.maxPositions) });
+      session = new Session(model, {
+        contextLength: Math.min(ctx, model.config.maxPositions),
+        kvCache: this.options.kvCache,
+      });
     } catch (e) {
       model.close();
       throw e;
@@ -227,7 +232,7 @@ export class EngineHost {
   private info(): ModelInfo {
     const m = this.model!;
     const c = m.config;
-    const sizes = estimate(m.dir, c, m.store.tensors.values(), this.session!.contextLength);
+    const sizes = estimate(m.dir, c, m.store.tensors.values(), this.session!.contextLength, this.options.kvCache);
     return {
       ...sizes,
       name: modelName(m.dir),
@@ -398,15 +403,21 @@ function promptIds(session: Session, messages: ChatMessage[], thinking?: boolean
 }
 
 /** Read a folder's config and safetensors headers (no weights) to say what loading it costs. */
-export function estimateModel(path: string, contextLength?: number): ModelEstimate {
+export function estimateModel(path: string, contextLength?: number, kvCache?: KvDtype): ModelEstimate {
   const dir = findModelFolder(path);
   if (!existsSync(dir)) throw new ModelError("NOT_FOUND", dir, "no such folder");
   const tensors = weightFiles(dir).flatMap((f) => [...readSafetensorsHeader(f).tensors.values()]);
-  return estimate(dir, readModelConfig(dir), tensors, contextLength);
+  return estimate(dir, readModelConfig(dir), tensors, contextLength, kvCache);
 }
 
 /** Weights, parameters and KV cache of a model from its config and tensor list. */
-function estimate(dir: string, c: ModelConfig, tensors: Iterable<TensorInfo>, contextLength?: number): ModelEstimate {
+function estimate(
+  dir: string,
+  c: ModelConfig,
+  tensors: Iterable<TensorInfo>,
+  contextLength?: number,
+  kvCache: KvDtype = "f32",
+): ModelEstimate {
   let weightBytes = 0;
   let parameters = 0;
   for (const t of tensors) {
@@ -420,7 +431,7 @@ function estimate(dir: string, c: ModelConfig, tensors: Iterable<TensorInfo>, co
     parameters,
     dtype: c.dtype ?? "unknown",
     weightBytes,
-    kvCacheBytes: kvCacheBytes(c, ctx),
+    kvCacheBytes: kvCacheBytes(c, ctx, kvCache),
     contextLength: ctx,
   };
 }

@@ -18,6 +18,9 @@ export type NativeDType = (typeof NativeDType)[keyof typeof NativeDType];
 /** The instruction-set paths of the CPU kernels (see cpuInfo). */
 export type KernelPath = "avx512" | "avx2" | "portable";
 
+/** A KV cache as the kernels take it: floats, or IEEE halves (an f16 cache) in a Uint16Array. */
+export type KvArray = Float32Array | Uint16Array;
+
 export interface NativeMapping {
   readonly __brand: "NativeMapping";
 }
@@ -110,8 +113,8 @@ export interface NativeAddon {
   attention(
     out: Float32Array,
     q: Float32Array,
-    kCache: Float32Array,
-    vCache: Float32Array,
+    kCache: KvArray,
+    vCache: KvArray,
     n: number,
     nHeads: number,
     nKvHeads: number,
@@ -124,10 +127,13 @@ export interface NativeAddon {
   ): void;
   /** x[i] = cap · tanh(x[i] / cap) for i < count, −∞ kept (Gemma 2's soft-capped logits). */
   softcap(x: Float32Array, count: number, cap: number): void;
-  /** Copy k, v ([n][nKvHeads][headDim]) into the caches at positions pos0 .. pos0 + n - 1. */
+  /**
+   * Copy k, v ([n][nKvHeads][headDim]) into the caches at positions pos0 .. pos0 + n - 1 (slot
+   * p % capacity), rounded to IEEE halves when the caches are Uint16Arrays.
+   */
   cacheWrite(
-    kCache: Float32Array,
-    vCache: Float32Array,
+    kCache: KvArray,
+    vCache: KvArray,
     k: Float32Array,
     v: Float32Array,
     n: number,

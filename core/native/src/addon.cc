@@ -234,8 +234,7 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   Args a(info, "attention");
   auto out = a.f32(0, "out");
   auto q = a.f32(1, "q");
-  auto kc = a.f32(2, "kCache");
-  auto vc = a.f32(3, "vCache");
+  const auto [kc, vc] = a.kv_pair(2, "kCache", "vCache");
   const int64_t n = a.integer(4, "n", 0, kMaxDim);
   const int64_t n_heads = a.integer(5, "nHeads", 1, kMaxDim);
   const int64_t n_kv = a.integer(6, "nKvHeads", 1, kMaxDim);
@@ -255,17 +254,17 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   a.need(kc, "kCache", ncache, "nKvHeads*capacity*headDim");
   a.need(vc, "vCache", ncache, "nKvHeads*capacity*headDim");
   a.disjoint(out, nq, "out", q, nq, "q", true);
-  a.disjoint(out, nq, "out", kc, ncache, "kCache");
-  a.disjoint(out, nq, "out", vc, ncache, "vCache");
+  const size_t es = kc.f16 ? 2 : 4, cache_bytes = static_cast<size_t>(ncache) * es;
+  a.disjoint_bytes(out.data, static_cast<size_t>(nq) * 4, "out", kc.data, cache_bytes, "kCache");
+  a.disjoint_bytes(out.data, static_cast<size_t>(nq) * 4, "out", vc.data, cache_bytes, "vCache");
   hire::attention(out.data, q.data, kc.data, vc.data, n, n_heads, n_kv, head_dim, pos0, capacity,
-                  static_cast<float>(scale), window, static_cast<float>(softcap));
+                  static_cast<float>(scale), window, static_cast<float>(softcap), kc.f16);
   return info.Env().Undefined();
 }
 
 Napi::Value CacheWrite(const Napi::CallbackInfo& info) {
   Args a(info, "cacheWrite");
-  auto kc = a.f32(0, "kCache");
-  auto vc = a.f32(1, "vCache");
+  const auto [kc, vc] = a.kv_pair(0, "kCache", "vCache");
   auto k = a.f32(2, "k");
   auto v = a.f32(3, "v");
   const int64_t n = a.integer(4, "n", 0, kMaxDim);
@@ -280,12 +279,13 @@ Napi::Value CacheWrite(const Napi::CallbackInfo& info) {
   a.need(vc, "vCache", ncache, "nKvHeads*capacity*headDim");
   a.need(k, "k", nin, "n*nKvHeads*headDim");
   a.need(v, "v", nin, "n*nKvHeads*headDim");
-  a.disjoint(kc, ncache, "kCache", vc, ncache, "vCache");
-  a.disjoint(kc, ncache, "kCache", k, nin, "k");
-  a.disjoint(kc, ncache, "kCache", v, nin, "v");
-  a.disjoint(vc, ncache, "vCache", k, nin, "k");
-  a.disjoint(vc, ncache, "vCache", v, nin, "v");
-  hire::cache_write(kc.data, vc.data, k.data, v.data, n, n_kv, head_dim, pos0, capacity);
+  const size_t cache_bytes = static_cast<size_t>(ncache) * (kc.f16 ? 2 : 4), in_bytes = static_cast<size_t>(nin) * 4;
+  a.disjoint_bytes(kc.data, cache_bytes, "kCache", vc.data, cache_bytes, "vCache");
+  a.disjoint_bytes(kc.data, cache_bytes, "kCache", k.data, in_bytes, "k");
+  a.disjoint_bytes(kc.data, cache_bytes, "kCache", v.data, in_bytes, "v");
+  a.disjoint_bytes(vc.data, cache_bytes, "vCache", k.data, in_bytes, "k");
+  a.disjoint_bytes(vc.data, cache_bytes, "vCache", v.data, in_bytes, "v");
+  hire::cache_write(kc.data, vc.data, k.data, v.data, n, n_kv, head_dim, pos0, capacity, kc.f16);
   return info.Env().Undefined();
 }
 

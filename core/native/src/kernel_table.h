@@ -111,18 +111,26 @@ inline void each_panel(OnePanel one, const float* x, int64_t ldx, int64_t nt, co
 // the rest at k2 and v2. A ring-buffer cache (sliding-window layers) wraps at most once within a
 // window, so two runs of contiguous rows always cover it.
 struct KvRows {
-  const float *k, *v, *k2, *v2;
+  const void *k, *v, *k2, *v2;
   int64_t split;
-  const float* key(int64_t j, int64_t d) const { return j < split ? k + j * d : k2 + (j - split) * d; }
-  const float* value(int64_t j, int64_t d) const { return j < split ? v + j * d : v2 + (j - split) * d; }
+  bool f16;  // rows of IEEE halves (an f16 KV cache), else floats
+  int64_t elem_bytes() const { return f16 ? 2 : 4; }
+  const unsigned char* key(int64_t j, int64_t d) const { return row(k, k2, j, d); }
+  const unsigned char* value(int64_t j, int64_t d) const { return row(v, v2, j, d); }
+  const unsigned char* row(const void* base, const void* base2, int64_t j, int64_t d) const {
+    return j < split ? static_cast<const unsigned char*>(base) + j * d * elem_bytes()
+                     : static_cast<const unsigned char*>(base2) + (j - split) * d * elem_bytes();
+  }
+  // Element i of a key or value row, as a float.
+  float at(const unsigned char* row, int64_t i) const { return load_elem(f16 ? kF16 : kF32, row, i); }
   // Every line of key (value) rows [a, b) into L2, b clipped to the range's len rows.
   void prefetch_keys(int64_t a, int64_t b, int64_t len, int64_t d) const { prefetch_rows(k, k2, a, b, len, d); }
   void prefetch_values(int64_t a, int64_t b, int64_t len, int64_t d) const { prefetch_rows(v, v2, a, b, len, d); }
-  void prefetch_rows(const float* base, const float* base2, int64_t a, int64_t b, int64_t len, int64_t d) const {
+  void prefetch_rows(const void* base, const void* base2, int64_t a, int64_t b, int64_t len, int64_t d) const {
     b = b < len ? b : len;
     const int64_t m = b < split ? b : split, a2 = a > split ? a : split;
-    if (a < m) prefetch_span(base + a * d, (m - a) * d * 4);
-    if (a2 < b) prefetch_span(base2 + (a2 - split) * d, (b - a2) * d * 4);
+    if (a < m) prefetch_span(row(base, base2, a, d), (m - a) * d * elem_bytes());
+    if (a2 < b) prefetch_span(row(base, base2, a2, d), (b - a2) * d * elem_bytes());
   }
 };
 

@@ -37,13 +37,16 @@ void rope(float* x, int64_t n, int64_t n_heads, int64_t head_dim, const int32_t*
 // Causal GQA attention over [n_kv][capacity][head_dim] caches; out may equal q. window > 0: a query
 // at position p attends to the `window` positions p - window + 1 .. p only (sliding-window layers).
 // softcap > 0: scores become softcap * tanh(score / softcap) before the softmax (Gemma 2).
-void attention(float* out, const float* q, const float* k_cache, const float* v_cache, int64_t n,
+// kv_f16: the caches hold IEEE halves (cache_write with kv_f16 wrote them), else floats.
+void attention(float* out, const float* q, const void* k_cache, const void* v_cache, int64_t n,
                int64_t n_heads, int64_t n_kv, int64_t head_dim, int64_t pos0, int64_t capacity,
-               float scale, int64_t window = 0, float softcap = 0.0f);
+               float scale, int64_t window = 0, float softcap = 0.0f, bool kv_f16 = false);
 // x = cap * tanh(x / cap), -inf kept (soft-capped logits, Gemma 2; -inf marks tokens HiRE left out).
 void softcap(float* x, int64_t count, float cap);
-void cache_write(float* k_cache, float* v_cache, const float* k, const float* v, int64_t n, int64_t n_kv,
-                 int64_t head_dim, int64_t pos0, int64_t capacity);
+// Rows of k and v ([n][n_kv][head_dim]) into the caches' slots (pos0 + i) % capacity, as floats or,
+// with kv_f16, rounded to IEEE halves.
+void cache_write(void* k_cache, void* v_cache, const float* k, const float* v, int64_t n, int64_t n_kv,
+                 int64_t head_dim, int64_t pos0, int64_t capacity, bool kv_f16 = false);
 void silu_mul(float* gate, const float* up, int64_t count);
 void activate(float* x, int64_t count, Activation kind);
 void add(float* y, const float* x, int64_t count);

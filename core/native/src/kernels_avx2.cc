@@ -879,10 +879,17 @@ HIRE_AVX2 inline __m256 hsum8(const __m256* v) {
   return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
 }
 
+// 8 values of a key or value row from value 8 * i on: floats, or halves (an f16 cache) widened.
+template <bool F16>
+HIRE_AVX2 inline __m256 ld_kv(const unsigned char* row, int64_t i) {
+  if constexpr (F16) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row) + i));
+  return _mm256_loadu_ps(reinterpret_cast<const float*>(row) + 8 * i);
+}
+
 // Chunks [c0, c0 + SL) (8 values each) of H heads' accumulators, plus the n live positions' values
 // weighted by p (H x 16 exponentials): each value chunk is loaded once for the H heads.
-template <int H, int SL>
-HIRE_AVX2 inline void attn_values(float* out, int64_t d, const float* const* v, int64_t n, const float (*p)[16],
+template <int H, int SL, bool F16>
+HIRE_AVX2 inline void attn_values(float* out, int64_t d, const unsigned char* const* v, int64_t n, const float (*p)[16],
                                   const float* rescale, int64_t c0) {
   __m256 acc[H][SL];
   for (int h = 0; h < H; ++h) {
@@ -893,7 +900,7 @@ HIRE_AVX2 inline void attn_values(float* out, int64_t d, const float* const* v, 
     __m256 pb[H];
     for (int h = 0; h < H; ++h) pb[h] = _mm256_broadcast_ss(&p[h][u]);
     for (int i = 0; i < SL; ++i) {
-      const __m256 vc = _mm256_loadu_ps(v[u] + 8 * (c0 + i));
+      const __m256 vc = ld_kv<F16>(v[u], c0 + i);
       for (int h = 0; h < H; ++h) acc[h][i] = _mm256_fmadd_ps(pb[h], vc, acc[h][i]);
     }
   }
@@ -906,9 +913,10 @@ HIRE_AVX2 inline void attn_values(float* out, int64_t d, const float* const* v, 
 // head the running max raised if the block beats it (its sum and acc rescaled), then the values in
 // slices of 8 / H chunks, so that the H heads' accumulators fit the 16 registers. out: the first
 // head's [m, l, acc], heads d + 2 floats apart.
-template <int H>
-HIRE_AVX2 inline void attn_heads_block(const float* q, int64_t d, const float* const* k, const float* const* v,
-                                       int64_t n, float* out, float scale, float softcap) {
+template <int H, bool F16>
+HIRE_AVX2 inline void attn_heads_block(const float* q, int64_t d, const unsigned char* const* k,
+                                       const unsigned char* const* v, int64_t n, float* out, float scale,
+                                       float softcap) {
   constexpr int KB = 8 / H;  // keys per round: H heads x KB keys fill hsum8's 8 sums
   alignas(32) float sc[H][16];
   for (int r = 0; r < 2 * H; ++r) {
@@ -917,10 +925,10 @@ HIRE_AVX2 inline void attn_heads_block(const float* q, int64_t d, const float* c
     for (int64_t i = 0; i < d; i += 8) {
       if constexpr (H == 1) {
         const __m256 qv = _mm256_loadu_ps(q + i);
-        for (int u = 0; u < 8; ++u) dot[u] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k[8 * r + u] + i), dot[u]);
+        for (int u = 0; u < 8; ++u) dot[u] = _mm256_fmadd_ps(qv, ld_kv<F16>(k[8 * r + u], i / 8), dot[u]);
       } else {
         __m256 kc[KB];
-        for (int u = 0; u < KB; ++u) kc[u] = _mm256_loadu_ps(k[r * KB + u] + i);
+        for (int u = 0; u < KB; ++u) kc[u] = ld_kv<F16>(k[r * KB + u], i / 8);
         for (int h = 0; h < H; ++h) {
           const __m256 qv = _mm256_loadu_ps(q + h * d + i);
           for (int u = 0; u < KB; ++u) dot[h * KB + u] = _mm256_fmadd_ps(qv, kc[u], dot[h * KB + u]);
@@ -955,8 +963,8 @@ HIRE_AVX2 inline void attn_heads_block(const float* q, int64_t d, const float* c
   constexpr int SL = 8 / H;
   const int64_t chunks = d / 8;
   int64_t c0 = 0;
-  for (; c0 + SL <= chunks; c0 += SL) attn_values<H, SL>(out, d, v, n, sc, rescale, c0);
-  for (; c0 < chunks; ++c0) attn_values<H, 1>(out, d, v, n, sc, rescale, c0);
+  for (; c0 + SL <= chunks; c0 += SL) attn_values<H, SL, F16>(out, d, v, n, sc, rescale, c0);
+  for (; c0 < chunks; ++c0) attn_values<H, 1, F16>(out, d, v, n, sc, rescale, c0);
 }
 
 // One pass over the range (flash-decoding style), 16 positions at a time: each block's keys and
@@ -966,9 +974,9 @@ HIRE_AVX2 inline void attn_heads_block(const float* q, int64_t d, const float* c
 // with this path forced, 16 layers at 4000 positions on 2 threads: head_dim 64 (Llama 3.2 1B)
 // 14.7-17.7 -> 13.1-13.4 ms a token; head_dim 128 at 2000 positions unchanged (16.7-17.8).
 // Head dims that are not a multiple of 8 use the portable kernel.
-HIRE_AVX2 void a_attn_part(float* part, const float* q, const KvRows& kv, int64_t len, int64_t d, int64_t group,
-                           float scale, float softcap, float* scores) {
-  if (d % 8 != 0) return kPortableKernels.attn_part(part, q, kv, len, d, group, scale, softcap, scores);
+template <bool F16>
+HIRE_AVX2 void attn_part_f(float* part, const float* q, const KvRows& kv, int64_t len, int64_t d, int64_t group,
+                           float scale, float softcap) {
   for (int64_t g = 0; g < group; ++g) {
     float* o = part + g * (d + 2);
     o[0] = -INFINITY;
@@ -980,16 +988,25 @@ HIRE_AVX2 void a_attn_part(float* part, const float* q, const KvRows& kv, int64_
     const int64_t n = std::min<int64_t>(16, len - j);
     kv.prefetch_keys(j + ahead, j + ahead + 16, len, d);
     kv.prefetch_values(j + ahead, j + ahead + 16, len, d);
-    const float *k[16], *v[16];
+    const unsigned char *k[16], *v[16];
     for (int64_t u = 0; u < 16; ++u) {
       k[u] = kv.key(j + (u < n ? u : 0), d);  // a ragged block repeats its first key; its lanes are masked
       v[u] = kv.value(j + (u < n ? u : 0), d);
     }
     int64_t g = 0;
-    for (; g + 4 <= group; g += 4) attn_heads_block<4>(q + g * d, d, k, v, n, part + g * (d + 2), scale, softcap);
-    for (; g + 2 <= group; g += 2) attn_heads_block<2>(q + g * d, d, k, v, n, part + g * (d + 2), scale, softcap);
-    for (; g < group; ++g) attn_heads_block<1>(q + g * d, d, k, v, n, part + g * (d + 2), scale, softcap);
+    for (; g + 4 <= group; g += 4)
+      attn_heads_block<4, F16>(q + g * d, d, k, v, n, part + g * (d + 2), scale, softcap);
+    for (; g + 2 <= group; g += 2)
+      attn_heads_block<2, F16>(q + g * d, d, k, v, n, part + g * (d + 2), scale, softcap);
+    for (; g < group; ++g) attn_heads_block<1, F16>(q + g * d, d, k, v, n, part + g * (d + 2), scale, softcap);
   }
+}
+
+HIRE_AVX2 void a_attn_part(float* part, const float* q, const KvRows& kv, int64_t len, int64_t d, int64_t group,
+                           float scale, float softcap, float* scores) {
+  if (d % 8 != 0) return kPortableKernels.attn_part(part, q, kv, len, d, group, scale, softcap, scores);
+  if (kv.f16) return attn_part_f<true>(part, q, kv, len, d, group, scale, softcap);
+  attn_part_f<false>(part, q, kv, len, d, group, scale, softcap);
 }
 
 // ---- bandwidth probe -----------------------------------------------------------------------------

@@ -360,14 +360,21 @@ HIRE_AVX512 inline __m512 hsum16(const __m512* v) {
   return _mm512_add_ps(_mm512_shuffle_f32x4(x0, x1, 0x88), _mm512_shuffle_f32x4(x0, x1, 0xdd));
 }
 
+// 16 values of a key or value row from value 16 * i on: floats, or halves (an f16 cache) widened.
+template <bool F16>
+HIRE_AVX512 inline __m512 ld_kv(const unsigned char* row, int i) {
+  if constexpr (F16) return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row) + i));
+  return _mm512_loadu_ps(reinterpret_cast<const float*>(row) + 16 * i);
+}
+
 // H heads of a group over one block of 16 positions (n of them live), head_dim 16 * C, H * C <= 16 so
 // that the H heads' accumulators stay in registers: scores (each key chunk loaded once for the H
 // heads; 16 dot products at a time summed by hsum16), then per head the running max raised if the
 // block beats it (its sum and acc rescaled), then the exponentials times the values (each value chunk
 // loaded once for the H heads). out: the first head's [m, l, acc], heads d + 2 floats apart.
-template <int H, int C>
-HIRE_AVX512 inline void attn_heads_block(const float* q, const float* const* k, const float* const* v, int64_t n,
-                                         float* out, __m512 vscale, float softcap) {
+template <int H, int C, bool F16>
+HIRE_AVX512 inline void attn_heads_block(const float* q, const unsigned char* const* k, const unsigned char* const* v,
+                                         int64_t n, float* out, __m512 vscale, float softcap) {
   constexpr int64_t d = 16 * C;
   constexpr int KB = 16 / H;  // keys per round: H heads x KB keys fill hsum16's 16 sums
   alignas(64) float sc[H][16];
@@ -380,11 +387,11 @@ HIRE_AVX512 inline void attn_heads_block(const float* q, const float* const* k, 
       if constexpr (H == 1) {
         const __m512 qv = _mm512_loadu_ps(q + 16 * i);
 #pragma GCC unroll 16
-        for (int u = 0; u < 16; ++u) dot[u] = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k[u] + 16 * i), dot[u]);
+        for (int u = 0; u < 16; ++u) dot[u] = _mm512_fmadd_ps(qv, ld_kv<F16>(k[u], i), dot[u]);
       } else {
         __m512 kc[KB];
 #pragma GCC unroll 16
-        for (int u = 0; u < KB; ++u) kc[u] = _mm512_loadu_ps(k[r * KB + u] + 16 * i);
+        for (int u = 0; u < KB; ++u) kc[u] = ld_kv<F16>(k[r * KB + u], i);
 #pragma GCC unroll 4
         for (int h = 0; h < H; ++h) {
           const __m512 qv = _mm512_loadu_ps(q + h * d + 16 * i);
@@ -424,7 +431,7 @@ HIRE_AVX512 inline void attn_heads_block(const float* q, const float* const* k, 
     for (int h = 0; h < H; ++h) p[h] = _mm512_set1_ps(sc[h][u]);
 #pragma GCC unroll 16
     for (int i = 0; i < C; ++i) {
-      const __m512 vc = _mm512_loadu_ps(v[u] + 16 * i);
+      const __m512 vc = ld_kv<F16>(v[u], i);
 #pragma GCC unroll 4
       for (int h = 0; h < H; ++h) acc[h][i] = _mm512_fmadd_ps(p[h], vc, acc[h][i]);
     }
@@ -438,7 +445,7 @@ HIRE_AVX512 inline void attn_heads_block(const float* q, const float* const* k, 
 // One pass over the range (flash-decoding style), 16 positions at a time: each block's keys and
 // values are read from memory once for the whole group, its heads taken 4, 2 or 1 at a time (as
 // many as keep their accumulators in registers), and nothing goes through a scores buffer.
-template <int C>
+template <int C, bool F16>
 HIRE_AVX512 void attn_part_c(float* part, const float* q, const KvRows& kv, int64_t len, int64_t group, float scale,
                              float softcap) {
   constexpr int64_t d = 16 * C;
@@ -455,35 +462,43 @@ HIRE_AVX512 void attn_part_c(float* part, const float* q, const KvRows& kv, int6
     const int64_t n = std::min<int64_t>(16, len - j);
     kv.prefetch_keys(j + ahead, j + ahead + 16, len, d);
     kv.prefetch_values(j + ahead, j + ahead + 16, len, d);
-    const float *k[16], *v[16];
+    const unsigned char *k[16], *v[16];
     for (int64_t u = 0; u < 16; ++u) {
       k[u] = kv.key(j + (u < n ? u : 0), d);  // a ragged block repeats its first key; its lanes are masked
       v[u] = kv.value(j + (u < n ? u : 0), d);
     }
     int64_t g = 0;
     for (; kMaxH >= 4 && g + 4 <= group; g += 4)
-      attn_heads_block<kMaxH >= 4 ? 4 : 1, C>(q + g * d, k, v, n, part + g * (d + 2), vscale, softcap);
+      attn_heads_block<kMaxH >= 4 ? 4 : 1, C, F16>(q + g * d, k, v, n, part + g * (d + 2), vscale, softcap);
     for (; kMaxH >= 2 && g + 2 <= group; g += 2)
-      attn_heads_block<kMaxH >= 2 ? 2 : 1, C>(q + g * d, k, v, n, part + g * (d + 2), vscale, softcap);
-    for (; g < group; ++g) attn_heads_block<1, C>(q + g * d, k, v, n, part + g * (d + 2), vscale, softcap);
+      attn_heads_block<kMaxH >= 2 ? 2 : 1, C, F16>(q + g * d, k, v, n, part + g * (d + 2), vscale, softcap);
+    for (; g < group; ++g) attn_heads_block<1, C, F16>(q + g * d, k, v, n, part + g * (d + 2), vscale, softcap);
   }
 }
 
-// Head dims of 16 * C for C = 1 .. 8 and 16; any other goes to the AVX2 kernel.
+template <bool F16>
+HIRE_AVX512 bool attn_part_d(float* part, const float* q, const KvRows& kv, int64_t len, int64_t d, int64_t group,
+                             float scale, float softcap) {
+  switch (d) {
+    case 16: attn_part_c<1, F16>(part, q, kv, len, group, scale, softcap); return true;
+    case 32: attn_part_c<2, F16>(part, q, kv, len, group, scale, softcap); return true;
+    case 48: attn_part_c<3, F16>(part, q, kv, len, group, scale, softcap); return true;
+    case 64: attn_part_c<4, F16>(part, q, kv, len, group, scale, softcap); return true;
+    case 80: attn_part_c<5, F16>(part, q, kv, len, group, scale, softcap); return true;
+    case 96: attn_part_c<6, F16>(part, q, kv, len, group, scale, softcap); return true;
+    case 112: attn_part_c<7, F16>(part, q, kv, len, group, scale, softcap); return true;
+    case 128: attn_part_c<8, F16>(part, q, kv, len, group, scale, softcap); return true;
+    case 256: attn_part_c<16, F16>(part, q, kv, len, group, scale, softcap); return true;
+    default: return false;
+  }
+}
+
+// Head dims of 16 * C for C = 1 .. 8 and 16, f32 or f16 caches; any other goes to the AVX2 kernel.
 HIRE_AVX512 void k_attn_part(float* part, const float* q, const KvRows& kv, int64_t len, int64_t d, int64_t group,
                              float scale, float softcap, float* scores) {
-  switch (d) {
-    case 16: return attn_part_c<1>(part, q, kv, len, group, scale, softcap);
-    case 32: return attn_part_c<2>(part, q, kv, len, group, scale, softcap);
-    case 48: return attn_part_c<3>(part, q, kv, len, group, scale, softcap);
-    case 64: return attn_part_c<4>(part, q, kv, len, group, scale, softcap);
-    case 80: return attn_part_c<5>(part, q, kv, len, group, scale, softcap);
-    case 96: return attn_part_c<6>(part, q, kv, len, group, scale, softcap);
-    case 112: return attn_part_c<7>(part, q, kv, len, group, scale, softcap);
-    case 128: return attn_part_c<8>(part, q, kv, len, group, scale, softcap);
-    case 256: return attn_part_c<16>(part, q, kv, len, group, scale, softcap);
-    default: return avx2_kernels()->attn_part(part, q, kv, len, d, group, scale, softcap, scores);
-  }
+  const bool done = kv.f16 ? attn_part_d<true>(part, q, kv, len, d, group, scale, softcap)
+                           : attn_part_d<false>(part, q, kv, len, d, group, scale, softcap);
+  if (!done) avx2_kernels()->attn_part(part, q, kv, len, d, group, scale, softcap, scores);
 }
 
 // The bandwidth probe's read: every cache line of the count floats (p 64-byte aligned) loaded once

@@ -204,11 +204,11 @@ void p_rope_token(float* x, int64_t n_heads, int64_t head_dim, const float* cs, 
 void p_attn_part(float* part, const float* q, const KvRows& kv, int64_t len, int64_t d, int64_t group, float scale,
                  float softcap, float* scores) {
   for (int64_t j = 0; j < len; ++j) {
-    const float* kj = kv.key(j, d);
+    const unsigned char* kj = kv.key(j, d);
     for (int64_t g = 0; g < group; ++g) {
       const float* qg = q + g * d;
       float s = 0.0f;
-      for (int64_t i = 0; i < d; ++i) s += qg[i] * kj[i];
+      for (int64_t i = 0; i < d; ++i) s += qg[i] * kv.at(kj, i);
       s *= scale;
       if (softcap > 0.0f) s = softcap * std::tanh(s / softcap);
       scores[g * len + j] = s;
@@ -226,11 +226,11 @@ void p_attn_part(float* part, const float* q, const KvRows& kv, int64_t len, int
     for (int64_t i = 0; i < d; ++i) out[2 + i] = 0.0f;
   }
   for (int64_t j = 0; j < len; ++j) {
-    const float* vj = kv.value(j, d);
+    const unsigned char* vj = kv.value(j, d);
     for (int64_t g = 0; g < group; ++g) {
       const float p = scores[g * len + j];
       float* acc = part + g * (d + 2) + 2;
-      for (int64_t i = 0; i < d; ++i) acc[i] += p * vj[i];
+      for (int64_t i = 0; i < d; ++i) acc[i] += p * kv.at(vj, i);
     }
   }
 }

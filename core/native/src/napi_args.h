@@ -12,6 +12,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "buffer.h"
 #include "dtype.h"
@@ -88,6 +89,35 @@ class Args {
       fail(std::string(name) + " must be a Float32Array");
     Napi::Float32Array a = v.As<Napi::Float32Array>();
     return {a.ElementLength() == 0 ? nullptr : a.Data(), a.ElementLength()};
+  }
+
+  // A KV cache: a Float32Array (f32) or a Uint16Array (IEEE halves, an f16 cache); len in elements.
+  struct KV {
+    void* data;
+    size_t len;
+    bool f16;
+  };
+  KV kv(size_t i, const char* name) const {
+    Napi::Value v = info_[i];
+    const napi_typedarray_type t =
+        v.IsTypedArray() ? v.As<Napi::TypedArray>().TypedArrayType() : napi_int8_array;
+    if (t != napi_float32_array && t != napi_uint16_array)
+      fail(std::string(name) + " must be a Float32Array (f32 cache) or a Uint16Array (f16 cache)");
+    Napi::TypedArray a = v.As<Napi::TypedArray>();
+    void* data = a.ElementLength() == 0 ? nullptr
+                                        : static_cast<unsigned char*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+    return {data, a.ElementLength(), t == napi_uint16_array};
+  }
+  // A key and a value cache of the same element type.
+  std::pair<KV, KV> kv_pair(size_t i, const char* kname, const char* vname) const {
+    const KV k = kv(i, kname), v = kv(i + 1, vname);
+    if (k.f16 != v.f16) fail(std::string(kname) + " and " + vname + " must be the same type of array");
+    return {k, v};
+  }
+  void need(const KV& a, const char* name, int64_t count, const char* expr) const {
+    if (static_cast<uint64_t>(count) > a.len)
+      fail(std::string(name) + " has " + std::to_string(a.len) + " elements, needs at least " + expr + " = " +
+           std::to_string(count));
   }
 
   struct I32 {

@@ -259,9 +259,9 @@ void rope(float* x, int64_t n, int64_t n_heads, int64_t head_dim, const int32_t*
   });
 }
 
-void attention(float* out, const float* q, const float* k_cache, const float* v_cache, int64_t n,
+void attention(float* out, const float* q, const void* k_cache, const void* v_cache, int64_t n,
                int64_t n_heads, int64_t n_kv, int64_t head_dim, int64_t pos0, int64_t capacity, float scale,
-               int64_t window, float softcap) {
+               int64_t window, float softcap, bool kv_f16) {
   const KernelTable& K = active_kernels();
   const int64_t group = n_heads / n_kv;
   const int64_t d = head_dim;
@@ -282,9 +282,10 @@ void attention(float* out, const float* q, const float* k_cache, const float* v_
     float* scores = t_scratch_a.get<float>(static_cast<size_t>(group * (hi - lo) + 16));
     // Position p lives in slot p % capacity; the range wraps at most once (it is <= capacity long).
     const int64_t s0 = lo % capacity, first = std::min(hi - lo, capacity - s0);
-    const float* kh = k_cache + g * capacity * d;
-    const float* vh = v_cache + g * capacity * d;
-    const KvRows kv{kh + s0 * d, vh + s0 * d, kh, vh, first};
+    const int64_t es = kv_f16 ? 2 : 4;
+    const unsigned char* kh = static_cast<const unsigned char*>(k_cache) + g * capacity * d * es;
+    const unsigned char* vh = static_cast<const unsigned char*>(v_cache) + g * capacity * d * es;
+    const KvRows kv{kh + s0 * d * es, vh + s0 * d * es, kh, vh, first, kv_f16};
     K.attn_part(parts + t * part_len, q + (i * n_heads + g * group) * d, kv, hi - lo, d, group, scale, softcap,
                 scores);
   };
@@ -324,15 +325,24 @@ void attention(float* out, const float* q, const float* k_cache, const float* v_
   }
 }
 
-void cache_write(float* k_cache, float* v_cache, const float* k, const float* v, int64_t n, int64_t n_kv,
-                 int64_t head_dim, int64_t pos0, int64_t capacity) {
+void cache_write(void* k_cache, void* v_cache, const float* k, const float* v, int64_t n, int64_t n_kv,
+                 int64_t head_dim, int64_t pos0, int64_t capacity, bool kv_f16) {
   const size_t bytes = static_cast<size_t>(head_dim) * sizeof(float);
   for (int64_t i = 0; i < n; ++i) {
     for (int64_t h = 0; h < n_kv; ++h) {
       const int64_t src = (i * n_kv + h) * head_dim;
       const int64_t dst = (h * capacity + (pos0 + i) % capacity) * head_dim;
-      std::memcpy(k_cache + dst, k + src, bytes);
-      std::memcpy(v_cache + dst, v + src, bytes);
+      if (kv_f16) {  // a few rows per token: the scalar conversion costs nothing measurable
+        uint16_t* kd = static_cast<uint16_t*>(k_cache) + dst;
+        uint16_t* vd = static_cast<uint16_t*>(v_cache) + dst;
+        for (int64_t e = 0; e < head_dim; ++e) {
+          kd[e] = float_to_half(k[src + e]);
+          vd[e] = float_to_half(v[src + e]);
+        }
+      } else {
+        std::memcpy(static_cast<float*>(k_cache) + dst, k + src, bytes);
+        std::memcpy(static_cast<float*>(v_cache) + dst, v + src, bytes);
+      }
     }
   }
 }

@@ -78,24 +78,4 @@ inline int64_t quant_corr_len(const QuantMatrix& m) {
   return m.bits != 4 ? 0 : m.group == 32 ? 8 * ((m.groups + 3) / 4) : 8 * m.groups;
 }
 
-// f32 -> IEEE half, round to nearest even; overflow gives inf, NaN stays NaN.
-inline uint16_t float_to_half(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
-  const uint32_t ax = x & 0x7fffffffu;
-  if (ax > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u | ((ax >> 13) & 0x3ffu));  // NaN
-  if (ax >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds to >= 65520: inf
-  if (ax >= 0x38800000u) {                                              // normal half
-    const uint32_t m = ax + 0xc8000fffu + ((ax >> 13) & 1u);            // rebias (-112 << 23), round
-    return static_cast<uint16_t>(sign | (m >> 13));
-  }
-  // Subnormal half (or zero): value * 2^24 rounded to an integer, half-even.
-  const float scaled = bits_to_float(ax) * 16777216.0f;  // exact (power of two)
-  const uint32_t whole = static_cast<uint32_t>(scaled);
-  const float frac = scaled - static_cast<float>(whole);
-  uint32_t r = whole + (frac > 0.5f || (frac == 0.5f && (whole & 1u)) ? 1u : 0u);
-  return static_cast<uint16_t>(sign | r);
-}
-
 }  // namespace hire
