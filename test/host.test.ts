@@ -71,6 +71,8 @@ test("parseRequest accepts each well-formed request", () => {
     { id: 8, type: "inspect.layer", layer: -1 },
     { id: 9, type: "conversations.save", conversation: conversation("c-1", "x") },
     { id: 10, type: "conversations.delete", conversationId: "c-1" },
+    { id: 11, type: "model.load", path: "m", kvCache: "f16" },
+    { id: 12, type: "model.inspect", path: "m", kvCache: "f32" },
   ];
   for (const r of ok) assert.deepEqual(parseRequest(r).id, (r as { id: number }).id);
   const upd = parseRequest(ok[6]);
@@ -89,6 +91,8 @@ test("parseRequest rejects malformed and hostile messages with a ProtocolError n
     [{ id: 1, type: "hello", extra: true }, /unknown field "extra"/],
     [{ id: 1, type: "model.inspect", path: 42 }, /"path" must be a string/],
     [{ id: 1, type: "model.inspect", path: "x".repeat(5000) }, /longer than/],
+    [{ id: 1, type: "model.load", kvCache: "q4" }, /"kvCache" must be one of f32, f16/],
+    [{ id: 1, type: "model.inspect", path: "m", kvCache: 16 }, /"kvCache" must be one of f32, f16/],
     [{ id: 1, type: "generate", messages: [], maxTokens: 4 }, /empty/],
     [{ id: 1, type: "generate", messages: [{ role: "root", content: "x" }], maxTokens: 4 }, /role/],
     [{ id: 1, type: "generate", messages: [{ role: "user", content: "x" }], maxTokens: 0 }, /maxTokens/],
@@ -415,4 +419,28 @@ test("host: a reasoning model's thinking switch reaches its chat template", asyn
   // Off: the template appends "<think>\n\n</think>\n\n" to the prompt.
   assert.ok((await prompt({ thinking: false })) > thinking);
   assert.equal(await prompt({ thinking: true }), thinking);
+});
+
+test("host: the KV-cache type is chosen per load, and the estimates follow it", async () => {
+  const est = async (kvCache?: string) => {
+    const r = await ask({ type: "model.inspect", path: defaultModelDir(), ...(kvCache && { kvCache }) });
+    assert.ok(r.ok, JSON.stringify(r));
+    return r.result as { kvCacheBytes: number; kvCache: string };
+  };
+  const [f32, f16] = [await est(), await est("f16")];
+  assert.equal(f32.kvCache, "f32");
+  assert.equal(f16.kvCache, "f16");
+  assert.equal(f16.kvCacheBytes, f32.kvCacheBytes / 2);
+  const loaded = await ask({ type: "model.load", kvCache: "f16" });
+  assert.ok(loaded.ok, JSON.stringify(loaded));
+  const info = loaded.result as { kvCache: string; kvCacheBytes: number };
+  assert.deepEqual([info.kvCache, info.kvCacheBytes], ["f16", f16.kvCacheBytes]);
+  const reply = await ask({
+    type: "generate",
+    messages: [{ role: "user", content: "The city" }],
+    maxTokens: 4,
+    sampling: { temperature: 0 },
+  });
+  assert.ok(reply.ok, JSON.stringify(reply));
+  assert.equal((reply.result as { tokens: number }).tokens, 4);
 });

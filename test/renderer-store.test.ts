@@ -121,6 +121,7 @@ const MODEL: ModelInfo = {
   weightBytes: 2000,
   kvCacheBytes: 100,
   contextLength: 512,
+  kvCache: "f32",
   name: "tiny",
   source: "/models/tiny",
   layers: 2,

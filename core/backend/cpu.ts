@@ -1,4 +1,5 @@
-// The CPU backend: Float32Array buffers and the native AVX2/portable kernels in core/native.
+// The CPU backend: Float32Array buffers (KV caches: Float32Array or, f16, Uint16Array) and the native
+// AVX2/AVX-512/portable kernels in core/native.
 import { native } from "../native/addon.js";
 import type { Activation } from "../arch/config.js";
 import type { Backend, Buf, HireFfnResult, HireFfnStep, KvDtype, MatmulPart, QuantWeight, Weight } from "./backend.js";

@@ -68,6 +68,8 @@ export class Session {
   /** Sparse methods per module (HiRE, DIP, …): `sparsity.update(...)` applies from the next token. */
   readonly sparsity: Sparsifier;
   readonly contextLength: number;
+  /** The KV cache's element type. */
+  readonly kvCache: KvDtype;
   private readonly cache: KVCache;
   /** Token ids whose keys and values are in the cache, in order. */
   private cached: number[] = [];
@@ -86,7 +88,8 @@ export class Session {
     this.contextLength = ctx;
     const backend = options.backend ?? createBackend();
     this.transformer = new Transformer(backend, c, model.weights);
-    this.cache = new KVCache(backend, c, ctx, options.kvCache);
+    this.kvCache = options.kvCache ?? "f32";
+    this.cache = new KVCache(backend, c, ctx, this.kvCache);
     this.sparsity = new Sparsifier(this.transformer);
   }
 

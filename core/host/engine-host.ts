@@ -148,11 +148,11 @@ export class EngineHost {
           generating: this.running?.channel === channel ? this.running.id : null,
         };
       case "model.inspect":
-        return estimateModel(req.path, this.options.contextLength, this.options.kvCache);
+        return estimateModel(req.path, this.options.contextLength, req.kvCache ?? this.options.kvCache);
       case "models.cached":
         return { hub: hubCacheDir(), models: listCachedModels() };
       case "model.load":
-        return this.load(req.path ?? defaultModelDir(), req.contextLength);
+        return this.load(req.path ?? defaultModelDir(), req.contextLength, req.kvCache ?? this.options.kvCache);
       case "generate": {
         const events = this.generate(req.messages, req, channel, req.id);
         for await (const e of events) channel(e);
@@ -199,7 +199,7 @@ export class EngineHost {
     return this.session;
   }
 
-  private load(path: string, contextLength?: number): ModelInfo {
+  private load(path: string, contextLength?: number, kvCache?: KvDtype): ModelInfo {
     if (this.running) throw new HostError("BUSY", "a reply is being generated; stop it before loading a model");
     const dir = findModelFolder(path);
     const emit = (done: number) =>
@@ -211,7 +211,7 @@ export class EngineHost {
       const ctx = contextLength ?? this.options.contextLength ?? Math.min(model.config.maxPositions, DEFAULT_CONTEXT);
       session = new Session(model, {
         contextLength: Math.min(ctx, model.config.maxPositions),
-        kvCache: this.options.kvCache,
+        kvCache,
       });
     } catch (e) {
       model.close();
@@ -232,7 +232,7 @@ export class EngineHost {
   private info(): ModelInfo {
     const m = this.model!;
     const c = m.config;
-    const sizes = estimate(m.dir, c, m.store.tensors.values(), this.session!.contextLength, this.options.kvCache);
+    const sizes = estimate(m.dir, c, m.store.tensors.values(), this.session!.contextLength, this.session!.kvCache);
     return {
       ...sizes,
       name: modelName(m.dir),
@@ -433,6 +433,7 @@ function estimate(
     weightBytes,
     kvCacheBytes: kvCacheBytes(c, ctx, kvCache),
     contextLength: ctx,
+    kvCache,
   };
 }
 

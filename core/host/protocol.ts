@@ -9,6 +9,7 @@ import type { CachedModel } from "../loader/hf-cache.js";
 import type { SamplingOptions } from "../engine/sampler.js";
 import type { FinishReason } from "../engine/session.js";
 import type { DeepPartial, SparsitySettings } from "../sparse/settings.js";
+import { KV_DTYPES, type KvDtype } from "../backend/backend.js";
 
 export const PROTOCOL_VERSION = 1;
 
@@ -19,10 +20,11 @@ export type { CachedModel, ChatMessage, SamplingOptions, SparsitySettings, DeepP
 
 export type Request =
   | { id: number; type: "hello" }
-  | { id: number; type: "model.inspect"; path: string }
+  /** kvCache: the cache type the estimate assumes (default: the host's). */
+  | { id: number; type: "model.inspect"; path: string; kvCache?: KvDtype }
   /** The models already in the Hugging Face cache on the host's machine. */
   | { id: number; type: "models.cached" }
-  | { id: number; type: "model.load"; path?: string; contextLength?: number }
+  | { id: number; type: "model.load"; path?: string; contextLength?: number; kvCache?: KvDtype }
   | {
       id: number;
       type: "generate";
@@ -114,9 +116,10 @@ export interface ModelEstimate {
   parameters: number;
   dtype: string;
   weightBytes: number;
-  /** KV cache at the default context length, f32. */
+  /** KV cache at contextLength positions, in kvCache's element type. */
   kvCacheBytes: number;
   contextLength: number;
+  kvCache: KvDtype;
 }
 
 export interface ModelInfo extends ModelEstimate {
@@ -296,6 +299,14 @@ function num(o: Obj, key: string, where: string, integer = false): number {
   if (typeof v !== "number" || !Number.isFinite(v)) fail(where, `"${key}" must be a finite number`);
   if (integer && !Number.isInteger(v)) fail(where, `"${key}" must be an integer`);
   return v;
+}
+
+function kvCacheField(o: Obj, where: string): KvDtype | undefined {
+  return optional(o, "kvCache", () => {
+    const v = o.kvCache;
+    if (!(KV_DTYPES as readonly unknown[]).includes(v)) fail(where, `"kvCache" must be one of ${KV_DTYPES.join(", ")}`);
+    return v as KvDtype;
+  });
 }
 
 function optional<T>(o: Obj, key: string, read: () => T): T | undefined {
@@ -482,14 +493,14 @@ export function parseRequest(x: unknown): Request {
       onlyKeys(x, ["id", "type"], where);
       return { id, type };
     case "model.inspect":
-      onlyKeys(x, ["id", "type", "path"], where);
-      return { id, type, path: str(x, "path", where, LIMITS.pathChars) };
+      onlyKeys(x, ["id", "type", "path", "kvCache"], where);
+      return { id, type, path: str(x, "path", where, LIMITS.pathChars), kvCache: kvCacheField(x, where) };
     case "model.load": {
-      onlyKeys(x, ["id", "type", "path", "contextLength"], where);
+      onlyKeys(x, ["id", "type", "path", "contextLength", "kvCache"], where);
       const path = optional(x, "path", () => str(x, "path", where, LIMITS.pathChars));
       const contextLength = optional(x, "contextLength", () => num(x, "contextLength", where, true));
       if (contextLength !== undefined && contextLength < 1) fail(where, `"contextLength" must be positive`);
-      return { id, type, path, contextLength };
+      return { id, type, path, contextLength, kvCache: kvCacheField(x, where) };
     }
     case "generate": {
       onlyKeys(x, ["id", "type", "messages", "sampling", "maxTokens", "sparsity", "thinking"], where);

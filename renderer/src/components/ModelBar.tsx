@@ -4,6 +4,7 @@
 import { useEffect } from "react";
 import { useStore } from "zustand";
 import type { ModelEstimate } from "../../../core/host/protocol.js";
+import type { KvDtype } from "../../../core/backend/backend.js";
 import { formatBytes, formatCount } from "../state/connection.js";
 import { useStudio } from "./hooks.js";
 
@@ -22,12 +23,13 @@ export function ModelBar() {
   const crashed = useStore(connection, (s) => s.crashed);
   const path = useStore(connection, (s) => s.pathInput);
   const setPath = connection.getState().setPathInput;
+  const kvCache = useStore(connection, (s) => s.kvCache);
 
   // The estimate (model.inspect) for the typed folder, shown before loading.
   useEffect(() => {
     const t = window.setTimeout(() => void studio.inspectModel(path), 350);
     return () => window.clearTimeout(t);
-  }, [path, studio]);
+  }, [path, kvCache, studio]);
 
   const pick = window.hireBridge?.pickModelFolder;
   const load = () => void studio.loadModel(path);
@@ -70,6 +72,16 @@ export function ModelBar() {
             Browse…
           </button>
         )}
+        <select
+          data-testid="kv-cache"
+          value={kvCache}
+          disabled={!!loading}
+          title="KV cache for the next load: f16 takes half the memory and reads half the bytes per token at long contexts, with keys and values rounded to about 3 significant digits"
+          onChange={(e) => connection.getState().setKvCache(e.target.value as KvDtype)}
+        >
+          <option value="f32">KV f32</option>
+          <option value="f16">KV f16</option>
+        </select>
         <button className="primary" data-testid="load-model" disabled={!!loading || path.trim() === ""} onClick={load}>
           Load
         </button>
@@ -137,7 +149,7 @@ export function ModelBar() {
               <span className="dim">
                 {" "}
                 {model.architecture} · {formatCount(model.parameters)} · {model.dtype} · {model.layers}L ×{" "}
-                {model.neurons} neurons · ctx {model.contextLength}
+                {model.neurons} neurons · ctx {model.contextLength} · KV {model.kvCache}
               </span>
             </span>
             {estimate && path.trim() !== "" && estimate.path !== model.path ? (
@@ -198,7 +210,7 @@ function Estimate({ e, prefix }: { e: ModelEstimate; prefix: string }) {
       {prefix}
       {e.architecture} · {formatCount(e.parameters)} · {e.dtype} · <b>{formatBytes(e.weightBytes + e.kvCacheBytes)}</b>{" "}
       <span className="dim">
-        (weights {formatBytes(e.weightBytes)} + KV {formatBytes(e.kvCacheBytes)} @ {e.contextLength})
+        (weights {formatBytes(e.weightBytes)} + KV {formatBytes(e.kvCacheBytes)} {e.kvCache} @ {e.contextLength})
       </span>
     </span>
   );

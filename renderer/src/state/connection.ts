@@ -3,6 +3,7 @@
 import { createStore } from "zustand/vanilla";
 import type { CachedModels, HelloInfo, HostErrorInfo, ModelEstimate, ModelInfo } from "../../../core/host/protocol.js";
 import type { ConnectionStatus } from "./client.js";
+import type { KvDtype } from "../../../core/backend/backend.js";
 
 export interface LoadProgress {
   path: string | null;
@@ -33,6 +34,8 @@ export interface ConnectionState {
   preparing: LoadProgress | null;
   /** The model bar's folder field (the studio fills it for Electron's File → Open Model Folder…). */
   pathInput: string;
+  /** The KV-cache type the next load (and the estimate) uses. */
+  kvCache: KvDtype;
   estimate: ModelEstimate | null;
   estimateError: HostErrorInfo | null;
   error: ShownError | null;
@@ -47,6 +50,7 @@ export interface ConnectionState {
   setLoading(p: LoadProgress | null): void;
   setPreparing(p: LoadProgress | null): void;
   setPathInput(path: string): void;
+  setKvCache(kvCache: KvDtype): void;
   setEstimate(e: ModelEstimate | null, err?: HostErrorInfo | null): void;
   showError(context: string, e: HostErrorInfo): void;
   clearError(): void;
@@ -72,6 +76,7 @@ export function createConnectionStore(transport: "ipc" | "websocket" = "websocke
     loading: null,
     preparing: null,
     pathInput: "",
+    kvCache: "f32",
     estimate: null,
     estimateError: null,
     error: null,
@@ -93,6 +98,7 @@ export function createConnectionStore(transport: "ipc" | "websocket" = "websocke
     setLoading: (loading) => set({ loading }),
     setPreparing: (preparing) => set({ preparing }),
     setPathInput: (pathInput) => set({ pathInput }),
+    setKvCache: (kvCache) => set({ kvCache }),
     setEstimate: (estimate, estimateError = null) => set({ estimate, estimateError }),
     showError: (context, e) =>
       set({ error: { context, code: e.code, message: e.message, ...(e.file ? { file: e.file } : {}) } }),

@@ -187,7 +187,11 @@ export function createStudio(client: HostClient, opts: StudioOptions = {}) {
       return;
     }
     try {
-      const est = await client.request({ type: "model.inspect", path: path.trim() });
+      const est = await client.request({
+        type: "model.inspect",
+        path: path.trim(),
+        kvCache: connection.getState().kvCache,
+      });
       if (seq === inspectSeq) connection.getState().setEstimate(est, null);
     } catch (e) {
       if (seq === inspectSeq) connection.getState().setEstimate(null, errorInfo(e));
@@ -205,7 +209,10 @@ export function createStudio(client: HostClient, opts: StudioOptions = {}) {
       .getState()
       .setLoading({ path: p ?? connection.getState().defaultModel, stage: "start", done: 0, total: 0 });
     try {
-      const info = await client.request(p === undefined ? { type: "model.load" } : { type: "model.load", path: p });
+      const kvCache = connection.getState().kvCache;
+      const info = await client.request(
+        p === undefined ? { type: "model.load", kvCache } : { type: "model.load", path: p, kvCache },
+      );
       modelReady(info);
       connection.getState().addRecent(info.source);
       conversations.getState().setContext(null);
