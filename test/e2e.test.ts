@@ -193,13 +193,15 @@ test("e2e: chat in the browser with the live sparsity inspector", { timeout: 240
   // it almost never samples end-of-sequence, so its reply is long and slow enough to stop mid-way.
   const big = join(dataDir, "smollm2-random");
   await makeModel({ arch: "llama", preset: "smollm2-135m", dtype: "bf16", seed: 1, out: big });
-  // With an f16 KV cache: the estimate before loading and the loaded model's line say so.
+  // With an f16 KV cache and a 3000-token context: the estimate before loading and the loaded
+  // model's line say so.
   await page.getByTestId("kv-cache").selectOption("f16");
+  await page.getByTestId("context-length").fill("3000");
   await page.getByTestId("model-path").fill(big);
-  await page.getByTestId("model-estimate").filter({ hasText: "f16 @" }).waitFor({ timeout: 10_000 });
+  await page.getByTestId("model-estimate").filter({ hasText: "f16 @ 3000" }).waitFor({ timeout: 10_000 });
   await page.getByTestId("load-model").click();
   await page.getByTestId("model-name").filter({ hasText: "smollm2-random" }).waitFor({ timeout: 30_000 });
-  await page.locator(".model-info .line").filter({ hasText: "KV f16" }).waitFor({ timeout: 5_000 });
+  await page.locator(".model-info .line").filter({ hasText: "ctx 3000 · KV f16" }).waitFor({ timeout: 5_000 });
 
   // Stop mid-answer: a long reply is cut short and the app is idle again.
   await page.getByTestId("sampling-maxTokens").fill("2000");

@@ -72,7 +72,7 @@ test("parseRequest accepts each well-formed request", () => {
     { id: 9, type: "conversations.save", conversation: conversation("c-1", "x") },
     { id: 10, type: "conversations.delete", conversationId: "c-1" },
     { id: 11, type: "model.load", path: "m", kvCache: "f16" },
-    { id: 12, type: "model.inspect", path: "m", kvCache: "f32" },
+    { id: 12, type: "model.inspect", path: "m", kvCache: "f32", contextLength: 1024 },
   ];
   for (const r of ok) assert.deepEqual(parseRequest(r).id, (r as { id: number }).id);
   const upd = parseRequest(ok[6]);
@@ -93,6 +93,7 @@ test("parseRequest rejects malformed and hostile messages with a ProtocolError n
     [{ id: 1, type: "model.inspect", path: "x".repeat(5000) }, /longer than/],
     [{ id: 1, type: "model.load", kvCache: "q4" }, /"kvCache" must be one of f32, f16/],
     [{ id: 1, type: "model.inspect", path: "m", kvCache: 16 }, /"kvCache" must be one of f32, f16/],
+    [{ id: 1, type: "model.inspect", path: "m", contextLength: 0 }, /"contextLength" must be positive/],
     [{ id: 1, type: "generate", messages: [], maxTokens: 4 }, /empty/],
     [{ id: 1, type: "generate", messages: [{ role: "root", content: "x" }], maxTokens: 4 }, /role/],
     [{ id: 1, type: "generate", messages: [{ role: "user", content: "x" }], maxTokens: 0 }, /maxTokens/],
@@ -431,6 +432,11 @@ test("host: the KV-cache type is chosen per load, and the estimates follow it", 
   assert.equal(f32.kvCache, "f32");
   assert.equal(f16.kvCache, "f16");
   assert.equal(f16.kvCacheBytes, f32.kvCacheBytes / 2);
+  // The estimate for a shorter context: the cache scales with it (the default model's is 256).
+  const short = await ask({ type: "model.inspect", path: defaultModelDir(), contextLength: 64 });
+  assert.ok(short.ok, JSON.stringify(short));
+  const s = short.result as { kvCacheBytes: number; contextLength: number };
+  assert.deepEqual([s.contextLength, s.kvCacheBytes], [64, f32.kvCacheBytes / 4]);
   const loaded = await ask({ type: "model.load", kvCache: "f16" });
   assert.ok(loaded.ok, JSON.stringify(loaded));
   const info = loaded.result as { kvCache: string; kvCacheBytes: number };

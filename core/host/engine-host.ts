@@ -148,7 +148,11 @@ export class EngineHost {
           generating: this.running?.channel === channel ? this.running.id : null,
         };
       case "model.inspect":
-        return estimateModel(req.path, this.options.contextLength, req.kvCache ?? this.options.kvCache);
+        return estimateModel(
+          req.path,
+          req.contextLength ?? this.options.contextLength,
+          req.kvCache ?? this.options.kvCache,
+        );
       case "models.cached":
         return { hub: hubCacheDir(), models: listCachedModels() };
       case "model.load":

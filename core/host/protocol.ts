@@ -20,8 +20,8 @@ export type { CachedModel, ChatMessage, SamplingOptions, SparsitySettings, DeepP
 
 export type Request =
   | { id: number; type: "hello" }
-  /** kvCache: the cache type the estimate assumes (default: the host's). */
-  | { id: number; type: "model.inspect"; path: string; kvCache?: KvDtype }
+  /** contextLength, kvCache: what the estimate assumes (default: the host's). */
+  | { id: number; type: "model.inspect"; path: string; contextLength?: number; kvCache?: KvDtype }
   /** The models already in the Hugging Face cache on the host's machine. */
   | { id: number; type: "models.cached" }
   | { id: number; type: "model.load"; path?: string; contextLength?: number; kvCache?: KvDtype }
@@ -301,6 +301,12 @@ function num(o: Obj, key: string, where: string, integer = false): number {
   return v;
 }
 
+function contextLengthField(o: Obj, where: string): number | undefined {
+  const contextLength = optional(o, "contextLength", () => num(o, "contextLength", where, true));
+  if (contextLength !== undefined && contextLength < 1) fail(where, `"contextLength" must be positive`);
+  return contextLength;
+}
+
 function kvCacheField(o: Obj, where: string): KvDtype | undefined {
   return optional(o, "kvCache", () => {
     const v = o.kvCache;
@@ -493,14 +499,18 @@ export function parseRequest(x: unknown): Request {
       onlyKeys(x, ["id", "type"], where);
       return { id, type };
     case "model.inspect":
-      onlyKeys(x, ["id", "type", "path", "kvCache"], where);
-      return { id, type, path: str(x, "path", where, LIMITS.pathChars), kvCache: kvCacheField(x, where) };
+      onlyKeys(x, ["id", "type", "path", "contextLength", "kvCache"], where);
+      return {
+        id,
+        type,
+        path: str(x, "path", where, LIMITS.pathChars),
+        contextLength: contextLengthField(x, where),
+        kvCache: kvCacheField(x, where),
+      };
     case "model.load": {
       onlyKeys(x, ["id", "type", "path", "contextLength", "kvCache"], where);
       const path = optional(x, "path", () => str(x, "path", where, LIMITS.pathChars));
-      const contextLength = optional(x, "contextLength", () => num(x, "contextLength", where, true));
-      if (contextLength !== undefined && contextLength < 1) fail(where, `"contextLength" must be positive`);
-      return { id, type, path, contextLength, kvCache: kvCacheField(x, where) };
+      return { id, type, path, contextLength: contextLengthField(x, where), kvCache: kvCacheField(x, where) };
     }
     case "generate": {
       onlyKeys(x, ["id", "type", "messages", "sampling", "maxTokens", "sparsity", "thinking"], where);

@@ -24,12 +24,13 @@ export function ModelBar() {
   const path = useStore(connection, (s) => s.pathInput);
   const setPath = connection.getState().setPathInput;
   const kvCache = useStore(connection, (s) => s.kvCache);
+  const contextLength = useStore(connection, (s) => s.contextLength);
 
   // The estimate (model.inspect) for the typed folder, shown before loading.
   useEffect(() => {
     const t = window.setTimeout(() => void studio.inspectModel(path), 350);
     return () => window.clearTimeout(t);
-  }, [path, kvCache, studio]);
+  }, [path, kvCache, contextLength, studio]);
 
   const pick = window.hireBridge?.pickModelFolder;
   const load = () => void studio.loadModel(path);
@@ -72,6 +73,21 @@ export function ModelBar() {
             Browse…
           </button>
         )}
+        <input
+          className="context-input"
+          data-testid="context-length"
+          type="number"
+          min={1}
+          step={1024}
+          placeholder="ctx auto"
+          title="Context length for the next load, in tokens (empty: the model's, capped at 4096). The KV cache is sized for it."
+          value={contextLength ?? ""}
+          disabled={!!loading}
+          onChange={(e) => {
+            const n = Math.floor(Number(e.target.value));
+            connection.getState().setContextLength(e.target.value === "" || !(n >= 1) ? null : n);
+          }}
+        />
         <select
           data-testid="kv-cache"
           value={kvCache}

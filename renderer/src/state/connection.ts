@@ -34,8 +34,9 @@ export interface ConnectionState {
   preparing: LoadProgress | null;
   /** The model bar's folder field (the studio fills it for Electron's File → Open Model Folder…). */
   pathInput: string;
-  /** The KV-cache type the next load (and the estimate) uses. */
+  /** The KV-cache type and context length (null: the host's default) the next load and the estimate use. */
   kvCache: KvDtype;
+  contextLength: number | null;
   estimate: ModelEstimate | null;
   estimateError: HostErrorInfo | null;
   error: ShownError | null;
@@ -51,6 +52,7 @@ export interface ConnectionState {
   setPreparing(p: LoadProgress | null): void;
   setPathInput(path: string): void;
   setKvCache(kvCache: KvDtype): void;
+  setContextLength(contextLength: number | null): void;
   setEstimate(e: ModelEstimate | null, err?: HostErrorInfo | null): void;
   showError(context: string, e: HostErrorInfo): void;
   clearError(): void;
@@ -77,6 +79,7 @@ export function createConnectionStore(transport: "ipc" | "websocket" = "websocke
     preparing: null,
     pathInput: "",
     kvCache: "f32",
+    contextLength: null,
     estimate: null,
     estimateError: null,
     error: null,
@@ -99,6 +102,7 @@ export function createConnectionStore(transport: "ipc" | "websocket" = "websocke
     setPreparing: (preparing) => set({ preparing }),
     setPathInput: (pathInput) => set({ pathInput }),
     setKvCache: (kvCache) => set({ kvCache }),
+    setContextLength: (contextLength) => set({ contextLength }),
     setEstimate: (estimate, estimateError = null) => set({ estimate, estimateError }),
     showError: (context, e) =>
       set({ error: { context, code: e.code, message: e.message, ...(e.file ? { file: e.file } : {}) } }),

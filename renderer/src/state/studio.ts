@@ -187,10 +187,12 @@ export function createStudio(client: HostClient, opts: StudioOptions = {}) {
       return;
     }
     try {
+      const { kvCache, contextLength } = connection.getState();
       const est = await client.request({
         type: "model.inspect",
         path: path.trim(),
-        kvCache: connection.getState().kvCache,
+        kvCache,
+        ...(contextLength !== null && { contextLength }),
       });
       if (seq === inspectSeq) connection.getState().setEstimate(est, null);
     } catch (e) {
@@ -209,9 +211,10 @@ export function createStudio(client: HostClient, opts: StudioOptions = {}) {
       .getState()
       .setLoading({ path: p ?? connection.getState().defaultModel, stage: "start", done: 0, total: 0 });
     try {
-      const kvCache = connection.getState().kvCache;
+      const { kvCache, contextLength } = connection.getState();
+      const options = { kvCache, ...(contextLength !== null && { contextLength }) };
       const info = await client.request(
-        p === undefined ? { type: "model.load", kvCache } : { type: "model.load", path: p, kvCache },
+        p === undefined ? { type: "model.load", ...options } : { type: "model.load", path: p, ...options },
       );
       modelReady(info);
       connection.getState().addRecent(info.source);
