@@ -154,7 +154,8 @@ test("the next turn reuses the cached prefix and gives the same tokens as a fres
 });
 
 test("prompts longer than one prefill batch give the same result as token-by-token decoding", async () => {
-  const ids = Array.from({ length: 150 }, (_, i) => (i * 37) % 300);
+  const batch = new Session(model).transformer.ws.batch;
+  const ids = Array.from({ length: batch + 86 }, (_, i) => (i * 37) % 300);
   const batched = await collect(new Session(model), ids, { maxTokens: 4, temperature: 0, logprobs: 3 });
   const session = new Session(model);
   for (let i = 1; i < ids.length; i++) await collect(session, ids.slice(0, i), { maxTokens: 0 });

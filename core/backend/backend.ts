@@ -192,6 +192,8 @@ export interface Backend {
    * half the memory and half the bytes attention reads). cacheWrite and attention take either.
    */
   allocKv(length: number, dtype: KvDtype): Buf;
+  /** Tokens per prefill forward pass (the workspace's batch; at most MAX_BATCH in transformer.ts). */
+  readonly prefillBatch: number;
   cacheWrite(
     kc: Buf,
     vc: Buf,

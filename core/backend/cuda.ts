@@ -142,6 +142,9 @@ export class CudaBackend implements Backend {
     return new CudaBuf(length, this.c.alloc(length));
   }
 
+  /** The batch the GPU runs were measured at (docs/cuda.md); the kernels take any count. */
+  readonly prefillBatch = 64;
+
   allocKv(length: number, dtype: KvDtype): Buf {
     if (dtype !== "f32")
       throw new UsageError(`the CUDA backend keeps its KV cache in f32; --kv-cache ${dtype} is CPU only`);

@@ -10,7 +10,7 @@
 import { native } from "../native/addon.js";
 import type { LoadedModel } from "../loader/model-folder.js";
 import { Rng, argmax } from "./sampler.js";
-import { KVCache, MAX_BATCH, Transformer, kvReadBytes, type ForwardReport } from "./transformer.js";
+import { KVCache, Transformer, kvReadBytes, type ForwardReport } from "./transformer.js";
 import { CpuBackend } from "../backend/cpu.js";
 import { CudaBackend } from "../backend/cuda.js";
 import type { Backend, KvDtype } from "../backend/backend.js";
@@ -224,8 +224,9 @@ class BenchRun {
     const { t, sparsifier, prompt, cache } = this;
     let logits: Float32Array | null = null;
     sparsifier.beginPrefill();
-    for (let p = 0; p < prompt.length; p += MAX_BATCH) {
-      const chunk = prompt.slice(p, p + MAX_BATCH);
+    const batch = t.ws.batch;
+    for (let p = 0; p < prompt.length; p += batch) {
+      const chunk = prompt.slice(p, p + batch);
       logits = t.forward(chunk, p, cache, undefined, p + chunk.length === prompt.length);
     }
     return logits!;

@@ -9,7 +9,7 @@ import { createBackend } from "../backend/select.js";
 import { ContextOverflowError, UsageError } from "../loader/errors.js";
 import type { LoadedModel } from "../loader/model-folder.js";
 import { GREEDY, Sampler, topLogprobs, type SamplingOptions } from "./sampler.js";
-import { KVCache, MAX_BATCH, Transformer, type ForwardReport } from "./transformer.js";
+import { KVCache, Transformer, type ForwardReport } from "./transformer.js";
 import { Sparsifier } from "../sparse/sparsifier.js";
 
 export interface SessionOptions {
@@ -156,7 +156,7 @@ export class Session {
       );
     }
 
-    // Prefill: reuse the cached prefix, run the rest in batches of MAX_BATCH.
+    // Prefill: reuse the cached prefix, run the rest in batches of the workspace's size.
     const t0 = performance.now();
     let reused = 0;
     while (reused < this.cached.length && reused < promptIds.length - 1 && this.cached[reused] === promptIds[reused])
@@ -166,12 +166,13 @@ export class Session {
     this.cached.length = reused;
     let report: ForwardReport = { tokens: 0, layers: [], outputMs: 0 };
     let logits: Float32Array | null = null;
-    for (let p = reused; p < promptIds.length; p += MAX_BATCH) {
+    const batch = this.transformer.ws.batch;
+    for (let p = reused; p < promptIds.length; p += batch) {
       if (o.signal?.aborted) {
         yield this.done("aborted", promptIds, [], "", performance.now() - t0, 0, 0);
         return;
       }
-      const chunk = promptIds.slice(p, Math.min(p + MAX_BATCH, promptIds.length));
+      const chunk = promptIds.slice(p, Math.min(p + batch, promptIds.length));
       const isLast = p + chunk.length === promptIds.length;
       this.sparsity.beginPrefill();
       logits = this.transformer.forward(chunk, p, this.cache, report, isLast);

@@ -10,7 +10,8 @@ import { layerRope, type LayerWeights, type ModelConfig, type ModelWeights, type
 import type { FfnTelemetry, HeadTelemetry } from "../sparse/telemetry.js";
 
 /** Largest number of tokens one forward call processes (prompts are prefilled in chunks of it). */
-export const MAX_BATCH = 64;
+/** The most tokens any backend's forward pass takes at once (Backend.prefillBatch is at most this). */
+export const MAX_BATCH = 256;
 
 /** Activation buffers, allocated once per session and reused for every token. */
 export class Workspace {
@@ -26,14 +27,15 @@ export class Workspace {
   readonly ff2: Buf;
   readonly last: Buf; // final hidden state of the last token [hidden]
   readonly logits: Buf; // [vocab]
-  readonly positions = new Int32Array(MAX_BATCH);
+  readonly positions: Int32Array;
 
   constructor(
     b: Backend,
     c: ModelConfig,
     w: ModelWeights,
-    readonly batch = MAX_BATCH,
+    readonly batch = Math.min(b.prefillBatch, MAX_BATCH),
   ) {
+    this.positions = new Int32Array(batch);
     const qDim = c.heads * c.headDim;
     const kvDim = c.kvHeads * c.headDim;
     this.x = b.alloc(batch * c.hidden);
@@ -241,7 +243,7 @@ export class Transformer {
   }
 
   /**
-   * Run `ids` (at most MAX_BATCH tokens) at positions pos0, pos0+1, …, appending their keys and
+   * Run `ids` (at most ws.batch tokens) at positions pos0, pos0+1, …, appending their keys and
    * values to `cache`. Returns the logits of the last token (in ws.logits) unless `logits` is false.
    */
   forward(
