@@ -84,6 +84,22 @@ test("abort from a timer (another task) stops within one token", async () => {
   assert.ok(tokensAfterAbort <= 1, `${tokensAfterAbort} tokens after the abort`);
 });
 
+test("abort during a prefill batch stops after the layer it is in; the session stays consistent", async () => {
+  const session = new Session(model);
+  const ids = Array.from({ length: session.transformer.ws.batch + 10 }, (_, i) => (i * 11) % 300);
+  const abort = new AbortController();
+  // Runs at the first turn of the event loop the prefill gives, i.e. after its first layer.
+  setImmediate(() => abort.abort());
+  const { done, tokens } = await collect(session, ids, { maxTokens: 5, temperature: 0, signal: abort.signal });
+  assert.equal(done.finishReason, "aborted");
+  assert.equal(tokens.length, 0);
+  assert.equal(session.position, 0, "the half-written batch is not counted as cached");
+  // The keys and values that layer wrote are overwritten: the same reply as a fresh session's.
+  const again = await collect(session, ids, { maxTokens: 5, temperature: 0 });
+  const fresh = await collect(new Session(model), ids, { maxTokens: 5, temperature: 0 });
+  assert.deepEqual(again.done.ids, fresh.done.ids);
+});
+
 test("an already-aborted signal stops before prefill", async () => {
   const abort = new AbortController();
   abort.abort();

@@ -9,7 +9,7 @@ import { createBackend } from "../backend/select.js";
 import { ContextOverflowError, UsageError } from "../loader/errors.js";
 import type { LoadedModel } from "../loader/model-folder.js";
 import { GREEDY, Sampler, topLogprobs, type SamplingOptions } from "./sampler.js";
-import { KVCache, Transformer, type ForwardReport } from "./transformer.js";
+import { ForwardAborted, KVCache, Transformer, type ForwardReport } from "./transformer.js";
 import { Sparsifier } from "../sparse/sparsifier.js";
 
 export interface SessionOptions {
@@ -175,9 +175,14 @@ export class Session {
       const chunk = promptIds.slice(p, Math.min(p + batch, promptIds.length));
       const isLast = p + chunk.length === promptIds.length;
       this.sparsity.beginPrefill();
-      logits = this.transformer.forward(chunk, p, this.cache, report, isLast);
+      try {
+        logits = await this.transformer.forwardYielding(chunk, p, this.cache, report, isLast, o.signal);
+      } catch (e) {
+        if (!(e instanceof ForwardAborted)) throw e;
+        yield this.done("aborted", promptIds, [], "", performance.now() - t0, 0, 0);
+        return;
+      }
       this.cached.push(...chunk);
-      if (!isLast) await yieldToEventLoop();
     }
     const prefillMs = performance.now() - t0;
     yield { type: "prefill", promptTokens: promptIds.length, reusedTokens: reused, ms: prefillMs };

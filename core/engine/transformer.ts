@@ -8,6 +8,7 @@
 import type { Backend, Buf, KvDtype, StepGraph } from "../backend/backend.js";
 import { layerRope, type LayerWeights, type ModelConfig, type ModelWeights, type Norm } from "../arch/config.js";
 import type { FfnTelemetry, HeadTelemetry } from "../sparse/telemetry.js";
+import { setImmediate as nextTurn } from "node:timers/promises";
 
 /** Largest number of tokens one forward call processes (prompts are prefilled in chunks of it). */
 /** The most tokens any backend's forward pass takes at once (Backend.prefillBatch is at most this). */
@@ -217,6 +218,17 @@ export class DenseOutputLayer implements OutputLayer {
   }
 }
 
+/**
+ * A forward pass stopped between two layers because its AbortSignal fired: the keys and values of
+ * its tokens are only partly written, so the caller must not count them as cached.
+ */
+export class ForwardAborted extends Error {
+  constructor() {
+    super("forward pass aborted");
+    this.name = "ForwardAborted";
+  }
+}
+
 export class Transformer {
   /** Per-layer FFN implementations; replace an entry to change how that layer computes. */
   readonly ffn: FeedForward[];
@@ -261,6 +273,29 @@ export class Transformer {
       return out;
     }
     this.run(ids, pos0, cache, report, logits);
+    return logits ? b.read(ws.logits, 0, c.vocab) : null;
+  }
+
+  /**
+   * forward for a prefill batch, giving the event loop a turn after every layer: a batch of a large
+   * model takes seconds, and a Stop (or any message) would otherwise wait for all of it. When `signal`
+   * has fired at a turn, ForwardAborted is thrown. The pass keeps the FFNs and the head it started
+   * with, so a settings change in a turn applies from the next pass, as in forward.
+   */
+  async forwardYielding(
+    ids: ArrayLike<number>,
+    pos0: number,
+    cache: KVCache,
+    report: ForwardReport | undefined,
+    logits: boolean,
+    signal?: AbortSignal,
+  ): Promise<Float32Array | null> {
+    const { backend: b, config: c, ws } = this;
+    this.startForward(ids.length, pos0, cache);
+    for (const _layer of this.pass(ids, pos0, cache, report, logits)) {
+      await nextTurn();
+      if (signal?.aborted) throw new ForwardAborted();
+    }
     return logits ? b.read(ws.logits, 0, c.vocab) : null;
   }
 
@@ -367,7 +402,20 @@ export class Transformer {
     report: ForwardReport | undefined,
     logits: boolean,
   ): void {
+    for (const _layer of this.pass(ids, pos0, cache, report, logits));
+  }
+
+  /** run's ops, pausing after each layer (forwardYielding takes a turn of the event loop there). */
+  private *pass(
+    ids: ArrayLike<number>,
+    pos0: number,
+    cache: KVCache,
+    report: ForwardReport | undefined,
+    logits: boolean,
+  ): Generator<number> {
     const { backend: b, config: c, weights: w, ws } = this;
+    const ffn = this.ffn.slice(); // the layers this pass started with (see forwardYielding)
+    const output = this.output;
     const n = ids.length;
     const marks = b.graphs?.recording ? b.graphs : undefined;
     marks?.mark(0);
@@ -395,7 +443,7 @@ export class Transformer {
       const t1 = performance.now();
       this.norm(ws.h, ws.x, w.layers[l].ffnNorm, n);
       const layerReport: LayerReport | undefined = report ? { attentionMs: t1 - t0, ffnMs: 0 } : undefined;
-      this.ffn[l].forward(ws.tmp, ws.h, n, layerReport);
+      ffn[l].forward(ws.tmp, ws.h, n, layerReport);
       const post = w.layers[l].postFfnNorm;
       if (post) this.norm(ws.tmp, ws.tmp, post, n);
       b.add(ws.x, ws.tmp, n * c.hidden);
@@ -404,13 +452,14 @@ export class Transformer {
         layerReport.ffnMs = performance.now() - t1;
         report.layers[l] = layerReport;
       }
+      yield l;
     }
     if (!logits) return;
 
     const t0 = performance.now();
     b.copy2d(ws.last, 0, c.hidden, ws.x, (n - 1) * c.hidden, c.hidden, 1, c.hidden);
     this.norm(ws.last, ws.last, w.finalNorm, 1);
-    this.output.forward(ws.logits, ws.last, report);
+    output.forward(ws.logits, ws.last, report);
     if (c.finalSoftcap !== undefined) b.softcap(ws.logits, c.vocab, c.finalSoftcap);
     marks?.mark(2 * c.layers + 1);
     if (marks) b.argmax(ws.logits, c.vocab); // a replay's greedy id (forwardGreedy), after the last mark
