@@ -983,7 +983,7 @@ HIRE_AVX2 void attn_part_f(float* part, const float* q, const KvRows& kv, int64_
     o[1] = 0.0f;
     for (int64_t i = 0; i < d; ++i) o[2 + i] = 0.0f;
   }
-  const int64_t ahead = std::max<int64_t>(16, kAttnAheadBytes / (4 * d));  // rows
+  const int64_t ahead = std::max<int64_t>(16, kAttnAheadBytes / (kv.elem_bytes() * d));  // rows
   for (int64_t j = 0; j < len; j += 16) {
     const int64_t n = std::min<int64_t>(16, len - j);
     kv.prefetch_keys(j + ahead, j + ahead + 16, len, d);

@@ -8,6 +8,8 @@
 //   - the VNNI int4/int8 scoring GEMV (quant_avx512.cc);
 //   - prefill's GEMM micro-kernel, for every dtype (it reads the f32 panels the AVX2 packing makes;
 //     the same bits as the AVX2 micro-kernel, twice the lanes per FMA).
+//   - attention over the KV cache (attn_part, f32 or f16 caches): one pass per range, the group's
+//     heads in registers (see k_attn_part).
 // Everything else, and f32/f16 GEMVs, stays on the AVX2 kernels. gemv's dot_bf16 and gemv_rows'
 // dot2_bf16 sum a row the same way, so a gathered row equals its dense GEMV result (HiRE at k = 100 %
 // equals dense).
@@ -457,7 +459,7 @@ HIRE_AVX512 void attn_part_c(float* part, const float* q, const KvRows& kv, int6
     for (int64_t i = 0; i < d; ++i) o[2 + i] = 0.0f;
   }
   const __m512 vscale = _mm512_set1_ps(scale);
-  const int64_t ahead = std::max<int64_t>(16, kAttnAheadBytes / (4 * d));  // rows
+  const int64_t ahead = std::max<int64_t>(16, kAttnAheadBytes / (kv.elem_bytes() * d));  // rows
   for (int64_t j = 0; j < len; j += 16) {
     const int64_t n = std::min<int64_t>(16, len - j);
     kv.prefetch_keys(j + ahead, j + ahead + 16, len, d);
