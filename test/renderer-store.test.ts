@@ -61,6 +61,7 @@ import {
   windowTokensPerS,
 } from "../renderer/src/state/telemetry.js";
 import { createStudio } from "../renderer/src/state/studio.js";
+import { createConnectionStore, LOAD_PREFS_KEY, type KeyValueStorage } from "../renderer/src/state/connection.js";
 
 // ---- fixtures -----------------------------------------------------------------------------------
 
@@ -737,6 +738,52 @@ test("studio: the Hugging Face cache's models arrive after hello; the recent lis
   assert.equal(other.connection.getState().error, null);
   studio.dispose();
   other.dispose();
+});
+
+test("the model bar's load choices are kept between app starts, and sent with inspect and load", async () => {
+  const saved = new Map<string, string>();
+  const storage: KeyValueStorage = {
+    getItem: (k) => saved.get(k) ?? null,
+    setItem: (k, v) => void saved.set(k, v),
+  };
+  const g = globalThis as { localStorage?: KeyValueStorage };
+  g.localStorage = storage;
+  try {
+    const first = createConnectionStore();
+    assert.deepEqual([first.getState().kvCache, first.getState().contextLength], ["f32", null]);
+    first.getState().setKvCache("f16");
+    first.getState().setContextLength(8192);
+    const next = createConnectionStore(); // a new start of the app
+    assert.deepEqual([next.getState().kvCache, next.getState().contextLength], ["f16", 8192]);
+    // Whatever was stored that is not a valid choice falls back to the defaults.
+    saved.set(LOAD_PREFS_KEY, JSON.stringify({ kvCache: "q2", contextLength: -5 }));
+    assert.deepEqual(
+      [createConnectionStore().getState().kvCache, createConnectionStore().getState().contextLength],
+      ["f32", null],
+    );
+    saved.set(LOAD_PREFS_KEY, "{not json");
+    assert.equal(createConnectionStore().getState().kvCache, "f32");
+
+    saved.set(LOAD_PREFS_KEY, JSON.stringify({ kvCache: "f16", contextLength: 2048 }));
+    const host = new FakeHost();
+    const studio = createStudio(host);
+    await flush();
+    const inspecting = studio.inspectModel("/models/tiny");
+    await flush();
+    const inspect = host.lastOf("model.inspect");
+    assert.deepEqual([inspect.kvCache, inspect.contextLength], ["f16", 2048]);
+    host.reply(inspect.id, { ...MODEL, kvCache: "f16", contextLength: 2048 });
+    await inspecting;
+    const load = studio.loadModel("/models/tiny");
+    await flush();
+    const req = host.lastOf("model.load");
+    assert.deepEqual([req.kvCache, req.contextLength], ["f16", 2048]);
+    host.reply(req.id, { ...MODEL, kvCache: "f16", contextLength: 2048 });
+    await load;
+    studio.dispose();
+  } finally {
+    delete g.localStorage;
+  }
 });
 
 test("studio: a failed load shows the loader's error (code, file, message)", async () => {

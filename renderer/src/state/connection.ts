@@ -64,6 +64,51 @@ export interface ConnectionState {
 
 export type ConnectionStore = ReturnType<typeof createConnectionStore>;
 
+/** Where the model bar's load choices (context length, KV type) are kept between app starts. */
+export const LOAD_PREFS_KEY = "hire-studio.load-prefs";
+
+interface LoadPrefs {
+  kvCache: KvDtype;
+  contextLength: number | null;
+}
+
+/** The part of the Web Storage API the preferences use. */
+export interface KeyValueStorage {
+  getItem(key: string): string | null;
+  setItem(key: string, value: string): void;
+}
+
+// The browser's (or Electron window's) localStorage; absent in Node, where the stores are tested.
+function prefsStorage(): KeyValueStorage | null {
+  try {
+    return (globalThis as { localStorage?: KeyValueStorage }).localStorage ?? null;
+  } catch {
+    return null; // storage disabled by the browser
+  }
+}
+
+/** The saved choices, or the defaults for anything missing or malformed. */
+function readLoadPrefs(): LoadPrefs {
+  const prefs: LoadPrefs = { kvCache: "f32", contextLength: null };
+  try {
+    const saved = JSON.parse(prefsStorage()?.getItem(LOAD_PREFS_KEY) ?? "null") as Partial<LoadPrefs> | null;
+    if (saved?.kvCache === "f16") prefs.kvCache = "f16";
+    const n = saved?.contextLength;
+    if (typeof n === "number" && Number.isInteger(n) && n >= 1) prefs.contextLength = n;
+  } catch {
+    // not JSON: the defaults
+  }
+  return prefs;
+}
+
+function saveLoadPrefs(prefs: LoadPrefs): void {
+  try {
+    prefsStorage()?.setItem(LOAD_PREFS_KEY, JSON.stringify(prefs));
+  } catch {
+    // full or disabled storage: the choice still holds for this session
+  }
+}
+
 export function createConnectionStore(transport: "ipc" | "websocket" = "websocket") {
   return createStore<ConnectionState>()((set) => ({
     transport,
@@ -78,8 +123,7 @@ export function createConnectionStore(transport: "ipc" | "websocket" = "websocke
     loading: null,
     preparing: null,
     pathInput: "",
-    kvCache: "f32",
-    contextLength: null,
+    ...readLoadPrefs(),
     estimate: null,
     estimateError: null,
     error: null,
@@ -101,8 +145,16 @@ export function createConnectionStore(transport: "ipc" | "websocket" = "websocke
     setLoading: (loading) => set({ loading }),
     setPreparing: (preparing) => set({ preparing }),
     setPathInput: (pathInput) => set({ pathInput }),
-    setKvCache: (kvCache) => set({ kvCache }),
-    setContextLength: (contextLength) => set({ contextLength }),
+    setKvCache: (kvCache) =>
+      set((s) => {
+        saveLoadPrefs({ kvCache, contextLength: s.contextLength });
+        return { kvCache };
+      }),
+    setContextLength: (contextLength) =>
+      set((s) => {
+        saveLoadPrefs({ kvCache: s.kvCache, contextLength });
+        return { contextLength };
+      }),
     setEstimate: (estimate, estimateError = null) => set({ estimate, estimateError }),
     showError: (context, e) =>
       set({ error: { context, code: e.code, message: e.message, ...(e.file ? { file: e.file } : {}) } }),
