@@ -122,6 +122,7 @@ export interface Buf {
 /** Element type of a KV cache. */
 export type KvDtype = "f32" | "f16";
 export const KV_DTYPES: readonly KvDtype[] = ["f32", "f16"];
+export const isKvDtype = (x: unknown): x is KvDtype => (KV_DTYPES as readonly unknown[]).includes(x);
 
 export interface Backend {
   /** What runs the ops, for people: "cpu (avx512 kernels, 2 threads)", "cuda:0 NVIDIA H200". */
@@ -183,17 +184,17 @@ export interface Backend {
     factor?: number,
   ): void;
   /**
-   * Keys and values of n tokens into a layer's cache, [kvHeads][capacity][headDim]: position p goes
-   * to slot p % capacity, so a sliding-window layer's cache can be a ring (KVCache); attention reads
-   * the same slots and needs every position it sees still in place.
-   */
-  /**
    * A layer's key or value cache of `length` elements, zeroed: floats ("f32") or IEEE halves ("f16",
    * half the memory and half the bytes attention reads). cacheWrite and attention take either.
    */
   allocKv(length: number, dtype: KvDtype): Buf;
   /** Tokens per prefill forward pass (the workspace's batch; at most MAX_BATCH in transformer.ts). */
   readonly prefillBatch: number;
+  /**
+   * Keys and values of n tokens into a layer's cache, [kvHeads][capacity][headDim]: position p goes
+   * to slot p % capacity, so a sliding-window layer's cache can be a ring (KVCache); attention reads
+   * the same slots and needs every position it sees still in place.
+   */
   cacheWrite(
     kc: Buf,
     vc: Buf,

@@ -5,7 +5,7 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import { loadModel, type LoadedModel } from "../loader/model-folder.js";
 import { defaultModelDir } from "../loader/default-model.js";
 import { UsageError } from "../loader/errors.js";
-import { KV_DTYPES, type KvDtype } from "../backend/backend.js";
+import { isKvDtype, KV_DTYPES, type KvDtype } from "../backend/backend.js";
 
 /** The flags that choose and load the model: --model DIR, and --mmap to map the weight files instead of reading them in. */
 export const MODEL_FLAGS = {
@@ -36,9 +36,8 @@ export const int = (name: string, v: string | undefined, range?: [number, number
 /** --kv-cache f32|f16: the KV cache's element type. */
 export const kvCacheFlag = (v: string | undefined): KvDtype | undefined => {
   if (v === undefined) return undefined;
-  if (!(KV_DTYPES as readonly string[]).includes(v))
-    throw new UsageError(`--kv-cache must be one of ${KV_DTYPES.join(", ")}, got "${v}"`);
-  return v as KvDtype;
+  if (!isKvDtype(v)) throw new UsageError(`--kv-cache must be one of ${KV_DTYPES.join(", ")}, got "${v}"`);
+  return v;
 };
 
 /** A number that may also be written as a percentage: "0.1" or "10%" (k flags). */

@@ -158,6 +158,8 @@ class BenchRun {
   private readonly sparsifier: Sparsifier;
   private readonly cache: KVCache;
   private readonly kvCache: KvDtype;
+  /** kvReadBytes over the decode positions, per token: the same for every method and round. */
+  private readonly kvBytesPerToken: number;
   private readonly probeBytes: number;
   private bandwidth = 0;
   /** The same probe reading one in five neuron-row-sized pieces: the ceiling for HiRE's gathers. */
@@ -188,6 +190,9 @@ class BenchRun {
     this.prompt = Array.from({ length: Math.min(promptTokens, ctx - this.decodeTokens - 1) }, () =>
       Math.floor(rng.next() * c.vocab),
     );
+    let kvBytes = 0;
+    for (let i = 0; i < this.decodeTokens; i++) kvBytes += kvReadBytes(c, this.prompt.length + i, this.kvCache);
+    this.kvBytesPerToken = kvBytes / this.decodeTokens;
 
     this.dense = {
       label: "dense",
@@ -249,12 +254,11 @@ class BenchRun {
       id = t.forwardGreedy([id], prompt.length + i, cache, report);
       ids.push(id);
       // forward() gives every layer a fresh report and sets report.head when the head is sparse.
-      bytes +=
-        bytesRead(report, model.weightBytesPerToken) + kvReadBytes(model.config, prompt.length + i, this.kvCache);
+      bytes += bytesRead(report, model.weightBytesPerToken);
       stepMs += report.outputMs;
       for (const l of report.layers) stepMs += l.attentionMs + l.ffnMs;
     }
-    return { bytes: bytes / decodeTokens, stepMs };
+    return { bytes: bytes / decodeTokens + this.kvBytesPerToken, stepMs };
   }
 
   /** Faults the mapped weights in, builds every method's predictors, settles the pool. */
@@ -308,14 +312,6 @@ class BenchRun {
     this.probe(1);
   }
 
-  /** kvReadBytes over the decode positions, per token. */
-  private kvBytesPerToken(): number {
-    let bytes = 0;
-    for (let i = 0; i < this.decodeTokens; i++)
-      bytes += kvReadBytes(this.model.config, this.prompt.length + i, this.kvCache);
-    return bytes / this.decodeTokens;
-  }
-
   result(peers?: PeerRow[]): BenchResult {
     const { model, configs, dense, decodeTokens, prompt, backend } = this;
     this.sparsifier.update(dense.update);
@@ -354,7 +350,7 @@ class BenchRun {
       decode_ms_per_token: d.decode_ms_per_token,
       weight_bytes_per_token: model.weightBytesPerToken,
       kv_cache: this.kvCache,
-      kv_bytes_per_token: this.kvBytesPerToken(),
+      kv_bytes_per_token: this.kvBytesPerToken,
       effective_read_gb_per_s: d.effective_read_gb_per_s,
       measured_read_bandwidth_gb_per_s: this.bandwidth,
       measured_gather_bandwidth_gb_per_s: this.gatherBandwidth,

@@ -4,6 +4,7 @@
 //
 // The cache is reused across calls: a new prompt that starts with what the cache already holds
 // (the next turn of a chat) only prefills the new part.
+import { setImmediate as nextTurn } from "node:timers/promises";
 import type { Backend, KvDtype } from "../backend/backend.js";
 import { createBackend } from "../backend/select.js";
 import { ContextOverflowError, UsageError } from "../loader/errors.js";
@@ -213,7 +214,7 @@ export class Session {
         break;
       }
       if (ids.length >= maxTokens) break;
-      await yieldToEventLoop();
+      await nextTurn(); // timers, I/O and abort handlers run between tokens
       if (o.signal?.aborted) {
         finish = "aborted";
         break;
@@ -261,11 +262,6 @@ export class Session {
       decodeTokensPerS: steps > 0 ? (steps * 1000) / decodeMs : 0,
     };
   }
-}
-
-/** Let timers, I/O and abort handlers run between tokens. */
-function yieldToEventLoop(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
 }
 
 /**

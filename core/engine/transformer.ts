@@ -10,7 +10,6 @@ import { layerRope, type LayerWeights, type ModelConfig, type ModelWeights, type
 import type { FfnTelemetry, HeadTelemetry } from "../sparse/telemetry.js";
 import { setImmediate as nextTurn } from "node:timers/promises";
 
-/** Largest number of tokens one forward call processes (prompts are prefilled in chunks of it). */
 /** The most tokens any backend's forward pass takes at once (Backend.prefillBatch is at most this). */
 export const MAX_BATCH = 256;
 
@@ -72,10 +71,14 @@ export function kvSlots(c: ModelConfig, capacity: number): number[] {
 /** Bytes per element of a KV cache. */
 export const KV_ELEMENT_BYTES: Record<KvDtype, number> = { f32: 4, f16: 2 };
 
+/** Bytes one position takes in one layer's cache: its key and value rows for every key/value head. */
+function kvBytesPerPosition(c: ModelConfig, dtype: KvDtype): number {
+  return 2 * c.kvHeads * c.headDim * KV_ELEMENT_BYTES[dtype];
+}
+
 /** Bytes of a KV cache for a context of `capacity` positions. */
 export function kvCacheBytes(c: ModelConfig, capacity: number, dtype: KvDtype = "f32"): number {
-  const es = KV_ELEMENT_BYTES[dtype];
-  return kvSlots(c, capacity).reduce((sum, slots) => sum + 2 * c.kvHeads * slots * c.headDim * es, 0);
+  return kvSlots(c, capacity).reduce((sum, slots) => sum + slots, 0) * kvBytesPerPosition(c, dtype);
 }
 
 /**
@@ -89,7 +92,7 @@ export function kvReadBytes(c: ModelConfig, position: number, dtype: KvDtype = "
     const window = c.attentionWindows?.[l] ?? 0;
     visible += window > 0 ? Math.min(position + 1, window) : position + 1;
   }
-  return 2 * c.kvHeads * c.headDim * KV_ELEMENT_BYTES[dtype] * visible;
+  return kvBytesPerPosition(c, dtype) * visible;
 }
 
 /** A ring size shared by the layers of one window: which position each slot holds (-1: none). */

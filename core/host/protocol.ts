@@ -9,7 +9,7 @@ import type { CachedModel } from "../loader/hf-cache.js";
 import type { SamplingOptions } from "../engine/sampler.js";
 import type { FinishReason } from "../engine/session.js";
 import type { DeepPartial, SparsitySettings } from "../sparse/settings.js";
-import { KV_DTYPES, type KvDtype } from "../backend/backend.js";
+import { isKvDtype, KV_DTYPES, type KvDtype } from "../backend/backend.js";
 
 export const PROTOCOL_VERSION = 1;
 
@@ -310,8 +310,8 @@ function contextLengthField(o: Obj, where: string): number | undefined {
 function kvCacheField(o: Obj, where: string): KvDtype | undefined {
   return optional(o, "kvCache", () => {
     const v = o.kvCache;
-    if (!(KV_DTYPES as readonly unknown[]).includes(v)) fail(where, `"kvCache" must be one of ${KV_DTYPES.join(", ")}`);
-    return v as KvDtype;
+    if (!isKvDtype(v)) fail(where, `"kvCache" must be one of ${KV_DTYPES.join(", ")}`);
+    return v;
   });
 }
 

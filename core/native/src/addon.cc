@@ -254,7 +254,7 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   a.need(kc, "kCache", ncache, "nKvHeads*capacity*headDim");
   a.need(vc, "vCache", ncache, "nKvHeads*capacity*headDim");
   a.disjoint(out, nq, "out", q, nq, "q", true);
-  const size_t es = kc.f16 ? 2 : 4, cache_bytes = static_cast<size_t>(ncache) * es;
+  const size_t cache_bytes = kc.bytes(ncache);
   a.disjoint_bytes(out.data, static_cast<size_t>(nq) * 4, "out", kc.data, cache_bytes, "kCache");
   a.disjoint_bytes(out.data, static_cast<size_t>(nq) * 4, "out", vc.data, cache_bytes, "vCache");
   hire::attention(out.data, q.data, kc.data, vc.data, n, n_heads, n_kv, head_dim, pos0, capacity,
@@ -279,7 +279,7 @@ Napi::Value CacheWrite(const Napi::CallbackInfo& info) {
   a.need(vc, "vCache", ncache, "nKvHeads*capacity*headDim");
   a.need(k, "k", nin, "n*nKvHeads*headDim");
   a.need(v, "v", nin, "n*nKvHeads*headDim");
-  const size_t cache_bytes = static_cast<size_t>(ncache) * (kc.f16 ? 2 : 4), in_bytes = static_cast<size_t>(nin) * 4;
+  const size_t cache_bytes = kc.bytes(ncache), in_bytes = static_cast<size_t>(nin) * 4;
   a.disjoint_bytes(kc.data, cache_bytes, "kCache", vc.data, cache_bytes, "vCache");
   a.disjoint_bytes(kc.data, cache_bytes, "kCache", k.data, in_bytes, "k");
   a.disjoint_bytes(kc.data, cache_bytes, "kCache", v.data, in_bytes, "v");

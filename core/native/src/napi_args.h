@@ -96,6 +96,7 @@ class Args {
     void* data;
     size_t len;
     bool f16;
+    size_t bytes(int64_t count) const { return static_cast<size_t>(count) * (f16 ? 2 : 4); }
   };
   KV kv(size_t i, const char* name) const {
     Napi::Value v = info_[i];
@@ -114,12 +115,6 @@ class Args {
     if (k.f16 != v.f16) fail(std::string(kname) + " and " + vname + " must be the same type of array");
     return {k, v};
   }
-  void need(const KV& a, const char* name, int64_t count, const char* expr) const {
-    if (static_cast<uint64_t>(count) > a.len)
-      fail(std::string(name) + " has " + std::to_string(a.len) + " elements, needs at least " + expr + " = " +
-           std::to_string(count));
-  }
-
   struct I32 {
     const int32_t* data;
     size_t len;
@@ -241,7 +236,9 @@ class Args {
     return m.rows * m.cols;
   }
 
-  void need(const F32& a, const char* name, int64_t count, const char* expr) const {
+  // a (F32 or KV) holds at least count elements.
+  template <class A>
+  void need(const A& a, const char* name, int64_t count, const char* expr) const {
     if (static_cast<uint64_t>(count) > a.len)
       fail(std::string(name) + " has " + std::to_string(a.len) + " elements, needs at least " + expr + " = " +
            std::to_string(count));

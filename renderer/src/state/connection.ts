@@ -3,7 +3,7 @@
 import { createStore } from "zustand/vanilla";
 import type { CachedModels, HelloInfo, HostErrorInfo, ModelEstimate, ModelInfo } from "../../../core/host/protocol.js";
 import type { ConnectionStatus } from "./client.js";
-import type { KvDtype } from "../../../core/backend/backend.js";
+import { isKvDtype, type KvDtype } from "../../../core/backend/backend.js";
 
 export interface LoadProgress {
   path: string | null;
@@ -92,7 +92,7 @@ function readLoadPrefs(): LoadPrefs {
   const prefs: LoadPrefs = { kvCache: "f32", contextLength: null };
   try {
     const saved = JSON.parse(prefsStorage()?.getItem(LOAD_PREFS_KEY) ?? "null") as Partial<LoadPrefs> | null;
-    if (saved?.kvCache === "f16") prefs.kvCache = "f16";
+    if (isKvDtype(saved?.kvCache)) prefs.kvCache = saved.kvCache;
     const n = saved?.contextLength;
     if (typeof n === "number" && Number.isInteger(n) && n >= 1) prefs.contextLength = n;
   } catch {

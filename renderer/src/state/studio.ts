@@ -11,6 +11,7 @@ import type {
 } from "../../../core/host/protocol.js";
 import { errorInfo, type HostClient } from "./client.js";
 import { createConnectionStore } from "./connection.js";
+import type { KvDtype } from "../../../core/backend/backend.js";
 import {
   appendTokens,
   appendUser,
@@ -187,17 +188,17 @@ export function createStudio(client: HostClient, opts: StudioOptions = {}) {
       return;
     }
     try {
-      const { kvCache, contextLength } = connection.getState();
-      const est = await client.request({
-        type: "model.inspect",
-        path: path.trim(),
-        kvCache,
-        ...(contextLength !== null && { contextLength }),
-      });
+      const est = await client.request({ type: "model.inspect", path: path.trim(), ...loadChoices() });
       if (seq === inspectSeq) connection.getState().setEstimate(est, null);
     } catch (e) {
       if (seq === inspectSeq) connection.getState().setEstimate(null, errorInfo(e));
     }
+  }
+
+  /** The model bar's KV type and context length (left out when it is the host's default). */
+  function loadChoices(): { kvCache: KvDtype; contextLength?: number } {
+    const { kvCache, contextLength } = connection.getState();
+    return { kvCache, ...(contextLength !== null && { contextLength }) };
   }
 
   /** Load a folder (no path: the host's default model). */
@@ -211,11 +212,7 @@ export function createStudio(client: HostClient, opts: StudioOptions = {}) {
       .getState()
       .setLoading({ path: p ?? connection.getState().defaultModel, stage: "start", done: 0, total: 0 });
     try {
-      const { kvCache, contextLength } = connection.getState();
-      const options = { kvCache, ...(contextLength !== null && { contextLength }) };
-      const info = await client.request(
-        p === undefined ? { type: "model.load", ...options } : { type: "model.load", path: p, ...options },
-      );
+      const info = await client.request({ type: "model.load", ...(p !== undefined && { path: p }), ...loadChoices() });
       modelReady(info);
       connection.getState().addRecent(info.source);
       conversations.getState().setContext(null);
