@@ -6,8 +6,11 @@
 //    the shard collects them; an exact radix select runs over those only. If the sample misjudged
 //    (too few or too many survivors), fall back to:
 //  - radix select (11 + 11 + 10 bits: a histogram over the whole shard, then over the candidates of
-//    the threshold's bucket), or for a shard of at most 4096 keys nth_element on a copy of them,
+//    the threshold's bucket), or for a shard of at most 256 keys nth_element on a copy of them,
 //    and a branch-free output pass.
+// Branches that depend on the values cost ~50 % mispredictions on fresh data, which a benchmark
+// repeating one vector hides (the predictor learns it): nth_element on 1638 new activations took
+// 13-15 us inside a decode step against 1.3 us in such a loop; the radix select takes 6-8 us there.
 // Shards run on the thread pool when they are large. Plain C++ (SSE2 where available), the same on
 // every kernel path.
 #include <algorithm>
@@ -28,7 +31,7 @@ namespace {
 
 constexpr int64_t kParallelN = 1 << 16;  // below this, shards run on the calling thread
 constexpr int64_t kSelectBucket = 256;   // a threshold bucket this small is finished by nth_element
-constexpr int64_t kSmallShard = 4096;    // a shard this small skips the histograms altogether
+constexpr int64_t kSmallShard = 256;     // a shard this small skips the histograms altogether
 
 // Order-preserving key: larger value -> larger key; -0 == +0; NaN (any sign) -> 0, below -inf.
 // Branch-free: value signs are random, and a mispredicted branch per element costs more than all of
@@ -56,7 +59,13 @@ struct TopkScratch {
   std::vector<int32_t> ci;
   uint32_t hist[4][2048];
 };
-thread_local TopkScratch t_topk;
+// Reached through a call the compiler cannot see into: handed a thread_local's address directly,
+// GCC specialised radix_threshold on it and looked the address up again (__tls_get_addr) on every
+// histogram step, 14 % of a top-k of 8192.
+__attribute__((noinline)) TopkScratch& topk_scratch() {
+  thread_local TopkScratch s;
+  return s;
+}
 
 template <class T>
 T* grow(std::vector<T>& v, int64_t n) {
@@ -93,13 +102,32 @@ uint32_t radix_threshold(const uint32_t* keys, int64_t n, int64_t k, TopkScratch
   for (int b = 0; b < 2048; ++b) s.hist[0][b] += s.hist[1][b] + s.hist[2][b] + s.hist[3][b];
   *above = 0;
   const uint32_t b1 = static_cast<uint32_t>(walk(s.hist[0], 2048, k, above));
-  // Candidates: the keys of that bucket (+1: branch-free append).
-  uint32_t* cand = grow(s.tmp, static_cast<int64_t>(s.hist[0][b1]) + 1);
-  int64_t nc = 0;
-  for (int64_t j = 0; j < n; ++j) {
-    cand[nc] = keys[j];
-    nc += (keys[j] >> 21) == b1;
+  // Candidates: the keys of that bucket, by four independent branch-free appends over the quarters of
+  // keys (as in take_at_least), each into its own stretch of tmp, then joined.
+  uint32_t* cand = grow(s.tmp, n + 1);
+  const int64_t q = n / 4;
+  int64_t c0 = 0, c1 = q, c2 = 2 * q, c3 = 3 * q;
+  for (int64_t j = 0; j < q; ++j) {
+    const uint32_t a = keys[j], b = keys[q + j], c = keys[2 * q + j], d = keys[3 * q + j];
+    cand[c0] = a;
+    cand[c1] = b;
+    cand[c2] = c;
+    cand[c3] = d;
+    c0 += (a >> 21) == b1;
+    c1 += (b >> 21) == b1;
+    c2 += (c >> 21) == b1;
+    c3 += (d >> 21) == b1;
   }
+  for (int64_t j = 4 * q; j < n; ++j) {
+    cand[c3] = keys[j];
+    c3 += (keys[j] >> 21) == b1;
+  }
+  std::memmove(cand + c0, cand + q, static_cast<size_t>(c1 - q) * sizeof(uint32_t));
+  int64_t nc = c0 + (c1 - q);
+  std::memmove(cand + nc, cand + 2 * q, static_cast<size_t>(c2 - 2 * q) * sizeof(uint32_t));
+  nc += c2 - 2 * q;
+  std::memmove(cand + nc, cand + 3 * q, static_cast<size_t>(c3 - 3 * q) * sizeof(uint32_t));
+  nc += c3 - 3 * q;
   if (nc <= kSelectBucket) {
     // A small bucket: select the rank directly instead of two more histogram levels, whose fixed
     // cost (clearing and walking 2048 + 1024 bins) dominates for a few hundred keys.
@@ -126,6 +154,40 @@ uint32_t radix_threshold(const uint32_t* keys, int64_t n, int64_t k, TopkScratch
   for (int64_t j = 0; j < nc2; ++j) ++h[cand[j] & 1023u];
   const uint32_t b3 = static_cast<uint32_t>(walk(h, 1024, k, above));
   return (b1 << 21) | (b2 << 10) | b3;
+}
+
+// out = lo + j for every keys[j] >= t, ascending. Four independent branch-free appends over the
+// quarters of the range, each into its own stretch of ci, then joined: one running count carried a
+// store-address dependency from element to element, and took half of a top-k of 8192.
+void take_at_least(const uint32_t* keys, int64_t m, uint32_t t, int64_t lo, int32_t* out, TopkScratch& s) {
+  const int64_t q = m / 4;
+  int32_t* st = grow(s.ci, m + 1);
+  int32_t *p0 = st, *p1 = st + q, *p2 = st + 2 * q, *p3 = st + 3 * q;
+  const uint32_t *k0 = keys, *k1 = keys + q, *k2 = keys + 2 * q, *k3 = keys + 3 * q;
+  int32_t i0 = static_cast<int32_t>(lo), i1 = i0 + static_cast<int32_t>(q), i2 = i1 + static_cast<int32_t>(q),
+          i3 = i2 + static_cast<int32_t>(q);
+  int64_t n0 = 0, n1 = 0, n2 = 0, n3 = 0;
+  for (int64_t j = 0; j < q; ++j) {
+    p0[n0] = i0 + static_cast<int32_t>(j);
+    p1[n1] = i1 + static_cast<int32_t>(j);
+    p2[n2] = i2 + static_cast<int32_t>(j);
+    p3[n3] = i3 + static_cast<int32_t>(j);
+    n0 += k0[j] >= t;
+    n1 += k1[j] >= t;
+    n2 += k2[j] >= t;
+    n3 += k3[j] >= t;
+  }
+  for (int64_t j = q; j < m - 3 * q; ++j) {  // the tail joins the last quarter, whose stretch runs to m
+    p3[n3] = i3 + static_cast<int32_t>(j);
+    n3 += k3[j] >= t;
+  }
+  const int32_t* part[4] = {p0, p1, p2, p3};
+  const int64_t n[4] = {n0, n1, n2, n3};
+  int64_t at = 0;
+  for (int c = 0; c < 4; ++c) {
+    std::memcpy(out + at, part[c], static_cast<size_t>(n[c]) * sizeof(int32_t));
+    at += n[c];
+  }
 }
 
 template <bool kAbs>
@@ -229,8 +291,8 @@ void select_shard(const float* values, int64_t lo, int64_t m, int64_t ks, bool b
   int64_t above;
   uint32_t t;
   if (m <= kSmallShard) {
-    // A few thousand keys (HiRE's second selection, k of k'): nth_element on a copy beats the
-    // radix select, whose 32 KiB of histograms are cold after the exact step has streamed its rows.
+    // A few hundred keys: the histograms' fixed cost (clearing and walking 2048 bins) is more than
+    // nth_element's mispredictions.
     uint32_t* c = grow(s.tmp, m);
     std::memcpy(c, keys, static_cast<size_t>(m) * sizeof(uint32_t));
     std::nth_element(c, c + (ks - 1), c + m, std::greater<uint32_t>());
@@ -240,16 +302,22 @@ void select_shard(const float* values, int64_t lo, int64_t m, int64_t ks, bool b
   } else {
     t = radix_threshold(keys, m, ks, s, &above);
   }
-  int64_t ties = ks - above;  // keys == t to take (the first ones)
-  // Branch-free (a hit rate near 20% would mispredict constantly), staged in ci: one slot past the
-  // last hit is written.
+  const int64_t ties = ks - above;  // keys == t to take (the first ones)
+  int32_t equal = 0;  // 32-bit lanes: m < 2^31
+  for (int64_t j = 0; j < m; ++j) equal += keys[j] == t;  // vectorises
+  if (equal == ties) {
+    take_at_least(keys, m, t, lo, out, s);
+    return;
+  }
+  // Some keys equal to t stay out: the first `ties` of them go in. Branch-free (a hit rate near 20%
+  // would mispredict constantly), staged in ci: one slot past the last hit is written.
   int32_t* stage = grow(s.ci, ks + 1);
-  int64_t n = 0;
+  int64_t n = 0, left = ties;
   for (int64_t j = 0; j < m; ++j) {
     const uint32_t key = keys[j];
     const int64_t eq = key == t;
-    const int64_t take = (key > t) | (eq & (ties > 0));
-    ties -= eq;
+    const int64_t take = (key > t) | (eq & (left > 0));
+    left -= eq;
     stage[n] = static_cast<int32_t>(lo + j);
     n += take;
   }
@@ -272,7 +340,7 @@ void topk_shard(const float* values, int64_t lo, int64_t m, int64_t ks, bool by_
     for (int64_t j = 0; j < m; ++j) out[j] = static_cast<int32_t>(lo + j);
     return;
   }
-  select_shard(values, lo, m, ks, by_abs, out, t_topk);
+  select_shard(values, lo, m, ks, by_abs, out, topk_scratch());
 }
 
 int64_t topk_count(int64_t n, int64_t k, int64_t shards) {
