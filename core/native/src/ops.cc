@@ -28,6 +28,8 @@ thread_local Scratch t_attn_parts;  // attention's per-task partials, owned by t
 // Attention aims for this many tasks per call, with ranges of at least kAttnMinRange positions.
 constexpr int64_t kAttnTasks = 32;
 constexpr int64_t kAttnMinRange = 128;
+// Prefill attends in blocks of this many consecutive tokens (see attention).
+constexpr int64_t kAttnTile = 8;
 
 CpuFeatures detect() {
   CpuFeatures f{};
@@ -265,29 +267,63 @@ void attention(float* out, const float* q, const void* k_cache, const void* v_ca
   const KernelTable& K = active_kernels();
   const int64_t group = n_heads / n_kv;
   const int64_t d = head_dim;
-  // Tasks are (token, key/value head, range of positions): a task reads its keys and values once for
-  // all `group` query heads that share them. The positions split into S ranges so that decoding with
-  // one or two key/value heads (Gemma, Qwen2.5) still gives every thread work; S depends on the
-  // shapes only, never on the thread count, so the result has the same bits on any number of threads.
+  // Token i sees positions [first_seen(i), pos0 + i + 1): the last `window` of them when windowed.
+  auto first_seen = [&](int64_t i) {
+    const int64_t end = pos0 + i + 1;
+    return window > 0 && end > window ? end - window : 0;
+  };
+  // Queries go in blocks of T consecutive tokens (one token when decoding). The positions every token
+  // of a block sees, [lo_all, hi_all), are read once for all of them: a task hands the block's
+  // T * group query heads of one key/value head to attn_part, which loads each key and value row once
+  // for all its heads. The few positions only some of the block's tokens see (the later tokens' own,
+  // the earlier ones' oldest in a window) are each token's own, in two more ranges.
+  // Tasks are (block, key/value head, range of the shared positions): the positions split into S
+  // ranges so that decoding with one or two key/value heads (Gemma, Qwen2.5) still gives every thread
+  // work. T and S depend on the shapes only, never on the thread count, so the result has the same
+  // bits on any number of threads.
+  const int64_t T = n == 1 ? 1 : kAttnTile;
+  const int64_t blocks = (n + T - 1) / T;
   const int64_t most = window > 0 ? std::min(pos0 + n, window) : pos0 + n;  // the longest a query sees
-  const int64_t pairs = n * n_kv;
+  const int64_t pairs = blocks * n_kv;
   const int64_t S = std::max<int64_t>(1, std::min((kAttnTasks + pairs - 1) / pairs, most / kAttnMinRange));
-  const int64_t part_len = group * (d + 2);
-  float* parts = t_attn_parts.get<float>(static_cast<size_t>(pairs * S * part_len));
-  auto task = [&](int64_t t, int) {
-    const int64_t s = t % S, pair = t / S, i = pair / n_kv, g = pair % n_kv;
-    const int64_t end = pos0 + i + 1;  // positions 0 .. end - 1 are visible, the last `window` when windowed
-    const int64_t start = window > 0 && end > window ? end - window : 0;
-    const int64_t lo = start + s * (end - start) / S, hi = start + (s + 1) * (end - start) / S;
-    float* scores = t_scratch_a.get<float>(static_cast<size_t>(group * (hi - lo) + 16));
+  const int64_t head_len = d + 2;  // one head's partial: [m, l, acc[0 .. d)]
+  const int64_t part_len = T * group * head_len;
+  const int64_t own_len = 2 * group * head_len;  // one token's two ranges of its own
+  float* parts = t_attn_parts.get<float>(static_cast<size_t>(pairs * (S * part_len + (T > 1 ? T * own_len : 0))));
+  float* own = parts + pairs * S * part_len;
+  const int64_t es = kv_f16 ? 2 : 4;
+  // part = attn_part of `heads` query rows at qrows over positions [lo, hi) of key/value head g.
+  auto range = [&](float* part, const float* qrows, int64_t heads, int64_t g, int64_t lo, int64_t hi) {
+    float* scores = t_scratch_a.get<float>(static_cast<size_t>(heads * (hi - lo) + 16));
     // Position p lives in slot p % capacity; the range wraps at most once (it is <= capacity long).
     const int64_t s0 = lo % capacity, first = std::min(hi - lo, capacity - s0);
-    const int64_t es = kv_f16 ? 2 : 4;
     const unsigned char* kh = static_cast<const unsigned char*>(k_cache) + g * capacity * d * es;
     const unsigned char* vh = static_cast<const unsigned char*>(v_cache) + g * capacity * d * es;
     const KvRows kv{kh + s0 * d * es, vh + s0 * d * es, kh, vh, first, kv_f16};
-    K.attn_part(parts + t * part_len, q + (i * n_heads + g * group) * d, kv, hi - lo, d, group, scale, softcap,
-                scores);
+    K.attn_part(part, qrows, kv, hi - lo, d, heads, scale, softcap, scores);
+  };
+  auto task = [&](int64_t t, int) {
+    const int64_t s = t % S, pair = t / S, b = pair / n_kv, g = pair % n_kv;
+    const int64_t i0 = b * T, tb = std::min(T, n - i0);
+    const int64_t lo_all = first_seen(i0 + tb - 1), hi_all = std::max(lo_all, pos0 + i0 + 1);
+    const float* qrows = q + (i0 * n_heads + g * group) * d;
+    if (tb > 1) {  // the block's query heads for g, one token after another
+      float* qb = t_scratch_b.get<float>(static_cast<size_t>(tb * group * d));
+      for (int64_t u = 0; u < tb; ++u)
+        std::memcpy(qb + u * group * d, q + ((i0 + u) * n_heads + g * group) * d,
+                    static_cast<size_t>(group * d) * sizeof(float));
+      qrows = qb;
+    }
+    const int64_t span = hi_all - lo_all;
+    range(parts + t * part_len, qrows, tb * group, g, lo_all + s * span / S, lo_all + (s + 1) * span / S);
+    if (T == 1 || s != S - 1) return;
+    for (int64_t u = 0; u < tb; ++u) {  // each token's own: [first seen, lo_all) and [hi_all, itself]
+      const int64_t i = i0 + u, lo = first_seen(i), hi = pos0 + i + 1;
+      float* o = own + (pair * T + u) * own_len;
+      const float* qi = q + (i * n_heads + g * group) * d;
+      range(o, qi, group, g, lo, std::min(lo_all, hi));
+      range(o + group * head_len, qi, group, g, std::max(hi_all, lo), hi);
+    }
   };
   const int64_t tasks = pairs * S;
   ThreadPool& pool = ThreadPool::instance();
@@ -301,26 +337,33 @@ void attention(float* out, const float* q, const void* k_cache, const void* v_ca
       for (int64_t t = r * tasks / runs; t < (r + 1) * tasks / runs; ++t) task(t, tid);
     });
   }
-  // Each head's S partials, in order: out = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s. Written
-  // only now, so out may alias q.
-  for (int64_t pair = 0; pair < pairs; ++pair) {
-    const int64_t i = pair / n_kv, g = pair % n_kv;
-    for (int64_t h = 0; h < group; ++h) {
-      const float* p0 = parts + pair * S * part_len + h * (d + 2);
-      float M = -INFINITY;
-      for (int64_t s = 0; s < S; ++s) M = std::max(M, p0[s * part_len]);
-      float L = 0.0f;
-      float* o = out + (i * n_heads + g * group + h) * d;
-      for (int64_t e = 0; e < d; ++e) o[e] = 0.0f;
-      for (int64_t s = 0; s < S; ++s) {
-        const float* p = p0 + s * part_len;
-        if (p[0] == -INFINITY) continue;  // an empty range
-        const float f = std::exp(p[0] - M);  // exactly 1 for the range holding the maximum
-        L += f * p[1];
-        for (int64_t e = 0; e < d; ++e) o[e] += f * p[2 + e];
+  // Each head's partials, in order (the S shared ranges, then its token's own two): out =
+  // sum_r e^(m_r - M) acc_r / sum_r e^(m_r - M) l_r. Written only now, so out may alias q.
+  const int64_t R = S + (T > 1 ? 2 : 0);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t b = i / T, u = i % T;
+    for (int64_t g = 0; g < n_kv; ++g) {
+      const int64_t pair = b * n_kv + g;
+      for (int64_t h = 0; h < group; ++h) {
+        auto partial = [&](int64_t r) {
+          return r < S ? parts + (pair * S + r) * part_len + (u * group + h) * head_len
+                       : own + (pair * T + u) * own_len + (r - S) * group * head_len + h * head_len;
+        };
+        float M = -INFINITY;
+        for (int64_t r = 0; r < R; ++r) M = std::max(M, partial(r)[0]);
+        float L = 0.0f;
+        float* o = out + (i * n_heads + g * group + h) * d;
+        for (int64_t e = 0; e < d; ++e) o[e] = 0.0f;
+        for (int64_t r = 0; r < R; ++r) {
+          const float* p = partial(r);
+          if (p[0] == -INFINITY) continue;  // an empty range
+          const float f = std::exp(p[0] - M);  // exactly 1 for the range holding the maximum
+          L += f * p[1];
+          for (int64_t e = 0; e < d; ++e) o[e] += f * p[2 + e];
+        }
+        const float inv = 1.0f / L;
+        for (int64_t e = 0; e < d; ++e) o[e] *= inv;
       }
-      const float inv = 1.0f / L;
-      for (int64_t e = 0; e < d; ++e) o[e] *= inv;
     }
   }
 }
