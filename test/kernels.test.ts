@@ -745,6 +745,14 @@ describe("attention", () => {
       // Soft-capped scores (Gemma 2), with and without a window; q spans ±2, so scores reach the cap.
       { n: 5, nHeads: 4, nKv: 2, d: 64, pos0: 20, cap: 32, window: 0, softcap: 2 },
       { n: 1, nHeads: 2, nKv: 1, d: 256, pos0: 300, cap: 512, window: 64, softcap: 5 },
+      // Prefill blocks of 8 queries over hundreds of shared positions, ragged last blocks, head dims not
+      // a multiple of 16, a window (positions only the earlier tokens see) and a soft cap.
+      { n: 19, nHeads: 8, nKv: 2, d: 64, pos0: 300, cap: 320, window: 0 },
+      { n: 10, nHeads: 6, nKv: 2, d: 13, pos0: 90, cap: 100, window: 0 },
+      { n: 12, nHeads: 4, nKv: 2, d: 40, pos0: 200, cap: 212, window: 150 },
+      { n: 9, nHeads: 4, nKv: 1, d: 64, pos0: 100, cap: 109, window: 0, softcap: 3 },
+      // Enough blocks for one range per block and head: 600 shared positions each.
+      { n: 64, nHeads: 8, nKv: 4, d: 16, pos0: 600, cap: 664, window: 0 },
     ];
     forPaths((path) => {
       for (const c of cases) {
@@ -891,6 +899,9 @@ describe("attention over a ring cache", () => {
       { nHeads: 4, nKv: 4, d: 13, window: 3, slots: 10, chunks: [10, 9, 10], n: 8 },
       { nHeads: 8, nKv: 2, d: 256, window: 32, slots: 40, chunks: [33, 12, 30], n: 9 },
       { nHeads: 2, nKv: 2, d: 32, window: 8, slots: 8, chunks: [5, 6], n: 1 },
+      // A prefill block's shared positions wrapping around the ring.
+      { nHeads: 4, nKv: 2, d: 16, window: 100, slots: 120, chunks: [120, 50, 30], n: 12 },
+      { nHeads: 8, nKv: 4, d: 16, window: 600, slots: 700, chunks: [700, 200], n: 64 },
     ];
     forPaths((path) => {
       for (const c of cases) {
@@ -940,6 +951,9 @@ describe("attention over an f16 cache", () => {
       { n: 2, nHeads: 6, nKv: 3, d: 13, pos0: 9, cap: 12, window: 4 },
       // A ring of 8 slots, written past its end.
       { n: 1, nHeads: 4, nKv: 2, d: 32, pos0: 19, cap: 8, window: 6 },
+      // Prefill blocks over 300 and 600 shared positions.
+      { n: 11, nHeads: 8, nKv: 2, d: 64, pos0: 300, cap: 320, window: 0 },
+      { n: 64, nHeads: 8, nKv: 4, d: 32, pos0: 600, cap: 664, window: 0 },
     ];
     forPaths((path) => {
       for (const c of cases) {
