@@ -265,6 +265,7 @@ test("bench --methods interleaves methods and reports speedup rows", () => {
       speedup: number;
       bytes_per_token: number;
       percent_of_roofline: number;
+      steps: { step: string; ms_per_token: number; bytes_per_token: number; gb_per_s: number }[];
     }[];
   }>(["--methods", "hire,topk-exact", "--ffn-k", "0.1,0.5", "--prompt-tokens", "4", "--decode-tokens", "3"]);
   assert.deepEqual(
@@ -281,6 +282,29 @@ test("bench --methods interleaves methods and reports speedup rows", () => {
   for (const row of rows) assert.ok(row.speedup > 0 && row.percent_of_roofline > 0);
   assert.ok(rows[1].bytes_per_token < rows[2].bytes_per_token, "a smaller k reads fewer bytes");
   assert.ok(rows[1].bytes_per_token < rows[0].bytes_per_token);
+  // Steps: HiRE's FFN in its three parts, every other FFN whole; their bytes are the row's but for the
+  // embedding row and the final norm.
+  const names = (i: number) => rows[i].steps.map((x) => x.step);
+  assert.deepEqual(names(0), ["attention", "ffn", "output layer"]);
+  assert.deepEqual(names(1), ["attention", "predictor", "exact rows", "down product", "output layer"]);
+  assert.deepEqual(names(3), ["attention", "ffn", "output layer"]);
+  for (const row of rows) {
+    let bytes = 0;
+    for (const st of row.steps) {
+      assert.ok(st.ms_per_token > 0 && st.bytes_per_token > 0, `${row.method} ${st.step}`);
+      assert.ok(st.gb_per_s > 0, `${row.method} ${st.step}: a rate`);
+      bytes += st.bytes_per_token;
+    }
+    const rest = row.bytes_per_token - bytes;
+    assert.ok(
+      rest >= 0 && rest < 0.02 * row.bytes_per_token,
+      `${row.method}: steps' bytes ${bytes} of ${row.bytes_per_token}`,
+    );
+  }
+  // A smaller k: fewer exact rows and down columns, the same predictor.
+  const step = (i: number, name: string) => rows[i].steps.find((x) => x.step === name)!.bytes_per_token;
+  assert.ok(step(1, "exact rows") < step(2, "exact rows") && step(1, "down product") < step(2, "down product"));
+  assert.equal(step(1, "predictor"), step(2, "predictor"));
 });
 
 test("eval reports perplexity and recall per method and k, and draws the plot", () => {

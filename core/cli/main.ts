@@ -281,6 +281,22 @@ async function cmdBench(argv: string[]): Promise<void> {
       );
     }
   }
+  // Each row's steps: where its time and bytes went (HiRE's predictor and exact rows include their
+  // top-k selections), against the streaming roofline.
+  lines.push("", "steps         ms/token  GB/token   GB/s   roofline");
+  for (const row of r.rows) {
+    lines.push(`${row.method}${row.ffn_k === null ? "" : ` (k ${row.ffn_k})`}`);
+    for (const st of row.steps)
+      lines.push(
+        [
+          `  ${st.step}`.padEnd(14),
+          st.ms_per_token.toFixed(3).padStart(8),
+          gb(st.bytes_per_token).padStart(9),
+          st.gb_per_s.toFixed(1).padStart(6),
+          `${st.percent_of_roofline.toFixed(1)} %`.padStart(10),
+        ].join(" "),
+      );
+  }
   if (r.peers?.length) {
     // Peers: speedup against our dense row; "ours/peer" = our matching row's tokens/s ÷ the peer's;
     // ids: leading greedy ids equal to that row's.

@@ -18,7 +18,8 @@ import { createBackend, type BackendChoice } from "../backend/select.js";
 import { Sparsifier } from "../sparse/sparsifier.js";
 import type { DeepPartial, FfnMethod, SparsitySettings } from "../sparse/settings.js";
 import type { Peer, PeerOpenResult, PeerRun } from "../peers/peer.js";
-import { bytesRead } from "../sparse/telemetry.js";
+import { bytesRead, ffnDenseBytes } from "../sparse/telemetry.js";
+import type { LayerWeights, Linear } from "../arch/config.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import { readFileSync, readdirSync } from "node:fs";
 
@@ -94,6 +95,68 @@ export interface MethodRow {
   /** Decode steps of the last round that replayed a recorded step (GPU backends), and why recording failed, if it did. */
   replayed_steps: number;
   graph_failure?: string;
+  /** Where the best round's time and bytes went, per token (see STEP_NAMES). */
+  steps: StepRate[];
+}
+
+/**
+ * The parts of a decode token the reports time: the attention blocks (projections and the KV cache),
+ * the FFNs — for HiRE split into its predictor (with the top-k' selection), its exact rows (with the
+ * exact top-k) and its down product — and the output layer. Embedding, norms and residual adds are
+ * in no step (norm weights are not counted as read, like weightBytesPerToken; their time is in
+ * decode_ms_per_token).
+ */
+export const STEP_NAMES = ["attention", "ffn", "predictor", "exact rows", "down product", "output layer"] as const;
+export type StepName = (typeof STEP_NAMES)[number];
+
+export interface StepRate {
+  step: StepName;
+  ms_per_token: number;
+  bytes_per_token: number;
+  gb_per_s: number;
+  /** gb_per_s against the measured streaming bandwidth. */
+  percent_of_roofline: number;
+}
+
+type StepTotals = Map<StepName, { ms: number; bytes: number }>;
+
+function addStep(steps: StepTotals, name: StepName, ms: number, bytes: number): void {
+  const t = steps.get(name) ?? { ms: 0, bytes: 0 };
+  t.ms += ms;
+  t.bytes += bytes;
+  steps.set(name, t);
+}
+
+const linearBytes = (x: Linear): number => x.w.byteLength + (x.b?.byteLength ?? 0);
+
+/** Weight bytes of a layer's attention projections: q, k and v (or the fused one) and o, as weightBytesPerToken counts them. */
+function attentionBytes(lw: LayerWeights): number {
+  const qkv = "fused" in lw.qkv ? [lw.qkv.fused] : [lw.qkv.q, lw.qkv.k, lw.qkv.v];
+  return [...qkv, lw.o].reduce((a, x) => a + linearBytes(x), 0);
+}
+
+/** One token's steps into `steps`, from its report (kv: the KV-cache bytes its attention read). */
+function addTokenSteps(steps: StepTotals, report: ForwardReport, m: LoadedModel, kv: number): void {
+  const w = m.weights;
+  const F = m.config.intermediate;
+  addStep(steps, "attention", 0, kv);
+  report.layers.forEach((l, i) => {
+    const lw = w.layers[i];
+    addStep(steps, "attention", l.attentionMs, attentionBytes(lw));
+    const f = l.ffn;
+    if (f?.method !== "hire") {
+      addStep(steps, "ffn", l.ffnMs, f ? f.bytes : ffnDenseBytes(lw));
+      return;
+    }
+    // A HiRE candidate's exact rows are its W_gate and W_up rows (W_in's when not gated); a selected
+    // neuron's down product reads its W_down column; the predictor is the rest of what the layer read.
+    const exact = (f.candidates * (lw.up.w.byteLength + (lw.gate?.w.byteLength ?? 0))) / F;
+    const down = (f.k * lw.down.w.byteLength) / F;
+    addStep(steps, "predictor", f.predictorMs, f.bytes - exact - down);
+    addStep(steps, "exact rows", f.exactMs, exact);
+    addStep(steps, "down product", f.downMs, down);
+  });
+  addStep(steps, "output layer", report.outputMs, report.head ? report.head.bytes : w.head.w.byteLength);
 }
 
 export interface BenchResult {
@@ -135,8 +198,9 @@ interface Config {
   head: string;
   update: DeepPartial<SparsitySettings>;
   bestMs: number;
-  /** Summed step time (layers + output layer) of the best round. */
+  /** Summed step time (layers + output layer) of the best round, and its steps. */
   bestStepMs: number;
+  bestSteps: StepTotals;
   bytes: number;
   replayed: number;
   graphFailure?: string;
@@ -201,6 +265,7 @@ class BenchRun {
       update: { ffn: { method: "dense" }, head: { method: "dense" }, auditEvery: 0 },
       bestMs: Infinity,
       bestStepMs: 0,
+      bestSteps: new Map(),
       bytes: 0,
       replayed: 0,
       ids: [],
@@ -217,6 +282,7 @@ class BenchRun {
           update: { ...o.sparsity, ffn: { ...o.sparsity?.ffn, method, k }, auditEvery: 0 },
           bestMs: Infinity,
           bestStepMs: 0,
+          bestSteps: new Map(),
           bytes: 0,
           replayed: 0,
           ids: [],
@@ -242,11 +308,12 @@ class BenchRun {
    * reports, and the KV cache) and the summed time inside the steps (ms, from the reports' layer and
    * output times).
    */
-  private decode(first: number, ids: number[]): { bytes: number; stepMs: number } {
+  private decode(first: number, ids: number[]): { bytes: number; stepMs: number; steps: StepTotals } {
     const { t, sparsifier, model, prompt, cache, decodeTokens } = this;
     let id = first;
     let bytes = 0;
     let stepMs = 0;
+    const steps: StepTotals = new Map();
     const report: ForwardReport = { tokens: 0, layers: [], outputMs: 0 };
     for (let i = 0; i < decodeTokens; i++) {
       sparsifier.beginToken();
@@ -257,8 +324,9 @@ class BenchRun {
       bytes += bytesRead(report, model.weightBytesPerToken);
       stepMs += report.outputMs;
       for (const l of report.layers) stepMs += l.attentionMs + l.ffnMs;
+      addTokenSteps(steps, report, model, kvReadBytes(model.config, prompt.length + i, this.kvCache));
     }
-    return { bytes: bytes / decodeTokens + this.kvBytesPerToken, stepMs };
+    return { bytes: bytes / decodeTokens + this.kvBytesPerToken, stepMs, steps };
   }
 
   /** Faults the mapped weights in, builds every method's predictors, settles the pool. */
@@ -300,12 +368,12 @@ class BenchRun {
       const t1 = performance.now();
       const ids = [first];
       const replays = this.t.replays;
-      const { bytes, stepMs } = this.decode(first, ids);
+      const { bytes, stepMs, steps } = this.decode(first, ids);
       cfg.bytes = bytes;
       cfg.replayed = this.t.replays - replays;
       cfg.graphFailure = this.t.graphFailure(this.cache);
       const ms = performance.now() - t1;
-      if (ms < cfg.bestMs) [cfg.bestMs, cfg.bestStepMs] = [ms, stepMs];
+      if (ms < cfg.bestMs) [cfg.bestMs, cfg.bestStepMs, cfg.bestSteps] = [ms, stepMs, steps];
       if (cfg.ids.length === 0) cfg.ids = ids;
       if (cfg === this.dense) this.bestPrefillMs = Math.min(this.bestPrefillMs, t1 - t0);
     }
@@ -332,6 +400,17 @@ class BenchRun {
         percent_of_roofline: (100 * effective) / this.bandwidth,
         replayed_steps: cfg.replayed,
         ...(cfg.graphFailure !== undefined && { graph_failure: cfg.graphFailure }),
+        steps: STEP_NAMES.filter((n) => cfg.bestSteps.has(n)).map((step): StepRate => {
+          const t = cfg.bestSteps.get(step)!;
+          const gbPerS = t.ms > 0 ? t.bytes / (t.ms * 1e6) : 0;
+          return {
+            step,
+            ms_per_token: t.ms / decodeTokens,
+            bytes_per_token: t.bytes / decodeTokens,
+            gb_per_s: gbPerS,
+            percent_of_roofline: (100 * gbPerS) / this.bandwidth,
+          };
+        }),
       };
     });
     const d = rows[0];
