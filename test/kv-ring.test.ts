@@ -13,6 +13,7 @@ import { createBackend } from "../core/backend/select.js";
 import { KVCache, RING_SLACK, Transformer, kvReadBytes } from "../core/engine/transformer.js";
 import { Session } from "../core/engine/session.js";
 import { estimateModel } from "../core/host/engine-host.js";
+import { native } from "../core/native/addon.js";
 
 const WINDOW = 8;
 const CONTEXT = 2048;
@@ -90,6 +91,41 @@ test("the memory estimate counts a ring for each sliding-window layer", () => {
     half.k.reduce((sum, k) => sum + 2 * (k as Uint16Array).byteLength, 0),
     est.kvCacheBytes / 2,
   );
+});
+
+test("a KVCache's caches share one buffer: on cache lines, apart, zeroed, the lot on a 2 MiB page once it spans one", () => {
+  const c = models.get("gemma3")!.config;
+  const b = createBackend("cpu", 1);
+  const hn = native();
+  type Cache = Float32Array | Uint16Array; // what the CPU backend's Bufs are
+  const lineOffset = (x: Cache) => hn.cacheLineOffset(new Float32Array(x.buffer, x.byteOffset, 16));
+  for (const dtype of ["f32", "f16"] as const) {
+    const cache = new KVCache(b, c, CONTEXT, dtype);
+    const k = cache.k as Cache[];
+    const v = cache.v as Cache[];
+    const all = [...k, ...v];
+    cache.slots.forEach((slots, l) => {
+      for (const x of [k[l], v[l]]) {
+        assert.equal(x.length, c.kvHeads * slots * c.headDim, `${dtype} layer ${l}`);
+        assert.ok(dtype === "f32" ? x instanceof Float32Array : x instanceof Uint16Array);
+        assert.equal(lineOffset(x), 0, `${dtype} layer ${l}: on a cache line`);
+        assert.ok(x.every((v) => v === 0));
+      }
+    });
+    assert.ok(
+      all.every((x) => x.buffer === all[0].buffer),
+      "one buffer",
+    );
+    const spans = all.map((x) => [x.byteOffset, x.byteOffset + x.byteLength]).sort((p, q) => p[0] - q[0]);
+    for (let i = 1; i < spans.length; i++) assert.ok(spans[i - 1][1] <= spans[i][0], `${dtype}: caches overlap`);
+    k[0].fill(1);
+    assert.ok(v[0].every((x) => x === 0) && k[1].every((x) => x === 0));
+  }
+  // 4.8 MB of caches: the first starts a 2 MiB page (no whole page lies before it).
+  const [k, v] = b.allocKvSet!([600_000, 600_000], "f32") as Float32Array[];
+  assert.equal(hn.hugePageOffset(k), 0);
+  assert.equal(k.length, 600_000);
+  assert.equal(v.byteOffset, k.byteOffset + 600_000 * 4);
 });
 
 test("the bytes attention reads per token: every position so far, the last window in a windowed layer", () => {

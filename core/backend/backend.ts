@@ -188,6 +188,11 @@ export interface Backend {
    * half the memory and half the bytes attention reads). cacheWrite and attention take either.
    */
   allocKv(length: number, dtype: KvDtype): Buf;
+  /**
+   * Every cache of a KVCache at once (their lengths, in elements), where one allocation serves the
+   * backend better than one per cache: the CPU backend puts them on 2 MiB pages. Absent: allocKv each.
+   */
+  allocKvSet?(lengths: readonly number[], dtype: KvDtype): Buf[];
   /** Tokens per prefill forward pass (the workspace's batch; at most MAX_BATCH in transformer.ts). */
   readonly prefillBatch: number;
   /**

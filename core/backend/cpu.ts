@@ -8,6 +8,9 @@ import type { KvArray } from "../native/addon.js";
 const f32 = (b: Buf) => b as Float32Array;
 const kv = (b: Buf) => b as KvArray;
 
+/** Transparent huge pages on x86-64 Linux. */
+const HUGE_PAGE_BYTES = 2 * 1024 * 1024;
+
 export class CpuBackend implements Backend {
   private readonly n = native();
 
@@ -40,9 +43,35 @@ export class CpuBackend implements Backend {
   }
 
   allocKv(length: number, dtype: KvDtype): Buf {
-    if (dtype === "f32") return this.alloc(length);
-    const a = this.alloc(Math.ceil(length / 2)) as Float32Array; // on a cache line, like alloc's
-    return new Uint16Array(a.buffer, a.byteOffset, length);
+    return this.allocKvSet([length], dtype)[0];
+  }
+
+  // One buffer for all of a KVCache's caches, each on a cache line, the lot on 2 MiB pages once it
+  // spans one: the caches are JavaScript memory (on 4 KiB pages by default), and a decode step touches
+  // every layer's cache in a few places per head. Llama 3.2 1B's shape, 16 layers' attention at
+  // position 4000: 11.5 -> 10.1 ms; at 1000: 3.2 -> 2.8 ms.
+  allocKvSet(lengths: readonly number[], dtype: KvDtype): Buf[] {
+    const perLine = dtype === "f32" ? 16 : 32; // elements per 64-byte line
+    const sizes = lengths.map((n) => Math.ceil(n / perLine) * perLine);
+    const bytes = sizes.reduce((a, n) => a + n, 0) * (dtype === "f32" ? 4 : 2);
+    const hugeFloats = HUGE_PAGE_BYTES / 4;
+    let a: Float32Array;
+    if (bytes >= HUGE_PAGE_BYTES) {
+      const raw = new Float32Array(bytes / 4 + hugeFloats);
+      const at = this.n.hugePageOffset(raw); // the start of a 2 MiB page: on a cache line too
+      a = raw.subarray(at, at + bytes / 4);
+    } else {
+      a = this.alloc(bytes / 4) as Float32Array;
+    }
+    let offset = a.byteOffset;
+    return sizes.map((n, i) => {
+      const buf =
+        dtype === "f32"
+          ? new Float32Array(a.buffer, offset, lengths[i])
+          : new Uint16Array(a.buffer, offset, lengths[i]);
+      offset += n * (dtype === "f32" ? 4 : 2);
+      return buf;
+    });
   }
 
   read(b: Buf, offset: number, length: number): Float32Array {

@@ -127,9 +127,14 @@ export class KVCache {
     this.slots.forEach((slots, l) => {
       if (slots < capacity && !this.rings.has(slots))
         this.rings.set(slots, { slots, window: c.attentionWindows![l], held: new Int32Array(slots).fill(-1) });
-      this.k.push(b.allocKv(c.kvHeads * slots * c.headDim, dtype));
-      this.v.push(b.allocKv(c.kvHeads * slots * c.headDim, dtype));
     });
+    // Each layer's keys, then its values.
+    const lengths = this.slots.flatMap((slots) => [c.kvHeads * slots * c.headDim, c.kvHeads * slots * c.headDim]);
+    const bufs = b.allocKvSet ? b.allocKvSet(lengths, dtype) : lengths.map((n) => b.allocKv(n, dtype));
+    for (let l = 0; l < this.slots.length; l++) {
+      this.k.push(bufs[2 * l]);
+      this.v.push(bufs[2 * l + 1]);
+    }
   }
 
   /** Positions pos0 .. pos0 + n - 1 are about to be written (so their slots stop holding older ones). */

@@ -155,6 +155,11 @@ export interface NativeAddon {
 
   /** Floats from x[0] to the first 64-byte boundary (0 .. 15; x's data must not be 4-byte misaligned). */
   cacheLineOffset(x: Float32Array): number;
+  /**
+   * Advises the whole 2 MiB pages inside x for transparent huge pages (and collapses them now where
+   * Linux can); returns the floats from x[0] to the first of them (x.length when there is none).
+   */
+  hugePageOffset(x: Float32Array): number;
   /** Number of threads the pool uses (the caller included). */
   getThreads(): number;
   /** Resize the thread pool (1 = run on the calling thread only). */

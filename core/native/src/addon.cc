@@ -700,6 +700,13 @@ Napi::Value CacheLineOffset(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(((64 - p % 64) % 64) / sizeof(float)));
 }
 
+Napi::Value HugePageOffset(const Napi::CallbackInfo& info) {
+  Args a(info, "hugePageOffset");
+  const Args::F32 x = a.f32(0, "x");
+  const size_t bytes = x.len * sizeof(float);
+  return Napi::Number::New(info.Env(), static_cast<double>(hire::advise_huge_pages(x.data, bytes) / sizeof(float)));
+}
+
 Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const hire::CpuFeatures f = hire::cpu_features();
@@ -757,6 +764,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Export<Softmax>(env, exports, "softmax");
   Export<GetThreads>(env, exports, "getThreads");
   Export<CacheLineOffset>(env, exports, "cacheLineOffset");
+  Export<HugePageOffset>(env, exports, "hugePageOffset");
   Export<SetThreads>(env, exports, "setThreads");
   Export<CpuInfo>(env, exports, "cpuInfo");
   Export<SetKernelPath>(env, exports, "setKernelPath");

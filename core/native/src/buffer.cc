@@ -21,6 +21,20 @@ void* map_huge_pages(size_t bytes) {
   return p;
 }
 
+size_t advise_huge_pages(void* p, size_t bytes) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p), end = a + bytes;
+  const uintptr_t first = (a + kHugePage - 1) & ~uintptr_t{kHugePage - 1}, last = end & ~uintptr_t{kHugePage - 1};
+  if (first >= last) return bytes;
+#ifdef MADV_HUGEPAGE
+  ::madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+#endif
+#if defined(__linux__)
+  constexpr int kMadvCollapse = 25;  // MADV_COLLAPSE (Linux 6.1); older headers lack the name
+  ::madvise(reinterpret_cast<void*>(first), last - first, kMadvCollapse);
+#endif
+  return first - a;
+}
+
 std::shared_ptr<Buffer> Buffer::alloc(size_t bytes) {
   std::shared_ptr<Buffer> b(new Buffer());
   b->size_ = bytes;

@@ -13,6 +13,13 @@ namespace hire {
 // into memory (mapping.cc) both come from here.
 void* map_huge_pages(size_t bytes);
 
+// Memory someone else allocated (a JS ArrayBuffer): the whole 2 MiB pages within [p, p + bytes)
+// advised for transparent huge pages and, where the kernel can (Linux 6.1+), collapsed into them
+// now, pages already touched included. Returns the bytes from p to the first such page (bytes when
+// there is none); the kernel may still refuse, which only costs speed.
+size_t advise_huge_pages(void* p, size_t bytes);
+constexpr size_t kHugePage = size_t{2} << 20;
+
 class Buffer {
  public:
   // Throws std::bad_alloc when the memory cannot be had. bytes == 0 gives a valid, empty buffer.
