@@ -997,6 +997,101 @@ describe("hireFfn (DA-top-k shards fused)", () => {
   });
 });
 
+describe("hireHead (the output layer in one op)", () => {
+  /** The same head step from the separate ops: scores, top-kp per shard, exact rows, top-k, -inf elsewhere. */
+  function steps(head: NativeWeight, pred: NativeQuant, V: number, x: Float32Array, k: number, kp: number, P: number) {
+    const scores = new Float32Array(V);
+    hn.quantMatvec(scores, x, pred);
+    const candAll = new Int32Array(V);
+    const nc = hn.topk(scores, V, kp, false, P, candAll);
+    const g = new Float32Array(nc);
+    hn.matvecRows(g, x, head, candAll.subarray(0, nc), nc);
+    const pos = new Int32Array(nc);
+    const ns = hn.topk(g, nc, Math.min(k, nc), false, P, pos);
+    const logits = new Float32Array(V).fill(-Infinity);
+    for (let i = 0; i < ns; i++) logits[candAll[pos[i]]] = g[pos[i]];
+    return { scores, logits, nc, ns };
+  }
+
+  test("gives the separate ops' logits, bit for bit, for global and sharded top-k on 1-3 threads", () => {
+    const H = 40;
+    for (const V of [9000, 301]) {
+      for (const dtype of [NativeDType.BF16, NativeDType.F32]) {
+        const head = ownedWeight(dtype, V, H, false).w;
+        const pred = hn.quantize(head, 4, 32);
+        const x = randArray(H);
+        // [k, kp, shards]: a head's usual k' = 4k, sharded, every row a candidate, everything kept.
+        const cases: [number, number, number][] = [
+          [128, 512, 1],
+          [30, 120, 2],
+          [31, 123, 3],
+          [1, 1, 1],
+          [0, 40, 1],
+          [50, V, 1],
+          [V, V, 2],
+        ];
+        for (const [k, kp, P] of cases) {
+          if (kp > V) continue;
+          for (const threads of [1, 2, 3]) {
+            withThreads(threads, () =>
+              forPaths((path) => {
+                const at = `V=${V} dtype=${dtype} k=${k} kp=${kp} P=${P} ${path} threads=${threads}`;
+                const want = steps(head, pred, V, x, k, kp, P);
+                const logits = new Float32Array(V).fill(NaN);
+                const scores = new Float32Array(V);
+                const r = hn.hireHead(logits, x, pred, head, k, kp, P, scores);
+                assert.equal(r.candidates, want.nc, `${at}: candidates`);
+                assert.equal(r.selected, want.ns, `${at}: selected`);
+                assertSame(scores, want.scores, V, `${at}: scores`);
+                assertSame(logits, want.logits, V, `${at}: logits`);
+              }),
+            );
+          }
+        }
+      }
+    }
+  });
+
+  test("ties at the threshold go to the lower index, as the global top-k gives them", () => {
+    // Every row the same: all scores tie, so the candidates are the first kp rows of the whole head.
+    const V = 9000;
+    const H = 32;
+    const row = randArray(H);
+    const values = new Float32Array(V * H);
+    for (let r = 0; r < V; r++) values.set(row, r * H);
+    const head = hn.weightFromArray(values, NativeDType.F32, V, H, false);
+    const pred = hn.quantize(head, 4, 32);
+    const logits = new Float32Array(V);
+    withThreads(2, () => hn.hireHead(logits, randArray(H), pred, head, 3, 8, 1, new Float32Array(V)));
+    const kept = [...logits.keys()].filter((i) => logits[i] !== -Infinity);
+    assert.deepEqual(kept, [0, 1, 2]);
+  });
+
+  test("bad arguments throw before any work", () => {
+    const head = ownedWeight(NativeDType.BF16, 64, 32, false).w;
+    const pred = hn.quantize(head, 4, 32);
+    const call = (o: Partial<Record<string, unknown>>) =>
+      hn.hireHead(
+        (o.logits ?? new Float32Array(64)) as Float32Array,
+        (o.x ?? randArray(32)) as Float32Array,
+        pred,
+        (o.head ?? head) as NativeWeight,
+        (o.k ?? 4) as number,
+        (o.kp ?? 16) as number,
+        (o.P ?? 2) as number,
+        (o.scores ?? new Float32Array(64)) as Float32Array,
+      );
+    assert.equal(call({}).selected, 4);
+    assert.throws(() => call({ kp: 15 }), /kp = 15 must be a multiple of shards = 2/);
+    assert.throws(() => call({ head: ownedWeight(NativeDType.BF16, 63, 32, false).w }), /head must be 64 x 32/);
+    assert.throws(() => call({ head: hn.relayout(head, true) }), /head must be 64 x 32/);
+    assert.throws(() => call({ logits: new Float32Array(10) }), /logits has 10 elements/);
+    assert.throws(() => call({ x: new Float32Array(3) }), /x has 3 elements/);
+    const shared = new Float32Array(64);
+    assert.throws(() => call({ logits: shared, scores: shared }), /overlap/);
+  });
+});
+
 describe("sparse kernels: bad arguments throw", () => {
   test("layouts, indices, lengths, overlaps, handles", () => {
     const rowsW = ownedWeight(NativeDType.F32, 8, 4, false).w; // 8 x 4, [rows][cols]

@@ -2,7 +2,17 @@
 // AVX2/AVX-512/portable kernels in core/native.
 import { native } from "../native/addon.js";
 import type { Activation } from "../arch/config.js";
-import type { Backend, Buf, HireFfnResult, HireFfnStep, KvDtype, MatmulPart, QuantWeight, Weight } from "./backend.js";
+import type {
+  Backend,
+  Buf,
+  HireFfnResult,
+  HireFfnStep,
+  HireHeadStep,
+  KvDtype,
+  MatmulPart,
+  QuantWeight,
+  Weight,
+} from "./backend.js";
 import type { KvArray } from "../native/addon.js";
 
 const f32 = (b: Buf) => b as Float32Array;
@@ -342,6 +352,19 @@ export class CpuBackend implements Backend {
 
   topk(values: Buf, n: number, k: number, byAbs: boolean, shards: number, out: Int32Array): number {
     return this.n.topk(f32(values), n, k, byAbs, shards, out);
+  }
+
+  hireHead(s: HireHeadStep): { candidates: number; selected: number } {
+    return this.n.hireHead(
+      f32(s.logits),
+      f32(s.x),
+      s.predictor.handle,
+      s.head.handle,
+      s.k,
+      s.kp,
+      s.shards,
+      f32(s.scores),
+    );
   }
 
   hireFfn(s: HireFfnStep): HireFfnResult {

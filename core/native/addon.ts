@@ -290,6 +290,21 @@ export interface NativeAddon {
     sel: Int32Array,
     aSel: Float32Array,
   ): HireFfnResult;
+  /**
+   * HiRE on the output layer in one op: logits = the exact logits of the top-k of the top-kp
+   * predicted tokens (per shard when shards >= 2), -inf elsewhere; scores = the predicted logits.
+   * The same as quantMatvec, topk, matvecRows and topk in turn (head: [V][hidden], not transposed).
+   */
+  hireHead(
+    logits: Float32Array,
+    x: Float32Array,
+    predictor: NativeQuant,
+    head: NativeWeight,
+    k: number,
+    kp: number,
+    shards: number,
+    scores: Float32Array,
+  ): { candidates: number; selected: number };
 
   /** The CUDA backend's kernels (present in every build; see CudaAddon). */
   readonly cuda: CudaAddon;

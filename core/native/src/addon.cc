@@ -680,6 +680,40 @@ Napi::Value HireFfn(const Napi::CallbackInfo& info) {
   return r;
 }
 
+Napi::Value HireHead(const Napi::CallbackInfo& info) {
+  Args a(info, "hireHead");
+  auto logits = a.f32(0, "logits");
+  auto x = a.f32(1, "x");
+  hire::HireHeadStep st{};
+  st.pred = &a.quant(2, "predictor");
+  const int64_t V = st.pred->rows, H = st.pred->cols;
+  st.head = a.weight(3, "head");
+  st.k = a.integer(4, "k", 0, V);
+  st.kp = a.integer(5, "kp", 1, V);
+  st.shards = a.integer(6, "shards", 1, V);
+  auto scores = a.f32(7, "scores");
+  if (st.head.transposed || st.head.rows != V || st.head.cols != H)
+    a.fail("head must be " + std::to_string(V) + " x " + std::to_string(H) + " (the predictor's shape), stored [rows][cols]");
+  if (st.kp < V && st.kp % st.shards != 0)
+    a.fail("kp = " + std::to_string(st.kp) + " must be a multiple of shards = " + std::to_string(st.shards) +
+           " or cover all " + std::to_string(V) + " rows");
+  a.need(logits, "logits", V, "predictor rows");
+  a.need(scores, "scores", V, "predictor rows");
+  a.need(x, "x", H, "predictor cols");
+  a.disjoint_bytes(logits.data, static_cast<size_t>(V) * 4, "logits", scores.data, static_cast<size_t>(V) * 4, "scores");
+  a.disjoint_bytes(logits.data, static_cast<size_t>(V) * 4, "logits", x.data, static_cast<size_t>(H) * 4, "x");
+  a.disjoint_bytes(scores.data, static_cast<size_t>(V) * 4, "scores", x.data, static_cast<size_t>(H) * 4, "x");
+  st.x = x.data;
+  st.logits = logits.data;
+  st.scores = scores.data;
+  hire::hire_head(st);
+  Napi::Env env = info.Env();
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("candidates", Napi::Number::New(env, static_cast<double>(st.n_cand)));
+  r.Set("selected", Napi::Number::New(env, static_cast<double>(st.n_sel)));
+  return r;
+}
+
 Napi::Value GetThreads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), hire::ThreadPool::instance().threads());
 }
@@ -785,6 +819,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Export<QuantRow>(env, exports, "quantRow");
   Export<Topk>(env, exports, "topk");
   Export<HireFfn>(env, exports, "hireFfn");
+  Export<HireHead>(env, exports, "hireHead");
   exports.Set("cuda", hire_napi::cuda_exports(env));
   return exports;
 }

@@ -70,4 +70,18 @@ struct HireFfnStep {
 // shards = 1: those steps with global selections, each parallel inside; y is accumulate_cols' bits.
 void hire_ffn(HireFfnStep& step);
 
+// HiRE on the output layer in one op (Backend.hireHead): logits = the exact logits of the top-k of
+// the top-kp predicted tokens (per shard when shards >= 2, as topk(..., shards) picks them), -inf
+// elsewhere. The same selections and logits as quant_matvec, topk, matvec_rows and topk in turn.
+struct HireHeadStep {
+  const float* x;           // [pred->cols]
+  const QuantMatrix* pred;  // predictor of the head, V rows
+  Mat head;                 // not transposed [V][hidden]
+  int64_t k, kp, shards;    // kp: a multiple of shards, or >= V
+  float* logits;            // [V]
+  float* scores;            // [V] approximate logits
+  int64_t n_cand = 0, n_sel = 0;
+};
+void hire_head(HireHeadStep& step);
+
 }  // namespace hire

@@ -459,6 +459,10 @@ void ffn_shard(const KernelTable& K, const HireFfnStep& st, const QuantVector& x
   d.ms[2] = ms_since(t);
 }
 
+thread_local Scratch t_head_cand;  // hire_head: each chunk's candidates, then the merged ones
+thread_local Scratch t_head_g;     // hire_head: the candidates' exact logits, then their union's scores
+thread_local Scratch t_head_pos;   // hire_head: positions picked among the candidates
+
 // P = 1, the global top-k: each step parallel inside, with the selections and bits of the separate
 // ops (quant_matvec, topk, matvec_rows, topk, accumulate_cols) but no return to JavaScript between
 // them (on the Xeon VM JavaScript time per token fell from 1.26 to 0.83 ms).
@@ -490,6 +494,56 @@ void hire_ffn_global(const KernelTable& K, HireFfnStep& st) {
 }
 
 }  // namespace
+
+// One job scores the vocabulary, fills the logits with -inf and picks each part's candidates on the
+// thread that scored it (the scores are still warm there): the P shards of DA-top-k, or at P = 1 a
+// contiguous part per thread whose local top-kp holds every global candidate inside it; a serial
+// selection over the union of those short lists then gives topk's global top-kp (the union is in
+// index order, so ties still go to the lower index). Then the candidates' exact rows, and their top-k.
+void hire_head(HireHeadStep& st) {
+  const KernelTable& K = active_kernels();
+  const int64_t V = st.pred->rows, P = st.shards;
+  ThreadPool& pool = ThreadPool::instance();
+  const int64_t parts = P > 1 ? P : std::min<int64_t>(pool.threads(), std::max<int64_t>(1, V / 4096));
+  std::vector<int64_t> lo(static_cast<size_t>(parts) + 1), ks(static_cast<size_t>(parts)), at(static_cast<size_t>(parts) + 1);
+  for (int64_t c = 0; c < parts; ++c) {
+    int64_t m = 0;
+    if (P > 1) {
+      topk_shard_range(V, st.kp, P, c, &lo[c], &m, &ks[c]);
+      if (st.kp >= V) ks[c] = m;
+    } else {
+      lo[c] = c * V / parts;
+      m = (c + 1) * V / parts - lo[c];
+      ks[c] = std::min(st.kp, m);
+    }
+    at[c + 1] = at[c] + ks[c];
+  }
+  lo[parts] = V;
+  int32_t* cand = t_head_cand.get<int32_t>(static_cast<size_t>(at[parts]) + 16);
+  const QuantVector xv = quantized_input(st.x, *st.pred);
+  pool.parallel_for(parts, [&](int64_t c, int) {
+    const int64_t a = lo[c], b = lo[c + 1];
+    K.quant_gemv(*st.pred, xv, st.scores, a, b);  // each row on its own: quant_matvec's bits
+    std::fill(st.logits + a, st.logits + b, -INFINITY);
+    topk_shard(st.scores, a, b - a, ks[c], false, cand + at[c]);
+  });
+  int64_t nc = at[parts];
+  if (P == 1 && parts > 1 && nc > st.kp) {  // the global top-kp of the parts' candidates
+    float* u = t_head_g.get<float>(static_cast<size_t>(nc) + 16);
+    for (int64_t j = 0; j < nc; ++j) u[j] = st.scores[cand[j]];
+    int32_t* pos = t_head_pos.get<int32_t>(static_cast<size_t>(st.kp) + 16);
+    topk(u, nc, st.kp, false, 1, pos);
+    for (int64_t j = 0; j < st.kp; ++j) cand[j] = cand[pos[j]];  // pos ascending: cand[j] is not read again
+    nc = st.kp;
+  }
+  float* g = t_head_g.get<float>(static_cast<size_t>(nc) + 16);
+  matvec_rows(g, st.x, st.head, cand, nc);
+  int32_t* pos = t_head_pos.get<int32_t>(static_cast<size_t>(nc) + 16);
+  const int64_t ns = topk(g, nc, std::min(st.k, nc), false, P, pos);
+  for (int64_t j = 0; j < ns; ++j) st.logits[cand[pos[j]]] = g[pos[j]];
+  st.n_cand = nc;
+  st.n_sel = ns;
+}
 
 void hire_ffn(HireFfnStep& st) {
   const KernelTable& K = active_kernels();
