@@ -2,7 +2,17 @@
 // top-p, min-p and repetition penalty restrict or reshape the support exactly as specified.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Rng, Sampler, argmax, topIndices, topLogprobs, GREEDY, type SamplingOptions } from "../core/engine/sampler.js";
+import {
+  Rng,
+  Sampler,
+  argmax,
+  logSumExp,
+  topIndices,
+  topLogprobs,
+  topPSet,
+  GREEDY,
+  type SamplingOptions,
+} from "../core/engine/sampler.js";
 
 const opts = (o: Partial<SamplingOptions>): SamplingOptions => ({ ...GREEDY, temperature: 1, seed: 42, ...o });
 
@@ -98,6 +108,52 @@ test("top-p over a large vocabulary (the growing-prefix path)", () => {
   // 2500 × (1/5000) reaches 0.5 up to float rounding, so the cut is at 2500 or 2501 tokens;
   // 4000 uniform draws over 2500 tokens see about 2000 distinct ones.
   assert.ok(seen.size > 1500 && [...seen].every((id) => id <= 2500), `support ${seen.size}, max ${Math.max(...seen)}`);
+});
+
+test("the large top-p set equals the sorted prefix that reaches p (ties to the lower index, min-p after)", () => {
+  const rng = new Rng(11);
+  for (const [n, kind] of [
+    [3000, "flat"],
+    [3000, "few values"],
+    [5000, "with -inf"],
+    [40, "flat"],
+  ] as const) {
+    const s = Float32Array.from({ length: n }, (_, i) => {
+      if (kind === "few values") return Math.floor(rng.next() * 5) * 0.25;
+      if (kind === "with -inf" && i % 3 === 0) return -Infinity;
+      return (rng.next() - 0.5) * 0.5;
+    });
+    const lse = logSumExp(s);
+    const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => s[b] - s[a] || a - b);
+    for (const topP of [0.3, 0.5, 0.9, 0.999]) {
+      for (const minP of [0, 0.5]) {
+        let mass = 0;
+        let keep = 0;
+        while (keep < n && mass < topP) mass += Math.exp(s[order[keep++]] - lse);
+        const floor = minP > 0 ? s[order[0]] + Math.log(minP) : -Infinity;
+        const want = order
+          .slice(0, keep)
+          .filter((i) => s[i] >= floor)
+          .sort((a, b) => a - b);
+        assert.deepEqual(Array.from(topPSet(s, lse, topP, minP)), want, `${kind} n=${n} topP=${topP} minP=${minP}`);
+      }
+    }
+  }
+});
+
+test("untruncated sampling over a large vocabulary follows the softmax distribution", () => {
+  // No top-k, top-p or min-p: the draw walks the whole vocabulary unsorted.
+  const v = new Float32Array(20000).fill(-3);
+  v[5] = 2;
+  v[19000] = 1;
+  const n = 20000;
+  const ids = draw(opts({ temperature: 1, seed: 4 }), v, n);
+  const p = softmax(v);
+  for (const id of [5, 19000]) {
+    const got = ids.filter((x) => x === id).length / n;
+    const sd = Math.sqrt((p[id] * (1 - p[id])) / n);
+    assert.ok(Math.abs(got - p[id]) < 5 * sd, `id ${id}: ${got} vs ${p[id]}`);
+  }
 });
 
 test("min-p drops tokens below min_p × the top probability", () => {

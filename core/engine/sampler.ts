@@ -51,6 +51,12 @@ function rotl(x: number, k: number): number {
   return ((x << k) | (x >>> (32 - k))) >>> 0;
 }
 
+function maxOf(v: ArrayLike<number>): number {
+  let m = -Infinity;
+  for (let i = 0; i < v.length; i++) if (v[i] > m) m = v[i];
+  return m;
+}
+
 export function argmax(v: ArrayLike<number>): number {
   let best = 0;
   for (let i = 1; i < v.length; i++) if (v[i] > v[best]) best = i;
@@ -58,8 +64,11 @@ export function argmax(v: ArrayLike<number>): number {
 }
 
 /**
- * Indices of the k largest values, largest first (ties: lower index first). O(n + k log k):
- * a quickselect finds the k-th value, then only the survivors are sorted.
+ * Indices of the k largest values, largest first (ties: lower index first). A few hundred or fewer
+ * (top-k, log-probabilities): one pass keeping a min-heap of the best k, where almost every value
+ * fails one comparison with the heap's smallest — a quickselect over a copy of a 128K vocabulary
+ * took ~1.2 ms a token, most of it mispredicted branches. More: a quickselect finds the k-th value,
+ * then only the survivors are sorted.
  */
 export function topIndices(v: ArrayLike<number>, k: number): Int32Array {
   const n = v.length;
@@ -69,6 +78,8 @@ export function topIndices(v: ArrayLike<number>, k: number): Int32Array {
   if (k === n) {
     idx = new Int32Array(n);
     for (let i = 0; i < n; i++) idx[i] = i;
+  } else if (k <= HEAP_TOP_K) {
+    idx = heapTop(v, k);
   } else {
     const threshold = kthLargest(Float64Array.from(v as ArrayLike<number>), k);
     idx = new Int32Array(k);
@@ -77,6 +88,35 @@ export function topIndices(v: ArrayLike<number>, k: number): Int32Array {
     for (let i = 0; i < n && m < k; i++) if (v[i] === threshold) idx[m++] = i;
   }
   return idx.sort((a, b) => v[b] - v[a] || a - b);
+}
+
+const HEAP_TOP_K = 256;
+
+/** The k best indices of v (k < v.length), unordered: a min-heap by (value, then higher index). */
+function heapTop(v: ArrayLike<number>, k: number): Int32Array {
+  const heap = new Int32Array(k);
+  // a is worse than b: smaller, or equal and later (the lower index wins a tie).
+  const worse = (a: number, b: number) => v[a] < v[b] || (v[a] === v[b] && a > b);
+  const down = (at: number) => {
+    for (;;) {
+      const l = 2 * at + 1;
+      if (l >= k) return;
+      const c = l + 1 < k && worse(heap[l + 1], heap[l]) ? l + 1 : l;
+      if (!worse(heap[c], heap[at])) return;
+      [heap[c], heap[at]] = [heap[at], heap[c]];
+      at = c;
+    }
+  };
+  for (let i = 0; i < k; i++) heap[i] = i;
+  for (let i = (k >> 1) - 1; i >= 0; i--) down(i);
+  for (let i = k; i < v.length; i++) {
+    // Strictly larger: an equal value arrives later, so the one in the heap keeps its place.
+    if (v[i] > v[heap[0]]) {
+      heap[0] = i;
+      down(0);
+    }
+  }
+  return heap;
 }
 
 /** The k-th largest value (1-based), by in-place quickselect on a scratch copy. */
@@ -124,11 +164,14 @@ export function topLogprobs(logits: ArrayLike<number>, n: number): [number, numb
 export class Sampler {
   private readonly rng: Rng;
   private scores: Float32Array;
+  /** Unnormalised probabilities of the tokens a draw walks (scratch, one per vocabulary entry). */
+  private probs: Float64Array;
 
   constructor(readonly options: SamplingOptions) {
     validateSampling(options);
     this.rng = new Rng(options.seed);
     this.scores = new Float32Array(0);
+    this.probs = new Float64Array(0);
   }
 
   /** Whether sample() is the plain argmax of the logits (so it can run where the logits are). */
@@ -139,7 +182,10 @@ export class Sampler {
   /** The next token from `logits` (not modified), given the ids seen so far in the context. */
   sample(logits: Float32Array, history: readonly number[]): number {
     const o = this.options;
-    if (this.scores.length !== logits.length) this.scores = new Float32Array(logits.length);
+    if (this.scores.length !== logits.length) {
+      this.scores = new Float32Array(logits.length);
+      this.probs = new Float64Array(logits.length);
+    }
     const s = this.scores;
     s.set(logits);
     if (o.repetitionPenalty !== 1) {
@@ -150,17 +196,32 @@ export class Sampler {
     if (o.temperature <= 0) return argmax(s);
     const invT = 1 / o.temperature;
     for (let i = 0; i < s.length; i++) s[i] *= invT;
-    const candidates = this.candidates(s);
-    const max = s[candidates[0]];
-    const probs = new Float64Array(candidates.length);
+    const untruncated = (o.topK <= 0 || o.topK >= s.length) && o.topP >= 1 && o.minP <= 0;
+    return this.draw(s, untruncated ? null : this.candidates(s));
+  }
+
+  /**
+   * A draw from softmax(s) over `candidates` (every token when null), walked in the order given:
+   * each token's share of [0, total) is its probability, so any fixed order samples the same
+   * distribution (the whole vocabulary goes in index order, unsorted).
+   */
+  private draw(s: Float32Array, candidates: Int32Array | null): number {
+    const n = candidates ? candidates.length : s.length;
+    const at = (i: number) => (candidates ? candidates[i] : i);
+    let max = -Infinity;
+    for (let i = 0; i < n; i++) max = Math.max(max, s[at(i)]);
+    const p = this.probs;
     let total = 0;
-    for (let i = 0; i < candidates.length; i++) total += probs[i] = Math.exp(s[candidates[i]] - max);
+    for (let i = 0; i < n; i++) total += p[i] = Math.exp(s[at(i)] - max);
     let r = this.rng.next() * total;
-    for (let i = 0; i < candidates.length; i++) {
-      r -= probs[i];
-      if (r < 0) return candidates[i];
+    let last = at(0);
+    for (let i = 0; i < n; i++) {
+      if (p[i] === 0) continue;
+      last = at(i);
+      r -= p[i];
+      if (r < 0) return last;
     }
-    return candidates[candidates.length - 1];
+    return last; // rounding left r >= 0: the last token with any probability
   }
 
   /** Token ids allowed by top-k, top-p and min-p, most likely first. */
@@ -173,12 +234,11 @@ export class Sampler {
       const top = topIndices(s, k);
       return this.applyTopPMinP(s, top, logSumExp(Array.from(top, (i) => s[i])), true);
     }
-    // Grow a sorted prefix until it holds the top-p mass (usually a few dozen tokens).
+    // The top-p set is usually a few dozen tokens: try the 64 most likely first.
     const lse = logSumExp(s);
-    for (let m = Math.min(k, 64); ; m = Math.min(k, m * 4)) {
-      const kept = this.applyTopPMinP(s, topIndices(s, m), lse, m === k);
-      if (kept) return kept;
-    }
+    const kept = this.applyTopPMinP(s, topIndices(s, Math.min(k, 64)), lse, k <= 64);
+    if (kept) return kept;
+    return topPSet(s, lse, o.topP, o.minP, this.probs);
   }
 
   /** The prefix of `top` kept by top-p and min-p, or null if `top` is too short to decide top-p. */
@@ -205,6 +265,75 @@ export class Sampler {
     }
     return top.subarray(0, keep);
   }
+}
+
+/**
+ * The top-p set when it is large (a flat distribution: high temperature, an untrained model), in
+ * index order, with min-p applied (p: scratch for the probabilities): the same tokens as a prefix of the sorted vocabulary, found by
+ * a radix select over the scores' bits weighted by probability (11 + 11 + 10 bits) instead of
+ * sorting 128K entries (which took ~37 ms a token).
+ */
+export function topPSet(
+  s: Float32Array,
+  lse: number,
+  topP: number,
+  minP: number,
+  p: Float64Array = new Float64Array(s.length),
+): Int32Array {
+  const n = s.length;
+  const bits = new Uint32Array(s.buffer, s.byteOffset, n);
+  const keys = new Uint32Array(n); // order-preserving: a larger score has a larger key
+  for (let i = 0; i < n; i++) {
+    const b = bits[i];
+    keys[i] = (b & 0x80000000 ? ~b : b | 0x80000000) >>> 0;
+    p[i] = Math.exp(s[i] - lse);
+  }
+  let members: Int32Array | null = null; // the threshold bucket's tokens (null: all of them)
+  let above = 0; // the probability of every token whose key is above the bucket
+  let prefix = 0; // the bucket's key bits so far
+  for (const [shift, width] of [
+    [21, 11],
+    [10, 11],
+    [0, 10],
+  ]) {
+    const mask = (1 << width) - 1;
+    const hist = new Float64Array(1 << width);
+    const count = members ? members.length : n;
+    for (let j = 0; j < count; j++) {
+      const i = members ? members[j] : j;
+      hist[(keys[i] >>> shift) & mask] += p[i];
+    }
+    // The bucket where the mass from the top reaches topP (rounding may leave it short: then the
+    // lowest bucket with any), and the mass above it.
+    let bucket = 0;
+    let before = above;
+    for (let b = mask; b >= 0; b--) {
+      if (hist[b] === 0) continue;
+      [bucket, before] = [b, above];
+      if (above + hist[b] >= topP) break;
+      above += hist[b];
+    }
+    above = before;
+    prefix = (prefix << width) | bucket;
+    const next: number[] = [];
+    for (let j = 0; j < count; j++) {
+      const i = members ? members[j] : j;
+      if (keys[i] >>> shift === prefix >>> 0) next.push(i);
+    }
+    members = Int32Array.from(next);
+  }
+  // members: the tokens with the threshold key (equal scores), in index order; the first ones go in.
+  const t = prefix >>> 0;
+  let ties = 0;
+  for (let mass = above; ties < members!.length && mass < topP; ties++) mass += p[members![ties]];
+  const tieEnd = ties > 0 ? members![ties - 1] : -1;
+  const floor = minP > 0 ? maxOf(s) + Math.log(minP) : -Infinity;
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const kept = keys[i] > t || (keys[i] === t && i <= tieEnd);
+    if (kept && s[i] >= floor) out.push(i);
+  }
+  return Int32Array.from(out);
 }
 
 export function validateSampling(o: SamplingOptions): void {
