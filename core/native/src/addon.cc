@@ -607,6 +607,14 @@ Napi::Value Topk(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(hire::topk(values.data, n, k, by_abs, shards, out)));
 }
 
+// {candidates, selected}: what a HiRE step (hireFfn, hireHead) computed exactly and kept.
+Napi::Object step_counts(Napi::Env env, int64_t n_cand, int64_t n_sel) {
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("candidates", Napi::Number::New(env, static_cast<double>(n_cand)));
+  r.Set("selected", Napi::Number::New(env, static_cast<double>(n_sel)));
+  return r;
+}
+
 Napi::Value HireFfn(const Napi::CallbackInfo& info) {
   Args a(info, "hireFfn");
   auto y = a.f32(0, "y");
@@ -671,9 +679,7 @@ Napi::Value HireFfn(const Napi::CallbackInfo& info) {
   st.a_sel = a_sel.data;
   hire::hire_ffn(st);
   Napi::Env env = info.Env();
-  Napi::Object r = Napi::Object::New(env);
-  r.Set("candidates", Napi::Number::New(env, static_cast<double>(st.n_cand)));
-  r.Set("selected", Napi::Number::New(env, static_cast<double>(st.n_sel)));
+  Napi::Object r = step_counts(env, st.n_cand, st.n_sel);
   r.Set("scoreMs", Napi::Number::New(env, st.ms[0]));
   r.Set("rowsMs", Napi::Number::New(env, st.ms[1]));
   r.Set("downMs", Napi::Number::New(env, st.ms[2]));
@@ -707,11 +713,7 @@ Napi::Value HireHead(const Napi::CallbackInfo& info) {
   st.logits = logits.data;
   st.scores = scores.data;
   hire::hire_head(st);
-  Napi::Env env = info.Env();
-  Napi::Object r = Napi::Object::New(env);
-  r.Set("candidates", Napi::Number::New(env, static_cast<double>(st.n_cand)));
-  r.Set("selected", Napi::Number::New(env, static_cast<double>(st.n_sel)));
-  return r;
+  return step_counts(info.Env(), st.n_cand, st.n_sel);
 }
 
 Napi::Value GetThreads(const Napi::CallbackInfo& info) {
