@@ -108,6 +108,86 @@ test("an already-aborted signal stops before prefill", async () => {
   assert.equal(tokens.length, 0);
 });
 
+/**
+ * A Llama-2-style tokenizer.json (SentencePiece BPE: "▁" for spaces, byte fallback, a decoder that
+ * strips the first leading space) over `vocab` ids: 3 specials, 256 byte pieces, then words.
+ */
+function sentencePieceTokenizer(vocab: number): Record<string, unknown> {
+  const pieces = ["<unk>", "<s>", "</s>"];
+  for (let b = 0; b < 256; b++) pieces.push(`<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`);
+  const words = ["▁", "▁the", "▁quick", "▁brown", "▁fox", "'s", "▁é", "語", ".", ",", "▁a", "b", "c"];
+  for (let i = 0; pieces.length < vocab; i++) pieces.push(i < words.length ? words[i] : `▁w${i}`);
+  const special = (id: number, content: string) => ({
+    id,
+    content,
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: false,
+    special: true,
+  });
+  return {
+    version: "1.0",
+    truncation: null,
+    padding: null,
+    added_tokens: [special(0, "<unk>"), special(1, "<s>"), special(2, "</s>")],
+    normalizer: {
+      type: "Sequence",
+      normalizers: [
+        { type: "Prepend", prepend: "▁" },
+        { type: "Replace", pattern: { String: " " }, content: "▁" },
+      ],
+    },
+    pre_tokenizer: null,
+    post_processor: null,
+    decoder: {
+      type: "Sequence",
+      decoders: [
+        { type: "Replace", pattern: { String: "▁" }, content: " " },
+        { type: "ByteFallback" },
+        { type: "Fuse" },
+        { type: "Strip", content: " ", start: 1, stop: 0 },
+      ],
+    },
+    model: {
+      type: "BPE",
+      dropout: null,
+      unk_token: "<unk>",
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: true,
+      byte_fallback: true,
+      ignore_merges: false,
+      vocab: Object.fromEntries(pieces.map((p, i) => [p, i])),
+      merges: [],
+    },
+  };
+}
+
+test("streamed text adds up to the decoded reply with a SentencePiece tokenizer (byte pieces, a stripped first space)", async () => {
+  // Random tokens from a random model: byte pieces that split characters, words with and without "▁".
+  const dir = join(root, "sentencepiece");
+  await makeModel({ arch: "llama", dtype: "f32", seed: 5, shape: { vocab: 300 }, out: dir });
+  writeFileSync(join(dir, "tokenizer.json"), JSON.stringify(sentencePieceTokenizer(300)));
+  const sp = loadModel(dir);
+  try {
+    for (const seed of [1, 2, 3]) {
+      const r = await collect(new Session(sp), "the quick fox", {
+        maxTokens: 120,
+        temperature: 1.5,
+        seed,
+        ignoreEos: true,
+      });
+      const streamed = r.tokens.map((e) => (e.type === "token" ? e.text : "")).join("");
+      assert.equal(r.done.text, sp.tokenizer.decode(r.done.ids), `seed ${seed}`);
+      // A reply cut in the middle of a character ends in U+FFFD: only the final text carries it.
+      assert.equal(streamed, r.done.text.replace(/\ufffd+$/, ""), `seed ${seed}: streamed deltas`);
+    }
+  } finally {
+    sp.close();
+  }
+});
+
 test("stop strings end generation before the string, across token boundaries", async () => {
   const free = await collect(new Session(model), PROMPT, { maxTokens: 24, temperature: 0 });
   const text = free.done.text;
