@@ -14,6 +14,7 @@ import { KVCache, RING_SLACK, Transformer, kvReadBytes } from "../core/engine/tr
 import { Session } from "../core/engine/session.js";
 import { estimateModel } from "../core/host/engine-host.js";
 import { native } from "../core/native/addon.js";
+import { kvBufferGroups } from "../core/backend/cpu.js";
 
 const WINDOW = 8;
 const CONTEXT = 2048;
@@ -121,6 +122,10 @@ test("a KVCache's caches share one buffer: on cache lines, apart, zeroed, the lo
     k[0].fill(1);
     assert.ok(v[0].every((x) => x === 0) && k[1].every((x) => x === 0));
   }
+  // Buffers hold at most KV_BUFFER_BYTES of caches, in order; a larger cache gets its own.
+  assert.deepEqual(kvBufferGroups([3, 3, 3], 6), [[0, 1], [2]]);
+  assert.deepEqual(kvBufferGroups([2, 10, 2, 2], 6), [[0], [1], [2, 3]]);
+  assert.deepEqual(kvBufferGroups([], 6), []);
   // 4.8 MB of caches: the first starts a 2 MiB page (no whole page lies before it).
   const [k, v] = b.allocKvSet!([600_000, 600_000], "f32") as Float32Array[];
   assert.equal(hn.hugePageOffset(k), 0);

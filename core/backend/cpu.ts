@@ -20,6 +20,26 @@ const kv = (b: Buf) => b as KvArray;
 
 /** Transparent huge pages on x86-64 Linux. */
 const HUGE_PAGE_BYTES = 2 * 1024 * 1024;
+/** The most KV-cache bytes one buffer of allocKvSet holds (one cache may be larger). */
+export const KV_BUFFER_BYTES = 1024 * 1024 * 1024;
+
+/**
+ * Consecutive caches (their byte sizes) packed into buffers of at most `cap` bytes, in order: the
+ * indices of each buffer's caches. A cache larger than `cap` gets a buffer of its own.
+ */
+export function kvBufferGroups(bytes: readonly number[], cap: number): number[][] {
+  const groups: number[][] = [];
+  let sum = 0;
+  bytes.forEach((b, i) => {
+    if (groups.length === 0 || sum + b > cap) {
+      groups.push([]);
+      sum = 0;
+    }
+    groups[groups.length - 1].push(i);
+    sum += b;
+  });
+  return groups;
+}
 
 export class CpuBackend implements Backend {
   private readonly n = native();
@@ -56,31 +76,34 @@ export class CpuBackend implements Backend {
     return this.allocKvSet([length], dtype)[0];
   }
 
-  // One buffer for all of a KVCache's caches, each on a cache line, the lot on 2 MiB pages once it
-  // spans one: the caches are JavaScript memory (on 4 KiB pages by default), and a decode step touches
-  // every layer's cache in a few places per head. Llama 3.2 1B's shape, 16 layers' attention at
-  // position 4000: 11.5 -> 10.1 ms; at 1000: 3.2 -> 2.8 ms.
+  // A KVCache's caches in as few buffers as possible, each cache on a cache line, each buffer on 2 MiB
+  // pages once it spans one: the caches are JavaScript memory (on 4 KiB pages by default), and a
+  // decode step touches every layer's cache in a few places per head. Llama 3.2 1B's shape, 16
+  // layers' attention at position 4000: 11.5 -> 10.1 ms; at 1000: 3.2 -> 2.8 ms. A buffer holds at
+  // most KV_BUFFER_BYTES (unless one cache is larger), so a long context never needs one allocation
+  // past what a JavaScript engine allows for an ArrayBuffer.
   allocKvSet(lengths: readonly number[], dtype: KvDtype): Buf[] {
-    const perLine = dtype === "f32" ? 16 : 32; // elements per 64-byte line
-    const sizes = lengths.map((n) => Math.ceil(n / perLine) * perLine);
-    const bytes = sizes.reduce((a, n) => a + n, 0) * (dtype === "f32" ? 4 : 2);
-    const hugeFloats = HUGE_PAGE_BYTES / 4;
-    let a: Float32Array;
-    if (bytes >= HUGE_PAGE_BYTES) {
-      const raw = new Float32Array(bytes / 4 + hugeFloats);
-      const at = this.n.hugePageOffset(raw); // the start of a 2 MiB page: on a cache line too
-      a = raw.subarray(at, at + bytes / 4);
-    } else {
-      a = this.alloc(bytes / 4) as Float32Array;
-    }
-    let offset = a.byteOffset;
-    return sizes.map((n, i) => {
-      const buf =
-        dtype === "f32"
-          ? new Float32Array(a.buffer, offset, lengths[i])
-          : new Uint16Array(a.buffer, offset, lengths[i]);
-      offset += n * (dtype === "f32" ? 4 : 2);
-      return buf;
+    const elem = dtype === "f32" ? 4 : 2;
+    const lineBytes = (n: number) => Math.ceil((n * elem) / 64) * 64;
+    return kvBufferGroups(lengths.map(lineBytes), KV_BUFFER_BYTES).flatMap((group) => {
+      const bytes = group.reduce((a, i) => a + lineBytes(lengths[i]), 0);
+      let a: Float32Array;
+      if (bytes >= HUGE_PAGE_BYTES) {
+        const raw = new Float32Array(bytes / 4 + HUGE_PAGE_BYTES / 4);
+        const at = this.n.hugePageOffset(raw); // the start of a 2 MiB page: on a cache line too
+        a = raw.subarray(at, at + bytes / 4);
+      } else {
+        a = this.alloc(bytes / 4) as Float32Array;
+      }
+      let offset = a.byteOffset;
+      return group.map((i) => {
+        const buf =
+          dtype === "f32"
+            ? new Float32Array(a.buffer, offset, lengths[i])
+            : new Uint16Array(a.buffer, offset, lengths[i]);
+        offset += lineBytes(lengths[i]);
+        return buf;
+      });
     });
   }
 
