@@ -224,7 +224,7 @@ export class Sampler {
     return last; // rounding left r >= 0: the last token with any probability
   }
 
-  /** Token ids allowed by top-k, top-p and min-p, most likely first. */
+  /** Token ids allowed by top-k, top-p and min-p: most likely first, or a large top-p set in index order. */
   private candidates(s: Float32Array): Int32Array {
     const o = this.options;
     const k = o.topK > 0 ? Math.min(o.topK, s.length) : s.length;
