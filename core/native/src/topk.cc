@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <utility>
 #include <vector>
 
 #if defined(__SSE2__)
@@ -86,6 +87,36 @@ inline int walk(const uint32_t* hist, int n, int64_t k, int64_t* above) {
   return b;
 }
 
+// buf[0, count) = value(j) for every j < n with keep(j), in order; returns count. buf holds n + 1.
+// Branch-free, along four independent running counts over the quarters of [0, n), each appending
+// into its own stretch of buf, then joined: one count carried a store-address dependency from
+// element to element, and took half of a top-k of 8192.
+template <class T, class Value, class Keep>
+int64_t append_where(int64_t n, T* buf, Value value, Keep keep) {
+  const int64_t q = n / 4;
+  int64_t c0 = 0, c1 = q, c2 = 2 * q, c3 = 3 * q;
+  for (int64_t j = 0; j < q; ++j) {
+    buf[c0] = value(j);
+    buf[c1] = value(q + j);
+    buf[c2] = value(2 * q + j);
+    buf[c3] = value(3 * q + j);
+    c0 += keep(j);
+    c1 += keep(q + j);
+    c2 += keep(2 * q + j);
+    c3 += keep(3 * q + j);
+  }
+  for (int64_t j = 4 * q; j < n; ++j) {  // the tail joins the last quarter, whose stretch runs to n
+    buf[c3] = value(j);
+    c3 += keep(j);
+  }
+  int64_t count = c0;
+  for (const auto& [from, to] : {std::pair<int64_t, int64_t>{q, c1}, {2 * q, c2}, {3 * q, c3}}) {
+    std::memmove(buf + count, buf + from, static_cast<size_t>(to - from) * sizeof(T));
+    count += to - from;
+  }
+  return count;
+}
+
 // The k-th largest of keys[0, n) (0 < k <= n) by radix select (11 + 11 + 10 bits); *above = how many
 // keys are larger. keys is left untouched.
 uint32_t radix_threshold(const uint32_t* keys, int64_t n, int64_t k, TopkScratch& s, int64_t* above) {
@@ -102,32 +133,10 @@ uint32_t radix_threshold(const uint32_t* keys, int64_t n, int64_t k, TopkScratch
   for (int b = 0; b < 2048; ++b) s.hist[0][b] += s.hist[1][b] + s.hist[2][b] + s.hist[3][b];
   *above = 0;
   const uint32_t b1 = static_cast<uint32_t>(walk(s.hist[0], 2048, k, above));
-  // Candidates: the keys of that bucket, by four independent branch-free appends over the quarters of
-  // keys (as in take_at_least), each into its own stretch of tmp, then joined.
+  // Candidates: the keys of that bucket.
   uint32_t* cand = grow(s.tmp, n + 1);
-  const int64_t q = n / 4;
-  int64_t c0 = 0, c1 = q, c2 = 2 * q, c3 = 3 * q;
-  for (int64_t j = 0; j < q; ++j) {
-    const uint32_t a = keys[j], b = keys[q + j], c = keys[2 * q + j], d = keys[3 * q + j];
-    cand[c0] = a;
-    cand[c1] = b;
-    cand[c2] = c;
-    cand[c3] = d;
-    c0 += (a >> 21) == b1;
-    c1 += (b >> 21) == b1;
-    c2 += (c >> 21) == b1;
-    c3 += (d >> 21) == b1;
-  }
-  for (int64_t j = 4 * q; j < n; ++j) {
-    cand[c3] = keys[j];
-    c3 += (keys[j] >> 21) == b1;
-  }
-  std::memmove(cand + c0, cand + q, static_cast<size_t>(c1 - q) * sizeof(uint32_t));
-  int64_t nc = c0 + (c1 - q);
-  std::memmove(cand + nc, cand + 2 * q, static_cast<size_t>(c2 - 2 * q) * sizeof(uint32_t));
-  nc += c2 - 2 * q;
-  std::memmove(cand + nc, cand + 3 * q, static_cast<size_t>(c3 - 3 * q) * sizeof(uint32_t));
-  nc += c3 - 3 * q;
+  const int64_t nc = append_where(
+      n, cand, [&](int64_t j) { return keys[j]; }, [&](int64_t j) { return (keys[j] >> 21) == b1; });
   if (nc <= kSelectBucket) {
     // A small bucket: select the rank directly instead of two more histogram levels, whose fixed
     // cost (clearing and walking 2048 + 1024 bins) dominates for a few hundred keys.
@@ -154,40 +163,6 @@ uint32_t radix_threshold(const uint32_t* keys, int64_t n, int64_t k, TopkScratch
   for (int64_t j = 0; j < nc2; ++j) ++h[cand[j] & 1023u];
   const uint32_t b3 = static_cast<uint32_t>(walk(h, 1024, k, above));
   return (b1 << 21) | (b2 << 10) | b3;
-}
-
-// out = lo + j for every keys[j] >= t, ascending. Four independent branch-free appends over the
-// quarters of the range, each into its own stretch of ci, then joined: one running count carried a
-// store-address dependency from element to element, and took half of a top-k of 8192.
-void take_at_least(const uint32_t* keys, int64_t m, uint32_t t, int64_t lo, int32_t* out, TopkScratch& s) {
-  const int64_t q = m / 4;
-  int32_t* st = grow(s.ci, m + 1);
-  int32_t *p0 = st, *p1 = st + q, *p2 = st + 2 * q, *p3 = st + 3 * q;
-  const uint32_t *k0 = keys, *k1 = keys + q, *k2 = keys + 2 * q, *k3 = keys + 3 * q;
-  int32_t i0 = static_cast<int32_t>(lo), i1 = i0 + static_cast<int32_t>(q), i2 = i1 + static_cast<int32_t>(q),
-          i3 = i2 + static_cast<int32_t>(q);
-  int64_t n0 = 0, n1 = 0, n2 = 0, n3 = 0;
-  for (int64_t j = 0; j < q; ++j) {
-    p0[n0] = i0 + static_cast<int32_t>(j);
-    p1[n1] = i1 + static_cast<int32_t>(j);
-    p2[n2] = i2 + static_cast<int32_t>(j);
-    p3[n3] = i3 + static_cast<int32_t>(j);
-    n0 += k0[j] >= t;
-    n1 += k1[j] >= t;
-    n2 += k2[j] >= t;
-    n3 += k3[j] >= t;
-  }
-  for (int64_t j = q; j < m - 3 * q; ++j) {  // the tail joins the last quarter, whose stretch runs to m
-    p3[n3] = i3 + static_cast<int32_t>(j);
-    n3 += k3[j] >= t;
-  }
-  const int32_t* part[4] = {p0, p1, p2, p3};
-  const int64_t n[4] = {n0, n1, n2, n3};
-  int64_t at = 0;
-  for (int c = 0; c < 4; ++c) {
-    std::memcpy(out + at, part[c], static_cast<size_t>(n[c]) * sizeof(int32_t));
-    at += n[c];
-  }
 }
 
 template <bool kAbs>
@@ -305,8 +280,11 @@ void select_shard(const float* values, int64_t lo, int64_t m, int64_t ks, bool b
   const int64_t ties = ks - above;  // keys == t to take (the first ones)
   int32_t equal = 0;  // 32-bit lanes: m < 2^31
   for (int64_t j = 0; j < m; ++j) equal += keys[j] == t;  // vectorises
-  if (equal == ties) {
-    take_at_least(keys, m, t, lo, out, s);
+  if (equal == ties) {  // every key >= t goes in
+    int32_t* stage = grow(s.ci, m + 1);
+    const int64_t n = append_where(
+        m, stage, [&](int64_t j) { return static_cast<int32_t>(lo + j); }, [&](int64_t j) { return keys[j] >= t; });
+    std::memcpy(out, stage, static_cast<size_t>(n) * sizeof(int32_t));
     return;
   }
   // Some keys equal to t stay out: the first `ties` of them go in. Branch-free (a hit rate near 20%
