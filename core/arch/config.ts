@@ -82,6 +82,17 @@ export interface LayerWeights {
   readonly down: Linear; // W_out: down_proj / c_proj / fc2
 }
 
+/** Bytes of a linear layer's weight and bias. */
+export function linearBytes(x: Linear): number {
+  return x.w.byteLength + (x.b?.byteLength ?? 0);
+}
+
+/** Weight bytes a layer's attention block reads per token: q, k and v (or the fused one) and o. */
+export function attentionBytes(lw: LayerWeights): number {
+  const qkv = "fused" in lw.qkv ? [lw.qkv.fused] : [lw.qkv.q, lw.qkv.k, lw.qkv.v];
+  return [...qkv, lw.o].reduce((a, x) => a + linearBytes(x), 0);
+}
+
 export interface ModelWeights {
   readonly embed: Weight; // [vocab, hidden]
   readonly positions: Weight | null; // learned position table [maxPositions + offset, hidden]

@@ -123,6 +123,8 @@ export interface Buf {
 export type KvDtype = "f32" | "f16";
 export const KV_DTYPES: readonly KvDtype[] = ["f32", "f16"];
 export const isKvDtype = (x: unknown): x is KvDtype => (KV_DTYPES as readonly unknown[]).includes(x);
+/** Bytes per element of a KV cache. */
+export const KV_ELEMENT_BYTES: Record<KvDtype, number> = { f32: 4, f16: 2 };
 
 export interface Backend {
   /** What runs the ops, for people: "cpu (avx512 kernels, 2 threads)", "cuda:0 NVIDIA H200". */

@@ -2,16 +2,17 @@
 // AVX2/AVX-512/portable kernels in core/native.
 import { native } from "../native/addon.js";
 import type { Activation } from "../arch/config.js";
-import type {
-  Backend,
-  Buf,
-  HireFfnResult,
-  HireFfnStep,
-  HireHeadStep,
-  KvDtype,
-  MatmulPart,
-  QuantWeight,
-  Weight,
+import {
+  KV_ELEMENT_BYTES,
+  type Backend,
+  type Buf,
+  type HireFfnResult,
+  type HireFfnStep,
+  type HireHeadStep,
+  type KvDtype,
+  type MatmulPart,
+  type QuantWeight,
+  type Weight,
 } from "./backend.js";
 import type { KvArray } from "../native/addon.js";
 
@@ -83,8 +84,7 @@ export class CpuBackend implements Backend {
   // most KV_BUFFER_BYTES (unless one cache is larger), so a long context never needs one allocation
   // past what a JavaScript engine allows for an ArrayBuffer.
   allocKvSet(lengths: readonly number[], dtype: KvDtype): Buf[] {
-    const elem = dtype === "f32" ? 4 : 2;
-    const lineBytes = (n: number) => Math.ceil((n * elem) / 64) * 64;
+    const lineBytes = (n: number) => Math.ceil((n * KV_ELEMENT_BYTES[dtype]) / 64) * 64;
     return kvBufferGroups(lengths.map(lineBytes), KV_BUFFER_BYTES).flatMap((group) => {
       const bytes = group.reduce((a, i) => a + lineBytes(lengths[i]), 0);
       let a: Float32Array;

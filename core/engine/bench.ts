@@ -19,7 +19,7 @@ import { Sparsifier } from "../sparse/sparsifier.js";
 import type { DeepPartial, FfnMethod, SparsitySettings } from "../sparse/settings.js";
 import type { Peer, PeerOpenResult, PeerRun } from "../peers/peer.js";
 import { bytesRead, ffnDenseBytes } from "../sparse/telemetry.js";
-import type { LayerWeights, Linear } from "../arch/config.js";
+import { attentionBytes } from "../arch/config.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import { readFileSync, readdirSync } from "node:fs";
 
@@ -127,15 +127,7 @@ function addStep(steps: StepTotals, name: StepName, ms: number, bytes: number): 
   steps.set(name, t);
 }
 
-const linearBytes = (x: Linear): number => x.w.byteLength + (x.b?.byteLength ?? 0);
-
-/** Weight bytes of a layer's attention projections: q, k and v (or the fused one) and o, as weightBytesPerToken counts them. */
-function attentionBytes(lw: LayerWeights): number {
-  const qkv = "fused" in lw.qkv ? [lw.qkv.fused] : [lw.qkv.q, lw.qkv.k, lw.qkv.v];
-  return [...qkv, lw.o].reduce((a, x) => a + linearBytes(x), 0);
-}
-
-/** One token's steps into `steps`, from its report (kv: the KV-cache bytes its attention read). */
+/** One token's steps into `steps`, from its report (kv: the KV-cache bytes attention reads a token). */
 function addTokenSteps(steps: StepTotals, report: ForwardReport, m: LoadedModel, kv: number): void {
   const w = m.weights;
   const F = m.config.intermediate;
@@ -324,7 +316,7 @@ class BenchRun {
       bytes += bytesRead(report, model.weightBytesPerToken);
       stepMs += report.outputMs;
       for (const l of report.layers) stepMs += l.attentionMs + l.ffnMs;
-      addTokenSteps(steps, report, model, kvReadBytes(model.config, prompt.length + i, this.kvCache));
+      addTokenSteps(steps, report, model, this.kvBytesPerToken);
     }
     return { bytes: bytes / decodeTokens + this.kvBytesPerToken, stepMs, steps };
   }

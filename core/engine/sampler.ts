@@ -51,12 +51,6 @@ function rotl(x: number, k: number): number {
   return ((x << k) | (x >>> (32 - k))) >>> 0;
 }
 
-function maxOf(v: ArrayLike<number>): number {
-  let m = -Infinity;
-  for (let i = 0; i < v.length; i++) if (v[i] > m) m = v[i];
-  return m;
-}
-
 export function argmax(v: ArrayLike<number>): number {
   let best = 0;
   for (let i = 1; i < v.length; i++) if (v[i] > v[best]) best = i;
@@ -327,7 +321,7 @@ export function topPSet(
   let ties = 0;
   for (let mass = above; ties < members!.length && mass < topP; ties++) mass += p[members![ties]];
   const tieEnd = ties > 0 ? members![ties - 1] : -1;
-  const floor = minP > 0 ? maxOf(s) + Math.log(minP) : -Infinity;
+  const floor = minP > 0 ? s[argmax(s)] + Math.log(minP) : -Infinity;
   const out: number[] = [];
   for (let i = 0; i < n; i++) {
     const kept = keys[i] > t || (keys[i] === t && i <= tieEnd);

@@ -5,7 +5,7 @@
 // Replaceable parts: each layer's FFN is a `FeedForward` and the output layer an `OutputLayer`, so
 // a sparse method (HiRE, DIP) swaps them per layer between two tokens without touching this loop.
 // Every forward fills a `ForwardReport` with per-layer timings for telemetry.
-import type { Backend, Buf, KvDtype, StepGraph } from "../backend/backend.js";
+import { KV_ELEMENT_BYTES, type Backend, type Buf, type KvDtype, type StepGraph } from "../backend/backend.js";
 import { layerRope, type LayerWeights, type ModelConfig, type ModelWeights, type Norm } from "../arch/config.js";
 import type { FfnTelemetry, HeadTelemetry } from "../sparse/telemetry.js";
 import { setImmediate as nextTurn } from "node:timers/promises";
@@ -67,9 +67,6 @@ export function kvSlots(c: ModelConfig, capacity: number): number[] {
     return window > 0 ? Math.min(capacity, window + RING_SLACK) : capacity;
   });
 }
-
-/** Bytes per element of a KV cache. */
-export const KV_ELEMENT_BYTES: Record<KvDtype, number> = { f32: 4, f16: 2 };
 
 /** Bytes one position takes in one layer's cache: its key and value rows for every key/value head. */
 function kvBytesPerPosition(c: ModelConfig, dtype: KvDtype): number {

@@ -4,6 +4,7 @@
 import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { ARCHITECTURES, type ModelConfig, type ModelWeights } from "../arch/index.js";
+import { attentionBytes, linearBytes } from "../arch/config.js";
 import { ModelError } from "./errors.js";
 import { findModelFolder } from "./hf-cache.js";
 import { isObject, readJsonFile } from "./json.js";
@@ -141,10 +142,8 @@ function readGenerationConfig(dir: string): { eosIds: number[]; defaults: Genera
 function bytesPerToken(w: ModelWeights): number {
   let bytes = w.head.w.byteLength;
   for (const l of w.layers) {
-    const linears = "fused" in l.qkv ? [l.qkv.fused] : [l.qkv.q, l.qkv.k, l.qkv.v];
-    for (const lin of [...linears, l.o, l.up, l.down, ...(l.gate ? [l.gate] : [])]) {
-      bytes += lin.w.byteLength + (lin.b ? lin.b.byteLength : 0);
-    }
+    bytes += attentionBytes(l);
+    for (const lin of [l.up, l.down, ...(l.gate ? [l.gate] : [])]) bytes += linearBytes(lin);
   }
   return bytes;
 }
