@@ -209,6 +209,48 @@ test("missing and invalid fields name the field and the file", (t) => {
   }
 });
 
+test("numbers that would turn into NaN, inf or a wrong model are rejected before any weight is read", (t) => {
+  const phi3 = { ...LLAMA_32_1B, architectures: ["Phi3ForCausalLM"], model_type: "phi3", rope_scaling: null };
+  const gpt2 = {
+    architectures: ["GPT2LMHeadModel"],
+    n_embd: 64,
+    n_head: 4,
+    n_layer: 2,
+    n_positions: 64,
+    vocab_size: 100,
+  };
+  const llama3 = LLAMA_32_1B.rope_scaling;
+  for (const [json, pattern] of [
+    [{ ...LLAMA_32_1B, rope_theta: 0 }, /"rope_theta" must be a positive number, got 0/],
+    [{ ...LLAMA_32_1B, rope_theta: -10000 }, /"rope_theta" must be a positive number/],
+    [{ ...LLAMA_32_1B, rms_norm_eps: -1e-5 }, /"rms_norm_eps" must not be negative/],
+    [{ ...LLAMA_32_1B, rope_scaling: { rope_type: "linear", factor: 0 } }, /"rope_scaling.factor" must be a positive/],
+    [
+      { ...LLAMA_32_1B, rope_scaling: { ...llama3, high_freq_factor: 1 } },
+      /high_freq_factor must exceed low_freq_factor/,
+    ],
+    [{ ...LLAMA_32_1B, mlp_bias: true }, /"mlp_bias": true \(biases in the FFN\) is not supported/],
+    [{ ...phi3, partial_rotary_factor: 0 }, /"partial_rotary_factor" must be a positive number/],
+    [{ ...phi3, partial_rotary_factor: 0.3 }, /rotary dimension 19 .* must be even/],
+    [{ ...GEMMA_3_1B, query_pre_attn_scalar: 0 }, /"query_pre_attn_scalar" must be a positive number/],
+    [{ ...GEMMA_3_1B, rope_local_base_freq: -1 }, /"rope_local_base_freq" must be a positive number/],
+    [{ ...gpt2, n_head: 5 }, /hidden size 64 is not a multiple of 5 attention heads/],
+    [{ ...gpt2, layer_norm_epsilon: -1 }, /"layer_norm_epsilon" must not be negative/],
+    [{ ...gpt2, scale_attn_weights: false }, /scaled other than by 1\/√head_dim/],
+    [{ ...gpt2, scale_attn_by_inverse_layer_idx: true }, /scaled other than by 1\/√head_dim/],
+  ] as const) {
+    assert.throws(
+      () => readModelConfig(configIn(t, json)),
+      (e: unknown) => e instanceof ModelError && e.code === "BAD_CONFIG" && pattern.test(e.message),
+      String(pattern),
+    );
+  }
+  // transformers' Qwen2 and Mistral configs have no mlp_bias, so a stray one changes nothing there.
+  const qwen2 = { ...LLAMA_32_1B, architectures: ["Qwen2ForCausalLM"], model_type: "qwen2", mlp_bias: true };
+  assert.equal(readModelConfig(configIn(t, qwen2)).architecture, "Qwen2ForCausalLM");
+  assert.equal(readModelConfig(configIn(t, { ...LLAMA_32_1B, rms_norm_eps: 0 })).normEps, 0);
+});
+
 test("OPT variants the engine cannot run are rejected clearly", (t) => {
   const opt = {
     architectures: ["OPTForCausalLM"],

@@ -111,13 +111,15 @@ const TORCH_DTYPES: Record<string, DType> = { float32: "F32", float16: "F16", bf
 
 /** Typed field access on config.json that reports the field and file on failure. */
 export class ConfigReader {
+  /** `prefix` names a nested object in messages ("rope_scaling."). */
   constructor(
     readonly raw: Record<string, unknown>,
     readonly file: string,
+    readonly prefix = "",
   ) {}
 
   private fail(key: string, detail: string): never {
-    throw new ModelError("BAD_CONFIG", this.file, `"${key}" ${detail}`);
+    throw new ModelError("BAD_CONFIG", this.file, `"${this.prefix}${key}" ${detail}`);
   }
 
   int(key: string, fallback?: number): number {
@@ -128,7 +130,21 @@ export class ConfigReader {
     return v as number;
   }
 
-  num(key: string, fallback?: number): number {
+  /** A number > 0: rotary bases, scaling factors, attention scalars (0 or less makes NaN or inf). */
+  positive(key: string, fallback?: number): number {
+    const v = this.number(key, fallback);
+    if (!(v > 0)) this.fail(key, `must be a positive number, got ${v}`);
+    return v;
+  }
+
+  /** A norm's epsilon: a number >= 0 (a negative one can make the norm divide by zero). */
+  epsilon(key: string, fallback: number): number {
+    const v = this.number(key, fallback);
+    if (v < 0) this.fail(key, `must not be negative, got ${v}`);
+    return v;
+  }
+
+  private number(key: string, fallback?: number): number {
     const v = this.raw[key] ?? fallback;
     if (v === undefined) this.fail(key, "is missing");
     if (typeof v !== "number" || !Number.isFinite(v)) this.fail(key, `must be a number, got ${JSON.stringify(v)}`);
@@ -181,6 +197,8 @@ export class ConfigReader {
 /** Checks shared by every architecture once its fields are read. */
 export function validateConfig(c: ModelConfig, file: string): ModelConfig {
   const bad = (d: string) => new ModelError("BAD_CONFIG", file, d);
+  if (!Number.isSafeInteger(c.headDim))
+    throw bad(`hidden size ${c.hidden} is not a multiple of ${c.heads} attention heads`);
   if (c.heads % c.kvHeads !== 0)
     throw bad(`${c.heads} attention heads are not a multiple of ${c.kvHeads} key/value heads`);
   if (c.ropeInvFreq && c.ropeInvFreq.length * 2 > c.headDim) throw bad("rotary dimension exceeds head_dim");
@@ -236,9 +254,7 @@ export function slidingWindows(
 
 /** Standard rotary frequencies with the rope_scaling variants Hugging Face models ship. */
 export function ropeInvFreq(r: ConfigReader, headDim: number): Float32Array {
-  const theta = r.num("rope_theta", 10000);
-  const partial = r.num("partial_rotary_factor", 1);
-  const rotDim = Math.floor(headDim * partial);
+  const { theta, rotDim } = rotary(r, headDim);
   const inv = new Float64Array(rotDim / 2);
   for (let i = 0; i < inv.length; i++) inv[i] = 1 / Math.pow(theta, (2 * i) / rotDim);
   const scaling = r.raw.rope_scaling;
@@ -246,10 +262,10 @@ export function ropeInvFreq(r: ConfigReader, headDim: number): Float32Array {
     if (typeof scaling !== "object" || Array.isArray(scaling)) {
       throw new ModelError("BAD_CONFIG", r.file, `"rope_scaling" must be an object or null`);
     }
-    const s = new ConfigReader(scaling as Record<string, unknown>, r.file);
+    const s = new ConfigReader(scaling as Record<string, unknown>, r.file, "rope_scaling.");
     const type = s.str("rope_type", typeof s.raw.type === "string" ? s.raw.type : "default");
     if (type === "llama3") applyLlama3Scaling(inv, s);
-    else if (type === "linear") inv.forEach((f, i) => (inv[i] = f / s.num("factor")));
+    else if (type === "linear") inv.forEach((f, i) => (inv[i] = f / s.positive("factor")));
     else if (type !== "default") {
       throw new ModelError(
         "BAD_CONFIG",
@@ -261,12 +277,29 @@ export function ropeInvFreq(r: ConfigReader, headDim: number): Float32Array {
   return Float32Array.from(inv);
 }
 
+/** The rotary base and the dimensions it turns: head_dim × partial_rotary_factor, even and > 0 (validateConfig
+ * checks it fits head_dim). */
+export function rotary(r: ConfigReader, headDim: number): { theta: number; rotDim: number } {
+  const theta = r.positive("rope_theta", 10000);
+  const rotDim = Math.floor(headDim * r.positive("partial_rotary_factor", 1));
+  if (rotDim < 2 || rotDim % 2 !== 0) {
+    throw new ModelError(
+      "BAD_CONFIG",
+      r.file,
+      `rotary dimension ${rotDim} (head_dim × partial_rotary_factor) must be even and > 0`,
+    );
+  }
+  return { theta, rotDim };
+}
+
 /** Llama 3.1+: low frequencies slowed by `factor`, high ones kept, a smooth ramp between. */
 function applyLlama3Scaling(inv: Float64Array, s: ConfigReader): void {
-  const factor = s.num("factor");
-  const low = s.num("low_freq_factor");
-  const high = s.num("high_freq_factor");
-  const oldLen = s.num("original_max_position_embeddings");
+  const factor = s.positive("factor");
+  const low = s.positive("low_freq_factor");
+  const high = s.positive("high_freq_factor");
+  const oldLen = s.positive("original_max_position_embeddings");
+  if (!(high > low))
+    throw new ModelError("BAD_CONFIG", s.file, "rope_scaling.high_freq_factor must exceed low_freq_factor");
   const lowWavelen = oldLen / low;
   const highWavelen = oldLen / high;
   for (let i = 0; i < inv.length; i++) {

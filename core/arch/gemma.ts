@@ -108,10 +108,13 @@ function parseConfig(raw: Record<string, unknown>, file: string, architecture: s
     (i) => (i + 1) % every !== 0,
   );
   // Gemma 3's local layers' rotary step: their own base, no rope_scaling (transformers' rotary_emb_local).
-  const local = new ConfigReader({ rope_theta: r.num("rope_local_base_freq", DEFAULTS.rope_local_base_freq) }, file);
+  const local = new ConfigReader(
+    { rope_theta: r.positive("rope_local_base_freq", DEFAULTS.rope_local_base_freq) },
+    file,
+  );
   const attentionSoftcap = softcap(r, "attn_logit_softcapping", DEFAULTS.attn_logit_softcapping);
   const finalSoftcap = softcap(r, "final_logit_softcapping", DEFAULTS.final_logit_softcapping);
-  const ropeTheta = r.num("rope_theta", DEFAULTS.rope_theta);
+  const ropeTheta = r.positive("rope_theta", DEFAULTS.rope_theta);
   return validateConfig(
     {
       architecture,
@@ -124,14 +127,14 @@ function parseConfig(raw: Record<string, unknown>, file: string, architecture: s
       vocab: r.int("vocab_size", DEFAULTS.vocab_size),
       maxPositions: r.int("max_position_embeddings", DEFAULTS.max_position_embeddings),
       norm: "rms",
-      normEps: r.num("rms_norm_eps", DEFAULTS.rms_norm_eps),
+      normEps: r.epsilon("rms_norm_eps", DEFAULTS.rms_norm_eps),
       activation: r.activation("hidden_activation", "gelu_pytorch_tanh"),
       gatedFfn: true,
       ropeTheta,
       ropeInvFreq: ropeInvFreq(new ConfigReader({ ...r.raw, rope_theta: ropeTheta }, file), headDim),
       ...(!v.gemma2 && { localRopeInvFreq: ropeInvFreq(local, headDim) }),
       attentionWindows: windows,
-      attentionScale: 1 / Math.sqrt(r.num("query_pre_attn_scalar", DEFAULTS.query_pre_attn_scalar)),
+      attentionScale: 1 / Math.sqrt(r.positive("query_pre_attn_scalar", DEFAULTS.query_pre_attn_scalar)),
       embedScale: Math.sqrt(hidden),
       ...(attentionSoftcap !== undefined && { attentionSoftcap }),
       ...(finalSoftcap !== undefined && { finalSoftcap }),

@@ -2,6 +2,7 @@
 // Its Conv1D weights are stored [in, out]; the kernels read them in place (transposed = true).
 // Checkpoints name tensors with or without the "transformer." prefix; both load.
 import type { WeightStore } from "../loader/safetensors.js";
+import { ModelError } from "../loader/errors.js";
 import { ConfigReader, validateConfig, type ArchDefinition, type LayerWeights, type Linear } from "./config.js";
 
 export const gpt2: ArchDefinition = {
@@ -9,6 +10,14 @@ export const gpt2: ArchDefinition = {
     const r = new ConfigReader(raw, file);
     const hidden = r.int("n_embd");
     const heads = r.int("n_head");
+    // transformers' other GPT-2 attention scalings: none at all, or also 1/(layer index + 1).
+    if (!r.bool("scale_attn_weights", true) || r.bool("scale_attn_by_inverse_layer_idx", false)) {
+      throw new ModelError(
+        "BAD_CONFIG",
+        file,
+        "GPT-2 attention scaled other than by 1/√head_dim (scale_attn_weights: false or scale_attn_by_inverse_layer_idx: true) is not supported",
+      );
+    }
     return validateConfig(
       {
         architecture: "GPT2LMHeadModel",
@@ -21,7 +30,7 @@ export const gpt2: ArchDefinition = {
         vocab: r.int("vocab_size"),
         maxPositions: r.int("n_positions"),
         norm: "layer",
-        normEps: r.num("layer_norm_epsilon", 1e-5),
+        normEps: r.epsilon("layer_norm_epsilon", 1e-5),
         activation: r.activation("activation_function", "gelu_new"),
         gatedFfn: false,
         ropeInvFreq: null,

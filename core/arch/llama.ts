@@ -61,6 +61,12 @@ export function familyConfig(
   const heads = r.int("num_attention_heads");
   const headDim = r.int("head_dim", Math.floor(hidden / heads));
   const layers = r.int("num_hidden_layers");
+  // transformers' Llama and SmolLM3 MLPs take biases on gate, up and down with mlp_bias; the FFN
+  // kernels here have none, so such a model would run without them and answer wrongly.
+  const readsMlpBias = architecture === "LlamaForCausalLM" || architecture === "SmolLM3ForCausalLM";
+  if (readsMlpBias && r.bool("mlp_bias", false)) {
+    throw new ModelError("BAD_CONFIG", r.file, `"mlp_bias": true (biases in the FFN) is not supported`);
+  }
   return validateConfig(
     {
       architecture,
@@ -72,8 +78,8 @@ export function familyConfig(
       intermediate: r.int("intermediate_size"),
       vocab: r.int("vocab_size"),
       norm: "rms",
-      normEps: r.num("rms_norm_eps", normEps),
-      ropeTheta: r.num("rope_theta", 10000), // what ropeInvFreq and longrope build on
+      normEps: r.epsilon("rms_norm_eps", normEps),
+      ropeTheta: r.positive("rope_theta", 10000), // what ropeInvFreq and longrope build on
       activation: r.activation("hidden_act", "silu"),
       gatedFfn: true,
       positionOffset: 0,

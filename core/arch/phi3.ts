@@ -14,6 +14,7 @@ import {
   ConfigReader,
   familyWeights,
   ropeInvFreq,
+  rotary,
   slidingWindows,
   type ArchDefinition,
   type LayerWeights,
@@ -32,16 +33,14 @@ interface Rope {
 }
 
 function longrope(r: ConfigReader, s: ConfigReader, headDim: number, maxPositions: number): Rope {
-  const theta = r.num("rope_theta", 10000);
-  const partial = r.num("partial_rotary_factor", 1);
-  const rotDim = Math.floor(headDim * partial);
+  const { theta, rotDim } = rotary(r, headDim);
   const original = r.int("original_max_position_embeddings", s.int("original_max_position_embeddings", maxPositions));
   const short = s.raw.short_factor;
   if (!Array.isArray(short) || short.length !== rotDim / 2 || !short.every((f) => typeof f === "number" && f > 0)) {
     throw new ModelError("BAD_CONFIG", r.file, `rope_scaling.short_factor must hold ${rotDim / 2} positive numbers`);
   }
   const factor = maxPositions / original;
-  const m = s.num("attention_factor", factor <= 1 ? 1 : Math.sqrt(1 + Math.log(factor) / Math.log(original)));
+  const m = s.positive("attention_factor", factor <= 1 ? 1 : Math.sqrt(1 + Math.log(factor) / Math.log(original)));
   const inv = new Float32Array(rotDim / 2);
   for (let i = 0; i < inv.length; i++) inv[i] = 1 / (short[i] * Math.pow(theta, (2 * i) / rotDim));
   return { inv, factor: m, maxPositions: Math.min(maxPositions, original) };
@@ -55,7 +54,7 @@ function parseConfig(raw: Record<string, unknown>, file: string): ModelConfig {
     const kind = scaling && typeof scaling === "object" ? (scaling.rope_type ?? scaling.type) : undefined;
     const rope: Rope =
       kind === "longrope" || kind === "su"
-        ? longrope(r, new ConfigReader(scaling!, file), headDim, maxPositions)
+        ? longrope(r, new ConfigReader(scaling!, file, "rope_scaling."), headDim, maxPositions)
         : { inv: ropeInvFreq(r, headDim), factor: 1, maxPositions };
     // transformers' Phi-3 attends within sliding_window in every layer whenever it is set.
     const windows = slidingWindows(r, layers, raw.sliding_window, () => true);
