@@ -50,6 +50,11 @@ export function hire(args: string[], input?: string, env?: Record<string, string
   return { status: r.status, stdout: r.stdout, stderr: r.stderr, signal: r.signal };
 }
 
+/** A chat template that refuses a system message the way Gemma 2's does (raise_exception). */
+export const NO_SYSTEM_TEMPLATE =
+  "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}" +
+  "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}";
+
 /**
  * Gives a model folder a chat template that ends the way Qwen3's does, reading `enable_thinking`
  * (an empty think block when it is false), for tests of the thinking switch.

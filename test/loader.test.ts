@@ -3,13 +3,14 @@
 // file (and tensor), through the API and through the CLI (non-zero exit, no crash).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { cpSync, readFileSync, readdirSync, rmSync, truncateSync, writeFileSync, statSync } from "node:fs";
+import { cpSync, mkdirSync, readFileSync, readdirSync, rmSync, truncateSync, writeFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { hire, tempDir } from "./helpers.js";
+import { hire, NO_SYSTEM_TEMPLATE, tempDir } from "./helpers.js";
 import { makeModel, type Arch, type DType } from "../core/modelgen/make-model.js";
 import { loadModel, type LoadOptions } from "../core/loader/model-folder.js";
 import { readInFits, WeightStore } from "../core/loader/safetensors.js";
-import { ModelError, type ModelErrorCode } from "../core/loader/errors.js";
+import { ChatTemplateError, ModelError, type ModelErrorCode } from "../core/loader/errors.js";
+import { errorInfo } from "../core/host/engine-host.js";
 import { Session } from "../core/engine/session.js";
 import { native, NativeDType, type NativeWeight } from "../core/native/addon.js";
 
@@ -399,6 +400,37 @@ badCase(
 );
 
 badCase(
+  "a folder where the weights file should be",
+  (dir) => {
+    rmSync(join(dir, ST));
+    mkdirSync(join(dir, ST));
+  },
+  "NOT_FOUND",
+  ST,
+);
+badCase(
+  "a folder where config.json should be",
+  (dir) => {
+    rmSync(join(dir, "config.json"));
+    mkdirSync(join(dir, "config.json"));
+  },
+  "NOT_FOUND",
+  "config.json",
+);
+badCase(
+  "generation_config.json with a sampling default out of range",
+  (dir) => writeFileSync(join(dir, "generation_config.json"), JSON.stringify({ do_sample: true, top_p: 1.5 })),
+  "BAD_CONFIG",
+  "generation_config.json",
+);
+badCase(
+  "generation_config.json with max_new_tokens that is not a positive integer",
+  (dir) => writeFileSync(join(dir, "generation_config.json"), JSON.stringify({ max_new_tokens: 0 })),
+  "BAD_CONFIG",
+  "generation_config.json",
+);
+
+badCase(
   "chat_template.jinja that does not parse",
   (dir) => writeFileSync(join(dir, "chat_template.jinja"), "{% for m in messages %}{{ m.content }}"),
   "BAD_TOKENIZER",
@@ -444,6 +476,31 @@ test("chat templates are found where transformers looks: chat_template.jinja fir
   assert.equal(render(), undefined);
   writeFileSync(join(dir, "chat_template.json"), JSON.stringify({ chat_template: "<{{ messages[0].content }}>" }));
   assert.equal(render(), "<hi>");
+});
+
+test("a chat template that raises is a ChatTemplateError naming its file; `hire chat` says so and goes on", async (t) => {
+  const dir = join(tempDir(t), "m");
+  await makeModel({ arch: "llama", dtype: "f32", seed: 1, out: dir });
+  writeFileSync(join(dir, "chat_template.jinja"), NO_SYSTEM_TEMPLATE);
+  const model = loadModel(dir);
+  try {
+    const user = { role: "user" as const, content: "hi" };
+    assert.equal(model.tokenizer.applyChatTemplate([user]), "<user>hi");
+    assert.throws(
+      () => model.tokenizer.applyChatTemplate([{ role: "system", content: "be brief" }, user]),
+      (e: unknown) =>
+        e instanceof ChatTemplateError &&
+        e.file === join(dir, "chat_template.jinja") &&
+        /refused this conversation: System role not supported/.test(e.message) &&
+        errorInfo(e).code === "CHAT_TEMPLATE",
+    );
+  } finally {
+    model.close();
+  }
+  // Every turn is refused with --system; the chat reports each and still ends normally on /exit.
+  const r = hire(["chat", "--model", dir, "--system", "be brief", "--max-tokens", "2"], "hi\nagain\n/exit\n");
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stderr.match(/refused this conversation: System role not supported/g)?.length, 2, r.stderr);
 });
 
 test("bad input: a file instead of a folder", (t) => {

@@ -12,6 +12,8 @@ import { EngineHost } from "../core/host/engine-host.js";
 import { parseBody } from "../core/host/openai.js";
 import { serve, type RunningServer } from "../core/host/server.js";
 import { decodeWire, encodeWire, type HostMessage, type StepTelemetry } from "../core/host/protocol.js";
+import { makeModel } from "../core/modelgen/make-model.js";
+import { NO_SYSTEM_TEMPLATE } from "./helpers.js";
 
 let root: string;
 let host: EngineHost;
@@ -144,6 +146,41 @@ test("serve: the OpenAI-compatible endpoint streams chunks with sparsity stats t
   // Same greedy request, same text, streamed or not.
   assert.equal(body.choices[0].message.content, content.map((c) => c.choices[0].delta.content).join(""));
   assert.equal(body.hire.tokens.length, body.usage.completion_tokens);
+});
+
+test("serve: a conversation the chat template refuses is a 400 saying why, not a 500", async (t) => {
+  const dir = join(root, "no-system-model");
+  await makeModel({ arch: "llama", dtype: "f32", seed: 1, out: dir });
+  writeFileSync(join(dir, "chat_template.jinja"), NO_SYSTEM_TEMPLATE);
+  const own = new EngineHost({ dataDir: join(root, "data-template"), contextLength: 64 });
+  await own.handle({ id: 0, type: "model.load", path: dir }, () => {});
+  const ownServer = await serve({ host: own, port: 0, uiDir: join(root, "ui") });
+  t.after(async () => {
+    await ownServer.close();
+    own.close();
+  });
+  const ask = (messages: unknown[], stream: boolean) =>
+    fetch(ownServer.url + "/v1/chat/completions", {
+      method: "POST",
+      body: JSON.stringify({ messages, max_tokens: 2, temperature: 0, stream }),
+    });
+  for (const stream of [false, true]) {
+    const res = await ask(
+      [
+        { role: "system", content: "be brief" },
+        { role: "user", content: "hi" },
+      ],
+      stream,
+    );
+    assert.equal(res.status, 400, `stream: ${stream}`);
+    const body = (await res.json()) as { error: { type: string; message: string } };
+    assert.equal(body.error.type, "chat_template");
+    assert.match(
+      body.error.message,
+      /chat_template\.jinja: the chat template refused this conversation: System role not supported/,
+    );
+  }
+  assert.equal((await ask([{ role: "user", content: "hi" }], false)).status, 200);
 });
 
 test("serve: malformed OpenAI requests get a 400 naming the field", async () => {

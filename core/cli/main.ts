@@ -7,7 +7,7 @@ import { createInterface } from "node:readline";
 import { readFileSync, writeFileSync } from "node:fs";
 import { basename } from "node:path";
 import type { LoadedModel } from "../loader/model-folder.js";
-import { ContextOverflowError, ModelError, UsageError } from "../loader/errors.js";
+import { ChatTemplateError, ContextOverflowError, ModelError, UsageError } from "../loader/errors.js";
 import { Session, type GenerateOptions } from "../engine/session.js";
 import { benchmark, benchmarkWithPeers, type BenchResult } from "../engine/bench.js";
 import { evalPlot, evaluate, type EvalConfig } from "../engine/eval.js";
@@ -158,7 +158,16 @@ async function cmdChat(argv: string[]): Promise<void> {
         continue;
       }
       messages.push({ role: "user", content: text });
-      const prompt = model.tokenizer.encode(model.tokenizer.applyChatTemplate(messages, true, { thinking }), false);
+      let prompt: number[];
+      try {
+        prompt = model.tokenizer.encode(model.tokenizer.applyChatTemplate(messages, true, { thinking }), false);
+      } catch (e) {
+        if (!(e instanceof ChatTemplateError)) throw e;
+        process.stderr.write(`${e.message}\n`);
+        messages.pop();
+        rl.prompt();
+        continue;
+      }
       const abort = new AbortController();
       const onSigint = () => abort.abort();
       rl.on("SIGINT", onSigint);
@@ -559,6 +568,7 @@ export async function main(argv: string[]): Promise<number> {
       e instanceof ModelError ||
       e instanceof UsageError ||
       e instanceof ContextOverflowError ||
+      e instanceof ChatTemplateError ||
       e instanceof MakeModelError ||
       e instanceof CudaUnavailableError ||
       e instanceof BackendChoiceError ||

@@ -9,7 +9,7 @@ import { setImmediate as nextTurn } from "node:timers/promises";
 import { native } from "../native/addon.js";
 import type { Backend, KvDtype } from "../backend/backend.js";
 import { CudaBackend, cudaDevices } from "../backend/cuda.js";
-import { ContextOverflowError, ModelError, UsageError } from "../loader/errors.js";
+import { ChatTemplateError, ContextOverflowError, ModelError, UsageError } from "../loader/errors.js";
 import { defaultModelDir } from "../loader/default-model.js";
 import { findModelFolder, hubCacheDir, listCachedModels, modelName } from "../loader/hf-cache.js";
 import { loadModel, readModelConfig, type LoadedModel } from "../loader/model-folder.js";
@@ -267,18 +267,21 @@ export class EngineHost {
     } catch (e) {
       throw new UsageError((e as Error).message);
     }
+    // Rendered here, not in run(), so that a conversation the chat template refuses fails the call
+    // itself (the OpenAI endpoint answers 400 before it starts a stream).
+    const prompt = promptIds(session, messages, req.thinking);
     const running: Running = { channel, id, abort: new AbortController() };
     this.running = running;
     const gen: Generation = {
       summary: undefined as unknown as GenerationSummary,
-      [Symbol.asyncIterator]: () => this.run(session, messages, req, running, gen),
+      [Symbol.asyncIterator]: () => this.run(session, prompt, req, running, gen),
     };
     return gen;
   }
 
   private async *run(
     session: Session,
-    messages: ChatMessage[],
+    prompt: number[],
     req: GenerateParams,
     running: Running,
     out: Generation,
@@ -290,7 +293,6 @@ export class EngineHost {
         this.overriding = true;
         session.sparsity.update(req.sparsity);
       }
-      const prompt = promptIds(session, messages, req.thinking);
       const started = performance.now();
       let last = started;
       let ttft = 0;
@@ -368,6 +370,7 @@ export class HostError extends Error {
 
 export function errorInfo(e: unknown): HostErrorInfo {
   if (e instanceof ModelError) return { code: e.code, message: e.message, file: e.file };
+  if (e instanceof ChatTemplateError) return { code: "CHAT_TEMPLATE", message: e.message, file: e.file };
   if (e instanceof HostError) return { code: e.code, message: e.message };
   if (e instanceof ProtocolError) return { code: "PROTOCOL", message: e.message };
   if (e instanceof UsageError) return { code: "USAGE", message: e.message };

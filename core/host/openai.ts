@@ -59,6 +59,9 @@ export function handleModels(host: EngineHost, req: IncomingMessage, res: Server
   });
 }
 
+/** Host error codes that mean the request (not the engine) was at fault. */
+const CLIENT_ERRORS = new Set(["USAGE", "CHAT_TEMPLATE"]);
+
 export async function handleChatCompletions(
   host: EngineHost,
   req: IncomingMessage,
@@ -134,7 +137,7 @@ export async function handleChatCompletions(
     const info = errorInfo(e);
     if (res.headersSent) {
       res.end(`data: ${JSON.stringify({ error: { message: info.message, type: info.code.toLowerCase() } })}\n\n`);
-    } else sendError(res, info.code === "USAGE" ? 400 : 500, info.code.toLowerCase(), info.message);
+    } else sendError(res, CLIENT_ERRORS.has(info.code) ? 400 : 500, info.code.toLowerCase(), info.message);
   }
 }
 

@@ -83,7 +83,8 @@ export type HostEvent =
 export type HostMessage = Reply | HostEvent;
 
 export interface HostErrorInfo {
-  /** ModelError codes (NOT_FOUND, BAD_HEADER, …), or USAGE, PROTOCOL, CONTEXT_FULL, BUSY, NO_MODEL, INTERNAL. */
+  /** ModelError codes (NOT_FOUND, BAD_HEADER, …), or USAGE, PROTOCOL, CONTEXT_FULL, CHAT_TEMPLATE (the
+   * template refused the conversation), BUSY, NO_MODEL, INTERNAL. */
   code: string;
   message: string;
   file?: string;

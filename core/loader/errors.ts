@@ -41,6 +41,21 @@ export class ContextOverflowError extends Error {
   }
 }
 
+/**
+ * The chat template raised while rendering a conversation (`raise_exception`, as Gemma 2's does for a
+ * system message or Mistral's for roles that do not alternate). The model is fine; this conversation
+ * is not one its template accepts.
+ */
+export class ChatTemplateError extends Error {
+  override readonly name = "ChatTemplateError";
+  constructor(
+    readonly file: string,
+    detail: string,
+  ) {
+    super(`${file}: the chat template refused this conversation: ${detail}`);
+  }
+}
+
 /** Bad options from a caller (CLI flags, API arguments). */
 export class UsageError extends Error {
   override readonly name = "UsageError";

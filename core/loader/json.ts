@@ -25,8 +25,11 @@ export function decodeJson(bytes: Uint8Array, file: string, what = "JSON", code:
 export function readJsonFile(file: string): unknown {
   let size: number;
   try {
-    size = statSync(file).size;
-  } catch {
+    const st = statSync(file);
+    if (!st.isFile()) throw new ModelError("NOT_FOUND", file, "is a directory or device, not a file");
+    size = st.size;
+  } catch (e) {
+    if (e instanceof ModelError) throw e;
     throw new ModelError("NOT_FOUND", file, "file not found");
   }
   if (size > MAX_JSON_BYTES) {

@@ -5,6 +5,7 @@ import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { ARCHITECTURES, type ModelConfig, type ModelWeights } from "../arch/index.js";
 import { attentionBytes, linearBytes } from "../arch/config.js";
+import { validateSampling } from "../engine/sampler.js";
 import { ModelError } from "./errors.js";
 import { findModelFolder } from "./hf-cache.js";
 import { isObject, readJsonFile } from "./json.js";
@@ -125,17 +126,38 @@ function readGenerationConfig(dir: string): { eosIds: number[]; defaults: Genera
   const eosIds = (Array.isArray(eos) ? eos : [eos]).filter((x): x is number => Number.isSafeInteger(x));
   // do_sample: false means the model's authors intend greedy decoding.
   const temperature = raw.do_sample === false ? 0 : num("temperature");
-  return {
-    eosIds,
-    defaults: {
-      temperature,
-      topK: num("top_k"),
-      topP: num("top_p"),
-      minP: num("min_p"),
-      repetitionPenalty: num("repetition_penalty"),
-      maxNewTokens: num("max_new_tokens"),
-    },
+  const defaults: GenerationDefaults = {
+    temperature,
+    topK: num("top_k"),
+    topP: num("top_p"),
+    minP: num("min_p"),
+    repetitionPenalty: num("repetition_penalty"),
+    maxNewTokens: num("max_new_tokens"),
   };
+  // A default out of range would fail every reply later with no file named; say so at load.
+  try {
+    validateSampling({
+      temperature: 1,
+      topK: 0,
+      topP: 1,
+      minP: 0,
+      repetitionPenalty: 1,
+      seed: 0,
+      ...defined(defaults),
+    });
+  } catch (e) {
+    throw new ModelError("BAD_CONFIG", file, (e as Error).message.replace(/^sampling: /, ""));
+  }
+  const max = defaults.maxNewTokens;
+  if (max !== undefined && !(Number.isSafeInteger(max) && max > 0)) {
+    throw new ModelError("BAD_CONFIG", file, `max_new_tokens must be a positive integer, got ${max}`);
+  }
+  return { eosIds, defaults };
+}
+
+/** o without its undefined fields, so that spreading it keeps the values underneath. */
+function defined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
 /** Dense decode reads every layer matrix once per token, plus the output layer (not the embedding lookup). */

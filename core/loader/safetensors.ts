@@ -49,7 +49,9 @@ export function readSafetensorsHeader(file: string): SafetensorsHeader {
     throw new ModelError("NOT_FOUND", file, "weights file not found or unreadable");
   }
   try {
-    const fileSize = fstatSync(fd).size;
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new ModelError("NOT_FOUND", file, "is a directory or device, not a weights file");
+    const fileSize = st.size;
     if (fileSize < 8) {
       throw new ModelError("TRUNCATED", file, `file is ${fileSize} bytes, too short for a header`);
     }

@@ -6,7 +6,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { Template } from "@huggingface/jinja";
-import { ModelError } from "./errors.js";
+import { ChatTemplateError, ModelError } from "./errors.js";
 import { isObject, readJsonFile } from "./json.js";
 
 export interface ChatMessage {
@@ -27,7 +27,7 @@ export class ModelTokenizer {
   readonly bosId: number | undefined;
   /** Whether encode() of a plain prompt adds special tokens (BOS) — the tokenizer's own rule. */
   readonly addsSpecialTokens: boolean;
-  private readonly template: Template | undefined;
+  private readonly template: { jinja: Template; file: string } | undefined;
   /** The chat template's text, as found by `findChatTemplate` (GGUF export copies it). */
   readonly templateSource: string | undefined;
   private readonly tokenizer: Tokenizer;
@@ -54,7 +54,7 @@ export class ModelTokenizer {
         : json.post_processor !== null && json.post_processor !== undefined;
     if (chatTemplate !== undefined) {
       try {
-        this.template = new Template(chatTemplate.text);
+        this.template = { jinja: new Template(chatTemplate.text), file: chatTemplate.file };
         this.templateSource = chatTemplate.text;
       } catch (e) {
         throw new ModelError(
@@ -130,13 +130,17 @@ export class ModelTokenizer {
           "use `hire generate` with a plain prompt",
       );
     }
-    return this.template.render({
-      messages,
-      add_generation_prompt: addGenerationPrompt,
-      ...(options.thinking !== undefined && { enable_thinking: options.thinking }),
-      bos_token: this.bosToken ?? "",
-      eos_token: this.eosToken ?? "",
-    });
+    try {
+      return this.template.jinja.render({
+        messages,
+        add_generation_prompt: addGenerationPrompt,
+        ...(options.thinking !== undefined && { enable_thinking: options.thinking }),
+        bos_token: this.bosToken ?? "",
+        eos_token: this.eosToken ?? "",
+      });
+    } catch (e) {
+      throw new ChatTemplateError(this.template.file, (e as Error).message);
+    }
   }
 }
 
