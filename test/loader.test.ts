@@ -503,6 +503,34 @@ test("a chat template that raises is a ChatTemplateError naming its file; `hire 
   assert.equal(r.stderr.match(/refused this conversation: System role not supported/g)?.length, 2, r.stderr);
 });
 
+test("NaN in the weights: a reply stops at its first token with NOT_FINITE instead of decoding token 0", async (t) => {
+  const dir = join(tempDir(t), "nan");
+  await makeModel({ arch: "llama", dtype: "f32", seed: 1, out: dir });
+  const file = join(dir, ST);
+  const h = readHeader(file);
+  const [begin, end] = (h.json["model.norm.weight"] as { data_offsets: [number, number] }).data_offsets;
+  const buf = readFileSync(file);
+  for (let at = 8 + h.length + begin; at < 8 + h.length + end; at += 4) buf.writeFloatLE(NaN, at);
+  writeFileSync(file, buf);
+  const model = loadModel(dir); // the file itself is well formed
+  try {
+    for (const temperature of [0, 0.8]) {
+      const session = new Session(model);
+      await assert.rejects(
+        async () => {
+          for await (const _ of session.generate("hi", { maxTokens: 3, temperature, seed: 1 }));
+        },
+        (e: unknown) => e instanceof ModelError && e.code === "NOT_FINITE" && /logits .* are NaN/.test(e.message),
+      );
+    }
+  } finally {
+    model.close();
+  }
+  const r = hire(["generate", "--model", dir, "--prompt", "hi", "--max-tokens", "2"]);
+  assert.equal(r.status, 1, r.stderr);
+  assert.match(r.stderr, /NaN or inf/);
+});
+
 test("bad input: a file instead of a folder", (t) => {
   const file = join(tempDir(t), "not-a-dir");
   writeFileSync(file, "x");

@@ -7,7 +7,7 @@
 import { setImmediate as nextTurn } from "node:timers/promises";
 import type { Backend, KvDtype } from "../backend/backend.js";
 import { createBackend } from "../backend/select.js";
-import { ContextOverflowError, UsageError } from "../loader/errors.js";
+import { ContextOverflowError, ModelError, UsageError } from "../loader/errors.js";
 import type { LoadedModel } from "../loader/model-folder.js";
 import { GREEDY, Sampler, topLogprobs, type SamplingOptions } from "./sampler.js";
 import { ForwardAborted, KVCache, Transformer, type ForwardReport } from "./transformer.js";
@@ -200,6 +200,15 @@ export class Session {
     let next: number | null = null;
     while (ids.length < maxTokens) {
       const id = next ?? sampler.sample(logits!, this.cached);
+      // NaN or inf in the weights poison every logit, and the sampler then picks token 0 as if it
+      // meant it. Seen on the host's logits (every token sampled here, the first of a greedy reply).
+      if (next === null && !Number.isFinite(logits![id])) {
+        throw new ModelError(
+          "NOT_FINITE",
+          model.dir,
+          `the logits at position ${this.cached.length} are ${logits![id]}: the weights hold NaN or inf values, or overflow`,
+        );
+      }
       const top = nLogprobs > 0 ? topLogprobs(logits!, nLogprobs) : undefined;
       ids.push(id);
       if (model.eosIds.has(id) && !o.ignoreEos) {

@@ -15,7 +15,8 @@ export type ModelErrorCode =
   | "SHAPE_MISMATCH" // tensor shape disagrees with config.json
   | "DTYPE_MISMATCH" // tensor dtype disagrees with config.json torch_dtype
   | "UNSUPPORTED_DTYPE"
-  | "BAD_TOKENIZER";
+  | "BAD_TOKENIZER"
+  | "NOT_FINITE"; // the weights gave NaN (or no finite) logits: values in a file are NaN or inf
 
 export class ModelError extends Error {
   override readonly name = "ModelError";
