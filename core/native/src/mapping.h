@@ -38,10 +38,11 @@ class Mapping {
   const unsigned char* data() const { return static_cast<const unsigned char*>(base_); }
   size_t size() const { return size_; }
 
-  // Gives the memory of the whole pages inside [offset, offset + bytes) back to the system, for
-  // weights that another layout now serves (HiRE's interleaved and transposed FFN copies). Read-in
-  // memory is recorded as released and read back from the file by ensure_resident; a mapped file
-  // faults its pages back in by itself. Returns the bytes given back.
+  // Gives the memory of [offset, offset + bytes) back to the system, for weights that another layout
+  // now serves (HiRE's interleaved and transposed FFN copies). Read-in memory is recorded as released
+  // (and read back from the file by ensure_resident), and goes back in whole 2 MiB pages once the
+  // released ranges cover them; a mapped file gives back its whole 4 KiB pages, which fault back in
+  // by themselves. Returns the bytes this call gave back.
   size_t release_pages(size_t offset, size_t bytes);
   // Reads back any released pages overlapping [offset, offset + bytes), so a weight is never
   // computed with the zero pages left behind. Throws std::runtime_error("<path>: <reason>") when
@@ -49,7 +50,7 @@ class Mapping {
   void ensure_resident(size_t offset, size_t bytes) {
     if (has_released_.load(std::memory_order_acquire)) restore(offset, bytes);
   }
-  // Bytes currently given back (read-in memory only).
+  // Bytes currently given back (read-in memory only): the whole 2 MiB pages the released ranges cover.
   size_t released_bytes();
 
  private:
@@ -66,10 +67,13 @@ class Mapping {
   std::string path_;
   int64_t mtime_ns_ = 0;                  // the loaded file's, checked before reading pages back
   struct Range {
-    size_t begin, end;                    // byte offsets from base_, page-aligned in memory
+    size_t begin, end;                    // byte offsets from base_
   };
   std::mutex released_mu_;
-  std::vector<Range> released_;           // read-in pages given back, disjoint
+  std::vector<Range> released_;           // read-in weights released (their exact bytes), disjoint
+  // The 2 MiB pages (as offsets from base_) that the released ranges cover whole; callers hold released_mu_.
+  std::vector<Range> released_huge_pages() const;
+  size_t huge_pages_released() const;
   std::atomic<bool> has_released_{false};
 };
 
