@@ -3,7 +3,7 @@
 // compute backend, and the connection state.
 import { useEffect } from "react";
 import { useStore } from "zustand";
-import type { ModelEstimate } from "../../../core/host/protocol.js";
+import type { ModelEstimate, ModelInfo } from "../../../core/host/protocol.js";
 import type { KvDtype } from "../../../core/backend/backend.js";
 import { formatBytes, formatCount } from "../state/connection.js";
 import { useStudio } from "./hooks.js";
@@ -175,7 +175,7 @@ export function ModelBar() {
                 {estimateError.code}: {estimateError.message}
               </span>
             ) : (
-              <span className="dim">
+              <span className="dim" title={memoryLine(model)}>
                 weights {formatBytes(model.weightBytes)} + KV {formatBytes(model.kvCacheBytes)} · reads{" "}
                 {formatBytes(model.bytesPerToken)}/token dense
                 {model.releasedBytes > 0 && (
@@ -220,6 +220,12 @@ export function ModelBar() {
 }
 
 /** What loading the typed folder will cost (model.inspect), before loading it. */
+/** The loaded model's memory line whole, for its tooltip: a narrow window cuts the line itself short. */
+function memoryLine(m: ModelInfo): string {
+  const given = m.releasedBytes > 0 ? ` · ${formatBytes(m.releasedBytes)} given back` : "";
+  return `weights ${formatBytes(m.weightBytes)} + KV ${formatBytes(m.kvCacheBytes)} · reads ${formatBytes(m.bytesPerToken)}/token dense${given}`;
+}
+
 function Estimate({ e, prefix }: { e: ModelEstimate; prefix: string }) {
   return (
     <span className="estimate" data-testid="model-estimate" title={e.path}>
