@@ -59,6 +59,12 @@ test("usage errors exit with 2 and say what is wrong", () => {
   const badPreset = hire(["make-model", "--preset", "gpt-5", "--out", join(root, "x")]);
   assert.equal(badPreset.status, 2);
   assert.match(badPreset.stderr, /unknown preset "gpt-5"/);
+  // The native pool runs 1..256 threads: outside that, a usage error rather than the addon's throw.
+  for (const threads of ["0", "1000"]) {
+    const r = hire(["generate", "--model", model, "--prompt", "x", "--max-tokens", "1", "--threads", threads]);
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, /^hire generate: --threads must be an integer in 1\.\.256/);
+  }
 });
 
 test("generate --json prints the documented object", () => {

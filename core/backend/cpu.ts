@@ -42,11 +42,18 @@ export function kvBufferGroups(bytes: readonly number[], cap: number): number[][
   return groups;
 }
 
+/** The most threads the native pool runs (setThreads' range is 1..MAX_THREADS). */
+export const MAX_THREADS = 256;
+
 export class CpuBackend implements Backend {
   private readonly n = native();
 
   constructor(threads?: number) {
-    if (threads !== undefined) this.n.setThreads(threads);
+    if (threads !== undefined) {
+      if (!Number.isInteger(threads) || threads < 1 || threads > MAX_THREADS)
+        throw new RangeError(`threads must be an integer in 1..${MAX_THREADS}, got ${threads}`);
+      this.n.setThreads(threads);
+    }
   }
 
   get name(): string {

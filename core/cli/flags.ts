@@ -6,6 +6,7 @@ import { loadModel, type LoadedModel } from "../loader/model-folder.js";
 import { defaultModelDir } from "../loader/default-model.js";
 import { UsageError } from "../loader/errors.js";
 import { isKvDtype, KV_DTYPES, type KvDtype } from "../backend/backend.js";
+import { MAX_THREADS } from "../backend/cpu.js";
 
 /** The flags that choose and load the model: --model DIR, and --mmap to map the weight files instead of reading them in. */
 export const MODEL_FLAGS = {
@@ -32,6 +33,9 @@ export const int = (name: string, v: string | undefined, range?: [number, number
     throw new UsageError(`--${name} must be an integer in ${range[0]}..${range[1]}, got "${v}"`);
   return x;
 };
+
+/** --threads N: the native thread pool's size. */
+export const threadsFlag = (v: string | undefined): number | undefined => int("threads", v, [1, MAX_THREADS]);
 
 /** --kv-cache f32|f16: the KV cache's element type. */
 export const kvCacheFlag = (v: string | undefined): KvDtype | undefined => {

@@ -19,7 +19,7 @@ import type { PrepareProgress } from "../sparse/sparsifier.js";
 import type { ChatMessage } from "../loader/tokenizer.js";
 import { cmdServe, SERVE_HELP } from "./serve.js";
 import { ARCHS, makeModel, MakeModelError, PRESETS, type Arch, type DType } from "../modelgen/make-model.js";
-import { int, kvCacheFlag, MODEL_FLAGS, num, openModel, parse } from "./flags.js";
+import { int, kvCacheFlag, MODEL_FLAGS, num, openModel, parse, threadsFlag } from "./flags.js";
 import { EXPORT_HELP, runExport } from "./export.js";
 import { hubCacheDir, listCachedModels } from "../loader/hf-cache.js";
 
@@ -55,7 +55,7 @@ function backendChoice(flag: string | undefined): BackendChoice | undefined {
 }
 
 function openSession(model: LoadedModel, v: SamplingValues): Session {
-  const threads = int("threads", v.threads);
+  const threads = threadsFlag(v.threads);
   const backend = createBackend(backendChoice(v.backend), threads);
   return new Session(model, { contextLength: int("context", v.context), backend, kvCache: kvCacheFlag(v["kv-cache"]) });
 }
@@ -237,7 +237,7 @@ async function cmdBench(argv: string[]): Promise<void> {
     promptTokens: int("prompt-tokens", v["prompt-tokens"]),
     decodeTokens: int("decode-tokens", v["decode-tokens"]),
     repeats: int("repeats", v.repeats),
-    threads: int("threads", v.threads),
+    threads: threadsFlag(v.threads),
     backend: backendChoice(v.backend),
     kvCache: kvCacheFlag(v["kv-cache"]),
     methods,

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { UsageError } from "../loader/errors.js";
 import { EngineHost } from "../host/engine-host.js";
 import { serve } from "../host/server.js";
-import { int, kvCacheFlag, parse } from "./flags.js";
+import { int, kvCacheFlag, parse, threadsFlag } from "./flags.js";
 
 export const SERVE_HELP =
   "[--port N (default 8080)] [--host ADDR (default 127.0.0.1)] [--model DIR | --no-model] [--data DIR] [--threads N] [--kv-cache f32|f16]";
@@ -29,7 +29,7 @@ export async function cmdServe(argv: string[]): Promise<void> {
   });
   const host = new EngineHost({
     dataDir: v.data ?? defaultDataDir(),
-    threads: int("threads", v.threads, [1, 1024]),
+    threads: threadsFlag(v.threads),
     kvCache: kvCacheFlag(v["kv-cache"]),
   });
   if (!v["no-model"]) {
