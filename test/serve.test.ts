@@ -192,6 +192,12 @@ test("serve: malformed OpenAI requests get a 400 naming the field", async () => 
     [{ messages: [{ role: "user", content: "x" }], temperature: -1 }, /temperature/],
     [{ messages: [{ role: "user", content: "x" }], chat_template_kwargs: [] }, /chat_template_kwargs/],
     [{ messages: [{ role: "user", content: "x" }], chat_template_kwargs: { enable_thinking: 1 } }, /enable_thinking/],
+    [
+      { messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: "x" } }] }] },
+      /messages\[0\]: only text/,
+    ],
+    [{ messages: [{ role: "user", content: [{ type: "text", text: 3 }] }] }, /only text content parts/],
+    [{ messages: [{ role: "tool", content: "x" }] }, /role must be/],
   ];
   for (const [body, pattern] of cases) {
     const res = await fetch(server.url + "/v1/chat/completions", { method: "POST", body: JSON.stringify(body) });
@@ -199,6 +205,24 @@ test("serve: malformed OpenAI requests get a 400 naming the field", async () => 
     const err = (await res.json()) as { error: { message: string } };
     assert.match(err.error.message, pattern);
   }
+  // Content as a list of text parts (what OpenAI's SDKs and many chat clients send) and the
+  // "developer" role read as vLLM reads them: the parts joined by newlines, developer as system.
+  const parts = parseBody({
+    messages: [
+      { role: "developer", content: "Be brief." },
+      {
+        role: "user",
+        content: [
+          { type: "text", text: "Hello" },
+          { type: "text", text: "there" },
+        ],
+      },
+    ],
+  });
+  assert.deepEqual(parts.messages, [
+    { role: "system", content: "Be brief." },
+    { role: "user", content: "Hello\nthere" },
+  ]);
   // The thinking switch in vLLM's form reaches the generation's parameters.
   const msgs = [{ role: "user", content: "x" }];
   assert.equal(parseBody({ messages: msgs, chat_template_kwargs: { enable_thinking: false } }).params.thinking, false);

@@ -154,7 +154,7 @@ export function parseBody(x: unknown): ParsedBody {
   };
   if (typeof x !== "object" || x === null || Array.isArray(x)) bad("the body must be a JSON object");
   const o = x as Record<string, unknown>;
-  const messages = parseMessages(o.messages, "body");
+  const messages = parseMessages(Array.isArray(o.messages) ? o.messages.map(openAiMessage) : o.messages, "body");
   if (messages.length === 0) bad(`"messages" must be a non-empty array`);
   const optNum = (key: string, integer = false): number | undefined => {
     const v = o[key];
@@ -194,6 +194,30 @@ export function parseBody(x: unknown): ParsedBody {
     stream: o.stream === true,
     params: { sampling, maxTokens, stop, ...(thinking !== undefined && { thinking }) },
   };
+}
+
+/**
+ * OpenAI's message forms that clients send, as the protocol's: content as a list of text parts
+ * (joined with newlines, as vLLM does), and the "developer" role (OpenAI's newer name for system).
+ * Anything else passes through for parseMessages to check.
+ */
+function openAiMessage(m: unknown, i: number): unknown {
+  if (typeof m !== "object" || m === null || Array.isArray(m)) return m;
+  const msg = m as Record<string, unknown>;
+  let content = msg.content;
+  if (Array.isArray(content)) {
+    const texts = content.map((part: unknown) => {
+      const p = part as Record<string, unknown> | null;
+      if (typeof p !== "object" || p === null || p.type !== "text" || typeof p.text !== "string") {
+        throw new ProtocolError(
+          `body messages[${i}]: only text content parts ({"type": "text", "text": ...}) are supported`,
+        );
+      }
+      return p.text;
+    });
+    content = texts.join("\n");
+  }
+  return { ...msg, role: msg.role === "developer" ? "system" : msg.role, content };
 }
 
 function finishReason(r: FinishReason): string {
