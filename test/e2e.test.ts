@@ -239,6 +239,20 @@ test("e2e: chat in the browser with the live sparsity inspector", { timeout: 240
   assert.equal(afterReload, firstReply);
   assert.equal(await page.getByTestId("assistant-message").count(), 3);
   await shot("4-after-reload");
+
+  // The desktop window's smallest width (electron/main.ts minWidth 960): nothing runs off the right edge.
+  await page.setViewportSize({ width: 960, height: 700 });
+  const right = async (id: string) => {
+    const box = await page.getByTestId(id).boundingBox();
+    return box ? box.x + box.width : Infinity;
+  };
+  const edges = {
+    scroll: (await page.evaluate("document.documentElement.scrollWidth")) as number,
+    pill: await right("connection-status"),
+    sparsity: await right("ffn-method"),
+  };
+  assert.ok(edges.scroll <= 960 && edges.pill <= 960 && edges.sparsity <= 960, JSON.stringify(edges));
+  await shot("5-narrow-window");
   assert.deepEqual(pageErrors, [], "errors in the page's console");
 });
 
