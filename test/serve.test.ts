@@ -183,6 +183,50 @@ test("serve: a conversation the chat template refuses is a 400 saying why, not a
   assert.equal((await ask([{ role: "user", content: "hi" }], false)).status, 200);
 });
 
+test("serve: /v1/completions continues the prompt as it is, streamed or not, with the same text", async () => {
+  const prompt = "The city council said";
+  const ask = (extra: object) =>
+    fetch(server.url + "/v1/completions", {
+      method: "POST",
+      body: JSON.stringify({ prompt, max_tokens: 6, temperature: 0, ...extra }),
+    });
+  const plain = (await (await ask({})).json()) as {
+    object: string;
+    choices: { text: string; finish_reason: string }[];
+    usage: { prompt_tokens: number; completion_tokens: number };
+    hire: { tokens: unknown[] };
+  };
+  assert.equal(plain.object, "text_completion");
+  // The prompt's own tokens, no chat template around them: what the session's encode gives.
+  assert.equal(plain.usage.prompt_tokens, host.loadedModel!.tokenizer.encode(prompt).length);
+  assert.equal(plain.hire.tokens.length, plain.usage.completion_tokens);
+  assert.ok(plain.choices[0].text.length > 0);
+  const streamed = await ask({ stream: true });
+  assert.equal(streamed.headers.get("content-type"), "text/event-stream");
+  const lines = (await streamed.text()).split("\n\n").filter((l) => l.startsWith("data: "));
+  assert.equal(lines.at(-1), "data: [DONE]");
+  const chunks = lines.slice(0, -1).map((l) => JSON.parse(l.slice(6)));
+  assert.ok(chunks.every((c) => c.object === "text_completion"));
+  assert.equal(chunks.map((c) => c.choices[0].text).join(""), plain.choices[0].text, "same greedy text");
+  assert.equal(chunks.at(-1).choices[0].finish_reason, plain.choices[0].finish_reason);
+  assert.equal(chunks.at(-1).usage.completion_tokens, plain.usage.completion_tokens);
+  // OpenAI's default max_tokens for text completions is 16; one prompt per request.
+  const dflt = (await (await ask({ max_tokens: undefined })).json()) as {
+    usage: { completion_tokens: number };
+  };
+  assert.ok(dflt.usage.completion_tokens <= 16);
+  for (const [body, pattern] of [
+    [{ prompt: ["a", "b"] }, /one prompt per request/],
+    [{ prompt: 3 }, /"prompt" must be a string/],
+    [{ prompt: "x", echo: true }, /"echo" is not supported/],
+    [{ prompt: "x", max_tokens: 0 }, /max_tokens/],
+  ] as const) {
+    const res = await fetch(server.url + "/v1/completions", { method: "POST", body: JSON.stringify(body) });
+    assert.equal(res.status, 400, JSON.stringify(body));
+    assert.match(((await res.json()) as { error: { message: string } }).error.message, pattern);
+  }
+});
+
 test("serve: malformed OpenAI requests get a 400 naming the field", async () => {
   const cases: [unknown, RegExp][] = [
     [{ messages: "hi" }, /messages/],
@@ -219,7 +263,7 @@ test("serve: malformed OpenAI requests get a 400 naming the field", async () => 
       },
     ],
   });
-  assert.deepEqual(parts.messages, [
+  assert.deepEqual(parts.input, [
     { role: "system", content: "Be brief." },
     { role: "user", content: "Hello\nthere" },
   ]);

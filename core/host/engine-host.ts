@@ -257,9 +257,10 @@ export class EngineHost {
 
   /**
    * Run one generation for `channel`: an async iterable of its events whose `summary` is set when
-   * it ends. Exposed for the OpenAI-compatible endpoint, which streams the same events as chunks.
+   * it ends. The input is a conversation (through the chat template) or a prompt's text as it is.
+   * Exposed for the OpenAI-compatible endpoints, which stream the same events as chunks.
    */
-  generate(messages: ChatMessage[], req: GenerateParams, channel: Channel, id: number): Generation {
+  generate(input: ChatMessage[] | { text: string }, req: GenerateParams, channel: Channel, id: number): Generation {
     const session = this.requireSession();
     if (this.running) throw new HostError("BUSY", "a reply is already being generated; stop it or wait for it");
     try {
@@ -269,7 +270,7 @@ export class EngineHost {
     }
     // Rendered here, not in run(), so that a conversation the chat template refuses fails the call
     // itself (the OpenAI endpoint answers 400 before it starts a stream).
-    const prompt = promptIds(session, messages, req.thinking);
+    const prompt = Array.isArray(input) ? promptIds(session, input, req.thinking) : session.encode(input.text);
     const running: Running = { channel, id, abort: new AbortController() };
     this.running = running;
     const gen: Generation = {

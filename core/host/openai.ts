@@ -1,5 +1,5 @@
-// The OpenAI-compatible chat endpoint of `hire serve`: POST /v1/chat/completions, streaming
-// (server-sent events) or not, and GET /v1/models. Each chunk carries what HiRE did for that token
+// The OpenAI-compatible endpoints of `hire serve`: POST /v1/chat/completions and /v1/completions,
+// streaming (server-sent events) or not, and GET /v1/models. Each chunk carries what HiRE did for that token
 // in an extra `hire` field, so any OpenAI client works unchanged and a curious one can see the
 // sparsity. Requests are validated here before they reach the engine.
 import type { IncomingMessage, ServerResponse } from "node:http";
@@ -62,7 +62,56 @@ export function handleModels(host: EngineHost, req: IncomingMessage, res: Server
 /** Host error codes that mean the request (not the engine) was at fault. */
 const CLIENT_ERRORS = new Set(["USAGE", "CHAT_TEMPLATE"]);
 
-export async function handleChatCompletions(
+/** POST /v1/chat/completions: the messages through the model's chat template. */
+export function handleChatCompletions(host: EngineHost, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  return handleCompletions(CHAT, host, req, res);
+}
+
+/** POST /v1/completions (OpenAI's legacy text completion): the prompt as it is, no chat template. */
+export function handleTextCompletions(host: EngineHost, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  return handleCompletions(TEXT, host, req, res);
+}
+
+/** What sets the two endpoints apart: the request's input and the shapes of the answer. */
+interface Endpoint {
+  idPrefix: string;
+  parse(x: unknown): ParsedBody;
+  /** The first streamed chunk's choice, before any token (chat names the role there), or none. */
+  openingChoice: object | null;
+  /** A streamed chunk's choice for a token's text. */
+  chunkChoice(text: string): object;
+  /** The last streamed chunk's choice, beside its finish_reason. */
+  closingChoice: object;
+  chunkObject: string;
+  /** The non-streamed answer's choice. */
+  choice(text: string): object;
+  object: string;
+}
+
+const CHAT: Endpoint = {
+  idPrefix: "chatcmpl-hire",
+  parse: parseBody,
+  openingChoice: { delta: { role: "assistant", content: "" } },
+  chunkChoice: (text) => ({ delta: { content: text } }),
+  closingChoice: { delta: {} },
+  chunkObject: "chat.completion.chunk",
+  choice: (text) => ({ message: { role: "assistant", content: text } }),
+  object: "chat.completion",
+};
+
+const TEXT: Endpoint = {
+  idPrefix: "cmpl-hire",
+  parse: parseTextBody,
+  openingChoice: null,
+  chunkChoice: (text) => ({ text, logprobs: null }),
+  closingChoice: { text: "", logprobs: null },
+  chunkObject: "text_completion",
+  choice: (text) => ({ text, logprobs: null }),
+  object: "text_completion",
+};
+
+async function handleCompletions(
+  ep: Endpoint,
   host: EngineHost,
   req: IncomingMessage,
   res: ServerResponse,
@@ -70,13 +119,13 @@ export async function handleChatCompletions(
   if (req.method !== "POST") return sendError(res, 405, "invalid_request_error", "use POST");
   let body: ParsedBody;
   try {
-    body = parseBody(JSON.parse(await readBody(req)));
+    body = ep.parse(JSON.parse(await readBody(req)));
   } catch (e) {
     return sendError(res, 400, "invalid_request_error", (e as Error).message);
   }
   const model = host.loadedModel;
   if (!model) return sendError(res, 503, "no_model", "no model is loaded");
-  const id = `chatcmpl-hire-${nextId++}`;
+  const id = `${ep.idPrefix}-${nextId++}`;
   const created = Math.floor(Date.now() / 1000);
   const name = modelName(model.dir);
   // The endpoint is a client of the host like any other: its channel receives nothing but the
@@ -84,7 +133,7 @@ export async function handleChatCompletions(
   const channel: Channel = () => {};
   let gen: ReturnType<EngineHost["generate"]>;
   try {
-    gen = host.generate(body.messages, body.params, channel, nextId);
+    gen = host.generate(body.input, body.params, channel, nextId);
   } catch (e) {
     const info = errorInfo(e);
     return sendError(res, info.code === "BUSY" ? 429 : 400, info.code.toLowerCase(), info.message);
@@ -101,22 +150,22 @@ export async function handleChatCompletions(
         connection: "keep-alive",
       });
       const send = (x: unknown) => res.write(`data: ${JSON.stringify(x)}\n\n`);
-      const chunk = (delta: object, finish: string | null, hire?: HireChunkStats) => ({
+      const chunk = (choice: object, finish: string | null, hire?: HireChunkStats) => ({
         id,
-        object: "chat.completion.chunk",
+        object: ep.chunkObject,
         created,
         model: name,
-        choices: [{ index: 0, delta, finish_reason: finish }],
+        choices: [{ index: 0, ...choice, finish_reason: finish }],
         ...(hire ? { hire } : {}),
       });
-      send(chunk({ role: "assistant", content: "" }, null));
+      if (ep.openingChoice) send(chunk(ep.openingChoice, null));
       for await (const e of gen) {
         if (e.type !== "gen.token") continue;
         const s = chunkStats(e.step);
         stats.push(s);
-        send(chunk({ content: e.text }, null, s));
+        send(chunk(ep.chunkChoice(e.text), null, s));
       }
-      send({ ...chunk({}, finishReason(gen.summary.finishReason)), usage: usage(gen.summary) });
+      send({ ...chunk(ep.closingChoice, finishReason(gen.summary.finishReason)), usage: usage(gen.summary) });
       res.end("data: [DONE]\n\n");
       return;
     }
@@ -124,12 +173,10 @@ export async function handleChatCompletions(
     const s = gen.summary;
     sendJson(res, 200, {
       id,
-      object: "chat.completion",
+      object: ep.object,
       created,
       model: name,
-      choices: [
-        { index: 0, message: { role: "assistant", content: s.text }, finish_reason: finishReason(s.finishReason) },
-      ],
+      choices: [{ index: 0, ...ep.choice(s.text), finish_reason: finishReason(s.finishReason) }],
       usage: usage(s),
       hire: { tokens: stats, decode_tokens_per_s: s.decodeTokensPerS, ttft_ms: s.ttftMs },
     });
@@ -142,20 +189,58 @@ export async function handleChatCompletions(
 }
 
 interface ParsedBody {
-  messages: ChatMessage[];
+  /** The conversation (chat), or the prompt text (a text completion). */
+  input: ChatMessage[] | { text: string };
   stream: boolean;
   params: GenerateParams;
 }
 
-/** The subset of OpenAI's request this engine honours; anything malformed is a 400 naming the field. */
-export function parseBody(x: unknown): ParsedBody {
-  const bad = (msg: string): never => {
-    throw new ProtocolError(msg);
-  };
+const bad = (msg: string): never => {
+  throw new ProtocolError(msg);
+};
+
+function bodyObject(x: unknown): Record<string, unknown> {
   if (typeof x !== "object" || x === null || Array.isArray(x)) bad("the body must be a JSON object");
-  const o = x as Record<string, unknown>;
+  return x as Record<string, unknown>;
+}
+
+/** The subset of OpenAI's chat request this engine honours; anything malformed is a 400 naming the field. */
+export function parseBody(x: unknown): ParsedBody & { input: ChatMessage[] } {
+  const o = bodyObject(x);
   const messages = parseMessages(Array.isArray(o.messages) ? o.messages.map(openAiMessage) : o.messages, "body");
   if (messages.length === 0) bad(`"messages" must be a non-empty array`);
+  // vLLM's and SGLang's way to switch a reasoning model's thinking off: chat_template_kwargs.
+  let thinking: boolean | undefined;
+  const kwargs = o.chat_template_kwargs;
+  if (kwargs !== undefined && kwargs !== null) {
+    if (typeof kwargs !== "object" || Array.isArray(kwargs)) bad(`"chat_template_kwargs" must be an object`);
+    const v = (kwargs as Record<string, unknown>).enable_thinking;
+    if (v !== undefined && typeof v !== "boolean") bad(`"chat_template_kwargs.enable_thinking" must be a boolean`);
+    thinking = v as boolean | undefined;
+  }
+  const { stream, params } = commonFields(o, 256);
+  return { input: messages, stream, params: { ...params, ...(thinking !== undefined && { thinking }) } };
+}
+
+/**
+ * A text completion's request: `prompt` a string (or a list holding one, as OpenAI allows; several
+ * prompts in one request are not served). max_tokens defaults to 16, as in OpenAI's API.
+ */
+export function parseTextBody(x: unknown): ParsedBody & { input: { text: string } } {
+  const o = bodyObject(x);
+  let prompt = o.prompt;
+  if (Array.isArray(prompt) && prompt.length === 1) prompt = prompt[0];
+  if (typeof prompt !== "string") bad(`"prompt" must be a string (one prompt per request)`);
+  if ((prompt as string).length > LIMITS.contentChars) bad(`"prompt" is longer than ${LIMITS.contentChars} characters`);
+  for (const key of ["suffix", "echo", "best_of", "n"] as const) {
+    const v = o[key];
+    if (v !== undefined && v !== null && v !== false && v !== 1) bad(`"${key}" is not supported`);
+  }
+  return { input: { text: prompt as string }, ...commonFields(o, 16) };
+}
+
+/** max_tokens, stream, stop and the sampling fields both endpoints take. */
+function commonFields(o: Record<string, unknown>, defaultMaxTokens: number): Omit<ParsedBody, "input"> {
   const optNum = (key: string, integer = false): number | undefined => {
     const v = o[key];
     if (v === undefined || v === null) return undefined;
@@ -163,7 +248,7 @@ export function parseBody(x: unknown): ParsedBody {
       bad(`"${key}" must be a${integer ? "n integer" : " number"}`);
     return v as number;
   };
-  const maxTokens = optNum("max_completion_tokens", true) ?? optNum("max_tokens", true) ?? 256;
+  const maxTokens = optNum("max_completion_tokens", true) ?? optNum("max_tokens", true) ?? defaultMaxTokens;
   if (maxTokens < 1 || maxTokens > LIMITS.maxTokens) bad(`"max_tokens" must be in 1..${LIMITS.maxTokens}`);
   if (o.stream !== undefined && typeof o.stream !== "boolean") bad(`"stream" must be a boolean`);
   let stop: string[] | undefined;
@@ -180,20 +265,7 @@ export function parseBody(x: unknown): ParsedBody {
       seed: optNum("seed", true),
     }).filter(([, v]) => v !== undefined),
   );
-  // vLLM's and SGLang's way to switch a reasoning model's thinking off: chat_template_kwargs.
-  let thinking: boolean | undefined;
-  const kwargs = o.chat_template_kwargs;
-  if (kwargs !== undefined && kwargs !== null) {
-    if (typeof kwargs !== "object" || Array.isArray(kwargs)) bad(`"chat_template_kwargs" must be an object`);
-    const v = (kwargs as Record<string, unknown>).enable_thinking;
-    if (v !== undefined && typeof v !== "boolean") bad(`"chat_template_kwargs.enable_thinking" must be a boolean`);
-    thinking = v as boolean | undefined;
-  }
-  return {
-    messages,
-    stream: o.stream === true,
-    params: { sampling, maxTokens, stop, ...(thinking !== undefined && { thinking }) },
-  };
+  return { stream: o.stream === true, params: { sampling, maxTokens, stop } };
 }
 
 /**

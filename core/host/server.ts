@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import { WebSocketServer, type WebSocket } from "ws";
 import { EngineHost, type Channel } from "./engine-host.js";
 import { decodeWire, encodeWire, rejection, type HostMessage } from "./protocol.js";
-import { handleChatCompletions, handleModels } from "./openai.js";
+import { handleChatCompletions, handleModels, handleTextCompletions } from "./openai.js";
 
 export interface ServeOptions {
   host: EngineHost;
@@ -120,6 +120,7 @@ function connect(host: EngineHost, ws: WebSocket): void {
 async function route(host: EngineHost, uiDir: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const url = new URL(req.url ?? "/", "http://localhost");
   if (url.pathname === "/v1/chat/completions") return handleChatCompletions(host, req, res);
+  if (url.pathname === "/v1/completions") return handleTextCompletions(host, req, res);
   if (url.pathname === "/v1/models") return handleModels(host, req, res);
   if (req.method !== "GET" && req.method !== "HEAD") {
     res.writeHead(405, { allow: "GET, HEAD" }).end();
