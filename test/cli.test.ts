@@ -59,6 +59,14 @@ test("usage errors exit with 2 and say what is wrong", () => {
   const badPreset = hire(["make-model", "--preset", "gpt-5", "--out", join(root, "x")]);
   assert.equal(badPreset.status, 2);
   assert.match(badPreset.stderr, /unknown preset "gpt-5"/);
+  // bench with nothing to time printed NaN and Infinity.
+  const noDecode = hire(["bench", "--model", model, "--decode-tokens", "0"]);
+  assert.equal(noDecode.status, 2, noDecode.stderr);
+  assert.match(noDecode.stderr, /--decode-tokens must be a positive integer, got "0"/);
+  // A folder make-model cannot write to is its error, not an exception's stack.
+  const unwritable = hire(["make-model", "--preset", "tiny-llama", "--out", "/proc/hire-model"]);
+  assert.equal(unwritable.status, 1, unwritable.stderr);
+  assert.match(unwritable.stderr, /^hire make-model: cannot write into \/proc/);
   // The native pool runs 1..256 threads: outside that, a usage error rather than the addon's throw.
   for (const threads of ["0", "1000"]) {
     const r = hire(["generate", "--model", model, "--prompt", "x", "--max-tokens", "1", "--threads", threads]);

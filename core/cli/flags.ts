@@ -34,6 +34,13 @@ export const int = (name: string, v: string | undefined, range?: [number, number
   return x;
 };
 
+/** An integer flag that must be at least 1. */
+export const positiveInt = (name: string, v: string | undefined): number | undefined => {
+  const x = int(name, v);
+  if (x !== undefined && x < 1) throw new UsageError(`--${name} must be a positive integer, got "${v}"`);
+  return x;
+};
+
 /** --threads N: the native thread pool's size. */
 export const threadsFlag = (v: string | undefined): number | undefined => int("threads", v, [1, MAX_THREADS]);
 

@@ -19,7 +19,7 @@ import type { PrepareProgress } from "../sparse/sparsifier.js";
 import type { ChatMessage } from "../loader/tokenizer.js";
 import { cmdServe, SERVE_HELP } from "./serve.js";
 import { ARCHS, makeModel, MakeModelError, PRESETS, type Arch, type DType } from "../modelgen/make-model.js";
-import { int, kvCacheFlag, MODEL_FLAGS, num, openModel, parse, threadsFlag } from "./flags.js";
+import { int, kvCacheFlag, MODEL_FLAGS, num, openModel, parse, positiveInt, threadsFlag } from "./flags.js";
 import { EXPORT_HELP, runExport } from "./export.js";
 import { hubCacheDir, listCachedModels } from "../loader/hf-cache.js";
 
@@ -234,9 +234,9 @@ async function cmdBench(argv: string[]): Promise<void> {
     throw new UsageError(`--ort-ep must be cpu, cuda or webgpu, got "${ortEp}"`);
   const model = openModel(v);
   const options = {
-    promptTokens: int("prompt-tokens", v["prompt-tokens"]),
-    decodeTokens: int("decode-tokens", v["decode-tokens"]),
-    repeats: int("repeats", v.repeats),
+    promptTokens: positiveInt("prompt-tokens", v["prompt-tokens"]),
+    decodeTokens: positiveInt("decode-tokens", v["decode-tokens"]),
+    repeats: int("repeats", v.repeats, [1, 1000]),
     threads: threadsFlag(v.threads),
     backend: backendChoice(v.backend),
     kvCache: kvCacheFlag(v["kv-cache"]),

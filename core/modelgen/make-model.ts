@@ -867,9 +867,13 @@ export async function makeModel(o: MakeModelOptions): Promise<MakeModelResult> {
   if (existing === "nonempty-dir" && !o.overwrite) {
     throw new MakeModelError(`${dir} already exists and is not empty (pass overwrite to replace it)`);
   }
-  await mkdir(dirname(dir), { recursive: true });
   const tmp = join(dirname(dir), `.${basename(dir)}.partial-${process.pid}-${randomBytes(4).toString("hex")}`);
-  await mkdir(tmp);
+  try {
+    await mkdir(dirname(dir), { recursive: true });
+    await mkdir(tmp);
+  } catch (e) {
+    throw new MakeModelError(`cannot write into ${dirname(dir)}: ${(e as Error).message}`);
+  }
 
   try {
     const writer = new SafetensorsWriter(tmp, tensors, { maxShardBytes: o.maxShardBytes });
