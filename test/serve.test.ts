@@ -14,6 +14,7 @@ import { serve, type RunningServer } from "../core/host/server.js";
 import { decodeWire, encodeWire, type HostMessage, type StepTelemetry } from "../core/host/protocol.js";
 import { makeModel } from "../core/modelgen/make-model.js";
 import { NO_SYSTEM_TEMPLATE } from "./helpers.js";
+import { Session } from "../core/engine/session.js";
 
 let root: string;
 let host: EngineHost;
@@ -222,6 +223,94 @@ test("serve: /v1/completions continues the prompt as it is, streamed or not, wit
     [{ prompt: "x", max_tokens: 0 }, /max_tokens/],
   ] as const) {
     const res = await fetch(server.url + "/v1/completions", { method: "POST", body: JSON.stringify(body) });
+    assert.equal(res.status, 400, JSON.stringify(body));
+    assert.match(((await res.json()) as { error: { message: string } }).error.message, pattern);
+  }
+});
+
+test("serve: log-probabilities in OpenAI's chat and legacy forms are the session's, token by token", async () => {
+  const model = host.loadedModel!;
+  const messages = [{ role: "user" as const, content: "The city council said" }];
+  const post = async <T>(path: string, body: object): Promise<T> =>
+    (await (
+      await fetch(server.url + path, {
+        method: "POST",
+        body: JSON.stringify({ temperature: 0, repetition_penalty: 1, max_tokens: 5, ...body }),
+      })
+    ).json()) as T;
+  interface ChatAnswer {
+    choices: {
+      message: { content: string };
+      logprobs?: {
+        content: {
+          token: string;
+          logprob: number;
+          bytes: number[];
+          top_logprobs: { token: string; logprob: number }[];
+        }[];
+      };
+    }[];
+  }
+  interface TextAnswer {
+    choices: {
+      text: string;
+      logprobs: {
+        tokens: string[];
+        token_logprobs: number[];
+        top_logprobs: Record<string, number>[];
+        text_offset: number[];
+      };
+    }[];
+  }
+  // What a session reports for the same greedy reply: the chosen tokens' log-probabilities and the top 3.
+  const want: { id: number; logprob: number; top: [number, number][] }[] = [];
+  const ids = model.tokenizer.encode(model.tokenizer.applyChatTemplate(messages, true), false);
+  for await (const ev of new Session(model).generate(ids, {
+    temperature: 0,
+    repetitionPenalty: 1,
+    maxTokens: 5,
+    logprobs: 3,
+  }))
+    if (ev.type === "token") want.push({ id: ev.id, logprob: ev.logprob!, top: ev.topLogprobs! });
+  const tok = (id: number) => model.tokenizer.decode([id], false);
+
+  const chat = await post<ChatAnswer>("/v1/chat/completions", { messages, logprobs: true, top_logprobs: 3 });
+  const content = chat.choices[0].logprobs!.content;
+  assert.equal(content.length, want.length);
+  content.forEach((c, i) => {
+    assert.equal(c.token, tok(want[i].id));
+    assert.ok(Math.abs(c.logprob - want[i].logprob) < 1e-9, `token ${i}: ${c.logprob} vs ${want[i].logprob}`);
+    assert.deepEqual(c.bytes, [...Buffer.from(c.token, "utf8")]);
+    assert.deepEqual(
+      c.top_logprobs.map((a) => [a.token, a.logprob]),
+      want[i].top.map(([id, lp]) => [tok(id), lp]),
+    );
+    assert.equal(c.top_logprobs[0].logprob, c.logprob, "greedy: the chosen token is the most likely");
+  });
+
+  const legacy = await post<TextAnswer>("/v1/completions", { prompt: "The city council said", logprobs: 2 });
+  const lc = legacy.choices[0];
+  const lp = lc.logprobs;
+  assert.equal(lp.tokens.join(""), lc.text);
+  assert.equal(lp.token_logprobs.length, lp.tokens.length);
+  lp.top_logprobs.forEach((m, i) => {
+    assert.equal(Object.keys(m).length, 2);
+    assert.equal(Math.max(...Object.values(m)), lp.token_logprobs[i], "greedy: the chosen token is the most likely");
+  });
+  assert.deepEqual(
+    lp.text_offset,
+    lp.tokens.map((_, i) => lp.tokens.slice(0, i).join("").length),
+  );
+
+  // Without logprobs, none; malformed requests are 400s.
+  assert.equal("logprobs" in (await post<ChatAnswer>("/v1/chat/completions", { messages })).choices[0], false);
+  for (const [path, body, pattern] of [
+    ["/v1/chat/completions", { messages, top_logprobs: 2 }, /"top_logprobs" needs "logprobs": true/],
+    ["/v1/chat/completions", { messages, logprobs: true, top_logprobs: 21 }, /top_logprobs/],
+    ["/v1/chat/completions", { messages, logprobs: 1 }, /"logprobs" must be a boolean/],
+    ["/v1/completions", { prompt: "x", logprobs: 6 }, /"logprobs" must be an integer in 0..5/],
+  ] as const) {
+    const res = await fetch(server.url + path, { method: "POST", body: JSON.stringify(body) });
     assert.equal(res.status, 400, JSON.stringify(body));
     assert.match(((await res.json()) as { error: { message: string } }).error.message, pattern);
   }

@@ -84,7 +84,8 @@ async function cmdGenerate(argv: string[]): Promise<void> {
     trace: { type: "boolean" },
   });
   if (v.prompt === undefined) throw new UsageError("--prompt TEXT is required");
-  const logprobs = int("logprobs", v.logprobs) ?? 0;
+  // Absent: no log-probabilities at all (greedy decoding can then take the argmax on a GPU).
+  const logprobs = int("logprobs", v.logprobs, [0, 1000]);
   const model = openModel(v);
   const session = openSession(model, v);
   const settings = session.sparsity.update(sparsityUpdate(v), showProgress);
@@ -96,6 +97,7 @@ async function cmdGenerate(argv: string[]): Promise<void> {
     if (ev.type === "token") {
       steps.push({
         id: ev.id,
+        ...(ev.logprob !== undefined && { logprob: ev.logprob }),
         ...(ev.topLogprobs && { top_logprobs: ev.topLogprobs }),
         ...(withLayers && reportJson(ev.report, v.trace ?? false)),
       });

@@ -149,9 +149,8 @@ export function logSumExp(v: ArrayLike<number>): number {
   return max + Math.log(sum);
 }
 
-/** The `n` most likely tokens as [id, log-probability] pairs, most likely first. */
-export function topLogprobs(logits: ArrayLike<number>, n: number): [number, number][] {
-  const lse = logSumExp(logits);
+/** The `n` most likely tokens as [id, log-probability] pairs, most likely first (lse: the logits' logSumExp). */
+export function topLogprobs(logits: ArrayLike<number>, n: number, lse = logSumExp(logits)): [number, number][] {
   return Array.from(topIndices(logits, n), (id) => [id, logits[id] - lse]);
 }
 

@@ -9,7 +9,7 @@ import type { Backend, KvDtype } from "../backend/backend.js";
 import { createBackend } from "../backend/select.js";
 import { ContextOverflowError, ModelError, UsageError } from "../loader/errors.js";
 import type { LoadedModel } from "../loader/model-folder.js";
-import { GREEDY, Sampler, topLogprobs, type SamplingOptions } from "./sampler.js";
+import { GREEDY, logSumExp, Sampler, topLogprobs, type SamplingOptions } from "./sampler.js";
 import { ForwardAborted, KVCache, Transformer, type ForwardReport } from "./transformer.js";
 import { Sparsifier } from "../sparse/sparsifier.js";
 
@@ -29,7 +29,10 @@ export interface GenerateOptions extends Partial<SamplingOptions> {
   /** Generation ends before any of these strings; they are not part of the text. */
   stop?: readonly string[];
   signal?: AbortSignal;
-  /** Report the n most likely tokens (log-probabilities of the raw model output) at each step. */
+  /**
+   * Report each chosen token's log-probability and the n most likely tokens' (of the raw model
+   * output) at each step; 0: the chosen token's alone. Absent: none.
+   */
   logprobs?: number;
   /** At a full context: "stop" ends with finishReason "context_full"; "error" throws ContextOverflowError. */
   onContextFull?: "stop" | "error";
@@ -47,6 +50,8 @@ export type GenerationEvent =
       /** New text this token completes (may be "" while a UTF-8 sequence or a possible stop string is pending). */
       text: string;
       topLogprobs?: [number, number][];
+      /** The chosen token's log-probability under the raw model output (when logprobs is set). */
+      logprob?: number;
       /** Per-layer timings of the forward pass that produced this token's logits. */
       report: ForwardReport;
     }
@@ -141,7 +146,10 @@ export class Session {
     if (!Number.isInteger(maxTokens) || maxTokens < 0)
       throw new UsageError(`maxTokens must be a non-negative integer, got ${maxTokens}`);
     const stops = (o.stop ?? []).filter((s) => s.length > 0);
+    const wantLogprobs = o.logprobs !== undefined;
     const nLogprobs = o.logprobs ?? 0;
+    if (!Number.isInteger(nLogprobs) || nLogprobs < 0)
+      throw new UsageError(`logprobs must be a non-negative integer, got ${nLogprobs}`);
     const promptIds = typeof prompt === "string" ? this.encode(prompt, o.addSpecialTokens) : [...prompt];
     if (promptIds.length === 0)
       throw new UsageError("the prompt is empty (no tokens); give some text or set a BOS token");
@@ -196,7 +204,7 @@ export class Session {
     let finish: FinishReason = "length";
     // Greedy decoding without log-probabilities takes the argmax where the logits are (on a GPU,
     // only the id comes back); the prompt's last token is sampled from its logits as usual.
-    const onDevice = sampler.greedy && nLogprobs === 0;
+    const onDevice = sampler.greedy && !wantLogprobs;
     let next: number | null = null;
     while (ids.length < maxTokens) {
       const id = next ?? sampler.sample(logits!, this.cached);
@@ -209,15 +217,17 @@ export class Session {
           `the logits at position ${this.cached.length} are ${logits![id]}: the weights hold NaN or inf values, or overflow`,
         );
       }
-      const top = nLogprobs > 0 ? topLogprobs(logits!, nLogprobs) : undefined;
+      const lse = wantLogprobs ? logSumExp(logits!) : 0;
+      const top = nLogprobs > 0 ? topLogprobs(logits!, nLogprobs, lse) : undefined;
+      const logprob = wantLogprobs ? logits![id] - lse : undefined;
       ids.push(id);
       if (model.eosIds.has(id) && !o.ignoreEos) {
-        yield { type: "token", id, text: "", topLogprobs: top, report };
+        yield { type: "token", id, text: "", topLogprobs: top, logprob, report };
         finish = "eos";
         break;
       }
       const delta = text.push(ids);
-      yield { type: "token", id, text: delta, topLogprobs: top, report };
+      yield { type: "token", id, text: delta, topLogprobs: top, logprob, report };
       if (text.stopped) {
         finish = "stop";
         break;

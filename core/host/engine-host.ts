@@ -54,6 +54,8 @@ export interface GenerateParams {
   thinking?: boolean;
   /** Stop strings (the OpenAI endpoint's `stop`). */
   stop?: string[];
+  /** Each token's log-probability and its `logprobs` most likely alternatives' (the OpenAI endpoints'). */
+  logprobs?: number;
 }
 
 /** One generation's events; `summary` is set once they end. */
@@ -303,6 +305,7 @@ export class EngineHost {
         ...req.sampling,
         maxTokens: req.maxTokens,
         stop: req.stop,
+        ...(req.logprobs !== undefined && { logprobs: req.logprobs }),
         signal: running.abort.signal,
         onContextFull: "stop",
       });
@@ -314,7 +317,15 @@ export class EngineHost {
         } else if (ev.type === "token") {
           if (index === 0) ttft = now - started;
           const step = stepTelemetry(ev.report, session, now - last, index === 0);
-          yield { type: "gen.token", requestId: id, index: index++, tokenId: ev.id, text: ev.text, step };
+          yield {
+            type: "gen.token",
+            requestId: id,
+            index: index++,
+            tokenId: ev.id,
+            text: ev.text,
+            step,
+            ...(ev.logprob !== undefined && { logprob: ev.logprob, topLogprobs: ev.topLogprobs ?? [] }),
+          };
         } else {
           out.summary = {
             requestId: id,

@@ -7,7 +7,7 @@ import { modelName } from "../loader/hf-cache.js";
 import type { FinishReason } from "../engine/session.js";
 import type { ChatMessage } from "../loader/tokenizer.js";
 import { errorInfo, type Channel, type EngineHost, type GenerateParams } from "./engine-host.js";
-import { LIMITS, ProtocolError, parseMessages, type StepTelemetry } from "./protocol.js";
+import { LIMITS, ProtocolError, parseMessages, type HostEvent, type StepTelemetry } from "./protocol.js";
 
 const MAX_BODY = 16 * 1024 * 1024;
 
@@ -72,30 +72,60 @@ export function handleTextCompletions(host: EngineHost, req: IncomingMessage, re
   return handleCompletions(TEXT, host, req, res);
 }
 
+/** A generated token's log-probabilities, its alternatives' included, as token text. */
+interface TokenLogprobs {
+  token: string;
+  logprob: number;
+  top: { token: string; logprob: number }[];
+}
+
 /** What sets the two endpoints apart: the request's input and the shapes of the answer. */
 interface Endpoint {
   idPrefix: string;
   parse(x: unknown): ParsedBody;
   /** The first streamed chunk's choice, before any token (chat names the role there), or none. */
   openingChoice: object | null;
-  /** A streamed chunk's choice for a token's text. */
-  chunkChoice(text: string): object;
+  /** A streamed chunk's choice for a token's text (lp: its log-probabilities, when asked for). */
+  chunkChoice(text: string, lp?: TokenLogprobs[]): object;
   /** The last streamed chunk's choice, beside its finish_reason. */
   closingChoice: object;
   chunkObject: string;
   /** The non-streamed answer's choice. */
-  choice(text: string): object;
+  choice(text: string, lp?: TokenLogprobs[]): object;
   object: string;
 }
+
+const utf8 = (t: string) => [...Buffer.from(t, "utf8")];
+
+/** OpenAI's chat form: { content: [{ token, logprob, bytes, top_logprobs: [...] }] }. */
+const chatLogprobs = (lp: TokenLogprobs[]) => ({
+  content: lp.map((t) => ({
+    token: t.token,
+    logprob: t.logprob,
+    bytes: utf8(t.token),
+    top_logprobs: t.top.map((a) => ({ token: a.token, logprob: a.logprob, bytes: utf8(a.token) })),
+  })),
+});
+
+/** OpenAI's legacy completion form: parallel lists, the alternatives as { token: logprob } maps. */
+const textLogprobs = (lp: TokenLogprobs[], offset0 = 0) => {
+  let at = offset0;
+  return {
+    tokens: lp.map((t) => t.token),
+    token_logprobs: lp.map((t) => t.logprob),
+    top_logprobs: lp.map((t) => Object.fromEntries(t.top.map((a) => [a.token, a.logprob]))),
+    text_offset: lp.map((t) => ((at += t.token.length), at - t.token.length)),
+  };
+};
 
 const CHAT: Endpoint = {
   idPrefix: "chatcmpl-hire",
   parse: parseBody,
   openingChoice: { delta: { role: "assistant", content: "" } },
-  chunkChoice: (text) => ({ delta: { content: text } }),
+  chunkChoice: (text, lp) => ({ delta: { content: text }, ...(lp && { logprobs: chatLogprobs(lp) }) }),
   closingChoice: { delta: {} },
   chunkObject: "chat.completion.chunk",
-  choice: (text) => ({ message: { role: "assistant", content: text } }),
+  choice: (text, lp) => ({ message: { role: "assistant", content: text }, ...(lp && { logprobs: chatLogprobs(lp) }) }),
   object: "chat.completion",
 };
 
@@ -103,10 +133,10 @@ const TEXT: Endpoint = {
   idPrefix: "cmpl-hire",
   parse: parseTextBody,
   openingChoice: null,
-  chunkChoice: (text) => ({ text, logprobs: null }),
+  chunkChoice: (text, lp) => ({ text, logprobs: lp ? textLogprobs(lp) : null }),
   closingChoice: { text: "", logprobs: null },
   chunkObject: "text_completion",
-  choice: (text) => ({ text, logprobs: null }),
+  choice: (text, lp) => ({ text, logprobs: lp ? textLogprobs(lp) : null }),
   object: "text_completion",
 };
 
@@ -142,6 +172,17 @@ async function handleCompletions(
     if (!res.writableFinished) host.disconnect(channel);
   });
   const stats: HireChunkStats[] = [];
+  // A token's text for its log-probabilities: the token decoded on its own, special tokens kept.
+  const tokenText = (t: number) => model.tokenizer.decode([t], false);
+  const logprobsOf = (e: HostEvent): TokenLogprobs | undefined =>
+    e.type === "gen.token" && e.logprob !== undefined
+      ? {
+          token: tokenText(e.tokenId),
+          logprob: e.logprob,
+          top: (e.topLogprobs ?? []).map(([t, logprob]) => ({ token: tokenText(t), logprob })),
+        }
+      : undefined;
+  const logprobs: TokenLogprobs[] = [];
   try {
     if (body.stream) {
       res.writeHead(200, {
@@ -163,20 +204,32 @@ async function handleCompletions(
         if (e.type !== "gen.token") continue;
         const s = chunkStats(e.step);
         stats.push(s);
-        send(chunk(ep.chunkChoice(e.text), null, s));
+        const lp = logprobsOf(e);
+        send(chunk(ep.chunkChoice(e.text, lp && [lp]), null, s));
       }
       send({ ...chunk(ep.closingChoice, finishReason(gen.summary.finishReason)), usage: usage(gen.summary) });
       res.end("data: [DONE]\n\n");
       return;
     }
-    for await (const e of gen) if (e.type === "gen.token") stats.push(chunkStats(e.step));
+    for await (const e of gen) {
+      if (e.type !== "gen.token") continue;
+      stats.push(chunkStats(e.step));
+      const lp = logprobsOf(e);
+      if (lp) logprobs.push(lp);
+    }
     const s = gen.summary;
     sendJson(res, 200, {
       id,
       object: ep.object,
       created,
       model: name,
-      choices: [{ index: 0, ...ep.choice(s.text), finish_reason: finishReason(s.finishReason) }],
+      choices: [
+        {
+          index: 0,
+          ...ep.choice(s.text, body.params.logprobs !== undefined ? logprobs : undefined),
+          finish_reason: finishReason(s.finishReason),
+        },
+      ],
       usage: usage(s),
       hire: { tokens: stats, decode_tokens_per_s: s.decodeTokensPerS, ttft_ms: s.ttftMs },
     });
@@ -218,8 +271,20 @@ export function parseBody(x: unknown): ParsedBody & { input: ChatMessage[] } {
     if (v !== undefined && typeof v !== "boolean") bad(`"chat_template_kwargs.enable_thinking" must be a boolean`);
     thinking = v as boolean | undefined;
   }
+  // logprobs: true (with top_logprobs alternatives, 0..20) reports each token's log-probability.
+  if (o.logprobs !== undefined && o.logprobs !== null && typeof o.logprobs !== "boolean")
+    bad(`"logprobs" must be a boolean`);
+  const top = o.top_logprobs ?? undefined;
+  if (top !== undefined && top !== null && !(Number.isInteger(top) && (top as number) >= 0 && (top as number) <= 20))
+    bad(`"top_logprobs" must be an integer in 0..20`);
+  if (typeof top === "number" && top > 0 && o.logprobs !== true) bad(`"top_logprobs" needs "logprobs": true`);
+  const logprobs = o.logprobs === true ? ((top as number | null | undefined) ?? 0) : undefined;
   const { stream, params } = commonFields(o, 256);
-  return { input: messages, stream, params: { ...params, ...(thinking !== undefined && { thinking }) } };
+  return {
+    input: messages,
+    stream,
+    params: { ...params, ...(thinking !== undefined && { thinking }), ...(logprobs !== undefined && { logprobs }) },
+  };
 }
 
 /**
@@ -236,7 +301,16 @@ export function parseTextBody(x: unknown): ParsedBody & { input: { text: string 
     const v = o[key];
     if (v !== undefined && v !== null && v !== false && v !== 1) bad(`"${key}" is not supported`);
   }
-  return { input: { text: prompt as string }, ...commonFields(o, 16) };
+  // logprobs: N (0..5) reports each token's log-probability and its N most likely alternatives'.
+  const lp = o.logprobs;
+  if (lp !== undefined && lp !== null && !(Number.isInteger(lp) && (lp as number) >= 0 && (lp as number) <= 5))
+    bad(`"logprobs" must be an integer in 0..5`);
+  const { stream, params } = commonFields(o, 16);
+  return {
+    input: { text: prompt as string },
+    stream,
+    params: { ...params, ...(typeof lp === "number" && { logprobs: lp }) },
+  };
 }
 
 /** max_tokens, stream, stop and the sampling fields both endpoints take. */

@@ -74,7 +74,17 @@ export type HostEvent =
   | { type: "model.loaded"; info: ModelInfo }
   | { type: "settings"; settings: SparsitySettings; releasedBytes: number }
   | { type: "gen.prefill"; requestId: number; promptTokens: number; reusedTokens: number; ms: number }
-  | { type: "gen.token"; requestId: number; index: number; tokenId: number; text: string; step: StepTelemetry }
+  | {
+      type: "gen.token";
+      requestId: number;
+      index: number;
+      tokenId: number;
+      text: string;
+      step: StepTelemetry;
+      /** Asked for by the OpenAI endpoints: the token's log-probability and the top alternatives' [id, logprob]. */
+      logprob?: number;
+      topLogprobs?: [number, number][];
+    }
   /** Electron's File → Open Model Folder… picked `path`: the UI loads it as if typed in. */
   | { type: "app.openModel"; path: string }
   /** The engine process died or failed outside any request; the UI offers to reload the model. */
