@@ -301,6 +301,28 @@ test("serve: log-probabilities in OpenAI's chat and legacy forms are the session
     lp.text_offset,
     lp.tokens.map((_, i) => lp.tokens.slice(0, i).join("").length),
   );
+  // Streamed, each chunk's offset counts from the start of the completion too.
+  const streamed = await fetch(server.url + "/v1/completions", {
+    method: "POST",
+    body: JSON.stringify({
+      prompt: "The city council said",
+      logprobs: 2,
+      stream: true,
+      temperature: 0,
+      repetition_penalty: 1,
+      max_tokens: 5,
+    }),
+  });
+  const chunkLp = (await streamed.text())
+    .split("\n\n")
+    .filter((l) => l.startsWith("data: {"))
+    .map((l) => JSON.parse(l.slice(6)) as TextAnswer)
+    .filter((c) => c.choices[0].logprobs)
+    .map((c) => c.choices[0].logprobs);
+  assert.deepEqual(
+    chunkLp.map((c) => [c.tokens[0], c.text_offset[0]]),
+    lp.tokens.map((t, i) => [t, lp.text_offset[i]]),
+  );
 
   // Without logprobs, none; malformed requests are 400s.
   assert.equal("logprobs" in (await post<ChatAnswer>("/v1/chat/completions", { messages })).choices[0], false);

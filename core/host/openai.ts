@@ -77,6 +77,8 @@ interface TokenLogprobs {
   token: string;
   logprob: number;
   top: { token: string; logprob: number }[];
+  /** Where the token's text starts in the completion (the legacy form's text_offset). */
+  offset: number;
 }
 
 /** What sets the two endpoints apart: the request's input and the shapes of the answer. */
@@ -108,15 +110,12 @@ const chatLogprobs = (lp: TokenLogprobs[]) => ({
 });
 
 /** OpenAI's legacy completion form: parallel lists, the alternatives as { token: logprob } maps. */
-const textLogprobs = (lp: TokenLogprobs[], offset0 = 0) => {
-  let at = offset0;
-  return {
-    tokens: lp.map((t) => t.token),
-    token_logprobs: lp.map((t) => t.logprob),
-    top_logprobs: lp.map((t) => Object.fromEntries(t.top.map((a) => [a.token, a.logprob]))),
-    text_offset: lp.map((t) => ((at += t.token.length), at - t.token.length)),
-  };
-};
+const textLogprobs = (lp: TokenLogprobs[]) => ({
+  tokens: lp.map((t) => t.token),
+  token_logprobs: lp.map((t) => t.logprob),
+  top_logprobs: lp.map((t) => Object.fromEntries(t.top.map((a) => [a.token, a.logprob]))),
+  text_offset: lp.map((t) => t.offset),
+});
 
 const CHAT: Endpoint = {
   idPrefix: "chatcmpl-hire",
@@ -174,14 +173,14 @@ async function handleCompletions(
   const stats: HireChunkStats[] = [];
   // A token's text for its log-probabilities: the token decoded on its own, special tokens kept.
   const tokenText = (t: number) => model.tokenizer.decode([t], false);
-  const logprobsOf = (e: HostEvent): TokenLogprobs | undefined =>
-    e.type === "gen.token" && e.logprob !== undefined
-      ? {
-          token: tokenText(e.tokenId),
-          logprob: e.logprob,
-          top: (e.topLogprobs ?? []).map(([t, logprob]) => ({ token: tokenText(t), logprob })),
-        }
-      : undefined;
+  let offset = 0; // characters of token text so far, streamed or not
+  const logprobsOf = (e: HostEvent): TokenLogprobs | undefined => {
+    if (e.type !== "gen.token" || e.logprob === undefined) return undefined;
+    const token = tokenText(e.tokenId);
+    const top = (e.topLogprobs ?? []).map(([t, logprob]) => ({ token: tokenText(t), logprob }));
+    offset += token.length;
+    return { token, logprob: e.logprob, top, offset: offset - token.length };
+  };
   const logprobs: TokenLogprobs[] = [];
   try {
     if (body.stream) {
@@ -274,11 +273,11 @@ export function parseBody(x: unknown): ParsedBody & { input: ChatMessage[] } {
   // logprobs: true (with top_logprobs alternatives, 0..20) reports each token's log-probability.
   if (o.logprobs !== undefined && o.logprobs !== null && typeof o.logprobs !== "boolean")
     bad(`"logprobs" must be a boolean`);
-  const top = o.top_logprobs ?? undefined;
-  if (top !== undefined && top !== null && !(Number.isInteger(top) && (top as number) >= 0 && (top as number) <= 20))
+  const top = o.top_logprobs ?? 0;
+  if (!(Number.isInteger(top) && (top as number) >= 0 && (top as number) <= 20))
     bad(`"top_logprobs" must be an integer in 0..20`);
-  if (typeof top === "number" && top > 0 && o.logprobs !== true) bad(`"top_logprobs" needs "logprobs": true`);
-  const logprobs = o.logprobs === true ? ((top as number | null | undefined) ?? 0) : undefined;
+  if ((top as number) > 0 && o.logprobs !== true) bad(`"top_logprobs" needs "logprobs": true`);
+  const logprobs = o.logprobs === true ? (top as number) : undefined;
   const { stream, params } = commonFields(o, 256);
   return {
     input: messages,

@@ -137,14 +137,16 @@ size_t Mapping::release_pages(size_t offset, size_t bytes) {
   const size_t freed_before = huge_pages_released();
   released_.push_back({begin, end});
   has_released_.store(true, std::memory_order_release);
-  for (const Range& r : released_huge_pages())
+  size_t freed = 0;
+  for (const Range& r : released_huge_pages()) {
+    freed += r.end - r.begin;
     if (r.begin < end && begin < r.end)  // the run this range joined (earlier runs are gone already)
       ::madvise(const_cast<unsigned char*>(data()) + r.begin, r.end - r.begin, MADV_DONTNEED);
-  return huge_pages_released() - freed_before;
+  }
+  return freed - freed_before;
 }
 
 std::vector<Mapping::Range> Mapping::released_huge_pages() const {
-  constexpr size_t kHuge = kHugePage;
   std::vector<Range> runs = released_;
   std::sort(runs.begin(), runs.end(), [](const Range& x, const Range& y) { return x.begin < y.begin; });
   std::vector<Range> out;
@@ -152,7 +154,7 @@ std::vector<Mapping::Range> Mapping::released_huge_pages() const {
   for (size_t i = 0; i < runs.size();) {
     size_t b = runs[i].begin, e = runs[i].end;
     for (++i; i < runs.size() && runs[i].begin <= e; ++i) e = std::max(e, runs[i].end);  // touching runs join
-    const uintptr_t hb = (base + b + kHuge - 1) & ~(kHuge - 1), he = (base + e) & ~(kHuge - 1);
+    const uintptr_t hb = (base + b + kHugePage - 1) & ~(kHugePage - 1), he = (base + e) & ~(kHugePage - 1);
     if (he > hb) out.push_back({hb - base, he - base});
   }
   return out;

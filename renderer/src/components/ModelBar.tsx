@@ -175,19 +175,7 @@ export function ModelBar() {
                 {estimateError.code}: {estimateError.message}
               </span>
             ) : (
-              <span className="dim" title={memoryLine(model)}>
-                weights {formatBytes(model.weightBytes)} + KV {formatBytes(model.kvCacheBytes)} · reads{" "}
-                {formatBytes(model.bytesPerToken)}/token dense
-                {model.releasedBytes > 0 && (
-                  <span
-                    data-testid="released-bytes"
-                    title="HiRE reads its own copies of the FFN weights, so the file layout of the FFN weights is given back to the system"
-                  >
-                    {" "}
-                    · {formatBytes(model.releasedBytes)} given back
-                  </span>
-                )}
-              </span>
+              <MemoryLine model={model} />
             )}
           </div>
         ) : estimate && path.trim() !== "" ? (
@@ -220,10 +208,23 @@ export function ModelBar() {
 }
 
 /** What loading the typed folder will cost (model.inspect), before loading it. */
-/** The loaded model's memory line whole, for its tooltip: a narrow window cuts the line itself short. */
-function memoryLine(m: ModelInfo): string {
+/** The loaded model's memory line, whole in its tooltip too: a narrow window cuts the line itself short. */
+function MemoryLine({ model: m }: { model: ModelInfo }) {
+  const line = `weights ${formatBytes(m.weightBytes)} + KV ${formatBytes(m.kvCacheBytes)} · reads ${formatBytes(m.bytesPerToken)}/token dense`;
   const given = m.releasedBytes > 0 ? ` · ${formatBytes(m.releasedBytes)} given back` : "";
-  return `weights ${formatBytes(m.weightBytes)} + KV ${formatBytes(m.kvCacheBytes)} · reads ${formatBytes(m.bytesPerToken)}/token dense${given}`;
+  return (
+    <span className="dim" title={line + given}>
+      {line}
+      {given && (
+        <span
+          data-testid="released-bytes"
+          title="HiRE reads its own copies of the FFN weights, so the file layout of the FFN weights is given back to the system"
+        >
+          {given}
+        </span>
+      )}
+    </span>
+  );
 }
 
 function Estimate({ e, prefix }: { e: ModelEstimate; prefix: string }) {
