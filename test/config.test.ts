@@ -180,7 +180,7 @@ test("Phi-3 longrope: short factors, context capped at the original length, atte
   for (const [json, pattern] of [
     [
       { ...phi, rope_scaling: { ...phi.rope_scaling, short_factor: [1, 2] } },
-      /short_factor must hold 48 positive numbers/,
+      /"rope_scaling.short_factor" must hold 48 positive numbers/,
     ],
   ] as const) {
     assert.throws(
@@ -227,7 +227,7 @@ test("numbers that would turn into NaN, inf or a wrong model are rejected before
     [{ ...LLAMA_32_1B, rope_scaling: { rope_type: "linear", factor: 0 } }, /"rope_scaling.factor" must be a positive/],
     [
       { ...LLAMA_32_1B, rope_scaling: { ...llama3, high_freq_factor: 1 } },
-      /high_freq_factor must exceed low_freq_factor/,
+      /"rope_scaling.high_freq_factor" must exceed low_freq_factor/,
     ],
     [{ ...LLAMA_32_1B, mlp_bias: true }, /"mlp_bias": true \(biases in the FFN\) is not supported/],
     [{ ...phi3, partial_rotary_factor: 0 }, /"partial_rotary_factor" must be a positive number/],
@@ -414,4 +414,89 @@ test("Gemma 2: a window every other layer from the first, soft caps (null: none)
     () => readModelConfig(configIn(t, { ...gemma2, final_logit_softcapping: -1 })),
     (e: unknown) => e instanceof ModelError && e.code === "BAD_CONFIG" && /final_logit_softcapping/.test(e.message),
   );
+});
+
+/** A config as transformers 5 saves it: rotary settings in rope_parameters, no rope_theta/rope_scaling. */
+function v5(json: Record<string, unknown>, ropeParameters: unknown): Record<string, unknown> {
+  const { rope_theta: _t, rope_scaling: _s, rope_local_base_freq: _l, ...rest } = json;
+  return { ...rest, rope_parameters: ropeParameters };
+}
+
+test("transformers 5's rope_parameters give the same rotary step as rope_theta + rope_scaling", (t) => {
+  const same = (older: Record<string, unknown>, newer: Record<string, unknown>) => {
+    const a = readModelConfig(configIn(t, older));
+    const b = readModelConfig(configIn(t, newer));
+    assert.deepEqual(b.ropeInvFreq, a.ropeInvFreq);
+    assert.deepEqual(b.localRopeInvFreq, a.localRopeInvFreq);
+    assert.equal(b.ropeTheta, a.ropeTheta);
+    assert.equal(b.ropeFactor, a.ropeFactor);
+    assert.equal(b.maxPositions, a.maxPositions);
+    return b;
+  };
+  // Llama 3.2: llama3 scaling, base 500000 (the default base of 10000 would be silently wrong).
+  const llama = same(LLAMA_32_1B, v5(LLAMA_32_1B, { ...LLAMA_32_1B.rope_scaling, rope_theta: 500000.0 }));
+  assert.equal(llama.ropeTheta, 500000);
+  // Linear scaling under the older key "type"; no scaling at all.
+  const linear = { ...LLAMA_32_1B, rope_scaling: { type: "linear", factor: 4 } };
+  same(linear, v5(linear, { type: "linear", factor: 4, rope_theta: 500000.0 }));
+  const plain = { ...LLAMA_32_1B, rope_scaling: null };
+  same(plain, v5(plain, { rope_type: "default", rope_theta: 500000.0 }));
+  // A top-level rope_theta still counts when the object has none (transformers' setdefault).
+  same(plain, { ...plain, rope_parameters: { rope_type: "default" } });
+  // Phi-4-mini style: longrope, partial rotary at the top, original_max_position_embeddings at the top.
+  const short = Array(36).fill(1.25);
+  const phi = {
+    ...LLAMA_32_1B,
+    architectures: ["Phi3ForCausalLM"],
+    model_type: "phi3",
+    hidden_size: 3072,
+    num_key_value_heads: 32,
+    head_dim: undefined,
+    original_max_position_embeddings: 4096,
+    partial_rotary_factor: 0.75,
+    rope_theta: 10000,
+    rope_scaling: { type: "longrope", short_factor: short, long_factor: short },
+  };
+  const p = same(phi, v5(phi, { rope_type: "longrope", short_factor: short, long_factor: short, rope_theta: 10000 }));
+  assert.equal(p.ropeInvFreq!.length, 36);
+  assert.ok(p.ropeFactor! > 1);
+  // Gemma 3: one object per layer type; the global layers' linear scaling, the local layers' own base.
+  const gemma = { ...GEMMA_3_1B, rope_scaling: { rope_type: "linear", factor: 8 } };
+  const layerTypes = Array.from({ length: 26 }, (_, i) => ((i + 1) % 6 === 0 ? "full_attention" : "sliding_attention"));
+  const g = same(
+    gemma,
+    v5(
+      { ...gemma, layer_types: layerTypes },
+      {
+        full_attention: { rope_type: "linear", factor: 8, rope_theta: 1000000 },
+        sliding_attention: { rope_type: "default", rope_theta: 10000 },
+      },
+    ),
+  );
+  assert.notDeepEqual(g.ropeInvFreq, g.localRopeInvFreq);
+});
+
+test("malformed rope_parameters are BAD_CONFIG errors naming the field where the file has it", (t) => {
+  const gemmaTypes = { ...GEMMA_3_1B, layer_types: Array(26).fill("sliding_attention") };
+  for (const [json, pattern] of [
+    [v5(LLAMA_32_1B, [1, 2]), /"rope_parameters" must be an object or null/],
+    [v5(LLAMA_32_1B, { rope_type: "linear", factor: 0 }), /"rope_parameters.factor" must be a positive number/],
+    [v5(LLAMA_32_1B, { rope_type: "yarn", factor: 4 }), /"rope_parameters.rope_type" "yarn" is not supported/],
+    [v5(LLAMA_32_1B, { rope_theta: -1 }), /"rope_parameters.rope_theta" must be a positive number/],
+    [
+      v5(LLAMA_32_1B, { ...LLAMA_32_1B.rope_scaling, high_freq_factor: 1 }),
+      /"rope_parameters.high_freq_factor" must exceed low_freq_factor/,
+    ],
+    [v5(gemmaTypes, { sliding_attention: { rope_theta: 10000 } }), /"rope_parameters.full_attention" is missing/],
+    [
+      v5(gemmaTypes, { sliding_attention: { rope_theta: 0 }, full_attention: {} }),
+      /"rope_parameters.sliding_attention.rope_theta" must be a positive number/,
+    ],
+  ] as const) {
+    assert.throws(
+      () => readModelConfig(configIn(t, json)),
+      (e: unknown) => e instanceof ModelError && e.code === "BAD_CONFIG" && pattern.test(e.message),
+      String(pattern),
+    );
+  }
 });

@@ -5,9 +5,9 @@
 // that shares no code with the engine and reproduces the shared folders' expected.json to 1e-13.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
-import { goldenDir, hire, REPO_ROOT } from "./helpers.js";
+import { goldenDir, hire, REPO_ROOT, tempDir } from "./helpers.js";
 import { loadModel } from "../core/loader/model-folder.js";
 import { Session } from "../core/engine/session.js";
 
@@ -98,6 +98,51 @@ for (const dir of dirs) {
         ignoreEos: true,
       })) {
         if (ev.type === "prefill") assert.equal(ev.reusedTokens, expected.prompt_ids.length - 1);
+        if (ev.type === "token") {
+          ids.push(ev.id);
+          steps.push(ev.topLogprobs!);
+        }
+      }
+      compare(name, expected, ids, steps);
+    } finally {
+      model.close();
+    }
+  });
+}
+
+/**
+ * The folder's config.json as transformers 5 saves it: rope_theta, rope_scaling and Gemma 3's
+ * rope_local_base_freq become rope_parameters (one object per layer type where the layers differ).
+ */
+function transformers5Config(config: Record<string, unknown>): Record<string, unknown> {
+  const { rope_theta, rope_scaling, rope_local_base_freq, ...rest } = config;
+  const scaling = (rope_scaling ?? {}) as Record<string, unknown>;
+  const full = { rope_type: scaling.rope_type ?? scaling.type ?? "default", ...scaling, rope_theta };
+  if (rope_local_base_freq === undefined) return { ...rest, rope_parameters: full };
+  const sliding = { rope_type: "default", rope_theta: rope_local_base_freq };
+  return { ...rest, rope_parameters: { full_attention: full, sliding_attention: sliding } };
+}
+
+// Partial rotary with longrope (Phi-4-mini's form) and two rotary bases by layer type (Gemma 3).
+for (const name of ["phi3-partial-bf16", "gemma3-bf16"]) {
+  test(`golden ${name}: the same results from a config in transformers 5's form (rope_parameters)`, async (t) => {
+    const src = join(ours, name);
+    const dir = tempDir(t);
+    for (const f of readdirSync(src).filter((f) => f !== "config.json")) symlinkSync(join(src, f), join(dir, f));
+    const config = transformers5Config(JSON.parse(readFileSync(join(src, "config.json"), "utf8")));
+    assert.equal(config.rope_theta, undefined);
+    writeFileSync(join(dir, "config.json"), JSON.stringify(config));
+    const expected = JSON.parse(readFileSync(join(src, "expected.json"), "utf8")) as Expected;
+    const model = loadModel(dir);
+    try {
+      const ids: number[] = [];
+      const steps: [number, number][][] = [];
+      for await (const ev of new Session(model).generate(expected.prompt_ids, {
+        maxTokens: expected.ids.length,
+        temperature: 0,
+        logprobs: 5,
+        ignoreEos: true,
+      })) {
         if (ev.type === "token") {
           ids.push(ev.id);
           steps.push(ev.topLogprobs!);

@@ -111,15 +111,20 @@ const TORCH_DTYPES: Record<string, DType> = { float32: "F32", float16: "F16", bf
 
 /** Typed field access on config.json that reports the field and file on failure. */
 export class ConfigReader {
-  /** `prefix` names a nested object in messages ("rope_scaling."). */
+  /** `prefix` names a nested object in messages ("rope_scaling."), or names each key where the file has it. */
   constructor(
     readonly raw: Record<string, unknown>,
     readonly file: string,
-    readonly prefix = "",
+    readonly prefix: string | ((key: string) => string) = "",
   ) {}
 
+  /** How messages name `key`. */
+  name(key: string): string {
+    return typeof this.prefix === "string" ? this.prefix + key : this.prefix(key);
+  }
+
   private fail(key: string, detail: string): never {
-    throw new ModelError("BAD_CONFIG", this.file, `"${this.prefix}${key}" ${detail}`);
+    throw new ModelError("BAD_CONFIG", this.file, `"${this.name(key)}" ${detail}`);
   }
 
   int(key: string, fallback?: number): number {
@@ -252,40 +257,86 @@ export function slidingWindows(
   return types.map((t) => (t === "sliding_attention" ? (window as number) : 0));
 }
 
-/** Standard rotary frequencies with the rope_scaling variants Hugging Face models ship. */
-export function ropeInvFreq(r: ConfigReader, headDim: number): Float32Array {
-  const { theta, rotDim } = rotary(r, headDim);
+export type RopeLayerType = "full_attention" | "sliding_attention";
+
+/**
+ * A layer type's rotary settings as one flat reader (rope_theta, partial_rotary_factor, rope_type and
+ * the scaling fields), wherever config.json keeps them. transformers 5 writes `rope_parameters`: one
+ * object, or one per layer type (Gemma 3: "full_attention", "sliding_attention"); earlier versions
+ * keep rope_theta and partial_rotary_factor at the top and the scaling in `rope_scaling`. Reading only
+ * the old form would run a transformers 5 checkpoint with the default base and no scaling: wrong
+ * positions, no error. As transformers does, a top-level partial_rotary_factor wins over the object's
+ * and the object's rope_theta over a top-level one; `theta` fills in when neither has one. Messages
+ * name each field where the file has it.
+ */
+export function ropeSettings(
+  r: ConfigReader,
+  layerType: RopeLayerType = "full_attention",
+  theta = 10000,
+): ConfigReader {
+  const bad = (d: string) => new ModelError("BAD_CONFIG", r.file, d);
+  const top = { rope_theta: r.raw.rope_theta ?? theta, partial_rotary_factor: r.raw.partial_rotary_factor };
+  const params = r.raw.rope_parameters;
+  if (params === undefined || params === null) {
+    const scaling = objectOrNull(r.raw.rope_scaling, "rope_scaling", r.file) ?? {};
+    const own = new Set(Object.keys(scaling));
+    return new ConfigReader({ ...scaling, ...top }, r.file, (k) => (k in top || !own.has(k) ? k : `rope_scaling.${k}`));
+  }
+  const all = objectOrNull(params, "rope_parameters", r.file) ?? {};
+  const layerTypes = Array.isArray(r.raw.layer_types) ? (r.raw.layer_types as unknown[]) : [];
+  const keys = Object.keys(all);
+  const perType =
+    keys.length > 0 && keys.every((k) => k === "full_attention" || k === "sliding_attention" || layerTypes.includes(k));
+  const where = perType ? `rope_parameters.${layerType}` : "rope_parameters";
+  const own = perType ? objectOrNull(all[layerType], where, r.file) : all;
+  if (!own) throw bad(`"${where}" is missing`);
+  const merged: Record<string, unknown> = { ...own, rope_theta: own.rope_theta ?? top.rope_theta };
+  if (top.partial_rotary_factor !== undefined) merged.partial_rotary_factor = top.partial_rotary_factor;
+  const named = (k: string) =>
+    (k === "partial_rotary_factor" && top.partial_rotary_factor !== undefined) || !(k in own) ? k : `${where}.${k}`;
+  return new ConfigReader(merged, r.file, named);
+}
+
+function objectOrNull(v: unknown, name: string, file: string): Record<string, unknown> | null {
+  if (v === undefined || v === null) return null;
+  if (typeof v !== "object" || Array.isArray(v)) {
+    throw new ModelError("BAD_CONFIG", file, `"${name}" must be an object or null`);
+  }
+  return v as Record<string, unknown>;
+}
+
+/** The rope_type of a ropeSettings reader ("type" in older files), "default" when unset. */
+export function ropeType(s: ConfigReader): string {
+  return s.str("rope_type", typeof s.raw.type === "string" ? s.raw.type : "default");
+}
+
+/** Standard rotary frequencies, with the scaling variants Hugging Face models ship, from ropeSettings. */
+export function ropeInvFreq(s: ConfigReader, headDim: number): Float32Array {
+  const { theta, rotDim } = rotary(s, headDim);
   const inv = new Float64Array(rotDim / 2);
   for (let i = 0; i < inv.length; i++) inv[i] = 1 / Math.pow(theta, (2 * i) / rotDim);
-  const scaling = r.raw.rope_scaling;
-  if (scaling !== undefined && scaling !== null) {
-    if (typeof scaling !== "object" || Array.isArray(scaling)) {
-      throw new ModelError("BAD_CONFIG", r.file, `"rope_scaling" must be an object or null`);
-    }
-    const s = new ConfigReader(scaling as Record<string, unknown>, r.file, "rope_scaling.");
-    const type = s.str("rope_type", typeof s.raw.type === "string" ? s.raw.type : "default");
-    if (type === "llama3") applyLlama3Scaling(inv, s);
-    else if (type === "linear") inv.forEach((f, i) => (inv[i] = f / s.positive("factor")));
-    else if (type !== "default") {
-      throw new ModelError(
-        "BAD_CONFIG",
-        r.file,
-        `rope_scaling type "${type}" is not supported (default, linear, llama3 are)`,
-      );
-    }
+  const type = ropeType(s);
+  if (type === "llama3") applyLlama3Scaling(inv, s);
+  else if (type === "linear") inv.forEach((f, i) => (inv[i] = f / s.positive("factor")));
+  else if (type !== "default") {
+    throw new ModelError(
+      "BAD_CONFIG",
+      s.file,
+      `"${s.name("rope_type")}" "${type}" is not supported (default, linear, llama3 are)`,
+    );
   }
   return Float32Array.from(inv);
 }
 
-/** The rotary base and the dimensions it turns: head_dim × partial_rotary_factor, even and > 0 (validateConfig
- * checks it fits head_dim). */
-export function rotary(r: ConfigReader, headDim: number): { theta: number; rotDim: number } {
-  const theta = r.positive("rope_theta", 10000);
-  const rotDim = Math.floor(headDim * r.positive("partial_rotary_factor", 1));
+/** The rotary base and the dimensions it turns (from ropeSettings): head_dim × partial_rotary_factor,
+ * even and > 0 (validateConfig checks it fits head_dim). */
+export function rotary(s: ConfigReader, headDim: number): { theta: number; rotDim: number } {
+  const theta = s.positive("rope_theta");
+  const rotDim = Math.floor(headDim * s.positive("partial_rotary_factor", 1));
   if (rotDim < 2 || rotDim % 2 !== 0) {
     throw new ModelError(
       "BAD_CONFIG",
-      r.file,
+      s.file,
       `rotary dimension ${rotDim} (head_dim × partial_rotary_factor) must be even and > 0`,
     );
   }
@@ -299,7 +350,7 @@ function applyLlama3Scaling(inv: Float64Array, s: ConfigReader): void {
   const high = s.positive("high_freq_factor");
   const oldLen = s.positive("original_max_position_embeddings");
   if (!(high > low))
-    throw new ModelError("BAD_CONFIG", s.file, "rope_scaling.high_freq_factor must exceed low_freq_factor");
+    throw new ModelError("BAD_CONFIG", s.file, `"${s.name("high_freq_factor")}" must exceed low_freq_factor`);
   const lowWavelen = oldLen / low;
   const highWavelen = oldLen / high;
   for (let i = 0; i < inv.length; i++) {

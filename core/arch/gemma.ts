@@ -20,6 +20,7 @@ import {
   ConfigReader,
   familyWeights,
   ropeInvFreq,
+  ropeSettings,
   slidingWindows,
   validateConfig,
   type ArchDefinition,
@@ -107,14 +108,15 @@ function parseConfig(raw: Record<string, unknown>, file: string, architecture: s
     r.int("sliding_window", DEFAULTS.sliding_window),
     (i) => (i + 1) % every !== 0,
   );
-  // Gemma 3's local layers' rotary step: their own base, no rope_scaling (transformers' rotary_emb_local).
-  const local = new ConfigReader(
-    { rope_theta: r.positive("rope_local_base_freq", DEFAULTS.rope_local_base_freq) },
-    file,
-  );
+  // Gemma 3's local layers' rotary step: their own base, unscaled (transformers' rotary_emb_local); in
+  // transformers 5's form, rope_parameters.sliding_attention.
+  const local =
+    r.raw.rope_parameters === undefined || r.raw.rope_parameters === null
+      ? new ConfigReader({ rope_theta: r.positive("rope_local_base_freq", DEFAULTS.rope_local_base_freq) }, file)
+      : ropeSettings(r, "sliding_attention", DEFAULTS.rope_local_base_freq);
+  const global = ropeSettings(r, "full_attention", DEFAULTS.rope_theta);
   const attentionSoftcap = softcap(r, "attn_logit_softcapping", DEFAULTS.attn_logit_softcapping);
   const finalSoftcap = softcap(r, "final_logit_softcapping", DEFAULTS.final_logit_softcapping);
-  const ropeTheta = r.positive("rope_theta", DEFAULTS.rope_theta);
   return validateConfig(
     {
       architecture,
@@ -130,8 +132,8 @@ function parseConfig(raw: Record<string, unknown>, file: string, architecture: s
       normEps: r.epsilon("rms_norm_eps", DEFAULTS.rms_norm_eps),
       activation: r.activation("hidden_activation", "gelu_pytorch_tanh"),
       gatedFfn: true,
-      ropeTheta,
-      ropeInvFreq: ropeInvFreq(new ConfigReader({ ...r.raw, rope_theta: ropeTheta }, file), headDim),
+      ropeTheta: global.positive("rope_theta"),
+      ropeInvFreq: ropeInvFreq(global, headDim),
       ...(!v.gemma2 && { localRopeInvFreq: ropeInvFreq(local, headDim) }),
       attentionWindows: windows,
       attentionScale: 1 / Math.sqrt(r.positive("query_pre_attn_scalar", DEFAULTS.query_pre_attn_scalar)),

@@ -8,6 +8,7 @@ import {
   ConfigReader,
   familyWeights,
   ropeInvFreq,
+  ropeSettings,
   slidingWindows,
   validateConfig,
   type ArchDefinition,
@@ -79,7 +80,7 @@ export function familyConfig(
       vocab: r.int("vocab_size"),
       norm: "rms",
       normEps: r.epsilon("rms_norm_eps", normEps),
-      ropeTheta: r.positive("rope_theta", 10000), // what ropeInvFreq and longrope build on
+      ropeTheta: ropeSettings(r).positive("rope_theta"), // what ropeInvFreq and longrope build on
       activation: r.activation("hidden_act", "silu"),
       gatedFfn: true,
       positionOffset: 0,
@@ -106,7 +107,7 @@ function parseConfig(raw: Record<string, unknown>, file: string, architecture: s
     return {
       maxPositions: r.int("max_position_embeddings", 2048),
       ...(windows?.some((w) => w > 0) && { attentionWindows: windows }),
-      ropeInvFreq: ropeInvFreq(r, headDim),
+      ropeInvFreq: ropeInvFreq(ropeSettings(r), headDim),
       ...(v.noRope && { ropeLayers: ropeLayers(raw, r, layers, file) }),
       attentionBias: v.bias === "config" && r.bool("attention_bias", false),
     };

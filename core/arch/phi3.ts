@@ -14,6 +14,8 @@ import {
   ConfigReader,
   familyWeights,
   ropeInvFreq,
+  ropeSettings,
+  ropeType,
   rotary,
   slidingWindows,
   type ArchDefinition,
@@ -32,12 +34,13 @@ interface Rope {
   maxPositions: number;
 }
 
+/** `s`: ropeSettings. Phi-3's top-level original_max_position_embeddings wins, as in transformers. */
 function longrope(r: ConfigReader, s: ConfigReader, headDim: number, maxPositions: number): Rope {
-  const { theta, rotDim } = rotary(r, headDim);
+  const { theta, rotDim } = rotary(s, headDim);
   const original = r.int("original_max_position_embeddings", s.int("original_max_position_embeddings", maxPositions));
   const short = s.raw.short_factor;
   if (!Array.isArray(short) || short.length !== rotDim / 2 || !short.every((f) => typeof f === "number" && f > 0)) {
-    throw new ModelError("BAD_CONFIG", r.file, `rope_scaling.short_factor must hold ${rotDim / 2} positive numbers`);
+    throw new ModelError("BAD_CONFIG", r.file, `"${s.name("short_factor")}" must hold ${rotDim / 2} positive numbers`);
   }
   const factor = maxPositions / original;
   const m = s.positive("attention_factor", factor <= 1 ? 1 : Math.sqrt(1 + Math.log(factor) / Math.log(original)));
@@ -50,12 +53,12 @@ function parseConfig(raw: Record<string, unknown>, file: string): ModelConfig {
   const r = new ConfigReader(raw, file);
   return familyConfig(r, "Phi3ForCausalLM", 1e-5, (headDim, layers) => {
     const maxPositions = r.int("max_position_embeddings", 4096);
-    const scaling = raw.rope_scaling as Record<string, unknown> | null | undefined;
-    const kind = scaling && typeof scaling === "object" ? (scaling.rope_type ?? scaling.type) : undefined;
+    const s = ropeSettings(r);
+    const kind = ropeType(s);
     const rope: Rope =
       kind === "longrope" || kind === "su"
-        ? longrope(r, new ConfigReader(scaling!, file, "rope_scaling."), headDim, maxPositions)
-        : { inv: ropeInvFreq(r, headDim), factor: 1, maxPositions };
+        ? longrope(r, s, headDim, maxPositions)
+        : { inv: ropeInvFreq(s, headDim), factor: 1, maxPositions };
     // transformers' Phi-3 attends within sliding_window in every layer whenever it is set.
     const windows = slidingWindows(r, layers, raw.sliding_window, () => true);
     return {
