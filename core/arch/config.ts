@@ -2,6 +2,7 @@
 // per-architecture files (llama.ts, gpt2.ts, opt.ts) use to read Hugging Face config.json fields.
 import type { DType, Weight, WeightStore } from "../loader/safetensors.js";
 import { ModelError } from "../loader/errors.js";
+import { native, NativeDType } from "../native/addon.js";
 
 export type Activation = "silu" | "gelu" | "gelu_tanh" | "relu";
 
@@ -40,6 +41,12 @@ export interface ModelConfig {
   readonly attentionScale?: number;
   /** Multiplies the token embeddings as they enter the first layer (Gemma: √hidden); absent: 1. */
   readonly embedScale?: number;
+  /**
+   * Multiplies the final norm's weight as the weights are bound, which multiplies the logits by it at
+   * no cost per token (Granite: 1 / logits_scaling); absent: 1. ModelWeights.finalNorm already
+   * holds the product, so nothing downstream applies it again.
+   */
+  readonly finalNormScale?: number;
   /** Gemma 2: attention scores s become cap · tanh(s / cap) before the softmax; absent: as they are. */
   readonly attentionSoftcap?: number;
   /** Gemma 2: the output logits z become cap · tanh(z / cap); absent: as they are. */
@@ -392,7 +399,35 @@ export function familyWeights(
     embed,
     positions: null,
     layers,
-    finalNorm: text.finalNorm ?? { weight: s.get(`${prefix}norm.weight`, [c.hidden]), bias: null },
+    finalNorm: scaledNorm(text.finalNorm ?? { weight: s.get(`${prefix}norm.weight`, [c.hidden]), bias: null }, c),
     head: { w: tied ? embed : s.get(headName!, [c.vocab, c.hidden]), b: null },
   };
+}
+
+/** The final norm times ModelConfig.finalNormScale (Granite's 1 / logits_scaling), when one is set. */
+function scaledNorm(n: Norm, c: ModelConfig): Norm {
+  const k = c.finalNormScale;
+  if (k === undefined || k === 1) return n;
+  if (n.bias) throw new Error(`${c.architecture}: finalNormScale is for RMSNorm weights`);
+  return mappedNorm(n.weight, `*${k}`, (x) => x * k);
+}
+
+/** A norm weight as the engine reads it after `f` of each value (Gemma's 1 + w), in f32; `tag` marks its name. */
+export function mappedNorm(w: Weight, tag: string, f: (x: number) => number): Norm {
+  const n = native();
+  const v = new Float32Array(w.cols);
+  n.embed(v, w.handle, Int32Array.of(0)); // the stored vector as f32
+  for (let i = 0; i < v.length; i++) v[i] = Math.fround(f(v[i]));
+  const weight: Weight = {
+    ...w,
+    name: `${w.name}${tag}`,
+    values: v,
+    dtype: "F32",
+    byteLength: v.length * 4,
+    handle: n.weightFromArray(v, NativeDType.F32, 1, v.length, false),
+    rows: 1,
+    cols: v.length,
+    transposed: false,
+  };
+  return { weight, bias: null };
 }

@@ -13,12 +13,12 @@
 // - Gemma 2: attention scores and final logits soft-capped (cap · tanh(x / cap));
 // - Gemma 3: q/k norms per head, and a rotary base of its own (rope_local_base_freq, unscaled) in the
 //   sliding-window layers.
-import type { Weight, WeightStore } from "../loader/safetensors.js";
+import type { WeightStore } from "../loader/safetensors.js";
 import { ModelError } from "../loader/errors.js";
-import { native, NativeDType } from "../native/addon.js";
 import {
   ConfigReader,
   familyWeights,
+  mappedNorm,
   ropeInvFreq,
   ropeSettings,
   slidingWindows,
@@ -161,23 +161,7 @@ function textPrefix(s: WeightStore): string {
 
 /** A Gemma RMSNorm weight as the engine's norm reads it: 1 + w, in f32. */
 function offsetNorm(s: WeightStore, name: string, dim: number): Norm {
-  const w = s.get(name, [dim]);
-  const n = native();
-  const v = new Float32Array(dim);
-  n.embed(v, w.handle, Int32Array.of(0)); // the stored vector as f32
-  for (let i = 0; i < dim; i++) v[i] = Math.fround(1 + v[i]);
-  const weight: Weight = {
-    ...w,
-    name: `${name}+1`,
-    values: v,
-    dtype: "F32",
-    byteLength: dim * 4,
-    handle: n.weightFromArray(v, NativeDType.F32, 1, dim, false),
-    rows: 1,
-    cols: dim,
-    transposed: false,
-  };
-  return { weight, bias: null };
+  return mappedNorm(s.get(name, [dim]), "+1", (x) => 1 + x);
 }
 
 function bindWeights(c: ModelConfig, s: WeightStore, v: Variant): ModelWeights {

@@ -4,7 +4,7 @@
 import type { ArchDefinition } from "./config.js";
 import { gemma2, gemma3, gemma3Multimodal } from "./gemma.js";
 import { gpt2 } from "./gpt2.js";
-import { llama, mistral, qwen2, qwen3, smollm3 } from "./llama.js";
+import { granite, llama, mistral, qwen2, qwen3, smollm3 } from "./llama.js";
 import { opt } from "./opt.js";
 import { phi3 } from "./phi3.js";
 
@@ -14,6 +14,7 @@ export const ARCHITECTURES: Readonly<Record<string, ArchDefinition>> = {
   Qwen2ForCausalLM: qwen2,
   Qwen3ForCausalLM: qwen3,
   SmolLM3ForCausalLM: smollm3,
+  GraniteForCausalLM: granite,
   Phi3ForCausalLM: phi3,
   Gemma2ForCausalLM: gemma2,
   Gemma3ForCausalLM: gemma3,

@@ -2,6 +2,14 @@
 // Qwen2ForCausalLM (the same block with q/k/v biases), Qwen3ForCausalLM (an RMSNorm over each head
 // of q and k before the rotary step, no biases) and SmolLM3ForCausalLM (no rotary step in some
 // layers, `no_rope_layers`). RMSNorm, rotary positions, SwiGLU FFN, grouped-query attention.
+//
+// GraniteForCausalLM (IBM Granite 3.x) is the same block with four muP multipliers: embeddings times
+// embedding_multiplier, attention scores times attention_multiplier (in place of 1/√head_dim), each
+// block's output times residual_multiplier r before its residual add, logits divided by
+// logits_scaling. It runs with no op of its own: the engine carries the residual stream divided by r
+// (u = h / r, so the embeddings enter times embedding_multiplier / r and the blocks' outputs add
+// unscaled); an RMSNorm of h = r·u equals one of u with eps / r², so every norm takes that eps; and
+// the logits, linear in the final norm's weight, are divided by scaling that weight (finalNormScale).
 // Phi-3 (phi3.ts) builds its config with familyConfig too.
 import type { WeightStore } from "../loader/safetensors.js";
 import {
@@ -27,6 +35,8 @@ interface Variant {
   qkNorm: boolean;
   /** SmolLM3: per-layer NoPE from `no_rope_layers` (1 = rotary step) or `no_rope_layer_interval`. */
   noRope?: boolean;
+  /** Granite: the muP multipliers (see the header). */
+  granite?: boolean;
 }
 
 /** SmolLM3's layers with a rotary step: `no_rope_layers` (1 = rotary), else every
@@ -64,7 +74,7 @@ export function familyConfig(
   const layers = r.int("num_hidden_layers");
   // transformers' Llama and SmolLM3 MLPs take biases on gate, up and down with mlp_bias; the FFN
   // kernels here have none, so such a model would run without them and answer wrongly.
-  const readsMlpBias = architecture === "LlamaForCausalLM" || architecture === "SmolLM3ForCausalLM";
+  const readsMlpBias = ["LlamaForCausalLM", "SmolLM3ForCausalLM", "GraniteForCausalLM"].includes(architecture);
   if (readsMlpBias && r.bool("mlp_bias", false)) {
     throw new ModelError("BAD_CONFIG", r.file, `"mlp_bias": true (biases in the FFN) is not supported`);
   }
@@ -96,7 +106,7 @@ export function familyConfig(
 
 function parseConfig(raw: Record<string, unknown>, file: string, architecture: string, v: Variant): ModelConfig {
   const r = new ConfigReader(raw, file);
-  return familyConfig(r, architecture, 1e-6, (headDim, layers) => {
+  const c = familyConfig(r, architecture, 1e-6, (headDim, layers) => {
     // Sliding-window attention as transformers builds it: Mistral's in every layer whenever
     // sliding_window is set; Qwen2's and Qwen3's with use_sliding_window, from layer
     // max_window_layers on (Qwen2Config's default: 28), or as layer_types lists.
@@ -112,6 +122,19 @@ function parseConfig(raw: Record<string, unknown>, file: string, architecture: s
       attentionBias: v.bias === "config" && r.bool("attention_bias", false),
     };
   });
+  return v.granite ? graniteMultipliers(c, r) : c;
+}
+
+/** Granite's multipliers folded into what the engine already runs (see the header). */
+function graniteMultipliers(c: ModelConfig, r: ConfigReader): ModelConfig {
+  const residual = r.positive("residual_multiplier", 1);
+  return {
+    ...c,
+    embedScale: r.positive("embedding_multiplier", 1) / residual,
+    normEps: c.normEps / (residual * residual),
+    attentionScale: r.positive("attention_multiplier", 1),
+    finalNormScale: 1 / r.positive("logits_scaling", 1),
+  };
 }
 
 function bindWeights(c: ModelConfig, s: WeightStore, v: Variant): ModelWeights {
@@ -155,3 +178,4 @@ export const mistral = variant("MistralForCausalLM", { bias: "config", qkNorm: f
 export const qwen2 = variant("Qwen2ForCausalLM", { bias: "always", qkNorm: false });
 export const qwen3 = variant("Qwen3ForCausalLM", { bias: "config", qkNorm: true });
 export const smollm3 = variant("SmolLM3ForCausalLM", { bias: "config", qkNorm: false, noRope: true });
+export const granite = variant("GraniteForCausalLM", { bias: "config", qkNorm: false, granite: true });

@@ -7,7 +7,7 @@ shared golden folder, and expected.json from reference.py.
     python3 tools/golden/make_golden.py qwen3 test/golden/qwen3-bf16 --tokenizer-from ../shared/golden/llama-bf16
     (phi3-partial goes to test/golden/phi3-partial-bf16)
 
-qwen3, smollm3, phi3, phi3-partial, gemma2 and gemma3 are defined: the shared folders cover the other
+qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3 and granite are defined: the shared folders cover the other
 architectures.
 """
 import argparse
@@ -127,6 +127,21 @@ SHAPES = {
         layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
         attn_logit_softcapping=10.0,
         final_logit_softcapping=20.0,
+        tie_word_embeddings=True,
+    ),
+    # Granite's four muP multipliers, each far enough from 1 to matter: embeddings x2, block outputs
+    # x0.5 before their residual adds, attention scores x1/16 (not 1/sqrt(16)), logits /4. A norm eps
+    # of 0.25 (real ones: 1e-5) makes the norms' eps show in the outputs: the engine folds r into it.
+    "granite": dict(
+        BASE,
+        architectures=["GraniteForCausalLM"],
+        model_type="granite",
+        rms_norm_eps=0.25,
+        embedding_multiplier=2.0,
+        residual_multiplier=0.5,
+        attention_multiplier=0.0625,
+        logits_scaling=4.0,
+        mlp_bias=False,
         tie_word_embeddings=True,
     ),
     # head_dim 32 with 4 heads: q is 128 wide against a hidden size of 64, as in Qwen3 (2048 vs 1024).

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """A float64 NumPy reference of the Hugging Face forward pass for the Llama family (LlamaForCausalLM,
-MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM),
+MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM,
+GraniteForCausalLM),
 Gemma2ForCausalLM and Gemma3ForCausalLM, written from the transformers modeling code's semantics and independent of the
 engine: it shares no code with core/.
 
@@ -94,7 +95,8 @@ class Model:
         self.cfg = json.loads((folder / "config.json").read_text())
         arch = self.cfg["architectures"][0]
         known = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
-                 "SmolLM3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM")
+                 "SmolLM3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM",
+                 "GraniteForCausalLM")
         if arch not in known:
             raise SystemExit(f"{arch} is not one of {', '.join(known)}")
         self.qwen2 = arch == "Qwen2ForCausalLM"
@@ -106,6 +108,13 @@ class Model:
         self.qk_norm = arch == "Qwen3ForCausalLM" or self.gemma3
         self.phi3 = arch == "Phi3ForCausalLM"  # fused qkv_proj and gate_up_proj (gate first)
         self.bias = self.qwen2 or bool(self.cfg.get("attention_bias", False))
+        # Granite: embeddings times embedding_multiplier, attention scores times attention_multiplier,
+        # each block's output times residual_multiplier before its residual add, logits / logits_scaling.
+        self.granite = arch == "GraniteForCausalLM"
+        g = self.cfg if self.granite else {}
+        self.embed_mult = g.get("embedding_multiplier", 1.0)
+        self.residual_mult = g.get("residual_multiplier", 1.0)
+        self.logits_div = g.get("logits_scaling", 1.0)
         self.w = read_safetensors(folder / "model.safetensors")
         c = self.cfg
         self.H = c["hidden_size"]
@@ -117,6 +126,8 @@ class Model:
         self.head = self.w.get("lm_head.weight", self.w["model.embed_tokens.weight"])
         layers = c["num_hidden_layers"]
         self.scale = 1.0 / np.sqrt(c["query_pre_attn_scalar"] if self.gemma else self.D)
+        if self.granite:
+            self.scale = c.get("attention_multiplier", 1.0)
         self.window = [None] * layers
         self.local_inv = self.inv
         self.att_cap = c.get("attn_logit_softcapping") if self.gemma else None
@@ -146,7 +157,8 @@ class Model:
         w, A, K, D = self.w, self.A, self.K, self.D
         T = len(ids)
         pos = np.arange(T, dtype=np.float64)
-        x = w["model.embed_tokens.weight"][ids] * (np.sqrt(self.H) if self.gemma else 1.0)
+        x = w["model.embed_tokens.weight"][ids] * (np.sqrt(self.H) if self.gemma else self.embed_mult)
+        r = self.residual_mult
         causal = np.triu(np.full((T, T), -np.inf), 1)
         for i in range(self.cfg["num_hidden_layers"]):
             p = f"model.layers.{i}"
@@ -178,7 +190,7 @@ class Model:
             s /= s.sum(axis=-1, keepdims=True)
             att = np.einsum("ats,sad->tad", s, v).reshape(T, A * D)
             o = self.lin(att, f"{p}.self_attn.o_proj", self.bias and not self.qwen2)
-            x = x + (self.norm(o, f"{p}.post_attention_layernorm") if self.gemma else o)
+            x = x + (self.norm(o, f"{p}.post_attention_layernorm") if self.gemma else r * o)
             h = self.norm(x, f"{p}.pre_feedforward_layernorm" if self.gemma else f"{p}.post_attention_layernorm")
             if self.phi3:
                 g, u = np.split(self.lin(h, f"{p}.mlp.gate_up_proj", False), 2, axis=-1)
@@ -187,8 +199,8 @@ class Model:
                 u = self.lin(h, f"{p}.mlp.up_proj", False)
             act = gelu_tanh(g) if self.gemma else g / (1.0 + np.exp(-g))
             f = self.lin(act * u, f"{p}.mlp.down_proj", False)
-            x = x + (self.norm(f, f"{p}.post_feedforward_layernorm") if self.gemma else f)
-        z = self.norm(x, "model.norm") @ self.head.T
+            x = x + (self.norm(f, f"{p}.post_feedforward_layernorm") if self.gemma else r * f)
+        z = self.norm(x, "model.norm") @ self.head.T / self.logits_div
         return self.final_cap * np.tanh(z / self.final_cap) if self.final_cap else z
 
 
