@@ -500,3 +500,47 @@ test("malformed rope_parameters are BAD_CONFIG errors naming the field where the
     );
   }
 });
+
+test("Granite: its multipliers folded into embedScale, normEps, attentionScale and finalNormScale", (t) => {
+  const granite = {
+    ...LLAMA_32_1B,
+    architectures: ["GraniteForCausalLM"],
+    model_type: "granite",
+    rope_scaling: null,
+    rope_theta: 10000000,
+    embedding_multiplier: 12.0,
+    residual_multiplier: 0.22,
+    attention_multiplier: 0.015625,
+    logits_scaling: 8.0,
+  };
+  const c = readModelConfig(configIn(t, granite));
+  assert.equal(c.architecture, "GraniteForCausalLM");
+  // The residual stream is carried divided by 0.22: embeddings × 12 / 0.22, norms with eps / 0.22².
+  assert.ok(Math.abs(c.embedScale! - 12 / 0.22) < 1e-12);
+  assert.ok(Math.abs(c.normEps - 1e-5 / (0.22 * 0.22)) < 1e-18);
+  assert.equal(c.attentionScale, 0.015625);
+  assert.equal(c.finalNormScale, 1 / 8);
+  // GraniteConfig's defaults are 1: a plain Llama block.
+  const {
+    embedding_multiplier: _e,
+    residual_multiplier: _r,
+    attention_multiplier: _a,
+    logits_scaling: _l,
+    ...bare
+  } = granite;
+  const d = readModelConfig(configIn(t, bare));
+  assert.equal(d.embedScale, 1);
+  assert.equal(d.normEps, 1e-5);
+  assert.equal(d.attentionScale, 1);
+  for (const [json, pattern] of [
+    [{ ...granite, residual_multiplier: 0 }, /"residual_multiplier" must be a positive number/],
+    [{ ...granite, logits_scaling: "8" }, /"logits_scaling" must be a number/],
+    [{ ...granite, mlp_bias: true }, /"mlp_bias": true/],
+  ] as const) {
+    assert.throws(
+      () => readModelConfig(configIn(t, json)),
+      (e: unknown) => e instanceof ModelError && e.code === "BAD_CONFIG" && pattern.test(e.message),
+      String(pattern),
+    );
+  }
+});

@@ -646,7 +646,18 @@ for (const dir of goldenDirs) {
   });
 }
 
-for (const arch of ["llama", "qwen2", "qwen3", "smollm3", "phi3", "gemma2", "gemma3", "gpt2", "opt"] as Arch[]) {
+for (const arch of [
+  "llama",
+  "qwen2",
+  "qwen3",
+  "smollm3",
+  "granite",
+  "phi3",
+  "gemma2",
+  "gemma3",
+  "gpt2",
+  "opt",
+] as Arch[]) {
   test(`cuda random ${arch} (bf16, make-model): dense and sparse match the CPU`, { skip }, async (t) => {
     const dir = join(tempDir(t), arch);
     await makeModel({

@@ -48,7 +48,7 @@ process.on("exit", () => rmSync(ROOT, { recursive: true, force: true }));
 let counter = 0;
 const freshDir = (tag: string) => join(ROOT, `${tag}-${counter++}`);
 
-const ARCHES: Arch[] = ["llama", "qwen2", "qwen3", "smollm3", "phi3", "gemma2", "gemma3", "gpt2", "opt"];
+const ARCHES: Arch[] = ["llama", "qwen2", "qwen3", "smollm3", "granite", "phi3", "gemma2", "gemma3", "gpt2", "opt"];
 const DTYPES: DType[] = ["f32", "f16", "bf16"];
 const ST: Record<DType, StDType> = { f32: "F32", f16: "F16", bf16: "BF16" };
 
@@ -59,7 +59,8 @@ function expectedNames(arch: Arch, tied: boolean, gpt2Prefix = false): string[] 
     case "llama":
     case "qwen2":
     case "qwen3":
-    case "smollm3": {
+    case "smollm3":
+    case "granite": {
       const attn =
         arch === "qwen2"
           ? [
@@ -211,6 +212,11 @@ function expectedShapes(arch: Arch): Record<string, number[]> {
         "model.layers.1.self_attn.k_norm.weight": [32],
         "model.layers.1.self_attn.o_proj.weight": [64, 128],
       };
+    case "granite":
+      return {
+        "model.layers.1.self_attn.k_proj.weight": [32, 64],
+        "model.layers.1.mlp.down_proj.weight": [64, 128],
+      };
     case "smollm3":
       return {
         "model.layers.3.self_attn.q_proj.weight": [64, 64],
@@ -357,6 +363,7 @@ for (const arch of ARCHES) {
         qwen2: "Qwen2ForCausalLM",
         qwen3: "Qwen3ForCausalLM",
         smollm3: "SmolLM3ForCausalLM",
+        granite: "GraniteForCausalLM",
         phi3: "Phi3ForCausalLM",
         gemma2: "Gemma2ForCausalLM",
         gemma3: "Gemma3ForCausalLM",
@@ -368,7 +375,7 @@ for (const arch of ARCHES) {
       assert.equal(cfg.vocab_size, 512);
       assert.equal(cfg.tie_word_embeddings, shape.tied);
       assert.equal(cfg.torch_dtype, { f32: "float32", f16: "float16", bf16: "bfloat16" }[dtype]);
-      if (arch === "llama" || arch === "qwen2" || arch === "qwen3" || arch === "smollm3" || arch === "phi3") {
+      if (["llama", "qwen2", "qwen3", "smollm3", "granite", "phi3"].includes(arch)) {
         for (const k of [
           "hidden_size",
           "intermediate_size",
@@ -389,6 +396,10 @@ for (const arch of ARCHES) {
         if (arch === "qwen2" || arch === "qwen3") assert.equal(cfg.use_sliding_window, false);
         if (arch === "qwen3") assert.equal(cfg.head_dim, 32);
         if (arch === "smollm3") assert.deepEqual(cfg.no_rope_layers, [1, 1, 1, 0]);
+        if (arch === "granite") {
+          assert.equal(cfg.residual_multiplier, 0.22);
+          assert.equal(cfg.attention_multiplier, 1 / 16);
+        }
       } else if (arch === "gpt2") {
         assert.equal(cfg.n_embd, 64);
         assert.equal(cfg.n_inner, 256);

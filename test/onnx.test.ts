@@ -30,6 +30,7 @@ const TINY: [Arch, DType][] = [
   ["qwen2", "f16"],
   ["qwen3", "bf16"],
   ["smollm3", "f32"],
+  ["granite", "bf16"],
   ["phi3", "f16"],
   ["gemma2", "f16"],
   ["gemma3", "bf16"],

@@ -18,7 +18,7 @@ import { randomBytes } from "node:crypto";
 import { SafetensorsWriter, convertF32, type StDType, type TensorEntry } from "./safetensors-writer.js";
 import { makeTokenizer, MIN_TOKENIZER_SIZE, type TokenizerIds } from "./tokenizer-gen.js";
 
-export type Arch = "llama" | "qwen2" | "qwen3" | "smollm3" | "phi3" | "gemma2" | "gemma3" | "gpt2" | "opt";
+export type Arch = "llama" | "qwen2" | "qwen3" | "smollm3" | "granite" | "phi3" | "gemma2" | "gemma3" | "gpt2" | "opt";
 export type DType = "f32" | "f16" | "bf16";
 
 export interface ModelShape {
@@ -132,6 +132,22 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
       tied: true,
       ropeTheta: 1000000,
       rmsEps: 1e-6,
+    },
+  },
+  "granite-3.3-2b": {
+    arch: "granite",
+    description: "Granite 3.3 2B shapes (granite, GQA 32/8, muP multipliers, tied)",
+    shape: {
+      hidden: 2048,
+      layers: 40,
+      heads: 32,
+      kvHeads: 8,
+      intermediate: 8192,
+      vocab: 49159,
+      maxPositions: 131072,
+      tied: true,
+      ropeTheta: 10000000,
+      rmsEps: 1e-5,
     },
   },
   "smollm3-3b": {
@@ -297,6 +313,11 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
     arch: "smollm3",
     description: "tiny smollm3 for tests (GQA 4/2, 4 layers: the 4th has no rotary step, tied)",
     shape: { ...tinyLlamaLike, layers: 4, tied: true, ropeTheta: 5000000, rmsEps: 1e-6 },
+  },
+  "tiny-granite": {
+    arch: "granite",
+    description: "tiny granite for tests (GQA 4/2, Granite 3.x's multipliers, tied)",
+    shape: { ...tinyLlamaLike, tied: true, ropeTheta: 10000, rmsEps: 1e-5 },
   },
   "tiny-phi3": {
     arch: "phi3",
@@ -475,16 +496,25 @@ function llamaConfig(spec: { hfClass: string; modelType: string }) {
         ? { use_sliding_window: false, sliding_window: null, max_window_layers: s.layers }
         : spec.modelType === "phi3"
           ? { original_max_position_embeddings: s.maxPositions, sliding_window: null }
-          : spec.modelType === "smollm3"
+          : spec.modelType === "granite"
             ? {
-                // Every 4th layer without a rotary step, as SmolLM3-3B (and llama.cpp's smollm3) has it.
-                no_rope_layers: Array.from({ length: s.layers }, (_, i) => ((i + 1) % 4 === 0 ? 0 : 1)),
-                no_rope_layer_interval: 4,
-                use_sliding_window: false,
-                sliding_window: null,
+                // Granite 3.x's muP multipliers (the 2B model's; attention: 1 / head_dim).
+                embedding_multiplier: 12.0,
+                residual_multiplier: 0.22,
+                attention_multiplier: 1 / s.headDim,
+                logits_scaling: 8.0,
                 mlp_bias: false,
               }
-            : {}),
+            : spec.modelType === "smollm3"
+              ? {
+                  // Every 4th layer without a rotary step, as SmolLM3-3B (and llama.cpp's smollm3) has it.
+                  no_rope_layers: Array.from({ length: s.layers }, (_, i) => ((i + 1) % 4 === 0 ? 0 : 1)),
+                  no_rope_layer_interval: 4,
+                  use_sliding_window: false,
+                  sliding_window: null,
+                  mlp_bias: false,
+                }
+              : {}),
     bos_token_id: ids.bos,
     eos_token_id: ids.eos,
     torch_dtype: TORCH_DTYPE[dtype],
@@ -567,6 +597,7 @@ export const ARCHS: Record<Arch, ArchSpec> = {
   qwen2: llamaFamily("Qwen2ForCausalLM", "qwen2", QWEN2_LAYER),
   qwen3: llamaFamily("Qwen3ForCausalLM", "qwen3", QWEN3_LAYER),
   smollm3: llamaFamily("SmolLM3ForCausalLM", "smollm3", LLAMA_LAYER),
+  granite: llamaFamily("GraniteForCausalLM", "granite", LLAMA_LAYER),
   phi3: llamaFamily("Phi3ForCausalLM", "phi3", PHI3_LAYER),
   gemma2: { ...llamaFamily("Gemma2ForCausalLM", "gemma2", GEMMA2_LAYER), config: gemmaConfig(true) },
   gemma3: { ...llamaFamily("Gemma3ForCausalLM", "gemma3_text", GEMMA3_LAYER), config: gemmaConfig(false) },
