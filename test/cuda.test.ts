@@ -652,6 +652,7 @@ for (const arch of [
   "qwen3",
   "smollm3",
   "granite",
+  "olmo2",
   "phi3",
   "gemma2",
   "gemma3",

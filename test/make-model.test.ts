@@ -48,7 +48,19 @@ process.on("exit", () => rmSync(ROOT, { recursive: true, force: true }));
 let counter = 0;
 const freshDir = (tag: string) => join(ROOT, `${tag}-${counter++}`);
 
-const ARCHES: Arch[] = ["llama", "qwen2", "qwen3", "smollm3", "granite", "phi3", "gemma2", "gemma3", "gpt2", "opt"];
+const ARCHES: Arch[] = [
+  "llama",
+  "qwen2",
+  "qwen3",
+  "smollm3",
+  "granite",
+  "olmo2",
+  "phi3",
+  "gemma2",
+  "gemma3",
+  "gpt2",
+  "opt",
+];
 const DTYPES: DType[] = ["f32", "f16", "bf16"];
 const ST: Record<DType, StDType> = { f32: "F32", f16: "F16", bf16: "BF16" };
 
@@ -89,6 +101,27 @@ function expectedNames(arch: Arch, tied: boolean, gpt2Prefix = false): string[] 
         ...(tied ? [] : ["lm_head.weight"]),
       ];
     }
+    case "olmo2":
+      return [
+        "model.embed_tokens.weight",
+        ...L.flatMap((i) =>
+          [
+            "self_attn.q_proj.weight",
+            "self_attn.k_proj.weight",
+            "self_attn.v_proj.weight",
+            "self_attn.q_norm.weight",
+            "self_attn.k_norm.weight",
+            "self_attn.o_proj.weight",
+            "post_attention_layernorm.weight",
+            "mlp.gate_proj.weight",
+            "mlp.up_proj.weight",
+            "mlp.down_proj.weight",
+            "post_feedforward_layernorm.weight",
+          ].map((n) => `model.layers.${i}.${n}`),
+        ),
+        "model.norm.weight",
+        ...(tied ? [] : ["lm_head.weight"]),
+      ];
     case "gemma2":
     case "gemma3":
       return [
@@ -211,6 +244,13 @@ function expectedShapes(arch: Arch): Record<string, number[]> {
         "model.layers.0.self_attn.q_norm.weight": [32],
         "model.layers.1.self_attn.k_norm.weight": [32],
         "model.layers.1.self_attn.o_proj.weight": [64, 128],
+      };
+    case "olmo2": // q/k norms as wide as the projections (4 heads x 16, no GQA)
+      return {
+        "model.layers.0.self_attn.q_norm.weight": [64],
+        "model.layers.1.self_attn.k_norm.weight": [64],
+        "model.layers.1.self_attn.k_proj.weight": [64, 64],
+        "lm_head.weight": [512, 64],
       };
     case "granite":
       return {
@@ -364,6 +404,7 @@ for (const arch of ARCHES) {
         qwen3: "Qwen3ForCausalLM",
         smollm3: "SmolLM3ForCausalLM",
         granite: "GraniteForCausalLM",
+        olmo2: "Olmo2ForCausalLM",
         phi3: "Phi3ForCausalLM",
         gemma2: "Gemma2ForCausalLM",
         gemma3: "Gemma3ForCausalLM",
@@ -375,7 +416,7 @@ for (const arch of ARCHES) {
       assert.equal(cfg.vocab_size, 512);
       assert.equal(cfg.tie_word_embeddings, shape.tied);
       assert.equal(cfg.torch_dtype, { f32: "float32", f16: "float16", bf16: "bfloat16" }[dtype]);
-      if (["llama", "qwen2", "qwen3", "smollm3", "granite", "phi3"].includes(arch)) {
+      if (["llama", "qwen2", "qwen3", "smollm3", "granite", "olmo2", "phi3"].includes(arch)) {
         for (const k of [
           "hidden_size",
           "intermediate_size",

@@ -31,6 +31,7 @@ const TINY: [Arch, DType][] = [
   ["qwen3", "bf16"],
   ["smollm3", "f32"],
   ["granite", "bf16"],
+  ["olmo2", "f16"],
   ["phi3", "f16"],
   ["gemma2", "f16"],
   ["gemma3", "bf16"],

@@ -74,14 +74,19 @@ export interface Norm {
 }
 
 export interface LayerWeights {
-  readonly attnNorm: Norm;
+  /** The norm before the attention block; null where there is none (OLMo 2 norms after its blocks). */
+  readonly attnNorm: Norm | null;
   /** Separate projections (Llama, Qwen2, OPT) or one fused [q; k; v] projection (GPT-2). */
   readonly qkv: { q: Linear; k: Linear; v: Linear } | { fused: Linear };
   readonly o: Linear;
-  readonly ffnNorm: Norm;
-  /** Qwen3: an RMSNorm over each head of q and of k (weights [headDim]), before the rotary step. */
+  /** The norm before the FFN block; null where there is none (OLMo 2). */
+  readonly ffnNorm: Norm | null;
+  /**
+   * An RMSNorm of q and of k before the rotary step: over each head (weights [headDim]: Qwen3, Gemma 3)
+   * or over each token's whole projection (weights [heads × headDim]: OLMo 2).
+   */
   readonly qkNorm?: { q: Norm; k: Norm };
-  /** Gemma: norms of the attention block's and the FFN block's outputs, before their residual adds. */
+  /** Gemma, OLMo 2: norms of the attention and FFN blocks' outputs, before their residual adds. */
   readonly postAttnNorm?: Norm;
   readonly postFfnNorm?: Norm;
   readonly gate: Linear | null; // gated FFN only

@@ -4,7 +4,7 @@
 import type { ArchDefinition } from "./config.js";
 import { gemma2, gemma3, gemma3Multimodal } from "./gemma.js";
 import { gpt2 } from "./gpt2.js";
-import { granite, llama, mistral, qwen2, qwen3, smollm3 } from "./llama.js";
+import { granite, llama, mistral, olmo2, qwen2, qwen3, smollm3 } from "./llama.js";
 import { opt } from "./opt.js";
 import { phi3 } from "./phi3.js";
 
@@ -15,6 +15,7 @@ export const ARCHITECTURES: Readonly<Record<string, ArchDefinition>> = {
   Qwen3ForCausalLM: qwen3,
   SmolLM3ForCausalLM: smollm3,
   GraniteForCausalLM: granite,
+  Olmo2ForCausalLM: olmo2,
   Phi3ForCausalLM: phi3,
   Gemma2ForCausalLM: gemma2,
   Gemma3ForCausalLM: gemma3,

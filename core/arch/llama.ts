@@ -10,6 +10,10 @@
 // (u = h / r, so the embeddings enter times embedding_multiplier / r and the blocks' outputs add
 // unscaled); an RMSNorm of h = r·u equals one of u with eps / r², so every norm takes that eps; and
 // the logits, linear in the final norm's weight, are divided by scaling that weight (finalNormScale).
+//
+// Olmo2ForCausalLM (OLMo 2) norms the blocks' outputs instead of their inputs (post_attention_layernorm,
+// post_feedforward_layernorm, none before), and its q/k norms span each token's whole projection
+// (weights [heads × head_dim]) rather than each head.
 // Phi-3 (phi3.ts) builds its config with familyConfig too.
 import type { WeightStore } from "../loader/safetensors.js";
 import {
@@ -37,6 +41,8 @@ interface Variant {
   noRope?: boolean;
   /** Granite: the muP multipliers (see the header). */
   granite?: boolean;
+  /** OLMo 2: norms after the blocks, q/k norms over whole projections (see the header). */
+  olmo2?: boolean;
 }
 
 /** SmolLM3's layers with a rotary step: `no_rope_layers` (1 = rotary), else every
@@ -106,7 +112,7 @@ export function familyConfig(
 
 function parseConfig(raw: Record<string, unknown>, file: string, architecture: string, v: Variant): ModelConfig {
   const r = new ConfigReader(raw, file);
-  const c = familyConfig(r, architecture, 1e-6, (headDim, layers) => {
+  const c = familyConfig(r, architecture, v.olmo2 ? 1e-5 : 1e-6, (headDim, layers) => {
     // Sliding-window attention as transformers builds it: Mistral's in every layer whenever
     // sliding_window is set; Qwen2's and Qwen3's with use_sliding_window, from layer
     // max_window_layers on (Qwen2Config's default: 28), or as layer_types lists.
@@ -148,17 +154,25 @@ function bindWeights(c: ModelConfig, s: WeightStore, v: Variant): ModelWeights {
   const layers: LayerWeights[] = [];
   for (let i = 0; i < c.layers; i++) {
     const p = `model.layers.${i}`;
+    const post = v.olmo2 === true;
     layers.push({
-      attnNorm: norm(`${p}.input_layernorm`),
+      attnNorm: post ? null : norm(`${p}.input_layernorm`),
       qkv: {
         q: lin(`${p}.self_attn.q_proj`, A * D, H, qkvBias),
         k: lin(`${p}.self_attn.k_proj`, K * D, H, qkvBias),
         v: lin(`${p}.self_attn.v_proj`, K * D, H, qkvBias),
       },
       o: lin(`${p}.self_attn.o_proj`, H, A * D, c.attentionBias === true),
-      ffnNorm: norm(`${p}.post_attention_layernorm`),
+      ffnNorm: post ? null : norm(`${p}.post_attention_layernorm`),
+      ...(post && {
+        postAttnNorm: norm(`${p}.post_attention_layernorm`),
+        postFfnNorm: norm(`${p}.post_feedforward_layernorm`),
+      }),
       ...(v.qkNorm && {
-        qkNorm: { q: norm(`${p}.self_attn.q_norm`, D), k: norm(`${p}.self_attn.k_norm`, D) },
+        qkNorm: {
+          q: norm(`${p}.self_attn.q_norm`, post ? A * D : D),
+          k: norm(`${p}.self_attn.k_norm`, post ? K * D : D),
+        },
       }),
       gate: lin(`${p}.mlp.gate_proj`, F, H),
       up: lin(`${p}.mlp.up_proj`, F, H),
@@ -178,4 +192,5 @@ export const mistral = variant("MistralForCausalLM", { bias: "config", qkNorm: f
 export const qwen2 = variant("Qwen2ForCausalLM", { bias: "always", qkNorm: false });
 export const qwen3 = variant("Qwen3ForCausalLM", { bias: "config", qkNorm: true });
 export const smollm3 = variant("SmolLM3ForCausalLM", { bias: "config", qkNorm: false, noRope: true });
+export const olmo2 = variant("Olmo2ForCausalLM", { bias: "config", qkNorm: true, olmo2: true });
 export const granite = variant("GraniteForCausalLM", { bias: "config", qkNorm: false, granite: true });

@@ -492,9 +492,10 @@ export class Transformer {
       ]);
     }
     if (lw.qkNorm) {
-      // Qwen3: every head's q and k rows normed on their own (headDim wide), in place.
-      b.rmsNorm(ws.q, ws.q, lw.qkNorm.q.weight, n * c.heads, c.normEps);
-      b.rmsNorm(ws.k, ws.k, lw.qkNorm.k.weight, n * c.kvHeads, c.normEps);
+      // In place, as many rows as the weights' width makes: a head's (Qwen3) or a token's (OLMo 2).
+      const { q, k } = lw.qkNorm;
+      b.rmsNorm(ws.q, ws.q, q.weight, (n * qDim) / q.weight.cols, c.normEps);
+      b.rmsNorm(ws.k, ws.k, k.weight, (n * kvDim) / k.weight.cols, c.normEps);
     }
     const [kc, vc] = [cache.k[l], cache.v[l]];
     const window = c.attentionWindows?.[l] ?? 0;
@@ -538,9 +539,11 @@ export class Transformer {
     }
   }
 
-  private norm(y: Buf, x: Buf, norm: Norm, n: number): void {
+  /** y = norm(x) over n rows, or a copy of x where the block has no norm (OLMo 2). */
+  private norm(y: Buf, x: Buf, norm: Norm | null, n: number): void {
     const { backend: b, config: c } = this;
-    if (c.norm === "rms") b.rmsNorm(y, x, norm.weight, n, c.normEps);
+    if (!norm) b.copy2d(y, 0, c.hidden, x, 0, c.hidden, n, c.hidden);
+    else if (c.norm === "rms") b.rmsNorm(y, x, norm.weight, n, c.normEps);
     else b.layerNorm(y, x, norm.weight, norm.bias!, n, c.normEps);
   }
 }

@@ -321,7 +321,8 @@ function planTensors(arch: GgufExportResult["architecture"], model: LoadedModel,
   const rotDim = c.ropeInvFreq ? c.ropeInvFreq.length * 2 : 0;
   w.layers.forEach((l, i) => {
     const p = `blk.${i}`;
-    const norm = (name: string, n: { weight: Weight; bias: Weight | null }) => {
+    const norm = (name: string, n: { weight: Weight; bias: Weight | null } | null) => {
+      if (!n) return; // no norm before the block (OLMo 2, which has no GGUF export here)
       add(`${p}.${name}.weight`, n.weight);
       if (n.bias) add(`${p}.${name}.bias`, n.bias);
     };

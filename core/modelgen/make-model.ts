@@ -18,7 +18,8 @@ import { randomBytes } from "node:crypto";
 import { SafetensorsWriter, convertF32, type StDType, type TensorEntry } from "./safetensors-writer.js";
 import { makeTokenizer, MIN_TOKENIZER_SIZE, type TokenizerIds } from "./tokenizer-gen.js";
 
-export type Arch = "llama" | "qwen2" | "qwen3" | "smollm3" | "granite" | "phi3" | "gemma2" | "gemma3" | "gpt2" | "opt";
+export type Arch =
+  "llama" | "qwen2" | "qwen3" | "smollm3" | "granite" | "olmo2" | "phi3" | "gemma2" | "gemma3" | "gpt2" | "opt";
 export type DType = "f32" | "f16" | "bf16";
 
 export interface ModelShape {
@@ -148,6 +149,22 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
       tied: true,
       ropeTheta: 10000000,
       rmsEps: 1e-5,
+    },
+  },
+  "olmo-2-1b": {
+    arch: "olmo2",
+    description: "OLMo 2 1B shapes (olmo2, MHA 16 heads, norms after the blocks, untied)",
+    shape: {
+      hidden: 2048,
+      layers: 16,
+      heads: 16,
+      kvHeads: 16,
+      intermediate: 8192,
+      vocab: 100352,
+      maxPositions: 4096,
+      tied: false,
+      ropeTheta: 500000,
+      rmsEps: 1e-6,
     },
   },
   "smollm3-3b": {
@@ -319,6 +336,11 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
     description: "tiny granite for tests (GQA 4/2, Granite 3.x's multipliers, tied)",
     shape: { ...tinyLlamaLike, tied: true, ropeTheta: 10000, rmsEps: 1e-5 },
   },
+  "tiny-olmo2": {
+    arch: "olmo2",
+    description: "tiny olmo2 for tests (norms after the blocks, whole-projection q/k norms, MHA, untied)",
+    shape: { ...tinyLlamaLike, kvHeads: 4, tied: false, ropeTheta: 500000, rmsEps: 1e-6 },
+  },
   "tiny-phi3": {
     arch: "phi3",
     description: "tiny phi3 for tests (fused qkv and gate_up, GQA 4/2, untied)",
@@ -431,6 +453,17 @@ const QWEN3_LAYER: TensorRule[] = [
   { name: "self_attn.q_norm.weight", shape: (s) => [s.headDim], init: "norm" },
   { name: "self_attn.k_norm.weight", shape: (s) => [s.headDim], init: "norm" },
   ...LLAMA_LAYER.slice(4),
+];
+
+// OLMo 2: no norm before the blocks, one after each; q/k norms over each token's whole projection.
+const OLMO2_LAYER: TensorRule[] = [
+  ...LLAMA_LAYER.slice(1, 4),
+  { name: "self_attn.q_norm.weight", shape: (s) => [q(s)], init: "norm" },
+  { name: "self_attn.k_norm.weight", shape: (s) => [kv(s)], init: "norm" },
+  LLAMA_LAYER[4],
+  LLAMA_LAYER[5], // post_attention_layernorm: here the attention output's norm
+  ...LLAMA_LAYER.slice(6),
+  { name: "post_feedforward_layernorm.weight", shape: (s) => [s.hidden], init: "norm" },
 ];
 
 // Phi-3: Llama's layer with q/k/v in one qkv_proj and gate/up in one gate_up_proj (gate rows first).
@@ -598,6 +631,7 @@ export const ARCHS: Record<Arch, ArchSpec> = {
   qwen3: llamaFamily("Qwen3ForCausalLM", "qwen3", QWEN3_LAYER),
   smollm3: llamaFamily("SmolLM3ForCausalLM", "smollm3", LLAMA_LAYER),
   granite: llamaFamily("GraniteForCausalLM", "granite", LLAMA_LAYER),
+  olmo2: llamaFamily("Olmo2ForCausalLM", "olmo2", OLMO2_LAYER),
   phi3: llamaFamily("Phi3ForCausalLM", "phi3", PHI3_LAYER),
   gemma2: { ...llamaFamily("Gemma2ForCausalLM", "gemma2", GEMMA2_LAYER), config: gemmaConfig(true) },
   gemma3: { ...llamaFamily("Gemma3ForCausalLM", "gemma3_text", GEMMA3_LAYER), config: gemmaConfig(false) },

@@ -374,8 +374,10 @@ class Exporter {
 
   // ---- blocks --------------------------------------------------------------------------------
 
-  private norm(b: GraphBuilder, x: string, n: Norm): string {
+  /** norm(x), or x where the block has no norm (OLMo 2). */
+  private norm(b: GraphBuilder, x: string, n: Norm | null): string {
     const c = this.c;
+    if (!n) return x;
     const weight = this.weight(n.weight, "stored");
     if (c.norm === "layer") {
       return b.op("LayerNormalization", [x, weight, this.bias(n.bias)!], { axis: -1, epsilon: { float: c.normEps } });
@@ -466,10 +468,16 @@ class Exporter {
       k = this.linear(b, h, lw.qkv.k);
       v = this.linear(b, h, lw.qkv.v);
     }
+    // q/k norms over the last axis: before the reshape a token's whole projection (OLMo 2), after it
+    // each head on its own (Qwen3, Gemma 3), as the norm's width says.
+    const perHead = lw.qkNorm?.q.weight.cols === D;
+    if (lw.qkNorm && !perHead) {
+      q = this.norm(b, q, lw.qkNorm.q);
+      k = this.norm(b, k, lw.qkNorm.k);
+    }
     q = b.op("Reshape", [q, b.i64([-1, A, D])]);
     k = b.op("Reshape", [k, b.i64([-1, K, D])]);
-    if (lw.qkNorm) {
-      // Qwen3: RMSNorm over the last axis, each head on its own.
+    if (lw.qkNorm && perHead) {
       q = this.norm(b, q, lw.qkNorm.q);
       k = this.norm(b, k, lw.qkNorm.k);
     }

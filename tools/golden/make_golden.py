@@ -7,7 +7,7 @@ shared golden folder, and expected.json from reference.py.
     python3 tools/golden/make_golden.py qwen3 test/golden/qwen3-bf16 --tokenizer-from ../shared/golden/llama-bf16
     (phi3-partial goes to test/golden/phi3-partial-bf16)
 
-qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3 and granite are defined: the shared folders cover the other
+qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite and olmo2 are defined: the shared folders cover the other
 architectures.
 """
 import argparse
@@ -144,6 +144,16 @@ SHAPES = {
         mlp_bias=False,
         tie_word_embeddings=True,
     ),
+    # OLMo 2: norms after the attention and FFN blocks and none before, q/k norms over each token's
+    # whole projection (64 and 32 wide here), an untied head.
+    "olmo2": dict(
+        BASE,
+        architectures=["Olmo2ForCausalLM"],
+        model_type="olmo2",
+        rms_norm_eps=1e-6,
+        rope_theta=500000.0,
+        tie_word_embeddings=False,
+    ),
     # head_dim 32 with 4 heads: q is 128 wide against a hidden size of 64, as in Qwen3 (2048 vs 1024).
     "qwen3": dict(
         BASE,
@@ -179,7 +189,9 @@ def tensors(c: dict, rng: np.random.Generator) -> dict:
     post = lambda n: 2 * np.sqrt(H) * norm(n) - 1
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}"
-        t[f"{p}.input_layernorm.weight"] = norm(H) - shift
+        olmo2 = c["model_type"] == "olmo2"
+        if not olmo2:
+            t[f"{p}.input_layernorm.weight"] = norm(H) - shift
         if c["model_type"] == "phi3":  # fused: q, k, v rows in one matrix; gate rows, then up rows
             t[f"{p}.self_attn.qkv_proj.weight"] = mat((A + 2 * K) * D, H)
             t[f"{p}.self_attn.o_proj.weight"] = mat(H, A * D)
@@ -193,6 +205,9 @@ def tensors(c: dict, rng: np.random.Generator) -> dict:
         if c["model_type"] in ("qwen3", "gemma3_text"):
             t[f"{p}.self_attn.q_norm.weight"] = norm(D) - shift
             t[f"{p}.self_attn.k_norm.weight"] = norm(D) - shift
+        if olmo2:
+            t[f"{p}.self_attn.q_norm.weight"] = norm(A * D)
+            t[f"{p}.self_attn.k_norm.weight"] = norm(K * D)
         t[f"{p}.self_attn.o_proj.weight"] = mat(H, A * D)
         if gemma:  # Gemma's post_attention_layernorm norms the attention output; then the FFN's own
             t[f"{p}.post_attention_layernorm.weight"] = post(H)
@@ -204,6 +219,8 @@ def tensors(c: dict, rng: np.random.Generator) -> dict:
         t[f"{p}.mlp.down_proj.weight"] = mat(H, F)
         if gemma:
             t[f"{p}.post_feedforward_layernorm.weight"] = post(H)
+        if olmo2:
+            t[f"{p}.post_feedforward_layernorm.weight"] = norm(H)
     t["model.norm.weight"] = norm(H) - shift
     if not c["tie_word_embeddings"]:
         t["lm_head.weight"] = mat(V, H)

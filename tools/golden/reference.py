@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A float64 NumPy reference of the Hugging Face forward pass for the Llama family (LlamaForCausalLM,
 MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM,
-GraniteForCausalLM),
+GraniteForCausalLM, Olmo2ForCausalLM),
 Gemma2ForCausalLM and Gemma3ForCausalLM, written from the transformers modeling code's semantics and independent of the
 engine: it shares no code with core/.
 
@@ -96,7 +96,7 @@ class Model:
         arch = self.cfg["architectures"][0]
         known = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
                  "SmolLM3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM",
-                 "GraniteForCausalLM")
+                 "GraniteForCausalLM", "Olmo2ForCausalLM")
         if arch not in known:
             raise SystemExit(f"{arch} is not one of {', '.join(known)}")
         self.qwen2 = arch == "Qwen2ForCausalLM"
@@ -107,6 +107,9 @@ class Model:
         self.gemma = self.gemma3 or arch == "Gemma2ForCausalLM"
         self.qk_norm = arch == "Qwen3ForCausalLM" or self.gemma3
         self.phi3 = arch == "Phi3ForCausalLM"  # fused qkv_proj and gate_up_proj (gate first)
+        # OLMo 2: no norm before the blocks, one after each (post_attention_layernorm,
+        # post_feedforward_layernorm), q/k norms over each token's whole projection, before the reshape.
+        self.olmo2 = arch == "Olmo2ForCausalLM"
         self.bias = self.qwen2 or bool(self.cfg.get("attention_bias", False))
         # Granite: embeddings times embedding_multiplier, attention scores times attention_multiplier,
         # each block's output times residual_multiplier before its residual add, logits / logits_scaling.
@@ -165,11 +168,15 @@ class Model:
             mask = causal
             if self.window[i]:  # key j is visible to query t when t - window < j <= t
                 mask = causal + np.tril(np.full((T, T), -np.inf), -self.window[i])
-            h = self.norm(x, f"{p}.input_layernorm")
+            h = x if self.olmo2 else self.norm(x, f"{p}.input_layernorm")
             if self.phi3:
                 qkv = self.lin(h, f"{p}.self_attn.qkv_proj", False)
                 q, k, v = np.split(qkv, [A * D, (A + K) * D], axis=-1)
                 q, k, v = q.reshape(T, A, D), k.reshape(T, K, D), v.reshape(T, K, D)
+            elif self.olmo2:
+                q = self.norm(self.lin(h, f"{p}.self_attn.q_proj", self.bias), f"{p}.self_attn.q_norm").reshape(T, A, D)
+                k = self.norm(self.lin(h, f"{p}.self_attn.k_proj", self.bias), f"{p}.self_attn.k_norm").reshape(T, K, D)
+                v = self.lin(h, f"{p}.self_attn.v_proj", self.bias).reshape(T, K, D)
             else:
                 q = self.lin(h, f"{p}.self_attn.q_proj", self.bias).reshape(T, A, D)
                 k = self.lin(h, f"{p}.self_attn.k_proj", self.bias).reshape(T, K, D)
@@ -190,8 +197,11 @@ class Model:
             s /= s.sum(axis=-1, keepdims=True)
             att = np.einsum("ats,sad->tad", s, v).reshape(T, A * D)
             o = self.lin(att, f"{p}.self_attn.o_proj", self.bias and not self.qwen2)
-            x = x + (self.norm(o, f"{p}.post_attention_layernorm") if self.gemma else r * o)
-            h = self.norm(x, f"{p}.pre_feedforward_layernorm" if self.gemma else f"{p}.post_attention_layernorm")
+            x = x + (self.norm(o, f"{p}.post_attention_layernorm") if self.gemma or self.olmo2 else r * o)
+            if self.olmo2:
+                h = x
+            else:
+                h = self.norm(x, f"{p}.pre_feedforward_layernorm" if self.gemma else f"{p}.post_attention_layernorm")
             if self.phi3:
                 g, u = np.split(self.lin(h, f"{p}.mlp.gate_up_proj", False), 2, axis=-1)
             else:
@@ -199,7 +209,7 @@ class Model:
                 u = self.lin(h, f"{p}.mlp.up_proj", False)
             act = gelu_tanh(g) if self.gemma else g / (1.0 + np.exp(-g))
             f = self.lin(act * u, f"{p}.mlp.down_proj", False)
-            x = x + (self.norm(f, f"{p}.post_feedforward_layernorm") if self.gemma else r * f)
+            x = x + (self.norm(f, f"{p}.post_feedforward_layernorm") if self.gemma or self.olmo2 else r * f)
         z = self.norm(x, "model.norm") @ self.head.T / self.logits_div
         return self.final_cap * np.tanh(z / self.final_cap) if self.final_cap else z
 
