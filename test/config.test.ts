@@ -70,8 +70,11 @@ test("linear rope scaling divides every frequency; unknown types are rejected", 
   const lin = readModelConfig(configIn(t, { ...base, rope_scaling: { type: "linear", factor: 4 } })).ropeInvFreq!;
   lin.forEach((f, i) => assert.ok(Math.abs(f - plain[i] / 4) <= 1e-7 * plain[i]));
   assert.throws(
-    () => readModelConfig(configIn(t, { ...base, rope_scaling: { rope_type: "yarn", factor: 4 } })),
-    (e: unknown) => e instanceof ModelError && e.code === "BAD_CONFIG" && /yarn/.test(e.message),
+    () => readModelConfig(configIn(t, { ...base, rope_scaling: { rope_type: "dynamic", factor: 4 } })),
+    (e: unknown) =>
+      e instanceof ModelError &&
+      e.code === "BAD_CONFIG" &&
+      /"rope_scaling.rope_type" "dynamic" is not supported/.test(e.message),
   );
 });
 
@@ -481,7 +484,7 @@ test("malformed rope_parameters are BAD_CONFIG errors naming the field where the
   for (const [json, pattern] of [
     [v5(LLAMA_32_1B, [1, 2]), /"rope_parameters" must be an object or null/],
     [v5(LLAMA_32_1B, { rope_type: "linear", factor: 0 }), /"rope_parameters.factor" must be a positive number/],
-    [v5(LLAMA_32_1B, { rope_type: "yarn", factor: 4 }), /"rope_parameters.rope_type" "yarn" is not supported/],
+    [v5(LLAMA_32_1B, { rope_type: "dynamic", factor: 4 }), /"rope_parameters.rope_type" "dynamic" is not supported/],
     [v5(LLAMA_32_1B, { rope_theta: -1 }), /"rope_parameters.rope_theta" must be a positive number/],
     [
       v5(LLAMA_32_1B, { ...LLAMA_32_1B.rope_scaling, high_freq_factor: 1 }),
@@ -543,4 +546,53 @@ test("Granite: its multipliers folded into embedScale, normEps, attentionScale a
       String(pattern),
     );
   }
+});
+
+test("YaRN (Qwen2.5/Qwen3 long context): kept, blended and interpolated frequencies, attention factor on cos and sin", (t) => {
+  // Qwen2.5-7B-Instruct's documented YaRN setting: factor 4 over 32768 positions.
+  const qwen = {
+    ...LLAMA_32_1B,
+    architectures: ["Qwen2ForCausalLM"],
+    model_type: "qwen2",
+    hidden_size: 3584,
+    num_attention_heads: 28,
+    num_key_value_heads: 4,
+    head_dim: 128,
+    max_position_embeddings: 131072,
+    rope_theta: 1000000,
+    rope_scaling: { type: "yarn", factor: 4.0, original_max_position_embeddings: 32768 },
+  };
+  const c = readModelConfig(configIn(t, qwen));
+  const plain = readModelConfig(configIn(t, { ...qwen, rope_scaling: null })).ropeInvFreq!;
+  const inv = c.ropeInvFreq!;
+  assert.equal(c.maxPositions, 131072); // static scaling: the whole context, unlike longrope
+  assert.ok(Math.abs(c.ropeFactor! - (0.1 * Math.log(4) + 1)) < 1e-12);
+  // Dimension d turns 32768 · inv[d] / 2π times over the original length: more than 32 times (the
+  // fast end) kept, fewer than once (the slow end) divided by 4, blended between.
+  const turns = (d: number) => (32768 * plain[d]) / (2 * Math.PI);
+  let blended = 0;
+  for (let d = 0; d < inv.length; d++) {
+    const ratio = inv[d] / plain[d];
+    if (turns(d) > 32 * 1.2) assert.ok(Math.abs(ratio - 1) < 1e-6, `dim ${d} kept`);
+    else if (turns(d) < 1 / 1.2) assert.ok(Math.abs(ratio - 0.25) < 1e-6, `dim ${d} interpolated`);
+    else if (ratio > 0.25 + 1e-6 && ratio < 1 - 1e-6) blended++;
+  }
+  assert.ok(blended > 0, "some frequencies blend");
+  // An explicit attention_factor wins; DeepSeek's mscale pair is a ratio of two such terms.
+  const given = readModelConfig(
+    configIn(t, { ...qwen, rope_scaling: { ...qwen.rope_scaling, attention_factor: 1.5 } }),
+  );
+  assert.equal(given.ropeFactor, 1.5);
+  const pair = readModelConfig(
+    configIn(t, { ...qwen, rope_scaling: { ...qwen.rope_scaling, mscale: 1, mscale_all_dim: 0.5 } }),
+  );
+  assert.ok(Math.abs(pair.ropeFactor! - (0.1 * Math.log(4) + 1) / (0.05 * Math.log(4) + 1)) < 1e-12);
+  // Without the original length, max_position_embeddings stands in (transformers' default).
+  const { original_max_position_embeddings: _o, ...noOriginal } = qwen.rope_scaling;
+  const fallback = readModelConfig(configIn(t, { ...qwen, rope_scaling: noOriginal }));
+  assert.notDeepEqual(fallback.ropeInvFreq, inv);
+  assert.throws(
+    () => readModelConfig(configIn(t, { ...qwen, rope_scaling: { ...qwen.rope_scaling, factor: 0 } })),
+    (e: unknown) => e instanceof ModelError && /"rope_scaling.factor" must be a positive number/.test(e.message),
+  );
 });

@@ -979,3 +979,12 @@ test(
     assert.match(r.skipped, /OPTForCausalLM/);
   },
 );
+
+test("GGUF export refuses YaRN rather than write a model without its attention factor", async (t) => {
+  const model = loadModel(goldenPath("llama-yarn-bf16"));
+  t.after(() => model.close());
+  await assert.rejects(
+    exportGguf(model, join(tempDir(t), "yarn.gguf")),
+    (e) => e instanceof ModelError && e.code === "BAD_CONFIG" && /attention factor \(longrope, YaRN\)/.test(e.message),
+  );
+});

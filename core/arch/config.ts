@@ -322,22 +322,34 @@ export function ropeType(s: ConfigReader): string {
   return s.str("rope_type", typeof s.raw.type === "string" ? s.raw.type : "default");
 }
 
-/** Standard rotary frequencies, with the scaling variants Hugging Face models ship, from ropeSettings. */
-export function ropeInvFreq(s: ConfigReader, headDim: number): Float32Array {
+/** A rotary step: its inverse frequencies, and the factor on cos and sin (YaRN's attention factor; else 1). */
+export interface RopeFrequencies {
+  inv: Float32Array;
+  factor: number;
+}
+
+/**
+ * Rotary frequencies from ropeSettings, with the scaling variants Hugging Face models ship (default,
+ * linear, llama3, yarn); `maxPositions` is max_position_embeddings, YaRN's fallback for its original
+ * length and factor.
+ */
+export function ropeFrequencies(s: ConfigReader, headDim: number, maxPositions: number): RopeFrequencies {
   const { theta, rotDim } = rotary(s, headDim);
   const inv = new Float64Array(rotDim / 2);
   for (let i = 0; i < inv.length; i++) inv[i] = 1 / Math.pow(theta, (2 * i) / rotDim);
+  let factor = 1;
   const type = ropeType(s);
   if (type === "llama3") applyLlama3Scaling(inv, s);
   else if (type === "linear") inv.forEach((f, i) => (inv[i] = f / s.positive("factor")));
+  else if (type === "yarn") factor = applyYarnScaling(inv, s, theta, rotDim, maxPositions);
   else if (type !== "default") {
     throw new ModelError(
       "BAD_CONFIG",
       s.file,
-      `"${s.name("rope_type")}" "${type}" is not supported (default, linear, llama3 are)`,
+      `"${s.name("rope_type")}" "${type}" is not supported (default, linear, llama3, yarn are)`,
     );
   }
-  return Float32Array.from(inv);
+  return { inv: Float32Array.from(inv), factor };
 }
 
 /** The rotary base and the dimensions it turns (from ropeSettings): head_dim × partial_rotary_factor,
@@ -353,6 +365,42 @@ export function rotary(s: ConfigReader, headDim: number): { theta: number; rotDi
     );
   }
   return { theta, rotDim };
+}
+
+/**
+ * YaRN (Qwen2.5/Qwen3 long context, OLMo 3), as transformers computes it: frequencies that turn fewer
+ * than beta_slow times over the original length are interpolated (divided by factor), those turning
+ * more than beta_fast times kept, a linear ramp between (its ends floored and ceiled unless
+ * truncate is false); cos and sin are multiplied by the returned attention factor (attention_factor,
+ * else 0.1·ln(factor) + 1, or DeepSeek's ratio of two such terms with mscale / mscale_all_dim).
+ */
+function applyYarnScaling(inv: Float64Array, s: ConfigReader, theta: number, rotDim: number, maxPositions: number) {
+  const original = s.positive("original_max_position_embeddings", maxPositions);
+  const factor = s.positive("factor", maxPositions / original);
+  const betaFast = s.positive("beta_fast", 32);
+  const betaSlow = s.positive("beta_slow", 1);
+  const mscale = (m: number) => (factor <= 1 ? 1 : 0.1 * m * Math.log(factor) + 1);
+  const attention = s.positive(
+    "attention_factor",
+    s.raw.mscale && s.raw.mscale_all_dim
+      ? mscale(s.positive("mscale")) / mscale(s.positive("mscale_all_dim"))
+      : mscale(1),
+  );
+  // The dimension whose frequency turns `rotations` times over the original length.
+  const dimFor = (rotations: number) =>
+    (rotDim * Math.log(original / (rotations * 2 * Math.PI))) / (2 * Math.log(theta));
+  const truncate = s.bool("truncate", true);
+  let low = dimFor(betaFast);
+  let high = dimFor(betaSlow);
+  if (truncate) [low, high] = [Math.floor(low), Math.ceil(high)];
+  low = Math.max(low, 0);
+  high = Math.min(high, rotDim - 1);
+  if (low === high) high += 0.001;
+  for (let i = 0; i < inv.length; i++) {
+    const ramp = Math.min(1, Math.max(0, (i - low) / (high - low))); // 0: kept, 1: interpolated
+    inv[i] = (inv[i] / factor) * ramp + inv[i] * (1 - ramp);
+  }
+  return attention;
 }
 
 /** Llama 3.1+: low frequencies slowed by `factor`, high ones kept, a smooth ramp between. */

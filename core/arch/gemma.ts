@@ -19,7 +19,7 @@ import {
   ConfigReader,
   familyWeights,
   mappedNorm,
-  ropeInvFreq,
+  ropeFrequencies,
   ropeSettings,
   slidingWindows,
   validateConfig,
@@ -93,6 +93,14 @@ function softcap(r: ConfigReader, key: string, fallback: number | null): number 
   return v;
 }
 
+/** A Gemma layer type's frequencies: one cos/sin factor for all layers is all the engine has, so YaRN's is refused. */
+function plainRope(s: ConfigReader, headDim: number, maxPositions: number, file: string): Float32Array {
+  const rope = ropeFrequencies(s, headDim, maxPositions);
+  if (rope.factor !== 1)
+    throw new ModelError("BAD_CONFIG", file, "Gemma with YaRN's attention factor is not supported");
+  return rope.inv;
+}
+
 function parseConfig(raw: Record<string, unknown>, file: string, architecture: string, v: Variant): ModelConfig {
   const r = new ConfigReader(textConfig(raw, architecture, file), file);
   const DEFAULTS = v.gemma2 ? GEMMA2_DEFAULTS : GEMMA3_DEFAULTS;
@@ -115,6 +123,7 @@ function parseConfig(raw: Record<string, unknown>, file: string, architecture: s
       ? new ConfigReader({ rope_theta: r.positive("rope_local_base_freq", DEFAULTS.rope_local_base_freq) }, file)
       : ropeSettings(r, "sliding_attention", DEFAULTS.rope_local_base_freq);
   const global = ropeSettings(r, "full_attention", DEFAULTS.rope_theta);
+  const maxPositions = r.int("max_position_embeddings", DEFAULTS.max_position_embeddings);
   const attentionSoftcap = softcap(r, "attn_logit_softcapping", DEFAULTS.attn_logit_softcapping);
   const finalSoftcap = softcap(r, "final_logit_softcapping", DEFAULTS.final_logit_softcapping);
   return validateConfig(
@@ -127,14 +136,14 @@ function parseConfig(raw: Record<string, unknown>, file: string, architecture: s
       headDim,
       intermediate: r.int("intermediate_size", DEFAULTS.intermediate_size),
       vocab: r.int("vocab_size", DEFAULTS.vocab_size),
-      maxPositions: r.int("max_position_embeddings", DEFAULTS.max_position_embeddings),
+      maxPositions,
       norm: "rms",
       normEps: r.epsilon("rms_norm_eps", DEFAULTS.rms_norm_eps),
       activation: r.activation("hidden_activation", "gelu_pytorch_tanh"),
       gatedFfn: true,
       ropeTheta: global.positive("rope_theta"),
-      ropeInvFreq: ropeInvFreq(global, headDim),
-      ...(!v.gemma2 && { localRopeInvFreq: ropeInvFreq(local, headDim) }),
+      ropeInvFreq: plainRope(global, headDim, maxPositions, file),
+      ...(!v.gemma2 && { localRopeInvFreq: plainRope(local, headDim, maxPositions, file) }),
       attentionWindows: windows,
       attentionScale: 1 / Math.sqrt(r.positive("query_pre_attn_scalar", DEFAULTS.query_pre_attn_scalar)),
       embedScale: Math.sqrt(hidden),

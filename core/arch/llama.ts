@@ -19,7 +19,7 @@ import type { WeightStore } from "../loader/safetensors.js";
 import {
   ConfigReader,
   familyWeights,
-  ropeInvFreq,
+  ropeFrequencies,
   ropeSettings,
   slidingWindows,
   validateConfig,
@@ -120,10 +120,13 @@ function parseConfig(raw: Record<string, unknown>, file: string, architecture: s
     const window = mistral || raw.use_sliding_window === true ? raw.sliding_window : undefined;
     const from = mistral ? 0 : r.int("max_window_layers", 28);
     const windows = slidingWindows(r, layers, window, (i) => i >= from);
+    const maxPositions = r.int("max_position_embeddings", 2048);
+    const rope = ropeFrequencies(ropeSettings(r), headDim, maxPositions);
     return {
-      maxPositions: r.int("max_position_embeddings", 2048),
+      maxPositions,
       ...(windows?.some((w) => w > 0) && { attentionWindows: windows }),
-      ropeInvFreq: ropeInvFreq(ropeSettings(r), headDim),
+      ropeInvFreq: rope.inv,
+      ...(rope.factor !== 1 && { ropeFactor: rope.factor }),
       ...(v.noRope && { ropeLayers: ropeLayers(raw, r, layers, file) }),
       attentionBias: v.bias === "config" && r.bool("attention_bias", false),
     };

@@ -216,7 +216,7 @@ function architectureMetadata(
     throw new ModelError("BAD_CONFIG", file, `llama.cpp's ${arch} uses SiLU; this model uses ${c.activation}`);
   }
   if (c.ropeFactor !== undefined) {
-    throw new ModelError("BAD_CONFIG", file, "longrope's attention factor has no GGUF form here");
+    throw new ModelError("BAD_CONFIG", file, "the rotary attention factor (longrope, YaRN) has no GGUF form here");
   }
   if (c.ropeLayers?.some((rope, i) => rope !== ((i + 1) % 4 !== 0))) {
     throw new ModelError("BAD_CONFIG", file, "llama.cpp's smollm3 skips the rotary step in every 4th layer only");

@@ -7,7 +7,7 @@ shared golden folder, and expected.json from reference.py.
     python3 tools/golden/make_golden.py qwen3 test/golden/qwen3-bf16 --tokenizer-from ../shared/golden/llama-bf16
     (phi3-partial goes to test/golden/phi3-partial-bf16)
 
-qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite and olmo2 are defined: the shared folders cover the other
+qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2 and llama-yarn are defined: the shared folders cover the other
 architectures.
 """
 import argparse
@@ -143,6 +143,17 @@ SHAPES = {
         logits_scaling=4.0,
         mlp_bias=False,
         tie_word_embeddings=True,
+    ),
+    # YaRN: factor 4 over an original 64 positions; with head_dim 16 the ramp runs over dimensions 0-3
+    # (frequency 0 kept, 1 and 2 blended, the rest divided by 4), cos and sin times 0.1 ln 4 + 1.
+    "llama-yarn": dict(
+        BASE,
+        architectures=["LlamaForCausalLM"],
+        model_type="llama",
+        max_position_embeddings=256,
+        rms_norm_eps=1e-5,
+        rope_scaling=dict(rope_type="yarn", factor=4.0, original_max_position_embeddings=64),
+        tie_word_embeddings=False,
     ),
     # OLMo 2: norms after the attention and FFN blocks and none before, q/k norms over each token's
     # whole projection (64 and 32 wide here), an untied head.

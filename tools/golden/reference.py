@@ -69,6 +69,18 @@ def rope_params(cfg, head_dim):
     kind = scaling.get("rope_type", scaling.get("type"))
     if kind == "linear":
         return inv / scaling["factor"], 1.0
+    if kind == "yarn":
+        # YaRN as transformers computes it: a frequency that turns more than beta_fast times over the
+        # original length is kept, fewer than beta_slow times divided by factor, a linear ramp over the
+        # dimensions between (ends floored and ceiled); cos and sin times 0.1 ln(factor) + 1.
+        original = scaling.get("original_max_position_embeddings") or cfg["max_position_embeddings"]
+        factor = scaling["factor"]
+        turns = lambda n: dim * np.log(original / (n * 2 * np.pi)) / (2 * np.log(theta))
+        low = max(np.floor(turns(scaling.get("beta_fast") or 32)), 0)
+        high = min(np.ceil(turns(scaling.get("beta_slow") or 1)), dim - 1)
+        ramp = np.clip((np.arange(dim // 2) - low) / (high - low), 0, 1)
+        m = scaling.get("attention_factor") or 0.1 * np.log(factor) + 1
+        return inv / factor * ramp + inv * (1 - ramp), float(m)
     if kind != "longrope":
         raise SystemExit(f"rope_scaling {kind} is not implemented here")
     original = cfg.get("original_max_position_embeddings") or scaling["original_max_position_embeddings"]
