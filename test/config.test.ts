@@ -596,3 +596,41 @@ test("YaRN (Qwen2.5/Qwen3 long context): kept, blended and interpolated frequenc
     (e: unknown) => e instanceof ModelError && /"rope_scaling.factor" must be a positive number/.test(e.message),
   );
 });
+
+test("StableLM: LayerNorms, partial rotary by default a quarter, q/k/v biases; parallel residual refused", (t) => {
+  const stablelm = {
+    architectures: ["StableLmForCausalLM"],
+    model_type: "stablelm",
+    hidden_size: 2048,
+    intermediate_size: 5632,
+    num_hidden_layers: 24,
+    num_attention_heads: 32,
+    num_key_value_heads: 32,
+    vocab_size: 100352,
+    max_position_embeddings: 4096,
+    layer_norm_eps: 1e-5,
+    rope_theta: 10000,
+    use_qkv_bias: true,
+    tie_word_embeddings: false,
+    bos_token_id: 100257,
+    eos_token_id: 100257,
+  };
+  const c = readModelConfig(configIn(t, stablelm));
+  assert.equal(c.norm, "layer");
+  assert.equal(c.normEps, 1e-5);
+  assert.equal(c.headDim, 64);
+  assert.equal(c.ropeInvFreq!.length, 8); // 64 × 0.25 / 2
+  assert.equal(c.attentionBias, true);
+  assert.equal(readModelConfig(configIn(t, { ...stablelm, partial_rotary_factor: 0.5 })).ropeInvFreq!.length, 16);
+  for (const [json, pattern] of [
+    [{ ...stablelm, use_parallel_residual: true }, /"use_parallel_residual": true .* is not supported/],
+    [{ ...stablelm, qk_layernorm: true }, /"qk_layernorm": true .* is not supported/],
+    [{ ...stablelm, layer_norm_eps: -1 }, /"layer_norm_eps" must not be negative/],
+  ] as const) {
+    assert.throws(
+      () => readModelConfig(configIn(t, json)),
+      (e: unknown) => e instanceof ModelError && e.code === "BAD_CONFIG" && pattern.test(e.message),
+      String(pattern),
+    );
+  }
+});

@@ -653,6 +653,7 @@ for (const arch of [
   "smollm3",
   "granite",
   "olmo2",
+  "stablelm",
   "phi3",
   "gemma2",
   "gemma3",

@@ -39,7 +39,18 @@ async function greedy(
   }
 }
 
-for (const arch of ["llama", "qwen2", "qwen3", "smollm3", "granite", "olmo2", "phi3", "gpt2", "opt"] as Arch[]) {
+for (const arch of [
+  "llama",
+  "qwen2",
+  "qwen3",
+  "smollm3",
+  "granite",
+  "olmo2",
+  "stablelm",
+  "phi3",
+  "gpt2",
+  "opt",
+] as Arch[]) {
   for (const dtype of ["f32", "f16", "bf16"] as DType[]) {
     test(`make-model ${arch} ${dtype} loads and generates`, async (t) => {
       const dir = join(tempDir(t), "m");

@@ -55,6 +55,7 @@ const ARCHES: Arch[] = [
   "smollm3",
   "granite",
   "olmo2",
+  "stablelm",
   "phi3",
   "gemma2",
   "gemma3",
@@ -101,6 +102,31 @@ function expectedNames(arch: Arch, tied: boolean, gpt2Prefix = false): string[] 
         ...(tied ? [] : ["lm_head.weight"]),
       ];
     }
+    case "stablelm":
+      return [
+        "model.embed_tokens.weight",
+        ...L.flatMap((i) =>
+          [
+            "input_layernorm.weight",
+            "input_layernorm.bias",
+            "self_attn.q_proj.weight",
+            "self_attn.q_proj.bias",
+            "self_attn.k_proj.weight",
+            "self_attn.k_proj.bias",
+            "self_attn.v_proj.weight",
+            "self_attn.v_proj.bias",
+            "self_attn.o_proj.weight",
+            "post_attention_layernorm.weight",
+            "post_attention_layernorm.bias",
+            "mlp.gate_proj.weight",
+            "mlp.up_proj.weight",
+            "mlp.down_proj.weight",
+          ].map((n) => `model.layers.${i}.${n}`),
+        ),
+        "model.norm.weight",
+        "model.norm.bias",
+        ...(tied ? [] : ["lm_head.weight"]),
+      ];
     case "olmo2":
       return [
         "model.embed_tokens.weight",
@@ -244,6 +270,12 @@ function expectedShapes(arch: Arch): Record<string, number[]> {
         "model.layers.0.self_attn.q_norm.weight": [32],
         "model.layers.1.self_attn.k_norm.weight": [32],
         "model.layers.1.self_attn.o_proj.weight": [64, 128],
+      };
+    case "stablelm":
+      return {
+        "model.layers.0.input_layernorm.bias": [64],
+        "model.layers.1.self_attn.k_proj.bias": [32],
+        "model.norm.bias": [64],
       };
     case "olmo2": // q/k norms as wide as the projections (4 heads x 16, no GQA)
       return {
@@ -405,6 +437,7 @@ for (const arch of ARCHES) {
         smollm3: "SmolLM3ForCausalLM",
         granite: "GraniteForCausalLM",
         olmo2: "Olmo2ForCausalLM",
+        stablelm: "StableLmForCausalLM",
         phi3: "Phi3ForCausalLM",
         gemma2: "Gemma2ForCausalLM",
         gemma3: "Gemma3ForCausalLM",
@@ -416,7 +449,7 @@ for (const arch of ARCHES) {
       assert.equal(cfg.vocab_size, 512);
       assert.equal(cfg.tie_word_embeddings, shape.tied);
       assert.equal(cfg.torch_dtype, { f32: "float32", f16: "float16", bf16: "bfloat16" }[dtype]);
-      if (["llama", "qwen2", "qwen3", "smollm3", "granite", "olmo2", "phi3"].includes(arch)) {
+      if (["llama", "qwen2", "qwen3", "smollm3", "granite", "olmo2", "stablelm", "phi3"].includes(arch)) {
         for (const k of [
           "hidden_size",
           "intermediate_size",
@@ -437,6 +470,7 @@ for (const arch of ARCHES) {
         if (arch === "qwen2" || arch === "qwen3") assert.equal(cfg.use_sliding_window, false);
         if (arch === "qwen3") assert.equal(cfg.head_dim, 32);
         if (arch === "smollm3") assert.deepEqual(cfg.no_rope_layers, [1, 1, 1, 0]);
+        if (arch === "stablelm") assert.equal(cfg.partial_rotary_factor, 0.25);
         if (arch === "granite") {
           assert.equal(cfg.residual_multiplier, 0.22);
           assert.equal(cfg.attention_multiplier, 1 / 16);

@@ -32,6 +32,7 @@ const TINY: [Arch, DType][] = [
   ["smollm3", "f32"],
   ["granite", "bf16"],
   ["olmo2", "f16"],
+  ["stablelm", "bf16"],
   ["phi3", "f16"],
   ["gemma2", "f16"],
   ["gemma3", "bf16"],

@@ -46,7 +46,18 @@ const models: Partial<Record<Arch, LoadedModel>> = {};
 before(async () => {
   root = mkdtempSync(join(tmpdir(), "hire-sparse-"));
   process.env.HIRE_CACHE_DIR = join(root, "cache");
-  for (const arch of ["llama", "qwen3", "granite", "olmo2", "phi3", "gemma2", "gemma3", "gpt2", "opt"] as Arch[]) {
+  for (const arch of [
+    "llama",
+    "qwen3",
+    "granite",
+    "olmo2",
+    "stablelm",
+    "phi3",
+    "gemma2",
+    "gemma3",
+    "gpt2",
+    "opt",
+  ] as Arch[]) {
     const dtype = arch === "gpt2" || arch === "opt" ? "f32" : "bf16";
     await makeModel({ arch, dtype, seed: 31, out: join(root, arch) });
     models[arch] = loadModel(join(root, arch));
@@ -104,7 +115,18 @@ function assertSameOutput(a: Run, b: Run, what: string): void {
 
 const FULL = { k: 1, oversample: 1 };
 
-for (const arch of ["llama", "qwen3", "granite", "olmo2", "phi3", "gemma2", "gemma3", "gpt2", "opt"] as Arch[]) {
+for (const arch of [
+  "llama",
+  "qwen3",
+  "granite",
+  "olmo2",
+  "stablelm",
+  "phi3",
+  "gemma2",
+  "gemma3",
+  "gpt2",
+  "opt",
+] as Arch[]) {
   const gated = arch !== "gpt2" && arch !== "opt"; // gated FFN (SwiGLU, Gemma's GeGLU): DIP applies
   test(`${arch}: hire, topk-exact${gated ? ", dip" : ""} and the HiRE head at 100 % equal dense`, async () => {
     const model = models[arch]!;

@@ -58,7 +58,8 @@ export interface ModelConfig {
   readonly eosTokenIds: readonly number[];
   /** torch_dtype from config.json, when it names one we support. */
   readonly dtype: DType | undefined;
-  /** Llama family (`attention_bias`): the q, k, v and o projections have biases. */
+  /** Attention biases where the architecture has them: Llama family (`attention_bias`) q, k, v and o;
+   * StableLM (`use_qkv_bias`) q, k and v. */
   readonly attentionBias?: boolean;
 }
 

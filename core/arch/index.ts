@@ -7,6 +7,7 @@ import { gpt2 } from "./gpt2.js";
 import { granite, llama, mistral, olmo2, qwen2, qwen3, smollm3 } from "./llama.js";
 import { opt } from "./opt.js";
 import { phi3 } from "./phi3.js";
+import { stablelm } from "./stablelm.js";
 
 export const ARCHITECTURES: Readonly<Record<string, ArchDefinition>> = {
   LlamaForCausalLM: llama,
@@ -16,6 +17,7 @@ export const ARCHITECTURES: Readonly<Record<string, ArchDefinition>> = {
   SmolLM3ForCausalLM: smollm3,
   GraniteForCausalLM: granite,
   Olmo2ForCausalLM: olmo2,
+  StableLmForCausalLM: stablelm,
   Phi3ForCausalLM: phi3,
   Gemma2ForCausalLM: gemma2,
   Gemma3ForCausalLM: gemma3,

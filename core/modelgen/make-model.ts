@@ -19,7 +19,18 @@ import { SafetensorsWriter, convertF32, type StDType, type TensorEntry } from ".
 import { makeTokenizer, MIN_TOKENIZER_SIZE, type TokenizerIds } from "./tokenizer-gen.js";
 
 export type Arch =
-  "llama" | "qwen2" | "qwen3" | "smollm3" | "granite" | "olmo2" | "phi3" | "gemma2" | "gemma3" | "gpt2" | "opt";
+  | "llama"
+  | "qwen2"
+  | "qwen3"
+  | "smollm3"
+  | "granite"
+  | "olmo2"
+  | "stablelm"
+  | "phi3"
+  | "gemma2"
+  | "gemma3"
+  | "gpt2"
+  | "opt";
 export type DType = "f32" | "f16" | "bf16";
 
 export interface ModelShape {
@@ -165,6 +176,22 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
       tied: false,
       ropeTheta: 500000,
       rmsEps: 1e-6,
+    },
+  },
+  "stablelm-2-1.6b": {
+    arch: "stablelm",
+    description: "StableLM 2 1.6B shapes (stablelm, MHA 32 heads, LayerNorm, partial rotary, untied)",
+    shape: {
+      hidden: 2048,
+      layers: 24,
+      heads: 32,
+      kvHeads: 32,
+      intermediate: 5632,
+      vocab: 100352,
+      maxPositions: 4096,
+      tied: false,
+      ropeTheta: 10000,
+      rmsEps: 1e-5,
     },
   },
   "smollm3-3b": {
@@ -341,6 +368,12 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
     description: "tiny olmo2 for tests (norms after the blocks, whole-projection q/k norms, MHA, untied)",
     shape: { ...tinyLlamaLike, kvHeads: 4, tied: false, ropeTheta: 500000, rmsEps: 1e-6 },
   },
+  "tiny-stablelm": {
+    arch: "stablelm",
+    description:
+      "tiny stablelm for tests (LayerNorms with biases, q/k/v biases, a quarter of each head rotated, untied)",
+    shape: { ...tinyLlamaLike, tied: false, ropeTheta: 10000, rmsEps: 1e-5 },
+  },
   "tiny-phi3": {
     arch: "phi3",
     description: "tiny phi3 for tests (fused qkv and gate_up, GQA 4/2, untied)",
@@ -466,6 +499,17 @@ const OLMO2_LAYER: TensorRule[] = [
   { name: "post_feedforward_layernorm.weight", shape: (s) => [s.hidden], init: "norm" },
 ];
 
+// StableLM: LayerNorms with biases, q/k/v biases (o_proj none).
+const STABLELM_LAYER: TensorRule[] = [
+  LLAMA_LAYER[0],
+  { name: "input_layernorm.bias", shape: (s) => [s.hidden], init: "bias" },
+  ...QWEN2_LAYER.slice(1, 7),
+  LLAMA_LAYER[4],
+  LLAMA_LAYER[5],
+  { name: "post_attention_layernorm.bias", shape: (s) => [s.hidden], init: "bias" },
+  ...LLAMA_LAYER.slice(6),
+];
+
 // Phi-3: Llama's layer with q/k/v in one qkv_proj and gate/up in one gate_up_proj (gate rows first).
 const PHI3_LAYER: TensorRule[] = [
   { name: "input_layernorm.weight", shape: (s) => [s.hidden], init: "norm" },
@@ -529,25 +573,34 @@ function llamaConfig(spec: { hfClass: string; modelType: string }) {
         ? { use_sliding_window: false, sliding_window: null, max_window_layers: s.layers }
         : spec.modelType === "phi3"
           ? { original_max_position_embeddings: s.maxPositions, sliding_window: null }
-          : spec.modelType === "granite"
+          : spec.modelType === "stablelm"
             ? {
-                // Granite 3.x's muP multipliers (the 2B model's; attention: 1 / head_dim).
-                embedding_multiplier: 12.0,
-                residual_multiplier: 0.22,
-                attention_multiplier: 1 / s.headDim,
-                logits_scaling: 8.0,
-                mlp_bias: false,
+                // StableLM 2 1.6B's: a quarter of each head rotated, q/k/v biases, LayerNorm eps.
+                partial_rotary_factor: 0.25,
+                layer_norm_eps: s.rmsEps,
+                use_qkv_bias: true,
+                qk_layernorm: false,
+                use_parallel_residual: false,
               }
-            : spec.modelType === "smollm3"
+            : spec.modelType === "granite"
               ? {
-                  // Every 4th layer without a rotary step, as SmolLM3-3B (and llama.cpp's smollm3) has it.
-                  no_rope_layers: Array.from({ length: s.layers }, (_, i) => ((i + 1) % 4 === 0 ? 0 : 1)),
-                  no_rope_layer_interval: 4,
-                  use_sliding_window: false,
-                  sliding_window: null,
+                  // Granite 3.x's muP multipliers (the 2B model's; attention: 1 / head_dim).
+                  embedding_multiplier: 12.0,
+                  residual_multiplier: 0.22,
+                  attention_multiplier: 1 / s.headDim,
+                  logits_scaling: 8.0,
                   mlp_bias: false,
                 }
-              : {}),
+              : spec.modelType === "smollm3"
+                ? {
+                    // Every 4th layer without a rotary step, as SmolLM3-3B (and llama.cpp's smollm3) has it.
+                    no_rope_layers: Array.from({ length: s.layers }, (_, i) => ((i + 1) % 4 === 0 ? 0 : 1)),
+                    no_rope_layer_interval: 4,
+                    use_sliding_window: false,
+                    sliding_window: null,
+                    mlp_bias: false,
+                  }
+                : {}),
     bos_token_id: ids.bos,
     eos_token_id: ids.eos,
     torch_dtype: TORCH_DTYPE[dtype],
@@ -632,6 +685,10 @@ export const ARCHS: Record<Arch, ArchSpec> = {
   smollm3: llamaFamily("SmolLM3ForCausalLM", "smollm3", LLAMA_LAYER),
   granite: llamaFamily("GraniteForCausalLM", "granite", LLAMA_LAYER),
   olmo2: llamaFamily("Olmo2ForCausalLM", "olmo2", OLMO2_LAYER),
+  stablelm: {
+    ...llamaFamily("StableLmForCausalLM", "stablelm", STABLELM_LAYER),
+    tail: [LLAMA_TAIL[0], { name: "model.norm.bias", shape: (s) => [s.hidden], init: "bias" }, LLAMA_TAIL[1]],
+  },
   phi3: llamaFamily("Phi3ForCausalLM", "phi3", PHI3_LAYER),
   gemma2: { ...llamaFamily("Gemma2ForCausalLM", "gemma2", GEMMA2_LAYER), config: gemmaConfig(true) },
   gemma3: { ...llamaFamily("Gemma3ForCausalLM", "gemma3_text", GEMMA3_LAYER), config: gemmaConfig(false) },

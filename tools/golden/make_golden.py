@@ -7,7 +7,7 @@ shared golden folder, and expected.json from reference.py.
     python3 tools/golden/make_golden.py qwen3 test/golden/qwen3-bf16 --tokenizer-from ../shared/golden/llama-bf16
     (phi3-partial goes to test/golden/phi3-partial-bf16)
 
-qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2 and llama-yarn are defined: the shared folders cover the other
+qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn and stablelm are defined: the shared folders cover the other
 architectures.
 """
 import argparse
@@ -155,6 +155,19 @@ SHAPES = {
         rope_scaling=dict(rope_type="yarn", factor=4.0, original_max_position_embeddings=64),
         tie_word_embeddings=False,
     ),
+    # StableLM 2: LayerNorms with biases, q/k/v biases (o_proj none), the rotary step on a quarter of
+    # each head (4 of 16 dims), no rms_norm_eps.
+    "stablelm": dict(
+        {k: v for k, v in BASE.items() if k != "attention_bias"},
+        architectures=["StableLmForCausalLM"],
+        model_type="stablelm",
+        layer_norm_eps=1e-5,
+        partial_rotary_factor=0.25,
+        use_qkv_bias=True,
+        qk_layernorm=False,
+        use_parallel_residual=False,
+        tie_word_embeddings=False,
+    ),
     # OLMo 2: norms after the attention and FFN blocks and none before, q/k norms over each token's
     # whole projection (64 and 32 wide here), an untied head.
     "olmo2": dict(
@@ -219,6 +232,11 @@ def tensors(c: dict, rng: np.random.Generator) -> dict:
         if olmo2:
             t[f"{p}.self_attn.q_norm.weight"] = norm(A * D)
             t[f"{p}.self_attn.k_norm.weight"] = norm(K * D)
+        if c["model_type"] == "stablelm":  # LayerNorm biases; q/k/v biases
+            t[f"{p}.input_layernorm.bias"] = rng.normal(0, 0.1, (H,))
+            t[f"{p}.post_attention_layernorm.bias"] = rng.normal(0, 0.1, (H,))
+            for name, n in (("q", A * D), ("k", K * D), ("v", K * D)):
+                t[f"{p}.self_attn.{name}_proj.bias"] = rng.normal(0, 0.5, (n,))
         t[f"{p}.self_attn.o_proj.weight"] = mat(H, A * D)
         if gemma:  # Gemma's post_attention_layernorm norms the attention output; then the FFN's own
             t[f"{p}.post_attention_layernorm.weight"] = post(H)
@@ -233,6 +251,8 @@ def tensors(c: dict, rng: np.random.Generator) -> dict:
         if olmo2:
             t[f"{p}.post_feedforward_layernorm.weight"] = norm(H)
     t["model.norm.weight"] = norm(H) - shift
+    if c["model_type"] == "stablelm":
+        t["model.norm.bias"] = rng.normal(0, 0.1, (H,))
     if not c["tie_word_embeddings"]:
         t["lm_head.weight"] = mat(V, H)
     return t

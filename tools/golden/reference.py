@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A float64 NumPy reference of the Hugging Face forward pass for the Llama family (LlamaForCausalLM,
 MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM,
-GraniteForCausalLM, Olmo2ForCausalLM),
+GraniteForCausalLM, Olmo2ForCausalLM, StableLmForCausalLM),
 Gemma2ForCausalLM and Gemma3ForCausalLM, written from the transformers modeling code's semantics and independent of the
 engine: it shares no code with core/.
 
@@ -50,6 +50,12 @@ def read_safetensors(path: Path) -> dict:
 
 def rms_norm(x, w, eps):
     return w * (x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps))
+
+
+def layer_norm(x, w, b, eps):
+    mu = np.mean(x, axis=-1, keepdims=True)
+    var = np.mean((x - mu) ** 2, axis=-1, keepdims=True)
+    return w * (x - mu) / np.sqrt(var + eps) + b
 
 
 def gelu_tanh(x):
@@ -108,7 +114,7 @@ class Model:
         arch = self.cfg["architectures"][0]
         known = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
                  "SmolLM3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM",
-                 "GraniteForCausalLM", "Olmo2ForCausalLM")
+                 "GraniteForCausalLM", "Olmo2ForCausalLM", "StableLmForCausalLM")
         if arch not in known:
             raise SystemExit(f"{arch} is not one of {', '.join(known)}")
         self.qwen2 = arch == "Qwen2ForCausalLM"
@@ -122,7 +128,9 @@ class Model:
         # OLMo 2: no norm before the blocks, one after each (post_attention_layernorm,
         # post_feedforward_layernorm), q/k norms over each token's whole projection, before the reshape.
         self.olmo2 = arch == "Olmo2ForCausalLM"
-        self.bias = self.qwen2 or bool(self.cfg.get("attention_bias", False))
+        # StableLM: LayerNorms (weight and bias, layer_norm_eps), q/k/v biases with use_qkv_bias.
+        self.stablelm = arch == "StableLmForCausalLM"
+        self.bias = self.qwen2 or bool(self.cfg.get("attention_bias", False) or self.cfg.get("use_qkv_bias", False))
         # Granite: embeddings times embedding_multiplier, attention scores times attention_multiplier,
         # each block's output times residual_multiplier before its residual add, logits / logits_scaling.
         self.granite = arch == "GraniteForCausalLM"
@@ -136,7 +144,7 @@ class Model:
         self.A = c["num_attention_heads"]
         self.K = c.get("num_key_value_heads", self.A)
         self.D = c.get("head_dim") or self.H // self.A
-        self.eps = c.get("rms_norm_eps", 1e-6)
+        self.eps = c.get("layer_norm_eps", 1e-5) if self.stablelm else c.get("rms_norm_eps", 1e-6)
         self.inv, self.m = rope_params(c, self.D)
         self.head = self.w.get("lm_head.weight", self.w["model.embed_tokens.weight"])
         layers = c["num_hidden_layers"]
@@ -161,6 +169,8 @@ class Model:
 
     def norm(self, x, name):
         w = self.w[f"{name}.weight"]
+        if self.stablelm:
+            return layer_norm(x, w, self.w[f"{name}.bias"], self.eps)
         return rms_norm(x, 1.0 + w if self.gemma else w, self.eps)
 
     def lin(self, x, name, bias):
@@ -208,7 +218,7 @@ class Model:
             s = np.exp(s - s.max(axis=-1, keepdims=True))
             s /= s.sum(axis=-1, keepdims=True)
             att = np.einsum("ats,sad->tad", s, v).reshape(T, A * D)
-            o = self.lin(att, f"{p}.self_attn.o_proj", self.bias and not self.qwen2)
+            o = self.lin(att, f"{p}.self_attn.o_proj", self.bias and not (self.qwen2 or self.stablelm))
             x = x + (self.norm(o, f"{p}.post_attention_layernorm") if self.gemma or self.olmo2 else r * o)
             if self.olmo2:
                 h = x
