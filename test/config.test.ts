@@ -634,3 +634,34 @@ test("StableLM: LayerNorms, partial rotary by default a quarter, q/k/v biases; p
     );
   }
 });
+
+test("Gemma (1): √hidden embeddings and GELU as Gemma 2/3, but no windows, caps or q/k norms, 1/√head_dim", (t) => {
+  const gemma2b = {
+    architectures: ["GemmaForCausalLM"],
+    model_type: "gemma",
+    hidden_size: 2048,
+    intermediate_size: 16384,
+    num_hidden_layers: 18,
+    num_attention_heads: 8,
+    num_key_value_heads: 1,
+    head_dim: 256,
+    vocab_size: 256000,
+    max_position_embeddings: 8192,
+    rms_norm_eps: 1e-6,
+    rope_theta: 10000,
+    hidden_act: "gelu",
+    hidden_activation: null,
+    bos_token_id: 2,
+    eos_token_id: 1,
+  };
+  const c = readModelConfig(configIn(t, gemma2b));
+  assert.equal(c.architecture, "GemmaForCausalLM");
+  assert.equal(c.activation, "gelu_tanh"); // hidden_activation unset: transformers' gelu_pytorch_tanh
+  assert.equal(c.embedScale, Math.sqrt(2048));
+  assert.equal(c.attentionScale, 1 / 16);
+  assert.equal(c.attentionWindows, undefined);
+  assert.equal(c.attentionSoftcap, undefined);
+  assert.equal(c.finalSoftcap, undefined);
+  assert.equal(c.localRopeInvFreq, undefined);
+  assert.equal(c.tiedEmbeddings, true);
+});

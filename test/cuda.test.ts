@@ -655,6 +655,7 @@ for (const arch of [
   "olmo2",
   "stablelm",
   "phi3",
+  "gemma",
   "gemma2",
   "gemma3",
   "gpt2",

@@ -57,6 +57,7 @@ const ARCHES: Arch[] = [
   "olmo2",
   "stablelm",
   "phi3",
+  "gemma",
   "gemma2",
   "gemma3",
   "gpt2",
@@ -73,7 +74,8 @@ function expectedNames(arch: Arch, tied: boolean, gpt2Prefix = false): string[] 
     case "qwen2":
     case "qwen3":
     case "smollm3":
-    case "granite": {
+    case "granite":
+    case "gemma": {
       const attn =
         arch === "qwen2"
           ? [
@@ -271,6 +273,12 @@ function expectedShapes(arch: Arch): Record<string, number[]> {
         "model.layers.1.self_attn.k_norm.weight": [32],
         "model.layers.1.self_attn.o_proj.weight": [64, 128],
       };
+    case "gemma": // head_dim 32: q 4 x 32 = 128 wide, one key/value head
+      return {
+        "model.layers.0.self_attn.q_proj.weight": [128, 64],
+        "model.layers.1.self_attn.k_proj.weight": [32, 64],
+        "model.layers.1.self_attn.o_proj.weight": [64, 128],
+      };
     case "stablelm":
       return {
         "model.layers.0.input_layernorm.bias": [64],
@@ -439,6 +447,7 @@ for (const arch of ARCHES) {
         olmo2: "Olmo2ForCausalLM",
         stablelm: "StableLmForCausalLM",
         phi3: "Phi3ForCausalLM",
+        gemma: "GemmaForCausalLM",
         gemma2: "Gemma2ForCausalLM",
         gemma3: "Gemma3ForCausalLM",
         gpt2: "GPT2LMHeadModel",
@@ -479,6 +488,10 @@ for (const arch of ARCHES) {
         assert.equal(cfg.n_embd, 64);
         assert.equal(cfg.n_inner, 256);
         assert.equal(cfg.activation_function, "gelu_new");
+      } else if (arch === "gemma") {
+        assert.equal(cfg.hidden_activation, "gelu_pytorch_tanh");
+        assert.equal(cfg.head_dim, 32);
+        assert.equal(cfg.num_key_value_heads, 1);
       } else if (arch === "gemma2") {
         assert.equal(cfg.hidden_activation, "gelu_pytorch_tanh");
         assert.equal(cfg.attn_logit_softcapping, 50);

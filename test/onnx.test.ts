@@ -34,6 +34,7 @@ const TINY: [Arch, DType][] = [
   ["olmo2", "f16"],
   ["stablelm", "bf16"],
   ["phi3", "f16"],
+  ["gemma", "bf16"],
   ["gemma2", "f16"],
   ["gemma3", "bf16"],
   ["gpt2", "f32"],

@@ -1,13 +1,13 @@
-// Gemma 2 and 3 text models: Gemma2ForCausalLM (gemma-2-2b/9b/27b), Gemma3ForCausalLM
+// Gemma text models: GemmaForCausalLM (gemma-2b/7b, CodeGemma), Gemma2ForCausalLM (gemma-2-2b/9b/27b), Gemma3ForCausalLM
 // (gemma-3-270m, gemma-3-1b) and the language model inside Gemma3ForConditionalGeneration
 // (gemma-3-4b/12b/27b; its text_config and language-model tensors, the vision tower left unread).
 // The Llama block with these differences, as transformers' modeling code has them:
 // - token embeddings times √hidden as they enter the first layer;
 // - every RMSNorm scales by (1 + w): the weights are read with the 1 added (in f32, as transformers
 //   computes it), so the engine's norm op serves unchanged;
-// - norms after the attention and FFN blocks (before their residual adds);
-// - attention scaled by query_pre_attn_scalar^-1/2;
-// - sliding-window attention in some layers (`layer_types`; else Gemma 2 every other layer from the
+// - Gemma 2 and 3: norms after the attention and FFN blocks too (before their residual adds);
+// - Gemma 2 and 3: attention scaled by query_pre_attn_scalar^-1/2 (Gemma: head_dim^-1/2);
+// - Gemma 2 and 3: sliding-window attention in some layers (`layer_types`; else Gemma 2 every other layer from the
 //   first, Gemma 3 all but every `sliding_window_pattern`-th);
 // - a GELU (tanh) gated FFN;
 // - Gemma 2: attention scores and final logits soft-capped (cap · tanh(x / cap));
@@ -31,9 +31,9 @@ import {
   type Norm,
 } from "./config.js";
 
-/** What sets Gemma 2 apart from Gemma 3 (see the header). */
+/** Which Gemma (see the header). */
 interface Variant {
-  gemma2: boolean;
+  version: 1 | 2 | 3;
 }
 
 /** Gemma3TextConfig's defaults (the 4B text model's shapes), for the fields a text_config leaves out. */
@@ -65,6 +65,18 @@ const GEMMA2_DEFAULTS = {
   sliding_window_pattern: 2,
   final_logit_softcapping: 30.0,
   attn_logit_softcapping: 50.0,
+};
+
+/** GemmaConfig's defaults (the 7B model's shapes): no windows, no soft caps, no q/k norms. */
+const GEMMA1_DEFAULTS = {
+  ...GEMMA2_DEFAULTS,
+  hidden_size: 3072,
+  intermediate_size: 24576,
+  num_hidden_layers: 28,
+  num_attention_heads: 16,
+  num_key_value_heads: 16,
+  final_logit_softcapping: null,
+  attn_logit_softcapping: null,
 };
 
 /** The text model's config: config.json itself, or its text_config (multimodal checkpoints). */
@@ -103,19 +115,17 @@ function plainRope(s: ConfigReader, headDim: number, maxPositions: number, file:
 
 function parseConfig(raw: Record<string, unknown>, file: string, architecture: string, v: Variant): ModelConfig {
   const r = new ConfigReader(textConfig(raw, architecture, file), file);
-  const DEFAULTS = v.gemma2 ? GEMMA2_DEFAULTS : GEMMA3_DEFAULTS;
+  const DEFAULTS = { 1: GEMMA1_DEFAULTS, 2: GEMMA2_DEFAULTS, 3: GEMMA3_DEFAULTS }[v.version];
+  const gemma1 = v.version === 1;
   const hidden = r.int("hidden_size", DEFAULTS.hidden_size);
   const heads = r.int("num_attention_heads", DEFAULTS.num_attention_heads);
   const headDim = r.int("head_dim", DEFAULTS.head_dim);
   const layers = r.int("num_hidden_layers", DEFAULTS.num_hidden_layers);
   // layer_types, or every sliding_window_pattern-th layer global (older configs).
   const every = r.int("sliding_window_pattern", r.int("_sliding_window_pattern", DEFAULTS.sliding_window_pattern));
-  const windows = slidingWindows(
-    r,
-    layers,
-    r.int("sliding_window", DEFAULTS.sliding_window),
-    (i) => (i + 1) % every !== 0,
-  );
+  const windows = gemma1
+    ? undefined
+    : slidingWindows(r, layers, r.int("sliding_window", DEFAULTS.sliding_window), (i) => (i + 1) % every !== 0);
   // Gemma 3's local layers' rotary step: their own base, unscaled (transformers' rotary_emb_local); in
   // transformers 5's form, rope_parameters.sliding_attention.
   const local =
@@ -124,8 +134,8 @@ function parseConfig(raw: Record<string, unknown>, file: string, architecture: s
       : ropeSettings(r, "sliding_attention", DEFAULTS.rope_local_base_freq);
   const global = ropeSettings(r, "full_attention", DEFAULTS.rope_theta);
   const maxPositions = r.int("max_position_embeddings", DEFAULTS.max_position_embeddings);
-  const attentionSoftcap = softcap(r, "attn_logit_softcapping", DEFAULTS.attn_logit_softcapping);
-  const finalSoftcap = softcap(r, "final_logit_softcapping", DEFAULTS.final_logit_softcapping);
+  const attentionSoftcap = gemma1 ? undefined : softcap(r, "attn_logit_softcapping", DEFAULTS.attn_logit_softcapping);
+  const finalSoftcap = gemma1 ? undefined : softcap(r, "final_logit_softcapping", DEFAULTS.final_logit_softcapping);
   return validateConfig(
     {
       architecture,
@@ -143,9 +153,10 @@ function parseConfig(raw: Record<string, unknown>, file: string, architecture: s
       gatedFfn: true,
       ropeTheta: global.positive("rope_theta"),
       ropeInvFreq: plainRope(global, headDim, maxPositions, file),
-      ...(!v.gemma2 && { localRopeInvFreq: plainRope(local, headDim, maxPositions, file) }),
-      attentionWindows: windows,
-      attentionScale: 1 / Math.sqrt(r.positive("query_pre_attn_scalar", DEFAULTS.query_pre_attn_scalar)),
+      ...(v.version === 3 && { localRopeInvFreq: plainRope(local, headDim, maxPositions, file) }),
+      ...(windows && { attentionWindows: windows }),
+      attentionScale:
+        1 / Math.sqrt(gemma1 ? headDim : r.positive("query_pre_attn_scalar", DEFAULTS.query_pre_attn_scalar)),
       embedScale: Math.sqrt(hidden),
       ...(attentionSoftcap !== undefined && { attentionSoftcap }),
       ...(finalSoftcap !== undefined && { finalSoftcap }),
@@ -192,14 +203,21 @@ function bindWeights(c: ModelConfig, s: WeightStore, v: Variant): ModelWeights {
         k: lin(`${l}.self_attn.k_proj`, K * D, H, bias),
         v: lin(`${l}.self_attn.v_proj`, K * D, H, bias),
       },
-      ...(!v.gemma2 && { qkNorm: { q: norm(`${l}.self_attn.q_norm`, D), k: norm(`${l}.self_attn.k_norm`, D) } }),
+      ...(v.version === 3 && {
+        qkNorm: { q: norm(`${l}.self_attn.q_norm`, D), k: norm(`${l}.self_attn.k_norm`, D) },
+      }),
       o: lin(`${l}.self_attn.o_proj`, H, A * D, bias),
-      postAttnNorm: norm(`${l}.post_attention_layernorm`),
-      ffnNorm: norm(`${l}.pre_feedforward_layernorm`),
       gate: lin(`${l}.mlp.gate_proj`, F, H),
       up: lin(`${l}.mlp.up_proj`, F, H),
       down: lin(`${l}.mlp.down_proj`, H, F),
-      postFfnNorm: norm(`${l}.post_feedforward_layernorm`),
+      // Gemma: the Llama block's two norms; Gemma 2 and 3: norms after both blocks too.
+      ...(v.version === 1
+        ? { ffnNorm: norm(`${l}.post_attention_layernorm`) }
+        : {
+            postAttnNorm: norm(`${l}.post_attention_layernorm`),
+            ffnNorm: norm(`${l}.pre_feedforward_layernorm`),
+            postFfnNorm: norm(`${l}.post_feedforward_layernorm`),
+          }),
     });
   }
   return familyWeights(c, s, layers, {
@@ -214,6 +232,7 @@ const variant = (architecture: string, v: Variant): ArchDefinition => ({
   bindWeights: (c, s) => bindWeights(c, s, v),
 });
 
-export const gemma2 = variant("Gemma2ForCausalLM", { gemma2: true });
-export const gemma3 = variant("Gemma3ForCausalLM", { gemma2: false });
-export const gemma3Multimodal = variant("Gemma3ForConditionalGeneration", { gemma2: false });
+export const gemma = variant("GemmaForCausalLM", { version: 1 });
+export const gemma2 = variant("Gemma2ForCausalLM", { version: 2 });
+export const gemma3 = variant("Gemma3ForCausalLM", { version: 3 });
+export const gemma3Multimodal = variant("Gemma3ForConditionalGeneration", { version: 3 });

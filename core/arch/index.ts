@@ -2,7 +2,7 @@
 // To add an architecture: write core/arch/<name>.ts exporting an ArchDefinition (parse its
 // config.json fields into ModelConfig, bind its tensor names into ModelWeights) and list it here.
 import type { ArchDefinition } from "./config.js";
-import { gemma2, gemma3, gemma3Multimodal } from "./gemma.js";
+import { gemma, gemma2, gemma3, gemma3Multimodal } from "./gemma.js";
 import { gpt2 } from "./gpt2.js";
 import { granite, llama, mistral, olmo2, qwen2, qwen3, smollm3 } from "./llama.js";
 import { opt } from "./opt.js";
@@ -19,6 +19,7 @@ export const ARCHITECTURES: Readonly<Record<string, ArchDefinition>> = {
   Olmo2ForCausalLM: olmo2,
   StableLmForCausalLM: stablelm,
   Phi3ForCausalLM: phi3,
+  GemmaForCausalLM: gemma,
   Gemma2ForCausalLM: gemma2,
   Gemma3ForCausalLM: gemma3,
   Gemma3ForConditionalGeneration: gemma3Multimodal,

@@ -27,6 +27,7 @@ export type Arch =
   | "olmo2"
   | "stablelm"
   | "phi3"
+  | "gemma"
   | "gemma2"
   | "gemma3"
   | "gpt2"
@@ -280,6 +281,23 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
       rmsEps: 1e-5,
     },
   },
+  "gemma-2b": {
+    arch: "gemma",
+    description: "Gemma 2B shapes (gemma, one key/value head, head_dim 256, tied)",
+    shape: {
+      hidden: 2048,
+      layers: 18,
+      heads: 8,
+      kvHeads: 1,
+      headDim: 256,
+      intermediate: 16384,
+      vocab: 256000,
+      maxPositions: 8192,
+      tied: true,
+      ropeTheta: 10000,
+      rmsEps: 1e-6,
+    },
+  },
   "gemma-2-2b": {
     arch: "gemma2",
     description:
@@ -378,6 +396,11 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
     arch: "phi3",
     description: "tiny phi3 for tests (fused qkv and gate_up, GQA 4/2, untied)",
     shape: { ...tinyLlamaLike, tied: false, ropeTheta: 10000, rmsEps: 1e-5 },
+  },
+  "tiny-gemma": {
+    arch: "gemma",
+    description: "tiny gemma for tests (one key/value head, head_dim 32, tied)",
+    shape: { ...tinyLlamaLike, kvHeads: 1, headDim: 32, tied: true, ropeTheta: 10000, rmsEps: 1e-6 },
   },
   "tiny-gemma2": {
     arch: "gemma2",
@@ -631,6 +654,22 @@ function gemmaConfig(gemma2: boolean) {
   });
 }
 
+/** Gemma (1): the Llama layer's tensors, read as (1 + w) norms, GELU (tanh), embeddings times √hidden. */
+function gemma1Config(s: ResolvedShape, ids: TokenizerIds, dtype: DType): Record<string, unknown> {
+  return {
+    architectures: ["GemmaForCausalLM"],
+    model_type: "gemma",
+    ...shapeFields(s),
+    hidden_act: "gelu",
+    hidden_activation: "gelu_pytorch_tanh",
+    attention_bias: false,
+    tie_word_embeddings: s.tied,
+    bos_token_id: ids.bos,
+    eos_token_id: ids.eos,
+    torch_dtype: TORCH_DTYPE[dtype],
+  };
+}
+
 const GPT2_LAYER: TensorRule[] = [
   { name: "ln_1.weight", shape: (s) => [s.hidden], init: "norm" },
   { name: "ln_1.bias", shape: (s) => [s.hidden], init: "bias" },
@@ -690,6 +729,7 @@ export const ARCHS: Record<Arch, ArchSpec> = {
     tail: [LLAMA_TAIL[0], { name: "model.norm.bias", shape: (s) => [s.hidden], init: "bias" }, LLAMA_TAIL[1]],
   },
   phi3: llamaFamily("Phi3ForCausalLM", "phi3", PHI3_LAYER),
+  gemma: { ...llamaFamily("GemmaForCausalLM", "gemma", LLAMA_LAYER), config: gemma1Config },
   gemma2: { ...llamaFamily("Gemma2ForCausalLM", "gemma2", GEMMA2_LAYER), config: gemmaConfig(true) },
   gemma3: { ...llamaFamily("Gemma3ForCausalLM", "gemma3_text", GEMMA3_LAYER), config: gemmaConfig(false) },
   gpt2: {

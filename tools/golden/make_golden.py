@@ -7,7 +7,7 @@ shared golden folder, and expected.json from reference.py.
     python3 tools/golden/make_golden.py qwen3 test/golden/qwen3-bf16 --tokenizer-from ../shared/golden/llama-bf16
     (phi3-partial goes to test/golden/phi3-partial-bf16)
 
-qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn and stablelm are defined: the shared folders cover the other
+qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn, stablelm and gemma are defined: the shared folders cover the other
 architectures.
 """
 import argparse
@@ -168,6 +168,19 @@ SHAPES = {
         use_parallel_residual=False,
         tie_word_embeddings=False,
     ),
+    # Gemma (1): (1 + w) norms, embeddings times sqrt(hidden), GELU (tanh), one key/value head as
+    # gemma-2b, head_dim 32 (not hidden / heads), 1/sqrt(head_dim) attention.
+    "gemma": dict(
+        BASE,
+        architectures=["GemmaForCausalLM"],
+        model_type="gemma",
+        num_key_value_heads=1,
+        head_dim=32,
+        rms_norm_eps=1e-6,
+        hidden_act="gelu",
+        hidden_activation="gelu_pytorch_tanh",
+        tie_word_embeddings=True,
+    ),
     # OLMo 2: norms after the attention and FFN blocks and none before, q/k norms over each token's
     # whole projection (64 and 32 wide here), an untied head.
     "olmo2": dict(
@@ -209,7 +222,7 @@ def tensors(c: dict, rng: np.random.Generator) -> dict:
     # 2 sqrt(hidden), against embeddings scaled by sqrt(hidden), so the blocks are not drowned by the
     # residual: with 1 + w near 1 the tied head kept repeating the last input token, with sqrt(hidden)
     # one token for all 16 steps.
-    shift = 1 if gemma else 0
+    shift = 1 if gemma or c["model_type"] == "gemma" else 0
     post = lambda n: 2 * np.sqrt(H) * norm(n) - 1
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}"

@@ -2,7 +2,7 @@
 """A float64 NumPy reference of the Hugging Face forward pass for the Llama family (LlamaForCausalLM,
 MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM,
 GraniteForCausalLM, Olmo2ForCausalLM, StableLmForCausalLM),
-Gemma2ForCausalLM and Gemma3ForCausalLM, written from the transformers modeling code's semantics and independent of the
+GemmaForCausalLM, Gemma2ForCausalLM and Gemma3ForCausalLM, written from the transformers modeling code's semantics and independent of the
 engine: it shares no code with core/.
 
 It writes the golden `expected.json` format (../shared/golden/README.md): greedy ids after the
@@ -114,7 +114,7 @@ class Model:
         arch = self.cfg["architectures"][0]
         known = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
                  "SmolLM3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM",
-                 "GraniteForCausalLM", "Olmo2ForCausalLM", "StableLmForCausalLM")
+                 "GemmaForCausalLM", "GraniteForCausalLM", "Olmo2ForCausalLM", "StableLmForCausalLM")
         if arch not in known:
             raise SystemExit(f"{arch} is not one of {', '.join(known)}")
         self.qwen2 = arch == "Qwen2ForCausalLM"
@@ -123,6 +123,9 @@ class Model:
         # q/k norms, its own rotary base in the sliding layers. Gemma 2: soft-capped scores and logits.
         self.gemma3 = arch == "Gemma3ForCausalLM"
         self.gemma = self.gemma3 or arch == "Gemma2ForCausalLM"
+        # Gemma (1): the same embeddings, (1 + w) norms and GELU, but the Llama block's two norms, no
+        # windows or caps, attention scaled by 1/sqrt(head_dim).
+        self.gemma1 = arch == "GemmaForCausalLM"
         self.qk_norm = arch == "Qwen3ForCausalLM" or self.gemma3
         self.phi3 = arch == "Phi3ForCausalLM"  # fused qkv_proj and gate_up_proj (gate first)
         # OLMo 2: no norm before the blocks, one after each (post_attention_layernorm,
@@ -171,7 +174,7 @@ class Model:
         w = self.w[f"{name}.weight"]
         if self.stablelm:
             return layer_norm(x, w, self.w[f"{name}.bias"], self.eps)
-        return rms_norm(x, 1.0 + w if self.gemma else w, self.eps)
+        return rms_norm(x, 1.0 + w if self.gemma or self.gemma1 else w, self.eps)
 
     def lin(self, x, name, bias):
         y = x @ self.w[f"{name}.weight"].T
@@ -182,7 +185,7 @@ class Model:
         w, A, K, D = self.w, self.A, self.K, self.D
         T = len(ids)
         pos = np.arange(T, dtype=np.float64)
-        x = w["model.embed_tokens.weight"][ids] * (np.sqrt(self.H) if self.gemma else self.embed_mult)
+        x = w["model.embed_tokens.weight"][ids] * (np.sqrt(self.H) if self.gemma or self.gemma1 else self.embed_mult)
         r = self.residual_mult
         causal = np.triu(np.full((T, T), -np.inf), 1)
         for i in range(self.cfg["num_hidden_layers"]):
@@ -229,7 +232,7 @@ class Model:
             else:
                 g = self.lin(h, f"{p}.mlp.gate_proj", False)
                 u = self.lin(h, f"{p}.mlp.up_proj", False)
-            act = gelu_tanh(g) if self.gemma else g / (1.0 + np.exp(-g))
+            act = gelu_tanh(g) if self.gemma or self.gemma1 else g / (1.0 + np.exp(-g))
             f = self.lin(act * u, f"{p}.mlp.down_proj", False)
             x = x + (self.norm(f, f"{p}.post_feedforward_layernorm") if self.gemma or self.olmo2 else r * f)
         z = self.norm(x, "model.norm") @ self.head.T / self.logits_div
