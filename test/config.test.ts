@@ -40,6 +40,17 @@ function configIn(t: { after: (fn: () => void) => void }, json: object): string 
   return dir;
 }
 
+/** Each config is a BAD_CONFIG error whose message matches its pattern. */
+function badConfigs(t: { after: (fn: () => void) => void }, cases: readonly (readonly [object, RegExp])[]): void {
+  for (const [json, pattern] of cases) {
+    assert.throws(
+      () => readModelConfig(configIn(t, json)),
+      (e: unknown) => e instanceof ModelError && e.code === "BAD_CONFIG" && pattern.test(e.message),
+      String(pattern),
+    );
+  }
+}
+
 test("Llama 3.2 config: shapes, GQA, eos list, llama3 rope scaling", (t) => {
   const c = readModelConfig(configIn(t, LLAMA_32_1B));
   assert.equal(c.heads / c.kvHeads, 4);
@@ -180,18 +191,12 @@ test("Phi-3 longrope: short factors, context capped at the original length, atte
   assert.equal(plain.ropeFactor, undefined);
   assert.equal(plain.maxPositions, 4096);
   assert.ok(plain.attentionWindows!.length === plain.layers && plain.attentionWindows!.every((w) => w === 2047));
-  for (const [json, pattern] of [
+  badConfigs(t, [
     [
       { ...phi, rope_scaling: { ...phi.rope_scaling, short_factor: [1, 2] } },
       /"rope_scaling.short_factor" must hold 48 positive numbers/,
     ],
-  ] as const) {
-    assert.throws(
-      () => readModelConfig(configIn(t, json)),
-      (e: unknown) => e instanceof ModelError && e.code === "BAD_CONFIG" && pattern.test(e.message),
-      String(pattern),
-    );
-  }
+  ]);
 });
 
 test("missing and invalid fields name the field and the file", (t) => {
@@ -223,7 +228,7 @@ test("numbers that would turn into NaN, inf or a wrong model are rejected before
     vocab_size: 100,
   };
   const llama3 = LLAMA_32_1B.rope_scaling;
-  for (const [json, pattern] of [
+  badConfigs(t, [
     [{ ...LLAMA_32_1B, rope_theta: 0 }, /"rope_theta" must be a positive number, got 0/],
     [{ ...LLAMA_32_1B, rope_theta: -10000 }, /"rope_theta" must be a positive number/],
     [{ ...LLAMA_32_1B, rms_norm_eps: -1e-5 }, /"rms_norm_eps" must not be negative/],
@@ -241,13 +246,7 @@ test("numbers that would turn into NaN, inf or a wrong model are rejected before
     [{ ...gpt2, layer_norm_epsilon: -1 }, /"layer_norm_epsilon" must not be negative/],
     [{ ...gpt2, scale_attn_weights: false }, /scaled other than by 1\/√head_dim/],
     [{ ...gpt2, scale_attn_by_inverse_layer_idx: true }, /scaled other than by 1\/√head_dim/],
-  ] as const) {
-    assert.throws(
-      () => readModelConfig(configIn(t, json)),
-      (e: unknown) => e instanceof ModelError && e.code === "BAD_CONFIG" && pattern.test(e.message),
-      String(pattern),
-    );
-  }
+  ]);
   // transformers' Qwen2 and Mistral configs have no mlp_bias, so a stray one changes nothing there.
   const qwen2 = { ...LLAMA_32_1B, architectures: ["Qwen2ForCausalLM"], model_type: "qwen2", mlp_bias: true };
   assert.equal(readModelConfig(configIn(t, qwen2)).architecture, "Qwen2ForCausalLM");
@@ -481,7 +480,7 @@ test("transformers 5's rope_parameters give the same rotary step as rope_theta +
 
 test("malformed rope_parameters are BAD_CONFIG errors naming the field where the file has it", (t) => {
   const gemmaTypes = { ...GEMMA_3_1B, layer_types: Array(26).fill("sliding_attention") };
-  for (const [json, pattern] of [
+  badConfigs(t, [
     [v5(LLAMA_32_1B, [1, 2]), /"rope_parameters" must be an object or null/],
     [v5(LLAMA_32_1B, { rope_type: "linear", factor: 0 }), /"rope_parameters.factor" must be a positive number/],
     [v5(LLAMA_32_1B, { rope_type: "dynamic", factor: 4 }), /"rope_parameters.rope_type" "dynamic" is not supported/],
@@ -495,13 +494,7 @@ test("malformed rope_parameters are BAD_CONFIG errors naming the field where the
       v5(gemmaTypes, { sliding_attention: { rope_theta: 0 }, full_attention: {} }),
       /"rope_parameters.sliding_attention.rope_theta" must be a positive number/,
     ],
-  ] as const) {
-    assert.throws(
-      () => readModelConfig(configIn(t, json)),
-      (e: unknown) => e instanceof ModelError && e.code === "BAD_CONFIG" && pattern.test(e.message),
-      String(pattern),
-    );
-  }
+  ]);
 });
 
 test("Granite: its multipliers folded into embedScale, normEps, attentionScale and finalNormScale", (t) => {
@@ -535,17 +528,11 @@ test("Granite: its multipliers folded into embedScale, normEps, attentionScale a
   assert.equal(d.embedScale, 1);
   assert.equal(d.normEps, 1e-5);
   assert.equal(d.attentionScale, 1);
-  for (const [json, pattern] of [
+  badConfigs(t, [
     [{ ...granite, residual_multiplier: 0 }, /"residual_multiplier" must be a positive number/],
     [{ ...granite, logits_scaling: "8" }, /"logits_scaling" must be a number/],
     [{ ...granite, mlp_bias: true }, /"mlp_bias": true/],
-  ] as const) {
-    assert.throws(
-      () => readModelConfig(configIn(t, json)),
-      (e: unknown) => e instanceof ModelError && e.code === "BAD_CONFIG" && pattern.test(e.message),
-      String(pattern),
-    );
-  }
+  ]);
 });
 
 test("YaRN (Qwen2.5/Qwen3 long context): kept, blended and interpolated frequencies, attention factor on cos and sin", (t) => {
@@ -622,17 +609,11 @@ test("StableLM: LayerNorms, partial rotary by default a quarter, q/k/v biases; p
   assert.equal(c.ropeInvFreq!.length, 8); // 64 × 0.25 / 2
   assert.equal(c.attentionBias, true);
   assert.equal(readModelConfig(configIn(t, { ...stablelm, partial_rotary_factor: 0.5 })).ropeInvFreq!.length, 16);
-  for (const [json, pattern] of [
+  badConfigs(t, [
     [{ ...stablelm, use_parallel_residual: true }, /"use_parallel_residual": true .* is not supported/],
     [{ ...stablelm, qk_layernorm: true }, /"qk_layernorm": true .* is not supported/],
     [{ ...stablelm, layer_norm_eps: -1 }, /"layer_norm_eps" must not be negative/],
-  ] as const) {
-    assert.throws(
-      () => readModelConfig(configIn(t, json)),
-      (e: unknown) => e instanceof ModelError && e.code === "BAD_CONFIG" && pattern.test(e.message),
-      String(pattern),
-    );
-  }
+  ]);
 });
 
 test("Gemma (1): √hidden embeddings and GELU as Gemma 2/3, but no windows, caps or q/k norms, 1/√head_dim", (t) => {

@@ -15,7 +15,7 @@ import { createBackend, parseBackendChoice, BackendChoiceError } from "../core/b
 import type { Activation } from "../core/arch/config.js";
 import { loadModel } from "../core/loader/model-folder.js";
 import { Session } from "../core/engine/session.js";
-import { makeModel, type Arch } from "../core/modelgen/make-model.js";
+import { ARCHS, makeModel, type Arch } from "../core/modelgen/make-model.js";
 import type { DeepPartial, SparsitySettings } from "../core/sparse/settings.js";
 import { seededRandom } from "./kernel-helpers.js";
 import { goldenDir, REPO_ROOT, tempDir } from "./helpers.js";
@@ -646,21 +646,7 @@ for (const dir of goldenDirs) {
   });
 }
 
-for (const arch of [
-  "llama",
-  "qwen2",
-  "qwen3",
-  "smollm3",
-  "granite",
-  "olmo2",
-  "stablelm",
-  "phi3",
-  "gemma",
-  "gemma2",
-  "gemma3",
-  "gpt2",
-  "opt",
-] as Arch[]) {
+for (const arch of Object.keys(ARCHS) as Arch[]) {
   test(`cuda random ${arch} (bf16, make-model): dense and sparse match the CPU`, { skip }, async (t) => {
     const dir = join(tempDir(t), arch);
     await makeModel({

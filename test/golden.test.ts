@@ -89,25 +89,33 @@ for (const dir of dirs) {
       for (let i = 1; i < expected.prompt_ids.length; i++) {
         for await (const ev of session.generate(expected.prompt_ids.slice(0, i), { maxTokens: 0 })) void ev;
       }
-      const ids: number[] = [];
-      const steps: [number, number][][] = [];
-      for await (const ev of session.generate(expected.prompt_ids, {
-        maxTokens: expected.ids.length,
-        temperature: 0,
-        logprobs: 5,
-        ignoreEos: true,
-      })) {
-        if (ev.type === "prefill") assert.equal(ev.reusedTokens, expected.prompt_ids.length - 1);
-        if (ev.type === "token") {
-          ids.push(ev.id);
-          steps.push(ev.topLogprobs!);
-        }
-      }
+      const { ids, steps, reused } = await greedy(session, expected);
+      assert.equal(reused, expected.prompt_ids.length - 1);
       compare(name, expected, ids, steps);
     } finally {
       model.close();
     }
   });
+}
+
+/** The reference's greedy run through a session: ids, top-5 log-probabilities, prompt tokens reused. */
+async function greedy(session: Session, expected: Expected) {
+  const ids: number[] = [];
+  const steps: [number, number][][] = [];
+  let reused = 0;
+  for await (const ev of session.generate(expected.prompt_ids, {
+    maxTokens: expected.ids.length,
+    temperature: 0,
+    logprobs: 5,
+    ignoreEos: true,
+  })) {
+    if (ev.type === "prefill") reused = ev.reusedTokens;
+    if (ev.type === "token") {
+      ids.push(ev.id);
+      steps.push(ev.topLogprobs!);
+    }
+  }
+  return { ids, steps, reused };
 }
 
 /**
@@ -135,19 +143,7 @@ for (const name of ["phi3-partial-bf16", "gemma3-bf16"]) {
     const expected = JSON.parse(readFileSync(join(src, "expected.json"), "utf8")) as Expected;
     const model = loadModel(dir);
     try {
-      const ids: number[] = [];
-      const steps: [number, number][][] = [];
-      for await (const ev of new Session(model).generate(expected.prompt_ids, {
-        maxTokens: expected.ids.length,
-        temperature: 0,
-        logprobs: 5,
-        ignoreEos: true,
-      })) {
-        if (ev.type === "token") {
-          ids.push(ev.id);
-          steps.push(ev.topLogprobs!);
-        }
-      }
+      const { ids, steps } = await greedy(new Session(model), expected);
       compare(name, expected, ids, steps);
     } finally {
       model.close();

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { cpSync, mkdirSync, readFileSync, readdirSync, rmSync, truncateSync, writeFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { hire, NO_SYSTEM_TEMPLATE, tempDir } from "./helpers.js";
-import { makeModel, type Arch, type DType } from "../core/modelgen/make-model.js";
+import { ARCHS, makeModel, type Arch, type DType } from "../core/modelgen/make-model.js";
 import { loadModel, type LoadOptions } from "../core/loader/model-folder.js";
 import { readInFits, WeightStore } from "../core/loader/safetensors.js";
 import { ChatTemplateError, ModelError, type ModelErrorCode } from "../core/loader/errors.js";
@@ -39,18 +39,7 @@ async function greedy(
   }
 }
 
-for (const arch of [
-  "llama",
-  "qwen2",
-  "qwen3",
-  "smollm3",
-  "granite",
-  "olmo2",
-  "stablelm",
-  "phi3",
-  "gpt2",
-  "opt",
-] as Arch[]) {
+for (const arch of Object.keys(ARCHS) as Arch[]) {
   for (const dtype of ["f32", "f16", "bf16"] as DType[]) {
     test(`make-model ${arch} ${dtype} loads and generates`, async (t) => {
       const dir = join(tempDir(t), "m");

@@ -22,6 +22,7 @@ import { join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { Template } from "@huggingface/jinja";
 import {
+  ARCHS,
   makeModel,
   MakeModelError,
   PRESETS,
@@ -48,21 +49,7 @@ process.on("exit", () => rmSync(ROOT, { recursive: true, force: true }));
 let counter = 0;
 const freshDir = (tag: string) => join(ROOT, `${tag}-${counter++}`);
 
-const ARCHES: Arch[] = [
-  "llama",
-  "qwen2",
-  "qwen3",
-  "smollm3",
-  "granite",
-  "olmo2",
-  "stablelm",
-  "phi3",
-  "gemma",
-  "gemma2",
-  "gemma3",
-  "gpt2",
-  "opt",
-];
+const ARCHES = Object.keys(ARCHS) as Arch[]; // every architecture make-model writes
 const DTYPES: DType[] = ["f32", "f16", "bf16"];
 const ST: Record<DType, StDType> = { f32: "F32", f16: "F16", bf16: "BF16" };
 
