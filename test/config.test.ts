@@ -616,6 +616,45 @@ test("StableLM: LayerNorms, partial rotary by default a quarter, q/k/v biases; p
   ]);
 });
 
+test("Phi (1.5, 2): parallel blocks, LayerNorms, 0.4 of each head rotated, tanh GELU ungated; qk_layernorm refused", (t) => {
+  const phi2 = {
+    architectures: ["PhiForCausalLM"],
+    model_type: "phi",
+    hidden_size: 2560,
+    intermediate_size: 10240,
+    num_hidden_layers: 32,
+    num_attention_heads: 32,
+    num_key_value_heads: 32,
+    vocab_size: 51200,
+    max_position_embeddings: 2048,
+    layer_norm_eps: 1e-5,
+    partial_rotary_factor: 0.4,
+    hidden_act: "gelu_new",
+    qk_layernorm: false,
+    rope_theta: 10000,
+    tie_word_embeddings: false,
+    bos_token_id: 50256,
+    eos_token_id: 50256,
+  };
+  const c = readModelConfig(configIn(t, phi2));
+  assert.equal(c.parallelBlocks, true);
+  assert.equal(c.norm, "layer");
+  assert.equal(c.gatedFfn, false);
+  assert.equal(c.activation, "gelu_tanh");
+  assert.equal(c.headDim, 80);
+  assert.equal(c.ropeInvFreq!.length, 16); // int(80 × 0.4) = 32 rotated dims
+  assert.equal(c.attentionBias, true);
+  // PhiConfig's defaults: half of each head rotated, gelu_new.
+  const { partial_rotary_factor: _p, hidden_act: _a, ...bare } = phi2;
+  const d = readModelConfig(configIn(t, bare));
+  assert.equal(d.ropeInvFreq!.length, 20);
+  assert.equal(d.activation, "gelu_tanh");
+  badConfigs(t, [
+    [{ ...phi2, qk_layernorm: true }, /"qk_layernorm": true .* is not supported/],
+    [{ ...phi2, partial_rotary_factor: 0.01 }, /partial_rotary_factor/],
+  ]);
+});
+
 test("Gemma (1): √hidden embeddings and GELU as Gemma 2/3, but no windows, caps or q/k norms, 1/√head_dim", (t) => {
   const gemma2b = {
     architectures: ["GemmaForCausalLM"],

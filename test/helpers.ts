@@ -92,3 +92,15 @@ export function putInHubCache(hub: string, repo: string, src: string, commit: st
   }
   return snapshot;
 }
+
+/** Sets element `i` of an F32 tensor in a safetensors file, in place (tests that need a chosen weight). */
+export function setF32(file: string, tensor: string, i: number, value: number): void {
+  const buf = readFileSync(file);
+  const n = Number(buf.readBigUInt64LE(0));
+  const t = (
+    JSON.parse(buf.subarray(8, 8 + n).toString()) as Record<string, { dtype: string; data_offsets: number[] }>
+  )[tensor];
+  if (t?.dtype !== "F32") throw new Error(`${file}: ${tensor} is not an F32 tensor`);
+  buf.writeFloatLE(value, 8 + n + t.data_offsets[0] + 4 * i);
+  writeFileSync(file, buf);
+}

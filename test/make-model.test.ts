@@ -116,6 +116,32 @@ function expectedNames(arch: Arch, tied: boolean, gpt2Prefix = false): string[] 
         "model.norm.bias",
         ...(tied ? [] : ["lm_head.weight"]),
       ];
+    case "phi":
+      return [
+        "model.embed_tokens.weight",
+        ...L.flatMap((i) =>
+          [
+            "input_layernorm.weight",
+            "input_layernorm.bias",
+            "self_attn.q_proj.weight",
+            "self_attn.q_proj.bias",
+            "self_attn.k_proj.weight",
+            "self_attn.k_proj.bias",
+            "self_attn.v_proj.weight",
+            "self_attn.v_proj.bias",
+            "self_attn.dense.weight",
+            "self_attn.dense.bias",
+            "mlp.fc1.weight",
+            "mlp.fc1.bias",
+            "mlp.fc2.weight",
+            "mlp.fc2.bias",
+          ].map((n) => `model.layers.${i}.${n}`),
+        ),
+        "model.final_layernorm.weight",
+        "model.final_layernorm.bias",
+        ...(tied ? [] : ["lm_head.weight"]),
+        "lm_head.bias",
+      ];
     case "olmo2":
       return [
         "model.embed_tokens.weight",
@@ -271,6 +297,14 @@ function expectedShapes(arch: Arch): Record<string, number[]> {
         "model.layers.0.input_layernorm.bias": [64],
         "model.layers.1.self_attn.k_proj.bias": [32],
         "model.norm.bias": [64],
+      };
+    case "phi": // hidden 80, 4 heads of 20, fc1 320 rows; the head's bias over the vocabulary
+      return {
+        "model.layers.0.self_attn.q_proj.weight": [80, 80],
+        "model.layers.1.self_attn.dense.bias": [80],
+        "model.layers.0.mlp.fc1.weight": [320, 80],
+        "model.layers.1.mlp.fc2.weight": [80, 320],
+        "lm_head.bias": [512],
       };
     case "olmo2": // q/k norms as wide as the projections (4 heads x 16, no GQA)
       return {
@@ -433,6 +467,7 @@ for (const arch of ARCHES) {
         granite: "GraniteForCausalLM",
         olmo2: "Olmo2ForCausalLM",
         stablelm: "StableLmForCausalLM",
+        phi: "PhiForCausalLM",
         phi3: "Phi3ForCausalLM",
         gemma: "GemmaForCausalLM",
         gemma2: "Gemma2ForCausalLM",
@@ -475,6 +510,13 @@ for (const arch of ARCHES) {
         assert.equal(cfg.n_embd, 64);
         assert.equal(cfg.n_inner, 256);
         assert.equal(cfg.activation_function, "gelu_new");
+      } else if (arch === "phi") {
+        assert.equal(cfg.hidden_size, 80);
+        assert.equal(cfg.intermediate_size, 320);
+        assert.equal(cfg.partial_rotary_factor, 0.4);
+        assert.equal(cfg.hidden_act, "gelu_new");
+        assert.equal(cfg.layer_norm_eps, 1e-5);
+        assert.ok(!("head_dim" in cfg), "PhiConfig has no head_dim");
       } else if (arch === "gemma") {
         assert.equal(cfg.hidden_activation, "gelu_pytorch_tanh");
         assert.equal(cfg.head_dim, 32);

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
-import { goldenDir, hire, REPO_ROOT } from "./helpers.js";
+import { goldenDir, hire, REPO_ROOT, setF32 } from "./helpers.js";
 import { makeModel, type Arch, type DType } from "../core/modelgen/make-model.js";
 import { loadModel, type LoadedModel } from "../core/loader/model-folder.js";
 import { CpuBackend } from "../core/backend/cpu.js";
@@ -33,6 +33,7 @@ const TINY: [Arch, DType][] = [
   ["granite", "bf16"],
   ["olmo2", "f16"],
   ["stablelm", "bf16"],
+  ["phi", "f32"],
   ["phi3", "f16"],
   ["gemma", "bf16"],
   ["gemma2", "f16"],
@@ -275,7 +276,7 @@ const ALL: DeepPartial<SparsitySettings> = {
   head: { method: "hire", k: 1, oversample: 1 },
 };
 
-for (const arch of ["llama", "qwen3", "gemma2", "gemma3", "gpt2", "opt"] as Arch[]) {
+for (const arch of ["llama", "qwen3", "gemma2", "gemma3", "gpt2", "opt", "phi"] as Arch[]) {
   test(`HiRE graph at k = 100 % equals the dense graph (${arch})`, async () => {
     const model = tiny[arch]!;
     const p = prompt(model);
@@ -294,6 +295,21 @@ for (const arch of ["llama", "qwen3", "gemma2", "gemma3", "gpt2", "opt"] as Arch
     await sparse.close();
   });
 }
+
+test("HiRE graph: a biased head's bias (Phi) is added to the predicted logits as well as the exact ones", async () => {
+  const dir = join(root, "phi-bias");
+  await makeModel({ arch: "phi", dtype: "f32", seed: 5, out: dir });
+  setF32(join(dir, "model.safetensors"), "lm_head.bias", 77, 50); // token 77: every step's argmax
+  const model = loadModel(dir);
+  try {
+    const head = { method: "hire", k: 4, oversample: 1, predictor: { kind: "int4", groupSize: 32 } } as const;
+    const ort = await OrtRunner.open(exportTo(model, { hire: { head } }), { threads: 2 });
+    assert.deepEqual((await ort.greedy(prompt(model), 8)).ids, Array(8).fill(77));
+    await ort.close();
+  } finally {
+    model.close();
+  }
+});
 
 test("HiRE graph at k = 10 % keeps the neurons and tokens our engine's HiRE keeps (hire-brown-6m)", async () => {
   const model = loadModel(join(REPO_ROOT, "assets", "models", "hire-brown-6m"));

@@ -39,6 +39,7 @@ import {
 } from "../core/sparse/settings.js";
 import { UsageError } from "../core/loader/errors.js";
 import { tensorHash } from "../core/sparse/cache.js";
+import { setF32 } from "./helpers.js";
 
 let root: string;
 const models: Partial<Record<Arch, LoadedModel>> = {};
@@ -107,7 +108,7 @@ function assertSameOutput(a: Run, b: Run, what: string): void {
 const FULL = { k: 1, oversample: 1 };
 
 for (const arch of SPARSE_ARCHS) {
-  const gated = arch !== "gpt2" && arch !== "opt"; // gated FFN (SwiGLU, Gemma's GeGLU): DIP applies
+  const gated = !["gpt2", "opt", "phi"].includes(arch); // gated FFN (SwiGLU, Gemma's GeGLU): DIP applies
   test(`${arch}: hire, topk-exact${gated ? ", dip" : ""} and the HiRE head at 100 % equal dense`, async () => {
     const model = models[arch]!;
     const dense = await run(model, {});
@@ -126,6 +127,26 @@ for (const arch of SPARSE_ARCHS) {
     assertSameOutput(head, dense, `${arch} hire head`);
   });
 }
+
+test("the HiRE head adds a biased head's bias (Phi) to the predicted logits as well as the exact ones", async () => {
+  const dir = join(root, "phi-bias");
+  await makeModel({ arch: "phi", dtype: "f32", seed: 5, out: dir });
+  // A bias that makes token 77 every step's argmax: a predictor without it would keep 77 among its
+  // 4 candidates about 4 times in 512.
+  setF32(join(dir, "model.safetensors"), "lm_head.bias", 77, 50);
+  const model = loadModel(dir);
+  try {
+    assert.deepEqual((await run(model, {})).ids, Array(8).fill(77), "dense");
+    for (const predictor of [{ kind: "int4", groupSize: 32 } as const, { kind: "lowrank", rank: 8 } as const]) {
+      const r = await run(model, { head: { method: "hire", k: 4, oversample: 1, predictor }, auditEvery: 1 });
+      assert.deepEqual(r.ids, Array(8).fill(77), predictor.kind);
+      assert.equal(r.reports[1].head?.candidates, 4);
+      assert.equal(r.reports[2].head?.argmaxInCandidates, true, "audited against the biased dense logits");
+    }
+  } finally {
+    model.close();
+  }
+});
 
 test("hire whose candidates cover every neuron equals topk-exact at the same k", async () => {
   const model = models.llama!;

@@ -47,6 +47,11 @@ export interface ModelConfig {
    * holds the product, so nothing downstream applies it again.
    */
   readonly finalNormScale?: number;
+  /**
+   * Phi-1/1.5/2: the attention and FFN blocks run side by side on one normed input, x + attn(norm(x)) +
+   * ffn(norm(x)), with the layer's attnNorm (ffnNorm is null); absent: one after the other.
+   */
+  readonly parallelBlocks?: boolean;
   /** Gemma 2: attention scores s become cap · tanh(s / cap) before the softmax; absent: as they are. */
   readonly attentionSoftcap?: number;
   /** Gemma 2: the output logits z become cap · tanh(z / cap); absent: as they are. */
@@ -80,7 +85,7 @@ export interface LayerWeights {
   /** Separate projections (Llama, Qwen2, OPT) or one fused [q; k; v] projection (GPT-2). */
   readonly qkv: { q: Linear; k: Linear; v: Linear } | { fused: Linear };
   readonly o: Linear;
-  /** The norm before the FFN block; null where there is none (OLMo 2). */
+  /** The norm before the FFN block; null where there is none (OLMo 2) or the FFN reads the attention's (parallelBlocks). */
   readonly ffnNorm: Norm | null;
   /**
    * An RMSNorm of q and of k before the rotary step: over each head (weights [headDim]: Qwen3, Gemma 3)

@@ -6,6 +6,7 @@ import { gemma, gemma2, gemma3, gemma3Multimodal } from "./gemma.js";
 import { gpt2 } from "./gpt2.js";
 import { granite, llama, mistral, olmo2, qwen2, qwen3, smollm3 } from "./llama.js";
 import { opt } from "./opt.js";
+import { phi } from "./phi.js";
 import { phi3 } from "./phi3.js";
 import { stablelm } from "./stablelm.js";
 
@@ -18,6 +19,7 @@ export const ARCHITECTURES: Readonly<Record<string, ArchDefinition>> = {
   GraniteForCausalLM: granite,
   Olmo2ForCausalLM: olmo2,
   StableLmForCausalLM: stablelm,
+  PhiForCausalLM: phi,
   Phi3ForCausalLM: phi3,
   GemmaForCausalLM: gemma,
   Gemma2ForCausalLM: gemma2,

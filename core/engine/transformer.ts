@@ -1,6 +1,6 @@
 // The decoder forward pass, shared by every architecture: embed → layers (attention block, FFN
-// block, both pre-norm with residuals) → final norm → output layer. What differs between
-// architectures is data (ModelConfig, ModelWeights), not code paths here.
+// block, both pre-norm with residuals, or side by side on one normed input) → final norm → output
+// layer. What differs between architectures is data (ModelConfig, ModelWeights), not code paths here.
 //
 // Replaceable parts: each layer's FFN is a `FeedForward` and the output layer an `OutputLayer`, so
 // a sparse method (HiRE, DIP) swaps them per layer between two tokens without touching this loop.
@@ -446,7 +446,8 @@ export class Transformer {
       this.attentionBlock(l, n, pos0, positions, cache);
       marks?.mark(2 * l + 1);
       const t1 = performance.now();
-      this.norm(ws.h, ws.x, w.layers[l].ffnNorm, n);
+      // Parallel blocks: ws.h still holds the attention block's normed input, which is the FFN's too.
+      if (!c.parallelBlocks) this.norm(ws.h, ws.x, w.layers[l].ffnNorm, n);
       const layerReport: LayerReport | undefined = report ? { attentionMs: t1 - t0, ffnMs: 0 } : undefined;
       ffn[l].forward(ws.tmp, ws.h, n, layerReport);
       const post = w.layers[l].postFfnNorm;

@@ -26,6 +26,7 @@ export type Arch =
   | "granite"
   | "olmo2"
   | "stablelm"
+  | "phi"
   | "phi3"
   | "gemma"
   | "gemma2"
@@ -190,6 +191,22 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
       intermediate: 5632,
       vocab: 100352,
       maxPositions: 4096,
+      tied: false,
+      ropeTheta: 10000,
+      rmsEps: 1e-5,
+    },
+  },
+  "phi-2": {
+    arch: "phi",
+    description: "Phi-2 shapes (phi, MHA 32 heads, attention and FFN side by side, 0.4 of each head rotated, untied)",
+    shape: {
+      hidden: 2560,
+      layers: 32,
+      heads: 32,
+      kvHeads: 32,
+      intermediate: 10240,
+      vocab: 51200,
+      maxPositions: 2048,
       tied: false,
       ropeTheta: 10000,
       rmsEps: 1e-5,
@@ -392,6 +409,12 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
       "tiny stablelm for tests (LayerNorms with biases, q/k/v biases, a quarter of each head rotated, untied)",
     shape: { ...tinyLlamaLike, tied: false, ropeTheta: 10000, rmsEps: 1e-5 },
   },
+  "tiny-phi": {
+    arch: "phi",
+    description:
+      "tiny phi for tests (attention and FFN side by side, biases everywhere, 8 of 20 head dims rotated, untied)",
+    shape: { ...tinyMha, hidden: 80, intermediate: 320, tied: false, ropeTheta: 10000, rmsEps: 1e-5 },
+  },
   "tiny-phi3": {
     arch: "phi3",
     description: "tiny phi3 for tests (fused qkv and gate_up, GQA 4/2, untied)",
@@ -532,6 +555,44 @@ const STABLELM_LAYER: TensorRule[] = [
   { name: "post_attention_layernorm.bias", shape: (s) => [s.hidden], init: "bias" },
   ...LLAMA_LAYER.slice(6),
 ];
+
+// Phi (1, 1.5, 2): one LayerNorm feeds attention and MLP; biases on every projection.
+const PHI_LAYER: TensorRule[] = [
+  LLAMA_LAYER[0],
+  { name: "input_layernorm.bias", shape: (s) => [s.hidden], init: "bias" },
+  ...QWEN2_LAYER.slice(1, 7),
+  { name: "self_attn.dense.weight", shape: (s) => [s.hidden, q(s)], init: "normal" },
+  { name: "self_attn.dense.bias", shape: (s) => [s.hidden], init: "bias" },
+  { name: "mlp.fc1.weight", shape: (s) => [s.intermediate, s.hidden], init: "normal" },
+  { name: "mlp.fc1.bias", shape: (s) => [s.intermediate], init: "bias" },
+  { name: "mlp.fc2.weight", shape: (s) => [s.hidden, s.intermediate], init: "normal" },
+  { name: "mlp.fc2.bias", shape: (s) => [s.hidden], init: "bias" },
+];
+
+/** Phi-2's config.json fields (PhiConfig has no head_dim: hidden / heads). */
+function phiConfig(s: ResolvedShape, ids: TokenizerIds, dtype: DType): Record<string, unknown> {
+  return {
+    architectures: ["PhiForCausalLM"],
+    model_type: "phi",
+    hidden_size: s.hidden,
+    intermediate_size: s.intermediate,
+    num_hidden_layers: s.layers,
+    num_attention_heads: s.heads,
+    num_key_value_heads: s.kvHeads,
+    vocab_size: s.vocab,
+    max_position_embeddings: s.maxPositions,
+    layer_norm_eps: s.rmsEps,
+    rope_theta: s.ropeTheta,
+    rope_scaling: s.ropeScaling,
+    partial_rotary_factor: 0.4,
+    hidden_act: "gelu_new",
+    qk_layernorm: false,
+    tie_word_embeddings: s.tied,
+    bos_token_id: ids.bos,
+    eos_token_id: ids.eos,
+    torch_dtype: TORCH_DTYPE[dtype],
+  };
+}
 
 // Phi-3: Llama's layer with q/k/v in one qkv_proj and gate/up in one gate_up_proj (gate rows first).
 const PHI3_LAYER: TensorRule[] = [
@@ -727,6 +788,17 @@ export const ARCHS: Record<Arch, ArchSpec> = {
   stablelm: {
     ...llamaFamily("StableLmForCausalLM", "stablelm", STABLELM_LAYER),
     tail: [LLAMA_TAIL[0], { name: "model.norm.bias", shape: (s) => [s.hidden], init: "bias" }, LLAMA_TAIL[1]],
+  },
+  phi: {
+    ...llamaFamily("PhiForCausalLM", "phi", PHI_LAYER),
+    gqa: false,
+    tail: [
+      { name: "model.final_layernorm.weight", shape: (s) => [s.hidden], init: "norm" },
+      { name: "model.final_layernorm.bias", shape: (s) => [s.hidden], init: "bias" },
+      LLAMA_TAIL[1],
+      { name: "/lm_head.bias", shape: (s) => [s.vocab], init: "bias" },
+    ],
+    config: phiConfig,
   },
   phi3: llamaFamily("Phi3ForCausalLM", "phi3", PHI3_LAYER),
   gemma: { ...llamaFamily("GemmaForCausalLM", "gemma", LLAMA_LAYER), config: gemma1Config },

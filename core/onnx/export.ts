@@ -322,11 +322,12 @@ class Exporter {
     for (let l = 0; l < this.c.layers; l++) {
       const lw = this.w.layers[l];
       const names = presentNames ? [presentNames[2 * l], presentNames[2 * l + 1]] : undefined;
-      const att = this.attention(b, l, this.norm(b, x, lw.attnNorm), past[l], names);
+      const hAtt = this.norm(b, x, lw.attnNorm);
+      const att = this.attention(b, l, hAtt, past[l], names);
       present.push(att.presentK, att.presentV);
       const attOut = lw.postAttnNorm ? this.norm(b, att.out, lw.postAttnNorm) : att.out;
       x = b.op("Add", [x, attOut], {}, { prefix: `x${l}` });
-      const h = this.norm(b, x, lw.ffnNorm);
+      const h = this.c.parallelBlocks ? hAtt : this.norm(b, x, lw.ffnNorm); // see ModelConfig.parallelBlocks
       let ffn: string;
       if (mode === "dense") ffn = this.denseFfn(b, l, h);
       else {
@@ -613,16 +614,18 @@ class Exporter {
     const { g, c, s } = this;
     const V = c.vocab;
     const head = this.w.head;
-    if (head.b) throw new UsageError("HiRE on the output layer does not support a biased LM head");
     const k = resolveCount(s!.head.k, V);
     const kp = candidates(k, s!.head.oversample, V);
     const pred = this.predictor(head.w, s!.head.predictor, "lm_head", 2);
     this.hire.head = { k, candidates: kp, predictor: pred.name, route: pred.route };
     const rows = this.weight(head.w, "rows"); // [V, H]
-    const [, cand] = this.topk(g, pred.apply(g, hf), kp); // [N, k']
+    const bias = this.bias(head.b); // Phi-2's: added to the predicted and the exact logits alike
+    const approx = pred.apply(g, hf);
+    const [, cand] = this.topk(g, bias ? g.op("Add", [approx, bias]) : approx, kp); // [N, k']
     // Exact logits of the candidates: rows [N, k', H] · h [N, H, 1].
     const gathered = g.op("Gather", [rows, cand], { axis: 0 });
-    const exact = g.op("Squeeze", [g.op("MatMul", [gathered, g.op("Unsqueeze", [hf, g.i64([2])])]), g.i64([2])]);
+    let exact = g.op("Squeeze", [g.op("MatMul", [gathered, g.op("Unsqueeze", [hf, g.i64([2])])]), g.i64([2])]);
+    if (bias) exact = g.op("Add", [exact, g.op("Gather", [bias, cand], { axis: 0 })]);
     const [vals, pos] = this.topk(g, exact, Math.min(k, kp));
     const ids = g.op("GatherElements", [cand, pos], { axis: 1 });
     const n = g.op("Slice", [g.op("Shape", [hf]), g.i64([0]), g.i64([1])]);

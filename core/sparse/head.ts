@@ -14,6 +14,8 @@ import { argmax, logSumExp } from "../engine/sampler.js";
 
 export class HireOutputLayer implements OutputLayer {
   private readonly head: Weight;
+  /** The head's bias (Phi-2), added to the predicted and the exact logits alike. */
+  private readonly bias?: Buf;
   private readonly predictors = new Map<string, Predictor>();
   /** The last step's counts and bytes, for telemetry after a recorded step's replay. */
   private last?: { candidates: number; selected: number; bytes: number };
@@ -23,8 +25,8 @@ export class HireOutputLayer implements OutputLayer {
     private readonly c: ModelConfig,
     private readonly w: ModelWeights,
   ) {
-    if (w.head.b) throw new Error("a biased LM head is not supported by the sparse output layer");
     this.head = ctx.layout(w.head.w, false);
+    if (w.head.b) this.bias = ctx.upload(ctx.readBias(w.head.b));
   }
 
   predictor(): Predictor {
@@ -39,13 +41,21 @@ export class HireOutputLayer implements OutputLayer {
     return p;
   }
 
+  /**
+   * Whether the whole head runs as one backend op (the GPU: no indices cross to the host). An
+   * audited token needs the kept ids on the host and the op adds no bias, so those run op by op.
+   */
+  private fused(pred: Predictor): boolean {
+    return Boolean(this.ctx.b.hireHead) && pred.quant !== undefined && !this.ctx.auditNow && !this.bias;
+  }
+
   private bytes(pred: Predictor, candidates: number): number {
     return pred.byteLength + candidates * (this.head.byteLength / this.c.vocab);
   }
 
   /** Part of a recorded decode step when the whole head is one backend op (see forward). */
   graphable(): boolean {
-    return Boolean(this.ctx.b.hireHead) && this.predictor().quant !== undefined && !this.ctx.auditNow;
+    return this.fused(this.predictor());
   }
 
   /** After a replay of a recorded step: the head's telemetry, with its GPU time. */
@@ -75,13 +85,11 @@ export class HireOutputLayer implements OutputLayer {
     if (kp > V - P) kp = V;
     const t0 = performance.now();
     const pred = this.predictor();
-    // One backend op where the backend has it (the GPU: no indices cross to the host); an audited
-    // token needs the kept ids on the host, so it runs op by op.
-    if (b.hireHead && pred.quant && !ctx.auditNow) {
-      const r = b.hireHead({
+    if (this.fused(pred)) {
+      const r = b.hireHead!({
         logits,
         x: hidden,
-        predictor: pred.quant,
+        predictor: pred.quant!,
         head: this.head,
         k,
         kp,
@@ -102,8 +110,13 @@ export class HireOutputLayer implements OutputLayer {
       return;
     }
     pred.score(sc.scores, hidden);
+    if (this.bias) b.add(sc.scores, this.bias, V);
     const nc = b.topk(sc.scores, V, kp, false, P, sc.cand);
     b.matvecRows(sc.g, hidden, this.head, sc.cand, nc);
+    if (this.bias) {
+      b.gather(sc.aSel, this.bias, sc.cand, nc);
+      b.add(sc.g, sc.aSel, nc);
+    }
     const ns = b.topk(sc.g, nc, Math.min(k, nc), false, P, sc.selPos);
     // Logits outside the selection are -inf, so sampling stays within it.
     const out = b.read(logits, 0, V);
@@ -122,7 +135,7 @@ export class HireOutputLayer implements OutputLayer {
       denseBytes: this.w.head.w.byteLength,
     };
     if (ctx.auditNow) {
-      b.matmul(sc.auditOut, hidden, this.w.head.w, 1, null);
+      b.matmul(sc.auditOut, hidden, this.w.head.w, 1, this.w.head.b);
       const cap = ctx.c.finalSoftcap; // the model's distribution is over the capped logits
       if (cap !== undefined) b.softcap(sc.auditOut, V, cap);
       const dense = b.read(sc.auditOut, 0, V);

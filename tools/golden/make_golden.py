@@ -7,7 +7,7 @@ shared golden folder, and expected.json from reference.py.
     python3 tools/golden/make_golden.py qwen3 test/golden/qwen3-bf16 --tokenizer-from ../shared/golden/llama-bf16
     (phi3-partial goes to test/golden/phi3-partial-bf16)
 
-qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn, stablelm and gemma are defined: the shared folders cover the other
+qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn, stablelm, gemma and phi are defined: the shared folders cover the other
 architectures.
 """
 import argparse
@@ -168,6 +168,19 @@ SHAPES = {
         use_parallel_residual=False,
         tie_word_embeddings=False,
     ),
+    # Phi-2's form: attention and an ungated GELU (tanh) MLP side by side on one LayerNorm, biases on
+    # every projection and the head, 0.4 of each head rotated (int(16 * 0.4) = 6 dims), four heads.
+    "phi": dict(
+        {k: v for k, v in BASE.items() if k not in ("attention_bias", "sliding_window")},
+        architectures=["PhiForCausalLM"],
+        model_type="phi",
+        num_key_value_heads=4,
+        hidden_act="gelu_new",
+        layer_norm_eps=1e-5,
+        partial_rotary_factor=0.4,
+        qk_layernorm=False,
+        tie_word_embeddings=False,
+    ),
     # Gemma (1): (1 + w) norms, embeddings times sqrt(hidden), GELU (tanh), one key/value head as
     # gemma-2b, head_dim 32 (not hidden / heads), 1/sqrt(head_dim) attention.
     "gemma": dict(
@@ -229,6 +242,14 @@ def tensors(c: dict, rng: np.random.Generator) -> dict:
         olmo2 = c["model_type"] == "olmo2"
         if not olmo2:
             t[f"{p}.input_layernorm.weight"] = norm(H) - shift
+        if c["model_type"] == "phi":  # one LayerNorm for both blocks; biases everywhere
+            t[f"{p}.input_layernorm.bias"] = rng.normal(0, 0.1, (H,))
+            for name, rows, cols in (("self_attn.q_proj", A * D, H), ("self_attn.k_proj", K * D, H),
+                                     ("self_attn.v_proj", K * D, H), ("self_attn.dense", H, A * D),
+                                     ("mlp.fc1", F, H), ("mlp.fc2", H, F)):
+                t[f"{p}.{name}.weight"] = mat(rows, cols)
+                t[f"{p}.{name}.bias"] = rng.normal(0, 0.5, (rows,))
+            continue
         if c["model_type"] == "phi3":  # fused: q, k, v rows in one matrix; gate rows, then up rows
             t[f"{p}.self_attn.qkv_proj.weight"] = mat((A + 2 * K) * D, H)
             t[f"{p}.self_attn.o_proj.weight"] = mat(H, A * D)
@@ -263,11 +284,14 @@ def tensors(c: dict, rng: np.random.Generator) -> dict:
             t[f"{p}.post_feedforward_layernorm.weight"] = post(H)
         if olmo2:
             t[f"{p}.post_feedforward_layernorm.weight"] = norm(H)
-    t["model.norm.weight"] = norm(H) - shift
-    if c["model_type"] == "stablelm":
-        t["model.norm.bias"] = rng.normal(0, 0.1, (H,))
+    final = "model.final_layernorm" if c["model_type"] == "phi" else "model.norm"
+    t[f"{final}.weight"] = norm(H) - shift
+    if c["model_type"] in ("stablelm", "phi"):
+        t[f"{final}.bias"] = rng.normal(0, 0.1, (H,))
     if not c["tie_word_embeddings"]:
         t["lm_head.weight"] = mat(V, H)
+    if c["model_type"] == "phi":
+        t["lm_head.bias"] = rng.normal(0, 0.5, (V,))
     return t
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A float64 NumPy reference of the Hugging Face forward pass for the Llama family (LlamaForCausalLM,
 MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM,
-GraniteForCausalLM, Olmo2ForCausalLM, StableLmForCausalLM),
+GraniteForCausalLM, Olmo2ForCausalLM, StableLmForCausalLM), PhiForCausalLM,
 GemmaForCausalLM, Gemma2ForCausalLM and Gemma3ForCausalLM, written from the transformers modeling code's semantics and independent of the
 engine: it shares no code with core/.
 
@@ -114,7 +114,8 @@ class Model:
         arch = self.cfg["architectures"][0]
         known = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
                  "SmolLM3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM",
-                 "GemmaForCausalLM", "GraniteForCausalLM", "Olmo2ForCausalLM", "StableLmForCausalLM")
+                 "GemmaForCausalLM", "GraniteForCausalLM", "Olmo2ForCausalLM", "StableLmForCausalLM",
+                 "PhiForCausalLM")
         if arch not in known:
             raise SystemExit(f"{arch} is not one of {', '.join(known)}")
         self.qwen2 = arch == "Qwen2ForCausalLM"
@@ -133,7 +134,11 @@ class Model:
         self.olmo2 = arch == "Olmo2ForCausalLM"
         # StableLM: LayerNorms (weight and bias, layer_norm_eps), q/k/v biases with use_qkv_bias.
         self.stablelm = arch == "StableLmForCausalLM"
-        self.bias = self.qwen2 or bool(self.cfg.get("attention_bias", False) or self.cfg.get("use_qkv_bias", False))
+        # Phi (1, 1.5, 2): attention and MLP side by side on one LayerNorm of x (x + attn + mlp),
+        # biases on q/k/v, "dense" (the output projection), fc1, fc2 and lm_head; GELU (tanh) MLP.
+        self.phi = arch == "PhiForCausalLM"
+        self.layer_norm = self.stablelm or self.phi
+        self.bias = self.qwen2 or self.phi or bool(self.cfg.get("attention_bias", False) or self.cfg.get("use_qkv_bias", False))
         # Granite: embeddings times embedding_multiplier, attention scores times attention_multiplier,
         # each block's output times residual_multiplier before its residual add, logits / logits_scaling.
         self.granite = arch == "GraniteForCausalLM"
@@ -147,7 +152,7 @@ class Model:
         self.A = c["num_attention_heads"]
         self.K = c.get("num_key_value_heads", self.A)
         self.D = c.get("head_dim") or self.H // self.A
-        self.eps = c.get("layer_norm_eps", 1e-5) if self.stablelm else c.get("rms_norm_eps", 1e-6)
+        self.eps = c.get("layer_norm_eps", 1e-5) if self.layer_norm else c.get("rms_norm_eps", 1e-6)
         self.inv, self.m = rope_params(c, self.D)
         self.head = self.w.get("lm_head.weight", self.w["model.embed_tokens.weight"])
         layers = c["num_hidden_layers"]
@@ -172,7 +177,7 @@ class Model:
 
     def norm(self, x, name):
         w = self.w[f"{name}.weight"]
-        if self.stablelm:
+        if self.layer_norm:
             return layer_norm(x, w, self.w[f"{name}.bias"], self.eps)
         return rms_norm(x, 1.0 + w if self.gemma or self.gemma1 else w, self.eps)
 
@@ -221,6 +226,10 @@ class Model:
             s = np.exp(s - s.max(axis=-1, keepdims=True))
             s /= s.sum(axis=-1, keepdims=True)
             att = np.einsum("ats,sad->tad", s, v).reshape(T, A * D)
+            if self.phi:
+                f = self.lin(gelu_tanh(self.lin(h, f"{p}.mlp.fc1", True)), f"{p}.mlp.fc2", True)
+                x = x + self.lin(att, f"{p}.self_attn.dense", True) + f
+                continue
             o = self.lin(att, f"{p}.self_attn.o_proj", self.bias and not (self.qwen2 or self.stablelm))
             x = x + (self.norm(o, f"{p}.post_attention_layernorm") if self.gemma or self.olmo2 else r * o)
             if self.olmo2:
@@ -235,6 +244,8 @@ class Model:
             act = gelu_tanh(g) if self.gemma or self.gemma1 else g / (1.0 + np.exp(-g))
             f = self.lin(act * u, f"{p}.mlp.down_proj", False)
             x = x + (self.norm(f, f"{p}.post_feedforward_layernorm") if self.gemma or self.olmo2 else r * f)
+        if self.phi:
+            return self.norm(x, "model.final_layernorm") @ self.head.T + self.w["lm_head.bias"]
         z = self.norm(x, "model.norm") @ self.head.T / self.logits_div
         return self.final_cap * np.tanh(z / self.final_cap) if self.final_cap else z
 
