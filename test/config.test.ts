@@ -655,6 +655,47 @@ test("Phi (1.5, 2): parallel blocks, LayerNorms, 0.4 of each head rotated, tanh 
   ]);
 });
 
+test("GPT-NeoX (Pythia): rotary_pct / rotary_emb_base or their transformers 5 names, parallel blocks unless turned off", (t) => {
+  const pythia = {
+    architectures: ["GPTNeoXForCausalLM"],
+    model_type: "gpt_neox",
+    hidden_size: 2048,
+    intermediate_size: 8192,
+    num_hidden_layers: 16,
+    num_attention_heads: 8,
+    vocab_size: 50304,
+    max_position_embeddings: 2048,
+    rotary_pct: 0.25,
+    rotary_emb_base: 10000,
+    hidden_act: "gelu",
+    layer_norm_eps: 1e-5,
+    use_parallel_residual: true,
+    tie_word_embeddings: false,
+    bos_token_id: 0,
+    eos_token_id: 0,
+  };
+  const c = readModelConfig(configIn(t, pythia));
+  assert.equal(c.parallelBlocks, true);
+  assert.equal(c.norm, "layer");
+  assert.equal(c.activation, "gelu");
+  assert.equal(c.gatedFfn, false);
+  assert.equal(c.attentionBias, true); // GPTNeoXConfig's default
+  assert.equal(c.ropeInvFreq!.length, 32); // 256 × 0.25 / 2
+  assert.equal(c.ropeInvFreq![1], Math.fround(1 / Math.pow(10000, 2 / 64)));
+  const { rotary_pct: _p, rotary_emb_base: _b, ...bare } = pythia;
+  assert.deepEqual(readModelConfig(configIn(t, bare)).ropeInvFreq, c.ropeInvFreq, "defaults 0.25 and 10000");
+  const v5 = { ...bare, rope_parameters: { rope_type: "default", rope_theta: 10000, partial_rotary_factor: 0.25 } };
+  assert.deepEqual(readModelConfig(configIn(t, v5)).ropeInvFreq, c.ropeInvFreq, "transformers 5's rope_parameters");
+  const sequential = readModelConfig(configIn(t, { ...pythia, use_parallel_residual: false, attention_bias: false }));
+  assert.equal(sequential.parallelBlocks, undefined);
+  assert.equal(sequential.attentionBias, false);
+  badConfigs(t, [
+    [{ ...pythia, rotary_pct: -1 }, /"rotary_pct" must be a positive number/],
+    [{ ...pythia, rotary_emb_base: "x" }, /"rotary_emb_base" must be a number/],
+    [{ ...pythia, num_key_value_heads: 4 }, /num_key_value_heads 4 ≠ 8 attention heads/],
+  ]);
+});
+
 test("Gemma (1): √hidden embeddings and GELU as Gemma 2/3, but no windows, caps or q/k norms, 1/√head_dim", (t) => {
   const gemma2b = {
     architectures: ["GemmaForCausalLM"],

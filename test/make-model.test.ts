@@ -116,6 +116,29 @@ function expectedNames(arch: Arch, tied: boolean, gpt2Prefix = false): string[] 
         "model.norm.bias",
         ...(tied ? [] : ["lm_head.weight"]),
       ];
+    case "gptneox":
+      return [
+        "gpt_neox.embed_in.weight",
+        ...L.flatMap((i) =>
+          [
+            "input_layernorm.weight",
+            "input_layernorm.bias",
+            "post_attention_layernorm.weight",
+            "post_attention_layernorm.bias",
+            "attention.query_key_value.weight",
+            "attention.query_key_value.bias",
+            "attention.dense.weight",
+            "attention.dense.bias",
+            "mlp.dense_h_to_4h.weight",
+            "mlp.dense_h_to_4h.bias",
+            "mlp.dense_4h_to_h.weight",
+            "mlp.dense_4h_to_h.bias",
+          ].map((n) => `gpt_neox.layers.${i}.${n}`),
+        ),
+        "gpt_neox.final_layer_norm.weight",
+        "gpt_neox.final_layer_norm.bias",
+        ...(tied ? [] : ["embed_out.weight"]),
+      ];
     case "phi":
       return [
         "model.embed_tokens.weight",
@@ -298,6 +321,13 @@ function expectedShapes(arch: Arch): Record<string, number[]> {
         "model.layers.1.self_attn.k_proj.bias": [32],
         "model.norm.bias": [64],
       };
+    case "gptneox": // q, k and v of 4 heads of 16 in one matrix; FFN 256
+      return {
+        "gpt_neox.layers.0.attention.query_key_value.weight": [192, 64],
+        "gpt_neox.layers.1.attention.query_key_value.bias": [192],
+        "gpt_neox.layers.1.mlp.dense_h_to_4h.weight": [256, 64],
+        "embed_out.weight": [512, 64],
+      };
     case "phi": // hidden 80, 4 heads of 20, fc1 320 rows; the head's bias over the vocabulary
       return {
         "model.layers.0.self_attn.q_proj.weight": [80, 80],
@@ -473,10 +503,11 @@ for (const arch of ARCHES) {
         gemma2: "Gemma2ForCausalLM",
         gemma3: "Gemma3ForCausalLM",
         gpt2: "GPT2LMHeadModel",
+        gptneox: "GPTNeoXForCausalLM",
         opt: "OPTForCausalLM",
       }[arch];
       assert.deepEqual(cfg.architectures, [expectClass]);
-      assert.equal(cfg.model_type, arch === "gemma3" ? "gemma3_text" : arch);
+      assert.equal(cfg.model_type, { gemma3: "gemma3_text", gptneox: "gpt_neox" }[arch as string] ?? arch);
       assert.equal(cfg.vocab_size, 512);
       assert.equal(cfg.tie_word_embeddings, shape.tied);
       assert.equal(cfg.torch_dtype, { f32: "float32", f16: "float16", bf16: "bfloat16" }[dtype]);
@@ -510,6 +541,11 @@ for (const arch of ARCHES) {
         assert.equal(cfg.n_embd, 64);
         assert.equal(cfg.n_inner, 256);
         assert.equal(cfg.activation_function, "gelu_new");
+      } else if (arch === "gptneox") {
+        assert.equal(cfg.rotary_pct, 0.25);
+        assert.equal(cfg.rotary_emb_base, 10000);
+        assert.equal(cfg.use_parallel_residual, true);
+        assert.equal(cfg.hidden_act, "gelu");
       } else if (arch === "phi") {
         assert.equal(cfg.hidden_size, 80);
         assert.equal(cfg.intermediate_size, 320);

@@ -39,6 +39,7 @@ const TINY: [Arch, DType][] = [
   ["gemma2", "f16"],
   ["gemma3", "bf16"],
   ["gpt2", "f32"],
+  ["gptneox", "f16"],
   ["opt", "bf16"],
 ];
 
@@ -276,7 +277,7 @@ const ALL: DeepPartial<SparsitySettings> = {
   head: { method: "hire", k: 1, oversample: 1 },
 };
 
-for (const arch of ["llama", "qwen3", "gemma2", "gemma3", "gpt2", "opt", "phi"] as Arch[]) {
+for (const arch of ["llama", "qwen3", "gemma2", "gemma3", "gpt2", "opt", "phi", "gptneox"] as Arch[]) {
   test(`HiRE graph at k = 100 % equals the dense graph (${arch})`, async () => {
     const model = tiny[arch]!;
     const p = prompt(model);

@@ -48,8 +48,9 @@ export interface ModelConfig {
    */
   readonly finalNormScale?: number;
   /**
-   * Phi-1/1.5/2: the attention and FFN blocks run side by side on one normed input, x + attn(norm(x)) +
-   * ffn(norm(x)), with the layer's attnNorm (ffnNorm is null); absent: one after the other.
+   * The attention and FFN blocks run side by side on the same residual stream: x + attn(attnNorm(x)) +
+   * ffn(ffnNorm(x)) (GPT-NeoX), where a null ffnNorm means the FFN reads attnNorm(x) too (Phi-1/1.5/2);
+   * absent: one after the other.
    */
   readonly parallelBlocks?: boolean;
   /** Gemma 2: attention scores s become cap · tanh(s / cap) before the softmax; absent: as they are. */
@@ -82,10 +83,13 @@ export interface Norm {
 export interface LayerWeights {
   /** The norm before the attention block; null where there is none (OLMo 2 norms after its blocks). */
   readonly attnNorm: Norm | null;
-  /** Separate projections (Llama, Qwen2, OPT) or one fused [q; k; v] projection (GPT-2). */
-  readonly qkv: { q: Linear; k: Linear; v: Linear } | { fused: Linear };
+  /**
+   * Separate projections (Llama, Qwen2, OPT) or one fused projection: [q; k; v] (GPT-2), or with
+   * `perHead` each head's [q_h; k_h; v_h] in turn (GPT-NeoX; key/value heads = heads).
+   */
+  readonly qkv: { q: Linear; k: Linear; v: Linear } | { fused: Linear; perHead?: boolean };
   readonly o: Linear;
-  /** The norm before the FFN block; null where there is none (OLMo 2) or the FFN reads the attention's (parallelBlocks). */
+  /** The norm before the FFN block; null where there is none (OLMo 2) or the FFN reads the attention's (Phi's parallelBlocks). */
   readonly ffnNorm: Norm | null;
   /**
    * An RMSNorm of q and of k before the rotary step: over each head (weights [headDim]: Qwen3, Gemma 3)

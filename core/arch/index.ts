@@ -4,6 +4,7 @@
 import type { ArchDefinition } from "./config.js";
 import { gemma, gemma2, gemma3, gemma3Multimodal } from "./gemma.js";
 import { gpt2 } from "./gpt2.js";
+import { gptneox } from "./gptneox.js";
 import { granite, llama, mistral, olmo2, qwen2, qwen3, smollm3 } from "./llama.js";
 import { opt } from "./opt.js";
 import { phi } from "./phi.js";
@@ -26,6 +27,7 @@ export const ARCHITECTURES: Readonly<Record<string, ArchDefinition>> = {
   Gemma3ForCausalLM: gemma3,
   Gemma3ForConditionalGeneration: gemma3Multimodal,
   GPT2LMHeadModel: gpt2,
+  GPTNeoXForCausalLM: gptneox,
   OPTForCausalLM: opt,
 };
 

@@ -17,6 +17,7 @@ export const MAX_BATCH = 256;
 export class Workspace {
   readonly x: Buf; // residual stream [batch][hidden]
   readonly h: Buf; // normed input of a block [batch][hidden]
+  readonly hFfn: Buf; // the FFN's normed input, made before the attention block adds to x (parallelBlocks)
   readonly q: Buf; // [batch][heads*headDim]
   readonly k: Buf; // [batch][kvHeads*headDim]
   readonly v: Buf;
@@ -40,6 +41,7 @@ export class Workspace {
     const kvDim = c.kvHeads * c.headDim;
     this.x = b.alloc(batch * c.hidden);
     this.h = b.alloc(batch * c.hidden);
+    this.hFfn = b.alloc(c.parallelBlocks && w.layers.some((l) => l.ffnNorm) ? batch * c.hidden : 0);
     this.q = b.alloc(batch * qDim);
     this.k = b.alloc(batch * kvDim);
     this.v = b.alloc(batch * kvDim);
@@ -443,13 +445,16 @@ export class Transformer {
     }
     for (let l = 0; l < c.layers; l++) {
       const t0 = performance.now();
+      // Parallel blocks read x as it was before the attention block adds to it: their own norm of it
+      // now (GPT-NeoX), or the attention's, which ws.h still holds after the block (Phi).
+      const ffnNorm = w.layers[l].ffnNorm;
+      if (c.parallelBlocks && ffnNorm) this.norm(ws.hFfn, ws.x, ffnNorm, n);
       this.attentionBlock(l, n, pos0, positions, cache);
       marks?.mark(2 * l + 1);
       const t1 = performance.now();
-      // Parallel blocks: ws.h still holds the attention block's normed input, which is the FFN's too.
-      if (!c.parallelBlocks) this.norm(ws.h, ws.x, w.layers[l].ffnNorm, n);
+      if (!c.parallelBlocks) this.norm(ws.h, ws.x, ffnNorm, n);
       const layerReport: LayerReport | undefined = report ? { attentionMs: t1 - t0, ffnMs: 0 } : undefined;
-      ffn[l].forward(ws.tmp, ws.h, n, layerReport);
+      ffn[l].forward(ws.tmp, c.parallelBlocks && ffnNorm ? ws.hFfn : ws.h, n, layerReport);
       const post = w.layers[l].postFfnNorm;
       if (post) this.norm(ws.tmp, ws.tmp, post, n);
       b.add(ws.x, ws.tmp, n * c.hidden);
@@ -478,7 +483,14 @@ export class Transformer {
     const qDim = c.heads * c.headDim;
     const kvDim = c.kvHeads * c.headDim;
     this.norm(ws.h, ws.x, lw.attnNorm, n);
-    if ("fused" in lw.qkv) {
+    if ("fused" in lw.qkv && lw.qkv.perHead) {
+      // One row per (token, head) of 3·headDim: q, k and v of that head side by side.
+      const D = c.headDim;
+      b.matmul(ws.qkv, ws.h, lw.qkv.fused.w, n, lw.qkv.fused.b);
+      b.copy2d(ws.q, 0, D, ws.qkv, 0, 3 * D, n * c.heads, D);
+      b.copy2d(ws.k, 0, D, ws.qkv, D, 3 * D, n * c.heads, D);
+      b.copy2d(ws.v, 0, D, ws.qkv, 2 * D, 3 * D, n * c.heads, D);
+    } else if ("fused" in lw.qkv) {
       const width = qDim + 2 * kvDim;
       b.matmul(ws.qkv, ws.h, lw.qkv.fused.w, n, lw.qkv.fused.b);
       b.copy2d(ws.q, 0, qDim, ws.qkv, 0, width, n, qDim);

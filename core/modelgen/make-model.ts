@@ -32,6 +32,7 @@ export type Arch =
   | "gemma2"
   | "gemma3"
   | "gpt2"
+  | "gptneox"
   | "opt";
 export type DType = "f32" | "f16" | "bf16";
 
@@ -206,6 +207,23 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
       kvHeads: 32,
       intermediate: 10240,
       vocab: 51200,
+      maxPositions: 2048,
+      tied: false,
+      ropeTheta: 10000,
+      rmsEps: 1e-5,
+    },
+  },
+  "pythia-1b": {
+    arch: "gptneox",
+    description:
+      "Pythia-1B shapes (gptneox, MHA 8 heads, attention and FFN side by side, a quarter of each head rotated, untied)",
+    shape: {
+      hidden: 2048,
+      layers: 16,
+      heads: 8,
+      kvHeads: 8,
+      intermediate: 8192,
+      vocab: 50304,
       maxPositions: 2048,
       tied: false,
       ropeTheta: 10000,
@@ -454,6 +472,11 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
     },
   },
   "tiny-gpt2": { arch: "gpt2", description: "tiny gpt2 for tests", shape: { ...tinyMha, tied: true, rmsEps: 1e-5 } },
+  "tiny-gptneox": {
+    arch: "gptneox",
+    description: "tiny gptneox for tests (parallel blocks on two norms, q/k/v fused head by head, exact GELU, untied)",
+    shape: { ...tinyMha, tied: false, ropeTheta: 10000, rmsEps: 1e-5 },
+  },
   "tiny-opt": { arch: "opt", description: "tiny opt for tests", shape: { ...tinyMha, tied: true, rmsEps: 1e-5 } },
 };
 
@@ -747,6 +770,22 @@ const GPT2_LAYER: TensorRule[] = [
   { name: "mlp.c_proj.bias", shape: (s) => [s.hidden], init: "bias" },
 ];
 
+// GPT-NeoX: two LayerNorms (both of the block's input when parallel), q/k/v fused head by head.
+const GPTNEOX_LAYER: TensorRule[] = [
+  ...(["input_layernorm", "post_attention_layernorm"] as const).flatMap((n): TensorRule[] => [
+    { name: `${n}.weight`, shape: (s) => [s.hidden], init: "norm" },
+    { name: `${n}.bias`, shape: (s) => [s.hidden], init: "bias" },
+  ]),
+  { name: "attention.query_key_value.weight", shape: (s) => [3 * s.hidden, s.hidden], init: "normal" },
+  { name: "attention.query_key_value.bias", shape: (s) => [3 * s.hidden], init: "bias" },
+  { name: "attention.dense.weight", shape: (s) => [s.hidden, s.hidden], init: "normal" },
+  { name: "attention.dense.bias", shape: (s) => [s.hidden], init: "bias" },
+  { name: "mlp.dense_h_to_4h.weight", shape: (s) => [s.intermediate, s.hidden], init: "normal" },
+  { name: "mlp.dense_h_to_4h.bias", shape: (s) => [s.intermediate], init: "bias" },
+  { name: "mlp.dense_4h_to_h.weight", shape: (s) => [s.hidden, s.intermediate], init: "normal" },
+  { name: "mlp.dense_4h_to_h.bias", shape: (s) => [s.hidden], init: "bias" },
+];
+
 const OPT_LAYER: TensorRule[] = [
   { name: "self_attn_layer_norm.weight", shape: (s) => [s.hidden], init: "norm" },
   { name: "self_attn_layer_norm.bias", shape: (s) => [s.hidden], init: "bias" },
@@ -833,6 +872,43 @@ export const ARCHS: Record<Arch, ArchSpec> = {
       vocab_size: s.vocab,
       activation_function: "gelu_new",
       layer_norm_epsilon: s.rmsEps,
+      tie_word_embeddings: s.tied,
+      bos_token_id: ids.bos,
+      eos_token_id: ids.eos,
+      torch_dtype: TORCH_DTYPE[dtype],
+    }),
+  },
+  gptneox: {
+    hfClass: "GPTNeoXForCausalLM",
+    modelType: "gpt_neox",
+    gqa: false,
+    rope: true,
+    prefix: () => "gpt_neox.",
+    layerPrefix: "layers.{i}.",
+    head: [{ name: "embed_in.weight", shape: (s) => [s.vocab, s.hidden], init: "normal" }],
+    layer: GPTNEOX_LAYER,
+    tail: [
+      { name: "final_layer_norm.weight", shape: (s) => [s.hidden], init: "norm" },
+      { name: "final_layer_norm.bias", shape: (s) => [s.hidden], init: "bias" },
+      { name: "/embed_out.weight", shape: (s) => [s.vocab, s.hidden], init: "normal", when: untied },
+    ],
+    // Pythia's config.json fields (transformers 4.x names for the rotary base and fraction).
+    config: (s, ids, dtype) => ({
+      architectures: ["GPTNeoXForCausalLM"],
+      model_type: "gpt_neox",
+      hidden_size: s.hidden,
+      intermediate_size: s.intermediate,
+      num_hidden_layers: s.layers,
+      num_attention_heads: s.heads,
+      vocab_size: s.vocab,
+      max_position_embeddings: s.maxPositions,
+      layer_norm_eps: s.rmsEps,
+      rotary_pct: 0.25,
+      rotary_emb_base: s.ropeTheta,
+      rope_scaling: s.ropeScaling,
+      hidden_act: "gelu",
+      use_parallel_residual: true,
+      attention_bias: true,
       tie_word_embeddings: s.tied,
       bos_token_id: ids.bos,
       eos_token_id: ids.eos,

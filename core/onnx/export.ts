@@ -323,11 +323,13 @@ class Exporter {
       const lw = this.w.layers[l];
       const names = presentNames ? [presentNames[2 * l], presentNames[2 * l + 1]] : undefined;
       const hAtt = this.norm(b, x, lw.attnNorm);
+      // Parallel blocks (ModelConfig.parallelBlocks) norm x before the attention's residual add.
+      const hParallel = this.c.parallelBlocks ? (lw.ffnNorm ? this.norm(b, x, lw.ffnNorm) : hAtt) : null;
       const att = this.attention(b, l, hAtt, past[l], names);
       present.push(att.presentK, att.presentV);
       const attOut = lw.postAttnNorm ? this.norm(b, att.out, lw.postAttnNorm) : att.out;
       x = b.op("Add", [x, attOut], {}, { prefix: `x${l}` });
-      const h = this.c.parallelBlocks ? hAtt : this.norm(b, x, lw.ffnNorm); // see ModelConfig.parallelBlocks
+      const h = hParallel ?? this.norm(b, x, lw.ffnNorm);
       let ffn: string;
       if (mode === "dense") ffn = this.denseFfn(b, l, h);
       else {
@@ -461,7 +463,12 @@ class Exporter {
     const K = c.kvHeads;
     const D = c.headDim;
     let q: string, k: string, v: string;
-    if ("fused" in lw.qkv) {
+    if ("fused" in lw.qkv && lw.qkv.perHead) {
+      // [N, A, 3D]: each head's q, k and v side by side (GPT-NeoX), back to [N, A·D] each.
+      const perHead = b.op("Reshape", [this.linear(b, h, lw.qkv.fused), b.i64([-1, A, 3 * D])]);
+      const parts = b.opN("Split", [perHead, b.i64([D, D, D])], { axis: 2 }, { outputs: 3 });
+      [q, k, v] = parts.map((x) => b.op("Reshape", [x, b.i64([-1, A * D])]));
+    } else if ("fused" in lw.qkv) {
       const split = b.i64([A * D, K * D, K * D]);
       [q, k, v] = b.opN("Split", [this.linear(b, h, lw.qkv.fused), split], { axis: 1 }, { outputs: 3 });
     } else {

@@ -7,7 +7,7 @@ shared golden folder, and expected.json from reference.py.
     python3 tools/golden/make_golden.py qwen3 test/golden/qwen3-bf16 --tokenizer-from ../shared/golden/llama-bf16
     (phi3-partial goes to test/golden/phi3-partial-bf16)
 
-qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn, stablelm, gemma and phi are defined: the shared folders cover the other
+qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn, stablelm, gemma, phi and gptneox are defined: the shared folders cover the other
 architectures.
 """
 import argparse
@@ -181,6 +181,28 @@ SHAPES = {
         qk_layernorm=False,
         tie_word_embeddings=False,
     ),
+    # Pythia's form (transformers 4.x names): two LayerNorms side by side, q/k/v fused head by head,
+    # a quarter of each head rotated (4 of 16 dims), exact GELU, four heads, an untied embed_out.
+    "gptneox": dict(
+        architectures=["GPTNeoXForCausalLM"],
+        model_type="gpt_neox",
+        hidden_size=64,
+        intermediate_size=192,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        vocab_size=257,
+        max_position_embeddings=512,
+        rotary_pct=0.25,
+        rotary_emb_base=10000,
+        hidden_act="gelu",
+        layer_norm_eps=1e-5,
+        use_parallel_residual=True,
+        attention_bias=True,
+        tie_word_embeddings=False,
+        bos_token_id=256,
+        eos_token_id=256,
+        torch_dtype="bfloat16",
+    ),
     # Gemma (1): (1 + w) norms, embeddings times sqrt(hidden), GELU (tanh), one key/value head as
     # gemma-2b, head_dim 32 (not hidden / heads), 1/sqrt(head_dim) attention.
     "gemma": dict(
@@ -223,7 +245,28 @@ def to_bf16_bits(a: np.ndarray) -> np.ndarray:
     return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
 
 
+def neox_tensors(c: dict, rng: np.random.Generator) -> dict:
+    H, F, V = c["hidden_size"], c["intermediate_size"], c["vocab_size"]
+    mat = lambda out, inp: rng.normal(0, 3 / np.sqrt(inp), (out, inp))
+    t = {"gpt_neox.embed_in.weight": rng.normal(0, 1, (V, H))}
+    for i in range(c["num_hidden_layers"]):
+        p = f"gpt_neox.layers.{i}"
+        for n in ("input_layernorm", "post_attention_layernorm"):
+            t[f"{p}.{n}.weight"] = 1 + rng.normal(0, 0.1, (H,))
+            t[f"{p}.{n}.bias"] = rng.normal(0, 0.1, (H,))
+        for name, rows, cols in (("attention.query_key_value", 3 * H, H), ("attention.dense", H, H),
+                                 ("mlp.dense_h_to_4h", F, H), ("mlp.dense_4h_to_h", H, F)):
+            t[f"{p}.{name}.weight"] = mat(rows, cols)
+            t[f"{p}.{name}.bias"] = rng.normal(0, 0.5, (rows,))
+    t["gpt_neox.final_layer_norm.weight"] = 1 + rng.normal(0, 0.1, (H,))
+    t["gpt_neox.final_layer_norm.bias"] = rng.normal(0, 0.1, (H,))
+    t["embed_out.weight"] = mat(V, H)
+    return t
+
+
 def tensors(c: dict, rng: np.random.Generator) -> dict:
+    if c["model_type"] == "gpt_neox":
+        return neox_tensors(c, rng)
     H, F, V, A, K = (c[k] for k in ("hidden_size", "intermediate_size", "vocab_size",
                                      "num_attention_heads", "num_key_value_heads"))
     mat = lambda out, inp: rng.normal(0, 3 / np.sqrt(inp), (out, inp))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A float64 NumPy reference of the Hugging Face forward pass for the Llama family (LlamaForCausalLM,
 MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM,
-GraniteForCausalLM, Olmo2ForCausalLM, StableLmForCausalLM), PhiForCausalLM,
+GraniteForCausalLM, Olmo2ForCausalLM, StableLmForCausalLM), PhiForCausalLM, GPTNeoXForCausalLM,
 GemmaForCausalLM, Gemma2ForCausalLM and Gemma3ForCausalLM, written from the transformers modeling code's semantics and independent of the
 engine: it shares no code with core/.
 
@@ -17,6 +17,7 @@ against the project's independent reference before it made test/golden/qwen3-bf1
 """
 import argparse
 import json
+import math
 import struct
 import sys
 from pathlib import Path
@@ -60,6 +61,10 @@ def layer_norm(x, w, b, eps):
 
 def gelu_tanh(x):
     return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
+
+
+def gelu_erf(x):
+    return 0.5 * x * (1.0 + np.vectorize(math.erf)(x / np.sqrt(2.0)))
 
 
 def rope_params(cfg, head_dim):
@@ -115,7 +120,7 @@ class Model:
         known = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
                  "SmolLM3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM",
                  "GemmaForCausalLM", "GraniteForCausalLM", "Olmo2ForCausalLM", "StableLmForCausalLM",
-                 "PhiForCausalLM")
+                 "PhiForCausalLM", "GPTNeoXForCausalLM")
         if arch not in known:
             raise SystemExit(f"{arch} is not one of {', '.join(known)}")
         self.qwen2 = arch == "Qwen2ForCausalLM"
@@ -137,7 +142,10 @@ class Model:
         # Phi (1, 1.5, 2): attention and MLP side by side on one LayerNorm of x (x + attn + mlp),
         # biases on q/k/v, "dense" (the output projection), fc1, fc2 and lm_head; GELU (tanh) MLP.
         self.phi = arch == "PhiForCausalLM"
-        self.layer_norm = self.stablelm or self.phi
+        # GPT-NeoX: its own tensor names, q/k/v fused head by head, two LayerNorms side by side
+        # (use_parallel_residual), exact GELU, rotary_pct / rotary_emb_base (see neox_logits).
+        self.neox = arch == "GPTNeoXForCausalLM"
+        self.layer_norm = self.stablelm or self.phi or self.neox
         self.bias = self.qwen2 or self.phi or bool(self.cfg.get("attention_bias", False) or self.cfg.get("use_qkv_bias", False))
         # Granite: embeddings times embedding_multiplier, attention scores times attention_multiplier,
         # each block's output times residual_multiplier before its residual add, logits / logits_scaling.
@@ -153,8 +161,13 @@ class Model:
         self.K = c.get("num_key_value_heads", self.A)
         self.D = c.get("head_dim") or self.H // self.A
         self.eps = c.get("layer_norm_eps", 1e-5) if self.layer_norm else c.get("rms_norm_eps", 1e-6)
+        if self.neox:
+            c = dict(c, rope_theta=c.get("rotary_emb_base", 10000), partial_rotary_factor=c.get("rotary_pct", 0.25))
         self.inv, self.m = rope_params(c, self.D)
-        self.head = self.w.get("lm_head.weight", self.w["model.embed_tokens.weight"])
+        if self.neox:
+            self.head = self.w.get("embed_out.weight", self.w["gpt_neox.embed_in.weight"])
+        else:
+            self.head = self.w.get("lm_head.weight", self.w["model.embed_tokens.weight"])
         layers = c["num_hidden_layers"]
         self.scale = 1.0 / np.sqrt(c["query_pre_attn_scalar"] if self.gemma else self.D)
         if self.granite:
@@ -185,8 +198,39 @@ class Model:
         y = x @ self.w[f"{name}.weight"].T
         return y + self.w[f"{name}.bias"] if bias else y
 
+    def attend(self, q, k, v, mask):
+        # q, k, v [T, heads, D] (rotated): softmax(q k^T / sqrt(D) + mask) v, as [T, heads * D].
+        s = np.einsum("tad,sad->ats", q, k) / np.sqrt(self.D) + mask
+        s = np.exp(s - s.max(axis=-1, keepdims=True))
+        s /= s.sum(axis=-1, keepdims=True)
+        return np.einsum("ats,sad->tad", s, v).reshape(len(q), -1)
+
+    def neox_logits(self, ids):
+        A, D = self.A, self.D
+        T = len(ids)
+        pos = np.arange(T, dtype=np.float64)
+        mask = np.triu(np.full((T, T), -np.inf), 1)
+        x = self.w["gpt_neox.embed_in.weight"][ids]
+        for i in range(self.cfg["num_hidden_layers"]):
+            p = f"gpt_neox.layers.{i}"
+            bias = self.cfg.get("attention_bias", True)
+            h = self.norm(x, f"{p}.input_layernorm")
+            qkv = self.lin(h, f"{p}.attention.query_key_value", bias).reshape(T, A, 3 * D)
+            q, k, v = qkv[..., :D], qkv[..., D : 2 * D], qkv[..., 2 * D :]
+            att = self.attend(rotate(q, pos, self.inv), rotate(k, pos, self.inv), v, mask)
+            o = self.lin(att, f"{p}.attention.dense", bias)
+            mlp = lambda y: self.lin(gelu_erf(self.lin(y, f"{p}.mlp.dense_h_to_4h", True)), f"{p}.mlp.dense_4h_to_h", True)
+            if self.cfg.get("use_parallel_residual", True):
+                x = x + o + mlp(self.norm(x, f"{p}.post_attention_layernorm"))
+            else:
+                x = x + o
+                x = x + mlp(self.norm(x, f"{p}.post_attention_layernorm"))
+        return self.norm(x, "gpt_neox.final_layer_norm") @ self.head.T
+
     def logits(self, ids):
         """Logits of every position of ids (the whole sequence, causal)."""
+        if self.neox:
+            return self.neox_logits(ids)
         w, A, K, D = self.w, self.A, self.K, self.D
         T = len(ids)
         pos = np.arange(T, dtype=np.float64)
