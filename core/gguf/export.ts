@@ -17,6 +17,18 @@
 //     local rotary base of 10000, and 1/sqrt(head_dim) as the attention scale (27B: 1/sqrt(hidden /
 //     heads)); other configs are a ModelError (BAD_CONFIG).
 //   - gpt2: Conv1D weights ([in, out]) transposed to [out, in]; learned positions.
+//   - granite: as llama, with the multipliers as the engine runs them folded (ModelConfig): the
+//     embeddings' scale, the norms' eps and the final norm's weight carry them, so residual_scale
+//     and logit_scale are written as 1 and llama.cpp computes what the engine does.
+//   - gemma (1): NEOX rotary, norms as 1 + w as for gemma2/3, 1/sqrt(head_dim) attention.
+//   - olmo2: NEOX rotary, no attn_norm/ffn_norm, post_attention_norm and post_ffw_norm, q/k norms
+//     over the whole projection.
+//   - stablelm, phi2, gptneox: LayerNorms with biases (attention.layer_norm_epsilon), NEOX rotary
+//     over the partial rotary dims. phi2 runs attention and MLP on one norm, with the head's bias;
+//     gptneox's fused q/k/v rows (and bias) go from head by head to all q, all k, all v, as the
+//     converter reorders them for llama.cpp's views, and its blocks
+//     side by side or not (use_parallel_residual). llama.cpp's gptneox computes GELU with the tanh
+//     form whatever the checkpoint's is, as it does for every Pythia converted.
 // Matrices are written in the requested dtype (default: the model's), 1-D tensors (norms, biases,
 // rope_freqs) in F32 as the converter does. A tied head has no output.weight (llama.cpp reuses
 // token_embd). Other architectures are a ModelError (UNSUPPORTED_ARCHITECTURE).
@@ -42,7 +54,21 @@ export interface GgufExportOptions {
 export interface GgufExportResult {
   file: string;
   /** llama.cpp's architecture name (general.architecture). */
-  architecture: "llama" | "qwen2" | "qwen3" | "smollm3" | "phi3" | "gemma2" | "gemma3" | "gpt2";
+  architecture:
+    | "llama"
+    | "granite"
+    | "qwen2"
+    | "qwen3"
+    | "smollm3"
+    | "olmo2"
+    | "stablelm"
+    | "phi2"
+    | "phi3"
+    | "gemma"
+    | "gemma2"
+    | "gemma3"
+    | "gpt2"
+    | "gptneox";
   dtype: GgufDType;
   tensors: number;
   bytes: number;
@@ -59,11 +85,24 @@ const ARCH_NAMES: Record<string, GgufExportResult["architecture"]> = {
   Qwen2ForCausalLM: "qwen2",
   Qwen3ForCausalLM: "qwen3",
   SmolLM3ForCausalLM: "smollm3",
+  GraniteForCausalLM: "granite",
+  Olmo2ForCausalLM: "olmo2",
+  StableLmForCausalLM: "stablelm",
+  PhiForCausalLM: "phi2",
   Phi3ForCausalLM: "phi3",
+  GemmaForCausalLM: "gemma",
   Gemma2ForCausalLM: "gemma2",
   Gemma3ForCausalLM: "gemma3",
   Gemma3ForConditionalGeneration: "gemma3",
   GPT2LMHeadModel: "gpt2",
+  GPTNeoXForCausalLM: "gptneox",
+};
+
+/** llama.cpp's architectures with LayerNorms (weight and bias) and the activation each runs. */
+const LAYER_NORM_ARCHS: Partial<Record<GgufExportResult["architecture"], readonly string[]>> = {
+  stablelm: ["silu"],
+  phi2: ["gelu_tanh"],
+  gptneox: ["gelu", "gelu_tanh"], // llama.cpp's is the tanh form (see the header)
 };
 
 /** How a tensor's rows are rearranged on the way out. */
@@ -72,7 +111,9 @@ type Transform =
   /** Per head: the first rotDim rows go from [half0 | half1] to interleaved pairs. */
   | { kind: "permute"; heads: number; headDim: number; rotDim: number }
   /** Stored [in, out] (Conv1D): written [out, in]. */
-  | { kind: "transpose" };
+  | { kind: "transpose" }
+  /** GPT-NeoX's fused q/k/v rows, head by head ([q_h; k_h; v_h]), written as [q; k; v]. */
+  | { kind: "qkvBlocks"; heads: number; headDim: number };
 
 interface PlannedTensor {
   info: GgufTensorInfo;
@@ -114,6 +155,22 @@ export function permuteRotary(
     for (let r = 0; r < headDim; r++) {
       const from = r < rotDim ? (r % 2) * half + Math.floor(r / 2) : r;
       dst.set(src.subarray((base + from) * rowBytes, (base + from + 1) * rowBytes), (base + r) * rowBytes);
+    }
+  }
+  return dst;
+}
+
+/**
+ * Rows (of `rowBytes`) grouped by head, [q_h; k_h; v_h] of headDim rows each (GPT-NeoX), regrouped
+ * as [q; k; v]: output row (j·heads + h)·headDim + d is input row (h·3 + j)·headDim + d.
+ */
+export function qkvBlocks(src: Uint8Array, heads: number, headDim: number, rowBytes: number): Uint8Array {
+  if (src.length !== 3 * heads * headDim * rowBytes) throw new Error("qkvBlocks: size mismatch");
+  const dst = new Uint8Array(src.length);
+  const piece = headDim * rowBytes;
+  for (let h = 0; h < heads; h++) {
+    for (let j = 0; j < 3; j++) {
+      dst.set(src.subarray((h * 3 + j) * piece, (h * 3 + j + 1) * piece), (j * heads + h) * piece);
     }
   }
   return dst;
@@ -212,14 +269,48 @@ function architectureMetadata(
     return [...common, [`gpt2.attention.layer_norm_epsilon`, kv.f32(c.normEps)]];
   }
   if (gemma) return [...common, ...attentionMetadata(arch, c), ...gemmaMetadata(arch, c, file)];
-  if (c.activation !== "silu") {
-    throw new ModelError("BAD_CONFIG", file, `llama.cpp's ${arch} uses SiLU; this model uses ${c.activation}`);
-  }
   if (c.ropeFactor !== undefined) {
     throw new ModelError("BAD_CONFIG", file, "the rotary attention factor (longrope, YaRN) has no GGUF form here");
   }
+  const layerNormActs = LAYER_NORM_ARCHS[arch];
+  if (layerNormActs) {
+    if (!layerNormActs.includes(c.activation)) {
+      throw new ModelError("BAD_CONFIG", file, `llama.cpp's ${arch} does not run ${c.activation}`);
+    }
+    const out: [string, GgufValue][] = [
+      ...common,
+      [`${arch}.attention.head_count_kv`, kv.u32(c.kvHeads)],
+      [`${arch}.attention.layer_norm_epsilon`, kv.f32(c.normEps)],
+    ];
+    // phi2's blocks are always side by side; stablelm and gptneox read which from the file.
+    if (arch !== "phi2") out.push([`${arch}.use_parallel_residual`, kv.bool(c.parallelBlocks === true)]);
+    return out;
+  }
+  if (arch === "gemma") {
+    if (c.activation !== "gelu_tanh") {
+      throw new ModelError("BAD_CONFIG", file, `llama.cpp's gemma uses tanh GELU; this model uses ${c.activation}`);
+    }
+    if (c.attentionScale !== undefined && Math.abs(c.attentionScale * Math.sqrt(c.headDim) - 1) > 1e-7) {
+      throw new ModelError("BAD_CONFIG", file, "llama.cpp's gemma scales attention by 1/sqrt(head_dim)");
+    }
+    return [...common, ...attentionMetadata(arch, c)];
+  }
+  if (c.activation !== "silu") {
+    throw new ModelError("BAD_CONFIG", file, `llama.cpp's ${arch} uses SiLU; this model uses ${c.activation}`);
+  }
   if (c.ropeLayers?.some((rope, i) => rope !== ((i + 1) % 4 !== 0))) {
     throw new ModelError("BAD_CONFIG", file, "llama.cpp's smollm3 skips the rotary step in every 4th layer only");
+  }
+  if (arch === "granite") {
+    // The multipliers as folded into the weights and eps the engine runs (see the header).
+    return [
+      ...common,
+      ...attentionMetadata(arch, c),
+      ["granite.attention.scale", kv.f32(c.attentionScale ?? 1 / Math.sqrt(c.headDim))],
+      ["granite.embedding_scale", kv.f32(c.embedScale ?? 1)],
+      ["granite.residual_scale", kv.f32(1)],
+      ["granite.logit_scale", kv.f32(1)],
+    ];
   }
   return [...common, ...attentionMetadata(arch, c)];
 }
@@ -322,21 +413,21 @@ function planTensors(arch: GgufExportResult["architecture"], model: LoadedModel,
   w.layers.forEach((l, i) => {
     const p = `blk.${i}`;
     const norm = (name: string, n: { weight: Weight; bias: Weight | null } | null) => {
-      if (!n) return; // no norm before the block (OLMo 2, which has no GGUF export here)
+      if (!n) return; // no norm before the block (OLMo 2; Phi's FFN reads the attention's)
       add(`${p}.${name}.weight`, n.weight);
       if (n.bias) add(`${p}.${name}.bias`, n.bias);
     };
     const lin = (name: string, l: { w: Weight; b: Weight | null }, t: Transform = copy) => {
       add(`${p}.${name}.weight`, l.w, l.w.transposed ? { kind: "transpose" } : t);
-      if (l.b) add(`${p}.${name}.bias`, l.b);
+      if (l.b) add(`${p}.${name}.bias`, l.b, t);
     };
     norm("attn_norm", l.attnNorm);
     if ("fused" in l.qkv) {
-      lin("attn_qkv", l.qkv.fused);
+      lin("attn_qkv", l.qkv.fused, l.qkv.perHead ? { kind: "qkvBlocks", heads: c.heads, headDim: c.headDim } : copy);
     } else if (arch === "phi3") {
       add(`${p}.attn_qkv.weight`, joinRows([l.qkv.q.w, l.qkv.k.w, l.qkv.v.w]));
     } else {
-      const interleaved = arch === "llama" || arch === "smollm3"; // llama.cpp's rotary pairs, not NEOX
+      const interleaved = arch === "llama" || arch === "smollm3" || arch === "granite"; // llama.cpp's rotary pairs, not NEOX
       const perm = (heads: number): Transform =>
         interleaved ? { kind: "permute", heads, headDim: c.headDim, rotDim } : copy;
       if (interleaved && (l.qkv.q.b || l.qkv.k.b)) {
@@ -437,6 +528,9 @@ async function* tensorBytes(p: PlannedTensor, reader: TensorReader): AsyncGenera
   const bytes = await reader.read(src.file, src.offset, src.byteLength);
   if (t.kind === "permute") {
     yield convert(permuteRotary(bytes, t.heads, t.headDim, t.rotDim, src.shape[1] * elem), srcType, dst);
+  } else if (t.kind === "qkvBlocks") {
+    const rowBytes = src.shape.length === 1 ? elem : src.shape[1] * elem; // a bias: one element per row
+    yield convert(qkvBlocks(bytes, t.heads, t.headDim, rowBytes), srcType, dst);
   } else {
     yield convert(transpose(bytes, src.shape[0], src.shape[1], elem), srcType, dst);
   }
