@@ -696,6 +696,46 @@ test("GPT-NeoX (Pythia): rotary_pct / rotary_emb_base or their transformers 5 na
   ]);
 });
 
+test("StarCoder2: LayerNorms (norm_epsilon), biases with use_bias, a window in every layer, Starcoder2Config's defaults", (t) => {
+  const starcoder2 = {
+    architectures: ["Starcoder2ForCausalLM"],
+    model_type: "starcoder2",
+    hidden_size: 3072,
+    intermediate_size: 12288,
+    num_hidden_layers: 30,
+    num_attention_heads: 24,
+    num_key_value_heads: 2,
+    vocab_size: 49152,
+    max_position_embeddings: 16384,
+    norm_epsilon: 1e-5,
+    rope_theta: 999999.4420358813,
+    sliding_window: 4096,
+    use_bias: true,
+    hidden_act: "gelu_pytorch_tanh",
+    bos_token_id: 0,
+    eos_token_id: 0,
+  };
+  const c = readModelConfig(configIn(t, starcoder2));
+  assert.equal(c.norm, "layer");
+  assert.equal(c.gatedFfn, false);
+  assert.equal(c.activation, "gelu_tanh");
+  assert.equal(c.attentionBias, true);
+  assert.equal(c.tiedEmbeddings, true); // Starcoder2Config's default
+  assert.deepEqual(c.attentionWindows, Array(30).fill(4096));
+  assert.equal(c.parallelBlocks, undefined);
+  const { num_key_value_heads: _k, hidden_act: _a, use_bias: _b, sliding_window: _w, ...bare } = starcoder2;
+  const d = readModelConfig(configIn(t, bare));
+  assert.equal(d.kvHeads, 2);
+  assert.equal(d.activation, "gelu_tanh");
+  assert.equal(d.attentionBias, true);
+  assert.equal(d.attentionWindows, undefined);
+  assert.equal(readModelConfig(configIn(t, { ...starcoder2, use_bias: false })).attentionBias, false);
+  badConfigs(t, [
+    [{ ...starcoder2, norm_epsilon: -1 }, /"norm_epsilon" must not be negative/],
+    [{ ...starcoder2, sliding_window: 0 }, /"sliding_window" must be a positive integer or null/],
+  ]);
+});
+
 test("Gemma (1): √hidden embeddings and GELU as Gemma 2/3, but no windows, caps or q/k norms, 1/√head_dim", (t) => {
   const gemma2b = {
     architectures: ["GemmaForCausalLM"],

@@ -116,6 +116,33 @@ function expectedNames(arch: Arch, tied: boolean, gpt2Prefix = false): string[] 
         "model.norm.bias",
         ...(tied ? [] : ["lm_head.weight"]),
       ];
+    case "starcoder2":
+      return [
+        "model.embed_tokens.weight",
+        ...L.flatMap((i) =>
+          [
+            "input_layernorm.weight",
+            "input_layernorm.bias",
+            "self_attn.q_proj.weight",
+            "self_attn.q_proj.bias",
+            "self_attn.k_proj.weight",
+            "self_attn.k_proj.bias",
+            "self_attn.v_proj.weight",
+            "self_attn.v_proj.bias",
+            "self_attn.o_proj.weight",
+            "self_attn.o_proj.bias",
+            "post_attention_layernorm.weight",
+            "post_attention_layernorm.bias",
+            "mlp.c_fc.weight",
+            "mlp.c_fc.bias",
+            "mlp.c_proj.weight",
+            "mlp.c_proj.bias",
+          ].map((n) => `model.layers.${i}.${n}`),
+        ),
+        "model.norm.weight",
+        "model.norm.bias",
+        ...(tied ? [] : ["lm_head.weight"]),
+      ];
     case "gptneox":
       return [
         "gpt_neox.embed_in.weight",
@@ -321,6 +348,14 @@ function expectedShapes(arch: Arch): Record<string, number[]> {
         "model.layers.1.self_attn.k_proj.bias": [32],
         "model.norm.bias": [64],
       };
+    case "starcoder2": // GQA 4/2 of 16; c_fc 256 rows
+      return {
+        "model.layers.0.self_attn.k_proj.bias": [32],
+        "model.layers.1.self_attn.o_proj.bias": [64],
+        "model.layers.0.mlp.c_fc.weight": [256, 64],
+        "model.layers.1.mlp.c_proj.weight": [64, 256],
+        "model.norm.bias": [64],
+      };
     case "gptneox": // q, k and v of 4 heads of 16 in one matrix; FFN 256
       return {
         "gpt_neox.layers.0.attention.query_key_value.weight": [192, 64],
@@ -497,6 +532,7 @@ for (const arch of ARCHES) {
         granite: "GraniteForCausalLM",
         olmo2: "Olmo2ForCausalLM",
         stablelm: "StableLmForCausalLM",
+        starcoder2: "Starcoder2ForCausalLM",
         phi: "PhiForCausalLM",
         phi3: "Phi3ForCausalLM",
         gemma: "GemmaForCausalLM",
@@ -541,6 +577,12 @@ for (const arch of ARCHES) {
         assert.equal(cfg.n_embd, 64);
         assert.equal(cfg.n_inner, 256);
         assert.equal(cfg.activation_function, "gelu_new");
+      } else if (arch === "starcoder2") {
+        assert.equal(cfg.norm_epsilon, 1e-5);
+        assert.equal(cfg.sliding_window, 8);
+        assert.equal(cfg.use_bias, true);
+        assert.equal(cfg.hidden_act, "gelu_pytorch_tanh");
+        assert.ok(!("rms_norm_eps" in cfg) && !("head_dim" in cfg), "Starcoder2Config has neither");
       } else if (arch === "gptneox") {
         assert.equal(cfg.rotary_pct, 0.25);
         assert.equal(cfg.rotary_emb_base, 10000);

@@ -10,6 +10,7 @@ import { opt } from "./opt.js";
 import { phi } from "./phi.js";
 import { phi3 } from "./phi3.js";
 import { stablelm } from "./stablelm.js";
+import { starcoder2 } from "./starcoder2.js";
 
 export const ARCHITECTURES: Readonly<Record<string, ArchDefinition>> = {
   LlamaForCausalLM: llama,
@@ -20,6 +21,7 @@ export const ARCHITECTURES: Readonly<Record<string, ArchDefinition>> = {
   GraniteForCausalLM: granite,
   Olmo2ForCausalLM: olmo2,
   StableLmForCausalLM: stablelm,
+  Starcoder2ForCausalLM: starcoder2,
   PhiForCausalLM: phi,
   Phi3ForCausalLM: phi3,
   GemmaForCausalLM: gemma,

@@ -23,7 +23,7 @@
 //   - gemma (1): NEOX rotary, norms as 1 + w as for gemma2/3, 1/sqrt(head_dim) attention.
 //   - olmo2: NEOX rotary, no attn_norm/ffn_norm, post_attention_norm and post_ffw_norm, q/k norms
 //     over the whole projection.
-//   - stablelm, phi2, gptneox: LayerNorms with biases (attention.layer_norm_epsilon), NEOX rotary
+//   - stablelm, starcoder2, phi2, gptneox: LayerNorms with biases (attention.layer_norm_epsilon), NEOX rotary
 //     over the partial rotary dims. phi2 runs attention and MLP on one norm, with the head's bias;
 //     gptneox's fused q/k/v rows (and bias) go from head by head to all q, all k, all v, as the
 //     converter reorders them for llama.cpp's views, and its blocks
@@ -62,6 +62,7 @@ export interface GgufExportResult {
     | "smollm3"
     | "olmo2"
     | "stablelm"
+    | "starcoder2"
     | "phi2"
     | "phi3"
     | "gemma"
@@ -88,6 +89,7 @@ const ARCH_NAMES: Record<string, GgufExportResult["architecture"]> = {
   GraniteForCausalLM: "granite",
   Olmo2ForCausalLM: "olmo2",
   StableLmForCausalLM: "stablelm",
+  Starcoder2ForCausalLM: "starcoder2",
   PhiForCausalLM: "phi2",
   Phi3ForCausalLM: "phi3",
   GemmaForCausalLM: "gemma",
@@ -101,6 +103,7 @@ const ARCH_NAMES: Record<string, GgufExportResult["architecture"]> = {
 /** llama.cpp's architectures with LayerNorms (weight and bias) and the activation each runs. */
 const LAYER_NORM_ARCHS: Partial<Record<GgufExportResult["architecture"], readonly string[]>> = {
   stablelm: ["silu"],
+  starcoder2: ["gelu_tanh"],
   phi2: ["gelu_tanh"],
   gptneox: ["gelu", "gelu_tanh"], // llama.cpp's is the tanh form (see the header)
 };
@@ -282,8 +285,11 @@ function architectureMetadata(
       [`${arch}.attention.head_count_kv`, kv.u32(c.kvHeads)],
       [`${arch}.attention.layer_norm_epsilon`, kv.f32(c.normEps)],
     ];
-    // phi2's blocks are always side by side; stablelm and gptneox read which from the file.
-    if (arch !== "phi2") out.push([`${arch}.use_parallel_residual`, kv.bool(c.parallelBlocks === true)]);
+    // stablelm and gptneox read from the file whether the blocks run side by side (phi2's always do,
+    // starcoder2's never).
+    if (arch === "stablelm" || arch === "gptneox") {
+      out.push([`${arch}.use_parallel_residual`, kv.bool(c.parallelBlocks === true)]);
+    }
     return out;
   }
   if (arch === "gemma") {

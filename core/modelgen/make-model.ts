@@ -26,6 +26,7 @@ export type Arch =
   | "granite"
   | "olmo2"
   | "stablelm"
+  | "starcoder2"
   | "phi"
   | "phi3"
   | "gemma"
@@ -195,6 +196,23 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
       tied: false,
       ropeTheta: 10000,
       rmsEps: 1e-5,
+    },
+  },
+  "starcoder2-3b": {
+    arch: "starcoder2",
+    description: "StarCoder2-3B shapes (starcoder2, GQA 24/2, LayerNorm, biases, 4096-position window, tied)",
+    shape: {
+      hidden: 3072,
+      layers: 30,
+      heads: 24,
+      kvHeads: 2,
+      intermediate: 12288,
+      vocab: 49152,
+      maxPositions: 16384,
+      tied: true,
+      ropeTheta: 999999.4420358813,
+      rmsEps: 1e-5,
+      slidingWindow: 4096,
     },
   },
   "phi-2": {
@@ -427,6 +445,12 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
       "tiny stablelm for tests (LayerNorms with biases, q/k/v biases, a quarter of each head rotated, untied)",
     shape: { ...tinyLlamaLike, tied: false, ropeTheta: 10000, rmsEps: 1e-5 },
   },
+  "tiny-starcoder2": {
+    arch: "starcoder2",
+    description:
+      "tiny starcoder2 for tests (LayerNorms, biases everywhere, ungated tanh-GELU MLP, 8-position window, GQA 4/2, tied)",
+    shape: { ...tinyLlamaLike, intermediate: 256, tied: true, ropeTheta: 10000, rmsEps: 1e-5, slidingWindow: 8 },
+  },
   "tiny-phi": {
     arch: "phi",
     description:
@@ -578,6 +602,37 @@ const STABLELM_LAYER: TensorRule[] = [
   { name: "post_attention_layernorm.bias", shape: (s) => [s.hidden], init: "bias" },
   ...LLAMA_LAYER.slice(6),
 ];
+
+// StarCoder2: LayerNorms, biases on every projection, an ungated MLP (c_fc, c_proj).
+const STARCODER2_LAYER: TensorRule[] = [
+  ...STABLELM_LAYER.slice(0, 8),
+  LLAMA_LAYER[4],
+  { name: "self_attn.o_proj.bias", shape: (s) => [s.hidden], init: "bias" },
+  ...STABLELM_LAYER.slice(9, 11),
+  { name: "mlp.c_fc.weight", shape: (s) => [s.intermediate, s.hidden], init: "normal" },
+  { name: "mlp.c_fc.bias", shape: (s) => [s.intermediate], init: "bias" },
+  { name: "mlp.c_proj.weight", shape: (s) => [s.hidden, s.intermediate], init: "normal" },
+  { name: "mlp.c_proj.bias", shape: (s) => [s.hidden], init: "bias" },
+];
+
+/** StarCoder2's config.json fields (norm_epsilon, use_bias, a window in every layer). */
+function starcoder2Config(s: ResolvedShape, ids: TokenizerIds, dtype: DType): Record<string, unknown> {
+  const { rms_norm_eps: _eps, head_dim: _headDim, ...shape } = shapeFields(s);
+  return {
+    architectures: ["Starcoder2ForCausalLM"],
+    model_type: "starcoder2",
+    ...shape,
+    norm_epsilon: s.rmsEps,
+    rope_scaling: s.ropeScaling,
+    sliding_window: s.slidingWindow,
+    hidden_act: "gelu_pytorch_tanh",
+    use_bias: true,
+    tie_word_embeddings: s.tied,
+    bos_token_id: ids.bos,
+    eos_token_id: ids.eos,
+    torch_dtype: TORCH_DTYPE[dtype],
+  };
+}
 
 // Phi (1, 1.5, 2): one LayerNorm feeds attention and MLP; biases on every projection.
 const PHI_LAYER: TensorRule[] = [
@@ -827,6 +882,11 @@ export const ARCHS: Record<Arch, ArchSpec> = {
   stablelm: {
     ...llamaFamily("StableLmForCausalLM", "stablelm", STABLELM_LAYER),
     tail: [LLAMA_TAIL[0], { name: "model.norm.bias", shape: (s) => [s.hidden], init: "bias" }, LLAMA_TAIL[1]],
+  },
+  starcoder2: {
+    ...llamaFamily("Starcoder2ForCausalLM", "starcoder2", STARCODER2_LAYER),
+    tail: [LLAMA_TAIL[0], { name: "model.norm.bias", shape: (s) => [s.hidden], init: "bias" }, LLAMA_TAIL[1]],
+    config: starcoder2Config,
   },
   phi: {
     ...llamaFamily("PhiForCausalLM", "phi", PHI_LAYER),

@@ -7,7 +7,7 @@ shared golden folder, and expected.json from reference.py.
     python3 tools/golden/make_golden.py qwen3 test/golden/qwen3-bf16 --tokenizer-from ../shared/golden/llama-bf16
     (phi3-partial goes to test/golden/phi3-partial-bf16)
 
-qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn, stablelm, gemma, phi and gptneox are defined: the shared folders cover the other
+qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn, stablelm, gemma, phi, gptneox and starcoder2 are defined: the shared folders cover the other
 architectures.
 """
 import argparse
@@ -203,6 +203,18 @@ SHAPES = {
         eos_token_id=256,
         torch_dtype="bfloat16",
     ),
+    # StarCoder2: LayerNorms (norm_epsilon), biases on every projection, an ungated GELU (tanh) MLP,
+    # GQA 4/2, an 8-position window in every layer (the run is 46 positions long), a tied head.
+    "starcoder2": dict(
+        {k: v for k, v in BASE.items() if k not in ("attention_bias", "hidden_act")},
+        architectures=["Starcoder2ForCausalLM"],
+        model_type="starcoder2",
+        hidden_act="gelu_pytorch_tanh",
+        norm_epsilon=1e-5,
+        use_bias=True,
+        sliding_window=8,
+        tie_word_embeddings=True,
+    ),
     # Gemma (1): (1 + w) norms, embeddings times sqrt(hidden), GELU (tanh), one key/value head as
     # gemma-2b, head_dim 32 (not hidden / heads), 1/sqrt(head_dim) attention.
     "gemma": dict(
@@ -285,6 +297,18 @@ def tensors(c: dict, rng: np.random.Generator) -> dict:
         olmo2 = c["model_type"] == "olmo2"
         if not olmo2:
             t[f"{p}.input_layernorm.weight"] = norm(H) - shift
+        if c["model_type"] == "starcoder2":  # LayerNorms; biases everywhere; c_fc, c_proj
+            t[f"{p}.input_layernorm.bias"] = rng.normal(0, 0.1, (H,))
+            for name, rows, cols in (("self_attn.q_proj", A * D, H), ("self_attn.k_proj", K * D, H),
+                                     ("self_attn.v_proj", K * D, H), ("self_attn.o_proj", H, A * D)):
+                t[f"{p}.{name}.weight"] = mat(rows, cols)
+                t[f"{p}.{name}.bias"] = rng.normal(0, 0.5, (rows,))
+            t[f"{p}.post_attention_layernorm.weight"] = norm(H)
+            t[f"{p}.post_attention_layernorm.bias"] = rng.normal(0, 0.1, (H,))
+            for name, rows, cols in (("mlp.c_fc", F, H), ("mlp.c_proj", H, F)):
+                t[f"{p}.{name}.weight"] = mat(rows, cols)
+                t[f"{p}.{name}.bias"] = rng.normal(0, 0.5, (rows,))
+            continue
         if c["model_type"] == "phi":  # one LayerNorm for both blocks; biases everywhere
             t[f"{p}.input_layernorm.bias"] = rng.normal(0, 0.1, (H,))
             for name, rows, cols in (("self_attn.q_proj", A * D, H), ("self_attn.k_proj", K * D, H),
@@ -329,7 +353,7 @@ def tensors(c: dict, rng: np.random.Generator) -> dict:
             t[f"{p}.post_feedforward_layernorm.weight"] = norm(H)
     final = "model.final_layernorm" if c["model_type"] == "phi" else "model.norm"
     t[f"{final}.weight"] = norm(H) - shift
-    if c["model_type"] in ("stablelm", "phi"):
+    if c["model_type"] in ("stablelm", "phi", "starcoder2"):
         t[f"{final}.bias"] = rng.normal(0, 0.1, (H,))
     if not c["tie_word_embeddings"]:
         t["lm_head.weight"] = mat(V, H)

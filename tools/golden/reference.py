@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A float64 NumPy reference of the Hugging Face forward pass for the Llama family (LlamaForCausalLM,
 MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM,
-GraniteForCausalLM, Olmo2ForCausalLM, StableLmForCausalLM), PhiForCausalLM, GPTNeoXForCausalLM,
+GraniteForCausalLM, Olmo2ForCausalLM, StableLmForCausalLM), PhiForCausalLM, GPTNeoXForCausalLM, Starcoder2ForCausalLM,
 GemmaForCausalLM, Gemma2ForCausalLM and Gemma3ForCausalLM, written from the transformers modeling code's semantics and independent of the
 engine: it shares no code with core/.
 
@@ -120,7 +120,7 @@ class Model:
         known = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
                  "SmolLM3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM",
                  "GemmaForCausalLM", "GraniteForCausalLM", "Olmo2ForCausalLM", "StableLmForCausalLM",
-                 "PhiForCausalLM", "GPTNeoXForCausalLM")
+                 "PhiForCausalLM", "GPTNeoXForCausalLM", "Starcoder2ForCausalLM")
         if arch not in known:
             raise SystemExit(f"{arch} is not one of {', '.join(known)}")
         self.qwen2 = arch == "Qwen2ForCausalLM"
@@ -145,8 +145,11 @@ class Model:
         # GPT-NeoX: its own tensor names, q/k/v fused head by head, two LayerNorms side by side
         # (use_parallel_residual), exact GELU, rotary_pct / rotary_emb_base (see neox_logits).
         self.neox = arch == "GPTNeoXForCausalLM"
-        self.layer_norm = self.stablelm or self.phi or self.neox
-        self.bias = self.qwen2 or self.phi or bool(self.cfg.get("attention_bias", False) or self.cfg.get("use_qkv_bias", False))
+        # StarCoder2: LayerNorms (norm_epsilon), biases on q/k/v/o and on an ungated GELU (tanh) MLP
+        # (c_fc, c_proj) with use_bias, a sliding window in every layer when sliding_window is set.
+        self.starcoder2 = arch == "Starcoder2ForCausalLM"
+        self.layer_norm = self.stablelm or self.phi or self.neox or self.starcoder2
+        self.bias = self.qwen2 or self.phi or (self.starcoder2 and self.cfg.get("use_bias", True)) or bool(self.cfg.get("attention_bias", False) or self.cfg.get("use_qkv_bias", False))
         # Granite: embeddings times embedding_multiplier, attention scores times attention_multiplier,
         # each block's output times residual_multiplier before its residual add, logits / logits_scaling.
         self.granite = arch == "GraniteForCausalLM"
@@ -161,6 +164,8 @@ class Model:
         self.K = c.get("num_key_value_heads", self.A)
         self.D = c.get("head_dim") or self.H // self.A
         self.eps = c.get("layer_norm_eps", 1e-5) if self.layer_norm else c.get("rms_norm_eps", 1e-6)
+        if self.starcoder2:
+            self.eps = c.get("norm_epsilon", 1e-5)
         if self.neox:
             c = dict(c, rope_theta=c.get("rotary_emb_base", 10000), partial_rotary_factor=c.get("rotary_pct", 0.25))
         self.inv, self.m = rope_params(c, self.D)
@@ -178,6 +183,8 @@ class Model:
         self.final_cap = c.get("final_logit_softcapping") if self.gemma else None
         if self.gemma:
             self.window = [c["sliding_window"] if t == "sliding_attention" else None for t in c["layer_types"]]
+        if self.starcoder2:
+            self.window = [c.get("sliding_window")] * layers
         if self.gemma3:
             self.local_inv, _ = rope_params({"rope_theta": c["rope_local_base_freq"]}, self.D)
         if arch == "SmolLM3ForCausalLM":
@@ -280,6 +287,10 @@ class Model:
                 h = x
             else:
                 h = self.norm(x, f"{p}.pre_feedforward_layernorm" if self.gemma else f"{p}.post_attention_layernorm")
+            if self.starcoder2:
+                f = self.lin(gelu_tanh(self.lin(h, f"{p}.mlp.c_fc", self.bias)), f"{p}.mlp.c_proj", self.bias)
+                x = x + f
+                continue
             if self.phi3:
                 g, u = np.split(self.lin(h, f"{p}.mlp.gate_up_proj", False), 2, axis=-1)
             else:
