@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { tempDir } from "./helpers.js";
 import { readModelConfig } from "../core/loader/model-folder.js";
 import { ModelError } from "../core/loader/errors.js";
+import { interleavedRopeOrder } from "../core/arch/config.js";
 
 const LLAMA_32_1B = {
   architectures: ["LlamaForCausalLM"],
@@ -734,6 +735,50 @@ test("StarCoder2: LayerNorms (norm_epsilon), biases with use_bias, a window in e
     [{ ...starcoder2, norm_epsilon: -1 }, /"norm_epsilon" must not be negative/],
     [{ ...starcoder2, sliding_window: 0 }, /"sliding_window" must be a positive integer or null/],
   ]);
+});
+
+test("Cohere (Aya 23): parallel blocks, bias-free LayerNorm, adjacent rotary pairs, logit_scale; use_qk_norm refused", (t) => {
+  const aya = {
+    architectures: ["CohereForCausalLM"],
+    model_type: "cohere",
+    hidden_size: 4096,
+    intermediate_size: 14336,
+    num_hidden_layers: 32,
+    num_attention_heads: 32,
+    num_key_value_heads: 8,
+    vocab_size: 256000,
+    max_position_embeddings: 8192,
+    layer_norm_eps: 1e-5,
+    logit_scale: 0.0625,
+    rope_theta: 10000,
+    use_qk_norm: false,
+    bos_token_id: 5,
+    eos_token_id: 255001,
+  };
+  const c = readModelConfig(configIn(t, aya));
+  assert.equal(c.parallelBlocks, true);
+  assert.equal(c.ropeInterleaved, true);
+  assert.equal(c.norm, "layer");
+  assert.equal(c.gatedFfn, true);
+  assert.equal(c.finalNormScale, 0.0625);
+  assert.equal(c.tiedEmbeddings, true); // CohereConfig's default
+  assert.equal(c.attentionBias, false);
+  const { logit_scale: _s, ...bare } = aya;
+  assert.equal(readModelConfig(configIn(t, bare)).finalNormScale, 0.0625);
+  badConfigs(t, [
+    [{ ...aya, use_qk_norm: true }, /"use_qk_norm": true .* is not supported/],
+    [{ ...aya, logit_scale: 0 }, /"logit_scale" must be a positive number/],
+  ]);
+});
+
+test("interleavedRopeOrder moves adjacent rotary pairs to rotate-half order per head, leaving dims past rotDim", () => {
+  // 2 tokens × 2 heads of 6 dims, 4 of them rotated: pairs (0,1), (2,3) → places (0,2), (1,3).
+  const idx = interleavedRopeOrder(2, 2, 6, 4);
+  const head = [0, 2, 1, 3, 4, 5];
+  assert.deepEqual(
+    Array.from(idx),
+    [0, 1, 2, 3].flatMap((r) => head.map((d) => r * 6 + d)),
+  );
 });
 
 test("Gemma (1): √hidden embeddings and GELU as Gemma 2/3, but no windows, caps or q/k norms, 1/√head_dim", (t) => {

@@ -756,6 +756,7 @@ const F32_GOLDEN_TOL: Record<string, number> = {
   "granite-bf16": 1e-3,
   "olmo2-bf16": 1e-3,
   "stablelm-bf16": 1e-3,
+  "cohere-bf16": 1e-3,
   "gemma-bf16": 0.01,
   "phi-bf16": 0.01,
   "gptneox-bf16": 0.01,

@@ -116,6 +116,24 @@ function expectedNames(arch: Arch, tied: boolean, gpt2Prefix = false): string[] 
         "model.norm.bias",
         ...(tied ? [] : ["lm_head.weight"]),
       ];
+    case "cohere":
+      return [
+        "model.embed_tokens.weight",
+        ...L.flatMap((i) =>
+          [
+            "input_layernorm.weight",
+            "self_attn.q_proj.weight",
+            "self_attn.k_proj.weight",
+            "self_attn.v_proj.weight",
+            "self_attn.o_proj.weight",
+            "mlp.gate_proj.weight",
+            "mlp.up_proj.weight",
+            "mlp.down_proj.weight",
+          ].map((n) => `model.layers.${i}.${n}`),
+        ),
+        "model.norm.weight",
+        ...(tied ? [] : ["lm_head.weight"]),
+      ];
     case "starcoder2":
       return [
         "model.embed_tokens.weight",
@@ -348,6 +366,12 @@ function expectedShapes(arch: Arch): Record<string, number[]> {
         "model.layers.1.self_attn.k_proj.bias": [32],
         "model.norm.bias": [64],
       };
+    case "cohere":
+      return {
+        "model.layers.0.self_attn.k_proj.weight": [32, 64],
+        "model.layers.1.mlp.gate_proj.weight": [128, 64],
+        "model.norm.weight": [64],
+      };
     case "starcoder2": // GQA 4/2 of 16; c_fc 256 rows
       return {
         "model.layers.0.self_attn.k_proj.bias": [32],
@@ -533,6 +557,7 @@ for (const arch of ARCHES) {
         olmo2: "Olmo2ForCausalLM",
         stablelm: "StableLmForCausalLM",
         starcoder2: "Starcoder2ForCausalLM",
+        cohere: "CohereForCausalLM",
         phi: "PhiForCausalLM",
         phi3: "Phi3ForCausalLM",
         gemma: "GemmaForCausalLM",
@@ -577,6 +602,11 @@ for (const arch of ARCHES) {
         assert.equal(cfg.n_embd, 64);
         assert.equal(cfg.n_inner, 256);
         assert.equal(cfg.activation_function, "gelu_new");
+      } else if (arch === "cohere") {
+        assert.equal(cfg.logit_scale, 0.0625);
+        assert.equal(cfg.layer_norm_eps, 1e-5);
+        assert.equal(cfg.use_qk_norm, false);
+        assert.ok(!("rms_norm_eps" in cfg), "CohereConfig has no rms_norm_eps");
       } else if (arch === "starcoder2") {
         assert.equal(cfg.norm_epsilon, 1e-5);
         assert.equal(cfg.sliding_window, 8);

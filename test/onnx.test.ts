@@ -34,6 +34,7 @@ const TINY: [Arch, DType][] = [
   ["olmo2", "f16"],
   ["stablelm", "bf16"],
   ["starcoder2", "bf16"],
+  ["cohere", "f16"],
   ["phi", "f32"],
   ["phi3", "f16"],
   ["gemma", "bf16"],
@@ -278,7 +279,7 @@ const ALL: DeepPartial<SparsitySettings> = {
   head: { method: "hire", k: 1, oversample: 1 },
 };
 
-for (const arch of ["llama", "qwen3", "gemma2", "gemma3", "gpt2", "opt", "phi", "gptneox"] as Arch[]) {
+for (const arch of ["llama", "qwen3", "gemma2", "gemma3", "gpt2", "opt", "phi", "gptneox", "cohere"] as Arch[]) {
   test(`HiRE graph at k = 100 % equals the dense graph (${arch})`, async () => {
     const model = tiny[arch]!;
     const p = prompt(model);

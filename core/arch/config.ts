@@ -28,6 +28,11 @@ export interface ModelConfig {
   readonly ropeTheta?: number;
   /** cos and sin of the rotary step times this (Phi-3's longrope attention factor); absent: 1. */
   readonly ropeFactor?: number;
+  /**
+   * The rotary step turns adjacent pairs (2i, 2i + 1) (GPT-J, Cohere) rather than (i, i + rotDim/2)
+   * (rotate-half, the rest); absent: rotate-half.
+   */
+  readonly ropeInterleaved?: boolean;
   /** Per layer, whether the rotary step runs (SmolLM3's NoPE layers have none); absent: every layer. */
   readonly ropeLayers?: readonly boolean[];
   /**
@@ -77,7 +82,7 @@ export interface Linear {
 
 export interface Norm {
   readonly weight: Weight;
-  readonly bias: Weight | null; // LayerNorm only
+  readonly bias: Weight | null; // LayerNorm only, and not every one has it (Cohere's)
 }
 
 export interface LayerWeights {
@@ -493,4 +498,21 @@ export function mappedNorm(w: Weight, tag: string, f: (x: number) => number): No
     transposed: false,
   };
   return { weight, bias: null };
+}
+
+/**
+ * Where ModelConfig.ropeInterleaved: for each of `heads` heads of `headDim`, the index of the q or k
+ * entry that goes to each place so that the rope op's rotate-half pairs (i, i + rotDim/2) are the
+ * model's adjacent pairs (2i, 2i + 1); dims past rotDim stay. The same permutation of q and k in
+ * every head leaves q·k, so the attention, unchanged; `tokens` copies, one per token of a batch.
+ */
+export function interleavedRopeOrder(tokens: number, heads: number, headDim: number, rotDim: number): Int32Array {
+  const half = rotDim / 2;
+  const idx = new Int32Array(tokens * heads * headDim);
+  for (let r = 0; r < tokens * heads; r++) {
+    for (let d = 0; d < headDim; d++) {
+      idx[r * headDim + d] = r * headDim + (d < half ? 2 * d : d < rotDim ? 2 * (d - half) + 1 : d);
+    }
+  }
+  return idx;
 }

@@ -2,6 +2,7 @@
 // To add an architecture: write core/arch/<name>.ts exporting an ArchDefinition (parse its
 // config.json fields into ModelConfig, bind its tensor names into ModelWeights) and list it here.
 import type { ArchDefinition } from "./config.js";
+import { cohere } from "./cohere.js";
 import { gemma, gemma2, gemma3, gemma3Multimodal } from "./gemma.js";
 import { gpt2 } from "./gpt2.js";
 import { gptneox } from "./gptneox.js";
@@ -22,6 +23,7 @@ export const ARCHITECTURES: Readonly<Record<string, ArchDefinition>> = {
   Olmo2ForCausalLM: olmo2,
   StableLmForCausalLM: stablelm,
   Starcoder2ForCausalLM: starcoder2,
+  CohereForCausalLM: cohere,
   PhiForCausalLM: phi,
   Phi3ForCausalLM: phi3,
   GemmaForCausalLM: gemma,

@@ -6,7 +6,16 @@
 // a sparse method (HiRE, DIP) swaps them per layer between two tokens without touching this loop.
 // Every forward fills a `ForwardReport` with per-layer timings for telemetry.
 import { KV_ELEMENT_BYTES, type Backend, type Buf, type KvDtype, type StepGraph } from "../backend/backend.js";
-import { layerRope, type LayerWeights, type ModelConfig, type ModelWeights, type Norm } from "../arch/config.js";
+import {
+  interleavedRopeOrder,
+  layerRope,
+  mappedNorm,
+  type LayerWeights,
+  type ModelConfig,
+  type ModelWeights,
+  type Norm,
+} from "../arch/config.js";
+import type { Weight } from "../loader/safetensors.js";
 import type { FfnTelemetry, HeadTelemetry } from "../sparse/telemetry.js";
 import { setImmediate as nextTurn } from "node:timers/promises";
 
@@ -23,6 +32,9 @@ export class Workspace {
   readonly v: Buf;
   readonly qkv: Buf; // fused projection output (GPT-2) [batch][3*hidden]
   readonly att: Buf; // attention output before o_proj [batch][heads*headDim]
+  /** q and k with adjacent rotary pairs moved to rotate-half order (ModelConfig.ropeInterleaved). */
+  readonly qRope: Buf;
+  readonly kRope: Buf;
   readonly tmp: Buf; // block output before the residual add [batch][hidden]
   readonly ff1: Buf; // FFN intermediate [batch][intermediate]
   readonly ff2: Buf;
@@ -47,6 +59,8 @@ export class Workspace {
     this.v = b.alloc(batch * kvDim);
     this.qkv = b.alloc(w.layers.some((l) => "fused" in l.qkv) ? batch * (qDim + 2 * kvDim) : 0);
     this.att = b.alloc(batch * qDim);
+    this.qRope = b.alloc(c.ropeInterleaved ? batch * qDim : 0);
+    this.kRope = b.alloc(c.ropeInterleaved ? batch * kvDim : 0);
     this.tmp = b.alloc(batch * c.hidden);
     this.ff1 = b.alloc(batch * c.intermediate);
     this.ff2 = b.alloc(c.gatedFfn ? batch * c.intermediate : 0);
@@ -250,6 +264,10 @@ export class Transformer {
   private graphs = new Map<KVCache, { warm: boolean; graph?: StepGraph; failed?: string }>();
   /** Decode steps run by replaying a recorded step (a count, for tests and the bench). */
   replays = 0;
+  /** ModelConfig.ropeInterleaved: where each q and k entry of a batch goes before the rope op. */
+  private readonly ropeOrder?: { q: Int32Array; k: Int32Array };
+  /** The zero bias of LayerNorms without one (Cohere's): the kernel takes one. */
+  private zeroBias?: Weight;
 
   constructor(
     readonly backend: Backend,
@@ -259,6 +277,14 @@ export class Transformer {
   ) {
     this.ffn = weights.layers.map((l) => new DenseFeedForward(backend, config, l, ws));
     this.output = new DenseOutputLayer(backend, weights);
+    if (config.ropeInterleaved && config.ropeInvFreq) {
+      const { heads, kvHeads, headDim } = config;
+      const rotDim = 2 * config.ropeInvFreq.length;
+      this.ropeOrder = {
+        q: interleavedRopeOrder(ws.batch, heads, headDim, rotDim),
+        k: interleavedRopeOrder(ws.batch, kvHeads, headDim, rotDim),
+      };
+    }
   }
 
   /**
@@ -510,11 +536,19 @@ export class Transformer {
       b.rmsNorm(ws.q, ws.q, q.weight, (n * qDim) / q.weight.cols, c.normEps);
       b.rmsNorm(ws.k, ws.k, k.weight, (n * kvDim) / k.weight.cols, c.normEps);
     }
+    let [q, k] = [ws.q, ws.k];
+    if (this.ropeOrder) {
+      // Adjacent rotary pairs into the order the rope op turns, in q and k alike (the cache keeps
+      // them so): their dot products, so the attention, are the model's.
+      b.gather(ws.qRope, ws.q, this.ropeOrder.q, n * qDim);
+      b.gather(ws.kRope, ws.k, this.ropeOrder.k, n * kvDim);
+      [q, k] = [ws.qRope, ws.kRope];
+    }
     const [kc, vc] = [cache.k[l], cache.v[l]];
     const window = c.attentionWindows?.[l] ?? 0;
     b.ropeCacheWrite(
-      ws.q,
-      ws.k,
+      q,
+      k,
       ws.v,
       kc,
       vc,
@@ -530,7 +564,7 @@ export class Transformer {
     );
     b.attention(
       ws.att,
-      ws.q,
+      q,
       cache.k[l],
       cache.v[l],
       n,
@@ -557,6 +591,11 @@ export class Transformer {
     const { backend: b, config: c } = this;
     if (!norm) b.copy2d(y, 0, c.hidden, x, 0, c.hidden, n, c.hidden);
     else if (c.norm === "rms") b.rmsNorm(y, x, norm.weight, n, c.normEps);
-    else b.layerNorm(y, x, norm.weight, norm.bias!, n, c.normEps);
+    else b.layerNorm(y, x, norm.weight, norm.bias ?? (this.zeroBias ??= zeros(norm.weight)), n, c.normEps);
   }
+}
+
+/** A vector of zeros as long as `like` (f32). */
+function zeros(like: Weight): Weight {
+  return mappedNorm(like, "*0", () => 0).weight;
 }

@@ -23,6 +23,9 @@
 //   - gemma (1): NEOX rotary, norms as 1 + w as for gemma2/3, 1/sqrt(head_dim) attention.
 //   - olmo2: NEOX rotary, no attn_norm/ffn_norm, post_attention_norm and post_ffw_norm, q/k norms
 //     over the whole projection.
+//   - command-r (Cohere): q/k rows as stored (llama.cpp turns adjacent rotary pairs, as Cohere
+//     does), LayerNorms without bias, logit_scale 1 with the scale in the final norm's weight as the
+//     engine runs it.
 //   - stablelm, starcoder2, phi2, gptneox: LayerNorms with biases (attention.layer_norm_epsilon), NEOX rotary
 //     over the partial rotary dims. phi2 runs attention and MLP on one norm, with the head's bias;
 //     gptneox's fused q/k/v rows (and bias) go from head by head to all q, all k, all v, as the
@@ -63,6 +66,7 @@ export interface GgufExportResult {
     | "olmo2"
     | "stablelm"
     | "starcoder2"
+    | "command-r"
     | "phi2"
     | "phi3"
     | "gemma"
@@ -90,6 +94,7 @@ const ARCH_NAMES: Record<string, GgufExportResult["architecture"]> = {
   Olmo2ForCausalLM: "olmo2",
   StableLmForCausalLM: "stablelm",
   Starcoder2ForCausalLM: "starcoder2",
+  CohereForCausalLM: "command-r",
   PhiForCausalLM: "phi2",
   Phi3ForCausalLM: "phi3",
   GemmaForCausalLM: "gemma",
@@ -104,6 +109,7 @@ const ARCH_NAMES: Record<string, GgufExportResult["architecture"]> = {
 const LAYER_NORM_ARCHS: Partial<Record<GgufExportResult["architecture"], readonly string[]>> = {
   stablelm: ["silu"],
   starcoder2: ["gelu_tanh"],
+  "command-r": ["silu"],
   phi2: ["gelu_tanh"],
   gptneox: ["gelu", "gelu_tanh"], // llama.cpp's is the tanh form (see the header)
 };
@@ -290,6 +296,8 @@ function architectureMetadata(
     if (arch === "stablelm" || arch === "gptneox") {
       out.push([`${arch}.use_parallel_residual`, kv.bool(c.parallelBlocks === true)]);
     }
+    // Cohere's logit_scale is in the final norm's weight (ModelConfig.finalNormScale).
+    if (arch === "command-r") out.push(["command-r.logit_scale", kv.f32(1)]);
     return out;
   }
   if (arch === "gemma") {

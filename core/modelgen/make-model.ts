@@ -27,6 +27,7 @@ export type Arch =
   | "olmo2"
   | "stablelm"
   | "starcoder2"
+  | "cohere"
   | "phi"
   | "phi3"
   | "gemma"
@@ -213,6 +214,22 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
       ropeTheta: 999999.4420358813,
       rmsEps: 1e-5,
       slidingWindow: 4096,
+    },
+  },
+  "aya-23-8b": {
+    arch: "cohere",
+    description: "Aya 23 8B shapes (cohere, GQA 32/8, attention and FFN side by side, adjacent rotary pairs, tied)",
+    shape: {
+      hidden: 4096,
+      layers: 32,
+      heads: 32,
+      kvHeads: 8,
+      intermediate: 14336,
+      vocab: 256000,
+      maxPositions: 8192,
+      tied: true,
+      ropeTheta: 10000,
+      rmsEps: 1e-5,
     },
   },
   "phi-2": {
@@ -451,6 +468,12 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
       "tiny starcoder2 for tests (LayerNorms, biases everywhere, ungated tanh-GELU MLP, 8-position window, GQA 4/2, tied)",
     shape: { ...tinyLlamaLike, intermediate: 256, tied: true, ropeTheta: 10000, rmsEps: 1e-5, slidingWindow: 8 },
   },
+  "tiny-cohere": {
+    arch: "cohere",
+    description:
+      "tiny cohere for tests (parallel blocks on one bias-free LayerNorm, adjacent rotary pairs, logit scale, GQA 4/2, tied)",
+    shape: { ...tinyLlamaLike, tied: true, ropeTheta: 10000, rmsEps: 1e-5 },
+  },
   "tiny-phi": {
     arch: "phi",
     description:
@@ -627,6 +650,29 @@ function starcoder2Config(s: ResolvedShape, ids: TokenizerIds, dtype: DType): Re
     sliding_window: s.slidingWindow,
     hidden_act: "gelu_pytorch_tanh",
     use_bias: true,
+    tie_word_embeddings: s.tied,
+    bos_token_id: ids.bos,
+    eos_token_id: ids.eos,
+    torch_dtype: TORCH_DTYPE[dtype],
+  };
+}
+
+// Cohere: one LayerNorm (weight only) feeds attention and MLP: Llama's layer less post_attention_layernorm.
+const COHERE_LAYER: TensorRule[] = [...LLAMA_LAYER.slice(0, 5), ...LLAMA_LAYER.slice(6)];
+
+/** Aya 23's config.json fields (LayerNorm eps, logit scale, no q/k norms). */
+function cohereConfig(s: ResolvedShape, ids: TokenizerIds, dtype: DType): Record<string, unknown> {
+  const { rms_norm_eps: _eps, head_dim: _headDim, ...shape } = shapeFields(s);
+  return {
+    architectures: ["CohereForCausalLM"],
+    model_type: "cohere",
+    ...shape,
+    layer_norm_eps: s.rmsEps,
+    rope_scaling: s.ropeScaling,
+    logit_scale: 0.0625,
+    hidden_act: "silu",
+    attention_bias: false,
+    use_qk_norm: false,
     tie_word_embeddings: s.tied,
     bos_token_id: ids.bos,
     eos_token_id: ids.eos,
@@ -888,6 +934,7 @@ export const ARCHS: Record<Arch, ArchSpec> = {
     tail: [LLAMA_TAIL[0], { name: "model.norm.bias", shape: (s) => [s.hidden], init: "bias" }, LLAMA_TAIL[1]],
     config: starcoder2Config,
   },
+  cohere: { ...llamaFamily("CohereForCausalLM", "cohere", COHERE_LAYER), config: cohereConfig },
   phi: {
     ...llamaFamily("PhiForCausalLM", "phi", PHI_LAYER),
     gqa: false,

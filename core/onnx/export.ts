@@ -39,7 +39,14 @@
 //   f32 Gemms. DA-top-k shards (> 1) are not expressed in the graph.
 import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
-import { layerRope, type Linear, type ModelConfig, type ModelWeights, type Norm } from "../arch/config.js";
+import {
+  interleavedRopeOrder,
+  layerRope,
+  type Linear,
+  type ModelConfig,
+  type ModelWeights,
+  type Norm,
+} from "../arch/config.js";
 import type { Weight } from "../loader/safetensors.js";
 import { UsageError } from "../loader/errors.js";
 import {
@@ -383,7 +390,8 @@ class Exporter {
     if (!n) return x;
     const weight = this.weight(n.weight, "stored");
     if (c.norm === "layer") {
-      return b.op("LayerNormalization", [x, weight, this.bias(n.bias)!], { axis: -1, epsilon: { float: c.normEps } });
+      const inputs = n.bias ? [x, weight, this.bias(n.bias)!] : [x, weight]; // Cohere's have no bias
+      return b.op("LayerNormalization", inputs, { axis: -1, epsilon: { float: c.normEps } });
     }
     // RMSNorm as the engine computes it: (x · 1/sqrt(mean(x²) + eps)) · w.
     const ms = b.op("ReduceMean", [b.op("Mul", [x, x])], { axes: [-1], keepdims: 1 });
@@ -488,6 +496,13 @@ class Exporter {
     if (lw.qkNorm && perHead) {
       q = this.norm(b, q, lw.qkNorm.q);
       k = this.norm(b, k, lw.qkNorm.k);
+    }
+    if (c.ropeInterleaved) {
+      // As the engine does: adjacent rotary pairs into rotate-half order, q and k alike (see
+      // interleavedRopeOrder); q·k does not change.
+      const order = b.i64(Array.from(interleavedRopeOrder(1, 1, D, 2 * c.ropeInvFreq!.length)));
+      q = b.op("Gather", [q, order], { axis: 2 });
+      k = b.op("Gather", [k, order], { axis: 2 });
     }
     const window = c.attentionWindows?.[l] ?? 0;
     const inv = layerRope(c, l);

@@ -7,7 +7,7 @@ shared golden folder, and expected.json from reference.py.
     python3 tools/golden/make_golden.py qwen3 test/golden/qwen3-bf16 --tokenizer-from ../shared/golden/llama-bf16
     (phi3-partial goes to test/golden/phi3-partial-bf16)
 
-qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn, stablelm, gemma, phi, gptneox and starcoder2 are defined: the shared folders cover the other
+qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn, stablelm, gemma, phi, gptneox, starcoder2 and cohere are defined: the shared folders cover the other
 architectures.
 """
 import argparse
@@ -215,6 +215,17 @@ SHAPES = {
         sliding_window=8,
         tie_word_embeddings=True,
     ),
+    # Cohere (Aya 23): attention and SwiGLU side by side on one bias-free LayerNorm, adjacent rotary
+    # pairs, logits times 0.5 (Aya's 0.0625 leaves these weights margins of 0.004), a tied head, GQA 4/2.
+    "cohere": dict(
+        BASE,
+        architectures=["CohereForCausalLM"],
+        model_type="cohere",
+        layer_norm_eps=1e-5,
+        logit_scale=0.5,
+        use_qk_norm=False,
+        tie_word_embeddings=True,
+    ),
     # Gemma (1): (1 + w) norms, embeddings times sqrt(hidden), GELU (tanh), one key/value head as
     # gemma-2b, head_dim 32 (not hidden / heads), 1/sqrt(head_dim) attention.
     "gemma": dict(
@@ -297,6 +308,12 @@ def tensors(c: dict, rng: np.random.Generator) -> dict:
         olmo2 = c["model_type"] == "olmo2"
         if not olmo2:
             t[f"{p}.input_layernorm.weight"] = norm(H) - shift
+        if c["model_type"] == "cohere":  # one norm; q, k, v, o; gate, up, down
+            for name, rows, cols in (("self_attn.q_proj", A * D, H), ("self_attn.k_proj", K * D, H),
+                                     ("self_attn.v_proj", K * D, H), ("self_attn.o_proj", H, A * D),
+                                     ("mlp.gate_proj", F, H), ("mlp.up_proj", F, H), ("mlp.down_proj", H, F)):
+                t[f"{p}.{name}.weight"] = mat(rows, cols)
+            continue
         if c["model_type"] == "starcoder2":  # LayerNorms; biases everywhere; c_fc, c_proj
             t[f"{p}.input_layernorm.bias"] = rng.normal(0, 0.1, (H,))
             for name, rows, cols in (("self_attn.q_proj", A * D, H), ("self_attn.k_proj", K * D, H),

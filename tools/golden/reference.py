@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A float64 NumPy reference of the Hugging Face forward pass for the Llama family (LlamaForCausalLM,
 MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM,
-GraniteForCausalLM, Olmo2ForCausalLM, StableLmForCausalLM), PhiForCausalLM, GPTNeoXForCausalLM, Starcoder2ForCausalLM,
+GraniteForCausalLM, Olmo2ForCausalLM, StableLmForCausalLM), PhiForCausalLM, GPTNeoXForCausalLM, Starcoder2ForCausalLM, CohereForCausalLM,
 GemmaForCausalLM, Gemma2ForCausalLM and Gemma3ForCausalLM, written from the transformers modeling code's semantics and independent of the
 engine: it shares no code with core/.
 
@@ -113,6 +113,17 @@ def rotate(x, pos, inv, m=1.0):
     return np.concatenate([xr * cos + rot * sin, xp], axis=-1)
 
 
+def rotate_pairs(x, pos, inv):
+    # x [T, heads, D]; GPT-J-style rotary: each adjacent pair (2i, 2i + 1) turned by pos * inv[i].
+    f = np.outer(pos, inv)[:, None, :]  # [T, 1, D/2]
+    cos, sin = np.cos(f), np.sin(f)
+    even, odd = x[..., 0::2], x[..., 1::2]
+    out = np.empty_like(x)
+    out[..., 0::2] = even * cos - odd * sin
+    out[..., 1::2] = odd * cos + even * sin
+    return out
+
+
 class Model:
     def __init__(self, folder: Path):
         self.cfg = json.loads((folder / "config.json").read_text())
@@ -120,7 +131,8 @@ class Model:
         known = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
                  "SmolLM3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM",
                  "GemmaForCausalLM", "GraniteForCausalLM", "Olmo2ForCausalLM", "StableLmForCausalLM",
-                 "PhiForCausalLM", "GPTNeoXForCausalLM", "Starcoder2ForCausalLM")
+                 "PhiForCausalLM", "GPTNeoXForCausalLM", "Starcoder2ForCausalLM",
+                 "CohereForCausalLM")
         if arch not in known:
             raise SystemExit(f"{arch} is not one of {', '.join(known)}")
         self.qwen2 = arch == "Qwen2ForCausalLM"
@@ -148,7 +160,10 @@ class Model:
         # StarCoder2: LayerNorms (norm_epsilon), biases on q/k/v/o and on an ungated GELU (tanh) MLP
         # (c_fc, c_proj) with use_bias, a sliding window in every layer when sliding_window is set.
         self.starcoder2 = arch == "Starcoder2ForCausalLM"
-        self.layer_norm = self.stablelm or self.phi or self.neox or self.starcoder2
+        # Cohere: attention and SwiGLU MLP side by side on one LayerNorm without bias, the rotary step
+        # on adjacent pairs (2i, 2i + 1), logits times logit_scale, a tied head by default.
+        self.cohere = arch == "CohereForCausalLM"
+        self.layer_norm = self.stablelm or self.phi or self.neox or self.starcoder2 or self.cohere
         self.bias = self.qwen2 or self.phi or (self.starcoder2 and self.cfg.get("use_bias", True)) or bool(self.cfg.get("attention_bias", False) or self.cfg.get("use_qkv_bias", False))
         # Granite: embeddings times embedding_multiplier, attention scores times attention_multiplier,
         # each block's output times residual_multiplier before its residual add, logits / logits_scaling.
@@ -198,7 +213,7 @@ class Model:
     def norm(self, x, name):
         w = self.w[f"{name}.weight"]
         if self.layer_norm:
-            return layer_norm(x, w, self.w[f"{name}.bias"], self.eps)
+            return layer_norm(x, w, 0.0 if self.cohere else self.w[f"{name}.bias"], self.eps)
         return rms_norm(x, 1.0 + w if self.gemma or self.gemma1 else w, self.eps)
 
     def lin(self, x, name, bias):
@@ -265,7 +280,9 @@ class Model:
             if self.qk_norm:
                 q = self.norm(q, f"{p}.self_attn.q_norm")
                 k = self.norm(k, f"{p}.self_attn.k_norm")
-            if self.use_rope[i]:
+            if self.cohere:
+                q, k = rotate_pairs(q, pos, self.inv), rotate_pairs(k, pos, self.inv)
+            elif self.use_rope[i]:
                 inv = self.local_inv if self.window[i] else self.inv
                 q, k = rotate(q, pos, inv, self.m), rotate(k, pos, inv, self.m)
             k = np.repeat(k, A // K, axis=1)  # head j uses key/value head j // (A / K)
@@ -282,6 +299,10 @@ class Model:
                 x = x + self.lin(att, f"{p}.self_attn.dense", True) + f
                 continue
             o = self.lin(att, f"{p}.self_attn.o_proj", self.bias and not (self.qwen2 or self.stablelm))
+            if self.cohere:  # the MLP reads the same normed input h as attention
+                g, u = self.lin(h, f"{p}.mlp.gate_proj", False), self.lin(h, f"{p}.mlp.up_proj", False)
+                x = x + o + self.lin(g / (1.0 + np.exp(-g)) * u, f"{p}.mlp.down_proj", False)
+                continue
             x = x + (self.norm(o, f"{p}.post_attention_layernorm") if self.gemma or self.olmo2 else r * o)
             if self.olmo2:
                 h = x
@@ -301,6 +322,8 @@ class Model:
             x = x + (self.norm(f, f"{p}.post_feedforward_layernorm") if self.gemma or self.olmo2 else r * f)
         if self.phi:
             return self.norm(x, "model.final_layernorm") @ self.head.T + self.w["lm_head.bias"]
+        if self.cohere:
+            return self.norm(x, "model.norm") @ self.head.T * self.cfg.get("logit_scale", 0.0625)
         z = self.norm(x, "model.norm") @ self.head.T / self.logits_div
         return self.final_cap * np.tanh(z / self.final_cap) if self.final_cap else z
 
