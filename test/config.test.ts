@@ -771,6 +771,37 @@ test("Cohere (Aya 23): parallel blocks, bias-free LayerNorm, adjacent rotary pai
   ]);
 });
 
+test("Cohere 2 (Command R7B): windows and the rotary step in all but every 4th layer, or as layer_types say", (t) => {
+  const r7b = {
+    architectures: ["Cohere2ForCausalLM"],
+    model_type: "cohere2",
+    hidden_size: 4096,
+    intermediate_size: 14336,
+    num_hidden_layers: 8,
+    num_attention_heads: 32,
+    num_key_value_heads: 8,
+    vocab_size: 256000,
+    max_position_embeddings: 8192,
+    layer_norm_eps: 1e-5,
+    logit_scale: 0.25,
+    rope_theta: 50000,
+    sliding_window: 4096,
+    sliding_window_pattern: 4,
+    bos_token_id: 5,
+    eos_token_id: 255001,
+  };
+  const c = readModelConfig(configIn(t, r7b));
+  assert.deepEqual(c.attentionWindows, [4096, 4096, 4096, 0, 4096, 4096, 4096, 0]);
+  assert.deepEqual(c.ropeLayers, [true, true, true, false, true, true, true, false]);
+  assert.equal(c.ropeInterleaved, true);
+  assert.equal(c.parallelBlocks, true);
+  assert.equal(c.finalNormScale, 0.25);
+  const types = ["full_attention", "sliding_attention", "sliding_attention", "full_attention"];
+  const listed = readModelConfig(configIn(t, { ...r7b, num_hidden_layers: 4, layer_types: types }));
+  assert.deepEqual(listed.ropeLayers, [false, true, true, false]);
+  badConfigs(t, [[{ ...r7b, sliding_window: null }, /"sliding_window": null is not supported/]]);
+});
+
 test("interleavedRopeOrder moves adjacent rotary pairs to rotate-half order per head, leaving dims past rotDim", () => {
   // 2 tokens × 2 heads of 6 dims, 4 of them rotated: pairs (0,1), (2,3) → places (0,2), (1,3).
   const idx = interleavedRopeOrder(2, 2, 6, 4);

@@ -554,6 +554,33 @@ test("export: smollm3 permutes q/k as llama does; a NoPE pattern llama.cpp canno
   );
 });
 
+test("export: cohere writes q/k as stored (llama.cpp turns adjacent pairs too); cohere2's window, or a ModelError", async (t) => {
+  const dir = tempDir(t);
+  const model = loadModel(goldenPath("cohere2-bf16"));
+  t.after(() => model.close());
+  const file = join(dir, "c.gguf");
+  assert.equal((await exportGguf(model, file)).architecture, "cohere2");
+  const p = await parse(file);
+  assert.equal(meta(p)["cohere2.attention.sliding_window"], 8);
+  assert.equal(meta(p)["cohere2.context_length"], 512, "not cut to the window: llama.cpp slides it");
+  assert.equal(meta(p)["cohere2.logit_scale"], 1, "the scale is in output_norm");
+  const q = ggufTensor(file, p, "blk.0.attn_q.weight");
+  assert.ok(q.bytes.equals(sourceBytes(model, "model.layers.0.self_attn.q_proj.weight")), "q unpermuted");
+  assert.ok(!p.tensorInfos.some((t) => t.name.endsWith("norm.bias")), "LayerNorms without bias");
+
+  const odd = join(dir, "odd");
+  cpSync(goldenPath("cohere2-bf16"), odd, { recursive: true });
+  const config = JSON.parse(readFileSync(join(odd, "config.json"), "utf8")) as Record<string, unknown>;
+  config.layer_types = ["sliding_attention", "full_attention", "sliding_attention", "full_attention"];
+  writeFileSync(join(odd, "config.json"), JSON.stringify(config));
+  const oddModel = loadModel(odd);
+  t.after(() => oddModel.close());
+  await assert.rejects(
+    exportGguf(oddModel, join(dir, "odd.gguf")),
+    (e) => e instanceof ModelError && e.code === "BAD_CONFIG" && /every layer but each 4th/.test(e.message),
+  );
+});
+
 test("export: a sliding window llama.cpp does not run (Mistral) cuts the GGUF's context to the window", async (t) => {
   const dir = await tinyModel(t, "llama", "bf16");
   const config = JSON.parse(readFileSync(join(dir, "config.json"), "utf8")) as Record<string, unknown>;
@@ -757,6 +784,7 @@ const F32_GOLDEN_TOL: Record<string, number> = {
   "olmo2-bf16": 1e-3,
   "stablelm-bf16": 1e-3,
   "cohere-bf16": 1e-3,
+  "cohere2-bf16": 1e-3,
   "gemma-bf16": 0.01,
   "phi-bf16": 0.01,
   "gptneox-bf16": 0.01,

@@ -55,7 +55,7 @@ const ST: Record<DType, StDType> = { f32: "F32", f16: "F16", bf16: "BF16" };
 
 /** Expected HF tensor names for the tiny presets (2 layers, smollm3 and gemma 4), written out independently of the tables. */
 function expectedNames(arch: Arch, tied: boolean, gpt2Prefix = false): string[] {
-  const L = arch === "smollm3" || arch === "gemma2" || arch === "gemma3" ? [0, 1, 2, 3] : [0, 1];
+  const L = ["smollm3", "gemma2", "gemma3", "cohere2"].includes(arch) ? [0, 1, 2, 3] : [0, 1];
   switch (arch) {
     case "llama":
     case "qwen2":
@@ -117,6 +117,7 @@ function expectedNames(arch: Arch, tied: boolean, gpt2Prefix = false): string[] 
         ...(tied ? [] : ["lm_head.weight"]),
       ];
     case "cohere":
+    case "cohere2":
       return [
         "model.embed_tokens.weight",
         ...L.flatMap((i) =>
@@ -367,6 +368,7 @@ function expectedShapes(arch: Arch): Record<string, number[]> {
         "model.norm.bias": [64],
       };
     case "cohere":
+    case "cohere2":
       return {
         "model.layers.0.self_attn.k_proj.weight": [32, 64],
         "model.layers.1.mlp.gate_proj.weight": [128, 64],
@@ -558,6 +560,7 @@ for (const arch of ARCHES) {
         stablelm: "StableLmForCausalLM",
         starcoder2: "Starcoder2ForCausalLM",
         cohere: "CohereForCausalLM",
+        cohere2: "Cohere2ForCausalLM",
         phi: "PhiForCausalLM",
         phi3: "Phi3ForCausalLM",
         gemma: "GemmaForCausalLM",
@@ -607,6 +610,9 @@ for (const arch of ARCHES) {
         assert.equal(cfg.layer_norm_eps, 1e-5);
         assert.equal(cfg.use_qk_norm, false);
         assert.ok(!("rms_norm_eps" in cfg), "CohereConfig has no rms_norm_eps");
+      } else if (arch === "cohere2") {
+        assert.equal(cfg.sliding_window, 8);
+        assert.equal(cfg.sliding_window_pattern, 4);
       } else if (arch === "starcoder2") {
         assert.equal(cfg.norm_epsilon, 1e-5);
         assert.equal(cfg.sliding_window, 8);

@@ -35,6 +35,7 @@ const TINY: [Arch, DType][] = [
   ["stablelm", "bf16"],
   ["starcoder2", "bf16"],
   ["cohere", "f16"],
+  ["cohere2", "bf16"],
   ["phi", "f32"],
   ["phi3", "f16"],
   ["gemma", "bf16"],

@@ -3,6 +3,9 @@
 // (ropeInterleaved), logits times logit_scale (folded into the final norm's weight:
 // ModelConfig.finalNormScale) and by default a head tied to the embeddings. Command R+'s per-head q/k
 // LayerNorms (use_qk_norm) are refused.
+// Cohere2ForCausalLM (Command R7B, Aya Vision's language model): the same block, with a sliding window
+// in three of every four layers (sliding_window_pattern, or layer_types) and the rotary step in
+// those layers only: the global ones have no positions but the causal order.
 import type { WeightStore } from "../loader/safetensors.js";
 import { ModelError } from "../loader/errors.js";
 import {
@@ -10,6 +13,7 @@ import {
   familyWeights,
   ropeFrequencies,
   ropeSettings,
+  slidingWindows,
   type ArchDefinition,
   type LayerWeights,
   type Linear,
@@ -19,20 +23,29 @@ import {
 } from "./config.js";
 import { familyConfig } from "./llama.js";
 
-function parseConfig(raw: Record<string, unknown>, file: string): ModelConfig {
-  const r = new ConfigReader({ tie_word_embeddings: true, ...raw }, file); // CohereConfig's default
-  if (r.bool("use_qk_norm", false)) {
+function parseConfig(raw: Record<string, unknown>, file: string, version: 1 | 2): ModelConfig {
+  const r = new ConfigReader({ tie_word_embeddings: true, ...raw }, file); // Cohere(2)Config's default
+  if (version === 1 && r.bool("use_qk_norm", false)) {
     throw new ModelError("BAD_CONFIG", file, `"use_qk_norm": true (LayerNorms of q and k per head) is not supported`);
   }
-  const c = familyConfig(r, "CohereForCausalLM", 1e-5, (headDim) => {
+  const architecture = version === 1 ? "CohereForCausalLM" : "Cohere2ForCausalLM";
+  const c = familyConfig(r, architecture, 1e-5, (headDim, layers) => {
     const maxPositions = r.int("max_position_embeddings", 8192);
     const rope = ropeFrequencies(ropeSettings(r), headDim, maxPositions);
-    return {
+    const common = {
       maxPositions,
       ropeInvFreq: rope.inv,
       ...(rope.factor !== 1 && { ropeFactor: rope.factor }),
       attentionBias: r.bool("attention_bias", false),
     };
+    if (version === 1) return common;
+    // Without a window transformers turns no layer's rotary step: not a model anyone ships.
+    if (raw.sliding_window === null)
+      throw new ModelError("BAD_CONFIG", file, `"sliding_window": null is not supported`);
+    // Cohere2Config's defaults: a 4096-position window in all but every 4th layer.
+    const every = r.int("sliding_window_pattern", 4);
+    const windows = slidingWindows(r, layers, raw.sliding_window ?? 4096, (i) => (i + 1) % every !== 0)!;
+    return { ...common, attentionWindows: windows, ropeLayers: windows.map((w) => w > 0) };
   });
   return {
     ...c,
@@ -72,4 +85,5 @@ function bindWeights(c: ModelConfig, s: WeightStore): ModelWeights {
   return familyWeights(c, s, layers, { finalNorm: norm("model.norm") });
 }
 
-export const cohere: ArchDefinition = { parseConfig, bindWeights };
+export const cohere: ArchDefinition = { parseConfig: (raw, file) => parseConfig(raw, file, 1), bindWeights };
+export const cohere2: ArchDefinition = { parseConfig: (raw, file) => parseConfig(raw, file, 2), bindWeights };

@@ -2,7 +2,7 @@
 // To add an architecture: write core/arch/<name>.ts exporting an ArchDefinition (parse its
 // config.json fields into ModelConfig, bind its tensor names into ModelWeights) and list it here.
 import type { ArchDefinition } from "./config.js";
-import { cohere } from "./cohere.js";
+import { cohere, cohere2 } from "./cohere.js";
 import { gemma, gemma2, gemma3, gemma3Multimodal } from "./gemma.js";
 import { gpt2 } from "./gpt2.js";
 import { gptneox } from "./gptneox.js";
@@ -24,6 +24,7 @@ export const ARCHITECTURES: Readonly<Record<string, ArchDefinition>> = {
   StableLmForCausalLM: stablelm,
   Starcoder2ForCausalLM: starcoder2,
   CohereForCausalLM: cohere,
+  Cohere2ForCausalLM: cohere2,
   PhiForCausalLM: phi,
   Phi3ForCausalLM: phi3,
   GemmaForCausalLM: gemma,

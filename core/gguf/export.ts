@@ -23,7 +23,8 @@
 //   - gemma (1): NEOX rotary, norms as 1 + w as for gemma2/3, 1/sqrt(head_dim) attention.
 //   - olmo2: NEOX rotary, no attn_norm/ffn_norm, post_attention_norm and post_ffw_norm, q/k norms
 //     over the whole projection.
-//   - command-r (Cohere): q/k rows as stored (llama.cpp turns adjacent rotary pairs, as Cohere
+//   - command-r (Cohere), cohere2 (its windows and rotary step in all but every 4th layer, which
+//     llama.cpp fixes; other layer_types are a ModelError): q/k rows as stored (llama.cpp turns adjacent rotary pairs, as Cohere
 //     does), LayerNorms without bias, logit_scale 1 with the scale in the final norm's weight as the
 //     engine runs it.
 //   - stablelm, starcoder2, phi2, gptneox: LayerNorms with biases (attention.layer_norm_epsilon), NEOX rotary
@@ -67,6 +68,7 @@ export interface GgufExportResult {
     | "stablelm"
     | "starcoder2"
     | "command-r"
+    | "cohere2"
     | "phi2"
     | "phi3"
     | "gemma"
@@ -95,6 +97,7 @@ const ARCH_NAMES: Record<string, GgufExportResult["architecture"]> = {
   StableLmForCausalLM: "stablelm",
   Starcoder2ForCausalLM: "starcoder2",
   CohereForCausalLM: "command-r",
+  Cohere2ForCausalLM: "cohere2",
   PhiForCausalLM: "phi2",
   Phi3ForCausalLM: "phi3",
   GemmaForCausalLM: "gemma",
@@ -110,6 +113,7 @@ const LAYER_NORM_ARCHS: Partial<Record<GgufExportResult["architecture"], readonl
   stablelm: ["silu"],
   starcoder2: ["gelu_tanh"],
   "command-r": ["silu"],
+  cohere2: ["silu"],
   phi2: ["gelu_tanh"],
   gptneox: ["gelu", "gelu_tanh"], // llama.cpp's is the tanh form (see the header)
 };
@@ -263,7 +267,7 @@ function architectureMetadata(
   // llama.cpp runs sliding windows for gemma3 only: elsewhere (Mistral, Phi-3, Qwen2 with
   // use_sliding_window) the context is cut to the window, within which full attention is the same.
   const gemma = arch === "gemma2" || arch === "gemma3";
-  const windows = gemma ? [] : (c.attentionWindows ?? []).filter((w) => w > 0);
+  const windows = gemma || arch === "cohere2" ? [] : (c.attentionWindows ?? []).filter((w) => w > 0);
   const common: [string, GgufValue][] = [
     [`${arch}.context_length`, kv.u32(Math.min(c.maxPositions, ...windows))],
     [`${arch}.embedding_length`, kv.u32(c.hidden)],
@@ -297,7 +301,8 @@ function architectureMetadata(
       out.push([`${arch}.use_parallel_residual`, kv.bool(c.parallelBlocks === true)]);
     }
     // Cohere's logit_scale is in the final norm's weight (ModelConfig.finalNormScale).
-    if (arch === "command-r") out.push(["command-r.logit_scale", kv.f32(1)]);
+    if (arch === "command-r" || arch === "cohere2") out.push([`${arch}.logit_scale`, kv.f32(1)]);
+    if (arch === "cohere2") out.push(...cohere2Windows(c, file));
     return out;
   }
   if (arch === "gemma") {
@@ -379,6 +384,27 @@ function gemmaMetadata(arch: "gemma2" | "gemma3", c: ModelConfig, file: string):
     throw bad("rotates its sliding-window layers with base 10000, unscaled; rope_local_base_freq differs");
   }
   return [...out, [`${arch}.attention.sliding_window`, kv.u32(window)]];
+}
+
+/**
+ * Cohere 2's window, after checking that llama.cpp's fixed choice gives this model: a window in
+ * every layer but each 4th, and the rotary step in exactly those layers.
+ */
+function cohere2Windows(c: ModelConfig, file: string): [string, GgufValue][] {
+  const windows = c.attentionWindows ?? [];
+  const window = Math.max(0, ...windows);
+  const ok =
+    window > 0 &&
+    windows.every((w, i) => w === (i % 4 < 3 ? window : 0)) &&
+    windows.every((w, i) => (c.ropeLayers?.[i] ?? true) === w > 0);
+  if (!ok) {
+    throw new ModelError(
+      "BAD_CONFIG",
+      file,
+      "llama.cpp's cohere2 has a sliding window, and the rotary step, in every layer but each 4th; layer_types differ",
+    );
+  }
+  return [["cohere2.attention.sliding_window", kv.u32(window)]];
 }
 
 type RopeScaling = { theta: number } & (

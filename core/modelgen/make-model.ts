@@ -28,6 +28,7 @@ export type Arch =
   | "stablelm"
   | "starcoder2"
   | "cohere"
+  | "cohere2"
   | "phi"
   | "phi3"
   | "gemma"
@@ -230,6 +231,24 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
       tied: true,
       ropeTheta: 10000,
       rmsEps: 1e-5,
+    },
+  },
+  "command-r7b": {
+    arch: "cohere2",
+    description:
+      "Command R7B shapes (cohere2, GQA 32/8, 4096-position windows in 3 of 4 layers, rotary there only, tied)",
+    shape: {
+      hidden: 4096,
+      layers: 32,
+      heads: 32,
+      kvHeads: 8,
+      intermediate: 14336,
+      vocab: 256000,
+      maxPositions: 8192,
+      tied: true,
+      ropeTheta: 50000,
+      rmsEps: 1e-5,
+      slidingWindow: 4096,
     },
   },
   "phi-2": {
@@ -474,6 +493,12 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
       "tiny cohere for tests (parallel blocks on one bias-free LayerNorm, adjacent rotary pairs, logit scale, GQA 4/2, tied)",
     shape: { ...tinyLlamaLike, tied: true, ropeTheta: 10000, rmsEps: 1e-5 },
   },
+  "tiny-cohere2": {
+    arch: "cohere2",
+    description:
+      "tiny cohere2 for tests (cohere's block, 8-position windows and rotary in 3 of 4 layers, GQA 4/2, tied)",
+    shape: { ...tinyLlamaLike, layers: 4, tied: true, ropeTheta: 10000, rmsEps: 1e-5, slidingWindow: 8 },
+  },
   "tiny-phi": {
     arch: "phi",
     description:
@@ -660,25 +685,25 @@ function starcoder2Config(s: ResolvedShape, ids: TokenizerIds, dtype: DType): Re
 // Cohere: one LayerNorm (weight only) feeds attention and MLP: Llama's layer less post_attention_layernorm.
 const COHERE_LAYER: TensorRule[] = [...LLAMA_LAYER.slice(0, 5), ...LLAMA_LAYER.slice(6)];
 
-/** Aya 23's config.json fields (LayerNorm eps, logit scale, no q/k norms). */
-function cohereConfig(s: ResolvedShape, ids: TokenizerIds, dtype: DType): Record<string, unknown> {
+/** Aya 23's config.json fields (LayerNorm eps, logit scale, no q/k norms); Command R7B's windows. */
+const cohereConfig = (version: 1 | 2) => (s: ResolvedShape, ids: TokenizerIds, dtype: DType) => {
   const { rms_norm_eps: _eps, head_dim: _headDim, ...shape } = shapeFields(s);
   return {
-    architectures: ["CohereForCausalLM"],
-    model_type: "cohere",
+    architectures: [version === 1 ? "CohereForCausalLM" : "Cohere2ForCausalLM"],
+    model_type: version === 1 ? "cohere" : "cohere2",
     ...shape,
     layer_norm_eps: s.rmsEps,
     rope_scaling: s.ropeScaling,
     logit_scale: 0.0625,
     hidden_act: "silu",
     attention_bias: false,
-    use_qk_norm: false,
+    ...(version === 1 ? { use_qk_norm: false } : { sliding_window: s.slidingWindow, sliding_window_pattern: 4 }),
     tie_word_embeddings: s.tied,
     bos_token_id: ids.bos,
     eos_token_id: ids.eos,
     torch_dtype: TORCH_DTYPE[dtype],
   };
-}
+};
 
 // Phi (1, 1.5, 2): one LayerNorm feeds attention and MLP; biases on every projection.
 const PHI_LAYER: TensorRule[] = [
@@ -934,7 +959,8 @@ export const ARCHS: Record<Arch, ArchSpec> = {
     tail: [LLAMA_TAIL[0], { name: "model.norm.bias", shape: (s) => [s.hidden], init: "bias" }, LLAMA_TAIL[1]],
     config: starcoder2Config,
   },
-  cohere: { ...llamaFamily("CohereForCausalLM", "cohere", COHERE_LAYER), config: cohereConfig },
+  cohere: { ...llamaFamily("CohereForCausalLM", "cohere", COHERE_LAYER), config: cohereConfig(1) },
+  cohere2: { ...llamaFamily("Cohere2ForCausalLM", "cohere2", COHERE_LAYER), config: cohereConfig(2) },
   phi: {
     ...llamaFamily("PhiForCausalLM", "phi", PHI_LAYER),
     gqa: false,

@@ -7,7 +7,7 @@ shared golden folder, and expected.json from reference.py.
     python3 tools/golden/make_golden.py qwen3 test/golden/qwen3-bf16 --tokenizer-from ../shared/golden/llama-bf16
     (phi3-partial goes to test/golden/phi3-partial-bf16)
 
-qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn, stablelm, gemma, phi, gptneox, starcoder2 and cohere are defined: the shared folders cover the other
+qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn, stablelm, gemma, phi, gptneox, starcoder2, cohere and cohere2 are defined: the shared folders cover the other
 architectures.
 """
 import argparse
@@ -226,6 +226,19 @@ SHAPES = {
         use_qk_norm=False,
         tie_word_embeddings=True,
     ),
+    # Cohere 2 (Command R7B): Cohere's block with 8-position windows and the rotary step in 3 of 4
+    # layers, as layer_types lists them (4 layers: the 4th global, without positions).
+    "cohere2": dict(
+        BASE,
+        architectures=["Cohere2ForCausalLM"],
+        model_type="cohere2",
+        num_hidden_layers=4,
+        layer_norm_eps=1e-5,
+        logit_scale=0.5,
+        sliding_window=8,
+        layer_types=["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"],
+        tie_word_embeddings=True,
+    ),
     # Gemma (1): (1 + w) norms, embeddings times sqrt(hidden), GELU (tanh), one key/value head as
     # gemma-2b, head_dim 32 (not hidden / heads), 1/sqrt(head_dim) attention.
     "gemma": dict(
@@ -308,7 +321,7 @@ def tensors(c: dict, rng: np.random.Generator) -> dict:
         olmo2 = c["model_type"] == "olmo2"
         if not olmo2:
             t[f"{p}.input_layernorm.weight"] = norm(H) - shift
-        if c["model_type"] == "cohere":  # one norm; q, k, v, o; gate, up, down
+        if c["model_type"] in ("cohere", "cohere2"):  # one norm; q, k, v, o; gate, up, down
             for name, rows, cols in (("self_attn.q_proj", A * D, H), ("self_attn.k_proj", K * D, H),
                                      ("self_attn.v_proj", K * D, H), ("self_attn.o_proj", H, A * D),
                                      ("mlp.gate_proj", F, H), ("mlp.up_proj", F, H), ("mlp.down_proj", H, F)):

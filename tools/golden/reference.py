@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A float64 NumPy reference of the Hugging Face forward pass for the Llama family (LlamaForCausalLM,
 MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM,
-GraniteForCausalLM, Olmo2ForCausalLM, StableLmForCausalLM), PhiForCausalLM, GPTNeoXForCausalLM, Starcoder2ForCausalLM, CohereForCausalLM,
+GraniteForCausalLM, Olmo2ForCausalLM, StableLmForCausalLM), PhiForCausalLM, GPTNeoXForCausalLM, Starcoder2ForCausalLM, CohereForCausalLM, Cohere2ForCausalLM,
 GemmaForCausalLM, Gemma2ForCausalLM and Gemma3ForCausalLM, written from the transformers modeling code's semantics and independent of the
 engine: it shares no code with core/.
 
@@ -132,7 +132,7 @@ class Model:
                  "SmolLM3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM",
                  "GemmaForCausalLM", "GraniteForCausalLM", "Olmo2ForCausalLM", "StableLmForCausalLM",
                  "PhiForCausalLM", "GPTNeoXForCausalLM", "Starcoder2ForCausalLM",
-                 "CohereForCausalLM")
+                 "CohereForCausalLM", "Cohere2ForCausalLM")
         if arch not in known:
             raise SystemExit(f"{arch} is not one of {', '.join(known)}")
         self.qwen2 = arch == "Qwen2ForCausalLM"
@@ -162,7 +162,10 @@ class Model:
         self.starcoder2 = arch == "Starcoder2ForCausalLM"
         # Cohere: attention and SwiGLU MLP side by side on one LayerNorm without bias, the rotary step
         # on adjacent pairs (2i, 2i + 1), logits times logit_scale, a tied head by default.
-        self.cohere = arch == "CohereForCausalLM"
+        # Cohere 2: the same, with windows in layer_types' sliding layers (else all but every
+        # sliding_window_pattern-th), and the rotary step only in those.
+        self.cohere2 = arch == "Cohere2ForCausalLM"
+        self.cohere = arch == "CohereForCausalLM" or self.cohere2
         self.layer_norm = self.stablelm or self.phi or self.neox or self.starcoder2 or self.cohere
         self.bias = self.qwen2 or self.phi or (self.starcoder2 and self.cfg.get("use_bias", True)) or bool(self.cfg.get("attention_bias", False) or self.cfg.get("use_qkv_bias", False))
         # Granite: embeddings times embedding_multiplier, attention scores times attention_multiplier,
@@ -200,6 +203,12 @@ class Model:
             self.window = [c["sliding_window"] if t == "sliding_attention" else None for t in c["layer_types"]]
         if self.starcoder2:
             self.window = [c.get("sliding_window")] * layers
+        if self.cohere2:
+            every = c.get("sliding_window_pattern", 4)
+            types = c.get("layer_types") or [
+                "sliding_attention" if (i + 1) % every else "full_attention" for i in range(layers)
+            ]
+            self.window = [c.get("sliding_window", 4096) if t == "sliding_attention" else None for t in types]
         if self.gemma3:
             self.local_inv, _ = rope_params({"rope_theta": c["rope_local_base_freq"]}, self.D)
         if arch == "SmolLM3ForCausalLM":
@@ -281,7 +290,8 @@ class Model:
                 q = self.norm(q, f"{p}.self_attn.q_norm")
                 k = self.norm(k, f"{p}.self_attn.k_norm")
             if self.cohere:
-                q, k = rotate_pairs(q, pos, self.inv), rotate_pairs(k, pos, self.inv)
+                if self.window[i] or not self.cohere2:
+                    q, k = rotate_pairs(q, pos, self.inv), rotate_pairs(k, pos, self.inv)
             elif self.use_rope[i]:
                 inv = self.local_inv if self.window[i] else self.inv
                 q, k = rotate(q, pos, inv, self.m), rotate(k, pos, inv, self.m)
