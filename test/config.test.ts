@@ -802,6 +802,34 @@ test("Cohere 2 (Command R7B): windows and the rotary step in all but every 4th l
   badConfigs(t, [[{ ...r7b, sliding_window: null }, /"sliding_window": null is not supported/]]);
 });
 
+test("GLM-4 (GlmForCausalLM, Glm4ForCausalLM): Glm(4)Config's defaults, half of each head rotated in adjacent pairs", (t) => {
+  const glm4 = {
+    architectures: ["Glm4ForCausalLM"],
+    model_type: "glm4",
+    hidden_size: 4096,
+    intermediate_size: 13696,
+    num_hidden_layers: 40,
+    num_attention_heads: 32,
+    vocab_size: 151552,
+    max_position_embeddings: 32768,
+    rope_theta: 10000,
+    eos_token_id: [151329, 151336, 151338],
+  };
+  const c = readModelConfig(configIn(t, glm4));
+  assert.equal(c.headDim, 128);
+  assert.equal(c.kvHeads, 2);
+  assert.equal(c.normEps, 1.5625e-7);
+  assert.equal(c.attentionBias, true);
+  assert.equal(c.ropeInterleaved, true);
+  assert.equal(c.ropeInvFreq!.length, 32); // 128 × 0.5 / 2
+  assert.equal(c.tiedEmbeddings, false);
+  const v5 = { ...glm4, rope_parameters: { rope_type: "default", rope_theta: 10000, partial_rotary_factor: 0.25 } };
+  assert.equal(readModelConfig(configIn(t, v5)).ropeInvFreq!.length, 16, "rope_parameters' fraction, not the default");
+  const glm = readModelConfig(configIn(t, { ...glm4, architectures: ["GlmForCausalLM"], model_type: "glm" }));
+  assert.equal(glm.architecture, "GlmForCausalLM");
+  assert.equal(glm.ropeInterleaved, true);
+});
+
 test("interleavedRopeOrder moves adjacent rotary pairs to rotate-half order per head, leaving dims past rotDim", () => {
   // 2 tokens × 2 heads of 6 dims, 4 of them rotated: pairs (0,1), (2,3) → places (0,2), (1,3).
   const idx = interleavedRopeOrder(2, 2, 6, 4);

@@ -785,6 +785,7 @@ const F32_GOLDEN_TOL: Record<string, number> = {
   "stablelm-bf16": 1e-3,
   "cohere-bf16": 1e-3,
   "cohere2-bf16": 1e-3,
+  "glm4-bf16": 1e-3,
   "gemma-bf16": 0.01,
   "phi-bf16": 0.01,
   "gptneox-bf16": 0.01,

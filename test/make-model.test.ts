@@ -116,6 +116,29 @@ function expectedNames(arch: Arch, tied: boolean, gpt2Prefix = false): string[] 
         "model.norm.bias",
         ...(tied ? [] : ["lm_head.weight"]),
       ];
+    case "glm":
+    case "glm4":
+      return [
+        "model.embed_tokens.weight",
+        ...L.flatMap((i) =>
+          [
+            "input_layernorm.weight",
+            "self_attn.q_proj.weight",
+            "self_attn.q_proj.bias",
+            "self_attn.k_proj.weight",
+            "self_attn.k_proj.bias",
+            "self_attn.v_proj.weight",
+            "self_attn.v_proj.bias",
+            "self_attn.o_proj.weight",
+            "post_attention_layernorm.weight",
+            "mlp.gate_up_proj.weight",
+            "mlp.down_proj.weight",
+            ...(arch === "glm4" ? ["post_self_attn_layernorm.weight", "post_mlp_layernorm.weight"] : []),
+          ].map((n) => `model.layers.${i}.${n}`),
+        ),
+        "model.norm.weight",
+        ...(tied ? [] : ["lm_head.weight"]),
+      ];
     case "cohere":
     case "cohere2":
       return [
@@ -367,6 +390,13 @@ function expectedShapes(arch: Arch): Record<string, number[]> {
         "model.layers.1.self_attn.k_proj.bias": [32],
         "model.norm.bias": [64],
       };
+    case "glm":
+    case "glm4": // gate and up: 128 rows each in one matrix
+      return {
+        "model.layers.0.self_attn.k_proj.bias": [32],
+        "model.layers.1.mlp.gate_up_proj.weight": [256, 64],
+        "lm_head.weight": [512, 64],
+      };
     case "cohere":
     case "cohere2":
       return {
@@ -561,6 +591,8 @@ for (const arch of ARCHES) {
         starcoder2: "Starcoder2ForCausalLM",
         cohere: "CohereForCausalLM",
         cohere2: "Cohere2ForCausalLM",
+        glm: "GlmForCausalLM",
+        glm4: "Glm4ForCausalLM",
         phi: "PhiForCausalLM",
         phi3: "Phi3ForCausalLM",
         gemma: "GemmaForCausalLM",
@@ -610,6 +642,9 @@ for (const arch of ARCHES) {
         assert.equal(cfg.layer_norm_eps, 1e-5);
         assert.equal(cfg.use_qk_norm, false);
         assert.ok(!("rms_norm_eps" in cfg), "CohereConfig has no rms_norm_eps");
+      } else if (arch === "glm" || arch === "glm4") {
+        assert.equal(cfg.partial_rotary_factor, 0.5);
+        assert.equal(cfg.attention_bias, true);
       } else if (arch === "cohere2") {
         assert.equal(cfg.sliding_window, 8);
         assert.equal(cfg.sliding_window_pattern, 4);

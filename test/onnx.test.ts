@@ -36,6 +36,8 @@ const TINY: [Arch, DType][] = [
   ["starcoder2", "bf16"],
   ["cohere", "f16"],
   ["cohere2", "bf16"],
+  ["glm", "f32"],
+  ["glm4", "bf16"],
   ["phi", "f32"],
   ["phi3", "f16"],
   ["gemma", "bf16"],

@@ -4,6 +4,7 @@
 import type { ArchDefinition } from "./config.js";
 import { cohere, cohere2 } from "./cohere.js";
 import { gemma, gemma2, gemma3, gemma3Multimodal } from "./gemma.js";
+import { glm, glm4 } from "./glm.js";
 import { gpt2 } from "./gpt2.js";
 import { gptneox } from "./gptneox.js";
 import { granite, llama, mistral, olmo2, qwen2, qwen3, smollm3 } from "./llama.js";
@@ -25,6 +26,8 @@ export const ARCHITECTURES: Readonly<Record<string, ArchDefinition>> = {
   Starcoder2ForCausalLM: starcoder2,
   CohereForCausalLM: cohere,
   Cohere2ForCausalLM: cohere2,
+  GlmForCausalLM: glm,
+  Glm4ForCausalLM: glm4,
   PhiForCausalLM: phi,
   Phi3ForCausalLM: phi3,
   GemmaForCausalLM: gemma,

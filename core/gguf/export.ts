@@ -23,6 +23,9 @@
 //   - gemma (1): NEOX rotary, norms as 1 + w as for gemma2/3, 1/sqrt(head_dim) attention.
 //   - olmo2: NEOX rotary, no attn_norm/ffn_norm, post_attention_norm and post_ffw_norm, q/k norms
 //     over the whole projection.
+//   - glm4 (GLM-4-0414): gate/up written back as the fused ffn_up, q/k as stored (llama.cpp turns
+//     adjacent pairs), post_attention_norm and post_ffw_norm. GLM-4-9B's GlmForCausalLM is not
+//     exported: llama.cpp's glm4 requires those two norms, which it does not have.
 //   - command-r (Cohere), cohere2 (its windows and rotary step in all but every 4th layer, which
 //     llama.cpp fixes; other layer_types are a ModelError): q/k rows as stored (llama.cpp turns adjacent rotary pairs, as Cohere
 //     does), LayerNorms without bias, logit_scale 1 with the scale in the final norm's weight as the
@@ -71,6 +74,7 @@ export interface GgufExportResult {
     | "cohere2"
     | "phi2"
     | "phi3"
+    | "glm4"
     | "gemma"
     | "gemma2"
     | "gemma3"
@@ -98,6 +102,7 @@ const ARCH_NAMES: Record<string, GgufExportResult["architecture"]> = {
   Starcoder2ForCausalLM: "starcoder2",
   CohereForCausalLM: "command-r",
   Cohere2ForCausalLM: "cohere2",
+  Glm4ForCausalLM: "glm4",
   PhiForCausalLM: "phi2",
   Phi3ForCausalLM: "phi3",
   GemmaForCausalLM: "gemma",
@@ -489,7 +494,7 @@ function planTensors(arch: GgufExportResult["architecture"], model: LoadedModel,
     lin("attn_output", l.o);
     if (l.postAttnNorm) norm("post_attention_norm", l.postAttnNorm);
     norm("ffn_norm", l.ffnNorm);
-    if (arch === "phi3") {
+    if (arch === "phi3" || arch === "glm4") {
       add(`${p}.ffn_up.weight`, joinRows([l.gate!.w, l.up.w]));
     } else {
       if (l.gate) lin("ffn_gate", l.gate);

@@ -29,6 +29,8 @@ export type Arch =
   | "starcoder2"
   | "cohere"
   | "cohere2"
+  | "glm"
+  | "glm4"
   | "phi"
   | "phi3"
   | "gemma"
@@ -249,6 +251,41 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
       ropeTheta: 50000,
       rmsEps: 1e-5,
       slidingWindow: 4096,
+    },
+  },
+  "glm-4-9b": {
+    arch: "glm",
+    description:
+      "GLM-4-9B shapes (glm, GQA 32/2, q/k/v biases, fused gate/up, half of each head rotated in adjacent pairs, untied)",
+    shape: {
+      hidden: 4096,
+      layers: 40,
+      heads: 32,
+      kvHeads: 2,
+      headDim: 128,
+      intermediate: 13696,
+      vocab: 151552,
+      maxPositions: 131072,
+      tied: false,
+      ropeTheta: 10000,
+      rmsEps: 1.5625e-7,
+    },
+  },
+  "glm-4-9b-0414": {
+    arch: "glm4",
+    description: "GLM-4-9B-0414 shapes (glm4: glm with norms after attention and MLP)",
+    shape: {
+      hidden: 4096,
+      layers: 40,
+      heads: 32,
+      kvHeads: 2,
+      headDim: 128,
+      intermediate: 13696,
+      vocab: 151552,
+      maxPositions: 32768,
+      tied: false,
+      ropeTheta: 10000,
+      rmsEps: 1e-5,
     },
   },
   "phi-2": {
@@ -498,6 +535,17 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
     description:
       "tiny cohere2 for tests (cohere's block, 8-position windows and rotary in 3 of 4 layers, GQA 4/2, tied)",
     shape: { ...tinyLlamaLike, layers: 4, tied: true, ropeTheta: 10000, rmsEps: 1e-5, slidingWindow: 8 },
+  },
+  "tiny-glm": {
+    arch: "glm",
+    description:
+      "tiny glm for tests (q/k/v biases, fused gate/up, 8 of 16 head dims rotated in adjacent pairs, GQA 4/2, untied)",
+    shape: { ...tinyLlamaLike, tied: false, ropeTheta: 10000, rmsEps: 1e-5 },
+  },
+  "tiny-glm4": {
+    arch: "glm4",
+    description: "tiny glm4 for tests (glm with norms after attention and MLP, untied)",
+    shape: { ...tinyLlamaLike, tied: false, ropeTheta: 10000, rmsEps: 1e-5 },
   },
   "tiny-phi": {
     arch: "phi",
@@ -753,6 +801,29 @@ const PHI3_LAYER: TensorRule[] = [
   { name: "mlp.down_proj.weight", shape: (s) => [s.hidden, s.intermediate], init: "normal" },
 ];
 
+// GLM-4: q/k/v biases, gate and up in one gate_up_proj; GLM-4-0414 adds norms after attention and MLP.
+const GLM_LAYER: TensorRule[] = [...QWEN2_LAYER.slice(0, 8), LLAMA_LAYER[5], PHI3_LAYER[4], PHI3_LAYER[5]];
+const GLM4_LAYER: TensorRule[] = [
+  ...GLM_LAYER,
+  { name: "post_self_attn_layernorm.weight", shape: (s) => [s.hidden], init: "norm" },
+  { name: "post_mlp_layernorm.weight", shape: (s) => [s.hidden], init: "norm" },
+];
+
+/** GLM-4's config.json fields: half of each head rotated, q/k/v biases. */
+const glmConfig = (version: "glm" | "glm4") => (s: ResolvedShape, ids: TokenizerIds, dtype: DType) => ({
+  architectures: [version === "glm" ? "GlmForCausalLM" : "Glm4ForCausalLM"],
+  model_type: version,
+  ...shapeFields(s),
+  rope_scaling: s.ropeScaling,
+  partial_rotary_factor: 0.5,
+  hidden_act: "silu",
+  attention_bias: true,
+  tie_word_embeddings: s.tied,
+  bos_token_id: ids.bos,
+  eos_token_id: ids.eos,
+  torch_dtype: TORCH_DTYPE[dtype],
+});
+
 // Gemma 3: q/k norms, and norms after the attention and FFN blocks. Its norms scale by (1 + w), so
 // they are drawn around 0 ("normal"), as trained Gemma norms are stored. Gemma 2: the same without q/k norms.
 const GEMMA3_LAYER: TensorRule[] = [
@@ -961,6 +1032,8 @@ export const ARCHS: Record<Arch, ArchSpec> = {
   },
   cohere: { ...llamaFamily("CohereForCausalLM", "cohere", COHERE_LAYER), config: cohereConfig(1) },
   cohere2: { ...llamaFamily("Cohere2ForCausalLM", "cohere2", COHERE_LAYER), config: cohereConfig(2) },
+  glm: { ...llamaFamily("GlmForCausalLM", "glm", GLM_LAYER), config: glmConfig("glm") },
+  glm4: { ...llamaFamily("Glm4ForCausalLM", "glm4", GLM4_LAYER), config: glmConfig("glm4") },
   phi: {
     ...llamaFamily("PhiForCausalLM", "phi", PHI_LAYER),
     gqa: false,

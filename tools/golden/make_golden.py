@@ -7,7 +7,7 @@ shared golden folder, and expected.json from reference.py.
     python3 tools/golden/make_golden.py qwen3 test/golden/qwen3-bf16 --tokenizer-from ../shared/golden/llama-bf16
     (phi3-partial goes to test/golden/phi3-partial-bf16)
 
-qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn, stablelm, gemma, phi, gptneox, starcoder2, cohere and cohere2 are defined: the shared folders cover the other
+qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn, stablelm, gemma, phi, gptneox, starcoder2, cohere, cohere2, glm and glm4 are defined: the shared folders cover the other
 architectures.
 """
 import argparse
@@ -239,6 +239,28 @@ SHAPES = {
         layer_types=["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"],
         tie_word_embeddings=True,
     ),
+    # GLM-4: q/k/v biases, fused gate_up_proj, half of each head (8 of 16 dims) rotated in adjacent
+    # pairs. GLM-4-0414 (glm4) adds norms after the attention and the MLP.
+    "glm": dict(
+        BASE,
+        architectures=["GlmForCausalLM"],
+        model_type="glm",
+        head_dim=16,  # GlmConfig's default is 128, not hidden / heads
+        rms_norm_eps=1e-5,
+        partial_rotary_factor=0.5,
+        attention_bias=True,
+        tie_word_embeddings=False,
+    ),
+    "glm4": dict(
+        BASE,
+        architectures=["Glm4ForCausalLM"],
+        model_type="glm4",
+        head_dim=16,  # GlmConfig's default is 128, not hidden / heads
+        rms_norm_eps=1e-5,
+        partial_rotary_factor=0.5,
+        attention_bias=True,
+        tie_word_embeddings=False,
+    ),
     # Gemma (1): (1 + w) norms, embeddings times sqrt(hidden), GELU (tanh), one key/value head as
     # gemma-2b, head_dim 32 (not hidden / heads), 1/sqrt(head_dim) attention.
     "gemma": dict(
@@ -321,6 +343,18 @@ def tensors(c: dict, rng: np.random.Generator) -> dict:
         olmo2 = c["model_type"] == "olmo2"
         if not olmo2:
             t[f"{p}.input_layernorm.weight"] = norm(H) - shift
+        if c["model_type"] in ("glm", "glm4"):  # q/k/v biases; gate_up_proj; glm4: post norms
+            for name, rows in (("q_proj", A * D), ("k_proj", K * D), ("v_proj", K * D)):
+                t[f"{p}.self_attn.{name}.weight"] = mat(rows, H)
+                t[f"{p}.self_attn.{name}.bias"] = rng.normal(0, 0.5, (rows,))
+            t[f"{p}.self_attn.o_proj.weight"] = mat(H, A * D)
+            t[f"{p}.post_attention_layernorm.weight"] = norm(H)
+            t[f"{p}.mlp.gate_up_proj.weight"] = mat(2 * F, H)
+            t[f"{p}.mlp.down_proj.weight"] = mat(H, F)
+            if c["model_type"] == "glm4":
+                t[f"{p}.post_self_attn_layernorm.weight"] = norm(H)
+                t[f"{p}.post_mlp_layernorm.weight"] = norm(H)
+            continue
         if c["model_type"] in ("cohere", "cohere2"):  # one norm; q, k, v, o; gate, up, down
             for name, rows, cols in (("self_attn.q_proj", A * D, H), ("self_attn.k_proj", K * D, H),
                                      ("self_attn.v_proj", K * D, H), ("self_attn.o_proj", H, A * D),

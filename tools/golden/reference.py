@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A float64 NumPy reference of the Hugging Face forward pass for the Llama family (LlamaForCausalLM,
 MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM,
-GraniteForCausalLM, Olmo2ForCausalLM, StableLmForCausalLM), PhiForCausalLM, GPTNeoXForCausalLM, Starcoder2ForCausalLM, CohereForCausalLM, Cohere2ForCausalLM,
+GraniteForCausalLM, Olmo2ForCausalLM, StableLmForCausalLM), PhiForCausalLM, GPTNeoXForCausalLM, Starcoder2ForCausalLM, CohereForCausalLM, Cohere2ForCausalLM, GlmForCausalLM, Glm4ForCausalLM,
 GemmaForCausalLM, Gemma2ForCausalLM and Gemma3ForCausalLM, written from the transformers modeling code's semantics and independent of the
 engine: it shares no code with core/.
 
@@ -114,13 +114,15 @@ def rotate(x, pos, inv, m=1.0):
 
 
 def rotate_pairs(x, pos, inv):
-    # x [T, heads, D]; GPT-J-style rotary: each adjacent pair (2i, 2i + 1) turned by pos * inv[i].
-    f = np.outer(pos, inv)[:, None, :]  # [T, 1, D/2]
+    # x [T, heads, D]; GPT-J-style rotary: each adjacent pair (2i, 2i + 1) of the first 2 * len(inv)
+    # dims turned by pos * inv[i], the rest passed through.
+    rd = 2 * len(inv)
+    f = np.outer(pos, inv)[:, None, :]  # [T, 1, rd/2]
     cos, sin = np.cos(f), np.sin(f)
-    even, odd = x[..., 0::2], x[..., 1::2]
-    out = np.empty_like(x)
-    out[..., 0::2] = even * cos - odd * sin
-    out[..., 1::2] = odd * cos + even * sin
+    even, odd = x[..., 0:rd:2], x[..., 1:rd:2]
+    out = x.copy()
+    out[..., 0:rd:2] = even * cos - odd * sin
+    out[..., 1:rd:2] = odd * cos + even * sin
     return out
 
 
@@ -132,7 +134,7 @@ class Model:
                  "SmolLM3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM",
                  "GemmaForCausalLM", "GraniteForCausalLM", "Olmo2ForCausalLM", "StableLmForCausalLM",
                  "PhiForCausalLM", "GPTNeoXForCausalLM", "Starcoder2ForCausalLM",
-                 "CohereForCausalLM", "Cohere2ForCausalLM")
+                 "CohereForCausalLM", "Cohere2ForCausalLM", "GlmForCausalLM", "Glm4ForCausalLM")
         if arch not in known:
             raise SystemExit(f"{arch} is not one of {', '.join(known)}")
         self.qwen2 = arch == "Qwen2ForCausalLM"
@@ -165,6 +167,11 @@ class Model:
         # Cohere 2: the same, with windows in layer_types' sliding layers (else all but every
         # sliding_window_pattern-th), and the rotary step only in those.
         self.cohere2 = arch == "Cohere2ForCausalLM"
+        # GLM-4: q/k/v biases (o_proj none), gate_up_proj fused (gate first), the rotary step on
+        # adjacent pairs of the first partial_rotary_factor of each head. GLM-4-0414: norms after the
+        # attention (post_self_attn_layernorm) and the MLP (post_mlp_layernorm).
+        self.glm4 = arch == "Glm4ForCausalLM"
+        self.glm = arch == "GlmForCausalLM" or self.glm4
         self.cohere = arch == "CohereForCausalLM" or self.cohere2
         self.layer_norm = self.stablelm or self.phi or self.neox or self.starcoder2 or self.cohere
         self.bias = self.qwen2 or self.phi or (self.starcoder2 and self.cfg.get("use_bias", True)) or bool(self.cfg.get("attention_bias", False) or self.cfg.get("use_qkv_bias", False))
@@ -289,7 +296,9 @@ class Model:
             if self.qk_norm:
                 q = self.norm(q, f"{p}.self_attn.q_norm")
                 k = self.norm(k, f"{p}.self_attn.k_norm")
-            if self.cohere:
+            if self.glm:
+                q, k = rotate_pairs(q, pos, self.inv), rotate_pairs(k, pos, self.inv)
+            elif self.cohere:
                 if self.window[i] or not self.cohere2:
                     q, k = rotate_pairs(q, pos, self.inv), rotate_pairs(k, pos, self.inv)
             elif self.use_rope[i]:
@@ -308,7 +317,9 @@ class Model:
                 f = self.lin(gelu_tanh(self.lin(h, f"{p}.mlp.fc1", True)), f"{p}.mlp.fc2", True)
                 x = x + self.lin(att, f"{p}.self_attn.dense", True) + f
                 continue
-            o = self.lin(att, f"{p}.self_attn.o_proj", self.bias and not (self.qwen2 or self.stablelm))
+            o = self.lin(att, f"{p}.self_attn.o_proj", self.bias and not (self.qwen2 or self.stablelm or self.glm))
+            if self.glm4:
+                o = self.norm(o, f"{p}.post_self_attn_layernorm")
             if self.cohere:  # the MLP reads the same normed input h as attention
                 g, u = self.lin(h, f"{p}.mlp.gate_proj", False), self.lin(h, f"{p}.mlp.up_proj", False)
                 x = x + o + self.lin(g / (1.0 + np.exp(-g)) * u, f"{p}.mlp.down_proj", False)
@@ -322,13 +333,15 @@ class Model:
                 f = self.lin(gelu_tanh(self.lin(h, f"{p}.mlp.c_fc", self.bias)), f"{p}.mlp.c_proj", self.bias)
                 x = x + f
                 continue
-            if self.phi3:
+            if self.phi3 or self.glm:
                 g, u = np.split(self.lin(h, f"{p}.mlp.gate_up_proj", False), 2, axis=-1)
             else:
                 g = self.lin(h, f"{p}.mlp.gate_proj", False)
                 u = self.lin(h, f"{p}.mlp.up_proj", False)
             act = gelu_tanh(g) if self.gemma or self.gemma1 else g / (1.0 + np.exp(-g))
             f = self.lin(act * u, f"{p}.mlp.down_proj", False)
+            if self.glm4:
+                f = self.norm(f, f"{p}.post_mlp_layernorm")
             x = x + (self.norm(f, f"{p}.post_feedforward_layernorm") if self.gemma or self.olmo2 else r * f)
         if self.phi:
             return self.norm(x, "model.final_layernorm") @ self.head.T + self.w["lm_head.bias"]
