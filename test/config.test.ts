@@ -830,6 +830,27 @@ test("GLM-4 (GlmForCausalLM, Glm4ForCausalLM): Glm(4)Config's defaults, half of 
   assert.equal(glm.ropeInterleaved, true);
 });
 
+test("ERNIE 4.5: Ernie4_5Config's defaults (head_dim 128, rope_theta 500000, tied), adjacent rotary pairs; use_bias refused", (t) => {
+  const ernie = {
+    architectures: ["Ernie4_5ForCausalLM"],
+    model_type: "ernie4_5",
+    hidden_size: 1024,
+    intermediate_size: 3072,
+    num_hidden_layers: 18,
+    num_attention_heads: 16,
+    vocab_size: 103424,
+    max_position_embeddings: 131072,
+  };
+  const c = readModelConfig(configIn(t, ernie));
+  assert.equal(c.headDim, 128);
+  assert.equal(c.kvHeads, 2);
+  assert.equal(c.ropeTheta, 500000);
+  assert.equal(c.ropeInvFreq![1], Math.fround(1 / Math.pow(500000, 2 / 128)));
+  assert.equal(c.tiedEmbeddings, true);
+  assert.equal(c.ropeInterleaved, true);
+  badConfigs(t, [[{ ...ernie, use_bias: true }, /"use_bias": true \(biases in the FFN\) is not supported/]]);
+});
+
 test("interleavedRopeOrder moves adjacent rotary pairs to rotate-half order per head, leaving dims past rotDim", () => {
   // 2 tokens × 2 heads of 6 dims, 4 of them rotated: pairs (0,1), (2,3) → places (0,2), (1,3).
   const idx = interleavedRopeOrder(2, 2, 6, 4);

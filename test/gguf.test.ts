@@ -786,6 +786,7 @@ const F32_GOLDEN_TOL: Record<string, number> = {
   "cohere-bf16": 1e-3,
   "cohere2-bf16": 1e-3,
   "glm4-bf16": 1e-3,
+  "ernie-bf16": 1e-3,
   "gemma-bf16": 0.01,
   "phi-bf16": 0.01,
   "gptneox-bf16": 0.01,

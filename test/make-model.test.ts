@@ -62,6 +62,7 @@ function expectedNames(arch: Arch, tied: boolean, gpt2Prefix = false): string[] 
     case "qwen3":
     case "smollm3":
     case "granite":
+    case "ernie":
     case "gemma": {
       const attn =
         arch === "qwen2"
@@ -390,6 +391,8 @@ function expectedShapes(arch: Arch): Record<string, number[]> {
         "model.layers.1.self_attn.k_proj.bias": [32],
         "model.norm.bias": [64],
       };
+    case "ernie":
+      return { "model.layers.1.self_attn.k_proj.weight": [32, 64], "model.layers.0.mlp.up_proj.weight": [128, 64] };
     case "glm":
     case "glm4": // gate and up: 128 rows each in one matrix
       return {
@@ -591,6 +594,7 @@ for (const arch of ARCHES) {
         starcoder2: "Starcoder2ForCausalLM",
         cohere: "CohereForCausalLM",
         cohere2: "Cohere2ForCausalLM",
+        ernie: "Ernie4_5ForCausalLM",
         glm: "GlmForCausalLM",
         glm4: "Glm4ForCausalLM",
         phi: "PhiForCausalLM",
@@ -603,7 +607,10 @@ for (const arch of ARCHES) {
         opt: "OPTForCausalLM",
       }[arch];
       assert.deepEqual(cfg.architectures, [expectClass]);
-      assert.equal(cfg.model_type, { gemma3: "gemma3_text", gptneox: "gpt_neox" }[arch as string] ?? arch);
+      assert.equal(
+        cfg.model_type,
+        { gemma3: "gemma3_text", gptneox: "gpt_neox", ernie: "ernie4_5" }[arch as string] ?? arch,
+      );
       assert.equal(cfg.vocab_size, 512);
       assert.equal(cfg.tie_word_embeddings, shape.tied);
       assert.equal(cfg.torch_dtype, { f32: "float32", f16: "float16", bf16: "bfloat16" }[dtype]);
@@ -642,6 +649,9 @@ for (const arch of ARCHES) {
         assert.equal(cfg.layer_norm_eps, 1e-5);
         assert.equal(cfg.use_qk_norm, false);
         assert.ok(!("rms_norm_eps" in cfg), "CohereConfig has no rms_norm_eps");
+      } else if (arch === "ernie") {
+        assert.equal(cfg.use_bias, false);
+        assert.equal(cfg.rope_theta, 500000);
       } else if (arch === "glm" || arch === "glm4") {
         assert.equal(cfg.partial_rotary_factor, 0.5);
         assert.equal(cfg.attention_bias, true);

@@ -36,6 +36,7 @@ const TINY: [Arch, DType][] = [
   ["starcoder2", "bf16"],
   ["cohere", "f16"],
   ["cohere2", "bf16"],
+  ["ernie", "bf16"],
   ["glm", "f32"],
   ["glm4", "bf16"],
   ["phi", "f32"],

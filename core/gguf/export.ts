@@ -26,6 +26,7 @@
 //   - glm4 (GLM-4-0414): gate/up written back as the fused ffn_up, q/k as stored (llama.cpp turns
 //     adjacent pairs), post_attention_norm and post_ffw_norm. GLM-4-9B's GlmForCausalLM is not
 //     exported: llama.cpp's glm4 requires those two norms, which it does not have.
+//   - ernie4_5: as llama but q/k as stored (llama.cpp turns adjacent pairs, as ERNIE does).
 //   - command-r (Cohere), cohere2 (its windows and rotary step in all but every 4th layer, which
 //     llama.cpp fixes; other layer_types are a ModelError): q/k rows as stored (llama.cpp turns adjacent rotary pairs, as Cohere
 //     does), LayerNorms without bias, logit_scale 1 with the scale in the final norm's weight as the
@@ -75,6 +76,7 @@ export interface GgufExportResult {
     | "phi2"
     | "phi3"
     | "glm4"
+    | "ernie4_5"
     | "gemma"
     | "gemma2"
     | "gemma3"
@@ -103,6 +105,7 @@ const ARCH_NAMES: Record<string, GgufExportResult["architecture"]> = {
   CohereForCausalLM: "command-r",
   Cohere2ForCausalLM: "cohere2",
   Glm4ForCausalLM: "glm4",
+  Ernie4_5ForCausalLM: "ernie4_5",
   PhiForCausalLM: "phi2",
   Phi3ForCausalLM: "phi3",
   GemmaForCausalLM: "gemma",

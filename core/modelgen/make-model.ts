@@ -29,6 +29,7 @@ export type Arch =
   | "starcoder2"
   | "cohere"
   | "cohere2"
+  | "ernie"
   | "glm"
   | "glm4"
   | "phi"
@@ -251,6 +252,23 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
       ropeTheta: 50000,
       rmsEps: 1e-5,
       slidingWindow: 4096,
+    },
+  },
+  "ernie-4.5-0.3b": {
+    arch: "ernie",
+    description: "ERNIE-4.5-0.3B shapes (ernie, GQA 16/2, adjacent rotary pairs, tied)",
+    shape: {
+      hidden: 1024,
+      layers: 18,
+      heads: 16,
+      kvHeads: 2,
+      headDim: 128,
+      intermediate: 3072,
+      vocab: 103424,
+      maxPositions: 131072,
+      tied: true,
+      ropeTheta: 500000,
+      rmsEps: 1e-5,
     },
   },
   "glm-4-9b": {
@@ -535,6 +553,11 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
     description:
       "tiny cohere2 for tests (cohere's block, 8-position windows and rotary in 3 of 4 layers, GQA 4/2, tied)",
     shape: { ...tinyLlamaLike, layers: 4, tied: true, ropeTheta: 10000, rmsEps: 1e-5, slidingWindow: 8 },
+  },
+  "tiny-ernie": {
+    arch: "ernie",
+    description: "tiny ernie for tests (the Llama block with adjacent rotary pairs, GQA 4/2, tied)",
+    shape: { ...tinyLlamaLike, tied: true, ropeTheta: 500000, rmsEps: 1e-5 },
   },
   "tiny-glm": {
     arch: "glm",
@@ -1032,6 +1055,21 @@ export const ARCHS: Record<Arch, ArchSpec> = {
   },
   cohere: { ...llamaFamily("CohereForCausalLM", "cohere", COHERE_LAYER), config: cohereConfig(1) },
   cohere2: { ...llamaFamily("Cohere2ForCausalLM", "cohere2", COHERE_LAYER), config: cohereConfig(2) },
+  ernie: {
+    ...llamaFamily("Ernie4_5ForCausalLM", "ernie4_5", LLAMA_LAYER),
+    config: (s, ids, dtype) => ({
+      architectures: ["Ernie4_5ForCausalLM"],
+      model_type: "ernie4_5",
+      ...shapeFields(s),
+      rope_scaling: s.ropeScaling,
+      hidden_act: "silu",
+      use_bias: false,
+      tie_word_embeddings: s.tied,
+      bos_token_id: ids.bos,
+      eos_token_id: ids.eos,
+      torch_dtype: TORCH_DTYPE[dtype],
+    }),
+  },
   glm: { ...llamaFamily("GlmForCausalLM", "glm", GLM_LAYER), config: glmConfig("glm") },
   glm4: { ...llamaFamily("Glm4ForCausalLM", "glm4", GLM4_LAYER), config: glmConfig("glm4") },
   phi: {

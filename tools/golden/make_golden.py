@@ -7,7 +7,7 @@ shared golden folder, and expected.json from reference.py.
     python3 tools/golden/make_golden.py qwen3 test/golden/qwen3-bf16 --tokenizer-from ../shared/golden/llama-bf16
     (phi3-partial goes to test/golden/phi3-partial-bf16)
 
-qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn, stablelm, gemma, phi, gptneox, starcoder2, cohere, cohere2, glm and glm4 are defined: the shared folders cover the other
+qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn, stablelm, gemma, phi, gptneox, starcoder2, cohere, cohere2, glm, glm4 and ernie are defined: the shared folders cover the other
 architectures.
 """
 import argparse
@@ -237,6 +237,18 @@ SHAPES = {
         logit_scale=0.5,
         sliding_window=8,
         layer_types=["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"],
+        tie_word_embeddings=True,
+    ),
+    # ERNIE 4.5: the Llama block with the rotary step on adjacent pairs (head_dim given: its config
+    # class defaults to 128), a tied head.
+    "ernie": dict(
+        {k: v for k, v in BASE.items() if k != "attention_bias"},
+        architectures=["Ernie4_5ForCausalLM"],
+        model_type="ernie4_5",
+        head_dim=16,
+        rms_norm_eps=1e-5,
+        rope_theta=500000.0,
+        use_bias=False,
         tie_word_embeddings=True,
     ),
     # GLM-4: q/k/v biases, fused gate_up_proj, half of each head (8 of 16 dims) rotated in adjacent

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A float64 NumPy reference of the Hugging Face forward pass for the Llama family (LlamaForCausalLM,
 MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM,
-GraniteForCausalLM, Olmo2ForCausalLM, StableLmForCausalLM), PhiForCausalLM, GPTNeoXForCausalLM, Starcoder2ForCausalLM, CohereForCausalLM, Cohere2ForCausalLM, GlmForCausalLM, Glm4ForCausalLM,
+GraniteForCausalLM, Olmo2ForCausalLM, StableLmForCausalLM), PhiForCausalLM, GPTNeoXForCausalLM, Starcoder2ForCausalLM, CohereForCausalLM, Cohere2ForCausalLM, GlmForCausalLM, Glm4ForCausalLM, Ernie4_5ForCausalLM,
 GemmaForCausalLM, Gemma2ForCausalLM and Gemma3ForCausalLM, written from the transformers modeling code's semantics and independent of the
 engine: it shares no code with core/.
 
@@ -134,7 +134,8 @@ class Model:
                  "SmolLM3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM",
                  "GemmaForCausalLM", "GraniteForCausalLM", "Olmo2ForCausalLM", "StableLmForCausalLM",
                  "PhiForCausalLM", "GPTNeoXForCausalLM", "Starcoder2ForCausalLM",
-                 "CohereForCausalLM", "Cohere2ForCausalLM", "GlmForCausalLM", "Glm4ForCausalLM")
+                 "CohereForCausalLM", "Cohere2ForCausalLM", "GlmForCausalLM", "Glm4ForCausalLM",
+                 "Ernie4_5ForCausalLM")
         if arch not in known:
             raise SystemExit(f"{arch} is not one of {', '.join(known)}")
         self.qwen2 = arch == "Qwen2ForCausalLM"
@@ -172,6 +173,8 @@ class Model:
         # attention (post_self_attn_layernorm) and the MLP (post_mlp_layernorm).
         self.glm4 = arch == "Glm4ForCausalLM"
         self.glm = arch == "GlmForCausalLM" or self.glm4
+        # ERNIE 4.5: the Llama block with the rotary step on adjacent pairs.
+        self.ernie = arch == "Ernie4_5ForCausalLM"
         self.cohere = arch == "CohereForCausalLM" or self.cohere2
         self.layer_norm = self.stablelm or self.phi or self.neox or self.starcoder2 or self.cohere
         self.bias = self.qwen2 or self.phi or (self.starcoder2 and self.cfg.get("use_bias", True)) or bool(self.cfg.get("attention_bias", False) or self.cfg.get("use_qkv_bias", False))
@@ -296,7 +299,7 @@ class Model:
             if self.qk_norm:
                 q = self.norm(q, f"{p}.self_attn.q_norm")
                 k = self.norm(k, f"{p}.self_attn.k_norm")
-            if self.glm:
+            if self.glm or self.ernie:
                 q, k = rotate_pairs(q, pos, self.inv), rotate_pairs(k, pos, self.inv)
             elif self.cohere:
                 if self.window[i] or not self.cohere2:

@@ -1,0 +1,59 @@
+// Ernie4_5ForCausalLM (ERNIE 4.5 0.3B): the Llama block with the rotary step on adjacent pairs
+// (ropeInterleaved) and Ernie4_5Config's defaults (head_dim 128, 2 key/value heads, rope_theta
+// 500000, a tied head). use_bias puts biases on every projection, the gated MLP's too, which the FFN
+// kernels do not take: refused.
+import type { WeightStore } from "../loader/safetensors.js";
+import { ModelError } from "../loader/errors.js";
+import {
+  ConfigReader,
+  familyWeights,
+  ropeFrequencies,
+  ropeSettings,
+  type ArchDefinition,
+  type LayerWeights,
+  type Linear,
+  type ModelConfig,
+  type ModelWeights,
+  type Norm,
+} from "./config.js";
+import { familyConfig } from "./llama.js";
+
+function parseConfig(raw: Record<string, unknown>, file: string): ModelConfig {
+  const defaults = { head_dim: 128, num_key_value_heads: 2, tie_word_embeddings: true, rope_theta: 500000 };
+  const r = new ConfigReader({ ...defaults, ...raw }, file);
+  if (r.bool("use_bias", false)) {
+    throw new ModelError("BAD_CONFIG", file, `"use_bias": true (biases in the FFN) is not supported`);
+  }
+  const c = familyConfig(r, "Ernie4_5ForCausalLM", 1e-5, (headDim) => {
+    const maxPositions = r.int("max_position_embeddings", 131072);
+    const rope = ropeFrequencies(ropeSettings(r), headDim, maxPositions);
+    return { maxPositions, ropeInvFreq: rope.inv, ...(rope.factor !== 1 && { ropeFactor: rope.factor }) };
+  });
+  return { ...c, ropeInterleaved: true };
+}
+
+function bindWeights(c: ModelConfig, s: WeightStore): ModelWeights {
+  const { hidden: H, heads: A, kvHeads: K, headDim: D, intermediate: F } = c;
+  const lin = (name: string, out: number, inp: number): Linear => ({ w: s.get(`${name}.weight`, [out, inp]), b: null });
+  const norm = (name: string): Norm => ({ weight: s.get(`${name}.weight`, [H]), bias: null });
+  const layers: LayerWeights[] = [];
+  for (let i = 0; i < c.layers; i++) {
+    const p = `model.layers.${i}`;
+    layers.push({
+      attnNorm: norm(`${p}.input_layernorm`),
+      qkv: {
+        q: lin(`${p}.self_attn.q_proj`, A * D, H),
+        k: lin(`${p}.self_attn.k_proj`, K * D, H),
+        v: lin(`${p}.self_attn.v_proj`, K * D, H),
+      },
+      o: lin(`${p}.self_attn.o_proj`, H, A * D),
+      ffnNorm: norm(`${p}.post_attention_layernorm`),
+      gate: lin(`${p}.mlp.gate_proj`, F, H),
+      up: lin(`${p}.mlp.up_proj`, F, H),
+      down: lin(`${p}.mlp.down_proj`, H, F),
+    });
+  }
+  return familyWeights(c, s, layers);
+}
+
+export const ernie: ArchDefinition = { parseConfig, bindWeights };
