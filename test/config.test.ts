@@ -851,6 +851,37 @@ test("ERNIE 4.5: Ernie4_5Config's defaults (head_dim 128, rope_theta 500000, tie
   badConfigs(t, [[{ ...ernie, use_bias: true }, /"use_bias": true \(biases in the FFN\) is not supported/]]);
 });
 
+test("EXAONE 4.0: OLMo 2's norms with per-head q/k norms; windows and rotary in 3 of 4 layers, or none without sliding_window", (t) => {
+  const exaone = {
+    architectures: ["Exaone4ForCausalLM"],
+    model_type: "exaone4",
+    hidden_size: 2048,
+    intermediate_size: 4096,
+    num_hidden_layers: 8,
+    num_attention_heads: 32,
+    num_key_value_heads: 8,
+    head_dim: 64,
+    vocab_size: 102400,
+    max_position_embeddings: 65536,
+    rope_theta: 1000000,
+    sliding_window: 4096,
+    sliding_window_pattern: 4,
+  };
+  const c = readModelConfig(configIn(t, exaone));
+  assert.deepEqual(c.attentionWindows, [4096, 4096, 4096, 0, 4096, 4096, 4096, 0]);
+  assert.deepEqual(c.ropeLayers, [true, true, true, false, true, true, true, false]);
+  assert.equal(c.normEps, 1e-5);
+  const global = readModelConfig(configIn(t, { ...exaone, sliding_window: null }));
+  assert.equal(global.attentionWindows, undefined);
+  assert.equal(global.ropeLayers, undefined);
+  const types = ["sliding_attention", "full_attention", "full_attention", "sliding_attention"];
+  const listed = readModelConfig(
+    configIn(t, { ...exaone, num_hidden_layers: 4, sliding_window_pattern: "LGGL", layer_types: types }),
+  );
+  assert.deepEqual(listed.ropeLayers, [true, false, false, true]);
+  badConfigs(t, [[{ ...exaone, sliding_window_pattern: "LLLG" }, /"sliding_window_pattern" "LLLG" needs layer_types/]]);
+});
+
 test("interleavedRopeOrder moves adjacent rotary pairs to rotate-half order per head, leaving dims past rotDim", () => {
   // 2 tokens × 2 heads of 6 dims, 4 of them rotated: pairs (0,1), (2,3) → places (0,2), (1,3).
   const idx = interleavedRopeOrder(2, 2, 6, 4);

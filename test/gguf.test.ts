@@ -963,6 +963,40 @@ test(
 );
 
 test(
+  "llama.cpp runs the golden EXAONE 4.0 without its windows like our engine; with them, export is a ModelError",
+  { skip: noLlama },
+  async (t) => {
+    const windowed = loadModel(goldenPath("exaone4-bf16"));
+    t.after(() => windowed.close());
+    await assert.rejects(
+      exportGguf(windowed, join(tempDir(t), "w.gguf")),
+      (e) => e instanceof ModelError && e.code === "BAD_CONFIG" && /sliding windows/.test(e.message),
+    );
+    const dir = join(tempDir(t), "exaone4");
+    cpSync(goldenPath("exaone4-bf16"), dir, { recursive: true });
+    const configFile = join(dir, "config.json");
+    writeFileSync(
+      configFile,
+      JSON.stringify({ ...JSON.parse(readFileSync(configFile, "utf8")), sliding_window: null }),
+    );
+    const model = loadModel(dir);
+    t.after(() => model.close());
+    assert.equal(model.config.attentionWindows, undefined);
+    const exp = expected("exaone4-bf16");
+    const ours = await ourGreedy(model, exp.prompt_ids, exp.ids.length);
+    const file = join(dir, "m.gguf");
+    await exportGguf(model, file, { dtype: "f32" });
+    const llama = (llamaCpp as { llama: NlcLlama }).llama;
+    const theirs = await llamaCppSteps(llama, file, exp.prompt_ids, ours.ids);
+    assert.deepEqual(
+      theirs.map((s) => s.argmax),
+      ours.ids,
+    );
+    compareSteps("exaone4 as f32", ours.steps, theirs, 1e-3);
+  },
+);
+
+test(
   "llama.cpp: a random Gemma 3 from make-model (a global layer every 6th, two rotary bases) decodes like our engine",
   { skip: noLlama },
   async (t) => {

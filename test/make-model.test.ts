@@ -55,7 +55,7 @@ const ST: Record<DType, StDType> = { f32: "F32", f16: "F16", bf16: "BF16" };
 
 /** Expected HF tensor names for the tiny presets (2 layers, smollm3 and gemma 4), written out independently of the tables. */
 function expectedNames(arch: Arch, tied: boolean, gpt2Prefix = false): string[] {
-  const L = ["smollm3", "gemma2", "gemma3", "cohere2"].includes(arch) ? [0, 1, 2, 3] : [0, 1];
+  const L = ["smollm3", "gemma2", "gemma3", "cohere2", "exaone4"].includes(arch) ? [0, 1, 2, 3] : [0, 1];
   switch (arch) {
     case "llama":
     case "qwen2":
@@ -236,6 +236,7 @@ function expectedNames(arch: Arch, tied: boolean, gpt2Prefix = false): string[] 
         "lm_head.bias",
       ];
     case "olmo2":
+    case "exaone4":
       return [
         "model.embed_tokens.weight",
         ...L.flatMap((i) =>
@@ -430,6 +431,12 @@ function expectedShapes(arch: Arch): Record<string, number[]> {
         "model.layers.1.mlp.fc2.weight": [80, 320],
         "lm_head.bias": [512],
       };
+    case "exaone4": // q/k norms over each head of 16
+      return {
+        "model.layers.0.self_attn.q_norm.weight": [16],
+        "model.layers.3.self_attn.k_norm.weight": [16],
+        "model.layers.3.post_feedforward_layernorm.weight": [64],
+      };
     case "olmo2": // q/k norms as wide as the projections (4 heads x 16, no GQA)
       return {
         "model.layers.0.self_attn.q_norm.weight": [64],
@@ -590,6 +597,7 @@ for (const arch of ARCHES) {
         smollm3: "SmolLM3ForCausalLM",
         granite: "GraniteForCausalLM",
         olmo2: "Olmo2ForCausalLM",
+        exaone4: "Exaone4ForCausalLM",
         stablelm: "StableLmForCausalLM",
         starcoder2: "Starcoder2ForCausalLM",
         cohere: "CohereForCausalLM",
@@ -649,6 +657,9 @@ for (const arch of ARCHES) {
         assert.equal(cfg.layer_norm_eps, 1e-5);
         assert.equal(cfg.use_qk_norm, false);
         assert.ok(!("rms_norm_eps" in cfg), "CohereConfig has no rms_norm_eps");
+      } else if (arch === "exaone4") {
+        assert.equal(cfg.sliding_window, 8);
+        assert.equal(cfg.sliding_window_pattern, 4);
       } else if (arch === "ernie") {
         assert.equal(cfg.use_bias, false);
         assert.equal(cfg.rope_theta, 500000);

@@ -32,6 +32,7 @@ const TINY: [Arch, DType][] = [
   ["smollm3", "f32"],
   ["granite", "bf16"],
   ["olmo2", "f16"],
+  ["exaone4", "bf16"],
   ["stablelm", "bf16"],
   ["starcoder2", "bf16"],
   ["cohere", "f16"],

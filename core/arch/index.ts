@@ -8,7 +8,7 @@ import { gemma, gemma2, gemma3, gemma3Multimodal } from "./gemma.js";
 import { glm, glm4 } from "./glm.js";
 import { gpt2 } from "./gpt2.js";
 import { gptneox } from "./gptneox.js";
-import { granite, llama, mistral, olmo2, qwen2, qwen3, smollm3 } from "./llama.js";
+import { exaone4, granite, llama, mistral, olmo2, qwen2, qwen3, smollm3 } from "./llama.js";
 import { opt } from "./opt.js";
 import { phi } from "./phi.js";
 import { phi3 } from "./phi3.js";
@@ -23,6 +23,7 @@ export const ARCHITECTURES: Readonly<Record<string, ArchDefinition>> = {
   SmolLM3ForCausalLM: smollm3,
   GraniteForCausalLM: granite,
   Olmo2ForCausalLM: olmo2,
+  Exaone4ForCausalLM: exaone4,
   StableLmForCausalLM: stablelm,
   Starcoder2ForCausalLM: starcoder2,
   CohereForCausalLM: cohere,

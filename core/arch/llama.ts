@@ -14,6 +14,10 @@
 // Olmo2ForCausalLM (OLMo 2) norms the blocks' outputs instead of their inputs (post_attention_layernorm,
 // post_feedforward_layernorm, none before), and its q/k norms span each token's whole projection
 // (weights [heads × head_dim]) rather than each head.
+//
+// Exaone4ForCausalLM (EXAONE 4.0) has OLMo 2's norms after the blocks with Qwen3's per-head q/k norms,
+// and, when sliding_window is set, windows in three of four layers (sliding_window_pattern, or
+// layer_types) with the rotary step in those only: the global layers have no positions.
 // Phi-3 (phi3.ts) builds its config with familyConfig too.
 import type { WeightStore } from "../loader/safetensors.js";
 import {
@@ -43,6 +47,20 @@ interface Variant {
   granite?: boolean;
   /** OLMo 2: norms after the blocks, q/k norms over whole projections (see the header). */
   olmo2?: boolean;
+  /** EXAONE 4.0: OLMo 2's norms, per-head q/k norms, windows with rotary only there (see the header). */
+  exaone4?: boolean;
+}
+
+/** EXAONE 4.0's windows (Exaone4Config: 4096, in all but every 4th layer) and its rotary layers. */
+function exaone4Layers(r: ConfigReader, layers: number): Pick<ModelConfig, "attentionWindows" | "ropeLayers"> {
+  if (r.raw.sliding_window === null) return {}; // every layer global, with the rotary step
+  const pattern = r.raw.sliding_window_pattern ?? 4;
+  if (typeof pattern !== "number" && r.raw.layer_types == null) {
+    throw new ModelError("BAD_CONFIG", r.file, `"sliding_window_pattern" ${JSON.stringify(pattern)} needs layer_types`);
+  }
+  const every = typeof pattern === "number" ? r.int("sliding_window_pattern", 4) : 0;
+  const windows = slidingWindows(r, layers, r.raw.sliding_window ?? 4096, (i) => (i + 1) % every !== 0)!;
+  return { attentionWindows: windows, ropeLayers: windows.map((w) => w > 0) };
 }
 
 /** SmolLM3's layers with a rotary step: `no_rope_layers` (1 = rotary), else every
@@ -112,7 +130,7 @@ export function familyConfig(
 
 function parseConfig(raw: Record<string, unknown>, file: string, architecture: string, v: Variant): ModelConfig {
   const r = new ConfigReader(raw, file);
-  const c = familyConfig(r, architecture, v.olmo2 ? 1e-5 : 1e-6, (headDim, layers) => {
+  const c = familyConfig(r, architecture, v.olmo2 || v.exaone4 ? 1e-5 : 1e-6, (headDim, layers) => {
     // Sliding-window attention as transformers builds it: Mistral's in every layer whenever
     // sliding_window is set; Qwen2's and Qwen3's with use_sliding_window, from layer
     // max_window_layers on (Qwen2Config's default: 28), or as layer_types lists.
@@ -125,6 +143,7 @@ function parseConfig(raw: Record<string, unknown>, file: string, architecture: s
     return {
       maxPositions,
       ...(windows?.some((w) => w > 0) && { attentionWindows: windows }),
+      ...(v.exaone4 && exaone4Layers(r, layers)),
       ropeInvFreq: rope.inv,
       ...(rope.factor !== 1 && { ropeFactor: rope.factor }),
       ...(v.noRope && { ropeLayers: ropeLayers(raw, r, layers, file) }),
@@ -157,7 +176,7 @@ function bindWeights(c: ModelConfig, s: WeightStore, v: Variant): ModelWeights {
   const layers: LayerWeights[] = [];
   for (let i = 0; i < c.layers; i++) {
     const p = `model.layers.${i}`;
-    const post = v.olmo2 === true;
+    const post = v.olmo2 === true || v.exaone4 === true;
     layers.push({
       attnNorm: post ? null : norm(`${p}.input_layernorm`),
       qkv: {
@@ -173,8 +192,8 @@ function bindWeights(c: ModelConfig, s: WeightStore, v: Variant): ModelWeights {
       }),
       ...(v.qkNorm && {
         qkNorm: {
-          q: norm(`${p}.self_attn.q_norm`, post ? A * D : D),
-          k: norm(`${p}.self_attn.k_norm`, post ? K * D : D),
+          q: norm(`${p}.self_attn.q_norm`, v.olmo2 ? A * D : D),
+          k: norm(`${p}.self_attn.k_norm`, v.olmo2 ? K * D : D),
         },
       }),
       gate: lin(`${p}.mlp.gate_proj`, F, H),
@@ -196,4 +215,5 @@ export const qwen2 = variant("Qwen2ForCausalLM", { bias: "always", qkNorm: false
 export const qwen3 = variant("Qwen3ForCausalLM", { bias: "config", qkNorm: true });
 export const smollm3 = variant("SmolLM3ForCausalLM", { bias: "config", qkNorm: false, noRope: true });
 export const olmo2 = variant("Olmo2ForCausalLM", { bias: "config", qkNorm: true, olmo2: true });
+export const exaone4 = variant("Exaone4ForCausalLM", { bias: "config", qkNorm: true, exaone4: true });
 export const granite = variant("GraniteForCausalLM", { bias: "config", qkNorm: false, granite: true });

@@ -22,7 +22,9 @@
 //     and logit_scale are written as 1 and llama.cpp computes what the engine does.
 //   - gemma (1): NEOX rotary, norms as 1 + w as for gemma2/3, 1/sqrt(head_dim) attention.
 //   - olmo2: NEOX rotary, no attn_norm/ffn_norm, post_attention_norm and post_ffw_norm, q/k norms
-//     over the whole projection.
+//     over the whole projection. exaone4: the same with per-head q/k norms, for a config without
+//     sliding_window (every layer global, with positions); windowed ones are a ModelError
+//     (BAD_CONFIG): no window pattern is written here for llama.cpp's exaone4.
 //   - glm4 (GLM-4-0414): gate/up written back as the fused ffn_up, q/k as stored (llama.cpp turns
 //     adjacent pairs), post_attention_norm and post_ffw_norm. GLM-4-9B's GlmForCausalLM is not
 //     exported: llama.cpp's glm4 requires those two norms, which it does not have.
@@ -69,6 +71,7 @@ export interface GgufExportResult {
     | "qwen3"
     | "smollm3"
     | "olmo2"
+    | "exaone4"
     | "stablelm"
     | "starcoder2"
     | "command-r"
@@ -100,6 +103,7 @@ const ARCH_NAMES: Record<string, GgufExportResult["architecture"]> = {
   SmolLM3ForCausalLM: "smollm3",
   GraniteForCausalLM: "granite",
   Olmo2ForCausalLM: "olmo2",
+  Exaone4ForCausalLM: "exaone4",
   StableLmForCausalLM: "stablelm",
   Starcoder2ForCausalLM: "starcoder2",
   CohereForCausalLM: "command-r",
@@ -327,6 +331,13 @@ function architectureMetadata(
   }
   if (c.ropeLayers?.some((rope, i) => rope !== ((i + 1) % 4 !== 0))) {
     throw new ModelError("BAD_CONFIG", file, "llama.cpp's smollm3 skips the rotary step in every 4th layer only");
+  }
+  if (arch === "exaone4" && c.attentionWindows) {
+    throw new ModelError(
+      "BAD_CONFIG",
+      file,
+      "EXAONE 4.0 with sliding windows (and global layers without positions) has no GGUF export here",
+    );
   }
   if (arch === "granite") {
     // The multipliers as folded into the weights and eps the engine runs (see the header).

@@ -25,6 +25,7 @@ export type Arch =
   | "smollm3"
   | "granite"
   | "olmo2"
+  | "exaone4"
   | "stablelm"
   | "starcoder2"
   | "cohere"
@@ -185,6 +186,24 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
       tied: false,
       ropeTheta: 500000,
       rmsEps: 1e-6,
+    },
+  },
+  "exaone-4.0-1.2b": {
+    arch: "exaone4",
+    description: "EXAONE-4.0-1.2B shapes (exaone4, GQA 32/8, norms after the blocks, per-head q/k norms, tied)",
+    shape: {
+      hidden: 2048,
+      layers: 30,
+      heads: 32,
+      kvHeads: 8,
+      headDim: 64,
+      intermediate: 4096,
+      vocab: 102400,
+      maxPositions: 65536,
+      tied: true,
+      ropeTheta: 1000000,
+      rmsEps: 1e-5,
+      slidingWindow: 4096,
     },
   },
   "stablelm-2-1.6b": {
@@ -530,6 +549,12 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
     description: "tiny olmo2 for tests (norms after the blocks, whole-projection q/k norms, MHA, untied)",
     shape: { ...tinyLlamaLike, kvHeads: 4, tied: false, ropeTheta: 500000, rmsEps: 1e-6 },
   },
+  "tiny-exaone4": {
+    arch: "exaone4",
+    description:
+      "tiny exaone4 for tests (norms after the blocks, per-head q/k norms, 8-position windows and rotary in 3 of 4 layers, tied)",
+    shape: { ...tinyLlamaLike, layers: 4, tied: true, ropeTheta: 1000000, rmsEps: 1e-5, slidingWindow: 8 },
+  },
   "tiny-stablelm": {
     arch: "stablelm",
     description:
@@ -710,6 +735,11 @@ const OLMO2_LAYER: TensorRule[] = [
   ...LLAMA_LAYER.slice(6),
   { name: "post_feedforward_layernorm.weight", shape: (s) => [s.hidden], init: "norm" },
 ];
+
+// EXAONE 4.0: OLMo 2's layer with q/k norms over each head.
+const EXAONE4_LAYER: TensorRule[] = OLMO2_LAYER.map((rule) =>
+  /^self_attn\.[qk]_norm/.test(rule.name) ? { ...rule, shape: (s) => [s.headDim] } : rule,
+);
 
 // StableLM: LayerNorms with biases, q/k/v biases (o_proj none).
 const STABLELM_LAYER: TensorRule[] = [
@@ -1044,6 +1074,22 @@ export const ARCHS: Record<Arch, ArchSpec> = {
   smollm3: llamaFamily("SmolLM3ForCausalLM", "smollm3", LLAMA_LAYER),
   granite: llamaFamily("GraniteForCausalLM", "granite", LLAMA_LAYER),
   olmo2: llamaFamily("Olmo2ForCausalLM", "olmo2", OLMO2_LAYER),
+  exaone4: {
+    ...llamaFamily("Exaone4ForCausalLM", "exaone4", EXAONE4_LAYER),
+    config: (s, ids, dtype) => ({
+      architectures: ["Exaone4ForCausalLM"],
+      model_type: "exaone4",
+      ...shapeFields(s),
+      rope_scaling: s.ropeScaling,
+      hidden_act: "silu",
+      sliding_window: s.slidingWindow,
+      sliding_window_pattern: 4,
+      tie_word_embeddings: s.tied,
+      bos_token_id: ids.bos,
+      eos_token_id: ids.eos,
+      torch_dtype: TORCH_DTYPE[dtype],
+    }),
+  },
   stablelm: {
     ...llamaFamily("StableLmForCausalLM", "stablelm", STABLELM_LAYER),
     tail: [LLAMA_TAIL[0], { name: "model.norm.bias", shape: (s) => [s.hidden], init: "bias" }, LLAMA_TAIL[1]],

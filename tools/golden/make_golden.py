@@ -7,7 +7,7 @@ shared golden folder, and expected.json from reference.py.
     python3 tools/golden/make_golden.py qwen3 test/golden/qwen3-bf16 --tokenizer-from ../shared/golden/llama-bf16
     (phi3-partial goes to test/golden/phi3-partial-bf16)
 
-qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn, stablelm, gemma, phi, gptneox, starcoder2, cohere, cohere2, glm, glm4 and ernie are defined: the shared folders cover the other
+qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn, stablelm, gemma, phi, gptneox, starcoder2, cohere, cohere2, glm, glm4, ernie and exaone4 are defined: the shared folders cover the other
 architectures.
 """
 import argparse
@@ -239,6 +239,20 @@ SHAPES = {
         layer_types=["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"],
         tie_word_embeddings=True,
     ),
+    # EXAONE 4.0: OLMo 2's norms after the blocks, per-head q/k norms, 8-position windows and the
+    # rotary step in 3 of 4 layers (sliding_window_pattern), an untied head (tied, the greedy run
+    # repeats one token, as with OLMo 2).
+    "exaone4": dict(
+        BASE,
+        architectures=["Exaone4ForCausalLM"],
+        model_type="exaone4",
+        num_hidden_layers=4,
+        rms_norm_eps=1e-5,
+        rope_theta=1000000.0,
+        sliding_window=8,
+        sliding_window_pattern=4,
+        tie_word_embeddings=False,
+    ),
     # ERNIE 4.5: the Llama block with the rotary step on adjacent pairs (head_dim given: its config
     # class defaults to 128), a tied head.
     "ernie": dict(
@@ -352,7 +366,7 @@ def tensors(c: dict, rng: np.random.Generator) -> dict:
     post = lambda n: 2 * np.sqrt(H) * norm(n) - 1
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}"
-        olmo2 = c["model_type"] == "olmo2"
+        olmo2 = c["model_type"] in ("olmo2", "exaone4")  # norms after the blocks
         if not olmo2:
             t[f"{p}.input_layernorm.weight"] = norm(H) - shift
         if c["model_type"] in ("glm", "glm4"):  # q/k/v biases; gate_up_proj; glm4: post norms
@@ -403,10 +417,10 @@ def tensors(c: dict, rng: np.random.Generator) -> dict:
         t[f"{p}.self_attn.q_proj.weight"] = mat(A * D, H)
         t[f"{p}.self_attn.k_proj.weight"] = mat(K * D, H)
         t[f"{p}.self_attn.v_proj.weight"] = mat(K * D, H)
-        if c["model_type"] in ("qwen3", "gemma3_text"):
+        if c["model_type"] in ("qwen3", "gemma3_text", "exaone4"):
             t[f"{p}.self_attn.q_norm.weight"] = norm(D) - shift
             t[f"{p}.self_attn.k_norm.weight"] = norm(D) - shift
-        if olmo2:
+        if c["model_type"] == "olmo2":
             t[f"{p}.self_attn.q_norm.weight"] = norm(A * D)
             t[f"{p}.self_attn.k_norm.weight"] = norm(K * D)
         if c["model_type"] == "stablelm":  # LayerNorm biases; q/k/v biases

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A float64 NumPy reference of the Hugging Face forward pass for the Llama family (LlamaForCausalLM,
 MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM,
-GraniteForCausalLM, Olmo2ForCausalLM, StableLmForCausalLM), PhiForCausalLM, GPTNeoXForCausalLM, Starcoder2ForCausalLM, CohereForCausalLM, Cohere2ForCausalLM, GlmForCausalLM, Glm4ForCausalLM, Ernie4_5ForCausalLM,
+GraniteForCausalLM, Olmo2ForCausalLM, StableLmForCausalLM), PhiForCausalLM, GPTNeoXForCausalLM, Starcoder2ForCausalLM, CohereForCausalLM, Cohere2ForCausalLM, GlmForCausalLM, Glm4ForCausalLM, Ernie4_5ForCausalLM, Exaone4ForCausalLM,
 GemmaForCausalLM, Gemma2ForCausalLM and Gemma3ForCausalLM, written from the transformers modeling code's semantics and independent of the
 engine: it shares no code with core/.
 
@@ -135,7 +135,7 @@ class Model:
                  "GemmaForCausalLM", "GraniteForCausalLM", "Olmo2ForCausalLM", "StableLmForCausalLM",
                  "PhiForCausalLM", "GPTNeoXForCausalLM", "Starcoder2ForCausalLM",
                  "CohereForCausalLM", "Cohere2ForCausalLM", "GlmForCausalLM", "Glm4ForCausalLM",
-                 "Ernie4_5ForCausalLM")
+                 "Ernie4_5ForCausalLM", "Exaone4ForCausalLM")
         if arch not in known:
             raise SystemExit(f"{arch} is not one of {', '.join(known)}")
         self.qwen2 = arch == "Qwen2ForCausalLM"
@@ -147,11 +147,16 @@ class Model:
         # Gemma (1): the same embeddings, (1 + w) norms and GELU, but the Llama block's two norms, no
         # windows or caps, attention scaled by 1/sqrt(head_dim).
         self.gemma1 = arch == "GemmaForCausalLM"
-        self.qk_norm = arch == "Qwen3ForCausalLM" or self.gemma3
+        self.qk_norm = arch == "Qwen3ForCausalLM" or self.gemma3 or arch == "Exaone4ForCausalLM"
         self.phi3 = arch == "Phi3ForCausalLM"  # fused qkv_proj and gate_up_proj (gate first)
         # OLMo 2: no norm before the blocks, one after each (post_attention_layernorm,
         # post_feedforward_layernorm), q/k norms over each token's whole projection, before the reshape.
         self.olmo2 = arch == "Olmo2ForCausalLM"
+        # EXAONE 4.0: OLMo 2's norms after the blocks with per-head q/k norms; with sliding_window,
+        # windows in layer_types' sliding layers (else all but every sliding_window_pattern-th) and
+        # the rotary step in those only.
+        self.exaone4 = arch == "Exaone4ForCausalLM"
+        self.post_norms = self.olmo2 or self.exaone4
         # StableLM: LayerNorms (weight and bias, layer_norm_eps), q/k/v biases with use_qkv_bias.
         self.stablelm = arch == "StableLmForCausalLM"
         # Phi (1, 1.5, 2): attention and MLP side by side on one LayerNorm of x (x + attn + mlp),
@@ -228,6 +233,13 @@ class Model:
             self.use_rope = c.get("no_rope_layers") or [int((i + 1) % every != 0) for i in range(layers)]
         else:
             self.use_rope = [1] * layers
+        if self.exaone4 and c.get("sliding_window", 4096) is not None:
+            every = c.get("sliding_window_pattern", 4)
+            types = c.get("layer_types") or [
+                "sliding_attention" if (i + 1) % every else "full_attention" for i in range(layers)
+            ]
+            self.window = [c.get("sliding_window", 4096) if t == "sliding_attention" else None for t in types]
+            self.use_rope = [int(w is not None) for w in self.window]
 
     def norm(self, x, name):
         w = self.w[f"{name}.weight"]
@@ -283,7 +295,7 @@ class Model:
             mask = causal
             if self.window[i]:  # key j is visible to query t when t - window < j <= t
                 mask = causal + np.tril(np.full((T, T), -np.inf), -self.window[i])
-            h = x if self.olmo2 else self.norm(x, f"{p}.input_layernorm")
+            h = x if self.post_norms else self.norm(x, f"{p}.input_layernorm")
             if self.phi3:
                 qkv = self.lin(h, f"{p}.self_attn.qkv_proj", False)
                 q, k, v = np.split(qkv, [A * D, (A + K) * D], axis=-1)
@@ -327,8 +339,8 @@ class Model:
                 g, u = self.lin(h, f"{p}.mlp.gate_proj", False), self.lin(h, f"{p}.mlp.up_proj", False)
                 x = x + o + self.lin(g / (1.0 + np.exp(-g)) * u, f"{p}.mlp.down_proj", False)
                 continue
-            x = x + (self.norm(o, f"{p}.post_attention_layernorm") if self.gemma or self.olmo2 else r * o)
-            if self.olmo2:
+            x = x + (self.norm(o, f"{p}.post_attention_layernorm") if self.gemma or self.post_norms else r * o)
+            if self.post_norms:
                 h = x
             else:
                 h = self.norm(x, f"{p}.pre_feedforward_layernorm" if self.gemma else f"{p}.post_attention_layernorm")
@@ -345,7 +357,7 @@ class Model:
             f = self.lin(act * u, f"{p}.mlp.down_proj", False)
             if self.glm4:
                 f = self.norm(f, f"{p}.post_mlp_layernorm")
-            x = x + (self.norm(f, f"{p}.post_feedforward_layernorm") if self.gemma or self.olmo2 else r * f)
+            x = x + (self.norm(f, f"{p}.post_feedforward_layernorm") if self.gemma or self.post_norms else r * f)
         if self.phi:
             return self.norm(x, "model.final_layernorm") @ self.head.T + self.w["lm_head.bias"]
         if self.cohere:
