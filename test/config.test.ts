@@ -882,6 +882,34 @@ test("EXAONE 4.0: OLMo 2's norms with per-head q/k norms; windows and rotary in 
   badConfigs(t, [[{ ...exaone, sliding_window_pattern: "LLLG" }, /"sliding_window_pattern" "LLLG" needs layer_types/]]);
 });
 
+test("GPT-J: n_* names, rotary_dim of each head in adjacent pairs (all when null), parallel blocks, GPTJConfig's defaults", (t) => {
+  const gptj = {
+    architectures: ["GPTJForCausalLM"],
+    model_type: "gptj",
+    n_embd: 4096,
+    n_layer: 28,
+    n_head: 16,
+    n_positions: 2048,
+    rotary_dim: 64,
+    vocab_size: 50400,
+    activation_function: "gelu_new",
+    bos_token_id: 50256,
+    eos_token_id: 50256,
+  };
+  const c = readModelConfig(configIn(t, gptj));
+  assert.equal(c.headDim, 256);
+  assert.equal(c.intermediate, 16384); // n_inner unset: 4 × n_embd
+  assert.equal(c.ropeInvFreq!.length, 32);
+  assert.equal(c.ropeInterleaved, true);
+  assert.equal(c.parallelBlocks, true);
+  assert.equal(c.activation, "gelu_tanh");
+  assert.equal(readModelConfig(configIn(t, { ...gptj, rotary_dim: null })).ropeInvFreq!.length, 128);
+  badConfigs(t, [
+    [{ ...gptj, rotary_dim: 512 }, /"rotary_dim" must be even and at most 256/],
+    [{ ...gptj, rotary_dim: 63 }, /"rotary_dim" must be even/],
+  ]);
+});
+
 test("interleavedRopeOrder moves adjacent rotary pairs to rotate-half order per head, leaving dims past rotDim", () => {
   // 2 tokens × 2 heads of 6 dims, 4 of them rotated: pairs (0,1), (2,3) → places (0,2), (1,3).
   const idx = interleavedRopeOrder(2, 2, 6, 4);

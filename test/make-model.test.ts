@@ -186,6 +186,27 @@ function expectedNames(arch: Arch, tied: boolean, gpt2Prefix = false): string[] 
         "model.norm.bias",
         ...(tied ? [] : ["lm_head.weight"]),
       ];
+    case "gptj":
+      return [
+        "transformer.wte.weight",
+        ...L.flatMap((i) =>
+          [
+            "ln_1.weight",
+            "ln_1.bias",
+            "attn.q_proj.weight",
+            "attn.k_proj.weight",
+            "attn.v_proj.weight",
+            "attn.out_proj.weight",
+            "mlp.fc_in.weight",
+            "mlp.fc_in.bias",
+            "mlp.fc_out.weight",
+            "mlp.fc_out.bias",
+          ].map((n) => `transformer.h.${i}.${n}`),
+        ),
+        "transformer.ln_f.weight",
+        "transformer.ln_f.bias",
+        ...(tied ? [] : ["lm_head.weight", "lm_head.bias"]),
+      ];
     case "gptneox":
       return [
         "gpt_neox.embed_in.weight",
@@ -416,6 +437,8 @@ function expectedShapes(arch: Arch): Record<string, number[]> {
         "model.layers.1.mlp.c_proj.weight": [64, 256],
         "model.norm.bias": [64],
       };
+    case "gptj":
+      return { "transformer.h.1.mlp.fc_in.weight": [256, 64], "lm_head.bias": [512] };
     case "gptneox": // q, k and v of 4 heads of 16 in one matrix; FFN 256
       return {
         "gpt_neox.layers.0.attention.query_key_value.weight": [192, 64],
@@ -611,6 +634,7 @@ for (const arch of ARCHES) {
         gemma2: "Gemma2ForCausalLM",
         gemma3: "Gemma3ForCausalLM",
         gpt2: "GPT2LMHeadModel",
+        gptj: "GPTJForCausalLM",
         gptneox: "GPTNeoXForCausalLM",
         opt: "OPTForCausalLM",
       }[arch];
@@ -675,6 +699,9 @@ for (const arch of ARCHES) {
         assert.equal(cfg.use_bias, true);
         assert.equal(cfg.hidden_act, "gelu_pytorch_tanh");
         assert.ok(!("rms_norm_eps" in cfg) && !("head_dim" in cfg), "Starcoder2Config has neither");
+      } else if (arch === "gptj") {
+        assert.equal(cfg.rotary_dim, 8);
+        assert.equal(cfg.n_embd, 64);
       } else if (arch === "gptneox") {
         assert.equal(cfg.rotary_pct, 0.25);
         assert.equal(cfg.rotary_emb_base, 10000);

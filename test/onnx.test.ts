@@ -46,6 +46,7 @@ const TINY: [Arch, DType][] = [
   ["gemma2", "f16"],
   ["gemma3", "bf16"],
   ["gpt2", "f32"],
+  ["gptj", "f32"],
   ["gptneox", "f16"],
   ["opt", "bf16"],
 ];

@@ -108,7 +108,7 @@ function assertSameOutput(a: Run, b: Run, what: string): void {
 const FULL = { k: 1, oversample: 1 };
 
 for (const arch of SPARSE_ARCHS) {
-  const gated = !["gpt2", "gptneox", "opt", "phi", "starcoder2"].includes(arch); // gated FFN (SwiGLU, Gemma's GeGLU): DIP applies
+  const gated = !["gpt2", "gptj", "gptneox", "opt", "phi", "starcoder2"].includes(arch); // gated FFN (SwiGLU, Gemma's GeGLU): DIP applies
   test(`${arch}: hire, topk-exact${gated ? ", dip" : ""} and the HiRE head at 100 % equal dense`, async () => {
     const model = models[arch]!;
     const dense = await run(model, {});

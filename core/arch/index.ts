@@ -7,6 +7,7 @@ import { ernie } from "./ernie.js";
 import { gemma, gemma2, gemma3, gemma3Multimodal } from "./gemma.js";
 import { glm, glm4 } from "./glm.js";
 import { gpt2 } from "./gpt2.js";
+import { gptj } from "./gptj.js";
 import { gptneox } from "./gptneox.js";
 import { exaone4, granite, llama, mistral, olmo2, qwen2, qwen3, smollm3 } from "./llama.js";
 import { opt } from "./opt.js";
@@ -39,6 +40,7 @@ export const ARCHITECTURES: Readonly<Record<string, ArchDefinition>> = {
   Gemma3ForConditionalGeneration: gemma3Multimodal,
   GPT2LMHeadModel: gpt2,
   GPTNeoXForCausalLM: gptneox,
+  GPTJForCausalLM: gptj,
   OPTForCausalLM: opt,
 };
 

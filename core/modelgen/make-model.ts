@@ -39,6 +39,7 @@ export type Arch =
   | "gemma2"
   | "gemma3"
   | "gpt2"
+  | "gptj"
   | "gptneox"
   | "opt";
 export type DType = "f32" | "f16" | "bf16";
@@ -341,6 +342,22 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
       rmsEps: 1e-5,
     },
   },
+  "gpt-j-6b": {
+    arch: "gptj",
+    description:
+      "GPT-J-6B shapes (gptj, MHA 16 heads of 256, 64 dims rotated in adjacent pairs, parallel blocks, untied)",
+    shape: {
+      hidden: 4096,
+      layers: 28,
+      heads: 16,
+      kvHeads: 16,
+      intermediate: 16384,
+      vocab: 50400,
+      maxPositions: 2048,
+      tied: false,
+      rmsEps: 1e-5,
+    },
+  },
   "pythia-1b": {
     arch: "gptneox",
     description:
@@ -640,6 +657,12 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
     },
   },
   "tiny-gpt2": { arch: "gpt2", description: "tiny gpt2 for tests", shape: { ...tinyMha, tied: true, rmsEps: 1e-5 } },
+  "tiny-gptj": {
+    arch: "gptj",
+    description:
+      "tiny gptj for tests (parallel blocks on one LayerNorm, 8 of 16 head dims rotated in adjacent pairs, biased head)",
+    shape: { ...tinyMha, tied: false, rmsEps: 1e-5 },
+  },
   "tiny-gptneox": {
     arch: "gptneox",
     description: "tiny gptneox for tests (parallel blocks on two norms, q/k/v fused head by head, exact GELU, untied)",
@@ -1020,6 +1043,21 @@ const GPT2_LAYER: TensorRule[] = [
   { name: "mlp.c_proj.bias", shape: (s) => [s.hidden], init: "bias" },
 ];
 
+// GPT-J: one LayerNorm feeds attention (no biases) and MLP (fc_in, fc_out with biases).
+const GPTJ_LAYER: TensorRule[] = [
+  { name: "ln_1.weight", shape: (s) => [s.hidden], init: "norm" },
+  { name: "ln_1.bias", shape: (s) => [s.hidden], init: "bias" },
+  ...(["q_proj", "k_proj", "v_proj", "out_proj"] as const).map((n): TensorRule => ({
+    name: `attn.${n}.weight`,
+    shape: (s) => [s.hidden, s.hidden],
+    init: "normal",
+  })),
+  { name: "mlp.fc_in.weight", shape: (s) => [s.intermediate, s.hidden], init: "normal" },
+  { name: "mlp.fc_in.bias", shape: (s) => [s.intermediate], init: "bias" },
+  { name: "mlp.fc_out.weight", shape: (s) => [s.hidden, s.intermediate], init: "normal" },
+  { name: "mlp.fc_out.bias", shape: (s) => [s.hidden], init: "bias" },
+];
+
 // GPT-NeoX: two LayerNorms (both of the block's input when parallel), q/k/v fused head by head.
 const GPTNEOX_LAYER: TensorRule[] = [
   ...(["input_layernorm", "post_attention_layernorm"] as const).flatMap((n): TensorRule[] => [
@@ -1159,6 +1197,39 @@ export const ARCHS: Record<Arch, ArchSpec> = {
       n_inner: s.intermediate,
       n_positions: s.maxPositions,
       n_ctx: s.maxPositions,
+      vocab_size: s.vocab,
+      activation_function: "gelu_new",
+      layer_norm_epsilon: s.rmsEps,
+      tie_word_embeddings: s.tied,
+      bos_token_id: ids.bos,
+      eos_token_id: ids.eos,
+      torch_dtype: TORCH_DTYPE[dtype],
+    }),
+  },
+  gptj: {
+    hfClass: "GPTJForCausalLM",
+    modelType: "gptj",
+    gqa: false,
+    rope: false, // a fixed base of 10000: no rope_theta to set
+    prefix: () => "transformer.",
+    layerPrefix: "h.{i}.",
+    head: [{ name: "wte.weight", shape: (s) => [s.vocab, s.hidden], init: "normal" }],
+    layer: GPTJ_LAYER,
+    tail: [
+      { name: "ln_f.weight", shape: (s) => [s.hidden], init: "norm" },
+      { name: "ln_f.bias", shape: (s) => [s.hidden], init: "bias" },
+      { name: "/lm_head.weight", shape: (s) => [s.vocab, s.hidden], init: "normal", when: untied },
+      { name: "/lm_head.bias", shape: (s) => [s.vocab], init: "bias", when: untied },
+    ],
+    config: (s, ids, dtype) => ({
+      architectures: ["GPTJForCausalLM"],
+      model_type: "gptj",
+      n_embd: s.hidden,
+      n_layer: s.layers,
+      n_head: s.heads,
+      n_inner: s.intermediate,
+      n_positions: s.maxPositions,
+      rotary_dim: Math.min(64, s.headDim / 2),
       vocab_size: s.vocab,
       activation_function: "gelu_new",
       layer_norm_epsilon: s.rmsEps,

@@ -7,7 +7,7 @@ shared golden folder, and expected.json from reference.py.
     python3 tools/golden/make_golden.py qwen3 test/golden/qwen3-bf16 --tokenizer-from ../shared/golden/llama-bf16
     (phi3-partial goes to test/golden/phi3-partial-bf16)
 
-qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn, stablelm, gemma, phi, gptneox, starcoder2, cohere, cohere2, glm, glm4, ernie and exaone4 are defined: the shared folders cover the other
+qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn, stablelm, gemma, phi, gptneox, starcoder2, cohere, cohere2, glm, glm4, ernie, exaone4 and gptj are defined: the shared folders cover the other
 architectures.
 """
 import argparse
@@ -287,6 +287,25 @@ SHAPES = {
         attention_bias=True,
         tie_word_embeddings=False,
     ),
+    # GPT-J: one LayerNorm for attention and MLP side by side, 8 of 16 head dims rotated in adjacent
+    # pairs, biases on fc_in, fc_out and the untied head, four heads.
+    "gptj": dict(
+        architectures=["GPTJForCausalLM"],
+        model_type="gptj",
+        n_embd=64,
+        n_inner=192,
+        n_layer=2,
+        n_head=4,
+        n_positions=512,
+        rotary_dim=8,
+        vocab_size=257,
+        activation_function="gelu_new",
+        layer_norm_epsilon=1e-5,
+        tie_word_embeddings=False,
+        bos_token_id=256,
+        eos_token_id=256,
+        torch_dtype="bfloat16",
+    ),
     # Gemma (1): (1 + w) norms, embeddings times sqrt(hidden), GELU (tanh), one key/value head as
     # gemma-2b, head_dim 32 (not hidden / heads), 1/sqrt(head_dim) attention.
     "gemma": dict(
@@ -348,9 +367,31 @@ def neox_tensors(c: dict, rng: np.random.Generator) -> dict:
     return t
 
 
+def gptj_tensors(c: dict, rng: np.random.Generator) -> dict:
+    H, F, V = c["n_embd"], c["n_inner"], c["vocab_size"]
+    mat = lambda out, inp: rng.normal(0, 3 / np.sqrt(inp), (out, inp))
+    t = {"transformer.wte.weight": rng.normal(0, 1, (V, H))}
+    for i in range(c["n_layer"]):
+        p = f"transformer.h.{i}"
+        t[f"{p}.ln_1.weight"] = 1 + rng.normal(0, 0.1, (H,))
+        t[f"{p}.ln_1.bias"] = rng.normal(0, 0.1, (H,))
+        for n in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            t[f"{p}.attn.{n}.weight"] = mat(H, H)
+        for name, rows, cols in (("mlp.fc_in", F, H), ("mlp.fc_out", H, F)):
+            t[f"{p}.{name}.weight"] = mat(rows, cols)
+            t[f"{p}.{name}.bias"] = rng.normal(0, 0.5, (rows,))
+    t["transformer.ln_f.weight"] = 1 + rng.normal(0, 0.1, (H,))
+    t["transformer.ln_f.bias"] = rng.normal(0, 0.1, (H,))
+    t["lm_head.weight"] = mat(V, H)
+    t["lm_head.bias"] = rng.normal(0, 0.5, (V,))
+    return t
+
+
 def tensors(c: dict, rng: np.random.Generator) -> dict:
     if c["model_type"] == "gpt_neox":
         return neox_tensors(c, rng)
+    if c["model_type"] == "gptj":
+        return gptj_tensors(c, rng)
     H, F, V, A, K = (c[k] for k in ("hidden_size", "intermediate_size", "vocab_size",
                                      "num_attention_heads", "num_key_value_heads"))
     mat = lambda out, inp: rng.normal(0, 3 / np.sqrt(inp), (out, inp))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A float64 NumPy reference of the Hugging Face forward pass for the Llama family (LlamaForCausalLM,
 MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM,
-GraniteForCausalLM, Olmo2ForCausalLM, StableLmForCausalLM), PhiForCausalLM, GPTNeoXForCausalLM, Starcoder2ForCausalLM, CohereForCausalLM, Cohere2ForCausalLM, GlmForCausalLM, Glm4ForCausalLM, Ernie4_5ForCausalLM, Exaone4ForCausalLM,
+GraniteForCausalLM, Olmo2ForCausalLM, StableLmForCausalLM), PhiForCausalLM, GPTNeoXForCausalLM, Starcoder2ForCausalLM, CohereForCausalLM, Cohere2ForCausalLM, GlmForCausalLM, Glm4ForCausalLM, Ernie4_5ForCausalLM, Exaone4ForCausalLM, GPTJForCausalLM,
 GemmaForCausalLM, Gemma2ForCausalLM and Gemma3ForCausalLM, written from the transformers modeling code's semantics and independent of the
 engine: it shares no code with core/.
 
@@ -135,7 +135,7 @@ class Model:
                  "GemmaForCausalLM", "GraniteForCausalLM", "Olmo2ForCausalLM", "StableLmForCausalLM",
                  "PhiForCausalLM", "GPTNeoXForCausalLM", "Starcoder2ForCausalLM",
                  "CohereForCausalLM", "Cohere2ForCausalLM", "GlmForCausalLM", "Glm4ForCausalLM",
-                 "Ernie4_5ForCausalLM", "Exaone4ForCausalLM")
+                 "Ernie4_5ForCausalLM", "Exaone4ForCausalLM", "GPTJForCausalLM")
         if arch not in known:
             raise SystemExit(f"{arch} is not one of {', '.join(known)}")
         self.qwen2 = arch == "Qwen2ForCausalLM"
@@ -165,6 +165,9 @@ class Model:
         # GPT-NeoX: its own tensor names, q/k/v fused head by head, two LayerNorms side by side
         # (use_parallel_residual), exact GELU, rotary_pct / rotary_emb_base (see neox_logits).
         self.neox = arch == "GPTNeoXForCausalLM"
+        # GPT-J: its own names (see gptj_logits), one LayerNorm for attention and MLP side by side,
+        # adjacent rotary pairs over the first rotary_dim dims, base 10000, a biased head.
+        self.gptj = arch == "GPTJForCausalLM"
         # StarCoder2: LayerNorms (norm_epsilon), biases on q/k/v/o and on an ungated GELU (tanh) MLP
         # (c_fc, c_proj) with use_bias, a sliding window in every layer when sliding_window is set.
         self.starcoder2 = arch == "Starcoder2ForCausalLM"
@@ -181,7 +184,7 @@ class Model:
         # ERNIE 4.5: the Llama block with the rotary step on adjacent pairs.
         self.ernie = arch == "Ernie4_5ForCausalLM"
         self.cohere = arch == "CohereForCausalLM" or self.cohere2
-        self.layer_norm = self.stablelm or self.phi or self.neox or self.starcoder2 or self.cohere
+        self.layer_norm = self.stablelm or self.phi or self.neox or self.starcoder2 or self.cohere or self.gptj
         self.bias = self.qwen2 or self.phi or (self.starcoder2 and self.cfg.get("use_bias", True)) or bool(self.cfg.get("attention_bias", False) or self.cfg.get("use_qkv_bias", False))
         # Granite: embeddings times embedding_multiplier, attention scores times attention_multiplier,
         # each block's output times residual_multiplier before its residual add, logits / logits_scaling.
@@ -192,6 +195,9 @@ class Model:
         self.logits_div = g.get("logits_scaling", 1.0)
         self.w = read_safetensors(folder / "model.safetensors")
         c = self.cfg
+        if self.gptj:
+            c = self.cfg = dict(c, hidden_size=c["n_embd"], num_attention_heads=c["n_head"],
+                                num_hidden_layers=c["n_layer"], layer_norm_eps=c.get("layer_norm_epsilon", 1e-5))
         self.H = c["hidden_size"]
         self.A = c["num_attention_heads"]
         self.K = c.get("num_key_value_heads", self.A)
@@ -201,8 +207,13 @@ class Model:
             self.eps = c.get("norm_epsilon", 1e-5)
         if self.neox:
             c = dict(c, rope_theta=c.get("rotary_emb_base", 10000), partial_rotary_factor=c.get("rotary_pct", 0.25))
+        if self.gptj:
+            rd = c.get("rotary_dim") or self.H // self.A
+            c = dict(c, rope_theta=10000.0, partial_rotary_factor=rd / (self.H // self.A))
         self.inv, self.m = rope_params(c, self.D)
-        if self.neox:
+        if self.gptj:
+            self.head = self.w.get("lm_head.weight", self.w["transformer.wte.weight"])
+        elif self.neox:
             self.head = self.w.get("embed_out.weight", self.w["gpt_neox.embed_in.weight"])
         else:
             self.head = self.w.get("lm_head.weight", self.w["model.embed_tokens.weight"])
@@ -280,8 +291,26 @@ class Model:
                 x = x + mlp(self.norm(x, f"{p}.post_attention_layernorm"))
         return self.norm(x, "gpt_neox.final_layer_norm") @ self.head.T
 
+    def gptj_logits(self, ids):
+        A, D = self.A, self.D
+        T = len(ids)
+        pos = np.arange(T, dtype=np.float64)
+        mask = np.triu(np.full((T, T), -np.inf), 1)
+        x = self.w["transformer.wte.weight"][ids]
+        for i in range(self.cfg["num_hidden_layers"]):
+            p = f"transformer.h.{i}"
+            h = self.norm(x, f"{p}.ln_1")
+            q, k, v = (self.lin(h, f"{p}.attn.{n}_proj", False).reshape(T, A, D) for n in "qkv")
+            att = self.attend(rotate_pairs(q, pos, self.inv), rotate_pairs(k, pos, self.inv), v, mask)
+            mlp = self.lin(gelu_tanh(self.lin(h, f"{p}.mlp.fc_in", True)), f"{p}.mlp.fc_out", True)
+            x = x + self.lin(att, f"{p}.attn.out_proj", False) + mlp
+        z = self.norm(x, "transformer.ln_f") @ self.head.T
+        return z + self.w["lm_head.bias"] if "lm_head.bias" in self.w else z
+
     def logits(self, ids):
         """Logits of every position of ids (the whole sequence, causal)."""
+        if self.gptj:
+            return self.gptj_logits(ids)
         if self.neox:
             return self.neox_logits(ids)
         w, A, K, D = self.w, self.A, self.K, self.D
