@@ -76,18 +76,28 @@ test("Llama 3.2 config: shapes, GQA, eos list, llama3 rope scaling", (t) => {
   );
 });
 
-test("linear rope scaling divides every frequency; unknown types are rejected", (t) => {
-  const base = { ...LLAMA_32_1B, rope_scaling: null };
-  const plain = readModelConfig(configIn(t, base)).ropeInvFreq!;
+test("linear rope scaling divides every frequency; dynamic NTK keeps them and stops the context; unknown types are rejected", (t) => {
+  const base = { ...LLAMA_32_1B, rope_scaling: null, max_position_embeddings: 32768 };
+  const plainConfig = readModelConfig(configIn(t, base));
+  const plain = plainConfig.ropeInvFreq!;
   const lin = readModelConfig(configIn(t, { ...base, rope_scaling: { type: "linear", factor: 4 } })).ropeInvFreq!;
   lin.forEach((f, i) => assert.ok(Math.abs(f - plain[i] / 4) <= 1e-7 * plain[i]));
+  // Dynamic NTK (InternLM2.5): transformers' base frequencies up to the original length, a new base past it.
+  const dynamic = readModelConfig(configIn(t, { ...base, rope_scaling: { type: "dynamic", factor: 2 } }));
+  assert.deepEqual(dynamic.ropeInvFreq, plain);
+  assert.equal(dynamic.maxPositions, 32768);
+  const original = { type: "dynamic", factor: 2, original_max_position_embeddings: 8192 };
+  assert.equal(readModelConfig(configIn(t, { ...base, rope_scaling: original })).maxPositions, 8192);
   assert.throws(
-    () => readModelConfig(configIn(t, { ...base, rope_scaling: { rope_type: "dynamic", factor: 4 } })),
+    () => readModelConfig(configIn(t, { ...base, rope_scaling: { rope_type: "longrope", factor: 4 } })),
     (e: unknown) =>
       e instanceof ModelError &&
       e.code === "BAD_CONFIG" &&
-      /"rope_scaling.rope_type" "dynamic" is not supported/.test(e.message),
+      /"rope_scaling.rope_type" "longrope" is not supported/.test(e.message),
   );
+  badConfigs(t, [
+    [{ ...base, rope_scaling: { type: "dynamic", factor: 0 } }, /"rope_scaling.factor" must be a positive number/],
+  ]);
 });
 
 test("sliding windows as transformers builds them: Mistral's in every layer, Qwen2's from max_window_layers on", (t) => {
@@ -484,7 +494,7 @@ test("malformed rope_parameters are BAD_CONFIG errors naming the field where the
   badConfigs(t, [
     [v5(LLAMA_32_1B, [1, 2]), /"rope_parameters" must be an object or null/],
     [v5(LLAMA_32_1B, { rope_type: "linear", factor: 0 }), /"rope_parameters.factor" must be a positive number/],
-    [v5(LLAMA_32_1B, { rope_type: "dynamic", factor: 4 }), /"rope_parameters.rope_type" "dynamic" is not supported/],
+    [v5(LLAMA_32_1B, { rope_type: "longrope", factor: 4 }), /"rope_parameters.rope_type" "longrope" is not supported/],
     [v5(LLAMA_32_1B, { rope_theta: -1 }), /"rope_parameters.rope_theta" must be a positive number/],
     [
       v5(LLAMA_32_1B, { ...LLAMA_32_1B.rope_scaling, high_freq_factor: 1 }),
@@ -908,6 +918,30 @@ test("GPT-J: n_* names, rotary_dim of each head in adjacent pairs (all when null
     [{ ...gptj, rotary_dim: 512 }, /"rotary_dim" must be even and at most 256/],
     [{ ...gptj, rotary_dim: 63 }, /"rotary_dim" must be even/],
   ]);
+});
+
+test("InternLM2: its own names, bias (default true), dynamic NTK with the context at max_position_embeddings", (t) => {
+  const internlm = {
+    architectures: ["InternLM2ForCausalLM"],
+    model_type: "internlm2",
+    hidden_size: 4096,
+    intermediate_size: 14336,
+    num_hidden_layers: 32,
+    num_attention_heads: 32,
+    num_key_value_heads: 8,
+    vocab_size: 92544,
+    max_position_embeddings: 32768,
+    rms_norm_eps: 1e-5,
+    rope_theta: 1000000,
+    rope_scaling: { type: "dynamic", factor: 2.0 },
+    bias: false,
+  };
+  const c = readModelConfig(configIn(t, internlm));
+  assert.equal(c.attentionBias, false);
+  assert.equal(c.maxPositions, 32768);
+  assert.equal(c.ropeInvFreq![1], Math.fround(1 / Math.pow(1000000, 2 / 128)));
+  const { bias: _b, ...bare } = internlm;
+  assert.equal(readModelConfig(configIn(t, bare)).attentionBias, true);
 });
 
 test("interleavedRopeOrder moves adjacent rotary pairs to rotate-half order per head, leaving dims past rotDim", () => {

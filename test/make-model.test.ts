@@ -256,6 +256,23 @@ function expectedNames(arch: Arch, tied: boolean, gpt2Prefix = false): string[] 
         ...(tied ? [] : ["lm_head.weight"]),
         "lm_head.bias",
       ];
+    case "internlm2":
+      return [
+        "model.tok_embeddings.weight",
+        ...L.flatMap((i) =>
+          [
+            "attention_norm.weight",
+            "attention.wqkv.weight",
+            "attention.wo.weight",
+            "ffn_norm.weight",
+            "feed_forward.w1.weight",
+            "feed_forward.w3.weight",
+            "feed_forward.w2.weight",
+          ].map((n) => `model.layers.${i}.${n}`),
+        ),
+        "model.norm.weight",
+        ...(tied ? [] : ["output.weight"]),
+      ];
     case "olmo2":
     case "exaone4":
       return [
@@ -454,6 +471,8 @@ function expectedShapes(arch: Arch): Record<string, number[]> {
         "model.layers.1.mlp.fc2.weight": [80, 320],
         "lm_head.bias": [512],
       };
+    case "internlm2": // q 4 x 16 + k, v 2 x 16 in one matrix
+      return { "model.layers.0.attention.wqkv.weight": [128, 64], "output.weight": [512, 64] };
     case "exaone4": // q/k norms over each head of 16
       return {
         "model.layers.0.self_attn.q_norm.weight": [16],
@@ -621,6 +640,7 @@ for (const arch of ARCHES) {
         granite: "GraniteForCausalLM",
         olmo2: "Olmo2ForCausalLM",
         exaone4: "Exaone4ForCausalLM",
+        internlm2: "InternLM2ForCausalLM",
         stablelm: "StableLmForCausalLM",
         starcoder2: "Starcoder2ForCausalLM",
         cohere: "CohereForCausalLM",
@@ -681,6 +701,9 @@ for (const arch of ARCHES) {
         assert.equal(cfg.layer_norm_eps, 1e-5);
         assert.equal(cfg.use_qk_norm, false);
         assert.ok(!("rms_norm_eps" in cfg), "CohereConfig has no rms_norm_eps");
+      } else if (arch === "internlm2") {
+        assert.equal(cfg.bias, false);
+        assert.equal(cfg.num_key_value_heads, 2);
       } else if (arch === "exaone4") {
         assert.equal(cfg.sliding_window, 8);
         assert.equal(cfg.sliding_window_pattern, 4);

@@ -33,6 +33,7 @@ const TINY: [Arch, DType][] = [
   ["granite", "bf16"],
   ["olmo2", "f16"],
   ["exaone4", "bf16"],
+  ["internlm2", "f16"],
   ["stablelm", "bf16"],
   ["starcoder2", "bf16"],
   ["cohere", "f16"],

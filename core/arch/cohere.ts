@@ -11,6 +11,7 @@ import { ModelError } from "../loader/errors.js";
 import {
   ConfigReader,
   familyWeights,
+  ropeFields,
   ropeFrequencies,
   ropeSettings,
   slidingWindows,
@@ -33,9 +34,7 @@ function parseConfig(raw: Record<string, unknown>, file: string, version: 1 | 2)
     const maxPositions = r.int("max_position_embeddings", 8192);
     const rope = ropeFrequencies(ropeSettings(r), headDim, maxPositions);
     const common = {
-      maxPositions,
-      ropeInvFreq: rope.inv,
-      ...(rope.factor !== 1 && { ropeFactor: rope.factor }),
+      ...ropeFields(rope),
       attentionBias: r.bool("attention_bias", false),
     };
     if (version === 1) return common;

@@ -90,9 +90,10 @@ export interface LayerWeights {
   readonly attnNorm: Norm | null;
   /**
    * Separate projections (Llama, Qwen2, OPT) or one fused projection: [q; k; v] (GPT-2), or with
-   * `perHead` each head's [q_h; k_h; v_h] in turn (GPT-NeoX; key/value heads = heads).
+   * `grouped` key/value head by key/value head, each with its group's q heads, then its k and v head
+   * (InternLM2; GPT-NeoX, whose groups are one q head each).
    */
-  readonly qkv: { q: Linear; k: Linear; v: Linear } | { fused: Linear; perHead?: boolean };
+  readonly qkv: { q: Linear; k: Linear; v: Linear } | { fused: Linear; grouped?: boolean };
   readonly o: Linear;
   /** The norm before the FFN block; null where there is none (OLMo 2) or the FFN reads the attention's (Phi's parallelBlocks). */
   readonly ffnNorm: Norm | null;
@@ -341,30 +342,50 @@ export function ropeType(s: ConfigReader): string {
 export interface RopeFrequencies {
   inv: Float32Array;
   factor: number;
+  /**
+   * The positions the frequencies hold for: max_position_embeddings, or with dynamic NTK scaling its
+   * original length, past which transformers raises the base (changing every cached key), so the
+   * context stops there.
+   */
+  maxPositions: number;
+}
+
+/** A rotary step's ModelConfig fields. */
+export function ropeFields(rope: RopeFrequencies): Pick<ModelConfig, "maxPositions" | "ropeInvFreq" | "ropeFactor"> {
+  return {
+    maxPositions: rope.maxPositions,
+    ropeInvFreq: rope.inv,
+    ...(rope.factor !== 1 && { ropeFactor: rope.factor }),
+  };
 }
 
 /**
  * Rotary frequencies from ropeSettings, with the scaling variants Hugging Face models ship (default,
- * linear, llama3, yarn); `maxPositions` is max_position_embeddings, YaRN's fallback for its original
- * length and factor.
+ * linear, llama3, yarn, dynamic); `maxPositions` is max_position_embeddings, YaRN's fallback for its
+ * original length and factor. Dynamic NTK (InternLM2, Qwen 1) turns at the base frequencies up to
+ * its original length, which becomes the context.
  */
 export function ropeFrequencies(s: ConfigReader, headDim: number, maxPositions: number): RopeFrequencies {
   const { theta, rotDim } = rotary(s, headDim);
   const inv = new Float64Array(rotDim / 2);
   for (let i = 0; i < inv.length; i++) inv[i] = 1 / Math.pow(theta, (2 * i) / rotDim);
   let factor = 1;
+  let positions = maxPositions;
   const type = ropeType(s);
   if (type === "llama3") applyLlama3Scaling(inv, s);
   else if (type === "linear") inv.forEach((f, i) => (inv[i] = f / s.positive("factor")));
   else if (type === "yarn") factor = applyYarnScaling(inv, s, theta, rotDim, maxPositions);
-  else if (type !== "default") {
+  else if (type === "dynamic") {
+    s.positive("factor"); // checked, though it only applies past the original length
+    positions = Math.min(maxPositions, s.int("original_max_position_embeddings", maxPositions));
+  } else if (type !== "default") {
     throw new ModelError(
       "BAD_CONFIG",
       s.file,
-      `"${s.name("rope_type")}" "${type}" is not supported (default, linear, llama3, yarn are)`,
+      `"${s.name("rope_type")}" "${type}" is not supported (default, linear, llama3, yarn, dynamic are)`,
     );
   }
-  return { inv: Float32Array.from(inv), factor };
+  return { inv: Float32Array.from(inv), factor, maxPositions: positions };
 }
 
 /** The rotary base and the dimensions it turns (from ropeSettings): head_dim × partial_rotary_factor,

@@ -7,6 +7,7 @@ import { ModelError } from "../loader/errors.js";
 import {
   ConfigReader,
   familyWeights,
+  ropeFields,
   ropeFrequencies,
   ropeSettings,
   type ArchDefinition,
@@ -27,7 +28,7 @@ function parseConfig(raw: Record<string, unknown>, file: string): ModelConfig {
   const c = familyConfig(r, "Ernie4_5ForCausalLM", 1e-5, (headDim) => {
     const maxPositions = r.int("max_position_embeddings", 131072);
     const rope = ropeFrequencies(ropeSettings(r), headDim, maxPositions);
-    return { maxPositions, ropeInvFreq: rope.inv, ...(rope.factor !== 1 && { ropeFactor: rope.factor }) };
+    return ropeFields(rope);
   });
   return { ...c, ropeInterleaved: true };
 }

@@ -105,11 +105,14 @@ function softcap(r: ConfigReader, key: string, fallback: number | null): number 
   return v;
 }
 
-/** A Gemma layer type's frequencies: one cos/sin factor for all layers is all the engine has, so YaRN's is refused. */
+/**
+ * A Gemma layer type's frequencies: one cos/sin factor and one context for all layers is all the
+ * engine has, so YaRN's factor and dynamic NTK's shorter context are refused.
+ */
 function plainRope(s: ConfigReader, headDim: number, maxPositions: number, file: string): Float32Array {
   const rope = ropeFrequencies(s, headDim, maxPositions);
-  if (rope.factor !== 1)
-    throw new ModelError("BAD_CONFIG", file, "Gemma with YaRN's attention factor is not supported");
+  if (rope.factor !== 1 || rope.maxPositions !== maxPositions)
+    throw new ModelError("BAD_CONFIG", file, "Gemma with YaRN's attention factor or dynamic NTK is not supported");
   return rope.inv;
 }
 

@@ -7,6 +7,7 @@ import type { WeightStore } from "../loader/safetensors.js";
 import {
   ConfigReader,
   familyWeights,
+  ropeFields,
   ropeFrequencies,
   ropeSettings,
   type ArchDefinition,
@@ -29,9 +30,7 @@ function parseConfig(raw: Record<string, unknown>, file: string, architecture: s
     const maxPositions = r.int("max_position_embeddings", 131072);
     const rope = ropeFrequencies(ropeSettings(r), headDim, maxPositions);
     return {
-      maxPositions,
-      ropeInvFreq: rope.inv,
-      ...(rope.factor !== 1 && { ropeFactor: rope.factor }),
+      ...ropeFields(rope),
       attentionBias: r.bool("attention_bias", true), // q, k and v only (see bindWeights)
     };
   });

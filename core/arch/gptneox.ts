@@ -7,6 +7,7 @@ import type { WeightStore } from "../loader/safetensors.js";
 import { ModelError } from "../loader/errors.js";
 import {
   ConfigReader,
+  ropeFields,
   ropeFrequencies,
   ropeSettings,
   type ArchDefinition,
@@ -33,7 +34,7 @@ function parseConfig(raw: Record<string, unknown>, file: string): ModelConfig {
   const c = familyConfig(withDefaults, "GPTNeoXForCausalLM", 1e-5, (headDim) => {
     const maxPositions = r.int("max_position_embeddings", 2048);
     const rope = ropeFrequencies(ropeSettings(withDefaults), headDim, maxPositions);
-    return { maxPositions, ropeInvFreq: rope.inv, ...(rope.factor !== 1 && { ropeFactor: rope.factor }) };
+    return ropeFields(rope);
   });
   // The fused rows interleave q, k and v per head, so there are as many key/value heads as heads.
   if (c.kvHeads !== c.heads) {
@@ -62,7 +63,7 @@ function bindWeights(c: ModelConfig, s: WeightStore): ModelWeights {
     const p = `gpt_neox.layers.${i}`;
     layers.push({
       attnNorm: norm(`${p}.input_layernorm`),
-      qkv: { fused: lin(`${p}.attention.query_key_value`, 3 * H, H, bias), perHead: true },
+      qkv: { fused: lin(`${p}.attention.query_key_value`, 3 * H, H, bias), grouped: true },
       o: lin(`${p}.attention.dense`, H, H, bias),
       ffnNorm: norm(`${p}.post_attention_layernorm`),
       gate: null,

@@ -9,6 +9,7 @@ import { glm, glm4 } from "./glm.js";
 import { gpt2 } from "./gpt2.js";
 import { gptj } from "./gptj.js";
 import { gptneox } from "./gptneox.js";
+import { internlm2 } from "./internlm2.js";
 import { exaone4, granite, llama, mistral, olmo2, qwen2, qwen3, smollm3 } from "./llama.js";
 import { opt } from "./opt.js";
 import { phi } from "./phi.js";
@@ -25,6 +26,7 @@ export const ARCHITECTURES: Readonly<Record<string, ArchDefinition>> = {
   GraniteForCausalLM: granite,
   Olmo2ForCausalLM: olmo2,
   Exaone4ForCausalLM: exaone4,
+  InternLM2ForCausalLM: internlm2,
   StableLmForCausalLM: stablelm,
   Starcoder2ForCausalLM: starcoder2,
   CohereForCausalLM: cohere,

@@ -23,6 +23,7 @@ import type { WeightStore } from "../loader/safetensors.js";
 import {
   ConfigReader,
   familyWeights,
+  ropeFields,
   ropeFrequencies,
   ropeSettings,
   slidingWindows,
@@ -141,11 +142,9 @@ function parseConfig(raw: Record<string, unknown>, file: string, architecture: s
     const maxPositions = r.int("max_position_embeddings", 2048);
     const rope = ropeFrequencies(ropeSettings(r), headDim, maxPositions);
     return {
-      maxPositions,
+      ...ropeFields(rope),
       ...(windows?.some((w) => w > 0) && { attentionWindows: windows }),
       ...(v.exaone4 && exaone4Layers(r, layers)),
-      ropeInvFreq: rope.inv,
-      ...(rope.factor !== 1 && { ropeFactor: rope.factor }),
       ...(v.noRope && { ropeLayers: ropeLayers(raw, r, layers, file) }),
       attentionBias: v.bias === "config" && r.bool("attention_bias", false),
     };

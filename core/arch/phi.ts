@@ -8,6 +8,7 @@ import { ModelError } from "../loader/errors.js";
 import {
   ConfigReader,
   familyWeights,
+  ropeFields,
   ropeFrequencies,
   ropeSettings,
   type ArchDefinition,
@@ -29,7 +30,7 @@ function parseConfig(raw: Record<string, unknown>, file: string): ModelConfig {
   const c = familyConfig(withDefaults, "PhiForCausalLM", 1e-5, (headDim) => {
     const maxPositions = r.int("max_position_embeddings", 2048);
     const rope = ropeFrequencies(ropeSettings(withDefaults), headDim, maxPositions);
-    return { maxPositions, ropeInvFreq: rope.inv, ...(rope.factor !== 1 && { ropeFactor: rope.factor }) };
+    return ropeFields(rope);
   });
   return {
     ...c,

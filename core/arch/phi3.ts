@@ -58,7 +58,7 @@ function parseConfig(raw: Record<string, unknown>, file: string): ModelConfig {
     const rope: Rope =
       kind === "longrope" || kind === "su"
         ? longrope(r, s, headDim, maxPositions)
-        : { ...ropeFrequencies(s, headDim, maxPositions), maxPositions };
+        : ropeFrequencies(s, headDim, maxPositions);
     // transformers' Phi-3 attends within sliding_window in every layer whenever it is set.
     const windows = slidingWindows(r, layers, raw.sliding_window, () => true);
     return {

@@ -7,6 +7,7 @@ import { ModelError } from "../loader/errors.js";
 import {
   ConfigReader,
   familyWeights,
+  ropeFields,
   ropeFrequencies,
   ropeSettings,
   type ArchDefinition,
@@ -32,9 +33,7 @@ function parseConfig(raw: Record<string, unknown>, file: string): ModelConfig {
     const maxPositions = r.int("max_position_embeddings", 4096);
     const rope = ropeFrequencies(ropeSettings(withDefaults), headDim, maxPositions);
     return {
-      maxPositions,
-      ropeInvFreq: rope.inv,
-      ...(rope.factor !== 1 && { ropeFactor: rope.factor }),
+      ...ropeFields(rope),
       attentionBias: r.bool("use_qkv_bias", false), // q, k and v only (see bindWeights)
     };
   });

@@ -6,6 +6,7 @@ import type { WeightStore } from "../loader/safetensors.js";
 import {
   ConfigReader,
   familyWeights,
+  ropeFields,
   ropeFrequencies,
   ropeSettings,
   slidingWindows,
@@ -29,9 +30,7 @@ function parseConfig(raw: Record<string, unknown>, file: string): ModelConfig {
     const rope = ropeFrequencies(ropeSettings(r), headDim, maxPositions);
     const windows = slidingWindows(r, layers, raw.sliding_window, () => true);
     return {
-      maxPositions,
-      ropeInvFreq: rope.inv,
-      ...(rope.factor !== 1 && { ropeFactor: rope.factor }),
+      ...ropeFields(rope),
       ...(windows && { attentionWindows: windows }),
       attentionBias: r.bool("use_bias", true), // q/k/v/o, and c_fc/c_proj (see bindWeights)
     };

@@ -509,13 +509,14 @@ export class Transformer {
     const qDim = c.heads * c.headDim;
     const kvDim = c.kvHeads * c.headDim;
     this.norm(ws.h, ws.x, lw.attnNorm, n);
-    if ("fused" in lw.qkv && lw.qkv.perHead) {
-      // One row per (token, head) of 3·headDim: q, k and v of that head side by side.
-      const D = c.headDim;
+    if ("fused" in lw.qkv && lw.qkv.grouped) {
+      // One row per (token, key/value head) of (G + 2)·headDim: its G q heads, its k and its v.
+      const [D, G] = [c.headDim, c.heads / c.kvHeads];
+      const row = (G + 2) * D;
       b.matmul(ws.qkv, ws.h, lw.qkv.fused.w, n, lw.qkv.fused.b);
-      b.copy2d(ws.q, 0, D, ws.qkv, 0, 3 * D, n * c.heads, D);
-      b.copy2d(ws.k, 0, D, ws.qkv, D, 3 * D, n * c.heads, D);
-      b.copy2d(ws.v, 0, D, ws.qkv, 2 * D, 3 * D, n * c.heads, D);
+      b.copy2d(ws.q, 0, G * D, ws.qkv, 0, row, n * c.kvHeads, G * D);
+      b.copy2d(ws.k, 0, D, ws.qkv, G * D, row, n * c.kvHeads, D);
+      b.copy2d(ws.v, 0, D, ws.qkv, (G + 1) * D, row, n * c.kvHeads, D);
     } else if ("fused" in lw.qkv) {
       const width = qDim + 2 * kvDim;
       b.matmul(ws.qkv, ws.h, lw.qkv.fused.w, n, lw.qkv.fused.b);

@@ -482,7 +482,8 @@ function planTensors(arch: GgufExportResult["architecture"], model: LoadedModel,
     };
     norm("attn_norm", l.attnNorm);
     if ("fused" in l.qkv) {
-      lin("attn_qkv", l.qkv.fused, l.qkv.perHead ? { kind: "qkvBlocks", heads: c.heads, headDim: c.headDim } : copy);
+      // Grouped rows reach here from GPT-NeoX only, one q head per group (InternLM2 has no export).
+      lin("attn_qkv", l.qkv.fused, l.qkv.grouped ? { kind: "qkvBlocks", heads: c.heads, headDim: c.headDim } : copy);
     } else if (arch === "phi3") {
       add(`${p}.attn_qkv.weight`, joinRows([l.qkv.q.w, l.qkv.k.w, l.qkv.v.w]));
     } else {

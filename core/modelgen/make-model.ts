@@ -26,6 +26,7 @@ export type Arch =
   | "granite"
   | "olmo2"
   | "exaone4"
+  | "internlm2"
   | "stablelm"
   | "starcoder2"
   | "cohere"
@@ -205,6 +206,22 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
       ropeTheta: 1000000,
       rmsEps: 1e-5,
       slidingWindow: 4096,
+    },
+  },
+  "internlm2.5-1.8b": {
+    arch: "internlm2",
+    description: "InternLM2.5-1.8B shapes (internlm2, GQA 16/8, q/k/v in one grouped wqkv, untied)",
+    shape: {
+      hidden: 2048,
+      layers: 24,
+      heads: 16,
+      kvHeads: 8,
+      intermediate: 8192,
+      vocab: 92544,
+      maxPositions: 32768,
+      tied: false,
+      ropeTheta: 1000000,
+      rmsEps: 1e-5,
     },
   },
   "stablelm-2-1.6b": {
@@ -572,6 +589,11 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
       "tiny exaone4 for tests (norms after the blocks, per-head q/k norms, 8-position windows and rotary in 3 of 4 layers, tied)",
     shape: { ...tinyLlamaLike, layers: 4, tied: true, ropeTheta: 1000000, rmsEps: 1e-5, slidingWindow: 8 },
   },
+  "tiny-internlm2": {
+    arch: "internlm2",
+    description: "tiny internlm2 for tests (q/k/v in one wqkv, two q heads per key/value head, untied)",
+    shape: { ...tinyLlamaLike, tied: false, ropeTheta: 1000000, rmsEps: 1e-5 },
+  },
   "tiny-stablelm": {
     arch: "stablelm",
     description:
@@ -763,6 +785,17 @@ const OLMO2_LAYER: TensorRule[] = [
 const EXAONE4_LAYER: TensorRule[] = OLMO2_LAYER.map((rule) =>
   /^self_attn\.[qk]_norm/.test(rule.name) ? { ...rule, shape: (s) => [s.headDim] } : rule,
 );
+
+// InternLM2: the Llama layer under its own names, q/k/v in one wqkv (grouped by key/value head).
+const INTERNLM2_LAYER: TensorRule[] = [
+  { name: "attention_norm.weight", shape: (s) => [s.hidden], init: "norm" },
+  { name: "attention.wqkv.weight", shape: (s) => [q(s) + 2 * kv(s), s.hidden], init: "normal" },
+  { name: "attention.wo.weight", shape: (s) => [s.hidden, q(s)], init: "normal" },
+  { name: "ffn_norm.weight", shape: (s) => [s.hidden], init: "norm" },
+  { name: "feed_forward.w1.weight", shape: (s) => [s.intermediate, s.hidden], init: "normal" },
+  { name: "feed_forward.w3.weight", shape: (s) => [s.intermediate, s.hidden], init: "normal" },
+  { name: "feed_forward.w2.weight", shape: (s) => [s.hidden, s.intermediate], init: "normal" },
+];
 
 // StableLM: LayerNorms with biases, q/k/v biases (o_proj none).
 const STABLELM_LAYER: TensorRule[] = [
@@ -1122,6 +1155,23 @@ export const ARCHS: Record<Arch, ArchSpec> = {
       hidden_act: "silu",
       sliding_window: s.slidingWindow,
       sliding_window_pattern: 4,
+      tie_word_embeddings: s.tied,
+      bos_token_id: ids.bos,
+      eos_token_id: ids.eos,
+      torch_dtype: TORCH_DTYPE[dtype],
+    }),
+  },
+  internlm2: {
+    ...llamaFamily("InternLM2ForCausalLM", "internlm2", INTERNLM2_LAYER),
+    head: [{ name: "model.tok_embeddings.weight", shape: (s) => [s.vocab, s.hidden], init: "normal" }],
+    tail: [LLAMA_TAIL[0], { name: "/output.weight", shape: (s) => [s.vocab, s.hidden], init: "normal", when: untied }],
+    config: (s, ids, dtype) => ({
+      architectures: ["InternLM2ForCausalLM"],
+      model_type: "internlm2",
+      ...shapeFields(s),
+      rope_scaling: s.ropeScaling,
+      hidden_act: "silu",
+      bias: false,
       tie_word_embeddings: s.tied,
       bos_token_id: ids.bos,
       eos_token_id: ids.eos,

@@ -471,11 +471,12 @@ class Exporter {
     const K = c.kvHeads;
     const D = c.headDim;
     let q: string, k: string, v: string;
-    if ("fused" in lw.qkv && lw.qkv.perHead) {
-      // [N, A, 3D]: each head's q, k and v side by side (GPT-NeoX), back to [N, A·D] each.
-      const perHead = b.op("Reshape", [this.linear(b, h, lw.qkv.fused), b.i64([-1, A, 3 * D])]);
-      const parts = b.opN("Split", [perHead, b.i64([D, D, D])], { axis: 2 }, { outputs: 3 });
-      [q, k, v] = parts.map((x) => b.op("Reshape", [x, b.i64([-1, A * D])]));
+    if ("fused" in lw.qkv && lw.qkv.grouped) {
+      // [N, K, (G + 2)·D]: each key/value head's G q heads, k and v side by side, back to [N, ·] each.
+      const G = A / K;
+      const groups = b.op("Reshape", [this.linear(b, h, lw.qkv.fused), b.i64([-1, K, (G + 2) * D])]);
+      const parts = b.opN("Split", [groups, b.i64([G * D, D, D])], { axis: 2 }, { outputs: 3 });
+      [q, k, v] = parts.map((x, i) => b.op("Reshape", [x, b.i64([-1, (i === 0 ? A : K) * D])]));
     } else if ("fused" in lw.qkv) {
       const split = b.i64([A * D, K * D, K * D]);
       [q, k, v] = b.opN("Split", [this.linear(b, h, lw.qkv.fused), split], { axis: 1 }, { outputs: 3 });

@@ -7,7 +7,7 @@ shared golden folder, and expected.json from reference.py.
     python3 tools/golden/make_golden.py qwen3 test/golden/qwen3-bf16 --tokenizer-from ../shared/golden/llama-bf16
     (phi3-partial goes to test/golden/phi3-partial-bf16)
 
-qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn, stablelm, gemma, phi, gptneox, starcoder2, cohere, cohere2, glm, glm4, ernie, exaone4 and gptj are defined: the shared folders cover the other
+qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn, stablelm, gemma, phi, gptneox, starcoder2, cohere, cohere2, glm, glm4, ernie, exaone4, gptj and internlm2 are defined: the shared folders cover the other
 architectures.
 """
 import argparse
@@ -306,6 +306,18 @@ SHAPES = {
         eos_token_id=256,
         torch_dtype="bfloat16",
     ),
+    # InternLM2.5: q/k/v in one wqkv grouped by key/value head (two q heads each), dynamic NTK rope
+    # scaling (the base frequencies up to max_position_embeddings), an untied output head.
+    "internlm2": dict(
+        {k: v for k, v in BASE.items() if k not in ("attention_bias", "sliding_window")},
+        architectures=["InternLM2ForCausalLM"],
+        model_type="internlm2",
+        rms_norm_eps=1e-5,
+        rope_theta=1000000.0,
+        rope_scaling=dict(type="dynamic", factor=2.0),
+        bias=False,
+        tie_word_embeddings=False,
+    ),
     # Gemma (1): (1 + w) norms, embeddings times sqrt(hidden), GELU (tanh), one key/value head as
     # gemma-2b, head_dim 32 (not hidden / heads), 1/sqrt(head_dim) attention.
     "gemma": dict(
@@ -387,7 +399,30 @@ def gptj_tensors(c: dict, rng: np.random.Generator) -> dict:
     return t
 
 
+def internlm2_tensors(c: dict, rng: np.random.Generator) -> dict:
+    H, F, V, A, K = (c[k] for k in ("hidden_size", "intermediate_size", "vocab_size",
+                                     "num_attention_heads", "num_key_value_heads"))
+    D = H // A
+    mat = lambda out, inp: rng.normal(0, 3 / np.sqrt(inp), (out, inp))
+    norm = lambda n: 1 + rng.normal(0, 0.1, (n,))
+    t = {"model.tok_embeddings.weight": rng.normal(0, 1, (V, H))}
+    for i in range(c["num_hidden_layers"]):
+        p = f"model.layers.{i}"
+        t[f"{p}.attention_norm.weight"] = norm(H)
+        t[f"{p}.attention.wqkv.weight"] = mat((A + 2 * K) * D, H)
+        t[f"{p}.attention.wo.weight"] = mat(H, A * D)
+        t[f"{p}.ffn_norm.weight"] = norm(H)
+        t[f"{p}.feed_forward.w1.weight"] = mat(F, H)
+        t[f"{p}.feed_forward.w3.weight"] = mat(F, H)
+        t[f"{p}.feed_forward.w2.weight"] = mat(H, F)
+    t["model.norm.weight"] = norm(H)
+    t["output.weight"] = mat(V, H)
+    return t
+
+
 def tensors(c: dict, rng: np.random.Generator) -> dict:
+    if c["model_type"] == "internlm2":
+        return internlm2_tensors(c, rng)
     if c["model_type"] == "gpt_neox":
         return neox_tensors(c, rng)
     if c["model_type"] == "gptj":

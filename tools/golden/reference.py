@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A float64 NumPy reference of the Hugging Face forward pass for the Llama family (LlamaForCausalLM,
 MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM,
-GraniteForCausalLM, Olmo2ForCausalLM, StableLmForCausalLM), PhiForCausalLM, GPTNeoXForCausalLM, Starcoder2ForCausalLM, CohereForCausalLM, Cohere2ForCausalLM, GlmForCausalLM, Glm4ForCausalLM, Ernie4_5ForCausalLM, Exaone4ForCausalLM, GPTJForCausalLM,
+GraniteForCausalLM, Olmo2ForCausalLM, StableLmForCausalLM), PhiForCausalLM, GPTNeoXForCausalLM, Starcoder2ForCausalLM, CohereForCausalLM, Cohere2ForCausalLM, GlmForCausalLM, Glm4ForCausalLM, Ernie4_5ForCausalLM, Exaone4ForCausalLM, GPTJForCausalLM, InternLM2ForCausalLM,
 GemmaForCausalLM, Gemma2ForCausalLM and Gemma3ForCausalLM, written from the transformers modeling code's semantics and independent of the
 engine: it shares no code with core/.
 
@@ -80,6 +80,9 @@ def rope_params(cfg, head_dim):
     kind = scaling.get("rope_type", scaling.get("type"))
     if kind == "linear":
         return inv / scaling["factor"], 1.0
+    if kind == "dynamic":
+        # transformers raises the base only past max_position_embeddings; golden runs are shorter.
+        return inv, 1.0
     if kind == "yarn":
         # YaRN as transformers computes it: a frequency that turns more than beta_fast times over the
         # original length is kept, fewer than beta_slow times divided by factor, a linear ramp over the
@@ -135,7 +138,8 @@ class Model:
                  "GemmaForCausalLM", "GraniteForCausalLM", "Olmo2ForCausalLM", "StableLmForCausalLM",
                  "PhiForCausalLM", "GPTNeoXForCausalLM", "Starcoder2ForCausalLM",
                  "CohereForCausalLM", "Cohere2ForCausalLM", "GlmForCausalLM", "Glm4ForCausalLM",
-                 "Ernie4_5ForCausalLM", "Exaone4ForCausalLM", "GPTJForCausalLM")
+                 "Ernie4_5ForCausalLM", "Exaone4ForCausalLM", "GPTJForCausalLM",
+                 "InternLM2ForCausalLM")
         if arch not in known:
             raise SystemExit(f"{arch} is not one of {', '.join(known)}")
         self.qwen2 = arch == "Qwen2ForCausalLM"
@@ -168,6 +172,9 @@ class Model:
         # GPT-J: its own names (see gptj_logits), one LayerNorm for attention and MLP side by side,
         # adjacent rotary pairs over the first rotary_dim dims, base 10000, a biased head.
         self.gptj = arch == "GPTJForCausalLM"
+        # InternLM2: the Llama block under its own names (see internlm2_logits), q/k/v in one wqkv
+        # laid out key/value head by key/value head: its group's q heads, then k, then v.
+        self.internlm2 = arch == "InternLM2ForCausalLM"
         # StarCoder2: LayerNorms (norm_epsilon), biases on q/k/v/o and on an ungated GELU (tanh) MLP
         # (c_fc, c_proj) with use_bias, a sliding window in every layer when sliding_window is set.
         self.starcoder2 = arch == "Starcoder2ForCausalLM"
@@ -211,7 +218,9 @@ class Model:
             rd = c.get("rotary_dim") or self.H // self.A
             c = dict(c, rope_theta=10000.0, partial_rotary_factor=rd / (self.H // self.A))
         self.inv, self.m = rope_params(c, self.D)
-        if self.gptj:
+        if self.internlm2:
+            self.head = self.w.get("output.weight", self.w["model.tok_embeddings.weight"])
+        elif self.gptj:
             self.head = self.w.get("lm_head.weight", self.w["transformer.wte.weight"])
         elif self.neox:
             self.head = self.w.get("embed_out.weight", self.w["gpt_neox.embed_in.weight"])
@@ -307,8 +316,32 @@ class Model:
         z = self.norm(x, "transformer.ln_f") @ self.head.T
         return z + self.w["lm_head.bias"] if "lm_head.bias" in self.w else z
 
+    def internlm2_logits(self, ids):
+        A, K, D = self.A, self.K, self.D
+        G = A // K
+        T = len(ids)
+        pos = np.arange(T, dtype=np.float64)
+        mask = np.triu(np.full((T, T), -np.inf), 1)
+        bias = self.cfg.get("bias", True)
+        x = self.w["model.tok_embeddings.weight"][ids]
+        for i in range(self.cfg["num_hidden_layers"]):
+            p = f"model.layers.{i}"
+            h = self.norm(x, f"{p}.attention_norm")
+            qkv = self.lin(h, f"{p}.attention.wqkv", bias).reshape(T, K, G + 2, D)
+            q = qkv[:, :, :G, :].reshape(T, A, D)  # head j is group j // G
+            k, v = qkv[:, :, G, :], qkv[:, :, G + 1, :]
+            k, v = np.repeat(k, G, axis=1), np.repeat(v, G, axis=1)
+            att = self.attend(rotate(q, pos, self.inv), rotate(k, pos, self.inv), v, mask)
+            x = x + self.lin(att, f"{p}.attention.wo", bias)
+            h = self.norm(x, f"{p}.ffn_norm")
+            g, u = self.lin(h, f"{p}.feed_forward.w1", False), self.lin(h, f"{p}.feed_forward.w3", False)
+            x = x + self.lin(g / (1.0 + np.exp(-g)) * u, f"{p}.feed_forward.w2", False)
+        return self.norm(x, "model.norm") @ self.head.T
+
     def logits(self, ids):
         """Logits of every position of ids (the whole sequence, causal)."""
+        if self.internlm2:
+            return self.internlm2_logits(ids)
         if self.gptj:
             return self.gptj_logits(ids)
         if self.neox:
