@@ -933,33 +933,37 @@ test(
   },
 );
 
+/**
+ * llama.cpp on an f32 GGUF of a copy of golden `name` with sliding_window null, against our engine
+ * on the same copy (greedy ids equal, top-5 log-probabilities within `tol`).
+ */
+async function windowlessMatchesOurs(t: { after: (fn: () => void) => void }, name: string, tol: number) {
+  const dir = join(tempDir(t), name);
+  cpSync(goldenPath(name), dir, { recursive: true });
+  const configFile = join(dir, "config.json");
+  writeFileSync(configFile, JSON.stringify({ ...JSON.parse(readFileSync(configFile, "utf8")), sliding_window: null }));
+  const model = loadModel(dir);
+  t.after(() => model.close());
+  assert.equal(model.config.attentionWindows, undefined);
+  const exp = expected(name);
+  const ours = await ourGreedy(model, exp.prompt_ids, exp.ids.length);
+  const file = join(dir, "m.gguf");
+  await exportGguf(model, file, { dtype: "f32" });
+  const llama = (llamaCpp as { llama: NlcLlama }).llama;
+  const theirs = await llamaCppSteps(llama, file, exp.prompt_ids, ours.ids);
+  assert.deepEqual(
+    theirs.map((s) => s.argmax),
+    ours.ids,
+  );
+  compareSteps(`${name} without windows, as f32`, ours.steps, theirs, tol);
+}
+
 test(
   "llama.cpp runs the golden StarCoder2 without its window (which llama.cpp's starcoder2 does not slide) like our engine",
   { skip: noLlama },
-  async (t) => {
-    const dir = join(tempDir(t), "starcoder2");
-    cpSync(goldenPath("starcoder2-bf16"), dir, { recursive: true });
-    const configFile = join(dir, "config.json");
-    writeFileSync(
-      configFile,
-      JSON.stringify({ ...JSON.parse(readFileSync(configFile, "utf8")), sliding_window: null }),
-    );
-    const model = loadModel(dir);
-    t.after(() => model.close());
-    const exp = expected("starcoder2-bf16");
-    const ours = await ourGreedy(model, exp.prompt_ids, exp.ids.length);
-    const file = join(dir, "m.gguf");
-    await exportGguf(model, file, { dtype: "f32" });
-    const llama = (llamaCpp as { llama: NlcLlama }).llama;
-    const theirs = await llamaCppSteps(llama, file, exp.prompt_ids, ours.ids);
-    assert.deepEqual(
-      theirs.map((s) => s.argmax),
-      ours.ids,
-    );
-    // ggml's GELU goes through an f16 table: 0.002-0.014 apart per step here (the golden weights make
-    // large pre-activations), as Gemma's and Phi-2's are within 0.01.
-    compareSteps("starcoder2 as f32", ours.steps, theirs, 0.02);
-  },
+  // ggml's GELU goes through an f16 table: 0.002-0.014 apart per step here (the golden weights make
+  // large pre-activations), as Gemma's and Phi-2's are within 0.01.
+  (t) => windowlessMatchesOurs(t, "starcoder2-bf16", 0.02),
 );
 
 test(
@@ -972,27 +976,7 @@ test(
       exportGguf(windowed, join(tempDir(t), "w.gguf")),
       (e) => e instanceof ModelError && e.code === "BAD_CONFIG" && /sliding windows/.test(e.message),
     );
-    const dir = join(tempDir(t), "exaone4");
-    cpSync(goldenPath("exaone4-bf16"), dir, { recursive: true });
-    const configFile = join(dir, "config.json");
-    writeFileSync(
-      configFile,
-      JSON.stringify({ ...JSON.parse(readFileSync(configFile, "utf8")), sliding_window: null }),
-    );
-    const model = loadModel(dir);
-    t.after(() => model.close());
-    assert.equal(model.config.attentionWindows, undefined);
-    const exp = expected("exaone4-bf16");
-    const ours = await ourGreedy(model, exp.prompt_ids, exp.ids.length);
-    const file = join(dir, "m.gguf");
-    await exportGguf(model, file, { dtype: "f32" });
-    const llama = (llamaCpp as { llama: NlcLlama }).llama;
-    const theirs = await llamaCppSteps(llama, file, exp.prompt_ids, ours.ids);
-    assert.deepEqual(
-      theirs.map((s) => s.argmax),
-      ours.ids,
-    );
-    compareSteps("exaone4 as f32", ours.steps, theirs, 1e-3);
+    await windowlessMatchesOurs(t, "exaone4-bf16", 1e-3);
   },
 );
 

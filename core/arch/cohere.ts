@@ -15,12 +15,11 @@ import {
   ropeFrequencies,
   ropeSettings,
   slidingWindows,
+  tensorReader,
   type ArchDefinition,
   type LayerWeights,
-  type Linear,
   type ModelConfig,
   type ModelWeights,
-  type Norm,
 } from "./config.js";
 import { familyConfig } from "./llama.js";
 
@@ -58,11 +57,7 @@ function parseConfig(raw: Record<string, unknown>, file: string, version: 1 | 2)
 
 function bindWeights(c: ModelConfig, s: WeightStore): ModelWeights {
   const { hidden: H, heads: A, kvHeads: K, headDim: D, intermediate: F } = c;
-  const lin = (name: string, out: number, inp: number, bias = false): Linear => ({
-    w: s.get(`${name}.weight`, [out, inp]),
-    b: bias ? s.get(`${name}.bias`, [out]) : null,
-  });
-  const norm = (name: string): Norm => ({ weight: s.get(`${name}.weight`, [H]), bias: null });
+  const { linear: lin, norm } = tensorReader(s, H);
   const bias = c.attentionBias === true;
   const layers: LayerWeights[] = [];
   for (let i = 0; i < c.layers; i++) {

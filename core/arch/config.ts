@@ -110,6 +110,24 @@ export interface LayerWeights {
   readonly down: Linear; // W_out: down_proj / c_proj / fc2
 }
 
+/**
+ * Readers of a checkpoint's linear layers and norms by name (`name.weight`, `name.bias`), shapes
+ * checked: the linears' biases where asked (by default `linearBias`), the norms' with `normBias`
+ * (LayerNorms that have one), norms `hidden` wide unless told.
+ */
+export function tensorReader(s: WeightStore, hidden: number, o: { normBias?: boolean; linearBias?: boolean } = {}) {
+  return {
+    linear: (name: string, out: number, inp: number, bias = o.linearBias ?? false): Linear => ({
+      w: s.get(`${name}.weight`, [out, inp]),
+      b: bias ? s.get(`${name}.bias`, [out]) : null,
+    }),
+    norm: (name: string, dim = hidden): Norm => ({
+      weight: s.get(`${name}.weight`, [dim]),
+      bias: o.normBias ? s.get(`${name}.bias`, [dim]) : null,
+    }),
+  };
+}
+
 /** Bytes of a linear layer's weight and bias. */
 export function linearBytes(x: Linear): number {
   return x.w.byteLength + (x.b?.byteLength ?? 0);

@@ -10,12 +10,11 @@ import {
   ropeFields,
   ropeFrequencies,
   ropeSettings,
+  tensorReader,
   type ArchDefinition,
   type LayerWeights,
-  type Linear,
   type ModelConfig,
   type ModelWeights,
-  type Norm,
 } from "./config.js";
 import { familyConfig } from "./llama.js";
 
@@ -35,8 +34,7 @@ function parseConfig(raw: Record<string, unknown>, file: string): ModelConfig {
 
 function bindWeights(c: ModelConfig, s: WeightStore): ModelWeights {
   const { hidden: H, heads: A, kvHeads: K, headDim: D, intermediate: F } = c;
-  const lin = (name: string, out: number, inp: number): Linear => ({ w: s.get(`${name}.weight`, [out, inp]), b: null });
-  const norm = (name: string): Norm => ({ weight: s.get(`${name}.weight`, [H]), bias: null });
+  const { linear: lin, norm } = tensorReader(s, H);
   const layers: LayerWeights[] = [];
   for (let i = 0; i < c.layers; i++) {
     const p = `model.layers.${i}`;

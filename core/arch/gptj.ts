@@ -7,12 +7,11 @@ import { ModelError } from "../loader/errors.js";
 import {
   ConfigReader,
   validateConfig,
+  tensorReader,
   type ArchDefinition,
   type LayerWeights,
-  type Linear,
   type ModelConfig,
   type ModelWeights,
-  type Norm,
 } from "./config.js";
 
 function parseConfig(raw: Record<string, unknown>, file: string): ModelConfig {
@@ -57,11 +56,7 @@ function parseConfig(raw: Record<string, unknown>, file: string): ModelConfig {
 
 function bindWeights(c: ModelConfig, s: WeightStore): ModelWeights {
   const { hidden: H, intermediate: F, vocab: V } = c;
-  const lin = (name: string, out: number, inp: number, bias: boolean): Linear => ({
-    w: s.get(`${name}.weight`, [out, inp]),
-    b: bias ? s.get(`${name}.bias`, [out]) : null,
-  });
-  const norm = (name: string): Norm => ({ weight: s.get(`${name}.weight`, [H]), bias: s.get(`${name}.bias`, [H]) });
+  const { linear: lin, norm } = tensorReader(s, H, { normBias: true });
   const layers: LayerWeights[] = [];
   for (let i = 0; i < c.layers; i++) {
     const p = `transformer.h.${i}`;

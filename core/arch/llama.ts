@@ -28,9 +28,9 @@ import {
   ropeSettings,
   slidingWindows,
   validateConfig,
+  tensorReader,
   type ArchDefinition,
   type LayerWeights,
-  type Linear,
   type ModelConfig,
   type ModelWeights,
 } from "./config.js";
@@ -166,11 +166,7 @@ function graniteMultipliers(c: ModelConfig, r: ConfigReader): ModelConfig {
 
 function bindWeights(c: ModelConfig, s: WeightStore, v: Variant): ModelWeights {
   const { hidden: H, heads: A, kvHeads: K, headDim: D, intermediate: F } = c;
-  const lin = (name: string, out: number, inp: number, bias = false): Linear => ({
-    w: s.get(`${name}.weight`, [out, inp]),
-    b: bias ? s.get(`${name}.bias`, [out]) : null,
-  });
-  const norm = (name: string, dim = H) => ({ weight: s.get(`${name}.weight`, [dim]), bias: null });
+  const { linear: lin, norm } = tensorReader(s, H);
   const qkvBias = v.bias === "always" || c.attentionBias === true;
   const layers: LayerWeights[] = [];
   for (let i = 0; i < c.layers; i++) {

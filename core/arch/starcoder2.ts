@@ -10,12 +10,11 @@ import {
   ropeFrequencies,
   ropeSettings,
   slidingWindows,
+  tensorReader,
   type ArchDefinition,
   type LayerWeights,
-  type Linear,
   type ModelConfig,
   type ModelWeights,
-  type Norm,
 } from "./config.js";
 import { familyConfig } from "./llama.js";
 
@@ -40,12 +39,7 @@ function parseConfig(raw: Record<string, unknown>, file: string): ModelConfig {
 
 function bindWeights(c: ModelConfig, s: WeightStore): ModelWeights {
   const { hidden: H, heads: A, kvHeads: K, headDim: D, intermediate: F } = c;
-  const bias = c.attentionBias === true;
-  const lin = (name: string, out: number, inp: number): Linear => ({
-    w: s.get(`${name}.weight`, [out, inp]),
-    b: bias ? s.get(`${name}.bias`, [out]) : null,
-  });
-  const norm = (name: string): Norm => ({ weight: s.get(`${name}.weight`, [H]), bias: s.get(`${name}.bias`, [H]) });
+  const { linear: lin, norm } = tensorReader(s, H, { normBias: true, linearBias: c.attentionBias === true });
   const layers: LayerWeights[] = [];
   for (let i = 0; i < c.layers; i++) {
     const p = `model.layers.${i}`;
