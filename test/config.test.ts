@@ -944,6 +944,28 @@ test("InternLM2: its own names, bias (default true), dynamic NTK with the contex
   assert.equal(readModelConfig(configIn(t, bare)).attentionBias, true);
 });
 
+test("OLMo (1): LayerNorms without parameters (eps 1e-5 whatever the file says); clip_qkv refused", (t) => {
+  const olmo = {
+    architectures: ["OlmoForCausalLM"],
+    model_type: "olmo",
+    hidden_size: 2048,
+    intermediate_size: 8192,
+    num_hidden_layers: 16,
+    num_attention_heads: 16,
+    vocab_size: 50304,
+    max_position_embeddings: 2048,
+    rope_theta: 10000,
+    clip_qkv: null,
+    tie_word_embeddings: true,
+    eos_token_id: 50279,
+  };
+  const c = readModelConfig(configIn(t, olmo));
+  assert.equal(c.norm, "layer");
+  assert.equal(c.normEps, 1e-5);
+  assert.equal(c.tiedEmbeddings, true);
+  badConfigs(t, [[{ ...olmo, clip_qkv: 8 }, /"clip_qkv": 8 \(q, k, v clamped\) is not supported/]]);
+});
+
 test("interleavedRopeOrder moves adjacent rotary pairs to rotate-half order per head, leaving dims past rotDim", () => {
   // 2 tokens × 2 heads of 6 dims, 4 of them rotated: pairs (0,1), (2,3) → places (0,2), (1,3).
   const idx = interleavedRopeOrder(2, 2, 6, 4);

@@ -256,6 +256,22 @@ function expectedNames(arch: Arch, tied: boolean, gpt2Prefix = false): string[] 
         ...(tied ? [] : ["lm_head.weight"]),
         "lm_head.bias",
       ];
+    case "olmo":
+      return [
+        "model.embed_tokens.weight",
+        ...L.flatMap((i) =>
+          [
+            "self_attn.q_proj.weight",
+            "self_attn.k_proj.weight",
+            "self_attn.v_proj.weight",
+            "self_attn.o_proj.weight",
+            "mlp.gate_proj.weight",
+            "mlp.up_proj.weight",
+            "mlp.down_proj.weight",
+          ].map((n) => `model.layers.${i}.${n}`),
+        ),
+        ...(tied ? [] : ["lm_head.weight"]),
+      ];
     case "internlm2":
       return [
         "model.tok_embeddings.weight",
@@ -471,6 +487,8 @@ function expectedShapes(arch: Arch): Record<string, number[]> {
         "model.layers.1.mlp.fc2.weight": [80, 320],
         "lm_head.bias": [512],
       };
+    case "olmo":
+      return { "model.layers.1.self_attn.k_proj.weight": [64, 64] };
     case "internlm2": // q 4 x 16 + k, v 2 x 16 in one matrix
       return { "model.layers.0.attention.wqkv.weight": [128, 64], "output.weight": [512, 64] };
     case "exaone4": // q/k norms over each head of 16
@@ -638,6 +656,7 @@ for (const arch of ARCHES) {
         qwen3: "Qwen3ForCausalLM",
         smollm3: "SmolLM3ForCausalLM",
         granite: "GraniteForCausalLM",
+        olmo: "OlmoForCausalLM",
         olmo2: "Olmo2ForCausalLM",
         exaone4: "Exaone4ForCausalLM",
         internlm2: "InternLM2ForCausalLM",
@@ -701,6 +720,8 @@ for (const arch of ARCHES) {
         assert.equal(cfg.layer_norm_eps, 1e-5);
         assert.equal(cfg.use_qk_norm, false);
         assert.ok(!("rms_norm_eps" in cfg), "CohereConfig has no rms_norm_eps");
+      } else if (arch === "olmo") {
+        assert.equal(cfg.clip_qkv, null);
       } else if (arch === "internlm2") {
         assert.equal(cfg.bias, false);
         assert.equal(cfg.num_key_value_heads, 2);

@@ -529,6 +529,7 @@ export function mappedNorm(w: Weight, tag: string, f: (x: number) => number): No
     ...w,
     name: `${w.name}${tag}`,
     values: v,
+    shape: [v.length],
     dtype: "F32",
     byteLength: v.length * 4,
     handle: n.weightFromArray(v, NativeDType.F32, 1, v.length, false),
@@ -537,6 +538,14 @@ export function mappedNorm(w: Weight, tag: string, f: (x: number) => number): No
     transposed: false,
   };
   return { weight, bias: null };
+}
+
+/**
+ * A LayerNorm with no parameters (OLMo's): weight 1, no bias, as long as `like`'s rows (the hidden
+ * size, from a tensor that has it), since the kernels take a weight vector.
+ */
+export function unitNorm(like: Weight): Norm {
+  return mappedNorm(like, "*0+1", () => 1);
 }
 
 /**

@@ -11,6 +11,7 @@ import { gptj } from "./gptj.js";
 import { gptneox } from "./gptneox.js";
 import { internlm2 } from "./internlm2.js";
 import { exaone4, granite, llama, mistral, olmo2, qwen2, qwen3, smollm3 } from "./llama.js";
+import { olmo } from "./olmo.js";
 import { opt } from "./opt.js";
 import { phi } from "./phi.js";
 import { phi3 } from "./phi3.js";
@@ -24,6 +25,7 @@ export const ARCHITECTURES: Readonly<Record<string, ArchDefinition>> = {
   Qwen3ForCausalLM: qwen3,
   SmolLM3ForCausalLM: smollm3,
   GraniteForCausalLM: granite,
+  OlmoForCausalLM: olmo,
   Olmo2ForCausalLM: olmo2,
   Exaone4ForCausalLM: exaone4,
   InternLM2ForCausalLM: internlm2,

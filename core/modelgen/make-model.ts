@@ -24,6 +24,7 @@ export type Arch =
   | "qwen3"
   | "smollm3"
   | "granite"
+  | "olmo"
   | "olmo2"
   | "exaone4"
   | "internlm2"
@@ -171,6 +172,22 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
       maxPositions: 131072,
       tied: true,
       ropeTheta: 10000000,
+      rmsEps: 1e-5,
+    },
+  },
+  "olmo-1b": {
+    arch: "olmo",
+    description: "OLMo-1B shapes (olmo, MHA 16 heads, LayerNorms without parameters, tied)",
+    shape: {
+      hidden: 2048,
+      layers: 16,
+      heads: 16,
+      kvHeads: 16,
+      intermediate: 8192,
+      vocab: 50304,
+      maxPositions: 2048,
+      tied: true,
+      ropeTheta: 10000,
       rmsEps: 1e-5,
     },
   },
@@ -578,6 +595,11 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
     description: "tiny granite for tests (GQA 4/2, Granite 3.x's multipliers, tied)",
     shape: { ...tinyLlamaLike, tied: true, ropeTheta: 10000, rmsEps: 1e-5 },
   },
+  "tiny-olmo": {
+    arch: "olmo",
+    description: "tiny olmo for tests (LayerNorms without parameters, MHA, tied)",
+    shape: { ...tinyLlamaLike, kvHeads: 4, tied: true, ropeTheta: 10000, rmsEps: 1e-5 },
+  },
   "tiny-olmo2": {
     arch: "olmo2",
     description: "tiny olmo2 for tests (norms after the blocks, whole-projection q/k norms, MHA, untied)",
@@ -780,6 +802,9 @@ const OLMO2_LAYER: TensorRule[] = [
   ...LLAMA_LAYER.slice(6),
   { name: "post_feedforward_layernorm.weight", shape: (s) => [s.hidden], init: "norm" },
 ];
+
+// OLMo (1): Llama's layer without norm weights (its LayerNorms have no parameters).
+const OLMO_LAYER: TensorRule[] = LLAMA_LAYER.filter((rule) => !rule.name.endsWith("layernorm.weight"));
 
 // EXAONE 4.0: OLMo 2's layer with q/k norms over each head.
 const EXAONE4_LAYER: TensorRule[] = OLMO2_LAYER.map((rule) =>
@@ -1145,6 +1170,23 @@ export const ARCHS: Record<Arch, ArchSpec> = {
   smollm3: llamaFamily("SmolLM3ForCausalLM", "smollm3", LLAMA_LAYER),
   granite: llamaFamily("GraniteForCausalLM", "granite", LLAMA_LAYER),
   olmo2: llamaFamily("Olmo2ForCausalLM", "olmo2", OLMO2_LAYER),
+  olmo: {
+    ...llamaFamily("OlmoForCausalLM", "olmo", OLMO_LAYER),
+    tail: [LLAMA_TAIL[1]],
+    config: (s, ids, dtype) => ({
+      architectures: ["OlmoForCausalLM"],
+      model_type: "olmo",
+      ...shapeFields(s),
+      rope_scaling: s.ropeScaling,
+      hidden_act: "silu",
+      attention_bias: false,
+      clip_qkv: null,
+      tie_word_embeddings: s.tied,
+      bos_token_id: ids.bos,
+      eos_token_id: ids.eos,
+      torch_dtype: TORCH_DTYPE[dtype],
+    }),
+  },
   exaone4: {
     ...llamaFamily("Exaone4ForCausalLM", "exaone4", EXAONE4_LAYER),
     config: (s, ids, dtype) => ({

@@ -358,7 +358,9 @@ class Exporter {
    * "cols" ([inputs][outputs]). Each (tensor, layout) is written once (a tied head reuses the embedding).
    */
   private weight(w: Weight, layout: "stored" | "rows" | "cols"): string {
-    const key = `${w.file}:${w.offset}:${layout === "stored" ? (w.transposed ? "cols" : "rows") : layout}`;
+    // A weight computed at load (Gemma's 1 + w, OLMo's unit norms) shares its source's file offset.
+    const source = w.values ? `computed:${w.name}` : `${w.file}:${w.offset}`;
+    const key = `${source}:${layout === "stored" ? (w.transposed ? "cols" : "rows") : layout}`;
     let name = this.inits.get(key);
     if (!name) {
       name = layout === "stored" ? w.name : `${w.name}.${layout}`;

@@ -7,7 +7,7 @@ shared golden folder, and expected.json from reference.py.
     python3 tools/golden/make_golden.py qwen3 test/golden/qwen3-bf16 --tokenizer-from ../shared/golden/llama-bf16
     (phi3-partial goes to test/golden/phi3-partial-bf16)
 
-qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn, stablelm, gemma, phi, gptneox, starcoder2, cohere, cohere2, glm, glm4, ernie, exaone4, gptj and internlm2 are defined: the shared folders cover the other
+qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn, stablelm, gemma, phi, gptneox, starcoder2, cohere, cohere2, glm, glm4, ernie, exaone4, gptj, internlm2 and olmo are defined: the shared folders cover the other
 architectures.
 """
 import argparse
@@ -331,6 +331,15 @@ SHAPES = {
         hidden_activation="gelu_pytorch_tanh",
         tie_word_embeddings=True,
     ),
+    # OLMo (1): LayerNorms without weight or bias, MHA, an untied head.
+    "olmo": dict(
+        BASE,
+        architectures=["OlmoForCausalLM"],
+        model_type="olmo",
+        num_key_value_heads=4,
+        clip_qkv=None,
+        tie_word_embeddings=False,
+    ),
     # OLMo 2: norms after the attention and FFN blocks and none before, q/k norms over each token's
     # whole projection (64 and 32 wide here), an untied head.
     "olmo2": dict(
@@ -443,7 +452,7 @@ def tensors(c: dict, rng: np.random.Generator) -> dict:
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}"
         olmo2 = c["model_type"] in ("olmo2", "exaone4")  # norms after the blocks
-        if not olmo2:
+        if not olmo2 and c["model_type"] != "olmo":
             t[f"{p}.input_layernorm.weight"] = norm(H) - shift
         if c["model_type"] in ("glm", "glm4"):  # q/k/v biases; gate_up_proj; glm4: post norms
             for name, rows in (("q_proj", A * D), ("k_proj", K * D), ("v_proj", K * D)):
@@ -508,7 +517,7 @@ def tensors(c: dict, rng: np.random.Generator) -> dict:
         if gemma:  # Gemma's post_attention_layernorm norms the attention output; then the FFN's own
             t[f"{p}.post_attention_layernorm.weight"] = post(H)
             t[f"{p}.pre_feedforward_layernorm.weight"] = norm(H) - shift
-        else:
+        elif c["model_type"] != "olmo":
             t[f"{p}.post_attention_layernorm.weight"] = norm(H)
         t[f"{p}.mlp.gate_proj.weight"] = mat(F, H)
         t[f"{p}.mlp.up_proj.weight"] = mat(F, H)
@@ -518,7 +527,8 @@ def tensors(c: dict, rng: np.random.Generator) -> dict:
         if olmo2:
             t[f"{p}.post_feedforward_layernorm.weight"] = norm(H)
     final = "model.final_layernorm" if c["model_type"] == "phi" else "model.norm"
-    t[f"{final}.weight"] = norm(H) - shift
+    if c["model_type"] != "olmo":
+        t[f"{final}.weight"] = norm(H) - shift
     if c["model_type"] in ("stablelm", "phi", "starcoder2"):
         t[f"{final}.bias"] = rng.normal(0, 0.1, (H,))
     if not c["tie_word_embeddings"]:

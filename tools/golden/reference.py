@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A float64 NumPy reference of the Hugging Face forward pass for the Llama family (LlamaForCausalLM,
 MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM,
-GraniteForCausalLM, Olmo2ForCausalLM, StableLmForCausalLM), PhiForCausalLM, GPTNeoXForCausalLM, Starcoder2ForCausalLM, CohereForCausalLM, Cohere2ForCausalLM, GlmForCausalLM, Glm4ForCausalLM, Ernie4_5ForCausalLM, Exaone4ForCausalLM, GPTJForCausalLM, InternLM2ForCausalLM,
+GraniteForCausalLM, Olmo2ForCausalLM, StableLmForCausalLM), PhiForCausalLM, GPTNeoXForCausalLM, Starcoder2ForCausalLM, CohereForCausalLM, Cohere2ForCausalLM, GlmForCausalLM, Glm4ForCausalLM, Ernie4_5ForCausalLM, Exaone4ForCausalLM, GPTJForCausalLM, InternLM2ForCausalLM, OlmoForCausalLM,
 GemmaForCausalLM, Gemma2ForCausalLM and Gemma3ForCausalLM, written from the transformers modeling code's semantics and independent of the
 engine: it shares no code with core/.
 
@@ -139,7 +139,7 @@ class Model:
                  "PhiForCausalLM", "GPTNeoXForCausalLM", "Starcoder2ForCausalLM",
                  "CohereForCausalLM", "Cohere2ForCausalLM", "GlmForCausalLM", "Glm4ForCausalLM",
                  "Ernie4_5ForCausalLM", "Exaone4ForCausalLM", "GPTJForCausalLM",
-                 "InternLM2ForCausalLM")
+                 "InternLM2ForCausalLM", "OlmoForCausalLM")
         if arch not in known:
             raise SystemExit(f"{arch} is not one of {', '.join(known)}")
         self.qwen2 = arch == "Qwen2ForCausalLM"
@@ -156,6 +156,8 @@ class Model:
         # OLMo 2: no norm before the blocks, one after each (post_attention_layernorm,
         # post_feedforward_layernorm), q/k norms over each token's whole projection, before the reshape.
         self.olmo2 = arch == "Olmo2ForCausalLM"
+        # OLMo (1): the Llama block with LayerNorms that have no weight or bias (eps 1e-5).
+        self.olmo = arch == "OlmoForCausalLM"
         # EXAONE 4.0: OLMo 2's norms after the blocks with per-head q/k norms; with sliding_window,
         # windows in layer_types' sliding layers (else all but every sliding_window_pattern-th) and
         # the rotary step in those only.
@@ -262,6 +264,8 @@ class Model:
             self.use_rope = [int(w is not None) for w in self.window]
 
     def norm(self, x, name):
+        if self.olmo:
+            return layer_norm(x, 1.0, 0.0, 1e-5)
         w = self.w[f"{name}.weight"]
         if self.layer_norm:
             return layer_norm(x, w, 0.0 if self.cohere else self.w[f"{name}.bias"], self.eps)
