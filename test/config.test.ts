@@ -966,6 +966,33 @@ test("OLMo (1): LayerNorms without parameters (eps 1e-5 whatever the file says);
   badConfigs(t, [[{ ...olmo, clip_qkv: 8 }, /"clip_qkv": 8 \(q, k, v clamped\) is not supported/]]);
 });
 
+test("MiniCPM: scale_emb, scale_depth / √layers and hidden / dim_model_base fold as Granite's multipliers", (t) => {
+  const minicpm = {
+    architectures: ["MiniCPMForCausalLM"],
+    model_type: "minicpm",
+    hidden_size: 2304,
+    intermediate_size: 5760,
+    num_hidden_layers: 40,
+    num_attention_heads: 36,
+    num_key_value_heads: 36,
+    vocab_size: 122753,
+    max_position_embeddings: 4096,
+    rms_norm_eps: 1e-5,
+    rope_theta: 10000,
+    scale_emb: 12,
+    scale_depth: 1.4,
+    dim_model_base: 256,
+    tie_word_embeddings: true,
+  };
+  const c = readModelConfig(configIn(t, minicpm));
+  const residual = 1.4 / Math.sqrt(40);
+  assert.ok(Math.abs(c.embedScale! - 12 / residual) < 1e-9);
+  assert.ok(Math.abs(c.normEps - 1e-5 / (residual * residual)) < 1e-15);
+  assert.ok(Math.abs(c.finalNormScale! - 256 / 2304) < 1e-12);
+  assert.equal(c.attentionScale, undefined); // 1/√head_dim, unlike Granite
+  badConfigs(t, [[{ ...minicpm, scale_depth: 0 }, /"scale_depth" must be a positive number/]]);
+});
+
 test("interleavedRopeOrder moves adjacent rotary pairs to rotate-half order per head, leaving dims past rotDim", () => {
   // 2 tokens × 2 heads of 6 dims, 4 of them rotated: pairs (0,1), (2,3) → places (0,2), (1,3).
   const idx = interleavedRopeOrder(2, 2, 6, 4);

@@ -62,6 +62,7 @@ function expectedNames(arch: Arch, tied: boolean, gpt2Prefix = false): string[] 
     case "qwen3":
     case "smollm3":
     case "granite":
+    case "minicpm":
     case "ernie":
     case "gemma": {
       const attn =
@@ -505,6 +506,7 @@ function expectedShapes(arch: Arch): Record<string, number[]> {
         "lm_head.weight": [512, 64],
       };
     case "granite":
+    case "minicpm":
       return {
         "model.layers.1.self_attn.k_proj.weight": [32, 64],
         "model.layers.1.mlp.down_proj.weight": [64, 128],
@@ -656,6 +658,7 @@ for (const arch of ARCHES) {
         qwen3: "Qwen3ForCausalLM",
         smollm3: "SmolLM3ForCausalLM",
         granite: "GraniteForCausalLM",
+        minicpm: "MiniCPMForCausalLM",
         olmo: "OlmoForCausalLM",
         olmo2: "Olmo2ForCausalLM",
         exaone4: "Exaone4ForCausalLM",
@@ -685,7 +688,7 @@ for (const arch of ARCHES) {
       assert.equal(cfg.vocab_size, 512);
       assert.equal(cfg.tie_word_embeddings, shape.tied);
       assert.equal(cfg.torch_dtype, { f32: "float32", f16: "float16", bf16: "bfloat16" }[dtype]);
-      if (["llama", "qwen2", "qwen3", "smollm3", "granite", "olmo2", "stablelm", "phi3"].includes(arch)) {
+      if (["llama", "qwen2", "qwen3", "smollm3", "granite", "minicpm", "olmo2", "stablelm", "phi3"].includes(arch)) {
         for (const k of [
           "hidden_size",
           "intermediate_size",
@@ -707,6 +710,7 @@ for (const arch of ARCHES) {
         if (arch === "qwen3") assert.equal(cfg.head_dim, 32);
         if (arch === "smollm3") assert.deepEqual(cfg.no_rope_layers, [1, 1, 1, 0]);
         if (arch === "stablelm") assert.equal(cfg.partial_rotary_factor, 0.25);
+        if (arch === "minicpm") assert.equal(cfg.scale_depth, 1.4);
         if (arch === "granite") {
           assert.equal(cfg.residual_multiplier, 0.22);
           assert.equal(cfg.attention_multiplier, 1 / 16);

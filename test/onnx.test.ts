@@ -31,6 +31,7 @@ const TINY: [Arch, DType][] = [
   ["qwen3", "bf16"],
   ["smollm3", "f32"],
   ["granite", "bf16"],
+  ["minicpm", "f16"],
   ["olmo", "bf16"],
   ["olmo2", "f16"],
   ["exaone4", "bf16"],

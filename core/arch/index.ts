@@ -10,7 +10,7 @@ import { gpt2 } from "./gpt2.js";
 import { gptj } from "./gptj.js";
 import { gptneox } from "./gptneox.js";
 import { internlm2 } from "./internlm2.js";
-import { exaone4, granite, llama, mistral, olmo2, qwen2, qwen3, smollm3 } from "./llama.js";
+import { exaone4, granite, llama, minicpm, mistral, olmo2, qwen2, qwen3, smollm3 } from "./llama.js";
 import { olmo } from "./olmo.js";
 import { opt } from "./opt.js";
 import { phi } from "./phi.js";
@@ -25,6 +25,7 @@ export const ARCHITECTURES: Readonly<Record<string, ArchDefinition>> = {
   Qwen3ForCausalLM: qwen3,
   SmolLM3ForCausalLM: smollm3,
   GraniteForCausalLM: granite,
+  MiniCPMForCausalLM: minicpm,
   OlmoForCausalLM: olmo,
   Olmo2ForCausalLM: olmo2,
   Exaone4ForCausalLM: exaone4,

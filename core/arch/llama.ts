@@ -11,6 +11,10 @@
 // unscaled); an RMSNorm of h = r·u equals one of u with eps / r², so every norm takes that eps; and
 // the logits, linear in the final norm's weight, are divided by scaling that weight (finalNormScale).
 //
+// MiniCPMForCausalLM (MiniCPM 1B/2B, remote code) has the same kind of multipliers under other names:
+// embeddings times scale_emb, block outputs times scale_depth / √layers, logits divided by
+// hidden_size / dim_model_base (attention keeps 1/√head_dim); they fold the same way.
+//
 // Olmo2ForCausalLM (OLMo 2) norms the blocks' outputs instead of their inputs (post_attention_layernorm,
 // post_feedforward_layernorm, none before), and its q/k norms span each token's whole projection
 // (weights [heads × head_dim]) rather than each head.
@@ -46,6 +50,8 @@ interface Variant {
   noRope?: boolean;
   /** Granite: the muP multipliers (see the header). */
   granite?: boolean;
+  /** MiniCPM: its muP multipliers, folded as Granite's (see the header). */
+  minicpm?: boolean;
   /** OLMo 2: norms after the blocks, q/k norms over whole projections (see the header). */
   olmo2?: boolean;
   /** EXAONE 4.0: OLMo 2's norms, per-head q/k norms, windows with rotary only there (see the header). */
@@ -149,18 +155,35 @@ function parseConfig(raw: Record<string, unknown>, file: string, architecture: s
       attentionBias: v.bias === "config" && r.bool("attention_bias", false),
     };
   });
-  return v.granite ? graniteMultipliers(c, r) : c;
+  if (v.granite) {
+    return foldMultipliers(c, {
+      embedding: r.positive("embedding_multiplier", 1),
+      residual: r.positive("residual_multiplier", 1),
+      attention: r.positive("attention_multiplier", 1),
+      logitsDivisor: r.positive("logits_scaling", 1),
+    });
+  }
+  if (v.minicpm) {
+    return foldMultipliers(c, {
+      embedding: r.positive("scale_emb", 1),
+      residual: r.positive("scale_depth", 1) / Math.sqrt(c.layers),
+      logitsDivisor: c.hidden / r.positive("dim_model_base", c.hidden),
+    });
+  }
+  return c;
 }
 
-/** Granite's multipliers folded into what the engine already runs (see the header). */
-function graniteMultipliers(c: ModelConfig, r: ConfigReader): ModelConfig {
-  const residual = r.positive("residual_multiplier", 1);
+/** muP multipliers (Granite's, MiniCPM's) folded into what the engine already runs (see the header). */
+function foldMultipliers(
+  c: ModelConfig,
+  m: { embedding: number; residual: number; attention?: number; logitsDivisor: number },
+): ModelConfig {
   return {
     ...c,
-    embedScale: r.positive("embedding_multiplier", 1) / residual,
-    normEps: c.normEps / (residual * residual),
-    attentionScale: r.positive("attention_multiplier", 1),
-    finalNormScale: 1 / r.positive("logits_scaling", 1),
+    embedScale: m.embedding / m.residual,
+    normEps: c.normEps / (m.residual * m.residual),
+    ...(m.attention !== undefined && { attentionScale: m.attention }),
+    finalNormScale: 1 / m.logitsDivisor,
   };
 }
 
@@ -211,4 +234,5 @@ export const qwen3 = variant("Qwen3ForCausalLM", { bias: "config", qkNorm: true 
 export const smollm3 = variant("SmolLM3ForCausalLM", { bias: "config", qkNorm: false, noRope: true });
 export const olmo2 = variant("Olmo2ForCausalLM", { bias: "config", qkNorm: true, olmo2: true });
 export const exaone4 = variant("Exaone4ForCausalLM", { bias: "config", qkNorm: true, exaone4: true });
+export const minicpm = variant("MiniCPMForCausalLM", { bias: "config", qkNorm: false, minicpm: true });
 export const granite = variant("GraniteForCausalLM", { bias: "config", qkNorm: false, granite: true });

@@ -24,6 +24,7 @@ export type Arch =
   | "qwen3"
   | "smollm3"
   | "granite"
+  | "minicpm"
   | "olmo"
   | "olmo2"
   | "exaone4"
@@ -172,6 +173,22 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
       maxPositions: 131072,
       tied: true,
       ropeTheta: 10000000,
+      rmsEps: 1e-5,
+    },
+  },
+  "minicpm-2b": {
+    arch: "minicpm",
+    description: "MiniCPM-2B shapes (minicpm, MHA 36 heads, muP multipliers, tied)",
+    shape: {
+      hidden: 2304,
+      layers: 40,
+      heads: 36,
+      kvHeads: 36,
+      intermediate: 5760,
+      vocab: 122753,
+      maxPositions: 4096,
+      tied: true,
+      ropeTheta: 10000,
       rmsEps: 1e-5,
     },
   },
@@ -593,6 +610,11 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
   "tiny-granite": {
     arch: "granite",
     description: "tiny granite for tests (GQA 4/2, Granite 3.x's multipliers, tied)",
+    shape: { ...tinyLlamaLike, tied: true, ropeTheta: 10000, rmsEps: 1e-5 },
+  },
+  "tiny-minicpm": {
+    arch: "minicpm",
+    description: "tiny minicpm for tests (GQA 4/2, MiniCPM's muP multipliers, tied)",
     shape: { ...tinyLlamaLike, tied: true, ropeTheta: 10000, rmsEps: 1e-5 },
   },
   "tiny-olmo": {
@@ -1029,16 +1051,18 @@ function llamaConfig(spec: { hfClass: string; modelType: string }) {
                   logits_scaling: 8.0,
                   mlp_bias: false,
                 }
-              : spec.modelType === "smollm3"
-                ? {
-                    // Every 4th layer without a rotary step, as SmolLM3-3B (and llama.cpp's smollm3) has it.
-                    no_rope_layers: Array.from({ length: s.layers }, (_, i) => ((i + 1) % 4 === 0 ? 0 : 1)),
-                    no_rope_layer_interval: 4,
-                    use_sliding_window: false,
-                    sliding_window: null,
-                    mlp_bias: false,
-                  }
-                : {}),
+              : spec.modelType === "minicpm"
+                ? { scale_emb: 12, scale_depth: 1.4, dim_model_base: 256 } // MiniCPM-2B's
+                : spec.modelType === "smollm3"
+                  ? {
+                      // Every 4th layer without a rotary step, as SmolLM3-3B (and llama.cpp's smollm3) has it.
+                      no_rope_layers: Array.from({ length: s.layers }, (_, i) => ((i + 1) % 4 === 0 ? 0 : 1)),
+                      no_rope_layer_interval: 4,
+                      use_sliding_window: false,
+                      sliding_window: null,
+                      mlp_bias: false,
+                    }
+                  : {}),
     bos_token_id: ids.bos,
     eos_token_id: ids.eos,
     torch_dtype: TORCH_DTYPE[dtype],
@@ -1169,6 +1193,7 @@ export const ARCHS: Record<Arch, ArchSpec> = {
   qwen3: llamaFamily("Qwen3ForCausalLM", "qwen3", QWEN3_LAYER),
   smollm3: llamaFamily("SmolLM3ForCausalLM", "smollm3", LLAMA_LAYER),
   granite: llamaFamily("GraniteForCausalLM", "granite", LLAMA_LAYER),
+  minicpm: llamaFamily("MiniCPMForCausalLM", "minicpm", LLAMA_LAYER),
   olmo2: llamaFamily("Olmo2ForCausalLM", "olmo2", OLMO2_LAYER),
   olmo: {
     ...llamaFamily("OlmoForCausalLM", "olmo", OLMO_LAYER),

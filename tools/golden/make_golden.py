@@ -7,7 +7,7 @@ shared golden folder, and expected.json from reference.py.
     python3 tools/golden/make_golden.py qwen3 test/golden/qwen3-bf16 --tokenizer-from ../shared/golden/llama-bf16
     (phi3-partial goes to test/golden/phi3-partial-bf16)
 
-qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn, stablelm, gemma, phi, gptneox, starcoder2, cohere, cohere2, glm, glm4, ernie, exaone4, gptj, internlm2 and olmo are defined: the shared folders cover the other
+qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn, stablelm, gemma, phi, gptneox, starcoder2, cohere, cohere2, glm, glm4, ernie, exaone4, gptj, internlm2, olmo and minicpm are defined: the shared folders cover the other
 architectures.
 """
 import argparse
@@ -330,6 +330,18 @@ SHAPES = {
         hidden_act="gelu",
         hidden_activation="gelu_pytorch_tanh",
         tie_word_embeddings=True,
+    ),
+    # MiniCPM: muP multipliers (embeddings times 12, block outputs times 1.4 / sqrt(2), the final state
+    # divided by 64 / 16 = 4), an untied head (tied, the greedy run repeats one token).
+    "minicpm": dict(
+        BASE,
+        architectures=["MiniCPMForCausalLM"],
+        model_type="minicpm",
+        rms_norm_eps=1e-5,
+        scale_emb=12,
+        scale_depth=1.4,
+        dim_model_base=16,
+        tie_word_embeddings=False,
     ),
     # OLMo (1): LayerNorms without weight or bias, MHA, an untied head.
     "olmo": dict(

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A float64 NumPy reference of the Hugging Face forward pass for the Llama family (LlamaForCausalLM,
 MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM,
-GraniteForCausalLM, Olmo2ForCausalLM, StableLmForCausalLM), PhiForCausalLM, GPTNeoXForCausalLM, Starcoder2ForCausalLM, CohereForCausalLM, Cohere2ForCausalLM, GlmForCausalLM, Glm4ForCausalLM, Ernie4_5ForCausalLM, Exaone4ForCausalLM, GPTJForCausalLM, InternLM2ForCausalLM, OlmoForCausalLM,
+GraniteForCausalLM, Olmo2ForCausalLM, StableLmForCausalLM), PhiForCausalLM, GPTNeoXForCausalLM, Starcoder2ForCausalLM, CohereForCausalLM, Cohere2ForCausalLM, GlmForCausalLM, Glm4ForCausalLM, Ernie4_5ForCausalLM, Exaone4ForCausalLM, GPTJForCausalLM, InternLM2ForCausalLM, OlmoForCausalLM, MiniCPMForCausalLM,
 GemmaForCausalLM, Gemma2ForCausalLM and Gemma3ForCausalLM, written from the transformers modeling code's semantics and independent of the
 engine: it shares no code with core/.
 
@@ -139,7 +139,7 @@ class Model:
                  "PhiForCausalLM", "GPTNeoXForCausalLM", "Starcoder2ForCausalLM",
                  "CohereForCausalLM", "Cohere2ForCausalLM", "GlmForCausalLM", "Glm4ForCausalLM",
                  "Ernie4_5ForCausalLM", "Exaone4ForCausalLM", "GPTJForCausalLM",
-                 "InternLM2ForCausalLM", "OlmoForCausalLM")
+                 "InternLM2ForCausalLM", "OlmoForCausalLM", "MiniCPMForCausalLM")
         if arch not in known:
             raise SystemExit(f"{arch} is not one of {', '.join(known)}")
         self.qwen2 = arch == "Qwen2ForCausalLM"
@@ -202,6 +202,13 @@ class Model:
         self.embed_mult = g.get("embedding_multiplier", 1.0)
         self.residual_mult = g.get("residual_multiplier", 1.0)
         self.logits_div = g.get("logits_scaling", 1.0)
+        # MiniCPM: embeddings times scale_emb, block outputs times scale_depth / sqrt(layers), the
+        # final hidden state divided by hidden_size / dim_model_base.
+        if arch == "MiniCPMForCausalLM":
+            m = self.cfg
+            self.embed_mult = m.get("scale_emb", 1.0)
+            self.residual_mult = m.get("scale_depth", 1.0) / np.sqrt(m["num_hidden_layers"])
+            self.logits_div = m["hidden_size"] / m.get("dim_model_base", m["hidden_size"])
         self.w = read_safetensors(folder / "model.safetensors")
         c = self.cfg
         if self.gptj:
