@@ -14,7 +14,7 @@ import {
   ropeFields,
   ropeFrequencies,
   ropeSettings,
-  slidingWindows,
+  slidingRopeLayers,
   tensorReader,
   type ArchDefinition,
   type LayerWeights,
@@ -41,9 +41,10 @@ function parseConfig(raw: Record<string, unknown>, file: string, version: 1 | 2)
     if (raw.sliding_window === null)
       throw new ModelError("BAD_CONFIG", file, `"sliding_window": null is not supported`);
     // Cohere2Config's defaults: a 4096-position window in all but every 4th layer.
-    const every = r.int("sliding_window_pattern", 4);
-    const windows = slidingWindows(r, layers, raw.sliding_window ?? 4096, (i) => (i + 1) % every !== 0)!;
-    return { ...common, attentionWindows: windows, ropeLayers: windows.map((w) => w > 0) };
+    return {
+      ...common,
+      ...slidingRopeLayers(r, layers, raw.sliding_window ?? 4096, r.int("sliding_window_pattern", 4)),
+    };
   });
   return {
     ...c,

@@ -303,6 +303,20 @@ export function slidingWindows(
   return types.map((t) => (t === "sliding_attention" ? (window as number) : 0));
 }
 
+/**
+ * Windows in all but every `every`-th layer, or in layer_types' sliding layers, with the rotary step
+ * in those layers only: the global ones have no positions (Cohere 2, EXAONE 4.0).
+ */
+export function slidingRopeLayers(
+  r: ConfigReader,
+  layers: number,
+  window: unknown,
+  every: number,
+): Pick<ModelConfig, "attentionWindows" | "ropeLayers"> {
+  const windows = slidingWindows(r, layers, window, (i) => (i + 1) % every !== 0)!;
+  return { attentionWindows: windows, ropeLayers: windows.map((w) => w > 0) };
+}
+
 export type RopeLayerType = "full_attention" | "sliding_attention";
 
 /**

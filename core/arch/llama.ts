@@ -30,6 +30,7 @@ import {
   ropeFields,
   ropeFrequencies,
   ropeSettings,
+  slidingRopeLayers,
   slidingWindows,
   validateConfig,
   tensorReader,
@@ -65,9 +66,9 @@ function exaone4Layers(r: ConfigReader, layers: number): Pick<ModelConfig, "atte
   if (typeof pattern !== "number" && r.raw.layer_types == null) {
     throw new ModelError("BAD_CONFIG", r.file, `"sliding_window_pattern" ${JSON.stringify(pattern)} needs layer_types`);
   }
+  // A pattern string ("LLLG") leaves the layers to layer_types, which slidingWindows reads first.
   const every = typeof pattern === "number" ? r.int("sliding_window_pattern", 4) : 0;
-  const windows = slidingWindows(r, layers, r.raw.sliding_window ?? 4096, (i) => (i + 1) % every !== 0)!;
-  return { attentionWindows: windows, ropeLayers: windows.map((w) => w > 0) };
+  return slidingRopeLayers(r, layers, r.raw.sliding_window ?? 4096, every);
 }
 
 /** SmolLM3's layers with a rotary step: `no_rope_layers` (1 = rotary), else every

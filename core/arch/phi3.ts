@@ -13,6 +13,7 @@ import { ModelError } from "../loader/errors.js";
 import {
   ConfigReader,
   familyWeights,
+  ropeFields,
   ropeFrequencies,
   ropeSettings,
   ropeType,
@@ -23,19 +24,15 @@ import {
   type Linear,
   type ModelConfig,
   type ModelWeights,
+  type RopeFrequencies,
 } from "./config.js";
 import { familyConfig } from "./llama.js";
 
-interface Rope {
-  inv: Float32Array;
-  /** cos and sin times this (the attention factor). */
-  factor: number;
-  /** Positions the frequencies are valid for (longrope: the short factors' range). */
-  maxPositions: number;
-}
-
-/** `s`: ropeSettings. Phi-3's top-level original_max_position_embeddings wins, as in transformers. */
-function longrope(r: ConfigReader, s: ConfigReader, headDim: number, maxPositions: number): Rope {
+/**
+ * `s`: ropeSettings. Phi-3's top-level original_max_position_embeddings wins, as in transformers; the
+ * frequencies hold for the short factors' range.
+ */
+function longrope(r: ConfigReader, s: ConfigReader, headDim: number, maxPositions: number): RopeFrequencies {
   const { theta, rotDim } = rotary(s, headDim);
   const original = r.int("original_max_position_embeddings", s.int("original_max_position_embeddings", maxPositions));
   const short = s.raw.short_factor;
@@ -55,18 +52,13 @@ function parseConfig(raw: Record<string, unknown>, file: string): ModelConfig {
     const maxPositions = r.int("max_position_embeddings", 4096);
     const s = ropeSettings(r);
     const kind = ropeType(s);
-    const rope: Rope =
+    const rope =
       kind === "longrope" || kind === "su"
         ? longrope(r, s, headDim, maxPositions)
         : ropeFrequencies(s, headDim, maxPositions);
     // transformers' Phi-3 attends within sliding_window in every layer whenever it is set.
     const windows = slidingWindows(r, layers, raw.sliding_window, () => true);
-    return {
-      maxPositions: rope.maxPositions,
-      ...(windows && { attentionWindows: windows }),
-      ropeInvFreq: rope.inv,
-      ...(rope.factor !== 1 && { ropeFactor: rope.factor }),
-    };
+    return { ...ropeFields(rope), ...(windows && { attentionWindows: windows }) };
   });
 }
 

@@ -388,14 +388,13 @@ function gemmaMetadata(arch: "gemma2" | "gemma3", c: ModelConfig, file: string):
   } else if (c.attentionSoftcap !== undefined || c.finalSoftcap !== undefined) {
     throw bad("has no soft caps; this model's attn/final_logit_softcapping is set");
   }
-  const windows = c.attentionWindows ?? [];
-  const window = Math.max(0, ...windows);
+  const window = largestWindow(c);
   if (window === 0) {
     if (arch === "gemma2") throw bad("slides a window over every other layer; this model has none");
     return out;
   }
   const every = arch === "gemma2" ? 2 : 6;
-  if (!windows.every((w, i) => w === (i % every < every - 1 ? window : 0))) {
+  if (!windowedAllButEvery(c, every)) {
     throw bad(`has a sliding window in every layer but each ${every === 2 ? "2nd" : "6th"}; layer_types differ`);
   }
   const local = c.localRopeInvFreq;
@@ -410,13 +409,9 @@ function gemmaMetadata(arch: "gemma2" | "gemma3", c: ModelConfig, file: string):
  * every layer but each 4th, and the rotary step in exactly those layers.
  */
 function cohere2Windows(c: ModelConfig, file: string): [string, GgufValue][] {
-  const windows = c.attentionWindows ?? [];
-  const window = Math.max(0, ...windows);
-  const ok =
-    window > 0 &&
-    windows.every((w, i) => w === (i % 4 < 3 ? window : 0)) &&
-    windows.every((w, i) => (c.ropeLayers?.[i] ?? true) === w > 0);
-  if (!ok) {
+  const window = largestWindow(c);
+  const ropeWhereWindowed = (c.attentionWindows ?? []).every((w, i) => (c.ropeLayers?.[i] ?? true) === w > 0);
+  if (window === 0 || !windowedAllButEvery(c, 4) || !ropeWhereWindowed) {
     throw new ModelError(
       "BAD_CONFIG",
       file,
@@ -424,6 +419,17 @@ function cohere2Windows(c: ModelConfig, file: string): [string, GgufValue][] {
     );
   }
   return [["cohere2.attention.sliding_window", kv.u32(window)]];
+}
+
+/** The model's largest sliding window, 0 when it has none (windowedAllButEvery checks they are one size). */
+function largestWindow(c: ModelConfig): number {
+  return Math.max(0, ...(c.attentionWindows ?? []));
+}
+
+/** Whether every layer but each `every`-th slides the window and those are global (llama.cpp's patterns). */
+function windowedAllButEvery(c: ModelConfig, every: number): boolean {
+  const window = largestWindow(c);
+  return (c.attentionWindows ?? []).every((w, i) => w === (i % every < every - 1 ? window : 0));
 }
 
 type RopeScaling = { theta: number } & (

@@ -879,10 +879,7 @@ function starcoder2Config(s: ResolvedShape, ids: TokenizerIds, dtype: DType): Re
     sliding_window: s.slidingWindow,
     hidden_act: "gelu_pytorch_tanh",
     use_bias: true,
-    tie_word_embeddings: s.tied,
-    bos_token_id: ids.bos,
-    eos_token_id: ids.eos,
-    torch_dtype: TORCH_DTYPE[dtype],
+    ...headAndTokens(s, ids, dtype),
   };
 }
 
@@ -902,10 +899,7 @@ const cohereConfig = (version: 1 | 2) => (s: ResolvedShape, ids: TokenizerIds, d
     hidden_act: "silu",
     attention_bias: false,
     ...(version === 1 ? { use_qk_norm: false } : { sliding_window: s.slidingWindow, sliding_window_pattern: 4 }),
-    tie_word_embeddings: s.tied,
-    bos_token_id: ids.bos,
-    eos_token_id: ids.eos,
-    torch_dtype: TORCH_DTYPE[dtype],
+    ...headAndTokens(s, ids, dtype),
   };
 };
 
@@ -940,10 +934,7 @@ function phiConfig(s: ResolvedShape, ids: TokenizerIds, dtype: DType): Record<st
     partial_rotary_factor: 0.4,
     hidden_act: "gelu_new",
     qk_layernorm: false,
-    tie_word_embeddings: s.tied,
-    bos_token_id: ids.bos,
-    eos_token_id: ids.eos,
-    torch_dtype: TORCH_DTYPE[dtype],
+    ...headAndTokens(s, ids, dtype),
   };
 }
 
@@ -974,10 +965,7 @@ const glmConfig = (version: "glm" | "glm4") => (s: ResolvedShape, ids: Tokenizer
   partial_rotary_factor: 0.5,
   hidden_act: "silu",
   attention_bias: true,
-  tie_word_embeddings: s.tied,
-  bos_token_id: ids.bos,
-  eos_token_id: ids.eos,
-  torch_dtype: TORCH_DTYPE[dtype],
+  ...headAndTokens(s, ids, dtype),
 });
 
 // Gemma 3: q/k norms, and norms after the attention and FFN blocks. Its norms scale by (1 + w), so
@@ -1001,6 +989,16 @@ const LLAMA_TAIL: TensorRule[] = [
   { name: "model.norm.weight", shape: (s) => [s.hidden], init: "norm" },
   { name: "/lm_head.weight", shape: (s) => [s.vocab, s.hidden], init: "normal", when: untied },
 ];
+
+/** The config.json fields every model here ends with: head tying, special token ids, dtype. */
+function headAndTokens(s: ResolvedShape, ids: TokenizerIds, dtype: DType): Record<string, unknown> {
+  return {
+    tie_word_embeddings: s.tied,
+    bos_token_id: ids.bos,
+    eos_token_id: ids.eos,
+    torch_dtype: TORCH_DTYPE[dtype],
+  };
+}
 
 /** The config.json fields every rotary decoder here (Llama family, Gemma) writes alike. */
 function shapeFields(s: ResolvedShape): Record<string, unknown> {
@@ -1086,10 +1084,7 @@ function gemmaConfig(gemma2: boolean) {
     attention_bias: false,
     final_logit_softcapping: gemma2 ? 30.0 : null,
     attn_logit_softcapping: gemma2 ? 50.0 : null,
-    tie_word_embeddings: s.tied,
-    bos_token_id: ids.bos,
-    eos_token_id: ids.eos,
-    torch_dtype: TORCH_DTYPE[dtype],
+    ...headAndTokens(s, ids, dtype),
   });
 }
 
@@ -1102,10 +1097,7 @@ function gemma1Config(s: ResolvedShape, ids: TokenizerIds, dtype: DType): Record
     hidden_act: "gelu",
     hidden_activation: "gelu_pytorch_tanh",
     attention_bias: false,
-    tie_word_embeddings: s.tied,
-    bos_token_id: ids.bos,
-    eos_token_id: ids.eos,
-    torch_dtype: TORCH_DTYPE[dtype],
+    ...headAndTokens(s, ids, dtype),
   };
 }
 
@@ -1206,10 +1198,7 @@ export const ARCHS: Record<Arch, ArchSpec> = {
       hidden_act: "silu",
       attention_bias: false,
       clip_qkv: null,
-      tie_word_embeddings: s.tied,
-      bos_token_id: ids.bos,
-      eos_token_id: ids.eos,
-      torch_dtype: TORCH_DTYPE[dtype],
+      ...headAndTokens(s, ids, dtype),
     }),
   },
   exaone4: {
@@ -1222,10 +1211,7 @@ export const ARCHS: Record<Arch, ArchSpec> = {
       hidden_act: "silu",
       sliding_window: s.slidingWindow,
       sliding_window_pattern: 4,
-      tie_word_embeddings: s.tied,
-      bos_token_id: ids.bos,
-      eos_token_id: ids.eos,
-      torch_dtype: TORCH_DTYPE[dtype],
+      ...headAndTokens(s, ids, dtype),
     }),
   },
   internlm2: {
@@ -1239,10 +1225,7 @@ export const ARCHS: Record<Arch, ArchSpec> = {
       rope_scaling: s.ropeScaling,
       hidden_act: "silu",
       bias: false,
-      tie_word_embeddings: s.tied,
-      bos_token_id: ids.bos,
-      eos_token_id: ids.eos,
-      torch_dtype: TORCH_DTYPE[dtype],
+      ...headAndTokens(s, ids, dtype),
     }),
   },
   stablelm: {
@@ -1265,10 +1248,7 @@ export const ARCHS: Record<Arch, ArchSpec> = {
       rope_scaling: s.ropeScaling,
       hidden_act: "silu",
       use_bias: false,
-      tie_word_embeddings: s.tied,
-      bos_token_id: ids.bos,
-      eos_token_id: ids.eos,
-      torch_dtype: TORCH_DTYPE[dtype],
+      ...headAndTokens(s, ids, dtype),
     }),
   },
   glm: { ...llamaFamily("GlmForCausalLM", "glm", GLM_LAYER), config: glmConfig("glm") },
@@ -1317,10 +1297,7 @@ export const ARCHS: Record<Arch, ArchSpec> = {
       vocab_size: s.vocab,
       activation_function: "gelu_new",
       layer_norm_epsilon: s.rmsEps,
-      tie_word_embeddings: s.tied,
-      bos_token_id: ids.bos,
-      eos_token_id: ids.eos,
-      torch_dtype: TORCH_DTYPE[dtype],
+      ...headAndTokens(s, ids, dtype),
     }),
   },
   gptj: {
@@ -1350,10 +1327,7 @@ export const ARCHS: Record<Arch, ArchSpec> = {
       vocab_size: s.vocab,
       activation_function: "gelu_new",
       layer_norm_epsilon: s.rmsEps,
-      tie_word_embeddings: s.tied,
-      bos_token_id: ids.bos,
-      eos_token_id: ids.eos,
-      torch_dtype: TORCH_DTYPE[dtype],
+      ...headAndTokens(s, ids, dtype),
     }),
   },
   gptneox: {
@@ -1387,10 +1361,7 @@ export const ARCHS: Record<Arch, ArchSpec> = {
       hidden_act: "gelu",
       use_parallel_residual: true,
       attention_bias: true,
-      tie_word_embeddings: s.tied,
-      bos_token_id: ids.bos,
-      eos_token_id: ids.eos,
-      torch_dtype: TORCH_DTYPE[dtype],
+      ...headAndTokens(s, ids, dtype),
     }),
   },
   opt: {
