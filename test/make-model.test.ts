@@ -290,6 +290,52 @@ function expectedNames(arch: Arch, tied: boolean, gpt2Prefix = false): string[] 
         "model.norm.weight",
         ...(tied ? [] : ["output.weight"]),
       ];
+    case "mixtral":
+    case "qwen2moe":
+    case "qwen3moe":
+    case "olmoe": {
+      const experts = { mixtral: 4, qwen2moe: 4, qwen3moe: 8, olmoe: 8 }[arch];
+      const attn = {
+        mixtral: ["q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight"],
+        qwen2moe: [
+          "q_proj.weight",
+          "q_proj.bias",
+          "k_proj.weight",
+          "k_proj.bias",
+          "v_proj.weight",
+          "v_proj.bias",
+        ].concat(["o_proj.weight"]),
+        qwen3moe: [
+          "q_proj.weight",
+          "k_proj.weight",
+          "v_proj.weight",
+          "q_norm.weight",
+          "k_norm.weight",
+          "o_proj.weight",
+        ],
+        olmoe: ["q_proj.weight", "k_proj.weight", "v_proj.weight", "q_norm.weight", "k_norm.weight", "o_proj.weight"],
+      }[arch];
+      const [block, mats] =
+        arch === "mixtral" ? ["block_sparse_moe", ["w1", "w3", "w2"]] : ["mlp", ["gate_proj", "up_proj", "down_proj"]];
+      return [
+        "model.embed_tokens.weight",
+        ...L.flatMap((i) => [
+          `model.layers.${i}.input_layernorm.weight`,
+          ...attn.map((a) => `model.layers.${i}.self_attn.${a}`),
+          `model.layers.${i}.post_attention_layernorm.weight`,
+          `model.layers.${i}.${block}.gate.weight`,
+          ...Array.from({ length: experts }, (_, e) =>
+            mats.map((m) => `model.layers.${i}.${block}.experts.${e}.${m}.weight`),
+          ).flat(),
+          ...(arch === "qwen2moe"
+            ? ["gate_proj", "up_proj", "down_proj"].map((m) => `model.layers.${i}.mlp.shared_expert.${m}.weight`)
+            : []),
+          ...(arch === "qwen2moe" ? [`model.layers.${i}.mlp.shared_expert_gate.weight`] : []),
+        ]),
+        "model.norm.weight",
+        ...(tied ? [] : ["lm_head.weight"]),
+      ];
+    }
     case "olmo2":
     case "exaone4":
       return [
@@ -498,6 +544,32 @@ function expectedShapes(arch: Arch): Record<string, number[]> {
         "model.layers.3.self_attn.k_norm.weight": [16],
         "model.layers.3.post_feedforward_layernorm.weight": [64],
       };
+    case "mixtral": // 4 experts of 96
+      return {
+        "model.layers.0.block_sparse_moe.gate.weight": [4, 64],
+        "model.layers.1.block_sparse_moe.experts.3.w1.weight": [96, 64],
+        "model.layers.1.block_sparse_moe.experts.3.w2.weight": [64, 96],
+      };
+    case "qwen2moe": // 4 experts of 64, a shared expert of 128 with a one-row gate
+      return {
+        "model.layers.0.mlp.gate.weight": [4, 64],
+        "model.layers.0.mlp.experts.2.up_proj.weight": [64, 64],
+        "model.layers.1.mlp.shared_expert.down_proj.weight": [64, 128],
+        "model.layers.1.mlp.shared_expert_gate.weight": [1, 64],
+      };
+    case "qwen3moe": // head_dim 32, per-head q/k norms, 8 experts of 64
+      return {
+        "model.layers.0.self_attn.q_proj.weight": [128, 64],
+        "model.layers.0.self_attn.q_norm.weight": [32],
+        "model.layers.1.mlp.gate.weight": [8, 64],
+        "model.layers.1.mlp.experts.7.down_proj.weight": [64, 64],
+      };
+    case "olmoe": // q/k norms as wide as the projections, 8 experts of 64
+      return {
+        "model.layers.0.self_attn.k_norm.weight": [64],
+        "model.layers.1.mlp.gate.weight": [8, 64],
+        "model.layers.1.mlp.experts.0.gate_proj.weight": [64, 64],
+      };
     case "olmo2": // q/k norms as wide as the projections (4 heads x 16, no GQA)
       return {
         "model.layers.0.self_attn.q_norm.weight": [64],
@@ -656,6 +728,10 @@ for (const arch of ARCHES) {
         llama: "LlamaForCausalLM",
         qwen2: "Qwen2ForCausalLM",
         qwen3: "Qwen3ForCausalLM",
+        mixtral: "MixtralForCausalLM",
+        qwen2moe: "Qwen2MoeForCausalLM",
+        qwen3moe: "Qwen3MoeForCausalLM",
+        olmoe: "OlmoeForCausalLM",
         smollm3: "SmolLM3ForCausalLM",
         granite: "GraniteForCausalLM",
         minicpm: "MiniCPMForCausalLM",
@@ -683,7 +759,9 @@ for (const arch of ARCHES) {
       assert.deepEqual(cfg.architectures, [expectClass]);
       assert.equal(
         cfg.model_type,
-        { gemma3: "gemma3_text", gptneox: "gpt_neox", ernie: "ernie4_5" }[arch as string] ?? arch,
+        { gemma3: "gemma3_text", gptneox: "gpt_neox", ernie: "ernie4_5", qwen2moe: "qwen2_moe", qwen3moe: "qwen3_moe" }[
+          arch as string
+        ] ?? arch,
       );
       assert.equal(cfg.vocab_size, 512);
       assert.equal(cfg.tie_word_embeddings, shape.tied);
@@ -715,6 +793,15 @@ for (const arch of ARCHES) {
           assert.equal(cfg.residual_multiplier, 0.22);
           assert.equal(cfg.attention_multiplier, 1 / 16);
         }
+      } else if (["mixtral", "qwen2moe", "qwen3moe", "olmoe"].includes(arch)) {
+        // What each transformers config class calls its experts, their width and routing.
+        const experts = arch === "mixtral" ? cfg.num_local_experts : cfg.num_experts;
+        assert.equal(experts, { mixtral: 4, qwen2moe: 4, qwen3moe: 8, olmoe: 8 }[arch as string]);
+        assert.equal(cfg.num_experts_per_tok, 2);
+        const width = arch === "qwen2moe" || arch === "qwen3moe" ? cfg.moe_intermediate_size : cfg.intermediate_size;
+        assert.equal(width, { mixtral: 96, qwen2moe: 64, qwen3moe: 64, olmoe: 64 }[arch as string]);
+        if (arch === "qwen2moe") assert.equal(cfg.shared_expert_intermediate_size, 128);
+        if (arch === "qwen3moe") assert.equal(cfg.norm_topk_prob, true);
       } else if (arch === "gpt2") {
         assert.equal(cfg.n_embd, 64);
         assert.equal(cfg.n_inner, 256);

@@ -40,6 +40,7 @@ import {
 import { UsageError } from "../core/loader/errors.js";
 import { tensorHash } from "../core/sparse/cache.js";
 import { setF32 } from "./helpers.js";
+import { firstFfn } from "../core/arch/config.js";
 
 let root: string;
 const models: Partial<Record<Arch, LoadedModel>> = {};
@@ -197,7 +198,7 @@ test("telemetry: k selected per layer, ascending unique indices, candidates = k'
       assert.equal(f.candidates, kp);
       for (let j = 1; j < k; j++) assert.ok(f.selected[j] > f.selected[j - 1], "ascending and unique");
       assert.ok(f.selected[k - 1] < F);
-      const lw = w.layers[i];
+      const lw = firstFfn(w.layers[i]);
       const rowBytes = (lw.gate!.w.byteLength + lw.up.w.byteLength) / F;
       const predictorBytes = f.bytes - kp * rowBytes - k * (lw.down.w.byteLength / F);
       // int8 with one f16/f32 scale per 32: between 1 and 1.2 bytes per weight.
@@ -285,8 +286,8 @@ test("per-layer oversample and predictor override only their layer", async () =>
     const f = r.reports[2].layers[l].ffn!;
     return (
       f.bytes -
-      f.candidates * ((lw[l].gate!.w.byteLength + lw[l].up.w.byteLength) / F) -
-      k * (lw[l].down.w.byteLength / F)
+      f.candidates * ((firstFfn(lw[l]).gate!.w.byteLength + firstFfn(lw[l]).up.w.byteLength) / F) -
+      k * (firstFfn(lw[l]).down.w.byteLength / F)
     );
   };
   assert.deepEqual(
@@ -329,7 +330,7 @@ test("dip-ca reports a cache hit rate and the bytes streamed on misses", async (
     { maxTokens: 6 },
   );
   const { hidden: H, intermediate: F } = model.config;
-  const lw = model.weights.layers[0];
+  const lw = firstFfn(model.weights.layers[0]);
   const downRow = lw.down.w.byteLength / F;
   const inCol = (lw.gate!.w.byteLength + lw.up.w.byteLength) / H;
   const kx = resolveCount(0.2, H);
@@ -514,7 +515,7 @@ test("audit: recall and output error equal a reference from the exact activation
       { maxTokens: 6 },
       (s, i) => i === 1 && s.sparsity.inspect(layer),
     );
-    const down = weightValues(model.weights.layers[layer].down.w); // [hidden][intermediate]
+    const down = weightValues(firstFfn(model.weights.layers[layer]).down.w); // [hidden][intermediate]
     const H = c.hidden;
     const F = c.intermediate;
     for (const rep of r.reports.slice(1)) {
@@ -645,7 +646,7 @@ test("DA-top-k is wired through hire and the head: each shard keeps k/P of its o
 test("dip keeps the top |x| inputs and top |GLU| neurons: bytes follow both counts; the output moves", async () => {
   const model = models.llama!;
   const { hidden: H, intermediate: F } = model.config;
-  const lw = model.weights.layers[0];
+  const lw = firstFfn(model.weights.layers[0]);
   const r = await run(model, { ffn: { method: "dip", k: 0.5 }, auditEvery: 1 }, { maxTokens: 4 });
   const kx = resolveCount(0.5, H);
   const k = resolveCount(0.5, F);

@@ -14,6 +14,7 @@ import { KVCache, Transformer, type ForwardReport } from "../core/engine/transfo
 import { Sparsifier } from "../core/sparse/sparsifier.js";
 import type { DeepPartial, SparsitySettings } from "../core/sparse/settings.js";
 import type { Backend, Weight } from "../core/backend/backend.js";
+import { ffnBytes as ffnWeightBytes, firstFfn } from "../core/arch/config.js";
 
 let root: string;
 let dir: string;
@@ -61,7 +62,7 @@ test("a released weight gives its memory back and is read back from the file on 
   const model = loadModel(dir);
   t.after(() => model.close());
   const b = createBackend("cpu", 2);
-  const gate = model.weights.layers[0].gate!.w;
+  const gate = firstFfn(model.weights.layers[0]).gate!.w;
   const before = product(b, gate);
   const rss0 = rssBytes();
   const bytes = b.releaseWeight!(gate);
@@ -81,7 +82,7 @@ test("neighbours released one by one give back the pages they share, and no huge
   const model = loadModel(dir);
   t.after(() => model.close());
   const b = createBackend("cpu", 1);
-  const l = model.weights.layers[0];
+  const l = firstFfn(model.weights.layers[0]);
   // In the file a layer's gate, up and down follow each other: 12 MiB with ragged ends.
   const [gate, up, down] = [l.gate!.w, l.up.w, l.down.w];
   const huge0 = hugePageBytes();
@@ -100,7 +101,7 @@ test("a weight of a mapped file (--mmap) is released too and faults back in from
   const model = loadModel(dir, { mmap: true });
   t.after(() => model.close());
   const b = createBackend("cpu", 2);
-  const down = model.weights.layers[1].down.w;
+  const down = firstFfn(model.weights.layers[1]).down.w;
   const before = product(b, down);
   assert.ok(b.releaseWeight!(down) > down.byteLength - 2 * 4096);
   assert.equal(model.store.releasedBytes(), 0, "nothing to read back by hand: the pages are the file's");
@@ -111,7 +112,7 @@ test("a released weight whose file changed since loading is an error naming the 
   const model = loadModel(dir);
   t.after(() => model.close());
   const b = createBackend("cpu", 1);
-  const up = model.weights.layers[1].up.w;
+  const up = firstFfn(model.weights.layers[1]).up.w;
   assert.ok(b.releaseWeight!(up) > 0);
   const file = join(dir, "model.safetensors");
   const st = statSync(file);
@@ -182,10 +183,7 @@ test("a session giving back the file layout decodes what one keeping it decodes,
   ];
   const a = decode(kept, false, phases);
   const b = decode(freed, true, phases);
-  const ffnBytes = freed.weights.layers.reduce(
-    (s, l) => s + l.gate!.w.byteLength + l.up.w.byteLength + l.down.w.byteLength,
-    0,
-  );
+  const ffnBytes = freed.weights.layers.reduce((s, l) => s + ffnWeightBytes(firstFfn(l)), 0);
   assert.deepEqual(
     a.released,
     phases.flatMap(() => [0, 0]),

@@ -72,6 +72,25 @@ export interface ModelConfig {
   /** Attention biases where the architecture has them: Llama family (`attention_bias`) q, k, v and o;
    * StableLM (`use_qkv_bias`) q, k and v. */
   readonly attentionBias?: boolean;
+  /** Mixture-of-experts FFNs (Mixtral, Qwen MoE, OLMoE): how tokens are routed; absent: dense FFNs. */
+  readonly moe?: MoeConfig;
+}
+
+/**
+ * How a mixture-of-experts layer routes a token: a router scores every expert, the token goes to its
+ * `topK` best, and their outputs are summed weighted by the softmax of the router's logits over all
+ * experts, or over the chosen ones (`normalize`: Mixtral, Qwen3-MoE's norm_topk_prob). `intermediate`
+ * (ModelConfig's) is the widest FFN of the model; each expert's is `expertIntermediate`.
+ */
+export interface MoeConfig {
+  readonly experts: number;
+  readonly topK: number;
+  readonly normalize: boolean;
+  readonly expertIntermediate: number;
+  /** Qwen2-MoE's shared expert, which every token takes: its width; absent: none. */
+  readonly sharedIntermediate?: number;
+  /** Per layer, whether its FFN is a mixture (Qwen MoE's mlp_only_layers and decoder_sparse_step). */
+  readonly layers: readonly boolean[];
 }
 
 /** y = W·x + b, with W stored in the file's dtype and layout. */
@@ -85,7 +104,30 @@ export interface Norm {
   readonly bias: Weight | null; // LayerNorm only, and not every one has it (Cohere's)
 }
 
-export interface LayerWeights {
+/** A feed-forward network: SwiGLU (gate, up, down) or a plain two-matrix MLP (up, down). */
+export interface FfnWeights {
+  readonly gate: Linear | null; // gated FFN only
+  readonly up: Linear; // first FFN matrix (W_in): up_proj / c_fc / fc1
+  readonly down: Linear; // W_out: down_proj / c_proj / fc2
+}
+
+/** A mixture-of-experts FFN (see MoeConfig). */
+export interface MoeWeights {
+  /** [experts × hidden]: a token's logit for each expert. */
+  readonly router: Linear;
+  readonly experts: readonly FfnWeights[];
+  /** Qwen2-MoE: an expert every token takes, scaled by sigmoid(sharedGate · x) ([1 × hidden]). */
+  readonly shared?: FfnWeights & { readonly sharedGate: Linear };
+}
+
+/** A layer's FFN: dense (gate/up/down), or a mixture of experts (`moe`, and no dense matrices). */
+export type LayerFfn =
+  | (FfnWeights & { readonly moe?: undefined })
+  | { readonly moe: MoeWeights; readonly gate?: undefined; readonly up?: undefined; readonly down?: undefined };
+
+export type LayerWeights = AttentionWeights & LayerFfn;
+
+interface AttentionWeights {
   /** The norm before the attention block; null where there is none (OLMo 2 norms after its blocks). */
   readonly attnNorm: Norm | null;
   /**
@@ -105,9 +147,6 @@ export interface LayerWeights {
   /** Gemma, OLMo 2: norms of the attention and FFN blocks' outputs, before their residual adds. */
   readonly postAttnNorm?: Norm;
   readonly postFfnNorm?: Norm;
-  readonly gate: Linear | null; // gated FFN only
-  readonly up: Linear; // first FFN matrix (W_in): up_proj / c_fc / fc1
-  readonly down: Linear; // W_out: down_proj / c_proj / fc2
 }
 
 /**
@@ -137,6 +176,29 @@ export function linearBytes(x: Linear): number {
 export function attentionBytes(lw: LayerWeights): number {
   const qkv = "fused" in lw.qkv ? [lw.qkv.fused] : [lw.qkv.q, lw.qkv.k, lw.qkv.v];
   return [...qkv, lw.o].reduce((a, x) => a + linearBytes(x), 0);
+}
+
+/** Weight bytes of a dense FFN: W_up (W_in), W_down and, when gated, W_gate, with their biases. */
+export function ffnBytes(f: FfnWeights): number {
+  return linearBytes(f.up) + linearBytes(f.down) + (f.gate ? linearBytes(f.gate) : 0);
+}
+
+/** A layer's dense FFN, or its first expert (a mixture's experts are all one size). */
+export function firstFfn(lw: LayerWeights): FfnWeights {
+  return lw.moe ? lw.moe.experts[0] : lw;
+}
+
+/**
+ * Weight bytes a layer's FFN reads per decoded token: the dense FFN, or a mixture's router, its
+ * top-k experts (all of one size) and its shared expert.
+ */
+export function layerFfnBytes(lw: LayerWeights, c: ModelConfig): number {
+  if (!lw.moe) return ffnBytes(lw);
+  const { router, experts, shared } = lw.moe;
+  const k = c.moe?.topK ?? experts.length;
+  return (
+    linearBytes(router) + k * ffnBytes(experts[0]) + (shared ? ffnBytes(shared) + linearBytes(shared.sharedGate) : 0)
+  );
 }
 
 export interface ModelWeights {

@@ -10,7 +10,21 @@ import { gpt2 } from "./gpt2.js";
 import { gptj } from "./gptj.js";
 import { gptneox } from "./gptneox.js";
 import { internlm2 } from "./internlm2.js";
-import { exaone4, granite, llama, minicpm, mistral, olmo2, qwen2, qwen3, smollm3 } from "./llama.js";
+import {
+  exaone4,
+  granite,
+  llama,
+  minicpm,
+  mistral,
+  mixtral,
+  olmo2,
+  olmoe,
+  qwen2,
+  qwen2Moe,
+  qwen3,
+  qwen3Moe,
+  smollm3,
+} from "./llama.js";
 import { olmo } from "./olmo.js";
 import { opt } from "./opt.js";
 import { phi } from "./phi.js";
@@ -23,6 +37,10 @@ export const ARCHITECTURES: Readonly<Record<string, ArchDefinition>> = {
   MistralForCausalLM: mistral,
   Qwen2ForCausalLM: qwen2,
   Qwen3ForCausalLM: qwen3,
+  MixtralForCausalLM: mixtral,
+  Qwen2MoeForCausalLM: qwen2Moe,
+  Qwen3MoeForCausalLM: qwen3Moe,
+  OlmoeForCausalLM: olmoe,
   SmolLM3ForCausalLM: smollm3,
   GraniteForCausalLM: granite,
   MiniCPMForCausalLM: minicpm,

@@ -22,6 +22,10 @@
 // Exaone4ForCausalLM (EXAONE 4.0) has OLMo 2's norms after the blocks with Qwen3's per-head q/k norms,
 // and, when sliding_window is set, windows in three of four layers (sliding_window_pattern, or
 // layer_types) with the rotary step in those only: the global layers have no positions.
+// MixtralForCausalLM (Mistral's block), Qwen2MoeForCausalLM (Qwen2's), Qwen3MoeForCausalLM (Qwen3's)
+// and OlmoeForCausalLM (Llama's with RMSNorms of q and k over whole projections, as OLMo 2's) have
+// mixture-of-experts FFNs: see moe.ts.
+//
 // Phi-3 (phi3.ts) builds its config with familyConfig too.
 import type { WeightStore } from "../loader/safetensors.js";
 import {
@@ -40,6 +44,7 @@ import {
   type ModelWeights,
 } from "./config.js";
 import { ModelError } from "../loader/errors.js";
+import { moeWeights, parseMoe, type MoeFamily } from "./moe.js";
 
 /** What sets a variant's attention apart (see the header). */
 interface Variant {
@@ -57,6 +62,10 @@ interface Variant {
   olmo2?: boolean;
   /** EXAONE 4.0: OLMo 2's norms, per-head q/k norms, windows with rotary only there (see the header). */
   exaone4?: boolean;
+  /** q/k norms over each token's whole projection (OLMo 2, OLMoE), not each head. */
+  wholeQkNorm?: boolean;
+  /** Mixture-of-experts FFNs, named and routed as this family's (moe.ts). */
+  moe?: MoeFamily;
 }
 
 /** EXAONE 4.0's windows (Exaone4Config: 4096, in all but every 4th layer) and its rotary layers. */
@@ -138,11 +147,12 @@ export function familyConfig(
 
 function parseConfig(raw: Record<string, unknown>, file: string, architecture: string, v: Variant): ModelConfig {
   const r = new ConfigReader(raw, file);
-  const c = familyConfig(r, architecture, v.olmo2 || v.exaone4 ? 1e-5 : 1e-6, (headDim, layers) => {
-    // Sliding-window attention as transformers builds it: Mistral's in every layer whenever
+  const eps = v.olmo2 || v.exaone4 || v.moe === "olmoe" ? 1e-5 : 1e-6;
+  const parsed = familyConfig(r, architecture, eps, (headDim, layers) => {
+    // Sliding-window attention as transformers builds it: Mistral's (Mixtral's) in every layer whenever
     // sliding_window is set; Qwen2's and Qwen3's with use_sliding_window, from layer
     // max_window_layers on (Qwen2Config's default: 28), or as layer_types lists.
-    const mistral = architecture === "MistralForCausalLM";
+    const mistral = architecture === "MistralForCausalLM" || v.moe === "mixtral";
     const window = mistral || raw.use_sliding_window === true ? raw.sliding_window : undefined;
     const from = mistral ? 0 : r.int("max_window_layers", 28);
     const windows = slidingWindows(r, layers, window, (i) => i >= from);
@@ -156,6 +166,10 @@ function parseConfig(raw: Record<string, unknown>, file: string, architecture: s
       attentionBias: v.bias === "config" && r.bool("attention_bias", false),
     };
   });
+  if (v.moe === "olmoe" && r.raw.clip_qkv != null) {
+    throw new ModelError("BAD_CONFIG", file, `"clip_qkv" (clamping q, k and v) is not supported`);
+  }
+  const c = v.moe ? { ...parsed, ...parseMoe(r, parsed.layers, v.moe) } : parsed;
   if (v.granite) {
     return foldMultipliers(c, {
       embedding: r.positive("embedding_multiplier", 1),
@@ -211,13 +225,17 @@ function bindWeights(c: ModelConfig, s: WeightStore, v: Variant): ModelWeights {
       }),
       ...(v.qkNorm && {
         qkNorm: {
-          q: norm(`${p}.self_attn.q_norm`, v.olmo2 ? A * D : D),
-          k: norm(`${p}.self_attn.k_norm`, v.olmo2 ? K * D : D),
+          q: norm(`${p}.self_attn.q_norm`, v.wholeQkNorm ? A * D : D),
+          k: norm(`${p}.self_attn.k_norm`, v.wholeQkNorm ? K * D : D),
         },
       }),
-      gate: lin(`${p}.mlp.gate_proj`, F, H),
-      up: lin(`${p}.mlp.up_proj`, F, H),
-      down: lin(`${p}.mlp.down_proj`, H, F),
+      ...(v.moe && c.moe?.layers[i]
+        ? { moe: moeWeights(c.moe, H, p, v.moe, lin) }
+        : {
+            gate: lin(`${p}.mlp.gate_proj`, F, H),
+            up: lin(`${p}.mlp.up_proj`, F, H),
+            down: lin(`${p}.mlp.down_proj`, H, F),
+          }),
     });
   }
   return familyWeights(c, s, layers);
@@ -233,7 +251,11 @@ export const mistral = variant("MistralForCausalLM", { bias: "config", qkNorm: f
 export const qwen2 = variant("Qwen2ForCausalLM", { bias: "always", qkNorm: false });
 export const qwen3 = variant("Qwen3ForCausalLM", { bias: "config", qkNorm: true });
 export const smollm3 = variant("SmolLM3ForCausalLM", { bias: "config", qkNorm: false, noRope: true });
-export const olmo2 = variant("Olmo2ForCausalLM", { bias: "config", qkNorm: true, olmo2: true });
+export const olmo2 = variant("Olmo2ForCausalLM", { bias: "config", qkNorm: true, olmo2: true, wholeQkNorm: true });
 export const exaone4 = variant("Exaone4ForCausalLM", { bias: "config", qkNorm: true, exaone4: true });
 export const minicpm = variant("MiniCPMForCausalLM", { bias: "config", qkNorm: false, minicpm: true });
+export const mixtral = variant("MixtralForCausalLM", { bias: "config", qkNorm: false, moe: "mixtral" });
+export const qwen2Moe = variant("Qwen2MoeForCausalLM", { bias: "always", qkNorm: false, moe: "qwen2" });
+export const qwen3Moe = variant("Qwen3MoeForCausalLM", { bias: "config", qkNorm: true, moe: "qwen" });
+export const olmoe = variant("OlmoeForCausalLM", { bias: "config", qkNorm: true, wholeQkNorm: true, moe: "olmoe" });
 export const granite = variant("GraniteForCausalLM", { bias: "config", qkNorm: false, granite: true });

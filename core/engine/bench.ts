@@ -18,8 +18,8 @@ import { createBackend, type BackendChoice } from "../backend/select.js";
 import { Sparsifier } from "../sparse/sparsifier.js";
 import type { DeepPartial, FfnMethod, SparsitySettings } from "../sparse/settings.js";
 import type { Peer, PeerOpenResult, PeerRun } from "../peers/peer.js";
-import { bytesRead, ffnDenseBytes } from "../sparse/telemetry.js";
-import { attentionBytes } from "../arch/config.js";
+import { bytesRead } from "../sparse/telemetry.js";
+import { attentionBytes, firstFfn, layerFfnBytes } from "../arch/config.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import { readFileSync, readdirSync } from "node:fs";
 
@@ -130,20 +130,22 @@ function addStep(steps: StepTotals, name: StepName, ms: number, bytes: number): 
 /** One token's steps into `steps`, from its report (kv: the KV-cache bytes attention reads a token). */
 function addTokenSteps(steps: StepTotals, report: ForwardReport, m: LoadedModel, kv: number): void {
   const w = m.weights;
-  const F = m.config.intermediate;
   addStep(steps, "attention", 0, kv);
   report.layers.forEach((l, i) => {
     const lw = w.layers[i];
     addStep(steps, "attention", l.attentionMs, attentionBytes(lw));
     const f = l.ffn;
     if (f?.method !== "hire") {
-      addStep(steps, "ffn", l.ffnMs, f ? f.bytes : ffnDenseBytes(lw));
+      addStep(steps, "ffn", l.ffnMs, f ? f.bytes : layerFfnBytes(lw, m.config));
       return;
     }
     // A HiRE candidate's exact rows are its W_gate and W_up rows (W_in's when not gated); a selected
-    // neuron's down product reads its W_down column; the predictor is the rest of what the layer read.
-    const exact = (f.candidates * (lw.up.w.byteLength + (lw.gate?.w.byteLength ?? 0))) / F;
-    const down = (f.k * lw.down.w.byteLength) / F;
+    // neuron's down product reads its W_down column; the predictor is the rest of what the layer read
+    // (a mixture's router too; its experts' neurons all read alike, but a shared expert is counted as one).
+    const ffn = firstFfn(lw);
+    const F = ffn.up.w.rows;
+    const exact = (f.candidates * (ffn.up.w.byteLength + (ffn.gate?.w.byteLength ?? 0))) / F;
+    const down = (f.k * ffn.down.w.byteLength) / F;
     addStep(steps, "predictor", f.predictorMs, f.bytes - exact - down);
     addStep(steps, "exact rows", f.exactMs, exact);
     addStep(steps, "down product", f.downMs, down);
@@ -235,7 +237,7 @@ class BenchRun {
       o.probeBytes ?? (this.backend instanceof CudaBackend ? 4 * 1024 ** 3 : defaultProbeBytes(lastLevelCacheBytes()));
     const c = model.config;
     // One exact neuron as HiRE reads it: its W_gate and W_up rows (interleaved), or its W_in row.
-    const up = model.weights.layers[0].up.w;
+    const up = firstFfn(model.weights.layers[0]).up.w;
     this.gatherChunk = (c.gatedFfn ? 2 : 1) * (up.byteLength / up.rows);
     const ctx = Math.min(c.maxPositions, promptTokens + this.decodeTokens + 1);
     this.t = new Transformer(this.backend, c, model.weights);

@@ -10,6 +10,7 @@ import {
   interleavedRopeOrder,
   layerRope,
   mappedNorm,
+  type FfnWeights,
   type LayerWeights,
   type ModelConfig,
   type ModelWeights,
@@ -17,6 +18,7 @@ import {
 } from "../arch/config.js";
 import type { Weight } from "../loader/safetensors.js";
 import type { FfnTelemetry, HeadTelemetry } from "../sparse/telemetry.js";
+import { MoeFeedForward, MoeScratch, type MoeTelemetry } from "./moe.js";
 import { setImmediate as nextTurn } from "node:timers/promises";
 
 /** The most tokens any backend's forward pass takes at once (Backend.prefillBatch is at most this). */
@@ -40,6 +42,7 @@ export class Workspace {
   readonly ff2: Buf;
   readonly last: Buf; // final hidden state of the last token [hidden]
   readonly logits: Buf; // [vocab]
+  readonly moe: MoeScratch; // mixture-of-experts layers' router logits and expert rows
   readonly positions: Int32Array;
 
   constructor(
@@ -66,6 +69,7 @@ export class Workspace {
     this.ff2 = b.alloc(c.gatedFfn ? batch * c.intermediate : 0);
     this.last = b.alloc(c.hidden);
     this.logits = b.alloc(c.vocab);
+    this.moe = new MoeScratch(b, c, batch);
   }
 }
 
@@ -172,6 +176,8 @@ export interface LayerReport {
   ffnMs: number;
   /** Filled by sparse FFNs: what was selected, what it cost, how good it was. */
   ffn?: FfnTelemetry;
+  /** Filled by mixture-of-experts layers: each token's experts and their weights. */
+  moe?: MoeTelemetry;
 }
 
 export interface ForwardReport {
@@ -203,7 +209,7 @@ export class DenseFeedForward implements FeedForward {
   constructor(
     private readonly b: Backend,
     private readonly c: ModelConfig,
-    private readonly w: LayerWeights,
+    private readonly w: FfnWeights,
     private readonly ws: Workspace,
   ) {}
 
@@ -218,7 +224,7 @@ export class DenseFeedForward implements FeedForward {
       b.matmul(out, ws.ff2, w.down.w, n, w.down.b);
     } else {
       b.matmul(ws.ff1, h, w.up.w, n, w.up.b);
-      b.activate(ws.ff1, n * c.intermediate, c.activation);
+      b.activate(ws.ff1, n * w.up.w.rows, c.activation);
       b.matmul(out, ws.ff1, w.down.w, n, w.down.b);
     }
   }
@@ -275,7 +281,7 @@ export class Transformer {
     readonly weights: ModelWeights,
     readonly ws: Workspace = new Workspace(backend, config, weights),
   ) {
-    this.ffn = weights.layers.map((l) => new DenseFeedForward(backend, config, l, ws));
+    this.ffn = weights.layers.map((l) => this.denseFfn(l));
     this.output = new DenseOutputLayer(backend, weights);
     if (config.ropeInterleaved && config.ropeInvFreq) {
       const { heads, kvHeads, headDim } = config;
@@ -285,6 +291,15 @@ export class Transformer {
         k: interleavedRopeOrder(ws.batch, kvHeads, headDim, rotDim),
       };
     }
+  }
+
+  /** Layer `l`'s FFN as the model defines it: dense, or a mixture of dense experts. */
+  private denseFfn(l: LayerWeights): FeedForward {
+    const { backend: b, config: c, ws } = this;
+    if (!l.moe) return new DenseFeedForward(b, c, l, ws);
+    const expert = (f: FfnWeights) => new DenseFeedForward(b, c, f, ws);
+    const { experts, shared } = l.moe;
+    return new MoeFeedForward(b, c, l.moe, ws.moe, experts.map(expert), shared && expert(shared));
   }
 
   /**

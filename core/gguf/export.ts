@@ -515,6 +515,7 @@ function planTensors(arch: GgufExportResult["architecture"], model: LoadedModel,
     lin("attn_output", l.o);
     if (l.postAttnNorm) norm("post_attention_norm", l.postAttnNorm);
     norm("ffn_norm", l.ffnNorm);
+    if (l.moe) throw new Error("mixture-of-experts layers have no GGUF export"); // ARCH_NAMES lists none
     if (arch === "phi3" || arch === "glm4") {
       add(`${p}.ffn_up.weight`, joinRows([l.gate!.w, l.up.w]));
     } else {

@@ -17,7 +17,8 @@ import { readSafetensorsHeader, weightFiles, DTYPE_BYTES, type TensorInfo } from
 import type { ModelConfig } from "../arch/config.js";
 import { DEFAULT_CONTEXT, Session, type GenerationEvent } from "../engine/session.js";
 import { kvCacheBytes, type ForwardReport } from "../engine/transformer.js";
-import { bytesRead, ffnDenseBytes } from "../sparse/telemetry.js";
+import { bytesRead } from "../sparse/telemetry.js";
+import { layerFfnBytes } from "../arch/config.js";
 import { GREEDY, validateSampling } from "../engine/sampler.js";
 import type { ChatMessage } from "../loader/tokenizer.js";
 import { ConversationStore, writeAtomic } from "./conversations.js";
@@ -491,7 +492,7 @@ export function stepTelemetry(report: ForwardReport, session: Session, ms: numbe
     if (!f) {
       s.k[l] = F;
       s.candidates[l] = F;
-      s.ffnBytes[l] = s.ffnDenseBytes[l] = ffnDenseBytes(session.model.weights.layers[l]);
+      s.ffnBytes[l] = s.ffnDenseBytes[l] = layerFfnBytes(session.model.weights.layers[l], session.model.config);
       continue;
     }
     s.ffnBytes[l] = f.bytes;

@@ -4,7 +4,7 @@
 import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { ARCHITECTURES, type ModelConfig, type ModelWeights } from "../arch/index.js";
-import { attentionBytes, linearBytes } from "../arch/config.js";
+import { attentionBytes, layerFfnBytes } from "../arch/config.js";
 import { validateSampling } from "../engine/sampler.js";
 import { ModelError } from "./errors.js";
 import { findModelFolder } from "./hf-cache.js";
@@ -107,7 +107,7 @@ export function loadModel(folder: string, options: LoadOptions = {}): LoadedMode
       tokenizer,
       eosIds,
       generationDefaults: gen.defaults,
-      weightBytesPerToken: bytesPerToken(weights),
+      weightBytesPerToken: bytesPerToken(weights, config),
       close: () => store.close(),
     };
   } catch (e) {
@@ -161,11 +161,10 @@ function defined<T extends object>(o: T): Partial<T> {
 }
 
 /** Dense decode reads every layer matrix once per token, plus the output layer (not the embedding lookup). */
-function bytesPerToken(w: ModelWeights): number {
+function bytesPerToken(w: ModelWeights, c: ModelConfig): number {
   let bytes = w.head.w.byteLength;
   for (const l of w.layers) {
-    bytes += attentionBytes(l);
-    for (const lin of [l.up, l.down, ...(l.gate ? [l.gate] : [])]) bytes += linearBytes(lin);
+    bytes += attentionBytes(l) + layerFfnBytes(l, c);
   }
   return bytes;
 }

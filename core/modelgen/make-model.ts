@@ -22,6 +22,10 @@ export type Arch =
   | "llama"
   | "qwen2"
   | "qwen3"
+  | "mixtral"
+  | "qwen2moe"
+  | "qwen3moe"
+  | "olmoe"
   | "smollm3"
   | "granite"
   | "minicpm"
@@ -64,6 +68,9 @@ export interface ModelShape {
   /** gemma2/3: keys a sliding-window layer attends to, and every how many layers one is global. */
   slidingWindow?: number;
   slidingPattern?: number;
+  /** Mixture-of-experts archs: experts per layer (each `intermediate` wide) and experts per token. */
+  experts?: number;
+  expertsPerToken?: number;
 }
 
 export interface MakeModelOptions {
@@ -139,6 +146,43 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
       vocab: 151936,
       maxPositions: 32768,
       tied: true,
+      ropeTheta: 1000000,
+      rmsEps: 1e-6,
+    },
+  },
+  "olmoe-1b-7b": {
+    arch: "olmoe",
+    description: "OLMoE-1B-7B shapes (olmoe, 64 experts of 1024, 8 per token, MHA 16 heads, untied; 14 GB in bf16)",
+    shape: {
+      hidden: 2048,
+      layers: 16,
+      heads: 16,
+      kvHeads: 16,
+      intermediate: 1024,
+      experts: 64,
+      expertsPerToken: 8,
+      vocab: 50304,
+      maxPositions: 4096,
+      tied: false,
+      ropeTheta: 10000,
+      rmsEps: 1e-5,
+    },
+  },
+  "qwen3-30b-a3b": {
+    arch: "qwen3moe",
+    description: "Qwen3-30B-A3B shapes (qwen3moe, 128 experts of 768, 8 per token, GQA 32/4; 61 GB in bf16)",
+    shape: {
+      hidden: 2048,
+      layers: 48,
+      heads: 32,
+      kvHeads: 4,
+      headDim: 128,
+      intermediate: 768,
+      experts: 128,
+      expertsPerToken: 8,
+      vocab: 151936,
+      maxPositions: 40960,
+      tied: false,
       ropeTheta: 1000000,
       rmsEps: 1e-6,
     },
@@ -602,6 +646,35 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
     description: "tiny qwen3 for tests (GQA 4/2, head_dim 32 > hidden/heads, q/k norms, tied)",
     shape: { ...tinyLlamaLike, headDim: 32, tied: true, ropeTheta: 1000000, rmsEps: 1e-6 },
   },
+  "tiny-mixtral": {
+    arch: "mixtral",
+    description: "tiny mixtral for tests (4 experts, 2 per token, GQA 4/2, untied)",
+    shape: { ...tinyLlamaLike, intermediate: 96, experts: 4, expertsPerToken: 2, tied: false, ropeTheta: 1000000 },
+  },
+  "tiny-qwen2moe": {
+    arch: "qwen2moe",
+    description: "tiny qwen2moe for tests (4 experts of 64, 2 per token, a shared expert of 128, q/k/v biases, untied)",
+    shape: { ...tinyLlamaLike, intermediate: 64, experts: 4, expertsPerToken: 2, tied: false, ropeTheta: 1000000 },
+  },
+  "tiny-qwen3moe": {
+    arch: "qwen3moe",
+    description: "tiny qwen3moe for tests (8 experts of 64, 2 per token, per-head q/k norms, untied)",
+    shape: {
+      ...tinyLlamaLike,
+      headDim: 32,
+      intermediate: 64,
+      experts: 8,
+      expertsPerToken: 2,
+      tied: false,
+      ropeTheta: 1000000,
+      rmsEps: 1e-6,
+    },
+  },
+  "tiny-olmoe": {
+    arch: "olmoe",
+    description: "tiny olmoe for tests (8 experts of 64, 2 per token, whole-projection q/k norms, MHA, untied)",
+    shape: { ...tinyLlamaLike, kvHeads: 4, intermediate: 64, experts: 8, expertsPerToken: 2, tied: false },
+  },
   "tiny-smollm3": {
     arch: "smollm3",
     description: "tiny smollm3 for tests (GQA 4/2, 4 layers: the 4th has no rotary step, tied)",
@@ -824,6 +897,72 @@ const OLMO2_LAYER: TensorRule[] = [
   ...LLAMA_LAYER.slice(6),
   { name: "post_feedforward_layernorm.weight", shape: (s) => [s.hidden], init: "norm" },
 ];
+
+// Mixture-of-experts FFNs: a router ([experts, hidden]) and `{e}`-numbered experts (planTensors
+// repeats a rule with {e} for every expert); Qwen2-MoE adds a shared expert 2 × intermediate wide.
+const expertRules = (block: string, [gate, up, down]: string[]): TensorRule[] => [
+  { name: `${block}.gate.weight`, shape: (s) => [s.experts, s.hidden], init: "normal" },
+  { name: `${block}.experts.{e}.${gate}.weight`, shape: (s) => [s.intermediate, s.hidden], init: "normal" },
+  { name: `${block}.experts.{e}.${up}.weight`, shape: (s) => [s.intermediate, s.hidden], init: "normal" },
+  { name: `${block}.experts.{e}.${down}.weight`, shape: (s) => [s.hidden, s.intermediate], init: "normal" },
+];
+const QWEN_EXPERTS = expertRules("mlp", ["gate_proj", "up_proj", "down_proj"]);
+const MIXTRAL_LAYER: TensorRule[] = [
+  ...LLAMA_LAYER.slice(0, 6),
+  ...expertRules("block_sparse_moe", ["w1", "w3", "w2"]),
+];
+const QWEN2MOE_LAYER: TensorRule[] = [
+  ...QWEN2_LAYER.slice(0, 9),
+  ...QWEN_EXPERTS,
+  { name: "mlp.shared_expert.gate_proj.weight", shape: (s) => [2 * s.intermediate, s.hidden], init: "normal" },
+  { name: "mlp.shared_expert.up_proj.weight", shape: (s) => [2 * s.intermediate, s.hidden], init: "normal" },
+  { name: "mlp.shared_expert.down_proj.weight", shape: (s) => [s.hidden, 2 * s.intermediate], init: "normal" },
+  { name: "mlp.shared_expert_gate.weight", shape: (s) => [1, s.hidden], init: "normal" },
+];
+const QWEN3MOE_LAYER: TensorRule[] = [...QWEN3_LAYER.slice(0, 8), ...QWEN_EXPERTS];
+const OLMOE_LAYER: TensorRule[] = [
+  LLAMA_LAYER[0],
+  ...OLMO2_LAYER.slice(0, 6), // q, k, v, the whole-projection q/k norms, o
+  LLAMA_LAYER[5],
+  ...QWEN_EXPERTS,
+];
+
+/** config.json fields of the mixture-of-experts archs (transformers' names for each). */
+function moeFields(modelType: string, s: ResolvedShape): Record<string, unknown> {
+  const routing = { num_experts_per_tok: s.expertsPerToken, router_aux_loss_coef: 0.01 };
+  if (modelType === "mixtral") return { ...routing, num_local_experts: s.experts, sliding_window: null };
+  if (modelType === "olmoe") return { ...routing, num_experts: s.experts, norm_topk_prob: false, clip_qkv: null };
+  return {
+    ...routing,
+    num_experts: s.experts,
+    moe_intermediate_size: s.intermediate,
+    intermediate_size: 4 * s.intermediate, // the dense layers' (mlp_only_layers: none here)
+    decoder_sparse_step: 1,
+    mlp_only_layers: [],
+    use_sliding_window: false,
+    sliding_window: null,
+    max_window_layers: s.layers,
+    ...(modelType === "qwen2_moe"
+      ? { shared_expert_intermediate_size: 2 * s.intermediate, norm_topk_prob: false }
+      : { norm_topk_prob: true }),
+  };
+}
+
+function moeFamily(hfClass: string, modelType: string, layer: TensorRule[]): ArchSpec {
+  return {
+    ...llamaFamily(hfClass, modelType, layer),
+    config: (s, ids, dtype) => ({
+      architectures: [hfClass],
+      model_type: modelType,
+      ...shapeFields(s),
+      rope_scaling: s.ropeScaling,
+      hidden_act: "silu",
+      attention_bias: false,
+      ...moeFields(modelType, s),
+      ...headAndTokens(s, ids, dtype),
+    }),
+  };
+}
 
 // OLMo (1): Llama's layer without norm weights (its LayerNorms have no parameters).
 const OLMO_LAYER: TensorRule[] = LLAMA_LAYER.filter((rule) => !rule.name.endsWith("layernorm.weight"));
@@ -1183,6 +1322,10 @@ export const ARCHS: Record<Arch, ArchSpec> = {
   llama: llamaFamily("LlamaForCausalLM", "llama", LLAMA_LAYER),
   qwen2: llamaFamily("Qwen2ForCausalLM", "qwen2", QWEN2_LAYER),
   qwen3: llamaFamily("Qwen3ForCausalLM", "qwen3", QWEN3_LAYER),
+  mixtral: moeFamily("MixtralForCausalLM", "mixtral", MIXTRAL_LAYER),
+  qwen2moe: moeFamily("Qwen2MoeForCausalLM", "qwen2_moe", QWEN2MOE_LAYER),
+  qwen3moe: moeFamily("Qwen3MoeForCausalLM", "qwen3_moe", QWEN3MOE_LAYER),
+  olmoe: moeFamily("OlmoeForCausalLM", "olmoe", OLMOE_LAYER),
   smollm3: llamaFamily("SmolLM3ForCausalLM", "smollm3", LLAMA_LAYER),
   granite: llamaFamily("GraniteForCausalLM", "granite", LLAMA_LAYER),
   minicpm: llamaFamily("MiniCPMForCausalLM", "minicpm", LLAMA_LAYER),
@@ -1464,6 +1607,13 @@ export function resolveShape(o: Pick<MakeModelOptions, "arch" | "preset" | "shap
   const rmsEps = b.rmsEps ?? 1e-5;
   if (!(ropeTheta > 0 && Number.isFinite(ropeTheta))) throw new MakeModelError(`ropeTheta must be a positive number`);
   if (!(rmsEps > 0 && rmsEps < 1)) throw new MakeModelError(`rmsEps must be in (0, 1), got ${rmsEps}`);
+  const moe = o.arch === "mixtral" || o.arch === "qwen2moe" || o.arch === "qwen3moe" || o.arch === "olmoe";
+  if (!moe && (b.experts !== undefined || b.expertsPerToken !== undefined)) {
+    throw new MakeModelError(`${o.arch} has no experts: experts and expertsPerToken do not apply`);
+  }
+  if (moe && !(isPosInt(b.experts) && isPosInt(b.expertsPerToken) && b.expertsPerToken <= b.experts)) {
+    throw new MakeModelError(`experts and expertsPerToken must be positive integers, expertsPerToken <= experts`);
+  }
   for (const k of ["slidingWindow", "slidingPattern"] as const) {
     if (b[k] !== undefined && !isPosInt(b[k])) throw new MakeModelError(`${k} must be a positive integer`);
   }
@@ -1485,6 +1635,8 @@ export function resolveShape(o: Pick<MakeModelOptions, "arch" | "preset" | "shap
     rmsEps,
     slidingWindow: b.slidingWindow ?? 4096,
     slidingPattern: b.slidingPattern ?? 6,
+    experts: b.experts ?? 0,
+    expertsPerToken: b.expertsPerToken ?? 0,
   };
 }
 
@@ -1510,7 +1662,20 @@ export function planTensors(
   for (const r of spec.head) add(r, r.name);
   for (let i = 0; i < s.layers; i++) {
     const lp = spec.layerPrefix.replace("{i}", String(i));
-    for (const r of spec.layer) add(r, lp + r.name);
+    // A run of `{e}` rules is written expert by expert, so that each expert's matrices are adjacent.
+    const rules = spec.layer;
+    for (let j = 0; j < rules.length;) {
+      let end = j;
+      while (end < rules.length && rules[end].name.includes("{e}")) end++;
+      if (end === j) {
+        add(rules[j], lp + rules[j].name);
+        j++;
+        continue;
+      }
+      for (let e = 0; e < s.experts; e++)
+        for (const r of rules.slice(j, end)) add(r, lp + r.name.replace("{e}", String(e)));
+      j = end;
+    }
   }
   for (const r of spec.tail) add(r, r.name);
   return out;

@@ -42,6 +42,7 @@ import { dirname, resolve } from "node:path";
 import {
   interleavedRopeOrder,
   layerRope,
+  type FfnWeights,
   type Linear,
   type ModelConfig,
   type ModelWeights,
@@ -215,6 +216,9 @@ class Exporter {
   ) {
     this.c = model.config;
     this.w = model.weights;
+    if (this.c.moe) {
+      throw new UsageError(`the ONNX export has no mixture-of-experts layers (${this.c.architecture})`);
+    }
     this.s = hireSettings(this.c, opts.hire);
     const cap = this.c.ropeInvFreq ? Math.min(this.c.maxPositions, 4096) : this.c.maxPositions;
     this.maxContext = opts.maxContext ?? cap;
@@ -531,8 +535,15 @@ class Exporter {
     return { out: this.linear(b, merged, lw.o), presentK, presentV };
   }
 
-  private denseFfn(b: GraphBuilder, l: number, h: string): string {
+  /** Layer l's FFN (the export has no mixture-of-experts layers: the constructor refuses them). */
+  private ffnWeights(l: number): FfnWeights {
     const lw = this.w.layers[l];
+    if (lw.moe) throw new Error(`layer ${l} is a mixture of experts`);
+    return lw;
+  }
+
+  private denseFfn(b: GraphBuilder, l: number, h: string): string {
+    const lw = this.ffnWeights(l);
     const up = this.linear(b, h, lw.up);
     const a = lw.gate ? b.op("Mul", [this.activate(b, this.linear(b, h, lw.gate)), up]) : this.activate(b, up);
     return this.linear(b, a, lw.down);
@@ -543,7 +554,7 @@ class Exporter {
   private ffnPrep(l: number): FfnPrep {
     if (this.ffnPreps[l]) return this.ffnPreps[l];
     const { c, s } = this;
-    const lw = this.w.layers[l];
+    const lw = this.ffnWeights(l);
     const F = c.intermediate;
     const k = resolveCount(layerK(s!, l), F);
     const kp = candidates(k, layerOversample(s!, l), F);
@@ -566,7 +577,7 @@ class Exporter {
 
   /** W_gate and W_up interleaved by rows: [2F, H], row 2i = gate_i, row 2i + 1 = up_i. */
   private interleavedGateUp(l: number): string {
-    const lw = this.w.layers[l];
+    const lw = this.ffnWeights(l);
     const { hidden: H, intermediate: F } = this.c;
     const data = interleaveRows(rowsF32(lw.gate!.w), rowsF32(lw.up.w), F, H);
     return this.g.f32(`model.layers.${l}.mlp.gate_up.rows`, [2 * F, H], data);

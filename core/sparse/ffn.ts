@@ -7,7 +7,7 @@
 // Batches of several tokens (prefill) run the dense GEMMs and keep each token's exact top-k, so
 // a model sees the same top-k FFN in prefill as in decode. Decode (one token) runs the method.
 import type { Buf, HireFfnResult, Weight } from "../backend/backend.js";
-import type { LayerWeights, ModelConfig } from "../arch/config.js";
+import { ffnBytes, type FfnWeights, type ModelConfig } from "../arch/config.js";
 import type { FeedForward, LayerReport } from "../engine/transformer.js";
 import { buildPredictor, type Predictor } from "./predictor.js";
 import {
@@ -19,12 +19,12 @@ import {
   type PredictorSpec,
   type SparsitySettings,
 } from "./settings.js";
-import { ffnDenseBytes, recall, relativeError, type FfnTelemetry } from "./telemetry.js";
+import { recall, relativeError, type FfnTelemetry } from "./telemetry.js";
 import type { SparseContext } from "./context.js";
 import { tensorHash } from "./cache.js";
 
 /** Weights of one layer in the layouts the sparse kernels read, built on first use. */
-class LayerPrep {
+export class LayerPrep {
   private rowsIn?: Weight;
   private rowsGateUp?: Weight;
   private colsDown?: Weight;
@@ -37,7 +37,7 @@ class LayerPrep {
 
   constructor(
     private readonly ctx: SparseContext,
-    readonly w: LayerWeights,
+    readonly w: FfnWeights,
   ) {
     const first = w.gate ?? w.up;
     if (first.b) this.biasIn = ctx.upload(ctx.readBias(first.b));
@@ -185,14 +185,17 @@ export class SparseFeedForward implements FeedForward {
   private lruIn?: ColumnLru;
   /** The last HiRE step's counts and bytes, for telemetry after a recorded step's replay. */
   private lastHire?: HireShape;
+  /** Neurons of this FFN (ModelConfig.intermediate is the widest of a model's FFNs). */
+  private readonly F: number;
 
   constructor(
     private readonly ctx: SparseContext,
     private readonly c: ModelConfig,
-    private readonly w: LayerWeights,
+    private readonly w: FfnWeights,
     private readonly layer: number,
   ) {
     this.prep = new LayerPrep(ctx, w);
+    this.F = w.up.w.rows;
   }
 
   forward(out: Buf, h: Buf, n: number, report?: LayerReport): void {
@@ -246,11 +249,11 @@ export class SparseFeedForward implements FeedForward {
   }
 
   private kFor(s: SparsitySettings): number {
-    return resolveCount(layerK(s, this.layer), this.c.intermediate);
+    return resolveCount(layerK(s, this.layer), this.F);
   }
 
   private denseBytes(): number {
-    return ffnDenseBytes(this.w);
+    return ffnBytes(this.w);
   }
 
   /** act(W_gate·h) * (W_up·h), or act(W_in·h): all F activations of n tokens into `act`. */
@@ -260,7 +263,7 @@ export class SparseFeedForward implements FeedForward {
     const gateUp = this.prep.denseGateUp();
     if (gateUp) {
       // One product over HiRE's interleaved rows (the same dot products), then the pairs split.
-      const F = c.intermediate;
+      const F = this.F;
       const pairs = this.ctx.scratch.pairN();
       b.matmul(pairs, h, gateUp, n, null);
       b.copy2d(act, 0, 1, pairs, 0, 2, n * F, 1);
@@ -269,10 +272,10 @@ export class SparseFeedForward implements FeedForward {
     } else if (w.gate) {
       b.matmul(act, h, w.gate.w, n, w.gate.b);
       b.matmul(other, h, w.up.w, n, w.up.b);
-      b.gatedAct(act, other, n * c.intermediate, c.activation);
+      b.gatedAct(act, other, n * this.F, c.activation);
     } else {
       b.matmul(act, h, w.up.w, n, w.up.b);
-      b.activate(act, n * c.intermediate, c.activation);
+      b.activate(act, n * this.F, c.activation);
     }
   }
 
@@ -291,7 +294,7 @@ export class SparseFeedForward implements FeedForward {
   private topkExact(out: Buf, h: Buf, n: number, s: SparsitySettings, report?: LayerReport): void {
     const { ctx, c } = this;
     const { b, scratch: sc } = ctx;
-    const F = c.intermediate;
+    const F = this.F;
     const H = c.hidden;
     const k = this.kFor(s);
     const t0 = performance.now();
@@ -338,7 +341,7 @@ export class SparseFeedForward implements FeedForward {
   private hire(out: Buf, h: Buf, s: SparsitySettings, report?: LayerReport): void {
     const { ctx, c, w, prep } = this;
     const { b, scratch: sc } = ctx;
-    const F = c.intermediate;
+    const F = this.F;
     const P = s.shards;
     const k = this.kFor(s);
     // k' is a multiple of P so every shard contributes the same number of candidates, and the
@@ -411,7 +414,7 @@ export class SparseFeedForward implements FeedForward {
   ): HireFfnResult {
     const { ctx, c, w, prep } = this;
     const { b, scratch: sc } = ctx;
-    const F = c.intermediate;
+    const F = this.F;
     const t0 = performance.now();
     pred.score(sc.scores, h);
     if (prep.biasIn) b.add(sc.scores, prep.biasIn, F);
@@ -450,7 +453,7 @@ export class SparseFeedForward implements FeedForward {
   private dip(out: Buf, h: Buf, s: SparsitySettings, report?: LayerReport): void {
     const { ctx, c, prep } = this;
     const { b, scratch: sc } = ctx;
-    const F = c.intermediate;
+    const F = this.F;
     const H = c.hidden;
     const k = this.kFor(s);
     const kx = resolveCount(layerK(s, this.layer), H);
@@ -545,7 +548,7 @@ export class SparseFeedForward implements FeedForward {
   private audit(tel: FfnTelemetry, out: Buf, h: Buf, s: SparsitySettings): void {
     const { ctx, c, w } = this;
     const { b, scratch: sc } = ctx;
-    const F = c.intermediate;
+    const F = this.F;
     const k = this.kFor(s);
     this.denseActivations(sc.auditAct, sc.auditOther, h, 1);
     const exactK = b.topk(sc.auditAct, F, k, true, 1, sc.auditTop);

@@ -6,7 +6,9 @@ import type { Transformer, FeedForward, ForwardReport, OutputLayer } from "../en
 import type { Buf } from "../backend/backend.js";
 import { SparseContext } from "./context.js";
 import { UsageError } from "../loader/errors.js";
-import { SparseFeedForward } from "./ffn.js";
+import { SparseFeedForward, type LayerPrep } from "./ffn.js";
+import { MoeFeedForward } from "../engine/moe.js";
+import type { FfnWeights, LayerWeights } from "../arch/config.js";
 import { HireOutputLayer } from "./head.js";
 import { DEFAULT_SETTINGS, compact, mergeSettings, type DeepPartial, type SparsitySettings } from "./settings.js";
 
@@ -32,7 +34,8 @@ export class Sparsifier {
   private readonly ctx: SparseContext;
   private readonly denseFfn: FeedForward[];
   private readonly denseOutput: OutputLayer;
-  private sparseFfn: SparseFeedForward[] = [];
+  /** Each layer's sparse FFN, and what it builds (a mixture layer: one per expert). */
+  private sparseFfn: { ffn: FeedForward; preps: LayerPrep[] }[] = [];
   private sparseHead?: HireOutputLayer;
   private tokens = 0;
 
@@ -54,14 +57,16 @@ export class Sparsifier {
     const next = mergeSettings(this.ctx.settings, compact(update), this.t.config);
     const c = this.t.config;
     if (next.ffn.method !== "dense" && this.sparseFfn.length === 0) {
-      this.sparseFfn = this.t.weights.layers.map((w, l) => new SparseFeedForward(this.ctx, c, w, l));
+      this.sparseFfn = this.t.weights.layers.map((w, l) => this.sparseLayer(w, l));
     }
     const release = this.options.releaseFileLayout !== false;
     if (next.ffn.method !== "dense") {
       this.sparseFfn.forEach((f, l) => {
-        f.prep.prepare(next, l);
-        // Layer by layer, so the file layout and HiRE's copies are both resident for one layer at most.
-        if (release) f.prep.releaseFileLayout();
+        for (const prep of f.preps) {
+          prep.prepare(next, l);
+          // FFN by FFN, so the file layout and HiRE's copies are both resident for one of them at most.
+          if (release) prep.releaseFileLayout();
+        }
         onProgress?.({ stage: "ffn", done: l + 1, total: c.layers });
       });
     }
@@ -73,12 +78,26 @@ export class Sparsifier {
     this.ctx.settings = next;
     for (let l = 0; l < c.layers; l++) {
       const sparse = this.sparseFfn[l];
-      const dense = next.ffn.method === "dense" && !sparse?.prep.released;
-      this.t.ffn[l] = dense ? this.denseFfn[l] : sparse;
+      const dense = next.ffn.method === "dense" && !sparse?.preps.some((p) => p.released);
+      this.t.ffn[l] = dense ? this.denseFfn[l] : sparse.ffn;
     }
     this.t.output = next.head.method === "hire" ? this.sparseHead! : this.denseOutput;
     this.t.invalidateGraphs(); // recorded steps hold the old layers' ops and k
     return next;
+  }
+
+  /** Layer l's sparse FFN: the method in place of the dense FFN, or of each expert of a mixture. */
+  private sparseLayer(w: LayerWeights, l: number): { ffn: FeedForward; preps: LayerPrep[] } {
+    const { ctx, t } = this;
+    const sparse = (f: FfnWeights) => new SparseFeedForward(ctx, t.config, f, l);
+    if (!w.moe) {
+      const ffn = sparse(w);
+      return { ffn, preps: [ffn.prep] };
+    }
+    const experts = w.moe.experts.map(sparse);
+    const shared = w.moe.shared && sparse(w.moe.shared);
+    const ffn = new MoeFeedForward(t.backend, t.config, w.moe, t.ws.moe, experts, shared);
+    return { ffn, preps: [...experts, ...(shared ? [shared] : [])].map((f) => f.prep) };
   }
 
   /**

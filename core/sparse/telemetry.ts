@@ -3,12 +3,6 @@
 // them at token rate.
 
 import type { ForwardReport } from "../engine/transformer.js";
-import type { LayerWeights } from "../arch/config.js";
-
-/** Weight bytes a dense FFN reads per token: W_up (W_in), W_down and, when gated, W_gate. */
-export function ffnDenseBytes(w: LayerWeights): number {
-  return w.up.w.byteLength + w.down.w.byteLength + (w.gate ? w.gate.w.byteLength : 0);
-}
 
 /**
  * Weight bytes one forward pass read: the dense total less what each sparse module (FFN layers,
@@ -90,4 +84,49 @@ export function relativeError(a: ArrayLike<number>, b: ArrayLike<number>, n: num
     den += b[i] * b[i];
   }
   return den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
+}
+
+/** One expert's telemetry in a mixture layer, and where its neurons start in the layer's numbering. */
+export interface ExpertTelemetry {
+  ffn: FfnTelemetry;
+  firstNeuron: number;
+}
+
+/**
+ * A mixture layer's telemetry from its experts' (each run as a sparse FFN): expert e's neuron i is the
+ * layer's neuron e·F + i (F: an expert's width; the shared expert's come after the last expert's),
+ * counts, times and bytes add up, with the router's bytes read in both; recall is the experts' mean
+ * weighted by k. An output error is not kept: each expert's is of its own output, not of the sum.
+ */
+export function mergeExperts(parts: readonly ExpertTelemetry[], routerBytes: number): FfnTelemetry {
+  let size = 0;
+  for (const p of parts) size += p.ffn.selected.length;
+  const selected = new Int32Array(size);
+  const sum = {
+    k: 0,
+    candidates: 0,
+    predictorMs: 0,
+    exactMs: 0,
+    downMs: 0,
+    bytes: routerBytes,
+    denseBytes: routerBytes,
+  };
+  let hits = 0;
+  let audited = 0;
+  let at = 0;
+  for (const { ffn: f, firstNeuron } of [...parts].sort((a, b) => a.firstNeuron - b.firstNeuron)) {
+    for (let i = 0; i < f.selected.length; i++) selected[at++] = firstNeuron + f.selected[i];
+    sum.k += f.k;
+    sum.candidates += f.candidates;
+    sum.predictorMs += f.predictorMs;
+    sum.exactMs += f.exactMs;
+    sum.downMs += f.downMs;
+    sum.bytes += f.bytes;
+    sum.denseBytes += f.denseBytes;
+    if (f.recall !== undefined) {
+      hits += f.recall * f.k;
+      audited += f.k;
+    }
+  }
+  return { method: parts[0].ffn.method, ...sum, selected, ...(audited > 0 && { recall: hits / audited }) };
 }

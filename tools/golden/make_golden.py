@@ -7,7 +7,7 @@ shared golden folder, and expected.json from reference.py.
     python3 tools/golden/make_golden.py qwen3 test/golden/qwen3-bf16 --tokenizer-from ../shared/golden/llama-bf16
     (phi3-partial goes to test/golden/phi3-partial-bf16)
 
-qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn, stablelm, gemma, phi, gptneox, starcoder2, cohere, cohere2, glm, glm4, ernie, exaone4, gptj, internlm2, olmo and minicpm are defined: the shared folders cover the other
+qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn, stablelm, gemma, phi, gptneox, starcoder2, cohere, cohere2, glm, glm4, ernie, exaone4, gptj, internlm2, olmo, minicpm, mixtral, qwen2moe, qwen3moe and olmoe are defined: the shared folders cover the other
 architectures.
 """
 import argparse
@@ -362,6 +362,65 @@ SHAPES = {
         rope_theta=500000.0,
         tie_word_embeddings=False,
     ),
+    # Mixtures of experts (moe_tensors): Mixtral renormalizes its top 2 of 4 experts' weights.
+    "mixtral": dict(
+        BASE,
+        architectures=["MixtralForCausalLM"],
+        model_type="mixtral",
+        intermediate_size=96,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+    ),
+    # Qwen2-MoE: q/k/v biases, 4 experts of 48 (top 2, weights not renormalized), a shared expert of 96
+    # behind a sigmoid gate, and layer 1 of 3 a dense FFN of intermediate_size (mlp_only_layers).
+    "qwen2moe": dict(
+        BASE,
+        architectures=["Qwen2MoeForCausalLM"],
+        model_type="qwen2_moe",
+        num_hidden_layers=3,
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=48,
+        shared_expert_intermediate_size=96,
+        norm_topk_prob=False,
+        decoder_sparse_step=1,
+        mlp_only_layers=[1],
+        rms_norm_eps=1e-6,
+        rope_theta=1000000.0,
+        use_sliding_window=False,
+        tie_word_embeddings=False,
+    ),
+    # Qwen3-MoE: per-head q/k norms (head_dim 32), 8 experts of 64, top 2 renormalized.
+    "qwen3moe": dict(
+        BASE,
+        architectures=["Qwen3MoeForCausalLM"],
+        model_type="qwen3_moe",
+        head_dim=32,
+        num_experts=8,
+        num_experts_per_tok=2,
+        moe_intermediate_size=64,
+        norm_topk_prob=True,
+        rms_norm_eps=1e-6,
+        rope_theta=1000000.0,
+        use_sliding_window=False,
+        tie_word_embeddings=False,
+    ),
+    # OLMoE: q/k norms over whole projections (MHA: 64 and 64 wide), 8 experts of 64, top 2 as they are.
+    "olmoe": dict(
+        BASE,
+        architectures=["OlmoeForCausalLM"],
+        model_type="olmoe",
+        num_key_value_heads=4,
+        intermediate_size=64,
+        num_experts=8,
+        num_experts_per_tok=2,
+        norm_topk_prob=False,
+        clip_qkv=None,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+    ),
     # head_dim 32 with 4 heads: q is 128 wide against a hidden size of 64, as in Qwen3 (2048 vs 1024).
     "qwen3": dict(
         BASE,
@@ -441,7 +500,60 @@ def internlm2_tensors(c: dict, rng: np.random.Generator) -> dict:
     return t
 
 
+def moe_tensors(c: dict, rng: np.random.Generator) -> dict:
+    """The Llama block's attention (Qwen2's biases, Qwen3's per-head or OLMoE's whole q/k norms) with
+    mixture-of-experts FFNs: a router, each expert's gate/up/down, Qwen2-MoE's shared expert."""
+    H, V, A, K = (c[k] for k in ("hidden_size", "vocab_size", "num_attention_heads", "num_key_value_heads"))
+    mat = lambda out, inp: rng.normal(0, 3 / np.sqrt(inp), (out, inp))
+    norm = lambda n: 1 + rng.normal(0, 0.1, (n,))
+    D = c.get("head_dim", H // A)
+    kind = c["model_type"]
+    mixtral = kind == "mixtral"
+    E = c["num_local_experts"] if mixtral else c["num_experts"]
+    F = c.get("moe_intermediate_size", c["intermediate_size"])
+    t = {"model.embed_tokens.weight": rng.normal(0, 1, (V, H))}
+    for i in range(c["num_hidden_layers"]):
+        p = f"model.layers.{i}"
+        t[f"{p}.input_layernorm.weight"] = norm(H)
+        for name, rows in (("q_proj", A * D), ("k_proj", K * D), ("v_proj", K * D)):
+            t[f"{p}.self_attn.{name}.weight"] = mat(rows, H)
+            if kind == "qwen2_moe":
+                t[f"{p}.self_attn.{name}.bias"] = rng.normal(0, 0.5, (rows,))
+        if kind == "qwen3_moe":
+            t[f"{p}.self_attn.q_norm.weight"] = norm(D)
+            t[f"{p}.self_attn.k_norm.weight"] = norm(D)
+        if kind == "olmoe":
+            t[f"{p}.self_attn.q_norm.weight"] = norm(A * D)
+            t[f"{p}.self_attn.k_norm.weight"] = norm(K * D)
+        t[f"{p}.self_attn.o_proj.weight"] = mat(H, A * D)
+        t[f"{p}.post_attention_layernorm.weight"] = norm(H)
+        if i in c.get("mlp_only_layers", []):
+            Fd = c["intermediate_size"]
+            t[f"{p}.mlp.gate_proj.weight"] = mat(Fd, H)
+            t[f"{p}.mlp.up_proj.weight"] = mat(Fd, H)
+            t[f"{p}.mlp.down_proj.weight"] = mat(H, Fd)
+            continue
+        block = f"{p}.block_sparse_moe" if mixtral else f"{p}.mlp"
+        gate, up, down = ("w1", "w3", "w2") if mixtral else ("gate_proj", "up_proj", "down_proj")
+        t[f"{block}.gate.weight"] = mat(E, H)
+        for e in range(E):
+            t[f"{block}.experts.{e}.{gate}.weight"] = mat(F, H)
+            t[f"{block}.experts.{e}.{up}.weight"] = mat(F, H)
+            t[f"{block}.experts.{e}.{down}.weight"] = mat(H, F)
+        if "shared_expert_intermediate_size" in c:
+            S = c["shared_expert_intermediate_size"]
+            t[f"{block}.shared_expert.{gate}.weight"] = mat(S, H)
+            t[f"{block}.shared_expert.{up}.weight"] = mat(S, H)
+            t[f"{block}.shared_expert.{down}.weight"] = mat(H, S)
+            t[f"{block}.shared_expert_gate.weight"] = mat(1, H)
+    t["model.norm.weight"] = norm(H)
+    t["lm_head.weight"] = mat(V, H)
+    return t
+
+
 def tensors(c: dict, rng: np.random.Generator) -> dict:
+    if "num_experts_per_tok" in c:
+        return moe_tensors(c, rng)
     if c["model_type"] == "internlm2":
         return internlm2_tensors(c, rng)
     if c["model_type"] == "gpt_neox":

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A float64 NumPy reference of the Hugging Face forward pass for the Llama family (LlamaForCausalLM,
 MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM,
-GraniteForCausalLM, Olmo2ForCausalLM, StableLmForCausalLM), PhiForCausalLM, GPTNeoXForCausalLM, Starcoder2ForCausalLM, CohereForCausalLM, Cohere2ForCausalLM, GlmForCausalLM, Glm4ForCausalLM, Ernie4_5ForCausalLM, Exaone4ForCausalLM, GPTJForCausalLM, InternLM2ForCausalLM, OlmoForCausalLM, MiniCPMForCausalLM,
+GraniteForCausalLM, Olmo2ForCausalLM, StableLmForCausalLM; the mixture-of-experts MixtralForCausalLM,
+Qwen2MoeForCausalLM, Qwen3MoeForCausalLM and OlmoeForCausalLM), PhiForCausalLM, GPTNeoXForCausalLM, Starcoder2ForCausalLM, CohereForCausalLM, Cohere2ForCausalLM, GlmForCausalLM, Glm4ForCausalLM, Ernie4_5ForCausalLM, Exaone4ForCausalLM, GPTJForCausalLM, InternLM2ForCausalLM, OlmoForCausalLM, MiniCPMForCausalLM,
 GemmaForCausalLM, Gemma2ForCausalLM and Gemma3ForCausalLM, written from the transformers modeling code's semantics and independent of the
 engine: it shares no code with core/.
 
@@ -139,10 +140,16 @@ class Model:
                  "PhiForCausalLM", "GPTNeoXForCausalLM", "Starcoder2ForCausalLM",
                  "CohereForCausalLM", "Cohere2ForCausalLM", "GlmForCausalLM", "Glm4ForCausalLM",
                  "Ernie4_5ForCausalLM", "Exaone4ForCausalLM", "GPTJForCausalLM",
-                 "InternLM2ForCausalLM", "OlmoForCausalLM", "MiniCPMForCausalLM")
+                 "InternLM2ForCausalLM", "OlmoForCausalLM", "MiniCPMForCausalLM",
+                 "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM", "OlmoeForCausalLM")
         if arch not in known:
             raise SystemExit(f"{arch} is not one of {', '.join(known)}")
-        self.qwen2 = arch == "Qwen2ForCausalLM"
+        self.qwen2 = arch in ("Qwen2ForCausalLM", "Qwen2MoeForCausalLM")
+        # Mixture-of-experts FFNs (see moe): Mixtral's block_sparse_moe, the others' mlp. OLMoE: q/k
+        # norms over each token's whole projection, as OLMo 2's, with the Llama block's norms.
+        self.arch = arch
+        self.moe = arch in ("MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM", "OlmoeForCausalLM")
+        self.olmoe = arch == "OlmoeForCausalLM"
         # Gemma 2 and 3: embeddings times sqrt(hidden), (1 + w) norms, norms after both blocks,
         # sliding-window layers (layer_types), query_pre_attn_scalar, GELU (tanh) gated FFN. Gemma 3:
         # q/k norms, its own rotary base in the sliding layers. Gemma 2: soft-capped scores and logits.
@@ -151,7 +158,7 @@ class Model:
         # Gemma (1): the same embeddings, (1 + w) norms and GELU, but the Llama block's two norms, no
         # windows or caps, attention scaled by 1/sqrt(head_dim).
         self.gemma1 = arch == "GemmaForCausalLM"
-        self.qk_norm = arch == "Qwen3ForCausalLM" or self.gemma3 or arch == "Exaone4ForCausalLM"
+        self.qk_norm = arch in ("Qwen3ForCausalLM", "Qwen3MoeForCausalLM") or self.gemma3 or arch == "Exaone4ForCausalLM"
         self.phi3 = arch == "Phi3ForCausalLM"  # fused qkv_proj and gate_up_proj (gate first)
         # OLMo 2: no norm before the blocks, one after each (post_attention_layernorm,
         # post_feedforward_layernorm), q/k norms over each token's whole projection, before the reshape.
@@ -278,6 +285,39 @@ class Model:
             return layer_norm(x, w, 0.0 if self.cohere else self.w[f"{name}.bias"], self.eps)
         return rms_norm(x, 1.0 + w if self.gemma or self.gemma1 else w, self.eps)
 
+    def moe_layer(self, i):
+        # transformers' Qwen MoE: dense in mlp_only_layers and off the decoder_sparse_step grid.
+        c = self.cfg
+        return i not in c.get("mlp_only_layers", []) and (i + 1) % c.get("decoder_sparse_step", 1) == 0
+
+    def moe_ffn(self, h, p):
+        """The softmax of the router's logits over all experts; each token's num_experts_per_tok best
+        experts (SwiGLU FFNs) summed with those weights, renormalized to sum to 1 by Mixtral and with
+        norm_topk_prob; Qwen2-MoE adds its shared expert times sigmoid(shared_expert_gate · h)."""
+        c, w = self.cfg, self.w
+        mixtral = self.arch == "MixtralForCausalLM"
+        block = f"{p}.block_sparse_moe" if mixtral else f"{p}.mlp"
+        gate, up, down = ("w1", "w3", "w2") if mixtral else ("gate_proj", "up_proj", "down_proj")
+        swiglu = lambda x, e: self.lin(
+            (lambda g: g / (1.0 + np.exp(-g)))(self.lin(x, f"{e}.{gate}", False)) * self.lin(x, f"{e}.{up}", False),
+            f"{e}.{down}", False)
+        z = self.lin(h, f"{block}.gate", False)
+        prob = np.exp(z - z.max(axis=-1, keepdims=True))
+        prob /= prob.sum(axis=-1, keepdims=True)
+        k = c["num_experts_per_tok"]
+        out = np.zeros_like(h)
+        for t in range(len(h)):
+            top = np.argsort(-prob[t], kind="stable")[:k]
+            wt = prob[t][top]
+            if mixtral or c.get("norm_topk_prob", False):
+                wt = wt / wt.sum()
+            for e, we in zip(top, wt):
+                out[t] += we * swiglu(h[t : t + 1], f"{block}.experts.{e}")[0]
+        if f"{block}.shared_expert_gate.weight" in w:
+            s = self.lin(h, f"{block}.shared_expert_gate", False)
+            out += swiglu(h, f"{block}.shared_expert") / (1.0 + np.exp(-s))
+        return out
+
     def lin(self, x, name, bias):
         y = x @ self.w[f"{name}.weight"].T
         return y + self.w[f"{name}.bias"] if bias else y
@@ -373,7 +413,7 @@ class Model:
                 qkv = self.lin(h, f"{p}.self_attn.qkv_proj", False)
                 q, k, v = np.split(qkv, [A * D, (A + K) * D], axis=-1)
                 q, k, v = q.reshape(T, A, D), k.reshape(T, K, D), v.reshape(T, K, D)
-            elif self.olmo2:
+            elif self.olmo2 or self.olmoe:
                 q = self.norm(self.lin(h, f"{p}.self_attn.q_proj", self.bias), f"{p}.self_attn.q_norm").reshape(T, A, D)
                 k = self.norm(self.lin(h, f"{p}.self_attn.k_proj", self.bias), f"{p}.self_attn.k_norm").reshape(T, K, D)
                 v = self.lin(h, f"{p}.self_attn.v_proj", self.bias).reshape(T, K, D)
@@ -420,6 +460,9 @@ class Model:
             if self.starcoder2:
                 f = self.lin(gelu_tanh(self.lin(h, f"{p}.mlp.c_fc", self.bias)), f"{p}.mlp.c_proj", self.bias)
                 x = x + f
+                continue
+            if self.moe and self.moe_layer(i):
+                x = x + self.moe_ffn(h, p)
                 continue
             if self.phi3 or self.glm:
                 g, u = np.split(self.lin(h, f"{p}.mlp.gate_up_proj", False), 2, axis=-1)
