@@ -1033,3 +1033,124 @@ test("Gemma (1): √hidden embeddings and GELU as Gemma 2/3, but no windows, cap
   assert.equal(c.localRopeInvFreq, undefined);
   assert.equal(c.tiedEmbeddings, true);
 });
+
+/** Mixtral-8x7B-v0.1's config.json, less fields the engine does not read. */
+const MIXTRAL = {
+  architectures: ["MixtralForCausalLM"],
+  model_type: "mixtral",
+  hidden_size: 4096,
+  intermediate_size: 14336,
+  num_hidden_layers: 32,
+  num_attention_heads: 32,
+  num_key_value_heads: 8,
+  num_local_experts: 8,
+  num_experts_per_tok: 2,
+  vocab_size: 32000,
+  max_position_embeddings: 32768,
+  rms_norm_eps: 1e-5,
+  rope_theta: 1e6,
+  sliding_window: null,
+  tie_word_embeddings: false,
+};
+
+test("Mixtral: 8 experts of intermediate_size, 2 per token, renormalized, every layer a mixture", (t) => {
+  const c = readModelConfig(configIn(t, MIXTRAL));
+  assert.deepEqual(
+    { ...c.moe!, layers: c.moe!.layers.length },
+    { experts: 8, topK: 2, normalize: true, expertIntermediate: 14336, layers: 32 },
+  );
+  assert.ok(c.moe!.layers.every(Boolean));
+  assert.equal(c.intermediate, 14336);
+  assert.equal(c.attentionWindows, undefined);
+  badConfigs(t, [
+    [{ ...MIXTRAL, num_experts_per_tok: 9 }, /"num_experts_per_tok" \(9\) exceeds the 8 experts/],
+    [{ ...MIXTRAL, num_local_experts: 0 }, /"num_local_experts" must be a positive integer/],
+  ]);
+});
+
+test("Qwen2-MoE: moe_intermediate_size experts, a shared expert, dense mlp_only_layers, norm_topk_prob off", (t) => {
+  // Qwen1.5-MoE-A2.7B's fields, with layers 0 and 5 made dense and a sparse step of 1.
+  const qwen2moe = {
+    architectures: ["Qwen2MoeForCausalLM"],
+    model_type: "qwen2_moe",
+    hidden_size: 2048,
+    intermediate_size: 5632,
+    moe_intermediate_size: 1408,
+    shared_expert_intermediate_size: 5632,
+    num_experts: 60,
+    num_experts_per_tok: 4,
+    decoder_sparse_step: 1,
+    mlp_only_layers: [0, 5],
+    num_hidden_layers: 24,
+    num_attention_heads: 16,
+    num_key_value_heads: 16,
+    vocab_size: 151936,
+    max_position_embeddings: 8192,
+    rope_theta: 1e6,
+    use_sliding_window: false,
+    tie_word_embeddings: false,
+  };
+  const c = readModelConfig(configIn(t, qwen2moe));
+  const m = c.moe!;
+  assert.equal(m.experts, 60);
+  assert.equal(m.topK, 4);
+  assert.equal(m.normalize, false);
+  assert.equal(m.expertIntermediate, 1408);
+  assert.equal(m.sharedIntermediate, 5632);
+  assert.deepEqual(
+    m.layers.map((x, i) => (x ? -1 : i)).filter((i) => i >= 0),
+    [0, 5],
+  );
+  assert.equal(c.intermediate, 5632, "the widest FFN: the shared expert's and the dense layers'");
+  // decoder_sparse_step 2: layers 1, 3, 5 … are mixtures (transformers: (i + 1) % step == 0).
+  const stepped = readModelConfig(configIn(t, { ...qwen2moe, mlp_only_layers: [], decoder_sparse_step: 2 }));
+  assert.deepEqual(stepped.moe!.layers.slice(0, 4), [false, true, false, true]);
+  badConfigs(t, [
+    [{ ...qwen2moe, mlp_only_layers: [24] }, /"mlp_only_layers" must list layer numbers below 24/],
+    [{ ...qwen2moe, moe_intermediate_size: undefined }, /"moe_intermediate_size" is missing/],
+  ]);
+});
+
+test("Qwen3-MoE and OLMoE: norm_topk_prob as set; OLMoE's clip_qkv is refused", (t) => {
+  const qwen3moe = {
+    architectures: ["Qwen3MoeForCausalLM"],
+    model_type: "qwen3_moe",
+    hidden_size: 2048,
+    intermediate_size: 6144,
+    moe_intermediate_size: 768,
+    num_experts: 128,
+    num_experts_per_tok: 8,
+    norm_topk_prob: true,
+    num_hidden_layers: 48,
+    num_attention_heads: 32,
+    num_key_value_heads: 4,
+    head_dim: 128,
+    vocab_size: 151936,
+    max_position_embeddings: 40960,
+    rope_theta: 1e6,
+    tie_word_embeddings: false,
+  };
+  const q = readModelConfig(configIn(t, qwen3moe));
+  assert.equal(q.moe!.normalize, true);
+  assert.equal(q.intermediate, 768, "no dense layer: the experts' width");
+  assert.equal(q.moe!.sharedIntermediate, undefined);
+  const olmoe = {
+    architectures: ["OlmoeForCausalLM"],
+    model_type: "olmoe",
+    hidden_size: 2048,
+    intermediate_size: 1024,
+    num_experts: 64,
+    num_experts_per_tok: 8,
+    num_hidden_layers: 16,
+    num_attention_heads: 16,
+    vocab_size: 50304,
+    max_position_embeddings: 4096,
+    clip_qkv: null,
+    tie_word_embeddings: false,
+  };
+  const o = readModelConfig(configIn(t, olmoe));
+  assert.equal(o.moe!.normalize, false);
+  assert.equal(o.normEps, 1e-5, "OlmoeConfig's rms_norm_eps default");
+  assert.equal(o.moe!.expertIntermediate, 1024);
+  badConfigs(t, [[{ ...olmoe, clip_qkv: 8 }, /"clip_qkv": 8 \(q, k, v clamped\) is not supported/]]);
+});

@@ -167,7 +167,11 @@ function parseConfig(raw: Record<string, unknown>, file: string, architecture: s
     };
   });
   if (v.moe === "olmoe" && r.raw.clip_qkv != null) {
-    throw new ModelError("BAD_CONFIG", file, `"clip_qkv" (clamping q, k and v) is not supported`);
+    throw new ModelError(
+      "BAD_CONFIG",
+      file,
+      `"clip_qkv": ${JSON.stringify(r.raw.clip_qkv)} (q, k, v clamped) is not supported`,
+    );
   }
   const c = v.moe ? { ...parsed, ...parseMoe(r, parsed.layers, v.moe) } : parsed;
   if (v.granite) {

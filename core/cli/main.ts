@@ -89,8 +89,10 @@ async function cmdGenerate(argv: string[]): Promise<void> {
   const model = openModel(v);
   const session = openSession(model, v);
   const settings = session.sparsity.update(sparsityUpdate(v), showProgress);
-  // Per-layer telemetry in the JSON when a sparse method runs (or when asked with --trace).
-  const withLayers = v.trace || settings.ffn.method !== "dense" || settings.head.method !== "dense";
+  // Per-layer telemetry in the JSON when a sparse method runs, a mixture of experts routes (its
+  // experts per layer), or when asked with --trace.
+  const withLayers =
+    v.trace || settings.ffn.method !== "dense" || settings.head.method !== "dense" || model.config.moe !== undefined;
   const options = { ...generateOptions(v), logprobs, signal: interruptSignal() };
   const steps: Record<string, unknown>[] = [];
   for await (const ev of session.generate(v.prompt, options)) {

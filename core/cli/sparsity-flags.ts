@@ -93,6 +93,11 @@ export function reportJson(r: ForwardReport, trace: boolean): Record<string, unk
         layer: i,
         attention_ms: round(l.attentionMs),
         ffn_ms: round(l.ffnMs),
+        // A mixture layer: the step's last token's experts, best first, and their weights in the sum.
+        ...(l.moe && {
+          experts: Array.from(l.moe.ids.subarray(-l.moe.topK)),
+          expert_weights: Array.from(l.moe.weights.subarray(-l.moe.topK), round),
+        }),
         ...(f && {
           method: f.method,
           k: f.k,
@@ -102,7 +107,8 @@ export function reportJson(r: ForwardReport, trace: boolean): Record<string, unk
           down_ms: round(f.downMs),
           bytes: f.bytes,
           dense_bytes: f.denseBytes,
-          ...(f.recall !== undefined && { recall: round(f.recall), rel_error: round(f.relError!) }),
+          ...(f.recall !== undefined && { recall: round(f.recall) }),
+          ...(f.relError !== undefined && { rel_error: round(f.relError) }),
           ...(f.cacheHitRate !== undefined && { cache_hit_rate: round(f.cacheHitRate), storage_bytes: f.storageBytes }),
           ...(trace ? { selected: Array.from(f.selected) } : { selected_count: f.selected.length }),
         }),

@@ -1,0 +1,92 @@
+// Mixture-of-experts layers beyond the goldens (test/golden/*moe*, mixtral: the forward pass against
+// the NumPy reference): the routing rule on constructed logits, a sparse method run per expert with
+// its telemetry merged per layer, the CLI's per-layer experts, and the exports that refuse mixtures.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { makeModel } from "../core/modelgen/make-model.js";
+import { loadModel } from "../core/loader/model-folder.js";
+import { Session } from "../core/engine/session.js";
+import { route } from "../core/engine/moe.js";
+import type { ForwardReport } from "../core/engine/transformer.js";
+import { ffnBytes, layerFfnBytes, linearBytes } from "../core/arch/config.js";
+import { resolveCount } from "../core/sparse/settings.js";
+import { exportOnnx } from "../core/onnx/export.js";
+import { UsageError } from "../core/loader/errors.js";
+import { hire, tempDir } from "./helpers.js";
+
+test("route: each token's top-k experts by logit, softmax weights over all experts or renormalized", () => {
+  // Token 0: logits 0, ln 3, ln 2, ln 4 → probabilities 1/10, 3/10, 2/10, 4/10. Token 1: expert 0 leads.
+  const logits = Float32Array.of(0, Math.log(3), Math.log(2), Math.log(4), 5, 1, 0, 2);
+  const plain = route(logits, 2, { experts: 4, topK: 2, normalize: false, expertIntermediate: 8, layers: [true] });
+  assert.deepEqual(Array.from(plain.ids), [3, 1, 0, 3]);
+  assert.ok(Math.abs(plain.weights[0] - 0.4) < 1e-6 && Math.abs(plain.weights[1] - 0.3) < 1e-6);
+  const norm = route(logits, 2, { experts: 4, topK: 2, normalize: true, expertIntermediate: 8, layers: [true] });
+  assert.ok(Math.abs(norm.weights[0] - 4 / 7) < 1e-6 && Math.abs(norm.weights[1] - 3 / 7) < 1e-6);
+  assert.ok(Math.abs(norm.weights[2] + norm.weights[3] - 1) < 1e-6);
+  assert.ok(norm.weights[2] > norm.weights[3]);
+});
+
+test("hire on a mixture runs per routed expert: k per expert, neurons numbered expert by expert, bytes add up", async (t) => {
+  const dir = join(tempDir(t), "olmoe");
+  await makeModel({ arch: "olmoe", dtype: "bf16", seed: 5, out: dir });
+  const model = loadModel(dir);
+  t.after(() => model.close());
+  const c = model.config;
+  const m = c.moe!;
+  const F = m.expertIntermediate;
+  const session = new Session(model);
+  session.sparsity.update({ ffn: { method: "hire", k: 0.25, oversample: 2 }, auditEvery: 1 });
+  const reports: ForwardReport[] = [];
+  for await (const ev of session.generate("experts", { maxTokens: 5, temperature: 0, ignoreEos: true })) {
+    if (ev.type === "token") reports.push(ev.report);
+  }
+  const k = resolveCount(0.25, F);
+  for (const r of reports.slice(1)) {
+    r.layers.forEach((l, i) => {
+      const lw = model.weights.layers[i];
+      assert.ok(l.moe && lw.moe, `layer ${i} is a mixture`);
+      const f = l.ffn!;
+      assert.equal(f.method, "hire");
+      assert.equal(f.k, m.topK * k, "k of each routed expert");
+      assert.equal(f.selected.length, m.topK * k);
+      assert.equal(f.candidates, m.topK * 2 * k);
+      // Every selected neuron lies in a routed expert's range, k of them in each.
+      const experts = Array.from(l.moe.ids);
+      for (const e of experts) {
+        const inside = Array.from(f.selected).filter((x) => x >= e * F && x < (e + 1) * F);
+        assert.equal(inside.length, k, `expert ${e}`);
+      }
+      for (let j = 1; j < f.selected.length; j++) assert.ok(f.selected[j] > f.selected[j - 1], "ascending");
+      // What the dense mixture reads: its router and its routed experts.
+      assert.equal(f.denseBytes, layerFfnBytes(lw, c));
+      assert.equal(f.denseBytes, linearBytes(lw.moe.router) + m.topK * ffnBytes(lw.moe.experts[0]));
+      assert.ok(f.bytes > linearBytes(lw.moe.router) && f.bytes < f.denseBytes);
+      assert.ok(f.recall !== undefined && f.recall >= 0 && f.recall <= 1, "audited: recall merged over experts");
+    });
+  }
+});
+
+test("generate --json names each mixture layer's experts and weights; the ONNX export refuses mixtures", async (t) => {
+  const dir = join(tempDir(t), "mixtral");
+  await makeModel({ arch: "mixtral", dtype: "f32", seed: 9, out: dir });
+  const r = hire(["generate", "--model", dir, "--prompt", "hi", "--max-tokens", "3", "--temperature", "0", "--json"]);
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout) as { steps: { layers: { experts: number[]; expert_weights: number[] }[] }[] };
+  for (const step of out.steps) {
+    for (const l of step.layers) {
+      assert.equal(l.experts.length, 2);
+      assert.notEqual(l.experts[0], l.experts[1]);
+      assert.ok(l.experts.every((e) => Number.isInteger(e) && e >= 0 && e < 4));
+      // Mixtral renormalizes over the chosen two, best first.
+      assert.ok(Math.abs(l.expert_weights[0] + l.expert_weights[1] - 1) < 1e-3);
+      assert.ok(l.expert_weights[0] >= l.expert_weights[1]);
+    }
+  }
+  const model = loadModel(dir);
+  t.after(() => model.close());
+  assert.throws(
+    () => exportOnnx(model, join(tempDir(t), "m.onnx")),
+    (e: unknown) => e instanceof UsageError && /no mixture-of-experts layers \(MixtralForCausalLM\)/.test(e.message),
+  );
+});
