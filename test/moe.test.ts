@@ -7,7 +7,8 @@ import { join } from "node:path";
 import { makeModel } from "../core/modelgen/make-model.js";
 import { loadModel } from "../core/loader/model-folder.js";
 import { Session } from "../core/engine/session.js";
-import { route } from "../core/engine/moe.js";
+import { layerNeurons, route } from "../core/engine/moe.js";
+import { stepTelemetry } from "../core/host/engine-host.js";
 import type { ForwardReport } from "../core/engine/transformer.js";
 import { ffnBytes, layerFfnBytes, linearBytes } from "../core/arch/config.js";
 import { resolveCount } from "../core/sparse/settings.js";
@@ -89,4 +90,28 @@ test("generate --json names each mixture layer's experts and weights; the ONNX e
     () => exportOnnx(model, join(tempDir(t), "m.onnx")),
     (e: unknown) => e instanceof UsageError && /no mixture-of-experts layers \(MixtralForCausalLM\)/.test(e.message),
   );
+});
+
+test("the app's step telemetry maps a dense mixture layer's routed experts onto the layer's neurons", async (t) => {
+  const dir = join(tempDir(t), "qwen2moe");
+  await makeModel({ arch: "qwen2moe", dtype: "bf16", seed: 2, out: dir });
+  const model = loadModel(dir);
+  t.after(() => model.close());
+  const m = model.config.moe!;
+  const F = m.expertIntermediate;
+  assert.equal(layerNeurons(model.config), m.experts * F + m.sharedIntermediate!, "experts', then the shared one's");
+  const session = new Session(model);
+  let checked = 0;
+  for await (const ev of session.generate("route me", { maxTokens: 3, temperature: 0, ignoreEos: true })) {
+    if (ev.type !== "token") continue;
+    const s = stepTelemetry(ev.report, session, 1, false);
+    ev.report.layers.forEach((l, i) => {
+      const experts = Array.from(l.moe!.ids.subarray(-m.topK)).sort((a, b) => a - b); // the step's last token's
+      const expected = experts.flatMap((e) => Array.from({ length: F }, (_, j) => e * F + j));
+      assert.deepEqual(Array.from(s.selected.subarray(s.selectedOffsets[i], s.selectedOffsets[i + 1])), expected);
+      assert.equal(s.k[i], m.topK * F);
+      checked++;
+    });
+  }
+  assert.equal(checked, 3 * model.config.layers);
 });

@@ -133,6 +133,25 @@ export class MoeFeedForward implements FeedForward {
   }
 }
 
+/**
+ * The neurons of the experts that the last token of a step went through, ascending, numbered as a
+ * layer's (expert e's neuron i is e·F + i): what a dense mixture layer "selected".
+ */
+export function routedNeurons(r: MoeTelemetry, F: number): Int32Array {
+  const experts = Array.from(r.ids.subarray(-r.topK)).sort((a, b) => a - b);
+  const out = new Int32Array(experts.length * F);
+  experts.forEach((e, j) => {
+    for (let i = 0; i < F; i++) out[j * F + i] = e * F + i;
+  });
+  return out;
+}
+
+/** Neurons of a mixture layer as telemetry numbers them: every expert's, then the shared expert's. */
+export function layerNeurons(c: ModelConfig): number {
+  const m = c.moe;
+  return m ? m.experts * m.expertIntermediate + (m.sharedIntermediate ?? 0) : c.intermediate;
+}
+
 /** sum[at .. at + H) += weight · y[from .. from + H). */
 function addScaled(sum: Float32Array, at: number, y: Float32Array, from: number, weight: number, H: number): void {
   for (let i = 0; i < H; i++) sum[at + i] += weight * y[from + i];

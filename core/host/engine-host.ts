@@ -14,11 +14,11 @@ import { defaultModelDir } from "../loader/default-model.js";
 import { findModelFolder, hubCacheDir, listCachedModels, modelName } from "../loader/hf-cache.js";
 import { loadModel, readModelConfig, type LoadedModel } from "../loader/model-folder.js";
 import { readSafetensorsHeader, weightFiles, DTYPE_BYTES, type TensorInfo } from "../loader/safetensors.js";
-import type { ModelConfig } from "../arch/config.js";
+import { layerFfnBytes, type ModelConfig } from "../arch/config.js";
 import { DEFAULT_CONTEXT, Session, type GenerationEvent } from "../engine/session.js";
 import { kvCacheBytes, type ForwardReport } from "../engine/transformer.js";
+import { layerNeurons, routedNeurons } from "../engine/moe.js";
 import { bytesRead } from "../sparse/telemetry.js";
-import { layerFfnBytes } from "../arch/config.js";
 import { GREEDY, validateSampling } from "../engine/sampler.js";
 import type { ChatMessage } from "../loader/tokenizer.js";
 import { ConversationStore, writeAtomic } from "./conversations.js";
@@ -246,7 +246,7 @@ export class EngineHost {
       source: this.source,
       layers: c.layers,
       hidden: c.hidden,
-      neurons: c.intermediate,
+      neurons: layerNeurons(c),
       vocab: c.vocab,
       gatedFfn: c.gatedFfn,
       hasChatTemplate: m.tokenizer.hasChatTemplate,
@@ -478,8 +478,11 @@ export function stepTelemetry(report: ForwardReport, session: Session, ms: numbe
     ffnDenseBytes: new Float64Array(L),
     storageBytes: new Float64Array(L).fill(NaN),
   };
+  // A dense mixture layer's selection: the routed experts' neurons.
+  const moe = session.model.config.moe;
+  const chosen = report.layers.map((l) => l.ffn?.selected ?? (l.moe && routedNeurons(l.moe, moe!.expertIntermediate)));
   let total = 0;
-  for (const l of report.layers) total += l.ffn ? l.ffn.selected.length : 0;
+  for (const c of chosen) total += c ? c.length : 0;
   const selected = new Int32Array(total);
   let pos = 0;
   let inspect: StepTelemetry["inspect"] = null;
@@ -490,8 +493,12 @@ export function stepTelemetry(report: ForwardReport, session: Session, ms: numbe
     const f = r.ffn;
     s.selectedOffsets[l] = pos;
     if (!f) {
-      s.k[l] = F;
-      s.candidates[l] = F;
+      const routed = chosen[l];
+      if (routed) {
+        selected.set(routed, pos);
+        pos += routed.length;
+      }
+      s.k[l] = s.candidates[l] = routed ? routed.length : F;
       s.ffnBytes[l] = s.ffnDenseBytes[l] = layerFfnBytes(session.model.weights.layers[l], session.model.config);
       continue;
     }

@@ -140,7 +140,10 @@ export interface ModelInfo extends ModelEstimate {
   source: string;
   layers: number;
   hidden: number;
-  /** FFN neurons per layer: the width of the inspector's layer × neuron map. */
+  /**
+   * FFN neurons per layer: the width of the inspector's layer × neuron map. A mixture's layer numbers
+   * every expert's neurons in turn (expert e's neuron i is e·F + i), then the shared expert's.
+   */
   neurons: number;
   vocab: number;
   gatedFfn: boolean;
