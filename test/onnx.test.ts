@@ -160,6 +160,10 @@ test(
       const name = basename(dir);
       const exp = JSON.parse(readFileSync(join(dir, "expected.json"), "utf8")) as Expected;
       const model = loadModel(dir);
+      if (model.config.moe) {
+        model.close(); // the export has no mixtures of experts (moe.test.ts checks that it says so)
+        continue;
+      }
       try {
         const runner = await OrtRunner.open(exportTo(model), { threads: 2 });
         const steps: Float32Array[] = [];
