@@ -1097,6 +1097,7 @@ test("Qwen2-MoE: moe_intermediate_size experts, a shared expert, dense mlp_only_
   assert.equal(m.normalize, false);
   assert.equal(m.expertIntermediate, 1408);
   assert.equal(m.sharedIntermediate, 5632);
+  assert.equal(m.denseIntermediate, 5632);
   assert.deepEqual(
     m.layers.map((x, i) => (x ? -1 : i)).filter((i) => i >= 0),
     [0, 5],

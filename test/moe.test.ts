@@ -19,10 +19,24 @@ import { hire, tempDir } from "./helpers.js";
 test("route: each token's top-k experts by logit, softmax weights over all experts or renormalized", () => {
   // Token 0: logits 0, ln 3, ln 2, ln 4 → probabilities 1/10, 3/10, 2/10, 4/10. Token 1: expert 0 leads.
   const logits = Float32Array.of(0, Math.log(3), Math.log(2), Math.log(4), 5, 1, 0, 2);
-  const plain = route(logits, 2, { experts: 4, topK: 2, normalize: false, expertIntermediate: 8, layers: [true] });
+  const plain = route(logits, 2, {
+    experts: 4,
+    topK: 2,
+    normalize: false,
+    expertIntermediate: 8,
+    denseIntermediate: 8,
+    layers: [true],
+  });
   assert.deepEqual(Array.from(plain.ids), [3, 1, 0, 3]);
   assert.ok(Math.abs(plain.weights[0] - 0.4) < 1e-6 && Math.abs(plain.weights[1] - 0.3) < 1e-6);
-  const norm = route(logits, 2, { experts: 4, topK: 2, normalize: true, expertIntermediate: 8, layers: [true] });
+  const norm = route(logits, 2, {
+    experts: 4,
+    topK: 2,
+    normalize: true,
+    expertIntermediate: 8,
+    denseIntermediate: 8,
+    layers: [true],
+  });
   assert.ok(Math.abs(norm.weights[0] - 4 / 7) < 1e-6 && Math.abs(norm.weights[1] - 3 / 7) < 1e-6);
   assert.ok(Math.abs(norm.weights[2] + norm.weights[3] - 1) < 1e-6);
   assert.ok(norm.weights[2] > norm.weights[3]);

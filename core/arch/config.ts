@@ -87,6 +87,8 @@ export interface MoeConfig {
   readonly topK: number;
   readonly normalize: boolean;
   readonly expertIntermediate: number;
+  /** The dense FFNs' width, in layers that are not mixtures (Qwen's mlp_only_layers). */
+  readonly denseIntermediate: number;
   /** Qwen2-MoE's shared expert, which every token takes: its width; absent: none. */
   readonly sharedIntermediate?: number;
   /** Per layer, whether its FFN is a mixture (Qwen MoE's mlp_only_layers and decoder_sparse_step). */

@@ -210,6 +210,7 @@ function bindWeights(c: ModelConfig, s: WeightStore, v: Variant): ModelWeights {
   const { hidden: H, heads: A, kvHeads: K, headDim: D, intermediate: F } = c;
   const { linear: lin, norm } = tensorReader(s, H);
   const qkvBias = v.bias === "always" || c.attentionBias === true;
+  const denseF = c.moe?.denseIntermediate ?? F; // a mixture model's dense layers (F: its widest FFN)
   const layers: LayerWeights[] = [];
   for (let i = 0; i < c.layers; i++) {
     const p = `model.layers.${i}`;
@@ -236,9 +237,9 @@ function bindWeights(c: ModelConfig, s: WeightStore, v: Variant): ModelWeights {
       ...(v.moe && c.moe?.layers[i]
         ? { moe: moeWeights(c.moe, H, p, v.moe, lin) }
         : {
-            gate: lin(`${p}.mlp.gate_proj`, F, H),
-            up: lin(`${p}.mlp.up_proj`, F, H),
-            down: lin(`${p}.mlp.down_proj`, H, F),
+            gate: lin(`${p}.mlp.gate_proj`, denseF, H),
+            up: lin(`${p}.mlp.up_proj`, denseF, H),
+            down: lin(`${p}.mlp.down_proj`, H, denseF),
           }),
     });
   }

@@ -33,6 +33,7 @@ export function parseMoe(r: ConfigReader, layers: number, family: MoeFamily): { 
       topK,
       normalize: family === "mixtral" || r.bool("norm_topk_prob", false),
       expertIntermediate,
+      denseIntermediate: dense,
       ...(sharedIntermediate !== undefined && { sharedIntermediate }),
       layers: moeLayers,
     },

@@ -374,9 +374,11 @@ SHAPES = {
         tie_word_embeddings=False,
     ),
     # Qwen2-MoE: q/k/v biases, 4 experts of 48 (top 2, weights not renormalized), a shared expert of 96
-    # behind a sigmoid gate, and layer 1 of 3 a dense FFN of intermediate_size (mlp_only_layers).
+    # behind a sigmoid gate, and layer 1 of 3 a dense FFN of intermediate_size (mlp_only_layers), 80:
+    # narrower than the shared expert, so the widest FFN is not the dense layers' width.
     "qwen2moe": dict(
         BASE,
+        intermediate_size=80,
         architectures=["Qwen2MoeForCausalLM"],
         model_type="qwen2_moe",
         num_hidden_layers=3,
