@@ -790,6 +790,10 @@ const F32_GOLDEN_TOL: Record<string, number> = {
   "gemma-bf16": 0.01,
   "phi-bf16": 0.01,
   "gptneox-bf16": 0.01,
+  // Mixtures: the router and stacked experts (ffn_gate_inp, ffn_*_exps), Mixtral as llama.
+  "mixtral-bf16": 1e-3,
+  "qwen3moe-bf16": 1e-3,
+  "olmoe-bf16": 1e-3,
 };
 for (const [name, tol] of Object.entries(F32_GOLDEN_TOL)) {
   test(
@@ -811,6 +815,47 @@ for (const [name, tol] of Object.entries(F32_GOLDEN_TOL)) {
     },
   );
 }
+
+test(
+  "llama.cpp runs Qwen2-MoE (a shared expert behind its gate) like our engine; routing it cannot express is refused",
+  { skip: noLlama },
+  async (t) => {
+    // The golden Qwen2-MoE has a dense layer (mlp_only_layers), which llama.cpp's qwen2moe cannot run.
+    const golden = loadModel(goldenPath("qwen2moe-bf16"));
+    const refused = join(tempDir(t), "refused.gguf");
+    await assert.rejects(
+      exportGguf(golden, refused),
+      (e) => e instanceof ModelError && e.code === "BAD_CONFIG" && /mixture in every layer/.test(e.message),
+    );
+    golden.close();
+    const dir = join(tempDir(t), "qwen2moe");
+    await makeModel({ arch: "qwen2moe", dtype: "f32", seed: 4, out: dir });
+    const config = JSON.parse(readFileSync(join(dir, "config.json"), "utf8")) as Record<string, unknown>;
+    writeFileSync(join(dir, "config.json"), JSON.stringify({ ...config, norm_topk_prob: true }));
+    const renormalized = loadModel(dir);
+    await assert.rejects(
+      exportGguf(renormalized, refused),
+      (e) => e instanceof ModelError && e.code === "BAD_CONFIG" && /norm_topk_prob differs/.test(e.message),
+    );
+    renormalized.close();
+    writeFileSync(join(dir, "config.json"), JSON.stringify(config));
+    const model = loadModel(dir);
+    t.after(() => model.close());
+    const file = join(tempDir(t), "m.gguf");
+    await exportGguf(model, file, { dtype: "f32" });
+    const p = await parse(file);
+    const shape = (name: string) => p.tensorInfos.find((x) => x.name === name)!.shape.map(Number);
+    assert.deepEqual(shape("blk.0.ffn_gate_exps.weight"), [64, 64, 4], "[hidden, expert width, experts]");
+    assert.deepEqual(shape("blk.1.ffn_down_exps.weight"), [64, 64, 4]);
+    assert.deepEqual(shape("blk.0.ffn_gate_inp.weight"), [64, 4]);
+    assert.deepEqual(shape("blk.0.ffn_up_shexp.weight"), [64, 128]);
+    assert.equal((p.metadata as Record<string, unknown>)["qwen2moe.expert_shared_feed_forward_length"], 128);
+    const prompt = [5, 17, 99, 3, 42, 7];
+    const ours = await ourGreedy(model, prompt, 10);
+    const llama = (llamaCpp as { llama: NlcLlama }).llama;
+    compareSteps("qwen2moe", ours.steps, await llamaCppSteps(llama, file, prompt, ours.ids), 1e-3);
+  },
+);
 
 test(
   "llama.cpp runs Phi-3 (fused attn_qkv and ffn_up written back from the engine's row views) like our engine",

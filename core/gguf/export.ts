@@ -39,6 +39,12 @@
 //     converter reorders them for llama.cpp's views, and its blocks
 //     side by side or not (use_parallel_residual). llama.cpp's gptneox computes GELU with the tanh
 //     form whatever the checkpoint's is, as it does for every Pythia converted.
+//   - mixtures of experts: Mixtral as llama (q/k permuted), qwen2moe, qwen3moe, olmoe (NEOX rotary):
+//     the router as ffn_gate_inp, the experts' matrices stacked into ffn_{gate,up,down}_exps
+//     ([experts, rows, cols]), Qwen2-MoE's shared expert as ffn_*_shexp and its gate as
+//     ffn_gate_inp_shexp. llama.cpp fixes whether the chosen experts' weights are renormalized
+//     (llama, qwen3moe: yes; qwen2moe, olmoe: no), runs a mixture in every layer, and reads OLMoE's
+//     q/k norms as hidden wide (MHA only): other configs are a ModelError (BAD_CONFIG).
 // Matrices are written in the requested dtype (default: the model's), 1-D tensors (norms, biases,
 // rope_freqs) in F32 as the converter does. A tied head has no output.weight (llama.cpp reuses
 // token_embd). Other architectures are a ModelError (UNSUPPORTED_ARCHITECTURE).
@@ -47,7 +53,7 @@ import { basename, join } from "node:path";
 import type { LoadedModel } from "../loader/model-folder.js";
 import type { Weight } from "../loader/safetensors.js";
 import { ModelError } from "../loader/errors.js";
-import type { ModelConfig } from "../arch/config.js";
+import type { FfnWeights, ModelConfig } from "../arch/config.js";
 import { convertF32, f16ToF32 } from "../modelgen/safetensors-writer.js";
 import { GGML_TYPE_BYTES, GgmlType, GgufFileWriter, kv, type GgufTensorInfo, type GgufValue } from "./writer.js";
 import { ggufVocab, vocabMetadata } from "./vocab.js";
@@ -69,6 +75,9 @@ export interface GgufExportResult {
     | "granite"
     | "qwen2"
     | "qwen3"
+    | "qwen2moe"
+    | "qwen3moe"
+    | "olmoe"
     | "smollm3"
     | "olmo2"
     | "exaone4"
@@ -98,6 +107,10 @@ const SOURCE_DTYPES: Record<Weight["dtype"], GgufDType> = { F32: "f32", F16: "f1
 const ARCH_NAMES: Record<string, GgufExportResult["architecture"]> = {
   LlamaForCausalLM: "llama",
   MistralForCausalLM: "llama",
+  MixtralForCausalLM: "llama",
+  Qwen2MoeForCausalLM: "qwen2moe",
+  Qwen3MoeForCausalLM: "qwen3moe",
+  OlmoeForCausalLM: "olmoe",
   Qwen2ForCausalLM: "qwen2",
   Qwen3ForCausalLM: "qwen3",
   SmolLM3ForCausalLM: "smollm3",
@@ -142,7 +155,8 @@ type Transform =
 
 interface PlannedTensor {
   info: GgufTensorInfo;
-  source: Weight | Float32Array;
+  /** Stored bytes, values computed at load, or matrices written one after another (stacked experts). */
+  source: Weight | Float32Array | Weight[];
   transform: Transform;
 }
 
@@ -218,6 +232,7 @@ export async function exportGguf(
     ["general.name", kv.str(basename(model.dir))],
     ["general.file_type", kv.u32(FILE_TYPES[dtype])],
     ...architectureMetadata(arch, c, configFile),
+    ...moeMetadata(arch, c, configFile),
   ];
   const planned = planTensors(arch, model, GGML_TYPES[dtype]);
   if (arch !== "gpt2") {
@@ -351,6 +366,32 @@ function architectureMetadata(
     ];
   }
   return [...common, ...attentionMetadata(arch, c)];
+}
+
+/** A mixture's expert counts and widths, after checking that llama.cpp's fixed choices give this model. */
+function moeMetadata(arch: GgufExportResult["architecture"], c: ModelConfig, file: string): [string, GgufValue][] {
+  const m = c.moe;
+  if (!m) return [];
+  const bad = (d: string) => new ModelError("BAD_CONFIG", file, `llama.cpp's ${arch} ${d}`);
+  if (!m.layers.every(Boolean)) throw bad("has a mixture in every layer; mlp_only_layers / decoder_sparse_step differ");
+  const renormalizes = arch === "llama" || arch === "qwen3moe";
+  if (m.normalize !== renormalizes) {
+    throw bad(
+      `${renormalizes ? "renormalizes" : "does not renormalize"} the chosen experts' weights; norm_topk_prob differs`,
+    );
+  }
+  if (arch === "olmoe" && c.kvHeads !== c.heads) throw bad("reads q/k norms as wide as the hidden size: no GQA");
+  const out: [string, GgufValue][] = [
+    [`${arch}.expert_count`, kv.u32(m.experts)],
+    [`${arch}.expert_used_count`, kv.u32(m.topK)],
+  ];
+  if (arch === "qwen2moe" || arch === "qwen3moe") {
+    out.push([`${arch}.expert_feed_forward_length`, kv.u32(m.expertIntermediate)]);
+  }
+  if (m.sharedIntermediate !== undefined) {
+    out.push([`${arch}.expert_shared_feed_forward_length`, kv.u32(m.sharedIntermediate)]);
+  }
+  return out;
 }
 
 function attentionMetadata(arch: GgufExportResult["architecture"], c: ModelConfig): [string, GgufValue][] {
@@ -515,7 +556,30 @@ function planTensors(arch: GgufExportResult["architecture"], model: LoadedModel,
     lin("attn_output", l.o);
     if (l.postAttnNorm) norm("post_attention_norm", l.postAttnNorm);
     norm("ffn_norm", l.ffnNorm);
-    if (l.moe) throw new Error("mixture-of-experts layers have no GGUF export"); // ARCH_NAMES lists none
+    if (l.moe) {
+      const { router, experts, shared } = l.moe;
+      lin("ffn_gate_inp", router);
+      for (const [name, pick] of [
+        ["ffn_gate_exps", (e: FfnWeights) => e.gate!.w],
+        ["ffn_up_exps", (e: FfnWeights) => e.up.w],
+        ["ffn_down_exps", (e: FfnWeights) => e.down.w],
+      ] as const) {
+        const mats = experts.map(pick);
+        out.push({
+          info: { name: `${p}.${name}.weight`, type, dims: [mats[0].cols, mats[0].rows, mats.length] },
+          source: mats,
+          transform: copy,
+        });
+      }
+      if (shared) {
+        lin("ffn_gate_shexp", shared.gate!);
+        lin("ffn_up_shexp", shared.up);
+        lin("ffn_down_shexp", shared.down);
+        lin("ffn_gate_inp_shexp", shared.sharedGate);
+      }
+      if (l.postFfnNorm) norm("post_ffw_norm", l.postFfnNorm);
+      return;
+    }
     if (arch === "phi3" || arch === "glm4") {
       add(`${p}.ffn_up.weight`, joinRows([l.gate!.w, l.up.w]));
     } else {
@@ -575,6 +639,10 @@ const CHUNK_BYTES = 16 << 20;
 /** The tensor's bytes in the output dtype and layout, in chunks of whole rows. */
 async function* tensorBytes(p: PlannedTensor, reader: TensorReader): AsyncGenerator<Uint8Array> {
   const dst = p.info.type;
+  if (Array.isArray(p.source)) {
+    for (const source of p.source) yield* tensorBytes({ ...p, source }, reader);
+    return;
+  }
   if (p.source instanceof Float32Array) {
     yield convert(new Uint8Array(p.source.buffer, p.source.byteOffset, p.source.byteLength), GgmlType.F32, dst);
     return;
