@@ -1,6 +1,6 @@
 // Mixture-of-experts layers beyond the goldens (test/golden/*moe*, mixtral: the forward pass against
 // the NumPy reference): the routing rule on constructed logits, a sparse method run per expert with
-// its telemetry merged per layer, the CLI's per-layer experts, and the exports that refuse mixtures.
+// its telemetry merged per layer, the CLI's per-layer experts, and the ONNX export that refuses them.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";

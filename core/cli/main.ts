@@ -414,6 +414,8 @@ async function cmdMakeModel(argv: string[]): Promise<void> {
     "kv-heads": { type: "string" },
     intermediate: { type: "string" },
     vocab: { type: "string" },
+    experts: { type: "string" },
+    "experts-per-token": { type: "string" },
     dtype: { type: "string" },
     seed: { type: "string" },
     out: { type: "string" },
@@ -435,6 +437,8 @@ async function cmdMakeModel(argv: string[]): Promise<void> {
       kvHeads: int("kv-heads", v["kv-heads"]),
       intermediate: int("intermediate", v.intermediate),
       vocab: int("vocab", v.vocab),
+      experts: int("experts", v.experts),
+      expertsPerToken: int("experts-per-token", v["experts-per-token"]),
     }).filter(([, x]) => x !== undefined),
   );
   const shardMb = num("shard-mb", v["shard-mb"]);
@@ -542,7 +546,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: s
   export: { run: runExport, help: EXPORT_HELP },
   "make-model": {
     run: cmdMakeModel,
-    help: `--arch ${Object.keys(ARCHS).join("|")} [--preset NAME] [--hidden H --layers L --heads A --kv-heads K --intermediate F --vocab V] --dtype f32|f16|bf16 --seed S --out DIR [--shard-mb MB]`,
+    help: `--arch ${Object.keys(ARCHS).join("|")} [--preset NAME] [--hidden H --layers L --heads A --kv-heads K --intermediate F --vocab V] [--experts E --experts-per-token K] --dtype f32|f16|bf16 --seed S --out DIR [--shard-mb MB]`,
   },
 };
 
