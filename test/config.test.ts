@@ -1155,3 +1155,40 @@ test("Qwen3-MoE and OLMoE: norm_topk_prob as set; OLMoE's clip_qkv is refused", 
   assert.equal(o.moe!.expertIntermediate, 1024);
   badConfigs(t, [[{ ...olmoe, clip_qkv: 8 }, /"clip_qkv": 8 \(q, k, v clamped\) is not supported/]]);
 });
+
+test("GraniteMoE: stacked experts, Granite's multipliers folded, a shared MLP when shared_intermediate_size is set", (t) => {
+  // granite-3.0-1b-a400m-base's fields.
+  const granitemoe = {
+    architectures: ["GraniteMoeForCausalLM"],
+    model_type: "granitemoe",
+    hidden_size: 1024,
+    intermediate_size: 512,
+    num_local_experts: 32,
+    num_experts_per_tok: 8,
+    num_hidden_layers: 24,
+    num_attention_heads: 16,
+    num_key_value_heads: 8,
+    vocab_size: 49155,
+    max_position_embeddings: 4096,
+    rms_norm_eps: 1e-6,
+    rope_theta: 10000,
+    embedding_multiplier: 12,
+    residual_multiplier: 0.22,
+    attention_multiplier: 0.015625,
+    logits_scaling: 6,
+    tie_word_embeddings: true,
+  };
+  const c = readModelConfig(configIn(t, granitemoe));
+  assert.deepEqual([c.moe!.experts, c.moe!.topK, c.moe!.expertIntermediate], [32, 8, 512]);
+  assert.equal(c.moe!.normalize, true, "a softmax over the chosen experts' logits");
+  assert.equal(c.moe!.sharedIntermediate, undefined);
+  assert.ok(Math.abs(c.embedScale! - 12 / 0.22) < 1e-9, "Granite's multipliers folded as for GraniteForCausalLM");
+  assert.equal(c.attentionScale, 0.015625);
+  const shared = readModelConfig(
+    configIn(t, { ...granitemoe, architectures: ["GraniteMoeSharedForCausalLM"], shared_intermediate_size: 1024 }),
+  );
+  assert.equal(shared.moe!.sharedIntermediate, 1024);
+  assert.equal(shared.intermediate, 1024, "the widest FFN: the shared MLP");
+  const noShared = readModelConfig(configIn(t, { ...granitemoe, shared_intermediate_size: 0 }));
+  assert.equal(noShared.moe!.sharedIntermediate, undefined, "0 means none, as GraniteMoeShared builds it");
+});

@@ -794,6 +794,7 @@ const F32_GOLDEN_TOL: Record<string, number> = {
   "mixtral-bf16": 1e-3,
   "qwen3moe-bf16": 1e-3,
   "olmoe-bf16": 1e-3,
+  "granitemoe-bf16": 1e-3, // stacked input_linear split into gate and up, a shared MLP without a gate
 };
 for (const [name, tol] of Object.entries(F32_GOLDEN_TOL)) {
   test(
@@ -854,6 +855,25 @@ test(
     const ours = await ourGreedy(model, prompt, 10);
     const llama = (llamaCpp as { llama: NlcLlama }).llama;
     compareSteps("qwen2moe", ours.steps, await llamaCppSteps(llama, file, prompt, ours.ids), 1e-3);
+  },
+);
+
+test(
+  "llama.cpp runs a GraniteMoE without a shared MLP (make-model's) like our engine",
+  { skip: noLlama },
+  async (t) => {
+    const dir = join(tempDir(t), "granitemoe");
+    await makeModel({ arch: "granitemoe", dtype: "f32", seed: 6, out: dir });
+    const model = loadModel(dir);
+    t.after(() => model.close());
+    const file = join(tempDir(t), "m.gguf");
+    await exportGguf(model, file, { dtype: "f32" });
+    const names = (await parse(file)).tensorInfos.map((x) => x.name);
+    assert.ok(names.includes("blk.1.ffn_up_exps.weight") && !names.some((n) => n.includes("shexp")));
+    const prompt = [9, 40, 120, 7, 33];
+    const ours = await ourGreedy(model, prompt, 10);
+    const llama = (llamaCpp as { llama: NlcLlama }).llama;
+    compareSteps("granitemoe", ours.steps, await llamaCppSteps(llama, file, prompt, ours.ids), 1e-3);
   },
 );
 

@@ -336,6 +336,25 @@ function expectedNames(arch: Arch, tied: boolean, gpt2Prefix = false): string[] 
         ...(tied ? [] : ["lm_head.weight"]),
       ];
     }
+    case "granitemoe":
+      return [
+        "model.embed_tokens.weight",
+        ...L.flatMap((i) =>
+          [
+            "input_layernorm.weight",
+            "self_attn.q_proj.weight",
+            "self_attn.k_proj.weight",
+            "self_attn.v_proj.weight",
+            "self_attn.o_proj.weight",
+            "post_attention_layernorm.weight",
+            "block_sparse_moe.router.layer.weight",
+            "block_sparse_moe.input_linear.weight",
+            "block_sparse_moe.output_linear.weight",
+          ].map((n) => `model.layers.${i}.${n}`),
+        ),
+        "model.norm.weight",
+        ...(tied ? [] : ["lm_head.weight"]),
+      ];
     case "olmo2":
     case "exaone4":
       return [
@@ -570,6 +589,12 @@ function expectedShapes(arch: Arch): Record<string, number[]> {
         "model.layers.1.mlp.gate.weight": [8, 64],
         "model.layers.1.mlp.experts.0.gate_proj.weight": [64, 64],
       };
+    case "granitemoe": // 4 experts of 64, stacked
+      return {
+        "model.layers.0.block_sparse_moe.router.layer.weight": [4, 64],
+        "model.layers.0.block_sparse_moe.input_linear.weight": [4, 128, 64],
+        "model.layers.1.block_sparse_moe.output_linear.weight": [4, 64, 64],
+      };
     case "olmo2": // q/k norms as wide as the projections (4 heads x 16, no GQA)
       return {
         "model.layers.0.self_attn.q_norm.weight": [64],
@@ -732,6 +757,7 @@ for (const arch of ARCHES) {
         qwen2moe: "Qwen2MoeForCausalLM",
         qwen3moe: "Qwen3MoeForCausalLM",
         olmoe: "OlmoeForCausalLM",
+        granitemoe: "GraniteMoeForCausalLM",
         smollm3: "SmolLM3ForCausalLM",
         granite: "GraniteForCausalLM",
         minicpm: "MiniCPMForCausalLM",
@@ -793,6 +819,11 @@ for (const arch of ARCHES) {
           assert.equal(cfg.residual_multiplier, 0.22);
           assert.equal(cfg.attention_multiplier, 1 / 16);
         }
+      } else if (arch === "granitemoe") {
+        assert.equal(cfg.num_local_experts, 4);
+        assert.equal(cfg.num_experts_per_tok, 2);
+        assert.equal(cfg.intermediate_size, 64);
+        assert.equal(cfg.residual_multiplier, 0.22);
       } else if (["mixtral", "qwen2moe", "qwen3moe", "olmoe"].includes(arch)) {
         // What each transformers config class calls its experts, their width and routing.
         const experts = arch === "mixtral" ? cfg.num_local_experts : cfg.num_experts;

@@ -118,8 +118,11 @@ export interface MoeWeights {
   /** [experts × hidden]: a token's logit for each expert. */
   readonly router: Linear;
   readonly experts: readonly FfnWeights[];
-  /** Qwen2-MoE: an expert every token takes, scaled by sigmoid(sharedGate · x) ([1 × hidden]). */
-  readonly shared?: FfnWeights & { readonly sharedGate: Linear };
+  /**
+   * An expert every token takes: Qwen2-MoE's scaled by sigmoid(sharedGate · x) ([1 × hidden]),
+   * GraniteMoeShared's as it is (no sharedGate).
+   */
+  readonly shared?: FfnWeights & { readonly sharedGate?: Linear };
 }
 
 /** A layer's FFN: dense (gate/up/down), or a mixture of experts (`moe`, and no dense matrices). */
@@ -199,7 +202,9 @@ export function layerFfnBytes(lw: LayerWeights, c: ModelConfig): number {
   const { router, experts, shared } = lw.moe;
   const k = c.moe?.topK ?? experts.length;
   return (
-    linearBytes(router) + k * ffnBytes(experts[0]) + (shared ? ffnBytes(shared) + linearBytes(shared.sharedGate) : 0)
+    linearBytes(router) +
+    k * ffnBytes(experts[0]) +
+    (shared ? ffnBytes(shared) + (shared.sharedGate ? linearBytes(shared.sharedGate) : 0) : 0)
   );
 }
 

@@ -13,6 +13,8 @@ import { internlm2 } from "./internlm2.js";
 import {
   exaone4,
   granite,
+  graniteMoe,
+  graniteMoeShared,
   llama,
   minicpm,
   mistral,
@@ -43,6 +45,8 @@ export const ARCHITECTURES: Readonly<Record<string, ArchDefinition>> = {
   OlmoeForCausalLM: olmoe,
   SmolLM3ForCausalLM: smollm3,
   GraniteForCausalLM: granite,
+  GraniteMoeForCausalLM: graniteMoe,
+  GraniteMoeSharedForCausalLM: graniteMoeShared,
   MiniCPMForCausalLM: minicpm,
   OlmoForCausalLM: olmo,
   Olmo2ForCausalLM: olmo2,

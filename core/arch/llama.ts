@@ -22,7 +22,7 @@
 // Exaone4ForCausalLM (EXAONE 4.0) has OLMo 2's norms after the blocks with Qwen3's per-head q/k norms,
 // and, when sliding_window is set, windows in three of four layers (sliding_window_pattern, or
 // layer_types) with the rotary step in those only: the global layers have no positions.
-// MixtralForCausalLM (Mistral's block), Qwen2MoeForCausalLM (Qwen2's), Qwen3MoeForCausalLM (Qwen3's)
+// MixtralForCausalLM (Mistral's block), GraniteMoeForCausalLM and GraniteMoeSharedForCausalLM (Granite's), Qwen2MoeForCausalLM (Qwen2's), Qwen3MoeForCausalLM (Qwen3's)
 // and OlmoeForCausalLM (Llama's with RMSNorms of q and k over whole projections, as OLMo 2's) have
 // mixture-of-experts FFNs: see moe.ts.
 //
@@ -235,7 +235,7 @@ function bindWeights(c: ModelConfig, s: WeightStore, v: Variant): ModelWeights {
         },
       }),
       ...(v.moe && c.moe?.layers[i]
-        ? { moe: moeWeights(c.moe, H, p, v.moe, lin) }
+        ? { moe: moeWeights(c.moe, H, p, v.moe, s) }
         : {
             gate: lin(`${p}.mlp.gate_proj`, denseF, H),
             up: lin(`${p}.mlp.up_proj`, denseF, H),
@@ -263,4 +263,16 @@ export const mixtral = variant("MixtralForCausalLM", { bias: "config", qkNorm: f
 export const qwen2Moe = variant("Qwen2MoeForCausalLM", { bias: "always", qkNorm: false, moe: "qwen2" });
 export const qwen3Moe = variant("Qwen3MoeForCausalLM", { bias: "config", qkNorm: true, moe: "qwen" });
 export const olmoe = variant("OlmoeForCausalLM", { bias: "config", qkNorm: true, wholeQkNorm: true, moe: "olmoe" });
+export const graniteMoe = variant("GraniteMoeForCausalLM", {
+  bias: "config",
+  qkNorm: false,
+  granite: true,
+  moe: "granite",
+});
+export const graniteMoeShared = variant("GraniteMoeSharedForCausalLM", {
+  bias: "config",
+  qkNorm: false,
+  granite: true,
+  moe: "granite",
+});
 export const granite = variant("GraniteForCausalLM", { bias: "config", qkNorm: false, granite: true });

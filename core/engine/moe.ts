@@ -121,10 +121,11 @@ export class MoeFeedForward implements FeedForward {
     }
     if (this.shared && w.shared) {
       run(this.shared, h, n, m.experts * F);
-      b.matmul(s.gate, h, w.shared.sharedGate.w, n, w.shared.sharedGate.b);
       const y = b.read(s.out, 0, n * H);
-      const g = b.read(s.gate, 0, n);
-      for (let t = 0; t < n; t++) addScaled(sum, t * H, y, t * H, 1 / (1 + Math.exp(-g[t])), H);
+      const gate = w.shared.sharedGate;
+      if (gate) b.matmul(s.gate, h, gate.w, n, gate.b);
+      const g = gate ? b.read(s.gate, 0, n) : undefined;
+      for (let t = 0; t < n; t++) addScaled(sum, t * H, y, t * H, g ? 1 / (1 + Math.exp(-g[t])) : 1, H);
     }
     b.write(out, 0, sum);
     if (!report) return;

@@ -39,11 +39,12 @@
 //     converter reorders them for llama.cpp's views, and its blocks
 //     side by side or not (use_parallel_residual). llama.cpp's gptneox computes GELU with the tanh
 //     form whatever the checkpoint's is, as it does for every Pythia converted.
-//   - mixtures of experts: Mixtral as llama (q/k permuted), qwen2moe, qwen3moe, olmoe (NEOX rotary):
+//   - mixtures of experts: Mixtral as llama and GraniteMoE(Shared) as granitemoe (q/k permuted, Granite's
+//     multipliers folded as for granite; feed_forward_length is an expert's width), qwen2moe, qwen3moe, olmoe (NEOX rotary):
 //     the router as ffn_gate_inp, the experts' matrices stacked into ffn_{gate,up,down}_exps
 //     ([experts, rows, cols]), Qwen2-MoE's shared expert as ffn_*_shexp and its gate as
-//     ffn_gate_inp_shexp. llama.cpp fixes whether the chosen experts' weights are renormalized
-//     (llama, qwen3moe: yes; qwen2moe, olmoe: no), runs a mixture in every layer, and reads OLMoE's
+//     ffn_gate_inp_shexp (GraniteMoeShared's has no gate). llama.cpp fixes whether the chosen experts' weights are renormalized
+//     (llama, granitemoe, qwen3moe: yes; qwen2moe, olmoe: no), runs a mixture in every layer, and reads OLMoE's
 //     q/k norms as hidden wide (MHA only): other configs are a ModelError (BAD_CONFIG).
 // Matrices are written in the requested dtype (default: the model's), 1-D tensors (norms, biases,
 // rope_freqs) in F32 as the converter does. A tied head has no output.weight (llama.cpp reuses
@@ -73,6 +74,7 @@ export interface GgufExportResult {
   architecture:
     | "llama"
     | "granite"
+    | "granitemoe"
     | "qwen2"
     | "qwen3"
     | "qwen2moe"
@@ -115,6 +117,8 @@ const ARCH_NAMES: Record<string, GgufExportResult["architecture"]> = {
   Qwen3ForCausalLM: "qwen3",
   SmolLM3ForCausalLM: "smollm3",
   GraniteForCausalLM: "granite",
+  GraniteMoeForCausalLM: "granitemoe",
+  GraniteMoeSharedForCausalLM: "granitemoe",
   Olmo2ForCausalLM: "olmo2",
   Exaone4ForCausalLM: "exaone4",
   StableLmForCausalLM: "stablelm",
@@ -299,7 +303,7 @@ function architectureMetadata(
     [`${arch}.context_length`, kv.u32(Math.min(c.maxPositions, ...windows))],
     [`${arch}.embedding_length`, kv.u32(c.hidden)],
     [`${arch}.block_count`, kv.u32(c.layers)],
-    [`${arch}.feed_forward_length`, kv.u32(c.intermediate)],
+    [`${arch}.feed_forward_length`, kv.u32(c.moe?.expertIntermediate ?? c.intermediate)],
     [`${arch}.attention.head_count`, kv.u32(c.heads)],
   ];
   if (arch === "gpt2") {
@@ -354,15 +358,15 @@ function architectureMetadata(
       "EXAONE 4.0 with sliding windows (and global layers without positions) has no GGUF export here",
     );
   }
-  if (arch === "granite") {
+  if (arch === "granite" || arch === "granitemoe") {
     // The multipliers as folded into the weights and eps the engine runs (see the header).
     return [
       ...common,
       ...attentionMetadata(arch, c),
-      ["granite.attention.scale", kv.f32(c.attentionScale ?? 1 / Math.sqrt(c.headDim))],
-      ["granite.embedding_scale", kv.f32(c.embedScale ?? 1)],
-      ["granite.residual_scale", kv.f32(1)],
-      ["granite.logit_scale", kv.f32(1)],
+      [`${arch}.attention.scale`, kv.f32(c.attentionScale ?? 1 / Math.sqrt(c.headDim))],
+      [`${arch}.embedding_scale`, kv.f32(c.embedScale ?? 1)],
+      [`${arch}.residual_scale`, kv.f32(1)],
+      [`${arch}.logit_scale`, kv.f32(1)],
     ];
   }
   return [...common, ...attentionMetadata(arch, c)];
@@ -374,7 +378,7 @@ function moeMetadata(arch: GgufExportResult["architecture"], c: ModelConfig, fil
   if (!m) return [];
   const bad = (d: string) => new ModelError("BAD_CONFIG", file, `llama.cpp's ${arch} ${d}`);
   if (!m.layers.every(Boolean)) throw bad("has a mixture in every layer; mlp_only_layers / decoder_sparse_step differ");
-  const renormalizes = arch === "llama" || arch === "qwen3moe";
+  const renormalizes = arch === "llama" || arch === "granitemoe" || arch === "qwen3moe";
   if (m.normalize !== renormalizes) {
     throw bad(
       `${renormalizes ? "renormalizes" : "does not renormalize"} the chosen experts' weights; norm_topk_prob differs`,
@@ -534,7 +538,8 @@ function planTensors(arch: GgufExportResult["architecture"], model: LoadedModel,
     } else if (arch === "phi3") {
       add(`${p}.attn_qkv.weight`, joinRows([l.qkv.q.w, l.qkv.k.w, l.qkv.v.w]));
     } else {
-      const interleaved = arch === "llama" || arch === "smollm3" || arch === "granite"; // llama.cpp's rotary pairs, not NEOX
+      // llama.cpp's rotary pairs, not NEOX
+      const interleaved = arch === "llama" || arch === "smollm3" || arch === "granite" || arch === "granitemoe";
       const perm = (heads: number): Transform =>
         interleaved ? { kind: "permute", heads, headDim: c.headDim, rotDim } : copy;
       if (interleaved && (l.qkv.q.b || l.qkv.k.b)) {
@@ -575,7 +580,7 @@ function planTensors(arch: GgufExportResult["architecture"], model: LoadedModel,
         lin("ffn_gate_shexp", shared.gate!);
         lin("ffn_up_shexp", shared.up);
         lin("ffn_down_shexp", shared.down);
-        lin("ffn_gate_inp_shexp", shared.sharedGate);
+        if (shared.sharedGate) lin("ffn_gate_inp_shexp", shared.sharedGate);
       }
       if (l.postFfnNorm) norm("post_ffw_norm", l.postFfnNorm);
       return;

@@ -193,27 +193,39 @@ export class WeightStore {
   }
 
   /**
-   * Rows r0 .. r0+n of the [rows, cols] tensor `name` as a weight of its own, without a copy: how
-   * fused checkpoints (Phi-3's qkv_proj and gate_up_proj) give the engine separate q, k, v, gate and
-   * up matrices. The view is named `name[r0:r1]` and covers exactly its rows' bytes.
+   * Rows r0 .. r0+n of the tensor `name` as a weight of its own, without a copy: how fused checkpoints
+   * (Phi-3's qkv_proj and gate_up_proj, GraniteMoE's experts stacked [experts, rows, cols]) give the
+   * engine separate matrices. A tensor of more than two dimensions is seen as its rows (all but the
+   * last dimension, flattened) by its columns. The view is named `name[r0:r1]` and covers exactly its
+   * rows' bytes.
    */
-  getRows(name: string, shape: readonly [number, number], r0: number, n: number): Weight {
-    const t = this.get(name, shape);
-    const rowBytes = shape[1] * DTYPE_BYTES[t.dtype];
-    if (!(Number.isSafeInteger(r0) && Number.isSafeInteger(n) && r0 >= 0 && n > 0 && r0 + n <= shape[0])) {
-      throw new RangeError(`${name}: rows ${r0}..${r0 + n} are outside its ${shape[0]} rows`);
+  getRows(name: string, shape: readonly number[], r0: number, n: number): Weight {
+    const t = this.info(name);
+    if (shape.length < 2 || t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+      throw new ModelError(
+        "SHAPE_MISMATCH",
+        t.file,
+        `shape ${JSON.stringify(t.shape)} does not match ${JSON.stringify(shape)} implied by config.json`,
+        name,
+      );
+    }
+    const cols = shape[shape.length - 1];
+    const rows = shape.slice(0, -1).reduce((a, d) => a * d, 1);
+    const rowBytes = cols * DTYPE_BYTES[t.dtype];
+    if (!(Number.isSafeInteger(r0) && Number.isSafeInteger(n) && r0 >= 0 && n > 0 && r0 + n <= rows)) {
+      throw new RangeError(`${name}: rows ${r0}..${r0 + n} are outside its ${rows} rows`);
     }
     const offset = t.offset + r0 * rowBytes;
-    const handle = native().weight(this.mapping(t.file), offset, NATIVE_DTYPE[t.dtype], n, shape[1], false);
+    const handle = native().weight(this.mapping(t.file), offset, NATIVE_DTYPE[t.dtype], n, cols, false);
     return {
       ...t,
       name: `${name}[${r0}:${r0 + n}]`,
-      shape: [n, shape[1]],
+      shape: [n, cols],
       offset,
       byteLength: n * rowBytes,
       handle,
       rows: n,
-      cols: shape[1],
+      cols,
       transposed: false,
     };
   }

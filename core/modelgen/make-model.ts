@@ -26,6 +26,7 @@ export type Arch =
   | "qwen2moe"
   | "qwen3moe"
   | "olmoe"
+  | "granitemoe"
   | "smollm3"
   | "granite"
   | "minicpm"
@@ -166,6 +167,24 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
       tied: false,
       ropeTheta: 10000,
       rmsEps: 1e-5,
+    },
+  },
+  "granite-3.0-1b-a400m": {
+    arch: "granitemoe",
+    description: "Granite 3.0 1B-A400M shapes (granitemoe, 32 experts of 512, 8 per token, GQA 16/8, tied)",
+    shape: {
+      hidden: 1024,
+      layers: 24,
+      heads: 16,
+      kvHeads: 8,
+      intermediate: 512,
+      experts: 32,
+      expertsPerToken: 8,
+      vocab: 49155,
+      maxPositions: 4096,
+      tied: true,
+      ropeTheta: 10000,
+      rmsEps: 1e-6,
     },
   },
   "qwen3-30b-a3b": {
@@ -675,6 +694,12 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
     description: "tiny olmoe for tests (8 experts of 64, 2 per token, whole-projection q/k norms, MHA, untied)",
     shape: { ...tinyLlamaLike, kvHeads: 4, intermediate: 64, experts: 8, expertsPerToken: 2, tied: false },
   },
+  "tiny-granitemoe": {
+    arch: "granitemoe",
+    description:
+      "tiny granitemoe for tests (4 experts of 64 stacked in two tensors, 2 per token, Granite's multipliers, tied)",
+    shape: { ...tinyLlamaLike, intermediate: 64, experts: 4, expertsPerToken: 2, tied: true, ropeTheta: 10000 },
+  },
   "tiny-smollm3": {
     arch: "smollm3",
     description: "tiny smollm3 for tests (GQA 4/2, 4 layers: the 4th has no rotary step, tied)",
@@ -920,6 +945,21 @@ const QWEN2MOE_LAYER: TensorRule[] = [
   { name: "mlp.shared_expert_gate.weight", shape: (s) => [1, s.hidden], init: "normal" },
 ];
 const QWEN3MOE_LAYER: TensorRule[] = [...QWEN3_LAYER.slice(0, 8), ...QWEN_EXPERTS];
+// GraniteMoE: every expert in two stacked tensors (each expert's gate rows, then its up rows).
+const GRANITEMOE_LAYER: TensorRule[] = [
+  ...LLAMA_LAYER.slice(0, 6),
+  { name: "block_sparse_moe.router.layer.weight", shape: (s) => [s.experts, s.hidden], init: "normal" },
+  {
+    name: "block_sparse_moe.input_linear.weight",
+    shape: (s) => [s.experts, 2 * s.intermediate, s.hidden],
+    init: "normal",
+  },
+  {
+    name: "block_sparse_moe.output_linear.weight",
+    shape: (s) => [s.experts, s.hidden, s.intermediate],
+    init: "normal",
+  },
+];
 const OLMOE_LAYER: TensorRule[] = [
   LLAMA_LAYER[0],
   ...OLMO2_LAYER.slice(0, 6), // q, k, v, the whole-projection q/k norms, o
@@ -932,6 +972,17 @@ function moeFields(modelType: string, s: ResolvedShape): Record<string, unknown>
   const routing = { num_experts_per_tok: s.expertsPerToken, router_aux_loss_coef: 0.01 };
   if (modelType === "mixtral") return { ...routing, num_local_experts: s.experts, sliding_window: null };
   if (modelType === "olmoe") return { ...routing, num_experts: s.experts, norm_topk_prob: false, clip_qkv: null };
+  if (modelType === "granitemoe") {
+    // Granite 3.0 1B-A400M's multipliers (attention: 1 / head_dim).
+    return {
+      ...routing,
+      num_local_experts: s.experts,
+      embedding_multiplier: 12.0,
+      residual_multiplier: 0.22,
+      attention_multiplier: 1 / s.headDim,
+      logits_scaling: 6.0,
+    };
+  }
   return {
     ...routing,
     num_experts: s.experts,
@@ -1326,6 +1377,7 @@ export const ARCHS: Record<Arch, ArchSpec> = {
   qwen2moe: moeFamily("Qwen2MoeForCausalLM", "qwen2_moe", QWEN2MOE_LAYER),
   qwen3moe: moeFamily("Qwen3MoeForCausalLM", "qwen3_moe", QWEN3MOE_LAYER),
   olmoe: moeFamily("OlmoeForCausalLM", "olmoe", OLMOE_LAYER),
+  granitemoe: moeFamily("GraniteMoeForCausalLM", "granitemoe", GRANITEMOE_LAYER),
   smollm3: llamaFamily("SmolLM3ForCausalLM", "smollm3", LLAMA_LAYER),
   granite: llamaFamily("GraniteForCausalLM", "granite", LLAMA_LAYER),
   minicpm: llamaFamily("MiniCPMForCausalLM", "minicpm", LLAMA_LAYER),
@@ -1607,7 +1659,7 @@ export function resolveShape(o: Pick<MakeModelOptions, "arch" | "preset" | "shap
   const rmsEps = b.rmsEps ?? 1e-5;
   if (!(ropeTheta > 0 && Number.isFinite(ropeTheta))) throw new MakeModelError(`ropeTheta must be a positive number`);
   if (!(rmsEps > 0 && rmsEps < 1)) throw new MakeModelError(`rmsEps must be in (0, 1), got ${rmsEps}`);
-  const moe = o.arch === "mixtral" || o.arch === "qwen2moe" || o.arch === "qwen3moe" || o.arch === "olmoe";
+  const moe = ["mixtral", "qwen2moe", "qwen3moe", "olmoe", "granitemoe"].includes(o.arch);
   if (!moe && (b.experts !== undefined || b.expertsPerToken !== undefined)) {
     throw new MakeModelError(`${o.arch} has no experts: experts and expertsPerToken do not apply`);
   }

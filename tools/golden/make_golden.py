@@ -7,7 +7,7 @@ shared golden folder, and expected.json from reference.py.
     python3 tools/golden/make_golden.py qwen3 test/golden/qwen3-bf16 --tokenizer-from ../shared/golden/llama-bf16
     (phi3-partial goes to test/golden/phi3-partial-bf16)
 
-qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn, stablelm, gemma, phi, gptneox, starcoder2, cohere, cohere2, glm, glm4, ernie, exaone4, gptj, internlm2, olmo, minicpm, mixtral, qwen2moe, qwen3moe and olmoe are defined: the shared folders cover the other
+qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn, stablelm, gemma, phi, gptneox, starcoder2, cohere, cohere2, glm, glm4, ernie, exaone4, gptj, internlm2, olmo, minicpm, mixtral, qwen2moe, qwen3moe, olmoe and granitemoe are defined: the shared folders cover the other
 architectures.
 """
 import argparse
@@ -423,6 +423,23 @@ SHAPES = {
         rms_norm_eps=1e-5,
         tie_word_embeddings=False,
     ),
+    # GraniteMoeShared: Granite's multipliers, 4 experts of 48 stacked in input_linear/output_linear (top 2,
+    # softmax over the chosen logits), a shared MLP of 64 added unscaled, a tied head.
+    "granitemoe": dict(
+        BASE,
+        architectures=["GraniteMoeSharedForCausalLM"],
+        model_type="granitemoeshared",
+        intermediate_size=48,
+        shared_intermediate_size=64,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        rms_norm_eps=1e-6,
+        embedding_multiplier=2.0,
+        residual_multiplier=0.5,
+        attention_multiplier=0.0625,
+        logits_scaling=4.0,
+        tie_word_embeddings=True,
+    ),
     # head_dim 32 with 4 heads: q is 128 wide against a hidden size of 64, as in Qwen3 (2048 vs 1024).
     "qwen3": dict(
         BASE,
@@ -511,7 +528,8 @@ def moe_tensors(c: dict, rng: np.random.Generator) -> dict:
     D = c.get("head_dim", H // A)
     kind = c["model_type"]
     mixtral = kind == "mixtral"
-    E = c["num_local_experts"] if mixtral else c["num_experts"]
+    granite = kind == "granitemoeshared"
+    E = c["num_local_experts"] if mixtral or granite else c["num_experts"]
     F = c.get("moe_intermediate_size", c["intermediate_size"])
     t = {"model.embed_tokens.weight": rng.normal(0, 1, (V, H))}
     for i in range(c["num_hidden_layers"]):
@@ -535,6 +553,15 @@ def moe_tensors(c: dict, rng: np.random.Generator) -> dict:
             t[f"{p}.mlp.up_proj.weight"] = mat(Fd, H)
             t[f"{p}.mlp.down_proj.weight"] = mat(H, Fd)
             continue
+        if granite:  # every expert stacked in two tensors; the router under router.layer
+            block = f"{p}.block_sparse_moe"
+            t[f"{block}.router.layer.weight"] = mat(E, H)
+            t[f"{block}.input_linear.weight"] = np.stack([mat(2 * F, H) for _ in range(E)])
+            t[f"{block}.output_linear.weight"] = np.stack([mat(H, F) for _ in range(E)])
+            S = c["shared_intermediate_size"]
+            t[f"{p}.shared_mlp.input_linear.weight"] = mat(2 * S, H)
+            t[f"{p}.shared_mlp.output_linear.weight"] = mat(H, S)
+            continue
         block = f"{p}.block_sparse_moe" if mixtral else f"{p}.mlp"
         gate, up, down = ("w1", "w3", "w2") if mixtral else ("gate_proj", "up_proj", "down_proj")
         t[f"{block}.gate.weight"] = mat(E, H)
@@ -549,7 +576,8 @@ def moe_tensors(c: dict, rng: np.random.Generator) -> dict:
             t[f"{block}.shared_expert.{down}.weight"] = mat(H, S)
             t[f"{block}.shared_expert_gate.weight"] = mat(1, H)
     t["model.norm.weight"] = norm(H)
-    t["lm_head.weight"] = mat(V, H)
+    if not c["tie_word_embeddings"]:
+        t["lm_head.weight"] = mat(V, H)
     return t
 
 

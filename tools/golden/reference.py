@@ -2,7 +2,8 @@
 """A float64 NumPy reference of the Hugging Face forward pass for the Llama family (LlamaForCausalLM,
 MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM,
 GraniteForCausalLM, Olmo2ForCausalLM, StableLmForCausalLM; the mixture-of-experts MixtralForCausalLM,
-Qwen2MoeForCausalLM, Qwen3MoeForCausalLM and OlmoeForCausalLM), PhiForCausalLM, GPTNeoXForCausalLM, Starcoder2ForCausalLM, CohereForCausalLM, Cohere2ForCausalLM, GlmForCausalLM, Glm4ForCausalLM, Ernie4_5ForCausalLM, Exaone4ForCausalLM, GPTJForCausalLM, InternLM2ForCausalLM, OlmoForCausalLM, MiniCPMForCausalLM,
+Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, OlmoeForCausalLM, GraniteMoeForCausalLM and
+GraniteMoeSharedForCausalLM), PhiForCausalLM, GPTNeoXForCausalLM, Starcoder2ForCausalLM, CohereForCausalLM, Cohere2ForCausalLM, GlmForCausalLM, Glm4ForCausalLM, Ernie4_5ForCausalLM, Exaone4ForCausalLM, GPTJForCausalLM, InternLM2ForCausalLM, OlmoForCausalLM, MiniCPMForCausalLM,
 GemmaForCausalLM, Gemma2ForCausalLM and Gemma3ForCausalLM, written from the transformers modeling code's semantics and independent of the
 engine: it shares no code with core/.
 
@@ -141,14 +142,17 @@ class Model:
                  "CohereForCausalLM", "Cohere2ForCausalLM", "GlmForCausalLM", "Glm4ForCausalLM",
                  "Ernie4_5ForCausalLM", "Exaone4ForCausalLM", "GPTJForCausalLM",
                  "InternLM2ForCausalLM", "OlmoForCausalLM", "MiniCPMForCausalLM",
-                 "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM", "OlmoeForCausalLM")
+                 "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM", "OlmoeForCausalLM",
+                 "GraniteMoeForCausalLM", "GraniteMoeSharedForCausalLM")
         if arch not in known:
             raise SystemExit(f"{arch} is not one of {', '.join(known)}")
         self.qwen2 = arch in ("Qwen2ForCausalLM", "Qwen2MoeForCausalLM")
         # Mixture-of-experts FFNs (see moe): Mixtral's block_sparse_moe, the others' mlp. OLMoE: q/k
         # norms over each token's whole projection, as OLMo 2's, with the Llama block's norms.
         self.arch = arch
-        self.moe = arch in ("MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM", "OlmoeForCausalLM")
+        self.granite_moe = arch in ("GraniteMoeForCausalLM", "GraniteMoeSharedForCausalLM")
+        self.moe = self.granite_moe or arch in (
+            "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM", "OlmoeForCausalLM")
         self.olmoe = arch == "OlmoeForCausalLM"
         # Gemma 2 and 3: embeddings times sqrt(hidden), (1 + w) norms, norms after both blocks,
         # sliding-window layers (layer_types), query_pre_attn_scalar, GELU (tanh) gated FFN. Gemma 3:
@@ -204,7 +208,7 @@ class Model:
         self.bias = self.qwen2 or self.phi or (self.starcoder2 and self.cfg.get("use_bias", True)) or bool(self.cfg.get("attention_bias", False) or self.cfg.get("use_qkv_bias", False))
         # Granite: embeddings times embedding_multiplier, attention scores times attention_multiplier,
         # each block's output times residual_multiplier before its residual add, logits / logits_scaling.
-        self.granite = arch == "GraniteForCausalLM"
+        self.granite = arch == "GraniteForCausalLM" or self.granite_moe
         g = self.cfg if self.granite else {}
         self.embed_mult = g.get("embedding_multiplier", 1.0)
         self.residual_mult = g.get("residual_multiplier", 1.0)
@@ -295,6 +299,8 @@ class Model:
         experts (SwiGLU FFNs) summed with those weights, renormalized to sum to 1 by Mixtral and with
         norm_topk_prob; Qwen2-MoE adds its shared expert times sigmoid(shared_expert_gate · h)."""
         c, w = self.cfg, self.w
+        if self.granite_moe:
+            return self.granite_moe_ffn(h, p)
         mixtral = self.arch == "MixtralForCausalLM"
         block = f"{p}.block_sparse_moe" if mixtral else f"{p}.mlp"
         gate, up, down = ("w1", "w3", "w2") if mixtral else ("gate_proj", "up_proj", "down_proj")
@@ -316,6 +322,28 @@ class Model:
         if f"{block}.shared_expert_gate.weight" in w:
             s = self.lin(h, f"{block}.shared_expert_gate", False)
             out += swiglu(h, f"{block}.shared_expert") / (1.0 + np.exp(-s))
+        return out
+
+    def granite_moe_ffn(self, h, p):
+        """GraniteMoE: the router's top num_experts_per_tok logits, softmaxed over those; each expert's
+        rows of the stacked input_linear [E, 2F, H] (gate, then up) and output_linear [E, H, F];
+        GraniteMoeShared adds shared_mlp (the same split) unscaled."""
+        c, w = self.cfg, self.w
+        silu = lambda g: g / (1.0 + np.exp(-g))
+        glu = lambda x, wi, wo: (lambda gu: silu(gu[:, : gu.shape[1] // 2]) * gu[:, gu.shape[1] // 2 :])(x @ wi.T) @ wo.T
+        block = f"{p}.block_sparse_moe"
+        z = h @ w[f"{block}.router.layer.weight"].T
+        k = c["num_experts_per_tok"]
+        wi, wo = w[f"{block}.input_linear.weight"], w[f"{block}.output_linear.weight"]
+        out = np.zeros_like(h)
+        for t in range(len(h)):
+            top = np.argsort(-z[t], kind="stable")[:k]
+            g = np.exp(z[t][top] - z[t][top].max())
+            g /= g.sum()
+            for e, ge in zip(top, g):
+                out[t] += ge * glu(h[t : t + 1], wi[e], wo[e])[0]
+        if f"{p}.shared_mlp.input_linear.weight" in w:
+            out += glu(h, w[f"{p}.shared_mlp.input_linear.weight"], w[f"{p}.shared_mlp.output_linear.weight"])
         return out
 
     def lin(self, x, name, bias):
@@ -462,7 +490,7 @@ class Model:
                 x = x + f
                 continue
             if self.moe and self.moe_layer(i):
-                x = x + self.moe_ffn(h, p)
+                x = x + r * self.moe_ffn(h, p)
                 continue
             if self.phi3 or self.glm:
                 g, u = np.split(self.lin(h, f"{p}.mlp.gate_up_proj", False), 2, axis=-1)
