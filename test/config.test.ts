@@ -1057,7 +1057,7 @@ test("Mixtral: 8 experts of intermediate_size, 2 per token, renormalized, every 
   const c = readModelConfig(configIn(t, MIXTRAL));
   assert.deepEqual(
     { ...c.moe!, layers: c.moe!.layers.length },
-    { experts: 8, topK: 2, normalize: true, expertIntermediate: 14336, layers: 32 },
+    { experts: 8, topK: 2, normalize: true, expertIntermediate: 14336, denseIntermediate: 14336, layers: 32 },
   );
   assert.ok(c.moe!.layers.every(Boolean));
   assert.equal(c.intermediate, 14336);

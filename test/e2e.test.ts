@@ -317,6 +317,54 @@ test("e2e: a saved reasoning reply shows its <think> block folded above the answ
 });
 
 test(
+  "e2e: a mixture of experts: its experts in the model bar and the map, k per expert",
+  { timeout: 90_000 },
+  async (t) => {
+    if (!existsSync(CHROMIUM)) {
+      t.skip(`no Chromium at ${CHROMIUM} (.ci/run installs Debian's chromium; set HIRE_CHROMIUM to use another)`);
+      return;
+    }
+    const dataDir = mkdtempSync(join(tmpdir(), "hire-e2e-moe-"));
+    const { page, pageErrors } = await openApp(t, dataDir, { width: 1280, height: 800 });
+    // tiny-mixtral: 2 layers of 4 experts of 96 neurons, 2 a token.
+    const dir = join(dataDir, "mixtral-random");
+    await makeModel({ arch: "mixtral", dtype: "f32", seed: 3, out: dir });
+    await page.getByTestId("model-path").fill(dir);
+    await page.getByTestId("load-model").click();
+    await page.getByTestId("model-name").filter({ hasText: "mixtral-random" }).waitFor({ timeout: 30_000 });
+    await page.locator(".model-info .line").filter({ hasText: "2L × 4 experts of 96 (2 a token)" }).waitFor();
+    await page.getByTestId("sampling-maxTokens").fill("6");
+    await page.getByTestId("sampling-temperature").fill("0");
+    await page.getByTestId("prompt-input").fill("Route this");
+    await page.getByTestId("send").click();
+    await waitForReply(page, 1, 0);
+    await waitIdle(page);
+    // Dense experts: each layer "selects" its two routed experts' 192 neurons of 384.
+    await page.getByTestId("selected-count").filter({ hasText: "384 selected (50.0%) · k 192/layer × 2" }).waitFor();
+    await page.waitForTimeout(300);
+    assert.ok((await drawnPixels(page, "layer-map")) > 50, "the layer map is blank");
+    const map = page.getByTestId("layer-map");
+    const box = (await map.boundingBox())!;
+    await page.mouse.move(box.x + box.width - 4, box.y + 4); // the last expert's last neurons, layer 0
+    await page
+      .locator(".map-legend")
+      .filter({ hasText: /layer 0 · expert 3 · neuron 9\d/ })
+      .waitFor();
+    // HiRE inside the routed experts: k is a share of each expert's 96 neurons.
+    await page.getByTestId("ffn-method").selectOption("hire");
+    await page.getByTestId("ffn-k").fill("0.1");
+    await page.getByTestId("ffn-k-value").filter({ hasText: "10% · 10 per expert" }).waitFor();
+    await page.getByTestId("prompt-input").fill("And again");
+    await page.getByTestId("send").click();
+    await page.getByTestId("selected-count").filter({ hasText: "40 selected" }).waitFor({ timeout: 30_000 });
+    await waitIdle(page);
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: join(ARTIFACTS, "e2e-moe.png") });
+    assert.deepEqual(pageErrors, []);
+  },
+);
+
+test(
   "e2e: a model from the Hugging Face cache, picked in the model bar by its repo id",
   { timeout: 60_000 },
   async (t) => {

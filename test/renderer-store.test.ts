@@ -128,6 +128,7 @@ const MODEL: ModelInfo = {
   layers: 2,
   hidden: 8,
   neurons: 8,
+  moe: null,
   vocab: 32,
   gatedFfn: true,
   thinkingSwitch: false,

@@ -247,6 +247,14 @@ export class EngineHost {
       layers: c.layers,
       hidden: c.hidden,
       neurons: layerNeurons(c),
+      moe: c.moe
+        ? {
+            experts: c.moe.experts,
+            perToken: c.moe.topK,
+            expertNeurons: c.moe.expertIntermediate,
+            sharedNeurons: c.moe.sharedIntermediate ?? 0,
+          }
+        : null,
       vocab: c.vocab,
       gatedFfn: c.gatedFfn,
       hasChatTemplate: m.tokenizer.hasChatTemplate,

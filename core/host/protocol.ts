@@ -145,6 +145,9 @@ export interface ModelInfo extends ModelEstimate {
    * every expert's neurons in turn (expert e's neuron i is e·F + i), then the shared expert's.
    */
   neurons: number;
+  /** A mixture of experts: experts per layer, how many a token takes, each one's width (k applies per
+   * expert) and the shared expert's (0: none); null for dense FFNs. */
+  moe: { experts: number; perToken: number; expertNeurons: number; sharedNeurons: number } | null;
   vocab: number;
   gatedFfn: boolean;
   hasChatTemplate: boolean;

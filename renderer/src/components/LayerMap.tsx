@@ -1,7 +1,10 @@
 // Layer × neuron map: one row per layer, neurons max-pooled into pixel-wide bins. Colour: selected
 // on the latest token (bright) over the selection frequency in the last N tokens (blue → cyan).
 // Drawn from the telemetry store in requestAnimationFrame; a 1-pixel-per-bin image scaled up, so
-// 24+ layers × 8k+ neurons cost one pass over the frequencies per frame.
+// 24+ layers × 8k+ neurons cost one pass over the frequencies per frame. A mixture of experts' row is
+// its experts side by side (then its shared expert), with a line between two experts where they are
+// at least a few pixels wide.
+import type { ModelInfo } from "../../../core/host/protocol.js";
 import { useRef, useState } from "react";
 import { useStore } from "zustand";
 import { forSelected, type TelemetryState } from "../state/telemetry.js";
@@ -24,6 +27,7 @@ function drawMap(
   t: TelemetryState,
   selectedLayer: number | null,
   scratch: Scratch,
+  moe: ModelInfo["moe"],
 ): void {
   ctx.fillStyle = C.bg;
   ctx.fillRect(0, 0, width, height);
@@ -88,6 +92,13 @@ function drawMap(
   ctx.imageSmoothingEnabled = false;
   const rowH = height / L;
   ctx.drawImage(scratch.canvas, 0, 0, bins, L, GUTTER, 0, mapW, height);
+  if (moe && moe.expertNeurons * (mapW / N) >= 4) {
+    ctx.fillStyle = C.bg;
+    for (let e = 1; e <= moe.experts; e++) {
+      if (e === moe.experts && moe.sharedNeurons === 0) break;
+      ctx.fillRect(GUTTER + Math.round((e * moe.expertNeurons * mapW) / N) - 0.5, 0, 1, height);
+    }
+  }
   // Row separators, layer labels, the selected layer.
   if (rowH >= 6) {
     ctx.fillStyle = C.bg;
@@ -110,12 +121,21 @@ function drawMap(
   }
 }
 
+/** A neuron of the map as a user knows it: a dense FFN's index, or a mixture's expert and index in it. */
+function neuronName(n: number, moe: ModelInfo["moe"]): string {
+  if (!moe) return `neuron ${n}`;
+  const e = Math.floor(n / moe.expertNeurons);
+  if (e < moe.experts) return `expert ${e} · neuron ${n - e * moe.expertNeurons}`;
+  return `shared expert · neuron ${n - moe.experts * moe.expertNeurons}`;
+}
+
 export function LayerMap() {
   const studio = useStudio();
   const { telemetry, settings } = studio;
   const layers = useStore(telemetry, (s) => s.layers);
   const neurons = useStore(telemetry, (s) => s.neurons);
   const selectedLayer = useStore(settings, (s) => s.selectedLayer);
+  const moe = useStore(studio.connection, (s) => s.model?.moe ?? null);
   const scratch = useRef<Scratch | null>(null);
   const [hover, setHover] = useState<string>("");
   const ref = useCanvasDraw([telemetry], (ctx, size) => {
@@ -125,7 +145,7 @@ export function LayerMap() {
       maxF: new Float32Array(0),
       now: new Uint16Array(0),
     };
-    drawMap(ctx, size, telemetry.getState(), selectedLayer, scratch.current);
+    drawMap(ctx, size, telemetry.getState(), selectedLayer, scratch.current, moe);
   });
 
   const at = (e: React.MouseEvent<HTMLCanvasElement>) => {
@@ -154,7 +174,7 @@ export function LayerMap() {
           const p = at(e);
           if (!p) return setHover("");
           const f = telemetry.getState().window.freq[p.layer]?.[p.neuron] ?? 0;
-          setHover(`layer ${p.layer} · neuron ${p.neuron} · freq ${(f * 100).toFixed(0)}%`);
+          setHover(`layer ${p.layer} · ${neuronName(p.neuron, moe)} · freq ${(f * 100).toFixed(0)}%`);
         }}
         onMouseLeave={() => setHover("")}
       />

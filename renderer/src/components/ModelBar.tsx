@@ -165,7 +165,10 @@ export function ModelBar() {
               <span className="dim">
                 {" "}
                 {model.architecture} · {formatCount(model.parameters)} · {model.dtype} · {model.layers}L ×{" "}
-                {model.neurons} neurons · ctx {model.contextLength} · KV {model.kvCache}
+                {model.moe
+                  ? `${model.moe.experts} experts of ${model.moe.expertNeurons} (${model.moe.perToken} a token)`
+                  : `${model.neurons} neurons`}{" "}
+                · ctx {model.contextLength} · KV {model.kvCache}
               </span>
             </span>
             {estimate && path.trim() !== "" && estimate.path !== model.path ? (

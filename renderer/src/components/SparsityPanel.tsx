@@ -109,7 +109,8 @@ export function SparsityPanel() {
   const model = useStore(studio.connection, (st) => st.model);
   const preparing = useStore(studio.connection, (st) => st.preparing);
   const update = (u: DeepPartial<SparsitySettings>) => studio.updateSparsity(u);
-  const neurons = model?.neurons ?? 0;
+  // k is a share of each FFN: of a mixture's every expert, not of the layer's experts together.
+  const neurons = model?.moe?.expertNeurons ?? model?.neurons ?? 0;
   const vocab = model?.vocab ?? 0;
   const ffnDense = s.ffn.method === "dense";
   const kFraction = s.ffn.k <= 1 ? s.ffn.k : neurons > 0 ? s.ffn.k / neurons : 1;
@@ -153,6 +154,7 @@ export function SparsityPanel() {
           />
           <span className="readout" data-testid="ffn-k-value">
             {(kFraction * 100).toFixed(0)}%{neurons > 0 ? ` · ${resolveCount(s.ffn.k, neurons)}` : ""}
+            {model?.moe ? " per expert" : ""}
           </span>
         </label>
         <NumberField

@@ -133,7 +133,8 @@ export function selectionSummary(step: StepTelemetry | null, neurons: number): s
   if (!step) return "no tokens yet";
   const layers = step.selectedOffsets.length - 1;
   const total = step.selected.length;
-  if (step.ffnMethod === "dense" || layers <= 0 || total === 0) return `dense FFN · all ${neurons} neurons/layer`;
+  // A dense mixture of experts still selects: its routed experts' neurons.
+  if (layers <= 0 || total === 0) return `dense FFN · all ${neurons} neurons/layer`;
   let lo = Infinity;
   let hi = -Infinity;
   for (let l = 0; l < layers; l++) {
