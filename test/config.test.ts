@@ -1192,3 +1192,45 @@ test("GraniteMoE: stacked experts, Granite's multipliers folded, a shared MLP wh
   const noShared = readModelConfig(configIn(t, { ...granitemoe, shared_intermediate_size: 0 }));
   assert.equal(noShared.moe!.sharedIntermediate, undefined, "0 means none, as GraniteMoeShared builds it");
 });
+
+test("ERNIE 4.5 MoE: moe_k of moe_num_experts from moe_layer_start_index on, shared experts as one FFN", (t) => {
+  // ERNIE-4.5-21B-A3B-PT's fields.
+  const ernie = {
+    architectures: ["Ernie4_5_MoeForCausalLM"],
+    model_type: "ernie4_5_moe",
+    hidden_size: 2560,
+    intermediate_size: 12288,
+    moe_intermediate_size: 1536,
+    moe_num_experts: 64,
+    moe_k: 6,
+    moe_num_shared_experts: 2,
+    moe_layer_start_index: 1,
+    moe_layer_end_index: 27,
+    moe_layer_interval: 1,
+    num_hidden_layers: 28,
+    num_attention_heads: 20,
+    num_key_value_heads: 4,
+    head_dim: 128,
+    vocab_size: 103424,
+    max_position_embeddings: 131072,
+    rope_theta: 500000,
+    use_bias: false,
+    tie_word_embeddings: true,
+  };
+  const c = readModelConfig(configIn(t, ernie));
+  const m = c.moe!;
+  assert.deepEqual([m.experts, m.topK, m.expertIntermediate, m.sharedIntermediate], [64, 6, 1536, 3072]);
+  assert.equal(m.normalize, true);
+  assert.deepEqual(m.layers.slice(0, 3), [false, true, true], "layer 0 dense");
+  assert.equal(m.denseIntermediate, 12288);
+  assert.equal(c.intermediate, 12288);
+  assert.equal(c.ropeInterleaved, true, "ERNIE's adjacent rotary pairs");
+  const every2 = readModelConfig(configIn(t, { ...ernie, moe_layer_interval: 2, moe_layer_end_index: 5 }));
+  assert.deepEqual(every2.moe!.layers.slice(0, 8), [false, true, false, true, false, true, false, false]);
+  const noShared = readModelConfig(configIn(t, { ...ernie, moe_num_shared_experts: 0 }));
+  assert.equal(noShared.moe!.sharedIntermediate, undefined);
+  badConfigs(t, [
+    [{ ...ernie, moe_k: 65 }, /"moe_k" \(65\) exceeds the 64 experts/],
+    [{ ...ernie, moe_layer_start_index: 28 }, /"moe_layer_start_index" must be a layer number below 28/],
+  ]);
+});

@@ -40,6 +40,12 @@ test("route: each token's top-k experts by logit, softmax weights over all exper
   assert.ok(Math.abs(norm.weights[0] - 4 / 7) < 1e-6 && Math.abs(norm.weights[1] - 3 / 7) < 1e-6);
   assert.ok(Math.abs(norm.weights[2] + norm.weights[3] - 1) < 1e-6);
   assert.ok(norm.weights[2] > norm.weights[3]);
+  // ERNIE 4.5's correction bias chooses (experts 0 and 2 here: 0.1 + 0.5, 0.2 + 0.3) but does not weigh.
+  const bias = Float32Array.of(0.5, 0, 0.3, 0);
+  const m = { experts: 4, topK: 2, normalize: true, expertIntermediate: 8, denseIntermediate: 8, layers: [true] };
+  const biased = route(logits.subarray(0, 4), 1, m, bias);
+  assert.deepEqual(Array.from(biased.ids), [0, 2]);
+  assert.ok(Math.abs(biased.weights[0] - 1 / 3) < 1e-6 && Math.abs(biased.weights[1] - 2 / 3) < 1e-6);
 });
 
 test("hire on a mixture runs per routed expert: k per expert, neurons numbered expert by expert, bytes add up", async (t) => {

@@ -117,6 +117,11 @@ export interface FfnWeights {
 export interface MoeWeights {
   /** [experts × hidden]: a token's logit for each expert. */
   readonly router: Linear;
+  /**
+   * ERNIE 4.5's e_score_correction_bias: added to the router's probabilities to choose the experts,
+   * not to weight them; absent: chosen by probability.
+   */
+  readonly selectionBias?: Float32Array;
   readonly experts: readonly FfnWeights[];
   /**
    * An expert every token takes: Qwen2-MoE's scaled by sigmoid(sharedGate · x) ([1 × hidden]),
@@ -220,6 +225,8 @@ export interface ModelWeights {
 export interface ArchDefinition {
   parseConfig(raw: Record<string, unknown>, file: string): ModelConfig;
   bindWeights(config: ModelConfig, store: WeightStore): ModelWeights;
+  /** Tensors that transformers keeps in float32 whatever torch_dtype says (ERNIE 4.5's router). */
+  readonly f32Tensors?: RegExp;
 }
 
 const TORCH_DTYPES: Record<string, DType> = { float32: "F32", float16: "F16", bfloat16: "BF16" };

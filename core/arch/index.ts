@@ -3,7 +3,7 @@
 // config.json fields into ModelConfig, bind its tensor names into ModelWeights) and list it here.
 import type { ArchDefinition } from "./config.js";
 import { cohere, cohere2 } from "./cohere.js";
-import { ernie } from "./ernie.js";
+import { ernie, ernieMoe } from "./ernie.js";
 import { gemma, gemma2, gemma3, gemma3Multimodal } from "./gemma.js";
 import { glm, glm4 } from "./glm.js";
 import { gpt2 } from "./gpt2.js";
@@ -57,6 +57,7 @@ export const ARCHITECTURES: Readonly<Record<string, ArchDefinition>> = {
   CohereForCausalLM: cohere,
   Cohere2ForCausalLM: cohere2,
   Ernie4_5ForCausalLM: ernie,
+  Ernie4_5_MoeForCausalLM: ernieMoe,
   GlmForCausalLM: glm,
   Glm4ForCausalLM: glm4,
   PhiForCausalLM: phi,

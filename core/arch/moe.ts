@@ -16,35 +16,65 @@
 //   block_sparse_moe.router.layer. It takes the softmax of the chosen experts' logits, which is the
 //   renormalized softmax. GraniteMoeShared adds shared_mlp (input_linear [2 × shared_intermediate_size,
 //   hidden], output_linear), which every token takes unscaled.
+// - Ernie4_5_MoeForCausalLM (ERNIE 4.5 21B-A3B; ernie.ts binds the rest): moe_num_experts experts of
+//   moe_intermediate_size, moe_k a token, chosen by probability + mlp.moe_statics.e_score_correction_bias
+//   and weighted by probability, renormalized; mixtures from moe_layer_start_index to
+//   moe_layer_end_index every moe_layer_interval-th layer, dense FFNs elsewhere; moe_num_shared_experts
+//   shared experts as one FFN (mlp.shared_experts, that many times moe_intermediate_size) added unscaled.
 import { ModelError } from "../loader/errors.js";
-import type { WeightStore } from "../loader/safetensors.js";
+import type { Weight, WeightStore } from "../loader/safetensors.js";
+import { native } from "../native/addon.js";
 import { tensorReader, type ConfigReader, type FfnWeights, type MoeConfig, type MoeWeights } from "./config.js";
 
-export type MoeFamily = "mixtral" | "qwen2" | "qwen" | "olmoe" | "granite";
+/** A [1, n] tensor's values as f32. */
+function vectorValues(w: Weight): Float32Array {
+  const v = new Float32Array(w.cols);
+  native().embed(v, w.handle, Int32Array.of(0));
+  return v;
+}
+
+export type MoeFamily = "mixtral" | "qwen2" | "qwen" | "olmoe" | "granite" | "ernie";
+
+/** Each family's config.json names for its expert count, experts per token and expert width. */
+const FIELDS: Record<MoeFamily, { experts: string; topK: string; width: string }> = {
+  mixtral: { experts: "num_local_experts", topK: "num_experts_per_tok", width: "intermediate_size" },
+  granite: { experts: "num_local_experts", topK: "num_experts_per_tok", width: "intermediate_size" },
+  olmoe: { experts: "num_experts", topK: "num_experts_per_tok", width: "intermediate_size" },
+  qwen: { experts: "num_experts", topK: "num_experts_per_tok", width: "moe_intermediate_size" },
+  qwen2: { experts: "num_experts", topK: "num_experts_per_tok", width: "moe_intermediate_size" },
+  ernie: { experts: "moe_num_experts", topK: "moe_k", width: "moe_intermediate_size" },
+};
 
 /** What the family's config.json says about its experts, and ModelConfig.intermediate (the widest FFN). */
 export function parseMoe(r: ConfigReader, layers: number, family: MoeFamily): { moe: MoeConfig; intermediate: number } {
-  const qwen = family === "qwen" || family === "qwen2";
-  const experts = r.int(family === "mixtral" || family === "granite" ? "num_local_experts" : "num_experts");
-  const topK = r.int("num_experts_per_tok");
+  const f = FIELDS[family];
+  const experts = r.int(f.experts);
+  const topK = r.int(f.topK);
   if (topK > experts) {
-    throw new ModelError("BAD_CONFIG", r.file, `"num_experts_per_tok" (${topK}) exceeds the ${experts} experts`);
+    throw new ModelError("BAD_CONFIG", r.file, `"${f.topK}" (${topK}) exceeds the ${experts} experts`);
   }
   const dense = r.int("intermediate_size");
-  const expertIntermediate = qwen ? r.int("moe_intermediate_size") : dense;
+  const expertIntermediate = r.int(f.width);
   const sharedIntermediate =
     family === "qwen2"
       ? r.int("shared_expert_intermediate_size")
       : family === "granite" && (r.raw.shared_intermediate_size ?? 0) !== 0
         ? r.int("shared_intermediate_size")
-        : undefined;
-  const moeLayers = qwen ? qwenMoeLayers(r, layers) : Array<boolean>(layers).fill(true);
+        : family === "ernie" && (r.raw.moe_num_shared_experts ?? 2) !== 0
+          ? expertIntermediate * r.int("moe_num_shared_experts", 2)
+          : undefined;
+  const moeLayers =
+    family === "qwen" || family === "qwen2"
+      ? qwenMoeLayers(r, layers)
+      : family === "ernie"
+        ? ernieMoeLayers(r, layers)
+        : Array<boolean>(layers).fill(true);
   const widths = [expertIntermediate, sharedIntermediate ?? 0, ...(moeLayers.every(Boolean) ? [] : [dense])];
   return {
     moe: {
       experts,
       topK,
-      normalize: family === "mixtral" || family === "granite" || r.bool("norm_topk_prob", false),
+      normalize: family === "mixtral" || family === "granite" || family === "ernie" || r.bool("norm_topk_prob", false),
       expertIntermediate,
       denseIntermediate: dense,
       ...(sharedIntermediate !== undefined && { sharedIntermediate }),
@@ -64,6 +94,27 @@ function qwenMoeLayers(r: ConfigReader, layers: number): boolean[] {
   return Array.from({ length: layers }, (_, i) => !only.includes(i) && (i + 1) % step === 0);
 }
 
+/** ERNIE 4.5's mixture layers: every moe_layer_interval-th from moe_layer_start_index to moe_layer_end_index. */
+function ernieMoeLayers(r: ConfigReader, layers: number): boolean[] {
+  const start = r.raw.moe_layer_start_index ?? 1;
+  const end = r.raw.moe_layer_end_index ?? -1;
+  for (const [key, v] of [
+    ["moe_layer_start_index", start],
+    ["moe_layer_end_index", end],
+  ] as const) {
+    if (!Number.isSafeInteger(v) || (v as number) < -1 || (v as number) >= layers) {
+      throw new ModelError(
+        "BAD_CONFIG",
+        r.file,
+        `"${key}" must be a layer number below ${layers} (or -1), got ${JSON.stringify(v)}`,
+      );
+    }
+  }
+  const last = end === -1 ? layers - 1 : (end as number);
+  const every = r.int("moe_layer_interval", 1);
+  return Array.from({ length: layers }, (_, i) => (i + 1) % every === 0 && i >= (start as number) && i <= last);
+}
+
 /** Layer `p`'s mixture (p: "model.layers.3"). */
 export function moeWeights(m: MoeConfig, hidden: number, p: string, family: MoeFamily, s: WeightStore): MoeWeights {
   if (family === "granite") return graniteMoeWeights(m, hidden, p, s);
@@ -80,14 +131,23 @@ export function moeWeights(m: MoeConfig, hidden: number, p: string, family: MoeF
   const experts = Array.from({ length: m.experts }, (_, e) =>
     ffn(`${block}.experts.${e}`, m.expertIntermediate, names),
   );
+  const S = m.sharedIntermediate;
   const shared =
-    m.sharedIntermediate === undefined
+    S === undefined
       ? undefined
-      : {
-          ...ffn(`${block}.shared_expert`, m.sharedIntermediate, names),
-          sharedGate: lin(`${block}.shared_expert_gate`, 1, H),
-        };
-  return { router: lin(`${block}.gate`, m.experts, H), experts, ...(shared && { shared }) };
+      : family === "ernie"
+        ? ffn(`${block}.shared_experts`, S, names)
+        : { ...ffn(`${block}.shared_expert`, S, names), sharedGate: lin(`${block}.shared_expert_gate`, 1, H) };
+  const selectionBias =
+    family === "ernie"
+      ? vectorValues(s.get(`${block}.moe_statics.e_score_correction_bias`, [1, m.experts]))
+      : undefined;
+  return {
+    router: lin(`${block}.gate`, m.experts, H),
+    experts,
+    ...(shared && { shared }),
+    ...(selectionBias && { selectionBias }),
+  };
 }
 
 /** GraniteMoE's stacked experts as one FfnWeights each: row views of the two tensors (see the header). */

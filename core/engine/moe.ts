@@ -26,28 +26,35 @@ export interface MoeTelemetry {
 /**
  * Each of n tokens' top-k experts (ids, best first) and their weights: the softmax of the router's
  * logits over all experts, renormalized over the chosen ones when `normalize` (the same as a softmax
- * over the top-k logits, GraniteMoE's order of steps).
+ * over the top-k logits, GraniteMoE's order of steps). With a `selectionBias` (ERNIE 4.5) the experts
+ * are chosen by probability + bias, and weighted by their probabilities alone.
  */
-export function route(logits: Float32Array, n: number, m: MoeConfig): MoeTelemetry {
+export function route(logits: Float32Array, n: number, m: MoeConfig, selectionBias?: Float32Array): MoeTelemetry {
   const { experts: E, topK: k } = m;
   const ids = new Int32Array(n * k);
   const weights = new Float32Array(n * k);
   const order = new Int32Array(E);
+  const prob = new Float64Array(E);
+  const key = new Float64Array(E);
   for (let t = 0; t < n; t++) {
     const row = logits.subarray(t * E, (t + 1) * E);
     let max = -Infinity;
     for (let e = 0; e < E; e++) max = Math.max(max, row[e]);
     let sum = 0;
-    for (let e = 0; e < E; e++) sum += Math.exp(row[e] - max);
+    for (let e = 0; e < E; e++) sum += prob[e] = Math.exp(row[e] - max);
+    for (let e = 0; e < E; e++) {
+      prob[e] /= sum;
+      key[e] = selectionBias ? prob[e] + selectionBias[e] : prob[e];
+    }
     // A partial selection sort: k is at most a few experts of at most a few hundred.
     for (let e = 0; e < E; e++) order[e] = e;
     let chosen = 0;
     for (let j = 0; j < k; j++) {
       let best = j;
-      for (let e = j + 1; e < E; e++) if (row[order[e]] > row[order[best]]) best = e;
+      for (let e = j + 1; e < E; e++) if (key[order[e]] > key[order[best]]) best = e;
       [order[j], order[best]] = [order[best], order[j]];
       ids[t * k + j] = order[j];
-      weights[t * k + j] = Math.exp(row[order[j]] - max) / sum;
+      weights[t * k + j] = prob[order[j]];
       chosen += weights[t * k + j];
     }
     if (m.normalize) for (let j = 0; j < k; j++) weights[t * k + j] /= chosen;
@@ -92,7 +99,7 @@ export class MoeFeedForward implements FeedForward {
     const m = c.moe!;
     const H = c.hidden;
     b.matmul(s.logits, h, w.router.w, n, w.router.b);
-    const r = route(b.read(s.logits, 0, n * m.experts), n, m);
+    const r = route(b.read(s.logits, 0, n * m.experts), n, m, w.selectionBias);
     const sum = new Float32Array(n * H);
     // A sparse method's telemetry of each expert it ran (see mergeExperts).
     const sub: LayerReport | undefined = report && { attentionMs: 0, ffnMs: 0 };

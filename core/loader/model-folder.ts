@@ -93,7 +93,7 @@ export function loadModel(folder: string, options: LoadOptions = {}): LoadedMode
   const tokenizer = ModelTokenizer.load(dir);
   const store = WeightStore.open(dir, options);
   try {
-    store.checkDType(config.dtype, join(dir, "config.json"));
+    store.checkDType(config.dtype, join(dir, "config.json"), ARCHITECTURES[config.architecture].f32Tensors);
     const weights = ARCHITECTURES[config.architecture].bindWeights(config, store);
     const gen = readGenerationConfig(dir);
     const eosIds = new Set<number>([...config.eosTokenIds, ...gen.eosIds]);

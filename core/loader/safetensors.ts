@@ -230,11 +230,14 @@ export class WeightStore {
     };
   }
 
-  /** Check every tensor's dtype against config.json's torch_dtype. */
-  checkDType(expected: DType | undefined, configFile: string): void {
+  /**
+   * Check every tensor's dtype against config.json's torch_dtype; those named by `f32` may be F32
+   * instead (modules transformers keeps in float32, ArchDefinition.f32Tensors).
+   */
+  checkDType(expected: DType | undefined, configFile: string, f32?: RegExp): void {
     if (!expected) return;
     for (const t of this.tensors.values()) {
-      if (t.dtype !== expected) {
+      if (t.dtype !== expected && !(t.dtype === "F32" && f32?.test(t.name))) {
         throw new ModelError(
           "DTYPE_MISMATCH",
           t.file,

@@ -7,7 +7,7 @@ shared golden folder, and expected.json from reference.py.
     python3 tools/golden/make_golden.py qwen3 test/golden/qwen3-bf16 --tokenizer-from ../shared/golden/llama-bf16
     (phi3-partial goes to test/golden/phi3-partial-bf16)
 
-qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn, stablelm, gemma, phi, gptneox, starcoder2, cohere, cohere2, glm, glm4, ernie, exaone4, gptj, internlm2, olmo, minicpm, mixtral, qwen2moe, qwen3moe, olmoe and granitemoe are defined: the shared folders cover the other
+qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn, stablelm, gemma, phi, gptneox, starcoder2, cohere, cohere2, glm, glm4, ernie, exaone4, gptj, internlm2, olmo, minicpm, mixtral, qwen2moe, qwen3moe, olmoe, granitemoe and erniemoe are defined: the shared folders cover the other
 architectures.
 """
 import argparse
@@ -440,6 +440,27 @@ SHAPES = {
         logits_scaling=4.0,
         tie_word_embeddings=True,
     ),
+    # ERNIE 4.5 MoE: adjacent rotary pairs, layer 0 dense (moe_layer_start_index 1), 6 experts of 32, top 2
+    # chosen by probability + a correction bias (stored F32 with the router, as transformers keeps them),
+    # 2 shared experts (one FFN of 64), 3 layers.
+    "erniemoe": dict(
+        BASE,
+        architectures=["Ernie4_5_MoeForCausalLM"],
+        model_type="ernie4_5_moe",
+        num_hidden_layers=3,
+        head_dim=16,
+        moe_num_experts=6,
+        moe_k=2,
+        moe_intermediate_size=32,
+        moe_num_shared_experts=2,
+        moe_layer_start_index=1,
+        moe_layer_end_index=-1,
+        moe_layer_interval=1,
+        use_bias=False,
+        rms_norm_eps=1e-5,
+        rope_theta=500000.0,
+        tie_word_embeddings=False,
+    ),
     # head_dim 32 with 4 heads: q is 128 wide against a hidden size of 64, as in Qwen3 (2048 vs 1024).
     "qwen3": dict(
         BASE,
@@ -529,7 +550,8 @@ def moe_tensors(c: dict, rng: np.random.Generator) -> dict:
     kind = c["model_type"]
     mixtral = kind == "mixtral"
     granite = kind == "granitemoeshared"
-    E = c["num_local_experts"] if mixtral or granite else c["num_experts"]
+    ernie = kind == "ernie4_5_moe"
+    E = c["num_local_experts"] if mixtral or granite else c["moe_num_experts"] if ernie else c["num_experts"]
     F = c.get("moe_intermediate_size", c["intermediate_size"])
     t = {"model.embed_tokens.weight": rng.normal(0, 1, (V, H))}
     for i in range(c["num_hidden_layers"]):
@@ -547,7 +569,7 @@ def moe_tensors(c: dict, rng: np.random.Generator) -> dict:
             t[f"{p}.self_attn.k_norm.weight"] = norm(K * D)
         t[f"{p}.self_attn.o_proj.weight"] = mat(H, A * D)
         t[f"{p}.post_attention_layernorm.weight"] = norm(H)
-        if i in c.get("mlp_only_layers", []):
+        if i in c.get("mlp_only_layers", []) or (ernie and i < c["moe_layer_start_index"]):
             Fd = c["intermediate_size"]
             t[f"{p}.mlp.gate_proj.weight"] = mat(Fd, H)
             t[f"{p}.mlp.up_proj.weight"] = mat(Fd, H)
@@ -569,6 +591,12 @@ def moe_tensors(c: dict, rng: np.random.Generator) -> dict:
             t[f"{block}.experts.{e}.{gate}.weight"] = mat(F, H)
             t[f"{block}.experts.{e}.{up}.weight"] = mat(F, H)
             t[f"{block}.experts.{e}.{down}.weight"] = mat(H, F)
+        if ernie:  # the correction bias, and the shared experts as one FFN without a gate
+            t[f"{block}.moe_statics.e_score_correction_bias"] = rng.normal(0, 0.1, (1, E))
+            S = F * c["moe_num_shared_experts"]
+            t[f"{block}.shared_experts.gate_proj.weight"] = mat(S, H)
+            t[f"{block}.shared_experts.up_proj.weight"] = mat(S, H)
+            t[f"{block}.shared_experts.down_proj.weight"] = mat(H, S)
         if "shared_expert_intermediate_size" in c:
             S = c["shared_expert_intermediate_size"]
             t[f"{block}.shared_expert.{gate}.weight"] = mat(S, H)
@@ -582,7 +610,7 @@ def moe_tensors(c: dict, rng: np.random.Generator) -> dict:
 
 
 def tensors(c: dict, rng: np.random.Generator) -> dict:
-    if "num_experts_per_tok" in c:
+    if "num_experts_per_tok" in c or "moe_k" in c:
         return moe_tensors(c, rng)
     if c["model_type"] == "internlm2":
         return internlm2_tensors(c, rng)
@@ -692,11 +720,12 @@ def tensors(c: dict, rng: np.random.Generator) -> dict:
     return t
 
 
-def write_safetensors(path: Path, t: dict) -> None:
+def write_safetensors(path: Path, t: dict, f32=lambda name: False) -> None:
     header, blobs, off = {}, [], 0
     for name, a in t.items():
-        b = to_bf16_bits(a).tobytes()
-        header[name] = {"dtype": "BF16", "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
+        b = a.astype("<f4").tobytes() if f32(name) else to_bf16_bits(a).tobytes()
+        dtype = "F32" if f32(name) else "BF16"
+        header[name] = {"dtype": dtype, "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
         blobs.append(b)
         off += len(b)
     h = json.dumps(header, separators=(",", ":")).encode()
@@ -715,7 +744,10 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     c = SHAPES[a.arch]
     (out / "config.json").write_text(json.dumps(c, indent=1) + "\n")
-    write_safetensors(out / "model.safetensors", tensors(c, np.random.default_rng(a.seed)))
+    # ERNIE 4.5 MoE's router and correction bias in F32, as transformers saves them.
+    keep_f32 = lambda name: c["model_type"] == "ernie4_5_moe" and name.endswith(
+        (".mlp.gate.weight", ".mlp.moe_statics.e_score_correction_bias"))
+    write_safetensors(out / "model.safetensors", tensors(c, np.random.default_rng(a.seed)), keep_f32)
     for f in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copyfile(src / f, out / f)
     ref = Path(__file__).with_name("reference.py")

@@ -2,8 +2,8 @@
 """A float64 NumPy reference of the Hugging Face forward pass for the Llama family (LlamaForCausalLM,
 MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM,
 GraniteForCausalLM, Olmo2ForCausalLM, StableLmForCausalLM; the mixture-of-experts MixtralForCausalLM,
-Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, OlmoeForCausalLM, GraniteMoeForCausalLM and
-GraniteMoeSharedForCausalLM), PhiForCausalLM, GPTNeoXForCausalLM, Starcoder2ForCausalLM, CohereForCausalLM, Cohere2ForCausalLM, GlmForCausalLM, Glm4ForCausalLM, Ernie4_5ForCausalLM, Exaone4ForCausalLM, GPTJForCausalLM, InternLM2ForCausalLM, OlmoForCausalLM, MiniCPMForCausalLM,
+Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, OlmoeForCausalLM, GraniteMoeForCausalLM,
+GraniteMoeSharedForCausalLM and Ernie4_5_MoeForCausalLM), PhiForCausalLM, GPTNeoXForCausalLM, Starcoder2ForCausalLM, CohereForCausalLM, Cohere2ForCausalLM, GlmForCausalLM, Glm4ForCausalLM, Ernie4_5ForCausalLM, Exaone4ForCausalLM, GPTJForCausalLM, InternLM2ForCausalLM, OlmoForCausalLM, MiniCPMForCausalLM,
 GemmaForCausalLM, Gemma2ForCausalLM and Gemma3ForCausalLM, written from the transformers modeling code's semantics and independent of the
 engine: it shares no code with core/.
 
@@ -143,7 +143,7 @@ class Model:
                  "Ernie4_5ForCausalLM", "Exaone4ForCausalLM", "GPTJForCausalLM",
                  "InternLM2ForCausalLM", "OlmoForCausalLM", "MiniCPMForCausalLM",
                  "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM", "OlmoeForCausalLM",
-                 "GraniteMoeForCausalLM", "GraniteMoeSharedForCausalLM")
+                 "GraniteMoeForCausalLM", "GraniteMoeSharedForCausalLM", "Ernie4_5_MoeForCausalLM")
         if arch not in known:
             raise SystemExit(f"{arch} is not one of {', '.join(known)}")
         self.qwen2 = arch in ("Qwen2ForCausalLM", "Qwen2MoeForCausalLM")
@@ -151,7 +151,10 @@ class Model:
         # norms over each token's whole projection, as OLMo 2's, with the Llama block's norms.
         self.arch = arch
         self.granite_moe = arch in ("GraniteMoeForCausalLM", "GraniteMoeSharedForCausalLM")
-        self.moe = self.granite_moe or arch in (
+        # ERNIE 4.5 MoE: experts chosen by probability + e_score_correction_bias, weighted by
+        # probability; shared experts added unscaled; dense FFNs outside moe_layer_start/end_index.
+        self.ernie_moe = arch == "Ernie4_5_MoeForCausalLM"
+        self.moe = self.granite_moe or self.ernie_moe or arch in (
             "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM", "OlmoeForCausalLM")
         self.olmoe = arch == "OlmoeForCausalLM"
         # Gemma 2 and 3: embeddings times sqrt(hidden), (1 + w) norms, norms after both blocks,
@@ -202,7 +205,7 @@ class Model:
         self.glm4 = arch == "Glm4ForCausalLM"
         self.glm = arch == "GlmForCausalLM" or self.glm4
         # ERNIE 4.5: the Llama block with the rotary step on adjacent pairs.
-        self.ernie = arch == "Ernie4_5ForCausalLM"
+        self.ernie = arch in ("Ernie4_5ForCausalLM", "Ernie4_5_MoeForCausalLM")
         self.cohere = arch == "CohereForCausalLM" or self.cohere2
         self.layer_norm = self.stablelm or self.phi or self.neox or self.starcoder2 or self.cohere or self.gptj
         self.bias = self.qwen2 or self.phi or (self.starcoder2 and self.cfg.get("use_bias", True)) or bool(self.cfg.get("attention_bias", False) or self.cfg.get("use_qkv_bias", False))
@@ -292,6 +295,10 @@ class Model:
     def moe_layer(self, i):
         # transformers' Qwen MoE: dense in mlp_only_layers and off the decoder_sparse_step grid.
         c = self.cfg
+        if self.ernie_moe:
+            end = c.get("moe_layer_end_index", -1)
+            end = c["num_hidden_layers"] - 1 if end == -1 else end
+            return (i + 1) % c.get("moe_layer_interval", 1) == 0 and c.get("moe_layer_start_index", 1) <= i <= end
         return i not in c.get("mlp_only_layers", []) and (i + 1) % c.get("decoder_sparse_step", 1) == 0
 
     def moe_ffn(self, h, p):
@@ -310,18 +317,23 @@ class Model:
         z = self.lin(h, f"{block}.gate", False)
         prob = np.exp(z - z.max(axis=-1, keepdims=True))
         prob /= prob.sum(axis=-1, keepdims=True)
-        k = c["num_experts_per_tok"]
+        k = c["moe_k"] if self.ernie_moe else c["num_experts_per_tok"]
+        key = prob + w[f"{block}.moe_statics.e_score_correction_bias"][0] if self.ernie_moe else prob
         out = np.zeros_like(h)
         for t in range(len(h)):
-            top = np.argsort(-prob[t], kind="stable")[:k]
+            top = np.argsort(-key[t], kind="stable")[:k]
             wt = prob[t][top]
-            if mixtral or c.get("norm_topk_prob", False):
+            if self.ernie_moe:
+                wt = wt / max(wt.sum(), c.get("moe_norm_min", 1e-12))
+            elif mixtral or c.get("norm_topk_prob", False):
                 wt = wt / wt.sum()
             for e, we in zip(top, wt):
                 out[t] += we * swiglu(h[t : t + 1], f"{block}.experts.{e}")[0]
         if f"{block}.shared_expert_gate.weight" in w:
             s = self.lin(h, f"{block}.shared_expert_gate", False)
             out += swiglu(h, f"{block}.shared_expert") / (1.0 + np.exp(-s))
+        if f"{block}.shared_experts.gate_proj.weight" in w:
+            out += swiglu(h, f"{block}.shared_experts")
         return out
 
     def granite_moe_ffn(self, h, p):
