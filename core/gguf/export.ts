@@ -28,7 +28,9 @@
 //   - glm4 (GLM-4-0414): gate/up written back as the fused ffn_up, q/k as stored (llama.cpp turns
 //     adjacent pairs), post_attention_norm and post_ffw_norm. GLM-4-9B's GlmForCausalLM is not
 //     exported: llama.cpp's glm4 requires those two norms, which it does not have.
-//   - ernie4_5: as llama but q/k as stored (llama.cpp turns adjacent pairs, as ERNIE does).
+//   - ernie4_5: as llama but q/k as stored (llama.cpp turns adjacent pairs, as ERNIE does). ernie4_5-moe:
+//     that with mixtures (below) after leading_dense_block_count dense layers, the correction bias as
+//     exp_probs_b, the shared experts as ffn_*_shexp.
 //   - command-r (Cohere), cohere2 (its windows and rotary step in all but every 4th layer, which
 //     llama.cpp fixes; other layer_types are a ModelError): q/k rows as stored (llama.cpp turns adjacent rotary pairs, as Cohere
 //     does), LayerNorms without bias, logit_scale 1 with the scale in the final norm's weight as the
@@ -91,6 +93,7 @@ export interface GgufExportResult {
     | "phi3"
     | "glm4"
     | "ernie4_5"
+    | "ernie4_5-moe"
     | "gemma"
     | "gemma2"
     | "gemma3"
@@ -127,6 +130,7 @@ const ARCH_NAMES: Record<string, GgufExportResult["architecture"]> = {
   Cohere2ForCausalLM: "cohere2",
   Glm4ForCausalLM: "glm4",
   Ernie4_5ForCausalLM: "ernie4_5",
+  Ernie4_5_MoeForCausalLM: "ernie4_5-moe",
   PhiForCausalLM: "phi2",
   Phi3ForCausalLM: "phi3",
   GemmaForCausalLM: "gemma",
@@ -303,7 +307,7 @@ function architectureMetadata(
     [`${arch}.context_length`, kv.u32(Math.min(c.maxPositions, ...windows))],
     [`${arch}.embedding_length`, kv.u32(c.hidden)],
     [`${arch}.block_count`, kv.u32(c.layers)],
-    [`${arch}.feed_forward_length`, kv.u32(c.moe?.expertIntermediate ?? c.intermediate)],
+    [`${arch}.feed_forward_length`, kv.u32(feedForwardLength(arch, c))],
     [`${arch}.attention.head_count`, kv.u32(c.heads)],
   ];
   if (arch === "gpt2") {
@@ -372,13 +376,27 @@ function architectureMetadata(
   return [...common, ...attentionMetadata(arch, c)];
 }
 
+/** n_ff: the dense FFNs' width; a mixture's experts' where llama.cpp takes it for theirs (llama, olmoe, granitemoe). */
+function feedForwardLength(arch: GgufExportResult["architecture"], c: ModelConfig): number {
+  if (!c.moe) return c.intermediate;
+  return arch === "ernie4_5-moe" ? c.moe.denseIntermediate : c.moe.expertIntermediate;
+}
+
 /** A mixture's expert counts and widths, after checking that llama.cpp's fixed choices give this model. */
 function moeMetadata(arch: GgufExportResult["architecture"], c: ModelConfig, file: string): [string, GgufValue][] {
   const m = c.moe;
   if (!m) return [];
   const bad = (d: string) => new ModelError("BAD_CONFIG", file, `llama.cpp's ${arch} ${d}`);
-  if (!m.layers.every(Boolean)) throw bad("has a mixture in every layer; mlp_only_layers / decoder_sparse_step differ");
-  const renormalizes = arch === "llama" || arch === "granitemoe" || arch === "qwen3moe";
+  // ernie4_5-moe: dense layers first, then a mixture in every layer; the others: mixtures only.
+  const lead = arch === "ernie4_5-moe" ? Math.max(0, m.layers.indexOf(true)) : 0;
+  if (!m.layers.every((moe, i) => moe === i >= lead)) {
+    throw bad(
+      arch === "ernie4_5-moe"
+        ? "has dense layers first, then a mixture in every layer; moe_layer_interval / moe_layer_end_index differ"
+        : "has a mixture in every layer; mlp_only_layers / decoder_sparse_step differ",
+    );
+  }
+  const renormalizes = arch === "llama" || arch === "granitemoe" || arch === "qwen3moe" || arch === "ernie4_5-moe";
   if (m.normalize !== renormalizes) {
     throw bad(
       `${renormalizes ? "renormalizes" : "does not renormalize"} the chosen experts' weights; norm_topk_prob differs`,
@@ -389,8 +407,11 @@ function moeMetadata(arch: GgufExportResult["architecture"], c: ModelConfig, fil
     [`${arch}.expert_count`, kv.u32(m.experts)],
     [`${arch}.expert_used_count`, kv.u32(m.topK)],
   ];
-  if (arch === "qwen2moe" || arch === "qwen3moe") {
+  if (arch === "qwen2moe" || arch === "qwen3moe" || arch === "ernie4_5-moe") {
     out.push([`${arch}.expert_feed_forward_length`, kv.u32(m.expertIntermediate)]);
+  }
+  if (arch === "ernie4_5-moe") {
+    out.push([`${arch}.leading_dense_block_count`, kv.u32(lead)], [`${arch}.interleave_moe_layer_step`, kv.u32(1)]);
   }
   if (m.sharedIntermediate !== undefined) {
     out.push([`${arch}.expert_shared_feed_forward_length`, kv.u32(m.sharedIntermediate)]);
@@ -562,8 +583,15 @@ function planTensors(arch: GgufExportResult["architecture"], model: LoadedModel,
     if (l.postAttnNorm) norm("post_attention_norm", l.postAttnNorm);
     norm("ffn_norm", l.ffnNorm);
     if (l.moe) {
-      const { router, experts, shared } = l.moe;
+      const { router, experts, shared, selectionBias } = l.moe;
       lin("ffn_gate_inp", router);
+      if (selectionBias) {
+        out.push({
+          info: { name: `${p}.exp_probs_b.bias`, type: GgmlType.F32, dims: [selectionBias.length] },
+          source: selectionBias,
+          transform: copy,
+        });
+      }
       for (const [name, pick] of [
         ["ffn_gate_exps", (e: FfnWeights) => e.gate!.w],
         ["ffn_up_exps", (e: FfnWeights) => e.up.w],
