@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { native, NativeDType } from "../core/native/addon.js";
-import type { NativeQuant, NativeWeight } from "../core/native/addon.js";
+import type { HireFfnArgs, NativeQuant, NativeWeight } from "../core/native/addon.js";
 import {
   DTYPES,
   DTYPE_NAME,
@@ -952,6 +952,108 @@ describe("hireFfn (DA-top-k shards fused)", () => {
         }
       }
     }
+  });
+
+  test("hireFfnBatch: several steps at once, each hireFfn's (shards 1) bit for bit, on 1-3 threads", () => {
+    const H = 48;
+    // Experts of different widths, dtypes and activations, as a mixture's routed experts (and more).
+    const layers = [
+      layer(NativeDType.BF16, 96, H, true, "silu", false),
+      layer(NativeDType.F32, 96, H, true, "silu", false),
+      layer(NativeDType.F16, 130, H, false, "gelu", true),
+      layer(NativeDType.BF16, 64, H, true, "gelu_tanh", false),
+      layer(NativeDType.BF16, 96, H, true, "silu", false),
+    ];
+    const x = randArray(H);
+    const cases: [number, number][] = [
+      [10, 20],
+      [1, 1],
+      [40, 200], // kp past F: every neuron a candidate
+      [0, 8],
+    ];
+    const buffers = (F: number) => ({
+      y: new Float32Array(H).fill(NaN),
+      scores: new Float32Array(F),
+      cand: new Int32Array(F).fill(-1),
+      sel: new Int32Array(F).fill(-1),
+      aSel: new Float32Array(F),
+    });
+    for (const [k, kp] of cases) {
+      for (const threads of [1, 2, 3]) {
+        withThreads(threads, () =>
+          forPaths((path) => {
+            const one = layers.map(() => buffers(0));
+            const want = layers.map((L, i) => {
+              const b = (one[i] = buffers(L.F));
+              const kk = Math.min(k, L.F);
+              const kpp = Math.min(kp, L.F);
+              const r = hn.hireFfn(
+                b.y,
+                x,
+                L.pred,
+                L.biasIn,
+                L.rows,
+                L.gated,
+                L.act,
+                L.down,
+                kk,
+                kpp,
+                1,
+                b.scores,
+                b.cand,
+                b.sel,
+                b.aSel,
+              );
+              return { r, b };
+            });
+            const got = layers.map((L) => buffers(L.F));
+            const results = hn.hireFfnBatch(
+              layers.map((L, i) => {
+                const b = got[i];
+                return [
+                  b.y,
+                  x,
+                  L.pred,
+                  L.biasIn,
+                  L.rows,
+                  L.gated,
+                  L.act,
+                  L.down,
+                  Math.min(k, L.F),
+                  Math.min(kp, L.F),
+                  1,
+                  b.scores,
+                  b.cand,
+                  b.sel,
+                  b.aSel,
+                ];
+              }),
+            );
+            layers.forEach((L, i) => {
+              const at = `step ${i} k=${k} kp=${kp} ${path} threads=${threads}`;
+              const { r, b } = want[i];
+              assert.equal(results[i].candidates, r.candidates, `${at}: candidates`);
+              assert.equal(results[i].selected, r.selected, `${at}: selected`);
+              assert.deepEqual(got[i].cand.subarray(0, r.candidates), b.cand.subarray(0, r.candidates), `${at}: cand`);
+              assert.deepEqual(got[i].sel.subarray(0, r.selected), b.sel.subarray(0, r.selected), `${at}: sel`);
+              assertSame(got[i].aSel, b.aSel, r.selected, `${at}: aSel`);
+              assertSame(got[i].y, b.y, H, `${at}: y`);
+            });
+          }),
+        );
+      }
+    }
+    // Steps that would write each other's outputs, or shard, are refused before any work.
+    const L = layers[0];
+    const b = buffers(L.F);
+    const args = (y: Float32Array, P = 1) =>
+      [y, x, L.pred, null, L.rows, true, "silu", L.down, 4, 8, P, b.scores, b.cand, b.sel, b.aSel] as HireFfnArgs;
+    assert.throws(
+      () => hn.hireFfnBatch([args(b.y), args(new Float32Array(H))]),
+      /steps\[0\]\.scores and steps\[1\]\.scores must not overlap/,
+    );
+    assert.throws(() => hn.hireFfnBatch([args(b.y, 2)]), /steps\[0\]: shards must be 1/);
+    assert.throws(() => hn.hireFfnBatch([[b.y, x] as unknown as HireFfnArgs]), /hireFfnBatch: steps\[0\]/);
   });
 
   test("bad arguments throw before any work", () => {

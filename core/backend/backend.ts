@@ -302,6 +302,13 @@ export interface Backend {
    * steps, each parallel inside, and out is accumulateCols' result bit for bit.
    */
   hireFfn(step: HireFfnStep): HireFfnResult;
+  /**
+   * Optional: several independent hireFfn steps at once, shards = 1, each with its own outputs (a
+   * mixture layer's routed experts): every step runs start to finish on one worker, the steps spread
+   * over the workers; each result and output is hireFfn's, bit for bit. MoeFeedForward runs the
+   * experts one hireFfn at a time where it is missing.
+   */
+  hireFfnBatch?(steps: readonly HireFfnStep[]): HireFfnResult[];
   /** Optional: HiRE on the output layer in one op (head.ts runs it op by op where it is missing). */
   hireHead?(step: HireHeadStep): { candidates: number; selected: number };
   /** Optional: recorded decode steps (see StepGraphs). */

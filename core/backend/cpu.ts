@@ -14,7 +14,7 @@ import {
   type QuantWeight,
   type Weight,
 } from "./backend.js";
-import type { KvArray } from "../native/addon.js";
+import type { HireFfnArgs, KvArray } from "../native/addon.js";
 
 const f32 = (b: Buf) => b as Float32Array;
 const kv = (b: Buf) => b as KvArray;
@@ -398,22 +398,31 @@ export class CpuBackend implements Backend {
   }
 
   hireFfn(s: HireFfnStep): HireFfnResult {
-    return this.n.hireFfn(
-      f32(s.out),
-      f32(s.x),
-      s.predictor.handle,
-      s.biasIn && f32(s.biasIn),
-      s.rows.handle,
-      s.gated,
-      s.activation,
-      s.down.handle,
-      s.k,
-      s.kp,
-      s.shards,
-      f32(s.scores),
-      s.cand,
-      s.sel,
-      f32(s.aSel),
-    );
+    return this.n.hireFfn(...hireFfnArgs(s));
   }
+
+  hireFfnBatch(steps: readonly HireFfnStep[]): HireFfnResult[] {
+    return this.n.hireFfnBatch(steps.map(hireFfnArgs));
+  }
+}
+
+/** A HiRE FFN step as the addon's hireFfn takes it. */
+function hireFfnArgs(s: HireFfnStep): HireFfnArgs {
+  return [
+    f32(s.out),
+    f32(s.x),
+    s.predictor.handle,
+    s.biasIn && f32(s.biasIn),
+    s.rows.handle,
+    s.gated,
+    s.activation,
+    s.down.handle,
+    s.k,
+    s.kp,
+    s.shards,
+    f32(s.scores),
+    s.cand,
+    s.sel,
+    f32(s.aSel),
+  ];
 }

@@ -291,6 +291,12 @@ export interface NativeAddon {
     aSel: Float32Array,
   ): HireFfnResult;
   /**
+   * Several independent hireFfn calls at once, each an array of hireFfn's arguments with shards = 1
+   * and outputs of its own: every step runs start to finish on one worker of the pool (its selections
+   * and y are hireFfn's, bit for bit). Throws if one step's outputs overlap another's arrays.
+   */
+  hireFfnBatch(steps: HireFfnArgs[]): HireFfnResult[];
+  /**
    * HiRE on the output layer in one op: logits = the exact logits of the top-k of the top-kp
    * predicted tokens (per shard when shards >= 2), -inf elsewhere; scores = the predicted logits.
    * The same as quantMatvec, topk, matvecRows and topk in turn (head: [V][hidden], not transposed).
@@ -516,6 +522,25 @@ export interface CudaAddon {
   /** Device memory read bandwidth in GB/s: best of `reps` streaming reads of a `bytes` buffer. */
   readBandwidth(bytes: number, reps: number): number;
 }
+
+/** hireFfn's arguments, in order (hireFfnBatch takes one array of them per step). */
+export type HireFfnArgs = [
+  y: Float32Array,
+  x: Float32Array,
+  predictor: NativeQuant,
+  biasIn: Float32Array | null,
+  rows: NativeWeight,
+  gated: boolean,
+  activation: "relu" | "gelu" | "gelu_tanh" | "silu",
+  down: NativeWeight,
+  k: number,
+  kp: number,
+  shards: number,
+  scores: Float32Array,
+  cand: Int32Array,
+  sel: Int32Array,
+  aSel: Float32Array,
+];
 
 /** What hireFfn did: candidate and selected counts, and the time of each step (ms, wall-time share). */
 export interface HireFfnResult {

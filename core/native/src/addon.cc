@@ -615,8 +615,19 @@ Napi::Object step_counts(Napi::Env env, int64_t n_cand, int64_t n_sel) {
   return r;
 }
 
-Napi::Value HireFfn(const Napi::CallbackInfo& info) {
-  Args a(info, "hireFfn");
+// One HiRE FFN step's arguments (hireFfn's, in order), checked: the step, and its output arrays.
+struct ParsedHireFfn {
+  hire::HireFfnStep st;
+  // Every output apart from every other array (the inputs x and biasIn may share memory).
+  struct Range {
+    const void* p;
+    int64_t n;
+    const char* name;
+  };
+  Range outputs[5];
+};
+
+ParsedHireFfn parse_hire_ffn(const Args& a) {
   auto y = a.f32(0, "y");
   auto x = a.f32(1, "x");
   hire::HireFfnStep st{};
@@ -660,14 +671,9 @@ Napi::Value HireFfn(const Napi::CallbackInfo& info) {
     a.fail("cand has " + std::to_string(cand_len) + " elements, needs " + std::to_string(nc));
   if (static_cast<uint64_t>(ns) > sel_len)
     a.fail("sel has " + std::to_string(sel_len) + " elements, needs " + std::to_string(ns));
-  // Every output apart from every other array (the inputs x and biasIn may share memory).
-  const struct {
-    const void* p;
-    int64_t n;
-    const char* name;
-  } arrays[] = {{y.data, out, "y"},           {scores.data, F, "scores"}, {st.cand, nc, "cand"},
-                {st.sel, ns, "sel"},          {a_sel.data, ns, "aSel"},   {x.data, H, "x"},
-                {bias.data, bias.data ? F : 0, "biasIn"}};
+  const ParsedHireFfn::Range arrays[] = {{y.data, out, "y"},  {scores.data, F, "scores"}, {st.cand, nc, "cand"},
+                                         {st.sel, ns, "sel"}, {a_sel.data, ns, "aSel"},   {x.data, H, "x"},
+                                         {bias.data, bias.data ? F : 0, "biasIn"}};
   for (size_t i = 0; i < 5; ++i)
     for (size_t j = i + 1; j < sizeof arrays / sizeof arrays[0]; ++j)
       a.disjoint_bytes(arrays[i].p, static_cast<size_t>(arrays[i].n) * 4, arrays[i].name, arrays[j].p,
@@ -677,13 +683,51 @@ Napi::Value HireFfn(const Napi::CallbackInfo& info) {
   st.y = y.data;
   st.scores = scores.data;
   st.a_sel = a_sel.data;
-  hire::hire_ffn(st);
-  Napi::Env env = info.Env();
+  ParsedHireFfn p{st, {arrays[0], arrays[1], arrays[2], arrays[3], arrays[4]}};
+  return p;
+}
+
+Napi::Object hire_ffn_result(Napi::Env env, const hire::HireFfnStep& st) {
   Napi::Object r = step_counts(env, st.n_cand, st.n_sel);
   r.Set("scoreMs", Napi::Number::New(env, st.ms[0]));
   r.Set("rowsMs", Napi::Number::New(env, st.ms[1]));
   r.Set("downMs", Napi::Number::New(env, st.ms[2]));
   return r;
+}
+
+Napi::Value HireFfn(const Napi::CallbackInfo& info) {
+  ParsedHireFfn p = parse_hire_ffn(Args(info, "hireFfn"));
+  hire::hire_ffn(p.st);
+  return hire_ffn_result(info.Env(), p.st);
+}
+
+// Several independent steps (a mixture layer's routed experts), each an array of hireFfn's
+// arguments, with global selections (shards 1): see hire::hire_ffn_batch. No step's outputs may
+// overlap another step's arrays.
+Napi::Value HireFfnBatch(const Napi::CallbackInfo& info) {
+  Args a(info, "hireFfnBatch");
+  if (!a.at(0).IsArray()) a.fail("steps must be an array of hireFfn argument arrays");
+  Napi::Array items = a.at(0).As<Napi::Array>();
+  std::vector<ParsedHireFfn> parsed;
+  for (uint32_t i = 0; i < items.Length(); ++i) {
+    if (!items.Get(i).IsArray()) a.fail("steps[" + std::to_string(i) + "] must be an array of hireFfn's arguments");
+    const std::string name = "hireFfnBatch: steps[" + std::to_string(i) + "]";
+    parsed.push_back(parse_hire_ffn(Args(info, name.c_str(), items.Get(i).As<Napi::Array>())));
+    if (parsed.back().st.shards != 1) a.fail("steps[" + std::to_string(i) + "]: shards must be 1");
+  }
+  for (size_t i = 0; i < parsed.size(); ++i)
+    for (size_t j = i + 1; j < parsed.size(); ++j)
+      for (const auto& u : parsed[i].outputs)
+        for (const auto& v : parsed[j].outputs)
+          a.disjoint_bytes(u.p, static_cast<size_t>(u.n) * 4, ("steps[" + std::to_string(i) + "]." + u.name).c_str(), v.p,
+                           static_cast<size_t>(v.n) * 4, ("steps[" + std::to_string(j) + "]." + v.name).c_str());
+  std::vector<hire::HireFfnStep*> steps;
+  for (auto& p : parsed) steps.push_back(&p.st);
+  hire::hire_ffn_batch(steps.data(), static_cast<int64_t>(steps.size()));
+  Napi::Env env = info.Env();
+  Napi::Array out = Napi::Array::New(env, parsed.size());
+  for (size_t i = 0; i < parsed.size(); ++i) out.Set(static_cast<uint32_t>(i), hire_ffn_result(env, parsed[i].st));
+  return out;
 }
 
 Napi::Value HireHead(const Napi::CallbackInfo& info) {
@@ -821,6 +865,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Export<QuantRow>(env, exports, "quantRow");
   Export<Topk>(env, exports, "topk");
   Export<HireFfn>(env, exports, "hireFfn");
+  Export<HireFfnBatch>(env, exports, "hireFfnBatch");
   Export<HireHead>(env, exports, "hireHead");
   exports.Set("cuda", hire_napi::cuda_exports(env));
   return exports;

@@ -55,15 +55,17 @@ struct QuantHandle {
 class Args {
  public:
   Args(const Napi::CallbackInfo& info, const char* fn) : info_(info), fn_(fn) {}
+  // The arguments of one item of a batch call (hireFfnBatch): an array standing in for info's.
+  Args(const Napi::CallbackInfo& info, const char* fn, Napi::Array items) : info_(info), fn_(fn), items_(items) {}
 
   [[noreturn]] void fail(const std::string& msg) const {
     throw Napi::Error::New(info_.Env(), std::string(fn_) + ": " + msg);
   }
 
-  Napi::Value at(size_t i) const { return info_[i]; }
+  Napi::Value at(size_t i) const { return items_.IsEmpty() ? info_[i] : items_.Get(static_cast<uint32_t>(i)); }
 
   double number(size_t i, const char* name) const {
-    Napi::Value v = info_[i];
+    Napi::Value v = at(i);
     if (!v.IsNumber()) fail(std::string(name) + " must be a number");
     const double d = v.As<Napi::Number>().DoubleValue();
     if (!std::isfinite(d)) fail(std::string(name) + " must be finite");
@@ -84,7 +86,7 @@ class Args {
     size_t len;
   };
   F32 f32(size_t i, const char* name) const {
-    Napi::Value v = info_[i];
+    Napi::Value v = at(i);
     if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
       fail(std::string(name) + " must be a Float32Array");
     Napi::Float32Array a = v.As<Napi::Float32Array>();
@@ -99,7 +101,7 @@ class Args {
     size_t bytes(int64_t count) const { return static_cast<size_t>(count) * (f16 ? 2 : 4); }
   };
   KV kv(size_t i, const char* name) const {
-    Napi::Value v = info_[i];
+    Napi::Value v = at(i);
     const napi_typedarray_type t =
         v.IsTypedArray() ? v.As<Napi::TypedArray>().TypedArrayType() : napi_int8_array;
     if (t != napi_float32_array && t != napi_uint16_array)
@@ -120,7 +122,7 @@ class Args {
     size_t len;
   };
   I32 i32(size_t i, const char* name) const {
-    Napi::Value v = info_[i];
+    Napi::Value v = at(i);
     if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
       fail(std::string(name) + " must be an Int32Array");
     Napi::Int32Array a = v.As<Napi::Int32Array>();
@@ -133,8 +135,8 @@ class Args {
   }
 
   bool boolean(size_t i, const char* name) const {
-    if (!info_[i].IsBoolean()) fail(std::string(name) + " must be a boolean");
-    return info_[i].As<Napi::Boolean>().Value();
+    if (!at(i).IsBoolean()) fail(std::string(name) + " must be a boolean");
+    return at(i).As<Napi::Boolean>().Value();
   }
 
   // Every idx[i], i < count, in [0, limit).
@@ -154,7 +156,7 @@ class Args {
 
   template <class T>
   T* tagged(size_t i, const napi_type_tag& tag, const char* name, const char* what) const {
-    Napi::Value v = info_[i];
+    Napi::Value v = at(i);
     bool ok = false;
     if (v.IsExternal() && napi_check_object_type_tag(info_.Env(), v, &tag, &ok) != napi_ok) ok = false;
     if (!ok) fail(std::string(name) + " must be a " + what + " handle");
@@ -181,8 +183,8 @@ class Args {
   }
 
   hire::Activation activation(size_t i, const char* name) const {
-    if (!info_[i].IsString()) fail(std::string(name) + " must be a string");
-    const std::string kind = info_[i].As<Napi::String>().Utf8Value();
+    if (!at(i).IsString()) fail(std::string(name) + " must be a string");
+    const std::string kind = at(i).As<Napi::String>().Utf8Value();
     if (kind == "relu") return hire::Activation::kRelu;
     if (kind == "gelu") return hire::Activation::kGelu;
     if (kind == "gelu_tanh") return hire::Activation::kGeluTanh;
@@ -190,7 +192,7 @@ class Args {
     fail("unknown " + std::string(name) + " \"" + kind + "\" (relu, gelu, gelu_tanh, silu)");
   }
 
-  bool is_nullish(size_t i) const { return info_[i].IsNull() || info_[i].IsUndefined(); }
+  bool is_nullish(size_t i) const { return at(i).IsNull() || at(i).IsUndefined(); }
   // rope's optional cos/sin factor (longrope's attention factor): 1 when absent, else finite and > 0.
   float rope_factor(size_t i) const {
     if (i >= info_.Length() || is_nullish(i)) return 1.0f;
@@ -264,6 +266,7 @@ class Args {
  private:
   const Napi::CallbackInfo& info_;
   const char* fn_;
+  Napi::Array items_;  // empty: the call's own arguments
 };
 
 // a * b, throwing on overflow past kMaxSafe.

@@ -70,6 +70,12 @@ struct HireFfnStep {
 // shards = 1: those steps with global selections, each parallel inside; y is accumulate_cols' bits.
 void hire_ffn(HireFfnStep& step);
 
+// Several independent steps at once (a mixture layer's routed experts, small FFNs): each runs start
+// to finish on one worker with the global selections of shards = 1, the steps spread over the pool,
+// so a layer costs one dispatch instead of three per step. Every step's selections and y are
+// hire_ffn's bit for bit (its P = 1 steps, serially: topk's selection, accumulate_cols' sums).
+void hire_ffn_batch(HireFfnStep* const* steps, int64_t n);
+
 // HiRE on the output layer in one op (Backend.hireHead): logits = the exact logits of the top-k of
 // the top-kp predicted tokens (per shard when shards >= 2, as topk(..., shards) picks them), -inf
 // elsewhere. The same selections and logits as quant_matvec, topk, matvec_rows and topk in turn.
