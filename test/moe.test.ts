@@ -15,6 +15,7 @@ import { resolveCount } from "../core/sparse/settings.js";
 import { exportOnnx } from "../core/onnx/export.js";
 import { UsageError } from "../core/loader/errors.js";
 import { hire, tempDir } from "./helpers.js";
+import { createBackend } from "../core/backend/select.js";
 
 test("route: each token's top-k experts by logit, softmax weights over all experts or renormalized", () => {
   // Token 0: logits 0, ln 3, ln 2, ln 4 → probabilities 1/10, 3/10, 2/10, 4/10. Token 1: expert 0 leads.
@@ -134,4 +135,49 @@ test("the app's step telemetry maps a dense mixture layer's routed experts onto 
     });
   }
   assert.equal(checked, 3 * model.config.layers);
+});
+
+test("a mixture's routed experts run as one hireFfnBatch: the same tokens, log-probabilities and selections as one at a time", async (t) => {
+  const dir = join(tempDir(t), "olmoe");
+  await makeModel({ arch: "olmoe", dtype: "bf16", seed: 8, out: dir });
+  const model = loadModel(dir);
+  t.after(() => model.close());
+  const run = async (batched: boolean) => {
+    const backend = createBackend("cpu", 2);
+    let batches = 0;
+    const batch = backend.hireFfnBatch!.bind(backend);
+    Object.assign(backend, {
+      hireFfnBatch: batched
+        ? (steps: Parameters<typeof batch>[0]) => {
+            batches++;
+            assert.equal(steps.length, model.config.moe!.topK, "the token's routed experts, at once");
+            return batch(steps);
+          }
+        : undefined,
+    });
+    const session = new Session(model, { backend });
+    session.sparsity.update({
+      ffn: { method: "hire", k: 0.2, oversample: 2, predictor: { kind: "int4", groupSize: 32 } },
+    });
+    const out: { id: number; lp: [number, number][]; sel: number[][] }[] = [];
+    for await (const ev of session.generate("one at a time", {
+      maxTokens: 6,
+      temperature: 0,
+      logprobs: 3,
+      ignoreEos: true,
+    })) {
+      if (ev.type === "token")
+        out.push({
+          id: ev.id,
+          lp: ev.topLogprobs!,
+          sel: ev.report.layers.map((l) => Array.from(l.ffn?.selected ?? [])),
+        });
+    }
+    return { out, batches };
+  };
+  const one = await run(false);
+  const at = await run(true);
+  assert.equal(one.batches, 0);
+  assert.equal(at.batches, 5 * model.config.layers, "every decoded token, every layer (not the prompt)");
+  assert.deepEqual(at.out, one.out);
 });

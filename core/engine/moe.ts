@@ -11,7 +11,7 @@
 import type { Buf, Backend } from "../backend/backend.js";
 import { linearBytes, type ModelConfig, type MoeConfig, type MoeWeights } from "../arch/config.js";
 import { mergeExperts, type ExpertTelemetry } from "../sparse/telemetry.js";
-import type { FeedForward, LayerReport } from "./transformer.js";
+import type { BatchableStep, FeedForward, LayerReport } from "./transformer.js";
 
 /** What a mixture layer did for the tokens of one forward call. */
 export interface MoeTelemetry {
@@ -68,6 +68,7 @@ export class MoeScratch {
   readonly rows: Buf; // the normed inputs of the tokens routed to one expert [batch][hidden]
   readonly out: Buf; // an expert's (or the shared expert's) output for them [batch][hidden]
   readonly gate: Buf; // the shared expert's gate logit [batch]
+  readonly outs: Buf[]; // each routed expert's output of one token, when they run at once [topK][hidden]
 
   constructor(b: Backend, c: ModelConfig, batch: number) {
     const E = c.moe?.experts ?? 0;
@@ -76,6 +77,7 @@ export class MoeScratch {
     this.rows = b.alloc(batch * H);
     this.out = b.alloc(batch * H);
     this.gate = b.alloc(c.moe ? batch : 0);
+    this.outs = Array.from({ length: c.moe?.topK ?? 0 }, () => b.alloc(c.hidden));
   }
 }
 
@@ -94,6 +96,18 @@ export class MoeFeedForward implements FeedForward {
     return false; // the routing reads the router's logits on the host
   }
 
+  /** One token's routed experts as steps that run at once, where the backend and every one of them can. */
+  private batchSteps(r: MoeTelemetry, h: Buf): BatchableStep[] | undefined {
+    if (!this.b.hireFfnBatch) return undefined;
+    const steps: BatchableStep[] = [];
+    for (let j = 0; j < r.topK; j++) {
+      const step = this.experts[r.ids[j]].batchStep?.(this.scratch.outs[j], h, j);
+      if (!step) return undefined;
+      steps.push(step);
+    }
+    return steps;
+  }
+
   forward(out: Buf, h: Buf, n: number, report?: LayerReport): void {
     const { b, c, w, scratch: s } = this;
     const m = c.moe!;
@@ -110,7 +124,17 @@ export class MoeFeedForward implements FeedForward {
       if (sub?.ffn) parts.push({ ffn: sub.ffn, firstNeuron });
       if (sub) sub.ffn = undefined;
     };
-    if (n === 1) {
+    const batch = n === 1 ? this.batchSteps(r, h) : undefined;
+    if (batch) {
+      // The routed experts' HiRE steps at once, each on one worker (Backend.hireFfnBatch).
+      const results = b.hireFfnBatch!(batch.map((x) => x.step));
+      batch.forEach((x, j) => {
+        x.finish(results[j], sub);
+        if (sub?.ffn) parts.push({ ffn: sub.ffn, firstNeuron: r.ids[j] * F });
+        if (sub) sub.ffn = undefined;
+        addScaled(sum, 0, b.read(s.outs[j], 0, H), 0, r.weights[j], H);
+      });
+    } else if (n === 1) {
       for (let j = 0; j < m.topK; j++) {
         run(this.experts[r.ids[j]], h, 1, r.ids[j] * F);
         addScaled(sum, 0, b.read(s.out, 0, H), 0, r.weights[j], H);

@@ -5,7 +5,15 @@
 // Replaceable parts: each layer's FFN is a `FeedForward` and the output layer an `OutputLayer`, so
 // a sparse method (HiRE, DIP) swaps them per layer between two tokens without touching this loop.
 // Every forward fills a `ForwardReport` with per-layer timings for telemetry.
-import { KV_ELEMENT_BYTES, type Backend, type Buf, type KvDtype, type StepGraph } from "../backend/backend.js";
+import {
+  KV_ELEMENT_BYTES,
+  type Backend,
+  type Buf,
+  type HireFfnResult,
+  type HireFfnStep,
+  type KvDtype,
+  type StepGraph,
+} from "../backend/backend.js";
 import {
   interleavedRopeOrder,
   layerRope,
@@ -188,9 +196,23 @@ export interface ForwardReport {
   head?: HeadTelemetry;
 }
 
+/**
+ * One token of an FFN as a single backend step that can run beside others (Backend.hireFfnBatch: a
+ * mixture layer's routed experts at once), and what the FFN does once it has run.
+ */
+export interface BatchableStep {
+  step: HireFfnStep;
+  finish(result: HireFfnResult, report?: LayerReport): void;
+}
+
 /** An FFN block: reads the normed input `h` of n tokens and writes its output into `out`. */
 export interface FeedForward {
   forward(out: Buf, h: Buf, n: number, report?: LayerReport): void;
+  /**
+   * This token (one) as a BatchableStep writing `out` and using concurrent-step buffers `slot`, or
+   * undefined where the FFN's method is not one such step (then forward runs it).
+   */
+  batchStep?(out: Buf, h: Buf, slot: number): BatchableStep | undefined;
   /** Whether this token's block can be recorded into a decode graph (no host data mid-step). */
   graphable?(): boolean;
   /** After a recorded step is replayed: fill the telemetry the block would have (report.ffn). */

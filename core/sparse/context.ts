@@ -60,6 +60,14 @@ export class SparseScratch {
   }
 }
 
+/** What one HiRE step writes besides its output: its scores, candidates and selection. */
+export interface HireBuffers {
+  scores: Buf;
+  cand: Int32Array;
+  sel: Int32Array;
+  aSel: Buf;
+}
+
 export class SparseContext {
   /** Compare with the dense computation on this token (set by the Sparsifier before each token). */
   auditNow = false;
@@ -74,6 +82,22 @@ export class SparseContext {
     public settings: SparsitySettings,
   ) {
     this.scratch = new SparseScratch(b, c, ws);
+  }
+
+  private readonly slots: HireBuffers[] = [];
+
+  /**
+   * HiRE buffers of concurrent step `slot` (a mixture layer's routed experts run at once: one slot
+   * each), sized for the model's widest FFN and allocated on first use.
+   */
+  hireSlot(slot: number): HireBuffers {
+    const F = this.c.intermediate;
+    return (this.slots[slot] ??= {
+      scores: this.b.alloc(F),
+      cand: new Int32Array(F),
+      sel: new Int32Array(F),
+      aSel: this.b.alloc(F),
+    });
   }
 
   /** `w` in the requested storage layout: itself if it already is, else a copy. */

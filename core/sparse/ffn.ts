@@ -6,9 +6,9 @@
 //
 // Batches of several tokens (prefill) run the dense GEMMs and keep each token's exact top-k, so
 // a model sees the same top-k FFN in prefill as in decode. Decode (one token) runs the method.
-import type { Buf, HireFfnResult, Weight } from "../backend/backend.js";
+import type { Buf, HireFfnResult, HireFfnStep, Weight } from "../backend/backend.js";
 import { ffnBytes, type FfnWeights, type ModelConfig } from "../arch/config.js";
-import type { FeedForward, LayerReport } from "../engine/transformer.js";
+import type { BatchableStep, FeedForward, LayerReport } from "../engine/transformer.js";
 import { buildPredictor, type Predictor } from "./predictor.js";
 import {
   layerK,
@@ -20,8 +20,17 @@ import {
   type SparsitySettings,
 } from "./settings.js";
 import { recall, relativeError, type FfnTelemetry } from "./telemetry.js";
-import type { SparseContext } from "./context.js";
+import type { HireBuffers, SparseContext } from "./context.js";
 import { tensorHash } from "./cache.js";
+
+/** One token's HiRE: k, k', and the predictor and layouts it reads (SparseFeedForward.hirePlan). */
+interface HirePlan {
+  k: number;
+  kp: number;
+  pred: Predictor;
+  rows: Weight;
+  down: Weight;
+}
 
 /** Weights of one layer in the layouts the sparse kernels read, built on first use. */
 export class LayerPrep {
@@ -339,8 +348,38 @@ export class SparseFeedForward implements FeedForward {
 
   /** HiRE: predictor → top-k' candidates → exact rows → exact top-k → down product. */
   private hire(out: Buf, h: Buf, s: SparsitySettings, report?: LayerReport): void {
-    const { ctx, c, w, prep } = this;
+    const { ctx } = this;
     const { b, scratch: sc } = ctx;
+    const plan = this.hirePlan(s);
+    // A quantized predictor's HiRE step is one backend op. DA-top-k over P ≥ 2 shards: each worker
+    // takes its shards from scores to partial output on data it wrote itself, with no barrier or
+    // serial top-k in between. P = 1 (global top-k): hireSteps' steps, each parallel inside, without
+    // returning here between them. Low-rank predictors run hireSteps op by op.
+    const result = plan.pred.quant
+      ? b.hireFfn(this.hireStep(out, h, plan, s.shards, sc))
+      : this.hireSteps(out, h, plan.pred, plan.rows, plan.down, plan.k, plan.kp, s.shards);
+    this.hireDone(out, h, s, plan, result, sc, report);
+  }
+
+  /**
+   * A decode token's HiRE as one step beside others (a mixture's routed experts, Backend.hireFfnBatch):
+   * with a quantized predictor, global top-k (shards 1) and no first-matrix bias; else undefined.
+   */
+  batchStep(out: Buf, h: Buf, slot: number): BatchableStep | undefined {
+    const s = this.ctx.settings;
+    if (s.ffn.method !== "hire" || s.shards !== 1 || this.prep.biasIn) return undefined;
+    const plan = this.hirePlan(s);
+    if (!plan.pred.quant) return undefined;
+    const bufs = this.ctx.hireSlot(slot);
+    return {
+      step: this.hireStep(out, h, plan, 1, bufs),
+      finish: (result, report) => this.hireDone(out, h, s, plan, result, bufs, report),
+    };
+  }
+
+  /** This token's k and k', and the predictor and layouts HiRE reads. */
+  private hirePlan(s: SparsitySettings): HirePlan {
+    const { prep, w } = this;
     const F = this.F;
     const P = s.shards;
     const k = this.kFor(s);
@@ -350,43 +389,55 @@ export class SparseFeedForward implements FeedForward {
     if (kp > F - P) kp = F;
     const pred = prep.predictor(layerPredictor(s, this.layer));
     const rows = w.gate ? prep.gateUpRows() : prep.inRows();
-    const down = prep.downCols();
-    // A quantized predictor's HiRE step is one backend op. DA-top-k over P ≥ 2 shards: each worker
-    // takes its shards from scores to partial output on data it wrote itself, with no barrier or
-    // serial top-k in between. P = 1 (global top-k): hireSteps' steps, each parallel inside, without
-    // returning here between them. Low-rank predictors run hireSteps op by op.
-    const step = pred.quant
-      ? b.hireFfn({
-          out,
-          x: h,
-          predictor: pred.quant,
-          biasIn: prep.biasIn ?? null,
-          rows,
-          gated: Boolean(w.gate),
-          activation: c.activation,
-          down,
-          k,
-          kp,
-          shards: P,
-          scores: sc.scores,
-          cand: sc.cand,
-          sel: sc.sel,
-          aSel: sc.aSel,
-          slot: this.layer,
-        })
-      : this.hireSteps(out, h, pred, rows, down, k, kp, P);
+    return { k, kp, pred, rows, down: prep.downCols() };
+  }
+
+  private hireStep(out: Buf, h: Buf, plan: HirePlan, shards: number, bufs: HireBuffers): HireFfnStep {
+    return {
+      out,
+      x: h,
+      predictor: plan.pred.quant!,
+      biasIn: this.prep.biasIn ?? null,
+      rows: plan.rows,
+      gated: Boolean(this.w.gate),
+      activation: this.c.activation,
+      down: plan.down,
+      k: plan.k,
+      kp: plan.kp,
+      shards,
+      scores: bufs.scores,
+      cand: bufs.cand,
+      sel: bufs.sel,
+      aSel: bufs.aSel,
+      slot: this.layer,
+    };
+  }
+
+  /** After a HiRE step: the down bias, what it read, and its telemetry (audited when asked). */
+  private hireDone(
+    out: Buf,
+    h: Buf,
+    s: SparsitySettings,
+    plan: HirePlan,
+    step: HireFfnResult,
+    bufs: HireBuffers,
+    report?: LayerReport,
+  ): void {
+    const { b } = this.ctx;
+    const ctx = this.ctx;
+    const F = this.F;
     const t = performance.now();
     this.addDownBias(out);
     const nc = step.candidates;
     const ns = step.selected;
-    const bytes = pred.byteLength + nc * (rows.byteLength / F) + ns * (down.byteLength / F);
+    const bytes = plan.pred.byteLength + nc * (plan.rows.byteLength / F) + ns * (plan.down.byteLength / F);
     this.lastHire = { candidates: nc, selected: ns, bytes };
     if (!report) return;
     const tel: FfnTelemetry = {
       method: "hire",
       k: ns,
       candidates: nc,
-      selected: sc.sel.slice(0, ns),
+      selected: bufs.sel.slice(0, ns),
       predictorMs: step.scoreMs,
       exactMs: step.rowsMs,
       downMs: step.downMs + (performance.now() - t),
@@ -394,7 +445,7 @@ export class SparseFeedForward implements FeedForward {
       denseBytes: this.denseBytes(),
       scores:
         ctx.inspectLayer === this.layer
-          ? { approx: Float32Array.from(b.read(sc.scores, 0, F)), candidates: sc.cand.slice(0, nc) }
+          ? { approx: Float32Array.from(b.read(bufs.scores, 0, F)), candidates: bufs.cand.slice(0, nc) }
           : undefined,
     };
     if (ctx.auditNow) this.audit(tel, out, h, s);

@@ -73,7 +73,8 @@ void hire_ffn(HireFfnStep& step);
 // Several independent steps at once (a mixture layer's routed experts, small FFNs): each runs start
 // to finish on one worker with the global selections of shards = 1, the steps spread over the pool,
 // so a layer costs one dispatch instead of three per step. Every step's selections and y are
-// hire_ffn's bit for bit (its P = 1 steps, serially: topk's selection, accumulate_cols' sums).
+// hire_ffn's bit for bit (its P = 1 steps, serially: topk's selection, accumulate_cols' sums). Each
+// step's ms are its share of the wall time (its own time over the workers), so they add up across steps.
 void hire_ffn_batch(HireFfnStep* const* steps, int64_t n);
 
 // HiRE on the output layer in one op (Backend.hireHead): logits = the exact logits of the top-k of

@@ -547,14 +547,17 @@ void hire_head(HireHeadStep& st) {
 
 void hire_ffn_batch(HireFfnStep* const* steps, int64_t n) {
   const KernelTable& K = active_kernels();
-  ThreadPool::instance().parallel_for(n, [&](int64_t i, int) {
+  ThreadPool& pool = ThreadPool::instance();
+  pool.parallel_for(n, [&](int64_t i, int) {
     HireFfnStep& st = *steps[i];
     const int64_t F = st.pred->rows;
     const QuantVector xv = quantized_input(st.x, *st.pred);  // this worker's scratch
     const int64_t kp = std::min(st.kp, F);
     FfnShard d{0, F, kp, 0, std::min(st.k, kp), 0, {0, 0, 0}};
     ffn_shard(K, st, xv, d, st.y);
-    std::copy(d.ms, d.ms + 3, st.ms);
+    // Steps run concurrently: each one's share of the wall time is its own time over the workers.
+    const double workers = static_cast<double>(std::min<int64_t>(n, pool.threads()));
+    for (int j = 0; j < 3; ++j) st.ms[j] = d.ms[j] / workers;
     st.n_cand = d.kp;
     st.n_sel = d.k;
   });
