@@ -336,6 +336,30 @@ function expectedNames(arch: Arch, tied: boolean, gpt2Prefix = false): string[] 
         ...(tied ? [] : ["lm_head.weight"]),
       ];
     }
+    case "erniemoe":
+      return [
+        "model.embed_tokens.weight",
+        ...L.flatMap((i) =>
+          [
+            "input_layernorm.weight",
+            "self_attn.q_proj.weight",
+            "self_attn.k_proj.weight",
+            "self_attn.v_proj.weight",
+            "self_attn.o_proj.weight",
+            "post_attention_layernorm.weight",
+            "mlp.gate.weight",
+            ...Array.from({ length: 8 }, (_, e) =>
+              ["gate_proj", "up_proj", "down_proj"].map((m) => `mlp.experts.${e}.${m}.weight`),
+            ).flat(),
+            "mlp.moe_statics.e_score_correction_bias",
+            "mlp.shared_experts.gate_proj.weight",
+            "mlp.shared_experts.up_proj.weight",
+            "mlp.shared_experts.down_proj.weight",
+          ].map((n) => `model.layers.${i}.${n}`),
+        ),
+        "model.norm.weight",
+        ...(tied ? [] : ["lm_head.weight"]),
+      ];
     case "granitemoe":
       return [
         "model.embed_tokens.weight",
@@ -589,6 +613,12 @@ function expectedShapes(arch: Arch): Record<string, number[]> {
         "model.layers.1.mlp.gate.weight": [8, 64],
         "model.layers.1.mlp.experts.0.gate_proj.weight": [64, 64],
       };
+    case "erniemoe": // 8 experts of 32, shared experts 2 × 32
+      return {
+        "model.layers.0.mlp.gate.weight": [8, 64],
+        "model.layers.1.mlp.moe_statics.e_score_correction_bias": [1, 8],
+        "model.layers.1.mlp.shared_experts.down_proj.weight": [64, 64],
+      };
     case "granitemoe": // 4 experts of 64, stacked
       return {
         "model.layers.0.block_sparse_moe.router.layer.weight": [4, 64],
@@ -758,6 +788,7 @@ for (const arch of ARCHES) {
         qwen3moe: "Qwen3MoeForCausalLM",
         olmoe: "OlmoeForCausalLM",
         granitemoe: "GraniteMoeForCausalLM",
+        erniemoe: "Ernie4_5_MoeForCausalLM",
         smollm3: "SmolLM3ForCausalLM",
         granite: "GraniteForCausalLM",
         minicpm: "MiniCPMForCausalLM",
@@ -785,9 +816,14 @@ for (const arch of ARCHES) {
       assert.deepEqual(cfg.architectures, [expectClass]);
       assert.equal(
         cfg.model_type,
-        { gemma3: "gemma3_text", gptneox: "gpt_neox", ernie: "ernie4_5", qwen2moe: "qwen2_moe", qwen3moe: "qwen3_moe" }[
-          arch as string
-        ] ?? arch,
+        {
+          gemma3: "gemma3_text",
+          gptneox: "gpt_neox",
+          ernie: "ernie4_5",
+          erniemoe: "ernie4_5_moe",
+          qwen2moe: "qwen2_moe",
+          qwen3moe: "qwen3_moe",
+        }[arch as string] ?? arch,
       );
       assert.equal(cfg.vocab_size, 512);
       assert.equal(cfg.tie_word_embeddings, shape.tied);
@@ -819,6 +855,9 @@ for (const arch of ARCHES) {
           assert.equal(cfg.residual_multiplier, 0.22);
           assert.equal(cfg.attention_multiplier, 1 / 16);
         }
+      } else if (arch === "erniemoe") {
+        assert.deepEqual([cfg.moe_num_experts, cfg.moe_k, cfg.moe_intermediate_size], [8, 2, 32]);
+        assert.equal(cfg.moe_layer_start_index, 0);
       } else if (arch === "granitemoe") {
         assert.equal(cfg.num_local_experts, 4);
         assert.equal(cfg.num_experts_per_tok, 2);

@@ -27,6 +27,7 @@ export type Arch =
   | "qwen3moe"
   | "olmoe"
   | "granitemoe"
+  | "erniemoe"
   | "smollm3"
   | "granite"
   | "minicpm"
@@ -700,6 +701,12 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
       "tiny granitemoe for tests (4 experts of 64 stacked in two tensors, 2 per token, Granite's multipliers, tied)",
     shape: { ...tinyLlamaLike, intermediate: 64, experts: 4, expertsPerToken: 2, tied: true, ropeTheta: 10000 },
   },
+  "tiny-erniemoe": {
+    arch: "erniemoe",
+    description:
+      "tiny erniemoe for tests (8 experts of 32, 2 per token by probability + a correction bias, 2 shared experts, tied)",
+    shape: { ...tinyLlamaLike, intermediate: 32, experts: 8, expertsPerToken: 2, tied: true, ropeTheta: 500000 },
+  },
   "tiny-smollm3": {
     arch: "smollm3",
     description: "tiny smollm3 for tests (GQA 4/2, 4 layers: the 4th has no rotary step, tied)",
@@ -960,6 +967,15 @@ const GRANITEMOE_LAYER: TensorRule[] = [
     init: "normal",
   },
 ];
+// ERNIE 4.5 MoE (every layer a mixture here): experts, their correction bias, 2 shared experts as one FFN.
+const ERNIEMOE_LAYER: TensorRule[] = [
+  ...LLAMA_LAYER.slice(0, 6),
+  ...QWEN_EXPERTS,
+  { name: "mlp.moe_statics.e_score_correction_bias", shape: (s) => [1, s.experts], init: "bias" },
+  { name: "mlp.shared_experts.gate_proj.weight", shape: (s) => [2 * s.intermediate, s.hidden], init: "normal" },
+  { name: "mlp.shared_experts.up_proj.weight", shape: (s) => [2 * s.intermediate, s.hidden], init: "normal" },
+  { name: "mlp.shared_experts.down_proj.weight", shape: (s) => [s.hidden, 2 * s.intermediate], init: "normal" },
+];
 const OLMOE_LAYER: TensorRule[] = [
   LLAMA_LAYER[0],
   ...OLMO2_LAYER.slice(0, 6), // q, k, v, the whole-projection q/k norms, o
@@ -972,6 +988,19 @@ function moeFields(modelType: string, s: ResolvedShape): Record<string, unknown>
   const routing = { num_experts_per_tok: s.expertsPerToken, router_aux_loss_coef: 0.01 };
   if (modelType === "mixtral") return { ...routing, num_local_experts: s.experts, sliding_window: null };
   if (modelType === "olmoe") return { ...routing, num_experts: s.experts, norm_topk_prob: false, clip_qkv: null };
+  if (modelType === "ernie4_5_moe") {
+    return {
+      moe_num_experts: s.experts,
+      moe_k: s.expertsPerToken,
+      moe_intermediate_size: s.intermediate,
+      intermediate_size: 4 * s.intermediate, // dense layers' (none here)
+      moe_num_shared_experts: 2,
+      moe_layer_start_index: 0,
+      moe_layer_end_index: -1,
+      moe_layer_interval: 1,
+      use_bias: false,
+    };
+  }
   if (modelType === "granitemoe") {
     // Granite 3.0 1B-A400M's multipliers (attention: 1 / head_dim).
     return {
@@ -1378,6 +1407,7 @@ export const ARCHS: Record<Arch, ArchSpec> = {
   qwen3moe: moeFamily("Qwen3MoeForCausalLM", "qwen3_moe", QWEN3MOE_LAYER),
   olmoe: moeFamily("OlmoeForCausalLM", "olmoe", OLMOE_LAYER),
   granitemoe: moeFamily("GraniteMoeForCausalLM", "granitemoe", GRANITEMOE_LAYER),
+  erniemoe: moeFamily("Ernie4_5_MoeForCausalLM", "ernie4_5_moe", ERNIEMOE_LAYER),
   smollm3: llamaFamily("SmolLM3ForCausalLM", "smollm3", LLAMA_LAYER),
   granite: llamaFamily("GraniteForCausalLM", "granite", LLAMA_LAYER),
   minicpm: llamaFamily("MiniCPMForCausalLM", "minicpm", LLAMA_LAYER),
@@ -1659,7 +1689,7 @@ export function resolveShape(o: Pick<MakeModelOptions, "arch" | "preset" | "shap
   const rmsEps = b.rmsEps ?? 1e-5;
   if (!(ropeTheta > 0 && Number.isFinite(ropeTheta))) throw new MakeModelError(`ropeTheta must be a positive number`);
   if (!(rmsEps > 0 && rmsEps < 1)) throw new MakeModelError(`rmsEps must be in (0, 1), got ${rmsEps}`);
-  const moe = ["mixtral", "qwen2moe", "qwen3moe", "olmoe", "granitemoe"].includes(o.arch);
+  const moe = ["mixtral", "qwen2moe", "qwen3moe", "olmoe", "granitemoe", "erniemoe"].includes(o.arch);
   if (!moe && (b.experts !== undefined || b.expertsPerToken !== undefined)) {
     throw new MakeModelError(`${o.arch} has no experts: experts and expertsPerToken do not apply`);
   }
