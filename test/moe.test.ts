@@ -181,3 +181,41 @@ test("a mixture's routed experts run as one hireFfnBatch: the same tokens, log-p
   assert.equal(at.batches, 5 * model.config.layers, "every decoded token, every layer (not the prompt)");
   assert.deepEqual(at.out, one.out);
 });
+
+test("an inspected mixture layer's scores span the layer's neurons, the routed experts' in place", async (t) => {
+  const dir = join(tempDir(t), "qwen3moe");
+  await makeModel({ arch: "qwen3moe", dtype: "bf16", seed: 4, out: dir });
+  const model = loadModel(dir);
+  t.after(() => model.close());
+  const m = model.config.moe!;
+  const F = m.expertIntermediate;
+  const session = new Session(model);
+  session.sparsity.update({ ffn: { method: "hire", k: 0.25, oversample: 2 }, auditEvery: 1 });
+  session.sparsity.inspect(1);
+  let seen = 0;
+  for await (const ev of session.generate("look", { maxTokens: 3, temperature: 0, ignoreEos: true })) {
+    if (ev.type !== "token" || ev.report.tokens !== 1) continue;
+    const l = ev.report.layers[1];
+    const s = l.ffn!.scores!;
+    assert.equal(s.approx.length, layerNeurons(model.config));
+    const routed = new Set(Array.from(l.moe!.ids));
+    for (let e = 0; e < m.experts; e++) {
+      const block = s.approx.subarray(e * F, (e + 1) * F);
+      if (!routed.has(e))
+        assert.ok(
+          block.every((v) => v === 0),
+          `expert ${e} was not routed: zeros`,
+        );
+      else
+        assert.ok(
+          block.some((v) => v !== 0),
+          `expert ${e}'s predicted scores`,
+        );
+    }
+    for (const c of s.candidates) assert.ok(routed.has(Math.floor(c / F)), `candidate ${c} in a routed expert`);
+    assert.equal(s.exactTopK!.length, l.ffn!.k, "audited: each routed expert's exact top-k");
+    assert.equal(l.ffn!.recall !== undefined, true);
+    seen++;
+  }
+  assert.ok(seen >= 2);
+});

@@ -161,7 +161,7 @@ export class MoeFeedForward implements FeedForward {
     b.write(out, 0, sum);
     if (!report) return;
     report.moe = r;
-    if (parts.length > 0) report.ffn = mergeExperts(parts, linearBytes(w.router));
+    if (parts.length > 0) report.ffn = mergeExperts(parts, linearBytes(w.router), layerNeurons(c));
   }
 }
 

@@ -97,8 +97,9 @@ export interface ExpertTelemetry {
  * layer's neuron e·F + i (F: an expert's width; the shared expert's come after the last expert's),
  * counts, times and bytes add up, with the router's bytes read in both; recall is the experts' mean
  * weighted by k. An output error is not kept: each expert's is of its own output, not of the sum.
+ * An inspected layer's scores span its `neurons`, 0 in the experts the token was not routed to.
  */
-export function mergeExperts(parts: readonly ExpertTelemetry[], routerBytes: number): FfnTelemetry {
+export function mergeExperts(parts: readonly ExpertTelemetry[], routerBytes: number, neurons: number): FfnTelemetry {
   let size = 0;
   for (const p of parts) size += p.ffn.selected.length;
   const selected = new Int32Array(size);
@@ -128,5 +129,35 @@ export function mergeExperts(parts: readonly ExpertTelemetry[], routerBytes: num
       audited += f.k;
     }
   }
-  return { method: parts[0].ffn.method, ...sum, selected, ...(audited > 0 && { recall: hits / audited }) };
+  const scores = mergeScores(parts, neurons);
+  return {
+    method: parts[0].ffn.method,
+    ...sum,
+    selected,
+    ...(audited > 0 && { recall: hits / audited }),
+    ...(scores && { scores }),
+  };
+}
+
+/** The routed experts' scores in the layer's numbering (see mergeExperts), when each part has them. */
+function mergeScores(parts: readonly ExpertTelemetry[], neurons: number): LayerScores | undefined {
+  if (!parts.every((p) => p.ffn.scores)) return undefined;
+  const approx = new Float32Array(neurons);
+  const exact = parts.every((p) => p.ffn.scores!.exact) ? new Float32Array(neurons) : undefined;
+  const candidates: number[] = [];
+  const exactTopK: number[] = [];
+  for (const { ffn, firstNeuron } of [...parts].sort((a, b) => a.firstNeuron - b.firstNeuron)) {
+    const s = ffn.scores!;
+    approx.set(s.approx, firstNeuron);
+    for (const c of s.candidates) candidates.push(firstNeuron + c);
+    if (exact) {
+      exact.set(s.exact!, firstNeuron);
+      for (const c of s.exactTopK ?? []) exactTopK.push(firstNeuron + c);
+    }
+  }
+  return {
+    approx,
+    candidates: Int32Array.from(candidates),
+    ...(exact && { exact, exactTopK: Int32Array.from(exactTopK) }),
+  };
 }
