@@ -1234,3 +1234,44 @@ test("ERNIE 4.5 MoE: moe_k of moe_num_experts from moe_layer_start_index on, sha
     [{ ...ernie, moe_layer_start_index: 28 }, /"moe_layer_start_index" must be a layer number below 28/],
   ]);
 });
+
+test("Phi-3.5-MoE: sparsemixer routing of 2 experts, LayerNorms, attention biases, longrope times short_mscale", (t) => {
+  // Phi-3.5-MoE-instruct's fields (the factor lists shortened to its 64 rotary pairs' first values).
+  const factors = Array.from({ length: 64 }, (_, i) => 1 + i / 64);
+  const phimoe = {
+    architectures: ["PhimoeForCausalLM"],
+    model_type: "phimoe",
+    hidden_size: 4096,
+    intermediate_size: 6400,
+    num_hidden_layers: 32,
+    num_attention_heads: 32,
+    num_key_value_heads: 8,
+    num_local_experts: 16,
+    num_experts_per_tok: 2,
+    router_jitter_noise: 0.01,
+    attention_bias: true,
+    lm_head_bias: true,
+    rms_norm_eps: 1e-5,
+    vocab_size: 32064,
+    max_position_embeddings: 131072,
+    original_max_position_embeddings: 4096,
+    rope_theta: 10000,
+    rope_scaling: {
+      type: "longrope",
+      short_factor: factors,
+      long_factor: factors,
+      short_mscale: 1.243163121016122,
+      long_mscale: 1.243163121016122,
+      original_max_position_embeddings: 4096,
+    },
+    tie_word_embeddings: false,
+  };
+  const c = readModelConfig(configIn(t, phimoe));
+  assert.equal(c.norm, "layer");
+  assert.equal(c.attentionBias, true);
+  assert.deepEqual([c.moe!.experts, c.moe!.topK, c.moe!.expertIntermediate], [16, 2, 6400]);
+  assert.deepEqual(c.moe!.sparsemixer, { jitterEps: 0.01 });
+  assert.ok(Math.abs(c.ropeFactor! - 1.243163121016122) < 1e-12, "short_mscale, not the longrope formula");
+  assert.equal(c.maxPositions, 4096, "the short factors' range");
+  badConfigs(t, [[{ ...phimoe, num_experts_per_tok: 3 }, /"num_experts_per_tok" must be 2/]]);
+});

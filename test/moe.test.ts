@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { makeModel } from "../core/modelgen/make-model.js";
 import { loadModel } from "../core/loader/model-folder.js";
 import { Session } from "../core/engine/session.js";
-import { layerNeurons, route } from "../core/engine/moe.js";
+import { layerNeurons, route, sparsemixer } from "../core/engine/moe.js";
 import { stepTelemetry } from "../core/host/engine-host.js";
 import type { ForwardReport } from "../core/engine/transformer.js";
 import { ffnBytes, layerFfnBytes, linearBytes } from "../core/arch/config.js";
@@ -47,6 +47,20 @@ test("route: each token's top-k experts by logit, softmax weights over all exper
   const biased = route(logits.subarray(0, 4), 1, m, bias);
   assert.deepEqual(Array.from(biased.ids), [0, 2]);
   assert.ok(Math.abs(biased.weights[0] - 1 / 3) < 1e-6 && Math.abs(biased.weights[1] - 2 / 3) < 1e-6);
+});
+
+test("sparsemixer: the best expert weighted over those within the jitter window of it, then the best of the rest", () => {
+  // Logits 4, 3.8, 1, 3: with eps 0.15 the window keeps (4 - z) / max(|z|, 4) <= 0.3, i.e. z >= 2.8.
+  const z = Float32Array.of(4, 3.8, 1, 3);
+  const r = sparsemixer(z, 1, 4, 2, 0.15);
+  assert.deepEqual(Array.from(r.ids), [0, 1]);
+  const first = 1 / (1 + Math.exp(3.8 - 4) + Math.exp(3 - 4)); // softmax over experts 0, 1 and 3
+  // Second: the best of 1, 2, 3 is 3.8; its window (3.8 - z) / 3.8 <= 0.3 keeps 3.8 and 3, not 1.
+  const second = 1 / (1 + Math.exp(3 - 3.8));
+  assert.ok(Math.abs(r.weights[0] - first) < 1e-6, `${r.weights[0]} vs ${first}`);
+  assert.ok(Math.abs(r.weights[1] - second) < 1e-6, `${r.weights[1]} vs ${second}`);
+  // A tiny window: each expert alone, weight 1.
+  assert.deepEqual(Array.from(sparsemixer(z, 1, 4, 2, 1e-4).weights), [1, 1]);
 });
 
 test("hire on a mixture runs per routed expert: k per expert, neurons numbered expert by expert, bytes add up", async (t) => {

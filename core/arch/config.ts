@@ -91,6 +91,11 @@ export interface MoeConfig {
   readonly denseIntermediate: number;
   /** Qwen2-MoE's shared expert, which every token takes: its width; absent: none. */
   readonly sharedIntermediate?: number;
+  /**
+   * Phi-3.5-MoE's sparsemixer at inference: the best expert, weighted by the softmax over the experts
+   * within `jitterEps` of it (relative), then the best of the rest likewise; absent: the softmax rule.
+   */
+  readonly sparsemixer?: { readonly jitterEps: number };
   /** Per layer, whether its FFN is a mixture (Qwen MoE's mlp_only_layers and decoder_sparse_step). */
   readonly layers: readonly boolean[];
 }

@@ -31,6 +31,7 @@ import { olmo } from "./olmo.js";
 import { opt } from "./opt.js";
 import { phi } from "./phi.js";
 import { phi3 } from "./phi3.js";
+import { phimoe } from "./phimoe.js";
 import { stablelm } from "./stablelm.js";
 import { starcoder2 } from "./starcoder2.js";
 
@@ -62,6 +63,7 @@ export const ARCHITECTURES: Readonly<Record<string, ArchDefinition>> = {
   Glm4ForCausalLM: glm4,
   PhiForCausalLM: phi,
   Phi3ForCausalLM: phi3,
+  PhimoeForCausalLM: phimoe,
   GemmaForCausalLM: gemma,
   Gemma2ForCausalLM: gemma2,
   Gemma3ForCausalLM: gemma3,

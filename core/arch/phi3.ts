@@ -30,9 +30,16 @@ import { familyConfig } from "./llama.js";
 
 /**
  * `s`: ropeSettings. Phi-3's top-level original_max_position_embeddings wins, as in transformers; the
- * frequencies hold for the short factors' range.
+ * frequencies hold for the short factors' range. `mscale`: Phi-3.5-MoE's short_mscale, which replaces
+ * the attention factor.
  */
-function longrope(r: ConfigReader, s: ConfigReader, headDim: number, maxPositions: number): RopeFrequencies {
+export function longrope(
+  r: ConfigReader,
+  s: ConfigReader,
+  headDim: number,
+  maxPositions: number,
+  mscale?: number,
+): RopeFrequencies {
   const { theta, rotDim } = rotary(s, headDim);
   const original = r.int("original_max_position_embeddings", s.int("original_max_position_embeddings", maxPositions));
   const short = s.raw.short_factor;
@@ -40,7 +47,8 @@ function longrope(r: ConfigReader, s: ConfigReader, headDim: number, maxPosition
     throw new ModelError("BAD_CONFIG", r.file, `"${s.name("short_factor")}" must hold ${rotDim / 2} positive numbers`);
   }
   const factor = maxPositions / original;
-  const m = s.positive("attention_factor", factor <= 1 ? 1 : Math.sqrt(1 + Math.log(factor) / Math.log(original)));
+  const m =
+    mscale ?? s.positive("attention_factor", factor <= 1 ? 1 : Math.sqrt(1 + Math.log(factor) / Math.log(original)));
   const inv = new Float32Array(rotDim / 2);
   for (let i = 0; i < inv.length; i++) inv[i] = 1 / (short[i] * Math.pow(theta, (2 * i) / rotDim));
   return { inv, factor: m, maxPositions: Math.min(maxPositions, original) };

@@ -30,6 +30,7 @@ export interface MoeTelemetry {
  * are chosen by probability + bias, and weighted by their probabilities alone.
  */
 export function route(logits: Float32Array, n: number, m: MoeConfig, selectionBias?: Float32Array): MoeTelemetry {
+  if (m.sparsemixer) return sparsemixer(logits, n, m.experts, m.topK, m.sparsemixer.jitterEps);
   const { experts: E, topK: k } = m;
   const ids = new Int32Array(n * k);
   const weights = new Float32Array(n * k);
@@ -58,6 +59,35 @@ export function route(logits: Float32Array, n: number, m: MoeConfig, selectionBi
       chosen += weights[t * k + j];
     }
     if (m.normalize) for (let j = 0; j < k; j++) weights[t * k + j] /= chosen;
+  }
+  return { experts: E, topK: k, ids, weights };
+}
+
+/**
+ * Phi-3.5-MoE's routing at inference (transformers' sparsemixer without its training noise): k times,
+ * the best remaining expert by logit, weighted by its probability under a softmax over the remaining
+ * experts whose logit is within 2·jitterEps of the best's, relative to max(|logit|, best).
+ */
+export function sparsemixer(logits: Float32Array, n: number, E: number, k: number, jitterEps: number): MoeTelemetry {
+  const ids = new Int32Array(n * k);
+  const weights = new Float32Array(n * k);
+  const taken = new Uint8Array(E);
+  for (let t = 0; t < n; t++) {
+    const row = logits.subarray(t * E, (t + 1) * E);
+    taken.fill(0);
+    for (let j = 0; j < k; j++) {
+      let best = -1;
+      for (let e = 0; e < E; e++) if (!taken[e] && (best < 0 || row[e] > row[best])) best = e;
+      const top = row[best];
+      let sum = 0;
+      for (let e = 0; e < E; e++) {
+        const kept = !taken[e] && (top - row[e]) / Math.max(Math.abs(row[e]), top) <= 2 * jitterEps;
+        if (kept) sum += Math.exp(row[e] - top);
+      }
+      ids[t * k + j] = best;
+      weights[t * k + j] = 1 / sum;
+      taken[best] = 1;
+    }
   }
   return { experts: E, topK: k, ids, weights };
 }

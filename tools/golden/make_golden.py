@@ -7,7 +7,7 @@ shared golden folder, and expected.json from reference.py.
     python3 tools/golden/make_golden.py qwen3 test/golden/qwen3-bf16 --tokenizer-from ../shared/golden/llama-bf16
     (phi3-partial goes to test/golden/phi3-partial-bf16)
 
-qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn, stablelm, gemma, phi, gptneox, starcoder2, cohere, cohere2, glm, glm4, ernie, exaone4, gptj, internlm2, olmo, minicpm, mixtral, qwen2moe, qwen3moe, olmoe, granitemoe and erniemoe are defined: the shared folders cover the other
+qwen3, smollm3, phi3, phi3-partial, gemma2, gemma3, granite, olmo2, llama-yarn, stablelm, gemma, phi, gptneox, starcoder2, cohere, cohere2, glm, glm4, ernie, exaone4, gptj, internlm2, olmo, minicpm, mixtral, qwen2moe, qwen3moe, olmoe, granitemoe, erniemoe and phimoe are defined: the shared folders cover the other
 architectures.
 """
 import argparse
@@ -461,6 +461,32 @@ SHAPES = {
         rope_theta=500000.0,
         tie_word_embeddings=False,
     ),
+    # Phi-3.5-MoE: 4 experts of 96 routed by sparsemixer (a jitter window of 0.3, so its softmax spans
+    # several experts), LayerNorms with biases, q/k/v/o biases, a biased head, longrope (1024 positions
+    # over 256: short factors, cos/sin times short_mscale).
+    "phimoe": dict(
+        BASE,
+        architectures=["PhimoeForCausalLM"],
+        model_type="phimoe",
+        intermediate_size=96,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        router_jitter_noise=0.3,
+        attention_bias=True,
+        lm_head_bias=True,
+        rms_norm_eps=1e-5,
+        max_position_embeddings=1024,
+        original_max_position_embeddings=256,
+        rope_scaling=dict(
+            type="longrope",
+            short_factor=[1.0, 1.05, 1.1, 1.3, 1.6, 2.0, 2.6, 3.2],
+            long_factor=[1.0, 1.5, 2.5, 4.0, 6.0, 9.0, 13.0, 18.0],
+            short_mscale=1.2,
+            long_mscale=1.2,
+            original_max_position_embeddings=256,
+        ),
+        tie_word_embeddings=False,
+    ),
     # head_dim 32 with 4 heads: q is 128 wide against a hidden size of 64, as in Qwen3 (2048 vs 1024).
     "qwen3": dict(
         BASE,
@@ -548,7 +574,8 @@ def moe_tensors(c: dict, rng: np.random.Generator) -> dict:
     norm = lambda n: 1 + rng.normal(0, 0.1, (n,))
     D = c.get("head_dim", H // A)
     kind = c["model_type"]
-    mixtral = kind == "mixtral"
+    phimoe = kind == "phimoe"  # Mixtral's names, with LayerNorm and attention biases and a biased head
+    mixtral = kind in ("mixtral", "phimoe")
     granite = kind == "granitemoeshared"
     ernie = kind == "ernie4_5_moe"
     E = c["num_local_experts"] if mixtral or granite else c["moe_num_experts"] if ernie else c["num_experts"]
@@ -557,9 +584,11 @@ def moe_tensors(c: dict, rng: np.random.Generator) -> dict:
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}"
         t[f"{p}.input_layernorm.weight"] = norm(H)
+        if phimoe:
+            t[f"{p}.input_layernorm.bias"] = rng.normal(0, 0.1, (H,))
         for name, rows in (("q_proj", A * D), ("k_proj", K * D), ("v_proj", K * D)):
             t[f"{p}.self_attn.{name}.weight"] = mat(rows, H)
-            if kind == "qwen2_moe":
+            if kind == "qwen2_moe" or phimoe:
                 t[f"{p}.self_attn.{name}.bias"] = rng.normal(0, 0.5, (rows,))
         if kind == "qwen3_moe":
             t[f"{p}.self_attn.q_norm.weight"] = norm(D)
@@ -568,7 +597,11 @@ def moe_tensors(c: dict, rng: np.random.Generator) -> dict:
             t[f"{p}.self_attn.q_norm.weight"] = norm(A * D)
             t[f"{p}.self_attn.k_norm.weight"] = norm(K * D)
         t[f"{p}.self_attn.o_proj.weight"] = mat(H, A * D)
+        if phimoe:
+            t[f"{p}.self_attn.o_proj.bias"] = rng.normal(0, 0.5, (H,))
         t[f"{p}.post_attention_layernorm.weight"] = norm(H)
+        if phimoe:
+            t[f"{p}.post_attention_layernorm.bias"] = rng.normal(0, 0.1, (H,))
         if i in c.get("mlp_only_layers", []) or (ernie and i < c["moe_layer_start_index"]):
             Fd = c["intermediate_size"]
             t[f"{p}.mlp.gate_proj.weight"] = mat(Fd, H)
@@ -604,8 +637,12 @@ def moe_tensors(c: dict, rng: np.random.Generator) -> dict:
             t[f"{block}.shared_expert.{down}.weight"] = mat(H, S)
             t[f"{block}.shared_expert_gate.weight"] = mat(1, H)
     t["model.norm.weight"] = norm(H)
+    if phimoe:
+        t["model.norm.bias"] = rng.normal(0, 0.1, (H,))
     if not c["tie_word_embeddings"]:
         t["lm_head.weight"] = mat(V, H)
+    if phimoe:
+        t["lm_head.bias"] = rng.normal(0, 0.5, (V,))
     return t
 
 

@@ -3,7 +3,7 @@
 MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM,
 GraniteForCausalLM, Olmo2ForCausalLM, StableLmForCausalLM; the mixture-of-experts MixtralForCausalLM,
 Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, OlmoeForCausalLM, GraniteMoeForCausalLM,
-GraniteMoeSharedForCausalLM and Ernie4_5_MoeForCausalLM), PhiForCausalLM, GPTNeoXForCausalLM, Starcoder2ForCausalLM, CohereForCausalLM, Cohere2ForCausalLM, GlmForCausalLM, Glm4ForCausalLM, Ernie4_5ForCausalLM, Exaone4ForCausalLM, GPTJForCausalLM, InternLM2ForCausalLM, OlmoForCausalLM, MiniCPMForCausalLM,
+GraniteMoeSharedForCausalLM, Ernie4_5_MoeForCausalLM and PhimoeForCausalLM), PhiForCausalLM, GPTNeoXForCausalLM, Starcoder2ForCausalLM, CohereForCausalLM, Cohere2ForCausalLM, GlmForCausalLM, Glm4ForCausalLM, Ernie4_5ForCausalLM, Exaone4ForCausalLM, GPTJForCausalLM, InternLM2ForCausalLM, OlmoForCausalLM, MiniCPMForCausalLM,
 GemmaForCausalLM, Gemma2ForCausalLM and Gemma3ForCausalLM, written from the transformers modeling code's semantics and independent of the
 engine: it shares no code with core/.
 
@@ -102,6 +102,7 @@ def rope_params(cfg, head_dim):
     original = cfg.get("original_max_position_embeddings") or scaling["original_max_position_embeddings"]
     factor = cfg["max_position_embeddings"] / original
     m = scaling.get("attention_factor") or (1.0 if factor <= 1 else np.sqrt(1 + np.log(factor) / np.log(original)))
+    m = scaling.get("short_mscale") or m  # Phi-3.5-MoE: cos and sin times short_mscale instead
     return inv / np.array(scaling["short_factor"], dtype=np.float64), float(m)
 
 
@@ -143,7 +144,8 @@ class Model:
                  "Ernie4_5ForCausalLM", "Exaone4ForCausalLM", "GPTJForCausalLM",
                  "InternLM2ForCausalLM", "OlmoForCausalLM", "MiniCPMForCausalLM",
                  "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM", "OlmoeForCausalLM",
-                 "GraniteMoeForCausalLM", "GraniteMoeSharedForCausalLM", "Ernie4_5_MoeForCausalLM")
+                 "GraniteMoeForCausalLM", "GraniteMoeSharedForCausalLM", "Ernie4_5_MoeForCausalLM",
+                 "PhimoeForCausalLM")
         if arch not in known:
             raise SystemExit(f"{arch} is not one of {', '.join(known)}")
         self.qwen2 = arch in ("Qwen2ForCausalLM", "Qwen2MoeForCausalLM")
@@ -154,7 +156,10 @@ class Model:
         # ERNIE 4.5 MoE: experts chosen by probability + e_score_correction_bias, weighted by
         # probability; shared experts added unscaled; dense FFNs outside moe_layer_start/end_index.
         self.ernie_moe = arch == "Ernie4_5_MoeForCausalLM"
-        self.moe = self.granite_moe or self.ernie_moe or arch in (
+        # Phi-3.5-MoE: Mixtral's block_sparse_moe routed by sparsemixer (see moe_ffn), LayerNorms with
+        # biases (eps rms_norm_eps), q/k/v/o biases, longrope with short_mscale, a biased head.
+        self.phimoe = arch == "PhimoeForCausalLM"
+        self.moe = self.granite_moe or self.ernie_moe or self.phimoe or arch in (
             "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM", "OlmoeForCausalLM")
         self.olmoe = arch == "OlmoeForCausalLM"
         # Gemma 2 and 3: embeddings times sqrt(hidden), (1 + w) norms, norms after both blocks,
@@ -207,7 +212,7 @@ class Model:
         # ERNIE 4.5: the Llama block with the rotary step on adjacent pairs.
         self.ernie = arch in ("Ernie4_5ForCausalLM", "Ernie4_5_MoeForCausalLM")
         self.cohere = arch == "CohereForCausalLM" or self.cohere2
-        self.layer_norm = self.stablelm or self.phi or self.neox or self.starcoder2 or self.cohere or self.gptj
+        self.layer_norm = self.stablelm or self.phi or self.neox or self.starcoder2 or self.cohere or self.gptj or self.phimoe
         self.bias = self.qwen2 or self.phi or (self.starcoder2 and self.cfg.get("use_bias", True)) or bool(self.cfg.get("attention_bias", False) or self.cfg.get("use_qkv_bias", False))
         # Granite: embeddings times embedding_multiplier, attention scores times attention_multiplier,
         # each block's output times residual_multiplier before its residual add, logits / logits_scaling.
@@ -233,6 +238,8 @@ class Model:
         self.K = c.get("num_key_value_heads", self.A)
         self.D = c.get("head_dim") or self.H // self.A
         self.eps = c.get("layer_norm_eps", 1e-5) if self.layer_norm else c.get("rms_norm_eps", 1e-6)
+        if self.phimoe:
+            self.eps = c.get("rms_norm_eps", 1e-5)
         if self.starcoder2:
             self.eps = c.get("norm_epsilon", 1e-5)
         if self.neox:
@@ -308,7 +315,7 @@ class Model:
         c, w = self.cfg, self.w
         if self.granite_moe:
             return self.granite_moe_ffn(h, p)
-        mixtral = self.arch == "MixtralForCausalLM"
+        mixtral = self.arch in ("MixtralForCausalLM", "PhimoeForCausalLM")
         block = f"{p}.block_sparse_moe" if mixtral else f"{p}.mlp"
         gate, up, down = ("w1", "w3", "w2") if mixtral else ("gate_proj", "up_proj", "down_proj")
         swiglu = lambda x, e: self.lin(
@@ -323,7 +330,9 @@ class Model:
         for t in range(len(h)):
             top = np.argsort(-key[t], kind="stable")[:k]
             wt = prob[t][top]
-            if self.ernie_moe:
+            if self.phimoe:
+                top, wt = sparsemixer(z[t], c.get("router_jitter_noise", 0.01))
+            elif self.ernie_moe:
                 wt = wt / max(wt.sum(), c.get("moe_norm_min", 1e-12))
             elif mixtral or c.get("norm_topk_prob", False):
                 wt = wt / wt.sum()
@@ -519,7 +528,26 @@ class Model:
         if self.cohere:
             return self.norm(x, "model.norm") @ self.head.T * self.cfg.get("logit_scale", 0.0625)
         z = self.norm(x, "model.norm") @ self.head.T / self.logits_div
+        if self.phimoe and "lm_head.bias" in self.w:
+            z = z + self.w["lm_head.bias"]
         return self.final_cap * np.tanh(z / self.final_cap) if self.final_cap else z
+
+
+def sparsemixer(z, eps):
+    """transformers' sparsemixer at inference, for one token's router logits z: twice, the best remaining
+    expert, weighted by its softmax probability over the remaining experts e with
+    (best - z_e) / max(|z_e|, best) <= 2 eps."""
+    z = z.copy()
+    top, wt = [], []
+    for _ in range(2):
+        e = int(np.argmax(z))
+        best = z[e]
+        keep = (best - z) / np.maximum(np.abs(z), best) <= 2 * eps
+        g = np.where(keep, np.exp(z - best), 0.0)
+        top.append(e)
+        wt.append(1.0 / g.sum())
+        z[e] = -np.inf
+    return np.array(top), np.array(wt)
 
 
 def generate(model, prompt, steps):
