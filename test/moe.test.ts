@@ -3,6 +3,7 @@
 // its telemetry merged per layer, the CLI's per-layer experts, and the ONNX export that refuses them.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { makeModel } from "../core/modelgen/make-model.js";
 import { loadModel } from "../core/loader/model-folder.js";
@@ -13,7 +14,7 @@ import type { ForwardReport } from "../core/engine/transformer.js";
 import { ffnBytes, layerFfnBytes, linearBytes } from "../core/arch/config.js";
 import { resolveCount } from "../core/sparse/settings.js";
 import { exportOnnx } from "../core/onnx/export.js";
-import { UsageError } from "../core/loader/errors.js";
+import { ModelError, UsageError } from "../core/loader/errors.js";
 import { hire, tempDir } from "./helpers.js";
 import { createBackend } from "../core/backend/select.js";
 
@@ -232,4 +233,33 @@ test("an inspected mixture layer's scores span the layer's neurons, the routed e
     seen++;
   }
   assert.ok(seen >= 2);
+});
+
+test("a mixture whose config.json and weights disagree is a ModelError naming the tensor", async (t) => {
+  const dir = join(tempDir(t), "mixtral");
+  await makeModel({ arch: "mixtral", dtype: "f32", seed: 1, out: dir });
+  const file = join(dir, "config.json");
+  const config = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
+  // More experts than the file has: the router's shape is wrong first.
+  writeFileSync(file, JSON.stringify({ ...config, num_local_experts: 8 }));
+  assert.throws(
+    () => loadModel(dir),
+    (e: unknown) =>
+      e instanceof ModelError && e.code === "SHAPE_MISMATCH" && /block_sparse_moe\.gate\.weight/.test(e.message),
+  );
+  // Each expert narrower than the file's: the first expert's matrix is named.
+  writeFileSync(file, JSON.stringify({ ...config, intermediate_size: 64 }));
+  assert.throws(
+    () => loadModel(dir),
+    (e: unknown) => e instanceof ModelError && e.code === "SHAPE_MISMATCH" && /experts\.0\.w1\.weight/.test(e.message),
+  );
+  // More experts per token than experts: a config error before any weight is read.
+  writeFileSync(file, JSON.stringify({ ...config, num_experts_per_tok: 5 }));
+  assert.throws(
+    () => loadModel(dir),
+    (e: unknown) =>
+      e instanceof ModelError &&
+      e.code === "BAD_CONFIG" &&
+      /"num_experts_per_tok" \(5\) exceeds the 4 experts/.test(e.message),
+  );
 });

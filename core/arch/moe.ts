@@ -128,6 +128,8 @@ export function moeWeights(m: MoeConfig, hidden: number, p: string, family: MoeF
   const mixtral = family === "mixtral";
   const names = mixtral ? ["w1", "w3", "w2"] : ["gate_proj", "up_proj", "down_proj"];
   const block = mixtral ? `${p}.block_sparse_moe` : `${p}.mlp`;
+  // The router first: a config that miscounts the experts is named by its shape, not a missing expert.
+  const router = lin(`${block}.gate`, m.experts, H);
   const experts = Array.from({ length: m.experts }, (_, e) =>
     ffn(`${block}.experts.${e}`, m.expertIntermediate, names),
   );
@@ -143,7 +145,7 @@ export function moeWeights(m: MoeConfig, hidden: number, p: string, family: MoeF
       ? vectorValues(s.get(`${block}.moe_statics.e_score_correction_bias`, [1, m.experts]))
       : undefined;
   return {
-    router: lin(`${block}.gate`, m.experts, H),
+    router,
     experts,
     ...(shared && { shared }),
     ...(selectionBias && { selectionBias }),
@@ -158,6 +160,8 @@ function graniteMoeWeights(m: MoeConfig, H: number, p: string, s: WeightStore): 
     b: null,
   });
   const block = `${p}.block_sparse_moe`;
+  const { linear: lin } = tensorReader(s, H);
+  const router = lin(`${block}.router.layer`, E, H);
   const [inName, outName] = [`${block}.input_linear.weight`, `${block}.output_linear.weight`];
   const experts = Array.from({ length: E }, (_, e) => ({
     gate: view(inName, [E, 2 * F, H], e * 2 * F, F),
@@ -173,6 +177,5 @@ function graniteMoeWeights(m: MoeConfig, H: number, p: string, s: WeightStore): 
           up: view(`${p}.shared_mlp.input_linear.weight`, [2 * S, H], S, S),
           down: view(`${p}.shared_mlp.output_linear.weight`, [H, S], 0, H),
         };
-  const { linear: lin } = tensorReader(s, H);
-  return { router: lin(`${block}.router.layer`, E, H), experts, ...(shared && { shared }) };
+  return { router, experts, ...(shared && { shared }) };
 }
