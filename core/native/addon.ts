@@ -273,23 +273,7 @@ export interface NativeAddon {
    * parallel inside, and y = accumulateCols over sel, bit for bit. Returns the counts and each step's
    * share of the time.
    */
-  hireFfn(
-    y: Float32Array,
-    x: Float32Array,
-    predictor: NativeQuant,
-    biasIn: Float32Array | null,
-    rows: NativeWeight,
-    gated: boolean,
-    activation: "relu" | "gelu" | "gelu_tanh" | "silu",
-    down: NativeWeight,
-    k: number,
-    kp: number,
-    shards: number,
-    scores: Float32Array,
-    cand: Int32Array,
-    sel: Int32Array,
-    aSel: Float32Array,
-  ): HireFfnResult;
+  hireFfn(...args: HireFfnArgs): HireFfnResult;
   /**
    * Several independent hireFfn calls at once, each an array of hireFfn's arguments with shards = 1
    * and outputs of its own: every step runs start to finish on one worker of the pool (its selections
