@@ -57,6 +57,8 @@ export interface GenerateParams {
   stop?: string[];
   /** Each token's log-probability and its `logprobs` most likely alternatives' (the OpenAI endpoints'). */
   logprobs?: number;
+  /** Functions the model may call (OpenAI's `tools`), given to the chat template as `tools`. */
+  tools?: readonly unknown[];
 }
 
 /** One generation's events; `summary` is set once they end. */
@@ -281,7 +283,9 @@ export class EngineHost {
     }
     // Rendered here, not in run(), so that a conversation the chat template refuses fails the call
     // itself (the OpenAI endpoint answers 400 before it starts a stream).
-    const prompt = Array.isArray(input) ? promptIds(session, input, req.thinking) : session.encode(input.text);
+    const prompt = Array.isArray(input)
+      ? promptIds(session, input, { thinking: req.thinking, tools: req.tools })
+      : session.encode(input.text);
     const running: Running = { channel, id, abort: new AbortController() };
     this.running = running;
     const gen: Generation = {
@@ -424,9 +428,13 @@ export function backendName(backend?: Backend): string {
 }
 
 /** The chat template's prompt, or for a model without one the messages as plain text. */
-function promptIds(session: Session, messages: ChatMessage[], thinking?: boolean): number[] {
+function promptIds(
+  session: Session,
+  messages: ChatMessage[],
+  options: { thinking?: boolean; tools?: readonly unknown[] },
+): number[] {
   const tok = session.model.tokenizer;
-  if (tok.hasChatTemplate) return tok.encode(tok.applyChatTemplate(messages, true, { thinking }), false);
+  if (tok.hasChatTemplate) return tok.encode(tok.applyChatTemplate(messages, true, options), false);
   return session.encode(messages.map((m) => m.content).join("\n"));
 }
 

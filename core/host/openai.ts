@@ -8,6 +8,7 @@ import type { FinishReason } from "../engine/session.js";
 import type { ChatMessage } from "../loader/tokenizer.js";
 import { errorInfo, type Channel, type EngineHost, type GenerateParams } from "./engine-host.js";
 import { LIMITS, ProtocolError, parseMessages, type HostEvent, type StepTelemetry } from "./protocol.js";
+import { ToolCallStream, parseToolCalls } from "./tool-calls.js";
 
 const MAX_BODY = 16 * 1024 * 1024;
 
@@ -73,7 +74,7 @@ export function handleTextCompletions(host: EngineHost, req: IncomingMessage, re
 }
 
 /** A generated token's log-probabilities, its alternatives' included, as token text. */
-interface TokenLogprobs {
+export interface TokenLogprobs {
   token: string;
   logprob: number;
   top: { token: string; logprob: number }[];
@@ -154,6 +155,10 @@ async function handleCompletions(
   }
   const model = host.loadedModel;
   if (!model) return sendError(res, 503, "no_model", "no model is loaded");
+  const tools = body.params.tools !== undefined;
+  if (tools && !model.tokenizer.readsTools) {
+    return sendError(res, 400, "invalid_request_error", `"tools": this model's chat template does not take tools`);
+  }
   const id = `${ep.idPrefix}-${nextId++}`;
   const created = Math.floor(Date.now() / 1000);
   const name = modelName(model.dir);
@@ -199,14 +204,23 @@ async function handleCompletions(
         ...(hire ? { hire } : {}),
       });
       if (ep.openingChoice) send(chunk(ep.openingChoice, null));
+      // With tools, a call's text is held back: it goes out as tool_calls at the end (or as text if it
+      // holds no valid call).
+      const calls = tools ? new ToolCallStream() : undefined;
       for await (const e of gen) {
         if (e.type !== "gen.token") continue;
         const s = chunkStats(e.step);
         stats.push(s);
         const lp = logprobsOf(e);
-        send(chunk(ep.chunkChoice(e.text, lp && [lp]), null, s));
+        send(chunk(ep.chunkChoice(calls ? calls.push(e.text) : e.text, lp && [lp]), null, s));
       }
-      send({ ...chunk(ep.closingChoice, finishReason(gen.summary.finishReason)), usage: usage(gen.summary) });
+      let finish = finishReason(gen.summary.finishReason);
+      const end = calls?.finish();
+      if (end && end.calls.length > 0) {
+        send(chunk({ delta: { tool_calls: openAiCalls(id, end.calls).map((c, index) => ({ index, ...c })) } }, null));
+        finish = "tool_calls";
+      } else if (end?.heldText) send(chunk(ep.chunkChoice(end.heldText), null));
+      send({ ...chunk(ep.closingChoice, finish), usage: usage(gen.summary) });
       res.end("data: [DONE]\n\n");
       return;
     }
@@ -217,18 +231,16 @@ async function handleCompletions(
       if (lp) logprobs.push(lp);
     }
     const s = gen.summary;
+    const lps = body.params.logprobs !== undefined ? logprobs : undefined;
+    const choice = tools
+      ? toolReply(id, s.text, finishReason(s.finishReason), lps)
+      : { ...ep.choice(s.text, lps), finish_reason: finishReason(s.finishReason) };
     sendJson(res, 200, {
       id,
       object: ep.object,
       created,
       model: name,
-      choices: [
-        {
-          index: 0,
-          ...ep.choice(s.text, body.params.logprobs !== undefined ? logprobs : undefined),
-          finish_reason: finishReason(s.finishReason),
-        },
-      ],
+      choices: [{ index: 0, ...choice }],
       usage: usage(s),
       hire: { tokens: stats, decode_tokens_per_s: s.decodeTokensPerS, ttft_ms: s.ttftMs },
     });
@@ -278,12 +290,48 @@ export function parseBody(x: unknown): ParsedBody & { input: ChatMessage[] } {
     bad(`"top_logprobs" must be an integer in 0..20`);
   if ((top as number) > 0 && o.logprobs !== true) bad(`"top_logprobs" needs "logprobs": true`);
   const logprobs = o.logprobs === true ? (top as number) : undefined;
+  const tools = parseTools(o.tools, o.tool_choice);
   const { stream, params } = commonFields(o, 256);
   return {
     input: messages,
     stream,
-    params: { ...params, ...(thinking !== undefined && { thinking }), ...(logprobs !== undefined && { logprobs }) },
+    params: {
+      ...params,
+      ...(thinking !== undefined && { thinking }),
+      ...(logprobs !== undefined && { logprobs }),
+      ...(tools && { tools }),
+    },
   };
+}
+
+/**
+ * OpenAI's `tools` ([{type: "function", function: {name, description?, parameters?}}]) as the chat
+ * template gets them, or undefined without tools or with tool_choice "none". The model decides
+ * whether to call one ("auto"); forcing a call ("required", a named function) is not supported.
+ */
+function parseTools(tools: unknown, choice: unknown): unknown[] | undefined {
+  if (choice !== undefined && choice !== null && choice !== "auto" && choice !== "none")
+    bad(`"tool_choice" must be "auto" or "none" (forcing a call is not supported)`);
+  if (tools === undefined || tools === null) return undefined;
+  if (!Array.isArray(tools) || tools.length > 128) bad(`"tools" must be an array of at most 128 functions`);
+  const list = (tools as unknown[]).map((t, i) => {
+    const f = (t as Record<string, unknown> | null)?.function as Record<string, unknown> | undefined;
+    const ok =
+      typeof t === "object" &&
+      t !== null &&
+      (t as Record<string, unknown>).type === "function" &&
+      typeof f === "object" &&
+      f !== null &&
+      typeof f.name === "string" &&
+      f.name !== "" &&
+      (f.description === undefined || typeof f.description === "string") &&
+      (f.parameters === undefined || (typeof f.parameters === "object" && f.parameters !== null));
+    if (!ok) bad(`"tools[${i}]" must be {"type": "function", "function": {"name", "description"?, "parameters"?}}`);
+    return t;
+  });
+  if (JSON.stringify(list).length > LIMITS.contentChars)
+    bad(`"tools" is longer than ${LIMITS.contentChars} characters`);
+  return choice === "none" || list.length === 0 ? undefined : list;
 }
 
 /**
@@ -363,6 +411,32 @@ function openAiMessage(m: unknown, i: number): unknown {
     content = texts.join("\n");
   }
   return { ...msg, role: msg.role === "developer" ? "system" : msg.role, content };
+}
+
+/**
+ * A chat reply to a request with tools: the calls it made as message.tool_calls (finish_reason
+ * "tool_calls", content the text outside them or null), else the text as it is.
+ */
+export function toolReply(id: string, text: string, finish: string, lps?: TokenLogprobs[]) {
+  const { content, calls } = parseToolCalls(text);
+  const message =
+    calls.length > 0
+      ? { role: "assistant", content: content || null, tool_calls: openAiCalls(id, calls) }
+      : { role: "assistant", content: text };
+  return {
+    message,
+    ...(lps && { logprobs: chatLogprobs(lps) }),
+    finish_reason: calls.length > 0 ? "tool_calls" : finish,
+  };
+}
+
+/** Calls as OpenAI's tool_calls, with ids unique to this completion. */
+function openAiCalls(id: string, calls: { name: string; arguments: string }[]) {
+  return calls.map((c, i) => ({
+    id: `call_${id.replace(/\W/g, "")}_${i}`,
+    type: "function",
+    function: { name: c.name, arguments: c.arguments },
+  }));
 }
 
 function finishReason(r: FinishReason): string {

@@ -4,7 +4,7 @@
 // knows its transport. Everything arriving from a UI is `unknown` until `parseRequest` accepts it.
 //
 // This module is imported by the renderer too: types and pure functions only, no Node APIs.
-import type { ChatMessage } from "../loader/tokenizer.js";
+import type { ChatMessage, ToolCall } from "../loader/tokenizer.js";
 import type { CachedModel } from "../loader/hf-cache.js";
 import type { SamplingOptions } from "../engine/sampler.js";
 import type { FinishReason } from "../engine/session.js";
@@ -349,9 +349,34 @@ function conversationId(o: Obj, key: string, where: string): string {
 function chatMessage(x: unknown, where: string): ChatMessage {
   if (!isObj(x)) fail(where, "a message must be an object");
   const role = x.role;
-  if (role !== "system" && role !== "user" && role !== "assistant")
-    fail(where, `role must be "system", "user" or "assistant"`);
-  return { role, content: str(x, "content", where, LIMITS.contentChars) };
+  if (role !== "system" && role !== "user" && role !== "assistant" && role !== "tool")
+    fail(where, `role must be "system", "user", "assistant" or "tool"`);
+  // An assistant turn that only called tools may have no content (OpenAI sends null).
+  const calls = role === "assistant" && x.tool_calls !== undefined && x.tool_calls !== null;
+  const content =
+    calls && (x.content === null || x.content === undefined) ? "" : str(x, "content", where, LIMITS.contentChars);
+  return {
+    role,
+    content,
+    ...(calls && { tool_calls: toolCalls(x.tool_calls, where) }),
+    ...(role === "tool" && x.tool_call_id !== undefined && { tool_call_id: str(x, "tool_call_id", where, 256) }),
+  };
+}
+
+/** An assistant turn's tool_calls: [{id, type: "function", function: {name, arguments (JSON text)}}]. */
+function toolCalls(x: unknown, where: string): ToolCall[] {
+  if (!Array.isArray(x) || x.length > LIMITS.messages) fail(where, `"tool_calls" must be an array of calls`);
+  return x.map((c, i) => {
+    const at = `${where} tool_calls[${i}]`;
+    if (!isObj(c) || (c.type !== undefined && c.type !== "function") || !isObj(c.function))
+      fail(at, `a call must be {"type": "function", "function": {"name", "arguments"}}`);
+    const f = c.function;
+    return {
+      id: c.id === undefined ? `call_${i}` : str(c, "id", at, 256),
+      type: "function",
+      function: { name: str(f, "name", at, 256), arguments: str(f, "arguments", at, LIMITS.contentChars) },
+    };
+  });
 }
 
 /** A list of chat messages (roles, text bounded), or a ProtocolError naming the first bad one. */

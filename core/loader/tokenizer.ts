@@ -10,8 +10,18 @@ import { ChatTemplateError, ModelError } from "./errors.js";
 import { isObject, readJsonFile } from "./json.js";
 
 export interface ChatMessage {
-  role: "system" | "user" | "assistant";
+  role: "system" | "user" | "assistant" | "tool";
   content: string;
+  /** An assistant turn's function calls (OpenAI's form: arguments as a JSON object's text). */
+  tool_calls?: ToolCall[];
+  /** A tool turn: the call it answers. */
+  tool_call_id?: string;
+}
+
+export interface ToolCall {
+  id: string;
+  type: "function";
+  function: { name: string; arguments: string };
 }
 
 /** A special token in tokenizer_config.json is a string or an AddedToken object {content: ...}. */
@@ -91,6 +101,11 @@ export class ModelTokenizer {
     return this.templateSource?.includes("enable_thinking") ?? false;
   }
 
+  /** The chat template reads `tools` (function definitions a request may give the model). */
+  get readsTools(): boolean {
+    return /\btools\b/.test(this.templateSource ?? "");
+  }
+
   /** Token ids of `text`. Special tokens written in the text (e.g. "<|im_end|>") become their ids. */
   encode(text: string, addSpecialTokens = this.addsSpecialTokens): number[] {
     const ids = this.tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids;
@@ -120,7 +135,7 @@ export class ModelTokenizer {
   applyChatTemplate(
     messages: readonly ChatMessage[],
     addGenerationPrompt = true,
-    options: { thinking?: boolean } = {},
+    options: { thinking?: boolean; tools?: readonly unknown[] } = {},
   ): string {
     if (!this.template) {
       throw new ModelError(
@@ -132,8 +147,9 @@ export class ModelTokenizer {
     }
     try {
       return this.template.jinja.render({
-        messages,
+        messages: messages.map(forTemplate),
         add_generation_prompt: addGenerationPrompt,
+        ...(options.tools && options.tools.length > 0 && { tools: options.tools }),
         ...(options.thinking !== undefined && { enable_thinking: options.thinking }),
         bos_token: this.bosToken ?? "",
         eos_token: this.eosToken ?? "",
@@ -142,6 +158,25 @@ export class ModelTokenizer {
       throw new ChatTemplateError(this.template.file, (e as Error).message);
     }
   }
+}
+
+/**
+ * A message as chat templates read it: a call's arguments as an object (templates write them with
+ * tojson, as transformers passes them), not OpenAI's JSON text.
+ */
+function forTemplate(m: ChatMessage): ChatMessage | Record<string, unknown> {
+  if (!m.tool_calls) return m;
+  const args = (text: string): unknown => {
+    try {
+      return JSON.parse(text);
+    } catch {
+      return text;
+    }
+  };
+  return {
+    ...m,
+    tool_calls: m.tool_calls.map((c) => ({ ...c, function: { ...c.function, arguments: args(c.function.arguments) } })),
+  };
 }
 
 /** A chat template's text and the file it came from (for errors). */

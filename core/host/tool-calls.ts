@@ -1,0 +1,113 @@
+// Tool calls in a model's reply, in the two forms chat templates teach models to write them:
+//   - Hermes / Qwen 2.5 / Qwen 3 (and the models trained on their templates): one JSON object
+//     {"name": ..., "arguments": {...}} per <tool_call> … </tool_call> block;
+//   - Mistral: [TOOL_CALLS] followed by a JSON list of such objects.
+// What is not a well-formed call stays in the reply's text: a block whose JSON does not parse, or
+// that names no function, is text the model wrote, not a call the client should run.
+
+/** A call the model asked for: a function name and its arguments as a JSON object's text (OpenAI's form). */
+export interface ParsedToolCall {
+  name: string;
+  arguments: string;
+}
+
+const HERMES_OPEN = "<tool_call>";
+const HERMES_CLOSE = "</tool_call>";
+const MISTRAL = "[TOOL_CALLS]";
+
+/** Where a tool call may start in `text` (the first marker), or -1. */
+export function toolCallStart(text: string): number {
+  const at = [text.indexOf(HERMES_OPEN), text.indexOf(MISTRAL)].filter((i) => i >= 0);
+  return at.length > 0 ? Math.min(...at) : -1;
+}
+
+/**
+ * How many characters at the end of `text` could begin a tool-call marker: a stream holds them back
+ * until the next token says whether a call starts there.
+ */
+export function partialMarkerLength(text: string): number {
+  let longest = 0;
+  for (const marker of [HERMES_OPEN, MISTRAL])
+    for (let n = Math.min(marker.length - 1, text.length); n > longest; n--)
+      if (text.endsWith(marker.slice(0, n))) longest = n;
+  return longest;
+}
+
+/** The reply's text outside its calls, and the calls in order. */
+export function parseToolCalls(text: string): { content: string; calls: ParsedToolCall[] } {
+  const calls: ParsedToolCall[] = [];
+  let content = "";
+  let rest = text;
+  for (;;) {
+    const open = rest.indexOf(HERMES_OPEN);
+    if (open < 0) break;
+    const close = rest.indexOf(HERMES_CLOSE, open + HERMES_OPEN.length);
+    const end = close < 0 ? rest.length : close + HERMES_CLOSE.length;
+    const call = toCall(rest.slice(open + HERMES_OPEN.length, close < 0 ? rest.length : close));
+    if (call) {
+      content += rest.slice(0, open);
+      calls.push(call);
+    } else content += rest.slice(0, end);
+    rest = rest.slice(end);
+  }
+  content += rest;
+  const mistral = content.indexOf(MISTRAL);
+  if (mistral >= 0) {
+    const list = jsonValue(content.slice(mistral + MISTRAL.length));
+    const parsed = Array.isArray(list) ? list.map(toCallObject) : [];
+    if (parsed.length > 0 && parsed.every((c) => c !== undefined)) {
+      calls.push(...(parsed as ParsedToolCall[]));
+      content = content.slice(0, mistral);
+    }
+  }
+  return { content: content.trim(), calls };
+}
+
+function jsonValue(text: string): unknown {
+  try {
+    return JSON.parse(text.trim());
+  } catch {
+    return undefined;
+  }
+}
+
+function toCall(text: string): ParsedToolCall | undefined {
+  return toCallObject(jsonValue(text));
+}
+
+/** {"name": string, "arguments" (or "parameters"): object or its JSON text} as a call, else undefined. */
+function toCallObject(x: unknown): ParsedToolCall | undefined {
+  if (typeof x !== "object" || x === null || Array.isArray(x)) return undefined;
+  const o = x as Record<string, unknown>;
+  if (typeof o.name !== "string" || o.name === "") return undefined;
+  const args = o.arguments ?? o.parameters ?? {};
+  if (typeof args === "string") return jsonValue(args) === undefined ? undefined : { name: o.name, arguments: args };
+  if (typeof args !== "object" || args === null || Array.isArray(args)) return undefined;
+  return { name: o.name, arguments: JSON.stringify(args) };
+}
+
+/**
+ * A streamed reply's text as a client may see it while tool calls may come: everything before a
+ * call's marker goes out as it arrives, the marker and what follows are held back (and a possible
+ * marker's first characters until the next piece says whether one starts there).
+ */
+export class ToolCallStream {
+  private text = "";
+  private sent = 0;
+
+  /** Add the next piece of the reply; returns the text that can go out now. */
+  push(piece: string): string {
+    this.text += piece;
+    const start = toolCallStart(this.text);
+    const upTo = Math.max(this.sent, start >= 0 ? start : this.text.length - partialMarkerLength(this.text));
+    const out = this.text.slice(this.sent, upTo);
+    this.sent = upTo;
+    return out;
+  }
+
+  /** At the end: the calls the reply made, or (none) the text still held back, to send as text. */
+  finish(): { calls: ParsedToolCall[]; heldText: string } {
+    const { calls } = parseToolCalls(this.text);
+    return { calls, heldText: calls.length > 0 ? "" : this.text.slice(this.sent) };
+  }
+}

@@ -1,0 +1,267 @@
+// Tool calling through the OpenAI endpoint: the reply's calls in the forms chat templates teach
+// (parsed here on constructed replies, since no model this project can make writes real calls), the
+// streamed text held back from a call's marker on, the tools and the calls' round trip rendered by a
+// model's own chat template, and the endpoint's checks of what a request says about tools.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { EngineHost } from "../core/host/engine-host.js";
+import { serve, type RunningServer } from "../core/host/server.js";
+import { toolReply } from "../core/host/openai.js";
+import { makeModel } from "../core/modelgen/make-model.js";
+import { loadModel } from "../core/loader/model-folder.js";
+import { ToolCallStream, parseToolCalls } from "../core/host/tool-calls.js";
+import { defaultModelDir } from "../core/loader/default-model.js";
+
+// A chat template in the form Qwen 2.5's takes tools and calls (tools listed in the system turn,
+// calls as <tool_call> JSON, results in <tool_response>), written for this test.
+const TOOLS_TEMPLATE = `{%- if tools %}<|im_start|>system
+{% if messages[0].role == 'system' %}{{ messages[0].content }}
+{% endif %}# Tools
+<tools>{% for tool in tools %}
+{{ tool | tojson }}{% endfor %}
+</tools>
+For each call, return <tool_call>{"name": <function-name>, "arguments": <args-json-object>}</tool_call><|im_end|>
+{% elif messages[0].role == 'system' %}<|im_start|>system
+{{ messages[0].content }}<|im_end|>
+{% endif %}{% for m in messages %}{% if m.role == 'user' or (m.role == 'assistant' and not m.tool_calls) %}<|im_start|>{{ m.role }}
+{{ m.content }}<|im_end|>
+{% elif m.role == 'assistant' %}<|im_start|>assistant
+{{ m.content }}{% for c in m.tool_calls %}<tool_call>
+{"name": "{{ c.function.name }}", "arguments": {{ c.function.arguments | tojson }}}
+</tool_call>{% endfor %}<|im_end|>
+{% elif m.role == 'tool' %}<|im_start|>user
+<tool_response>
+{{ m.content }}
+</tool_response><|im_end|>
+{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant
+{% endif %}`;
+
+const WEATHER = {
+  type: "function",
+  function: {
+    name: "get_weather",
+    description: "The weather in a city",
+    parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] },
+  },
+};
+
+test("parseToolCalls: Hermes/Qwen <tool_call> blocks and Mistral's [TOOL_CALLS] list; malformed calls stay text", () => {
+  const hermes = parseToolCalls(
+    'Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>\n' +
+      '<tool_call>{"name": "get_time", "arguments": "{\\"zone\\": \\"CET\\"}"}</tool_call>',
+  );
+  assert.equal(hermes.content, "Let me check.");
+  assert.deepEqual(hermes.calls, [
+    { name: "get_weather", arguments: '{"city":"Oslo"}' },
+    { name: "get_time", arguments: '{"zone": "CET"}' },
+  ]);
+  const mistral = parseToolCalls('[TOOL_CALLS] [{"name": "get_weather", "parameters": {"city": "Rome"}}]');
+  assert.deepEqual(mistral, { content: "", calls: [{ name: "get_weather", arguments: '{"city":"Rome"}' }] });
+  for (const text of [
+    "<tool_call>{not json}</tool_call>",
+    '<tool_call>{"arguments": {}}</tool_call>', // no name
+    '<tool_call>{"name": "f", "arguments": [1]}</tool_call>', // arguments not an object
+    "[TOOL_CALLS] oops",
+    "plain text",
+  ]) {
+    const r = parseToolCalls(text);
+    assert.deepEqual(r.calls, [], text);
+    assert.equal(r.content, text.trim(), text);
+  }
+  // A block cut off by max_tokens is a call only if its JSON is whole.
+  assert.equal(parseToolCalls('<tool_call>{"name": "f", "arguments": {"a": 1}}').calls.length, 1);
+  assert.equal(parseToolCalls('<tool_call>{"name": "f", "argu').calls.length, 0);
+});
+
+test("ToolCallStream: text before a call streams, the call and a possible marker's start are held back", () => {
+  const s = new ToolCallStream();
+  assert.equal(s.push("Sure, "), "Sure, ");
+  assert.equal(s.push("checking <to"), "checking ", "'<to' may start <tool_call>");
+  assert.equal(s.push("ol_call>"), "", "a call has started");
+  assert.equal(s.push('{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>'), "");
+  assert.deepEqual(s.finish(), { calls: [{ name: "get_weather", arguments: '{"city":"Oslo"}' }], heldText: "" });
+  // A marker's start that turns out to be text goes out with the next piece; a malformed call at the end.
+  const t = new ToolCallStream();
+  assert.equal(t.push("a <"), "a ");
+  assert.equal(t.push("b"), "<b");
+  assert.equal(t.push(" <tool_call>nope"), " ");
+  assert.deepEqual(t.finish(), { calls: [], heldText: "<tool_call>nope" });
+});
+
+let root: string;
+let host: EngineHost;
+let server: RunningServer;
+let toolModel: string;
+
+before(async () => {
+  root = mkdtempSync(join(tmpdir(), "hire-tools-"));
+  toolModel = join(root, "tool-model");
+  await makeModel({ arch: "qwen3", dtype: "f32", seed: 3, out: toolModel });
+  writeFileSync(join(toolModel, "chat_template.jinja"), TOOLS_TEMPLATE);
+  host = new EngineHost({ dataDir: join(root, "data"), contextLength: 512 });
+  await host.handle({ id: 0, type: "model.load", path: toolModel }, () => {});
+  server = await serve({ host, port: 0 });
+});
+
+after(async () => {
+  await server.close();
+  host.close();
+  rmSync(root, { recursive: true, force: true });
+});
+
+interface Answer {
+  choices: { message: { content: string | null; tool_calls?: unknown[] }; finish_reason: string }[];
+  usage: { prompt_tokens: number };
+  error?: { message: string };
+}
+
+async function post(body: Record<string, unknown>): Promise<{ status: number; json: Answer }> {
+  const res = await fetch(server.url + "/v1/chat/completions", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ max_tokens: 4, temperature: 0, ...body }),
+  });
+  return { status: res.status, json: (await res.json()) as Answer };
+}
+
+test("the chat template renders the tools, an assistant's calls (arguments as an object) and the tool's result", () => {
+  const model = loadModel(toolModel);
+  try {
+    const prompt = model.tokenizer.applyChatTemplate(
+      [
+        { role: "user", content: "Weather in Oslo?" },
+        {
+          role: "assistant",
+          content: "",
+          tool_calls: [
+            { id: "call_1", type: "function", function: { name: "get_weather", arguments: '{"city": "Oslo"}' } },
+          ],
+        },
+        { role: "tool", content: '{"temp": -3}', tool_call_id: "call_1" },
+      ],
+      true,
+      { tools: [WEATHER] },
+    );
+    // tojson as transformers' (Python's json.dumps separators), blocks trimmed as its jinja does.
+    assert.match(prompt, /<tools>\{"type": "function", "function": \{"name": "get_weather", "description"/);
+    assert.match(prompt, /<tool_call>\n\{"name": "get_weather", "arguments": \{"city": "Oslo"\}\}\n<\/tool_call>/);
+    assert.match(prompt, /<tool_response>\n\{"temp": -3\}\n<\/tool_response>/);
+    assert.ok(prompt.endsWith("<|im_start|>assistant\n"));
+    assert.ok(model.tokenizer.readsTools);
+  } finally {
+    model.close();
+  }
+});
+
+test("the endpoint gives the model its tools and a conversation's calls and results", async () => {
+  const messages = [{ role: "user", content: "Weather in Oslo?" }];
+  const plain = await post({ messages });
+  const withTools = await post({ messages, tools: [WEATHER] });
+  assert.equal(withTools.status, 200, withTools.json.error?.message);
+  assert.ok(withTools.json.usage.prompt_tokens > plain.json.usage.prompt_tokens + 40, "the tools are in the prompt");
+  const none = await post({ messages, tools: [WEATHER], tool_choice: "none" });
+  assert.equal(none.json.usage.prompt_tokens, plain.json.usage.prompt_tokens, 'tool_choice "none": no tools');
+  // The round trip: the assistant's call (content null, as OpenAI sends it) and the tool's result.
+  const roundTrip = await post({
+    tools: [WEATHER],
+    messages: [
+      ...messages,
+      {
+        role: "assistant",
+        content: null,
+        tool_calls: [
+          { id: "call_1", type: "function", function: { name: "get_weather", arguments: '{"city":"Oslo"}' } },
+        ],
+      },
+      { role: "tool", tool_call_id: "call_1", content: '{"temp": -3}' },
+    ],
+  });
+  assert.equal(roundTrip.status, 200, roundTrip.json.error?.message);
+  assert.ok(roundTrip.json.usage.prompt_tokens > withTools.json.usage.prompt_tokens + 20);
+  // This random model writes no call: an ordinary reply.
+  assert.equal(typeof roundTrip.json.choices[0].message.content, "string");
+  assert.ok(["stop", "length"].includes(roundTrip.json.choices[0].finish_reason));
+});
+
+test("bad tool requests are 400s that name the field; a template without tools refuses them", async () => {
+  const messages = [{ role: "user", content: "hi" }];
+  for (const [body, pattern] of [
+    [{ tools: {} }, /"tools" must be an array/],
+    [{ tools: [{ type: "function", function: { description: "no name" } }] }, /"tools\[0\]" must be/],
+    [{ tools: [WEATHER], tool_choice: "required" }, /"tool_choice" must be "auto" or "none"/],
+    [{ messages: [{ role: "assistant", content: null, tool_calls: [{ function: {} }] }] }, /tool_calls\[0\]/],
+    [{ messages: [{ role: "robot", content: "x" }] }, /role must be "system", "user", "assistant" or "tool"/],
+  ] as const) {
+    const r = await post({ messages, ...body });
+    assert.equal(r.status, 400, JSON.stringify(body));
+    assert.match(r.json.error!.message, pattern);
+  }
+  // The built-in model's ChatML template has no tools: a request with tools is refused, not ignored.
+  const other = new EngineHost({ dataDir: join(root, "data2"), contextLength: 256 });
+  await other.handle({ id: 0, type: "model.load", path: defaultModelDir() }, () => {});
+  const s2 = await serve({ host: other, port: 0 });
+  try {
+    const res = await fetch(s2.url + "/v1/chat/completions", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ messages, tools: [WEATHER], max_tokens: 2 }),
+    });
+    assert.equal(res.status, 400);
+    assert.match(((await res.json()) as Answer).error!.message, /chat template does not take tools/);
+  } finally {
+    await s2.close();
+    other.close();
+  }
+});
+
+test("a reply with calls is OpenAI's tool_calls message; one without is the text as it is", () => {
+  const r = toolReply(
+    "chatcmpl-hire-7",
+    'Checking.<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>',
+    "stop",
+  );
+  assert.deepEqual(r, {
+    message: {
+      role: "assistant",
+      content: "Checking.",
+      tool_calls: [
+        {
+          id: "call_chatcmplhire7_0",
+          type: "function",
+          function: { name: "get_weather", arguments: '{"city":"Oslo"}' },
+        },
+      ],
+    },
+    finish_reason: "tool_calls",
+  });
+  const only = toolReply("x", '<tool_call>{"name": "f", "arguments": {}}</tool_call>', "stop");
+  assert.equal(only.message.content, null, "no text outside the call");
+  assert.deepEqual(toolReply("x", "just text", "length"), {
+    message: { role: "assistant", content: "just text" },
+    finish_reason: "length",
+  });
+});
+
+test("streaming with tools: the chunks and a closing finish_reason (this model's reply has no call)", async () => {
+  const res = await fetch(server.url + "/v1/chat/completions", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({
+      messages: [{ role: "user", content: "hi" }],
+      tools: [WEATHER],
+      stream: true,
+      max_tokens: 6,
+    }),
+  });
+  assert.equal(res.status, 200);
+  const events = (await res.text())
+    .split("\n\n")
+    .filter((e) => e.startsWith("data: ") && e !== "data: [DONE]")
+    .map((e) => JSON.parse(e.slice(6)) as { choices: { delta: { content?: string }; finish_reason: string | null }[] });
+  const last = events[events.length - 1].choices[0];
+  assert.ok(["stop", "length"].includes(last.finish_reason!));
+  assert.ok(events.length >= 3, "opening, token and closing chunks");
+});
