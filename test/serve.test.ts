@@ -352,7 +352,7 @@ test("serve: malformed OpenAI requests get a 400 naming the field", async () => 
       /messages\[0\]: only text/,
     ],
     [{ messages: [{ role: "user", content: [{ type: "text", text: 3 }] }] }, /only text content parts/],
-    [{ messages: [{ role: "tool", content: "x" }] }, /role must be/],
+    [{ messages: [{ role: "function", content: "x" }] }, /role must be/],
   ];
   for (const [body, pattern] of cases) {
     const res = await fetch(server.url + "/v1/chat/completions", { method: "POST", body: JSON.stringify(body) });
