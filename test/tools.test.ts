@@ -265,3 +265,26 @@ test("streaming with tools: the chunks and a closing finish_reason (this model's
   assert.ok(["stop", "length"].includes(last.finish_reason!));
   assert.ok(events.length >= 3, "opening, token and closing chunks");
 });
+
+test("calls must name one of the request's functions; Llama 3's whole-reply JSON is a call only then", () => {
+  const names = new Set(["get_weather"]);
+  const llama = '{"name": "get_weather", "parameters": {"city": "Oslo"}}';
+  assert.deepEqual(parseToolCalls(llama, names), {
+    content: "",
+    calls: [{ name: "get_weather", arguments: '{"city":"Oslo"}' }],
+  });
+  assert.deepEqual(parseToolCalls(llama).calls, [], "without the request's functions, JSON is text");
+  assert.deepEqual(parseToolCalls('{"name": "launch", "parameters": {}}', names).calls, [], "not a request's function");
+  const other = '<tool_call>{"name": "launch", "arguments": {}}</tool_call>';
+  assert.deepEqual(parseToolCalls(other, names), { content: other, calls: [] });
+  // Streamed: a reply that opens with "{" is held back until it is known to be a call or text.
+  const s = new ToolCallStream(names);
+  assert.equal(s.push(' {"name": "get_weather", '), "");
+  assert.equal(s.push('"parameters": {"city": "Oslo"}}'), "");
+  assert.deepEqual(s.finish().calls, [{ name: "get_weather", arguments: '{"city":"Oslo"}' }]);
+  const t = new ToolCallStream(names);
+  assert.equal(t.push('{"a": 1}'), "");
+  assert.deepEqual(t.finish(), { calls: [], heldText: '{"a": 1}' });
+  const u = new ToolCallStream(names);
+  assert.equal(u.push("Hello {"), "Hello {", "text first: streamed as it comes");
+});

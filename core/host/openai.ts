@@ -206,7 +206,7 @@ async function handleCompletions(
       if (ep.openingChoice) send(chunk(ep.openingChoice, null));
       // With tools, a call's text is held back: it goes out as tool_calls at the end (or as text if it
       // holds no valid call).
-      const calls = tools ? new ToolCallStream() : undefined;
+      const calls = tools ? new ToolCallStream(functionNames(body.params.tools)) : undefined;
       for await (const e of gen) {
         if (e.type !== "gen.token") continue;
         const s = chunkStats(e.step);
@@ -233,7 +233,7 @@ async function handleCompletions(
     const s = gen.summary;
     const lps = body.params.logprobs !== undefined ? logprobs : undefined;
     const choice = tools
-      ? toolReply(id, s.text, finishReason(s.finishReason), lps)
+      ? toolReply(id, s.text, finishReason(s.finishReason), lps, functionNames(body.params.tools))
       : { ...ep.choice(s.text, lps), finish_reason: finishReason(s.finishReason) };
     sendJson(res, 200, {
       id,
@@ -417,8 +417,14 @@ function openAiMessage(m: unknown, i: number): unknown {
  * A chat reply to a request with tools: the calls it made as message.tool_calls (finish_reason
  * "tool_calls", content the text outside them or null), else the text as it is.
  */
-export function toolReply(id: string, text: string, finish: string, lps?: TokenLogprobs[]) {
-  const { content, calls } = parseToolCalls(text);
+export function toolReply(
+  id: string,
+  text: string,
+  finish: string,
+  lps?: TokenLogprobs[],
+  functions?: ReadonlySet<string>,
+) {
+  const { content, calls } = parseToolCalls(text, functions);
   const message =
     calls.length > 0
       ? { role: "assistant", content: content || null, tool_calls: openAiCalls(id, calls) }
@@ -428,6 +434,12 @@ export function toolReply(id: string, text: string, finish: string, lps?: TokenL
     ...(lps && { logprobs: chatLogprobs(lps) }),
     finish_reason: calls.length > 0 ? "tool_calls" : finish,
   };
+}
+
+/** The names of a request's tools (parseTools checked their shape). */
+function functionNames(tools: readonly unknown[] | undefined): ReadonlySet<string> | undefined {
+  if (!tools) return undefined;
+  return new Set(tools.map((t) => (t as { function: { name: string } }).function.name));
 }
 
 /** Calls as OpenAI's tool_calls, with ids unique to this completion. */

@@ -1,9 +1,12 @@
 // Tool calls in a model's reply, in the two forms chat templates teach models to write them:
 //   - Hermes / Qwen 2.5 / Qwen 3 (and the models trained on their templates): one JSON object
 //     {"name": ..., "arguments": {...}} per <tool_call> … </tool_call> block;
-//   - Mistral: [TOOL_CALLS] followed by a JSON list of such objects.
-// What is not a well-formed call stays in the reply's text: a block whose JSON does not parse, or
-// that names no function, is text the model wrote, not a call the client should run.
+//   - Mistral: [TOOL_CALLS] followed by a JSON list of such objects;
+//   - Llama 3.x: the whole reply one such object, {"name": ..., "parameters": {...}} (after
+//     <|python_tag|>, a special token the decoded text no longer holds).
+// What is not a well-formed call of one of the request's functions stays in the reply's text: a block
+// whose JSON does not parse, or that names no function or another one, is text the model wrote, not a
+// call the client should run (which is also what keeps a reply that is merely JSON from being a call).
 
 /** A call the model asked for: a function name and its arguments as a JSON object's text (OpenAI's form). */
 export interface ParsedToolCall {
@@ -33,8 +36,15 @@ export function partialMarkerLength(text: string): number {
   return longest;
 }
 
-/** The reply's text outside its calls, and the calls in order. */
-export function parseToolCalls(text: string): { content: string; calls: ParsedToolCall[] } {
+/**
+ * The reply's text outside its calls, and the calls in order; `functions`: the names a call may have
+ * (the request's tools), any name when absent.
+ */
+export function parseToolCalls(
+  text: string,
+  functions?: ReadonlySet<string>,
+): { content: string; calls: ParsedToolCall[] } {
+  const known = (c: ParsedToolCall | undefined) => (c && (!functions || functions.has(c.name)) ? c : undefined);
   const calls: ParsedToolCall[] = [];
   let content = "";
   let rest = text;
@@ -43,7 +53,7 @@ export function parseToolCalls(text: string): { content: string; calls: ParsedTo
     if (open < 0) break;
     const close = rest.indexOf(HERMES_CLOSE, open + HERMES_OPEN.length);
     const end = close < 0 ? rest.length : close + HERMES_CLOSE.length;
-    const call = toCall(rest.slice(open + HERMES_OPEN.length, close < 0 ? rest.length : close));
+    const call = known(toCall(rest.slice(open + HERMES_OPEN.length, close < 0 ? rest.length : close)));
     if (call) {
       content += rest.slice(0, open);
       calls.push(call);
@@ -54,12 +64,15 @@ export function parseToolCalls(text: string): { content: string; calls: ParsedTo
   const mistral = content.indexOf(MISTRAL);
   if (mistral >= 0) {
     const list = jsonValue(content.slice(mistral + MISTRAL.length));
-    const parsed = Array.isArray(list) ? list.map(toCallObject) : [];
+    const parsed = Array.isArray(list) ? list.map((x) => known(toCallObject(x))) : [];
     if (parsed.length > 0 && parsed.every((c) => c !== undefined)) {
       calls.push(...(parsed as ParsedToolCall[]));
       content = content.slice(0, mistral);
     }
   }
+  // Llama 3.x: the whole reply a call (only where the functions are known: other JSON is text).
+  const whole = calls.length === 0 && functions ? known(toCall(content)) : undefined;
+  if (whole) return { content: "", calls: [whole] };
   return { content: content.trim(), calls };
 }
 
@@ -95,9 +108,13 @@ export class ToolCallStream {
   private text = "";
   private sent = 0;
 
+  /** `functions`: the request's tools' names; a reply that opens with "{" may then be a Llama call. */
+  constructor(private readonly functions?: ReadonlySet<string>) {}
+
   /** Add the next piece of the reply; returns the text that can go out now. */
   push(piece: string): string {
     this.text += piece;
+    if (this.functions && this.sent === 0 && /^\s*(\{|$)/.test(this.text)) return ""; // a call, or not yet known
     const start = toolCallStart(this.text);
     const upTo = Math.max(this.sent, start >= 0 ? start : this.text.length - partialMarkerLength(this.text));
     const out = this.text.slice(this.sent, upTo);
@@ -107,7 +124,7 @@ export class ToolCallStream {
 
   /** At the end: the calls the reply made, or (none) the text still held back, to send as text. */
   finish(): { calls: ParsedToolCall[]; heldText: string } {
-    const { calls } = parseToolCalls(this.text);
+    const { calls } = parseToolCalls(this.text, this.functions);
     return { calls, heldText: calls.length > 0 ? "" : this.text.slice(this.sent) };
   }
 }
