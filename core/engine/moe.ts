@@ -149,10 +149,13 @@ export class MoeFeedForward implements FeedForward {
     const sub: LayerReport | undefined = report && { attentionMs: 0, ffnMs: 0 };
     const parts: ExpertTelemetry[] = [];
     const F = w.experts[0].up.w.rows;
-    const run = (expert: FeedForward, x: Buf, tokens: number, firstNeuron: number) => {
-      expert.forward(s.out, x, tokens, sub);
+    const collect = (firstNeuron: number) => {
       if (sub?.ffn) parts.push({ ffn: sub.ffn, firstNeuron });
       if (sub) sub.ffn = undefined;
+    };
+    const run = (expert: FeedForward, x: Buf, tokens: number, firstNeuron: number) => {
+      expert.forward(s.out, x, tokens, sub);
+      collect(firstNeuron);
     };
     const batch = n === 1 ? this.batchSteps(r, h) : undefined;
     if (batch) {
@@ -160,8 +163,7 @@ export class MoeFeedForward implements FeedForward {
       const results = b.hireFfnBatch!(batch.map((x) => x.step));
       batch.forEach((x, j) => {
         x.finish(results[j], sub);
-        if (sub?.ffn) parts.push({ ffn: sub.ffn, firstNeuron: r.ids[j] * F });
-        if (sub) sub.ffn = undefined;
+        collect(r.ids[j] * F);
         addScaled(sum, 0, b.read(s.outs[j], 0, H), 0, r.weights[j], H);
       });
     } else if (n === 1) {
