@@ -336,6 +336,27 @@ function expectedNames(arch: Arch, tied: boolean, gpt2Prefix = false): string[] 
         ...(tied ? [] : ["lm_head.weight"]),
       ];
     }
+    case "phimoe":
+      return [
+        "model.embed_tokens.weight",
+        ...L.flatMap((i) =>
+          [
+            "input_layernorm.weight",
+            "input_layernorm.bias",
+            ...["q", "k", "v", "o"].flatMap((m) => [`self_attn.${m}_proj.weight`, `self_attn.${m}_proj.bias`]),
+            "post_attention_layernorm.weight",
+            "post_attention_layernorm.bias",
+            "block_sparse_moe.gate.weight",
+            ...Array.from({ length: 4 }, (_, e) =>
+              ["w1", "w3", "w2"].map((m) => `block_sparse_moe.experts.${e}.${m}.weight`),
+            ).flat(),
+          ].map((n) => `model.layers.${i}.${n}`),
+        ),
+        "model.norm.weight",
+        "model.norm.bias",
+        ...(tied ? [] : ["lm_head.weight"]),
+        "lm_head.bias",
+      ];
     case "erniemoe":
       return [
         "model.embed_tokens.weight",
@@ -613,6 +634,12 @@ function expectedShapes(arch: Arch): Record<string, number[]> {
         "model.layers.1.mlp.gate.weight": [8, 64],
         "model.layers.1.mlp.experts.0.gate_proj.weight": [64, 64],
       };
+    case "phimoe": // 4 experts of 64, biases everywhere
+      return {
+        "model.layers.0.self_attn.o_proj.bias": [64],
+        "model.layers.1.block_sparse_moe.experts.3.w2.weight": [64, 64],
+        "lm_head.bias": [512],
+      };
     case "erniemoe": // 8 experts of 32, shared experts 2 × 32
       return {
         "model.layers.0.mlp.gate.weight": [8, 64],
@@ -789,6 +816,7 @@ for (const arch of ARCHES) {
         olmoe: "OlmoeForCausalLM",
         granitemoe: "GraniteMoeForCausalLM",
         erniemoe: "Ernie4_5_MoeForCausalLM",
+        phimoe: "PhimoeForCausalLM",
         smollm3: "SmolLM3ForCausalLM",
         granite: "GraniteForCausalLM",
         minicpm: "MiniCPMForCausalLM",
@@ -855,6 +883,10 @@ for (const arch of ARCHES) {
           assert.equal(cfg.residual_multiplier, 0.22);
           assert.equal(cfg.attention_multiplier, 1 / 16);
         }
+      } else if (arch === "phimoe") {
+        assert.equal(cfg.router_jitter_noise, 0.01);
+        assert.equal(cfg.attention_bias, true);
+        assert.equal(cfg.lm_head_bias, true);
       } else if (arch === "erniemoe") {
         assert.deepEqual([cfg.moe_num_experts, cfg.moe_k, cfg.moe_intermediate_size], [8, 2, 32]);
         assert.equal(cfg.moe_layer_start_index, 0);

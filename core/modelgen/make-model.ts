@@ -28,6 +28,7 @@ export type Arch =
   | "olmoe"
   | "granitemoe"
   | "erniemoe"
+  | "phimoe"
   | "smollm3"
   | "granite"
   | "minicpm"
@@ -707,6 +708,11 @@ export const PRESETS: Record<string, { arch: Arch; shape: ModelShape; descriptio
       "tiny erniemoe for tests (8 experts of 32, 2 per token by probability + a correction bias, 2 shared experts, tied)",
     shape: { ...tinyLlamaLike, intermediate: 32, experts: 8, expertsPerToken: 2, tied: true, ropeTheta: 500000 },
   },
+  "tiny-phimoe": {
+    arch: "phimoe",
+    description: "tiny phimoe for tests (4 experts of 64, 2 by sparsemixer, LayerNorms and biases, untied)",
+    shape: { ...tinyLlamaLike, intermediate: 64, experts: 4, expertsPerToken: 2, tied: false },
+  },
   "tiny-smollm3": {
     arch: "smollm3",
     description: "tiny smollm3 for tests (GQA 4/2, 4 layers: the 4th has no rotary step, tied)",
@@ -976,6 +982,16 @@ const ERNIEMOE_LAYER: TensorRule[] = [
   { name: "mlp.shared_experts.up_proj.weight", shape: (s) => [2 * s.intermediate, s.hidden], init: "normal" },
   { name: "mlp.shared_experts.down_proj.weight", shape: (s) => [s.hidden, 2 * s.intermediate], init: "normal" },
 ];
+// Phi-3.5-MoE: LayerNorms with biases, q/k/v/o biases, Mixtral's experts.
+const PHIMOE_LAYER: TensorRule[] = [
+  LLAMA_LAYER[0],
+  { name: "input_layernorm.bias", shape: (s) => [s.hidden], init: "bias" },
+  ...QWEN2_LAYER.slice(1, 8),
+  { name: "self_attn.o_proj.bias", shape: (s) => [s.hidden], init: "bias" },
+  LLAMA_LAYER[5],
+  { name: "post_attention_layernorm.bias", shape: (s) => [s.hidden], init: "bias" },
+  ...MIXTRAL_LAYER.slice(6),
+];
 const OLMOE_LAYER: TensorRule[] = [
   LLAMA_LAYER[0],
   ...OLMO2_LAYER.slice(0, 6), // q, k, v, the whole-projection q/k norms, o
@@ -988,6 +1004,16 @@ function moeFields(modelType: string, s: ResolvedShape): Record<string, unknown>
   const routing = { num_experts_per_tok: s.expertsPerToken, router_aux_loss_coef: 0.01 };
   if (modelType === "mixtral") return { ...routing, num_local_experts: s.experts, sliding_window: null };
   if (modelType === "olmoe") return { ...routing, num_experts: s.experts, norm_topk_prob: false, clip_qkv: null };
+  if (modelType === "phimoe") {
+    return {
+      ...routing,
+      num_local_experts: s.experts,
+      router_jitter_noise: 0.01,
+      attention_bias: true,
+      lm_head_bias: true,
+      sliding_window: null,
+    };
+  }
   if (modelType === "ernie4_5_moe") {
     return {
       moe_num_experts: s.experts,
@@ -1408,6 +1434,15 @@ export const ARCHS: Record<Arch, ArchSpec> = {
   olmoe: moeFamily("OlmoeForCausalLM", "olmoe", OLMOE_LAYER),
   granitemoe: moeFamily("GraniteMoeForCausalLM", "granitemoe", GRANITEMOE_LAYER),
   erniemoe: moeFamily("Ernie4_5_MoeForCausalLM", "ernie4_5_moe", ERNIEMOE_LAYER),
+  phimoe: {
+    ...moeFamily("PhimoeForCausalLM", "phimoe", PHIMOE_LAYER),
+    tail: [
+      LLAMA_TAIL[0],
+      { name: "model.norm.bias", shape: (s) => [s.hidden], init: "bias" },
+      LLAMA_TAIL[1],
+      { name: "/lm_head.bias", shape: (s) => [s.vocab], init: "bias" },
+    ],
+  },
   smollm3: llamaFamily("SmolLM3ForCausalLM", "smollm3", LLAMA_LAYER),
   granite: llamaFamily("GraniteForCausalLM", "granite", LLAMA_LAYER),
   minicpm: llamaFamily("MiniCPMForCausalLM", "minicpm", LLAMA_LAYER),
@@ -1689,7 +1724,7 @@ export function resolveShape(o: Pick<MakeModelOptions, "arch" | "preset" | "shap
   const rmsEps = b.rmsEps ?? 1e-5;
   if (!(ropeTheta > 0 && Number.isFinite(ropeTheta))) throw new MakeModelError(`ropeTheta must be a positive number`);
   if (!(rmsEps > 0 && rmsEps < 1)) throw new MakeModelError(`rmsEps must be in (0, 1), got ${rmsEps}`);
-  const moe = ["mixtral", "qwen2moe", "qwen3moe", "olmoe", "granitemoe", "erniemoe"].includes(o.arch);
+  const moe = ["mixtral", "qwen2moe", "qwen3moe", "olmoe", "granitemoe", "erniemoe", "phimoe"].includes(o.arch);
   if (!moe && (b.experts !== undefined || b.expertsPerToken !== undefined)) {
     throw new MakeModelError(`${o.arch} has no experts: experts and expertsPerToken do not apply`);
   }
