@@ -127,12 +127,21 @@ export function moeWeights(m: MoeConfig, hidden: number, p: string, family: MoeF
   });
   const mixtral = family === "mixtral";
   const names = mixtral ? ["w1", "w3", "w2"] : ["gate_proj", "up_proj", "down_proj"];
-  const block = mixtral ? `${p}.block_sparse_moe` : `${p}.mlp`;
+  // transformers 5 keeps (and may save) the experts stacked, and Mixtral's router as mlp.gate.
+  const fused = s.has(`${p}.mlp.experts.gate_up_proj`);
+  const block = mixtral && !fused ? `${p}.block_sparse_moe` : `${p}.mlp`;
   // The router first: a config that miscounts the experts is named by its shape, not a missing expert.
   const router = lin(`${block}.gate`, m.experts, H);
-  const experts = Array.from({ length: m.experts }, (_, e) =>
-    ffn(`${block}.experts.${e}`, m.expertIntermediate, names),
-  );
+  const experts = fused
+    ? stackedExperts(
+        s,
+        `${block}.experts.gate_up_proj`,
+        `${block}.experts.down_proj`,
+        m.experts,
+        m.expertIntermediate,
+        H,
+      )
+    : Array.from({ length: m.experts }, (_, e) => ffn(`${block}.experts.${e}`, m.expertIntermediate, names));
   const S = m.sharedIntermediate;
   const shared =
     S === undefined
@@ -153,21 +162,30 @@ export function moeWeights(m: MoeConfig, hidden: number, p: string, family: MoeF
 }
 
 /** GraniteMoE's stacked experts as one FfnWeights each: row views of the two tensors (see the header). */
+/** Rows of a tensor as a bias-free linear layer (no copy). */
+function rowView(s: WeightStore, name: string, shape: number[], r0: number, n: number) {
+  return { w: s.getRows(name, shape, r0, n), b: null };
+}
+
+/**
+ * E experts stacked in two tensors, [E, 2F, H] (each expert's gate rows, then its up rows) and
+ * [E, H, F]: transformers 5's gate_up_proj / down_proj, GraniteMoE's input_linear / output_linear.
+ */
+function stackedExperts(s: WeightStore, gateUp: string, down: string, E: number, F: number, H: number): FfnWeights[] {
+  return Array.from({ length: E }, (_, e) => ({
+    gate: rowView(s, gateUp, [E, 2 * F, H], e * 2 * F, F),
+    up: rowView(s, gateUp, [E, 2 * F, H], e * 2 * F + F, F),
+    down: rowView(s, down, [E, H, F], e * H, H),
+  }));
+}
+
 function graniteMoeWeights(m: MoeConfig, H: number, p: string, s: WeightStore): MoeWeights {
   const { expertIntermediate: F, experts: E } = m;
-  const view = (name: string, shape: number[], r0: number, n: number) => ({
-    w: s.getRows(name, shape, r0, n),
-    b: null,
-  });
+  const view = (name: string, shape: number[], r0: number, n: number) => rowView(s, name, shape, r0, n);
   const block = `${p}.block_sparse_moe`;
   const { linear: lin } = tensorReader(s, H);
   const router = lin(`${block}.router.layer`, E, H);
-  const [inName, outName] = [`${block}.input_linear.weight`, `${block}.output_linear.weight`];
-  const experts = Array.from({ length: E }, (_, e) => ({
-    gate: view(inName, [E, 2 * F, H], e * 2 * F, F),
-    up: view(inName, [E, 2 * F, H], e * 2 * F + F, F),
-    down: view(outName, [E, H, F], e * H, H),
-  }));
+  const experts = stackedExperts(s, `${block}.input_linear.weight`, `${block}.output_linear.weight`, E, F, H);
   const S = m.sharedIntermediate;
   const shared =
     S === undefined

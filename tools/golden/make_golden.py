@@ -757,6 +757,29 @@ def tensors(c: dict, rng: np.random.Generator) -> dict:
     return t
 
 
+def fuse_experts(t: dict, c: dict) -> dict:
+    """The experts stacked as transformers 5 keeps them: mlp.experts.gate_up_proj [E, 2F, H] (gate rows,
+    then up rows), mlp.experts.down_proj [E, H, F], Mixtral's router renamed mlp.gate."""
+    mixtral = c["model_type"] == "mixtral"
+    gate, up, down = ("w1", "w3", "w2") if mixtral else ("gate_proj", "up_proj", "down_proj")
+    out = {}
+    for i in range(c["num_hidden_layers"]):
+        p = f"model.layers.{i}"
+        block = f"{p}.block_sparse_moe" if mixtral else f"{p}.mlp"
+        E = sum(1 for n in t if n.startswith(f"{block}.experts.") and n.endswith(f".{gate}.weight"))
+        for n in list(t):
+            if n.startswith(f"{p}.") and not n.startswith(f"{block}."):
+                out[n] = t[n]
+        out[f"{p}.mlp.gate.weight"] = t[f"{block}.gate.weight"]
+        out[f"{p}.mlp.experts.gate_up_proj"] = np.stack(
+            [np.concatenate([t[f"{block}.experts.{e}.{gate}.weight"], t[f"{block}.experts.{e}.{up}.weight"]]) for e in range(E)])
+        out[f"{p}.mlp.experts.down_proj"] = np.stack([t[f"{block}.experts.{e}.{down}.weight"] for e in range(E)])
+    for n in t:
+        if not n.startswith("model.layers."):
+            out[n] = t[n]
+    return out
+
+
 def write_safetensors(path: Path, t: dict, f32=lambda name: False) -> None:
     header, blobs, off = {}, [], 0
     for name, a in t.items():
@@ -772,19 +795,22 @@ def write_safetensors(path: Path, t: dict, f32=lambda name: False) -> None:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("arch", choices=sorted(SHAPES))
+    ap.add_argument("arch", choices=sorted(SHAPES) + [f"{k}-fused" for k in ("mixtral", "qwen3moe")])
     ap.add_argument("out")
     ap.add_argument("--tokenizer-from", required=True, help="a shared golden folder (byte tokenizer)")
     ap.add_argument("--seed", type=int, default=7)
     a = ap.parse_args()
     out, src = Path(a.out), Path(a.tokenizer_from)
     out.mkdir(parents=True, exist_ok=True)
-    c = SHAPES[a.arch]
+    # NAME-fused: NAME's model with its experts stacked as transformers 5 keeps them (fuse_experts).
+    fused = a.arch.endswith("-fused")
+    c = SHAPES[a.arch.removesuffix("-fused")]
     (out / "config.json").write_text(json.dumps(c, indent=1) + "\n")
     # ERNIE 4.5 MoE's router and correction bias in F32, as transformers saves them.
     keep_f32 = lambda name: c["model_type"] == "ernie4_5_moe" and name.endswith(
         (".mlp.gate.weight", ".mlp.moe_statics.e_score_correction_bias"))
-    write_safetensors(out / "model.safetensors", tensors(c, np.random.default_rng(a.seed)), keep_f32)
+    t = tensors(c, np.random.default_rng(a.seed))
+    write_safetensors(out / "model.safetensors", fuse_experts(t, c) if fused else t, keep_f32)
     for f in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copyfile(src / f, out / f)
     ref = Path(__file__).with_name("reference.py")

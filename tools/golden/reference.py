@@ -51,6 +51,27 @@ def read_safetensors(path: Path) -> dict:
     return out
 
 
+def unfuse_experts(w: dict, arch: str) -> dict:
+    """transformers 5's stacked experts (mlp.experts.gate_up_proj [E, 2F, H]: each expert's gate rows,
+    then its up rows; mlp.experts.down_proj [E, H, F]; Mixtral's router as mlp.gate) under the
+    per-expert names of the checkpoints on the Hub, which the rest of this file reads."""
+    mixtral = arch in ("MixtralForCausalLM", "PhimoeForCausalLM")
+    gate, up, down = ("w1", "w3", "w2") if mixtral else ("gate_proj", "up_proj", "down_proj")
+    out = dict(w)
+    for name in [n for n in w if n.endswith(".mlp.experts.gate_up_proj")]:
+        p = name[: -len(".mlp.experts.gate_up_proj")]
+        block = f"{p}.block_sparse_moe" if mixtral else f"{p}.mlp"
+        gu, dn = out.pop(name), out.pop(f"{p}.mlp.experts.down_proj")
+        F = gu.shape[1] // 2
+        for e in range(gu.shape[0]):
+            out[f"{block}.experts.{e}.{gate}.weight"] = gu[e, :F]
+            out[f"{block}.experts.{e}.{up}.weight"] = gu[e, F:]
+            out[f"{block}.experts.{e}.{down}.weight"] = dn[e]
+        if mixtral:
+            out[f"{block}.gate.weight"] = out.pop(f"{p}.mlp.gate.weight")
+    return out
+
+
 def rms_norm(x, w, eps):
     return w * (x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps))
 
@@ -228,7 +249,7 @@ class Model:
             self.embed_mult = m.get("scale_emb", 1.0)
             self.residual_mult = m.get("scale_depth", 1.0) / np.sqrt(m["num_hidden_layers"])
             self.logits_div = m["hidden_size"] / m.get("dim_model_base", m["hidden_size"])
-        self.w = read_safetensors(folder / "model.safetensors")
+        self.w = unfuse_experts(read_safetensors(folder / "model.safetensors"), arch)
         c = self.cfg
         if self.gptj:
             c = self.cfg = dict(c, hidden_size=c["n_embd"], num_attention_heads=c["n_head"],
