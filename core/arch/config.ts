@@ -614,11 +614,17 @@ function scaledNorm(n: Norm, c: ModelConfig): Norm {
   return mappedNorm(n.weight, `*${k}`, (x) => x * k);
 }
 
+/** A stored [1, n] (or [n]) tensor's values as f32. */
+export function vectorValues(w: Weight): Float32Array {
+  const v = new Float32Array(w.cols);
+  native().embed(v, w.handle, Int32Array.of(0));
+  return v;
+}
+
 /** A norm weight as the engine reads it after `f` of each value (Gemma's 1 + w), in f32; `tag` marks its name. */
 export function mappedNorm(w: Weight, tag: string, f: (x: number) => number): Norm {
   const n = native();
-  const v = new Float32Array(w.cols);
-  n.embed(v, w.handle, Int32Array.of(0)); // the stored vector as f32
+  const v = vectorValues(w);
   for (let i = 0; i < v.length; i++) v[i] = Math.fround(f(v[i]));
   const weight: Weight = {
     ...w,

@@ -22,16 +22,15 @@
 //   moe_layer_end_index every moe_layer_interval-th layer, dense FFNs elsewhere; moe_num_shared_experts
 //   shared experts as one FFN (mlp.shared_experts, that many times moe_intermediate_size) added unscaled.
 import { ModelError } from "../loader/errors.js";
-import type { Weight, WeightStore } from "../loader/safetensors.js";
-import { native } from "../native/addon.js";
-import { tensorReader, type ConfigReader, type FfnWeights, type MoeConfig, type MoeWeights } from "./config.js";
-
-/** A [1, n] tensor's values as f32. */
-function vectorValues(w: Weight): Float32Array {
-  const v = new Float32Array(w.cols);
-  native().embed(v, w.handle, Int32Array.of(0));
-  return v;
-}
+import type { WeightStore } from "../loader/safetensors.js";
+import {
+  tensorReader,
+  vectorValues,
+  type ConfigReader,
+  type FfnWeights,
+  type MoeConfig,
+  type MoeWeights,
+} from "./config.js";
 
 export type MoeFamily = "mixtral" | "qwen2" | "qwen" | "olmoe" | "granite" | "ernie";
 
@@ -181,7 +180,6 @@ function stackedExperts(s: WeightStore, gateUp: string, down: string, E: number,
 
 function graniteMoeWeights(m: MoeConfig, H: number, p: string, s: WeightStore): MoeWeights {
   const { expertIntermediate: F, experts: E } = m;
-  const view = (name: string, shape: number[], r0: number, n: number) => rowView(s, name, shape, r0, n);
   const block = `${p}.block_sparse_moe`;
   const { linear: lin } = tensorReader(s, H);
   const router = lin(`${block}.router.layer`, E, H);
@@ -191,9 +189,9 @@ function graniteMoeWeights(m: MoeConfig, H: number, p: string, s: WeightStore): 
     S === undefined
       ? undefined
       : {
-          gate: view(`${p}.shared_mlp.input_linear.weight`, [2 * S, H], 0, S),
-          up: view(`${p}.shared_mlp.input_linear.weight`, [2 * S, H], S, S),
-          down: view(`${p}.shared_mlp.output_linear.weight`, [H, S], 0, H),
+          gate: rowView(s, `${p}.shared_mlp.input_linear.weight`, [2 * S, H], 0, S),
+          up: rowView(s, `${p}.shared_mlp.input_linear.weight`, [2 * S, H], S, S),
+          down: rowView(s, `${p}.shared_mlp.output_linear.weight`, [H, S], 0, H),
         };
   return { router, experts, ...(shared && { shared }) };
 }

@@ -423,8 +423,8 @@ export class SparseFeedForward implements FeedForward {
     bufs: HireBuffers,
     report?: LayerReport,
   ): void {
-    const { b } = this.ctx;
-    const ctx = this.ctx;
+    const { ctx } = this;
+    const { b } = ctx;
     const F = this.F;
     const t = performance.now();
     this.addDownBias(out);

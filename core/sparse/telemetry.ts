@@ -115,7 +115,8 @@ export function mergeExperts(parts: readonly ExpertTelemetry[], routerBytes: num
   let hits = 0;
   let audited = 0;
   let at = 0;
-  for (const { ffn: f, firstNeuron } of [...parts].sort((a, b) => a.firstNeuron - b.firstNeuron)) {
+  const sorted = [...parts].sort((a, b) => a.firstNeuron - b.firstNeuron);
+  for (const { ffn: f, firstNeuron } of sorted) {
     for (let i = 0; i < f.selected.length; i++) selected[at++] = firstNeuron + f.selected[i];
     sum.k += f.k;
     sum.candidates += f.candidates;
@@ -129,7 +130,7 @@ export function mergeExperts(parts: readonly ExpertTelemetry[], routerBytes: num
       audited += f.k;
     }
   }
-  const scores = mergeScores(parts, neurons);
+  const scores = mergeScores(sorted, neurons);
   return {
     method: parts[0].ffn.method,
     ...sum,
@@ -139,14 +140,14 @@ export function mergeExperts(parts: readonly ExpertTelemetry[], routerBytes: num
   };
 }
 
-/** The routed experts' scores in the layer's numbering (see mergeExperts), when each part has them. */
+/** The routed experts' scores in the layer's numbering (see mergeExperts), when each part has them; parts by firstNeuron. */
 function mergeScores(parts: readonly ExpertTelemetry[], neurons: number): LayerScores | undefined {
   if (!parts.every((p) => p.ffn.scores)) return undefined;
   const approx = new Float32Array(neurons);
   const exact = parts.every((p) => p.ffn.scores!.exact) ? new Float32Array(neurons) : undefined;
   const candidates: number[] = [];
   const exactTopK: number[] = [];
-  for (const { ffn, firstNeuron } of [...parts].sort((a, b) => a.firstNeuron - b.firstNeuron)) {
+  for (const { ffn, firstNeuron } of parts) {
     const s = ffn.scores!;
     approx.set(s.approx, firstNeuron);
     for (const c of s.candidates) candidates.push(firstNeuron + c);
