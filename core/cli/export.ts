@@ -86,7 +86,7 @@ export async function runExport(argv: string[]): Promise<void> {
   if (dtype !== undefined && !DTYPES.includes(dtype)) {
     throw new UsageError(`--dtype must be ${DTYPES.join(", ")}, got "${dtype}"`);
   }
-  const model = openModel(v);
+  const model = await openModel(v);
   try {
     for (const k of targets) {
       const out = v[k]!;

@@ -2,20 +2,32 @@
 // are UsageErrors, number and integer flags with the flag's name in the message, and the model
 // folder (--model, else the built-in default model).
 import { parseArgs, type ParseArgsConfig } from "node:util";
+import { basename } from "node:path";
 import { loadModel, type LoadedModel } from "../loader/model-folder.js";
+import { modelFolderFor } from "../gguf/import.js";
 import { defaultModelDir } from "../loader/default-model.js";
 import { UsageError } from "../loader/errors.js";
 import { isKvDtype, KV_DTYPES, type KvDtype } from "../backend/backend.js";
 import { MAX_THREADS } from "../backend/cpu.js";
 
-/** The flags that choose and load the model: --model DIR, and --mmap to map the weight files instead of reading them in. */
+/** The flags that choose and load the model: --model DIR (or FILE.gguf), and --mmap to map the weight files instead of reading them in. */
 export const MODEL_FLAGS = {
   model: { type: "string" },
   mmap: { type: "boolean" },
 } as const satisfies ParseArgsConfig["options"];
 
-export function openModel(v: { model?: string; mmap?: boolean }): LoadedModel {
-  return loadModel(v.model ?? defaultModelDir(), { mmap: v.mmap ?? false });
+/** Loads --model (a folder, a repo id in the Hugging Face cache, or a .gguf file, imported once). */
+export async function openModel(v: { model?: string; mmap?: boolean }): Promise<LoadedModel> {
+  let shown = -1;
+  const dir = await modelFolderFor(v.model ?? defaultModelDir(), (file, done, total) => {
+    // A percentage on a terminal; one line at the start and one at the end otherwise.
+    const pct = Math.floor((100 * done) / total);
+    if (pct === shown || (!process.stderr.isTTY && pct !== 0 && pct !== 100)) return;
+    shown = pct;
+    const line = `importing ${basename(file)} (once; kept in the cache): ${pct} %`;
+    process.stderr.write(process.stderr.isTTY ? `\r${line}${pct === 100 ? "\n" : ""}` : `${line}\n`);
+  });
+  return loadModel(dir, { mmap: v.mmap ?? false });
 }
 
 export const num = (name: string, v: string | undefined): number | undefined => {

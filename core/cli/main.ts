@@ -86,7 +86,7 @@ async function cmdGenerate(argv: string[]): Promise<void> {
   if (v.prompt === undefined) throw new UsageError("--prompt TEXT is required");
   // Absent: no log-probabilities at all (greedy decoding can then take the argmax on a GPU).
   const logprobs = int("logprobs", v.logprobs, [0, 1000]);
-  const model = openModel(v);
+  const model = await openModel(v);
   const session = openSession(model, v);
   const settings = session.sparsity.update(sparsityUpdate(v), showProgress);
   // Per-layer telemetry in the JSON when a sparse method runs, a mixture of experts routes (its
@@ -133,7 +133,7 @@ async function cmdChat(argv: string[]): Promise<void> {
     system: { type: "string" },
     "no-think": { type: "boolean" },
   });
-  const model = openModel(v);
+  const model = await openModel(v);
   const session = openSession(model, v);
   // A reasoning model's chat template switches thinking off with enable_thinking: false.
   const thinking = v["no-think"] ? false : undefined;
@@ -236,7 +236,7 @@ async function cmdBench(argv: string[]): Promise<void> {
   const ortEp = v["ort-ep"] ?? "cpu";
   if (ortEp !== "cpu" && ortEp !== "cuda" && ortEp !== "webgpu")
     throw new UsageError(`--ort-ep must be cpu, cuda or webgpu, got "${ortEp}"`);
-  const model = openModel(v);
+  const model = await openModel(v);
   const options = {
     promptTokens: positiveInt("prompt-tokens", v["prompt-tokens"]),
     decodeTokens: positiveInt("decode-tokens", v["decode-tokens"]),
@@ -375,7 +375,7 @@ async function cmdEval(argv: string[]): Promise<void> {
       }
     }
   }
-  const model = openModel(v);
+  const model = await openModel(v);
   const rows = evaluate(model, text, configs, int("max-tokens", v["max-tokens"]) ?? 512);
   model.close();
   if (v.plot) writeFileSync(v.plot, evalPlot(rows, `${basename(model.dir)}: recall and perplexity against k`));

@@ -18,13 +18,14 @@ export enum TokenType {
   BYTE = 6,
 }
 
+/** The split regexes of Llama 3's and Qwen2's tokenizer.json (llama.cpp rewrites them without `(?i:`). */
+const LLAMA3_SPLIT =
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+const QWEN2_SPLIT =
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
 /** The pre-tokenizer regexes llama.cpp knows by name (tokenizer.ggml.pre), as tokenizer.json writes them. */
-const PRE_TOKENIZERS: Record<string, string> = {
-  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+":
-    "llama-bpe",
-  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+":
-    "qwen2",
-};
+const PRE_TOKENIZERS: Record<string, string> = { [LLAMA3_SPLIT]: "llama-bpe", [QWEN2_SPLIT]: "qwen2" };
 
 export interface GgufVocab {
   tokens: string[];
@@ -153,4 +154,191 @@ function preTokenizerName(p: unknown): string {
   }
   if (parts.length === 1 && parts[0].type === "ByteLevel" && parts[0].use_regex !== false) return "gpt-2";
   return "default";
+}
+
+// ---------------------------------------------------------------------------------------------
+// The other way: a GGUF file's tokenizer.ggml.* as tokenizer.json and tokenizer_config.json
+// ---------------------------------------------------------------------------------------------
+
+const byteLevel = (useRegex: boolean) => ({
+  type: "ByteLevel",
+  add_prefix_space: false,
+  trim_offsets: true,
+  use_regex: useRegex,
+});
+const split = (regex: string) => ({
+  type: "Sequence",
+  pretokenizers: [{ type: "Split", pattern: { Regex: regex }, behavior: "Isolated", invert: false }, byteLevel(false)],
+});
+
+/**
+ * tokenizer.ggml.pre → the tokenizer.json pre-tokenizer that splits text as llama.cpp does for that
+ * name (llama-vocab.cpp), and whether a piece already in the vocabulary skips the merges (Llama 3).
+ */
+const PRE_TOKENIZER_JSON: { names: readonly string[]; pre: object; ignoreMerges: boolean }[] = [
+  {
+    names: ["llama-bpe", "llama3", "llama-v3", "falcon3", "pixtral", "lfm2"],
+    pre: split(LLAMA3_SPLIT),
+    ignoreMerges: true,
+  },
+  { names: ["dbrx", "smaug-bpe"], pre: split(LLAMA3_SPLIT), ignoreMerges: false },
+  { names: ["qwen2", "deepseek-r1-qwen", "stablelm2"], pre: split(QWEN2_SPLIT), ignoreMerges: false },
+  { names: ["gpt-2", "phi-2", "mpt", "olmo", "jais", "mellum"], pre: byteLevel(true), ignoreMerges: false },
+  {
+    // Digits one by one, then GPT-2's split (StarCoder, SmolLM).
+    names: ["starcoder", "refact", "smollm", "command-r", "codeshell", "exaone", "minerva"],
+    pre: { type: "Sequence", pretokenizers: [{ type: "Digits", individual_digits: true }, byteLevel(true)] },
+    ignoreMerges: false,
+  },
+];
+
+/** Tokens llama.cpp ends generation on by their text, whatever the file's eos says (llama-vocab.cpp). */
+const END_OF_TURN = new Set([
+  "<|eot_id|>",
+  "<|eom_id|>",
+  "<|im_end|>",
+  "<|end|>",
+  "<end_of_turn>",
+  "<|endoftext|>",
+  "<|end_of_text|>",
+  "<EOT>",
+]);
+
+/** The tokenizer files of a model folder made from a GGUF file's metadata. */
+export interface ImportedTokenizer {
+  /** tokenizer.json */
+  tokenizer: Record<string, unknown>;
+  /** tokenizer_config.json */
+  config: Record<string, unknown>;
+  bosId: number | undefined;
+  /** End-of-generation ids: eos, and the end-of-turn / end-of-message ids where the file names them. */
+  eosIds: number[];
+}
+
+/**
+ * A byte-level BPE vocabulary ("gpt2", what llama.cpp's converter writes for Llama 3, Qwen, SmolLM,
+ * ...) as the Hugging Face tokenizer it came from: the tokens of type NORMAL and BYTE as the BPE
+ * vocabulary, CONTROL tokens as special added tokens and USER_DEFINED ones as non-special added
+ * tokens, UNUSED ids (padding rows) left out; the merges; the pre-tokenizer named by
+ * tokenizer.ggml.pre; BOS added by a TemplateProcessing post-processor when add_bos_token is set
+ * (llama.cpp's default for the Llama 3 pre-tokenizer). SentencePiece vocabularies ("llama") and
+ * others are a ModelError (BAD_TOKENIZER) naming what the file has.
+ */
+export function tokenizerFromGguf(meta: Record<string, unknown>, file: string): ImportedTokenizer {
+  const bad = (detail: string) => new ModelError("BAD_TOKENIZER", file, detail);
+  const model = meta["tokenizer.ggml.model"];
+  if (model !== "gpt2") {
+    throw bad(
+      `tokenizer.ggml.model is ${JSON.stringify(model)}; importing GGUF supports byte-level BPE ("gpt2": Llama 3, ` +
+        `Qwen, SmolLM, ...), not SentencePiece ("llama": Llama 2, Mistral 7B, Gemma) or others yet`,
+    );
+  }
+  const tokens = meta["tokenizer.ggml.tokens"];
+  if (!Array.isArray(tokens) || tokens.length === 0 || !tokens.every((t) => typeof t === "string")) {
+    throw bad("tokenizer.ggml.tokens is not a list of strings");
+  }
+  const n = tokens.length;
+  const rawTypes = meta["tokenizer.ggml.token_type"];
+  const types: number[] = Array.isArray(rawTypes) ? rawTypes.map(Number) : new Array<number>(n).fill(TokenType.NORMAL);
+  if (types.length !== n) throw bad(`tokenizer.ggml.token_type has ${types.length} entries for ${n} tokens`);
+  const rawMerges = meta["tokenizer.ggml.merges"];
+  if (!Array.isArray(rawMerges)) throw bad("tokenizer.ggml.merges is missing (a BPE vocabulary needs its merges)");
+  const merges = rawMerges.map((m, i) => {
+    const parts = typeof m === "string" ? m.split(" ") : [];
+    if (parts.length !== 2 || parts[0] === "" || parts[1] === "") throw bad(`merge ${i} is not "left right"`);
+    return parts;
+  });
+  const pre = typeof meta["tokenizer.ggml.pre"] === "string" ? (meta["tokenizer.ggml.pre"] as string) : "default";
+  const split = PRE_TOKENIZER_JSON.find((p) => p.names.includes(pre));
+  if (!split) {
+    throw bad(
+      `tokenizer.ggml.pre "${pre}" names a pre-tokenizer this import does not know ` +
+        `(known: ${PRE_TOKENIZER_JSON.flatMap((p) => p.names).join(", ")})`,
+    );
+  }
+  const id = (key: string): number | undefined => {
+    const v = meta[`tokenizer.ggml.${key}`];
+    const x = typeof v === "bigint" ? Number(v) : v;
+    return Number.isSafeInteger(x) && (x as number) >= 0 && (x as number) < n ? (x as number) : undefined;
+  };
+
+  const vocab: Record<string, number> = {};
+  const added: Record<string, unknown>[] = [];
+  for (let i = 0; i < n; i++) {
+    const text = tokens[i] as string;
+    const type = types[i];
+    if (type === TokenType.CONTROL || type === TokenType.USER_DEFINED) {
+      const special = type === TokenType.CONTROL;
+      added.push({
+        id: i,
+        content: text,
+        single_word: false,
+        lstrip: false,
+        rstrip: false,
+        normalized: !special,
+        special,
+      });
+    } else if (type !== TokenType.UNUSED && !(text in vocab)) {
+      vocab[text] = i;
+    }
+  }
+
+  const bosId = id("bos_token_id");
+  const eosId = id("eos_token_id");
+  const addBosMeta = meta["tokenizer.ggml.add_bos_token"];
+  const addBos = bosId !== undefined && (typeof addBosMeta === "boolean" ? addBosMeta : split.ignoreMerges);
+  const bos = bosId === undefined ? undefined : (tokens[bosId] as string);
+  const postProcessor = addBos
+    ? {
+        type: "TemplateProcessing",
+        single: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }],
+        pair: [
+          { SpecialToken: { id: bos, type_id: 0 } },
+          { Sequence: { id: "A", type_id: 0 } },
+          { SpecialToken: { id: bos, type_id: 1 } },
+          { Sequence: { id: "B", type_id: 1 } },
+        ],
+        special_tokens: { [bos!]: { id: bos, ids: [bosId], tokens: [bos] } },
+      }
+    : null;
+  const tokenizer = {
+    version: "1.0",
+    truncation: null,
+    padding: null,
+    added_tokens: added,
+    normalizer: null,
+    pre_tokenizer: split.pre,
+    post_processor: postProcessor,
+    decoder: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true },
+    model: {
+      type: "BPE",
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: false,
+      byte_fallback: false,
+      ignore_merges: split.ignoreMerges,
+      vocab,
+      merges,
+    },
+  };
+  const text = (i: number | undefined) => (i === undefined ? undefined : (tokens[i] as string));
+  const config: Record<string, unknown> = {
+    tokenizer_class: "PreTrainedTokenizerFast",
+    add_bos_token: addBos,
+    add_eos_token: meta["tokenizer.ggml.add_eos_token"] === true,
+    bos_token: text(bosId) ?? null,
+    eos_token: text(eosId) ?? null,
+    pad_token: text(id("padding_token_id")) ?? null,
+    unk_token: text(id("unknown_token_id")) ?? null,
+    model_max_length: 1e30,
+    clean_up_tokenization_spaces: false,
+  };
+  const template = meta["tokenizer.chat_template"];
+  if (typeof template === "string") config.chat_template = template;
+  // End of generation as llama.cpp decides it: eos, eot, eom, and the usual end-of-turn tokens by text.
+  const ends = tokens.flatMap((text, i) => (END_OF_TURN.has(text as string) ? [i] : []));
+  const eosIds = [...new Set([eosId, id("eot_token_id"), id("eom_token_id"), ...ends].filter((x) => x !== undefined))];
+  return { tokenizer, config, bosId, eosIds };
 }

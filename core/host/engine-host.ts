@@ -4,13 +4,14 @@
 // to answer on. One generation runs at a time; between tokens it yields to the event loop so a
 // Stop (or a settings change) arriving meanwhile is handled before the next token.
 import { existsSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { setImmediate as nextTurn } from "node:timers/promises";
 import { native } from "../native/addon.js";
 import type { Backend, KvDtype } from "../backend/backend.js";
 import { CudaBackend, cudaDevices } from "../backend/cuda.js";
 import { ChatTemplateError, ContextOverflowError, ModelError, UsageError } from "../loader/errors.js";
 import { defaultModelDir } from "../loader/default-model.js";
+import { modelFolderFor } from "../gguf/import.js";
 import { findModelFolder, hubCacheDir, listCachedModels, modelName } from "../loader/hf-cache.js";
 import { loadModel, readModelConfig, type LoadedModel } from "../loader/model-folder.js";
 import { readSafetensorsHeader, weightFiles, DTYPE_BYTES, type TensorInfo } from "../loader/safetensors.js";
@@ -208,9 +209,12 @@ export class EngineHost {
     return this.session;
   }
 
-  private load(path: string, contextLength?: number, kvCache?: KvDtype): ModelInfo {
+  private async load(path: string, contextLength?: number, kvCache?: KvDtype): Promise<ModelInfo> {
     if (this.running) throw new HostError("BUSY", "a reply is being generated; stop it before loading a model");
-    const dir = findModelFolder(path);
+    // A .gguf file is imported into a model folder the first time (progress as stage "import").
+    const dir = await modelFolderFor(findModelFolder(path), (file, done, total) =>
+      this.broadcast({ type: "model.progress", stage: "import", done, total, path: file }),
+    );
     const emit = (done: number) =>
       this.broadcast({ type: "model.progress", stage: "weights", done, total: 1, path: dir });
     emit(0);
@@ -230,8 +234,9 @@ export class EngineHost {
     this.model = model;
     this.session = session;
     emit(1);
-    // A repo id stays a repo id in the list, so that it finds main's snapshot next time.
-    this.source = existsSync(path) ? dir : path;
+    // A repo id stays a repo id in the list, so that it finds main's snapshot next time; a GGUF file
+    // stays the file (its import lives in the cache).
+    this.source = existsSync(path) ? resolve(path) : path;
     this.remember(this.source);
     const info = this.info();
     this.broadcast({ type: "model.loaded", info });

@@ -70,7 +70,7 @@ export type Reply =
   | { type: "reply"; id: number; ok: false; error: HostErrorInfo };
 
 export type HostEvent =
-  | { type: "model.progress"; stage: "weights" | "ffn" | "head"; done: number; total: number; path: string }
+  | { type: "model.progress"; stage: "import" | "weights" | "ffn" | "head"; done: number; total: number; path: string }
   | { type: "model.loaded"; info: ModelInfo }
   | { type: "settings"; settings: SparsitySettings; releasedBytes: number }
   | { type: "gen.prefill"; requestId: number; promptTokens: number; reusedTokens: number; ms: number }

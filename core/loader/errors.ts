@@ -16,6 +16,7 @@ export type ModelErrorCode =
   | "DTYPE_MISMATCH" // tensor dtype disagrees with config.json torch_dtype
   | "UNSUPPORTED_DTYPE"
   | "BAD_TOKENIZER"
+  | "BAD_GGUF" // a GGUF file's header, metadata or tensor table is malformed or unsupported
   | "NOT_FINITE"; // the weights gave NaN (or no finite) logits: values in a file are NaN or inf
 
 export class ModelError extends Error {

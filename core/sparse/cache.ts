@@ -1,8 +1,9 @@
 // The on-disk caches, all under $HIRE_CACHE_DIR (else ~/.cache/hire-studio): predictors/ (low-rank
 // factors, int4/int8 copies) keyed by a hash of the source tensor's bytes plus the predictor
 // settings, so a changed model, rank or group size never reuses a stale file; hashes/ (those tensor
-// hashes, remembered per file identity, see tensorHash); onnx/ and gguf/ (the peers' exports) keyed
-// by their input files' sizes and mtimes (`filesKey`).
+// hashes, remembered per file identity, see tensorHash); onnx/ and gguf/ (the peers' exports) and
+// imports/ (GGUF files imported as model folders) keyed by their input files' sizes and mtimes
+// (`filesKey`).
 import { createHash } from "node:crypto";
 import {
   closeSync,
@@ -19,7 +20,7 @@ import {
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 
-export function cacheDir(kind: "predictors" | "onnx" | "gguf" | "hashes" = "predictors"): string {
+export function cacheDir(kind: "predictors" | "onnx" | "gguf" | "hashes" | "imports" = "predictors"): string {
   return join(process.env.HIRE_CACHE_DIR ?? join(homedir(), ".cache", "hire-studio"), kind);
 }
 

@@ -7,7 +7,7 @@ import { isKvDtype, type KvDtype } from "../../../core/backend/backend.js";
 
 export interface LoadProgress {
   path: string | null;
-  stage: "weights" | "ffn" | "head" | "start";
+  stage: "import" | "weights" | "ffn" | "head" | "start";
   done: number;
   total: number;
 }

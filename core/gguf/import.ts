@@ -1,0 +1,502 @@
+// Importing a GGUF file (llama.cpp's model format, what most people download) as a Hugging Face
+// model folder the engine loads like any other: config.json from the file's metadata, the weights
+// as safetensors, tokenizer.json and tokenizer_config.json (with the chat template) from its
+// tokenizer.ggml.* keys. The engine's kernels read f32/f16/bf16, so quantized tensors (Q4_K_M's
+// Q4_K and Q6_K, Q8_0, ...) are dequantized once, at import, to f16; files of bf16 or f32 matrices
+// keep their dtype. The reverse of convert_hf_to_gguf.py for the architectures below:
+//   - llama (Llama 2/3, Mistral, SmolLM2, TinyLlama, ...): q/k rows go back from llama.cpp's
+//     interleaved rotary pairs to Hugging Face's rotate-half layout (the inverse of export.ts's
+//     `permuteRotary`); Llama 3's rope_freqs tensor becomes its rope_scaling settings.
+//   - qwen2 (q/k/v biases), qwen3 (per-head q/k norms): stored as Hugging Face has them.
+// `modelFolderFor` is the one entry point the CLI and the app use: a .gguf path is imported once
+// into the cache (imports/, keyed by the file's path, size and mtime) and its folder returned.
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
+import { gguf } from "@huggingface/gguf";
+import { ModelError } from "../loader/errors.js";
+import { buildHeader, convertF32, type StDType, type TensorEntry } from "../modelgen/safetensors-writer.js";
+import { cacheDir, filesKey } from "../sparse/cache.js";
+import { GGML_BLOCKS, GgmlTypeId, dequantize, ggmlBytes, ggmlTypeName, isSupportedType } from "./quants.js";
+import { tokenizerFromGguf } from "./vocab.js";
+
+/** Bumped when an import's output changes, so that cached imports are redone. */
+const IMPORT_VERSION = 1;
+
+export interface GgufTensor {
+  readonly name: string;
+  readonly type: GgmlTypeId;
+  /** ggml order: dims[0] is the contiguous dimension (a matrix's columns). */
+  readonly dims: readonly number[];
+  /** Absolute offset of its data in the file. */
+  readonly offset: number;
+  readonly byteLength: number;
+}
+
+export interface GgufFile {
+  readonly file: string;
+  readonly metadata: Record<string, unknown>;
+  readonly tensors: readonly GgufTensor[];
+}
+
+export interface GgufImportResult {
+  dir: string;
+  /** general.architecture, and the Hugging Face class it became. */
+  ggufArchitecture: string;
+  architecture: string;
+  /** The weights' dtype in the folder. */
+  dtype: StDType;
+  /** How many tensors the file stored in each ggml type (e.g. {Q4_K: 97, Q6_K: 17, F32: 65}). */
+  sourceTypes: Record<string, number>;
+  tensors: number;
+  bytes: number;
+}
+
+interface ArchImport {
+  hf: string;
+  modelType: string;
+  /** q/k rows stored in llama.cpp's interleaved rotary order (the converter's `permute`). */
+  permutedQK: boolean;
+}
+
+const ARCHS: Record<string, ArchImport> = {
+  llama: { hf: "LlamaForCausalLM", modelType: "llama", permutedQK: true },
+  qwen2: { hf: "Qwen2ForCausalLM", modelType: "qwen2", permutedQK: false },
+  qwen3: { hf: "Qwen3ForCausalLM", modelType: "qwen3", permutedQK: false },
+};
+
+const GLOBAL_TENSORS: Record<string, string> = {
+  "token_embd.weight": "model.embed_tokens.weight",
+  "output_norm.weight": "model.norm.weight",
+  "output.weight": "lm_head.weight",
+};
+
+/** blk.N.<name> → model.layers.N.<module> */
+const LAYER_TENSORS: Record<string, string> = {
+  attn_norm: "input_layernorm",
+  attn_q: "self_attn.q_proj",
+  attn_k: "self_attn.k_proj",
+  attn_v: "self_attn.v_proj",
+  attn_output: "self_attn.o_proj",
+  attn_q_norm: "self_attn.q_norm",
+  attn_k_norm: "self_attn.k_norm",
+  ffn_norm: "post_attention_layernorm",
+  ffn_gate: "mlp.gate_proj",
+  ffn_up: "mlp.up_proj",
+  ffn_down: "mlp.down_proj",
+};
+
+/** The Hugging Face name of a GGUF tensor, or undefined when it has none. */
+export function hfTensorName(name: string): string | undefined {
+  if (name in GLOBAL_TENSORS) return GLOBAL_TENSORS[name];
+  const m = /^blk\.(\d+)\.(\w+)\.(weight|bias)$/.exec(name);
+  const module = m ? LAYER_TENSORS[m[2]] : undefined;
+  return m && module ? `model.layers.${m[1]}.${module}.${m[3]}` : undefined;
+}
+
+/** Reads and checks a GGUF file's metadata and tensor table (@huggingface/gguf parses it). */
+export async function readGguf(file: string): Promise<GgufFile> {
+  if (!existsSync(file)) throw new ModelError("NOT_FOUND", file, "GGUF file not found");
+  const st = statSync(file);
+  if (!st.isFile()) throw new ModelError("NOT_FOUND", file, "is a directory or device, not a GGUF file");
+  let parsed: Awaited<ReturnType<typeof gguf>>;
+  try {
+    parsed = await gguf(file, { allowLocalFile: true });
+  } catch (e) {
+    throw new ModelError("BAD_GGUF", file, `not a readable GGUF file: ${(e as Error).message}`);
+  }
+  const metadata = parsed.metadata as Record<string, unknown>;
+  const split = metadata["split.count"];
+  if (split !== undefined && Number(split) > 1) {
+    throw new ModelError(
+      "BAD_GGUF",
+      file,
+      `is one of ${Number(split)} split files; merge them with llama-gguf-split --merge first`,
+    );
+  }
+  const dataStart = Number(parsed.tensorDataOffset);
+  const tensors = parsed.tensorInfos.map((t): GgufTensor => {
+    const type = Number(t.dtype);
+    if (!isSupportedType(type)) {
+      throw new ModelError(
+        "UNSUPPORTED_DTYPE",
+        file,
+        `type ${ggmlTypeName(type)} is not supported (${Object.values(GGML_BLOCKS)
+          .map((b) => b.name)
+          .join(", ")} are)`,
+        t.name,
+      );
+    }
+    const dims = t.shape.map(Number);
+    const n = dims.reduce((a, d) => a * d, 1);
+    const byteLength = ggmlBytes(type, n);
+    if (byteLength === undefined || dims[0] % GGML_BLOCKS[type].values !== 0) {
+      throw new ModelError(
+        "BAD_GGUF",
+        file,
+        `${ggmlTypeName(type)} rows of ${dims[0]} values are not whole blocks`,
+        t.name,
+      );
+    }
+    const offset = dataStart + Number(t.offset);
+    if (offset + byteLength > st.size) {
+      throw new ModelError(
+        "TRUNCATED",
+        file,
+        `tensor data [${offset}, ${offset + byteLength}) lies past the end of the file (${st.size} bytes)`,
+        t.name,
+      );
+    }
+    return { name: t.name, type, dims, offset, byteLength };
+  });
+  return { file, metadata, tensors };
+}
+
+/**
+ * A metadata number (GGUF stores u32, u64 as bigint, f32, ...). An f32 comes back as the shortest
+ * decimal that rounds to it (1e-5, not 9.99999974737875e-6): what the converter was given.
+ */
+function metaNumber(g: GgufFile, key: string, fallback?: number): number {
+  const v = g.metadata[key];
+  const x = typeof v === "bigint" ? Number(v) : v;
+  if (typeof x === "number" && Number.isFinite(x)) return shortestF32(x);
+  if (v === undefined && fallback !== undefined) return fallback;
+  throw new ModelError(
+    "BAD_GGUF",
+    g.file,
+    v === undefined ? `metadata ${key} is missing` : `metadata ${key} is not a number`,
+  );
+}
+
+function shortestF32(x: number): number {
+  if (Number.isInteger(x) || Math.fround(x) !== x) return x;
+  for (let digits = 1; digits < 10; digits++) {
+    const y = Number(x.toPrecision(digits));
+    if (Math.fround(y) === x) return y;
+  }
+  return x;
+}
+
+/** config.json for the file's model (the Hugging Face config llama.cpp's converter read). */
+export function configFromGguf(
+  g: GgufFile,
+  dtype: StDType,
+  eosIds: number[],
+  bosId: number | undefined,
+): Record<string, unknown> {
+  const arch = String(g.metadata["general.architecture"]);
+  const a = ARCHS[arch];
+  if (!a) {
+    throw new ModelError(
+      "UNSUPPORTED_ARCHITECTURE",
+      g.file,
+      `general.architecture "${arch}" cannot be imported (supported: ${Object.keys(ARCHS).join(", ")})`,
+    );
+  }
+  const key = (k: string) => `${arch}.${k}`;
+  const hidden = metaNumber(g, key("embedding_length"));
+  const heads = metaNumber(g, key("attention.head_count"));
+  const headDim = metaNumber(g, key("attention.key_length"), hidden / heads);
+  if (metaNumber(g, key("attention.value_length"), headDim) !== headDim) {
+    throw new ModelError("BAD_GGUF", g.file, `${key("attention.value_length")} differs from the key length`);
+  }
+  const rotDim = metaNumber(g, key("rope.dimension_count"), headDim);
+  if (rotDim !== headDim) {
+    throw new ModelError(
+      "BAD_GGUF",
+      g.file,
+      `a rotary step over ${rotDim} of ${headDim} dims per head is not supported for ${arch}`,
+    );
+  }
+  const has = (name: string) => g.tensors.some((t) => t.name === name);
+  const embed = g.tensors.find((t) => t.name === "token_embd.weight");
+  if (!embed) throw new ModelError("MISSING_TENSOR", g.file, "the file has no token embeddings", "token_embd.weight");
+  const theta = metaNumber(g, key("rope.freq_base"), 10000);
+  const config: Record<string, unknown> = {
+    architectures: [a.hf],
+    model_type: a.modelType,
+    hidden_size: hidden,
+    intermediate_size: metaNumber(g, key("feed_forward_length")),
+    num_hidden_layers: metaNumber(g, key("block_count")),
+    num_attention_heads: heads,
+    num_key_value_heads: metaNumber(g, key("attention.head_count_kv"), heads),
+    head_dim: headDim,
+    hidden_act: "silu",
+    rms_norm_eps: metaNumber(g, key("attention.layer_norm_rms_epsilon"), 1e-6),
+    rope_theta: theta,
+    max_position_embeddings: metaNumber(g, key("context_length")),
+    vocab_size: embed.dims[1],
+    tie_word_embeddings: !has("output.weight"),
+    torch_dtype: { F32: "float32", F16: "float16", BF16: "bfloat16" }[dtype],
+    ...(bosId !== undefined && { bos_token_id: bosId }),
+    ...(eosIds.length > 0 && { eos_token_id: eosIds.length === 1 ? eosIds[0] : eosIds }),
+  };
+  if (arch === "llama" && has("blk.0.attn_q.bias")) config.attention_bias = true;
+  const scaling = g.metadata[key("rope.scaling.type")];
+  if (scaling === "linear" || scaling === "yarn") {
+    config.rope_scaling = {
+      rope_type: scaling,
+      factor: metaNumber(g, key("rope.scaling.factor")),
+      ...(scaling === "yarn" && {
+        original_max_position_embeddings: metaNumber(g, key("rope.scaling.original_context_length")),
+      }),
+    };
+  } else if (scaling !== undefined && scaling !== "none") {
+    throw new ModelError("BAD_GGUF", g.file, `rope scaling "${String(scaling)}" is not supported (linear, yarn are)`);
+  }
+  return config;
+}
+
+/**
+ * Llama 3's rope_scaling from the rope_freqs tensor llama.cpp's converter computed from it (one
+ * divisor per rotary frequency): the settings, among those Llama 3.x models use and their
+ * neighbours, that give the same divisors.
+ */
+export function llama3Scaling(
+  divisors: Float32Array,
+  theta: number,
+  dim: number,
+  file: string,
+): Record<string, unknown> {
+  const factor = Math.max(...divisors);
+  for (const orig of [8192, 4096, 2048, 16384, 32768, 65536, 131072]) {
+    for (const low of [1, 0.5, 2]) {
+      for (const high of [4, 2, 8, 1]) {
+        if (high <= low) continue;
+        const ok = Array.from(divisors).every((d, i) => {
+          const wavelen = (2 * Math.PI) / theta ** ((-2 * i) / dim);
+          let want: number;
+          if (wavelen < orig / high) want = 1;
+          else if (wavelen > orig / low) want = factor;
+          else {
+            const smooth = (orig / wavelen - low) / (high - low);
+            want = 1 / ((1 - smooth) / factor + smooth);
+          }
+          return Math.abs(d - want) <= 1e-5 * want;
+        });
+        if (ok) {
+          return {
+            rope_type: "llama3",
+            factor,
+            low_freq_factor: low,
+            high_freq_factor: high,
+            original_max_position_embeddings: orig,
+          };
+        }
+      }
+    }
+  }
+  throw new ModelError(
+    "BAD_GGUF",
+    file,
+    "rope_freqs.weight matches no Llama 3 rope scaling settings (factor, low/high frequency factors, original context)",
+    "rope_freqs.weight",
+  );
+}
+
+/**
+ * llama.cpp's interleaved rotary pairs → Hugging Face's rotate-half layout, on a q/k projection's
+ * rows (`heads` heads of `headDim` rows, `cols` values each): within each head, output row
+ * h·(headDim/2) + j is input row 2j + h. The inverse of export.ts's `permuteRotary` (full rotary).
+ */
+export function unpermuteRotary(src: Float32Array, heads: number, headDim: number, cols: number): Float32Array {
+  if (src.length !== heads * headDim * cols) throw new Error("unpermuteRotary: size mismatch");
+  const dst = new Float32Array(src.length);
+  const half = headDim / 2;
+  for (let h = 0; h < heads; h++) {
+    const base = h * headDim;
+    for (let r = 0; r < headDim; r++) {
+      const from = 2 * (r % half) + Math.floor(r / half);
+      dst.set(src.subarray((base + from) * cols, (base + from + 1) * cols), (base + r) * cols);
+    }
+  }
+  return dst;
+}
+
+/** The dtype the folder's weights get: the matrices' own if all are bf16 or all f32, else f16. */
+function importDtype(g: GgufFile): StDType {
+  const matrices = g.tensors.filter((t) => t.dims.length >= 2).map((t) => t.type);
+  if (matrices.length > 0 && matrices.every((t) => t === GgmlTypeId.BF16)) return "BF16";
+  if (matrices.length > 0 && matrices.every((t) => t === GgmlTypeId.F32)) return "F32";
+  return "F16";
+}
+
+/** Values dequantized at a time (16 MB of float32): whole rows, so that no block is split. */
+const CHUNK_VALUES = 4 << 20;
+
+/** Writes the model in `file` as a Hugging Face model folder at `outDir` (atomically: built beside it, then renamed). */
+export async function importGguf(
+  file: string,
+  outDir: string,
+  opts: { onProgress?: (done: number, total: number) => void } = {},
+): Promise<GgufImportResult> {
+  const g = await readGguf(file);
+  const arch = String(g.metadata["general.architecture"]);
+  const dtype = importDtype(g);
+  const tok = tokenizerFromGguf(g.metadata, file);
+  const config = configFromGguf(g, dtype, tok.eosIds, tok.bosId);
+  const heads = config.num_attention_heads as number;
+  const kvHeads = config.num_key_value_heads as number;
+  const headDim = config.head_dim as number;
+
+  const plan: { t: GgufTensor; entry: TensorEntry }[] = [];
+  for (const t of g.tensors) {
+    if (t.name === "rope_freqs.weight") {
+      const divisors = dequantize(t.type, readBytes(file, t.offset, t.byteLength), t.dims[0]);
+      config.rope_scaling = llama3Scaling(divisors, config.rope_theta as number, headDim, file);
+      continue;
+    }
+    const name = hfTensorName(t.name);
+    if (!name) throw new ModelError("BAD_GGUF", file, `tensor has no counterpart in a ${ARCHS[arch].hf}`, t.name);
+    if (t.dims.length > 2)
+      throw new ModelError("BAD_GGUF", file, `${t.dims.length}-D tensors are not supported here`, t.name);
+    plan.push({ t, entry: { name, dtype, shape: [...t.dims].reverse() } });
+  }
+
+  const tmp = `${outDir}.${process.pid}.tmp`;
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  const sourceTypes: Record<string, number> = {};
+  try {
+    const header = buildHeader(
+      plan.map((p) => p.entry),
+      { format: "pt", source: basename(file) },
+    );
+    const total = plan.reduce((a, p) => a + p.t.dims.reduce((x, d) => x * d, 1), 0);
+    const out = openSync(join(tmp, "model.safetensors"), "w");
+    let bytes = 0;
+    try {
+      writeAll(out, header);
+      bytes += header.length;
+      let done = 0;
+      const in_ = openSync(file, "r");
+      try {
+        for (const { t } of plan) {
+          const typeName = ggmlTypeName(t.type);
+          sourceTypes[typeName] = (sourceTypes[typeName] ?? 0) + 1;
+          const cols = t.dims[0];
+          const rows = t.dims.length > 1 ? t.dims[1] : 1;
+          const rowBytes = t.byteLength / rows;
+          const permuted = ARCHS[arch].permutedQK && /\.attn_[qk]\.weight$/.test(t.name);
+          // q/k are un-permuted whole (a few MB); everything else streams in chunks of rows.
+          const step = permuted ? rows : Math.max(1, Math.floor(CHUNK_VALUES / cols));
+          for (let r = 0; r < rows; r += step) {
+            const n = Math.min(step, rows - r);
+            const raw = new Uint8Array(n * rowBytes);
+            readFully(in_, raw, t.offset + r * rowBytes, file);
+            let values = dequantize(t.type, raw, n * cols);
+            if (permuted) {
+              const h = t.name.includes("attn_q") ? heads : kvHeads;
+              if (h * headDim !== rows) {
+                throw new ModelError("SHAPE_MISMATCH", file, `${rows} rows are not ${h} heads of ${headDim}`, t.name);
+              }
+              values = unpermuteRotary(values, h, headDim, cols);
+            }
+            const chunk = convertF32(
+              new Uint32Array(values.buffer),
+              values.length,
+              dtype,
+              new Uint16Array(values.length),
+            );
+            writeAll(out, chunk);
+            bytes += chunk.byteLength;
+            done += values.length;
+            opts.onProgress?.(done, total);
+          }
+        }
+      } finally {
+        closeSync(in_);
+      }
+    } finally {
+      closeSync(out);
+    }
+    const json = (name: string, value: unknown) =>
+      writeFileSync(join(tmp, name), JSON.stringify(value, null, 2) + "\n");
+    json("config.json", config);
+    json("tokenizer.json", tok.tokenizer);
+    json("tokenizer_config.json", tok.config);
+    rmSync(outDir, { recursive: true, force: true });
+    mkdirSync(dirname(outDir), { recursive: true });
+    renameSync(tmp, outDir);
+    return {
+      dir: outDir,
+      ggufArchitecture: arch,
+      architecture: ARCHS[arch].hf,
+      dtype,
+      sourceTypes,
+      tensors: plan.length,
+      bytes,
+    };
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+/**
+ * The model folder a --model argument (or the app's path) means: a .gguf file is imported into the
+ * cache the first time (`onImport` is told, with progress) and its folder returned; a folder with no
+ * config.json but GGUF files in it names its one GGUF file (several: a ModelError listing them);
+ * anything else is returned as given.
+ */
+export async function modelFolderFor(
+  arg: string,
+  onImport?: (file: string, done: number, total: number) => void,
+): Promise<string> {
+  let file = arg;
+  if (existsSync(arg) && statSync(arg).isDirectory() && !existsSync(join(arg, "config.json"))) {
+    const ggufs = readdirSync(arg).filter((f) => f.toLowerCase().endsWith(".gguf"));
+    if (ggufs.length === 0) return arg;
+    if (ggufs.length > 1) {
+      throw new ModelError("NOT_FOUND", arg, `holds ${ggufs.length} GGUF files; pass one of them: ${ggufs.join(", ")}`);
+    }
+    file = join(arg, ggufs[0]);
+  }
+  if (!file.toLowerCase().endsWith(".gguf")) return arg;
+  const abs = resolve(file);
+  if (!existsSync(abs)) throw new ModelError("NOT_FOUND", abs, "GGUF file not found");
+  const dir = join(
+    cacheDir("imports"),
+    `${basename(abs).replace(/\.gguf$/i, "")}-${filesKey([abs], { IMPORT_VERSION })}`,
+  );
+  if (existsSync(join(dir, "config.json"))) return dir;
+  onImport?.(abs, 0, 1);
+  await importGguf(abs, dir, { onProgress: (done, total) => onImport?.(abs, done, total) });
+  return dir;
+}
+
+function readBytes(file: string, offset: number, length: number): Uint8Array {
+  const fd = openSync(file, "r");
+  try {
+    const buf = new Uint8Array(length);
+    readFully(fd, buf, offset, file);
+    return buf;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function readFully(fd: number, buf: Uint8Array, position: number, file: string): void {
+  let off = 0;
+  while (off < buf.byteLength) {
+    const n = readSync(fd, buf, off, buf.byteLength - off, position + off);
+    if (n === 0) throw new ModelError("TRUNCATED", file, `the file ends at ${position + off}, inside a tensor`);
+    off += n;
+  }
+}
+
+function writeAll(fd: number, buf: Uint8Array): void {
+  let off = 0;
+  while (off < buf.byteLength) off += writeSync(fd, buf, off, buf.byteLength - off);
+}

@@ -1,0 +1,395 @@
+// Importing GGUF files (core/gguf/import.ts): models exported to GGUF come back bit for bit and
+// decode the same; tokenizers come back encoding every text the same (and as llama.cpp encodes the
+// file); Llama 3's rope_freqs comes back as its rope_scaling; every quantized type dequantizes to
+// the values gguf-py (llama.cpp's Python package) gives for a file llama-quantize wrote, and that
+// file's model decodes as llama.cpp decodes it; bad files are typed errors that leave nothing behind.
+// Run: npx tsc -p tsconfig.json && node --test dist/test/gguf-import.test.js
+import { after, test } from "node:test";
+import assert from "node:assert/strict";
+import {
+  copyFileSync,
+  existsSync,
+  readFileSync,
+  readdirSync,
+  statSync,
+  truncateSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
+import { join } from "node:path";
+import { hire, REPO_ROOT, tempDir } from "./helpers.js";
+import { compareSteps, llamaCppSteps, ourGreedy } from "./llamacpp-helpers.js";
+import { loadModel, type LoadedModel } from "../core/loader/model-folder.js";
+import { ModelError } from "../core/loader/errors.js";
+import { makeModel } from "../core/modelgen/make-model.js";
+import { exportGguf, permuteRotary } from "../core/gguf/export.js";
+import { importGguf, modelFolderFor, readGguf, unpermuteRotary } from "../core/gguf/import.js";
+import { GgmlTypeId, dequantize, ggmlTypeName } from "../core/gguf/quants.js";
+import { GgmlType, GgufFileWriter, kv, type GgufValue } from "../core/gguf/writer.js";
+import { loadLlamaCpp } from "../core/peers/llamacpp.js";
+
+const FIXTURES = join(REPO_ROOT, "test", "gguf");
+const QUANTS = join(FIXTURES, "tiny-llama-quants.gguf");
+
+const llamaCpp = await loadLlamaCpp(2);
+const noLlama = "skipped" in llamaCpp ? llamaCpp.skipped : false;
+after(async () => {
+  if ("llama" in llamaCpp) await llamaCpp.llama.dispose();
+});
+
+function bytesOf(model: LoadedModel, name: string): Buffer {
+  const t = model.store.info(name);
+  return readFileSync(t.file).subarray(t.offset, t.offset + t.byteLength);
+}
+
+/** A model exported to GGUF and imported back, with both loaded. */
+async function roundTrip(
+  t: { after: (fn: () => void) => void },
+  arch: "llama" | "qwen2" | "qwen3",
+  opts: { dtype?: "f32" | "f16" | "bf16"; shape?: Record<string, unknown>; edit?: (dir: string) => void } = {},
+) {
+  const dir = tempDir(t);
+  const made = await makeModel({ arch, dtype: "bf16", seed: 3, out: join(dir, "model"), shape: opts.shape });
+  opts.edit?.(made.dir);
+  const source = loadModel(made.dir);
+  t.after(() => source.close());
+  const file = join(dir, `${arch}.gguf`);
+  await exportGguf(source, file, { dtype: opts.dtype ?? "bf16" });
+  const result = await importGguf(file, join(dir, "imported"));
+  const imported = loadModel(result.dir);
+  t.after(() => imported.close());
+  return { source, imported, result, file };
+}
+
+const TEXTS = [
+  "The quick brown fox jumps over the lazy dog.",
+  "  leading spaces, trailing\n\nnewlines\t and tabs  ",
+  "Numbers 1234567 and 3.14159, prices $12.50!",
+  "Ünïcödé: naïve café — 日本語のテキスト 🙂",
+  "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n",
+  "don't won't I'll they're WE'VE",
+];
+
+test("unpermuteRotary undoes export's permuteRotary (llama.cpp's interleaved pairs → rotate-half)", () => {
+  const heads = 3;
+  const headDim = 8;
+  const cols = 5;
+  const src = Float32Array.from({ length: heads * headDim * cols }, (_, i) => i * 0.5 - 7);
+  const bytes = new Uint8Array(src.buffer.slice(0));
+  const permuted = permuteRotary(bytes, heads, headDim, headDim, cols * 4);
+  const back = unpermuteRotary(new Float32Array(permuted.buffer), heads, headDim, cols);
+  assert.deepEqual(back, src);
+  // And the permutation is not the identity: row 1 of a head is its row headDim/2 in llama.cpp's order.
+  assert.equal(new Float32Array(permuted.buffer)[1 * cols], src[(headDim / 2) * cols]);
+});
+
+for (const arch of ["llama", "qwen2", "qwen3"] as const) {
+  test(`${arch}: exported to bf16 GGUF and imported, every tensor and the decode are the same`, async (t) => {
+    const { source, imported, result } = await roundTrip(t, arch);
+    assert.equal(result.architecture, source.config.architecture);
+    assert.equal(result.dtype, "BF16");
+    assert.deepEqual(Object.keys(result.sourceTypes).sort(), ["BF16", "F32"]); // matrices, and 1-D tensors
+    const c = source.config;
+    const d = imported.config;
+    for (const k of [
+      "hidden",
+      "layers",
+      "heads",
+      "kvHeads",
+      "headDim",
+      "intermediate",
+      "vocab",
+      "normEps",
+      "tiedEmbeddings",
+    ] as const) {
+      assert.deepEqual(d[k], c[k], `config ${k}`);
+    }
+    assert.deepEqual(Array.from(d.ropeInvFreq!), Array.from(c.ropeInvFreq!));
+    // The same tensors, byte for byte (norms went to F32 in the GGUF and back to bf16 exactly).
+    const names = [...source.store.tensors.keys()].sort();
+    assert.deepEqual([...imported.store.tensors.keys()].sort(), names);
+    for (const name of names) assert.ok(bytesOf(source, name).equals(bytesOf(imported, name)), `${name} differs`);
+    // And the tokenizer and end-of-generation ids.
+    for (const text of TEXTS) {
+      assert.deepEqual(imported.tokenizer.encode(text), source.tokenizer.encode(text), JSON.stringify(text));
+    }
+    assert.deepEqual([...imported.eosIds].sort(), [...source.eosIds].sort());
+    assert.equal(imported.tokenizer.templateSource, source.tokenizer.templateSource);
+    const prompt = source.tokenizer.encode("The quick brown fox");
+    const a = await ourGreedy(source, prompt, 8);
+    const b = await ourGreedy(imported, prompt, 8);
+    assert.deepEqual(b.steps, a.steps);
+  });
+}
+
+test("llama exported to f32 GGUF imports as f32 with the bf16 values", async (t) => {
+  const { source, imported, result } = await roundTrip(t, "llama", { dtype: "f32" });
+  assert.equal(result.dtype, "F32");
+  const name = "model.layers.1.self_attn.k_proj.weight";
+  const bf16 = new Uint16Array(new Uint8Array(bytesOf(source, name)).buffer);
+  const f32 = new Uint32Array(new Uint8Array(bytesOf(imported, name)).buffer);
+  assert.equal(f32.length, bf16.length);
+  for (let i = 0; i < f32.length; i++) assert.equal(f32[i], (bf16[i] << 16) >>> 0, `value ${i}`);
+  const prompt = source.tokenizer.encode("over the lazy dog");
+  assert.deepEqual((await ourGreedy(imported, prompt, 6)).ids, (await ourGreedy(source, prompt, 6)).ids);
+});
+
+test("Llama 3's rope_freqs tensor imports as its rope_scaling", async (t) => {
+  const ropeScaling = {
+    rope_type: "llama3",
+    factor: 32,
+    low_freq_factor: 1,
+    high_freq_factor: 4,
+    original_max_position_embeddings: 8192,
+  };
+  const { source, imported } = await roundTrip(t, "llama", {
+    shape: { ropeTheta: 500000, maxPositions: 131072, ropeScaling, headDim: 64, heads: 4, kvHeads: 2, hidden: 256 },
+  });
+  const config = JSON.parse(readFileSync(join(imported.dir, "config.json"), "utf8")) as Record<string, unknown>;
+  assert.deepEqual(config.rope_scaling, ropeScaling);
+  const a = Array.from(source.config.ropeInvFreq!);
+  const b = Array.from(imported.config.ropeInvFreq!);
+  b.forEach((x, i) => assert.ok(Math.abs(x - a[i]) <= 1e-7 * a[i], `inverse frequency ${i}: ${x} vs ${a[i]}`));
+  assert.ok(
+    a.some((x, i) => x !== 500000 ** ((-2 * i) / 64)),
+    "the scaling changes some frequencies",
+  );
+});
+
+/** Rewrites a make-model tokenizer.json's pre-tokenizer into Llama 3's or Qwen2's (regex split, then bytes). */
+function usePreTokenizer(dir: string, regex: string, ignoreMerges: boolean): void {
+  const file = join(dir, "tokenizer.json");
+  const json = JSON.parse(readFileSync(file, "utf8")) as Record<string, Record<string, unknown>>;
+  json.pre_tokenizer = {
+    type: "Sequence",
+    pretokenizers: [
+      { type: "Split", pattern: { Regex: regex }, behavior: "Isolated", invert: false },
+      { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: false },
+    ],
+  };
+  json.model.ignore_merges = ignoreMerges;
+  writeFileSync(file, JSON.stringify(json));
+}
+
+const LLAMA3_REGEX =
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+const QWEN2_REGEX =
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+for (const [pre, regex, ignoreMerges] of [
+  ["llama-bpe", LLAMA3_REGEX, true],
+  ["qwen2", QWEN2_REGEX, false],
+] as const) {
+  test(`a ${pre} tokenizer imports encoding every text as tokenizer.json does, and as llama.cpp does`, async (t) => {
+    const { source, imported, file } = await roundTrip(t, "llama", {
+      edit: (dir) => usePreTokenizer(dir, regex, ignoreMerges),
+    });
+    const meta = (await readGguf(file)).metadata;
+    assert.equal(meta["tokenizer.ggml.pre"], pre);
+    const json = JSON.parse(readFileSync(join(imported.dir, "tokenizer.json"), "utf8")) as Record<
+      string,
+      Record<string, unknown>
+    >;
+    assert.equal(json.model.ignore_merges, ignoreMerges);
+    for (const text of TEXTS) {
+      const ids = source.tokenizer.encode(text, false);
+      assert.deepEqual(imported.tokenizer.encode(text, false), ids, JSON.stringify(text));
+      assert.equal(imported.tokenizer.decode(ids, false), source.tokenizer.decode(ids, false));
+    }
+    if (noLlama || !("llama" in llamaCpp)) return t.skip(String(noLlama));
+    const model = (await llamaCpp.llama.loadModel({ modelPath: file, gpuLayers: 0 })) as unknown as {
+      tokenize(text: string, special: boolean): number[];
+      dispose(): Promise<void>;
+    };
+    try {
+      for (const text of TEXTS) {
+        assert.deepEqual(
+          imported.tokenizer.encode(text, false),
+          model.tokenize(text, true),
+          `llama.cpp: ${JSON.stringify(text)}`,
+        );
+      }
+    } finally {
+      await model.dispose();
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quantized types: test/gguf/tiny-llama-quants.gguf, written by llama-quantize (tools/gguf/README.md)
+// ---------------------------------------------------------------------------------------------
+
+interface Reference {
+  type: string;
+  n: number;
+  sum: number;
+  sumsq: number;
+  samples: [number, number][];
+}
+
+test("every quantized type dequantizes to gguf-py's values", async () => {
+  const g = await readGguf(QUANTS);
+  const ref = JSON.parse(readFileSync(join(FIXTURES, "tiny-llama-quants.expected.json"), "utf8")) as Record<
+    string,
+    Reference
+  >;
+  const seen = new Set<string>();
+  const buf = readFileSync(QUANTS);
+  for (const t of g.tensors) {
+    const r = ref[t.name];
+    assert.ok(r, `${t.name} has no reference`);
+    assert.equal(ggmlTypeName(t.type), r.type, `${t.name} type`);
+    seen.add(r.type);
+    const n = t.dims.reduce((a, d) => a * d, 1);
+    assert.equal(n, r.n);
+    const values = dequantize(t.type, new Uint8Array(buf.subarray(t.offset, t.offset + t.byteLength)), n);
+    for (const [i, want] of r.samples) {
+      assert.ok(
+        Math.abs(values[i] - want) <= 1e-6 * Math.max(1, Math.abs(want)),
+        `${t.name} [${i}]: ${values[i]} vs ${want}`,
+      );
+    }
+    let sum = 0;
+    let sumsq = 0;
+    for (const v of values) {
+      sum += v;
+      sumsq += v * v;
+    }
+    assert.ok(Math.abs(sum - r.sum) <= 1e-6 * Math.max(1, r.sumsq), `${t.name} sum ${sum} vs ${r.sum}`);
+    assert.ok(Math.abs(sumsq - r.sumsq) <= 1e-6 * r.sumsq, `${t.name} sum of squares ${sumsq} vs ${r.sumsq}`);
+  }
+  const quantized = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"];
+  for (const q of quantized) assert.ok(seen.has(q), `the fixture has no ${q} tensor`);
+});
+
+test("dequantize refuses bytes that are not whole blocks of the type", () => {
+  assert.throws(() => dequantize(GgmlTypeId.Q4_K, new Uint8Array(144), 128), RangeError);
+  assert.throws(() => dequantize(GgmlTypeId.Q8_0, new Uint8Array(33), 32), RangeError);
+});
+
+test("the quantized file imports to f16 and decodes as llama.cpp decodes the file", { skip: noLlama }, async (t) => {
+  const dir = tempDir(t);
+  const result = await importGguf(QUANTS, join(dir, "imported"));
+  assert.equal(result.dtype, "F16");
+  assert.ok((result.sourceTypes.Q4_K ?? 0) > 0 && (result.sourceTypes.Q6_K ?? 0) > 0);
+  const model = loadModel(result.dir);
+  t.after(() => model.close());
+  const prompt = model.tokenizer.encode("The quick brown fox jumps over");
+  const ours = await ourGreedy(model, prompt, 8);
+  if (!("llama" in llamaCpp)) return;
+  const theirs = await llamaCppSteps(llamaCpp.llama, QUANTS, prompt, ours.ids);
+  // llama.cpp rounds activations to 8 bits for its quantized dot products; we run f16 weights on f32 activations.
+  compareSteps("tiny-llama-quants", ours.steps, theirs, 0.02);
+});
+
+// ---------------------------------------------------------------------------------------------
+// The cache, the CLI and bad files
+// ---------------------------------------------------------------------------------------------
+
+test("modelFolderFor imports a .gguf once, again after the file changes, and finds a folder's one GGUF", async (t) => {
+  const dir = tempDir(t);
+  const prev = process.env.HIRE_CACHE_DIR;
+  process.env.HIRE_CACHE_DIR = join(dir, "cache");
+  t.after(() => (prev === undefined ? delete process.env.HIRE_CACHE_DIR : (process.env.HIRE_CACHE_DIR = prev)));
+  const file = join(dir, "m", "tiny.gguf");
+  (await import("node:fs")).mkdirSync(join(dir, "m"));
+  copyFileSync(QUANTS, file);
+  const calls: number[] = [];
+  const first = await modelFolderFor(file, (_f, done, total) => calls.push(done / total));
+  assert.ok(existsSync(join(first, "config.json")) && calls.at(-1) === 1);
+  const stamp = statSync(join(first, "model.safetensors")).mtimeMs;
+  calls.length = 0;
+  assert.equal(await modelFolderFor(file, () => calls.push(1)), first);
+  assert.equal(calls.length, 0, "a second call does not import again");
+  assert.equal(statSync(join(first, "model.safetensors")).mtimeMs, stamp);
+  assert.equal(await modelFolderFor(join(dir, "m")), first, "a folder with one GGUF file names it");
+  utimesSync(file, new Date(), new Date(Date.now() + 5000));
+  const second = await modelFolderFor(file);
+  assert.notEqual(second, first);
+  copyFileSync(QUANTS, join(dir, "m", "other.gguf"));
+  await assert.rejects(
+    modelFolderFor(join(dir, "m")),
+    (e: ModelError) => e.code === "NOT_FOUND" && /other\.gguf/.test(e.message),
+  );
+  const folder = join(dir, "plain");
+  assert.equal(await modelFolderFor(folder), folder, "anything else is returned as given");
+});
+
+test("hire generate --model FILE.gguf imports it and decodes", async (t) => {
+  const dir = tempDir(t);
+  const r = hire(
+    ["generate", "--model", QUANTS, "--prompt", "The quick", "--max-tokens", "4", "--temperature", "0", "--json"],
+    undefined,
+    {
+      HIRE_CACHE_DIR: join(dir, "cache"),
+    },
+  );
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout) as { ids: number[]; finish_reason: string };
+  assert.equal(out.ids.length, 4);
+  assert.equal(out.finish_reason, "length");
+  assert.match(r.stderr, /importing tiny-llama-quants\.gguf/);
+  assert.equal(readdirSync(join(dir, "cache", "imports")).length, 1);
+});
+
+/** A GGUF of one F32 tensor and the given metadata (plus a small byte-level vocabulary unless given). */
+async function tinyGguf(file: string, meta: [string, GgufValue][]): Promise<void> {
+  const keys = new Map<string, GgufValue>([
+    ["general.architecture", kv.str("llama")],
+    ["tokenizer.ggml.model", kv.str("gpt2")],
+    ["tokenizer.ggml.pre", kv.str("gpt-2")],
+    ["tokenizer.ggml.tokens", kv.strings(["a", "b", "ab"])],
+    ["tokenizer.ggml.merges", kv.strings(["a b"])],
+    ...meta,
+  ]);
+  const w = await GgufFileWriter.open(file, keys, [{ name: "token_embd.weight", type: GgmlType.F32, dims: [4, 3] }]);
+  await w.write(new Uint8Array(48));
+  await w.close();
+}
+
+test("bad GGUF files are typed errors naming the file, and leave no folder behind", async (t) => {
+  const dir = tempDir(t);
+  const out = join(dir, "out");
+  const expectError = async (file: string, code: string, pattern: RegExp) => {
+    await assert.rejects(importGguf(file, out), (e: unknown) => {
+      assert.ok(e instanceof ModelError, String(e));
+      assert.equal(e.code, code, e.message);
+      assert.ok(e.message.startsWith(file), e.message);
+      assert.match(e.message, pattern);
+      return true;
+    });
+    assert.ok(!existsSync(out));
+    assert.deepEqual(
+      readdirSync(dir).filter((f) => f.includes(".tmp")),
+      [],
+    );
+  };
+  await expectError(join(dir, "missing.gguf"), "NOT_FOUND", /not found/);
+  const junk = join(dir, "junk.gguf");
+  writeFileSync(junk, "this is not a gguf file at all, just text");
+  await expectError(junk, "BAD_GGUF", /not a readable GGUF/);
+  const cut = join(dir, "cut.gguf");
+  copyFileSync(QUANTS, cut);
+  truncateSync(cut, statSync(QUANTS).size - 1000);
+  await expectError(cut, "TRUNCATED", /past the end/);
+
+  const mamba = join(dir, "mamba.gguf");
+  await tinyGguf(mamba, [["general.architecture", kv.str("mamba")]]);
+  await expectError(mamba, "UNSUPPORTED_ARCHITECTURE", /"mamba" cannot be imported/);
+  const spm = join(dir, "spm.gguf");
+  await tinyGguf(spm, [["tokenizer.ggml.model", kv.str("llama")]]);
+  await expectError(spm, "BAD_TOKENIZER", /SentencePiece/);
+  const tekken = join(dir, "tekken.gguf");
+  await tinyGguf(tekken, [["tokenizer.ggml.pre", kv.str("tekken")]]);
+  await expectError(tekken, "BAD_TOKENIZER", /"tekken"/);
+
+  // A type this import does not read (IQ4_XS): the tensor's type field patched in place.
+  const iq = join(dir, "iq.gguf");
+  await tinyGguf(iq, []);
+  const bytes = readFileSync(iq);
+  const at = bytes.indexOf("token_embd.weight") + "token_embd.weight".length + 4 + 2 * 8;
+  assert.equal(bytes.readUInt32LE(at), GgmlType.F32);
+  bytes.writeUInt32LE(23, at);
+  writeFileSync(iq, bytes);
+  await expectError(iq, "UNSUPPORTED_DTYPE", /IQ4_XS is not supported/);
+});
