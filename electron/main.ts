@@ -34,9 +34,12 @@ const relay = new EngineRelay(startEngine, toRenderer);
 
 async function pickFolder(): Promise<string | null> {
   if (!win) return null;
+  // macOS offers folders and .gguf files in one dialog; Windows and Linux show a folder picker, and a
+  // folder holding one GGUF file loads that file (modelFolderFor).
   const r = await dialog.showOpenDialog(win, {
-    title: "Open a Hugging Face model folder",
-    properties: ["openDirectory"],
+    title: "Open a Hugging Face model folder or a GGUF file",
+    properties: ["openDirectory", "openFile"],
+    filters: [{ name: "GGUF model", extensions: ["gguf"] }],
   });
   return r.canceled || r.filePaths.length === 0 ? null : r.filePaths[0];
 }

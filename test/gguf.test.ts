@@ -23,7 +23,6 @@ import { gguf, type GGUFParseOutput } from "@huggingface/gguf";
 import { goldenDir, hire, REPO_ROOT, tempDir } from "./helpers.js";
 import { loadModel, type LoadedModel } from "../core/loader/model-folder.js";
 import { ModelError } from "../core/loader/errors.js";
-import { Session } from "../core/engine/session.js";
 import { makeModel } from "../core/modelgen/make-model.js";
 import { bf16ToF32, f16ToF32 } from "../core/modelgen/safetensors-writer.js";
 import {

@@ -20,7 +20,7 @@ import { ConversationStore } from "../core/host/conversations.js";
 import { EngineHost, type Channel } from "../core/host/engine-host.js";
 import { defaultModelDir } from "../core/loader/default-model.js";
 import { native } from "../core/native/addon.js";
-import { tempDir, useReasoningTemplate } from "./helpers.js";
+import { REPO_ROOT, tempDir, useReasoningTemplate } from "./helpers.js";
 import { makeModel } from "../core/modelgen/make-model.js";
 
 const conversation = (id: string, text: string): Conversation => ({
@@ -469,4 +469,34 @@ test("host: the KV-cache type is chosen per load, and the estimates follow it", 
   });
   assert.ok(reply.ok, JSON.stringify(reply));
   assert.equal((reply.result as { tokens: number }).tokens, 4);
+});
+
+test("host: a GGUF file is inspected, imported once with progress, loaded, and kept as the file", async (t) => {
+  const prev = process.env.HIRE_CACHE_DIR;
+  process.env.HIRE_CACHE_DIR = join(dataDir, "cache");
+  t.after(() => (prev === undefined ? delete process.env.HIRE_CACHE_DIR : (process.env.HIRE_CACHE_DIR = prev)));
+  const file = join(REPO_ROOT, "test", "gguf", "tiny-llama-quants.gguf");
+  const est = await ask({ type: "model.inspect", path: file });
+  assert.ok(est.ok, JSON.stringify(est));
+  const e = est.result as { architecture: string; dtype: string; parameters: number; weightBytes: number };
+  assert.deepEqual([e.architecture, e.dtype], ["LlamaForCausalLM", "F16"]);
+  assert.equal(e.weightBytes, 2 * e.parameters); // as imported: f16, not the file's 1 MB
+  assert.equal(e.parameters, 1443072); // 2 layers of 256 × (256 + 128 + 128 + 256 + 3 × 512) + 2 norms, 512 × 256 twice, one norm
+  const start = events.length;
+  const loaded = await ask({ type: "model.load", path: file });
+  assert.ok(loaded.ok, JSON.stringify(loaded));
+  const imports = events.slice(start).filter((m) => m.type === "model.progress" && m.stage === "import") as {
+    done: number;
+    total: number;
+  }[];
+  assert.ok(imports.length >= 2 && imports.at(-1)!.done === imports.at(-1)!.total, "import progress reached the end");
+  assert.equal((loaded.result as { parameters: number }).parameters, e.parameters);
+  const hello = await ask({ type: "hello" });
+  assert.ok(hello.ok && (hello.result as { recentModels: string[] }).recentModels[0] === file);
+  // Loaded again from the cache: no import.
+  const again = events.length;
+  assert.ok((await ask({ type: "model.load", path: file })).ok);
+  assert.ok(!events.slice(again).some((m) => m.type === "model.progress" && m.stage === "import"));
+  const reply = await ask({ type: "generate", messages: [{ role: "user", content: "Hi" }], maxTokens: 3 });
+  assert.ok(reply.ok, JSON.stringify(reply));
 });

@@ -70,9 +70,9 @@ test("decoding past a ring's length gives, bit for bit, what a slot per position
   }
 });
 
-test("the memory estimate counts a ring for each sliding-window layer", () => {
+test("the memory estimate counts a ring for each sliding-window layer", async () => {
   const c = models.get("gemma3")!.config;
-  const est = estimateModel(join(root, "gemma3"));
+  const est = await estimateModel(join(root, "gemma3"));
   assert.equal(est.contextLength, CONTEXT);
   const perSlot = 2 * c.kvHeads * c.headDim * 4; // keys and values, f32
   // Layers 0 and 2 keep window + RING_SLACK slots; 1 and 3 a slot per position.
@@ -85,7 +85,7 @@ test("the memory estimate counts a ring for each sliding-window layer", () => {
     est.kvCacheBytes,
   );
   // An f16 cache: half of it, in Uint16Arrays.
-  assert.equal(estimateModel(join(root, "gemma3"), undefined, "f16").kvCacheBytes, est.kvCacheBytes / 2);
+  assert.equal((await estimateModel(join(root, "gemma3"), undefined, "f16")).kvCacheBytes, est.kvCacheBytes / 2);
   const half = new KVCache(b, c, CONTEXT, "f16");
   assert.ok(half.k.every((k) => k instanceof Uint16Array));
   assert.equal(

@@ -29,7 +29,7 @@ import { ModelError } from "../loader/errors.js";
 import { buildHeader, convertF32, type StDType, type TensorEntry } from "../modelgen/safetensors-writer.js";
 import { cacheDir, filesKey } from "../sparse/cache.js";
 import { GGML_BLOCKS, GgmlTypeId, dequantize, ggmlBytes, ggmlTypeName, isSupportedType } from "./quants.js";
-import { tokenizerFromGguf } from "./vocab.js";
+import { tokenizerFromGguf, type ImportedTokenizer } from "./vocab.js";
 
 /** Bumped when an import's output changes, so that cached imports are redone. */
 const IMPORT_VERSION = 1;
@@ -335,6 +335,38 @@ function importDtype(g: GgufFile): StDType {
 /** Values dequantized at a time (16 MB of float32): whole rows, so that no block is split. */
 const CHUNK_VALUES = 4 << 20;
 
+/** What an import writes: config.json, the tokenizer files, and each tensor's source and Hugging Face entry. */
+export interface GgufImportPlan {
+  architecture: string;
+  dtype: StDType;
+  config: Record<string, unknown>;
+  tokenizer: ImportedTokenizer;
+  tensors: { t: GgufTensor; entry: TensorEntry }[];
+}
+
+/** Plans the import of a read GGUF file (every check that needs no tensor data but rope_freqs). */
+export function planImport(g: GgufFile): GgufImportPlan {
+  const arch = String(g.metadata["general.architecture"]);
+  const dtype = importDtype(g);
+  const tokenizer = tokenizerFromGguf(g.metadata, g.file);
+  const config = configFromGguf(g, dtype, tokenizer.eosIds, tokenizer.bosId);
+  const tensors: GgufImportPlan["tensors"] = [];
+  for (const t of g.tensors) {
+    if (t.name === "rope_freqs.weight") {
+      const divisors = dequantize(t.type, readBytes(g.file, t.offset, t.byteLength), t.dims[0]);
+      config.rope_scaling = llama3Scaling(divisors, config.rope_theta as number, config.head_dim as number, g.file);
+      continue;
+    }
+    const name = hfTensorName(t.name);
+    if (!name) throw new ModelError("BAD_GGUF", g.file, `tensor has no counterpart in a ${ARCHS[arch].hf}`, t.name);
+    if (t.dims.length > 2) {
+      throw new ModelError("BAD_GGUF", g.file, `${t.dims.length}-D tensors are not supported here`, t.name);
+    }
+    tensors.push({ t, entry: { name, dtype, shape: [...t.dims].reverse() } });
+  }
+  return { architecture: arch, dtype, config, tokenizer, tensors };
+}
+
 /** Writes the model in `file` as a Hugging Face model folder at `outDir` (atomically: built beside it, then renamed). */
 export async function importGguf(
   file: string,
@@ -342,27 +374,10 @@ export async function importGguf(
   opts: { onProgress?: (done: number, total: number) => void } = {},
 ): Promise<GgufImportResult> {
   const g = await readGguf(file);
-  const arch = String(g.metadata["general.architecture"]);
-  const dtype = importDtype(g);
-  const tok = tokenizerFromGguf(g.metadata, file);
-  const config = configFromGguf(g, dtype, tok.eosIds, tok.bosId);
+  const { architecture: arch, dtype, config, tokenizer: tok, tensors: plan } = planImport(g);
   const heads = config.num_attention_heads as number;
   const kvHeads = config.num_key_value_heads as number;
   const headDim = config.head_dim as number;
-
-  const plan: { t: GgufTensor; entry: TensorEntry }[] = [];
-  for (const t of g.tensors) {
-    if (t.name === "rope_freqs.weight") {
-      const divisors = dequantize(t.type, readBytes(file, t.offset, t.byteLength), t.dims[0]);
-      config.rope_scaling = llama3Scaling(divisors, config.rope_theta as number, headDim, file);
-      continue;
-    }
-    const name = hfTensorName(t.name);
-    if (!name) throw new ModelError("BAD_GGUF", file, `tensor has no counterpart in a ${ARCHS[arch].hf}`, t.name);
-    if (t.dims.length > 2)
-      throw new ModelError("BAD_GGUF", file, `${t.dims.length}-D tensors are not supported here`, t.name);
-    plan.push({ t, entry: { name, dtype, shape: [...t.dims].reverse() } });
-  }
 
   const tmp = `${outDir}.${process.pid}.tmp`;
   rmSync(tmp, { recursive: true, force: true });
@@ -413,6 +428,8 @@ export async function importGguf(
             bytes += chunk.byteLength;
             done += values.length;
             opts.onProgress?.(done, total);
+            // Let the host's event loop send the progress (and answer other requests) between chunks.
+            await new Promise((r) => setImmediate(r));
           }
         }
       } finally {
@@ -445,34 +462,40 @@ export async function importGguf(
 }
 
 /**
- * The model folder a --model argument (or the app's path) means: a .gguf file is imported into the
- * cache the first time (`onImport` is told, with progress) and its folder returned; a folder with no
- * config.json but GGUF files in it names its one GGUF file (several: a ModelError listing them);
- * anything else is returned as given.
+ * The GGUF file a --model argument (or the app's path) names, if any: a .gguf file, or a folder with no
+ * config.json and one GGUF file in it (several: a ModelError listing them).
+ */
+export function ggufFileFor(arg: string): string | undefined {
+  if (existsSync(arg) && statSync(arg).isDirectory()) {
+    if (existsSync(join(arg, "config.json"))) return undefined;
+    const ggufs = readdirSync(arg).filter((f) => f.toLowerCase().endsWith(".gguf"));
+    if (ggufs.length > 1) {
+      throw new ModelError("NOT_FOUND", arg, `holds ${ggufs.length} GGUF files; pass one of them: ${ggufs.join(", ")}`);
+    }
+    return ggufs.length === 1 ? resolve(arg, ggufs[0]) : undefined;
+  }
+  if (!arg.toLowerCase().endsWith(".gguf")) return undefined;
+  const file = resolve(arg);
+  if (!existsSync(file)) throw new ModelError("NOT_FOUND", file, "GGUF file not found");
+  return file;
+}
+
+/**
+ * The model folder a --model argument (or the app's path) means: a GGUF file (`ggufFileFor`) is
+ * imported into the cache the first time (`onImport` is told, with progress) and its folder
+ * returned; anything else is returned as given.
  */
 export async function modelFolderFor(
   arg: string,
   onImport?: (file: string, done: number, total: number) => void,
 ): Promise<string> {
-  let file = arg;
-  if (existsSync(arg) && statSync(arg).isDirectory() && !existsSync(join(arg, "config.json"))) {
-    const ggufs = readdirSync(arg).filter((f) => f.toLowerCase().endsWith(".gguf"));
-    if (ggufs.length === 0) return arg;
-    if (ggufs.length > 1) {
-      throw new ModelError("NOT_FOUND", arg, `holds ${ggufs.length} GGUF files; pass one of them: ${ggufs.join(", ")}`);
-    }
-    file = join(arg, ggufs[0]);
-  }
-  if (!file.toLowerCase().endsWith(".gguf")) return arg;
-  const abs = resolve(file);
-  if (!existsSync(abs)) throw new ModelError("NOT_FOUND", abs, "GGUF file not found");
-  const dir = join(
-    cacheDir("imports"),
-    `${basename(abs).replace(/\.gguf$/i, "")}-${filesKey([abs], { IMPORT_VERSION })}`,
-  );
+  const file = ggufFileFor(arg);
+  if (!file) return arg;
+  const key = filesKey([file], { IMPORT_VERSION });
+  const dir = join(cacheDir("imports"), `${basename(file).replace(/\.gguf$/i, "")}-${key}`);
   if (existsSync(join(dir, "config.json"))) return dir;
-  onImport?.(abs, 0, 1);
-  await importGguf(abs, dir, { onProgress: (done, total) => onImport?.(abs, done, total) });
+  onImport?.(file, 0, 1);
+  await importGguf(file, dir, { onProgress: (done, total) => onImport?.(file, done, total) });
   return dir;
 }
 

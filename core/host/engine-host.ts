@@ -11,7 +11,8 @@ import type { Backend, KvDtype } from "../backend/backend.js";
 import { CudaBackend, cudaDevices } from "../backend/cuda.js";
 import { ChatTemplateError, ContextOverflowError, ModelError, UsageError } from "../loader/errors.js";
 import { defaultModelDir } from "../loader/default-model.js";
-import { modelFolderFor } from "../gguf/import.js";
+import { ggufFileFor, modelFolderFor, planImport, readGguf } from "../gguf/import.js";
+import { ARCHITECTURES } from "../arch/index.js";
 import { findModelFolder, hubCacheDir, listCachedModels, modelName } from "../loader/hf-cache.js";
 import { loadModel, readModelConfig, type LoadedModel } from "../loader/model-folder.js";
 import { readSafetensorsHeader, weightFiles, DTYPE_BYTES, type TensorInfo } from "../loader/safetensors.js";
@@ -444,8 +445,19 @@ function promptIds(
 }
 
 /** Read a folder's config and safetensors headers (no weights) to say what loading it costs. */
-export function estimateModel(path: string, contextLength?: number, kvCache?: KvDtype): ModelEstimate {
+export async function estimateModel(path: string, contextLength?: number, kvCache?: KvDtype): Promise<ModelEstimate> {
   const dir = findModelFolder(path);
+  const gguf = ggufFileFor(dir);
+  if (gguf) {
+    // What the import will hold: its config, and each tensor at the folder's dtype.
+    const plan = planImport(await readGguf(gguf));
+    const config = ARCHITECTURES[(plan.config.architectures as string[])[0]].parseConfig(plan.config, gguf);
+    const tensors = plan.tensors.map(({ entry }): TensorInfo => {
+      const byteLength = entry.shape.reduce((a, d) => a * d, 1) * DTYPE_BYTES[entry.dtype];
+      return { name: entry.name, file: gguf, dtype: entry.dtype, shape: entry.shape, offset: 0, byteLength };
+    });
+    return estimate(gguf, config, tensors, contextLength, kvCache);
+  }
   if (!existsSync(dir)) throw new ModelError("NOT_FOUND", dir, "no such folder");
   const tensors = weightFiles(dir).flatMap((f) => [...readSafetensorsHeader(f).tensors.values()]);
   return estimate(dir, readModelConfig(dir), tensors, contextLength, kvCache);

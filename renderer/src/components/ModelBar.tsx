@@ -150,7 +150,9 @@ export function ModelBar() {
         {loading ? (
           <div className="load-progress" data-testid="load-progress">
             <span>
-              Loading {loading.stage === "start" ? "" : loading.stage} {loading.path ?? ""}
+              {loading.stage === "import"
+                ? `Importing (once; dequantized into the cache) ${loading.path ?? ""}`
+                : `Loading ${loading.stage === "start" ? "" : loading.stage} ${loading.path ?? ""}`}
             </span>
             <div className="progress">
               <div className={pct === null ? "bar indeterminate" : "bar"} style={{ width: `${pct ?? 30}%` }} />
