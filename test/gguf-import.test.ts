@@ -77,8 +77,8 @@ test("unpermuteRotary undoes export's permuteRotary (llama.cpp's interleaved pai
   const src = Float32Array.from({ length: heads * headDim * cols }, (_, i) => i * 0.5 - 7);
   const bytes = new Uint8Array(src.buffer.slice(0));
   const permuted = permuteRotary(bytes, heads, headDim, headDim, cols * 4);
-  const back = unpermuteRotary(new Float32Array(permuted.buffer), heads, headDim, cols);
-  assert.deepEqual(back, src);
+  const back = unpermuteRotary(permuted, heads, headDim, cols * 4);
+  assert.deepEqual(new Float32Array(back.buffer), src);
   // And the permutation is not the identity: row 1 of a head is its row headDim/2 in llama.cpp's order.
   assert.equal(new Float32Array(permuted.buffer)[1 * cols], src[(headDim / 2) * cols]);
 });

@@ -26,9 +26,17 @@ import {
 import { basename, dirname, join, resolve } from "node:path";
 import { gguf } from "@huggingface/gguf";
 import { ModelError } from "../loader/errors.js";
-import { buildHeader, convertF32, type StDType, type TensorEntry } from "../modelgen/safetensors-writer.js";
+import { buildHeader, type StDType, type TensorEntry } from "../modelgen/safetensors-writer.js";
 import { cacheDir, filesKey } from "../sparse/cache.js";
-import { GGML_BLOCKS, GgmlTypeId, dequantize, ggmlBytes, ggmlTypeName, isSupportedType } from "./quants.js";
+import {
+  GGML_BLOCKS,
+  GgmlTypeId,
+  dequantize,
+  dequantizeTo,
+  ggmlBytes,
+  ggmlTypeName,
+  isSupportedType,
+} from "./quants.js";
 import { tokenizerFromGguf, type ImportedTokenizer } from "./vocab.js";
 
 /** Bumped when an import's output changes, so that cached imports are redone. */
@@ -307,18 +315,18 @@ export function llama3Scaling(
 
 /**
  * llama.cpp's interleaved rotary pairs → Hugging Face's rotate-half layout, on a q/k projection's
- * rows (`heads` heads of `headDim` rows, `cols` values each): within each head, output row
+ * rows (`heads` heads of `headDim` rows of `rowBytes` each): within each head, output row
  * h·(headDim/2) + j is input row 2j + h. The inverse of export.ts's `permuteRotary` (full rotary).
  */
-export function unpermuteRotary(src: Float32Array, heads: number, headDim: number, cols: number): Float32Array {
-  if (src.length !== heads * headDim * cols) throw new Error("unpermuteRotary: size mismatch");
-  const dst = new Float32Array(src.length);
+export function unpermuteRotary(src: Uint8Array, heads: number, headDim: number, rowBytes: number): Uint8Array {
+  if (src.length !== heads * headDim * rowBytes) throw new Error("unpermuteRotary: size mismatch");
+  const dst = new Uint8Array(src.length);
   const half = headDim / 2;
   for (let h = 0; h < heads; h++) {
     const base = h * headDim;
     for (let r = 0; r < headDim; r++) {
-      const from = 2 * (r % half) + Math.floor(r / half);
-      dst.set(src.subarray((base + from) * cols, (base + from + 1) * cols), (base + r) * cols);
+      const from = base + 2 * (r % half) + Math.floor(r / half);
+      dst.set(src.subarray(from * rowBytes, (from + 1) * rowBytes), (base + r) * rowBytes);
     }
   }
   return dst;
@@ -410,23 +418,17 @@ export async function importGguf(
             const n = Math.min(step, rows - r);
             const raw = new Uint8Array(n * rowBytes);
             readFully(in_, raw, t.offset + r * rowBytes, file);
-            let values = dequantize(t.type, raw, n * cols);
+            let chunk = dequantizeTo(t.type, raw, n * cols, dtype);
             if (permuted) {
               const h = t.name.includes("attn_q") ? heads : kvHeads;
               if (h * headDim !== rows) {
                 throw new ModelError("SHAPE_MISMATCH", file, `${rows} rows are not ${h} heads of ${headDim}`, t.name);
               }
-              values = unpermuteRotary(values, h, headDim, cols);
+              chunk = unpermuteRotary(chunk, h, headDim, chunk.byteLength / rows);
             }
-            const chunk = convertF32(
-              new Uint32Array(values.buffer),
-              values.length,
-              dtype,
-              new Uint16Array(values.length),
-            );
             writeAll(out, chunk);
             bytes += chunk.byteLength;
-            done += values.length;
+            done += n * cols;
             opts.onProgress?.(done, total);
             // Let the host's event loop send the progress (and answer other requests) between chunks.
             await new Promise((r) => setImmediate(r));

@@ -251,6 +251,17 @@ export interface NativeAddon {
   quantRead(path: string, rows: number, cols: number, bits: 4 | 8, groupSize: number): NativeQuant;
   /** Dequantize row r into out (cols floats): out[c] = q[r][c] · scale[r][group of c]. */
   quantRow(q: NativeQuant, r: number, out: Float32Array): void;
+  /**
+   * n values of a GGUF tensor stored as ggml type `type` (src: exactly their blocks) into out: f32
+   * (a Float32Array) or f16 / bf16 bits (a Uint16Array), as ggml dequantizes them (core/gguf/quants.ts).
+   */
+  dequantizeGguf(
+    type: number,
+    src: Uint8Array,
+    n: number,
+    out: Float32Array | Uint16Array,
+    outDtype: NativeDType,
+  ): void;
 
   /**
    * Approximate top-k by DA-top-k sharding: values[0..n) is split into `shards` contiguous shards

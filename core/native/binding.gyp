@@ -22,6 +22,7 @@
         "src/kernels_avx512.cc",
         "src/bandwidth.cc",
         "src/buffer.cc",
+        "src/gguf_dequant.cc",
         "src/sparse_ops.cc",
         "src/topk.cc",
         "src/quant_portable.cc",

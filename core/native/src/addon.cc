@@ -17,6 +17,7 @@
 #include <string>
 
 #include "buffer.h"
+#include "gguf_dequant.h"
 #include "kernels.h"
 #include "mapping.h"
 #include "napi_args.h"
@@ -590,6 +591,33 @@ Napi::Value QuantRow(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// dequantizeGguf(type, src: Uint8Array, n, out: Float32Array | Uint16Array, outDtype): n values of a
+// GGUF tensor (ggml type) into out as f32 (Float32Array) or f16 / bf16 bits (Uint16Array).
+Napi::Value DequantizeGguf(const Napi::CallbackInfo& info) {
+  Args a(info, "dequantizeGguf");
+  const int64_t type = a.integer(0, "type", 0, 255);
+  int values = 0, block_bytes = 0;
+  if (!hire::gguf_block_shape(static_cast<int>(type), values, block_bytes))
+    a.fail("ggml type " + std::to_string(type) + " is not one this addon dequantizes");
+  if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    a.fail("src must be a Uint8Array");
+  Napi::Uint8Array src = info[1].As<Napi::Uint8Array>();
+  const int64_t n = a.integer(2, "n", 0, int64_t{1} << 40);
+  const int64_t dtype = a.integer(4, "outDtype", 0, 2);
+  if (n % values != 0) a.fail("n is not a whole number of blocks");
+  if (static_cast<int64_t>(src.ByteLength()) != mul(a, n / values, block_bytes))
+    a.fail("src has " + std::to_string(src.ByteLength()) + " bytes; n values need " +
+           std::to_string((n / values) * block_bytes));
+  const napi_typedarray_type want = dtype == hire::kF32 ? napi_float32_array : napi_uint16_array;
+  if (!info[3].IsTypedArray() || info[3].As<Napi::TypedArray>().TypedArrayType() != want)
+    a.fail(dtype == hire::kF32 ? "out must be a Float32Array for f32" : "out must be a Uint16Array for f16 / bf16");
+  Napi::TypedArray out = info[3].As<Napi::TypedArray>();
+  if (static_cast<int64_t>(out.ElementLength()) < n) a.fail("out has fewer than n elements");
+  void* dst = static_cast<unsigned char*>(out.ArrayBuffer().Data()) + out.ByteOffset();
+  hire::gguf_dequantize(static_cast<int>(type), src.Data(), n, static_cast<int>(dtype), dst);
+  return info.Env().Undefined();
+}
+
 Napi::Value Topk(const Napi::CallbackInfo& info) {
   Args a(info, "topk");
   auto values = a.f32(0, "values");
@@ -863,6 +891,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Export<QuantWrite>(env, exports, "quantWrite");
   Export<QuantRead>(env, exports, "quantRead");
   Export<QuantRow>(env, exports, "quantRow");
+  Export<DequantizeGguf>(env, exports, "dequantizeGguf");
   Export<Topk>(env, exports, "topk");
   Export<HireFfn>(env, exports, "hireFfn");
   Export<HireFfnBatch>(env, exports, "hireFfnBatch");

@@ -1,0 +1,220 @@
+// GGUF tensor data (ggml's block-quantized types) to f32 / f16 / bf16, for importing llama.cpp model
+// files (core/gguf/import.ts). Each block becomes its values as ggml's dequantize_row_* computes
+// them (float32 products), then is rounded to the output dtype. Blocks are independent, so the pool
+// splits the tensor into runs of blocks. The caller (core/gguf/quants.ts) has checked that `src`
+// holds exactly n values of `type` in whole blocks and that `dst` holds n outputs.
+#include "gguf_dequant.h"
+
+#include <cstring>
+
+#include "dtype.h"
+#include "threadpool.h"
+
+namespace hire {
+namespace {
+
+enum GgmlType : int {
+  kGF32 = 0, kGF16 = 1, kQ4_0 = 2, kQ4_1 = 3, kQ5_0 = 6, kQ5_1 = 7, kQ8_0 = 8,
+  kQ2_K = 10, kQ3_K = 11, kQ4_K = 12, kQ5_K = 13, kQ6_K = 14, kGBF16 = 30,
+};
+
+inline float h2f(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return half_to_float(h);
+}
+
+inline uint16_t float_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);  // quiet NaN
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+// Q4_0 / Q4_1: d (and m), 16 bytes: value j in the low nibble of byte j, value j + 16 in its high one.
+void q4(const uint8_t* b, float* y, bool one) {
+  const float d = h2f(b);
+  const float m = one ? h2f(b + 2) : 0.0f;
+  const uint8_t* q = b + (one ? 4 : 2);
+  for (int j = 0; j < 16; ++j) {
+    const int lo = q[j] & 15, hi = q[j] >> 4;
+    y[j] = one ? lo * d + m : (lo - 8) * d;
+    y[j + 16] = one ? hi * d + m : (hi - 8) * d;
+  }
+}
+
+// Q5_0 / Q5_1: as Q4 with each value's fifth bit in a 32-bit mask (value j's is bit j).
+void q5(const uint8_t* b, float* y, bool one) {
+  const float d = h2f(b);
+  const float m = one ? h2f(b + 2) : 0.0f;
+  const uint8_t* h = b + (one ? 4 : 2);
+  uint32_t qh;
+  std::memcpy(&qh, h, 4);
+  const uint8_t* q = h + 4;
+  for (int j = 0; j < 16; ++j) {
+    const int lo = (q[j] & 15) | (((qh >> j) & 1) << 4);
+    const int hi = (q[j] >> 4) | (((qh >> (j + 16)) & 1) << 4);
+    y[j] = one ? lo * d + m : (lo - 16) * d;
+    y[j + 16] = one ? hi * d + m : (hi - 16) * d;
+  }
+}
+
+void q8_0(const uint8_t* b, float* y) {
+  const float d = h2f(b);
+  for (int j = 0; j < 32; ++j) y[j] = static_cast<int8_t>(b[2 + j]) * d;
+}
+
+// Q2_K: 16 scale/min bytes (4 bits each), 64 bytes of 2-bit values, d, dmin.
+void q2_k(const uint8_t* b, float* y) {
+  const float d = h2f(b + 80), dmin = h2f(b + 82);
+  int is = 0;
+  for (int half = 0; half < 2; ++half) {
+    const uint8_t* q = b + 16 + 32 * half;
+    for (int shift = 0; shift < 8; shift += 2) {
+      for (int part = 0; part < 2; ++part) {
+        const uint8_t sc = b[is++];
+        const float dl = d * (sc & 15), ml = dmin * (sc >> 4);
+        for (int l = 0; l < 16; ++l) *y++ = dl * ((q[16 * part + l] >> shift) & 3) - ml;
+      }
+    }
+  }
+}
+
+// Q3_K: 32 bytes of high bits, 64 bytes of 2-bit values, 12 bytes of 6-bit scales, d.
+void q3_k(const uint8_t* b, float* y) {
+  const float d = h2f(b + 108);
+  const uint8_t* s = b + 96;
+  int8_t scales[16];
+  // Low 4 bits from bytes 0-7 (low nibbles, then high), high 2 bits from bytes 8-11.
+  for (int j = 0; j < 16; ++j) {
+    const int low = j < 8 ? s[j] & 15 : s[j - 8] >> 4;
+    const int high = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
+    scales[j] = static_cast<int8_t>((low | (high << 4)) - 32);
+  }
+  int is = 0;
+  uint8_t m = 1;
+  for (int half = 0; half < 2; ++half) {
+    const uint8_t* q = b + 32 + 32 * half;
+    for (int shift = 0; shift < 8; shift += 2, m = static_cast<uint8_t>(m << 1)) {
+      for (int part = 0; part < 2; ++part) {
+        const float dl = d * scales[is++];
+        for (int l = 0; l < 16; ++l) {
+          const int i = 16 * part + l;
+          *y++ = dl * (((q[i] >> shift) & 3) - ((b[i] & m) ? 0 : 4));
+        }
+      }
+    }
+  }
+}
+
+// Q4_K / Q5_K: d, dmin, 12 bytes of 6-bit scales and mins, (Q5_K: 32 bytes of fifth bits,) 128 bytes of nibbles.
+void q45_k(const uint8_t* b, float* y, bool five) {
+  const float d = h2f(b), dmin = h2f(b + 2);
+  const uint8_t* sc = b + 4;
+  const uint8_t* qh = b + 16;
+  const uint8_t* ql = b + (five ? 48 : 16);
+  auto scale_min = [sc](int j, int& s, int& m) {
+    if (j < 4) {
+      s = sc[j] & 63;
+      m = sc[j + 4] & 63;
+    } else {
+      s = (sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4);
+      m = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+    }
+  };
+  for (int j = 0; j < 8; j += 2, ql += 32, y += 64) {
+    int s1, m1, s2, m2;
+    scale_min(j, s1, m1);
+    scale_min(j + 1, s2, m2);
+    const float d1 = d * s1, n1 = dmin * m1, d2 = d * s2, n2 = dmin * m2;
+    const uint8_t u1 = static_cast<uint8_t>(1 << j), u2 = static_cast<uint8_t>(2 << j);
+    for (int l = 0; l < 32; ++l) y[l] = d1 * ((ql[l] & 15) + (five && (qh[l] & u1) ? 16 : 0)) - n1;
+    for (int l = 0; l < 32; ++l) y[32 + l] = d2 * ((ql[l] >> 4) + (five && (qh[l] & u2) ? 16 : 0)) - n2;
+  }
+}
+
+// Q6_K: 128 bytes of low nibbles, 64 bytes of high 2-bit pairs, 16 signed scales, d.
+void q6_k(const uint8_t* b, float* y) {
+  const float d = h2f(b + 208);
+  for (int half = 0; half < 2; ++half, y += 128) {
+    const uint8_t* ql = b + 64 * half;
+    const uint8_t* qh = b + 128 + 32 * half;
+    const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192 + 8 * half);
+    for (int l = 0; l < 32; ++l) {
+      const int is = l / 16;
+      const int q1 = ((ql[l] & 15) | ((qh[l] & 3) << 4)) - 32;
+      const int q2 = ((ql[l + 32] & 15) | (((qh[l] >> 2) & 3) << 4)) - 32;
+      const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+      const int q4v = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+      y[l] = d * sc[is] * q1;
+      y[l + 32] = d * sc[is + 2] * q2;
+      y[l + 64] = d * sc[is + 4] * q3;
+      y[l + 96] = d * sc[is + 6] * q4v;
+    }
+  }
+}
+
+// One block of `type` at b → `values` floats at y.
+void block(int type, const uint8_t* b, float* y, int values) {
+  switch (type) {
+    case kGF32: std::memcpy(y, b, 4); break;
+    case kGF16: y[0] = h2f(b); break;
+    case kGBF16: { uint16_t h; std::memcpy(&h, b, 2); y[0] = bf16_to_float(h); break; }
+    case kQ4_0: q4(b, y, false); break;
+    case kQ4_1: q4(b, y, true); break;
+    case kQ5_0: q5(b, y, false); break;
+    case kQ5_1: q5(b, y, true); break;
+    case kQ8_0: q8_0(b, y); break;
+    case kQ2_K: q2_k(b, y); break;
+    case kQ3_K: q3_k(b, y); break;
+    case kQ4_K: q45_k(b, y, false); break;
+    case kQ5_K: q45_k(b, y, true); break;
+    case kQ6_K: q6_k(b, y); break;
+    default: std::memset(y, 0, sizeof(float) * values);
+  }
+}
+
+}  // namespace
+
+bool gguf_block_shape(int type, int& values, int& bytes) {
+  switch (type) {
+    case kGF32: values = 1; bytes = 4; return true;
+    case kGF16: case kGBF16: values = 1; bytes = 2; return true;
+    case kQ4_0: values = 32; bytes = 18; return true;
+    case kQ4_1: values = 32; bytes = 20; return true;
+    case kQ5_0: values = 32; bytes = 22; return true;
+    case kQ5_1: values = 32; bytes = 24; return true;
+    case kQ8_0: values = 32; bytes = 34; return true;
+    case kQ2_K: values = 256; bytes = 84; return true;
+    case kQ3_K: values = 256; bytes = 110; return true;
+    case kQ4_K: values = 256; bytes = 144; return true;
+    case kQ5_K: values = 256; bytes = 176; return true;
+    case kQ6_K: values = 256; bytes = 210; return true;
+    default: return false;
+  }
+}
+
+void gguf_dequantize(int type, const uint8_t* src, int64_t n, int out_dtype, void* dst) {
+  int values = 0, bytes = 0;
+  if (!gguf_block_shape(type, values, bytes)) return;
+  const int64_t blocks = n / values;
+  // Runs of blocks of about 64 Ki values, each through a small float buffer.
+  const int64_t per_task = (65536 + values - 1) / values;
+  const int64_t tasks = (blocks + per_task - 1) / per_task;
+  ThreadPool::instance().parallel_for(tasks, [&](int64_t task, int) {
+    float buf[256];
+    const int64_t b0 = task * per_task, b1 = b0 + per_task < blocks ? b0 + per_task : blocks;
+    for (int64_t bi = b0; bi < b1; ++bi) {
+      block(type, src + bi * bytes, buf, values);
+      const int64_t at = bi * values;
+      if (out_dtype == kF32) {
+        std::memcpy(static_cast<float*>(dst) + at, buf, sizeof(float) * values);
+      } else {
+        uint16_t* out = static_cast<uint16_t*>(dst) + at;
+        for (int i = 0; i < values; ++i) out[i] = out_dtype == kF16 ? float_to_half(buf[i]) : float_to_bf16(buf[i]);
+      }
+    }
+  });
+}
+
+}  // namespace hire
