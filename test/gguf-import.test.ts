@@ -26,6 +26,7 @@ import { exportGguf, permuteRotary } from "../core/gguf/export.js";
 import { importGguf, modelFolderFor, readGguf, unpermuteRotary } from "../core/gguf/import.js";
 import { GgmlTypeId, dequantize, ggmlTypeName } from "../core/gguf/quants.js";
 import { GgmlType, GgufFileWriter, kv, type GgufValue } from "../core/gguf/writer.js";
+import { TokenType } from "../core/gguf/vocab.js";
 import { loadLlamaCpp } from "../core/peers/llamacpp.js";
 
 const FIXTURES = join(REPO_ROOT, "test", "gguf");
@@ -215,6 +216,101 @@ for (const [pre, regex, ignoreMerges] of [
   });
 }
 
+/**
+ * A SentencePiece vocabulary of exactly `size` tokens, as llama.cpp's converter writes Llama 2's:
+ * <unk>, <s>, </s>, the 256 byte tokens, then the characters of `text`'s words ("▁" for the space
+ * before each), their two- and three-character pieces and whole words, scored in a scrambled order so
+ * that which merges apply first decides how a word splits.
+ */
+function sentencePieceVocab(size: number, text: string): { tokens: string[]; types: number[]; scores: number[] } {
+  const tokens = ["<unk>", "<s>", "</s>"];
+  const types = [TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL];
+  for (let b = 0; b < 256; b++) {
+    tokens.push(`<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`);
+    types.push(TokenType.BYTE);
+  }
+  const pieces: string[] = [];
+  const add = (p: string) => {
+    if (!pieces.includes(p) && tokens.length + pieces.length < size) pieces.push(p);
+  };
+  const words = text
+    .split(/\s+/)
+    .filter((w) => w !== "")
+    .map((w) => `▁${w}`);
+  for (const w of words) for (const c of w) add(c);
+  for (const k of [2, 3]) for (const w of words) for (let i = 0; i + k <= w.length; i++) add(w.slice(i, i + k));
+  for (const w of words) add(w);
+  for (let i = 0; tokens.length + pieces.length < size; i++) add(`▁pad${i}`);
+  const scores = [...tokens.map(() => 0), ...pieces.map((_, i) => -((i * 7919) % pieces.length))];
+  return { tokens: [...tokens, ...pieces], types: [...types, ...pieces.map(() => TokenType.NORMAL)], scores };
+}
+
+/** `src` (a GGUF file) rewritten with its tokenizer.ggml.* keys replaced by `vocab` (other keys and tensors kept). */
+async function withVocab(src: string, out: string, vocab: [string, GgufValue][]): Promise<void> {
+  const g = await readGguf(src);
+  const keys = new Map<string, GgufValue>();
+  for (const [k, v] of Object.entries(g.metadata)) {
+    if (k.startsWith("tokenizer.") || ["version", "tensor_count", "kv_count"].includes(k)) continue;
+    if (typeof v === "string") keys.set(k, kv.str(v));
+    else if (typeof v === "boolean") keys.set(k, kv.bool(v));
+    else if (typeof v === "number") keys.set(k, /epsilon|freq_base|scale/.test(k) ? kv.f32(v) : kv.u32(v));
+  }
+  for (const [k, v] of vocab) keys.set(k, v);
+  const w = await GgufFileWriter.open(
+    out,
+    keys,
+    g.tensors.map((t) => ({ name: t.name, type: t.type as unknown as GgmlType, dims: t.dims })),
+  );
+  const bytes = readFileSync(src);
+  for (const t of g.tensors) await w.write(bytes.subarray(t.offset, t.offset + t.byteLength));
+  await w.close();
+}
+
+test("a SentencePiece vocabulary imports encoding every text as llama.cpp does, and the model decodes as llama.cpp's", async (t) => {
+  const { source, file } = await roundTrip(t, "llama", { dtype: "f32" });
+  const v = sentencePieceVocab(source.config.vocab, TEXTS.join(" ") + " the quick brown fox jumps over lazy dog");
+  const spm = join(tempDir(t), "spm.gguf");
+  await withVocab(file, spm, [
+    ["tokenizer.ggml.model", kv.str("llama")],
+    ["tokenizer.ggml.tokens", kv.strings(v.tokens)],
+    ["tokenizer.ggml.scores", kv.f32s(v.scores)],
+    ["tokenizer.ggml.token_type", kv.i32s(v.types)],
+    ["tokenizer.ggml.bos_token_id", kv.u32(1)],
+    ["tokenizer.ggml.eos_token_id", kv.u32(2)],
+    ["tokenizer.ggml.unknown_token_id", kv.u32(0)],
+  ]);
+  const result = await importGguf(spm, join(tempDir(t), "imported"));
+  const model = loadModel(result.dir);
+  t.after(() => model.close());
+  assert.deepEqual([...model.eosIds], [2]);
+  // The pieces are used, not only bytes.
+  assert.ok(model.tokenizer.encode("the quick brown fox", false).length < 12);
+  assert.equal(model.tokenizer.encode("quick")[0], 1, "BOS first by default");
+  for (const text of TEXTS) {
+    const ids = model.tokenizer.encode(text, false);
+    assert.equal(model.tokenizer.decode(ids, false), text, `decode ∘ encode: ${JSON.stringify(text)}`);
+  }
+  if (!("llama" in llamaCpp)) return t.skip(String(noLlama));
+  const theirs = (await llamaCpp.llama.loadModel({ modelPath: spm, gpuLayers: 0 })) as unknown as {
+    tokenize(text: string, special: boolean): number[];
+    dispose(): Promise<void>;
+  };
+  try {
+    for (const text of TEXTS) {
+      assert.deepEqual(
+        model.tokenizer.encode(text, false),
+        theirs.tokenize(text, false),
+        `llama.cpp: ${JSON.stringify(text)}`,
+      );
+    }
+  } finally {
+    await theirs.dispose();
+  }
+  const prompt = model.tokenizer.encode("the quick brown fox");
+  const ours = await ourGreedy(model, prompt, 6);
+  compareSteps("spm", ours.steps, await llamaCppSteps(llamaCpp.llama, spm, prompt, ours.ids), 1e-3);
+});
+
 // ---------------------------------------------------------------------------------------------
 // Quantized types: test/gguf/tiny-llama-quants.gguf, written by llama-quantize (tools/gguf/README.md)
 // ---------------------------------------------------------------------------------------------
@@ -378,7 +474,10 @@ test("bad GGUF files are typed errors naming the file, and leave no folder behin
   await expectError(mamba, "UNSUPPORTED_ARCHITECTURE", /"mamba" cannot be imported/);
   const spm = join(dir, "spm.gguf");
   await tinyGguf(spm, [["tokenizer.ggml.model", kv.str("llama")]]);
-  await expectError(spm, "BAD_TOKENIZER", /SentencePiece/);
+  await expectError(spm, "BAD_TOKENIZER", /scores is missing/);
+  const wordpiece = join(dir, "bert.gguf");
+  await tinyGguf(wordpiece, [["tokenizer.ggml.model", kv.str("bert")]]);
+  await expectError(wordpiece, "BAD_TOKENIZER", /"bert"/);
   const tekken = join(dir, "tekken.gguf");
   await tinyGguf(tekken, [["tokenizer.ggml.pre", kv.str("tekken")]]);
   await expectError(tekken, "BAD_TOKENIZER", /"tekken"/);

@@ -216,78 +216,68 @@ export interface ImportedTokenizer {
 }
 
 /**
- * A byte-level BPE vocabulary ("gpt2", what llama.cpp's converter writes for Llama 3, Qwen, SmolLM,
- * ...) as the Hugging Face tokenizer it came from: the tokens of type NORMAL and BYTE as the BPE
- * vocabulary, CONTROL tokens as special added tokens and USER_DEFINED ones as non-special added
- * tokens, UNUSED ids (padding rows) left out; the merges; the pre-tokenizer named by
- * tokenizer.ggml.pre; BOS added by a TemplateProcessing post-processor when add_bos_token is set
- * (llama.cpp's default for the Llama 3 pre-tokenizer). SentencePiece vocabularies ("llama") and
- * others are a ModelError (BAD_TOKENIZER) naming what the file has.
+ * A GGUF vocabulary as the Hugging Face tokenizer it came from (what transformers' converters write):
+ *   - "gpt2", byte-level BPE (Llama 3, Qwen, SmolLM, ...): the tokens of type NORMAL and BYTE as the BPE
+ *     vocabulary, the merges, the pre-tokenizer named by tokenizer.ggml.pre;
+ *   - "llama", SentencePiece BPE (Llama 2, Mistral 7B, TinyLlama, ...): every token in the vocabulary,
+ *     merges rebuilt from the scores as transformers' SentencePieceExtractor does (each piece's splits
+ *     into two pieces, ranked by the piece's score), spaces as "▁" with one prepended to each text
+ *     (add_space_prefix) and bytes of unknown characters as <0xXX> tokens, as llama.cpp tokenizes.
+ * In both, CONTROL (and UNKNOWN) tokens are special added tokens, USER_DEFINED ones non-special added
+ * tokens, UNUSED ids (padding rows) are left out, and BOS is added by a TemplateProcessing
+ * post-processor when add_bos_token is set (llama.cpp's default: SentencePiece and the Llama 3
+ * pre-tokenizer). Other vocabularies are a ModelError (BAD_TOKENIZER) naming what the file has.
  */
 export function tokenizerFromGguf(meta: Record<string, unknown>, file: string): ImportedTokenizer {
   const bad = (detail: string) => new ModelError("BAD_TOKENIZER", file, detail);
   const model = meta["tokenizer.ggml.model"];
-  if (model !== "gpt2") {
+  if (model !== "gpt2" && model !== "llama") {
     throw bad(
       `tokenizer.ggml.model is ${JSON.stringify(model)}; importing GGUF supports byte-level BPE ("gpt2": Llama 3, ` +
-        `Qwen, SmolLM, ...), not SentencePiece ("llama": Llama 2, Mistral 7B, Gemma) or others yet`,
+        `Qwen, SmolLM, ...) and SentencePiece BPE ("llama": Llama 2, Mistral 7B, ...)`,
     );
   }
   const tokens = meta["tokenizer.ggml.tokens"];
   if (!Array.isArray(tokens) || tokens.length === 0 || !tokens.every((t) => typeof t === "string")) {
     throw bad("tokenizer.ggml.tokens is not a list of strings");
   }
-  const n = tokens.length;
+  const texts = tokens as string[];
+  const n = texts.length;
   const rawTypes = meta["tokenizer.ggml.token_type"];
   const types: number[] = Array.isArray(rawTypes) ? rawTypes.map(Number) : new Array<number>(n).fill(TokenType.NORMAL);
   if (types.length !== n) throw bad(`tokenizer.ggml.token_type has ${types.length} entries for ${n} tokens`);
-  const rawMerges = meta["tokenizer.ggml.merges"];
-  if (!Array.isArray(rawMerges)) throw bad("tokenizer.ggml.merges is missing (a BPE vocabulary needs its merges)");
-  const merges = rawMerges.map((m, i) => {
-    const parts = typeof m === "string" ? m.split(" ") : [];
-    if (parts.length !== 2 || parts[0] === "" || parts[1] === "") throw bad(`merge ${i} is not "left right"`);
-    return parts;
-  });
-  const pre = typeof meta["tokenizer.ggml.pre"] === "string" ? (meta["tokenizer.ggml.pre"] as string) : "default";
-  const split = PRE_TOKENIZER_JSON.find((p) => p.names.includes(pre));
-  if (!split) {
-    throw bad(
-      `tokenizer.ggml.pre "${pre}" names a pre-tokenizer this import does not know ` +
-        `(known: ${PRE_TOKENIZER_JSON.flatMap((p) => p.names).join(", ")})`,
-    );
-  }
   const id = (key: string): number | undefined => {
     const v = meta[`tokenizer.ggml.${key}`];
     const x = typeof v === "bigint" ? Number(v) : v;
     return Number.isSafeInteger(x) && (x as number) >= 0 && (x as number) < n ? (x as number) : undefined;
   };
+  const spm = model === "llama";
+  const bpe = spm
+    ? sentencePieceModel(meta, texts, types, id("unknown_token_id"), bad)
+    : byteLevelModel(meta, texts, types, bad);
 
-  const vocab: Record<string, number> = {};
   const added: Record<string, unknown>[] = [];
   for (let i = 0; i < n; i++) {
-    const text = tokens[i] as string;
     const type = types[i];
-    if (type === TokenType.CONTROL || type === TokenType.USER_DEFINED) {
-      const special = type === TokenType.CONTROL;
+    if (type === TokenType.CONTROL || type === TokenType.USER_DEFINED || (spm && type === TokenType.UNKNOWN)) {
+      const special = type !== TokenType.USER_DEFINED;
       added.push({
         id: i,
-        content: text,
+        content: texts[i],
         single_word: false,
         lstrip: false,
         rstrip: false,
         normalized: !special,
         special,
       });
-    } else if (type !== TokenType.UNUSED && !(text in vocab)) {
-      vocab[text] = i;
     }
   }
 
   const bosId = id("bos_token_id");
   const eosId = id("eos_token_id");
   const addBosMeta = meta["tokenizer.ggml.add_bos_token"];
-  const addBos = bosId !== undefined && (typeof addBosMeta === "boolean" ? addBosMeta : split.ignoreMerges);
-  const bos = bosId === undefined ? undefined : (tokens[bosId] as string);
+  const addBos = bosId !== undefined && (typeof addBosMeta === "boolean" ? addBosMeta : bpe.addsBosByDefault);
+  const bos = bosId === undefined ? undefined : texts[bosId];
   const postProcessor = addBos
     ? {
         type: "TemplateProcessing",
@@ -306,10 +296,71 @@ export function tokenizerFromGguf(meta: Record<string, unknown>, file: string): 
     truncation: null,
     padding: null,
     added_tokens: added,
-    normalizer: null,
-    pre_tokenizer: split.pre,
+    normalizer: bpe.normalizer,
+    pre_tokenizer: bpe.preTokenizer,
     post_processor: postProcessor,
-    decoder: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true },
+    decoder: bpe.decoder,
+    model: bpe.model,
+  };
+  const text = (i: number | undefined) => (i === undefined ? undefined : texts[i]);
+  const config: Record<string, unknown> = {
+    tokenizer_class: spm ? "LlamaTokenizerFast" : "PreTrainedTokenizerFast",
+    add_bos_token: addBos,
+    add_eos_token: meta["tokenizer.ggml.add_eos_token"] === true,
+    bos_token: text(bosId) ?? null,
+    eos_token: text(eosId) ?? null,
+    pad_token: text(id("padding_token_id")) ?? null,
+    unk_token: text(id("unknown_token_id")) ?? null,
+    model_max_length: 1e30,
+    clean_up_tokenization_spaces: false,
+    ...(spm && { legacy: true }),
+  };
+  const template = meta["tokenizer.chat_template"];
+  if (typeof template === "string") config.chat_template = template;
+  // End of generation as llama.cpp decides it: eos, eot, eom, and the usual end-of-turn tokens by text.
+  const ends = texts.flatMap((t, i) => (END_OF_TURN.has(t) ? [i] : []));
+  const eosIds = [...new Set([eosId, id("eot_token_id"), id("eom_token_id"), ...ends].filter((x) => x !== undefined))];
+  return { tokenizer, config, bosId, eosIds };
+}
+
+/** The parts of a tokenizer.json that differ between vocabulary kinds. */
+interface BpeParts {
+  model: Record<string, unknown>;
+  normalizer: unknown;
+  preTokenizer: unknown;
+  decoder: unknown;
+  /** llama.cpp's add_bos when the file does not say. */
+  addsBosByDefault: boolean;
+}
+
+function byteLevelModel(
+  meta: Record<string, unknown>,
+  texts: string[],
+  types: number[],
+  bad: (detail: string) => ModelError,
+): BpeParts {
+  const rawMerges = meta["tokenizer.ggml.merges"];
+  if (!Array.isArray(rawMerges)) throw bad("tokenizer.ggml.merges is missing (a BPE vocabulary needs its merges)");
+  const merges = rawMerges.map((m, i) => {
+    const parts = typeof m === "string" ? m.split(" ") : [];
+    if (parts.length !== 2 || parts[0] === "" || parts[1] === "") throw bad(`merge ${i} is not "left right"`);
+    return parts;
+  });
+  const pre = typeof meta["tokenizer.ggml.pre"] === "string" ? (meta["tokenizer.ggml.pre"] as string) : "default";
+  const split = PRE_TOKENIZER_JSON.find((p) => p.names.includes(pre));
+  if (!split) {
+    throw bad(
+      `tokenizer.ggml.pre "${pre}" names a pre-tokenizer this import does not know ` +
+        `(known: ${PRE_TOKENIZER_JSON.flatMap((p) => p.names).join(", ")})`,
+    );
+  }
+  const vocab: Record<string, number> = {};
+  texts.forEach((t, i) => {
+    const type = types[i];
+    const added = type === TokenType.CONTROL || type === TokenType.USER_DEFINED;
+    if (!added && type !== TokenType.UNUSED && !(t in vocab)) vocab[t] = i;
+  });
+  return {
     model: {
       type: "BPE",
       dropout: null,
@@ -322,23 +373,72 @@ export function tokenizerFromGguf(meta: Record<string, unknown>, file: string): 
       vocab,
       merges,
     },
+    normalizer: null,
+    preTokenizer: split.pre,
+    decoder: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true },
+    addsBosByDefault: split.ignoreMerges, // the Llama 3 family
   };
-  const text = (i: number | undefined) => (i === undefined ? undefined : (tokens[i] as string));
-  const config: Record<string, unknown> = {
-    tokenizer_class: "PreTrainedTokenizerFast",
-    add_bos_token: addBos,
-    add_eos_token: meta["tokenizer.ggml.add_eos_token"] === true,
-    bos_token: text(bosId) ?? null,
-    eos_token: text(eosId) ?? null,
-    pad_token: text(id("padding_token_id")) ?? null,
-    unk_token: text(id("unknown_token_id")) ?? null,
-    model_max_length: 1e30,
-    clean_up_tokenization_spaces: false,
+}
+
+function sentencePieceModel(
+  meta: Record<string, unknown>,
+  texts: string[],
+  types: number[],
+  unkId: number | undefined,
+  bad: (detail: string) => ModelError,
+): BpeParts {
+  const rawScores = meta["tokenizer.ggml.scores"];
+  if (!Array.isArray(rawScores) || rawScores.length !== texts.length) {
+    throw bad("tokenizer.ggml.scores is missing or not one score per token (SentencePiece ranks its pieces by them)");
+  }
+  const scores = rawScores.map(Number);
+  const vocab: Record<string, number> = {};
+  texts.forEach((t, i) => {
+    if (types[i] !== TokenType.UNUSED && !(t in vocab)) vocab[t] = i;
+  });
+  // transformers' SentencePieceExtractor: every way to split a piece into two pieces is a merge,
+  // ranked by the whole piece's score (highest first), ties by the halves' ids.
+  const merges: { left: string; right: string; score: number; l: number; r: number }[] = [];
+  texts.forEach((piece, i) => {
+    if (types[i] !== TokenType.NORMAL && types[i] !== TokenType.USER_DEFINED) return;
+    const chars = Array.from(piece);
+    for (let k = 1; k < chars.length; k++) {
+      const left = chars.slice(0, k).join("");
+      const right = chars.slice(k).join("");
+      const l = vocab[left];
+      const r = vocab[right];
+      if (l !== undefined && r !== undefined) merges.push({ left, right, score: scores[i], l, r });
+    }
+  });
+  merges.sort((a, b) => b.score - a.score || a.l - b.l || a.r - b.r);
+  const spacePrefix = meta["tokenizer.ggml.add_space_prefix"] !== false;
+  const replaceSpace = { type: "Replace", pattern: { String: " " }, content: "▁" };
+  return {
+    model: {
+      type: "BPE",
+      dropout: null,
+      unk_token: unkId === undefined ? null : texts[unkId],
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: true,
+      byte_fallback: true,
+      ignore_merges: false,
+      vocab,
+      merges: merges.map((m) => [m.left, m.right]),
+    },
+    normalizer: spacePrefix
+      ? { type: "Sequence", normalizers: [{ type: "Prepend", prepend: "▁" }, replaceSpace] }
+      : replaceSpace,
+    preTokenizer: null,
+    decoder: {
+      type: "Sequence",
+      decoders: [
+        { type: "Replace", pattern: { String: "▁" }, content: " " },
+        { type: "ByteFallback" },
+        { type: "Fuse" },
+        ...(spacePrefix ? [{ type: "Strip", content: " ", start: 1, stop: 0 }] : []),
+      ],
+    },
+    addsBosByDefault: true,
   };
-  const template = meta["tokenizer.chat_template"];
-  if (typeof template === "string") config.chat_template = template;
-  // End of generation as llama.cpp decides it: eos, eot, eom, and the usual end-of-turn tokens by text.
-  const ends = tokens.flatMap((text, i) => (END_OF_TURN.has(text as string) ? [i] : []));
-  const eosIds = [...new Set([eosId, id("eot_token_id"), id("eom_token_id"), ...ends].filter((x) => x !== undefined))];
-  return { tokenizer, config, bosId, eosIds };
 }
