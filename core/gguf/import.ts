@@ -26,7 +26,7 @@ import {
 import { basename, dirname, join, resolve } from "node:path";
 import { gguf } from "@huggingface/gguf";
 import { ModelError } from "../loader/errors.js";
-import { buildHeader, type StDType, type TensorEntry } from "../modelgen/safetensors-writer.js";
+import { buildHeader, convertF32, type StDType, type TensorEntry } from "../modelgen/safetensors-writer.js";
 import { cacheDir, filesKey } from "../sparse/cache.js";
 import {
   GGML_BLOCKS,
@@ -71,18 +71,126 @@ export interface GgufImportResult {
   bytes: number;
 }
 
+/** Reads a file's `${arch}.*` metadata and asks about its tensors. */
+interface Meta {
+  num(key: string, fallback?: number): number;
+  str(key: string): string | undefined;
+  has(tensor: string): boolean;
+}
+
 interface ArchImport {
   hf: string;
   modelType: string;
   /** q/k rows stored in llama.cpp's interleaved rotary order (the converter's `permute`). */
-  permutedQK: boolean;
+  permutedQK?: boolean;
+  /** Norm weights stored as 1 + w (Gemma's converter adds the 1 its RMSNorm applies): 1 is taken off. */
+  normsPlusOne?: boolean;
+  /** blk.N.<name> → module, where this architecture's names differ from LAYER_TENSORS. */
+  layers?: Record<string, string>;
+  /** The rotary step may cover part of each head (partial_rotary_factor). */
+  partialRotary?: boolean;
+  /** config.json keys of this architecture. */
+  config?: (m: Meta) => Record<string, unknown>;
 }
+
+/** A mixture's config keys, as transformers names them for Qwen and OLMoE. */
+const qwenMoe = (normTopk: boolean) => (m: Meta) => ({
+  num_experts: m.num("expert_count"),
+  num_experts_per_tok: m.num("expert_used_count"),
+  moe_intermediate_size: m.num("expert_feed_forward_length", m.num("feed_forward_length")),
+  norm_topk_prob: normTopk, // llama.cpp's qwen3moe renormalizes the chosen experts' weights, its qwen2moe does not
+  decoder_sparse_step: 1,
+  mlp_only_layers: [],
+  ...(m.has("blk.0.ffn_gate_inp_shexp.weight") || m.has("blk.0.ffn_up_shexp.weight")
+    ? { shared_expert_intermediate_size: m.num("expert_shared_feed_forward_length") }
+    : {}),
+});
+
+/** Gemma 2 and 3's config: the windows, caps and attention scale llama.cpp fixes for them. */
+const gemma = (version: 2 | 3) => (m: Meta) => {
+  const layers = m.num("block_count");
+  const hidden = m.num("embedding_length");
+  const heads = m.num("attention.head_count");
+  const headDim = m.num("attention.key_length", hidden / heads);
+  // llama.cpp scales attention by 1/sqrt(head_dim), and the 27B models (46 / 62 layers) by 1/sqrt(hidden / heads).
+  const is27b = layers === (version === 2 ? 46 : 62);
+  const every = version === 2 ? 2 : 6;
+  return {
+    hidden_activation: "gelu_pytorch_tanh",
+    query_pre_attn_scalar: is27b ? hidden / heads : headDim,
+    sliding_window: m.num("attention.sliding_window"),
+    layer_types: Array.from({ length: layers }, (_, i) =>
+      (i + 1) % every !== 0 ? "sliding_attention" : "full_attention",
+    ),
+    attn_logit_softcapping: version === 2 ? m.num("attn_logit_softcapping", 50) : null,
+    final_logit_softcapping: version === 2 ? m.num("final_logit_softcapping", 30) : null,
+    ...(version === 3 && { rope_local_base_freq: 10000 }),
+  };
+};
+
+const GEMMA_LAYERS = {
+  post_attention_norm: "post_attention_layernorm",
+  ffn_norm: "pre_feedforward_layernorm",
+  post_ffw_norm: "post_feedforward_layernorm",
+};
 
 const ARCHS: Record<string, ArchImport> = {
   llama: { hf: "LlamaForCausalLM", modelType: "llama", permutedQK: true },
-  qwen2: { hf: "Qwen2ForCausalLM", modelType: "qwen2", permutedQK: false },
-  qwen3: { hf: "Qwen3ForCausalLM", modelType: "qwen3", permutedQK: false },
+  qwen2: { hf: "Qwen2ForCausalLM", modelType: "qwen2" },
+  qwen3: { hf: "Qwen3ForCausalLM", modelType: "qwen3" },
+  gemma2: { hf: "Gemma2ForCausalLM", modelType: "gemma2", normsPlusOne: true, layers: GEMMA_LAYERS, config: gemma(2) },
+  gemma3: {
+    hf: "Gemma3ForCausalLM",
+    modelType: "gemma3_text",
+    normsPlusOne: true,
+    layers: GEMMA_LAYERS,
+    config: gemma(3),
+  },
+  phi3: {
+    hf: "Phi3ForCausalLM",
+    modelType: "phi3",
+    partialRotary: true,
+    layers: { attn_qkv: "self_attn.qkv_proj", ffn_up: "mlp.gate_up_proj" },
+    config: (m) => ({
+      original_max_position_embeddings: m.num("rope.scaling.original_context_length", m.num("context_length")),
+      sliding_window: m.num("attention.sliding_window", 0) || null,
+    }),
+  },
+  qwen2moe: { hf: "Qwen2MoeForCausalLM", modelType: "qwen2_moe", config: qwenMoe(false) },
+  qwen3moe: { hf: "Qwen3MoeForCausalLM", modelType: "qwen3_moe", config: qwenMoe(true) },
+  olmoe: {
+    hf: "OlmoeForCausalLM",
+    modelType: "olmoe",
+    config: (m) => ({
+      num_experts: m.num("expert_count"),
+      num_experts_per_tok: m.num("expert_used_count"),
+      norm_topk_prob: false,
+    }),
+  },
 };
+
+/** llama with experts in its FFNs (ffn_gate_exps): Mixtral. */
+const MIXTRAL: ArchImport = {
+  hf: "MixtralForCausalLM",
+  modelType: "mixtral",
+  permutedQK: true,
+  layers: { ffn_gate_inp: "block_sparse_moe.gate" },
+  config: (m) => ({ num_local_experts: m.num("expert_count"), num_experts_per_tok: m.num("expert_used_count") }),
+};
+
+/** The architecture a file's general.architecture (and tensors) name, or a ModelError. */
+function archOf(g: GgufFile): { name: string; a: ArchImport } {
+  const name = String(g.metadata["general.architecture"]);
+  const a = name === "llama" && g.tensors.some((t) => t.name.endsWith(".ffn_gate_exps.weight")) ? MIXTRAL : ARCHS[name];
+  if (!a) {
+    throw new ModelError(
+      "UNSUPPORTED_ARCHITECTURE",
+      g.file,
+      `general.architecture "${name}" cannot be imported (supported: ${Object.keys(ARCHS).join(", ")})`,
+    );
+  }
+  return { name, a };
+}
 
 const GLOBAL_TENSORS: Record<string, string> = {
   "token_embd.weight": "model.embed_tokens.weight",
@@ -103,13 +211,25 @@ const LAYER_TENSORS: Record<string, string> = {
   ffn_gate: "mlp.gate_proj",
   ffn_up: "mlp.up_proj",
   ffn_down: "mlp.down_proj",
+  ffn_gate_inp: "mlp.gate",
+  ffn_gate_shexp: "mlp.shared_expert.gate_proj",
+  ffn_up_shexp: "mlp.shared_expert.up_proj",
+  ffn_down_shexp: "mlp.shared_expert.down_proj",
+  ffn_gate_inp_shexp: "mlp.shared_expert_gate",
 };
 
-/** The Hugging Face name of a GGUF tensor, or undefined when it has none. */
-export function hfTensorName(name: string): string | undefined {
+/** A mixture's experts stacked [experts, rows, cols]: each expert's module under its number. */
+const EXPERT_TENSORS: Record<string, { qwen: string; mixtral: string }> = {
+  ffn_gate_exps: { qwen: "mlp.experts.{e}.gate_proj", mixtral: "block_sparse_moe.experts.{e}.w1" },
+  ffn_up_exps: { qwen: "mlp.experts.{e}.up_proj", mixtral: "block_sparse_moe.experts.{e}.w3" },
+  ffn_down_exps: { qwen: "mlp.experts.{e}.down_proj", mixtral: "block_sparse_moe.experts.{e}.w2" },
+};
+
+/** The Hugging Face name of a GGUF tensor in architecture `a`, or undefined when it has none. */
+export function hfTensorName(name: string, a: ArchImport = ARCHS.llama): string | undefined {
   if (name in GLOBAL_TENSORS) return GLOBAL_TENSORS[name];
   const m = /^blk\.(\d+)\.(\w+)\.(weight|bias)$/.exec(name);
-  const module = m ? LAYER_TENSORS[m[2]] : undefined;
+  const module = m ? (a.layers?.[m[2]] ?? LAYER_TENSORS[m[2]]) : undefined;
   return m && module ? `model.layers.${m[1]}.${module}.${m[3]}` : undefined;
 }
 
@@ -203,65 +323,60 @@ export function configFromGguf(
   eosIds: number[],
   bosId: number | undefined,
 ): Record<string, unknown> {
-  const arch = String(g.metadata["general.architecture"]);
-  const a = ARCHS[arch];
-  if (!a) {
-    throw new ModelError(
-      "UNSUPPORTED_ARCHITECTURE",
-      g.file,
-      `general.architecture "${arch}" cannot be imported (supported: ${Object.keys(ARCHS).join(", ")})`,
-    );
-  }
+  const { name: arch, a } = archOf(g);
   const key = (k: string) => `${arch}.${k}`;
-  const hidden = metaNumber(g, key("embedding_length"));
-  const heads = metaNumber(g, key("attention.head_count"));
-  const headDim = metaNumber(g, key("attention.key_length"), hidden / heads);
-  if (metaNumber(g, key("attention.value_length"), headDim) !== headDim) {
+  const meta: Meta = {
+    num: (k, fallback) => metaNumber(g, key(k), fallback),
+    str: (k) => (typeof g.metadata[key(k)] === "string" ? (g.metadata[key(k)] as string) : undefined),
+    has: (tensor) => g.tensors.some((t) => t.name === tensor),
+  };
+  const hidden = meta.num("embedding_length");
+  const heads = meta.num("attention.head_count");
+  const headDim = meta.num("attention.key_length", hidden / heads);
+  if (meta.num("attention.value_length", headDim) !== headDim) {
     throw new ModelError("BAD_GGUF", g.file, `${key("attention.value_length")} differs from the key length`);
   }
-  const rotDim = metaNumber(g, key("rope.dimension_count"), headDim);
-  if (rotDim !== headDim) {
+  const rotDim = meta.num("rope.dimension_count", headDim);
+  if (rotDim !== headDim && !a.partialRotary) {
     throw new ModelError(
       "BAD_GGUF",
       g.file,
       `a rotary step over ${rotDim} of ${headDim} dims per head is not supported for ${arch}`,
     );
   }
-  const has = (name: string) => g.tensors.some((t) => t.name === name);
   const embed = g.tensors.find((t) => t.name === "token_embd.weight");
   if (!embed) throw new ModelError("MISSING_TENSOR", g.file, "the file has no token embeddings", "token_embd.weight");
-  const theta = metaNumber(g, key("rope.freq_base"), 10000);
   const config: Record<string, unknown> = {
     architectures: [a.hf],
     model_type: a.modelType,
     hidden_size: hidden,
-    intermediate_size: metaNumber(g, key("feed_forward_length")),
-    num_hidden_layers: metaNumber(g, key("block_count")),
+    intermediate_size: meta.num("feed_forward_length"),
+    num_hidden_layers: meta.num("block_count"),
     num_attention_heads: heads,
-    num_key_value_heads: metaNumber(g, key("attention.head_count_kv"), heads),
+    num_key_value_heads: meta.num("attention.head_count_kv", heads),
     head_dim: headDim,
     hidden_act: "silu",
-    rms_norm_eps: metaNumber(g, key("attention.layer_norm_rms_epsilon"), 1e-6),
-    rope_theta: theta,
-    max_position_embeddings: metaNumber(g, key("context_length")),
+    rms_norm_eps: meta.num("attention.layer_norm_rms_epsilon", 1e-6),
+    rope_theta: meta.num("rope.freq_base", 10000),
+    max_position_embeddings: meta.num("context_length"),
     vocab_size: embed.dims[1],
-    tie_word_embeddings: !has("output.weight"),
+    tie_word_embeddings: !meta.has("output.weight"),
     torch_dtype: { F32: "float32", F16: "float16", BF16: "bfloat16" }[dtype],
+    ...(rotDim !== headDim && { partial_rotary_factor: rotDim / headDim }),
     ...(bosId !== undefined && { bos_token_id: bosId }),
     ...(eosIds.length > 0 && { eos_token_id: eosIds.length === 1 ? eosIds[0] : eosIds }),
+    ...a.config?.(meta),
   };
-  if (arch === "llama" && has("blk.0.attn_q.bias")) config.attention_bias = true;
-  const scaling = g.metadata[key("rope.scaling.type")];
+  if (arch === "llama" && meta.has("blk.0.attn_q.bias")) config.attention_bias = true;
+  const scaling = meta.str("rope.scaling.type");
   if (scaling === "linear" || scaling === "yarn") {
     config.rope_scaling = {
       rope_type: scaling,
-      factor: metaNumber(g, key("rope.scaling.factor")),
-      ...(scaling === "yarn" && {
-        original_max_position_embeddings: metaNumber(g, key("rope.scaling.original_context_length")),
-      }),
+      factor: meta.num("rope.scaling.factor"),
+      ...(scaling === "yarn" && { original_max_position_embeddings: meta.num("rope.scaling.original_context_length") }),
     };
   } else if (scaling !== undefined && scaling !== "none") {
-    throw new ModelError("BAD_GGUF", g.file, `rope scaling "${String(scaling)}" is not supported (linear, yarn are)`);
+    throw new ModelError("BAD_GGUF", g.file, `rope scaling "${scaling}" is not supported (linear, yarn are)`);
   }
   return config;
 }
@@ -343,36 +458,76 @@ function importDtype(g: GgufFile): StDType {
 /** Values dequantized at a time (16 MB of float32): whole rows, so that no block is split. */
 const CHUNK_VALUES = 4 << 20;
 
+/** How a tensor's values change on the way in. */
+type Transform = "copy" | "unpermute" | "minusOne";
+
+/** One tensor of the folder: where its bytes lie in the GGUF file, and what it is called and becomes. */
+export interface PlannedTensor {
+  t: GgufTensor;
+  entry: TensorEntry;
+  transform: Transform;
+}
+
 /** What an import writes: config.json, the tokenizer files, and each tensor's source and Hugging Face entry. */
 export interface GgufImportPlan {
   architecture: string;
+  hfArchitecture: string;
   dtype: StDType;
   config: Record<string, unknown>;
   tokenizer: ImportedTokenizer;
-  tensors: { t: GgufTensor; entry: TensorEntry }[];
+  tensors: PlannedTensor[];
 }
 
 /** Plans the import of a read GGUF file (every check that needs no tensor data but rope_freqs). */
 export function planImport(g: GgufFile): GgufImportPlan {
-  const arch = String(g.metadata["general.architecture"]);
+  const { name: arch, a } = archOf(g);
   const dtype = importDtype(g);
   const tokenizer = tokenizerFromGguf(g.metadata, g.file);
   const config = configFromGguf(g, dtype, tokenizer.eosIds, tokenizer.bosId);
-  const tensors: GgufImportPlan["tensors"] = [];
+  const tensors: PlannedTensor[] = [];
+  const plain = (t: GgufTensor, name: string, transform: Transform = "copy") =>
+    tensors.push({ t, entry: { name, dtype, shape: [...t.dims].reverse() }, transform });
   for (const t of g.tensors) {
     if (t.name === "rope_freqs.weight") {
       const divisors = dequantize(t.type, readBytes(g.file, t.offset, t.byteLength), t.dims[0]);
       config.rope_scaling = llama3Scaling(divisors, config.rope_theta as number, config.head_dim as number, g.file);
       continue;
     }
-    const name = hfTensorName(t.name);
-    if (!name) throw new ModelError("BAD_GGUF", g.file, `tensor has no counterpart in a ${ARCHS[arch].hf}`, t.name);
+    const stacked = /^blk\.(\d+)\.(ffn_(?:gate|up|down)_exps)\.weight$/.exec(t.name);
+    if (stacked && t.dims.length === 3) {
+      // Expert e's matrix is the e-th [rows, cols] slice, back to back in the file.
+      const [cols, rows, experts] = t.dims;
+      const bytes = t.byteLength / experts;
+      const module = EXPERT_TENSORS[stacked[2]][a === MIXTRAL ? "mixtral" : "qwen"];
+      for (let e = 0; e < experts; e++) {
+        const slice = {
+          ...t,
+          name: `${t.name}[${e}]`,
+          dims: [cols, rows],
+          offset: t.offset + e * bytes,
+          byteLength: bytes,
+        };
+        plain(slice, `model.layers.${stacked[1]}.${module.replace("{e}", String(e))}.weight`);
+      }
+      continue;
+    }
+    const name = hfTensorName(t.name, a);
+    if (!name) throw new ModelError("BAD_GGUF", g.file, `tensor has no counterpart in a ${a.hf}`, t.name);
     if (t.dims.length > 2) {
       throw new ModelError("BAD_GGUF", g.file, `${t.dims.length}-D tensors are not supported here`, t.name);
     }
-    tensors.push({ t, entry: { name, dtype, shape: [...t.dims].reverse() } });
+    const isNorm = t.dims.length === 1 && /_norm\.weight$/.test(t.name);
+    plain(
+      t,
+      name,
+      a.permutedQK && /\.attn_[qk]\.weight$/.test(t.name)
+        ? "unpermute"
+        : a.normsPlusOne && isNorm
+          ? "minusOne"
+          : "copy",
+    );
   }
-  return { architecture: arch, dtype, config, tokenizer, tensors };
+  return { architecture: arch, hfArchitecture: a.hf, dtype, config, tokenizer, tensors };
 }
 
 /** Writes the model in `file` as a Hugging Face model folder at `outDir` (atomically: built beside it, then renamed). */
@@ -382,7 +537,7 @@ export async function importGguf(
   opts: { onProgress?: (done: number, total: number) => void } = {},
 ): Promise<GgufImportResult> {
   const g = await readGguf(file);
-  const { architecture: arch, dtype, config, tokenizer: tok, tensors: plan } = planImport(g);
+  const { architecture: arch, hfArchitecture, dtype, config, tokenizer: tok, tensors: plan } = planImport(g);
   const heads = config.num_attention_heads as number;
   const kvHeads = config.num_key_value_heads as number;
   const headDim = config.head_dim as number;
@@ -405,21 +560,26 @@ export async function importGguf(
       let done = 0;
       const in_ = openSync(file, "r");
       try {
-        for (const { t } of plan) {
+        for (const { t, transform } of plan) {
           const typeName = ggmlTypeName(t.type);
           sourceTypes[typeName] = (sourceTypes[typeName] ?? 0) + 1;
           const cols = t.dims[0];
           const rows = t.dims.length > 1 ? t.dims[1] : 1;
           const rowBytes = t.byteLength / rows;
-          const permuted = ARCHS[arch].permutedQK && /\.attn_[qk]\.weight$/.test(t.name);
           // q/k are un-permuted whole (a few MB); everything else streams in chunks of rows.
-          const step = permuted ? rows : Math.max(1, Math.floor(CHUNK_VALUES / cols));
+          const step = transform === "unpermute" ? rows : Math.max(1, Math.floor(CHUNK_VALUES / cols));
           for (let r = 0; r < rows; r += step) {
             const n = Math.min(step, rows - r);
             const raw = new Uint8Array(n * rowBytes);
             readFully(in_, raw, t.offset + r * rowBytes, file);
-            let chunk = dequantizeTo(t.type, raw, n * cols, dtype);
-            if (permuted) {
+            let chunk: Uint8Array;
+            if (transform === "minusOne") {
+              const values = dequantize(t.type, raw, n * cols).map((x) => x - 1);
+              chunk = convertF32(new Uint32Array(values.buffer), values.length, dtype, new Uint16Array(values.length));
+            } else {
+              chunk = dequantizeTo(t.type, raw, n * cols, dtype);
+            }
+            if (transform === "unpermute") {
               const h = t.name.includes("attn_q") ? heads : kvHeads;
               if (h * headDim !== rows) {
                 throw new ModelError("SHAPE_MISMATCH", file, `${rows} rows are not ${h} heads of ${headDim}`, t.name);
@@ -451,7 +611,7 @@ export async function importGguf(
     return {
       dir: outDir,
       ggufArchitecture: arch,
-      architecture: ARCHS[arch].hf,
+      architecture: hfArchitecture,
       dtype,
       sourceTypes,
       tensors: plan.length,
