@@ -7,6 +7,7 @@
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import {
+  mkdirSync,
   copyFileSync,
   existsSync,
   readFileSync,
@@ -17,13 +18,15 @@ import {
   writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
-import { hire, REPO_ROOT, tempDir } from "./helpers.js";
+import { hire, putInHubCache, REPO_ROOT, tempDir } from "./helpers.js";
+import { findModelFolder, listCachedModels } from "../core/loader/hf-cache.js";
 import { compareSteps, llamaCppSteps, ourGreedy } from "./llamacpp-helpers.js";
 import { loadModel, type LoadedModel } from "../core/loader/model-folder.js";
 import { ModelError } from "../core/loader/errors.js";
 import { makeModel } from "../core/modelgen/make-model.js";
 import { exportGguf, permuteRotary } from "../core/gguf/export.js";
-import { importGguf, modelFolderFor, readGguf, unpermuteRotary } from "../core/gguf/import.js";
+import { importGguf, readGguf, unpermuteRotary } from "../core/gguf/import.js";
+import { modelFolderFor } from "../core/loader/model-source.js";
 import { GgmlTypeId, dequantize, ggmlTypeName } from "../core/gguf/quants.js";
 import { GgmlType, GgufFileWriter, kv, type GgufValue } from "../core/gguf/writer.js";
 import { TokenType } from "../core/gguf/vocab.js";
@@ -473,6 +476,43 @@ test("hire generate --model FILE.gguf imports it and decodes", async (t) => {
   assert.equal(out.finish_reason, "length");
   assert.match(r.stderr, /importing tiny-llama-quants\.gguf/);
   assert.equal(readdirSync(join(dir, "cache", "imports")).length, 1);
+});
+
+test("a GGUF repo in the Hugging Face cache: each file listed with its architecture or problem, loadable as ORG/NAME/FILE.gguf", async (t) => {
+  const dir = tempDir(t);
+  const src = join(dir, "src");
+  mkdirSync(src);
+  copyFileSync(QUANTS, join(src, "tiny-Q4_K_M.gguf"));
+  await tinyGguf(join(src, "broken-IQ4_XS.gguf"), [["general.architecture", kv.str("mamba")]]);
+  const hub = join(dir, "hub");
+  putInHubCache(hub, "org/tiny-GGUF", src, "c".repeat(40));
+  const env = { HF_HUB_CACHE: hub };
+  const list = await listCachedModels(env);
+  assert.deepEqual(
+    list.map((m) => [m.repo, m.architecture, m.problem?.code ?? null]),
+    [
+      ["org/tiny-GGUF/broken-IQ4_XS.gguf", null, "UNSUPPORTED_ARCHITECTURE"],
+      ["org/tiny-GGUF/tiny-Q4_K_M.gguf", "LlamaForCausalLM", null],
+    ],
+  );
+  assert.equal(list[1].weightBytes, statSync(QUANTS).size);
+  const file = findModelFolder("org/tiny-GGUF/tiny-Q4_K_M.gguf", env);
+  assert.ok(file.endsWith("tiny-Q4_K_M.gguf") && existsSync(file));
+  assert.throws(
+    () => findModelFolder("org/tiny-GGUF/nope.gguf", env),
+    (e: ModelError) => e.code === "NOT_FOUND",
+  );
+  const cli = { ...env, HIRE_CACHE_DIR: join(dir, "cache") };
+  const models = hire(["models"], undefined, cli);
+  assert.equal(models.status, 0, models.stderr);
+  assert.match(models.stdout, /org\/tiny-GGUF\/tiny-Q4_K_M\.gguf +LlamaForCausalLM, 1\.0 MB/);
+  const r = hire(
+    ["generate", "--model", "org/tiny-GGUF/tiny-Q4_K_M.gguf", "--prompt", "The", "--max-tokens", "2", "--json"],
+    undefined,
+    cli,
+  );
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal((JSON.parse(r.stdout) as { ids: number[] }).ids.length, 2);
 });
 
 /** A GGUF of one F32 tensor and the given metadata (plus a small byte-level vocabulary unless given). */

@@ -100,7 +100,7 @@ test("hf cache: repo ids resolve to snapshots by ref, commit or the only snapsho
 
 test("hf cache: listing says what each repo holds and what stops it loading", async (t) => {
   const { hub, src, sharded } = await makeHub(t);
-  const list = listCachedModels({ HF_HUB_CACHE: hub });
+  const list = await listCachedModels({ HF_HUB_CACHE: hub });
   assert.deepEqual(
     list.map((m) => m.repo),
     ["org/alien", "org/cut", "org/sharded", "org/tiny"],
@@ -119,7 +119,7 @@ test("hf cache: listing says what each repo holds and what stops it loading", as
   assert.equal(by["org/cut"].problem?.code, "NOT_FOUND");
   assert.match(by["org/cut"].problem!.message, /download incomplete/);
   assert.equal(by["org/alien"].problem?.code, "UNSUPPORTED_ARCHITECTURE");
-  assert.deepEqual(listCachedModels({ HF_HUB_CACHE: join(hub, "none") }), []);
+  assert.deepEqual(await listCachedModels({ HF_HUB_CACHE: join(hub, "none") }), []);
 });
 
 test("hf cache: a repo id loads through the links and decodes as the folder does; the CLI lists and runs it", async (t) => {

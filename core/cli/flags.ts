@@ -4,7 +4,7 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { basename } from "node:path";
 import { loadModel, type LoadedModel } from "../loader/model-folder.js";
-import { modelFolderFor } from "../gguf/import.js";
+import { modelFolderFor } from "../loader/model-source.js";
 import { defaultModelDir } from "../loader/default-model.js";
 import { UsageError } from "../loader/errors.js";
 import { isKvDtype, KV_DTYPES, type KvDtype } from "../backend/backend.js";

@@ -506,7 +506,7 @@ async function cmdGpus(argv: string[]): Promise<void> {
 async function cmdModels(argv: string[]): Promise<void> {
   const v = parse(argv, { json: { type: "boolean" } });
   const hub = hubCacheDir();
-  const models = listCachedModels();
+  const models = await listCachedModels();
   if (v.json) {
     process.stdout.write(JSON.stringify({ hub, models }) + "\n");
     return;
@@ -519,7 +519,7 @@ async function cmdModels(argv: string[]): Promise<void> {
       : `${m.architecture}, ${m.weightBytes >= 1e9 ? `${(m.weightBytes / 1e9).toFixed(2)} GB` : `${(m.weightBytes / 1e6).toFixed(1)} MB`}`;
     lines.push(`  ${m.repo.padEnd(width)}  ${what}`);
   }
-  if (models.length > 0) lines.push("load one with --model ORG/NAME (or ORG/NAME@REVISION)");
+  if (models.length > 0) lines.push("load one with --model ORG/NAME (or ORG/NAME@REVISION, ORG/NAME/FILE.gguf)");
   process.stdout.write(lines.join("\n") + "\n");
 }
 

@@ -8,26 +8,24 @@
 //     interleaved rotary pairs to Hugging Face's rotate-half layout (the inverse of export.ts's
 //     `permuteRotary`); Llama 3's rope_freqs tensor becomes its rope_scaling settings.
 //   - qwen2 (q/k/v biases), qwen3 (per-head q/k norms): stored as Hugging Face has them.
-// `modelFolderFor` is the one entry point the CLI and the app use: a .gguf path is imported once
-// into the cache (imports/, keyed by the file's path, size and mtime) and its folder returned.
+// loader/model-source.ts's `modelFolderFor` is the one entry point the CLI and the app use: a .gguf
+// path is imported once into the cache (imports/, keyed by the file's path, size and mtime).
 import {
   closeSync,
   existsSync,
   mkdirSync,
   openSync,
   readSync,
-  readdirSync,
   renameSync,
   rmSync,
   statSync,
   writeFileSync,
   writeSync,
 } from "node:fs";
-import { basename, dirname, join, resolve } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { gguf } from "@huggingface/gguf";
 import { ModelError } from "../loader/errors.js";
 import { buildHeader, convertF32, type StDType, type TensorEntry } from "../modelgen/safetensors-writer.js";
-import { cacheDir, filesKey } from "../sparse/cache.js";
 import {
   GGML_BLOCKS,
   GgmlTypeId,
@@ -40,7 +38,7 @@ import {
 import { tokenizerFromGguf, type ImportedTokenizer } from "./vocab.js";
 
 /** Bumped when an import's output changes, so that cached imports are redone. */
-const IMPORT_VERSION = 1;
+export const IMPORT_VERSION = 1;
 
 export interface GgufTensor {
   readonly name: string;
@@ -621,44 +619,6 @@ export async function importGguf(
     rmSync(tmp, { recursive: true, force: true });
     throw e;
   }
-}
-
-/**
- * The GGUF file a --model argument (or the app's path) names, if any: a .gguf file, or a folder with no
- * config.json and one GGUF file in it (several: a ModelError listing them).
- */
-export function ggufFileFor(arg: string): string | undefined {
-  if (existsSync(arg) && statSync(arg).isDirectory()) {
-    if (existsSync(join(arg, "config.json"))) return undefined;
-    const ggufs = readdirSync(arg).filter((f) => f.toLowerCase().endsWith(".gguf"));
-    if (ggufs.length > 1) {
-      throw new ModelError("NOT_FOUND", arg, `holds ${ggufs.length} GGUF files; pass one of them: ${ggufs.join(", ")}`);
-    }
-    return ggufs.length === 1 ? resolve(arg, ggufs[0]) : undefined;
-  }
-  if (!arg.toLowerCase().endsWith(".gguf")) return undefined;
-  const file = resolve(arg);
-  if (!existsSync(file)) throw new ModelError("NOT_FOUND", file, "GGUF file not found");
-  return file;
-}
-
-/**
- * The model folder a --model argument (or the app's path) means: a GGUF file (`ggufFileFor`) is
- * imported into the cache the first time (`onImport` is told, with progress) and its folder
- * returned; anything else is returned as given.
- */
-export async function modelFolderFor(
-  arg: string,
-  onImport?: (file: string, done: number, total: number) => void,
-): Promise<string> {
-  const file = ggufFileFor(arg);
-  if (!file) return arg;
-  const key = filesKey([file], { IMPORT_VERSION });
-  const dir = join(cacheDir("imports"), `${basename(file).replace(/\.gguf$/i, "")}-${key}`);
-  if (existsSync(join(dir, "config.json"))) return dir;
-  onImport?.(file, 0, 1);
-  await importGguf(file, dir, { onProgress: (done, total) => onImport?.(file, done, total) });
-  return dir;
 }
 
 function readBytes(file: string, offset: number, length: number): Uint8Array {

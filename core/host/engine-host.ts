@@ -11,7 +11,8 @@ import type { Backend, KvDtype } from "../backend/backend.js";
 import { CudaBackend, cudaDevices } from "../backend/cuda.js";
 import { ChatTemplateError, ContextOverflowError, ModelError, UsageError } from "../loader/errors.js";
 import { defaultModelDir } from "../loader/default-model.js";
-import { ggufFileFor, modelFolderFor, planImport, readGguf } from "../gguf/import.js";
+import { planImport, readGguf } from "../gguf/import.js";
+import { ggufFileFor, modelFolderFor } from "../loader/model-source.js";
 import { ARCHITECTURES } from "../arch/index.js";
 import { findModelFolder, hubCacheDir, listCachedModels, modelName } from "../loader/hf-cache.js";
 import { loadModel, readModelConfig, type LoadedModel } from "../loader/model-folder.js";
@@ -161,7 +162,7 @@ export class EngineHost {
           req.kvCache ?? this.options.kvCache,
         );
       case "models.cached":
-        return { hub: hubCacheDir(), models: listCachedModels() };
+        return { hub: hubCacheDir(), models: await listCachedModels() };
       case "model.load":
         return this.load(req.path ?? defaultModelDir(), req.contextLength, req.kvCache ?? this.options.kvCache);
       case "generate": {
@@ -213,7 +214,7 @@ export class EngineHost {
   private async load(path: string, contextLength?: number, kvCache?: KvDtype): Promise<ModelInfo> {
     if (this.running) throw new HostError("BUSY", "a reply is being generated; stop it before loading a model");
     // A .gguf file is imported into a model folder the first time (progress as stage "import").
-    const dir = await modelFolderFor(findModelFolder(path), (file, done, total) =>
+    const dir = await modelFolderFor(path, (file, done, total) =>
       this.broadcast({ type: "model.progress", stage: "import", done, total, path: file }),
     );
     const emit = (done: number) =>

@@ -7,10 +7,11 @@
 // $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub.
 import { existsSync, lstatSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { homedir } from "node:os";
-import { basename, join, resolve, sep } from "node:path";
+import { basename, dirname, join, resolve, sep } from "node:path";
 import { ModelError, type ModelErrorCode } from "./errors.js";
 import { readModelConfig } from "./model-folder.js";
 import { weightFiles } from "./safetensors.js";
+import { planImport, readGguf } from "../gguf/import.js";
 
 type Env = Record<string, string | undefined>;
 
@@ -24,10 +25,12 @@ export function hubCacheDir(env: Env = process.env): string {
 // Hub repo ids: "name" or "org/name", letters, digits, "-", "_", "."; "@revision" picks a branch,
 // tag or commit. A path that exists on disk is always a path.
 const REPO_ID = /^(?:[A-Za-z0-9][\w.-]*\/)?[A-Za-z0-9][\w.-]*(?:@[\w.\-/]+)?$/;
+// A GGUF file in a repo's main snapshot: "org/name/file.gguf" (GGUF repos hold one file per quantization).
+const REPO_GGUF = /^([A-Za-z0-9][\w.-]*\/[A-Za-z0-9][\w.-]*)\/([\w.-]+\.gguf)$/i;
 const COMMIT = /^[0-9a-f]{40}$/;
 
 export function looksLikeRepoId(arg: string): boolean {
-  return REPO_ID.test(arg) && !arg.includes("..");
+  return (REPO_ID.test(arg) || REPO_GGUF.test(arg)) && !arg.includes("..");
 }
 
 /**
@@ -36,6 +39,12 @@ export function looksLikeRepoId(arg: string): boolean {
  */
 export function findModelFolder(arg: string, env: Env = process.env): string {
   if (existsSync(arg) || !looksLikeRepoId(arg)) return resolve(arg);
+  const gguf = REPO_GGUF.exec(arg);
+  if (gguf) {
+    const file = join(findModelFolder(gguf[1], env), gguf[2]);
+    if (!existsSync(file)) throw new ModelError("NOT_FOUND", file, `${gguf[1]}'s snapshot has no ${gguf[2]}`);
+    return file;
+  }
   const hub = hubCacheDir(env);
   const at = arg.indexOf("@");
   const repo = at < 0 ? arg : arg.slice(0, at);
@@ -84,8 +93,12 @@ export interface CachedModel {
   problem: { code: ModelErrorCode; message: string } | null;
 }
 
-/** Every model repo in the cache, with what stands in the way of loading it. Sorted by repo id. */
-export function listCachedModels(env: Env = process.env): CachedModel[] {
+/**
+ * Every model repo in the cache, with what stands in the way of loading it. Sorted by repo id. A
+ * repo of GGUF files (no config.json) lists each file as "org/name/file.gguf", checked as far as
+ * its import can be planned without reading the weights.
+ */
+export async function listCachedModels(env: Env = process.env): Promise<CachedModel[]> {
   const hub = hubCacheDir(env);
   if (!existsSync(hub)) return [];
   const out: CachedModel[] = [];
@@ -94,7 +107,12 @@ export function listCachedModels(env: Env = process.env): CachedModel[] {
     const repoDir = join(hub, entry);
     const path = snapshotFor(repoDir, "main");
     if (!path) continue;
-    out.push(inspectSnapshot(repoIdOf(path)!, path));
+    const repo = repoIdOf(path)!;
+    const ggufs = existsSync(join(path, "config.json"))
+      ? []
+      : readdirSync(path).filter((f) => f.toLowerCase().endsWith(".gguf"));
+    if (ggufs.length === 0) out.push(inspectSnapshot(repo, path));
+    for (const f of ggufs) out.push(await inspectGguf(`${repo}/${f}`, join(path, f)));
   }
   return out.sort((a, b) => a.repo.localeCompare(b.repo));
 }
@@ -119,6 +137,27 @@ function inspectSnapshot(repo: string, path: string): CachedModel {
     for (const f of weightFiles(path)) model.weightBytes += statSync(f).size;
     const tok = join(path, "tokenizer.json");
     if (!existsSync(tok)) throw new ModelError("NOT_FOUND", tok, "tokenizer.json is missing");
+  } catch (e) {
+    if (!(e instanceof ModelError)) throw e;
+    model.problem = { code: e.code, message: e.message };
+  }
+  return model;
+}
+
+async function inspectGguf(repo: string, file: string): Promise<CachedModel> {
+  const model: CachedModel = {
+    repo,
+    path: file,
+    revision: basename(dirname(file)),
+    weightBytes: 0,
+    architecture: null,
+    problem: null,
+  };
+  try {
+    if (!existsSync(file))
+      throw new ModelError("NOT_FOUND", file, "links to a blob that is not in the cache (download incomplete?)");
+    model.weightBytes = statSync(file).size;
+    model.architecture = planImport(await readGguf(file)).hfArchitecture;
   } catch (e) {
     if (!(e instanceof ModelError)) throw e;
     model.problem = { code: e.code, message: e.message };

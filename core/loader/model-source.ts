@@ -1,0 +1,48 @@
+// What a --model argument (or the app's model path) names, as a model folder the loader reads: a
+// folder, a repo id in the Hugging Face cache (hf-cache.ts), or a GGUF file, imported once into the
+// cache (core/gguf/import.ts) and read from there after.
+import { existsSync, readdirSync, statSync } from "node:fs";
+import { basename, join, resolve } from "node:path";
+import { IMPORT_VERSION, importGguf } from "../gguf/import.js";
+import { cacheDir, filesKey } from "../sparse/cache.js";
+import { ModelError } from "./errors.js";
+import { findModelFolder } from "./hf-cache.js";
+
+/**
+ * The GGUF file a --model argument (or the app's path) names, if any: a .gguf file, or a folder with no
+ * config.json and one GGUF file in it (several: a ModelError listing them).
+ */
+export function ggufFileFor(arg: string): string | undefined {
+  if (existsSync(arg) && statSync(arg).isDirectory()) {
+    if (existsSync(join(arg, "config.json"))) return undefined;
+    const ggufs = readdirSync(arg).filter((f) => f.toLowerCase().endsWith(".gguf"));
+    if (ggufs.length > 1) {
+      throw new ModelError("NOT_FOUND", arg, `holds ${ggufs.length} GGUF files; pass one of them: ${ggufs.join(", ")}`);
+    }
+    return ggufs.length === 1 ? resolve(arg, ggufs[0]) : undefined;
+  }
+  if (!arg.toLowerCase().endsWith(".gguf")) return undefined;
+  const file = resolve(arg);
+  if (!existsSync(file)) throw new ModelError("NOT_FOUND", file, "GGUF file not found");
+  return file;
+}
+
+/**
+ * The model folder a --model argument (or the app's path) means (`findModelFolder`: a path, or a repo
+ * id in the Hugging Face cache): a GGUF file (`ggufFileFor`) is imported into the cache the first
+ * time (`onImport` is told, with progress) and its folder returned; anything else is returned resolved.
+ */
+export async function modelFolderFor(
+  arg: string,
+  onImport?: (file: string, done: number, total: number) => void,
+): Promise<string> {
+  const found = findModelFolder(arg); // a repo id in the Hugging Face cache, ORG/NAME/FILE.gguf included
+  const file = ggufFileFor(found);
+  if (!file) return found;
+  const key = filesKey([file], { IMPORT_VERSION });
+  const dir = join(cacheDir("imports"), `${basename(file).replace(/\.gguf$/i, "")}-${key}`);
+  if (existsSync(join(dir, "config.json"))) return dir;
+  onImport?.(file, 0, 1);
+  await importGguf(file, dir, { onProgress: (done, total) => onImport?.(file, done, total) });
+  return dir;
+}
