@@ -30,7 +30,7 @@ import { modelFolderFor } from "../core/loader/model-source.js";
 import { GgmlTypeId, dequantize, ggmlTypeName } from "../core/gguf/quants.js";
 import { GgmlType, GgufFileWriter, kv, type GgufValue } from "../core/gguf/writer.js";
 import { TokenType } from "../core/gguf/vocab.js";
-import { loadLlamaCpp } from "../core/peers/llamacpp.js";
+import { loadLlamaCpp, type NlcLlama } from "../core/peers/llamacpp.js";
 
 const FIXTURES = join(REPO_ROOT, "test", "gguf");
 const QUANTS = join(FIXTURES, "tiny-llama-quants.gguf");
@@ -360,6 +360,113 @@ test("a SentencePiece vocabulary imports encoding every text as llama.cpp does, 
   const ours = await ourGreedy(model, prompt, 6);
   compareSteps("spm", ours.steps, await llamaCppSteps(llamaCpp.llama, spm, prompt, ours.ids), 1e-3);
 });
+
+/** More texts that tell pre-tokenizers apart: digit runs, CJK, case changes, contractions, code. */
+const SPLIT_TEXTS = [
+  ...TEXTS,
+  "1234567890 12 345",
+  "中文字符和日本語のひらがなカタカナ混在",
+  "HelloWorld camelCase XMLHttpRequest I'M HERE",
+  "def f(x):\n    return x**2 // 3  # note",
+  "a\r\nb\n\n\nc   d",
+];
+
+/**
+ * A byte-level vocabulary of `size` tokens whose merges cross the boundaries pre-tokenizers disagree
+ * on (digit runs, a space before digits, case changes inside a word, contractions, CJK next to Latin,
+ * runs of newlines and spaces), so that splitting text differently tokenizes it differently.
+ * `bytes[b]` is byte b's symbol (GPT-2's bytes_to_unicode, as the exported vocabulary's first 256).
+ */
+function crossingVocab(bytes: string[], size: number, specials: string[]) {
+  const sym = (text: string) => Array.from(new TextEncoder().encode(text), (b) => bytes[b]).join("");
+  const tokens = [...bytes];
+  const merges: string[] = [];
+  const known = new Set(tokens);
+  const make = (text: string): string => {
+    const parts = Array.from(text);
+    let left = sym(parts[0]);
+    // A character of several bytes is built byte by byte first.
+    if (!known.has(left)) {
+      const b = Array.from(left);
+      let acc = b[0];
+      for (const c of b.slice(1)) acc = merge(acc, c);
+      left = acc;
+    }
+    for (const ch of parts.slice(1)) left = merge(left, make(ch));
+    return left;
+  };
+  const merge = (l: string, r: string): string => {
+    const m = l + r;
+    if (!known.has(m)) {
+      known.add(m);
+      tokens.push(m);
+      merges.push(`${l} ${r}`);
+    }
+    return m;
+  };
+  for (const w of ["123", "456", "789", "34", "56", "67", "90", " 1", " 3", "12345"]) make(w);
+  for (const w of ["oW", "lW", "pR", "tH", "HelloWorld", "'M", "'m", "I'", "don", "'t"]) make(w);
+  for (const w of ["中文", "a中", "日本", "本語", "のひ"]) make(w);
+  for (const w of ["\n\n", "\n\n\n", "  ", "   ", "\r\n", " \n", "  d"]) make(w);
+  const types = tokens.map(() => TokenType.NORMAL);
+  while (tokens.length < size - specials.length) {
+    tokens.push(`[PAD${tokens.length}]`);
+    types.push(TokenType.UNUSED);
+  }
+  for (const sp of specials) {
+    tokens.push(sp);
+    types.push(TokenType.CONTROL);
+  }
+  return { tokens, types, merges };
+}
+
+test(
+  "tokenizer.ggml.pre names: the import splits text as llama.cpp does for each, and they split differently",
+  { skip: noLlama },
+  async (t) => {
+    const { source, file } = await roundTrip(t, "llama", { dtype: "f32" });
+    const meta = (await readGguf(file)).metadata;
+    const exported = meta["tokenizer.ggml.tokens"] as string[];
+    const specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
+    const v = crossingVocab(exported.slice(0, 256), source.config.vocab, specials);
+    assert.equal(v.tokens.length, source.config.vocab);
+    assert.ok(v.merges.length > 40, `${v.merges.length} merges`);
+    const seen = new Map<string, string>();
+    for (const pre of ["gpt-2", "llama-bpe", "qwen2", "smollm", "tekken", "gpt-4o", "deepseek-v3"]) {
+      const renamed = join(tempDir(t), `${pre}.gguf`);
+      await withVocab(file, renamed, [
+        ["tokenizer.ggml.model", kv.str("gpt2")],
+        ["tokenizer.ggml.pre", kv.str(pre)],
+        ["tokenizer.ggml.tokens", kv.strings(v.tokens)],
+        ["tokenizer.ggml.token_type", kv.i32s(v.types)],
+        ["tokenizer.ggml.merges", kv.strings(v.merges)],
+        ["tokenizer.ggml.bos_token_id", kv.u32(v.tokens.indexOf("<|endoftext|>"))],
+        ["tokenizer.ggml.eos_token_id", kv.u32(v.tokens.indexOf("<|im_end|>"))],
+      ]);
+      const result = await importGguf(renamed, join(tempDir(t), `imported-${pre}`));
+      const model = loadModel(result.dir);
+      const theirs = (await (llamaCpp as { llama: NlcLlama }).llama.loadModel({
+        modelPath: renamed,
+        gpuLayers: 0,
+      })) as unknown as { tokenize(text: string, special: boolean): number[]; dispose(): Promise<void> };
+      try {
+        const ours = SPLIT_TEXTS.map((text) => model.tokenizer.encode(text, false));
+        ours.forEach((ids, i) =>
+          assert.deepEqual(ids, theirs.tokenize(SPLIT_TEXTS[i], true), `${pre}: ${JSON.stringify(SPLIT_TEXTS[i])}`),
+        );
+        const key = JSON.stringify(ours);
+        assert.ok(
+          !seen.has(key),
+          `${pre} tokenizes every text as ${seen.get(key)} does: the test cannot tell them apart`,
+        );
+        seen.set(key, pre);
+      } finally {
+        await theirs.dispose();
+        model.close();
+      }
+    }
+  },
+);
 
 // ---------------------------------------------------------------------------------------------
 // Quantized types: test/gguf/tiny-llama-quants.gguf, written by llama-quantize (tools/gguf/README.md)

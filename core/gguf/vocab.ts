@@ -166,24 +166,45 @@ const byteLevel = (useRegex: boolean) => ({
   trim_offsets: true,
   use_regex: useRegex,
 });
-const split = (regex: string) => ({
+/** Text split by each regex in turn (matches and the text between them as pieces), then bytes to symbols. */
+const split = (...regexes: string[]) => ({
   type: "Sequence",
-  pretokenizers: [{ type: "Split", pattern: { Regex: regex }, behavior: "Isolated", invert: false }, byteLevel(false)],
+  pretokenizers: [
+    ...regexes.map((r) => ({ type: "Split", pattern: { Regex: r }, behavior: "Isolated", invert: false })),
+    byteLevel(false),
+  ],
 });
+
+/** tokenizer.json's split regexes for Mistral's Tekken and GPT-4o's o200k (llama.cpp rewrites them for its engine). */
+const TEKKEN_SPLIT =
+  "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+const GPT4O_SPLIT =
+  "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+/** DeepSeek V3's three splits (digits in threes, CJK runs, then words and punctuation). */
+const DEEPSEEK3_SPLITS = [
+  "\\p{N}{1,3}",
+  "[一-龥぀-ゟ゠-ヿ]+",
+  "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\\r\\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+];
 
 /**
  * tokenizer.ggml.pre → the tokenizer.json pre-tokenizer that splits text as llama.cpp does for that
- * name (llama-vocab.cpp), and whether a piece already in the vocabulary skips the merges (Llama 3).
+ * name (llama-vocab.cpp), whether a piece already in the vocabulary skips the merges, and whether
+ * llama.cpp adds BOS when the file does not say.
  */
-const PRE_TOKENIZER_JSON: { names: readonly string[]; pre: object; ignoreMerges: boolean }[] = [
+const PRE_TOKENIZER_JSON: { names: readonly string[]; pre: object; ignoreMerges: boolean; addBos?: boolean }[] = [
   {
     names: ["llama-bpe", "llama3", "llama-v3", "falcon3", "pixtral", "lfm2"],
     pre: split(LLAMA3_SPLIT),
     ignoreMerges: true,
+    addBos: true,
   },
   { names: ["dbrx", "smaug-bpe"], pre: split(LLAMA3_SPLIT), ignoreMerges: false },
-  { names: ["qwen2", "deepseek-r1-qwen", "stablelm2"], pre: split(QWEN2_SPLIT), ignoreMerges: false },
-  { names: ["gpt-2", "phi-2", "mpt", "olmo", "jais", "mellum"], pre: byteLevel(true), ignoreMerges: false },
+  { names: ["qwen2", "deepseek-r1-qwen", "stablelm2", "megrez"], pre: split(QWEN2_SPLIT), ignoreMerges: false },
+  { names: ["tekken"], pre: split(TEKKEN_SPLIT), ignoreMerges: true, addBos: true },
+  { names: ["gpt-4o", "llama4"], pre: split(GPT4O_SPLIT), ignoreMerges: false },
+  { names: ["deepseek-v3"], pre: split(...DEEPSEEK3_SPLITS), ignoreMerges: false },
+  { names: ["gpt-2", "phi-2", "mpt", "olmo", "jais", "mellum", "exaone4"], pre: byteLevel(true), ignoreMerges: false },
   {
     // Digits one by one, then GPT-2's split (StarCoder, SmolLM).
     names: ["starcoder", "refact", "smollm", "command-r", "codeshell", "exaone", "minerva"],
@@ -376,7 +397,7 @@ function byteLevelModel(
     normalizer: null,
     preTokenizer: split.pre,
     decoder: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true },
-    addsBosByDefault: split.ignoreMerges, // the Llama 3 family
+    addsBosByDefault: split.addBos === true,
   };
 }
 
