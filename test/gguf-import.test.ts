@@ -7,6 +7,7 @@
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import {
+  cpSync,
   mkdirSync,
   copyFileSync,
   existsSync,
@@ -295,26 +296,94 @@ function sentencePieceVocab(size: number, text: string): { tokens: string[]; typ
   return { tokens: [...tokens, ...pieces], types: [...types, ...pieces.map(() => TokenType.NORMAL)], scores };
 }
 
-/** `src` (a GGUF file) rewritten with its tokenizer.ggml.* keys replaced by `vocab` (other keys and tensors kept). */
-async function withVocab(src: string, out: string, vocab: [string, GgufValue][]): Promise<void> {
+/**
+ * `src` (a GGUF file) rewritten: its metadata but the keys `drop` matches, then `set`; its tensors,
+ * then `extra` ones (F32).
+ */
+async function rewriteGguf(
+  src: string,
+  out: string,
+  opts: { drop?: RegExp; set?: [string, GgufValue][]; extra?: { name: string; data: Float32Array }[] },
+): Promise<void> {
   const g = await readGguf(src);
   const keys = new Map<string, GgufValue>();
   for (const [k, v] of Object.entries(g.metadata)) {
-    if (k.startsWith("tokenizer.") || ["version", "tensor_count", "kv_count"].includes(k)) continue;
+    if (opts.drop?.test(k) || ["version", "tensor_count", "kv_count"].includes(k)) continue;
     if (typeof v === "string") keys.set(k, kv.str(v));
     else if (typeof v === "boolean") keys.set(k, kv.bool(v));
-    else if (typeof v === "number") keys.set(k, /epsilon|freq_base|scale/.test(k) ? kv.f32(v) : kv.u32(v));
+    else if (typeof v === "number") keys.set(k, /epsilon|freq_base|scale|factor/.test(k) ? kv.f32(v) : kv.u32(v));
+    else if (Array.isArray(v) && v.every((x) => typeof x === "string")) keys.set(k, kv.strings(v as string[]));
+    else if (Array.isArray(v)) keys.set(k, k.endsWith("scores") ? kv.f32s(v.map(Number)) : kv.i32s(v.map(Number)));
   }
-  for (const [k, v] of vocab) keys.set(k, v);
-  const w = await GgufFileWriter.open(
-    out,
-    keys,
-    g.tensors.map((t) => ({ name: t.name, type: t.type as unknown as GgmlType, dims: t.dims })),
-  );
+  for (const [k, v] of opts.set ?? []) keys.set(k, v);
+  const extra = opts.extra ?? [];
+  const w = await GgufFileWriter.open(out, keys, [
+    ...g.tensors.map((t) => ({ name: t.name, type: t.type as unknown as GgmlType, dims: t.dims })),
+    ...extra.map((e) => ({ name: e.name, type: GgmlType.F32, dims: [e.data.length] })),
+  ]);
   const bytes = readFileSync(src);
   for (const t of g.tensors) await w.write(bytes.subarray(t.offset, t.offset + t.byteLength));
+  for (const e of extra) await w.write(new Uint8Array(e.data.buffer, e.data.byteOffset, e.data.byteLength));
   await w.close();
 }
+
+/** `src` with its tokenizer.* keys replaced by `vocab`. */
+const withVocab = (src: string, out: string, vocab: [string, GgufValue][]) =>
+  rewriteGguf(src, out, { drop: /^tokenizer\./, set: vocab });
+
+test("Phi-3's longrope (rope_factors_long / _short, attn_factor) imports as its rope_scaling and decodes as the reference", async (t) => {
+  // The golden Phi-3 has longrope, which our exporter refuses: export it without, then add what
+  // llama.cpp's converter writes for it.
+  const dir = join(tempDir(t), "phi3");
+  cpSync(join(REPO_ROOT, "test", "golden", "phi3-bf16"), dir, { recursive: true });
+  const golden = JSON.parse(readFileSync(join(dir, "config.json"), "utf8")) as Record<string, unknown>;
+  const scaling = golden.rope_scaling as { long_factor: number[]; short_factor: number[] };
+  writeFileSync(
+    join(dir, "config.json"),
+    JSON.stringify({ ...golden, rope_scaling: null, max_position_embeddings: golden.original_max_position_embeddings }),
+  );
+  const plain = loadModel(dir);
+  const plainFile = join(dir, "plain.gguf");
+  await exportGguf(plain, plainFile, { dtype: "f32" });
+  plain.close();
+  const max = golden.max_position_embeddings as number;
+  const orig = golden.original_max_position_embeddings as number;
+  const file = join(dir, "longrope.gguf");
+  await rewriteGguf(plainFile, file, {
+    set: [
+      ["phi3.context_length", kv.u32(max)],
+      ["phi3.rope.scaling.original_context_length", kv.u32(orig)],
+      ["phi3.rope.scaling.attn_factor", kv.f32(Math.sqrt(1 + Math.log(max / orig) / Math.log(orig)))],
+    ],
+    extra: [
+      { name: "rope_factors_long.weight", data: Float32Array.from(scaling.long_factor) },
+      { name: "rope_factors_short.weight", data: Float32Array.from(scaling.short_factor) },
+    ],
+  });
+  const result = await importGguf(file, join(tempDir(t), "imported"));
+  const config = JSON.parse(readFileSync(join(result.dir, "config.json"), "utf8")) as Record<string, unknown>;
+  const got = config.rope_scaling as { rope_type: string; long_factor: number[]; short_factor: number[] };
+  assert.equal(got.rope_type, "longrope");
+  assert.deepEqual(got.long_factor, scaling.long_factor); // the shortest decimals that round to the file's f32
+  assert.deepEqual(got.short_factor, scaling.short_factor);
+  const reference = loadModel(join(REPO_ROOT, "test", "golden", "phi3-bf16"));
+  const imported = loadModel(result.dir);
+  t.after(() => (reference.close(), imported.close()));
+  assert.deepEqual(Array.from(imported.config.ropeInvFreq!), Array.from(reference.config.ropeInvFreq!));
+  assert.equal(imported.config.ropeFactor, reference.config.ropeFactor);
+  const exp = JSON.parse(readFileSync(join(REPO_ROOT, "test", "golden", "phi3-bf16", "expected.json"), "utf8")) as {
+    prompt_ids: number[];
+    ids: number[];
+  };
+  const ours = await ourGreedy(imported, exp.prompt_ids, exp.ids.length);
+  assert.deepEqual(ours.ids, exp.ids);
+  compareSteps(
+    "phi3 longrope",
+    (await ourGreedy(reference, exp.prompt_ids, exp.ids.length)).steps,
+    ours.steps.map(asReference),
+    1e-4,
+  );
+});
 
 test("a SentencePiece vocabulary imports encoding every text as llama.cpp does, and the model decodes as llama.cpp's", async (t) => {
   const { source, file } = await roundTrip(t, "llama", { dtype: "f32" });

@@ -491,6 +491,24 @@ export function planImport(g: GgufFile): GgufImportPlan {
       config.rope_scaling = llama3Scaling(divisors, config.rope_theta as number, config.head_dim as number, g.file);
       continue;
     }
+    const longrope = /^rope_factors_(long|short)\.weight$/.exec(t.name);
+    if (longrope) {
+      // Phi-3's longrope factors (one per rotary frequency); llama.cpp's attention factor rides along.
+      const factors = Array.from(dequantize(t.type, readBytes(g.file, t.offset, t.byteLength), t.dims[0]), shortestF32);
+      // The attention factor is written only where it is not the one transformers derives (the
+      // converter's f32 of that is recognised, so the exact value is kept).
+      const attn = g.metadata[`${arch}.rope.scaling.attn_factor`];
+      const scale = (config.max_position_embeddings as number) / (config.original_max_position_embeddings as number);
+      const orig = config.original_max_position_embeddings as number;
+      const derived = scale <= 1 ? 1 : Math.sqrt(1 + Math.log(scale) / Math.log(orig));
+      config.rope_scaling = {
+        ...(config.rope_scaling as object),
+        rope_type: "longrope",
+        [`${longrope[1]}_factor`]: factors,
+        ...(typeof attn === "number" && attn !== Math.fround(derived) && { attention_factor: shortestF32(attn) }),
+      };
+      continue;
+    }
     const stacked = /^blk\.(\d+)\.(ffn_(?:gate|up|down)_exps)\.weight$/.exec(t.name);
     if (stacked && t.dims.length === 3) {
       // Expert e's matrix is the e-th [rows, cols] slice, back to back in the file.
