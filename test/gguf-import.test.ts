@@ -42,6 +42,22 @@ after(async () => {
   if ("llama" in llamaCpp) await llamaCpp.llama.dispose();
 });
 
+/** llama.cpp's token ids for each text of a GGUF file's vocabulary (`special`: special tokens written in the text count). */
+async function llamaCppTokenize(file: string, texts: readonly string[], special: boolean): Promise<number[][]> {
+  const model = (await (llamaCpp as { llama: NlcLlama }).llama.loadModel({
+    modelPath: file,
+    gpuLayers: 0,
+  })) as unknown as {
+    tokenize(text: string, special: boolean): number[];
+    dispose(): Promise<void>;
+  };
+  try {
+    return texts.map((text) => model.tokenize(text, special));
+  } finally {
+    await model.dispose();
+  }
+}
+
 function bytesOf(model: LoadedModel, name: string): Buffer {
   const t = model.store.info(name);
   return readFileSync(t.file).subarray(t.offset, t.offset + t.byteLength);
@@ -249,21 +265,10 @@ for (const [pre, regex, ignoreMerges] of [
       assert.equal(imported.tokenizer.decode(ids, false), source.tokenizer.decode(ids, false));
     }
     if (noLlama || !("llama" in llamaCpp)) return t.skip(String(noLlama));
-    const model = (await llamaCpp.llama.loadModel({ modelPath: file, gpuLayers: 0 })) as unknown as {
-      tokenize(text: string, special: boolean): number[];
-      dispose(): Promise<void>;
-    };
-    try {
-      for (const text of TEXTS) {
-        assert.deepEqual(
-          imported.tokenizer.encode(text, false),
-          model.tokenize(text, true),
-          `llama.cpp: ${JSON.stringify(text)}`,
-        );
-      }
-    } finally {
-      await model.dispose();
-    }
+    const theirs = await llamaCppTokenize(file, TEXTS, true);
+    TEXTS.forEach((text, i) =>
+      assert.deepEqual(imported.tokenizer.encode(text, false), theirs[i], `llama.cpp: ${JSON.stringify(text)}`),
+    );
   });
 }
 
@@ -410,21 +415,10 @@ test("a SentencePiece vocabulary imports encoding every text as llama.cpp does, 
     assert.equal(model.tokenizer.decode(ids, false), text, `decode ∘ encode: ${JSON.stringify(text)}`);
   }
   if (!("llama" in llamaCpp)) return t.skip(String(noLlama));
-  const theirs = (await llamaCpp.llama.loadModel({ modelPath: spm, gpuLayers: 0 })) as unknown as {
-    tokenize(text: string, special: boolean): number[];
-    dispose(): Promise<void>;
-  };
-  try {
-    for (const text of TEXTS) {
-      assert.deepEqual(
-        model.tokenizer.encode(text, false),
-        theirs.tokenize(text, false),
-        `llama.cpp: ${JSON.stringify(text)}`,
-      );
-    }
-  } finally {
-    await theirs.dispose();
-  }
+  const theirs = await llamaCppTokenize(spm, TEXTS, false);
+  TEXTS.forEach((text, i) =>
+    assert.deepEqual(model.tokenizer.encode(text, false), theirs[i], `llama.cpp: ${JSON.stringify(text)}`),
+  );
   const prompt = model.tokenizer.encode("the quick brown fox");
   const ours = await ourGreedy(model, prompt, 6);
   compareSteps("spm", ours.steps, await llamaCppSteps(llamaCpp.llama, spm, prompt, ours.ids), 1e-3);
@@ -514,25 +508,16 @@ test(
       ]);
       const result = await importGguf(renamed, join(tempDir(t), `imported-${pre}`));
       const model = loadModel(result.dir);
-      const theirs = (await (llamaCpp as { llama: NlcLlama }).llama.loadModel({
-        modelPath: renamed,
-        gpuLayers: 0,
-      })) as unknown as { tokenize(text: string, special: boolean): number[]; dispose(): Promise<void> };
-      try {
-        const ours = SPLIT_TEXTS.map((text) => model.tokenizer.encode(text, false));
-        ours.forEach((ids, i) =>
-          assert.deepEqual(ids, theirs.tokenize(SPLIT_TEXTS[i], true), `${pre}: ${JSON.stringify(SPLIT_TEXTS[i])}`),
-        );
-        const key = JSON.stringify(ours);
-        assert.ok(
-          !seen.has(key),
-          `${pre} tokenizes every text as ${seen.get(key)} does: the test cannot tell them apart`,
-        );
-        seen.set(key, pre);
-      } finally {
-        await theirs.dispose();
-        model.close();
-      }
+      const ours = SPLIT_TEXTS.map((text) => model.tokenizer.encode(text, false));
+      model.close();
+      const theirs = await llamaCppTokenize(renamed, SPLIT_TEXTS, true);
+      ours.forEach((ids, i) => assert.deepEqual(ids, theirs[i], `${pre}: ${JSON.stringify(SPLIT_TEXTS[i])}`));
+      const key = JSON.stringify(ours);
+      assert.ok(
+        !seen.has(key),
+        `${pre} tokenizes every text as ${seen.get(key)} does: the test cannot tell them apart`,
+      );
+      seen.set(key, pre);
     }
   },
 );
