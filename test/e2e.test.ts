@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium, type Page } from "playwright-core";
@@ -363,6 +363,33 @@ test(
     assert.deepEqual(pageErrors, []);
   },
 );
+
+test("e2e: a GGUF file typed into the model bar is imported, loaded and chats", { timeout: 60_000 }, async (t) => {
+  if (!existsSync(CHROMIUM)) {
+    t.skip(`no Chromium at ${CHROMIUM} (.ci/run installs Debian's chromium; set HIRE_CHROMIUM to use another)`);
+    return;
+  }
+  const dataDir = mkdtempSync(join(tmpdir(), "hire-e2e-gguf-"));
+  const { page, pageErrors } = await openApp(
+    t,
+    dataDir,
+    { width: 1280, height: 800 },
+    {
+      HIRE_CACHE_DIR: join(dataDir, "cache"),
+    },
+  );
+  await page.getByTestId("model-path").fill(join(REPO_ROOT, "test", "gguf", "tiny-llama-quants.gguf"));
+  await page.getByTestId("load-model").click();
+  await page.getByTestId("model-name").filter({ hasText: "tiny-llama-quants.gguf" }).waitFor({ timeout: 30_000 });
+  assert.equal(readdirSync(join(dataDir, "cache", "imports")).length, 1, "imported once into the cache");
+  await page.getByTestId("sampling-maxTokens").fill("4");
+  await page.getByTestId("sampling-temperature").fill("0");
+  await page.getByTestId("prompt-input").fill("Hello");
+  await page.getByTestId("send").click();
+  await waitForReply(page, 1, 0);
+  await waitIdle(page);
+  assert.deepEqual(pageErrors, []);
+});
 
 test(
   "e2e: a model from the Hugging Face cache, picked in the model bar by its repo id",

@@ -523,7 +523,7 @@ test(
 );
 
 // ---------------------------------------------------------------------------------------------
-// Quantized types: test/gguf/tiny-llama-quants.gguf, written by llama-quantize (tools/gguf/README.md)
+// Quantized types: test/gguf/tiny-llama-quants.gguf, written by llama-quantize (tools/gguf/make-quant-fixture.sh)
 // ---------------------------------------------------------------------------------------------
 
 interface Reference {

@@ -490,7 +490,9 @@ test("host: a GGUF file is inspected, imported once with progress, loaded, and k
     total: number;
   }[];
   assert.ok(imports.length >= 2 && imports.at(-1)!.done === imports.at(-1)!.total, "import progress reached the end");
-  assert.equal((loaded.result as { parameters: number }).parameters, e.parameters);
+  const info = loaded.result as { parameters: number; name: string; source: string };
+  assert.equal(info.parameters, e.parameters);
+  assert.deepEqual([info.name, info.source], ["tiny-llama-quants.gguf", file]);
   const hello = await ask({ type: "hello" });
   assert.ok(hello.ok && (hello.result as { recentModels: string[] }).recentModels[0] === file);
   // Loaded again from the cache: no import.
