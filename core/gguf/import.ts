@@ -3,11 +3,15 @@
 // as safetensors, tokenizer.json and tokenizer_config.json (with the chat template) from its
 // tokenizer.ggml.* keys. The engine's kernels read f32/f16/bf16, so quantized tensors (Q4_K_M's
 // Q4_K and Q6_K, Q8_0, ...) are dequantized once, at import, to f16; files of bf16 or f32 matrices
-// keep their dtype. The reverse of convert_hf_to_gguf.py for the architectures below:
-//   - llama (Llama 2/3, Mistral, SmolLM2, TinyLlama, ...): q/k rows go back from llama.cpp's
-//     interleaved rotary pairs to Hugging Face's rotate-half layout (the inverse of export.ts's
-//     `permuteRotary`); Llama 3's rope_freqs tensor becomes its rope_scaling settings.
-//   - qwen2 (q/k/v biases), qwen3 (per-head q/k norms): stored as Hugging Face has them.
+// keep their dtype. The reverse of convert_hf_to_gguf.py for the architectures in ARCHS:
+//   - llama (Llama 2/3, Mistral, SmolLM2, TinyLlama, ...; Mixtral when its FFNs are experts): q/k rows
+//     go back from llama.cpp's interleaved rotary pairs to Hugging Face's rotate-half layout (the
+//     inverse of export.ts's `permuteRotary`); Llama 3's rope_freqs tensor becomes its rope_scaling.
+//   - qwen2 (q/k/v biases), qwen3 (per-head q/k norms), phi3 (fused qkv and gate_up, as transformers
+//     keeps them; longrope from rope_factors_long/_short): stored as Hugging Face has them.
+//   - gemma2, gemma3: norms stored as 1 + w go back to w; the windows, caps and attention scale
+//     llama.cpp fixes for them become config keys.
+//   - qwen2moe, qwen3moe, olmoe, Mixtral: experts stacked [experts, rows, cols] become one tensor each.
 // loader/model-source.ts's `modelFolderFor` is the one entry point the CLI and the app use: a .gguf
 // path is imported once into the cache (imports/, keyed by the file's path, size and mtime).
 import {
@@ -365,7 +369,11 @@ export function configFromGguf(
     ...(eosIds.length > 0 && { eos_token_id: eosIds.length === 1 ? eosIds[0] : eosIds }),
     ...a.config?.(meta),
   };
-  if (arch === "llama" && meta.has("blk.0.attn_q.bias")) config.attention_bias = true;
+  if (a.permutedQK && (meta.has("blk.0.attn_q.bias") || meta.has("blk.0.attn_k.bias"))) {
+    // The converter permutes these too; no Llama checkpoint we know of has them (and our exporter refuses them).
+    throw new ModelError("BAD_GGUF", g.file, "Llama q/k biases are not supported", "blk.0.attn_q.bias");
+  }
+  if (meta.has("blk.0.attn_v.bias") && a.hf === "LlamaForCausalLM") config.attention_bias = true;
   const scaling = meta.str("rope.scaling.type");
   if (scaling === "linear" || scaling === "yarn") {
     config.rope_scaling = {
@@ -476,7 +484,7 @@ export interface GgufImportPlan {
   tensors: PlannedTensor[];
 }
 
-/** Plans the import of a read GGUF file (every check that needs no tensor data but rope_freqs). */
+/** Plans the import of a read GGUF file: every check, reading no tensor data but the rotary factors'. */
 export function planImport(g: GgufFile): GgufImportPlan {
   const { name: arch, a } = archOf(g);
   const dtype = importDtype(g);
@@ -498,8 +506,8 @@ export function planImport(g: GgufFile): GgufImportPlan {
       // The attention factor is written only where it is not the one transformers derives (the
       // converter's f32 of that is recognised, so the exact value is kept).
       const attn = g.metadata[`${arch}.rope.scaling.attn_factor`];
-      const scale = (config.max_position_embeddings as number) / (config.original_max_position_embeddings as number);
       const orig = config.original_max_position_embeddings as number;
+      const scale = (config.max_position_embeddings as number) / orig;
       const derived = scale <= 1 ? 1 : Math.sqrt(1 + Math.log(scale) / Math.log(orig));
       config.rope_scaling = {
         ...(config.rope_scaling as object),
