@@ -9,8 +9,9 @@
 //     inverse of export.ts's `permuteRotary`); Llama 3's rope_freqs tensor becomes its rope_scaling.
 //   - qwen2 (q/k/v biases), qwen3 (per-head q/k norms), phi3 (fused qkv and gate_up, as transformers
 //     keeps them; longrope from rope_factors_long/_short): stored as Hugging Face has them.
-//   - gemma2, gemma3: norms stored as 1 + w go back to w; the windows, caps and attention scale
-//     llama.cpp fixes for them become config keys.
+//   - gemma, gemma2, gemma3: norms stored as 1 + w go back to w; the windows, caps and attention
+//     scale llama.cpp fixes for them become config keys. smollm3 (as llama, the rotary step skipped in
+//     every 4th layer as llama.cpp fixes it), olmo2 (norms after the blocks).
 //   - qwen2moe, qwen3moe, olmoe, Mixtral: experts stacked [experts, rows, cols] become one tensor each.
 // loader/model-source.ts's `modelFolderFor` is the one entry point the CLI and the app use: a .gguf
 // path is imported once into the cache (imports/, keyed by the file's path, size and mtime).
@@ -157,6 +158,28 @@ const ARCHS: Record<string, ArchImport> = {
       original_max_position_embeddings: m.num("rope.scaling.original_context_length", m.num("context_length")),
       sliding_window: m.num("attention.sliding_window", 0) || null,
     }),
+  },
+  smollm3: {
+    hf: "SmolLM3ForCausalLM",
+    modelType: "smollm3",
+    permutedQK: true,
+    // llama.cpp's smollm3 skips the rotary step in every 4th layer.
+    config: (m) => ({
+      no_rope_layers: Array.from({ length: m.num("block_count") }, (_, i) => ((i + 1) % 4 !== 0 ? 1 : 0)),
+      no_rope_layer_interval: 4,
+    }),
+  },
+  gemma: {
+    hf: "GemmaForCausalLM",
+    modelType: "gemma",
+    normsPlusOne: true,
+    config: () => ({ hidden_act: "gelu", hidden_activation: "gelu_pytorch_tanh" }),
+  },
+  olmo2: {
+    hf: "Olmo2ForCausalLM",
+    modelType: "olmo2",
+    // Norms after each block and none before: llama.cpp's post_* names are Hugging Face's.
+    layers: { post_attention_norm: "post_attention_layernorm", post_ffw_norm: "post_feedforward_layernorm" },
   },
   qwen2moe: { hf: "Qwen2MoeForCausalLM", modelType: "qwen2_moe", config: qwenMoe(false) },
   qwen3moe: { hf: "Qwen3MoeForCausalLM", modelType: "qwen3_moe", config: qwenMoe(true) },
