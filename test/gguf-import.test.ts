@@ -621,6 +621,8 @@ test("modelFolderFor imports a .gguf once, again after the file changes, and fin
   utimesSync(file, new Date(), new Date(Date.now() + 5000));
   const second = await modelFolderFor(file);
   assert.notEqual(second, first);
+  assert.ok(!existsSync(first), "the import of the file before it changed is removed");
+  assert.equal(JSON.parse(readFileSync(join(second, "gguf-import.json"), "utf8")).source, file);
   copyFileSync(QUANTS, join(dir, "m", "other.gguf"));
   await assert.rejects(
     modelFolderFor(join(dir, "m")),

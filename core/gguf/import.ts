@@ -44,6 +44,8 @@ import { tokenizerFromGguf, type ImportedTokenizer } from "./vocab.js";
 
 /** Bumped when an import's output changes, so that cached imports are redone. */
 export const IMPORT_VERSION = 1;
+/** The file in an imported folder that names its GGUF source. */
+export const IMPORT_RECORD = "gguf-import.json";
 
 export interface GgufTensor {
   readonly name: string;
@@ -652,6 +654,8 @@ export async function importGguf(
     json("config.json", config);
     json("tokenizer.json", tok.tokenizer);
     json("tokenizer_config.json", tok.config);
+    // Where the folder came from (modelFolderFor replaces an older import of the same file).
+    json(IMPORT_RECORD, { source: file, sourceTypes, importVersion: IMPORT_VERSION });
     rmSync(outDir, { recursive: true, force: true });
     mkdirSync(dirname(outDir), { recursive: true });
     renameSync(tmp, outDir);
