@@ -11,7 +11,8 @@
 //     keeps them; longrope from rope_factors_long/_short): stored as Hugging Face has them.
 //   - gemma, gemma2, gemma3: norms stored as 1 + w go back to w; the windows, caps and attention
 //     scale llama.cpp fixes for them become config keys. smollm3 (as llama, the rotary step skipped in
-//     every 4th layer as llama.cpp fixes it), olmo2 (norms after the blocks).
+//     every 4th layer as llama.cpp fixes it), olmo2 (norms after the blocks), stablelm and phi2
+//     (LayerNorms with biases, partial rotary; Phi-2's own module names).
 //   - qwen2moe, qwen3moe, olmoe, Mixtral: experts stacked [experts, rows, cols] become one tensor each.
 // loader/model-source.ts's `modelFolderFor` is the one entry point the CLI and the app use: a .gguf
 // path is imported once into the cache (imports/, keyed by the file's path, size and mtime).
@@ -80,6 +81,7 @@ export interface GgufImportResult {
 interface Meta {
   num(key: string, fallback?: number): number;
   str(key: string): string | undefined;
+  bool(key: string): boolean | undefined;
   has(tensor: string): boolean;
 }
 
@@ -92,6 +94,8 @@ interface ArchImport {
   normsPlusOne?: boolean;
   /** blk.N.<name> → module, where this architecture's names differ from LAYER_TENSORS. */
   layers?: Record<string, string>;
+  /** Whole-model tensor names that differ from GLOBAL_TENSORS (Phi's final_layernorm). */
+  globals?: Record<string, string>;
   /** The rotary step may cover part of each head (partial_rotary_factor). */
   partialRotary?: boolean;
   /** config.json keys of this architecture. */
@@ -177,6 +181,29 @@ const ARCHS: Record<string, ArchImport> = {
     normsPlusOne: true,
     config: () => ({ hidden_act: "gelu", hidden_activation: "gelu_pytorch_tanh" }),
   },
+  stablelm: {
+    hf: "StableLmForCausalLM",
+    modelType: "stablelm",
+    partialRotary: true,
+    config: (m) => ({
+      layer_norm_eps: m.num("attention.layer_norm_epsilon"),
+      use_qkv_bias: m.has("blk.0.attn_q.bias"),
+      use_parallel_residual: m.bool("use_parallel_residual") ?? false,
+      qk_layernorm: false,
+    }),
+  },
+  phi2: {
+    hf: "PhiForCausalLM",
+    modelType: "phi",
+    partialRotary: true,
+    layers: { attn_output: "self_attn.dense", ffn_up: "mlp.fc1", ffn_down: "mlp.fc2" },
+    globals: { "output_norm.weight": "model.final_layernorm.weight", "output_norm.bias": "model.final_layernorm.bias" },
+    config: (m) => ({
+      hidden_act: "gelu_new",
+      layer_norm_eps: m.num("attention.layer_norm_epsilon"),
+      qk_layernorm: false,
+    }),
+  },
   olmo2: {
     hf: "Olmo2ForCausalLM",
     modelType: "olmo2",
@@ -222,7 +249,9 @@ function archOf(g: GgufFile): { name: string; a: ArchImport } {
 const GLOBAL_TENSORS: Record<string, string> = {
   "token_embd.weight": "model.embed_tokens.weight",
   "output_norm.weight": "model.norm.weight",
+  "output_norm.bias": "model.norm.bias",
   "output.weight": "lm_head.weight",
+  "output.bias": "lm_head.bias",
 };
 
 /** blk.N.<name> → model.layers.N.<module> */
@@ -254,7 +283,8 @@ const EXPERT_TENSORS: Record<string, { qwen: string; mixtral: string }> = {
 
 /** The Hugging Face name of a GGUF tensor in architecture `a`, or undefined when it has none. */
 export function hfTensorName(name: string, a: ArchImport = ARCHS.llama): string | undefined {
-  if (name in GLOBAL_TENSORS) return GLOBAL_TENSORS[name];
+  const global = a.globals?.[name] ?? GLOBAL_TENSORS[name];
+  if (global) return global;
   const m = /^blk\.(\d+)\.(\w+)\.(weight|bias)$/.exec(name);
   const module = m ? (a.layers?.[m[2]] ?? LAYER_TENSORS[m[2]]) : undefined;
   return m && module ? `model.layers.${m[1]}.${module}.${m[3]}` : undefined;
@@ -355,6 +385,7 @@ export function configFromGguf(
   const meta: Meta = {
     num: (k, fallback) => metaNumber(g, key(k), fallback),
     str: (k) => (typeof g.metadata[key(k)] === "string" ? (g.metadata[key(k)] as string) : undefined),
+    bool: (k) => (typeof g.metadata[key(k)] === "boolean" ? (g.metadata[key(k)] as boolean) : undefined),
     has: (tensor) => g.tensors.some((t) => t.name === tensor),
   };
   const hidden = meta.num("embedding_length");
