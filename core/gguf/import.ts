@@ -12,7 +12,9 @@
 //   - gemma, gemma2, gemma3: norms stored as 1 + w go back to w; the windows, caps and attention
 //     scale llama.cpp fixes for them become config keys. smollm3 (as llama, the rotary step skipped in
 //     every 4th layer as llama.cpp fixes it), olmo2 (norms after the blocks), stablelm and phi2
-//     (LayerNorms with biases, partial rotary; Phi-2's own module names).
+//     (LayerNorms with biases, partial rotary; Phi-2's own module names), ernie4_5, glm4 (fused
+//     gate_up, norms around both blocks), exaone4 (no windows, as llama.cpp runs it), granite,
+//     command-r and cohere2 (their multipliers and logit scale from the metadata).
 //   - qwen2moe, qwen3moe, olmoe, Mixtral: experts stacked [experts, rows, cols] become one tensor each.
 // loader/model-source.ts's `modelFolderFor` is the one entry point the CLI and the app use: a .gguf
 // path is imported once into the cache (imports/, keyed by the file's path, size and mtime).
@@ -202,6 +204,52 @@ const ARCHS: Record<string, ArchImport> = {
       hidden_act: "gelu_new",
       layer_norm_eps: m.num("attention.layer_norm_epsilon"),
       qk_layernorm: false,
+    }),
+  },
+  ernie4_5: { hf: "Ernie4_5ForCausalLM", modelType: "ernie4_5", config: () => ({ use_bias: false }) },
+  glm4: {
+    hf: "Glm4ForCausalLM",
+    modelType: "glm4",
+    partialRotary: true,
+    layers: {
+      post_attention_norm: "post_self_attn_layernorm",
+      ffn_norm: "post_attention_layernorm",
+      post_ffw_norm: "post_mlp_layernorm",
+      ffn_up: "mlp.gate_up_proj",
+    },
+    config: (m) => ({ attention_bias: m.has("blk.0.attn_q.bias") }),
+  },
+  exaone4: {
+    hf: "Exaone4ForCausalLM",
+    modelType: "exaone4",
+    layers: { post_attention_norm: "post_attention_layernorm", post_ffw_norm: "post_feedforward_layernorm" },
+    config: () => ({ sliding_window: null }),
+  },
+  granite: {
+    hf: "GraniteForCausalLM",
+    modelType: "granite",
+    permutedQK: true,
+    config: (m) => ({
+      embedding_multiplier: m.num("embedding_scale", 1),
+      residual_multiplier: m.num("residual_scale", 1),
+      attention_multiplier: m.num("attention.scale"),
+      logits_scaling: m.num("logit_scale", 1),
+    }),
+  },
+  "command-r": {
+    hf: "CohereForCausalLM",
+    modelType: "cohere",
+    config: (m) => ({ layer_norm_eps: m.num("attention.layer_norm_epsilon"), logit_scale: m.num("logit_scale", 1) }),
+  },
+  cohere2: {
+    hf: "Cohere2ForCausalLM",
+    modelType: "cohere2",
+    // llama.cpp's cohere2: a window (and the rotary step) in every layer but each 4th.
+    config: (m) => ({
+      layer_norm_eps: m.num("attention.layer_norm_epsilon"),
+      logit_scale: m.num("logit_scale", 1),
+      sliding_window: m.num("attention.sliding_window"),
+      sliding_window_pattern: 4,
     }),
   },
   olmo2: {
