@@ -235,6 +235,40 @@ function bf16Values(b: Buffer): Float32Array {
   return new Float32Array(Uint32Array.from(u16, (h) => h << 16).buffer);
 }
 
+test("Granite's and Command-R's scales in the metadata, as llama.cpp's converter writes them, become their config multipliers", async (t) => {
+  const cases: [RoundTripArch, [string, number][], Record<string, unknown>][] = [
+    [
+      "granite",
+      [
+        ["granite.residual_scale", 0.22],
+        ["granite.logit_scale", 8],
+      ],
+      { residual_multiplier: 0.22, logits_scaling: 8 },
+    ],
+    ["cohere", [["command-r.logit_scale", 0.0625]], { logit_scale: 0.0625 }],
+  ];
+  for (const [arch, keys, change] of cases) {
+    // Exported with the scales at 1 (nothing folded into the weights), then given the real ones.
+    const { source, file } = await roundTrip(t, arch, { edit: (dir) => editConfig(dir, ROUND_TRIP_CONFIG[arch]!) });
+    const scaled = join(tempDir(t), `${arch}-scaled.gguf`);
+    await rewriteGguf(file, scaled, { set: keys.map(([k, v]): [string, GgufValue] => [k, kv.f32(v)]) });
+    const imported = loadModel((await importGguf(scaled, join(tempDir(t), `${arch}-imported`))).dir);
+    const referenceDir = join(tempDir(t), `${arch}-reference`);
+    cpSync(source.dir, referenceDir, { recursive: true });
+    editConfig(referenceDir, change);
+    const reference = loadModel(referenceDir);
+    t.after(() => (imported.close(), reference.close()));
+    const prompt = source.tokenizer.encode("The quick brown fox");
+    const want = await ourGreedy(reference, prompt, 6);
+    assert.notDeepEqual(
+      want.steps,
+      (await ourGreedy(source, prompt, 6)).steps,
+      `${arch}: the scales change the output`,
+    );
+    assert.deepEqual((await ourGreedy(imported, prompt, 6)).steps, want.steps, arch);
+  }
+});
+
 test("llama exported to f32 GGUF imports as f32 with the bf16 values", async (t) => {
   const { source, imported, result } = await roundTrip(t, "llama", { dtype: "f32" });
   assert.equal(result.dtype, "F32");
