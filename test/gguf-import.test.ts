@@ -31,7 +31,7 @@ import { modelFolderFor } from "../core/loader/model-source.js";
 import { GgmlTypeId, dequantize, ggmlTypeName } from "../core/gguf/quants.js";
 import { GgmlType, GgufFileWriter, kv, type GgufValue } from "../core/gguf/writer.js";
 import { TokenType } from "../core/gguf/vocab.js";
-import { loadLlamaCpp, type NlcLlama } from "../core/peers/llamacpp.js";
+import { loadLlamaCpp, openLlamaCppPeer, type NlcLlama } from "../core/peers/llamacpp.js";
 
 const FIXTURES = join(REPO_ROOT, "test", "gguf");
 const QUANTS = join(FIXTURES, "tiny-llama-quants.gguf");
@@ -666,6 +666,15 @@ test("the quantized file imports to f16 and decodes as llama.cpp decodes the fil
   const theirs = await llamaCppSteps(llamaCpp.llama, QUANTS, prompt, ours.ids);
   // llama.cpp rounds activations to 8 bits for its quantized dot products; we run f16 weights on f32 activations.
   compareSteps("tiny-llama-quants", ours.steps, theirs, 0.02);
+  // The bench's llama.cpp peer runs the file the model was imported from, quantized as it is.
+  const r = await openLlamaCppPeer(model, { threads: 2 });
+  assert.ok("peer" in r, "skipped" in r ? r.skipped : "");
+  try {
+    assert.match(r.peer.detail, /, tiny-llama-quants\.gguf \(F32\+[\w+]*Q4_K[\w+]*\) read in/);
+    assert.equal((await r.peer.decode(prompt, 3)).ids.length, 3);
+  } finally {
+    await r.peer.close();
+  }
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import {
   existsSync,
   mkdirSync,
   openSync,
+  readFileSync,
   readSync,
   renameSync,
   rmSync,
@@ -750,6 +751,22 @@ export async function importGguf(
   } catch (e) {
     rmSync(tmp, { recursive: true, force: true });
     throw e;
+  }
+}
+
+/**
+ * The GGUF file a model folder was imported from (its IMPORT_RECORD), when the folder is an import
+ * and the file is still there: the llama.cpp peer runs that file as it is, quantized.
+ */
+export function importSource(dir: string): { file: string; sourceTypes: Record<string, number> } | undefined {
+  const record = join(dir, IMPORT_RECORD);
+  if (!existsSync(record)) return undefined;
+  try {
+    const r = JSON.parse(readFileSync(record, "utf8")) as { source?: unknown; sourceTypes?: unknown };
+    if (typeof r.source !== "string" || !existsSync(r.source)) return undefined;
+    return { file: r.source, sourceTypes: (r.sourceTypes ?? {}) as Record<string, number> };
+  } catch {
+    return undefined;
   }
 }
 

@@ -11,6 +11,7 @@ import type { LoadedModel } from "../loader/model-folder.js";
 import { ModelError } from "../loader/errors.js";
 import { weightFiles } from "../loader/safetensors.js";
 import { exportGguf, ggufArchitecture, type GgufDType } from "../gguf/export.js";
+import { importSource } from "../gguf/import.js";
 import { cacheDir as cacheDirOf, filesKey } from "../sparse/cache.js";
 import type { Peer, PeerOpenResult, PeerRun } from "./peer.js";
 
@@ -141,8 +142,11 @@ export async function openLlamaCppPeer(model: LoadedModel, opts: LlamaCppPeerOpt
   let nlcModel: NlcModel | undefined;
   // Past this point nothing is expected to fail; if something does (a GGUF llama.cpp rejects, a
   // full disk), the benchmark still runs without this peer, and the tests fail on the reason.
+  // A model imported from a GGUF file runs in llama.cpp from that file, as it is (quantized).
+  const source = importSource(model.dir);
+  const what = source ? `${basename(source.file)} (${mainTypes(source.sourceTypes)})` : `${dtype} GGUF`;
   try {
-    const file = await cachedGguf(model, dtype, opts.cacheDir);
+    const file = source?.file ?? (await cachedGguf(model, dtype, opts.cacheDir));
     // Weights read into memory, as our engine loads them by default (core/native/src/mapping.h), so
     // the two stream the same kind of memory; with mmap both are at the mercy of the page cache.
     nlcModel = await llama.loadModel({ modelPath: file, gpuLayers: 0, useMmap: false });
@@ -163,7 +167,7 @@ export async function openLlamaCppPeer(model: LoadedModel, opts: LlamaCppPeerOpt
         nlcModel,
         context,
         model.config.vocab,
-        `llama.cpp ${version} CPU, ${dtype} GGUF read in (no mmap), ${threads} threads`,
+        `llama.cpp ${version} CPU, ${what} read in (no mmap), ${threads} threads`,
       ),
     };
   } catch (e) {
@@ -230,4 +234,12 @@ class LlamaCppPeer implements Peer {
     await this.model.dispose();
     await this.llama.dispose();
   }
+}
+
+/** A file's ggml types, most tensors first ("Q4_K+Q6_K+F32"). */
+function mainTypes(types: Record<string, number>): string {
+  return Object.entries(types)
+    .sort((a, b) => b[1] - a[1])
+    .map(([t]) => t)
+    .join("+");
 }
