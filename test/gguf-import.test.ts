@@ -653,10 +653,10 @@ test("dequantize refuses bytes that are not whole blocks of the type", () => {
   assert.throws(() => dequantize(GgmlTypeId.Q8_0, new Uint8Array(33), 32), RangeError);
 });
 
-test("the quantized file imports to f16 and decodes as llama.cpp decodes the file", { skip: noLlama }, async (t) => {
+test("the quantized file imports to bf16 and decodes as llama.cpp decodes the file", { skip: noLlama }, async (t) => {
   const dir = tempDir(t);
   const result = await importGguf(QUANTS, join(dir, "imported"));
-  assert.equal(result.dtype, "F16");
+  assert.equal(result.dtype, "BF16");
   assert.ok((result.sourceTypes.Q4_K ?? 0) > 0 && (result.sourceTypes.Q6_K ?? 0) > 0);
   const model = loadModel(result.dir);
   t.after(() => model.close());
@@ -664,7 +664,7 @@ test("the quantized file imports to f16 and decodes as llama.cpp decodes the fil
   const ours = await ourGreedy(model, prompt, 8);
   if (!("llama" in llamaCpp)) return;
   const theirs = await llamaCppSteps(llamaCpp.llama, QUANTS, prompt, ours.ids);
-  // llama.cpp rounds activations to 8 bits for its quantized dot products; we run f16 weights on f32 activations.
+  // llama.cpp rounds activations to 8 bits for its quantized dot products; we run bf16 weights on f32 activations.
   compareSteps("tiny-llama-quants", ours.steps, theirs, 0.02);
   // The bench's llama.cpp peer runs the file the model was imported from, quantized as it is.
   const r = await openLlamaCppPeer(model, { threads: 2 });

@@ -479,8 +479,8 @@ test("host: a GGUF file is inspected, imported once with progress, loaded, and k
   const est = await ask({ type: "model.inspect", path: file });
   assert.ok(est.ok, JSON.stringify(est));
   const e = est.result as { architecture: string; dtype: string; parameters: number; weightBytes: number };
-  assert.deepEqual([e.architecture, e.dtype], ["LlamaForCausalLM", "F16"]);
-  assert.equal(e.weightBytes, 2 * e.parameters); // as imported: f16, not the file's 1 MB
+  assert.deepEqual([e.architecture, e.dtype], ["LlamaForCausalLM", "BF16"]);
+  assert.equal(e.weightBytes, 2 * e.parameters); // as imported: bf16, not the file's 1 MB
   assert.equal(e.parameters, 1443072); // 2 layers of 256 × (256 + 128 + 128 + 256 + 3 × 512) + 2 norms, 512 × 256 twice, one norm
   const start = events.length;
   const loaded = await ask({ type: "model.load", path: file });

@@ -2,8 +2,9 @@
 // model folder the engine loads like any other: config.json from the file's metadata, the weights
 // as safetensors, tokenizer.json and tokenizer_config.json (with the chat template) from its
 // tokenizer.ggml.* keys. The engine's kernels read f32/f16/bf16, so quantized tensors (Q4_K_M's
-// Q4_K and Q6_K, Q8_0, ...) are dequantized once, at import, to f16; files of bf16 or f32 matrices
-// keep their dtype. The reverse of convert_hf_to_gguf.py for the architectures in ARCHS:
+// Q4_K and Q6_K, Q8_0, ...) are dequantized once, at import, to bf16 (importDtype says why); files
+// of f32, f16 or bf16 matrices keep their dtype. The reverse of convert_hf_to_gguf.py for the
+// architectures in ARCHS:
 //   - llama (Llama 2/3, Mistral, SmolLM2, TinyLlama, ...; Mixtral when its FFNs are experts): q/k rows
 //     go back from llama.cpp's interleaved rotary pairs to Hugging Face's rotate-half layout (the
 //     inverse of export.ts's `permuteRotary`); Llama 3's rope_freqs tensor becomes its rope_scaling.
@@ -47,7 +48,7 @@ import {
 import { tokenizerFromGguf, type ImportedTokenizer } from "./vocab.js";
 
 /** Bumped when an import's output changes, so that cached imports are redone. */
-export const IMPORT_VERSION = 1;
+export const IMPORT_VERSION = 2;
 /** The file in an imported folder that names its GGUF source. */
 export const IMPORT_RECORD = "gguf-import.json";
 
@@ -558,12 +559,22 @@ export function unpermuteRotary(src: Uint8Array, heads: number, headDim: number,
   return dst;
 }
 
-/** The dtype the folder's weights get: the matrices' own if all are bf16 or all f32, else f16. */
+/**
+ * The dtype the folder's weights get: the matrices' own when they are all f32, all f16 or all bf16
+ * (nothing lost); bf16 for quantized files. bf16 keeps 8 significant bits, well under what Q8_0 and
+ * the k-quants lose already, and the engine's bf16 kernels decode faster than its f16 ones (f16 is
+ * converted on the fly; README, GGUF files).
+ */
 function importDtype(g: GgufFile): StDType {
   const matrices = g.tensors.filter((t) => t.dims.length >= 2).map((t) => t.type);
-  if (matrices.length > 0 && matrices.every((t) => t === GgmlTypeId.BF16)) return "BF16";
-  if (matrices.length > 0 && matrices.every((t) => t === GgmlTypeId.F32)) return "F32";
-  return "F16";
+  for (const [type, dtype] of [
+    [GgmlTypeId.F32, "F32"],
+    [GgmlTypeId.F16, "F16"],
+    [GgmlTypeId.BF16, "BF16"],
+  ] as const) {
+    if (matrices.length > 0 && matrices.every((t) => t === type)) return dtype;
+  }
+  return "BF16";
 }
 
 /** Values dequantized at a time (16 MB of float32): whole rows, so that no block is split. */

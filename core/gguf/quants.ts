@@ -1,5 +1,5 @@
 // GGML tensor types as GGUF files store them (ggml-common.h's block layouts) and their dequantization,
-// so that a llama.cpp model file (Q4_K_M, Q8_0, ...) can be imported into the engine's f16 weights.
+// so that a llama.cpp model file (Q4_K_M, Q8_0, ...) can be imported into the engine's bf16 weights.
 // The sizes are checked here; the blocks are decoded by the native addon (core/native/src/
 // gguf_dequant.cc, on the thread pool), the way ggml's `dequantize_row_*` does. test/gguf-import.test.ts
 // checks every type against values gguf-py (llama.cpp's Python package) dequantized from a file
