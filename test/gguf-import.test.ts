@@ -269,6 +269,31 @@ test("Granite's and Command-R's scales in the metadata, as llama.cpp's converter
   }
 });
 
+test("the sampling defaults a GGUF file carries (general.sampling.*) become the model's generation defaults", async (t) => {
+  const { file } = await roundTrip(t, "qwen3");
+  const withSampling = join(tempDir(t), "sampling.gguf");
+  await rewriteGguf(file, withSampling, {
+    set: [
+      ["general.sampling.temp", kv.f32(0.6)],
+      ["general.sampling.top_k", kv.i32(20)],
+      ["general.sampling.top_p", kv.f32(0.95)],
+      ["general.sampling.min_p", kv.f32(0)],
+    ],
+  });
+  const model = loadModel((await importGguf(withSampling, join(tempDir(t), "imported"))).dir);
+  t.after(() => model.close());
+  assert.deepEqual(model.generationDefaults, {
+    temperature: 0.6,
+    topK: 20,
+    topP: 0.95,
+    minP: 0,
+    repetitionPenalty: undefined,
+    maxNewTokens: undefined,
+  });
+  const plain = (await importGguf(file, join(tempDir(t), "plain"))).dir;
+  assert.ok(!existsSync(join(plain, "generation_config.json")), "none without general.sampling.*");
+});
+
 test("llama exported to f32 GGUF imports as f32 with the bf16 values", async (t) => {
   const { source, imported, result } = await roundTrip(t, "llama", { dtype: "f32" });
   assert.equal(result.dtype, "F32");

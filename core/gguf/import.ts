@@ -493,6 +493,28 @@ export function configFromGguf(
   return config;
 }
 
+/** general.sampling.* → generation_config.json's keys (the sampling defaults the model ships). */
+const SAMPLING_KEYS: Record<string, string> = {
+  temp: "temperature",
+  top_k: "top_k",
+  top_p: "top_p",
+  min_p: "min_p",
+  penalty_repeat: "repetition_penalty",
+};
+
+/**
+ * generation_config.json from the sampling defaults llama.cpp's converter copies into the file
+ * (general.sampling.*, from the checkpoint's generation_config.json), or undefined when it has none.
+ */
+export function generationConfig(g: GgufFile): Record<string, number> | undefined {
+  const out: Record<string, number> = {};
+  for (const [key, name] of Object.entries(SAMPLING_KEYS)) {
+    const v = g.metadata[`general.sampling.${key}`];
+    if (v !== undefined) out[name] = metaNumber(g, `general.sampling.${key}`);
+  }
+  return Object.keys(out).length > 0 ? out : undefined;
+}
+
 /**
  * Llama 3's rope_scaling from the rope_freqs tensor llama.cpp's converter computed from it (one
  * divisor per rotary frequency): the settings, among those Llama 3.x models use and their
@@ -745,6 +767,8 @@ export async function importGguf(
     json("config.json", config);
     json("tokenizer.json", tok.tokenizer);
     json("tokenizer_config.json", tok.config);
+    const generation = generationConfig(g);
+    if (generation) json("generation_config.json", generation);
     // Where the folder came from (modelFolderFor replaces an older import of the same file).
     json(IMPORT_RECORD, { source: file, sourceTypes, importVersion: IMPORT_VERSION });
     rmSync(outDir, { recursive: true, force: true });
