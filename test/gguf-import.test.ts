@@ -75,6 +75,7 @@ const ROUND_TRIP_ARCHS = [
   "smollm3",
   "olmo2",
   "stablelm",
+  "starcoder2",
   "phi",
   "ernie",
   "glm4",
@@ -138,14 +139,16 @@ const ROUND_TRIP_SHAPES: Partial<Record<RoundTripArch, Record<string, unknown>>>
 /**
  * Config changes that keep our exporter from folding a multiplier into the weights (Granite's
  * residual and logit scales, Cohere's logit scale: written as 1, the scale carried by the final
- * norm), so that the round trip can be bit for bit; and EXAONE 4.0 without windows, which is what
- * llama.cpp's exaone4 runs. Real files carry the scales as metadata, which the import reads.
+ * norm), so that the round trip can be bit for bit; and EXAONE 4.0 and StarCoder 2 without
+ * windows, which is what llama.cpp runs for them. Real files carry the scales as metadata, which the
+ * import reads.
  */
 const ROUND_TRIP_CONFIG: Partial<Record<RoundTripArch, Record<string, unknown>>> = {
   granite: { residual_multiplier: 1, logits_scaling: 1 },
   cohere: { logit_scale: 1 },
   cohere2: { logit_scale: 1 },
   exaone4: { sliding_window: null, layer_types: null, sliding_window_pattern: null },
+  starcoder2: { sliding_window: null },
 };
 
 for (const arch of ROUND_TRIP_ARCHS) {

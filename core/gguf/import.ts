@@ -13,7 +13,8 @@
 //   - gemma, gemma2, gemma3: norms stored as 1 + w go back to w; the windows, caps and attention
 //     scale llama.cpp fixes for them become config keys. smollm3 (as llama, the rotary step skipped in
 //     every 4th layer as llama.cpp fixes it), olmo2 (norms after the blocks), stablelm and phi2
-//     (LayerNorms with biases, partial rotary; Phi-2's own module names), ernie4_5, glm4 (fused
+//     (LayerNorms with biases, partial rotary; Phi-2's own module names), starcoder2 (the same, with
+//     no window: llama.cpp has none), ernie4_5, glm4 (fused
 //     gate_up, norms around both blocks), exaone4 (no windows, as llama.cpp runs it), granite,
 //     command-r and cohere2 (their multipliers and logit scale from the metadata).
 //   - qwen2moe, qwen3moe, olmoe, Mixtral: experts stacked [experts, rows, cols] become one tensor each.
@@ -206,6 +207,18 @@ const ARCHS: Record<string, ArchImport> = {
       hidden_act: "gelu_new",
       layer_norm_eps: m.num("attention.layer_norm_epsilon"),
       qk_layernorm: false,
+    }),
+  },
+  starcoder2: {
+    hf: "Starcoder2ForCausalLM",
+    modelType: "starcoder2",
+    layers: { ffn_up: "mlp.c_fc", ffn_down: "mlp.c_proj" },
+    // llama.cpp's starcoder2 has no window: the whole context, as here.
+    config: (m) => ({
+      hidden_act: "gelu_pytorch_tanh",
+      norm_epsilon: m.num("attention.layer_norm_epsilon"),
+      use_bias: true,
+      sliding_window: null,
     }),
   },
   ernie4_5: { hf: "Ernie4_5ForCausalLM", modelType: "ernie4_5", config: () => ({ use_bias: false }) },
