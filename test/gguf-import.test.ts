@@ -794,6 +794,24 @@ test("a GGUF repo in the Hugging Face cache: each file listed with its architect
   assert.equal((JSON.parse(r.stdout) as { ids: number[] }).ids.length, 2);
 });
 
+test("hire import --gguf FILE --out DIR writes the folder, and refuses a folder that is not empty", (t) => {
+  const dir = tempDir(t);
+  const out = join(dir, "tiny");
+  const r = hire(["import", "--gguf", QUANTS, "--out", out]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(
+    r.stdout,
+    /^wrote .*tiny: LlamaForCausalLM \(llama\), 21 tensors in BF16 from .*Q4_K.*, 0\.00 GB in [\d.]+ s\n$/,
+  );
+  for (const f of ["config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors", "gguf-import.json"]) {
+    assert.ok(existsSync(join(out, f)), f);
+  }
+  const again = hire(["import", "--gguf", QUANTS, "--out", out]);
+  assert.equal(again.status, 2);
+  assert.match(again.stderr, /exists and is not an empty folder/);
+  assert.equal(hire(["import", "--out", out]).status, 2);
+});
+
 /** A GGUF of one F32 tensor and the given metadata (plus a small byte-level vocabulary unless given). */
 async function tinyGguf(file: string, meta: [string, GgufValue][]): Promise<void> {
   const keys = new Map<string, GgufValue>([

@@ -4,8 +4,8 @@
 // To add a command: write `async function cmdX(argv)` and list it in COMMANDS.
 import type { ParseArgsConfig } from "node:util";
 import { createInterface } from "node:readline";
-import { readFileSync, writeFileSync } from "node:fs";
-import { basename } from "node:path";
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { basename, resolve } from "node:path";
 import type { LoadedModel } from "../loader/model-folder.js";
 import { ChatTemplateError, ContextOverflowError, ModelError, UsageError } from "../loader/errors.js";
 import { Session, type GenerateOptions } from "../engine/session.js";
@@ -21,6 +21,7 @@ import { cmdServe, SERVE_HELP } from "./serve.js";
 import { ARCHS, makeModel, MakeModelError, PRESETS, type Arch, type DType } from "../modelgen/make-model.js";
 import { int, kvCacheFlag, MODEL_FLAGS, num, openModel, parse, positiveInt, threadsFlag } from "./flags.js";
 import { EXPORT_HELP, runExport } from "./export.js";
+import { importGguf } from "../gguf/import.js";
 import { hubCacheDir, listCachedModels } from "../loader/hf-cache.js";
 
 const SAMPLING_FLAGS = {
@@ -483,6 +484,34 @@ function round(x: number): number {
   return Math.round(x * 1000) / 1000;
 }
 
+/** `hire import --gguf FILE.gguf --out DIR`: a GGUF file as a Hugging Face model folder where the user wants it. */
+async function cmdImport(argv: string[]): Promise<void> {
+  const v = parse(argv, { gguf: { type: "string" }, out: { type: "string" } });
+  const file = v.gguf;
+  if (!file) throw new UsageError("--gguf FILE.gguf is required (the file to import)");
+  if (!v.out) throw new UsageError("--out DIR is required (the folder to write)");
+  const out = resolve(v.out);
+  if (existsSync(out) && (!statSync(out).isDirectory() || readdirSync(out).length > 0))
+    throw new UsageError(`--out ${out} exists and is not an empty folder`);
+  const started = performance.now();
+  let shown = -1;
+  const r = await importGguf(resolve(file), out, {
+    onProgress: (done, total) => {
+      const pct = Math.floor((100 * done) / total);
+      if (process.stderr.isTTY && pct !== shown) process.stderr.write(`\rimporting ${pct} %`);
+      shown = pct;
+    },
+  });
+  if (process.stderr.isTTY) process.stderr.write("\r\x1b[K");
+  const types = Object.entries(r.sourceTypes)
+    .map(([t, n]) => `${n} ${t}`)
+    .join(", ");
+  process.stdout.write(
+    `wrote ${out}: ${r.architecture} (${r.ggufArchitecture}), ${r.tensors} tensors in ${r.dtype} from ${types}, ` +
+      `${(r.bytes / 1e9).toFixed(2)} GB in ${((performance.now() - started) / 1000).toFixed(1)} s\n`,
+  );
+}
+
 /** `hire gpus`: the GPUs the CUDA backend can use (or why none), and what --backend auto picks. */
 async function cmdGpus(argv: string[]): Promise<void> {
   const v = parse(argv, { json: { type: "boolean" } });
@@ -544,6 +573,10 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: s
   models: { run: cmdModels, help: "[--json]   the models in the Hugging Face cache (--model takes their ORG/NAME)" },
   gpus: { run: cmdGpus, help: "[--json]   the GPUs the CUDA backend can use, or why none" },
   export: { run: runExport, help: EXPORT_HELP },
+  import: {
+    run: cmdImport,
+    help: "--gguf FILE.gguf --out DIR   a GGUF file as a Hugging Face model folder (--model FILE.gguf imports into the cache by itself)",
+  },
   "make-model": {
     run: cmdMakeModel,
     help: `--arch ${Object.keys(ARCHS).join("|")} [--preset NAME] [--hidden H --layers L --heads A --kv-heads K --intermediate F --vocab V] [--experts E --experts-per-token K] --dtype f32|f16|bf16 --seed S --out DIR [--shard-mb MB]`,
