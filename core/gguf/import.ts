@@ -364,6 +364,9 @@ export async function readGguf(file: string): Promise<GgufFile> {
   } catch (e) {
     throw new ModelError("BAD_GGUF", file, `not a readable GGUF file: ${(e as Error).message}`);
   }
+  if (!parsed.littleEndian) {
+    throw new ModelError("BAD_GGUF", file, "is a big-endian GGUF file; only little-endian ones are read");
+  }
   const metadata = parsed.metadata as Record<string, unknown>;
   const split = metadata["split.count"];
   if (split !== undefined && Number(split) > 1) {
