@@ -81,6 +81,7 @@ const ROUND_TRIP_ARCHS = [
   "glm4",
   "exaone4",
   "granite",
+  "granitemoe",
   "cohere",
   "cohere2",
   "phi3",
@@ -145,6 +146,7 @@ const ROUND_TRIP_SHAPES: Partial<Record<RoundTripArch, Record<string, unknown>>>
  */
 const ROUND_TRIP_CONFIG: Partial<Record<RoundTripArch, Record<string, unknown>>> = {
   granite: { residual_multiplier: 1, logits_scaling: 1 },
+  granitemoe: { residual_multiplier: 1, logits_scaling: 1 },
   cohere: { logit_scale: 1 },
   cohere2: { logit_scale: 1 },
   exaone4: { sliding_window: null, layer_types: null, sliding_window_pattern: null },
@@ -295,6 +297,26 @@ test("the sampling defaults a GGUF file carries (general.sampling.*) become the 
   });
   const plain = (await importGguf(file, join(tempDir(t), "plain"))).dir;
   assert.ok(!existsSync(join(plain, "generation_config.json")), "none without general.sampling.*");
+});
+
+test("GraniteMoeShared (the golden): its shared expert and stacked experts come back as transformers keeps them", async (t) => {
+  const dir = join(tempDir(t), "granitemoe");
+  cpSync(join(REPO_ROOT, "test", "golden", "granitemoe-bf16"), dir, { recursive: true });
+  editConfig(dir, ROUND_TRIP_CONFIG.granitemoe!);
+  const source = loadModel(dir);
+  const file = join(dir, "m.gguf");
+  await exportGguf(source, file, { dtype: "bf16" });
+  const result = await importGguf(file, join(tempDir(t), "imported"));
+  const imported = loadModel(result.dir);
+  t.after(() => (source.close(), imported.close()));
+  assert.equal(result.architecture, "GraniteMoeSharedForCausalLM");
+  const names = [...source.store.tensors.keys()].sort();
+  assert.deepEqual([...imported.store.tensors.keys()].sort(), names);
+  assert.ok(names.some((n) => n.endsWith("shared_mlp.input_linear.weight")));
+  for (const name of names) assert.ok(bytesOf(source, name).equals(bytesOf(imported, name)), `${name} differs`);
+  assert.deepEqual(imported.config.moe, source.config.moe);
+  const prompt = source.tokenizer.encode("The quick brown fox");
+  assert.deepEqual((await ourGreedy(imported, prompt, 6)).steps, (await ourGreedy(source, prompt, 6)).steps);
 });
 
 test("llama exported to f32 GGUF imports as f32 with the bf16 values", async (t) => {

@@ -16,7 +16,8 @@
 //     (LayerNorms with biases, partial rotary; Phi-2's own module names), starcoder2 (the same, with
 //     no window: llama.cpp has none), ernie4_5, glm4 (fused
 //     gate_up, norms around both blocks), exaone4 (no windows, as llama.cpp runs it), granite,
-//     command-r and cohere2 (their multipliers and logit scale from the metadata).
+//     granitemoe (experts re-stacked as transformers keeps them), command-r and cohere2 (their
+//     multipliers and logit scale from the metadata).
 //   - qwen2moe, qwen3moe, olmoe, Mixtral: experts stacked [experts, rows, cols] become one tensor each.
 // loader/model-source.ts's `modelFolderFor` is the one entry point the CLI and the app use: a .gguf
 // path is imported once into the cache (imports/, keyed by the file's path, size and mtime).
@@ -99,6 +100,8 @@ interface ArchImport {
   normsPlusOne?: boolean;
   /** blk.N.<name> → module, where this architecture's names differ from LAYER_TENSORS. */
   layers?: Record<string, string>;
+  /** Experts stacked as transformers' GraniteMoE keeps them (fusedExpertTensor). */
+  fusedExperts?: boolean;
   /** Whole-model tensor names that differ from GLOBAL_TENSORS (Phi's final_layernorm). */
   globals?: Record<string, string>;
   /** The rotary step may cover part of each head (partial_rotary_factor). */
@@ -245,6 +248,26 @@ const ARCHS: Record<string, ArchImport> = {
     modelType: "granite",
     permutedQK: true,
     config: (m) => ({
+      embedding_multiplier: m.num("embedding_scale", 1),
+      residual_multiplier: m.num("residual_scale", 1),
+      attention_multiplier: m.num("attention.scale"),
+      logits_scaling: m.num("logit_scale", 1),
+    }),
+  },
+  granitemoe: {
+    hf: "GraniteMoeForCausalLM",
+    modelType: "granitemoe",
+    permutedQK: true,
+    fusedExperts: true,
+    layers: { ffn_gate_inp: "block_sparse_moe.router.layer" },
+    config: (m) => ({
+      ...(m.has("blk.0.ffn_gate_shexp.weight") && {
+        architectures: ["GraniteMoeSharedForCausalLM"],
+        model_type: "granitemoeshared",
+        shared_intermediate_size: m.num("expert_shared_feed_forward_length"),
+      }),
+      num_local_experts: m.num("expert_count"),
+      num_experts_per_tok: m.num("expert_used_count"),
       embedding_multiplier: m.num("embedding_scale", 1),
       residual_multiplier: m.num("residual_scale", 1),
       attention_multiplier: m.num("attention.scale"),
@@ -621,9 +644,13 @@ const CHUNK_VALUES = 4 << 20;
 /** How a tensor's values change on the way in. */
 type Transform = "copy" | "unpermute" | "minusOne";
 
-/** One tensor of the folder: where its bytes lie in the GGUF file, and what it is called and becomes. */
+/**
+ * One tensor of the folder: where its bytes lie in the GGUF file (one tensor, a slice of one, or
+ * pieces written one after another: GraniteMoE's gate and up rows of each expert), and what it is
+ * called and becomes.
+ */
 export interface PlannedTensor {
-  t: GgufTensor;
+  parts: GgufTensor[];
   entry: TensorEntry;
   transform: Transform;
 }
@@ -636,6 +663,8 @@ export interface GgufImportPlan {
   config: Record<string, unknown>;
   tokenizer: ImportedTokenizer;
   tensors: PlannedTensor[];
+  /** How many tensors the file stores in each ggml type (e.g. {Q4_K: 97, Q6_K: 17, F32: 65}). */
+  sourceTypes: Record<string, number>;
 }
 
 /** Plans the import of a read GGUF file: every check, reading no tensor data but the rotary factors'. */
@@ -646,8 +675,16 @@ export function planImport(g: GgufFile): GgufImportPlan {
   const config = configFromGguf(g, dtype, tokenizer.eosIds, tokenizer.bosId);
   const tensors: PlannedTensor[] = [];
   const plain = (t: GgufTensor, name: string, transform: Transform = "copy") =>
-    tensors.push({ t, entry: { name, dtype, shape: [...t.dims].reverse() }, transform });
+    tensors.push({ parts: [t], entry: { name, dtype, shape: [...t.dims].reverse() }, transform });
+  const byName = new Map(g.tensors.map((t) => [t.name, t]));
   for (const t of g.tensors) {
+    if (a.fusedExperts) {
+      const fused = fusedExpertTensor(t, byName, dtype, g.file);
+      if (fused !== undefined) {
+        if (fused) tensors.push(fused);
+        continue;
+      }
+    }
     if (t.name === "rope_freqs.weight") {
       const divisors = dequantize(t.type, readBytes(g.file, t.offset, t.byteLength), t.dims[0]);
       config.rope_scaling = llama3Scaling(divisors, config.rope_theta as number, config.head_dim as number, g.file);
@@ -705,7 +742,72 @@ export function planImport(g: GgufFile): GgufImportPlan {
           : "copy",
     );
   }
-  return { architecture: arch, hfArchitecture: a.hf, dtype, config, tokenizer, tensors };
+  const sourceTypes: Record<string, number> = {};
+  for (const t of g.tensors) sourceTypes[ggmlTypeName(t.type)] = (sourceTypes[ggmlTypeName(t.type)] ?? 0) + 1;
+  const hfArchitecture = (config.architectures as string[])[0];
+  return { architecture: arch, hfArchitecture, dtype, config, tokenizer, tensors, sourceTypes };
+}
+
+/** Expert e's [rows, cols] matrix in a [experts, rows, cols] tensor: the e-th slice, back to back. */
+function expertSlice(t: GgufTensor, e: number): GgufTensor {
+  const [cols, rows, experts] = t.dims;
+  const bytes = t.byteLength / experts;
+  return { ...t, name: `${t.name}[${e}]`, dims: [cols, rows], offset: t.offset + e * bytes, byteLength: bytes };
+}
+
+/**
+ * GraniteMoE's stacked tensors from llama.cpp's split ones: each expert's gate rows then its up rows
+ * as block_sparse_moe.input_linear [experts, 2F, hidden], the down matrices as output_linear as they
+ * are, the shared expert's gate and up as shared_mlp.input_linear. Returns the tensor to write, null
+ * for a piece already written with its partner (the up halves), undefined for other tensors.
+ */
+function fusedExpertTensor(
+  t: GgufTensor,
+  byName: Map<string, GgufTensor>,
+  dtype: StDType,
+  file: string,
+): PlannedTensor | null | undefined {
+  const m = /^blk\.(\d+)\.(ffn_(?:gate|up|down)_(?:exps|shexp))\.weight$/.exec(t.name);
+  if (!m) return undefined;
+  const layer = `model.layers.${m[1]}`;
+  const partner = (name: string) => {
+    const p = byName.get(`blk.${m[1]}.${name}.weight`);
+    if (!p || p.type !== t.type || p.dims.join() !== t.dims.join())
+      throw new ModelError("BAD_GGUF", file, `${name} is missing or unlike ${m[2]}`, t.name);
+    return p;
+  };
+  const entry = (name: string, shape: number[]): TensorEntry => ({ name, dtype, shape });
+  switch (m[2]) {
+    case "ffn_gate_exps": {
+      const up = partner("ffn_up_exps");
+      const [cols, rows, experts] = t.dims;
+      const parts = Array.from({ length: experts }, (_, e) => [expertSlice(t, e), expertSlice(up, e)]).flat();
+      return {
+        parts,
+        entry: entry(`${layer}.block_sparse_moe.input_linear.weight`, [experts, 2 * rows, cols]),
+        transform: "copy",
+      };
+    }
+    case "ffn_gate_shexp": {
+      const [cols, rows] = t.dims;
+      const parts = [t, partner("ffn_up_shexp")];
+      return { parts, entry: entry(`${layer}.shared_mlp.input_linear.weight`, [2 * rows, cols]), transform: "copy" };
+    }
+    case "ffn_down_exps":
+      return {
+        parts: [t],
+        entry: entry(`${layer}.block_sparse_moe.output_linear.weight`, [...t.dims].reverse()),
+        transform: "copy",
+      };
+    case "ffn_down_shexp":
+      return {
+        parts: [t],
+        entry: entry(`${layer}.shared_mlp.output_linear.weight`, [...t.dims].reverse()),
+        transform: "copy",
+      };
+    default:
+      return null; // ffn_up_exps, ffn_up_shexp: written with their gate
+  }
 }
 
 /** Writes the model in `file` as a Hugging Face model folder at `outDir` (atomically: built beside it, then renamed). */
@@ -715,7 +817,15 @@ export async function importGguf(
   opts: { onProgress?: (done: number, total: number) => void } = {},
 ): Promise<GgufImportResult> {
   const g = await readGguf(file);
-  const { architecture: arch, hfArchitecture, dtype, config, tokenizer: tok, tensors: plan } = planImport(g);
+  const {
+    architecture: arch,
+    hfArchitecture,
+    dtype,
+    config,
+    tokenizer: tok,
+    tensors: plan,
+    sourceTypes,
+  } = planImport(g);
   const heads = config.num_attention_heads as number;
   const kvHeads = config.num_key_value_heads as number;
   const headDim = config.head_dim as number;
@@ -723,13 +833,12 @@ export async function importGguf(
   const tmp = `${outDir}.${process.pid}.tmp`;
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
-  const sourceTypes: Record<string, number> = {};
   try {
     const header = buildHeader(
       plan.map((p) => p.entry),
       { format: "pt", source: basename(file) },
     );
-    const total = plan.reduce((a, p) => a + p.t.dims.reduce((x, d) => x * d, 1), 0);
+    const total = plan.reduce((a, p) => a + p.parts.reduce((n, t) => n + t.dims.reduce((x, d) => x * d, 1), 0), 0);
     const out = openSync(join(tmp, "model.safetensors"), "w");
     let bytes = 0;
     try {
@@ -738,40 +847,44 @@ export async function importGguf(
       let done = 0;
       const in_ = openSync(file, "r");
       try {
-        for (const { t, transform } of plan) {
-          const typeName = ggmlTypeName(t.type);
-          sourceTypes[typeName] = (sourceTypes[typeName] ?? 0) + 1;
-          const cols = t.dims[0];
-          const rows = t.dims.length > 1 ? t.dims[1] : 1;
-          const rowBytes = t.byteLength / rows;
-          // q/k are un-permuted whole (a few MB); everything else streams in chunks of rows.
-          const step = transform === "unpermute" ? rows : Math.max(1, Math.floor(CHUNK_VALUES / cols));
-          for (let r = 0; r < rows; r += step) {
-            const n = Math.min(step, rows - r);
-            const raw = new Uint8Array(n * rowBytes);
-            readFully(in_, raw, t.offset + r * rowBytes, file);
-            let chunk: Uint8Array;
-            if (transform === "minusOne") {
-              const values = dequantize(t.type, raw, n * cols).map((x) => x - 1);
-              chunk = convertF32(new Uint32Array(values.buffer), values.length, dtype, new Uint16Array(values.length));
-            } else {
-              chunk = dequantizeTo(t.type, raw, n * cols, dtype);
-            }
-            if (transform === "unpermute") {
-              const h = t.name.includes("attn_q") ? heads : kvHeads;
-              if (h * headDim !== rows) {
-                throw new ModelError("SHAPE_MISMATCH", file, `${rows} rows are not ${h} heads of ${headDim}`, t.name);
+        for (const { parts, transform } of plan)
+          for (const t of parts) {
+            const cols = t.dims[0];
+            const rows = t.dims.slice(1).reduce((a, d) => a * d, 1);
+            const rowBytes = t.byteLength / rows;
+            // q/k are un-permuted whole (a few MB); everything else streams in chunks of rows.
+            const step = transform === "unpermute" ? rows : Math.max(1, Math.floor(CHUNK_VALUES / cols));
+            for (let r = 0; r < rows; r += step) {
+              const n = Math.min(step, rows - r);
+              const raw = new Uint8Array(n * rowBytes);
+              readFully(in_, raw, t.offset + r * rowBytes, file);
+              let chunk: Uint8Array;
+              if (transform === "minusOne") {
+                const values = dequantize(t.type, raw, n * cols).map((x) => x - 1);
+                chunk = convertF32(
+                  new Uint32Array(values.buffer),
+                  values.length,
+                  dtype,
+                  new Uint16Array(values.length),
+                );
+              } else {
+                chunk = dequantizeTo(t.type, raw, n * cols, dtype);
               }
-              chunk = unpermuteRotary(chunk, h, headDim, chunk.byteLength / rows);
+              if (transform === "unpermute") {
+                const h = t.name.includes("attn_q") ? heads : kvHeads;
+                if (h * headDim !== rows) {
+                  throw new ModelError("SHAPE_MISMATCH", file, `${rows} rows are not ${h} heads of ${headDim}`, t.name);
+                }
+                chunk = unpermuteRotary(chunk, h, headDim, chunk.byteLength / rows);
+              }
+              writeAll(out, chunk);
+              bytes += chunk.byteLength;
+              done += n * cols;
+              opts.onProgress?.(done, total);
+              // Let the host's event loop send the progress (and answer other requests) between chunks.
+              await new Promise((r) => setImmediate(r));
             }
-            writeAll(out, chunk);
-            bytes += chunk.byteLength;
-            done += n * cols;
-            opts.onProgress?.(done, total);
-            // Let the host's event loop send the progress (and answer other requests) between chunks.
-            await new Promise((r) => setImmediate(r));
           }
-        }
       } finally {
         closeSync(in_);
       }
