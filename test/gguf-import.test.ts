@@ -82,6 +82,7 @@ const ROUND_TRIP_ARCHS = [
   "exaone4",
   "granite",
   "granitemoe",
+  "erniemoe",
   "cohere",
   "cohere2",
   "phi3",
@@ -317,6 +318,29 @@ test("GraniteMoeShared (the golden): its shared expert and stacked experts come 
   assert.deepEqual(imported.config.moe, source.config.moe);
   const prompt = source.tokenizer.encode("The quick brown fox");
   assert.deepEqual((await ourGreedy(imported, prompt, 6)).steps, (await ourGreedy(source, prompt, 6)).steps);
+});
+
+test("ERNIE 4.5 MoE (the golden: a dense first layer, f32 router and correction bias) decodes as the reference", async (t) => {
+  const golden = join(REPO_ROOT, "test", "golden", "erniemoe-bf16");
+  const source = loadModel(golden);
+  const file = join(tempDir(t), "erniemoe.gguf");
+  await exportGguf(source, file, { dtype: "f32" }); // the router stays f32
+  const imported = loadModel((await importGguf(file, join(tempDir(t), "imported"))).dir);
+  t.after(() => (source.close(), imported.close()));
+  assert.deepEqual(imported.config.moe, source.config.moe);
+  assert.deepEqual(imported.config.moe!.layers, [false, true, true]);
+  const exp = JSON.parse(readFileSync(join(golden, "expected.json"), "utf8")) as {
+    prompt_ids: number[];
+    ids: number[];
+  };
+  const ours = await ourGreedy(imported, exp.prompt_ids, exp.ids.length);
+  assert.deepEqual(ours.ids, exp.ids);
+  compareSteps(
+    "erniemoe",
+    (await ourGreedy(source, exp.prompt_ids, exp.ids.length)).steps,
+    ours.steps.map(asReference),
+    1e-4,
+  );
 });
 
 test("llama exported to f32 GGUF imports as f32 with the bf16 values", async (t) => {

@@ -16,8 +16,8 @@
 //     (LayerNorms with biases, partial rotary; Phi-2's own module names), starcoder2 (the same, with
 //     no window: llama.cpp has none), ernie4_5, glm4 (fused
 //     gate_up, norms around both blocks), exaone4 (no windows, as llama.cpp runs it), granite,
-//     granitemoe (experts re-stacked as transformers keeps them), command-r and cohere2 (their
-//     multipliers and logit scale from the metadata).
+//     granitemoe (experts re-stacked as transformers keeps them), ernie4_5-moe (its correction bias
+//     and shared experts), command-r and cohere2 (their multipliers and logit scale from the metadata).
 //   - qwen2moe, qwen3moe, olmoe, Mixtral: experts stacked [experts, rows, cols] become one tensor each.
 // loader/model-source.ts's `modelFolderFor` is the one entry point the CLI and the app use: a .gguf
 // path is imported once into the cache (imports/, keyed by the file's path, size and mtime).
@@ -273,6 +273,28 @@ const ARCHS: Record<string, ArchImport> = {
       attention_multiplier: m.num("attention.scale"),
       logits_scaling: m.num("logit_scale", 1),
     }),
+  },
+  "ernie4_5-moe": {
+    hf: "Ernie4_5_MoeForCausalLM",
+    modelType: "ernie4_5_moe",
+    layers: {
+      ffn_gate_shexp: "mlp.shared_experts.gate_proj",
+      ffn_up_shexp: "mlp.shared_experts.up_proj",
+      ffn_down_shexp: "mlp.shared_experts.down_proj",
+    },
+    config: (m) => {
+      const expert = m.num("expert_feed_forward_length");
+      return {
+        use_bias: false,
+        moe_num_experts: m.num("expert_count"),
+        moe_k: m.num("expert_used_count"),
+        moe_intermediate_size: expert,
+        moe_num_shared_experts: m.num("expert_shared_feed_forward_length", 0) / expert,
+        moe_layer_start_index: m.num("leading_dense_block_count", 0),
+        moe_layer_end_index: -1,
+        moe_layer_interval: m.num("interleave_moe_layer_step", 1),
+      };
+    },
   },
   "command-r": {
     hf: "CohereForCausalLM",
@@ -706,6 +728,13 @@ export function planImport(g: GgufFile): GgufImportPlan {
         [`${longrope[1]}_factor`]: factors,
         ...(typeof attn === "number" && attn !== Math.fround(derived) && { attention_factor: shortestF32(attn) }),
       };
+      continue;
+    }
+    const bias = /^blk\.(\d+)\.exp_probs_b\.bias$/.exec(t.name);
+    if (bias) {
+      // ERNIE 4.5's expert-choice correction, [1, experts] in transformers.
+      const name = `model.layers.${bias[1]}.mlp.moe_statics.e_score_correction_bias`;
+      tensors.push({ parts: [t], entry: { name, dtype, shape: [1, t.dims[0]] }, transform: "copy" });
       continue;
     }
     const stacked = /^blk\.(\d+)\.(ffn_(?:gate|up|down)_exps)\.weight$/.exec(t.name);
