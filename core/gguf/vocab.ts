@@ -413,25 +413,29 @@ function sentencePieceModel(
     throw bad("tokenizer.ggml.scores is missing or not one score per token (SentencePiece ranks its pieces by them)");
   }
   const scores = rawScores.map(Number);
-  const vocab: Record<string, number> = {};
+  const ids = new Map<string, number>();
   texts.forEach((t, i) => {
-    if (types[i] !== TokenType.UNUSED && !(t in vocab)) vocab[t] = i;
+    if (types[i] !== TokenType.UNUSED && !ids.has(t)) ids.set(t, i);
   });
   // transformers' SentencePieceExtractor: every way to split a piece into two pieces is a merge,
-  // ranked by the whole piece's score (highest first), ties by the halves' ids.
+  // ranked by the whole piece's score (highest first), ties by the halves' ids. Splits fall between
+  // code points (never inside a surrogate pair).
   const merges: { left: string; right: string; score: number; l: number; r: number }[] = [];
   texts.forEach((piece, i) => {
     if (types[i] !== TokenType.NORMAL && types[i] !== TokenType.USER_DEFINED) return;
-    const chars = Array.from(piece);
-    for (let k = 1; k < chars.length; k++) {
-      const left = chars.slice(0, k).join("");
-      const right = chars.slice(k).join("");
-      const l = vocab[left];
-      const r = vocab[right];
-      if (l !== undefined && r !== undefined) merges.push({ left, right, score: scores[i], l, r });
+    for (let k = 1; k < piece.length; k++) {
+      const c = piece.charCodeAt(k);
+      if (c >= 0xdc00 && c <= 0xdfff) continue; // the second half of a surrogate pair
+      const left = piece.slice(0, k);
+      const l = ids.get(left);
+      if (l === undefined) continue;
+      const right = piece.slice(k);
+      const r = ids.get(right);
+      if (r !== undefined) merges.push({ left, right, score: scores[i], l, r });
     }
   });
   merges.sort((a, b) => b.score - a.score || a.l - b.l || a.r - b.r);
+  const vocab = Object.fromEntries(ids);
   const spacePrefix = meta["tokenizer.ggml.add_space_prefix"] !== false;
   const replaceSpace = { type: "Replace", pattern: { String: " " }, content: "▁" };
   return {
