@@ -17,7 +17,8 @@
 //     no window: llama.cpp has none), ernie4_5, glm4 (fused
 //     gate_up, norms around both blocks), exaone4 (no windows, as llama.cpp runs it), granite,
 //     granitemoe (experts re-stacked as transformers keeps them), ernie4_5-moe (its correction bias
-//     and shared experts), command-r and cohere2 (their multipliers and logit scale from the metadata).
+//     and shared experts), command-r and cohere2 (their multipliers and logit scale from the metadata),
+//     gpt2 (its own names; Conv1D matrices transposed back to [in, out]).
 //   - qwen2moe, qwen3moe, olmoe, Mixtral: experts stacked [experts, rows, cols] become one tensor each.
 // loader/model-source.ts's `modelFolderFor` is the one entry point the CLI and the app use: a .gguf
 // path is imported once into the cache (imports/, keyed by the file's path, size and mtime).
@@ -102,6 +103,10 @@ interface ArchImport {
   layers?: Record<string, string>;
   /** Experts stacked as transformers' GraniteMoE keeps them (fusedExpertTensor). */
   fusedExperts?: boolean;
+  /** Where layer N's modules live, when not under model.layers.N (GPT-2's h.N). */
+  layerPrefix?: string;
+  /** Matrices stored [in, out] in the checkpoint (GPT-2's Conv1D): transposed back on the way in. */
+  conv1d?: boolean;
   /** Whole-model tensor names that differ from GLOBAL_TENSORS (Phi's final_layernorm). */
   globals?: Record<string, string>;
   /** The rotary step may cover part of each head (partial_rotary_factor). */
@@ -296,6 +301,35 @@ const ARCHS: Record<string, ArchImport> = {
       };
     },
   },
+  gpt2: {
+    hf: "GPT2LMHeadModel",
+    modelType: "gpt2",
+    layerPrefix: "h",
+    conv1d: true,
+    layers: {
+      attn_norm: "ln_1",
+      attn_qkv: "attn.c_attn",
+      attn_output: "attn.c_proj",
+      ffn_norm: "ln_2",
+      ffn_up: "mlp.c_fc",
+      ffn_down: "mlp.c_proj",
+    },
+    globals: {
+      "token_embd.weight": "wte.weight",
+      "position_embd.weight": "wpe.weight",
+      "output_norm.weight": "ln_f.weight",
+      "output_norm.bias": "ln_f.bias",
+    },
+    config: (m) => ({
+      n_embd: m.num("embedding_length"),
+      n_layer: m.num("block_count"),
+      n_head: m.num("attention.head_count"),
+      n_inner: m.num("feed_forward_length"),
+      n_positions: m.num("context_length"),
+      layer_norm_epsilon: m.num("attention.layer_norm_epsilon"),
+      activation_function: "gelu_new", // llama.cpp's gpt2 runs tanh GELU
+    }),
+  },
   "command-r": {
     hf: "CohereForCausalLM",
     modelType: "cohere",
@@ -395,7 +429,7 @@ export function hfTensorName(name: string, a: ArchImport = ARCHS.llama): string 
   if (global) return global;
   const m = /^blk\.(\d+)\.(\w+)\.(weight|bias)$/.exec(name);
   const module = m ? (a.layers?.[m[2]] ?? LAYER_TENSORS[m[2]]) : undefined;
-  return m && module ? `model.layers.${m[1]}.${module}.${m[3]}` : undefined;
+  return m && module ? `${a.layerPrefix ?? "model.layers"}.${m[1]}.${module}.${m[3]}` : undefined;
 }
 
 /** Reads and checks a GGUF file's metadata and tensor table (@huggingface/gguf parses it). */
@@ -664,7 +698,7 @@ function importDtype(g: GgufFile): StDType {
 const CHUNK_VALUES = 4 << 20;
 
 /** How a tensor's values change on the way in. */
-type Transform = "copy" | "unpermute" | "minusOne";
+type Transform = "copy" | "unpermute" | "minusOne" | "transpose";
 
 /**
  * One tensor of the folder: where its bytes lie in the GGUF file (one tensor, a slice of one, or
@@ -761,6 +795,10 @@ export function planImport(g: GgufFile): GgufImportPlan {
       throw new ModelError("BAD_GGUF", g.file, `${t.dims.length}-D tensors are not supported here`, t.name);
     }
     const isNorm = t.dims.length === 1 && /_norm\.weight$/.test(t.name);
+    if (a.conv1d && t.dims.length === 2 && t.name.startsWith("blk.")) {
+      tensors.push({ parts: [t], entry: { name, dtype, shape: [...t.dims] }, transform: "transpose" });
+      continue;
+    }
     plain(
       t,
       name,
@@ -855,9 +893,11 @@ export async function importGguf(
     tensors: plan,
     sourceTypes,
   } = planImport(g);
-  const heads = config.num_attention_heads as number;
-  const kvHeads = config.num_key_value_heads as number;
-  const headDim = config.head_dim as number;
+  const heads: Heads = {
+    q: config.num_attention_heads as number,
+    kv: config.num_key_value_heads as number,
+    dim: config.head_dim as number,
+  };
 
   const tmp = `${outDir}.${process.pid}.tmp`;
   rmSync(tmp, { recursive: true, force: true });
@@ -876,44 +916,18 @@ export async function importGguf(
       let done = 0;
       const in_ = openSync(file, "r");
       try {
-        for (const { parts, transform } of plan)
+        for (const { parts, transform } of plan) {
           for (const t of parts) {
-            const cols = t.dims[0];
-            const rows = t.dims.slice(1).reduce((a, d) => a * d, 1);
-            const rowBytes = t.byteLength / rows;
-            // q/k are un-permuted whole (a few MB); everything else streams in chunks of rows.
-            const step = transform === "unpermute" ? rows : Math.max(1, Math.floor(CHUNK_VALUES / cols));
-            for (let r = 0; r < rows; r += step) {
-              const n = Math.min(step, rows - r);
-              const raw = new Uint8Array(n * rowBytes);
-              readFully(in_, raw, t.offset + r * rowBytes, file);
-              let chunk: Uint8Array;
-              if (transform === "minusOne") {
-                const values = dequantize(t.type, raw, n * cols).map((x) => x - 1);
-                chunk = convertF32(
-                  new Uint32Array(values.buffer),
-                  values.length,
-                  dtype,
-                  new Uint16Array(values.length),
-                );
-              } else {
-                chunk = dequantizeTo(t.type, raw, n * cols, dtype);
-              }
-              if (transform === "unpermute") {
-                const h = t.name.includes("attn_q") ? heads : kvHeads;
-                if (h * headDim !== rows) {
-                  throw new ModelError("SHAPE_MISMATCH", file, `${rows} rows are not ${h} heads of ${headDim}`, t.name);
-                }
-                chunk = unpermuteRotary(chunk, h, headDim, chunk.byteLength / rows);
-              }
+            for (const { chunk, values } of convertedChunks(in_, file, t, transform, dtype, heads)) {
               writeAll(out, chunk);
               bytes += chunk.byteLength;
-              done += n * cols;
+              done += values;
               opts.onProgress?.(done, total);
               // Let the host's event loop send the progress (and answer other requests) between chunks.
               await new Promise((r) => setImmediate(r));
             }
           }
+        }
       } finally {
         closeSync(in_);
       }
@@ -961,6 +975,60 @@ export function importSource(dir: string): { file: string; sourceTypes: Record<s
   } catch {
     return undefined;
   }
+}
+
+/** Attention heads, for un-permuting q/k rows. */
+interface Heads {
+  q: number;
+  kv: number;
+  dim: number;
+}
+
+/**
+ * A tensor's bytes in the folder's dtype, transformed, in chunks of whole rows (q/k and Conv1D
+ * matrices whole: their transforms move rows across chunks); `values`: how many each chunk holds.
+ */
+function* convertedChunks(
+  fd: number,
+  file: string,
+  t: GgufTensor,
+  transform: Transform,
+  dtype: StDType,
+  heads: Heads,
+): Generator<{ chunk: Uint8Array; values: number }> {
+  const cols = t.dims[0];
+  const rows = t.dims.slice(1).reduce((a, d) => a * d, 1);
+  const rowBytes = t.byteLength / rows;
+  const whole = transform === "unpermute" || transform === "transpose";
+  const step = whole ? rows : Math.max(1, Math.floor(CHUNK_VALUES / cols));
+  for (let r = 0; r < rows; r += step) {
+    const n = Math.min(step, rows - r);
+    const raw = new Uint8Array(n * rowBytes);
+    readFully(fd, raw, t.offset + r * rowBytes, file);
+    let chunk: Uint8Array;
+    if (transform === "minusOne" || transform === "transpose") {
+      const x = dequantize(t.type, raw, n * cols);
+      const values = transform === "minusOne" ? x.map((v) => v - 1) : transposed(x, n, cols);
+      chunk = convertF32(new Uint32Array(values.buffer), values.length, dtype, new Uint16Array(values.length));
+    } else {
+      chunk = dequantizeTo(t.type, raw, n * cols, dtype);
+    }
+    if (transform === "unpermute") {
+      const h = t.name.includes("attn_q") ? heads.q : heads.kv;
+      if (h * heads.dim !== rows) {
+        throw new ModelError("SHAPE_MISMATCH", file, `${rows} rows are not ${h} heads of ${heads.dim}`, t.name);
+      }
+      chunk = unpermuteRotary(chunk, h, heads.dim, chunk.byteLength / rows);
+    }
+    yield { chunk, values: n * cols };
+  }
+}
+
+/** A row-major [rows, cols] matrix as [cols, rows]. */
+function transposed(x: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(x.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = x[r * cols + c];
+  return out;
 }
 
 function readBytes(file: string, offset: number, length: number): Uint8Array {
