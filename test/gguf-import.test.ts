@@ -25,8 +25,8 @@ import { compareSteps, llamaCppSteps, ourGreedy } from "./llamacpp-helpers.js";
 import { loadModel, type LoadedModel } from "../core/loader/model-folder.js";
 import { ModelError } from "../core/loader/errors.js";
 import { makeModel } from "../core/modelgen/make-model.js";
-import { exportGguf, permuteRotary } from "../core/gguf/export.js";
-import { importGguf, readGguf, unpermuteRotary } from "../core/gguf/import.js";
+import { exportGguf, permuteRotary, qkvBlocks } from "../core/gguf/export.js";
+import { headGroups, importGguf, readGguf, unpermuteRotary } from "../core/gguf/import.js";
 import { modelFolderFor } from "../core/loader/model-source.js";
 import { GgmlTypeId, dequantize, ggmlTypeName } from "../core/gguf/quants.js";
 import { GgmlType, GgufFileWriter, kv, type GgufValue } from "../core/gguf/writer.js";
@@ -81,6 +81,7 @@ const ROUND_TRIP_ARCHS = [
   "glm4",
   "exaone4",
   "gpt2",
+  "gptneox",
   "granite",
   "granitemoe",
   "erniemoe",
@@ -154,6 +155,14 @@ const ROUND_TRIP_CONFIG: Partial<Record<RoundTripArch, Record<string, unknown>>>
   exaone4: { sliding_window: null, layer_types: null, sliding_window_pattern: null },
   starcoder2: { sliding_window: null },
 };
+
+test("headGroups undoes export's qkvBlocks (GPT-NeoX's q/k/v head by head)", () => {
+  const heads = 3;
+  const rows = 3 * heads * 4; // headDim 4
+  const src = Uint8Array.from({ length: rows * 2 }, (_, i) => i % 251);
+  assert.deepEqual(headGroups(qkvBlocks(src, heads, 4, 2), heads), src);
+  assert.notDeepEqual(qkvBlocks(src, heads, 4, 2), src);
+});
 
 for (const arch of ROUND_TRIP_ARCHS) {
   const shape = ROUND_TRIP_SHAPES[arch];

@@ -4,22 +4,18 @@
 // tokenizer.ggml.* keys. The engine's kernels read f32/f16/bf16, so quantized tensors (Q4_K_M's
 // Q4_K and Q6_K, Q8_0, ...) are dequantized once, at import, to bf16 (importDtype says why); files
 // of f32, f16 or bf16 matrices keep their dtype. The reverse of convert_hf_to_gguf.py for the
-// architectures in ARCHS:
-//   - llama (Llama 2/3, Mistral, SmolLM2, TinyLlama, ...; Mixtral when its FFNs are experts): q/k rows
-//     go back from llama.cpp's interleaved rotary pairs to Hugging Face's rotate-half layout (the
-//     inverse of export.ts's `permuteRotary`); Llama 3's rope_freqs tensor becomes its rope_scaling.
-//   - qwen2 (q/k/v biases), qwen3 (per-head q/k norms), phi3 (fused qkv and gate_up, as transformers
-//     keeps them; longrope from rope_factors_long/_short): stored as Hugging Face has them.
-//   - gemma, gemma2, gemma3: norms stored as 1 + w go back to w; the windows, caps and attention
-//     scale llama.cpp fixes for them become config keys. smollm3 (as llama, the rotary step skipped in
-//     every 4th layer as llama.cpp fixes it), olmo2 (norms after the blocks), stablelm and phi2
-//     (LayerNorms with biases, partial rotary; Phi-2's own module names), starcoder2 (the same, with
-//     no window: llama.cpp has none), ernie4_5, glm4 (fused
-//     gate_up, norms around both blocks), exaone4 (no windows, as llama.cpp runs it), granite,
-//     granitemoe (experts re-stacked as transformers keeps them), ernie4_5-moe (its correction bias
-//     and shared experts), command-r and cohere2 (their multipliers and logit scale from the metadata),
-//     gpt2 (its own names; Conv1D matrices transposed back to [in, out]).
-//   - qwen2moe, qwen3moe, olmoe, Mixtral: experts stacked [experts, rows, cols] become one tensor each.
+// architectures in ARCHS; what each needs undone:
+//   - llama, smollm3, granite(moe), Mixtral: q/k rows from llama.cpp's interleaved rotary pairs back to
+//     rotate-half (the inverse of export.ts's `permuteRotary`); Llama 3's rope_freqs → rope_scaling.
+//   - gemma, gemma2, gemma3: norms stored as 1 + w back to w; the windows, caps and attention scale
+//     llama.cpp fixes become config keys (smollm3's rotary-free layers, likewise).
+//   - phi3 (longrope from rope_factors_long/_short), glm4: fused matrices as transformers keeps them.
+//   - gpt2: Conv1D matrices transposed back to [in, out]; gptneox: fused q/k/v regrouped head by head.
+//   - granite, granitemoe, command-r, cohere2: their multipliers and logit scale from the metadata.
+//   - mixtures (qwen2moe, qwen3moe, olmoe, Mixtral, ernie4_5-moe, granitemoe): experts stacked
+//     [experts, rows, cols] become one tensor each (GraniteMoE's its own stacked form).
+//   - qwen2, qwen3, olmo2, stablelm, starcoder2, exaone4, phi2, ernie4_5: names only (starcoder2 and
+//     exaone4 without windows, as llama.cpp runs them).
 // loader/model-source.ts's `modelFolderFor` is the one entry point the CLI and the app use: a .gguf
 // path is imported once into the cache (imports/, keyed by the file's path, size and mtime).
 import {
@@ -107,6 +103,8 @@ interface ArchImport {
   layerPrefix?: string;
   /** Matrices stored [in, out] in the checkpoint (GPT-2's Conv1D): transposed back on the way in. */
   conv1d?: boolean;
+  /** Fused q/k/v rows grouped head by head in the checkpoint (GPT-NeoX); llama.cpp's are all q, all k, all v. */
+  qkvHeadGroups?: boolean;
   /** Whole-model tensor names that differ from GLOBAL_TENSORS (Phi's final_layernorm). */
   globals?: Record<string, string>;
   /** The rotary step may cover part of each head (partial_rotary_factor). */
@@ -328,6 +326,32 @@ const ARCHS: Record<string, ArchImport> = {
       n_positions: m.num("context_length"),
       layer_norm_epsilon: m.num("attention.layer_norm_epsilon"),
       activation_function: "gelu_new", // llama.cpp's gpt2 runs tanh GELU
+    }),
+  },
+  gptneox: {
+    hf: "GPTNeoXForCausalLM",
+    modelType: "gpt_neox",
+    partialRotary: true,
+    qkvHeadGroups: true,
+    layerPrefix: "gpt_neox.layers",
+    layers: {
+      attn_qkv: "attention.query_key_value",
+      attn_output: "attention.dense",
+      ffn_up: "mlp.dense_h_to_4h",
+      ffn_down: "mlp.dense_4h_to_h",
+    },
+    globals: {
+      "token_embd.weight": "gpt_neox.embed_in.weight",
+      "output.weight": "embed_out.weight",
+      "output_norm.weight": "gpt_neox.final_layer_norm.weight",
+      "output_norm.bias": "gpt_neox.final_layer_norm.bias",
+    },
+    // The file does not say which GELU: Pythia's checkpoints use the exact one (llama.cpp runs tanh's).
+    config: (m) => ({
+      hidden_act: "gelu",
+      layer_norm_eps: m.num("attention.layer_norm_epsilon"),
+      use_parallel_residual: m.bool("use_parallel_residual") ?? true,
+      attention_bias: m.has("blk.0.attn_qkv.bias"),
     }),
   },
   "command-r": {
@@ -698,7 +722,7 @@ function importDtype(g: GgufFile): StDType {
 const CHUNK_VALUES = 4 << 20;
 
 /** How a tensor's values change on the way in. */
-type Transform = "copy" | "unpermute" | "minusOne" | "transpose";
+type Transform = "copy" | "unpermute" | "minusOne" | "transpose" | "headGroups";
 
 /**
  * One tensor of the folder: where its bytes lie in the GGUF file (one tensor, a slice of one, or
@@ -795,6 +819,10 @@ export function planImport(g: GgufFile): GgufImportPlan {
       throw new ModelError("BAD_GGUF", g.file, `${t.dims.length}-D tensors are not supported here`, t.name);
     }
     const isNorm = t.dims.length === 1 && /_norm\.weight$/.test(t.name);
+    if (a.qkvHeadGroups && /\.attn_qkv\.(weight|bias)$/.test(t.name)) {
+      plain(t, name, "headGroups");
+      continue;
+    }
     if (a.conv1d && t.dims.length === 2 && t.name.startsWith("blk.")) {
       tensors.push({ parts: [t], entry: { name, dtype, shape: [...t.dims] }, transform: "transpose" });
       continue;
@@ -999,7 +1027,7 @@ function* convertedChunks(
   const cols = t.dims[0];
   const rows = t.dims.slice(1).reduce((a, d) => a * d, 1);
   const rowBytes = t.byteLength / rows;
-  const whole = transform === "unpermute" || transform === "transpose";
+  const whole = transform !== "copy" && transform !== "minusOne";
   const step = whole ? rows : Math.max(1, Math.floor(CHUNK_VALUES / cols));
   for (let r = 0; r < rows; r += step) {
     const n = Math.min(step, rows - r);
@@ -1020,8 +1048,24 @@ function* convertedChunks(
       }
       chunk = unpermuteRotary(chunk, h, heads.dim, chunk.byteLength / rows);
     }
+    if (transform === "headGroups") chunk = headGroups(chunk, heads.q);
     yield { chunk, values: n * cols };
   }
+}
+
+/**
+ * llama.cpp's fused q/k/v (all q rows, all k, all v; a bias the same, one value per row) back to
+ * GPT-NeoX's head by head ([q_h; k_h; v_h]): the inverse of export.ts's `qkvBlocks`.
+ */
+export function headGroups(src: Uint8Array, heads: number): Uint8Array {
+  const piece = src.byteLength / (3 * heads); // one head's rows of q, k or v
+  const dst = new Uint8Array(src.byteLength);
+  for (let h = 0; h < heads; h++) {
+    for (let j = 0; j < 3; j++) {
+      dst.set(src.subarray((j * heads + h) * piece, (j * heads + h + 1) * piece), (h * 3 + j) * piece);
+    }
+  }
+  return dst;
 }
 
 /** A row-major [rows, cols] matrix as [cols, rows]. */
