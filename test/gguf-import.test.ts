@@ -595,6 +595,7 @@ const SPLIT_TEXTS = [
   "HelloWorld camelCase XMLHttpRequest I'M HERE",
   "def f(x):\n    return x**2 // 3  # note",
   "a\r\nb\n\n\nc   d",
+  "x.constructor = __proto__.toString",
 ];
 
 /**
@@ -634,6 +635,8 @@ function crossingVocab(bytes: string[], size: number, specials: string[]) {
   for (const w of ["oW", "lW", "pR", "tH", "HelloWorld", "'M", "'m", "I'", "don", "'t"]) make(w);
   for (const w of ["中文", "a中", "日本", "本語", "のひ"]) make(w);
   for (const w of ["\n\n", "\n\n\n", "  ", "   ", "\r\n", " \n", "  d"]) make(w);
+  // Tokens that are names of Object.prototype's properties must be vocabulary entries like any other.
+  for (const w of ["constructor", "__proto__", "toString"]) make(w);
   const types = tokens.map(() => TokenType.NORMAL);
   while (tokens.length < size - specials.length) {
     tokens.push(`[PAD${tokens.length}]`);

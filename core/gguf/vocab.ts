@@ -375,12 +375,14 @@ function byteLevelModel(
         `(known: ${PRE_TOKENIZER_JSON.flatMap((p) => p.names).join(", ")})`,
     );
   }
-  const vocab: Record<string, number> = {};
+  // A Map, not an object: tokens such as "constructor" or "__proto__" are keys like any other.
+  const ids = new Map<string, number>();
   texts.forEach((t, i) => {
     const type = types[i];
     const added = type === TokenType.CONTROL || type === TokenType.USER_DEFINED;
-    if (!added && type !== TokenType.UNUSED && !(t in vocab)) vocab[t] = i;
+    if (!added && type !== TokenType.UNUSED && !ids.has(t)) ids.set(t, i);
   });
+  const vocab = Object.fromEntries(ids);
   return {
     model: {
       type: "BPE",
