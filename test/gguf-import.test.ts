@@ -731,7 +731,20 @@ test("every quantized type dequantizes to gguf-py's values", async () => {
     assert.ok(Math.abs(sum - r.sum) <= 1e-6 * Math.max(1, r.sumsq), `${t.name} sum ${sum} vs ${r.sum}`);
     assert.ok(Math.abs(sumsq - r.sumsq) <= 1e-6 * r.sumsq, `${t.name} sum of squares ${sumsq} vs ${r.sumsq}`);
   }
-  const quantized = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"];
+  const quantized = [
+    "Q4_0",
+    "Q4_1",
+    "Q5_0",
+    "Q5_1",
+    "Q8_0",
+    "Q2_K",
+    "Q3_K",
+    "Q4_K",
+    "Q5_K",
+    "Q6_K",
+    "IQ4_NL",
+    "IQ4_XS",
+  ];
   for (const q of quantized) assert.ok(seen.has(q), `the fixture has no ${q} tensor`);
 });
 
@@ -925,13 +938,13 @@ test("bad GGUF files are typed errors naming the file, and leave no folder behin
   await tinyGguf(chameleon, [["tokenizer.ggml.pre", kv.str("chameleon")]]);
   await expectError(chameleon, "BAD_TOKENIZER", /"chameleon" names a pre-tokenizer this import does not know/);
 
-  // A type this import does not read (IQ4_XS): the tensor's type field patched in place.
+  // A type this import does not read (IQ2_XXS): the tensor's type field patched in place.
   const iq = join(dir, "iq.gguf");
   await tinyGguf(iq, []);
   const bytes = readFileSync(iq);
   const at = bytes.indexOf("token_embd.weight") + "token_embd.weight".length + 4 + 2 * 8;
   assert.equal(bytes.readUInt32LE(at), GgmlType.F32);
-  bytes.writeUInt32LE(23, at);
+  bytes.writeUInt32LE(16, at);
   writeFileSync(iq, bytes);
-  await expectError(iq, "UNSUPPORTED_DTYPE", /IQ4_XS is not supported/);
+  await expectError(iq, "UNSUPPORTED_DTYPE", /IQ2_XXS is not supported/);
 });

@@ -22,6 +22,8 @@ export enum GgmlTypeId {
   Q4_K = 12,
   Q5_K = 13,
   Q6_K = 14,
+  IQ4_NL = 20,
+  IQ4_XS = 23,
   BF16 = 30,
 }
 
@@ -40,6 +42,8 @@ export const GGML_BLOCKS: Readonly<Record<GgmlTypeId, { values: number; bytes: n
   [GgmlTypeId.Q4_K]: { values: 256, bytes: 144, name: "Q4_K" },
   [GgmlTypeId.Q5_K]: { values: 256, bytes: 176, name: "Q5_K" },
   [GgmlTypeId.Q6_K]: { values: 256, bytes: 210, name: "Q6_K" },
+  [GgmlTypeId.IQ4_NL]: { values: 32, bytes: 18, name: "IQ4_NL" },
+  [GgmlTypeId.IQ4_XS]: { values: 256, bytes: 136, name: "IQ4_XS" },
 };
 
 /** ggml's names of the types it has that this module does not read (for the error). */
@@ -50,10 +54,8 @@ const OTHER_TYPE_NAMES: Record<number, string> = {
   17: "IQ2_XS",
   18: "IQ3_XXS",
   19: "IQ1_S",
-  20: "IQ4_NL",
   21: "IQ3_S",
   22: "IQ2_S",
-  23: "IQ4_XS",
   24: "I8",
   25: "I16",
   26: "I32",

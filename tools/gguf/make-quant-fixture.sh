@@ -18,13 +18,13 @@ node bin/hire.js make-model --arch llama --preset tiny-llama --hidden 256 --head
   --intermediate 512 --layers 2 --vocab 512 --dtype f32 --seed 7 --out "$work/model"
 node bin/hire.js export --model "$work/model" --gguf "$work/f32.gguf" --dtype f32
 types=(
-  attn_q=q2_k attn_k=q3_k attn_v=q5_k attn_output=q4_k
+  attn_q=q2_k attn_k=q3_k attn_v=q5_k blk.0.attn_output=q4_k blk.1.attn_output=iq4_xs
   blk.0.ffn_gate=q4_0 blk.0.ffn_up=q4_1 blk.0.ffn_down=q5_0
   blk.1.ffn_gate=q5_1 blk.1.ffn_up=q8_0 blk.1.ffn_down=q6_k
 )
 args=()
 for t in "${types[@]}"; do args+=(--tensor-type "$t"); done
-"$llama/build/bin/llama-quantize" "${args[@]}" --token-embedding-type q8_0 --output-tensor-type q6_k \
+"$llama/build/bin/llama-quantize" "${args[@]}" --token-embedding-type iq4_nl --output-tensor-type q6_k \
   "$work/f32.gguf" test/gguf/tiny-llama-quants.gguf Q4_K_M 2
 PYTHONPATH="$llama/gguf-py" python3 tools/gguf/dequant_reference.py test/gguf/tiny-llama-quants.gguf \
   > test/gguf/tiny-llama-quants.expected.json

@@ -15,8 +15,11 @@ namespace {
 
 enum GgmlType : int {
   kGF32 = 0, kGF16 = 1, kQ4_0 = 2, kQ4_1 = 3, kQ5_0 = 6, kQ5_1 = 7, kQ8_0 = 8,
-  kQ2_K = 10, kQ3_K = 11, kQ4_K = 12, kQ5_K = 13, kQ6_K = 14, kGBF16 = 30,
+  kQ2_K = 10, kQ3_K = 11, kQ4_K = 12, kQ5_K = 13, kQ6_K = 14, kIQ4_NL = 20, kIQ4_XS = 23, kGBF16 = 30,
 };
+
+// The 16 non-uniform levels IQ4_NL and IQ4_XS index with their 4-bit codes.
+constexpr int8_t kIq4Levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
 inline float h2f(const uint8_t* p) {
   uint16_t h;
@@ -154,6 +157,32 @@ void q6_k(const uint8_t* b, float* y) {
   }
 }
 
+// IQ4_NL: d, 16 bytes of level indices (value j in the low nibble of byte j, j + 16 in its high one).
+void iq4_nl(const uint8_t* b, float* y) {
+  const float d = h2f(b);
+  for (int j = 0; j < 16; ++j) {
+    y[j] = d * kIq4Levels[b[2 + j] & 15];
+    y[j + 16] = d * kIq4Levels[b[2 + j] >> 4];
+  }
+}
+
+// IQ4_XS: d, the 6-bit scales of 8 sub-blocks (high 2 bits in a u16, low 4 in 4 bytes), 128 bytes of
+// level indices, each sub-block of 32 laid out as IQ4_NL's.
+void iq4_xs(const uint8_t* b, float* y) {
+  const float d = h2f(b);
+  const int scales_h = b[2] | (b[3] << 8);
+  const uint8_t* scales_l = b + 4;
+  const uint8_t* qs = b + 8;
+  for (int ib = 0; ib < 8; ++ib, y += 32, qs += 16) {
+    const int ls = ((scales_l[ib / 2] >> (4 * (ib % 2))) & 15) | (((scales_h >> (2 * ib)) & 3) << 4);
+    const float dl = d * (ls - 32);
+    for (int j = 0; j < 16; ++j) {
+      y[j] = dl * kIq4Levels[qs[j] & 15];
+      y[j + 16] = dl * kIq4Levels[qs[j] >> 4];
+    }
+  }
+}
+
 // One block of `type` at b → `values` floats at y.
 void block(int type, const uint8_t* b, float* y, int values) {
   switch (type) {
@@ -170,6 +199,8 @@ void block(int type, const uint8_t* b, float* y, int values) {
     case kQ4_K: q45_k(b, y, false); break;
     case kQ5_K: q45_k(b, y, true); break;
     case kQ6_K: q6_k(b, y); break;
+    case kIQ4_NL: iq4_nl(b, y); break;
+    case kIQ4_XS: iq4_xs(b, y); break;
     default: std::memset(y, 0, sizeof(float) * values);
   }
 }
@@ -190,6 +221,8 @@ bool gguf_block_shape(int type, int& values, int& bytes) {
     case kQ4_K: values = 256; bytes = 144; return true;
     case kQ5_K: values = 256; bytes = 176; return true;
     case kQ6_K: values = 256; bytes = 210; return true;
+    case kIQ4_NL: values = 32; bytes = 18; return true;
+    case kIQ4_XS: values = 256; bytes = 136; return true;
     default: return false;
   }
 }
