@@ -77,7 +77,7 @@ function buildMenu(): void {
         label: "File",
         submenu: [
           {
-            label: "Open Model Folder…",
+            label: "Open Model…",
             accelerator: "CmdOrCtrl+O",
             click: () =>
               void pickFolder().then((path) => {

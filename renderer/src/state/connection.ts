@@ -32,7 +32,7 @@ export interface ConnectionState {
   loading: LoadProgress | null;
   /** Sparsity preparation progress (building predictors after a settings change). */
   preparing: LoadProgress | null;
-  /** The model bar's folder field (the studio fills it for Electron's File → Open Model Folder…). */
+  /** The model bar's path field (the studio fills it for Electron's File → Open Model…). */
   pathInput: string;
   /** The KV-cache type and context length (null: the host's default) the next load and the estimate use. */
   kvCache: KvDtype;
