@@ -20,7 +20,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { hire, putInHubCache, REPO_ROOT, tempDir } from "./helpers.js";
-import { findModelFolder, listCachedModels } from "../core/loader/hf-cache.js";
+import { findModelFolder, listCachedModels, modelName } from "../core/loader/hf-cache.js";
 import { compareSteps, llamaCppSteps, ourGreedy } from "./llamacpp-helpers.js";
 import { loadModel, type LoadedModel } from "../core/loader/model-folder.js";
 import { ModelError } from "../core/loader/errors.js";
@@ -849,6 +849,10 @@ test("a GGUF repo in the Hugging Face cache: each file listed with its architect
   assert.equal(list[1].weightBytes, statSync(QUANTS).size);
   const file = findModelFolder("org/tiny-GGUF/tiny-Q4_K_M.gguf", env);
   assert.ok(file.endsWith("tiny-Q4_K_M.gguf") && existsSync(file));
+  // Its import is named as it was asked for (the app's model bar, /v1/models).
+  const imported = (await importGguf(file, join(dir, "imported"))).dir;
+  assert.equal(modelName(imported), "org/tiny-GGUF/tiny-Q4_K_M.gguf");
+  assert.equal(modelName((await importGguf(QUANTS, join(dir, "plain"))).dir), "tiny-llama-quants.gguf");
   assert.throws(
     () => findModelFolder("org/tiny-GGUF/nope.gguf", env),
     (e: ModelError) => e.code === "NOT_FOUND",

@@ -4,7 +4,7 @@
 // to answer on. One generation runs at a time; between tokens it yields to the event loop so a
 // Stop (or a settings change) arriving meanwhile is handled before the next token.
 import { existsSync, readFileSync } from "node:fs";
-import { basename, join, resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { setImmediate as nextTurn } from "node:timers/promises";
 import { native } from "../native/addon.js";
 import type { Backend, KvDtype } from "../backend/backend.js";
@@ -84,8 +84,6 @@ export class EngineHost {
   private model: LoadedModel | null = null;
   /** What the loaded model was asked for by (ModelInfo.source). */
   private source = "";
-  /** What the model bar calls the model: a repo id, the GGUF file's name, or the folder's. */
-  private displayName = "";
   private session: Session | null = null;
   private running: Running | null = null;
   /** An A/B lane is running with its own settings (restored when it ends). */
@@ -241,8 +239,6 @@ export class EngineHost {
     // A repo id stays a repo id in the list, so that it finds main's snapshot next time; a GGUF file
     // stays the file (its import lives in the cache).
     this.source = existsSync(path) ? resolve(path) : path;
-    const gguf = ggufFileFor(findModelFolder(path));
-    this.displayName = !gguf ? modelName(dir) : existsSync(path) ? basename(gguf) : path;
     this.remember(this.source);
     const info = this.info();
     this.broadcast({ type: "model.loaded", info });
@@ -255,7 +251,7 @@ export class EngineHost {
     const sizes = estimate(m.dir, c, m.store.tensors.values(), this.session!.contextLength, this.session!.kvCache);
     return {
       ...sizes,
-      name: this.displayName,
+      name: modelName(m.dir),
       source: this.source,
       layers: c.layers,
       hidden: c.hidden,

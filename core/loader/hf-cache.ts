@@ -11,7 +11,7 @@ import { basename, dirname, join, resolve, sep } from "node:path";
 import { ModelError, type ModelErrorCode } from "./errors.js";
 import { readModelConfig } from "./model-folder.js";
 import { weightFiles } from "./safetensors.js";
-import { planImport, readGguf } from "../gguf/import.js";
+import { importSource, planImport, readGguf } from "../gguf/import.js";
 
 type Env = Record<string, string | undefined>;
 
@@ -75,8 +75,16 @@ export function repoIdOf(dir: string): string | null {
   return parts[n - 3].slice("models--".length).split("--").join("/");
 }
 
-/** A loaded model's display name: its repo id when it came from the cache, else the folder's name. */
+/**
+ * A loaded model's display name: its repo id when it came from the cache, the GGUF file's name for an
+ * import (ORG/NAME/FILE.gguf when the file is in the cache), else the folder's name.
+ */
 export function modelName(dir: string): string {
+  const gguf = importSource(dir)?.file;
+  if (gguf) {
+    const repo = repoIdOf(dirname(gguf));
+    return repo ? `${repo}/${basename(gguf)}` : basename(gguf);
+  }
   return repoIdOf(dir) ?? basename(dir);
 }
 
