@@ -6,6 +6,7 @@
 import { ModelError } from "../loader/errors.js";
 import { isObject, readJsonFile } from "../loader/json.js";
 import type { LoadedModel } from "../loader/model-folder.js";
+import { bpeModelJson } from "../loader/tokenizer.js";
 import { kv, type GgufValue } from "./writer.js";
 
 /** llama.cpp `enum llama_token_type` (tokenizer.ggml.token_type values). */
@@ -384,18 +385,7 @@ function byteLevelModel(
   });
   const vocab = Object.fromEntries(ids);
   return {
-    model: {
-      type: "BPE",
-      dropout: null,
-      unk_token: null,
-      continuing_subword_prefix: null,
-      end_of_word_suffix: null,
-      fuse_unk: false,
-      byte_fallback: false,
-      ignore_merges: split.ignoreMerges,
-      vocab,
-      merges,
-    },
+    model: bpeModelJson({ vocab, merges, ignoreMerges: split.ignoreMerges }),
     normalizer: null,
     preTokenizer: split.pre,
     decoder: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true },
@@ -441,18 +431,13 @@ function sentencePieceModel(
   const spacePrefix = meta["tokenizer.ggml.add_space_prefix"] !== false;
   const replaceSpace = { type: "Replace", pattern: { String: " " }, content: "▁" };
   return {
-    model: {
-      type: "BPE",
-      dropout: null,
-      unk_token: unkId === undefined ? null : texts[unkId],
-      continuing_subword_prefix: null,
-      end_of_word_suffix: null,
-      fuse_unk: true,
-      byte_fallback: true,
-      ignore_merges: false,
+    model: bpeModelJson({
       vocab,
       merges: merges.map((m) => [m.left, m.right]),
-    },
+      unkToken: unkId === undefined ? null : texts[unkId],
+      fuseUnk: true,
+      byteFallback: true,
+    }),
     normalizer: spacePrefix
       ? { type: "Sequence", normalizers: [{ type: "Prepend", prepend: "▁" }, replaceSpace] }
       : replaceSpace,

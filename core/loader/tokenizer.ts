@@ -220,3 +220,29 @@ function templateIn(config: Record<string, unknown>, file: string): ChatTemplate
   }
   return undefined;
 }
+
+/**
+ * tokenizer.json's BPE model section as transformers writes it, for the tokenizers this project makes
+ * (make-model's, GGUF imports'): merges as [left, right] pairs.
+ */
+export function bpeModelJson(o: {
+  vocab: Record<string, number>;
+  merges: readonly (readonly [string, string] | string[])[];
+  unkToken?: string | null;
+  fuseUnk?: boolean;
+  byteFallback?: boolean;
+  ignoreMerges?: boolean;
+}): Record<string, unknown> {
+  return {
+    type: "BPE",
+    dropout: null,
+    unk_token: o.unkToken ?? null,
+    continuing_subword_prefix: null,
+    end_of_word_suffix: null,
+    fuse_unk: o.fuseUnk ?? false,
+    byte_fallback: o.byteFallback ?? false,
+    ignore_merges: o.ignoreMerges ?? false,
+    vocab: o.vocab,
+    merges: o.merges,
+  };
+}

@@ -11,6 +11,8 @@
 // To change the vocabulary: edit TRAINING_TEXT (merges follow from it) or SPECIAL_TOKENS (append only,
 // ids are assigned in order after the merges).
 
+import { bpeModelJson } from "../loader/tokenizer.js";
+
 export const SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] as const;
 
 export const DEFAULT_MAX_MERGES = 500;
@@ -207,18 +209,7 @@ export function makeTokenizer(o: TokenizerOptions): GeneratedTokenizer {
     pre_tokenizer: { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true },
     post_processor: null,
     decoder: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true },
-    model: {
-      type: "BPE",
-      dropout: null,
-      unk_token: null,
-      continuing_subword_prefix: null,
-      end_of_word_suffix: null,
-      fuse_unk: false,
-      byte_fallback: false,
-      ignore_merges: false,
-      vocab,
-      merges,
-    },
+    model: bpeModelJson({ vocab, merges }),
   };
 
   const tokenizerConfig = {
