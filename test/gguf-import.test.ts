@@ -240,6 +240,21 @@ function editConfig(dir: string, change: Record<string, unknown>): void {
   writeFileSync(file, JSON.stringify({ ...JSON.parse(readFileSync(file, "utf8")), ...change }));
 }
 
+/**
+ * `imported` gives the golden reference's greedy ids on its prompt, and the log-probabilities our
+ * engine gives on the golden folder itself (`source`) within 1e-4.
+ */
+async function decodesAsGolden(label: string, golden: string, imported: LoadedModel, source: LoadedModel) {
+  const exp = JSON.parse(readFileSync(join(golden, "expected.json"), "utf8")) as {
+    prompt_ids: number[];
+    ids: number[];
+  };
+  const ours = await ourGreedy(imported, exp.prompt_ids, exp.ids.length);
+  assert.deepEqual(ours.ids, exp.ids, label);
+  const want = await ourGreedy(source, exp.prompt_ids, exp.ids.length);
+  compareSteps(label, want.steps, ours.steps.map(asReference), 1e-4);
+}
+
 /** Our top-5 steps in the shape compareSteps takes as the reference side. */
 function asReference(top: [number, number][]): { argmax: number; logprob: (id: number) => number } {
   const m = new Map(top);
@@ -339,18 +354,7 @@ test("ERNIE 4.5 MoE (the golden: a dense first layer, f32 router and correction 
   t.after(() => (source.close(), imported.close()));
   assert.deepEqual(imported.config.moe, source.config.moe);
   assert.deepEqual(imported.config.moe!.layers, [false, true, true]);
-  const exp = JSON.parse(readFileSync(join(golden, "expected.json"), "utf8")) as {
-    prompt_ids: number[];
-    ids: number[];
-  };
-  const ours = await ourGreedy(imported, exp.prompt_ids, exp.ids.length);
-  assert.deepEqual(ours.ids, exp.ids);
-  compareSteps(
-    "erniemoe",
-    (await ourGreedy(source, exp.prompt_ids, exp.ids.length)).steps,
-    ours.steps.map(asReference),
-    1e-4,
-  );
+  await decodesAsGolden("erniemoe", golden, imported, source);
 });
 
 test("llama exported to f32 GGUF imports as f32 with the bf16 values", async (t) => {
@@ -539,18 +543,7 @@ test("Phi-3's longrope (rope_factors_long / _short, attn_factor) imports as its 
   t.after(() => (reference.close(), imported.close()));
   assert.deepEqual(Array.from(imported.config.ropeInvFreq!), Array.from(reference.config.ropeInvFreq!));
   assert.equal(imported.config.ropeFactor, reference.config.ropeFactor);
-  const exp = JSON.parse(readFileSync(join(REPO_ROOT, "test", "golden", "phi3-bf16", "expected.json"), "utf8")) as {
-    prompt_ids: number[];
-    ids: number[];
-  };
-  const ours = await ourGreedy(imported, exp.prompt_ids, exp.ids.length);
-  assert.deepEqual(ours.ids, exp.ids);
-  compareSteps(
-    "phi3 longrope",
-    (await ourGreedy(reference, exp.prompt_ids, exp.ids.length)).steps,
-    ours.steps.map(asReference),
-    1e-4,
-  );
+  await decodesAsGolden("phi3 longrope", join(REPO_ROOT, "test", "golden", "phi3-bf16"), imported, reference);
 });
 
 test("a SentencePiece vocabulary imports encoding every text as llama.cpp does, and the model decodes as llama.cpp's", async (t) => {
