@@ -47,7 +47,7 @@ import {
 import { tokenizerFromGguf, type ImportedTokenizer } from "./vocab.js";
 
 /** Bumped when an import's output changes, so that cached imports are redone. */
-export const IMPORT_VERSION = 2;
+export const IMPORT_VERSION = 3;
 /** The file in an imported folder that names its GGUF source. */
 export const IMPORT_RECORD = "gguf-import.json";
 
