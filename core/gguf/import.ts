@@ -148,6 +148,14 @@ const gemma = (version: 2 | 3) => (m: Meta) => {
   };
 };
 
+/** Granite's multipliers, which llama.cpp's converter writes as scales (granite, granitemoe). */
+const graniteScales = (m: Meta) => ({
+  embedding_multiplier: m.num("embedding_scale", 1),
+  residual_multiplier: m.num("residual_scale", 1),
+  attention_multiplier: m.num("attention.scale"),
+  logits_scaling: m.num("logit_scale", 1),
+});
+
 const GEMMA_LAYERS = {
   post_attention_norm: "post_attention_layernorm",
   ffn_norm: "pre_feedforward_layernorm",
@@ -250,12 +258,7 @@ const ARCHS: Record<string, ArchImport> = {
     hf: "GraniteForCausalLM",
     modelType: "granite",
     permutedQK: true,
-    config: (m) => ({
-      embedding_multiplier: m.num("embedding_scale", 1),
-      residual_multiplier: m.num("residual_scale", 1),
-      attention_multiplier: m.num("attention.scale"),
-      logits_scaling: m.num("logit_scale", 1),
-    }),
+    config: graniteScales,
   },
   granitemoe: {
     hf: "GraniteMoeForCausalLM",
@@ -271,10 +274,7 @@ const ARCHS: Record<string, ArchImport> = {
       }),
       num_local_experts: m.num("expert_count"),
       num_experts_per_tok: m.num("expert_used_count"),
-      embedding_multiplier: m.num("embedding_scale", 1),
-      residual_multiplier: m.num("residual_scale", 1),
-      attention_multiplier: m.num("attention.scale"),
-      logits_scaling: m.num("logit_scale", 1),
+      ...graniteScales(m),
     }),
   },
   "ernie4_5-moe": {
@@ -797,19 +797,9 @@ export function planImport(g: GgufFile): GgufImportPlan {
     }
     const stacked = /^blk\.(\d+)\.(ffn_(?:gate|up|down)_exps)\.weight$/.exec(t.name);
     if (stacked && t.dims.length === 3) {
-      // Expert e's matrix is the e-th [rows, cols] slice, back to back in the file.
-      const [cols, rows, experts] = t.dims;
-      const bytes = t.byteLength / experts;
       const module = EXPERT_TENSORS[stacked[2]][a === MIXTRAL ? "mixtral" : "qwen"];
-      for (let e = 0; e < experts; e++) {
-        const slice = {
-          ...t,
-          name: `${t.name}[${e}]`,
-          dims: [cols, rows],
-          offset: t.offset + e * bytes,
-          byteLength: bytes,
-        };
-        plain(slice, `model.layers.${stacked[1]}.${module.replace("{e}", String(e))}.weight`);
+      for (let e = 0; e < t.dims[2]; e++) {
+        plain(expertSlice(t, e), `model.layers.${stacked[1]}.${module.replace("{e}", String(e))}.weight`);
       }
       continue;
     }

@@ -119,32 +119,24 @@ export async function listCachedModels(env: Env = process.env): Promise<CachedMo
     const ggufs = existsSync(join(path, "config.json"))
       ? []
       : readdirSync(path).filter((f) => f.toLowerCase().endsWith(".gguf"));
-    if (ggufs.length === 0) out.push(inspectSnapshot(repo, path));
+    if (ggufs.length === 0) out.push(await inspectSnapshot(repo, path));
     for (const f of ggufs) out.push(await inspectGguf(`${repo}/${f}`, join(path, f)));
   }
   return out.sort((a, b) => a.repo.localeCompare(b.repo));
 }
 
-function inspectSnapshot(repo: string, path: string): CachedModel {
-  const model: CachedModel = {
-    repo,
-    path,
-    revision: basename(path),
-    weightBytes: 0,
-    architecture: null,
-    problem: null,
-  };
+const INCOMPLETE = "links to a blob that is not in the cache (download incomplete?)";
+
+/** A listed model, with what `check` finds standing in the way of loading it as its problem. */
+async function inspected(
+  repo: string,
+  path: string,
+  revision: string,
+  check: (model: CachedModel) => void | Promise<void>,
+): Promise<CachedModel> {
+  const model: CachedModel = { repo, path, revision, weightBytes: 0, architecture: null, problem: null };
   try {
-    // A download in progress or cut short leaves links to blobs that are not there yet.
-    for (const name of readdirSync(path)) {
-      const f = join(path, name);
-      if (lstatSync(f).isSymbolicLink() && !existsSync(f))
-        throw new ModelError("NOT_FOUND", f, "links to a blob that is not in the cache (download incomplete?)");
-    }
-    model.architecture = readModelConfig(path).architecture;
-    for (const f of weightFiles(path)) model.weightBytes += statSync(f).size;
-    const tok = join(path, "tokenizer.json");
-    if (!existsSync(tok)) throw new ModelError("NOT_FOUND", tok, "tokenizer.json is missing");
+    await check(model);
   } catch (e) {
     if (!(e instanceof ModelError)) throw e;
     model.problem = { code: e.code, message: e.message };
@@ -152,25 +144,26 @@ function inspectSnapshot(repo: string, path: string): CachedModel {
   return model;
 }
 
-async function inspectGguf(repo: string, file: string): Promise<CachedModel> {
-  const model: CachedModel = {
-    repo,
-    path: file,
-    revision: basename(dirname(file)),
-    weightBytes: 0,
-    architecture: null,
-    problem: null,
-  };
-  try {
-    if (!existsSync(file))
-      throw new ModelError("NOT_FOUND", file, "links to a blob that is not in the cache (download incomplete?)");
+function inspectSnapshot(repo: string, path: string): Promise<CachedModel> {
+  return inspected(repo, path, basename(path), (model) => {
+    // A download in progress or cut short leaves links to blobs that are not there yet.
+    for (const name of readdirSync(path)) {
+      const f = join(path, name);
+      if (lstatSync(f).isSymbolicLink() && !existsSync(f)) throw new ModelError("NOT_FOUND", f, INCOMPLETE);
+    }
+    model.architecture = readModelConfig(path).architecture;
+    for (const f of weightFiles(path)) model.weightBytes += statSync(f).size;
+    const tok = join(path, "tokenizer.json");
+    if (!existsSync(tok)) throw new ModelError("NOT_FOUND", tok, "tokenizer.json is missing");
+  });
+}
+
+function inspectGguf(repo: string, file: string): Promise<CachedModel> {
+  return inspected(repo, file, basename(dirname(file)), async (model) => {
+    if (!existsSync(file)) throw new ModelError("NOT_FOUND", file, INCOMPLETE);
     model.weightBytes = statSync(file).size;
     model.architecture = planImport(await readGguf(file)).hfArchitecture;
-  } catch (e) {
-    if (!(e instanceof ModelError)) throw e;
-    model.problem = { code: e.code, message: e.message };
-  }
-  return model;
+  });
 }
 
 function repoFolderName(repo: string): string {

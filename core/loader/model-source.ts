@@ -1,9 +1,9 @@
 // What a --model argument (or the app's model path) names, as a model folder the loader reads: a
 // folder, a repo id in the Hugging Face cache (hf-cache.ts), or a GGUF file, imported once into the
 // cache (core/gguf/import.ts) and read from there after.
-import { existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, readdirSync, rmSync, statSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
-import { IMPORT_RECORD, IMPORT_VERSION, importGguf } from "../gguf/import.js";
+import { IMPORT_VERSION, importGguf, importSource } from "../gguf/import.js";
 import { cacheDir, filesKey } from "../sparse/cache.js";
 import { ModelError } from "./errors.js";
 import { findModelFolder } from "./hf-cache.js";
@@ -53,13 +53,6 @@ function removeStaleImports(file: string): void {
   const root = cacheDir("imports");
   if (!existsSync(root)) return;
   for (const name of readdirSync(root)) {
-    const record = join(root, name, IMPORT_RECORD);
-    try {
-      if ((JSON.parse(readFileSync(record, "utf8")) as { source?: unknown }).source === file) {
-        rmSync(join(root, name), { recursive: true, force: true });
-      }
-    } catch {
-      // Not an import folder (or a damaged record): left alone.
-    }
+    if (importSource(join(root, name))?.file === file) rmSync(join(root, name), { recursive: true, force: true });
   }
 }
