@@ -12,6 +12,8 @@ import type { LoadedModel } from "../loader/model-folder.js";
 import { GREEDY, logSumExp, Sampler, topLogprobs, type SamplingOptions } from "./sampler.js";
 import { ForwardAborted, KVCache, Transformer, type ForwardReport } from "./transformer.js";
 import { Sparsifier } from "../sparse/sparsifier.js";
+import { GrammarConstraint, TokenVocabulary } from "../structured/constraint.js";
+import type { Node as Grammar } from "../structured/schema.js";
 
 export interface SessionOptions {
   /** Context window in tokens (default: the model's, capped at 4096 to bound KV-cache memory). */
@@ -40,6 +42,13 @@ export interface GenerateOptions extends Partial<SamplingOptions> {
   ignoreEos?: boolean;
   /** Encode a text prompt with the tokenizer's special tokens (BOS); default: what the tokenizer config says. */
   addSpecialTokens?: boolean;
+  /**
+   * Structured output: every token keeps the reply a prefix of a document this grammar accepts
+   * (core/structured: compileSchema(jsonSchema), ANY_OBJECT), and generation ends with finishReason
+   * "stop" once the document is complete (or "eos" where the model ends it first, "length" where
+   * maxTokens cuts it).
+   */
+  grammar?: Grammar;
 }
 
 export type GenerationEvent =
@@ -204,13 +213,16 @@ export class Session {
     let finish: FinishReason = "length";
     // Greedy decoding without log-probabilities takes the argmax where the logits are (on a GPU,
     // only the id comes back); the prompt's last token is sampled from its logits as usual.
-    const onDevice = sampler.greedy && !wantLogprobs;
+    const grammar = o.grammar ? new GrammarConstraint(o.grammar, vocabularyOf(model)) : undefined;
+    const onDevice = sampler.greedy && !wantLogprobs && !grammar;
     let next: number | null = null;
     while (ids.length < maxTokens) {
-      const id = next ?? sampler.sample(logits!, this.cached);
+      let scores = logits!;
+      if (grammar && next === null) [logits, scores] = this.constrain(logits!, grammar);
+      const id = next ?? sampler.sample(scores, this.cached);
       // NaN or inf in the weights poison every logit, and the sampler then picks token 0 as if it
       // meant it. Seen on the host's logits (every token sampled here, the first of a greedy reply).
-      if (next === null && !Number.isFinite(logits![id])) {
+      if (next === null && !Number.isFinite(scores[id])) {
         throw new ModelError(
           "NOT_FINITE",
           model.dir,
@@ -228,7 +240,8 @@ export class Session {
       }
       const delta = text.push(ids);
       yield { type: "token", id, text: delta, topLogprobs: top, logprob, report };
-      if (text.stopped) {
+      grammar?.advance(id);
+      if (text.stopped || grammar?.finished) {
         finish = "stop";
         break;
       }
@@ -261,6 +274,20 @@ export class Session {
     yield this.done(finish, promptIds, ids, text.final(ids), prefillMs, decodeMs, steps);
   }
 
+  /**
+   * The logits masked to what the grammar allows next. Where HiRE's output layer left out every
+   * allowed token, this step takes the whole layer's logits instead (returned as the step's logits).
+   */
+  private constrain(logits: Float32Array, grammar: GrammarConstraint): [Float32Array, Float32Array] {
+    let scores = Float32Array.from(logits);
+    if (grammar.mask(scores) === 0) {
+      logits = this.transformer.denseLogits();
+      scores = Float32Array.from(logits);
+      grammar.mask(scores);
+    }
+    return [logits, scores];
+  }
+
   private done(
     finishReason: FinishReason,
     promptIds: number[],
@@ -281,6 +308,18 @@ export class Session {
       decodeTokensPerS: steps > 0 ? (steps * 1000) / decodeMs : 0,
     };
   }
+}
+
+const vocabularies = new WeakMap<LoadedModel, TokenVocabulary>();
+
+/** A model's vocabulary as a grammar masks it (built on the first structured reply, then kept). */
+function vocabularyOf(model: LoadedModel): TokenVocabulary {
+  let v = vocabularies.get(model);
+  if (!v) {
+    v = new TokenVocabulary(model.tokenizer.tokenBytes(), model.eosIds);
+    vocabularies.set(model, v);
+  }
+  return v;
 }
 
 /**

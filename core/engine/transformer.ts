@@ -386,6 +386,17 @@ export class Transformer {
     return b.readArgmax();
   }
 
+  /**
+   * The last forward pass's logits from the whole output layer, whatever computes it now (HiRE's
+   * leaves most at -inf): for a step that needs a token HiRE left out (structured output).
+   */
+  denseLogits(): Float32Array {
+    const { backend: b, config: c, ws } = this;
+    new DenseOutputLayer(b, this.weights).forward(ws.logits, ws.last);
+    if (c.finalSoftcap !== undefined) b.softcap(ws.logits, c.vocab, c.finalSoftcap);
+    return b.read(ws.logits, 0, c.vocab);
+  }
+
   /** Checks a forward pass's shape, then claims its positions' cache slots. */
   private startForward(n: number, pos0: number, cache: KVCache): void {
     if (n < 1 || n > this.ws.batch) throw new RangeError(`forward takes 1..${this.ws.batch} tokens, got ${n}`);

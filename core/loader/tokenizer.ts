@@ -41,10 +41,11 @@ export class ModelTokenizer {
   /** The chat template's text, as found by `findChatTemplate` (GGUF export copies it). */
   readonly templateSource: string | undefined;
   private readonly tokenizer: Tokenizer;
+  private bytesOfTokens: (Uint8Array | null)[] | undefined;
 
   constructor(
     readonly file: string,
-    json: Record<string, unknown>,
+    private readonly json: Record<string, unknown>,
     readonly config: Record<string, unknown>,
     chatTemplate: ChatTemplateSource | undefined,
   ) {
@@ -128,6 +129,48 @@ export class ModelTokenizer {
   }
 
   /**
+   * The bytes each token id adds to the decoded text (index = id), for grammars that work on bytes
+   * (structured output); null for special tokens, which decoding drops. Byte-level BPE vocabularies
+   * (GPT-2, Llama 3, Qwen) spell bytes as GPT-2's symbols; SentencePiece ones (Llama 2, Gemma) write
+   * spaces as ▁ and raw bytes as <0xNN>. Computed once.
+   */
+  tokenBytes(): readonly (Uint8Array | null)[] {
+    if (this.bytesOfTokens) return this.bytesOfTokens;
+    const model = this.json.model as Record<string, unknown>;
+    const pieces: [string, number][] = Array.isArray(model.vocab)
+      ? (model.vocab as [string, number][]).map(([piece], id) => [piece, id]) // Unigram: [piece, score] by id
+      : Object.entries((model.vocab ?? {}) as Record<string, number>);
+    const added = (Array.isArray(this.json.added_tokens) ? this.json.added_tokens : []) as {
+      id: number;
+      content: string;
+      special?: boolean;
+    }[];
+    const size = Math.max(0, ...pieces.map(([, id]) => id + 1), ...added.map((t) => t.id + 1));
+    const decoders = decoderTypes(this.json.decoder);
+    const utf8 = new TextEncoder();
+    const symbolByte = new Map(bytesToUnicode().map((s, b) => [s, b]));
+    const spell = (piece: string): Uint8Array => {
+      if (decoders.has("ByteLevel")) {
+        const out = new Uint8Array(piece.length);
+        for (let i = 0; i < piece.length; i++) {
+          const b = symbolByte.get(piece[i]);
+          if (b === undefined) return utf8.encode(piece); // not a byte symbol: the piece is plain text
+          out[i] = b;
+        }
+        return out;
+      }
+      const byte = /^<0x([0-9A-Fa-f]{2})>$/.exec(piece);
+      if (byte && decoders.has("ByteFallback")) return Uint8Array.of(parseInt(byte[1], 16));
+      return utf8.encode(piece.replaceAll("\u2581", " "));
+    };
+    const bytes: (Uint8Array | null)[] = new Array(size).fill(null);
+    for (const [piece, id] of pieces) bytes[id] = spell(piece);
+    for (const t of added) bytes[t.id] = t.special ? null : utf8.encode(t.content);
+    this.bytesOfTokens = bytes;
+    return bytes;
+  }
+
+  /**
    * Render the conversation with the model's chat template (the prompt for the next assistant turn).
    * `thinking: false` passes `enable_thinking: false`, which reasoning templates turn into an empty
    * think block; templates that do not read it ignore it.
@@ -177,6 +220,29 @@ function forTemplate(m: ChatMessage): ChatMessage | Record<string, unknown> {
     ...m,
     tool_calls: m.tool_calls.map((c) => ({ ...c, function: { ...c.function, arguments: args(c.function.arguments) } })),
   };
+}
+
+/** The decoder types of a tokenizer.json's decoder (a Sequence's members). */
+function decoderTypes(decoder: unknown): Set<string> {
+  if (!isObject(decoder)) return new Set();
+  if (decoder.type === "Sequence" && Array.isArray(decoder.decoders))
+    return new Set(decoder.decoders.filter(isObject).map((d) => String(d.type)));
+  return new Set([String(decoder.type)]);
+}
+
+/** GPT-2's reversible byte -> printable unicode symbol table (index = byte value). */
+export function bytesToUnicode(): string[] {
+  const direct: number[] = [];
+  for (let b = 0x21; b <= 0x7e; b++) direct.push(b);
+  for (let b = 0xa1; b <= 0xac; b++) direct.push(b);
+  for (let b = 0xae; b <= 0xff; b++) direct.push(b);
+  const isDirect = new Set(direct);
+  const table: string[] = new Array(256);
+  let n = 0;
+  for (let b = 0; b < 256; b++) {
+    table[b] = String.fromCharCode(isDirect.has(b) ? b : 256 + n++);
+  }
+  return table;
 }
 
 /** A chat template's text and the file it came from (for errors). */

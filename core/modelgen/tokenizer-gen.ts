@@ -11,7 +11,7 @@
 // To change the vocabulary: edit TRAINING_TEXT (merges follow from it) or SPECIAL_TOKENS (append only,
 // ids are assigned in order after the merges).
 
-import { bpeModelJson } from "../loader/tokenizer.js";
+import { bpeModelJson, bytesToUnicode } from "../loader/tokenizer.js";
 
 export const SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] as const;
 
@@ -68,21 +68,6 @@ best, while the old men who sat by the window preferred black coffee and a slice
 was a small shop, but everyone in the town knew it, and many said it was the best bakery they had
 ever visited.
 `;
-
-/** GPT-2's reversible byte -> printable unicode symbol table (index = byte value). */
-export function bytesToUnicode(): string[] {
-  const direct: number[] = [];
-  for (let b = 0x21; b <= 0x7e; b++) direct.push(b);
-  for (let b = 0xa1; b <= 0xac; b++) direct.push(b);
-  for (let b = 0xae; b <= 0xff; b++) direct.push(b);
-  const isDirect = new Set(direct);
-  const table: string[] = new Array(256);
-  let n = 0;
-  for (let b = 0; b < 256; b++) {
-    table[b] = String.fromCharCode(isDirect.has(b) ? b : 256 + n++);
-  }
-  return table;
-}
 
 const BYTE_SYMBOLS = bytesToUnicode();
 

@@ -1,0 +1,409 @@
+// A byte-level recognizer for the JSON a grammar (schema.ts) allows, one byte at a time: a pushdown
+// automaton whose stacks are immutable linked frames, so trying a token's bytes from the current
+// state costs a few small objects and never disturbs it. Alternatives (anyOf, type lists) run side by
+// side as several stacks (an NFA over stacks); a byte that no stack takes is not allowed.
+//
+// Every prefix it accepts can still be completed into a valid document (required properties cannot
+// be skipped, strings cannot end before minLength, ...), which is what lets a sampler mask tokens
+// step by step without ever painting itself into a corner. Whitespace between tokens is allowed but
+// bounded (moreWs), and numbers are bounded in length, so a model cannot stall forever inside the
+// grammar on filler.
+import type { Node, Prop } from "./schema.js";
+
+/** Indentation bytes (spaces, tabs) allowed after a newline between structural tokens. */
+export const MAX_INDENT = 20;
+/** Digits allowed in a number's integer part, its fraction and its exponent. */
+const MAX_INT_DIGITS = 16;
+const MAX_FRAC_DIGITS = 16;
+const MAX_EXP_DIGITS = 3;
+/** Stacks kept at once (alternatives that overlap could otherwise multiply). */
+const MAX_STACKS = 64;
+
+type ObjState = "open" | "key" | "colon" | "val" | "after" | "comma";
+type ArrState = "open" | "val" | "after" | "comma";
+// Number states: after '-', after a leading 0, integer digits, after '.', fraction digits, after e,
+// after the exponent's sign, exponent digits.
+type NumState = "minus" | "zero" | "int" | "dot" | "frac" | "e" | "esign" | "exp";
+
+type Frame =
+  | { readonly k: "root"; readonly done: boolean }
+  | { readonly k: "value"; readonly node: Node; readonly ws: number }
+  | {
+      readonly k: "obj";
+      readonly node: Extract<Node, { t: "object" }>;
+      readonly st: ObjState;
+      /** Index of the first property that may come next. */
+      readonly next: number;
+      readonly ws: number;
+      /** While matching a declared key: the properties still possible and the bytes matched. */
+      readonly cands: readonly number[];
+      readonly pos: number;
+      /** The property whose value is being read (declared properties). */
+      readonly cur: number;
+    }
+  | {
+      readonly k: "arr";
+      readonly node: Extract<Node, { t: "array" }>;
+      readonly st: ArrState;
+      readonly count: number;
+      readonly ws: number;
+    }
+  /** A string: chars so far (code points; an escape is one), escape state (0 none, 1 after \, 2..5 in \uXXXX). */
+  | { readonly k: "str"; readonly min: number; readonly max: number; readonly n: number; readonly esc: number }
+  | { readonly k: "num"; readonly integer: boolean; readonly st: NumState; readonly digits: number }
+  | { readonly k: "lit"; readonly texts: readonly Uint8Array[]; readonly pos: number }
+  | { readonly k: "seq"; readonly parts: readonly Node[]; readonly i: number };
+
+export interface Stack {
+  readonly f: Frame;
+  readonly up: Stack | null;
+}
+
+const on = (up: Stack | null, f: Frame): Stack => ({ f, up });
+
+const isWs = (b: number) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
+
+/**
+ * Whitespace between structural tokens, as llama.cpp's JSON grammars allow it: one space, or one or two
+ * newlines and up to MAX_INDENT spaces or tabs. `ws` encodes the run so far: 0 none, 1 a space,
+ * 2 and 3 one and two newlines, 3 + i newlines and i indentation bytes. Returns the run with byte b,
+ * or -1 where b may not extend it.
+ */
+function moreWs(ws: number, b: number): number {
+  if (ws === 0) return b === 0x20 ? 1 : b === 0x0a ? 2 : -1;
+  if (ws === 1) return -1;
+  if (ws === 2 && b === 0x0a) return 3;
+  if ((b === 0x20 || b === 0x09) && ws - 3 < MAX_INDENT) return ws < 3 ? 4 : ws + 1;
+  return -1;
+}
+const isDigit = (b: number) => b >= 0x30 && b <= 0x39;
+const isHex = (b: number) => isDigit(b) || (b >= 0x41 && b <= 0x46) || (b >= 0x61 && b <= 0x66);
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+
+const ANY_MAP: Extract<Node, { t: "object" }> = { t: "object", props: [], extra: { t: "any" } };
+const ANY_LIST: Extract<Node, { t: "array" }> = { t: "array", items: { t: "any" }, min: 0, max: Infinity };
+const KEYWORDS = ["true", "false", "null"].map((s) => new TextEncoder().encode(s));
+
+/** The stacks a document starts from: the root value, with leading whitespace allowed. */
+export function initial(root: Node): Stack[] {
+  return [on(on(null, { k: "root", done: false }), { k: "value", node: root, ws: 0 })];
+}
+
+/** The stacks after `b`; empty when no stack takes it. */
+export function feed(stacks: readonly Stack[], b: number): Stack[] {
+  const out: Stack[] = [];
+  for (const s of stacks) {
+    step(s, b, out);
+    if (out.length > MAX_STACKS) break;
+  }
+  return out;
+}
+
+/** The stacks after every byte of `bytes`, or null as soon as one is not allowed. */
+export function feedAll(stacks: readonly Stack[], bytes: Uint8Array): Stack[] | null {
+  let cur = stacks as Stack[];
+  for (let i = 0; i < bytes.length; i++) {
+    cur = feed(cur, bytes[i]);
+    if (cur.length === 0) return null;
+  }
+  return cur;
+}
+
+/** Whether the document may end here (the root value is complete). */
+export function accepting(stacks: readonly Stack[]): boolean {
+  return stacks.some(canEnd);
+}
+
+/** Whether the document must end here: complete, and no byte can follow. */
+export function finished(stacks: readonly Stack[]): boolean {
+  return stacks.length > 0 && stacks.every((s) => s.f.k === "root" && s.f.done);
+}
+
+/**
+ * Whether every stack is inside a string with no length limit and no escape pending: then any byte
+ * but `"`, `\` and control characters continues every stack the same way (a fast path for masking
+ * vocabularies, where most tokens are such text).
+ */
+export function inFreeString(stacks: readonly Stack[]): boolean {
+  return stacks.length > 0 && stacks.every((s) => s.f.k === "str" && s.f.esc === 0 && s.f.max === Infinity);
+}
+
+function canEnd(s: Stack): boolean {
+  const f = s.f;
+  if (f.k === "root") return f.done;
+  if (f.k === "num" && numComplete(f.st)) return canEnd(afterValue(s.up!));
+  if (f.k === "lit" && f.texts.some((t) => t.length === f.pos)) return canEnd(afterValue(s.up!));
+  return false;
+}
+
+const numComplete = (st: NumState) => st === "zero" || st === "int" || st === "frac" || st === "exp";
+
+/** The stack once the value on top of `up` has ended. */
+function afterValue(up: Stack): Stack {
+  const f = up.f;
+  switch (f.k) {
+    case "root":
+      return on(up.up, { k: "root", done: true });
+    case "obj":
+      // A map's key string ended: the colon comes next; a value ended: a comma or the brace.
+      return on(up.up, { ...f, st: f.st === "key" ? "colon" : "after", ws: 0 });
+    case "arr":
+      return on(up.up, { ...f, st: "after", count: f.count + 1, ws: 0 });
+    case "seq": {
+      if (f.i + 1 >= f.parts.length) return afterValue(up.up!);
+      const seq = on(up.up, { ...f, i: f.i + 1 });
+      return on(seq, { k: "value", node: f.parts[f.i + 1], ws: 0 });
+    }
+    default:
+      throw new Error(`a ${f.k} frame holds no values`);
+  }
+}
+
+function step(s: Stack, b: number, out: Stack[]): void {
+  const f = s.f;
+  switch (f.k) {
+    case "root":
+      return; // the document is complete: nothing may follow
+    case "value":
+      return startValue(s.up!, f.node, f.ws, b, out);
+    case "str":
+      return stepString(s, f, b, out);
+    case "num":
+      return stepNumber(s, f, b, out);
+    case "lit":
+      return stepLiteral(s, f, b, out);
+    case "obj":
+      return stepObject(s, f, b, out);
+    case "arr":
+      return stepArray(s, f, b, out);
+    case "seq":
+      throw new Error("a seq frame is never on top");
+  }
+}
+
+/** A value of `node` beginning with byte b (or whitespace before it), on top of `up`. */
+function startValue(up: Stack, node: Node, ws: number, b: number, out: Stack[]): void {
+  if (node.t === "ref") return startValue(up, node.get(), ws, b, out);
+  if (isWs(b)) {
+    const w = moreWs(ws, b);
+    if (w >= 0) out.push(on(up, { k: "value", node, ws: w }));
+    return;
+  }
+  switch (node.t) {
+    case "union":
+      for (const o of node.options) startValue(up, o, ws, b, out);
+      return;
+    case "seq":
+      return startValue(on(up, { k: "seq", parts: node.parts, i: 0 }), node.parts[0], ws, b, out);
+    case "any":
+      if (b === 0x7b) out.push(on(up, objFrame(ANY_MAP)));
+      else if (b === 0x5b) out.push(on(up, { k: "arr", node: ANY_LIST, st: "open", count: 0, ws: 0 }));
+      else if (b === QUOTE) out.push(on(up, { k: "str", min: 0, max: Infinity, n: 0, esc: 0 }));
+      else if (b === 0x2d || isDigit(b)) startNumber(up, false, b, out);
+      else startLiteral(up, KEYWORDS, b, out);
+      return;
+    case "object":
+      if (b === 0x7b) out.push(on(up, objFrame(node)));
+      return;
+    case "array":
+      if (b === 0x5b) out.push(on(up, { k: "arr", node, st: "open", count: 0, ws: 0 }));
+      return;
+    case "string":
+      if (b === QUOTE) out.push(on(up, { k: "str", min: node.min, max: node.max, n: 0, esc: 0 }));
+      return;
+    case "number":
+      if (b === 0x2d || isDigit(b)) startNumber(up, node.integer, b, out);
+      return;
+    case "literal":
+      return startLiteral(up, node.texts, b, out);
+  }
+}
+
+function objFrame(node: Extract<Node, { t: "object" }>): Frame {
+  return { k: "obj", node, st: "open", next: 0, ws: 0, cands: [], pos: 0, cur: -1 };
+}
+
+// ---- strings, numbers, literals --------------------------------------------------------------
+
+function stepString(s: Stack, f: Extract<Frame, { k: "str" }>, b: number, out: Stack[]): void {
+  if (f.esc === 1) {
+    if (b === 0x75) out.push(on(s.up, { ...f, esc: 2 }));
+    else if (b === QUOTE || b === BACKSLASH || b === 0x2f || b === 0x62 || b === 0x66 || b === 0x6e || b === 0x72 || b === 0x74)
+      out.push(on(s.up, { ...f, esc: 0 }));
+    return;
+  }
+  if (f.esc >= 2) {
+    if (isHex(b)) out.push(on(s.up, { ...f, esc: f.esc === 5 ? 0 : f.esc + 1 }));
+    return;
+  }
+  if (b === QUOTE) {
+    if (f.n >= f.min) out.push(afterValue(s.up!));
+    return;
+  }
+  if (b < 0x20) return; // control characters must be escaped
+  if (b >= 0x80 && b < 0xc0) {
+    out.push(s); // a UTF-8 continuation byte: part of a character already counted
+    return;
+  }
+  if (f.n >= f.max) return;
+  // The escape counts as the character it writes.
+  out.push(on(s.up, { ...f, n: f.n + 1, esc: b === BACKSLASH ? 1 : 0 }));
+}
+
+function startNumber(up: Stack, integer: boolean, b: number, out: Stack[]): void {
+  const st: NumState = b === 0x2d ? "minus" : b === 0x30 ? "zero" : "int";
+  out.push(on(up, { k: "num", integer, st, digits: st === "minus" ? 0 : 1 }));
+}
+
+function stepNumber(s: Stack, f: Extract<Frame, { k: "num" }>, b: number, out: Stack[]): void {
+  const to = (st: NumState, digits: number): void => {
+    out.push(on(s.up, { ...f, st, digits }));
+  };
+  const digit = isDigit(b);
+  const fracOrExp = !f.integer;
+  switch (f.st) {
+    case "minus":
+      if (digit) return to(b === 0x30 ? "zero" : "int", 1);
+      return;
+    case "zero":
+    case "int":
+      if (digit && f.st === "int") return f.digits < MAX_INT_DIGITS ? to("int", f.digits + 1) : undefined;
+      if (b === 0x2e && fracOrExp) return to("dot", 0);
+      if ((b === 0x65 || b === 0x45) && fracOrExp) return to("e", 0);
+      break;
+    case "dot":
+      if (digit) return to("frac", 1);
+      return;
+    case "frac":
+      if (digit) return f.digits < MAX_FRAC_DIGITS ? to("frac", f.digits + 1) : undefined;
+      if (b === 0x65 || b === 0x45) return to("e", 0);
+      break;
+    case "e":
+      if (b === 0x2b || b === 0x2d) return to("esign", 0);
+      if (digit) return to("exp", 1);
+      return;
+    case "esign":
+      if (digit) return to("exp", 1);
+      return;
+    case "exp":
+      if (digit) return f.digits < MAX_EXP_DIGITS ? to("exp", f.digits + 1) : undefined;
+      break;
+  }
+  // A complete number ends at the first byte that cannot continue it; that byte belongs to what follows.
+  if (digit) return; // a digit past the limits (or after a leading 0) ends nothing
+  step(afterValue(s.up!), b, out);
+}
+
+function startLiteral(up: Stack, texts: readonly Uint8Array[], b: number, out: Stack[]): void {
+  stepLiteral(on(up, { k: "lit", texts, pos: 0 }), { k: "lit", texts, pos: 0 }, b, out);
+}
+
+function stepLiteral(s: Stack, f: Extract<Frame, { k: "lit" }>, b: number, out: Stack[]): void {
+  const next = f.texts.filter((t) => t.length > f.pos && t[f.pos] === b);
+  if (next.length > 0) {
+    // Complete as soon as no longer text is still possible ("true"); "1" of enum [1, 12] waits.
+    if (next.every((t) => t.length === f.pos + 1)) out.push(afterValue(s.up!));
+    else out.push(on(s.up, { k: "lit", texts: next, pos: f.pos + 1 }));
+    return;
+  }
+  // A literal that is complete here (only numbers can be, beside longer ones) ends at this byte.
+  if (f.pos > 0 && f.texts.some((t) => t.length === f.pos)) step(afterValue(s.up!), b, out);
+}
+
+// ---- objects and arrays ----------------------------------------------------------------------
+
+/** Declared properties that may come next from index `from`: up to and including the first required one. */
+function candidates(props: readonly Prop[], from: number): number[] {
+  const list: number[] = [];
+  for (let j = from; j < props.length; j++) {
+    list.push(j);
+    if (props[j].required) break;
+  }
+  return list;
+}
+
+const mayClose = (props: readonly Prop[], from: number) => props.slice(from).every((p) => !p.required);
+
+function stepObject(s: Stack, f: Extract<Frame, { k: "obj" }>, b: number, out: Stack[]): void {
+  const props = f.node.props;
+  const map = props.length === 0;
+  const ws = (): void => {
+    const w = moreWs(f.ws, b);
+    if (w >= 0) out.push(on(s.up, { ...f, ws: w }));
+  };
+  const close = (): void => {
+    out.push(afterValue(s.up!));
+  };
+  const openKey = () => {
+    if (map) {
+      out.push(on(on(s.up, { ...f, st: "key", ws: 0 }), { k: "str", min: 0, max: Infinity, n: 0, esc: 0 }));
+      return;
+    }
+    const cands = candidates(props, f.next);
+    if (cands.length > 0) out.push(on(s.up, { ...f, st: "key", cands, pos: 0, ws: 0 }));
+  };
+  switch (f.st) {
+    case "open":
+      if (isWs(b)) return ws();
+      if (b === QUOTE) return openKey();
+      if (b === 0x7d && (map || mayClose(props, f.next))) return close();
+      return;
+    case "key": {
+      // A declared key, byte by byte against the candidates' spellings (a map's key is a str frame).
+      if (b === QUOTE) {
+        const j = f.cands.find((c) => props[c].key.length === f.pos);
+        if (j !== undefined) out.push(on(s.up, { ...f, st: "colon", cur: j, next: j + 1, cands: [], ws: 0 }));
+        return;
+      }
+      const cands = f.cands.filter((c) => props[c].key.length > f.pos && props[c].key[f.pos] === b);
+      if (cands.length > 0) out.push(on(s.up, { ...f, cands, pos: f.pos + 1 }));
+      return;
+    }
+    case "colon":
+      if (isWs(b)) return ws();
+      if (b === 0x3a) {
+        const node = map ? f.node.extra! : props[f.cur].node;
+        out.push(on(on(s.up, { ...f, st: "val", ws: 0 }), { k: "value", node, ws: 0 }));
+      }
+      return;
+    case "val":
+      throw new Error("an object frame waiting for a value is never on top");
+    case "after":
+      if (isWs(b)) return ws();
+      if (b === 0x2c && (map || candidates(props, f.next).length > 0)) out.push(on(s.up, { ...f, st: "comma", ws: 0 }));
+      else if (b === 0x7d && (map || mayClose(props, f.next))) close();
+      return;
+    case "comma":
+      if (isWs(b)) return ws();
+      if (b === QUOTE) openKey();
+      return;
+  }
+}
+
+function stepArray(s: Stack, f: Extract<Frame, { k: "arr" }>, b: number, out: Stack[]): void {
+  const { min, max, items } = f.node;
+  if (isWs(b) && f.st !== "val") {
+    const w = moreWs(f.ws, b);
+    if (w >= 0) out.push(on(s.up, { ...f, ws: w }));
+    return;
+  }
+  switch (f.st) {
+    case "open":
+      if (b === 0x5d) {
+        if (min === 0) out.push(afterValue(s.up!));
+        return;
+      }
+      if (max > 0) startValue(on(s.up, { ...f, st: "val", ws: 0 }), items, 0, b, out);
+      return;
+    case "after":
+      if (b === 0x2c && f.count < max) out.push(on(s.up, { ...f, st: "comma", ws: 0 }));
+      else if (b === 0x5d && f.count >= min) out.push(afterValue(s.up!));
+      return;
+    case "comma":
+      startValue(on(s.up, { ...f, st: "val", ws: 0 }), items, 0, b, out);
+      return;
+    case "val":
+      throw new Error("an array frame waiting for a value is never on top");
+  }
+}

@@ -1,0 +1,267 @@
+// JSON Schema → the grammar nodes the byte automaton (automaton.ts) walks. The subset is what
+// structured-output clients send (OpenAI's strict schemas, pydantic's model_json_schema()): types,
+// properties/required/additionalProperties, items with minItems/maxItems, minLength/maxLength, enum,
+// const, anyOf/oneOf, local $ref. Keywords that would constrain values in ways the automaton does not
+// enforce (pattern, minimum, ...) are refused with an error naming them, rather than ignored, so a
+// reply never silently breaks the client's schema. Annotations (title, description, format, ...) are
+// ignored, as JSON Schema itself treats them.
+import { UsageError } from "../loader/errors.js";
+
+export type Node =
+  | { readonly t: "any" }
+  /** props in the order they must appear (optional ones may be skipped); extra: a map's values (no props). */
+  | { readonly t: "object"; readonly props: readonly Prop[]; readonly extra: Node | null }
+  | { readonly t: "array"; readonly items: Node; readonly min: number; readonly max: number }
+  | { readonly t: "string"; readonly min: number; readonly max: number }
+  | { readonly t: "number"; readonly integer: boolean }
+  /** One of these exact byte strings (enum, const, true/false/null, or fixed text around a value). */
+  | { readonly t: "literal"; readonly texts: readonly Uint8Array[] }
+  | { readonly t: "union"; readonly options: readonly Node[] }
+  /** Values one after another (fixed text around a tool call's JSON). */
+  | { readonly t: "seq"; readonly parts: readonly Node[] }
+  /** A $ref, compiled on first use (so recursive schemas work). */
+  | { readonly t: "ref"; readonly get: () => Node };
+
+export interface Prop {
+  readonly name: string;
+  /** The key as it is written between the quotes (JSON-escaped, UTF-8). */
+  readonly key: Uint8Array;
+  readonly node: Node;
+  readonly required: boolean;
+}
+
+export const ANY: Node = { t: "any" };
+const utf8 = new TextEncoder();
+
+/** Exact text (no JSON meaning): a literal node. */
+export function text(s: string): Node {
+  return { t: "literal", texts: [utf8.encode(s)] };
+}
+
+/** Any JSON object (OpenAI's `response_format: {type: "json_object"}`). */
+export const ANY_OBJECT: Node = { t: "object", props: [], extra: ANY };
+
+// Validation keywords the automaton cannot enforce: refused.
+const REFUSED = [
+  "pattern",
+  "patternProperties",
+  "propertyNames",
+  "minimum",
+  "maximum",
+  "exclusiveMinimum",
+  "exclusiveMaximum",
+  "multipleOf",
+  "uniqueItems",
+  "contains",
+  "minContains",
+  "maxContains",
+  "prefixItems",
+  "minProperties",
+  "maxProperties",
+  "dependentRequired",
+  "dependentSchemas",
+  "if",
+  "then",
+  "else",
+  "not",
+  "unevaluatedProperties",
+  "unevaluatedItems",
+  "$dynamicRef",
+];
+
+const TYPES = ["object", "array", "string", "number", "integer", "boolean", "null"];
+
+/**
+ * A JSON Schema as grammar nodes. Objects' properties are written in the schema's order (as
+ * llama.cpp's grammars do), and an object that lists properties allows no others unless
+ * `additionalProperties` says so; one that lists none is a map of any keys.
+ */
+export function compileSchema(schema: unknown): Node {
+  const refs = new Map<string, Node>();
+  const compile = (s: unknown, path: string): Node => {
+    if (s === true) return ANY;
+    const fail = (what: string): never => {
+      throw new UsageError(`JSON schema at ${path}: ${what}`);
+    };
+    if (s === false) fail("false accepts nothing");
+    if (typeof s !== "object" || s === null || Array.isArray(s)) fail("a schema must be an object or a boolean");
+    const o = s as Record<string, unknown>;
+    for (const k of REFUSED) if (k in o) fail(`"${k}" is not supported`);
+    if (o.$ref !== undefined) {
+      if (typeof o.$ref !== "string") fail(`"$ref" must be a string`);
+      const ref = o.$ref as string;
+      if (ref !== "#" && !/^#\/(\$defs|definitions)\/[^/]+$/.test(ref))
+        fail(`"$ref" ${JSON.stringify(ref)}: only "#", "#/$defs/NAME" and "#/definitions/NAME" are supported`);
+      const others = Object.keys(o).filter((k) => !ANNOTATIONS.has(k) && k !== "$ref" && k !== "$defs" && k !== "definitions");
+      if (others.length > 0) fail(`"$ref" beside ${others.map((k) => `"${k}"`).join(", ")} is not supported`);
+      return refNode(ref);
+    }
+    const alternatives = o.anyOf ?? o.oneOf;
+    if (alternatives !== undefined) {
+      const key = o.anyOf !== undefined ? "anyOf" : "oneOf";
+      if (!Array.isArray(alternatives) || alternatives.length === 0) fail(`"${key}" must be a non-empty array`);
+      const rest = { ...o };
+      delete rest.anyOf;
+      delete rest.oneOf;
+      const base = hasConstraints(rest) ? rest : null;
+      if (base) fail(`"${key}" beside other keywords is not supported (put them inside each alternative)`);
+      return union((alternatives as unknown[]).map((a, i) => compile(a, `${path}/${key}/${i}`)));
+    }
+    if (o.allOf !== undefined) {
+      if (!Array.isArray(o.allOf) || o.allOf.length !== 1 || hasConstraints({ ...o, allOf: undefined }))
+        fail(`"allOf" is supported with one schema and nothing beside it`);
+      return compile((o.allOf as unknown[])[0], `${path}/allOf/0`);
+    }
+    if (o.const !== undefined) return literal([o.const], path);
+    if (o.enum !== undefined) {
+      if (!Array.isArray(o.enum) || o.enum.length === 0) fail(`"enum" must be a non-empty array`);
+      return literal(o.enum as unknown[], path);
+    }
+    let types: string[];
+    if (o.type === undefined) {
+      if ("properties" in o || "additionalProperties" in o || "required" in o) types = ["object"];
+      else if ("items" in o || "minItems" in o || "maxItems" in o) types = ["array"];
+      else if ("minLength" in o || "maxLength" in o) types = ["string"];
+      else return ANY;
+    } else if (typeof o.type === "string") types = [o.type];
+    else if (Array.isArray(o.type) && o.type.length > 0 && o.type.every((t) => typeof t === "string"))
+      types = o.type as string[];
+    else return fail(`"type" must be a type name or a non-empty list of them`);
+    for (const t of types) if (!TYPES.includes(t)) fail(`unknown type ${JSON.stringify(t)}`);
+    return union(types.map((t) => typed(t, o, path, fail)));
+  };
+
+  const typed = (t: string, o: Record<string, unknown>, path: string, fail: (w: string) => never): Node => {
+    const count = (k: string, dflt: number): number => {
+      const v = o[k];
+      if (v === undefined) return dflt;
+      if (!Number.isInteger(v) || (v as number) < 0) fail(`"${k}" must be a non-negative integer`);
+      return v as number;
+    };
+    switch (t) {
+      case "object": {
+        const props = o.properties ?? {};
+        if (typeof props !== "object" || props === null || Array.isArray(props)) fail(`"properties" must be an object`);
+        const required = o.required ?? [];
+        if (!Array.isArray(required) || !required.every((r) => typeof r === "string"))
+          fail(`"required" must be a list of property names`);
+        const names = Object.keys(props as object);
+        for (const r of required as string[])
+          if (!names.includes(r)) fail(`required property ${JSON.stringify(r)} is not in "properties"`);
+        const list: Prop[] = names.map((name) => ({
+          name,
+          key: utf8.encode(JSON.stringify(name).slice(1, -1)),
+          node: compile((props as Record<string, unknown>)[name], `${path}/properties/${name}`),
+          required: (required as string[]).includes(name),
+        }));
+        const extra = o.additionalProperties;
+        if (list.length > 0) {
+          if (extra !== undefined && extra !== false)
+            fail(`"additionalProperties" beside "properties" is not supported (only false)`);
+          return { t: "object", props: list, extra: null };
+        }
+        return {
+          t: "object",
+          props: [],
+          extra: extra === undefined || extra === true ? ANY : compile(extra, `${path}/additionalProperties`),
+        };
+      }
+      case "array": {
+        const min = count("minItems", 0);
+        const max = count("maxItems", Infinity);
+        if (max < min) fail(`"maxItems" is below "minItems"`);
+        const items = o.items === undefined ? ANY : compile(o.items, `${path}/items`);
+        return { t: "array", items, min, max };
+      }
+      case "string": {
+        const min = count("minLength", 0);
+        const max = count("maxLength", Infinity);
+        if (max < min) fail(`"maxLength" is below "minLength"`);
+        return { t: "string", min, max };
+      }
+      case "number":
+      case "integer":
+        return { t: "number", integer: t === "integer" };
+      case "boolean":
+        return literal([true, false], path);
+      default:
+        return literal([null], path);
+    }
+  };
+
+  const literal = (values: unknown[], path: string): Node => {
+    const texts = values.map((v) => {
+      const s = JSON.stringify(v);
+      if (s === undefined) throw new UsageError(`JSON schema at ${path}: enum/const values must be JSON values`);
+      return utf8.encode(s);
+    });
+    return { t: "literal", texts };
+  };
+
+  const refNode = (ref: string): Node => ({
+    t: "ref",
+    get: () => {
+      let node = refs.get(ref);
+      if (node === undefined) {
+        const target = ref === "#" ? schema : resolve(schema, ref);
+        // Placeholder first, so a schema that refers to itself compiles to a cycle, not a loop.
+        const slot: { node?: Node } = {};
+        refs.set(ref, { t: "ref", get: () => slot.node! });
+        slot.node = compile(target, ref);
+        node = slot.node;
+        refs.set(ref, node);
+      }
+      return node;
+    },
+  });
+
+  const root = compile(schema, "#");
+  // Resolve every $ref now, so a dangling one is an error before generation rather than mid-reply.
+  const seen = new Set<Node>();
+  const walk = (n: Node): void => {
+    if (seen.has(n)) return;
+    seen.add(n);
+    if (n.t === "ref") walk(n.get());
+    else if (n.t === "object") {
+      n.props.forEach((p) => walk(p.node));
+      if (n.extra) walk(n.extra);
+    } else if (n.t === "array") walk(n.items);
+    else if (n.t === "union") n.options.forEach(walk);
+    else if (n.t === "seq") n.parts.forEach(walk);
+  };
+  walk(root);
+  return root;
+}
+
+const ANNOTATIONS = new Set([
+  "title",
+  "description",
+  "default",
+  "examples",
+  "$schema",
+  "$id",
+  "$comment",
+  "format",
+  "deprecated",
+  "readOnly",
+  "writeOnly",
+  "contentEncoding",
+  "contentMediaType",
+]);
+
+/** Whether a schema object says more than annotations (and $defs). */
+function hasConstraints(o: Record<string, unknown>): boolean {
+  return Object.keys(o).some((k) => o[k] !== undefined && !ANNOTATIONS.has(k) && k !== "$defs" && k !== "definitions");
+}
+
+function resolve(schema: unknown, ref: string): unknown {
+  const [, group, name] = ref.split("/");
+  const defs = (schema as Record<string, unknown>)[group];
+  const target = typeof defs === "object" && defs !== null ? (defs as Record<string, unknown>)[name] : undefined;
+  if (target === undefined) throw new UsageError(`JSON schema: "$ref" ${JSON.stringify(ref)} names nothing`);
+  return target;
+}
+
+function union(options: Node[]): Node {
+  return options.length === 1 ? options[0] : { t: "union", options };
+}
