@@ -41,7 +41,6 @@ export class ModelTokenizer {
   /** The chat template's text, as found by `findChatTemplate` (GGUF export copies it). */
   readonly templateSource: string | undefined;
   private readonly tokenizer: Tokenizer;
-  private bytesOfTokens: (Uint8Array | null)[] | undefined;
 
   constructor(
     readonly file: string,
@@ -132,10 +131,9 @@ export class ModelTokenizer {
    * The bytes each token id adds to the decoded text (index = id), for grammars that work on bytes
    * (structured output); null for special tokens, which decoding drops. Byte-level BPE vocabularies
    * (GPT-2, Llama 3, Qwen) spell bytes as GPT-2's symbols; SentencePiece ones (Llama 2, Gemma) write
-   * spaces as ▁ and raw bytes as <0xNN>. Computed once.
+   * spaces as ▁ and raw bytes as <0xNN>. Computed on each call (the caller keeps what it needs).
    */
-  tokenBytes(): readonly (Uint8Array | null)[] {
-    if (this.bytesOfTokens) return this.bytesOfTokens;
+  tokenBytes(): (Uint8Array | null)[] {
     const model = this.json.model as Record<string, unknown>;
     const pieces: [string, number][] = Array.isArray(model.vocab)
       ? (model.vocab as [string, number][]).map(([piece], id) => [piece, id]) // Unigram: [piece, score] by id
@@ -166,7 +164,6 @@ export class ModelTokenizer {
     const bytes: (Uint8Array | null)[] = new Array(size).fill(null);
     for (const [piece, id] of pieces) bytes[id] = spell(piece);
     for (const t of added) bytes[t.id] = t.special ? null : utf8.encode(t.content);
-    this.bytesOfTokens = bytes;
     return bytes;
   }
 

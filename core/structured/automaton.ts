@@ -48,8 +48,20 @@ type Frame =
       readonly count: number;
       readonly ws: number;
     }
-  /** A string: chars so far (code points; an escape is one), escape state (0 none, 1 after \, 2..5 in \uXXXX). */
-  | { readonly k: "str"; readonly min: number; readonly max: number; readonly n: number; readonly esc: number }
+  /**
+   * A string: chars so far (code points; an escape is one), escape state (0 none, 1 after \, 2..5 in
+   * \uXXXX), UTF-8 continuation bytes still due (u) and the range the next one must be in (lo..hi).
+   */
+  | {
+      readonly k: "str";
+      readonly min: number;
+      readonly max: number;
+      readonly n: number;
+      readonly esc: number;
+      readonly u: number;
+      readonly lo: number;
+      readonly hi: number;
+    }
   | { readonly k: "num"; readonly integer: boolean; readonly st: NumState; readonly digits: number }
   | { readonly k: "lit"; readonly texts: readonly Uint8Array[]; readonly pos: number }
   | { readonly k: "seq"; readonly parts: readonly Node[]; readonly i: number };
@@ -81,6 +93,19 @@ const isHex = (b: number) => isDigit(b) || (b >= 0x41 && b <= 0x46) || (b >= 0x6
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
 
+/** For bytes 0x80..0xff: [continuation bytes due, range of the first] when the byte leads a sequence. */
+const UTF8_LEADS: (readonly [number, number, number] | undefined)[] = Array.from({ length: 128 }, (_, i) => {
+  const b = 0x80 + i;
+  if (b >= 0xc2 && b <= 0xdf) return [1, 0x80, 0xbf];
+  if (b === 0xe0) return [2, 0xa0, 0xbf];
+  if (b === 0xed) return [2, 0x80, 0x9f];
+  if (b >= 0xe1 && b <= 0xef) return [2, 0x80, 0xbf];
+  if (b === 0xf0) return [3, 0x90, 0xbf];
+  if (b >= 0xf1 && b <= 0xf3) return [3, 0x80, 0xbf];
+  if (b === 0xf4) return [3, 0x80, 0x8f];
+  return undefined;
+});
+
 const ANY_MAP: Extract<Node, { t: "object" }> = { t: "object", props: [], extra: { t: "any" } };
 const ANY_LIST: Extract<Node, { t: "array" }> = { t: "array", items: { t: "any" }, min: 0, max: Infinity };
 const KEYWORDS = ["true", "false", "null"].map((s) => new TextEncoder().encode(s));
@@ -100,10 +125,10 @@ export function feed(stacks: readonly Stack[], b: number): Stack[] {
   return out;
 }
 
-/** The stacks after every byte of `bytes`, or null as soon as one is not allowed. */
-export function feedAll(stacks: readonly Stack[], bytes: Uint8Array): Stack[] | null {
+/** The stacks after bytes[from..to), or null as soon as one is not allowed. */
+export function feedAll(stacks: readonly Stack[], bytes: Uint8Array, from = 0, to = bytes.length): Stack[] | null {
   let cur = stacks as Stack[];
-  for (let i = 0; i < bytes.length; i++) {
+  for (let i = from; i < to; i++) {
     cur = feed(cur, bytes[i]);
     if (cur.length === 0) return null;
   }
@@ -121,12 +146,15 @@ export function finished(stacks: readonly Stack[]): boolean {
 }
 
 /**
- * Whether every stack is inside a string with no length limit and no escape pending: then any byte
- * but `"`, `\` and control characters continues every stack the same way (a fast path for masking
- * vocabularies, where most tokens are such text).
+ * Whether every stack is inside a string past its minLength, with no maxLength, between characters
+ * and with no escape pending: then text without `"`, `\`, control characters or a partial UTF-8
+ * sequence leaves the stacks exactly as they are (a fast path for masking vocabularies, where most
+ * tokens are such text).
  */
 export function inFreeString(stacks: readonly Stack[]): boolean {
-  return stacks.length > 0 && stacks.every((s) => s.f.k === "str" && s.f.esc === 0 && s.f.max === Infinity);
+  return stacks.every(
+    (s) => s.f.k === "str" && s.f.esc === 0 && s.f.u === 0 && s.f.max === Infinity && s.f.n >= s.f.min,
+  );
 }
 
 function canEnd(s: Stack): boolean {
@@ -199,7 +227,7 @@ function startValue(up: Stack, node: Node, ws: number, b: number, out: Stack[]):
     case "any":
       if (b === 0x7b) out.push(on(up, objFrame(ANY_MAP)));
       else if (b === 0x5b) out.push(on(up, { k: "arr", node: ANY_LIST, st: "open", count: 0, ws: 0 }));
-      else if (b === QUOTE) out.push(on(up, { k: "str", min: 0, max: Infinity, n: 0, esc: 0 }));
+      else if (b === QUOTE) out.push(on(up, { k: "str", min: 0, max: Infinity, n: 0, esc: 0, u: 0, lo: 0, hi: 0 }));
       else if (b === 0x2d || isDigit(b)) startNumber(up, false, b, out);
       else startLiteral(up, KEYWORDS, b, out);
       return;
@@ -210,7 +238,7 @@ function startValue(up: Stack, node: Node, ws: number, b: number, out: Stack[]):
       if (b === 0x5b) out.push(on(up, { k: "arr", node, st: "open", count: 0, ws: 0 }));
       return;
     case "string":
-      if (b === QUOTE) out.push(on(up, { k: "str", min: node.min, max: node.max, n: 0, esc: 0 }));
+      if (b === QUOTE) out.push(on(up, { k: "str", min: node.min, max: node.max, n: 0, esc: 0, u: 0, lo: 0, hi: 0 }));
       return;
     case "number":
       if (b === 0x2d || isDigit(b)) startNumber(up, node.integer, b, out);
@@ -229,7 +257,16 @@ function objFrame(node: Extract<Node, { t: "object" }>): Frame {
 function stepString(s: Stack, f: Extract<Frame, { k: "str" }>, b: number, out: Stack[]): void {
   if (f.esc === 1) {
     if (b === 0x75) out.push(on(s.up, { ...f, esc: 2 }));
-    else if (b === QUOTE || b === BACKSLASH || b === 0x2f || b === 0x62 || b === 0x66 || b === 0x6e || b === 0x72 || b === 0x74)
+    else if (
+      b === QUOTE ||
+      b === BACKSLASH ||
+      b === 0x2f ||
+      b === 0x62 ||
+      b === 0x66 ||
+      b === 0x6e ||
+      b === 0x72 ||
+      b === 0x74
+    )
       out.push(on(s.up, { ...f, esc: 0 }));
     return;
   }
@@ -237,18 +274,28 @@ function stepString(s: Stack, f: Extract<Frame, { k: "str" }>, b: number, out: S
     if (isHex(b)) out.push(on(s.up, { ...f, esc: f.esc === 5 ? 0 : f.esc + 1 }));
     return;
   }
+  if (f.u > 0) {
+    // Inside a UTF-8 sequence: only its continuation bytes (the character was counted at its lead).
+    if (b >= f.lo && b <= f.hi) out.push(on(s.up, { ...f, u: f.u - 1, lo: 0x80, hi: 0xbf }));
+    return;
+  }
   if (b === QUOTE) {
     if (f.n >= f.min) out.push(afterValue(s.up!));
     return;
   }
   if (b < 0x20) return; // control characters must be escaped
-  if (b >= 0x80 && b < 0xc0) {
-    out.push(s); // a UTF-8 continuation byte: part of a character already counted
+  if (f.n >= f.max) return;
+  if (b >= 0x80) {
+    // A lead byte of well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF).
+    const lead = UTF8_LEADS[b - 0x80];
+    if (lead) out.push(on(s.up, { ...f, n: f.n + 1, u: lead[0], lo: lead[1], hi: lead[2] }));
     return;
   }
-  if (f.n >= f.max) return;
-  // The escape counts as the character it writes.
-  out.push(on(s.up, { ...f, n: f.n + 1, esc: b === BACKSLASH ? 1 : 0 }));
+  // The escape counts as the character it writes. Past minLength, with no maxLength, the count no
+  // longer matters and stays put: plain text then leaves the stack as it is (no allocation).
+  if (b === BACKSLASH) out.push(on(s.up, { ...f, n: f.n + 1, esc: 1 }));
+  else if (f.n >= f.min && f.max === Infinity) out.push(s);
+  else out.push(on(s.up, { ...f, n: f.n + 1 }));
 }
 
 function startNumber(up: Stack, integer: boolean, b: number, out: Stack[]): void {
@@ -337,7 +384,9 @@ function stepObject(s: Stack, f: Extract<Frame, { k: "obj" }>, b: number, out: S
   };
   const openKey = () => {
     if (map) {
-      out.push(on(on(s.up, { ...f, st: "key", ws: 0 }), { k: "str", min: 0, max: Infinity, n: 0, esc: 0 }));
+      out.push(
+        on(on(s.up, { ...f, st: "key", ws: 0 }), { k: "str", min: 0, max: Infinity, n: 0, esc: 0, u: 0, lo: 0, hi: 0 }),
+      );
       return;
     }
     const cands = candidates(props, f.next);
@@ -351,13 +400,13 @@ function stepObject(s: Stack, f: Extract<Frame, { k: "obj" }>, b: number, out: S
       return;
     case "key": {
       // A declared key, byte by byte against the candidates' spellings (a map's key is a str frame).
+      // A quote either continues a key that holds an escaped one or closes a key matched whole.
+      const cands = f.cands.filter((c) => props[c].key.length > f.pos && props[c].key[f.pos] === b);
+      if (cands.length > 0) out.push(on(s.up, { ...f, cands, pos: f.pos + 1 }));
       if (b === QUOTE) {
         const j = f.cands.find((c) => props[c].key.length === f.pos);
         if (j !== undefined) out.push(on(s.up, { ...f, st: "colon", cur: j, next: j + 1, cands: [], ws: 0 }));
-        return;
       }
-      const cands = f.cands.filter((c) => props[c].key.length > f.pos && props[c].key[f.pos] === b);
-      if (cands.length > 0) out.push(on(s.up, { ...f, cands, pos: f.pos + 1 }));
       return;
     }
     case "colon":

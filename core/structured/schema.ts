@@ -92,7 +92,9 @@ export function compileSchema(schema: unknown): Node {
       const ref = o.$ref as string;
       if (ref !== "#" && !/^#\/(\$defs|definitions)\/[^/]+$/.test(ref))
         fail(`"$ref" ${JSON.stringify(ref)}: only "#", "#/$defs/NAME" and "#/definitions/NAME" are supported`);
-      const others = Object.keys(o).filter((k) => !ANNOTATIONS.has(k) && k !== "$ref" && k !== "$defs" && k !== "definitions");
+      const others = Object.keys(o).filter(
+        (k) => !ANNOTATIONS.has(k) && k !== "$ref" && k !== "$defs" && k !== "definitions",
+      );
       if (others.length > 0) fail(`"$ref" beside ${others.map((k) => `"${k}"`).join(", ")} is not supported`);
       return refNode(ref);
     }

@@ -1,0 +1,436 @@
+// Structured output: JSON Schema → grammar (errors for what it cannot enforce), the byte automaton
+// on documents written by JSON.stringify and by hand (accepted whole, refused at the first wrong
+// byte), vocabulary masks against a token-by-token brute force, each tokenizer kind's token bytes,
+// and the real engine (the built-in model, random-weight models, HiRE's output layer) writing
+// documents that parse and fit their schema at any temperature.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { writeFileSync } from "node:fs";
+import { compileSchema, ANY_OBJECT, ANY, type Node } from "../core/structured/schema.js";
+import { accepting, feed, feedAll, finished, initial, type Stack } from "../core/structured/automaton.js";
+import { GrammarConstraint, TokenVocabulary } from "../core/structured/constraint.js";
+import { Rng } from "../core/engine/sampler.js";
+import { loadModel } from "../core/loader/model-folder.js";
+import { defaultModelDir } from "../core/loader/default-model.js";
+import { Session } from "../core/engine/session.js";
+import { makeModel } from "../core/modelgen/make-model.js";
+import { ModelTokenizer } from "../core/loader/tokenizer.js";
+import { bpeModelJson } from "../core/loader/tokenizer.js";
+import { UsageError } from "../core/loader/errors.js";
+import { tempDir } from "./helpers.js";
+
+const utf8 = new TextEncoder();
+
+/** Where `doc` is first refused (its byte index), or -1 when every byte is taken; and whether it may end there. */
+function run(node: Node, doc: string): { refusedAt: number; complete: boolean; stacks: Stack[] } {
+  const bytes = utf8.encode(doc);
+  let stacks = initial(node);
+  for (let i = 0; i < bytes.length; i++) {
+    const next = feed(stacks, bytes[i]);
+    if (next.length === 0) return { refusedAt: i, complete: false, stacks };
+    stacks = next;
+  }
+  return { refusedAt: -1, complete: accepting(stacks), stacks };
+}
+
+const accepts = (node: Node, doc: string) => {
+  const r = run(node, doc);
+  assert.equal(r.refusedAt, -1, `refused ${JSON.stringify(doc)} at byte ${r.refusedAt}`);
+  assert.ok(r.complete, `${JSON.stringify(doc)} should be a complete document`);
+};
+/** `doc` is refused exactly where `at` (a prefix of it) ends. */
+const refuses = (node: Node, doc: string, at: string) => {
+  assert.ok(doc.startsWith(at));
+  assert.equal(run(node, doc).refusedAt, utf8.encode(at).length, `${JSON.stringify(doc)} refused at the wrong byte`);
+};
+const incomplete = (node: Node, doc: string) => {
+  const r = run(node, doc);
+  assert.equal(r.refusedAt, -1);
+  assert.equal(r.complete, false, `${JSON.stringify(doc)} should not be complete`);
+};
+
+/** A random JSON value (nested objects, arrays, strings with escapes and UTF-8, numbers, literals). */
+function randomValue(rng: Rng, depth = 0): unknown {
+  const r = rng.next();
+  if (depth < 3 && r < 0.2)
+    return Array.from({ length: Math.floor(rng.next() * 4) }, () => randomValue(rng, depth + 1));
+  if (depth < 3 && r < 0.4)
+    return Object.fromEntries(
+      Array.from({ length: Math.floor(rng.next() * 4) }, (_, i) => [`k${i}\n"é`, randomValue(rng, depth + 1)]),
+    );
+  if (r < 0.55)
+    return ["", "plain", 'quote " backslash \\ tab \t', "ünïcödé ✓ 𝄞", "\u0001ctl"][Math.floor(rng.next() * 5)];
+  if (r < 0.75) return [0, -0.5, 12345, 1.5e-7, -3e21, 0.1][Math.floor(rng.next() * 6)];
+  return [true, false, null][Math.floor(rng.next() * 3)];
+}
+
+test("any JSON: every document JSON.stringify writes (compact and indented) is accepted whole", () => {
+  const rng = new Rng(7);
+  for (let i = 0; i < 300; i++) {
+    const v = randomValue(rng);
+    accepts(ANY, JSON.stringify(v));
+    accepts(ANY, JSON.stringify(v, null, 2));
+    accepts(ANY, JSON.stringify(v, null, "\t"));
+  }
+  accepts(ANY, ' {"a": [1, -2.5e+3, 0.25E-2, true, null], "b": {}, "c": "x\\u00e9\\n\\/"}');
+});
+
+test("any JSON: malformed documents are refused at the first byte that cannot continue them", () => {
+  refuses(ANY, '{"a" 1}', '{"a" ');
+  refuses(ANY, "[1,]", "[1,");
+  refuses(ANY, "01", "0");
+  refuses(ANY, "-a", "-");
+  refuses(ANY, "1.e5", "1.");
+  refuses(ANY, '"a\u0001"', '"a');
+  refuses(ANY, '"\\x"', '"\\');
+  refuses(ANY, '"\\u12g4"', '"\\u12');
+  refuses(ANY, "tru e", "tru");
+  refuses(ANY, "{}}", "{}");
+  refuses(ANY, '{"a":1,}', '{"a":1,');
+  refuses(ANY, "[1] ", "[1]"); // nothing after the document, not even whitespace
+  incomplete(ANY, '{"a": [1, 2');
+  incomplete(ANY, '"open');
+  incomplete(ANY, "-");
+});
+
+test("whitespace between tokens is bounded: one space, or one or two newlines and up to 20 indentation bytes", () => {
+  accepts(ANY, '{ "a" : 1 }');
+  accepts(ANY, '{\n\n  "a": [\n\t\t1\n  ]\n}');
+  accepts(ANY, `[\n${" ".repeat(20)}1]`);
+  refuses(ANY, '{  "a": 1}', "{ ");
+  refuses(ANY, '{\n\n\n"a": 1}', "{\n\n");
+  refuses(ANY, `[\n${" ".repeat(21)}1]`, `[\n${" ".repeat(20)}`);
+  refuses(ANY, '{ \n"a": 1}', "{ ");
+});
+
+test("numbers are bounded (16 integer, 16 fraction, 3 exponent digits); integers take no fraction or exponent", () => {
+  const int = compileSchema({ type: "integer" });
+  accepts(int, "-1234567890123456");
+  refuses(int, "12345678901234567", "1234567890123456");
+  refuses(int, "1.5", "1");
+  refuses(int, "1e3", "1");
+  const num = compileSchema({ type: "number" });
+  accepts(num, "-0.1234567890123456e-123");
+  refuses(num, "1e1234", "1e123");
+  const top = run(num, "12");
+  assert.ok(top.complete && !finished(top.stacks), "a top-level number may end or go on");
+  const obj = run(ANY_OBJECT, "{}");
+  assert.ok(finished(obj.stacks), "a closed object is the end");
+});
+
+test("objects: properties in schema order, required ones never skipped, no others; maps take any keys", () => {
+  const person = compileSchema({
+    type: "object",
+    properties: {
+      nick: { type: "string" },
+      name: { type: "string" },
+      age: { type: "integer" },
+      tags: { type: "array" },
+    },
+    required: ["name", "age"],
+  });
+  accepts(person, '{"name": "Ada", "age": 36}');
+  accepts(person, '{"nick":"A","name":"Ada","age":36,"tags":["x"]}');
+  refuses(person, '{"age": 36}', '{"');
+  refuses(person, '{"name": "Ada"}', '{"name": "Ada"');
+  refuses(person, '{"name": "Ada", "age": 36, "extra": 1}', '{"name": "Ada", "age": 36, "');
+  refuses(person, '{"name": "Ada", "age": 36, "nick": "A"}', '{"name": "Ada", "age": 36, "');
+  refuses(person, '{"nam": 1}', '{"nam');
+  refuses(person, '{"name": 5}', '{"name": ');
+  incomplete(person, '{"name": "Ada", "age": 36,');
+  const escaped = compileSchema({ type: "object", properties: { 'a"b\n': { const: 1 } }, required: ['a"b\n'] });
+  accepts(escaped, '{"a\\"b\\n": 1}');
+  const map = compileSchema({ type: "object", additionalProperties: { type: "integer" } });
+  accepts(map, '{"x": 1, "y\\n": -2}');
+  accepts(map, "{}");
+  refuses(map, '{"x": "1"}', '{"x": ');
+  accepts(ANY_OBJECT, '{"x": [{}]}');
+  refuses(ANY_OBJECT, "[1]", "");
+});
+
+test("strings, arrays, enums, const, unions and recursive $refs", () => {
+  const s = compileSchema({ type: "string", minLength: 2, maxLength: 3 });
+  accepts(s, '"ab"');
+  accepts(s, '"é\\n✓"'); // three characters: UTF-8 and escapes count once
+  accepts(ANY, '"𝄞 ✓ é"');
+  // Only well-formed UTF-8: no stray continuation bytes, overlong forms or surrogates.
+  for (const bad of [
+    [0x22, 0x80],
+    [0x22, 0xc0, 0x80],
+    [0x22, 0xe0, 0x80],
+    [0x22, 0xed, 0xa0],
+    [0x22, 0xc3, 0x22],
+    [0x22, 0xf5],
+  ]) {
+    let st = initial(ANY);
+    for (const b of bad) st = feed(st, b);
+    assert.equal(st.length, 0, `bytes ${bad.map((b) => b.toString(16))} must be refused`);
+  }
+  refuses(s, '"a"', '"a');
+  refuses(s, '"abcd"', '"abc');
+  const arr = compileSchema({ type: "array", items: { type: "boolean" }, minItems: 1, maxItems: 2 });
+  accepts(arr, "[true, false]");
+  refuses(arr, "[]", "[");
+  refuses(arr, "[true,false,true]", "[true,false");
+  refuses(arr, "[1]", "[");
+  const e = compileSchema({ enum: ["red", 1, 12, null, { a: [1] }] });
+  for (const doc of ['"red"', "1", "12", "null", '{"a":[1]}']) accepts(e, doc);
+  refuses(e, '"re"', '"re');
+  refuses(e, "13", "1");
+  refuses(e, '{"a": [1]}', '{"a":'); // const/enum values are matched in JSON.stringify's form
+  const u = compileSchema({ anyOf: [{ type: "integer" }, { type: "string", maxLength: 1 }], description: "x" });
+  accepts(u, "5");
+  accepts(u, '"a"');
+  refuses(u, '"ab"', '"a');
+  const nullable = compileSchema({ type: ["string", "null"] });
+  accepts(nullable, "null");
+  accepts(nullable, '"x"');
+  const tree = compileSchema({
+    $defs: {
+      node: {
+        type: "object",
+        properties: { v: { type: "integer" }, kids: { type: "array", items: { $ref: "#/$defs/node" } } },
+        required: ["v", "kids"],
+      },
+    },
+    $ref: "#/$defs/node",
+  });
+  accepts(tree, '{"v": 1, "kids": [{"v": 2, "kids": []}, {"v": 3, "kids": [{"v": 4, "kids": []}]}]}');
+  refuses(tree, '{"v": 1, "kids": [{"v": 2}]}', '{"v": 1, "kids": [{"v": 2');
+  // pydantic's form: a property that refers to a model through allOf, with annotations beside.
+  const pyd = compileSchema({
+    $defs: { Pet: { properties: { kind: { enum: ["cat", "dog"], title: "Kind" } }, required: ["kind"], title: "Pet" } },
+    properties: { pet: { allOf: [{ $ref: "#/$defs/Pet" }], description: "the pet" } },
+    required: ["pet"],
+    title: "Owner",
+    type: "object",
+  });
+  accepts(pyd, '{"pet": {"kind": "dog"}}');
+});
+
+test("compileSchema: what it cannot enforce, or that names nothing, is an error naming the place", () => {
+  const bad = (schema: unknown, msg: RegExp) =>
+    assert.throws(
+      () => compileSchema(schema),
+      (e: unknown) => e instanceof UsageError && msg.test((e as Error).message),
+    );
+  bad({ type: "string", pattern: "^a" }, /#: "pattern" is not supported/);
+  bad({ type: "object", properties: { n: { type: "number", minimum: 0 } } }, /#\/properties\/n: "minimum"/);
+  bad({ type: "object", properties: {}, required: ["x"] }, /"x" is not in "properties"/);
+  bad({ $ref: "#/$defs/missing" }, /names nothing/);
+  bad({ $ref: "http://example.com/s.json" }, /only "#"/);
+  bad({ type: "strnig" }, /unknown type "strnig"/);
+  bad({ type: "array", minItems: 3, maxItems: 1 }, /"maxItems" is below "minItems"/);
+  bad(false, /false accepts nothing/);
+  bad("string", /must be an object or a boolean/);
+  bad({ type: "object", properties: { a: {} }, additionalProperties: true }, /"additionalProperties" beside/);
+  assert.equal(compileSchema({}).t, "any");
+  assert.equal(compileSchema(true).t, "any");
+});
+
+/** The tokens a brute force allows from `stacks`: every token run from scratch through the automaton. */
+function bruteForce(vocab: TokenVocabulary, stacks: Stack[]): Set<number> {
+  const ok = new Set<number>();
+  for (let id = 0; id < vocab.size; id++) {
+    if (vocab.eos.has(id)) {
+      if (accepting(stacks)) ok.add(id);
+      continue;
+    }
+    if (vocab.empty[id]) continue;
+    if (feedAll(stacks, vocab.data, vocab.start[id], vocab.start[id + 1]) !== null) ok.add(id);
+  }
+  return ok;
+}
+
+test("vocabulary masks equal a token-by-token brute force at every step of documents (built-in model's tokenizer)", () => {
+  const model = loadModel(defaultModelDir());
+  const vocab = new TokenVocabulary(model.tokenizer.tokenBytes(), model.eosIds);
+  const schema = compileSchema({
+    type: "object",
+    properties: {
+      name: { type: "string", maxLength: 12 },
+      n: { type: "integer" },
+      list: { type: "array", items: { anyOf: [{ type: "number" }, { type: "string" }] } },
+      free: { type: "string" },
+      extra: { type: "object" },
+    },
+    required: ["name", "n", "list", "free"],
+  });
+  const doc =
+    '{"name": "Ada \\"L\\"", "n": -12, "list": [1.5, "two", 3e2], "free": "a long \\n text é", "extra": {"k": [true]}}';
+  let checked = 0;
+  for (const [node, text] of [
+    [schema, doc],
+    [ANY, JSON.stringify(randomValue(new Rng(3)), null, 2)],
+  ] as const) {
+    const c = new GrammarConstraint(node, vocab);
+    // Walk the document token by token as the tokenizer splits it, checking the mask before each token.
+    const ids = model.tokenizer.encode(text, false);
+    let stacks = initial(node);
+    for (const id of [...ids, ...model.eosIds].slice(0, ids.length + 1)) {
+      const logits = new Float32Array(model.config.vocab);
+      c.mask(logits);
+      const allowed = new Set([...logits.keys()].filter((i) => logits[i] === 0));
+      assert.deepEqual(allowed, bruteForce(vocab, stacks));
+      assert.ok(allowed.has(id), `token ${id} of the document must be allowed`);
+      checked++;
+      if (model.eosIds.has(id)) break;
+      c.advance(id);
+      stacks = feedAll(stacks, vocab.data, vocab.start[id], vocab.start[id + 1])!;
+    }
+  }
+  assert.ok(checked > 40, `checked ${checked} steps`);
+});
+
+test("token bytes: byte-level BPE and SentencePiece vocabularies spell what decode() writes", (t) => {
+  const model = loadModel(defaultModelDir());
+  const texts = ["Hello, world!", ' {"a": [1, 2.5], "b": "é✓"}\n', "tab\there  two  spaces"];
+  const check = (tok: ModelTokenizer, text: string, stripLead: boolean) => {
+    const ids = tok.encode(text, false);
+    const bytes = tok.tokenBytes();
+    const joined = Buffer.concat(ids.map((id) => Buffer.from(bytes[id] ?? new Uint8Array()))).toString("utf8");
+    assert.equal(stripLead ? joined.replace(/^ /, "") : joined, tok.decode(ids), `tokens of ${JSON.stringify(text)}`);
+  };
+  for (const text of texts) check(model.tokenizer, text, false);
+  // Special tokens write nothing.
+  const special = model.tokenizer.tokenBytes().filter((b) => b === null).length;
+  assert.ok(special >= 1);
+  // A SentencePiece vocabulary (▁ for spaces, <0xNN> byte fallback), as Llama 2's tokenizer.json has it.
+  const dir = tempDir(t);
+  const pieces = [
+    "<unk>",
+    "<s>",
+    "</s>",
+    ...Array.from({ length: 256 }, (_, b) => `<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`),
+  ];
+  const words = ["▁", "a", "b", "▁a", "▁{", '"', "{", "}", ":", '▁"', "ab", "▁ab"];
+  const vocab = Object.fromEntries([...pieces, ...words].map((p, i) => [p, i]));
+  const json = {
+    version: "1.0",
+    added_tokens: [
+      { id: 0, content: "<unk>", special: true, single_word: false, lstrip: false, rstrip: false, normalized: false },
+      { id: 1, content: "<s>", special: true, single_word: false, lstrip: false, rstrip: false, normalized: false },
+      { id: 2, content: "</s>", special: true, single_word: false, lstrip: false, rstrip: false, normalized: false },
+    ],
+    normalizer: {
+      type: "Sequence",
+      normalizers: [
+        { type: "Prepend", prepend: "▁" },
+        { type: "Replace", pattern: { String: " " }, content: "▁" },
+      ],
+    },
+    pre_tokenizer: null,
+    post_processor: null,
+    decoder: {
+      type: "Sequence",
+      decoders: [
+        { type: "Replace", pattern: { String: "▁" }, content: " " },
+        { type: "ByteFallback" },
+        { type: "Fuse" },
+        { type: "Strip", content: " ", start: 1, stop: 0 },
+      ],
+    },
+    model: bpeModelJson({
+      vocab,
+      merges: [
+        ["▁", "a"],
+        ["a", "b"],
+        ["▁a", "b"],
+        ["▁", "{"],
+        ["▁", '"'],
+      ],
+      unkToken: "<unk>",
+      byteFallback: true,
+    }),
+  };
+  writeFileSync(join(dir, "tokenizer.json"), JSON.stringify(json));
+  const spm = ModelTokenizer.load(dir);
+  for (const text of ['ab {"a": "é"}', "a ab"]) check(spm, text, true);
+  assert.equal(spm.tokenBytes()[0], null);
+  assert.deepEqual(spm.tokenBytes()[3 + 0xe9], Uint8Array.of(0xe9));
+});
+
+/** Whether `v` fits the test's person schema (checked by hand, not by the automaton). */
+function fitsPerson(v: unknown): boolean {
+  const o = v as Record<string, unknown>;
+  const keys = Object.keys(o);
+  return (
+    typeof o === "object" &&
+    o !== null &&
+    typeof o.name === "string" &&
+    [...o.name].length <= 16 &&
+    Number.isInteger(o.age) &&
+    Array.isArray(o.tags) &&
+    o.tags.length <= 3 &&
+    o.tags.every((x) => x === "red" || x === "blue" || x === 7) &&
+    (o.alive === undefined || typeof o.alive === "boolean") &&
+    keys.every((k) => ["name", "age", "tags", "alive"].includes(k))
+  );
+}
+const PERSON = {
+  type: "object",
+  properties: {
+    name: { type: "string", maxLength: 16 },
+    age: { type: "integer" },
+    tags: { type: "array", items: { enum: ["red", "blue", 7] }, maxItems: 3 },
+    alive: { type: "boolean" },
+  },
+  required: ["name", "age", "tags"],
+};
+
+test("the engine writes schema-valid JSON at any temperature, and ends when the document does", async () => {
+  const model = loadModel(defaultModelDir());
+  const session = new Session(model);
+  const grammar = compileSchema(PERSON);
+  for (const [temperature, seed] of [
+    [0, 1],
+    [0.7, 2],
+    [1, 3],
+    [1.5, 4],
+    [1, 5],
+  ]) {
+    let done: { text: string; finishReason: string; ids: number[] } | undefined;
+    for await (const ev of session.generate("The person:", { maxTokens: 400, temperature, seed, grammar }))
+      if (ev.type === "done") done = ev;
+    assert.ok(done);
+    assert.ok(done.finishReason === "stop" || done.finishReason === "eos", `finish ${done.finishReason}: ${done.text}`);
+    const v = JSON.parse(done.text);
+    assert.ok(fitsPerson(v), `temperature ${temperature}: ${done.text}`);
+  }
+  // Without a grammar the same model does not write JSON: the grammar is what makes it.
+  let free = "";
+  for await (const ev of session.generate("The person:", { maxTokens: 40, temperature: 1, seed: 3 }))
+    if (ev.type === "done") free = ev.text;
+  assert.throws(() => JSON.parse(free));
+});
+
+test("structured output with HiRE's output layer: a step whose candidates the grammar all rules out takes the whole layer", async (t) => {
+  const dir = tempDir(t);
+  await makeModel({ arch: "llama", dtype: "f32", seed: 11, out: join(dir, "m") });
+  const model = loadModel(join(dir, "m"));
+  const session = new Session(model);
+  session.sparsity.update({
+    ffn: { method: "hire", k: 0.25, oversample: 2 },
+    head: { method: "hire", k: 2, oversample: 1 }, // two candidates a step
+  });
+  let dense = 0;
+  const denseLogits = session.transformer.denseLogits.bind(session.transformer);
+  session.transformer.denseLogits = () => {
+    dense++;
+    return denseLogits();
+  };
+  for (const seed of [1, 2, 3]) {
+    let done: { text: string; finishReason: string } | undefined;
+    for await (const ev of session.generate("hello", {
+      maxTokens: 300,
+      temperature: 1,
+      seed,
+      grammar: compileSchema(PERSON),
+    }))
+      if (ev.type === "done") done = ev;
+    assert.ok(done && (done.finishReason === "stop" || done.finishReason === "eos"), done?.text);
+    assert.ok(fitsPerson(JSON.parse(done.text)), done.text);
+  }
+  assert.ok(dense > 0, "with two candidates a step, some steps must have needed the whole output layer");
+});
