@@ -283,6 +283,59 @@ test("vocabulary masks equal a token-by-token brute force at every step of docum
   assert.ok(checked > 40, `checked ${checked} steps`);
 });
 
+test("vocabulary masks equal a brute force on a vocabulary of JSON fragments (every substring of the documents)", () => {
+  const schema = compileSchema({
+    type: "object",
+    properties: {
+      id: { type: "integer" },
+      label: { enum: ["on", "off", 12, 125] },
+      text: { type: "string", minLength: 1, maxLength: 30 },
+      rest: { type: "array", items: { type: ["number", "null", "string"] }, maxItems: 4 },
+      any: {},
+    },
+    required: ["id", "label", "text"],
+  });
+  const docs: [Node, string][] = [
+    [schema, '{"id": -120, "label": 125, "text": "é \\"q\\" \\u00e9 ✓𝄞", "rest": [1.5e3, null, "x"], "any": {"k": [true, {}]}}'],
+    [schema, '{\n  "id": 7,\n  "label": "off",\n  "text": "a"\n}'],
+    [ANY, JSON.stringify(randomValue(new Rng(11)), null, 2)],
+  ];
+  // Every substring of 1..6 bytes of the documents, plus every single byte: tokens whose first two
+  // bytes fit where the rest does not, partial UTF-8, escapes split across tokens.
+  const pieces = new Set<string>();
+  const all = docs.map(([, d]) => utf8.encode(d));
+  for (const d of all) for (let i = 0; i < d.length; i++) for (let n = 1; n <= 6 && i + n <= d.length; n++) pieces.add(d.subarray(i, i + n).join(","));
+  for (let b = 0; b < 256; b++) pieces.add(String(b));
+  const tokens = [...pieces].map((p) => Uint8Array.from(p.split(",").map(Number)));
+  const eos = tokens.length;
+  const vocab = new TokenVocabulary([...tokens, null], new Set([eos]));
+  const index = new Map([...pieces].map((p, i) => [p, i]));
+  const rng = new Rng(5);
+  let checked = 0;
+  for (const [[node], bytes] of docs.map((d, i) => [d, all[i]] as const)) {
+    const c = new GrammarConstraint(node, vocab);
+    let stacks = initial(node);
+    for (let i = 0; i <= bytes.length; ) {
+      const logits = new Float32Array(vocab.size);
+      c.mask(logits);
+      const allowed = new Set([...logits.keys()].filter((j) => logits[j] === 0));
+      assert.deepEqual(allowed, bruteForce(vocab, stacks), `at byte ${i} of ${new TextDecoder().decode(bytes)}`);
+      checked++;
+      if (i === bytes.length) {
+        assert.ok(allowed.has(eos));
+        break;
+      }
+      const n = Math.min(1 + Math.floor(rng.next() * 6), bytes.length - i);
+      const id = index.get(bytes.subarray(i, i + n).join(","))!;
+      assert.ok(allowed.has(id));
+      c.advance(id);
+      stacks = feedAll(stacks, vocab.data, vocab.start[id], vocab.start[id + 1])!;
+      i += n;
+    }
+  }
+  assert.ok(checked > 60, `checked ${checked} steps`);
+});
+
 test("token bytes: byte-level BPE and SentencePiece vocabularies spell what decode() writes", (t) => {
   const model = loadModel(defaultModelDir());
   const texts = ["Hello, world!", ' {"a": [1, 2.5], "b": "é✓"}\n', "tab\there  two  spaces"];
