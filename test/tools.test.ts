@@ -1,7 +1,9 @@
 // Tool calling through the OpenAI endpoint: the reply's calls in the forms chat templates teach
-// (parsed here on constructed replies, since no model this project can make writes real calls), the
-// streamed text held back from a call's marker on, the tools and the calls' round trip rendered by a
-// model's own chat template, and the endpoint's checks of what a request says about tools.
+// (parsed on constructed replies, since the random models this project makes do not call tools of
+// their own accord), calls forced by tool_choice (which they do write: the grammar holds them to a
+// call), the streamed text held back from a call's marker on, the tools and the calls' round trip
+// rendered by a model's own chat template, the endpoint's checks of what a request says about tools,
+// and response_format's structured replies.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -12,7 +14,8 @@ import { serve, type RunningServer } from "../core/host/server.js";
 import { toolReply } from "../core/host/openai.js";
 import { makeModel } from "../core/modelgen/make-model.js";
 import { loadModel } from "../core/loader/model-folder.js";
-import { ToolCallStream, parseToolCalls } from "../core/host/tool-calls.js";
+import { ToolCallStream, forcedCallGrammar, parseToolCalls } from "../core/host/tool-calls.js";
+import { feed, finished, initial } from "../core/structured/automaton.js";
 import { defaultModelDir } from "../core/loader/default-model.js";
 
 // A chat template in the form Qwen 2.5's takes tools and calls (tools listed in the system turn,
@@ -99,9 +102,10 @@ let toolModel: string;
 before(async () => {
   root = mkdtempSync(join(tmpdir(), "hire-tools-"));
   toolModel = join(root, "tool-model");
-  await makeModel({ arch: "qwen3", dtype: "f32", seed: 3, out: toolModel });
+  // Room for forced calls: this random model spends many one-byte tokens on the whitespace a grammar allows.
+  await makeModel({ arch: "qwen3", dtype: "f32", seed: 3, shape: { maxPositions: 2048 }, out: toolModel });
   writeFileSync(join(toolModel, "chat_template.jinja"), TOOLS_TEMPLATE);
-  host = new EngineHost({ dataDir: join(root, "data"), contextLength: 512 });
+  host = new EngineHost({ dataDir: join(root, "data"), contextLength: 2048 });
   await host.handle({ id: 0, type: "model.load", path: toolModel }, () => {});
   server = await serve({ host, port: 0 });
 });
@@ -191,7 +195,6 @@ test("bad tool requests are 400s that name the field; a template without tools r
   for (const [body, pattern] of [
     [{ tools: {} }, /"tools" must be an array/],
     [{ tools: [{ type: "function", function: { description: "no name" } }] }, /"tools\[0\]" must be/],
-    [{ tools: [WEATHER], tool_choice: "required" }, /"tool_choice" must be "auto" or "none"/],
     [{ messages: [{ role: "assistant", content: null, tool_calls: [{ function: {} }] }] }, /tool_calls\[0\]/],
     [{ messages: [{ role: "robot", content: "x" }] }, /role must be "system", "user", "assistant" or "tool"/],
   ] as const) {
@@ -287,4 +290,199 @@ test("calls must name one of the request's functions; Llama 3's whole-reply JSON
   assert.deepEqual(t.finish(), { calls: [], heldText: '{"a": 1}' });
   const u = new ToolCallStream(names);
   assert.equal(u.push("Hello {"), "Hello {", "text first: streamed as it comes");
+});
+
+// Bounded strings: this random model would otherwise write one for hundreds of tokens.
+const SHORT_WEATHER = {
+  type: "function",
+  function: {
+    name: "get_weather",
+    parameters: { type: "object", properties: { city: { type: "string", maxLength: 12 } }, required: ["city"] },
+  },
+};
+
+const CLOCK = {
+  type: "function",
+  function: {
+    name: "get_time",
+    parameters: {
+      type: "object",
+      properties: { zone: { enum: ["UTC", "CET"] }, precise: { type: "boolean" } },
+      required: ["zone"],
+    },
+  },
+};
+
+test("tool_choice forces a call: the reply is a call of that function, its arguments fitting its parameters", async () => {
+  for (const seed of [1, 2, 3]) {
+    const { status, json } = await post({
+      messages: [{ role: "user", content: "Weather in Oslo?" }],
+      tools: [SHORT_WEATHER, CLOCK],
+      tool_choice: { type: "function", function: { name: "get_weather" } },
+      max_tokens: 1500,
+      temperature: 1,
+      seed,
+    });
+    assert.equal(status, 200, json.error?.message);
+    const choice = json.choices[0];
+    assert.equal(choice.finish_reason, "tool_calls", JSON.stringify(choice));
+    const calls = choice.message.tool_calls as { function: { name: string; arguments: string } }[];
+    assert.equal(calls.length, 1);
+    assert.equal(calls[0].function.name, "get_weather");
+    const args = JSON.parse(calls[0].function.arguments) as Record<string, unknown>;
+    assert.deepEqual(Object.keys(args), ["city"]);
+    assert.equal(typeof args.city, "string");
+  }
+  // "required": a call of one of the tools.
+  const { json } = await post({
+    messages: [{ role: "user", content: "Time?" }],
+    tools: [SHORT_WEATHER, CLOCK],
+    tool_choice: "required",
+    max_tokens: 1500,
+    temperature: 1,
+    seed: 9,
+  });
+  const call = (json.choices[0].message.tool_calls as { function: { name: string; arguments: string } }[])[0];
+  assert.ok(["get_weather", "get_time"].includes(call.function.name));
+  const args = JSON.parse(call.function.arguments) as Record<string, unknown>;
+  if (call.function.name === "get_time") assert.ok(["UTC", "CET"].includes(args.zone as string));
+  else assert.equal(typeof args.city, "string");
+});
+
+test("a forced call streams as a tool_calls chunk", async () => {
+  const res = await fetch(server.url + "/v1/chat/completions", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({
+      messages: [{ role: "user", content: "Time?" }],
+      tools: [CLOCK],
+      tool_choice: { type: "function", function: { name: "get_time" } },
+      stream: true,
+      max_tokens: 1500,
+      temperature: 0,
+    }),
+  });
+  assert.equal(res.status, 200);
+  const events = (await res.text())
+    .split("\n\n")
+    .filter((e) => e.startsWith("data: ") && e !== "data: [DONE]")
+    .map(
+      (e) => JSON.parse(e.slice(6)) as { choices: { delta: Record<string, unknown>; finish_reason: string | null }[] },
+    );
+  const calls = events.flatMap((e) => (e.choices[0].delta.tool_calls as { function: { name: string } }[]) ?? []);
+  assert.equal(calls.length, 1);
+  assert.equal(calls[0].function.name, "get_time");
+  assert.equal(events[events.length - 1].choices[0].finish_reason, "tool_calls");
+});
+
+test("tool_choice and response_format mistakes are 400s naming the field", async () => {
+  const cases: [Record<string, unknown>, RegExp][] = [
+    [
+      { tools: [WEATHER], tool_choice: { type: "function", function: { name: "nope" } } },
+      /"nope", which is not one of/,
+    ],
+    [{ tool_choice: "required" }, /no "tools"/],
+    [{ tools: [WEATHER], tool_choice: "sometimes" }, /"tool_choice" must be/],
+    [
+      {
+        tools: [
+          {
+            type: "function",
+            function: {
+              name: "f",
+              parameters: { type: "object", properties: { s: { type: "string", pattern: "x" } } },
+            },
+          },
+        ],
+        tool_choice: "required",
+      },
+      /function "f": JSON schema at #\/properties\/s: "pattern" is not supported/,
+    ],
+    [{ response_format: { type: "xml" } }, /"response_format.type"/],
+    [{ response_format: { type: "json_schema", json_schema: { schema: {} } } }, /with a "name"/],
+    [
+      { response_format: { type: "json_schema", json_schema: { name: "x", schema: { type: "number", minimum: 1 } } } },
+      /"minimum" is not supported/,
+    ],
+    [
+      { tools: [WEATHER], tool_choice: "required", response_format: { type: "json_object" } },
+      /cannot both decide the reply/,
+    ],
+  ];
+  for (const [body, msg] of cases) {
+    const { status, json } = await post({ messages: [{ role: "user", content: "hi" }], ...body });
+    assert.equal(status, 400, JSON.stringify(body));
+    assert.match(json.error!.message, msg);
+  }
+});
+
+test("response_format: json_object and json_schema replies parse and fit (a random model, any temperature)", async () => {
+  const schema = {
+    type: "object",
+    properties: {
+      answer: { type: "integer" },
+      unit: { enum: ["m", "km"] },
+      notes: { type: "array", items: { type: "string", maxLength: 8 }, maxItems: 2 },
+    },
+    required: ["answer", "unit", "notes"],
+  };
+  for (const [format, temperature] of [
+    [{ type: "json_schema", json_schema: { name: "distance", schema, strict: true } }, 0],
+    [{ type: "json_schema", json_schema: { name: "distance", schema } }, 1.2],
+    [{ type: "json_object" }, 0.8],
+  ] as const) {
+    const { status, json } = await post({
+      messages: [{ role: "user", content: "How far?" }],
+      response_format: format,
+      max_tokens: 1500,
+      temperature,
+      seed: 4,
+    });
+    assert.equal(status, 200, json.error?.message);
+    const content = json.choices[0].message.content!;
+    assert.equal(json.choices[0].finish_reason, "stop", content);
+    const v = JSON.parse(content) as Record<string, unknown>;
+    assert.ok(typeof v === "object" && v !== null && !Array.isArray(v), content);
+    if (format.type === "json_schema") {
+      assert.deepEqual(Object.keys(v), ["answer", "unit", "notes"]);
+      assert.ok(Number.isInteger(v.answer) && ["m", "km"].includes(v.unit as string), content);
+      assert.ok(
+        (v.notes as string[]).every((n) => typeof n === "string" && [...n].length <= 8),
+        content,
+      );
+    }
+  }
+});
+
+test("forced calls take each template's form, and what the grammar accepts parses as that call", () => {
+  const names = new Set(["get_weather", "get_time"]);
+  const forms: [string, string, string][] = [
+    [
+      "{% if tools %}<tool_call>{% endif %}",
+      '<tool_call>\n{"name": "get_time", "arguments": {"zone": "CET"}}\n</tool_call>',
+      '{"zone":"CET"}',
+    ],
+    [
+      "{{ '[TOOL_CALLS]' }}",
+      '[TOOL_CALLS][{"name": "get_time", "arguments": {"zone": "UTC", "precise": true}}]',
+      '{"zone":"UTC","precise":true}',
+    ],
+    ["{{ tools | tojson }}", '{"name": "get_time", "parameters": {"zone": "UTC"}}', '{"zone":"UTC"}'],
+  ];
+  for (const [template, reply, args] of forms) {
+    const grammar = forcedCallGrammar(template, [SHORT_WEATHER, CLOCK], "get_time");
+    let stacks = initial(grammar);
+    for (const b of new TextEncoder().encode(reply)) {
+      stacks = feed(stacks, b);
+      assert.ok(stacks.length > 0, `${reply} refused`);
+    }
+    assert.ok(finished(stacks), `${reply} is a whole call`);
+    assert.deepEqual(parseToolCalls(reply, names).calls, [{ name: "get_time", arguments: args }]);
+    // Another function, or arguments outside the schema, are refused.
+    for (const wrong of [reply.replace("get_time", "get_weather"), reply.replace(/"(CET|UTC)"/, '"PST"')]) {
+      let st = initial(grammar);
+      for (const b of new TextEncoder().encode(wrong)) st = feed(st, b);
+      assert.equal(st.length, 0, `${wrong} must be refused`);
+    }
+  }
 });

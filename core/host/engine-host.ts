@@ -24,6 +24,7 @@ import { layerNeurons, routedNeurons } from "../engine/moe.js";
 import { bytesRead } from "../sparse/telemetry.js";
 import { GREEDY, validateSampling } from "../engine/sampler.js";
 import type { ChatMessage } from "../loader/tokenizer.js";
+import type { Node as Grammar } from "../structured/schema.js";
 import { ConversationStore, writeAtomic } from "./conversations.js";
 import {
   PROTOCOL_VERSION,
@@ -62,6 +63,8 @@ export interface GenerateParams {
   logprobs?: number;
   /** Functions the model may call (OpenAI's `tools`), given to the chat template as `tools`. */
   tools?: readonly unknown[];
+  /** Structured output: the reply is a document of this grammar (response_format, a forced tool call). */
+  grammar?: Grammar;
 }
 
 /** One generation's events; `summary` is set once they end. */
@@ -326,6 +329,7 @@ export class EngineHost {
         maxTokens: req.maxTokens,
         stop: req.stop,
         ...(req.logprobs !== undefined && { logprobs: req.logprobs }),
+        ...(req.grammar && { grammar: req.grammar }),
         signal: running.abort.signal,
         onContextFull: "stop",
       });

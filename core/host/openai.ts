@@ -8,7 +8,9 @@ import type { FinishReason } from "../engine/session.js";
 import type { ChatMessage } from "../loader/tokenizer.js";
 import { errorInfo, type Channel, type EngineHost, type GenerateParams } from "./engine-host.js";
 import { LIMITS, ProtocolError, parseMessages, type HostEvent, type StepTelemetry } from "./protocol.js";
-import { ToolCallStream, parseToolCalls } from "./tool-calls.js";
+import { ToolCallStream, forcedCallGrammar, parseToolCalls } from "./tool-calls.js";
+import { UsageError } from "../loader/errors.js";
+import { ANY_OBJECT, compileSchema, type Node as Grammar } from "../structured/schema.js";
 
 const MAX_BODY = 16 * 1024 * 1024;
 
@@ -159,6 +161,15 @@ async function handleCompletions(
   if (tools && !model.tokenizer.readsTools) {
     return sendError(res, 400, "invalid_request_error", `"tools": this model's chat template does not take tools`);
   }
+  if (body.forcedTool !== undefined) {
+    // The call's form is the model's (its chat template's), so its grammar is made here, not in parse.
+    try {
+      const name = body.forcedTool === true ? undefined : body.forcedTool;
+      body.params.grammar = forcedCallGrammar(model.tokenizer.templateSource, body.params.tools!, name);
+    } catch (e) {
+      return sendError(res, 400, "invalid_request_error", `"tools": ${(e as Error).message}`);
+    }
+  }
   const id = `${ep.idPrefix}-${nextId++}`;
   const created = Math.floor(Date.now() / 1000);
   const name = modelName(model.dir);
@@ -257,6 +268,8 @@ interface ParsedBody {
   input: ChatMessage[] | { text: string };
   stream: boolean;
   params: GenerateParams;
+  /** tool_choice forces a call: of this function, or (true) of any of the tools. */
+  forcedTool?: string | true;
 }
 
 const bad = (msg: string): never => {
@@ -290,7 +303,9 @@ export function parseBody(x: unknown): ParsedBody & { input: ChatMessage[] } {
     bad(`"top_logprobs" must be an integer in 0..20`);
   if ((top as number) > 0 && o.logprobs !== true) bad(`"top_logprobs" needs "logprobs": true`);
   const logprobs = o.logprobs === true ? (top as number) : undefined;
-  const tools = parseTools(o.tools, o.tool_choice);
+  const { tools, forced } = parseTools(o.tools, o.tool_choice);
+  const grammar = parseResponseFormat(o.response_format);
+  if (grammar && forced) bad(`"response_format" and a forced "tool_choice" cannot both decide the reply`);
   const { stream, params } = commonFields(o, 256);
   return {
     input: messages,
@@ -300,19 +315,59 @@ export function parseBody(x: unknown): ParsedBody & { input: ChatMessage[] } {
       ...(thinking !== undefined && { thinking }),
       ...(logprobs !== undefined && { logprobs }),
       ...(tools && { tools }),
+      ...(grammar && { grammar }),
     },
+    ...(forced && { forcedTool: forced }),
   };
 }
 
 /**
- * OpenAI's `tools` ([{type: "function", function: {name, description?, parameters?}}]) as the chat
- * template gets them, or undefined without tools or with tool_choice "none". The model decides
- * whether to call one ("auto"); forcing a call ("required", a named function) is not supported.
+ * OpenAI's `response_format` as a grammar: {type: "json_object"} any JSON object, {type: "json_schema",
+ * json_schema: {name, schema}} a document of that schema (core/structured/schema.ts says which
+ * keywords hold; one it cannot enforce is a 400), {type: "text"} or none: free text.
  */
-function parseTools(tools: unknown, choice: unknown): unknown[] | undefined {
-  if (choice !== undefined && choice !== null && choice !== "auto" && choice !== "none")
-    bad(`"tool_choice" must be "auto" or "none" (forcing a call is not supported)`);
-  if (tools === undefined || tools === null) return undefined;
+function parseResponseFormat(x: unknown): Grammar | undefined {
+  if (x === undefined || x === null) return undefined;
+  const f = x as Record<string, unknown>;
+  if (typeof x !== "object" || Array.isArray(x)) bad(`"response_format" must be an object`);
+  if (f.type === "text") return undefined;
+  if (f.type === "json_object") return ANY_OBJECT;
+  if (f.type !== "json_schema") bad(`"response_format.type" must be "text", "json_object" or "json_schema"`);
+  const js = f.json_schema as Record<string, unknown> | undefined;
+  if (typeof js !== "object" || js === null || Array.isArray(js) || typeof js.name !== "string")
+    bad(`"response_format.json_schema" must be an object with a "name"`);
+  if (JSON.stringify(js).length > LIMITS.contentChars)
+    bad(`"response_format.json_schema" is longer than ${LIMITS.contentChars} characters`);
+  try {
+    return compileSchema(js!.schema ?? {});
+  } catch (e) {
+    if (e instanceof UsageError) bad(`"response_format.json_schema.schema": ${e.message}`);
+    throw e;
+  }
+}
+
+/**
+ * OpenAI's `tools` ([{type: "function", function: {name, description?, parameters?}}]) as the chat
+ * template gets them (none without tools or with tool_choice "none"), and the call tool_choice
+ * forces: "required" (true: one of the tools) or {type: "function", function: {name}} (that one).
+ * With "auto" the model decides.
+ */
+function parseTools(tools: unknown, choice: unknown): { tools?: unknown[]; forced?: string | true } {
+  const named = (choice as { type?: unknown; function?: { name?: unknown } } | null)?.function?.name;
+  const forced =
+    choice === "required"
+      ? true
+      : typeof choice === "object" && choice !== null && (choice as { type?: unknown }).type === "function"
+        ? named
+        : undefined;
+  if (choice !== undefined && choice !== null && choice !== "auto" && choice !== "none" && forced === undefined)
+    bad(`"tool_choice" must be "auto", "none", "required" or {"type": "function", "function": {"name": ...}}`);
+  if (forced !== undefined && forced !== true && typeof forced !== "string")
+    bad(`"tool_choice.function.name" must be a string`);
+  if (tools === undefined || tools === null) {
+    if (forced !== undefined) bad(`"tool_choice" forces a call, but there are no "tools"`);
+    return {};
+  }
   if (!Array.isArray(tools) || tools.length > 128) bad(`"tools" must be an array of at most 128 functions`);
   const list = (tools as unknown[]).map((t, i) => {
     const f = (t as Record<string, unknown> | null)?.function as Record<string, unknown> | undefined;
@@ -331,7 +386,10 @@ function parseTools(tools: unknown, choice: unknown): unknown[] | undefined {
   });
   if (JSON.stringify(list).length > LIMITS.contentChars)
     bad(`"tools" is longer than ${LIMITS.contentChars} characters`);
-  return choice === "none" || list.length === 0 ? undefined : list;
+  if (typeof forced === "string" && !list.some((t) => (t as { function: { name: string } }).function.name === forced))
+    bad(`"tool_choice" names ${JSON.stringify(forced)}, which is not one of the "tools"`);
+  if (forced !== undefined && list.length === 0) bad(`"tool_choice" forces a call, but "tools" is empty`);
+  return choice === "none" || list.length === 0 ? {} : { tools: list, forced: forced as string | true | undefined };
 }
 
 /**

@@ -7,6 +7,10 @@
 // What is not a well-formed call of one of the request's functions stays in the reply's text: a block
 // whose JSON does not parse, or that names no function or another one, is text the model wrote, not a
 // call the client should run (which is also what keeps a reply that is merely JSON from being a call).
+// A request may also force a call (tool_choice "required" or a named function): forcedCallGrammar is
+// the grammar of one call in the form the model's chat template teaches, and the reply is kept in it.
+import { compileSchema, objectOf, text, union, type Node } from "../structured/schema.js";
+import { UsageError } from "../loader/errors.js";
 
 /** A call the model asked for: a function name and its arguments as a JSON object's text (OpenAI's form). */
 export interface ParsedToolCall {
@@ -127,4 +131,36 @@ export class ToolCallStream {
     const { calls } = parseToolCalls(this.text, this.functions);
     return { calls, heldText: calls.length > 0 ? "" : this.text.slice(this.sent) };
   }
+}
+
+/**
+ * The grammar of one call of the function `name` (any of `tools` when undefined), in the form the chat
+ * template teaches (Hermes/Qwen's <tool_call> block, Mistral's [TOOL_CALLS] list, else Llama 3.x's
+ * bare object with "parameters"), with its arguments held to the function's `parameters` schema.
+ * An unsupported schema is a UsageError naming the function.
+ */
+export function forcedCallGrammar(template: string | undefined, tools: readonly unknown[], name?: string): Node {
+  const fns = tools
+    .map((t) => (t as { function: { name: string; parameters?: unknown } }).function)
+    .filter((f) => name === undefined || f.name === name);
+  const hermes = template?.includes(HERMES_OPEN) ?? false;
+  const mistral = !hermes && (template?.includes(MISTRAL) ?? false);
+  const argsKey = hermes || mistral ? "arguments" : "parameters";
+  const call = union(
+    fns.map((f) => {
+      let args: Node;
+      try {
+        args = compileSchema(f.parameters ?? { type: "object" });
+      } catch (e) {
+        throw new UsageError(`function ${JSON.stringify(f.name)}: ${(e as Error).message}`);
+      }
+      return objectOf([
+        ["name", { t: "literal", texts: [new TextEncoder().encode(JSON.stringify(f.name))] }],
+        [argsKey, args],
+      ]);
+    }),
+  );
+  if (hermes) return { t: "seq", parts: [text(`${HERMES_OPEN}\n`), call, text(`\n${HERMES_CLOSE}`)] };
+  if (mistral) return { t: "seq", parts: [text(MISTRAL), { t: "array", items: call, min: 1, max: 1 }] };
+  return call;
 }

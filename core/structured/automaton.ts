@@ -213,7 +213,7 @@ function step(s: Stack, b: number, out: Stack[]): void {
 /** A value of `node` beginning with byte b (or whitespace before it), on top of `up`. */
 function startValue(up: Stack, node: Node, ws: number, b: number, out: Stack[]): void {
   if (node.t === "ref") return startValue(up, node.get(), ws, b, out);
-  if (isWs(b)) {
+  if (isWs(b) && !(node.t === "literal" && node.raw)) {
     const w = moreWs(ws, b);
     if (w >= 0) out.push(on(up, { k: "value", node, ws: w }));
     return;

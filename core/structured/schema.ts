@@ -14,8 +14,11 @@ export type Node =
   | { readonly t: "array"; readonly items: Node; readonly min: number; readonly max: number }
   | { readonly t: "string"; readonly min: number; readonly max: number }
   | { readonly t: "number"; readonly integer: boolean }
-  /** One of these exact byte strings (enum, const, true/false/null, or fixed text around a value). */
-  | { readonly t: "literal"; readonly texts: readonly Uint8Array[] }
+  /**
+   * One of these exact byte strings: a JSON value (enum, const, true/false/null), or with `raw` fixed
+   * text around one (a tool call's markers), which takes no whitespace before it.
+   */
+  | { readonly t: "literal"; readonly texts: readonly Uint8Array[]; readonly raw?: boolean }
   | { readonly t: "union"; readonly options: readonly Node[] }
   /** Values one after another (fixed text around a tool call's JSON). */
   | { readonly t: "seq"; readonly parts: readonly Node[] }
@@ -35,7 +38,21 @@ const utf8 = new TextEncoder();
 
 /** Exact text (no JSON meaning): a literal node. */
 export function text(s: string): Node {
-  return { t: "literal", texts: [utf8.encode(s)] };
+  return { t: "literal", texts: [utf8.encode(s)], raw: true };
+}
+
+/** An object of exactly these properties, all required, in this order. */
+export function objectOf(props: readonly (readonly [string, Node])[]): Node {
+  return {
+    t: "object",
+    props: props.map(([name, node]) => ({
+      name,
+      key: utf8.encode(JSON.stringify(name).slice(1, -1)),
+      node,
+      required: true,
+    })),
+    extra: null,
+  };
 }
 
 /** Any JSON object (OpenAI's `response_format: {type: "json_object"}`). */
@@ -264,6 +281,6 @@ function resolve(schema: unknown, ref: string): unknown {
   return target;
 }
 
-function union(options: Node[]): Node {
+export function union(options: Node[]): Node {
   return options.length === 1 ? options[0] : { t: "union", options };
 }
