@@ -718,3 +718,50 @@ test("eval --head hire measures the output layer's kept tokens against the dense
   assert.ok(two.head_argmax_hit_rate! >= 0 && two.head_argmax_hit_rate! <= 1);
   assert.ok(two.head_mass_covered! > 0 && two.head_mass_covered! < 0.05, `${two.head_mass_covered}`);
 });
+
+test("generate --schema: the reply is a document of the schema (file or inline); a bad schema is a usage error", () => {
+  const file = join(root, "book.json");
+  writeFileSync(
+    file,
+    JSON.stringify({
+      type: "object",
+      properties: { title: { type: "string", maxLength: 10 }, year: { type: "integer" }, kind: { enum: ["a", "b"] } },
+      required: ["title", "year", "kind"],
+    }),
+  );
+  for (const schema of [file, '{"type": "array", "items": {"type": "boolean"}, "minItems": 1, "maxItems": 3}']) {
+    const r = hire([
+      "generate",
+      "--model",
+      model,
+      "--prompt",
+      "A book:",
+      "--schema",
+      schema,
+      "--max-tokens",
+      "600",
+      "--temperature",
+      "1",
+      "--seed",
+      "3",
+      "--json",
+    ]);
+    assert.equal(r.status, 0, r.stderr);
+    const out = JSON.parse(r.stdout) as { text: string; finish_reason: string };
+    assert.equal(out.finish_reason, "stop", out.text);
+    const v = JSON.parse(out.text) as unknown;
+    if (schema === file) {
+      const o = v as { title: string; year: number; kind: string };
+      assert.deepEqual(Object.keys(o), ["title", "year", "kind"]);
+      assert.ok([...o.title].length <= 10 && Number.isInteger(o.year) && ["a", "b"].includes(o.kind), out.text);
+    } else {
+      assert.ok(Array.isArray(v) && v.length >= 1 && v.length <= 3 && v.every((x) => typeof x === "boolean"), out.text);
+    }
+  }
+  const bad = hire(["generate", "--model", model, "--prompt", "x", "--schema", '{"type": "number", "maximum": 3}']);
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /--schema \(inline\): JSON schema at #: "maximum" is not supported/);
+  const missing = hire(["generate", "--model", model, "--prompt", "x", "--schema", join(root, "nope.json")]);
+  assert.equal(missing.status, 2);
+  assert.match(missing.stderr, /nope\.json: cannot read the file \(ENOENT\)/);
+});

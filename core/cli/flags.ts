@@ -3,12 +3,14 @@
 // folder (--model, else the built-in default model).
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { basename } from "node:path";
+import { readFileSync } from "node:fs";
 import { loadModel, type LoadedModel } from "../loader/model-folder.js";
 import { modelFolderFor } from "../loader/model-source.js";
 import { defaultModelDir } from "../loader/default-model.js";
 import { UsageError } from "../loader/errors.js";
 import { isKvDtype, KV_DTYPES, type KvDtype } from "../backend/backend.js";
 import { MAX_THREADS } from "../backend/cpu.js";
+import { compileSchema, type Node as Grammar } from "../structured/schema.js";
 
 /** The flags that choose and load the model: --model DIR (or FILE.gguf), and --mmap to map the weight files instead of reading them in. */
 export const MODEL_FLAGS = {
@@ -72,5 +74,33 @@ export function parse<T extends ParseArgsConfig["options"]>(argv: string[], opti
     return parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values;
   } catch (e) {
     throw new UsageError((e as Error).message);
+  }
+}
+
+/**
+ * --schema: a JSON Schema the reply must be a document of (structured output), given inline (text
+ * starting with "{") or as a file. Absent: free text.
+ */
+export function schemaFlag(flag: string | undefined): Grammar | undefined {
+  if (flag === undefined) return undefined;
+  const inline = flag.trimStart().startsWith("{");
+  let text = flag;
+  if (!inline) {
+    try {
+      text = readFileSync(flag, "utf8");
+    } catch (e) {
+      throw new UsageError(`--schema ${flag}: cannot read the file (${(e as NodeJS.ErrnoException).code ?? e})`);
+    }
+  }
+  let schema: unknown;
+  try {
+    schema = JSON.parse(text);
+  } catch (e) {
+    throw new UsageError(`--schema ${inline ? "(inline)" : flag}: not JSON (${(e as Error).message})`);
+  }
+  try {
+    return compileSchema(schema);
+  } catch (e) {
+    throw new UsageError(`--schema ${inline ? "(inline)" : flag}: ${(e as Error).message}`);
   }
 }

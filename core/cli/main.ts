@@ -19,7 +19,7 @@ import type { PrepareProgress } from "../sparse/sparsifier.js";
 import type { ChatMessage } from "../loader/tokenizer.js";
 import { cmdServe, SERVE_HELP } from "./serve.js";
 import { ARCHS, makeModel, MakeModelError, PRESETS, type Arch, type DType } from "../modelgen/make-model.js";
-import { int, kvCacheFlag, MODEL_FLAGS, num, openModel, parse, positiveInt, threadsFlag } from "./flags.js";
+import { int, kvCacheFlag, MODEL_FLAGS, num, openModel, parse, positiveInt, schemaFlag, threadsFlag } from "./flags.js";
 import { EXPORT_HELP, runExport } from "./export.js";
 import { importGguf } from "../gguf/import.js";
 import { hubCacheDir, listCachedModels } from "../loader/hf-cache.js";
@@ -35,6 +35,7 @@ const SAMPLING_FLAGS = {
   seed: { type: "string" },
   stop: { type: "string", multiple: true },
   "ignore-eos": { type: "boolean" },
+  schema: { type: "string" },
   context: { type: "string" },
   "kv-cache": { type: "string" },
   threads: { type: "string" },
@@ -72,6 +73,7 @@ function generateOptions(v: SamplingValues): GenerateOptions {
     seed: int("seed", v.seed),
     stop: v.stop,
     ignoreEos: v["ignore-eos"],
+    grammar: schemaFlag(v.schema),
   };
 }
 
@@ -87,6 +89,7 @@ async function cmdGenerate(argv: string[]): Promise<void> {
   if (v.prompt === undefined) throw new UsageError("--prompt TEXT is required");
   // Absent: no log-probabilities at all (greedy decoding can then take the argmax on a GPU).
   const logprobs = int("logprobs", v.logprobs, [0, 1000]);
+  const base = generateOptions(v); // flag mistakes (a bad --schema) before the model loads
   const model = await openModel(v);
   const session = openSession(model, v);
   const settings = session.sparsity.update(sparsityUpdate(v), showProgress);
@@ -94,7 +97,7 @@ async function cmdGenerate(argv: string[]): Promise<void> {
   // experts per layer), or when asked with --trace.
   const withLayers =
     v.trace || settings.ffn.method !== "dense" || settings.head.method !== "dense" || model.config.moe !== undefined;
-  const options = { ...generateOptions(v), logprobs, signal: interruptSignal() };
+  const options = { ...base, logprobs, signal: interruptSignal() };
   const steps: Record<string, unknown>[] = [];
   for await (const ev of session.generate(v.prompt, options)) {
     if (ev.type === "token") {
@@ -134,12 +137,12 @@ async function cmdChat(argv: string[]): Promise<void> {
     system: { type: "string" },
     "no-think": { type: "boolean" },
   });
+  const base = generateOptions(v);
   const model = await openModel(v);
   const session = openSession(model, v);
   // A reasoning model's chat template switches thinking off with enable_thinking: false.
   const thinking = v["no-think"] ? false : undefined;
   session.sparsity.update(sparsityUpdate(v), showProgress);
-  const base = generateOptions(v);
   const messages: ChatMessage[] = v.system ? [{ role: "system", content: v.system }] : [];
   const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: process.stdin.isTTY });
   process.stdout.write(
@@ -555,7 +558,7 @@ async function cmdModels(argv: string[]): Promise<void> {
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: string }> = {
   generate: {
     run: cmdGenerate,
-    help: "--model DIR [--mmap] --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--seed S] [--stop STR]... [--ignore-eos] [--logprobs N] [--context N] [--kv-cache f32|f16] [--backend auto|cpu|cuda|cuda:N] [--json] [--trace] [sparsity flags: --ffn dense|topk-exact|hire|dip|dip-ca --ffn-k K --oversample O --predictor int4|int8|lowrank:R --head dense|hire --head-k K --shards P --audit N --layer-k L=K --layer-oversample L=O --layer-predictor L=PREDICTOR]",
+    help: "--model DIR [--mmap] --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--seed S] [--stop STR]... [--ignore-eos] [--schema FILE|JSON] [--logprobs N] [--context N] [--kv-cache f32|f16] [--backend auto|cpu|cuda|cuda:N] [--json] [--trace] [sparsity flags: --ffn dense|topk-exact|hire|dip|dip-ca --ffn-k K --oversample O --predictor int4|int8|lowrank:R --head dense|hire --head-k K --shards P --audit N --layer-k L=K --layer-oversample L=O --layer-predictor L=PREDICTOR]",
   },
   chat: {
     run: cmdChat,
