@@ -73,7 +73,7 @@ test("any JSON: every document JSON.stringify writes (compact and indented) is a
     accepts(ANY, JSON.stringify(v, null, 2));
     accepts(ANY, JSON.stringify(v, null, "\t"));
   }
-  accepts(ANY, ' {"a": [1, -2.5e+3, 0.25E-2, true, null], "b": {}, "c": "x\\u00e9\\n\\/"}');
+  accepts(ANY, '{"a": [1, -2.5e+3, 0.25E-2, true, null], "b": {}, "c": "x\\u00e9\\n\\/"}');
 });
 
 test("any JSON: malformed documents are refused at the first byte that cannot continue them", () => {
@@ -89,6 +89,7 @@ test("any JSON: malformed documents are refused at the first byte that cannot co
   refuses(ANY, "{}}", "{}");
   refuses(ANY, '{"a":1,}', '{"a":1,');
   refuses(ANY, "[1] ", "[1]"); // nothing after the document, not even whitespace
+  refuses(ANY, " [1]", ""); // nor before it
   incomplete(ANY, '{"a": [1, 2');
   incomplete(ANY, '"open');
   incomplete(ANY, "-");

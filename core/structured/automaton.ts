@@ -110,9 +110,12 @@ const ANY_MAP: Extract<Node, { t: "object" }> = { t: "object", props: [], extra:
 const ANY_LIST: Extract<Node, { t: "array" }> = { t: "array", items: { t: "any" }, min: 0, max: Infinity };
 const KEYWORDS = ["true", "false", "null"].map((s) => new TextEncoder().encode(s));
 
-/** The stacks a document starts from: the root value, with leading whitespace allowed. */
+/** A whitespace run that cannot grow (moreWs): no whitespace before the document, as OpenAI's replies start. */
+const NO_WS = 3 + MAX_INDENT;
+
+/** The stacks a document starts from: the root value, its first byte the reply's first. */
 export function initial(root: Node): Stack[] {
-  return [on(on(null, { k: "root", done: false }), { k: "value", node: root, ws: 0 })];
+  return [on(on(null, { k: "root", done: false }), { k: "value", node: root, ws: NO_WS })];
 }
 
 /** The stacks after `b`; empty when no stack takes it. */

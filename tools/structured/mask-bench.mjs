@@ -1,0 +1,84 @@
+// How long a structured-output mask takes on a 128K-token vocabulary (Llama 3's size), token by token
+// through a document: `npm run build:ts && node tools/structured/mask-bench.mjs`. No 128K tokenizer
+// can be downloaded here, so the vocabulary is synthetic: the 256 bytes, JSON punctuation, and
+// random words (half with a leading space, a few with quotes), as byte-level BPE vocabularies look.
+import { TokenVocabulary, GrammarConstraint } from "../../dist/core/structured/constraint.js";
+import { compileSchema } from "../../dist/core/structured/schema.js";
+
+const enc = new TextEncoder();
+const pieces = [];
+for (let b = 0; b < 256; b++) pieces.push(String.fromCharCode(b));
+const doc = [
+  '{"',
+  "name",
+  '":',
+  ' "',
+  "Ada",
+  " Love",
+  "lace",
+  '",',
+  ' "',
+  "born",
+  '":',
+  " 18",
+  "15",
+  ",",
+  ' "',
+  "tags",
+  '":',
+  ' ["',
+  "math",
+  '",',
+  ' "',
+  "poet",
+  'ry"',
+  "]}",
+];
+pieces.push(
+  ...doc,
+  ...["{", "}", '"', '",', '":', " {", " [", "\n", "\n\n", "  ", "    ", "0", "12", ".5", " true", "null"],
+);
+let r = 12345;
+const rnd = () => (r = (Math.imul(r, 1103515245) + 12345) >>> 0) / 2 ** 32;
+while (pieces.length < 128256) {
+  let w = rnd() < 0.5 ? " " : "";
+  for (let i = 0, n = 1 + Math.floor(rnd() * 8); i < n; i++) w += "abcdefghijklmnopqrstuvwxyz"[Math.floor(rnd() * 26)];
+  if (rnd() < 0.05) w += '"';
+  pieces.push(w);
+}
+const bytes = pieces.map((p, i) => (i < 256 ? Uint8Array.of(i) : enc.encode(p)));
+const vocab = new TokenVocabulary(bytes, new Set());
+const schema = compileSchema({
+  type: "object",
+  properties: {
+    name: { type: "string" },
+    born: { type: "integer" },
+    tags: { type: "array", items: { type: "string" } },
+  },
+  required: ["name", "born", "tags"],
+});
+const logits = new Float32Array(bytes.length);
+let rows = [];
+// Two passes through the document: the first warms the JIT up, the second is reported.
+for (let pass = 0; pass < 2; pass++) {
+  const c = new GrammarConstraint(schema, vocab);
+  rows = [];
+  for (const piece of doc) {
+    let best = Infinity;
+    let kept = 0;
+    for (let k = 0; k < 5; k++) {
+      logits.fill(0);
+      const t0 = performance.now();
+      kept = c.mask(logits);
+      best = Math.min(best, performance.now() - t0);
+    }
+    rows.push([piece, kept, best]);
+    c.advance(pieces.indexOf(piece, 256));
+  }
+}
+for (const [piece, kept, ms] of rows)
+  console.log(`${JSON.stringify(piece).padEnd(10)} allowed ${String(kept).padStart(6)}  ${ms.toFixed(2)} ms`);
+const sorted = rows.map((x) => x[2]).sort((a, b) => a - b);
+console.log(
+  `median ${sorted[sorted.length >> 1].toFixed(2)} ms, max ${sorted[sorted.length - 1].toFixed(2)} ms per token (best of 5 each)`,
+);
