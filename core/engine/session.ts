@@ -280,7 +280,7 @@ export class Session {
    */
   private constrain(logits: Float32Array, grammar: GrammarConstraint): [Float32Array, Float32Array] {
     let scores = Float32Array.from(logits);
-    if (grammar.mask(scores) === 0) {
+    if (!grammar.mask(scores)) {
       logits = this.transformer.denseLogits();
       scores = Float32Array.from(logits);
       grammar.mask(scores);

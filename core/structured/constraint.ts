@@ -42,10 +42,17 @@ export class TokenVocabulary {
   readonly size: number;
   readonly data: Uint8Array;
   readonly start: Int32Array;
-  /** Tokens that write no bytes (special tokens, which decoding drops): never allowed inside a document. */
+  /** Tokens that write no bytes (special tokens, which decoding drops) and end-of-sequence ids. */
   readonly empty: Uint8Array;
-  /** End of a token's plain string text (plainLength): where its bytes start to depend on the state. */
-  readonly plainEnd: Int32Array;
+  readonly emptyIds: Int32Array;
+  /**
+   * Tokens that are not whole characters of string text (plainLength < length), and for each the
+   * index in `tails` of what follows its plain start: inside a string only these depend on the
+   * state, and through a few distinct tails (`"`, `",`, `\n`, ...).
+   */
+  readonly mixed: Int32Array;
+  readonly tailOf: Int32Array;
+  readonly tails: readonly Uint8Array[];
   /**
    * Token ids by their first two bytes (index b1 * 257 + b2; b2 = 256 for one-byte tokens), so that a
    * mask rules out a whole group with one automaton step and never visits its tokens.
@@ -63,19 +70,35 @@ export class TokenVocabulary {
     for (let id = 0; id < size; id++) this.start[id + 1] = this.start[id] + (bytes[id]?.length ?? 0);
     this.data = new Uint8Array(this.start[size]);
     this.empty = new Uint8Array(size);
-    this.plainEnd = new Int32Array(size);
     const lists: number[][] = [];
+    const emptyIds: number[] = [];
+    const mixed: number[] = [];
+    const tailOf: number[] = [];
+    const tailIndex = new Map<string, number>();
+    const tails: Uint8Array[] = [];
     for (let id = 0; id < size; id++) {
       const t = bytes[id];
-      const a = this.start[id];
-      if (t) this.data.set(t, a);
+      if (t) this.data.set(t, this.start[id]);
       if (!t || t.length === 0 || eos.has(id)) {
         this.empty[id] = 1;
+        emptyIds.push(id);
         continue;
       }
-      this.plainEnd[id] = a + plainLength(t);
+      const plain = plainLength(t);
+      if (plain < t.length) {
+        const tail = t.slice(plain);
+        const key = String.fromCharCode(...tail);
+        let i = tailIndex.get(key);
+        if (i === undefined) tailIndex.set(key, (i = tails.push(tail) - 1));
+        mixed.push(id);
+        tailOf.push(i);
+      }
       (lists[t[0] * 257 + (t.length > 1 ? t[1] : 256)] ??= []).push(id);
     }
+    this.emptyIds = Int32Array.from(emptyIds);
+    this.mixed = Int32Array.from(mixed);
+    this.tailOf = Int32Array.from(tailOf);
+    this.tails = tails;
     this.groups = Array.from({ length: 256 * 257 }, (_, i) => (lists[i] ? Int32Array.from(lists[i]) : undefined));
   }
 }
@@ -97,49 +120,36 @@ export class GrammarConstraint {
   }
 
   /**
-   * Sets the logit of every token the grammar does not allow next to -Infinity, in place. Returns how
-   * many allowed tokens kept a finite logit (0: none did, e.g. every one HiRE's output layer left out).
+   * Sets the logit of every token the grammar does not allow next to -Infinity, in place. Returns
+   * whether an allowed token kept a logit above -Infinity (not when HiRE's output layer left out
+   * every allowed one).
    */
-  mask(logits: Float32Array): number {
+  mask(logits: Float32Array): boolean {
     const { eos, size } = this.vocab;
     if (this.scratch.length !== logits.length) this.scratch = new Float32Array(logits.length);
     const out = this.scratch.fill(-Infinity);
     const n = Math.min(logits.length, size);
-    let kept = 0;
-    const keep = (id: number) => {
-      if (id < n && logits[id] !== -Infinity) {
-        out[id] = logits[id];
-        kept++;
-      }
-    };
-    if (inFreeString(this.stacks)) this.maskInString(n, keep);
-    else this.maskByGroups(keep);
-    if (accepting(this.stacks)) eos.forEach(keep);
+    if (inFreeString(this.stacks)) this.maskInString(out, logits, n);
+    else
+      this.maskByGroups((id) => {
+        if (id < n) out[id] = logits[id];
+      });
+    if (accepting(this.stacks)) for (const id of eos) if (id < n) out[id] = logits[id];
     logits.set(out);
-    return kept;
+    return out.some((x) => x !== -Infinity);
   }
 
   /**
-   * Inside a string, most tokens are plain text and leave the automaton as it is; the rest are decided
-   * by what follows their plain start (`",`, `"}`, `\n`, ...), which few distinct tails share: each
+   * Inside a string almost every token is allowed: all are copied, then the special ones and those
+   * whose tail (what follows their plain text) the automaton refuses are taken out. Each distinct
    * tail is run once.
    */
-  private maskInString(n: number, keep: (id: number) => void): void {
-    const { data, start, empty, plainEnd } = this.vocab;
-    const tails = new Map<string, boolean>();
-    for (let id = 0; id < n; id++) {
-      if (empty[id]) continue;
-      const from = plainEnd[id];
-      const to = start[id + 1];
-      if (from === to) {
-        keep(id);
-        continue;
-      }
-      const key = String.fromCharCode(...data.subarray(from, to));
-      let ok = tails.get(key);
-      if (ok === undefined) tails.set(key, (ok = feedAll(this.stacks, data, from, to) !== null));
-      if (ok) keep(id);
-    }
+  private maskInString(out: Float32Array, logits: Float32Array, n: number): void {
+    const { emptyIds, mixed, tailOf, tails } = this.vocab;
+    out.set(logits.subarray(0, n));
+    for (const id of emptyIds) if (id < n) out[id] = -Infinity;
+    const tailOk = tails.map((t) => feedAll(this.stacks, t) !== null);
+    for (let i = 0; i < mixed.length; i++) if (!tailOk[tailOf[i]] && mixed[i] < n) out[mixed[i]] = -Infinity;
   }
 
   /** Elsewhere: tokens by their first two bytes, a whole group ruled out by one step. */

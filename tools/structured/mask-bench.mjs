@@ -1,7 +1,8 @@
 // How long a structured-output mask takes on a 128K-token vocabulary (Llama 3's size), token by token
 // through a document: `npm run build:ts && node tools/structured/mask-bench.mjs`. No 128K tokenizer
 // can be downloaded here, so the vocabulary is synthetic: the 256 bytes, JSON punctuation, and
-// random words (half with a leading space, a few with quotes), as byte-level BPE vocabularies look.
+// random words (half with a leading space, a few with quotes), and 4000 tokens that run into quotes,
+// escapes, newlines and punctuation, as byte-level BPE vocabularies look.
 import { TokenVocabulary, GrammarConstraint } from "../../dist/core/structured/constraint.js";
 import { compileSchema } from "../../dist/core/structured/schema.js";
 
@@ -40,6 +41,15 @@ pieces.push(
 );
 let r = 12345;
 const rnd = () => (r = (Math.imul(r, 1103515245) + 12345) >>> 0) / 2 ** 32;
+// Tokens whose text runs into quotes, escapes, newlines and punctuation (`",`, `."\n`, `\\n`, ...): inside
+// a string these are the ones that depend on the state, through a few hundred distinct tails.
+const marks = ['"', "\\", "\n", "\t", ",", ".", ":", "}", "]", ")", " ", "{", "[", "'", "0", "n", "u"];
+for (let i = 0; i < 4000; i++) {
+  let w = rnd() < 0.5 ? "ab".slice(0, 1 + Math.floor(rnd() * 2)) : "";
+  w += ['"', "\\", "\n"][Math.floor(rnd() * 3)];
+  for (let j = 0, n = Math.floor(rnd() * 4); j < n; j++) w += marks[Math.floor(rnd() * marks.length)];
+  pieces.push(w);
+}
 while (pieces.length < 128256) {
   let w = rnd() < 0.5 ? " " : "";
   for (let i = 0, n = 1 + Math.floor(rnd() * 8); i < n; i++) w += "abcdefghijklmnopqrstuvwxyz"[Math.floor(rnd() * 26)];
@@ -69,8 +79,9 @@ for (let pass = 0; pass < 2; pass++) {
     for (let k = 0; k < 5; k++) {
       logits.fill(0);
       const t0 = performance.now();
-      kept = c.mask(logits);
+      c.mask(logits);
       best = Math.min(best, performance.now() - t0);
+      kept = logits.filter((x) => x === 0).length;
     }
     rows.push([piece, kept, best]);
     c.advance(pieces.indexOf(piece, 256));
