@@ -24,7 +24,7 @@ import { layerNeurons, routedNeurons } from "../engine/moe.js";
 import { bytesRead } from "../sparse/telemetry.js";
 import { GREEDY, validateSampling } from "../engine/sampler.js";
 import type { ChatMessage } from "../loader/tokenizer.js";
-import type { Node as Grammar } from "../structured/schema.js";
+import { compileSchema, type Node as Grammar } from "../structured/schema.js";
 import { ConversationStore, writeAtomic } from "./conversations.js";
 import {
   PROTOCOL_VERSION,
@@ -169,7 +169,8 @@ export class EngineHost {
       case "model.load":
         return this.load(req.path ?? defaultModelDir(), req.contextLength, req.kvCache ?? this.options.kvCache);
       case "generate": {
-        const events = this.generate(req.messages, req, channel, req.id);
+        const grammar = req.jsonSchema === undefined ? undefined : compileSchema(req.jsonSchema);
+        const events = this.generate(req.messages, { ...req, grammar }, channel, req.id);
         for await (const e of events) channel(e);
         return events.summary;
       }

@@ -35,6 +35,8 @@ export type Request =
       sparsity?: DeepPartial<SparsitySettings>;
       /** false: the chat template's `enable_thinking: false` (ModelInfo.thinkingSwitch). */
       thinking?: boolean;
+      /** Structured output: the reply is a JSON document of this JSON Schema ({"type": "object"}: any object). */
+      jsonSchema?: unknown;
     }
   | { id: number; type: "stop"; target: number }
   | { id: number; type: "sparsity.update"; update: DeepPartial<SparsitySettings> }
@@ -555,7 +557,7 @@ export function parseRequest(x: unknown): Request {
       return { id, type, path, contextLength: contextLengthField(x, where), kvCache: kvCacheField(x, where) };
     }
     case "generate": {
-      onlyKeys(x, ["id", "type", "messages", "sampling", "maxTokens", "sparsity", "thinking"], where);
+      onlyKeys(x, ["id", "type", "messages", "sampling", "maxTokens", "sparsity", "thinking", "jsonSchema"], where);
       const maxTokens = num(x, "maxTokens", where, true);
       if (maxTokens < 1 || maxTokens > LIMITS.maxTokens) fail(where, `"maxTokens" must be in 1..${LIMITS.maxTokens}`);
       const msgs = parseMessages(x.messages, where);
@@ -570,6 +572,15 @@ export function parseRequest(x: unknown): Request {
         thinking: optional(x, "thinking", () => {
           if (typeof x.thinking !== "boolean") fail(where, `"thinking" must be true or false`);
           return x.thinking;
+        }),
+        // Its keywords are checked where it is compiled (the host); here only its kind and size.
+        jsonSchema: optional(x, "jsonSchema", () => {
+          const v = x.jsonSchema;
+          if (typeof v !== "boolean" && (typeof v !== "object" || v === null || Array.isArray(v)))
+            fail(where, `"jsonSchema" must be a JSON Schema (an object)`);
+          if (JSON.stringify(v).length > LIMITS.contentChars)
+            fail(where, `"jsonSchema" is longer than ${LIMITS.contentChars} characters`);
+          return v;
         }),
       };
     }

@@ -1,7 +1,8 @@
-// Sampling: temperature, top-p, top-k, min-p, repetition penalty, seed, max tokens, and for reasoning
-// models (a chat template reading enable_thinking) whether they think first.
+// Sampling: temperature, top-p, top-k, min-p, repetition penalty, seed, max tokens, for reasoning
+// models (a chat template reading enable_thinking) whether they think first, and the reply's format
+// (free text, any JSON object, or JSON following a schema: structured output).
 import { useStore } from "zustand";
-import type { SamplingPanel as Sampling } from "../state/settings.js";
+import { replySchema, type ReplyFormat, type SamplingPanel as Sampling } from "../state/settings.js";
 import { useStudio } from "./hooks.js";
 
 interface FieldSpec {
@@ -29,6 +30,9 @@ export function SamplingPanel() {
   const sampling = useStore(settings, (s) => s.sampling);
   const thinking = useStore(settings, (s) => s.thinking);
   const thinkingSwitch = useStore(connection, (s) => s.model?.thinkingSwitch ?? false);
+  const replyFormat = useStore(settings, (s) => s.replyFormat);
+  const schemaText = useStore(settings, (s) => s.schemaText);
+  const schema = replySchema(replyFormat, schemaText);
   const set = (key: keyof Sampling, v: number) => {
     if (Number.isFinite(v)) settings.getState().setSampling({ [key]: v });
   };
@@ -76,6 +80,35 @@ export function SamplingPanel() {
               onChange={(e) => settings.getState().setThinking(e.target.checked)}
             />
           </label>
+        )}
+        <label className="sfield format" title="Structured output: every token keeps the reply a JSON document">
+          <span className="label">Reply</span>
+          <select
+            data-testid="sampling-format"
+            value={replyFormat}
+            onChange={(e) => settings.getState().setReplyFormat(e.target.value as ReplyFormat)}
+          >
+            <option value="text">Text</option>
+            <option value="json">JSON object</option>
+            <option value="schema">JSON schema…</option>
+          </select>
+        </label>
+        {replyFormat === "schema" && (
+          <>
+            <textarea
+              className="schema"
+              data-testid="sampling-schema"
+              spellCheck={false}
+              rows={8}
+              value={schemaText}
+              onChange={(e) => settings.getState().setSchemaText(e.target.value)}
+            />
+            {schema instanceof Error && (
+              <span className="hint error" data-testid="sampling-schema-error">
+                {schema.message}
+              </span>
+            )}
+          </>
         )}
         {sampling.seed !== undefined && (
           <button className="small" onClick={() => set("seed", Math.floor(Math.random() * 2 ** 31))}>

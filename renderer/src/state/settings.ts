@@ -36,10 +36,16 @@ export const HEAD_METHOD_OPTIONS = ["dense", "hire"] as const;
 /** The audit select: 0 = off, 1 = every token, N = every N-th token. */
 export const AUDIT_OPTIONS = [0, 1, 2, 4, 8, 16, 32] as const;
 
+/** What a reply is: free text, any JSON object, or a document of the schema in `schemaText`. */
+export type ReplyFormat = "text" | "json" | "schema";
+
 export interface SettingsState {
   sampling: SamplingPanel;
   /** Off: reasoning models are asked not to think (enable_thinking: false), where the model can be. */
   thinking: boolean;
+  replyFormat: ReplyFormat;
+  /** The JSON Schema (as typed) that replies follow when replyFormat is "schema". */
+  schemaText: string;
   /** The settings as shown (the host's, plus any change not yet confirmed). */
   sparsity: SparsitySettings;
   /** The settings the host last confirmed. */
@@ -53,6 +59,8 @@ export interface SettingsState {
   selectedLayer: number | null;
   setSampling(patch: Partial<SamplingPanel>): void;
   setThinking(on: boolean): void;
+  setReplyFormat(format: ReplyFormat): void;
+  setSchemaText(text: string): void;
   setTokenMeasure(m: TokenMeasure): void;
   setFrequencyWindow(n: number): void;
   setSelectedLayer(l: number | null): void;
@@ -77,6 +85,10 @@ export function createSettingsStore(init: Partial<Pick<SettingsState, "sampling"
     setSampling: (patch) => set((s) => ({ sampling: { ...s.sampling, ...patch } })),
     thinking: true,
     setThinking: (thinking) => set({ thinking }),
+    replyFormat: "text",
+    schemaText: EXAMPLE_SCHEMA,
+    setReplyFormat: (replyFormat) => set({ replyFormat }),
+    setSchemaText: (schemaText) => set({ schemaText }),
     setTokenMeasure: (tokenMeasure) => set({ tokenMeasure }),
     setFrequencyWindow: (frequencyWindow) => set({ frequencyWindow }),
     selectedLayer: null,
@@ -171,6 +183,31 @@ export function samplingPayload(s: SamplingPanel): Partial<SamplingOptions> {
   };
 }
 
+/** What the schema box holds until the user writes their own. */
+export const EXAMPLE_SCHEMA = `{
+  "type": "object",
+  "properties": {
+    "answer": { "type": "string" },
+    "confidence": { "enum": ["low", "medium", "high"] }
+  },
+  "required": ["answer", "confidence"]
+}`;
+
+/**
+ * The JSON Schema a reply format asks for: undefined for free text, {"type": "object"} for any JSON
+ * object, the schema box's JSON; an Error saying what is wrong when the box does not hold JSON
+ * (the host checks the schema's keywords).
+ */
+export function replySchema(format: ReplyFormat, schemaText: string): unknown {
+  if (format === "text") return undefined;
+  if (format === "json") return { type: "object" };
+  try {
+    return JSON.parse(schemaText) as unknown;
+  } catch (e) {
+    return new Error(`the JSON schema is not JSON: ${(e as Error).message}`);
+  }
+}
+
 /** Sparsity of the dense lane of an A/B comparison. */
 export const DENSE_OVERRIDE: DeepPartial<SparsitySettings> = { ffn: { method: "dense" }, head: { method: "dense" } };
 
@@ -178,13 +215,14 @@ export type GenerateBody = Omit<Extract<Request, { type: "generate" }>, "id">;
 
 /**
  * A generate request for these messages with the panel's sampling (and an optional one-off sparsity);
- * `thinking: false` asks a reasoning model not to think.
+ * `thinking: false` asks a reasoning model not to think; `jsonSchema` holds the reply to a schema.
  */
 export function generatePayload(
   messages: ChatMessage[],
   sampling: SamplingPanel,
   sparsity?: DeepPartial<SparsitySettings>,
   thinking = true,
+  jsonSchema?: unknown,
 ): GenerateBody {
   const maxTokens = Math.min(
     1_000_000,
@@ -193,6 +231,7 @@ export function generatePayload(
   const body: GenerateBody = { type: "generate", messages, sampling: samplingPayload(sampling), maxTokens };
   if (sparsity) body.sparsity = sparsity;
   if (!thinking) body.thinking = false;
+  if (jsonSchema !== undefined) body.jsonSchema = jsonSchema;
   return body;
 }
 

@@ -25,7 +25,14 @@ import {
   historyFor,
   savePayload,
 } from "./conversations.js";
-import { createSettingsStore, DENSE_OVERRIDE, generatePayload, mergeSparsity, mergeUpdates } from "./settings.js";
+import {
+  createSettingsStore,
+  DENSE_OVERRIDE,
+  generatePayload,
+  mergeSparsity,
+  mergeUpdates,
+  replySchema,
+} from "./settings.js";
 import { createTelemetryStore, tokenMark, traceJson } from "./telemetry.js";
 
 export interface StudioOptions {
@@ -312,6 +319,12 @@ export function createStudio(client: HostClient, opts: StudioOptions = {}) {
   /** Stream one reply to the conversation as it stands (it ends with a user message). */
   async function generate(lane?: string, sparsity?: DeepPartial<SparsitySettings>): Promise<GenerationSummary | null> {
     await settleSparsity();
+    const { replyFormat, schemaText } = settings.getState();
+    const schema = replySchema(replyFormat, schemaText);
+    if (schema instanceof Error) {
+      connection.getState().showError("Generating", { code: "BAD_SCHEMA", message: schema.message });
+      return null;
+    }
     const cs = conversations.getState();
     const history = historyFor(cs.current);
     const [conv, index] = beginReply(cs.current, lane, now());
@@ -319,7 +332,7 @@ export function createStudio(client: HostClient, opts: StudioOptions = {}) {
     cs.setStreaming({ requestId: null, index, lane, prefill: null });
     try {
       const { sampling, thinking } = settings.getState();
-      const pending = client.send(generatePayload(history, sampling, sparsity, thinking));
+      const pending = client.send(generatePayload(history, sampling, sparsity, thinking, schema));
       active = { requestId: pending.id, index };
       telemetry.getState().begin(pending.id);
       conversations.getState().setStreaming({ requestId: pending.id, index, lane, prefill: null });
