@@ -364,6 +364,75 @@ test(
   },
 );
 
+test(
+  "e2e: replies held to a JSON schema (structured output), and a schema box that is not JSON",
+  { timeout: 90_000 },
+  async (t) => {
+    if (!existsSync(CHROMIUM)) {
+      t.skip(`no Chromium at ${CHROMIUM} (.ci/run installs Debian's chromium; set HIRE_CHROMIUM to use another)`);
+      return;
+    }
+    const dataDir = mkdtempSync(join(tmpdir(), "hire-e2e-json-"));
+    const { page, pageErrors } = await openApp(t, dataDir, { width: 1280, height: 900 });
+    await page.getByTestId("model-path").fill(defaultModelDir());
+    await page.getByTestId("load-model").click();
+    await page.getByTestId("model-name").filter({ hasText: "hire-brown-6m" }).waitFor({ timeout: 30_000 });
+    await page.getByTestId("ffn-method").selectOption("hire");
+    await page.getByTestId("sampling-maxTokens").fill("300");
+    await page.getByTestId("sampling-format").selectOption("schema");
+    const schema = {
+      type: "object",
+      properties: { city: { type: "string", maxLength: 20 }, people: { type: "integer" }, big: { type: "boolean" } },
+      required: ["city", "people", "big"],
+    };
+    await page.getByTestId("sampling-schema").fill(JSON.stringify(schema, null, 2));
+    await page.getByTestId("prompt-input").fill("Tell me about a city.");
+    await page.getByTestId("send").click();
+    await waitForReply(page, 1, 0);
+    await waitIdle(page);
+    const body = (await page.getByTestId("assistant-message").last().locator(".msg-body").textContent()) ?? "";
+    const v = JSON.parse(body) as { city: string; people: number; big: boolean };
+    assert.deepEqual(Object.keys(v), ["city", "people", "big"], body);
+    assert.ok([...v.city].length <= 20 && Number.isInteger(v.people) && typeof v.big === "boolean", body);
+  mkdirSync(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: join(ARTIFACTS, "e2e-json-schema.png") });
+    // Any JSON object.
+    await page.getByTestId("sampling-format").selectOption("json");
+    await page.getByTestId("prompt-input").fill("Again.");
+    await page.getByTestId("send").click();
+    await waitForReply(page, 2, 0);
+    await waitIdle(page);
+    const second = (await page.getByTestId("assistant-message").last().locator(".msg-body").textContent()) ?? "";
+    assert.equal(second.trimStart()[0], "{", second);
+    // A schema box that is not JSON: said under the box, and sending is an error, not a reply.
+    await page.getByTestId("sampling-format").selectOption("schema");
+    await page.getByTestId("sampling-schema").fill('{"type": "object",');
+    await page
+      .getByTestId("sampling-schema-error")
+      .filter({ hasText: /not JSON/ })
+      .waitFor({ timeout: 5_000 });
+    await page.getByTestId("prompt-input").fill("Once more.");
+    await page.getByTestId("send").click();
+    await page
+      .getByTestId("error")
+      .filter({ hasText: /not JSON/ })
+      .first()
+      .waitFor({ timeout: 10_000 });
+    assert.equal(await page.getByTestId("assistant-message").count(), 2, "no reply was started");
+    assert.equal(await page.getByTestId("user-message").count(), 2, "no message was added");
+    assert.equal(await page.getByTestId("prompt-input").inputValue(), "Once more.", "the typed message is kept");
+    // A schema the engine cannot enforce: the host's error names the keyword.
+    await page.getByTestId("sampling-schema").fill('{"type": "string", "pattern": "^a"}');
+    await page.getByTestId("send").click();
+    await page
+      .getByTestId("error")
+      .filter({ hasText: /"pattern" is not supported/ })
+      .first()
+      .waitFor({ timeout: 10_000 });
+    assert.deepEqual(pageErrors, []);
+  },
+);
+
 test("e2e: a GGUF file typed into the model bar is imported, loaded and chats", { timeout: 60_000 }, async (t) => {
   if (!existsSync(CHROMIUM)) {
     t.skip(`no Chromium at ${CHROMIUM} (.ci/run installs Debian's chromium; set HIRE_CHROMIUM to use another)`);

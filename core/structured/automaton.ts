@@ -76,16 +76,14 @@ const on = (up: Stack | null, f: Frame): Stack => ({ f, up });
 const isWs = (b: number) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
 
 /**
- * Whitespace between structural tokens, as llama.cpp's JSON grammars allow it: one space, or one or two
- * newlines and up to MAX_INDENT spaces or tabs. `ws` encodes the run so far: 0 none, 1 a space,
- * 2 and 3 one and two newlines, 3 + i newlines and i indentation bytes. Returns the run with byte b,
- * or -1 where b may not extend it.
+ * Whitespace between structural tokens: one space, or a newline and up to MAX_INDENT spaces or tabs
+ * of indentation (JSON.stringify's and Python's json.dumps' layouts; llama.cpp's grammars allow about
+ * as much). `ws` encodes the run so far: 0 none, 1 a space, 2 + i a newline and i indentation
+ * bytes. Returns the run with byte b, or -1 where b may not extend it.
  */
 function moreWs(ws: number, b: number): number {
   if (ws === 0) return b === 0x20 ? 1 : b === 0x0a ? 2 : -1;
-  if (ws === 1) return -1;
-  if (ws === 2 && b === 0x0a) return 3;
-  if ((b === 0x20 || b === 0x09) && ws - 3 < MAX_INDENT) return ws < 3 ? 4 : ws + 1;
+  if (ws >= 2 && (b === 0x20 || b === 0x09) && ws - 2 < MAX_INDENT) return ws + 1;
   return -1;
 }
 const isDigit = (b: number) => b >= 0x30 && b <= 0x39;
@@ -111,7 +109,7 @@ const ANY_LIST: Extract<Node, { t: "array" }> = { t: "array", items: { t: "any" 
 const KEYWORDS = ["true", "false", "null"].map((s) => new TextEncoder().encode(s));
 
 /** A whitespace run that cannot grow (moreWs): no whitespace before the document, as OpenAI's replies start. */
-const NO_WS = 3 + MAX_INDENT;
+const NO_WS = 2 + MAX_INDENT;
 
 /** The stacks a document starts from: the root value, its first byte the reply's first. */
 export function initial(root: Node): Stack[] {

@@ -48,13 +48,15 @@ export function Chat() {
   }, [conv.id]);
 
   const send = () => {
-    if (busy || prompt.trim() === "") return;
+    // A reply format that cannot be sent keeps the typed message where it is.
+    if (busy || prompt.trim() === "" || !studio.replyFormatOk()) return;
     const text = prompt;
     setPrompt("");
     stick.current = true;
     void studio.send(text);
   };
   const compare = () => {
+    if (!studio.replyFormatOk()) return;
     const text = prompt;
     setPrompt("");
     stick.current = true;

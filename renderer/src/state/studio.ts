@@ -319,12 +319,8 @@ export function createStudio(client: HostClient, opts: StudioOptions = {}) {
   /** Stream one reply to the conversation as it stands (it ends with a user message). */
   async function generate(lane?: string, sparsity?: DeepPartial<SparsitySettings>): Promise<GenerationSummary | null> {
     await settleSparsity();
-    const { replyFormat, schemaText } = settings.getState();
-    const schema = replySchema(replyFormat, schemaText);
-    if (schema instanceof Error) {
-      connection.getState().showError("Generating", { code: "BAD_SCHEMA", message: schema.message });
-      return null;
-    }
+    const schema = replySchema(settings.getState().replyFormat, settings.getState().schemaText);
+    if (!replyFormatOk()) return null;
     const cs = conversations.getState();
     const history = historyFor(cs.current);
     const [conv, index] = beginReply(cs.current, lane, now());
@@ -376,6 +372,14 @@ export function createStudio(client: HostClient, opts: StudioOptions = {}) {
   }
 
   /** Send a user message and stream the reply. */
+  /** Whether the reply format can be sent (a schema box that is not JSON cannot); if not, says so. */
+  function replyFormatOk(): boolean {
+    const schema = replySchema(settings.getState().replyFormat, settings.getState().schemaText);
+    if (!(schema instanceof Error)) return true;
+    connection.getState().showError("Generating", { code: "BAD_SCHEMA", message: schema.message });
+    return false;
+  }
+
   async function send(text: string): Promise<void> {
     if (text.trim() === "" || !canGenerate()) return;
     stopRequested = false;
@@ -513,6 +517,7 @@ export function createStudio(client: HostClient, opts: StudioOptions = {}) {
     updateSparsity,
     inspectLayer,
     setFrequencyWindow,
+    replyFormatOk,
     send,
     regenerate,
     editAndResend,
