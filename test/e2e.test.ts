@@ -394,8 +394,8 @@ test(
     const v = JSON.parse(body) as { city: string; people: number; big: boolean };
     assert.deepEqual(Object.keys(v), ["city", "people", "big"], body);
     assert.ok([...v.city].length <= 20 && Number.isInteger(v.people) && typeof v.big === "boolean", body);
-  mkdirSync(ARTIFACTS, { recursive: true });
-  await page.screenshot({ path: join(ARTIFACTS, "e2e-json-schema.png") });
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: join(ARTIFACTS, "e2e-json-schema.png") });
     // Any JSON object.
     await page.getByTestId("sampling-format").selectOption("json");
     await page.getByTestId("prompt-input").fill("Again.");

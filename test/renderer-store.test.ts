@@ -45,6 +45,8 @@ import {
   INITIAL_SPARSITY,
   createSettingsStore,
   generatePayload,
+  replySchema,
+  EXAMPLE_SCHEMA,
   mergeSparsity,
   mergeUpdates,
   predictorName,
@@ -516,6 +518,20 @@ test("settings → request payloads", () => {
   assert.equal(parseRequest({ id: 3, ...quiet }).type, "generate");
   assert.equal("thinking" in g, false);
   assert.throws(() => parseRequest({ id: 4, ...quiet, thinking: "no" }), /"thinking" must be true or false/);
+  // The reply format: a JSON Schema goes out as jsonSchema (the host compiles it); text sends none.
+  assert.equal(replySchema("text", EXAMPLE_SCHEMA), undefined);
+  assert.deepEqual(replySchema("json", "ignored"), { type: "object" });
+  const schema = replySchema("schema", EXAMPLE_SCHEMA);
+  assert.deepEqual((schema as { required: string[] }).required, ["answer", "confidence"]);
+  assert.match(String(replySchema("schema", '{"type":')), /the JSON schema is not JSON/);
+  const structured = generatePayload([{ role: "user", content: "hi" }], INITIAL_SAMPLING, undefined, true, schema);
+  assert.deepEqual(parseRequest({ id: 5, ...structured }), {
+    id: 5,
+    ...structured,
+    sparsity: undefined,
+    thinking: undefined,
+  });
+  assert.throws(() => parseRequest({ id: 6, ...g, jsonSchema: "a string" }), /"jsonSchema" must be a JSON Schema/);
   assert.equal(samplingPayload({ ...INITIAL_SAMPLING, temperature: NaN, topP: 3 }).temperature, 0.7);
   assert.equal(samplingPayload({ ...INITIAL_SAMPLING, topP: 3 }).topP, 1);
 

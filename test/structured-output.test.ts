@@ -297,7 +297,10 @@ test("vocabulary masks equal a brute force on a vocabulary of JSON fragments (ev
     required: ["id", "label", "text"],
   });
   const docs: [Node, string][] = [
-    [schema, '{"id": -120, "label": 125, "text": "é \\"q\\" \\u00e9 ✓𝄞", "rest": [1.5e3, null, "x"], "any": {"k": [true, {}]}}'],
+    [
+      schema,
+      '{"id": -120, "label": 125, "text": "é \\"q\\" \\u00e9 ✓𝄞", "rest": [1.5e3, null, "x"], "any": {"k": [true, {}]}}',
+    ],
     [schema, '{\n  "id": 7,\n  "label": "off",\n  "text": "a"\n}'],
     [ANY, JSON.stringify(randomValue(new Rng(11)), null, 2)],
   ];
@@ -305,7 +308,9 @@ test("vocabulary masks equal a brute force on a vocabulary of JSON fragments (ev
   // bytes fit where the rest does not, partial UTF-8, escapes split across tokens.
   const pieces = new Set<string>();
   const all = docs.map(([, d]) => utf8.encode(d));
-  for (const d of all) for (let i = 0; i < d.length; i++) for (let n = 1; n <= 6 && i + n <= d.length; n++) pieces.add(d.subarray(i, i + n).join(","));
+  for (const d of all)
+    for (let i = 0; i < d.length; i++)
+      for (let n = 1; n <= 6 && i + n <= d.length; n++) pieces.add(d.subarray(i, i + n).join(","));
   for (let b = 0; b < 256; b++) pieces.add(String(b));
   const tokens = [...pieces].map((p) => Uint8Array.from(p.split(",").map(Number)));
   const eos = tokens.length;
@@ -316,7 +321,7 @@ test("vocabulary masks equal a brute force on a vocabulary of JSON fragments (ev
   for (const [[node], bytes] of docs.map((d, i) => [d, all[i]] as const)) {
     const c = new GrammarConstraint(node, vocab);
     let stacks = initial(node);
-    for (let i = 0; i <= bytes.length; ) {
+    for (let i = 0; i <= bytes.length;) {
       const logits = new Float32Array(vocab.size);
       c.mask(logits);
       const allowed = new Set([...logits.keys()].filter((j) => logits[j] === 0));

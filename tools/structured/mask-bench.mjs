@@ -3,6 +3,8 @@
 // can be downloaded here, so the vocabulary is synthetic: the 256 bytes, JSON punctuation, and
 // random words (half with a leading space, a few with quotes), and 4000 tokens that run into quotes,
 // escapes, newlines and punctuation, as byte-level BPE vocabularies look.
+import { performance } from "node:perf_hooks";
+import { TextEncoder } from "node:util";
 import { TokenVocabulary, GrammarConstraint } from "../../dist/core/structured/constraint.js";
 import { compileSchema } from "../../dist/core/structured/schema.js";
 
