@@ -104,3 +104,59 @@ export function setF32(file: string, tensor: string, i: number, value: number): 
   buf.writeFloatLE(value, 8 + n + t.data_offsets[0] + 4 * i);
   writeFileSync(file, buf);
 }
+
+/**
+ * A Llama-2-style tokenizer.json (SentencePiece BPE: "▁" for spaces, byte fallback, a decoder that
+ * strips the first leading space) over `vocab` ids: 3 specials, 256 byte pieces, then words.
+ */
+export function sentencePieceTokenizer(vocab: number): Record<string, unknown> {
+  const pieces = ["<unk>", "<s>", "</s>"];
+  for (let b = 0; b < 256; b++) pieces.push(`<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`);
+  const words = ["▁", "▁the", "▁quick", "▁brown", "▁fox", "'s", "▁é", "語", ".", ",", "▁a", "b", "c"];
+  for (let i = 0; pieces.length < vocab; i++) pieces.push(i < words.length ? words[i] : `▁w${i}`);
+  const special = (id: number, content: string) => ({
+    id,
+    content,
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: false,
+    special: true,
+  });
+  return {
+    version: "1.0",
+    truncation: null,
+    padding: null,
+    added_tokens: [special(0, "<unk>"), special(1, "<s>"), special(2, "</s>")],
+    normalizer: {
+      type: "Sequence",
+      normalizers: [
+        { type: "Prepend", prepend: "▁" },
+        { type: "Replace", pattern: { String: " " }, content: "▁" },
+      ],
+    },
+    pre_tokenizer: null,
+    post_processor: null,
+    decoder: {
+      type: "Sequence",
+      decoders: [
+        { type: "Replace", pattern: { String: "▁" }, content: " " },
+        { type: "ByteFallback" },
+        { type: "Fuse" },
+        { type: "Strip", content: " ", start: 1, stop: 0 },
+      ],
+    },
+    model: {
+      type: "BPE",
+      dropout: null,
+      unk_token: "<unk>",
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: true,
+      byte_fallback: true,
+      ignore_merges: false,
+      vocab: Object.fromEntries(pieces.map((p, i) => [p, i])),
+      merges: [],
+    },
+  };
+}

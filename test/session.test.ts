@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { makeModel } from "../core/modelgen/make-model.js";
-import { useReasoningTemplate } from "./helpers.js";
+import { sentencePieceTokenizer, useReasoningTemplate } from "./helpers.js";
 import { loadModel, type LoadedModel } from "../core/loader/model-folder.js";
 import { Session, type GenerateOptions, type GenerationEvent } from "../core/engine/session.js";
 import { ContextOverflowError, UsageError } from "../core/loader/errors.js";
@@ -107,62 +107,6 @@ test("an already-aborted signal stops before prefill", async () => {
   assert.equal(done.finishReason, "aborted");
   assert.equal(tokens.length, 0);
 });
-
-/**
- * A Llama-2-style tokenizer.json (SentencePiece BPE: "▁" for spaces, byte fallback, a decoder that
- * strips the first leading space) over `vocab` ids: 3 specials, 256 byte pieces, then words.
- */
-function sentencePieceTokenizer(vocab: number): Record<string, unknown> {
-  const pieces = ["<unk>", "<s>", "</s>"];
-  for (let b = 0; b < 256; b++) pieces.push(`<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`);
-  const words = ["▁", "▁the", "▁quick", "▁brown", "▁fox", "'s", "▁é", "語", ".", ",", "▁a", "b", "c"];
-  for (let i = 0; pieces.length < vocab; i++) pieces.push(i < words.length ? words[i] : `▁w${i}`);
-  const special = (id: number, content: string) => ({
-    id,
-    content,
-    single_word: false,
-    lstrip: false,
-    rstrip: false,
-    normalized: false,
-    special: true,
-  });
-  return {
-    version: "1.0",
-    truncation: null,
-    padding: null,
-    added_tokens: [special(0, "<unk>"), special(1, "<s>"), special(2, "</s>")],
-    normalizer: {
-      type: "Sequence",
-      normalizers: [
-        { type: "Prepend", prepend: "▁" },
-        { type: "Replace", pattern: { String: " " }, content: "▁" },
-      ],
-    },
-    pre_tokenizer: null,
-    post_processor: null,
-    decoder: {
-      type: "Sequence",
-      decoders: [
-        { type: "Replace", pattern: { String: "▁" }, content: " " },
-        { type: "ByteFallback" },
-        { type: "Fuse" },
-        { type: "Strip", content: " ", start: 1, stop: 0 },
-      ],
-    },
-    model: {
-      type: "BPE",
-      dropout: null,
-      unk_token: "<unk>",
-      continuing_subword_prefix: null,
-      end_of_word_suffix: null,
-      fuse_unk: true,
-      byte_fallback: true,
-      ignore_merges: false,
-      vocab: Object.fromEntries(pieces.map((p, i) => [p, i])),
-      merges: [],
-    },
-  };
-}
 
 test("streamed text adds up to the decoded reply with a SentencePiece tokenizer (byte pieces, a stripped first space)", async () => {
   // Random tokens from a random model: byte pieces that split characters, words with and without "▁".
