@@ -16,7 +16,10 @@ export const MAX_INDENT = 20;
 const MAX_INT_DIGITS = 16;
 const MAX_FRAC_DIGITS = 16;
 const MAX_EXP_DIGITS = 3;
-/** Stacks kept at once (alternatives that overlap could otherwise multiply). */
+/**
+ * Stacks kept at once: alternatives that overlap could otherwise multiply. Each kept stack can still
+ * complete the document, so dropping some only narrows what may follow.
+ */
 const MAX_STACKS = 64;
 
 type ObjState = "open" | "key" | "colon" | "val" | "after" | "comma";
@@ -74,6 +77,10 @@ export interface Stack {
 const on = (up: Stack | null, f: Frame): Stack => ({ f, up });
 
 const isWs = (b: number) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
+const isDigit = (b: number) => b >= 0x30 && b <= 0x39;
+const isHex = (b: number) => isDigit(b) || (b >= 0x41 && b <= 0x46) || (b >= 0x61 && b <= 0x66);
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
 
 /**
  * Whitespace between structural tokens: one space, or a newline and up to MAX_INDENT spaces or tabs
@@ -86,10 +93,6 @@ function moreWs(ws: number, b: number): number {
   if (ws >= 2 && (b === 0x20 || b === 0x09) && ws - 2 < MAX_INDENT) return ws + 1;
   return -1;
 }
-const isDigit = (b: number) => b >= 0x30 && b <= 0x39;
-const isHex = (b: number) => isDigit(b) || (b >= 0x41 && b <= 0x46) || (b >= 0x61 && b <= 0x66);
-const QUOTE = 0x22;
-const BACKSLASH = 0x5c;
 
 /** For bytes 0x80..0xff: [continuation bytes due, range of the first] when the byte leads a sequence. */
 const UTF8_LEADS: (readonly [number, number, number] | undefined)[] = Array.from({ length: 128 }, (_, i) => {
