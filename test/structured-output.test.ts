@@ -119,6 +119,99 @@ test("numbers are bounded (16 integer, 16 fraction, 3 exponent digits); integers
   assert.ok(finished(obj.stacks), "a closed object is the end");
 });
 
+test("numeric bounds: minimum, maximum and their exclusive forms (and draft 4's), exactly", () => {
+  const pct = compileSchema({ type: "integer", minimum: 0, maximum: 100 });
+  for (const doc of ["0", "7", "100", "-0"]) accepts(pct, doc);
+  refuses(pct, "-1", "-");
+  refuses(pct, "101", "10");
+  refuses(pct, "1000", "100");
+  const positive = compileSchema({ type: "integer", exclusiveMinimum: 0 });
+  refuses(positive, "0", "");
+  accepts(positive, "1");
+  const draft4 = compileSchema({ type: "number", minimum: 0, exclusiveMinimum: true });
+  incomplete(draft4, "0"); // a prefix of 0.001, but not a document
+  accepts(draft4, "0.001");
+  const unit = compileSchema({ type: "array", items: { type: "number", minimum: 0.5, exclusiveMaximum: 1 } });
+  accepts(unit, "[0.5, 0.75, 0.9999]");
+  refuses(unit, "[0.4]", "[0.");
+  refuses(unit, "[0]", "[0"); // 0 could still become 0.5..., but it ends here
+  refuses(unit, "[1]", "[");
+  refuses(unit, "[0.5e0]", "[0.5"); // no exponents where there are bounds
+  // Exact decimals: 0.3 is 0.3 (not the float just above it), 2^53 - 1 is itself.
+  const third = compileSchema({ type: "number", maximum: 0.3 });
+  accepts(third, "0.3");
+  refuses(third, "0.30000000000001", "0.3000000000000");
+  const big = compileSchema({ type: "integer", maximum: Number.MAX_SAFE_INTEGER });
+  accepts(big, "9007199254740991");
+  refuses(big, "9007199254740992", "900719925474099");
+});
+
+test("numeric bounds, at random: a number is accepted exactly when it is within them, and every accepted prefix can still end within them", () => {
+  const rng = new Rng(17);
+  const pickInt = (n: number) => Math.floor(rng.next() * n);
+  const decimalText = () => {
+    const neg = rng.next() < 0.4 ? "-" : "";
+    const int = String(pickInt(rng.next() < 0.5 ? 10 : 2000));
+    const frac = rng.next() < 0.5 ? "." + String(pickInt(1000)).padStart(1 + pickInt(3), "0") : "";
+    return neg + int + frac;
+  };
+  const exact = (t: string) => {
+    const [i, f = ""] = t.replace("-", "").split(".");
+    return { n: BigInt(i + f) * (t.startsWith("-") ? -1n : 1n), s: f.length };
+  };
+  const le = (a: { n: bigint; s: number }, b: { n: bigint; s: number }) =>
+    a.n * 10n ** BigInt(Math.max(a.s, b.s) - a.s) <= b.n * 10n ** BigInt(Math.max(a.s, b.s) - b.s);
+  let checked = 0;
+  for (let trial = 0; trial < 120; trial++) {
+    const integer = rng.next() < 0.5;
+    const schema: Record<string, unknown> = { type: integer ? "integer" : "number" };
+    const lo = rng.next() < 0.7 ? decimalText() : undefined;
+    const hi = rng.next() < 0.7 ? decimalText() : undefined;
+    if (lo !== undefined) schema[rng.next() < 0.5 ? "minimum" : "exclusiveMinimum"] = Number(lo);
+    if (hi !== undefined) schema[rng.next() < 0.5 ? "maximum" : "exclusiveMaximum"] = Number(hi);
+    let node: Node;
+    try {
+      node = compileSchema({ type: "array", items: schema });
+    } catch {
+      continue; // bounds nothing meets
+    }
+    const inside = (t: string) => {
+      const v = exact(t);
+      if (integer && v.s > 0) return false;
+      const L = schema.minimum ?? schema.exclusiveMinimum;
+      const H = schema.maximum ?? schema.exclusiveMaximum;
+      if (L !== undefined) {
+        const l = exact(JSON.stringify(L));
+        if (schema.minimum !== undefined ? !le(l, v) : le(v, l)) return false;
+      }
+      if (H !== undefined) {
+        const h = exact(JSON.stringify(H));
+        if (schema.maximum !== undefined ? !le(v, h) : le(h, v)) return false;
+      }
+      return true;
+    };
+    for (let k = 0; k < 40; k++) {
+      const t = decimalText();
+      const r = run(node, `[${t}]`);
+      assert.equal(r.refusedAt === -1, inside(t), `${JSON.stringify(schema)}: ${t}`);
+      // Every prefix the automaton took can still end within the bounds (a search over digits).
+      const taken = r.refusedAt === -1 ? t.length : r.refusedAt - 1;
+      const prefix = `[${t.slice(0, taken)}`;
+      const canFinish = (stacks: Stack[], depth: number): boolean => {
+        if (feed(stacks, 0x5d).length > 0) return true;
+        if (depth === 0) return false;
+        return [..."0123456789."].some((c) => {
+          const next = feed(stacks, c.charCodeAt(0));
+          return next.length > 0 && canFinish(next, depth - 1);
+        });
+      };
+      if (taken > 0) assert.ok(canFinish(run(node, prefix).stacks, 4), `${JSON.stringify(schema)}: ${prefix}…`);
+      checked++;
+    }
+  }
+  assert.ok(checked > 2000, `checked ${checked}`);
+});
+
 test("objects: properties in schema order, required ones never skipped, no others; maps take any keys", () => {
   const person = compileSchema({
     type: "object",
@@ -216,7 +309,10 @@ test("compileSchema: what it cannot enforce, or that names nothing, is an error 
       (e: unknown) => e instanceof UsageError && msg.test((e as Error).message),
     );
   bad({ type: "string", pattern: "^a" }, /#: "pattern" is not supported/);
-  bad({ type: "object", properties: { n: { type: "number", minimum: 0 } } }, /#\/properties\/n: "minimum"/);
+  bad({ type: "object", properties: { n: { type: "number", multipleOf: 2 } } }, /#\/properties\/n: "multipleOf"/);
+  bad({ type: "integer", minimum: 2.1, maximum: 2.9 }, /no integer of up to 16 digits is within the bounds/);
+  bad({ type: "number", exclusiveMinimum: 1, maximum: 1 }, /no number .* within the bounds/);
+  bad({ type: "number", minimum: "0" }, /"minimum" must be a number/);
   bad({ type: "object", properties: {}, required: ["x"] }, /"x" is not in "properties"/);
   bad({ $ref: "#/$defs/missing" }, /names nothing/);
   bad({ $ref: "http://example.com/s.json" }, /only "#"/);

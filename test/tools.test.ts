@@ -401,8 +401,10 @@ test("tool_choice and response_format mistakes are 400s naming the field", async
     [{ response_format: { type: "xml" } }, /"response_format.type"/],
     [{ response_format: { type: "json_schema", json_schema: { schema: {} } } }, /with a "name"/],
     [
-      { response_format: { type: "json_schema", json_schema: { name: "x", schema: { type: "number", minimum: 1 } } } },
-      /"minimum" is not supported/,
+      {
+        response_format: { type: "json_schema", json_schema: { name: "x", schema: { type: "number", multipleOf: 2 } } },
+      },
+      /"multipleOf" is not supported/,
     ],
     [
       { tools: [WEATHER], tool_choice: "required", response_format: { type: "json_object" } },

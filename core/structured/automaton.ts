@@ -9,12 +9,11 @@
 // bounded (moreWs), and numbers are bounded in length, so a model cannot stall forever inside the
 // grammar on filler.
 import type { Node, Prop } from "./schema.js";
+import { MAX_FRAC_DIGITS, MAX_INT_DIGITS, parseDecimal, reachable, within, type Bounds } from "./bounds.js";
 
 /** Indentation bytes (spaces, tabs) allowed after a newline between structural tokens. */
 export const MAX_INDENT = 20;
-/** Digits allowed in a number's integer part, its fraction and its exponent. */
-const MAX_INT_DIGITS = 16;
-const MAX_FRAC_DIGITS = 16;
+/** Digits allowed in a number's exponent (its integer part and fraction: bounds.ts). */
 const MAX_EXP_DIGITS = 3;
 /**
  * Stacks kept at once: alternatives that overlap could otherwise multiply. Each kept stack can still
@@ -24,9 +23,9 @@ const MAX_STACKS = 64;
 
 type ObjState = "open" | "key" | "colon" | "val" | "after" | "comma";
 type ArrState = "open" | "val" | "after" | "comma";
-// Number states: after '-', after a leading 0, integer digits, after '.', fraction digits, after e,
-// after the exponent's sign, exponent digits.
-type NumState = "minus" | "zero" | "int" | "dot" | "frac" | "e" | "esign" | "exp";
+// Number states: before the first digit (no sign; passing only), after '-', after a leading 0, integer
+// digits, after '.', fraction digits, after e, after the exponent's sign, exponent digits.
+type NumState = "sign" | "minus" | "zero" | "int" | "dot" | "frac" | "e" | "esign" | "exp";
 
 type Frame =
   | { readonly k: "root"; readonly done: boolean }
@@ -65,7 +64,20 @@ type Frame =
       readonly lo: number;
       readonly hi: number;
     }
-  | { readonly k: "num"; readonly integer: boolean; readonly st: NumState; readonly digits: number }
+  /**
+   * A number: its state, its text so far (sign, integer and fraction digits) and exponent digits, and
+   * the bounds (minimum, maximum, ...) every way of finishing it must still be able to meet.
+   */
+  | {
+      readonly k: "num";
+      readonly integer: boolean;
+      readonly bounds: Bounds | null;
+      readonly st: NumState;
+      readonly neg: boolean;
+      readonly int: string;
+      readonly frac: string;
+      readonly exp: number;
+    }
   | { readonly k: "lit"; readonly texts: readonly Uint8Array[]; readonly pos: number }
   | { readonly k: "seq"; readonly parts: readonly Node[]; readonly i: number };
 
@@ -164,7 +176,7 @@ export function inFreeString(stacks: readonly Stack[]): boolean {
 function canEnd(s: Stack): boolean {
   const f = s.f;
   if (f.k === "root") return f.done;
-  if (f.k === "num" && numComplete(f.st)) return canEnd(afterValue(s.up!));
+  if (f.k === "num" && numberEnds(f)) return canEnd(afterValue(s.up!));
   if (f.k === "lit" && f.texts.some((t) => t.length === f.pos)) return canEnd(afterValue(s.up!));
   return false;
 }
@@ -232,7 +244,7 @@ function startValue(up: Stack, node: Node, ws: number, b: number, out: Stack[]):
       if (b === 0x7b) out.push(on(up, objFrame(ANY_MAP)));
       else if (b === 0x5b) out.push(on(up, { k: "arr", node: ANY_LIST, st: "open", count: 0, ws: 0 }));
       else if (b === QUOTE) out.push(on(up, { k: "str", min: 0, max: Infinity, n: 0, esc: 0, u: 0, lo: 0, hi: 0 }));
-      else if (b === 0x2d || isDigit(b)) startNumber(up, false, b, out);
+      else if (b === 0x2d || isDigit(b)) startNumber(up, false, null, b, out);
       else startLiteral(up, KEYWORDS, b, out);
       return;
     case "object":
@@ -245,7 +257,7 @@ function startValue(up: Stack, node: Node, ws: number, b: number, out: Stack[]):
       if (b === QUOTE) out.push(on(up, { k: "str", min: node.min, max: node.max, n: 0, esc: 0, u: 0, lo: 0, hi: 0 }));
       return;
     case "number":
-      if (b === 0x2d || isDigit(b)) startNumber(up, node.integer, b, out);
+      if (b === 0x2d || isDigit(b)) startNumber(up, node.integer, node.bounds ?? null, b, out);
       return;
     case "literal":
       return startLiteral(up, node.texts, b, out);
@@ -302,48 +314,79 @@ function stepString(s: Stack, f: Extract<Frame, { k: "str" }>, b: number, out: S
   else out.push(on(s.up, { ...f, n: f.n + 1 }));
 }
 
-function startNumber(up: Stack, integer: boolean, b: number, out: Stack[]): void {
-  const st: NumState = b === 0x2d ? "minus" : b === 0x30 ? "zero" : "int";
-  out.push(on(up, { k: "num", integer, st, digits: st === "minus" ? 0 : 1 }));
+function startNumber(up: Stack, integer: boolean, bounds: Bounds | null, b: number, out: Stack[]): void {
+  const num: Extract<Frame, { k: "num" }> = {
+    k: "num",
+    integer,
+    bounds,
+    st: "minus",
+    neg: false,
+    int: "",
+    frac: "",
+    exp: 0,
+  };
+  if (b === 0x2d) pushNumber(up, { ...num, neg: true }, out);
+  else stepNumber(on(up, num), { ...num, st: "sign" }, b, out);
+}
+
+/** The number frame, where its bounds can still be met by some way of finishing it. */
+function pushNumber(up: Stack | null, f: Extract<Frame, { k: "num" }>, out: Stack[]): void {
+  if (f.bounds) {
+    const more = f.st === "dot" || f.st === "frac" ? MAX_FRAC_DIGITS - f.frac.length : MAX_INT_DIGITS - f.int.length;
+    const dot = f.st === "dot" || f.st === "frac";
+    const ok = reachable(f.bounds, f.integer, f.neg, f.int, dot, f.frac, dot ? 0 : more, dot ? more : MAX_FRAC_DIGITS);
+    if (!ok) return;
+  }
+  out.push(on(up, f));
 }
 
 function stepNumber(s: Stack, f: Extract<Frame, { k: "num" }>, b: number, out: Stack[]): void {
-  const to = (st: NumState, digits: number): void => {
-    out.push(on(s.up, { ...f, st, digits }));
-  };
   const digit = isDigit(b);
-  const fracOrExp = !f.integer;
+  const d = String.fromCharCode(b);
+  // Exponents only without bounds (an exponent reaches any magnitude; bounded numbers are written out).
+  const fraction = !f.integer;
+  const exponent = fraction && !f.bounds;
   switch (f.st) {
+    case "sign": // (the first byte, after no minus) and "minus": the first digit
     case "minus":
-      if (digit) return to(b === 0x30 ? "zero" : "int", 1);
+      if (digit) return pushNumber(s.up, { ...f, st: b === 0x30 ? "zero" : "int", int: d }, out);
       return;
     case "zero":
     case "int":
-      if (digit && f.st === "int") return f.digits < MAX_INT_DIGITS ? to("int", f.digits + 1) : undefined;
-      if (b === 0x2e && fracOrExp) return to("dot", 0);
-      if ((b === 0x65 || b === 0x45) && fracOrExp) return to("e", 0);
+      if (digit && f.st === "int")
+        return f.int.length < MAX_INT_DIGITS ? pushNumber(s.up, { ...f, int: f.int + d }, out) : undefined;
+      if (b === 0x2e && fraction) return pushNumber(s.up, { ...f, st: "dot" }, out);
+      if ((b === 0x65 || b === 0x45) && exponent) return void out.push(on(s.up, { ...f, st: "e" }));
       break;
     case "dot":
-      if (digit) return to("frac", 1);
+      if (digit) return pushNumber(s.up, { ...f, st: "frac", frac: d }, out);
       return;
     case "frac":
-      if (digit) return f.digits < MAX_FRAC_DIGITS ? to("frac", f.digits + 1) : undefined;
-      if (b === 0x65 || b === 0x45) return to("e", 0);
+      if (digit) return f.frac.length < MAX_FRAC_DIGITS ? pushNumber(s.up, { ...f, frac: f.frac + d }, out) : undefined;
+      if ((b === 0x65 || b === 0x45) && exponent) return void out.push(on(s.up, { ...f, st: "e" }));
       break;
     case "e":
-      if (b === 0x2b || b === 0x2d) return to("esign", 0);
-      if (digit) return to("exp", 1);
+      if (b === 0x2b || b === 0x2d) return void out.push(on(s.up, { ...f, st: "esign" }));
+      if (digit) return void out.push(on(s.up, { ...f, st: "exp", exp: 1 }));
       return;
     case "esign":
-      if (digit) return to("exp", 1);
+      if (digit) out.push(on(s.up, { ...f, st: "exp", exp: 1 }));
       return;
     case "exp":
-      if (digit) return f.digits < MAX_EXP_DIGITS ? to("exp", f.digits + 1) : undefined;
+      if (digit) return f.exp < MAX_EXP_DIGITS ? void out.push(on(s.up, { ...f, exp: f.exp + 1 })) : undefined;
       break;
   }
   // A complete number ends at the first byte that cannot continue it; that byte belongs to what follows.
-  if (digit) return; // a digit past the limits (or after a leading 0) ends nothing
+  if (digit || !numberEnds(f)) return; // a digit past the limits (or after a leading 0) ends nothing
   step(afterValue(s.up!), b, out);
+}
+
+/** Whether the number may end as it stands: a complete form, inside its bounds. */
+function numberEnds(f: Extract<Frame, { k: "num" }>): boolean {
+  if (!numComplete(f.st)) return false;
+  if (!f.bounds) return true;
+  const text = `${f.neg ? "-" : ""}${f.int}${f.frac ? `.${f.frac}` : ""}`;
+  return within(parseDecimal(text)!, f.bounds);
 }
 
 function startLiteral(up: Stack, texts: readonly Uint8Array[], b: number, out: Stack[]): void {

@@ -6,6 +6,16 @@
 // reply never silently breaks the client's schema. Annotations (title, description, format, ...) are
 // ignored, as JSON Schema itself treats them.
 import { UsageError } from "../loader/errors.js";
+import {
+  cmp,
+  MAX_FRAC_DIGITS,
+  MAX_INT_DIGITS,
+  parseDecimal,
+  satisfiable,
+  type Bound,
+  type Bounds,
+  type Decimal,
+} from "./bounds.js";
 
 export type Node =
   | { readonly t: "any" }
@@ -13,7 +23,7 @@ export type Node =
   | { readonly t: "object"; readonly props: readonly Prop[]; readonly extra: Node | null }
   | { readonly t: "array"; readonly items: Node; readonly min: number; readonly max: number }
   | { readonly t: "string"; readonly min: number; readonly max: number }
-  | { readonly t: "number"; readonly integer: boolean }
+  | { readonly t: "number"; readonly integer: boolean; readonly bounds?: Bounds }
   /**
    * One of these exact byte strings: a JSON value (enum, const, true/false/null), or with `raw` fixed
    * text around one (a tool call's markers), which takes no whitespace before it.
@@ -63,10 +73,6 @@ const REFUSED = [
   "pattern",
   "patternProperties",
   "propertyNames",
-  "minimum",
-  "maximum",
-  "exclusiveMinimum",
-  "exclusiveMaximum",
   "multipleOf",
   "uniqueItems",
   "contains",
@@ -199,8 +205,10 @@ export function compileSchema(schema: unknown): Node {
         return { t: "string", min, max };
       }
       case "number":
-      case "integer":
-        return { t: "number", integer: t === "integer" };
+      case "integer": {
+        const bounds = numericBounds(o, t === "integer", fail);
+        return { t: "number", integer: t === "integer", ...(bounds && { bounds }) };
+      }
       case "boolean":
         return literal([true, false], path);
       default:
@@ -250,6 +258,39 @@ export function compileSchema(schema: unknown): Node {
   };
   walk(root);
   return root;
+}
+
+/**
+ * minimum / maximum / exclusiveMinimum / exclusiveMaximum as bounds, in both forms JSON Schema has
+ * had (a number each, or draft 4's booleans beside minimum and maximum); undefined without any.
+ */
+function numericBounds(o: Record<string, unknown>, integer: boolean, fail: (w: string) => never): Bounds | undefined {
+  const value = (k: string): Decimal | undefined => {
+    const v = o[k];
+    if (v === undefined || typeof v === "boolean") return undefined;
+    if (typeof v !== "number" || !Number.isFinite(v)) fail(`"${k}" must be a number`);
+    return parseDecimal(JSON.stringify(v))!;
+  };
+  const pick = (
+    incl: Decimal | undefined,
+    excl: Decimal | undefined,
+    draft4: unknown,
+    lower: boolean,
+  ): Bound | undefined => {
+    if (draft4 === true) return incl && { v: incl, open: true };
+    if (incl === undefined) return excl && { v: excl, open: true };
+    if (excl === undefined) return { v: incl, open: false };
+    // Both: the tighter one (the exclusive one where they are equal).
+    const c = cmp(incl, excl);
+    return (lower ? c > 0 : c < 0) ? { v: incl, open: false } : { v: excl, open: true };
+  };
+  const lo = pick(value("minimum"), value("exclusiveMinimum"), o.exclusiveMinimum, true);
+  const hi = pick(value("maximum"), value("exclusiveMaximum"), o.exclusiveMaximum, false);
+  if (!lo && !hi) return undefined;
+  const bounds = { ...(lo && { lo }), ...(hi && { hi }) };
+  if (!satisfiable(bounds, integer, MAX_INT_DIGITS, MAX_FRAC_DIGITS))
+    fail(`no ${integer ? "integer" : "number"} of up to ${MAX_INT_DIGITS} digits is within the bounds`);
+  return bounds;
 }
 
 const ANNOTATIONS = new Set([
