@@ -422,11 +422,11 @@ test(
     assert.equal(await page.getByTestId("user-message").count(), 2, "no message was added");
     assert.equal(await page.getByTestId("prompt-input").inputValue(), "Once more.", "the typed message is kept");
     // A schema the engine cannot enforce: the host's error names the keyword.
-    await page.getByTestId("sampling-schema").fill('{"type": "string", "pattern": "^a"}');
+    await page.getByTestId("sampling-schema").fill('{"type": "array", "uniqueItems": true}');
     await page.getByTestId("send").click();
     await page
       .getByTestId("error")
-      .filter({ hasText: /"pattern" is not supported/ })
+      .filter({ hasText: /"uniqueItems" is not supported/ })
       .first()
       .waitFor({ timeout: 10_000 });
     assert.deepEqual(pageErrors, []);

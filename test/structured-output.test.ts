@@ -10,6 +10,7 @@ import { writeFileSync } from "node:fs";
 import { compileSchema, ANY_OBJECT, ANY, type Node } from "../core/structured/schema.js";
 import { accepting, feed, feedAll, finished, initial, type Stack } from "../core/structured/automaton.js";
 import { GrammarConstraint, TokenVocabulary } from "../core/structured/constraint.js";
+import { Regex } from "../core/structured/regex.js";
 import { Rng } from "../core/engine/sampler.js";
 import { loadModel } from "../core/loader/model-folder.js";
 import { defaultModelDir } from "../core/loader/default-model.js";
@@ -212,6 +213,130 @@ test("numeric bounds, at random: a number is accepted exactly when it is within 
   assert.ok(checked > 2000, `checked ${checked}`);
 });
 
+/** Whether our NFA matches `text` (JSON Schema's search semantics, as RegExp.test). */
+function nfaMatches(pattern: string, text: string): boolean {
+  const re = Regex.compile(pattern);
+  let state = re.initial();
+  for (const ch of text) {
+    // ECMAScript (without the u flag) sees UTF-16 units; the automaton feeds raw characters as code
+    // points, so these tests keep to the BMP.
+    state = re.step(state, ch.codePointAt(0)!);
+    if (state < 0) return false;
+  }
+  return re.matches(state);
+}
+
+test("pattern: the NFA matches exactly what ECMAScript's RegExp.test does, on many patterns and strings", () => {
+  const patterns = [
+    "^\\d{3}-\\d{4}$",
+    "^[A-Z][a-z]+( [A-Z][a-z]+)*$",
+    "ab|cd",
+    "^(foo|bar)?baz$",
+    "^[^@\\s]+@[^@\\s]+\\.[a-z]{2,}$",
+    "x{2,3}",
+    "^a.c$",
+    "^[\\w.-]+$",
+    "^\\u00e9+$",
+    "^(?:ab){2}$",
+    "^(?<year>\\d{4})$",
+    "colou?r",
+    "^[+-]?\\d+(\\.\\d+)?$",
+    "^\\s*$",
+    "[^a-z]",
+    "^[\\]\\-a]+$",
+    "^a{0,2}b*?c+?$",
+    "^(a|ab)(c|bcd)(d*)$",
+    "^$",
+    "^\\x41\\t\\D\\W\\S$",
+  ];
+  const alphabet = [
+    "a",
+    "b",
+    "c",
+    "d",
+    "x",
+    "A",
+    "Z",
+    "0",
+    "5",
+    "9",
+    "-",
+    ".",
+    "@",
+    " ",
+    "\t",
+    "\n",
+    "é",
+    "]",
+    "+",
+    "_",
+  ];
+  const rng = new Rng(23);
+  let checked = 0;
+  for (const p of patterns) {
+    const js = new RegExp(p);
+    const samples = [
+      "",
+      "123-4567",
+      "Ada Lovelace",
+      "foobaz",
+      "baz",
+      "a@b.io",
+      "xxx",
+      "abc",
+      "a-b.c_d",
+      "éé",
+      "abab",
+      "2024",
+      "color",
+      "-1.25",
+      "  ",
+      "]-a",
+      "aabccc",
+      "abcd",
+      "A\t!\n ",
+    ];
+    for (let i = 0; i < 300; i++)
+      samples.push(
+        Array.from(
+          { length: Math.floor(rng.next() * 8) },
+          () => alphabet[Math.floor(rng.next() * alphabet.length)],
+        ).join(""),
+      );
+    for (const text of samples) {
+      assert.equal(nfaMatches(p, text), js.test(text), `/${p}/ on ${JSON.stringify(text)}`);
+      checked++;
+    }
+  }
+  assert.ok(checked > 6000);
+});
+
+test("pattern and format in JSON strings: decoded characters (escapes, UTF-8) go through the pattern", () => {
+  const code = compileSchema({ type: "string", pattern: "^[A-Z]{3}-\\d{2}$" });
+  accepts(code, '"ABC-12"');
+  refuses(code, '"AB1-12"', '"AB');
+  refuses(code, '"ABC-1"', '"ABC-1');
+  refuses(code, '"ABC-123"', '"ABC-12');
+  accepts(code, '"\\u0041BC-12"'); // an escaped A is an A
+  const lines = compileSchema({ type: "string", pattern: "^a\\nb$" });
+  accepts(lines, '"a\\nb"');
+  const accent = compileSchema({ type: "string", pattern: "^é+$", maxLength: 2 });
+  accepts(accent, '"éé"');
+  accepts(accent, '"\\u00e9"');
+  refuses(accent, '"eé"', '"');
+  refuses(accent, '"ééé"', '"éé');
+  const contains = compileSchema({ type: "string", pattern: "cat" }); // anywhere, as JSON Schema says
+  accepts(contains, '"a cat sat"');
+  incomplete(contains, '"a dog');
+  const when = compileSchema({ type: "string", format: "date-time" });
+  accepts(when, '"2024-02-29T23:59:60Z"'.replace("60", "59"));
+  accepts(when, '"1999-12-31T00:00:00.123+05:30"');
+  refuses(when, '"2024-13-01T00:00:00Z"', '"2024-1');
+  refuses(when, '"2024-01-01 00:00:00Z"', '"2024-01-01');
+  accepts(compileSchema({ format: "uuid", type: "string" }), '"123e4567-e89b-12d3-a456-426614174000"');
+  accepts(compileSchema({ format: "email", type: "string" }), '"not checked: an annotation"');
+});
+
 test("objects: properties in schema order, required ones never skipped, no others; maps take any keys", () => {
   const person = compileSchema({
     type: "object",
@@ -308,7 +433,9 @@ test("compileSchema: what it cannot enforce, or that names nothing, is an error 
       () => compileSchema(schema),
       (e: unknown) => e instanceof UsageError && msg.test((e as Error).message),
     );
-  bad({ type: "string", pattern: "^a" }, /#: "pattern" is not supported/);
+  bad({ type: "string", pattern: "(?=a)b" }, /#: pattern "\(\?=a\)b": lookaround is not supported/);
+  bad({ type: "string", pattern: "(a)\\1" }, /backreferences are not supported/);
+  bad({ type: "array", uniqueItems: true }, /#: "uniqueItems" is not supported/);
   bad({ type: "object", properties: { n: { type: "number", multipleOf: 2 } } }, /#\/properties\/n: "multipleOf"/);
   bad({ type: "integer", minimum: 2.1, maximum: 2.9 }, /no integer of up to 16 digits is within the bounds/);
   bad({ type: "number", exclusiveMinimum: 1, maximum: 1 }, /no number .* within the bounds/);
@@ -386,6 +513,7 @@ test("vocabulary masks equal a brute force on a vocabulary of JSON fragments (ev
       id: { type: "integer" },
       label: { enum: ["on", "off", 12, 125] },
       text: { type: "string", minLength: 1, maxLength: 30 },
+      code: { type: "string", pattern: "^[A-Z]{2}\\d+$" },
       rest: { type: "array", items: { type: ["number", "null", "string"] }, maxItems: 4 },
       any: {},
     },
@@ -394,7 +522,7 @@ test("vocabulary masks equal a brute force on a vocabulary of JSON fragments (ev
   const docs: [Node, string][] = [
     [
       schema,
-      '{"id": -120, "label": 125, "text": "é \\"q\\" \\u00e9 ✓𝄞", "rest": [1.5e3, null, "x"], "any": {"k": [true, {}]}}',
+      '{"id": -120, "label": 125, "text": "é \\"q\\" \\u00e9 ✓𝄞", "code": "AB12", "rest": [1.5e3, null, "x"], "any": {"k": [true, {}]}}',
     ],
     [schema, '{\n  "id": 7,\n  "label": "off",\n  "text": "a"\n}'],
     [ANY, JSON.stringify(randomValue(new Rng(11)), null, 2)],
@@ -511,6 +639,36 @@ test("the engine writes schema-valid JSON at any temperature, and ends when the 
   for await (const ev of session.generate("The person:", { maxTokens: 40, temperature: 1, seed: 3 }))
     if (ev.type === "done") free = ev.text;
   assert.throws(() => JSON.parse(free));
+});
+
+test("the engine writes patterns, formats and bounded numbers as the schema asks", async () => {
+  const model = loadModel(defaultModelDir());
+  const session = new Session(model);
+  const grammar = compileSchema({
+    type: "object",
+    properties: {
+      day: { type: "string", format: "date" },
+      code: { type: "string", pattern: "^[A-Z]{3}-\\d{2}$" },
+      score: { type: "number", minimum: -1, maximum: 1 },
+      count: { type: "integer", exclusiveMinimum: 0, maximum: 9 },
+    },
+    required: ["day", "code", "score", "count"],
+  });
+  for (const [temperature, seed] of [
+    [0, 1],
+    [1, 2],
+    [1.3, 3],
+  ]) {
+    let done: { text: string; finishReason: string } | undefined;
+    for await (const ev of session.generate("Today:", { maxTokens: 300, temperature, seed, grammar }))
+      if (ev.type === "done") done = ev;
+    assert.ok(done && done.finishReason === "stop", done?.text);
+    const v = JSON.parse(done.text) as { day: string; code: string; score: number; count: number };
+    assert.match(v.day, /^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$/, done.text);
+    assert.match(v.code, /^[A-Z]{3}-\d{2}$/, done.text);
+    assert.ok(v.score >= -1 && v.score <= 1, done.text);
+    assert.ok(Number.isInteger(v.count) && v.count > 0 && v.count <= 9, done.text);
+  }
 });
 
 test("structured output with HiRE's output layer: a step whose candidates the grammar all rules out takes the whole layer", async (t) => {

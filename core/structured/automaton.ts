@@ -9,6 +9,7 @@
 // bounded (moreWs), and numbers are bounded in length, so a model cannot stall forever inside the
 // grammar on filler.
 import type { Node, Prop } from "./schema.js";
+import type { Regex } from "./regex.js";
 import { MAX_FRAC_DIGITS, MAX_INT_DIGITS, parseDecimal, reachable, within, type Bounds } from "./bounds.js";
 
 /** Indentation bytes (spaces, tabs) allowed after a newline between structural tokens. */
@@ -52,7 +53,8 @@ type Frame =
     }
   /**
    * A string: chars so far (code points; an escape is one), escape state (0 none, 1 after \, 2..5 in
-   * \uXXXX), UTF-8 continuation bytes still due (u) and the range the next one must be in (lo..hi).
+   * \uXXXX), UTF-8 continuation bytes still due (u) and the range the next one must be in (lo..hi),
+   * the character being decoded (cp), and with a pattern, its (DFA) state so far.
    */
   | {
       readonly k: "str";
@@ -63,6 +65,9 @@ type Frame =
       readonly u: number;
       readonly lo: number;
       readonly hi: number;
+      readonly cp: number;
+      readonly re: Regex | null;
+      readonly dfa: number;
     }
   /**
    * A number: its state, its text so far (sign, integer and fraction digits) and exponent digits, and
@@ -119,6 +124,19 @@ const UTF8_LEADS: (readonly [number, number, number] | undefined)[] = Array.from
   return undefined;
 });
 
+const PLAIN_STRING: Extract<Frame, { k: "str" }> = {
+  k: "str",
+  min: 0,
+  max: Infinity,
+  n: 0,
+  esc: 0,
+  u: 0,
+  lo: 0,
+  hi: 0,
+  cp: 0,
+  re: null,
+  dfa: -1,
+};
 const ANY_MAP: Extract<Node, { t: "object" }> = { t: "object", props: [], extra: { t: "any" } };
 const ANY_LIST: Extract<Node, { t: "array" }> = { t: "array", items: { t: "any" }, min: 0, max: Infinity };
 const KEYWORDS = ["true", "false", "null"].map((s) => new TextEncoder().encode(s));
@@ -169,8 +187,32 @@ export function finished(stacks: readonly Stack[]): boolean {
  */
 export function inFreeString(stacks: readonly Stack[]): boolean {
   return stacks.every(
-    (s) => s.f.k === "str" && s.f.esc === 0 && s.f.u === 0 && s.f.max === Infinity && s.f.n >= s.f.min,
+    (s) => s.f.k === "str" && s.f.esc === 0 && s.f.u === 0 && s.f.max === Infinity && s.f.n >= s.f.min && !s.f.re,
   );
+}
+
+/** What a string's text may still take, when the only stack is inside one between characters. */
+export interface StringState {
+  readonly n: number;
+  readonly max: number;
+  readonly re: Regex | null;
+  readonly dfa: number;
+}
+
+export function stringState(stacks: readonly Stack[]): StringState | undefined {
+  if (stacks.length !== 1) return undefined;
+  const f = stacks[0].f;
+  return f.k === "str" && f.esc === 0 && f.u === 0 ? f : undefined;
+}
+
+/**
+ * The stacks of stringState's string after more plain text: `n` characters in all, the pattern at
+ * `dfa` (what the text's characters, fed one by one, would have left).
+ */
+export function withText(stacks: readonly Stack[], n: number, dfa: number): Stack[] {
+  const s = stacks[0];
+  if (stacks.length !== 1 || s.f.k !== "str") throw new Error("withText needs stringState's one string");
+  return [on(s.up, { ...s.f, n, dfa })];
 }
 
 function canEnd(s: Stack): boolean {
@@ -243,7 +285,7 @@ function startValue(up: Stack, node: Node, ws: number, b: number, out: Stack[]):
     case "any":
       if (b === 0x7b) out.push(on(up, objFrame(ANY_MAP)));
       else if (b === 0x5b) out.push(on(up, { k: "arr", node: ANY_LIST, st: "open", count: 0, ws: 0 }));
-      else if (b === QUOTE) out.push(on(up, { k: "str", min: 0, max: Infinity, n: 0, esc: 0, u: 0, lo: 0, hi: 0 }));
+      else if (b === QUOTE) out.push(on(up, PLAIN_STRING));
       else if (b === 0x2d || isDigit(b)) startNumber(up, false, null, b, out);
       else startLiteral(up, KEYWORDS, b, out);
       return;
@@ -254,7 +296,10 @@ function startValue(up: Stack, node: Node, ws: number, b: number, out: Stack[]):
       if (b === 0x5b) out.push(on(up, { k: "arr", node, st: "open", count: 0, ws: 0 }));
       return;
     case "string":
-      if (b === QUOTE) out.push(on(up, { k: "str", min: node.min, max: node.max, n: 0, esc: 0, u: 0, lo: 0, hi: 0 }));
+      if (b === QUOTE) {
+        const re = node.pattern ?? null;
+        out.push(on(up, { ...PLAIN_STRING, min: node.min, max: node.max, re, dfa: re ? re.initial() : -1 }));
+      }
       return;
     case "number":
       if (b === 0x2d || isDigit(b)) startNumber(up, node.integer, node.bounds ?? null, b, out);
@@ -270,33 +315,47 @@ function objFrame(node: Extract<Node, { t: "object" }>): Frame {
 
 // ---- strings, numbers, literals --------------------------------------------------------------
 
+/** What a one-character JSON escape (after the backslash) writes, by its letter. */
+const ESCAPED: Record<number, number> = {
+  0x22: 0x22,
+  0x5c: 0x5c,
+  0x2f: 0x2f,
+  0x62: 8,
+  0x66: 12,
+  0x6e: 10,
+  0x72: 13,
+  0x74: 9,
+};
+
 function stepString(s: Stack, f: Extract<Frame, { k: "str" }>, b: number, out: Stack[]): void {
+  // A character the string's text gains (decoded): its pattern must still be able to match.
+  const char = (g: Extract<Frame, { k: "str" }>, c: number): void => {
+    if (!g.re) return void out.push(on(s.up, g));
+    const dfa = g.re.step(g.dfa, c);
+    if (dfa >= 0) out.push(on(s.up, { ...g, dfa }));
+  };
   if (f.esc === 1) {
-    if (b === 0x75) out.push(on(s.up, { ...f, esc: 2 }));
-    else if (
-      b === QUOTE ||
-      b === BACKSLASH ||
-      b === 0x2f ||
-      b === 0x62 ||
-      b === 0x66 ||
-      b === 0x6e ||
-      b === 0x72 ||
-      b === 0x74
-    )
-      out.push(on(s.up, { ...f, esc: 0 }));
+    if (b === 0x75) out.push(on(s.up, { ...f, esc: 2, cp: 0 }));
+    else if (ESCAPED[b] !== undefined) char({ ...f, esc: 0 }, ESCAPED[b]);
     return;
   }
   if (f.esc >= 2) {
-    if (isHex(b)) out.push(on(s.up, { ...f, esc: f.esc === 5 ? 0 : f.esc + 1 }));
+    if (!isHex(b)) return;
+    const cp = f.cp * 16 + parseInt(String.fromCharCode(b), 16);
+    if (f.esc < 5) out.push(on(s.up, { ...f, esc: f.esc + 1, cp }));
+    else char({ ...f, esc: 0, cp: 0 }, cp); // \uXXXX: one UTF-16 unit, as ECMAScript patterns see it
     return;
   }
   if (f.u > 0) {
     // Inside a UTF-8 sequence: only its continuation bytes (the character was counted at its lead).
-    if (b >= f.lo && b <= f.hi) out.push(on(s.up, { ...f, u: f.u - 1, lo: 0x80, hi: 0xbf }));
+    if (b < f.lo || b > f.hi) return;
+    const cp = f.cp * 64 + (b & 0x3f);
+    if (f.u > 1) out.push(on(s.up, { ...f, u: f.u - 1, lo: 0x80, hi: 0xbf, cp }));
+    else char({ ...f, u: 0, lo: 0x80, hi: 0xbf, cp: 0 }, cp);
     return;
   }
   if (b === QUOTE) {
-    if (f.n >= f.min) out.push(afterValue(s.up!));
+    if (f.n >= f.min && (!f.re || f.re.matches(f.dfa))) out.push(afterValue(s.up!));
     return;
   }
   if (b < 0x20) return; // control characters must be escaped
@@ -304,14 +363,14 @@ function stepString(s: Stack, f: Extract<Frame, { k: "str" }>, b: number, out: S
   if (b >= 0x80) {
     // A lead byte of well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF).
     const lead = UTF8_LEADS[b - 0x80];
-    if (lead) out.push(on(s.up, { ...f, n: f.n + 1, u: lead[0], lo: lead[1], hi: lead[2] }));
+    if (lead) out.push(on(s.up, { ...f, n: f.n + 1, u: lead[0], lo: lead[1], hi: lead[2], cp: b & (0x3f >> lead[0]) }));
     return;
   }
-  // The escape counts as the character it writes. Past minLength, with no maxLength, the count no
-  // longer matters and stays put: plain text then leaves the stack as it is (no allocation).
+  // The escape counts as the character it writes. Past minLength, with no maxLength or pattern, the
+  // count no longer matters and stays put: plain text then leaves the stack as it is (no allocation).
   if (b === BACKSLASH) out.push(on(s.up, { ...f, n: f.n + 1, esc: 1 }));
-  else if (f.n >= f.min && f.max === Infinity) out.push(s);
-  else out.push(on(s.up, { ...f, n: f.n + 1 }));
+  else if (f.n >= f.min && f.max === Infinity && !f.re) out.push(s);
+  else char({ ...f, n: f.n + 1 }, b);
 }
 
 function startNumber(up: Stack, integer: boolean, bounds: Bounds | null, b: number, out: Stack[]): void {
@@ -431,9 +490,7 @@ function stepObject(s: Stack, f: Extract<Frame, { k: "obj" }>, b: number, out: S
   };
   const openKey = () => {
     if (map) {
-      out.push(
-        on(on(s.up, { ...f, st: "key", ws: 0 }), { k: "str", min: 0, max: Infinity, n: 0, esc: 0, u: 0, lo: 0, hi: 0 }),
-      );
+      out.push(on(on(s.up, { ...f, st: "key", ws: 0 }), PLAIN_STRING));
       return;
     }
     const cands = candidates(props, f.next);

@@ -3,7 +3,19 @@
 // any temperature) continues a document the grammar accepts, and it advances the grammar by the
 // token it chose. Sampling from masked logits is sampling from the model's distribution restricted
 // to valid tokens, renormalized: the reply is the model's own, only kept inside the grammar.
-import { accepting, feed, feedAll, finished, inFreeString, initial, type Stack } from "./automaton.js";
+import {
+  accepting,
+  feed,
+  feedAll,
+  finished,
+  inFreeString,
+  initial,
+  stringState,
+  withText,
+  type Stack,
+  type StringState,
+} from "./automaton.js";
+import type { Regex } from "./regex.js";
 import type { Node } from "./schema.js";
 
 const STRICT_UTF8 = new TextDecoder("utf-8", { fatal: true });
@@ -103,9 +115,46 @@ export class TokenVocabulary {
   }
 }
 
+/**
+ * Code points of the vocabulary's string text: `ids` the tokens that are plain text whole; every
+ * token's plain start (all of a plain one) at chars[at[id] .. at[id + 1]).
+ */
+interface PlainChars {
+  ids: Int32Array;
+  at: Int32Array;
+  chars: Int32Array;
+}
+const plainCharsOf = new WeakMap<TokenVocabulary, PlainChars>();
+
+function plainChars(v: TokenVocabulary): PlainChars {
+  let p = plainCharsOf.get(v);
+  if (p) return p;
+  const mixed = new Set(v.mixed);
+  const ids: number[] = [];
+  const chars: number[] = [];
+  const at = new Int32Array(v.size + 1);
+  const text = new TextDecoder();
+  for (let id = 0; id < v.size; id++) {
+    at[id] = chars.length;
+    if (v.empty[id]) continue;
+    if (!mixed.has(id)) ids.push(id);
+    const plain = v.data.subarray(
+      v.start[id],
+      v.start[id] + plainLength(v.data.subarray(v.start[id], v.start[id + 1])),
+    );
+    for (const ch of text.decode(plain)) chars.push(ch.codePointAt(0)!);
+  }
+  at[v.size] = chars.length;
+  p = { ids: Int32Array.from(ids), at, chars: Int32Array.from(chars) };
+  plainCharsOf.set(v, p);
+  return p;
+}
+
 export class GrammarConstraint {
   private stacks: Stack[];
   private scratch = new Float32Array(0);
+  /** Per pattern and pattern state: the plain-text tokens it can take (computed on first need). */
+  private readonly patternTokens = new Map<Regex, Map<number, Int32Array>>();
 
   constructor(
     root: Node,
@@ -129,11 +178,13 @@ export class GrammarConstraint {
     if (this.scratch.length !== logits.length) this.scratch = new Float32Array(logits.length);
     const out = this.scratch.fill(-Infinity);
     const n = Math.min(logits.length, size);
+    const keep = (id: number) => {
+      if (id < n) out[id] = logits[id];
+    };
+    const text = stringState(this.stacks);
     if (inFreeString(this.stacks)) this.maskInString(out, logits, n);
-    else
-      this.maskByGroups((id) => {
-        if (id < n) out[id] = logits[id];
-      });
+    else if (text) this.maskInText(text, keep);
+    else this.maskByGroups(keep);
     if (accepting(this.stacks)) for (const id of eos) if (id < n) out[id] = logits[id];
     logits.set(out);
     return out.some((x) => x !== -Infinity);
@@ -150,6 +201,60 @@ export class GrammarConstraint {
     for (const id of emptyIds) if (id < n) out[id] = -Infinity;
     const tailOk = tails.map((t) => feedAll(this.stacks, t) !== null);
     for (let i = 0; i < mixed.length; i++) if (!tailOk[tailOf[i]] && mixed[i] < n) out[mixed[i]] = -Infinity;
+  }
+
+  /**
+   * Inside a string with a pattern or a length limit: plain-text tokens by their characters (the
+   * pattern's verdict per state cached; the length checked against what is left), the others (quotes,
+   * escapes, partial characters) through the automaton.
+   */
+  private maskInText(text: StringState, keep: (id: number) => void): void {
+    const { ids, at } = plainChars(this.vocab);
+    const room = text.max - text.n;
+    const candidates = text.re ? this.tokensOfPattern(text.re, text.dfa) : ids;
+    for (let i = 0; i < candidates.length; i++) {
+      const id = candidates[i];
+      if (at[id + 1] - at[id] <= room) keep(id);
+    }
+    // The rest: their plain start as above, then their tail from where it leaves the string (each
+    // distinct place and tail run once).
+    const { mixed, tailOf, tails } = this.vocab;
+    const { chars } = plainChars(this.vocab);
+    const verdicts = new Map<number, boolean>();
+    for (let i = 0; i < mixed.length; i++) {
+      const id = mixed[i];
+      const count = at[id + 1] - at[id];
+      if (count > room) continue;
+      let dfa = text.dfa;
+      if (text.re) for (let j = at[id]; j < at[id + 1] && dfa >= 0; j++) dfa = text.re.step(dfa, chars[j]);
+      if (text.re && dfa < 0) continue;
+      const n = text.n + count;
+      const key = n < 65536 ? ((dfa + 1) * 65536 + n) * tails.length + tailOf[i] : -1;
+      let ok = verdicts.get(key);
+      if (ok === undefined) {
+        ok = feedAll(withText(this.stacks, n, dfa), tails[tailOf[i]]) !== null;
+        if (key >= 0) verdicts.set(key, ok);
+      }
+      if (ok) keep(id);
+    }
+  }
+
+  /** The plain-text tokens whose characters the pattern can take from `state`. */
+  private tokensOfPattern(re: Regex, state: number): Int32Array {
+    let byState = this.patternTokens.get(re);
+    if (!byState) this.patternTokens.set(re, (byState = new Map()));
+    let list = byState.get(state);
+    if (list) return list;
+    const { ids, at, chars } = plainChars(this.vocab);
+    const ok: number[] = [];
+    for (let i = 0; i < ids.length; i++) {
+      let s = state;
+      for (let j = at[ids[i]]; j < at[ids[i] + 1] && s >= 0; j++) s = re.step(s, chars[j]);
+      if (s >= 0) ok.push(ids[i]);
+    }
+    list = Int32Array.from(ok);
+    byState.set(state, list);
+    return list;
   }
 
   /** Elsewhere: tokens by their first two bytes, a whole group ruled out by one step. */

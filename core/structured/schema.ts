@@ -6,6 +6,7 @@
 // reply never silently breaks the client's schema. Annotations (title, description, format, ...) are
 // ignored, as JSON Schema itself treats them.
 import { UsageError } from "../loader/errors.js";
+import { Regex } from "./regex.js";
 import {
   cmp,
   MAX_FRAC_DIGITS,
@@ -22,7 +23,7 @@ export type Node =
   /** props in the order they must appear (optional ones may be skipped); extra: a map's values (no props). */
   | { readonly t: "object"; readonly props: readonly Prop[]; readonly extra: Node | null }
   | { readonly t: "array"; readonly items: Node; readonly min: number; readonly max: number }
-  | { readonly t: "string"; readonly min: number; readonly max: number }
+  | { readonly t: "string"; readonly min: number; readonly max: number; readonly pattern?: Regex }
   | { readonly t: "number"; readonly integer: boolean; readonly bounds?: Bounds }
   /**
    * One of these exact byte strings: a JSON value (enum, const, true/false/null), or with `raw` fixed
@@ -70,7 +71,6 @@ export const ANY_OBJECT: Node = { t: "object", props: [], extra: ANY };
 
 // Validation keywords the automaton cannot enforce: refused.
 const REFUSED = [
-  "pattern",
   "patternProperties",
   "propertyNames",
   "multipleOf",
@@ -202,7 +202,15 @@ export function compileSchema(schema: unknown): Node {
         const min = count("minLength", 0);
         const max = count("maxLength", Infinity);
         if (max < min) fail(`"maxLength" is below "minLength"`);
-        return { t: "string", min, max };
+        if (o.pattern !== undefined && typeof o.pattern !== "string") fail(`"pattern" must be a string`);
+        const source = (o.pattern as string | undefined) ?? FORMATS[o.format as string];
+        let pattern: Regex | undefined;
+        try {
+          pattern = source === undefined ? undefined : Regex.compile(source);
+        } catch (e) {
+          fail((e as Error).message);
+        }
+        return { t: "string", min, max, ...(pattern && { pattern }) };
       }
       case "number":
       case "integer": {
@@ -292,6 +300,19 @@ function numericBounds(o: Record<string, unknown>, integer: boolean, fail: (w: s
     fail(`no ${integer ? "integer" : "number"} of up to ${MAX_INT_DIGITS} digits is within the bounds`);
   return bounds;
 }
+
+/**
+ * The formats written as patterns (as llama.cpp's grammars do); other formats stay annotations. With
+ * both, `pattern` wins.
+ */
+const DATE = "\\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\\d|3[01])";
+const TIME = "([01]\\d|2[0-3]):[0-5]\\d:[0-5]\\d(\\.\\d{1,9})?(Z|[+-]([01]\\d|2[0-3]):[0-5]\\d)";
+const FORMATS: Record<string, string> = {
+  date: `^${DATE}$`,
+  time: `^${TIME}$`,
+  "date-time": `^${DATE}T${TIME}$`,
+  uuid: "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+};
 
 const ANNOTATIONS = new Set([
   "title",

@@ -1,5 +1,5 @@
 // How long a structured-output mask takes on a 128K-token vocabulary (Llama 3's size), token by token
-// through a document: `npm run build:ts && node tools/structured/mask-bench.mjs`. No 128K tokenizer
+// through a document (free strings, a number, an array, a string with a pattern): `npm run build:ts && node tools/structured/mask-bench.mjs`. No 128K tokenizer
 // can be downloaded here, so the vocabulary is synthetic: the 256 bytes, JSON punctuation, and
 // random words (half with a leading space, a few with quotes), and 4000 tokens that run into quotes,
 // escapes, newlines and punctuation, as byte-level BPE vocabularies look.
@@ -35,7 +35,15 @@ const doc = [
   ' "',
   "poet",
   'ry"',
-  "]}",
+  "],",
+  ' "',
+  "code",
+  '":',
+  ' "',
+  "AB",
+  "-",
+  "12",
+  '"}',
 ];
 pieces.push(
   ...doc,
@@ -66,8 +74,9 @@ const schema = compileSchema({
     name: { type: "string" },
     born: { type: "integer" },
     tags: { type: "array", items: { type: "string" } },
+    code: { type: "string", pattern: "^[A-Z]{2}-\\d+$" },
   },
-  required: ["name", "born", "tags"],
+  required: ["name", "born", "tags", "code"],
 });
 const logits = new Float32Array(bytes.length);
 let rows = [];
