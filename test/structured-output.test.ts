@@ -436,6 +436,10 @@ test("compileSchema: what it cannot enforce, or that names nothing, is an error 
   bad({ type: "string", pattern: "(?=a)b" }, /#: pattern "\(\?=a\)b": lookaround is not supported/);
   bad({ type: "string", pattern: "(a)\\1" }, /backreferences are not supported/);
   bad({ type: "array", uniqueItems: true }, /#: "uniqueItems" is not supported/);
+  bad({ type: "string", pattern: "(a{1000}){1000}" }, /too large \(more than 20000 NFA states\)/);
+  bad({ $ref: "#" }, /refers to itself with no value in between/);
+  bad({ anyOf: [{ type: "null" }, { $ref: "#" }] }, /refers to itself with no value in between/);
+  accepts(compileSchema({ anyOf: [{ type: "null" }, { type: "array", items: { $ref: "#" } }] }), "[[null], []]");
   bad({ type: "object", properties: { n: { type: "number", multipleOf: 2 } } }, /#\/properties\/n: "multipleOf"/);
   bad({ type: "integer", minimum: 2.1, maximum: 2.9 }, /no integer of up to 16 digits is within the bounds/);
   bad({ type: "number", exclusiveMinimum: 1, maximum: 1 }, /no number .* within the bounds/);

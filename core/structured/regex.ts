@@ -45,7 +45,13 @@ export class Regex {
       items: [...(parser.anchoredStart ? [] : [anything]), ast, ...(parser.anchoredEnd ? [] : [anything])],
     };
     const states: State[] = [];
-    const start = build(ast, states, pushState(states, { match: true }));
+    let start: number;
+    try {
+      start = build(ast, states, pushState(states, { match: true }));
+    } catch (e) {
+      if (!(e instanceof TooLarge)) throw e;
+      throw new UsageError(`pattern ${JSON.stringify(pattern)}: too large (more than ${MAX_STATES} NFA states)`);
+    }
     return new Regex(pattern, states, start);
   }
 
@@ -103,7 +109,10 @@ function inRanges(r: Ranges, c: number): boolean {
   return false;
 }
 
+class TooLarge extends Error {}
+
 function pushState(states: State[], s: State): number {
+  if (states.length >= MAX_STATES) throw new TooLarge();
   return states.push(s) - 1;
 }
 
@@ -134,6 +143,8 @@ function build(ast: Ast, states: State[], next: number): number {
 }
 
 const MAX_REPEAT = 1000;
+/** NFA states a pattern may take (nested counted repeats multiply). */
+const MAX_STATES = 20_000;
 const DIGIT: Ranges = [[0x30, 0x39]];
 const WORD: Ranges = [
   [0x30, 0x39],

@@ -251,6 +251,22 @@ export function compileSchema(schema: unknown): Node {
   });
 
   const root = compile(schema, "#");
+  // A schema that reaches itself through $ref, anyOf or a sequence's start without a value in
+  // between ({"$ref": "#"}, {"anyOf": [{"$ref": "#"}, ...]}) describes no document: refused here
+  // rather than recursing forever when the reply starts.
+  const entering = new Set<Node>();
+  const done = new Set<Node>();
+  const leftRecursion = (n: Node): void => {
+    if (done.has(n)) return;
+    if (entering.has(n)) throw new UsageError(`JSON schema: it refers to itself with no value in between`);
+    entering.add(n);
+    if (n.t === "ref") leftRecursion(n.get());
+    else if (n.t === "union") n.options.forEach(leftRecursion);
+    else if (n.t === "seq") leftRecursion(n.parts[0]);
+    entering.delete(n);
+    done.add(n);
+  };
+  leftRecursion(root);
   // Resolve every $ref now, so a dangling one is an error before generation rather than mid-reply.
   const seen = new Set<Node>();
   const walk = (n: Node): void => {
