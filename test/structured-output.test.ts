@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { writeFileSync } from "node:fs";
 import { compileSchema, ANY_OBJECT, ANY, type Node } from "../core/structured/schema.js";
 import { accepting, feed, feedAll, finished, initial, type Stack } from "../core/structured/automaton.js";
-import { GrammarConstraint, TokenVocabulary } from "../core/structured/constraint.js";
+import { GrammarConstraint, TokenVocabulary, TriggeredGrammar } from "../core/structured/constraint.js";
 import { Regex } from "../core/structured/regex.js";
 import { Rng } from "../core/engine/sampler.js";
 import { loadModel } from "../core/loader/model-folder.js";
@@ -703,4 +703,66 @@ test("structured output with HiRE's output layer: a step whose candidates the gr
     assert.ok(fitsPerson(JSON.parse(done.text)), done.text);
   }
   assert.ok(dense > 0, "with two candidates a step, some steps must have needed the whole output layer");
+});
+
+test("a triggered grammar holds from the trigger (even across tokens) to the document's end, then lets go", () => {
+  const enc = new TextEncoder();
+  const pieces = ["Hi", " there", "<tool", "_call>", "\n", "{", '"a"', ":", " 1", "}", "!", "<tool_call>{", "x", '"b"'];
+  const vocab = new TokenVocabulary(
+    pieces.map((p) => enc.encode(p)),
+    new Set(),
+  );
+  const id = (p: string) => pieces.indexOf(p);
+  const grammar = compileSchema({ type: "object", properties: { a: { type: "integer" } }, required: ["a"] });
+  const g = new TriggeredGrammar(enc.encode("<tool_call>"), grammar, vocab);
+  const allowed = () => {
+    const logits = new Float32Array(pieces.length);
+    g.current!.mask(logits);
+    return pieces.filter((_, i) => logits[i] === 0);
+  };
+  for (const p of ["Hi", " there", "<tool"]) {
+    g.advance(id(p));
+    assert.equal(g.current, null, `free after ${p}`);
+  }
+  g.advance(id("_call>"));
+  assert.ok(g.current, "the trigger spans two tokens");
+  assert.deepEqual(allowed(), ["\n", "{"]); // whitespace may lead the document
+  for (const p of ["\n", "{", '"a"', ":", " 1"]) g.advance(id(p));
+  assert.deepEqual(allowed(), ["\n", "}"]);
+  g.advance(id("}"));
+  assert.equal(g.current, null, "free again once the document is complete");
+  g.advance(id("!"));
+  assert.equal(g.current, null);
+  // A token that writes the trigger and more: the grammar starts past the trigger, with what it took.
+  g.advance(id("<tool_call>{"));
+  assert.deepEqual(allowed(), ["\n", '"a"']);
+});
+
+test("the engine with a triggered grammar: free text, then a well-formed document after the trigger", async () => {
+  const model = loadModel(defaultModelDir());
+  const session = new Session(model);
+  // The trigger: what this model writes first here at temperature 0, so that it surely comes.
+  let first = "";
+  for await (const ev of session.generate("The person:", { maxTokens: 3, temperature: 0 }))
+    if (ev.type === "done") first = model.tokenizer.decode(ev.ids.slice(0, 2));
+  assert.ok(first.length > 0);
+  let done: { text: string; finishReason: string } | undefined;
+  for await (const ev of session.generate("The person:", {
+    maxTokens: 300,
+    temperature: 0,
+    lazyGrammar: { trigger: first, grammar: compileSchema(PERSON) },
+  }))
+    if (ev.type === "done") done = ev;
+  assert.ok(done && done.text.startsWith(first), done?.text);
+  // The first prefix of what follows the trigger that parses is the document; it fits the schema.
+  const rest = done.text.slice(first.length);
+  let doc: unknown;
+  for (let k = 1; k <= rest.length && doc === undefined; k++) {
+    try {
+      doc = JSON.parse(rest.slice(0, k));
+    } catch {
+      // not yet a whole document
+    }
+  }
+  assert.ok(fitsPerson(doc), done.text);
 });

@@ -14,7 +14,7 @@ import { serve, type RunningServer } from "../core/host/server.js";
 import { toolReply } from "../core/host/openai.js";
 import { makeModel } from "../core/modelgen/make-model.js";
 import { loadModel } from "../core/loader/model-folder.js";
-import { ToolCallStream, forcedCallGrammar, parseToolCalls } from "../core/host/tool-calls.js";
+import { ToolCallStream, callAfterMarker, forcedCallGrammar, parseToolCalls } from "../core/host/tool-calls.js";
 import { feed, finished, initial } from "../core/structured/automaton.js";
 import { defaultModelDir } from "../core/loader/default-model.js";
 
@@ -486,5 +486,30 @@ test("forced calls take each template's form, and what the grammar accepts parse
       for (const b of new TextEncoder().encode(wrong)) st = feed(st, b);
       assert.equal(st.length, 0, `${wrong} must be refused`);
     }
+  }
+});
+
+test("tool_choice auto: after the marker the model writes, a call is held to the tools (Hermes and Mistral forms)", () => {
+  const names = new Set(["get_weather", "get_time"]);
+  const hermes = callAfterMarker("{% if tools %}<tool_call>{% endif %}", [SHORT_WEATHER, CLOCK])!;
+  assert.equal(hermes.trigger, "<tool_call>");
+  const mistral = callAfterMarker("{{ '[TOOL_CALLS]' }}", [SHORT_WEATHER, CLOCK])!;
+  assert.equal(mistral.trigger, "[TOOL_CALLS]");
+  assert.equal(callAfterMarker("{{ tools | tojson }}", [CLOCK]), undefined, "Llama 3's bare object has no marker");
+  const cases: [typeof hermes, string, string][] = [
+    [hermes, '\n{"name": "get_time", "arguments": {"zone": "UTC"}}\n</tool_call>', '{"zone":"UTC"}'],
+    [mistral, '[{"name": "get_weather", "arguments": {"city": "Oslo"}}]', '{"city":"Oslo"}'],
+  ];
+  for (const [{ trigger, grammar }, after, args] of cases) {
+    let stacks = initial(grammar, true);
+    for (const b of new TextEncoder().encode(after)) {
+      stacks = feed(stacks, b);
+      assert.ok(stacks.length > 0, `${after} refused`);
+    }
+    assert.ok(finished(stacks));
+    assert.equal(parseToolCalls(`Sure. ${trigger}${after}`, names).calls[0].arguments, args);
+    let wrong = initial(grammar, true);
+    for (const b of new TextEncoder().encode(after.replace(/get_\w+/, "launch"))) wrong = feed(wrong, b);
+    assert.equal(wrong.length, 0, "a function that is not one of the tools is refused");
   }
 });

@@ -12,7 +12,7 @@ import type { LoadedModel } from "../loader/model-folder.js";
 import { GREEDY, logSumExp, Sampler, topLogprobs, type SamplingOptions } from "./sampler.js";
 import { ForwardAborted, KVCache, Transformer, type ForwardReport } from "./transformer.js";
 import { Sparsifier } from "../sparse/sparsifier.js";
-import { GrammarConstraint, TokenVocabulary } from "../structured/constraint.js";
+import { GrammarConstraint, TokenVocabulary, TriggeredGrammar } from "../structured/constraint.js";
 import type { Node as Grammar } from "../structured/schema.js";
 
 export interface SessionOptions {
@@ -49,6 +49,12 @@ export interface GenerateOptions extends Partial<SamplingOptions> {
    * maxTokens cuts it).
    */
   grammar?: Grammar;
+  /**
+   * A grammar that holds only after the reply writes `trigger`, until its document is complete, and
+   * again after each later trigger (core/structured/constraint.ts: TriggeredGrammar): free text with
+   * well-formed tool calls. Ignored beside `grammar`.
+   */
+  lazyGrammar?: { trigger: string; grammar: Grammar };
 }
 
 export type GenerationEvent =
@@ -214,11 +220,20 @@ export class Session {
     // Greedy decoding without log-probabilities takes the argmax where the logits are (on a GPU,
     // only the id comes back); the prompt's last token is sampled from its logits as usual.
     const grammar = o.grammar ? new GrammarConstraint(o.grammar, vocabularyOf(model)) : undefined;
-    const onDevice = sampler.greedy && !wantLogprobs && !grammar;
+    const lazy =
+      o.lazyGrammar && !grammar
+        ? new TriggeredGrammar(
+            new TextEncoder().encode(o.lazyGrammar.trigger),
+            o.lazyGrammar.grammar,
+            vocabularyOf(model),
+          )
+        : undefined;
+    const onDevice = sampler.greedy && !wantLogprobs && !grammar && !lazy;
     let next: number | null = null;
     while (ids.length < maxTokens) {
       let scores = logits!;
-      if (grammar && next === null) [logits, scores] = this.constrain(logits!, grammar);
+      const holding = grammar ?? lazy?.current;
+      if (holding && next === null) [logits, scores] = this.constrain(logits!, holding);
       const id = next ?? sampler.sample(scores, this.cached);
       // NaN or inf in the weights poison every logit, and the sampler then picks token 0 as if it
       // meant it. Seen on the host's logits (every token sampled here, the first of a greedy reply).
@@ -241,6 +256,7 @@ export class Session {
       const delta = text.push(ids);
       yield { type: "token", id, text: delta, topLogprobs: top, logprob, report };
       grammar?.advance(id);
+      lazy?.advance(id);
       if (text.stopped || grammar?.finished) {
         finish = "stop";
         break;

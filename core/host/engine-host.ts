@@ -65,6 +65,8 @@ export interface GenerateParams {
   tools?: readonly unknown[];
   /** Structured output: the reply is a document of this grammar (response_format, a forced tool call). */
   grammar?: Grammar;
+  /** A grammar from a trigger on (a tool call's marker): see GenerateOptions.lazyGrammar. */
+  lazyGrammar?: { trigger: string; grammar: Grammar };
 }
 
 /** One generation's events; `summary` is set once they end. */
@@ -331,6 +333,7 @@ export class EngineHost {
         stop: req.stop,
         ...(req.logprobs !== undefined && { logprobs: req.logprobs }),
         ...(req.grammar && { grammar: req.grammar }),
+        ...(req.lazyGrammar && { lazyGrammar: req.lazyGrammar }),
         signal: running.abort.signal,
         onContextFull: "stop",
       });

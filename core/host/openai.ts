@@ -8,7 +8,7 @@ import type { FinishReason } from "../engine/session.js";
 import type { ChatMessage } from "../loader/tokenizer.js";
 import { errorInfo, type Channel, type EngineHost, type GenerateParams } from "./engine-host.js";
 import { LIMITS, ProtocolError, parseMessages, type HostEvent, type StepTelemetry } from "./protocol.js";
-import { ToolCallStream, forcedCallGrammar, parseToolCalls } from "./tool-calls.js";
+import { ToolCallStream, callAfterMarker, forcedCallGrammar, parseToolCalls } from "./tool-calls.js";
 import { UsageError } from "../loader/errors.js";
 import { ANY_OBJECT, compileSchema, type Node as Grammar } from "../structured/schema.js";
 
@@ -161,11 +161,15 @@ async function handleCompletions(
   if (tools && !model.tokenizer.readsTools) {
     return sendError(res, 400, "invalid_request_error", `"tools": this model's chat template does not take tools`);
   }
-  if (body.forcedTool !== undefined) {
-    // The call's form is the model's (its chat template's), so its grammar is made here, not in parse.
+  if (tools) {
+    // The call's form is the model's (its chat template's), so its grammar is made here, not in
+    // parse: the whole reply when tool_choice forces a call, else what follows a call's marker.
+    const template = model.tokenizer.templateSource;
     try {
-      const name = body.forcedTool === true ? undefined : body.forcedTool;
-      body.params.grammar = forcedCallGrammar(model.tokenizer.templateSource, body.params.tools!, name);
+      if (body.forcedTool !== undefined) {
+        const name = body.forcedTool === true ? undefined : body.forcedTool;
+        body.params.grammar = forcedCallGrammar(template, body.params.tools!, name);
+      } else if (!body.params.grammar) body.params.lazyGrammar = callAfterMarker(template, body.params.tools!);
     } catch (e) {
       return sendError(res, 400, "invalid_request_error", `"tools": ${(e as Error).message}`);
     }

@@ -133,20 +133,23 @@ export class ToolCallStream {
   }
 }
 
+/** The call form a chat template teaches: Hermes/Qwen's <tool_call> block, Mistral's list, Llama 3's object. */
+function callForm(template: string | undefined): "hermes" | "mistral" | "llama" {
+  if (template?.includes(HERMES_OPEN)) return "hermes";
+  if (template?.includes(MISTRAL)) return "mistral";
+  return "llama";
+}
+
 /**
- * The grammar of one call of the function `name` (any of `tools` when undefined), in the form the chat
- * template teaches (Hermes/Qwen's <tool_call> block, Mistral's [TOOL_CALLS] list, else Llama 3.x's
- * bare object with "parameters"), with its arguments held to the function's `parameters` schema.
- * An unsupported schema is a UsageError naming the function.
+ * One call's JSON object, of the function `name` (any of `tools` when undefined): {"name", and
+ * "arguments" (Llama 3: "parameters") held to the function's `parameters` schema}. An unsupported
+ * schema is a UsageError naming the function.
  */
-export function forcedCallGrammar(template: string | undefined, tools: readonly unknown[], name?: string): Node {
+function callObject(tools: readonly unknown[], name: string | undefined, argsKey: string): Node {
   const fns = tools
     .map((t) => (t as { function: { name: string; parameters?: unknown } }).function)
     .filter((f) => name === undefined || f.name === name);
-  const hermes = template?.includes(HERMES_OPEN) ?? false;
-  const mistral = !hermes && (template?.includes(MISTRAL) ?? false);
-  const argsKey = hermes || mistral ? "arguments" : "parameters";
-  const call = union(
+  return union(
     fns.map((f) => {
       let args: Node;
       try {
@@ -160,7 +163,30 @@ export function forcedCallGrammar(template: string | undefined, tools: readonly 
       ]);
     }),
   );
-  if (hermes) return { t: "seq", parts: [text(`${HERMES_OPEN}\n`), call, text(`\n${HERMES_CLOSE}`)] };
-  if (mistral) return { t: "seq", parts: [text(MISTRAL), { t: "array", items: call, min: 1, max: 1 }] };
+}
+
+/** The grammar of one call of the function `name` (any of `tools` when undefined), in the template's form. */
+export function forcedCallGrammar(template: string | undefined, tools: readonly unknown[], name?: string): Node {
+  const form = callForm(template);
+  const call = callObject(tools, name, form === "llama" ? "parameters" : "arguments");
+  if (form === "hermes") return { t: "seq", parts: [text(`${HERMES_OPEN}\n`), call, text(`\n${HERMES_CLOSE}`)] };
+  if (form === "mistral") return { t: "seq", parts: [text(MISTRAL), { t: "array", items: call, min: 1, max: 1 }] };
   return call;
+}
+
+/**
+ * For tool_choice "auto": where the template's form has a marker, what follows the marker when the
+ * model writes one (a call of one of the tools, to the marker's end), so that a call the model
+ * decides to make is well formed. Llama 3's bare object has no marker: none.
+ */
+export function callAfterMarker(
+  template: string | undefined,
+  tools: readonly unknown[],
+): { trigger: string; grammar: Node } | undefined {
+  const form = callForm(template);
+  if (form === "llama") return undefined;
+  const call = callObject(tools, undefined, "arguments");
+  if (form === "hermes")
+    return { trigger: HERMES_OPEN, grammar: { t: "seq", parts: [call, text(`\n${HERMES_CLOSE}`)] } };
+  return { trigger: MISTRAL, grammar: { t: "array", items: call, min: 1, max: Infinity } };
 }

@@ -144,9 +144,12 @@ const KEYWORDS = ["true", "false", "null"].map((s) => new TextEncoder().encode(s
 /** A whitespace run that cannot grow (moreWs): no whitespace before the document, as OpenAI's replies start. */
 const NO_WS = 2 + MAX_INDENT;
 
-/** The stacks a document starts from: the root value, its first byte the reply's first. */
-export function initial(root: Node): Stack[] {
-  return [on(on(null, { k: "root", done: false }), { k: "value", node: root, ws: NO_WS })];
+/**
+ * The stacks a document starts from: the root value, its first byte the reply's first (or, with
+ * `leadingWhitespace`, after whitespace as between tokens: a document that follows other text).
+ */
+export function initial(root: Node, leadingWhitespace = false): Stack[] {
+  return [on(on(null, { k: "root", done: false }), { k: "value", node: root, ws: leadingWhitespace ? 0 : NO_WS })];
 }
 
 /** The stacks after `b`; empty when no stack takes it. */

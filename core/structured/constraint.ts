@@ -159,8 +159,9 @@ export class GrammarConstraint {
   constructor(
     root: Node,
     private readonly vocab: TokenVocabulary,
+    leadingWhitespace = false,
   ) {
-    this.stacks = initial(root);
+    this.stacks = initial(root, leadingWhitespace);
   }
 
   /** The document is complete and nothing may follow: generation should end here. */
@@ -290,4 +291,64 @@ export class GrammarConstraint {
     if (!next) throw new Error(`token ${id} does not continue the grammar`);
     this.stacks = next;
   }
+
+  /** Moves the grammar past these bytes; false (and no move) where it does not take them. */
+  advanceBytes(bytes: Uint8Array): boolean {
+    const next = feedAll(this.stacks, bytes);
+    if (next) this.stacks = next;
+    return next !== null;
+  }
+}
+
+/**
+ * A grammar that holds only from where the reply's bytes reach a trigger (a tool-call marker such as
+ * `<tool_call>`) until its document is complete; then the text is free again and the trigger re-arms.
+ * So a model that decides by itself to call a tool writes a well-formed call, and is free otherwise.
+ */
+export class TriggeredGrammar {
+  private active: GrammarConstraint | null = null;
+  /** The last bytes of free text, enough to find a trigger that spans tokens. */
+  private recent = new Uint8Array(0);
+
+  constructor(
+    private readonly trigger: Uint8Array,
+    private readonly root: Node,
+    private readonly vocab: TokenVocabulary,
+  ) {}
+
+  /** The grammar holding the next token, or null while the text is free. */
+  get current(): GrammarConstraint | null {
+    return this.active;
+  }
+
+  advance(id: number): void {
+    if (this.active) {
+      this.active.advance(id);
+      if (this.active.finished) this.active = null;
+      return;
+    }
+    const { data, start, empty } = this.vocab;
+    if (id >= this.vocab.size || empty[id]) return;
+    const bytes = new Uint8Array(this.recent.length + start[id + 1] - start[id]);
+    bytes.set(this.recent);
+    bytes.set(data.subarray(start[id], start[id + 1]), this.recent.length);
+    const at = indexOf(bytes, this.trigger);
+    if (at < 0) {
+      this.recent = bytes.slice(Math.max(0, bytes.length - this.trigger.length + 1));
+      return;
+    }
+    // The trigger is written: the grammar starts after it (with what this token wrote past it, if
+    // the grammar takes that; a token that ran on into something else leaves the text free).
+    this.recent = new Uint8Array(0);
+    const g = new GrammarConstraint(this.root, this.vocab, true);
+    if (g.advanceBytes(bytes.subarray(at + this.trigger.length)) && !g.finished) this.active = g;
+  }
+}
+
+function indexOf(hay: Uint8Array, needle: Uint8Array): number {
+  outer: for (let i = 0; i + needle.length <= hay.length; i++) {
+    for (let j = 0; j < needle.length; j++) if (hay[i + j] !== needle[j]) continue outer;
+    return i;
+  }
+  return -1;
 }
