@@ -113,41 +113,38 @@ export class TokenVocabulary {
     this.tails = tails;
     this.groups = Array.from({ length: 256 * 257 }, (_, i) => (lists[i] ? Int32Array.from(lists[i]) : undefined));
   }
+
+  private plainCharsCache: PlainChars | undefined;
+
+  /** The code points of the vocabulary's string text (built on the first string with a pattern or length limit). */
+  get plainChars(): PlainChars {
+    if (this.plainCharsCache) return this.plainCharsCache;
+    const mixed = new Set(this.mixed);
+    const ids: number[] = [];
+    const chars: number[] = [];
+    const at = new Int32Array(this.size + 1);
+    const text = new TextDecoder();
+    for (let id = 0; id < this.size; id++) {
+      at[id] = chars.length;
+      if (this.empty[id]) continue;
+      if (!mixed.has(id)) ids.push(id);
+      const token = this.data.subarray(this.start[id], this.start[id + 1]);
+      for (const ch of text.decode(token.subarray(0, plainLength(token)))) chars.push(ch.codePointAt(0)!);
+    }
+    at[this.size] = chars.length;
+    this.plainCharsCache = { ids: Int32Array.from(ids), at, chars: Int32Array.from(chars) };
+    return this.plainCharsCache;
+  }
 }
 
 /**
- * Code points of the vocabulary's string text: `ids` the tokens that are plain text whole; every
+ * Code points of a vocabulary's string text: `ids` the tokens that are plain text whole; every
  * token's plain start (all of a plain one) at chars[at[id] .. at[id + 1]).
  */
 interface PlainChars {
   ids: Int32Array;
   at: Int32Array;
   chars: Int32Array;
-}
-const plainCharsOf = new WeakMap<TokenVocabulary, PlainChars>();
-
-function plainChars(v: TokenVocabulary): PlainChars {
-  let p = plainCharsOf.get(v);
-  if (p) return p;
-  const mixed = new Set(v.mixed);
-  const ids: number[] = [];
-  const chars: number[] = [];
-  const at = new Int32Array(v.size + 1);
-  const text = new TextDecoder();
-  for (let id = 0; id < v.size; id++) {
-    at[id] = chars.length;
-    if (v.empty[id]) continue;
-    if (!mixed.has(id)) ids.push(id);
-    const plain = v.data.subarray(
-      v.start[id],
-      v.start[id] + plainLength(v.data.subarray(v.start[id], v.start[id + 1])),
-    );
-    for (const ch of text.decode(plain)) chars.push(ch.codePointAt(0)!);
-  }
-  at[v.size] = chars.length;
-  p = { ids: Int32Array.from(ids), at, chars: Int32Array.from(chars) };
-  plainCharsOf.set(v, p);
-  return p;
 }
 
 export class GrammarConstraint {
@@ -210,7 +207,7 @@ export class GrammarConstraint {
    * escapes, partial characters) through the automaton.
    */
   private maskInText(text: StringState, keep: (id: number) => void): void {
-    const { ids, at } = plainChars(this.vocab);
+    const { ids, at } = this.vocab.plainChars;
     const room = text.max - text.n;
     const candidates = text.re ? this.tokensOfPattern(text.re, text.dfa) : ids;
     for (let i = 0; i < candidates.length; i++) {
@@ -220,7 +217,7 @@ export class GrammarConstraint {
     // The rest: their plain start as above, then their tail from where it leaves the string (each
     // distinct place and tail run once).
     const { mixed, tailOf, tails } = this.vocab;
-    const { chars } = plainChars(this.vocab);
+    const { chars } = this.vocab.plainChars;
     const verdicts = new Map<number, boolean>();
     for (let i = 0; i < mixed.length; i++) {
       const id = mixed[i];
@@ -246,7 +243,7 @@ export class GrammarConstraint {
     if (!byState) this.patternTokens.set(re, (byState = new Map()));
     let list = byState.get(state);
     if (list) return list;
-    const { ids, at, chars } = plainChars(this.vocab);
+    const { ids, at, chars } = this.vocab.plainChars;
     const ok: number[] = [];
     for (let i = 0; i < ids.length; i++) {
       let s = state;
