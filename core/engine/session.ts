@@ -292,15 +292,23 @@ export class Session {
 
   /**
    * The logits masked to what the grammar allows next. Where HiRE's output layer left out every
-   * allowed token, this step takes the whole layer's logits instead (returned as the step's logits).
+   * allowed token, this step computes the allowed tokens' exact logits instead (a few head rows, as
+   * HiRE computes its candidates), or, when they are many, the whole layer's (returned as the step's
+   * logits). Either way the draw is the dense one restricted to the allowed tokens.
    */
   private constrain(logits: Float32Array, grammar: GrammarConstraint): [Float32Array, Float32Array] {
     let scores = Float32Array.from(logits);
-    if (!grammar.mask(scores)) {
-      logits = this.transformer.denseLogits();
-      scores = Float32Array.from(logits);
-      grammar.mask(scores);
-    }
+    if (grammar.mask(scores)) return [logits, scores];
+    const allowed = new Float32Array(logits.length);
+    grammar.mask(allowed);
+    const ids = Int32Array.from(allowed.keys()).filter((i) => allowed[i] === 0);
+    const exact = ids.length <= MAX_EXACT_ROWS ? this.transformer.exactLogits(ids) : null;
+    if (exact) {
+      logits = new Float32Array(logits.length).fill(-Infinity);
+      ids.forEach((id, i) => (logits[id] = exact[i]));
+    } else logits = this.transformer.denseLogits();
+    scores = Float32Array.from(logits);
+    grammar.mask(scores);
     return [logits, scores];
   }
 
@@ -325,6 +333,9 @@ export class Session {
     };
   }
 }
+
+/** Allowed tokens up to which a step HiRE's output layer missed computes their rows, not the whole layer. */
+const MAX_EXACT_ROWS = 4096;
 
 const vocabularies = new WeakMap<LoadedModel, TokenVocabulary>();
 

@@ -397,6 +397,19 @@ export class Transformer {
     return b.read(ws.logits, 0, c.vocab);
   }
 
+  /**
+   * The last forward pass's exact logits of these tokens only (one head row each, as HiRE computes
+   * its candidates), or null where the head has a bias or is stored transposed (then denseLogits).
+   */
+  exactLogits(ids: Int32Array): Float32Array | null {
+    const { backend: b, config: c, ws } = this;
+    const head = this.weights.head;
+    if (head.b || head.w.transposed || ids.length > c.vocab) return null;
+    b.matvecRows(ws.logits, ws.last, head.w, ids, ids.length);
+    if (c.finalSoftcap !== undefined) b.softcap(ws.logits, ids.length, c.finalSoftcap);
+    return b.read(ws.logits, 0, ids.length).slice();
+  }
+
   /** Checks a forward pass's shape, then claims its positions' cache slots. */
   private startForward(n: number, pos0: number, cache: KVCache): void {
     if (n < 1 || n > this.ws.batch) throw new RangeError(`forward takes 1..${this.ws.batch} tokens, got ${n}`);
