@@ -392,6 +392,22 @@ test("strings, arrays, enums, const, unions and recursive $refs", () => {
   refuses(arr, "[]", "[");
   refuses(arr, "[true,false,true]", "[true,false");
   refuses(arr, "[1]", "[");
+  // A tuple as pydantic writes Tuple[int, str]: prefixItems, items false, min = max = 2.
+  const pair = compileSchema({
+    type: "array",
+    prefixItems: [{ type: "integer" }, { type: "string" }],
+    items: false,
+    minItems: 2,
+    maxItems: 2,
+  });
+  accepts(pair, '[1, "a"]');
+  refuses(pair, '["a", 1]', "[");
+  refuses(pair, '[1, "a", 2]', '[1, "a"');
+  refuses(pair, "[1]", "[1");
+  const head = compileSchema({ type: "array", prefixItems: [{ const: "id" }], items: { type: "integer" } });
+  accepts(head, '["id", 1, 2]');
+  accepts(head, "[]");
+  refuses(head, '["id", "x"]', '["id", ');
   const e = compileSchema({ enum: ["red", 1, 12, null, { a: [1] }] });
   for (const doc of ['"red"', "1", "12", "null", '{"a":[1]}']) accepts(e, doc);
   refuses(e, '"re"', '"re');

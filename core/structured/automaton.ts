@@ -538,7 +538,9 @@ function stepObject(s: Stack, f: Extract<Frame, { k: "obj" }>, b: number, out: S
 }
 
 function stepArray(s: Stack, f: Extract<Frame, { k: "arr" }>, b: number, out: Stack[]): void {
-  const { min, max, items } = f.node;
+  const { min, max } = f.node;
+  // Item i: the tuple's i-th schema (prefixItems), then `items` for the rest.
+  const items = f.node.prefix?.[f.count] ?? f.node.items;
   if (isWs(b) && f.st !== "val") {
     const w = moreWs(f.ws, b);
     if (w >= 0) out.push(on(s.up, { ...f, ws: w }));

@@ -22,7 +22,14 @@ export type Node =
   | { readonly t: "any" }
   /** props in the order they must appear (optional ones may be skipped); extra: a map's values (no props). */
   | { readonly t: "object"; readonly props: readonly Prop[]; readonly extra: Node | null }
-  | { readonly t: "array"; readonly items: Node; readonly min: number; readonly max: number }
+  /** prefix: the first items' own schemas (a tuple: prefixItems), `items` the rest's. */
+  | {
+      readonly t: "array";
+      readonly items: Node;
+      readonly min: number;
+      readonly max: number;
+      readonly prefix?: readonly Node[];
+    }
   | { readonly t: "string"; readonly min: number; readonly max: number; readonly pattern?: Regex }
   | { readonly t: "number"; readonly integer: boolean; readonly bounds?: Bounds }
   /**
@@ -78,7 +85,6 @@ const REFUSED = [
   "contains",
   "minContains",
   "maxContains",
-  "prefixItems",
   "minProperties",
   "maxProperties",
   "dependentRequired",
@@ -145,7 +151,7 @@ export function compileSchema(schema: unknown): Node {
     let types: string[];
     if (o.type === undefined) {
       if ("properties" in o || "additionalProperties" in o || "required" in o) types = ["object"];
-      else if ("items" in o || "minItems" in o || "maxItems" in o) types = ["array"];
+      else if ("items" in o || "prefixItems" in o || "minItems" in o || "maxItems" in o) types = ["array"];
       else if ("minLength" in o || "maxLength" in o) types = ["string"];
       else return ANY;
     } else if (typeof o.type === "string") types = [o.type];
@@ -193,10 +199,17 @@ export function compileSchema(schema: unknown): Node {
       }
       case "array": {
         const min = count("minItems", 0);
-        const max = count("maxItems", Infinity);
-        if (max < min) fail(`"maxItems" is below "minItems"`);
-        const items = o.items === undefined ? ANY : compile(o.items, `${path}/items`);
-        return { t: "array", items, min, max };
+        let max = count("maxItems", Infinity);
+        if (o.prefixItems !== undefined && !Array.isArray(o.prefixItems))
+          fail(`"prefixItems" must be a list of schemas`);
+        const prefix = ((o.prefixItems as unknown[] | undefined) ?? []).map((p, i) =>
+          compile(p, `${path}/prefixItems/${i}`),
+        );
+        // items: false after prefixItems (pydantic's tuples): nothing past the tuple.
+        if (o.items === false) max = Math.min(max, prefix.length);
+        if (max < min) fail(`"maxItems" is below "minItems" (or the tuple is shorter)`);
+        const items = o.items === undefined || o.items === false ? ANY : compile(o.items, `${path}/items`);
+        return { t: "array", items, min, max, ...(prefix.length > 0 && { prefix }) };
       }
       case "string": {
         const min = count("minLength", 0);
@@ -276,8 +289,10 @@ export function compileSchema(schema: unknown): Node {
     else if (n.t === "object") {
       n.props.forEach((p) => walk(p.node));
       if (n.extra) walk(n.extra);
-    } else if (n.t === "array") walk(n.items);
-    else if (n.t === "union") n.options.forEach(walk);
+    } else if (n.t === "array") {
+      walk(n.items);
+      n.prefix?.forEach(walk);
+    } else if (n.t === "union") n.options.forEach(walk);
     else if (n.t === "seq") n.parts.forEach(walk);
   };
   walk(root);
