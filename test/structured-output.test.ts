@@ -467,7 +467,17 @@ test("compileSchema: what it cannot enforce, or that names nothing, is an error 
   bad({ type: "array", minItems: 3, maxItems: 1 }, /"maxItems" is below "minItems"/);
   bad(false, /false accepts nothing/);
   bad("string", /must be an object or a boolean/);
-  bad({ type: "object", properties: { a: {} }, additionalProperties: true }, /"additionalProperties" beside/);
+  // Listed properties only, whatever additionalProperties allows beside them (still checked as a schema).
+  refuses(
+    compileSchema({ type: "object", properties: { a: {} }, additionalProperties: true }),
+    '{"a": 1, "b"',
+    '{"a": 1',
+  );
+  bad({ type: "object", properties: { a: {} }, additionalProperties: { pattern: "(?!x)" } }, /lookaround/);
+  // Keywords of one type imply it where "type" is missing (a valid subset of what the schema allows).
+  refuses(compileSchema({ pattern: "^a$" }), '"b"', '"');
+  refuses(compileSchema({ minimum: 3 }), "-1", "");
+  incomplete(compileSchema({ minimum: 3 }), "2"); // 2 could still become 20
   assert.equal(compileSchema({}).t, "any");
   assert.equal(compileSchema(true).t, "any");
 });

@@ -102,8 +102,8 @@ const TYPES = ["object", "array", "string", "number", "integer", "boolean", "nul
 
 /**
  * A JSON Schema as grammar nodes. Objects' properties are written in the schema's order (as
- * llama.cpp's grammars do), and an object that lists properties allows no others unless
- * `additionalProperties` says so; one that lists none is a map of any keys.
+ * llama.cpp's grammars do), and an object that lists properties gets no others (valid whatever
+ * `additionalProperties` says); one that lists none is a map of any keys.
  */
 export function compileSchema(schema: unknown): Node {
   const refs = new Map<string, Node>();
@@ -152,7 +152,8 @@ export function compileSchema(schema: unknown): Node {
     if (o.type === undefined) {
       if ("properties" in o || "additionalProperties" in o || "required" in o) types = ["object"];
       else if ("items" in o || "prefixItems" in o || "minItems" in o || "maxItems" in o) types = ["array"];
-      else if ("minLength" in o || "maxLength" in o) types = ["string"];
+      else if ("minLength" in o || "maxLength" in o || "pattern" in o) types = ["string"];
+      else if (["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"].some((k) => k in o)) types = ["number"];
       else return ANY;
     } else if (typeof o.type === "string") types = [o.type];
     else if (Array.isArray(o.type) && o.type.length > 0 && o.type.every((t) => typeof t === "string"))
@@ -186,9 +187,10 @@ export function compileSchema(schema: unknown): Node {
           required: (required as string[]).includes(name),
         }));
         const extra = o.additionalProperties;
+        // With properties listed, only those are written, whatever additionalProperties allows
+        // beside them: a document without extra keys is valid either way (pydantic's extra="allow").
         if (list.length > 0) {
-          if (extra !== undefined && extra !== false)
-            fail(`"additionalProperties" beside "properties" is not supported (only false)`);
+          if (extra !== undefined && typeof extra !== "boolean") compile(extra, `${path}/additionalProperties`);
           return { t: "object", props: list, extra: null };
         }
         return {
