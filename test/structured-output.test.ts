@@ -800,3 +800,25 @@ test("the engine with a triggered grammar: free text, then a well-formed documen
   }
   assert.ok(fitsPerson(doc), done.text);
 });
+
+test("where the grammar allows few tokens, the output layer computes only their rows: same replies, fewer bytes", async () => {
+  const model = loadModel(defaultModelDir());
+  const grammar = compileSchema(PERSON);
+  const run = async (rows: boolean) => {
+    const session = new Session(model);
+    if (!rows) Object.defineProperty(session.transformer, "rowLogits", { get: () => false });
+    const heads: string[] = [];
+    let done: { ids: number[]; text: string } | undefined;
+    for await (const ev of session.generate("The person:", { maxTokens: 300, temperature: 0, grammar })) {
+      if (ev.type === "token") heads.push(ev.report.head?.method ?? "dense");
+      if (ev.type === "done") done = ev;
+    }
+    return { ids: done!.ids, heads };
+  };
+  const withRows = await run(true);
+  const without = await run(false);
+  assert.deepEqual(withRows.ids, without.ids, "greedy replies are the same");
+  const grammarSteps = withRows.heads.filter((h) => h === "grammar").length;
+  assert.ok(grammarSteps > 5, `the output layer read only the allowed rows at ${grammarSteps} steps`);
+  assert.ok(!without.heads.includes("grammar"));
+});

@@ -281,7 +281,11 @@ export class Session {
       const t = performance.now();
       report = { tokens: 0, layers: [], outputMs: 0 };
       this.sparsity.beginToken();
-      if (onDevice) next = this.transformer.forwardGreedy([id], this.cached.length, this.cache, report);
+      // Where a grammar allows few tokens next, the output layer computes only their rows.
+      const holdingNext = grammar ?? lazy?.current;
+      const rows = holdingNext && this.transformer.rowLogits ? holdingNext.allowedTokens(MAX_GRAMMAR_ROWS) : null;
+      if (rows) logits = this.transformer.forwardRows(id, this.cached.length, this.cache, rows, report);
+      else if (onDevice) next = this.transformer.forwardGreedy([id], this.cached.length, this.cache, report);
       else logits = this.transformer.forward([id], this.cached.length, this.cache, report);
       this.cached.push(id);
       decodeMs += performance.now() - t;
@@ -336,6 +340,11 @@ export class Session {
 
 /** Allowed tokens up to which a step HiRE's output layer missed computes their rows, not the whole layer. */
 const MAX_EXACT_ROWS = 4096;
+/**
+ * Allowed tokens up to which the output layer computes only their rows, before any other (the
+ * grammar as a perfect predictor; beyond, the layer runs as set, HiRE or dense).
+ */
+const MAX_GRAMMAR_ROWS = 1024;
 
 const vocabularies = new WeakMap<LoadedModel, TokenVocabulary>();
 

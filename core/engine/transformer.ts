@@ -397,17 +397,45 @@ export class Transformer {
     return b.read(ws.logits, 0, c.vocab);
   }
 
+  /** Whether exactLogits can compute rows (the head has no bias and is not stored transposed). */
+  get rowLogits(): boolean {
+    const head = this.weights.head;
+    return !head.b && !head.w.transposed;
+  }
+
   /**
    * The last forward pass's exact logits of these tokens only (one head row each, as HiRE computes
-   * its candidates), or null where the head has a bias or is stored transposed (then denseLogits).
+   * its candidates), or null where rowLogits is false (then denseLogits).
    */
   exactLogits(ids: Int32Array): Float32Array | null {
     const { backend: b, config: c, ws } = this;
-    const head = this.weights.head;
-    if (head.b || head.w.transposed || ids.length > c.vocab) return null;
-    b.matvecRows(ws.logits, ws.last, head.w, ids, ids.length);
+    if (!this.rowLogits || ids.length > c.vocab) return null;
+    b.matvecRows(ws.logits, ws.last, this.weights.head.w, ids, ids.length);
     if (c.finalSoftcap !== undefined) b.softcap(ws.logits, ids.length, c.finalSoftcap);
     return b.read(ws.logits, 0, ids.length).slice();
+  }
+
+  /**
+   * forward for one token when only `rows` of the next logits can matter (the tokens a grammar
+   * allows next, when they are few): the output layer reads those rows alone, as HiRE reads its
+   * candidates, the grammar being a perfect predictor. The other logits are -Infinity. Needs rowLogits.
+   */
+  forwardRows(id: number, pos0: number, cache: KVCache, rows: Int32Array, report?: ForwardReport): Float32Array {
+    this.startForward(1, pos0, cache);
+    this.run([id], pos0, cache, report, "rows");
+    const t0 = performance.now();
+    const exact = this.exactLogits(rows)!;
+    const out = new Float32Array(this.config.vocab).fill(-Infinity);
+    rows.forEach((r, i) => (out[r] = exact[i]));
+    if (report) {
+      const ms = performance.now() - t0;
+      const head = this.weights.head.w.byteLength;
+      report.outputMs += ms;
+      // The output layer read the allowed tokens' rows: telemetry as for a sparse head.
+      const bytes = Math.round((rows.length * head) / this.config.vocab);
+      report.head = { method: "grammar", k: rows.length, candidates: rows.length, ms, bytes, denseBytes: head };
+    }
+    return out;
   }
 
   /** Checks a forward pass's shape, then claims its positions' cache slots. */
@@ -494,7 +522,7 @@ export class Transformer {
     pos0: number,
     cache: KVCache,
     report: ForwardReport | undefined,
-    logits: boolean,
+    logits: boolean | "rows",
   ): void {
     for (const _layer of this.pass(ids, pos0, cache, report, logits));
   }
@@ -505,7 +533,8 @@ export class Transformer {
     pos0: number,
     cache: KVCache,
     report: ForwardReport | undefined,
-    logits: boolean,
+    /** false: no output; "rows": the last token's final hidden state (ws.last) without the output layer. */
+    logits: boolean | "rows",
   ): Generator<number> {
     const { backend: b, config: c, weights: w, ws } = this;
     const ffn = this.ffn.slice(); // the layers this pass started with (see forwardYielding)
@@ -557,6 +586,10 @@ export class Transformer {
     const t0 = performance.now();
     b.copy2d(ws.last, 0, c.hidden, ws.x, (n - 1) * c.hidden, c.hidden, 1, c.hidden);
     this.norm(ws.last, ws.last, w.finalNorm, 1);
+    if (logits === "rows") {
+      if (report) report.outputMs = performance.now() - t0;
+      return;
+    }
     output.forward(ws.logits, ws.last, report);
     if (c.finalSoftcap !== undefined) b.softcap(ws.logits, c.vocab, c.finalSoftcap);
     marks?.mark(2 * c.layers + 1);

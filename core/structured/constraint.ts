@@ -280,6 +280,23 @@ export class GrammarConstraint {
     }
   }
 
+  /**
+   * The tokens allowed next when there are at most `limit` of them (the output layer then needs only
+   * their rows), else null. Inside a free string almost all are: null at once.
+   */
+  allowedTokens(limit: number): Int32Array | null {
+    if (inFreeString(this.stacks)) return null;
+    const probe = new Float32Array(this.vocab.size);
+    this.mask(probe);
+    const ids: number[] = [];
+    for (let i = 0; i < probe.length; i++) {
+      if (probe[i] !== 0) continue;
+      if (ids.length === limit) return null;
+      ids.push(i);
+    }
+    return Int32Array.from(ids);
+  }
+
   /** Moves the grammar past the chosen token (one mask() allowed). */
   advance(id: number): void {
     const { eos, empty, data, start } = this.vocab;
