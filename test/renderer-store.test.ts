@@ -47,6 +47,7 @@ import {
   generatePayload,
   replySchema,
   EXAMPLE_SCHEMA,
+  REPLY_PREFS_KEY,
   mergeSparsity,
   mergeUpdates,
   predictorName,
@@ -755,6 +756,29 @@ test("studio: the Hugging Face cache's models arrive after hello; the recent lis
   assert.equal(other.connection.getState().error, null);
   studio.dispose();
   other.dispose();
+});
+
+test("the reply format and the schema box are kept between app starts", () => {
+  const saved = new Map<string, string>();
+  const g = globalThis as { localStorage?: KeyValueStorage };
+  g.localStorage = { getItem: (k) => saved.get(k) ?? null, setItem: (k, v) => void saved.set(k, v) };
+  try {
+    const first = createSettingsStore();
+    assert.deepEqual([first.getState().replyFormat, first.getState().schemaText], ["text", EXAMPLE_SCHEMA]);
+    first.getState().setReplyFormat("schema");
+    first.getState().setSchemaText('{"type": "array"}');
+    const next = createSettingsStore(); // a new start of the app
+    assert.deepEqual([next.getState().replyFormat, next.getState().schemaText], ["schema", '{"type": "array"}']);
+    saved.set(REPLY_PREFS_KEY, JSON.stringify({ replyFormat: "yaml", schemaText: 5 }));
+    assert.deepEqual(
+      [createSettingsStore().getState().replyFormat, createSettingsStore().getState().schemaText],
+      ["text", EXAMPLE_SCHEMA],
+    );
+    saved.set(REPLY_PREFS_KEY, "{not json");
+    assert.equal(createSettingsStore().getState().replyFormat, "text");
+  } finally {
+    delete g.localStorage;
+  }
 });
 
 test("the model bar's load choices are kept between app starts, and sent with inspect and load", async () => {

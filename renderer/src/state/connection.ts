@@ -79,7 +79,7 @@ export interface KeyValueStorage {
 }
 
 // The browser's (or Electron window's) localStorage; absent in Node, where the stores are tested.
-function prefsStorage(): KeyValueStorage | null {
+export function prefsStorage(): KeyValueStorage | null {
   try {
     return (globalThis as { localStorage?: KeyValueStorage }).localStorage ?? null;
   } catch {

@@ -11,6 +11,7 @@ import type {
   SparsitySettings,
 } from "../../../core/host/protocol.js";
 import { DEFAULT_SETTINGS, predictorName, resolveCount } from "../../../core/sparse/settings.js";
+import { prefsStorage } from "./connection.js";
 
 export type TokenMeasure = "none" | "recall" | "divergence" | "headMass" | "latency";
 
@@ -85,10 +86,17 @@ export function createSettingsStore(init: Partial<Pick<SettingsState, "sampling"
     setSampling: (patch) => set((s) => ({ sampling: { ...s.sampling, ...patch } })),
     thinking: true,
     setThinking: (thinking) => set({ thinking }),
-    replyFormat: "text",
-    schemaText: EXAMPLE_SCHEMA,
-    setReplyFormat: (replyFormat) => set({ replyFormat }),
-    setSchemaText: (schemaText) => set({ schemaText }),
+    ...readReplyPrefs(),
+    setReplyFormat: (replyFormat) =>
+      set((s) => {
+        saveReplyPrefs({ replyFormat, schemaText: s.schemaText });
+        return { replyFormat };
+      }),
+    setSchemaText: (schemaText) =>
+      set((s) => {
+        saveReplyPrefs({ replyFormat: s.replyFormat, schemaText });
+        return { schemaText };
+      }),
     setTokenMeasure: (tokenMeasure) => set({ tokenMeasure }),
     setFrequencyWindow: (frequencyWindow) => set({ frequencyWindow }),
     selectedLayer: null,
@@ -181,6 +189,31 @@ export function samplingPayload(s: SamplingPanel): Partial<SamplingOptions> {
     repetitionPenalty: Math.max(0.01, finite(s.repetitionPenalty, 1)),
     seed: Math.round(finite(s.seed, 0)),
   };
+}
+
+/** Where the reply format and the schema box are kept between app starts. */
+export const REPLY_PREFS_KEY = "hire-studio.reply-prefs";
+const REPLY_FORMATS: readonly ReplyFormat[] = ["text", "json", "schema"];
+
+function readReplyPrefs(): { replyFormat: ReplyFormat; schemaText: string } {
+  const prefs = { replyFormat: "text" as ReplyFormat, schemaText: EXAMPLE_SCHEMA };
+  try {
+    const saved = JSON.parse(prefsStorage()?.getItem(REPLY_PREFS_KEY) ?? "null") as Record<string, unknown> | null;
+    if (REPLY_FORMATS.includes(saved?.replyFormat as ReplyFormat))
+      prefs.replyFormat = saved!.replyFormat as ReplyFormat;
+    if (typeof saved?.schemaText === "string") prefs.schemaText = saved.schemaText;
+  } catch {
+    // not JSON: the defaults
+  }
+  return prefs;
+}
+
+function saveReplyPrefs(prefs: { replyFormat: ReplyFormat; schemaText: string }): void {
+  try {
+    prefsStorage()?.setItem(REPLY_PREFS_KEY, JSON.stringify(prefs));
+  } catch {
+    // full or disabled storage: the choice still holds for this session
+  }
 }
 
 /** What the schema box holds until the user writes their own. */
