@@ -758,9 +758,17 @@ test("generate --schema: the reply is a document of the schema (file or inline);
       assert.ok(Array.isArray(v) && v.length >= 1 && v.length <= 3 && v.every((x) => typeof x === "boolean"), out.text);
     }
   }
-  const bad = hire(["generate", "--model", model, "--prompt", "x", "--schema", '{"type": "number", "multipleOf": 3}']);
+  const bad = hire([
+    "generate",
+    "--model",
+    model,
+    "--prompt",
+    "x",
+    "--schema",
+    '{"type": "array", "uniqueItems": true}',
+  ]);
   assert.equal(bad.status, 2);
-  assert.match(bad.stderr, /--schema \(inline\): JSON schema at #: "multipleOf" is not supported/);
+  assert.match(bad.stderr, /--schema \(inline\): JSON schema at #: "uniqueItems" is not supported/);
   const missing = hire(["generate", "--model", model, "--prompt", "x", "--schema", join(root, "nope.json")]);
   assert.equal(missing.status, 2);
   assert.match(missing.stderr, /nope\.json: cannot read the file \(ENOENT\)/);

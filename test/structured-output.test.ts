@@ -142,6 +142,13 @@ test("numeric bounds: minimum, maximum and their exclusive forms (and draft 4's)
   const third = compileSchema({ type: "number", maximum: 0.3 });
   accepts(third, "0.3");
   refuses(third, "0.30000000000001", "0.3000000000000");
+  // multipleOf (integers): every digit must leave a multiple within the bounds reachable.
+  const fives = compileSchema({ type: "integer", multipleOf: 5, minimum: -12, maximum: 23 });
+  for (const doc of ["0", "-10", "15", "20"]) accepts(fives, doc);
+  refuses(fives, "7", "");
+  incomplete(fives, "2"); // 20 is still ahead
+  refuses(fives, "24", "2");
+  refuses(fives, "-13", "-1");
   const big = compileSchema({ type: "integer", maximum: Number.MAX_SAFE_INTEGER });
   accepts(big, "9007199254740991");
   refuses(big, "9007199254740992", "900719925474099");
@@ -170,6 +177,7 @@ test("numeric bounds, at random: a number is accepted exactly when it is within 
     const hi = rng.next() < 0.7 ? decimalText() : undefined;
     if (lo !== undefined) schema[rng.next() < 0.5 ? "minimum" : "exclusiveMinimum"] = Number(lo);
     if (hi !== undefined) schema[rng.next() < 0.5 ? "maximum" : "exclusiveMaximum"] = Number(hi);
+    if (integer && rng.next() < 0.4) schema.multipleOf = 2 + pickInt(9);
     let node: Node;
     try {
       node = compileSchema({ type: "array", items: schema });
@@ -179,6 +187,7 @@ test("numeric bounds, at random: a number is accepted exactly when it is within 
     const inside = (t: string) => {
       const v = exact(t);
       if (integer && v.s > 0) return false;
+      if (schema.multipleOf !== undefined && v.n % BigInt(schema.multipleOf as number) !== 0n) return false;
       const L = schema.minimum ?? schema.exclusiveMinimum;
       const H = schema.maximum ?? schema.exclusiveMaximum;
       if (L !== undefined) {

@@ -22,6 +22,8 @@ export interface Bound {
 export interface Bounds {
   readonly lo?: Bound;
   readonly hi?: Bound;
+  /** Integers only: the value must be a multiple of this (multipleOf), a positive integer. */
+  readonly step?: bigint;
 }
 
 /** A JSON number's text as a Decimal (exact), or undefined when it is not one. */
@@ -43,6 +45,7 @@ export function cmp(a: Decimal, b: Decimal): number {
 
 /** Whether v satisfies the bounds. */
 export function within(v: Decimal, b: Bounds): boolean {
+  if (b.step !== undefined && (v.s > 0 || v.n % b.step !== 0n)) return false;
   if (b.lo && (b.lo.open ? cmp(v, b.lo.v) <= 0 : cmp(v, b.lo.v) < 0)) return false;
   if (b.hi && (b.hi.open ? cmp(v, b.hi.v) >= 0 : cmp(v, b.hi.v) > 0)) return false;
   return true;
@@ -108,7 +111,19 @@ export function reachable(
     }
   }
   const bounds = integer ? integerBounds(b) : b;
+  if (integer && b.step !== undefined) return spans.some((sp) => holdsMultiple(neg ? negate(sp) : sp, bounds, b.step!));
   return spans.some((sp) => meets(neg ? negate(sp) : sp, bounds));
+}
+
+/** Whether a closed integer interval, within integer bounds, holds a multiple of `step`. */
+function holdsMultiple(i: Interval, b: Bounds, step: bigint): boolean {
+  let lo = i.lo.n;
+  let hi = i.hi.n;
+  if (b.lo && b.lo.v.n > lo) lo = b.lo.v.n;
+  if (b.hi && b.hi.v.n < hi) hi = b.hi.v.n;
+  if (lo > hi) return false;
+  const first = lo % step === 0n ? lo : lo > 0n ? (lo / step + 1n) * step : (lo / step) * step; // the first multiple ≥ lo
+  return first <= hi;
 }
 
 function negate(i: Interval): Interval {
@@ -121,7 +136,7 @@ function negate(i: Interval): Interval {
 }
 
 /** Bounds on integers as closed integer bounds (x > 2.5 → x ≥ 3; x < 3 → x ≤ 2). */
-function integerBounds(b: Bounds): Bounds {
+function integerBounds(b: Bounds): Omit<Bounds, "step"> {
   const floor = (d: Decimal) => {
     const p = pow10(d.s);
     const q = d.n / p;

@@ -80,7 +80,6 @@ export const ANY_OBJECT: Node = { t: "object", props: [], extra: ANY };
 const REFUSED = [
   "patternProperties",
   "propertyNames",
-  "multipleOf",
   "uniqueItems",
   "contains",
   "minContains",
@@ -154,6 +153,7 @@ export function compileSchema(schema: unknown): Node {
       else if ("items" in o || "prefixItems" in o || "minItems" in o || "maxItems" in o) types = ["array"];
       else if ("minLength" in o || "maxLength" in o || "pattern" in o) types = ["string"];
       else if (["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"].some((k) => k in o)) types = ["number"];
+      else if ("multipleOf" in o) types = ["integer"];
       else return ANY;
     } else if (typeof o.type === "string") types = [o.type];
     else if (Array.isArray(o.type) && o.type.length > 0 && o.type.every((t) => typeof t === "string"))
@@ -327,8 +327,15 @@ function numericBounds(o: Record<string, unknown>, integer: boolean, fail: (w: s
   };
   const lo = pick(value("minimum"), value("exclusiveMinimum"), o.exclusiveMinimum, true);
   const hi = pick(value("maximum"), value("exclusiveMaximum"), o.exclusiveMaximum, false);
-  if (!lo && !hi) return undefined;
-  const bounds = { ...(lo && { lo }), ...(hi && { hi }) };
+  let step: bigint | undefined;
+  if (o.multipleOf !== undefined) {
+    const m = o.multipleOf;
+    if (!integer || typeof m !== "number" || !Number.isSafeInteger(m) || m < 1)
+      fail(`"multipleOf" is supported for integers, as a positive integer`);
+    step = BigInt(m as number);
+  }
+  if (!lo && !hi && step === undefined) return undefined;
+  const bounds = { ...(lo && { lo }), ...(hi && { hi }), ...(step !== undefined && { step }) };
   if (!satisfiable(bounds, integer, MAX_INT_DIGITS, MAX_FRAC_DIGITS))
     fail(`no ${integer ? "integer" : "number"} of up to ${MAX_INT_DIGITS} digits is within the bounds`);
   return bounds;
