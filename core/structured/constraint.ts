@@ -150,6 +150,8 @@ interface PlainChars {
 export class GrammarConstraint {
   private stacks: Stack[];
   private scratch = new Float32Array(0);
+  /** The stacks `scratch` holds the allowed tokens of (allowed()). */
+  private allowedFor: Stack[] | null = null;
   /** Per pattern and pattern state: the plain-text tokens it can take (computed on first need). */
   private readonly patternTokens = new Map<Regex, Map<number, Int32Array>>();
 
@@ -172,33 +174,46 @@ export class GrammarConstraint {
    * every allowed one).
    */
   mask(logits: Float32Array): boolean {
-    const { eos, size } = this.vocab;
-    if (this.scratch.length !== logits.length) this.scratch = new Float32Array(logits.length);
-    const out = this.scratch.fill(-Infinity);
-    const n = Math.min(logits.length, size);
-    const keep = (id: number) => {
-      if (id < n) out[id] = logits[id];
-    };
-    const text = stringState(this.stacks);
-    if (inFreeString(this.stacks)) this.maskInString(out, logits, n);
-    else if (text) this.maskInText(text, keep);
-    else this.maskByGroups(keep);
-    if (accepting(this.stacks)) for (const id of eos) if (id < n) out[id] = logits[id];
-    logits.set(out);
-    return out.some((x) => x !== -Infinity);
+    const allowed = this.allowed();
+    let any = false;
+    for (let i = 0; i < logits.length; i++) {
+      if (i >= allowed.length || allowed[i] !== 0) logits[i] = -Infinity;
+      else if (logits[i] !== -Infinity) any = true;
+    }
+    return any;
   }
 
   /**
-   * Inside a string almost every token is allowed: all are copied, then the special ones and those
-   * whose tail (what follows their plain text) the automaton refuses are taken out. Each distinct
-   * tail is run once.
+   * 0 for each token allowed next, -Infinity for the others: computed once per state (a step's
+   * allowedTokens and mask share it).
    */
-  private maskInString(out: Float32Array, logits: Float32Array, n: number): void {
+  private allowed(): Float32Array {
+    if (this.allowedFor === this.stacks) return this.scratch;
+    const { eos, size } = this.vocab;
+    if (this.scratch.length !== size) this.scratch = new Float32Array(size);
+    const out = this.scratch.fill(-Infinity);
+    const keep = (id: number) => {
+      out[id] = 0;
+    };
+    const text = stringState(this.stacks);
+    if (inFreeString(this.stacks)) this.maskInString(out);
+    else if (text) this.maskInText(text, keep);
+    else this.maskByGroups(keep);
+    if (accepting(this.stacks)) for (const id of eos) if (id < size) out[id] = 0;
+    this.allowedFor = this.stacks;
+    return out;
+  }
+
+  /**
+   * Inside a string almost every token is allowed: all are, but the special ones and those whose
+   * tail (what follows their plain text) the automaton refuses. Each distinct tail is run once.
+   */
+  private maskInString(out: Float32Array): void {
     const { emptyIds, mixed, tailOf, tails } = this.vocab;
-    out.set(logits.subarray(0, n));
-    for (const id of emptyIds) if (id < n) out[id] = -Infinity;
+    out.fill(0);
+    for (const id of emptyIds) out[id] = -Infinity;
     const tailOk = tails.map((t) => feedAll(this.stacks, t) !== null);
-    for (let i = 0; i < mixed.length; i++) if (!tailOk[tailOf[i]] && mixed[i] < n) out[mixed[i]] = -Infinity;
+    for (let i = 0; i < mixed.length; i++) if (!tailOk[tailOf[i]]) out[mixed[i]] = -Infinity;
   }
 
   /**
@@ -286,11 +301,10 @@ export class GrammarConstraint {
    */
   allowedTokens(limit: number): Int32Array | null {
     if (inFreeString(this.stacks)) return null;
-    const probe = new Float32Array(this.vocab.size);
-    this.mask(probe);
+    const allowed = this.allowed();
     const ids: number[] = [];
-    for (let i = 0; i < probe.length; i++) {
-      if (probe[i] !== 0) continue;
+    for (let i = 0; i < allowed.length; i++) {
+      if (allowed[i] !== 0) continue;
       if (ids.length === limit) return null;
       ids.push(i);
     }
