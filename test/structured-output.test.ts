@@ -344,6 +344,9 @@ test("pattern and format in JSON strings: decoded characters (escapes, UTF-8) go
   refuses(when, '"2024-01-01 00:00:00Z"', '"2024-01-01');
   accepts(compileSchema({ format: "uuid", type: "string" }), '"123e4567-e89b-12d3-a456-426614174000"');
   accepts(compileSchema({ format: "email", type: "string" }), '"not checked: an annotation"');
+  // Format names that are Object.prototype's properties are annotations too (not its functions).
+  for (const format of ["constructor", "toString", "__proto__"])
+    accepts(compileSchema({ format, type: "string" }), '"any text"');
 });
 
 test("objects: properties in schema order, required ones never skipped, no others; maps take any keys", () => {

@@ -218,7 +218,7 @@ export function compileSchema(schema: unknown): Node {
         const max = count("maxLength", Infinity);
         if (max < min) fail(`"maxLength" is below "minLength"`);
         if (o.pattern !== undefined && typeof o.pattern !== "string") fail(`"pattern" must be a string`);
-        const source = (o.pattern as string | undefined) ?? FORMATS[o.format as string];
+        const source = (o.pattern as string | undefined) ?? FORMATS.get(o.format as string);
         let pattern: Regex | undefined;
         try {
           pattern = source === undefined ? undefined : Regex.compile(source);
@@ -347,12 +347,13 @@ function numericBounds(o: Record<string, unknown>, integer: boolean, fail: (w: s
  */
 const DATE = "\\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\\d|3[01])";
 const TIME = "([01]\\d|2[0-3]):[0-5]\\d:[0-5]\\d(\\.\\d{1,9})?(Z|[+-]([01]\\d|2[0-3]):[0-5]\\d)";
-const FORMATS: Record<string, string> = {
-  date: `^${DATE}$`,
-  time: `^${TIME}$`,
-  "date-time": `^${DATE}T${TIME}$`,
-  uuid: "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
-};
+// A Map, not an object: a format named "constructor" or "toString" is an annotation, not Object's.
+const FORMATS = new Map([
+  ["date", `^${DATE}$`],
+  ["time", `^${TIME}$`],
+  ["date-time", `^${DATE}T${TIME}$`],
+  ["uuid", "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"],
+]);
 
 const ANNOTATIONS = new Set([
   "title",
