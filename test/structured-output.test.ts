@@ -474,6 +474,7 @@ test("compileSchema: what it cannot enforce, or that names nothing, is an error 
   bad({ type: "number", minimum: "0" }, /"minimum" must be a number/);
   bad({ type: "object", properties: {}, required: ["x"] }, /"x" is not in "properties"/);
   bad({ $ref: "#/$defs/missing" }, /names nothing/);
+  bad({ $ref: "#/$defs/constructor", $defs: {} }, /names nothing/); // not Object's own property
   bad({ $ref: "http://example.com/s.json" }, /only "#"/);
   bad({ type: "strnig" }, /unknown type "strnig"/);
   bad({ type: "array", minItems: 3, maxItems: 1 }, /"maxItems" is below "minItems"/);

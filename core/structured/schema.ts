@@ -378,8 +378,9 @@ function hasConstraints(o: Record<string, unknown>): boolean {
 
 function resolve(schema: unknown, ref: string): unknown {
   const [, group, name] = ref.split("/");
-  const defs = (schema as Record<string, unknown>)[group];
-  const target = typeof defs === "object" && defs !== null ? (defs as Record<string, unknown>)[name] : undefined;
+  const own = (o: unknown, k: string) =>
+    typeof o === "object" && o !== null && Object.hasOwn(o, k) ? (o as Record<string, unknown>)[k] : undefined;
+  const target = own(own(schema, group), name);
   if (target === undefined) throw new UsageError(`JSON schema: "$ref" ${JSON.stringify(ref)} names nothing`);
   return target;
 }
