@@ -8,7 +8,15 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { writeFileSync } from "node:fs";
 import { compileSchema, ANY_OBJECT, ANY, type Node } from "../core/structured/schema.js";
-import { accepting, feed, feedAll, finished, initial, type Stack } from "../core/structured/automaton.js";
+import {
+  accepting,
+  feed,
+  feedAll,
+  finished,
+  initial,
+  utf8CharLength,
+  type Stack,
+} from "../core/structured/automaton.js";
 import { GrammarConstraint, TokenVocabulary, TriggeredGrammar } from "../core/structured/constraint.js";
 import { Regex } from "../core/structured/regex.js";
 import { Rng } from "../core/engine/sampler.js";
@@ -234,6 +242,31 @@ function nfaMatches(pattern: string, text: string): boolean {
   }
   return re.matches(state);
 }
+
+test("utf8CharLength: a character's length exactly where a strict UTF-8 decoder reads one whole character", () => {
+  const strict = new TextDecoder("utf-8", { fatal: true });
+  const oracle = (bytes: Uint8Array): number => {
+    for (let len = 1; len <= Math.min(4, bytes.length); len++) {
+      try {
+        const s = strict.decode(bytes.subarray(0, len));
+        if ([...s].length === 1) return len;
+      } catch {
+        // not (yet) a whole character
+      }
+    }
+    return 0;
+  };
+  const rng = new Rng(29);
+  const leads = [0x41, 0x7f, 0x80, 0xbf, 0xc0, 0xc1, 0xc2, 0xdf, 0xe0, 0xe1, 0xed, 0xef, 0xf0, 0xf1, 0xf4, 0xf5, 0xff];
+  const conts = [0x00, 0x41, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0, 0xff];
+  for (let i = 0; i < 20000; i++) {
+    const bytes = Uint8Array.from({ length: 1 + Math.floor(rng.next() * 4) }, (_, j) =>
+      j === 0 ? leads[Math.floor(rng.next() * leads.length)] : conts[Math.floor(rng.next() * conts.length)],
+    );
+    assert.equal(utf8CharLength(bytes, 0), oracle(bytes), `bytes ${[...bytes].map((b) => b.toString(16))}`);
+  }
+  for (const ch of ["A", "é", "✓", "𝄞"]) assert.equal(utf8CharLength(utf8.encode(ch), 0), utf8.encode(ch).length);
+});
 
 test("pattern: the NFA matches exactly what ECMAScript's RegExp.test does, on many patterns and strings", () => {
   const patterns = [

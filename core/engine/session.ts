@@ -306,11 +306,7 @@ export class Session {
     const allowed = new Float32Array(logits.length);
     grammar.mask(allowed);
     const ids = Int32Array.from(allowed.keys()).filter((i) => allowed[i] === 0);
-    const exact = ids.length <= MAX_EXACT_ROWS ? this.transformer.exactLogits(ids) : null;
-    if (exact) {
-      logits = new Float32Array(logits.length).fill(-Infinity);
-      ids.forEach((id, i) => (logits[id] = exact[i]));
-    } else logits = this.transformer.denseLogits();
+    logits = (ids.length <= MAX_EXACT_ROWS && this.transformer.rowsLogits(ids)) || this.transformer.denseLogits();
     scores = Float32Array.from(logits);
     grammar.mask(scores);
     return [logits, scores];

@@ -415,6 +415,15 @@ export class Transformer {
     return b.read(ws.logits, 0, ids.length).slice();
   }
 
+  /** The vocabulary's logits with exactLogits' values at `ids` and -Infinity elsewhere (null as exactLogits). */
+  rowsLogits(ids: Int32Array): Float32Array | null {
+    const exact = this.exactLogits(ids);
+    if (!exact) return null;
+    const out = new Float32Array(this.config.vocab).fill(-Infinity);
+    ids.forEach((id, i) => (out[id] = exact[i]));
+    return out;
+  }
+
   /**
    * forward for one token when only `rows` of the next logits can matter (the tokens a grammar
    * allows next, when they are few): the output layer reads those rows alone, as HiRE reads its
@@ -424,9 +433,7 @@ export class Transformer {
     this.startForward(1, pos0, cache);
     this.run([id], pos0, cache, report, "rows");
     const t0 = performance.now();
-    const exact = this.exactLogits(rows)!;
-    const out = new Float32Array(this.config.vocab).fill(-Infinity);
-    rows.forEach((r, i) => (out[r] = exact[i]));
+    const out = this.rowsLogits(rows)!;
     if (report) {
       const ms = performance.now() - t0;
       const head = this.weights.head.w.byteLength;

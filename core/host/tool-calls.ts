@@ -158,7 +158,7 @@ function callObject(tools: readonly unknown[], name: string | undefined, argsKey
         throw new UsageError(`function ${JSON.stringify(f.name)}: ${(e as Error).message}`);
       }
       return objectOf([
-        ["name", { t: "literal", texts: [new TextEncoder().encode(JSON.stringify(f.name))] }],
+        ["name", compileSchema({ const: f.name })],
         [argsKey, args],
       ]);
     }),

@@ -124,6 +124,20 @@ const UTF8_LEADS: (readonly [number, number, number] | undefined)[] = Array.from
   return undefined;
 });
 
+/**
+ * The length of the well-formed UTF-8 character at bytes[at] (1 for ASCII), or 0 where none starts
+ * there whole (a continuation byte, an invalid lead, or a sequence the bytes cut short).
+ */
+export function utf8CharLength(bytes: Uint8Array, at: number): number {
+  const b = bytes[at];
+  if (b < 0x80) return 1;
+  const lead = UTF8_LEADS[b - 0x80];
+  if (!lead || at + lead[0] >= bytes.length) return 0;
+  if (bytes[at + 1] < lead[1] || bytes[at + 1] > lead[2]) return 0;
+  for (let i = 2; i <= lead[0]; i++) if (bytes[at + i] < 0x80 || bytes[at + i] > 0xbf) return 0;
+  return lead[0] + 1;
+}
+
 const PLAIN_STRING: Extract<Frame, { k: "str" }> = {
   k: "str",
   min: 0,
@@ -394,10 +408,10 @@ function startNumber(up: Stack, integer: boolean, bounds: Bounds | null, b: numb
 /** The number frame, where its bounds can still be met by some way of finishing it. */
 function pushNumber(up: Stack | null, f: Extract<Frame, { k: "num" }>, out: Stack[]): void {
   if (f.bounds) {
-    const more = f.st === "dot" || f.st === "frac" ? MAX_FRAC_DIGITS - f.frac.length : MAX_INT_DIGITS - f.int.length;
     const dot = f.st === "dot" || f.st === "frac";
-    const ok = reachable(f.bounds, f.integer, f.neg, f.int, dot, f.frac, dot ? 0 : more, dot ? more : MAX_FRAC_DIGITS);
-    if (!ok) return;
+    const moreInt = dot ? 0 : MAX_INT_DIGITS - f.int.length;
+    const moreFrac = dot ? MAX_FRAC_DIGITS - f.frac.length : MAX_FRAC_DIGITS;
+    if (!reachable(f.bounds, f.integer, f.neg, f.int, dot, f.frac, moreInt, moreFrac)) return;
   }
   out.push(on(up, f));
 }

@@ -93,7 +93,6 @@ export function reachable(
 ): boolean {
   // The magnitudes the number can still reach, as intervals; negated for a minus sign.
   const spans: Interval[] = [];
-  const unit = integer ? 0 : 1; // one past the largest fraction: [x, x + 1) for reals, [x, x] for integers
   if (int === "") {
     // Only a minus sign so far: any magnitude up to the digit limit.
     spans.push({ lo: { n: 0n, s: 0 }, loClosed: true, hi: { n: pow10(moreInt), s: 0 }, hiClosed: false });
@@ -103,10 +102,11 @@ export function reachable(
     spans.push({ lo: x, loClosed: true, hi: { n: x.n + width, s: x.s }, hiClosed: width === 0n });
   } else {
     const i = BigInt(int);
-    // k more integer digits (none after a leading 0), then (reals) any fraction.
+    // k more integer digits (none after a leading 0), then (reals) any fraction: [lo, lo + 10^k) for
+    // reals, [lo, lo + 10^k - 1] for integers.
     for (let k = 0; k <= (int === "0" ? 0 : moreInt); k++) {
       const lo = i * pow10(k);
-      const hi = integer ? lo + pow10(k) - 1n : lo + pow10(k) * BigInt(unit);
+      const hi = integer ? lo + pow10(k) - 1n : lo + pow10(k);
       spans.push({ lo: { n: lo, s: 0 }, loClosed: true, hi: { n: hi, s: 0 }, hiClosed: integer });
     }
   }

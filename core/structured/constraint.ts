@@ -11,14 +11,13 @@ import {
   inFreeString,
   initial,
   stringState,
+  utf8CharLength,
   withText,
   type Stack,
   type StringState,
 } from "./automaton.js";
 import type { Regex } from "./regex.js";
 import type { Node } from "./schema.js";
-
-const STRICT_UTF8 = new TextDecoder("utf-8", { fatal: true });
 
 /**
  * How many of t's first bytes are whole characters of string text: ASCII other than `"`, `\` and
@@ -28,18 +27,9 @@ function plainLength(t: Uint8Array): number {
   let p = 0;
   while (p < t.length) {
     const b = t[p];
-    if (b < 0x80) {
-      if (b < 0x20 || b === 0x22 || b === 0x5c) return p;
-      p++;
-      continue;
-    }
-    const len = b >= 0xc2 && b <= 0xdf ? 2 : b >= 0xe0 && b <= 0xef ? 3 : b >= 0xf0 && b <= 0xf4 ? 4 : 0;
-    if (len === 0 || p + len > t.length) return p;
-    try {
-      STRICT_UTF8.decode(t.subarray(p, p + len));
-    } catch {
-      return p;
-    }
+    if (b < 0x20 || b === 0x22 || b === 0x5c) return p;
+    const len = utf8CharLength(t, p);
+    if (len === 0) return p;
     p += len;
   }
   return p;
@@ -64,6 +54,8 @@ export class TokenVocabulary {
    */
   readonly mixed: Int32Array;
   readonly tailOf: Int32Array;
+  /** Where each token's plain text ends (an index into data; start[id + 1] for plain tokens). */
+  readonly plainEnd: Int32Array;
   readonly tails: readonly Uint8Array[];
   /**
    * Token ids by their first two bytes (index b1 * 257 + b2; b2 = 256 for one-byte tokens), so that a
@@ -82,6 +74,7 @@ export class TokenVocabulary {
     for (let id = 0; id < size; id++) this.start[id + 1] = this.start[id] + (bytes[id]?.length ?? 0);
     this.data = new Uint8Array(this.start[size]);
     this.empty = new Uint8Array(size);
+    this.plainEnd = new Int32Array(size);
     const lists: number[][] = [];
     const emptyIds: number[] = [];
     const mixed: number[] = [];
@@ -97,6 +90,7 @@ export class TokenVocabulary {
         continue;
       }
       const plain = plainLength(t);
+      this.plainEnd[id] = this.start[id] + plain;
       if (plain < t.length) {
         const tail = t.slice(plain);
         const key = String.fromCharCode(...tail);
@@ -119,7 +113,6 @@ export class TokenVocabulary {
   /** The code points of the vocabulary's string text (built on the first string with a pattern or length limit). */
   get plainChars(): PlainChars {
     if (this.plainCharsCache) return this.plainCharsCache;
-    const mixed = new Set(this.mixed);
     const ids: number[] = [];
     const chars: number[] = [];
     const at = new Int32Array(this.size + 1);
@@ -127,9 +120,9 @@ export class TokenVocabulary {
     for (let id = 0; id < this.size; id++) {
       at[id] = chars.length;
       if (this.empty[id]) continue;
-      if (!mixed.has(id)) ids.push(id);
-      const token = this.data.subarray(this.start[id], this.start[id + 1]);
-      for (const ch of text.decode(token.subarray(0, plainLength(token)))) chars.push(ch.codePointAt(0)!);
+      if (this.plainEnd[id] === this.start[id + 1]) ids.push(id);
+      for (const ch of text.decode(this.data.subarray(this.start[id], this.plainEnd[id])))
+        chars.push(ch.codePointAt(0)!);
     }
     at[this.size] = chars.length;
     this.plainCharsCache = { ids: Int32Array.from(ids), at, chars: Int32Array.from(chars) };

@@ -1,10 +1,11 @@
 // JSON Schema → the grammar nodes the byte automaton (automaton.ts) walks. The subset is what
 // structured-output clients send (OpenAI's strict schemas, pydantic's model_json_schema()): types,
-// properties/required/additionalProperties, items with minItems/maxItems, minLength/maxLength, enum,
-// const, anyOf/oneOf, local $ref. Keywords that would constrain values in ways the automaton does not
-// enforce (pattern, minimum, ...) are refused with an error naming them, rather than ignored, so a
-// reply never silently breaks the client's schema. Annotations (title, description, format, ...) are
-// ignored, as JSON Schema itself treats them.
+// properties/required/additionalProperties, items/prefixItems with minItems/maxItems,
+// minLength/maxLength, pattern (regex.ts) and some formats, numeric bounds and integer multipleOf
+// (bounds.ts), enum, const, anyOf/oneOf, local $ref. Keywords that would constrain values in ways the
+// automaton does not enforce (uniqueItems, minProperties, ...) are refused with an error naming them,
+// rather than ignored, so a reply never silently breaks the client's schema. Annotations (title,
+// description, other formats, ...) are ignored, as JSON Schema itself treats them.
 import { UsageError } from "../loader/errors.js";
 import { Regex } from "./regex.js";
 import {
@@ -59,16 +60,16 @@ export function text(s: string): Node {
   return { t: "literal", texts: [utf8.encode(s)], raw: true };
 }
 
+/** A property, its key spelled as JSON writes it between the quotes. */
+function prop(name: string, node: Node, required: boolean): Prop {
+  return { name, key: utf8.encode(JSON.stringify(name).slice(1, -1)), node, required };
+}
+
 /** An object of exactly these properties, all required, in this order. */
 export function objectOf(props: readonly (readonly [string, Node])[]): Node {
   return {
     t: "object",
-    props: props.map(([name, node]) => ({
-      name,
-      key: utf8.encode(JSON.stringify(name).slice(1, -1)),
-      node,
-      required: true,
-    })),
+    props: props.map(([name, node]) => prop(name, node, true)),
     extra: null,
   };
 }
@@ -133,8 +134,8 @@ export function compileSchema(schema: unknown): Node {
       const rest = { ...o };
       delete rest.anyOf;
       delete rest.oneOf;
-      const base = hasConstraints(rest) ? rest : null;
-      if (base) fail(`"${key}" beside other keywords is not supported (put them inside each alternative)`);
+      if (hasConstraints(rest))
+        fail(`"${key}" beside other keywords is not supported (put them inside each alternative)`);
       return union((alternatives as unknown[]).map((a, i) => compile(a, `${path}/${key}/${i}`)));
     }
     if (o.allOf !== undefined) {
@@ -180,12 +181,13 @@ export function compileSchema(schema: unknown): Node {
         const names = Object.keys(props as object);
         for (const r of required as string[])
           if (!names.includes(r)) fail(`required property ${JSON.stringify(r)} is not in "properties"`);
-        const list: Prop[] = names.map((name) => ({
-          name,
-          key: utf8.encode(JSON.stringify(name).slice(1, -1)),
-          node: compile((props as Record<string, unknown>)[name], `${path}/properties/${name}`),
-          required: (required as string[]).includes(name),
-        }));
+        const list = names.map((name) =>
+          prop(
+            name,
+            compile((props as Record<string, unknown>)[name], `${path}/properties/${name}`),
+            (required as string[]).includes(name),
+          ),
+        );
         const extra = o.additionalProperties;
         // With properties listed, only those are written, whatever additionalProperties allows
         // beside them: a document without extra keys is valid either way (pydantic's extra="allow").
