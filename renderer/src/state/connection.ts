@@ -79,7 +79,7 @@ export interface KeyValueStorage {
 }
 
 // The browser's (or Electron window's) localStorage; absent in Node, where the stores are tested.
-export function prefsStorage(): KeyValueStorage | null {
+function prefsStorage(): KeyValueStorage | null {
   try {
     return (globalThis as { localStorage?: KeyValueStorage }).localStorage ?? null;
   } catch {
@@ -87,26 +87,32 @@ export function prefsStorage(): KeyValueStorage | null {
   }
 }
 
-/** The saved choices, or the defaults for anything missing or malformed. */
-function readLoadPrefs(): LoadPrefs {
-  const prefs: LoadPrefs = { kvCache: "f32", contextLength: null };
+/** A saved preference as its fields (each to be checked), or {} when none is saved or it is not JSON. */
+export function readPrefs(key: string): Record<string, unknown> {
   try {
-    const saved = JSON.parse(prefsStorage()?.getItem(LOAD_PREFS_KEY) ?? "null") as Partial<LoadPrefs> | null;
-    if (isKvDtype(saved?.kvCache)) prefs.kvCache = saved.kvCache;
-    const n = saved?.contextLength;
-    if (typeof n === "number" && Number.isInteger(n) && n >= 1) prefs.contextLength = n;
+    const saved = JSON.parse(prefsStorage()?.getItem(key) ?? "null") as unknown;
+    return typeof saved === "object" && saved !== null ? (saved as Record<string, unknown>) : {};
   } catch {
-    // not JSON: the defaults
+    return {}; // not JSON: the defaults
   }
-  return prefs;
 }
 
-function saveLoadPrefs(prefs: LoadPrefs): void {
+export function savePrefs(key: string, prefs: object): void {
   try {
-    prefsStorage()?.setItem(LOAD_PREFS_KEY, JSON.stringify(prefs));
+    prefsStorage()?.setItem(key, JSON.stringify(prefs));
   } catch {
     // full or disabled storage: the choice still holds for this session
   }
+}
+
+/** The saved choices, or the defaults for anything missing or malformed. */
+function readLoadPrefs(): LoadPrefs {
+  const saved = readPrefs(LOAD_PREFS_KEY);
+  const n = saved.contextLength;
+  return {
+    kvCache: isKvDtype(saved.kvCache) ? saved.kvCache : "f32",
+    contextLength: typeof n === "number" && Number.isInteger(n) && n >= 1 ? n : null,
+  };
 }
 
 export function createConnectionStore(transport: "ipc" | "websocket" = "websocket") {
@@ -147,12 +153,12 @@ export function createConnectionStore(transport: "ipc" | "websocket" = "websocke
     setPathInput: (pathInput) => set({ pathInput }),
     setKvCache: (kvCache) =>
       set((s) => {
-        saveLoadPrefs({ kvCache, contextLength: s.contextLength });
+        savePrefs(LOAD_PREFS_KEY, { kvCache, contextLength: s.contextLength });
         return { kvCache };
       }),
     setContextLength: (contextLength) =>
       set((s) => {
-        saveLoadPrefs({ kvCache: s.kvCache, contextLength });
+        savePrefs(LOAD_PREFS_KEY, { kvCache: s.kvCache, contextLength });
         return { contextLength };
       }),
     setEstimate: (estimate, estimateError = null) => set({ estimate, estimateError }),

@@ -11,7 +11,7 @@ import type {
   SparsitySettings,
 } from "../../../core/host/protocol.js";
 import { DEFAULT_SETTINGS, predictorName, resolveCount } from "../../../core/sparse/settings.js";
-import { prefsStorage } from "./connection.js";
+import { readPrefs, savePrefs } from "./connection.js";
 
 export type TokenMeasure = "none" | "recall" | "divergence" | "headMass" | "latency";
 
@@ -89,12 +89,12 @@ export function createSettingsStore(init: Partial<Pick<SettingsState, "sampling"
     ...readReplyPrefs(),
     setReplyFormat: (replyFormat) =>
       set((s) => {
-        saveReplyPrefs({ replyFormat, schemaText: s.schemaText });
+        savePrefs(REPLY_PREFS_KEY, { replyFormat, schemaText: s.schemaText });
         return { replyFormat };
       }),
     setSchemaText: (schemaText) =>
       set((s) => {
-        saveReplyPrefs({ replyFormat: s.replyFormat, schemaText });
+        savePrefs(REPLY_PREFS_KEY, { replyFormat: s.replyFormat, schemaText });
         return { schemaText };
       }),
     setTokenMeasure: (tokenMeasure) => set({ tokenMeasure }),
@@ -196,24 +196,11 @@ export const REPLY_PREFS_KEY = "hire-studio.reply-prefs";
 const REPLY_FORMATS: readonly ReplyFormat[] = ["text", "json", "schema"];
 
 function readReplyPrefs(): { replyFormat: ReplyFormat; schemaText: string } {
-  const prefs = { replyFormat: "text" as ReplyFormat, schemaText: EXAMPLE_SCHEMA };
-  try {
-    const saved = JSON.parse(prefsStorage()?.getItem(REPLY_PREFS_KEY) ?? "null") as Record<string, unknown> | null;
-    if (REPLY_FORMATS.includes(saved?.replyFormat as ReplyFormat))
-      prefs.replyFormat = saved!.replyFormat as ReplyFormat;
-    if (typeof saved?.schemaText === "string") prefs.schemaText = saved.schemaText;
-  } catch {
-    // not JSON: the defaults
-  }
-  return prefs;
-}
-
-function saveReplyPrefs(prefs: { replyFormat: ReplyFormat; schemaText: string }): void {
-  try {
-    prefsStorage()?.setItem(REPLY_PREFS_KEY, JSON.stringify(prefs));
-  } catch {
-    // full or disabled storage: the choice still holds for this session
-  }
+  const saved = readPrefs(REPLY_PREFS_KEY);
+  return {
+    replyFormat: REPLY_FORMATS.includes(saved.replyFormat as ReplyFormat) ? (saved.replyFormat as ReplyFormat) : "text",
+    schemaText: typeof saved.schemaText === "string" ? saved.schemaText : EXAMPLE_SCHEMA,
+  };
 }
 
 /** What the schema box holds until the user writes their own. */
