@@ -75,6 +75,13 @@ async function drawnPixels(page: Page, testId: string): Promise<number> {
 }
 
 /** Wait until there are at least `count` replies and the last has more than `chars` characters. */
+/** Skips the test, saying why, where there is no Chromium to drive. */
+function noChromium(t: { skip: (why: string) => void }): boolean {
+  if (existsSync(CHROMIUM)) return false;
+  t.skip(`no Chromium at ${CHROMIUM} (.ci/run installs Debian's chromium; set HIRE_CHROMIUM to use another)`);
+  return true;
+}
+
 async function waitForReply(page: Page, count: number, chars: number): Promise<void> {
   await page.waitForFunction(
     ([n, c]) => {
@@ -124,10 +131,7 @@ async function openApp(
 }
 
 test("e2e: chat in the browser with the live sparsity inspector", { timeout: 240_000 }, async (t) => {
-  if (!existsSync(CHROMIUM)) {
-    t.skip(`no Chromium at ${CHROMIUM} (.ci/run installs Debian's chromium; set HIRE_CHROMIUM to use another)`);
-    return;
-  }
+  if (noChromium(t)) return;
   assert.ok(existsSync(join(REPO_ROOT, "dist", "ui", "index.html")), "the UI is not built: npm run build:ui");
   mkdirSync(ARTIFACTS, { recursive: true });
   const dataDir = mkdtempSync(join(tmpdir(), "hire-e2e-"));
@@ -257,10 +261,7 @@ test("e2e: chat in the browser with the live sparsity inspector", { timeout: 240
 });
 
 test("e2e: a saved reasoning reply shows its <think> block folded above the answer", { timeout: 60_000 }, async (t) => {
-  if (!existsSync(CHROMIUM)) {
-    t.skip(`no Chromium at ${CHROMIUM} (.ci/run installs Debian's chromium; set HIRE_CHROMIUM to use another)`);
-    return;
-  }
+  if (noChromium(t)) return;
   const dataDir = mkdtempSync(join(tmpdir(), "hire-e2e-think-"));
   // A conversation as the app saves it: a Qwen3-style reply, the tags tokens of their own.
   const texts = ["<think>", "\n", "The user", " greets me", ".", "</think>", "\n\n", "Hello", "!"];
@@ -320,10 +321,7 @@ test(
   "e2e: a mixture of experts: its experts in the model bar and the map, k per expert",
   { timeout: 90_000 },
   async (t) => {
-    if (!existsSync(CHROMIUM)) {
-      t.skip(`no Chromium at ${CHROMIUM} (.ci/run installs Debian's chromium; set HIRE_CHROMIUM to use another)`);
-      return;
-    }
+    if (noChromium(t)) return;
     const dataDir = mkdtempSync(join(tmpdir(), "hire-e2e-moe-"));
     const { page, pageErrors } = await openApp(t, dataDir, { width: 1280, height: 800 });
     // tiny-mixtral: 2 layers of 4 experts of 96 neurons, 2 a token.
@@ -368,10 +366,7 @@ test(
   "e2e: replies held to a JSON schema (structured output), and a schema box that is not JSON",
   { timeout: 90_000 },
   async (t) => {
-    if (!existsSync(CHROMIUM)) {
-      t.skip(`no Chromium at ${CHROMIUM} (.ci/run installs Debian's chromium; set HIRE_CHROMIUM to use another)`);
-      return;
-    }
+    if (noChromium(t)) return;
     const dataDir = mkdtempSync(join(tmpdir(), "hire-e2e-json-"));
     const { page, pageErrors } = await openApp(t, dataDir, { width: 1280, height: 900 });
     await page.getByTestId("model-path").fill(defaultModelDir());
@@ -434,10 +429,7 @@ test(
 );
 
 test("e2e: a GGUF file typed into the model bar is imported, loaded and chats", { timeout: 60_000 }, async (t) => {
-  if (!existsSync(CHROMIUM)) {
-    t.skip(`no Chromium at ${CHROMIUM} (.ci/run installs Debian's chromium; set HIRE_CHROMIUM to use another)`);
-    return;
-  }
+  if (noChromium(t)) return;
   const dataDir = mkdtempSync(join(tmpdir(), "hire-e2e-gguf-"));
   const { page, pageErrors } = await openApp(
     t,
@@ -464,10 +456,7 @@ test(
   "e2e: a model from the Hugging Face cache, picked in the model bar by its repo id",
   { timeout: 60_000 },
   async (t) => {
-    if (!existsSync(CHROMIUM)) {
-      t.skip(`no Chromium at ${CHROMIUM} (.ci/run installs Debian's chromium; set HIRE_CHROMIUM to use another)`);
-      return;
-    }
+    if (noChromium(t)) return;
     const dataDir = mkdtempSync(join(tmpdir(), "hire-e2e-hub-"));
     const hub = join(dataDir, "hub");
     putInHubCache(hub, "hire/brown-6m", defaultModelDir(), "a".repeat(40));
