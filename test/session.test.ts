@@ -9,6 +9,7 @@ import { makeModel } from "../core/modelgen/make-model.js";
 import { sentencePieceTokenizer, useReasoningTemplate } from "./helpers.js";
 import { loadModel, type LoadedModel } from "../core/loader/model-folder.js";
 import { Session, type GenerateOptions, type GenerationEvent } from "../core/engine/session.js";
+import { KVCache } from "../core/engine/transformer.js";
 import { ContextOverflowError, UsageError } from "../core/loader/errors.js";
 
 let root: string;
@@ -261,6 +262,30 @@ test("an f16 KV cache: the same greedy reply as f32 here, log-probabilities with
   // Keys and values keep 11 significant bits: the log-probabilities move, but only a little.
   assert.ok(worst > 0, "f16 is really used (its rounding shows)");
   assert.ok(worst < 1e-2, `log-prob moved by ${worst}`);
+});
+
+test("logit bias moves the draw, also to a token HiRE's output layer left out (its exact logit computed)", async () => {
+  const session = new Session(model);
+  const greedy = async (o: GenerateOptions) => (await collect(session, PROMPT, { maxTokens: 3, ...o })).done.ids;
+  const plain = await greedy({});
+  const banned = await greedy({ logitBias: new Map([[plain[0], -100]]) });
+  assert.notEqual(banned[0], plain[0], "-100 bans the greedy token");
+  // The least likely first token, raised by 100: every step picks it (random logits span a few units).
+  const tf = session.transformer;
+  const first = Float32Array.from(
+    tf.forward(session.encode(PROMPT), 0, new KVCache(tf.backend, model.config, 64, "f32"))!,
+  );
+  const least = first.indexOf(Math.min(...first));
+  assert.deepEqual(await greedy({ logitBias: new Map([[least, 100]]) }), [least, least, least]);
+  // With HiRE's output layer at two candidates, that token is not among them, yet the bias reaches it,
+  // and its reported log-probability comes from its exact logit.
+  session.sparsity.update({ head: { method: "hire", k: 2, oversample: 1 } });
+  const r = await collect(session, PROMPT, { maxTokens: 3, logprobs: 0, logitBias: new Map([[least, 100]]) });
+  session.sparsity.update({ head: { method: "dense" } });
+  assert.deepEqual(r.done.ids, [least, least, least]);
+  for (const e of r.tokens) assert.ok(e.type === "token" && Number.isFinite(e.logprob!) && e.logprob! < 0);
+  await assert.rejects(collect(session, PROMPT, { logitBias: new Map([[model.config.vocab, 1]]) }), UsageError);
+  await assert.rejects(collect(session, PROMPT, { logitBias: new Map([[1, NaN]]) }), UsageError);
 });
 
 test("bad generate options are rejected before any compute", async () => {

@@ -17,6 +17,8 @@ import { loadModel } from "../core/loader/model-folder.js";
 import { ToolCallStream, callAfterMarker, forcedCallGrammar, parseToolCalls } from "../core/host/tool-calls.js";
 import { feed, finished, initial } from "../core/structured/automaton.js";
 import { defaultModelDir } from "../core/loader/default-model.js";
+import { TokenVocabulary, TriggeredGrammar } from "../core/structured/constraint.js";
+import { sentencePieceTokenizer, tempDir } from "./helpers.js";
 
 // A chat template in the form Qwen 2.5's takes tools and calls (tools listed in the system turn,
 // calls as <tool_call> JSON, results in <tool_response>), written for this test.
@@ -61,6 +63,12 @@ test("parseToolCalls: Hermes/Qwen <tool_call> blocks and Mistral's [TOOL_CALLS] 
     { name: "get_weather", arguments: '{"city":"Oslo"}' },
     { name: "get_time", arguments: '{"zone": "CET"}' },
   ]);
+  const tagged = parseToolCalls(
+    'Checking.<|python_tag|>{"name": "get_weather", "parameters": {"city": "Rome"}}',
+    new Set(["get_weather"]),
+  );
+  assert.deepEqual(tagged, { content: "Checking.", calls: [{ name: "get_weather", arguments: '{"city":"Rome"}' }] });
+  assert.equal(parseToolCalls('<|python_tag|>brave_search.call(query="x")', new Set(["get_weather"])).calls.length, 0);
   const mistral = parseToolCalls('[TOOL_CALLS] [{"name": "get_weather", "parameters": {"city": "Rome"}}]');
   assert.deepEqual(mistral, { content: "", calls: [{ name: "get_weather", arguments: '{"city":"Rome"}' }] });
   for (const text of [
@@ -492,16 +500,18 @@ test("forced calls take each template's form, and what the grammar accepts parse
   }
 });
 
-test("tool_choice auto: after the marker the model writes, a call is held to the tools (Hermes and Mistral forms)", () => {
+test("tool_choice auto: after the marker the model writes, a call is held to the tools (Hermes, Mistral and Llama forms)", () => {
   const names = new Set(["get_weather", "get_time"]);
   const hermes = callAfterMarker("{% if tools %}<tool_call>{% endif %}", [SHORT_WEATHER, CLOCK])!;
   assert.equal(hermes.trigger, "<tool_call>");
   const mistral = callAfterMarker("{{ '[TOOL_CALLS]' }}", [SHORT_WEATHER, CLOCK])!;
   assert.equal(mistral.trigger, "[TOOL_CALLS]");
-  assert.equal(callAfterMarker("{{ tools | tojson }}", [CLOCK]), undefined, "Llama 3's bare object has no marker");
+  const llama = callAfterMarker("{{ tools | tojson }}", [SHORT_WEATHER, CLOCK]);
+  assert.equal(llama.trigger, "<|python_tag|>", "Llama 3's marker (its bare object has none, and stays free)");
   const cases: [typeof hermes, string, string][] = [
     [hermes, '\n{"name": "get_time", "arguments": {"zone": "UTC"}}\n</tool_call>', '{"zone":"UTC"}'],
     [mistral, '[{"name": "get_weather", "arguments": {"city": "Oslo"}}]', '{"city":"Oslo"}'],
+    [llama, '{"name": "get_time", "parameters": {"zone": "CET"}}', '{"zone":"CET"}'],
   ];
   for (const [{ trigger, grammar }, after, args] of cases) {
     let stacks = initial(grammar, true);
@@ -514,5 +524,105 @@ test("tool_choice auto: after the marker the model writes, a call is held to the
     let wrong = initial(grammar, true);
     for (const b of new TextEncoder().encode(after.replace(/get_\w+/, "launch"))) wrong = feed(wrong, b);
     assert.equal(wrong.length, 0, "a function that is not one of the tools is refused");
+  }
+});
+
+// A Mistral-style vocabulary: [TOOL_CALLS] is a special token (id 272) beside <s> and </s>.
+const MARKER_ID = 272;
+function mistralTokenizer(): Record<string, unknown> {
+  const tok = sentencePieceTokenizer(300);
+  const model = tok.model as { vocab: Record<string, number> };
+  const piece = Object.keys(model.vocab).find((p) => model.vocab[p] === MARKER_ID)!;
+  delete model.vocab[piece];
+  model.vocab["[TOOL_CALLS]"] = MARKER_ID;
+  const added = tok.added_tokens as Record<string, unknown>[];
+  added.push({ ...added[2], id: MARKER_ID, content: "[TOOL_CALLS]" });
+  return tok;
+}
+const MISTRAL_TEMPLATE = `{%- if tools %}[AVAILABLE_TOOLS]{{ tools | tojson }}[/AVAILABLE_TOOLS]{% endif %}
+{%- for m in messages %}{% if m.role == 'user' %}[INST]{{ m.content }}[/INST]
+{%- elif m.tool_calls %}[TOOL_CALLS]{{ m.tool_calls | tojson }}</s>{% else %}{{ m.content }}</s>{% endif %}{% endfor %}`;
+
+test("a tool-call marker that is a special token stays in the text, has its bytes, fires the trigger, and forced calls use it", async (t) => {
+  const dir = join(tempDir(t), "mistral");
+  await makeModel({ arch: "llama", dtype: "f32", seed: 8, shape: { vocab: 300, maxPositions: 2048 }, out: dir });
+  writeFileSync(join(dir, "tokenizer.json"), JSON.stringify(mistralTokenizer()));
+  writeFileSync(
+    join(dir, "tokenizer_config.json"),
+    JSON.stringify({ bos_token: "<s>", eos_token: "</s>", chat_template: MISTRAL_TEMPLATE }),
+  );
+  const model = loadModel(dir);
+  const tok = model.tokenizer;
+  const call = tok.encode('[{"name": "get_time", "arguments": {"zone": "UTC"}}]', false); // "▁[{" …: the space after the marker
+  // Decoding drops </s> as ever but keeps the marker, alone or amid other tokens.
+  assert.equal(
+    tok.decode([MARKER_ID, ...call, 2]),
+    '[TOOL_CALLS] [{"name": "get_time", "arguments": {"zone": "UTC"}}]',
+  );
+  assert.equal(tok.decode([2, MARKER_ID]), "[TOOL_CALLS]");
+  assert.equal(tok.decode([1, 2]), "");
+  const bytes = tok.tokenBytes();
+  assert.equal(new TextDecoder().decode(bytes[MARKER_ID]!), "[TOOL_CALLS]");
+  assert.equal(bytes[2], null, "other special tokens have no bytes");
+  // The marker as one token starts the auto-call grammar.
+  const vocab = new TokenVocabulary(bytes, model.eosIds);
+  const { trigger, grammar } = callAfterMarker(tok.templateSource, [CLOCK]);
+  const lazy = new TriggeredGrammar(new TextEncoder().encode(trigger), grammar, vocab);
+  lazy.advance(MARKER_ID);
+  assert.ok(lazy.current, "the special token is the trigger");
+  for (const id of call) lazy.advance(id);
+  assert.equal(lazy.current, null, "the call completes the grammar");
+  model.close();
+
+  // Through the endpoint: a forced call may begin with the special token (the bias makes this random
+  // model prefer it to spelling "[" byte by byte), and the reply's call parses with the marker kept.
+  const mHost = new EngineHost({ dataDir: join(dir, "data"), contextLength: 2048 });
+  await mHost.handle({ id: 0, type: "model.load", path: dir }, () => {});
+  const mServer = await serve({ host: mHost, port: 0 });
+  try {
+    const res = await fetch(mServer.url + "/v1/chat/completions", {
+      method: "POST",
+      body: JSON.stringify({
+        messages: [{ role: "user", content: "What time is it?" }],
+        tools: [CLOCK],
+        tool_choice: "required",
+        logit_bias: { [MARKER_ID]: 100 },
+        logprobs: true,
+        max_tokens: 1000,
+        temperature: 0,
+      }),
+    });
+    const json = (await res.json()) as {
+      choices: {
+        message: { tool_calls?: { function: { name: string; arguments: string } }[] };
+        logprobs: { content: { token: string }[] };
+        finish_reason: string;
+      }[];
+    };
+    assert.equal(res.status, 200, JSON.stringify(json));
+    const choice = json.choices[0];
+    assert.equal(choice.logprobs.content[0].token, "[TOOL_CALLS]", "the first token is the special marker");
+    assert.equal(choice.finish_reason, "tool_calls");
+    assert.equal(choice.message.tool_calls![0].function.name, "get_time");
+    assert.ok(
+      ["UTC", "CET"].includes((JSON.parse(choice.message.tool_calls![0].function.arguments) as { zone: string }).zone),
+    );
+    // logit_bias is checked: not a token id, out of range, outside the vocabulary.
+    for (const [bias, pattern] of [
+      [[1], /"logit_bias" must be an object/],
+      [{ x: 1 }, /"x" is not a token id/],
+      [{ 5: 101 }, /must be a number in -100..100/],
+      [{ 300: 1 }, /token 300 is outside the vocabulary/],
+    ] as const) {
+      const bad = await fetch(mServer.url + "/v1/chat/completions", {
+        method: "POST",
+        body: JSON.stringify({ messages: [{ role: "user", content: "x" }], logit_bias: bias }),
+      });
+      assert.equal(bad.status, 400);
+      assert.match(((await bad.json()) as { error: { message: string } }).error.message, pattern);
+    }
+  } finally {
+    await mServer.close();
+    mHost.close();
   }
 });

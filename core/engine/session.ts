@@ -55,6 +55,11 @@ export interface GenerateOptions extends Partial<SamplingOptions> {
    * well-formed tool calls. Ignored beside `grammar`.
    */
   lazyGrammar?: { trigger: string; grammar: Grammar };
+  /**
+   * Added to these tokens' logits before sampling (OpenAI's logit_bias; -100 all but bans a token).
+   * A token HiRE's output layer left out that a bias raises gets its exact logit computed first.
+   */
+  logitBias?: ReadonlyMap<number, number>;
 }
 
 export type GenerationEvent =
@@ -165,6 +170,12 @@ export class Session {
     const nLogprobs = o.logprobs ?? 0;
     if (!Number.isInteger(nLogprobs) || nLogprobs < 0)
       throw new UsageError(`logprobs must be a non-negative integer, got ${nLogprobs}`);
+    const bias = o.logitBias && o.logitBias.size > 0 ? o.logitBias : undefined;
+    for (const [id, b] of bias ?? []) {
+      if (!Number.isInteger(id) || id < 0 || id >= model.config.vocab)
+        throw new UsageError(`logit bias: token id ${id} is outside the vocabulary (0..${model.config.vocab - 1})`);
+      if (!Number.isFinite(b)) throw new UsageError(`logit bias of token ${id} must be a finite number, got ${b}`);
+    }
     const promptIds = typeof prompt === "string" ? this.encode(prompt, o.addSpecialTokens) : [...prompt];
     if (promptIds.length === 0)
       throw new UsageError("the prompt is empty (no tokens); give some text or set a BOS token");
@@ -228,12 +239,13 @@ export class Session {
             vocabularyOf(model),
           )
         : undefined;
-    const onDevice = sampler.greedy && !wantLogprobs && !grammar && !lazy;
+    const onDevice = sampler.greedy && !wantLogprobs && !grammar && !lazy && !bias;
     let next: number | null = null;
     while (ids.length < maxTokens) {
       let scores = logits!;
+      if (bias && next === null) [logits, scores] = this.biased(logits!, bias);
       const holding = grammar ?? lazy?.current;
-      if (holding && next === null) [logits, scores] = this.constrain(logits!, holding);
+      if (holding && next === null) [logits, scores] = this.constrain(logits!, scores, holding, bias);
       const id = next ?? sampler.sample(scores, this.cached);
       // NaN or inf in the weights poison every logit, and the sampler then picks token 0 as if it
       // meant it. Seen on the host's logits (every token sampled here, the first of a greedy reply).
@@ -295,21 +307,41 @@ export class Session {
   }
 
   /**
-   * The logits masked to what the grammar allows next. Where HiRE's output layer left out every
-   * allowed token, this step computes the allowed tokens' exact logits instead (a few head rows, as
-   * HiRE computes its candidates), or, when they are many, the whole layer's (returned as the step's
-   * logits). Either way the draw is the dense one restricted to the allowed tokens.
+   * The scores (`scores`: the logits, biased) masked to what the grammar allows next. Where HiRE's
+   * output layer left out every allowed token, this step computes the allowed tokens' exact logits
+   * instead (a few head rows, as HiRE computes its candidates), or, when they are many, the whole
+   * layer's (returned as the step's logits). Either way the draw is the dense one restricted to the
+   * allowed tokens.
    */
-  private constrain(logits: Float32Array, grammar: GrammarConstraint): [Float32Array, Float32Array] {
-    let scores = Float32Array.from(logits);
+  private constrain(
+    logits: Float32Array,
+    scores: Float32Array,
+    grammar: GrammarConstraint,
+    bias: ReadonlyMap<number, number> | undefined,
+  ): [Float32Array, Float32Array] {
+    scores = Float32Array.from(scores);
     if (grammar.mask(scores)) return [logits, scores];
     const allowed = new Float32Array(logits.length);
     grammar.mask(allowed);
     const ids = Int32Array.from(allowed.keys()).filter((i) => allowed[i] === 0);
     logits = (ids.length <= MAX_EXACT_ROWS && this.transformer.rowsLogits(ids)) || this.transformer.denseLogits();
-    scores = Float32Array.from(logits);
+    scores = bias ? withBias(logits, bias) : Float32Array.from(logits);
     grammar.mask(scores);
     return [logits, scores];
+  }
+
+  /**
+   * The logits and the scores to sample from (logits + bias). A token the bias raises that HiRE's
+   * output layer left out (-Infinity) gets its exact logit first, as a candidate would have.
+   */
+  private biased(logits: Float32Array, bias: ReadonlyMap<number, number>): [Float32Array, Float32Array] {
+    const missing = Int32Array.from([...bias].filter(([id, b]) => b > 0 && logits[id] === -Infinity).map(([id]) => id));
+    if (missing.length > 0) {
+      logits = Float32Array.from(logits); // the layer's logits may be a view of the buffer exactLogits writes
+      const exact = this.transformer.exactLogits(missing);
+      missing.forEach((id, i) => (logits[id] = exact ? exact[i] : logits[id]));
+    }
+    return [logits, withBias(logits, bias)];
   }
 
   private done(
@@ -332,6 +364,13 @@ export class Session {
       decodeTokensPerS: steps > 0 ? (steps * 1000) / decodeMs : 0,
     };
   }
+}
+
+/** A copy of `logits` with `bias` added. */
+function withBias(logits: Float32Array, bias: ReadonlyMap<number, number>): Float32Array {
+  const out = Float32Array.from(logits);
+  for (const [id, b] of bias) out[id] += b;
+  return out;
 }
 
 /** Allowed tokens up to which a step HiRE's output layer missed computes their rows, not the whole layer. */

@@ -67,6 +67,8 @@ export interface GenerateParams {
   grammar?: Grammar;
   /** A grammar from a trigger on (a tool call's marker): see GenerateOptions.lazyGrammar. */
   lazyGrammar?: { trigger: string; grammar: Grammar };
+  /** Added to these tokens' logits (OpenAI's logit_bias): see GenerateOptions.logitBias. */
+  logitBias?: ReadonlyMap<number, number>;
 }
 
 /** One generation's events; `summary` is set once they end. */
@@ -334,6 +336,7 @@ export class EngineHost {
         ...(req.logprobs !== undefined && { logprobs: req.logprobs }),
         ...(req.grammar && { grammar: req.grammar }),
         ...(req.lazyGrammar && { lazyGrammar: req.lazyGrammar }),
+        ...(req.logitBias && { logitBias: req.logitBias }),
         signal: running.abort.signal,
         onContextFull: "stop",
       });

@@ -157,6 +157,14 @@ async function handleCompletions(
   }
   const model = host.loadedModel;
   if (!model) return sendError(res, 503, "no_model", "no model is loaded");
+  for (const id of body.params.logitBias?.keys() ?? [])
+    if (id >= model.config.vocab)
+      return sendError(
+        res,
+        400,
+        "invalid_request_error",
+        `"logit_bias": token ${id} is outside the vocabulary (0..${model.config.vocab - 1})`,
+      );
   const tools = body.params.tools !== undefined;
   if (tools && !model.tokenizer.readsTools) {
     return sendError(res, 400, "invalid_request_error", `"tools": this model's chat template does not take tools`);
@@ -448,7 +456,22 @@ function commonFields(o: Record<string, unknown>, defaultMaxTokens: number): Omi
       seed: optNum("seed", true),
     }).filter(([, v]) => v !== undefined),
   );
-  return { stream: o.stream === true, params: { sampling, maxTokens, stop } };
+  const logitBias = parseLogitBias(o.logit_bias);
+  return { stream: o.stream === true, params: { sampling, maxTokens, stop, ...(logitBias && { logitBias }) } };
+}
+
+/** OpenAI's logit_bias: {"token id": bias in -100..100}. The ids are checked against the model's vocabulary later. */
+function parseLogitBias(x: unknown): Map<number, number> | undefined {
+  if (x === undefined || x === null) return undefined;
+  if (typeof x !== "object" || Array.isArray(x)) bad(`"logit_bias" must be an object of token ids and biases`);
+  const bias = new Map<number, number>();
+  for (const [key, v] of Object.entries(x as Record<string, unknown>)) {
+    if (!/^(0|[1-9][0-9]{0,9})$/.test(key)) bad(`"logit_bias": ${JSON.stringify(key)} is not a token id`);
+    if (typeof v !== "number" || !(v >= -100 && v <= 100))
+      bad(`"logit_bias"[${JSON.stringify(key)}] must be a number in -100..100`);
+    bias.set(Number(key), v as number);
+  }
+  return bias.size > 0 ? bias : undefined;
 }
 
 /**

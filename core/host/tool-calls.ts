@@ -2,8 +2,9 @@
 //   - Hermes / Qwen 2.5 / Qwen 3 (and the models trained on their templates): one JSON object
 //     {"name": ..., "arguments": {...}} per <tool_call> … </tool_call> block;
 //   - Mistral: [TOOL_CALLS] followed by a JSON list of such objects;
-//   - Llama 3.x: the whole reply one such object, {"name": ..., "parameters": {...}} (after
-//     <|python_tag|>, a special token the decoded text no longer holds).
+//   - Llama 3.x: the whole reply one such object, {"name": ..., "parameters": {...}}, or such an object
+//     after <|python_tag|>.
+// Where a vocabulary makes a marker a special token, decoding keeps it (TOOL_CALL_MARKERS).
 // What is not a well-formed call of one of the request's functions stays in the reply's text: a block
 // whose JSON does not parse, or that names no function or another one, is text the model wrote, not a
 // call the client should run (which is also what keeps a reply that is merely JSON from being a call).
@@ -11,6 +12,7 @@
 // the grammar of one call in the form the model's chat template teaches, and the reply is kept in it.
 import { compileSchema, objectOf, text, union, type Node } from "../structured/schema.js";
 import { UsageError } from "../loader/errors.js";
+import { TOOL_CALL_MARKERS } from "../loader/tokenizer.js";
 
 /** A call the model asked for: a function name and its arguments as a JSON object's text (OpenAI's form). */
 export interface ParsedToolCall {
@@ -18,13 +20,12 @@ export interface ParsedToolCall {
   arguments: string;
 }
 
-const HERMES_OPEN = "<tool_call>";
-const HERMES_CLOSE = "</tool_call>";
-const MISTRAL = "[TOOL_CALLS]";
+const { hermesOpen: HERMES_OPEN, hermesClose: HERMES_CLOSE, mistral: MISTRAL, llama: PYTHON_TAG } = TOOL_CALL_MARKERS;
+const OPENING_MARKERS = [HERMES_OPEN, MISTRAL, PYTHON_TAG];
 
 /** Where a tool call may start in `text` (the first marker), or -1. */
 export function toolCallStart(text: string): number {
-  const at = [text.indexOf(HERMES_OPEN), text.indexOf(MISTRAL)].filter((i) => i >= 0);
+  const at = OPENING_MARKERS.map((m) => text.indexOf(m)).filter((i) => i >= 0);
   return at.length > 0 ? Math.min(...at) : -1;
 }
 
@@ -34,7 +35,7 @@ export function toolCallStart(text: string): number {
  */
 export function partialMarkerLength(text: string): number {
   let longest = 0;
-  for (const marker of [HERMES_OPEN, MISTRAL])
+  for (const marker of OPENING_MARKERS)
     for (let n = Math.min(marker.length - 1, text.length); n > longest; n--)
       if (text.endsWith(marker.slice(0, n))) longest = n;
   return longest;
@@ -74,7 +75,11 @@ export function parseToolCalls(
       content = content.slice(0, mistral);
     }
   }
-  // Llama 3.x: the whole reply a call (only where the functions are known: other JSON is text).
+  // Llama 3.x: a call after <|python_tag|>, or the whole reply a call (only where the functions are
+  // known: other JSON is text).
+  const tag = content.indexOf(PYTHON_TAG);
+  const tagged = calls.length === 0 && tag >= 0 ? known(toCall(content.slice(tag + PYTHON_TAG.length))) : undefined;
+  if (tagged) return { content: content.slice(0, tag).trim(), calls: [tagged] };
   const whole = calls.length === 0 && functions ? known(toCall(content)) : undefined;
   if (whole) return { content: "", calls: [whole] };
   return { content: content.trim(), calls };
@@ -175,17 +180,17 @@ export function forcedCallGrammar(template: string | undefined, tools: readonly 
 }
 
 /**
- * For tool_choice "auto": where the template's form has a marker, what follows the marker when the
- * model writes one (a call of one of the tools, to the marker's end), so that a call the model
- * decides to make is well formed. Llama 3's bare object has no marker: none.
+ * For tool_choice "auto": what follows a call's marker when the model writes one (a call of one of
+ * the tools, to the marker's end), so that a call the model decides to make is well formed. Llama
+ * 3's marker is <|python_tag|>; its bare object with no marker stays free.
  */
 export function callAfterMarker(
   template: string | undefined,
   tools: readonly unknown[],
-): { trigger: string; grammar: Node } | undefined {
+): { trigger: string; grammar: Node } {
   const form = callForm(template);
-  if (form === "llama") return undefined;
-  const call = callObject(tools, undefined, "arguments");
+  const call = callObject(tools, undefined, form === "llama" ? "parameters" : "arguments");
+  if (form === "llama") return { trigger: PYTHON_TAG, grammar: call };
   if (form === "hermes")
     return { trigger: HERMES_OPEN, grammar: { t: "seq", parts: [call, text(`\n${HERMES_CLOSE}`)] } };
   return { trigger: MISTRAL, grammar: { t: "array", items: call, min: 1, max: Infinity } };

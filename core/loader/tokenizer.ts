@@ -24,6 +24,29 @@ export interface ToolCall {
   function: { name: string; arguments: string };
 }
 
+/**
+ * The markers models write around tool calls (Hermes / Qwen, Mistral, Llama 3.1). Where a vocabulary
+ * makes one a special token, decoding keeps it all the same: a tool-call parser has to see it (as
+ * llama.cpp's and vLLM's parsers do), and a grammar triggered by it has to know its bytes.
+ */
+export const TOOL_CALL_MARKERS = {
+  hermesOpen: "<tool_call>",
+  hermesClose: "</tool_call>",
+  mistral: "[TOOL_CALLS]",
+  llama: "<|python_tag|>",
+} as const;
+const KEPT_SPECIAL: ReadonlySet<string> = new Set(Object.values(TOOL_CALL_MARKERS));
+
+interface AddedToken {
+  id: number;
+  content: string;
+  special?: boolean;
+}
+
+function addedTokens(json: Record<string, unknown>): AddedToken[] {
+  return (Array.isArray(json.added_tokens) ? json.added_tokens : []) as AddedToken[];
+}
+
 /** A special token in tokenizer_config.json is a string or an AddedToken object {content: ...}. */
 function tokenText(v: unknown): string | undefined {
   if (typeof v === "string") return v;
@@ -41,6 +64,9 @@ export class ModelTokenizer {
   /** The chat template's text, as found by `findChatTemplate` (GGUF export copies it). */
   readonly templateSource: string | undefined;
   private readonly tokenizer: Tokenizer;
+  /** Special tokens decoding drops, and those of them it keeps (TOOL_CALL_MARKERS). */
+  private readonly specialIds: ReadonlySet<number>;
+  private readonly keptSpecialIds: ReadonlySet<number>;
 
   constructor(
     readonly file: string,
@@ -53,6 +79,9 @@ export class ModelTokenizer {
     } catch (e) {
       throw new ModelError("BAD_TOKENIZER", file, `cannot build the tokenizer: ${(e as Error).message}`);
     }
+    const special = addedTokens(json).filter((t) => t.special);
+    this.specialIds = new Set(special.map((t) => t.id));
+    this.keptSpecialIds = new Set(special.filter((t) => KEPT_SPECIAL.has(t.content)).map((t) => t.id));
     this.bosToken = tokenText(config.bos_token);
     this.eosToken = tokenText(config.eos_token);
     this.bosId = this.bosToken === undefined ? undefined : this.tokenizer.token_to_id(this.bosToken);
@@ -115,9 +144,15 @@ export class ModelTokenizer {
     return ids;
   }
 
+  /** The text of `ids`; special tokens are dropped (unless `skipSpecialTokens` is false) but for tool-call markers. */
   decode(ids: readonly number[], skipSpecialTokens = true): string {
-    if (ids.length === 0) return ""; // the library rejects an empty list
-    return this.tokenizer.decode([...ids], {
+    let list = [...ids];
+    if (skipSpecialTokens && list.some((id) => this.keptSpecialIds.has(id))) {
+      list = list.filter((id) => !this.specialIds.has(id) || this.keptSpecialIds.has(id));
+      skipSpecialTokens = false;
+    }
+    if (list.length === 0) return ""; // the library rejects an empty list
+    return this.tokenizer.decode(list, {
       skip_special_tokens: skipSpecialTokens,
       clean_up_tokenization_spaces: false,
     });
@@ -129,7 +164,7 @@ export class ModelTokenizer {
 
   /**
    * The bytes each token id adds to the decoded text (index = id), for grammars that work on bytes
-   * (structured output); null for special tokens, which decoding drops. Byte-level BPE vocabularies
+   * (structured output); null for special tokens, which decoding drops (but for tool-call markers). Byte-level BPE vocabularies
    * (GPT-2, Llama 3, Qwen) spell bytes as GPT-2's symbols; SentencePiece ones (Llama 2, Gemma) write
    * spaces as ▁ and raw bytes as <0xNN>. Computed on each call (the caller keeps what it needs).
    */
@@ -138,11 +173,7 @@ export class ModelTokenizer {
     const pieces: [string, number][] = Array.isArray(model.vocab)
       ? (model.vocab as [string, number][]).map(([piece], id) => [piece, id]) // Unigram: [piece, score] by id
       : Object.entries((model.vocab ?? {}) as Record<string, number>);
-    const added = (Array.isArray(this.json.added_tokens) ? this.json.added_tokens : []) as {
-      id: number;
-      content: string;
-      special?: boolean;
-    }[];
+    const added = addedTokens(this.json);
     const size = Math.max(0, ...pieces.map(([, id]) => id + 1), ...added.map((t) => t.id + 1));
     const decoders = decoderTypes(this.json.decoder);
     const utf8 = new TextEncoder();
@@ -163,7 +194,8 @@ export class ModelTokenizer {
     };
     const bytes: (Uint8Array | null)[] = new Array(size).fill(null);
     for (const [piece, id] of pieces) bytes[id] = spell(piece);
-    for (const t of added) bytes[t.id] = t.special ? null : utf8.encode(t.content);
+    for (const t of added)
+      bytes[t.id] = this.specialIds.has(t.id) && !this.keptSpecialIds.has(t.id) ? null : utf8.encode(t.content);
     return bytes;
   }
 
