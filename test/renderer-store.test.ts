@@ -502,11 +502,25 @@ test("token marks, selection summary and the trace export", () => {
 // ---- settings -----------------------------------------------------------------------------------
 
 test("settings → request payloads", () => {
-  const g = generatePayload([{ role: "user", content: "hi" }], { ...INITIAL_SAMPLING, topK: 12.4, maxTokens: 64 });
+  const g = generatePayload([{ role: "user", content: "hi" }], {
+    ...INITIAL_SAMPLING,
+    topK: 12.4,
+    presencePenalty: 3, // the panel's range is OpenAI's, -2..2
+    maxTokens: 64,
+  });
   assert.deepEqual(g, {
     type: "generate",
     messages: [{ role: "user", content: "hi" }],
-    sampling: { temperature: 0.7, topK: 12, topP: 0.95, minP: 0, repetitionPenalty: 1.1, seed: 1 },
+    sampling: {
+      temperature: 0.7,
+      topK: 12,
+      topP: 0.95,
+      minP: 0,
+      repetitionPenalty: 1.1,
+      presencePenalty: 2,
+      frequencyPenalty: 0,
+      seed: 1,
+    },
     maxTokens: 64,
   });
   parseRequest({ id: 1, ...g });

@@ -177,6 +177,30 @@ test("repetition penalty pushes seen tokens down (positive ÷ p, negative × p)"
   assert.deepEqual(v, Float32Array.from([3, 2.5, -1, -1.2]), "the caller's logits are not modified");
 });
 
+test("presence and frequency penalties count the reply's tokens only (OpenAI's rule)", () => {
+  const v = Float32Array.from([3, 2.5, 2.2, 0]);
+  const greedy = (o: Partial<SamplingOptions>, history: number[], reply: number[]) =>
+    new Sampler(opts({ temperature: 0, ...o })).sample(v, history, reply);
+  // Presence: once is enough (3 - 0.6 = 2.4 < 2.5), however often.
+  assert.equal(greedy({ presencePenalty: 0.6 }, [0], [0]), 1);
+  assert.equal(greedy({ presencePenalty: 0.4 }, [0, 0, 0], [0, 0, 0]), 0);
+  // Frequency: per occurrence (3 - 2 × 0.3 = 2.4 < 2.5; once: 2.7).
+  assert.equal(greedy({ frequencyPenalty: 0.3 }, [0, 0], [0, 0]), 1);
+  assert.equal(greedy({ frequencyPenalty: 0.3 }, [0], [0]), 0);
+  // Both add up: 3 - 0.3 - 2 × 0.3 = 2.1 and 2.5 - 0.3 - 0.3 = 1.9 lose to token 2's 2.2.
+  assert.equal(greedy({ presencePenalty: 0.3, frequencyPenalty: 0.3 }, [0, 0, 1], [0, 0, 1]), 2);
+  // The prompt's tokens (history outside the reply) do not count; a negative penalty raises.
+  assert.equal(greedy({ presencePenalty: 2 }, [1, 0], []), 0);
+  assert.equal(greedy({ frequencyPenalty: -1 }, [3], [3]), 0, "0 + 1 < 3");
+  assert.equal(greedy({ frequencyPenalty: -1 }, [3, 3, 3, 3], [3, 3, 3, 3]), 3, "0 + 4 > 3");
+  assert.equal(
+    new Sampler(opts({ temperature: 0, presencePenalty: 0.1 })).greedy,
+    false,
+    "penalties need the host's logits",
+  );
+  assert.deepEqual(v, Float32Array.from([3, 2.5, 2.2, 0]), "the caller's logits are not modified");
+});
+
 test("invalid sampling settings are rejected", () => {
   for (const bad of [
     { temperature: -1 },
@@ -186,6 +210,8 @@ test("invalid sampling settings are rejected", () => {
     { topK: -2 },
     { topK: 1.5 },
     { repetitionPenalty: 0 },
+    { presencePenalty: NaN },
+    { frequencyPenalty: Infinity },
     { seed: 0.5 },
   ]) {
     assert.throws(() => new Sampler(opts(bad)), RangeError, JSON.stringify(bad));

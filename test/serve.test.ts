@@ -353,6 +353,8 @@ test("serve: malformed OpenAI requests get a 400 naming the field", async () => 
     ],
     [{ messages: [{ role: "user", content: [{ type: "text", text: 3 }] }] }, /only text content parts/],
     [{ messages: [{ role: "function", content: "x" }] }, /role must be/],
+    [{ messages: [{ role: "user", content: "x" }], presence_penalty: 2.5 }, /"presence_penalty" must be in -2..2/],
+    [{ messages: [{ role: "user", content: "x" }], frequency_penalty: "no" }, /"frequency_penalty" must be a number/],
   ];
   for (const [body, pattern] of cases) {
     const res = await fetch(server.url + "/v1/chat/completions", { method: "POST", body: JSON.stringify(body) });

@@ -288,6 +288,14 @@ test("logit bias moves the draw, also to a token HiRE's output layer left out (i
   await assert.rejects(collect(session, PROMPT, { logitBias: new Map([[1, NaN]]) }), UsageError);
 });
 
+test("a presence penalty reaches the session's draw: a large one never repeats a reply token", async () => {
+  const session = new Session(model);
+  const plain = (await collect(session, PROMPT, { maxTokens: 40, ignoreEos: true })).done.ids;
+  assert.ok(new Set(plain).size < plain.length, "this random model repeats itself when greedy");
+  const ids = (await collect(session, PROMPT, { maxTokens: 40, ignoreEos: true, presencePenalty: 1000 })).done.ids;
+  assert.equal(new Set(ids).size, ids.length, ids.join(" "));
+});
+
 test("bad generate options are rejected before any compute", async () => {
   const session = new Session(model);
   await assert.rejects(collect(session, [999999], { maxTokens: 1 }), UsageError);

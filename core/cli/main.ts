@@ -32,6 +32,8 @@ const SAMPLING_FLAGS = {
   "top-p": { type: "string" },
   "min-p": { type: "string" },
   "repetition-penalty": { type: "string" },
+  "presence-penalty": { type: "string" },
+  "frequency-penalty": { type: "string" },
   seed: { type: "string" },
   stop: { type: "string", multiple: true },
   "ignore-eos": { type: "boolean" },
@@ -70,6 +72,8 @@ function generateOptions(v: SamplingValues): GenerateOptions {
     topP: num("top-p", v["top-p"]),
     minP: num("min-p", v["min-p"]),
     repetitionPenalty: num("repetition-penalty", v["repetition-penalty"]),
+    presencePenalty: num("presence-penalty", v["presence-penalty"]),
+    frequencyPenalty: num("frequency-penalty", v["frequency-penalty"]),
     seed: int("seed", v.seed),
     stop: v.stop,
     ignoreEos: v["ignore-eos"],
@@ -558,7 +562,7 @@ async function cmdModels(argv: string[]): Promise<void> {
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: string }> = {
   generate: {
     run: cmdGenerate,
-    help: "--model DIR [--mmap] --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--seed S] [--stop STR]... [--ignore-eos] [--schema FILE|JSON] [--logprobs N] [--context N] [--kv-cache f32|f16] [--backend auto|cpu|cuda|cuda:N] [--json] [--trace] [sparsity flags: --ffn dense|topk-exact|hire|dip|dip-ca --ffn-k K --oversample O --predictor int4|int8|lowrank:R --head dense|hire --head-k K --shards P --audit N --layer-k L=K --layer-oversample L=O --layer-predictor L=PREDICTOR]",
+    help: "--model DIR [--mmap] --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--presence-penalty P] [--frequency-penalty F] [--seed S] [--stop STR]... [--ignore-eos] [--schema FILE|JSON] [--logprobs N] [--context N] [--kv-cache f32|f16] [--backend auto|cpu|cuda|cuda:N] [--json] [--trace] [sparsity flags: --ffn dense|topk-exact|hire|dip|dip-ca --ffn-k K --oversample O --predictor int4|int8|lowrank:R --head dense|hire --head-k K --shards P --audit N --layer-k L=K --layer-oversample L=O --layer-predictor L=PREDICTOR]",
   },
   chat: {
     run: cmdChat,

@@ -1,5 +1,6 @@
-// Turning logits into the next token: repetition penalty → temperature → top-k → top-p → min-p →
-// a seeded draw (the order Hugging Face applies its logits processors in). Temperature 0 is greedy.
+// Turning logits into the next token: repetition penalty → presence and frequency penalties →
+// temperature → top-k → top-p → min-p → a seeded draw (the order Hugging Face applies its logits
+// processors in; OpenAI's penalties where vLLM applies them). Temperature 0 is greedy.
 // Candidates are found by partial selection, never by sorting the whole vocabulary.
 
 export interface SamplingOptions {
@@ -13,10 +14,23 @@ export interface SamplingOptions {
   minP: number;
   /** > 1 discourages tokens already seen (HF/CTRL rule: positive logits ÷ p, negative × p); 1 = off. */
   repetitionPenalty: number;
+  /** OpenAI's: subtracted from the logit of every token the reply already holds; 0 = off. */
+  presencePenalty: number;
+  /** OpenAI's: subtracted once per time the reply already holds the token; 0 = off. */
+  frequencyPenalty: number;
   seed: number;
 }
 
-export const GREEDY: SamplingOptions = { temperature: 0, topK: 0, topP: 1, minP: 0, repetitionPenalty: 1, seed: 0 };
+export const GREEDY: SamplingOptions = {
+  temperature: 0,
+  topK: 0,
+  topP: 1,
+  minP: 0,
+  repetitionPenalty: 1,
+  presencePenalty: 0,
+  frequencyPenalty: 0,
+  seed: 0,
+};
 
 /** xoshiro128** seeded through splitmix32: small, fast, and identical on every platform. */
 export class Rng {
@@ -169,11 +183,15 @@ export class Sampler {
 
   /** Whether sample() is the plain argmax of the logits (so it can run where the logits are). */
   get greedy(): boolean {
-    return this.options.temperature <= 0 && this.options.repetitionPenalty === 1;
+    const o = this.options;
+    return o.temperature <= 0 && o.repetitionPenalty === 1 && o.presencePenalty === 0 && o.frequencyPenalty === 0;
   }
 
-  /** The next token from `logits` (not modified), given the ids seen so far in the context. */
-  sample(logits: Float32Array, history: readonly number[]): number {
+  /**
+   * The next token from `logits` (not modified), given the ids seen so far in the context
+   * (`history`, for the repetition penalty) and in the reply (`reply`, for presence and frequency).
+   */
+  sample(logits: Float32Array, history: readonly number[], reply: readonly number[] = []): number {
     const o = this.options;
     if (this.scores.length !== logits.length) {
       this.scores = new Float32Array(logits.length);
@@ -185,6 +203,11 @@ export class Sampler {
       for (const id of new Set(history)) {
         if (id < s.length) s[id] = s[id] > 0 ? s[id] / o.repetitionPenalty : s[id] * o.repetitionPenalty;
       }
+    }
+    if (o.presencePenalty !== 0 || o.frequencyPenalty !== 0) {
+      const counts = new Map<number, number>();
+      for (const id of reply) counts.set(id, (counts.get(id) ?? 0) + 1);
+      for (const [id, n] of counts) if (id < s.length) s[id] -= o.presencePenalty + n * o.frequencyPenalty;
     }
     if (o.temperature <= 0) return argmax(s);
     const invT = 1 / o.temperature;
@@ -339,5 +362,7 @@ export function validateSampling(o: SamplingOptions): void {
   if (!(o.minP >= 0 && o.minP < 1)) bad(`min-p must be in [0, 1), got ${o.minP}`);
   if (!(o.repetitionPenalty > 0) || !Number.isFinite(o.repetitionPenalty))
     bad(`repetition penalty must be > 0, got ${o.repetitionPenalty}`);
+  if (!Number.isFinite(o.presencePenalty)) bad(`presence penalty must be a finite number, got ${o.presencePenalty}`);
+  if (!Number.isFinite(o.frequencyPenalty)) bad(`frequency penalty must be a finite number, got ${o.frequencyPenalty}`);
   if (!Number.isInteger(o.seed)) bad(`seed must be an integer, got ${o.seed}`);
 }

@@ -159,6 +159,8 @@ export class Session {
       topP: o.topP ?? defaults.topP ?? 1,
       minP: o.minP ?? defaults.minP ?? 0,
       repetitionPenalty: o.repetitionPenalty ?? defaults.repetitionPenalty ?? 1,
+      presencePenalty: o.presencePenalty ?? 0,
+      frequencyPenalty: o.frequencyPenalty ?? 0,
       seed: o.seed ?? Math.floor(Math.random() * 2 ** 31),
     };
     const sampler = new Sampler(sampling);
@@ -246,7 +248,7 @@ export class Session {
       if (bias && next === null) [logits, scores] = this.biased(logits!, bias);
       const holding = grammar ?? lazy?.current;
       if (holding && next === null) [logits, scores] = this.constrain(logits!, scores, holding, bias);
-      const id = next ?? sampler.sample(scores, this.cached);
+      const id = next ?? sampler.sample(scores, this.cached, ids);
       // NaN or inf in the weights poison every logit, and the sampler then picks token 0 as if it
       // meant it. Seen on the host's logits (every token sampled here, the first of a greedy reply).
       if (next === null && !Number.isFinite(scores[id])) {

@@ -439,6 +439,11 @@ function commonFields(o: Record<string, unknown>, defaultMaxTokens: number): Omi
       bad(`"${key}" must be a${integer ? "n integer" : " number"}`);
     return v as number;
   };
+  const penalty = (key: string): number | undefined => {
+    const v = optNum(key);
+    if (v !== undefined && !(v >= -2 && v <= 2)) bad(`"${key}" must be in -2..2`);
+    return v;
+  };
   const maxTokens = optNum("max_completion_tokens", true) ?? optNum("max_tokens", true) ?? defaultMaxTokens;
   if (maxTokens < 1 || maxTokens > LIMITS.maxTokens) bad(`"max_tokens" must be in 1..${LIMITS.maxTokens}`);
   if (o.stream !== undefined && typeof o.stream !== "boolean") bad(`"stream" must be a boolean`);
@@ -453,6 +458,8 @@ function commonFields(o: Record<string, unknown>, defaultMaxTokens: number): Omi
       topK: optNum("top_k", true),
       minP: optNum("min_p"),
       repetitionPenalty: optNum("repetition_penalty"),
+      presencePenalty: penalty("presence_penalty"),
+      frequencyPenalty: penalty("frequency_penalty"),
       seed: optNum("seed", true),
     }).filter(([, v]) => v !== undefined),
   );

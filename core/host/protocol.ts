@@ -388,7 +388,16 @@ export function parseMessages(x: unknown, where: string): ChatMessage[] {
   return x.map((m, i) => chatMessage(m, `${where} messages[${i}]`));
 }
 
-const SAMPLING_KEYS = ["temperature", "topK", "topP", "minP", "repetitionPenalty", "seed"] as const;
+const SAMPLING_KEYS = [
+  "temperature",
+  "topK",
+  "topP",
+  "minP",
+  "repetitionPenalty",
+  "presencePenalty",
+  "frequencyPenalty",
+  "seed",
+] as const;
 
 function sampling(x: unknown, where: string): Partial<SamplingOptions> {
   if (x === undefined) return {};

@@ -5,7 +5,7 @@ import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { ARCHITECTURES, type ModelConfig, type ModelWeights } from "../arch/index.js";
 import { attentionBytes, layerFfnBytes } from "../arch/config.js";
-import { validateSampling } from "../engine/sampler.js";
+import { GREEDY, validateSampling } from "../engine/sampler.js";
 import { ModelError } from "./errors.js";
 import { findModelFolder } from "./hf-cache.js";
 import { isObject, readJsonFile } from "./json.js";
@@ -136,15 +136,7 @@ function readGenerationConfig(dir: string): { eosIds: number[]; defaults: Genera
   };
   // A default out of range would fail every reply later with no file named; say so at load.
   try {
-    validateSampling({
-      temperature: 1,
-      topK: 0,
-      topP: 1,
-      minP: 0,
-      repetitionPenalty: 1,
-      seed: 0,
-      ...defined(defaults),
-    });
+    validateSampling({ ...GREEDY, temperature: 1, ...defined(defaults) });
   } catch (e) {
     throw new ModelError("BAD_CONFIG", file, (e as Error).message.replace(/^sampling: /, ""));
   }

@@ -1,4 +1,4 @@
-// Sampling: temperature, top-p, top-k, min-p, repetition penalty, seed, max tokens, for reasoning
+// Sampling: temperature, top-p, top-k, min-p, repetition, presence and frequency penalties, seed, max tokens, for reasoning
 // models (a chat template reading enable_thinking) whether they think first, and the reply's format
 // (free text, any JSON object, or JSON following a schema: structured output).
 import { useStore } from "zustand";
@@ -21,6 +21,8 @@ const FIELDS: FieldSpec[] = [
   { key: "topK", label: "Top-k", min: 0, max: 1000, step: 1, hint: "0 = off" },
   { key: "minP", label: "Min-p", min: 0, max: 1, step: 0.01, hint: "0 = off", slider: true },
   { key: "repetitionPenalty", label: "Repetition penalty", min: 1, max: 2, step: 0.01, hint: "1 = off", slider: true },
+  { key: "presencePenalty", label: "Presence penalty", min: -2, max: 2, step: 0.05, hint: "0 = off", slider: true },
+  { key: "frequencyPenalty", label: "Frequency penalty", min: -2, max: 2, step: 0.05, hint: "0 = off", slider: true },
   { key: "seed", label: "Seed", min: 0, max: 2 ** 31 - 1, step: 1, hint: "" },
   { key: "maxTokens", label: "Max tokens", min: 1, max: 100000, step: 1, hint: "" },
 ];

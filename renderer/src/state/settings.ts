@@ -28,6 +28,8 @@ export const INITIAL_SAMPLING: SamplingPanel = {
   topK: 40,
   minP: 0,
   repetitionPenalty: 1.1,
+  presencePenalty: 0,
+  frequencyPenalty: 0,
   seed: 1,
   maxTokens: 256,
 };
@@ -187,6 +189,8 @@ export function samplingPayload(s: SamplingPanel): Partial<SamplingOptions> {
     topP: Math.min(1, Math.max(0, finite(s.topP, 1))),
     minP: Math.min(1, Math.max(0, finite(s.minP, 0))),
     repetitionPenalty: Math.max(0.01, finite(s.repetitionPenalty, 1)),
+    presencePenalty: Math.min(2, Math.max(-2, finite(s.presencePenalty, 0))),
+    frequencyPenalty: Math.min(2, Math.max(-2, finite(s.frequencyPenalty, 0))),
     seed: Math.round(finite(s.seed, 0)),
   };
 }
