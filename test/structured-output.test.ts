@@ -7,7 +7,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { writeFileSync } from "node:fs";
-import { compileSchema, ANY_OBJECT, ANY, type Node } from "../core/structured/schema.js";
+import { compileSchema, ANY_OBJECT, ANY, text, type Node } from "../core/structured/schema.js";
 import {
   accepting,
   feed,
@@ -818,6 +818,48 @@ test("a triggered grammar holds from the trigger (even across tokens) to the doc
   assert.deepEqual(allowed(), ["\n", '"a"']);
 });
 
+test("an opening starts the grammar only where the reply opens with it (after whitespace), from the opening's own bytes", () => {
+  const enc = new TextEncoder();
+  const pieces = [" ", '{"', "name", '":', ' "f"', "}", "Hi", '{"name":', '{"names', "\n"];
+  const vocab = new TokenVocabulary(
+    pieces.map((p) => enc.encode(p)),
+    new Set(),
+  );
+  const id = (p: string) => pieces.indexOf(p);
+  const grammar = compileSchema({ type: "object", properties: { name: { const: "f" } }, required: ["name"] });
+  const allowed = (g: TriggeredGrammar) => {
+    const logits = new Float32Array(pieces.length);
+    g.current!.mask(logits);
+    return pieces.filter((_, i) => logits[i] === 0);
+  };
+  const walk = (g: TriggeredGrammar, ps: string[]) => ps.forEach((p) => g.advance(id(p)));
+  // Decided over three tokens: whitespace, then the opening's first bytes, then the rest of it.
+  let g = new TriggeredGrammar(null, grammar, vocab, enc.encode('{"name"'));
+  walk(g, [" ", '{"']);
+  assert.equal(g.current, null, "not decided before the whole opening is written");
+  walk(g, ["name"]);
+  assert.equal(g.current, null, '{"name without its quote is not the opening yet');
+  walk(g, ['":']);
+  assert.ok(g.current, "the opening is written: the grammar holds, having taken it");
+  assert.deepEqual(allowed(g), [" ", ' "f"', "\n"]);
+  walk(g, [' "f"', "}"]);
+  assert.equal(g.current, null, "free once the document is complete");
+  walk(g, ['{"name":']);
+  assert.equal(g.current, null, "an opening counts only at the reply's start");
+  // In one token (and more than the opening); a reply that opens otherwise stays free.
+  g = new TriggeredGrammar(null, grammar, vocab, enc.encode('{"name"'));
+  walk(g, ['{"name":']);
+  assert.deepEqual(allowed(g), [" ", ' "f"', "\n"]);
+  for (const start of [
+    ["Hi", '{"name":'],
+    ['{"names', '":'],
+  ]) {
+    g = new TriggeredGrammar(null, grammar, vocab, enc.encode('{"name"'));
+    walk(g, start);
+    assert.equal(g.current, null, start.join(""));
+  }
+});
+
 test("the engine with a triggered grammar: free text, then a well-formed document after the trigger", async () => {
   const model = loadModel(defaultModelDir());
   const session = new Session(model);
@@ -835,16 +877,42 @@ test("the engine with a triggered grammar: free text, then a well-formed documen
     if (ev.type === "done") done = ev;
   assert.ok(done && done.text.startsWith(first), done?.text);
   // The first prefix of what follows the trigger that parses is the document; it fits the schema.
-  const rest = done.text.slice(first.length);
-  let doc: unknown;
-  for (let k = 1; k <= rest.length && doc === undefined; k++) {
+  assert.ok(fitsPerson(firstDocument(done.text.slice(first.length))), done.text);
+});
+
+/** The first prefix of `text` that parses as JSON (the text is free again after a lazy grammar's document). */
+function firstDocument(text: string): unknown {
+  for (let k = 1; k <= text.length; k++) {
     try {
-      doc = JSON.parse(rest.slice(0, k));
+      return JSON.parse(text.slice(0, k));
     } catch {
       // not yet a whole document
     }
   }
-  assert.ok(fitsPerson(doc), done.text);
+  return undefined;
+}
+
+test("the engine with an opening: a reply that opens with it is a document from its start; one that does not is free", async () => {
+  const model = loadModel(defaultModelDir());
+  const session = new Session(model);
+  const reply = async (opening: string) => {
+    // The document: the opening, then a person (the opening is its own first bytes).
+    const grammar: Node = { t: "seq", parts: [text(opening), compileSchema(PERSON)] };
+    for await (const ev of session.generate("The person:", {
+      maxTokens: 200,
+      temperature: 0,
+      lazyGrammar: { opening, grammar },
+    }))
+      if (ev.type === "done") return ev.text;
+    throw new Error("no reply");
+  };
+  const free = await reply("\u0001never");
+  const first = model.tokenizer.decode(model.tokenizer.encode(free, false).slice(0, 2)).trimStart();
+  assert.ok(first.length > 0);
+  const held = await reply(first);
+  assert.ok(held.trimStart().startsWith(first), held);
+  assert.ok(fitsPerson(firstDocument(held.trimStart().slice(first.length))), held);
+  assert.notEqual(held, free, "the document differs from the free reply");
 });
 
 test("where the grammar allows few tokens, the output layer computes only their rows: same replies, fewer bytes", async () => {

@@ -507,7 +507,8 @@ test("tool_choice auto: after the marker the model writes, a call is held to the
   const mistral = callAfterMarker("{{ '[TOOL_CALLS]' }}", [SHORT_WEATHER, CLOCK])!;
   assert.equal(mistral.trigger, "[TOOL_CALLS]");
   const llama = callAfterMarker("{{ tools | tojson }}", [SHORT_WEATHER, CLOCK]);
-  assert.equal(llama.trigger, "<|python_tag|>", "Llama 3's marker (its bare object has none, and stays free)");
+  assert.equal(llama.trigger, "<|python_tag|>", "Llama 3's marker");
+  assert.equal(llama.opening, '{"name"', "and its bare object, where the reply opens with one");
   const cases: [typeof hermes, string, string][] = [
     [hermes, '\n{"name": "get_time", "arguments": {"zone": "UTC"}}\n</tool_call>', '{"zone":"UTC"}'],
     [mistral, '[{"name": "get_weather", "arguments": {"city": "Oslo"}}]', '{"city":"Oslo"}'],

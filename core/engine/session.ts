@@ -51,15 +51,23 @@ export interface GenerateOptions extends Partial<SamplingOptions> {
   grammar?: Grammar;
   /**
    * A grammar that holds only after the reply writes `trigger`, until its document is complete, and
-   * again after each later trigger (core/structured/constraint.ts: TriggeredGrammar): free text with
+   * again after each later trigger, or from the reply's start where it opens with `opening` (the
+   * document's own first bytes) (core/structured/constraint.ts: TriggeredGrammar): free text with
    * well-formed tool calls. Ignored beside `grammar`.
    */
-  lazyGrammar?: { trigger: string; grammar: Grammar };
+  lazyGrammar?: LazyGrammar;
   /**
    * Added to these tokens' logits before sampling (OpenAI's logit_bias; -100 all but bans a token).
    * A token HiRE's output layer left out that a bias raises gets its exact logit computed first.
    */
   logitBias?: ReadonlyMap<number, number>;
+}
+
+/** See GenerateOptions.lazyGrammar. */
+export interface LazyGrammar {
+  trigger?: string;
+  opening?: string;
+  grammar: Grammar;
 }
 
 export type GenerationEvent =
@@ -236,9 +244,10 @@ export class Session {
     const lazy =
       o.lazyGrammar && !grammar
         ? new TriggeredGrammar(
-            new TextEncoder().encode(o.lazyGrammar.trigger),
+            utf8(o.lazyGrammar.trigger),
             o.lazyGrammar.grammar,
             vocabularyOf(model),
+            utf8(o.lazyGrammar.opening),
           )
         : undefined;
     const onDevice = sampler.greedy && !wantLogprobs && !grammar && !lazy && !bias;
@@ -366,6 +375,10 @@ export class Session {
       decodeTokensPerS: steps > 0 ? (steps * 1000) / decodeMs : 0,
     };
   }
+}
+
+function utf8(text: string | undefined): Uint8Array | null {
+  return text ? new TextEncoder().encode(text) : null;
 }
 
 /** A copy of `logits` with `bias` added. */

@@ -18,7 +18,7 @@ import { findModelFolder, hubCacheDir, listCachedModels, modelName } from "../lo
 import { loadModel, readModelConfig, type LoadedModel } from "../loader/model-folder.js";
 import { readSafetensorsHeader, weightFiles, DTYPE_BYTES, type TensorInfo } from "../loader/safetensors.js";
 import { layerFfnBytes, type ModelConfig } from "../arch/config.js";
-import { DEFAULT_CONTEXT, Session, type GenerationEvent } from "../engine/session.js";
+import { DEFAULT_CONTEXT, Session, type GenerationEvent, type LazyGrammar } from "../engine/session.js";
 import { kvCacheBytes, type ForwardReport } from "../engine/transformer.js";
 import { layerNeurons, routedNeurons } from "../engine/moe.js";
 import { bytesRead } from "../sparse/telemetry.js";
@@ -66,7 +66,7 @@ export interface GenerateParams {
   /** Structured output: the reply is a document of this grammar (response_format, a forced tool call). */
   grammar?: Grammar;
   /** A grammar from a trigger on (a tool call's marker): see GenerateOptions.lazyGrammar. */
-  lazyGrammar?: { trigger: string; grammar: Grammar };
+  lazyGrammar?: LazyGrammar;
   /** Added to these tokens' logits (OpenAI's logit_bias): see GenerateOptions.logitBias. */
   logitBias?: ReadonlyMap<number, number>;
 }

@@ -182,15 +182,16 @@ export function forcedCallGrammar(template: string | undefined, tools: readonly 
 /**
  * For tool_choice "auto": what follows a call's marker when the model writes one (a call of one of
  * the tools, to the marker's end), so that a call the model decides to make is well formed. Llama
- * 3's marker is <|python_tag|>; its bare object with no marker stays free.
+ * 3's marker is <|python_tag|>; its bare object is held from the reply's start where the reply opens
+ * with {"name", as Llama 3's template asks for a call.
  */
 export function callAfterMarker(
   template: string | undefined,
   tools: readonly unknown[],
-): { trigger: string; grammar: Node } {
+): { trigger: string; opening?: string; grammar: Node } {
   const form = callForm(template);
   const call = callObject(tools, undefined, form === "llama" ? "parameters" : "arguments");
-  if (form === "llama") return { trigger: PYTHON_TAG, grammar: call };
+  if (form === "llama") return { trigger: PYTHON_TAG, opening: '{"name"', grammar: call };
   if (form === "hermes")
     return { trigger: HERMES_OPEN, grammar: { t: "seq", parts: [call, text(`\n${HERMES_CLOSE}`)] } };
   return { trigger: MISTRAL, grammar: { t: "array", items: call, min: 1, max: Infinity } };

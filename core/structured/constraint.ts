@@ -325,17 +325,24 @@ export class GrammarConstraint {
  * A grammar that holds only from where the reply's bytes reach a trigger (a tool-call marker such as
  * `<tool_call>`) until its document is complete; then the text is free again and the trigger re-arms.
  * So a model that decides by itself to call a tool writes a well-formed call, and is free otherwise.
+ * An `opening` (Llama 3's `{"name"`: a call with no marker) starts the grammar only where the reply
+ * opens with it (after whitespace), and is the document's own first bytes, not a marker before it.
  */
 export class TriggeredGrammar {
   private active: GrammarConstraint | null = null;
   /** The last bytes of free text, enough to find a trigger that spans tokens. */
   private recent = new Uint8Array(0);
+  /** The reply's bytes so far while it may still open with `opening`; null once it cannot. */
+  private head: Uint8Array | null;
 
   constructor(
-    private readonly trigger: Uint8Array,
+    private readonly trigger: Uint8Array | null,
     private readonly root: Node,
     private readonly vocab: TokenVocabulary,
-  ) {}
+    private readonly opening: Uint8Array | null = null,
+  ) {
+    this.head = opening && opening.length > 0 ? new Uint8Array(0) : null;
+  }
 
   /** The grammar holding the next token, or null while the text is free. */
   get current(): GrammarConstraint | null {
@@ -350,9 +357,12 @@ export class TriggeredGrammar {
     }
     const { data, start, empty } = this.vocab;
     if (id >= this.vocab.size || empty[id]) return;
-    const bytes = new Uint8Array(this.recent.length + start[id + 1] - start[id]);
+    const piece = data.subarray(start[id], start[id + 1]);
+    if (this.head && this.opens(piece)) return;
+    if (!this.trigger) return;
+    const bytes = new Uint8Array(this.recent.length + piece.length);
     bytes.set(this.recent);
-    bytes.set(data.subarray(start[id], start[id + 1]), this.recent.length);
+    bytes.set(piece, this.recent.length);
     const at = indexOf(bytes, this.trigger);
     if (at < 0) {
       this.recent = bytes.slice(Math.max(0, bytes.length - this.trigger.length + 1));
@@ -361,8 +371,36 @@ export class TriggeredGrammar {
     // The trigger is written: the grammar starts after it (with what this token wrote past it, if
     // the grammar takes that; a token that ran on into something else leaves the text free).
     this.recent = new Uint8Array(0);
+    this.start(bytes.subarray(at + this.trigger.length));
+  }
+
+  /** The reply's start with `piece` added: whether it opened with `opening` and the grammar took it. */
+  private opens(piece: Uint8Array): boolean {
+    const head = new Uint8Array(this.head!.length + piece.length);
+    head.set(this.head!);
+    head.set(piece, this.head!.length);
+    let ws = 0;
+    while (ws < head.length && (head[ws] === 0x20 || head[ws] === 0x0a || head[ws] === 0x09 || head[ws] === 0x0d)) ws++;
+    const body = head.subarray(ws);
+    const opening = this.opening!;
+    const n = Math.min(body.length, opening.length);
+    if (indexOf(body.subarray(0, n), opening.subarray(0, n)) !== 0) {
+      this.head = null; // the reply opened otherwise
+      return false;
+    }
+    if (body.length < opening.length) {
+      this.head = head; // not decided yet
+      return false;
+    }
+    this.head = null;
+    return this.start(body);
+  }
+
+  /** Starts the grammar on `bytes` (what the reply wrote of the document); false where it refuses them. */
+  private start(bytes: Uint8Array): boolean {
     const g = new GrammarConstraint(this.root, this.vocab, true);
-    if (g.advanceBytes(bytes.subarray(at + this.trigger.length)) && !g.finished) this.active = g;
+    if (g.advanceBytes(bytes) && !g.finished) this.active = g;
+    return this.active !== null;
   }
 }
 
