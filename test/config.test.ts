@@ -251,6 +251,8 @@ test("numbers that would turn into NaN, inf or a wrong model are rejected before
     [{ ...LLAMA_32_1B, mlp_bias: true }, /"mlp_bias": true \(biases in the FFN\) is not supported/],
     [{ ...phi3, partial_rotary_factor: 0 }, /"partial_rotary_factor" must be a positive number/],
     [{ ...phi3, partial_rotary_factor: 0.3 }, /rotary dimension 19 .* must be even/],
+    // Found by tools/fuzz/loaders.mjs: this one took two minutes to build its rotary table.
+    [{ ...LLAMA_32_1B, head_dim: 2 ** 31 }, /rotary dimension 2147483648 .* is over 65536/],
     [{ ...GEMMA_3_1B, query_pre_attn_scalar: 0 }, /"query_pre_attn_scalar" must be a positive number/],
     [{ ...GEMMA_3_1B, rope_local_base_freq: -1 }, /"rope_local_base_freq" must be a positive number/],
     [{ ...gpt2, n_head: 5 }, /hidden size 64 is not a multiple of 5 attention heads/],

@@ -501,11 +501,22 @@ export function ropeFrequencies(s: ConfigReader, headDim: number, maxPositions: 
   return { inv: Float32Array.from(inv), factor, maxPositions: positions };
 }
 
+/** Far above any model's head dimension (a few hundred at most). */
+const MAX_ROTARY_DIM = 1 << 16;
+
 /** The rotary base and the dimensions it turns (from ropeSettings): head_dim × partial_rotary_factor,
  * even and > 0 (validateConfig checks it fits head_dim). */
 export function rotary(s: ConfigReader, headDim: number): { theta: number; rotDim: number } {
   const theta = s.positive("rope_theta");
   const rotDim = Math.floor(headDim * s.positive("partial_rotary_factor", 1));
+  // Checked before the frequency table is built (the weights' shapes are checked later): a corrupt
+  // head_dim of 2^31 spent two minutes here before the shape check refused it.
+  if (rotDim > MAX_ROTARY_DIM)
+    throw new ModelError(
+      "BAD_CONFIG",
+      s.file,
+      `rotary dimension ${rotDim} (head_dim × partial_rotary_factor) is over ${MAX_ROTARY_DIM}`,
+    );
   if (rotDim < 2 || rotDim % 2 !== 0) {
     throw new ModelError(
       "BAD_CONFIG",

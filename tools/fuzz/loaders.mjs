@@ -1,0 +1,94 @@
+// Corrupt model files against the loaders: every file a user may bring broken (a GGUF file, a
+// safetensors file, config.json, tokenizer.json) is mutated at random and loaded, and each load must
+// either work (then a two-token reply must too) or fail with a typed ModelError naming the file:
+// never another exception, a crash or a hang. `npm run build:ts && node tools/fuzz/loaders.mjs
+// [CASES] [SEED]`; it prints each case's seed before running it, so a crash names the case to rerun.
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { importGguf } from "../../dist/core/gguf/import.js";
+import { loadModel } from "../../dist/core/loader/model-folder.js";
+import { makeModel } from "../../dist/core/modelgen/make-model.js";
+import { Session } from "../../dist/core/engine/session.js";
+import { Rng } from "../../dist/core/engine/sampler.js";
+import { ModelError } from "../../dist/core/loader/errors.js";
+import { mutateBytes, mutateJson } from "./mutate.mjs";
+
+const cases = Number(process.argv[2] ?? 200);
+const seed0 = Number(process.argv[3] ?? 1);
+const root = mkdtempSync(join(tmpdir(), "hire-fuzz-"));
+const ggufSource = readFileSync(new URL("../../test/gguf/tiny-llama-quants.gguf", import.meta.url));
+const folder = join(root, "model");
+await makeModel({ arch: "llama", dtype: "bf16", seed: 1, shape: { vocab: 300 }, out: folder });
+
+async function tryLoad(dir) {
+  const model = loadModel(dir);
+  try {
+    const session = new Session(model, { contextLength: Math.min(32, model.config.maxPositions) });
+    for await (const _ of session.generate("the quick", { maxTokens: 2, temperature: 0 }));
+  } finally {
+    model.close();
+  }
+}
+
+const kinds = {
+  async gguf(rng, dir) {
+    mkdirSync(dir, { recursive: true });
+    const file = join(dir, "m.gguf");
+    writeFileSync(file, mutateBytes(ggufSource, rng));
+    await importGguf(file, join(dir, "imported"));
+    await tryLoad(join(dir, "imported"));
+  },
+  async safetensors(rng, dir) {
+    cpSync(folder, dir, { recursive: true });
+    const file = join(dir, "model.safetensors");
+    writeFileSync(file, mutateBytes(readFileSync(file), rng));
+    await tryLoad(dir);
+  },
+  async config(rng, dir) {
+    cpSync(folder, dir, { recursive: true });
+    const file = join(dir, "config.json");
+    writeFileSync(file, mutateJson(readFileSync(file, "utf8"), rng));
+    await tryLoad(dir);
+  },
+  async tokenizer(rng, dir) {
+    cpSync(folder, dir, { recursive: true });
+    const name = rng.next() < 0.7 ? "tokenizer.json" : "tokenizer_config.json";
+    const file = join(dir, name);
+    writeFileSync(file, mutateJson(readFileSync(file, "utf8"), rng));
+    await tryLoad(dir);
+  },
+};
+
+const tally = {};
+const failures = [];
+for (let c = 0; c < cases; c++) {
+  const seed = seed0 + c;
+  const rng = new Rng(seed);
+  const names = Object.keys(kinds);
+  const kind = names[seed % names.length];
+  const dir = join(root, `case-${seed}`);
+  // A crash (rather than an exception) ends the run: the last line names the case.
+  process.stdout.write(`case ${seed} ${kind}${process.stdout.isTTY ? "\r" : "\n"}`);
+  const t0 = performance.now();
+  let outcome;
+  try {
+    await kinds[kind](rng, dir);
+    outcome = "loaded";
+  } catch (e) {
+    if (e instanceof ModelError) outcome = `ModelError ${e.code}`;
+    else {
+      outcome = "UNTYPED";
+      failures.push({ seed, kind, error: `${e?.name}: ${e?.message}`.slice(0, 300) });
+    }
+  }
+  const ms = performance.now() - t0;
+  if (ms > 10000) failures.push({ seed, kind, error: `took ${Math.round(ms)} ms` });
+  tally[`${kind}: ${outcome}`] = (tally[`${kind}: ${outcome}`] ?? 0) + 1;
+  rmSync(dir, { recursive: true, force: true });
+}
+rmSync(root, { recursive: true, force: true });
+console.log(`\n${cases} cases from seed ${seed0}`);
+for (const [k, n] of Object.entries(tally).sort()) console.log(`  ${String(n).padStart(4)}  ${k}`);
+for (const f of failures) console.log(`FAIL seed ${f.seed} (${f.kind}): ${f.error}`);
+process.exitCode = failures.length > 0 ? 1 : 0;
