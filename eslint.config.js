@@ -32,4 +32,17 @@ export default tseslint.config(
     files: ["bin/**/*.js", "*.js", ".ci/**/*.js", "tools/**/*.mjs", "core/native/*.mjs"],
     languageOptions: { globals: { process: "readonly", console: "readonly" } },
   },
+  {
+    // Node's web globals, which the fuzz harnesses use (fetch against the server, timers, clones).
+    files: ["tools/**/*.mjs"],
+    languageOptions: {
+      globals: {
+        fetch: "readonly",
+        AbortSignal: "readonly",
+        URL: "readonly",
+        performance: "readonly",
+        structuredClone: "readonly",
+      },
+    },
+  },
 );
