@@ -24,6 +24,7 @@ import { layerNeurons, routedNeurons } from "../engine/moe.js";
 import { bytesRead } from "../sparse/telemetry.js";
 import { GREEDY, validateSampling } from "../engine/sampler.js";
 import type { ChatMessage } from "../loader/tokenizer.js";
+import { functionNames, parseToolCalls, toolGrammar, withCallIds } from "./tool-calls.js";
 import { compileSchema, type Node as Grammar } from "../structured/schema.js";
 import { ConversationStore, writeAtomic } from "./conversations.js";
 import {
@@ -63,6 +64,11 @@ export interface GenerateParams {
   logprobs?: number;
   /** Functions the model may call (OpenAI's `tools`), given to the chat template as `tools`. */
   tools?: readonly unknown[];
+  /**
+   * With tools, a call is forced: of this function, or (true) of any of them; else the model
+   * decides, and a call it starts is held to the tools (tool-calls.ts: toolGrammar).
+   */
+  forcedTool?: string | true;
   /** Structured output: the reply is a document of this grammar (response_format, a forced tool call). */
   grammar?: Grammar;
   /** A grammar from a trigger on (a tool call's marker): see GenerateOptions.lazyGrammar. */
@@ -174,7 +180,8 @@ export class EngineHost {
         return this.load(req.path ?? defaultModelDir(), req.contextLength, req.kvCache ?? this.options.kvCache);
       case "generate": {
         const grammar = req.jsonSchema === undefined ? undefined : compileSchema(req.jsonSchema);
-        const events = this.generate(req.messages, { ...req, grammar }, channel, req.id);
+        const forcedTool = req.toolChoice === "required" ? true : undefined;
+        const events = this.generate(req.messages, { ...req, grammar, forcedTool }, channel, req.id);
         for await (const e of events) channel(e);
         return events.summary;
       }
@@ -296,6 +303,12 @@ export class EngineHost {
     } catch (e) {
       throw new UsageError((e as Error).message);
     }
+    if (req.tools) {
+      const tok = session.model.tokenizer;
+      if (!tok.readsTools) throw new UsageError(`"tools": this model's chat template does not take tools`);
+      // The call's form is the model's (its chat template's).
+      req = { ...req, ...toolGrammar(tok.templateSource, req.tools, req.forcedTool, req.grammar) };
+    }
     // Rendered here, not in run(), so that a conversation the chat template refuses fails the call
     // itself (the OpenAI endpoint answers 400 before it starts a stream).
     const prompt = Array.isArray(input)
@@ -370,6 +383,10 @@ export class EngineHost {
             contextLength: session.contextLength,
             contextUsed: session.position,
           };
+          if (req.tools) {
+            const { content, calls } = parseToolCalls(ev.text, functionNames(req.tools));
+            if (calls.length > 0) Object.assign(out.summary, { content, toolCalls: withCallIds(`r${id}`, calls) });
+          }
         }
         last = performance.now();
         // Let a Stop or settings change queued on the event loop land before the next token.

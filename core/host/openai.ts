@@ -7,8 +7,8 @@ import { modelName } from "../loader/hf-cache.js";
 import type { FinishReason } from "../engine/session.js";
 import type { ChatMessage } from "../loader/tokenizer.js";
 import { errorInfo, type Channel, type EngineHost, type GenerateParams } from "./engine-host.js";
-import { LIMITS, ProtocolError, parseMessages, type HostEvent, type StepTelemetry } from "./protocol.js";
-import { ToolCallStream, callAfterMarker, forcedCallGrammar, parseToolCalls } from "./tool-calls.js";
+import { LIMITS, ProtocolError, parseMessages, toolList, type HostEvent, type StepTelemetry } from "./protocol.js";
+import { ToolCallStream, functionNames, parseToolCalls, withCallIds } from "./tool-calls.js";
 import { UsageError } from "../loader/errors.js";
 import { ANY_OBJECT, compileSchema, type Node as Grammar } from "../structured/schema.js";
 
@@ -165,23 +165,8 @@ async function handleCompletions(
         "invalid_request_error",
         `"logit_bias": token ${id} is outside the vocabulary (0..${model.config.vocab - 1})`,
       );
+  // The host holds a reply with tools to the model's call form (its chat template's).
   const tools = body.params.tools !== undefined;
-  if (tools && !model.tokenizer.readsTools) {
-    return sendError(res, 400, "invalid_request_error", `"tools": this model's chat template does not take tools`);
-  }
-  if (tools) {
-    // The call's form is the model's (its chat template's), so its grammar is made here, not in
-    // parse: the whole reply when tool_choice forces a call, else what follows a call's marker.
-    const template = model.tokenizer.templateSource;
-    try {
-      if (body.forcedTool !== undefined) {
-        const name = body.forcedTool === true ? undefined : body.forcedTool;
-        body.params.grammar = forcedCallGrammar(template, body.params.tools!, name);
-      } else if (!body.params.grammar) body.params.lazyGrammar = callAfterMarker(template, body.params.tools!);
-    } catch (e) {
-      return sendError(res, 400, "invalid_request_error", `"tools": ${(e as Error).message}`);
-    }
-  }
   const id = `${ep.idPrefix}-${nextId++}`;
   const created = Math.floor(Date.now() / 1000);
   const name = modelName(model.dir);
@@ -229,7 +214,7 @@ async function handleCompletions(
       if (ep.openingChoice) send(chunk(ep.openingChoice, null));
       // With tools, a call's text is held back: it goes out as tool_calls at the end (or as text if it
       // holds no valid call).
-      const calls = tools ? new ToolCallStream(functionNames(body.params.tools)) : undefined;
+      const calls = tools ? new ToolCallStream(functionNames(body.params.tools!)) : undefined;
       for await (const e of gen) {
         if (e.type !== "gen.token") continue;
         const s = chunkStats(e.step);
@@ -240,7 +225,7 @@ async function handleCompletions(
       let finish = finishReason(gen.summary.finishReason);
       const end = calls?.finish();
       if (end && end.calls.length > 0) {
-        send(chunk({ delta: { tool_calls: openAiCalls(id, end.calls).map((c, index) => ({ index, ...c })) } }, null));
+        send(chunk({ delta: { tool_calls: withCallIds(id, end.calls).map((c, index) => ({ index, ...c })) } }, null));
         finish = "tool_calls";
       } else if (end?.heldText) send(chunk(ep.chunkChoice(end.heldText), null));
       send({ ...chunk(ep.closingChoice, finish), usage: usage(gen.summary) });
@@ -256,7 +241,7 @@ async function handleCompletions(
     const s = gen.summary;
     const lps = body.params.logprobs !== undefined ? logprobs : undefined;
     const choice = tools
-      ? toolReply(id, s.text, finishReason(s.finishReason), lps, functionNames(body.params.tools))
+      ? toolReply(id, s.text, finishReason(s.finishReason), lps, functionNames(body.params.tools!))
       : { ...ep.choice(s.text, lps), finish_reason: finishReason(s.finishReason) };
     sendJson(res, 200, {
       id,
@@ -280,8 +265,6 @@ interface ParsedBody {
   input: ChatMessage[] | { text: string };
   stream: boolean;
   params: GenerateParams;
-  /** tool_choice forces a call: of this function, or (true) of any of the tools. */
-  forcedTool?: string | true;
 }
 
 const bad = (msg: string): never => {
@@ -328,8 +311,8 @@ export function parseBody(x: unknown): ParsedBody & { input: ChatMessage[] } {
       ...(logprobs !== undefined && { logprobs }),
       ...(tools && { tools }),
       ...(grammar && { grammar }),
+      ...(forced && { forcedTool: forced }),
     },
-    ...(forced && { forcedTool: forced }),
   };
 }
 
@@ -380,24 +363,7 @@ function parseTools(tools: unknown, choice: unknown): { tools?: unknown[]; force
     if (forced !== undefined) bad(`"tool_choice" forces a call, but there are no "tools"`);
     return {};
   }
-  if (!Array.isArray(tools) || tools.length > 128) bad(`"tools" must be an array of at most 128 functions`);
-  const list = (tools as unknown[]).map((t, i) => {
-    const f = (t as Record<string, unknown> | null)?.function as Record<string, unknown> | undefined;
-    const ok =
-      typeof t === "object" &&
-      t !== null &&
-      (t as Record<string, unknown>).type === "function" &&
-      typeof f === "object" &&
-      f !== null &&
-      typeof f.name === "string" &&
-      f.name !== "" &&
-      (f.description === undefined || typeof f.description === "string") &&
-      (f.parameters === undefined || (typeof f.parameters === "object" && f.parameters !== null));
-    if (!ok) bad(`"tools[${i}]" must be {"type": "function", "function": {"name", "description"?, "parameters"?}}`);
-    return t;
-  });
-  if (JSON.stringify(list).length > LIMITS.contentChars)
-    bad(`"tools" is longer than ${LIMITS.contentChars} characters`);
+  const list = toolList(tools, bad);
   if (typeof forced === "string" && !list.some((t) => (t as { function: { name: string } }).function.name === forced))
     bad(`"tool_choice" names ${JSON.stringify(forced)}, which is not one of the "tools"`);
   if (forced !== undefined && list.length === 0) bad(`"tool_choice" forces a call, but "tools" is empty`);
@@ -519,28 +485,13 @@ export function toolReply(
   const { content, calls } = parseToolCalls(text, functions);
   const message =
     calls.length > 0
-      ? { role: "assistant", content: content || null, tool_calls: openAiCalls(id, calls) }
+      ? { role: "assistant", content: content || null, tool_calls: withCallIds(id, calls) }
       : { role: "assistant", content: text };
   return {
     message,
     ...(lps && { logprobs: chatLogprobs(lps) }),
     finish_reason: calls.length > 0 ? "tool_calls" : finish,
   };
-}
-
-/** The names of a request's tools (parseTools checked their shape). */
-function functionNames(tools: readonly unknown[] | undefined): ReadonlySet<string> | undefined {
-  if (!tools) return undefined;
-  return new Set(tools.map((t) => (t as { function: { name: string } }).function.name));
-}
-
-/** Calls as OpenAI's tool_calls, with ids unique to this completion. */
-function openAiCalls(id: string, calls: { name: string; arguments: string }[]) {
-  return calls.map((c, i) => ({
-    id: `call_${id.replace(/\W/g, "")}_${i}`,
-    type: "function",
-    function: { name: c.name, arguments: c.arguments },
-  }));
 }
 
 function finishReason(r: FinishReason): string {

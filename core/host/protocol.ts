@@ -37,6 +37,10 @@ export type Request =
       thinking?: boolean;
       /** Structured output: the reply is a JSON document of this JSON Schema ({"type": "object"}: any object). */
       jsonSchema?: unknown;
+      /** Functions the model may call (OpenAI's tool form), for a chat template that reads `tools`. */
+      tools?: unknown[];
+      /** With tools: "auto" (the model decides; a call it starts is held to the tools) or "required". */
+      toolChoice?: "auto" | "required";
     }
   | { id: number; type: "stop"; target: number }
   | { id: number; type: "sparsity.update"; update: DeepPartial<SparsitySettings> }
@@ -175,6 +179,9 @@ export interface GenerationSummary {
   /** The context window and how much of it this conversation now uses. */
   contextLength: number;
   contextUsed: number;
+  /** The calls of the request's tools the reply made (then `content` is its text outside them). */
+  toolCalls?: ToolCall[];
+  content?: string;
 }
 
 /**
@@ -300,6 +307,33 @@ type Obj = Record<string, unknown>;
 
 function isObj(x: unknown): x is Obj {
   return typeof x === "object" && x !== null && !Array.isArray(x) && !ArrayBuffer.isView(x);
+}
+
+/**
+ * OpenAI's function tools, [{"type": "function", "function": {"name", "description"?, "parameters"?}}],
+ * checked for shape and size (their parameters are compiled, and checked, where the host makes their
+ * grammar); `bad` says what is wrong.
+ */
+export function toolList(tools: unknown, bad: (what: string) => never): unknown[] {
+  if (!Array.isArray(tools) || tools.length > 128) bad(`"tools" must be an array of at most 128 functions`);
+  const list = (tools as unknown[]).map((t, i) => {
+    const f = (t as Record<string, unknown> | null)?.function as Record<string, unknown> | undefined;
+    const ok =
+      typeof t === "object" &&
+      t !== null &&
+      (t as Record<string, unknown>).type === "function" &&
+      typeof f === "object" &&
+      f !== null &&
+      typeof f.name === "string" &&
+      f.name !== "" &&
+      (f.description === undefined || typeof f.description === "string") &&
+      (f.parameters === undefined || (typeof f.parameters === "object" && f.parameters !== null));
+    if (!ok) bad(`"tools[${i}]" must be {"type": "function", "function": {"name", "description"?, "parameters"?}}`);
+    return t;
+  });
+  if (JSON.stringify(list).length > LIMITS.contentChars)
+    bad(`"tools" is longer than ${LIMITS.contentChars} characters`);
+  return list;
 }
 
 function fail(where: string, what: string): never {
@@ -491,7 +525,7 @@ const FINISH_REASONS: readonly FinishReason[] = ["eos", "stop", "length", "conte
 function storedMessage(x: unknown, where: string): StoredMessage {
   const m: StoredMessage = chatMessage(x, where);
   const o = x as Obj;
-  onlyKeys(o, ["role", "content", "stats", "tokens", "lane"], where);
+  onlyKeys(o, ["role", "content", "tool_calls", "tool_call_id", "stats", "tokens", "lane"], where);
   if (o.lane !== undefined) m.lane = str(o, "lane", where, 16);
   if (o.tokens !== undefined) m.tokens = tokenMarks(o.tokens, `${where}.tokens`);
   if (o.stats !== undefined) {
@@ -566,7 +600,29 @@ export function parseRequest(x: unknown): Request {
       return { id, type, path, contextLength: contextLengthField(x, where), kvCache: kvCacheField(x, where) };
     }
     case "generate": {
-      onlyKeys(x, ["id", "type", "messages", "sampling", "maxTokens", "sparsity", "thinking", "jsonSchema"], where);
+      onlyKeys(
+        x,
+        [
+          "id",
+          "type",
+          "messages",
+          "sampling",
+          "maxTokens",
+          "sparsity",
+          "thinking",
+          "jsonSchema",
+          "tools",
+          "toolChoice",
+        ],
+        where,
+      );
+      const tools = optional(x, "tools", () => toolList(x.tools, (what) => fail(where, what)));
+      const toolChoice = optional(x, "toolChoice", () => {
+        if (x.toolChoice !== "auto" && x.toolChoice !== "required")
+          fail(where, `"toolChoice" must be "auto" or "required"`);
+        if (!tools || tools.length === 0) fail(where, `"toolChoice" needs "tools"`);
+        return x.toolChoice as "auto" | "required";
+      });
       const maxTokens = num(x, "maxTokens", where, true);
       if (maxTokens < 1 || maxTokens > LIMITS.maxTokens) fail(where, `"maxTokens" must be in 1..${LIMITS.maxTokens}`);
       const msgs = parseMessages(x.messages, where);
@@ -591,6 +647,8 @@ export function parseRequest(x: unknown): Request {
             fail(where, `"jsonSchema" is longer than ${LIMITS.contentChars} characters`);
           return v;
         }),
+        ...(tools && tools.length > 0 && { tools }),
+        ...(toolChoice && { toolChoice }),
       };
     }
     case "stop":

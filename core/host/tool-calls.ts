@@ -12,7 +12,8 @@
 // the grammar of one call in the form the model's chat template teaches, and the reply is kept in it.
 import { compileSchema, objectOf, text, union, type Node } from "../structured/schema.js";
 import { UsageError } from "../loader/errors.js";
-import { TOOL_CALL_MARKERS } from "../loader/tokenizer.js";
+import { TOOL_CALL_MARKERS, type ToolCall } from "../loader/tokenizer.js";
+import type { LazyGrammar } from "../engine/session.js";
 
 /** A call the model asked for: a function name and its arguments as a JSON object's text (OpenAI's form). */
 export interface ParsedToolCall {
@@ -180,6 +181,28 @@ export function forcedCallGrammar(template: string | undefined, tools: readonly 
 }
 
 /**
+ * The grammar a reply with `tools` is held to: the whole reply one call where `forced` (true: of any
+ * of the tools, else of that function), else `grammar` (response_format's) where given, else a call
+ * after its marker (tool_choice "auto"). A function whose parameters a grammar cannot hold is a
+ * UsageError naming it.
+ */
+export function toolGrammar(
+  template: string | undefined,
+  tools: readonly unknown[],
+  forced: string | true | undefined,
+  grammar: Node | undefined,
+): { grammar?: Node; lazyGrammar?: LazyGrammar } {
+  try {
+    if (forced !== undefined)
+      return { grammar: forcedCallGrammar(template, tools, forced === true ? undefined : forced) };
+    return grammar ? { grammar } : { lazyGrammar: callAfterMarker(template, tools) };
+  } catch (e) {
+    if (e instanceof UsageError) throw new UsageError(`"tools": ${e.message}`);
+    throw e;
+  }
+}
+
+/**
  * For tool_choice "auto": what follows a call's marker when the model writes one (a call of one of
  * the tools, to the marker's end), so that a call the model decides to make is well formed. Llama
  * 3's marker is <|python_tag|>; its bare object is held from the reply's start where the reply opens
@@ -195,4 +218,18 @@ export function callAfterMarker(
   if (form === "hermes")
     return { trigger: HERMES_OPEN, grammar: { t: "seq", parts: [call, text(`\n${HERMES_CLOSE}`)] } };
   return { trigger: MISTRAL, grammar: { t: "array", items: call, min: 1, max: Infinity } };
+}
+
+/** The names of `tools` (checked to be OpenAI's function tools). */
+export function functionNames(tools: readonly unknown[]): ReadonlySet<string> {
+  return new Set(tools.map((t) => (t as { function: { name: string } }).function.name));
+}
+
+/** Calls with OpenAI's ids, unique within the reply `replyId` names. */
+export function withCallIds(replyId: string, calls: readonly ParsedToolCall[]): ToolCall[] {
+  return calls.map((c, i) => ({
+    id: `call_${replyId.replace(/\W/g, "")}_${i}`,
+    type: "function",
+    function: { name: c.name, arguments: c.arguments },
+  }));
 }

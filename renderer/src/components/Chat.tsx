@@ -3,7 +3,7 @@
 import { useCallback, useEffect, useLayoutEffect, useRef, useState, type ReactNode } from "react";
 import { useStore } from "zustand";
 import type { StoredMessage } from "../../../core/host/protocol.js";
-import { firstDivergence } from "../state/conversations.js";
+import { firstDivergence, unansweredCalls } from "../state/conversations.js";
 import type { TokenMeasure } from "../state/settings.js";
 import { useStudio } from "./hooks.js";
 import { MessageView } from "./MessageView.js";
@@ -34,6 +34,13 @@ export function Chat() {
     (index: number, text: string) => {
       stick.current = true;
       void studio.editAndResend(index, text);
+    },
+    [studio],
+  );
+  const onToolResult = useCallback(
+    (callId: string, result: string) => {
+      stick.current = true;
+      void studio.sendToolResult(callId, result);
     },
     [studio],
   );
@@ -115,6 +122,10 @@ export function Chat() {
         measure={measure}
         canEdit={!busy && hasModel}
         onEdit={onEdit}
+        {...(m.tool_calls && {
+          unanswered: unansweredCalls(conv, i),
+          ...(!busy && hasModel && { onToolResult }),
+        })}
       />,
     );
   }

@@ -1,6 +1,7 @@
 // One chat message. A reply's tokens can be coloured by a per-token measure (recall, divergence from dense, output-layer
 // mass, latency) with a tooltip of each token's stats; A/B replies mark their first divergent token. A reasoning
 // model's <think>…</think> opening is shown as a "Thinking" block, open while it streams and folded once it ends.
+// A reply's tool calls show as cards, each unanswered one with a box for its result; a tool's result as its own message.
 import { memo, useState } from "react";
 import type { StoredMessage, TokenMark } from "../../../core/host/protocol.js";
 import { displayTokens, splitThinking } from "../state/conversations.js";
@@ -103,6 +104,55 @@ export interface MessageProps {
   diverge?: number;
   canEdit: boolean;
   onEdit?: (index: number, text: string) => void;
+  /** The ids of this reply's tool calls that no result answers yet. */
+  unanswered?: readonly string[];
+  /** Send a call's result (and generate the next reply); absent while results cannot be sent. */
+  onToolResult?: (callId: string, result: string) => void;
+}
+
+/** One tool call: the function and its arguments, and a box for its result while none is sent. */
+function ToolCallCard(props: {
+  call: NonNullable<StoredMessage["tool_calls"]>[number];
+  open: boolean;
+  onResult?: (callId: string, result: string) => void;
+}) {
+  const { call, open } = props;
+  const [result, setResult] = useState("");
+  let args = call.function.arguments;
+  try {
+    args = JSON.stringify(JSON.parse(args), null, 2);
+  } catch {
+    // shown as the model wrote it
+  }
+  return (
+    <div className="tool-call" data-testid="tool-call">
+      <div className="tool-call-head">
+        calls <code>{call.function.name}</code>
+      </div>
+      <pre className="tool-args">{args}</pre>
+      {open && (
+        <div className="edit">
+          <textarea
+            data-testid="tool-result-input"
+            placeholder={`The result of ${call.function.name} (e.g. JSON), sent to the model as the tool's reply`}
+            rows={2}
+            value={result}
+            onChange={(e) => setResult(e.target.value)}
+          />
+          <div className="edit-actions">
+            <button
+              className="primary small"
+              data-testid="tool-result-send"
+              disabled={!props.onResult || result.trim() === ""}
+              onClick={() => props.onResult?.(call.id, result)}
+            >
+              Send result
+            </button>
+          </div>
+        </div>
+      )}
+    </div>
+  );
 }
 
 export const MessageView = memo(function MessageView(props: MessageProps) {
@@ -152,6 +202,15 @@ export const MessageView = memo(function MessageView(props: MessageProps) {
     );
   }
 
+  if (m.role === "tool") {
+    return (
+      <div className="msg tool" data-testid="tool-message">
+        <div className="msg-role">Tool result</div>
+        <div className="msg-body">{m.content}</div>
+      </div>
+    );
+  }
+
   const tokens = streaming ? (m.tokens ?? null) : displayTokens(m);
   const s = m.stats;
   return (
@@ -171,6 +230,14 @@ export const MessageView = memo(function MessageView(props: MessageProps) {
         diverge={props.diverge ?? -1}
         streaming={streaming}
       />
+      {m.tool_calls?.map((call) => (
+        <ToolCallCard
+          key={call.id}
+          call={call}
+          open={props.unanswered?.includes(call.id) ?? false}
+          onResult={props.onToolResult}
+        />
+      ))}
       {s && (
         <div className="msg-stats">
           <span>{s.tokens} tok</span>

@@ -1,8 +1,14 @@
 // Sampling: temperature, top-p, top-k, min-p, repetition, presence and frequency penalties, seed, max tokens, for reasoning
 // models (a chat template reading enable_thinking) whether they think first, and the reply's format
-// (free text, any JSON object, or JSON following a schema: structured output).
+// (free text, any JSON object, or JSON following a schema: structured output), and the tools the model may call.
 import { useStore } from "zustand";
-import { replySchema, type ReplyFormat, type SamplingPanel as Sampling } from "../state/settings.js";
+import {
+  replySchema,
+  replyTools,
+  type ReplyFormat,
+  type SamplingPanel as Sampling,
+  type ToolChoice,
+} from "../state/settings.js";
 import { useStudio } from "./hooks.js";
 
 interface FieldSpec {
@@ -35,6 +41,9 @@ export function SamplingPanel() {
   const replyFormat = useStore(settings, (s) => s.replyFormat);
   const schemaText = useStore(settings, (s) => s.schemaText);
   const schema = replySchema(replyFormat, schemaText);
+  const toolChoice = useStore(settings, (s) => s.toolChoice);
+  const toolsText = useStore(settings, (s) => s.toolsText);
+  const tools = replyTools(toolChoice, toolsText);
   const set = (key: keyof Sampling, v: number) => {
     if (Number.isFinite(v)) settings.getState().setSampling({ [key]: v });
   };
@@ -108,6 +117,35 @@ export function SamplingPanel() {
             {schema instanceof Error && (
               <span className="hint error" data-testid="sampling-schema-error">
                 {schema.message}
+              </span>
+            )}
+          </>
+        )}
+        <label className="sfield format" title="Functions the model may call (the chat template must take tools)">
+          <span className="label">Tools</span>
+          <select
+            data-testid="sampling-tools"
+            value={toolChoice}
+            onChange={(e) => settings.getState().setToolChoice(e.target.value as ToolChoice)}
+          >
+            <option value="off">Off</option>
+            <option value="auto">Auto (model decides)</option>
+            <option value="required">Required (a call)</option>
+          </select>
+        </label>
+        {toolChoice !== "off" && (
+          <>
+            <textarea
+              className="schema"
+              data-testid="sampling-tools-json"
+              spellCheck={false}
+              rows={8}
+              value={toolsText}
+              onChange={(e) => settings.getState().setToolsText(e.target.value)}
+            />
+            {tools instanceof Error && (
+              <span className="hint error" data-testid="sampling-tools-error">
+                {tools.message}
               </span>
             )}
           </>

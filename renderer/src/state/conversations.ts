@@ -76,8 +76,24 @@ export function finishReply(
   };
   if (recalls.length > 0) stats.meanRecall = recalls.reduce((a, b) => a + b, 0) / recalls.length;
   const messages = c.messages.slice();
-  messages[index] = { ...m, content: summary.text, stats };
+  // A reply that called tools keeps its text outside the calls, and the calls.
+  messages[index] = summary.toolCalls
+    ? { ...m, content: summary.content ?? "", tool_calls: summary.toolCalls, stats }
+    : { ...m, content: summary.text, stats };
   return touch(c, now, messages);
+}
+
+/** The result of tool call `callId` (of the last reply), as the tool's message. */
+export function appendToolResult(c: Conversation, callId: string, content: string, now = Date.now()): Conversation {
+  const known = c.messages.some((m) => m.tool_calls?.some((t) => t.id === callId));
+  if (!known) throw new RangeError(`no tool call ${callId} in this conversation`);
+  return touch(c, now, [...c.messages, { role: "tool", content, tool_call_id: callId }]);
+}
+
+/** The calls of message `index` that no tool message answers yet. */
+export function unansweredCalls(c: Conversation, index: number): string[] {
+  const answered = new Set(c.messages.slice(index + 1).map((m) => m.tool_call_id));
+  return (c.messages[index]?.tool_calls ?? []).map((t) => t.id).filter((id) => !answered.has(id));
 }
 
 /** The request failed before or while streaming: drop an empty reply, keep a partial one as aborted. */
@@ -92,10 +108,13 @@ export function failReply(c: Conversation, index: number, now = Date.now()): Con
   return touch(c, now, messages);
 }
 
-/** Remove the replies after the last user message (regenerate, A/B); null when there is no user message. */
+/**
+ * Remove the replies after the last user message or tool result (regenerate, A/B); null when there is
+ * neither.
+ */
 export function dropTrailingReplies(c: Conversation, now = Date.now()): Conversation | null {
   let last = c.messages.length - 1;
-  while (last >= 0 && c.messages[last].role !== "user") last--;
+  while (last >= 0 && c.messages[last].role !== "user" && c.messages[last].role !== "tool") last--;
   if (last < 0) return null;
   return last === c.messages.length - 1 ? c : touch(c, now, c.messages.slice(0, last + 1));
 }
@@ -118,8 +137,13 @@ export function historyFor(c: Conversation): ChatMessage[] {
   if (c.system.trim() !== "") out.push({ role: "system", content: c.system });
   for (const m of c.messages) {
     if (m.lane === "dense") continue;
-    if (m.role === "assistant" && m.content === "") continue;
-    out.push({ role: m.role, content: m.content });
+    if (m.role === "assistant" && m.content === "" && !m.tool_calls) continue;
+    out.push({
+      role: m.role,
+      content: m.content,
+      ...(m.tool_calls && { tool_calls: m.tool_calls }),
+      ...(m.tool_call_id !== undefined && { tool_call_id: m.tool_call_id }),
+    });
   }
   return out;
 }
@@ -138,6 +162,8 @@ export function savePayload(c: Conversation): Conversation {
     system: c.system,
     messages: c.messages.map((m) => {
       const out: StoredMessage = { role: m.role, content: m.content };
+      if (m.tool_calls) out.tool_calls = m.tool_calls;
+      if (m.tool_call_id !== undefined) out.tool_call_id = m.tool_call_id;
       if (m.lane) out.lane = m.lane.slice(0, 16);
       if (m.stats) {
         out.stats = {

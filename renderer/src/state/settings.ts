@@ -42,6 +42,9 @@ export const AUDIT_OPTIONS = [0, 1, 2, 4, 8, 16, 32] as const;
 /** What a reply is: free text, any JSON object, or a document of the schema in `schemaText`. */
 export type ReplyFormat = "text" | "json" | "schema";
 
+/** Whether replies get the tools in `toolsText`: no, the model decides ("auto"), or a call is "required". */
+export type ToolChoice = "off" | "auto" | "required";
+
 export interface SettingsState {
   sampling: SamplingPanel;
   /** Off: reasoning models are asked not to think (enable_thinking: false), where the model can be. */
@@ -49,6 +52,9 @@ export interface SettingsState {
   replyFormat: ReplyFormat;
   /** The JSON Schema (as typed) that replies follow when replyFormat is "schema". */
   schemaText: string;
+  toolChoice: ToolChoice;
+  /** The functions (OpenAI's tools list, as typed) the model may call when toolChoice is not "off". */
+  toolsText: string;
   /** The settings as shown (the host's, plus any change not yet confirmed). */
   sparsity: SparsitySettings;
   /** The settings the host last confirmed. */
@@ -64,6 +70,8 @@ export interface SettingsState {
   setThinking(on: boolean): void;
   setReplyFormat(format: ReplyFormat): void;
   setSchemaText(text: string): void;
+  setToolChoice(choice: ToolChoice): void;
+  setToolsText(text: string): void;
   setTokenMeasure(m: TokenMeasure): void;
   setFrequencyWindow(n: number): void;
   setSelectedLayer(l: number | null): void;
@@ -89,16 +97,10 @@ export function createSettingsStore(init: Partial<Pick<SettingsState, "sampling"
     thinking: true,
     setThinking: (thinking) => set({ thinking }),
     ...readReplyPrefs(),
-    setReplyFormat: (replyFormat) =>
-      set((s) => {
-        savePrefs(REPLY_PREFS_KEY, { replyFormat, schemaText: s.schemaText });
-        return { replyFormat };
-      }),
-    setSchemaText: (schemaText) =>
-      set((s) => {
-        savePrefs(REPLY_PREFS_KEY, { replyFormat: s.replyFormat, schemaText });
-        return { schemaText };
-      }),
+    setReplyFormat: (replyFormat) => set((s) => keepReplyPrefs({ ...s, replyFormat })),
+    setSchemaText: (schemaText) => set((s) => keepReplyPrefs({ ...s, schemaText })),
+    setToolChoice: (toolChoice) => set((s) => keepReplyPrefs({ ...s, toolChoice })),
+    setToolsText: (toolsText) => set((s) => keepReplyPrefs({ ...s, toolsText })),
     setTokenMeasure: (tokenMeasure) => set({ tokenMeasure }),
     setFrequencyWindow: (frequencyWindow) => set({ frequencyWindow }),
     selectedLayer: null,
@@ -195,16 +197,68 @@ export function samplingPayload(s: SamplingPanel): Partial<SamplingOptions> {
   };
 }
 
-/** Where the reply format and the schema box are kept between app starts. */
+/** Where the reply format, the schema box, the tool choice and the tools box are kept between app starts. */
 export const REPLY_PREFS_KEY = "hire-studio.reply-prefs";
 const REPLY_FORMATS: readonly ReplyFormat[] = ["text", "json", "schema"];
+const TOOL_CHOICES: readonly ToolChoice[] = ["off", "auto", "required"];
+type ReplyPrefs = Pick<SettingsState, "replyFormat" | "schemaText" | "toolChoice" | "toolsText">;
 
-function readReplyPrefs(): { replyFormat: ReplyFormat; schemaText: string } {
+function readReplyPrefs(): ReplyPrefs {
   const saved = readPrefs(REPLY_PREFS_KEY);
   return {
     replyFormat: REPLY_FORMATS.includes(saved.replyFormat as ReplyFormat) ? (saved.replyFormat as ReplyFormat) : "text",
     schemaText: typeof saved.schemaText === "string" ? saved.schemaText : EXAMPLE_SCHEMA,
+    toolChoice: TOOL_CHOICES.includes(saved.toolChoice as ToolChoice) ? (saved.toolChoice as ToolChoice) : "off",
+    toolsText: typeof saved.toolsText === "string" ? saved.toolsText : EXAMPLE_TOOLS,
   };
+}
+
+/** Saves the reply preferences of `s`; returns them, as the store's new state. */
+function keepReplyPrefs(s: ReplyPrefs): ReplyPrefs {
+  const prefs = {
+    replyFormat: s.replyFormat,
+    schemaText: s.schemaText,
+    toolChoice: s.toolChoice,
+    toolsText: s.toolsText,
+  };
+  savePrefs(REPLY_PREFS_KEY, prefs);
+  return prefs;
+}
+
+/** What the tools box holds until the user writes their own. */
+export const EXAMPLE_TOOLS = `[
+  {
+    "type": "function",
+    "function": {
+      "name": "get_weather",
+      "description": "The current weather in a city",
+      "parameters": {
+        "type": "object",
+        "properties": { "city": { "type": "string" } },
+        "required": ["city"]
+      }
+    }
+  }
+]`;
+
+/**
+ * The tools a reply gets: undefined when off, else the tools box's list with the choice; an Error
+ * saying what is wrong when the box is not a JSON list of tools (the host checks their schemas).
+ */
+export function replyTools(
+  choice: ToolChoice,
+  toolsText: string,
+): { tools: unknown[]; toolChoice: "auto" | "required" } | Error | undefined {
+  if (choice === "off") return undefined;
+  let tools: unknown;
+  try {
+    tools = JSON.parse(toolsText) as unknown;
+  } catch (e) {
+    return new Error(`the tools are not JSON: ${(e as Error).message}`);
+  }
+  if (!Array.isArray(tools) || tools.length === 0)
+    return new Error(`the tools must be a list of functions, [{"type": "function", "function": {"name", ...}}]`);
+  return { tools, toolChoice: choice };
 }
 
 /** What the schema box holds until the user writes their own. */
@@ -247,6 +301,7 @@ export function generatePayload(
   sparsity?: DeepPartial<SparsitySettings>,
   thinking = true,
   jsonSchema?: unknown,
+  tools?: { tools: unknown[]; toolChoice: "auto" | "required" },
 ): GenerateBody {
   const maxTokens = Math.min(
     1_000_000,
@@ -256,6 +311,7 @@ export function generatePayload(
   if (sparsity) body.sparsity = sparsity;
   if (!thinking) body.thinking = false;
   if (jsonSchema !== undefined) body.jsonSchema = jsonSchema;
+  if (tools) Object.assign(body, tools);
   return body;
 }
 

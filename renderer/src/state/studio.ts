@@ -14,6 +14,7 @@ import { createConnectionStore } from "./connection.js";
 import type { KvDtype } from "../../../core/backend/backend.js";
 import {
   appendTokens,
+  appendToolResult,
   appendUser,
   beginReply,
   createConversationsStore,
@@ -32,6 +33,7 @@ import {
   mergeSparsity,
   mergeUpdates,
   replySchema,
+  replyTools,
 } from "./settings.js";
 import { createTelemetryStore, tokenMark, traceJson } from "./telemetry.js";
 
@@ -319,8 +321,10 @@ export function createStudio(client: HostClient, opts: StudioOptions = {}) {
   /** Stream one reply to the conversation as it stands (it ends with a user message). */
   async function generate(lane?: string, sparsity?: DeepPartial<SparsitySettings>): Promise<GenerationSummary | null> {
     await settleSparsity();
-    const schema = replySchema(settings.getState().replyFormat, settings.getState().schemaText);
     if (!replyFormatOk()) return null;
+    const { replyFormat, schemaText, toolChoice, toolsText } = settings.getState();
+    const schema = replySchema(replyFormat, schemaText);
+    const tools = replyTools(toolChoice, toolsText) as Exclude<ReturnType<typeof replyTools>, Error>;
     const cs = conversations.getState();
     const history = historyFor(cs.current);
     const [conv, index] = beginReply(cs.current, lane, now());
@@ -328,7 +332,7 @@ export function createStudio(client: HostClient, opts: StudioOptions = {}) {
     cs.setStreaming({ requestId: null, index, lane, prefill: null });
     try {
       const { sampling, thinking } = settings.getState();
-      const pending = client.send(generatePayload(history, sampling, sparsity, thinking, schema));
+      const pending = client.send(generatePayload(history, sampling, sparsity, thinking, schema, tools));
       active = { requestId: pending.id, index };
       telemetry.getState().begin(pending.id);
       conversations.getState().setStreaming({ requestId: pending.id, index, lane, prefill: null });
@@ -371,15 +375,36 @@ export function createStudio(client: HostClient, opts: StudioOptions = {}) {
     conversations.getState().update((c) => ({ ...c, modelPath: path }));
   }
 
-  /** Send a user message and stream the reply. */
-  /** Whether the reply format can be sent (a schema box that is not JSON cannot); if not, says so. */
+  /**
+   * Whether the reply format and tools can be sent (a schema or tools box that is not JSON cannot);
+   * if not, says so.
+   */
   function replyFormatOk(): boolean {
-    const schema = replySchema(settings.getState().replyFormat, settings.getState().schemaText);
-    if (!(schema instanceof Error)) return true;
-    connection.getState().showError("Generating", { code: "BAD_SCHEMA", message: schema.message });
-    return false;
+    const s = settings.getState();
+    const schema = replySchema(s.replyFormat, s.schemaText);
+    if (schema instanceof Error) {
+      connection.getState().showError("Generating", { code: "BAD_SCHEMA", message: schema.message });
+      return false;
+    }
+    const tools = replyTools(s.toolChoice, s.toolsText);
+    if (tools instanceof Error) {
+      connection.getState().showError("Generating", { code: "BAD_TOOLS", message: tools.message });
+      return false;
+    }
+    return true;
   }
 
+  /** Answer tool call `callId` with its result, and stream the model's next reply. */
+  async function sendToolResult(callId: string, result: string): Promise<void> {
+    if (!canGenerate()) return;
+    stopRequested = false;
+    conversations.getState().update((c) => appendToolResult(c, callId, result, now()));
+    await save();
+    await generate();
+    await save();
+  }
+
+  /** Send a user message and stream the reply. */
   async function send(text: string): Promise<void> {
     if (text.trim() === "" || !canGenerate()) return;
     stopRequested = false;
@@ -519,6 +544,7 @@ export function createStudio(client: HostClient, opts: StudioOptions = {}) {
     setFrequencyWindow,
     replyFormatOk,
     send,
+    sendToolResult,
     regenerate,
     editAndResend,
     compare,
