@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { chromium, type Page } from "playwright-core";
 import { defaultModelDir } from "../core/loader/default-model.js";
 import { makeModel } from "../core/modelgen/make-model.js";
-import { putInHubCache, REPO_ROOT, useReasoningTemplate } from "./helpers.js";
+import { HERMES_TOOLS_TEMPLATE, putInHubCache, REPO_ROOT, useReasoningTemplate } from "./helpers.js";
 
 const CHROMIUM = process.env.HIRE_CHROMIUM ?? "/usr/bin/chromium";
 const ARTIFACTS = join(REPO_ROOT, "test-artifacts");
@@ -472,6 +472,60 @@ test(
     await page.getByTestId("model-estimate").filter({ hasText: "LlamaForCausalLM" }).waitFor({ timeout: 10_000 });
     await page.getByTestId("load-model").click();
     await page.getByTestId("model-name").filter({ hasText: "hire/brown-6m" }).waitFor({ timeout: 30_000 });
+    assert.deepEqual(pageErrors, []);
+  },
+);
+
+test(
+  "e2e: tools in the app: a required call shows as a card, its result goes back, the model answers",
+  { timeout: 120_000 },
+  async (t) => {
+    if (noChromium(t)) return;
+    const dataDir = mkdtempSync(join(tmpdir(), "hire-e2e-tools-"));
+    const modelDir = join(dataDir, "tool-model");
+    await makeModel({ arch: "qwen3", dtype: "f32", seed: 3, shape: { maxPositions: 2048 }, out: modelDir });
+    writeFileSync(join(modelDir, "chat_template.jinja"), HERMES_TOOLS_TEMPLATE);
+    const { page, pageErrors } = await openApp(t, dataDir, { width: 1400, height: 900 });
+    await page.getByTestId("model-path").fill(modelDir);
+    await page.getByTestId("load-model").click();
+    await page.getByTestId("model-name").filter({ hasText: "tool-model" }).waitFor({ timeout: 30_000 });
+    await page.getByTestId("sampling-maxTokens").fill("400");
+    await page.getByTestId("sampling-temperature").fill("0");
+    await page.getByTestId("sampling-tools").selectOption("required");
+    // A box that is not a list of tools is said under it, and Send keeps the message.
+    await page.getByTestId("sampling-tools-json").fill("{");
+    await page.getByTestId("sampling-tools-error").waitFor();
+    const clock = {
+      type: "function",
+      function: {
+        name: "get_time",
+        parameters: { type: "object", properties: { zone: { enum: ["UTC", "CET"] } }, required: ["zone"] },
+      },
+    };
+    await page.getByTestId("sampling-tools-json").fill(JSON.stringify([clock]));
+    assert.equal(await page.getByTestId("sampling-tools-error").count(), 0);
+    await page.getByTestId("prompt-input").fill("What time is it?");
+    await page.getByTestId("send").click();
+    const card = page.getByTestId("tool-call");
+    await card.waitFor({ timeout: 60_000 });
+    await waitIdle(page);
+    const cardText = (await card.textContent()) ?? "";
+    assert.match(cardText, /calls get_time/);
+    assert.match(cardText, /"zone": "(UTC|CET)"/);
+    // The result goes back as the tool's message; with tools on "auto" the model answers in text.
+    await page.getByTestId("sampling-tools").selectOption("auto");
+    await page.getByTestId("sampling-maxTokens").fill("8");
+    await page.getByTestId("tool-result-input").fill('{"time": "12:00"}');
+    await page.getByTestId("tool-result-send").click();
+    await page.getByTestId("tool-message").filter({ hasText: '{"time": "12:00"}' }).waitFor({ timeout: 30_000 });
+    await page.getByTestId("assistant-message").nth(1).waitFor({ timeout: 60_000 });
+    await waitIdle(page);
+    assert.equal(await page.getByTestId("tool-result-input").count(), 0, "an answered call has no result box");
+    // The calls and the result are part of the saved conversation.
+    await page.reload();
+    await page.getByTestId("conversation-item").first().click();
+    await page.getByTestId("tool-call").waitFor({ timeout: 20_000 });
+    await page.getByTestId("tool-message").waitFor();
     assert.deepEqual(pageErrors, []);
   },
 );

@@ -27,6 +27,7 @@ import {
   appendUser,
   beginReply,
   displayTokens,
+  appendToolResult,
   dropTrailingReplies,
   editUserMessage,
   emptyConversation,
@@ -37,6 +38,7 @@ import {
   historyFor,
   savePayload,
   splitThinking,
+  unansweredCalls,
   upsertSummary,
 } from "../renderer/src/state/conversations.js";
 import {
@@ -46,6 +48,8 @@ import {
   createSettingsStore,
   generatePayload,
   replySchema,
+  replyTools,
+  EXAMPLE_TOOLS,
   EXAMPLE_SCHEMA,
   REPLY_PREFS_KEY,
   mergeSparsity,
@@ -642,6 +646,73 @@ test("studio: a send saves after the user message and after the reply, streaming
   studio.dispose();
 });
 
+test("studio: tools go with the request; a reply's calls become cards, a result goes back as the tool's message", async () => {
+  const host = new FakeHost();
+  const studio = createStudio(host, { now: () => 5000 });
+  await flush();
+  const tools = [{ type: "function", function: { name: "get_time", parameters: { type: "object" } } }];
+  studio.settings.getState().setToolChoice("required");
+  studio.settings.getState().setToolsText("[1,");
+  // A tools box that is not JSON: said (the chat keeps the typed message then).
+  assert.equal(studio.replyFormatOk(), false);
+  assert.match(studio.connection.getState().error?.message ?? "", /the tools are not JSON/);
+  assert.ok(replyTools("auto", "{}") instanceof Error, "an object is not a list of tools");
+  studio.settings.getState().setToolsText(JSON.stringify(tools));
+  const done = studio.send("Time?");
+  await flush();
+  const gen = host.lastOf("generate");
+  assert.deepEqual([gen.tools, gen.toolChoice], [tools, "required"]);
+  assert.equal(parseRequest({ ...gen }).type, "generate", "the protocol accepts it");
+  const call = {
+    id: "call_r1_0",
+    type: "function" as const,
+    function: { name: "get_time", arguments: '{"zone":"UTC"}' },
+  };
+  host.reply(gen.id, {
+    ...SUMMARY,
+    requestId: gen.id,
+    text: '<tool_call>{"name": ...}</tool_call>',
+    toolCalls: [call],
+    content: "",
+  });
+  await done;
+  let c = studio.conversations.getState().current;
+  assert.deepEqual(c.messages[1].tool_calls, [call]);
+  assert.equal(c.messages[1].content, "", "the reply's text outside its calls");
+  assert.deepEqual(unansweredCalls(c, 1), ["call_r1_0"]);
+  // The result: a tool message, then the next reply, which sees the call and the result.
+  const next = studio.sendToolResult("call_r1_0", '{"time": "12:00"}');
+  await flush();
+  const gen2 = host.lastOf("generate");
+  assert.deepEqual(gen2.messages.slice(-2), [
+    { role: "assistant", content: "", tool_calls: [call] },
+    { role: "tool", content: '{"time": "12:00"}', tool_call_id: "call_r1_0" },
+  ]);
+  host.reply(gen2.id, { ...SUMMARY, requestId: gen2.id, text: "It is noon." });
+  await next;
+  c = studio.conversations.getState().current;
+  assert.deepEqual(unansweredCalls(c, 1), []);
+  assert.deepEqual(
+    c.messages.map((m) => m.role),
+    ["user", "assistant", "tool", "assistant"],
+  );
+  // Saved as it is, and the protocol takes the saved form back.
+  const saved = host.saved.at(-1)!;
+  assert.deepEqual(JSON.parse(JSON.stringify(parseConversation(saved))), saved);
+  assert.deepEqual(saved.messages[1].tool_calls, [call]);
+  assert.equal(saved.messages[2].tool_call_id, "call_r1_0");
+  // Regenerate after a tool result redoes the answer to it, not the call.
+  assert.deepEqual(
+    dropTrailingReplies(c)!.messages.map((m) => m.role),
+    ["user", "assistant", "tool"],
+  );
+  assert.throws(() => appendToolResult(c, "call_nope", "x"), /no tool call call_nope/);
+  assert.throws(() => parseRequest({ ...gen, tools: undefined }), /"toolChoice" needs "tools"/);
+  assert.throws(() => parseRequest({ ...gen, toolChoice: "none" }), /"toolChoice" must be "auto" or "required"/);
+  assert.throws(() => parseRequest({ ...gen, tools: [{ type: "function" }] }), /"tools\[0\]" must be/);
+  studio.dispose();
+});
+
 test("studio: stop targets the generate request; A/B runs dense then sparse", async () => {
   const host = new FakeHost();
   const studio = createStudio(host);
@@ -790,6 +861,15 @@ test("the reply format and the schema box are kept between app starts", () => {
     );
     saved.set(REPLY_PREFS_KEY, "{not json");
     assert.equal(createSettingsStore().getState().replyFormat, "text");
+    // The tools too.
+    const tools = createSettingsStore();
+    assert.deepEqual([tools.getState().toolChoice, tools.getState().toolsText], ["off", EXAMPLE_TOOLS]);
+    tools.getState().setToolChoice("auto");
+    tools.getState().setToolsText("[]");
+    assert.deepEqual(
+      [createSettingsStore().getState().toolChoice, createSettingsStore().getState().toolsText],
+      ["auto", "[]"],
+    );
   } finally {
     delete g.localStorage;
   }

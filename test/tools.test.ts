@@ -18,31 +18,7 @@ import { ToolCallStream, callAfterMarker, forcedCallGrammar, parseToolCalls } fr
 import { feed, finished, initial } from "../core/structured/automaton.js";
 import { defaultModelDir } from "../core/loader/default-model.js";
 import { TokenVocabulary, TriggeredGrammar } from "../core/structured/constraint.js";
-import { sentencePieceTokenizer, tempDir } from "./helpers.js";
-
-// A chat template in the form Qwen 2.5's takes tools and calls (tools listed in the system turn,
-// calls as <tool_call> JSON, results in <tool_response>), written for this test.
-const TOOLS_TEMPLATE = `{%- if tools %}<|im_start|>system
-{% if messages[0].role == 'system' %}{{ messages[0].content }}
-{% endif %}# Tools
-<tools>{% for tool in tools %}
-{{ tool | tojson }}{% endfor %}
-</tools>
-For each call, return <tool_call>{"name": <function-name>, "arguments": <args-json-object>}</tool_call><|im_end|>
-{% elif messages[0].role == 'system' %}<|im_start|>system
-{{ messages[0].content }}<|im_end|>
-{% endif %}{% for m in messages %}{% if m.role == 'user' or (m.role == 'assistant' and not m.tool_calls) %}<|im_start|>{{ m.role }}
-{{ m.content }}<|im_end|>
-{% elif m.role == 'assistant' %}<|im_start|>assistant
-{{ m.content }}{% for c in m.tool_calls %}<tool_call>
-{"name": "{{ c.function.name }}", "arguments": {{ c.function.arguments | tojson }}}
-</tool_call>{% endfor %}<|im_end|>
-{% elif m.role == 'tool' %}<|im_start|>user
-<tool_response>
-{{ m.content }}
-</tool_response><|im_end|>
-{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant
-{% endif %}`;
+import { HERMES_TOOLS_TEMPLATE, sentencePieceTokenizer, tempDir } from "./helpers.js";
 
 const WEATHER = {
   type: "function",
@@ -112,7 +88,7 @@ before(async () => {
   toolModel = join(root, "tool-model");
   // Room for forced calls: this random model spends many one-byte tokens on the whitespace a grammar allows.
   await makeModel({ arch: "qwen3", dtype: "f32", seed: 3, shape: { maxPositions: 2048 }, out: toolModel });
-  writeFileSync(join(toolModel, "chat_template.jinja"), TOOLS_TEMPLATE);
+  writeFileSync(join(toolModel, "chat_template.jinja"), HERMES_TOOLS_TEMPLATE);
   host = new EngineHost({ dataDir: join(root, "data"), contextLength: 2048 });
   await host.handle({ id: 0, type: "model.load", path: toolModel }, () => {});
   server = await serve({ host, port: 0 });
@@ -626,4 +602,37 @@ test("a tool-call marker that is a special token stays in the text, has its byte
     await mServer.close();
     mHost.close();
   }
+});
+
+test("the app's protocol: generate with tools required gives the call in the summary; auto without a call gives none", async () => {
+  const ask = async (msg: Record<string, unknown>) => {
+    const replies: { ok: boolean; result?: unknown; error?: { message: string } }[] = [];
+    await host.handle(msg, (m) => {
+      if (m.type === "reply") replies.push(m as (typeof replies)[number]);
+    });
+    return replies[0];
+  };
+  type Summary = {
+    toolCalls?: { id: string; function: { name: string; arguments: string } }[];
+    content?: string;
+    text: string;
+    finishReason: string;
+  };
+  const messages = [{ role: "user", content: "What time is it?" }];
+  const base = { type: "generate", messages, sampling: { temperature: 0 }, maxTokens: 600 };
+  const forced = (await ask({ id: 1, ...base, tools: [CLOCK], toolChoice: "required" })).result as Summary;
+  assert.equal(forced.finishReason, "stop", forced.text);
+  assert.equal(forced.toolCalls?.length, 1, forced.text);
+  assert.equal(forced.toolCalls![0].function.name, "get_time");
+  assert.ok(["UTC", "CET"].includes((JSON.parse(forced.toolCalls![0].function.arguments) as { zone: string }).zone));
+  assert.match(forced.toolCalls![0].id, /^call_/);
+  assert.equal(forced.content, "");
+  // auto: this random model writes no call of its own, so the summary has none.
+  const auto = (await ask({ id: 2, ...base, maxTokens: 6, tools: [CLOCK], toolChoice: "auto" })).result as Summary;
+  assert.equal(auto.toolCalls, undefined);
+  // A function whose parameters a grammar cannot hold is refused, naming it.
+  const bad = { type: "function", function: { name: "odd", parameters: { type: "object", not: {} } } };
+  const refused = await ask({ id: 3, ...base, tools: [bad], toolChoice: "required" });
+  assert.equal(refused.ok, false);
+  assert.match(refused.error!.message, /"tools": function "odd": .*not/);
 });
