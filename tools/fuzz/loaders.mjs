@@ -1,7 +1,7 @@
 // Corrupt model files against the loaders: every file a user may bring broken (a GGUF file, a
 // safetensors file, config.json, tokenizer.json) is mutated at random and loaded, and each load must
-// either work (then a two-token reply must too) or fail with a typed ModelError naming the file:
-// never another exception, a crash or a hang. `npm run build:ts && node tools/fuzz/loaders.mjs
+// either work (then a two-token reply must too, or say why it cannot) or fail with a typed
+// ModelError naming the file: never another exception, a crash or a hang. `npm run build:ts && node tools/fuzz/loaders.mjs
 // [CASES] [SEED]`; it prints each case's seed before running it, so a crash names the case to rerun.
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -11,7 +11,7 @@ import { loadModel } from "../../dist/core/loader/model-folder.js";
 import { makeModel } from "../../dist/core/modelgen/make-model.js";
 import { Session } from "../../dist/core/engine/session.js";
 import { Rng } from "../../dist/core/engine/sampler.js";
-import { ModelError } from "../../dist/core/loader/errors.js";
+import { ContextOverflowError, ModelError, UsageError } from "../../dist/core/loader/errors.js";
 import { mutateBytes, mutateJson } from "./mutate.mjs";
 
 const cases = Number(process.argv[2] ?? 200);
@@ -77,6 +77,9 @@ for (let c = 0; c < cases; c++) {
     outcome = "loaded";
   } catch (e) {
     if (e instanceof ModelError) outcome = `ModelError ${e.code}`;
+    // What a loaded but odd model may then say when asked for a reply (a context of one position,
+    // a tokenizer that makes no tokens of the prompt): typed errors about that reply.
+    else if (e instanceof UsageError || e instanceof ContextOverflowError) outcome = e.name;
     else {
       outcome = "UNTYPED";
       failures.push({ seed, kind, error: `${e?.name}: ${e?.message}`.slice(0, 300) });
