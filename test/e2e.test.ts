@@ -494,7 +494,7 @@ test(
     await page.getByTestId("sampling-tools").selectOption("required");
     // A box that is not a list of tools is said under it, and Send keeps the message.
     await page.getByTestId("sampling-tools-json").fill("{");
-    await page.getByTestId("sampling-tools-error").waitFor();
+    await page.getByTestId("sampling-tools-json-error").waitFor();
     const clock = {
       type: "function",
       function: {
@@ -503,7 +503,7 @@ test(
       },
     };
     await page.getByTestId("sampling-tools-json").fill(JSON.stringify([clock]));
-    assert.equal(await page.getByTestId("sampling-tools-error").count(), 0);
+    assert.equal(await page.getByTestId("sampling-tools-json-error").count(), 0);
     await page.getByTestId("prompt-input").fill("What time is it?");
     await page.getByTestId("send").click();
     const card = page.getByTestId("tool-call");

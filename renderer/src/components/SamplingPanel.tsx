@@ -33,6 +33,27 @@ const FIELDS: FieldSpec[] = [
   { key: "maxTokens", label: "Max tokens", min: 1, max: 100000, step: 1, hint: "" },
 ];
 
+/** A box of JSON (a schema, a list of tools) and, under it, what is wrong with it. */
+function JsonBox(props: { testId: string; text: string; onChange: (text: string) => void; error: Error | null }) {
+  return (
+    <>
+      <textarea
+        className="schema"
+        data-testid={props.testId}
+        spellCheck={false}
+        rows={8}
+        value={props.text}
+        onChange={(e) => props.onChange(e.target.value)}
+      />
+      {props.error && (
+        <span className="hint error" data-testid={`${props.testId}-error`}>
+          {props.error.message}
+        </span>
+      )}
+    </>
+  );
+}
+
 export function SamplingPanel() {
   const { settings, connection } = useStudio();
   const sampling = useStore(settings, (s) => s.sampling);
@@ -105,21 +126,12 @@ export function SamplingPanel() {
           </select>
         </label>
         {replyFormat === "schema" && (
-          <>
-            <textarea
-              className="schema"
-              data-testid="sampling-schema"
-              spellCheck={false}
-              rows={8}
-              value={schemaText}
-              onChange={(e) => settings.getState().setSchemaText(e.target.value)}
-            />
-            {schema instanceof Error && (
-              <span className="hint error" data-testid="sampling-schema-error">
-                {schema.message}
-              </span>
-            )}
-          </>
+          <JsonBox
+            testId="sampling-schema"
+            text={schemaText}
+            onChange={(t) => settings.getState().setSchemaText(t)}
+            error={schema instanceof Error ? schema : null}
+          />
         )}
         <label className="sfield format" title="Functions the model may call (the chat template must take tools)">
           <span className="label">Tools</span>
@@ -134,21 +146,12 @@ export function SamplingPanel() {
           </select>
         </label>
         {toolChoice !== "off" && (
-          <>
-            <textarea
-              className="schema"
-              data-testid="sampling-tools-json"
-              spellCheck={false}
-              rows={8}
-              value={toolsText}
-              onChange={(e) => settings.getState().setToolsText(e.target.value)}
-            />
-            {tools instanceof Error && (
-              <span className="hint error" data-testid="sampling-tools-error">
-                {tools.message}
-              </span>
-            )}
-          </>
+          <JsonBox
+            testId="sampling-tools-json"
+            text={toolsText}
+            onChange={(t) => settings.getState().setToolsText(t)}
+            error={tools instanceof Error ? tools : null}
+          />
         )}
         {sampling.seed !== undefined && (
           <button className="small" onClick={() => set("seed", Math.floor(Math.random() * 2 ** 31))}>
