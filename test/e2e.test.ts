@@ -529,3 +529,31 @@ test(
     assert.deepEqual(pageErrors, []);
   },
 );
+
+test("e2e: quality against k on a text, scored in the app", { timeout: 120_000 }, async (t) => {
+  if (noChromium(t)) return;
+  const dataDir = mkdtempSync(join(tmpdir(), "hire-e2e-eval-"));
+  const { page, pageErrors } = await openApp(t, dataDir, { width: 1400, height: 1000 });
+  await page.getByTestId("model-path").fill(defaultModelDir());
+  await page.getByTestId("load-model").click();
+  await page.getByTestId("model-name").filter({ hasText: "hire-brown-6m" }).waitFor({ timeout: 30_000 });
+  await page.getByTestId("ffn-method").selectOption("hire");
+  await page.getByTestId("evaluation").locator("summary").click();
+  assert.equal(await page.getByTestId("eval-run").isDisabled(), true, "nothing to score yet");
+  await page.getByTestId("eval-text").fill("The old man walked to the market and bought bread. ".repeat(8));
+  await page.getByTestId("eval-ks").fill("0.1, 1");
+  await page.getByTestId("eval-run").click();
+  const table = page.getByTestId("eval-table");
+  await table.waitFor({ timeout: 60_000 });
+  const rows = await table.locator("tbody tr").all();
+  const cells = await Promise.all(rows.map((r) => r.locator("td").allTextContents()));
+  assert.equal(cells.length, 3, JSON.stringify(cells));
+  const [dense, tenth, whole] = cells; // method, k, perplexity, recall, head hit
+  assert.deepEqual([dense[0], dense[1], dense[3]], ["dense", "—", "—"]);
+  assert.deepEqual([tenth[0], tenth[1], whole[1]], ["hire", "0.1", "1"]);
+  assert.ok(Number(tenth[3]) > 0 && Number(tenth[3]) < 1, `recall at k = 10 %: ${tenth[3]}`);
+  assert.deepEqual([whole[2], whole[3]], [dense[2], "1.000"], "k = 100 % is dense: its perplexity, all neurons");
+  mkdirSync(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: join(ARTIFACTS, "e2e-eval.png") });
+  assert.deepEqual(pageErrors, []);
+});

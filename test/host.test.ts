@@ -73,6 +73,7 @@ test("parseRequest accepts each well-formed request", () => {
     { id: 10, type: "conversations.delete", conversationId: "c-1" },
     { id: 11, type: "model.load", path: "m", kvCache: "f16" },
     { id: 12, type: "model.inspect", path: "m", kvCache: "f32", contextLength: 1024 },
+    { id: 13, type: "eval", text: "the text", ffnK: [0.1, 64] },
   ];
   for (const r of ok) assert.deepEqual(parseRequest(r).id, (r as { id: number }).id);
   const upd = parseRequest(ok[6]);
@@ -95,6 +96,9 @@ test("parseRequest rejects malformed and hostile messages with a ProtocolError n
     [{ id: 1, type: "model.inspect", path: "m", kvCache: 16 }, /"kvCache" must be one of f32, f16/],
     [{ id: 1, type: "model.inspect", path: "m", contextLength: 0 }, /"contextLength" must be positive/],
     [{ id: 1, type: "generate", messages: [], maxTokens: 4 }, /empty/],
+    [{ id: 1, type: "eval", text: "x", ffnK: [] }, /"ffnK" must be a list of 1 to 16/],
+    [{ id: 1, type: "eval", text: "x", ffnK: [0.1, -2] }, /"ffnK" values must be positive/],
+    [{ id: 1, type: "eval", ffnK: [0.1] }, /"text" must be a string/],
     [{ id: 1, type: "generate", messages: [{ role: "root", content: "x" }], maxTokens: 4 }, /role/],
     [{ id: 1, type: "generate", messages: [{ role: "user", content: "x" }], maxTokens: 0 }, /maxTokens/],
     [{ id: 1, type: "generate", messages: [{ role: "user", content: "x" }], maxTokens: 1e9 }, /maxTokens/],
@@ -388,6 +392,53 @@ test("host: Stop ends a generation within a token; a second generation meanwhile
   assert.equal(stopped(id + 3), true);
   const busy = replies.get(id + 1);
   assert.ok(busy && !busy.ok && busy.error.code === "BUSY", JSON.stringify(busy));
+});
+
+test("host: quality against k on a text, with progress; Stop ends it; a dense FFN has nothing to sweep", async () => {
+  const text = "The quick brown fox jumps over the lazy dog. ".repeat(6);
+  assert.ok((await ask({ type: "sparsity.update", update: { ffn: { method: "hire" }, head: { method: "hire" } } })).ok);
+  const start = events.length;
+  const r = await ask({ type: "eval", text, ffnK: [0.1, 1] });
+  assert.ok(r.ok, JSON.stringify(r));
+  const rows = r.result as { method: string; ffn_k: number | null; perplexity: number; mean_recall: number | null }[];
+  assert.deepEqual(
+    rows.map((x) => [x.method, x.ffn_k]),
+    [
+      ["dense", null],
+      ["hire+head", 0.1],
+      ["hire+head", 1],
+    ],
+  );
+  // k = 100 % is dense (the same perplexity, recall 1); k = 10 % recalls less.
+  assert.ok(Math.abs(rows[2].perplexity - rows[0].perplexity) < 1e-3 * rows[0].perplexity, JSON.stringify(rows));
+  assert.equal(rows[2].mean_recall, 1);
+  assert.ok(rows[1].mean_recall! < 1 && rows[1].mean_recall! > 0.5, JSON.stringify(rows[1]));
+  const progress = events
+    .slice(start)
+    .filter((m): m is Extract<HostMessage, { type: "eval.progress" }> => m.type === "eval.progress");
+  assert.ok(progress.length > 0);
+  assert.equal(progress.at(-1)!.done, progress.at(-1)!.total, "the last progress is the whole");
+  // The same settings as the live ones after it (the evaluation does not change them).
+  const hello = await ask({ type: "hello" });
+  assert.ok(hello.ok);
+  assert.equal((hello.result as { settings: { ffn: { k: number } } }).settings.ffn.k, 0.1);
+
+  // Stop: within a token of the request, as a generation.
+  const id = nextId;
+  nextId += 2;
+  const replies = new Map<number, Reply>();
+  const client: Channel = (m) => {
+    if (m.type === "reply") replies.set(m.id, m);
+    if (m.type === "eval.progress" && m.done === 1) void host.handle({ id: id + 1, type: "stop", target: id }, client);
+  };
+  await host.handle({ id, type: "eval", text, ffnK: [0.1, 0.2, 0.5] }, client);
+  const stopped = replies.get(id);
+  assert.ok(stopped && !stopped.ok && /stopped/.test(stopped.error.message), JSON.stringify(stopped));
+  assert.ok(
+    (await ask({ type: "sparsity.update", update: { ffn: { method: "dense" }, head: { method: "dense" } } })).ok,
+  );
+  const dense = await ask({ type: "eval", text, ffnK: [0.1] });
+  assert.ok(!dense.ok && /dense: choose a sparse method/.test(dense.error.message));
 });
 
 test("host: conversations round-trip through requests and survive a new host", async () => {

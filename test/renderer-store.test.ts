@@ -68,6 +68,7 @@ import {
   windowTokensPerS,
 } from "../renderer/src/state/telemetry.js";
 import { createStudio } from "../renderer/src/state/studio.js";
+import { parseKs } from "../renderer/src/state/evaluation.js";
 import { createConnectionStore, LOAD_PREFS_KEY, type KeyValueStorage } from "../renderer/src/state/connection.js";
 
 // ---- fixtures -----------------------------------------------------------------------------------
@@ -710,6 +711,53 @@ test("studio: tools go with the request; a reply's calls become cards, a result 
   assert.throws(() => parseRequest({ ...gen, tools: undefined }), /"toolChoice" needs "tools"/);
   assert.throws(() => parseRequest({ ...gen, toolChoice: "none" }), /"toolChoice" must be "auto" or "required"/);
   assert.throws(() => parseRequest({ ...gen, tools: [{ type: "function" }] }), /"tools\[0\]" must be/);
+  studio.dispose();
+});
+
+test("studio: quality against k: the k box parsed and sent, progress shown, rows kept; Stop targets it", async () => {
+  const host = new FakeHost();
+  const studio = createStudio(host, { now: () => 5000 });
+  await flush();
+  assert.ok(parseKs("0.1 x") instanceof Error);
+  assert.ok(parseKs("") instanceof Error);
+  assert.deepEqual(parseKs(" 0.05, 0.1 64 "), [0.05, 0.1, 64]);
+  studio.evaluation.getState().setText("Some text to score.");
+  studio.evaluation.getState().setKsText("0.1, 0.2");
+  const run = studio.runEvaluation();
+  await flush();
+  const req = host.lastOf("eval");
+  assert.deepEqual([req.text, req.ffnK], ["Some text to score.", [0.1, 0.2]]);
+  assert.equal(studio.busy(), true, "no chat while the engine evaluates");
+  host.emit({ type: "eval.progress", requestId: req.id, done: 3, total: 12 });
+  host.emit({ type: "eval.progress", requestId: 999, done: 11, total: 12 });
+  assert.deepEqual(studio.evaluation.getState().progress, { done: 3, total: 12 }, "only this run's progress");
+  void studio.stop();
+  await flush();
+  assert.equal(host.lastOf("stop").target, req.id);
+  const rows = [
+    {
+      method: "dense",
+      ffn_k: null,
+      oversample: null,
+      tokens: 4,
+      perplexity: 9,
+      recall_per_layer: null,
+      mean_recall: null,
+      head_argmax_hit_rate: null,
+      head_mass_covered: null,
+    },
+  ];
+  host.reply(req.id, rows);
+  await run;
+  assert.deepEqual(studio.evaluation.getState().rows, rows);
+  assert.equal(studio.evaluation.getState().progress, null);
+  assert.equal(studio.busy(), false);
+  // A bad k box is said and nothing is sent.
+  studio.evaluation.getState().setKsText("fast");
+  const before = host.sent.length;
+  await studio.runEvaluation();
+  assert.equal(host.sent.length, before);
+  assert.match(studio.connection.getState().error?.message ?? "", /"fast" is not a positive number/);
   studio.dispose();
 });
 

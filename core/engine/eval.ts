@@ -31,6 +31,51 @@ export interface EvalRow {
 }
 
 export function evaluate(model: LoadedModel, text: string, configs: EvalConfig[], maxTokens = 512): EvalRow[] {
+  const steps = evalSteps(model, text, configs, maxTokens);
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+  }
+}
+
+/** Progress of an evaluation: tokens scored so far, of all configurations together. */
+export interface EvalProgress {
+  done: number;
+  total: number;
+}
+
+/**
+ * evaluate() for a host that must stay responsive (the app): the event loop runs between tokens,
+ * progress is reported, and an aborted `signal` stops it (an AbortError).
+ */
+export async function evaluateAsync(
+  model: LoadedModel,
+  text: string,
+  configs: EvalConfig[],
+  opts: { maxTokens?: number; onProgress?: (p: EvalProgress) => void; signal?: AbortSignal } = {},
+): Promise<EvalRow[]> {
+  const steps = evalSteps(model, text, configs, opts.maxTokens ?? 512);
+  let last = 0;
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+    const now = performance.now();
+    if (now - last > 50 || r.value.done === r.value.total) {
+      opts.onProgress?.(r.value);
+      last = now;
+    }
+    await new Promise((resolve) => setImmediate(resolve));
+    opts.signal?.throwIfAborted();
+  }
+}
+
+/** The evaluation, one scored token at a time (yields progress; returns the rows). */
+function* evalSteps(
+  model: LoadedModel,
+  text: string,
+  configs: EvalConfig[],
+  maxTokens: number,
+): Generator<EvalProgress, EvalRow[]> {
   const ids = model.tokenizer.encode(text);
   const n = Math.min(ids.length, maxTokens, model.config.maxPositions);
   if (n < 2) throw new UsageError("the evaluation text must have at least 2 tokens");
@@ -40,7 +85,9 @@ export function evaluate(model: LoadedModel, text: string, configs: EvalConfig[]
   const cache = new KVCache(backend, c, n);
   const sparsifier = new Sparsifier(t, { releaseFileLayout: false });
   const headLogits = backend.alloc(c.vocab);
-  return configs.map((cfg) => {
+  const rows: EvalRow[] = [];
+  const total = configs.length * (n - 1);
+  for (const cfg of configs) {
     const sparse = cfg.settings.ffn?.method !== undefined && cfg.settings.ffn.method !== "dense";
     const head = cfg.settings.head?.method === "hire";
     sparsifier.update({ ffn: { method: "dense" }, head: { method: "dense" }, auditEvery: 0 });
@@ -62,10 +109,11 @@ export function evaluate(model: LoadedModel, text: string, configs: EvalConfig[]
         headHits += report.head?.argmaxInCandidates ? 1 : 0;
         headMass += report.head?.massCovered ?? 0;
       }
+      yield { done: rows.length * (n - 1) + i + 1, total };
     }
     const steps = n - 1;
     const perLayer = sparse ? Array.from(recallSum, (r) => r / steps) : null;
-    return {
+    rows.push({
       method: cfg.label,
       ffn_k: cfg.ffnK,
       oversample: cfg.oversample,
@@ -75,8 +123,9 @@ export function evaluate(model: LoadedModel, text: string, configs: EvalConfig[]
       mean_recall: perLayer ? perLayer.reduce((a, b) => a + b, 0) / perLayer.length : null,
       head_argmax_hit_rate: head ? headHits / steps : null,
       head_mass_covered: head ? headMass / steps : null,
-    };
-  });
+    });
+  }
+  return rows;
 }
 
 /** A small SVG: mean recall (left axis) and perplexity (right axis) against k, one line per method/oversample. */

@@ -21,6 +21,7 @@ import { layerFfnBytes, type ModelConfig } from "../arch/config.js";
 import { DEFAULT_CONTEXT, Session, type GenerationEvent, type LazyGrammar } from "../engine/session.js";
 import { kvCacheBytes, type ForwardReport } from "../engine/transformer.js";
 import { layerNeurons, routedNeurons } from "../engine/moe.js";
+import { evaluateAsync, type EvalConfig, type EvalRow } from "../engine/eval.js";
 import { bytesRead } from "../sparse/telemetry.js";
 import { GREEDY, validateSampling } from "../engine/sampler.js";
 import type { ChatMessage } from "../loader/tokenizer.js";
@@ -207,6 +208,8 @@ export class EngineHost {
         this.broadcast({ type: "settings", settings, releasedBytes: this.model!.store.releasedBytes() });
         return settings;
       }
+      case "eval":
+        return this.evaluate(req.text, req.ffnK, channel, req.id);
       case "inspect.layer":
         this.requireSession().sparsity.inspect(req.layer);
         return { layer: req.layer };
@@ -288,6 +291,42 @@ export class EngineHost {
       contextLength: this.session!.contextLength,
       settings: this.session!.sparsity.settings,
     };
+  }
+
+  /**
+   * Quality against k on `text` (core/engine/eval.ts): dense, then the live sparse settings at each k.
+   * It holds the engine as a generation does (one at a time; "stop" ends it).
+   */
+  private async evaluate(text: string, ks: number[], channel: Channel, id: number): Promise<EvalRow[]> {
+    const session = this.requireSession();
+    if (this.running) throw new HostError("BUSY", "a reply is being generated; stop it before evaluating");
+    const live = session.sparsity.settings;
+    if (live.ffn.method === "dense")
+      throw new UsageError("the FFN method is dense: choose a sparse method (hire, dip, ...) to evaluate it against k");
+    const label = live.head.method === "hire" ? `${live.ffn.method}+head` : live.ffn.method;
+    const configs: EvalConfig[] = [
+      { label: "dense", ffnK: null, oversample: null, settings: { ffn: { method: "dense" } } },
+      ...ks.map((k) => ({
+        label,
+        ffnK: k,
+        oversample: live.ffn.method === "hire" ? live.ffn.oversample : null,
+        settings: { ...live, ffn: { ...live.ffn, k } },
+      })),
+    ];
+    const running: Running = { channel, id, abort: new AbortController() };
+    this.running = running;
+    try {
+      return await evaluateAsync(session.model, text, configs, {
+        maxTokens: Math.min(512, session.contextLength),
+        signal: running.abort.signal,
+        onProgress: (p) => channel({ type: "eval.progress", requestId: id, ...p }),
+      });
+    } catch (e) {
+      if (running.abort.signal.aborted) throw new UsageError("the evaluation was stopped");
+      throw e;
+    } finally {
+      this.running = null;
+    }
   }
 
   /**

@@ -8,6 +8,7 @@ import type { ChatMessage, ToolCall } from "../loader/tokenizer.js";
 import type { CachedModel } from "../loader/hf-cache.js";
 import type { SamplingOptions } from "../engine/sampler.js";
 import type { FinishReason } from "../engine/session.js";
+import type { EvalRow } from "../engine/eval.js";
 import type { DeepPartial, SparsitySettings } from "../sparse/settings.js";
 import { isKvDtype, KV_DTYPES, type KvDtype } from "../backend/backend.js";
 
@@ -43,6 +44,11 @@ export type Request =
       toolChoice?: "auto" | "required";
     }
   | { id: number; type: "stop"; target: number }
+  /**
+   * Quality against k on a text (hire eval): dense, then the live sparse settings at each FFN k in
+   * `ffnK`: perplexity and recall per layer. Progress comes as eval.progress; "stop" ends it.
+   */
+  | { id: number; type: "eval"; text: string; ffnK: number[] }
   | { id: number; type: "sparsity.update"; update: DeepPartial<SparsitySettings> }
   | { id: number; type: "inspect.layer"; layer: number }
   | { id: number; type: "conversations.list" }
@@ -62,6 +68,7 @@ export interface ReplyResults {
   stop: { stopped: boolean };
   "sparsity.update": SparsitySettings;
   "inspect.layer": { layer: number };
+  eval: EvalRow[];
   "conversations.list": ConversationSummary[];
   "conversations.get": Conversation;
   "conversations.save": ConversationSummary;
@@ -91,6 +98,7 @@ export type HostEvent =
       logprob?: number;
       topLogprobs?: [number, number][];
     }
+  | { type: "eval.progress"; requestId: number; done: number; total: number }
   /** Electron's File → Open Model Folder… picked `path`: the UI loads it as if typed in. */
   | { type: "app.openModel"; path: string }
   /** The engine process died or failed outside any request; the UI offers to reload the model. */
@@ -657,6 +665,18 @@ export function parseRequest(x: unknown): Request {
     case "sparsity.update":
       onlyKeys(x, ["id", "type", "update"], where);
       return { id, type, update: sparsityUpdate(x.update, SPARSITY_SHAPE, `${where} update`) };
+    case "eval": {
+      onlyKeys(x, ["id", "type", "text", "ffnK"], where);
+      const text = str(x, "text", where, LIMITS.contentChars);
+      if (!Array.isArray(x.ffnK) || x.ffnK.length === 0 || x.ffnK.length > 16)
+        fail(where, `"ffnK" must be a list of 1 to 16 values of k`);
+      const ffnK = (x.ffnK as unknown[]).map((k) => {
+        if (typeof k !== "number" || !(k > 0))
+          fail(where, `"ffnK" values must be positive numbers (a fraction or a count)`);
+        return k as number;
+      });
+      return { id, type, text, ffnK };
+    }
     case "inspect.layer":
       onlyKeys(x, ["id", "type", "layer"], where);
       return { id, type, layer: num(x, "layer", where, true) };

@@ -1,8 +1,9 @@
-// Layout: model bar on top; conversations and sampling on the left; the chat; sparsity controls
-// and the inspector on the right.
+// Layout: model bar on top; conversations and sampling on the left; the chat; sparsity controls,
+// quality against k and the inspector on the right.
 import { Chat } from "./Chat.js";
 import { ConversationList } from "./ConversationList.js";
 import { ErrorBox } from "./ErrorBox.js";
+import { EvaluationPanel } from "./EvaluationPanel.js";
 import { Inspector } from "./Inspector.js";
 import { ModelBar } from "./ModelBar.js";
 import { SamplingPanel } from "./SamplingPanel.js";
@@ -21,6 +22,7 @@ export function App() {
         <Chat />
         <aside className="right">
           <SparsityPanel />
+          <EvaluationPanel />
           <Inspector />
         </aside>
       </main>

@@ -29,7 +29,8 @@ export function Chat() {
   const [prompt, setPrompt] = useState("");
   const scroller = useRef<HTMLDivElement>(null);
   const stick = useRef(true);
-  const busy = streaming !== null || comparing;
+  const evaluating = useStore(studio.evaluation, (s) => s.requestId !== null);
+  const busy = streaming !== null || comparing || evaluating;
   const onEdit = useCallback(
     (index: number, text: string) => {
       stick.current = true;

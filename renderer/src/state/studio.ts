@@ -36,6 +36,7 @@ import {
   replyTools,
 } from "./settings.js";
 import { createTelemetryStore, tokenMark, traceJson } from "./telemetry.js";
+import { createEvaluationStore, parseKs } from "./evaluation.js";
 
 export interface StudioOptions {
   /** Run `fn` soon (the browser: next animation frame). Streamed tokens reach the chat in batches. Default: at once. */
@@ -60,6 +61,7 @@ export function createStudio(client: HostClient, opts: StudioOptions = {}) {
   const conversations = createConversationsStore(emptyConversation(now()));
   const settings = createSettingsStore();
   const telemetry = createTelemetryStore(0, 0, settings.getState().frequencyWindow);
+  const evaluation = createEvaluationStore();
 
   // ---- streamed tokens: telemetry at once, chat text in batches --------------------------------
   let active: { requestId: number; index: number } | null = null;
@@ -130,6 +132,9 @@ export function createStudio(client: HostClient, opts: StudioOptions = {}) {
           telemetry.getState().push({ index: ev.index, tokenId: ev.tokenId, text: ev.text, step: ev.step });
           enqueue(active.index, tokenMark(ev.text, ev.step));
         }
+        break;
+      case "eval.progress":
+        evaluation.getState().setProgress(ev.requestId, ev.done, ev.total);
         break;
       case "app.openModel":
         connection.getState().setPathInput(ev.path);
@@ -304,7 +309,7 @@ export function createStudio(client: HostClient, opts: StudioOptions = {}) {
   // ---- generation -------------------------------------------------------------------------------
   function busy(): boolean {
     const c = conversations.getState();
-    return c.streaming !== null || c.comparing;
+    return c.streaming !== null || c.comparing || evaluation.getState().requestId !== null;
   }
 
   async function save(): Promise<void> {
@@ -461,10 +466,30 @@ export function createStudio(client: HostClient, opts: StudioOptions = {}) {
     await save();
   }
 
-  /** Stop the running generation (and the rest of an A/B). */
+  /** Quality against k on the evaluation panel's text: dense, then the live settings at each k. */
+  async function runEvaluation(): Promise<void> {
+    const e = evaluation.getState();
+    if (e.requestId !== null || !canGenerate()) return;
+    const ffnK = parseKs(e.ksText);
+    if (ffnK instanceof Error) {
+      connection.getState().showError("Evaluating", { code: "USAGE", message: ffnK.message });
+      return;
+    }
+    await settleSparsity();
+    const pending = client.send({ type: "eval", text: e.text, ffnK });
+    evaluation.getState().begin(pending.id);
+    try {
+      evaluation.getState().end(await pending.result);
+    } catch (err) {
+      evaluation.getState().end(null);
+      connection.getState().showError("Evaluating", errorInfo(err));
+    }
+  }
+
+  /** Stop the running generation (and the rest of an A/B), or the evaluation. */
   async function stop(): Promise<void> {
     stopRequested = true;
-    const target = active?.requestId ?? connection.getState().orphanGeneration;
+    const target = active?.requestId ?? evaluation.getState().requestId ?? connection.getState().orphanGeneration;
     if (target === null || target === undefined) return;
     try {
       await client.request({ type: "stop", target });
@@ -535,6 +560,7 @@ export function createStudio(client: HostClient, opts: StudioOptions = {}) {
     conversations,
     settings,
     telemetry,
+    evaluation,
     hello,
     refreshCached,
     inspectModel,
@@ -548,6 +574,7 @@ export function createStudio(client: HostClient, opts: StudioOptions = {}) {
     regenerate,
     editAndResend,
     compare,
+    runEvaluation,
     stop,
     busy,
     refreshList,
