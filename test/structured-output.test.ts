@@ -7,7 +7,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { writeFileSync } from "node:fs";
-import { compileSchema, ANY_OBJECT, ANY, text, type Node } from "../core/structured/schema.js";
+import { compileSchema, ANY_OBJECT, ANY, choice, text, wholeRegex, type Node } from "../core/structured/schema.js";
 import {
   accepting,
   feed,
@@ -857,6 +857,56 @@ test("an opening starts the grammar only where the reply opens with it (after wh
     g = new TriggeredGrammar(null, grammar, vocab, enc.encode('{"name"'));
     walk(g, start);
     assert.equal(g.current, null, start.join(""));
+  }
+});
+
+test("a whole-reply regex: raw text matched from start to end, UTF-8 refused at the first byte that cannot fit", () => {
+  const enc = new TextEncoder();
+  const walk = (node: Node, text: string | Uint8Array) => {
+    let st = initial(node);
+    for (const b of typeof text === "string" ? enc.encode(text) : text) {
+      st = feed(st, b);
+      if (st.length === 0) return null;
+    }
+    return st;
+  };
+  const mail = wholeRegex("[a-z]+@[a-z]+\\.(com|org)");
+  assert.ok(accepting(walk(mail, "ada@example.org")!));
+  assert.ok(!accepting(walk(mail, "ada@example.or")!), "a prefix is not a match");
+  assert.equal(walk(mail, " ada@x.com"), null, "no whitespace: the text is the reply");
+  assert.equal(walk(mail, "Ada"), null);
+  assert.ok(finished(walk(mail, "ada@x.com")!), "nothing can follow a whole match here");
+  // UTF-8: Greek letters only; é's lead byte (C3) cannot start one, Greek's (CE) can.
+  const greek = wholeRegex("[α-ω]+");
+  assert.ok(accepting(walk(greek, "αβγ")!));
+  assert.equal(walk(greek, Uint8Array.of(0xc3)), null);
+  assert.ok(walk(greek, Uint8Array.of(0xce)));
+  assert.equal(walk(greek, Uint8Array.of(0xce, 0x91)), null, "Α (U+0391) is not in α-ω");
+  // The same rule in a string with a pattern.
+  const word = compileSchema({ type: "string", pattern: "^[a-z]*$" });
+  assert.equal(walk(word, Uint8Array.of(0x22, 0xc3)), null, "a lead byte no character of the pattern starts with");
+  // Choices: exactly one of the strings.
+  const sentiment = choice(["positive", "negative", "neutral"]);
+  assert.ok(finished(walk(sentiment, "neutral")!));
+  assert.equal(walk(sentiment, "neutrals"), null);
+  assert.throws(() => wholeRegex("(?=a)b"), UsageError);
+  assert.throws(() => wholeRegex("x{0}"), /matches only the empty text/);
+});
+
+test("the engine held to a whole-reply regex or a choice, at any temperature", async () => {
+  const model = loadModel(defaultModelDir());
+  const session = new Session(model);
+  for (const temperature of [0, 1, 1.5]) {
+    for (const [grammar, check] of [
+      [wholeRegex("(yes|no), [0-9]{1,3} (apples|pears)"), /^(yes|no), [0-9]{1,3} (apples|pears)$/],
+      [choice(["positive", "negative", "neutral"]), /^(positive|negative|neutral)$/],
+    ] as const) {
+      let done: { text: string; finishReason: string } | undefined;
+      for await (const ev of session.generate("The answer:", { maxTokens: 40, temperature, seed: 3, grammar }))
+        if (ev.type === "done") done = ev;
+      assert.ok(done && ["stop", "eos"].includes(done.finishReason), JSON.stringify(done));
+      assert.match(done.text, check, `temperature ${temperature}`);
+    }
   }
 });
 

@@ -636,3 +636,48 @@ test("the app's protocol: generate with tools required gives the call in the sum
   assert.equal(refused.ok, false);
   assert.match(refused.error!.message, /"tools": function "odd": .*not/);
 });
+
+test("vLLM's guided replies: a choice, a whole-reply regex or a JSON schema, on both endpoints; mistakes are 400s", async () => {
+  const send = async (path: string, body: Record<string, unknown>) => {
+    const res = await fetch(server.url + path, {
+      method: "POST",
+      body: JSON.stringify({ max_tokens: 60, temperature: 1, seed: 2, ...body }),
+    });
+    const json = (await res.json()) as {
+      choices: { text?: string; message?: { content: string }; finish_reason: string }[];
+      error?: { message: string };
+    };
+    return { status: res.status, json, text: json.choices?.[0].text ?? json.choices?.[0].message?.content ?? "" };
+  };
+  const chat = { messages: [{ role: "user", content: "Rate it." }] };
+  const text = { prompt: "Rating:" };
+  for (const [path, base] of [
+    ["/v1/chat/completions", chat],
+    ["/v1/completions", text],
+  ] as const) {
+    const picked = await send(path, { ...base, guided_choice: ["good", "bad", "so-so"] });
+    assert.equal(picked.status, 200, picked.json.error?.message);
+    assert.match(picked.text, /^(good|bad|so-so)$/);
+    const phone = await send(path, { ...base, structured_outputs: { regex: "[0-9]{3}-[0-9]{4}" } });
+    assert.match(phone.text, /^[0-9]{3}-[0-9]{4}$/);
+    assert.equal(phone.json.choices[0].finish_reason, "stop");
+    const doc = await send(path, {
+      ...base,
+      max_tokens: 400,
+      guided_json: { type: "object", properties: { n: { enum: [1, 2] } }, required: ["n"] },
+    });
+    assert.ok([1, 2].includes((JSON.parse(doc.text) as { n: number }).n), doc.text);
+  }
+  for (const [body, pattern] of [
+    [{ guided_choice: [] }, /"guided_choice" must be a list of 1 to 256 non-empty strings/],
+    [{ guided_regex: "(?=x)y" }, /"guided_regex": pattern .* lookaround/],
+    [{ guided_regex: "a", guided_choice: ["b"] }, /only one guided reply per request/],
+    [{ structured_outputs: { json: { uniqueItems: true } } }, /"structured_outputs.json": .*uniqueItems/],
+    [{ structured_outputs: 3 }, /"structured_outputs" must be an object/],
+    [{ guided_regex: "a", response_format: { type: "json_object" } }, /cannot both decide the reply/],
+  ] as const) {
+    const r = await send("/v1/chat/completions", { ...chat, ...body });
+    assert.equal(r.status, 400, JSON.stringify(body));
+    assert.match(r.json.error!.message, pattern);
+  }
+});

@@ -10,7 +10,7 @@ import { errorInfo, type Channel, type EngineHost, type GenerateParams } from ".
 import { LIMITS, ProtocolError, parseMessages, toolList, type HostEvent, type StepTelemetry } from "./protocol.js";
 import { ToolCallStream, functionNames, parseToolCalls, withCallIds } from "./tool-calls.js";
 import { UsageError } from "../loader/errors.js";
-import { ANY_OBJECT, compileSchema, type Node as Grammar } from "../structured/schema.js";
+import { ANY_OBJECT, choice, compileSchema, wholeRegex, type Node as Grammar } from "../structured/schema.js";
 
 const MAX_BODY = 16 * 1024 * 1024;
 
@@ -299,9 +299,12 @@ export function parseBody(x: unknown): ParsedBody & { input: ChatMessage[] } {
   if ((top as number) > 0 && o.logprobs !== true) bad(`"top_logprobs" needs "logprobs": true`);
   const logprobs = o.logprobs === true ? (top as number) : undefined;
   const { tools, forced } = parseTools(o.tools, o.tool_choice);
-  const grammar = parseResponseFormat(o.response_format);
-  if (grammar && forced) bad(`"response_format" and a forced "tool_choice" cannot both decide the reply`);
+  const format = parseResponseFormat(o.response_format);
   const { stream, params } = commonFields(o, 256);
+  if (format && params.grammar) bad(`"response_format" and a guided reply cannot both decide the reply`);
+  const grammar = format ?? params.grammar;
+  if (grammar && forced)
+    bad(`"response_format" (or a guided reply) and a forced "tool_choice" cannot both decide the reply`);
   return {
     input: messages,
     stream,
@@ -430,7 +433,50 @@ function commonFields(o: Record<string, unknown>, defaultMaxTokens: number): Omi
     }).filter(([, v]) => v !== undefined),
   );
   const logitBias = parseLogitBias(o.logit_bias);
-  return { stream: o.stream === true, params: { sampling, maxTokens, stop, ...(logitBias && { logitBias }) } };
+  const grammar = parseGuided(o);
+  return {
+    stream: o.stream === true,
+    params: { sampling, maxTokens, stop, ...(logitBias && { logitBias }), ...(grammar && { grammar }) },
+  };
+}
+
+/**
+ * vLLM's guided replies, in its older top-level form (guided_json, guided_regex, guided_choice) or
+ * its newer `structured_outputs` ({json, regex, choice}): a JSON schema's document, raw text that
+ * matches a regex from start to end, or exactly one of some strings. At most one per request.
+ */
+function parseGuided(o: Record<string, unknown>): Grammar | undefined {
+  const so = o.structured_outputs;
+  if (so !== undefined && so !== null && (typeof so !== "object" || Array.isArray(so)))
+    bad(`"structured_outputs" must be an object`);
+  const s = (so ?? {}) as Record<string, unknown>;
+  const given = (
+    [
+      ["guided_json", o.guided_json],
+      ["guided_regex", o.guided_regex],
+      ["guided_choice", o.guided_choice],
+      ["structured_outputs.json", s.json],
+      ["structured_outputs.regex", s.regex],
+      ["structured_outputs.choice", s.choice],
+    ] as const
+  ).filter(([, v]) => v !== undefined && v !== null);
+  if (given.length === 0) return undefined;
+  if (given.length > 1) bad(`only one guided reply per request (${given.map(([k]) => `"${k}"`).join(", ")} given)`);
+  const [key, v] = given[0];
+  if (JSON.stringify(v).length > LIMITS.contentChars) bad(`"${key}" is longer than ${LIMITS.contentChars} characters`);
+  try {
+    if (key.endsWith("json")) return compileSchema(typeof v === "string" ? JSON.parse(v) : v);
+    if (key.endsWith("regex")) {
+      if (typeof v !== "string") bad(`"${key}" must be a string (a regular expression)`);
+      return wholeRegex(v as string);
+    }
+    if (!Array.isArray(v) || v.length === 0 || v.length > 256 || !v.every((c) => typeof c === "string" && c !== ""))
+      bad(`"${key}" must be a list of 1 to 256 non-empty strings`);
+    return choice(v as string[]);
+  } catch (e) {
+    if (e instanceof UsageError || e instanceof SyntaxError) bad(`"${key}": ${e.message}`);
+    throw e;
+  }
 }
 
 /** OpenAI's logit_bias: {"token id": bias in -100..100}. The ids are checked against the model's vocabulary later. */

@@ -84,6 +84,16 @@ type Frame =
       readonly exp: number;
     }
   | { readonly k: "lit"; readonly texts: readonly Uint8Array[]; readonly pos: number }
+  /** Raw text matched by a regex: its DFA state, and a UTF-8 character being decoded (as in "str"). */
+  | {
+      readonly k: "rx";
+      readonly re: Regex;
+      readonly dfa: number;
+      readonly u: number;
+      readonly lo: number;
+      readonly hi: number;
+      readonly cp: number;
+    }
   | { readonly k: "seq"; readonly parts: readonly Node[]; readonly i: number };
 
 export interface Stack {
@@ -123,6 +133,15 @@ const UTF8_LEADS: (readonly [number, number, number] | undefined)[] = Array.from
   if (b === 0xf4) return [3, 0x80, 0x8f];
   return undefined;
 });
+
+/**
+ * The code points a UTF-8 sequence can still become: `cp` its bits so far, `u` continuation bytes
+ * due, the next one in [lo, hi].
+ */
+function pendingChars(cp: number, u: number, lo: number, hi: number): [number, number] {
+  const rest = 6 * (u - 1);
+  return [((cp << 6) | (lo & 0x3f)) << rest, ((((cp << 6) | (hi & 0x3f)) << rest) | ((1 << rest) - 1)) >>> 0];
+}
 
 /**
  * The length of the well-formed UTF-8 character at bytes[at] (1 for ASCII), or 0 where none starts
@@ -237,6 +256,7 @@ function canEnd(s: Stack): boolean {
   if (f.k === "root") return f.done;
   if (f.k === "num" && numberEnds(f)) return canEnd(afterValue(s.up!));
   if (f.k === "lit" && f.texts.some((t) => t.length === f.pos)) return canEnd(afterValue(s.up!));
+  if (f.k === "rx" && f.u === 0 && f.re.matches(f.dfa)) return canEnd(afterValue(s.up!));
   return false;
 }
 
@@ -276,6 +296,8 @@ function step(s: Stack, b: number, out: Stack[]): void {
       return stepNumber(s, f, b, out);
     case "lit":
       return stepLiteral(s, f, b, out);
+    case "rx":
+      return stepRegex(s, f, b, out);
     case "obj":
       return stepObject(s, f, b, out);
     case "arr":
@@ -288,7 +310,7 @@ function step(s: Stack, b: number, out: Stack[]): void {
 /** A value of `node` beginning with byte b (or whitespace before it), on top of `up`. */
 function startValue(up: Stack, node: Node, ws: number, b: number, out: Stack[]): void {
   if (node.t === "ref") return startValue(up, node.get(), ws, b, out);
-  if (isWs(b) && !(node.t === "literal" && node.raw)) {
+  if (isWs(b) && !(node.t === "literal" && node.raw) && node.t !== "regex") {
     const w = moreWs(ws, b);
     if (w >= 0) out.push(on(up, { k: "value", node, ws: w }));
     return;
@@ -323,7 +345,40 @@ function startValue(up: Stack, node: Node, ws: number, b: number, out: Stack[]):
       return;
     case "literal":
       return startLiteral(up, node.texts, b, out);
+    case "regex":
+      return stepRegex(up, { k: "rx", re: node.re, dfa: node.re.initial(), u: 0, lo: 0, hi: 0, cp: 0 }, b, out);
   }
+}
+
+/**
+ * Raw text under a regex, byte by byte: well-formed UTF-8 decoded to characters, each of which must
+ * keep a match possible. Where the text matches, the value may end: before the byte, the text is
+ * complete, and the byte belongs to what follows (nothing, at the top: the reply ends).
+ */
+function stepRegex(s: Stack, f: Extract<Frame, { k: "rx" }>, b: number, out: Stack[]): void {
+  const up = s.f === f ? s.up! : s; // from startValue, `s` is the stack the frame goes on
+  const char = (c: number, g: Extract<Frame, { k: "rx" }>) => {
+    const dfa = f.re.step(g.dfa, c);
+    if (dfa < 0) return;
+    // A match that no character can extend is complete now (as a literal is).
+    if (f.re.matches(dfa) && !f.re.admits(dfa, 0, 0x10ffff)) out.push(afterValue(up));
+    else out.push(on(up, { ...g, dfa }));
+  };
+  if (s.f === f && f.u === 0 && f.re.matches(f.dfa)) step(afterValue(up), b, out);
+  // A byte that starts or continues a character: allowed where some character it may become can follow.
+  const partial = (g: Extract<Frame, { k: "rx" }>) => {
+    if (f.re.admits(g.dfa, ...pendingChars(g.cp, g.u, g.lo, g.hi))) out.push(on(up, g));
+  };
+  if (f.u > 0) {
+    if (b < f.lo || b > f.hi) return;
+    const cp = f.cp * 64 + (b & 0x3f);
+    if (f.u > 1) partial({ ...f, u: f.u - 1, lo: 0x80, hi: 0xbf, cp });
+    else char(cp, { ...f, u: 0, cp: 0 });
+    return;
+  }
+  if (b < 0x80) return char(b, f);
+  const lead = UTF8_LEADS[b - 0x80];
+  if (lead) partial({ ...f, u: lead[0], lo: lead[1], hi: lead[2], cp: b & (0x3f >> lead[0]) });
 }
 
 function objFrame(node: Extract<Node, { t: "object" }>): Frame {
@@ -351,6 +406,10 @@ function stepString(s: Stack, f: Extract<Frame, { k: "str" }>, b: number, out: S
     const dfa = g.re.step(g.dfa, c);
     if (dfa >= 0) out.push(on(s.up, { ...g, dfa }));
   };
+  // A byte that starts or continues a character: with a pattern, some character it may become must fit.
+  const partial = (g: Extract<Frame, { k: "str" }>): void => {
+    if (!g.re || g.re.admits(g.dfa, ...pendingChars(g.cp, g.u, g.lo, g.hi))) out.push(on(s.up, g));
+  };
   if (f.esc === 1) {
     if (b === 0x75) out.push(on(s.up, { ...f, esc: 2, cp: 0 }));
     else if (ESCAPED[b] !== undefined) char({ ...f, esc: 0 }, ESCAPED[b]);
@@ -367,7 +426,7 @@ function stepString(s: Stack, f: Extract<Frame, { k: "str" }>, b: number, out: S
     // Inside a UTF-8 sequence: only its continuation bytes (the character was counted at its lead).
     if (b < f.lo || b > f.hi) return;
     const cp = f.cp * 64 + (b & 0x3f);
-    if (f.u > 1) out.push(on(s.up, { ...f, u: f.u - 1, lo: 0x80, hi: 0xbf, cp }));
+    if (f.u > 1) partial({ ...f, u: f.u - 1, lo: 0x80, hi: 0xbf, cp });
     else char({ ...f, u: 0, lo: 0x80, hi: 0xbf, cp: 0 }, cp);
     return;
   }
@@ -380,7 +439,7 @@ function stepString(s: Stack, f: Extract<Frame, { k: "str" }>, b: number, out: S
   if (b >= 0x80) {
     // A lead byte of well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF).
     const lead = UTF8_LEADS[b - 0x80];
-    if (lead) out.push(on(s.up, { ...f, n: f.n + 1, u: lead[0], lo: lead[1], hi: lead[2], cp: b & (0x3f >> lead[0]) }));
+    if (lead) partial({ ...f, n: f.n + 1, u: lead[0], lo: lead[1], hi: lead[2], cp: b & (0x3f >> lead[0]) });
     return;
   }
   // The escape counts as the character it writes. Past minLength, with no maxLength or pattern, the

@@ -35,14 +35,21 @@ export class Regex {
     this.start = this.intern(this.closure([startState]));
   }
 
-  static compile(pattern: string): Regex {
+  /**
+   * `whole`: the text must match from start to end (a reply held to a regex), as if anchored; else
+   * unanchored ends match anything there (JSON Schema's patterns search, they do not match whole).
+   */
+  static compile(pattern: string, whole = false): Regex {
     const parser = new Parser(pattern);
     let ast = parser.parse();
-    // Unanchored ends match anything there (JSON Schema's patterns search, they do not match whole).
     const anything: Ast = { t: "repeat", item: { t: "chars", ranges: [[0, 0x10ffff]] }, min: 0, max: Infinity };
     ast = {
       t: "seq",
-      items: [...(parser.anchoredStart ? [] : [anything]), ast, ...(parser.anchoredEnd ? [] : [anything])],
+      items: [
+        ...(parser.anchoredStart || whole ? [] : [anything]),
+        ast,
+        ...(parser.anchoredEnd || whole ? [] : [anything]),
+      ],
     };
     const states: State[] = [];
     let start: number;
@@ -72,6 +79,18 @@ export class Regex {
     const id = next.length === 0 ? -1 : this.intern(this.closure(next));
     this.moves[state].set(c, id);
     return id;
+  }
+
+  /**
+   * Whether some character in [lo, hi] can follow in `state`: a UTF-8 sequence's first bytes narrow
+   * its character to such a range, and a byte is allowed only where one of them can still follow.
+   */
+  admits(state: number, lo: number, hi: number): boolean {
+    for (const i of this.sets[state]) {
+      const s = this.states[i];
+      if ("ranges" in s && s.ranges.some(([a, b]) => a <= hi && b >= lo)) return true;
+    }
+    return false;
   }
 
   matches(state: number): boolean {

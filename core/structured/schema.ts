@@ -41,6 +41,8 @@ export type Node =
   | { readonly t: "union"; readonly options: readonly Node[] }
   /** Values one after another (fixed text around a tool call's JSON). */
   | { readonly t: "seq"; readonly parts: readonly Node[] }
+  /** Raw text (not JSON) that matches a regex from start to end (a reply held to a pattern). */
+  | { readonly t: "regex"; readonly re: Regex }
   /** A $ref, compiled on first use (so recursive schemas work). */
   | { readonly t: "ref"; readonly get: () => Node };
 
@@ -54,6 +56,20 @@ export interface Prop {
 
 export const ANY: Node = { t: "any" };
 const utf8 = new TextEncoder();
+
+/** A reply that is exactly one of these texts (a choice). */
+export function choice(texts: readonly string[]): Node {
+  return { t: "literal", texts: texts.map((s) => utf8.encode(s)), raw: true };
+}
+
+/** A reply of raw text matching `pattern` (ECMAScript syntax, regex.ts's subset) from start to end. */
+export function wholeRegex(pattern: string): Node {
+  const re = Regex.compile(pattern, true);
+  // A reply must have at least one character (the document cannot be empty).
+  if (!re.admits(re.initial(), 0, 0x10ffff))
+    throw new UsageError(`pattern ${JSON.stringify(pattern)} matches only the empty text`);
+  return { t: "regex", re };
+}
 
 /** Exact text (no JSON meaning): a literal node. */
 export function text(s: string): Node {
