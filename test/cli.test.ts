@@ -773,3 +773,21 @@ test("generate --schema: the reply is a document of the schema (file or inline);
   assert.equal(missing.status, 2);
   assert.match(missing.stderr, /nope\.json: cannot read the file \(ENOENT\)/);
 });
+
+test("generate --regex and --choice: the whole reply matches, or is one of the options; one grammar at a time", () => {
+  const run = (...flags: string[]) =>
+    hire(["generate", "--model", model, "--prompt", "Code:", "--temperature", "1", "--seed", "4", "--json", ...flags]);
+  const code = run("--regex", "[A-Z]{2}-[0-9]{3}", "--max-tokens", "40");
+  assert.equal(code.status, 0, code.stderr);
+  const out = JSON.parse(code.stdout) as { text: string; finish_reason: string };
+  assert.match(out.text, /^[A-Z]{2}-[0-9]{3}$/);
+  assert.equal(out.finish_reason, "stop");
+  const picked = run("--choice", "red,green,blue", "--max-tokens", "20");
+  assert.match((JSON.parse(picked.stdout) as { text: string }).text, /^(red|green|blue)$/);
+  const both = run("--regex", "a", "--choice", "b");
+  assert.equal(both.status, 2);
+  assert.match(both.stderr, /give one of --regex, --choice, not several/);
+  const bad = run("--regex", "(a");
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /--regex: pattern "\(a"/);
+});

@@ -10,7 +10,7 @@ import { defaultModelDir } from "../loader/default-model.js";
 import { UsageError } from "../loader/errors.js";
 import { isKvDtype, KV_DTYPES, type KvDtype } from "../backend/backend.js";
 import { MAX_THREADS } from "../backend/cpu.js";
-import { compileSchema, type Node as Grammar } from "../structured/schema.js";
+import { choice, compileSchema, wholeRegex, type Node as Grammar } from "../structured/schema.js";
 
 /** The flags that choose and load the model: --model DIR (or FILE.gguf), and --mmap to map the weight files instead of reading them in. */
 export const MODEL_FLAGS = {
@@ -81,7 +81,29 @@ export function parse<T extends ParseArgsConfig["options"]>(argv: string[], opti
  * --schema: a JSON Schema the reply must be a document of (structured output), given inline (text
  * starting with "{") or as a file. Absent: free text.
  */
-export function schemaFlag(flag: string | undefined): Grammar | undefined {
+/**
+ * The grammar a reply is held to: --schema FILE|JSON, --regex PATTERN (the whole reply) or
+ * --choice A,B,... (exactly one of them); at most one of them.
+ */
+export function grammarFlags(v: { schema?: string; regex?: string; choice?: string }): Grammar | undefined {
+  const given = (["schema", "regex", "choice"] as const).filter((k) => v[k] !== undefined);
+  if (given.length > 1) throw new UsageError(`give one of ${given.map((k) => `--${k}`).join(", ")}, not several`);
+  if (v.regex !== undefined) {
+    try {
+      return wholeRegex(v.regex);
+    } catch (e) {
+      throw new UsageError(`--regex: ${(e as Error).message}`);
+    }
+  }
+  if (v.choice !== undefined) {
+    const options = v.choice.split(",").filter((c) => c !== "");
+    if (options.length === 0) throw new UsageError("--choice: give the options, separated by commas");
+    return choice(options);
+  }
+  return schemaFlag(v.schema);
+}
+
+function schemaFlag(flag: string | undefined): Grammar | undefined {
   if (flag === undefined) return undefined;
   const inline = flag.trimStart().startsWith("{");
   let text = flag;

@@ -19,7 +19,17 @@ import type { PrepareProgress } from "../sparse/sparsifier.js";
 import type { ChatMessage } from "../loader/tokenizer.js";
 import { cmdServe, SERVE_HELP } from "./serve.js";
 import { ARCHS, makeModel, MakeModelError, PRESETS, type Arch, type DType } from "../modelgen/make-model.js";
-import { int, kvCacheFlag, MODEL_FLAGS, num, openModel, parse, positiveInt, schemaFlag, threadsFlag } from "./flags.js";
+import {
+  grammarFlags,
+  int,
+  kvCacheFlag,
+  MODEL_FLAGS,
+  num,
+  openModel,
+  parse,
+  positiveInt,
+  threadsFlag,
+} from "./flags.js";
 import { EXPORT_HELP, runExport } from "./export.js";
 import { importGguf } from "../gguf/import.js";
 import { hubCacheDir, listCachedModels } from "../loader/hf-cache.js";
@@ -38,6 +48,8 @@ const SAMPLING_FLAGS = {
   stop: { type: "string", multiple: true },
   "ignore-eos": { type: "boolean" },
   schema: { type: "string" },
+  regex: { type: "string" },
+  choice: { type: "string" },
   context: { type: "string" },
   "kv-cache": { type: "string" },
   threads: { type: "string" },
@@ -77,7 +89,7 @@ function generateOptions(v: SamplingValues): GenerateOptions {
     seed: int("seed", v.seed),
     stop: v.stop,
     ignoreEos: v["ignore-eos"],
-    grammar: schemaFlag(v.schema),
+    grammar: grammarFlags(v),
   };
 }
 
@@ -562,7 +574,7 @@ async function cmdModels(argv: string[]): Promise<void> {
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: string }> = {
   generate: {
     run: cmdGenerate,
-    help: "--model DIR [--mmap] --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--presence-penalty P] [--frequency-penalty F] [--seed S] [--stop STR]... [--ignore-eos] [--schema FILE|JSON] [--logprobs N] [--context N] [--kv-cache f32|f16] [--backend auto|cpu|cuda|cuda:N] [--json] [--trace] [sparsity flags: --ffn dense|topk-exact|hire|dip|dip-ca --ffn-k K --oversample O --predictor int4|int8|lowrank:R --head dense|hire --head-k K --shards P --audit N --layer-k L=K --layer-oversample L=O --layer-predictor L=PREDICTOR]",
+    help: "--model DIR [--mmap] --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--presence-penalty P] [--frequency-penalty F] [--seed S] [--stop STR]... [--ignore-eos] [--schema FILE|JSON | --regex RE | --choice A,B,...] [--logprobs N] [--context N] [--kv-cache f32|f16] [--backend auto|cpu|cuda|cuda:N] [--json] [--trace] [sparsity flags: --ffn dense|topk-exact|hire|dip|dip-ca --ffn-k K --oversample O --predictor int4|int8|lowrank:R --head dense|hire --head-k K --shards P --audit N --layer-k L=K --layer-oversample L=O --layer-predictor L=PREDICTOR]",
   },
   chat: {
     run: cmdChat,
