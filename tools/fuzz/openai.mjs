@@ -1,5 +1,5 @@
 // Malformed requests against the OpenAI-compatible endpoints: valid chat and text-completion bodies
-// (with tools, response_format, logit_bias, penalties, logprobs, streaming) have one to three values
+// (with tools, response_format, guided replies, logit_bias, penalties, logprobs, streaming) have one to three values
 // replaced by junk or deleted, and each answer must be a 200 or a 4xx whose body says why: never a
 // 5xx, a dropped connection or a hang; the server must answer a plain request afterwards.
 // `npm run build:ts && node tools/fuzz/openai.mjs [CASES] [SEED]`.
@@ -76,6 +76,11 @@ const BODIES = [
     },
   ],
   ["/v1/completions", { prompt: "The quick", max_tokens: 4, logprobs: 2, echo: false, stream: false }],
+  ["/v1/completions", { prompt: "Code:", max_tokens: 8, guided_regex: "[A-Z]{2}-[0-9]{3}", temperature: 1 }],
+  [
+    "/v1/chat/completions",
+    { messages: [{ role: "user", content: "Rate" }], max_tokens: 4, structured_outputs: { choice: ["good", "bad"] } },
+  ],
   ["/v1/completions", { prompt: "The quick", max_tokens: 3, stream: true, stop: "x", min_p: 0.1, top_k: 5 }],
 ];
 // The built-in model's chat template takes no tools, so bodies with tools test the 400s.
