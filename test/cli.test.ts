@@ -774,7 +774,7 @@ test("generate --schema: the reply is a document of the schema (file or inline);
   assert.match(missing.stderr, /nope\.json: cannot read the file \(ENOENT\)/);
 });
 
-test("generate --regex and --choice: the whole reply matches, or is one of the options; one grammar at a time", () => {
+test("generate --regex, --choice and --grammar: the whole reply matches, is one of the options, or derives from root; one at a time", () => {
   const run = (...flags: string[]) =>
     hire(["generate", "--model", model, "--prompt", "Code:", "--temperature", "1", "--seed", "4", "--json", ...flags]);
   const code = run("--regex", "[A-Z]{2}-[0-9]{3}", "--max-tokens", "40");
@@ -787,6 +787,15 @@ test("generate --regex and --choice: the whole reply matches, or is one of the o
   const both = run("--regex", "a", "--choice", "b");
   assert.equal(both.status, 2);
   assert.match(both.stderr, /give one of --regex, --choice, not several/);
+  const gbnf = run("--grammar", 'root ::= "(" [a-z] "," [0-9]+ ")"', "--max-tokens", "40");
+  assert.equal(gbnf.status, 0, gbnf.stderr);
+  assert.match((JSON.parse(gbnf.stdout) as { text: string }).text, /^\([a-z],[0-9]+\)$/);
+  const file = join(root, "none.gbnf");
+  writeFileSync(file, 'root ::= "a" x\nx ::= "b" x\n');
+  assert.match(
+    run("--grammar", file).stderr,
+    /--grammar .*none\.gbnf: grammar: rule "root", rule "x" derive no finite text/,
+  );
   const bad = run("--regex", "(a");
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /--regex: pattern "\(a"/);

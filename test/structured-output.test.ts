@@ -19,6 +19,7 @@ import {
 } from "../core/structured/automaton.js";
 import { GrammarConstraint, TokenVocabulary, TriggeredGrammar } from "../core/structured/constraint.js";
 import { Regex } from "../core/structured/regex.js";
+import { compileGbnf } from "../core/structured/gbnf.js";
 import { Rng } from "../core/engine/sampler.js";
 import { loadModel } from "../core/loader/model-folder.js";
 import { defaultModelDir } from "../core/loader/default-model.js";
@@ -907,6 +908,129 @@ test("the engine held to a whole-reply regex or a choice, at any temperature", a
       assert.ok(done && ["stop", "eos"].includes(done.finishReason), JSON.stringify(done));
       assert.match(done.text, check, `temperature ${temperature}`);
     }
+  }
+});
+
+const ARITHMETIC = `# integer arithmetic, as llama.cpp's examples write grammars
+root   ::= expr
+expr   ::= term (("+" | "-") term)*
+term   ::= factor (("*" | "/") factor)*
+factor ::= [0-9]{1,3} | "(" expr ")"
+`;
+
+/** Whether `t` is an expression of ARITHMETIC (an independent recursive-descent check). */
+function isArithmetic(t: string): boolean {
+  let i = 0;
+  const factor = (): boolean => {
+    if (t[i] === "(") {
+      i++;
+      if (!expr() || t[i] !== ")") return false;
+      i++;
+      return true;
+    }
+    const m = /^[0-9]{1,3}/.exec(t.slice(i));
+    if (!m || /[0-9]/.test(t[i + m[0].length] ?? "")) return false;
+    i += m[0].length;
+    return true;
+  };
+  const chain = (item: () => boolean, ops: string): boolean => {
+    if (!item()) return false;
+    while (ops.includes(t[i] ?? "x")) {
+      i++;
+      if (!item()) return false;
+    }
+    return true;
+  };
+  const term = () => chain(factor, "*/");
+  const expr = (): boolean => chain(term, "+-");
+  return expr() && i === t.length;
+}
+
+test("GBNF grammars: rules, classes, repetitions, groups and recursion; what the automaton cannot run is refused", () => {
+  const enc = new TextEncoder();
+  const walk = (node: Node, text: string) => {
+    let st = initial(node);
+    for (const b of enc.encode(text)) {
+      st = feed(st, b);
+      if (st.length === 0) return null;
+    }
+    return st;
+  };
+  const arith = compileGbnf(ARITHMETIC);
+  for (const t of ["1+(2*3)-4", "12", "1+(2*(3-4))/5", "(((7)))"]) assert.ok(accepting(walk(arith, t)!), t);
+  for (const t of ["1+", "(1", "(1+2"]) assert.ok(walk(arith, t) && !accepting(walk(arith, t)!), `${t} is a prefix`);
+  for (const t of ["+1", "1++2", "1234", " 1", "1 + 2", "()"]) assert.equal(walk(arith, t), null, t);
+  // Random texts: the automaton and the independent parser agree on every whole text.
+  const rng = new Rng(5);
+  for (let n = 0; n < 400; n++) {
+    let t = "";
+    const len = 1 + Math.floor(rng.next() * 9);
+    for (let k = 0; k < len; k++) t += "0123+-*/()"[Math.floor(rng.next() * 10)];
+    const st = walk(arith, t);
+    assert.equal(st !== null && accepting(st), isArithmetic(t), t);
+  }
+  // Whitespace only where the grammar writes it; escapes; negated classes; counted repetition; UTF-8.
+  const list = compileGbnf(String.raw`root ::= "[" ws (item ("," ws item)*)? "]"
+ws ::= [ \t\n]*
+item ::= "\"" [^"\\\x00-\x1f]{1,4} "\""`);
+  for (const t of ['[ "ab", "c"]', "[]", '["é語"]']) assert.ok(finished(walk(list, t)!), t);
+  for (const t of ['["a",]', '["a" ]', '["abcde"]', '[""]']) assert.equal(walk(list, t), null, t);
+  const sp = compileGbnf('root ::= "a" " " "b"');
+  assert.ok(accepting(walk(sp, "a b")!));
+  for (const t of ["a  b", " a b", "a\nb"]) assert.equal(walk(sp, t), null, JSON.stringify(t));
+  // Refused, naming what is wrong.
+  for (const [g, pattern] of [
+    ['root ::= root "a" | "a"', /rule "root" is left-recursive/],
+    ['root ::= x\nx ::= ("" | "b") x "a" | "c"', /rule "x" is left-recursive/],
+    ['root ::= ("a"?)*', /a repetition of something that may be empty/],
+    ['root ::= "a" x\nx ::= "b" x', /rule "root", rule "x" derive no finite text/],
+    ["root ::= y", /rule "y" is used but not defined/],
+    ['a ::= "x"', /no "root" rule/],
+    ['root ::= "\\q"', /bad escape "\\q" \(at line 1, column 11\)/],
+    ['root ::= "abc', /unterminated literal/],
+    ["root ::= [b-a]", /the range b-a is empty/],
+    ['root ::= "a"\nroot ::= "b"', /rule "root" is defined twice/],
+    ['root ::= "a"{2000}', /repetitions are limited to 1000/],
+  ] as const)
+    assert.throws(
+      () => compileGbnf(g),
+      (e: unknown) => e instanceof UsageError && pattern.test(e.message),
+      g,
+    );
+});
+
+test("the engine held to a GBNF grammar, at any temperature", async () => {
+  const model = loadModel(defaultModelDir());
+  const session = new Session(model);
+  // Nested pairs: recursive, and a reply ends once its outer pair closes.
+  const pairs = compileGbnf('root ::= pair\npair ::= "(" item "," item ")"\nitem ::= [a-z] | pair');
+  const isPairs = (t: string): boolean => {
+    let i = 0;
+    const item = (): boolean => (/[a-z]/.test(t[i] ?? "") ? (i++, true) : pair());
+    const pair = (): boolean => {
+      if (t[i] !== "(") return false;
+      i++;
+      if (!item() || t[i++] !== ",") return false;
+      if (!item() || t[i++] !== ")") return false;
+      return true;
+    };
+    return pair() && i === t.length;
+  };
+  const arith = compileGbnf(ARITHMETIC);
+  for (const temperature of [0, 1, 1.5]) {
+    const reply = async (grammar: Node) => {
+      for await (const ev of session.generate("Compute:", { maxTokens: 60, temperature, seed: 7, grammar }))
+        if (ev.type === "done") return ev;
+      throw new Error("no reply");
+    };
+    const p = await reply(pairs);
+    assert.equal(p.finishReason, "stop", p.text);
+    assert.ok(isPairs(p.text), `${temperature}: ${p.text}`);
+    // Arithmetic can always go on: a reply cut at maxTokens is a prefix the grammar takes; one that
+    // ended (EOS) is an expression.
+    const a = await reply(arith);
+    if (a.finishReason === "length") assert.ok(feedAll(initial(arith), new TextEncoder().encode(a.text)), a.text);
+    else assert.ok(isArithmetic(a.text), `${temperature}: ${a.text}`);
   }
 });
 

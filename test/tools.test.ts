@@ -637,7 +637,7 @@ test("the app's protocol: generate with tools required gives the call in the sum
   assert.match(refused.error!.message, /"tools": function "odd": .*not/);
 });
 
-test("vLLM's guided replies: a choice, a whole-reply regex or a JSON schema, on both endpoints; mistakes are 400s", async () => {
+test("guided replies (vLLM's, llama.cpp's grammar): a choice, a regex, a GBNF grammar or a JSON schema, on both endpoints; mistakes are 400s", async () => {
   const send = async (path: string, body: Record<string, unknown>) => {
     const res = await fetch(server.url + path, {
       method: "POST",
@@ -661,6 +661,8 @@ test("vLLM's guided replies: a choice, a whole-reply regex or a JSON schema, on 
     const phone = await send(path, { ...base, structured_outputs: { regex: "[0-9]{3}-[0-9]{4}" } });
     assert.match(phone.text, /^[0-9]{3}-[0-9]{4}$/);
     assert.equal(phone.json.choices[0].finish_reason, "stop");
+    const gbnf = await send(path, { ...base, grammar: 'root ::= "(" [a-z] "," [0-9]+ ")"' });
+    assert.match(gbnf.text, /^\([a-z],[0-9]+\)$/);
     const doc = await send(path, {
       ...base,
       max_tokens: 400,
@@ -674,6 +676,8 @@ test("vLLM's guided replies: a choice, a whole-reply regex or a JSON schema, on 
     [{ guided_regex: "a", guided_choice: ["b"] }, /only one guided reply per request/],
     [{ structured_outputs: { json: { uniqueItems: true } } }, /"structured_outputs.json": .*uniqueItems/],
     [{ structured_outputs: 3 }, /"structured_outputs" must be an object/],
+    [{ grammar: 'root ::= root "a" | "b"' }, /"grammar": grammar: rule "root" is left-recursive/],
+    [{ structured_outputs: { grammar: 5 } }, /"structured_outputs.grammar" must be a string/],
     [{ guided_regex: "a", response_format: { type: "json_object" } }, /cannot both decide the reply/],
   ] as const) {
     const r = await send("/v1/chat/completions", { ...chat, ...body });

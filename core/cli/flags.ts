@@ -11,6 +11,7 @@ import { UsageError } from "../loader/errors.js";
 import { isKvDtype, KV_DTYPES, type KvDtype } from "../backend/backend.js";
 import { MAX_THREADS } from "../backend/cpu.js";
 import { choice, compileSchema, wholeRegex, type Node as Grammar } from "../structured/schema.js";
+import { compileGbnf } from "../structured/gbnf.js";
 
 /** The flags that choose and load the model: --model DIR (or FILE.gguf), and --mmap to map the weight files instead of reading them in. */
 export const MODEL_FLAGS = {
@@ -82,17 +83,41 @@ export function parse<T extends ParseArgsConfig["options"]>(argv: string[], opti
  * starting with "{") or as a file. Absent: free text.
  */
 /**
- * The grammar a reply is held to: --schema FILE|JSON, --regex PATTERN (the whole reply) or
- * --choice A,B,... (exactly one of them); at most one of them.
+ * The grammar a reply is held to: --schema FILE|JSON, --regex PATTERN (the whole reply),
+ * --choice A,B,... (exactly one of them) or --grammar FILE|GBNF; at most one of them.
  */
-export function grammarFlags(v: { schema?: string; regex?: string; choice?: string }): Grammar | undefined {
-  const given = (["schema", "regex", "choice"] as const).filter((k) => v[k] !== undefined);
+export function grammarFlags(v: {
+  schema?: string;
+  regex?: string;
+  choice?: string;
+  grammar?: string;
+}): Grammar | undefined {
+  const given = (["schema", "regex", "choice", "grammar"] as const).filter((k) => v[k] !== undefined);
   if (given.length > 1) throw new UsageError(`give one of ${given.map((k) => `--${k}`).join(", ")}, not several`);
   if (v.regex !== undefined) {
     try {
       return wholeRegex(v.regex);
     } catch (e) {
       throw new UsageError(`--regex: ${(e as Error).message}`);
+    }
+  }
+  if (v.grammar !== undefined) {
+    // A file, or the grammar itself (it has a "::=" where a path would not).
+    const inline = v.grammar.includes("::=");
+    let text = v.grammar;
+    if (!inline) {
+      try {
+        text = readFileSync(v.grammar, "utf8");
+      } catch (e) {
+        throw new UsageError(
+          `--grammar ${v.grammar}: cannot read the file (${(e as NodeJS.ErrnoException).code ?? e})`,
+        );
+      }
+    }
+    try {
+      return compileGbnf(text);
+    } catch (e) {
+      throw new UsageError(`--grammar ${inline ? "(inline)" : v.grammar}: ${(e as Error).message}`);
     }
   }
   if (v.choice !== undefined) {

@@ -50,6 +50,7 @@ const SAMPLING_FLAGS = {
   schema: { type: "string" },
   regex: { type: "string" },
   choice: { type: "string" },
+  grammar: { type: "string" },
   context: { type: "string" },
   "kv-cache": { type: "string" },
   threads: { type: "string" },
@@ -574,7 +575,7 @@ async function cmdModels(argv: string[]): Promise<void> {
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: string }> = {
   generate: {
     run: cmdGenerate,
-    help: "--model DIR [--mmap] --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--presence-penalty P] [--frequency-penalty F] [--seed S] [--stop STR]... [--ignore-eos] [--schema FILE|JSON | --regex RE | --choice A,B,...] [--logprobs N] [--context N] [--kv-cache f32|f16] [--backend auto|cpu|cuda|cuda:N] [--json] [--trace] [sparsity flags: --ffn dense|topk-exact|hire|dip|dip-ca --ffn-k K --oversample O --predictor int4|int8|lowrank:R --head dense|hire --head-k K --shards P --audit N --layer-k L=K --layer-oversample L=O --layer-predictor L=PREDICTOR]",
+    help: "--model DIR [--mmap] --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--presence-penalty P] [--frequency-penalty F] [--seed S] [--stop STR]... [--ignore-eos] [--schema FILE|JSON | --regex RE | --choice A,B,... | --grammar FILE|GBNF] [--logprobs N] [--context N] [--kv-cache f32|f16] [--backend auto|cpu|cuda|cuda:N] [--json] [--trace] [sparsity flags: --ffn dense|topk-exact|hire|dip|dip-ca --ffn-k K --oversample O --predictor int4|int8|lowrank:R --head dense|hire --head-k K --shards P --audit N --layer-k L=K --layer-oversample L=O --layer-predictor L=PREDICTOR]",
   },
   chat: {
     run: cmdChat,

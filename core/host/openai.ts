@@ -11,6 +11,7 @@ import { LIMITS, ProtocolError, parseMessages, toolList, type HostEvent, type St
 import { ToolCallStream, functionNames, parseToolCalls, withCallIds } from "./tool-calls.js";
 import { UsageError } from "../loader/errors.js";
 import { ANY_OBJECT, choice, compileSchema, wholeRegex, type Node as Grammar } from "../structured/schema.js";
+import { compileGbnf } from "../structured/gbnf.js";
 
 const MAX_BODY = 16 * 1024 * 1024;
 
@@ -441,9 +442,10 @@ function commonFields(o: Record<string, unknown>, defaultMaxTokens: number): Omi
 }
 
 /**
- * vLLM's guided replies, in its older top-level form (guided_json, guided_regex, guided_choice) or
- * its newer `structured_outputs` ({json, regex, choice}): a JSON schema's document, raw text that
- * matches a regex from start to end, or exactly one of some strings. At most one per request.
+ * vLLM's guided replies, in its older top-level form (guided_json, guided_regex, guided_choice,
+ * guided_grammar) or its newer `structured_outputs` ({json, regex, choice, grammar}), and llama.cpp's
+ * `grammar`: a JSON schema's document, raw text that matches a regex from start to end, exactly one
+ * of some strings, or a derivation of a GBNF grammar's root. At most one per request.
  */
 function parseGuided(o: Record<string, unknown>): Grammar | undefined {
   const so = o.structured_outputs;
@@ -455,9 +457,12 @@ function parseGuided(o: Record<string, unknown>): Grammar | undefined {
       ["guided_json", o.guided_json],
       ["guided_regex", o.guided_regex],
       ["guided_choice", o.guided_choice],
+      ["guided_grammar", o.guided_grammar],
+      ["grammar", o.grammar],
       ["structured_outputs.json", s.json],
       ["structured_outputs.regex", s.regex],
       ["structured_outputs.choice", s.choice],
+      ["structured_outputs.grammar", s.grammar],
     ] as const
   ).filter(([, v]) => v !== undefined && v !== null);
   if (given.length === 0) return undefined;
@@ -466,6 +471,10 @@ function parseGuided(o: Record<string, unknown>): Grammar | undefined {
   if (JSON.stringify(v).length > LIMITS.contentChars) bad(`"${key}" is longer than ${LIMITS.contentChars} characters`);
   try {
     if (key.endsWith("json")) return compileSchema(typeof v === "string" ? JSON.parse(v) : v);
+    if (key.endsWith("grammar")) {
+      if (typeof v !== "string") bad(`"${key}" must be a string (a GBNF grammar)`);
+      return compileGbnf(v as string);
+    }
     if (key.endsWith("regex")) {
       if (typeof v !== "string") bad(`"${key}" must be a string (a regular expression)`);
       return wholeRegex(v as string);

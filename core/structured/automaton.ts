@@ -257,6 +257,7 @@ function canEnd(s: Stack): boolean {
   if (f.k === "num" && numberEnds(f)) return canEnd(afterValue(s.up!));
   if (f.k === "lit" && f.texts.some((t) => t.length === f.pos)) return canEnd(afterValue(s.up!));
   if (f.k === "rx" && f.u === 0 && f.re.matches(f.dfa)) return canEnd(afterValue(s.up!));
+  if (f.k === "value" && nullable(f.node)) return canEnd(afterValue(s.up!));
   return false;
 }
 
@@ -275,6 +276,9 @@ function afterValue(up: Stack): Stack {
       return on(up.up, { ...f, st: "after", count: f.count + 1, ws: 0 });
     case "seq": {
       if (f.i + 1 >= f.parts.length) return afterValue(up.up!);
+      // The last part replaces the sequence's frame (nothing is left to do after it), so a grammar's
+      // repetition (r ::= x r | "") keeps a flat stack however often it repeats.
+      if (f.i + 2 === f.parts.length) return on(up.up, { k: "value", node: f.parts[f.i + 1], ws: 0 });
       const seq = on(up.up, { ...f, i: f.i + 1 });
       return on(seq, { k: "value", node: f.parts[f.i + 1], ws: 0 });
     }
@@ -310,7 +314,7 @@ function step(s: Stack, b: number, out: Stack[]): void {
 /** A value of `node` beginning with byte b (or whitespace before it), on top of `up`. */
 function startValue(up: Stack, node: Node, ws: number, b: number, out: Stack[]): void {
   if (node.t === "ref") return startValue(up, node.get(), ws, b, out);
-  if (isWs(b) && !(node.t === "literal" && node.raw) && node.t !== "regex") {
+  if (isWs(b) && takesJsonWs(node)) {
     const w = moreWs(ws, b);
     if (w >= 0) out.push(on(up, { k: "value", node, ws: w }));
     return;
@@ -320,6 +324,7 @@ function startValue(up: Stack, node: Node, ws: number, b: number, out: Stack[]):
       for (const o of node.options) startValue(up, o, ws, b, out);
       return;
     case "seq":
+      if (node.parts.length === 1) return startValue(up, node.parts[0], ws, b, out);
       return startValue(on(up, { k: "seq", parts: node.parts, i: 0 }), node.parts[0], ws, b, out);
     case "any":
       if (b === 0x7b) out.push(on(up, objFrame(ANY_MAP)));
@@ -344,10 +349,69 @@ function startValue(up: Stack, node: Node, ws: number, b: number, out: Stack[]):
       if (b === 0x2d || isDigit(b)) startNumber(up, node.integer, node.bounds ?? null, b, out);
       return;
     case "literal":
-      return startLiteral(up, node.texts, b, out);
+      startLiteral(up, node.texts, b, out);
+      // An empty text (a grammar's "" or an optional part left out): the byte belongs to what follows.
+      if (node.texts.some((t) => t.length === 0)) step(afterValue(up), b, out);
+      return;
     case "regex":
       return stepRegex(up, { k: "rx", re: node.re, dfa: node.re.initial(), u: 0, lo: 0, hi: 0, cp: 0 }, b, out);
   }
+}
+
+/** Whether JSON whitespace may come before a value of `node` (not in raw text: literals, regexes, grammar rules). */
+function takesJsonWs(node: Node): boolean {
+  if (node.t === "literal") return !node.raw;
+  if (node.t === "regex") return false;
+  if (node.t === "seq" || node.t === "union" || node.t === "ref") return !node.raw;
+  return true;
+}
+
+const nullables = new WeakMap<Node, boolean>();
+
+/**
+ * Whether `node` matches the empty text (a grammar's optional parts; never a JSON value). A least
+ * fixpoint over the sequences, unions and rules reachable from it (rules may refer to each other).
+ */
+export function nullable(node: Node): boolean {
+  const known = nullables.get(node);
+  if (known !== undefined) return known;
+  const nodes: Node[] = [];
+  const seen = new Set<Node>();
+  const visit = (n: Node): void => {
+    if (seen.has(n) || nullables.has(n)) return;
+    seen.add(n);
+    nodes.push(n);
+    if (n.t === "seq") n.parts.forEach(visit);
+    else if (n.t === "union") n.options.forEach(visit);
+    else if (n.t === "ref") visit(n.get());
+  };
+  visit(node);
+  const value = new Map<Node, boolean>(nodes.map((n) => [n, false]));
+  const of = (n: Node) => value.get(n) ?? nullables.get(n)!;
+  for (let changed = true; changed;) {
+    changed = false;
+    for (const n of nodes) {
+      if (value.get(n)) continue;
+      const v =
+        n.t === "literal"
+          ? n.texts.some((t) => t.length === 0)
+          : n.t === "regex"
+            ? n.re.matches(n.re.initial())
+            : n.t === "seq"
+              ? n.parts.every(of)
+              : n.t === "union"
+                ? n.options.some(of)
+                : n.t === "ref"
+                  ? of(n.get())
+                  : false;
+      if (v) {
+        value.set(n, true);
+        changed = true;
+      }
+    }
+  }
+  for (const [n, v] of value) nullables.set(n, v);
+  return value.get(node)!;
 }
 
 /**

@@ -62,6 +62,12 @@ export class Regex {
     return new Regex(pattern, states, start);
   }
 
+  /** One character of these code point ranges (a grammar's character class). */
+  static chars(ranges: readonly (readonly [number, number])[], source: string): Regex {
+    const states: State[] = [{ match: true }];
+    return new Regex(source, states, pushState(states, { ranges, next: 0 }));
+  }
+
   /** The (DFA) state before any character. */
   initial(): number {
     return this.start;

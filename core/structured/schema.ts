@@ -38,13 +38,14 @@ export type Node =
    * text around one (a tool call's markers), which takes no whitespace before it.
    */
   | { readonly t: "literal"; readonly texts: readonly Uint8Array[]; readonly raw?: boolean }
-  | { readonly t: "union"; readonly options: readonly Node[] }
+  /** `raw` (seq, union, ref): text of a grammar (GBNF), where JSON's whitespace between values is not implied. */
+  | { readonly t: "union"; readonly options: readonly Node[]; readonly raw?: boolean }
   /** Values one after another (fixed text around a tool call's JSON). */
-  | { readonly t: "seq"; readonly parts: readonly Node[] }
+  | { readonly t: "seq"; readonly parts: readonly Node[]; readonly raw?: boolean }
   /** Raw text (not JSON) that matches a regex from start to end (a reply held to a pattern). */
   | { readonly t: "regex"; readonly re: Regex }
   /** A $ref, compiled on first use (so recursive schemas work). */
-  | { readonly t: "ref"; readonly get: () => Node };
+  | { readonly t: "ref"; readonly get: () => Node; readonly raw?: boolean };
 
 export interface Prop {
   readonly name: string;
