@@ -603,6 +603,9 @@ test("vocabulary masks equal a brute force on a vocabulary of JSON fragments (ev
     ],
     [schema, '{\n  "id": 7,\n  "label": "off",\n  "text": "a"\n}'],
     [ANY, JSON.stringify(randomValue(new Rng(11)), null, 2)],
+    // Raw text: a whole-reply regex (its own mask path) and a GBNF grammar (by groups).
+    [wholeRegex('[a-zé"\\\\]{1,5}(-[0-9]+)*!?'), 'é"b\\-12-3!'],
+    [compileGbnf(ARITHMETIC), "1+(22*3)-(4)"],
   ];
   // Every substring of 1..6 bytes of the documents, plus every single byte: tokens whose first two
   // bytes fit where the rest does not, partial UTF-8, escapes split across tokens.

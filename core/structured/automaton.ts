@@ -235,6 +235,16 @@ export interface StringState {
   readonly dfa: number;
 }
 
+/**
+ * A whole-reply regex between characters, when it is the only stack: its pattern and DFA state (the
+ * rest of the reply is text of whole characters the pattern must take, nothing after it).
+ */
+export function replyRegexState(stacks: readonly Stack[]): { re: Regex; dfa: number } | undefined {
+  if (stacks.length !== 1) return undefined;
+  const s = stacks[0];
+  return s.f.k === "rx" && s.f.u === 0 && s.up?.f.k === "root" ? s.f : undefined;
+}
+
 export function stringState(stacks: readonly Stack[]): StringState | undefined {
   if (stacks.length !== 1) return undefined;
   const f = stacks[0].f;

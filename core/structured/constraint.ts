@@ -10,6 +10,7 @@ import {
   finished,
   inFreeString,
   initial,
+  replyRegexState,
   stringState,
   utf8CharLength,
   withText,
@@ -108,6 +109,42 @@ export class TokenVocabulary {
     this.groups = Array.from({ length: 256 * 257 }, (_, i) => (lists[i] ? Int32Array.from(lists[i]) : undefined));
   }
 
+  private wholeCharsCache: (PlainChars & { cut: Int32Array }) | undefined;
+
+  /**
+   * The code points of every token that is whole UTF-8 characters (`ids`), as plainChars has those
+   * of string text; `cut`: the tokens that start or end inside a character (built on the first
+   * whole-reply regex).
+   */
+  get wholeChars(): PlainChars & { cut: Int32Array } {
+    if (this.wholeCharsCache) return this.wholeCharsCache;
+    const ids: number[] = [];
+    const cut: number[] = [];
+    const chars: number[] = [];
+    const at = new Int32Array(this.size + 1);
+    for (let id = 0; id < this.size; id++) {
+      at[id] = chars.length;
+      if (this.empty[id]) continue;
+      const bytes = this.data.subarray(this.start[id], this.start[id + 1]);
+      const before = chars.length;
+      let j = 0;
+      while (j < bytes.length) {
+        const n = utf8CharLength(bytes, j);
+        if (n === 0) break;
+        chars.push(n === 1 ? bytes[j] : new TextDecoder().decode(bytes.subarray(j, j + n)).codePointAt(0)!);
+        j += n;
+      }
+      if (j === bytes.length) ids.push(id);
+      else {
+        chars.length = before;
+        cut.push(id);
+      }
+    }
+    at[this.size] = chars.length;
+    this.wholeCharsCache = { ids: Int32Array.from(ids), at, chars: Int32Array.from(chars), cut: Int32Array.from(cut) };
+    return this.wholeCharsCache;
+  }
+
   private plainCharsCache: PlainChars | undefined;
 
   /** The code points of the vocabulary's string text (built on the first string with a pattern or length limit). */
@@ -189,8 +226,10 @@ export class GrammarConstraint {
       out[id] = 0;
     };
     const text = stringState(this.stacks);
+    const regex = replyRegexState(this.stacks);
     if (inFreeString(this.stacks)) this.maskInString(out);
     else if (text) this.maskInText(text, keep);
+    else if (regex) this.maskInRegex(regex.re, regex.dfa, keep);
     else this.maskByGroups(keep);
     if (accepting(this.stacks)) for (const id of eos) if (id < size) out[id] = 0;
     this.allowedFor = this.stacks;
@@ -262,6 +301,30 @@ export class GrammarConstraint {
     byState.set(state, list);
     return list;
   }
+
+  /**
+   * Under a whole-reply regex: tokens of whole characters by their characters (the DFA's verdict per
+   * state cached, as for patterns), the few that cut a character through the automaton.
+   */
+  private maskInRegex(re: Regex, state: number, keep: (id: number) => void): void {
+    let byState = this.regexTokens.get(re);
+    if (!byState) this.regexTokens.set(re, (byState = new Map()));
+    let list = byState.get(state);
+    if (!list) {
+      const { ids, at, chars } = this.vocab.wholeChars;
+      const ok: number[] = [];
+      for (let i = 0; i < ids.length; i++) {
+        let s = state;
+        for (let j = at[ids[i]]; j < at[ids[i] + 1] && s >= 0; j++) s = re.step(s, chars[j]);
+        if (s >= 0) ok.push(ids[i]);
+      }
+      byState.set(state, (list = Int32Array.from(ok)));
+    }
+    list.forEach(keep);
+    const { data, start } = this.vocab;
+    for (const id of this.vocab.wholeChars.cut) if (feedAll(this.stacks, data, start[id], start[id + 1])) keep(id);
+  }
+  private readonly regexTokens = new Map<Regex, Map<number, Int32Array>>();
 
   /** Elsewhere: tokens by their first two bytes, a whole group ruled out by one step. */
   private maskByGroups(keep: (id: number) => void): void {
