@@ -606,6 +606,8 @@ test("vocabulary masks equal a brute force on a vocabulary of JSON fragments (ev
     // Raw text: a whole-reply regex (its own mask path) and a GBNF grammar (by groups).
     [wholeRegex('[a-zé"\\\\]{1,5}(-[0-9]+)*!?'), 'é"b\\-12-3!'],
     [compileGbnf(ARITHMETIC), "1+(22*3)-(4)"],
+    // A class repeated inside a rule (one regex frame, followed by more grammar).
+    [compileGbnf('root ::= "<" [^<>]* ">" [a-z]{0,3}'), '<ab c"é>xy'],
   ];
   // Every substring of 1..6 bytes of the documents, plus every single byte: tokens whose first two
   // bytes fit where the rest does not, partial UTF-8, escapes split across tokens.
@@ -978,6 +980,10 @@ ws ::= [ \t\n]*
 item ::= "\"" [^"\\\x00-\x1f]{1,4} "\""`);
   for (const t of ['[ "ab", "c"]', "[]", '["é語"]']) assert.ok(finished(walk(list, t)!), t);
   for (const t of ['["a",]', '["a" ]', '["abcde"]', '[""]']) assert.equal(walk(list, t), null, t);
+  // A repeated class may match nothing: the byte then belongs to what follows.
+  const digits = compileGbnf('root ::= "a" [0-9]* "b"');
+  for (const t of ["ab", "a12b"]) assert.ok(finished(walk(digits, t)!), t);
+  assert.equal(walk(digits, "a1x"), null);
   const sp = compileGbnf('root ::= "a" " " "b"');
   assert.ok(accepting(walk(sp, "a b")!));
   for (const t of ["a  b", " a b", "a\nb"]) assert.equal(walk(sp, t), null, JSON.stringify(t));

@@ -236,13 +236,13 @@ export interface StringState {
 }
 
 /**
- * A whole-reply regex between characters, when it is the only stack: its pattern and DFA state (the
- * rest of the reply is text of whole characters the pattern must take, nothing after it).
+ * Raw text under a regex (a whole-reply regex, a grammar's character class) between characters, when
+ * it is the only stack: its pattern, DFA state, and whether it is the whole reply (nothing after it).
  */
-export function replyRegexState(stacks: readonly Stack[]): { re: Regex; dfa: number } | undefined {
+export function regexState(stacks: readonly Stack[]): { re: Regex; dfa: number; whole: boolean } | undefined {
   if (stacks.length !== 1) return undefined;
   const s = stacks[0];
-  return s.f.k === "rx" && s.f.u === 0 && s.up?.f.k === "root" ? s.f : undefined;
+  return s.f.k === "rx" && s.f.u === 0 ? { re: s.f.re, dfa: s.f.dfa, whole: s.up?.f.k === "root" } : undefined;
 }
 
 export function stringState(stacks: readonly Stack[]): StringState | undefined {
@@ -364,7 +364,10 @@ function startValue(up: Stack, node: Node, ws: number, b: number, out: Stack[]):
       if (node.texts.some((t) => t.length === 0)) step(afterValue(up), b, out);
       return;
     case "regex":
-      return stepRegex(up, { k: "rx", re: node.re, dfa: node.re.initial(), u: 0, lo: 0, hi: 0, cp: 0 }, b, out);
+      stepRegex(up, { k: "rx", re: node.re, dfa: node.re.initial(), u: 0, lo: 0, hi: 0, cp: 0 }, b, out);
+      // A regex that matches the empty text (a grammar's [a-z]*): the byte may belong to what follows.
+      if (node.re.matches(node.re.initial())) step(afterValue(up), b, out);
+      return;
   }
 }
 

@@ -10,7 +10,7 @@ import {
   finished,
   inFreeString,
   initial,
-  replyRegexState,
+  regexState,
   stringState,
   utf8CharLength,
   withText,
@@ -226,11 +226,19 @@ export class GrammarConstraint {
       out[id] = 0;
     };
     const text = stringState(this.stacks);
-    const regex = replyRegexState(this.stacks);
+    const regex = regexState(this.stacks);
     if (inFreeString(this.stacks)) this.maskInString(out);
     else if (text) this.maskInText(text, keep);
-    else if (regex) this.maskInRegex(regex.re, regex.dfa, keep);
-    else this.maskByGroups(keep);
+    else if (regex) {
+      // Tokens of characters the pattern takes stay in it (allowed); the rest may leave it into what
+      // follows: by groups, unless nothing follows (a whole-reply regex: only cut characters remain).
+      this.tokensOfRegex(regex.re, regex.dfa).forEach(keep);
+      if (!regex.whole) this.maskByGroups(keep, (id) => out[id] === 0);
+      else {
+        const { data, start } = this.vocab;
+        for (const id of this.vocab.wholeChars.cut) if (feedAll(this.stacks, data, start[id], start[id + 1])) keep(id);
+      }
+    } else this.maskByGroups(keep);
     if (accepting(this.stacks)) for (const id of eos) if (id < size) out[id] = 0;
     this.allowedFor = this.stacks;
     return out;
@@ -302,39 +310,38 @@ export class GrammarConstraint {
     return list;
   }
 
-  /**
-   * Under a whole-reply regex: tokens of whole characters by their characters (the DFA's verdict per
-   * state cached, as for patterns), the few that cut a character through the automaton.
-   */
-  private maskInRegex(re: Regex, state: number, keep: (id: number) => void): void {
+  /** The tokens of whole characters a regex takes from `state`, each character (cached per state, as for patterns). */
+  private tokensOfRegex(re: Regex, state: number): Int32Array {
     let byState = this.regexTokens.get(re);
     if (!byState) this.regexTokens.set(re, (byState = new Map()));
     let list = byState.get(state);
-    if (!list) {
-      const { ids, at, chars } = this.vocab.wholeChars;
-      const ok: number[] = [];
-      for (let i = 0; i < ids.length; i++) {
-        let s = state;
-        for (let j = at[ids[i]]; j < at[ids[i] + 1] && s >= 0; j++) s = re.step(s, chars[j]);
-        if (s >= 0) ok.push(ids[i]);
-      }
-      byState.set(state, (list = Int32Array.from(ok)));
+    if (list) return list;
+    const { ids, at, chars } = this.vocab.wholeChars;
+    const ok: number[] = [];
+    for (let i = 0; i < ids.length; i++) {
+      let s = state;
+      for (let j = at[ids[i]]; j < at[ids[i] + 1] && s >= 0; j++) s = re.step(s, chars[j]);
+      if (s >= 0) ok.push(ids[i]);
     }
-    list.forEach(keep);
-    const { data, start } = this.vocab;
-    for (const id of this.vocab.wholeChars.cut) if (feedAll(this.stacks, data, start[id], start[id + 1])) keep(id);
+    byState.set(state, (list = Int32Array.from(ok)));
+    return list;
   }
   private readonly regexTokens = new Map<Regex, Map<number, Int32Array>>();
 
-  /** Elsewhere: tokens by their first two bytes, a whole group ruled out by one step. */
-  private maskByGroups(keep: (id: number) => void): void {
+  /** Elsewhere: tokens by their first two bytes, a whole group ruled out by one step (`known`: already allowed). */
+  private maskByGroups(keep: (id: number) => void, known?: (id: number) => boolean): void {
     const { data, start, groups } = this.vocab;
+    // Groups whose tokens are all allowed already cost nothing (not even the automaton's step).
+    const open = (group: Int32Array | undefined): group is Int32Array => !!group && !(known && group.every(known));
     for (let b1 = 0; b1 < 256; b1++) {
+      let any = false;
+      for (let b2 = 0; b2 <= 256 && !any; b2++) any = open(groups[b1 * 257 + b2]);
+      if (!any) continue;
       const one = feed(this.stacks, b1);
       if (one.length === 0) continue;
       for (let b2 = 0; b2 <= 256; b2++) {
         const group = groups[b1 * 257 + b2];
-        if (!group) continue;
+        if (!open(group)) continue;
         if (b2 === 256) {
           group.forEach(keep);
           continue;
@@ -343,6 +350,7 @@ export class GrammarConstraint {
         if (two.length === 0) continue;
         for (let i = 0; i < group.length; i++) {
           const id = group[i];
+          if (known?.(id)) continue;
           const from = start[id] + 2;
           const to = start[id + 1];
           if (from === to || feedAll(two, data, from, to) !== null) keep(id);

@@ -188,6 +188,9 @@ export function compileGbnf(text: string): Node {
       if (min > MAX_REPEAT || (max !== Infinity && max > MAX_REPEAT))
         fail(`repetitions are limited to ${MAX_REPEAT}`, start);
     } else return item;
+    // A repeated character class is one regex (a run of text in one frame).
+    if (item.t === "regex" && item.re.classRanges)
+      return { t: "regex", re: Regex.chars(item.re.classRanges, text.slice(start, i), min, max) };
     const parts: Node[] = Array.from({ length: min }, () => item);
     if (max === Infinity) {
       // r ::= item r | "" (the automaton keeps its stack flat for the last part of a sequence).

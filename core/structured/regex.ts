@@ -62,11 +62,21 @@ export class Regex {
     return new Regex(pattern, states, start);
   }
 
-  /** One character of these code point ranges (a grammar's character class). */
-  static chars(ranges: readonly (readonly [number, number])[], source: string): Regex {
+  /**
+   * min to max characters of these code point ranges (a grammar's character class, repeated: one
+   * frame for a run of text, where a rule per character would be a frame per character).
+   */
+  static chars(ranges: readonly (readonly [number, number])[], source: string, min = 1, max = 1): Regex {
     const states: State[] = [{ match: true }];
-    return new Regex(source, states, pushState(states, { ranges, next: 0 }));
+    const item: Ast = { t: "chars", ranges };
+    const one = min === 1 && max === 1;
+    const re = new Regex(source, states, build(one ? item : { t: "repeat", item, min, max }, states, 0));
+    if (one) re.classRanges = ranges;
+    return re;
   }
+
+  /** For one character of a class (Regex.chars with no repetition): its ranges, so that a repetition can extend it. */
+  classRanges?: readonly (readonly [number, number])[];
 
   /** The (DFA) state before any character. */
   initial(): number {
