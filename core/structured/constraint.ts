@@ -182,8 +182,8 @@ export class GrammarConstraint {
   private scratch = new Float32Array(0);
   /** The stacks `scratch` holds the allowed tokens of (allowed()). */
   private allowedFor: Stack[] | null = null;
-  /** Per pattern and pattern state: the plain-text tokens it can take (computed on first need). */
-  private readonly patternTokens = new Map<Regex, Map<number, Int32Array>>();
+  /** Per token table, pattern and pattern state: the tokens it can take (tokensTaken, on first need). */
+  private readonly takenTokens = new Map<PlainChars, Map<Regex, Map<number, Int32Array>>>();
 
   constructor(
     root: Node,
@@ -232,7 +232,7 @@ export class GrammarConstraint {
     else if (regex) {
       // Tokens of characters the pattern takes stay in it (allowed); the rest may leave it into what
       // follows: by groups, unless nothing follows (a whole-reply regex: only cut characters remain).
-      this.tokensOfRegex(regex.re, regex.dfa).forEach(keep);
+      this.tokensTaken(regex.re, regex.dfa, this.vocab.wholeChars).forEach(keep);
       if (!regex.whole) this.maskByGroups(keep, (id) => out[id] === 0);
       else {
         const { data, start } = this.vocab;
@@ -264,7 +264,7 @@ export class GrammarConstraint {
   private maskInText(text: StringState, keep: (id: number) => void): void {
     const { ids, at } = this.vocab.plainChars;
     const room = text.max - text.n;
-    const candidates = text.re ? this.tokensOfPattern(text.re, text.dfa) : ids;
+    const candidates = text.re ? this.tokensTaken(text.re, text.dfa, this.vocab.plainChars) : ids;
     for (let i = 0; i < candidates.length; i++) {
       const id = candidates[i];
       if (at[id + 1] - at[id] <= room) keep(id);
@@ -292,31 +292,20 @@ export class GrammarConstraint {
     }
   }
 
-  /** The plain-text tokens whose characters the pattern can take from `state`. */
-  private tokensOfPattern(re: Regex, state: number): Int32Array {
-    let byState = this.patternTokens.get(re);
-    if (!byState) this.patternTokens.set(re, (byState = new Map()));
-    let list = byState.get(state);
-    if (list) return list;
-    const { ids, at, chars } = this.vocab.plainChars;
-    const ok: number[] = [];
-    for (let i = 0; i < ids.length; i++) {
-      let s = state;
-      for (let j = at[ids[i]]; j < at[ids[i] + 1] && s >= 0; j++) s = re.step(s, chars[j]);
-      if (s >= 0) ok.push(ids[i]);
+  /**
+   * The tokens of `table` (string text: plainChars; any text: wholeChars) whose characters `re` can
+   * take, one by one, from `state`; computed once per pattern, state and table.
+   */
+  private tokensTaken(re: Regex, state: number, table: PlainChars): Int32Array {
+    let byState = this.takenTokens.get(table)?.get(re);
+    if (!byState) {
+      const byRe = this.takenTokens.get(table) ?? new Map<Regex, Map<number, Int32Array>>();
+      this.takenTokens.set(table, byRe);
+      byRe.set(re, (byState = new Map()));
     }
-    list = Int32Array.from(ok);
-    byState.set(state, list);
-    return list;
-  }
-
-  /** The tokens of whole characters a regex takes from `state`, each character (cached per state, as for patterns). */
-  private tokensOfRegex(re: Regex, state: number): Int32Array {
-    let byState = this.regexTokens.get(re);
-    if (!byState) this.regexTokens.set(re, (byState = new Map()));
     let list = byState.get(state);
     if (list) return list;
-    const { ids, at, chars } = this.vocab.wholeChars;
+    const { ids, at, chars } = table;
     const ok: number[] = [];
     for (let i = 0; i < ids.length; i++) {
       let s = state;
@@ -326,7 +315,6 @@ export class GrammarConstraint {
     byState.set(state, (list = Int32Array.from(ok)));
     return list;
   }
-  private readonly regexTokens = new Map<Regex, Map<number, Int32Array>>();
 
   /** Elsewhere: tokens by their first two bytes, a whole group ruled out by one step (`known`: already allowed). */
   private maskByGroups(keep: (id: number) => void, known?: (id: number) => boolean): void {

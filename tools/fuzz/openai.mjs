@@ -77,6 +77,7 @@ const BODIES = [
   ],
   ["/v1/completions", { prompt: "The quick", max_tokens: 4, logprobs: 2, echo: false, stream: false }],
   ["/v1/completions", { prompt: "Code:", max_tokens: 8, guided_regex: "[A-Z]{2}-[0-9]{3}", temperature: 1 }],
+  ["/v1/completions", { prompt: "Sum:", max_tokens: 8, grammar: 'root ::= [0-9]+ ("+" [0-9]+)*', temperature: 1 }],
   [
     "/v1/chat/completions",
     { messages: [{ role: "user", content: "Rate" }], max_tokens: 4, structured_outputs: { choice: ["good", "bad"] } },
