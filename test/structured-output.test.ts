@@ -20,6 +20,7 @@ import {
 import { GrammarConstraint, TokenVocabulary, TriggeredGrammar } from "../core/structured/constraint.js";
 import { Regex } from "../core/structured/regex.js";
 import { compileGbnf } from "../core/structured/gbnf.js";
+import { cachedGrammar } from "../core/structured/grammar-cache.js";
 import { Rng } from "../core/engine/sampler.js";
 import { loadModel } from "../core/loader/model-folder.js";
 import { defaultModelDir } from "../core/loader/default-model.js";
@@ -1006,6 +1007,30 @@ item ::= "\"" [^"\\\x00-\x1f]{1,4} "\""`);
       (e: unknown) => e instanceof UsageError && pattern.test(e.message),
       g,
     );
+});
+
+test("a grammar compiled from the same text is the same grammar (a small LRU); a refusal is not kept", () => {
+  let builds = 0;
+  const build = (source: string) => () => (builds++, wholeRegex(source));
+  const a = cachedGrammar("regex:[a-z]+", build("[a-z]+"));
+  assert.equal(cachedGrammar("regex:[a-z]+", build("[a-z]+")), a);
+  assert.equal(builds, 1);
+  // 32 others push it out (it was the least recently used).
+  for (let i = 0; i < 32; i++) cachedGrammar(`regex:x{${i + 1}}`, build(`x{${i + 1}}`));
+  assert.notEqual(cachedGrammar("regex:[a-z]+", build("[a-z]+")), a);
+  assert.equal(builds, 34);
+  assert.throws(() => cachedGrammar("regex:(?=a)", build("(?=a)")), UsageError);
+  assert.throws(() => cachedGrammar("regex:(?=a)", build("(?=a)")), UsageError);
+  assert.equal(builds, 36, "a refused grammar is compiled (and refused) each time");
+  // The vocabulary keeps a pattern's token lists, so a reused grammar's masks start warm.
+  const vocab = new TokenVocabulary(
+    ["ab", "c", "1"].map((t) => new TextEncoder().encode(t)),
+    new Set(),
+  );
+  const first = new GrammarConstraint(a, vocab);
+  first.advance(0); // "ab": the regex's frame is on top, between characters
+  first.mask(new Float32Array(3));
+  assert.ok(vocab.taken.get(vocab.wholeChars)?.get((a as { re: Regex }).re), "lists kept by the vocabulary");
 });
 
 test("the engine held to a GBNF grammar, at any temperature", async () => {

@@ -27,6 +27,7 @@ import { GREEDY, validateSampling } from "../engine/sampler.js";
 import type { ChatMessage } from "../loader/tokenizer.js";
 import { functionNames, parseToolCalls, toolGrammar, withCallIds } from "./tool-calls.js";
 import { compileSchema, type Node as Grammar } from "../structured/schema.js";
+import { cachedGrammar } from "../structured/grammar-cache.js";
 import { ConversationStore, writeAtomic } from "./conversations.js";
 import {
   PROTOCOL_VERSION,
@@ -180,7 +181,11 @@ export class EngineHost {
       case "model.load":
         return this.load(req.path ?? defaultModelDir(), req.contextLength, req.kvCache ?? this.options.kvCache);
       case "generate": {
-        const grammar = req.jsonSchema === undefined ? undefined : compileSchema(req.jsonSchema);
+        const schema = req.jsonSchema;
+        const grammar =
+          schema === undefined
+            ? undefined
+            : cachedGrammar(`schema:${JSON.stringify(schema)}`, () => compileSchema(schema));
         const forcedTool = req.toolChoice === "required" ? true : undefined;
         const events = this.generate(req.messages, { ...req, grammar, forcedTool }, channel, req.id);
         for await (const e of events) channel(e);

@@ -12,6 +12,7 @@ import { ToolCallStream, functionNames, parseToolCalls, withCallIds } from "./to
 import { UsageError } from "../loader/errors.js";
 import { ANY_OBJECT, choice, compileSchema, wholeRegex, type Node as Grammar } from "../structured/schema.js";
 import { compileGbnf } from "../structured/gbnf.js";
+import { cachedGrammar } from "../structured/grammar-cache.js";
 
 const MAX_BODY = 16 * 1024 * 1024;
 
@@ -338,7 +339,8 @@ function parseResponseFormat(x: unknown): Grammar | undefined {
   if (JSON.stringify(js).length > LIMITS.contentChars)
     bad(`"response_format.json_schema" is longer than ${LIMITS.contentChars} characters`);
   try {
-    return compileSchema(js!.schema ?? {});
+    const schema: unknown = js!.schema ?? {};
+    return cachedGrammar(`schema:${JSON.stringify(schema)}`, () => compileSchema(schema));
   } catch (e) {
     if (e instanceof UsageError) bad(`"response_format.json_schema.schema": ${e.message}`);
     throw e;
@@ -470,14 +472,17 @@ function parseGuided(o: Record<string, unknown>): Grammar | undefined {
   const [key, v] = given[0];
   if (JSON.stringify(v).length > LIMITS.contentChars) bad(`"${key}" is longer than ${LIMITS.contentChars} characters`);
   try {
-    if (key.endsWith("json")) return compileSchema(typeof v === "string" ? JSON.parse(v) : v);
+    if (key.endsWith("json")) {
+      const schema: unknown = typeof v === "string" ? JSON.parse(v) : v;
+      return cachedGrammar(`schema:${JSON.stringify(schema)}`, () => compileSchema(schema));
+    }
     if (key.endsWith("grammar")) {
       if (typeof v !== "string") bad(`"${key}" must be a string (a GBNF grammar)`);
-      return compileGbnf(v as string);
+      return cachedGrammar(`gbnf:${v}`, () => compileGbnf(v as string));
     }
     if (key.endsWith("regex")) {
       if (typeof v !== "string") bad(`"${key}" must be a string (a regular expression)`);
-      return wholeRegex(v as string);
+      return cachedGrammar(`regex:${v}`, () => wholeRegex(v as string));
     }
     if (!Array.isArray(v) || v.length === 0 || v.length > 256 || !v.every((c) => typeof c === "string" && c !== ""))
       bad(`"${key}" must be a list of 1 to 256 non-empty strings`);

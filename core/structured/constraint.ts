@@ -109,6 +109,9 @@ export class TokenVocabulary {
     this.groups = Array.from({ length: 256 * 257 }, (_, i) => (lists[i] ? Int32Array.from(lists[i]) : undefined));
   }
 
+  /** Per token table, pattern and pattern state: the tokens it can take (GrammarConstraint.tokensTaken). */
+  readonly taken = new Map<PlainChars, WeakMap<Regex, Map<number, Int32Array>>>();
+
   private wholeCharsCache: (PlainChars & { cut: Int32Array }) | undefined;
 
   /**
@@ -182,8 +185,6 @@ export class GrammarConstraint {
   private scratch = new Float32Array(0);
   /** The stacks `scratch` holds the allowed tokens of (allowed()). */
   private allowedFor: Stack[] | null = null;
-  /** Per token table, pattern and pattern state: the tokens it can take (tokensTaken, on first need). */
-  private readonly takenTokens = new Map<PlainChars, Map<Regex, Map<number, Int32Array>>>();
 
   constructor(
     root: Node,
@@ -297,12 +298,11 @@ export class GrammarConstraint {
    * take, one by one, from `state`; computed once per pattern, state and table.
    */
   private tokensTaken(re: Regex, state: number, table: PlainChars): Int32Array {
-    let byState = this.takenTokens.get(table)?.get(re);
-    if (!byState) {
-      const byRe = this.takenTokens.get(table) ?? new Map<Regex, Map<number, Int32Array>>();
-      this.takenTokens.set(table, byRe);
-      byRe.set(re, (byState = new Map()));
-    }
+    // Kept with the vocabulary: a grammar used again (cachedGrammar) finds its lists built.
+    let byRe = this.vocab.taken.get(table);
+    if (!byRe) this.vocab.taken.set(table, (byRe = new WeakMap()));
+    let byState = byRe.get(re);
+    if (!byState) byRe.set(re, (byState = new Map()));
     let list = byState.get(state);
     if (list) return list;
     const { ids, at, chars } = table;
