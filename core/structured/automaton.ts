@@ -242,7 +242,13 @@ export interface StringState {
 export function regexState(stacks: readonly Stack[]): { re: Regex; dfa: number; whole: boolean } | undefined {
   if (stacks.length !== 1) return undefined;
   const s = stacks[0];
-  return s.f.k === "rx" && s.f.u === 0 ? { re: s.f.re, dfa: s.f.dfa, whole: s.up?.f.k === "root" } : undefined;
+  const whole = s.up?.f.k === "root";
+  if (s.f.k === "rx") return s.f.u === 0 ? { re: s.f.re, dfa: s.f.dfa, whole } : undefined;
+  if (s.f.k !== "value") return undefined;
+  // A regex not started yet (a reply's first token): the same, from its first state.
+  let node = s.f.node;
+  while (node.t === "ref") node = node.get();
+  return node.t === "regex" ? { re: node.re, dfa: node.re.initial(), whole } : undefined;
 }
 
 export function stringState(stacks: readonly Stack[]): StringState | undefined {
