@@ -385,50 +385,57 @@ function takesJsonWs(node: Node): boolean {
   return true;
 }
 
-const nullables = new WeakMap<Node, boolean>();
-
 /**
- * Whether `node` matches the empty text (a grammar's optional parts; never a JSON value). A least
- * fixpoint over the sequences, unions and rules reachable from it (rules may refer to each other).
+ * A least fixpoint over the sequences, unions and rules reachable from `root` (rules may refer to
+ * each other): a sequence has the property when all its parts do, a union when one option does, a
+ * rule when its body does, any other node when `leaf` says so. `known`: nodes already settled, not
+ * visited again. Returns every node visited, with its value.
  */
-export function nullable(node: Node): boolean {
-  const known = nullables.get(node);
-  if (known !== undefined) return known;
-  const nodes: Node[] = [];
-  const seen = new Set<Node>();
+export function grammarFixpoint(
+  root: Node,
+  leaf: (n: Node) => boolean,
+  known: (n: Node) => boolean | undefined = () => undefined,
+): Map<Node, boolean> {
+  const value = new Map<Node, boolean>();
   const visit = (n: Node): void => {
-    if (seen.has(n) || nullables.has(n)) return;
-    seen.add(n);
-    nodes.push(n);
+    if (value.has(n) || known(n) !== undefined) return;
+    value.set(n, false);
     if (n.t === "seq") n.parts.forEach(visit);
     else if (n.t === "union") n.options.forEach(visit);
     else if (n.t === "ref") visit(n.get());
   };
-  visit(node);
-  const value = new Map<Node, boolean>(nodes.map((n) => [n, false]));
-  const of = (n: Node) => value.get(n) ?? nullables.get(n)!;
+  visit(root);
+  const of = (n: Node) => value.get(n) ?? known(n)!;
   for (let changed = true; changed;) {
     changed = false;
-    for (const n of nodes) {
-      if (value.get(n)) continue;
-      const v =
-        n.t === "literal"
-          ? n.texts.some((t) => t.length === 0)
-          : n.t === "regex"
-            ? n.re.matches(n.re.initial())
-            : n.t === "seq"
-              ? n.parts.every(of)
-              : n.t === "union"
-                ? n.options.some(of)
-                : n.t === "ref"
-                  ? of(n.get())
-                  : false;
-      if (v) {
+    for (const [n, v] of value) {
+      if (v) continue;
+      const now =
+        n.t === "seq"
+          ? n.parts.every(of)
+          : n.t === "union"
+            ? n.options.some(of)
+            : n.t === "ref"
+              ? of(n.get())
+              : leaf(n);
+      if (now) {
         value.set(n, true);
         changed = true;
       }
     }
   }
+  return value;
+}
+
+const nullables = new WeakMap<Node, boolean>();
+
+/** Whether `node` matches the empty text (a grammar's optional parts; never a JSON value). */
+export function nullable(node: Node): boolean {
+  const known = nullables.get(node);
+  if (known !== undefined) return known;
+  const empty = (n: Node) =>
+    n.t === "literal" ? n.texts.some((t) => t.length === 0) : n.t === "regex" && n.re.matches(n.re.initial());
+  const value = grammarFixpoint(node, empty, (n) => nullables.get(n));
   for (const [n, v] of value) nullables.set(n, v);
   return value.get(node)!;
 }

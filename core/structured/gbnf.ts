@@ -9,7 +9,7 @@
 // that derives no finite text, left recursion (a rule reaching itself before any character,
 // including through parts that may be empty: `x ::= x "a"`, or a repetition of something empty).
 import { UsageError } from "../loader/errors.js";
-import { nullable } from "./automaton.js";
+import { grammarFixpoint, nullable } from "./automaton.js";
 import { Regex } from "./regex.js";
 import type { Node } from "./schema.js";
 
@@ -236,43 +236,15 @@ function check(root: Node, rules: Map<string, Node>, fail: (what: string) => nev
   const names = new Map<Node, string>();
   for (const [name, node] of rules) names.set(node, name);
   const label = (n: Node) => (n.t === "ref" ? `rule "${names.get(n.get()) ?? "?"}"` : "a part");
-  // Every node reachable from root (resolving refs fails on an undefined rule).
-  const all: Node[] = [];
-  const seen = new Set<Node>();
-  const visit = (n: Node): void => {
-    if (seen.has(n)) return;
-    seen.add(n);
-    all.push(n);
-    if (n.t === "seq") n.parts.forEach(visit);
-    else if (n.t === "union") n.options.forEach(visit);
-    else if (n.t === "ref") visit(n.get());
-  };
-  visit(root);
-  // Productive: derives some finite text (a least fixpoint).
-  const productive = new Set<Node>();
-  for (let changed = true; changed;) {
-    changed = false;
-    for (const n of all) {
-      if (productive.has(n)) continue;
-      const ok =
-        n.t === "seq"
-          ? n.parts.every((p) => productive.has(p))
-          : n.t === "union"
-            ? n.options.some((p) => productive.has(p))
-            : n.t === "ref"
-              ? productive.has(n.get())
-              : true;
-      if (ok) {
-        productive.add(n);
-        changed = true;
-      }
-    }
-  }
-  const dead = [...new Set(all.filter((n) => n.t === "ref" && !productive.has(n)).map(label))];
+  // Productive: derives some finite text. Every node reachable from root is in the map (resolving
+  // refs on the way fails on an undefined rule).
+  const productive = grammarFixpoint(root, () => true);
+  const all = [...productive.keys()];
+  const dead = [...new Set(all.filter((n) => n.t === "ref" && !productive.get(n)).map(label))];
   if (dead.length > 0) fail(`${dead.join(", ")} ${dead.length > 1 ? "derive" : "derives"} no finite text`);
   // An option that derives nothing would let the reply start what it can never finish.
   for (const n of all)
-    if (n.t === "union" && !n.options.every((o) => productive.has(o)))
+    if (n.t === "union" && !n.options.every((o) => productive.get(o)))
       fail("an alternative derives no finite text (a rule that never ends)");
   // Left recursion: a rule reached from itself before any character is read.
   const firstRefs = (n: Node, out: Set<Node>, seenHere = new Set<Node>()): void => {
@@ -287,7 +259,7 @@ function check(root: Node, rules: Map<string, Node>, fail: (what: string) => nev
       }
   };
   for (const [name, node] of rules) {
-    if (!seen.has(node)) continue;
+    if (!productive.has(node)) continue; // not reachable from root
     const reached = new Set<Node>();
     const frontier = [node];
     while (frontier.length > 0) {
