@@ -103,7 +103,8 @@ export interface Stack {
 
 const on = (up: Stack | null, f: Frame): Stack => ({ f, up });
 
-const isWs = (b: number) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
+/** JSON's whitespace bytes. */
+export const isWs = (b: number) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
 const isDigit = (b: number) => b >= 0x30 && b <= 0x39;
 const isHex = (b: number) => isDigit(b) || (b >= 0x41 && b <= 0x46) || (b >= 0x61 && b <= 0x66);
 const QUOTE = 0x22;
@@ -317,7 +318,7 @@ function step(s: Stack, b: number, out: Stack[]): void {
     case "lit":
       return stepLiteral(s, f, b, out);
     case "rx":
-      return stepRegex(s, f, b, out);
+      return stepRegex(s.up!, f, b, out);
     case "obj":
       return stepObject(s, f, b, out);
     case "arr":
@@ -370,10 +371,7 @@ function startValue(up: Stack, node: Node, ws: number, b: number, out: Stack[]):
       if (node.texts.some((t) => t.length === 0)) step(afterValue(up), b, out);
       return;
     case "regex":
-      stepRegex(up, { k: "rx", re: node.re, dfa: node.re.initial(), u: 0, lo: 0, hi: 0, cp: 0 }, b, out);
-      // A regex that matches the empty text (a grammar's [a-z]*): the byte may belong to what follows.
-      if (node.re.matches(node.re.initial())) step(afterValue(up), b, out);
-      return;
+      return stepRegex(up, { k: "rx", re: node.re, dfa: node.re.initial(), u: 0, lo: 0, hi: 0, cp: 0 }, b, out);
   }
 }
 
@@ -441,12 +439,11 @@ export function nullable(node: Node): boolean {
 }
 
 /**
- * Raw text under a regex, byte by byte: well-formed UTF-8 decoded to characters, each of which must
+ * Raw text under a regex (frame `f` on top of `up`), byte by byte: well-formed UTF-8 decoded to characters, each of which must
  * keep a match possible. Where the text matches, the value may end: before the byte, the text is
  * complete, and the byte belongs to what follows (nothing, at the top: the reply ends).
  */
-function stepRegex(s: Stack, f: Extract<Frame, { k: "rx" }>, b: number, out: Stack[]): void {
-  const up = s.f === f ? s.up! : s; // from startValue, `s` is the stack the frame goes on
+function stepRegex(up: Stack, f: Extract<Frame, { k: "rx" }>, b: number, out: Stack[]): void {
   const char = (c: number, g: Extract<Frame, { k: "rx" }>) => {
     const dfa = f.re.step(g.dfa, c);
     if (dfa < 0) return;
@@ -454,7 +451,9 @@ function stepRegex(s: Stack, f: Extract<Frame, { k: "rx" }>, b: number, out: Sta
     if (f.re.matches(dfa) && !f.re.admits(dfa, 0, 0x10ffff)) out.push(afterValue(up));
     else out.push(on(up, { ...g, dfa }));
   };
-  if (s.f === f && f.u === 0 && f.re.matches(f.dfa)) step(afterValue(up), b, out);
+  // Where the text so far matches (before any character, too: a grammar's [a-z]*), the byte may
+  // belong to what follows.
+  if (f.u === 0 && f.re.matches(f.dfa)) step(afterValue(up), b, out);
   // A byte that starts or continues a character: allowed where some character it may become can follow.
   const partial = (g: Extract<Frame, { k: "rx" }>) => {
     if (f.re.admits(g.dfa, ...pendingChars(g.cp, g.u, g.lo, g.hi))) out.push(on(up, g));

@@ -10,6 +10,7 @@ import {
   finished,
   inFreeString,
   initial,
+  isWs,
   regexState,
   stringState,
   utf8CharLength,
@@ -125,6 +126,7 @@ export class TokenVocabulary {
     const cut: number[] = [];
     const chars: number[] = [];
     const at = new Int32Array(this.size + 1);
+    const text = new TextDecoder();
     for (let id = 0; id < this.size; id++) {
       at[id] = chars.length;
       if (this.empty[id]) continue;
@@ -134,7 +136,7 @@ export class TokenVocabulary {
       while (j < bytes.length) {
         const n = utf8CharLength(bytes, j);
         if (n === 0) break;
-        chars.push(n === 1 ? bytes[j] : new TextDecoder().decode(bytes.subarray(j, j + n)).codePointAt(0)!);
+        chars.push(n === 1 ? bytes[j] : text.decode(bytes.subarray(j, j + n)).codePointAt(0)!);
         j += n;
       }
       if (j === bytes.length) ids.push(id);
@@ -439,11 +441,11 @@ export class TriggeredGrammar {
     head.set(this.head!);
     head.set(piece, this.head!.length);
     let ws = 0;
-    while (ws < head.length && (head[ws] === 0x20 || head[ws] === 0x0a || head[ws] === 0x09 || head[ws] === 0x0d)) ws++;
+    while (ws < head.length && isWs(head[ws])) ws++;
     const body = head.subarray(ws);
     const opening = this.opening!;
     const n = Math.min(body.length, opening.length);
-    if (indexOf(body.subarray(0, n), opening.subarray(0, n)) !== 0) {
+    if (!body.subarray(0, n).every((byte, k) => byte === opening[k])) {
       this.head = null; // the reply opened otherwise
       return false;
     }
