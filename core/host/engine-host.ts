@@ -26,8 +26,8 @@ import { bytesRead } from "../sparse/telemetry.js";
 import { GREEDY, validateSampling } from "../engine/sampler.js";
 import type { ChatMessage } from "../loader/tokenizer.js";
 import { functionNames, parseToolCalls, toolGrammar, withCallIds } from "./tool-calls.js";
-import { compileSchema, type Node as Grammar } from "../structured/schema.js";
-import { cachedGrammar } from "../structured/grammar-cache.js";
+import type { Node as Grammar } from "../structured/schema.js";
+import { cachedSchema } from "../structured/grammar-cache.js";
 import { ConversationStore, writeAtomic } from "./conversations.js";
 import {
   PROTOCOL_VERSION,
@@ -181,11 +181,7 @@ export class EngineHost {
       case "model.load":
         return this.load(req.path ?? defaultModelDir(), req.contextLength, req.kvCache ?? this.options.kvCache);
       case "generate": {
-        const schema = req.jsonSchema;
-        const grammar =
-          schema === undefined
-            ? undefined
-            : cachedGrammar(`schema:${JSON.stringify(schema)}`, () => compileSchema(schema));
+        const grammar = req.jsonSchema === undefined ? undefined : cachedSchema(req.jsonSchema);
         const forcedTool = req.toolChoice === "required" ? true : undefined;
         const events = this.generate(req.messages, { ...req, grammar, forcedTool }, channel, req.id);
         for await (const e of events) channel(e);

@@ -10,9 +10,9 @@ import { errorInfo, type Channel, type EngineHost, type GenerateParams } from ".
 import { LIMITS, ProtocolError, parseMessages, toolList, type HostEvent, type StepTelemetry } from "./protocol.js";
 import { ToolCallStream, functionNames, parseToolCalls, withCallIds } from "./tool-calls.js";
 import { UsageError } from "../loader/errors.js";
-import { ANY_OBJECT, choice, compileSchema, wholeRegex, type Node as Grammar } from "../structured/schema.js";
+import { ANY_OBJECT, choice, wholeRegex, type Node as Grammar } from "../structured/schema.js";
 import { compileGbnf } from "../structured/gbnf.js";
-import { cachedGrammar } from "../structured/grammar-cache.js";
+import { cachedGrammar, cachedSchema } from "../structured/grammar-cache.js";
 
 const MAX_BODY = 16 * 1024 * 1024;
 
@@ -340,7 +340,7 @@ function parseResponseFormat(x: unknown): Grammar | undefined {
     bad(`"response_format.json_schema" is longer than ${LIMITS.contentChars} characters`);
   try {
     const schema: unknown = js!.schema ?? {};
-    return cachedGrammar(`schema:${JSON.stringify(schema)}`, () => compileSchema(schema));
+    return cachedSchema(schema);
   } catch (e) {
     if (e instanceof UsageError) bad(`"response_format.json_schema.schema": ${e.message}`);
     throw e;
@@ -474,7 +474,7 @@ function parseGuided(o: Record<string, unknown>): Grammar | undefined {
   try {
     if (key.endsWith("json")) {
       const schema: unknown = typeof v === "string" ? JSON.parse(v) : v;
-      return cachedGrammar(`schema:${JSON.stringify(schema)}`, () => compileSchema(schema));
+      return cachedSchema(schema);
     }
     if (key.endsWith("grammar")) {
       if (typeof v !== "string") bad(`"${key}" must be a string (a GBNF grammar)`);
