@@ -349,8 +349,8 @@ export class Session {
     const missing = Int32Array.from([...bias].filter(([id, b]) => b > 0 && logits[id] === -Infinity).map(([id]) => id));
     if (missing.length > 0) {
       logits = Float32Array.from(logits); // the layer's logits may be a view of the buffer exactLogits writes
-      const exact = this.transformer.exactLogits(missing);
-      missing.forEach((id, i) => (logits[id] = exact ? exact[i] : logits[id]));
+      const exact = this.transformer.exactLogits(missing); // null where the head cannot give rows
+      if (exact) missing.forEach((id, i) => (logits[id] = exact[i]));
     }
     return [logits, withBias(logits, bias)];
   }
