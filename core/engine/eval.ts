@@ -1,6 +1,7 @@
 // `hire eval`: quality of each sparse method on a text — perplexity (teacher-forced, one token at
 // a time through the decode path, so the sparse FFN and head are what is measured) and the mean
 // recall@k of every layer's selection against the exact top-k (an audit on every token).
+import { setImmediate as nextTurn } from "node:timers/promises";
 import type { LoadedModel } from "../loader/model-folder.js";
 import { KVCache, Transformer, type ForwardReport } from "./transformer.js";
 import { createBackend } from "../backend/select.js";
@@ -64,7 +65,7 @@ export async function evaluateAsync(
       opts.onProgress?.(r.value);
       last = now;
     }
-    await new Promise((resolve) => setImmediate(resolve));
+    await nextTurn();
     opts.signal?.throwIfAborted();
   }
 }
