@@ -35,7 +35,7 @@ import {
   type GgufTensorInfo,
   type GgufValue,
 } from "../core/gguf/writer.js";
-import { exportGguf, permuteRotary, qkvBlocks } from "../core/gguf/export.js";
+import { exportGguf, permuteRotary, qkvBlocks, sourceDtype } from "../core/gguf/export.js";
 import { TokenType } from "../core/gguf/vocab.js";
 import { cachedGguf, loadLlamaCpp, openLlamaCppPeer, type NlcLlama } from "../core/peers/llamacpp.js";
 import { compareSteps, llamaCppSteps, ourGreedy } from "./llamacpp-helpers.js";
@@ -674,8 +674,7 @@ for (const name of Object.keys(GOLDEN_TOL)) {
       }
       // Log-probabilities against the reference (the peer left the GGUF in the cache).
       assert.equal(readdirSync(cacheDir).filter((f) => f.endsWith(".gguf")).length, 1);
-      const dtype = ({ F32: "f32", F16: "f16", BF16: "bf16" } as const)[model.weights.embed.dtype];
-      const file = await cachedGguf(model, dtype, cacheDir);
+      const file = await cachedGguf(model, sourceDtype(model, "test"), cacheDir);
       const llama = (llamaCpp as { llama: NlcLlama }).llama;
       compareSteps(name, exp.top_logprobs, await llamaCppSteps(llama, file, exp.prompt_ids, exp.ids), GOLDEN_TOL[name]);
     },

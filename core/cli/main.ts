@@ -23,7 +23,7 @@ import {
   grammarFlags,
   int,
   kvCacheFlag,
-  MODEL_FLAGS,
+  RUN_MODEL_FLAGS,
   num,
   openModel,
   parse,
@@ -35,7 +35,7 @@ import { importGguf } from "../gguf/import.js";
 import { hubCacheDir, listCachedModels } from "../loader/hf-cache.js";
 
 const SAMPLING_FLAGS = {
-  ...MODEL_FLAGS,
+  ...RUN_MODEL_FLAGS,
   "max-tokens": { type: "string" },
   temperature: { type: "string" },
   "top-k": { type: "string" },
@@ -236,7 +236,7 @@ function streamedLength(final: string, streamed: string): number {
 async function cmdBench(argv: string[]): Promise<void> {
   const v = parse(argv, {
     ...SPARSITY_FLAGS,
-    ...MODEL_FLAGS,
+    ...RUN_MODEL_FLAGS,
     json: { type: "boolean" },
     methods: { type: "string" },
     "prompt-tokens": { type: "string" },
@@ -360,7 +360,7 @@ async function cmdBench(argv: string[]): Promise<void> {
 async function cmdEval(argv: string[]): Promise<void> {
   const v = parse(argv, {
     ...SPARSITY_FLAGS,
-    ...MODEL_FLAGS,
+    ...RUN_MODEL_FLAGS,
     text: { type: "string" },
     json: { type: "boolean" },
     plot: { type: "string" },
@@ -575,19 +575,19 @@ async function cmdModels(argv: string[]): Promise<void> {
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: string }> = {
   generate: {
     run: cmdGenerate,
-    help: "--model DIR [--mmap] --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--presence-penalty P] [--frequency-penalty F] [--seed S] [--stop STR]... [--ignore-eos] [--schema FILE|JSON | --regex RE | --choice A,B,... | --grammar FILE|GBNF] [--logprobs N] [--context N] [--kv-cache f32|f16] [--backend auto|cpu|cuda|cuda:N] [--json] [--trace] [sparsity flags: --ffn dense|topk-exact|hire|dip|dip-ca --ffn-k K --oversample O --predictor int4|int8|lowrank:R --head dense|hire --head-k K --shards P --audit N --layer-k L=K --layer-oversample L=O --layer-predictor L=PREDICTOR]",
+    help: "--model DIR [--mmap] [--weights file|int8] --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--presence-penalty P] [--frequency-penalty F] [--seed S] [--stop STR]... [--ignore-eos] [--schema FILE|JSON | --regex RE | --choice A,B,... | --grammar FILE|GBNF] [--logprobs N] [--context N] [--kv-cache f32|f16] [--backend auto|cpu|cuda|cuda:N] [--json] [--trace] [sparsity flags: --ffn dense|topk-exact|hire|dip|dip-ca --ffn-k K --oversample O --predictor int4|int8|lowrank:R --head dense|hire --head-k K --shards P --audit N --layer-k L=K --layer-oversample L=O --layer-predictor L=PREDICTOR]",
   },
   chat: {
     run: cmdChat,
-    help: "--model DIR [--mmap] [--system TEXT] [--no-think] [sampling flags as for generate]",
+    help: "--model DIR [--mmap] [--weights file|int8] [--system TEXT] [--no-think] [sampling flags as for generate]",
   },
   bench: {
     run: cmdBench,
-    help: "--model DIR [--mmap] [--prompt-tokens N] [--decode-tokens N] [--repeats N] [--threads N] [--backend auto|cpu|cuda|cuda:N] [--kv-cache f32|f16] [--methods hire,...] [sparsity flags] [--peers ort,ort-hire,llamacpp] [--ort-ep cpu|cuda|webgpu] [--json]",
+    help: "--model DIR [--mmap] [--weights file|int8] [--prompt-tokens N] [--decode-tokens N] [--repeats N] [--threads N] [--backend auto|cpu|cuda|cuda:N] [--kv-cache f32|f16] [--methods hire,...] [sparsity flags] [--peers ort,ort-hire,llamacpp] [--ort-ep cpu|cuda|webgpu] [--json]",
   },
   eval: {
     run: cmdEval,
-    help: "--model DIR [--mmap] --text FILE [--methods hire,topk-exact] [--ffn-k 0.05,0.1,0.2] [--oversample 1,2,4] [sparsity flags] [--max-tokens N] [--plot FILE.svg] [--json]",
+    help: "--model DIR [--mmap] [--weights file|int8] --text FILE [--methods hire,topk-exact] [--ffn-k 0.05,0.1,0.2] [--oversample 1,2,4] [sparsity flags] [--max-tokens N] [--plot FILE.svg] [--json]",
   },
   serve: { run: cmdServe, help: SERVE_HELP },
   models: { run: cmdModels, help: "[--json]   the models in the Hugging Face cache (--model takes their ORG/NAME)" },

@@ -121,6 +121,10 @@ export class Session {
       throw new UsageError(`context length ${ctx} exceeds the model's ${c.maxPositions} positions`);
     this.contextLength = ctx;
     const backend = options.backend ?? createBackend();
+    if (model.weights.head.w.dtype === "Q8" && !backend.int8Weights)
+      throw new UsageError(
+        `the ${backend.name} backend cannot run int8 weights; load the model with its file's weights`,
+      );
     this.transformer = new Transformer(backend, c, model.weights);
     this.kvCache = options.kvCache ?? "f32";
     this.cache = new KVCache(backend, c, ctx, this.kvCache);

@@ -54,7 +54,7 @@
 import { open, rename, rm, type FileHandle } from "node:fs/promises";
 import { basename, join } from "node:path";
 import type { LoadedModel } from "../loader/model-folder.js";
-import type { Weight } from "../loader/safetensors.js";
+import type { DType, Weight } from "../loader/safetensors.js";
 import { ModelError } from "../loader/errors.js";
 import type { FfnWeights, ModelConfig } from "../arch/config.js";
 import { convertF32, f16ToF32 } from "../modelgen/safetensors-writer.js";
@@ -107,7 +107,19 @@ export interface GgufExportResult {
 const GGML_TYPES: Record<GgufDType, GgmlType> = { f32: GgmlType.F32, f16: GgmlType.F16, bf16: GgmlType.BF16 };
 /** general.file_type (llama_ftype): ALL_F32, MOSTLY_F16, MOSTLY_BF16. */
 const FILE_TYPES: Record<GgufDType, number> = { f32: 0, f16: 1, bf16: 32 };
-const SOURCE_DTYPES: Record<Weight["dtype"], GgufDType> = { F32: "f32", F16: "f16", BF16: "bf16" };
+const SOURCE_DTYPES: Record<DType, GgufDType> = { F32: "f32", F16: "f16", BF16: "bf16" };
+
+/** The GGUF dtype of a model's weights as its files store them; a model loaded with int8 weights has none. */
+export function sourceDtype(model: LoadedModel, what: string): GgufDType {
+  const d = model.weights.embed.dtype;
+  if (d === "Q8")
+    throw new ModelError(
+      "UNSUPPORTED_DTYPE",
+      model.dir,
+      `${what} reads the file's weights: load the model without int8 weights`,
+    );
+  return SOURCE_DTYPES[d];
+}
 
 const ARCH_NAMES: Record<string, GgufExportResult["architecture"]> = {
   LlamaForCausalLM: "llama",
@@ -232,7 +244,7 @@ export async function exportGguf(
   const c = model.config;
   const configFile = join(model.dir, "config.json");
   const arch = ggufArchitecture(c, configFile);
-  const dtype = opts.dtype ?? SOURCE_DTYPES[model.weights.embed.dtype];
+  const dtype = opts.dtype ?? sourceDtype(model, "GGUF export");
   if (!(dtype in GGML_TYPES))
     throw new ModelError("UNSUPPORTED_DTYPE", outFile, `GGUF dtype ${dtype} (f32, f16, bf16)`);
   const metadata: [string, GgufValue][] = [
@@ -681,7 +693,7 @@ async function* tensorBytes(p: PlannedTensor, reader: TensorReader): AsyncGenera
     return;
   }
   const src = p.source;
-  const srcType = GGML_TYPES[SOURCE_DTYPES[src.dtype]];
+  const srcType = GGML_TYPES[SOURCE_DTYPES[src.dtype as DType]]; // exportGguf refuses int8 weights (sourceDtype)
   const elem = GGML_TYPE_BYTES[srcType];
   const t = p.transform;
   if (t.kind === "copy") {

@@ -10,6 +10,7 @@ import { ModelError } from "./errors.js";
 import { findModelFolder } from "./hf-cache.js";
 import { isObject, readJsonFile } from "./json.js";
 import { WeightStore } from "./safetensors.js";
+import { int8Weights, type WeightFormat } from "./weight-format.js";
 import { ModelTokenizer } from "./tokenizer.js";
 
 /** Sampling defaults a model ships in generation_config.json (all optional). */
@@ -84,6 +85,8 @@ export function readModelConfig(dir: string): ModelConfig {
 export interface LoadOptions {
   /** Map the weight files instead of reading them into memory (less RAM in use, slower decode on some machines). */
   mmap?: boolean;
+  /** "int8": every linear layer as int8 copies (weight-format.ts); default "file": as stored. */
+  weights?: WeightFormat;
 }
 
 /** `folder`: a model folder, or a repo id ("org/name[@revision]") already in the Hugging Face cache. */
@@ -94,7 +97,8 @@ export function loadModel(folder: string, options: LoadOptions = {}): LoadedMode
   const store = WeightStore.open(dir, options);
   try {
     store.checkDType(config.dtype, join(dir, "config.json"), ARCHITECTURES[config.architecture].f32Tensors);
-    const weights = ARCHITECTURES[config.architecture].bindWeights(config, store);
+    const bound = ARCHITECTURES[config.architecture].bindWeights(config, store);
+    const weights = options.weights === "int8" ? int8Weights(bound) : bound;
     const gen = readGenerationConfig(dir);
     const eosIds = new Set<number>([...config.eosTokenIds, ...gen.eosIds]);
     const eosFromTokenizer = tokenizer.eosToken === undefined ? undefined : tokenizer.tokenId(tokenizer.eosToken);

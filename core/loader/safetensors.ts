@@ -121,7 +121,7 @@ function parseEntry(file: string, name: string, entry: unknown, dataStart: numbe
 }
 
 /** A tensor ready for the backend: its description plus a native view into the mapped file. */
-export interface Weight extends TensorInfo, BackendWeight {
+export interface Weight extends Omit<TensorInfo, "dtype">, BackendWeight {
   readonly byteLength: number;
   /**
    * Set on a weight computed at load rather than stored (Gemma's 1 + w norm vectors, f32): its

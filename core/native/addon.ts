@@ -11,7 +11,8 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 /** Storage dtype of a weight, as numbered on the native side. */
-export const NativeDType = { F32: 0, F16: 1, BF16: 2 } as const;
+/** Q8: int8 codes in groups with an f16 scale each (quantizeWeight's copies; never read from a file). */
+export const NativeDType = { F32: 0, F16: 1, BF16: 2, Q8: 3 } as const;
 export type NativeDType = (typeof NativeDType)[keyof typeof NativeDType];
 
 /** Opaque handle to a memory-mapped file (munmap on GC or on `unmap`). */
@@ -189,9 +190,16 @@ export interface NativeAddon {
   /**
    * A new weight owning native memory: the same logical rows × cols matrix as `w`, same dtype, stored
    * in the requested layout (transposed = true: storage [cols][rows], so each logical column — an FFN
-   * neuron of W_down — is one contiguous read). A plain copy when the layout already matches.
+   * neuron of W_down — is one contiguous read). A plain copy when the layout already matches. An int8
+   * (Q8) weight's copy is its values rounded to bf16: its groups run along rows, not columns.
    */
   relayout(w: NativeWeight, transposed: boolean): NativeWeight;
+  /**
+   * An int8 copy of w (its logical rows, groups of groupSize values with an f16 scale each, as HiRE's
+   * int8 predictors): products with it quantize x to int8 per group, as llama.cpp's Q8_0 does.
+   * Prefill (n > 1) multiplies the dequantized values in f32. Not transposable; relayout gives bf16.
+   */
+  quantizeWeight(w: NativeWeight, groupSize: number): NativeWeight;
   /** A new 2·rows × cols weight with the rows of a and b interleaved (a0, b0, a1, b1, …); both not transposed, same dtype and shape. */
   interleaveRows(a: NativeWeight, b: NativeWeight): NativeWeight;
   /**
@@ -211,8 +219,15 @@ export interface NativeAddon {
    * native memory alive.
    */
   transposeView(w: NativeWeight): NativeWeight;
-  /** Logical shape and storage of a weight; bytes = rows * cols * element size. */
-  weightInfo(w: NativeWeight): { rows: number; cols: number; dtype: NativeDType; transposed: boolean; bytes: number };
+  /** Logical shape and storage of a weight; bytes = rows * cols * element size (Q8: codes and scales, and its groupSize). */
+  weightInfo(w: NativeWeight): {
+    rows: number;
+    cols: number;
+    dtype: NativeDType;
+    transposed: boolean;
+    bytes: number;
+    groupSize?: number;
+  };
   /** The largest power of two, up to 4096, that divides the weight's data address. */
   weightAlignment(w: NativeWeight): number;
 

@@ -10,7 +10,7 @@ import { basename, join } from "node:path";
 import type { LoadedModel } from "../loader/model-folder.js";
 import { ModelError } from "../loader/errors.js";
 import { weightFiles } from "../loader/safetensors.js";
-import { exportGguf, ggufArchitecture, type GgufDType } from "../gguf/export.js";
+import { exportGguf, ggufArchitecture, sourceDtype, type GgufDType } from "../gguf/export.js";
 import { importSource } from "../gguf/import.js";
 import { cacheDir as cacheDirOf, filesKey } from "../sparse/cache.js";
 import type { Peer, PeerOpenResult, PeerRun } from "./peer.js";
@@ -138,7 +138,7 @@ export async function openLlamaCppPeer(model: LoadedModel, opts: LlamaCppPeerOpt
   if ("skipped" in loaded) return loaded;
   const { llama, logs } = loaded;
 
-  const dtype = { F32: "f32", F16: "f16", BF16: "bf16" }[model.weights.embed.dtype] as GgufDType;
+  const dtype = sourceDtype(model, "the llama.cpp peer");
   let nlcModel: NlcModel | undefined;
   // Past this point nothing is expected to fail; if something does (a GGUF llama.cpp rejects, a
   // full disk), the benchmark still runs without this peer, and the tests fail on the reason.

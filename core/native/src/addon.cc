@@ -356,9 +356,9 @@ Napi::Value Softmax(const Napi::CallbackInfo& info) {
 
 // A weight handle over native memory it owns; V8 is told about the memory so GC pressure is right.
 Napi::Value OwnedWeight(const Args& a, Napi::Env env, std::shared_ptr<hire::Buffer> buf, int dtype, int64_t rows,
-                        int64_t cols, bool transposed) {
+                        int64_t cols, bool transposed, int64_t group = 0) {
   const int64_t bytes = static_cast<int64_t>(buf->size());
-  auto* h = new WeightHandle{nullptr, 0, dtype, rows, cols, transposed, std::move(buf)};
+  auto* h = new WeightHandle{nullptr, 0, dtype, rows, cols, transposed, std::move(buf), group};
   auto ext = Napi::External<WeightHandle>::New(env, h, [](Napi::Env e, WeightHandle* p) {
     Napi::MemoryManagement::AdjustExternalMemory(e, -static_cast<int64_t>(p->owned->size()));
     delete p;
@@ -372,10 +372,23 @@ Napi::Value Relayout(const Napi::CallbackInfo& info) {
   Args a(info, "relayout");
   const Mat w = a.weight(0, "w");
   const bool transposed = a.boolean(1, "transposed");
-  const int64_t bytes = mul(a, w.rows, w.cols, static_cast<int64_t>(hire::dtype_size(w.dtype)));
+  const int out_dtype = hire::relayout_dtype(w.dtype);
+  const int64_t bytes = mul(a, w.rows, w.cols, static_cast<int64_t>(hire::dtype_size(out_dtype)));
   auto buf = hire::Buffer::alloc(static_cast<size_t>(bytes));
   hire::relayout(w, transposed, buf->data());
-  return OwnedWeight(a, info.Env(), std::move(buf), w.dtype, w.rows, w.cols, transposed);
+  return OwnedWeight(a, info.Env(), std::move(buf), out_dtype, w.rows, w.cols, transposed);
+}
+
+// An int8 copy of w (kQ8: groups of `groupSize` values, one f16 scale each; quant.h), rows in
+// memory order: what a model loaded with int8 weights multiplies instead of w.
+Napi::Value QuantizeWeight(const Napi::CallbackInfo& info) {
+  Args a(info, "quantizeWeight");
+  const Mat w = a.weight(0, "w");
+  const int64_t group = a.integer(1, "groupSize", 32, 4096);
+  if (group % 32 != 0) a.fail("groupSize must be a multiple of 32, got " + std::to_string(group));
+  if (w.dtype == hire::kQ8) a.fail("w is already int8");
+  std::shared_ptr<hire::QuantMatrix> q = hire::quantize(w, 8, group);
+  return OwnedWeight(a, info.Env(), q->mem, hire::kQ8, w.rows, w.cols, false, group);
 }
 
 // Rows of a and b interleaved (a0, b0, a1, b1, ...): HiRE reads a neuron's W_gate and W_up rows
@@ -385,11 +398,14 @@ Napi::Value InterleaveRows(const Napi::CallbackInfo& info) {
   const Mat x = a.weight(0, "a");
   const Mat y = a.weight(1, "b");
   if (x.transposed || y.transposed) a.fail("a and b must not be transposed; relayout(w, false) first");
-  if (x.dtype != y.dtype || x.rows != y.rows || x.cols != y.cols) a.fail("a and b must have the same dtype and shape");
-  const int64_t row = mul(a, x.cols, static_cast<int64_t>(hire::dtype_size(x.dtype)));
-  auto buf = hire::Buffer::alloc(static_cast<size_t>(mul(a, 2 * x.rows, row)));
+  if (x.dtype != y.dtype || x.rows != y.rows || x.cols != y.cols || x.group != y.group)
+    a.fail("a and b must have the same dtype and shape");
+  const int64_t row = hire::mat_row_bytes(x);
+  // kQ8 rows keep the quantized kernels' spare bytes after the last row.
+  const int64_t slack = x.dtype == hire::kQ8 ? hire::QuantMatrix::kQuantSlack : 0;
+  auto buf = hire::Buffer::alloc(static_cast<size_t>(mul(a, 2 * x.rows, row) + slack));
   hire::interleave_rows(x, y, static_cast<unsigned char*>(buf->data()));
-  return OwnedWeight(a, info.Env(), std::move(buf), x.dtype, 2 * x.rows, x.cols, false);
+  return OwnedWeight(a, info.Env(), std::move(buf), x.dtype, 2 * x.rows, x.cols, false, x.group);
 }
 
 Napi::Value WeightFromArray(const Napi::CallbackInfo& info) {
@@ -424,6 +440,7 @@ Napi::Value WeightInfo(const Napi::CallbackInfo& info) {
   o.Set("dtype", Napi::Number::New(env, w->dtype));
   o.Set("transposed", Napi::Boolean::New(env, w->transposed));
   o.Set("bytes", Napi::Number::New(env, static_cast<double>(w->bytes())));
+  if (w->dtype == hire::kQ8) o.Set("groupSize", Napi::Number::New(env, static_cast<double>(w->group)));
   return o;
 }
 
@@ -440,6 +457,7 @@ Napi::Value TransposeView(const Napi::CallbackInfo& info) {
   Args a(info, "transposeView");
   WeightHandle* w = a.tagged<WeightHandle>(0, kWeightTag, "w", "NativeWeight");
   if (!w->owned && !w->map->valid()) a.fail("w belongs to a mapping that was unmapped");
+  if (w->dtype == hire::kQ8) a.fail("an int8 weight has no transposed view; relayout(w, true) gives a bf16 copy");
   // Same bytes, logical shape swapped, layout flag flipped; shares the mapping or the owned buffer.
   auto* h = new WeightHandle{w->map, w->offset, w->dtype, w->cols, w->rows, !w->transposed, w->owned};
   Napi::Env env = info.Env();
@@ -878,6 +896,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Export<SetKernelPath>(env, exports, "setKernelPath");
   Export<ReadBandwidth>(env, exports, "readBandwidth");
   Export<Relayout>(env, exports, "relayout");
+  Export<QuantizeWeight>(env, exports, "quantizeWeight");
   Export<InterleaveRows>(env, exports, "interleaveRows");
   Export<WeightFromArray>(env, exports, "weightFromArray");
   Export<WeightInfo>(env, exports, "weightInfo");

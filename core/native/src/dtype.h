@@ -1,6 +1,8 @@
 // Storage dtypes of weights and scalar conversions to f32, shared by every kernel path.
 // Header-only and plain C++ (no SIMD attributes), so it is safe to include from any file.
 // To add a dtype: extend DType, dtype_size and load_elem, then the SIMD loaders in kernels_*.cc.
+// kQ8 is the exception: int8 codes in groups with an f16 scale each, a QuantMatrix's rows (quant.h),
+// which the ops route to the quantized kernels themselves (q8_view) instead of the element loaders.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -8,8 +10,9 @@
 
 namespace hire {
 
-enum DType : int { kF32 = 0, kF16 = 1, kBF16 = 2 };
+enum DType : int { kF32 = 0, kF16 = 1, kBF16 = 2, kQ8 = 3 };
 
+// Bytes per element of the element dtypes (not kQ8, whose rows carry their scales: q8_row_stride).
 inline size_t dtype_size(int dt) { return dt == kF32 ? 4 : 2; }
 
 inline float bits_to_float(uint32_t b) {
@@ -77,6 +80,7 @@ struct Mat {
   int64_t rows;
   int64_t cols;
   bool transposed;
+  int64_t group = 0;  // kQ8: values per scale (a multiple of 32); kQ8 weights are never transposed
 };
 
 }  // namespace hire

@@ -42,8 +42,10 @@ struct WeightHandle {
   int dtype;
   int64_t rows, cols;
   bool transposed;
-  std::shared_ptr<hire::Buffer> owned;  // native memory of relayout / weightFromArray (offset 0)
-  size_t bytes() const { return static_cast<size_t>(rows * cols) * hire::dtype_size(dtype); }
+  std::shared_ptr<hire::Buffer> owned;  // native memory of relayout / weightFromArray / quantizeWeight (offset 0)
+  int64_t group = 0;                    // kQ8: values per scale
+  Mat mat(const void* data) const { return Mat{data, dtype, rows, cols, transposed, group}; }
+  size_t bytes() const { return static_cast<size_t>(hire::mat_bytes(mat(nullptr))); }
 };
 
 struct QuantHandle {
@@ -168,14 +170,14 @@ class Args {
   // A weight as a kernel view; throws if its mapping was unmapped.
   Mat weight(size_t i, const char* name) const {
     WeightHandle* w = tagged<WeightHandle>(i, kWeightTag, name, "NativeWeight");
-    if (w->owned) return Mat{w->owned->data(), w->dtype, w->rows, w->cols, w->transposed};
+    if (w->owned) return w->mat(w->owned->data());
     if (!w->map->valid()) fail(std::string(name) + " belongs to a mapping that was unmapped");
     try {
       w->map->ensure_resident(w->offset, w->bytes());
     } catch (const std::runtime_error& e) {
       fail(std::string(name) + ": " + e.what());
     }
-    return Mat{w->map->data() + w->offset, w->dtype, w->rows, w->cols, w->transposed};
+    return w->mat(w->map->data() + w->offset);
   }
 
   const hire::QuantMatrix& quant(size_t i, const char* name) const {

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,7 @@ constexpr int64_t kSerialWork = 1 << 15;
 thread_local Scratch t_scratch_a;  // GEMM panels, attention scores
 thread_local Scratch t_scratch_b;  // small per-task buffers
 thread_local Scratch t_attn_parts;  // attention's per-task partials, owned by the calling thread
+thread_local Scratch t_q8_panel;    // GEMM with a kQ8 weight: a panel's rows dequantized
 // Attention aims for this many tasks per call, with ranges of at least kAttnMinRange positions.
 constexpr int64_t kAttnTasks = 32;
 constexpr int64_t kAttnMinRange = 128;
@@ -123,8 +125,18 @@ void gemm(const KernelTable& K, float* y, const float* x, const Mat& w, int64_t 
                bias_buf);
     for (int64_t p = 0; p < np; p += K.gemm_pass_panels) {
       const int pass = static_cast<int>(std::min<int64_t>(K.gemm_pass_panels, np - p));
-      for (int64_t q = p; q < p + pass; ++q)
-        K.pack_panel(w, r0 + q * kPanel, std::min<int64_t>(kPanel, nr - q * kPanel), panels + q * cols * kPanel);
+      for (int64_t q = p; q < p + pass; ++q) {
+        const int64_t pr0 = r0 + q * kPanel, pnr = std::min<int64_t>(kPanel, nr - q * kPanel);
+        float* panel = panels + q * cols * kPanel;
+        if (w.dtype == kQ8) {
+          // Prefill multiplies the dequantized values in f32 (exact products of code and scale).
+          float* rows_f32 = t_q8_panel.get<float>(static_cast<size_t>(kPanel * cols));
+          q8_dequant_rows(q8_view(w), pr0, pnr, rows_f32);
+          K.pack_panel(Mat{rows_f32, kF32, pnr, cols, false}, 0, pnr, panel);
+        } else {
+          K.pack_panel(w, pr0, pnr, panel);
+        }
+      }
       K.gemm_panels(x, cols, n, panels + p * cols * kPanel, pass, cols, bias_buf + p * kPanel, y + r0 + p * kPanel,
                     rows, nr - p * kPanel);
     }
@@ -192,6 +204,20 @@ void matvec_many(const float* x, const MatvecPart* parts, int64_t count) {
   const KernelTable& K = active_kernels();
   if (count <= 0) return;
   const int64_t cols = parts[0].w.cols;
+  // kQ8 parts multiply x quantized once, here on the calling thread (the tasks share it); q8_input's
+  // scratch holds one vector, so every kQ8 part must have the same group size (a model's do).
+  QuantVector xq{};
+  int64_t q8_group = 0;
+  for (int64_t p = 0; p < count; ++p) {
+    const Mat& w = parts[p].w;
+    if (w.dtype != kQ8) continue;
+    if (q8_group == 0) {
+      q8_group = w.group;
+      xq = q8_input(x, q8_view(w));
+    } else if (w.group != q8_group) {
+      throw std::invalid_argument("matvec_many: int8 weights of different group sizes in one call");
+    }
+  }
   int64_t rows = 0;
   for (int64_t p = 0; p < count; ++p) rows += parts[p].w.rows;
   ThreadPool& pool = ThreadPool::instance();
@@ -208,7 +234,11 @@ void matvec_many(const float* x, const MatvecPart* parts, int64_t count) {
     for (int64_t p = 0; p < count && first < r1; first += parts[p].w.rows, ++p) {
       const int64_t a = std::max(r0, first) - first, b = std::min(r1, first + parts[p].w.rows) - first;
       if (a >= b) continue;
-      K.gemv(parts[p].w, x, parts[p].y, a, b, scratch);
+      if (parts[p].w.dtype == kQ8) {
+        K.quant_gemv(q8_view(parts[p].w), xq, parts[p].y, a, b);
+      } else {
+        K.gemv(parts[p].w, x, parts[p].y, a, b, scratch);
+      }
       if (parts[p].bias != nullptr) add_bias(K, parts[p].y, *parts[p].bias, a, b);
     }
   };
@@ -221,10 +251,14 @@ void matvec_many(const float* x, const MatvecPart* parts, int64_t count) {
 
 void embed(float* y, const Mat& w, const int32_t* ids, int64_t n, float scale) {
   const KernelTable& K = active_kernels();
-  const size_t row_bytes = static_cast<size_t>(w.cols) * dtype_size(w.dtype);
+  const size_t row_bytes = static_cast<size_t>(mat_row_bytes(w));
   parallel_rows(n, w.cols, [&](int64_t i) {
     float* row = y + i * w.cols;
-    K.to_f32(w.dtype, static_cast<const unsigned char*>(w.data) + ids[i] * row_bytes, w.cols, row);
+    if (w.dtype == kQ8) {
+      q8_dequant_rows(q8_view(w), ids[i], 1, row);
+    } else {
+      K.to_f32(w.dtype, static_cast<const unsigned char*>(w.data) + ids[i] * row_bytes, w.cols, row);
+    }
     if (scale != 1.0f)
       for (int64_t j = 0; j < w.cols; ++j) row[j] *= scale;
   });

@@ -37,6 +37,9 @@ thread_local Scratch t_qrow;     // quantize: f32 rows
 thread_local Scratch t_qcodes;   // quantize: int8 codes of a row
 thread_local Scratch t_acc_part; // accumulate_cols: the column chunks' partial outputs
 thread_local Scratch t_iota;     // accumulate_cols with idx = nullptr: 0, 1, 2, ...
+thread_local Scratch t_q8x;      // q8_input: int8 x for a kQ8 weight (each thread its own)
+thread_local Scratch t_q8s;      // q8_input: its scales
+thread_local Scratch t_q8rows;   // relayout / quantize of a kQ8 weight: f32 rows
 
 // Runs fn(i0, i1) over [0, n) in contiguous chunks (multiples of align), one per thread, or on the
 // calling thread when the work is small.
@@ -251,7 +254,67 @@ void transpose_copy(const unsigned char* src, int64_t a, int64_t b, unsigned cha
 
 }  // namespace
 
+namespace {
+
+// f32 -> bf16, round to nearest even (NaN stays NaN).
+inline uint16_t float_to_bf16(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40u);
+  return static_cast<uint16_t>((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+// relayout of a kQ8 weight: its values (code * scale) rounded to bf16, in either layout. 16 rows
+// at a time, so the transposed writes are 16 contiguous values per memory row.
+void relayout_q8(const Mat& w, bool transposed, unsigned char* dst) {
+  const QuantMatrix q = q8_view(w);
+  constexpr int64_t kRows = 16;
+  uint16_t* out = reinterpret_cast<uint16_t*>(dst);
+  split(ceil_div(w.rows, kRows), w.rows * w.cols, 1, [&](int64_t t0, int64_t t1) {
+    float* rows = t_q8rows.get<float>(static_cast<size_t>(kRows * w.cols));
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t r0 = t * kRows, nr = std::min(kRows, w.rows - r0);
+      q8_dequant_rows(q, r0, nr, rows);
+      for (int64_t j = 0; j < nr; ++j)
+        for (int64_t c = 0; c < w.cols; ++c) {
+          const uint16_t v = float_to_bf16(rows[j * w.cols + c]);
+          out[transposed ? c * w.rows + r0 + j : (r0 + j) * w.cols + c] = v;
+        }
+    }
+  });
+}
+
+}  // namespace
+
+void q8_dequant_rows(const QuantMatrix& q, int64_t r0, int64_t n, float* dst) {
+  for (int64_t r = r0; r < r0 + n; ++r, dst += q.cols) {
+    const int8_t* codes = reinterpret_cast<const int8_t*>(q.codes(r));
+    const uint16_t* sc = q.scales(r);
+    for (int64_t g = 0; g < q.groups; ++g) {
+      const float d = half_to_float(sc[g]);
+      const int64_t lo = g * q.group, hi = std::min(q.cols, lo + q.group);
+      for (int64_t c = lo; c < hi; ++c) dst[c] = static_cast<float>(codes[c]) * d;
+    }
+  }
+}
+
+QuantVector q8_input(const float* x, const QuantMatrix& q) {
+  int8_t* xq = t_q8x.get<int8_t>(static_cast<size_t>(q.padded) + 64);
+  float* xs = t_q8s.get<float>(static_cast<size_t>(q.scale_pad));
+  quantize_x(x, q.cols, q.group, q.groups, q.scale_pad, xq, xs, nullptr);
+  return QuantVector{xq, xs, nullptr};
+}
+
+void gemv_rows_any(const KernelTable& K, const Mat& w, const float* x, const int32_t* idx, int64_t i0, int64_t i1,
+                   float* y, float* scratch) {
+  if (w.dtype != kQ8) return K.gemv_rows(w, x, idx, i0, i1, y, scratch);
+  const QuantMatrix q = q8_view(w);
+  const QuantVector xv = q8_input(x, q);
+  for (int64_t i = i0; i < i1; ++i) K.quant_gemv(q8_row(q, idx[i]), xv, y + i, 0, 1);
+}
+
 void relayout(const Mat& w, bool transposed, unsigned char* dst) {
+  if (w.dtype == kQ8) return relayout_q8(w, transposed, dst);
   const size_t es = dtype_size(w.dtype);
   const unsigned char* src = static_cast<const unsigned char*>(w.data);
   if (w.transposed == transposed) {
@@ -270,7 +333,7 @@ void relayout(const Mat& w, bool transposed, unsigned char* dst) {
 }
 
 void interleave_rows(const Mat& a, const Mat& b, unsigned char* dst) {
-  const size_t row = static_cast<size_t>(a.cols) * dtype_size(a.dtype);
+  const size_t row = static_cast<size_t>(mat_row_bytes(a));
   const unsigned char* pa = static_cast<const unsigned char*>(a.data);
   const unsigned char* pb = static_cast<const unsigned char*>(b.data);
   // Both threads copy (and fault in the fresh pages of dst): on the Zen 5 VM faulting is most of it.
@@ -285,7 +348,7 @@ void interleave_rows(const Mat& a, const Mat& b, unsigned char* dst) {
 void matvec_rows(float* y, const float* x, const Mat& w, const int32_t* idx, int64_t count) {
   const KernelTable& K = active_kernels();
   split(count, count * w.cols, 4, [&](int64_t i0, int64_t i1) {
-    K.gemv_rows(w, x, idx, i0, i1, y, t_rows.get<float>(static_cast<size_t>(w.cols) + 16));
+    gemv_rows_any(K, w, x, idx, i0, i1, y, t_rows.get<float>(static_cast<size_t>(w.cols) + 16));
   });
 }
 
@@ -311,7 +374,14 @@ std::shared_ptr<QuantMatrix> quantize(const Mat& w, int bits, int64_t group) {
   auto task = [&](int64_t t, int) {
     const int64_t r0 = t * kRowsPerTask, nr = std::min(kRowsPerTask, w.rows - r0);
     int8_t* codes = t_qcodes.get<int8_t>(static_cast<size_t>(q->padded) + 64);
-    if (!w.transposed) {
+    if (w.dtype == kQ8) {
+      float* row = t_qrow.get<float>(static_cast<size_t>(cols));
+      const QuantMatrix src = q8_view(w);
+      for (int64_t r = r0; r < r0 + nr; ++r) {
+        q8_dequant_rows(src, r, 1, row);
+        quantize_row(row, *q, r, codes);
+      }
+    } else if (!w.transposed) {
       float* row = t_qrow.get<float>(static_cast<size_t>(cols));
       for (int64_t r = r0; r < r0 + nr; ++r) {
         K.to_f32(w.dtype, base + static_cast<size_t>(r) * cols * es, cols, row);
@@ -406,7 +476,7 @@ void ffn_exact(const KernelTable& K, const HireFfnStep& st, const int32_t* cand,
   const int kind = static_cast<int>(st.act);
   float* xp = t_rows.get<float>(static_cast<size_t>(st.rows.cols) + 16);
   if (!st.gated) {
-    K.gemv_rows(st.rows, st.x, cand, 0, n, g, xp);
+    gemv_rows_any(K, st.rows, st.x, cand, 0, n, g, xp);
     if (st.bias_in != nullptr)
       for (int64_t i = 0; i < n; ++i) g[i] += st.bias_in[cand[i]];
     K.activate(g, n, kind);
@@ -419,7 +489,7 @@ void ffn_exact(const KernelTable& K, const HireFfnStep& st, const int32_t* cand,
     pairs[2 * i + 1] = 2 * cand[i] + 1;
   }
   float* dots = t_ffn_rows.get<float>(static_cast<size_t>(2 * n) + 16);
-  K.gemv_rows(st.rows, st.x, pairs, 0, 2 * n, dots, xp);
+  gemv_rows_any(K, st.rows, st.x, pairs, 0, 2 * n, dots, xp);
   float* u = dots;  // compacted in place: u[i] overwrites dots already read
   for (int64_t i = 0; i < n; ++i) {
     g[i] = dots[2 * i];
