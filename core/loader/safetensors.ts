@@ -128,6 +128,8 @@ export interface Weight extends Omit<TensorInfo, "dtype">, BackendWeight {
    * values, which readers of weight bytes (exporters) must use instead of the file's.
    */
   readonly values?: Float32Array;
+  /** Set on a weight converted at load (int8 weights): the dtype and byte length of the tensor in its file. */
+  readonly stored?: { readonly dtype: DType; readonly byteLength: number };
 }
 
 /**

@@ -3,7 +3,7 @@
 // bytes). Decoding reads every weight once a token, so int8 weights decode up to twice as fast and
 // take half the memory, at llama.cpp's Q8_0 error (each product quantizes x to int8 per group too).
 import { native, NativeDType } from "../native/addon.js";
-import type { Weight } from "./safetensors.js";
+import type { DType, Weight } from "./safetensors.js";
 import type { ModelWeights } from "../arch/index.js";
 
 export type WeightFormat = "file" | "int8";
@@ -47,7 +47,8 @@ export function int8Weights(w: ModelWeights): ModelWeights {
     n.releaseWeight(x.handle);
     const info = n.weightInfo(handle);
     if (info.dtype !== NativeDType.Q8) throw new Error("quantizeWeight did not return an int8 weight");
-    q = { ...x, handle, dtype: "Q8", transposed: false, byteLength: info.bytes };
+    const stored = { dtype: x.dtype as DType, byteLength: x.byteLength };
+    q = { ...x, handle, dtype: "Q8", transposed: false, byteLength: info.bytes, stored };
     done.set(x, q);
     return q;
   };

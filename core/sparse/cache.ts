@@ -19,6 +19,8 @@ import {
 } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
+import type { Weight } from "../loader/safetensors.js";
+import { INT8_GROUP } from "../loader/weight-format.js";
 
 export function cacheDir(kind: "predictors" | "onnx" | "gguf" | "hashes" | "imports" = "predictors"): string {
   return join(process.env.HIRE_CACHE_DIR ?? join(homedir(), ".cache", "hire-studio"), kind);
@@ -57,6 +59,17 @@ export function tensorHash(file: string, offset: number, byteLength: number): st
   hashMemo.set(memoKey, hash);
   storeAtomically(join(cacheDir("hashes"), memoKey), (tmp) => writeFileSync(tmp, hash));
   return hash;
+}
+
+/**
+ * What identifies a weight's values for the predictor cache: its stored bytes' hash, and for an int8
+ * weight the hash of the file's tensor it was quantized from, marked as such (its predictor is built
+ * from the int8 values, not the file's).
+ */
+export function weightContentKey(w: Weight): string {
+  if (w.dtype !== "Q8") return tensorHash(w.file, w.offset, w.byteLength);
+  if (!w.stored) throw new Error(`${w.name}: an int8 weight without its stored tensor`);
+  return `${tensorHash(w.file, w.offset, w.stored.byteLength)}-int8g${INT8_GROUP}`;
 }
 
 const hashMemo = new Map<string, string>();

@@ -21,7 +21,7 @@ import {
 } from "./settings.js";
 import { recall, relativeError, type FfnTelemetry } from "./telemetry.js";
 import type { HireBuffers, SparseContext } from "./context.js";
-import { tensorHash } from "./cache.js";
+import { weightContentKey } from "./cache.js";
 
 /** One token's HiRE: k, k', and the predictor and layouts it reads (SparseFeedForward.hirePlan). */
 interface HirePlan {
@@ -77,7 +77,7 @@ export class LayerPrep {
     let p = this.predictors.get(key);
     if (!p) {
       const src = (this.w.gate ?? this.w.up).w;
-      p = buildPredictor(this.ctx.b, this.inRows(), spec, tensorHash(src.file, src.offset, src.byteLength));
+      p = buildPredictor(this.ctx.b, this.inRows(), spec, weightContentKey(src));
       this.predictors.set(key, p);
     }
     return p;

@@ -9,7 +9,7 @@ import { buildPredictor, type Predictor } from "./predictor.js";
 import { predictorName, resolveCount } from "./settings.js";
 import type { SparseContext } from "./context.js";
 import type { HeadTelemetry } from "./telemetry.js";
-import { tensorHash } from "./cache.js";
+import { weightContentKey } from "./cache.js";
 import { argmax, logSumExp } from "../engine/sampler.js";
 
 export class HireOutputLayer implements OutputLayer {
@@ -35,7 +35,7 @@ export class HireOutputLayer implements OutputLayer {
     let p = this.predictors.get(key);
     if (!p) {
       const src = this.w.head.w;
-      p = buildPredictor(this.ctx.b, this.head, spec, tensorHash(src.file, src.offset, src.byteLength), 2);
+      p = buildPredictor(this.ctx.b, this.head, spec, weightContentKey(src), 2);
       this.predictors.set(key, p);
     }
     return p;
