@@ -9,7 +9,9 @@ import { join } from "node:path";
 import {
   decodeWire,
   encodeWire,
+  isWeightFormat,
   parseRequest,
+  WEIGHT_FORMATS,
   ProtocolError,
   type Conversation,
   type HostMessage,
@@ -17,9 +19,10 @@ import {
   type StepTelemetry,
 } from "../core/host/protocol.js";
 import { ConversationStore } from "../core/host/conversations.js";
+import { WEIGHT_FORMATS as LOADER_WEIGHT_FORMATS } from "../core/loader/weight-format.js";
 import { EngineHost, type Channel } from "../core/host/engine-host.js";
 import { defaultModelDir } from "../core/loader/default-model.js";
-import { native } from "../core/native/addon.js";
+import { native, NativeDType, type NativeWeight } from "../core/native/addon.js";
 import { REPO_ROOT, tempDir, useReasoningTemplate } from "./helpers.js";
 import { makeModel } from "../core/modelgen/make-model.js";
 
@@ -74,11 +77,25 @@ test("parseRequest accepts each well-formed request", () => {
     { id: 11, type: "model.load", path: "m", kvCache: "f16" },
     { id: 12, type: "model.inspect", path: "m", kvCache: "f32", contextLength: 1024 },
     { id: 13, type: "eval", text: "the text", ffnK: [0.1, 64] },
+    { id: 14, type: "model.load", path: "m", weights: "int8" },
+    { id: 15, type: "model.inspect", path: "m", weights: "file", kvCache: "f16" },
+    { id: 16, type: "model.load", weights: null },
   ];
   for (const r of ok) assert.deepEqual(parseRequest(r).id, (r as { id: number }).id);
+  const load = parseRequest(ok[13]);
+  assert.ok(load.type === "model.load" && load.weights === "int8");
+  const inspect = parseRequest(ok[14]);
+  assert.ok(inspect.type === "model.inspect" && inspect.weights === "file");
+  const plain = parseRequest(ok[15]);
+  assert.ok(plain.type === "model.load" && plain.weights === undefined);
   const upd = parseRequest(ok[6]);
   assert.ok(upd.type === "sparsity.update");
   assert.deepEqual(upd.update, SPARSITY_UPDATE);
+});
+
+test("the protocol's weight formats are the loader's (listed apart: the renderer cannot load the addon)", () => {
+  assert.deepEqual(WEIGHT_FORMATS, LOADER_WEIGHT_FORMATS);
+  assert.ok(isWeightFormat("int8") && !isWeightFormat("q8"));
 });
 
 test("parseRequest rejects malformed and hostile messages with a ProtocolError naming the problem", () => {
@@ -94,6 +111,10 @@ test("parseRequest rejects malformed and hostile messages with a ProtocolError n
     [{ id: 1, type: "model.inspect", path: "x".repeat(5000) }, /longer than/],
     [{ id: 1, type: "model.load", kvCache: "q4" }, /"kvCache" must be one of f32, f16/],
     [{ id: 1, type: "model.inspect", path: "m", kvCache: 16 }, /"kvCache" must be one of f32, f16/],
+    [{ id: 1, type: "model.load", weights: "int4" }, /"weights" must be one of file, int8/],
+    [{ id: 1, type: "model.load", weights: "INT8" }, /"weights" must be one of file, int8/],
+    [{ id: 1, type: "model.inspect", path: "m", weights: 8 }, /"weights" must be one of file, int8/],
+    [{ id: 1, type: "model.inspect", path: "m", weights: ["int8"] }, /"weights" must be one of file, int8/],
     [{ id: 1, type: "model.inspect", path: "m", contextLength: 0 }, /"contextLength" must be positive/],
     [{ id: 1, type: "generate", messages: [], maxTokens: 4 }, /empty/],
     [{ id: 1, type: "eval", text: "x", ffnK: [] }, /"ffnK" must be a list of 1 to 16/],
@@ -520,6 +541,100 @@ test("host: the KV-cache type is chosen per load, and the estimates follow it", 
   });
   assert.ok(reply.ok, JSON.stringify(reply));
   assert.equal((reply.result as { tokens: number }).tokens, 4);
+});
+
+/** Bytes the loaded model's weights hold in memory, each native weight once (a tied head shares the embedding's). */
+function residentWeightBytes(weights: unknown): { bytes: number; q8: number } {
+  const seen = new Set<unknown>();
+  let bytes = 0;
+  let q8 = 0;
+  const walk = (node: unknown): void => {
+    if (Array.isArray(node)) return node.forEach(walk);
+    if (typeof node !== "object" || node === null) return;
+    if ("handle" in node && "transposed" in node) {
+      const handle = (node as { handle: NativeWeight }).handle;
+      if (seen.has(handle)) return;
+      seen.add(handle);
+      const info = native().weightInfo(handle);
+      bytes += info.bytes;
+      if (info.dtype === NativeDType.Q8) q8++;
+      return;
+    }
+    Object.values(node).forEach(walk);
+  };
+  walk(weights);
+  return { bytes, q8 };
+}
+
+test("host: int8 weights are chosen per load or by the host's default; the estimate counts their bytes", async () => {
+  const est = async (weights?: string) => {
+    const r = await ask({ type: "model.inspect", path: defaultModelDir(), ...(weights && { weights }) });
+    assert.ok(r.ok, JSON.stringify(r));
+    return r.result as { weightBytes: number; parameters: number; weights: string; dtype: string };
+  };
+  const [file, int8] = [await est(), await est("int8")];
+  assert.deepEqual([file.weights, int8.weights], ["file", "int8"]);
+  assert.equal(int8.parameters, file.parameters);
+  assert.equal(file.weightBytes, 2 * file.parameters); // bf16
+  // Each matrix as 1 byte a value plus an f16 scale per 32 (the built-in model's widths are multiples
+  // of 32), the norm vectors as stored: a little over half of bf16's bytes.
+  assert.ok(
+    int8.weightBytes < 0.55 * file.weightBytes && int8.weightBytes > 0.5 * file.weightBytes,
+    `${int8.weightBytes}`,
+  );
+
+  const loaded = await ask({ type: "model.load", weights: "int8" });
+  assert.ok(loaded.ok, JSON.stringify(loaded));
+  const info = loaded.result as { weights: string; weightBytes: number; dtype: string; bytesPerToken: number };
+  assert.deepEqual([info.weights, info.weightBytes, info.dtype], ["int8", int8.weightBytes, file.dtype]);
+  // The estimate against what the loaded weights hold: every matrix is int8, and the bytes agree.
+  const resident = residentWeightBytes(host.loadedModel!.weights);
+  assert.equal(resident.q8, 1 + 6 * 7); // the (tied) embedding and 7 matrices a layer
+  assert.ok(
+    Math.abs(int8.weightBytes - resident.bytes) < 0.01 * resident.bytes,
+    `estimate ${int8.weightBytes} B, loaded ${resident.bytes} B`,
+  );
+  const hello = await ask({ type: "hello" });
+  assert.ok(hello.ok && (hello.result as { model: { weights: string } }).model.weights === "int8");
+  const reply = await ask({
+    type: "generate",
+    messages: [{ role: "user", content: "The city" }],
+    maxTokens: 4,
+    sampling: { temperature: 0 },
+  });
+  assert.ok(reply.ok, JSON.stringify(reply));
+  const summary = reply.result as { tokens: number; text: string };
+  assert.equal(summary.tokens, 4);
+  assert.ok(summary.text.length > 0);
+
+  // Without a choice, a load keeps the file's weights again.
+  const plain = await ask({ type: "model.load" });
+  assert.ok(plain.ok, JSON.stringify(plain));
+  assert.deepEqual(
+    [(plain.result as { weights: string }).weights, residentWeightBytes(host.loadedModel!.weights).q8],
+    ["file", 0],
+  );
+
+  // A host started with int8 weights (hire serve --weights int8) loads and estimates with them unless asked otherwise.
+  const dir = mkdtempSync(join(tmpdir(), "hire-host-int8-"));
+  const int8Host = new EngineHost({ dataDir: dir, contextLength: 64, weights: "int8" });
+  try {
+    const replies: Reply[] = [];
+    const send = async (msg: Record<string, unknown>) => {
+      await int8Host.handle({ id: replies.length, ...msg }, (m) => m.type === "reply" && replies.push(m));
+      const r = replies.at(-1)!;
+      assert.ok(r.ok, JSON.stringify(r));
+      return r.result as { weights: string; weightBytes: number };
+    };
+    assert.equal((await send({ type: "model.inspect", path: defaultModelDir() })).weights, "int8");
+    assert.equal((await send({ type: "model.inspect", path: defaultModelDir(), weights: "file" })).weights, "file");
+    const m = await send({ type: "model.load" });
+    assert.deepEqual([m.weights, m.weightBytes], ["int8", int8.weightBytes]);
+    assert.ok(residentWeightBytes(int8Host.loadedModel!.weights).q8 > 0);
+  } finally {
+    int8Host.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test("host: a GGUF file is inspected, imported once with progress, loaded, and kept as the file", async (t) => {

@@ -131,6 +131,7 @@ const MODEL: ModelInfo = {
   kvCacheBytes: 100,
   contextLength: 512,
   kvCache: "f32",
+  weights: "file",
   name: "tiny",
   source: "/models/tiny",
   layers: 2,
@@ -932,36 +933,38 @@ test("the model bar's load choices are kept between app starts, and sent with in
   const g = globalThis as { localStorage?: KeyValueStorage };
   g.localStorage = storage;
   try {
+    const choices = (s: ReturnType<typeof createConnectionStore>) => {
+      const { kvCache, weights, contextLength } = s.getState();
+      return [kvCache, weights, contextLength];
+    };
     const first = createConnectionStore();
-    assert.deepEqual([first.getState().kvCache, first.getState().contextLength], ["f32", null]);
+    assert.deepEqual(choices(first), ["f32", "file", null]);
     first.getState().setKvCache("f16");
+    first.getState().setWeights("int8");
     first.getState().setContextLength(8192);
     const next = createConnectionStore(); // a new start of the app
-    assert.deepEqual([next.getState().kvCache, next.getState().contextLength], ["f16", 8192]);
+    assert.deepEqual(choices(next), ["f16", "int8", 8192]);
     // Whatever was stored that is not a valid choice falls back to the defaults.
-    saved.set(LOAD_PREFS_KEY, JSON.stringify({ kvCache: "q2", contextLength: -5 }));
-    assert.deepEqual(
-      [createConnectionStore().getState().kvCache, createConnectionStore().getState().contextLength],
-      ["f32", null],
-    );
+    saved.set(LOAD_PREFS_KEY, JSON.stringify({ kvCache: "q2", weights: "int4", contextLength: -5 }));
+    assert.deepEqual(choices(createConnectionStore()), ["f32", "file", null]);
     saved.set(LOAD_PREFS_KEY, "{not json");
-    assert.equal(createConnectionStore().getState().kvCache, "f32");
+    assert.deepEqual(choices(createConnectionStore()), ["f32", "file", null]);
 
-    saved.set(LOAD_PREFS_KEY, JSON.stringify({ kvCache: "f16", contextLength: 2048 }));
+    saved.set(LOAD_PREFS_KEY, JSON.stringify({ kvCache: "f16", weights: "int8", contextLength: 2048 }));
     const host = new FakeHost();
     const studio = createStudio(host);
     await flush();
     const inspecting = studio.inspectModel("/models/tiny");
     await flush();
     const inspect = host.lastOf("model.inspect");
-    assert.deepEqual([inspect.kvCache, inspect.contextLength], ["f16", 2048]);
-    host.reply(inspect.id, { ...MODEL, kvCache: "f16", contextLength: 2048 });
+    assert.deepEqual([inspect.kvCache, inspect.weights, inspect.contextLength], ["f16", "int8", 2048]);
+    host.reply(inspect.id, { ...MODEL, kvCache: "f16", weights: "int8", contextLength: 2048 });
     await inspecting;
     const load = studio.loadModel("/models/tiny");
     await flush();
     const req = host.lastOf("model.load");
-    assert.deepEqual([req.kvCache, req.contextLength], ["f16", 2048]);
-    host.reply(req.id, { ...MODEL, kvCache: "f16", contextLength: 2048 });
+    assert.deepEqual([req.kvCache, req.weights, req.contextLength], ["f16", "int8", 2048]);
+    host.reply(req.id, { ...MODEL, kvCache: "f16", weights: "int8", contextLength: 2048 });
     await load;
     studio.dispose();
   } finally {

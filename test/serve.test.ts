@@ -7,13 +7,15 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { request } from "node:http";
+import { spawn } from "node:child_process";
 import { WebSocket } from "ws";
 import { EngineHost } from "../core/host/engine-host.js";
 import { parseBody } from "../core/host/openai.js";
 import { serve, type RunningServer } from "../core/host/server.js";
 import { decodeWire, encodeWire, type HostMessage, type StepTelemetry } from "../core/host/protocol.js";
 import { makeModel } from "../core/modelgen/make-model.js";
-import { NO_SYSTEM_TEMPLATE } from "./helpers.js";
+import { hire, NO_SYSTEM_TEMPLATE, REPO_ROOT } from "./helpers.js";
+import { defaultModelDir } from "../core/loader/default-model.js";
 import { Session } from "../core/engine/session.js";
 
 let root: string;
@@ -388,4 +390,60 @@ test("serve: malformed OpenAI requests get a 400 naming the field", async () => 
   assert.equal(notJson.status, 400);
   const models = (await (await fetch(server.url + "/v1/models")).json()) as { data: { id: string }[] };
   assert.equal(models.data[0].id, "hire-brown-6m");
+});
+
+test("hire serve --weights int8 loads its model with int8 weights; a bad --weights is a usage error", async (t) => {
+  const bad = hire(["serve", "--no-model", "--port", "0", "--weights", "int4"]);
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /--weights must be one of file, int8, got "int4"/);
+
+  const dataDir = mkdtempSync(join(tmpdir(), "hire-serve-int8-"));
+  const child = spawn(
+    process.execPath,
+    [join(REPO_ROOT, "bin", "hire.js"), "serve", "--port", "0", "--data", dataDir, "--weights", "int8"],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
+  t.after(() => {
+    child.kill();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+  let output = "";
+  const url = await new Promise<string>((resolve, reject) => {
+    const onData = (d: Buffer) => {
+      output += d.toString();
+      const m = /HiRE Studio at (http:\/\/\S+)/.exec(output);
+      if (m) resolve(m[1]);
+    };
+    child.stdout!.on("data", onData);
+    child.stderr!.on("data", onData);
+    child.once("exit", (code) => reject(new Error(`hire serve exited with ${code}:\n${output}`)));
+  });
+  const ws = new WebSocket(url.replace("http:", "ws:") + "/ws");
+  await new Promise((resolve, reject) => ws.once("open", resolve).once("error", reject));
+  const waiting = new Map<number, (m: HostMessage) => void>();
+  ws.on("message", (data) => {
+    const m = decodeWire(data.toString()) as HostMessage;
+    if (m.type === "reply") waiting.get(m.id)?.(m);
+  });
+  const ask = (msg: { id: number; type: string } & Record<string, unknown>) =>
+    new Promise<HostMessage>((resolve) => {
+      waiting.set(msg.id, resolve);
+      ws.send(encodeWire(msg));
+    });
+  const hello = await ask({ id: 1, type: "hello" });
+  assert.ok(hello.type === "reply" && hello.ok, JSON.stringify(hello));
+  const model = (hello.result as { model: { name: string; weights: string } }).model;
+  assert.deepEqual([model.name, model.weights], ["hire-brown-6m", "int8"]);
+  // The estimate for a load follows the flag unless the request says otherwise.
+  const est = await ask({ id: 2, type: "model.inspect", path: defaultModelDir() });
+  assert.ok(est.type === "reply" && est.ok && (est.result as { weights: string }).weights === "int8");
+  const reply = await ask({
+    id: 3,
+    type: "generate",
+    messages: [{ role: "user", content: "Hello" }],
+    maxTokens: 3,
+    sampling: { temperature: 0 },
+  });
+  assert.ok(reply.type === "reply" && reply.ok, JSON.stringify(reply));
+  ws.close();
 });

@@ -38,3 +38,15 @@ export function createBackend(choice: BackendChoice = defaultBackendChoice(), th
   }
   return new CudaBackend(choice === "cuda" ? 0 : Number(choice.slice(5)));
 }
+
+/**
+ * createBackend for a loaded model: `auto` (the default) picks the CPU backend for int8 weights,
+ * which only it runs; an explicit GPU choice then fails when the session starts, saying why.
+ */
+export function backendForModel(
+  model: { readonly weights: { readonly head: { readonly w: { readonly dtype: string } } } },
+  choice: BackendChoice = defaultBackendChoice(),
+  threads?: number,
+): Backend {
+  return createBackend(choice === "auto" && model.weights.head.w.dtype === "Q8" ? "cpu" : choice, threads);
+}

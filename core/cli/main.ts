@@ -12,7 +12,7 @@ import { Session, type GenerateOptions } from "../engine/session.js";
 import { benchmark, benchmarkWithPeers, type BenchResult } from "../engine/bench.js";
 import { evalPlot, evaluate, type EvalConfig } from "../engine/eval.js";
 import { CudaUnavailableError, cudaDevices } from "../backend/cuda.js";
-import { BackendChoiceError, createBackend, parseBackendChoice, type BackendChoice } from "../backend/select.js";
+import { BackendChoiceError, backendForModel, parseBackendChoice, type BackendChoice } from "../backend/select.js";
 import { SPARSITY_FLAGS, parseK, reportJson, sparsityUpdate } from "./sparsity-flags.js";
 import { FFN_METHODS, type FfnMethod } from "../sparse/settings.js";
 import type { PrepareProgress } from "../sparse/sparsifier.js";
@@ -73,7 +73,7 @@ function backendChoice(flag: string | undefined): BackendChoice | undefined {
 
 function openSession(model: LoadedModel, v: SamplingValues): Session {
   const threads = threadsFlag(v.threads);
-  const backend = createBackend(backendChoice(v.backend), threads);
+  const backend = backendForModel(model, backendChoice(v.backend), threads);
   return new Session(model, { contextLength: int("context", v.context), backend, kvCache: kvCacheFlag(v["kv-cache"]) });
 }
 

@@ -5,10 +5,10 @@ import { join } from "node:path";
 import { UsageError } from "../loader/errors.js";
 import { EngineHost } from "../host/engine-host.js";
 import { serve } from "../host/server.js";
-import { int, kvCacheFlag, parse, threadsFlag } from "./flags.js";
+import { int, kvCacheFlag, parse, threadsFlag, weightsFlag } from "./flags.js";
 
 export const SERVE_HELP =
-  "[--port N (default 8080)] [--host ADDR (default 127.0.0.1)] [--model DIR | --no-model] [--data DIR] [--threads N] [--kv-cache f32|f16]";
+  "[--port N (default 8080)] [--host ADDR (default 127.0.0.1)] [--model DIR | --no-model] [--data DIR] [--threads N] [--kv-cache f32|f16] [--weights file|int8]";
 
 /** Conversations and recent models: $HIRE_DATA_DIR, else $XDG_DATA_HOME/hire-studio, else ~/.local/share/hire-studio. */
 export function defaultDataDir(): string {
@@ -26,11 +26,13 @@ export async function cmdServe(argv: string[]): Promise<void> {
     data: { type: "string" },
     threads: { type: "string" },
     "kv-cache": { type: "string" },
+    weights: { type: "string" },
   });
   const host = new EngineHost({
     dataDir: v.data ?? defaultDataDir(),
     threads: threadsFlag(v.threads),
     kvCache: kvCacheFlag(v["kv-cache"]),
+    weights: weightsFlag(v.weights),
   });
   if (!v["no-model"]) {
     await host.handle({ id: 0, type: "model.load", ...(v.model ? { path: v.model } : {}) }, (m) => {

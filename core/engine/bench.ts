@@ -14,7 +14,7 @@ import { KVCache, Transformer, kvReadBytes, type ForwardReport } from "./transfo
 import { CpuBackend } from "../backend/cpu.js";
 import { CudaBackend } from "../backend/cuda.js";
 import type { Backend, KvDtype } from "../backend/backend.js";
-import { createBackend, type BackendChoice } from "../backend/select.js";
+import { backendForModel, type BackendChoice } from "../backend/select.js";
 import { Sparsifier } from "../sparse/sparsifier.js";
 import type { DeepPartial, FfnMethod, SparsitySettings } from "../sparse/settings.js";
 import type { Peer, PeerOpenResult, PeerRun } from "../peers/peer.js";
@@ -231,7 +231,7 @@ class BenchRun {
   ) {
     const promptTokens = o.promptTokens ?? 128;
     this.decodeTokens = o.decodeTokens ?? 32;
-    this.backend = createBackend(o.backend, o.threads);
+    this.backend = backendForModel(model, o.backend, o.threads);
     // A GPU's probe reads device memory: 4 GiB, far past its L2 (60 MB on an H200).
     this.probeBytes =
       o.probeBytes ?? (this.backend instanceof CudaBackend ? 4 * 1024 ** 3 : defaultProbeBytes(lastLevelCacheBytes()));
@@ -413,7 +413,11 @@ class BenchRun {
       model: model.dir,
       backend: backend.name,
       architecture: c.architecture,
-      dtype: c.dtype ?? model.weights.embed.dtype,
+      // A model loaded with int8 weights says so, with the dtype its files hold.
+      dtype:
+        model.weights.head.w.dtype === "Q8"
+          ? `int8 weights from ${c.dtype ?? model.weights.head.w.stored?.dtype ?? "the file"}`
+          : (c.dtype ?? model.weights.embed.dtype),
       threads: this.threads,
       kernels: backend instanceof CudaBackend ? "cuda" : info.path,
       prompt_tokens: prompt.length,

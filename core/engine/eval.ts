@@ -4,7 +4,7 @@
 import { setImmediate as nextTurn } from "node:timers/promises";
 import type { LoadedModel } from "../loader/model-folder.js";
 import { KVCache, Transformer, type ForwardReport } from "./transformer.js";
-import { createBackend } from "../backend/select.js";
+import { backendForModel } from "../backend/select.js";
 import { Sparsifier } from "../sparse/sparsifier.js";
 import { logSumExp } from "./sampler.js";
 import type { DeepPartial, SparsitySettings } from "../sparse/settings.js";
@@ -80,7 +80,7 @@ function* evalSteps(
   const ids = model.tokenizer.encode(text);
   const n = Math.min(ids.length, maxTokens, model.config.maxPositions);
   if (n < 2) throw new UsageError("the evaluation text must have at least 2 tokens");
-  const backend = createBackend();
+  const backend = backendForModel(model);
   const c = model.config;
   const t = new Transformer(backend, c, model.weights);
   const cache = new KVCache(backend, c, n);

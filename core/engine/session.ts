@@ -6,7 +6,7 @@
 // (the next turn of a chat) only prefills the new part.
 import { setImmediate as nextTurn } from "node:timers/promises";
 import type { Backend, KvDtype } from "../backend/backend.js";
-import { createBackend } from "../backend/select.js";
+import { backendForModel } from "../backend/select.js";
 import { ContextOverflowError, ModelError, UsageError } from "../loader/errors.js";
 import type { LoadedModel } from "../loader/model-folder.js";
 import { GREEDY, logSumExp, Sampler, topLogprobs, type SamplingOptions } from "./sampler.js";
@@ -120,7 +120,7 @@ export class Session {
     if (ctx > c.maxPositions)
       throw new UsageError(`context length ${ctx} exceeds the model's ${c.maxPositions} positions`);
     this.contextLength = ctx;
-    const backend = options.backend ?? createBackend();
+    const backend = options.backend ?? backendForModel(model);
     if (model.weights.head.w.dtype === "Q8" && !backend.int8Weights)
       throw new UsageError(
         `the ${backend.name} backend cannot run int8 weights; load the model with its file's weights`,

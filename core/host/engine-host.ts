@@ -16,6 +16,7 @@ import { ggufFileFor, modelFolderFor } from "../loader/model-source.js";
 import { ARCHITECTURES } from "../arch/index.js";
 import { findModelFolder, hubCacheDir, listCachedModels, modelName } from "../loader/hf-cache.js";
 import { loadModel, readModelConfig, type LoadedModel } from "../loader/model-folder.js";
+import { INT8_GROUP, int8Bytes, type WeightFormat } from "../loader/weight-format.js";
 import { readSafetensorsHeader, weightFiles, DTYPE_BYTES, type TensorInfo } from "../loader/safetensors.js";
 import { layerFfnBytes, type ModelConfig } from "../arch/config.js";
 import { DEFAULT_CONTEXT, Session, type GenerationEvent, type LazyGrammar } from "../engine/session.js";
@@ -52,6 +53,8 @@ export interface EngineHostOptions {
   threads?: number;
   /** KV-cache element type for new sessions (default "f32"). */
   kvCache?: KvDtype;
+  /** How loads keep the model's matrices (default "file": as stored; `hire serve --weights`). */
+  weights?: WeightFormat;
 }
 
 export interface GenerateParams {
@@ -100,6 +103,8 @@ export class EngineHost {
   /** What the loaded model was asked for by (ModelInfo.source). */
   private source = "";
   private session: Session | null = null;
+  /** How the loaded model keeps its matrices (ModelInfo.weights). */
+  private weights: WeightFormat = "file";
   private running: Running | null = null;
   /** An A/B lane is running with its own settings (restored when it ends). */
   private overriding = false;
@@ -175,11 +180,17 @@ export class EngineHost {
           req.path,
           req.contextLength ?? this.options.contextLength,
           req.kvCache ?? this.options.kvCache,
+          req.weights ?? this.options.weights,
         );
       case "models.cached":
         return { hub: hubCacheDir(), models: await listCachedModels() };
       case "model.load":
-        return this.load(req.path ?? defaultModelDir(), req.contextLength, req.kvCache ?? this.options.kvCache);
+        return this.load(
+          req.path ?? defaultModelDir(),
+          req.contextLength,
+          req.kvCache ?? this.options.kvCache,
+          req.weights ?? this.options.weights ?? "file",
+        );
       case "generate": {
         const grammar = req.jsonSchema === undefined ? undefined : cachedSchema(req.jsonSchema);
         const forcedTool = req.toolChoice === "required" ? true : undefined;
@@ -230,7 +241,12 @@ export class EngineHost {
     return this.session;
   }
 
-  private async load(path: string, contextLength?: number, kvCache?: KvDtype): Promise<ModelInfo> {
+  private async load(
+    path: string,
+    contextLength: number | undefined,
+    kvCache: KvDtype | undefined,
+    weights: WeightFormat,
+  ): Promise<ModelInfo> {
     if (this.running) throw new HostError("BUSY", "a reply is being generated; stop it before loading a model");
     // A .gguf file is imported into a model folder the first time (progress as stage "import").
     const dir = await modelFolderFor(path, (file, done, total) =>
@@ -239,7 +255,7 @@ export class EngineHost {
     const emit = (done: number) =>
       this.broadcast({ type: "model.progress", stage: "weights", done, total: 1, path: dir });
     emit(0);
-    const model = loadModel(dir);
+    const model = loadModel(dir, { weights });
     let session: Session;
     try {
       const ctx = contextLength ?? this.options.contextLength ?? Math.min(model.config.maxPositions, DEFAULT_CONTEXT);
@@ -254,6 +270,7 @@ export class EngineHost {
     this.model?.close();
     this.model = model;
     this.session = session;
+    this.weights = weights;
     emit(1);
     // A repo id stays a repo id in the list, so that it finds main's snapshot next time; a GGUF file
     // stays the file (its import lives in the cache).
@@ -267,7 +284,8 @@ export class EngineHost {
   private info(): ModelInfo {
     const m = this.model!;
     const c = m.config;
-    const sizes = estimate(m.dir, c, m.store.tensors.values(), this.session!.contextLength, this.session!.kvCache);
+    const s = this.session!;
+    const sizes = estimate(m.dir, c, m.store.tensors.values(), s.contextLength, s.kvCache, this.weights);
     return {
       ...sizes,
       name: modelName(m.dir),
@@ -514,7 +532,12 @@ function promptIds(
 }
 
 /** Read a folder's config and safetensors headers (no weights) to say what loading it costs. */
-export async function estimateModel(path: string, contextLength?: number, kvCache?: KvDtype): Promise<ModelEstimate> {
+export async function estimateModel(
+  path: string,
+  contextLength?: number,
+  kvCache?: KvDtype,
+  weights?: WeightFormat,
+): Promise<ModelEstimate> {
   const dir = findModelFolder(path);
   const gguf = ggufFileFor(dir);
   if (gguf) {
@@ -525,25 +548,32 @@ export async function estimateModel(path: string, contextLength?: number, kvCach
       const byteLength = entry.shape.reduce((a, d) => a * d, 1) * DTYPE_BYTES[entry.dtype];
       return { name: entry.name, file: gguf, dtype: entry.dtype, shape: entry.shape, offset: 0, byteLength };
     });
-    return estimate(gguf, config, tensors, contextLength, kvCache);
+    return estimate(gguf, config, tensors, contextLength, kvCache, weights);
   }
   if (!existsSync(dir)) throw new ModelError("NOT_FOUND", dir, "no such folder");
   const tensors = weightFiles(dir).flatMap((f) => [...readSafetensorsHeader(f).tensors.values()]);
-  return estimate(dir, readModelConfig(dir), tensors, contextLength, kvCache);
+  return estimate(dir, readModelConfig(dir), tensors, contextLength, kvCache, weights);
 }
 
-/** Weights, parameters and KV cache of a model from its config and tensor list. */
+/**
+ * Weights, parameters and KV cache of a model from its config and tensor list. With int8 weights,
+ * every matrix at least INT8_GROUP columns wide counts as its int8 copy (a tensor of more than two
+ * dimensions, stacked experts, as its rows flattened by its last dimension, as the store views it)
+ * and the rest as stored. An estimate: the loader keeps a few such matrices as stored (a mixture's
+ * router and shared-expert gate, position tables), which are tiny next to the layers' matrices.
+ */
 function estimate(
   dir: string,
   c: ModelConfig,
   tensors: Iterable<TensorInfo>,
   contextLength?: number,
   kvCache: KvDtype = "f32",
+  weights: WeightFormat = "file",
 ): ModelEstimate {
   let weightBytes = 0;
   let parameters = 0;
   for (const t of tensors) {
-    weightBytes += t.byteLength;
+    weightBytes += weights === "int8" ? int8TensorBytes(t) : t.byteLength;
     parameters += t.byteLength / DTYPE_BYTES[t.dtype];
   }
   const ctx = Math.min(c.maxPositions, contextLength ?? DEFAULT_CONTEXT);
@@ -556,7 +586,16 @@ function estimate(
     kvCacheBytes: kvCacheBytes(c, ctx, kvCache),
     contextLength: ctx,
     kvCache,
+    weights,
   };
+}
+
+/** A tensor's bytes as int8 weights would keep it: matrices of INT8_GROUP columns or more as int8, the rest as stored. */
+function int8TensorBytes(t: TensorInfo): number {
+  if (t.shape.length < 2) return t.byteLength;
+  const cols = t.shape[t.shape.length - 1];
+  const rows = t.shape.slice(0, -1).reduce((a, d) => a * d, 1);
+  return rows >= 2 && cols >= INT8_GROUP ? int8Bytes(rows, cols) : t.byteLength;
 }
 
 /** Flatten a forward pass's per-layer reports into the typed arrays of the wire format. */

@@ -11,21 +11,44 @@ import type { FinishReason } from "../engine/session.js";
 import type { EvalRow } from "../engine/eval.js";
 import type { DeepPartial, SparsitySettings } from "../sparse/settings.js";
 import { isKvDtype, KV_DTYPES, type KvDtype } from "../backend/backend.js";
+import type { WeightFormat } from "../loader/weight-format.js";
 
 export const PROTOCOL_VERSION = 1;
 
-export type { CachedModel, ChatMessage, SamplingOptions, SparsitySettings, DeepPartial, FinishReason };
+export type { CachedModel, ChatMessage, SamplingOptions, SparsitySettings, DeepPartial, FinishReason, WeightFormat };
+
+// How a load keeps the model's matrices (core/loader/weight-format.ts). Listed here rather than
+// imported because that module loads the native addon, which the renderer cannot; the record makes
+// the compiler hold this list to the WeightFormat type, every format and no other.
+const WEIGHT_FORMAT_SET: Record<WeightFormat, true> = { file: true, int8: true };
+export const WEIGHT_FORMATS = Object.keys(WEIGHT_FORMAT_SET) as readonly WeightFormat[];
+export const isWeightFormat = (x: unknown): x is WeightFormat => (WEIGHT_FORMATS as readonly unknown[]).includes(x);
 
 // ---------------------------------------------------------------------------------------------
 // Requests (UI → host). `id` is chosen by the UI; the host answers each with one Reply.
 
 export type Request =
   | { id: number; type: "hello" }
-  /** contextLength, kvCache: what the estimate assumes (default: the host's). */
-  | { id: number; type: "model.inspect"; path: string; contextLength?: number; kvCache?: KvDtype }
+  /** contextLength, kvCache, weights: what the estimate assumes (default: the host's). */
+  | {
+      id: number;
+      type: "model.inspect";
+      path: string;
+      contextLength?: number;
+      kvCache?: KvDtype;
+      weights?: WeightFormat;
+    }
   /** The models already in the Hugging Face cache on the host's machine. */
   | { id: number; type: "models.cached" }
-  | { id: number; type: "model.load"; path?: string; contextLength?: number; kvCache?: KvDtype }
+  | {
+      id: number;
+      type: "model.load";
+      path?: string;
+      contextLength?: number;
+      kvCache?: KvDtype;
+      /** "int8": the linear layers as int8 copies (half of bf16's memory; CPU backend only). */
+      weights?: WeightFormat;
+    }
   | {
       id: number;
       type: "generate";
@@ -140,11 +163,14 @@ export interface ModelEstimate {
   architecture: string;
   parameters: number;
   dtype: string;
+  /** The weights as `weights` keeps them: with "int8", an estimate (see engine-host.ts: estimate). */
   weightBytes: number;
   /** KV cache at contextLength positions, in kvCache's element type. */
   kvCacheBytes: number;
   contextLength: number;
   kvCache: KvDtype;
+  /** How the matrices are kept: as the file stores them (`dtype`), or as int8 copies. */
+  weights: WeightFormat;
 }
 
 export interface ModelInfo extends ModelEstimate {
@@ -376,6 +402,14 @@ function kvCacheField(o: Obj, where: string): KvDtype | undefined {
   });
 }
 
+function weightsField(o: Obj, where: string): WeightFormat | undefined {
+  return optional(o, "weights", () => {
+    const v = o.weights;
+    if (!isWeightFormat(v)) fail(where, `"weights" must be one of ${WEIGHT_FORMATS.join(", ")}`);
+    return v;
+  });
+}
+
 function optional<T>(o: Obj, key: string, read: () => T): T | undefined {
   return o[key] === undefined || o[key] === null ? undefined : read();
 }
@@ -594,18 +628,26 @@ export function parseRequest(x: unknown): Request {
       onlyKeys(x, ["id", "type"], where);
       return { id, type };
     case "model.inspect":
-      onlyKeys(x, ["id", "type", "path", "contextLength", "kvCache"], where);
+      onlyKeys(x, ["id", "type", "path", "contextLength", "kvCache", "weights"], where);
       return {
         id,
         type,
         path: str(x, "path", where, LIMITS.pathChars),
         contextLength: contextLengthField(x, where),
         kvCache: kvCacheField(x, where),
+        weights: weightsField(x, where),
       };
     case "model.load": {
-      onlyKeys(x, ["id", "type", "path", "contextLength", "kvCache"], where);
+      onlyKeys(x, ["id", "type", "path", "contextLength", "kvCache", "weights"], where);
       const path = optional(x, "path", () => str(x, "path", where, LIMITS.pathChars));
-      return { id, type, path, contextLength: contextLengthField(x, where), kvCache: kvCacheField(x, where) };
+      return {
+        id,
+        type,
+        path,
+        contextLength: contextLengthField(x, where),
+        kvCache: kvCacheField(x, where),
+        weights: weightsField(x, where),
+      };
     }
     case "generate": {
       onlyKeys(

@@ -190,6 +190,10 @@ struct KernelTable {
                           int64_t r1);
   // y[r] = sum_g scale_w[r][g] * x.scale[g] * sum_{j in g} q[r][j] * x.q[j] for r in [r0, r1).
   void (*quant_gemv)(const QuantMatrix& q, const QuantVector& x, float* y, int64_t r0, int64_t r1);
+  // Optional: y[i] = quant_gemv's value of row idx[i] for i in [i0, i1), each row as quant_gemv sums
+  // it; false (nothing written) for a format it does not take. Null: rows one at a time by quant_gemv.
+  bool (*quant_gemv_rows)(const QuantMatrix& q, const QuantVector& x, const int32_t* idx, int64_t i0, int64_t i1,
+                          float* y) = nullptr;
 };
 
 extern const KernelTable kPortableKernels;

@@ -535,6 +535,7 @@ const KernelTable* avx512_kernels() {
     t.read_sum = k_read_sum;
     t.attn_part = k_attn_part;
     t.quant_gemv = avx512_quant_gemv;
+    t.quant_gemv_rows = avx512_quant_gemv_rows;
     return t;
   }();
   return &table;

@@ -173,7 +173,13 @@ HIRE_AVX512 void q8_rows(const QuantMatrix& q, const QuantVector& x, float* y, i
 // and 8-15) and each half is scaled by its own group's d, spread over its lanes by one permute. An odd
 // last group is a half line, loaded masked. (The AVX2 kernel, which this replaced here, decoded the
 // 1B shape with int8 weights at 29 tokens/s against 39 for this layout at group 128.)
-HIRE_AVX512 void q8_rows_g32(const QuantMatrix& q, const QuantVector& x, float* y, int64_t r0, int64_t r1) {
+// The rows row_of(0 .. n - 1) of q into y[0 .. n): a task's run of rows (one stream, prefetched
+// kQuantLineAhead on and by page heads a few rows on) or a list of selected rows (HiRE's candidates,
+// each row a few rows on prefetched whole).
+constexpr int64_t kGatherAhead = 4;
+
+template <bool Gathered, class RowOf>
+HIRE_AVX512 void q8_g32(const QuantMatrix& q, const QuantVector& x, float* y, int64_t n, RowOf row_of) {
   const int64_t full = q.groups / 2, lines = (q.groups + 1) / 2;
   // xq + 128 as unsigned bytes; x.q has room for padded + 64 bytes, so whole lines can be read (an odd
   // last group's second half meets masked-off codes).
@@ -182,7 +188,7 @@ HIRE_AVX512 void q8_rows_g32(const QuantMatrix& q, const QuantVector& x, float* 
   for (int64_t v = 0; v < lines; ++v) _mm512_store_si512(xu + 64 * v, _mm512_xor_si512(ld(x.q + 64 * v), flip));
   float* d = t_d.get<float>(static_cast<size_t>(q.scale_pad));
   const int64_t ahead = (8192 + q.row_stride - 1) / q.row_stride;
-  const int8_t* end = reinterpret_cast<const int8_t*>(q.codes(r1));  // the task's rows are one stream
+  const int8_t* end = reinterpret_cast<const int8_t*>(q.codes(row_of(n - 1) + 1));  // the stream's end
   const __m512i ones = _mm512_set1_epi8(1);
   const __m512i halves = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
   // The line's two group sums, exact int32, as floats.
@@ -196,16 +202,24 @@ HIRE_AVX512 void q8_rows_g32(const QuantMatrix& q, const QuantVector& x, float* 
     const __m512i idx = _mm512_add_epi32(halves, _mm512_set1_epi32(static_cast<int>(2 * (v & 7))));
     return _mm512_permutexvar_ps(idx, _mm512_load_ps(d + 16 * (v >> 3)));
   };
-  for (int64_t r = r0; r < r1; ++r) {
-    prefetch_row(q, r, ahead, r1);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t r = row_of(i);
+    if (Gathered) {
+      // Short rows (2 KiB at 2048 columns) leave a page-head prefetch too little time: every line of
+      // the row kGatherAhead on goes to L2 (on the Zen 5 VM HiRE's exact rows took 6.5 ms a token
+      // with the next row's page heads, 6.0 this way: what bounds them is the rows' count, not bytes).
+      if (i + kGatherAhead < n) prefetch_span(q.codes(row_of(i + kGatherAhead)), q.row_stride);
+    } else if (i + ahead < n) {
+      prefetch_page_heads(q.codes(r + ahead), q.row_stride);
+    }
     group_scales(q.scales(r), x.scale, q.scale_pad, d);
     const int8_t* w = reinterpret_cast<const int8_t*>(q.codes(r));
     __m512 a0 = _mm512_setzero_ps(), a1 = a0;
     int64_t v = 0;
     for (; v + 2 <= full; v += 2) {
       const int8_t* line = w + 64 * v;
-      if (line + kQuantLineAhead < end) prefetch_l1(line + kQuantLineAhead);
-      if (line + 64 + kQuantLineAhead < end) prefetch_l1(line + 64 + kQuantLineAhead);
+      if (!Gathered && line + kQuantLineAhead < end) prefetch_l1(line + kQuantLineAhead);
+      if (!Gathered && line + 64 + kQuantLineAhead < end) prefetch_l1(line + 64 + kQuantLineAhead);
       a0 = _mm512_fmadd_ps(line_sums(ld(line), v), line_scales(v), a0);
       a1 = _mm512_fmadd_ps(line_sums(ld(line + 64), v + 1), line_scales(v + 1), a1);
     }
@@ -215,13 +229,25 @@ HIRE_AVX512 void q8_rows_g32(const QuantMatrix& q, const QuantVector& x, float* 
       a1 = _mm512_fmadd_ps(line_sums(wv, v), _mm512_maskz_mov_ps(0x00ff, line_scales(v)), a1);
     }
     // The scales' line(s) past the codes: their prefetch keeps the stream whole.
-    for (const int8_t* t = w + q.row_bytes; t < w + q.row_stride; t += 64)
-      if (t + kQuantLineAhead < end) prefetch_l1(t + kQuantLineAhead);
-    y[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    if (!Gathered)
+      for (const int8_t* t = w + q.row_bytes; t < w + q.row_stride; t += 64)
+        if (t + kQuantLineAhead < end) prefetch_l1(t + kQuantLineAhead);
+    y[i] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
   }
 }
 
+HIRE_AVX512 void q8_rows_g32(const QuantMatrix& q, const QuantVector& x, float* y, int64_t r0, int64_t r1) {
+  if (r1 > r0) q8_g32<false>(q, x, y + r0, r1 - r0, [r0](int64_t i) { return r0 + i; });
+}
+
 }  // namespace
+
+bool avx512_quant_gemv_rows(const QuantMatrix& q, const QuantVector& x, const int32_t* idx, int64_t i0, int64_t i1,
+                            float* y) {
+  if (q.bits != 8 || q.group != 32) return false;
+  if (i1 > i0) q8_g32<true>(q, x, y + i0, i1 - i0, [idx, i0](int64_t i) { return static_cast<int64_t>(idx[i0 + i]); });
+  return true;
+}
 
 void avx512_quant_gemv(const QuantMatrix& q, const QuantVector& x, float* y, int64_t r0, int64_t r1) {
   if (q.bits == 4 && q.group % 128 == 0) {

@@ -12,6 +12,8 @@ void portable_quant_gemv(const QuantMatrix& q, const QuantVector& x, float* y, i
 #if HIRE_X86_64
 void avx2_quant_gemv(const QuantMatrix& q, const QuantVector& x, float* y, int64_t r0, int64_t r1);
 void avx512_quant_gemv(const QuantMatrix& q, const QuantVector& x, float* y, int64_t r0, int64_t r1);
+bool avx512_quant_gemv_rows(const QuantMatrix& q, const QuantVector& x, const int32_t* idx, int64_t i0, int64_t i1,
+                            float* y);
 #endif
 
 }  // namespace hire

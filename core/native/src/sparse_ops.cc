@@ -310,6 +310,7 @@ void gemv_rows_any(const KernelTable& K, const Mat& w, const float* x, const int
   if (w.dtype != kQ8) return K.gemv_rows(w, x, idx, i0, i1, y, scratch);
   const QuantMatrix q = q8_view(w);
   const QuantVector xv = q8_input(x, q);
+  if (K.quant_gemv_rows != nullptr && K.quant_gemv_rows(q, xv, idx, i0, i1, y)) return;
   for (int64_t i = i0; i < i1; ++i) K.quant_gemv(q8_row(q, idx[i]), xv, y + i, 0, 1);
 }
 

@@ -1,7 +1,15 @@
 // The link to the engine host and the model it runs: connection state, hello info, the loaded
 // model, load progress, the estimate for a folder before loading it, and the error box.
 import { createStore } from "zustand/vanilla";
-import type { CachedModels, HelloInfo, HostErrorInfo, ModelEstimate, ModelInfo } from "../../../core/host/protocol.js";
+import {
+  isWeightFormat,
+  type CachedModels,
+  type HelloInfo,
+  type HostErrorInfo,
+  type ModelEstimate,
+  type ModelInfo,
+  type WeightFormat,
+} from "../../../core/host/protocol.js";
 import type { ConnectionStatus } from "./client.js";
 import { isKvDtype, type KvDtype } from "../../../core/backend/backend.js";
 
@@ -34,8 +42,9 @@ export interface ConnectionState {
   preparing: LoadProgress | null;
   /** The model bar's path field (the studio fills it for Electron's File → Open Model…). */
   pathInput: string;
-  /** The KV-cache type and context length (null: the host's default) the next load and the estimate use. */
+  /** The KV-cache type, weight format and context length (null: the host's default) the next load and the estimate use. */
   kvCache: KvDtype;
+  weights: WeightFormat;
   contextLength: number | null;
   estimate: ModelEstimate | null;
   estimateError: HostErrorInfo | null;
@@ -52,6 +61,7 @@ export interface ConnectionState {
   setPreparing(p: LoadProgress | null): void;
   setPathInput(path: string): void;
   setKvCache(kvCache: KvDtype): void;
+  setWeights(weights: WeightFormat): void;
   setContextLength(contextLength: number | null): void;
   setEstimate(e: ModelEstimate | null, err?: HostErrorInfo | null): void;
   showError(context: string, e: HostErrorInfo): void;
@@ -64,11 +74,12 @@ export interface ConnectionState {
 
 export type ConnectionStore = ReturnType<typeof createConnectionStore>;
 
-/** Where the model bar's load choices (context length, KV type) are kept between app starts. */
+/** Where the model bar's load choices (context length, KV type, weight format) are kept between app starts. */
 export const LOAD_PREFS_KEY = "hire-studio.load-prefs";
 
 interface LoadPrefs {
   kvCache: KvDtype;
+  weights: WeightFormat;
   contextLength: number | null;
 }
 
@@ -111,6 +122,7 @@ function readLoadPrefs(): LoadPrefs {
   const n = saved.contextLength;
   return {
     kvCache: isKvDtype(saved.kvCache) ? saved.kvCache : "f32",
+    weights: isWeightFormat(saved.weights) ? saved.weights : "file",
     contextLength: typeof n === "number" && Number.isInteger(n) && n >= 1 ? n : null,
   };
 }
@@ -153,12 +165,17 @@ export function createConnectionStore(transport: "ipc" | "websocket" = "websocke
     setPathInput: (pathInput) => set({ pathInput }),
     setKvCache: (kvCache) =>
       set((s) => {
-        savePrefs(LOAD_PREFS_KEY, { kvCache, contextLength: s.contextLength });
+        savePrefs(LOAD_PREFS_KEY, { kvCache, weights: s.weights, contextLength: s.contextLength });
         return { kvCache };
+      }),
+    setWeights: (weights) =>
+      set((s) => {
+        savePrefs(LOAD_PREFS_KEY, { kvCache: s.kvCache, weights, contextLength: s.contextLength });
+        return { weights };
       }),
     setContextLength: (contextLength) =>
       set((s) => {
-        savePrefs(LOAD_PREFS_KEY, { kvCache: s.kvCache, contextLength });
+        savePrefs(LOAD_PREFS_KEY, { kvCache: s.kvCache, weights: s.weights, contextLength });
         return { contextLength };
       }),
     setEstimate: (estimate, estimateError = null) => set({ estimate, estimateError }),

@@ -8,6 +8,7 @@ import type {
   ModelInfo,
   SparsitySettings,
   TokenMark,
+  WeightFormat,
 } from "../../../core/host/protocol.js";
 import { errorInfo, type HostClient } from "./client.js";
 import { createConnectionStore } from "./connection.js";
@@ -209,10 +210,10 @@ export function createStudio(client: HostClient, opts: StudioOptions = {}) {
     }
   }
 
-  /** The model bar's KV type and context length (left out when it is the host's default). */
-  function loadChoices(): { kvCache: KvDtype; contextLength?: number } {
-    const { kvCache, contextLength } = connection.getState();
-    return { kvCache, ...(contextLength !== null && { contextLength }) };
+  /** The model bar's KV type, weight format and context length (left out when it is the host's default). */
+  function loadChoices(): { kvCache: KvDtype; weights: WeightFormat; contextLength?: number } {
+    const { kvCache, weights, contextLength } = connection.getState();
+    return { kvCache, weights, ...(contextLength !== null && { contextLength }) };
   }
 
   /** Load a folder (no path: the host's default model). */
