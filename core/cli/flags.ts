@@ -45,7 +45,7 @@ export async function openModel(v: { model?: string; mmap?: boolean; weights?: s
     const line = `importing ${basename(file)} (once; kept in the cache): ${pct} %`;
     process.stderr.write(process.stderr.isTTY ? `\r${line}${pct === 100 ? "\n" : ""}` : `${line}\n`);
   });
-  return loadModel(dir, { mmap: v.mmap ?? false, weights });
+  return loadModel(dir, { mmap: v.mmap, weights });
 }
 
 export const num = (name: string, v: string | undefined): number | undefined => {

@@ -83,7 +83,10 @@ export function readModelConfig(dir: string): ModelConfig {
 }
 
 export interface LoadOptions {
-  /** Map the weight files instead of reading them into memory (less RAM in use, slower decode on some machines). */
+  /**
+   * Map the weight files instead of reading them into memory (less RAM in use, slower decode on some
+   * machines). Default: false, but true with int8 weights.
+   */
   mmap?: boolean;
   /** "int8": every linear layer as int8 copies (weight-format.ts); default "file": as stored. */
   weights?: WeightFormat;
@@ -94,7 +97,10 @@ export function loadModel(folder: string, options: LoadOptions = {}): LoadedMode
   const dir = findModelFolder(folder);
   const config = readModelConfig(dir);
   const tokenizer = ModelTokenizer.load(dir);
-  const store = WeightStore.open(dir, options);
+  // int8 weights read each file matrix once, to quantize it: mapping the files (unless told) keeps a
+  // load's peak memory near the int8 copies' instead of the whole file read in first (1B shape: max
+  // RSS 1.86 GB mapped against 2.50 read in; 2.76 for the file's bf16).
+  const store = WeightStore.open(dir, { mmap: options.mmap ?? options.weights === "int8" });
   try {
     store.checkDType(config.dtype, join(dir, "config.json"), ARCHITECTURES[config.architecture].f32Tensors);
     const bound = ARCHITECTURES[config.architecture].bindWeights(config, store);
