@@ -286,6 +286,11 @@ void relayout_q8(const Mat& w, bool transposed, unsigned char* dst) {
 
 }  // namespace
 
+// Cloned for AVX2 (picked at load where the CPU has it): prefill dequantizes every panel of every
+// int8 matrix, and the baseline SSE2 loop made a 256-token prefill of the 1B shape 8 % slower than bf16's.
+#if HIRE_X86_64 && defined(__GNUC__) && defined(__linux__)
+__attribute__((target_clones("avx2", "default")))
+#endif
 void q8_dequant_rows(const QuantMatrix& q, int64_t r0, int64_t n, float* dst) {
   for (int64_t r = r0; r < r0 + n; ++r, dst += q.cols) {
     const int8_t* codes = reinterpret_cast<const int8_t*>(q.codes(r));
