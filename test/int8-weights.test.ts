@@ -482,3 +482,62 @@ describe("int8 models", () => {
     assert.match(bad.stderr, /--weights must be one of file, int8, got "int4"/);
   });
 });
+
+test("bench --weights file,int8: both loads' rows in one run, each step's bytes adding up", () => {
+  const r = hire([
+    "bench",
+    "--model",
+    defaultModelDir(),
+    "--weights",
+    "file,int8",
+    "--methods",
+    "hire",
+    "--head",
+    "hire",
+    "--prompt-tokens",
+    "4",
+    "--decode-tokens",
+    "3",
+    "--repeats",
+    "1",
+    "--json",
+  ]);
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout) as {
+    dtype: string;
+    rows: {
+      method: string;
+      weights: string;
+      speedup: number;
+      bytes_per_token: number;
+      steps: { step: string; bytes_per_token: number }[];
+    }[];
+  };
+  assert.deepEqual(
+    out.rows.map((x) => [x.method, x.weights]),
+    [
+      ["dense", "file"],
+      ["hire+head", "file"],
+      ["dense", "int8"],
+      ["hire+head", "int8"],
+    ],
+  );
+  assert.match(out.dtype, /^file: BF16; int8: int8 weights from BF16$/);
+  assert.equal(out.rows[0].speedup, 1);
+  const ratio = out.rows[2].bytes_per_token / out.rows[0].bytes_per_token;
+  assert.ok(ratio > 0.45 && ratio < 0.6, `int8 dense reads ${ratio} of the file's bytes`);
+  for (const row of out.rows) {
+    const sum = row.steps.reduce((a, st) => a + st.bytes_per_token, 0);
+    const rest = row.bytes_per_token - sum;
+    assert.ok(
+      rest >= 0 && rest < 0.02 * row.bytes_per_token,
+      `${row.method} ${row.weights}: ${sum} of ${row.bytes_per_token}`,
+    );
+  }
+  // HiRE's down product on int8 weights reads bf16 columns: twice the bytes of the int8 row's share.
+  const down = (i: number) => out.rows[i].steps.find((st) => st.step === "down product")!.bytes_per_token;
+  assert.ok(Math.abs(down(3) - down(1)) <= 0.01 * down(1), `${down(3)} vs ${down(1)}`);
+  const twice = hire(["bench", "--weights", "int8,int8", "--decode-tokens", "1"]);
+  assert.notEqual(twice.status, 0);
+  assert.match(twice.stderr, /lists a format twice/);
+});

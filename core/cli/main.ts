@@ -9,7 +9,8 @@ import { basename, resolve } from "node:path";
 import type { LoadedModel } from "../loader/model-folder.js";
 import { ChatTemplateError, ContextOverflowError, ModelError, UsageError } from "../loader/errors.js";
 import { Session, type GenerateOptions } from "../engine/session.js";
-import { benchmark, benchmarkWithPeers, type BenchResult } from "../engine/bench.js";
+import { benchmarkLoads, benchmarkWithPeers, type BenchResult, type MethodRow } from "../engine/bench.js";
+import type { WeightFormat } from "../loader/weight-format.js";
 import { evalPlot, evaluate, type EvalConfig } from "../engine/eval.js";
 import { CudaUnavailableError, cudaDevices } from "../backend/cuda.js";
 import { BackendChoiceError, backendForModel, parseBackendChoice, type BackendChoice } from "../backend/select.js";
@@ -24,6 +25,7 @@ import {
   int,
   kvCacheFlag,
   RUN_MODEL_FLAGS,
+  weightsFlag,
   num,
   openModel,
   parse,
@@ -257,7 +259,18 @@ async function cmdBench(argv: string[]): Promise<void> {
   const ortEp = v["ort-ep"] ?? "cpu";
   if (ortEp !== "cpu" && ortEp !== "cuda" && ortEp !== "webgpu")
     throw new UsageError(`--ort-ep must be cpu, cuda or webgpu, got "${ortEp}"`);
-  const model = await openModel(v);
+  // --weights file,int8: one load each, benched side by side (see benchmarkLoads).
+  const formats = (v.weights ?? "file").split(",").map((w) => weightsFlag(w.trim())!);
+  if (new Set(formats).size !== formats.length) throw new UsageError(`--weights lists a format twice: "${v.weights}"`);
+  if (formats.length > 1 && peers.length > 0) throw new UsageError("--peers takes one --weights format");
+  const loads: { weights: WeightFormat; model: LoadedModel }[] = [];
+  try {
+    for (const weights of formats) loads.push({ weights, model: await openModel({ ...v, weights }) });
+  } catch (e) {
+    for (const l of loads) l.model.close();
+    throw e;
+  }
+  const model = loads[0].model;
   const options = {
     promptTokens: positiveInt("prompt-tokens", v["prompt-tokens"]),
     decodeTokens: positiveInt("decode-tokens", v["decode-tokens"]),
@@ -271,9 +284,9 @@ async function cmdBench(argv: string[]): Promise<void> {
   };
   let r: BenchResult;
   try {
-    r = peers.length ? await benchmarkWithPeers(model, { ...options, peers, ortEp }) : benchmark(model, options);
+    r = peers.length ? await benchmarkWithPeers(model, { ...options, peers, ortEp }) : benchmarkLoads(loads, options);
   } finally {
-    model.close();
+    for (const l of loads) l.model.close();
   }
   if (v.json) {
     process.stdout.write(JSON.stringify(r, (_, x) => (typeof x === "number" ? round(x) : x)) + "\n");
@@ -298,12 +311,18 @@ async function cmdBench(argv: string[]): Promise<void> {
       : []),
     `roofline         ${r.percent_of_roofline.toFixed(1)} %`,
   ];
+  // A row of several loads names its weights: "hire+head int8".
+  const label = (row: MethodRow) => (row.weights ? `${row.method} ${row.weights}` : row.method);
+  const width = Math.max(12, ...r.rows.map((row) => label(row).length));
   if (r.rows.length > 1) {
-    lines.push("", "method        ffn k   tokens/s  speedup  GB/token  GB/s   roofline  ms/token (in step)");
+    lines.push(
+      "",
+      `${"method".padEnd(width + 2)}ffn k   tokens/s  speedup  GB/token  GB/s   roofline  ms/token (in step)`,
+    );
     for (const row of r.rows) {
       lines.push(
         [
-          row.method.padEnd(12),
+          label(row).padEnd(width),
           (row.ffn_k === null ? "-" : String(row.ffn_k)).padStart(6),
           row.decode_tokens_per_s.toFixed(2).padStart(10),
           `${row.speedup.toFixed(2)}x`.padStart(8),
@@ -319,7 +338,7 @@ async function cmdBench(argv: string[]): Promise<void> {
   // top-k selections), against the streaming roofline.
   lines.push("", "steps         ms/token  GB/token   GB/s   roofline");
   for (const row of r.rows) {
-    lines.push(`${row.method}${row.ffn_k === null ? "" : ` (k ${row.ffn_k})`}`);
+    lines.push(`${label(row)}${row.ffn_k === null ? "" : ` (k ${row.ffn_k})`}`);
     for (const st of row.steps)
       lines.push(
         [

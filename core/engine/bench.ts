@@ -75,6 +75,8 @@ export interface BenchOptions {
 
 export interface MethodRow {
   method: string;
+  /** The load this row ran on (`benchmarkLoads`, e.g. "file" or "int8"); absent for a single load. */
+  weights?: string;
   ffn_k: number | null;
   head: string;
   decode_tokens_per_s: number;
@@ -145,7 +147,9 @@ function addTokenSteps(steps: StepTotals, report: ForwardReport, m: LoadedModel,
     const ffn = firstFfn(lw);
     const F = ffn.up.w.rows;
     const exact = (f.candidates * (ffn.up.w.byteLength + (ffn.gate?.w.byteLength ?? 0))) / F;
-    const down = (f.k * ffn.down.w.byteLength) / F;
+    // An int8 W_down is read from HiRE's transposed bf16 copy (2 bytes a value).
+    const downColumn = ffn.down.w.dtype === "Q8" ? 2 * ffn.down.w.rows : ffn.down.w.byteLength / F;
+    const down = f.k * downColumn;
     addStep(steps, "predictor", f.predictorMs, f.bytes - exact - down);
     addStep(steps, "exact rows", f.exactMs, exact);
     addStep(steps, "down product", f.downMs, down);
@@ -444,6 +448,24 @@ export function benchmark(model: LoadedModel, o: BenchOptions = {}): BenchResult
   run.warmup();
   for (let r = 0; r < (o.repeats ?? 3); r++) run.round();
   return run.result();
+}
+
+/**
+ * The bench over several loads of one model (`hire bench --weights file,int8`): each load's rows,
+ * rounds interleaved load by load so that every row sees the same memory phases, every row's speedup
+ * over the first load's dense row. The header (prefill, bandwidth, ...) is the first load's.
+ */
+export function benchmarkLoads(loads: { weights: string; model: LoadedModel }[], o: BenchOptions = {}): BenchResult {
+  if (loads.length === 1) return benchmark(loads[0].model, o);
+  const runs = loads.map((l) => new BenchRun(l.model, o));
+  for (const run of runs) run.warmup();
+  for (let r = 0; r < (o.repeats ?? 3); r++) for (const run of runs) run.round();
+  const results = runs.map((run) => run.result());
+  const baseMs = results[0].rows[0].decode_ms_per_token;
+  const rows = results.flatMap((res, i) =>
+    res.rows.map((row) => ({ ...row, weights: loads[i].weights, speedup: baseMs / row.decode_ms_per_token })),
+  );
+  return { ...results[0], dtype: loads.map((l, i) => `${l.weights}: ${results[i].dtype}`).join("; "), rows };
 }
 
 // ---- peers: other engines on the same model, measured round-robin with our rows -------------
