@@ -213,3 +213,78 @@ test("a session giving back the file layout decodes what one keeping it decodes,
     });
   });
 });
+
+// Int8 weights (--weights int8) own their memory: a given-back int8 copy is quantized again from
+// the file's matrix on its next use, which gives the same bits.
+for (const mmap of [true, false]) {
+  test(`an int8 weight given back is made again from the ${mmap ? "mapped" : "read-in"} file on its next use, bit for bit`, (t) => {
+    const model = loadModel(dir, { weights: "int8", mmap });
+    t.after(() => model.close());
+    const b = createBackend("cpu", 2);
+    const gate = firstFfn(model.weights.layers[0]).gate!.w;
+    assert.equal(gate.dtype, "Q8");
+    const before = product(b, gate);
+    const released0 = model.store.releasedBytes();
+    const rss0 = rssBytes();
+    const bytes = b.releaseWeight!(gate);
+    assert.ok(bytes >= gate.byteLength, `gave back ${bytes} of an int8 weight of ${gate.byteLength} bytes`);
+    assert.equal(model.store.releasedBytes() - released0, bytes, "the file's store counts it as given back");
+    const drop = rss0 - rssBytes();
+    assert.ok(drop > bytes / 2, `RSS fell by ${drop} bytes after giving back ${bytes}`);
+    assert.equal(b.releaseWeight!(gate), 0, "giving it back again gives nothing more");
+    assert.deepEqual(product(b, gate), before, "the product after it was made again equals the one before");
+    assert.equal(model.store.releasedBytes(), released0, "made again, it is no longer counted");
+    assert.equal(b.releaseWeight!(gate), bytes, "and it can be given back again");
+  });
+}
+
+test("a given-back int8 weight whose model was closed is an error, not zeros", () => {
+  const model = loadModel(dir, { weights: "int8" });
+  const b = createBackend("cpu", 1);
+  const up = firstFfn(model.weights.layers[1]).up.w;
+  assert.ok(b.releaseWeight!(up) > 0);
+  model.close();
+  assert.throws(
+    () => product(b, up),
+    (e: Error) => /given back and its file has been unmapped/.test(e.message),
+  );
+});
+
+test("an int8 session giving back W_gate and W_up decodes what one keeping them decodes, bit for bit", (t) => {
+  const kept = loadModel(dir, { weights: "int8" });
+  const freed = loadModel(dir, { weights: "int8" });
+  t.after(() => {
+    kept.close();
+    freed.close();
+  });
+  const phases: DeepPartial<SparsitySettings>[] = [
+    { ffn: { method: "hire", k: 0.25, oversample: 2 }, head: { method: "hire", k: 16 } },
+    { ffn: { method: "dense" }, head: { method: "dense" } },
+    { ffn: { method: "topk-exact", k: 0.25 } },
+    { ffn: { method: "hire", k: 0.1 } },
+  ];
+  const a = decode(kept, false, phases);
+  const b = decode(freed, true, phases);
+  assert.deepEqual(
+    a.released,
+    phases.flatMap(() => [0, 0]),
+  );
+  // The int8 copies of every layer's W_gate and W_up (W_down stays: its transposed copy is bf16).
+  const gateUp = freed.weights.layers.reduce(
+    (s, l) => s + firstFfn(l).gate!.w.byteLength + firstFfn(l).up.w.byteLength,
+    0,
+  );
+  const down = freed.weights.layers.reduce((s, l) => s + firstFfn(l).down.w.byteLength, 0);
+  for (const r of b.released)
+    assert.ok(
+      r >= gateUp && r < gateUp + down / 2,
+      `gave back ${r} bytes; int8 W_gate and W_up: ${gateUp}, W_down: ${down}`,
+    );
+  phases.forEach((p, i) => {
+    const what = `phase ${i} (${p.ffn?.method})`;
+    assert.deepEqual(b.phases[i].ids, a.phases[i].ids, `${what}: greedy ids`);
+    assert.deepEqual(b.phases[i].recall, a.phases[i].recall, `${what}: audited recall`);
+    // The interleaved int8 rows are the same rows, and dense keeps the int8 W_down: the same bits.
+    b.phases[i].logits.forEach((l, j) => assert.deepEqual(l, a.phases[i].logits[j], `${what}: token ${j} logits`));
+  });
+});

@@ -87,23 +87,36 @@ export class LayerPrep {
    * pass of this layer once they exist (prefill, audit, topk-exact, dense): the file-layout matrices
    * they copy are then given back to the system. The backend reads one back from the file if anything
    * uses it again (DIP's copies and a new predictor are made from W_gate), and this gives it back
-   * again. Not for biased gate/up matrices (the interleaved product has no bias).
+   * again. Not for biased gate/up matrices (the interleaved product has no bias). Int8 weights give
+   * back their gate/up copies (made again from the file when used) but keep W_down: its transposed
+   * copy is bf16, twice the bytes for a dense pass.
    */
   releaseFileLayout(): void {
     const { b } = this.ctx;
     if (!b.releaseWeight) return;
     const w = this.w;
+    const down = this.colsDown !== undefined && this.colsDown !== w.down.w && w.down.w.dtype !== "Q8";
     const free: Weight[] = [];
-    if (this.colsDown && this.colsDown !== w.down.w) free.push(w.down.w);
+    if (down) free.push(w.down.w);
     if (w.gate && this.denseGateUp()) free.push(w.gate.w, w.up.w);
     let bytes = 0;
     for (const x of free) bytes += b.releaseWeight(x);
-    if (bytes > 0) this.gaveBack = true;
+    // Read-in memory goes back in whole 2 MiB pages, so one matrix may give back 0 bytes and still
+    // be released: the flags follow the layer.
+    if (bytes > 0) {
+      this.gaveBack = true;
+      this.downGivenBack ||= down;
+    }
   }
   private gaveBack = false;
+  private downGivenBack = false;
   /** Whether releaseFileLayout gave anything back: the dense method then reads the copies. */
   get released(): boolean {
     return this.gaveBack;
+  }
+  /** W_down for a dense pass: the file's layout, or the transposed copy once the file's is given back. */
+  denseDown(): Weight {
+    return this.downGivenBack ? this.downCols() : this.w.down.w;
   }
   /** The interleaved gate/up rows, when built and usable for a dense pass (no biases). */
   denseGateUp(): Weight | undefined {
@@ -290,13 +303,13 @@ export class SparseFeedForward implements FeedForward {
 
   /**
    * The dense FFN from HiRE's layouts, once the file layout was given back (Sparsifier): the same
-   * products, with the down product summed column by column (about 10 % slower than the row-major
+   * products, with a given-back W_down summed column by column (about 10 % slower than the row-major
    * GEMV on the 1B model's W_down: 55.5 against 61.1 GB/s).
    */
   private dense(out: Buf, h: Buf, n: number): void {
     const { b, scratch: sc } = this.ctx;
     this.denseActivations(sc.actN, sc.otherN, h, n);
-    b.matmul(out, sc.actN, this.prep.downCols(), n, this.w.down.b);
+    b.matmul(out, sc.actN, this.prep.denseDown(), n, this.w.down.b);
   }
 
   /** Dense activations, each token's exact top-k, down product from those k columns only. */

@@ -59,11 +59,21 @@ Napi::Value Unmap(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// Gives back the memory of a weight read from a file (see Mapping::release_pages): bytes given back,
-// 0 for a weight that owns its memory. Its next use reads the pages back from the file.
+// Gives back the memory of a weight read from a file (see Mapping::release_pages), or of an int8
+// copy of one (WeightHandle::source): bytes given back, 0 for other weights owning their memory. Its
+// next use reads the pages back from the file, or quantizes the file's matrix again.
 Napi::Value ReleaseWeight(const Napi::CallbackInfo& info) {
   Args a(info, "releaseWeight");
   WeightHandle* w = a.tagged<WeightHandle>(0, kWeightTag, "w", "NativeWeight");
+  if (w->source) {
+    if (!w->owned) return Napi::Number::New(info.Env(), 0);
+    const size_t bytes = w->owned->size();
+    w->owned.reset();
+    w->given_back = bytes;
+    w->source->map->note_copies_given_back(static_cast<int64_t>(bytes));
+    Napi::MemoryManagement::AdjustExternalMemory(info.Env(), -static_cast<int64_t>(bytes));
+    return Napi::Number::New(info.Env(), static_cast<double>(bytes));
+  }
   if (w->owned || !w->map->valid()) return Napi::Number::New(info.Env(), 0);
   return Napi::Number::New(info.Env(), static_cast<double>(w->map->release_pages(w->offset, w->bytes())));
 }
@@ -360,7 +370,8 @@ Napi::Value OwnedWeight(const Args& a, Napi::Env env, std::shared_ptr<hire::Buff
   const int64_t bytes = static_cast<int64_t>(buf->size());
   auto* h = new WeightHandle{nullptr, 0, dtype, rows, cols, transposed, std::move(buf), group};
   auto ext = Napi::External<WeightHandle>::New(env, h, [](Napi::Env e, WeightHandle* p) {
-    Napi::MemoryManagement::AdjustExternalMemory(e, -static_cast<int64_t>(p->owned->size()));
+    if (p->owned) Napi::MemoryManagement::AdjustExternalMemory(e, -static_cast<int64_t>(p->owned->size()));
+    if (p->given_back > 0) p->source->map->note_copies_given_back(-static_cast<int64_t>(p->given_back));
     delete p;
   });
   Napi::MemoryManagement::AdjustExternalMemory(env, bytes);
@@ -388,7 +399,11 @@ Napi::Value QuantizeWeight(const Napi::CallbackInfo& info) {
   if (group % 32 != 0) a.fail("groupSize must be a multiple of 32, got " + std::to_string(group));
   if (w.dtype == hire::kQ8) a.fail("w is already int8");
   std::shared_ptr<hire::QuantMatrix> q = hire::quantize(w, 8, group);
-  return OwnedWeight(a, info.Env(), q->mem, hire::kQ8, w.rows, w.cols, false, group);
+  Napi::Value out = OwnedWeight(a, info.Env(), q->mem, hire::kQ8, w.rows, w.cols, false, group);
+  // A copy of a file's matrix can be given back and made again from the file (WeightHandle::source).
+  const WeightHandle* from = a.tagged<WeightHandle>(0, kWeightTag, "w", "NativeWeight");
+  if (!from->owned) out.As<Napi::External<WeightHandle>>().Data()->source = std::make_shared<WeightHandle>(*from);
+  return out;
 }
 
 // Rows of a and b interleaved (a0, b0, a1, b1, ...): HiRE reads a neuron's W_gate and W_up rows
@@ -456,8 +471,8 @@ Napi::Value WeightAlignment(const Napi::CallbackInfo& info) {
 Napi::Value TransposeView(const Napi::CallbackInfo& info) {
   Args a(info, "transposeView");
   WeightHandle* w = a.tagged<WeightHandle>(0, kWeightTag, "w", "NativeWeight");
-  if (!w->owned && !w->map->valid()) a.fail("w belongs to a mapping that was unmapped");
   if (w->dtype == hire::kQ8) a.fail("an int8 weight has no transposed view; relayout(w, true) gives a bf16 copy");
+  if (!w->owned && !w->map->valid()) a.fail("w belongs to a mapping that was unmapped");
   // Same bytes, logical shape swapped, layout flag flipped; shares the mapping or the owned buffer.
   auto* h = new WeightHandle{w->map, w->offset, w->dtype, w->cols, w->rows, !w->transposed, w->owned};
   Napi::Env env = info.Env();

@@ -168,7 +168,7 @@ size_t Mapping::huge_pages_released() const {
 
 size_t Mapping::released_bytes() {
   std::lock_guard<std::mutex> lock(released_mu_);
-  return huge_pages_released();
+  return huge_pages_released() + static_cast<size_t>(copies_given_back_.load(std::memory_order_relaxed));
 }
 
 void Mapping::restore(size_t offset, size_t bytes) {

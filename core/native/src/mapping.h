@@ -50,8 +50,11 @@ class Mapping {
   void ensure_resident(size_t offset, size_t bytes) {
     if (has_released_.load(std::memory_order_acquire)) restore(offset, bytes);
   }
-  // Bytes currently given back (read-in memory only): the whole 2 MiB pages the released ranges cover.
+  // Bytes currently given back: the whole 2 MiB pages of read-in memory the released ranges cover,
+  // plus the int8 copies of this file's matrices given back (note_copies_given_back).
   size_t released_bytes();
+  // An int8 copy made from this file's bytes freed (+) or made again (-) (WeightHandle::source).
+  void note_copies_given_back(int64_t delta) { copies_given_back_.fetch_add(delta, std::memory_order_relaxed); }
 
  private:
   Mapping() = default;
@@ -75,6 +78,7 @@ class Mapping {
   std::vector<Range> released_huge_pages() const;
   size_t huge_pages_released() const;
   std::atomic<bool> has_released_{false};
+  std::atomic<int64_t> copies_given_back_{0};
 };
 
 }  // namespace hire

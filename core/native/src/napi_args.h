@@ -19,6 +19,7 @@
 #include "kernels.h"
 #include "mapping.h"
 #include "quant.h"
+#include "sparse.h"
 
 namespace hire_napi {
 
@@ -44,6 +45,11 @@ struct WeightHandle {
   bool transposed;
   std::shared_ptr<hire::Buffer> owned;  // native memory of relayout / weightFromArray / quantizeWeight (offset 0)
   int64_t group = 0;                    // kQ8: values per scale
+  // An int8 copy of a file's matrix (quantizeWeight): releaseWeight frees `owned` while other layouts
+  // serve the matrix (HiRE's interleaved rows), and its next use quantizes the file's matrix again,
+  // which gives the same bits. given_back: the bytes freed that way (0 while resident).
+  std::shared_ptr<const WeightHandle> source = nullptr;
+  size_t given_back = 0;
   Mat mat(const void* data) const { return Mat{data, dtype, rows, cols, transposed, group}; }
   size_t bytes() const { return static_cast<size_t>(hire::mat_bytes(mat(nullptr))); }
 };
@@ -170,6 +176,7 @@ class Args {
   // A weight as a kernel view; throws if its mapping was unmapped.
   Mat weight(size_t i, const char* name) const {
     WeightHandle* w = tagged<WeightHandle>(i, kWeightTag, name, "NativeWeight");
+    if (!w->owned && w->source) requantize(*w, name);
     if (w->owned) return w->mat(w->owned->data());
     if (!w->map->valid()) fail(std::string(name) + " belongs to a mapping that was unmapped");
     try {
@@ -178,6 +185,22 @@ class Args {
       fail(std::string(name) + ": " + e.what());
     }
     return w->mat(w->map->data() + w->offset);
+  }
+
+  // Makes a given-back int8 copy again from its file's matrix (see WeightHandle::source).
+  void requantize(WeightHandle& w, const char* name) const {
+    const WeightHandle& src = *w.source;
+    if (!src.map->valid()) fail(std::string(name) + " was given back and its file has been unmapped");
+    try {
+      src.map->ensure_resident(src.offset, src.bytes());
+    } catch (const std::runtime_error& e) {
+      fail(std::string(name) + ": " + e.what());
+    }
+    w.owned = hire::quantize(src.mat(src.map->data() + src.offset), 8, w.group)->mem;
+    src.map->release_pages(src.offset, src.bytes());  // as after the first quantization
+    src.map->note_copies_given_back(-static_cast<int64_t>(w.given_back));
+    w.given_back = 0;
+    Napi::MemoryManagement::AdjustExternalMemory(info_.Env(), static_cast<int64_t>(w.owned->size()));
   }
 
   const hire::QuantMatrix& quant(size_t i, const char* name) const {
