@@ -288,3 +288,27 @@ test("an int8 session giving back W_gate and W_up decodes what one keeping them 
     b.phases[i].logits.forEach((l, j) => assert.deepEqual(l, a.phases[i].logits[j], `${what}: token ${j} logits`));
   });
 });
+
+test("a given-back int8 weight whose file changed since loading is an error naming the file, not other bits", (t) => {
+  // A whole-second modification time, so that setting it back restores it exactly (a Date holds ms).
+  const file = join(dir, "model.safetensors");
+  const st = statSync(file);
+  st.mtime.setMilliseconds(0);
+  utimesSync(file, st.atime, st.mtime);
+  const model = loadModel(dir, { weights: "int8" }); // mapped: its pages would fault in the new bytes
+  t.after(() => model.close());
+  const b = createBackend("cpu", 1);
+  const gate = firstFfn(model.weights.layers[1]).gate!.w;
+  const before = product(b, gate);
+  assert.ok(b.releaseWeight!(gate) > 0);
+  utimesSync(file, st.atime, new Date(st.mtime.getTime() + 5000));
+  try {
+    assert.throws(
+      () => product(b, gate),
+      (e: Error) => e.message.includes(file) && /changed since the model was loaded/.test(e.message),
+    );
+  } finally {
+    utimesSync(file, st.atime, st.mtime);
+  }
+  assert.deepEqual(product(b, gate), before, "with the file as loaded again, it is made again");
+});

@@ -171,6 +171,14 @@ size_t Mapping::released_bytes() {
   return huge_pages_released() + static_cast<size_t>(copies_given_back_.load(std::memory_order_relaxed));
 }
 
+void Mapping::check_unchanged(const std::string& what) const {
+  struct stat st;
+  if (::stat(path_.c_str(), &st) != 0)
+    throw std::runtime_error(path_ + ": cannot read it, so " + what + ": " + std::strerror(errno));
+  if (static_cast<size_t>(st.st_size) != size_ || mtime_ns(st) != mtime_ns_)
+    throw std::runtime_error(path_ + ": changed since the model was loaded, so " + what + "; load the model again");
+}
+
 void Mapping::restore(size_t offset, size_t bytes) {
   std::lock_guard<std::mutex> lock(released_mu_);
   const size_t end = offset + bytes;

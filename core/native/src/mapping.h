@@ -50,6 +50,10 @@ class Mapping {
   void ensure_resident(size_t offset, size_t bytes) {
     if (has_released_.load(std::memory_order_acquire)) restore(offset, bytes);
   }
+  // Throws std::runtime_error("<path>: changed since the model was loaded, so <what>; ...") when the
+  // file's size or modification time is no longer the loaded one's (a mapped file's pages would then
+  // fault in the new bytes, or past its end).
+  void check_unchanged(const std::string& what) const;
   // Bytes currently given back: the whole 2 MiB pages of read-in memory the released ranges cover,
   // plus the int8 copies of this file's matrices given back (note_copies_given_back).
   size_t released_bytes();

@@ -192,6 +192,7 @@ class Args {
     const WeightHandle& src = *w.source;
     if (!src.map->valid()) fail(std::string(name) + " was given back and its file has been unmapped");
     try {
+      src.map->check_unchanged("its given-back int8 weights cannot be made again");
       src.map->ensure_resident(src.offset, src.bytes());
     } catch (const std::runtime_error& e) {
       fail(std::string(name) + ": " + e.what());
