@@ -2,13 +2,13 @@
 // SparsifierOptions.releaseFileLayout): the memory really goes, a released weight is read back from
 // the file on its next use (never computed with the zeros left behind), a changed file is an error
 // naming it, and a session that releases decodes exactly what one keeping everything decodes.
-import { test, before, after } from "node:test";
+import { test, before, after, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync, statSync, utimesSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { makeModel } from "../core/modelgen/make-model.js";
-import { loadModel, type LoadedModel } from "../core/loader/model-folder.js";
+import { loadModel, type LoadedModel, type LoadOptions } from "../core/loader/model-folder.js";
 import { createBackend } from "../core/backend/select.js";
 import { KVCache, Transformer, type ForwardReport } from "../core/engine/transformer.js";
 import { Sparsifier } from "../core/sparse/sparsifier.js";
@@ -167,27 +167,36 @@ function decode(
   return { phases: out, released };
 }
 
-test("a session giving back the file layout decodes what one keeping it decodes, through every method", (t) => {
-  const kept = loadModel(dir);
-  const freed = loadModel(dir);
+/** Every method in turn, HiRE first (so that the file layout is given back from the start). */
+const PHASES: DeepPartial<SparsitySettings>[] = [
+  { ffn: { method: "hire", k: 0.25, oversample: 2 }, head: { method: "hire", k: 16 } },
+  { ffn: { method: "dense" }, head: { method: "dense" } },
+  { ffn: { method: "topk-exact", k: 0.25 } },
+  { ffn: { method: "dip", k: 0.5 } },
+  { ffn: { method: "hire", k: 0.1 } },
+];
+
+/** The same decode through two loads of the model, one keeping its file layout (a), one giving it back (b). */
+function keptAndFreed(t: TestContext, options: LoadOptions) {
+  const kept = loadModel(dir, options);
+  const freed = loadModel(dir, options);
   t.after(() => {
     kept.close();
     freed.close();
   });
-  const phases: DeepPartial<SparsitySettings>[] = [
-    { ffn: { method: "hire", k: 0.25, oversample: 2 }, head: { method: "hire", k: 16 } },
-    { ffn: { method: "dense" }, head: { method: "dense" } },
-    { ffn: { method: "topk-exact", k: 0.25 } },
-    { ffn: { method: "dip", k: 0.5 } },
-    { ffn: { method: "hire", k: 0.1 } },
-  ];
-  const a = decode(kept, false, phases);
-  const b = decode(freed, true, phases);
-  const ffnBytes = freed.weights.layers.reduce((s, l) => s + ffnWeightBytes(firstFfn(l)), 0);
+  const a = decode(kept, false, PHASES);
+  const b = decode(freed, true, PHASES);
   assert.deepEqual(
     a.released,
-    phases.flatMap(() => [0, 0]),
+    PHASES.flatMap(() => [0, 0]),
   );
+  return { a, b, freed };
+}
+
+test("a session giving back the file layout decodes what one keeping it decodes, through every method", (t) => {
+  const phases = PHASES;
+  const { a, b, freed } = keptAndFreed(t, {});
+  const ffnBytes = freed.weights.layers.reduce((s, l) => s + ffnWeightBytes(firstFfn(l)), 0);
   // Each layer's FFN matrices are one run in the file: all of it goes back but a ragged 2 MiB page at each end.
   const floor = ffnBytes - freed.weights.layers.length * 2 * HUGE;
   for (const r of b.released) assert.ok(r >= floor, `released ${r} of the FFN's ${ffnBytes} bytes`);
@@ -251,24 +260,9 @@ test("a given-back int8 weight whose model was closed is an error, not zeros", (
 });
 
 test("an int8 session giving back W_gate and W_up decodes what one keeping them decodes, bit for bit", (t) => {
-  const kept = loadModel(dir, { weights: "int8" });
-  const freed = loadModel(dir, { weights: "int8" });
-  t.after(() => {
-    kept.close();
-    freed.close();
-  });
-  const phases: DeepPartial<SparsitySettings>[] = [
-    { ffn: { method: "hire", k: 0.25, oversample: 2 }, head: { method: "hire", k: 16 } },
-    { ffn: { method: "dense" }, head: { method: "dense" } },
-    { ffn: { method: "topk-exact", k: 0.25 } },
-    { ffn: { method: "hire", k: 0.1 } },
-  ];
-  const a = decode(kept, false, phases);
-  const b = decode(freed, true, phases);
-  assert.deepEqual(
-    a.released,
-    phases.flatMap(() => [0, 0]),
-  );
+  // DIP's column copies are made from W_gate and W_up: given back, they are quantized again first.
+  const phases = PHASES;
+  const { a, b, freed } = keptAndFreed(t, { weights: "int8" });
   // The int8 copies of every layer's W_gate and W_up (W_down stays: its transposed copy is bf16).
   const gateUp = freed.weights.layers.reduce(
     (s, l) => s + firstFfn(l).gate!.w.byteLength + firstFfn(l).up.w.byteLength,
