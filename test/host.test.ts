@@ -111,7 +111,7 @@ test("parseRequest rejects malformed and hostile messages with a ProtocolError n
     [{ id: 1, type: "model.inspect", path: "x".repeat(5000) }, /longer than/],
     [{ id: 1, type: "model.load", kvCache: "q4" }, /"kvCache" must be one of f32, f16/],
     [{ id: 1, type: "model.inspect", path: "m", kvCache: 16 }, /"kvCache" must be one of f32, f16/],
-    [{ id: 1, type: "model.load", weights: "int4" }, /"weights" must be one of file, int8/],
+    [{ id: 1, type: "model.load", weights: "int3" }, /"weights" must be one of file, int8, int4/],
     [{ id: 1, type: "model.load", weights: "INT8" }, /"weights" must be one of file, int8/],
     [{ id: 1, type: "model.inspect", path: "m", weights: 8 }, /"weights" must be one of file, int8/],
     [{ id: 1, type: "model.inspect", path: "m", weights: ["int8"] }, /"weights" must be one of file, int8/],

@@ -945,7 +945,7 @@ test("the model bar's load choices are kept between app starts, and sent with in
     const next = createConnectionStore(); // a new start of the app
     assert.deepEqual(choices(next), ["f16", "int8", 8192]);
     // Whatever was stored that is not a valid choice falls back to the defaults.
-    saved.set(LOAD_PREFS_KEY, JSON.stringify({ kvCache: "q2", weights: "int4", contextLength: -5 }));
+    saved.set(LOAD_PREFS_KEY, JSON.stringify({ kvCache: "q2", weights: "int3", contextLength: -5 }));
     assert.deepEqual(choices(createConnectionStore()), ["f32", "file", null]);
     saved.set(LOAD_PREFS_KEY, "{not json");
     assert.deepEqual(choices(createConnectionStore()), ["f32", "file", null]);

@@ -13,8 +13,8 @@ import type { HireFfnResult, NativeQuant, NativeWeight } from "../native/addon.j
 
 export type { HireFfnResult };
 
-/** A weight's storage: a checkpoint's dtype, or Q8 (int8 in groups: a model loaded with int8 weights). */
-export type WeightDType = DType | "Q8";
+/** A weight's storage: a checkpoint's dtype, or Q8 / Q4 (int8 / int4 in groups: a model loaded with int8 or int4 weights). */
+export type WeightDType = DType | "Q8" | "Q4";
 
 /** A weight matrix as the kernels see it: rows = outputs, cols = inputs, in its storage dtype and layout. */
 export interface Weight {
@@ -198,8 +198,8 @@ export interface Backend {
    * backend better than one per cache: the CPU backend puts them on 2 MiB pages. Absent: allocKv each.
    */
   allocKvSet?(lengths: readonly number[], dtype: KvDtype): Buf[];
-  /** Whether it runs int8 (Q8) weights, a model loaded with `weights: "int8"` (the CPU backend does). */
-  readonly int8Weights?: boolean;
+  /** Whether it runs int8 and int4 (Q8, Q4) weights, a model loaded with `weights: "int8"` or `"int4"` (the CPU backend does). */
+  readonly quantizedWeights?: boolean;
   /** Tokens per prefill forward pass (the workspace's batch; at most MAX_BATCH in transformer.ts). */
   readonly prefillBatch: number;
   /**

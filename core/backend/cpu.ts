@@ -15,6 +15,7 @@ import {
   type Weight,
 } from "./backend.js";
 import type { HireFfnArgs, KvArray } from "../native/addon.js";
+import { isQuantDType } from "../loader/weight-format.js";
 
 const f32 = (b: Buf) => b as Float32Array;
 const kv = (b: Buf) => b as KvArray;
@@ -71,7 +72,7 @@ export class CpuBackend implements Backend {
   // 20.3 in batches of 256 (128: 6.44 s for 1024).
   readonly prefillBatch = 256;
 
-  readonly int8Weights = true;
+  readonly quantizedWeights = true;
 
   // Cache-line aligned: typed arrays start 16 bytes into a line, and then every 64-byte load of a KV
   // row straddles two lines (attention over 16 layers' caches measured 13 % slower at head_dim 128
@@ -332,7 +333,7 @@ export class CpuBackend implements Backend {
     const handle = this.n.relayout(w.handle, transposed);
     return {
       handle,
-      dtype: w.dtype === "Q8" ? "BF16" : w.dtype, // int8 groups run along rows: columns come as bf16
+      dtype: isQuantDType(w.dtype) ? "BF16" : w.dtype, // quantized groups run along rows: columns come as bf16
       rows: w.rows,
       cols: w.cols,
       transposed,

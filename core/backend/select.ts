@@ -4,6 +4,7 @@
 import type { Backend } from "./backend.js";
 import { CpuBackend } from "./cpu.js";
 import { CudaBackend, cudaDevices } from "./cuda.js";
+import { isQuantDType } from "../loader/weight-format.js";
 
 export type BackendChoice = "auto" | "cpu" | "cuda" | `cuda:${number}`;
 
@@ -40,13 +41,13 @@ export function createBackend(choice: BackendChoice = defaultBackendChoice(), th
 }
 
 /**
- * createBackend for a loaded model: `auto` (the default) picks the CPU backend for int8 weights,
- * which only it runs; an explicit GPU choice then fails when the session starts, saying why.
+ * createBackend for a loaded model: `auto` (the default) picks the CPU backend for int8 and int4
+ * weights, which only it runs; an explicit GPU choice then fails when the session starts, saying why.
  */
 export function backendForModel(
   model: { readonly weights: { readonly head: { readonly w: { readonly dtype: string } } } },
   choice: BackendChoice = defaultBackendChoice(),
   threads?: number,
 ): Backend {
-  return createBackend(choice === "auto" && model.weights.head.w.dtype === "Q8" ? "cpu" : choice, threads);
+  return createBackend(choice === "auto" && isQuantDType(model.weights.head.w.dtype) ? "cpu" : choice, threads);
 }

@@ -20,13 +20,13 @@ export const MODEL_FLAGS = {
   mmap: { type: "boolean" },
 } as const satisfies ParseArgsConfig["options"];
 
-/** MODEL_FLAGS and --weights file|int8 (how the loaded model keeps its matrices), for the commands that run it. */
+/** MODEL_FLAGS and --weights file|int8|int4 (how the loaded model keeps its matrices), for the commands that run it. */
 export const RUN_MODEL_FLAGS = {
   ...MODEL_FLAGS,
   weights: { type: "string" },
 } as const satisfies ParseArgsConfig["options"];
 
-/** --weights file|int8. */
+/** --weights file|int8|int4. */
 export const weightsFlag = (v: string | undefined): WeightFormat | undefined => {
   if (v === undefined) return undefined;
   if (!isWeightFormat(v)) throw new UsageError(`--weights must be one of ${WEIGHT_FORMATS.join(", ")}, got "${v}"`);

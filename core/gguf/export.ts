@@ -60,6 +60,7 @@ import type { FfnWeights, ModelConfig } from "../arch/config.js";
 import { convertF32, f16ToF32 } from "../modelgen/safetensors-writer.js";
 import { GGML_TYPE_BYTES, GgmlType, GgufFileWriter, kv, type GgufTensorInfo, type GgufValue } from "./writer.js";
 import { ggufVocab, vocabMetadata } from "./vocab.js";
+import { isQuantDType } from "../loader/weight-format.js";
 
 export type GgufDType = "f32" | "f16" | "bf16";
 
@@ -109,14 +110,14 @@ const GGML_TYPES: Record<GgufDType, GgmlType> = { f32: GgmlType.F32, f16: GgmlTy
 const FILE_TYPES: Record<GgufDType, number> = { f32: 0, f16: 1, bf16: 32 };
 const SOURCE_DTYPES: Record<DType, GgufDType> = { F32: "f32", F16: "f16", BF16: "bf16" };
 
-/** The GGUF dtype of a model's weights as its files store them; a model loaded with int8 weights has none. */
+/** The GGUF dtype of a model's weights as its files store them; a model loaded with int8 or int4 weights has none. */
 export function sourceDtype(model: LoadedModel, what: string): GgufDType {
   const d = model.weights.embed.dtype;
-  if (d === "Q8")
+  if (isQuantDType(d))
     throw new ModelError(
       "UNSUPPORTED_DTYPE",
       model.dir,
-      `${what} reads the file's weights: load the model without int8 weights`,
+      `${what} reads the file's weights: load the model without int8 or int4 weights`,
     );
   return SOURCE_DTYPES[d];
 }

@@ -16,7 +16,7 @@ import { ggufFileFor, modelFolderFor } from "../loader/model-source.js";
 import { ARCHITECTURES } from "../arch/index.js";
 import { findModelFolder, hubCacheDir, listCachedModels, modelName } from "../loader/hf-cache.js";
 import { loadModel, readModelConfig, type LoadedModel } from "../loader/model-folder.js";
-import { INT8_GROUP, int8Bytes, type WeightFormat } from "../loader/weight-format.js";
+import { QUANT_GROUP, quantBytes, type QuantFormat, type WeightFormat } from "../loader/weight-format.js";
 import { readSafetensorsHeader, weightFiles, DTYPE_BYTES, type TensorInfo } from "../loader/safetensors.js";
 import { layerFfnBytes, type ModelConfig } from "../arch/config.js";
 import { DEFAULT_CONTEXT, Session, type GenerationEvent, type LazyGrammar } from "../engine/session.js";
@@ -556,8 +556,8 @@ export async function estimateModel(
 }
 
 /**
- * Weights, parameters and KV cache of a model from its config and tensor list. With int8 weights,
- * every matrix at least INT8_GROUP columns wide counts as its int8 copy (a tensor of more than two
+ * Weights, parameters and KV cache of a model from its config and tensor list. With int8 or int4
+ * weights, every matrix at least QUANT_GROUP columns wide counts as its copy (a tensor of more than two
  * dimensions, stacked experts, as its rows flattened by its last dimension, as the store views it)
  * and the rest as stored. An estimate: the loader keeps a few such matrices as stored (a mixture's
  * router and shared-expert gate, position tables), which are tiny next to the layers' matrices.
@@ -573,7 +573,7 @@ function estimate(
   let weightBytes = 0;
   let parameters = 0;
   for (const t of tensors) {
-    weightBytes += weights === "int8" ? int8TensorBytes(t) : t.byteLength;
+    weightBytes += weights === "file" ? t.byteLength : quantTensorBytes(t, weights);
     parameters += t.byteLength / DTYPE_BYTES[t.dtype];
   }
   const ctx = Math.min(c.maxPositions, contextLength ?? DEFAULT_CONTEXT);
@@ -590,12 +590,12 @@ function estimate(
   };
 }
 
-/** A tensor's bytes as int8 weights would keep it: matrices of INT8_GROUP columns or more as int8, the rest as stored. */
-function int8TensorBytes(t: TensorInfo): number {
+/** A tensor's bytes as quantized weights would keep it: matrices of QUANT_GROUP columns or more quantized, the rest as stored. */
+function quantTensorBytes(t: TensorInfo, format: QuantFormat): number {
   if (t.shape.length < 2) return t.byteLength;
   const cols = t.shape[t.shape.length - 1];
   const rows = t.shape.slice(0, -1).reduce((a, d) => a * d, 1);
-  return rows >= 2 && cols >= INT8_GROUP ? int8Bytes(rows, cols) : t.byteLength;
+  return rows >= 2 && cols >= QUANT_GROUP ? quantBytes(format, rows, cols) : t.byteLength;
 }
 
 /** Flatten a forward pass's per-layer reports into the typed arrays of the wire format. */

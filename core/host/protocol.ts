@@ -20,7 +20,7 @@ export type { CachedModel, ChatMessage, SamplingOptions, SparsitySettings, DeepP
 // How a load keeps the model's matrices (core/loader/weight-format.ts). Listed here rather than
 // imported because that module loads the native addon, which the renderer cannot; the record makes
 // the compiler hold this list to the WeightFormat type, every format and no other.
-const WEIGHT_FORMAT_SET: Record<WeightFormat, true> = { file: true, int8: true };
+const WEIGHT_FORMAT_SET: Record<WeightFormat, true> = { file: true, int8: true, int4: true };
 export const WEIGHT_FORMATS = Object.keys(WEIGHT_FORMAT_SET) as readonly WeightFormat[];
 export const isWeightFormat = (x: unknown): x is WeightFormat => (WEIGHT_FORMATS as readonly unknown[]).includes(x);
 
@@ -46,7 +46,7 @@ export type Request =
       path?: string;
       contextLength?: number;
       kvCache?: KvDtype;
-      /** "int8": the linear layers as int8 copies (half of bf16's memory; CPU backend only). */
+      /** "int8" / "int4": the linear layers as int8 / int4 copies (a half / a quarter of bf16's memory; CPU backend only). */
       weights?: WeightFormat;
     }
   | {
@@ -163,13 +163,13 @@ export interface ModelEstimate {
   architecture: string;
   parameters: number;
   dtype: string;
-  /** The weights as `weights` keeps them: with "int8", an estimate (see engine-host.ts: estimate). */
+  /** The weights as `weights` keeps them: with "int8" or "int4", an estimate (see engine-host.ts: estimate). */
   weightBytes: number;
   /** KV cache at contextLength positions, in kvCache's element type. */
   kvCacheBytes: number;
   contextLength: number;
   kvCache: KvDtype;
-  /** How the matrices are kept: as the file stores them (`dtype`), or as int8 copies. */
+  /** How the matrices are kept: as the file stores them (`dtype`), or as int8 / int4 copies. */
   weights: WeightFormat;
 }
 

@@ -10,7 +10,7 @@ import { ModelError } from "./errors.js";
 import { findModelFolder } from "./hf-cache.js";
 import { isObject, readJsonFile } from "./json.js";
 import { WeightStore } from "./safetensors.js";
-import { int8Weights, type WeightFormat } from "./weight-format.js";
+import { quantizedWeights, type WeightFormat } from "./weight-format.js";
 import { ModelTokenizer } from "./tokenizer.js";
 
 /** Sampling defaults a model ships in generation_config.json (all optional). */
@@ -97,14 +97,15 @@ export function loadModel(folder: string, options: LoadOptions = {}): LoadedMode
   const dir = findModelFolder(folder);
   const config = readModelConfig(dir);
   const tokenizer = ModelTokenizer.load(dir);
-  // int8 weights read each file matrix once, to quantize it: mapping the files (unless told) keeps a
-  // load's peak memory near the int8 copies' instead of the whole file read in first (1B shape: max
-  // RSS 1.86 GB mapped against 2.50 read in; 2.76 for the file's bf16).
-  const store = WeightStore.open(dir, { mmap: options.mmap ?? options.weights === "int8" });
+  // Quantized weights read each file matrix once, to quantize it: mapping the files (unless told)
+  // keeps a load's peak memory near the copies' instead of the whole file read in first (1B shape,
+  // int8: max RSS 1.86 GB mapped against 2.50 read in; 2.76 for the file's bf16).
+  const format = options.weights ?? "file";
+  const store = WeightStore.open(dir, { mmap: options.mmap ?? format !== "file" });
   try {
     store.checkDType(config.dtype, join(dir, "config.json"), ARCHITECTURES[config.architecture].f32Tensors);
     const bound = ARCHITECTURES[config.architecture].bindWeights(config, store);
-    const weights = options.weights === "int8" ? int8Weights(bound) : bound;
+    const weights = format === "file" ? bound : quantizedWeights(bound, format);
     const gen = readGenerationConfig(dir);
     const eosIds = new Set<number>([...config.eosTokenIds, ...gen.eosIds]);
     const eosFromTokenizer = tokenizer.eosToken === undefined ? undefined : tokenizer.tokenId(tokenizer.eosToken);

@@ -1,25 +1,38 @@
 // How a loaded model keeps its matrices: as the file stores them ("file": f32, f16 or bf16), or as
-// int8 copies ("int8": groups of INT8_GROUP values with an f16 scale each, about half of bf16's
-// bytes). Decoding reads every weight once a token, so int8 weights decode up to twice as fast and
-// take half the memory, at llama.cpp's Q8_0 error (each product quantizes x to int8 per group too).
+// quantized copies ("int8", "int4": groups of QUANT_GROUP values with an f16 scale each, about half
+// and a quarter of bf16's bytes). Decoding reads every weight once a token, so quantized weights
+// decode faster and take less memory, at llama.cpp's Q8_0 / Q4_0 error (each product quantizes x to
+// int8 per group too).
 import { native, NativeDType } from "../native/addon.js";
 import type { DType, Weight } from "./safetensors.js";
 import type { ModelWeights } from "../arch/index.js";
 
-export type WeightFormat = "file" | "int8";
-export const WEIGHT_FORMATS: readonly WeightFormat[] = ["file", "int8"];
+export type WeightFormat = "file" | "int8" | "int4";
+export const WEIGHT_FORMATS: readonly WeightFormat[] = ["file", "int8", "int4"];
 export const isWeightFormat = (x: unknown): x is WeightFormat => (WEIGHT_FORMATS as readonly unknown[]).includes(x);
 
-/**
- * Values per f16 scale of int8 weights. Q8_0's 32: a group's scale follows its largest value, so
- * smaller groups keep more of the rest (on the 1B shape, 32 and 128 decoded at the same speed).
- */
-export const INT8_GROUP = 32;
+/** A quantized weight format and its bits per code. */
+export type QuantFormat = Exclude<WeightFormat, "file">;
+export const QUANT_BITS: Record<QuantFormat, 4 | 8> = { int8: 8, int4: 4 };
+/** The dtype a quantized format's weights carry (NativeDType.Q8 / Q4). */
+export const QUANT_DTYPE = { int8: "Q8", int4: "Q4" } as const;
+export const isQuantDType = (d: string): d is "Q8" | "Q4" => d === "Q8" || d === "Q4";
 
-/** Bytes of a rows × cols matrix as int8 weights: codes padded to whole groups, then the group scales. */
-export function int8Bytes(rows: number, cols: number, group = INT8_GROUP): number {
+/**
+ * Values per f16 scale of quantized weights. Q8_0's and Q4_0's 32: a group's scale follows its
+ * largest value, so smaller groups keep more of the rest (on the 1B shape, int8 in groups of 32 and
+ * 128 decoded at the same speed).
+ */
+export const QUANT_GROUP = 32;
+
+/**
+ * Bytes of a rows × cols matrix as quantized weights: codes padded to whole groups (int4: to 64
+ * values, two codes a byte), then the group scales (core/native/src/quant.h).
+ */
+export function quantBytes(format: QuantFormat, rows: number, cols: number, group = QUANT_GROUP): number {
   const groups = Math.ceil(cols / group);
-  return rows * (groups * group + 2 * groups);
+  const codes = format === "int8" ? groups * group : Math.ceil((groups * group) / 64) * 32;
+  return rows * (codes + 2 * groups);
 }
 
 // Linears that stay as stored: a mixture's router and Qwen2-MoE's shared-expert gate pick and weight
@@ -32,32 +45,34 @@ const isWeight = (x: unknown): x is Weight => isPlainObject(x) && "handle" in x 
 
 /**
  * The model's weights with every linear layer's matrix (and the token embedding, which a tied head
- * shares) replaced by an int8 copy; norms, biases, position tables and routers stay as stored. The
- * file's copy of each quantized matrix is given back as soon as its int8 copy exists, so loading
+ * shares) replaced by a quantized copy; norms, biases, position tables and routers stay as stored.
+ * The file's copy of each quantized matrix is given back as soon as its copy exists, so loading
  * never holds both in full. A weight shared by several places (a tied head) is quantized once.
  */
-export function int8Weights(w: ModelWeights): ModelWeights {
+export function quantizedWeights(w: ModelWeights, format: QuantFormat): ModelWeights {
   const n = native();
+  const bits = QUANT_BITS[format];
+  const want = bits === 4 ? NativeDType.Q4 : NativeDType.Q8;
   const done = new Map<Weight, Weight>();
-  const toInt8 = (x: Weight): Weight => {
+  const quantize = (x: Weight): Weight => {
     let q = done.get(x);
     if (q) return q;
-    if (x.rows < 2 || x.cols < INT8_GROUP) return x; // vectors and narrow matrices gain nothing
-    const handle = n.quantizeWeight(x.handle, INT8_GROUP);
+    if (x.rows < 2 || x.cols < QUANT_GROUP) return x; // vectors and narrow matrices gain nothing
+    const handle = n.quantizeWeight(x.handle, QUANT_GROUP, bits);
     n.releaseWeight(x.handle);
     const info = n.weightInfo(handle);
-    if (info.dtype !== NativeDType.Q8) throw new Error("quantizeWeight did not return an int8 weight");
+    if (info.dtype !== want) throw new Error(`quantizeWeight did not return an ${format} weight`);
     const stored = { dtype: x.dtype as DType, byteLength: x.byteLength };
-    q = { ...x, handle, dtype: "Q8", transposed: false, byteLength: info.bytes, stored };
+    q = { ...x, handle, dtype: QUANT_DTYPE[format], transposed: false, byteLength: info.bytes, stored };
     done.set(x, q);
     return q;
   };
   const walk = (node: unknown, key: string): unknown => {
     if (Array.isArray(node)) return node.map((v) => walk(v, key));
     if (!isPlainObject(node) || isWeight(node)) return node;
-    if (isWeight(node.w) && "b" in node && !KEEP.has(key)) return { ...node, w: toInt8(node.w) };
+    if (isWeight(node.w) && "b" in node && !KEEP.has(key)) return { ...node, w: quantize(node.w) };
     return Object.fromEntries(Object.entries(node).map(([k, v]) => [k, walk(v, k)]));
   };
   const out = walk(w, "") as ModelWeights;
-  return { ...out, embed: toInt8(w.embed) };
+  return { ...out, embed: quantize(w.embed) };
 }

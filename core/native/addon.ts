@@ -11,8 +11,8 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 /** Storage dtype of a weight, as numbered on the native side. */
-/** Q8: int8 codes in groups with an f16 scale each (quantizeWeight's copies; never read from a file). */
-export const NativeDType = { F32: 0, F16: 1, BF16: 2, Q8: 3 } as const;
+/** Q8 / Q4: int8 / int4 codes in groups with an f16 scale each (quantizeWeight's copies; never read from a file). */
+export const NativeDType = { F32: 0, F16: 1, BF16: 2, Q8: 3, Q4: 4 } as const;
 export type NativeDType = (typeof NativeDType)[keyof typeof NativeDType];
 
 /** Opaque handle to a memory-mapped file (munmap on GC or on `unmap`). */
@@ -191,15 +191,16 @@ export interface NativeAddon {
    * A new weight owning native memory: the same logical rows × cols matrix as `w`, same dtype, stored
    * in the requested layout (transposed = true: storage [cols][rows], so each logical column — an FFN
    * neuron of W_down — is one contiguous read). A plain copy when the layout already matches. An int8
-   * (Q8) weight's copy is its values rounded to bf16: its groups run along rows, not columns.
+   * or int4 (Q8, Q4) weight's copy is its values rounded to bf16: its groups run along rows, not columns.
    */
   relayout(w: NativeWeight, transposed: boolean): NativeWeight;
   /**
-   * An int8 copy of w (its logical rows, groups of groupSize values with an f16 scale each, as HiRE's
-   * int8 predictors): products with it quantize x to int8 per group, as llama.cpp's Q8_0 does.
+   * An int8 (bits 8, the default) or int4 copy of w (its logical rows, groups of groupSize values with
+   * an f16 scale each, as HiRE's predictors): products with it quantize x to int8 per group, as
+   * llama.cpp's Q8_0 and Q4_0 do.
    * Prefill (n > 1) multiplies the dequantized values in f32. Not transposable; relayout gives bf16.
    */
-  quantizeWeight(w: NativeWeight, groupSize: number): NativeWeight;
+  quantizeWeight(w: NativeWeight, groupSize: number, bits?: 4 | 8): NativeWeight;
   /** A new 2·rows × cols weight with the rows of a and b interleaved (a0, b0, a1, b1, …); both not transposed, same dtype and shape. */
   interleaveRows(a: NativeWeight, b: NativeWeight): NativeWeight;
   /**
@@ -219,7 +220,7 @@ export interface NativeAddon {
    * native memory alive.
    */
   transposeView(w: NativeWeight): NativeWeight;
-  /** Logical shape and storage of a weight; bytes = rows * cols * element size (Q8: codes and scales, and its groupSize). */
+  /** Logical shape and storage of a weight; bytes = rows * cols * element size (Q8 / Q4: codes and scales, and its groupSize). */
   weightInfo(w: NativeWeight): {
     rows: number;
     cols: number;

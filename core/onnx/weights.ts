@@ -8,12 +8,13 @@
 import { closeSync, openSync, readSync } from "node:fs";
 import type { Weight } from "../loader/safetensors.js";
 import { f16ToF32, f32ToF16 } from "../modelgen/safetensors-writer.js";
+import { isQuantDType } from "../loader/weight-format.js";
 
 /** A tensor's stored values as f32, in its stored layout. */
 export function readF32(w: Weight): Float32Array {
   if (w.values) return w.values.slice(); // computed at load, not in the file
-  if (w.dtype === "Q8")
-    throw new Error(`${w.name}: int8 weights are not the file's; load the model with its file's weights`);
+  if (isQuantDType(w.dtype))
+    throw new Error(`${w.name}: int8 and int4 weights are not the file's; load the model with its file's weights`);
   const n = w.shape.reduce((a, d) => a * d, 1);
   const out = new Float32Array(n);
   const fd = openSync(w.file, "r");

@@ -20,7 +20,7 @@ import {
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import type { Weight } from "../loader/safetensors.js";
-import { INT8_GROUP } from "../loader/weight-format.js";
+import { isQuantDType, QUANT_GROUP } from "../loader/weight-format.js";
 
 export function cacheDir(kind: "predictors" | "onnx" | "gguf" | "hashes" | "imports" = "predictors"): string {
   return join(process.env.HIRE_CACHE_DIR ?? join(homedir(), ".cache", "hire-studio"), kind);
@@ -63,13 +63,14 @@ export function tensorHash(file: string, offset: number, byteLength: number): st
 
 /**
  * What identifies a weight's values for the predictor cache: its stored bytes' hash, and for an int8
- * weight the hash of the file's tensor it was quantized from, marked as such (its predictor is built
- * from the int8 values, not the file's).
+ * or int4 weight the hash of the file's tensor it was quantized from, marked with its format (its
+ * predictor is built from the quantized values, not the file's).
  */
 export function weightContentKey(w: Weight): string {
-  if (w.dtype !== "Q8") return tensorHash(w.file, w.offset, w.byteLength);
-  if (!w.stored) throw new Error(`${w.name}: an int8 weight without its stored tensor`);
-  return `${tensorHash(w.file, w.offset, w.stored.byteLength)}-int8g${INT8_GROUP}`;
+  if (!isQuantDType(w.dtype)) return tensorHash(w.file, w.offset, w.byteLength);
+  if (!w.stored) throw new Error(`${w.name}: a quantized weight without its stored tensor`);
+  const format = w.dtype === "Q8" ? "int8" : "int4";
+  return `${tensorHash(w.file, w.offset, w.stored.byteLength)}-${format}g${QUANT_GROUP}`;
 }
 
 const hashMemo = new Map<string, string>();

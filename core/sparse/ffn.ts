@@ -22,6 +22,7 @@ import {
 import { recall, relativeError, type FfnTelemetry } from "./telemetry.js";
 import type { HireBuffers, SparseContext } from "./context.js";
 import { weightContentKey } from "./cache.js";
+import { isQuantDType } from "../loader/weight-format.js";
 
 /** One token's HiRE: k, k', and the predictor and layouts it reads (SparseFeedForward.hirePlan). */
 interface HirePlan {
@@ -87,15 +88,15 @@ export class LayerPrep {
    * pass of this layer once they exist (prefill, audit, topk-exact, dense): the file-layout matrices
    * they copy are then given back to the system. The backend reads one back from the file if anything
    * uses it again (DIP's copies and a new predictor are made from W_gate), and this gives it back
-   * again. Not for biased gate/up matrices (the interleaved product has no bias). Int8 weights give
-   * back their gate/up copies (made again from the file when used) but keep W_down: its transposed
+   * again. Not for biased gate/up matrices (the interleaved product has no bias). Int8 and int4 weights
+   * give back their gate/up copies (made again from the file when used) but keep W_down: its transposed
    * copy is bf16, twice the bytes for a dense pass.
    */
   releaseFileLayout(): void {
     const { b } = this.ctx;
     if (!b.releaseWeight) return;
     const w = this.w;
-    const down = this.colsDown !== undefined && this.colsDown !== w.down.w && w.down.w.dtype !== "Q8";
+    const down = this.colsDown !== undefined && this.colsDown !== w.down.w && !isQuantDType(w.down.w.dtype);
     const free: Weight[] = [];
     if (down) free.push(w.down.w);
     if (w.gate && this.denseGateUp()) free.push(w.gate.w, w.up.w);

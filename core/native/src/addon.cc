@@ -390,16 +390,19 @@ Napi::Value Relayout(const Napi::CallbackInfo& info) {
   return OwnedWeight(a, info.Env(), std::move(buf), out_dtype, w.rows, w.cols, transposed);
 }
 
-// An int8 copy of w (kQ8: groups of `groupSize` values, one f16 scale each; quant.h), rows in
-// memory order: what a model loaded with int8 weights multiplies instead of w.
+// An int8 or int4 copy of w (kQ8 / kQ4: groups of `groupSize` values, one f16 scale each; quant.h),
+// rows in memory order: what a model loaded with int8 or int4 weights multiplies instead of w.
 Napi::Value QuantizeWeight(const Napi::CallbackInfo& info) {
   Args a(info, "quantizeWeight");
   const Mat w = a.weight(0, "w");
   const int64_t group = a.integer(1, "groupSize", 32, 4096);
   if (group % 32 != 0) a.fail("groupSize must be a multiple of 32, got " + std::to_string(group));
-  if (w.dtype == hire::kQ8) a.fail("w is already int8");
-  std::shared_ptr<hire::QuantMatrix> q = hire::quantize(w, 8, group);
-  Napi::Value out = OwnedWeight(a, info.Env(), q->mem, hire::kQ8, w.rows, w.cols, false, group);
+  const int64_t bits = a.is_nullish(2) ? 8 : a.integer(2, "bits", 4, 8);
+  if (bits != 4 && bits != 8) a.fail("bits must be 4 or 8, got " + std::to_string(bits));
+  if (hire::is_quant(w.dtype)) a.fail("w is already quantized");
+  std::shared_ptr<hire::QuantMatrix> q = hire::quantize(w, static_cast<int>(bits), group);
+  const int dtype = bits == 4 ? hire::kQ4 : hire::kQ8;
+  Napi::Value out = OwnedWeight(a, info.Env(), q->mem, dtype, w.rows, w.cols, false, group);
   // A copy of a file's matrix can be given back and made again from the file (WeightHandle::source).
   const WeightHandle* from = a.tagged<WeightHandle>(0, kWeightTag, "w", "NativeWeight");
   if (!from->owned) out.As<Napi::External<WeightHandle>>().Data()->source = std::make_shared<WeightHandle>(*from);
@@ -416,8 +419,8 @@ Napi::Value InterleaveRows(const Napi::CallbackInfo& info) {
   if (x.dtype != y.dtype || x.rows != y.rows || x.cols != y.cols || x.group != y.group)
     a.fail("a and b must have the same dtype and shape");
   const int64_t row = hire::mat_row_bytes(x);
-  // kQ8 rows keep the quantized kernels' spare bytes after the last row.
-  const int64_t slack = x.dtype == hire::kQ8 ? hire::QuantMatrix::kQuantSlack : 0;
+  // Quantized rows keep the quantized kernels' spare bytes after the last row.
+  const int64_t slack = hire::is_quant(x.dtype) ? hire::QuantMatrix::kQuantSlack : 0;
   auto buf = hire::Buffer::alloc(static_cast<size_t>(mul(a, 2 * x.rows, row) + slack));
   hire::interleave_rows(x, y, static_cast<unsigned char*>(buf->data()));
   return OwnedWeight(a, info.Env(), std::move(buf), x.dtype, 2 * x.rows, x.cols, false, x.group);
@@ -455,7 +458,7 @@ Napi::Value WeightInfo(const Napi::CallbackInfo& info) {
   o.Set("dtype", Napi::Number::New(env, w->dtype));
   o.Set("transposed", Napi::Boolean::New(env, w->transposed));
   o.Set("bytes", Napi::Number::New(env, static_cast<double>(w->bytes())));
-  if (w->dtype == hire::kQ8) o.Set("groupSize", Napi::Number::New(env, static_cast<double>(w->group)));
+  if (hire::is_quant(w->dtype)) o.Set("groupSize", Napi::Number::New(env, static_cast<double>(w->group)));
   return o;
 }
 
@@ -471,7 +474,8 @@ Napi::Value WeightAlignment(const Napi::CallbackInfo& info) {
 Napi::Value TransposeView(const Napi::CallbackInfo& info) {
   Args a(info, "transposeView");
   WeightHandle* w = a.tagged<WeightHandle>(0, kWeightTag, "w", "NativeWeight");
-  if (w->dtype == hire::kQ8) a.fail("an int8 weight has no transposed view; relayout(w, true) gives a bf16 copy");
+  if (hire::is_quant(w->dtype))
+    a.fail("a quantized weight has no transposed view; relayout(w, true) gives a bf16 copy");
   if (!w->owned && !w->map->valid()) a.fail("w belongs to a mapping that was unmapped");
   // Same bytes, logical shape swapped, layout flag flipped; shares the mapping or the owned buffer.
   auto* h = new WeightHandle{w->map, w->offset, w->dtype, w->cols, w->rows, !w->transposed, w->owned};

@@ -164,7 +164,8 @@ Napi::Value Synchronize(const Napi::CallbackInfo& info) {
 Napi::Value UploadWeight(const Napi::CallbackInfo& info) {
   CArgs a(info, "cuda.uploadWeight");
   const hire::Mat w = a.Args::weight(0, "w");
-  if (w.dtype == hire::kQ8) a.fail("int8 weights run on the CPU backend only; load the model with its file's weights");
+  if (hire::is_quant(w.dtype))
+    a.fail("int8 and int4 weights run on the CPU backend only; load the model with its file's weights");
   const int64_t bytes = mul(a, w.rows, w.cols, static_cast<int64_t>(hire::dtype_size(w.dtype)));
   void* p = cu::alloc(static_cast<size_t>(bytes));
   cu::upload(p, w.data, static_cast<size_t>(bytes));

@@ -44,8 +44,8 @@ struct WeightHandle {
   int64_t rows, cols;
   bool transposed;
   std::shared_ptr<hire::Buffer> owned;  // native memory of relayout / weightFromArray / quantizeWeight (offset 0)
-  int64_t group = 0;                    // kQ8: values per scale
-  // An int8 copy of a file's matrix (quantizeWeight): releaseWeight frees `owned` while other layouts
+  int64_t group = 0;                    // kQ8 / kQ4: values per scale
+  // An int8 / int4 copy of a file's matrix (quantizeWeight): releaseWeight frees `owned` while other layouts
   // serve the matrix (HiRE's interleaved rows), and its next use quantizes the file's matrix again,
   // which gives the same bits. given_back: the bytes freed that way (0 while resident).
   std::shared_ptr<const WeightHandle> source = nullptr;
@@ -187,7 +187,7 @@ class Args {
     return w->mat(w->map->data() + w->offset);
   }
 
-  // Makes a given-back int8 copy again from its file's matrix (see WeightHandle::source).
+  // Makes a given-back int8 / int4 copy again from its file's matrix (see WeightHandle::source).
   void requantize(WeightHandle& w, const char* name) const {
     const WeightHandle& src = *w.source;
     if (!src.map->valid()) fail(std::string(name) + " was given back and its file has been unmapped");
@@ -197,7 +197,7 @@ class Args {
     } catch (const std::runtime_error& e) {
       fail(std::string(name) + ": " + e.what());
     }
-    w.owned = hire::quantize(src.mat(src.map->data() + src.offset), 8, w.group)->mem;
+    w.owned = hire::quantize(src.mat(src.map->data() + src.offset), hire::quant_bits(w.dtype), w.group)->mem;
     src.map->release_pages(src.offset, src.bytes());  // as after the first quantization
     src.map->note_copies_given_back(-static_cast<int64_t>(w.given_back));
     w.given_back = 0;

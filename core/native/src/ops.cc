@@ -26,7 +26,7 @@ constexpr int64_t kSerialWork = 1 << 15;
 thread_local Scratch t_scratch_a;  // GEMM panels, attention scores
 thread_local Scratch t_scratch_b;  // small per-task buffers
 thread_local Scratch t_attn_parts;  // attention's per-task partials, owned by the calling thread
-thread_local Scratch t_q8_panel;    // GEMM with a kQ8 weight: a panel's rows dequantized
+thread_local Scratch t_q8_panel;    // GEMM with a kQ8 / kQ4 weight: a panel's rows dequantized
 // Attention aims for this many tasks per call, with ranges of at least kAttnMinRange positions.
 constexpr int64_t kAttnTasks = 32;
 constexpr int64_t kAttnMinRange = 128;
@@ -128,10 +128,10 @@ void gemm(const KernelTable& K, float* y, const float* x, const Mat& w, int64_t 
       for (int64_t q = p; q < p + pass; ++q) {
         const int64_t pr0 = r0 + q * kPanel, pnr = std::min<int64_t>(kPanel, nr - q * kPanel);
         float* panel = panels + q * cols * kPanel;
-        if (w.dtype == kQ8) {
+        if (is_quant(w.dtype)) {
           // Prefill multiplies the dequantized values in f32 (exact products of code and scale).
           float* rows_f32 = t_q8_panel.get<float>(static_cast<size_t>(kPanel * cols));
-          q8_dequant_rows(q8_view(w), pr0, pnr, rows_f32);
+          quant_dequant_rows(quant_view(w), pr0, pnr, rows_f32);
           K.pack_panel(Mat{rows_f32, kF32, pnr, cols, false}, 0, pnr, panel);
         } else {
           K.pack_panel(w, pr0, pnr, panel);
@@ -204,18 +204,19 @@ void matvec_many(const float* x, const MatvecPart* parts, int64_t count) {
   const KernelTable& K = active_kernels();
   if (count <= 0) return;
   const int64_t cols = parts[0].w.cols;
-  // kQ8 parts multiply x quantized once, here on the calling thread (the tasks share it); q8_input's
-  // scratch holds one vector, so every kQ8 part must have the same group size (a model's do).
+  // Quantized parts multiply x quantized once, here on the calling thread (the tasks share it);
+  // quant_input's scratch holds one vector, so every quantized part must have the same dtype and group
+  // size (a model's do).
   QuantVector xq{};
-  int64_t q8_group = 0;
+  const Mat* first_quant = nullptr;
   for (int64_t p = 0; p < count; ++p) {
     const Mat& w = parts[p].w;
-    if (w.dtype != kQ8) continue;
-    if (q8_group == 0) {
-      q8_group = w.group;
-      xq = q8_input(x, q8_view(w));
-    } else if (w.group != q8_group) {
-      throw std::invalid_argument("matvec_many: int8 weights of different group sizes in one call");
+    if (!is_quant(w.dtype)) continue;
+    if (first_quant == nullptr) {
+      first_quant = &w;
+      xq = quant_input(x, quant_view(w));
+    } else if (w.group != first_quant->group || w.dtype != first_quant->dtype) {
+      throw std::invalid_argument("matvec_many: quantized weights of different dtypes or group sizes in one call");
     }
   }
   int64_t rows = 0;
@@ -234,8 +235,8 @@ void matvec_many(const float* x, const MatvecPart* parts, int64_t count) {
     for (int64_t p = 0; p < count && first < r1; first += parts[p].w.rows, ++p) {
       const int64_t a = std::max(r0, first) - first, b = std::min(r1, first + parts[p].w.rows) - first;
       if (a >= b) continue;
-      if (parts[p].w.dtype == kQ8) {
-        K.quant_gemv(q8_view(parts[p].w), xq, parts[p].y, a, b);
+      if (is_quant(parts[p].w.dtype)) {
+        K.quant_gemv(quant_view(parts[p].w), xq, parts[p].y, a, b);
       } else {
         K.gemv(parts[p].w, x, parts[p].y, a, b, scratch);
       }
@@ -254,8 +255,8 @@ void embed(float* y, const Mat& w, const int32_t* ids, int64_t n, float scale) {
   const size_t row_bytes = static_cast<size_t>(mat_row_bytes(w));
   parallel_rows(n, w.cols, [&](int64_t i) {
     float* row = y + i * w.cols;
-    if (w.dtype == kQ8) {
-      q8_dequant_rows(q8_view(w), ids[i], 1, row);
+    if (is_quant(w.dtype)) {
+      quant_dequant_rows(quant_view(w), ids[i], 1, row);
     } else {
       K.to_f32(w.dtype, static_cast<const unsigned char*>(w.data) + ids[i] * row_bytes, w.cols, row);
     }

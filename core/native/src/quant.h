@@ -35,7 +35,7 @@ struct QuantMatrix {
   int64_t row_stride = 0;    // bytes per row: row_bytes + 2 * groups
   int64_t scale_pad = 0;     // groups rounded up to 16: length of the per-call scale arrays
   std::shared_ptr<Buffer> mem;  // bytes() + kQuantSlack
-  const unsigned char* view = nullptr;  // when mem is null: the rows of a kQ8 weight (q8_view), not owned
+  const unsigned char* view = nullptr;  // when mem is null: the rows of a kQ8 weight (quant_view), not owned
 
   const unsigned char* data() const { return mem ? mem->data() : view; }
   const unsigned char* codes(int64_t r) const { return data() + r * row_stride; }
@@ -61,15 +61,16 @@ struct QuantMatrix {
   }
 };
 
-// A kQ8 weight (dtype.h) is the memory of an int8 QuantMatrix of its shape and group, kQuantSlack
-// bytes included: the weights of a model loaded with int8 weights (quantizeWeight in addon.cc).
-inline QuantMatrix q8_view(const Mat& w) {
-  QuantMatrix q = QuantMatrix::shape(w.rows, w.cols, 8, w.group);
+// A kQ8 / kQ4 weight (dtype.h) is the memory of an int8 / int4 QuantMatrix of its shape and group,
+// kQuantSlack bytes included: the weights of a model loaded with int8 or int4 weights (quantizeWeight
+// in addon.cc).
+inline QuantMatrix quant_view(const Mat& w) {
+  QuantMatrix q = QuantMatrix::shape(w.rows, w.cols, quant_bits(w.dtype), w.group);
   q.view = static_cast<const unsigned char*>(w.data);
   return q;
 }
 // Row r alone, as a one-row matrix (quant_gemv writes y[0] for it).
-inline QuantMatrix q8_row(const QuantMatrix& q, int64_t r) {
+inline QuantMatrix quant_row_view(const QuantMatrix& q, int64_t r) {
   QuantMatrix one = q;
   one.mem = nullptr;
   one.view = q.codes(r);
@@ -79,11 +80,11 @@ inline QuantMatrix q8_row(const QuantMatrix& q, int64_t r) {
 
 // Bytes of one memory row of a weight (not transposed), and of the whole weight.
 inline int64_t mat_row_bytes(const Mat& w) {
-  return w.dtype == kQ8 ? QuantMatrix::shape(1, w.cols, 8, w.group).row_stride
-                        : w.cols * static_cast<int64_t>(dtype_size(w.dtype));
+  return is_quant(w.dtype) ? QuantMatrix::shape(1, w.cols, quant_bits(w.dtype), w.group).row_stride
+                           : w.cols * static_cast<int64_t>(dtype_size(w.dtype));
 }
 inline int64_t mat_bytes(const Mat& w) {
-  return w.dtype == kQ8 ? w.rows * mat_row_bytes(w) : w.rows * w.cols * static_cast<int64_t>(dtype_size(w.dtype));
+  return is_quant(w.dtype) ? w.rows * mat_row_bytes(w) : w.rows * w.cols * static_cast<int64_t>(dtype_size(w.dtype));
 }
 
 // x quantized for one quant_gemv call, in the groups of the matrix (arrays owned by the caller,

@@ -248,12 +248,12 @@ HIRE_AVX512 void q8_rows_g32(const QuantMatrix& q, const QuantVector& x, float* 
 // see quant.h), four groups of 32 or two of 64. With x in nibble order (as q4_rows lays it out) the
 // low nibbles' vpdpbusd sums values 0-31 in lanes 0-7 and 64-95 in lanes 8-15, the high nibbles'
 // 32-63 and 96-127: each lane half is one group (or half of one at 64), scaled by its group's d,
-// spread over its lanes by one permute, so no horizontal sum is taken per group. Rows [r0, r1), one
-// stream prefetched as in q8_g32. On the Zen 5 VM (24 matrices of 8192 x 2048, paths alternated in
+// spread over its lanes by one permute, so no horizontal sum is taken per group. Rows as in q8_g32:
+// a task's run (one stream) or HiRE's selected rows (each a few rows on prefetched whole). On the Zen 5 VM (24 matrices of 8192 x 2048, paths alternated in
 // one process) group 32 read 64-67 GB/s against the AVX2 kernel's 45-47 and group 128's 63-65; with
 // the permute indices computed line by line instead of fixed per run, 43-45.
-template <int G>
-HIRE_AVX512 void q4_small(const QuantMatrix& q, const QuantVector& x, float* y, int64_t r0, int64_t r1) {
+template <int G, bool Gathered, class RowOf>
+HIRE_AVX512 void q4_small(const QuantMatrix& q, const QuantVector& x, float* y, int64_t n, RowOf row_of) {
   static_assert(G == 32 || G == 64, "q4_small: groups of 32 or 64");
   const int64_t lines = (q.row_bytes + 63) / 64;  // a row of an odd number of blocks ends in a half line
   const bool half_last = q.row_bytes % 64 != 0;
@@ -280,7 +280,7 @@ HIRE_AVX512 void q4_small(const QuantMatrix& q, const QuantVector& x, float* y, 
   }
   float* d = t_d.get<float>(static_cast<size_t>(q.scale_pad));
   const int64_t ahead = (8192 + q.row_stride - 1) / q.row_stride;
-  const unsigned char* end = q.codes(r1);  // the task's rows are one stream
+  const unsigned char* end = q.codes(row_of(n - 1) + 1);  // the stream's end
   const __m512i low = _mm512_set1_epi8(0x0f);
   const __m512i halves = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
   // A run of kRun lines holds 16 groups (one load of d). Line j of a run: the permute indices that
@@ -292,8 +292,13 @@ HIRE_AVX512 void q4_small(const QuantMatrix& q, const QuantVector& x, float* y, 
                         : _mm512_add_epi32(halves, _mm512_set1_epi32(2 * j));
     idx_hi[j] = G == 32 ? _mm512_add_epi32(idx_lo[j], _mm512_set1_epi32(1)) : idx_lo[j];
   }
-  for (int64_t r = r0; r < r1; ++r) {
-    prefetch_row(q, r, ahead, r1);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t r = row_of(i);
+    if (Gathered) {
+      if (i + kGatherAhead < n) prefetch_span(q.codes(row_of(i + kGatherAhead)), q.row_stride);
+    } else if (i + ahead < n) {
+      prefetch_page_heads(q.codes(r + ahead), q.row_stride);
+    }
     group_scales(q.scales(r), x.scale, q.scale_pad, d);
     for (int64_t g = q.groups; g < q.scale_pad; ++g) d[g] = 0.0f;  // sw read past the row there
     const unsigned char* w = q.codes(r);
@@ -315,20 +320,21 @@ HIRE_AVX512 void q4_small(const QuantMatrix& q, const QuantVector& x, float* y, 
       const __m512 dv = _mm512_load_ps(d + 16 * (v / kRun));
       for (int64_t j = 0; j < kRun; ++j) {
         const unsigned char* p = w + 64 * (v + j);
-        if (p + kQuantLineAhead < end) prefetch_l1(p + kQuantLineAhead);
+        if (!Gathered && p + kQuantLineAhead < end) prefetch_l1(p + kQuantLineAhead);
         line(v + j, ld(p), _mm512_permutexvar_ps(idx_lo[j], dv), _mm512_permutexvar_ps(idx_hi[j], dv));
       }
     }
     for (; v < lines; ++v) {
       const unsigned char* p = w + 64 * v;
-      if (p + kQuantLineAhead < end) prefetch_l1(p + kQuantLineAhead);
+      if (!Gathered && p + kQuantLineAhead < end) prefetch_l1(p + kQuantLineAhead);
       const __m512i wv = v >= whole ? _mm512_maskz_loadu_epi8(0xffffffffull, p) : ld(p);
       const __m512 dv = _mm512_load_ps(d + 16 * (v / kRun));
       line(v, wv, _mm512_permutexvar_ps(idx_lo[v % kRun], dv), _mm512_permutexvar_ps(idx_hi[v % kRun], dv));
     }
-    for (const unsigned char* t = w + q.row_bytes; t < w + q.row_stride; t += 64)
-      if (t + kQuantLineAhead < end) prefetch_l1(t + kQuantLineAhead);
-    y[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    if (!Gathered)
+      for (const unsigned char* t = w + q.row_bytes; t < w + q.row_stride; t += 64)
+        if (t + kQuantLineAhead < end) prefetch_l1(t + kQuantLineAhead);
+    y[i] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
   }
 }
 
@@ -336,16 +342,25 @@ HIRE_AVX512 void q4_small(const QuantMatrix& q, const QuantVector& x, float* y, 
 
 bool avx512_quant_gemv_rows(const QuantMatrix& q, const QuantVector& x, const int32_t* idx, int64_t i0, int64_t i1,
                             float* y) {
-  if (q.bits != 8 || q.group != 32) return false;
-  if (i1 > i0) q8_g32<true>(q, x, y + i0, i1 - i0, [idx, i0](int64_t i) { return static_cast<int64_t>(idx[i0 + i]); });
+  if (i1 <= i0) return true;
+  auto row_of = [idx, i0](int64_t i) { return static_cast<int64_t>(idx[i0 + i]); };
+  if (q.bits == 8 && q.group == 32) {
+    q8_g32<true>(q, x, y + i0, i1 - i0, row_of);
+  } else if (q.bits == 4 && q.group == 32) {
+    q4_small<32, true>(q, x, y + i0, i1 - i0, row_of);
+  } else if (q.bits == 4 && q.group == 64) {
+    q4_small<64, true>(q, x, y + i0, i1 - i0, row_of);
+  } else {
+    return false;
+  }
   return true;
 }
 
 void avx512_quant_gemv(const QuantMatrix& q, const QuantVector& x, float* y, int64_t r0, int64_t r1) {
   if (q.bits == 4 && q.group == 32) {
-    q4_small<32>(q, x, y, r0, r1);
+    if (r1 > r0) q4_small<32, false>(q, x, y + r0, r1 - r0, [r0](int64_t i) { return r0 + i; });
   } else if (q.bits == 4 && q.group == 64) {
-    q4_small<64>(q, x, y, r0, r1);
+    if (r1 > r0) q4_small<64, false>(q, x, y + r0, r1 - r0, [r0](int64_t i) { return r0 + i; });
   } else if (q.bits == 4 && q.group % 128 == 0) {
     if (q.group == 128) {
       q4_rows<1>(q, x, y, r0, r1);

@@ -17,11 +17,11 @@
 namespace hire {
 
 // Writes the logical matrix of w into dst (rows * cols * dtype_size bytes) in memory layout
-// [rows][cols] (transposed = false) or [cols][rows] (true). Parallel. A kQ8 w is written as bf16
+// [rows][cols] (transposed = false) or [cols][rows] (true). Parallel. A kQ8 / kQ4 w is written as bf16
 // (relayout_dtype): HiRE's transposed W_down and DIP's column copies read single columns, which
 // int8 groups along a row cannot give.
 void relayout(const Mat& w, bool transposed, unsigned char* dst);
-inline int relayout_dtype(int dtype) { return dtype == kQ8 ? kBF16 : dtype; }
+inline int relayout_dtype(int dtype) { return is_quant(dtype) ? kBF16 : dtype; }
 // dst = the rows of a and b (same dtype, group and shape, not transposed) interleaved: a[0], b[0],
 // a[1], ... Parallel.
 void interleave_rows(const Mat& a, const Mat& b, unsigned char* dst);
@@ -30,14 +30,14 @@ void matvec_rows(float* y, const float* x, const Mat& w, const int32_t* idx, int
 // y[0..rows) = sum_{i < count} a[i] * W[:, idx[i]]; W transposed, every idx in [0, cols); idx =
 // nullptr means columns 0 .. count-1 (the transposed GEMV). The same bits on any thread count.
 void accumulate_cols(float* y, const float* a, const Mat& w, const int32_t* idx, int64_t count);
-// ---- kQ8 weights (dtype.h, quant.h) ----
-// Logical rows [r0, r0 + n) of an int8 QuantMatrix as f32, row after row (cols values each).
-void q8_dequant_rows(const QuantMatrix& q, int64_t r0, int64_t n, float* dst);
+// ---- kQ8 / kQ4 weights (dtype.h, quant.h) ----
+// Logical rows [r0, r0 + n) of a QuantMatrix as f32, row after row (cols values each).
+void quant_dequant_rows(const QuantMatrix& q, int64_t r0, int64_t n, float* dst);
 // x quantized to int8 in q's groups for quant_gemv, in the calling thread's own scratch (valid until
-// its next call here): what every product with a kQ8 weight multiplies, as llama.cpp's Q8_0 dot
-// products do.
-QuantVector q8_input(const float* x, const QuantMatrix& q);
-// K.gemv_rows, or for a kQ8 w each selected row by quant_gemv (the bits a kQ8 matmul gives that row).
+// its next call here): what every product with a kQ8 / kQ4 weight multiplies, as llama.cpp's Q8_0
+// and Q4_0 dot products do.
+QuantVector quant_input(const float* x, const QuantMatrix& q);
+// K.gemv_rows, or for a quantized w each selected row by quant_gemv (the bits its matmul gives that row).
 void gemv_rows_any(const KernelTable& K, const Mat& w, const float* x, const int32_t* idx, int64_t i0, int64_t i1,
                    float* y, float* scratch);
 

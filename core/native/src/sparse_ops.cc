@@ -37,9 +37,10 @@ thread_local Scratch t_qrow;     // quantize: f32 rows
 thread_local Scratch t_qcodes;   // quantize: int8 codes of a row
 thread_local Scratch t_acc_part; // accumulate_cols: the column chunks' partial outputs
 thread_local Scratch t_iota;     // accumulate_cols with idx = nullptr: 0, 1, 2, ...
-thread_local Scratch t_q8x;      // q8_input: int8 x for a kQ8 weight (each thread its own)
-thread_local Scratch t_q8s;      // q8_input: its scales
-thread_local Scratch t_q8rows;   // relayout / quantize of a kQ8 weight: f32 rows
+thread_local Scratch t_q8x;      // quant_input: int8 x for a kQ8 / kQ4 weight (each thread its own)
+thread_local Scratch t_q8s;      // quant_input: its scales
+thread_local Scratch t_q8c;      // quant_input: its int4 offset corrections
+thread_local Scratch t_q8rows;   // relayout of a kQ8 / kQ4 weight: f32 rows
 
 // Runs fn(i0, i1) over [0, n) in contiguous chunks (multiples of align), one per thread, or on the
 // calling thread when the work is small.
@@ -264,17 +265,17 @@ inline uint16_t float_to_bf16(float f) {
   return static_cast<uint16_t>((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
 }
 
-// relayout of a kQ8 weight: its values (code * scale) rounded to bf16, in either layout. 16 rows
+// relayout of a kQ8 / kQ4 weight: its values (code * scale) rounded to bf16, in either layout. 16 rows
 // at a time, so the transposed writes are 16 contiguous values per memory row.
-void relayout_q8(const Mat& w, bool transposed, unsigned char* dst) {
-  const QuantMatrix q = q8_view(w);
+void relayout_quant(const Mat& w, bool transposed, unsigned char* dst) {
+  const QuantMatrix q = quant_view(w);
   constexpr int64_t kRows = 16;
   uint16_t* out = reinterpret_cast<uint16_t*>(dst);
   split(ceil_div(w.rows, kRows), w.rows * w.cols, 1, [&](int64_t t0, int64_t t1) {
     float* rows = t_q8rows.get<float>(static_cast<size_t>(kRows * w.cols));
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t r0 = t * kRows, nr = std::min(kRows, w.rows - r0);
-      q8_dequant_rows(q, r0, nr, rows);
+      quant_dequant_rows(q, r0, nr, rows);
       for (int64_t j = 0; j < nr; ++j)
         for (int64_t c = 0; c < w.cols; ++c) {
           const uint16_t v = float_to_bf16(rows[j * w.cols + c]);
@@ -287,14 +288,26 @@ void relayout_q8(const Mat& w, bool transposed, unsigned char* dst) {
 }  // namespace
 
 // Cloned for AVX2 (picked at load where the CPU has it): prefill dequantizes every panel of every
-// int8 matrix, and the baseline SSE2 loop made a 256-token prefill of the 1B shape 8 % slower than bf16's.
+// quantized matrix, and the baseline SSE2 loop made a 256-token prefill of the 1B shape with int8
+// weights 8 % slower than bf16's.
 #if HIRE_X86_64 && defined(__GNUC__) && defined(__linux__)
 __attribute__((target_clones("avx2", "default")))
 #endif
-void q8_dequant_rows(const QuantMatrix& q, int64_t r0, int64_t n, float* dst) {
+void quant_dequant_rows(const QuantMatrix& q, int64_t r0, int64_t n, float* dst) {
   for (int64_t r = r0; r < r0 + n; ++r, dst += q.cols) {
     const int8_t* codes = reinterpret_cast<const int8_t*>(q.codes(r));
     const uint16_t* sc = q.scales(r);
+    if (q.bits == 4) {
+      // 32-value run h: the low (h even) or high (h odd) nibbles of block h / 2 (quant.h), in one group.
+      for (int64_t h = 0; 32 * h < q.cols; ++h) {
+        const float d = half_to_float(sc[32 * h / q.group]);
+        const unsigned char* b = reinterpret_cast<const unsigned char*>(codes) + 32 * (h / 2);
+        const int shift = (h & 1) ? 4 : 0;
+        const int64_t lo = 32 * h, m = std::min<int64_t>(32, q.cols - lo);
+        for (int64_t j = 0; j < m; ++j) dst[lo + j] = static_cast<float>(((b[j] >> shift) & 15) - 8) * d;
+      }
+      continue;
+    }
     for (int64_t g = 0; g < q.groups; ++g) {
       const float d = half_to_float(sc[g]);
       const int64_t lo = g * q.group, hi = std::min(q.cols, lo + q.group);
@@ -303,24 +316,27 @@ void q8_dequant_rows(const QuantMatrix& q, int64_t r0, int64_t n, float* dst) {
   }
 }
 
-QuantVector q8_input(const float* x, const QuantMatrix& q) {
+QuantVector quant_input(const float* x, const QuantMatrix& q) {
   int8_t* xq = t_q8x.get<int8_t>(static_cast<size_t>(q.padded) + 64);
   float* xs = t_q8s.get<float>(static_cast<size_t>(q.scale_pad));
-  quantize_x(x, q.cols, q.group, q.groups, q.scale_pad, xq, xs, nullptr);
-  return QuantVector{xq, xs, nullptr};
+  const int64_t nc = quant_corr_len(q);
+  int32_t* corr = nc > 0 ? t_q8c.get<int32_t>(static_cast<size_t>(nc)) : nullptr;
+  if (corr != nullptr) std::memset(corr, 0, static_cast<size_t>(nc) * sizeof(int32_t));
+  quantize_x(x, q.cols, q.group, q.groups, q.scale_pad, xq, xs, corr);
+  return QuantVector{xq, xs, corr};
 }
 
 void gemv_rows_any(const KernelTable& K, const Mat& w, const float* x, const int32_t* idx, int64_t i0, int64_t i1,
                    float* y, float* scratch) {
-  if (w.dtype != kQ8) return K.gemv_rows(w, x, idx, i0, i1, y, scratch);
-  const QuantMatrix q = q8_view(w);
-  const QuantVector xv = q8_input(x, q);
+  if (!is_quant(w.dtype)) return K.gemv_rows(w, x, idx, i0, i1, y, scratch);
+  const QuantMatrix q = quant_view(w);
+  const QuantVector xv = quant_input(x, q);
   if (K.quant_gemv_rows != nullptr && K.quant_gemv_rows(q, xv, idx, i0, i1, y)) return;
-  for (int64_t i = i0; i < i1; ++i) K.quant_gemv(q8_row(q, idx[i]), xv, y + i, 0, 1);
+  for (int64_t i = i0; i < i1; ++i) K.quant_gemv(quant_row_view(q, idx[i]), xv, y + i, 0, 1);
 }
 
 void relayout(const Mat& w, bool transposed, unsigned char* dst) {
-  if (w.dtype == kQ8) return relayout_q8(w, transposed, dst);
+  if (is_quant(w.dtype)) return relayout_quant(w, transposed, dst);
   const size_t es = dtype_size(w.dtype);
   const unsigned char* src = static_cast<const unsigned char*>(w.data);
   if (w.transposed == transposed) {
@@ -380,11 +396,11 @@ std::shared_ptr<QuantMatrix> quantize(const Mat& w, int bits, int64_t group) {
   auto task = [&](int64_t t, int) {
     const int64_t r0 = t * kRowsPerTask, nr = std::min(kRowsPerTask, w.rows - r0);
     int8_t* codes = t_qcodes.get<int8_t>(static_cast<size_t>(q->padded) + 64);
-    if (w.dtype == kQ8) {
+    if (is_quant(w.dtype)) {
       float* row = t_qrow.get<float>(static_cast<size_t>(cols));
-      const QuantMatrix src = q8_view(w);
+      const QuantMatrix src = quant_view(w);
       for (int64_t r = r0; r < r0 + nr; ++r) {
-        q8_dequant_rows(src, r, 1, row);
+        quant_dequant_rows(src, r, 1, row);
         quantize_row(row, *q, r, codes);
       }
     } else if (!w.transposed) {

@@ -103,11 +103,12 @@ export function ModelBar() {
           data-testid="weights"
           value={weights}
           disabled={!!loading}
-          title="Weights for the next load: as the file stores them, or every linear layer as int8 copies (groups of 32 with a scale each), half the memory of bf16 and faster decoding, at llama.cpp's Q8_0 error; CPU only"
+          title="Weights for the next load: as the file stores them, or every linear layer as int8 or int4 copies (groups of 32 with a scale each): a half or a quarter of bf16's memory and faster decoding, at llama.cpp's Q8_0 or Q4_0 error; CPU only"
           onChange={(e) => connection.getState().setWeights(e.target.value as WeightFormat)}
         >
           <option value="file">Weights as in file</option>
           <option value="int8">Weights int8 (½ memory)</option>
+          <option value="int4">Weights int4 (¼ memory)</option>
         </select>
         <button className="primary" data-testid="load-model" disabled={!!loading || path.trim() === ""} onClick={load}>
           Load
@@ -256,9 +257,9 @@ function Estimate({ e, prefix }: { e: ModelEstimate; prefix: string }) {
   );
 }
 
-/** The weights' element type: the file's, or int8 copies of it. */
+/** The weights' element type: the file's, or int8 / int4 copies of it. */
 function dtypeText(e: ModelEstimate): string {
-  return e.weights === "int8" ? `int8 (from ${e.dtype})` : e.dtype;
+  return e.weights === "file" ? e.dtype : `${e.weights} (from ${e.dtype})`;
 }
 
 function ConnectionPill() {
