@@ -557,13 +557,13 @@ describe("the built-in model and the CLI", () => {
   });
 });
 
-test("bench --weights file,int8: both loads' rows in one run, each step's bytes adding up", () => {
+test("bench --weights file,int8,int4: every load's rows in one run, each step's bytes adding up", () => {
   const r = hire([
     "bench",
     "--model",
     defaultModelDir(),
     "--weights",
-    "file,int8",
+    "file,int8,int4",
     "--methods",
     "hire",
     "--head",
@@ -594,12 +594,16 @@ test("bench --weights file,int8: both loads' rows in one run, each step's bytes 
       ["hire+head", "file"],
       ["dense", "int8"],
       ["hire+head", "int8"],
+      ["dense", "int4"],
+      ["hire+head", "int4"],
     ],
   );
-  assert.match(out.dtype, /^file: BF16; int8: int8 weights from BF16$/);
+  assert.match(out.dtype, /^file: BF16; int8: int8 weights from BF16; int4: int4 weights from BF16$/);
   assert.equal(out.rows[0].speedup, 1);
   const ratio = out.rows[2].bytes_per_token / out.rows[0].bytes_per_token;
   assert.ok(ratio > 0.45 && ratio < 0.6, `int8 dense reads ${ratio} of the file's bytes`);
+  const ratio4 = out.rows[4].bytes_per_token / out.rows[0].bytes_per_token;
+  assert.ok(ratio4 > 0.2 && ratio4 < 0.35, `int4 dense reads ${ratio4} of the file's bytes`);
   for (const row of out.rows) {
     const sum = row.steps.reduce((a, st) => a + st.bytes_per_token, 0);
     const rest = row.bytes_per_token - sum;
@@ -608,9 +612,9 @@ test("bench --weights file,int8: both loads' rows in one run, each step's bytes 
       `${row.method} ${row.weights}: ${sum} of ${row.bytes_per_token}`,
     );
   }
-  // HiRE's down product on int8 weights reads bf16 columns: twice the bytes of the int8 row's share.
+  // HiRE's down product on quantized weights reads bf16 columns, as on the file's.
   const down = (i: number) => out.rows[i].steps.find((st) => st.step === "down product")!.bytes_per_token;
-  assert.ok(Math.abs(down(3) - down(1)) <= 0.01 * down(1), `${down(3)} vs ${down(1)}`);
+  for (const i of [3, 5]) assert.ok(Math.abs(down(i) - down(1)) <= 0.01 * down(1), `${down(i)} vs ${down(1)}`);
   const twice = hire(["bench", "--weights", "int8,int8", "--decode-tokens", "1"]);
   assert.notEqual(twice.status, 0);
   assert.match(twice.stderr, /lists a format twice/);
