@@ -53,6 +53,20 @@ inline void prefetch_row(const QuantMatrix& q, int64_t r, int64_t ahead, int64_t
   prefetch_page_heads(q.codes(r + ahead), q.row_stride);
 }
 
+// x in the int4 codes' nibble order, `blocks` 128-value blocks of src into dst (both 32-byte
+// aligned): per block, the values the low nibbles meet, [0, 32) ++ [64, 96), then the high ones',
+// [32, 64) ++ [96, 128) (quant.h), so one vpdpbusd meets each half of a 64-byte line of codes.
+HIRE_AVX512 inline void nibble_order(const int8_t* src, int64_t blocks, int8_t* dst) {
+  for (int64_t b = 0; b < blocks; ++b) {
+    const __m256i* s = reinterpret_cast<const __m256i*>(src + 128 * b);
+    __m256i* o = reinterpret_cast<__m256i*>(dst + 128 * b);
+    _mm256_store_si256(o, _mm256_loadu_si256(s));
+    _mm256_store_si256(o + 1, _mm256_loadu_si256(s + 2));
+    _mm256_store_si256(o + 2, _mm256_loadu_si256(s + 1));
+    _mm256_store_si256(o + 3, _mm256_loadu_si256(s + 3));
+  }
+}
+
 // One group of int4 codes (bpg 128-value blocks) against x in nibble order: the int32 lane sums of
 // codes * x, exact (the codes' offset of 8 is taken off per row, see q4_rows). The task's stream is
 // prefetched up to pf_end (prefetch_stream_ahead).
@@ -80,16 +94,8 @@ HIRE_AVX512 inline __m512i q4_group(const unsigned char* codes, const int8_t* xp
 template <int BPG>
 HIRE_AVX512 void q4_rows(const QuantMatrix& q, const QuantVector& x, float* y, int64_t r0, int64_t r1) {
   const int64_t blocks = q.padded / 128, bpg = BPG > 0 ? BPG : q.group / 128;
-  // x in nibble order: per block, xl = values [0, 32) ++ [64, 96), xh = [32, 64) ++ [96, 128).
   int8_t* xp = t_x.get<int8_t>(static_cast<size_t>(q.padded));
-  for (int64_t b = 0; b < blocks; ++b) {
-    const __m256i* s = reinterpret_cast<const __m256i*>(x.q + 128 * b);
-    __m256i* o = reinterpret_cast<__m256i*>(xp + 128 * b);
-    _mm256_store_si256(o, _mm256_loadu_si256(s));
-    _mm256_store_si256(o + 1, _mm256_loadu_si256(s + 2));
-    _mm256_store_si256(o + 2, _mm256_loadu_si256(s + 1));
-    _mm256_store_si256(o + 3, _mm256_loadu_si256(s + 3));
-  }
+  nibble_order(x.q, blocks, xp);
   float* off = t_off.get<float>(static_cast<size_t>(q.scale_pad));
   const __m512i eights = _mm512_set1_epi8(8);
   for (int64_t g = 0; g < q.groups; ++g) {
@@ -257,19 +263,12 @@ HIRE_AVX512 void q4_small(const QuantMatrix& q, const QuantVector& x, float* y, 
   static_assert(G == 32 || G == 64, "q4_small: groups of 32 or 64");
   const int64_t lines = (q.row_bytes + 63) / 64;  // a row of an odd number of blocks ends in a half line
   const bool half_last = q.row_bytes % 64 != 0;
-  // x in nibble order per line, zeros past padded (x.q need not hold a whole last line).
+  // x zero-padded to whole lines (x.q need not hold a whole last line), in nibble order.
   int8_t* xp = t_x.get<int8_t>(static_cast<size_t>(128 * lines));
   int8_t* xs = t_xs.get<int8_t>(static_cast<size_t>(128 * lines));
   std::memset(xs + q.padded, 0, static_cast<size_t>(128 * lines - q.padded));
   std::memcpy(xs, x.q, static_cast<size_t>(q.padded));
-  for (int64_t v = 0; v < lines; ++v) {
-    const __m256i* src = reinterpret_cast<const __m256i*>(xs + 128 * v);
-    __m256i* o = reinterpret_cast<__m256i*>(xp + 128 * v);
-    _mm256_store_si256(o, _mm256_loadu_si256(src));
-    _mm256_store_si256(o + 1, _mm256_loadu_si256(src + 2));
-    _mm256_store_si256(o + 2, _mm256_loadu_si256(src + 1));
-    _mm256_store_si256(o + 3, _mm256_loadu_si256(src + 3));
-  }
+  nibble_order(xs, lines, xp);
   // The codes' offset of 8 against x, per group (zeros past the groups).
   float* off = t_off.get<float>(static_cast<size_t>(q.scale_pad));
   for (int64_t g = 0; g < q.scale_pad; ++g) {
