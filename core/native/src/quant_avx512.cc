@@ -188,6 +188,19 @@ HIRE_AVX512 void q8_rows(const QuantMatrix& q, const QuantVector& x, float* y, i
 // each row a few rows on prefetched whole).
 constexpr int64_t kGatherAhead = 4;
 
+// Before row i of n: a list of selected rows prefetches the row kGatherAhead on whole, to L2 (short
+// rows, 2 KiB at 2048 columns, leave a page-head prefetch too little time: on the Zen 5 VM HiRE's
+// exact int8 rows took 6.5 ms a token with the next row's page heads, 6.0 this way; what bounds them
+// is the rows' count, not bytes); a run of rows, the page heads of the row `ahead` on.
+template <bool Gathered, class RowOf>
+inline void prefetch_ahead(const QuantMatrix& q, int64_t i, int64_t n, int64_t ahead, RowOf row_of) {
+  if (Gathered) {
+    if (i + kGatherAhead < n) prefetch_span(q.codes(row_of(i + kGatherAhead)), q.row_stride);
+  } else if (i + ahead < n) {
+    prefetch_page_heads(q.codes(row_of(i) + ahead), q.row_stride);
+  }
+}
+
 template <bool Gathered, class RowOf>
 HIRE_AVX512 void q8_g32(const QuantMatrix& q, const QuantVector& x, float* y, int64_t n, RowOf row_of) {
   const int64_t full = q.groups / 2, lines = (q.groups + 1) / 2;
@@ -214,14 +227,7 @@ HIRE_AVX512 void q8_g32(const QuantMatrix& q, const QuantVector& x, float* y, in
   };
   for (int64_t i = 0; i < n; ++i) {
     const int64_t r = row_of(i);
-    if (Gathered) {
-      // Short rows (2 KiB at 2048 columns) leave a page-head prefetch too little time: every line of
-      // the row kGatherAhead on goes to L2 (on the Zen 5 VM HiRE's exact rows took 6.5 ms a token
-      // with the next row's page heads, 6.0 this way: what bounds them is the rows' count, not bytes).
-      if (i + kGatherAhead < n) prefetch_span(q.codes(row_of(i + kGatherAhead)), q.row_stride);
-    } else if (i + ahead < n) {
-      prefetch_page_heads(q.codes(r + ahead), q.row_stride);
-    }
+    prefetch_ahead<Gathered>(q, i, n, ahead, row_of);
     group_scales(q.scales(r), x.scale, q.scale_pad, d);
     const int8_t* w = reinterpret_cast<const int8_t*>(q.codes(r));
     __m512 a0 = _mm512_setzero_ps(), a1 = a0;
@@ -293,11 +299,7 @@ HIRE_AVX512 void q4_small(const QuantMatrix& q, const QuantVector& x, float* y, 
   }
   for (int64_t i = 0; i < n; ++i) {
     const int64_t r = row_of(i);
-    if (Gathered) {
-      if (i + kGatherAhead < n) prefetch_span(q.codes(row_of(i + kGatherAhead)), q.row_stride);
-    } else if (i + ahead < n) {
-      prefetch_page_heads(q.codes(r + ahead), q.row_stride);
-    }
+    prefetch_ahead<Gathered>(q, i, n, ahead, row_of);
     group_scales(q.scales(r), x.scale, q.scale_pad, d);
     for (int64_t g = q.groups; g < q.scale_pad; ++g) d[g] = 0.0f;  // sw read past the row there
     const unsigned char* w = q.codes(r);
