@@ -244,21 +244,30 @@ test("e2e: chat in the browser with the live sparsity inspector", { timeout: 240
   assert.equal(await page.getByTestId("assistant-message").count(), 3);
   await shot("4-after-reload");
 
-  // int8 weights for the next load: the estimate and the loaded model's line say so, and a reply streams.
-  await page.getByTestId("weights").selectOption("int8");
-  await page.getByTestId("model-path").fill(defaultModelDir());
-  await page.getByTestId("model-estimate").filter({ hasText: "int8 (from BF16)" }).waitFor({ timeout: 10_000 });
-  await page.getByTestId("load-model").click();
-  await page.getByTestId("model-name").filter({ hasText: "hire-brown-6m" }).waitFor({ timeout: 30_000 });
-  await page.locator(".model-info .line").filter({ hasText: "int8 (from BF16)" }).waitFor({ timeout: 5_000 });
-  await page.getByTestId("new-conversation").click();
-  await page.getByTestId("sampling-maxTokens").fill("16");
-  await page.getByTestId("prompt-input").fill("The city council said");
-  await page.getByTestId("send").click();
-  await waitForReply(page, 1, 0);
-  await waitIdle(page);
-  await page.waitForTimeout(300); // the inspector's next frame
-  await shot("4b-int8-weights");
+  // int8, then int4 weights for the next load: the estimate and the loaded model's line say so, and a
+  // reply streams.
+  for (const weights of ["int8", "int4"]) {
+    await page.getByTestId("weights").selectOption(weights);
+    await page.getByTestId("model-path").fill(defaultModelDir());
+    await page
+      .getByTestId("model-estimate")
+      .filter({ hasText: `${weights} (from BF16)` })
+      .waitFor({ timeout: 10_000 });
+    await page.getByTestId("load-model").click();
+    await page
+      .locator(".model-info .line")
+      .filter({ hasText: `${weights} (from BF16)` })
+      .waitFor({ timeout: 30_000 });
+    await page.getByTestId("model-name").filter({ hasText: "hire-brown-6m" }).waitFor({ timeout: 5_000 });
+    await page.getByTestId("new-conversation").click();
+    await page.getByTestId("sampling-maxTokens").fill("16");
+    await page.getByTestId("prompt-input").fill("The city council said");
+    await page.getByTestId("send").click();
+    await waitForReply(page, 1, 0);
+    await waitIdle(page);
+    await page.waitForTimeout(300); // the inspector's next frame
+    await shot(`4b-${weights}-weights`);
+  }
 
   // The desktop window's smallest width (electron/main.ts minWidth 960): nothing runs off the right edge.
   await page.setViewportSize({ width: 960, height: 700 });

@@ -185,7 +185,7 @@ export function ModelBar() {
                 · ctx {model.contextLength} · KV {model.kvCache}
               </span>
             </span>
-            {estimate && path.trim() !== "" && estimate.path !== model.path ? (
+            {estimate && path.trim() !== "" && !sameLoad(estimate, model) ? (
               <Estimate e={estimate} prefix="Load → " />
             ) : estimateError && path.trim() !== "" ? (
               <span className="estimate bad" title={estimateError.message}>
@@ -255,6 +255,11 @@ function Estimate({ e, prefix }: { e: ModelEstimate; prefix: string }) {
       </span>
     </span>
   );
+}
+
+/** Whether loading as estimated would give the loaded model again (same folder, weights, KV cache and context). */
+function sameLoad(e: ModelEstimate, m: ModelInfo): boolean {
+  return e.path === m.path && e.weights === m.weights && e.kvCache === m.kvCache && e.contextLength === m.contextLength;
 }
 
 /** The weights' element type: the file's, or int8 / int4 copies of it. */
