@@ -22,7 +22,7 @@ import { bytesRead } from "../sparse/telemetry.js";
 import { attentionBytes, firstFfn, layerFfnBytes } from "../arch/config.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import { readFileSync, readdirSync } from "node:fs";
-import { isQuantDType } from "../loader/weight-format.js";
+import { isQuantDType, quantFormatOf } from "../loader/weight-format.js";
 
 /**
  * The probe's buffer: 512 MiB, or four times the last-level cache when that is larger, so the probe
@@ -148,7 +148,7 @@ function addTokenSteps(steps: StepTotals, report: ForwardReport, m: LoadedModel,
     const ffn = firstFfn(lw);
     const F = ffn.up.w.rows;
     const exact = (f.candidates * (ffn.up.w.byteLength + (ffn.gate?.w.byteLength ?? 0))) / F;
-    // An int8 W_down is read from HiRE's transposed bf16 copy (2 bytes a value).
+    // A quantized W_down is read from HiRE's transposed bf16 copy (2 bytes a value).
     const downColumn = isQuantDType(ffn.down.w.dtype) ? 2 * ffn.down.w.rows : ffn.down.w.byteLength / F;
     const down = f.k * downColumn;
     addStep(steps, "predictor", f.predictorMs, f.bytes - exact - down);
@@ -414,13 +414,14 @@ class BenchRun {
     });
     const d = rows[0];
     const info = native().cpuInfo();
+    const format = quantFormatOf(model.weights.head.w.dtype);
     return {
       model: model.dir,
       backend: backend.name,
       architecture: c.architecture,
       // A model loaded with int8 or int4 weights says so, with the dtype its files hold.
-      dtype: isQuantDType(model.weights.head.w.dtype)
-        ? `${model.weights.head.w.dtype === "Q8" ? "int8" : "int4"} weights from ${c.dtype ?? model.weights.head.w.stored?.dtype ?? "the file"}`
+      dtype: format
+        ? `${format} weights from ${c.dtype ?? model.weights.head.w.stored?.dtype ?? "the file"}`
         : (c.dtype ?? model.weights.embed.dtype),
       threads: this.threads,
       kernels: backend instanceof CudaBackend ? "cuda" : info.path,

@@ -14,7 +14,7 @@ import { ForwardAborted, KVCache, Transformer, type ForwardReport } from "./tran
 import { Sparsifier } from "../sparse/sparsifier.js";
 import { GrammarConstraint, TokenVocabulary, TriggeredGrammar } from "../structured/constraint.js";
 import type { Node as Grammar } from "../structured/schema.js";
-import { isQuantDType } from "../loader/weight-format.js";
+import { quantFormatOf } from "../loader/weight-format.js";
 
 export interface SessionOptions {
   /** Context window in tokens (default: the model's, capped at 4096 to bound KV-cache memory). */
@@ -122,10 +122,10 @@ export class Session {
       throw new UsageError(`context length ${ctx} exceeds the model's ${c.maxPositions} positions`);
     this.contextLength = ctx;
     const backend = options.backend ?? backendForModel(model);
-    const dtype = model.weights.head.w.dtype;
-    if (isQuantDType(dtype) && !backend.quantizedWeights)
+    const format = quantFormatOf(model.weights.head.w.dtype);
+    if (format && !backend.quantizedWeights)
       throw new UsageError(
-        `the ${backend.name} backend cannot run ${dtype === "Q8" ? "int8" : "int4"} weights; load the model with its file's weights`,
+        `the ${backend.name} backend cannot run ${format} weights; load the model with its file's weights`,
       );
     this.transformer = new Transformer(backend, c, model.weights);
     this.kvCache = options.kvCache ?? "f32";

@@ -17,6 +17,9 @@ export const QUANT_BITS: Record<QuantFormat, 4 | 8> = { int8: 8, int4: 4 };
 /** The dtype a quantized format's weights carry (NativeDType.Q8 / Q4). */
 export const QUANT_DTYPE = { int8: "Q8", int4: "Q4" } as const;
 export const isQuantDType = (d: string): d is "Q8" | "Q4" => d === "Q8" || d === "Q4";
+/** The quantized format a weight dtype belongs to ("Q8": int8, "Q4": int4), or undefined for a file dtype. */
+export const quantFormatOf = (d: string): QuantFormat | undefined =>
+  d === "Q8" ? "int8" : d === "Q4" ? "int4" : undefined;
 
 /**
  * Values per f16 scale of quantized weights. Q8_0's and Q4_0's 32: a group's scale follows its

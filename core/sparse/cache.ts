@@ -20,7 +20,7 @@ import {
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import type { Weight } from "../loader/safetensors.js";
-import { isQuantDType, QUANT_GROUP } from "../loader/weight-format.js";
+import { QUANT_GROUP, quantFormatOf } from "../loader/weight-format.js";
 
 export function cacheDir(kind: "predictors" | "onnx" | "gguf" | "hashes" | "imports" = "predictors"): string {
   return join(process.env.HIRE_CACHE_DIR ?? join(homedir(), ".cache", "hire-studio"), kind);
@@ -67,9 +67,9 @@ export function tensorHash(file: string, offset: number, byteLength: number): st
  * predictor is built from the quantized values, not the file's).
  */
 export function weightContentKey(w: Weight): string {
-  if (!isQuantDType(w.dtype)) return tensorHash(w.file, w.offset, w.byteLength);
+  const format = quantFormatOf(w.dtype);
+  if (!format) return tensorHash(w.file, w.offset, w.byteLength);
   if (!w.stored) throw new Error(`${w.name}: a quantized weight without its stored tensor`);
-  const format = w.dtype === "Q8" ? "int8" : "int4";
   return `${tensorHash(w.file, w.offset, w.stored.byteLength)}-${format}g${QUANT_GROUP}`;
 }
 
