@@ -234,7 +234,7 @@ HIRE_AVX512 void q8_g32(const QuantMatrix& q, const QuantVector& x, float* y, in
     int64_t v = 0;
     for (; v + 2 <= full; v += 2) {
       const int8_t* line = w + 64 * v;
-      if (line + kQuantLineAhead < end) prefetch_l1(line + kQuantLineAhead);
+      if (!Gathered && line + kQuantLineAhead < end) prefetch_l1(line + kQuantLineAhead);
       if (!Gathered && line + 64 + kQuantLineAhead < end) prefetch_l1(line + 64 + kQuantLineAhead);
       a0 = _mm512_fmadd_ps(line_sums(ld(line), v), line_scales(v), a0);
       a1 = _mm512_fmadd_ps(line_sums(ld(line + 64), v + 1), line_scales(v + 1), a1);
