@@ -59,8 +59,8 @@ Napi::Value Unmap(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// Gives back the memory of a weight read from a file (see Mapping::release_pages), or of an int8
-// copy of one (WeightHandle::source): bytes given back, 0 for other weights owning their memory. Its
+// Gives back the memory of a weight read from a file (see Mapping::release_pages), or of an int8 /
+// int4 copy of one (WeightHandle::source): bytes given back, 0 for other weights owning their memory. Its
 // next use reads the pages back from the file, or quantizes the file's matrix again.
 Napi::Value ReleaseWeight(const Napi::CallbackInfo& info) {
   Args a(info, "releaseWeight");

@@ -55,9 +55,9 @@ class Mapping {
   // fault in the new bytes, or past its end).
   void check_unchanged(const std::string& what) const;
   // Bytes currently given back: the whole 2 MiB pages of read-in memory the released ranges cover,
-  // plus the int8 copies of this file's matrices given back (note_copies_given_back).
+  // plus the int8 / int4 copies of this file's matrices given back (note_copies_given_back).
   size_t released_bytes();
-  // An int8 copy made from this file's bytes freed (+) or made again (-) (WeightHandle::source).
+  // An int8 / int4 copy made from this file's bytes freed (+) or made again (-) (WeightHandle::source).
   void note_copies_given_back(int64_t delta) { copies_given_back_.fetch_add(delta, std::memory_order_relaxed); }
 
  private:

@@ -45,9 +45,9 @@ struct WeightHandle {
   bool transposed;
   std::shared_ptr<hire::Buffer> owned;  // native memory of relayout / weightFromArray / quantizeWeight (offset 0)
   int64_t group = 0;                    // kQ8 / kQ4: values per scale
-  // An int8 / int4 copy of a file's matrix (quantizeWeight): releaseWeight frees `owned` while other layouts
-  // serve the matrix (HiRE's interleaved rows), and its next use quantizes the file's matrix again,
-  // which gives the same bits. given_back: the bytes freed that way (0 while resident).
+  // An int8 / int4 copy of a file's matrix (quantizeWeight): releaseWeight frees `owned` while other
+  // layouts serve the matrix (HiRE's interleaved rows), and its next use quantizes the file's matrix
+  // again, which gives the same bits. given_back: the bytes freed that way (0 while resident).
   std::shared_ptr<const WeightHandle> source = nullptr;
   size_t given_back = 0;
   Mat mat(const void* data) const { return Mat{data, dtype, rows, cols, transposed, group}; }
@@ -192,7 +192,7 @@ class Args {
     const WeightHandle& src = *w.source;
     if (!src.map->valid()) fail(std::string(name) + " was given back and its file has been unmapped");
     try {
-      src.map->check_unchanged("its given-back int8 weights cannot be made again");
+      src.map->check_unchanged("its given-back int8 / int4 weights cannot be made again");
       src.map->ensure_resident(src.offset, src.bytes());
     } catch (const std::runtime_error& e) {
       fail(std::string(name) + ": " + e.what());

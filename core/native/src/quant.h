@@ -35,7 +35,7 @@ struct QuantMatrix {
   int64_t row_stride = 0;    // bytes per row: row_bytes + 2 * groups
   int64_t scale_pad = 0;     // groups rounded up to 16: length of the per-call scale arrays
   std::shared_ptr<Buffer> mem;  // bytes() + kQuantSlack
-  const unsigned char* view = nullptr;  // when mem is null: the rows of a kQ8 weight (quant_view), not owned
+  const unsigned char* view = nullptr;  // when mem is null: the rows of a kQ8 / kQ4 weight (quant_view), not owned
 
   const unsigned char* data() const { return mem ? mem->data() : view; }
   const unsigned char* codes(int64_t r) const { return data() + r * row_stride; }

@@ -179,13 +179,6 @@ HIRE_AVX512 void q8_rows(const QuantMatrix& q, const QuantVector& x, float* y, i
   }
 }
 
-// Group 32 (Q8_0's): each 64-byte line holds two groups, so one vpdpbusd pair sums both (lanes 0-7
-// and 8-15) and each half is scaled by its own group's d, spread over its lanes by one permute. An odd
-// last group is a half line, loaded masked. (The AVX2 kernel, which this replaced here, decoded the
-// 1B shape with int8 weights at 29 tokens/s against 39 for this layout at group 128.)
-// The rows row_of(0 .. n - 1) of q into y[0 .. n): a task's run of rows (one stream, prefetched
-// kQuantLineAhead on and by page heads a few rows on) or a list of selected rows (HiRE's candidates,
-// each row a few rows on prefetched whole).
 constexpr int64_t kGatherAhead = 4;
 
 // Before row i of n: a list of selected rows prefetches the row kGatherAhead on whole, to L2 (short
@@ -201,6 +194,13 @@ inline void prefetch_ahead(const QuantMatrix& q, int64_t i, int64_t n, int64_t a
   }
 }
 
+// Group 32 (Q8_0's): each 64-byte line holds two groups, so one vpdpbusd pair sums both (lanes 0-7
+// and 8-15) and each half is scaled by its own group's d, spread over its lanes by one permute. An odd
+// last group is a half line, loaded masked. (The AVX2 kernel, which this replaced here, decoded the
+// 1B shape with int8 weights at 29 tokens/s against 39 for this layout at group 128.)
+// The rows row_of(0 .. n - 1) of q into y[0 .. n): a task's run of rows (one stream, prefetched
+// kQuantLineAhead on and by page heads a few rows on) or a list of selected rows (HiRE's candidates,
+// each row a few rows on prefetched whole).
 template <bool Gathered, class RowOf>
 HIRE_AVX512 void q8_g32(const QuantMatrix& q, const QuantVector& x, float* y, int64_t n, RowOf row_of) {
   const int64_t full = q.groups / 2, lines = (q.groups + 1) / 2;
@@ -261,9 +261,10 @@ HIRE_AVX512 void q8_rows_g32(const QuantMatrix& q, const QuantVector& x, float* 
 // low nibbles' vpdpbusd sums values 0-31 in lanes 0-7 and 64-95 in lanes 8-15, the high nibbles'
 // 32-63 and 96-127: each lane half is one group (or half of one at 64), scaled by its group's d,
 // spread over its lanes by one permute, so no horizontal sum is taken per group. Rows as in q8_g32:
-// a task's run (one stream) or HiRE's selected rows (each a few rows on prefetched whole). On the Zen 5 VM (24 matrices of 8192 x 2048, paths alternated in
-// one process) group 32 read 64-67 GB/s against the AVX2 kernel's 45-47 and group 128's 63-65; with
-// the permute indices computed line by line instead of fixed per run, 43-45.
+// a task's run (one stream) or HiRE's selected rows (each a few rows on prefetched whole). On the
+// Zen 5 VM (24 matrices of 8192 x 2048, paths alternated in one process) group 32 read 64-67 GB/s
+// against the AVX2 kernel's 45-47 and group 128's 63-65; with the permute indices computed line by
+// line instead of fixed per run, 43-45.
 template <int G, bool Gathered, class RowOf>
 HIRE_AVX512 void q4_small(const QuantMatrix& q, const QuantVector& x, float* y, int64_t n, RowOf row_of) {
   static_assert(G == 32 || G == 64, "q4_small: groups of 32 or 64");

@@ -30,16 +30,17 @@ inline int64_t chunk_size(int64_t total, int64_t parts, int64_t align) {
 }
 
 thread_local Scratch t_rows;     // gemv_rows: de-interleaved x
-thread_local Scratch t_xq;       // quant_matvec: int8 x (calling thread only)
-thread_local Scratch t_xscale;   // quant_matvec: x scales
-thread_local Scratch t_xcorr;    // quant_matvec: int4 offset corrections
+// x quantized for quant_gemv: its int8 codes, scales and int4 offset corrections (quantized_x).
+struct QuantXScratch {
+  Scratch q, scale, corr;
+};
+thread_local QuantXScratch t_pred_x;    // quant_matvec and the HiRE ops' predictor scores
+thread_local QuantXScratch t_weight_x;  // quant_input: products with a kQ8 / kQ4 weight, inside their
+                                        // tasks (their own, so the predictor's x stays whole)
 thread_local Scratch t_qrow;     // quantize: f32 rows
 thread_local Scratch t_qcodes;   // quantize: int8 codes of a row
 thread_local Scratch t_acc_part; // accumulate_cols: the column chunks' partial outputs
 thread_local Scratch t_iota;     // accumulate_cols with idx = nullptr: 0, 1, 2, ...
-thread_local Scratch t_q8x;      // quant_input: int8 x for a kQ8 / kQ4 weight (each thread its own)
-thread_local Scratch t_q8s;      // quant_input: its scales
-thread_local Scratch t_q8c;      // quant_input: its int4 offset corrections
 thread_local Scratch t_q8rows;   // relayout of a kQ8 / kQ4 weight: f32 rows
 
 // Runs fn(i0, i1) over [0, n) in contiguous chunks (multiples of align), one per thread, or on the
@@ -257,6 +258,17 @@ void transpose_copy(const unsigned char* src, int64_t a, int64_t b, unsigned cha
 
 namespace {
 
+// x as quant_gemv reads it for q (quantize_x), in the given scratch (valid until its next use).
+QuantVector quantized_x(const float* x, const QuantMatrix& q, QuantXScratch& s) {
+  int8_t* xq = s.q.get<int8_t>(static_cast<size_t>(q.padded) + 64);
+  float* xs = s.scale.get<float>(static_cast<size_t>(q.scale_pad));
+  const int64_t nc = quant_corr_len(q);
+  int32_t* corr = nc > 0 ? s.corr.get<int32_t>(static_cast<size_t>(nc)) : nullptr;
+  if (corr != nullptr) std::memset(corr, 0, static_cast<size_t>(nc) * sizeof(int32_t));
+  quantize_x(x, q.cols, q.group, q.groups, q.scale_pad, xq, xs, corr);
+  return QuantVector{xq, xs, corr};
+}
+
 // f32 -> bf16, round to nearest even (NaN stays NaN).
 inline uint16_t float_to_bf16(float f) {
   uint32_t x;
@@ -316,15 +328,7 @@ void quant_dequant_rows(const QuantMatrix& q, int64_t r0, int64_t n, float* dst)
   }
 }
 
-QuantVector quant_input(const float* x, const QuantMatrix& q) {
-  int8_t* xq = t_q8x.get<int8_t>(static_cast<size_t>(q.padded) + 64);
-  float* xs = t_q8s.get<float>(static_cast<size_t>(q.scale_pad));
-  const int64_t nc = quant_corr_len(q);
-  int32_t* corr = nc > 0 ? t_q8c.get<int32_t>(static_cast<size_t>(nc)) : nullptr;
-  if (corr != nullptr) std::memset(corr, 0, static_cast<size_t>(nc) * sizeof(int32_t));
-  quantize_x(x, q.cols, q.group, q.groups, q.scale_pad, xq, xs, corr);
-  return QuantVector{xq, xs, corr};
-}
+QuantVector quant_input(const float* x, const QuantMatrix& q) { return quantized_x(x, q, t_weight_x); }
 
 void gemv_rows_any(const KernelTable& K, const Mat& w, const float* x, const int32_t* idx, int64_t i0, int64_t i1,
                    float* y, float* scratch) {
@@ -428,33 +432,12 @@ std::shared_ptr<QuantMatrix> quantize(const Mat& w, int bits, int64_t group) {
   return q;
 }
 
-void quant_row(const QuantMatrix& q, int64_t r, float* out) {
-  const unsigned char* codes = q.codes(r);
-  const uint16_t* sc = q.scales(r);
-  for (int64_t c = 0; c < q.cols; ++c) {
-    int code;
-    if (q.bits == 8) {
-      code = static_cast<int8_t>(codes[c]);
-    } else {
-      const unsigned char b = codes[32 * (c / 64) + c % 32];
-      code = ((c % 64) >= 32 ? (b >> 4) : (b & 15)) - 8;
-    }
-    out[c] = static_cast<float>(code) * half_to_float(sc[c / q.group]);
-  }
-}
+void quant_row(const QuantMatrix& q, int64_t r, float* out) { quant_dequant_rows(q, r, 1, out); }
 
 namespace {
 
 // x as quant_gemv reads it, in the calling thread's scratch (valid until its next call).
-QuantVector quantized_input(const float* x, const QuantMatrix& q) {
-  int8_t* xq = t_xq.get<int8_t>(static_cast<size_t>(q.padded) + 64);
-  float* xs = t_xscale.get<float>(static_cast<size_t>(q.scale_pad));
-  const int64_t nc = quant_corr_len(q);
-  int32_t* corr = nc > 0 ? t_xcorr.get<int32_t>(static_cast<size_t>(nc)) : nullptr;
-  if (corr != nullptr) std::memset(corr, 0, static_cast<size_t>(nc) * sizeof(int32_t));
-  quantize_x(x, q.cols, q.group, q.groups, q.scale_pad, xq, xs, corr);
-  return QuantVector{xq, xs, corr};
-}
+QuantVector quantized_input(const float* x, const QuantMatrix& q) { return quantized_x(x, q, t_pred_x); }
 
 }  // namespace
 
