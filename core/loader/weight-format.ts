@@ -16,10 +16,10 @@ export type QuantFormat = Exclude<WeightFormat, "file">;
 export const QUANT_BITS: Record<QuantFormat, 4 | 8> = { int8: 8, int4: 4 };
 /** The dtype a quantized format's weights carry (NativeDType.Q8 / Q4). */
 export const QUANT_DTYPE = { int8: "Q8", int4: "Q4" } as const;
-export const isQuantDType = (d: string): d is "Q8" | "Q4" => d === "Q8" || d === "Q4";
 /** The quantized format a weight dtype belongs to ("Q8": int8, "Q4": int4), or undefined for a file dtype. */
 export const quantFormatOf = (d: string): QuantFormat | undefined =>
-  d === "Q8" ? "int8" : d === "Q4" ? "int4" : undefined;
+  d === QUANT_DTYPE.int8 ? "int8" : d === QUANT_DTYPE.int4 ? "int4" : undefined;
+export const isQuantDType = (d: string): d is "Q8" | "Q4" => quantFormatOf(d) !== undefined;
 
 /**
  * Values per f16 scale of quantized weights. Q8_0's and Q4_0's 32: a group's scale follows its
@@ -55,7 +55,7 @@ const isWeight = (x: unknown): x is Weight => isPlainObject(x) && "handle" in x 
 export function quantizedWeights(w: ModelWeights, format: QuantFormat): ModelWeights {
   const n = native();
   const bits = QUANT_BITS[format];
-  const want = bits === 4 ? NativeDType.Q4 : NativeDType.Q8;
+  const dtype = QUANT_DTYPE[format];
   const done = new Map<Weight, Weight>();
   const quantize = (x: Weight): Weight => {
     let q = done.get(x);
@@ -64,9 +64,9 @@ export function quantizedWeights(w: ModelWeights, format: QuantFormat): ModelWei
     const handle = n.quantizeWeight(x.handle, QUANT_GROUP, bits);
     n.releaseWeight(x.handle);
     const info = n.weightInfo(handle);
-    if (info.dtype !== want) throw new Error(`quantizeWeight did not return an ${format} weight`);
+    if (info.dtype !== NativeDType[dtype]) throw new Error(`quantizeWeight did not return an ${format} weight`);
     const stored = { dtype: x.dtype as DType, byteLength: x.byteLength };
-    q = { ...x, handle, dtype: QUANT_DTYPE[format], transposed: false, byteLength: info.bytes, stored };
+    q = { ...x, handle, dtype, transposed: false, byteLength: info.bytes, stored };
     done.set(x, q);
     return q;
   };
