@@ -223,29 +223,35 @@ test("a session giving back the file layout decodes what one keeping it decodes,
   });
 });
 
-// Int8 weights (--weights int8) own their memory: a given-back int8 copy is quantized again from
-// the file's matrix on its next use, which gives the same bits.
-for (const mmap of [true, false]) {
-  test(`an int8 weight given back is made again from the ${mmap ? "mapped" : "read-in"} file on its next use, bit for bit`, (t) => {
-    const model = loadModel(dir, { weights: "int8", mmap });
-    t.after(() => model.close());
-    const b = createBackend("cpu", 2);
-    const gate = firstFfn(model.weights.layers[0]).gate!.w;
-    assert.equal(gate.dtype, "Q8");
-    const before = product(b, gate);
-    const released0 = model.store.releasedBytes();
-    const rss0 = rssBytes();
-    const bytes = b.releaseWeight!(gate);
-    assert.ok(bytes >= gate.byteLength, `gave back ${bytes} of an int8 weight of ${gate.byteLength} bytes`);
-    assert.equal(model.store.releasedBytes() - released0, bytes, "the file's store counts it as given back");
-    const drop = rss0 - rssBytes();
-    assert.ok(drop > bytes / 2, `RSS fell by ${drop} bytes after giving back ${bytes}`);
-    assert.equal(b.releaseWeight!(gate), 0, "giving it back again gives nothing more");
-    assert.deepEqual(product(b, gate), before, "the product after it was made again equals the one before");
-    assert.equal(model.store.releasedBytes(), released0, "made again, it is no longer counted");
-    assert.equal(b.releaseWeight!(gate), bytes, "and it can be given back again");
-  });
-}
+// Int8 and int4 weights (--weights int8|int4) own their memory: a given-back copy is quantized again
+// from the file's matrix on its next use, which gives the same bits.
+const QUANTIZED = [
+  { weights: "int8", dtype: "Q8" },
+  { weights: "int4", dtype: "Q4" },
+] as const;
+
+for (const { weights, dtype } of QUANTIZED)
+  for (const mmap of [true, false]) {
+    test(`an ${weights} weight given back is made again from the ${mmap ? "mapped" : "read-in"} file on its next use, bit for bit`, (t) => {
+      const model = loadModel(dir, { weights, mmap });
+      t.after(() => model.close());
+      const b = createBackend("cpu", 2);
+      const gate = firstFfn(model.weights.layers[0]).gate!.w;
+      assert.equal(gate.dtype, dtype);
+      const before = product(b, gate);
+      const released0 = model.store.releasedBytes();
+      const rss0 = rssBytes();
+      const bytes = b.releaseWeight!(gate);
+      assert.ok(bytes >= gate.byteLength, `gave back ${bytes} of an ${weights} weight of ${gate.byteLength} bytes`);
+      assert.equal(model.store.releasedBytes() - released0, bytes, "the file's store counts it as given back");
+      const drop = rss0 - rssBytes();
+      assert.ok(drop > bytes / 2, `RSS fell by ${drop} bytes after giving back ${bytes}`);
+      assert.equal(b.releaseWeight!(gate), 0, "giving it back again gives nothing more");
+      assert.deepEqual(product(b, gate), before, "the product after it was made again equals the one before");
+      assert.equal(model.store.releasedBytes(), released0, "made again, it is no longer counted");
+      assert.equal(b.releaseWeight!(gate), bytes, "and it can be given back again");
+    });
+  }
 
 test("a given-back int8 weight whose model was closed is an error, not zeros", () => {
   const model = loadModel(dir, { weights: "int8" });
@@ -259,29 +265,30 @@ test("a given-back int8 weight whose model was closed is an error, not zeros", (
   );
 });
 
-test("an int8 session giving back W_gate and W_up decodes what one keeping them decodes, bit for bit", (t) => {
-  // DIP's column copies are made from W_gate and W_up: given back, they are quantized again first.
-  const phases = PHASES;
-  const { a, b, freed } = keptAndFreed(t, { weights: "int8" });
-  // The int8 copies of every layer's W_gate and W_up (W_down stays: its transposed copy is bf16).
-  const gateUp = freed.weights.layers.reduce(
-    (s, l) => s + firstFfn(l).gate!.w.byteLength + firstFfn(l).up.w.byteLength,
-    0,
-  );
-  const down = freed.weights.layers.reduce((s, l) => s + firstFfn(l).down.w.byteLength, 0);
-  for (const r of b.released)
-    assert.ok(
-      r >= gateUp && r < gateUp + down / 2,
-      `gave back ${r} bytes; int8 W_gate and W_up: ${gateUp}, W_down: ${down}`,
+for (const { weights } of QUANTIZED)
+  test(`an ${weights} session giving back W_gate and W_up decodes what one keeping them decodes, bit for bit`, (t) => {
+    // DIP's column copies are made from W_gate and W_up: given back, they are quantized again first.
+    const phases = PHASES;
+    const { a, b, freed } = keptAndFreed(t, { weights });
+    // The copies of every layer's W_gate and W_up (W_down stays: its transposed copy is bf16).
+    const gateUp = freed.weights.layers.reduce(
+      (s, l) => s + firstFfn(l).gate!.w.byteLength + firstFfn(l).up.w.byteLength,
+      0,
     );
-  phases.forEach((p, i) => {
-    const what = `phase ${i} (${p.ffn?.method})`;
-    assert.deepEqual(b.phases[i].ids, a.phases[i].ids, `${what}: greedy ids`);
-    assert.deepEqual(b.phases[i].recall, a.phases[i].recall, `${what}: audited recall`);
-    // The interleaved int8 rows are the same rows, and dense keeps the int8 W_down: the same bits.
-    b.phases[i].logits.forEach((l, j) => assert.deepEqual(l, a.phases[i].logits[j], `${what}: token ${j} logits`));
+    const down = freed.weights.layers.reduce((s, l) => s + firstFfn(l).down.w.byteLength, 0);
+    for (const r of b.released)
+      assert.ok(
+        r >= gateUp && r < gateUp + down / 2,
+        `gave back ${r} bytes; ${weights} W_gate and W_up: ${gateUp}, W_down: ${down}`,
+      );
+    phases.forEach((p, i) => {
+      const what = `phase ${i} (${p.ffn?.method})`;
+      assert.deepEqual(b.phases[i].ids, a.phases[i].ids, `${what}: greedy ids`);
+      assert.deepEqual(b.phases[i].recall, a.phases[i].recall, `${what}: audited recall`);
+      // The interleaved rows are the same rows, and dense keeps the quantized W_down: the same bits.
+      b.phases[i].logits.forEach((l, j) => assert.deepEqual(l, a.phases[i].logits[j], `${what}: token ${j} logits`));
+    });
   });
-});
 
 test("a given-back int8 weight whose file changed since loading is an error naming the file, not other bits", (t) => {
   // A whole-second modification time, so that setting it back restores it exactly (a Date holds ms).
