@@ -272,6 +272,33 @@ badCase(
   "UNSUPPORTED_ARCHITECTURE",
   "config.json",
 );
+// A GPTQ checkpoint as transformers saves one: quantization_config in config.json, packed int32
+// tensors (here one I32 tensor stands in for the qweight/qzeros words). The config names the cause
+// before any tensor is read.
+const gptq = (dir: string) => {
+  const config = JSON.parse(readFileSync(join(dir, "config.json"), "utf8"));
+  config.quantization_config = { quant_method: "gptq", bits: 4, group_size: 128, desc_act: false };
+  writeFileSync(join(dir, "config.json"), JSON.stringify(config));
+  const file = join(dir, ST);
+  const h = readHeader(file);
+  const e = h.json["model.norm.weight"] as { shape: number[]; data_offsets: [number, number] };
+  h.json["model.norm.weight"] = { ...e, dtype: "I32", shape: [(e.data_offsets[1] - e.data_offsets[0]) / 4] };
+  writeSafetensors(file, h.json, readFileSync(file).subarray(8 + h.length));
+};
+badCase("a GPTQ checkpoint", gptq, "UNSUPPORTED_QUANTIZATION", "config.json");
+test("bad input: a quantized checkpoint's error names its method and the ways to load the model", async (t) => {
+  const dir = join(tempDir(t), "m");
+  await makeModel({ arch: "llama", dtype: "bf16", seed: 1, out: dir });
+  gptq(dir);
+  assert.throws(
+    () => loadModel(dir),
+    (e: unknown) =>
+      e instanceof ModelError &&
+      /quant_method "gptq" 4-bit/.test(e.message) &&
+      /unquantized model/.test(e.message) &&
+      /GGUF/.test(e.message),
+  );
+});
 badCase("no weights", (dir) => rmSync(join(dir, ST)), "NO_WEIGHTS", "bad");
 badCase("missing tokenizer.json", (dir) => rmSync(join(dir, "tokenizer.json")), "NOT_FOUND", "tokenizer.json");
 badCase(

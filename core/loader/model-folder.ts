@@ -79,7 +79,26 @@ export function readModelConfig(dir: string): ModelConfig {
       `architecture ${name} is not supported (supported: ${Object.keys(ARCHITECTURES).join(", ")})`,
     );
   }
+  checkNotQuantized(raw.quantization_config, file);
   return arch.parseConfig(raw, file);
+}
+
+/**
+ * A checkpoint whose config.json carries a `quantization_config` stores packed tensors (GPTQ's and
+ * AWQ's int32 words with zero points, FP8 with block scales, bitsandbytes' codes) that only its own
+ * kernels read; without this check the first such tensor would fail as a bare "dtype I32 is not
+ * supported". Every quant_method transformers knows packs its weights, so any of them is refused.
+ */
+function checkNotQuantized(q: unknown, file: string): void {
+  if (q === undefined || q === null) return;
+  const method = isObject(q) && typeof q.quant_method === "string" ? q.quant_method : "unknown";
+  const bits = isObject(q) && typeof q.bits === "number" ? ` ${q.bits}-bit` : "";
+  throw new ModelError(
+    "UNSUPPORTED_QUANTIZATION",
+    file,
+    `this checkpoint is quantized (quantization_config: quant_method "${method}"${bits}), which only its own ` +
+      `kernels read; load the unquantized model (--weights int8 or int4 quantizes it here) or a GGUF file of it`,
+  );
 }
 
 export interface LoadOptions {
