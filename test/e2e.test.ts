@@ -468,6 +468,9 @@ test("e2e: a GGUF file typed into the model bar is imported, loaded and chats", 
   await page.getByTestId("load-model").click();
   await page.getByTestId("model-name").filter({ hasText: "tiny-llama-quants.gguf" }).waitFor({ timeout: 30_000 });
   assert.equal(readdirSync(join(dataDir, "cache", "imports")).length, 1, "imported once into the cache");
+  // Weights "auto" (the default): a quantized GGUF runs as int8 copies of its import's bf16.
+  assert.equal(await page.getByTestId("weights").inputValue(), "auto");
+  await page.locator(".model-info .line").filter({ hasText: "int8 (from BF16)" }).waitFor({ timeout: 5_000 });
   await page.getByTestId("sampling-maxTokens").fill("4");
   await page.getByTestId("sampling-temperature").fill("0");
   await page.getByTestId("prompt-input").fill("Hello");

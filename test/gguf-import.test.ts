@@ -22,7 +22,7 @@ import { join } from "node:path";
 import { hire, putInHubCache, REPO_ROOT, tempDir } from "./helpers.js";
 import { findModelFolder, listCachedModels, modelName } from "../core/loader/hf-cache.js";
 import { compareSteps, llamaCppSteps, ourGreedy } from "./llamacpp-helpers.js";
-import { loadModel, type LoadedModel } from "../core/loader/model-folder.js";
+import { loadModel, resolveWeights, type LoadedModel } from "../core/loader/model-folder.js";
 import { ModelError } from "../core/loader/errors.js";
 import { makeModel } from "../core/modelgen/make-model.js";
 import { exportGguf, permuteRotary, qkvBlocks } from "../core/gguf/export.js";
@@ -768,6 +768,51 @@ test("the quantized file imports to bf16 and decodes as llama.cpp decodes the fi
   } finally {
     await r.peer.close();
   }
+});
+
+test('weights "auto": an import of a quantized GGUF loads as int8, a float one and a plain folder as the file', async (t) => {
+  const dir = tempDir(t);
+  const quantized = await importGguf(QUANTS, join(dir, "quantized"));
+  const q = loadModel(quantized.dir, { weights: "auto" });
+  t.after(() => q.close());
+  assert.equal(q.weightFormat, "int8");
+  assert.equal(q.weights.layers[0].down!.w.dtype, "Q8");
+  assert.equal(q.weights.layers[0].down!.w.stored?.dtype, "BF16");
+  const { source, result } = await roundTrip(t, "llama"); // exported as bf16
+  const f = loadModel(result.dir, { weights: "auto" });
+  t.after(() => f.close());
+  assert.equal(f.weightFormat, "file");
+  assert.equal(f.weights.layers[0].down!.w.dtype, "BF16");
+  assert.equal(resolveWeights("auto", source.dir), "file", "a folder that is no import");
+  assert.equal(resolveWeights("int4", quantized.dir), "int4", "a format asked for is kept");
+  // The CLI's default is "auto"; the file's bf16 is one --weights away.
+  const cli = (extra: string[]) =>
+    hire([
+      "bench",
+      "--model",
+      quantized.dir,
+      "--prompt-tokens",
+      "4",
+      "--decode-tokens",
+      "2",
+      "--repeats",
+      "1",
+      "--json",
+      ...extra,
+    ]);
+  const auto = cli([]);
+  assert.equal(auto.status, 0, auto.stderr);
+  assert.match(JSON.parse(auto.stdout).dtype, /^int8 weights from BF16/);
+  const asFile = cli(["--weights", "file"]);
+  assert.equal(asFile.status, 0, asFile.stderr);
+  assert.equal(JSON.parse(asFile.stdout).dtype, "BF16");
+  const twice = cli(["--weights", "auto,int8"]);
+  assert.equal(twice.status, 2, twice.stderr);
+  assert.match(twice.stderr, /loads int8 twice/);
+  // hire export reads the file's matrices whatever "auto" would load.
+  const exported = hire(["export", "--model", quantized.dir, "--gguf", join(dir, "again.gguf")]);
+  assert.equal(exported.status, 0, exported.stderr);
+  assert.equal((await readGguf(join(dir, "again.gguf"))).tensors.length > 0, true);
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -9,9 +9,9 @@ import { join } from "node:path";
 import {
   decodeWire,
   encodeWire,
-  isWeightFormat,
+  isWeightChoice,
   parseRequest,
-  WEIGHT_FORMATS,
+  WEIGHT_CHOICES,
   ProtocolError,
   type Conversation,
   type HostMessage,
@@ -19,7 +19,7 @@ import {
   type StepTelemetry,
 } from "../core/host/protocol.js";
 import { ConversationStore } from "../core/host/conversations.js";
-import { WEIGHT_FORMATS as LOADER_WEIGHT_FORMATS } from "../core/loader/weight-format.js";
+import { WEIGHT_CHOICES as LOADER_WEIGHT_CHOICES } from "../core/loader/weight-format.js";
 import { EngineHost, type Channel } from "../core/host/engine-host.js";
 import { defaultModelDir } from "../core/loader/default-model.js";
 import { native, NativeDType, type NativeWeight } from "../core/native/addon.js";
@@ -93,9 +93,9 @@ test("parseRequest accepts each well-formed request", () => {
   assert.deepEqual(upd.update, SPARSITY_UPDATE);
 });
 
-test("the protocol's weight formats are the loader's (listed apart: the renderer cannot load the addon)", () => {
-  assert.deepEqual(WEIGHT_FORMATS, LOADER_WEIGHT_FORMATS);
-  assert.ok(isWeightFormat("int8") && !isWeightFormat("q8"));
+test("the protocol's weight choices are the loader's (listed apart: the renderer cannot load the addon)", () => {
+  assert.deepEqual(WEIGHT_CHOICES, LOADER_WEIGHT_CHOICES);
+  assert.ok(isWeightChoice("int8") && isWeightChoice("auto") && !isWeightChoice("q8"));
 });
 
 test("parseRequest rejects malformed and hostile messages with a ProtocolError naming the problem", () => {
@@ -111,10 +111,10 @@ test("parseRequest rejects malformed and hostile messages with a ProtocolError n
     [{ id: 1, type: "model.inspect", path: "x".repeat(5000) }, /longer than/],
     [{ id: 1, type: "model.load", kvCache: "q4" }, /"kvCache" must be one of f32, f16/],
     [{ id: 1, type: "model.inspect", path: "m", kvCache: 16 }, /"kvCache" must be one of f32, f16/],
-    [{ id: 1, type: "model.load", weights: "int3" }, /"weights" must be one of file, int8, int4/],
-    [{ id: 1, type: "model.load", weights: "INT8" }, /"weights" must be one of file, int8/],
-    [{ id: 1, type: "model.inspect", path: "m", weights: 8 }, /"weights" must be one of file, int8/],
-    [{ id: 1, type: "model.inspect", path: "m", weights: ["int8"] }, /"weights" must be one of file, int8/],
+    [{ id: 1, type: "model.load", weights: "int3" }, /"weights" must be one of auto, file, int8, int4/],
+    [{ id: 1, type: "model.load", weights: "INT8" }, /"weights" must be one of auto, file, int8/],
+    [{ id: 1, type: "model.inspect", path: "m", weights: 8 }, /"weights" must be one of auto, file, int8/],
+    [{ id: 1, type: "model.inspect", path: "m", weights: ["int8"] }, /"weights" must be one of auto, file, int8/],
     [{ id: 1, type: "model.inspect", path: "m", contextLength: 0 }, /"contextLength" must be positive/],
     [{ id: 1, type: "generate", messages: [], maxTokens: 4 }, /empty/],
     [{ id: 1, type: "eval", text: "x", ffnK: [] }, /"ffnK" must be a list of 1 to 16/],
@@ -642,12 +642,19 @@ test("host: a GGUF file is inspected, imported once with progress, loaded, and k
   process.env.HIRE_CACHE_DIR = join(dataDir, "cache");
   t.after(() => (prev === undefined ? delete process.env.HIRE_CACHE_DIR : (process.env.HIRE_CACHE_DIR = prev)));
   const file = join(REPO_ROOT, "test", "gguf", "tiny-llama-quants.gguf");
-  const est = await ask({ type: "model.inspect", path: file });
-  assert.ok(est.ok, JSON.stringify(est));
-  const e = est.result as { architecture: string; dtype: string; parameters: number; weightBytes: number };
-  assert.deepEqual([e.architecture, e.dtype], ["LlamaForCausalLM", "BF16"]);
+  type Estimate = { architecture: string; dtype: string; parameters: number; weightBytes: number; weights: string };
+  const asFile = await ask({ type: "model.inspect", path: file, weights: "file" });
+  assert.ok(asFile.ok, JSON.stringify(asFile));
+  const e = asFile.result as Estimate;
+  assert.deepEqual([e.architecture, e.dtype, e.weights], ["LlamaForCausalLM", "BF16", "file"]);
   assert.equal(e.weightBytes, 2 * e.parameters); // as imported: bf16, not the file's 1 MB
   assert.equal(e.parameters, 1443072); // 2 layers of 256 × (256 + 128 + 128 + 256 + 3 × 512) + 2 norms, 512 × 256 twice, one norm
+  // By default ("auto") a quantized GGUF loads as int8: about half of the import's bf16.
+  const est = await ask({ type: "model.inspect", path: file });
+  assert.ok(est.ok, JSON.stringify(est));
+  const auto = est.result as Estimate;
+  assert.equal(auto.weights, "int8");
+  assert.ok(auto.weightBytes < 0.6 * e.weightBytes && auto.weightBytes > 0.5 * e.weightBytes, String(auto.weightBytes));
   const start = events.length;
   const loaded = await ask({ type: "model.load", path: file });
   assert.ok(loaded.ok, JSON.stringify(loaded));
@@ -656,8 +663,15 @@ test("host: a GGUF file is inspected, imported once with progress, loaded, and k
     total: number;
   }[];
   assert.ok(imports.length >= 2 && imports.at(-1)!.done === imports.at(-1)!.total, "import progress reached the end");
-  const info = loaded.result as { parameters: number; name: string; source: string };
+  const info = loaded.result as {
+    parameters: number;
+    name: string;
+    source: string;
+    weights: string;
+    weightBytes: number;
+  };
   assert.equal(info.parameters, e.parameters);
+  assert.deepEqual([info.weights, info.weightBytes], ["int8", auto.weightBytes]);
   assert.deepEqual([info.name, info.source], ["tiny-llama-quants.gguf", file]);
   const hello = await ask({ type: "hello" });
   assert.ok(hello.ok && (hello.result as { recentModels: string[] }).recentModels[0] === file);

@@ -13,7 +13,13 @@ import { defaultModelDir } from "../core/loader/default-model.js";
 import { loadModel, type LoadedModel } from "../core/loader/model-folder.js";
 import { Sparsifier } from "../core/sparse/sparsifier.js";
 import type { DeepPartial, SparsitySettings } from "../core/sparse/settings.js";
-import { isQuantDType, QUANT_GROUP as GROUP, quantBytes, type QuantFormat } from "../core/loader/weight-format.js";
+import {
+  autoWeightFormat,
+  isQuantDType,
+  QUANT_GROUP as GROUP,
+  quantBytes,
+  type QuantFormat,
+} from "../core/loader/weight-format.js";
 import { Session } from "../core/engine/session.js";
 import { KVCache, Transformer } from "../core/engine/transformer.js";
 import type { ModelConfig, ModelWeights } from "../core/arch/index.js";
@@ -553,8 +559,18 @@ describe("the built-in model and the CLI", () => {
     }
     const bad = hire(["generate", "--weights", "int3", "--prompt", "Once"]);
     assert.notEqual(bad.status, 0);
-    assert.match(bad.stderr, /--weights must be one of file, int8, int4, got "int3"/);
+    assert.match(bad.stderr, /--weights must be one of auto, file, int8, int4, got "int3"/);
   });
+});
+
+test('weights "auto" picks int8 for a GGUF source holding any quantized type, the file otherwise', () => {
+  assert.equal(autoWeightFormat({ F32: 65, Q4_K: 97, Q6_K: 17 }), "int8");
+  assert.equal(autoWeightFormat({ F32: 9, Q8_0: 14 }), "int8");
+  assert.equal(autoWeightFormat({ F32: 9, IQ4_XS: 1, BF16: 13 }), "int8");
+  assert.equal(autoWeightFormat({ F32: 9, F16: 14 }), "file");
+  assert.equal(autoWeightFormat({ F32: 9, BF16: 14 }), "file");
+  assert.equal(autoWeightFormat({}), "file");
+  assert.equal(autoWeightFormat(undefined), "file", "a model that is no import");
 });
 
 test("bench --weights file,int8,int4: every load's rows in one run, each step's bytes adding up", () => {

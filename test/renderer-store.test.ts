@@ -938,7 +938,7 @@ test("the model bar's load choices are kept between app starts, and sent with in
       return [kvCache, weights, contextLength];
     };
     const first = createConnectionStore();
-    assert.deepEqual(choices(first), ["f32", "file", null]);
+    assert.deepEqual(choices(first), ["f32", "auto", null]);
     first.getState().setKvCache("f16");
     first.getState().setWeights("int8");
     first.getState().setContextLength(8192);
@@ -946,9 +946,9 @@ test("the model bar's load choices are kept between app starts, and sent with in
     assert.deepEqual(choices(next), ["f16", "int8", 8192]);
     // Whatever was stored that is not a valid choice falls back to the defaults.
     saved.set(LOAD_PREFS_KEY, JSON.stringify({ kvCache: "q2", weights: "int3", contextLength: -5 }));
-    assert.deepEqual(choices(createConnectionStore()), ["f32", "file", null]);
+    assert.deepEqual(choices(createConnectionStore()), ["f32", "auto", null]);
     saved.set(LOAD_PREFS_KEY, "{not json");
-    assert.deepEqual(choices(createConnectionStore()), ["f32", "file", null]);
+    assert.deepEqual(choices(createConnectionStore()), ["f32", "auto", null]);
 
     saved.set(LOAD_PREFS_KEY, JSON.stringify({ kvCache: "f16", weights: "int8", contextLength: 2048 }));
     const host = new FakeHost();

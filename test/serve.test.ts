@@ -395,7 +395,7 @@ test("serve: malformed OpenAI requests get a 400 naming the field", async () => 
 test("hire serve --weights int8 loads its model with int8 weights; a bad --weights is a usage error", async (t) => {
   const bad = hire(["serve", "--no-model", "--port", "0", "--weights", "int3"]);
   assert.equal(bad.status, 2);
-  assert.match(bad.stderr, /--weights must be one of file, int8, int4, got "int3"/);
+  assert.match(bad.stderr, /--weights must be one of auto, file, int8, int4, got "int3"/);
 
   const dataDir = mkdtempSync(join(tmpdir(), "hire-serve-int8-"));
   const child = spawn(

@@ -86,7 +86,8 @@ export async function runExport(argv: string[]): Promise<void> {
   if (dtype !== undefined && !DTYPES.includes(dtype)) {
     throw new UsageError(`--dtype must be ${DTYPES.join(", ")}, got "${dtype}"`);
   }
-  const model = await openModel(v);
+  // The exporters read the file's matrices (f32/f16/bf16), never quantized copies, whatever the model is.
+  const model = await openModel({ ...v, weights: "file" });
   try {
     for (const k of targets) {
       const out = v[k]!;

@@ -7,7 +7,7 @@ import { readFileSync } from "node:fs";
 import { loadModel, type LoadedModel } from "../loader/model-folder.js";
 import { modelFolderFor } from "../loader/model-source.js";
 import { defaultModelDir } from "../loader/default-model.js";
-import { isWeightFormat, WEIGHT_FORMATS, type WeightFormat } from "../loader/weight-format.js";
+import { isWeightChoice, WEIGHT_CHOICES, type WeightChoice } from "../loader/weight-format.js";
 import { UsageError } from "../loader/errors.js";
 import { isKvDtype, KV_DTYPES, type KvDtype } from "../backend/backend.js";
 import { MAX_THREADS } from "../backend/cpu.js";
@@ -20,22 +20,22 @@ export const MODEL_FLAGS = {
   mmap: { type: "boolean" },
 } as const satisfies ParseArgsConfig["options"];
 
-/** MODEL_FLAGS and --weights file|int8|int4 (how the loaded model keeps its matrices), for the commands that run it. */
+/** MODEL_FLAGS and --weights file|int8|int4|auto (how the loaded model keeps its matrices), for the commands that run it. */
 export const RUN_MODEL_FLAGS = {
   ...MODEL_FLAGS,
   weights: { type: "string" },
 } as const satisfies ParseArgsConfig["options"];
 
-/** --weights file|int8|int4. */
-export const weightsFlag = (v: string | undefined): WeightFormat | undefined => {
+/** --weights file|int8|int4|auto (undefined when not given: the commands then load with "auto"). */
+export const weightsFlag = (v: string | undefined): WeightChoice | undefined => {
   if (v === undefined) return undefined;
-  if (!isWeightFormat(v)) throw new UsageError(`--weights must be one of ${WEIGHT_FORMATS.join(", ")}, got "${v}"`);
+  if (!isWeightChoice(v)) throw new UsageError(`--weights must be one of ${WEIGHT_CHOICES.join(", ")}, got "${v}"`);
   return v;
 };
 
 /** Loads --model (a folder, a repo id in the Hugging Face cache, or a .gguf file, imported once). */
 export async function openModel(v: { model?: string; mmap?: boolean; weights?: string }): Promise<LoadedModel> {
-  const weights = weightsFlag(v.weights);
+  const weights = weightsFlag(v.weights) ?? "auto";
   let shown = -1;
   const dir = await modelFolderFor(v.model ?? defaultModelDir(), (file, done, total) => {
     // A percentage on a terminal; one line at the start and one at the end otherwise.

@@ -259,13 +259,18 @@ async function cmdBench(argv: string[]): Promise<void> {
   const ortEp = v["ort-ep"] ?? "cpu";
   if (ortEp !== "cpu" && ortEp !== "cuda" && ortEp !== "webgpu")
     throw new UsageError(`--ort-ep must be cpu, cuda or webgpu, got "${ortEp}"`);
-  // --weights file,int8,int4: one load each, benched side by side (see benchmarkLoads).
-  const formats = (v.weights ?? "file").split(",").map((w) => weightsFlag(w.trim())!);
-  if (new Set(formats).size !== formats.length) throw new UsageError(`--weights lists a format twice: "${v.weights}"`);
+  // --weights file,int8,int4: one load each, benched side by side (see benchmarkLoads), each row
+  // labelled with the format its load used ("auto" resolved).
+  const formats = (v.weights ?? "auto").split(",").map((w) => weightsFlag(w.trim())!);
   if (formats.length > 1 && peers.length > 0) throw new UsageError("--peers takes one --weights format");
   const loads: { weights: WeightFormat; model: LoadedModel }[] = [];
   try {
-    for (const weights of formats) loads.push({ weights, model: await openModel({ ...v, weights }) });
+    for (const weights of formats) {
+      const model = await openModel({ ...v, weights });
+      loads.push({ weights: model.weightFormat, model });
+      if (new Set(loads.map((l) => l.weights)).size < loads.length)
+        throw new UsageError(`--weights lists a format twice: "${v.weights}" loads ${model.weightFormat} twice`);
+    }
   } catch (e) {
     for (const l of loads) l.model.close();
     throw e;
@@ -594,19 +599,19 @@ async function cmdModels(argv: string[]): Promise<void> {
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: string }> = {
   generate: {
     run: cmdGenerate,
-    help: "--model DIR [--mmap] [--weights file|int8|int4] --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--presence-penalty P] [--frequency-penalty F] [--seed S] [--stop STR]... [--ignore-eos] [--schema FILE|JSON | --regex RE | --choice A,B,... | --grammar FILE|GBNF] [--logprobs N] [--context N] [--kv-cache f32|f16] [--backend auto|cpu|cuda|cuda:N] [--json] [--trace] [sparsity flags: --ffn dense|topk-exact|hire|dip|dip-ca --ffn-k K --oversample O --predictor int4|int8|lowrank:R --head dense|hire --head-k K --shards P --audit N --layer-k L=K --layer-oversample L=O --layer-predictor L=PREDICTOR]",
+    help: "--model DIR [--mmap] [--weights auto|file|int8|int4] --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--presence-penalty P] [--frequency-penalty F] [--seed S] [--stop STR]... [--ignore-eos] [--schema FILE|JSON | --regex RE | --choice A,B,... | --grammar FILE|GBNF] [--logprobs N] [--context N] [--kv-cache f32|f16] [--backend auto|cpu|cuda|cuda:N] [--json] [--trace] [sparsity flags: --ffn dense|topk-exact|hire|dip|dip-ca --ffn-k K --oversample O --predictor int4|int8|lowrank:R --head dense|hire --head-k K --shards P --audit N --layer-k L=K --layer-oversample L=O --layer-predictor L=PREDICTOR]",
   },
   chat: {
     run: cmdChat,
-    help: "--model DIR [--mmap] [--weights file|int8|int4] [--system TEXT] [--no-think] [sampling flags as for generate]",
+    help: "--model DIR [--mmap] [--weights auto|file|int8|int4] [--system TEXT] [--no-think] [sampling flags as for generate]",
   },
   bench: {
     run: cmdBench,
-    help: "--model DIR [--mmap] [--weights file|int8|int4] [--prompt-tokens N] [--decode-tokens N] [--repeats N] [--threads N] [--backend auto|cpu|cuda|cuda:N] [--kv-cache f32|f16] [--methods hire,...] [sparsity flags] [--peers ort,ort-hire,llamacpp] [--ort-ep cpu|cuda|webgpu] [--json]",
+    help: "--model DIR [--mmap] [--weights auto|file|int8|int4] [--prompt-tokens N] [--decode-tokens N] [--repeats N] [--threads N] [--backend auto|cpu|cuda|cuda:N] [--kv-cache f32|f16] [--methods hire,...] [sparsity flags] [--peers ort,ort-hire,llamacpp] [--ort-ep cpu|cuda|webgpu] [--json]",
   },
   eval: {
     run: cmdEval,
-    help: "--model DIR [--mmap] [--weights file|int8|int4] --text FILE [--methods hire,topk-exact] [--ffn-k 0.05,0.1,0.2] [--oversample 1,2,4] [sparsity flags] [--max-tokens N] [--plot FILE.svg] [--json]",
+    help: "--model DIR [--mmap] [--weights auto|file|int8|int4] --text FILE [--methods hire,topk-exact] [--ffn-k 0.05,0.1,0.2] [--oversample 1,2,4] [sparsity flags] [--max-tokens N] [--plot FILE.svg] [--json]",
   },
   serve: { run: cmdServe, help: SERVE_HELP },
   models: { run: cmdModels, help: "[--json]   the models in the Hugging Face cache (--model takes their ORG/NAME)" },

@@ -8,7 +8,7 @@ import { serve } from "../host/server.js";
 import { int, kvCacheFlag, parse, threadsFlag, weightsFlag } from "./flags.js";
 
 export const SERVE_HELP =
-  "[--port N (default 8080)] [--host ADDR (default 127.0.0.1)] [--model DIR | --no-model] [--data DIR] [--threads N] [--kv-cache f32|f16] [--weights file|int8|int4]";
+  "[--port N (default 8080)] [--host ADDR (default 127.0.0.1)] [--model DIR | --no-model] [--data DIR] [--threads N] [--kv-cache f32|f16] [--weights auto|file|int8|int4]";
 
 /** Conversations and recent models: $HIRE_DATA_DIR, else $XDG_DATA_HOME/hire-studio, else ~/.local/share/hire-studio. */
 export function defaultDataDir(): string {

@@ -34,6 +34,7 @@ import {
 import { basename, dirname, join } from "node:path";
 import { gguf } from "@huggingface/gguf";
 import { ModelError } from "../loader/errors.js";
+import { isObject } from "../loader/json.js";
 import { buildHeader, convertF32, type StDType, type TensorEntry } from "../modelgen/safetensors-writer.js";
 import {
   GGML_BLOCKS,
@@ -984,12 +985,20 @@ export async function importGguf(
  * and the file is still there: the llama.cpp peer runs that file as it is, quantized.
  */
 export function importSource(dir: string): { file: string; sourceTypes: Record<string, number> } | undefined {
+  const r = importRecord(dir);
+  return r && existsSync(r.file) ? r : undefined;
+}
+
+/** A model folder's IMPORT_RECORD (the GGUF file it came from, which may be gone since), or undefined for a folder that is no import. */
+export function importRecord(dir: string): { file: string; sourceTypes: Record<string, number> } | undefined {
   const record = join(dir, IMPORT_RECORD);
   if (!existsSync(record)) return undefined;
   try {
     const r = JSON.parse(readFileSync(record, "utf8")) as { source?: unknown; sourceTypes?: unknown };
-    if (typeof r.source !== "string" || !existsSync(r.source)) return undefined;
-    return { file: r.source, sourceTypes: (r.sourceTypes ?? {}) as Record<string, number> };
+    if (typeof r.source !== "string") return undefined;
+    const types = isObject(r.sourceTypes) ? r.sourceTypes : {};
+    const sourceTypes = Object.fromEntries(Object.entries(types).filter(([, n]) => typeof n === "number"));
+    return { file: r.source, sourceTypes: sourceTypes as Record<string, number> };
   } catch {
     return undefined;
   }

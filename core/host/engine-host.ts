@@ -15,8 +15,15 @@ import { planImport, readGguf } from "../gguf/import.js";
 import { ggufFileFor, modelFolderFor } from "../loader/model-source.js";
 import { ARCHITECTURES } from "../arch/index.js";
 import { findModelFolder, hubCacheDir, listCachedModels, modelName } from "../loader/hf-cache.js";
-import { loadModel, readModelConfig, type LoadedModel } from "../loader/model-folder.js";
-import { QUANT_GROUP, quantBytes, type QuantFormat, type WeightFormat } from "../loader/weight-format.js";
+import { loadModel, readModelConfig, resolveWeights, type LoadedModel } from "../loader/model-folder.js";
+import {
+  autoWeightFormat,
+  QUANT_GROUP,
+  quantBytes,
+  type QuantFormat,
+  type WeightChoice,
+  type WeightFormat,
+} from "../loader/weight-format.js";
 import { readSafetensorsHeader, weightFiles, DTYPE_BYTES, type TensorInfo } from "../loader/safetensors.js";
 import { layerFfnBytes, type ModelConfig } from "../arch/config.js";
 import { DEFAULT_CONTEXT, Session, type GenerationEvent, type LazyGrammar } from "../engine/session.js";
@@ -53,8 +60,8 @@ export interface EngineHostOptions {
   threads?: number;
   /** KV-cache element type for new sessions (default "f32"). */
   kvCache?: KvDtype;
-  /** How loads keep the model's matrices (default "file": as stored; `hire serve --weights`). */
-  weights?: WeightFormat;
+  /** How loads keep the model's matrices (default "auto": see resolveWeights; `hire serve --weights`). */
+  weights?: WeightChoice;
 }
 
 export interface GenerateParams {
@@ -189,7 +196,7 @@ export class EngineHost {
           req.path ?? defaultModelDir(),
           req.contextLength,
           req.kvCache ?? this.options.kvCache,
-          req.weights ?? this.options.weights ?? "file",
+          req.weights ?? this.options.weights ?? "auto",
         );
       case "generate": {
         const grammar = req.jsonSchema === undefined ? undefined : cachedSchema(req.jsonSchema);
@@ -245,7 +252,7 @@ export class EngineHost {
     path: string,
     contextLength: number | undefined,
     kvCache: KvDtype | undefined,
-    weights: WeightFormat,
+    weights: WeightChoice,
   ): Promise<ModelInfo> {
     if (this.running) throw new HostError("BUSY", "a reply is being generated; stop it before loading a model");
     // A .gguf file is imported into a model folder the first time (progress as stage "import").
@@ -270,7 +277,7 @@ export class EngineHost {
     this.model?.close();
     this.model = model;
     this.session = session;
-    this.weights = weights;
+    this.weights = model.weightFormat;
     emit(1);
     // A repo id stays a repo id in the list, so that it finds main's snapshot next time; a GGUF file
     // stays the file (its import lives in the cache).
@@ -536,7 +543,7 @@ export async function estimateModel(
   path: string,
   contextLength?: number,
   kvCache?: KvDtype,
-  weights?: WeightFormat,
+  weights: WeightChoice = "auto",
 ): Promise<ModelEstimate> {
   const dir = findModelFolder(path);
   const gguf = ggufFileFor(dir);
@@ -548,11 +555,12 @@ export async function estimateModel(
       const byteLength = entry.shape.reduce((a, d) => a * d, 1) * DTYPE_BYTES[entry.dtype];
       return { name: entry.name, file: gguf, dtype: entry.dtype, shape: entry.shape, offset: 0, byteLength };
     });
-    return estimate(gguf, config, tensors, contextLength, kvCache, weights);
+    const format = weights === "auto" ? autoWeightFormat(plan.sourceTypes) : weights;
+    return estimate(gguf, config, tensors, contextLength, kvCache, format);
   }
   if (!existsSync(dir)) throw new ModelError("NOT_FOUND", dir, "no such folder");
   const tensors = weightFiles(dir).flatMap((f) => [...readSafetensorsHeader(f).tensors.values()]);
-  return estimate(dir, readModelConfig(dir), tensors, contextLength, kvCache, weights);
+  return estimate(dir, readModelConfig(dir), tensors, contextLength, kvCache, resolveWeights(weights, dir));
 }
 
 /**

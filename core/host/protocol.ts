@@ -11,18 +11,28 @@ import type { FinishReason } from "../engine/session.js";
 import type { EvalRow } from "../engine/eval.js";
 import type { DeepPartial, SparsitySettings } from "../sparse/settings.js";
 import { isKvDtype, KV_DTYPES, type KvDtype } from "../backend/backend.js";
-import type { WeightFormat } from "../loader/weight-format.js";
+import type { WeightChoice, WeightFormat } from "../loader/weight-format.js";
 
 export const PROTOCOL_VERSION = 1;
 
-export type { CachedModel, ChatMessage, SamplingOptions, SparsitySettings, DeepPartial, FinishReason, WeightFormat };
+export type {
+  CachedModel,
+  ChatMessage,
+  SamplingOptions,
+  SparsitySettings,
+  DeepPartial,
+  FinishReason,
+  WeightChoice,
+  WeightFormat,
+};
 
-// How a load keeps the model's matrices (core/loader/weight-format.ts). Listed here rather than
-// imported because that module loads the native addon, which the renderer cannot; the record makes
-// the compiler hold this list to the WeightFormat type, every format and no other.
-const WEIGHT_FORMAT_SET: Record<WeightFormat, true> = { file: true, int8: true, int4: true };
-export const WEIGHT_FORMATS = Object.keys(WEIGHT_FORMAT_SET) as readonly WeightFormat[];
-export const isWeightFormat = (x: unknown): x is WeightFormat => (WEIGHT_FORMATS as readonly unknown[]).includes(x);
+// How a load keeps the model's matrices (core/loader/weight-format.ts): a load asks for a choice
+// ("auto" or a format), a loaded model reports the format. Listed here rather than imported because
+// that module loads the native addon, which the renderer cannot; the record makes the compiler hold
+// this list to the WeightChoice type, every choice and no other.
+const WEIGHT_CHOICE_SET: Record<WeightChoice, true> = { auto: true, file: true, int8: true, int4: true };
+export const WEIGHT_CHOICES = Object.keys(WEIGHT_CHOICE_SET) as readonly WeightChoice[];
+export const isWeightChoice = (x: unknown): x is WeightChoice => (WEIGHT_CHOICES as readonly unknown[]).includes(x);
 
 // ---------------------------------------------------------------------------------------------
 // Requests (UI → host). `id` is chosen by the UI; the host answers each with one Reply.
@@ -36,7 +46,7 @@ export type Request =
       path: string;
       contextLength?: number;
       kvCache?: KvDtype;
-      weights?: WeightFormat;
+      weights?: WeightChoice;
     }
   /** The models already in the Hugging Face cache on the host's machine. */
   | { id: number; type: "models.cached" }
@@ -46,8 +56,11 @@ export type Request =
       path?: string;
       contextLength?: number;
       kvCache?: KvDtype;
-      /** "int8" / "int4": the linear layers as int8 / int4 copies (a half / a quarter of bf16's memory; CPU backend only). */
-      weights?: WeightFormat;
+      /**
+       * "int8" / "int4": the linear layers as int8 / int4 copies (a half / a quarter of bf16's memory;
+       * CPU backend only); "auto" (the default): int8 for an import of a quantized GGUF file, else "file".
+       */
+      weights?: WeightChoice;
     }
   | {
       id: number;
@@ -169,7 +182,7 @@ export interface ModelEstimate {
   kvCacheBytes: number;
   contextLength: number;
   kvCache: KvDtype;
-  /** How the matrices are kept: as the file stores them (`dtype`), or as int8 / int4 copies. */
+  /** How the matrices are kept: as the file stores them (`dtype`), or as int8 / int4 copies ("auto" resolved). */
   weights: WeightFormat;
 }
 
@@ -402,10 +415,10 @@ function kvCacheField(o: Obj, where: string): KvDtype | undefined {
   });
 }
 
-function weightsField(o: Obj, where: string): WeightFormat | undefined {
+function weightsField(o: Obj, where: string): WeightChoice | undefined {
   return optional(o, "weights", () => {
     const v = o.weights;
-    if (!isWeightFormat(v)) fail(where, `"weights" must be one of ${WEIGHT_FORMATS.join(", ")}`);
+    if (!isWeightChoice(v)) fail(where, `"weights" must be one of ${WEIGHT_CHOICES.join(", ")}`);
     return v;
   });
 }

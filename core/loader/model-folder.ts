@@ -10,7 +10,8 @@ import { ModelError } from "./errors.js";
 import { findModelFolder } from "./hf-cache.js";
 import { isObject, readJsonFile } from "./json.js";
 import { WeightStore } from "./safetensors.js";
-import { quantizedWeights, type WeightFormat } from "./weight-format.js";
+import { autoWeightFormat, quantizedWeights, type WeightChoice, type WeightFormat } from "./weight-format.js";
+import { importRecord } from "../gguf/import.js";
 import { ModelTokenizer } from "./tokenizer.js";
 
 /** Sampling defaults a model ships in generation_config.json (all optional). */
@@ -34,6 +35,8 @@ export interface LoadedModel {
   readonly generationDefaults: GenerationDefaults;
   /** Bytes of weights read per decoded token by the dense path (all matrices + the output layer). */
   readonly weightBytesPerToken: number;
+  /** How the matrices are kept: the load's weights choice, "auto" resolved (resolveWeights). */
+  readonly weightFormat: WeightFormat;
   close(): void;
 }
 
@@ -107,8 +110,13 @@ export interface LoadOptions {
    * machines). Default: false, but true with int8 weights.
    */
   mmap?: boolean;
-  /** "int8": every linear layer as int8 copies (weight-format.ts); default "file": as stored. */
-  weights?: WeightFormat;
+  /** "int8"/"int4": every linear layer as quantized copies (weight-format.ts); "auto": see resolveWeights; default "file": as stored. */
+  weights?: WeightChoice;
+}
+
+/** The format a load of `dir` uses for `choice`: "auto" is int8 for an import of a quantized GGUF file, else "file". */
+export function resolveWeights(choice: WeightChoice, dir: string): WeightFormat {
+  return choice === "auto" ? autoWeightFormat(importRecord(dir)?.sourceTypes) : choice;
 }
 
 /** `folder`: a model folder, or a repo id ("org/name[@revision]") already in the Hugging Face cache. */
@@ -119,7 +127,7 @@ export function loadModel(folder: string, options: LoadOptions = {}): LoadedMode
   // Quantized weights read each file matrix once, to quantize it: mapping the files (unless told)
   // keeps a load's peak memory near the copies' instead of the whole file read in first (1B shape,
   // int8: max RSS 1.86 GB mapped against 2.50 read in; 2.76 for the file's bf16).
-  const format = options.weights ?? "file";
+  const format = resolveWeights(options.weights ?? "file", dir);
   const store = WeightStore.open(dir, { mmap: options.mmap ?? format !== "file" });
   try {
     store.checkDType(config.dtype, join(dir, "config.json"), ARCHITECTURES[config.architecture].f32Tensors);
@@ -138,6 +146,7 @@ export function loadModel(folder: string, options: LoadOptions = {}): LoadedMode
       eosIds,
       generationDefaults: gen.defaults,
       weightBytesPerToken: bytesPerToken(weights, config),
+      weightFormat: format,
       close: () => store.close(),
     };
   } catch (e) {

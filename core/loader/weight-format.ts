@@ -11,6 +11,26 @@ export type WeightFormat = "file" | "int8" | "int4";
 export const WEIGHT_FORMATS: readonly WeightFormat[] = ["file", "int8", "int4"];
 export const isWeightFormat = (x: unknown): x is WeightFormat => (WEIGHT_FORMATS as readonly unknown[]).includes(x);
 
+/**
+ * What a load asks for: a format, or "auto" (the default of the CLI, the host and the app), which
+ * keeps a model imported from a quantized GGUF file as int8 and any other model as its file stores
+ * it. An import holds the GGUF's 2-8 bit values as bf16, about three times the file; int8 in groups
+ * of 32 keeps them within a rounding of under 1/250 of each group's largest value (far below a 4-8
+ * bit step) at half of bf16's memory, and decodes faster.
+ */
+export type WeightChoice = WeightFormat | "auto";
+export const WEIGHT_CHOICES: readonly WeightChoice[] = ["auto", ...WEIGHT_FORMATS];
+export const isWeightChoice = (x: unknown): x is WeightChoice => (WEIGHT_CHOICES as readonly unknown[]).includes(x);
+
+/**
+ * The format "auto" picks from the ggml types a model's GGUF source stored (gguf-import.json's
+ * sourceTypes, e.g. {Q4_K: 97, Q6_K: 17, F32: 65}; undefined for a model that is no import): int8
+ * when any is quantized, else "file".
+ */
+export function autoWeightFormat(sourceTypes: Readonly<Record<string, number>> | undefined): WeightFormat {
+  return Object.keys(sourceTypes ?? {}).some((t) => !/^B?F\d+$/.test(t)) ? "int8" : "file";
+}
+
 /** A quantized weight format and its bits per code. */
 export type QuantFormat = Exclude<WeightFormat, "file">;
 export const QUANT_BITS: Record<QuantFormat, 4 | 8> = { int8: 8, int4: 4 };

@@ -3,7 +3,7 @@
 // compute backend, and the connection state.
 import { useEffect } from "react";
 import { useStore } from "zustand";
-import type { ModelEstimate, ModelInfo, WeightFormat } from "../../../core/host/protocol.js";
+import type { ModelEstimate, ModelInfo, WeightChoice } from "../../../core/host/protocol.js";
 import type { KvDtype } from "../../../core/backend/backend.js";
 import { formatBytes, formatCount } from "../state/connection.js";
 import { useStudio } from "./hooks.js";
@@ -103,9 +103,10 @@ export function ModelBar() {
           data-testid="weights"
           value={weights}
           disabled={!!loading}
-          title="Weights for the next load: as the file stores them, or every linear layer as int8 or int4 copies (groups of 32 with a scale each): a half or a quarter of bf16's memory and faster decoding, at llama.cpp's Q8_0 or Q4_0 error; CPU only"
-          onChange={(e) => connection.getState().setWeights(e.target.value as WeightFormat)}
+          title="Weights for the next load: as the file stores them, or every linear layer as int8 or int4 copies (groups of 32 with a scale each): a half or a quarter of bf16's memory and faster decoding, at llama.cpp's Q8_0 or Q4_0 error; CPU only. Auto: int8 for a quantized GGUF file (its values kept within int8's rounding, where bf16 takes about three times the file), as in the file otherwise"
+          onChange={(e) => connection.getState().setWeights(e.target.value as WeightChoice)}
         >
+          <option value="auto">Weights auto</option>
           <option value="file">Weights as in file</option>
           <option value="int8">Weights int8 (½ memory)</option>
           <option value="int4">Weights int4 (¼ memory)</option>

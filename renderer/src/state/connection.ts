@@ -2,13 +2,13 @@
 // model, load progress, the estimate for a folder before loading it, and the error box.
 import { createStore } from "zustand/vanilla";
 import {
-  isWeightFormat,
+  isWeightChoice,
   type CachedModels,
   type HelloInfo,
   type HostErrorInfo,
   type ModelEstimate,
   type ModelInfo,
-  type WeightFormat,
+  type WeightChoice,
 } from "../../../core/host/protocol.js";
 import type { ConnectionStatus } from "./client.js";
 import { isKvDtype, type KvDtype } from "../../../core/backend/backend.js";
@@ -44,7 +44,7 @@ export interface ConnectionState {
   pathInput: string;
   /** The KV-cache type, weight format and context length (null: the host's default) the next load and the estimate use. */
   kvCache: KvDtype;
-  weights: WeightFormat;
+  weights: WeightChoice;
   contextLength: number | null;
   estimate: ModelEstimate | null;
   estimateError: HostErrorInfo | null;
@@ -61,7 +61,7 @@ export interface ConnectionState {
   setPreparing(p: LoadProgress | null): void;
   setPathInput(path: string): void;
   setKvCache(kvCache: KvDtype): void;
-  setWeights(weights: WeightFormat): void;
+  setWeights(weights: WeightChoice): void;
   setContextLength(contextLength: number | null): void;
   setEstimate(e: ModelEstimate | null, err?: HostErrorInfo | null): void;
   showError(context: string, e: HostErrorInfo): void;
@@ -79,7 +79,7 @@ export const LOAD_PREFS_KEY = "hire-studio.load-prefs";
 
 interface LoadPrefs {
   kvCache: KvDtype;
-  weights: WeightFormat;
+  weights: WeightChoice;
   contextLength: number | null;
 }
 
@@ -122,7 +122,7 @@ function readLoadPrefs(): LoadPrefs {
   const n = saved.contextLength;
   return {
     kvCache: isKvDtype(saved.kvCache) ? saved.kvCache : "f32",
-    weights: isWeightFormat(saved.weights) ? saved.weights : "file",
+    weights: isWeightChoice(saved.weights) ? saved.weights : "auto",
     contextLength: typeof n === "number" && Number.isInteger(n) && n >= 1 ? n : null,
   };
 }

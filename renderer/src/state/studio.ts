@@ -8,7 +8,7 @@ import type {
   ModelInfo,
   SparsitySettings,
   TokenMark,
-  WeightFormat,
+  WeightChoice,
 } from "../../../core/host/protocol.js";
 import { errorInfo, type HostClient } from "./client.js";
 import { createConnectionStore } from "./connection.js";
@@ -211,7 +211,7 @@ export function createStudio(client: HostClient, opts: StudioOptions = {}) {
   }
 
   /** The model bar's KV type, weight format and context length (left out when it is the host's default). */
-  function loadChoices(): { kvCache: KvDtype; weights: WeightFormat; contextLength?: number } {
+  function loadChoices(): { kvCache: KvDtype; weights: WeightChoice; contextLength?: number } {
     const { kvCache, weights, contextLength } = connection.getState();
     return { kvCache, weights, ...(contextLength !== null && { contextLength }) };
   }
