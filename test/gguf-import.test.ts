@@ -31,6 +31,7 @@ import { modelFolderFor } from "../core/loader/model-source.js";
 import { GgmlTypeId, dequantize, ggmlTypeName } from "../core/gguf/quants.js";
 import { GgmlType, GgufFileWriter, kv, type GgufValue } from "../core/gguf/writer.js";
 import { TokenType } from "../core/gguf/vocab.js";
+import { native, NativeDType, type NativeWeight } from "../core/native/addon.js";
 import { loadLlamaCpp, openLlamaCppPeer, type NlcLlama } from "../core/peers/llamacpp.js";
 
 const FIXTURES = join(REPO_ROOT, "test", "gguf");
@@ -739,6 +740,79 @@ test("every quantized type dequantizes to gguf-py's values", async () => {
     "IQ4_XS",
   ];
   for (const q of quantized) assert.ok(seen.has(q), `the fixture has no ${q} tensor`);
+});
+
+/** The values of an int8 / int4 weight, read back through embed (code × scale, exact in f32). */
+function weightValues(w: NativeWeight, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(rows * cols);
+  native().embed(
+    out,
+    w,
+    Int32Array.from({ length: rows }, (_, i) => i),
+  );
+  return out;
+}
+
+test("quantizeGguf: Q8_0, Q4_0 and Q5_0 blocks as int8 (Q4_0 as int4) hold exactly ggml's values, rows in rowOrder's order", (t) => {
+  const n = native();
+  const rows = 6;
+  const cols = 96;
+  // Random blocks: an f16 d (normal, 2^-10 .. 2^-2) and random code bytes, Q8_0's -128 included.
+  let seed = 7;
+  const byte = () => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 16) & 0xff;
+  const blocks = (type: number, bytes: number) => {
+    const out = new Uint8Array((rows * cols * bytes) / 32);
+    for (let b = 0; b < out.length; b += bytes) {
+      const half = ((5 + (byte() % 9)) << 10) | (byte() << 2);
+      out[b] = half & 0xff;
+      out[b + 1] = half >> 8;
+      for (let j = 2; j < bytes; j++) out[b + j] = byte();
+    }
+    if (type === GgmlTypeId.Q8_0) out[2] = 0x80;
+    return out;
+  };
+  const order = Int32Array.from([3, 0, 5, 1, 4, 2]);
+  const dir = tempDir(t);
+  for (const [type, bytes, bits] of [
+    [GgmlTypeId.Q8_0, 34, 8],
+    [GgmlTypeId.Q4_0, 18, 8],
+    [GgmlTypeId.Q5_0, 22, 8],
+    [GgmlTypeId.Q4_0, 18, 4],
+  ] as const) {
+    const data = blocks(type, bytes);
+    const file = join(dir, `${ggmlTypeName(type)}-${bits}.bin`);
+    // 8 bytes in front: the tensor lies at an offset of the file, as in a GGUF.
+    writeFileSync(file, Buffer.concat([Buffer.alloc(8), data]));
+    const { mapping } = n.mapFile(file, false);
+    t.after(() => n.unmap(mapping));
+    const want = dequantize(type, data, rows * cols);
+    for (const rowOrder of [null, order]) {
+      const w = n.quantizeGguf(mapping, 8, type, rows, cols, bits, rowOrder);
+      assert.equal(n.weightInfo(w).dtype, bits === 8 ? NativeDType.Q8 : NativeDType.Q4);
+      const got = weightValues(w, rows, cols);
+      for (let r = 0; r < rows; r++) {
+        const from = rowOrder ? rowOrder[r] : r;
+        assert.deepEqual(
+          got.subarray(r * cols, (r + 1) * cols),
+          want.subarray(from * cols, (from + 1) * cols),
+          `${ggmlTypeName(type)} as int${bits}, row ${r}`,
+        );
+      }
+      // Given back and made again from the blocks: the same bits.
+      assert.ok(n.releaseWeight(w) > 0);
+      assert.deepEqual(weightValues(w, rows, cols), got);
+    }
+  }
+  const { mapping } = n.mapFile(join(dir, "Q8_0-8.bin"), false);
+  t.after(() => n.unmap(mapping));
+  const bad = (args: Parameters<typeof n.quantizeGguf>, pattern: RegExp) =>
+    assert.throws(() => n.quantizeGguf(...args), pattern);
+  bad([mapping, 8, GgmlTypeId.Q8_0, rows, cols, 4, null], /does not fit int4/);
+  bad([mapping, 8, GgmlTypeId.Q4_K, rows, cols, 8, null], /does not fit int8/);
+  bad([mapping, 8, GgmlTypeId.Q8_0, rows, 80, 8, null], /whole blocks of 32/);
+  bad([mapping, 8, GgmlTypeId.Q8_0, rows + 1, cols, 8, null], /outside the mapping/);
+  bad([mapping, 8, GgmlTypeId.Q8_0, rows, cols, 8, Int32Array.from([0, 1])], /needs rows = 6/);
+  bad([mapping, 8, GgmlTypeId.Q8_0, rows, cols, 8, Int32Array.from([0, 1, 2, 3, 4, 6])], /outside \[0, 6\)/);
 });
 
 test("dequantize refuses bytes that are not whole blocks of the type", () => {

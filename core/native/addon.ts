@@ -201,6 +201,21 @@ export interface NativeAddon {
    * Prefill (n > 1) multiplies the dequantized values in f32. Not transposable; relayout gives bf16.
    */
   quantizeWeight(w: NativeWeight, groupSize: number, bits?: 4 | 8): NativeWeight;
+  /**
+   * rows × cols of a GGUF file's blocks at byteOffset of a mapping, as an int8 / int4 weight in groups
+   * of 32 with exactly the values ggml dequantizes them to: Q8_0, Q4_0 and Q5_0 (ggmlType 8, 2, 6) as
+   * int8, Q4_0 as int4; any other type is an error. rowOrder[r] names the source row of row r (null:
+   * the same order). Given back, it is made again from the same blocks (the file must be unchanged).
+   */
+  quantizeGguf(
+    mapping: NativeMapping,
+    byteOffset: number,
+    ggmlType: number,
+    rows: number,
+    cols: number,
+    bits: 4 | 8,
+    rowOrder: Int32Array | null,
+  ): NativeWeight;
   /** A new 2·rows × cols weight with the rows of a and b interleaved (a0, b0, a1, b1, …); both not transposed, same dtype and shape. */
   interleaveRows(a: NativeWeight, b: NativeWeight): NativeWeight;
   /**

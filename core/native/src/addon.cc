@@ -409,6 +409,65 @@ Napi::Value QuantizeWeight(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// quantizeGguf(mapping, byteOffset, ggmlType, rows, cols, bits, rowOrder?): rows x cols of a GGUF
+// file's blocks (a mapped tensor's data) as an int8 / int4 weight (kQ8 / kQ4, groups of 32) with the
+// very values ggml dequantizes them to, for the types that fit (gguf_exact_in: Q8_0, Q4_0, Q5_0 as
+// int8, Q4_0 as int4). rowOrder (an Int32Array of rows source rows, or null) puts source row
+// rowOrder[r] at row r: llama.cpp's interleaved rotary rows of q and k back in rotate-half order.
+// Like quantizeWeight's copies it can be given back and is made again from the same blocks.
+Napi::Value QuantizeGguf(const Napi::CallbackInfo& info) {
+  Args a(info, "quantizeGguf");
+  MappingHandle* mh = a.mapping(0);
+  if (!mh->map->valid()) a.fail("the mapping was unmapped");
+  const int64_t offset = a.integer(1, "byteOffset", 0, static_cast<int64_t>(kMaxSafe));
+  const int64_t type = a.integer(2, "ggmlType", 0, 255);
+  const int64_t rows = a.integer(3, "rows", 1, kMaxDim);
+  const int64_t cols = a.integer(4, "cols", 1, kMaxDim);
+  const int64_t bits = a.integer(5, "bits", 4, 8);
+  if (bits != 4 && bits != 8) a.fail("bits must be 4 or 8, got " + std::to_string(bits));
+  if (!hire::gguf_exact_in(static_cast<int>(type), static_cast<int>(bits)))
+    a.fail("ggml type " + std::to_string(type) + " does not fit int" + std::to_string(bits) + " groups of 32 exactly");
+  if (cols % 32 != 0) a.fail("cols must be whole blocks of 32, got " + std::to_string(cols));
+  int values = 0, block_bytes = 0;
+  hire::gguf_block_shape(static_cast<int>(type), values, block_bytes);
+  const int64_t bytes = mul(a, rows, cols / 32, block_bytes);
+  const uint64_t size = mh->map->size();
+  if (static_cast<uint64_t>(offset) > size || static_cast<uint64_t>(bytes) > size - static_cast<uint64_t>(offset))
+    a.fail("byte range [" + std::to_string(offset) + ", " + std::to_string(offset + bytes) +
+           ") is outside the mapping (" + std::to_string(size) + " bytes)");
+  std::shared_ptr<std::vector<int32_t>> order;
+  if (!a.is_nullish(6)) {
+    if (!info[6].IsTypedArray() || info[6].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      a.fail("rowOrder must be an Int32Array or null");
+    Napi::Int32Array o = info[6].As<Napi::Int32Array>();
+    if (static_cast<int64_t>(o.ElementLength()) != rows)
+      a.fail("rowOrder has " + std::to_string(o.ElementLength()) + " entries, needs rows = " + std::to_string(rows));
+    order = std::make_shared<std::vector<int32_t>>(o.Data(), o.Data() + rows);
+    for (const int32_t r : *order)
+      if (r < 0 || r >= rows) a.fail("rowOrder names row " + std::to_string(r) + ", outside [0, " + std::to_string(rows) + ")");
+  }
+  try {
+    mh->map->check_unchanged("its blocks cannot be read");
+    mh->map->ensure_resident(static_cast<size_t>(offset), static_cast<size_t>(bytes));
+  } catch (const std::runtime_error& e) {
+    a.fail(e.what());
+  }
+  const int dtype = bits == 4 ? hire::kQ4 : hire::kQ8;
+  auto src = std::make_shared<WeightHandle>(WeightHandle{mh->map, static_cast<size_t>(offset), dtype, rows, cols, false, nullptr});
+  WeightHandle recipe{nullptr, 0, dtype, rows, cols, false, nullptr, 32};
+  recipe.source = src;
+  recipe.ggml_type = static_cast<int>(type);
+  recipe.ggml_bytes = static_cast<size_t>(bytes);
+  recipe.row_order = order;
+  Napi::Value out = OwnedWeight(a, info.Env(), recipe.make_copy(mh->map->data() + offset), dtype, rows, cols, false, 32);
+  WeightHandle* h = out.As<Napi::External<WeightHandle>>().Data();
+  h->source = src;
+  h->ggml_type = recipe.ggml_type;
+  h->ggml_bytes = recipe.ggml_bytes;
+  h->row_order = order;
+  return out;
+}
+
 // Rows of a and b interleaved (a0, b0, a1, b1, ...): HiRE reads a neuron's W_gate and W_up rows
 // as one contiguous 2-row read instead of two scattered ones.
 Napi::Value InterleaveRows(const Napi::CallbackInfo& info) {
@@ -916,6 +975,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Export<ReadBandwidth>(env, exports, "readBandwidth");
   Export<Relayout>(env, exports, "relayout");
   Export<QuantizeWeight>(env, exports, "quantizeWeight");
+  Export<QuantizeGguf>(env, exports, "quantizeGguf");
   Export<InterleaveRows>(env, exports, "interleaveRows");
   Export<WeightFromArray>(env, exports, "weightFromArray");
   Export<WeightInfo>(env, exports, "weightInfo");

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "dtype.h"
+#include "sparse.h"
 #include "threadpool.h"
 
 namespace hire {
@@ -225,6 +226,57 @@ bool gguf_block_shape(int type, int& values, int& bytes) {
     case kIQ4_XS: values = 256; bytes = 136; return true;
     default: return false;
   }
+}
+
+bool gguf_exact_in(int type, int bits) {
+  return bits == 8 ? type == kQ8_0 || type == kQ4_0 || type == kQ5_0 : bits == 4 && type == kQ4_0;
+}
+
+namespace {
+
+// A Q8_0 / Q4_0 / Q5_0 block's 32 signed codes (value = code * d), in order.
+void block_codes(int type, const uint8_t* b, int8_t* q) {
+  if (type == kQ8_0) {
+    std::memcpy(q, b + 2, 32);
+  } else if (type == kQ4_0) {
+    for (int j = 0; j < 16; ++j) {
+      q[j] = static_cast<int8_t>((b[2 + j] & 15) - 8);
+      q[j + 16] = static_cast<int8_t>((b[2 + j] >> 4) - 8);
+    }
+  } else {  // Q5_0
+    uint32_t qh;
+    std::memcpy(&qh, b + 2, 4);
+    for (int j = 0; j < 16; ++j) {
+      q[j] = static_cast<int8_t>(((b[6 + j] & 15) | (((qh >> j) & 1) << 4)) - 16);
+      q[j + 16] = static_cast<int8_t>(((b[6 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - 16);
+    }
+  }
+}
+
+}  // namespace
+
+std::shared_ptr<QuantMatrix> gguf_to_quant(int type, const uint8_t* src, int64_t rows, int64_t cols, int bits,
+                                           const int32_t* order) {
+  int values = 0, bytes = 0;
+  gguf_block_shape(type, values, bytes);
+  auto q = std::make_shared<QuantMatrix>(QuantMatrix::shape(rows, cols, bits, 32));
+  q->mem = Buffer::alloc(static_cast<size_t>(q->bytes() + QuantMatrix::kQuantSlack));
+  std::memset(q->mem->data() + q->bytes(), 0, QuantMatrix::kQuantSlack);
+  const int64_t blocks = cols / 32, src_row = blocks * bytes;
+  constexpr int64_t kRowsPerTask = 16;
+  ThreadPool::instance().parallel_for((rows + kRowsPerTask - 1) / kRowsPerTask, [&](int64_t t, int) {
+    std::unique_ptr<int8_t[]> codes(new int8_t[static_cast<size_t>(q->padded) + 64]());
+    for (int64_t r = t * kRowsPerTask; r < rows && r < (t + 1) * kRowsPerTask; ++r) {
+      const uint8_t* s = src + (order ? order[r] : r) * src_row;
+      uint16_t* scales = const_cast<uint16_t*>(q->scales(r));
+      for (int64_t g = 0; g < blocks; ++g) {
+        std::memcpy(&scales[g], s + g * bytes, 2);
+        block_codes(type, s + g * bytes, codes.get() + 32 * g);
+      }
+      pack_codes(*q, r, codes.get());
+    }
+  });
+  return q;
 }
 
 void gguf_dequantize(int type, const uint8_t* src, int64_t n, int out_dtype, void* dst) {

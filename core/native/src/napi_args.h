@@ -13,9 +13,11 @@
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "buffer.h"
 #include "dtype.h"
+#include "gguf_dequant.h"
 #include "kernels.h"
 #include "mapping.h"
 #include "quant.h"
@@ -50,8 +52,22 @@ struct WeightHandle {
   // again, which gives the same bits. given_back: the bytes freed that way (0 while resident).
   std::shared_ptr<const WeightHandle> source = nullptr;
   size_t given_back = 0;
+  // A copy of a GGUF file's blocks (quantizeGguf) instead: their ggml type (0 for a copy of a float
+  // matrix), the bytes of `source` they span, and each row's source row (null: the same order). It is
+  // made again from those blocks, which gives the same bits.
+  int ggml_type = 0;
+  size_t ggml_bytes = 0;
+  std::shared_ptr<const std::vector<int32_t>> row_order = nullptr;
   Mat mat(const void* data) const { return Mat{data, dtype, rows, cols, transposed, group}; }
   size_t bytes() const { return static_cast<size_t>(hire::mat_bytes(mat(nullptr))); }
+  // The bytes of the file the copy is made from.
+  size_t source_bytes() const { return ggml_type ? ggml_bytes : source->bytes(); }
+  // The copy, from its source's bytes at `src`.
+  std::shared_ptr<hire::Buffer> make_copy(const unsigned char* src) const {
+    return ggml_type ? hire::gguf_to_quant(ggml_type, src, rows, cols, hire::quant_bits(dtype),
+                                           row_order ? row_order->data() : nullptr)->mem
+                     : hire::quantize(source->mat(src), hire::quant_bits(dtype), group)->mem;
+  }
 };
 
 struct QuantHandle {
@@ -187,18 +203,18 @@ class Args {
     return w->mat(w->map->data() + w->offset);
   }
 
-  // Makes a given-back int8 / int4 copy again from its file's matrix (see WeightHandle::source).
+  // Makes a given-back int8 / int4 copy again from its file's matrix or GGUF blocks (see WeightHandle::source).
   void requantize(WeightHandle& w, const char* name) const {
     const WeightHandle& src = *w.source;
     if (!src.map->valid()) fail(std::string(name) + " was given back and its file has been unmapped");
     try {
       src.map->check_unchanged("its given-back int8 / int4 weights cannot be made again");
-      src.map->ensure_resident(src.offset, src.bytes());
+      src.map->ensure_resident(src.offset, w.source_bytes());
     } catch (const std::runtime_error& e) {
       fail(std::string(name) + ": " + e.what());
     }
-    w.owned = hire::quantize(src.mat(src.map->data() + src.offset), hire::quant_bits(w.dtype), w.group)->mem;
-    src.map->release_pages(src.offset, src.bytes());  // as after the first quantization
+    w.owned = w.make_copy(src.map->data() + src.offset);
+    src.map->release_pages(src.offset, w.source_bytes());  // as after the first quantization
     src.map->note_copies_given_back(-static_cast<int64_t>(w.given_back));
     w.given_back = 0;
     Napi::MemoryManagement::AdjustExternalMemory(info_.Env(), static_cast<int64_t>(w.owned->size()));

@@ -41,6 +41,9 @@ QuantVector quant_input(const float* x, const QuantMatrix& q);
 void gemv_rows_any(const KernelTable& K, const Mat& w, const float* x, const int32_t* idx, int64_t i0, int64_t i1,
                    float* y, float* scratch);
 
+// Row r of q from its signed codes (padded values, int8; -128..127, or -8..7 for int4), its scales
+// already written: the layout quant.h describes.
+void pack_codes(QuantMatrix& q, int64_t r, const int8_t* codes);
 // Group-wise symmetric quantization of the logical rows of w (either layout); bits 4 or 8, group a
 // multiple of 32. Parallel.
 std::shared_ptr<QuantMatrix> quantize(const Mat& w, int bits, int64_t group);

@@ -132,6 +132,12 @@ void quantize_row(const float* w, QuantMatrix& q, int64_t r, int8_t* codes) {
       codes[lo + j] = static_cast<int8_t>(round_even(clamp_code(t, qmax)));
     }
   }
+  pack_codes(q, r, codes);
+}
+
+}  // namespace
+
+void pack_codes(QuantMatrix& q, int64_t r, const int8_t* codes) {
   unsigned char* out = const_cast<unsigned char*>(q.codes(r));
   if (q.bits == 8) {
     std::memcpy(out, codes, static_cast<size_t>(q.padded));
@@ -146,6 +152,8 @@ void quantize_row(const float* w, QuantMatrix& q, int64_t r, int8_t* codes) {
     }
   }
 }
+
+namespace {
 
 // x to int8 per group: scale max|x_g| / 127, q = round_even(x * (127 / max|x_g|)), all in f32, so
 // the SSE2 and the scalar loops give the same bits. Zero-pads q to groups * G and scale to `stride`;
