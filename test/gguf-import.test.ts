@@ -26,7 +26,8 @@ import { loadModel, resolveWeights, type LoadedModel } from "../core/loader/mode
 import { ModelError } from "../core/loader/errors.js";
 import { makeModel } from "../core/modelgen/make-model.js";
 import { exportGguf, permuteRotary, qkvBlocks } from "../core/gguf/export.js";
-import { headGroups, importGguf, readGguf, unpermuteRotary } from "../core/gguf/import.js";
+import { headGroups, importGguf, readGguf, unpermuteRotary, unpermutedRowOrder } from "../core/gguf/import.js";
+import type { Weight } from "../core/loader/safetensors.js";
 import { modelFolderFor } from "../core/loader/model-source.js";
 import { GgmlTypeId, dequantize, ggmlTypeName } from "../core/gguf/quants.js";
 import { GgmlType, GgufFileWriter, kv, type GgufValue } from "../core/gguf/writer.js";
@@ -887,6 +888,87 @@ test('weights "auto": an import of a quantized GGUF loads as int8, a float one a
   const exported = hire(["export", "--model", quantized.dir, "--gguf", join(dir, "again.gguf")]);
   assert.equal(exported.status, 0, exported.stderr);
   assert.equal((await readGguf(join(dir, "again.gguf"))).tensors.length > 0, true);
+});
+
+test("int8 / int4 weights take a GGUF import's Q8_0, Q4_0 and Q5_0 matrices from the file's blocks: exactly ggml's values", async (t) => {
+  const dir = tempDir(t);
+  const file = join(dir, "tiny.gguf");
+  copyFileSync(QUANTS, file);
+  const imported = await importGguf(file, join(dir, "imported"));
+  const g = await readGguf(file);
+  const buf = readFileSync(file);
+  const ggml = (name: string) => {
+    const t = g.tensors.find((x) => x.name === name)!;
+    return dequantize(t.type, new Uint8Array(buf.subarray(t.offset, t.offset + t.byteLength)), t.dims[0] * t.dims[1]);
+  };
+  const exact = [
+    { gguf: "blk.0.ffn_gate.weight", layer: 0, w: "gate", type: "Q4_0", int4: true },
+    { gguf: "blk.0.ffn_down.weight", layer: 0, w: "down", type: "Q5_0", int4: false },
+    { gguf: "blk.1.ffn_up.weight", layer: 1, w: "up", type: "Q8_0", int4: false },
+  ] as const;
+  const load = (weights: "int8" | "int4") => {
+    const m = loadModel(imported.dir, { weights });
+    t.after(() => m.close());
+    return m;
+  };
+  const int8 = load("int8");
+  const viaBf16 = (name: string, w: Weight) => {
+    // What quantizing the import's bf16 gives instead: not the file's values.
+    const q = native().quantizeWeight(int8.store.get(name, [w.rows, w.cols]).handle, 32, 8);
+    return weightValues(q, w.rows, w.cols);
+  };
+  for (const e of exact) {
+    const w = int8.weights.layers[e.layer][e.w]!.w;
+    assert.equal(ggmlTypeName(g.tensors.find((x) => x.name === e.gguf)!.type), e.type);
+    assert.equal(w.dtype, "Q8");
+    const want = ggml(e.gguf);
+    assert.deepEqual(weightValues(w.handle, w.rows, w.cols), want, `${e.gguf} (${e.type}) as int8`);
+    assert.notDeepEqual(viaBf16(w.name, w), want, `${e.gguf}: the bf16 round trip would have changed it`);
+  }
+  // A type int8 holds only approximately (Q4_1 has an offset per block) is quantized from the bf16.
+  const q41 = int8.weights.layers[0].up!.w;
+  assert.deepEqual(weightValues(q41.handle, q41.rows, q41.cols), viaBf16(q41.name, q41));
+  const int4 = load("int4");
+  for (const e of exact) {
+    const w = int4.weights.layers[e.layer][e.w]!.w;
+    const values = weightValues(w.handle, w.rows, w.cols);
+    if (e.int4) assert.deepEqual(values, ggml(e.gguf), `${e.gguf} as int4`);
+    else assert.notDeepEqual(values, ggml(e.gguf), `${e.gguf}: ${e.type} does not fit int4, so it is quantized`);
+  }
+  // Given back (as HiRE's own rows do with W_gate and W_up) and made again: from the blocks.
+  const gate = int8.weights.layers[0].gate!.w;
+  const before = weightValues(gate.handle, gate.rows, gate.cols);
+  assert.ok(native().releaseWeight(gate.handle) > 0);
+  assert.ok(int8.store.releasedBytes() > 0, "counted as given back");
+  assert.deepEqual(weightValues(gate.handle, gate.rows, gate.cols), before);
+  // The model decodes with them.
+  const r = hire(["generate", "--model", imported.dir, "--prompt", "The", "--max-tokens", "3", "--json"]);
+  assert.equal(r.status, 0, r.stderr);
+  // A GGUF file changed since the import: every matrix from the import's bf16 again.
+  utimesSync(file, new Date(), new Date(Date.now() + 5000));
+  const changed = load("int8");
+  const w = changed.weights.layers[1].up!.w;
+  assert.deepEqual(weightValues(w.handle, w.rows, w.cols), viaBf16(w.name, w));
+});
+
+test("unpermutedRowOrder names each un-permuted q/k row's source row", () => {
+  const heads = 3;
+  const headDim = 8;
+  const rowBytes = 6;
+  const src = Uint8Array.from({ length: heads * headDim * rowBytes }, (_, i) => (i * 7) & 0xff);
+  const dst = unpermuteRotary(src, heads, headDim, rowBytes);
+  const order = unpermutedRowOrder(heads, headDim);
+  for (let r = 0; r < heads * headDim; r++) {
+    assert.deepEqual(
+      dst.subarray(r * rowBytes, (r + 1) * rowBytes),
+      src.subarray(order[r] * rowBytes, (order[r] + 1) * rowBytes),
+    );
+  }
+  assert.deepEqual(
+    [...order].sort((a, b) => a - b),
+    [...Array(heads * headDim).keys()],
+    "a permutation",
+  );
 });
 
 // ---------------------------------------------------------------------------------------------

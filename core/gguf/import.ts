@@ -960,8 +960,11 @@ export async function importGguf(
     json("tokenizer_config.json", tok.config);
     const generation = generationConfig(g);
     if (generation) json("generation_config.json", generation);
-    // Where the folder came from (modelFolderFor replaces an older import of the same file).
-    json(IMPORT_RECORD, { source: file, sourceTypes, importVersion: IMPORT_VERSION });
+    // Where the folder came from (modelFolderFor replaces an older import of the same file), and
+    // which of its matrices int8 / int4 weights can take from the file's blocks exactly.
+    const { size, mtimeMs } = statSync(file);
+    const blocks = blockTensors(plan, heads);
+    json(IMPORT_RECORD, { source: file, sourceTypes, importVersion: IMPORT_VERSION, size, mtimeMs, blocks });
     rmSync(outDir, { recursive: true, force: true });
     mkdirSync(dirname(outDir), { recursive: true });
     renameSync(tmp, outDir);
@@ -1009,6 +1012,47 @@ interface Heads {
   q: number;
   kv: number;
   dim: number;
+}
+
+/** The ggml types whose blocks quantized weights can hold exactly (core/native gguf_exact_in). */
+export const EXACT_BLOCK_TYPES: ReadonlySet<GgmlTypeId> = new Set([GgmlTypeId.Q8_0, GgmlTypeId.Q4_0, GgmlTypeId.Q5_0]);
+
+/**
+ * A matrix of the folder whose GGUF source stores it as blocks of an EXACT_BLOCK_TYPES type, whole
+ * and untransformed but for q/k's row order: where its blocks lie, and (`unpermute`) the heads whose
+ * interleaved rotary rows the import put back in rotate-half order.
+ */
+export interface BlockTensor {
+  type: GgmlTypeId;
+  offset: number;
+  rows: number;
+  cols: number;
+  unpermute?: { heads: number; headDim: number };
+}
+
+/** The folder's tensors (by Hugging Face name) that int8 / int4 weights can take from the GGUF blocks. */
+function blockTensors(plan: readonly PlannedTensor[], heads: Heads): Record<string, BlockTensor> {
+  const out: Record<string, BlockTensor> = {};
+  for (const { parts, entry, transform } of plan) {
+    const t = parts[0];
+    if (parts.length !== 1 || entry.shape.length !== 2 || !EXACT_BLOCK_TYPES.has(t.type)) continue;
+    if (transform !== "copy" && transform !== "unpermute") continue;
+    const [rows, cols] = entry.shape;
+    out[entry.name] = { type: t.type, offset: t.offset, rows, cols };
+    if (transform === "unpermute") {
+      out[entry.name].unpermute = { heads: t.name.includes("attn_q") ? heads.q : heads.kv, headDim: heads.dim };
+    }
+  }
+  return out;
+}
+
+/**
+ * For each row of a q or k matrix the import un-permuted, the row of the GGUF tensor it came from
+ * (unpermuteRotary applied to row numbers).
+ */
+export function unpermutedRowOrder(heads: number, headDim: number): Int32Array {
+  const rows = Int32Array.from({ length: heads * headDim }, (_, i) => i);
+  return new Int32Array(unpermuteRotary(new Uint8Array(rows.buffer), heads, headDim, 4).buffer);
 }
 
 /**

@@ -12,6 +12,7 @@ import { isObject, readJsonFile } from "./json.js";
 import { WeightStore } from "./safetensors.js";
 import { autoWeightFormat, quantizedWeights, type WeightChoice, type WeightFormat } from "./weight-format.js";
 import { importRecord } from "../gguf/import.js";
+import { ggufBlockCopies } from "../gguf/block-weights.js";
 import { ModelTokenizer } from "./tokenizer.js";
 
 /** Sampling defaults a model ships in generation_config.json (all optional). */
@@ -132,7 +133,7 @@ export function loadModel(folder: string, options: LoadOptions = {}): LoadedMode
   try {
     store.checkDType(config.dtype, join(dir, "config.json"), ARCHITECTURES[config.architecture].f32Tensors);
     const bound = ARCHITECTURES[config.architecture].bindWeights(config, store);
-    const weights = format === "file" ? bound : quantizedWeights(bound, format);
+    const weights = format === "file" ? bound : quantizedWeights(bound, format, ggufBlockCopies(dir, store));
     const gen = readGenerationConfig(dir);
     const eosIds = new Set<number>([...config.eosTokenIds, ...gen.eosIds]);
     const eosFromTokenizer = tokenizer.eosToken === undefined ? undefined : tokenizer.tokenId(tokenizer.eosToken);

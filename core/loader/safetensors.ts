@@ -250,6 +250,21 @@ export class WeightStore {
     }
   }
 
+  /**
+   * Another file the model's weights are made from (the GGUF file an import came from, see
+   * core/gguf/block-weights.ts), mapped once; closed with the store, and its copies given back
+   * counted in releasedBytes.
+   */
+  sourceMapping(file: string): NativeMapping {
+    if (this.closed) throw new Error(`${this.dir}: weights were closed`);
+    let m = this.mappings.get(file);
+    if (!m) {
+      m = native().mapFile(file, false).mapping;
+      this.mappings.set(file, m);
+    }
+    return m;
+  }
+
   /** Bytes of read-in weights given back while other layouts serve them (Backend.releaseWeight). */
   releasedBytes(): number {
     let n = 0;

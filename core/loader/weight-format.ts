@@ -6,6 +6,7 @@
 import { native, NativeDType } from "../native/addon.js";
 import type { DType, Weight } from "./safetensors.js";
 import type { ModelWeights } from "../arch/index.js";
+import type { BlockCopies } from "../gguf/block-weights.js";
 
 export type WeightFormat = "file" | "int8" | "int4";
 export const WEIGHT_FORMATS: readonly WeightFormat[] = ["file", "int8", "int4"];
@@ -69,10 +70,11 @@ const isWeight = (x: unknown): x is Weight => isPlainObject(x) && "handle" in x 
 /**
  * The model's weights with every linear layer's matrix (and the token embedding, which a tied head
  * shares) replaced by a quantized copy; norms, biases, position tables and routers stay as stored.
+ * `fromBlocks` makes the copies a GGUF import's blocks hold exactly (core/gguf/block-weights.ts).
  * The file's copy of each quantized matrix is given back as soon as its copy exists, so loading
  * never holds both in full. A weight shared by several places (a tied head) is quantized once.
  */
-export function quantizedWeights(w: ModelWeights, format: QuantFormat): ModelWeights {
+export function quantizedWeights(w: ModelWeights, format: QuantFormat, fromBlocks?: BlockCopies): ModelWeights {
   const n = native();
   const bits = QUANT_BITS[format];
   const dtype = QUANT_DTYPE[format];
@@ -81,7 +83,7 @@ export function quantizedWeights(w: ModelWeights, format: QuantFormat): ModelWei
     let q = done.get(x);
     if (q) return q;
     if (x.rows < 2 || x.cols < QUANT_GROUP) return x; // vectors and narrow matrices gain nothing
-    const handle = n.quantizeWeight(x.handle, QUANT_GROUP, bits);
+    const handle = fromBlocks?.(x, bits) ?? n.quantizeWeight(x.handle, QUANT_GROUP, bits);
     n.releaseWeight(x.handle);
     const info = n.weightInfo(handle);
     if (info.dtype !== NativeDType[dtype]) throw new Error(`quantizeWeight did not return an ${format} weight`);

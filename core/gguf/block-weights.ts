@@ -1,0 +1,65 @@
+// int8 / int4 weights straight from a GGUF file's blocks. An import keeps every matrix as bf16, which
+// rounds a Q8_0 value (an 8-bit code times an 11-bit f16 scale) to 8 significant bits; quantizing that
+// again changes some codes and most scales a little. Q8_0, Q4_0 and Q5_0 blocks are groups of 32 with
+// an f16 scale, the very layout of our int8 weights (and Q4_0 of int4), so a model loaded with
+// quantized weights takes those matrices from the file itself (native quantizeGguf) and multiplies
+// exactly the values llama.cpp does. The import records which matrices qualify (BlockTensor in
+// gguf-import.json); every other matrix is quantized from the import's bf16 as before.
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { native, type NativeWeight } from "../native/addon.js";
+import type { Weight, WeightStore } from "../loader/safetensors.js";
+import { isObject } from "../loader/json.js";
+import { IMPORT_RECORD, unpermutedRowOrder, type BlockTensor } from "./import.js";
+import { GgmlTypeId } from "./quants.js";
+
+/** Makes a matrix's exact int8 (bits 8) or int4 copy from the GGUF blocks, or says it cannot (undefined). */
+export type BlockCopies = (w: Weight, bits: 4 | 8) => NativeWeight | undefined;
+
+/**
+ * For a folder imported from a GGUF file that is still there unchanged (size and modification time
+ * as recorded at import): the copies its recorded block matrices can have. undefined for any other
+ * folder (no import, an import from before the record named blocks, the file moved or changed), whose
+ * matrices are all quantized from the import.
+ */
+export function ggufBlockCopies(dir: string, store: WeightStore): BlockCopies | undefined {
+  const record = readRecord(dir);
+  if (!record) return undefined;
+  const n = native();
+  return (w, bits) => {
+    const b = record.blocks[w.name];
+    if (!b || w.transposed || w.rows !== b.rows || w.cols !== b.cols) return undefined;
+    if (!(bits === 8 || b.type === GgmlTypeId.Q4_0)) return undefined; // Q8_0 / Q5_0 do not fit int4
+    // A view of part of a tensor (a fused checkpoint's rows) is not the recorded whole.
+    if (w.offset !== store.info(w.name).offset) return undefined;
+    const order = b.unpermute ? unpermutedRowOrder(b.unpermute.heads, b.unpermute.headDim) : null;
+    return n.quantizeGguf(store.sourceMapping(record.file), b.offset, b.type, b.rows, b.cols, bits, order);
+  };
+}
+
+function readRecord(dir: string): { file: string; blocks: Record<string, BlockTensor> } | undefined {
+  const path = join(dir, IMPORT_RECORD);
+  if (!existsSync(path)) return undefined;
+  let r: unknown;
+  try {
+    r = JSON.parse(readFileSync(path, "utf8"));
+  } catch {
+    return undefined;
+  }
+  if (!isObject(r) || typeof r.source !== "string" || !isObject(r.blocks) || !existsSync(r.source)) return undefined;
+  const st = statSync(r.source);
+  if (st.size !== r.size || st.mtimeMs !== r.mtimeMs) return undefined;
+  const blocks: Record<string, BlockTensor> = {};
+  for (const [name, b] of Object.entries(r.blocks)) if (isBlockTensor(b)) blocks[name] = b;
+  return { file: r.source, blocks };
+}
+
+const isCount = (x: unknown): x is number => Number.isSafeInteger(x) && (x as number) > 0;
+
+function isBlockTensor(b: unknown): b is BlockTensor {
+  if (!isObject(b) || !isCount(b.rows) || !isCount(b.cols) || !Number.isSafeInteger(b.offset)) return false;
+  if (b.type !== GgmlTypeId.Q8_0 && b.type !== GgmlTypeId.Q4_0 && b.type !== GgmlTypeId.Q5_0) return false;
+  if (b.unpermute === undefined) return true;
+  const u = b.unpermute;
+  return isObject(u) && isCount(u.heads) && isCount(u.headDim) && u.headDim % 2 === 0 && u.heads * u.headDim === b.rows;
+}
