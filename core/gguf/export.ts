@@ -58,11 +58,16 @@ import type { DType, Weight } from "../loader/safetensors.js";
 import { ModelError } from "../loader/errors.js";
 import type { FfnWeights, ModelConfig } from "../arch/config.js";
 import { convertF32, f16ToF32 } from "../modelgen/safetensors-writer.js";
-import { GGML_TYPE_BYTES, GgmlType, GgufFileWriter, kv, type GgufTensorInfo, type GgufValue } from "./writer.js";
+import { GGML_TYPE_BLOCKS, GgmlType, GgufFileWriter, kv, type GgufTensorInfo, type GgufValue } from "./writer.js";
 import { ggufVocab, vocabMetadata } from "./vocab.js";
 import { isQuantDType } from "../loader/weight-format.js";
 
-export type GgufDType = "f32" | "f16" | "bf16";
+/**
+ * The matrices' type: a float type, or q8_0 (llama.cpp's 8-bit blocks of 32 with an f16 scale, as
+ * ggml's reference quantizer makes them; matrices whose rows are not whole blocks, and the routers
+ * and position table convert_hf_to_gguf.py keeps in float, stay f32).
+ */
+export type GgufDType = "f32" | "f16" | "bf16" | "q8_0";
 
 export interface GgufExportOptions {
   /** Dtype of the matrices (default: the model's weight dtype). */
@@ -105,9 +110,14 @@ export interface GgufExportResult {
   bytes: number;
 }
 
-const GGML_TYPES: Record<GgufDType, GgmlType> = { f32: GgmlType.F32, f16: GgmlType.F16, bf16: GgmlType.BF16 };
-/** general.file_type (llama_ftype): ALL_F32, MOSTLY_F16, MOSTLY_BF16. */
-const FILE_TYPES: Record<GgufDType, number> = { f32: 0, f16: 1, bf16: 32 };
+const GGML_TYPES: Record<GgufDType, GgmlType> = {
+  f32: GgmlType.F32,
+  f16: GgmlType.F16,
+  bf16: GgmlType.BF16,
+  q8_0: GgmlType.Q8_0,
+};
+/** general.file_type (llama_ftype): ALL_F32, MOSTLY_F16, MOSTLY_BF16, MOSTLY_Q8_0. */
+const FILE_TYPES: Record<GgufDType, number> = { f32: 0, f16: 1, bf16: 32, q8_0: 7 };
 const SOURCE_DTYPES: Record<DType, GgufDType> = { F32: "f32", F16: "f16", BF16: "bf16" };
 
 /** The GGUF dtype of a model's weights as its files store them; a model loaded with int8 or int4 weights has none. */
@@ -247,7 +257,7 @@ export async function exportGguf(
   const arch = ggufArchitecture(c, configFile);
   const dtype = opts.dtype ?? sourceDtype(model, "GGUF export");
   if (!(dtype in GGML_TYPES))
-    throw new ModelError("UNSUPPORTED_DTYPE", outFile, `GGUF dtype ${dtype} (f32, f16, bf16)`);
+    throw new ModelError("UNSUPPORTED_DTYPE", outFile, `GGUF dtype ${dtype} (f32, f16, bf16, q8_0)`);
   const metadata: [string, GgufValue][] = [
     ["general.architecture", kv.str(arch)],
     ["general.name", kv.str(basename(model.dir))],
@@ -544,8 +554,11 @@ function planTensors(arch: GgufExportResult["architecture"], model: LoadedModel,
   /** A stored tensor; matrices in `type`, 1-D tensors in F32. Dims are ggml order (reversed). */
   const add = (name: string, src: Weight, transform: Transform = copy) => {
     const shape = transform.kind === "transpose" ? [src.shape[1], src.shape[0]] : [...src.shape];
+    // Blocks need whole rows of 32; routers and positions stay float, as the converter keeps them.
+    const float = /ffn_gate_inp|position_embd/.test(name) || shape[shape.length - 1] % 32 !== 0;
+    const matrix = type === GgmlType.Q8_0 && float ? GgmlType.F32 : type;
     out.push({
-      info: { name, type: shape.length === 1 ? GgmlType.F32 : type, dims: shape.reverse() },
+      info: { name, type: shape.length === 1 ? GgmlType.F32 : matrix, dims: shape.reverse() },
       source: src.values ?? src, // values computed at load (Gemma's 1 + w norms) are not in the file
       transform,
     });
@@ -695,7 +708,7 @@ async function* tensorBytes(p: PlannedTensor, reader: TensorReader): AsyncGenera
   }
   const src = p.source;
   const srcType = GGML_TYPES[SOURCE_DTYPES[src.dtype as DType]]; // exportGguf refuses int8 weights (sourceDtype)
-  const elem = GGML_TYPE_BYTES[srcType];
+  const elem = GGML_TYPE_BLOCKS[srcType].bytes;
   const t = p.transform;
   if (t.kind === "copy") {
     const rowBytes = (src.shape.length === 1 ? src.shape[0] : src.shape[1]) * elem;
@@ -734,7 +747,10 @@ function transpose(src: Uint8Array, rows: number, cols: number, elem: number): U
 
 let f16Table: Float32Array | undefined;
 
-/** Element conversion between F32, F16 and BF16 (exact widening; narrowing rounds to nearest even). */
+/**
+ * Element conversion between F32, F16 and BF16 (exact widening; narrowing rounds to nearest even),
+ * and to Q8_0 blocks (src whole rows of whole blocks).
+ */
 function convert(src: Uint8Array, from: GgmlType, to: GgmlType): Uint8Array {
   if (from === to) return src;
   let f32: Uint32Array;
@@ -755,5 +771,30 @@ function convert(src: Uint8Array, from: GgmlType, to: GgmlType): Uint8Array {
     }
   }
   if (to === GgmlType.F32) return new Uint8Array(f32.buffer, f32.byteOffset, f32.byteLength);
+  if (to === GgmlType.Q8_0) return quantizeQ8_0(new Float32Array(f32.buffer, f32.byteOffset, f32.length));
   return convertF32(f32, f32.length, to === GgmlType.F16 ? "F16" : "BF16", new Uint16Array(f32.length));
+}
+
+/**
+ * Q8_0 blocks of x (a multiple of 32 values) as ggml's quantize_row_q8_0_ref makes them, in float32
+ * arithmetic: d = max|x| / 127, codes roundf(x · (1 / d)) (halves away from zero), d stored as f16.
+ */
+export function quantizeQ8_0(x: Float32Array): Uint8Array {
+  const f = Math.fround;
+  const out = new Uint8Array((x.length / 32) * 34);
+  const half = new Uint16Array(1);
+  for (let b = 0; b < x.length / 32; b++) {
+    let amax = 0;
+    for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(x[32 * b + j]));
+    const d = f(amax / 127);
+    const id = d ? f(1 / d) : 0;
+    convertF32(new Uint32Array(Float32Array.of(d).buffer), 1, "F16", half);
+    out[34 * b] = half[0] & 0xff;
+    out[34 * b + 1] = half[0] >> 8;
+    for (let j = 0; j < 32; j++) {
+      const v = f(x[32 * b + j] * id);
+      out[34 * b + 2 + j] = (Math.sign(v) * Math.floor(Math.abs(v) + 0.5)) & 0xff;
+    }
+  }
+  return out;
 }

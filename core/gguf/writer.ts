@@ -36,13 +36,16 @@ export enum GgufType {
 export enum GgmlType {
   F32 = 0,
   F16 = 1,
+  Q8_0 = 8,
   BF16 = 30,
 }
 
-export const GGML_TYPE_BYTES: Record<GgmlType, number> = {
-  [GgmlType.F32]: 4,
-  [GgmlType.F16]: 2,
-  [GgmlType.BF16]: 2,
+/** Values and bytes per block of each type (a float type's block is one value). */
+export const GGML_TYPE_BLOCKS: Record<GgmlType, { values: number; bytes: number }> = {
+  [GgmlType.F32]: { values: 1, bytes: 4 },
+  [GgmlType.F16]: { values: 1, bytes: 2 },
+  [GgmlType.Q8_0]: { values: 32, bytes: 34 },
+  [GgmlType.BF16]: { values: 1, bytes: 2 },
 };
 
 type Scalar = number | bigint | boolean | string;
@@ -92,7 +95,8 @@ export class GgufWriteError extends Error {
 const pad = (n: number, a: number) => Math.ceil(n / a) * a;
 
 export function tensorByteLength(t: GgufTensorInfo): number {
-  return t.dims.reduce((a, d) => a * d, 1) * GGML_TYPE_BYTES[t.type];
+  const b = GGML_TYPE_BLOCKS[t.type];
+  return (t.dims.reduce((a, d) => a * d, 1) / b.values) * b.bytes;
 }
 
 /** Grows as bytes are appended; little-endian throughout. */
@@ -220,7 +224,10 @@ export function ggufLayout(
     if (t.dims.length < 1 || t.dims.length > 4 || !t.dims.every((d) => Number.isSafeInteger(d) && d > 0)) {
       throw new GgufWriteError(`tensor "${t.name}": dims ${JSON.stringify(t.dims)} must be 1 to 4 positive integers`);
     }
-    if (!(t.type in GGML_TYPE_BYTES)) throw new GgufWriteError(`tensor "${t.name}": unsupported ggml type ${t.type}`);
+    if (!(t.type in GGML_TYPE_BLOCKS)) throw new GgufWriteError(`tensor "${t.name}": unsupported ggml type ${t.type}`);
+    if (t.dims[0] % GGML_TYPE_BLOCKS[t.type].values !== 0) {
+      throw new GgufWriteError(`tensor "${t.name}": rows of ${t.dims[0]} are not whole blocks of its type`);
+    }
   }
 
   const s = new ByteSink();
