@@ -925,10 +925,12 @@ test("int8 / int4 weights take a GGUF import's Q8_0, Q4_0 and Q5_0 matrices from
     assert.deepEqual(weightValues(w.handle, w.rows, w.cols), want, `${e.gguf} (${e.type}) as int8`);
     assert.notDeepEqual(viaBf16(w.name, w), want, `${e.gguf}: the bf16 round trip would have changed it`);
   }
+  assert.deepEqual(int8.fromGgufBlocks, { Q4_0: 1, Q5_0: 1, Q8_0: 1 });
   // A type int8 holds only approximately (Q4_1 has an offset per block) is quantized from the bf16.
   const q41 = int8.weights.layers[0].up!.w;
   assert.deepEqual(weightValues(q41.handle, q41.rows, q41.cols), viaBf16(q41.name, q41));
   const int4 = load("int4");
+  assert.deepEqual(int4.fromGgufBlocks, { Q4_0: 1 });
   for (const e of exact) {
     const w = int4.weights.layers[e.layer][e.w]!.w;
     const values = weightValues(w.handle, w.rows, w.cols);
@@ -941,9 +943,14 @@ test("int8 / int4 weights take a GGUF import's Q8_0, Q4_0 and Q5_0 matrices from
   assert.ok(native().releaseWeight(gate.handle) > 0);
   assert.ok(int8.store.releasedBytes() > 0, "counted as given back");
   assert.deepEqual(weightValues(gate.handle, gate.rows, gate.cols), before);
-  // The model decodes with them.
+  // The model decodes with them, and llama.cpp runs the file beside it (bench --peers llamacpp).
   const r = hire(["generate", "--model", imported.dir, "--prompt", "The", "--max-tokens", "3", "--json"]);
   assert.equal(r.status, 0, r.stderr);
+  if (!noLlama) {
+    const peer = await openLlamaCppPeer(int8, { threads: 2 });
+    assert.ok("peer" in peer, "skipped" in peer ? peer.skipped : "");
+    await peer.peer.close();
+  }
   // A GGUF file changed since the import: every matrix from the import's bf16 again.
   utimesSync(file, new Date(), new Date(Date.now() + 5000));
   const changed = load("int8");

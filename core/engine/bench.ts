@@ -415,13 +415,16 @@ class BenchRun {
     const d = rows[0];
     const info = native().cpuInfo();
     const format = quantFormatOf(model.weights.head.w.dtype);
+    const blocks = Object.entries(model.fromGgufBlocks ?? {}).map(([type, n]) => `${n} ${type}`);
     return {
       model: model.dir,
       backend: backend.name,
       architecture: c.architecture,
-      // A model loaded with int8 or int4 weights says so, with the dtype its files hold.
+      // A model loaded with int8 or int4 weights says so, with the dtype its files hold (and the
+      // matrices taken from a GGUF import's own blocks).
       dtype: format
-        ? `${format} weights from ${c.dtype ?? model.weights.head.w.stored?.dtype ?? "the file"}`
+        ? `${format} weights from ${c.dtype ?? model.weights.head.w.stored?.dtype ?? "the file"}` +
+          (blocks.length ? ` (${blocks.join(", ")} matrices from the GGUF's blocks)` : "")
         : (c.dtype ?? model.weights.embed.dtype),
       threads: this.threads,
       kernels: backend instanceof CudaBackend ? "cuda" : info.path,

@@ -11,10 +11,16 @@ import { native, type NativeWeight } from "../native/addon.js";
 import type { Weight, WeightStore } from "../loader/safetensors.js";
 import { isObject } from "../loader/json.js";
 import { IMPORT_RECORD, unpermutedRowOrder, type BlockTensor } from "./import.js";
-import { GgmlTypeId } from "./quants.js";
+import { GgmlTypeId, ggmlTypeName } from "./quants.js";
 
-/** Makes a matrix's exact int8 (bits 8) or int4 copy from the GGUF blocks, or says it cannot (undefined). */
-export type BlockCopies = (w: Weight, bits: 4 | 8) => NativeWeight | undefined;
+/**
+ * Makes a matrix's exact int8 (bits 8) or int4 copy from the GGUF blocks, or says it cannot
+ * (undefined); `taken` counts the copies made, by ggml type ({Q8_0: 113}).
+ */
+export interface BlockCopies {
+  (w: Weight, bits: 4 | 8): NativeWeight | undefined;
+  readonly taken: Record<string, number>;
+}
 
 /**
  * For a folder imported from a GGUF file that is still there unchanged (size and modification time
@@ -26,15 +32,19 @@ export function ggufBlockCopies(dir: string, store: WeightStore): BlockCopies | 
   const record = readRecord(dir);
   if (!record) return undefined;
   const n = native();
-  return (w, bits) => {
+  const taken: Record<string, number> = {};
+  const copy = (w: Weight, bits: 4 | 8): NativeWeight | undefined => {
     const b = record.blocks[w.name];
     if (!b || w.transposed || w.rows !== b.rows || w.cols !== b.cols) return undefined;
     if (!(bits === 8 || b.type === GgmlTypeId.Q4_0)) return undefined; // Q8_0 / Q5_0 do not fit int4
     // A view of part of a tensor (a fused checkpoint's rows) is not the recorded whole.
     if (w.offset !== store.info(w.name).offset) return undefined;
     const order = b.unpermute ? unpermutedRowOrder(b.unpermute.heads, b.unpermute.headDim) : null;
-    return n.quantizeGguf(store.sourceMapping(record.file), b.offset, b.type, b.rows, b.cols, bits, order);
+    const q = n.quantizeGguf(store.sourceMapping(record.file), b.offset, b.type, b.rows, b.cols, bits, order);
+    taken[ggmlTypeName(b.type)] = (taken[ggmlTypeName(b.type)] ?? 0) + 1;
+    return q;
   };
+  return Object.assign(copy, { taken });
 }
 
 function readRecord(dir: string): { file: string; blocks: Record<string, BlockTensor> } | undefined {

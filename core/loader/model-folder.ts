@@ -38,6 +38,8 @@ export interface LoadedModel {
   readonly weightBytesPerToken: number;
   /** How the matrices are kept: the load's weights choice, "auto" resolved (resolveWeights). */
   readonly weightFormat: WeightFormat;
+  /** Quantized matrices taken from a GGUF import's own blocks, by ggml type (core/gguf/block-weights.ts). */
+  readonly fromGgufBlocks?: Readonly<Record<string, number>>;
   close(): void;
 }
 
@@ -133,7 +135,8 @@ export function loadModel(folder: string, options: LoadOptions = {}): LoadedMode
   try {
     store.checkDType(config.dtype, join(dir, "config.json"), ARCHITECTURES[config.architecture].f32Tensors);
     const bound = ARCHITECTURES[config.architecture].bindWeights(config, store);
-    const weights = format === "file" ? bound : quantizedWeights(bound, format, ggufBlockCopies(dir, store));
+    const blocks = format === "file" ? undefined : ggufBlockCopies(dir, store);
+    const weights = format === "file" ? bound : quantizedWeights(bound, format, blocks);
     const gen = readGenerationConfig(dir);
     const eosIds = new Set<number>([...config.eosTokenIds, ...gen.eosIds]);
     const eosFromTokenizer = tokenizer.eosToken === undefined ? undefined : tokenizer.tokenId(tokenizer.eosToken);
@@ -148,6 +151,7 @@ export function loadModel(folder: string, options: LoadOptions = {}): LoadedMode
       generationDefaults: gen.defaults,
       weightBytesPerToken: bytesPerToken(weights, config),
       weightFormat: format,
+      ...(blocks && Object.keys(blocks.taken).length > 0 && { fromGgufBlocks: { ...blocks.taken } }),
       close: () => store.close(),
     };
   } catch (e) {

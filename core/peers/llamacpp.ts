@@ -138,15 +138,16 @@ export async function openLlamaCppPeer(model: LoadedModel, opts: LlamaCppPeerOpt
   if ("skipped" in loaded) return loaded;
   const { llama, logs } = loaded;
 
-  const dtype = sourceDtype(model, "the llama.cpp peer");
+  // A model imported from a GGUF file runs in llama.cpp from that file, as it is (quantized),
+  // whatever weights our load keeps; any other model is exported from its file's matrices.
+  const source = importSource(model.dir);
+  const dtype = source ? undefined : sourceDtype(model, "the llama.cpp peer");
   let nlcModel: NlcModel | undefined;
   // Past this point nothing is expected to fail; if something does (a GGUF llama.cpp rejects, a
   // full disk), the benchmark still runs without this peer, and the tests fail on the reason.
-  // A model imported from a GGUF file runs in llama.cpp from that file, as it is (quantized).
-  const source = importSource(model.dir);
   const what = source ? `${basename(source.file)} (${mainTypes(source.sourceTypes)})` : `${dtype} GGUF`;
   try {
-    const file = source?.file ?? (await cachedGguf(model, dtype, opts.cacheDir));
+    const file = source?.file ?? (await cachedGguf(model, dtype!, opts.cacheDir));
     // Weights read into memory, as our engine loads them by default (core/native/src/mapping.h), so
     // the two stream the same kind of memory; with mmap both are at the mercy of the page cache.
     nlcModel = await llama.loadModel({ modelPath: file, gpuLayers: 0, useMmap: false });
