@@ -83,6 +83,14 @@ Napi::Value ReleasedBytes(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(a.mapping(0)->map->released_bytes()));
 }
 
+// [offset, offset + bytes) must lie inside the mapping.
+void check_in_mapping(const Args& a, const hire::Mapping& m, int64_t offset, int64_t bytes) {
+  const uint64_t size = m.size();
+  if (static_cast<uint64_t>(offset) > size || static_cast<uint64_t>(bytes) > size - static_cast<uint64_t>(offset))
+    a.fail("byte range [" + std::to_string(offset) + ", " + std::to_string(offset + bytes) +
+           ") is outside the mapping (" + std::to_string(size) + " bytes)");
+}
+
 Napi::Value Weight(const Napi::CallbackInfo& info) {
   Args a(info, "weight");
   MappingHandle* mh = a.mapping(0);
@@ -94,10 +102,7 @@ Napi::Value Weight(const Napi::CallbackInfo& info) {
   if (!info[5].IsBoolean()) a.fail("transposed must be a boolean");
   const bool transposed = info[5].As<Napi::Boolean>().Value();
   const int64_t bytes = mul(a, rows, cols, static_cast<int64_t>(hire::dtype_size(static_cast<int>(dtype))));
-  const uint64_t size = mh->map->size();
-  if (static_cast<uint64_t>(offset) > size || static_cast<uint64_t>(bytes) > size - static_cast<uint64_t>(offset))
-    a.fail("byte range [" + std::to_string(offset) + ", " + std::to_string(offset + bytes) +
-           ") is outside the mapping (" + std::to_string(size) + " bytes)");
+  check_in_mapping(a, *mh->map, offset, bytes);
   Napi::Env env = info.Env();
   auto* h = new WeightHandle{mh->map, static_cast<size_t>(offset), static_cast<int>(dtype), rows, cols, transposed, nullptr};
   auto ext = Napi::External<WeightHandle>::New(env, h, [](Napi::Env, WeightHandle* p) { delete p; });
@@ -431,10 +436,7 @@ Napi::Value QuantizeGguf(const Napi::CallbackInfo& info) {
   int values = 0, block_bytes = 0;
   hire::gguf_block_shape(static_cast<int>(type), values, block_bytes);
   const int64_t bytes = mul(a, rows, cols / 32, block_bytes);
-  const uint64_t size = mh->map->size();
-  if (static_cast<uint64_t>(offset) > size || static_cast<uint64_t>(bytes) > size - static_cast<uint64_t>(offset))
-    a.fail("byte range [" + std::to_string(offset) + ", " + std::to_string(offset + bytes) +
-           ") is outside the mapping (" + std::to_string(size) + " bytes)");
+  check_in_mapping(a, *mh->map, offset, bytes);
   std::shared_ptr<std::vector<int32_t>> order;
   if (!a.is_nullish(6)) {
     if (!info[6].IsTypedArray() || info[6].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
