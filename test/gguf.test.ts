@@ -24,7 +24,7 @@ import { goldenDir, hire, REPO_ROOT, tempDir } from "./helpers.js";
 import { loadModel, type LoadedModel } from "../core/loader/model-folder.js";
 import { ModelError } from "../core/loader/errors.js";
 import { makeModel } from "../core/modelgen/make-model.js";
-import { bf16ToF32, f16ToF32 } from "../core/modelgen/safetensors-writer.js";
+import { bf16ToF32, convertF32, f16ToF32 } from "../core/modelgen/safetensors-writer.js";
 import {
   GgmlType,
   GgufFileWriter,
@@ -222,6 +222,51 @@ function seeded(n: number, seed: number): Float32Array {
     return s / 2 ** 32 - 0.5;
   });
 }
+
+/** ggml's quantize_row_q8_0_ref, in float32 arithmetic: the reference for the native quantizeQ8_0. */
+function referenceQ8_0(x: Float32Array): Uint8Array {
+  const f = Math.fround;
+  const out = new Uint8Array((x.length / 32) * 34);
+  for (let b = 0; b < x.length / 32; b++) {
+    let amax = 0;
+    for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(x[32 * b + j]));
+    const d = f(amax / 127);
+    const id = d ? f(1 / d) : 0;
+    const half = f32ToF16(d);
+    out[34 * b] = half & 0xff;
+    out[34 * b + 1] = half >> 8;
+    for (let j = 0; j < 32; j++) {
+      const v = f(x[32 * b + j] * id);
+      out[34 * b + 2 + j] = (Math.sign(v) * Math.floor(Math.abs(v) + 0.5)) & 0xff; // roundf: halves away from 0
+    }
+  }
+  return out;
+}
+
+/** f32 → IEEE half bits, round to nearest even (through the writer's converter). */
+function f32ToF16(x: number): number {
+  const h = new Uint16Array(1);
+  convertF32(new Uint32Array(Float32Array.of(x).buffer), 1, "F16", h);
+  return h[0];
+}
+
+test("quantizeQ8_0 (native) makes the blocks ggml's reference quantizer makes", () => {
+  let seed = 11;
+  const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32) * 2 - 1;
+  const x = Float32Array.from(
+    { length: 32 * 300 },
+    (_, i) => rand() * (i % 97 === 0 ? 40 : 1) * 10 ** (((i >> 5) % 7) - 4),
+  );
+  x.fill(0, 32, 64); // a block of zeros: d = 0, codes 0
+  // max 127, so d = 1 and the other values are codes of exact halves: roundf takes them away from 0.
+  for (let j = 0; j < 32; j++) x[64 + j] = j === 0 ? 127 : j - 16.5;
+  x[100] = -x[100];
+  const out = new Uint8Array((x.length / 32) * 34);
+  native().quantizeQ8_0(x, out);
+  assert.deepEqual(out, referenceQ8_0(x));
+  assert.throws(() => native().quantizeQ8_0(x.subarray(0, 40), new Uint8Array(34)), /not whole blocks of 32/);
+  assert.throws(() => native().quantizeQ8_0(x, new Uint8Array(34)), /x needs/);
+});
 
 test("qkvBlocks regroups GPT-NeoX's head-by-head q/k/v rows as all q, all k, all v (weights and biases)", () => {
   // Row r of the source holds the value r, so each output row names the input row it came from.

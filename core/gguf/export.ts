@@ -61,6 +61,7 @@ import { convertF32, f16ToF32 } from "../modelgen/safetensors-writer.js";
 import { GGML_TYPE_BLOCKS, GgmlType, GgufFileWriter, kv, type GgufTensorInfo, type GgufValue } from "./writer.js";
 import { ggufVocab, vocabMetadata } from "./vocab.js";
 import { isQuantDType } from "../loader/weight-format.js";
+import { native } from "../native/addon.js";
 
 /**
  * The matrices' type: a float type, or q8_0 (llama.cpp's 8-bit blocks of 32 with an f16 scale, as
@@ -775,26 +776,9 @@ function convert(src: Uint8Array, from: GgmlType, to: GgmlType): Uint8Array {
   return convertF32(f32, f32.length, to === GgmlType.F16 ? "F16" : "BF16", new Uint16Array(f32.length));
 }
 
-/**
- * Q8_0 blocks of x (a multiple of 32 values) as ggml's quantize_row_q8_0_ref makes them, in float32
- * arithmetic: d = max|x| / 127, codes roundf(x · (1 / d)) (halves away from zero), d stored as f16.
- */
-export function quantizeQ8_0(x: Float32Array): Uint8Array {
-  const f = Math.fround;
+/** Q8_0 blocks of x (a multiple of 32 values), as ggml's reference quantizer makes them (native). */
+function quantizeQ8_0(x: Float32Array): Uint8Array {
   const out = new Uint8Array((x.length / 32) * 34);
-  const half = new Uint16Array(1);
-  for (let b = 0; b < x.length / 32; b++) {
-    let amax = 0;
-    for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(x[32 * b + j]));
-    const d = f(amax / 127);
-    const id = d ? f(1 / d) : 0;
-    convertF32(new Uint32Array(Float32Array.of(d).buffer), 1, "F16", half);
-    out[34 * b] = half[0] & 0xff;
-    out[34 * b + 1] = half[0] >> 8;
-    for (let j = 0; j < 32; j++) {
-      const v = f(x[32 * b + j] * id);
-      out[34 * b + 2 + j] = (Math.sign(v) * Math.floor(Math.abs(v) + 0.5)) & 0xff;
-    }
-  }
+  native().quantizeQ8_0(x, out);
   return out;
 }

@@ -207,6 +207,12 @@ export interface NativeAddon {
    * int8, Q4_0 as int4; any other type is an error. rowOrder[r] names the source row of row r (null:
    * the same order). Given back, it is made again from the same blocks (the file must be unchanged).
    */
+  /**
+   * x (a multiple of 32 values) as ggml's Q8_0 blocks in out (34 bytes per 32: an f16 d, 32 int8
+   * codes), as ggml's quantize_row_q8_0_ref makes them: d = max|x| / 127, codes roundf(x / d) with
+   * the unrounded d. For GGUF export.
+   */
+  quantizeQ8_0(x: Float32Array, out: Uint8Array): void;
   quantizeGguf(
     mapping: NativeMapping,
     byteOffset: number,

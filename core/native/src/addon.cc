@@ -716,6 +716,21 @@ Napi::Value DequantizeGguf(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// quantizeQ8_0(x: Float32Array, out: Uint8Array): x (a multiple of 32 values) as ggml's Q8_0 blocks
+// (34 bytes per 32 values) in out, as ggml's reference quantizer makes them (GGUF export).
+Napi::Value QuantizeQ8_0(const Napi::CallbackInfo& info) {
+  Args a(info, "quantizeQ8_0");
+  auto x = a.f32(0, "x");
+  if (x.len % 32 != 0) a.fail("x has " + std::to_string(x.len) + " values, not whole blocks of 32");
+  if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    a.fail("out must be a Uint8Array");
+  Napi::Uint8Array out = info[1].As<Napi::Uint8Array>();
+  if (out.ByteLength() != (x.len / 32) * 34)
+    a.fail("out has " + std::to_string(out.ByteLength()) + " bytes; x needs " + std::to_string((x.len / 32) * 34));
+  hire::gguf_quantize_q8_0(x.data, static_cast<int64_t>(x.len), out.Data());
+  return info.Env().Undefined();
+}
+
 Napi::Value Topk(const Napi::CallbackInfo& info) {
   Args a(info, "topk");
   auto values = a.f32(0, "values");
@@ -992,6 +1007,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Export<QuantRead>(env, exports, "quantRead");
   Export<QuantRow>(env, exports, "quantRow");
   Export<DequantizeGguf>(env, exports, "dequantizeGguf");
+  Export<QuantizeQ8_0>(env, exports, "quantizeQ8_0");
   Export<Topk>(env, exports, "topk");
   Export<HireFfn>(env, exports, "hireFfn");
   Export<HireFfnBatch>(env, exports, "hireFfnBatch");

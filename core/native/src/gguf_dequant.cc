@@ -5,6 +5,8 @@
 // holds exactly n values of `type` in whole blocks and that `dst` holds n outputs.
 #include "gguf_dequant.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "dtype.h"
@@ -226,6 +228,24 @@ bool gguf_block_shape(int type, int& values, int& bytes) {
     case kIQ4_XS: values = 256; bytes = 136; return true;
     default: return false;
   }
+}
+
+void gguf_quantize_q8_0(const float* x, int64_t n, uint8_t* out) {
+  const int64_t blocks = n / 32;
+  constexpr int64_t kBlocksPerTask = 2048;
+  ThreadPool::instance().parallel_for((blocks + kBlocksPerTask - 1) / kBlocksPerTask, [&](int64_t t, int) {
+    for (int64_t b = t * kBlocksPerTask; b < blocks && b < (t + 1) * kBlocksPerTask; ++b) {
+      const float* v = x + 32 * b;
+      uint8_t* y = out + 34 * b;
+      float amax = 0.0f;
+      for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(v[j]));
+      const float d = amax / 127.0f;
+      const float id = d != 0.0f ? 1.0f / d : 0.0f;
+      const uint16_t h = float_to_half(d);
+      std::memcpy(y, &h, 2);
+      for (int j = 0; j < 32; ++j) y[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(std::roundf(v[j] * id)));
+    }
+  });
 }
 
 bool gguf_exact_in(int type, int bits) {
