@@ -48,7 +48,7 @@ import {
 import { tokenizerFromGguf, type ImportedTokenizer } from "./vocab.js";
 
 /** Bumped when an import's output changes, so that cached imports are redone. */
-export const IMPORT_VERSION = 3;
+export const IMPORT_VERSION = 4; // 4: gguf-import.json lists the matrices int8 / int4 weights take from the blocks
 /** The file in an imported folder that names its GGUF source. */
 export const IMPORT_RECORD = "gguf-import.json";
 
