@@ -38,6 +38,7 @@ import {
 import { exportGguf, permuteRotary, qkvBlocks, sourceDtype } from "../core/gguf/export.js";
 import { TokenType } from "../core/gguf/vocab.js";
 import { importGguf, readGguf, unpermutedRowOrder } from "../core/gguf/import.js";
+import { quantizedFrom } from "../core/gguf/block-weights.js";
 import { dequantize, ggmlTypeName } from "../core/gguf/quants.js";
 import { native } from "../core/native/addon.js";
 import type { Weight } from "../core/loader/safetensors.js";
@@ -1141,6 +1142,8 @@ test(
     const q8 = loadModel(imported.dir, { weights: "auto" });
     t.after(() => q8.close());
     assert.equal(q8.weightFormat, "int8");
+    assert.equal(q8.ggufBlocks!.taken.Q8_0, q8.ggufBlocks!.of, "every matrix from the file's blocks");
+    assert.equal(quantizedFrom("int8", "BF16", q8.ggufBlocks), "int8 from the GGUF's Q8_0 blocks");
     // q's rows are the file's blocks, back in rotate-half order (the import's unpermute).
     const c = q8.config;
     const qkv = q8.weights.layers[0].qkv as { q: { w: Weight } };

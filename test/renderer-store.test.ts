@@ -144,6 +144,7 @@ const MODEL: ModelInfo = {
   hasChatTemplate: true,
   bytesPerToken: 2000,
   releasedBytes: 0,
+  quantizedFrom: null,
   settings: DEFAULT_SETTINGS,
 };
 

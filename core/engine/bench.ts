@@ -23,6 +23,7 @@ import { attentionBytes, firstFfn, layerFfnBytes } from "../arch/config.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import { readFileSync, readdirSync } from "node:fs";
 import { isQuantDType, quantFormatOf } from "../loader/weight-format.js";
+import { quantizedFrom } from "../gguf/block-weights.js";
 
 /**
  * The probe's buffer: 512 MiB, or four times the last-level cache when that is larger, so the probe
@@ -415,16 +416,18 @@ class BenchRun {
     const d = rows[0];
     const info = native().cpuInfo();
     const format = quantFormatOf(model.weights.head.w.dtype);
-    const blocks = Object.entries(model.fromGgufBlocks ?? {}).map(([type, n]) => `${n} ${type}`);
     return {
       model: model.dir,
       backend: backend.name,
       architecture: c.architecture,
-      // A model loaded with int8 or int4 weights says so, with the dtype its files hold (and the
-      // matrices taken from a GGUF import's own blocks).
+      // A model loaded with int8 or int4 weights says so, with the dtype its files hold (or the
+      // GGUF blocks its matrices came from).
       dtype: format
-        ? `${format} weights from ${c.dtype ?? model.weights.head.w.stored?.dtype ?? "the file"}` +
-          (blocks.length ? ` (${blocks.join(", ")} matrices from the GGUF's blocks)` : "")
+        ? quantizedFrom(
+            `${format} weights`,
+            c.dtype ?? model.weights.head.w.stored?.dtype ?? "the file",
+            model.ggufBlocks,
+          )
         : (c.dtype ?? model.weights.embed.dtype),
       threads: this.threads,
       kernels: backend instanceof CudaBackend ? "cuda" : info.path,

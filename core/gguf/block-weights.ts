@@ -13,13 +13,30 @@ import { isObject } from "../loader/json.js";
 import { IMPORT_RECORD, unpermutedRowOrder, type BlockTensor } from "./import.js";
 import { GgmlTypeId, ggmlTypeName } from "./quants.js";
 
-/**
- * Makes a matrix's exact int8 (bits 8) or int4 copy from the GGUF blocks, or says it cannot
- * (undefined); `taken` counts the copies made, by ggml type ({Q8_0: 113}).
- */
+/** Of the `of` matrices a load quantized, those taken from the GGUF's blocks, by ggml type ({Q8_0: 113}). */
+export interface BlockCount {
+  taken: Record<string, number>;
+  of: number;
+}
+
+/** Makes a matrix's exact int8 (bits 8) or int4 copy from the GGUF blocks, or says it cannot (undefined). */
 export interface BlockCopies {
   (w: Weight, bits: 4 | 8): NativeWeight | undefined;
-  readonly taken: Record<string, number>;
+  readonly count: BlockCount;
+}
+
+/**
+ * A model's weights label for its quantized format: "int8 weights from BF16", or with the matrices
+ * taken from a GGUF import's blocks "int8 weights from the GGUF's Q8_0 blocks" (all of them) or
+ * "int8 weights from BF16, 3 of 16 from the GGUF's Q4_0/Q5_0/Q8_0 blocks".
+ */
+export function quantizedFrom(format: string, dtype: string, blocks: BlockCount | undefined): string {
+  const types = Object.keys(blocks?.taken ?? {}).join("/");
+  if (!blocks || !types) return `${format} from ${dtype}`;
+  const taken = Object.values(blocks.taken).reduce((a, n) => a + n, 0);
+  return taken === blocks.of
+    ? `${format} from the GGUF's ${types} blocks`
+    : `${format} from ${dtype}, ${taken} of ${blocks.of} from the GGUF's ${types} blocks`;
 }
 
 /**
@@ -32,8 +49,9 @@ export function ggufBlockCopies(dir: string, store: WeightStore): BlockCopies | 
   const record = readRecord(dir);
   if (!record) return undefined;
   const n = native();
-  const taken: Record<string, number> = {};
+  const count: BlockCount = { taken: {}, of: 0 };
   const copy = (w: Weight, bits: 4 | 8): NativeWeight | undefined => {
+    count.of++;
     const b = record.blocks[w.name];
     if (!b || w.transposed || w.rows !== b.rows || w.cols !== b.cols) return undefined;
     if (!(bits === 8 || b.type === GgmlTypeId.Q4_0)) return undefined; // Q8_0 / Q5_0 do not fit int4
@@ -41,10 +59,10 @@ export function ggufBlockCopies(dir: string, store: WeightStore): BlockCopies | 
     if (w.offset !== store.info(w.name).offset) return undefined;
     const order = b.unpermute ? unpermutedRowOrder(b.unpermute.heads, b.unpermute.headDim) : null;
     const q = n.quantizeGguf(store.sourceMapping(record.file), b.offset, b.type, b.rows, b.cols, bits, order);
-    taken[ggmlTypeName(b.type)] = (taken[ggmlTypeName(b.type)] ?? 0) + 1;
+    count.taken[ggmlTypeName(b.type)] = (count.taken[ggmlTypeName(b.type)] ?? 0) + 1;
     return q;
   };
-  return Object.assign(copy, { taken });
+  return Object.assign(copy, { count });
 }
 
 function readRecord(dir: string): { file: string; blocks: Record<string, BlockTensor> } | undefined {

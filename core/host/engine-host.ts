@@ -16,6 +16,7 @@ import { ggufFileFor, modelFolderFor } from "../loader/model-source.js";
 import { ARCHITECTURES } from "../arch/index.js";
 import { findModelFolder, hubCacheDir, listCachedModels, modelName } from "../loader/hf-cache.js";
 import { loadModel, readModelConfig, resolveWeights, type LoadedModel } from "../loader/model-folder.js";
+import { quantizedFrom } from "../gguf/block-weights.js";
 import {
   autoWeightFormat,
   QUANT_GROUP,
@@ -314,6 +315,8 @@ export class EngineHost {
       thinkingSwitch: m.tokenizer.thinkingSwitch,
       bytesPerToken: m.weightBytesPerToken,
       releasedBytes: m.store.releasedBytes(),
+      quantizedFrom:
+        m.weightFormat === "file" ? null : quantizedFrom(m.weightFormat, c.dtype ?? "the file", m.ggufBlocks),
       contextLength: this.session!.contextLength,
       settings: this.session!.sparsity.settings,
     };

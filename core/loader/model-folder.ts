@@ -12,7 +12,7 @@ import { isObject, readJsonFile } from "./json.js";
 import { WeightStore } from "./safetensors.js";
 import { autoWeightFormat, quantizedWeights, type WeightChoice, type WeightFormat } from "./weight-format.js";
 import { importRecord } from "../gguf/import.js";
-import { ggufBlockCopies } from "../gguf/block-weights.js";
+import { ggufBlockCopies, type BlockCount } from "../gguf/block-weights.js";
 import { ModelTokenizer } from "./tokenizer.js";
 
 /** Sampling defaults a model ships in generation_config.json (all optional). */
@@ -38,8 +38,8 @@ export interface LoadedModel {
   readonly weightBytesPerToken: number;
   /** How the matrices are kept: the load's weights choice, "auto" resolved (resolveWeights). */
   readonly weightFormat: WeightFormat;
-  /** Quantized matrices taken from a GGUF import's own blocks, by ggml type (core/gguf/block-weights.ts). */
-  readonly fromGgufBlocks?: Readonly<Record<string, number>>;
+  /** For a GGUF import loaded quantized: the matrices taken from the file's blocks (core/gguf/block-weights.ts). */
+  readonly ggufBlocks?: BlockCount;
   close(): void;
 }
 
@@ -151,7 +151,7 @@ export function loadModel(folder: string, options: LoadOptions = {}): LoadedMode
       generationDefaults: gen.defaults,
       weightBytesPerToken: bytesPerToken(weights, config),
       weightFormat: format,
-      ...(blocks && Object.keys(blocks.taken).length > 0 && { fromGgufBlocks: { ...blocks.taken } }),
+      ...(blocks && blocks.count.of > 0 && { ggufBlocks: blocks.count }),
       close: () => store.close(),
     };
   } catch (e) {

@@ -179,7 +179,8 @@ export function ModelBar() {
               </span>
               <span className="dim">
                 {" "}
-                {model.architecture} · {formatCount(model.parameters)} · {dtypeText(model)} · {model.layers}L ×{" "}
+                {model.architecture} · {formatCount(model.parameters)} · {model.quantizedFrom ?? dtypeText(model)} ·{" "}
+                {model.layers}L ×{" "}
                 {model.moe
                   ? `${model.moe.experts} experts of ${model.moe.expertNeurons} (${model.moe.perToken} a token)`
                   : `${model.neurons} neurons`}{" "}
