@@ -951,6 +951,22 @@ test("int8 / int4 weights take a GGUF import's Q8_0, Q4_0 and Q5_0 matrices from
     assert.ok("peer" in peer, "skipped" in peer ? peer.skipped : "");
     await peer.peer.close();
   }
+  // A record whose blocks do not fit the file: a typed error naming the record and the matrix.
+  const record = join(imported.dir, "gguf-import.json");
+  const saved = readFileSync(record, "utf8");
+  const edited = JSON.parse(saved);
+  edited.blocks["model.layers.1.mlp.up_proj.weight"].offset = statSync(file).size - 100;
+  writeFileSync(record, JSON.stringify(edited));
+  assert.throws(
+    () => loadModel(imported.dir, { weights: "int8" }),
+    (e: unknown) =>
+      e instanceof ModelError &&
+      e.code === "BAD_GGUF" &&
+      e.file === record &&
+      e.tensor === "model.layers.1.mlp.up_proj.weight" &&
+      /outside the mapping/.test(e.message),
+  );
+  writeFileSync(record, saved);
   // A GGUF file changed since the import: every matrix from the import's bf16 again.
   utimesSync(file, new Date(), new Date(Date.now() + 5000));
   const changed = load("int8");

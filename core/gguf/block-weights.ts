@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { native, type NativeWeight } from "../native/addon.js";
 import type { Weight, WeightStore } from "../loader/safetensors.js";
 import { isObject } from "../loader/json.js";
+import { ModelError } from "../loader/errors.js";
 import { IMPORT_RECORD, unpermutedRowOrder, type BlockTensor } from "./import.js";
 import { GgmlTypeId, ggmlTypeName } from "./quants.js";
 
@@ -58,7 +59,18 @@ export function ggufBlockCopies(dir: string, store: WeightStore): BlockCopies | 
     // A view of part of a tensor (a fused checkpoint's rows) is not the recorded whole.
     if (w.offset !== store.info(w.name).offset) return undefined;
     const order = b.unpermute ? unpermutedRowOrder(b.unpermute.heads, b.unpermute.headDim) : null;
-    const q = n.quantizeGguf(store.sourceMapping(record.file), b.offset, b.type, b.rows, b.cols, bits, order);
+    let q: NativeWeight;
+    try {
+      q = n.quantizeGguf(store.sourceMapping(record.file), b.offset, b.type, b.rows, b.cols, bits, order);
+    } catch (e) {
+      // A record that does not fit its file (edited, or the file replaced by one of the same size and time).
+      throw new ModelError(
+        "BAD_GGUF",
+        join(dir, IMPORT_RECORD),
+        `its blocks of ${w.name} cannot be read from ${record.file} (${(e as Error).message}); delete ${dir} to import the file again`,
+        w.name,
+      );
+    }
     count.taken[ggmlTypeName(b.type)] = (count.taken[ggmlTypeName(b.type)] ?? 0) + 1;
     return q;
   };
