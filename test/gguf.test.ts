@@ -39,7 +39,7 @@ import { exportGguf, permuteRotary, qkvBlocks, sourceDtype } from "../core/gguf/
 import { TokenType } from "../core/gguf/vocab.js";
 import { importGguf, readGguf, unpermutedRowOrder } from "../core/gguf/import.js";
 import { quantizedFrom } from "../core/gguf/block-weights.js";
-import { dequantize, ggmlTypeName } from "../core/gguf/quants.js";
+import { GgmlTypeId, dequantize, ggmlTypeName } from "../core/gguf/quants.js";
 import { native } from "../core/native/addon.js";
 import type { Weight } from "../core/loader/safetensors.js";
 import { cachedGguf, loadLlamaCpp, openLlamaCppPeer, type NlcLlama } from "../core/peers/llamacpp.js";
@@ -224,7 +224,7 @@ function seeded(n: number, seed: number): Float32Array {
   });
 }
 
-/** ggml's quantize_row_q8_0_ref, in float32 arithmetic: the reference for the native quantizeQ8_0. */
+/** ggml's quantize_row_q8_0_ref, in float32 arithmetic: the reference for the native quantizeBlocks. */
 function referenceQ8_0(x: Float32Array): Uint8Array {
   const f = Math.fround;
   const out = new Uint8Array((x.length / 32) * 34);
@@ -244,6 +244,28 @@ function referenceQ8_0(x: Float32Array): Uint8Array {
   return out;
 }
 
+/** ggml's quantize_row_q4_0_ref, in float32 arithmetic: d from the value of largest magnitude, signed. */
+function referenceQ4_0(x: Float32Array): Uint8Array {
+  const f = Math.fround;
+  const out = new Uint8Array((x.length / 32) * 18);
+  for (let b = 0; b < x.length / 32; b++) {
+    let amax = 0;
+    let max = 0;
+    for (let j = 0; j < 32; j++) {
+      const v = x[32 * b + j];
+      if (amax < Math.abs(v)) [amax, max] = [Math.abs(v), v];
+    }
+    const d = f(max / -8);
+    const id = d ? f(1 / d) : 0;
+    const half = f32ToF16(d);
+    out[18 * b] = half & 0xff;
+    out[18 * b + 1] = half >> 8;
+    const code = (v: number) => Math.min(15, Math.trunc(f(f(v * id) + 8.5))); // (int8_t) truncates
+    for (let j = 0; j < 16; j++) out[18 * b + 2 + j] = code(x[32 * b + j]) | (code(x[32 * b + 16 + j]) << 4);
+  }
+  return out;
+}
+
 /** f32 → IEEE half bits, round to nearest even (through the writer's converter). */
 function f32ToF16(x: number): number {
   const h = new Uint16Array(1);
@@ -251,22 +273,42 @@ function f32ToF16(x: number): number {
   return h[0];
 }
 
-test("quantizeQ8_0 (native) makes the blocks ggml's reference quantizer makes", () => {
+test("quantizeBlocks (native) makes the Q8_0 and Q4_0 blocks ggml's reference quantizers make", () => {
   let seed = 11;
   const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32) * 2 - 1;
   const x = Float32Array.from(
     { length: 32 * 300 },
     (_, i) => rand() * (i % 97 === 0 ? 40 : 1) * 10 ** (((i >> 5) % 7) - 4),
   );
-  x.fill(0, 32, 64); // a block of zeros: d = 0, codes 0
-  // max 127, so d = 1 and the other values are codes of exact halves: roundf takes them away from 0.
+  x.fill(0, 32, 64); // a block of zeros: d = 0, codes 0 (Q4_0: 8)
+  // max 127, so Q8_0's d = 1 and the other values are codes of exact halves: roundf takes them away from 0.
   for (let j = 0; j < 32; j++) x[64 + j] = j === 0 ? 127 : j - 16.5;
   x[100] = -x[100];
-  const out = new Uint8Array((x.length / 32) * 34);
-  native().quantizeQ8_0(x, out);
-  assert.deepEqual(out, referenceQ8_0(x));
-  assert.throws(() => native().quantizeQ8_0(x.subarray(0, 40), new Uint8Array(34)), /not whole blocks of 32/);
-  assert.throws(() => native().quantizeQ8_0(x, new Uint8Array(34)), /x needs/);
+  for (const [type, bytes, reference] of [
+    [GgmlTypeId.Q8_0, 34, referenceQ8_0],
+    [GgmlTypeId.Q4_0, 18, referenceQ4_0],
+  ] as const) {
+    const out = new Uint8Array((x.length / 32) * bytes);
+    native().quantizeBlocks(type, x, out);
+    assert.deepEqual(out, reference(x), `type ${type}`);
+    // ggml reads them back within half a step (plus what storing d as f16 moves a code; a Q4_0 code
+    // can be clipped at 15: within a step), where d is a normal f16.
+    const back = dequantize(type, out, x.length);
+    for (let b = 0; b < x.length / 32; b++) {
+      const d = Math.abs(f16ToF32(out[bytes * b] | (out[bytes * b + 1] << 8)));
+      if (d < 2 ** -14) continue;
+      for (let j = 0; j < 32; j++) {
+        const i = 32 * b + j;
+        assert.ok(Math.abs(back[i] - x[i]) <= d * (type === GgmlTypeId.Q4_0 ? 1 : 0.5625), `type ${type} value ${i}`);
+      }
+    }
+  }
+  assert.throws(
+    () => native().quantizeBlocks(GgmlTypeId.Q8_0, x.subarray(0, 40), new Uint8Array(34)),
+    /not whole blocks/,
+  );
+  assert.throws(() => native().quantizeBlocks(GgmlTypeId.Q8_0, x, new Uint8Array(34)), /x needs/);
+  assert.throws(() => native().quantizeBlocks(GgmlTypeId.Q4_K, x, new Uint8Array(0)), /Q8_0, Q4_0/);
 });
 
 test("qkvBlocks regroups GPT-NeoX's head-by-head q/k/v rows as all q, all k, all v (weights and biases)", () => {
@@ -1167,9 +1209,36 @@ test(
     );
     const ours = await ourGreedy(q8, prompt, 16);
     const llama = (llamaCpp as { llama: NlcLlama }).llama;
-    // Both multiply the same int8 weights by activations quantized to int8 per 32; llama.cpp keeps each
-    // activation group's scale as f16, we keep f32. Measured: within 0.006 over these 16 steps (0.003 fails).
+    // Both multiply the same int8 weights; decoding, both quantize the activations to int8 per 32 (our
+    // prefill keeps them f32, llama.cpp's does not). Measured: within 0.006 over these 16 steps (0.003 fails).
     compareSteps("Q8_0", ours.steps, await llamaCppSteps(llama, file, prompt, ours.ids), 0.01);
+  },
+);
+
+test(
+  "Q4_0 export: llama.cpp decodes the file as our engine decodes its import with int4 weights, all of them the file's blocks",
+  { skip: noLlama },
+  async (t) => {
+    const dir = await tinyModel(t, "llama", "f32");
+    const model = loadModel(dir);
+    t.after(() => model.close());
+    const file = join(tempDir(t), "m-q4_0.gguf");
+    assert.equal((await exportGguf(model, file, { dtype: "q4_0" })).dtype, "q4_0");
+    const g = await readGguf(file);
+    const types = new Set(g.tensors.filter((x) => x.dims.length === 2).map((x) => ggmlTypeName(x.type)));
+    assert.deepEqual([...types], ["Q4_0"]);
+    const imported = await importGguf(file, join(tempDir(t), "imported"));
+    const q4 = loadModel(imported.dir, { weights: "int4" });
+    t.after(() => q4.close());
+    assert.equal(q4.ggufBlocks!.taken.Q4_0, q4.ggufBlocks!.of, "every matrix from the file's blocks");
+    assert.equal(quantizedFrom("int4", "BF16", q4.ggufBlocks), "int4 from the GGUF's Q4_0 blocks");
+    const prompt = q4.tokenizer.encode(
+      "The quick brown fox jumps over the lazy dog, and then the fox ran into the forest",
+    );
+    const ours = await ourGreedy(q4, prompt, 16);
+    const llama = (llamaCpp as { llama: NlcLlama }).llama;
+    // As for Q8_0 (above): within 0.006 over these 16 steps (0.004 fails).
+    compareSteps("Q4_0", ours.steps, await llamaCppSteps(llama, file, prompt, ours.ids), 0.01);
   },
 );
 

@@ -36,6 +36,7 @@ export enum GgufType {
 export enum GgmlType {
   F32 = 0,
   F16 = 1,
+  Q4_0 = 2,
   Q8_0 = 8,
   BF16 = 30,
 }
@@ -44,6 +45,7 @@ export enum GgmlType {
 export const GGML_TYPE_BLOCKS: Record<GgmlType, { values: number; bytes: number }> = {
   [GgmlType.F32]: { values: 1, bytes: 4 },
   [GgmlType.F16]: { values: 1, bytes: 2 },
+  [GgmlType.Q4_0]: { values: 32, bytes: 18 },
   [GgmlType.Q8_0]: { values: 32, bytes: 34 },
   [GgmlType.BF16]: { values: 1, bytes: 2 },
 };

@@ -208,11 +208,11 @@ export interface NativeAddon {
    * the same order). Given back, it is made again from the same blocks (the file must be unchanged).
    */
   /**
-   * x (a multiple of 32 values) as ggml's Q8_0 blocks in out (34 bytes per 32: an f16 d, 32 int8
-   * codes), as ggml's quantize_row_q8_0_ref makes them: d = max|x| / 127, codes roundf(x / d) with
-   * the unrounded d. For GGUF export.
+   * x (a multiple of 32 values) as blocks of ggml type 8 (Q8_0: 34 bytes per 32, an f16 d and 32 int8
+   * codes) or 2 (Q4_0: 18 bytes, an f16 d and 16 bytes of nibbles) in out, as ggml's
+   * quantize_row_q8_0_ref / quantize_row_q4_0_ref make them (codes from the unrounded d). For GGUF export.
    */
-  quantizeQ8_0(x: Float32Array, out: Uint8Array): void;
+  quantizeBlocks(ggmlType: number, x: Float32Array, out: Uint8Array): void;
   quantizeGguf(
     mapping: NativeMapping,
     byteOffset: number,

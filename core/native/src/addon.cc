@@ -716,18 +716,23 @@ Napi::Value DequantizeGguf(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// quantizeQ8_0(x: Float32Array, out: Uint8Array): x (a multiple of 32 values) as ggml's Q8_0 blocks
-// (34 bytes per 32 values) in out, as ggml's reference quantizer makes them (GGUF export).
-Napi::Value QuantizeQ8_0(const Napi::CallbackInfo& info) {
-  Args a(info, "quantizeQ8_0");
-  auto x = a.f32(0, "x");
+// quantizeBlocks(ggmlType, x: Float32Array, out: Uint8Array): x (a multiple of 32 values) as blocks of
+// ggml's Q8_0 (8) or Q4_0 (2) in out, as ggml's reference quantizers make them (GGUF export).
+Napi::Value QuantizeBlocks(const Napi::CallbackInfo& info) {
+  Args a(info, "quantizeBlocks");
+  const int64_t type = a.integer(0, "ggmlType", 0, 255);
+  int values = 0, block_bytes = 0;
+  if (!hire::gguf_quantizes(static_cast<int>(type)) || !hire::gguf_block_shape(static_cast<int>(type), values, block_bytes))
+    a.fail("ggml type " + std::to_string(type) + " is not one this addon quantizes to (Q8_0, Q4_0)");
+  auto x = a.f32(1, "x");
   if (x.len % 32 != 0) a.fail("x has " + std::to_string(x.len) + " values, not whole blocks of 32");
-  if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+  if (!info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
     a.fail("out must be a Uint8Array");
-  Napi::Uint8Array out = info[1].As<Napi::Uint8Array>();
-  if (out.ByteLength() != (x.len / 32) * 34)
-    a.fail("out has " + std::to_string(out.ByteLength()) + " bytes; x needs " + std::to_string((x.len / 32) * 34));
-  hire::gguf_quantize_q8_0(x.data, static_cast<int64_t>(x.len), out.Data());
+  Napi::Uint8Array out = info[2].As<Napi::Uint8Array>();
+  const size_t need = (x.len / 32) * static_cast<size_t>(block_bytes);
+  if (out.ByteLength() != need)
+    a.fail("out has " + std::to_string(out.ByteLength()) + " bytes; x needs " + std::to_string(need));
+  hire::gguf_quantize(static_cast<int>(type), x.data, static_cast<int64_t>(x.len), out.Data());
   return info.Env().Undefined();
 }
 
@@ -1007,7 +1012,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Export<QuantRead>(env, exports, "quantRead");
   Export<QuantRow>(env, exports, "quantRow");
   Export<DequantizeGguf>(env, exports, "dequantizeGguf");
-  Export<QuantizeQ8_0>(env, exports, "quantizeQ8_0");
+  Export<QuantizeBlocks>(env, exports, "quantizeBlocks");
   Export<Topk>(env, exports, "topk");
   Export<HireFfn>(env, exports, "hireFfn");
   Export<HireFfnBatch>(env, exports, "hireFfnBatch");

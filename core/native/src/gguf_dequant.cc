@@ -230,20 +230,50 @@ bool gguf_block_shape(int type, int& values, int& bytes) {
   }
 }
 
-void gguf_quantize_q8_0(const float* x, int64_t n, uint8_t* out) {
+bool gguf_quantizes(int type) { return type == kQ8_0 || type == kQ4_0; }
+
+namespace {
+
+void quantize_q8_0_block(const float* v, uint8_t* y) {
+  float amax = 0.0f;
+  for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(v[j]));
+  const float d = amax / 127.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  const uint16_t h = float_to_half(d);
+  std::memcpy(y, &h, 2);
+  for (int j = 0; j < 32; ++j) y[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(std::roundf(v[j] * id)));
+}
+
+void quantize_q4_0_block(const float* v, uint8_t* y) {
+  float amax = 0.0f, max = 0.0f;
+  for (int j = 0; j < 32; ++j) {
+    if (amax < std::fabs(v[j])) {
+      amax = std::fabs(v[j]);
+      max = v[j];
+    }
+  }
+  const float d = max / -8.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  const uint16_t h = float_to_half(d);
+  std::memcpy(y, &h, 2);
+  for (int j = 0; j < 16; ++j) {
+    const int lo = std::min(15, static_cast<int>(static_cast<int8_t>(v[j] * id + 8.5f)));
+    const int hi = std::min(15, static_cast<int>(static_cast<int8_t>(v[j + 16] * id + 8.5f)));
+    y[2 + j] = static_cast<uint8_t>(lo | (hi << 4));
+  }
+}
+
+}  // namespace
+
+void gguf_quantize(int type, const float* x, int64_t n, uint8_t* out) {
+  int values = 0, bytes = 0;
+  if (!gguf_quantizes(type) || !gguf_block_shape(type, values, bytes)) return;
   const int64_t blocks = n / 32;
   constexpr int64_t kBlocksPerTask = 2048;
   ThreadPool::instance().parallel_for((blocks + kBlocksPerTask - 1) / kBlocksPerTask, [&](int64_t t, int) {
     for (int64_t b = t * kBlocksPerTask; b < blocks && b < (t + 1) * kBlocksPerTask; ++b) {
-      const float* v = x + 32 * b;
-      uint8_t* y = out + 34 * b;
-      float amax = 0.0f;
-      for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(v[j]));
-      const float d = amax / 127.0f;
-      const float id = d != 0.0f ? 1.0f / d : 0.0f;
-      const uint16_t h = float_to_half(d);
-      std::memcpy(y, &h, 2);
-      for (int j = 0; j < 32; ++j) y[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(std::roundf(v[j] * id)));
+      if (type == kQ8_0) quantize_q8_0_block(x + 32 * b, out + bytes * b);
+      else quantize_q4_0_block(x + 32 * b, out + bytes * b);
     }
   });
 }

@@ -14,10 +14,14 @@ bool gguf_block_shape(int type, int& values, int& bytes);
 // (DType: kF32, kF16 or kBF16), on the thread pool.
 void gguf_dequantize(int type, const uint8_t* src, int64_t n, int out_dtype, void* dst);
 
-// n floats (a multiple of 32) as Q8_0 blocks (34 bytes each) at out, as ggml's
-// quantize_row_q8_0_ref makes them: d = max|x| / 127, codes roundf(x * (1 / d)), d stored as f16 (the
-// codes come from the unrounded d). Parallel.
-void gguf_quantize_q8_0(const float* x, int64_t n, uint8_t* out);
+// Whether gguf_quantize writes ggml `type` (Q8_0, Q4_0).
+bool gguf_quantizes(int type);
+// n floats (a multiple of 32) as blocks of ggml `type` at out, as ggml's quantize_row_*_ref make them
+// (GGUF export), the codes always from the unrounded d, which is stored as f16:
+//   Q8_0: d = max|x| / 127, codes roundf(x / d);
+//   Q4_0: d = (the value of largest magnitude) / -8, nibbles min(15, trunc(x / d + 8.5)).
+// Parallel.
+void gguf_quantize(int type, const float* x, int64_t n, uint8_t* out);
 
 // Whether ggml `type`'s blocks of 32 are exactly groups of 32 with `bits`-bit codes (QuantMatrix):
 // Q8_0, Q4_0 and Q5_0 as int8 (their codes -127..127, -8..7 and -16..15 times the block's f16 d), Q4_0
