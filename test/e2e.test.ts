@@ -473,7 +473,7 @@ test("e2e: a GGUF file typed into the model bar is imported, loaded and chats", 
   // Its Q4_0, Q5_0 and Q8_0 matrices come from the file's blocks, the rest from the import's bf16.
   await page
     .locator(".model-info .line")
-    .filter({ hasText: "int8 from BF16, 3 of 16 from the GGUF's Q4_0/Q5_0/Q8_0 blocks" })
+    .filter({ hasText: "int8 (from BF16, 3 of 16 from the GGUF's Q4_0/Q5_0/Q8_0 blocks)" })
     .waitFor({ timeout: 5_000 });
   await page.getByTestId("sampling-maxTokens").fill("4");
   await page.getByTestId("sampling-temperature").fill("0");

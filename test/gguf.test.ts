@@ -1185,7 +1185,7 @@ test(
     t.after(() => q8.close());
     assert.equal(q8.weightFormat, "int8");
     assert.equal(q8.ggufBlocks!.taken.Q8_0, q8.ggufBlocks!.of, "every matrix from the file's blocks");
-    assert.equal(quantizedFrom("int8", "BF16", q8.ggufBlocks), "int8 from the GGUF's Q8_0 blocks");
+    assert.equal(quantizedFrom("BF16", q8.ggufBlocks), "from the GGUF's Q8_0 blocks");
     // q's rows are the file's blocks, back in rotate-half order (the import's unpermute).
     const c = q8.config;
     const qkv = q8.weights.layers[0].qkv as { q: { w: Weight } };
@@ -1231,7 +1231,7 @@ test(
     const q4 = loadModel(imported.dir, { weights: "int4" });
     t.after(() => q4.close());
     assert.equal(q4.ggufBlocks!.taken.Q4_0, q4.ggufBlocks!.of, "every matrix from the file's blocks");
-    assert.equal(quantizedFrom("int4", "BF16", q4.ggufBlocks), "int4 from the GGUF's Q4_0 blocks");
+    assert.equal(quantizedFrom("BF16", q4.ggufBlocks), "from the GGUF's Q4_0 blocks");
     const prompt = q4.tokenizer.encode(
       "The quick brown fox jumps over the lazy dog, and then the fox ran into the forest",
     );

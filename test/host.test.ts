@@ -674,7 +674,7 @@ test("host: a GGUF file is inspected, imported once with progress, loaded, and k
   assert.deepEqual([info.weights, info.weightBytes], ["int8", auto.weightBytes]);
   assert.equal(
     (loaded.result as { quantizedFrom: string }).quantizedFrom,
-    "int8 from BF16, 3 of 16 from the GGUF's Q4_0/Q5_0/Q8_0 blocks",
+    "from BF16, 3 of 16 from the GGUF's Q4_0/Q5_0/Q8_0 blocks",
   );
   assert.deepEqual([info.name, info.source], ["tiny-llama-quants.gguf", file]);
   const hello = await ask({ type: "hello" });

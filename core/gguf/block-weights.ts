@@ -27,17 +27,17 @@ export interface BlockCopies {
 }
 
 /**
- * A model's weights label for its quantized format: "int8 weights from BF16", or with the matrices
- * taken from a GGUF import's blocks "int8 weights from the GGUF's Q8_0 blocks" (all of them) or
- * "int8 weights from BF16, 3 of 16 from the GGUF's Q4_0/Q5_0/Q8_0 blocks".
+ * Where a model's quantized weights came from: "from BF16" (the file's dtype), or with matrices taken
+ * from a GGUF import's blocks "from the GGUF's Q8_0 blocks" (all of them) or "from BF16, 3 of 16 from
+ * the GGUF's Q4_0/Q5_0/Q8_0 blocks".
  */
-export function quantizedFrom(format: string, dtype: string, blocks: BlockCount | undefined): string {
+export function quantizedFrom(dtype: string, blocks: BlockCount | undefined): string {
   const types = Object.keys(blocks?.taken ?? {}).join("/");
-  if (!blocks || !types) return `${format} from ${dtype}`;
+  if (!blocks || !types) return `from ${dtype}`;
   const taken = Object.values(blocks.taken).reduce((a, n) => a + n, 0);
   return taken === blocks.of
-    ? `${format} from the GGUF's ${types} blocks`
-    : `${format} from ${dtype}, ${taken} of ${blocks.of} from the GGUF's ${types} blocks`;
+    ? `from the GGUF's ${types} blocks`
+    : `from ${dtype}, ${taken} of ${blocks.of} from the GGUF's ${types} blocks`;
 }
 
 /**

@@ -315,8 +315,7 @@ export class EngineHost {
       thinkingSwitch: m.tokenizer.thinkingSwitch,
       bytesPerToken: m.weightBytesPerToken,
       releasedBytes: m.store.releasedBytes(),
-      quantizedFrom:
-        m.weightFormat === "file" ? null : quantizedFrom(m.weightFormat, c.dtype ?? "the file", m.ggufBlocks),
+      quantizedFrom: m.weightFormat === "file" ? null : quantizedFrom(c.dtype ?? "the file", m.ggufBlocks),
       contextLength: this.session!.contextLength,
       settings: this.session!.sparsity.settings,
     };

@@ -211,8 +211,8 @@ export interface ModelInfo extends ModelEstimate {
   /** File-layout FFN weights given back while HiRE's own copies serve them (Sparsifier). */
   releasedBytes: number;
   /**
-   * How the quantized weights were made, for the model line: "int8 from BF16", "int8 from the GGUF's
-   * Q8_0 blocks", ... (core/gguf/block-weights.ts quantizedFrom); null for the file's weights.
+   * Where quantized weights came from, for the model line: "from BF16", "from the GGUF's Q8_0
+   * blocks", ... (core/gguf/block-weights.ts quantizedFrom); null for the file's weights.
    */
   quantizedFrom: string | null;
   settings: SparsitySettings;

@@ -179,7 +179,7 @@ export function ModelBar() {
               </span>
               <span className="dim">
                 {" "}
-                {model.architecture} · {formatCount(model.parameters)} · {model.quantizedFrom ?? dtypeText(model)} ·{" "}
+                {model.architecture} · {formatCount(model.parameters)} · {dtypeText(model, model.quantizedFrom)} ·{" "}
                 {model.layers}L ×{" "}
                 {model.moe
                   ? `${model.moe.experts} experts of ${model.moe.expertNeurons} (${model.moe.perToken} a token)`
@@ -264,9 +264,9 @@ function sameLoad(e: ModelEstimate, m: ModelInfo): boolean {
   return e.path === m.path && e.weights === m.weights && e.kvCache === m.kvCache && e.contextLength === m.contextLength;
 }
 
-/** The weights' element type: the file's, or int8 / int4 copies of it. */
-function dtypeText(e: ModelEstimate): string {
-  return e.weights === "file" ? e.dtype : `${e.weights} (from ${e.dtype})`;
+/** The weights' element type: the file's, or int8 / int4 copies of it (`from`: where a loaded model's came from). */
+function dtypeText(e: ModelEstimate, from: string | null = null): string {
+  return e.weights === "file" ? e.dtype : `${e.weights} (${from ?? `from ${e.dtype}`})`;
 }
 
 function ConnectionPill() {
