@@ -1228,8 +1228,9 @@ test(
     const types = new Set(g.tensors.filter((x) => x.dims.length === 2).map((x) => ggmlTypeName(x.type)));
     assert.deepEqual([...types], ["Q4_0"]);
     const imported = await importGguf(file, join(tempDir(t), "imported"));
-    const q4 = loadModel(imported.dir, { weights: "int4" });
+    const q4 = loadModel(imported.dir, { weights: "auto" }); // all Q4_0: int4
     t.after(() => q4.close());
+    assert.equal(q4.weightFormat, "int4");
     assert.equal(q4.ggufBlocks!.taken.Q4_0, q4.ggufBlocks!.of, "every matrix from the file's blocks");
     assert.equal(quantizedFrom("BF16", q4.ggufBlocks), "from the GGUF's Q4_0 blocks");
     const prompt = q4.tokenizer.encode(

@@ -58,7 +58,7 @@ export type Request =
       kvCache?: KvDtype;
       /**
        * "int8" / "int4": the linear layers as int8 / int4 copies (a half / a quarter of bf16's memory;
-       * CPU backend only); "auto" (the default): int8 for an import of a quantized GGUF file, else "file".
+       * CPU backend only); "auto" (the default): int8 for an import of a quantized GGUF file (int4 for an all-Q4_0 one), else "file".
        */
       weights?: WeightChoice;
     }

@@ -117,7 +117,7 @@ export interface LoadOptions {
   weights?: WeightChoice;
 }
 
-/** The format a load of `dir` uses for `choice`: "auto" is int8 for an import of a quantized GGUF file, else "file". */
+/** The format a load of `dir` uses for `choice`: "auto" is int8 for an import of a quantized GGUF file (int4 for an all-Q4_0 one), else "file" (autoWeightFormat). */
 export function resolveWeights(choice: WeightChoice, dir: string): WeightFormat {
   return choice === "auto" ? autoWeightFormat(importRecord(dir)?.sourceTypes) : choice;
 }

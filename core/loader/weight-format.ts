@@ -14,10 +14,11 @@ export const isWeightFormat = (x: unknown): x is WeightFormat => (WEIGHT_FORMATS
 
 /**
  * What a load asks for: a format, or "auto" (the default of the CLI, the host and the app), which
- * keeps a model imported from a quantized GGUF file as int8 and any other model as its file stores
- * it. An import holds the GGUF's 2-8 bit values as bf16, about three times the file; int8 in groups
- * of 32 keeps them within a rounding of under 1/250 of each group's largest value (far below a 4-8
- * bit step) at half of bf16's memory, and decodes faster.
+ * keeps a model imported from a quantized GGUF file as int8 (int4 when every quantized matrix of the
+ * file is Q4_0, which int4 holds exactly) and any other model as its file stores it. An import holds
+ * the GGUF's 2-8 bit values as bf16, about three times the file; int8 in groups of 32 keeps them
+ * within a rounding of under 1/250 of each group's largest value (far below a 2-8 bit step; Q8_0,
+ * Q4_0 and Q5_0 exactly, see core/gguf/block-weights.ts) at half of bf16's memory, and decodes faster.
  */
 export type WeightChoice = WeightFormat | "auto";
 export const WEIGHT_CHOICES: readonly WeightChoice[] = ["auto", ...WEIGHT_FORMATS];
@@ -25,11 +26,12 @@ export const isWeightChoice = (x: unknown): x is WeightChoice => (WEIGHT_CHOICES
 
 /**
  * The format "auto" picks from the ggml types a model's GGUF source stored (gguf-import.json's
- * sourceTypes, e.g. {Q4_K: 97, Q6_K: 17, F32: 65}; undefined for a model that is no import): int8
- * when any is quantized, else "file".
+ * sourceTypes, e.g. {Q4_K: 97, Q6_K: 17, F32: 65}; undefined for a model that is no import): "file"
+ * when none is quantized, int4 when all the quantized ones are Q4_0, else int8.
  */
 export function autoWeightFormat(sourceTypes: Readonly<Record<string, number>> | undefined): WeightFormat {
-  return Object.keys(sourceTypes ?? {}).some((t) => !/^B?F\d+$/.test(t)) ? "int8" : "file";
+  const quantized = Object.keys(sourceTypes ?? {}).filter((t) => !/^B?F\d+$/.test(t));
+  return quantized.length === 0 ? "file" : quantized.every((t) => t === "Q4_0") ? "int4" : "int8";
 }
 
 /** A quantized weight format and its bits per code. */
