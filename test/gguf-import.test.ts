@@ -26,7 +26,14 @@ import { loadModel, resolveWeights, type LoadedModel } from "../core/loader/mode
 import { ModelError } from "../core/loader/errors.js";
 import { makeModel } from "../core/modelgen/make-model.js";
 import { exportGguf, permuteRotary, qkvBlocks } from "../core/gguf/export.js";
-import { headGroups, importGguf, readGguf, unpermuteRotary, unpermutedRowOrder } from "../core/gguf/import.js";
+import {
+  headGroups,
+  importGguf,
+  importRecord,
+  readGguf,
+  unpermuteRotary,
+  unpermutedRowOrder,
+} from "../core/gguf/import.js";
 import type { Weight } from "../core/loader/safetensors.js";
 import { modelFolderFor } from "../core/loader/model-source.js";
 import { GgmlTypeId, dequantize, ggmlTypeName } from "../core/gguf/quants.js";
@@ -858,8 +865,8 @@ test('weights "auto": an import of a quantized GGUF loads as int8, a float one a
   t.after(() => f.close());
   assert.equal(f.weightFormat, "file");
   assert.equal(f.weights.layers[0].down!.w.dtype, "BF16");
-  assert.equal(resolveWeights("auto", source.dir), "file", "a folder that is no import");
-  assert.equal(resolveWeights("int4", quantized.dir), "int4", "a format asked for is kept");
+  assert.equal(resolveWeights("auto", importRecord(source.dir)), "file", "a folder that is no import");
+  assert.equal(resolveWeights("int4", importRecord(quantized.dir)), "int4", "a format asked for is kept");
   // The CLI's default is "auto"; the file's bf16 is one --weights away.
   const cli = (extra: string[]) =>
     hire([

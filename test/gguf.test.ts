@@ -1148,16 +1148,46 @@ test(
   },
 );
 
+/**
+ * A tiny f32 Llama exported as `dtype`, the file read back, and its import loaded with weights "auto":
+ * every matrix must come from the file's blocks.
+ */
+async function blockExport(t: Parameters<typeof tempDir>[0], dtype: "q8_0" | "q4_0", format: "int8" | "int4") {
+  const model = loadModel(await tinyModel(t, "llama", "f32"));
+  t.after(() => model.close());
+  const file = join(tempDir(t), `m-${dtype}.gguf`);
+  assert.equal((await exportGguf(model, file, { dtype })).dtype, dtype);
+  const g = await readGguf(file);
+  const imported = await importGguf(file, join(tempDir(t), "imported"));
+  const loaded = loadModel(imported.dir, { weights: "auto" });
+  t.after(() => loaded.close());
+  const type = dtype.toUpperCase();
+  assert.equal(loaded.weightFormat, format);
+  assert.equal(loaded.ggufBlocks!.taken[type], loaded.ggufBlocks!.of, "every matrix from the file's blocks");
+  assert.equal(quantizedFrom("BF16", loaded.ggufBlocks), `from the GGUF's ${type} blocks`);
+  return { model, file, g, loaded };
+}
+
+/**
+ * llama.cpp running `file` and our engine running `loaded` (its import), teacher-forced on our 16
+ * greedy steps. Both multiply the same weights; decoding, both quantize the activations to int8 per
+ * 32 (our prefill keeps them f32, llama.cpp's does not). Measured on this tiny Llama: within 0.006 for
+ * Q8_0 (0.003 fails) and Q4_0 (0.004 fails).
+ */
+async function compareWithLlamaCpp(what: string, loaded: LoadedModel, file: string): Promise<void> {
+  const prompt = loaded.tokenizer.encode(
+    "The quick brown fox jumps over the lazy dog, and then the fox ran into the forest",
+  );
+  const ours = await ourGreedy(loaded, prompt, 16);
+  const llama = (llamaCpp as { llama: NlcLlama }).llama;
+  compareSteps(what, ours.steps, await llamaCppSteps(llama, file, prompt, ours.ids), 0.01);
+}
+
 test(
   "Q8_0 export: llama.cpp decodes the file as our engine decodes its import, whose int8 weights are the file's blocks (q/k too)",
   { skip: noLlama },
   async (t) => {
-    const dir = await tinyModel(t, "llama", "f32");
-    const model = loadModel(dir);
-    t.after(() => model.close());
-    const file = join(tempDir(t), "m-q8_0.gguf");
-    assert.equal((await exportGguf(model, file, { dtype: "q8_0" })).dtype, "q8_0");
-    const g = await readGguf(file);
+    const { model, file, g, loaded: q8 } = await blockExport(t, "q8_0", "int8");
     const type = (name: string) => ggmlTypeName(g.tensors.find((x) => x.name === name)!.type);
     assert.deepEqual(
       ["token_embd.weight", "blk.0.attn_q.weight", "blk.1.ffn_down.weight", "blk.0.attn_norm.weight"].map(type),
@@ -1179,17 +1209,9 @@ test(
       const bound = step / 2 + (127 * step) / 2048;
       assert.ok(Math.abs(d.values[i] - f32[i]) <= bound, `value ${i}: ${d.values[i]} vs ${f32[i]}, step ${step}`);
     }
-
-    const imported = await importGguf(file, join(tempDir(t), "imported"));
-    const q8 = loadModel(imported.dir, { weights: "auto" });
-    t.after(() => q8.close());
-    assert.equal(q8.weightFormat, "int8");
-    assert.equal(q8.ggufBlocks!.taken.Q8_0, q8.ggufBlocks!.of, "every matrix from the file's blocks");
-    assert.equal(quantizedFrom("BF16", q8.ggufBlocks), "from the GGUF's Q8_0 blocks");
     // q's rows are the file's blocks, back in rotate-half order (the import's unpermute).
     const c = q8.config;
-    const qkv = q8.weights.layers[0].qkv as { q: { w: Weight } };
-    const q = qkv.q.w;
+    const q = (q8.weights.layers[0].qkv as { q: { w: Weight } }).q.w;
     const got = new Float32Array(q.rows * q.cols);
     native().embed(
       got,
@@ -1204,14 +1226,7 @@ test(
         want.subarray(order[r] * q.cols, (order[r] + 1) * q.cols),
       );
     }
-    const prompt = q8.tokenizer.encode(
-      "The quick brown fox jumps over the lazy dog, and then the fox ran into the forest",
-    );
-    const ours = await ourGreedy(q8, prompt, 16);
-    const llama = (llamaCpp as { llama: NlcLlama }).llama;
-    // Both multiply the same int8 weights; decoding, both quantize the activations to int8 per 32 (our
-    // prefill keeps them f32, llama.cpp's does not). Measured: within 0.006 over these 16 steps (0.003 fails).
-    compareSteps("Q8_0", ours.steps, await llamaCppSteps(llama, file, prompt, ours.ids), 0.01);
+    await compareWithLlamaCpp("Q8_0", q8, file);
   },
 );
 
@@ -1219,27 +1234,10 @@ test(
   "Q4_0 export: llama.cpp decodes the file as our engine decodes its import with int4 weights, all of them the file's blocks",
   { skip: noLlama },
   async (t) => {
-    const dir = await tinyModel(t, "llama", "f32");
-    const model = loadModel(dir);
-    t.after(() => model.close());
-    const file = join(tempDir(t), "m-q4_0.gguf");
-    assert.equal((await exportGguf(model, file, { dtype: "q4_0" })).dtype, "q4_0");
-    const g = await readGguf(file);
+    const { file, g, loaded: q4 } = await blockExport(t, "q4_0", "int4"); // all Q4_0: "auto" is int4
     const types = new Set(g.tensors.filter((x) => x.dims.length === 2).map((x) => ggmlTypeName(x.type)));
     assert.deepEqual([...types], ["Q4_0"]);
-    const imported = await importGguf(file, join(tempDir(t), "imported"));
-    const q4 = loadModel(imported.dir, { weights: "auto" }); // all Q4_0: int4
-    t.after(() => q4.close());
-    assert.equal(q4.weightFormat, "int4");
-    assert.equal(q4.ggufBlocks!.taken.Q4_0, q4.ggufBlocks!.of, "every matrix from the file's blocks");
-    assert.equal(quantizedFrom("BF16", q4.ggufBlocks), "from the GGUF's Q4_0 blocks");
-    const prompt = q4.tokenizer.encode(
-      "The quick brown fox jumps over the lazy dog, and then the fox ran into the forest",
-    );
-    const ours = await ourGreedy(q4, prompt, 16);
-    const llama = (llamaCpp as { llama: NlcLlama }).llama;
-    // As for Q8_0 (above): within 0.006 over these 16 steps (0.004 fails).
-    compareSteps("Q4_0", ours.steps, await llamaCppSteps(llama, file, prompt, ours.ids), 0.01);
+    await compareWithLlamaCpp("Q4_0", q4, file);
   },
 );
 

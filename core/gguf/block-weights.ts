@@ -5,13 +5,12 @@
 // quantized weights takes those matrices from the file itself (native quantizeGguf) and multiplies
 // exactly the values llama.cpp does. The import records which matrices qualify (BlockTensor in
 // gguf-import.json); every other matrix is quantized from the import's bf16 as before.
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { native, type NativeWeight } from "../native/addon.js";
 import type { Weight, WeightStore } from "../loader/safetensors.js";
-import { isObject } from "../loader/json.js";
 import { ModelError } from "../loader/errors.js";
-import { IMPORT_RECORD, unpermutedRowOrder, type BlockTensor } from "./import.js";
+import { IMPORT_RECORD, unpermutedRowOrder, type ImportRecord } from "./import.js";
 import { GgmlTypeId, ggmlTypeName } from "./quants.js";
 
 /** Of the `of` matrices a load quantized, those taken from the GGUF's blocks, by ggml type ({Q8_0: 113}). */
@@ -41,14 +40,19 @@ export function quantizedFrom(dtype: string, blocks: BlockCount | undefined): st
 }
 
 /**
- * For a folder imported from a GGUF file that is still there unchanged (size and modification time
- * as recorded at import): the copies its recorded block matrices can have. undefined for any other
- * folder (no import, an import from before the record named blocks, the file moved or changed), whose
- * matrices are all quantized from the import.
+ * For a folder imported from a GGUF file (`record`, its IMPORT_RECORD) that is still there unchanged
+ * (size and modification time as recorded at import): the copies its recorded block matrices can
+ * have. undefined for any other folder (no import, an import from before the record named blocks,
+ * the file moved or changed), whose matrices are all quantized from the import.
  */
-export function ggufBlockCopies(dir: string, store: WeightStore): BlockCopies | undefined {
-  const record = readRecord(dir);
-  if (!record) return undefined;
+export function ggufBlockCopies(
+  dir: string,
+  record: ImportRecord | undefined,
+  store: WeightStore,
+): BlockCopies | undefined {
+  if (!record || !existsSync(record.file)) return undefined;
+  const st = statSync(record.file);
+  if (st.size !== record.size || st.mtimeMs !== record.mtimeMs) return undefined;
   const n = native();
   const count: BlockCount = { taken: {}, of: 0 };
   const copy = (w: Weight, bits: 4 | 8): NativeWeight | undefined => {
@@ -75,31 +79,4 @@ export function ggufBlockCopies(dir: string, store: WeightStore): BlockCopies | 
     return q;
   };
   return Object.assign(copy, { count });
-}
-
-function readRecord(dir: string): { file: string; blocks: Record<string, BlockTensor> } | undefined {
-  const path = join(dir, IMPORT_RECORD);
-  if (!existsSync(path)) return undefined;
-  let r: unknown;
-  try {
-    r = JSON.parse(readFileSync(path, "utf8"));
-  } catch {
-    return undefined;
-  }
-  if (!isObject(r) || typeof r.source !== "string" || !isObject(r.blocks) || !existsSync(r.source)) return undefined;
-  const st = statSync(r.source);
-  if (st.size !== r.size || st.mtimeMs !== r.mtimeMs) return undefined;
-  const blocks: Record<string, BlockTensor> = {};
-  for (const [name, b] of Object.entries(r.blocks)) if (isBlockTensor(b)) blocks[name] = b;
-  return { file: r.source, blocks };
-}
-
-const isCount = (x: unknown): x is number => Number.isSafeInteger(x) && (x as number) > 0;
-
-function isBlockTensor(b: unknown): b is BlockTensor {
-  if (!isObject(b) || !isCount(b.rows) || !isCount(b.cols) || !Number.isSafeInteger(b.offset)) return false;
-  if (b.type !== GgmlTypeId.Q8_0 && b.type !== GgmlTypeId.Q4_0 && b.type !== GgmlTypeId.Q5_0) return false;
-  if (b.unpermute === undefined) return true;
-  const u = b.unpermute;
-  return isObject(u) && isCount(u.heads) && isCount(u.headDim) && u.headDim % 2 === 0 && u.heads * u.headDim === b.rows;
 }

@@ -987,21 +987,44 @@ export async function importGguf(
  * The GGUF file a model folder was imported from (its IMPORT_RECORD), when the folder is an import
  * and the file is still there: the llama.cpp peer runs that file as it is, quantized.
  */
-export function importSource(dir: string): { file: string; sourceTypes: Record<string, number> } | undefined {
+export function importSource(dir: string): ImportRecord | undefined {
   const r = importRecord(dir);
   return r && existsSync(r.file) ? r : undefined;
 }
 
-/** A model folder's IMPORT_RECORD (the GGUF file it came from, which may be gone since), or undefined for a folder that is no import. */
-export function importRecord(dir: string): { file: string; sourceTypes: Record<string, number> } | undefined {
+/**
+ * What an imported folder's IMPORT_RECORD says: the GGUF file it came from (which may be gone since),
+ * how many tensors of each ggml type it stored, the file's size and modification time at import, and
+ * the matrices int8 / int4 weights can take from its blocks (entries that do not check out left
+ * out; none in imports from before IMPORT_VERSION 4).
+ */
+export interface ImportRecord {
+  file: string;
+  sourceTypes: Record<string, number>;
+  size?: number;
+  mtimeMs?: number;
+  blocks: Record<string, BlockTensor>;
+}
+
+/** A model folder's IMPORT_RECORD, or undefined for a folder that is no import. */
+export function importRecord(dir: string): ImportRecord | undefined {
   const record = join(dir, IMPORT_RECORD);
   if (!existsSync(record)) return undefined;
   try {
-    const r = JSON.parse(readFileSync(record, "utf8")) as { source?: unknown; sourceTypes?: unknown };
-    if (typeof r.source !== "string") return undefined;
+    const r: unknown = JSON.parse(readFileSync(record, "utf8"));
+    if (!isObject(r) || typeof r.source !== "string") return undefined;
     const types = isObject(r.sourceTypes) ? r.sourceTypes : {};
     const sourceTypes = Object.fromEntries(Object.entries(types).filter(([, n]) => typeof n === "number"));
-    return { file: r.source, sourceTypes: sourceTypes as Record<string, number> };
+    const blocks = Object.fromEntries(
+      Object.entries(isObject(r.blocks) ? r.blocks : {}).filter(([, b]) => isBlockTensor(b)),
+    );
+    return {
+      file: r.source,
+      sourceTypes: sourceTypes as Record<string, number>,
+      ...(typeof r.size === "number" && { size: r.size }),
+      ...(typeof r.mtimeMs === "number" && { mtimeMs: r.mtimeMs }),
+      blocks: blocks as Record<string, BlockTensor>,
+    };
   } catch {
     return undefined;
   }
@@ -1028,6 +1051,16 @@ export interface BlockTensor {
   rows: number;
   cols: number;
   unpermute?: { heads: number; headDim: number };
+}
+
+const isCount = (x: unknown): x is number => Number.isSafeInteger(x) && (x as number) > 0;
+
+function isBlockTensor(b: unknown): b is BlockTensor {
+  if (!isObject(b) || !isCount(b.rows) || !isCount(b.cols) || !Number.isSafeInteger(b.offset)) return false;
+  if (!EXACT_BLOCK_TYPES.has(b.type as GgmlTypeId)) return false;
+  if (b.unpermute === undefined) return true;
+  const u = b.unpermute;
+  return isObject(u) && isCount(u.heads) && isCount(u.headDim) && u.headDim % 2 === 0 && u.heads * u.headDim === b.rows;
 }
 
 /** The folder's tensors (by Hugging Face name) that int8 / int4 weights can take from the GGUF blocks. */

@@ -11,14 +11,13 @@ import type { Backend, KvDtype } from "../backend/backend.js";
 import { CudaBackend, cudaDevices } from "../backend/cuda.js";
 import { ChatTemplateError, ContextOverflowError, ModelError, UsageError } from "../loader/errors.js";
 import { defaultModelDir } from "../loader/default-model.js";
-import { planImport, readGguf } from "../gguf/import.js";
+import { importRecord, planImport, readGguf } from "../gguf/import.js";
 import { ggufFileFor, modelFolderFor } from "../loader/model-source.js";
 import { ARCHITECTURES } from "../arch/index.js";
 import { findModelFolder, hubCacheDir, listCachedModels, modelName } from "../loader/hf-cache.js";
 import { loadModel, readModelConfig, resolveWeights, type LoadedModel } from "../loader/model-folder.js";
 import { quantizedFrom } from "../gguf/block-weights.js";
 import {
-  autoWeightFormat,
   QUANT_GROUP,
   quantBytes,
   type QuantFormat,
@@ -111,8 +110,6 @@ export class EngineHost {
   /** What the loaded model was asked for by (ModelInfo.source). */
   private source = "";
   private session: Session | null = null;
-  /** How the loaded model keeps its matrices (ModelInfo.weights). */
-  private weights: WeightFormat = "file";
   private running: Running | null = null;
   /** An A/B lane is running with its own settings (restored when it ends). */
   private overriding = false;
@@ -278,7 +275,6 @@ export class EngineHost {
     this.model?.close();
     this.model = model;
     this.session = session;
-    this.weights = model.weightFormat;
     emit(1);
     // A repo id stays a repo id in the list, so that it finds main's snapshot next time; a GGUF file
     // stays the file (its import lives in the cache).
@@ -293,7 +289,7 @@ export class EngineHost {
     const m = this.model!;
     const c = m.config;
     const s = this.session!;
-    const sizes = estimate(m.dir, c, m.store.tensors.values(), s.contextLength, s.kvCache, this.weights);
+    const sizes = estimate(m.dir, c, m.store.tensors.values(), s.contextLength, s.kvCache, m.weightFormat);
     return {
       ...sizes,
       name: modelName(m.dir),
@@ -557,12 +553,18 @@ export async function estimateModel(
       const byteLength = entry.shape.reduce((a, d) => a * d, 1) * DTYPE_BYTES[entry.dtype];
       return { name: entry.name, file: gguf, dtype: entry.dtype, shape: entry.shape, offset: 0, byteLength };
     });
-    const format = weights === "auto" ? autoWeightFormat(plan.sourceTypes) : weights;
-    return estimate(gguf, config, tensors, contextLength, kvCache, format);
+    return estimate(gguf, config, tensors, contextLength, kvCache, resolveWeights(weights, plan));
   }
   if (!existsSync(dir)) throw new ModelError("NOT_FOUND", dir, "no such folder");
   const tensors = weightFiles(dir).flatMap((f) => [...readSafetensorsHeader(f).tensors.values()]);
-  return estimate(dir, readModelConfig(dir), tensors, contextLength, kvCache, resolveWeights(weights, dir));
+  return estimate(
+    dir,
+    readModelConfig(dir),
+    tensors,
+    contextLength,
+    kvCache,
+    resolveWeights(weights, importRecord(dir)),
+  );
 }
 
 /**

@@ -11,7 +11,7 @@ import { findModelFolder } from "./hf-cache.js";
 import { isObject, readJsonFile } from "./json.js";
 import { WeightStore } from "./safetensors.js";
 import { autoWeightFormat, quantizedWeights, type WeightChoice, type WeightFormat } from "./weight-format.js";
-import { importRecord } from "../gguf/import.js";
+import { importRecord, type ImportRecord } from "../gguf/import.js";
 import { ggufBlockCopies, type BlockCount } from "../gguf/block-weights.js";
 import { ModelTokenizer } from "./tokenizer.js";
 
@@ -117,9 +117,17 @@ export interface LoadOptions {
   weights?: WeightChoice;
 }
 
-/** The format a load of `dir` uses for `choice`: "auto" is int8 for an import of a quantized GGUF file (int4 for an all-Q4_0 one), else "file" (autoWeightFormat). */
-export function resolveWeights(choice: WeightChoice, dir: string): WeightFormat {
-  return choice === "auto" ? autoWeightFormat(importRecord(dir)?.sourceTypes) : choice;
+/**
+ * The format a load uses for `choice`, `record` being the folder's import record (importRecord, or
+ * the plan of an import still to come):
+ * "auto" is int8 for an import of a quantized GGUF file (int4 for an all-Q4_0 one), else "file"
+ * (autoWeightFormat).
+ */
+export function resolveWeights(
+  choice: WeightChoice,
+  record: Pick<ImportRecord, "sourceTypes"> | undefined,
+): WeightFormat {
+  return choice === "auto" ? autoWeightFormat(record?.sourceTypes) : choice;
 }
 
 /** `folder`: a model folder, or a repo id ("org/name[@revision]") already in the Hugging Face cache. */
@@ -130,12 +138,13 @@ export function loadModel(folder: string, options: LoadOptions = {}): LoadedMode
   // Quantized weights read each file matrix once, to quantize it: mapping the files (unless told)
   // keeps a load's peak memory near the copies' instead of the whole file read in first (1B shape,
   // int8: max RSS 1.86 GB mapped against 2.50 read in; 2.76 for the file's bf16).
-  const format = resolveWeights(options.weights ?? "file", dir);
+  const record = importRecord(dir);
+  const format = resolveWeights(options.weights ?? "file", record);
   const store = WeightStore.open(dir, { mmap: options.mmap ?? format !== "file" });
   try {
     store.checkDType(config.dtype, join(dir, "config.json"), ARCHITECTURES[config.architecture].f32Tensors);
     const bound = ARCHITECTURES[config.architecture].bindWeights(config, store);
-    const blocks = format === "file" ? undefined : ggufBlockCopies(dir, store);
+    const blocks = format === "file" ? undefined : ggufBlockCopies(dir, record, store);
     const weights = format === "file" ? bound : quantizedWeights(bound, format, blocks);
     const gen = readGenerationConfig(dir);
     const eosIds = new Set<number>([...config.eosTokenIds, ...gen.eosIds]);

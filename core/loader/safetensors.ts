@@ -256,13 +256,7 @@ export class WeightStore {
    * counted in releasedBytes.
    */
   sourceMapping(file: string): NativeMapping {
-    if (this.closed) throw new Error(`${this.dir}: weights were closed`);
-    let m = this.mappings.get(file);
-    if (!m) {
-      m = native().mapFile(file, false).mapping;
-      this.mappings.set(file, m);
-    }
-    return m;
+    return this.mapping(file, false);
   }
 
   /** Bytes of read-in weights given back while other layouts serve them (Backend.releaseWeight). */
@@ -279,11 +273,11 @@ export class WeightStore {
     this.mappings.clear();
   }
 
-  private mapping(file: string): NativeMapping {
+  private mapping(file: string, inMemory = this.inMemory): NativeMapping {
     if (this.closed) throw new Error(`${this.dir}: weights were closed`);
     let m = this.mappings.get(file);
     if (!m) {
-      m = native().mapFile(file, this.inMemory, this.dataStarts.get(file) ?? 0).mapping;
+      m = native().mapFile(file, inMemory, this.dataStarts.get(file) ?? 0).mapping;
       this.mappings.set(file, m);
     }
     return m;

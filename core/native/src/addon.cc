@@ -455,17 +455,14 @@ Napi::Value QuantizeGguf(const Napi::CallbackInfo& info) {
     a.fail(e.what());
   }
   const int dtype = bits == 4 ? hire::kQ4 : hire::kQ8;
-  auto src = std::make_shared<WeightHandle>(WeightHandle{mh->map, static_cast<size_t>(offset), dtype, rows, cols, false, nullptr});
-  WeightHandle recipe{nullptr, 0, dtype, rows, cols, false, nullptr, 32};
-  recipe.source = src;
-  recipe.ggml_type = static_cast<int>(type);
-  recipe.ggml_bytes = static_cast<size_t>(bytes);
-  recipe.row_order = order;
-  Napi::Value out = OwnedWeight(a, info.Env(), recipe.make_copy(mh->map->data() + offset), dtype, rows, cols, false, 32);
+  auto copy = hire::gguf_to_quant(static_cast<int>(type), mh->map->data() + offset, rows, cols, static_cast<int>(bits),
+                                  order ? order->data() : nullptr);
+  Napi::Value out = OwnedWeight(a, info.Env(), copy->mem, dtype, rows, cols, false, 32);
+  // What WeightHandle::make_copy needs to make it again once given back.
   WeightHandle* h = out.As<Napi::External<WeightHandle>>().Data();
-  h->source = src;
-  h->ggml_type = recipe.ggml_type;
-  h->ggml_bytes = recipe.ggml_bytes;
+  h->source = std::make_shared<WeightHandle>(WeightHandle{mh->map, static_cast<size_t>(offset), dtype, rows, cols, false, nullptr});
+  h->ggml_type = static_cast<int>(type);
+  h->ggml_bytes = static_cast<size_t>(bytes);
   h->row_order = order;
   return out;
 }
