@@ -24,16 +24,15 @@ import {
   mkdirSync,
   openSync,
   readFileSync,
-  readSync,
   renameSync,
   rmSync,
   statSync,
   writeFileSync,
-  writeSync,
 } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { gguf } from "@huggingface/gguf";
 import { ModelError } from "../loader/errors.js";
+import { readBytes, readFully, writeAll } from "../loader/file-io.js";
 import { isObject } from "../loader/json.js";
 import { buildHeader, convertF32, type StDType, type TensorEntry } from "../modelgen/safetensors-writer.js";
 import {
@@ -1149,29 +1148,4 @@ function transposed(x: Float32Array, rows: number, cols: number): Float32Array {
   const out = new Float32Array(x.length);
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = x[r * cols + c];
   return out;
-}
-
-function readBytes(file: string, offset: number, length: number): Uint8Array {
-  const fd = openSync(file, "r");
-  try {
-    const buf = new Uint8Array(length);
-    readFully(fd, buf, offset, file);
-    return buf;
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function readFully(fd: number, buf: Uint8Array, position: number, file: string): void {
-  let off = 0;
-  while (off < buf.byteLength) {
-    const n = readSync(fd, buf, off, buf.byteLength - off, position + off);
-    if (n === 0) throw new ModelError("TRUNCATED", file, `the file ends at ${position + off}, inside a tensor`);
-    off += n;
-  }
-}
-
-function writeAll(fd: number, buf: Uint8Array): void {
-  let off = 0;
-  while (off < buf.byteLength) off += writeSync(fd, buf, off, buf.byteLength - off);
 }

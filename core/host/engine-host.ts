@@ -13,6 +13,8 @@ import { ChatTemplateError, ContextOverflowError, ModelError, UsageError } from 
 import { defaultModelDir } from "../loader/default-model.js";
 import { importRecord, planImport, readGguf } from "../gguf/import.js";
 import { ggufFileFor, modelFolderFor } from "../loader/model-source.js";
+import { fp8SchemeOf, planFp8Import } from "../loader/fp8-import.js";
+import type { TensorEntry } from "../modelgen/safetensors-writer.js";
 import { ARCHITECTURES } from "../arch/index.js";
 import { findModelFolder, hubCacheDir, listCachedModels, modelName } from "../loader/hf-cache.js";
 import { loadModel, readModelConfig, resolveWeights, type LoadedModel } from "../loader/model-folder.js";
@@ -549,13 +551,16 @@ export async function estimateModel(
     // What the import will hold: its config, and each tensor at the folder's dtype.
     const plan = planImport(await readGguf(gguf));
     const config = ARCHITECTURES[(plan.config.architectures as string[])[0]].parseConfig(plan.config, gguf);
-    const tensors = plan.tensors.map(({ entry }): TensorInfo => {
-      const byteLength = entry.shape.reduce((a, d) => a * d, 1) * DTYPE_BYTES[entry.dtype];
-      return { name: entry.name, file: gguf, dtype: entry.dtype, shape: entry.shape, offset: 0, byteLength };
-    });
+    const tensors = plan.tensors.map(({ entry }) => plannedTensor(entry, gguf));
     return estimate(gguf, config, tensors, contextLength, kvCache, resolveWeights(weights, plan));
   }
   if (!existsSync(dir)) throw new ModelError("NOT_FOUND", dir, "no such folder");
+  if (fp8SchemeOf(dir)) {
+    // What the import will hold: the FP8 matrices at the folder's dtype, without their scales.
+    const plan = planFp8Import(dir);
+    const tensors = plan.tensors.map(({ entry }) => plannedTensor(entry, dir));
+    return estimate(dir, readModelConfig(dir), tensors, contextLength, kvCache, resolveWeights(weights, plan));
+  }
   const tensors = weightFiles(dir).flatMap((f) => [...readSafetensorsHeader(f).tensors.values()]);
   return estimate(
     dir,
@@ -565,6 +570,12 @@ export async function estimateModel(
     kvCache,
     resolveWeights(weights, importRecord(dir)),
   );
+}
+
+/** A tensor an import will write, as the estimate counts it. */
+function plannedTensor(entry: TensorEntry, file: string): TensorInfo {
+  const byteLength = entry.shape.reduce((a, d) => a * d, 1) * DTYPE_BYTES[entry.dtype];
+  return { name: entry.name, file, dtype: entry.dtype, shape: entry.shape, offset: 0, byteLength };
 }
 
 /**

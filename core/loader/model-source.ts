@@ -1,12 +1,14 @@
 // What a --model argument (or the app's model path) names, as a model folder the loader reads: a
-// folder, a repo id in the Hugging Face cache (hf-cache.ts), or a GGUF file, imported once into the
-// cache (core/gguf/import.ts) and read from there after.
+// folder, a repo id in the Hugging Face cache (hf-cache.ts), or a GGUF file or FP8 checkpoint,
+// imported once into the cache (core/gguf/import.ts, fp8-import.ts) and read from there after.
 import { existsSync, readdirSync, rmSync, statSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { IMPORT_VERSION, importGguf, importSource } from "../gguf/import.js";
 import { cacheDir, filesKey } from "../sparse/cache.js";
 import { ModelError } from "./errors.js";
-import { findModelFolder } from "./hf-cache.js";
+import { FP8_IMPORT_VERSION, fp8ImportRecord, fp8SchemeOf, importFp8 } from "./fp8-import.js";
+import { findModelFolder, repoIdOf } from "./hf-cache.js";
+import { weightFiles } from "./safetensors.js";
 
 /**
  * The GGUF file a --model argument (or the app's path) names, if any: a .gguf file, or a folder with no
@@ -29,8 +31,9 @@ export function ggufFileFor(arg: string): string | undefined {
 
 /**
  * The model folder a --model argument (or the app's path) means (`findModelFolder`: a path, or a repo
- * id in the Hugging Face cache): a GGUF file (`ggufFileFor`) is imported into the cache the first
- * time (`onImport` is told, with progress) and its folder returned; anything else is returned resolved.
+ * id in the Hugging Face cache): a GGUF file (`ggufFileFor`) or an FP8 checkpoint (`fp8SchemeOf`) is
+ * imported into the cache the first time (`onImport` is told, with progress) and its folder returned;
+ * anything else is returned resolved.
  */
 export async function modelFolderFor(
   arg: string,
@@ -38,21 +41,33 @@ export async function modelFolderFor(
 ): Promise<string> {
   const found = findModelFolder(arg); // a repo id in the Hugging Face cache, ORG/NAME/FILE.gguf included
   const file = ggufFileFor(found);
-  if (!file) return found;
-  const key = filesKey([file], { IMPORT_VERSION });
-  const dir = join(cacheDir("imports"), `${basename(file).replace(/\.gguf$/i, "")}-${key}`);
+  if (file) {
+    const dir = join(
+      cacheDir("imports"),
+      `${basename(file).replace(/\.gguf$/i, "")}-${filesKey([file], { IMPORT_VERSION })}`,
+    );
+    if (existsSync(join(dir, "config.json"))) return dir;
+    removeStaleImports((d) => importSource(d)?.file === file);
+    onImport?.(file, 0, 1);
+    await importGguf(file, dir, { onProgress: (done, total) => onImport?.(file, done, total) });
+    return dir;
+  }
+  if (!fp8SchemeOf(found)) return found;
+  // Keyed by the weight files and config.json, so that a changed checkpoint is imported again.
+  const key = filesKey([...weightFiles(found), join(found, "config.json")], { FP8_IMPORT_VERSION });
+  const dir = join(cacheDir("imports"), `${(repoIdOf(found) ?? basename(found)).replace(/\//g, "--")}-${key}`);
   if (existsSync(join(dir, "config.json"))) return dir;
-  removeStaleImports(file);
-  onImport?.(file, 0, 1);
-  await importGguf(file, dir, { onProgress: (done, total) => onImport?.(file, done, total) });
+  removeStaleImports((d) => fp8ImportRecord(d)?.source === found);
+  onImport?.(found, 0, 1);
+  await importFp8(found, dir, { onProgress: (done, total) => onImport?.(found, done, total) });
   return dir;
 }
 
-/** Earlier imports of `file` (made before it changed): they would only take disk space. */
-function removeStaleImports(file: string): void {
+/** Earlier imports of a file or folder (made before it changed): they would only take disk space. */
+function removeStaleImports(isStale: (importDir: string) => boolean): void {
   const root = cacheDir("imports");
   if (!existsSync(root)) return;
   for (const name of readdirSync(root)) {
-    if (importSource(join(root, name))?.file === file) rmSync(join(root, name), { recursive: true, force: true });
+    if (isStale(join(root, name))) rmSync(join(root, name), { recursive: true, force: true });
   }
 }

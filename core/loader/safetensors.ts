@@ -14,6 +14,9 @@ import { decodeJson, isObject, readJsonFile } from "./json.js";
 
 export type DType = "F32" | "F16" | "BF16";
 export const DTYPE_BYTES: Record<DType, number> = { F32: 4, F16: 2, BF16: 2 };
+/** What a file may store beyond the loadable dtypes: FP8 (e4m3) weights, read only by core/loader/fp8-import.ts. */
+export type StoredDType = DType | "F8_E4M3";
+const STORED_BYTES: Record<StoredDType, number> = { ...DTYPE_BYTES, F8_E4M3: 1 };
 const NATIVE_DTYPE: Record<DType, NativeDType> = {
   F32: NativeDType.F32,
   F16: NativeDType.F16,
@@ -22,26 +25,35 @@ const NATIVE_DTYPE: Record<DType, NativeDType> = {
 /** Header JSON bigger than this is not a real checkpoint (real ones are well under 10 MB). */
 export const MAX_HEADER_BYTES = 100 * 1024 * 1024;
 
-export interface TensorInfo {
+export interface TensorInfo<D extends StoredDType = DType> {
   readonly name: string;
   readonly file: string;
-  readonly dtype: DType;
+  readonly dtype: D;
   readonly shape: readonly number[];
   /** Absolute byte offset in the file. */
   readonly offset: number;
   readonly byteLength: number;
 }
 
-export interface SafetensorsHeader {
+export interface SafetensorsHeader<D extends StoredDType = DType> {
   readonly file: string;
   readonly fileSize: number;
   /** File offset of the data section (8 + header length): tensor offsets count from here. */
   readonly dataStart: number;
-  readonly tensors: Map<string, TensorInfo>;
+  readonly tensors: Map<string, TensorInfo<D>>;
 }
 
-/** Read and validate the header of one safetensors file. */
+/** Read and validate the header of one safetensors file (its tensors all of a loadable dtype). */
 export function readSafetensorsHeader(file: string): SafetensorsHeader {
+  return readHeader(file, DTYPE_BYTES);
+}
+
+/** readSafetensorsHeader for a file that may also hold FP8 tensors (an FP8 checkpoint, before its import). */
+export function readStoredHeader(file: string): SafetensorsHeader<StoredDType> {
+  return readHeader(file, STORED_BYTES);
+}
+
+function readHeader<D extends StoredDType>(file: string, accepted: Record<D, number>): SafetensorsHeader<D> {
   let fd: number;
   try {
     fd = openSync(file, "r");
@@ -75,10 +87,10 @@ export function readSafetensorsHeader(file: string): SafetensorsHeader {
     if (!isObject(json)) throw new ModelError("BAD_HEADER", file, "header is not a JSON object");
     const dataStart = 8 + n;
     const dataSize = fileSize - dataStart;
-    const tensors = new Map<string, TensorInfo>();
+    const tensors = new Map<string, TensorInfo<D>>();
     for (const [name, entry] of Object.entries(json)) {
       if (name === "__metadata__") continue;
-      tensors.set(name, parseEntry(file, name, entry, dataStart, dataSize));
+      tensors.set(name, parseEntry(file, name, entry, dataStart, dataSize, accepted));
     }
     return { file, fileSize, dataStart, tensors };
   } finally {
@@ -86,13 +98,23 @@ export function readSafetensorsHeader(file: string): SafetensorsHeader {
   }
 }
 
-function parseEntry(file: string, name: string, entry: unknown, dataStart: number, dataSize: number): TensorInfo {
+function parseEntry<D extends StoredDType>(
+  file: string,
+  name: string,
+  entry: unknown,
+  dataStart: number,
+  dataSize: number,
+  accepted: Record<D, number>,
+): TensorInfo<D> {
   const bad = (detail: string) => new ModelError("BAD_HEADER", file, detail, name);
   if (!isObject(entry)) throw bad("entry is not an object");
   const { dtype, shape, data_offsets: offsets } = entry;
   if (typeof dtype !== "string") throw bad("missing dtype");
-  if (!(dtype in DTYPE_BYTES)) {
-    throw new ModelError("UNSUPPORTED_DTYPE", file, `dtype ${dtype} is not supported (F32, F16, BF16 are)`, name);
+  if (!(dtype in accepted)) {
+    const fp8 = dtype.startsWith("F8_")
+      ? "; FP8 checkpoints name their scheme in config.json's quantization_config"
+      : "";
+    throw new ModelError("UNSUPPORTED_DTYPE", file, `dtype ${dtype} is not supported (F32, F16, BF16 are)${fp8}`, name);
   }
   if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
     throw bad("shape is not a list of non-negative integers");
@@ -102,7 +124,7 @@ function parseEntry(file: string, name: string, entry: unknown, dataStart: numbe
   }
   const [begin, end] = offsets as [number, number];
   const dims = shape as number[];
-  const byteLength = dims.reduce((a, d) => a * d, 1) * DTYPE_BYTES[dtype as DType];
+  const byteLength = dims.reduce((a, d) => a * d, 1) * accepted[dtype as D];
   if (end < begin || end - begin !== byteLength) {
     throw bad(
       `data_offsets [${begin}, ${end}] hold ${end - begin} bytes but ${dtype}${JSON.stringify(dims)} needs ${byteLength}`,
@@ -117,7 +139,7 @@ function parseEntry(file: string, name: string, entry: unknown, dataStart: numbe
       name,
     );
   }
-  return { name, file, dtype: dtype as DType, shape: dims, offset: dataStart + begin, byteLength };
+  return { name, file, dtype: dtype as D, shape: dims, offset: dataStart + begin, byteLength };
 }
 
 /** A tensor ready for the backend: its description plus a native view into the mapped file. */
