@@ -4,8 +4,9 @@
 // llm-compressor's FP8-dynamic checkpoints ship) and fbgemm_fp8 (an f32 weight_scale per row).
 // The e4m3 encoder and the reference decoder here are written from the format's definition, apart
 // from the importer's table (core/loader/fp8-import.ts), so that the tests check one against the other.
-import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { closeSync, copyFileSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { readBytes, writeAll } from "../core/loader/file-io.js";
 import { readSafetensorsHeader, weightFiles } from "../core/loader/safetensors.js";
 import { bf16ToF32, f16ToF32 } from "../core/modelgen/safetensors-writer.js";
 
@@ -70,7 +71,6 @@ export function writeFp8Checkpoint(src: string, out: string, opts: Fp8Options): 
   mkdirSync(out, { recursive: true });
   const [file] = weightFiles(src);
   const header = readSafetensorsHeader(file);
-  const bytes = readFileSync(file);
   const json: Record<string, unknown> = {};
   const parts: Buffer[] = [];
   let offset = 0;
@@ -81,7 +81,7 @@ export function writeFp8Checkpoint(src: string, out: string, opts: Fp8Options): 
   };
   const matrices = new Map<string, Fp8Matrix>();
   for (const t of header.tensors.values()) {
-    const raw = bytes.subarray(t.offset, t.offset + t.byteLength);
+    const raw = readBytes(file, t.offset, t.byteLength);
     if (t.shape.length !== 2 || !LINEAR.test(t.name)) {
       put(t.name, t.dtype, [...t.shape], raw);
       continue;
@@ -115,7 +115,12 @@ export function writeFp8Checkpoint(src: string, out: string, opts: Fp8Options): 
   const text = Buffer.from(JSON.stringify({ ...json, __metadata__: { format: "pt" } }));
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(text.length));
-  writeFileSync(join(out, "model.safetensors"), Buffer.concat([len, text, ...parts]));
+  const fd = openSync(join(out, "model.safetensors"), "w");
+  try {
+    for (const b of [len, text, ...parts]) writeAll(fd, b);
+  } finally {
+    closeSync(fd);
+  }
 
   const config = JSON.parse(readFileSync(join(src, "config.json"), "utf8"));
   config.quantization_config = quantizationConfig(opts);
