@@ -272,29 +272,29 @@ badCase(
   "UNSUPPORTED_ARCHITECTURE",
   "config.json",
 );
-// A GPTQ checkpoint as transformers saves one: quantization_config in config.json, packed int32
-// tensors (here one I32 tensor stands in for the qweight/qzeros words). The config names the cause
-// before any tensor is read.
-const gptq = (dir: string) => {
+// A bitsandbytes checkpoint as transformers saves one: quantization_config in config.json, packed
+// tensors (here one U8 tensor stands in for the nf4 codes). The config names the cause before any
+// tensor is read. (FP8, GPTQ and AWQ checkpoints are imported: test/quantized-import.test.ts.)
+const bitsandbytes = (dir: string) => {
   const config = JSON.parse(readFileSync(join(dir, "config.json"), "utf8"));
-  config.quantization_config = { quant_method: "gptq", bits: 4, group_size: 128, desc_act: false };
+  config.quantization_config = { quant_method: "bitsandbytes", load_in_4bit: true, bnb_4bit_quant_type: "nf4" };
   writeFileSync(join(dir, "config.json"), JSON.stringify(config));
   const file = join(dir, ST);
   const h = readHeader(file);
   const e = h.json["model.norm.weight"] as { shape: number[]; data_offsets: [number, number] };
-  h.json["model.norm.weight"] = { ...e, dtype: "I32", shape: [(e.data_offsets[1] - e.data_offsets[0]) / 4] };
+  h.json["model.norm.weight"] = { ...e, dtype: "U8", shape: [e.data_offsets[1] - e.data_offsets[0]] };
   writeSafetensors(file, h.json, readFileSync(file).subarray(8 + h.length));
 };
-badCase("a GPTQ checkpoint", gptq, "UNSUPPORTED_QUANTIZATION", "config.json");
+badCase("a bitsandbytes checkpoint", bitsandbytes, "UNSUPPORTED_QUANTIZATION", "config.json");
 test("bad input: a quantized checkpoint's error names its method and the ways to load the model", async (t) => {
   const dir = join(tempDir(t), "m");
   await makeModel({ arch: "llama", dtype: "bf16", seed: 1, out: dir });
-  gptq(dir);
+  bitsandbytes(dir);
   assert.throws(
     () => loadModel(dir),
     (e: unknown) =>
       e instanceof ModelError &&
-      /quant_method "gptq" 4-bit/.test(e.message) &&
+      /quant_method "bitsandbytes"/.test(e.message) &&
       /unquantized model/.test(e.message) &&
       /GGUF/.test(e.message),
   );

@@ -13,7 +13,7 @@ import { ChatTemplateError, ContextOverflowError, ModelError, UsageError } from 
 import { defaultModelDir } from "../loader/default-model.js";
 import { importRecord, planImport, readGguf } from "../gguf/import.js";
 import { ggufFileFor, modelFolderFor } from "../loader/model-source.js";
-import { fp8SchemeOf, planFp8Import } from "../loader/fp8-import.js";
+import { quantSchemeOf, planQuantizedImport } from "../loader/quantized-import.js";
 import type { TensorEntry } from "../modelgen/safetensors-writer.js";
 import { ARCHITECTURES } from "../arch/index.js";
 import { findModelFolder, hubCacheDir, listCachedModels, modelName } from "../loader/hf-cache.js";
@@ -555,9 +555,9 @@ export async function estimateModel(
     return estimate(gguf, config, tensors, contextLength, kvCache, resolveWeights(weights, plan));
   }
   if (!existsSync(dir)) throw new ModelError("NOT_FOUND", dir, "no such folder");
-  if (fp8SchemeOf(dir)) {
-    // What the import will hold: the FP8 matrices at the folder's dtype, without their scales.
-    const plan = planFp8Import(dir);
+  if (quantSchemeOf(dir)) {
+    // What the import will hold: the quantized matrices at the folder's dtype, without their scales.
+    const plan = planQuantizedImport(dir);
     const tensors = plan.tensors.map(({ entry }) => plannedTensor(entry, dir));
     return estimate(dir, readModelConfig(dir), tensors, contextLength, kvCache, resolveWeights(weights, plan));
   }

@@ -9,7 +9,7 @@ import { existsSync, lstatSync, readdirSync, readFileSync, statSync } from "node
 import { homedir } from "node:os";
 import { basename, dirname, join, resolve, sep } from "node:path";
 import { ModelError, type ModelErrorCode } from "./errors.js";
-import { fp8ImportRecord, planFp8Import, fp8SchemeOf } from "./fp8-import.js";
+import { quantizedImportRecord, planQuantizedImport, quantSchemeOf } from "./quantized-import.js";
 import { readModelConfig } from "./model-folder.js";
 import { weightFiles } from "./safetensors.js";
 import { importSource, planImport, readGguf } from "../gguf/import.js";
@@ -78,7 +78,7 @@ export function repoIdOf(dir: string): string | null {
 
 /**
  * A loaded model's display name: its repo id when it came from the cache, the GGUF file's name for an
- * import (ORG/NAME/FILE.gguf when the file is in the cache), the checkpoint's for an FP8 import, else
+ * import (ORG/NAME/FILE.gguf when the file is in the cache), the checkpoint's for a quantized checkpoint's import, else
  * the folder's name.
  */
 export function modelName(dir: string): string {
@@ -87,8 +87,8 @@ export function modelName(dir: string): string {
     const repo = repoIdOf(dirname(gguf));
     return repo ? `${repo}/${basename(gguf)}` : basename(gguf);
   }
-  const fp8 = fp8ImportRecord(dir)?.source;
-  if (fp8) return repoIdOf(fp8) ?? basename(fp8);
+  const checkpoint = quantizedImportRecord(dir)?.source;
+  if (checkpoint) return repoIdOf(checkpoint) ?? basename(checkpoint);
   return repoIdOf(dir) ?? basename(dir);
 }
 
@@ -157,7 +157,7 @@ function inspectSnapshot(repo: string, path: string): Promise<CachedModel> {
     }
     model.architecture = readModelConfig(path).architecture;
     for (const f of weightFiles(path)) model.weightBytes += statSync(f).size;
-    if (fp8SchemeOf(path)) planFp8Import(path); // an FP8 checkpoint: as far as its import can be planned
+    if (quantSchemeOf(path)) planQuantizedImport(path); // a quantized checkpoint: as far as its import can be planned
     const tok = join(path, "tokenizer.json");
     if (!existsSync(tok)) throw new ModelError("NOT_FOUND", tok, "tokenizer.json is missing");
   });

@@ -7,7 +7,7 @@ import { ARCHITECTURES, type ModelConfig, type ModelWeights } from "../arch/inde
 import { attentionBytes, layerFfnBytes } from "../arch/config.js";
 import { GREEDY, validateSampling } from "../engine/sampler.js";
 import { ModelError } from "./errors.js";
-import { fp8ImportRecord, fp8Scheme, fp8SchemeOf } from "./fp8-import.js";
+import { quantizedImportRecord, quantScheme, quantSchemeOf } from "./quantized-import.js";
 import { findModelFolder } from "./hf-cache.js";
 import { isObject, readJsonFile } from "./json.js";
 import { WeightStore } from "./safetensors.js";
@@ -93,12 +93,12 @@ export function readModelConfig(dir: string): ModelConfig {
 /**
  * A checkpoint whose config.json carries a `quantization_config` stores packed tensors (GPTQ's and
  * AWQ's int32 words with zero points, bitsandbytes' codes) that only its own kernels read; without
- * this check the first such tensor would fail as a bare "dtype I32 is not supported". FP8 ones are
- * read through an import (fp8-import.ts); every other quant_method transformers knows packs its
+ * this check the first such tensor would fail as a bare "dtype I32 is not supported". FP8, GPTQ and
+ * AWQ ones are read through an import (quantized-import.ts); every other quant_method packs its
  * weights, so any of them is refused.
  */
 function checkNotQuantized(q: unknown, file: string): void {
-  if (q === undefined || q === null || fp8Scheme(q, file)) return;
+  if (q === undefined || q === null || quantScheme(q, file)) return;
   const method = isObject(q) && typeof q.quant_method === "string" ? q.quant_method : "unknown";
   const bits = isObject(q) && typeof q.bits === "number" ? ` ${q.bits}-bit` : "";
   throw new ModelError(
@@ -121,8 +121,8 @@ export interface LoadOptions {
 
 /**
  * The format a load uses for `choice`, `record` being the folder's import record (importRecord or
- * fp8ImportRecord, or the plan of an import still to come):
- * "auto" is int8 for an import of a quantized GGUF file (int4 for an all-Q4_0 one) or of an FP8
+ * quantizedImportRecord, or the plan of an import still to come):
+ * "auto" is int8 for an import of a quantized GGUF file (int4 for an all-Q4_0 one) or of a quantized
  * checkpoint, else "file" (autoWeightFormat).
  */
 export function resolveWeights(
@@ -136,12 +136,12 @@ export function resolveWeights(
 export function loadModel(folder: string, options: LoadOptions = {}): LoadedModel {
   const dir = findModelFolder(folder);
   const config = readModelConfig(dir);
-  const fp8 = fp8SchemeOf(dir);
-  if (fp8) {
+  const scheme = quantSchemeOf(dir);
+  if (scheme) {
     throw new ModelError(
       "UNSUPPORTED_QUANTIZATION",
       join(dir, "config.json"),
-      `an FP8 checkpoint (${fp8.method}) is read through its import: open the folder with modelFolderFor, as the CLI and the app do`,
+      `a quantized checkpoint (${scheme.method}) is read through its import: open the folder with modelFolderFor, as the CLI and the app do`,
     );
   }
   const tokenizer = ModelTokenizer.load(dir);
@@ -149,7 +149,7 @@ export function loadModel(folder: string, options: LoadOptions = {}): LoadedMode
   // keeps a load's peak memory near the copies' instead of the whole file read in first (1B shape,
   // int8: max RSS 1.86 GB mapped against 2.50 read in; 2.76 for the file's bf16).
   const record = importRecord(dir);
-  const format = resolveWeights(options.weights ?? "file", record ?? fp8ImportRecord(dir));
+  const format = resolveWeights(options.weights ?? "file", record ?? quantizedImportRecord(dir));
   const store = WeightStore.open(dir, { mmap: options.mmap ?? format !== "file" });
   try {
     store.checkDType(config.dtype, join(dir, "config.json"), ARCHITECTURES[config.architecture].f32Tensors);

@@ -1,12 +1,13 @@
 // What a --model argument (or the app's model path) names, as a model folder the loader reads: a
-// folder, a repo id in the Hugging Face cache (hf-cache.ts), or a GGUF file or FP8 checkpoint,
-// imported once into the cache (core/gguf/import.ts, fp8-import.ts) and read from there after.
+// folder, a repo id in the Hugging Face cache (hf-cache.ts), or a GGUF file or quantized checkpoint
+// (FP8, GPTQ, AWQ), imported once into the cache (core/gguf/import.ts, quantized-import.ts) and read
+// from there after.
 import { existsSync, readdirSync, rmSync, statSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { IMPORT_VERSION, importGguf, importSource } from "../gguf/import.js";
 import { cacheDir, filesKey } from "../sparse/cache.js";
 import { ModelError } from "./errors.js";
-import { FP8_IMPORT_VERSION, fp8ImportRecord, fp8SchemeOf, importFp8 } from "./fp8-import.js";
+import { QUANTIZED_IMPORT_VERSION, quantizedImportRecord, quantSchemeOf, importQuantized } from "./quantized-import.js";
 import { findModelFolder, repoIdOf } from "./hf-cache.js";
 import { weightFiles } from "./safetensors.js";
 
@@ -31,7 +32,7 @@ export function ggufFileFor(arg: string): string | undefined {
 
 /**
  * The model folder a --model argument (or the app's path) means (`findModelFolder`: a path, or a repo
- * id in the Hugging Face cache): a GGUF file (`ggufFileFor`) or an FP8 checkpoint (`fp8SchemeOf`) is
+ * id in the Hugging Face cache): a GGUF file (`ggufFileFor`) or a quantized checkpoint (`quantSchemeOf`) is
  * imported into the cache the first time (`onImport` is told, with progress) and its folder returned;
  * anything else is returned resolved.
  */
@@ -52,14 +53,14 @@ export async function modelFolderFor(
     await importGguf(file, dir, { onProgress: (done, total) => onImport?.(file, done, total) });
     return dir;
   }
-  if (!fp8SchemeOf(found)) return found;
+  if (!quantSchemeOf(found)) return found;
   // Keyed by the weight files and config.json, so that a changed checkpoint is imported again.
-  const key = filesKey([...weightFiles(found), join(found, "config.json")], { FP8_IMPORT_VERSION });
+  const key = filesKey([...weightFiles(found), join(found, "config.json")], { QUANTIZED_IMPORT_VERSION });
   const dir = join(cacheDir("imports"), `${(repoIdOf(found) ?? basename(found)).replace(/\//g, "--")}-${key}`);
   if (existsSync(join(dir, "config.json"))) return dir;
-  removeStaleImports((d) => fp8ImportRecord(d)?.source === found);
+  removeStaleImports((d) => quantizedImportRecord(d)?.source === found);
   onImport?.(found, 0, 1);
-  await importFp8(found, dir, { onProgress: (done, total) => onImport?.(found, done, total) });
+  await importQuantized(found, dir, { onProgress: (done, total) => onImport?.(found, done, total) });
   return dir;
 }
 

@@ -14,9 +14,12 @@ import { decodeJson, isObject, readJsonFile } from "./json.js";
 
 export type DType = "F32" | "F16" | "BF16";
 export const DTYPE_BYTES: Record<DType, number> = { F32: 4, F16: 2, BF16: 2 };
-/** What a file may store beyond the loadable dtypes: FP8 (e4m3) weights, read only by core/loader/fp8-import.ts. */
-export type StoredDType = DType | "F8_E4M3";
-const STORED_BYTES: Record<StoredDType, number> = { ...DTYPE_BYTES, F8_E4M3: 1 };
+/**
+ * What a file may store beyond the loadable dtypes: FP8 (e4m3) weights and the I32 words of GPTQ and
+ * AWQ checkpoints, read only by their import (quantized-import.ts).
+ */
+export type StoredDType = DType | "F8_E4M3" | "I32";
+const STORED_BYTES: Record<StoredDType, number> = { ...DTYPE_BYTES, F8_E4M3: 1, I32: 4 };
 const NATIVE_DTYPE: Record<DType, NativeDType> = {
   F32: NativeDType.F32,
   F16: NativeDType.F16,
@@ -48,7 +51,7 @@ export function readSafetensorsHeader(file: string): SafetensorsHeader {
   return readHeader(file, DTYPE_BYTES);
 }
 
-/** readSafetensorsHeader for a file that may also hold FP8 tensors (an FP8 checkpoint, before its import). */
+/** readSafetensorsHeader for a file that may also hold quantized tensors (a quantized checkpoint, before its import). */
 export function readStoredHeader(file: string): SafetensorsHeader<StoredDType> {
   return readHeader(file, STORED_BYTES);
 }
@@ -111,10 +114,14 @@ function parseEntry<D extends StoredDType>(
   const { dtype, shape, data_offsets: offsets } = entry;
   if (typeof dtype !== "string") throw bad("missing dtype");
   if (!(dtype in accepted)) {
-    const fp8 = dtype.startsWith("F8_")
-      ? "; FP8 checkpoints name their scheme in config.json's quantization_config"
-      : "";
-    throw new ModelError("UNSUPPORTED_DTYPE", file, `dtype ${dtype} is not supported (F32, F16, BF16 are)${fp8}`, name);
+    const quantized =
+      dtype in STORED_BYTES ? "; quantized checkpoints name their scheme in config.json's quantization_config" : "";
+    throw new ModelError(
+      "UNSUPPORTED_DTYPE",
+      file,
+      `dtype ${dtype} is not supported (F32, F16, BF16 are)${quantized}`,
+      name,
+    );
   }
   if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
     throw bad("shape is not a list of non-negative integers");

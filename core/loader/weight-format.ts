@@ -15,8 +15,8 @@ export const isWeightFormat = (x: unknown): x is WeightFormat => (WEIGHT_FORMATS
 /**
  * What a load asks for: a format, or "auto" (the default of the CLI, the host and the app), which
  * keeps a model imported from a quantized GGUF file as int8 (int4 when every quantized matrix of the
- * file is Q4_0, which int4 holds exactly), an FP8 checkpoint's import as int8 too (its bf16 is twice
- * the checkpoint), and any other model as its file stores it. An import holds
+ * file is Q4_0, which int4 holds exactly), the import of an FP8, GPTQ or AWQ checkpoint as int8 too
+ * (its bf16 or f16 is two to four times the checkpoint), and any other model as its file stores it. An import holds
  * the GGUF's 2-8 bit values as bf16, about three times the file; int8 in groups of 32 keeps them
  * within a rounding of under 1/250 of each group's largest value (far below a 2-8 bit step; Q8_0,
  * Q4_0 and Q5_0 exactly, see core/gguf/block-weights.ts) at half of bf16's memory, and decodes faster.
@@ -27,8 +27,9 @@ export const isWeightChoice = (x: unknown): x is WeightChoice => (WEIGHT_CHOICES
 
 /**
  * The format "auto" picks from the types a model's source stored (the import record's sourceTypes:
- * ggml types of a GGUF file, e.g. {Q4_K: 97, Q6_K: 17, F32: 65}, or safetensors dtypes of an FP8
- * checkpoint, {F8_E4M3: 196, F32: 196, BF16: 113}; undefined for a model that is no import): "file"
+ * ggml types of a GGUF file, e.g. {Q4_K: 97, Q6_K: 17, F32: 65}, or safetensors dtypes of a quantized
+ * checkpoint, {F8_E4M3: 196, F32: 196, BF16: 113}, {I32: 588, F16: 309}; undefined for a model that is
+ * no import): "file"
  * when none is quantized, int4 when all the quantized ones are Q4_0, else int8.
  */
 export function autoWeightFormat(sourceTypes: Readonly<Record<string, number>> | undefined): WeightFormat {

@@ -1,41 +1,49 @@
-// FP8 checkpoints (core/loader/fp8-import.ts): each scheme's matrices imported as code × scale, the
-// import cached and redone when the checkpoint changes, loading, estimates and bad files.
+// Quantized checkpoints (core/loader/quantized-import.ts, fp8.ts, gptq.ts): each scheme's matrices
+// imported as its format defines them, the import cached and redone when the checkpoint changes,
+// loading, estimates and bad files.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, readFileSync, readdirSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { makeModel } from "../core/modelgen/make-model.js";
-import { E4M3_VALUES, fp8ImportRecord } from "../core/loader/fp8-import.js";
+import { E4M3_VALUES } from "../core/loader/fp8.js";
+import { quantizedImportRecord } from "../core/loader/quantized-import.js";
 import { modelFolderFor } from "../core/loader/model-source.js";
 import { loadModel, type LoadedModel } from "../core/loader/model-folder.js";
-import { readSafetensorsHeader } from "../core/loader/safetensors.js";
+import { readStoredHeader } from "../core/loader/safetensors.js";
 import { ModelError } from "../core/loader/errors.js";
 import { estimateModel } from "../core/host/engine-host.js";
 import { listCachedModels } from "../core/loader/hf-cache.js";
 import { CpuBackend } from "../core/backend/cpu.js";
 import { KVCache, Transformer } from "../core/engine/transformer.js";
-import { e4m3Reference, encodeE4M3, expectedBf16, writeFp8Checkpoint, type Fp8Options } from "./fp8-helpers.js";
+import {
+  e4m3Reference,
+  encodeE4M3,
+  expectedBits,
+  writeQuantizedCheckpoint,
+  type QuantizedOptions,
+} from "./quantized-checkpoints.js";
 import { hire, putInHubCache, tempDir } from "./helpers.js";
 
-/** A bf16 tiny Llama and its FP8 copy, with the cache in a temporary folder. */
-async function fp8Model(t: Parameters<typeof tempDir>[0], opts: Fp8Options) {
+/** A bf16 tiny Llama and its quantized copy, with the cache in a temporary folder. */
+async function quantizedModel(t: Parameters<typeof tempDir>[0], opts: QuantizedOptions) {
   const dir = tempDir(t);
   const prev = process.env.HIRE_CACHE_DIR;
   process.env.HIRE_CACHE_DIR = join(dir, "cache");
   t.after(() => (prev === undefined ? delete process.env.HIRE_CACHE_DIR : (process.env.HIRE_CACHE_DIR = prev)));
   const src = join(dir, "src");
   await makeModel({ arch: "llama", dtype: "bf16", seed: 7, out: src });
-  const fp8 = join(dir, "fp8");
-  const matrices = writeFp8Checkpoint(src, fp8, opts);
-  return { dir, src, fp8, matrices };
+  const checkpoint = join(dir, opts.method);
+  const matrices = writeQuantizedCheckpoint(src, checkpoint, opts);
+  return { dir, src, checkpoint, fp8: checkpoint, matrices };
 }
 
-/** Every tensor of a model folder's one safetensors file, as raw bytes. */
+/** Every tensor of a model folder's one safetensors file (a quantized checkpoint's too), as raw bytes. */
 function tensorBytes(dir: string): Map<string, Buffer> {
   const file = join(dir, "model.safetensors");
   const bytes = readFileSync(file);
   const out = new Map<string, Buffer>();
-  for (const t of readSafetensorsHeader(file).tensors.values())
+  for (const t of readStoredHeader(file).tensors.values())
     out.set(t.name, bytes.subarray(t.offset, t.offset + t.byteLength));
   return out;
 }
@@ -57,42 +65,53 @@ test("fp8: the importer's e4m3 table is the format's value for each of the 256 c
   assert.equal(encodeE4M3(-500), 0xfe, "saturated at -448");
 });
 
-for (const opts of [
-  { method: "fp8", block: [48, 32] },
-  { method: "compressed-tensors" },
-  { method: "fbgemm_fp8" },
-] as Fp8Options[]) {
-  const name = opts.block
-    ? `${opts.method} (${opts.block.join(" × ")} blocks, ragged at the edges)`
-    : `${opts.method} (a scale per row)`;
-  test(`fp8 import, ${name}: each FP8 matrix becomes code × scale in bf16, the rest is copied, the scales are dropped`, async (t) => {
-    const { src, fp8, matrices } = await fp8Model(t, opts);
+const SCHEMES: [string, QuantizedOptions][] = [
+  ["fp8, 48 × 32 blocks ragged at the edges", { method: "fp8", block: [48, 32] }],
+  ["compressed-tensors, bf16 scales per row", { method: "compressed-tensors" }],
+  ["fbgemm_fp8, f32 scales per row", { method: "fbgemm_fp8" }],
+  ["gptq, 4-bit, groups of 32", { method: "gptq", bits: 4, groupSize: 32 }],
+  ["gptq, 4-bit symmetric, act-order groups", { method: "gptq", bits: 4, groupSize: 32, sym: true, descAct: true }],
+  ["gptq, 8-bit, one group per row", { method: "gptq", bits: 8, groupSize: -1 }],
+  ["awq, 4-bit GEMM layout, groups of 32", { method: "awq", groupSize: 32 }],
+];
+
+for (const [name, opts] of SCHEMES) {
+  test(`import of ${name}: each matrix as the format defines it, rounded once; the rest copied; scales and zeros dropped`, async (t) => {
+    const { checkpoint, matrices } = await quantizedModel(t, opts);
     const progress: number[] = [];
-    const dir = await modelFolderFor(fp8, (_f, done, total) => progress.push(done / total));
+    const dir = await modelFolderFor(checkpoint, (_f, done, total) => progress.push(done / total));
     assert.equal(progress.at(-1), 1);
     const imported = tensorBytes(dir);
-    const original = tensorBytes(src);
-    assert.deepEqual([...imported.keys()].sort(), [...original.keys()].sort(), "the source's tensors, no scales");
-    assert.ok(matrices.size >= 14, "every linear layer of the 2-layer model was FP8");
+    const stored = tensorBytes(checkpoint);
+    assert.equal(matrices.size, 14, "every linear layer of the 2-layer model was quantized");
+    const copied = [...stored.keys()].filter(
+      (k) => !/(_scale(_inv)?|input_scale|qweight|qzeros|scales|g_idx)$/.test(k),
+    );
+    assert.deepEqual(
+      [...imported.keys()].sort(),
+      [...copied, ...[...matrices.keys()].filter((k) => !stored.has(k))].sort(),
+    );
+    const dtype = opts.method === "gptq" || opts.method === "awq" ? "F16" : "BF16";
     for (const [tensor, bytes] of imported) {
       const m = matrices.get(tensor);
       if (!m) {
-        assert.ok(bytes.equals(original.get(tensor)!), `${tensor} copied as stored`);
+        assert.ok(bytes.equals(stored.get(tensor)!), `${tensor} copied as stored`);
         continue;
       }
       const got = new Uint16Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
-      assert.deepEqual(got, expectedBf16(m), `${tensor}: code × scale rounded to bf16`);
+      assert.deepEqual(got, expectedBits(m, dtype), `${tensor}: the format's values rounded to ${dtype}`);
     }
     const config = JSON.parse(readFileSync(join(dir, "config.json"), "utf8"));
     assert.equal(config.quantization_config, undefined);
-    assert.equal(config.torch_dtype, "bfloat16");
+    assert.equal(config.torch_dtype, dtype === "F16" ? "float16" : "bfloat16");
     for (const f of ["tokenizer.json", "tokenizer_config.json", "generation_config.json"]) {
-      assert.ok(readFileSync(join(dir, f)).equals(readFileSync(join(fp8, f))), f);
+      assert.ok(readFileSync(join(dir, f)).equals(readFileSync(join(checkpoint, f))), f);
     }
-    const record = fp8ImportRecord(dir)!;
-    assert.equal(record.source, fp8);
+    const record = quantizedImportRecord(dir)!;
+    assert.equal(record.source, checkpoint);
     assert.equal(record.quantMethod, opts.method);
-    assert.equal(record.sourceTypes.F8_E4M3, matrices.size);
+    const packed = opts.method === "gptq" ? 3 * 14 : opts.method === "awq" ? 2 * 14 : 0; // qweight, qzeros (, g_idx)
+    assert.deepEqual([record.sourceTypes.F8_E4M3 ?? 0, record.sourceTypes.I32 ?? 0], packed ? [0, packed] : [14, 0]);
   });
 }
 
@@ -104,34 +123,40 @@ function logits(model: LoadedModel, ids: number[]): Float32Array[] {
   return ids.map((id, pos) => Float32Array.from(tr.forward([id], pos, cache, undefined, true)!));
 }
 
-test("an FP8 checkpoint loads as int8 by default and decodes as its bf16 source within FP8's rounding", async (t) => {
-  const { src, fp8 } = await fp8Model(t, { method: "fp8", block: [48, 32] });
-  const dir = await modelFolderFor(fp8);
-  const ids = [1, 17, 99, 250, 3, 42, 7, 300];
-  const source = loadModel(src);
-  const file = loadModel(dir, { weights: "file" });
-  const auto = loadModel(dir, { weights: "auto" });
-  t.after(() => [source, file, auto].forEach((m) => m.close()));
-  assert.equal(file.weightFormat, "file");
-  assert.equal(auto.weightFormat, "int8", "auto keeps an FP8 import as int8");
-  const [a, b, c] = [source, file, auto].map((m) => logits(m, ids));
-  let fp8Diff = 0;
-  let int8Diff = 0;
-  let spread = 0;
-  for (let p = 0; p < ids.length; p++)
-    for (let i = 0; i < a[p].length; i++) {
-      fp8Diff = Math.max(fp8Diff, Math.abs(a[p][i] - b[p][i]));
-      int8Diff = Math.max(int8Diff, Math.abs(b[p][i] - c[p][i]));
-      spread = Math.max(spread, Math.abs(a[p][i]));
-    }
-  // e4m3 keeps 3 mantissa bits (a relative step of 1/8 to 1/16), so the logits move, by a small part
-  // of their size; int8 over the import moves them far less.
-  assert.ok(fp8Diff > 0 && fp8Diff < 0.1 * spread, `FP8 vs bf16: ${fp8Diff} (logits up to ${spread})`);
-  assert.ok(int8Diff < fp8Diff, `int8 vs the import: ${int8Diff}`);
-});
+for (const [name, opts, bound] of [
+  // e4m3 keeps 3 mantissa bits (a relative step of 1/8 to 1/16); 4-bit codes in groups of 32 are
+  // coarser still: the logits move by a small part of their size.
+  ["an FP8", { method: "fp8", block: [48, 32] }, 0.1],
+  ["a GPTQ 4-bit", { method: "gptq", bits: 4, groupSize: 32 }, 0.25],
+  ["an AWQ", { method: "awq", groupSize: 32 }, 0.25],
+] as [string, QuantizedOptions, number][]) {
+  test(`${name} checkpoint loads as int8 by default and decodes as its bf16 source within its rounding`, async (t) => {
+    const { src, checkpoint } = await quantizedModel(t, opts);
+    const dir = await modelFolderFor(checkpoint);
+    const ids = [1, 17, 99, 250, 3, 42, 7, 300];
+    const source = loadModel(src);
+    const file = loadModel(dir, { weights: "file" });
+    const auto = loadModel(dir, { weights: "auto" });
+    t.after(() => [source, file, auto].forEach((m) => m.close()));
+    assert.equal(file.weightFormat, "file");
+    assert.equal(auto.weightFormat, "int8", "auto keeps the import as int8");
+    const [a, b, c] = [source, file, auto].map((m) => logits(m, ids));
+    let quantDiff = 0;
+    let int8Diff = 0;
+    let spread = 0;
+    for (let p = 0; p < ids.length; p++)
+      for (let i = 0; i < a[p].length; i++) {
+        quantDiff = Math.max(quantDiff, Math.abs(a[p][i] - b[p][i]));
+        int8Diff = Math.max(int8Diff, Math.abs(b[p][i] - c[p][i]));
+        spread = Math.max(spread, Math.abs(a[p][i]));
+      }
+    assert.ok(quantDiff > 0 && quantDiff < bound * spread, `import vs bf16: ${quantDiff} (logits up to ${spread})`);
+    assert.ok(int8Diff < quantDiff, `int8 vs the import: ${int8Diff}, less than the checkpoint's own rounding`);
+  });
+}
 
 test("the CLI generates from an FP8 folder, importing it once; a changed checkpoint is imported again", async (t) => {
-  const { dir, src, fp8 } = await fp8Model(t, { method: "compressed-tensors" });
+  const { dir, src, fp8 } = await quantizedModel(t, { method: "compressed-tensors" });
   const env = { HIRE_CACHE_DIR: join(dir, "cache") };
   const args = (model: string) => [
     "generate",
@@ -147,7 +172,7 @@ test("the CLI generates from an FP8 folder, importing it once; a changed checkpo
   ];
   const first = hire(args(fp8), undefined, env);
   assert.equal(first.status, 0, first.stderr);
-  assert.match(first.stderr, /importing fp8/);
+  assert.match(first.stderr, /importing compressed-tensors/);
   const again = hire(args(fp8), undefined, env);
   assert.equal(again.status, 0, again.stderr);
   assert.doesNotMatch(again.stderr, /importing/, "the import is kept in the cache");
@@ -158,12 +183,12 @@ test("the CLI generates from an FP8 folder, importing it once; a changed checkpo
   utimesSync(join(fp8, "model.safetensors"), new Date(), new Date(Date.now() + 5000));
   const changed = hire(args(fp8), undefined, env);
   assert.equal(changed.status, 0, changed.stderr);
-  assert.match(changed.stderr, /importing fp8/);
+  assert.match(changed.stderr, /importing compressed-tensors/);
   assert.equal(imports().length, 1, "the import of the checkpoint before it changed is removed");
 });
 
 test("an FP8 folder's estimate counts what its import holds: bf16 matrices for file weights, int8 copies for auto", async (t) => {
-  const { src, fp8 } = await fp8Model(t, { method: "fp8" });
+  const { src, fp8 } = await quantizedModel(t, { method: "fp8" });
   const [fileFp8, fileSrc, autoFp8, int8Src] = await Promise.all([
     estimateModel(fp8, 64, "f32", "file"),
     estimateModel(src, 64, "f32", "file"),
@@ -177,7 +202,7 @@ test("an FP8 folder's estimate counts what its import holds: bf16 matrices for f
 });
 
 test("hire models lists an FP8 checkpoint in the Hugging Face cache as loadable", async (t) => {
-  const { dir, fp8 } = await fp8Model(t, { method: "fp8" });
+  const { dir, fp8 } = await quantizedModel(t, { method: "fp8" });
   const hub = join(dir, "hub");
   putInHubCache(hub, "Org/Tiny-FP8", fp8, "0123456789abcdef0123456789abcdef01234567");
   const [m] = await listCachedModels({ HF_HUB_CACHE: hub });
@@ -248,21 +273,87 @@ for (const [what, spoil, code, names] of [
   ],
 ] as const) {
   test(`bad FP8 checkpoint: ${what} is a ${code} error naming ${names}, and leaves no import`, async (t) => {
-    const { dir, fp8 } = await fp8Model(t, { method: "fp8", block: [48, 32] });
+    const { dir, fp8 } = await quantizedModel(t, { method: "fp8", block: [48, 32] });
     spoil(fp8);
-    await assert.rejects(modelFolderFor(fp8), (e: unknown) => {
-      assert.ok(e instanceof ModelError, String(e));
-      assert.equal(e.code, code);
-      assert.ok(e.message.includes(fp8), e.message);
-      assert.ok(e.message.includes(names), e.message);
-      return true;
-    });
-    const imports = join(dir, "cache", "imports");
-    assert.deepEqual(existsSync(imports) ? readdirSync(imports) : [], []);
+    await assertNoImport(dir, fp8, code, names);
   });
 }
 
-/** The file offset of an FP8 tensor's data (the loadable-dtype header reader refuses F8 tensors). */
+const GATE_BASE = "model.layers.0.mlp.gate_proj";
+
+for (const [what, opts, spoil, code, names] of [
+  [
+    "GPTQ codes without their zero points",
+    { method: "gptq", bits: 4, groupSize: 32 },
+    (d: string) => editHeader(d, (j) => void delete j[`${GATE_BASE}.qzeros`]),
+    "BAD_HEADER",
+    `${GATE_BASE}.qzeros`,
+  ],
+  [
+    "AWQ scales for another group size",
+    { method: "awq", groupSize: 32 },
+    (d: string) => editConfig(d, (c) => ((c.quantization_config as Record<string, unknown>).group_size = 16)),
+    "BAD_HEADER",
+    "q_proj.scales]: shape [2,64] where [4,64]",
+  ],
+  [
+    "a g_idx naming a group past the scales",
+    { method: "gptq", bits: 4, groupSize: 32, descAct: true },
+    (d: string) => {
+      const file = join(d, "model.safetensors");
+      const bytes = readFileSync(file);
+      bytes.writeInt32LE(99, readSafetensorsHeaderStored(file, `${GATE_BASE}.g_idx`) + 4 * 3);
+      writeFileSync(file, bytes);
+    },
+    "BAD_HEADER",
+    "input 3 is in group 99",
+  ],
+  [
+    "3-bit GPTQ",
+    { method: "gptq", bits: 4, groupSize: 32 },
+    (d: string) => editConfig(d, (c) => ((c.quantization_config as Record<string, unknown>).bits = 3)),
+    "UNSUPPORTED_QUANTIZATION",
+    "3-bit",
+  ],
+  [
+    "AWQ's GEMV layout",
+    { method: "awq", groupSize: 32 },
+    (d: string) => editConfig(d, (c) => ((c.quantization_config as Record<string, unknown>).version = "gemv")),
+    "UNSUPPORTED_QUANTIZATION",
+    "gemv",
+  ],
+  [
+    "an I32 tensor no weight is made of",
+    { method: "awq", groupSize: 32 },
+    (d: string) =>
+      editHeader(d, (j) => {
+        j["model.extra.qcodes"] = j[`${GATE_BASE}.qzeros`];
+      }),
+    "BAD_HEADER",
+    "model.extra.qcodes",
+  ],
+] as [string, QuantizedOptions, (d: string) => void, string, string][]) {
+  test(`bad ${opts.method.toUpperCase()} checkpoint: ${what} is a ${code} error naming ${names}, and leaves no import`, async (t) => {
+    const { dir, checkpoint } = await quantizedModel(t, opts);
+    spoil(checkpoint);
+    await assertNoImport(dir, checkpoint, code, names);
+  });
+}
+
+/** Opening `checkpoint` is a ModelError `code` naming it and `names`, and the cache holds no import after. */
+async function assertNoImport(dir: string, checkpoint: string, code: string, names: string) {
+  await assert.rejects(modelFolderFor(checkpoint), (e: unknown) => {
+    assert.ok(e instanceof ModelError, String(e));
+    assert.equal(e.code, code);
+    assert.ok(e.message.includes(checkpoint), e.message);
+    assert.ok(e.message.includes(names), e.message);
+    return true;
+  });
+  const imports = join(dir, "cache", "imports");
+  assert.deepEqual(existsSync(imports) ? readdirSync(imports) : [], []);
+}
+
+/** The file offset of a quantized tensor's data (the loadable-dtype header reader refuses F8 and I32 tensors). */
 function readSafetensorsHeaderStored(file: string, tensor: string): number {
   const bytes = readFileSync(file);
   const n = Number(bytes.readBigUInt64LE(0));
@@ -271,7 +362,7 @@ function readSafetensorsHeaderStored(file: string, tensor: string): number {
 }
 
 test("bad FP8 use: loading the checkpoint folder directly names the import; int4 compressed-tensors stays refused", async (t) => {
-  const { fp8 } = await fp8Model(t, { method: "fp8" });
+  const { fp8 } = await quantizedModel(t, { method: "fp8" });
   assert.throws(
     () => loadModel(fp8),
     (e: unknown) =>

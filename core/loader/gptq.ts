@@ -1,0 +1,165 @@
+// GPTQ and AWQ checkpoints: each linear layer stored as `qweight` (4- or 8-bit codes packed into
+// int32 words), `qzeros` (a zero point per group and output, packed the same way) and `scales` (f16,
+// per group and output), groups running along the input. A weight is scale × (code − zero), in the
+// checkpoint's f16 as the reference kernels compute it (the import rounds it to the folder's dtype).
+//
+// GPTQ (AutoGPTQ, GPTQModel, optimum): qweight [in / pack, out], input i in bits (i mod pack) of
+// word i / pack; qzeros [groups, out / pack] likewise along the output, stored as zero − 1 in the
+// original ("gptq") checkpoint format and as the zero in "gptq_v2"; g_idx [in] maps each input to
+// its group (permuted by act-order, desc_act). AWQ (AutoAWQ's GEMM layout): qweight [in, out / 8],
+// the 8 outputs of a word in the interleaved order 0 2 4 6 1 3 5 7; qzeros packed the same way.
+import { ModelError } from "./errors.js";
+import { isObject } from "./json.js";
+import {
+  badTensor,
+  floatValues,
+  int32Values,
+  isFloat,
+  rowsPerChunk,
+  type DequantizedMatrix,
+  type QuantScheme,
+  type SchemeMatrices,
+} from "./quant-scheme.js";
+import type { DType, StoredDType, TensorInfo } from "./safetensors.js";
+
+/** The nibble of an AWQ word that holds its output j (the inverse of AutoAWQ's packing order 0 2 4 6 1 3 5 7). */
+const AWQ_NIBBLE = [0, 4, 1, 5, 2, 6, 3, 7];
+
+interface Packing {
+  readonly format: "gptq" | "awq";
+  readonly bits: 4 | 8;
+  /** Inputs per group (the whole input for GPTQ's group_size -1). */
+  readonly groupSize: number | "all";
+  /** Added to each stored zero point (1 in GPTQ's original checkpoint format). */
+  readonly zeroOffset: 0 | 1;
+}
+
+/**
+ * The GPTQ or AWQ scheme of a quantization_config, or undefined for any other (or none). A GPTQ or
+ * AWQ config this reader cannot follow (2- or 3-bit codes, AWQ's GEMV layout or no zero points) is an
+ * UNSUPPORTED_QUANTIZATION error naming `file`.
+ */
+export function gptqScheme(q: unknown, file: string): QuantScheme | undefined {
+  if (!isObject(q) || (q.quant_method !== "gptq" && q.quant_method !== "awq")) return undefined;
+  const method = q.quant_method;
+  const bad = (detail: string) =>
+    new ModelError("UNSUPPORTED_QUANTIZATION", file, `quantization_config (${method}): ${detail}`);
+  const group = q.group_size ?? q.q_group_size;
+  if (!(group === -1 || (Number.isSafeInteger(group) && (group as number) > 0)))
+    throw bad(`group_size ${JSON.stringify(group)} is not a positive integer or -1`);
+  const groupSize = group === -1 ? "all" : (group as number);
+  const bits = q.bits ?? q.w_bit;
+  if (method === "awq") {
+    if (bits !== 4) throw bad(`${String(bits)}-bit codes are not supported (4-bit are)`);
+    const version = typeof q.version === "string" ? q.version.toLowerCase() : "gemm";
+    if (version !== "gemm") throw bad(`version "${String(q.version)}" is not supported (GEMM's layout is)`);
+    if (q.zero_point === false) throw bad("checkpoints without zero points are not supported");
+    return packedMatrices(method, { format: "awq", bits: 4, groupSize, zeroOffset: 0 });
+  }
+  if (bits !== 4 && bits !== 8) throw bad(`${String(bits)}-bit codes are not supported (4- and 8-bit are)`);
+  const format = q.checkpoint_format ?? "gptq";
+  if (format !== "gptq" && format !== "gptq_v2") throw bad(`checkpoint_format "${String(format)}" is not supported`);
+  return packedMatrices(method, { format: "gptq", bits, groupSize, zeroOffset: format === "gptq" ? 1 : 0 });
+}
+
+function packedMatrices(method: string, p: Packing): QuantScheme {
+  return {
+    method,
+    matrices(stored, dtype): SchemeMatrices {
+      const consumed = new Set<string>();
+      const matrices: DequantizedMatrix[] = [];
+      for (const qweight of stored.values()) {
+        if (!qweight.name.endsWith(".qweight")) continue;
+        const base = qweight.name.slice(0, -".qweight".length);
+        const need = (suffix: string) => {
+          const t = stored.get(base + suffix);
+          if (!t) throw badTensor(qweight, `no ${base}${suffix} beside it`);
+          consumed.add(t.name);
+          return t;
+        };
+        consumed.add(qweight.name);
+        const scales = need(".scales");
+        const qzeros = need(".qzeros");
+        const gIdx = p.format === "gptq" ? stored.get(`${base}.g_idx`) : undefined;
+        if (gIdx) consumed.add(gIdx.name);
+        if (stored.has(`${base}.weight`)) throw badTensor(qweight, `${base}.weight is stored beside it`);
+        matrices.push(dequantized(base, qweight, scales, qzeros, gIdx, p, dtype));
+      }
+      return { matrices, consumed };
+    },
+  };
+}
+
+/** Checks the tensors' shapes against each other and returns the matrix's dequantization. */
+function dequantized(
+  base: string,
+  qweight: TensorInfo<StoredDType>,
+  scales: TensorInfo<StoredDType>,
+  qzeros: TensorInfo<StoredDType>,
+  gIdx: TensorInfo<StoredDType> | undefined,
+  p: Packing,
+  dtype: DType,
+): DequantizedMatrix {
+  const pack = 32 / p.bits;
+  const shape = (t: TensorInfo<StoredDType>, want: number[]) => {
+    if (t.shape.length !== want.length || t.shape.some((d, i) => d !== want[i]))
+      throw badTensor(t, `shape ${JSON.stringify(t.shape)} where ${JSON.stringify(want)} fits ${qweight.name}`);
+  };
+  if (qweight.dtype !== "I32" || qweight.shape.length !== 2)
+    throw badTensor(qweight, "not an I32 matrix of packed codes");
+  if (!isFloat(scales.dtype)) throw badTensor(scales, `dtype ${scales.dtype} is not F32, BF16 or F16`);
+  if (qzeros.dtype !== "I32") throw badTensor(qzeros, `dtype ${qzeros.dtype} is not I32`);
+  const [inputs, outputs] =
+    p.format === "gptq" ? [qweight.shape[0] * pack, qweight.shape[1]] : [qweight.shape[0], qweight.shape[1] * pack];
+  if (outputs % pack !== 0) throw badTensor(qweight, `${outputs} outputs do not fill whole words of ${pack} codes`);
+  const groupSize = p.groupSize === "all" ? inputs : p.groupSize;
+  const groups = gIdx ? scales.shape[0] : Math.ceil(inputs / groupSize);
+  shape(scales, [groups, outputs]);
+  shape(qzeros, [groups, outputs / pack]);
+  if (gIdx) {
+    if (gIdx.dtype !== "I32") throw badTensor(gIdx, `dtype ${gIdx.dtype} is not I32`);
+    shape(gIdx, [inputs]);
+  }
+  const mask = (1 << p.bits) - 1;
+  return {
+    entry: { name: `${base}.weight`, dtype, shape: [outputs, inputs] },
+    *chunks() {
+      const words = int32Values(qweight);
+      const s = floatValues(scales);
+      const zWords = int32Values(qzeros);
+      // Zero points unpacked to [groups, outputs], the format's offset added.
+      const z = new Int16Array(groups * outputs);
+      for (let g = 0; g < groups; g++)
+        for (let o = 0; o < outputs; o++) {
+          const word = zWords[g * (outputs / pack) + Math.floor(o / pack)];
+          const shift = p.format === "awq" ? 4 * AWQ_NIBBLE[o & 7] : p.bits * (o % pack);
+          z[g * outputs + o] = ((word >>> shift) & mask) + p.zeroOffset;
+        }
+      const group = gIdx ? int32Values(gIdx) : Int32Array.from({ length: inputs }, (_, i) => Math.floor(i / groupSize));
+      for (let i = 0; i < inputs; i++) {
+        if (!(group[i] >= 0 && group[i] < groups))
+          throw badTensor(
+            gIdx ?? qweight,
+            `input ${i} is in group ${group[i]}, outside the ${groups} groups of ${scales.name}`,
+          );
+      }
+      const step = rowsPerChunk(inputs);
+      for (let o0 = 0; o0 < outputs; o0 += step) {
+        const n = Math.min(step, outputs - o0);
+        const values = new Float32Array(n * inputs);
+        for (let r = 0; r < n; r++) {
+          const o = o0 + r;
+          for (let i = 0; i < inputs; i++) {
+            const q =
+              p.format === "gptq"
+                ? (words[Math.floor(i / pack) * outputs + o] >>> (p.bits * (i % pack))) & mask
+                : (words[i * (outputs / 8) + (o >> 3)] >>> (4 * AWQ_NIBBLE[o & 7])) & 15;
+            const k = group[i] * outputs + o;
+            values[r * inputs + i] = s[k] * (q - z[k]); // exact: an f16 scale times a small integer
+          }
+        }
+        yield values;
+      }
+    },
+  };
+}

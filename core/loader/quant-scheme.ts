@@ -1,0 +1,69 @@
+// What a quantized checkpoint's scheme (FP8 in fp8.ts, GPTQ and AWQ in gptq.ts) gives the import
+// (quantized-import.ts): the matrices it dequantizes, each as f32 values row by row, and the stored
+// tensors they are made of, which the import does not copy.
+import { bf16ToF32, f16ToF32, type TensorEntry } from "../modelgen/safetensors-writer.js";
+import { ModelError } from "./errors.js";
+import { readBytes } from "./file-io.js";
+import type { DType, StoredDType, TensorInfo } from "./safetensors.js";
+
+export interface QuantScheme {
+  /** quantization_config's quant_method. */
+  readonly method: string;
+  /**
+   * The matrices of `stored` (every tensor of the checkpoint) this scheme dequantizes, written as
+   * `dtype`, and the names of the tensors they are made of. Checks shapes only (no data is read);
+   * a tensor that does not fit is a ModelError naming its file and name.
+   */
+  matrices(stored: ReadonlyMap<string, TensorInfo<StoredDType>>, dtype: DType): SchemeMatrices;
+}
+
+export interface SchemeMatrices {
+  readonly matrices: DequantizedMatrix[];
+  readonly consumed: ReadonlySet<string>;
+}
+
+export interface DequantizedMatrix {
+  /** The tensor as the import writes it ([rows, cols], the folder's dtype). */
+  readonly entry: TensorEntry;
+  /** Its values, whole rows at a time, in order (the import rounds them to the entry's dtype). */
+  chunks(): Generator<Float32Array>;
+}
+
+/** Elements per chunk a scheme yields (and per progress report). */
+export const CHUNK_VALUES = 4 << 20;
+
+/** Rows per chunk for a matrix `cols` wide, a multiple of `step` (the rows one scale covers). */
+export function rowsPerChunk(cols: number, step = 1): number {
+  return Math.max(step, Math.floor(CHUNK_VALUES / cols / step) * step);
+}
+
+export const isFloat = (d: StoredDType): d is DType => d === "F32" || d === "BF16" || d === "F16";
+
+/** A float tensor's values as f32 (scales: F32, BF16 or F16), non-finite values a NOT_FINITE error. */
+export function floatValues(t: TensorInfo<StoredDType>): Float32Array {
+  const bytes = readBytes(t.file, t.offset, t.byteLength);
+  let v: Float32Array;
+  if (t.dtype === "F32") v = new Float32Array(bytes.buffer, bytes.byteOffset, t.byteLength / 4);
+  else if (isFloat(t.dtype)) {
+    const h = new Uint16Array(bytes.buffer, bytes.byteOffset, t.byteLength / 2);
+    v = Float32Array.from(h, t.dtype === "BF16" ? bf16ToF32 : f16ToF32);
+  } else
+    throw new ModelError("UNSUPPORTED_DTYPE", t.file, `dtype ${t.dtype} where scales (F32, BF16, F16) belong`, t.name);
+  for (let i = 0; i < v.length; i++) {
+    if (!Number.isFinite(v[i])) throw new ModelError("NOT_FINITE", t.file, `value ${i} is ${v[i]}`, t.name);
+  }
+  return v;
+}
+
+/** An I32 tensor's words (packed codes, group indices). */
+export function int32Values(t: TensorInfo<StoredDType>): Int32Array {
+  if (t.dtype !== "I32")
+    throw new ModelError("UNSUPPORTED_DTYPE", t.file, `dtype ${t.dtype} where I32 belongs`, t.name);
+  const bytes = readBytes(t.file, t.offset, t.byteLength);
+  return new Int32Array(bytes.buffer, bytes.byteOffset, t.byteLength / 4);
+}
+
+/** A header problem of a quantized checkpoint's tensor: a BAD_HEADER error naming it. */
+export function badTensor(t: TensorInfo<StoredDType>, detail: string): ModelError {
+  return new ModelError("BAD_HEADER", t.file, detail, t.name);
+}

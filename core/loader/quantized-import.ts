@@ -1,0 +1,228 @@
+// Quantized checkpoints: Hugging Face folders whose config.json names a quantization_config this
+// engine can dequantize (FP8 in fp8.ts; GPTQ and AWQ in gptq.ts). No kernel here reads their codes,
+// so such a folder is read through an import, as a GGUF file is (core/gguf/import.ts): each
+// quantized matrix dequantized once, as its scheme's reference does, into a folder of plain tensors
+// in the cache; every other tensor is copied as it is, and what the codes were made of (scales, zero
+// points, group indices, activation scales) is dropped. Weights "auto" keeps such an import as int8
+// (weight-format.ts), near the checkpoint's size in memory.
+import {
+  closeSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
+import { basename, dirname, join } from "node:path";
+import { buildHeader, convertF32, type TensorEntry } from "../modelgen/safetensors-writer.js";
+import { ModelError } from "./errors.js";
+import { readFully, writeAll } from "./file-io.js";
+import { fp8Scheme } from "./fp8.js";
+import { gptqScheme } from "./gptq.js";
+import { isObject, readJsonFile } from "./json.js";
+import { CHUNK_VALUES, type DequantizedMatrix, type QuantScheme } from "./quant-scheme.js";
+import { readStoredHeader, weightFiles, type DType, type StoredDType, type TensorInfo } from "./safetensors.js";
+
+/** Bumped when an import's output changes, so that cached imports are redone. */
+export const QUANTIZED_IMPORT_VERSION = 1;
+/** Written into an import's folder: where it came from (quantizedImportRecord). */
+export const QUANTIZED_IMPORT_RECORD = "quantized-import.json";
+
+/**
+ * The scheme of a quantization_config this engine imports, or undefined for any other (or none):
+ * those stay refused by readModelConfig. A config of a known scheme this reader cannot follow is an
+ * UNSUPPORTED_QUANTIZATION error naming `file`.
+ */
+export function quantScheme(q: unknown, file: string): QuantScheme | undefined {
+  return fp8Scheme(q, file) ?? gptqScheme(q, file);
+}
+
+/** The scheme of the model folder `dir`'s config.json, or undefined when it is no quantized checkpoint it imports. */
+export function quantSchemeOf(dir: string): QuantScheme | undefined {
+  const file = join(dir, "config.json");
+  if (!existsSync(file)) return undefined;
+  const raw = readJsonFile(file);
+  return isObject(raw) ? quantScheme(raw.quantization_config, file) : undefined;
+}
+
+/** One tensor of the import: a dequantized matrix, or a tensor copied as it is. */
+export type ImportedTensor =
+  ({ kind: "dequantize" } & DequantizedMatrix) | { kind: "copy"; entry: TensorEntry; source: TensorInfo<StoredDType> };
+
+export interface QuantizedImportPlan {
+  readonly method: string;
+  /** config.json as the import writes it: without quantization_config. */
+  readonly config: Record<string, unknown>;
+  /** The dtype dequantized matrices are written in (config.json's torch_dtype; bf16 when it names none). */
+  readonly dtype: DType;
+  readonly tensors: readonly ImportedTensor[];
+  /** How many tensors of each dtype the checkpoint stores (scales included). */
+  readonly sourceTypes: Record<string, number>;
+}
+
+const TORCH_DTYPES: Record<string, DType> = { bfloat16: "BF16", float16: "F16", float32: "F32" };
+
+/**
+ * What importing the quantized checkpoint `dir` writes, from its config.json and safetensors headers
+ * (no weights read); a tensor that does not fit its scheme is a ModelError naming the file and tensor.
+ */
+export function planQuantizedImport(dir: string): QuantizedImportPlan {
+  const configFile = join(dir, "config.json");
+  const raw = readJsonFile(configFile);
+  if (!isObject(raw)) throw new ModelError("BAD_CONFIG", configFile, "config.json is not a JSON object");
+  const scheme = quantScheme(raw.quantization_config, configFile);
+  if (!scheme)
+    throw new ModelError("BAD_CONFIG", configFile, "quantization_config names no scheme this engine imports");
+  const torchDtype =
+    typeof raw.torch_dtype === "string" ? raw.torch_dtype : typeof raw.dtype === "string" ? raw.dtype : "bfloat16";
+  const dtype = TORCH_DTYPES[torchDtype] ?? "BF16";
+  const config: Record<string, unknown> = {
+    ...raw,
+    torch_dtype: Object.keys(TORCH_DTYPES).find((k) => TORCH_DTYPES[k] === dtype),
+  };
+  delete config.quantization_config;
+  delete config.compression_config; // compressed-tensors' older name for it
+
+  const stored = new Map<string, TensorInfo<StoredDType>>();
+  for (const f of weightFiles(dir)) for (const [name, t] of readStoredHeader(f).tensors) stored.set(name, t);
+  const sourceTypes: Record<string, number> = {};
+  for (const t of stored.values()) sourceTypes[t.dtype] = (sourceTypes[t.dtype] ?? 0) + 1;
+
+  const { matrices, consumed } = scheme.matrices(stored, dtype);
+  const tensors: ImportedTensor[] = matrices.map((m) => ({ kind: "dequantize", ...m }));
+  for (const t of stored.values()) {
+    if (consumed.has(t.name)) continue;
+    if (t.dtype === "F8_E4M3" || t.dtype === "I32") {
+      throw new ModelError(
+        "BAD_HEADER",
+        t.file,
+        `a ${t.dtype} tensor that no ${scheme.method} weight is made of`,
+        t.name,
+      );
+    }
+    tensors.push({ kind: "copy", entry: { name: t.name, dtype: t.dtype, shape: t.shape }, source: t });
+  }
+  // The checkpoint's order (its forward order, as written), so that the model reads front to back.
+  const order = new Map<string, number>();
+  for (const name of stored.keys()) order.set(name.replace(/\.(qweight|weight)$/, ""), order.size);
+  const at = (name: string) => order.get(name.replace(/\.weight$/, "")) ?? order.size;
+  tensors.sort((a, b) => at(a.entry.name) - at(b.entry.name));
+  return { method: scheme.method, config, dtype, tensors, sourceTypes };
+}
+
+export interface QuantizedImportRecord {
+  /** The checkpoint folder the import was made from (which may be gone since). */
+  source: string;
+  quantMethod: string;
+  sourceTypes: Record<string, number>;
+}
+
+/** A folder's QUANTIZED_IMPORT_RECORD, or undefined for a folder that is no such import. */
+export function quantizedImportRecord(dir: string): QuantizedImportRecord | undefined {
+  const file = join(dir, QUANTIZED_IMPORT_RECORD);
+  if (!existsSync(file)) return undefined;
+  try {
+    const r: unknown = JSON.parse(readFileSync(file, "utf8"));
+    if (!isObject(r) || typeof r.source !== "string" || typeof r.quantMethod !== "string") return undefined;
+    const types = isObject(r.sourceTypes) ? r.sourceTypes : {};
+    const sourceTypes = Object.fromEntries(Object.entries(types).filter(([, n]) => typeof n === "number"));
+    return { source: r.source, quantMethod: r.quantMethod, sourceTypes: sourceTypes as Record<string, number> };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Files an import does not copy: the weights it rewrites, and the checkpoint's config it replaces. */
+const REWRITTEN = /(\.safetensors|\.safetensors\.index\.json|^config\.json)$/;
+
+/**
+ * Writes the quantized checkpoint `dir` as a model folder of plain tensors at `outDir` (atomically:
+ * built beside it, then renamed), with the checkpoint's tokenizer and other files copied.
+ */
+export async function importQuantized(
+  dir: string,
+  outDir: string,
+  opts: { onProgress?: (done: number, total: number) => void } = {},
+): Promise<QuantizedImportPlan> {
+  const plan = planQuantizedImport(dir);
+  const tmp = `${outDir}.${process.pid}.tmp`;
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  try {
+    const total = plan.tensors.reduce((a, t) => a + t.entry.shape.reduce((x, d) => x * d, 1), 0);
+    let done = 0;
+    const out = openSync(join(tmp, "model.safetensors"), "w");
+    try {
+      writeAll(
+        out,
+        buildHeader(
+          plan.tensors.map((t) => t.entry),
+          { format: "pt", source: basename(dir) },
+        ),
+      );
+      for (const t of plan.tensors) {
+        for (const chunk of t.kind === "copy" ? copiedChunks(t.source) : roundedChunks(t, t.entry.dtype)) {
+          writeAll(out, chunk.bytes);
+          done += chunk.values;
+          opts.onProgress?.(done, total);
+          // Let the host's event loop send the progress (and answer other requests) between chunks.
+          await new Promise((r) => setImmediate(r));
+        }
+      }
+    } finally {
+      closeSync(out);
+    }
+    writeFileSync(join(tmp, "config.json"), JSON.stringify(plan.config, null, 2) + "\n");
+    for (const name of readdirSync(dir)) {
+      const f = join(dir, name);
+      if (!REWRITTEN.test(name) && statSync(f).isFile()) copyFileSync(f, join(tmp, name));
+    }
+    const record: QuantizedImportRecord = { source: dir, quantMethod: plan.method, sourceTypes: plan.sourceTypes };
+    const json = { ...record, importVersion: QUANTIZED_IMPORT_VERSION };
+    writeFileSync(join(tmp, QUANTIZED_IMPORT_RECORD), JSON.stringify(json, null, 2) + "\n");
+    rmSync(outDir, { recursive: true, force: true });
+    mkdirSync(dirname(outDir), { recursive: true });
+    renameSync(tmp, outDir);
+    return plan;
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+interface Chunk {
+  bytes: Uint8Array;
+  values: number;
+}
+
+function* copiedChunks(t: TensorInfo<StoredDType>): Generator<Chunk> {
+  const per =
+    t.byteLength /
+    Math.max(
+      1,
+      t.shape.reduce((a, d) => a * d, 1),
+    );
+  const fd = openSync(t.file, "r");
+  try {
+    for (let off = 0; off < t.byteLength; off += CHUNK_VALUES) {
+      const buf = new Uint8Array(Math.min(CHUNK_VALUES, t.byteLength - off));
+      readFully(fd, buf, t.offset + off, t.file);
+      yield { bytes: buf, values: buf.byteLength / per };
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** A dequantized matrix's f32 chunks rounded to `dtype` (to nearest even, as torch casts). */
+function* roundedChunks(m: DequantizedMatrix, dtype: DType): Generator<Chunk> {
+  for (const values of m.chunks()) {
+    const u32 = new Uint32Array(values.buffer, values.byteOffset, values.length);
+    yield { bytes: convertF32(u32, values.length, dtype, new Uint16Array(values.length)), values: values.length };
+  }
+}

@@ -1,0 +1,325 @@
+// Quantized checkpoints for tests, written from a model made by `hire make-model` the way their
+// makers write them:
+// - FP8: transformers' "fp8" (e4m3 codes, an f32 weight_scale_inv per block of rows × columns, as
+//   Qwen3-*-FP8 ship), compressed-tensors' "float-quantized" (a bf16 weight_scale per row, as
+//   llm-compressor's FP8-dynamic checkpoints ship) and fbgemm_fp8 (an f32 weight_scale per row);
+// - GPTQ (AutoGPTQ's layout: codes packed along the input, zero points stored minus one, g_idx,
+//   f16 scales) and AWQ (AutoAWQ's GEMM layout: codes packed along the output in the order 0 2 4 6
+//   1 3 5 7).
+// The encoders and the reference values here are written from each format's definition, apart from
+// the importer (core/loader/fp8.ts, gptq.ts), so that the tests check one against the other.
+import { closeSync, copyFileSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { readBytes, writeAll } from "../core/loader/file-io.js";
+import { readSafetensorsHeader, weightFiles } from "../core/loader/safetensors.js";
+import { bf16ToF32, f16ToF32, f32ToF16 } from "../core/modelgen/safetensors-writer.js";
+
+/** The value of an e4m3fn code, built from its bits (sign, 4 exponent bits with bias 7, 3 mantissa bits). */
+export function e4m3Reference(code: number): number {
+  const sign = code & 0x80 ? -1 : 1;
+  const e = (code >> 3) & 15;
+  const m = code & 7;
+  if (e === 15 && m === 7) return NaN;
+  if (e === 0) return (sign * m) / 512; // subnormal: m/8 · 2^-6
+  const f = new DataView(new ArrayBuffer(4));
+  f.setUint32(0, ((e - 7 + 127) << 23) | (m << 20));
+  return sign * f.getFloat32(0);
+}
+
+/** Positive e4m3 values by code 0 .. 0x7e (they increase with the code). */
+const POSITIVE = Array.from({ length: 0x7f }, (_, c) => e4m3Reference(c));
+
+/** x as the nearest e4m3fn code (ties to the even code), saturated at ±448 as torch's cast after a clamp. */
+export function encodeE4M3(x: number): number {
+  const sign = x < 0 || Object.is(x, -0) ? 0x80 : 0;
+  const a = Math.abs(x);
+  if (a >= 448) return sign | 0x7e;
+  let lo = 0;
+  let hi = 0x7e;
+  while (hi - lo > 1) {
+    const mid = (lo + hi) >> 1;
+    if (POSITIVE[mid] <= a) lo = mid;
+    else hi = mid;
+  }
+  const dLo = a - POSITIVE[lo];
+  const dHi = POSITIVE[hi] - a;
+  return sign | (dLo < dHi || (dLo === dHi && (lo & 1) === 0) ? lo : hi);
+}
+
+export type QuantizedOptions =
+  /** fp8: `block` rows × columns per scale (transformers' weight_block_size; default [128, 128]). */
+  | { method: "fp8"; block?: [number, number] }
+  | { method: "compressed-tensors" | "fbgemm_fp8" }
+  /** GPTQ: `descAct` permutes the inputs' groups (act-order), `sym` fixes the zero points at the middle. */
+  | { method: "gptq"; bits: 4 | 8; groupSize: number; sym?: boolean; descAct?: boolean }
+  | { method: "awq"; groupSize: number };
+
+/** A matrix the checkpoint stores quantized, and its values as the format defines them (exact, before any rounding). */
+export interface QuantizedMatrix {
+  rows: number;
+  cols: number;
+  values: Float64Array;
+}
+
+const LINEAR = /_proj\.weight$|\.(fc1|fc2|dense|dense_h_to_4h|dense_4h_to_h|query_key_value)\.weight$/;
+
+/**
+ * Writes a quantized copy of the model folder `src` at `out`: every linear layer's weight (not the
+ * embedding or the head, which such checkpoints keep) in the method's format; every other tensor as
+ * in `src` (as f16 for GPTQ and AWQ, whose checkpoints are f16), and the other files. Returns the
+ * quantized matrices by their weight's name.
+ */
+export function writeQuantizedCheckpoint(
+  src: string,
+  out: string,
+  opts: QuantizedOptions,
+): Map<string, QuantizedMatrix> {
+  mkdirSync(out, { recursive: true });
+  const [file] = weightFiles(src);
+  const header = readSafetensorsHeader(file);
+  const f16 = opts.method === "gptq" || opts.method === "awq";
+  const json: Record<string, unknown> = {};
+  const parts: Uint8Array[] = [];
+  let offset = 0;
+  const put = (name: string, dtype: string, shape: number[], data: Uint8Array) => {
+    json[name] = { dtype, shape, data_offsets: [offset, offset + data.byteLength] };
+    parts.push(data);
+    offset += data.byteLength;
+  };
+  const matrices = new Map<string, QuantizedMatrix>();
+  for (const t of header.tensors.values()) {
+    const raw = readBytes(file, t.offset, t.byteLength);
+    if (t.shape.length !== 2 || !LINEAR.test(t.name)) {
+      if (f16 && t.dtype !== "F16")
+        put(t.name, "F16", [...t.shape], bytesOf(Uint16Array.from(toF32(raw, t.dtype), f32ToF16)));
+      else put(t.name, t.dtype, [...t.shape], raw);
+      continue;
+    }
+    const [rows, cols] = t.shape;
+    const w = toF32(raw, t.dtype);
+    const base = t.name.slice(0, -".weight".length);
+    if (opts.method === "gptq" || opts.method === "awq") {
+      const q = opts.method === "gptq" ? gptq(w, rows, cols, opts) : awq(w, rows, cols, opts.groupSize);
+      for (const [suffix, dtype, shape, data] of q.tensors) put(base + suffix, dtype, shape, data);
+      matrices.set(t.name, { rows, cols, values: q.values });
+      continue;
+    }
+    const block: [number, number] = opts.method === "fp8" ? (opts.block ?? [128, 128]) : [1, cols];
+    let m = fp8(w, rows, cols, block);
+    if (opts.method === "compressed-tensors") {
+      // compressed-tensors stores the scales in the model's dtype: round them to bf16 first, so that
+      // the codes are made with the scales the file holds.
+      m = fp8(
+        w,
+        rows,
+        cols,
+        block,
+        Float32Array.from(m.scales, (s) => bf16ToF32(f32ToBf16(s))),
+      );
+    }
+    put(t.name, "F8_E4M3", [rows, cols], m.codes);
+    const grid = [Math.ceil(rows / block[0]), Math.ceil(cols / block[1])];
+    if (opts.method === "fp8") put(`${t.name}_scale_inv`, "F32", grid, bytesOf(m.scales));
+    else if (opts.method === "fbgemm_fp8") put(`${t.name}_scale`, "F32", grid, bytesOf(m.scales));
+    else {
+      put(`${t.name}_scale`, "BF16", grid, bytesOf(Uint16Array.from(m.scales, f32ToBf16)));
+      // A static input scale, as a W8A8 checkpoint has: for FP8 kernels only, dropped by the import.
+      put(`${base}.input_scale`, "BF16", [1], bytesOf(new Uint16Array([0x3f80])));
+    }
+    matrices.set(t.name, { rows, cols, values: m.values });
+  }
+  const text = Buffer.from(JSON.stringify({ ...json, __metadata__: { format: "pt" } }));
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(text.length));
+  const fd = openSync(join(out, "model.safetensors"), "w");
+  try {
+    for (const b of [len, text, ...parts]) writeAll(fd, b);
+  } finally {
+    closeSync(fd);
+  }
+
+  const config = JSON.parse(readFileSync(join(src, "config.json"), "utf8"));
+  config.quantization_config = quantizationConfig(opts);
+  if (f16) config.torch_dtype = "float16";
+  writeFileSync(join(out, "config.json"), JSON.stringify(config, null, 2));
+  for (const name of readdirSync(src)) {
+    if (name !== "config.json" && !name.endsWith(".safetensors")) copyFileSync(join(src, name), join(out, name));
+  }
+  return matrices;
+}
+
+function quantizationConfig(opts: QuantizedOptions): Record<string, unknown> {
+  switch (opts.method) {
+    case "fp8":
+      return {
+        activation_scheme: "dynamic",
+        fmt: "e4m3",
+        quant_method: "fp8",
+        weight_block_size: opts.block ?? [128, 128],
+      };
+    case "fbgemm_fp8":
+      return { quant_method: "fbgemm_fp8", activation_scale_ub: 1200, modules_to_not_convert: ["lm_head"] };
+    case "compressed-tensors":
+      return {
+        quant_method: "compressed-tensors",
+        format: "float-quantized",
+        config_groups: {
+          group_0: {
+            targets: ["Linear"],
+            weights: { num_bits: 8, type: "float", strategy: "channel", symmetric: true, dynamic: false },
+            input_activations: { num_bits: 8, type: "float", strategy: "token", symmetric: true, dynamic: true },
+          },
+        },
+        ignore: ["lm_head"],
+        quantization_status: "compressed",
+      };
+    case "gptq":
+      return {
+        quant_method: "gptq",
+        bits: opts.bits,
+        group_size: opts.groupSize,
+        desc_act: opts.descAct ?? false,
+        sym: opts.sym ?? false,
+        damp_percent: 0.01,
+        true_sequential: true,
+        checkpoint_format: "gptq",
+      };
+    case "awq":
+      return { quant_method: "awq", bits: 4, group_size: opts.groupSize, zero_point: true, version: "gemm" };
+  }
+}
+
+/** FP8 codes with a scale per block (the block's largest |w| / 448, or `given`), and the values they stand for. */
+function fp8(w: Float32Array, rows: number, cols: number, block: [number, number], given?: Float32Array) {
+  const gridCols = Math.ceil(cols / block[1]);
+  const at = (r: number, c: number) => Math.floor(r / block[0]) * gridCols + Math.floor(c / block[1]);
+  const scales = given ?? new Float32Array(Math.ceil(rows / block[0]) * gridCols);
+  if (!given) {
+    for (let r = 0; r < rows; r++)
+      for (let c = 0; c < cols; c++) scales[at(r, c)] = Math.max(scales[at(r, c)], Math.abs(w[r * cols + c]) / 448);
+  }
+  const codes = new Uint8Array(rows * cols);
+  const values = new Float64Array(rows * cols);
+  for (let r = 0; r < rows; r++)
+    for (let c = 0; c < cols; c++) {
+      const s = scales[at(r, c)];
+      codes[r * cols + c] = s === 0 ? 0 : encodeE4M3(w[r * cols + c] / s);
+      values[r * cols + c] = e4m3Reference(codes[r * cols + c]) * s;
+    }
+  return { codes, scales, values };
+}
+
+type Stored = [suffix: string, dtype: string, shape: number[], data: Uint8Array];
+
+/**
+ * Per output o and group g: an f16 scale and an integer zero point, code = round(w / scale) + zero
+ * clamped to the code range, value = scale × (code − zero). `groupOf` gives each input's group.
+ */
+function groupQuantize(
+  w: Float32Array,
+  rows: number,
+  cols: number,
+  bits: number,
+  groups: number,
+  groupOf: (i: number) => number,
+  sym: boolean,
+) {
+  const maxq = (1 << bits) - 1;
+  const scale = new Float32Array(groups * rows);
+  const zero = new Int32Array(groups * rows);
+  const lo = new Float32Array(groups * rows);
+  const hi = new Float32Array(groups * rows);
+  for (let o = 0; o < rows; o++)
+    for (let i = 0; i < cols; i++) {
+      const k = groupOf(i) * rows + o;
+      lo[k] = Math.min(lo[k], w[o * cols + i]);
+      hi[k] = Math.max(hi[k], w[o * cols + i]);
+    }
+  for (let k = 0; k < groups * rows; k++) {
+    const a = Math.max(-lo[k], hi[k]);
+    const s = sym ? (2 * a) / maxq : (hi[k] - lo[k]) / maxq;
+    scale[k] = f16ToF32(f32ToF16(s || 1e-4));
+    // GPTQ's original format stores zero − 1, so a zero of 0 would not survive: keep it at least 1.
+    zero[k] = sym ? (maxq + 1) / 2 : Math.min(maxq, Math.max(1, Math.round(-lo[k] / scale[k])));
+  }
+  const codes = new Int32Array(rows * cols);
+  const values = new Float64Array(rows * cols);
+  for (let o = 0; o < rows; o++)
+    for (let i = 0; i < cols; i++) {
+      const k = groupOf(i) * rows + o;
+      const q = Math.min(maxq, Math.max(0, Math.round(w[o * cols + i] / scale[k]) + zero[k]));
+      codes[o * cols + i] = q;
+      values[o * cols + i] = scale[k] * (q - zero[k]);
+    }
+  // scales are stored [groups, out]: transpose from [groups][rows] (already that order).
+  return { scale, zero, codes, values };
+}
+
+/** AutoGPTQ's layout for W [rows = out, cols = in]. */
+function gptq(w: Float32Array, rows: number, cols: number, opts: Extract<QuantizedOptions, { method: "gptq" }>) {
+  const { bits } = opts;
+  const groupSize = opts.groupSize === -1 ? cols : opts.groupSize; // -1: one group over the whole input
+  const pack = 32 / bits;
+  const groups = Math.ceil(cols / groupSize);
+  // act-order: inputs are quantized in another order, so each input's group is its place in that order / group size.
+  const gIdx = Int32Array.from({ length: cols }, (_, i) => Math.floor((opts.descAct ? (i * 7) % cols : i) / groupSize));
+  const q = groupQuantize(w, rows, cols, bits, groups, (i) => gIdx[i], opts.sym ?? false);
+  const qweight = new Int32Array((cols / pack) * rows);
+  for (let i = 0; i < cols; i++)
+    for (let o = 0; o < rows; o++)
+      qweight[Math.floor(i / pack) * rows + o] |= q.codes[o * cols + i] << (bits * (i % pack));
+  const qzeros = new Int32Array(groups * (rows / pack));
+  for (let g = 0; g < groups; g++)
+    for (let o = 0; o < rows; o++)
+      qzeros[g * (rows / pack) + Math.floor(o / pack)] |= (q.zero[g * rows + o] - 1) << (bits * (o % pack));
+  const tensors: Stored[] = [
+    [".qweight", "I32", [cols / pack, rows], bytesOf(qweight)],
+    [".qzeros", "I32", [groups, rows / pack], bytesOf(qzeros)],
+    [".scales", "F16", [groups, rows], bytesOf(Uint16Array.from(q.scale, f32ToF16))],
+    [".g_idx", "I32", [cols], bytesOf(gIdx)],
+  ];
+  return { tensors, values: q.values };
+}
+
+/** AutoAWQ's GEMM layout for W [rows = out, cols = in]: pack_awq's order map puts output 8c + ORDER[n] in nibble n. */
+function awq(w: Float32Array, rows: number, cols: number, groupSize: number) {
+  const ORDER = [0, 2, 4, 6, 1, 3, 5, 7];
+  const groups = Math.ceil(cols / groupSize);
+  const q = groupQuantize(w, rows, cols, 4, groups, (i) => Math.floor(i / groupSize), false);
+  const qweight = new Int32Array(cols * (rows / 8));
+  for (let i = 0; i < cols; i++)
+    for (let c = 0; c < rows / 8; c++)
+      for (let n = 0; n < 8; n++) qweight[i * (rows / 8) + c] |= q.codes[(8 * c + ORDER[n]) * cols + i] << (4 * n);
+  const qzeros = new Int32Array(groups * (rows / 8));
+  for (let g = 0; g < groups; g++)
+    for (let c = 0; c < rows / 8; c++)
+      for (let n = 0; n < 8; n++) qzeros[g * (rows / 8) + c] |= q.zero[g * rows + 8 * c + ORDER[n]] << (4 * n);
+  const tensors: Stored[] = [
+    [".qweight", "I32", [cols, rows / 8], bytesOf(qweight)],
+    [".qzeros", "I32", [groups, rows / 8], bytesOf(qzeros)],
+    [".scales", "F16", [groups, rows], bytesOf(Uint16Array.from(q.scale, f32ToF16))],
+  ];
+  return { tensors, values: q.values };
+}
+
+const bytesOf = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+
+/** bf16 bits of x (round to nearest even). */
+function f32ToBf16(x: number): number {
+  const u = new Uint32Array(new Float32Array([x]).buffer)[0];
+  return (u + 0x7fff + ((u >>> 16) & 1)) >>> 16;
+}
+
+function toF32(raw: Uint8Array, dtype: string): Float32Array {
+  const copy = raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength);
+  if (dtype === "F32") return new Float32Array(copy);
+  return Float32Array.from(new Uint16Array(copy), dtype === "BF16" ? bf16ToF32 : f16ToF32);
+}
+
+/**
+ * The bits the importer must write for a matrix in `dtype`: each value rounded to f32 (as torch's
+ * FP8 dequantization computes; GPTQ's and AWQ's values are exact in f32), then to bf16 or f16.
+ */
+export function expectedBits(m: QuantizedMatrix, dtype: "BF16" | "F16"): Uint16Array {
+  return Uint16Array.from(m.values, (v) => (dtype === "BF16" ? f32ToBf16(Math.fround(v)) : f32ToF16(Math.fround(v))));
+}
