@@ -90,8 +90,7 @@ export function writeQuantizedCheckpoint(
   for (const t of header.tensors.values()) {
     const raw = readBytes(file, t.offset, t.byteLength);
     if (t.shape.length !== 2 || !LINEAR.test(t.name)) {
-      if (f16 && t.dtype !== "F16")
-        put(t.name, "F16", [...t.shape], bytesOf(Uint16Array.from(toF32(raw, t.dtype), f32ToF16)));
+      if (f16 && t.dtype !== "F16") put(t.name, "F16", [...t.shape], bytesOf(toF16(toF32(raw, t.dtype))));
       else put(t.name, t.dtype, [...t.shape], raw);
       continue;
     }
@@ -313,7 +312,18 @@ function f32ToBf16(x: number): number {
 function toF32(raw: Uint8Array, dtype: string): Float32Array {
   const copy = raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength);
   if (dtype === "F32") return new Float32Array(copy);
-  return Float32Array.from(new Uint16Array(copy), dtype === "BF16" ? bf16ToF32 : f16ToF32);
+  // A loop, not Float32Array.from (which builds a list first and fails on an embedding's 2^28 values).
+  const h = new Uint16Array(copy);
+  const out = new Float32Array(h.length);
+  const widen = dtype === "BF16" ? bf16ToF32 : f16ToF32;
+  for (let i = 0; i < h.length; i++) out[i] = widen(h[i]);
+  return out;
+}
+
+function toF16(x: Float32Array): Uint16Array {
+  const out = new Uint16Array(x.length);
+  for (let i = 0; i < x.length; i++) out[i] = f32ToF16(x[i]);
+  return out;
 }
 
 /**
