@@ -932,12 +932,12 @@ test("int8 / int4 weights take a GGUF import's Q8_0, Q4_0 and Q5_0 matrices from
     assert.deepEqual(weightValues(w.handle, w.rows, w.cols), want, `${e.gguf} (${e.type}) as int8`);
     assert.notDeepEqual(viaBf16(w.name, w), want, `${e.gguf}: the bf16 round trip would have changed it`);
   }
-  assert.deepEqual(int8.ggufBlocks, { taken: { Q4_0: 1, Q5_0: 1, Q8_0: 1 }, of: 16 });
+  assert.deepEqual(int8.blockCount, { taken: { Q4_0: 1, Q5_0: 1, Q8_0: 1 }, of: 16, from: "the GGUF's" });
   // A type int8 holds only approximately (Q4_1 has an offset per block) is quantized from the bf16.
   const q41 = int8.weights.layers[0].up!.w;
   assert.deepEqual(weightValues(q41.handle, q41.rows, q41.cols), viaBf16(q41.name, q41));
   const int4 = load("int4");
-  assert.deepEqual(int4.ggufBlocks, { taken: { Q4_0: 1 }, of: 16 });
+  assert.deepEqual(int4.blockCount, { taken: { Q4_0: 1 }, of: 16, from: "the GGUF's" });
   for (const e of exact) {
     const w = int4.weights.layers[e.layer][e.w]!.w;
     const values = weightValues(w.handle, w.rows, w.cols);

@@ -1163,8 +1163,8 @@ async function blockExport(t: Parameters<typeof tempDir>[0], dtype: "q8_0" | "q4
   t.after(() => loaded.close());
   const type = dtype.toUpperCase();
   assert.equal(loaded.weightFormat, format);
-  assert.equal(loaded.ggufBlocks!.taken[type], loaded.ggufBlocks!.of, "every matrix from the file's blocks");
-  assert.equal(quantizedFrom("BF16", loaded.ggufBlocks), `from the GGUF's ${type} blocks`);
+  assert.equal(loaded.blockCount!.taken[type], loaded.blockCount!.of, "every matrix from the file's blocks");
+  assert.equal(quantizedFrom("BF16", loaded.blockCount), `from the GGUF's ${type} blocks`);
   return { model, file, g, loaded };
 }
 

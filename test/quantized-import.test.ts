@@ -10,7 +10,8 @@ import { E4M3_VALUES } from "../core/loader/fp8.js";
 import { quantizedImportRecord } from "../core/loader/quantized-import.js";
 import { modelFolderFor } from "../core/loader/model-source.js";
 import { loadModel, type LoadedModel } from "../core/loader/model-folder.js";
-import { readStoredHeader } from "../core/loader/safetensors.js";
+import { readStoredHeader, type Weight } from "../core/loader/safetensors.js";
+import { native } from "../core/native/addon.js";
 import { ModelError } from "../core/loader/errors.js";
 import { estimateModel } from "../core/host/engine-host.js";
 import { listCachedModels } from "../core/loader/hf-cache.js";
@@ -71,6 +72,7 @@ const SCHEMES: [string, QuantizedOptions][] = [
   ["fbgemm_fp8, f32 scales per row", { method: "fbgemm_fp8" }],
   ["gptq, 4-bit, groups of 32", { method: "gptq", bits: 4, groupSize: 32 }],
   ["gptq, 4-bit symmetric, act-order groups", { method: "gptq", bits: 4, groupSize: 32, sym: true, descAct: true }],
+  ["gptq, 4-bit symmetric, groups of 64", { method: "gptq", bits: 4, groupSize: 64, sym: true }],
   ["gptq, 8-bit, one group per row", { method: "gptq", bits: 8, groupSize: -1 }],
   ["awq, 4-bit GEMM layout, groups of 32", { method: "awq", groupSize: 32 }],
 ];
@@ -154,6 +156,61 @@ for (const [name, opts, bound] of [
     assert.ok(int8Diff < quantDiff, `int8 vs the import: ${int8Diff}, less than the checkpoint's own rounding`);
   });
 }
+
+/** Every weight of a loaded model by name (the layers' matrices and the head). */
+function weightsByName(model: LoadedModel): Map<string, Weight> {
+  const out = new Map<string, Weight>();
+  const walk = (node: unknown): void => {
+    if (Array.isArray(node)) node.forEach(walk);
+    else if (typeof node === "object" && node !== null && Object.getPrototypeOf(node) === Object.prototype) {
+      if ("handle" in node && "name" in node) out.set((node as Weight).name, node as Weight);
+      else Object.values(node).forEach(walk);
+    }
+  };
+  walk(model.weights);
+  return out;
+}
+
+test("a symmetric 4-bit GPTQ checkpoint loads as int4 holding its codes exactly (Q4_0 blocks); act-order or zero points do not", async (t) => {
+  const { checkpoint, matrices } = await quantizedModel(t, { method: "gptq", bits: 4, groupSize: 64, sym: true });
+  const dir = await modelFolderFor(checkpoint);
+  const record = quantizedImportRecord(dir)!;
+  assert.equal(record.autoWeights, "int4");
+  assert.equal(Object.keys(record.blocks!.tensors).length, 14);
+  const estimate = await estimateModel(checkpoint, 64, "f32", "auto");
+  for (const bits of [4, 8] as const) {
+    const model = loadModel(dir, { weights: bits === 4 ? "auto" : "int8" });
+    t.after(() => model.close());
+    assert.equal(model.weightFormat, bits === 4 ? "int4" : "int8");
+    // The layers' 14 matrices from the blocks; the rest (the head, which GPTQ keeps) from the import.
+    assert.deepEqual(model.blockCount?.taken, { Q4_0: 14 });
+    assert.equal(model.blockCount?.from, "the GPTQ checkpoint's");
+    if (bits === 4) assert.equal(estimate.weightBytes, (await estimateModel(dir, 64, "f32", "int4")).weightBytes);
+    for (const [name, w] of weightsByName(model)) {
+      const m = matrices.get(name);
+      if (!m) continue;
+      const got = new Float32Array(m.rows * m.cols);
+      native().embed(
+        got,
+        w.handle,
+        Int32Array.from({ length: m.rows }, (_, i) => i),
+      );
+      assert.deepEqual(got, Float32Array.from(m.values), `${name} (int${bits}): scale × (code − 8), unrounded`);
+    }
+  }
+  // Zero points of their own (asymmetric: only matrices whose zeros all happen to be 8 fit) or inputs
+  // grouped out of order (act-order: none fit): int8.
+  for (const [opts, fit] of [
+    [{ method: "gptq", bits: 4, groupSize: 64 }, (n: number) => n < 14],
+    [{ method: "gptq", bits: 4, groupSize: 32, sym: true, descAct: true }, (n: number) => n === 0],
+  ] as [QuantizedOptions, (n: number) => boolean][]) {
+    const other = await quantizedModel(t, opts);
+    const r = quantizedImportRecord(await modelFolderFor(other.checkpoint))!;
+    assert.equal(r.autoWeights, "int8");
+    const n = Object.keys(r.blocks?.tensors ?? {}).length;
+    assert.ok(fit(n), `${JSON.stringify(opts)}: ${n} matrices as Q4_0 blocks`);
+  }
+});
 
 test("the CLI generates from an FP8 folder, importing it once; a changed checkpoint is imported again", async (t) => {
   const { dir, src, fp8 } = await quantizedModel(t, { method: "compressed-tensors" });

@@ -423,7 +423,7 @@ class BenchRun {
       // A model loaded with int8 or int4 weights says so, with the dtype its files hold (or the
       // GGUF blocks its matrices came from).
       dtype: format
-        ? `${format} weights ${quantizedFrom(c.dtype ?? model.weights.head.w.stored?.dtype ?? "the file", model.ggufBlocks)}`
+        ? `${format} weights ${quantizedFrom(c.dtype ?? model.weights.head.w.stored?.dtype ?? "the file", model.blockCount)}`
         : (c.dtype ?? model.weights.embed.dtype),
       threads: this.threads,
       kernels: backend instanceof CudaBackend ? "cuda" : info.path,

@@ -4,22 +4,28 @@
 // an f16 scale, the very layout of our int8 weights (and Q4_0 of int4), so a model loaded with
 // quantized weights takes those matrices from the file itself (native quantizeGguf) and multiplies
 // exactly the values llama.cpp does. The import records which matrices qualify (BlockTensor in
-// gguf-import.json); every other matrix is quantized from the import's bf16 as before.
+// gguf-import.json); every other matrix is quantized from the import's bf16 as before. A symmetric
+// 4-bit GPTQ checkpoint's codes are Q4_0 blocks too: its import writes them to a file of their own
+// (core/loader/quantized-import.ts), read here the same way.
 import { existsSync, statSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { native, type NativeWeight } from "../native/addon.js";
 import type { Weight, WeightStore } from "../loader/safetensors.js";
 import { ModelError } from "../loader/errors.js";
-import { IMPORT_RECORD, unpermutedRowOrder, type ImportRecord } from "./import.js";
+import { IMPORT_RECORD, unpermutedRowOrder, type BlockTensor, type ImportRecord } from "./import.js";
 import { GgmlTypeId, ggmlTypeName } from "./quants.js";
 
-/** Of the `of` matrices a load quantized, those taken from the GGUF's blocks, by ggml type ({Q8_0: 113}). */
+/**
+ * Of the `of` matrices a load quantized, those taken from blocks, by ggml type ({Q8_0: 113}), and
+ * whose blocks they were ("the GGUF's").
+ */
 export interface BlockCount {
   taken: Record<string, number>;
   of: number;
+  from: string;
 }
 
-/** Makes a matrix's exact int8 (bits 8) or int4 copy from the GGUF blocks, or says it cannot (undefined). */
+/** Makes a matrix's exact int8 (bits 8) or int4 copy from the recorded blocks, or says it cannot (undefined). */
 export interface BlockCopies {
   (w: Weight, bits: 4 | 8): NativeWeight | undefined;
   readonly count: BlockCount;
@@ -27,37 +33,55 @@ export interface BlockCopies {
 
 /**
  * Where a model's quantized weights came from: "from BF16" (the file's dtype), or with matrices taken
- * from a GGUF import's blocks "from the GGUF's Q8_0 blocks" (all of them) or "from BF16, 3 of 16 from
- * the GGUF's Q4_0/Q5_0/Q8_0 blocks".
+ * from blocks "from the GGUF's Q8_0 blocks" (all of them) or "from BF16, 3 of 16 from the GGUF's
+ * Q4_0/Q5_0/Q8_0 blocks".
  */
 export function quantizedFrom(dtype: string, blocks: BlockCount | undefined): string {
   const types = Object.keys(blocks?.taken ?? {}).join("/");
   if (!blocks || !types) return `from ${dtype}`;
   const taken = Object.values(blocks.taken).reduce((a, n) => a + n, 0);
   return taken === blocks.of
-    ? `from the GGUF's ${types} blocks`
-    : `from ${dtype}, ${taken} of ${blocks.of} from the GGUF's ${types} blocks`;
+    ? `from ${blocks.from} ${types} blocks`
+    : `from ${dtype}, ${taken} of ${blocks.of} from ${blocks.from} ${types} blocks`;
 }
 
 /**
- * For a folder imported from a GGUF file (`record`, its IMPORT_RECORD) that is still there unchanged
- * (size and modification time as recorded at import): the copies its recorded block matrices can
- * have. undefined for any other folder (no import, an import from before the record named blocks,
- * the file moved or changed), whose matrices are all quantized from the import.
+ * Blocks that int8 / int4 weights can take matrices from, as an import recorded them: a GGUF
+ * import's source file (ggufBlockSource), or the Q4_0 blocks a quantized checkpoint's import wrote
+ * (core/loader/quantized-import.ts).
  */
-export function ggufBlockCopies(
-  dir: string,
-  record: ImportRecord | undefined,
-  store: WeightStore,
-): BlockCopies | undefined {
-  if (!record || !existsSync(record.file)) return undefined;
-  const st = statSync(record.file);
-  if (st.size !== record.size || st.mtimeMs !== record.mtimeMs) return undefined;
+export interface BlockSource {
+  /** The file holding the blocks, with its size and modification time when the record was written. */
+  readonly file: string;
+  readonly size?: number;
+  readonly mtimeMs?: number;
+  /** The matrices (by Hugging Face name) whose blocks the file holds. */
+  readonly blocks: Readonly<Record<string, BlockTensor>>;
+  /** The record that lists them, named by errors. */
+  readonly record: string;
+  /** Whose blocks they are, for quantizedFrom ("the GGUF's"). */
+  readonly from: string;
+}
+
+/** A GGUF import's blocks: its source file's, as its IMPORT_RECORD (`record`) lists them. */
+export function ggufBlockSource(dir: string, record: ImportRecord | undefined): BlockSource | undefined {
+  return record && { ...record, record: join(dir, IMPORT_RECORD), from: "the GGUF's" };
+}
+
+/**
+ * The copies `source`'s matrices can have when its file is still there unchanged (size and
+ * modification time as recorded). undefined for no source, or a file moved or changed: every
+ * matrix is then quantized from the folder's tensors.
+ */
+export function blockCopies(source: BlockSource | undefined, store: WeightStore): BlockCopies | undefined {
+  if (!source || !existsSync(source.file)) return undefined;
+  const st = statSync(source.file);
+  if (st.size !== source.size || st.mtimeMs !== source.mtimeMs) return undefined;
   const n = native();
-  const count: BlockCount = { taken: {}, of: 0 };
+  const count: BlockCount = { taken: {}, of: 0, from: source.from };
   const copy = (w: Weight, bits: 4 | 8): NativeWeight | undefined => {
     count.of++;
-    const b = record.blocks[w.name];
+    const b = source.blocks[w.name];
     if (!b || w.transposed || w.rows !== b.rows || w.cols !== b.cols) return undefined;
     if (!(bits === 8 || b.type === GgmlTypeId.Q4_0)) return undefined; // Q8_0 / Q5_0 do not fit int4
     // A view of part of a tensor (a fused checkpoint's rows) is not the recorded whole.
@@ -65,13 +89,14 @@ export function ggufBlockCopies(
     const order = b.unpermute ? unpermutedRowOrder(b.unpermute.heads, b.unpermute.headDim) : null;
     let q: NativeWeight;
     try {
-      q = n.quantizeGguf(store.sourceMapping(record.file), b.offset, b.type, b.rows, b.cols, bits, order);
+      q = n.quantizeGguf(store.sourceMapping(source.file), b.offset, b.type, b.rows, b.cols, bits, order);
     } catch (e) {
       // A record that does not fit its file (edited, or the file replaced by one of the same size and time).
       throw new ModelError(
         "BAD_GGUF",
-        join(dir, IMPORT_RECORD),
-        `its blocks of ${w.name} cannot be read from ${record.file} (${(e as Error).message}); delete ${dir} to import the file again`,
+        source.record,
+        `its blocks of ${w.name} cannot be read from ${source.file} (${(e as Error).message}); ` +
+          `delete ${dirname(source.record)} to import the model again`,
         w.name,
       );
     }

@@ -1054,7 +1054,7 @@ export interface BlockTensor {
 
 const isCount = (x: unknown): x is number => Number.isSafeInteger(x) && (x as number) > 0;
 
-function isBlockTensor(b: unknown): b is BlockTensor {
+export function isBlockTensor(b: unknown): b is BlockTensor {
   if (!isObject(b) || !isCount(b.rows) || !isCount(b.cols) || !Number.isSafeInteger(b.offset)) return false;
   if (!EXACT_BLOCK_TYPES.has(b.type as GgmlTypeId)) return false;
   if (b.unpermute === undefined) return true;

@@ -13,7 +13,7 @@ import { ChatTemplateError, ContextOverflowError, ModelError, UsageError } from 
 import { defaultModelDir } from "../loader/default-model.js";
 import { importRecord, planImport, readGguf } from "../gguf/import.js";
 import { ggufFileFor, modelFolderFor } from "../loader/model-source.js";
-import { quantSchemeOf, planQuantizedImport } from "../loader/quantized-import.js";
+import { quantSchemeOf, planQuantizedImport, quantizedImportRecord } from "../loader/quantized-import.js";
 import type { TensorEntry } from "../modelgen/safetensors-writer.js";
 import { ARCHITECTURES } from "../arch/index.js";
 import { findModelFolder, hubCacheDir, listCachedModels, modelName } from "../loader/hf-cache.js";
@@ -313,7 +313,7 @@ export class EngineHost {
       thinkingSwitch: m.tokenizer.thinkingSwitch,
       bytesPerToken: m.weightBytesPerToken,
       releasedBytes: m.store.releasedBytes(),
-      quantizedFrom: m.weightFormat === "file" ? null : quantizedFrom(c.dtype ?? "the file", m.ggufBlocks),
+      quantizedFrom: m.weightFormat === "file" ? null : quantizedFrom(c.dtype ?? "the file", m.blockCount),
       contextLength: this.session!.contextLength,
       settings: this.session!.sparsity.settings,
     };
@@ -568,7 +568,7 @@ export async function estimateModel(
     tensors,
     contextLength,
     kvCache,
-    resolveWeights(weights, importRecord(dir)),
+    resolveWeights(weights, importRecord(dir) ?? quantizedImportRecord(dir)),
   );
 }
 

@@ -8,6 +8,7 @@
 // original ("gptq") checkpoint format and as the zero in "gptq_v2"; g_idx [in] maps each input to
 // its group (permuted by act-order, desc_act). AWQ (AutoAWQ's GEMM layout): qweight [in, out / 8],
 // the 8 outputs of a word in the interleaved order 0 2 4 6 1 3 5 7; qzeros packed the same way.
+import { f32ToF16 } from "../modelgen/safetensors-writer.js";
 import { ModelError } from "./errors.js";
 import { isObject } from "./json.js";
 import {
@@ -59,12 +60,15 @@ export function gptqScheme(q: unknown, file: string): QuantScheme | undefined {
   if (bits !== 4 && bits !== 8) throw bad(`${String(bits)}-bit codes are not supported (4- and 8-bit are)`);
   const format = q.checkpoint_format ?? "gptq";
   if (format !== "gptq" && format !== "gptq_v2") throw bad(`checkpoint_format "${String(format)}" is not supported`);
-  return packedMatrices(method, { format: "gptq", bits, groupSize, zeroOffset: format === "gptq" ? 1 : 0 });
+  const packing: Packing = { format: "gptq", bits, groupSize, zeroOffset: format === "gptq" ? 1 : 0 };
+  const aligned = groupSize === "all" || groupSize % 32 === 0;
+  return packedMatrices(method, packing, bits === 4 && q.sym === true && q.desc_act !== true && aligned);
 }
 
-function packedMatrices(method: string, p: Packing): QuantScheme {
+function packedMatrices(method: string, p: Packing, q4_0Expected = false): QuantScheme {
   return {
     method,
+    q4_0Expected,
     matrices(stored, dtype): SchemeMatrices {
       const consumed = new Set<string>();
       const matrices: DequantizedMatrix[] = [];
@@ -121,8 +125,12 @@ function dequantized(
     shape(gIdx, [inputs]);
   }
   const mask = (1 << p.bits) - 1;
+  // Symmetric 4-bit codes with f16 scales in groups of whole 32-input blocks are Q4_0 blocks already.
+  const blockAligned = p.format === "gptq" && p.bits === 4 && scales.dtype === "F16" && groupSize % 32 === 0;
+  let blocks: Uint8Array | undefined;
   return {
     entry: { name: `${base}.weight`, dtype, shape: [outputs, inputs] },
+    q4_0Blocks: () => blocks,
     *chunks() {
       const words = int32Values(qweight);
       const s = floatValues(scales);
@@ -143,6 +151,12 @@ function dequantized(
             `input ${i} is in group ${group[i]}, outside the ${groups} groups of ${scales.name}`,
           );
       }
+      const inOrder = group.every((g, i) => g === Math.floor(i / groupSize));
+      const q4_0 =
+        blockAligned && inOrder && z.every((zero) => zero === 8)
+          ? new Uint8Array((outputs * inputs * 18) / 32)
+          : undefined;
+      const h = new Uint16Array(1);
       const step = rowsPerChunk(inputs);
       for (let o0 = 0; o0 < outputs; o0 += step) {
         const n = Math.min(step, outputs - o0);
@@ -156,10 +170,22 @@ function dequantized(
                 : (words[i * (outputs / 8) + (o >> 3)] >>> (4 * AWQ_NIBBLE[o & 7])) & 15;
             const k = group[i] * outputs + o;
             values[r * inputs + i] = s[k] * (q - z[k]); // exact: an f16 scale times a small integer
+            if (q4_0) {
+              // Block b of row o: d (f16) then byte j holding codes j (low nibble) and j + 16 (high).
+              const at = ((o * inputs + i) >> 5) * 18;
+              const j = i & 31;
+              if (j === 0) {
+                h[0] = f32ToF16(s[k]); // exact: the scale was f16
+                q4_0[at] = h[0] & 255;
+                q4_0[at + 1] = h[0] >> 8;
+              }
+              q4_0[at + 2 + (j & 15)] |= j < 16 ? q : q << 4;
+            }
           }
         }
         yield values;
       }
+      blocks = q4_0;
     },
   };
 }

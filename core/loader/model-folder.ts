@@ -7,13 +7,13 @@ import { ARCHITECTURES, type ModelConfig, type ModelWeights } from "../arch/inde
 import { attentionBytes, layerFfnBytes } from "../arch/config.js";
 import { GREEDY, validateSampling } from "../engine/sampler.js";
 import { ModelError } from "./errors.js";
-import { quantizedImportRecord, quantScheme, quantSchemeOf } from "./quantized-import.js";
+import { quantizedBlockSource, quantizedImportRecord, quantScheme, quantSchemeOf } from "./quantized-import.js";
 import { findModelFolder } from "./hf-cache.js";
 import { isObject, readJsonFile } from "./json.js";
 import { WeightStore } from "./safetensors.js";
 import { autoWeightFormat, quantizedWeights, type WeightChoice, type WeightFormat } from "./weight-format.js";
 import { importRecord, type ImportRecord } from "../gguf/import.js";
-import { ggufBlockCopies, type BlockCount } from "../gguf/block-weights.js";
+import { blockCopies, ggufBlockSource, type BlockCount } from "../gguf/block-weights.js";
 import { ModelTokenizer } from "./tokenizer.js";
 
 /** Sampling defaults a model ships in generation_config.json (all optional). */
@@ -40,7 +40,7 @@ export interface LoadedModel {
   /** How the matrices are kept: the load's weights choice, "auto" resolved (resolveWeights). */
   readonly weightFormat: WeightFormat;
   /** For a GGUF import loaded quantized: the matrices taken from the file's blocks (core/gguf/block-weights.ts). */
-  readonly ggufBlocks?: BlockCount;
+  readonly blockCount?: BlockCount;
   close(): void;
 }
 
@@ -123,13 +123,14 @@ export interface LoadOptions {
  * The format a load uses for `choice`, `record` being the folder's import record (importRecord or
  * quantizedImportRecord, or the plan of an import still to come):
  * "auto" is int8 for an import of a quantized GGUF file (int4 for an all-Q4_0 one) or of a quantized
- * checkpoint, else "file" (autoWeightFormat).
+ * checkpoint (int4 for one whose every matrix became Q4_0 blocks: the record's autoWeights), else
+ * "file" (autoWeightFormat).
  */
 export function resolveWeights(
   choice: WeightChoice,
-  record: Pick<ImportRecord, "sourceTypes"> | undefined,
+  record: (Pick<ImportRecord, "sourceTypes"> & { autoWeights?: WeightFormat }) | undefined,
 ): WeightFormat {
-  return choice === "auto" ? autoWeightFormat(record?.sourceTypes) : choice;
+  return choice === "auto" ? (record?.autoWeights ?? autoWeightFormat(record?.sourceTypes)) : choice;
 }
 
 /** `folder`: a model folder, or a repo id ("org/name[@revision]") already in the Hugging Face cache. */
@@ -149,12 +150,16 @@ export function loadModel(folder: string, options: LoadOptions = {}): LoadedMode
   // keeps a load's peak memory near the copies' instead of the whole file read in first (1B shape,
   // int8: max RSS 1.86 GB mapped against 2.50 read in; 2.76 for the file's bf16).
   const record = importRecord(dir);
-  const format = resolveWeights(options.weights ?? "file", record ?? quantizedImportRecord(dir));
+  const quantized = record ? undefined : quantizedImportRecord(dir);
+  const format = resolveWeights(options.weights ?? "file", record ?? quantized);
   const store = WeightStore.open(dir, { mmap: options.mmap ?? format !== "file" });
   try {
     store.checkDType(config.dtype, join(dir, "config.json"), ARCHITECTURES[config.architecture].f32Tensors);
     const bound = ARCHITECTURES[config.architecture].bindWeights(config, store);
-    const blocks = format === "file" ? undefined : ggufBlockCopies(dir, record, store);
+    const blocks =
+      format === "file"
+        ? undefined
+        : blockCopies(ggufBlockSource(dir, record) ?? quantizedBlockSource(dir, quantized), store);
     const weights = format === "file" ? bound : quantizedWeights(bound, format, blocks);
     const gen = readGenerationConfig(dir);
     const eosIds = new Set<number>([...config.eosTokenIds, ...gen.eosIds]);
@@ -170,7 +175,7 @@ export function loadModel(folder: string, options: LoadOptions = {}): LoadedMode
       generationDefaults: gen.defaults,
       weightBytesPerToken: bytesPerToken(weights, config),
       weightFormat: format,
-      ...(blocks && blocks.count.of > 0 && { ggufBlocks: blocks.count }),
+      ...(blocks && blocks.count.of > 0 && { blockCount: blocks.count }),
       close: () => store.close(),
     };
   } catch (e) {

@@ -9,6 +9,8 @@ import type { DType, StoredDType, TensorInfo } from "./safetensors.js";
 export interface QuantScheme {
   /** quantization_config's quant_method. */
   readonly method: string;
+  /** Whether the config says every matrix's codes fit Q4_0 blocks (DequantizedMatrix.q4_0Blocks). */
+  readonly q4_0Expected?: boolean;
   /**
    * The matrices of `stored` (every tensor of the checkpoint) this scheme dequantizes, written as
    * `dtype`, and the names of the tensors they are made of. Checks shapes only (no data is read);
@@ -27,6 +29,13 @@ export interface DequantizedMatrix {
   readonly entry: TensorEntry;
   /** Its values, whole rows at a time, in order (the import rounds them to the entry's dtype). */
   chunks(): Generator<Float32Array>;
+  /**
+   * ggml Q4_0 blocks (32 codes 0..15 and an f16 scale d each, value d × (code − 8)) holding exactly
+   * the matrix's codes, when they fit them (a symmetric 4-bit GPTQ matrix in groups of whole blocks):
+   * int4 / int8 weights take those instead of quantizing the import's rounded values again. Known
+   * once chunks() has run to its end; undefined when they do not fit.
+   */
+  q4_0Blocks?(): Uint8Array | undefined;
 }
 
 /** Elements per chunk a scheme yields (and per progress report). */

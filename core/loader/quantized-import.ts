@@ -20,6 +20,9 @@ import {
 } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { buildHeader, convertF32, type TensorEntry } from "../modelgen/safetensors-writer.js";
+import type { BlockSource } from "../gguf/block-weights.js";
+import { isBlockTensor, type BlockTensor } from "../gguf/import.js";
+import { GgmlTypeId } from "../gguf/quants.js";
 import { ModelError } from "./errors.js";
 import { readFully, writeAll } from "./file-io.js";
 import { fp8Scheme } from "./fp8.js";
@@ -27,6 +30,7 @@ import { gptqScheme } from "./gptq.js";
 import { isObject, readJsonFile } from "./json.js";
 import { CHUNK_VALUES, type DequantizedMatrix, type QuantScheme } from "./quant-scheme.js";
 import { readStoredHeader, weightFiles, type DType, type StoredDType, type TensorInfo } from "./safetensors.js";
+import type { WeightFormat } from "./weight-format.js";
 
 /** Bumped when an import's output changes, so that cached imports are redone. */
 export const QUANTIZED_IMPORT_VERSION = 1;
@@ -56,6 +60,8 @@ export type ImportedTensor =
 
 export interface QuantizedImportPlan {
   readonly method: string;
+  /** What weights "auto" keeps the import as: int4 when the config says every matrix fits Q4_0 blocks, else int8. */
+  readonly autoWeights: WeightFormat;
   /** config.json as the import writes it: without quantization_config. */
   readonly config: Record<string, unknown>;
   /** The dtype dequantized matrices are written in (config.json's torch_dtype; bf16 when it names none). */
@@ -112,7 +118,8 @@ export function planQuantizedImport(dir: string): QuantizedImportPlan {
   for (const name of stored.keys()) order.set(name.replace(/\.(qweight|weight)$/, ""), order.size);
   const at = (name: string) => order.get(name.replace(/\.weight$/, "")) ?? order.size;
   tensors.sort((a, b) => at(a.entry.name) - at(b.entry.name));
-  return { method: scheme.method, config, dtype, tensors, sourceTypes };
+  const autoWeights = scheme.q4_0Expected ? "int4" : "int8";
+  return { method: scheme.method, autoWeights, config, dtype, tensors, sourceTypes };
 }
 
 export interface QuantizedImportRecord {
@@ -120,7 +127,14 @@ export interface QuantizedImportRecord {
   source: string;
   quantMethod: string;
   sourceTypes: Record<string, number>;
+  /** What weights "auto" keeps the import as: int4 when every matrix's codes became Q4_0 blocks, else int8. */
+  autoWeights: WeightFormat;
+  /** The Q4_0 blocks the import wrote (Q4_0_BLOCKS, by matrix), as int8 / int4 weights take them (blockCopies). */
+  blocks?: { size: number; mtimeMs: number; tensors: Record<string, BlockTensor> };
 }
+
+/** The file of Q4_0 blocks an import writes beside its tensors. */
+export const Q4_0_BLOCKS = "q4_0-blocks.bin";
 
 /** A folder's QUANTIZED_IMPORT_RECORD, or undefined for a folder that is no such import. */
 export function quantizedImportRecord(dir: string): QuantizedImportRecord | undefined {
@@ -131,10 +145,30 @@ export function quantizedImportRecord(dir: string): QuantizedImportRecord | unde
     if (!isObject(r) || typeof r.source !== "string" || typeof r.quantMethod !== "string") return undefined;
     const types = isObject(r.sourceTypes) ? r.sourceTypes : {};
     const sourceTypes = Object.fromEntries(Object.entries(types).filter(([, n]) => typeof n === "number"));
-    return { source: r.source, quantMethod: r.quantMethod, sourceTypes: sourceTypes as Record<string, number> };
+    const b = r.blocks;
+    const ok = isObject(b) && typeof b.size === "number" && typeof b.mtimeMs === "number" && isObject(b.tensors);
+    const tensors = ok
+      ? Object.fromEntries(Object.entries(b.tensors as object).filter(([, t]) => isBlockTensor(t)))
+      : {};
+    return {
+      source: r.source,
+      quantMethod: r.quantMethod,
+      sourceTypes: sourceTypes as Record<string, number>,
+      autoWeights: r.autoWeights === "int4" ? "int4" : "int8",
+      ...(ok && { blocks: { size: b.size as number, mtimeMs: b.mtimeMs as number, tensors } }),
+    };
   } catch {
     return undefined;
   }
+}
+
+/** The Q4_0 blocks a quantized checkpoint's import wrote, for blockCopies; undefined when it wrote none. */
+export function quantizedBlockSource(dir: string, record: QuantizedImportRecord | undefined): BlockSource | undefined {
+  if (!record?.blocks) return undefined;
+  const { size, mtimeMs, tensors } = record.blocks;
+  const from = `the ${record.quantMethod.toUpperCase()} checkpoint's`;
+  const file = join(dir, Q4_0_BLOCKS);
+  return { file, size, mtimeMs, blocks: tensors, record: join(dir, QUANTIZED_IMPORT_RECORD), from };
 }
 
 /** Files an import does not copy: the weights it rewrites, and the checkpoint's config it replaces. */
@@ -156,7 +190,10 @@ export async function importQuantized(
   try {
     const total = plan.tensors.reduce((a, t) => a + t.entry.shape.reduce((x, d) => x * d, 1), 0);
     let done = 0;
+    const blocks: Record<string, BlockTensor> = {};
+    let blockBytes = 0;
     const out = openSync(join(tmp, "model.safetensors"), "w");
+    const blockFile = openSync(join(tmp, Q4_0_BLOCKS), "w");
     try {
       writeAll(
         out,
@@ -173,21 +210,42 @@ export async function importQuantized(
           // Let the host's event loop send the progress (and answer other requests) between chunks.
           await new Promise((r) => setImmediate(r));
         }
+        const q4_0 = t.kind === "dequantize" ? t.q4_0Blocks?.() : undefined;
+        if (q4_0) {
+          const [rows, cols] = t.entry.shape;
+          blocks[t.entry.name] = { type: GgmlTypeId.Q4_0, offset: blockBytes, rows, cols };
+          writeAll(blockFile, q4_0);
+          blockBytes += q4_0.byteLength;
+        }
       }
     } finally {
       closeSync(out);
+      closeSync(blockFile);
     }
     writeFileSync(join(tmp, "config.json"), JSON.stringify(plan.config, null, 2) + "\n");
     for (const name of readdirSync(dir)) {
       const f = join(dir, name);
       if (!REWRITTEN.test(name) && statSync(f).isFile()) copyFileSync(f, join(tmp, name));
     }
-    const record: QuantizedImportRecord = { source: dir, quantMethod: plan.method, sourceTypes: plan.sourceTypes };
-    const json = { ...record, importVersion: QUANTIZED_IMPORT_VERSION };
-    writeFileSync(join(tmp, QUANTIZED_IMPORT_RECORD), JSON.stringify(json, null, 2) + "\n");
+    const matrices = plan.tensors.filter((t) => t.kind === "dequantize").length;
+    const taken = Object.keys(blocks).length;
+    if (taken === 0) rmSync(join(tmp, Q4_0_BLOCKS));
+    const record: QuantizedImportRecord = {
+      source: dir,
+      quantMethod: plan.method,
+      sourceTypes: plan.sourceTypes,
+      autoWeights: matrices > 0 && taken === matrices ? "int4" : "int8",
+    };
     rmSync(outDir, { recursive: true, force: true });
     mkdirSync(dirname(outDir), { recursive: true });
     renameSync(tmp, outDir);
+    // Written last, into the folder in place: the blocks' size and time are the renamed file's.
+    if (taken > 0) {
+      const { size, mtimeMs } = statSync(join(outDir, Q4_0_BLOCKS));
+      record.blocks = { size, mtimeMs, tensors: blocks };
+    }
+    const json = { ...record, importVersion: QUANTIZED_IMPORT_VERSION };
+    writeFileSync(join(outDir, QUANTIZED_IMPORT_RECORD), JSON.stringify(json, null, 2) + "\n");
     return plan;
   } catch (e) {
     rmSync(tmp, { recursive: true, force: true });
