@@ -156,36 +156,56 @@ function dequantized(
         blockAligned && inOrder && z.every((zero) => zero === 8)
           ? new Uint8Array((outputs * inputs * 18) / 32)
           : undefined;
-      const h = new Uint16Array(1);
+      const code = new Uint8Array(inputs); // one output's codes
       const step = rowsPerChunk(inputs);
       for (let o0 = 0; o0 < outputs; o0 += step) {
         const n = Math.min(step, outputs - o0);
         const values = new Float32Array(n * inputs);
         for (let r = 0; r < n; r++) {
           const o = o0 + r;
-          for (let i = 0; i < inputs; i++) {
-            const q =
-              p.format === "gptq"
-                ? (words[Math.floor(i / pack) * outputs + o] >>> (p.bits * (i % pack))) & mask
-                : (words[i * (outputs / 8) + (o >> 3)] >>> (4 * AWQ_NIBBLE[o & 7])) & 15;
-            const k = group[i] * outputs + o;
-            values[r * inputs + i] = s[k] * (q - z[k]); // exact: an f16 scale times a small integer
-            if (q4_0) {
-              // Block b of row o: d (f16) then byte j holding codes j (low nibble) and j + 16 (high).
-              const at = ((o * inputs + i) >> 5) * 18;
-              const j = i & 31;
-              if (j === 0) {
-                h[0] = f32ToF16(s[k]); // exact: the scale was f16
-                q4_0[at] = h[0] & 255;
-                q4_0[at + 1] = h[0] >> 8;
-              }
-              q4_0[at + 2 + (j & 15)] |= j < 16 ? q : q << 4;
+          if (p.format === "gptq") {
+            // Input i is in bits (i mod pack) of word i / pack of column o.
+            for (let w = 0, i = 0; i < inputs; w += outputs) {
+              const word = words[w + o];
+              for (let shift = 0; shift < 32; shift += p.bits) code[i++] = (word >>> shift) & mask;
             }
+          } else {
+            const shift = 4 * AWQ_NIBBLE[o & 7];
+            const per = outputs / 8;
+            for (let i = 0, w = o >> 3; i < inputs; i++, w += per) code[i] = (words[w] >>> shift) & 15;
           }
+          const row = r * inputs;
+          for (let i = 0; i < inputs; i++) {
+            const k = group[i] * outputs + o;
+            values[row + i] = s[k] * (code[i] - z[k]); // exact: an f16 scale times a small integer
+          }
+          if (q4_0) writeQ4_0(q4_0, o * (inputs / 32), code, s, group, outputs, o);
         }
         yield values;
       }
       blocks = q4_0;
     },
   };
+}
+
+/**
+ * One output's codes as Q4_0 blocks from block `first` on: per 32 inputs the f16 scale d (exact: the
+ * scale was f16), then byte j holding codes j (low nibble) and j + 16 (high); value d × (code − 8).
+ */
+function writeQ4_0(
+  out: Uint8Array,
+  first: number,
+  code: Uint8Array,
+  s: Float32Array,
+  group: Int32Array,
+  outputs: number,
+  o: number,
+): void {
+  for (let b = 0; b < code.length / 32; b++) {
+    const at = (first + b) * 18;
+    const d = f32ToF16(s[group[b * 32] * outputs + o]);
+    out[at] = d & 255;
+    out[at + 1] = d >> 8;
+    for (let j = 0; j < 16; j++) out[at + 2 + j] = code[b * 32 + j] | (code[b * 32 + 16 + j] << 4);
+  }
 }
