@@ -25,6 +25,7 @@ import { defaultModelDir } from "../core/loader/default-model.js";
 import { native, NativeDType, type NativeWeight } from "../core/native/addon.js";
 import { REPO_ROOT, tempDir, useReasoningTemplate } from "./helpers.js";
 import { makeModel } from "../core/modelgen/make-model.js";
+import { writeQuantizedCheckpoint } from "./quantized-checkpoints.js";
 
 const conversation = (id: string, text: string): Conversation => ({
   id,
@@ -635,6 +636,33 @@ test("host: int8 weights are chosen per load or by the host's default; the estim
     int8Host.close();
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test("host: a GPTQ checkpoint is estimated as int4, imported with progress, and loaded as int4 from its codes", async (t) => {
+  const prev = process.env.HIRE_CACHE_DIR;
+  process.env.HIRE_CACHE_DIR = join(dataDir, "cache");
+  t.after(() => (prev === undefined ? delete process.env.HIRE_CACHE_DIR : (process.env.HIRE_CACHE_DIR = prev)));
+  const src = join(tempDir(t), "src");
+  await makeModel({ arch: "llama", dtype: "bf16", seed: 5, out: src });
+  const checkpoint = join(tempDir(t), "tiny-GPTQ-Int4");
+  writeQuantizedCheckpoint(src, checkpoint, { method: "gptq", bits: 4, groupSize: 32, sym: true });
+  const est = await ask({ type: "model.inspect", path: checkpoint });
+  assert.ok(est.ok, JSON.stringify(est));
+  const e = est.result as { weights: string; weightBytes: number; dtype: string };
+  assert.deepEqual([e.weights, e.dtype], ["int4", "F16"]);
+  const start = events.length;
+  const loaded = await ask({ type: "model.load", path: checkpoint });
+  assert.ok(loaded.ok, JSON.stringify(loaded));
+  assert.ok(events.slice(start).some((m) => m.type === "model.progress" && m.stage === "import"));
+  const info = loaded.result as { name: string; weights: string; weightBytes: number; quantizedFrom: string };
+  assert.deepEqual(
+    [info.name, info.weights, info.weightBytes],
+    ["tiny-GPTQ-Int4", "int4", e.weightBytes],
+    "named after the checkpoint, the estimate's format and size",
+  );
+  assert.match(info.quantizedFrom, /^from F16, 14 of \d+ from the GPTQ checkpoint's Q4_0 blocks$/);
+  const reply = await ask({ type: "generate", messages: [{ role: "user", content: "Hi" }], maxTokens: 3 });
+  assert.ok(reply.ok, JSON.stringify(reply));
 });
 
 test("host: a GGUF file is inspected, imported once with progress, loaded, and kept as the file", async (t) => {
