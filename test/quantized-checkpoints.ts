@@ -52,7 +52,16 @@ export type QuantizedOptions =
   | { method: "compressed-tensors" | "fbgemm_fp8" }
   /** GPTQ: `descAct` permutes the inputs' groups (act-order), `sym` fixes the zero points at the middle. */
   | { method: "gptq"; bits: 4 | 8; groupSize: number; sym?: boolean; descAct?: boolean }
-  | { method: "awq"; groupSize: number };
+  | { method: "awq"; groupSize: number }
+  /** compressed-tensors' pack-quantized (symmetric), scales in the model's dtype (f16 unless `bf16`). */
+  | { method: "pack-quantized"; bits: 4 | 8; groupSize: number; bf16?: boolean; actOrder?: boolean };
+
+/** The dtype a checkpoint written with `opts` keeps its unquantized tensors in (and its import writes). */
+export function checkpointDtype(opts: QuantizedOptions): "F16" | "BF16" {
+  return opts.method === "gptq" || opts.method === "awq" || (opts.method === "pack-quantized" && !opts.bf16)
+    ? "F16"
+    : "BF16";
+}
 
 /** A matrix the checkpoint stores quantized, and its values as the format defines them (exact, before any rounding). */
 export interface QuantizedMatrix {
@@ -77,7 +86,7 @@ export function writeQuantizedCheckpoint(
   mkdirSync(out, { recursive: true });
   const [file] = weightFiles(src);
   const header = readSafetensorsHeader(file);
-  const f16 = opts.method === "gptq" || opts.method === "awq";
+  const f16 = checkpointDtype(opts) === "F16";
   const json: Record<string, unknown> = {};
   const parts: Uint8Array[] = [];
   let offset = 0;
@@ -97,8 +106,13 @@ export function writeQuantizedCheckpoint(
     const [rows, cols] = t.shape;
     const w = toF32(raw, t.dtype);
     const base = t.name.slice(0, -".weight".length);
-    if (opts.method === "gptq" || opts.method === "awq") {
-      const q = opts.method === "gptq" ? gptq(w, rows, cols, opts) : awq(w, rows, cols, opts.groupSize);
+    if (opts.method === "gptq" || opts.method === "awq" || opts.method === "pack-quantized") {
+      const q =
+        opts.method === "gptq"
+          ? gptq(w, rows, cols, opts)
+          : opts.method === "awq"
+            ? awq(w, rows, cols, opts.groupSize)
+            : packQuantized(w, rows, cols, opts);
       for (const [suffix, dtype, shape, data] of q.tensors) put(base + suffix, dtype, shape, data);
       matrices.set(t.name, { rows, cols, values: q.values });
       continue;
@@ -185,6 +199,26 @@ function quantizationConfig(opts: QuantizedOptions): Record<string, unknown> {
       };
     case "awq":
       return { quant_method: "awq", bits: 4, group_size: opts.groupSize, zero_point: true, version: "gemm" };
+    case "pack-quantized":
+      return {
+        quant_method: "compressed-tensors",
+        format: "pack-quantized",
+        config_groups: {
+          group_0: {
+            targets: ["Linear"],
+            weights: {
+              num_bits: opts.bits,
+              type: "int",
+              symmetric: true,
+              strategy: "group",
+              group_size: opts.groupSize,
+              actorder: opts.actOrder ? "group" : null,
+            },
+          },
+        },
+        ignore: ["lm_head"],
+        quantization_status: "compressed",
+      };
   }
 }
 
@@ -222,6 +256,7 @@ function groupQuantize(
   groups: number,
   groupOf: (i: number) => number,
   sym: boolean,
+  roundScale: (s: number) => number = (s) => f16ToF32(f32ToF16(s)),
 ) {
   const maxq = (1 << bits) - 1;
   const scale = new Float32Array(groups * rows);
@@ -237,7 +272,7 @@ function groupQuantize(
   for (let k = 0; k < groups * rows; k++) {
     const a = Math.max(-lo[k], hi[k]);
     const s = sym ? (2 * a) / maxq : (hi[k] - lo[k]) / maxq;
-    scale[k] = f16ToF32(f32ToF16(s || 1e-4));
+    scale[k] = roundScale(s || 1e-4);
     // GPTQ's original format stores zero − 1, so a zero of 0 would not survive: keep it at least 1.
     zero[k] = sym ? (maxq + 1) / 2 : Math.min(maxq, Math.max(1, Math.round(-lo[k] / scale[k])));
   }
@@ -298,6 +333,40 @@ function awq(w: Float32Array, rows: number, cols: number, groupSize: number) {
     [".qzeros", "I32", [groups, rows / 8], bytesOf(qzeros)],
     [".scales", "F16", [groups, rows], bytesOf(Uint16Array.from(q.scale, f32ToF16))],
   ];
+  return { tensors, values: q.values };
+}
+
+/**
+ * compressed-tensors' pack_to_int32 for W [rows = out, cols = in]: each row's signed codes + 2^(bits − 1),
+ * `pack` to a word along the input, the first in the lowest bits; scales [out, groups].
+ */
+function packQuantized(
+  w: Float32Array,
+  rows: number,
+  cols: number,
+  opts: Extract<QuantizedOptions, { method: "pack-quantized" }>,
+) {
+  const { bits, groupSize } = opts;
+  const pack = 32 / bits;
+  const groups = Math.ceil(cols / groupSize);
+  const gIdx = Int32Array.from({ length: cols }, (_, i) =>
+    Math.floor((opts.actOrder ? (i * 7) % cols : i) / groupSize),
+  );
+  const round = opts.bf16 ? (x: number) => bf16ToF32(f32ToBf16(x)) : undefined;
+  const q = groupQuantize(w, rows, cols, bits, groups, (i) => gIdx[i], true, round);
+  const packed = new Int32Array(rows * (cols / pack));
+  for (let o = 0; o < rows; o++)
+    for (let i = 0; i < cols; i++)
+      packed[o * (cols / pack) + Math.floor(i / pack)] |= q.codes[o * cols + i] << (bits * (i % pack));
+  const byOutput = new Float32Array(rows * groups);
+  for (let g = 0; g < groups; g++) for (let o = 0; o < rows; o++) byOutput[o * groups + g] = q.scale[g * rows + o];
+  const scales = opts.bf16 ? Uint16Array.from(byOutput, f32ToBf16) : toF16(byOutput);
+  const tensors: Stored[] = [
+    [".weight_packed", "I32", [rows, cols / pack], bytesOf(packed)],
+    [".weight_scale", opts.bf16 ? "BF16" : "F16", [rows, groups], bytesOf(scales)],
+    [".weight_shape", "I64", [2], bytesOf(new BigInt64Array([BigInt(rows), BigInt(cols)]))],
+  ];
+  if (opts.actOrder) tensors.push([".weight_g_idx", "I32", [cols], bytesOf(gIdx)]);
   return { tensors, values: q.values };
 }
 

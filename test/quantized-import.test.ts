@@ -18,6 +18,7 @@ import { listCachedModels } from "../core/loader/hf-cache.js";
 import { CpuBackend } from "../core/backend/cpu.js";
 import { KVCache, Transformer } from "../core/engine/transformer.js";
 import {
+  checkpointDtype,
   e4m3Reference,
   encodeE4M3,
   expectedBits,
@@ -75,6 +76,12 @@ const SCHEMES: [string, QuantizedOptions][] = [
   ["gptq, 4-bit symmetric, groups of 64", { method: "gptq", bits: 4, groupSize: 64, sym: true }],
   ["gptq, 8-bit, one group per row", { method: "gptq", bits: 8, groupSize: -1 }],
   ["awq, 4-bit GEMM layout, groups of 32", { method: "awq", groupSize: 32 }],
+  ["compressed-tensors pack-quantized, 4-bit, groups of 32", { method: "pack-quantized", bits: 4, groupSize: 32 }],
+  [
+    "compressed-tensors pack-quantized, 4-bit, bf16 scales, act-order",
+    { method: "pack-quantized", bits: 4, groupSize: 32, bf16: true, actOrder: true },
+  ],
+  ["compressed-tensors pack-quantized, 8-bit, groups of 64", { method: "pack-quantized", bits: 8, groupSize: 64 }],
 ];
 
 for (const [name, opts] of SCHEMES) {
@@ -87,13 +94,13 @@ for (const [name, opts] of SCHEMES) {
     const stored = tensorBytes(checkpoint);
     assert.equal(matrices.size, 14, "every linear layer of the 2-layer model was quantized");
     const copied = [...stored.keys()].filter(
-      (k) => !/(_scale(_inv)?|input_scale|qweight|qzeros|scales|g_idx)$/.test(k),
+      (k) => !/(_scale(_inv)?|input_scale|qweight|qzeros|scales|g_idx|weight_packed|weight_shape)$/.test(k),
     );
     assert.deepEqual(
       [...imported.keys()].sort(),
       [...copied, ...[...matrices.keys()].filter((k) => !stored.has(k))].sort(),
     );
-    const dtype = opts.method === "gptq" || opts.method === "awq" ? "F16" : "BF16";
+    const dtype = checkpointDtype(opts);
     for (const [tensor, bytes] of imported) {
       const m = matrices.get(tensor);
       if (!m) {
@@ -111,9 +118,20 @@ for (const [name, opts] of SCHEMES) {
     }
     const record = quantizedImportRecord(dir)!;
     assert.equal(record.source, checkpoint);
-    assert.equal(record.quantMethod, opts.method);
-    const packed = opts.method === "gptq" ? 3 * 14 : opts.method === "awq" ? 2 * 14 : 0; // qweight, qzeros (, g_idx)
-    assert.deepEqual([record.sourceTypes.F8_E4M3 ?? 0, record.sourceTypes.I32 ?? 0], packed ? [0, packed] : [14, 0]);
+    assert.equal(record.quantMethod, opts.method === "pack-quantized" ? "compressed-tensors" : opts.method);
+    // Per matrix: GPTQ's qweight, qzeros and g_idx, AWQ's qweight and qzeros, pack-quantized's codes
+    // (and g_idx with act-order); FP8's codes.
+    const words =
+      opts.method === "gptq"
+        ? 3
+        : opts.method === "awq"
+          ? 2
+          : opts.method === "pack-quantized"
+            ? opts.actOrder
+              ? 2
+              : 1
+            : 0;
+    assert.deepEqual([record.sourceTypes.F8_E4M3 ?? 0, record.sourceTypes.I32 ?? 0], words ? [0, words * 14] : [14, 0]);
   });
 }
 
@@ -171,33 +189,45 @@ function weightsByName(model: LoadedModel): Map<string, Weight> {
   return out;
 }
 
-test("a symmetric 4-bit GPTQ checkpoint loads as int4 holding its codes exactly (Q4_0 blocks); act-order or zero points do not", async (t) => {
-  const { checkpoint, matrices } = await quantizedModel(t, { method: "gptq", bits: 4, groupSize: 64, sym: true });
-  const dir = await modelFolderFor(checkpoint);
-  const record = quantizedImportRecord(dir)!;
-  assert.equal(record.autoWeights, "int4");
-  assert.equal(Object.keys(record.blocks!.tensors).length, 14);
-  const estimate = await estimateModel(checkpoint, 64, "f32", "auto");
-  for (const bits of [4, 8] as const) {
-    const model = loadModel(dir, { weights: bits === 4 ? "auto" : "int8" });
-    t.after(() => model.close());
-    assert.equal(model.weightFormat, bits === 4 ? "int4" : "int8");
-    // The layers' 14 matrices from the blocks; the rest (the head, which GPTQ keeps) from the import.
-    assert.deepEqual(model.blockCount?.taken, { Q4_0: 14 });
-    assert.equal(model.blockCount?.from, "the GPTQ checkpoint's");
-    if (bits === 4) assert.equal(estimate.weightBytes, (await estimateModel(dir, 64, "f32", "int4")).weightBytes);
-    for (const [name, w] of weightsByName(model)) {
-      const m = matrices.get(name);
-      if (!m) continue;
-      const got = new Float32Array(m.rows * m.cols);
-      native().embed(
-        got,
-        w.handle,
-        Int32Array.from({ length: m.rows }, (_, i) => i),
-      );
-      assert.deepEqual(got, Float32Array.from(m.values), `${name} (int${bits}): scale × (code − 8), unrounded`);
+for (const [name, opts, from] of [
+  ["a symmetric 4-bit GPTQ", { method: "gptq", bits: 4, groupSize: 64, sym: true }, "the GPTQ checkpoint's"],
+  [
+    "a 4-bit compressed-tensors pack-quantized (bf16 scales)",
+    { method: "pack-quantized", bits: 4, groupSize: 32, bf16: true },
+    "the compressed-tensors checkpoint's",
+  ],
+] as [string, QuantizedOptions, string][]) {
+  test(`${name} checkpoint loads as int4 holding its codes exactly (Q4_0 blocks)`, async (t) => {
+    const { checkpoint, matrices } = await quantizedModel(t, opts);
+    const dir = await modelFolderFor(checkpoint);
+    const record = quantizedImportRecord(dir)!;
+    assert.equal(record.autoWeights, "int4");
+    assert.equal(Object.keys(record.blocks!.tensors).length, 14);
+    const estimate = await estimateModel(checkpoint, 64, "f32", "auto");
+    for (const bits of [4, 8] as const) {
+      const model = loadModel(dir, { weights: bits === 4 ? "auto" : "int8" });
+      t.after(() => model.close());
+      assert.equal(model.weightFormat, bits === 4 ? "int4" : "int8");
+      // The layers' 14 matrices from the blocks; the rest (the head, which such checkpoints keep) from the import.
+      assert.deepEqual(model.blockCount?.taken, { Q4_0: 14 });
+      assert.equal(model.blockCount?.from, from);
+      if (bits === 4) assert.equal(estimate.weightBytes, (await estimateModel(dir, 64, "f32", "int4")).weightBytes);
+      for (const [name, w] of weightsByName(model)) {
+        const m = matrices.get(name);
+        if (!m) continue;
+        const got = new Float32Array(m.rows * m.cols);
+        native().embed(
+          got,
+          w.handle,
+          Int32Array.from({ length: m.rows }, (_, i) => i),
+        );
+        assert.deepEqual(got, Float32Array.from(m.values), `${name} (int${bits}): scale × (code − 8), unrounded`);
+      }
     }
-  }
+  });
+}
+
+test("GPTQ codes with zero points of their own, or act-order groups, are not held as Q4_0 blocks: int8", async (t) => {
   // Zero points of their own (asymmetric: only matrices whose zeros all happen to be 8 fit) or inputs
   // grouped out of order (act-order: none fit): int8.
   for (const [opts, fit] of [
@@ -418,7 +448,7 @@ function readSafetensorsHeaderStored(file: string, tensor: string): number {
   return 8 + n + json[tensor].data_offsets[0];
 }
 
-test("bad FP8 use: loading the checkpoint folder directly names the import; int4 compressed-tensors stays refused", async (t) => {
+test("bad use: loading a quantized checkpoint's folder directly names the import; what no scheme reads stays refused", async (t) => {
   const { fp8 } = await quantizedModel(t, { method: "fp8" });
   assert.throws(
     () => loadModel(fp8),
@@ -430,13 +460,26 @@ test("bad FP8 use: loading the checkpoint folder directly names the import; int4
       quant_method: "compressed-tensors",
       format: "pack-quantized",
       config_groups: {
-        group_0: { targets: ["Linear"], weights: { num_bits: 4, type: "int", strategy: "group", group_size: 128 } },
+        group_0: {
+          targets: ["Linear"],
+          weights: { num_bits: 4, type: "int", symmetric: false, strategy: "group", group_size: 128 },
+        },
       },
     };
   });
   await assert.rejects(
     async () => loadModel(await modelFolderFor(fp8)),
     (e: unknown) =>
-      e instanceof ModelError && e.code === "UNSUPPORTED_QUANTIZATION" && /compressed-tensors/.test(e.message),
+      e instanceof ModelError &&
+      e.code === "UNSUPPORTED_QUANTIZATION" &&
+      /compressed-tensors, pack-quantized\): asymmetric codes/.test(e.message),
+  );
+  editConfig(fp8, (c) => {
+    c.quantization_config = { quant_method: "compressed-tensors", format: "marlin-24", config_groups: {} };
+  });
+  await assert.rejects(
+    async () => loadModel(await modelFolderFor(fp8)),
+    (e: unknown) =>
+      e instanceof ModelError && e.code === "UNSUPPORTED_QUANTIZATION" && /"compressed-tensors"/.test(e.message),
   );
 });

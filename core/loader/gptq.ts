@@ -1,4 +1,4 @@
-// GPTQ and AWQ checkpoints: each linear layer stored as `qweight` (4- or 8-bit codes packed into
+// GPTQ, AWQ and compressed-tensors' int checkpoints: each linear layer stored as `qweight` (4- or 8-bit codes packed into
 // int32 words), `qzeros` (a zero point per group and output, packed the same way) and `scales` (f16,
 // per group and output), groups running along the input. A weight is scale × (code − zero), in the
 // checkpoint's f16 as the reference kernels compute it (the import rounds it to the folder's dtype).
@@ -8,7 +8,9 @@
 // original ("gptq") checkpoint format and as the zero in "gptq_v2"; g_idx [in] maps each input to
 // its group (permuted by act-order, desc_act). AWQ (AutoAWQ's GEMM layout): qweight [in, out / 8],
 // the 8 outputs of a word in the interleaved order 0 2 4 6 1 3 5 7; qzeros packed the same way.
-import { f32ToF16 } from "../modelgen/safetensors-writer.js";
+// compressed-tensors' pack-quantized (llm-compressor's W4A16 / W8A16, symmetric): weight_packed
+// [out, in / pack] along each row, scales [out, groups], the zero fixed at 2^(bits − 1).
+import { f16ToF32, f32ToF16 } from "../modelgen/safetensors-writer.js";
 import { ModelError } from "./errors.js";
 import { isObject } from "./json.js";
 import {
@@ -27,7 +29,8 @@ import type { DType, StoredDType, TensorInfo } from "./safetensors.js";
 const AWQ_NIBBLE = [0, 4, 1, 5, 2, 6, 3, 7];
 
 interface Packing {
-  readonly format: "gptq" | "awq";
+  /** "packed": compressed-tensors' pack-quantized (symmetric codes along the input, row by row). */
+  readonly format: "gptq" | "awq" | "packed";
   readonly bits: 4 | 8;
   /** Inputs per group (the whole input for GPTQ's group_size -1). */
   readonly groupSize: number | "all";
@@ -41,6 +44,7 @@ interface Packing {
  * UNSUPPORTED_QUANTIZATION error naming `file`.
  */
 export function gptqScheme(q: unknown, file: string): QuantScheme | undefined {
+  if (isObject(q) && q.quant_method === "compressed-tensors") return packQuantizedScheme(q, file);
   if (!isObject(q) || (q.quant_method !== "gptq" && q.quant_method !== "awq")) return undefined;
   const method = q.quant_method;
   const bad = (detail: string) =>
@@ -65,7 +69,51 @@ export function gptqScheme(q: unknown, file: string): QuantScheme | undefined {
   return packedMatrices(method, packing, bits === 4 && q.sym === true && q.desc_act !== true && aligned);
 }
 
+/**
+ * compressed-tensors' "pack-quantized" (llm-compressor's W4A16 / W8A16): `weight_packed` [out, in /
+ * pack], input i of a row in bits (i mod pack) of its word i / pack, the signed code + 2^(bits−1)
+ * stored; `weight_scale` [out, groups]; `weight_g_idx` with act-order; `weight_shape` (dropped).
+ * Symmetric only: a weight is scale × (stored − 2^(bits−1)).
+ */
+function packQuantizedScheme(q: Record<string, unknown>, file: string): QuantScheme | undefined {
+  const groups = isObject(q.config_groups) ? Object.values(q.config_groups) : [];
+  const weights = groups.map((g) => (isObject(g) && isObject(g.weights) ? g.weights : undefined));
+  const formats = new Set(groups.map((g) => (isObject(g) && typeof g.format === "string" ? g.format : q.format)));
+  if (weights.length === 0 || !weights.every((w) => w?.type === "int") || !formats.has("pack-quantized"))
+    return undefined;
+  const bad = (detail: string) =>
+    new ModelError(
+      "UNSUPPORTED_QUANTIZATION",
+      file,
+      `quantization_config (compressed-tensors, pack-quantized): ${detail}`,
+    );
+  if (formats.size !== 1 || new Set(weights.map((w) => JSON.stringify(w))).size !== 1)
+    throw bad("config groups quantized differently are not supported");
+  const w = weights[0]!;
+  if (w.num_bits !== 4 && w.num_bits !== 8)
+    throw bad(`${String(w.num_bits)}-bit codes are not supported (4- and 8-bit are)`);
+  if (w.symmetric === false) throw bad("asymmetric codes (zero points) are not supported");
+  const group = w.strategy === "channel" ? "all" : w.group_size;
+  if (!(group === "all" || (Number.isSafeInteger(group) && (group as number) > 0)))
+    throw bad(
+      `strategy ${JSON.stringify(w.strategy)} with group_size ${JSON.stringify(w.group_size)} is not supported`,
+    );
+  const groupSize = group as number | "all";
+  const bits = w.num_bits;
+  const packing: Packing = { format: "packed", bits, groupSize, zeroOffset: 0 };
+  const aligned = groupSize === "all" || groupSize % 32 === 0;
+  return packedMatrices("compressed-tensors", packing, bits === 4 && !w.actorder && aligned);
+}
+
+/** Each format's tensor names beside a matrix's codes: [codes, scales, zero points, group indices]. */
+const NAMES = {
+  gptq: [".qweight", ".scales", ".qzeros", ".g_idx"],
+  awq: [".qweight", ".scales", ".qzeros", undefined],
+  packed: [".weight_packed", ".weight_scale", undefined, ".weight_g_idx"],
+} as const;
+
 function packedMatrices(method: string, p: Packing, q4_0Expected = false): QuantScheme {
+  const [codes, scaleSuffix, zeroSuffix, gIdxSuffix] = NAMES[p.format];
   return {
     method,
     q4_0Expected,
@@ -73,8 +121,8 @@ function packedMatrices(method: string, p: Packing, q4_0Expected = false): Quant
       const consumed = new Set<string>();
       const matrices: DequantizedMatrix[] = [];
       for (const qweight of stored.values()) {
-        if (!qweight.name.endsWith(".qweight")) continue;
-        const base = qweight.name.slice(0, -".qweight".length);
+        if (!qweight.name.endsWith(codes)) continue;
+        const base = qweight.name.slice(0, -codes.length);
         const need = (suffix: string) => {
           const t = stored.get(base + suffix);
           if (!t) throw badTensor(qweight, `no ${base}${suffix} beside it`);
@@ -82,10 +130,15 @@ function packedMatrices(method: string, p: Packing, q4_0Expected = false): Quant
           return t;
         };
         consumed.add(qweight.name);
-        const scales = need(".scales");
-        const qzeros = need(".qzeros");
-        const gIdx = p.format === "gptq" ? stored.get(`${base}.g_idx`) : undefined;
+        const scales = need(scaleSuffix);
+        const qzeros = zeroSuffix ? need(zeroSuffix) : undefined;
+        const gIdx = gIdxSuffix ? stored.get(base + gIdxSuffix) : undefined;
         if (gIdx) consumed.add(gIdx.name);
+        if (p.format === "packed") {
+          if (stored.has(`${base}.weight_zero_point`))
+            throw badTensor(qweight, "asymmetric codes (zero points) are not supported");
+          if (stored.has(`${base}.weight_shape`)) consumed.add(`${base}.weight_shape`);
+        }
         if (stored.has(`${base}.weight`)) throw badTensor(qweight, `${base}.weight is stored beside it`);
         matrices.push(dequantized(base, qweight, scales, qzeros, gIdx, p, dtype));
       }
@@ -99,7 +152,7 @@ function dequantized(
   base: string,
   qweight: TensorInfo<StoredDType>,
   scales: TensorInfo<StoredDType>,
-  qzeros: TensorInfo<StoredDType>,
+  qzeros: TensorInfo<StoredDType> | undefined,
   gIdx: TensorInfo<StoredDType> | undefined,
   p: Packing,
   dtype: DType,
@@ -112,37 +165,48 @@ function dequantized(
   if (qweight.dtype !== "I32" || qweight.shape.length !== 2)
     throw badTensor(qweight, "not an I32 matrix of packed codes");
   if (!isFloat(scales.dtype)) throw badTensor(scales, `dtype ${scales.dtype} is not F32, BF16 or F16`);
-  if (qzeros.dtype !== "I32") throw badTensor(qzeros, `dtype ${qzeros.dtype} is not I32`);
+  if (qzeros && qzeros.dtype !== "I32") throw badTensor(qzeros, `dtype ${qzeros.dtype} is not I32`);
   const [inputs, outputs] =
-    p.format === "gptq" ? [qweight.shape[0] * pack, qweight.shape[1]] : [qweight.shape[0], qweight.shape[1] * pack];
-  if (outputs % pack !== 0) throw badTensor(qweight, `${outputs} outputs do not fill whole words of ${pack} codes`);
+    p.format === "gptq"
+      ? [qweight.shape[0] * pack, qweight.shape[1]]
+      : p.format === "awq"
+        ? [qweight.shape[0], qweight.shape[1] * pack]
+        : [qweight.shape[1] * pack, qweight.shape[0]];
+  if (qzeros && outputs % pack !== 0)
+    throw badTensor(qweight, `${outputs} outputs do not fill whole words of ${pack} codes`);
   const groupSize = p.groupSize === "all" ? inputs : p.groupSize;
-  const groups = gIdx ? scales.shape[0] : Math.ceil(inputs / groupSize);
-  shape(scales, [groups, outputs]);
-  shape(qzeros, [groups, outputs / pack]);
+  // The scales are [groups, outputs], but [outputs, groups] in the packed format.
+  const scalesByOutput = p.format === "packed";
+  const groups = gIdx ? scales.shape[scalesByOutput ? 1 : 0] : Math.ceil(inputs / groupSize);
+  shape(scales, scalesByOutput ? [outputs, groups] : [groups, outputs]);
+  if (qzeros) shape(qzeros, [groups, outputs / pack]);
   if (gIdx) {
     if (gIdx.dtype !== "I32") throw badTensor(gIdx, `dtype ${gIdx.dtype} is not I32`);
     shape(gIdx, [inputs]);
   }
   const mask = (1 << p.bits) - 1;
   // Symmetric 4-bit codes with f16 scales in groups of whole 32-input blocks are Q4_0 blocks already.
-  const blockAligned = p.format === "gptq" && p.bits === 4 && scales.dtype === "F16" && groupSize % 32 === 0;
+  const blockAligned = p.format !== "awq" && p.bits === 4 && groupSize % 32 === 0;
   let blocks: Uint8Array | undefined;
   return {
     entry: { name: `${base}.weight`, dtype, shape: [outputs, inputs] },
     q4_0Blocks: () => blocks,
     *chunks() {
       const words = int32Values(qweight);
-      const s = floatValues(scales);
-      const zWords = int32Values(qzeros);
-      // Zero points unpacked to [groups, outputs], the format's offset added.
-      const z = new Int16Array(groups * outputs);
-      for (let g = 0; g < groups; g++)
-        for (let o = 0; o < outputs; o++) {
-          const word = zWords[g * (outputs / pack) + Math.floor(o / pack)];
-          const shift = p.format === "awq" ? 4 * AWQ_NIBBLE[o & 7] : p.bits * (o % pack);
-          z[g * outputs + o] = ((word >>> shift) & mask) + p.zeroOffset;
-        }
+      const stored = floatValues(scales);
+      const s = scalesByOutput ? transposed(stored, outputs, groups) : stored;
+      // Zero points unpacked to [groups, outputs], the format's offset added (the packed format's
+      // codes are symmetric: stored as code + 2^(bits − 1)).
+      const z = new Int16Array(groups * outputs).fill(1 << (p.bits - 1));
+      if (qzeros) {
+        const zWords = int32Values(qzeros);
+        for (let g = 0; g < groups; g++)
+          for (let o = 0; o < outputs; o++) {
+            const word = zWords[g * (outputs / pack) + Math.floor(o / pack)];
+            const shift = p.format === "awq" ? 4 * AWQ_NIBBLE[o & 7] : p.bits * (o % pack);
+            z[g * outputs + o] = ((word >>> shift) & mask) + p.zeroOffset;
+          }
+      }
       const group = gIdx ? int32Values(gIdx) : Int32Array.from({ length: inputs }, (_, i) => Math.floor(i / groupSize));
       for (let i = 0; i < inputs; i++) {
         if (!(group[i] >= 0 && group[i] < groups))
@@ -152,8 +216,10 @@ function dequantized(
           );
       }
       const inOrder = group.every((g, i) => g === Math.floor(i / groupSize));
+      // bf16 scales fit Q4_0's f16 when they are f16 values too (8 significant bits, in its range).
+      const f16Scales = s.every((x) => f16ToF32(f32ToF16(x)) === x);
       const q4_0 =
-        blockAligned && inOrder && z.every((zero) => zero === 8)
+        blockAligned && inOrder && f16Scales && z.every((zero) => zero === 8)
           ? new Uint8Array((outputs * inputs * 18) / 32)
           : undefined;
       const code = new Uint8Array(inputs); // one output's codes
@@ -163,7 +229,13 @@ function dequantized(
         const values = new Float32Array(n * inputs);
         for (let r = 0; r < n; r++) {
           const o = o0 + r;
-          if (p.format === "gptq") {
+          if (p.format === "packed") {
+            // Row o's inputs run along its words.
+            for (let w = o * (inputs / pack), i = 0; i < inputs; w++) {
+              const word = words[w];
+              for (let shift = 0; shift < 32; shift += p.bits) code[i++] = (word >>> shift) & mask;
+            }
+          } else if (p.format === "gptq") {
             // Input i is in bits (i mod pack) of word i / pack of column o.
             for (let w = 0, i = 0; i < inputs; w += outputs) {
               const word = words[w + o];
@@ -208,4 +280,11 @@ function writeQ4_0(
     out[at + 1] = d >> 8;
     for (let j = 0; j < 16; j++) out[at + 2 + j] = code[b * 32 + j] | (code[b * 32 + 16 + j] << 4);
   }
+}
+
+/** x [rows, cols] as [cols, rows]. */
+function transposed(x: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(x.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = x[r * cols + c];
+  return out;
 }

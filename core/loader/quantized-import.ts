@@ -103,7 +103,7 @@ export function planQuantizedImport(dir: string): QuantizedImportPlan {
   const tensors: ImportedTensor[] = matrices.map((m) => ({ kind: "dequantize", ...m }));
   for (const t of stored.values()) {
     if (consumed.has(t.name)) continue;
-    if (t.dtype === "F8_E4M3" || t.dtype === "I32") {
+    if (t.dtype === "F8_E4M3" || t.dtype === "I32" || t.dtype === "I64") {
       throw new ModelError(
         "BAD_HEADER",
         t.file,
@@ -166,7 +166,7 @@ export function quantizedImportRecord(dir: string): QuantizedImportRecord | unde
 export function quantizedBlockSource(dir: string, record: QuantizedImportRecord | undefined): BlockSource | undefined {
   if (!record?.blocks) return undefined;
   const { size, mtimeMs, tensors } = record.blocks;
-  const from = `the ${record.quantMethod.toUpperCase()} checkpoint's`;
+  const from = `the ${record.quantMethod === "gptq" ? "GPTQ" : record.quantMethod} checkpoint's`;
   const file = join(dir, Q4_0_BLOCKS);
   return { file, size, mtimeMs, blocks: tensors, record: join(dir, QUANTIZED_IMPORT_RECORD), from };
 }
