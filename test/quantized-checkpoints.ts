@@ -76,25 +76,22 @@ const LINEAR = /_proj\.weight$|\.(fc1|fc2|dense|dense_h_to_4h|dense_4h_to_h|quer
  * Writes a quantized copy of the model folder `src` at `out`: every linear layer's weight (not the
  * embedding or the head, which such checkpoints keep) in the method's format; every other tensor as
  * in `src` (as f16 for GPTQ and AWQ, whose checkpoints are f16), and the other files. Returns the
- * quantized matrices by their weight's name.
+ * quantized matrices by their weight's name. `shards` splits the tensors over that many files with an
+ * index, as save_pretrained does for large models.
  */
 export function writeQuantizedCheckpoint(
   src: string,
   out: string,
   opts: QuantizedOptions,
+  shards?: number,
 ): Map<string, QuantizedMatrix> {
   mkdirSync(out, { recursive: true });
   const [file] = weightFiles(src);
   const header = readSafetensorsHeader(file);
   const f16 = checkpointDtype(opts) === "F16";
-  const json: Record<string, unknown> = {};
-  const parts: Uint8Array[] = [];
-  let offset = 0;
-  const put = (name: string, dtype: string, shape: number[], data: Uint8Array) => {
-    json[name] = { dtype, shape, data_offsets: [offset, offset + data.byteLength] };
-    parts.push(data);
-    offset += data.byteLength;
-  };
+  const entries: Stored[] = [];
+  const put = (name: string, dtype: string, shape: number[], data: Uint8Array) =>
+    entries.push([name, dtype, shape, data]);
   const matrices = new Map<string, QuantizedMatrix>();
   for (const t of header.tensors.values()) {
     const raw = readBytes(file, t.offset, t.byteLength);
@@ -141,15 +138,22 @@ export function writeQuantizedCheckpoint(
     }
     matrices.set(t.name, { rows, cols, values: m.values });
   }
-  const text = Buffer.from(JSON.stringify({ ...json, __metadata__: { format: "pt" } }));
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(text.length));
-  const fd = openSync(join(out, "model.safetensors"), "w");
-  try {
-    for (const b of [len, text, ...parts]) writeAll(fd, b);
-  } finally {
-    closeSync(fd);
-  }
+  if (shards) {
+    // As save_pretrained shards: model-0000i-of-0000n.safetensors and the index naming each tensor's file.
+    const per = Math.ceil(entries.length / shards);
+    const weightMap: Record<string, string> = {};
+    for (let i = 0; i < shards; i++) {
+      const file = `model-${String(i + 1).padStart(5, "0")}-of-${String(shards).padStart(5, "0")}.safetensors`;
+      const part = entries.slice(i * per, (i + 1) * per);
+      writeSafetensors(join(out, file), part);
+      for (const [name] of part) weightMap[name] = file;
+    }
+    const total = entries.reduce((a, e) => a + e[3].byteLength, 0);
+    writeFileSync(
+      join(out, "model.safetensors.index.json"),
+      JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }),
+    );
+  } else writeSafetensors(join(out, "model.safetensors"), entries);
 
   const config = JSON.parse(readFileSync(join(src, "config.json"), "utf8"));
   config.quantization_config = quantizationConfig(opts);
@@ -242,7 +246,7 @@ function fp8(w: Float32Array, rows: number, cols: number, block: [number, number
   return { codes, scales, values };
 }
 
-type Stored = [suffix: string, dtype: string, shape: number[], data: Uint8Array];
+type Stored = [name: string, dtype: string, shape: number[], data: Uint8Array];
 
 /**
  * Per output o and group g: an f16 scale and an integer zero point, code = round(w / scale) + zero
@@ -368,6 +372,25 @@ function packQuantized(
   ];
   if (opts.actOrder) tensors.push([".weight_g_idx", "I32", [cols], bytesOf(gIdx)]);
   return { tensors, values: q.values };
+}
+
+/** A safetensors file of `entries` (name, dtype, shape, bytes), in order. */
+function writeSafetensors(file: string, entries: readonly Stored[]): void {
+  const json: Record<string, unknown> = {};
+  let offset = 0;
+  for (const [name, dtype, shape, data] of entries) {
+    json[name] = { dtype, shape, data_offsets: [offset, offset + data.byteLength] };
+    offset += data.byteLength;
+  }
+  const text = Buffer.from(JSON.stringify({ ...json, __metadata__: { format: "pt" } }));
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(text.length));
+  const fd = openSync(file, "w");
+  try {
+    for (const b of [len, text, ...entries.map((e) => e[3])]) writeAll(fd, b);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 const bytesOf = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);

@@ -14,7 +14,7 @@ import { readStoredHeader, type Weight } from "../core/loader/safetensors.js";
 import { native } from "../core/native/addon.js";
 import { ModelError } from "../core/loader/errors.js";
 import { estimateModel } from "../core/host/engine-host.js";
-import { listCachedModels } from "../core/loader/hf-cache.js";
+import { listCachedModels, modelName } from "../core/loader/hf-cache.js";
 import { CpuBackend } from "../core/backend/cpu.js";
 import { KVCache, Transformer } from "../core/engine/transformer.js";
 import {
@@ -296,6 +296,28 @@ test("hire models lists an FP8 checkpoint in the Hugging Face cache as loadable"
   assert.equal(m.repo, "Org/Tiny-FP8");
   assert.equal(m.problem, null, JSON.stringify(m.problem));
   assert.equal(m.architecture, "LlamaForCausalLM");
+});
+
+test("a sharded GPTQ checkpoint, opened by its repo id in the Hugging Face cache, imports as its single-file twin", async (t) => {
+  const opts: QuantizedOptions = { method: "gptq", bits: 4, groupSize: 32, sym: true };
+  const { dir, src, checkpoint } = await quantizedModel(t, opts);
+  const sharded = join(dir, "sharded");
+  writeQuantizedCheckpoint(src, sharded, opts, 3);
+  assert.ok(existsSync(join(sharded, "model.safetensors.index.json")));
+  const hub = join(dir, "hub");
+  putInHubCache(hub, "Org/Tiny-GPTQ-Int4", sharded, "0123456789abcdef0123456789abcdef01234567");
+  const prev = process.env.HF_HUB_CACHE;
+  process.env.HF_HUB_CACHE = hub;
+  t.after(() => (prev === undefined ? delete process.env.HF_HUB_CACHE : (process.env.HF_HUB_CACHE = prev)));
+  const fromHub = await modelFolderFor("Org/Tiny-GPTQ-Int4");
+  const single = tensorBytes(await modelFolderFor(checkpoint));
+  const imported = tensorBytes(fromHub);
+  assert.deepEqual([...imported.keys()].sort(), [...single.keys()].sort());
+  for (const [name, bytes] of imported) assert.ok(bytes.equals(single.get(name)!), name);
+  const model = loadModel(fromHub, { weights: "auto" });
+  t.after(() => model.close());
+  assert.deepEqual([model.weightFormat, model.blockCount?.taken], ["int4", { Q4_0: 14 }]);
+  assert.equal(modelName(fromHub), "Org/Tiny-GPTQ-Int4");
 });
 
 // ---------------------------------------------------------------------------------------------
