@@ -1,5 +1,5 @@
 // Corrupt model files against the loaders: every file a user may bring broken (a GGUF file, a
-// safetensors file, config.json, tokenizer.json) is mutated at random and loaded, and each load must
+// safetensors file, config.json, tokenizer.json, a GPTQ or FP8 checkpoint) is mutated at random and loaded, and each load must
 // either work (then a two-token reply must too, or say why it cannot) or fail with a typed
 // ModelError naming the file: never another exception, a crash or a hang. `npm run build:ts && node tools/fuzz/loaders.mjs
 // [CASES] [SEED]`; it prints each case's seed before running it, so a crash names the case to rerun.
@@ -12,6 +12,8 @@ import { makeModel } from "../../dist/core/modelgen/make-model.js";
 import { Session } from "../../dist/core/engine/session.js";
 import { Rng } from "../../dist/core/engine/sampler.js";
 import { ContextOverflowError, ModelError, UsageError } from "../../dist/core/loader/errors.js";
+import { importQuantized } from "../../dist/core/loader/quantized-import.js";
+import { writeQuantizedCheckpoint } from "../../dist/test/quantized-checkpoints.js";
 import { mutateBytes, mutateJson } from "./mutate.mjs";
 
 const cases = Number(process.argv[2] ?? 200);
@@ -20,9 +22,17 @@ const root = mkdtempSync(join(tmpdir(), "hire-fuzz-"));
 const ggufSource = readFileSync(new URL("../../test/gguf/tiny-llama-quants.gguf", import.meta.url));
 const folder = join(root, "model");
 await makeModel({ arch: "llama", dtype: "bf16", seed: 1, shape: { vocab: 300 }, out: folder });
+const quantized = [
+  { method: "gptq", bits: 4, groupSize: 32, sym: true },
+  { method: "fp8", block: [48, 32] },
+].map((opts) => {
+  const dir = join(root, opts.method);
+  writeQuantizedCheckpoint(folder, dir, opts);
+  return dir;
+});
 
-async function tryLoad(dir) {
-  const model = loadModel(dir);
+async function tryLoad(dir, weights = "file") {
+  const model = loadModel(dir, { weights });
   try {
     const session = new Session(model, { contextLength: Math.min(32, model.config.maxPositions) });
     for await (const _ of session.generate("the quick", { maxTokens: 2, temperature: 0 }));
@@ -50,6 +60,20 @@ const kinds = {
     const file = join(dir, "config.json");
     writeFileSync(file, mutateJson(readFileSync(file, "utf8"), rng));
     await tryLoad(dir);
+  },
+  // A GPTQ or FP8 checkpoint with its weights file or config.json broken, imported and loaded as
+  // "auto" weights (int4 from the GPTQ codes' blocks, int8 for FP8).
+  async quantized(rng, dir) {
+    cpSync(quantized[Math.floor(rng.next() * quantized.length)], dir, { recursive: true });
+    if (rng.next() < 0.6) {
+      const file = join(dir, "model.safetensors");
+      writeFileSync(file, mutateBytes(readFileSync(file), rng));
+    } else {
+      const file = join(dir, "config.json");
+      writeFileSync(file, mutateJson(readFileSync(file, "utf8"), rng));
+    }
+    await importQuantized(dir, join(dir, "imported"));
+    await tryLoad(join(dir, "imported"), "auto");
   },
   async tokenizer(rng, dir) {
     cpSync(folder, dir, { recursive: true });
