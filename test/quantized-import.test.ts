@@ -227,6 +227,40 @@ for (const [name, opts, from] of [
   });
 }
 
+test("an import's Q4_0 blocks: a changed blocks file is not used (quantized from the import), an edited record is an error naming it", async (t) => {
+  const { checkpoint } = await quantizedModel(t, { method: "gptq", bits: 4, groupSize: 32, sym: true });
+  const dir = await modelFolderFor(checkpoint);
+  const recordFile = join(dir, "quantized-import.json");
+  const record = JSON.parse(readFileSync(recordFile, "utf8"));
+  const q = record.blocks.tensors["model.layers.1.mlp.down_proj.weight"];
+  // An offset past the file's end: the record no longer fits its blocks.
+  writeFileSync(
+    recordFile,
+    JSON.stringify({
+      ...record,
+      blocks: {
+        ...record.blocks,
+        tensors: {
+          ...record.blocks.tensors,
+          "model.layers.1.mlp.down_proj.weight": { ...q, offset: record.blocks.size },
+        },
+      },
+    }),
+  );
+  assert.throws(
+    () => loadModel(dir, { weights: "int4" }),
+    (e: unknown) =>
+      e instanceof ModelError && e.file === recordFile && /model\.layers\.1\.mlp\.down_proj\.weight/.test(e.message),
+  );
+  // The blocks file changed since the record (its time): every matrix is quantized from the import's f16.
+  writeFileSync(recordFile, JSON.stringify(record));
+  utimesSync(join(dir, "q4_0-blocks.bin"), new Date(), new Date(Date.now() + 5000));
+  const model = loadModel(dir, { weights: "int4" });
+  t.after(() => model.close());
+  assert.equal(model.blockCount, undefined);
+  assert.equal(model.weightFormat, "int4");
+});
+
 test("GPTQ codes with zero points of their own, or act-order groups, are not held as Q4_0 blocks: int8", async (t) => {
   // Zero points of their own (asymmetric: only matrices whose zeros all happen to be 8 fit) or inputs
   // grouped out of order (act-order: none fit): int8.
