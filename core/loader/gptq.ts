@@ -10,7 +10,7 @@
 // the 8 outputs of a word in the interleaved order 0 2 4 6 1 3 5 7; qzeros packed the same way.
 // compressed-tensors' pack-quantized (llm-compressor's W4A16 / W8A16, symmetric): weight_packed
 // [out, in / pack] along each row, scales [out, groups], the zero fixed at 2^(bits − 1).
-import { f16ToF32, f32ToF16 } from "../modelgen/safetensors-writer.js";
+import { convertF32, f16ToF32, f32ToF16 } from "../modelgen/safetensors-writer.js";
 import { ModelError } from "./errors.js";
 import { isObject } from "./json.js";
 import {
@@ -217,16 +217,19 @@ function dequantized(
       }
       const inOrder = group.every((g, i) => g === Math.floor(i / groupSize));
       // bf16 scales fit Q4_0's f16 when they are f16 values too (8 significant bits, in its range).
-      const f16Scales = s.every((x) => f16ToF32(f32ToF16(x)) === x);
+      const f16Scales = scales.dtype === "F16" || s.every((x) => f16ToF32(f32ToF16(x)) === x);
       const q4_0 =
         blockAligned && inOrder && f16Scales && z.every((zero) => zero === 8)
           ? new Uint8Array((outputs * inputs * 18) / 32)
           : undefined;
+      // A 4-bit code takes one of 16 values per (group, output): their bits in the folder's dtype,
+      // rounded once per pair, are looked up instead of rounding every weight.
+      const table = p.bits === 4 && dtype !== "F32" ? valueBits(s, z, dtype) : undefined;
       const code = new Uint8Array(inputs); // one output's codes
       const step = rowsPerChunk(inputs);
       for (let o0 = 0; o0 < outputs; o0 += step) {
         const n = Math.min(step, outputs - o0);
-        const values = new Float32Array(n * inputs);
+        const values = table ? new Uint16Array(n * inputs) : new Float32Array(n * inputs);
         for (let r = 0; r < n; r++) {
           const o = o0 + r;
           if (p.format === "packed") {
@@ -247,10 +250,20 @@ function dequantized(
             for (let i = 0, w = o >> 3; i < inputs; i++, w += per) code[i] = (words[w] >>> shift) & 15;
           }
           const row = r * inputs;
-          for (let i = 0; i < inputs; i++) {
-            const k = group[i] * outputs + o;
-            values[row + i] = s[k] * (code[i] - z[k]); // exact: an f16 scale times a small integer
-          }
+          if (table && inOrder) {
+            // Groups in order: each group's 16 entries looked up for its whole run of inputs.
+            for (let g = 0, i0 = 0; i0 < inputs; g++, i0 += groupSize) {
+              const at = (g * outputs + o) << 4;
+              for (let i = i0, end = Math.min(inputs, i0 + groupSize); i < end; i++)
+                values[row + i] = table[at | code[i]];
+            }
+          } else if (table)
+            for (let i = 0; i < inputs; i++) values[row + i] = table[((group[i] * outputs + o) << 4) | code[i]];
+          else
+            for (let i = 0; i < inputs; i++) {
+              const k = group[i] * outputs + o;
+              values[row + i] = s[k] * (code[i] - z[k]); // exact: an f16 scale times a small integer
+            }
           if (q4_0) writeQ4_0(q4_0, o * (inputs / 32), code, s, group, outputs, o);
         }
         yield values;
@@ -287,4 +300,13 @@ function transposed(x: Float32Array, rows: number, cols: number): Float32Array {
   const out = new Float32Array(x.length);
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = x[r * cols + c];
   return out;
+}
+
+/** For each (group, output) k and 4-bit code q, the bits of scale × (q − zero) in `dtype` (f16 or bf16) at 16k + q. */
+function valueBits(s: Float32Array, z: Int16Array, dtype: DType): Uint16Array {
+  const values = new Float32Array(s.length * 16);
+  for (let k = 0; k < s.length; k++) for (let q = 0; q < 16; q++) values[k * 16 + q] = s[k] * (q - z[k]);
+  const bits = new Uint16Array(values.length);
+  convertF32(new Uint32Array(values.buffer), values.length, dtype, bits);
+  return bits;
 }

@@ -27,8 +27,11 @@ export interface SchemeMatrices {
 export interface DequantizedMatrix {
   /** The tensor as the import writes it ([rows, cols], the folder's dtype). */
   readonly entry: TensorEntry;
-  /** Its values, whole rows at a time, in order (the import rounds them to the entry's dtype). */
-  chunks(): Generator<Float32Array>;
+  /**
+   * Its values, whole rows at a time, in order: f32 (the import rounds them to the entry's dtype),
+   * or already the entry's 16-bit dtype's bits.
+   */
+  chunks(): Generator<Float32Array | Uint16Array>;
   /**
    * ggml Q4_0 blocks (32 codes 0..15 and an f16 scale d each, value d × (code − 8)) holding exactly
    * the matrix's codes, when they fit them (a symmetric 4-bit GPTQ matrix in groups of whole blocks):
@@ -55,13 +58,25 @@ export function floatValues(t: TensorInfo<StoredDType>): Float32Array {
   if (t.dtype === "F32") v = new Float32Array(bytes.buffer, bytes.byteOffset, t.byteLength / 4);
   else if (isFloat(t.dtype)) {
     const h = new Uint16Array(bytes.buffer, bytes.byteOffset, t.byteLength / 2);
-    v = Float32Array.from(h, t.dtype === "BF16" ? bf16ToF32 : f16ToF32);
+    v = new Float32Array(h.length);
+    if (t.dtype === "BF16") for (let i = 0; i < h.length; i++) v[i] = bf16ToF32(h[i]);
+    else {
+      const table = halfTable();
+      for (let i = 0; i < h.length; i++) v[i] = table[h[i]];
+    }
   } else
     throw new ModelError("UNSUPPORTED_DTYPE", t.file, `dtype ${t.dtype} where scales (F32, BF16, F16) belong`, t.name);
   for (let i = 0; i < v.length; i++) {
     if (!Number.isFinite(v[i])) throw new ModelError("NOT_FINITE", t.file, `value ${i} is ${v[i]}`, t.name);
   }
   return v;
+}
+
+let halves: Float32Array | undefined;
+/** Every f16 bit pattern's value (a decoder call per scale costs seconds on a large checkpoint). */
+function halfTable(): Float32Array {
+  if (!halves) halves = Float32Array.from({ length: 65536 }, (_, h) => f16ToF32(h));
+  return halves;
 }
 
 /** An I32 tensor's words (packed codes, group indices). */

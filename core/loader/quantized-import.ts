@@ -277,9 +277,13 @@ function* copiedChunks(t: TensorInfo<StoredDType>): Generator<Chunk> {
   }
 }
 
-/** A dequantized matrix's f32 chunks rounded to `dtype` (to nearest even, as torch casts). */
+/** A dequantized matrix's chunks in `dtype`: f32 values rounded to it (to nearest even, as torch casts), or its bits as given. */
 function* roundedChunks(m: DequantizedMatrix, dtype: DType): Generator<Chunk> {
   for (const values of m.chunks()) {
+    if (values instanceof Uint16Array) {
+      yield { bytes: new Uint8Array(values.buffer, values.byteOffset, values.byteLength), values: values.length };
+      continue;
+    }
     const u32 = new Uint32Array(values.buffer, values.byteOffset, values.length);
     yield { bytes: convertF32(u32, values.length, dtype, new Uint16Array(values.length)), values: values.length };
   }
