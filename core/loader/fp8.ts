@@ -2,6 +2,7 @@
 // weight_block_size, as Qwen3-*-FP8 ship; "fbgemm_fp8"; compressed-tensors' "float-quantized", as
 // llm-compressor's *-FP8-dynamic checkpoints ship). Each matrix is dequantized as e4m3 value × its
 // block's scale, rounded to f32 (then to the folder's dtype by the import), as torch dequantizes.
+import { convertF32 } from "../modelgen/safetensors-writer.js";
 import { ModelError } from "./errors.js";
 import { isObject } from "./json.js";
 import {
@@ -135,31 +136,38 @@ function dequantized(
       const scales = floatValues(scale);
       const gridCols = Math.ceil(cols / bc);
       const step = rowsPerChunk(cols, br);
+      // A code takes one of 256 values per scale: with a 16-bit dtype, those values' bits (rounded to
+      // f32, then to the dtype, once per scale) are looked up instead of rounding every weight.
+      const bits = dtype !== "F32";
+      let table: Uint16Array = new Uint16Array(0);
+      let tableRow = -1;
       const fd = openSync(w.file, "r");
       try {
         for (let r0 = 0; r0 < rows; r0 += step) {
           const n = Math.min(step, rows - r0);
           const codes = new Uint8Array(n * cols);
           readFully(fd, codes, w.offset + r0 * cols, w.file);
-          const values = new Float32Array(n * cols);
+          const nan = [codes.indexOf(0x7f), codes.indexOf(0xff)].filter((k) => k >= 0);
+          if (nan.length > 0) {
+            const k = Math.min(...nan);
+            const detail = `element ${r0 * cols + k} is NaN (e4m3 code 0x${codes[k].toString(16)})`;
+            throw new ModelError("NOT_FINITE", w.file, detail, w.name);
+          }
+          const values = bits ? new Uint16Array(n * cols) : new Float32Array(n * cols);
           for (let r = 0; r < n; r++) {
-            const srow = Math.floor((r0 + r) / br) * gridCols;
+            const blockRow = Math.floor((r0 + r) / br);
+            const srow = blockRow * gridCols;
+            if (bits && blockRow !== tableRow) {
+              table = codeBits(scales.subarray(srow, srow + gridCols), dtype);
+              tableRow = blockRow;
+            }
             const base = r * cols;
-            for (let c0 = 0; c0 < cols; c0 += bc) {
-              const s = scales[srow + c0 / bc];
+            for (let c0 = 0, j = 0; c0 < cols; c0 += bc, j++) {
               const end = base + Math.min(cols, c0 + bc);
-              for (let k = base + c0; k < end; k++) {
-                const code = codes[k];
-                if ((code & 0x7f) === 0x7f) {
-                  const at = (r0 + r) * cols + (k - base);
-                  throw new ModelError(
-                    "NOT_FINITE",
-                    w.file,
-                    `element ${at} is NaN (e4m3 code 0x${code.toString(16)})`,
-                    w.name,
-                  );
-                }
-                values[k] = E4M3_VALUES[code] * s; // exact in f64, rounded once to f32
+              if (bits) for (let k = base + c0, t = j << 8; k < end; k++) values[k] = table[t | codes[k]];
+              else {
+                const s = scales[srow + j];
+                for (let k = base + c0; k < end; k++) values[k] = E4M3_VALUES[codes[k]] * s; // exact in f64, rounded once to f32
               }
             }
           }
@@ -170,4 +178,14 @@ function dequantized(
       }
     },
   };
+}
+
+/** For each scale j of a block row and code c, the bits of c's value × scale (rounded to f32, then to `dtype`) at 256j + c. */
+function codeBits(scales: Float32Array, dtype: DType): Uint16Array {
+  const values = new Float32Array(scales.length * 256);
+  for (let j = 0; j < scales.length; j++)
+    for (let c = 0; c < 256; c++) values[j * 256 + c] = E4M3_VALUES[c] * scales[j];
+  const out = new Uint16Array(values.length);
+  convertF32(new Uint32Array(values.buffer), values.length, dtype, out);
+  return out;
 }
