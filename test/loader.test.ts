@@ -272,12 +272,16 @@ badCase(
   "UNSUPPORTED_ARCHITECTURE",
   "config.json",
 );
-// A bitsandbytes checkpoint as transformers saves one: quantization_config in config.json, packed
-// tensors (here one U8 tensor stands in for the nf4 codes). The config names the cause before any
-// tensor is read. (FP8, GPTQ and AWQ checkpoints are imported: test/quantized-import.test.ts.)
-const bitsandbytes = (dir: string) => {
+// An HQQ checkpoint as transformers saves one: quantization_config in config.json, packed tensors
+// (here one U8 tensor stands in for the codes). The config names the cause before any tensor is
+// read. (FP8, GPTQ, AWQ, compressed-tensors and bitsandbytes checkpoints are imported:
+// test/quantized-import.test.ts.)
+const hqq = (dir: string) => {
   const config = JSON.parse(readFileSync(join(dir, "config.json"), "utf8"));
-  config.quantization_config = { quant_method: "bitsandbytes", load_in_4bit: true, bnb_4bit_quant_type: "nf4" };
+  config.quantization_config = {
+    quant_method: "hqq",
+    quant_config: { weight_quant_params: { nbits: 4, group_size: 64 } },
+  };
   writeFileSync(join(dir, "config.json"), JSON.stringify(config));
   const file = join(dir, ST);
   const h = readHeader(file);
@@ -285,16 +289,16 @@ const bitsandbytes = (dir: string) => {
   h.json["model.norm.weight"] = { ...e, dtype: "U8", shape: [e.data_offsets[1] - e.data_offsets[0]] };
   writeSafetensors(file, h.json, readFileSync(file).subarray(8 + h.length));
 };
-badCase("a bitsandbytes checkpoint", bitsandbytes, "UNSUPPORTED_QUANTIZATION", "config.json");
+badCase("an HQQ checkpoint", hqq, "UNSUPPORTED_QUANTIZATION", "config.json");
 test("bad input: a quantized checkpoint's error names its method and the ways to load the model", async (t) => {
   const dir = join(tempDir(t), "m");
   await makeModel({ arch: "llama", dtype: "bf16", seed: 1, out: dir });
-  bitsandbytes(dir);
+  hqq(dir);
   assert.throws(
     () => loadModel(dir),
     (e: unknown) =>
       e instanceof ModelError &&
-      /quant_method "bitsandbytes"/.test(e.message) &&
+      /quant_method "hqq"/.test(e.message) &&
       /unquantized model/.test(e.message) &&
       /GGUF/.test(e.message),
   );

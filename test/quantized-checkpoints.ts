@@ -54,7 +54,10 @@ export type QuantizedOptions =
   | { method: "gptq"; bits: 4 | 8; groupSize: number; sym?: boolean; descAct?: boolean }
   | { method: "awq"; groupSize: number }
   /** compressed-tensors' pack-quantized (symmetric), scales in the model's dtype (f16 unless `bf16`). */
-  | { method: "pack-quantized"; bits: 4 | 8; groupSize: number; bf16?: boolean; actOrder?: boolean };
+  | { method: "pack-quantized"; bits: 4 | 8; groupSize: number; bf16?: boolean; actOrder?: boolean }
+  /** bitsandbytes: NF4 in blocks of 64 (`doubleQuant`: the absmaxes quantized again), or LLM.int8. */
+  | { method: "bnb-nf4"; doubleQuant?: boolean }
+  | { method: "bnb-int8" };
 
 /** The dtype a checkpoint written with `opts` keeps its unquantized tensors in (and its import writes). */
 export function checkpointDtype(opts: QuantizedOptions): "F16" | "BF16" {
@@ -103,6 +106,12 @@ export function writeQuantizedCheckpoint(
     const [rows, cols] = t.shape;
     const w = toF32(raw, t.dtype);
     const base = t.name.slice(0, -".weight".length);
+    if (opts.method === "bnb-nf4" || opts.method === "bnb-int8") {
+      const q = opts.method === "bnb-nf4" ? nf4(w, rows, cols, opts.doubleQuant ?? false) : llmInt8(w, rows, cols);
+      for (const [suffix, dtype, shape, data] of q.tensors) put(base + suffix, dtype, shape, data);
+      matrices.set(t.name, { rows, cols, values: q.values });
+      continue;
+    }
     if (opts.method === "gptq" || opts.method === "awq" || opts.method === "pack-quantized") {
       const q =
         opts.method === "gptq"
@@ -203,6 +212,18 @@ function quantizationConfig(opts: QuantizedOptions): Record<string, unknown> {
       };
     case "awq":
       return { quant_method: "awq", bits: 4, group_size: opts.groupSize, zero_point: true, version: "gemm" };
+    case "bnb-nf4":
+      return {
+        quant_method: "bitsandbytes",
+        load_in_4bit: true,
+        load_in_8bit: false,
+        bnb_4bit_quant_type: "nf4",
+        bnb_4bit_use_double_quant: opts.doubleQuant ?? false,
+        bnb_4bit_compute_dtype: "bfloat16",
+        llm_int8_skip_modules: ["lm_head"],
+      };
+    case "bnb-int8":
+      return { quant_method: "bitsandbytes", load_in_8bit: true, load_in_4bit: false, llm_int8_threshold: 6.0 };
     case "pack-quantized":
       return {
         quant_method: "compressed-tensors",
@@ -246,7 +267,7 @@ function fp8(w: Float32Array, rows: number, cols: number, block: [number, number
   return { codes, scales, values };
 }
 
-type Stored = [name: string, dtype: string, shape: number[], data: Uint8Array];
+export type Stored = [name: string, dtype: string, shape: number[], data: Uint8Array];
 
 /**
  * Per output o and group g: an f16 scale and an integer zero point, code = round(w / scale) + zero
@@ -374,8 +395,83 @@ function packQuantized(
   return { tensors, values: q.values };
 }
 
+/** bitsandbytes' NF4 code values. */
+const NF4 = [
+  -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635, -0.18477343022823334,
+  -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
+  0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
+].map(Math.fround);
+
+const nearest = (table: readonly number[], x: number) =>
+  table.reduce((best, v, i) => (Math.abs(v - x) < Math.abs(table[best] - x) ? i : best), 0);
+
+/**
+ * bitsandbytes' 4-bit layout for W [rows, cols]: the flattened matrix in blocks of 64 with their
+ * largest |w| as absmax, each value the nearest NF4 code, two codes a byte with the first in the
+ * high nibble. With `doubleQuant` the absmaxes, less their mean, are coded again in groups of 256
+ * against a 256-value map (here an even one; the file carries it).
+ */
+function nf4(w: Float32Array, rows: number, cols: number, doubleQuant: boolean) {
+  const n = rows * cols;
+  const blocksize = 64;
+  const blocks = Math.ceil(n / blocksize);
+  const absmax = new Float32Array(blocks);
+  for (let i = 0; i < n; i++)
+    absmax[Math.floor(i / blocksize)] = Math.max(absmax[Math.floor(i / blocksize)], Math.abs(w[i]));
+  const tensors: Stored[] = [];
+  const state: Record<string, unknown> = { quant_type: "nf4", blocksize, dtype: "bfloat16", shape: [rows, cols] };
+  let scale = absmax;
+  if (doubleQuant) {
+    const offset = Math.fround(absmax.reduce((a, x) => a + x, 0) / blocks);
+    const map = Array.from({ length: 256 }, (_, j) => Math.fround(-1 + (2 * j) / 255));
+    const groups = Math.ceil(blocks / 256);
+    const groupAbsmax = new Float32Array(groups);
+    for (let b = 0; b < blocks; b++) groupAbsmax[b >> 8] = Math.max(groupAbsmax[b >> 8], Math.abs(absmax[b] - offset));
+    const codes = Uint8Array.from(absmax, (a, b) => nearest(map, (a - offset) / groupAbsmax[b >> 8]));
+    scale = Float32Array.from(codes, (c, b) => Math.fround(map[c] * groupAbsmax[b >> 8]) + offset);
+    tensors.push([".weight.absmax", "U8", [blocks], codes]);
+    tensors.push([".weight.nested_absmax", "F32", [groups], bytesOf(groupAbsmax)]);
+    tensors.push([".weight.nested_quant_map", "F32", [256], bytesOf(new Float32Array(map))]);
+    Object.assign(state, { nested_blocksize: 256, nested_offset: offset, nested_dtype: "float32" });
+  } else tensors.push([".weight.absmax", "F32", [blocks], bytesOf(absmax)]);
+  const packed = new Uint8Array(Math.ceil(n / 2));
+  const values = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    const s = scale[Math.floor(i / blocksize)];
+    const q = s === 0 ? 7 : nearest(NF4, w[i] / s);
+    packed[i >> 1] |= i & 1 ? q : q << 4;
+    values[i] = Math.fround(NF4[q] * s);
+  }
+  tensors.push([".weight", "U8", [packed.length, 1], packed]);
+  tensors.push([".weight.quant_map", "F32", [16], bytesOf(new Float32Array(NF4))]);
+  tensors.push([".weight.quant_state.bitsandbytes__nf4", "U8", [0], new TextEncoder().encode(JSON.stringify(state))]);
+  const blob = tensors.at(-1)!;
+  blob[2] = [blob[3].length];
+  return { tensors, values };
+}
+
+/** LLM.int8's layout: codes round(w × 127 / the row's largest |w|) as I8, that largest |w| as the layer's SCB. */
+function llmInt8(w: Float32Array, rows: number, cols: number) {
+  const scb = new Float32Array(rows);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) scb[r] = Math.max(scb[r], Math.abs(w[r * cols + c]));
+  const q = new Int8Array(rows * cols);
+  const values = new Float64Array(rows * cols);
+  const inv127 = Math.fround(1 / 127);
+  for (let r = 0; r < rows; r++)
+    for (let c = 0; c < cols; c++) {
+      const k = r * cols + c;
+      q[k] = scb[r] === 0 ? 0 : Math.round((w[k] * 127) / scb[r]);
+      values[k] = Math.fround(Math.fround(q[k] * scb[r]) * inv127);
+    }
+  const tensors: Stored[] = [
+    [".weight", "I8", [rows, cols], new Uint8Array(q.buffer)],
+    [".SCB", "F32", [rows], bytesOf(scb)],
+  ];
+  return { tensors, values };
+}
+
 /** A safetensors file of `entries` (name, dtype, shape, bytes), in order. */
-function writeSafetensors(file: string, entries: readonly Stored[]): void {
+export function writeSafetensors(file: string, entries: readonly Stored[]): void {
   const json: Record<string, unknown> = {};
   let offset = 0;
   for (const [name, dtype, shape, data] of entries) {

@@ -7,7 +7,7 @@ import { existsSync, readFileSync, readdirSync, utimesSync, writeFileSync } from
 import { join } from "node:path";
 import { makeModel } from "../core/modelgen/make-model.js";
 import { E4M3_VALUES } from "../core/loader/fp8.js";
-import { quantizedImportRecord } from "../core/loader/quantized-import.js";
+import { planQuantizedImport, quantizedImportRecord } from "../core/loader/quantized-import.js";
 import { modelFolderFor } from "../core/loader/model-source.js";
 import { loadModel, type LoadedModel } from "../core/loader/model-folder.js";
 import { readStoredHeader, type Weight } from "../core/loader/safetensors.js";
@@ -23,6 +23,7 @@ import {
   encodeE4M3,
   expectedBits,
   writeQuantizedCheckpoint,
+  writeSafetensors,
   type QuantizedOptions,
 } from "./quantized-checkpoints.js";
 import { hire, putInHubCache, tempDir } from "./helpers.js";
@@ -82,6 +83,9 @@ const SCHEMES: [string, QuantizedOptions][] = [
     { method: "pack-quantized", bits: 4, groupSize: 32, bf16: true, actOrder: true },
   ],
   ["compressed-tensors pack-quantized, 8-bit, groups of 64", { method: "pack-quantized", bits: 8, groupSize: 64 }],
+  ["bitsandbytes nf4, blocks of 64", { method: "bnb-nf4" }],
+  ["bitsandbytes nf4, double quantized", { method: "bnb-nf4", doubleQuant: true }],
+  ["bitsandbytes LLM.int8", { method: "bnb-int8" }],
 ];
 
 for (const [name, opts] of SCHEMES) {
@@ -94,7 +98,10 @@ for (const [name, opts] of SCHEMES) {
     const stored = tensorBytes(checkpoint);
     assert.equal(matrices.size, 14, "every linear layer of the 2-layer model was quantized");
     const copied = [...stored.keys()].filter(
-      (k) => !/(_scale(_inv)?|input_scale|qweight|qzeros|scales|g_idx|weight_packed|weight_shape)$/.test(k),
+      (k) =>
+        !/(scale(_inv)?|qweight|qzeros|scales|g_idx|weight_packed|weight_shape|absmax|quant_map|bitsandbytes__nf4|SCB)$/.test(
+          k,
+        ),
     );
     assert.deepEqual(
       [...imported.keys()].sort(),
@@ -118,22 +125,59 @@ for (const [name, opts] of SCHEMES) {
     }
     const record = quantizedImportRecord(dir)!;
     assert.equal(record.source, checkpoint);
-    assert.equal(record.quantMethod, opts.method === "pack-quantized" ? "compressed-tensors" : opts.method);
-    // Per matrix: GPTQ's qweight, qzeros and g_idx, AWQ's qweight and qzeros, pack-quantized's codes
-    // (and g_idx with act-order); FP8's codes.
-    const words =
-      opts.method === "gptq"
-        ? 3
-        : opts.method === "awq"
-          ? 2
-          : opts.method === "pack-quantized"
-            ? opts.actOrder
-              ? 2
-              : 1
-            : 0;
-    assert.deepEqual([record.sourceTypes.F8_E4M3 ?? 0, record.sourceTypes.I32 ?? 0], words ? [0, words * 14] : [14, 0]);
+    const method = { "pack-quantized": "compressed-tensors", "bnb-nf4": "bitsandbytes", "bnb-int8": "bitsandbytes" };
+    assert.equal(record.quantMethod, method[opts.method as keyof typeof method] ?? opts.method);
+    // The stored tensors of the codes' dtypes, for the 14 matrices.
+    const codeTensors = {
+      gptq: { I32: 3 * 14 }, // qweight, qzeros, g_idx
+      awq: { I32: 2 * 14 },
+      "pack-quantized": { I32: (opts.method === "pack-quantized" && opts.actOrder ? 2 : 1) * 14, I64: 14 },
+      "bnb-nf4": { U8: (opts.method === "bnb-nf4" && opts.doubleQuant ? 3 : 2) * 14 }, // codes, state (, absmax)
+      "bnb-int8": { I8: 14 },
+    }[opts.method as string] ?? { F8_E4M3: 14 };
+    for (const [type, n] of Object.entries(codeTensors)) assert.equal(record.sourceTypes[type], n, type);
   });
 }
+
+test("bitsandbytes nf4: packed bytes decode to the values bitsandbytes 0.49 gives them (the high nibble first)", (t) => {
+  // Eight bytes of a real NF4 checkpoint with their block's absmax, and what bitsandbytes'
+  // dequantize_4bit made of them (bf16, as published beside them).
+  const bytes = [110, 90, 88, 44, 228, 163, 9, 25];
+  const want = [
+    -0.002838, 0.022583, -0.005768, 0.00769, -0.005768, 0.002487, -0.016357, 0.013794, 0.022583, -0.008911, 0.00769,
+    -0.012329, -0.03125, 0.005035, -0.021729, 0.005035,
+  ];
+  const nf4 = new Float32Array([
+    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635, -0.18477343022823334,
+    -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
+    0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
+  ]);
+  const dir = tempDir(t);
+  const config = {
+    architectures: ["LlamaForCausalLM"],
+    torch_dtype: "bfloat16",
+    quantization_config: { quant_method: "bitsandbytes", load_in_4bit: true },
+  };
+  writeFileSync(join(dir, "config.json"), JSON.stringify(config));
+  const state = { quant_type: "nf4", blocksize: 64, dtype: "bfloat16", shape: [1, 16] };
+  const blob = new TextEncoder().encode(JSON.stringify(state));
+  writeSafetensors(join(dir, "model.safetensors"), [
+    ["m.weight", "U8", [8, 1], new Uint8Array(bytes)],
+    ["m.weight.absmax", "F32", [1], new Uint8Array(new Float32Array([0.03125]).buffer)],
+    ["m.weight.quant_map", "F32", [16], new Uint8Array(nf4.buffer)],
+    ["m.weight.quant_state.bitsandbytes__nf4", "U8", [blob.length], blob],
+  ]);
+  const [m] = planQuantizedImport(dir).tensors;
+  assert.ok(m.kind === "dequantize");
+  const values = [...m.chunks()][0] as Float32Array;
+  const bf16 = (x: number) =>
+    new Float32Array(
+      new Uint32Array([expectedBits({ rows: 1, cols: 1, values: new Float64Array([x]) }, "BF16")[0] << 16]).buffer,
+    )[0];
+  const got = Array.from(values, bf16);
+  for (let i = 0; i < want.length; i++)
+    assert.ok(Math.abs(got[i] - want[i]) <= 5e-6, `value ${i}: ${got[i]} vs ${want[i]}`);
+});
 
 /** Next-token logits after each of `ids`, fed one by one. */
 function logits(model: LoadedModel, ids: number[]): Float32Array[] {

@@ -15,7 +15,7 @@ export type ModelErrorCode =
   | "SHAPE_MISMATCH" // tensor shape disagrees with config.json
   | "DTYPE_MISMATCH" // tensor dtype disagrees with config.json torch_dtype
   | "UNSUPPORTED_DTYPE"
-  | "UNSUPPORTED_QUANTIZATION" // a checkpoint quantized for another engine (bitsandbytes, HQQ, 2-3 bit GPTQ, ...)
+  | "UNSUPPORTED_QUANTIZATION" // a checkpoint quantized for another engine (HQQ, EETQ, 2-3 bit GPTQ, ...)
   | "BAD_TOKENIZER"
   | "BAD_GGUF" // a GGUF file's header, metadata or tensor table is malformed or unsupported
   | "NOT_FINITE"; // the weights gave NaN (or no finite) logits: values in a file are NaN or inf

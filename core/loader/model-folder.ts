@@ -91,11 +91,10 @@ export function readModelConfig(dir: string): ModelConfig {
 }
 
 /**
- * A checkpoint whose config.json carries a `quantization_config` stores packed tensors (GPTQ's and
- * AWQ's int32 words with zero points, bitsandbytes' codes) that only its own kernels read; without
- * this check the first such tensor would fail as a bare "dtype I32 is not supported". FP8, GPTQ and
- * AWQ ones are read through an import (quantized-import.ts); every other quant_method packs its
- * weights, so any of them is refused.
+ * A checkpoint whose config.json carries a `quantization_config` stores packed tensors that only
+ * its own kernels read; without this check the first such tensor would fail as a bare "dtype I32 is
+ * not supported". FP8, GPTQ, AWQ, compressed-tensors and bitsandbytes ones are read through an
+ * import (quantized-import.ts); every other quant_method packs its weights, so any of them is refused.
  */
 function checkNotQuantized(q: unknown, file: string): void {
   if (q === undefined || q === null || quantScheme(q, file)) return;

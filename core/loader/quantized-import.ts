@@ -1,5 +1,6 @@
 // Quantized checkpoints: Hugging Face folders whose config.json names a quantization_config this
-// engine can dequantize (FP8 in fp8.ts; GPTQ and AWQ in gptq.ts). No kernel here reads their codes,
+// engine can dequantize (FP8 in fp8.ts; GPTQ, AWQ and compressed-tensors' ints in gptq.ts;
+// bitsandbytes in bitsandbytes.ts). No kernel here reads their codes,
 // so such a folder is read through an import, as a GGUF file is (core/gguf/import.ts): each
 // quantized matrix dequantized once, as its scheme's reference does, into a folder of plain tensors
 // in the cache; every other tensor is copied as it is, and what the codes were made of (scales, zero
@@ -25,10 +26,11 @@ import { isBlockTensor, type BlockTensor } from "../gguf/import.js";
 import { GgmlTypeId } from "../gguf/quants.js";
 import { ModelError } from "./errors.js";
 import { readFully, writeAll } from "./file-io.js";
+import { bitsandbytesScheme } from "./bitsandbytes.js";
 import { fp8Scheme } from "./fp8.js";
 import { gptqScheme } from "./gptq.js";
 import { isObject, readJsonFile } from "./json.js";
-import { CHUNK_VALUES, type DequantizedMatrix, type QuantScheme } from "./quant-scheme.js";
+import { CHUNK_VALUES, isFloat, type DequantizedMatrix, type QuantScheme } from "./quant-scheme.js";
 import { readStoredHeader, weightFiles, type DType, type StoredDType, type TensorInfo } from "./safetensors.js";
 import type { WeightFormat } from "./weight-format.js";
 
@@ -43,7 +45,7 @@ export const QUANTIZED_IMPORT_RECORD = "quantized-import.json";
  * UNSUPPORTED_QUANTIZATION error naming `file`.
  */
 export function quantScheme(q: unknown, file: string): QuantScheme | undefined {
-  return fp8Scheme(q, file) ?? gptqScheme(q, file);
+  return fp8Scheme(q, file) ?? gptqScheme(q, file) ?? bitsandbytesScheme(q, file);
 }
 
 /** The scheme of the model folder `dir`'s config.json, or undefined when it is no quantized checkpoint it imports. */
@@ -103,7 +105,7 @@ export function planQuantizedImport(dir: string): QuantizedImportPlan {
   const tensors: ImportedTensor[] = matrices.map((m) => ({ kind: "dequantize", ...m }));
   for (const t of stored.values()) {
     if (consumed.has(t.name)) continue;
-    if (t.dtype === "F8_E4M3" || t.dtype === "I32" || t.dtype === "I64") {
+    if (!isFloat(t.dtype)) {
       throw new ModelError(
         "BAD_HEADER",
         t.file,

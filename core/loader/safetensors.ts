@@ -16,11 +16,11 @@ export type DType = "F32" | "F16" | "BF16";
 export const DTYPE_BYTES: Record<DType, number> = { F32: 4, F16: 2, BF16: 2 };
 /**
  * What a file may store beyond the loadable dtypes: FP8 (e4m3) weights, the I32 words of GPTQ, AWQ
- * and compressed-tensors checkpoints (and the latter's I64 shapes), read only by their import
- * (quantized-import.ts).
+ * and compressed-tensors checkpoints (and the latter's I64 shapes), bitsandbytes' U8 / I8 codes,
+ * read only by their import (quantized-import.ts).
  */
-export type StoredDType = DType | "F8_E4M3" | "I32" | "I64";
-const STORED_BYTES: Record<StoredDType, number> = { ...DTYPE_BYTES, F8_E4M3: 1, I32: 4, I64: 8 };
+export type StoredDType = DType | "F8_E4M3" | "I32" | "I64" | "U8" | "I8";
+const STORED_BYTES: Record<StoredDType, number> = { ...DTYPE_BYTES, F8_E4M3: 1, I32: 4, I64: 8, U8: 1, I8: 1 };
 const NATIVE_DTYPE: Record<DType, NativeDType> = {
   F32: NativeDType.F32,
   F16: NativeDType.F16,
