@@ -4,10 +4,12 @@
 //   Qwen3-*-FP8 ship), compressed-tensors' "float-quantized" (a bf16 weight_scale per row, as
 //   llm-compressor's FP8-dynamic checkpoints ship) and fbgemm_fp8 (an f32 weight_scale per row);
 // - GPTQ (AutoGPTQ's layout: codes packed along the input, zero points stored minus one, g_idx,
-//   f16 scales) and AWQ (AutoAWQ's GEMM layout: codes packed along the output in the order 0 2 4 6
-//   1 3 5 7).
+//   f16 scales), AWQ (AutoAWQ's GEMM layout: codes packed along the output in the order 0 2 4 6
+//   1 3 5 7) and compressed-tensors' pack-quantized;
+// - bitsandbytes: NF4 (double-quantized or not) and LLM.int8.
 // The encoders and the reference values here are written from each format's definition, apart from
-// the importer (core/loader/fp8.ts, gptq.ts), so that the tests check one against the other.
+// the importer (core/loader/fp8.ts, gptq.ts, bitsandbytes.ts), so that the tests check one against
+// the other.
 import { closeSync, copyFileSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { readBytes, writeAll } from "../core/loader/file-io.js";

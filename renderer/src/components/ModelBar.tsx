@@ -103,7 +103,7 @@ export function ModelBar() {
           data-testid="weights"
           value={weights}
           disabled={!!loading}
-          title="Weights for the next load: as the file stores them, or every linear layer as int8 or int4 copies (groups of 32 with a scale each): a half or a quarter of bf16's memory and faster decoding, at llama.cpp's Q8_0 or Q4_0 error; CPU only. Auto: int8 for a quantized GGUF file or an FP8, GPTQ or AWQ checkpoint (its values kept within int8's rounding, where their import's bf16 takes two to four times the file; int4 for an all-Q4_0 file or a symmetric 4-bit GPTQ checkpoint, which int4 holds exactly), as in the file otherwise"
+          title="Weights for the next load: as the file stores them, or every linear layer as int8 or int4 copies (groups of 32 with a scale each): a half or a quarter of bf16's memory and faster decoding, at llama.cpp's Q8_0 or Q4_0 error; CPU only. Auto: int8 for a quantized GGUF file or an FP8, GPTQ, AWQ or bitsandbytes checkpoint (its values kept within int8's rounding, where their import's bf16 takes two to four times the file; int4 for an all-Q4_0 file or a symmetric 4-bit GPTQ checkpoint, which int4 holds exactly), as in the file otherwise"
           onChange={(e) => connection.getState().setWeights(e.target.value as WeightChoice)}
         >
           <option value="auto">Weights auto</option>
