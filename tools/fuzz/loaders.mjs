@@ -25,6 +25,7 @@ await makeModel({ arch: "llama", dtype: "bf16", seed: 1, shape: { vocab: 300 }, 
 const quantized = [
   { method: "gptq", bits: 4, groupSize: 32, sym: true },
   { method: "fp8", block: [48, 32] },
+  { method: "bnb-nf4", doubleQuant: true },
 ].map((opts) => {
   const dir = join(root, opts.method);
   writeQuantizedCheckpoint(folder, dir, opts);
@@ -61,8 +62,8 @@ const kinds = {
     writeFileSync(file, mutateJson(readFileSync(file, "utf8"), rng));
     await tryLoad(dir);
   },
-  // A GPTQ or FP8 checkpoint with its weights file or config.json broken, imported and loaded as
-  // "auto" weights (int4 from the GPTQ codes' blocks, int8 for FP8).
+  // A GPTQ, FP8 or bitsandbytes checkpoint with its weights file or config.json broken, imported and
+  // loaded as "auto" weights (int4 from the GPTQ codes' blocks, int8 for the others).
   async quantized(rng, dir) {
     cpSync(quantized[Math.floor(rng.next() * quantized.length)], dir, { recursive: true });
     if (rng.next() < 0.6) {
