@@ -1,6 +1,6 @@
-// GPTQ, AWQ and compressed-tensors' int checkpoints: each linear layer stored as `qweight` (4- or 8-bit codes packed into
-// int32 words), `qzeros` (a zero point per group and output, packed the same way) and `scales` (f16,
-// per group and output), groups running along the input. A weight is scale × (code − zero), in the
+// GPTQ, AWQ and compressed-tensors' int checkpoints: each linear layer stored as `qweight` (4- or
+// 8-bit codes packed into int32 words), `qzeros` (a zero point per group and output, packed the same
+// way) and `scales` (f16, per group and output), groups running along the input. A weight is scale × (code − zero), in the
 // checkpoint's f16 as the reference kernels compute it (the import rounds it to the folder's dtype).
 //
 // GPTQ (AutoGPTQ, GPTQModel, optimum): qweight [in / pack, out], input i in bits (i mod pack) of
@@ -39,9 +39,10 @@ interface Packing {
 }
 
 /**
- * The GPTQ or AWQ scheme of a quantization_config, or undefined for any other (or none). A GPTQ or
- * AWQ config this reader cannot follow (2- or 3-bit codes, AWQ's GEMV layout or no zero points) is an
- * UNSUPPORTED_QUANTIZATION error naming `file`.
+ * The GPTQ, AWQ or compressed-tensors pack-quantized scheme of a quantization_config, or undefined
+ * for any other (or none). A config of one this reader cannot follow (2- or 3-bit codes, AWQ's GEMV
+ * layout or no zero points, asymmetric pack-quantized) is an UNSUPPORTED_QUANTIZATION error naming
+ * `file`.
  */
 export function gptqScheme(q: unknown, file: string): QuantScheme | undefined {
   if (isObject(q) && q.quant_method === "compressed-tensors") return packQuantizedScheme(q, file);

@@ -1,11 +1,11 @@
 // Quantized checkpoints: Hugging Face folders whose config.json names a quantization_config this
 // engine can dequantize (FP8 in fp8.ts; GPTQ, AWQ and compressed-tensors' ints in gptq.ts;
-// bitsandbytes in bitsandbytes.ts). No kernel here reads their codes,
-// so such a folder is read through an import, as a GGUF file is (core/gguf/import.ts): each
-// quantized matrix dequantized once, as its scheme's reference does, into a folder of plain tensors
-// in the cache; every other tensor is copied as it is, and what the codes were made of (scales, zero
-// points, group indices, activation scales) is dropped. Weights "auto" keeps such an import as int8
-// (weight-format.ts), near the checkpoint's size in memory.
+// bitsandbytes in bitsandbytes.ts). No kernel here reads their codes, so such a folder is read
+// through an import, as a GGUF file is (core/gguf/import.ts): each quantized matrix dequantized
+// once, as its scheme's reference does, into a folder of plain tensors in the cache; every other
+// tensor is copied as it is, and what the codes were made of (scales, zero points, group indices,
+// activation scales) is dropped. Weights "auto" keeps such an import as int8 (weight-format.ts),
+// near the checkpoint's size in memory, or as int4 when its codes are Q4_0 blocks already.
 import {
   closeSync,
   copyFileSync,
@@ -117,7 +117,7 @@ export function planQuantizedImport(dir: string): QuantizedImportPlan {
   }
   // The checkpoint's order (its forward order, as written), so that the model reads front to back.
   const order = new Map<string, number>();
-  for (const name of stored.keys()) order.set(name.replace(/\.(qweight|weight)$/, ""), order.size);
+  for (const name of stored.keys()) order.set(name.replace(/\.(qweight|weight|weight_packed)$/, ""), order.size);
   const at = (name: string) => order.get(name.replace(/\.weight$/, "")) ?? order.size;
   tensors.sort((a, b) => at(a.entry.name) - at(b.entry.name));
   const autoWeights = scheme.q4_0Expected ? "int4" : "int8";
