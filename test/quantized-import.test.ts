@@ -374,6 +374,10 @@ test("hire models lists an FP8 checkpoint in the Hugging Face cache as loadable"
   assert.equal(m.repo, "Org/Tiny-FP8");
   assert.equal(m.problem, null, JSON.stringify(m.problem));
   assert.equal(m.architecture, "LlamaForCausalLM");
+  assert.equal(m.quantization, "fp8");
+  const listed = hire(["models"], undefined, { HF_HUB_CACHE: hub });
+  assert.equal(listed.status, 0, listed.stderr);
+  assert.match(listed.stdout, /Org\/Tiny-FP8 +LlamaForCausalLM, [\d.]+ MB, fp8 \(imported on its first load\)/);
 });
 
 test("a sharded GPTQ checkpoint, opened by its repo id in the Hugging Face cache, imports as its single-file twin", async (t) => {

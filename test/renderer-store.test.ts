@@ -158,6 +158,7 @@ const CACHED: CachedModels = {
       revision: "c",
       weightBytes: 2000,
       architecture: "LlamaForCausalLM",
+      quantization: null,
       problem: null,
     },
   ],

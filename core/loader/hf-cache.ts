@@ -101,6 +101,8 @@ export interface CachedModel {
   /** Sum of the weight files' sizes (0 when they cannot be listed). */
   weightBytes: number;
   architecture: string | null;
+  /** A quantized checkpoint's quant_method ("gptq", "fp8", …; imported on its first load), else null. */
+  quantization: string | null;
   /** null when the snapshot loads as far as its config, weights list and tokenizer go. */
   problem: { code: ModelErrorCode; message: string } | null;
 }
@@ -138,7 +140,15 @@ async function inspected(
   revision: string,
   check: (model: CachedModel) => void | Promise<void>,
 ): Promise<CachedModel> {
-  const model: CachedModel = { repo, path, revision, weightBytes: 0, architecture: null, problem: null };
+  const model: CachedModel = {
+    repo,
+    path,
+    revision,
+    weightBytes: 0,
+    architecture: null,
+    quantization: null,
+    problem: null,
+  };
   try {
     await check(model);
   } catch (e) {
@@ -157,7 +167,8 @@ function inspectSnapshot(repo: string, path: string): Promise<CachedModel> {
     }
     model.architecture = readModelConfig(path).architecture;
     for (const f of weightFiles(path)) model.weightBytes += statSync(f).size;
-    if (quantSchemeOf(path)) planQuantizedImport(path); // a quantized checkpoint: as far as its import can be planned
+    // A quantized checkpoint: as far as its import can be planned.
+    if (quantSchemeOf(path)) model.quantization = planQuantizedImport(path).method;
     const tok = join(path, "tokenizer.json");
     if (!existsSync(tok)) throw new ModelError("NOT_FOUND", tok, "tokenizer.json is missing");
   });

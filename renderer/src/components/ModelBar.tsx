@@ -153,7 +153,9 @@ export function ModelBar() {
                 title={m.problem ? `${m.problem.code}: ${m.problem.message}` : m.path}
               >
                 {m.repo} ·{" "}
-                {m.problem ? `cannot load (${m.problem.code})` : `${m.architecture} · ${formatBytes(m.weightBytes)}`}
+                {m.problem
+                  ? `cannot load (${m.problem.code})`
+                  : `${m.architecture} · ${formatBytes(m.weightBytes)}${m.quantization ? ` · ${m.quantization}` : ""}`}
               </option>
             ))}
           </select>
