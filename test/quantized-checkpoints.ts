@@ -57,6 +57,8 @@ export type QuantizedOptions =
   | { method: "awq"; groupSize: number }
   /** compressed-tensors' pack-quantized (symmetric), scales in the model's dtype (f16 unless `bf16`). */
   | { method: "pack-quantized"; bits: 4 | 8; groupSize: number; bf16?: boolean; actOrder?: boolean }
+  /** compressed-tensors' int-quantized (W8A8): one I8 code a weight, a bf16 scale per row. */
+  | { method: "int-quantized" }
   /** bitsandbytes: NF4 in blocks of 64 (`doubleQuant`: the absmaxes quantized again), or LLM.int8. */
   | { method: "bnb-nf4"; doubleQuant?: boolean }
   | { method: "bnb-int8" };
@@ -108,6 +110,14 @@ export function writeQuantizedCheckpoint(
     const [rows, cols] = t.shape;
     const w = toF32(raw, t.dtype);
     const base = t.name.slice(0, -".weight".length);
+    if (opts.method === "int-quantized") {
+      const round = (x: number) => bf16ToF32(f32ToBf16(x));
+      const q = groupQuantize(w, rows, cols, 8, 1, () => 0, true, round);
+      put(t.name, "I8", [rows, cols], new Uint8Array(Int8Array.from(q.codes, (c) => c - 128).buffer));
+      put(`${base}.weight_scale`, "BF16", [rows, 1], bytesOf(Uint16Array.from(q.scale, f32ToBf16)));
+      matrices.set(t.name, { rows, cols, values: q.values });
+      continue;
+    }
     if (opts.method === "bnb-nf4" || opts.method === "bnb-int8") {
       const q = opts.method === "bnb-nf4" ? nf4(w, rows, cols, opts.doubleQuant ?? false) : llmInt8(w, rows, cols);
       for (const [suffix, dtype, shape, data] of q.tensors) put(base + suffix, dtype, shape, data);
@@ -223,6 +233,20 @@ function quantizationConfig(opts: QuantizedOptions): Record<string, unknown> {
         bnb_4bit_use_double_quant: opts.doubleQuant ?? false,
         bnb_4bit_compute_dtype: "bfloat16",
         llm_int8_skip_modules: ["lm_head"],
+      };
+    case "int-quantized":
+      return {
+        quant_method: "compressed-tensors",
+        format: "int-quantized",
+        config_groups: {
+          group_0: {
+            targets: ["Linear"],
+            weights: { num_bits: 8, type: "int", symmetric: true, strategy: "channel", dynamic: false },
+            input_activations: { num_bits: 8, type: "int", symmetric: true, strategy: "token", dynamic: true },
+          },
+        },
+        ignore: ["lm_head"],
+        quantization_status: "compressed",
       };
     case "bnb-int8":
       return { quant_method: "bitsandbytes", load_in_8bit: true, load_in_4bit: false, llm_int8_threshold: 6.0 };

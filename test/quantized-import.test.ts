@@ -83,6 +83,7 @@ const SCHEMES: [string, QuantizedOptions][] = [
     { method: "pack-quantized", bits: 4, groupSize: 32, bf16: true, actOrder: true },
   ],
   ["compressed-tensors pack-quantized, 8-bit, groups of 64", { method: "pack-quantized", bits: 8, groupSize: 64 }],
+  ["compressed-tensors int-quantized (W8A8), bf16 scales per row", { method: "int-quantized" }],
   ["bitsandbytes nf4, blocks of 64", { method: "bnb-nf4" }],
   ["bitsandbytes nf4, double quantized", { method: "bnb-nf4", doubleQuant: true }],
   ["bitsandbytes LLM.int8", { method: "bnb-int8" }],
@@ -125,7 +126,12 @@ for (const [name, opts] of SCHEMES) {
     }
     const record = quantizedImportRecord(dir)!;
     assert.equal(record.source, checkpoint);
-    const method = { "pack-quantized": "compressed-tensors", "bnb-nf4": "bitsandbytes", "bnb-int8": "bitsandbytes" };
+    const method = {
+      "pack-quantized": "compressed-tensors",
+      "int-quantized": "compressed-tensors",
+      "bnb-nf4": "bitsandbytes",
+      "bnb-int8": "bitsandbytes",
+    };
     assert.equal(record.quantMethod, method[opts.method as keyof typeof method] ?? opts.method);
     // The stored tensors of the codes' dtypes, for the 14 matrices.
     const codeTensors = {
@@ -134,6 +140,7 @@ for (const [name, opts] of SCHEMES) {
       "pack-quantized": { I32: (opts.method === "pack-quantized" && opts.actOrder ? 2 : 1) * 14, I64: 14 },
       "bnb-nf4": { U8: (opts.method === "bnb-nf4" && opts.doubleQuant ? 3 : 2) * 14 }, // codes, state (, absmax)
       "bnb-int8": { I8: 14 },
+      "int-quantized": { I8: 14 },
     }[opts.method as string] ?? { F8_E4M3: 14 };
     for (const [type, n] of Object.entries(codeTensors)) assert.equal(record.sourceTypes[type], n, type);
   });

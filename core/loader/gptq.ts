@@ -9,9 +9,11 @@
 // its group (permuted by act-order, desc_act). AWQ (AutoAWQ's GEMM layout): qweight [in, out / 8],
 // the 8 outputs of a word in the interleaved order 0 2 4 6 1 3 5 7; qzeros packed the same way.
 // compressed-tensors' pack-quantized (llm-compressor's W4A16 / W8A16, symmetric): weight_packed
-// [out, in / pack] along each row, scales [out, groups], the zero fixed at 2^(bits − 1).
+// [out, in / pack] along each row, scales [out, groups], the zero fixed at 2^(bits − 1); its
+// int-quantized (W8A8): `weight` itself I8 [out, in], scales [out, groups].
 import { convertF32, f16ToF32, f32ToF16 } from "../modelgen/safetensors-writer.js";
 import { ModelError } from "./errors.js";
+import { readBytes } from "./file-io.js";
 import { isObject } from "./json.js";
 import {
   badTensor,
@@ -29,8 +31,11 @@ import type { DType, StoredDType, TensorInfo } from "./safetensors.js";
 const AWQ_NIBBLE = [0, 4, 1, 5, 2, 6, 3, 7];
 
 interface Packing {
-  /** "packed": compressed-tensors' pack-quantized (symmetric codes along the input, row by row). */
-  readonly format: "gptq" | "awq" | "packed";
+  /**
+   * "packed": compressed-tensors' pack-quantized (symmetric codes along the input, row by row);
+   * "int8": its int-quantized (one I8 code a weight, the [out, in] matrix as stored).
+   */
+  readonly format: "gptq" | "awq" | "packed" | "int8";
   readonly bits: 4 | 8;
   /** Inputs per group (the whole input for GPTQ's group_size -1). */
   readonly groupSize: number | "all";
@@ -80,19 +85,20 @@ function packQuantizedScheme(q: Record<string, unknown>, file: string): QuantSch
   const groups = isObject(q.config_groups) ? Object.values(q.config_groups) : [];
   const weights = groups.map((g) => (isObject(g) && isObject(g.weights) ? g.weights : undefined));
   const formats = new Set(groups.map((g) => (isObject(g) && typeof g.format === "string" ? g.format : q.format)));
-  if (weights.length === 0 || !weights.every((w) => w?.type === "int") || !formats.has("pack-quantized"))
+  const int8 = formats.has("int-quantized") || formats.has("naive-quantized");
+  if (weights.length === 0 || !weights.every((w) => w?.type === "int") || !(int8 || formats.has("pack-quantized")))
     return undefined;
   const bad = (detail: string) =>
     new ModelError(
       "UNSUPPORTED_QUANTIZATION",
       file,
-      `quantization_config (compressed-tensors, pack-quantized): ${detail}`,
+      `quantization_config (compressed-tensors, ${[...formats].join(", ")}): ${detail}`,
     );
   if (formats.size !== 1 || new Set(weights.map((w) => JSON.stringify(w))).size !== 1)
     throw bad("config groups quantized differently are not supported");
   const w = weights[0]!;
-  if (w.num_bits !== 4 && w.num_bits !== 8)
-    throw bad(`${String(w.num_bits)}-bit codes are not supported (4- and 8-bit are)`);
+  if (int8 ? w.num_bits !== 8 : w.num_bits !== 4 && w.num_bits !== 8)
+    throw bad(`${String(w.num_bits)}-bit codes are not supported (${int8 ? "8-bit are" : "4- and 8-bit are"})`);
   if (w.symmetric === false) throw bad("asymmetric codes (zero points) are not supported");
   const group = w.strategy === "channel" ? "all" : w.group_size;
   if (!(group === "all" || (Number.isSafeInteger(group) && (group as number) > 0)))
@@ -100,8 +106,8 @@ function packQuantizedScheme(q: Record<string, unknown>, file: string): QuantSch
       `strategy ${JSON.stringify(w.strategy)} with group_size ${JSON.stringify(w.group_size)} is not supported`,
     );
   const groupSize = group as number | "all";
-  const bits = w.num_bits;
-  const packing: Packing = { format: "packed", bits, groupSize, zeroOffset: 0 };
+  const bits = w.num_bits as 4 | 8;
+  const packing: Packing = { format: int8 ? "int8" : "packed", bits, groupSize, zeroOffset: 0 };
   const aligned = groupSize === "all" || groupSize % 32 === 0;
   return packedMatrices("compressed-tensors", packing, bits === 4 && !w.actorder && aligned);
 }
@@ -111,6 +117,7 @@ const NAMES = {
   gptq: [".qweight", ".scales", ".qzeros", ".g_idx"],
   awq: [".qweight", ".scales", ".qzeros", undefined],
   packed: [".weight_packed", ".weight_scale", undefined, ".weight_g_idx"],
+  int8: [".weight", ".weight_scale", undefined, ".weight_g_idx"],
 } as const;
 
 function packedMatrices(method: string, p: Packing, q4_0Expected = false): QuantScheme {
@@ -122,7 +129,8 @@ function packedMatrices(method: string, p: Packing, q4_0Expected = false): Quant
       const consumed = new Set<string>();
       const matrices: DequantizedMatrix[] = [];
       for (const qweight of stored.values()) {
-        if (!qweight.name.endsWith(codes)) continue;
+        // int-quantized codes share the name of the weights they are: only the I8 ones are codes.
+        if (!qweight.name.endsWith(codes) || (p.format === "int8" && qweight.dtype !== "I8")) continue;
         const base = qweight.name.slice(0, -codes.length);
         const need = (suffix: string) => {
           const t = stored.get(base + suffix);
@@ -135,12 +143,13 @@ function packedMatrices(method: string, p: Packing, q4_0Expected = false): Quant
         const qzeros = zeroSuffix ? need(zeroSuffix) : undefined;
         const gIdx = gIdxSuffix ? stored.get(base + gIdxSuffix) : undefined;
         if (gIdx) consumed.add(gIdx.name);
-        if (p.format === "packed") {
+        if (p.format === "packed" || p.format === "int8") {
           if (stored.has(`${base}.weight_zero_point`))
             throw badTensor(qweight, "asymmetric codes (zero points) are not supported");
           if (stored.has(`${base}.weight_shape`)) consumed.add(`${base}.weight_shape`);
         }
-        if (stored.has(`${base}.weight`)) throw badTensor(qweight, `${base}.weight is stored beside it`);
+        if (p.format !== "int8" && stored.has(`${base}.weight`))
+          throw badTensor(qweight, `${base}.weight is stored beside it`);
         matrices.push(dequantized(base, qweight, scales, qzeros, gIdx, p, dtype));
       }
       return { matrices, consumed };
@@ -163,8 +172,8 @@ function dequantized(
     if (t.shape.length !== want.length || t.shape.some((d, i) => d !== want[i]))
       throw badTensor(t, `shape ${JSON.stringify(t.shape)} where ${JSON.stringify(want)} fits ${qweight.name}`);
   };
-  if (qweight.dtype !== "I32" || qweight.shape.length !== 2)
-    throw badTensor(qweight, "not an I32 matrix of packed codes");
+  if (qweight.dtype !== (p.format === "int8" ? "I8" : "I32") || qweight.shape.length !== 2)
+    throw badTensor(qweight, `not an ${p.format === "int8" ? "I8 matrix of codes" : "I32 matrix of packed codes"}`);
   if (!isFloat(scales.dtype)) throw badTensor(scales, `dtype ${scales.dtype} is not F32, BF16 or F16`);
   if (qzeros && qzeros.dtype !== "I32") throw badTensor(qzeros, `dtype ${qzeros.dtype} is not I32`);
   const [inputs, outputs] =
@@ -172,12 +181,14 @@ function dequantized(
       ? [qweight.shape[0] * pack, qweight.shape[1]]
       : p.format === "awq"
         ? [qweight.shape[0], qweight.shape[1] * pack]
-        : [qweight.shape[1] * pack, qweight.shape[0]];
+        : p.format === "packed"
+          ? [qweight.shape[1] * pack, qweight.shape[0]]
+          : [qweight.shape[1], qweight.shape[0]];
   if (qzeros && outputs % pack !== 0)
     throw badTensor(qweight, `${outputs} outputs do not fill whole words of ${pack} codes`);
   const groupSize = p.groupSize === "all" ? inputs : p.groupSize;
   // The scales are [groups, outputs], but [outputs, groups] in the packed format.
-  const scalesByOutput = p.format === "packed";
+  const scalesByOutput = p.format === "packed" || p.format === "int8";
   const groups = gIdx ? scales.shape[scalesByOutput ? 1 : 0] : Math.ceil(inputs / groupSize);
   shape(scales, scalesByOutput ? [outputs, groups] : [groups, outputs]);
   if (qzeros) shape(qzeros, [groups, outputs / pack]);
@@ -193,7 +204,7 @@ function dequantized(
     entry: { name: `${base}.weight`, dtype, shape: [outputs, inputs] },
     q4_0Blocks: () => blocks,
     *chunks() {
-      const words = int32Values(qweight);
+      const words = p.format === "int8" ? int8Values(qweight) : int32Values(qweight);
       const stored = floatValues(scales);
       const s = scalesByOutput ? transposed(stored, outputs, groups) : stored;
       // Zero points unpacked to [groups, outputs], the format's offset added (the packed format's
@@ -233,7 +244,10 @@ function dequantized(
         const values = table ? new Uint16Array(n * inputs) : new Float32Array(n * inputs);
         for (let r = 0; r < n; r++) {
           const o = o0 + r;
-          if (p.format === "packed") {
+          if (p.format === "int8") {
+            // A signed code a weight, stored as code + 128 here so that the zero point (128) applies.
+            for (let i = 0, w = o * inputs; i < inputs; i++, w++) code[i] = words[w] + 128;
+          } else if (p.format === "packed") {
             // Row o's inputs run along its words.
             for (let w = o * (inputs / pack), i = 0; i < inputs; w++) {
               const word = words[w];
@@ -310,4 +324,10 @@ function valueBits(s: Float32Array, z: Int16Array, dtype: DType): Uint16Array {
   const bits = new Uint16Array(values.length);
   convertF32(new Uint32Array(values.buffer), values.length, dtype, bits);
   return bits;
+}
+
+/** An I8 tensor's codes. */
+function int8Values(t: TensorInfo<StoredDType>): Int8Array {
+  const bytes = readBytes(t.file, t.offset, t.byteLength);
+  return new Int8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
