@@ -359,6 +359,18 @@ test("the CLI generates from an FP8 folder, importing it once; a changed checkpo
   assert.equal(imports().length, 1, "the import of the checkpoint before it changed is removed");
 });
 
+test("hire export turns a quantized checkpoint into a GGUF file (through its import) that loads and generates", async (t) => {
+  const { dir, checkpoint } = await quantizedModel(t, { method: "bnb-nf4", doubleQuant: true });
+  const env = { HIRE_CACHE_DIR: join(dir, "cache") };
+  const gguf = join(dir, "nf4.q8_0.gguf");
+  const exported = hire(["export", "--model", checkpoint, "--gguf", gguf, "--dtype", "q8_0"], undefined, env);
+  assert.equal(exported.status, 0, exported.stderr);
+  assert.match(exported.stdout, /GGUF v3, llama, q8_0/);
+  const run = hire(["generate", "--model", gguf, "--prompt", "hello", "--max-tokens", "4", "--json"], undefined, env);
+  assert.equal(run.status, 0, run.stderr);
+  assert.equal(JSON.parse(run.stdout).steps.length, 4);
+});
+
 test("an FP8 folder's estimate counts what its import holds: bf16 matrices for file weights, int8 copies for auto", async (t) => {
   const { src, fp8 } = await quantizedModel(t, { method: "fp8" });
   const [fileFp8, fileSrc, autoFp8, int8Src] = await Promise.all([
