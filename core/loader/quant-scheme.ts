@@ -13,8 +13,9 @@ export interface QuantScheme {
   readonly q4_0Expected?: boolean;
   /**
    * The matrices of `stored` (every tensor of the checkpoint) this scheme dequantizes, written as
-   * `dtype`, and the names of the tensors they are made of. Checks shapes only (no data is read);
-   * a tensor that does not fit is a ModelError naming its file and name.
+   * `dtype`, and the names of the tensors they are made of. Checks shapes only (no weights are read,
+   * at most small metadata tensors such as bitsandbytes' quant_state); a tensor that does not fit is a
+   * ModelError naming its file and name.
    */
   matrices(stored: ReadonlyMap<string, TensorInfo<StoredDType>>, dtype: DType): SchemeMatrices;
 }
