@@ -542,6 +542,25 @@ for (const [what, opts, spoil, code, names] of [
     "BAD_HEADER",
     "model.extra.qcodes",
   ],
+  [
+    "NF4 codes without their absmax",
+    { method: "bnb-nf4" },
+    (d: string) => editHeader(d, (j) => void delete j[`${GATE_BASE}.weight.absmax`]),
+    "BAD_HEADER",
+    `${GATE_BASE}.weight.absmax`,
+  ],
+  [
+    "a quant_state that is not JSON",
+    { method: "bnb-nf4", doubleQuant: true },
+    (d: string) => {
+      const file = join(d, "model.safetensors");
+      const bytes = readFileSync(file);
+      bytes[readSafetensorsHeaderStored(file, `${GATE_BASE}.weight.quant_state.bitsandbytes__nf4`)] = 0x7b + 1;
+      writeFileSync(file, bytes);
+    },
+    "BAD_HEADER",
+    "not a JSON quant_state",
+  ],
 ] as [string, QuantizedOptions, (d: string) => void, string, string][]) {
   test(`bad ${opts.method.toUpperCase()} checkpoint: ${what} is a ${code} error naming ${names}, and leaves no import`, async (t) => {
     const { dir, checkpoint } = await quantizedModel(t, opts);
