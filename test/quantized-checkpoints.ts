@@ -14,7 +14,7 @@ import { closeSync, copyFileSync, mkdirSync, openSync, readdirSync, readFileSync
 import { join } from "node:path";
 import { readBytes, writeAll } from "../core/loader/file-io.js";
 import { readSafetensorsHeader, weightFiles } from "../core/loader/safetensors.js";
-import { bf16ToF32, f16ToF32, f32ToF16 } from "../core/modelgen/safetensors-writer.js";
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../core/modelgen/safetensors-writer.js";
 
 /** The value of an e4m3fn code, built from its bits (sign, 4 exponent bits with bias 7, 3 mantissa bits). */
 export function e4m3Reference(code: number): number {
@@ -516,12 +516,6 @@ export function writeSafetensors(file: string, entries: readonly Stored[]): void
 }
 
 const bytesOf = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
-
-/** bf16 bits of x (round to nearest even). */
-function f32ToBf16(x: number): number {
-  const u = new Uint32Array(new Float32Array([x]).buffer)[0];
-  return (u + 0x7fff + ((u >>> 16) & 1)) >>> 16;
-}
 
 function toF32(raw: Uint8Array, dtype: string): Float32Array {
   const copy = raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength);

@@ -1144,7 +1144,7 @@ export function headGroups(src: Uint8Array, heads: number): Uint8Array {
 }
 
 /** A row-major [rows, cols] matrix as [cols, rows]. */
-function transposed(x: Float32Array, rows: number, cols: number): Float32Array {
+export function transposed(x: Float32Array, rows: number, cols: number): Float32Array {
   const out = new Float32Array(x.length);
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = x[r * cols + c];
   return out;

@@ -14,7 +14,7 @@ import { defaultModelDir } from "../loader/default-model.js";
 import { importRecord, planImport, readGguf } from "../gguf/import.js";
 import { ggufFileFor, modelFolderFor } from "../loader/model-source.js";
 import { quantSchemeOf, planQuantizedImport, quantizedImportRecord } from "../loader/quantized-import.js";
-import type { TensorEntry } from "../modelgen/safetensors-writer.js";
+import { tensorBytes, type TensorEntry } from "../modelgen/safetensors-writer.js";
 import { ARCHITECTURES } from "../arch/index.js";
 import { findModelFolder, hubCacheDir, listCachedModels, modelName } from "../loader/hf-cache.js";
 import { loadModel, readModelConfig, resolveWeights, type LoadedModel } from "../loader/model-folder.js";
@@ -574,8 +574,7 @@ export async function estimateModel(
 
 /** A tensor an import will write, as the estimate counts it. */
 function plannedTensor(entry: TensorEntry, file: string): TensorInfo {
-  const byteLength = entry.shape.reduce((a, d) => a * d, 1) * DTYPE_BYTES[entry.dtype];
-  return { name: entry.name, file, dtype: entry.dtype, shape: entry.shape, offset: 0, byteLength };
+  return { name: entry.name, file, dtype: entry.dtype, shape: entry.shape, offset: 0, byteLength: tensorBytes(entry) };
 }
 
 /**

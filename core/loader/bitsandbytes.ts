@@ -9,12 +9,14 @@
 // - 8-bit (LLM.int8): `weight` I8 [out, in] and, beside it as the layer's, `SCB` one f32 scale per
 //   row (and `weight_format`): a weight is code × SCB × (1/127 in f32), as int8_vectorwise_dequant
 //   computes it.
+import { numel } from "../modelgen/safetensors-writer.js";
 import { ModelError } from "./errors.js";
 import { readBytes } from "./file-io.js";
 import { isObject } from "./json.js";
 import {
   badTensor,
   floatValues,
+  int8Values,
   rowsPerChunk,
   type DequantizedMatrix,
   type QuantScheme,
@@ -111,9 +113,8 @@ function fourBitMatrix(
   const [rows, cols] = state.shape;
   const n = rows * cols;
   const blocks = Math.ceil(n / state.blocksize);
-  const numel = (t: TensorInfo<StoredDType>) => t.shape.reduce((a, d) => a * d, 1);
   const expect = (t: TensorInfo<StoredDType>, dtypes: StoredDType[], count: number) => {
-    if (!dtypes.includes(t.dtype) || numel(t) !== count)
+    if (!dtypes.includes(t.dtype) || numel(t.shape) !== count)
       throw badTensor(
         t,
         `${t.dtype}${JSON.stringify(t.shape)} where ${count} ${dtypes.join(" or ")} values fit ${name}`,
@@ -181,16 +182,14 @@ function eightBit(stored: ReadonlyMap<string, TensorInfo<StoredDType>>, dtype: D
     if (weight.dtype !== "I8" || weight.shape.length !== 2)
       throw badTensor(weight, `${weight.dtype}${JSON.stringify(weight.shape)} is not an I8 matrix`);
     const [rows, cols] = weight.shape;
-    if (scb.dtype !== "F32" || scb.shape.reduce((a, d) => a * d, 1) !== rows)
-      throw badTensor(scb, `not ${rows} F32 row scales`);
+    if (scb.dtype !== "F32" || numel(scb.shape) !== rows) throw badTensor(scb, `not ${rows} F32 row scales`);
     consumed.add(scb.name).add(name);
     if (stored.has(`${layer}.weight_format`)) consumed.add(`${layer}.weight_format`); // "row", from older bitsandbytes
     matrices.push({
       entry: { name, dtype, shape: [rows, cols] },
       *chunks() {
         const s = floatValues(scb);
-        const codes = readBytes(weight.file, weight.offset, weight.byteLength);
-        const q = new Int8Array(codes.buffer, codes.byteOffset, codes.byteLength);
+        const q = int8Values(weight);
         const step = rowsPerChunk(cols);
         for (let r0 = 0; r0 < rows; r0 += step) {
           const n = Math.min(step, rows - r0);

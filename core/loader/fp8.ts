@@ -2,11 +2,12 @@
 // weight_block_size, as Qwen3-*-FP8 ship; "fbgemm_fp8"; compressed-tensors' "float-quantized", as
 // llm-compressor's *-FP8-dynamic checkpoints ship). Each matrix is dequantized as e4m3 value × its
 // block's scale, rounded to f32 (then to the folder's dtype by the import), as torch dequantizes.
-import { convertF32 } from "../modelgen/safetensors-writer.js";
+import { numel } from "../modelgen/safetensors-writer.js";
 import { ModelError } from "./errors.js";
 import { isObject } from "./json.js";
 import {
   badTensor,
+  dtypeBits,
   floatValues,
   isFloat,
   rowsPerChunk,
@@ -100,7 +101,7 @@ function scaleBlock(
     throw badTensor(w, `an FP8 tensor of shape ${JSON.stringify(w.shape)}; only matrices are supported`);
   if (!isFloat(scale.dtype)) throw badTensor(scale, `scale dtype ${scale.dtype} is not F32, BF16 or F16`);
   const [rows, cols] = w.shape;
-  const n = scale.shape.reduce((a, d) => a * d, 1);
+  const n = numel(scale.shape);
   // One scale for the whole tensor ([] or [1]), one per row ([rows] or [rows, 1]), or a grid of blocks.
   const grid: [number, number] | undefined =
     n === 1
@@ -138,7 +139,7 @@ function dequantized(
       const step = rowsPerChunk(cols, br);
       // A code takes one of 256 values per scale: with a 16-bit dtype, those values' bits (rounded to
       // f32, then to the dtype, once per scale) are looked up instead of rounding every weight.
-      const bits = dtype !== "F32";
+      const dtype16 = dtype === "F32" ? undefined : dtype;
       let table: Uint16Array = new Uint16Array(0);
       let tableRow = -1;
       const fd = openSync(w.file, "r");
@@ -153,18 +154,18 @@ function dequantized(
             const detail = `element ${r0 * cols + k} is NaN (e4m3 code 0x${codes[k].toString(16)})`;
             throw new ModelError("NOT_FINITE", w.file, detail, w.name);
           }
-          const values = bits ? new Uint16Array(n * cols) : new Float32Array(n * cols);
+          const values = dtype16 ? new Uint16Array(n * cols) : new Float32Array(n * cols);
           for (let r = 0; r < n; r++) {
             const blockRow = Math.floor((r0 + r) / br);
             const srow = blockRow * gridCols;
-            if (bits && blockRow !== tableRow) {
-              table = codeBits(scales.subarray(srow, srow + gridCols), dtype);
+            if (dtype16 && blockRow !== tableRow) {
+              table = codeBits(scales.subarray(srow, srow + gridCols), dtype16);
               tableRow = blockRow;
             }
             const base = r * cols;
             for (let c0 = 0, j = 0; c0 < cols; c0 += bc, j++) {
               const end = base + Math.min(cols, c0 + bc);
-              if (bits) for (let k = base + c0, t = j << 8; k < end; k++) values[k] = table[t | codes[k]];
+              if (dtype16) for (let k = base + c0, t = j << 8; k < end; k++) values[k] = table[t | codes[k]];
               else {
                 const s = scales[srow + j];
                 for (let k = base + c0; k < end; k++) values[k] = E4M3_VALUES[codes[k]] * s; // exact in f64, rounded once to f32
@@ -181,11 +182,9 @@ function dequantized(
 }
 
 /** For each scale j of a block row and code c, the bits of c's value × scale (rounded to f32, then to `dtype`) at 256j + c. */
-function codeBits(scales: Float32Array, dtype: DType): Uint16Array {
+function codeBits(scales: Float32Array, dtype: "F16" | "BF16"): Uint16Array {
   const values = new Float32Array(scales.length * 256);
   for (let j = 0; j < scales.length; j++)
     for (let c = 0; c < 256; c++) values[j * 256 + c] = E4M3_VALUES[c] * scales[j];
-  const out = new Uint16Array(values.length);
-  convertF32(new Uint32Array(values.buffer), values.length, dtype, out);
-  return out;
+  return dtypeBits(values, dtype);
 }

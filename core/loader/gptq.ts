@@ -11,14 +11,16 @@
 // compressed-tensors' pack-quantized (llm-compressor's W4A16 / W8A16, symmetric): weight_packed
 // [out, in / pack] along each row, scales [out, groups], the zero fixed at 2^(bits − 1); its
 // int-quantized (W8A8): `weight` itself I8 [out, in], scales [out, groups].
-import { convertF32, f16ToF32, f32ToF16 } from "../modelgen/safetensors-writer.js";
+import { f16ToF32, f32ToF16 } from "../modelgen/safetensors-writer.js";
+import { transposed } from "../gguf/import.js";
 import { ModelError } from "./errors.js";
-import { readBytes } from "./file-io.js";
 import { isObject } from "./json.js";
 import {
   badTensor,
+  dtypeBits,
   floatValues,
   int32Values,
+  int8Values,
   isFloat,
   rowsPerChunk,
   type DequantizedMatrix,
@@ -310,24 +312,9 @@ function writeQ4_0(
   }
 }
 
-/** x [rows, cols] as [cols, rows]. */
-function transposed(x: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(x.length);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = x[r * cols + c];
-  return out;
-}
-
 /** For each (group, output) k and 4-bit code q, the bits of scale × (q − zero) in `dtype` (f16 or bf16) at 16k + q. */
-function valueBits(s: Float32Array, z: Int16Array, dtype: DType): Uint16Array {
+function valueBits(s: Float32Array, z: Int16Array, dtype: "F16" | "BF16"): Uint16Array {
   const values = new Float32Array(s.length * 16);
   for (let k = 0; k < s.length; k++) for (let q = 0; q < 16; q++) values[k * 16 + q] = s[k] * (q - z[k]);
-  const bits = new Uint16Array(values.length);
-  convertF32(new Uint32Array(values.buffer), values.length, dtype, bits);
-  return bits;
-}
-
-/** An I8 tensor's codes. */
-function int8Values(t: TensorInfo<StoredDType>): Int8Array {
-  const bytes = readBytes(t.file, t.offset, t.byteLength);
-  return new Int8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return dtypeBits(values, dtype);
 }

@@ -1,7 +1,7 @@
 // What a quantized checkpoint's scheme (FP8 in fp8.ts, GPTQ and AWQ in gptq.ts) gives the import
 // (quantized-import.ts): the matrices it dequantizes, each as f32 values row by row, and the stored
 // tensors they are made of, which the import does not copy.
-import { bf16ToF32, f16ToF32, type TensorEntry } from "../modelgen/safetensors-writer.js";
+import { bf16ToF32, convertF32, f16ToF32, type TensorEntry } from "../modelgen/safetensors-writer.js";
 import { ModelError } from "./errors.js";
 import { readBytes } from "./file-io.js";
 import type { DType, StoredDType, TensorInfo } from "./safetensors.js";
@@ -86,6 +86,20 @@ export function int32Values(t: TensorInfo<StoredDType>): Int32Array {
     throw new ModelError("UNSUPPORTED_DTYPE", t.file, `dtype ${t.dtype} where I32 belongs`, t.name);
   const bytes = readBytes(t.file, t.offset, t.byteLength);
   return new Int32Array(bytes.buffer, bytes.byteOffset, t.byteLength / 4);
+}
+
+/** An I8 tensor's codes. */
+export function int8Values(t: TensorInfo<StoredDType>): Int8Array {
+  if (t.dtype !== "I8") throw new ModelError("UNSUPPORTED_DTYPE", t.file, `dtype ${t.dtype} where I8 belongs`, t.name);
+  const bytes = readBytes(t.file, t.offset, t.byteLength);
+  return new Int8Array(bytes.buffer, bytes.byteOffset, t.byteLength);
+}
+
+/** f32 values as bits of the 16-bit `dtype` (round to nearest even): a scheme's lookup tables of the values its codes take. */
+export function dtypeBits(values: Float32Array, dtype: "F16" | "BF16"): Uint16Array {
+  const bits = new Uint16Array(values.length);
+  convertF32(new Uint32Array(values.buffer, values.byteOffset, values.length), values.length, dtype, bits);
+  return bits;
 }
 
 /** A header problem of a quantized checkpoint's tensor: a BAD_HEADER error naming it. */

@@ -20,7 +20,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { basename, dirname, join } from "node:path";
-import { buildHeader, convertF32, type TensorEntry } from "../modelgen/safetensors-writer.js";
+import { buildHeader, convertF32, numel, type TensorEntry } from "../modelgen/safetensors-writer.js";
 import type { BlockSource } from "../gguf/block-weights.js";
 import { isBlockTensor, type BlockTensor } from "../gguf/import.js";
 import { GgmlTypeId } from "../gguf/quants.js";
@@ -190,7 +190,7 @@ export async function importQuantized(
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
   try {
-    const total = plan.tensors.reduce((a, t) => a + t.entry.shape.reduce((x, d) => x * d, 1), 0);
+    const total = plan.tensors.reduce((a, t) => a + numel(t.entry.shape), 0);
     let done = 0;
     const blocks: Record<string, BlockTensor> = {};
     let blockBytes = 0;
@@ -261,12 +261,7 @@ interface Chunk {
 }
 
 function* copiedChunks(t: TensorInfo<StoredDType>): Generator<Chunk> {
-  const per =
-    t.byteLength /
-    Math.max(
-      1,
-      t.shape.reduce((a, d) => a * d, 1),
-    );
+  const per = t.byteLength / Math.max(1, numel(t.shape));
   const fd = openSync(t.file, "r");
   try {
     for (let off = 0; off < t.byteLength; off += CHUNK_VALUES) {
