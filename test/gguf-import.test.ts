@@ -40,6 +40,7 @@ import { GgmlTypeId, dequantize, ggmlTypeName } from "../core/gguf/quants.js";
 import { GgmlType, GgufFileWriter, kv, type GgufValue } from "../core/gguf/writer.js";
 import { TokenType } from "../core/gguf/vocab.js";
 import { native, NativeDType, type NativeWeight } from "../core/native/addon.js";
+import { f16ToF32, f32ToF16 } from "../core/modelgen/safetensors-writer.js";
 import { loadLlamaCpp, openLlamaCppPeer, type NlcLlama } from "../core/peers/llamacpp.js";
 
 const FIXTURES = join(REPO_ROOT, "test", "gguf");
@@ -761,42 +762,79 @@ function weightValues(w: NativeWeight, rows: number, cols: number): Float32Array
   return out;
 }
 
-test("quantizeGguf: Q8_0, Q4_0 and Q5_0 blocks as int8 (Q4_0 as int4) hold exactly ggml's values, rows in rowOrder's order", (t) => {
+test("quantizeGguf: Q8_0, Q4_0 and Q5_0 blocks as int8, Q4_0, Q4_1 and Q4_K as int4 hold ggml's values, rows in rowOrder's order", (t) => {
   const n = native();
   const rows = 6;
-  const cols = 96;
-  // Random blocks: an f16 d (normal, 2^-10 .. 2^-2) and random code bytes, Q8_0's -128 included.
+  const cols = 512;
+  // Random blocks: f16 d (and Q4_1's m, Q4_K's dmin) normal, 2^-10 .. 2^-2, and random code bytes
+  // (Q4_K's 6-bit scales and mins among them), Q8_0's -128 included.
   let seed = 7;
   const byte = () => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 16) & 0xff;
-  const blocks = (type: number, bytes: number) => {
-    const out = new Uint8Array((rows * cols * bytes) / 32);
+  const halves: Partial<Record<number, number>> = { [GgmlTypeId.Q4_1]: 2, [GgmlTypeId.Q4_K]: 2 };
+  const blocks = (type: number, values: number, bytes: number) => {
+    const out = new Uint8Array((rows * cols * bytes) / values);
     for (let b = 0; b < out.length; b += bytes) {
-      const half = ((5 + (byte() % 9)) << 10) | (byte() << 2);
-      out[b] = half & 0xff;
-      out[b + 1] = half >> 8;
-      for (let j = 2; j < bytes; j++) out[b + j] = byte();
+      for (let j = 0; j < bytes; j++) out[b + j] = byte();
+      for (let h = 0; h < (halves[type] ?? 1); h++) {
+        const half = ((5 + (byte() % 9)) << 10) | (byte() << 2);
+        out[b + 2 * h] = half & 0xff;
+        out[b + 2 * h + 1] = half >> 8;
+      }
     }
     if (type === GgmlTypeId.Q8_0) out[2] = 0x80;
     return out;
   };
+  // Q4_K's values as int4 with mins hold them: code * f16(d * scale) + f16(-dmin * min), each of its
+  // sub-blocks' scale and min rounded once to f16 (ggml multiplies them in f32).
+  const q4kAsHeld = (data: Uint8Array): Float32Array => {
+    const out = new Float32Array(rows * cols);
+    const f16 = (x: number) => f16ToF32(f32ToF16(Math.fround(x)));
+    for (let b = 0; b < out.length / 256; b++) {
+      const blk = data.subarray(144 * b, 144 * (b + 1));
+      const d = f16ToF32(blk[0] | (blk[1] << 8));
+      const dmin = f16ToF32(blk[2] | (blk[3] << 8));
+      const sc = blk.subarray(4, 16);
+      for (let j = 0; j < 8; j++) {
+        const s = j < 4 ? sc[j] & 63 : (sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4);
+        const m = j < 4 ? sc[j + 4] & 63 : (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+        const scale = f16(d * s);
+        const min = f16(-Math.fround(dmin * m));
+        for (let l = 0; l < 32; l++) {
+          const c = (blk[16 + 32 * (j >> 1) + l] >> (j & 1 ? 4 : 0)) & 15;
+          out[256 * b + 32 * j + l] = Math.fround(c * scale + min);
+        }
+      }
+    }
+    return out;
+  };
   const order = Int32Array.from([3, 0, 5, 1, 4, 2]);
   const dir = tempDir(t);
-  for (const [type, bytes, bits] of [
-    [GgmlTypeId.Q8_0, 34, 8],
-    [GgmlTypeId.Q4_0, 18, 8],
-    [GgmlTypeId.Q5_0, 22, 8],
-    [GgmlTypeId.Q4_0, 18, 4],
+  for (const [type, values, bytes, bits, dtype] of [
+    [GgmlTypeId.Q8_0, 32, 34, 8, NativeDType.Q8],
+    [GgmlTypeId.Q4_0, 32, 18, 8, NativeDType.Q8],
+    [GgmlTypeId.Q5_0, 32, 22, 8, NativeDType.Q8],
+    [GgmlTypeId.Q4_0, 32, 18, 4, NativeDType.Q4],
+    [GgmlTypeId.Q4_1, 32, 20, 4, NativeDType.Q4M],
+    [GgmlTypeId.Q4_K, 256, 144, 4, NativeDType.Q4M],
   ] as const) {
-    const data = blocks(type, bytes);
+    const data = blocks(type, values, bytes);
     const file = join(dir, `${ggmlTypeName(type)}-${bits}.bin`);
     // 8 bytes in front: the tensor lies at an offset of the file, as in a GGUF.
     writeFileSync(file, Buffer.concat([Buffer.alloc(8), data]));
     const { mapping } = n.mapFile(file, false);
     t.after(() => n.unmap(mapping));
-    const want = dequantize(type, data, rows * cols);
+    const want = type === GgmlTypeId.Q4_K ? q4kAsHeld(data) : dequantize(type, data, rows * cols);
+    if (type === GgmlTypeId.Q4_K) {
+      // ... which is ggml's value within 2^-11 of the scale's and the min's parts.
+      const ggml = dequantize(type, data, rows * cols);
+      let worst = 0;
+      for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(want[i] - ggml[i]));
+      const step = Math.max(...Array.from(ggml, Math.abs));
+      assert.ok(worst > 0 && worst <= step * 2 ** -10, `Q4_K held within f16 rounding: ${worst} of ${step}`);
+    }
     for (const rowOrder of [null, order]) {
       const w = n.quantizeGguf(mapping, 8, type, rows, cols, bits, rowOrder);
-      assert.equal(n.weightInfo(w).dtype, bits === 8 ? NativeDType.Q8 : NativeDType.Q4);
+      assert.equal(n.weightInfo(w).dtype, dtype);
       const got = weightValues(w, rows, cols);
       for (let r = 0; r < rows; r++) {
         const from = rowOrder ? rowOrder[r] : r;
@@ -818,6 +856,8 @@ test("quantizeGguf: Q8_0, Q4_0 and Q5_0 blocks as int8 (Q4_0 as int4) hold exact
   bad([mapping, 8, GgmlTypeId.Q8_0, rows, cols, 4, null], /does not fit int4/);
   bad([mapping, 8, GgmlTypeId.Q4_K, rows, cols, 8, null], /does not fit int8/);
   bad([mapping, 8, GgmlTypeId.Q8_0, rows, 80, 8, null], /whole blocks of 32/);
+  bad([mapping, 8, GgmlTypeId.Q4_K, 1, 288, 4, null], /whole blocks of 256/);
+  bad([mapping, 8, GgmlTypeId.Q6_K, 1, 256, 4, null], /does not fit int4/);
   bad([mapping, 8, GgmlTypeId.Q8_0, rows + 1, cols, 8, null], /outside the mapping/);
   bad([mapping, 8, GgmlTypeId.Q8_0, rows, cols, 8, Int32Array.from([0, 1])], /needs rows = 6/);
   bad([mapping, 8, GgmlTypeId.Q8_0, rows, cols, 8, Int32Array.from([0, 1, 2, 3, 4, 6])], /outside \[0, 6\)/);

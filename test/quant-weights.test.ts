@@ -2,9 +2,10 @@
 // weights (quantizeWeight) and every op that takes one, on every kernel path, against TypeScript
 // references built from their dequantized values; then whole models: the golden models against f32
 // models of the same values, HiRE on quantized models, the CLI, and the backends that cannot run them.
-import { describe, test } from "node:test";
+import { after, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { native, NativeDType, type NativeWeight } from "../core/native/addon.js";
 import { assertClose, forPaths, seededRandom } from "./kernel-helpers.js";
@@ -26,14 +27,80 @@ import type { ModelConfig, ModelWeights } from "../core/arch/index.js";
 import type { Weight } from "../core/loader/safetensors.js";
 import { CpuBackend } from "../core/backend/cpu.js";
 import { UsageError } from "../core/loader/errors.js";
+import { GgmlTypeId } from "../core/gguf/quants.js";
+import { f32ToF16 } from "../core/modelgen/safetensors-writer.js";
 
 const hn = native();
 
-/** The quantized formats, each with its codes' largest magnitude (a group's scale is max|w| / qmax). */
-const FORMATS: { name: QuantFormat; bits: 4 | 8; dtype: number; weightDtype: "Q8" | "Q4"; qmax: number }[] = [
-  { name: "int8", bits: 8, dtype: NativeDType.Q8, weightDtype: "Q8", qmax: 127 },
-  { name: "int4", bits: 4, dtype: NativeDType.Q4, weightDtype: "Q4", qmax: 7 },
+/**
+ * The quantized dtypes, each made from an f32 weight: int8 and int4 by quantizeWeight (a group's scale
+ * is max|w| / qmax), and int4 with mins (Q4M) from a GGUF's Q4_1 blocks by quantizeGguf (whole groups
+ * of 32 only). `format` is the weights format loads name it by; only quantizeWeight's make whole models.
+ */
+interface QuantKind {
+  name: string;
+  format: QuantFormat;
+  bits: 4 | 8;
+  dtype: number;
+  weightDtype: "Q8" | "Q4" | "Q4M";
+  make(x: { w: NativeWeight; values: Float32Array }, rows: number, cols: number): NativeWeight;
+  qmax?: number;
+}
+const FORMATS: QuantKind[] = [
+  {
+    name: "int8",
+    format: "int8",
+    bits: 8,
+    dtype: NativeDType.Q8,
+    weightDtype: "Q8",
+    qmax: 127,
+    make: (x) => hn.quantizeWeight(x.w, GROUP, 8),
+  },
+  {
+    name: "int4",
+    format: "int4",
+    bits: 4,
+    dtype: NativeDType.Q4,
+    weightDtype: "Q4",
+    qmax: 7,
+    make: (x) => hn.quantizeWeight(x.w, GROUP, 4),
+  },
+  {
+    name: "int4 with mins",
+    format: "int4",
+    bits: 4,
+    dtype: NativeDType.Q4M,
+    weightDtype: "Q4M",
+    make: (x, rows, cols) => fromQ4_1Blocks(x.values, rows, cols),
+  },
 ];
+const BY_QUANTIZE_WEIGHT = FORMATS.filter((f) => f.qmax !== undefined);
+
+let blockDir: string | undefined;
+/**
+ * rows × cols values as a GGUF's Q4_1 blocks (as ggml's quantize_row_q4_1_ref: d = (max - min) / 15,
+ * m = min, codes min(15, trunc((x - min) / d + 0.5))), in a file, read back by quantizeGguf.
+ */
+function fromQ4_1Blocks(values: Float32Array, rows: number, cols: number): NativeWeight {
+  assert.equal(cols % 32, 0, "Q4_1 blocks need whole groups of 32");
+  const data = Buffer.alloc((values.length / 32) * 20);
+  for (let b = 0; b < values.length / 32; b++) {
+    const v = values.subarray(32 * b, 32 * b + 32);
+    const min = Math.min(...v);
+    const d = (Math.max(...v) - min) / 15;
+    const id = d ? 1 / d : 0;
+    data.writeUInt16LE(f32ToF16(d), 20 * b);
+    data.writeUInt16LE(f32ToF16(min), 20 * b + 2);
+    const code = (j: number) => Math.min(15, Math.trunc((v[j] - min) * id + 0.5));
+    for (let j = 0; j < 16; j++) data[20 * b + 4 + j] = code(j) | (code(j + 16) << 4);
+  }
+  blockDir ??= mkdtempSync(join(tmpdir(), "hire-q4_1-"));
+  const file = join(blockDir, `${rows}x${cols}-${Math.random().toString(36).slice(2)}.bin`);
+  writeFileSync(file, data);
+  const { mapping } = hn.mapFile(file, false);
+  return hn.quantizeGguf(mapping, 0, GgmlTypeId.Q4_1, rows, cols, 4, null);
+}
+after(() => blockDir && rmSync(blockDir, { recursive: true, force: true }));
 const { randArray, rand } = seededRandom(0x1a8);
 
 /** A rows × cols f32 weight with a few large values, so groups differ in scale. */
@@ -92,7 +159,13 @@ const SHAPES: [number, number][] = [
 
 for (const fmt of FORMATS)
   describe(`${fmt.name} weights: native ops`, () => {
-    test("quantizeWeight: groups of 32 with f16 scales, values within half a step, its byte count", () => {
+    /** A rows × cols weight of this kind, from f32Weight's random values. */
+    const make = (rows: number, cols: number) => fmt.make(f32Weight(rows, cols), rows, cols);
+    // Q4_1 blocks are whole groups of 32: the ragged shape is int8's and int4's alone.
+    const shapes = fmt.qmax === undefined ? SHAPES.filter(([, cols]) => cols % 32 === 0) : SHAPES;
+    const ragged = fmt.qmax === undefined ? 96 : 70;
+
+    test("quantizeWeight: groups of 32 with f16 scales, values within half a step, its byte count", { skip: fmt.qmax === undefined }, () => {
       for (const [rows, cols] of SHAPES) {
         const { w, values } = f32Weight(rows, cols);
         const q = hn.quantizeWeight(w, GROUP, fmt.bits);
@@ -101,7 +174,7 @@ for (const fmt of FORMATS)
           cols,
           dtype: fmt.dtype,
           transposed: false,
-          bytes: quantBytes(fmt.name, rows, cols),
+          bytes: quantBytes(fmt.format, rows, cols),
           groupSize: GROUP,
         });
         const d = dequantized(q, rows, cols);
@@ -111,7 +184,7 @@ for (const fmt of FORMATS)
             let amax = 0;
             for (let c = lo; c < hi; c++) amax = Math.max(amax, Math.abs(values[r * cols + c]));
             // Half a step of max/qmax, the step itself rounded to f16 (2^-11 relative).
-            const tol = (amax / fmt.qmax) * (0.5 + 2 ** -10) + 1e-30;
+            const tol = (amax / fmt.qmax!) * (0.5 + 2 ** -10) + 1e-30;
             for (let c = lo; c < hi; c++) {
               const i = r * cols + c;
               assert.ok(Math.abs(d[i] - values[i]) <= tol, `${rows}x${cols} [${r}][${c}]: ${d[i]} vs ${values[i]}`);
@@ -122,8 +195,8 @@ for (const fmt of FORMATS)
 
     test("matmul of one token: the integer products of the dequantized weights and x quantized per group", () => {
       forPaths((path) => {
-        for (const [rows, cols] of SHAPES) {
-          const q = hn.quantizeWeight(f32Weight(rows, cols).w, GROUP, fmt.bits);
+        for (const [rows, cols] of shapes) {
+          const q = make(rows, cols);
           const d = dequantized(q, rows, cols);
           const x = randArray(cols, -3, 3);
           const xq = quantizedX(x);
@@ -144,8 +217,8 @@ for (const fmt of FORMATS)
 
     test("matmul of several tokens (prefill) equals the f32 GEMM of the dequantized weights, bit for bit", () => {
       forPaths((path) => {
-        for (const [rows, cols] of SHAPES.slice(0, 4)) {
-          const q = hn.quantizeWeight(f32Weight(rows, cols).w, GROUP, fmt.bits);
+        for (const [rows, cols] of shapes.slice(0, 4)) {
+          const q = make(rows, cols);
           const f = hn.weightFromArray(dequantized(q, rows, cols), NativeDType.F32, rows, cols, false);
           const n = 5;
           const x = randArray(n * cols);
@@ -161,8 +234,8 @@ for (const fmt of FORMATS)
     test("matmulMany, matvecRows and interleaveRows give each row the bits of its own matmul", () => {
       forPaths((path) => {
         const cols = 96;
-        const gate = hn.quantizeWeight(f32Weight(24, cols).w, GROUP, fmt.bits);
-        const up = hn.quantizeWeight(f32Weight(24, cols).w, GROUP, fmt.bits);
+        const gate = make(24, cols);
+        const up = make(24, cols);
         const plain = f32Weight(10, cols).w; // a file-dtype part in the same call
         const x = randArray(cols);
         const one = (w: NativeWeight, rows: number) => {
@@ -186,7 +259,7 @@ for (const fmt of FORMATS)
 
         const both = hn.interleaveRows(gate, up);
         assert.equal(hn.weightInfo(both).dtype, fmt.dtype);
-        assert.equal(hn.weightInfo(both).bytes, 2 * quantBytes(fmt.name, 24, cols));
+        assert.equal(hn.weightInfo(both).bytes, 2 * quantBytes(fmt.format, 24, cols, GROUP, fmt.weightDtype === "Q4M"));
         const pairs = new Float32Array(48);
         hn.matvecRows(
           pairs,
@@ -204,8 +277,8 @@ for (const fmt of FORMATS)
 
     test("relayout gives the dequantized values rounded to bf16, in either layout", () => {
       const rows = 9,
-        cols = 70;
-      const q = hn.quantizeWeight(f32Weight(rows, cols).w, GROUP, fmt.bits);
+        cols = ragged;
+      const q = make(rows, cols);
       const d = dequantized(q, rows, cols);
       const flat = hn.relayout(q, false);
       assert.equal(hn.weightInfo(flat).dtype, NativeDType.BF16);
@@ -234,7 +307,7 @@ for (const fmt of FORMATS)
     test("a predictor quantized from a quantized weight equals one from its dequantized values", () => {
       const rows = 40,
         cols = 256;
-      const q = hn.quantizeWeight(f32Weight(rows, cols).w, GROUP, fmt.bits);
+      const q = make(rows, cols);
       const f = hn.weightFromArray(dequantized(q, rows, cols), NativeDType.F32, rows, cols, false);
       const a = hn.quantize(q, 4, 128);
       const b = hn.quantize(f, 4, 128);
@@ -251,7 +324,7 @@ for (const fmt of FORMATS)
       forPaths((path) => {
         const V = 300,
           H = 64;
-        const head = hn.quantizeWeight(f32Weight(V, H).w, GROUP, fmt.bits);
+        const head = make(V, H);
         const pred = hn.quantize(head, 4, 64);
         const x = randArray(H);
         const logits = new Float32Array(V);
@@ -265,9 +338,9 @@ for (const fmt of FORMATS)
         // An FFN with every neuron a candidate and selected: act(gate) * up, then W_down (bf16 copy).
         const F = 96,
           D = 64;
-        const gate = hn.quantizeWeight(f32Weight(F, D).w, GROUP, fmt.bits);
-        const up = hn.quantizeWeight(f32Weight(F, D).w, GROUP, fmt.bits);
-        const down = hn.quantizeWeight(f32Weight(D, F).w, GROUP, fmt.bits);
+        const gate = make(F, D);
+        const up = make(F, D);
+        const down = make(D, F);
         const downT = hn.relayout(down, true);
         const g = new Float32Array(F);
         const u = new Float32Array(F);
@@ -306,7 +379,7 @@ for (const fmt of FORMATS)
     });
 
     test("what a quantized weight cannot do is refused with a message", () => {
-      const q = hn.quantizeWeight(f32Weight(8, 64).w, GROUP, fmt.bits);
+      const q = make(8, 64);
       assert.throws(() => hn.transposeView(q), /quantized weight has no transposed view/);
       assert.throws(() => hn.quantizeWeight(q, GROUP, fmt.bits), /already quantized/);
       assert.throws(() => hn.quantizeWeight(f32Weight(8, 64).w, 48), /multiple of 32/);
@@ -318,6 +391,27 @@ for (const fmt of FORMATS)
       void rand;
     });
   });
+
+test("matmulMany over int4 with mins, int4 and int8 parts (a Q4_K_M file's q, k and v) gives each its own matmul's bits", () => {
+  forPaths((path) => {
+    const cols = 256;
+    const parts = [
+      FORMATS[2].make(f32Weight(40, cols), 40, cols),
+      hn.quantizeWeight(f32Weight(24, cols).w, GROUP, 8),
+      hn.quantizeWeight(f32Weight(16, cols).w, GROUP, 4),
+      FORMATS[2].make(f32Weight(8, cols), 8, cols),
+    ];
+    const x = randArray(cols);
+    const own = parts.map((w) => {
+      const y = new Float32Array(hn.weightInfo(w).rows);
+      hn.matmul(y, x, w, 1, null);
+      return y;
+    });
+    const ys = own.map((y) => new Float32Array(y.length));
+    hn.matmulMany(x, ...parts.flatMap((w, i) => [ys[i], w, null] as const));
+    assert.deepEqual(ys, own, path);
+  });
+});
 
 // ---- whole models ------------------------------------------------------------------------------------
 
@@ -398,7 +492,7 @@ const goldens = [
   ...readdirSync(join(REPO_ROOT, "test", "golden")).map((d) => join(REPO_ROOT, "test", "golden", d)),
 ];
 
-for (const fmt of FORMATS)
+for (const fmt of BY_QUANTIZE_WEIGHT)
   describe(`${fmt.name} models`, () => {
     // Prefill multiplies the dequantized values in f32, so every layer's keys and values must be those
     // of an f32 model holding those values, bit for bit: every linear layer quantized, none twice, none
@@ -408,7 +502,7 @@ for (const fmt of FORMATS)
     // that one token of the batch reaches multiplies it as a decode step does, with x in int8.
     for (const dir of goldens) {
       test(`golden ${basename(dir)}: a prefill's keys and values equal those of the dequantized weights`, () => {
-        const model = loadModel(dir, { weights: fmt.name });
+        const model = loadModel(dir, { weights: fmt.format });
         try {
           assert.equal(model.weights.head.w.dtype, fmt.weightDtype);
           const ids = (JSON.parse(readFileSync(join(dir, "expected.json"), "utf8")) as { prompt_ids: number[] })
@@ -440,7 +534,7 @@ for (const fmt of FORMATS)
     }
 
     test(`HiRE on an ${fmt.name} model: every neuron kept follows dense (W_down read as bf16, not x in int8)`, async () => {
-      const q = loadModel(defaultModelDir(), { weights: fmt.name });
+      const q = loadModel(defaultModelDir(), { weights: fmt.format });
       try {
         const prompt = q.tokenizer.encode("The little bird");
         const { ids } = await greedy(new Session(q, { contextLength: 128 }), "The little bird", 16);
@@ -471,7 +565,7 @@ for (const fmt of FORMATS)
     });
 
     test(`a backend that cannot run ${fmt.name} weights refuses them when the session starts`, () => {
-      const q = loadModel(defaultModelDir(), { weights: fmt.name });
+      const q = loadModel(defaultModelDir(), { weights: fmt.format });
       try {
         const b = new CpuBackend();
         Object.defineProperty(b, "quantizedWeights", { value: false });
@@ -541,11 +635,11 @@ describe("the built-in model and the CLI", () => {
   });
 
   test("CLI: --weights int8 and int4 generate; a bad value is a usage error", () => {
-    for (const fmt of FORMATS) {
+    for (const fmt of BY_QUANTIZE_WEIGHT) {
       const ok = hire([
         "generate",
         "--weights",
-        fmt.name,
+        fmt.format,
         "--prompt",
         "Once",
         "--max-tokens",

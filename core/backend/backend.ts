@@ -8,13 +8,14 @@
 // native kernel in core/native, cuda.ts and its kernel in core/native/src/cuda), add a reference
 // test in test/kernels.test.ts and a CPU-vs-CUDA case in test/cuda.test.ts.
 import type { DType } from "../loader/safetensors.js";
+import type { QuantDType } from "../loader/weight-format.js";
 import type { Activation } from "../arch/config.js";
 import type { HireFfnResult, NativeQuant, NativeWeight } from "../native/addon.js";
 
 export type { HireFfnResult };
 
 /** A weight's storage: a checkpoint's dtype, or Q8 / Q4 (int8 / int4 in groups: a model loaded with int8 or int4 weights). */
-export type WeightDType = DType | "Q8" | "Q4";
+export type WeightDType = DType | QuantDType;
 
 /** A weight matrix as the kernels see it: rows = outputs, cols = inputs, in its storage dtype and layout. */
 export interface Weight {

@@ -40,12 +40,14 @@ export function autoWeightFormat(sourceTypes: Readonly<Record<string, number>> |
 /** A quantized weight format and its bits per code. */
 export type QuantFormat = Exclude<WeightFormat, "file">;
 export const QUANT_BITS: Record<QuantFormat, 4 | 8> = { int8: 8, int4: 4 };
-/** The dtype a quantized format's weights carry (NativeDType.Q8 / Q4). */
+/** The dtype a quantized format's weights carry when quantized here (NativeDType.Q8 / Q4). */
 export const QUANT_DTYPE = { int8: "Q8", int4: "Q4" } as const;
-/** The quantized format a weight dtype belongs to ("Q8": int8, "Q4": int4), or undefined for a file dtype. */
+/** The dtypes of quantized weights: quantizeWeight's, and int4 with mins from a GGUF's Q4_1 / Q4_K blocks. */
+export type QuantDType = "Q8" | "Q4" | "Q4M";
+/** The quantized format a weight dtype belongs to ("Q8": int8, "Q4" and "Q4M": int4), or undefined for a file dtype. */
 export const quantFormatOf = (d: string): QuantFormat | undefined =>
-  d === QUANT_DTYPE.int8 ? "int8" : d === QUANT_DTYPE.int4 ? "int4" : undefined;
-export const isQuantDType = (d: string): d is "Q8" | "Q4" => quantFormatOf(d) !== undefined;
+  d === "Q8" ? "int8" : d === "Q4" || d === "Q4M" ? "int4" : undefined;
+export const isQuantDType = (d: string): d is QuantDType => quantFormatOf(d) !== undefined;
 
 /**
  * Values per f16 scale of quantized weights. Q8_0's and Q4_0's 32: a group's scale follows its
@@ -56,12 +58,13 @@ export const QUANT_GROUP = 32;
 
 /**
  * Bytes of a rows × cols matrix as quantized weights: codes padded to whole groups (int4: to 64
- * values, two codes a byte), then the group scales (core/native/src/quant.h).
+ * values, two codes a byte), then the group scales, and with `mins` (int4 from Q4_1 / Q4_K blocks)
+ * the group minimums (core/native/src/quant.h).
  */
-export function quantBytes(format: QuantFormat, rows: number, cols: number, group = QUANT_GROUP): number {
+export function quantBytes(format: QuantFormat, rows: number, cols: number, group = QUANT_GROUP, mins = false): number {
   const groups = Math.ceil(cols / group);
   const codes = format === "int8" ? groups * group : Math.ceil((groups * group) / 64) * 32;
-  return rows * (codes + 2 * groups);
+  return rows * (codes + (mins && format === "int4" ? 4 : 2) * groups);
 }
 
 // Linears that stay as stored: a mixture's router and Qwen2-MoE's shared-expert gate pick and weight

@@ -11,8 +11,12 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 /** Storage dtype of a weight, as numbered on the native side. */
-/** Q8 / Q4: int8 / int4 codes in groups with an f16 scale each (quantizeWeight's copies; never read from a file). */
-export const NativeDType = { F32: 0, F16: 1, BF16: 2, Q8: 3, Q4: 4 } as const;
+/**
+ * Q8 / Q4: int8 / int4 codes in groups with an f16 scale each (quantizeWeight's copies, or a GGUF's
+ * Q8_0 / Q4_0 blocks); Q4M: int4 with an f16 minimum per group too (a GGUF's Q4_1 / Q4_K blocks,
+ * quantizeGguf). Never read from a file as they are.
+ */
+export const NativeDType = { F32: 0, F16: 1, BF16: 2, Q8: 3, Q4: 4, Q4M: 5 } as const;
 export type NativeDType = (typeof NativeDType)[keyof typeof NativeDType];
 
 /** Opaque handle to a memory-mapped file (munmap on GC or on `unmap`). */
@@ -202,17 +206,19 @@ export interface NativeAddon {
    */
   quantizeWeight(w: NativeWeight, groupSize: number, bits?: 4 | 8): NativeWeight;
   /**
-   * rows × cols of a GGUF file's blocks at byteOffset of a mapping, as an int8 / int4 weight in groups
-   * of 32 with exactly the values ggml dequantizes them to: Q8_0, Q4_0 and Q5_0 (ggmlType 8, 2, 6) as
-   * int8, Q4_0 as int4; any other type is an error. rowOrder[r] names the source row of row r (null:
-   * the same order). Given back, it is made again from the same blocks (the file must be unchanged).
-   */
-  /**
    * x (a multiple of 32 values) as blocks of ggml type 8 (Q8_0: 34 bytes per 32, an f16 d and 32 int8
    * codes) or 2 (Q4_0: 18 bytes, an f16 d and 16 bytes of nibbles) in out, as ggml's
    * quantize_row_q8_0_ref / quantize_row_q4_0_ref make them (codes from the unrounded d). For GGUF export.
    */
   quantizeBlocks(ggmlType: number, x: Float32Array, out: Uint8Array): void;
+  /**
+   * rows × cols of a GGUF file's blocks at byteOffset of a mapping, as an int8 / int4 weight in groups
+   * of 32 holding the blocks' codes and scales: Q8_0, Q4_0 and Q5_0 (ggmlType 8, 2, 6) as int8 (Q8),
+   * Q4_0 as int4 (Q4), all with exactly the values ggml dequantizes them to; Q4_1 and Q4_K (3, 12) as
+   * int4 with mins (Q4M): Q4_1 exactly, Q4_K with each sub-block's d·scale and −dmin·min rounded once
+   * to f16. Any other type is an error. rowOrder[r] names the source row of row r (null: the same
+   * order). Given back, it is made again from the same blocks (the file must be unchanged).
+   */
   quantizeGguf(
     mapping: NativeMapping,
     byteOffset: number,

@@ -415,9 +415,9 @@ Napi::Value QuantizeWeight(const Napi::CallbackInfo& info) {
 }
 
 // quantizeGguf(mapping, byteOffset, ggmlType, rows, cols, bits, rowOrder?): rows x cols of a GGUF
-// file's blocks (a mapped tensor's data) as an int8 / int4 weight (kQ8 / kQ4, groups of 32) with the
-// very values ggml dequantizes them to, for the types that fit (gguf_exact_in: Q8_0, Q4_0, Q5_0 as
-// int8, Q4_0 as int4). rowOrder (an Int32Array of rows source rows, or null) puts source row
+// file's blocks (a mapped tensor's data) as an int8 / int4 weight (kQ8 / kQ4 / kQ4M, groups of 32)
+// holding their codes and scales, for the types that fit (gguf_quant_dtype: Q8_0, Q4_0, Q5_0 as
+// int8, Q4_0 as int4, Q4_1 and Q4_K as int4 with mins). rowOrder (an Int32Array of rows source rows, or null) puts source row
 // rowOrder[r] at row r: llama.cpp's interleaved rotary rows of q and k back in rotate-half order.
 // Like quantizeWeight's copies it can be given back and is made again from the same blocks.
 Napi::Value QuantizeGguf(const Napi::CallbackInfo& info) {
@@ -430,12 +430,14 @@ Napi::Value QuantizeGguf(const Napi::CallbackInfo& info) {
   const int64_t cols = a.integer(4, "cols", 1, kMaxDim);
   const int64_t bits = a.integer(5, "bits", 4, 8);
   if (bits != 4 && bits != 8) a.fail("bits must be 4 or 8, got " + std::to_string(bits));
-  if (!hire::gguf_exact_in(static_cast<int>(type), static_cast<int>(bits)))
-    a.fail("ggml type " + std::to_string(type) + " does not fit int" + std::to_string(bits) + " groups of 32 exactly");
-  if (cols % 32 != 0) a.fail("cols must be whole blocks of 32, got " + std::to_string(cols));
+  const int dtype = hire::gguf_quant_dtype(static_cast<int>(type), static_cast<int>(bits));
+  if (dtype < 0)
+    a.fail("ggml type " + std::to_string(type) + " does not fit int" + std::to_string(bits) + " groups of 32");
   int values = 0, block_bytes = 0;
   hire::gguf_block_shape(static_cast<int>(type), values, block_bytes);
-  const int64_t bytes = mul(a, rows, cols / 32, block_bytes);
+  if (cols % values != 0)
+    a.fail("cols must be whole blocks of " + std::to_string(values) + ", got " + std::to_string(cols));
+  const int64_t bytes = mul(a, rows, cols / values, block_bytes);
   check_in_mapping(a, *mh->map, offset, bytes);
   std::shared_ptr<std::vector<int32_t>> order;
   if (!a.is_nullish(6)) {
@@ -454,7 +456,6 @@ Napi::Value QuantizeGguf(const Napi::CallbackInfo& info) {
   } catch (const std::runtime_error& e) {
     a.fail(e.what());
   }
-  const int dtype = bits == 4 ? hire::kQ4 : hire::kQ8;
   auto copy = hire::gguf_to_quant(static_cast<int>(type), mh->map->data() + offset, rows, cols, static_cast<int>(bits),
                                   order ? order->data() : nullptr);
   Napi::Value out = OwnedWeight(a, info.Env(), copy->mem, dtype, rows, cols, false, 32);

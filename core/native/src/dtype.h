@@ -1,9 +1,9 @@
 // Storage dtypes of weights and scalar conversions to f32, shared by every kernel path.
 // Header-only and plain C++ (no SIMD attributes), so it is safe to include from any file.
 // To add a dtype: extend DType, dtype_size and load_elem, then the SIMD loaders in kernels_*.cc.
-// kQ8 and kQ4 are the exception: int8 / int4 codes in groups with an f16 scale each, a QuantMatrix's
-// rows (quant.h), which the ops route to the quantized kernels themselves (quant_view) instead of the
-// element loaders.
+// kQ8, kQ4 and kQ4M are the exception: int8 / int4 codes in groups with an f16 scale each (kQ4M: and
+// an f16 minimum), a QuantMatrix's rows (quant.h), which the ops route to the quantized kernels
+// themselves (quant_view) instead of the element loaders.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -11,13 +11,15 @@
 
 namespace hire {
 
-enum DType : int { kF32 = 0, kF16 = 1, kBF16 = 2, kQ8 = 3, kQ4 = 4 };
+enum DType : int { kF32 = 0, kF16 = 1, kBF16 = 2, kQ8 = 3, kQ4 = 4, kQ4M = 5 };
 
-// Whether dt is a quantized weight dtype (kQ8, kQ4), and its bits per code.
-inline bool is_quant(int dt) { return dt == kQ8 || dt == kQ4; }
-inline int quant_bits(int dt) { return dt == kQ4 ? 4 : 8; }
+// Whether dt is a quantized weight dtype (kQ8, kQ4, kQ4M), its bits per code, and whether its groups
+// carry a minimum (kQ4M: value = code * scale + min, the asymmetric 4-bit of Q4_1, Q4_K, AWQ).
+inline bool is_quant(int dt) { return dt == kQ8 || dt == kQ4 || dt == kQ4M; }
+inline int quant_bits(int dt) { return dt == kQ8 ? 8 : 4; }
+inline bool quant_has_min(int dt) { return dt == kQ4M; }
 
-// Bytes per element of the element dtypes (not kQ8 / kQ4, whose rows carry their scales: mat_row_bytes).
+// Bytes per element of the element dtypes (not kQ8 / kQ4 / kQ4M, whose rows carry their scales: mat_row_bytes).
 inline size_t dtype_size(int dt) { return dt == kF32 ? 4 : 2; }
 
 inline float bits_to_float(uint32_t b) {
@@ -85,7 +87,7 @@ struct Mat {
   int64_t rows;
   int64_t cols;
   bool transposed;
-  int64_t group = 0;  // kQ8 / kQ4: values per scale (a multiple of 32); they are never transposed
+  int64_t group = 0;  // kQ8 / kQ4 / kQ4M: values per scale (a multiple of 32); they are never transposed
 };
 
 }  // namespace hire

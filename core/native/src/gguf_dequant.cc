@@ -278,27 +278,62 @@ void gguf_quantize(int type, const float* x, int64_t n, uint8_t* out) {
   });
 }
 
-bool gguf_exact_in(int type, int bits) {
-  return bits == 8 ? type == kQ8_0 || type == kQ4_0 || type == kQ5_0 : bits == 4 && type == kQ4_0;
+int gguf_quant_dtype(int type, int bits) {
+  if (bits == 8) return type == kQ8_0 || type == kQ4_0 || type == kQ5_0 ? kQ8 : -1;
+  if (bits == 4) return type == kQ4_0 ? kQ4 : type == kQ4_1 || type == kQ4_K ? kQ4M : -1;
+  return -1;
 }
 
 namespace {
 
-// A Q8_0 / Q4_0 / Q5_0 block's 32 signed codes (value = code * d), in order.
-void block_codes(int type, const uint8_t* b, int8_t* q) {
+inline uint16_t half_bits(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return h;
+}
+
+// A block's values as groups of 32 (1 group, or Q4_K's 8): signed codes, value = code * scale (Q8_0,
+// Q4_0, Q5_0) or (code + 8) * scale + min (Q4_1, Q4_K: the raw nibble), and each group's f16 scale
+// and min. Q4_K's scale d * sc and min -dmin * m are its f32 products rounded once to f16.
+void block_groups(int type, const uint8_t* b, int8_t* q, uint16_t* scale, uint16_t* min) {
   if (type == kQ8_0) {
+    scale[0] = half_bits(b);
     std::memcpy(q, b + 2, 32);
-  } else if (type == kQ4_0) {
+  } else if (type == kQ4_0 || type == kQ4_1) {
+    const bool one = type == kQ4_1;
+    scale[0] = half_bits(b);
+    if (one) min[0] = half_bits(b + 2);
+    const uint8_t* c = b + (one ? 4 : 2);
     for (int j = 0; j < 16; ++j) {
-      q[j] = static_cast<int8_t>((b[2 + j] & 15) - 8);
-      q[j + 16] = static_cast<int8_t>((b[2 + j] >> 4) - 8);
+      q[j] = static_cast<int8_t>((c[j] & 15) - 8);
+      q[j + 16] = static_cast<int8_t>((c[j] >> 4) - 8);
     }
-  } else {  // Q5_0
+  } else if (type == kQ5_0) {
+    scale[0] = half_bits(b);
     uint32_t qh;
     std::memcpy(&qh, b + 2, 4);
     for (int j = 0; j < 16; ++j) {
       q[j] = static_cast<int8_t>(((b[6 + j] & 15) | (((qh >> j) & 1) << 4)) - 16);
       q[j + 16] = static_cast<int8_t>(((b[6 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - 16);
+    }
+  } else {  // Q4_K: sub-block 2i is the low nibbles of ql[32i ..], 2i + 1 their high ones (q45_k)
+    const float d = h2f(b), dmin = h2f(b + 2);
+    const uint8_t* sc = b + 4;
+    const uint8_t* ql = b + 16;
+    for (int j = 0; j < 8; ++j) {
+      int s, m;
+      if (j < 4) {
+        s = sc[j] & 63;
+        m = sc[j + 4] & 63;
+      } else {
+        s = (sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4);
+        m = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+      }
+      scale[j] = float_to_half(d * static_cast<float>(s));
+      min[j] = float_to_half(-(dmin * static_cast<float>(m)));
+      const uint8_t* c = ql + 32 * (j / 2);
+      const int shift = (j & 1) ? 4 : 0;
+      for (int l = 0; l < 32; ++l) q[32 * j + l] = static_cast<int8_t>(((c[l] >> shift) & 15) - 8);
     }
   }
 }
@@ -309,20 +344,22 @@ std::shared_ptr<QuantMatrix> gguf_to_quant(int type, const uint8_t* src, int64_t
                                            const int32_t* order) {
   int values = 0, bytes = 0;
   gguf_block_shape(type, values, bytes);
-  auto q = std::make_shared<QuantMatrix>(QuantMatrix::shape(rows, cols, bits, 32));
+  const bool mins = gguf_quant_dtype(type, bits) == kQ4M;
+  auto q = std::make_shared<QuantMatrix>(QuantMatrix::shape(rows, cols, bits, 32, mins));
   q->mem = Buffer::alloc(static_cast<size_t>(q->bytes() + QuantMatrix::kQuantSlack));
   std::memset(q->mem->data() + q->bytes(), 0, QuantMatrix::kQuantSlack);
-  const int64_t blocks = cols / 32, src_row = blocks * bytes;
+  const int64_t blocks = cols / values, src_row = blocks * bytes, gpb = values / 32;
   constexpr int64_t kRowsPerTask = 16;
   ThreadPool::instance().parallel_for((rows + kRowsPerTask - 1) / kRowsPerTask, [&](int64_t t, int) {
     std::unique_ptr<int8_t[]> codes(new int8_t[static_cast<size_t>(q->padded) + 64]());
     for (int64_t r = t * kRowsPerTask; r < rows && r < (t + 1) * kRowsPerTask; ++r) {
       const uint8_t* s = src + (order ? order[r] : r) * src_row;
       uint16_t* scales = const_cast<uint16_t*>(q->scales(r));
-      for (int64_t g = 0; g < blocks; ++g) {
-        std::memcpy(&scales[g], s + g * bytes, 2);
-        block_codes(type, s + g * bytes, codes.get() + 32 * g);
-      }
+      uint16_t* row_mins = mins ? const_cast<uint16_t*>(q->min_values(r)) : nullptr;
+      uint16_t unused[8];
+      for (int64_t b = 0; b < blocks; ++b)
+        block_groups(type, s + b * bytes, codes.get() + values * b, scales + gpb * b,
+                     row_mins ? row_mins + gpb * b : unused);
       pack_codes(*q, r, codes.get());
     }
   });

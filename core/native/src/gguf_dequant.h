@@ -23,15 +23,17 @@ bool gguf_quantizes(int type);
 // Parallel.
 void gguf_quantize(int type, const float* x, int64_t n, uint8_t* out);
 
-// Whether ggml `type`'s blocks of 32 are exactly groups of 32 with `bits`-bit codes (QuantMatrix):
-// Q8_0, Q4_0 and Q5_0 as int8 (their codes -127..127, -8..7 and -16..15 times the block's f16 d), Q4_0
-// as int4 (its nibbles are our codes + 8).
-bool gguf_exact_in(int type, int bits);
+// The quantized weight dtype (dtype.h) that holds ggml `type`'s blocks with `bits`-bit codes in groups
+// of 32, or -1: Q8_0, Q4_0 and Q5_0 as int8 (kQ8: their codes -127..127, -8..7 and -16..15 times the
+// block's f16 d), Q4_0 as int4 (kQ4: its nibbles are our codes + 8), Q4_1 and Q4_K as int4 with mins
+// (kQ4M: the raw nibbles; Q4_1's d and m as they are, each of Q4_K's eight sub-blocks' d * scale and
+// -dmin * min rounded once to f16, under 2^-11 of each).
+int gguf_quant_dtype(int type, int bits);
 
-// rows x cols of ggml blocks (cols a multiple of 32, rows of whole blocks one after another) as a
-// QuantMatrix of `bits` in groups of 32 with the same values: each block's d is its group's scale, its
-// codes are the group's codes. Row r comes from source row order[r] (order null: row r). The type must
-// be gguf_exact_in(type, bits), checked by the caller. Parallel.
+// rows x cols of ggml blocks (cols whole blocks, rows of whole blocks one after another) as a
+// QuantMatrix of `bits` in groups of 32 holding the blocks' codes, scales (and mins): the
+// gguf_quant_dtype(type, bits) layout, checked by the caller. Row r comes from source row order[r]
+// (order null: row r). Parallel.
 std::shared_ptr<QuantMatrix> gguf_to_quant(int type, const uint8_t* src, int64_t rows, int64_t cols, int bits,
                                            const int32_t* order);
 

@@ -205,20 +205,20 @@ void matvec_many(const float* x, const MatvecPart* parts, int64_t count) {
   if (count <= 0) return;
   const int64_t cols = parts[0].w.cols;
   // Quantized parts multiply x quantized once, here on the calling thread (the tasks share it);
-  // quant_input's scratch holds one vector, so every quantized part must have the same dtype and group
-  // size (a model's do).
-  QuantVector xq{};
-  const Mat* first_quant = nullptr;
+  // quant_input's scratch holds one vector, so every quantized part must have the same group size (a
+  // model's do). x is quantized for the part that needs the most of it (int4 with mins: codes,
+  // scales, corrections and sums; int4: no sums; int8: codes and scales), which serves them all: a
+  // GGUF's Q4_K and Q6_K matrices side by side load as int4 with mins and int8.
+  const Mat* most = nullptr;
   for (int64_t p = 0; p < count; ++p) {
     const Mat& w = parts[p].w;
     if (!is_quant(w.dtype)) continue;
-    if (first_quant == nullptr) {
-      first_quant = &w;
-      xq = quant_input(x, quant_view(w));
-    } else if (w.group != first_quant->group || w.dtype != first_quant->dtype) {
-      throw std::invalid_argument("matvec_many: quantized weights of different dtypes or group sizes in one call");
-    }
+    if (most != nullptr && w.group != most->group)
+      throw std::invalid_argument("matvec_many: quantized weights of different group sizes in one call");
+    const auto need = [](int dt) { return dt == kQ4M ? 2 : dt == kQ4 ? 1 : 0; };
+    if (most == nullptr || need(w.dtype) > need(most->dtype)) most = &w;
   }
+  const QuantVector xq = most != nullptr ? quant_input(x, quant_view(*most)) : QuantVector{};
   int64_t rows = 0;
   for (int64_t p = 0; p < count; ++p) rows += parts[p].w.rows;
   ThreadPool& pool = ThreadPool::instance();

@@ -194,6 +194,21 @@ HIRE_AVX2 float q8_row_any(const int8_t* w, const float* d, const int8_t* xq, in
   return hsum(_mm256_add_ps(a0, a1));
 }
 
+// sum_g (min_g + 8 scale_g) * xsum_g: what a row's group minimums add to its symmetric product (quant.h).
+HIRE_AVX2 float min_term(const uint16_t* sc, const uint16_t* mn, const float* xsum, int64_t groups) {
+  __m256 a = _mm256_setzero_ps();
+  const __m256 eight = _mm256_set1_ps(8.0f);
+  int64_t g = 0;
+  for (; g + 8 <= groups; g += 8) {
+    const __m256 s = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + g)));
+    const __m256 m = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(mn + g)));
+    a = _mm256_fmadd_ps(_mm256_fmadd_ps(eight, s, m), _mm256_loadu_ps(xsum + g), a);
+  }
+  float t = hsum(a);
+  for (; g < groups; ++g) t += (half_to_float(mn[g]) + 8.0f * half_to_float(sc[g])) * xsum[g];
+  return t;
+}
+
 HIRE_AVX2 void quant_rows(const QuantMatrix& q, const QuantVector& x, float* y, int64_t r0, int64_t r1, float* d) {
   const int64_t stride = q.row_stride;
   const int64_t ahead = (8192 + stride - 1) / stride;
@@ -218,6 +233,7 @@ HIRE_AVX2 void quant_rows(const QuantMatrix& q, const QuantVector& x, float* y, 
       } else {
         v = q4_row_any(row, d, x.q, x.corr, q.groups, vpg);
       }
+      if (q.mins) v += min_term(q.scales(r), q.min_values(r), x.xsum, q.groups);
     } else {
       const int8_t* w = reinterpret_cast<const int8_t*>(row);
       if (vpg == 1) {

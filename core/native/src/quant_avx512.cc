@@ -6,7 +6,8 @@
 //         0..31 and 64..95 of the block, its high nibbles 32..63 and 96..127 (see quant.h). Each
 //         task first lays x out in that order (xl, xh per block), so one vpdpbusd meets each half.
 //         The codes are q + 8; their offset, -8 * sum(xq) per group, is added once per row.
-//   int4 (group 32 or 64): q4_small, a line's four (two) groups scaled lane half by lane half.
+//   int4 (group 32 or 64): q4_small, a line's four (two) groups scaled lane half by lane half; with
+//         mins (kQ4M), plus their term (quant.h). Other groups with mins go to the AVX2 kernel.
 //   int8 (group 32 or a multiple of 64): vpdpbusd needs one unsigned side, so x is offset to xq + 128
 //         (1..255) and 128 * sum(w), from a second vpdpbusd against ones, is taken off in int32.
 // Other groups fall back to the AVX2 kernel. Results equal the AVX2 path's up to f32 rounding.
@@ -307,6 +308,16 @@ HIRE_AVX512 void q4_small(const QuantMatrix& q, const QuantVector& x, float* y, 
     __m512 a0 = _mm512_setzero_ps(), a1 = a0;
     for (int64_t g = 0; g < q.scale_pad; g += 16)
       a0 = _mm512_fmadd_ps(_mm512_load_ps(d + g), _mm512_load_ps(off + g), a0);
+    if (q.mins) {  // sum_g (min_g + 8 scale_g) * xsum_g (quant.h); masked past the row's groups
+      const uint16_t* sc = q.scales(r);
+      const uint16_t* mn = q.min_values(r);
+      for (int64_t g = 0; g < q.groups; g += 16) {
+        const __mmask16 k = q.groups - g >= 16 ? 0xffff : static_cast<__mmask16>((1u << (q.groups - g)) - 1);
+        const __m512 s = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, sc + g));
+        const __m512 m = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, mn + g));
+        a1 = _mm512_fmadd_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0f), s, m), _mm512_maskz_loadu_ps(k, x.xsum + g), a1);
+      }
+    }
     // Line v's low- and high-nibble sums, each lane half scaled by its group's d (dl, dh).
     auto line = [&](int64_t v, __m512i wv, __m512 dl, __m512 dh) HIRE_AVX512 {
       const __m512i sl = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(wv, low), ld(xp + 128 * v));
@@ -363,7 +374,7 @@ void avx512_quant_gemv(const QuantMatrix& q, const QuantVector& x, float* y, int
     if (r1 > r0) q4_small<32, false>(q, x, y + r0, r1 - r0, [r0](int64_t i) { return r0 + i; });
   } else if (q.bits == 4 && q.group == 64) {
     if (r1 > r0) q4_small<64, false>(q, x, y + r0, r1 - r0, [r0](int64_t i) { return r0 + i; });
-  } else if (q.bits == 4 && q.group % 128 == 0) {
+  } else if (q.bits == 4 && q.group % 128 == 0 && !q.mins) {
     if (q.group == 128) {
       q4_rows<1>(q, x, y, r0, r1);
     } else {

@@ -2,7 +2,7 @@
 // two scales. The reference for quant_avx2.cc and quant_avx512.cc (same integers, f32 sums in a
 // different order). The inner loops are plain 32-byte dot products of codes and int8 x that -O3
 // turns into SIMD (SSE2 on x86-64, NEON on aarch64); int4 codes are used raw (q + 8) and the offset
-// removed with x.corr.
+// removed with x.corr. Groups with a minimum add (min + 8 scale) * x.xsum (quant.h).
 #include "quant_kernels.h"
 
 namespace hire {
@@ -51,6 +51,11 @@ void portable_quant_gemv(const QuantMatrix& q, const QuantVector& x, float* y, i
         }
       }
       acc += (half_to_float(sc[g]) * x.scale[g]) * static_cast<float>(s);
+    }
+    if (q.mins) {
+      const uint16_t* mn = q.min_values(r);
+      for (int64_t g = 0; g < q.groups; ++g)
+        acc += (half_to_float(mn[g]) + 8.0f * half_to_float(sc[g])) * x.xsum[g];
     }
     y[r] = acc;
   }

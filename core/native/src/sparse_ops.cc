@@ -32,7 +32,7 @@ inline int64_t chunk_size(int64_t total, int64_t parts, int64_t align) {
 thread_local Scratch t_rows;     // gemv_rows: de-interleaved x
 // x quantized for quant_gemv: its int8 codes, scales and int4 offset corrections (quantized_x).
 struct QuantXScratch {
-  Scratch q, scale, corr;
+  Scratch q, scale, corr, xsum;
 };
 thread_local QuantXScratch t_pred_x;    // quant_matvec and the HiRE ops' predictor scores
 thread_local QuantXScratch t_weight_x;  // quant_input: products with a kQ8 / kQ4 weight, inside their
@@ -157,13 +157,15 @@ namespace {
 
 // x to int8 per group: scale max|x_g| / 127, q = round_even(x * (127 / max|x_g|)), all in f32, so
 // the SSE2 and the scalar loops give the same bits. Zero-pads q to groups * G and scale to `stride`;
-// fills the int4 offset corrections (layout in quant.h) when corr is not null. Once per quant_matvec
-// call, on the calling thread: ~0.3 us for 2048 values with SSE2 (baseline on x86-64).
+// fills the int4 offset corrections (layout in quant.h) when corr is not null, and the groups' scaled
+// sums for minimums when xsum is not null. Once per quant_matvec call, on the calling thread: ~0.3 us
+// for 2048 values with SSE2 (baseline on x86-64).
 void quantize_x(const float* x, int64_t cols, int64_t G, int64_t groups, int64_t stride, int8_t* xq, float* xs,
-                int32_t* corr) {
+                int32_t* corr, float* xsum) {
   for (int64_t g = 0; g < stride; ++g) {
     if (g >= groups) {
       xs[g] = 0.0f;
+      if (xsum != nullptr) xsum[g] = 0.0f;
       continue;
     }
     const int64_t lo = g * G, n = std::min(G, cols - lo);
@@ -202,6 +204,11 @@ void quantize_x(const float* x, int64_t cols, int64_t G, int64_t groups, int64_t
 #endif
     for (; j < n; ++j) qg[j] = static_cast<int8_t>(round_even(clamp_code(xg[j] * inv, 127.0f)));
     for (; j < G; ++j) qg[j] = 0;
+    if (xsum != nullptr) {
+      int32_t sum = 0;
+      for (int64_t i = 0; i < G; ++i) sum += qg[i];
+      xsum[g] = xs[g] * static_cast<float>(sum);
+    }
     if (corr == nullptr) continue;
     // Per byte position of the 32-value vectors, the sum over the group's vectors (int16 is enough:
     // at most 128 vectors of |q| <= 127).
@@ -273,8 +280,9 @@ QuantVector quantized_x(const float* x, const QuantMatrix& q, QuantXScratch& s) 
   const int64_t nc = quant_corr_len(q);
   int32_t* corr = nc > 0 ? s.corr.get<int32_t>(static_cast<size_t>(nc)) : nullptr;
   if (corr != nullptr) std::memset(corr, 0, static_cast<size_t>(nc) * sizeof(int32_t));
-  quantize_x(x, q.cols, q.group, q.groups, q.scale_pad, xq, xs, corr);
-  return QuantVector{xq, xs, corr};
+  float* xsum = q.mins ? s.xsum.get<float>(static_cast<size_t>(q.scale_pad)) : nullptr;
+  quantize_x(x, q.cols, q.group, q.groups, q.scale_pad, xq, xs, corr, xsum);
+  return QuantVector{xq, xs, corr, xsum};
 }
 
 // f32 -> bf16, round to nearest even (NaN stays NaN).
@@ -320,11 +328,17 @@ void quant_dequant_rows(const QuantMatrix& q, int64_t r0, int64_t n, float* dst)
     if (q.bits == 4) {
       // 32-value run h: the low (h even) or high (h odd) nibbles of block h / 2 (quant.h), in one group.
       for (int64_t h = 0; 32 * h < q.cols; ++h) {
-        const float d = half_to_float(sc[32 * h / q.group]);
+        const int64_t g = 32 * h / q.group;
+        const float d = half_to_float(sc[g]);
         const unsigned char* b = reinterpret_cast<const unsigned char*>(codes) + 32 * (h / 2);
         const int shift = (h & 1) ? 4 : 0;
         const int64_t lo = 32 * h, m = std::min<int64_t>(32, q.cols - lo);
-        for (int64_t j = 0; j < m; ++j) dst[lo + j] = static_cast<float>(((b[j] >> shift) & 15) - 8) * d;
+        if (q.mins) {
+          const float mn = half_to_float(q.min_values(r)[g]);
+          for (int64_t j = 0; j < m; ++j) dst[lo + j] = static_cast<float>((b[j] >> shift) & 15) * d + mn;
+        } else {
+          for (int64_t j = 0; j < m; ++j) dst[lo + j] = static_cast<float>(((b[j] >> shift) & 15) - 8) * d;
+        }
       }
       continue;
     }
