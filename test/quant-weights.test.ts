@@ -165,33 +165,37 @@ for (const fmt of FORMATS)
     const shapes = fmt.qmax === undefined ? SHAPES.filter(([, cols]) => cols % 32 === 0) : SHAPES;
     const ragged = fmt.qmax === undefined ? 96 : 70;
 
-    test("quantizeWeight: groups of 32 with f16 scales, values within half a step, its byte count", { skip: fmt.qmax === undefined }, () => {
-      for (const [rows, cols] of SHAPES) {
-        const { w, values } = f32Weight(rows, cols);
-        const q = hn.quantizeWeight(w, GROUP, fmt.bits);
-        assert.deepEqual(hn.weightInfo(q), {
-          rows,
-          cols,
-          dtype: fmt.dtype,
-          transposed: false,
-          bytes: quantBytes(fmt.format, rows, cols),
-          groupSize: GROUP,
-        });
-        const d = dequantized(q, rows, cols);
-        for (let r = 0; r < rows; r++)
-          for (let lo = 0; lo < cols; lo += GROUP) {
-            const hi = Math.min(cols, lo + GROUP);
-            let amax = 0;
-            for (let c = lo; c < hi; c++) amax = Math.max(amax, Math.abs(values[r * cols + c]));
-            // Half a step of max/qmax, the step itself rounded to f16 (2^-11 relative).
-            const tol = (amax / fmt.qmax!) * (0.5 + 2 ** -10) + 1e-30;
-            for (let c = lo; c < hi; c++) {
-              const i = r * cols + c;
-              assert.ok(Math.abs(d[i] - values[i]) <= tol, `${rows}x${cols} [${r}][${c}]: ${d[i]} vs ${values[i]}`);
+    test(
+      "quantizeWeight: groups of 32 with f16 scales, values within half a step, its byte count",
+      { skip: fmt.qmax === undefined },
+      () => {
+        for (const [rows, cols] of SHAPES) {
+          const { w, values } = f32Weight(rows, cols);
+          const q = hn.quantizeWeight(w, GROUP, fmt.bits);
+          assert.deepEqual(hn.weightInfo(q), {
+            rows,
+            cols,
+            dtype: fmt.dtype,
+            transposed: false,
+            bytes: quantBytes(fmt.format, rows, cols),
+            groupSize: GROUP,
+          });
+          const d = dequantized(q, rows, cols);
+          for (let r = 0; r < rows; r++)
+            for (let lo = 0; lo < cols; lo += GROUP) {
+              const hi = Math.min(cols, lo + GROUP);
+              let amax = 0;
+              for (let c = lo; c < hi; c++) amax = Math.max(amax, Math.abs(values[r * cols + c]));
+              // Half a step of max/qmax, the step itself rounded to f16 (2^-11 relative).
+              const tol = (amax / fmt.qmax!) * (0.5 + 2 ** -10) + 1e-30;
+              for (let c = lo; c < hi; c++) {
+                const i = r * cols + c;
+                assert.ok(Math.abs(d[i] - values[i]) <= tol, `${rows}x${cols} [${r}][${c}]: ${d[i]} vs ${values[i]}`);
+              }
             }
-          }
-      }
-    });
+        }
+      },
+    );
 
     test("matmul of one token: the integer products of the dequantized weights and x quantized per group", () => {
       forPaths((path) => {
