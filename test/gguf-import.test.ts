@@ -892,13 +892,19 @@ test("the quantized file imports to bf16 and decodes as llama.cpp decodes the fi
   }
 });
 
-test('weights "auto": an import of a quantized GGUF loads as int8, a float one and a plain folder as the file', async (t) => {
+test('weights "auto": an import of a quantized GGUF loads its 4-bit blocks as int4 and the rest as int8, a float one and a plain folder as the file', async (t) => {
   const dir = tempDir(t);
   const quantized = await importGguf(QUANTS, join(dir, "quantized"));
   const q = loadModel(quantized.dir, { weights: "auto" });
   t.after(() => q.close());
-  assert.equal(q.weightFormat, "int8");
-  assert.equal(q.weights.layers[0].down!.w.dtype, "Q8");
+  assert.equal(q.weightFormat, "int4+int8");
+  const layer0 = q.weights.layers[0];
+  assert.ok("q" in layer0.qkv);
+  assert.deepEqual(
+    [layer0.gate!.w.dtype, layer0.up!.w.dtype, layer0.o.w.dtype, layer0.down!.w.dtype, layer0.qkv.q.w.dtype],
+    ["Q4", "Q4M", "Q4M", "Q8", "Q8"],
+    "Q4_0, Q4_1 and Q4_K blocks as int4; Q5_0 blocks and a Q2_K matrix as int8",
+  );
   assert.equal(q.weights.layers[0].down!.w.stored?.dtype, "BF16");
   const { source, result } = await roundTrip(t, "llama"); // exported as bf16
   const f = loadModel(result.dir, { weights: "auto" });
@@ -924,13 +930,16 @@ test('weights "auto": an import of a quantized GGUF loads as int8, a float one a
     ]);
   const auto = cli([]);
   assert.equal(auto.status, 0, auto.stderr);
-  assert.match(JSON.parse(auto.stdout).dtype, /^int8 weights from BF16/);
+  assert.match(
+    JSON.parse(auto.stdout).dtype,
+    /^int4\+int8 weights from BF16, 5 of 16 from the GGUF's Q4_0\/Q4_1\/Q4_K\/Q5_0\/Q8_0 blocks/,
+  );
   const asFile = cli(["--weights", "file"]);
   assert.equal(asFile.status, 0, asFile.stderr);
   assert.equal(JSON.parse(asFile.stdout).dtype, "BF16");
-  const twice = cli(["--weights", "auto,int8"]);
+  const twice = cli(["--weights", "auto,int8,int4+int8"]);
   assert.equal(twice.status, 2, twice.stderr);
-  assert.match(twice.stderr, /loads int8 twice/);
+  assert.match(twice.stderr, /--weights must be one of auto, file, int8, int4, got "int4\+int8"/);
   // hire export reads the file's matrices whatever "auto" would load.
   const exported = hire(["export", "--model", quantized.dir, "--gguf", join(dir, "again.gguf")]);
   assert.equal(exported.status, 0, exported.stderr);
@@ -977,13 +986,24 @@ test("int8 / int4 weights take a GGUF import's Q8_0, Q4_0 and Q5_0 matrices from
   const q41 = int8.weights.layers[0].up!.w;
   assert.deepEqual(weightValues(q41.handle, q41.rows, q41.cols), viaBf16(q41.name, q41));
   const int4 = load("int4");
-  assert.deepEqual(int4.blockCount, { taken: { Q4_0: 1 }, of: 16, from: "the GGUF's" });
+  assert.deepEqual(int4.blockCount, { taken: { Q4_0: 1, Q4_1: 1, Q4_K: 1 }, of: 16, from: "the GGUF's" });
   for (const e of exact) {
     const w = int4.weights.layers[e.layer][e.w]!.w;
     const values = weightValues(w.handle, w.rows, w.cols);
     if (e.int4) assert.deepEqual(values, ggml(e.gguf), `${e.gguf} as int4`);
     else assert.notDeepEqual(values, ggml(e.gguf), `${e.gguf}: ${e.type} does not fit int4, so it is quantized`);
   }
+  // Q4_1 and Q4_K as int4 with a minimum per group: Q4_1's values exactly, Q4_K's within the f16
+  // rounding of its sub-blocks' scales and mins (quantizeGguf's test holds them to the bit).
+  const up = int4.weights.layers[0].up!.w;
+  assert.equal(up.dtype, "Q4M");
+  assert.deepEqual(weightValues(up.handle, up.rows, up.cols), ggml("blk.0.ffn_up.weight"), "Q4_1 as int4");
+  const o = int4.weights.layers[0].o.w;
+  assert.equal(o.dtype, "Q4M");
+  const want = ggml("blk.0.attn_output.weight");
+  const got = weightValues(o.handle, o.rows, o.cols);
+  const amax = want.reduce((a, v) => Math.max(a, Math.abs(v)), 0);
+  for (let i = 0; i < want.length; i++) assert.ok(Math.abs(got[i] - want[i]) <= amax * 2 ** -10, `Q4_K [${i}]`);
   // Given back (as HiRE's own rows do with W_gate and W_up) and made again: from the blocks.
   const gate = int8.weights.layers[0].gate!.w;
   const before = weightValues(gate.handle, gate.rows, gate.cols);

@@ -22,7 +22,7 @@ import { bytesRead } from "../sparse/telemetry.js";
 import { attentionBytes, firstFfn, layerFfnBytes } from "../arch/config.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import { readFileSync, readdirSync } from "node:fs";
-import { isQuantDType, quantFormatOf } from "../loader/weight-format.js";
+import { isQuantDType } from "../loader/weight-format.js";
 import { quantizedFrom } from "../gguf/block-weights.js";
 
 /**
@@ -415,7 +415,7 @@ class BenchRun {
     });
     const d = rows[0];
     const info = native().cpuInfo();
-    const format = quantFormatOf(model.weights.head.w.dtype);
+    const format = model.weightFormat === "file" ? undefined : model.weightFormat;
     return {
       model: model.dir,
       backend: backend.name,

@@ -1,9 +1,11 @@
 // int8 / int4 weights straight from a GGUF file's blocks. An import keeps every matrix as bf16, which
 // rounds a Q8_0 value (an 8-bit code times an 11-bit f16 scale) to 8 significant bits; quantizing that
-// again changes some codes and most scales a little. Q8_0, Q4_0 and Q5_0 blocks are groups of 32 with
-// an f16 scale, the very layout of our int8 weights (and Q4_0 of int4), so a model loaded with
-// quantized weights takes those matrices from the file itself (native quantizeGguf) and multiplies
-// exactly the values llama.cpp does. The import records which matrices qualify (BlockTensor in
+// again changes some codes and most scales a little, and a 4-bit file's matrices would take twice
+// their bytes as int8. Q8_0, Q4_0 and Q5_0 blocks are groups of 32 with an f16 scale, the very layout
+// of our int8 weights (and Q4_0 of int4), and Q4_1 / Q4_K blocks are int4 groups of 32 with a scale
+// and a minimum (Q4M), so a model loaded with quantized weights takes those matrices from the file
+// itself (native quantizeGguf) and multiplies the values llama.cpp does (Q4_K's sub-block scales and
+// mins rounded once to f16). The import records which matrices qualify (BlockTensor in
 // gguf-import.json); every other matrix is quantized from the import's bf16 as before. A symmetric
 // 4-bit GPTQ checkpoint's codes are Q4_0 blocks too: its import writes them to a file of their own
 // (core/loader/quantized-import.ts), read here the same way.
@@ -25,11 +27,22 @@ export interface BlockCount {
   from: string;
 }
 
-/** Makes a matrix's exact int8 (bits 8) or int4 copy from the recorded blocks, or says it cannot (undefined). */
+/** Makes a matrix's int8 (bits 8) or int4 copy from the recorded blocks, or says it cannot (undefined). */
 export interface BlockCopies {
   (w: Weight, bits: 4 | 8): NativeWeight | undefined;
+  /** The fewest bits a copy of w from its blocks can have (4 for Q4_0, Q4_1, Q4_K; 8 for Q8_0, Q5_0), or undefined without blocks. */
+  bitsOf(w: Weight): 4 | 8 | undefined;
   readonly count: BlockCount;
 }
+
+/** The bits of the int8 / int4 weights each recorded block type fits (native gguf_quant_dtype). */
+const FITS: Partial<Record<GgmlTypeId, readonly (4 | 8)[]>> = {
+  [GgmlTypeId.Q8_0]: [8],
+  [GgmlTypeId.Q5_0]: [8],
+  [GgmlTypeId.Q4_0]: [4, 8],
+  [GgmlTypeId.Q4_1]: [4],
+  [GgmlTypeId.Q4_K]: [4],
+};
 
 /**
  * Where a model's quantized weights came from: "from BF16" (the file's dtype), or with matrices taken
@@ -37,7 +50,9 @@ export interface BlockCopies {
  * Q4_0/Q5_0/Q8_0 blocks".
  */
 export function quantizedFrom(dtype: string, blocks: BlockCount | undefined): string {
-  const types = Object.keys(blocks?.taken ?? {}).join("/");
+  const types = Object.keys(blocks?.taken ?? {})
+    .sort()
+    .join("/");
   if (!blocks || !types) return `from ${dtype}`;
   const taken = Object.values(blocks.taken).reduce((a, n) => a + n, 0);
   return taken === blocks.of
@@ -79,13 +94,17 @@ export function blockCopies(source: BlockSource | undefined, store: WeightStore)
   if (st.size !== source.size || st.mtimeMs !== source.mtimeMs) return undefined;
   const n = native();
   const count: BlockCount = { taken: {}, of: 0, from: source.from };
-  const copy = (w: Weight, bits: 4 | 8): NativeWeight | undefined => {
-    count.of++;
+  // The recorded blocks of w, when w is their whole matrix as recorded (not a view of part of a
+  // tensor, such as a fused checkpoint's rows).
+  const blocksOf = (w: Weight): BlockTensor | undefined => {
     const b = source.blocks[w.name];
     if (!b || w.transposed || w.rows !== b.rows || w.cols !== b.cols) return undefined;
-    if (!(bits === 8 || b.type === GgmlTypeId.Q4_0)) return undefined; // Q8_0 / Q5_0 do not fit int4
-    // A view of part of a tensor (a fused checkpoint's rows) is not the recorded whole.
-    if (w.offset !== store.info(w.name).offset) return undefined;
+    return w.offset === store.info(w.name).offset ? b : undefined;
+  };
+  const copy = (w: Weight, bits: 4 | 8): NativeWeight | undefined => {
+    count.of++;
+    const b = blocksOf(w);
+    if (!b || !FITS[b.type]?.includes(bits)) return undefined;
     const order = b.unpermute ? unpermutedRowOrder(b.unpermute.heads, b.unpermute.headDim) : null;
     let q: NativeWeight;
     try {
@@ -103,5 +122,9 @@ export function blockCopies(source: BlockSource | undefined, store: WeightStore)
     count.taken[ggmlTypeName(b.type)] = (count.taken[ggmlTypeName(b.type)] ?? 0) + 1;
     return q;
   };
-  return Object.assign(copy, { count });
+  const bitsOf = (w: Weight) => {
+    const b = blocksOf(w);
+    return b && FITS[b.type]?.[0];
+  };
+  return Object.assign(copy, { count, bitsOf });
 }

@@ -47,7 +47,8 @@ import {
 import { tokenizerFromGguf, type ImportedTokenizer } from "./vocab.js";
 
 /** Bumped when an import's output changes, so that cached imports are redone. */
-export const IMPORT_VERSION = 4; // 4: gguf-import.json lists the matrices int8 / int4 weights take from the blocks
+// 4: gguf-import.json lists the matrices int8 / int4 weights take from the blocks; 5: Q4_1 and Q4_K ones too
+export const IMPORT_VERSION = 5;
 /** The file in an imported folder that names its GGUF source. */
 export const IMPORT_RECORD = "gguf-import.json";
 
@@ -1036,11 +1037,17 @@ interface Heads {
   dim: number;
 }
 
-/** The ggml types whose blocks quantized weights can hold exactly (core/native gguf_exact_in). */
-export const EXACT_BLOCK_TYPES: ReadonlySet<GgmlTypeId> = new Set([GgmlTypeId.Q8_0, GgmlTypeId.Q4_0, GgmlTypeId.Q5_0]);
+/** The ggml types whose blocks quantized weights can hold as they are (core/native gguf_quant_dtype). */
+export const BLOCK_TYPES: ReadonlySet<GgmlTypeId> = new Set([
+  GgmlTypeId.Q8_0,
+  GgmlTypeId.Q4_0,
+  GgmlTypeId.Q5_0,
+  GgmlTypeId.Q4_1,
+  GgmlTypeId.Q4_K,
+]);
 
 /**
- * A matrix of the folder whose GGUF source stores it as blocks of an EXACT_BLOCK_TYPES type, whole
+ * A matrix of the folder whose GGUF source stores it as blocks of an BLOCK_TYPES type, whole
  * and untransformed but for q/k's row order: where its blocks lie, and (`unpermute`) the heads whose
  * interleaved rotary rows the import put back in rotate-half order.
  */
@@ -1056,7 +1063,7 @@ const isCount = (x: unknown): x is number => Number.isSafeInteger(x) && (x as nu
 
 export function isBlockTensor(b: unknown): b is BlockTensor {
   if (!isObject(b) || !isCount(b.rows) || !isCount(b.cols) || !Number.isSafeInteger(b.offset)) return false;
-  if (!EXACT_BLOCK_TYPES.has(b.type as GgmlTypeId)) return false;
+  if (!BLOCK_TYPES.has(b.type as GgmlTypeId)) return false;
   if (b.unpermute === undefined) return true;
   const u = b.unpermute;
   return isObject(u) && isCount(u.heads) && isCount(u.headDim) && u.headDim % 2 === 0 && u.heads * u.headDim === b.rows;
@@ -1065,15 +1072,31 @@ export function isBlockTensor(b: unknown): b is BlockTensor {
 /** The folder's tensors (by Hugging Face name) that int8 / int4 weights can take from the GGUF blocks. */
 function blockTensors(plan: readonly PlannedTensor[], heads: Heads): Record<string, BlockTensor> {
   const out: Record<string, BlockTensor> = {};
-  for (const { parts, entry, transform } of plan) {
-    const t = parts[0];
-    if (parts.length !== 1 || entry.shape.length !== 2 || !EXACT_BLOCK_TYPES.has(t.type)) continue;
-    if (transform !== "copy" && transform !== "unpermute") continue;
-    const [rows, cols] = entry.shape;
-    out[entry.name] = { type: t.type, offset: t.offset, rows, cols };
-    if (transform === "unpermute") {
-      out[entry.name].unpermute = { heads: t.name.includes("attn_q") ? heads.q : heads.kv, headDim: heads.dim };
+  for (const p of plan) {
+    const t = blockPart(p);
+    if (!t) continue;
+    const [rows, cols] = p.entry.shape;
+    out[p.entry.name] = { type: t.type, offset: t.offset, rows, cols };
+    if (p.transform === "unpermute") {
+      out[p.entry.name].unpermute = { heads: t.name.includes("attn_q") ? heads.q : heads.kv, headDim: heads.dim };
     }
+  }
+  return out;
+}
+
+/** The GGUF tensor whose blocks a planned matrix is, whole (up to q/k's row order), when quantized weights can take them. */
+function blockPart({ parts, entry, transform }: PlannedTensor): PlannedTensor["parts"][number] | undefined {
+  const t = parts[0];
+  if (parts.length !== 1 || entry.shape.length !== 2 || !BLOCK_TYPES.has(t.type)) return undefined;
+  return transform === "copy" || transform === "unpermute" ? t : undefined;
+}
+
+/** The ggml type of each planned matrix quantized weights will take from the file's blocks (by Hugging Face name). */
+export function plannedBlockTypes(plan: GgufImportPlan): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const p of plan.tensors) {
+    const t = blockPart(p);
+    if (t) out[p.entry.name] = ggmlTypeName(t.type);
   }
   return out;
 }

@@ -11,7 +11,8 @@ import type { Backend, KvDtype } from "../backend/backend.js";
 import { CudaBackend, cudaDevices } from "../backend/cuda.js";
 import { ChatTemplateError, ContextOverflowError, ModelError, UsageError } from "../loader/errors.js";
 import { defaultModelDir } from "../loader/default-model.js";
-import { importRecord, planImport, readGguf } from "../gguf/import.js";
+import { importRecord, planImport, plannedBlockTypes, readGguf } from "../gguf/import.js";
+import { ggmlTypeName } from "../gguf/quants.js";
 import { ggufFileFor, modelFolderFor } from "../loader/model-source.js";
 import { quantSchemeOf, planQuantizedImport, quantizedImportRecord } from "../loader/quantized-import.js";
 import { tensorBytes, type TensorEntry } from "../modelgen/safetensors-writer.js";
@@ -20,9 +21,9 @@ import { findModelFolder, hubCacheDir, listCachedModels, modelName } from "../lo
 import { loadModel, readModelConfig, resolveWeights, type LoadedModel } from "../loader/model-folder.js";
 import { quantizedFrom } from "../gguf/block-weights.js";
 import {
+  INT4_BLOCK_TYPES,
   QUANT_GROUP,
   quantBytes,
-  type QuantFormat,
   type WeightChoice,
   type WeightFormat,
 } from "../loader/weight-format.js";
@@ -291,7 +292,9 @@ export class EngineHost {
     const m = this.model!;
     const c = m.config;
     const s = this.session!;
-    const sizes = estimate(m.dir, c, m.store.tensors.values(), s.contextLength, s.kvCache, m.weightFormat);
+    const sizes = estimate(m.dir, c, m.store.tensors.values(), s.contextLength, s.kvCache, m.weightFormat, {
+      blockTypes: recordBlockTypes(m.dir),
+    });
     return {
       ...sizes,
       name: modelName(m.dir),
@@ -552,7 +555,9 @@ export async function estimateModel(
     const plan = planImport(await readGguf(gguf));
     const config = ARCHITECTURES[(plan.config.architectures as string[])[0]].parseConfig(plan.config, gguf);
     const tensors = plan.tensors.map(({ entry }) => plannedTensor(entry, gguf));
-    return estimate(gguf, config, tensors, contextLength, kvCache, resolveWeights(weights, plan));
+    return estimate(gguf, config, tensors, contextLength, kvCache, resolveWeights(weights, plan), {
+      blockTypes: plannedBlockTypes(plan),
+    });
   }
   if (!existsSync(dir)) throw new ModelError("NOT_FOUND", dir, "no such folder");
   if (quantSchemeOf(dir)) {
@@ -569,7 +574,14 @@ export async function estimateModel(
     contextLength,
     kvCache,
     resolveWeights(weights, importRecord(dir) ?? quantizedImportRecord(dir)),
+    { blockTypes: recordBlockTypes(dir) },
   );
+}
+
+/** The ggml type of each matrix an import's record says quantized weights take from blocks (by name). */
+function recordBlockTypes(dir: string): Record<string, string> {
+  const blocks = importRecord(dir)?.blocks ?? quantizedImportRecord(dir)?.blocks?.tensors ?? {};
+  return Object.fromEntries(Object.entries(blocks).map(([name, b]) => [name, ggmlTypeName(b.type)]));
 }
 
 /** A tensor an import will write, as the estimate counts it. */
@@ -581,7 +593,9 @@ function plannedTensor(entry: TensorEntry, file: string): TensorInfo {
  * Weights, parameters and KV cache of a model from its config and tensor list. With int8 or int4
  * weights, every matrix at least QUANT_GROUP columns wide counts as its copy (a tensor of more than two
  * dimensions, stacked experts, as its rows flattened by its last dimension, as the store views it)
- * and the rest as stored. An estimate: the loader keeps a few such matrices as stored (a mixture's
+ * and the rest as stored; `blockTypes` names the matrices taken from an import's blocks, by ggml
+ * type (int4 from Q4_1 / Q4_K blocks keeps a minimum per group; int4+int8 keeps 4-bit blocks as int4,
+ * the rest as int8). An estimate: the loader keeps a few such matrices as stored (a mixture's
  * router and shared-expert gate, position tables), which are tiny next to the layers' matrices.
  */
 function estimate(
@@ -591,11 +605,12 @@ function estimate(
   contextLength?: number,
   kvCache: KvDtype = "f32",
   weights: WeightFormat = "file",
+  { blockTypes = {} }: { blockTypes?: Readonly<Record<string, string>> } = {},
 ): ModelEstimate {
   let weightBytes = 0;
   let parameters = 0;
   for (const t of tensors) {
-    weightBytes += weights === "file" ? t.byteLength : quantTensorBytes(t, weights);
+    weightBytes += weights === "file" ? t.byteLength : quantTensorBytes(t, weights, blockTypes[t.name]);
     parameters += t.byteLength / DTYPE_BYTES[t.dtype];
   }
   const ctx = Math.min(c.maxPositions, contextLength ?? DEFAULT_CONTEXT);
@@ -612,12 +627,19 @@ function estimate(
   };
 }
 
-/** A tensor's bytes as quantized weights would keep it: matrices of QUANT_GROUP columns or more quantized, the rest as stored. */
-function quantTensorBytes(t: TensorInfo, format: QuantFormat): number {
+/**
+ * A tensor's bytes as quantized weights would keep it: matrices of QUANT_GROUP columns or more
+ * quantized (as the blocks of ggml type `blockType` when it has them), the rest as stored.
+ */
+function quantTensorBytes(t: TensorInfo, format: Exclude<WeightFormat, "file">, blockType?: string): number {
   if (t.shape.length < 2) return t.byteLength;
   const cols = t.shape[t.shape.length - 1];
   const rows = t.shape.slice(0, -1).reduce((a, d) => a * d, 1);
-  return rows >= 2 && cols >= QUANT_GROUP ? quantBytes(format, rows, cols) : t.byteLength;
+  if (rows < 2 || cols < QUANT_GROUP) return t.byteLength;
+  const fourBit = blockType !== undefined && INT4_BLOCK_TYPES.has(blockType);
+  const int4 = format === "int4" || (format === "int4+int8" && fourBit);
+  const mins = int4 && (blockType === "Q4_1" || blockType === "Q4_K");
+  return quantBytes(int4 ? "int4" : "int8", rows, cols, QUANT_GROUP, mins);
 }
 
 /** Flatten a forward pass's per-layer reports into the typed arrays of the wire format. */

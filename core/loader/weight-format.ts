@@ -8,37 +8,49 @@ import type { DType, Weight } from "./safetensors.js";
 import type { ModelWeights } from "../arch/index.js";
 import type { BlockCopies } from "../gguf/block-weights.js";
 
-export type WeightFormat = "file" | "int8" | "int4";
+/** A quantized weight format: every matrix as int8 or int4 copies. */
+export type QuantFormat = "int8" | "int4";
+/**
+ * How a loaded model keeps its matrices: a format a load can ask for (WEIGHT_FORMATS), or what "auto"
+ * makes of a source that stores some matrices in 4 bits and others in more (a GGUF's Q4_K_M: Q4_K
+ * and Q6_K): "int4+int8", the 4-bit blocks as int4 as they are and every other matrix as int8, so
+ * that the matrices the file's author kept at 6 or 8 bits are not squeezed into 4.
+ */
+export type WeightFormat = "file" | QuantFormat | "int4+int8";
 export const WEIGHT_FORMATS: readonly WeightFormat[] = ["file", "int8", "int4"];
-export const isWeightFormat = (x: unknown): x is WeightFormat => (WEIGHT_FORMATS as readonly unknown[]).includes(x);
 
 /**
  * What a load asks for: a format, or "auto" (the default of the CLI, the host and the app), which
- * keeps a model imported from a quantized GGUF file as int8 (int4 when every quantized matrix of the
- * file is Q4_0, which int4 holds exactly), the import of an FP8, GPTQ or AWQ checkpoint as int8 too
- * (its bf16 or f16 is two to four times the checkpoint), and any other model as its file stores it. An import holds
- * the GGUF's 2-8 bit values as bf16, about three times the file; int8 in groups of 32 keeps them
- * within a rounding of under 1/250 of each group's largest value (far below a 2-8 bit step; Q8_0,
- * Q4_0 and Q5_0 exactly, see core/gguf/block-weights.ts) at half of bf16's memory, and decodes faster.
+ * keeps a model imported from a quantized GGUF file in 4 bits where the file does (int4 from its
+ * Q4_0, Q4_1 and Q4_K blocks, int4+int8 when it has others too) and as int8 where it does not, the
+ * import of an FP8, GPTQ, AWQ or bitsandbytes checkpoint likewise (its bf16 or f16 is two to four
+ * times the checkpoint), and any other model as its file stores it. An import holds the GGUF's 2-8 bit
+ * values as bf16, about three times the file; int8 in groups of 32 keeps them within a rounding of
+ * under 1/250 of each group's largest value (far below a 2-8 bit step; Q8_0, Q4_0 and Q5_0 exactly,
+ * see core/gguf/block-weights.ts) at half of bf16's memory, and decodes faster.
  */
-export type WeightChoice = WeightFormat | "auto";
-export const WEIGHT_CHOICES: readonly WeightChoice[] = ["auto", ...WEIGHT_FORMATS];
+export type WeightChoice = "auto" | "file" | QuantFormat;
+export const WEIGHT_CHOICES: readonly WeightChoice[] = ["auto", "file", "int8", "int4"];
 export const isWeightChoice = (x: unknown): x is WeightChoice => (WEIGHT_CHOICES as readonly unknown[]).includes(x);
+
+/** The ggml types int4 weights hold as they are (core/native gguf_quant_dtype): Q4_0 as int4, Q4_1 and Q4_K with mins. */
+export const INT4_BLOCK_TYPES: ReadonlySet<string> = new Set(["Q4_0", "Q4_1", "Q4_K"]);
 
 /**
  * The format "auto" picks from the types a model's source stored (the import record's sourceTypes:
  * ggml types of a GGUF file, e.g. {Q4_K: 97, Q6_K: 17, F32: 65}, or safetensors dtypes of a quantized
  * checkpoint, {F8_E4M3: 196, F32: 196, BF16: 113}, {I32: 588, F16: 309}; undefined for a model that is
- * no import): "file"
- * when none is quantized, int4 when all the quantized ones are Q4_0, else int8.
+ * no import): "file" when none is quantized, int4 when all the quantized ones are INT4_BLOCK_TYPES,
+ * int4+int8 when some are, else int8.
  */
 export function autoWeightFormat(sourceTypes: Readonly<Record<string, number>> | undefined): WeightFormat {
   const quantized = Object.keys(sourceTypes ?? {}).filter((t) => !/^B?F\d+$/.test(t));
-  return quantized.length === 0 ? "file" : quantized.every((t) => t === "Q4_0") ? "int4" : "int8";
+  const fourBit = quantized.filter((t) => INT4_BLOCK_TYPES.has(t)).length;
+  if (quantized.length === 0) return "file";
+  return fourBit === quantized.length ? "int4" : fourBit > 0 ? "int4+int8" : "int8";
 }
 
-/** A quantized weight format and its bits per code. */
-export type QuantFormat = Exclude<WeightFormat, "file">;
+/** Bits per code of the quantized formats. */
 export const QUANT_BITS: Record<QuantFormat, 4 | 8> = { int8: 8, int4: 4 };
 /** The dtype a quantized format's weights carry when quantized here (NativeDType.Q8 / Q4). */
 export const QUANT_DTYPE = { int8: "Q8", int4: "Q4" } as const;
@@ -78,25 +90,31 @@ const isWeight = (x: unknown): x is Weight => isPlainObject(x) && "handle" in x 
 /**
  * The model's weights with every linear layer's matrix (and the token embedding, which a tied head
  * shares) replaced by a quantized copy; norms, biases, position tables and routers stay as stored.
- * `fromBlocks` makes the copies a GGUF import's blocks hold exactly (core/gguf/block-weights.ts).
+ * `fromBlocks` makes the copies an import's recorded blocks hold (core/gguf/block-weights.ts); with
+ * "int4+int8" a matrix is int4 when its blocks are 4-bit ones, else int8.
  * The file's copy of each quantized matrix is given back as soon as its copy exists, so loading
  * never holds both in full. A weight shared by several places (a tied head) is quantized once.
  */
-export function quantizedWeights(w: ModelWeights, format: QuantFormat, fromBlocks?: BlockCopies): ModelWeights {
+export function quantizedWeights(
+  w: ModelWeights,
+  format: Exclude<WeightFormat, "file">,
+  fromBlocks?: BlockCopies,
+): ModelWeights {
   const n = native();
-  const bits = QUANT_BITS[format];
-  const dtype = QUANT_DTYPE[format];
   const done = new Map<Weight, Weight>();
   const quantize = (x: Weight): Weight => {
     let q = done.get(x);
     if (q) return q;
     if (x.rows < 2 || x.cols < QUANT_GROUP) return x; // vectors and narrow matrices gain nothing
+    const bits = format === "int4+int8" ? (fromBlocks?.bitsOf(x) === 4 ? 4 : 8) : QUANT_BITS[format];
     const handle = fromBlocks?.(x, bits) ?? n.quantizeWeight(x.handle, QUANT_GROUP, bits);
     n.releaseWeight(x.handle);
     const info = n.weightInfo(handle);
-    if (info.dtype !== NativeDType[dtype]) throw new Error(`quantizeWeight did not return an ${format} weight`);
+    const dtype = nativeDTypeName(info.dtype);
+    if (quantFormatOf(dtype) !== (bits === 4 ? "int4" : "int8"))
+      throw new Error(`${x.name}: a ${dtype} weight where int${bits} was asked for`);
     const stored = { dtype: x.dtype as DType, byteLength: x.byteLength };
-    q = { ...x, handle, dtype, transposed: false, byteLength: info.bytes, stored };
+    q = { ...x, handle, dtype: dtype as QuantDType, transposed: false, byteLength: info.bytes, stored };
     done.set(x, q);
     return q;
   };
@@ -109,3 +127,7 @@ export function quantizedWeights(w: ModelWeights, format: QuantFormat, fromBlock
   const out = walk(w, "") as ModelWeights;
   return { ...out, embed: quantize(w.embed) };
 }
+
+/** The name of a NativeDType number ("Q4M" for 5). */
+const nativeDTypeName = (d: number): string =>
+  Object.entries(NativeDType).find(([, v]) => v === d)?.[0] ?? `dtype ${d}`;

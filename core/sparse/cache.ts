@@ -70,7 +70,9 @@ export function weightContentKey(w: Weight): string {
   const format = quantFormatOf(w.dtype);
   if (!format) return tensorHash(w.file, w.offset, w.byteLength);
   if (!w.stored) throw new Error(`${w.name}: a quantized weight without its stored tensor`);
-  return `${tensorHash(w.file, w.offset, w.stored.byteLength)}-${format}g${QUANT_GROUP}`;
+  // int4 with mins (a GGUF's Q4_1 / Q4_K blocks) holds other values than int4 quantized here.
+  const kind = w.dtype === "Q4M" ? "int4m" : format;
+  return `${tensorHash(w.file, w.offset, w.stored.byteLength)}-${kind}g${QUANT_GROUP}`;
 }
 
 const hashMemo = new Map<string, string>();
