@@ -64,11 +64,13 @@ import { isQuantDType } from "../loader/weight-format.js";
 import { native } from "../native/addon.js";
 
 /**
- * The matrices' type: a float type, or q8_0 / q4_0 (llama.cpp's 8- and 4-bit blocks of 32 with an f16
- * scale, as ggml's reference quantizers make them; matrices whose rows are not whole blocks, and the
- * routers and position table convert_hf_to_gguf.py keeps in float, stay f32).
+ * The matrices' type: a float type, q8_0 / q4_0 (llama.cpp's 8- and 4-bit blocks of 32 with an f16
+ * scale, as ggml's reference quantizers make them), or q4_k (4-bit blocks of 256 with a 6-bit scale
+ * and min per 32, by our own least-squares fit; llama-quantize's weighted search is a little more
+ * accurate). Matrices whose rows are not whole blocks, and the routers and position table
+ * convert_hf_to_gguf.py keeps in float, stay f32.
  */
-export type GgufDType = "f32" | "f16" | "bf16" | "q8_0" | "q4_0";
+export type GgufDType = "f32" | "f16" | "bf16" | "q8_0" | "q4_0" | "q4_k";
 
 export interface GgufExportOptions {
   /** Dtype of the matrices (default: the model's weight dtype). */
@@ -117,9 +119,10 @@ const GGML_TYPES: Record<GgufDType, GgmlType> = {
   bf16: GgmlType.BF16,
   q8_0: GgmlType.Q8_0,
   q4_0: GgmlType.Q4_0,
+  q4_k: GgmlType.Q4_K,
 };
-/** general.file_type (llama_ftype): ALL_F32, MOSTLY_F16, MOSTLY_BF16, MOSTLY_Q8_0, MOSTLY_Q4_0. */
-const FILE_TYPES: Record<GgufDType, number> = { f32: 0, f16: 1, bf16: 32, q8_0: 7, q4_0: 2 };
+/** general.file_type (llama_ftype): ALL_F32, MOSTLY_F16, MOSTLY_BF16, MOSTLY_Q8_0, MOSTLY_Q4_0, MOSTLY_Q4_K_S. */
+const FILE_TYPES: Record<GgufDType, number> = { f32: 0, f16: 1, bf16: 32, q8_0: 7, q4_0: 2, q4_k: 14 };
 const SOURCE_DTYPES: Record<DType, GgufDType> = { F32: "f32", F16: "f16", BF16: "bf16" };
 
 /** The GGUF dtype of a model's weights as its files store them; a model loaded with int8 or int4 weights has none. */
@@ -259,7 +262,7 @@ export async function exportGguf(
   const arch = ggufArchitecture(c, configFile);
   const dtype = opts.dtype ?? sourceDtype(model, "GGUF export");
   if (!(dtype in GGML_TYPES))
-    throw new ModelError("UNSUPPORTED_DTYPE", outFile, `GGUF dtype ${dtype} (f32, f16, bf16, q8_0, q4_0)`);
+    throw new ModelError("UNSUPPORTED_DTYPE", outFile, `GGUF dtype ${dtype} (f32, f16, bf16, q8_0, q4_0, q4_k)`);
   const metadata: [string, GgufValue][] = [
     ["general.architecture", kv.str(arch)],
     ["general.name", kv.str(basename(model.dir))],
@@ -556,8 +559,9 @@ function planTensors(arch: GgufExportResult["architecture"], model: LoadedModel,
   /** A stored tensor; matrices in `type`, 1-D tensors in F32. Dims are ggml order (reversed). */
   const add = (name: string, src: Weight, transform: Transform = copy) => {
     const shape = transform.kind === "transpose" ? [src.shape[1], src.shape[0]] : [...src.shape];
-    // Blocks need whole rows of 32; routers and positions stay float, as the converter keeps them.
-    const float = /ffn_gate_inp|position_embd/.test(name) || shape[shape.length - 1] % 32 !== 0;
+    // Blocks need whole rows of blocks; routers and positions stay float, as the converter keeps them.
+    const float =
+      /ffn_gate_inp|position_embd/.test(name) || shape[shape.length - 1] % GGML_TYPE_BLOCKS[type].values !== 0;
     const matrix = GGML_TYPE_BLOCKS[type].values > 1 && float ? GgmlType.F32 : type;
     out.push({
       info: { name, type: shape.length === 1 ? GgmlType.F32 : matrix, dims: shape.reverse() },
@@ -751,7 +755,7 @@ let f16Table: Float32Array | undefined;
 
 /**
  * Element conversion between F32, F16 and BF16 (exact widening; narrowing rounds to nearest even),
- * and to Q8_0 or Q4_0 blocks (src whole rows of whole blocks).
+ * and to Q8_0, Q4_0 or Q4_K blocks (src whole rows of whole blocks).
  */
 function convert(src: Uint8Array, from: GgmlType, to: GgmlType): Uint8Array {
   if (from === to) return src;
@@ -778,9 +782,10 @@ function convert(src: Uint8Array, from: GgmlType, to: GgmlType): Uint8Array {
   return convertF32(f32, f32.length, to === GgmlType.F16 ? "F16" : "BF16", new Uint16Array(f32.length));
 }
 
-/** Q8_0 or Q4_0 blocks of x (a multiple of 32 values), as ggml's reference quantizers make them (native). */
+/** Q8_0, Q4_0 or Q4_K blocks of x (whole blocks; native gguf_quantize). */
 function quantizeBlocks(type: GgmlType, x: Float32Array): Uint8Array {
-  const out = new Uint8Array((x.length / 32) * GGML_TYPE_BLOCKS[type].bytes);
+  const { values, bytes } = GGML_TYPE_BLOCKS[type];
+  const out = new Uint8Array((x.length / values) * bytes);
   native().quantizeBlocks(type, x, out);
   return out;
 }

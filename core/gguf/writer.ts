@@ -38,6 +38,7 @@ export enum GgmlType {
   F16 = 1,
   Q4_0 = 2,
   Q8_0 = 8,
+  Q4_K = 12,
   BF16 = 30,
 }
 
@@ -47,6 +48,7 @@ export const GGML_TYPE_BLOCKS: Record<GgmlType, { values: number; bytes: number 
   [GgmlType.F16]: { values: 1, bytes: 2 },
   [GgmlType.Q4_0]: { values: 32, bytes: 18 },
   [GgmlType.Q8_0]: { values: 32, bytes: 34 },
+  [GgmlType.Q4_K]: { values: 256, bytes: 144 },
   [GgmlType.BF16]: { values: 1, bytes: 2 },
 };
 

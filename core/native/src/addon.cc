@@ -714,20 +714,21 @@ Napi::Value DequantizeGguf(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// quantizeBlocks(ggmlType, x: Float32Array, out: Uint8Array): x (a multiple of 32 values) as blocks of
-// ggml's Q8_0 (8) or Q4_0 (2) in out, as ggml's reference quantizers make them (GGUF export).
+// quantizeBlocks(ggmlType, x: Float32Array, out: Uint8Array): x (whole blocks) as blocks of ggml's
+// Q8_0 (8), Q4_0 (2) or Q4_K (12) in out (gguf_quantize; GGUF export).
 Napi::Value QuantizeBlocks(const Napi::CallbackInfo& info) {
   Args a(info, "quantizeBlocks");
   const int64_t type = a.integer(0, "ggmlType", 0, 255);
   int values = 0, block_bytes = 0;
   if (!hire::gguf_quantizes(static_cast<int>(type)) || !hire::gguf_block_shape(static_cast<int>(type), values, block_bytes))
-    a.fail("ggml type " + std::to_string(type) + " is not one this addon quantizes to (Q8_0, Q4_0)");
+    a.fail("ggml type " + std::to_string(type) + " is not one this addon quantizes to (Q8_0, Q4_0, Q4_K)");
   auto x = a.f32(1, "x");
-  if (x.len % 32 != 0) a.fail("x has " + std::to_string(x.len) + " values, not whole blocks of 32");
+  if (x.len % values != 0)
+    a.fail("x has " + std::to_string(x.len) + " values, not whole blocks of " + std::to_string(values));
   if (!info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
     a.fail("out must be a Uint8Array");
   Napi::Uint8Array out = info[2].As<Napi::Uint8Array>();
-  const size_t need = (x.len / 32) * static_cast<size_t>(block_bytes);
+  const size_t need = (x.len / values) * static_cast<size_t>(block_bytes);
   if (out.ByteLength() != need)
     a.fail("out has " + std::to_string(out.ByteLength()) + " bytes; x needs " + std::to_string(need));
   hire::gguf_quantize(static_cast<int>(type), x.data, static_cast<int64_t>(x.len), out.Data());

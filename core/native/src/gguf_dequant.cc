@@ -230,7 +230,7 @@ bool gguf_block_shape(int type, int& values, int& bytes) {
   }
 }
 
-bool gguf_quantizes(int type) { return type == kQ8_0 || type == kQ4_0; }
+bool gguf_quantizes(int type) { return type == kQ8_0 || type == kQ4_0 || type == kQ4_K; }
 
 namespace {
 
@@ -263,17 +263,93 @@ void quantize_q4_0_block(const float* v, uint8_t* y) {
   }
 }
 
+// One sub-block of 32 values as codes 0..15 with value ~ s * code - m (s > 0, m >= 0, as Q4_K stores
+// them): start from the range [min(0, lo), hi], then alternate codes and the least-squares s and m
+// for those codes a few times (m kept >= 0). Our own fit, not llama-quantize's weighted search.
+void fit_sub_block(const float* v, float& s, float& m) {
+  float lo = 0.0f, hi = v[0];
+  for (int j = 0; j < 32; ++j) {
+    lo = std::min(lo, v[j]);
+    hi = std::max(hi, v[j]);
+  }
+  s = (hi - lo) / 15.0f;
+  m = -lo;
+  if (s <= 0.0f) {
+    s = 0.0f;
+    return;
+  }
+  for (int it = 0; it < 4; ++it) {
+    double sq = 0, sq2 = 0, sx = 0, sqx = 0;
+    for (int j = 0; j < 32; ++j) {
+      const float q = std::clamp(std::nearbyint((v[j] + m) / s), 0.0f, 15.0f);
+      sq += q;
+      sq2 += q * q;
+      sx += v[j];
+      sqx += q * v[j];
+    }
+    // Minimise sum (s q_j - m - v_j)^2 over s and m.
+    const double det = 32 * sq2 - sq * sq;
+    if (det <= 0) break;
+    const double ns = (32 * sqx - sq * sx) / det;
+    const double nm = (sq * sqx - sq2 * sx) / det;
+    if (!(ns > 0)) break;
+    s = static_cast<float>(ns);
+    m = static_cast<float>(std::max(0.0, nm));
+  }
+}
+
+// Q4_K (256 values, 144 bytes): each sub-block fitted alone, its scale and min then stored as 6-bit
+// multiples of the block's d = max scale / 63 and dmin = max min / 63 (f16), and the codes chosen
+// against the scales and mins as they decode (d * sc, dmin * m), layout as q45_k reads it.
+void quantize_q4_k_block(const float* v, uint8_t* y) {
+  float sub_s[8], sub_m[8], max_s = 0.0f, max_m = 0.0f;
+  for (int j = 0; j < 8; ++j) {
+    fit_sub_block(v + 32 * j, sub_s[j], sub_m[j]);
+    max_s = std::max(max_s, sub_s[j]);
+    max_m = std::max(max_m, sub_m[j]);
+  }
+  const uint16_t dh = float_to_half(max_s / 63.0f), mh = float_to_half(max_m / 63.0f);
+  std::memcpy(y, &dh, 2);
+  std::memcpy(y + 2, &mh, 2);
+  const float d = half_to_float(dh), dmin = half_to_float(mh);
+  uint8_t* sc = y + 4;
+  std::memset(sc, 0, 12);
+  int ls[8], lm[8];
+  for (int j = 0; j < 8; ++j) {
+    ls[j] = d > 0.0f ? std::min(63, static_cast<int>(std::nearbyint(sub_s[j] / d))) : 0;
+    lm[j] = dmin > 0.0f ? std::min(63, static_cast<int>(std::nearbyint(sub_m[j] / dmin))) : 0;
+    if (j < 4) {
+      sc[j] = static_cast<uint8_t>(ls[j]);
+      sc[j + 4] = static_cast<uint8_t>(lm[j]);
+    } else {
+      sc[j + 4] = static_cast<uint8_t>((ls[j] & 15) | ((lm[j] & 15) << 4));
+      sc[j - 4] = static_cast<uint8_t>(sc[j - 4] | ((ls[j] >> 4) << 6));
+      sc[j] = static_cast<uint8_t>(sc[j] | ((lm[j] >> 4) << 6));
+    }
+  }
+  uint8_t* ql = y + 16;
+  for (int j = 0; j < 8; ++j) {
+    const float s = d * static_cast<float>(ls[j]), m = dmin * static_cast<float>(lm[j]);
+    for (int l = 0; l < 32; ++l) {
+      const int q = s > 0.0f ? static_cast<int>(std::clamp(std::nearbyint((v[32 * j + l] + m) / s), 0.0f, 15.0f)) : 0;
+      uint8_t& b = ql[32 * (j / 2) + l];
+      b = static_cast<uint8_t>((j & 1) ? (b | (q << 4)) : q);
+    }
+  }
+}
+
 }  // namespace
 
 void gguf_quantize(int type, const float* x, int64_t n, uint8_t* out) {
   int values = 0, bytes = 0;
   if (!gguf_quantizes(type) || !gguf_block_shape(type, values, bytes)) return;
-  const int64_t blocks = n / 32;
-  constexpr int64_t kBlocksPerTask = 2048;
-  ThreadPool::instance().parallel_for((blocks + kBlocksPerTask - 1) / kBlocksPerTask, [&](int64_t t, int) {
-    for (int64_t b = t * kBlocksPerTask; b < blocks && b < (t + 1) * kBlocksPerTask; ++b) {
-      if (type == kQ8_0) quantize_q8_0_block(x + 32 * b, out + bytes * b);
-      else quantize_q4_0_block(x + 32 * b, out + bytes * b);
+  const int64_t blocks = n / values;
+  const int64_t per_task = 65536 / values;
+  ThreadPool::instance().parallel_for((blocks + per_task - 1) / per_task, [&](int64_t t, int) {
+    for (int64_t b = t * per_task; b < blocks && b < (t + 1) * per_task; ++b) {
+      if (type == kQ8_0) quantize_q8_0_block(x + values * b, out + bytes * b);
+      else if (type == kQ4_0) quantize_q4_0_block(x + values * b, out + bytes * b);
+      else quantize_q4_k_block(x + values * b, out + bytes * b);
     }
   });
 }
