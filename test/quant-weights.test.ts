@@ -661,12 +661,14 @@ describe("the built-in model and the CLI", () => {
   });
 });
 
-test('weights "auto" keeps a GGUF source\'s Q4_0, Q4_1 and Q4_K matrices as int4 and its other quantized ones as int8, the file otherwise', () => {
+test('weights "auto" without a recorded choice: int4+int8 for a GGUF source with Q4_0, Q4_1 or Q4_K matrices, int8 for other quantized ones, the file otherwise', () => {
   assert.equal(autoWeightFormat({ F32: 65, Q4_K: 97, Q6_K: 17 }), "int4+int8", "Q4_K_M: its Q6_K matrices stay 8-bit");
   assert.equal(autoWeightFormat({ F32: 9, Q8_0: 14 }), "int8");
-  assert.equal(autoWeightFormat({ F32: 9, Q4_0: 14 }), "int4", "int4 holds Q4_0 exactly");
-  assert.equal(autoWeightFormat({ F32: 9, Q4_K: 10, Q4_1: 4 }), "int4");
-  assert.equal(autoWeightFormat({ F32: 9, Q4_0: 13, Q6_K: 1 }), "int4+int8", "a Q6_K head is not for int4");
+  assert.equal(
+    autoWeightFormat({ F32: 9, Q4_0: 14 }),
+    "int4+int8",
+    "whether a float matrix is among them is not known",
+  );
   assert.equal(autoWeightFormat({ F32: 9, Q5_K: 13, Q6_K: 1 }), "int8");
   assert.equal(autoWeightFormat({ F32: 9, IQ4_XS: 1, BF16: 13 }), "int8");
   assert.equal(autoWeightFormat({ F32: 9, F16: 14 }), "file");

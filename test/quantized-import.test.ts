@@ -194,14 +194,14 @@ function logits(model: LoadedModel, ids: number[]): Float32Array[] {
   return ids.map((id, pos) => Float32Array.from(tr.forward([id], pos, cache, undefined, true)!));
 }
 
-for (const [name, opts, bound] of [
+for (const [name, opts, bound, format] of [
   // e4m3 keeps 3 mantissa bits (a relative step of 1/8 to 1/16); 4-bit codes in groups of 32 are
   // coarser still: the logits move by a small part of their size.
-  ["an FP8", { method: "fp8", block: [48, 32] }, 0.1],
-  ["a GPTQ 4-bit", { method: "gptq", bits: 4, groupSize: 32 }, 0.25],
-  ["an AWQ", { method: "awq", groupSize: 32 }, 0.25],
-] as [string, QuantizedOptions, number][]) {
-  test(`${name} checkpoint loads as int8 by default and decodes as its bf16 source within its rounding`, async (t) => {
+  ["an FP8", { method: "fp8", block: [48, 32] }, 0.1, "int8"],
+  ["a GPTQ 4-bit", { method: "gptq", bits: 4, groupSize: 32 }, 0.25, "int4+int8"],
+  ["an AWQ", { method: "awq", groupSize: 32 }, 0.25, "int4+int8"],
+] as [string, QuantizedOptions, number, string][]) {
+  test(`${name} checkpoint loads as ${format} by default and decodes as its bf16 source within its rounding`, async (t) => {
     const { src, checkpoint } = await quantizedModel(t, opts);
     const dir = await modelFolderFor(checkpoint);
     const ids = [1, 17, 99, 250, 3, 42, 7, 300];
@@ -210,7 +210,7 @@ for (const [name, opts, bound] of [
     const auto = loadModel(dir, { weights: "auto" });
     t.after(() => [source, file, auto].forEach((m) => m.close()));
     assert.equal(file.weightFormat, "file");
-    assert.equal(auto.weightFormat, "int8", "auto keeps the import as int8");
+    assert.equal(auto.weightFormat, format, `auto keeps the import as ${format}`);
     const [a, b, c] = [source, file, auto].map((m) => logits(m, ids));
     let quantDiff = 0;
     let int8Diff = 0;
@@ -222,7 +222,7 @@ for (const [name, opts, bound] of [
         spread = Math.max(spread, Math.abs(a[p][i]));
       }
     assert.ok(quantDiff > 0 && quantDiff < bound * spread, `import vs bf16: ${quantDiff} (logits up to ${spread})`);
-    assert.ok(int8Diff < quantDiff, `int8 vs the import: ${int8Diff}, less than the checkpoint's own rounding`);
+    assert.ok(int8Diff < quantDiff, `${format} vs the import: ${int8Diff}, less than the checkpoint's own rounding`);
   });
 }
 
@@ -240,39 +240,55 @@ function weightsByName(model: LoadedModel): Map<string, Weight> {
   return out;
 }
 
-for (const [name, opts, from] of [
-  ["a symmetric 4-bit GPTQ", { method: "gptq", bits: 4, groupSize: 64, sym: true }, "the GPTQ checkpoint's"],
+for (const [name, opts, from, type] of [
+  ["a symmetric 4-bit GPTQ", { method: "gptq", bits: 4, groupSize: 64, sym: true }, "the GPTQ checkpoint's", "Q4_0"],
   [
     "a 4-bit compressed-tensors pack-quantized (bf16 scales)",
     { method: "pack-quantized", bits: 4, groupSize: 32, bf16: true },
     "the compressed-tensors checkpoint's",
+    "Q4_0",
   ],
-] as [string, QuantizedOptions, string][]) {
-  test(`${name} checkpoint loads as int4 holding its codes exactly (Q4_0 blocks)`, async (t) => {
+  ["an asymmetric 4-bit GPTQ", { method: "gptq", bits: 4, groupSize: 64 }, "the GPTQ checkpoint's", "Q4_1"],
+  ["an AWQ", { method: "awq", groupSize: 64 }, "the awq checkpoint's", "Q4_1"],
+] as [string, QuantizedOptions, string, "Q4_0" | "Q4_1"][]) {
+  const exactly = type === "Q4_0" ? "exactly" : "with each group's −zero × scale rounded to f16";
+  test(`${name} checkpoint loads its matrices as int4 holding their codes ${exactly} (${type} blocks)`, async (t) => {
     const { checkpoint, matrices } = await quantizedModel(t, opts);
     const dir = await modelFolderFor(checkpoint);
     const record = quantizedImportRecord(dir)!;
-    assert.equal(record.autoWeights, "int4");
+    assert.equal(record.autoWeights, "int4+int8", "the checkpoint's float head and embedding as int8");
     assert.equal(Object.keys(record.blocks!.tensors).length, 14);
     const estimate = await estimateModel(checkpoint, 64, "f32", "auto");
-    for (const bits of [4, 8] as const) {
+    // int8 holds only symmetric codes of 32 (Q4_0) as they are.
+    for (const bits of type === "Q4_0" ? ([4, 8] as const) : ([4] as const)) {
       const model = loadModel(dir, { weights: bits === 4 ? "auto" : "int8" });
       t.after(() => model.close());
-      assert.equal(model.weightFormat, bits === 4 ? "int4" : "int8");
+      assert.equal(model.weightFormat, bits === 4 ? "int4+int8" : "int8");
       // The layers' 14 matrices from the blocks; the rest (the head, which such checkpoints keep) from the import.
-      assert.deepEqual(model.blockCount?.taken, { Q4_0: 14 });
+      assert.deepEqual(model.blockCount?.taken, { [type]: 14 });
       assert.equal(model.blockCount?.from, from);
-      if (bits === 4) assert.equal(estimate.weightBytes, (await estimateModel(dir, 64, "f32", "int4")).weightBytes);
+      if (bits === 4) assert.equal(estimate.weightBytes, (await estimateModel(dir, 64, "f32", "auto")).weightBytes);
+      if (bits === 4) assert.equal(model.weights.head.w.dtype, "Q8");
       for (const [name, w] of weightsByName(model)) {
         const m = matrices.get(name);
         if (!m) continue;
+        assert.equal(w.dtype, bits === 8 ? "Q8" : type === "Q4_0" ? "Q4" : "Q4M");
         const got = new Float32Array(m.rows * m.cols);
         native().embed(
           got,
           w.handle,
           Int32Array.from({ length: m.rows }, (_, i) => i),
         );
-        assert.deepEqual(got, Float32Array.from(m.values), `${name} (int${bits}): scale × (code − 8), unrounded`);
+        const want = Float32Array.from(m.values);
+        if (type === "Q4_0") {
+          assert.deepEqual(got, want, `${name} (int${bits}): scale × (code − 8), unrounded`);
+        } else {
+          // scale × code + f16(−zero × scale): |zero × scale| <= 15 scale <= 2 max|value|, rounded by 2^-11.
+          const amax = want.reduce((a, v) => Math.max(a, Math.abs(v)), 0);
+          let worst = 0;
+          for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]));
+          assert.ok(worst > 0 && worst <= amax * 2 ** -10, `${name}: ${worst} of ${amax}`);
+        }
       }
     }
   });
@@ -305,25 +321,22 @@ test("an import's Q4_0 blocks: a changed blocks file is not used (quantized from
   );
   // The blocks file changed since the record (its time): every matrix is quantized from the import's f16.
   writeFileSync(recordFile, JSON.stringify(record));
-  utimesSync(join(dir, "q4_0-blocks.bin"), new Date(), new Date(Date.now() + 5000));
+  utimesSync(join(dir, "int4-blocks.bin"), new Date(), new Date(Date.now() + 5000));
   const model = loadModel(dir, { weights: "int4" });
   t.after(() => model.close());
   assert.equal(model.blockCount, undefined);
   assert.equal(model.weightFormat, "int4");
 });
 
-test("GPTQ codes with zero points of their own, or act-order groups, are not held as Q4_0 blocks: int8", async (t) => {
-  // Zero points of their own (asymmetric: only matrices whose zeros all happen to be 8 fit) or inputs
-  // grouped out of order (act-order: none fit): int8.
-  for (const [opts, fit] of [
-    [{ method: "gptq", bits: 4, groupSize: 64 }, (n: number) => n < 14],
-    [{ method: "gptq", bits: 4, groupSize: 32, sym: true, descAct: true }, (n: number) => n === 0],
-  ] as [QuantizedOptions, (n: number) => boolean][]) {
+test("GPTQ inputs grouped out of order (act-order) or in groups of 16 are no blocks: int8", async (t) => {
+  for (const opts of [
+    { method: "gptq", bits: 4, groupSize: 32, sym: true, descAct: true },
+    { method: "gptq", bits: 4, groupSize: 16 },
+  ] as QuantizedOptions[]) {
     const other = await quantizedModel(t, opts);
     const r = quantizedImportRecord(await modelFolderFor(other.checkpoint))!;
-    assert.equal(r.autoWeights, "int8");
-    const n = Object.keys(r.blocks?.tensors ?? {}).length;
-    assert.ok(fit(n), `${JSON.stringify(opts)}: ${n} matrices as Q4_0 blocks`);
+    assert.equal(r.autoWeights, "int8", JSON.stringify(opts));
+    assert.equal(r.blocks, undefined, JSON.stringify(opts));
   }
 });
 
@@ -417,7 +430,7 @@ test("a sharded GPTQ checkpoint, opened by its repo id in the Hugging Face cache
   for (const [name, bytes] of imported) assert.ok(bytes.equals(single.get(name)!), name);
   const model = loadModel(fromHub, { weights: "auto" });
   t.after(() => model.close());
-  assert.deepEqual([model.weightFormat, model.blockCount?.taken], ["int4", { Q4_0: 14 }]);
+  assert.deepEqual([model.weightFormat, model.blockCount?.taken], ["int4+int8", { Q4_0: 14 }]);
   assert.equal(modelName(fromHub), "Org/Tiny-GPTQ-Int4");
 });
 

@@ -34,6 +34,7 @@ import { gguf } from "@huggingface/gguf";
 import { ModelError } from "../loader/errors.js";
 import { readBytes, readFully, writeAll } from "../loader/file-io.js";
 import { isObject } from "../loader/json.js";
+import { INT4_BLOCK_TYPES, type WeightFormat } from "../loader/weight-format.js";
 import { buildHeader, convertF32, type StDType, type TensorEntry } from "../modelgen/safetensors-writer.js";
 import {
   GGML_BLOCKS,
@@ -746,6 +747,8 @@ export interface GgufImportPlan {
   tensors: PlannedTensor[];
   /** How many tensors the file stores in each ggml type (e.g. {Q4_K: 97, Q6_K: 17, F32: 65}). */
   sourceTypes: Record<string, number>;
+  /** What weights "auto" keeps the import as (autoWeightsOf). */
+  autoWeights: WeightFormat;
 }
 
 /** Plans the import of a read GGUF file: every check, reading no tensor data but the rotary factors'. */
@@ -831,7 +834,16 @@ export function planImport(g: GgufFile): GgufImportPlan {
   const sourceTypes: Record<string, number> = {};
   for (const t of g.tensors) sourceTypes[ggmlTypeName(t.type)] = (sourceTypes[ggmlTypeName(t.type)] ?? 0) + 1;
   const hfArchitecture = (config.architectures as string[])[0];
-  return { architecture: arch, hfArchitecture, dtype, config, tokenizer, tensors, sourceTypes };
+  return {
+    architecture: arch,
+    hfArchitecture,
+    dtype,
+    config,
+    tokenizer,
+    tensors,
+    sourceTypes,
+    autoWeights: autoWeightsOf(tensors),
+  };
 }
 
 /** Expert e's [rows, cols] matrix in a [experts, rows, cols] tensor: the e-th slice, back to back. */
@@ -911,6 +923,7 @@ export async function importGguf(
     tokenizer: tok,
     tensors: plan,
     sourceTypes,
+    autoWeights,
   } = planImport(g);
   const heads: Heads = {
     q: config.num_attention_heads as number,
@@ -964,7 +977,8 @@ export async function importGguf(
     // which of its matrices int8 / int4 weights can take from the file's blocks exactly.
     const { size, mtimeMs } = statSync(file);
     const blocks = blockTensors(plan, heads);
-    json(IMPORT_RECORD, { source: file, sourceTypes, importVersion: IMPORT_VERSION, size, mtimeMs, blocks });
+    const record = { source: file, sourceTypes, autoWeights, importVersion: IMPORT_VERSION, size, mtimeMs, blocks };
+    json(IMPORT_RECORD, record);
     rmSync(outDir, { recursive: true, force: true });
     mkdirSync(dirname(outDir), { recursive: true });
     renameSync(tmp, outDir);
@@ -1001,6 +1015,8 @@ export function importSource(dir: string): ImportRecord | undefined {
 export interface ImportRecord {
   file: string;
   sourceTypes: Record<string, number>;
+  /** What weights "auto" keeps the import as (autoWeightsOf; none in imports from before IMPORT_VERSION 5). */
+  autoWeights?: WeightFormat;
   size?: number;
   mtimeMs?: number;
   blocks: Record<string, BlockTensor>;
@@ -1021,6 +1037,7 @@ export function importRecord(dir: string): ImportRecord | undefined {
     return {
       file: r.source,
       sourceTypes: sourceTypes as Record<string, number>,
+      ...(AUTO_WEIGHTS.includes(r.autoWeights as WeightFormat) && { autoWeights: r.autoWeights as WeightFormat }),
       ...(typeof r.size === "number" && { size: r.size }),
       ...(typeof r.mtimeMs === "number" && { mtimeMs: r.mtimeMs }),
       blocks: blocks as Record<string, BlockTensor>,
@@ -1089,6 +1106,25 @@ function blockPart({ parts, entry, transform }: PlannedTensor): PlannedTensor["p
   const t = parts[0];
   if (parts.length !== 1 || entry.shape.length !== 2 || !BLOCK_TYPES.has(t.type)) return undefined;
   return transform === "copy" || transform === "unpermute" ? t : undefined;
+}
+
+const AUTO_WEIGHTS: readonly WeightFormat[] = ["file", "int8", "int4", "int4+int8"];
+
+/**
+ * What weights "auto" keeps an import of the file as (weight-format.ts): its matrices as stored
+ * ("file") when none is quantized; int4 when every matrix is blocks int4 holds as they are (Q4_0,
+ * Q4_1, Q4_K); int4+int8 when some are (the others, Q6_K, Q8_0 or float, as int8: a Q4_K_M file's
+ * Q6_K head keeps its precision); else int8.
+ */
+function autoWeightsOf(tensors: readonly PlannedTensor[]): WeightFormat {
+  const matrices = tensors.filter((p) => p.entry.shape.length === 2);
+  const isFloat = (type: number) => /^B?F\d+$/.test(ggmlTypeName(type));
+  if (matrices.every((p) => p.parts.every((t) => isFloat(t.type)))) return "file";
+  const fourBit = matrices.filter((p) => {
+    const t = blockPart(p);
+    return t !== undefined && INT4_BLOCK_TYPES.has(ggmlTypeName(t.type));
+  }).length;
+  return fourBit === matrices.length ? "int4" : fourBit > 0 ? "int4+int8" : "int8";
 }
 
 /** The ggml type of each planned matrix quantized weights will take from the file's blocks (by Hugging Face name). */

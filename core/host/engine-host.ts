@@ -564,7 +564,12 @@ export async function estimateModel(
     // What the import will hold: the quantized matrices at the folder's dtype, without their scales.
     const plan = planQuantizedImport(dir);
     const tensors = plan.tensors.map(({ entry }) => plannedTensor(entry, dir));
-    return estimate(dir, readModelConfig(dir), tensors, contextLength, kvCache, resolveWeights(weights, plan));
+    const int4 = plan.int4Blocks;
+    const blockTypes: Record<string, string> = {};
+    if (int4) for (const t of plan.tensors) if (t.kind === "dequantize") blockTypes[t.entry.name] = int4;
+    return estimate(dir, readModelConfig(dir), tensors, contextLength, kvCache, resolveWeights(weights, plan), {
+      blockTypes,
+    });
   }
   const tensors = weightFiles(dir).flatMap((f) => [...readSafetensorsHeader(f).tensors.values()]);
   return estimate(

@@ -24,6 +24,7 @@ import {
   isFloat,
   rowsPerChunk,
   type DequantizedMatrix,
+  type Int4Blocks,
   type QuantScheme,
   type SchemeMatrices,
 } from "./quant-scheme.js";
@@ -67,14 +68,16 @@ export function gptqScheme(q: unknown, file: string): QuantScheme | undefined {
     const version = typeof q.version === "string" ? q.version.toLowerCase() : "gemm";
     if (version !== "gemm") throw bad(`version "${String(q.version)}" is not supported (GEMM's layout is)`);
     if (q.zero_point === false) throw bad("checkpoints without zero points are not supported");
-    return packedMatrices(method, { format: "awq", bits: 4, groupSize, zeroOffset: 0 });
+    const aligned = groupSize === "all" || groupSize % 32 === 0;
+    return packedMatrices(method, { format: "awq", bits: 4, groupSize, zeroOffset: 0 }, aligned ? "Q4_1" : undefined);
   }
   if (bits !== 4 && bits !== 8) throw bad(`${String(bits)}-bit codes are not supported (4- and 8-bit are)`);
   const format = q.checkpoint_format ?? "gptq";
   if (format !== "gptq" && format !== "gptq_v2") throw bad(`checkpoint_format "${String(format)}" is not supported`);
   const packing: Packing = { format: "gptq", bits, groupSize, zeroOffset: format === "gptq" ? 1 : 0 };
   const aligned = groupSize === "all" || groupSize % 32 === 0;
-  return packedMatrices(method, packing, bits === 4 && q.sym === true && q.desc_act !== true && aligned);
+  const int4 = bits === 4 && q.desc_act !== true && aligned;
+  return packedMatrices(method, packing, int4 ? (q.sym === true ? "Q4_0" : "Q4_1") : undefined);
 }
 
 /**
@@ -111,7 +114,7 @@ function packQuantizedScheme(q: Record<string, unknown>, file: string): QuantSch
   const bits = w.num_bits as 4 | 8;
   const packing: Packing = { format: int8 ? "int8" : "packed", bits, groupSize, zeroOffset: 0 };
   const aligned = groupSize === "all" || groupSize % 32 === 0;
-  return packedMatrices("compressed-tensors", packing, bits === 4 && !w.actorder && aligned);
+  return packedMatrices("compressed-tensors", packing, bits === 4 && !w.actorder && aligned ? "Q4_0" : undefined);
 }
 
 /** Each format's tensor names beside a matrix's codes: [codes, scales, zero points, group indices]. */
@@ -122,11 +125,11 @@ const NAMES = {
   int8: [".weight", ".weight_scale", undefined, ".weight_g_idx"],
 } as const;
 
-function packedMatrices(method: string, p: Packing, q4_0Expected = false): QuantScheme {
+function packedMatrices(method: string, p: Packing, int4Blocks?: "Q4_0" | "Q4_1"): QuantScheme {
   const [codes, scaleSuffix, zeroSuffix, gIdxSuffix] = NAMES[p.format];
   return {
     method,
-    q4_0Expected,
+    int4Blocks,
     matrices(stored, dtype): SchemeMatrices {
       const consumed = new Set<string>();
       const matrices: DequantizedMatrix[] = [];
@@ -199,12 +202,13 @@ function dequantized(
     shape(gIdx, [inputs]);
   }
   const mask = (1 << p.bits) - 1;
-  // Symmetric 4-bit codes with f16 scales in groups of whole 32-input blocks are Q4_0 blocks already.
-  const blockAligned = p.format !== "awq" && p.bits === 4 && groupSize % 32 === 0;
-  let blocks: Uint8Array | undefined;
+  // 4-bit codes with f16 scales in groups of whole 32-input blocks, in order, are ggml blocks
+  // already: Q4_0 when symmetric (every zero 8), else Q4_1 (value d × code + m, m = −zero × scale).
+  const blockAligned = p.bits === 4 && groupSize % 32 === 0;
+  let blocks: Int4Blocks | undefined;
   return {
     entry: { name: `${base}.weight`, dtype, shape: [outputs, inputs] },
-    q4_0Blocks: () => blocks,
+    int4Blocks: () => blocks,
     *chunks() {
       const words = p.format === "int8" ? int8Values(qweight) : int32Values(qweight);
       const stored = floatValues(scales);
@@ -232,10 +236,15 @@ function dequantized(
       const inOrder = group.every((g, i) => g === Math.floor(i / groupSize));
       // bf16 scales fit Q4_0's f16 when they are f16 values too (8 significant bits, in its range).
       const f16Scales = scales.dtype === "F16" || s.every((x) => f16ToF32(f32ToF16(x)) === x);
-      const q4_0 =
-        blockAligned && inOrder && f16Scales && z.every((zero) => zero === 8)
-          ? new Uint8Array((outputs * inputs * 18) / 32)
-          : undefined;
+      const type: Int4Blocks["type"] | undefined = !(blockAligned && inOrder && f16Scales)
+        ? undefined
+        : z.every((zero) => zero === 8)
+          ? "Q4_0"
+          : "Q4_1";
+      const out: Int4Blocks | undefined = type && {
+        type,
+        bytes: new Uint8Array((outputs * inputs * (type === "Q4_0" ? 18 : 20)) / 32),
+      };
       // A 4-bit code takes one of 16 values per (group, output): their bits in the folder's dtype,
       // rounded once per pair, are looked up instead of rounding every weight.
       const table = p.bits === 4 && dtype !== "F32" ? valueBits(s, z, dtype) : undefined;
@@ -281,34 +290,45 @@ function dequantized(
               const k = group[i] * outputs + o;
               values[row + i] = s[k] * (code[i] - z[k]); // exact: an f16 scale times a small integer
             }
-          if (q4_0) writeQ4_0(q4_0, o * (inputs / 32), code, s, group, outputs, o);
+          if (out) writeBlocks(out, o * (inputs / 32), code, s, z, group, outputs, o);
         }
         yield values;
       }
-      blocks = q4_0;
+      blocks = out;
     },
   };
 }
 
 /**
- * One output's codes as Q4_0 blocks from block `first` on: per 32 inputs the f16 scale d (exact: the
- * scale was f16), then byte j holding codes j (low nibble) and j + 16 (high); value d × (code − 8).
+ * One output's codes as Q4_0 / Q4_1 blocks from block `first` on: per 32 inputs the f16 scale d
+ * (exact: the scale was f16), Q4_1's f16 m = −zero × d (rounded once: the product has up to 4 more
+ * bits), then byte j holding codes j (low nibble) and j + 16 (high); value d × (code − 8) or d × code + m.
  */
-function writeQ4_0(
-  out: Uint8Array,
+function writeBlocks(
+  out: Int4Blocks,
   first: number,
   code: Uint8Array,
   s: Float32Array,
+  z: Int16Array,
   group: Int32Array,
   outputs: number,
   o: number,
 ): void {
+  const size = out.type === "Q4_0" ? 18 : 20;
+  const nibbles = size - 16;
+  const bytes = out.bytes;
   for (let b = 0; b < code.length / 32; b++) {
-    const at = (first + b) * 18;
-    const d = f32ToF16(s[group[b * 32] * outputs + o]);
-    out[at] = d & 255;
-    out[at + 1] = d >> 8;
-    for (let j = 0; j < 16; j++) out[at + 2 + j] = code[b * 32 + j] | (code[b * 32 + 16 + j] << 4);
+    const at = (first + b) * size;
+    const k = group[b * 32] * outputs + o;
+    const d = f32ToF16(s[k]);
+    bytes[at] = d & 255;
+    bytes[at + 1] = d >> 8;
+    if (out.type === "Q4_1") {
+      const m = f32ToF16(-z[k] * s[k]);
+      bytes[at + 2] = m & 255;
+      bytes[at + 3] = m >> 8;
+    }
+    for (let j = 0; j < 16; j++) bytes[at + nibbles + j] = code[b * 32 + j] | (code[b * 32 + 16 + j] << 4);
   }
 }
 

@@ -120,10 +120,11 @@ export interface LoadOptions {
 
 /**
  * The format a load uses for `choice`, `record` being the folder's import record (importRecord or
- * quantizedImportRecord, or the plan of an import still to come):
- * "auto" is int8 for an import of a quantized GGUF file (int4 for an all-Q4_0 one) or of a quantized
- * checkpoint (int4 for one whose every matrix became Q4_0 blocks: the record's autoWeights), else
- * "file" (autoWeightFormat).
+ * quantizedImportRecord, or the plan of an import still to come): "auto" is what the record says its
+ * matrices allow (int4 where they are 4-bit blocks, int8 for an import of other quantized types, the
+ * file otherwise; see autoWeightsOf in core/gguf/import.ts and importQuantized), or for a record
+ * that does not say, what its source types suggest (autoWeightFormat); "file" for a folder that is
+ * no import.
  */
 export function resolveWeights(
   choice: WeightChoice,

@@ -9,8 +9,8 @@ import type { DType, StoredDType, TensorInfo } from "./safetensors.js";
 export interface QuantScheme {
   /** quantization_config's quant_method. */
   readonly method: string;
-  /** Whether the config says every matrix's codes fit Q4_0 blocks (DequantizedMatrix.q4_0Blocks). */
-  readonly q4_0Expected?: boolean;
+  /** The ggml blocks the config says every matrix's codes fit (DequantizedMatrix.int4Blocks), if any. */
+  readonly int4Blocks?: Int4Blocks["type"];
   /**
    * The matrices of `stored` (every tensor of the checkpoint) this scheme dequantizes, written as
    * `dtype`, and the names of the tensors they are made of. Checks shapes only (no weights are read,
@@ -34,12 +34,22 @@ export interface DequantizedMatrix {
    */
   chunks(): Generator<Float32Array | Uint16Array>;
   /**
-   * ggml Q4_0 blocks (32 codes 0..15 and an f16 scale d each, value d × (code − 8)) holding exactly
-   * the matrix's codes, when they fit them (a symmetric 4-bit GPTQ matrix in groups of whole blocks):
-   * int4 / int8 weights take those instead of quantizing the import's rounded values again. Known
-   * once chunks() has run to its end; undefined when they do not fit.
+   * ggml blocks holding the matrix's codes, when they fit them (a 4-bit GPTQ or AWQ matrix in groups
+   * of whole blocks, in order, with f16 scales): int4 weights take those instead of quantizing the
+   * import's rounded values again. Known once chunks() has run to its end; undefined when they do
+   * not fit.
    */
-  q4_0Blocks?(): Uint8Array | undefined;
+  int4Blocks?(): Int4Blocks | undefined;
+}
+
+/**
+ * A matrix's 4-bit codes as ggml blocks of 32, row after row: Q4_0 (an f16 scale d, value d × (code −
+ * 8); symmetric codes, exactly) or Q4_1 (d and an f16 m, value d × code + m; codes with a zero point,
+ * m = −zero × d rounded once to f16).
+ */
+export interface Int4Blocks {
+  readonly type: "Q4_0" | "Q4_1";
+  readonly bytes: Uint8Array;
 }
 
 /** Elements per chunk a scheme yields (and per progress report). */

@@ -5,7 +5,8 @@
 // once, as its scheme's reference does, into a folder of plain tensors in the cache; every other
 // tensor is copied as it is, and what the codes were made of (scales, zero points, group indices,
 // activation scales) is dropped. Weights "auto" keeps such an import as int8 (weight-format.ts),
-// near the checkpoint's size in memory, or as int4 when its codes are Q4_0 blocks already.
+// near the checkpoint's size in memory, or as int4 where its codes are ggml blocks already (4-bit
+// GPTQ and AWQ: Q4_0, or Q4_1 with zero points, written beside the tensors).
 import {
   closeSync,
   copyFileSync,
@@ -34,8 +35,8 @@ import { CHUNK_VALUES, isFloat, type DequantizedMatrix, type QuantScheme } from 
 import { readStoredHeader, weightFiles, type DType, type StoredDType, type TensorInfo } from "./safetensors.js";
 import type { WeightFormat } from "./weight-format.js";
 
-/** Bumped when an import's output changes, so that cached imports are redone. */
-export const QUANTIZED_IMPORT_VERSION = 1;
+/** Bumped when an import's output changes, so that cached imports are redone (2: Q4_1 blocks of codes with zero points). */
+export const QUANTIZED_IMPORT_VERSION = 2;
 /** Written into an import's folder: where it came from (quantizedImportRecord). */
 export const QUANTIZED_IMPORT_RECORD = "quantized-import.json";
 
@@ -62,8 +63,10 @@ export type ImportedTensor =
 
 export interface QuantizedImportPlan {
   readonly method: string;
-  /** What weights "auto" keeps the import as: int4 when the config says every matrix fits Q4_0 blocks, else int8. */
+  /** What weights "auto" keeps the import as: int4+int8 when the config says the matrices' codes fit int4 blocks, else int8. */
   readonly autoWeights: WeightFormat;
+  /** The blocks the config says every matrix's codes fit, if any (estimates count int4 weights from them). */
+  readonly int4Blocks?: "Q4_0" | "Q4_1";
   /** config.json as the import writes it: without quantization_config. */
   readonly config: Record<string, unknown>;
   /** The dtype dequantized matrices are written in (config.json's torch_dtype; bf16 when it names none). */
@@ -120,8 +123,9 @@ export function planQuantizedImport(dir: string): QuantizedImportPlan {
   for (const name of stored.keys()) order.set(name.replace(/\.(qweight|weight|weight_packed)$/, ""), order.size);
   const at = (name: string) => order.get(name.replace(/\.weight$/, "")) ?? order.size;
   tensors.sort((a, b) => at(a.entry.name) - at(b.entry.name));
-  const autoWeights = scheme.q4_0Expected ? "int4" : "int8";
-  return { method: scheme.method, autoWeights, config, dtype, tensors, sourceTypes };
+  // The head and embedding such checkpoints keep in float are no blocks: int8 beside the blocks' int4.
+  const autoWeights = scheme.int4Blocks ? "int4+int8" : "int8";
+  return { method: scheme.method, autoWeights, int4Blocks: scheme.int4Blocks, config, dtype, tensors, sourceTypes };
 }
 
 export interface QuantizedImportRecord {
@@ -129,14 +133,19 @@ export interface QuantizedImportRecord {
   source: string;
   quantMethod: string;
   sourceTypes: Record<string, number>;
-  /** What weights "auto" keeps the import as: int4 when every matrix's codes became Q4_0 blocks, else int8. */
+  /**
+   * What weights "auto" keeps the import as: int4+int8 when matrices' codes became int4 blocks (the
+   * rest, the float head and embedding among them, as int8), else int8.
+   */
   autoWeights: WeightFormat;
-  /** The Q4_0 blocks the import wrote (Q4_0_BLOCKS, by matrix), as int8 / int4 weights take them (blockCopies). */
+  /** The blocks the import wrote (INT4_BLOCKS, by matrix), as int8 / int4 weights take them (blockCopies). */
   blocks?: { size: number; mtimeMs: number; tensors: Record<string, BlockTensor> };
 }
 
-/** The file of Q4_0 blocks an import writes beside its tensors. */
-export const Q4_0_BLOCKS = "q4_0-blocks.bin";
+/** The file of Q4_0 / Q4_1 blocks an import writes beside its tensors. */
+export const INT4_BLOCKS = "int4-blocks.bin";
+
+const AUTO_WEIGHTS: readonly WeightFormat[] = ["int4", "int4+int8", "int8"];
 
 /** A folder's QUANTIZED_IMPORT_RECORD, or undefined for a folder that is no such import. */
 export function quantizedImportRecord(dir: string): QuantizedImportRecord | undefined {
@@ -156,7 +165,7 @@ export function quantizedImportRecord(dir: string): QuantizedImportRecord | unde
       source: r.source,
       quantMethod: r.quantMethod,
       sourceTypes: sourceTypes as Record<string, number>,
-      autoWeights: r.autoWeights === "int4" ? "int4" : "int8",
+      autoWeights: AUTO_WEIGHTS.find((f) => f === r.autoWeights) ?? "int8",
       ...(ok && { blocks: { size: b.size as number, mtimeMs: b.mtimeMs as number, tensors } }),
     };
   } catch {
@@ -164,12 +173,12 @@ export function quantizedImportRecord(dir: string): QuantizedImportRecord | unde
   }
 }
 
-/** The Q4_0 blocks a quantized checkpoint's import wrote, for blockCopies; undefined when it wrote none. */
+/** The blocks a quantized checkpoint's import wrote, for blockCopies; undefined when it wrote none. */
 export function quantizedBlockSource(dir: string, record: QuantizedImportRecord | undefined): BlockSource | undefined {
   if (!record?.blocks) return undefined;
   const { size, mtimeMs, tensors } = record.blocks;
   const from = `the ${record.quantMethod === "gptq" ? "GPTQ" : record.quantMethod} checkpoint's`;
-  const file = join(dir, Q4_0_BLOCKS);
+  const file = join(dir, INT4_BLOCKS);
   return { file, size, mtimeMs, blocks: tensors, record: join(dir, QUANTIZED_IMPORT_RECORD), from };
 }
 
@@ -195,7 +204,7 @@ export async function importQuantized(
     const blocks: Record<string, BlockTensor> = {};
     let blockBytes = 0;
     const out = openSync(join(tmp, "model.safetensors"), "w");
-    const blockFile = openSync(join(tmp, Q4_0_BLOCKS), "w");
+    const blockFile = openSync(join(tmp, INT4_BLOCKS), "w");
     try {
       writeAll(
         out,
@@ -212,12 +221,12 @@ export async function importQuantized(
           // Let the host's event loop send the progress (and answer other requests) between chunks.
           await new Promise((r) => setImmediate(r));
         }
-        const q4_0 = t.kind === "dequantize" ? t.q4_0Blocks?.() : undefined;
-        if (q4_0) {
+        const int4 = t.kind === "dequantize" ? t.int4Blocks?.() : undefined;
+        if (int4) {
           const [rows, cols] = t.entry.shape;
-          blocks[t.entry.name] = { type: GgmlTypeId.Q4_0, offset: blockBytes, rows, cols };
-          writeAll(blockFile, q4_0);
-          blockBytes += q4_0.byteLength;
+          blocks[t.entry.name] = { type: GgmlTypeId[int4.type], offset: blockBytes, rows, cols };
+          writeAll(blockFile, int4.bytes);
+          blockBytes += int4.bytes.byteLength;
         }
       }
     } finally {
@@ -229,21 +238,20 @@ export async function importQuantized(
       const f = join(dir, name);
       if (!REWRITTEN.test(name) && statSync(f).isFile()) copyFileSync(f, join(tmp, name));
     }
-    const matrices = plan.tensors.filter((t) => t.kind === "dequantize").length;
     const taken = Object.keys(blocks).length;
-    if (taken === 0) rmSync(join(tmp, Q4_0_BLOCKS));
+    if (taken === 0) rmSync(join(tmp, INT4_BLOCKS));
     const record: QuantizedImportRecord = {
       source: dir,
       quantMethod: plan.method,
       sourceTypes: plan.sourceTypes,
-      autoWeights: matrices > 0 && taken === matrices ? "int4" : "int8",
+      autoWeights: taken > 0 ? "int4+int8" : "int8",
     };
     rmSync(outDir, { recursive: true, force: true });
     mkdirSync(dirname(outDir), { recursive: true });
     renameSync(tmp, outDir);
     // Written last, into the folder in place: the blocks' size and time are the renamed file's.
     if (taken > 0) {
-      const { size, mtimeMs } = statSync(join(outDir, Q4_0_BLOCKS));
+      const { size, mtimeMs } = statSync(join(outDir, INT4_BLOCKS));
       record.blocks = { size, mtimeMs, tensors: blocks };
     }
     const json = { ...record, importVersion: QUANTIZED_IMPORT_VERSION };

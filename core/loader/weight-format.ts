@@ -37,17 +37,16 @@ export const isWeightChoice = (x: unknown): x is WeightChoice => (WEIGHT_CHOICES
 export const INT4_BLOCK_TYPES: ReadonlySet<string> = new Set(["Q4_0", "Q4_1", "Q4_K"]);
 
 /**
- * The format "auto" picks from the types a model's source stored (the import record's sourceTypes:
- * ggml types of a GGUF file, e.g. {Q4_K: 97, Q6_K: 17, F32: 65}, or safetensors dtypes of a quantized
- * checkpoint, {F8_E4M3: 196, F32: 196, BF16: 113}, {I32: 588, F16: 309}; undefined for a model that is
- * no import): "file" when none is quantized, int4 when all the quantized ones are INT4_BLOCK_TYPES,
- * int4+int8 when some are, else int8.
+ * The format "auto" picks from the types a model's source stored alone (the import record's
+ * sourceTypes: ggml types of a GGUF file, e.g. {Q4_K: 97, Q6_K: 17, F32: 65}; undefined for a model
+ * that is no import), for records that do not say it (imports from before GGUF IMPORT_VERSION 5):
+ * "file" when none is quantized, int4+int8 when some are INT4_BLOCK_TYPES, else int8. An import
+ * records what its matrices allow (core/gguf/import.ts autoWeightsOf, core/loader/quantized-import.ts).
  */
 export function autoWeightFormat(sourceTypes: Readonly<Record<string, number>> | undefined): WeightFormat {
   const quantized = Object.keys(sourceTypes ?? {}).filter((t) => !/^B?F\d+$/.test(t));
-  const fourBit = quantized.filter((t) => INT4_BLOCK_TYPES.has(t)).length;
   if (quantized.length === 0) return "file";
-  return fourBit === quantized.length ? "int4" : fourBit > 0 ? "int4+int8" : "int8";
+  return quantized.some((t) => INT4_BLOCK_TYPES.has(t)) ? "int4+int8" : "int8";
 }
 
 /** Bits per code of the quantized formats. */
