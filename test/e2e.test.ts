@@ -468,12 +468,12 @@ test("e2e: a GGUF file typed into the model bar is imported, loaded and chats", 
   await page.getByTestId("load-model").click();
   await page.getByTestId("model-name").filter({ hasText: "tiny-llama-quants.gguf" }).waitFor({ timeout: 30_000 });
   assert.equal(readdirSync(join(dataDir, "cache", "imports")).length, 1, "imported once into the cache");
-  // Weights "auto" (the default): a quantized GGUF runs as int8 copies of its import's bf16.
+  // Weights "auto" (the default): a quantized GGUF runs its 4-bit blocks as int4, the rest as int8.
   assert.equal(await page.getByTestId("weights").inputValue(), "auto");
-  // Its Q4_0, Q5_0 and Q8_0 matrices come from the file's blocks, the rest from the import's bf16.
+  // Its Q4_0, Q4_1, Q4_K, Q5_0 and Q8_0 matrices come from the file's blocks, the rest from the import's bf16.
   await page
     .locator(".model-info .line")
-    .filter({ hasText: "int8 (from BF16, 3 of 16 from the GGUF's Q4_0/Q5_0/Q8_0 blocks)" })
+    .filter({ hasText: "int4+int8 (from BF16, 5 of 16 from the GGUF's Q4_0/Q4_1/Q4_K/Q5_0/Q8_0 blocks)" })
     .waitFor({ timeout: 5_000 });
   await page.getByTestId("sampling-maxTokens").fill("4");
   await page.getByTestId("sampling-temperature").fill("0");

@@ -638,7 +638,7 @@ test("host: int8 weights are chosen per load or by the host's default; the estim
   }
 });
 
-test("host: a GPTQ checkpoint is estimated as int4, imported with progress, and loaded as int4 from its codes", async (t) => {
+test("host: a GPTQ checkpoint is estimated as int4+int8, imported with progress, and loaded with int4 from its codes", async (t) => {
   const prev = process.env.HIRE_CACHE_DIR;
   process.env.HIRE_CACHE_DIR = join(dataDir, "cache");
   t.after(() => (prev === undefined ? delete process.env.HIRE_CACHE_DIR : (process.env.HIRE_CACHE_DIR = prev)));
@@ -649,7 +649,7 @@ test("host: a GPTQ checkpoint is estimated as int4, imported with progress, and 
   const est = await ask({ type: "model.inspect", path: checkpoint });
   assert.ok(est.ok, JSON.stringify(est));
   const e = est.result as { weights: string; weightBytes: number; dtype: string };
-  assert.deepEqual([e.weights, e.dtype], ["int4", "F16"]);
+  assert.deepEqual([e.weights, e.dtype], ["int4+int8", "F16"]);
   const start = events.length;
   const loaded = await ask({ type: "model.load", path: checkpoint });
   assert.ok(loaded.ok, JSON.stringify(loaded));
@@ -657,7 +657,7 @@ test("host: a GPTQ checkpoint is estimated as int4, imported with progress, and 
   const info = loaded.result as { name: string; weights: string; weightBytes: number; quantizedFrom: string };
   assert.deepEqual(
     [info.name, info.weights, info.weightBytes],
-    ["tiny-GPTQ-Int4", "int4", e.weightBytes],
+    ["tiny-GPTQ-Int4", "int4+int8", e.weightBytes],
     "named after the checkpoint, the estimate's format and size",
   );
   assert.match(info.quantizedFrom, /^from F16, 14 of \d+ from the GPTQ checkpoint's Q4_0 blocks$/);
@@ -677,12 +677,18 @@ test("host: a GGUF file is inspected, imported once with progress, loaded, and k
   assert.deepEqual([e.architecture, e.dtype, e.weights], ["LlamaForCausalLM", "BF16", "file"]);
   assert.equal(e.weightBytes, 2 * e.parameters); // as imported: bf16, not the file's 1 MB
   assert.equal(e.parameters, 1443072); // 2 layers of 256 × (256 + 128 + 128 + 256 + 3 × 512) + 2 norms, 512 × 256 twice, one norm
-  // By default ("auto") a quantized GGUF loads as int8: about half of the import's bf16.
-  const est = await ask({ type: "model.inspect", path: file });
-  assert.ok(est.ok, JSON.stringify(est));
-  const auto = est.result as Estimate;
-  assert.equal(auto.weights, "int8");
-  assert.ok(auto.weightBytes < 0.6 * e.weightBytes && auto.weightBytes > 0.5 * e.weightBytes, String(auto.weightBytes));
+  // By default ("auto") a quantized GGUF loads its Q4_0, Q4_1 and Q4_K matrices as int4, the rest as
+  // int8: between the two formats' sizes.
+  const estimate = async (weights?: string) => {
+    const r = await ask({ type: "model.inspect", path: file, ...(weights && { weights }) });
+    assert.ok(r.ok, JSON.stringify(r));
+    return r.result as Estimate;
+  };
+  const auto = await estimate();
+  const [int8, int4] = [await estimate("int8"), await estimate("int4")];
+  assert.equal(auto.weights, "int4+int8");
+  assert.ok(int8.weightBytes < 0.6 * e.weightBytes && int8.weightBytes > 0.5 * e.weightBytes, String(int8.weightBytes));
+  assert.ok(auto.weightBytes < int8.weightBytes && auto.weightBytes > int4.weightBytes, String(auto.weightBytes));
   const start = events.length;
   const loaded = await ask({ type: "model.load", path: file });
   assert.ok(loaded.ok, JSON.stringify(loaded));
@@ -699,10 +705,10 @@ test("host: a GGUF file is inspected, imported once with progress, loaded, and k
     weightBytes: number;
   };
   assert.equal(info.parameters, e.parameters);
-  assert.deepEqual([info.weights, info.weightBytes], ["int8", auto.weightBytes]);
+  assert.deepEqual([info.weights, info.weightBytes], ["int4+int8", auto.weightBytes]);
   assert.equal(
     (loaded.result as { quantizedFrom: string }).quantizedFrom,
-    "from BF16, 3 of 16 from the GGUF's Q4_0/Q5_0/Q8_0 blocks",
+    "from BF16, 5 of 16 from the GGUF's Q4_0/Q4_1/Q4_K/Q5_0/Q8_0 blocks",
   );
   assert.deepEqual([info.name, info.source], ["tiny-llama-quants.gguf", file]);
   const hello = await ask({ type: "hello" });
