@@ -36,6 +36,8 @@ import {
 } from "../core/gguf/import.js";
 import type { Weight } from "../core/loader/safetensors.js";
 import { modelFolderFor } from "../core/loader/model-source.js";
+import { Session } from "../core/engine/session.js";
+import type { SparsitySettings } from "../core/sparse/settings.js";
 import { GgmlTypeId, dequantize, ggmlTypeName } from "../core/gguf/quants.js";
 import { GgmlType, GgufFileWriter, kv, type GgufValue } from "../core/gguf/writer.js";
 import { TokenType } from "../core/gguf/vocab.js";
@@ -944,6 +946,31 @@ test('weights "auto": an import of a quantized GGUF loads its 4-bit blocks as in
   const exported = hire(["export", "--model", quantized.dir, "--gguf", join(dir, "again.gguf")]);
   assert.equal(exported.status, 0, exported.stderr);
   assert.equal((await readGguf(join(dir, "again.gguf"))).tensors.length > 0, true);
+});
+
+test("HiRE runs on an import whose W_gate and W_up differ in dtype (Q4_0 beside Q4_1 blocks): every neuron kept follows dense", async (t) => {
+  const imported = await importGguf(QUANTS, join(tempDir(t), "imported"));
+  const m = loadModel(imported.dir, { weights: "auto" });
+  t.after(() => m.close());
+  const l0 = m.weights.layers[0];
+  assert.deepEqual([l0.gate!.w.dtype, l0.up!.w.dtype], ["Q4", "Q4M"]);
+  // The first step's top log-probabilities: dense, and HiRE keeping every neuron (its interleaved
+  // gate/up rows as bf16, the values of both; W_down as bf16 with x in f32, where dense quantizes x):
+  // 0.0023 apart at most here.
+  const first = async (ffn: Partial<SparsitySettings["ffn"]>) => {
+    const s = new Session(m, { contextLength: 64 });
+    s.sparsity.update({ ffn });
+    for await (const e of s.generate("The quick brown fox", { maxTokens: 1, temperature: 0, logprobs: 5 }))
+      if (e.type === "token") return e.topLogprobs!;
+    throw new Error("no token");
+  };
+  const dense = await first({ method: "dense" });
+  const all = await first({ method: "hire", k: 1, oversample: 1, predictor: { kind: "int4", groupSize: 128 } });
+  assert.equal(all[0][0], dense[0][0], "the same argmax");
+  for (const [i, [id, lp]] of dense.entries()) {
+    const got = all.find(([j]) => j === id)?.[1];
+    assert.ok(got !== undefined && Math.abs(got - lp) < 0.01, `top ${i}: ${got} vs ${lp}`);
+  }
 });
 
 test("int8 / int4 weights take a GGUF import's Q8_0, Q4_0 and Q5_0 matrices from the file's blocks: exactly ggml's values", async (t) => {

@@ -58,9 +58,18 @@ export class LayerPrep {
   inRows(): Weight {
     return (this.rowsIn ??= this.ctx.layout((this.w.gate ?? this.w.up).w, false));
   }
-  /** W_gate and W_up of a gated FFN interleaved: a neuron's two rows are one contiguous read. */
+  /**
+   * W_gate and W_up of a gated FFN interleaved: a neuron's two rows are one contiguous read. A load
+   * can keep the two in different dtypes (one from a file's 4-bit blocks, the other int8; Q4_0 and
+   * Q4_1 blocks): their rows are then interleaved as bf16, the values a quantized relayout gives.
+   */
   gateUpRows(): Weight {
-    return (this.rowsGateUp ??= this.ctx.b.interleaveRows(this.inRows(), this.ctx.layout(this.w.up.w, false)));
+    if (this.rowsGateUp) return this.rowsGateUp;
+    const { b } = this.ctx;
+    let gate = this.inRows();
+    let up = this.ctx.layout(this.w.up.w, false);
+    if (gate.dtype !== up.dtype) [gate, up] = [gate, up].map((w) => (isQuantDType(w.dtype) ? b.relayout(w, false) : w));
+    return (this.rowsGateUp = b.interleaveRows(gate, up));
   }
   /** W_down with each neuron's column contiguous. */
   downCols(): Weight {
