@@ -823,8 +823,10 @@ test("quantizeGguf: Q8_0, Q4_0 and Q5_0 blocks as int8, Q4_0, Q4_1 and Q4_K as i
     const file = join(dir, `${ggmlTypeName(type)}-${bits}.bin`);
     // 8 bytes in front: the tensor lies at an offset of the file, as in a GGUF.
     writeFileSync(file, Buffer.concat([Buffer.alloc(8), data]));
-    const { mapping } = n.mapFile(file, false);
-    t.after(() => n.unmap(mapping));
+    // Mapped, and read in: the copy gives the blocks' pages back, and reads them back to be made again.
+    const mapped = n.mapFile(file, false).mapping;
+    const readIn = n.mapFile(file, true).mapping;
+    t.after(() => [mapped, readIn].forEach((m) => n.unmap(m)));
     const want = type === GgmlTypeId.Q4_K ? q4kAsHeld(data) : dequantize(type, data, rows * cols);
     if (type === GgmlTypeId.Q4_K) {
       // ... which is ggml's value within 2^-11 of the scale's and the min's parts.
@@ -834,7 +836,10 @@ test("quantizeGguf: Q8_0, Q4_0 and Q5_0 blocks as int8, Q4_0, Q4_1 and Q4_K as i
       const step = Math.max(...Array.from(ggml, Math.abs));
       assert.ok(worst > 0 && worst <= step * 2 ** -10, `Q4_K held within f16 rounding: ${worst} of ${step}`);
     }
-    for (const rowOrder of [null, order]) {
+    for (const [mapping, rowOrder] of [
+      [mapped, null],
+      [readIn, order],
+    ] as const) {
       const w = n.quantizeGguf(mapping, 8, type, rows, cols, bits, rowOrder);
       assert.equal(n.weightInfo(w).dtype, dtype);
       const got = weightValues(w, rows, cols);
@@ -863,6 +868,25 @@ test("quantizeGguf: Q8_0, Q4_0 and Q5_0 blocks as int8, Q4_0, Q4_1 and Q4_K as i
   bad([mapping, 8, GgmlTypeId.Q8_0, rows + 1, cols, 8, null], /outside the mapping/);
   bad([mapping, 8, GgmlTypeId.Q8_0, rows, cols, 8, Int32Array.from([0, 1])], /needs rows = 6/);
   bad([mapping, 8, GgmlTypeId.Q8_0, rows, cols, 8, Int32Array.from([0, 1, 2, 3, 4, 6])], /outside \[0, 6\)/);
+});
+
+test("quantizeGguf gives the blocks' pages back once its copy exists, and reads them back to make it again", (t) => {
+  const n = native();
+  const [rows, cols] = [8192, 1024]; // 4.7 MB of Q4_K: whole 2 MiB pages of read-in memory
+  let seed = 3;
+  const data = new Uint8Array((rows * cols * 144) / 256);
+  for (let i = 0; i < data.length; i++) data[i] = ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 16) & 0xff;
+  for (let b = 0; b < data.length; b += 144) [data[b + 1], data[b + 3]] = [0x1c, 0x1c]; // d, dmin normal
+  const file = join(tempDir(t), "q4_k.bin");
+  writeFileSync(file, data);
+  const { mapping } = n.mapFile(file, true);
+  t.after(() => n.unmap(mapping));
+  const w = n.quantizeGguf(mapping, 0, GgmlTypeId.Q4_K, rows, cols, 4, null);
+  assert.ok(n.releasedBytes(mapping) >= 2 << 20, `given back: ${n.releasedBytes(mapping)}`);
+  const values = weightValues(w, rows, cols);
+  assert.ok(n.releaseWeight(w) > 0);
+  assert.deepEqual(weightValues(w, rows, cols), values, "made again from the blocks read back");
+  assert.ok(n.releasedBytes(mapping) >= 2 << 20, "and given back again");
 });
 
 test("dequantize refuses bytes that are not whole blocks of the type", () => {

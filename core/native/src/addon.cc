@@ -465,6 +465,9 @@ Napi::Value QuantizeGguf(const Napi::CallbackInfo& info) {
   h->ggml_type = static_cast<int>(type);
   h->ggml_bytes = static_cast<size_t>(bytes);
   h->row_order = order;
+  // The copy serves the blocks now: their pages go back (a load held both: 1.78 GB of RSS for the 1B
+  // shape's 0.77 GB of Q4_K copies); making the copy again reads them back (make_copy).
+  mh->map->release_pages(static_cast<size_t>(offset), static_cast<size_t>(bytes));
   return out;
 }
 
