@@ -113,25 +113,27 @@ void q3_k(const uint8_t* b, float* y) {
   }
 }
 
+// Sub-block j's 6-bit scale and min of a Q4_K / Q5_K block's 12 packed bytes `sc`.
+void k_scale_min(const uint8_t* sc, int j, int& s, int& m) {
+  if (j < 4) {
+    s = sc[j] & 63;
+    m = sc[j + 4] & 63;
+  } else {
+    s = (sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4);
+    m = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+  }
+}
+
 // Q4_K / Q5_K: d, dmin, 12 bytes of 6-bit scales and mins, (Q5_K: 32 bytes of fifth bits,) 128 bytes of nibbles.
 void q45_k(const uint8_t* b, float* y, bool five) {
   const float d = h2f(b), dmin = h2f(b + 2);
   const uint8_t* sc = b + 4;
   const uint8_t* qh = b + 16;
   const uint8_t* ql = b + (five ? 48 : 16);
-  auto scale_min = [sc](int j, int& s, int& m) {
-    if (j < 4) {
-      s = sc[j] & 63;
-      m = sc[j + 4] & 63;
-    } else {
-      s = (sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4);
-      m = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
-    }
-  };
   for (int j = 0; j < 8; j += 2, ql += 32, y += 64) {
     int s1, m1, s2, m2;
-    scale_min(j, s1, m1);
-    scale_min(j + 1, s2, m2);
+    k_scale_min(sc, j, s1, m1);
+    k_scale_min(sc, j + 1, s2, m2);
     const float d1 = d * s1, n1 = dmin * m1, d2 = d * s2, n2 = dmin * m2;
     const uint8_t u1 = static_cast<uint8_t>(1 << j), u2 = static_cast<uint8_t>(2 << j);
     for (int l = 0; l < 32; ++l) y[l] = d1 * ((ql[l] & 15) + (five && (qh[l] & u1) ? 16 : 0)) - n1;
@@ -398,13 +400,7 @@ void block_groups(int type, const uint8_t* b, int8_t* q, uint16_t* scale, uint16
     const uint8_t* ql = b + 16;
     for (int j = 0; j < 8; ++j) {
       int s, m;
-      if (j < 4) {
-        s = sc[j] & 63;
-        m = sc[j + 4] & 63;
-      } else {
-        s = (sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4);
-        m = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
-      }
+      k_scale_min(sc, j, s, m);
       scale[j] = float_to_half(d * static_cast<float>(s));
       min[j] = float_to_half(-(dmin * static_cast<float>(m)));
       const uint8_t* c = ql + 32 * (j / 2);
