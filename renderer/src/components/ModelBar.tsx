@@ -103,7 +103,7 @@ export function ModelBar() {
           data-testid="weights"
           value={weights}
           disabled={!!loading}
-          title="Weights for the next load: as the file stores them, or every linear layer as int8 or int4 copies (groups of 32 with a scale each): a half or a quarter of bf16's memory and faster decoding, at llama.cpp's Q8_0 or Q4_0 error; CPU only. Auto: int8 for a quantized GGUF file or an FP8, GPTQ, AWQ or bitsandbytes checkpoint (its values kept within int8's rounding, where their import's bf16 takes two to four times the file; int4 for an all-Q4_0 file or a symmetric 4-bit GPTQ checkpoint, which int4 holds exactly), as in the file otherwise"
+          title="Weights for the next load: as the file stores them, or every linear layer as int8 or int4 copies (groups of 32 with a scale each): a half or a quarter of bf16's memory and faster decoding, at llama.cpp's Q8_0 or Q4_0 error; CPU only. Auto: for a quantized GGUF file or an FP8, GPTQ, AWQ or bitsandbytes checkpoint, int4 for the matrices it stores in 4 bits (a GGUF's Q4_0, Q4_1 and Q4_K blocks, 4-bit GPTQ and AWQ codes, taken as they are) and int8 for the rest (its values kept within int8's rounding, where their import's bf16 takes two to four times the file): int4+int8; as in the file otherwise"
           onChange={(e) => connection.getState().setWeights(e.target.value as WeightChoice)}
         >
           <option value="auto">Weights auto</option>
@@ -266,7 +266,7 @@ function sameLoad(e: ModelEstimate, m: ModelInfo): boolean {
   return e.path === m.path && e.weights === m.weights && e.kvCache === m.kvCache && e.contextLength === m.contextLength;
 }
 
-/** The weights' element type: the file's, or int8 / int4 copies of it (`from`: where a loaded model's came from). */
+/** The weights' element type: the file's, or int8 / int4 (int4+int8) copies of it (`from`: where a loaded model's came from). */
 function dtypeText(e: ModelEstimate, from: string | null = null): string {
   return e.weights === "file" ? e.dtype : `${e.weights} (${from ?? `from ${e.dtype}`})`;
 }
