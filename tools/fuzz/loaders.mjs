@@ -48,7 +48,8 @@ const kinds = {
     const file = join(dir, "m.gguf");
     writeFileSync(file, mutateBytes(ggufSource, rng));
     await importGguf(file, join(dir, "imported"));
-    await tryLoad(join(dir, "imported"));
+    // "auto": int4 from the file's Q4_0 / Q4_1 / Q4_K blocks, int8 from its Q8_0 / Q5_0 ones, as it is mutated.
+    await tryLoad(join(dir, "imported"), "auto");
   },
   async safetensors(rng, dir) {
     cpSync(folder, dir, { recursive: true });
