@@ -799,6 +799,18 @@ for (const name of Object.keys(GOLDEN_TOL)) {
         assert.ok(run.prefillTokensPerSecond! > 0);
         // A fresh context each call: the same ids again.
         assert.deepEqual((await peer.decode(exp.prompt_ids, 4)).ids, exp.ids.slice(0, 4));
+        // Teacher-forced (bench's steps column): fed the reference's ids, it picks them; fed other ids
+        // from step 2 on, its later picks are those of the ids it was fed (as llamaCppSteps finds them).
+        assert.deepEqual(await peer.follow!(exp.prompt_ids, exp.ids), exp.ids);
+        const other = exp.ids.map((id, k) => (k >= 2 ? (id + 7) % model.config.vocab : id));
+        const picks = await peer.follow!(exp.prompt_ids, other);
+        assert.deepEqual(picks.slice(0, 3), exp.ids.slice(0, 3), "the picks before the first other id");
+        const file = await cachedGguf(model, sourceDtype(model, "test"), cacheDir);
+        const steps = await llamaCppSteps((llamaCpp as { llama: NlcLlama }).llama, file, exp.prompt_ids, other);
+        assert.deepEqual(
+          picks,
+          steps.map((x) => x.argmax),
+        );
         await assert.rejects(peer.decode([model.config.vocab], 2), RangeError);
         await assert.rejects(peer.decode(exp.prompt_ids, 0), RangeError);
         await assert.rejects(peer.decode([], 2), RangeError);

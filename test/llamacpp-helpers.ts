@@ -3,13 +3,7 @@
 import assert from "node:assert/strict";
 import type { LoadedModel } from "../core/loader/model-folder.js";
 import { Session } from "../core/engine/session.js";
-import type { NlcLlama, NlcSequence } from "../core/peers/llamacpp.js";
-
-type Controlled = NlcSequence & {
-  controlledEvaluate(
-    input: (number | [number, { generateNext: { probabilities: true; options: Record<string, number> } }])[],
-  ): Promise<({ next: { token?: number | null; probabilities?: Map<number, number> } } | undefined)[]>;
-};
+import type { NlcLlama } from "../core/peers/llamacpp.js";
 
 /**
  * Teacher-forced llama.cpp on `prompt` + `ids`: at each generated position, its argmax and the
@@ -32,7 +26,7 @@ export async function llamaCppSteps(
       experimentalKvCacheKeyType: "F32",
       experimentalKvCacheValueType: "F32",
     });
-    const seq = ctx.getSequence() as Controlled;
+    const seq = ctx.getSequence();
     const input = [...prompt, ...ids.slice(0, -1)];
     const out = await seq.controlledEvaluate(
       input.map((id, i) =>

@@ -357,10 +357,10 @@ async function cmdBench(argv: string[]): Promise<void> {
   }
   if (r.peers?.length) {
     // Peers: speedup against our dense row; "ours/peer" = our matching row's tokens/s ÷ the peer's;
-    // ids: leading greedy ids equal to that row's.
-    const cols = (a: string, b: string, c: string, d: string, e: string, f: string) =>
-      [a.padEnd(12), b.padStart(9), c.padStart(8), d.padEnd(20), e.padStart(6), f].join(" ");
-    lines.push("", cols("peer", "tokens/s", "speedup", "ours/peer", "ids", " detail"));
+    // ids: leading greedy ids equal to that row's; steps: fed that row's ids, the steps picking its token.
+    const cols = (a: string, b: string, c: string, d: string, e: string, g: string, f: string) =>
+      [a.padEnd(12), b.padStart(9), c.padStart(8), d.padEnd(20), e.padStart(6), g.padStart(6), f].join(" ");
+    lines.push("", cols("peer", "tokens/s", "speedup", "ours/peer", "ids", "steps", " detail"));
     for (const p of r.peers) {
       if (p.skipped !== undefined || p.decode_tokens_per_s === null) {
         lines.push(`${p.method.padEnd(12)} skipped: ${p.skipped ?? "no result"}`);
@@ -373,6 +373,7 @@ async function cmdBench(argv: string[]): Promise<void> {
           `${p.speedup!.toFixed(2)}x`,
           `${p.vs_ours === null ? "-" : `${p.vs_ours.toFixed(2)}x`} (${p.vs_row})`,
           `${p.ids_agree}/${p.ids_compared}`,
+          p.steps_agree === null ? "-" : `${p.steps_agree}/${p.ids_compared}`,
           ` ${p.detail}`,
         ),
       );

@@ -506,6 +506,11 @@ export interface PeerRow {
   /** Leading greedy ids equal to that row's (a check that it ran the same model), out of ids_compared. */
   ids_agree: number | null;
   ids_compared: number | null;
+  /**
+   * Fed that row's ids (teacher-forced, Peer.follow), the steps whose greedy pick is that row's, out
+   * of ids_compared: free-running ids part for good at the first near-tie; null where the peer cannot.
+   */
+  steps_agree: number | null;
 }
 
 type PeerModule = { open: (model: LoadedModel) => Promise<PeerOpenResult> };
@@ -561,7 +566,12 @@ export async function benchmarkWithPeers(model: LoadedModel, o: BenchOptions & P
     peer: Peer;
     best: PeerRun | null;
     row: PeerRow;
+    /** Its greedy picks fed our row's ids (Peer.follow). */
+    followed?: number[];
   }
+  // The row of ours a peer is compared with: our HiRE row for ort-hire when there is one, else dense.
+  const oursFor = (p: Live) =>
+    (p.row.method === "ort-hire" ? run.configs.find((c) => c.label.startsWith("hire")) : undefined) ?? run.dense;
   const blank = (method: string, detail: string, skipped?: string): PeerRow => ({
     method,
     ...(skipped !== undefined && { skipped }),
@@ -573,6 +583,7 @@ export async function benchmarkWithPeers(model: LoadedModel, o: BenchOptions & P
     vs_row: null,
     vs_ours: null,
     ids_agree: null,
+    steps_agree: null,
     ids_compared: null,
   });
   const rows: PeerRow[] = [];
@@ -628,6 +639,14 @@ export async function benchmarkWithPeers(model: LoadedModel, o: BenchOptions & P
         await decodePeer(p);
       }
     }
+    for (const p of live) {
+      if (p.row.skipped || !p.peer.follow) continue;
+      try {
+        p.followed = await p.peer.follow(run.prompt, oursFor(p).ids);
+      } catch {
+        // steps_agree stays null: the speed and free-running ids stand without it.
+      }
+    }
   } finally {
     for (const p of live) await p.peer.close().catch(() => undefined);
   }
@@ -636,8 +655,7 @@ export async function benchmarkWithPeers(model: LoadedModel, o: BenchOptions & P
   const denseTps = (1000 * run.decodeTokens) / dense.bestMs;
   for (const p of live) {
     if (p.row.skipped || !p.best) continue;
-    const hireRow = p.row.method === "ort-hire" ? run.configs.find((c) => c.label.startsWith("hire")) : undefined;
-    const ours = hireRow ?? dense;
+    const ours = oursFor(p);
     const oursTps = (1000 * run.decodeTokens) / ours.bestMs;
     const tps = p.best.tokensPerSecond;
     Object.assign(p.row, {
@@ -649,6 +667,7 @@ export async function benchmarkWithPeers(model: LoadedModel, o: BenchOptions & P
       vs_ours: tps > 0 ? oursTps / tps : null,
       ids_agree: agreeingPrefix(p.best.ids, ours.ids),
       ids_compared: Math.min(p.best.ids.length, ours.ids.length),
+      steps_agree: p.followed ? p.followed.filter((id, k) => id === ours.ids[k]).length : null,
     });
   }
   return run.result(rows);

@@ -37,6 +37,15 @@ type Token = number;
 export interface NlcSequence {
   clearHistory(): Promise<void>;
   evaluate(tokens: Token[], options: { temperature: number; yieldEogToken: boolean }): AsyncGenerator<Token>;
+  /**
+   * Evaluates the tokens in one batch; an entry given as [token, options] asks there for the next
+   * token (sampled with `options`) or the probabilities of every token.
+   */
+  controlledEvaluate(
+    input: (
+      Token | [Token, { generateNext: { token?: boolean; probabilities?: boolean; options?: Record<string, number> } }]
+    )[],
+  ): Promise<({ next: { token?: Token | null; probabilities?: Map<number, number> } } | undefined)[]>;
 }
 export interface NlcContext {
   readonly contextSize: number;
@@ -226,6 +235,20 @@ class LlamaCppPeer implements Peer {
       tokensPerSecond: steps > 0 ? (steps * 1000) / (tEnd - tFirst) : 0,
       prefillTokensPerSecond: (promptIds.length * 1000) / (tFirst - t0),
     };
+  }
+
+  async follow(promptIds: number[], ids: number[]): Promise<number[]> {
+    if (this.closed) throw new Error("llama.cpp peer is closed");
+    if (ids.length === 0) return [];
+    const input = [...promptIds, ...ids.slice(0, -1)] as Token[];
+    if (input.length > this.context.contextSize)
+      throw new RangeError(`${input.length} tokens exceed llama.cpp's context of ${this.context.contextSize}`);
+    await this.sequence.clearHistory();
+    const greedy = { generateNext: { token: true, options: { temperature: 0 } } };
+    const out = await this.sequence.controlledEvaluate(
+      input.map((id, i) => (i >= promptIds.length - 1 ? ([id, greedy] as [Token, typeof greedy]) : id)),
+    );
+    return ids.map((_, k) => out[promptIds.length - 1 + k]?.next.token ?? -1);
   }
 
   async close(): Promise<void> {

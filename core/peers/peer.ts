@@ -19,6 +19,12 @@ export interface Peer {
   readonly detail: string;
   /** Greedy decode of nTokens after promptIds; fresh context each call. */
   decode(promptIds: number[], nTokens: number): Promise<PeerRun>;
+  /**
+   * Teacher-forced: the peer's greedy pick after promptIds and after each of ids but the last, fed
+   * our ids instead of its own (one pick per id). Free-running greedy ids part for good at the first
+   * near-tie two engines round differently; this says whether each step picks what ours did.
+   */
+  follow?(promptIds: number[], ids: number[]): Promise<number[]>;
   close(): Promise<void>;
 }
 
