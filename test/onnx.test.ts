@@ -460,7 +460,7 @@ test("hire bench --peers prints peer rows and skipped rows", () => {
     "1",
   ]);
   assert.equal(out.status, 0, out.stderr);
-  assert.match(out.stdout, /^ort\s+[\d.]+\s+[\d.]+x\s+[\d.]+x \(dense\)\s+5\/5 {2}onnxruntime cpu/m);
+  assert.match(out.stdout, /^ort\s+[\d.]+\s+[\d.]+x\s+[\d.]+x \(dense\)\s+5\/5\s+- {2}onnxruntime cpu/m);
   assert.match(out.stdout, /^bogus\s+skipped: unknown peer "bogus"/m);
   assert.ok(existsSync(join(process.env.HIRE_CACHE_DIR!, "onnx")), "the CLI's export went to $HIRE_CACHE_DIR/onnx");
 });
