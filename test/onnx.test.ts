@@ -383,6 +383,13 @@ test("the ort peers decode what our engine decodes, and reuse their export", asy
   const r = await opened.peer.decode(p, 6);
   assert.deepEqual(r.ids, ours.ids);
   assert.ok(r.tokensPerSecond > 0 && r.prefillTokensPerSecond! > 0);
+  // Teacher-forced: fed its own greedy ids it picks them again; fed others from step 2 on, the picks
+  // before them are unchanged and the later ones those of its own greedy run on that prefix.
+  assert.deepEqual(await opened.peer.follow!(p, ours.ids), ours.ids);
+  const other = ours.ids.map((id, k) => (k === 2 ? (id + 1) % model.config.vocab : id));
+  const picks = await opened.peer.follow!(p, other);
+  assert.deepEqual(picks.slice(0, 3), ours.ids.slice(0, 3));
+  assert.equal(picks[3], (await opened.peer.decode([...p, ...other.slice(0, 3)], 1)).ids[0]);
   await opened.peer.close();
   const [dir] = readdirSync(cacheDir);
   const stamp = statSync(join(cacheDir, dir, "model.onnx.data")).mtimeMs;
@@ -460,7 +467,7 @@ test("hire bench --peers prints peer rows and skipped rows", () => {
     "1",
   ]);
   assert.equal(out.status, 0, out.stderr);
-  assert.match(out.stdout, /^ort\s+[\d.]+\s+[\d.]+x\s+[\d.]+x \(dense\)\s+5\/5\s+- {2}onnxruntime cpu/m);
+  assert.match(out.stdout, /^ort\s+[\d.]+\s+[\d.]+x\s+[\d.]+x \(dense\)\s+5\/5\s+5\/5 {2}onnxruntime cpu/m);
   assert.match(out.stdout, /^bogus\s+skipped: unknown peer "bogus"/m);
   assert.ok(existsSync(join(process.env.HIRE_CACHE_DIR!, "onnx")), "the CLI's export went to $HIRE_CACHE_DIR/onnx");
 });

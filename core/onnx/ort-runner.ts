@@ -177,6 +177,15 @@ export class OrtRunner {
     };
   }
 
+  /** Teacher-forced: the greedy pick after promptIds, then after each of ids but the last, fed ids (Peer.follow). */
+  async follow(promptIds: readonly number[], ids: readonly number[]): Promise<number[]> {
+    this.reset();
+    if (ids.length === 0) return [];
+    const picks = [argmax(lastRow(await this.forward(promptIds), this.vocab))];
+    for (const id of ids.slice(0, -1)) picks.push(argmax(lastRow(await this.forward([id]), this.vocab)));
+    return picks;
+  }
+
   async close(): Promise<void> {
     this.past = null;
     await this.session.release();

@@ -130,6 +130,13 @@ class OrtPeer implements Peer {
     };
   }
 
+  async follow(promptIds: number[], ids: number[]): Promise<number[]> {
+    if (this.closed) throw new Error(`${this.name} peer is closed`);
+    if (promptIds.length + ids.length > this.maxContext)
+      throw new RangeError(`${promptIds.length + ids.length} tokens exceed the exported context of ${this.maxContext}`);
+    return this.runner.follow(promptIds, ids);
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
