@@ -11,13 +11,12 @@ import type { BlockCopies } from "../gguf/block-weights.js";
 /** A quantized weight format: every matrix as int8 or int4 copies. */
 export type QuantFormat = "int8" | "int4";
 /**
- * How a loaded model keeps its matrices: a format a load can ask for (WEIGHT_FORMATS), or what "auto"
+ * How a loaded model keeps its matrices: a format a load can ask for (WeightChoice), or what "auto"
  * makes of a source that stores some matrices in 4 bits and others in more (a GGUF's Q4_K_M: Q4_K
  * and Q6_K): "int4+int8", the 4-bit blocks as int4 as they are and every other matrix as int8, so
  * that the matrices the file's author kept at 6 or 8 bits are not squeezed into 4.
  */
 export type WeightFormat = "file" | QuantFormat | "int4+int8";
-export const WEIGHT_FORMATS: readonly WeightFormat[] = ["file", "int8", "int4"];
 
 /**
  * What a load asks for: a format, or "auto" (the default of the CLI, the host and the app), which
