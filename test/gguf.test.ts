@@ -352,6 +352,33 @@ test("quantizeBlocks (native) makes Q4_K blocks ggml reads back closer to the va
   assert.ok(errK < 0.8 * err0, `Q4_K squared error ${errK} against Q4_0's ${err0}`);
 });
 
+test("quantizeBlocks (native) makes Q6_K blocks ggml reads back within a step of their 16 values' scale", () => {
+  let seed = 9;
+  const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32) * 2 - 1;
+  const x = Float32Array.from(
+    { length: 256 * 32 },
+    (_, i) => rand() * (1 + ((i >> 4) % 5)) * 10 ** (((i >> 8) % 4) - 3),
+  );
+  x.fill(0, 512, 528); // 16 zeros: scale 0, codes 0
+  const out = new Uint8Array((x.length / 256) * 210);
+  native().quantizeBlocks(GgmlTypeId.Q6_K, x, out);
+  const back = dequantize(GgmlTypeId.Q6_K, out, x.length);
+  for (let b = 0; b < x.length / 256; b++) {
+    const blk = out.subarray(210 * b, 210 * (b + 1));
+    const d = f16ToF32(blk[208] | (blk[209] << 8));
+    for (let j = 0; j < 16; j++) {
+      const e = Math.abs(d * ((blk[192 + j] << 24) >> 24)); // the 16 values' scale as it decodes
+      for (let l = 0; l < 16; l++) {
+        const i = 256 * b + 16 * j + l;
+        // Half a step (a step where a code of the other sign clips at 31, as Q4_0's at 15), plus what
+        // rounding the scale to d's int8 multiple moves a code of up to 32.
+        assert.ok(Math.abs(back[i] - x[i]) <= e + 16 * d + 1e-30, `value ${i}: ${back[i]} vs ${x[i]}`);
+      }
+    }
+  }
+  assert.deepEqual(back.subarray(512, 528), new Float32Array(16));
+});
+
 test("qkvBlocks regroups GPT-NeoX's head-by-head q/k/v rows as all q, all k, all v (weights and biases)", () => {
   // Row r of the source holds the value r, so each output row names the input row it came from.
   const [heads, headDim] = [3, 2];
@@ -1318,6 +1345,34 @@ test(
     // llama.cpp quantizes x per 256 for Q4_K (Q8_K), we per 32, and our sub-block scales and mins are
     // f16: within 0.016 here (int8 copies of the import's bf16: 0.018; the bf16 with x in f32: 0.013).
     await compareWithLlamaCpp("Q4_K", q4, file, 0.02);
+  },
+);
+
+test(
+  "Q4_K_M export: Q6_K where llama-quantize puts it, loaded as int4+int8 (Q4_K blocks as int4, the rest int8), within 0.02 of llama.cpp",
+  { skip: noLlama },
+  async (t) => {
+    const dir = await tinyModel(t, "llama", "f32", {
+      shape: { hidden: 256, intermediate: 512, layers: 8, heads: 4, kvHeads: 2, vocab: 512, maxPositions: 256 },
+    });
+    const model = loadModel(dir);
+    t.after(() => model.close());
+    const file = join(tempDir(t), "m-q4_k_m.gguf");
+    assert.equal((await exportGguf(model, file, { dtype: "q4_k_m" })).dtype, "q4_k_m");
+    const g = await readGguf(file);
+    const q6 = g.tensors.filter((x) => ggmlTypeName(x.type) === "Q6_K").map((x) => x.name);
+    // The output matrix, and attn_v / ffn_down of the first and last eighth and every third between.
+    const layers = [0, 3, 6, 7].flatMap((i) => [`blk.${i}.attn_v.weight`, `blk.${i}.ffn_down.weight`]);
+    assert.deepEqual(q6.sort(), ["output.weight", ...layers].sort());
+    const imported = await importGguf(file, join(tempDir(t), "imported"));
+    const m = loadModel(imported.dir, { weights: "auto" });
+    t.after(() => m.close());
+    assert.equal(m.weightFormat, "int4+int8");
+    assert.deepEqual(
+      [m.weights.layers[0].down!.w.dtype, m.weights.layers[1].down!.w.dtype, m.weights.head.w.dtype],
+      ["Q8", "Q4M", "Q8"],
+    );
+    await compareWithLlamaCpp("Q4_K_M", m, file, 0.02);
   },
 );
 

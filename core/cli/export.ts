@@ -1,4 +1,4 @@
-// `hire export --model DIR [--gguf OUT.gguf] [--onnx OUT.onnx [--onnx-hire]] [--dtype f32|f16|bf16|q8_0|q4_0|q4_k]`: write a model in another
+// `hire export --model DIR [--gguf OUT.gguf] [--onnx OUT.onnx [--onnx-hire]] [--dtype f32|f16|bf16|q8_0|q4_0|q4_k|q4_k_m]`: write a model in another
 // engine's format. Each format is one entry in TARGETS, keyed by the flag that names its output
 // file; several can be given at once (each gets the same model and --dtype). To add one (ONNX:
 // `--onnx OUT.onnx`): add its flag to EXPORT_FLAGS and an entry to TARGETS.
@@ -10,8 +10,8 @@ import { exportGguf, type GgufDType } from "../gguf/export.js";
 import { exportOnnx } from "../onnx/export.js";
 import { MODEL_FLAGS, openModel, parse } from "./flags.js";
 
-export type ExportDType = "f32" | "f16" | "bf16" | "q8_0" | "q4_0" | "q4_k";
-const DTYPES: readonly ExportDType[] = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k"];
+export type ExportDType = "f32" | "f16" | "bf16" | "q8_0" | "q4_0" | "q4_k" | "q4_k_m";
+const DTYPES: readonly ExportDType[] = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q4_k_m"];
 
 export const EXPORT_FLAGS = {
   ...MODEL_FLAGS,
@@ -65,7 +65,7 @@ export const TARGETS: Record<
 
 export const EXPORT_HELP = `--model DIR ${Object.entries(TARGETS)
   .map(([flag, t]) => `[--${flag} OUT.${flag} (${t.what})]`)
-  .join(" ")} [--onnx-hire] [--dtype f32|f16|bf16|q8_0|q4_0|q4_k]`;
+  .join(" ")} [--onnx-hire] [--dtype f32|f16|bf16|q8_0|q4_0|q4_k|q4_k_m]`;
 
 export async function runExport(argv: string[]): Promise<void> {
   const v = parse(argv, EXPORT_FLAGS);

@@ -65,12 +65,13 @@ import { native } from "../native/addon.js";
 
 /**
  * The matrices' type: a float type, q8_0 / q4_0 (llama.cpp's 8- and 4-bit blocks of 32 with an f16
- * scale, as ggml's reference quantizers make them), or q4_k (4-bit blocks of 256 with a 6-bit scale
+ * scale, as ggml's reference quantizers make them), q4_k (4-bit blocks of 256 with a 6-bit scale
  * and min per 32, by our own least-squares fit; llama-quantize's weighted search is a little more
- * accurate). Matrices whose rows are not whole blocks, and the routers and position table
+ * accurate), or q4_k_m (those, and Q6_K for the matrices llama-quantize's Q4_K_M keeps at 6 bits:
+ * matrixTypes). Matrices whose rows are not whole blocks, and the routers and position table
  * convert_hf_to_gguf.py keeps in float, stay f32.
  */
-export type GgufDType = "f32" | "f16" | "bf16" | "q8_0" | "q4_0" | "q4_k";
+export type GgufDType = "f32" | "f16" | "bf16" | "q8_0" | "q4_0" | "q4_k" | "q4_k_m";
 
 export interface GgufExportOptions {
   /** Dtype of the matrices (default: the model's weight dtype). */
@@ -120,9 +121,27 @@ const GGML_TYPES: Record<GgufDType, GgmlType> = {
   q8_0: GgmlType.Q8_0,
   q4_0: GgmlType.Q4_0,
   q4_k: GgmlType.Q4_K,
+  q4_k_m: GgmlType.Q4_K, // and Q6_K where matrixTypes says
 };
-/** general.file_type (llama_ftype): ALL_F32, MOSTLY_F16, MOSTLY_BF16, MOSTLY_Q8_0, MOSTLY_Q4_0, MOSTLY_Q4_K_S. */
-const FILE_TYPES: Record<GgufDType, number> = { f32: 0, f16: 1, bf16: 32, q8_0: 7, q4_0: 2, q4_k: 14 };
+/** general.file_type (llama_ftype): ALL_F32, MOSTLY_F16, MOSTLY_BF16, MOSTLY_Q8_0, MOSTLY_Q4_0, MOSTLY_Q4_K_S, _M. */
+const FILE_TYPES: Record<GgufDType, number> = { f32: 0, f16: 1, bf16: 32, q8_0: 7, q4_0: 2, q4_k: 14, q4_k_m: 15 };
+
+/**
+ * Each matrix's ggml type (by GGUF name) for `dtype`. q4_k_m mixes as llama-quantize's Q4_K_M does:
+ * Q6_K for the output matrix (the embedding when tied) and for attn_v and ffn_down in the layers its
+ * use_more_bits picks (the first and last eighth, and every third between), Q4_K for the rest.
+ */
+function matrixTypes(dtype: GgufDType, layers: number, tied: boolean): (name: string) => GgmlType {
+  const base = GGML_TYPES[dtype];
+  if (dtype !== "q4_k_m") return () => base;
+  const eighth = Math.floor(layers / 8);
+  const moreBits = (i: number) => i < eighth || i >= (7 * layers) / 8 || (i - eighth) % 3 === 2;
+  return (name) => {
+    if (name === "output.weight" || (tied && name === "token_embd.weight")) return GgmlType.Q6_K;
+    const m = /^blk\.(\d+)\.(attn_v|ffn_down)(_exps)?\.weight$/.exec(name);
+    return m && moreBits(Number(m[1])) ? GgmlType.Q6_K : base;
+  };
+}
 const SOURCE_DTYPES: Record<DType, GgufDType> = { F32: "f32", F16: "f16", BF16: "bf16" };
 
 /** The GGUF dtype of a model's weights as its files store them; a model loaded with int8 or int4 weights has none. */
@@ -262,7 +281,11 @@ export async function exportGguf(
   const arch = ggufArchitecture(c, configFile);
   const dtype = opts.dtype ?? sourceDtype(model, "GGUF export");
   if (!(dtype in GGML_TYPES))
-    throw new ModelError("UNSUPPORTED_DTYPE", outFile, `GGUF dtype ${dtype} (f32, f16, bf16, q8_0, q4_0, q4_k)`);
+    throw new ModelError(
+      "UNSUPPORTED_DTYPE",
+      outFile,
+      `GGUF dtype ${dtype} (f32, f16, bf16, q8_0, q4_0, q4_k, q4_k_m)`,
+    );
   const metadata: [string, GgufValue][] = [
     ["general.architecture", kv.str(arch)],
     ["general.name", kv.str(basename(model.dir))],
@@ -270,7 +293,8 @@ export async function exportGguf(
     ...architectureMetadata(arch, c, configFile),
     ...moeMetadata(arch, c, configFile),
   ];
-  const planned = planTensors(arch, model, GGML_TYPES[dtype]);
+  const tied = model.weights.head.w.name === model.weights.embed.name;
+  const planned = planTensors(arch, model, matrixTypes(dtype, c.layers, tied));
   if (arch !== "gpt2") {
     const rope = ropeScaling(c, configFile);
     if (rope.kind === "linear") {
@@ -551,13 +575,18 @@ function ropeScaling(c: ModelConfig, file: string): RopeScaling {
   return { theta, kind: "factors", factors };
 }
 
-function planTensors(arch: GgufExportResult["architecture"], model: LoadedModel, type: GgmlType): PlannedTensor[] {
+function planTensors(
+  arch: GgufExportResult["architecture"],
+  model: LoadedModel,
+  typeOf: (name: string) => GgmlType,
+): PlannedTensor[] {
   const c = model.config;
   const w = model.weights;
   const out: PlannedTensor[] = [];
   const copy: Transform = { kind: "copy" };
-  /** A stored tensor; matrices in `type`, 1-D tensors in F32. Dims are ggml order (reversed). */
+  /** A stored tensor; matrices in typeOf's type, 1-D tensors in F32. Dims are ggml order (reversed). */
   const add = (name: string, src: Weight, transform: Transform = copy) => {
+    const type = typeOf(name);
     const shape = transform.kind === "transpose" ? [src.shape[1], src.shape[0]] : [...src.shape];
     // Blocks need whole rows of blocks; routers and positions stay float, as the converter keeps them.
     const float =
@@ -631,7 +660,11 @@ function planTensors(arch: GgufExportResult["architecture"], model: LoadedModel,
       ] as const) {
         const mats = experts.map(pick);
         out.push({
-          info: { name: `${p}.${name}.weight`, type, dims: [mats[0].cols, mats[0].rows, mats.length] },
+          info: {
+            name: `${p}.${name}.weight`,
+            type: typeOf(`${p}.${name}.weight`),
+            dims: [mats[0].cols, mats[0].rows, mats.length],
+          },
           source: mats,
           transform: copy,
         });

@@ -39,6 +39,7 @@ export enum GgmlType {
   Q4_0 = 2,
   Q8_0 = 8,
   Q4_K = 12,
+  Q6_K = 14,
   BF16 = 30,
 }
 
@@ -49,6 +50,7 @@ export const GGML_TYPE_BLOCKS: Record<GgmlType, { values: number; bytes: number 
   [GgmlType.Q4_0]: { values: 32, bytes: 18 },
   [GgmlType.Q8_0]: { values: 32, bytes: 34 },
   [GgmlType.Q4_K]: { values: 256, bytes: 144 },
+  [GgmlType.Q6_K]: { values: 256, bytes: 210 },
   [GgmlType.BF16]: { values: 1, bytes: 2 },
 };
 

@@ -232,7 +232,7 @@ bool gguf_block_shape(int type, int& values, int& bytes) {
   }
 }
 
-bool gguf_quantizes(int type) { return type == kQ8_0 || type == kQ4_0 || type == kQ4_K; }
+bool gguf_quantizes(int type) { return type == kQ8_0 || type == kQ4_0 || type == kQ4_K || type == kQ6_K; }
 
 namespace {
 
@@ -340,6 +340,47 @@ void quantize_q4_k_block(const float* v, uint8_t* y) {
   }
 }
 
+// Q6_K (256 values, 210 bytes): per 16 values a signed scale s = (the value of largest magnitude) /
+// −32, stored as an int8 multiple of the block's d = max |s| / 127 (f16); codes −32..31 against the
+// scales as they decode (d × int8), low 4 bits in ql, high 2 in qh, as q6_k reads them.
+void quantize_q6_k_block(const float* v, uint8_t* y) {
+  float sub[16], max_s = 0.0f;
+  for (int j = 0; j < 16; ++j) {
+    float amax = 0.0f, vmax = 0.0f;
+    for (int l = 0; l < 16; ++l) {
+      const float a = std::fabs(v[16 * j + l]);
+      if (a > amax) {
+        amax = a;
+        vmax = v[16 * j + l];
+      }
+    }
+    sub[j] = vmax / -32.0f;
+    max_s = std::max(max_s, std::fabs(sub[j]));
+  }
+  const uint16_t dh = float_to_half(max_s / 127.0f);
+  std::memcpy(y + 208, &dh, 2);
+  const float d = half_to_float(dh);
+  int8_t* sc = reinterpret_cast<int8_t*>(y + 192);
+  int q[256];
+  for (int j = 0; j < 16; ++j) {
+    sc[j] = static_cast<int8_t>(d > 0.0f ? std::clamp(static_cast<int>(std::nearbyint(sub[j] / d)), -127, 127) : 0);
+    const float e = d * static_cast<float>(sc[j]);
+    for (int l = 0; l < 16; ++l)
+      q[16 * j + l] = e != 0.0f ? static_cast<int>(std::clamp(std::nearbyint(v[16 * j + l] / e), -32.0f, 31.0f)) : 0;
+  }
+  for (int h = 0; h < 2; ++h) {
+    uint8_t* ql = y + 64 * h;
+    uint8_t* qh = y + 128 + 32 * h;
+    for (int l = 0; l < 32; ++l) {
+      const int q1 = q[128 * h + l] + 32, q2 = q[128 * h + l + 32] + 32;
+      const int q3 = q[128 * h + l + 64] + 32, q4 = q[128 * h + l + 96] + 32;
+      ql[l] = static_cast<uint8_t>((q1 & 15) | ((q3 & 15) << 4));
+      ql[l + 32] = static_cast<uint8_t>((q2 & 15) | ((q4 & 15) << 4));
+      qh[l] = static_cast<uint8_t>((q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6));
+    }
+  }
+}
+
 }  // namespace
 
 void gguf_quantize(int type, const float* x, int64_t n, uint8_t* out) {
@@ -351,7 +392,8 @@ void gguf_quantize(int type, const float* x, int64_t n, uint8_t* out) {
     for (int64_t b = t * per_task; b < blocks && b < (t + 1) * per_task; ++b) {
       if (type == kQ8_0) quantize_q8_0_block(x + values * b, out + bytes * b);
       else if (type == kQ4_0) quantize_q4_0_block(x + values * b, out + bytes * b);
-      else quantize_q4_k_block(x + values * b, out + bytes * b);
+      else if (type == kQ4_K) quantize_q4_k_block(x + values * b, out + bytes * b);
+      else quantize_q6_k_block(x + values * b, out + bytes * b);
     }
   });
 }

@@ -14,7 +14,7 @@ bool gguf_block_shape(int type, int& values, int& bytes);
 // (DType: kF32, kF16 or kBF16), on the thread pool.
 void gguf_dequantize(int type, const uint8_t* src, int64_t n, int out_dtype, void* dst);
 
-// Whether gguf_quantize writes ggml `type` (Q8_0, Q4_0, Q4_K).
+// Whether gguf_quantize writes ggml `type` (Q8_0, Q4_0, Q4_K, Q6_K).
 bool gguf_quantizes(int type);
 // n floats (whole blocks: 32 values, Q4_K 256) as blocks of ggml `type` at out (GGUF export). Q8_0
 // and Q4_0 as ggml's quantize_row_*_ref make them, the codes always from the unrounded d, which is
@@ -22,7 +22,8 @@ bool gguf_quantizes(int type);
 //   Q8_0: d = max|x| / 127, codes roundf(x / d);
 //   Q4_0: d = (the value of largest magnitude) / -8, nibbles min(15, trunc(x / d + 8.5)).
 // Q4_K by our own fit (gguf_dequant.cc: least squares per sub-block, no weighted search as
-// llama-quantize does), the codes against the stored 6-bit scales and mins. Parallel.
+// llama-quantize does), the codes against the stored 6-bit scales and mins; Q6_K with each 16
+// values' scale from their largest magnitude, stored as int8 multiples of d. Parallel.
 void gguf_quantize(int type, const float* x, int64_t n, uint8_t* out);
 
 // The quantized weight dtype (dtype.h) that holds ggml `type`'s blocks with `bits`-bit codes in groups
