@@ -308,7 +308,7 @@ test("quantizeBlocks (native) makes the Q8_0 and Q4_0 blocks ggml's reference qu
     /not whole blocks/,
   );
   assert.throws(() => native().quantizeBlocks(GgmlTypeId.Q8_0, x, new Uint8Array(34)), /x needs/);
-  assert.throws(() => native().quantizeBlocks(GgmlTypeId.Q6_K, x, new Uint8Array(0)), /Q8_0, Q4_0, Q4_K/);
+  assert.throws(() => native().quantizeBlocks(GgmlTypeId.Q5_K, x, new Uint8Array(0)), /Q8_0, Q4_0, Q4_K, Q6_K/);
   assert.throws(
     () => native().quantizeBlocks(GgmlTypeId.Q4_K, x.subarray(0, 288), new Uint8Array(144)),
     /blocks of 256/,
