@@ -1321,24 +1321,31 @@ test(
   },
 );
 
+/**
+ * A random Llama 256 wide (rows of whole 256-value blocks) of `layers` layers exported as `dtype`, the
+ * file read back, and its import loaded with weights "auto".
+ */
+async function kQuantExport(t: Parameters<typeof tempDir>[0], dtype: "q4_k" | "q4_k_m", layers: number) {
+  const dir = await tinyModel(t, "llama", "f32", {
+    shape: { hidden: 256, intermediate: 512, layers, heads: 4, kvHeads: 2, vocab: 512, maxPositions: 256 },
+  });
+  const model = loadModel(dir);
+  t.after(() => model.close());
+  const file = join(tempDir(t), `m-${dtype}.gguf`);
+  assert.equal((await exportGguf(model, file, { dtype })).dtype, dtype);
+  const imported = await importGguf(file, join(tempDir(t), "imported"));
+  const loaded = loadModel(imported.dir, { weights: "auto" });
+  t.after(() => loaded.close());
+  return { file, g: await readGguf(file), loaded };
+}
+
 test(
   "Q4_K export: llama.cpp decodes the file as our engine decodes its import with int4 weights, all of them the file's blocks",
   { skip: noLlama },
   async (t) => {
-    // Rows of whole 256-value blocks: a llama 256 wide.
-    const dir = await tinyModel(t, "llama", "f32", {
-      shape: { hidden: 256, intermediate: 512, layers: 2, heads: 4, kvHeads: 2, vocab: 512, maxPositions: 256 },
-    });
-    const model = loadModel(dir);
-    t.after(() => model.close());
-    const file = join(tempDir(t), "m-q4_k.gguf");
-    assert.equal((await exportGguf(model, file, { dtype: "q4_k" })).dtype, "q4_k");
-    const g = await readGguf(file);
+    const { file, g, loaded: q4 } = await kQuantExport(t, "q4_k", 2);
     const types = new Set(g.tensors.filter((x) => x.dims.length === 2).map((x) => ggmlTypeName(x.type)));
     assert.deepEqual([...types], ["Q4_K"]);
-    const imported = await importGguf(file, join(tempDir(t), "imported"));
-    const q4 = loadModel(imported.dir, { weights: "auto" });
-    t.after(() => q4.close());
     assert.equal(q4.weightFormat, "int4");
     assert.equal(q4.blockCount!.taken.Q4_K, q4.blockCount!.of, "every matrix from the file's blocks");
     assert.equal(q4.weights.layers[1].down!.w.dtype, "Q4M");
@@ -1352,21 +1359,11 @@ test(
   "Q4_K_M export: Q6_K where llama-quantize puts it, loaded as int4+int8 (Q4_K blocks as int4, the rest int8), within 0.02 of llama.cpp",
   { skip: noLlama },
   async (t) => {
-    const dir = await tinyModel(t, "llama", "f32", {
-      shape: { hidden: 256, intermediate: 512, layers: 8, heads: 4, kvHeads: 2, vocab: 512, maxPositions: 256 },
-    });
-    const model = loadModel(dir);
-    t.after(() => model.close());
-    const file = join(tempDir(t), "m-q4_k_m.gguf");
-    assert.equal((await exportGguf(model, file, { dtype: "q4_k_m" })).dtype, "q4_k_m");
-    const g = await readGguf(file);
+    const { file, g, loaded: m } = await kQuantExport(t, "q4_k_m", 8);
     const q6 = g.tensors.filter((x) => ggmlTypeName(x.type) === "Q6_K").map((x) => x.name);
     // The output matrix, and attn_v / ffn_down of the first and last eighth and every third between.
     const layers = [0, 3, 6, 7].flatMap((i) => [`blk.${i}.attn_v.weight`, `blk.${i}.ffn_down.weight`]);
     assert.deepEqual(q6.sort(), ["output.weight", ...layers].sort());
-    const imported = await importGguf(file, join(tempDir(t), "imported"));
-    const m = loadModel(imported.dir, { weights: "auto" });
-    t.after(() => m.close());
     assert.equal(m.weightFormat, "int4+int8");
     assert.deepEqual(
       [m.weights.layers[0].down!.w.dtype, m.weights.layers[1].down!.w.dtype, m.weights.head.w.dtype],
