@@ -14,8 +14,9 @@ import { dirname, join } from "node:path";
 import { native, type NativeWeight } from "../native/addon.js";
 import type { Weight, WeightStore } from "../loader/safetensors.js";
 import { ModelError } from "../loader/errors.js";
+import { blockFit } from "../loader/weight-format.js";
 import { IMPORT_RECORD, unpermutedRowOrder, type BlockTensor, type ImportRecord } from "./import.js";
-import { GgmlTypeId, ggmlTypeName } from "./quants.js";
+import { ggmlTypeName } from "./quants.js";
 
 /**
  * Of the `of` matrices a load quantized, those taken from blocks, by ggml type ({Q8_0: 113}), and
@@ -34,15 +35,6 @@ export interface BlockCopies {
   bitsOf(w: Weight): 4 | 8 | undefined;
   readonly count: BlockCount;
 }
-
-/** The bits of the int8 / int4 weights each recorded block type fits (native gguf_quant_dtype). */
-const FITS: Partial<Record<GgmlTypeId, readonly (4 | 8)[]>> = {
-  [GgmlTypeId.Q8_0]: [8],
-  [GgmlTypeId.Q5_0]: [8],
-  [GgmlTypeId.Q4_0]: [4, 8],
-  [GgmlTypeId.Q4_1]: [4],
-  [GgmlTypeId.Q4_K]: [4],
-};
 
 /**
  * Where a model's quantized weights came from: "from BF16" (the file's dtype), or with matrices taken
@@ -104,7 +96,7 @@ export function blockCopies(source: BlockSource | undefined, store: WeightStore)
   const copy = (w: Weight, bits: 4 | 8): NativeWeight | undefined => {
     count.of++;
     const b = blocksOf(w);
-    if (!b || !FITS[b.type]?.includes(bits)) return undefined;
+    if (!b || !blockFit(ggmlTypeName(b.type))?.bits.includes(bits)) return undefined;
     const order = b.unpermute ? unpermutedRowOrder(b.unpermute.heads, b.unpermute.headDim) : null;
     let q: NativeWeight;
     try {
@@ -124,7 +116,7 @@ export function blockCopies(source: BlockSource | undefined, store: WeightStore)
   };
   const bitsOf = (w: Weight) => {
     const b = blocksOf(w);
-    return b && FITS[b.type]?.[0];
+    return b && blockFit(ggmlTypeName(b.type))?.bits[0];
   };
   return Object.assign(copy, { count, bitsOf });
 }

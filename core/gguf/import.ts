@@ -34,7 +34,7 @@ import { gguf } from "@huggingface/gguf";
 import { ModelError } from "../loader/errors.js";
 import { readBytes, readFully, writeAll } from "../loader/file-io.js";
 import { isObject } from "../loader/json.js";
-import { INT4_BLOCK_TYPES, type WeightFormat } from "../loader/weight-format.js";
+import { blockFit, isInt4Block, type WeightFormat } from "../loader/weight-format.js";
 import { buildHeader, convertF32, type StDType, type TensorEntry } from "../modelgen/safetensors-writer.js";
 import {
   GGML_BLOCKS,
@@ -1054,17 +1054,11 @@ interface Heads {
   dim: number;
 }
 
-/** The ggml types whose blocks quantized weights can hold as they are (core/native gguf_quant_dtype). */
-export const BLOCK_TYPES: ReadonlySet<GgmlTypeId> = new Set([
-  GgmlTypeId.Q8_0,
-  GgmlTypeId.Q4_0,
-  GgmlTypeId.Q5_0,
-  GgmlTypeId.Q4_1,
-  GgmlTypeId.Q4_K,
-]);
+/** Whether quantized weights take blocks of ggml type `type` as they are (weight-format.ts blockFit). */
+const isBlockType = (type: number): boolean => blockFit(ggmlTypeName(type)) !== undefined;
 
 /**
- * A matrix of the folder whose GGUF source stores it as blocks of an BLOCK_TYPES type, whole
+ * A matrix of the folder whose GGUF source stores it as blocks of a type isBlockType takes, whole
  * and untransformed but for q/k's row order: where its blocks lie, and (`unpermute`) the heads whose
  * interleaved rotary rows the import put back in rotate-half order.
  */
@@ -1080,7 +1074,7 @@ const isCount = (x: unknown): x is number => Number.isSafeInteger(x) && (x as nu
 
 export function isBlockTensor(b: unknown): b is BlockTensor {
   if (!isObject(b) || !isCount(b.rows) || !isCount(b.cols) || !Number.isSafeInteger(b.offset)) return false;
-  if (!BLOCK_TYPES.has(b.type as GgmlTypeId)) return false;
+  if (typeof b.type !== "number" || !isBlockType(b.type)) return false;
   if (b.unpermute === undefined) return true;
   const u = b.unpermute;
   return isObject(u) && isCount(u.heads) && isCount(u.headDim) && u.headDim % 2 === 0 && u.heads * u.headDim === b.rows;
@@ -1104,7 +1098,7 @@ function blockTensors(plan: readonly PlannedTensor[], heads: Heads): Record<stri
 /** The GGUF tensor whose blocks a planned matrix is, whole (up to q/k's row order), when quantized weights can take them. */
 function blockPart({ parts, entry, transform }: PlannedTensor): PlannedTensor["parts"][number] | undefined {
   const t = parts[0];
-  if (parts.length !== 1 || entry.shape.length !== 2 || !BLOCK_TYPES.has(t.type)) return undefined;
+  if (parts.length !== 1 || entry.shape.length !== 2 || !isBlockType(t.type)) return undefined;
   return transform === "copy" || transform === "unpermute" ? t : undefined;
 }
 
@@ -1122,7 +1116,7 @@ function autoWeightsOf(tensors: readonly PlannedTensor[]): WeightFormat {
   if (matrices.every((p) => p.parts.every((t) => isFloat(t.type)))) return "file";
   const fourBit = matrices.filter((p) => {
     const t = blockPart(p);
-    return t !== undefined && INT4_BLOCK_TYPES.has(ggmlTypeName(t.type));
+    return t !== undefined && isInt4Block(ggmlTypeName(t.type));
   }).length;
   return fourBit === matrices.length ? "int4" : fourBit > 0 ? "int4+int8" : "int8";
 }

@@ -21,7 +21,8 @@ import { findModelFolder, hubCacheDir, listCachedModels, modelName } from "../lo
 import { loadModel, readModelConfig, resolveWeights, type LoadedModel } from "../loader/model-folder.js";
 import { quantizedFrom } from "../gguf/block-weights.js";
 import {
-  INT4_BLOCK_TYPES,
+  blockFit,
+  isInt4Block,
   QUANT_GROUP,
   quantBytes,
   type WeightChoice,
@@ -641,9 +642,9 @@ function quantTensorBytes(t: TensorInfo, format: Exclude<WeightFormat, "file">, 
   const cols = t.shape[t.shape.length - 1];
   const rows = t.shape.slice(0, -1).reduce((a, d) => a * d, 1);
   if (rows < 2 || cols < QUANT_GROUP) return t.byteLength;
-  const fourBit = blockType !== undefined && INT4_BLOCK_TYPES.has(blockType);
+  const fourBit = blockType !== undefined && isInt4Block(blockType);
   const int4 = format === "int4" || (format === "int4+int8" && fourBit);
-  const mins = int4 && (blockType === "Q4_1" || blockType === "Q4_K");
+  const mins = int4 && blockType !== undefined && blockFit(blockType)?.mins === true;
   return quantBytes(int4 ? "int4" : "int8", rows, cols, QUANT_GROUP, mins);
 }
 

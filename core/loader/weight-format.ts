@@ -32,20 +32,39 @@ export type WeightChoice = "auto" | "file" | QuantFormat;
 export const WEIGHT_CHOICES: readonly WeightChoice[] = ["auto", "file", "int8", "int4"];
 export const isWeightChoice = (x: unknown): x is WeightChoice => (WEIGHT_CHOICES as readonly unknown[]).includes(x);
 
-/** The ggml types int4 weights hold as they are (core/native gguf_quant_dtype): Q4_0 as int4, Q4_1 and Q4_K with mins. */
-export const INT4_BLOCK_TYPES: ReadonlySet<string> = new Set(["Q4_0", "Q4_1", "Q4_K"]);
+/** How int8 / int4 weights hold a ggml block type: the bits of the copies it fits, fewest first, and whether int4 keeps a minimum per group. */
+export interface BlockFit {
+  readonly bits: readonly (4 | 8)[];
+  readonly mins?: true;
+}
+const BLOCK_FITS: Readonly<Record<string, BlockFit>> = {
+  Q8_0: { bits: [8] },
+  Q5_0: { bits: [8] },
+  Q4_0: { bits: [4, 8] },
+  Q4_1: { bits: [4], mins: true },
+  Q4_K: { bits: [4], mins: true },
+};
+/**
+ * The one list of the ggml block types quantized weights take as they are (core/native
+ * gguf_quant_dtype), by name: Q8_0, Q4_0 and Q5_0 as int8 and Q4_0 as int4 exactly, Q4_1 and Q4_K as
+ * int4 with mins (Q4M); undefined for any other type.
+ */
+export const blockFit = (type: string): BlockFit | undefined =>
+  Object.hasOwn(BLOCK_FITS, type) ? BLOCK_FITS[type] : undefined;
+/** Whether int4 weights hold blocks of ggml `type` as they are (Q4_0, Q4_1, Q4_K). */
+export const isInt4Block = (type: string): boolean => blockFit(type)?.bits[0] === 4;
 
 /**
  * The format "auto" picks from the types a model's source stored alone (the import record's
  * sourceTypes: ggml types of a GGUF file, e.g. {Q4_K: 97, Q6_K: 17, F32: 65}; undefined for a model
  * that is no import), for records that do not say it (imports from before GGUF IMPORT_VERSION 5):
- * "file" when none is quantized, int4+int8 when some are INT4_BLOCK_TYPES, else int8. An import
+ * "file" when none is quantized, int4+int8 when some are 4-bit blocks (isInt4Block), else int8. An import
  * records what its matrices allow (core/gguf/import.ts autoWeightsOf, core/loader/quantized-import.ts).
  */
 export function autoWeightFormat(sourceTypes: Readonly<Record<string, number>> | undefined): WeightFormat {
   const quantized = Object.keys(sourceTypes ?? {}).filter((t) => !/^B?F\d+$/.test(t));
   if (quantized.length === 0) return "file";
-  return quantized.some((t) => INT4_BLOCK_TYPES.has(t)) ? "int4+int8" : "int8";
+  return quantized.some(isInt4Block) ? "int4+int8" : "int8";
 }
 
 /** Bits per code of the quantized formats. */
