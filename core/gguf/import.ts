@@ -34,7 +34,7 @@ import { gguf } from "@huggingface/gguf";
 import { ModelError } from "../loader/errors.js";
 import { readBytes, readFully, writeAll } from "../loader/file-io.js";
 import { isObject } from "../loader/json.js";
-import { blockFit, isInt4Block, type WeightFormat } from "../loader/weight-format.js";
+import { blockFit, isInt4Block, isWeightFormat, type WeightFormat } from "../loader/weight-format.js";
 import { buildHeader, convertF32, type StDType, type TensorEntry } from "../modelgen/safetensors-writer.js";
 import {
   GGML_BLOCKS,
@@ -1037,7 +1037,7 @@ export function importRecord(dir: string): ImportRecord | undefined {
     return {
       file: r.source,
       sourceTypes: sourceTypes as Record<string, number>,
-      ...(AUTO_WEIGHTS.includes(r.autoWeights as WeightFormat) && { autoWeights: r.autoWeights as WeightFormat }),
+      ...(isWeightFormat(r.autoWeights) && { autoWeights: r.autoWeights }),
       ...(typeof r.size === "number" && { size: r.size }),
       ...(typeof r.mtimeMs === "number" && { mtimeMs: r.mtimeMs }),
       blocks: blocks as Record<string, BlockTensor>,
@@ -1101,8 +1101,6 @@ function blockPart({ parts, entry, transform }: PlannedTensor): PlannedTensor["p
   if (parts.length !== 1 || entry.shape.length !== 2 || !isBlockType(t.type)) return undefined;
   return transform === "copy" || transform === "unpermute" ? t : undefined;
 }
-
-const AUTO_WEIGHTS: readonly WeightFormat[] = ["file", "int8", "int4", "int4+int8"];
 
 /**
  * What weights "auto" keeps an import of the file as (weight-format.ts): its matrices as stored

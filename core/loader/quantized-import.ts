@@ -33,7 +33,7 @@ import { gptqScheme } from "./gptq.js";
 import { isObject, readJsonFile } from "./json.js";
 import { CHUNK_VALUES, isFloat, type DequantizedMatrix, type QuantScheme } from "./quant-scheme.js";
 import { readStoredHeader, weightFiles, type DType, type StoredDType, type TensorInfo } from "./safetensors.js";
-import type { WeightFormat } from "./weight-format.js";
+import { isWeightFormat, type WeightFormat } from "./weight-format.js";
 
 /** Bumped when an import's output changes, so that cached imports are redone (2: Q4_1 blocks of codes with zero points). */
 export const QUANTIZED_IMPORT_VERSION = 2;
@@ -145,8 +145,6 @@ export interface QuantizedImportRecord {
 /** The file of Q4_0 / Q4_1 blocks an import writes beside its tensors. */
 export const INT4_BLOCKS = "int4-blocks.bin";
 
-const AUTO_WEIGHTS: readonly WeightFormat[] = ["int4", "int4+int8", "int8"];
-
 /** A folder's QUANTIZED_IMPORT_RECORD, or undefined for a folder that is no such import. */
 export function quantizedImportRecord(dir: string): QuantizedImportRecord | undefined {
   const file = join(dir, QUANTIZED_IMPORT_RECORD);
@@ -165,7 +163,8 @@ export function quantizedImportRecord(dir: string): QuantizedImportRecord | unde
       source: r.source,
       quantMethod: r.quantMethod,
       sourceTypes: sourceTypes as Record<string, number>,
-      autoWeights: AUTO_WEIGHTS.find((f) => f === r.autoWeights) ?? "int8",
+      // Never "file": the import's matrices are the checkpoint's codes, kept quantized.
+      autoWeights: isWeightFormat(r.autoWeights) && r.autoWeights !== "file" ? r.autoWeights : "int8",
       ...(ok && { blocks: { size: b.size as number, mtimeMs: b.mtimeMs as number, tensors } }),
     };
   } catch {

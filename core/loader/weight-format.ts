@@ -17,6 +17,11 @@ export type QuantFormat = "int8" | "int4";
  * that the matrices the file's author kept at 6 or 8 bits are not squeezed into 4.
  */
 export type WeightFormat = "file" | QuantFormat | "int4+int8";
+// Every format, held to the type by the record (as the host's protocol holds its choices).
+const WEIGHT_FORMAT_SET: Record<WeightFormat, true> = { file: true, int8: true, int4: true, "int4+int8": true };
+/** Whether x names a weights format (an import record's autoWeights, as read back). */
+export const isWeightFormat = (x: unknown): x is WeightFormat =>
+  typeof x === "string" && Object.hasOwn(WEIGHT_FORMAT_SET, x);
 
 /**
  * What a load asks for: a format, or "auto" (the default of the CLI, the host and the app), which
