@@ -11,10 +11,15 @@ import type { Backend, KvDtype } from "../backend/backend.js";
 import { CudaBackend, cudaDevices } from "../backend/cuda.js";
 import { ChatTemplateError, ContextOverflowError, ModelError, UsageError } from "../loader/errors.js";
 import { defaultModelDir } from "../loader/default-model.js";
-import { importRecord, planImport, plannedBlockTypes, readGguf } from "../gguf/import.js";
+import { importRecord, planImport, plannedBlockTypes, readGguf, type ImportRecord } from "../gguf/import.js";
 import { ggmlTypeName } from "../gguf/quants.js";
 import { ggufFileFor, modelFolderFor } from "../loader/model-source.js";
-import { quantSchemeOf, planQuantizedImport, quantizedImportRecord } from "../loader/quantized-import.js";
+import {
+  quantSchemeOf,
+  planQuantizedImport,
+  quantizedImportRecord,
+  type QuantizedImportRecord,
+} from "../loader/quantized-import.js";
 import { tensorBytes, type TensorEntry } from "../modelgen/safetensors-writer.js";
 import { ARCHITECTURES } from "../arch/index.js";
 import { findModelFolder, hubCacheDir, listCachedModels, modelName } from "../loader/hf-cache.js";
@@ -294,7 +299,7 @@ export class EngineHost {
     const c = m.config;
     const s = this.session!;
     const sizes = estimate(m.dir, c, m.store.tensors.values(), s.contextLength, s.kvCache, m.weightFormat, {
-      blockTypes: recordBlockTypes(m.dir),
+      blockTypes: importOf(m.dir).blockTypes,
     });
     return {
       ...sizes,
@@ -573,21 +578,32 @@ export async function estimateModel(
     });
   }
   const tensors = weightFiles(dir).flatMap((f) => [...readSafetensorsHeader(f).tensors.values()]);
+  const imported = importOf(dir);
   return estimate(
     dir,
     readModelConfig(dir),
     tensors,
     contextLength,
     kvCache,
-    resolveWeights(weights, importRecord(dir) ?? quantizedImportRecord(dir)),
-    { blockTypes: recordBlockTypes(dir) },
+    resolveWeights(weights, imported.record),
+    { blockTypes: imported.blockTypes },
   );
 }
 
-/** The ggml type of each matrix an import's record says quantized weights take from blocks (by name). */
-function recordBlockTypes(dir: string): Record<string, string> {
-  const blocks = importRecord(dir)?.blocks ?? quantizedImportRecord(dir)?.blocks?.tensors ?? {};
-  return Object.fromEntries(Object.entries(blocks).map(([name, b]) => [name, ggmlTypeName(b.type)]));
+/**
+ * A folder's import record (a GGUF file's or a quantized checkpoint's, undefined for a folder that
+ * is no import), read once: what "auto" resolves from, and the ggml type of each matrix quantized
+ * weights take from its blocks (by name).
+ */
+function importOf(dir: string): {
+  record: ImportRecord | QuantizedImportRecord | undefined;
+  blockTypes: Record<string, string>;
+} {
+  const gguf = importRecord(dir);
+  const quantized = gguf ? undefined : quantizedImportRecord(dir);
+  const blocks = gguf?.blocks ?? quantized?.blocks?.tensors ?? {};
+  const blockTypes = Object.fromEntries(Object.entries(blocks).map(([name, b]) => [name, ggmlTypeName(b.type)]));
+  return { record: gguf ?? quantized, blockTypes };
 }
 
 /** A tensor an import will write, as the estimate counts it. */
