@@ -13,6 +13,7 @@ import { goldenDir, hire, REPO_ROOT } from "./helpers.js";
 import { defaultModelDir } from "../core/loader/default-model.js";
 import { loadModel, type LoadedModel } from "../core/loader/model-folder.js";
 import { Sparsifier } from "../core/sparse/sparsifier.js";
+import { buildPredictor } from "../core/sparse/predictor.js";
 import type { DeepPartial, SparsitySettings } from "../core/sparse/settings.js";
 import {
   autoWeightFormat,
@@ -322,6 +323,36 @@ for (const fmt of FORMATS)
         hn.quantRow(b, r, rb);
         assert.deepEqual(ra, rb, `row ${r}`);
       }
+    });
+
+    test("a low-rank predictor of a quantized weight scores as one of its dequantized values", () => {
+      // 600 rows of 2048: dequantized for Wᵀ products in two blocks (512 + 88 rows).
+      const rows = 600,
+        cols = 2048,
+        rank = 6;
+      const q = make(rows, cols);
+      const f = hn.weightFromArray(dequantized(q, rows, cols), NativeDType.F32, rows, cols, false);
+      const spec = { kind: "lowrank", rank } as const;
+      const asWeight = (handle: NativeWeight, dtype: "F32" | QuantKind["weightDtype"]) => ({
+        handle,
+        dtype,
+        rows,
+        cols,
+        transposed: false,
+        byteLength: hn.weightInfo(handle).bytes,
+      });
+      const b = new CpuBackend();
+      const pq = buildPredictor(b, asWeight(q, fmt.weightDtype), spec);
+      const pf = buildPredictor(b, asWeight(f, "F32"), spec);
+      assert.equal(pq.byteLength, pf.byteLength);
+      const x = randArray(cols);
+      const [sq, sf] = [new Float32Array(rows), new Float32Array(rows)];
+      pq.score(sq, x);
+      pf.score(sf, x);
+      // The same factors up to the sums' order: scores within 1e-4 of the largest.
+      const top = Math.max(...sf.map(Math.abs));
+      assert.ok(top > 0);
+      for (let r = 0; r < rows; r++) assert.ok(Math.abs(sq[r] - sf[r]) <= 1e-4 * top, `row ${r}: ${sq[r]} vs ${sf[r]}`);
     });
 
     test("hireHead and hireFfn over quantized rows: the rows' bits, and the dense result when every row is kept", () => {

@@ -7,6 +7,7 @@
 import type { Backend, Buf, QuantWeight, Weight } from "../backend/backend.js";
 import { CpuBackend } from "../backend/cpu.js";
 import { native, NativeDType } from "../native/addon.js";
+import { isQuantDType } from "../loader/weight-format.js";
 import { Rng } from "../engine/sampler.js";
 import type { PredictorSpec } from "./settings.js";
 import { cacheFile, readCached, storeAtomically, writeCached } from "./cache.js";
@@ -114,10 +115,7 @@ function lowRankPredictor(b: Backend, w: Weight, rank: number, qT: Float32Array,
  * Y = W·(Wᵀ·(W·Ω)), Q = orth(Y), B = Qᵀ·W. All products run through the backend's GEMM.
  */
 function lowRankFactors(b: Backend, w: Weight, rank: number, seed: number): [Float32Array, Float32Array] {
-  const n = native();
   const { rows, cols } = w;
-  const wt = n.transposeView(w.handle); // Wᵀ over the same memory: cols × rows
-  const wT: Weight = { ...w, handle: wt, rows: cols, cols: rows, transposed: !w.transposed };
   const rng = new Rng(seed);
   // Ωᵀ: rank × cols, Gaussian.
   const omega = new Float32Array(rank * cols);
@@ -131,14 +129,55 @@ function lowRankFactors(b: Backend, w: Weight, rank: number, seed: number): [Flo
   const yT = new Float32Array(rank * rows); // (W·Ω)ᵀ: rank × rows
   b.matmul(yT, omega, w, rank, null);
   orthonormalizeRows(yT, rank, rows);
-  const zT = new Float32Array(rank * cols); // (Wᵀ·Q)ᵀ
-  b.matmul(zT, yT, wT, rank, null);
+  const zT = timesTransposed(b, w, yT, rank); // (Wᵀ·Q)ᵀ
   orthonormalizeRows(zT, rank, cols);
   b.matmul(yT, zT, w, rank, null); // (W·Z)ᵀ
   orthonormalizeRows(yT, rank, rows); // Qᵀ
-  const bMat = new Float32Array(rank * cols); // B = Qᵀ·W: rank × cols
-  b.matmul(bMat, yT, wT, rank, null);
-  return [yT, bMat];
+  return [yT, timesTransposed(b, w, yT, rank)]; // B = Qᵀ·W: rank × cols
+}
+
+/** f32 values a quantized W is dequantized in at a time for timesTransposed (4 MiB). */
+const DEQUANT_BLOCK_FLOATS = 1 << 20;
+
+/**
+ * (Wᵀ·Y)ᵀ = Yᵀ·W (count × cols) for yT = Yᵀ (count × rows). A float W is read in place through its
+ * transposed view; an int8 / int4 weight has none (its groups run along rows), so its rows are
+ * dequantized to f32 a block at a time and each block's product added in.
+ */
+function timesTransposed(b: Backend, w: Weight, yT: Float32Array, count: number): Float32Array {
+  const n = native();
+  const { rows, cols } = w;
+  const out = new Float32Array(count * cols);
+  if (!isQuantDType(w.dtype)) {
+    const wT: Weight = { ...w, handle: n.transposeView(w.handle), rows: cols, cols: rows, transposed: !w.transposed };
+    b.matmul(out, yT, wT, count, null);
+    return out;
+  }
+  const block = Math.max(1, Math.min(rows, Math.floor(DEQUANT_BLOCK_FLOATS / cols)));
+  const values = new Float32Array(block * cols);
+  const ys = new Float32Array(count * block);
+  const part = new Float32Array(count * cols);
+  for (let r0 = 0; r0 < rows; r0 += block) {
+    const nb = Math.min(block, rows - r0);
+    n.embed(
+      values,
+      w.handle,
+      Int32Array.from({ length: nb }, (_, i) => r0 + i),
+    ); // rows r0.. as f32
+    // The block's rows as a transposed cols × nb weight (storage [nb][cols]), times Y's rows r0..
+    const blockT: Weight = {
+      handle: n.weightFromArray(values.subarray(0, nb * cols), NativeDType.F32, cols, nb, true),
+      dtype: "F32",
+      rows: cols,
+      cols: nb,
+      transposed: true,
+      byteLength: nb * cols * 4,
+    };
+    for (let i = 0; i < count; i++) ys.set(yT.subarray(i * rows + r0, i * rows + r0 + nb), i * nb);
+    b.matmul(part, ys.subarray(0, count * nb), blockT, count, null);
+    for (let i = 0; i < out.length; i++) out[i] += part[i];
+  }
+  return out;
 }
 
 /** Modified Gram–Schmidt on the `count` rows (each of length `len`) of m, twice for stability. */
