@@ -357,6 +357,7 @@ test("serve: malformed OpenAI requests get a 400 naming the field", async () => 
     [{ messages: [{ role: "function", content: "x" }] }, /role must be/],
     [{ messages: [{ role: "user", content: "x" }], presence_penalty: 2.5 }, /"presence_penalty" must be in -2..2/],
     [{ messages: [{ role: "user", content: "x" }], frequency_penalty: "no" }, /"frequency_penalty" must be a number/],
+    [{ messages: [{ role: "user", content: "x" }], n: 3 }, /"n" is not supported/],
   ];
   for (const [body, pattern] of cases) {
     const res = await fetch(server.url + "/v1/chat/completions", { method: "POST", body: JSON.stringify(body) });

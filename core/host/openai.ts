@@ -283,6 +283,8 @@ export function parseBody(x: unknown): ParsedBody & { input: ChatMessage[] } {
   const o = bodyObject(x);
   const messages = parseMessages(Array.isArray(o.messages) ? o.messages.map(openAiMessage) : o.messages, "body");
   if (messages.length === 0) bad(`"messages" must be a non-empty array`);
+  // One reply per request: several choices (OpenAI's n) would be as many replies decoded in turn.
+  if (o.n !== undefined && o.n !== null && o.n !== 1) bad(`"n" is not supported (one choice per request)`);
   // vLLM's and SGLang's way to switch a reasoning model's thinking off: chat_template_kwargs.
   let thinking: boolean | undefined;
   const kwargs = o.chat_template_kwargs;
