@@ -431,14 +431,16 @@ async function cmdEval(argv: string[]): Promise<void> {
     );
     return;
   }
+  // As wide as the longest method ("topk-exact+head"), so the columns stay aligned.
+  const width = Math.max(12, ...rows.map((r) => r.method.length));
   const lines = [
     `${model.dir} on ${v.text} (${rows[0].tokens} tokens)`,
-    "method        ffn k  over  perplexity  mean recall  head hit",
+    `${"method".padEnd(width)}  ffn k  over  perplexity  mean recall  head hit`,
   ];
   for (const r of rows) {
     lines.push(
       [
-        r.method.padEnd(12),
+        r.method.padEnd(width),
         (r.ffn_k === null ? "-" : String(r.ffn_k)).padStart(6),
         (r.oversample === null ? "-" : String(r.oversample)).padStart(5),
         r.perplexity.toFixed(3).padStart(11),
