@@ -24,6 +24,7 @@ import { goldenDir, hire, REPO_ROOT, tempDir } from "./helpers.js";
 import { loadModel, type LoadedModel } from "../core/loader/model-folder.js";
 import { ModelError } from "../core/loader/errors.js";
 import { makeModel } from "../core/modelgen/make-model.js";
+import { Session } from "../core/engine/session.js";
 import { bf16ToF32, convertF32, f16ToF32 } from "../core/modelgen/safetensors-writer.js";
 import {
   GgmlType,
@@ -266,6 +267,34 @@ function referenceQ4_0(x: Float32Array): Uint8Array {
   return out;
 }
 
+/** ggml's quantize_row_q5_0_ref: Q4_0's rule with d = max / -16 and codes 0..31, fifth bits in qh. */
+function referenceQ5_0(x: Float32Array): Uint8Array {
+  const f = Math.fround;
+  const out = new Uint8Array((x.length / 32) * 22);
+  for (let b = 0; b < x.length / 32; b++) {
+    let amax = 0;
+    let max = 0;
+    for (let j = 0; j < 32; j++) {
+      const v = x[32 * b + j];
+      if (amax < Math.abs(v)) [amax, max] = [Math.abs(v), v];
+    }
+    const d = f(max / -16);
+    const id = d ? f(1 / d) : 0;
+    const half = f32ToF16(d);
+    out[22 * b] = half & 0xff;
+    out[22 * b + 1] = half >> 8;
+    const code = (v: number) => Math.min(31, Math.trunc(f(f(v * id) + 16.5)));
+    let qh = 0;
+    for (let j = 0; j < 16; j++) {
+      const [lo, hi] = [code(x[32 * b + j]), code(x[32 * b + 16 + j])];
+      out[22 * b + 6 + j] = (lo & 15) | ((hi & 15) << 4);
+      qh |= ((lo >> 4) << j) | ((hi >> 4) << (j + 16));
+    }
+    new DataView(out.buffer).setUint32(22 * b + 2, qh >>> 0, true);
+  }
+  return out;
+}
+
 /** f32 → IEEE half bits, round to nearest even (through the writer's converter). */
 function f32ToF16(x: number): number {
   const h = new Uint16Array(1);
@@ -273,7 +302,7 @@ function f32ToF16(x: number): number {
   return h[0];
 }
 
-test("quantizeBlocks (native) makes the Q8_0 and Q4_0 blocks ggml's reference quantizers make", () => {
+test("quantizeBlocks (native) makes the Q8_0, Q4_0 and Q5_0 blocks ggml's reference quantizers make", () => {
   let seed = 11;
   const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32) * 2 - 1;
   const x = Float32Array.from(
@@ -287,19 +316,20 @@ test("quantizeBlocks (native) makes the Q8_0 and Q4_0 blocks ggml's reference qu
   for (const [type, bytes, reference] of [
     [GgmlTypeId.Q8_0, 34, referenceQ8_0],
     [GgmlTypeId.Q4_0, 18, referenceQ4_0],
+    [GgmlTypeId.Q5_0, 22, referenceQ5_0],
   ] as const) {
     const out = new Uint8Array((x.length / 32) * bytes);
     native().quantizeBlocks(type, x, out);
     assert.deepEqual(out, reference(x), `type ${type}`);
-    // ggml reads them back within half a step (plus what storing d as f16 moves a code; a Q4_0 code
-    // can be clipped at 15: within a step), where d is a normal f16.
+    // ggml reads them back within half a step (plus what storing d as f16 moves a code; a Q4_0 / Q5_0
+    // code can be clipped at 15 / 31: within a step), where d is a normal f16.
     const back = dequantize(type, out, x.length);
     for (let b = 0; b < x.length / 32; b++) {
       const d = Math.abs(f16ToF32(out[bytes * b] | (out[bytes * b + 1] << 8)));
       if (d < 2 ** -14) continue;
       for (let j = 0; j < 32; j++) {
         const i = 32 * b + j;
-        assert.ok(Math.abs(back[i] - x[i]) <= d * (type === GgmlTypeId.Q4_0 ? 1 : 0.5625), `type ${type} value ${i}`);
+        assert.ok(Math.abs(back[i] - x[i]) <= d * (type === GgmlTypeId.Q8_0 ? 0.5625 : 1), `type ${type} value ${i}`);
       }
     }
   }
@@ -308,7 +338,7 @@ test("quantizeBlocks (native) makes the Q8_0 and Q4_0 blocks ggml's reference qu
     /not whole blocks/,
   );
   assert.throws(() => native().quantizeBlocks(GgmlTypeId.Q8_0, x, new Uint8Array(34)), /x needs/);
-  assert.throws(() => native().quantizeBlocks(GgmlTypeId.Q5_K, x, new Uint8Array(0)), /Q8_0, Q4_0, Q4_K, Q6_K/);
+  assert.throws(() => native().quantizeBlocks(GgmlTypeId.Q5_K, x, new Uint8Array(0)), /Q8_0, Q4_0, Q5_0, Q4_K, Q6_K/);
   assert.throws(
     () => native().quantizeBlocks(GgmlTypeId.Q4_K, x.subarray(0, 288), new Uint8Array(144)),
     /blocks of 256/,
@@ -1325,9 +1355,14 @@ test(
  * A random Llama 256 wide (rows of whole 256-value blocks) of `layers` layers exported as `dtype`, the
  * file read back, and its import loaded with weights "auto".
  */
-async function kQuantExport(t: Parameters<typeof tempDir>[0], dtype: "q4_k" | "q4_k_m", layers: number) {
+async function kQuantExport(
+  t: Parameters<typeof tempDir>[0],
+  dtype: "q4_k" | "q4_k_m",
+  layers: number,
+  widths = { hidden: 256, intermediate: 512 },
+) {
   const dir = await tinyModel(t, "llama", "f32", {
-    shape: { hidden: 256, intermediate: 512, layers, heads: 4, kvHeads: 2, vocab: 512, maxPositions: 256 },
+    shape: { ...widths, layers, heads: 4, kvHeads: 2, vocab: 512, maxPositions: 256 },
   });
   const model = loadModel(dir);
   t.after(() => model.close());
@@ -1372,6 +1407,68 @@ test(
     await compareWithLlamaCpp("Q4_K_M", m, file, 0.02);
   },
 );
+
+test(
+  "Q4_K_M export of rows that are not whole blocks of 256: llama-quantize's fallbacks (Q5_0 for Q4_K, Q8_0 for Q6_K), within 0.02 of llama.cpp",
+  { skip: noLlama },
+  async (t) => {
+    // 96 wide (whole blocks of 32, not of 256), as Qwen2.5-0.5B's 896: only ffn_down's rows (256) are K blocks.
+    const { file, g, loaded: m } = await kQuantExport(t, "q4_k_m", 8, { hidden: 96, intermediate: 256 });
+    const typeOf = new Map(g.tensors.map((x) => [x.name, ggmlTypeName(x.type)]));
+    assert.deepEqual(
+      [
+        "blk.1.attn_q.weight",
+        "blk.0.attn_v.weight",
+        "blk.1.ffn_down.weight",
+        "blk.0.ffn_down.weight",
+        "output.weight",
+      ].map((n) => typeOf.get(n)),
+      ["Q5_0", "Q8_0", "Q4_K", "Q6_K", "Q8_0"],
+    );
+    assert.equal(m.weightFormat, "int4+int8");
+    assert.deepEqual(
+      [m.weights.layers[1].down!.w.dtype, m.weights.layers[1].up!.w.dtype],
+      ["Q4M", "Q8"],
+      "Q4_K blocks as int4, Q5_0 ones as int8",
+    );
+    await compareWithLlamaCpp("Q4_K_M with fallbacks", m, file, 0.02);
+  },
+);
+
+test("Q4_K export of a mixture: stacked experts whose rows are not whole blocks of 256 take Q5_0", async (t) => {
+  const dir = join(tempDir(t), "qwen3moe");
+  await makeModel({
+    arch: "qwen3moe",
+    dtype: "f32",
+    seed: 3,
+    out: dir,
+    shape: { hidden: 64, intermediate: 96, layers: 2, heads: 4, kvHeads: 2, vocab: 512, maxPositions: 256 },
+  });
+  const model = loadModel(dir);
+  t.after(() => model.close());
+  const file = join(tempDir(t), "moe-q4_k.gguf");
+  await exportGguf(model, file, { dtype: "q4_k" }); // threw "rows of 64 are not whole blocks" before
+  const g = await readGguf(file);
+  const typeOf = new Map(g.tensors.map((x) => [x.name, ggmlTypeName(x.type)]));
+  assert.deepEqual(
+    ["blk.0.ffn_gate_exps.weight", "blk.0.ffn_down_exps.weight", "blk.0.ffn_gate_inp.weight"].map((n) => typeOf.get(n)),
+    ["Q5_0", "Q5_0", "F32"],
+  );
+  const imported = await importGguf(file, join(tempDir(t), "imported"));
+  const q = loadModel(imported.dir, { weights: "auto" });
+  t.after(() => q.close());
+  // Q5_0 values are within half a step of the source's: the first reply token's log-probabilities
+  // follow the f32 model's (its top 5 among the import's top 20: a random model's are close together).
+  const prompt = model.tokenizer.encode("The harbour was quiet");
+  const top = async (m: LoadedModel, n: number) => {
+    for await (const ev of new Session(m).generate(prompt, { maxTokens: 1, temperature: 0, logprobs: n }))
+      if (ev.type === "token") return new Map(ev.topLogprobs!);
+    throw new Error("no token");
+  };
+  const [a, b] = [await top(model, 5), await top(q, 20)];
+  for (const [id, p] of a)
+    assert.ok(Math.abs((b.get(id) ?? -Infinity) - p) < 0.05, `token ${id}: ${b.get(id)} vs ${p}`);
+});
 
 test(
   "llama.cpp peer: an architecture llama.cpp cannot run is skipped with the reason",

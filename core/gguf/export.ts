@@ -68,7 +68,8 @@ import { native } from "../native/addon.js";
  * scale, as ggml's reference quantizers make them), q4_k (4-bit blocks of 256 with a 6-bit scale
  * and min per 32, by our own least-squares fit; llama-quantize's weighted search is a little more
  * accurate), or q4_k_m (those, and Q6_K for the matrices llama-quantize's Q4_K_M keeps at 6 bits:
- * matrixTypes). Matrices whose rows are not whole blocks, and the routers and position table
+ * matrixTypes). Matrices whose rows are not whole blocks of 256 take llama-quantize's fallback
+ * (Q5_0 for Q4_K, Q8_0 for Q6_K: fitType); those not of 32, and the routers and position table
  * convert_hf_to_gguf.py keeps in float, stay f32.
  */
 export type GgufDType = "f32" | "f16" | "bf16" | "q8_0" | "q4_0" | "q4_k" | "q4_k_m";
@@ -575,6 +576,17 @@ function ropeScaling(c: ModelConfig, file: string): RopeScaling {
   return { theta, kind: "factors", factors };
 }
 
+/**
+ * `type` for a matrix of rows of `cols` values when they are whole blocks of it; else what
+ * llama-quantize falls back to for a k-quant (Q5_0 for Q4_K, Q8_0 for Q6_K: blocks of 32, as for
+ * Qwen2.5-0.5B's 896 columns), or f32 when not even those fit.
+ */
+function fitType(type: GgmlType, cols: number): GgmlType {
+  const fits = (t: GgmlType) => cols % GGML_TYPE_BLOCKS[t].values === 0;
+  const fallback = type === GgmlType.Q4_K ? GgmlType.Q5_0 : type === GgmlType.Q6_K ? GgmlType.Q8_0 : undefined;
+  return fits(type) ? type : fallback !== undefined && fits(fallback) ? fallback : GgmlType.F32;
+}
+
 function planTensors(
   arch: GgufExportResult["architecture"],
   model: LoadedModel,
@@ -588,10 +600,9 @@ function planTensors(
   const add = (name: string, src: Weight, transform: Transform = copy) => {
     const type = typeOf(name);
     const shape = transform.kind === "transpose" ? [src.shape[1], src.shape[0]] : [...src.shape];
-    // Blocks need whole rows of blocks; routers and positions stay float, as the converter keeps them.
-    const float =
-      /ffn_gate_inp|position_embd/.test(name) || shape[shape.length - 1] % GGML_TYPE_BLOCKS[type].values !== 0;
-    const matrix = GGML_TYPE_BLOCKS[type].values > 1 && float ? GgmlType.F32 : type;
+    // Routers and positions stay float, as the converter keeps them; other rows take whole blocks.
+    const float = /ffn_gate_inp|position_embd/.test(name);
+    const matrix = GGML_TYPE_BLOCKS[type].values > 1 && float ? GgmlType.F32 : fitType(type, shape[shape.length - 1]);
     out.push({
       info: { name, type: shape.length === 1 ? GgmlType.F32 : matrix, dims: shape.reverse() },
       source: src.values ?? src, // values computed at load (Gemma's 1 + w norms) are not in the file
@@ -662,7 +673,7 @@ function planTensors(
         out.push({
           info: {
             name: `${p}.${name}.weight`,
-            type: typeOf(`${p}.${name}.weight`),
+            type: fitType(typeOf(`${p}.${name}.weight`), mats[0].cols),
             dims: [mats[0].cols, mats[0].rows, mats.length],
           },
           source: mats,
@@ -788,7 +799,7 @@ let f16Table: Float32Array | undefined;
 
 /**
  * Element conversion between F32, F16 and BF16 (exact widening; narrowing rounds to nearest even),
- * and to Q8_0, Q4_0 or Q4_K blocks (src whole rows of whole blocks).
+ * and to any block type quantizeBlocks writes (src whole rows of whole blocks).
  */
 function convert(src: Uint8Array, from: GgmlType, to: GgmlType): Uint8Array {
   if (from === to) return src;
@@ -815,7 +826,7 @@ function convert(src: Uint8Array, from: GgmlType, to: GgmlType): Uint8Array {
   return convertF32(f32, f32.length, to === GgmlType.F16 ? "F16" : "BF16", new Uint16Array(f32.length));
 }
 
-/** Q8_0, Q4_0 or Q4_K blocks of x (whole blocks; native gguf_quantize). */
+/** Q8_0, Q4_0, Q5_0, Q4_K or Q6_K blocks of x (whole blocks; native gguf_quantize). */
 function quantizeBlocks(type: GgmlType, x: Float32Array): Uint8Array {
   const { values, bytes } = GGML_TYPE_BLOCKS[type];
   const out = new Uint8Array((x.length / values) * bytes);

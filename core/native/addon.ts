@@ -207,8 +207,9 @@ export interface NativeAddon {
   quantizeWeight(w: NativeWeight, groupSize: number, bits?: 4 | 8): NativeWeight;
   /**
    * x (a multiple of 32 values) as blocks of ggml type 8 (Q8_0: 34 bytes per 32, an f16 d and 32 int8
-   * codes) or 2 (Q4_0: 18 bytes, an f16 d and 16 bytes of nibbles) in out, as ggml's
-   * quantize_row_q8_0_ref / quantize_row_q4_0_ref make them (codes from the unrounded d). For GGUF export.
+   * codes), 2 (Q4_0: 18 bytes, an f16 d and 16 bytes of nibbles) or 6 (Q5_0: 22 bytes, d, 32 fifth bits
+   * and the nibbles) in out, as ggml's quantize_row_*_ref make them (codes from the unrounded d); 12
+   * (Q4_K) and 14 (Q6_K) in blocks of 256 (gguf_dequant.h). For GGUF export.
    */
   quantizeBlocks(ggmlType: number, x: Float32Array, out: Uint8Array): void;
   /**

@@ -724,7 +724,7 @@ Napi::Value QuantizeBlocks(const Napi::CallbackInfo& info) {
   const int64_t type = a.integer(0, "ggmlType", 0, 255);
   int values = 0, block_bytes = 0;
   if (!hire::gguf_quantizes(static_cast<int>(type)) || !hire::gguf_block_shape(static_cast<int>(type), values, block_bytes))
-    a.fail("ggml type " + std::to_string(type) + " is not one this addon quantizes to (Q8_0, Q4_0, Q4_K, Q6_K)");
+    a.fail("ggml type " + std::to_string(type) + " is not one this addon quantizes to (Q8_0, Q4_0, Q5_0, Q4_K, Q6_K)");
   auto x = a.f32(1, "x");
   if (x.len % values != 0)
     a.fail("x has " + std::to_string(x.len) + " values, not whole blocks of " + std::to_string(values));

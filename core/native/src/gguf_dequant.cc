@@ -232,7 +232,9 @@ bool gguf_block_shape(int type, int& values, int& bytes) {
   }
 }
 
-bool gguf_quantizes(int type) { return type == kQ8_0 || type == kQ4_0 || type == kQ4_K || type == kQ6_K; }
+bool gguf_quantizes(int type) {
+  return type == kQ8_0 || type == kQ4_0 || type == kQ5_0 || type == kQ4_K || type == kQ6_K;
+}
 
 namespace {
 
@@ -263,6 +265,33 @@ void quantize_q4_0_block(const float* v, uint8_t* y) {
     const int hi = std::min(15, static_cast<int>(static_cast<int8_t>(v[j + 16] * id + 8.5f)));
     y[2 + j] = static_cast<uint8_t>(lo | (hi << 4));
   }
+}
+
+// ggml's quantize_row_q5_0_ref: d = max / -16 (max: the value of largest magnitude), codes
+// min(31, trunc(v / d + 16.5)), their low nibbles in qs (j and j + 16 share a byte) and fifth bits
+// in the 32-bit qh (bit j for value j). What llama-quantize falls back to for a Q4_K matrix whose
+// rows are not whole blocks of 256.
+void quantize_q5_0_block(const float* v, uint8_t* y) {
+  float amax = 0.0f, max = 0.0f;
+  for (int j = 0; j < 32; ++j) {
+    if (amax < std::fabs(v[j])) {
+      amax = std::fabs(v[j]);
+      max = v[j];
+    }
+  }
+  const float d = max / -16.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  const uint16_t h = float_to_half(d);
+  std::memcpy(y, &h, 2);
+  uint32_t qh = 0;
+  for (int j = 0; j < 16; ++j) {
+    const int lo = std::min(31, static_cast<int>(static_cast<int8_t>(v[j] * id + 16.5f)));
+    const int hi = std::min(31, static_cast<int>(static_cast<int8_t>(v[j + 16] * id + 16.5f)));
+    y[6 + j] = static_cast<uint8_t>((lo & 0x0f) | ((hi & 0x0f) << 4));
+    qh |= static_cast<uint32_t>((lo & 0x10) >> 4) << j;
+    qh |= static_cast<uint32_t>((hi & 0x10) >> 4) << (j + 16);
+  }
+  std::memcpy(y + 2, &qh, 4);
 }
 
 // One sub-block of 32 values as codes 0..15 with value ~ s * code - m (s > 0, m >= 0, as Q4_K stores
@@ -392,6 +421,7 @@ void gguf_quantize(int type, const float* x, int64_t n, uint8_t* out) {
     for (int64_t b = t * per_task; b < blocks && b < (t + 1) * per_task; ++b) {
       if (type == kQ8_0) quantize_q8_0_block(x + values * b, out + bytes * b);
       else if (type == kQ4_0) quantize_q4_0_block(x + values * b, out + bytes * b);
+      else if (type == kQ5_0) quantize_q5_0_block(x + values * b, out + bytes * b);
       else if (type == kQ4_K) quantize_q4_k_block(x + values * b, out + bytes * b);
       else quantize_q6_k_block(x + values * b, out + bytes * b);
     }

@@ -14,13 +14,14 @@ bool gguf_block_shape(int type, int& values, int& bytes);
 // (DType: kF32, kF16 or kBF16), on the thread pool.
 void gguf_dequantize(int type, const uint8_t* src, int64_t n, int out_dtype, void* dst);
 
-// Whether gguf_quantize writes ggml `type` (Q8_0, Q4_0, Q4_K, Q6_K).
+// Whether gguf_quantize writes ggml `type` (Q8_0, Q4_0, Q5_0, Q4_K, Q6_K).
 bool gguf_quantizes(int type);
-// n floats (whole blocks: 32 values, Q4_K 256) as blocks of ggml `type` at out (GGUF export). Q8_0
-// and Q4_0 as ggml's quantize_row_*_ref make them, the codes always from the unrounded d, which is
+// n floats (whole blocks: 32 values, Q4_K / Q6_K 256) as blocks of ggml `type` at out (GGUF export). Q8_0,
+// Q4_0 and Q5_0 as ggml's quantize_row_*_ref make them, the codes always from the unrounded d, which is
 // stored as f16:
 //   Q8_0: d = max|x| / 127, codes roundf(x / d);
-//   Q4_0: d = (the value of largest magnitude) / -8, nibbles min(15, trunc(x / d + 8.5)).
+//   Q4_0: d = (the value of largest magnitude) / -8, nibbles min(15, trunc(x / d + 8.5));
+//   Q5_0: the same with d = max / -16, codes min(31, trunc(x / d + 16.5)), fifth bits in qh.
 // Q4_K by our own fit (gguf_dequant.cc: least squares per sub-block, no weighted search as
 // llama-quantize does), the codes against the stored 6-bit scales and mins; Q6_K with each 16
 // values' scale from their largest magnitude, stored as int8 multiples of d. Parallel.
