@@ -340,6 +340,27 @@ test("serve: log-probabilities in OpenAI's chat and legacy forms are the session
   }
 });
 
+test("serve: a request sent while another reply runs waits its turn and is answered, not refused", async () => {
+  const post = (content: string, extra: object = {}) =>
+    fetch(server.url + "/v1/chat/completions", {
+      method: "POST",
+      body: JSON.stringify({ messages: [{ role: "user", content }], temperature: 0, max_tokens: 8, ...extra }),
+    });
+  type Answer = { choices: { message: { content: string } }[] };
+  const alone = (await (await post("The harbour")).json()) as Answer;
+  // A long streamed reply is running (its first chunk has come) when the second request arrives.
+  const first = await post("A long story", { stream: true, max_tokens: 200 });
+  const reader = first.body!.getReader();
+  await reader.read();
+  const [second, third] = await Promise.all([post("The harbour"), post("The harbour")]);
+  for (const r of [second, third]) assert.equal(r.status, 200);
+  for (const r of [second, third])
+    assert.equal(((await r.json()) as Answer).choices[0].message.content, alone.choices[0].message.content);
+  let rest = "";
+  for (let c = await reader.read(); !c.done; c = await reader.read()) rest += new TextDecoder().decode(c.value);
+  assert.ok(rest.endsWith("data: [DONE]\n\n"), "the first reply ran to its end");
+});
+
 test("serve: malformed OpenAI requests get a 400 naming the field", async () => {
   const cases: [unknown, RegExp][] = [
     [{ messages: "hi" }, /messages/],

@@ -120,6 +120,8 @@ export class EngineHost {
   private source = "";
   private session: Session | null = null;
   private running: Running | null = null;
+  /** Callers of whenIdle, woken in order when the running reply or evaluation ends. */
+  private idleWaiters: (() => void)[] = [];
   /** An A/B lane is running with its own settings (restored when it ends). */
   private overriding = false;
   private readonly conversations: ConversationStore;
@@ -360,8 +362,23 @@ export class EngineHost {
       if (running.abort.signal.aborted) throw new UsageError("the evaluation was stopped");
       throw e;
     } finally {
-      this.running = null;
+      this.idle();
     }
+  }
+
+  /** Whether a reply or an evaluation is running (a generate call now would be refused as BUSY). */
+  get busy(): boolean {
+    return this.running !== null;
+  }
+
+  /** Resolves once nothing is running (at once when nothing is); waiters are woken in call order. */
+  whenIdle(): Promise<void> {
+    return this.running ? new Promise((resolve) => this.idleWaiters.push(resolve)) : Promise.resolve();
+  }
+
+  private idle(): void {
+    this.running = null;
+    for (const wake of this.idleWaiters.splice(0)) wake();
   }
 
   /**
@@ -472,7 +489,7 @@ export class EngineHost {
     } finally {
       if (restore) session.sparsity.update(restore);
       this.overriding = false;
-      this.running = null;
+      this.idle();
     }
   }
 

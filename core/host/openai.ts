@@ -6,6 +6,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { modelName } from "../loader/hf-cache.js";
 import type { FinishReason } from "../engine/session.js";
 import type { ChatMessage } from "../loader/tokenizer.js";
+import type { LoadedModel } from "../loader/model-folder.js";
 import { errorInfo, type Channel, type EngineHost, type GenerateParams } from "./engine-host.js";
 import { LIMITS, ProtocolError, parseMessages, toolList, type HostEvent, type StepTelemetry } from "./protocol.js";
 import { ToolCallStream, functionNames, parseToolCalls, withCallIds } from "./tool-calls.js";
@@ -144,6 +145,33 @@ const TEXT: Endpoint = {
   object: "text_completion",
 };
 
+/** Requests that may wait for the engine at once; past that a request is a 429. */
+export const MAX_WAITING = 32;
+let waiting = 0;
+
+/**
+ * Waits while the engine runs another reply (an app chat or an earlier request), as llama.cpp's
+ * server queues its tasks, so that clients sending requests side by side get their answers in turn
+ * rather than errors. False when the client left meanwhile, or when MAX_WAITING requests already wait
+ * (then it has answered 429).
+ */
+async function turnFor(host: EngineHost, res: ServerResponse): Promise<boolean> {
+  if (!host.busy) return true;
+  if (waiting >= MAX_WAITING) {
+    sendError(res, 429, "busy", `the engine is busy and ${MAX_WAITING} requests already wait for it; retry later`);
+    return false;
+  }
+  let gone = false;
+  const left = new Promise<void>((resolve) => res.once("close", () => resolve(void (gone = true))));
+  waiting++;
+  try {
+    while (host.busy && !gone) await Promise.race([host.whenIdle(), left]);
+  } finally {
+    waiting--;
+  }
+  return !gone;
+}
+
 async function handleCompletions(
   ep: Endpoint,
   host: EngineHost,
@@ -157,31 +185,38 @@ async function handleCompletions(
   } catch (e) {
     return sendError(res, 400, "invalid_request_error", (e as Error).message);
   }
-  const model = host.loadedModel;
-  if (!model) return sendError(res, 503, "no_model", "no model is loaded");
-  for (const id of body.params.logitBias?.keys() ?? [])
-    if (id >= model.config.vocab)
-      return sendError(
-        res,
-        400,
-        "invalid_request_error",
-        `"logit_bias": token ${id} is outside the vocabulary (0..${model.config.vocab - 1})`,
-      );
+  // The endpoint is a client of the host like any other: its channel receives nothing but the
+  // generation events it iterates, and closing the connection stops the generation.
+  const channel: Channel = () => {};
+  let model: LoadedModel;
+  let gen: ReturnType<EngineHost["generate"]>;
+  for (;;) {
+    if (!(await turnFor(host, res))) return;
+    const loaded = host.loadedModel;
+    if (!loaded) return sendError(res, 503, "no_model", "no model is loaded");
+    for (const t of body.params.logitBias?.keys() ?? [])
+      if (t >= loaded.config.vocab)
+        return sendError(
+          res,
+          400,
+          "invalid_request_error",
+          `"logit_bias": token ${t} is outside the vocabulary (0..${loaded.config.vocab - 1})`,
+        );
+    try {
+      gen = host.generate(body.input, body.params, channel, nextId);
+      model = loaded;
+      break;
+    } catch (e) {
+      const info = errorInfo(e);
+      if (info.code === "BUSY") continue; // another waiter took the turn first: wait for the next
+      return sendError(res, 400, info.code.toLowerCase(), info.message);
+    }
+  }
   // The host holds a reply with tools to the model's call form (its chat template's).
   const tools = body.params.tools !== undefined;
   const id = `${ep.idPrefix}-${nextId++}`;
   const created = Math.floor(Date.now() / 1000);
   const name = modelName(model.dir);
-  // The endpoint is a client of the host like any other: its channel receives nothing but the
-  // generation events it iterates, and closing the connection stops the generation.
-  const channel: Channel = () => {};
-  let gen: ReturnType<EngineHost["generate"]>;
-  try {
-    gen = host.generate(body.input, body.params, channel, nextId);
-  } catch (e) {
-    const info = errorInfo(e);
-    return sendError(res, info.code === "BUSY" ? 429 : 400, info.code.toLowerCase(), info.message);
-  }
   res.on("close", () => {
     if (!res.writableFinished) host.disconnect(channel);
   });
