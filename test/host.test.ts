@@ -25,6 +25,8 @@ import { defaultModelDir } from "../core/loader/default-model.js";
 import { native, NativeDType, type NativeWeight } from "../core/native/addon.js";
 import { REPO_ROOT, tempDir, useReasoningTemplate } from "./helpers.js";
 import { makeModel } from "../core/modelgen/make-model.js";
+import { loadModel } from "../core/loader/model-folder.js";
+import { exportGguf } from "../core/gguf/export.js";
 import { writeQuantizedCheckpoint } from "./quantized-checkpoints.js";
 
 const conversation = (id: string, text: string): Conversation => ({
@@ -414,6 +416,41 @@ test("host: Stop ends a generation within a token; a second generation meanwhile
   assert.equal(stopped(id + 3), true);
   const busy = replies.get(id + 1);
   assert.ok(busy && !busy.ok && busy.error.code === "BUSY", JSON.stringify(busy));
+});
+
+test("host: while a model loads (a GGUF being imported) a generation, an evaluation or another load is refused as busy", async (t) => {
+  const dir = tempDir(t);
+  const prev = process.env.HIRE_CACHE_DIR;
+  process.env.HIRE_CACHE_DIR = join(dir, "cache");
+  t.after(() => (prev === undefined ? delete process.env.HIRE_CACHE_DIR : (process.env.HIRE_CACHE_DIR = prev)));
+  const gguf = join(dir, "brown.gguf");
+  const source = loadModel(defaultModelDir());
+  await exportGguf(source, gguf, { dtype: "q8_0" });
+  source.close();
+  const h = new EngineHost({ dataDir: join(dir, "data"), contextLength: 64 });
+  t.after(() => h.close());
+  const replies = new Map<number, Reply>();
+  const client: Channel = (m) => void (m.type === "reply" && replies.set(m.id, m));
+  await h.handle({ id: 1, type: "model.load", path: defaultModelDir() }, client);
+  // The load imports the file first, during which a reply on the model it replaces would have its
+  // weights closed under it ("w belongs to a mapping that was unmapped").
+  const loading = h.handle({ id: 2, type: "model.load", path: gguf }, client);
+  assert.equal(h.busy, true);
+  const idle = h.whenIdle();
+  await h.handle({ id: 3, type: "generate", messages: [{ role: "user", content: "x" }], maxTokens: 2 }, client);
+  await h.handle({ id: 4, type: "model.load", path: defaultModelDir() }, client);
+  await h.handle({ id: 5, type: "eval", text: "The city. ".repeat(4), ffnK: [0.5] }, client);
+  for (const id of [3, 4, 5]) {
+    const r = replies.get(id);
+    assert.ok(r && !r.ok && r.error.code === "BUSY" && /being loaded/.test(r.error.message), JSON.stringify(r));
+  }
+  await loading;
+  await idle; // woken when the load ends
+  assert.equal(h.busy, false);
+  const loaded = replies.get(2);
+  assert.ok(loaded?.ok && (loaded.result as { architecture: string }).architecture === "LlamaForCausalLM");
+  await h.handle({ id: 6, type: "generate", messages: [{ role: "user", content: "x" }], maxTokens: 2 }, client);
+  assert.ok(replies.get(6)?.ok, JSON.stringify(replies.get(6)));
 });
 
 test("host: quality against k on a text, with progress; Stop ends it; a dense FFN has nothing to sweep", async () => {

@@ -120,6 +120,11 @@ export class EngineHost {
   private source = "";
   private session: Session | null = null;
   private running: Running | null = null;
+  /**
+   * A model load is under way (an import can take a while): the model it replaces is closed when it
+   * ends, so nothing may start on it meanwhile.
+   */
+  private loading = false;
   /** Callers of whenIdle, woken in order when the running reply or evaluation ends. */
   private idleWaiters: (() => void)[] = [];
   /** An A/B lane is running with its own settings (restored when it ends). */
@@ -264,6 +269,22 @@ export class EngineHost {
     weights: WeightChoice,
   ): Promise<ModelInfo> {
     if (this.running) throw new HostError("BUSY", "a reply is being generated; stop it before loading a model");
+    if (this.loading) throw new HostError("BUSY", "a model is being loaded; wait for it");
+    this.loading = true;
+    try {
+      return await this.replaceModel(path, contextLength, kvCache, weights);
+    } finally {
+      this.loading = false;
+      this.wakeIfIdle();
+    }
+  }
+
+  private async replaceModel(
+    path: string,
+    contextLength: number | undefined,
+    kvCache: KvDtype | undefined,
+    weights: WeightChoice,
+  ): Promise<ModelInfo> {
     // A .gguf file is imported into a model folder the first time (progress as stage "import").
     const dir = await modelFolderFor(path, (file, done, total) =>
       this.broadcast({ type: "model.progress", stage: "import", done, total, path: file }),
@@ -337,6 +358,7 @@ export class EngineHost {
   private async evaluate(text: string, ks: number[], channel: Channel, id: number): Promise<EvalRow[]> {
     const session = this.requireSession();
     if (this.running) throw new HostError("BUSY", "a reply is being generated; stop it before evaluating");
+    if (this.loading) throw new HostError("BUSY", "a model is being loaded; wait for it");
     const live = session.sparsity.settings;
     if (live.ffn.method === "dense")
       throw new UsageError("the FFN method is dense: choose a sparse method (hire, dip, ...) to evaluate it against k");
@@ -366,19 +388,23 @@ export class EngineHost {
     }
   }
 
-  /** Whether a reply or an evaluation is running (a generate call now would be refused as BUSY). */
+  /** Whether a reply, an evaluation or a model load is under way (a generate call now would be refused as BUSY). */
   get busy(): boolean {
-    return this.running !== null;
+    return this.running !== null || this.loading;
   }
 
-  /** Resolves once nothing is running (at once when nothing is); waiters are woken in call order. */
+  /** Resolves once nothing is under way (at once when nothing is); waiters are woken in call order. */
   whenIdle(): Promise<void> {
-    return this.running ? new Promise((resolve) => this.idleWaiters.push(resolve)) : Promise.resolve();
+    return this.busy ? new Promise((resolve) => this.idleWaiters.push(resolve)) : Promise.resolve();
   }
 
   private idle(): void {
     this.running = null;
-    for (const wake of this.idleWaiters.splice(0)) wake();
+    this.wakeIfIdle();
+  }
+
+  private wakeIfIdle(): void {
+    if (!this.busy) for (const wake of this.idleWaiters.splice(0)) wake();
   }
 
   /**
@@ -389,6 +415,7 @@ export class EngineHost {
   generate(input: ChatMessage[] | { text: string }, req: GenerateParams, channel: Channel, id: number): Generation {
     const session = this.requireSession();
     if (this.running) throw new HostError("BUSY", "a reply is already being generated; stop it or wait for it");
+    if (this.loading) throw new HostError("BUSY", "a model is being loaded; wait for it");
     try {
       validateSampling({ ...GREEDY, ...req.sampling });
     } catch (e) {
