@@ -30,7 +30,6 @@
 #define HIRE_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 
 namespace hire {
-
 namespace {
 
 thread_local Scratch t_x;     // x laid out for the kernel
@@ -46,6 +45,22 @@ HIRE_AVX512 inline void group_scales(const uint16_t* sw, const float* sx, int64_
   for (int64_t g = 0; g < pad; g += 16) {
     const __m512 w = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sw + g)));
     _mm512_store_ps(d + g, _mm512_mul_ps(w, _mm512_load_ps(sx + g)));
+  }
+}
+
+// group_scales over a row's `groups` groups, d zero from there to pad, in vector stores only: the
+// f16s past the row's groups are other bytes (maybe NaN), and zeroing them one float at a time after
+// the vector stores made the next vector loads of d wait on store forwarding, every row. q4_small at
+// 896 columns (28 groups of 32, Qwen2.5-0.5B's width) on the Zen 5 VM, the two builds alternated in
+// one process: 151936 x 896 35 -> 42 GB/s and 4864 x 896 33 -> 39 (a slow phase: 30 -> 33, 28 -> 32);
+// widths of whole 16 groups unchanged.
+HIRE_AVX512 inline void group_scales_masked(const uint16_t* sw, const float* sx, int64_t groups, int64_t pad,
+                                            float* d) {
+  for (int64_t g = 0; g < pad; g += 16) {
+    const int64_t left = groups - g;
+    const __mmask16 k = left >= 16 ? 0xffff : left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1);
+    const __m512 w = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, sw + g));
+    _mm512_store_ps(d + g, _mm512_maskz_mul_ps(k, w, _mm512_load_ps(sx + g)));
   }
 }
 
@@ -191,17 +206,8 @@ template <bool Gathered, class RowOf>
 inline void prefetch_ahead(const QuantMatrix& q, int64_t i, int64_t n, int64_t ahead, RowOf row_of) {
   if (Gathered) {
     if (i + kGatherAhead < n) prefetch_span(q.codes(row_of(i + kGatherAhead)), q.row_stride);
-    return;
-  }
-  if (i + ahead < n) prefetch_page_heads(q.codes(row_of(i) + ahead), q.row_stride);
-  // A row reads its scales (after its codes) first, to scale its groups. Past kQuantLineAhead of
-  // codes, the per-line prefetch has not reached them when the row starts, and every row waited on
-  // DRAM for them: so the next row's are fetched now. On the Zen 5 VM (int8, in a fast phase)
-  // 2048 x 8192 (a W_down) read 51 -> 68 GB/s, 896 x 4864 39 -> 42; 8192 x 2048 unchanged (its
-  // scales are in the stream's reach); in slow phases no change.
-  if (q.row_bytes > kQuantLineAhead && i + 1 < n) {
-    const unsigned char* next = q.codes(row_of(i) + 1);
-    for (const unsigned char* t = next + q.row_bytes; t < next + q.row_stride; t += 64) prefetch_l1(t);
+  } else if (i + ahead < n) {
+    prefetch_page_heads(q.codes(row_of(i) + ahead), q.row_stride);
   }
 }
 
@@ -312,8 +318,7 @@ HIRE_AVX512 void q4_small(const QuantMatrix& q, const QuantVector& x, float* y, 
   for (int64_t i = 0; i < n; ++i) {
     const int64_t r = row_of(i);
     prefetch_ahead<Gathered>(q, i, n, ahead, row_of);
-    group_scales(q.scales(r), x.scale, q.scale_pad, d);
-    for (int64_t g = q.groups; g < q.scale_pad; ++g) d[g] = 0.0f;  // sw read past the row there
+    group_scales_masked(q.scales(r), x.scale, q.groups, q.scale_pad, d);
     const unsigned char* w = q.codes(r);
     __m512 a0 = _mm512_setzero_ps(), a1 = a0;
     for (int64_t g = 0; g < q.scale_pad; g += 16)
