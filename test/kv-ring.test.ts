@@ -4,7 +4,7 @@
 // hold it (a long reply since overwrites the start of the window).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { makeModel } from "../core/modelgen/make-model.js";
@@ -93,6 +93,26 @@ test("the memory estimate counts a ring for each sliding-window layer", async ()
     est.kvCacheBytes / 2,
   );
 });
+
+test(
+  "a KVCache faults in, when it is made, each kv head's page its first token writes",
+  { skip: process.platform !== "linux" },
+  () => {
+    const c = models.get("gemma3")!.config;
+    const b = createBackend("cpu", 1);
+    const rss = () => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync("/proc/self/status", "utf8"))![1]) * 1024;
+    // 16 layers of 8 kv heads with every slot (no rings): each head's part of a cache is 2048 slots
+    // apart, pages apart, so 256 pages at least (2 MiB ones where the kernel gives them).
+    const wide = { ...c, layers: 16, kvHeads: 8, attentionWindows: undefined };
+    const parts = wide.layers * 2 * wide.kvHeads;
+    assert.ok(CONTEXT * wide.headDim * 4 >= 4096);
+    const before = rss();
+    const cache = new KVCache(b, wide, CONTEXT);
+    const grown = rss() - before;
+    assert.ok(grown >= parts * 4096, `resident memory grew ${grown} bytes for ${parts} head parts`);
+    assert.ok([...cache.k, ...cache.v].every((x) => (x as Float32Array).every((v) => v === 0)));
+  },
+);
 
 test("a KVCache's caches share one buffer: on cache lines, apart, zeroed, the lot on a 2 MiB page once it spans one", () => {
   const c = models.get("gemma3")!.config;

@@ -199,6 +199,14 @@ export interface Backend {
    * backend better than one per cache: the CPU backend puts them on 2 MiB pages. Absent: allocKv each.
    */
   allocKvSet?(lengths: readonly number[], dtype: KvDtype): Buf[];
+  /**
+   * Fault in now the memory a first token writes in each cache: the first element of each of its
+   * `parts` equal parts (a layer's kv heads). The CPU backend's caches are on 2 MiB pages that the
+   * kernel zeroes on first write, and the first prefill wrote into every head's page (the 1B shape
+   * at context 4096: 437 ms in its first 16 cache writes on the Zen 5 VM), so the cost moves to the
+   * session's creation (a model load) instead of the first reply. Absent: nothing to do.
+   */
+  prefaultKv?(caches: readonly Buf[], parts: number): void;
   /** Whether it runs int8 and int4 (Q8, Q4) weights, a model loaded with `weights: "int8"` or `"int4"` (the CPU backend does). */
   readonly quantizedWeights?: boolean;
   /** Tokens per prefill forward pass (the workspace's batch; at most MAX_BATCH in transformer.ts). */

@@ -117,6 +117,14 @@ export class CpuBackend implements Backend {
     });
   }
 
+  prefaultKv(caches: readonly Buf[], parts: number): void {
+    for (const c of caches) {
+      const a = c as Float32Array | Uint16Array;
+      const stride = Math.floor(a.length / parts);
+      for (let p = 0; p < parts; p++) a[p * stride] = 0; // a write: a read would map the zero page
+    }
+  }
+
   read(b: Buf, offset: number, length: number): Float32Array {
     return f32(b).subarray(offset, offset + length);
   }

@@ -160,6 +160,7 @@ export class KVCache {
       this.k.push(bufs[2 * l]);
       this.v.push(bufs[2 * l + 1]);
     }
+    b.prefaultKv?.(bufs, c.kvHeads);
   }
 
   /** Positions pos0 .. pos0 + n - 1 are about to be written (so their slots stop holding older ones). */
