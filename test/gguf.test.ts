@@ -246,17 +246,22 @@ function referenceQ8_0(x: Float32Array): Uint8Array {
 }
 
 /** ggml's quantize_row_q4_0_ref, in float32 arithmetic: d from the value of largest magnitude, signed. */
+/** The value of largest magnitude in block b of 32 (the first such), as Q4_0 and Q5_0 take it. */
+function largestMagnitude(x: Float32Array, b: number): number {
+  let amax = 0;
+  let max = 0;
+  for (let j = 0; j < 32; j++) {
+    const v = x[32 * b + j];
+    if (amax < Math.abs(v)) [amax, max] = [Math.abs(v), v];
+  }
+  return max;
+}
+
 function referenceQ4_0(x: Float32Array): Uint8Array {
   const f = Math.fround;
   const out = new Uint8Array((x.length / 32) * 18);
   for (let b = 0; b < x.length / 32; b++) {
-    let amax = 0;
-    let max = 0;
-    for (let j = 0; j < 32; j++) {
-      const v = x[32 * b + j];
-      if (amax < Math.abs(v)) [amax, max] = [Math.abs(v), v];
-    }
-    const d = f(max / -8);
+    const d = f(largestMagnitude(x, b) / -8);
     const id = d ? f(1 / d) : 0;
     const half = f32ToF16(d);
     out[18 * b] = half & 0xff;
@@ -272,13 +277,7 @@ function referenceQ5_0(x: Float32Array): Uint8Array {
   const f = Math.fround;
   const out = new Uint8Array((x.length / 32) * 22);
   for (let b = 0; b < x.length / 32; b++) {
-    let amax = 0;
-    let max = 0;
-    for (let j = 0; j < 32; j++) {
-      const v = x[32 * b + j];
-      if (amax < Math.abs(v)) [amax, max] = [Math.abs(v), v];
-    }
-    const d = f(max / -16);
+    const d = f(largestMagnitude(x, b) / -16);
     const id = d ? f(1 / d) : 0;
     const half = f32ToF16(d);
     out[22 * b] = half & 0xff;

@@ -248,7 +248,8 @@ void quantize_q8_0_block(const float* v, uint8_t* y) {
   for (int j = 0; j < 32; ++j) y[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(std::roundf(v[j] * id)));
 }
 
-void quantize_q4_0_block(const float* v, uint8_t* y) {
+// The value of largest magnitude among a block's 32 (the first such), which Q4_0 and Q5_0 scale by.
+float largest_magnitude(const float* v) {
   float amax = 0.0f, max = 0.0f;
   for (int j = 0; j < 32; ++j) {
     if (amax < std::fabs(v[j])) {
@@ -256,7 +257,11 @@ void quantize_q4_0_block(const float* v, uint8_t* y) {
       max = v[j];
     }
   }
-  const float d = max / -8.0f;
+  return max;
+}
+
+void quantize_q4_0_block(const float* v, uint8_t* y) {
+  const float d = largest_magnitude(v) / -8.0f;
   const float id = d != 0.0f ? 1.0f / d : 0.0f;
   const uint16_t h = float_to_half(d);
   std::memcpy(y, &h, 2);
@@ -272,14 +277,7 @@ void quantize_q4_0_block(const float* v, uint8_t* y) {
 // in the 32-bit qh (bit j for value j). What llama-quantize falls back to for a Q4_K matrix whose
 // rows are not whole blocks of 256.
 void quantize_q5_0_block(const float* v, uint8_t* y) {
-  float amax = 0.0f, max = 0.0f;
-  for (int j = 0; j < 32; ++j) {
-    if (amax < std::fabs(v[j])) {
-      amax = std::fabs(v[j]);
-      max = v[j];
-    }
-  }
-  const float d = max / -16.0f;
+  const float d = largest_magnitude(v) / -16.0f;
   const float id = d != 0.0f ? 1.0f / d : 0.0f;
   const uint16_t h = float_to_half(d);
   std::memcpy(y, &h, 2);
