@@ -1263,6 +1263,11 @@ test("bad GGUF files are typed errors naming the file, and leave no folder behin
   copyFileSync(QUANTS, cut);
   truncateSync(cut, statSync(QUANTS).size - 1000);
   await expectError(cut, "TRUNCATED", /past the end/);
+  // Cut inside the header: the tensor list runs past the end (the parser read zeros there).
+  const header = join(dir, "header.gguf");
+  copyFileSync(QUANTS, header);
+  truncateSync(header, 1000);
+  await expectError(header, "TRUNCATED", /its header \(with the list of \d+ tensors\) runs to byte \d+, past the end/);
 
   const mamba = join(dir, "mamba.gguf");
   await tinyGguf(mamba, [["general.architecture", kv.str("mamba")]]);

@@ -482,6 +482,19 @@ export async function readGguf(file: string): Promise<GgufFile> {
     );
   }
   const dataStart = Number(parsed.tensorDataOffset);
+  // The parser reads past the end of a cut-short file as zeros: a header that ends past the file, or
+  // tensor entries without a name or dimensions, are a file cut short (or overwritten), not tensors.
+  if (!(dataStart <= st.size)) {
+    throw new ModelError(
+      "TRUNCATED",
+      file,
+      `its header (with the list of ${parsed.tensorInfos.length} tensors) runs to byte ${dataStart}, past the end of the file (${st.size} bytes)`,
+    );
+  }
+  parsed.tensorInfos.forEach((t, i) => {
+    if (!t.name || t.shape.length === 0)
+      throw new ModelError("BAD_GGUF", file, `tensor ${i} of the header has no name or no dimensions`);
+  });
   const tensors = parsed.tensorInfos.map((t): GgufTensor => {
     const type = Number(t.dtype);
     if (!isSupportedType(type)) {
