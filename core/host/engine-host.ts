@@ -268,8 +268,7 @@ export class EngineHost {
     kvCache: KvDtype | undefined,
     weights: WeightChoice,
   ): Promise<ModelInfo> {
-    if (this.running) throw new HostError("BUSY", "a reply is being generated; stop it before loading a model");
-    if (this.loading) throw new HostError("BUSY", "a model is being loaded; wait for it");
+    this.refuseIfBusy("a reply is being generated; stop it before loading a model");
     this.loading = true;
     try {
       return await this.replaceModel(path, contextLength, kvCache, weights);
@@ -357,8 +356,7 @@ export class EngineHost {
    */
   private async evaluate(text: string, ks: number[], channel: Channel, id: number): Promise<EvalRow[]> {
     const session = this.requireSession();
-    if (this.running) throw new HostError("BUSY", "a reply is being generated; stop it before evaluating");
-    if (this.loading) throw new HostError("BUSY", "a model is being loaded; wait for it");
+    this.refuseIfBusy("a reply is being generated; stop it before evaluating");
     const live = session.sparsity.settings;
     if (live.ffn.method === "dense")
       throw new UsageError("the FFN method is dense: choose a sparse method (hire, dip, ...) to evaluate it against k");
@@ -398,6 +396,12 @@ export class EngineHost {
     return this.busy ? new Promise((resolve) => this.idleWaiters.push(resolve)) : Promise.resolve();
   }
 
+  /** BUSY while something runs (`whileRunning` says what to do about it) or a model loads. */
+  private refuseIfBusy(whileRunning: string): void {
+    if (this.running) throw new HostError("BUSY", whileRunning);
+    if (this.loading) throw new HostError("BUSY", "a model is being loaded; wait for it");
+  }
+
   private idle(): void {
     this.running = null;
     this.wakeIfIdle();
@@ -414,8 +418,7 @@ export class EngineHost {
    */
   generate(input: ChatMessage[] | { text: string }, req: GenerateParams, channel: Channel, id: number): Generation {
     const session = this.requireSession();
-    if (this.running) throw new HostError("BUSY", "a reply is already being generated; stop it or wait for it");
-    if (this.loading) throw new HostError("BUSY", "a model is being loaded; wait for it");
+    this.refuseIfBusy("a reply is already being generated; stop it or wait for it");
     try {
       validateSampling({ ...GREEDY, ...req.sampling });
     } catch (e) {

@@ -96,18 +96,21 @@ function quantized(b: Backend, w: Weight, bits: 4 | 8, groupSize: number, source
   return q;
 }
 
-function lowRankPredictor(b: Backend, w: Weight, rank: number, qT: Float32Array, proj: Float32Array): Predictor {
-  const n = native();
-  const asWeight = (data: Float32Array, rows: number, cols: number, transposed: boolean): Weight => ({
-    handle: n.weightFromArray(data, NativeDType.F32, rows, cols, transposed),
+/** rows × cols f32 values (storage [cols][rows] when transposed) as a weight owning a copy of them. */
+function f32Weight(data: Float32Array, rows: number, cols: number, transposed: boolean): Weight {
+  return {
+    handle: native().weightFromArray(data, NativeDType.F32, rows, cols, transposed),
     dtype: "F32",
     rows,
     cols,
     transposed,
     byteLength: rows * cols * 4,
-  });
+  };
+}
+
+function lowRankPredictor(b: Backend, w: Weight, rank: number, qT: Float32Array, proj: Float32Array): Predictor {
   // Q is stored transposed (storage [rank][rows] = Qᵀ), so Q·t reads it in place.
-  return new LowRankPredictor(b, asWeight(qT, w.rows, rank, true), asWeight(proj, rank, w.cols, false));
+  return new LowRankPredictor(b, f32Weight(qT, w.rows, rank, true), f32Weight(proj, rank, w.cols, false));
 }
 
 /**
@@ -165,14 +168,7 @@ function timesTransposed(b: Backend, w: Weight, yT: Float32Array, count: number)
       Int32Array.from({ length: nb }, (_, i) => r0 + i),
     ); // rows r0.. as f32
     // The block's rows as a transposed cols × nb weight (storage [nb][cols]), times Y's rows r0..
-    const blockT: Weight = {
-      handle: n.weightFromArray(values.subarray(0, nb * cols), NativeDType.F32, cols, nb, true),
-      dtype: "F32",
-      rows: cols,
-      cols: nb,
-      transposed: true,
-      byteLength: nb * cols * 4,
-    };
+    const blockT = f32Weight(values.subarray(0, nb * cols), cols, nb, true);
     for (let i = 0; i < count; i++) ys.set(yT.subarray(i * rows + r0, i * rows + r0 + nb), i * nb);
     b.matmul(part, ys.subarray(0, count * nb), blockT, count, null);
     for (let i = 0; i < out.length; i++) out[i] += part[i];

@@ -48,6 +48,11 @@ HIRE_AVX512 inline void group_scales(const uint16_t* sw, const float* sx, int64_
   }
 }
 
+// Lanes 0 .. left - 1 of 16 (none for left <= 0, all for left >= 16): a row's groups from g on.
+inline __mmask16 lanes_below(int64_t left) {
+  return left >= 16 ? 0xffff : left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1);
+}
+
 // group_scales over a row's `groups` groups, d zero from there to pad, in vector stores only: the
 // f16s past the row's groups are other bytes (maybe NaN), and zeroing them one float at a time after
 // the vector stores made the next vector loads of d wait on store forwarding, every row. q4_small at
@@ -57,8 +62,7 @@ HIRE_AVX512 inline void group_scales(const uint16_t* sw, const float* sx, int64_
 HIRE_AVX512 inline void group_scales_masked(const uint16_t* sw, const float* sx, int64_t groups, int64_t pad,
                                             float* d) {
   for (int64_t g = 0; g < pad; g += 16) {
-    const int64_t left = groups - g;
-    const __mmask16 k = left >= 16 ? 0xffff : left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1);
+    const __mmask16 k = lanes_below(groups - g);
     const __m512 w = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, sw + g));
     _mm512_store_ps(d + g, _mm512_maskz_mul_ps(k, w, _mm512_load_ps(sx + g)));
   }
@@ -131,7 +135,7 @@ HIRE_AVX512 void q4_rows(const QuantMatrix& q, const QuantVector& x, float* y, i
     const unsigned char* codes = q.codes(r);
     __m512 a0 = _mm512_setzero_ps(), a1 = a0;
     for (int64_t g = 0; g < q.groups; g += 16) {  // d past the groups may be NaN (see group_scales)
-      const __mmask16 m = q.groups - g >= 16 ? 0xffff : static_cast<__mmask16>((1u << (q.groups - g)) - 1);
+      const __mmask16 m = lanes_below(q.groups - g);
       a0 = _mm512_fmadd_ps(_mm512_maskz_load_ps(m, d + g), _mm512_maskz_load_ps(m, off + g), a0);
     }
     int64_t g = 0;
@@ -327,7 +331,7 @@ HIRE_AVX512 void q4_small(const QuantMatrix& q, const QuantVector& x, float* y, 
       const uint16_t* sc = q.scales(r);
       const uint16_t* mn = q.min_values(r);
       for (int64_t g = 0; g < q.groups; g += 16) {
-        const __mmask16 k = q.groups - g >= 16 ? 0xffff : static_cast<__mmask16>((1u << (q.groups - g)) - 1);
+        const __mmask16 k = lanes_below(q.groups - g);
         const __m512 s = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, sc + g));
         const __m512 m = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, mn + g));
         a1 = _mm512_fmadd_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0f), s, m), _mm512_maskz_loadu_ps(k, x.xsum + g), a1);
