@@ -186,6 +186,34 @@ test("serve: a conversation the chat template refuses is a 400 saying why, not a
   assert.equal((await ask([{ role: "user", content: "hi" }], false)).status, 200);
 });
 
+test("serve: a prompt longer than the context is a 400 context_length_exceeded, streamed or not", async () => {
+  const long = "the cat sat on the mat ".repeat(200); // > 256 tokens (the host's context)
+  for (const [path, body] of [
+    ["/v1/chat/completions", { messages: [{ role: "user", content: long }] }],
+    ["/v1/completions", { prompt: long }],
+  ] as const) {
+    for (const stream of [false, true]) {
+      const res = await fetch(server.url + path, {
+        method: "POST",
+        body: JSON.stringify({ ...body, max_tokens: 2, stream }),
+      });
+      assert.equal(res.status, 400, `${path} stream: ${stream}`);
+      const { error } = (await res.json()) as { error: { type: string; code: string; message: string } };
+      assert.equal(error.code, "context_length_exceeded");
+      assert.match(
+        error.message,
+        /the prompt does not fit in the context window: needs \d+ positions, the context holds 256/,
+      );
+    }
+  }
+  // The engine is free again: a short request is answered.
+  const ok = await fetch(server.url + "/v1/completions", {
+    method: "POST",
+    body: JSON.stringify({ prompt: "the cat", max_tokens: 2 }),
+  });
+  assert.equal(ok.status, 200);
+});
+
 test("serve: /v1/completions continues the prompt as it is, streamed or not, with the same text", async () => {
   const prompt = "The city council said";
   const ask = (extra: object) =>

@@ -147,6 +147,16 @@ export class Session {
     return this.model.tokenizer.encode(prompt, addSpecialTokens);
   }
 
+  /** Throws ContextOverflowError when a prompt of these ids cannot fit in the context window. */
+  assertFits(promptIds: readonly number[]): void {
+    if (promptIds.length > this.contextLength)
+      throw new ContextOverflowError(
+        promptIds.length,
+        this.contextLength,
+        "the prompt does not fit in the context window",
+      );
+  }
+
   async *generate(
     prompt: string | readonly number[],
     options: GenerateOptions = {},
@@ -199,13 +209,7 @@ export class Session {
       if (!Number.isInteger(id) || id < 0 || id >= model.config.vocab)
         throw new UsageError(`token id ${id} is outside the vocabulary (0..${model.config.vocab - 1})`);
     }
-    if (promptIds.length > this.contextLength) {
-      throw new ContextOverflowError(
-        promptIds.length,
-        this.contextLength,
-        "the prompt does not fit in the context window",
-      );
-    }
+    this.assertFits(promptIds);
 
     // Prefill: reuse the cached prefix, run the rest in batches of the workspace's size.
     const t0 = performance.now();

@@ -430,11 +430,16 @@ export class EngineHost {
       // The call's form is the model's (its chat template's).
       req = { ...req, ...toolGrammar(tok.templateSource, req.tools, req.forcedTool, req.grammar) };
     }
-    // Rendered here, not in run(), so that a conversation the chat template refuses fails the call
-    // itself (the OpenAI endpoint answers 400 before it starts a stream).
+    // Rendered here, not in run(), so that a conversation the chat template refuses, or one too long
+    // for the context, fails the call itself (the OpenAI endpoint answers 400 before it starts a stream).
     const prompt = Array.isArray(input)
       ? promptIds(session, input, { thinking: req.thinking, tools: req.tools })
       : session.encode(input.text);
+    try {
+      session.assertFits(prompt);
+    } catch (e) {
+      throw new HostError("CONTEXT_FULL", (e as Error).message);
+    }
     const running: Running = { channel, id, abort: new AbortController() };
     this.running = running;
     const gen: Generation = {

@@ -66,7 +66,9 @@ export function handleModels(host: EngineHost, req: IncomingMessage, res: Server
 }
 
 /** Host error codes that mean the request (not the engine) was at fault. */
-const CLIENT_ERRORS = new Set(["USAGE", "CHAT_TEMPLATE"]);
+const CLIENT_ERRORS = new Set(["USAGE", "CHAT_TEMPLATE", "CONTEXT_FULL"]);
+/** OpenAI's `code` for host error codes that have one (clients match on it). */
+const OPENAI_CODES: Record<string, string> = { CONTEXT_FULL: "context_length_exceeded" };
 
 /** POST /v1/chat/completions: the messages through the model's chat template. */
 export function handleChatCompletions(host: EngineHost, req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -209,7 +211,7 @@ async function handleCompletions(
     } catch (e) {
       const info = errorInfo(e);
       if (info.code === "BUSY") continue; // another waiter took the turn first: wait for the next
-      return sendError(res, 400, info.code.toLowerCase(), info.message);
+      return sendError(res, 400, info.code.toLowerCase(), info.message, OPENAI_CODES[info.code]);
     }
   }
   // The host holds a reply with tools to the model's call form (its chat template's).
@@ -293,7 +295,14 @@ async function handleCompletions(
     const info = errorInfo(e);
     if (res.headersSent) {
       res.end(`data: ${JSON.stringify({ error: { message: info.message, type: info.code.toLowerCase() } })}\n\n`);
-    } else sendError(res, CLIENT_ERRORS.has(info.code) ? 400 : 500, info.code.toLowerCase(), info.message);
+    } else
+      sendError(
+        res,
+        CLIENT_ERRORS.has(info.code) ? 400 : 500,
+        info.code.toLowerCase(),
+        info.message,
+        OPENAI_CODES[info.code],
+      );
   }
 }
 
@@ -619,6 +628,6 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
   res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(body));
 }
 
-function sendError(res: ServerResponse, status: number, type: string, message: string): void {
-  sendJson(res, status, { error: { message, type, code: null } });
+function sendError(res: ServerResponse, status: number, type: string, message: string, code?: string): void {
+  sendJson(res, status, { error: { message, type, code: code ?? null } });
 }
