@@ -246,8 +246,24 @@ test("serve: /v1/completions continues the prompt as it is, streamed or not, wit
     usage: { completion_tokens: number };
   };
   assert.ok(dflt.usage.completion_tokens <= 16);
+  // The prompt as token ids (OpenAI's other form), bare or in a list of one: the same reply.
+  const ids = host.loadedModel!.tokenizer.encode(prompt);
+  for (const p of [ids, [ids]]) {
+    const byIds = (await (await ask({ prompt: p })).json()) as typeof plain;
+    assert.equal(byIds.choices[0].text, plain.choices[0].text, "same greedy text from the ids");
+    assert.equal(byIds.usage.prompt_tokens, ids.length);
+  }
+  const vocab = host.loadedModel!.config.vocab;
+  for (const stream of [false, true]) {
+    const res = await ask({ prompt: [1, vocab], stream });
+    assert.equal(res.status, 400, `stream: ${stream}`);
+    assert.match(((await res.json()) as { error: { message: string } }).error.message, /token id \d+ is outside/);
+  }
   for (const [body, pattern] of [
     [{ prompt: ["a", "b"] }, /one prompt per request/],
+    [{ prompt: [[1, 2], [3]] }, /one prompt per request/],
+    [{ prompt: [1.5, 2] }, /a list of token ids/],
+    [{ prompt: [] }, /a list of token ids/],
     [{ prompt: 3 }, /"prompt" must be a string/],
     [{ prompt: "x", echo: true }, /"echo" is not supported/],
     [{ prompt: "x", max_tokens: 0 }, /max_tokens/],

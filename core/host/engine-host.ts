@@ -106,6 +106,9 @@ export interface Generation extends AsyncIterable<HostEvent> {
 /** Where a request's reply and its generation events go: the client that sent it. */
 export type Channel = (m: HostMessage) => void;
 
+/** A prompt without the chat template: text (encoded as the tokenizer does) or token ids as they are. */
+export type TextInput = { text: string } | { ids: readonly number[] };
+
 const MAX_RECENT = 10;
 
 interface Running {
@@ -416,7 +419,7 @@ export class EngineHost {
    * it ends. The input is a conversation (through the chat template) or a prompt's text as it is.
    * Exposed for the OpenAI-compatible endpoints, which stream the same events as chunks.
    */
-  generate(input: ChatMessage[] | { text: string }, req: GenerateParams, channel: Channel, id: number): Generation {
+  generate(input: ChatMessage[] | TextInput, req: GenerateParams, channel: Channel, id: number): Generation {
     const session = this.requireSession();
     this.refuseIfBusy("a reply is already being generated; stop it or wait for it");
     try {
@@ -434,7 +437,13 @@ export class EngineHost {
     // for the context, fails the call itself (the OpenAI endpoint answers 400 before it starts a stream).
     const prompt = Array.isArray(input)
       ? promptIds(session, input, { thinking: req.thinking, tools: req.tools })
-      : session.encode(input.text);
+      : "ids" in input
+        ? [...input.ids]
+        : session.encode(input.text);
+    const vocab = session.model.config.vocab;
+    const outside = prompt.find((t) => !(Number.isSafeInteger(t) && t >= 0 && t < vocab));
+    if (outside !== undefined) throw new UsageError(`token id ${outside} is outside the vocabulary (0..${vocab - 1})`);
+    if (prompt.length === 0) throw new UsageError("the prompt is empty (no tokens); give some text or set a BOS token");
     try {
       session.assertFits(prompt);
     } catch (e) {

@@ -7,7 +7,7 @@ import { modelName } from "../loader/hf-cache.js";
 import type { FinishReason } from "../engine/session.js";
 import type { ChatMessage } from "../loader/tokenizer.js";
 import type { LoadedModel } from "../loader/model-folder.js";
-import { errorInfo, type Channel, type EngineHost, type GenerateParams } from "./engine-host.js";
+import { errorInfo, type Channel, type EngineHost, type GenerateParams, type TextInput } from "./engine-host.js";
 import { LIMITS, ProtocolError, parseMessages, toolList, type HostEvent, type StepTelemetry } from "./protocol.js";
 import { ToolCallStream, functionNames, parseToolCalls, withCallIds } from "./tool-calls.js";
 import { UsageError } from "../loader/errors.js";
@@ -308,7 +308,7 @@ async function handleCompletions(
 
 interface ParsedBody {
   /** The conversation (chat), or the prompt text (a text completion). */
-  input: ChatMessage[] | { text: string };
+  input: ChatMessage[] | TextInput;
   stream: boolean;
   params: GenerateParams;
 }
@@ -423,15 +423,23 @@ function parseTools(tools: unknown, choice: unknown): { tools?: unknown[]; force
 }
 
 /**
- * A text completion's request: `prompt` a string (or a list holding one, as OpenAI allows; several
- * prompts in one request are not served). max_tokens defaults to 16, as in OpenAI's API.
+ * A text completion's request: `prompt` a string or a list of token ids (or a list holding one of
+ * those, as OpenAI allows; several prompts in one request are not served). Token ids go to the model
+ * as they are (no BOS added); the host checks them against the vocabulary. max_tokens defaults to 16,
+ * as in OpenAI's API.
  */
-export function parseTextBody(x: unknown): ParsedBody & { input: { text: string } } {
+export function parseTextBody(x: unknown): ParsedBody & { input: TextInput } {
   const o = bodyObject(x);
   let prompt = o.prompt;
-  if (Array.isArray(prompt) && prompt.length === 1) prompt = prompt[0];
-  if (typeof prompt !== "string") bad(`"prompt" must be a string (one prompt per request)`);
-  if ((prompt as string).length > LIMITS.contentChars) bad(`"prompt" is longer than ${LIMITS.contentChars} characters`);
+  const isIds = (p: unknown): p is number[] =>
+    Array.isArray(p) && p.length > 0 && p.every((t) => Number.isSafeInteger(t) && t >= 0);
+  if (Array.isArray(prompt) && prompt.length === 1 && (typeof prompt[0] === "string" || isIds(prompt[0])))
+    prompt = prompt[0];
+  if (typeof prompt !== "string" && !isIds(prompt))
+    bad(`"prompt" must be a string or a list of token ids (one prompt per request)`);
+  const length = (prompt as string | number[]).length;
+  if (length > LIMITS.contentChars)
+    bad(`"prompt" is longer than ${LIMITS.contentChars} ${typeof prompt === "string" ? "characters" : "tokens"}`);
   for (const key of ["suffix", "echo", "best_of", "n"] as const) {
     const v = o[key];
     if (v !== undefined && v !== null && v !== false && v !== 1) bad(`"${key}" is not supported`);
@@ -442,7 +450,7 @@ export function parseTextBody(x: unknown): ParsedBody & { input: { text: string 
     bad(`"logprobs" must be an integer in 0..5`);
   const { stream, params } = commonFields(o, 16);
   return {
-    input: { text: prompt as string },
+    input: typeof prompt === "string" ? { text: prompt } : { ids: prompt as number[] },
     stream,
     params: { ...params, ...(typeof lp === "number" && { logprobs: lp }) },
   };
