@@ -509,7 +509,7 @@ export function writeSafetensors(file: string, entries: readonly Stored[]): void
   len.writeBigUInt64LE(BigInt(text.length));
   const fd = openSync(file, "w");
   try {
-    for (const b of [len, text, ...entries.map((e) => e[3])]) writeAll(fd, b);
+    for (const b of [len, text, ...entries.map((e) => e[3])]) writeAll(fd, b, file);
   } finally {
     closeSync(fd);
   }

@@ -32,10 +32,16 @@ import {
 import { basename, dirname, join } from "node:path";
 import { gguf } from "@huggingface/gguf";
 import { ModelError } from "../loader/errors.js";
-import { readBytes, readFully, writeAll } from "../loader/file-io.js";
+import { checkFreeSpace, readBytes, readFully, writeAll } from "../loader/file-io.js";
 import { isObject } from "../loader/json.js";
 import { blockFit, isInt4Block, isWeightFormat, type WeightFormat } from "../loader/weight-format.js";
-import { buildHeader, convertF32, type StDType, type TensorEntry } from "../modelgen/safetensors-writer.js";
+import {
+  buildHeader,
+  convertF32,
+  DTYPE_BYTES,
+  type StDType,
+  type TensorEntry,
+} from "../modelgen/safetensors-writer.js";
 import {
   GGML_BLOCKS,
   GgmlTypeId,
@@ -944,19 +950,21 @@ export async function importGguf(
     dim: config.head_dim as number,
   };
 
+  const header = buildHeader(
+    plan.map((p) => p.entry),
+    { format: "pt", source: basename(file) },
+  );
+  const total = plan.reduce((a, p) => a + p.parts.reduce((n, t) => n + t.dims.reduce((x, d) => x * d, 1), 0), 0);
+  checkFreeSpace(dirname(outDir), header.length + total * DTYPE_BYTES[dtype], `importing ${basename(file)}`);
   const tmp = `${outDir}.${process.pid}.tmp`;
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
   try {
-    const header = buildHeader(
-      plan.map((p) => p.entry),
-      { format: "pt", source: basename(file) },
-    );
-    const total = plan.reduce((a, p) => a + p.parts.reduce((n, t) => n + t.dims.reduce((x, d) => x * d, 1), 0), 0);
-    const out = openSync(join(tmp, "model.safetensors"), "w");
+    const weightsFile = join(tmp, "model.safetensors");
+    const out = openSync(weightsFile, "w");
     let bytes = 0;
     try {
-      writeAll(out, header);
+      writeAll(out, header, weightsFile);
       bytes += header.length;
       let done = 0;
       const in_ = openSync(file, "r");
@@ -964,7 +972,7 @@ export async function importGguf(
         for (const { parts, transform } of plan) {
           for (const t of parts) {
             for (const { chunk, values } of convertedChunks(in_, file, t, transform, dtype, heads)) {
-              writeAll(out, chunk);
+              writeAll(out, chunk, weightsFile);
               bytes += chunk.byteLength;
               done += values;
               opts.onProgress?.(done, total);

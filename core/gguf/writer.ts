@@ -11,6 +11,7 @@
 // Dimensions are in ggml order: ne[0] is the contiguous one, so a row-major [rows, cols] matrix
 // is written as ne = [cols, rows].
 import { open, type FileHandle } from "node:fs/promises";
+import { writeError, writeFully } from "../loader/file-io.js";
 
 export const GGUF_VERSION = 3;
 export const GGUF_DEFAULT_ALIGNMENT = 32;
@@ -287,6 +288,7 @@ export class GgufFileWriter {
 
   private constructor(
     private readonly fh: FileHandle,
+    private readonly file: string,
     readonly layout: GgufLayout,
     private readonly tensors: readonly GgufTensorInfo[],
   ) {
@@ -302,12 +304,12 @@ export class GgufFileWriter {
     const layout = ggufLayout(metadata, tensors, alignment);
     const fh = await open(file, "w");
     try {
-      await writeFully(fh, layout.header, 0);
+      await writeFully(fh, layout.header, 0, file);
     } catch (e) {
       await fh.close();
       throw e;
     }
-    return new GgufFileWriter(fh, layout, tensors);
+    return new GgufFileWriter(fh, file, layout, tensors);
   }
 
   /** The tensor the next `write` belongs to, or undefined when all are written. */
@@ -322,7 +324,7 @@ export class GgufFileWriter {
       if (!t) throw new GgufWriteError(`${src.length} bytes written after the last tensor`);
       const need = this.layout.byteLengths[this.tensor] - this.written;
       const part = src.subarray(0, need);
-      await writeFully(this.fh, part, this.position);
+      await writeFully(this.fh, part, this.position, this.file);
       this.position += part.length;
       this.written += part.length;
       src = src.subarray(part.length);
@@ -347,7 +349,9 @@ export class GgufFileWriter {
           `closed after ${this.tensor} of ${this.tensors.length} tensors (next: "${this.tensors[this.tensor].name}")`,
         );
       }
-      await this.fh.truncate(this.layout.fileBytes); // trailing padding
+      await this.fh.truncate(this.layout.fileBytes).catch((e: unknown) => {
+        throw writeError(e, this.file);
+      }); // trailing padding
     } finally {
       await this.fh.close();
     }
@@ -356,13 +360,5 @@ export class GgufFileWriter {
   /** Closes without the completeness check (after a failure). */
   async abort(): Promise<void> {
     await this.fh.close().catch(() => undefined);
-  }
-}
-
-async function writeFully(fh: FileHandle, buf: Uint8Array, position: number): Promise<void> {
-  let done = 0;
-  while (done < buf.length) {
-    const { bytesWritten } = await fh.write(buf, done, buf.length - done, position + done);
-    done += bytesWritten;
   }
 }

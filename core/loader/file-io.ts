@@ -1,6 +1,10 @@
-// Whole-buffer reads and writes on file descriptors, for the importers (GGUF, FP8) that stream a
-// model file into a new one: readSync/writeSync may move fewer bytes than asked.
-import { closeSync, openSync, readSync, writeSync } from "node:fs";
+// Whole-buffer reads and writes on file descriptors, for the importers (GGUF, FP8) and writers (model
+// files, exports) that stream a model file into a new one: readSync/writeSync may move fewer bytes than
+// asked. A disk that fills up mid-write is a NO_SPACE error naming the file, not a bare ENOSPC; an
+// import checks its room before it starts (checkFreeSpace).
+import { closeSync, existsSync, openSync, readSync, statfsSync, writeSync } from "node:fs";
+import type { FileHandle } from "node:fs/promises";
+import { dirname } from "node:path";
 import { ModelError } from "./errors.js";
 
 /** `length` bytes of `file` from `offset`. */
@@ -25,7 +29,57 @@ export function readFully(fd: number, buf: Uint8Array, position: number, file: s
   }
 }
 
-export function writeAll(fd: number, buf: Uint8Array): void {
+/** Appends all of `buf` to the open `file` (at its current position). */
+export function writeAll(fd: number, buf: Uint8Array, file: string): void {
   let off = 0;
-  while (off < buf.byteLength) off += writeSync(fd, buf, off, buf.byteLength - off);
+  try {
+    while (off < buf.byteLength) off += writeSync(fd, buf, off, buf.byteLength - off);
+  } catch (e) {
+    throw writeError(e, file);
+  }
 }
+
+/** Writes all of `buf` at `position` of the open `file`. */
+export async function writeFully(fh: FileHandle, buf: Uint8Array, position: number, file: string): Promise<void> {
+  let off = 0;
+  try {
+    while (off < buf.byteLength) {
+      const { bytesWritten } = await fh.write(buf, off, buf.byteLength - off, position + off);
+      off += bytesWritten;
+    }
+  } catch (e) {
+    throw writeError(e, file);
+  }
+}
+
+/** A failed write of `file`: a full disk or quota as NO_SPACE naming the file; any other error as it is. */
+export function writeError(e: unknown, file: string): unknown {
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  if (code !== "ENOSPC" && code !== "EDQUOT") return e;
+  return new ModelError("NO_SPACE", file, `the disk is full (${code}) writing this file`);
+}
+
+/**
+ * Throws NO_SPACE when the disk that holds `dir` (or its nearest existing parent) has fewer than
+ * `bytes` free for the calling user: `what` (e.g. "importing x.gguf") needs that much there.
+ */
+export function checkFreeSpace(dir: string, bytes: number, what: string): void {
+  const free = freeBytes(dir);
+  if (free !== undefined && free < bytes)
+    throw new ModelError("NO_SPACE", dir, `${what} needs ${gb(bytes)} here; the disk has ${gb(free)} free`);
+}
+
+/** Bytes free to this user on the disk of `dir` (or its nearest existing parent); undefined where unknown. */
+function freeBytes(dir: string): number | undefined {
+  let d = dir;
+  while (!existsSync(d) && dirname(d) !== d) d = dirname(d);
+  try {
+    const s = statfsSync(d);
+    return s.bavail * s.bsize;
+  } catch {
+    return undefined;
+  }
+}
+
+const gb = (bytes: number): string =>
+  bytes >= 1e9 ? `${(bytes / 1e9).toFixed(2)} GB` : `${(bytes / 1e6).toFixed(1)} MB`;

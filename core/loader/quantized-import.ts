@@ -21,12 +21,12 @@ import {
   writeFileSync,
 } from "node:fs";
 import { basename, dirname, join } from "node:path";
-import { buildHeader, convertF32, numel, type TensorEntry } from "../modelgen/safetensors-writer.js";
+import { buildHeader, convertF32, numel, tensorBytes, type TensorEntry } from "../modelgen/safetensors-writer.js";
 import type { BlockSource } from "../gguf/block-weights.js";
 import { isBlockTensor, type BlockTensor } from "../gguf/import.js";
 import { GgmlTypeId } from "../gguf/quants.js";
 import { ModelError } from "./errors.js";
-import { readFully, writeAll } from "./file-io.js";
+import { checkFreeSpace, readFully, writeAll } from "./file-io.js";
 import { bitsandbytesScheme } from "./bitsandbytes.js";
 import { fp8Scheme } from "./fp8.js";
 import { gptqScheme } from "./gptq.js";
@@ -194,6 +194,16 @@ export async function importQuantized(
   opts: { onProgress?: (done: number, total: number) => void } = {},
 ): Promise<QuantizedImportPlan> {
   const plan = planQuantizedImport(dir);
+  // At least the plain tensors' bytes (4-bit checkpoints' blocks come on top: about a quarter more).
+  const header = buildHeader(
+    plan.tensors.map((t) => t.entry),
+    { format: "pt", source: basename(dir) },
+  );
+  checkFreeSpace(
+    dirname(outDir),
+    plan.tensors.reduce((a, t) => a + tensorBytes(t.entry), header.length),
+    `importing ${basename(dir)}`,
+  );
   const tmp = `${outDir}.${process.pid}.tmp`;
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
@@ -202,19 +212,15 @@ export async function importQuantized(
     let done = 0;
     const blocks: Record<string, BlockTensor> = {};
     let blockBytes = 0;
-    const out = openSync(join(tmp, "model.safetensors"), "w");
-    const blockFile = openSync(join(tmp, INT4_BLOCKS), "w");
+    const weightsFile = join(tmp, "model.safetensors");
+    const blocksFile = join(tmp, INT4_BLOCKS);
+    const out = openSync(weightsFile, "w");
+    const blockFile = openSync(blocksFile, "w");
     try {
-      writeAll(
-        out,
-        buildHeader(
-          plan.tensors.map((t) => t.entry),
-          { format: "pt", source: basename(dir) },
-        ),
-      );
+      writeAll(out, header, weightsFile);
       for (const t of plan.tensors) {
         for (const chunk of t.kind === "copy" ? copiedChunks(t.source) : roundedChunks(t, t.entry.dtype)) {
-          writeAll(out, chunk.bytes);
+          writeAll(out, chunk.bytes, weightsFile);
           done += chunk.values;
           opts.onProgress?.(done, total);
           // Let the host's event loop send the progress (and answer other requests) between chunks.
@@ -224,7 +230,7 @@ export async function importQuantized(
         if (int4) {
           const [rows, cols] = t.entry.shape;
           blocks[t.entry.name] = { type: GgmlTypeId[int4.type], offset: blockBytes, rows, cols };
-          writeAll(blockFile, int4.bytes);
+          writeAll(blockFile, int4.bytes, blocksFile);
           blockBytes += int4.bytes.byteLength;
         }
       }

@@ -19,6 +19,7 @@
 import { open, writeFile, type FileHandle } from "node:fs/promises";
 import { endianness } from "node:os";
 import { join } from "node:path";
+import { writeFully } from "../loader/file-io.js";
 
 export type StDType = "F32" | "F16" | "BF16";
 
@@ -212,7 +213,7 @@ export class SafetensorsWriter {
     const at = this.pos;
     this.pos += chunk.byteLength;
     // Writes use explicit positions, so issuing them while an earlier one is in flight is safe.
-    const p = writeFully(fh, chunk, at);
+    const p = writeFully(fh, chunk, at, join(this.dir, this.files[this.fhShard]));
     const settled = p.catch((e: unknown) => {
       this.failure ??= e;
     });
@@ -254,7 +255,7 @@ export class SafetensorsWriter {
     const header = buildHeader(this.shards[i], this.opts.metadata);
     this.fh = await open(join(this.dir, this.files[i]), "w");
     this.fhShard = i;
-    await writeFully(this.fh, header, 0);
+    await writeFully(this.fh, header, 0, join(this.dir, this.files[i]));
     this.pos = header.length;
   }
 
@@ -263,14 +264,6 @@ export class SafetensorsWriter {
       await this.fh.close();
       this.fh = null;
     }
-  }
-}
-
-async function writeFully(fh: FileHandle, buf: Uint8Array, position: number): Promise<void> {
-  let off = 0;
-  while (off < buf.byteLength) {
-    const { bytesWritten } = await fh.write(buf, off, buf.byteLength - off, position + off);
-    off += bytesWritten;
   }
 }
 

@@ -50,6 +50,7 @@ import {
 } from "../arch/config.js";
 import type { Weight } from "../loader/safetensors.js";
 import { UsageError } from "../loader/errors.js";
+import { writeError } from "../loader/file-io.js";
 import {
   DEFAULT_SETTINGS,
   compact,
@@ -130,7 +131,11 @@ export function exportOnnx(model: ExportableModel, outFile: string, opts: OnnxEx
       "": OPSET,
       ...(ex.usesContrib ? { "com.microsoft": 1 } : {}),
     });
-    writeFileSync(file, bytes);
+    try {
+      writeFileSync(file, bytes);
+    } catch (e) {
+      throw writeError(e, file);
+    }
     const c = model.config;
     return {
       file,

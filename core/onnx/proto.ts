@@ -6,6 +6,7 @@
 import onnxProto from "onnx-proto";
 import { closeSync, openSync, writeSync } from "node:fs";
 import { basename } from "node:path";
+import { writeError } from "../loader/file-io.js";
 
 export const onnx = onnxProto.onnx;
 export type ModelProto = ReturnType<typeof onnx.ModelProto.create>;
@@ -37,10 +38,14 @@ export class ExternalData {
   /** Write `bytes` at the next aligned offset; returns the offset. */
   append(bytes: Uint8Array): number {
     const start = Math.ceil(this.offset / ALIGN) * ALIGN;
-    if (start > this.offset)
-      writeSync(this.fd, new Uint8Array(start - this.offset), 0, start - this.offset, this.offset);
-    for (let done = 0; done < bytes.length;) {
-      done += writeSync(this.fd, bytes, done, Math.min(bytes.length - done, 1 << 30), start + done);
+    try {
+      if (start > this.offset)
+        writeSync(this.fd, new Uint8Array(start - this.offset), 0, start - this.offset, this.offset);
+      for (let done = 0; done < bytes.length;) {
+        done += writeSync(this.fd, bytes, done, Math.min(bytes.length - done, 1 << 30), start + done);
+      }
+    } catch (e) {
+      throw writeError(e, this.file);
     }
     this.offset = start + bytes.length;
     return start;

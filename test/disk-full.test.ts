@@ -1,0 +1,101 @@
+// A full disk while a model is imported, exported or made: a NO_SPACE error naming the file or folder,
+// and nothing left behind (where a bare ENOSPC with Node's stack trace came out). Writes to /dev/full
+// fail with ENOSPC; a small tmpfs stands for a full disk (mounted where the tests may mount one, as
+// root in CI; skipped with the reason elsewhere).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { open } from "node:fs/promises";
+import { join } from "node:path";
+import { hire, REPO_ROOT, tempDir } from "./helpers.js";
+import { ModelError } from "../core/loader/errors.js";
+import { checkFreeSpace, writeAll, writeFully } from "../core/loader/file-io.js";
+import { importGguf } from "../core/gguf/import.js";
+import { defaultModelDir } from "../core/loader/default-model.js";
+
+const FIXTURE = join(REPO_ROOT, "test", "gguf", "tiny-llama-quants.gguf");
+
+function isNoSpace(e: unknown, where: RegExp): boolean {
+  return e instanceof ModelError && e.code === "NO_SPACE" && where.test(e.message);
+}
+
+test("disk full: writes that fail with ENOSPC are NO_SPACE errors naming the file", async (t) => {
+  if (!existsSync("/dev/full")) return t.skip("no /dev/full here");
+  const fd = openSync("/dev/full", "w");
+  try {
+    assert.throws(
+      () => writeAll(fd, new Uint8Array(4096), "/models/out.safetensors"),
+      (e) => isNoSpace(e, /^\/models\/out\.safetensors: the disk is full \(ENOSPC\) writing this file$/),
+    );
+  } finally {
+    closeSync(fd);
+  }
+  const fh = await open("/dev/full", "w");
+  try {
+    await assert.rejects(writeFully(fh, new Uint8Array(4096), 0, "/models/x.gguf"), (e) =>
+      isNoSpace(e, /^\/models\/x\.gguf: the disk is full/),
+    );
+  } finally {
+    await fh.close();
+  }
+});
+
+test("disk full: checkFreeSpace refuses what the disk cannot hold, from the nearest existing folder", (t) => {
+  const dir = tempDir(t);
+  checkFreeSpace(join(dir, "not", "made", "yet"), 1, "a byte");
+  assert.throws(
+    () => checkFreeSpace(join(dir, "not", "made", "yet"), 1e18, "importing big.gguf"),
+    (e) =>
+      isNoSpace(e, /not\/made\/yet: importing big\.gguf needs 1000000000\.00 GB here; the disk has [\d.]+ [MG]B free$/),
+  );
+});
+
+/** A tmpfs of `size` at a new folder, unmounted after the test; undefined (with the reason) where mounting is not allowed. */
+function smallDisk(t: { after: (fn: () => void) => void }, size: string): string | undefined {
+  const dir = mkdtempSync(join(tmpdir(), "hire-small-disk-"));
+  const r = spawnSync("mount", ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", dir], { encoding: "utf8" });
+  t.after(() => {
+    if (r.status === 0) spawnSync("umount", [dir]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return r.status === 0 ? dir : undefined;
+}
+
+test("disk full: a GGUF import that cannot fit is refused before it writes, leaving nothing", async (t) => {
+  const disk = smallDisk(t, "512k");
+  if (!disk) return t.skip("cannot mount a tmpfs here (needs root)");
+  const out = join(disk, "imports", "tiny");
+  await assert.rejects(importGguf(FIXTURE, out), (e) =>
+    isNoSpace(e, /\/imports: importing tiny-llama-quants\.gguf needs [\d.]+ MB here; the disk has 0\.5 MB free$/),
+  );
+  assert.deepEqual(readdirSync(disk), [], "nothing left on the disk");
+  // The CLI says so in one line, with no stack trace.
+  const r = hire(["import", "--gguf", FIXTURE, "--out", out]);
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /^hire import: .*importing tiny-llama-quants\.gguf needs [\d.]+ MB here/);
+  assert.doesNotMatch(r.stderr, /\n\s+at /);
+});
+
+test("disk full: exports and make-model that fill the disk stop with NO_SPACE and leave no partial file", (t) => {
+  const disk = smallDisk(t, "1m");
+  if (!disk) return t.skip("cannot mount a tmpfs here (needs root)");
+  for (const [args, file] of [
+    [["export", "--model", defaultModelDir(), "--gguf", join(disk, "m.gguf")], /m\.gguf\.\d+\.tmp/],
+    [["export", "--model", defaultModelDir(), "--onnx", join(disk, "m.onnx")], /m\.onnx\.data/],
+    [
+      ["make-model", "--arch", "llama", "--preset", "smollm2-135m", "--dtype", "bf16", "--seed", "1"],
+      /model\.safetensors/,
+    ],
+  ] as const) {
+    const argv: string[] = args[0] === "make-model" ? [...args, "--out", join(disk, "made")] : [...args];
+    const r = hire(argv);
+    assert.equal(r.status, 1, `${argv.join(" ")}: ${r.stderr}`);
+    assert.match(
+      r.stderr,
+      new RegExp(`^hire ${args[0]}: .*${file.source}: the disk is full \\(ENOSPC\\) writing this file\\n$`),
+    );
+    assert.deepEqual(readdirSync(disk), [], `${args[0]}: nothing left on the disk`);
+  }
+});
