@@ -81,6 +81,8 @@ export async function runExport(argv: string[]): Promise<void> {
     const out = v[k]!;
     if (out === "") throw new UsageError(`--${k} needs a file name`);
     if (!existsSync(dirname(out))) throw new UsageError(`--${k}: folder ${dirname(out)} does not exist`);
+    if (existsSync(out) && statSync(out).isDirectory())
+      throw new UsageError(`--${k}: ${out} is a folder; give the file to write`);
   }
   const dtype = v.dtype as ExportDType | undefined;
   if (dtype !== undefined && !DTYPES.includes(dtype)) {

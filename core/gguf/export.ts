@@ -56,6 +56,7 @@ import { basename, join } from "node:path";
 import type { LoadedModel } from "../loader/model-folder.js";
 import type { DType, Weight } from "../loader/safetensors.js";
 import { ModelError } from "../loader/errors.js";
+import { writeError } from "../loader/file-io.js";
 import type { FfnWeights, ModelConfig } from "../arch/config.js";
 import { convertF32, f16ToF32 } from "../modelgen/safetensors-writer.js";
 import { GGML_TYPE_BLOCKS, GgmlType, GgufFileWriter, kv, type GgufTensorInfo, type GgufValue } from "./writer.js";
@@ -336,7 +337,9 @@ export async function exportGguf(
       opts.onProgress?.(done, total);
     }
     await writer.close();
-    await rename(tmp, outFile);
+    await rename(tmp, outFile).catch((e: unknown) => {
+      throw writeError(e, outFile);
+    });
   } catch (e) {
     await writer.abort();
     await rm(tmp, { force: true });

@@ -32,7 +32,7 @@ import {
 import { basename, dirname, join } from "node:path";
 import { gguf } from "@huggingface/gguf";
 import { ModelError } from "../loader/errors.js";
-import { checkFreeSpace, readBytes, readFully, writeAll } from "../loader/file-io.js";
+import { checkFreeSpace, makeFolder, readBytes, readFully, writeAll } from "../loader/file-io.js";
 import { isObject } from "../loader/json.js";
 import { blockFit, isInt4Block, isWeightFormat, type WeightFormat } from "../loader/weight-format.js";
 import {
@@ -958,7 +958,7 @@ export async function importGguf(
   checkFreeSpace(dirname(outDir), header.length + total * DTYPE_BYTES[dtype], `importing ${basename(file)}`);
   const tmp = `${outDir}.${process.pid}.tmp`;
   rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp, { recursive: true });
+  makeFolder(tmp);
   try {
     const weightsFile = join(tmp, "model.safetensors");
     const out = openSync(weightsFile, "w");

@@ -302,7 +302,9 @@ export class GgufFileWriter {
     alignment = GGUF_DEFAULT_ALIGNMENT,
   ): Promise<GgufFileWriter> {
     const layout = ggufLayout(metadata, tensors, alignment);
-    const fh = await open(file, "w");
+    const fh = await open(file, "w").catch((e: unknown) => {
+      throw writeError(e, file);
+    });
     try {
       await writeFully(fh, layout.header, 0, file);
     } catch (e) {

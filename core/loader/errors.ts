@@ -19,6 +19,7 @@ export type ModelErrorCode =
   | "BAD_TOKENIZER"
   | "BAD_GGUF" // a GGUF file's header, metadata or tensor table is malformed or unsupported
   | "NO_SPACE" // the disk an import or export writes to is (or would be) full
+  | "CANNOT_WRITE" // an import or export's destination is read-only, forbidden or not a folder
   | "NOT_FINITE"; // the weights gave NaN (or no finite) logits: values in a file are NaN or inf
 
 export class ModelError extends Error {

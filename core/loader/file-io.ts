@@ -1,8 +1,9 @@
 // Whole-buffer reads and writes on file descriptors, for the importers (GGUF, FP8) and writers (model
 // files, exports) that stream a model file into a new one: readSync/writeSync may move fewer bytes than
-// asked. A disk that fills up mid-write is a NO_SPACE error naming the file, not a bare ENOSPC; an
-// import checks its room before it starts (checkFreeSpace).
-import { closeSync, existsSync, openSync, readSync, statfsSync, writeSync } from "node:fs";
+// asked. A disk that fills up mid-write is a NO_SPACE error naming the file, not a bare ENOSPC (and a
+// read-only or forbidden place CANNOT_WRITE: writeError); an import checks its room before it starts
+// (checkFreeSpace).
+import { closeSync, existsSync, mkdirSync, openSync, readSync, statfsSync, writeSync } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
 import { ModelError } from "./errors.js";
@@ -52,11 +53,42 @@ export async function writeFully(fh: FileHandle, buf: Uint8Array, position: numb
   }
 }
 
-/** A failed write of `file`: a full disk or quota as NO_SPACE naming the file; any other error as it is. */
+/** Why a file cannot be created or written, by errno code. */
+const CANNOT_WRITE: Record<string, string> = {
+  EROFS: "the file system is read-only",
+  EACCES: "permission denied",
+  EPERM: "permission denied",
+  ENOENT: "its folder does not exist",
+  ENOTDIR: "a part of its path is not a folder",
+  EISDIR: "it is a folder",
+};
+
+/**
+ * A failed creation or write of `file` (a file or folder): a full disk or quota as NO_SPACE, a
+ * read-only or forbidden place as CANNOT_WRITE, each naming the file; any other error as it is.
+ */
 export function writeError(e: unknown, file: string): unknown {
-  const code = (e as NodeJS.ErrnoException | undefined)?.code;
-  if (code !== "ENOSPC" && code !== "EDQUOT") return e;
-  return new ModelError("NO_SPACE", file, `the disk is full (${code}) writing this file`);
+  const code = (e as NodeJS.ErrnoException | undefined)?.code ?? "";
+  if (code === "ENOSPC" || code === "EDQUOT")
+    return new ModelError("NO_SPACE", file, `the disk is full (${code}) writing this file`);
+  const why = CANNOT_WRITE[code];
+  return why ? new ModelError("CANNOT_WRITE", file, `cannot write here: ${why} (${code})`) : e;
+}
+
+/**
+ * Makes folder `dir` and any missing parents, one level at a time (a recursive mkdir reports a
+ * read-only parent as ENOENT); a failure is writeError's, naming the folder it could not make.
+ */
+export function makeFolder(dir: string): void {
+  const missing: string[] = [];
+  for (let d = dir; !existsSync(d) && dirname(d) !== d; d = dirname(d)) missing.unshift(d);
+  for (const d of missing) {
+    try {
+      mkdirSync(d);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw writeError(e, d);
+    }
+  }
 }
 
 /**

@@ -26,7 +26,7 @@ import type { BlockSource } from "../gguf/block-weights.js";
 import { isBlockTensor, type BlockTensor } from "../gguf/import.js";
 import { GgmlTypeId } from "../gguf/quants.js";
 import { ModelError } from "./errors.js";
-import { checkFreeSpace, readFully, writeAll } from "./file-io.js";
+import { checkFreeSpace, makeFolder, readFully, writeAll } from "./file-io.js";
 import { bitsandbytesScheme } from "./bitsandbytes.js";
 import { fp8Scheme } from "./fp8.js";
 import { gptqScheme } from "./gptq.js";
@@ -206,7 +206,7 @@ export async function importQuantized(
   );
   const tmp = `${outDir}.${process.pid}.tmp`;
   rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp, { recursive: true });
+  makeFolder(tmp);
   try {
     const total = plan.tensors.reduce((a, t) => a + numel(t.entry.shape), 0);
     let done = 0;

@@ -122,7 +122,11 @@ export function exportOnnx(model: ExportableModel, outFile: string, opts: OnnxEx
   const t0 = performance.now();
   const file = resolve(outFile);
   const dataFile = `${file}.data`;
-  mkdirSync(dirname(file), { recursive: true });
+  try {
+    mkdirSync(dirname(file), { recursive: true });
+  } catch (e) {
+    throw writeError(e, dirname(file));
+  }
   const data = new ExternalData(dataFile);
   try {
     const ex = new Exporter(model, GraphBuilder.root(data), opts);

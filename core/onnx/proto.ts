@@ -31,7 +31,11 @@ export class ExternalData {
   readonly location: string;
 
   constructor(readonly file: string) {
-    this.fd = openSync(file, "w");
+    try {
+      this.fd = openSync(file, "w");
+    } catch (e) {
+      throw writeError(e, file);
+    }
     this.location = basename(file);
   }
 

@@ -1,7 +1,8 @@
-// A full disk while a model is imported, exported or made: a NO_SPACE error naming the file or folder,
-// and nothing left behind (where a bare ENOSPC with Node's stack trace came out). Writes to /dev/full
-// fail with ENOSPC; a small tmpfs stands for a full disk (mounted where the tests may mount one, as
-// root in CI; skipped with the reason elsewhere).
+// A full or read-only disk while a model is imported, exported or made: a NO_SPACE or CANNOT_WRITE
+// error naming the file or folder, and nothing left behind (where a bare ENOSPC or EROFS with Node's
+// stack trace came out). Writes to /dev/full fail with ENOSPC; small tmpfs mounts, read-write or
+// read-only, stand for the disks (mounted where the tests may mount, as root in CI; skipped with the
+// reason elsewhere).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -11,7 +12,7 @@ import { open } from "node:fs/promises";
 import { join } from "node:path";
 import { hire, REPO_ROOT, tempDir } from "./helpers.js";
 import { ModelError } from "../core/loader/errors.js";
-import { checkFreeSpace, writeAll, writeFully } from "../core/loader/file-io.js";
+import { checkFreeSpace, makeFolder, writeAll, writeFully } from "../core/loader/file-io.js";
 import { importGguf } from "../core/gguf/import.js";
 import { defaultModelDir } from "../core/loader/default-model.js";
 
@@ -53,9 +54,10 @@ test("disk full: checkFreeSpace refuses what the disk cannot hold, from the near
 });
 
 /** A tmpfs of `size` at a new folder, unmounted after the test; undefined (with the reason) where mounting is not allowed. */
-function smallDisk(t: { after: (fn: () => void) => void }, size: string): string | undefined {
+function smallDisk(t: { after: (fn: () => void) => void }, size: string, readOnly = false): string | undefined {
   const dir = mkdtempSync(join(tmpdir(), "hire-small-disk-"));
-  const r = spawnSync("mount", ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", dir], { encoding: "utf8" });
+  const options = `size=${size}${readOnly ? ",ro" : ""}`;
+  const r = spawnSync("mount", ["-t", "tmpfs", "-o", options, "tmpfs", dir], { encoding: "utf8" });
   t.after(() => {
     if (r.status === 0) spawnSync("umount", [dir]);
     rmSync(dir, { recursive: true, force: true });
@@ -98,4 +100,40 @@ test("disk full: exports and make-model that fill the disk stop with NO_SPACE an
     );
     assert.deepEqual(readdirSync(disk), [], `${args[0]}: nothing left on the disk`);
   }
+});
+
+test("read-only disk: imports and exports are CANNOT_WRITE errors naming the place; a folder is not an output file", async (t) => {
+  const disk = smallDisk(t, "16m", true);
+  if (!disk) return t.skip("cannot mount a tmpfs here (needs root)");
+  const readOnly = (where: RegExp) => (e: unknown) =>
+    e instanceof ModelError &&
+    e.code === "CANNOT_WRITE" &&
+    where.test(e.message) &&
+    /cannot write here: the file system is read-only \(EROFS\)$/.test(e.message);
+  // Into the disk itself, and below folders not made yet (the first one it cannot make is named).
+  await assert.rejects(importGguf(FIXTURE, join(disk, "tiny")), readOnly(/\/tiny\.\d+\.tmp: /));
+  await assert.rejects(importGguf(FIXTURE, join(disk, "imports", "tiny")), readOnly(/disk-\w+\/imports: /));
+  assert.throws(() => makeFolder(join(disk, "a", "b")), readOnly(/disk-\w+\/a: /));
+  for (const [flag, file] of [
+    ["--gguf", /m\.gguf\.\d+\.tmp/],
+    ["--onnx", /m\.onnx\.data/],
+  ] as const) {
+    const ext = flag.slice(2);
+    const r = hire(["export", "--model", defaultModelDir(), flag, join(disk, `m.${ext}`)]);
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(
+      r.stderr,
+      new RegExp(`^hire export: .*${file.source}: cannot write here: the file system is read-only`),
+    );
+    // A folder given as the output file is a usage error before anything is written.
+    const dir = hire(["export", "--model", defaultModelDir(), flag, tmpdir()]);
+    assert.equal(dir.status, 2);
+    assert.match(dir.stderr, new RegExp(`${flag}: ${tmpdir()} is a folder; give the file to write`));
+  }
+  // The CLI's first load of a GGUF into a read-only cache says so in one line.
+  const r = hire(["generate", "--model", FIXTURE, "--prompt", "hi", "--max-tokens", "1"], undefined, {
+    HIRE_CACHE_DIR: disk,
+  });
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /\/imports: cannot write here: the file system is read-only \(EROFS\)\n$/);
 });
