@@ -136,4 +136,8 @@ test("read-only disk: imports and exports are CANNOT_WRITE errors naming the pla
   });
   assert.equal(r.status, 1);
   assert.match(r.stderr, /\/imports: cannot write here: the file system is read-only \(EROFS\)\n$/);
+  // `hire serve` with a data folder it cannot make stops at once, saying so.
+  const serve = hire(["serve", "--port", "0", "--no-model", "--data", join(disk, "data")]);
+  assert.equal(serve.status, 1, serve.stderr);
+  assert.match(serve.stderr, /^hire serve: .*\/data: cannot write here: the file system is read-only \(EROFS\)\n$/);
 });

@@ -2,18 +2,9 @@
 // the same folder, fsync, rename over the old one), so a crash mid-write leaves the previous
 // version intact and never a half-written file. Files that fail to parse are skipped when listing
 // and reported by name when opened, so one bad file never hides the others.
-import {
-  closeSync,
-  fsyncSync,
-  mkdirSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  writeSync,
-} from "node:fs";
+import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
 import { join } from "node:path";
+import { makeFolder } from "../loader/file-io.js";
 import { parseConversation, ProtocolError, type Conversation, type ConversationSummary } from "./protocol.js";
 
 const SUFFIX = ".json";
@@ -21,7 +12,7 @@ const TMP_SUFFIX = ".tmp";
 
 export class ConversationStore {
   constructor(readonly dir: string) {
-    mkdirSync(dir, { recursive: true });
+    makeFolder(dir); // a read-only or forbidden data folder is a CANNOT_WRITE error naming it
   }
 
   private file(id: string): string {
