@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, rmSync } from "node:fs";
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { open } from "node:fs/promises";
 import { join } from "node:path";
@@ -140,4 +140,35 @@ test("read-only disk: imports and exports are CANNOT_WRITE errors naming the pla
   const serve = hire(["serve", "--port", "0", "--no-model", "--data", join(disk, "data")]);
   assert.equal(serve.status, 1, serve.stderr);
   assert.match(serve.stderr, /^hire serve: .*\/data: cannot write here: the file system is read-only \(EROFS\)\n$/);
+});
+
+test("a cache path through a file: a GGUF's first load says so; HiRE runs without its predictor cache", (t) => {
+  const file = join(tempDir(t), "not-a-folder");
+  writeFileSync(file, "x");
+  const gguf = hire(["generate", "--model", FIXTURE, "--prompt", "hi", "--max-tokens", "1"], undefined, {
+    HIRE_CACHE_DIR: file,
+  });
+  assert.equal(gguf.status, 1);
+  assert.match(
+    gguf.stderr,
+    /not-a-folder\/imports: cannot write here: a part of its path is not a folder \(ENOTDIR\)\n$/,
+  );
+  // The predictors and content hashes are a cache: failing to store them costs a rebuild, not the reply.
+  const args = [
+    "generate",
+    "--prompt",
+    "hi",
+    "--max-tokens",
+    "3",
+    "--temperature",
+    "0",
+    "--ffn",
+    "hire",
+    "--head",
+    "hire",
+  ];
+  const withCache = hire(args);
+  const without = hire(args, undefined, { HIRE_CACHE_DIR: file });
+  assert.equal(without.status, 0, without.stderr);
+  assert.equal(without.stdout, withCache.stdout);
 });

@@ -957,6 +957,7 @@ export async function importGguf(
   const total = plan.reduce((a, p) => a + p.parts.reduce((n, t) => n + t.dims.reduce((x, d) => x * d, 1), 0), 0);
   checkFreeSpace(dirname(outDir), header.length + total * DTYPE_BYTES[dtype], `importing ${basename(file)}`);
   const tmp = `${outDir}.${process.pid}.tmp`;
+  makeFolder(dirname(outDir)); // first: a cache path through a file is CANNOT_WRITE, not rmSync's ENOTDIR
   rmSync(tmp, { recursive: true, force: true });
   makeFolder(tmp);
   try {

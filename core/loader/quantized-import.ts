@@ -205,6 +205,7 @@ export async function importQuantized(
     `importing ${basename(dir)}`,
   );
   const tmp = `${outDir}.${process.pid}.tmp`;
+  makeFolder(dirname(outDir)); // first: a cache path through a file is CANNOT_WRITE, not rmSync's ENOTDIR
   rmSync(tmp, { recursive: true, force: true });
   makeFolder(tmp);
   try {

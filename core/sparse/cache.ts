@@ -144,6 +144,10 @@ export function storeAtomically(file: string, write: (tmp: string) => void): voi
     write(tmp);
     renameSync(tmp, file);
   } catch {
-    rmSync(tmp, { force: true });
+    try {
+      rmSync(tmp, { force: true });
+    } catch {
+      // the cache's folder is not a folder (or not ours): nothing was written to take back
+    }
   }
 }
