@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { open } from "node:fs/promises";
 import { join } from "node:path";
@@ -171,4 +171,33 @@ test("a cache path through a file: a GGUF's first load says so; HiRE runs withou
   const without = hire(args, undefined, { HIRE_CACHE_DIR: file });
   assert.equal(without.status, 0, without.stderr);
   assert.equal(without.stdout, withCache.stdout);
+});
+
+test("what an import, export or make-model killed mid-way left is removed by the next run; a live writer's is kept", async (t) => {
+  const dir = tempDir(t);
+  // A pid that ran and is gone, and one that runs (this test's parent).
+  const gone = spawnSync(process.execPath, ["-e", "process.stdout.write(String(process.pid))"], { encoding: "utf8" });
+  const dead = Number(gone.stdout);
+  const live = process.ppid;
+  const leftovers = (names: string[]) => {
+    for (const n of names) {
+      mkdirSync(join(dir, n), { recursive: true });
+      writeFileSync(join(dir, n, "model.safetensors"), "partial");
+    }
+  };
+  // A GGUF import (and, through model-source, the cache's imports folder): its own leftovers.
+  leftovers([`tiny.${dead}.tmp`, `tiny.${live}.tmp`, `other.${dead}.tmp`]);
+  await importGguf(FIXTURE, join(dir, "tiny"));
+  assert.deepEqual(readdirSync(dir).sort(), ["other." + dead + ".tmp", "tiny", `tiny.${live}.tmp`].sort());
+  // A GGUF export beside an earlier one's leftover file.
+  writeFileSync(join(dir, `m.gguf.${dead}.tmp`), "partial");
+  const r = hire(["export", "--model", defaultModelDir(), "--gguf", join(dir, "m.gguf")]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.ok(!existsSync(join(dir, `m.gguf.${dead}.tmp`)));
+  // make-model's hidden partial folder.
+  leftovers([`.made.partial-${dead}-0a1b2c3d`]);
+  const m = hire(["make-model", "--arch", "llama", "--dtype", "f32", "--seed", "1", "--out", join(dir, "made")]);
+  assert.equal(m.status, 0, m.stderr);
+  assert.ok(!existsSync(join(dir, `.made.partial-${dead}-0a1b2c3d`)));
+  assert.ok(existsSync(join(dir, `tiny.${live}.tmp`)), "a running writer's folder stays");
 });

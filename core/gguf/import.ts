@@ -32,7 +32,15 @@ import {
 import { basename, dirname, join } from "node:path";
 import { gguf } from "@huggingface/gguf";
 import { ModelError } from "../loader/errors.js";
-import { checkFreeSpace, makeFolder, readBytes, readFully, writeAll } from "../loader/file-io.js";
+import {
+  checkFreeSpace,
+  makeFolder,
+  readBytes,
+  readFully,
+  removeDeadTemps,
+  tempFor,
+  writeAll,
+} from "../loader/file-io.js";
 import { isObject } from "../loader/json.js";
 import { blockFit, isInt4Block, isWeightFormat, type WeightFormat } from "../loader/weight-format.js";
 import {
@@ -958,6 +966,7 @@ export async function importGguf(
   checkFreeSpace(dirname(outDir), header.length + total * DTYPE_BYTES[dtype], `importing ${basename(file)}`);
   const tmp = `${outDir}.${process.pid}.tmp`;
   makeFolder(dirname(outDir)); // first: a cache path through a file is CANNOT_WRITE, not rmSync's ENOTDIR
+  removeDeadTemps(dirname(outDir), tempFor(basename(outDir))); // an earlier import killed mid-way
   rmSync(tmp, { recursive: true, force: true });
   makeFolder(tmp);
   try {

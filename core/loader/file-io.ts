@@ -3,9 +3,19 @@
 // asked. A disk that fills up mid-write is a NO_SPACE error naming the file, not a bare ENOSPC (and a
 // read-only or forbidden place CANNOT_WRITE: writeError); an import checks its room before it starts
 // (checkFreeSpace).
-import { closeSync, existsSync, mkdirSync, openSync, readSync, statfsSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readSync,
+  rmSync,
+  statfsSync,
+  writeSync,
+} from "node:fs";
 import type { FileHandle } from "node:fs/promises";
-import { dirname } from "node:path";
+import { dirname, join } from "node:path";
 import { ModelError } from "./errors.js";
 
 /** `length` bytes of `file` from `offset`. */
@@ -88,6 +98,40 @@ export function makeFolder(dir: string): void {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw writeError(e, d);
     }
+  }
+}
+
+/**
+ * Removes the entries of `dir` whose name `temp` matches, with the writing process's pid as its group
+ * 1, where that process no longer runs: what an import, export or make-model killed mid-way left
+ * (an 8B model's import: 16 GB). A live writer's are kept (it may be another process at work).
+ */
+export function removeDeadTemps(dir: string, temp: RegExp): void {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const pid = Number(temp.exec(name)?.[1]);
+    if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && !isRunning(pid))
+      rmSync(join(dir, name), { recursive: true, force: true });
+  }
+}
+
+/** `s` with the characters a RegExp gives a meaning escaped. */
+export const escapeRegExp = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
+/** `name.<pid>.tmp`: the temporary name the importers and the GGUF exporter write under. */
+export const tempFor = (name: string): RegExp => new RegExp(String.raw`^${escapeRegExp(name)}\.(\d+)\.tmp$`);
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM"; // someone else's: running
   }
 }
 

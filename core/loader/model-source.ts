@@ -7,6 +7,7 @@ import { basename, join, resolve } from "node:path";
 import { IMPORT_VERSION, importGguf, importSource } from "../gguf/import.js";
 import { cacheDir, filesKey } from "../sparse/cache.js";
 import { ModelError } from "./errors.js";
+import { removeDeadTemps } from "./file-io.js";
 import { QUANTIZED_IMPORT_VERSION, quantizedImportRecord, quantSchemeOf, importQuantized } from "./quantized-import.js";
 import { findModelFolder, repoIdOf } from "./hf-cache.js";
 import { weightFiles } from "./safetensors.js";
@@ -64,10 +65,14 @@ export async function modelFolderFor(
   return dir;
 }
 
-/** Earlier imports of a file or folder (made before it changed): they would only take disk space. */
+/**
+ * Earlier imports of a file or folder (made before it changed), and what imports killed mid-way left:
+ * they would only take disk space.
+ */
 function removeStaleImports(isStale: (importDir: string) => boolean): void {
   const root = cacheDir("imports");
   if (!existsSync(root)) return;
+  removeDeadTemps(root, /\.(\d+)\.tmp$/); // any import killed mid-way
   for (const name of readdirSync(root)) {
     if (isStale(join(root, name))) rmSync(join(root, name), { recursive: true, force: true });
   }

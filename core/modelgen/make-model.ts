@@ -16,6 +16,7 @@ import { mkdir, rename, rm, rmdir, readdir, stat, writeFile } from "node:fs/prom
 import { basename, dirname, join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
 import { SafetensorsWriter, convertF32, type StDType, type TensorEntry } from "./safetensors-writer.js";
+import { escapeRegExp, removeDeadTemps } from "../loader/file-io.js";
 import { makeTokenizer, MIN_TOKENIZER_SIZE, type TokenizerIds } from "./tokenizer-gen.js";
 
 export type Arch =
@@ -1909,6 +1910,8 @@ export async function makeModel(o: MakeModelOptions): Promise<MakeModelResult> {
     throw new MakeModelError(`${dir} already exists and is not empty (pass overwrite to replace it)`);
   }
   const tmp = join(dirname(dir), `.${basename(dir)}.partial-${process.pid}-${randomBytes(4).toString("hex")}`);
+  // What an earlier run killed mid-way left (a hidden folder of up to the model's size).
+  removeDeadTemps(dirname(dir), new RegExp(String.raw`^\.${escapeRegExp(basename(dir))}\.partial-(\d+)-[0-9a-f]+$`));
   try {
     await mkdir(dirname(dir), { recursive: true });
     await mkdir(tmp);
