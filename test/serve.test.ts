@@ -186,6 +186,22 @@ test("serve: a conversation the chat template refuses is a 400 saying why, not a
   assert.equal((await ask([{ role: "user", content: "hi" }], false)).status, 200);
 });
 
+test("serve: /health is 200 once a model is loaded and 503 without one, as llama.cpp's server answers", async (t) => {
+  const ok = await fetch(server.url + "/health");
+  assert.equal(ok.status, 200);
+  assert.deepEqual(await ok.json(), { status: "ok" });
+  const empty = new EngineHost({ dataDir: join(root, "data-health") });
+  const emptyServer = await serve({ host: empty, port: 0, uiDir: join(root, "ui") });
+  t.after(async () => {
+    await emptyServer.close();
+    empty.close();
+  });
+  const none = await fetch(emptyServer.url + "/health");
+  assert.equal(none.status, 503);
+  assert.deepEqual(await none.json(), { status: "no model loaded" });
+  assert.equal((await fetch(server.url + "/health", { method: "POST" })).status, 405);
+});
+
 test("serve: a prompt longer than the context is a 400 context_length_exceeded, streamed or not", async () => {
   const long = "the cat sat on the mat ".repeat(200); // > 256 tokens (the host's context)
   for (const [path, body] of [

@@ -389,6 +389,11 @@ export class EngineHost {
     }
   }
 
+  /** Whether a model load (a GGUF import included) is under way. */
+  get loadingModel(): boolean {
+    return this.loading;
+  }
+
   /** Whether a reply, an evaluation or a model load is under way (a generate call now would be refused as BUSY). */
   get busy(): boolean {
     return this.running !== null || this.loading;

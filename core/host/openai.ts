@@ -65,6 +65,17 @@ export function handleModels(host: EngineHost, req: IncomingMessage, res: Server
   });
 }
 
+/**
+ * GET /health, as llama.cpp's server answers it (scripts wait on it after starting the server): 200
+ * {"status": "ok"} once a model is loaded and ready, 503 while one loads or when none is.
+ */
+export function handleHealth(host: EngineHost, req: IncomingMessage, res: ServerResponse): void {
+  if (req.method !== "GET") return sendError(res, 405, "invalid_request_error", "use GET");
+  if (host.loadingModel) return sendJson(res, 503, { status: "loading model" });
+  if (!host.loadedModel) return sendJson(res, 503, { status: "no model loaded" });
+  sendJson(res, 200, { status: "ok" });
+}
+
 /** Host error codes that mean the request (not the engine) was at fault. */
 const CLIENT_ERRORS = new Set(["USAGE", "CHAT_TEMPLATE", "CONTEXT_FULL"]);
 /** OpenAI's `code` for host error codes that have one (clients match on it). */

@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import { WebSocketServer, type WebSocket } from "ws";
 import { EngineHost, type Channel } from "./engine-host.js";
 import { decodeWire, encodeWire, rejection, type HostMessage } from "./protocol.js";
-import { handleChatCompletions, handleModels, handleTextCompletions } from "./openai.js";
+import { handleChatCompletions, handleHealth, handleModels, handleTextCompletions } from "./openai.js";
 
 export interface ServeOptions {
   host: EngineHost;
@@ -122,6 +122,7 @@ async function route(host: EngineHost, uiDir: string, req: IncomingMessage, res:
   if (url.pathname === "/v1/chat/completions") return handleChatCompletions(host, req, res);
   if (url.pathname === "/v1/completions") return handleTextCompletions(host, req, res);
   if (url.pathname === "/v1/models") return handleModels(host, req, res);
+  if (url.pathname === "/health") return handleHealth(host, req, res);
   if (req.method !== "GET" && req.method !== "HEAD") {
     res.writeHead(405, { allow: "GET, HEAD" }).end();
     return;
