@@ -202,6 +202,20 @@ test("serve: /health is 200 once a model is loaded and 503 without one, as llama
   assert.equal((await fetch(server.url + "/health", { method: "POST" })).status, 405);
 });
 
+test("serve: a body past 16 MiB is a 413 saying so (not a reset connection), and the server goes on", async () => {
+  for (const path of ["/v1/chat/completions", "/v1/completions"]) {
+    const res = await fetch(server.url + path, { method: "POST", body: "a".repeat(17 * 1024 * 1024) });
+    assert.equal(res.status, 413, path);
+    const { error } = (await res.json()) as { error: { message: string } };
+    assert.equal(error.message, "the body is larger than 16777216 bytes");
+  }
+  const ok = await fetch(server.url + "/v1/completions", {
+    method: "POST",
+    body: JSON.stringify({ prompt: "the cat", max_tokens: 2 }),
+  });
+  assert.equal(ok.status, 200);
+});
+
 test("serve: a prompt longer than the context is a 400 context_length_exceeded, streamed or not", async () => {
   const long = "the cat sat on the mat ".repeat(200); // > 256 tokens (the host's context)
   for (const [path, body] of [

@@ -196,6 +196,12 @@ async function handleCompletions(
   try {
     body = ep.parse(JSON.parse(await readBody(req)));
   } catch (e) {
+    if (e instanceof BodyTooLarge) {
+      // Answer before the rest arrives, then close: the client gets the reason, not a reset.
+      res.on("finish", () => req.destroy());
+      res.setHeader("connection", "close");
+      return sendError(res, 413, "invalid_request_error", e.message);
+    }
     return sendError(res, 400, "invalid_request_error", (e as Error).message);
   }
   // The endpoint is a client of the host like any other: its channel receives nothing but the
@@ -627,17 +633,21 @@ function usage(s: { promptTokens: number; tokens: number }) {
   return { prompt_tokens: s.promptTokens, completion_tokens: s.tokens, total_tokens: s.promptTokens + s.tokens };
 }
 
+/** A request body past MAX_BODY: answered 413, and the connection closed (the rest is not read). */
+class BodyTooLarge extends Error {}
+
 function readBody(req: IncomingMessage): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
-    req.on("data", (c: Buffer) => {
+    const onData = (c: Buffer) => {
       size += c.length;
-      if (size > MAX_BODY) {
-        reject(new ProtocolError(`the body is larger than ${MAX_BODY} bytes`));
-        req.destroy();
-      } else chunks.push(c);
-    });
+      if (size <= MAX_BODY) return void chunks.push(c);
+      req.off("data", onData);
+      req.pause();
+      reject(new BodyTooLarge(`the body is larger than ${MAX_BODY} bytes`));
+    };
+    req.on("data", onData);
     req.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
     req.on("error", reject);
   });
