@@ -67,6 +67,14 @@ test("usage errors exit with 2 and say what is wrong", () => {
   const unwritable = hire(["make-model", "--preset", "tiny-llama", "--out", "/proc/hire-model"]);
   assert.equal(unwritable.status, 1, unwritable.stderr);
   assert.match(unwritable.stderr, /^hire make-model: cannot write into \/proc/);
+  // A folder that holds a model already: kept, saying how to replace it; --overwrite does.
+  const again = hire(["make-model", "--preset", "tiny-llama", "--seed", "2", "--out", model]);
+  assert.equal(again.status, 1, again.stderr);
+  assert.match(again.stderr, /already exists and is not empty \(--overwrite, or the overwrite option, replaces it\)/);
+  const into = join(root, "replaced");
+  assert.equal(hire(["make-model", "--preset", "tiny-llama", "--seed", "1", "--out", into]).status, 0);
+  const replaced = hire(["make-model", "--preset", "tiny-llama", "--seed", "2", "--out", into, "--overwrite"]);
+  assert.equal(replaced.status, 0, replaced.stderr);
   // The native pool runs 1..256 threads: outside that, a usage error rather than the addon's throw.
   for (const threads of ["0", "1000"]) {
     const r = hire(["generate", "--model", model, "--prompt", "x", "--max-tokens", "1", "--threads", threads]);

@@ -468,6 +468,7 @@ async function cmdMakeModel(argv: string[]): Promise<void> {
     seed: { type: "string" },
     out: { type: "string" },
     "shard-mb": { type: "string" },
+    overwrite: { type: "boolean" },
   });
   if (!v.out) throw new UsageError("--out DIR is required");
   const preset = v.preset ? PRESETS[v.preset] : undefined;
@@ -499,6 +500,7 @@ async function cmdMakeModel(argv: string[]): Promise<void> {
     dtype,
     seed: int("seed", v.seed) ?? 0,
     out: v.out,
+    overwrite: v.overwrite,
     maxShardBytes: shardMb === undefined ? undefined : shardMb * 1024 * 1024,
     onProgress: (done, total) => {
       const pct = Math.floor((100 * done) / total);
@@ -627,7 +629,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: s
   },
   "make-model": {
     run: cmdMakeModel,
-    help: `--arch ${Object.keys(ARCHS).join("|")} [--preset NAME] [--hidden H --layers L --heads A --kv-heads K --intermediate F --vocab V] [--experts E --experts-per-token K] --dtype f32|f16|bf16 --seed S --out DIR [--shard-mb MB]`,
+    help: `--arch ${Object.keys(ARCHS).join("|")} [--preset NAME] [--hidden H --layers L --heads A --kv-heads K --intermediate F --vocab V] [--experts E --experts-per-token K] --dtype f32|f16|bf16 --seed S --out DIR [--shard-mb MB] [--overwrite]`,
   },
 };
 
