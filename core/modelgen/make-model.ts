@@ -1907,7 +1907,9 @@ export async function makeModel(o: MakeModelOptions): Promise<MakeModelResult> {
   const existing = await pathState(dir);
   if (existing === "file") throw new MakeModelError(`${dir} exists and is not a directory`);
   if (existing === "nonempty-dir" && !o.overwrite) {
-    throw new MakeModelError(`${dir} already exists and is not empty (--overwrite, or the overwrite option, replaces it)`);
+    throw new MakeModelError(
+      `${dir} already exists and is not empty (--overwrite, or the overwrite option, replaces it)`,
+    );
   }
   const tmp = join(dirname(dir), `.${basename(dir)}.partial-${process.pid}-${randomBytes(4).toString("hex")}`);
   // What an earlier run killed mid-way left (a hidden folder of up to the model's size).
