@@ -67,6 +67,21 @@ test("usage errors exit with 2 and say what is wrong", () => {
   const unwritable = hire(["make-model", "--preset", "tiny-llama", "--out", "/proc/hire-model"]);
   assert.equal(unwritable.status, 1, unwritable.stderr);
   assert.match(unwritable.stderr, /^hire make-model: cannot write into \/proc/);
+  // Export outputs that would overwrite each other, or the model's own files, are usage errors that
+  // write nothing (an ONNX export onto the model's weights replaced them).
+  const weights = join(model, "model.safetensors");
+  const before = readFileSync(weights);
+  for (const [args, pattern] of [
+    [["--gguf", join(root, "a.gguf"), "--onnx", join(root, "a.gguf")], /--gguf and --onnx would both write/],
+    [["--onnx", weights], /--onnx would overwrite .*model\.safetensors, a file of the model being exported/],
+    [["--gguf", join(model, "config.json")], /--gguf would overwrite .*config\.json/],
+  ] as const) {
+    const r = hire(["export", "--model", model, ...args]);
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, pattern);
+  }
+  assert.ok(readFileSync(weights).equals(before), "the model's weights are untouched");
+  assert.ok(!existsSync(join(root, "a.gguf")));
   // A folder that holds a model already: kept, saying how to replace it; --overwrite does.
   const again = hire(["make-model", "--preset", "tiny-llama", "--seed", "2", "--out", model]);
   assert.equal(again.status, 1, again.stderr);

@@ -2,11 +2,13 @@
 // engine's format. Each format is one entry in TARGETS, keyed by the flag that names its output
 // file; several can be given at once (each gets the same model and --dtype). To add one (ONNX:
 // `--onnx OUT.onnx`): add its flag to EXPORT_FLAGS and an entry to TARGETS.
-import { existsSync, statSync } from "node:fs";
-import { basename, dirname } from "node:path";
+import { existsSync, readdirSync, realpathSync, statSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
 import { UsageError } from "../loader/errors.js";
 import type { LoadedModel } from "../loader/model-folder.js";
 import { exportGguf, type GgufDType } from "../gguf/export.js";
+import { importRecord } from "../gguf/import.js";
+import { quantizedImportRecord } from "../loader/quantized-import.js";
 import { exportOnnx } from "../onnx/export.js";
 import { MODEL_FLAGS, openModel, parse } from "./flags.js";
 
@@ -25,6 +27,8 @@ export const EXPORT_FLAGS = {
 interface ExportTarget {
   /** What the format is for, in the usage line. */
   readonly what: string;
+  /** The files it writes for output `out`. */
+  files(out: string): string[];
   /** Writes the file; returns a one-line summary ("llama, bf16, 21 tensors"). */
   write(
     model: LoadedModel,
@@ -43,6 +47,7 @@ export const TARGETS: Record<
 > = {
   gguf: {
     what: "llama.cpp",
+    files: (out) => [out],
     async write(model, out, dtype, onProgress) {
       const r = await exportGguf(model, out, { dtype: dtype as GgufDType | undefined, onProgress });
       return `GGUF v3, ${r.architecture}, ${r.dtype}, ${r.tensors} tensors`;
@@ -50,6 +55,7 @@ export const TARGETS: Record<
   },
   onnx: {
     what: "ONNX Runtime; f32 weights as external data",
+    files: (out) => [out, `${out}.data`],
     async write(model, out, dtype, onProgress, options) {
       // ONNX Runtime's CPU kernels have no bf16 MatMul, and f16 measured no faster: weights are f32.
       if (dtype !== undefined && dtype !== "f32")
@@ -62,6 +68,28 @@ export const TARGETS: Record<
     },
   },
 };
+
+/** `f` with its links resolved where it exists (a snapshot's files are links to the cache's blobs). */
+function realFile(f: string): string {
+  try {
+    return realpathSync(f);
+  } catch {
+    return f;
+  }
+}
+
+/**
+ * The files a model is read from: its folder's, and for an import the GGUF file or checkpoint folder
+ * it came from, and the --model argument itself.
+ */
+function sourceFiles(dir: string, arg: string | undefined): Set<string> {
+  const folders = [dir, quantizedImportRecord(dir)?.source].filter((d): d is string => d !== undefined);
+  const files = folders.flatMap((d) => (existsSync(d) ? readdirSync(d).map((n) => join(d, n)) : []));
+  const gguf = importRecord(dir)?.file;
+  if (gguf) files.push(gguf);
+  if (arg) files.push(resolve(arg));
+  return new Set(files.map(realFile));
+}
 
 export const EXPORT_HELP = `--model DIR ${Object.entries(TARGETS)
   .map(([flag, t]) => `[--${flag} OUT.${flag} (${t.what})]`)
@@ -88,9 +116,24 @@ export async function runExport(argv: string[]): Promise<void> {
   if (dtype !== undefined && !DTYPES.includes(dtype)) {
     throw new UsageError(`--dtype must be ${DTYPES.join(", ")}, got "${dtype}"`);
   }
+  // Two outputs in one file would leave only the last one written.
+  const writes = new Map<string, string>(); // file -> the flag that writes it
+  for (const k of targets) {
+    for (const f of TARGETS[k].files(resolve(v[k]!))) {
+      const other = writes.get(f);
+      if (other) throw new UsageError(`--${other} and --${k} would both write ${f}`);
+      writes.set(f, `${k}`);
+    }
+  }
   // The exporters read the file's matrices (f32/f16/bf16), never quantized copies, whatever the model is.
   const model = await openModel({ ...v, weights: "file" });
   try {
+    // Nor may an output replace a file the model is read from (the weights it is exporting).
+    const sources = sourceFiles(model.dir, v.model);
+    for (const [f, k] of writes) {
+      if (sources.has(realFile(f)))
+        throw new UsageError(`--${k} would overwrite ${f}, a file of the model being exported`);
+    }
     for (const k of targets) {
       const out = v[k]!;
       const started = performance.now();
