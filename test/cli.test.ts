@@ -3,6 +3,8 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { createServer, type AddressInfo } from "node:net";
+import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { hire, REPO_ROOT, useReasoningTemplate } from "./helpers.js";
 import { loadModel } from "../core/loader/model-folder.js";
@@ -95,6 +97,48 @@ test("usage errors exit with 2 and say what is wrong", () => {
     const r = hire(["generate", "--model", model, "--prompt", "x", "--max-tokens", "1", "--threads", threads]);
     assert.equal(r.status, 2, r.stderr);
     assert.match(r.stderr, /^hire generate: --threads must be an integer in 1\.\.256/);
+  }
+});
+
+/** hire() without blocking the event loop (the test's own server must answer meanwhile). */
+function hireAsync(args: string[]): Promise<{ status: number | null; stderr: string }> {
+  return new Promise((done) => {
+    const p = spawn(process.execPath, [join(REPO_ROOT, "bin", "hire.js"), ...args]);
+    let stderr = "";
+    p.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
+    const timer = setTimeout(() => p.kill(), 60_000);
+    p.on("close", (status) => {
+      clearTimeout(timer);
+      done({ status, stderr });
+    });
+  });
+}
+
+test("eval --plot into a missing folder, and serve on a port in use, are usage errors before any work", async () => {
+  const plot = hire([
+    "eval",
+    "--model",
+    model,
+    "--text",
+    join(REPO_ROOT, "README.md"),
+    "--plot",
+    join(root, "no", "p.svg"),
+  ]);
+  assert.equal(plot.status, 2, plot.stderr);
+  assert.match(plot.stderr, /^hire eval: --plot: folder .*\/no does not exist\n$/);
+  // A port taken by another server: said at once, before the model loads.
+  const taken = createServer();
+  await new Promise<void>((done) => taken.listen(0, "127.0.0.1", done));
+  try {
+    const port = String((taken.address() as AddressInfo).port);
+    const r = await hireAsync(["serve", "--port", port, "--model", model]);
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(
+      r.stderr,
+      new RegExp(`^hire serve: --port ${port}: the port is in use \\(EADDRINUSE\\); pick another\\n$`),
+    );
+  } finally {
+    taken.close();
   }
 });
 

@@ -136,6 +136,23 @@ test("read-only disk: imports and exports are CANNOT_WRITE errors naming the pla
   });
   assert.equal(r.status, 1);
   assert.match(r.stderr, /\/imports: cannot write here: the file system is read-only \(EROFS\)\n$/);
+  // An evaluation whose plot cannot be written still prints its table first.
+  const evalRun = hire([
+    "eval",
+    "--text",
+    join(REPO_ROOT, "assets", "models", "hire-brown-6m", "eval.txt"),
+    "--max-tokens",
+    "32",
+    "--ffn-k",
+    "0.1",
+    "--oversample",
+    "2",
+    "--plot",
+    join(disk, "plot.svg"),
+  ]);
+  assert.equal(evalRun.status, 1, evalRun.stderr);
+  assert.match(evalRun.stdout, /^hire +0\.1 +2 +[\d.]+ +[\d.]+ +-$/m);
+  assert.match(evalRun.stderr, /plot\.svg: cannot write here: the file system is read-only \(EROFS\)\n$/);
   // `hire serve` with a data folder it cannot make stops at once, saying so.
   const serve = hire(["serve", "--port", "0", "--no-model", "--data", join(disk, "data")]);
   assert.equal(serve.status, 1, serve.stderr);

@@ -5,7 +5,8 @@
 import type { ParseArgsConfig } from "node:util";
 import { createInterface } from "node:readline";
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { basename, resolve } from "node:path";
+import { basename, dirname, resolve } from "node:path";
+import { writeError } from "../loader/file-io.js";
 import type { LoadedModel } from "../loader/model-folder.js";
 import { ChatTemplateError, ContextOverflowError, ModelError, UsageError } from "../loader/errors.js";
 import { Session, type GenerateOptions } from "../engine/session.js";
@@ -393,6 +394,10 @@ async function cmdEval(argv: string[]): Promise<void> {
     "max-tokens": { type: "string" },
   });
   if (!v.text) throw new UsageError("--text FILE is required (a plain-text file to measure perplexity on)");
+  // Checked before the evaluation (minutes on a large model), not when its plot is written.
+  const plotDir = v.plot === undefined ? undefined : dirname(resolve(v.plot));
+  if (plotDir !== undefined && !(existsSync(plotDir) && statSync(plotDir).isDirectory()))
+    throw new UsageError(`--plot: folder ${plotDir} does not exist`);
   let text: string;
   try {
     text = readFileSync(v.text, "utf8");
@@ -424,17 +429,29 @@ async function cmdEval(argv: string[]): Promise<void> {
   const model = await openModel(v);
   const rows = evaluate(model, text, configs, int("max-tokens", v["max-tokens"]) ?? 512);
   model.close();
-  if (v.plot) writeFileSync(v.plot, evalPlot(rows, `${basename(model.dir)}: recall and perplexity against k`));
+  // The results first: a plot that cannot be written must not lose them.
   if (v.json) {
     process.stdout.write(
       JSON.stringify({ model: model.dir, text: v.text, rows }, (_, x) => (typeof x === "number" ? round(x) : x)) + "\n",
     );
-    return;
+  } else {
+    process.stdout.write(evalTable(model.dir, v.text, rows));
   }
+  if (v.plot) {
+    try {
+      writeFileSync(v.plot, evalPlot(rows, `${basename(model.dir)}: recall and perplexity against k`));
+    } catch (e) {
+      throw writeError(e, v.plot);
+    }
+  }
+}
+
+/** `hire eval`'s table of rows. */
+function evalTable(dir: string, textFile: string, rows: ReturnType<typeof evaluate>): string {
   // As wide as the longest method ("topk-exact+head"), so the columns stay aligned.
   const width = Math.max(12, ...rows.map((r) => r.method.length));
   const lines = [
-    `${model.dir} on ${v.text} (${rows[0].tokens} tokens)`,
+    `${dir} on ${textFile} (${rows[0].tokens} tokens)`,
     `${"method".padEnd(width)}  ffn k  over  perplexity  mean recall  head hit`,
   ];
   for (const r of rows) {
@@ -449,7 +466,7 @@ async function cmdEval(argv: string[]): Promise<void> {
       ].join(" "),
     );
   }
-  process.stdout.write(lines.join("\n") + "\n");
+  return lines.join("\n") + "\n";
 }
 
 async function cmdMakeModel(argv: string[]): Promise<void> {

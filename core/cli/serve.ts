@@ -17,6 +17,16 @@ export function defaultDataDir(): string {
   return join(base, "hire-studio");
 }
 
+/** Why the server could not listen, as a usage error naming the flag to change; other errors as they are. */
+function listenError(e: unknown, port: number, hostname: string | undefined): unknown {
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code === "EADDRINUSE") return new UsageError(`--port ${port}: the port is in use (EADDRINUSE); pick another`);
+  if (code === "EACCES") return new UsageError(`--port ${port}: not allowed here (EACCES)`);
+  if (code === "EADDRNOTAVAIL" || code === "ENOTFOUND")
+    return new UsageError(`--host ${hostname}: not an address of this machine (${code})`);
+  return e;
+}
+
 export async function cmdServe(argv: string[]): Promise<void> {
   const v = parse(argv, {
     port: { type: "string" },
@@ -34,12 +44,27 @@ export async function cmdServe(argv: string[]): Promise<void> {
     kvCache: kvCacheFlag(v["kv-cache"]),
     weights: weightsFlag(v.weights),
   });
-  if (!v["no-model"]) {
-    await host.handle({ id: 0, type: "model.load", ...(v.model ? { path: v.model } : {}) }, (m) => {
-      if (m.type === "reply" && !m.ok) throw new UsageError(`cannot load the model: ${m.error.message}`);
-    });
+  const port = int("port", v.port, [0, 65535]) ?? 8080;
+  // Listen first: a port in use fails at once, not after a model load (the API answers 503 and
+  // /health "loading model" meanwhile).
+  let running: Awaited<ReturnType<typeof serve>>;
+  try {
+    running = await serve({ host, port, hostname: v.host });
+  } catch (e) {
+    host.close();
+    throw listenError(e, port, v.host);
   }
-  const running = await serve({ host, port: int("port", v.port, [0, 65535]) ?? 8080, hostname: v.host });
+  if (!v["no-model"]) {
+    let failure: string | undefined;
+    await host.handle({ id: 0, type: "model.load", ...(v.model ? { path: v.model } : {}) }, (m) => {
+      if (m.type === "reply" && !m.ok) failure = m.error.message;
+    });
+    if (failure !== undefined) {
+      await running.close();
+      host.close();
+      throw new UsageError(`cannot load the model: ${failure}`);
+    }
+  }
   process.stdout.write(`HiRE Studio at ${running.url}  (OpenAI API: ${running.url}/v1/chat/completions)\n`);
   await new Promise<void>((resolve) => {
     const stop = () => {
