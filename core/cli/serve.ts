@@ -1,5 +1,6 @@
 // `hire serve`: the engine host over HTTP + WebSocket for a browser, plus the OpenAI-compatible
-// endpoint. Loads --model (default: the built-in model) at start so the API answers at once.
+// endpoint. Listens, then loads --model (default: the built-in model) before it prints its address,
+// so the API answers once that line is out (and /health says "loading model" before).
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { UsageError } from "../loader/errors.js";
