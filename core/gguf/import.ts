@@ -32,15 +32,7 @@ import {
 import { basename, dirname, join } from "node:path";
 import { gguf } from "@huggingface/gguf";
 import { ModelError } from "../loader/errors.js";
-import {
-  checkFreeSpace,
-  makeFolder,
-  readBytes,
-  readFully,
-  removeDeadTemps,
-  tempFor,
-  writeAll,
-} from "../loader/file-io.js";
+import { checkFreeSpace, readBytes, readFully, tempFolderFor, writeAll } from "../loader/file-io.js";
 import { isObject } from "../loader/json.js";
 import { blockFit, isInt4Block, isWeightFormat, type WeightFormat } from "../loader/weight-format.js";
 import {
@@ -964,11 +956,7 @@ export async function importGguf(
   );
   const total = plan.reduce((a, p) => a + p.parts.reduce((n, t) => n + t.dims.reduce((x, d) => x * d, 1), 0), 0);
   checkFreeSpace(dirname(outDir), header.length + total * DTYPE_BYTES[dtype], `importing ${basename(file)}`);
-  const tmp = `${outDir}.${process.pid}.tmp`;
-  makeFolder(dirname(outDir)); // first: a cache path through a file is CANNOT_WRITE, not rmSync's ENOTDIR
-  removeDeadTemps(dirname(outDir), tempFor(basename(outDir))); // an earlier import killed mid-way
-  rmSync(tmp, { recursive: true, force: true });
-  makeFolder(tmp);
+  const tmp = tempFolderFor(outDir);
   try {
     const weightsFile = join(tmp, "model.safetensors");
     const out = openSync(weightsFile, "w");

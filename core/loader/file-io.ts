@@ -15,7 +15,7 @@ import {
   writeSync,
 } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { ModelError } from "./errors.js";
 
 /** `length` bytes of `file` from `offset`. */
@@ -118,6 +118,20 @@ export function removeDeadTemps(dir: string, temp: RegExp): void {
     if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && !isRunning(pid))
       rmSync(join(dir, name), { recursive: true, force: true });
   }
+}
+
+/**
+ * A new, empty folder `${out}.<pid>.tmp` beside `out`, to build `out` in and then rename over it;
+ * what writers of `out` killed mid-way left there is removed first. Its parent is made (a path through
+ * a file, a read-only or forbidden place: CANNOT_WRITE naming it).
+ */
+export function tempFolderFor(out: string): string {
+  const tmp = `${out}.${process.pid}.tmp`;
+  makeFolder(dirname(out));
+  removeDeadTemps(dirname(out), tempFor(basename(out)));
+  rmSync(tmp, { recursive: true, force: true });
+  makeFolder(tmp);
+  return tmp;
 }
 
 /** `s` with the characters a RegExp gives a meaning escaped. */

@@ -26,7 +26,7 @@ import type { BlockSource } from "../gguf/block-weights.js";
 import { isBlockTensor, type BlockTensor } from "../gguf/import.js";
 import { GgmlTypeId } from "../gguf/quants.js";
 import { ModelError } from "./errors.js";
-import { checkFreeSpace, makeFolder, readFully, removeDeadTemps, tempFor, writeAll } from "./file-io.js";
+import { checkFreeSpace, readFully, tempFolderFor, writeAll } from "./file-io.js";
 import { bitsandbytesScheme } from "./bitsandbytes.js";
 import { fp8Scheme } from "./fp8.js";
 import { gptqScheme } from "./gptq.js";
@@ -204,11 +204,7 @@ export async function importQuantized(
     plan.tensors.reduce((a, t) => a + tensorBytes(t.entry), header.length),
     `importing ${basename(dir)}`,
   );
-  const tmp = `${outDir}.${process.pid}.tmp`;
-  makeFolder(dirname(outDir)); // first: a cache path through a file is CANNOT_WRITE, not rmSync's ENOTDIR
-  removeDeadTemps(dirname(outDir), tempFor(basename(outDir))); // an earlier import killed mid-way
-  rmSync(tmp, { recursive: true, force: true });
-  makeFolder(tmp);
+  const tmp = tempFolderFor(outDir);
   try {
     const total = plan.tensors.reduce((a, t) => a + numel(t.entry.shape), 0);
     let done = 0;
