@@ -306,6 +306,16 @@ test("bad input: a quantized checkpoint's error names its method and the ways to
 badCase("no weights", (dir) => rmSync(join(dir, ST)), "NO_WEIGHTS", "bad");
 badCase("missing tokenizer.json", (dir) => rmSync(join(dir, "tokenizer.json")), "NOT_FOUND", "tokenizer.json");
 badCase(
+  "only a slow tokenizer's vocab.json and merges.txt",
+  (dir) => {
+    rmSync(join(dir, "tokenizer.json"));
+    writeFileSync(join(dir, "vocab.json"), "{}");
+    writeFileSync(join(dir, "merges.txt"), "");
+  },
+  "NOT_FOUND",
+  "has only vocab.json and merges.txt (a slow tokenizer's files): write one with transformers",
+);
+badCase(
   "truncated safetensors",
   (dir) => truncateSync(join(dir, ST), statSync(join(dir, ST)).size - 100),
   "TRUNCATED",

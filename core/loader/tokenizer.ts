@@ -107,8 +107,20 @@ export class ModelTokenizer {
 
   static load(dir: string): ModelTokenizer {
     const file = join(dir, "tokenizer.json");
-    if (!existsSync(file))
-      throw new ModelError("NOT_FOUND", file, "tokenizer.json is missing; the model cannot turn text into tokens");
+    if (!existsSync(file)) {
+      // Older repos ship only the slow tokenizer's files, which transformers converts on load.
+      const slow = ["tokenizer.model", "vocab.json", "merges.txt"].filter((f) => existsSync(join(dir, f)));
+      const hint =
+        slow.length > 0
+          ? `; this folder has only ${slow.join(" and ")} (a slow tokenizer's files): write one with ` +
+            `transformers, AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR)`
+          : "";
+      throw new ModelError(
+        "NOT_FOUND",
+        file,
+        `tokenizer.json is missing; the model cannot turn text into tokens${hint}`,
+      );
+    }
     const json = readJsonFile(file);
     if (!isObject(json) || !isObject(json.model))
       throw new ModelError("BAD_TOKENIZER", file, "not a Hugging Face tokenizer.json (no model section)");
