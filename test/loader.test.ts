@@ -381,14 +381,34 @@ badCase(
   ST,
 );
 badCase(
-  "dtype that disagrees with config.json",
+  "tensors of two dtypes (one F16 in a BF16 checkpoint)",
   (dir) => {
-    const config = JSON.parse(readFileSync(join(dir, "config.json"), "utf8"));
-    writeFileSync(join(dir, "config.json"), JSON.stringify({ ...config, torch_dtype: "float16" }));
+    const file = join(dir, ST);
+    const h = readHeader(file);
+    const entry = h.json["model.layers.0.mlp.up_proj.weight"] as { dtype: string };
+    entry.dtype = "F16"; // the same two bytes a value, read as another dtype
+    writeSafetensors(file, h.json, readFileSync(file).subarray(8 + h.length));
   },
   "DTYPE_MISMATCH",
-  ST,
+  "dtype F16 disagrees with torch_dtype in config.json (BF16)",
+  "model.layers.0.mlp.up_proj.weight",
 );
+
+test("a config whose torch_dtype disagrees with every tensor alike loads the stored dtype, as transformers would", async (t) => {
+  // A bf16 checkpoint whose config.json says float32 (or float16): transformers loads it (casting);
+  // reading the stored values is exact, so the model is the same one.
+  const dir = join(tempDir(t), "m");
+  await makeModel({ arch: "llama", dtype: "bf16", seed: 1, out: dir });
+  const before = await greedy(dir, "dtype?");
+  const config = JSON.parse(readFileSync(join(dir, "config.json"), "utf8"));
+  for (const torch_dtype of ["float32", "float16"]) {
+    writeFileSync(join(dir, "config.json"), JSON.stringify({ ...config, torch_dtype }));
+    const model = loadModel(dir);
+    assert.equal(model.config.dtype, "BF16", "the model's dtype is its weights'");
+    model.close();
+    assert.deepEqual(await greedy(dir, "dtype?"), before);
+  }
+});
 badCase(
   "shape that disagrees with config.json",
   (dir) => {

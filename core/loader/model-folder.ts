@@ -136,7 +136,7 @@ export function resolveWeights(
 /** `folder`: a model folder, or a repo id ("org/name[@revision]") already in the Hugging Face cache. */
 export function loadModel(folder: string, options: LoadOptions = {}): LoadedModel {
   const dir = findModelFolder(folder);
-  const config = readModelConfig(dir);
+  let config = readModelConfig(dir);
   const scheme = quantSchemeOf(dir);
   if (scheme) {
     throw new ModelError(
@@ -154,7 +154,12 @@ export function loadModel(folder: string, options: LoadOptions = {}): LoadedMode
   const format = resolveWeights(options.weights ?? "file", record ?? quantized);
   const store = WeightStore.open(dir, { mmap: options.mmap ?? format !== "file" });
   try {
-    store.checkDType(config.dtype, join(dir, "config.json"), ARCHITECTURES[config.architecture].f32Tensors);
+    const dtype = store.storedDType(
+      config.dtype,
+      join(dir, "config.json"),
+      ARCHITECTURES[config.architecture].f32Tensors,
+    );
+    if (dtype !== config.dtype) config = { ...config, dtype }; // what the weights are, whatever config.json says
     const bound = ARCHITECTURES[config.architecture].bindWeights(config, store);
     const blocks =
       format === "file"

@@ -263,21 +263,31 @@ export class WeightStore {
   }
 
   /**
-   * Check every tensor's dtype against config.json's torch_dtype; those named by `f32` may be F32
-   * instead (modules transformers keeps in float32, ArchDefinition.f32Tensors).
+   * The dtype the weights are stored in, checked against config.json's torch_dtype (`expected`; none
+   * named: no check, undefined). Tensors named by `f32` may be F32 whatever it says (modules
+   * transformers keeps in float32, ArchDefinition.f32Tensors). Where every other tensor disagrees
+   * with torch_dtype alike (a bf16 checkpoint whose config says float32), their dtype: transformers
+   * loads such a checkpoint, casting, and reading the stored values is exact. Tensors of two dtypes
+   * are DTYPE_MISMATCH, naming the one that disagrees with torch_dtype.
    */
-  checkDType(expected: DType | undefined, configFile: string, f32?: RegExp): void {
-    if (!expected) return;
+  storedDType(expected: DType | undefined, configFile: string, f32?: RegExp): DType | undefined {
+    if (!expected) return undefined;
+    let first: TensorInfo | undefined;
     for (const t of this.tensors.values()) {
-      if (t.dtype !== expected && !(t.dtype === "F32" && f32?.test(t.name))) {
+      if (t.dtype === "F32" && f32?.test(t.name)) continue;
+      if (!first) first = t;
+      else if (t.dtype !== first.dtype) {
+        const odd = t.dtype === expected ? first : t;
+        const other = odd === t ? first : t;
         throw new ModelError(
           "DTYPE_MISMATCH",
-          t.file,
-          `dtype ${t.dtype} disagrees with torch_dtype in ${basename(configFile)} (${expected})`,
-          t.name,
+          odd.file,
+          `dtype ${odd.dtype} disagrees with torch_dtype in ${basename(configFile)} (${expected}) and with ${other.name} (${other.dtype})`,
+          odd.name,
         );
       }
     }
+    return first?.dtype ?? expected;
   }
 
   /**
