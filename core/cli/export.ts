@@ -3,14 +3,14 @@
 // file; several can be given at once (each gets the same model and --dtype). To add one (ONNX:
 // `--onnx OUT.onnx`): add its flag to EXPORT_FLAGS and an entry to TARGETS.
 import { existsSync, readdirSync, realpathSync, statSync } from "node:fs";
-import { basename, dirname, join, resolve } from "node:path";
+import { basename, join, resolve } from "node:path";
 import { UsageError } from "../loader/errors.js";
 import type { LoadedModel } from "../loader/model-folder.js";
 import { exportGguf, type GgufDType } from "../gguf/export.js";
 import { importRecord } from "../gguf/import.js";
 import { quantizedImportRecord } from "../loader/quantized-import.js";
 import { exportOnnx } from "../onnx/export.js";
-import { MODEL_FLAGS, openModel, parse } from "./flags.js";
+import { MODEL_FLAGS, openModel, outputFile, parse } from "./flags.js";
 
 export type ExportDType = "f32" | "f16" | "bf16" | "q8_0" | "q4_0" | "q4_k" | "q4_k_m";
 const DTYPES: readonly ExportDType[] = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q4_k_m"];
@@ -105,13 +105,7 @@ export async function runExport(argv: string[]): Promise<void> {
         .join(", ")}`,
     );
   }
-  for (const k of targets) {
-    const out = v[k]!;
-    if (out === "") throw new UsageError(`--${k} needs a file name`);
-    if (!existsSync(dirname(out))) throw new UsageError(`--${k}: folder ${dirname(out)} does not exist`);
-    if (existsSync(out) && statSync(out).isDirectory())
-      throw new UsageError(`--${k}: ${out} is a folder; give the file to write`);
-  }
+  for (const k of targets) outputFile(k, v[k]!);
   const dtype = v.dtype as ExportDType | undefined;
   if (dtype !== undefined && !DTYPES.includes(dtype)) {
     throw new UsageError(`--dtype must be ${DTYPES.join(", ")}, got "${dtype}"`);

@@ -2,8 +2,8 @@
 // are UsageErrors, number and integer flags with the flag's name in the message, and the model
 // folder (--model, else the built-in default model).
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { basename } from "node:path";
-import { readFileSync } from "node:fs";
+import { basename, dirname, resolve } from "node:path";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { loadModel, type LoadedModel } from "../loader/model-folder.js";
 import { modelFolderFor } from "../loader/model-source.js";
 import { defaultModelDir } from "../loader/default-model.js";
@@ -84,6 +84,19 @@ export const kvCacheFlag = (v: string | undefined): KvDtype | undefined => {
 /** A number that may also be written as a percentage: "0.1" or "10%" (k flags). */
 export const fraction = (name: string, v: string | undefined): number | undefined =>
   v?.endsWith("%") ? num(name, v.slice(0, -1))! / 100 : num(name, v);
+
+/**
+ * An output file flag's value checked before any work: its folder must exist, and the path must not
+ * be a folder (the write would fail only after the export or evaluation had run).
+ */
+export function outputFile(flag: string, path: string): void {
+  if (path === "") throw new UsageError(`--${flag} needs a file name`);
+  const folder = dirname(resolve(path));
+  if (!(existsSync(folder) && statSync(folder).isDirectory()))
+    throw new UsageError(`--${flag}: folder ${folder} does not exist`);
+  if (existsSync(path) && statSync(path).isDirectory())
+    throw new UsageError(`--${flag}: ${path} is a folder; give the file to write`);
+}
 
 export function parse<T extends ParseArgsConfig["options"]>(argv: string[], options: T) {
   try {

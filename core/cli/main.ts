@@ -5,7 +5,7 @@
 import type { ParseArgsConfig } from "node:util";
 import { createInterface } from "node:readline";
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { basename, dirname, resolve } from "node:path";
+import { basename, resolve } from "node:path";
 import { writeError } from "../loader/file-io.js";
 import type { LoadedModel } from "../loader/model-folder.js";
 import { ChatTemplateError, ContextOverflowError, ModelError, UsageError } from "../loader/errors.js";
@@ -29,6 +29,7 @@ import {
   weightsFlag,
   num,
   openModel,
+  outputFile,
   parse,
   positiveInt,
   threadsFlag,
@@ -395,9 +396,7 @@ async function cmdEval(argv: string[]): Promise<void> {
   });
   if (!v.text) throw new UsageError("--text FILE is required (a plain-text file to measure perplexity on)");
   // Checked before the evaluation (minutes on a large model), not when its plot is written.
-  const plotDir = v.plot === undefined ? undefined : dirname(resolve(v.plot));
-  if (plotDir !== undefined && !(existsSync(plotDir) && statSync(plotDir).isDirectory()))
-    throw new UsageError(`--plot: folder ${plotDir} does not exist`);
+  if (v.plot !== undefined) outputFile("plot", v.plot);
   let text: string;
   try {
     text = readFileSync(v.text, "utf8");
