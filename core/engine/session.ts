@@ -147,8 +147,18 @@ export class Session {
     return this.model.tokenizer.encode(prompt, addSpecialTokens);
   }
 
-  /** Throws ContextOverflowError when a prompt of these ids cannot fit in the context window. */
-  assertFits(promptIds: readonly number[]): void {
+  /**
+   * What generate checks of a prompt's ids before it runs: some (UsageError), each in the vocabulary
+   * (UsageError), and all of them within the context window (ContextOverflowError).
+   */
+  checkPrompt(promptIds: readonly number[]): void {
+    const vocab = this.model.config.vocab;
+    if (promptIds.length === 0)
+      throw new UsageError("the prompt is empty (no tokens); give some text or set a BOS token");
+    for (const id of promptIds) {
+      if (!Number.isInteger(id) || id < 0 || id >= vocab)
+        throw new UsageError(`token id ${id} is outside the vocabulary (0..${vocab - 1})`);
+    }
     if (promptIds.length > this.contextLength)
       throw new ContextOverflowError(
         promptIds.length,
@@ -203,13 +213,7 @@ export class Session {
       if (!Number.isFinite(b)) throw new UsageError(`logit bias of token ${id} must be a finite number, got ${b}`);
     }
     const promptIds = typeof prompt === "string" ? this.encode(prompt, o.addSpecialTokens) : [...prompt];
-    if (promptIds.length === 0)
-      throw new UsageError("the prompt is empty (no tokens); give some text or set a BOS token");
-    for (const id of promptIds) {
-      if (!Number.isInteger(id) || id < 0 || id >= model.config.vocab)
-        throw new UsageError(`token id ${id} is outside the vocabulary (0..${model.config.vocab - 1})`);
-    }
-    this.assertFits(promptIds);
+    this.checkPrompt(promptIds);
 
     // Prefill: reuse the cached prefix, run the rest in batches of the workspace's size.
     const t0 = performance.now();

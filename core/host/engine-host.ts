@@ -445,14 +445,10 @@ export class EngineHost {
       : "ids" in input
         ? [...input.ids]
         : session.encode(input.text);
-    const vocab = session.model.config.vocab;
-    const outside = prompt.find((t) => !(Number.isSafeInteger(t) && t >= 0 && t < vocab));
-    if (outside !== undefined) throw new UsageError(`token id ${outside} is outside the vocabulary (0..${vocab - 1})`);
-    if (prompt.length === 0) throw new UsageError("the prompt is empty (no tokens); give some text or set a BOS token");
     try {
-      session.assertFits(prompt);
+      session.checkPrompt(prompt);
     } catch (e) {
-      throw new HostError("CONTEXT_FULL", (e as Error).message);
+      throw e instanceof ContextOverflowError ? new HostError("CONTEXT_FULL", e.message) : e;
     }
     const running: Running = { channel, id, abort: new AbortController() };
     this.running = running;
