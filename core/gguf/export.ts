@@ -52,11 +52,11 @@
 // rope_freqs) in F32 as the converter does. A tied head has no output.weight (llama.cpp reuses
 // token_embd). Other architectures are a ModelError (UNSUPPORTED_ARCHITECTURE).
 import { open, rename, rm, type FileHandle } from "node:fs/promises";
-import { basename, dirname, join } from "node:path";
+import { basename, join } from "node:path";
 import type { LoadedModel } from "../loader/model-folder.js";
 import type { DType, Weight } from "../loader/safetensors.js";
 import { ModelError } from "../loader/errors.js";
-import { removeDeadTemps, tempFor, writeError } from "../loader/file-io.js";
+import { tempPathFor, writeError } from "../loader/file-io.js";
 import type { FfnWeights, ModelConfig } from "../arch/config.js";
 import { convertF32, f16ToF32 } from "../modelgen/safetensors-writer.js";
 import { GGML_TYPE_BLOCKS, GgmlType, GgufFileWriter, kv, type GgufTensorInfo, type GgufValue } from "./writer.js";
@@ -321,8 +321,7 @@ export async function exportGguf(
   }
   metadata.push(...vocabMetadata(ggufVocab(model)));
 
-  const tmp = `${outFile}.${process.pid}.tmp`;
-  removeDeadTemps(dirname(outFile), tempFor(basename(outFile))); // an earlier export killed mid-way
+  const tmp = tempPathFor(outFile); // an earlier export killed mid-way left its own: removed
   const writer = await GgufFileWriter.open(
     tmp,
     new Map(metadata),

@@ -121,14 +121,21 @@ export function removeDeadTemps(dir: string, temp: RegExp): void {
 }
 
 /**
- * A new, empty folder `${out}.<pid>.tmp` beside `out`, to build `out` in and then rename over it;
- * what writers of `out` killed mid-way left there is removed first. Its parent is made (a path through
- * a file, a read-only or forbidden place: CANNOT_WRITE naming it).
+ * `${out}.<pid>.tmp`, the name to write `out` under and then rename over it (the importers' folders,
+ * the GGUF exporter's file), once what writers of `out` killed mid-way left beside it is removed.
+ */
+export function tempPathFor(out: string): string {
+  removeDeadTemps(dirname(out), tempFor(basename(out)));
+  return `${out}.${process.pid}.tmp`;
+}
+
+/**
+ * A new, empty folder tempPathFor(out) to build `out` in. Its parent is made first (a path through a
+ * file, a read-only or forbidden place: CANNOT_WRITE naming it).
  */
 export function tempFolderFor(out: string): string {
-  const tmp = `${out}.${process.pid}.tmp`;
   makeFolder(dirname(out));
-  removeDeadTemps(dirname(out), tempFor(basename(out)));
+  const tmp = tempPathFor(out);
   rmSync(tmp, { recursive: true, force: true });
   makeFolder(tmp);
   return tmp;
@@ -137,8 +144,8 @@ export function tempFolderFor(out: string): string {
 /** `s` with the characters a RegExp gives a meaning escaped. */
 export const escapeRegExp = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
-/** `name.<pid>.tmp`: the temporary name the importers and the GGUF exporter write under. */
-export const tempFor = (name: string): RegExp => new RegExp(String.raw`^${escapeRegExp(name)}\.(\d+)\.tmp$`);
+/** `name.<pid>.tmp`: tempPathFor's names for `name`. */
+const tempFor = (name: string): RegExp => new RegExp(String.raw`^${escapeRegExp(name)}\.(\d+)\.tmp$`);
 
 function isRunning(pid: number): boolean {
   try {
