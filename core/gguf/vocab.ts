@@ -6,18 +6,12 @@
 import { ModelError } from "../loader/errors.js";
 import { isObject, readJsonFile } from "../loader/json.js";
 import type { LoadedModel } from "../loader/model-folder.js";
-import { bpeModelJson } from "../loader/tokenizer.js";
+import { PieceType as TokenType, sentencePieceJson } from "../loader/sentencepiece.js";
+import { addedToken, bosPostProcessor, bpeModelJson } from "../loader/tokenizer-json.js";
 import { kv, type GgufValue } from "./writer.js";
 
-/** llama.cpp `enum llama_token_type` (tokenizer.ggml.token_type values). */
-export enum TokenType {
-  NORMAL = 1,
-  UNKNOWN = 2,
-  CONTROL = 3,
-  USER_DEFINED = 4,
-  UNUSED = 5,
-  BYTE = 6,
-}
+/** llama.cpp `enum llama_token_type` (tokenizer.ggml.token_type values): sentencepiece's piece types. */
+export { TokenType };
 
 /** The split regexes of Llama 3's and Qwen2's tokenizer.json (llama.cpp rewrites them without `(?i:`). */
 const LLAMA3_SPLIT =
@@ -282,16 +276,7 @@ export function tokenizerFromGguf(meta: Record<string, unknown>, file: string): 
   for (let i = 0; i < n; i++) {
     const type = types[i];
     if (type === TokenType.CONTROL || type === TokenType.USER_DEFINED || (spm && type === TokenType.UNKNOWN)) {
-      const special = type !== TokenType.USER_DEFINED;
-      added.push({
-        id: i,
-        content: texts[i],
-        single_word: false,
-        lstrip: false,
-        rstrip: false,
-        normalized: !special,
-        special,
-      });
+      added.push(addedToken(i, texts[i], type !== TokenType.USER_DEFINED));
     }
   }
 
@@ -300,19 +285,7 @@ export function tokenizerFromGguf(meta: Record<string, unknown>, file: string): 
   const addBosMeta = meta["tokenizer.ggml.add_bos_token"];
   const addBos = bosId !== undefined && (typeof addBosMeta === "boolean" ? addBosMeta : bpe.addsBosByDefault);
   const bos = bosId === undefined ? undefined : texts[bosId];
-  const postProcessor = addBos
-    ? {
-        type: "TemplateProcessing",
-        single: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }],
-        pair: [
-          { SpecialToken: { id: bos, type_id: 0 } },
-          { Sequence: { id: "A", type_id: 0 } },
-          { SpecialToken: { id: bos, type_id: 1 } },
-          { Sequence: { id: "B", type_id: 1 } },
-        ],
-        special_tokens: { [bos!]: { id: bos, ids: [bosId], tokens: [bos] } },
-      }
-    : null;
+  const postProcessor = addBos ? bosPostProcessor(bos!, bosId!) : null;
   const tokenizer = {
     version: "1.0",
     truncation: null,
@@ -404,53 +377,15 @@ function sentencePieceModel(
   if (!Array.isArray(rawScores) || rawScores.length !== texts.length) {
     throw bad("tokenizer.ggml.scores is missing or not one score per token (SentencePiece ranks its pieces by them)");
   }
-  const scores = rawScores.map(Number);
-  const ids = new Map<string, number>();
-  texts.forEach((t, i) => {
-    if (types[i] !== TokenType.UNUSED && !ids.has(t)) ids.set(t, i);
+  // As llama.cpp tokenizes: its own normalization is only the space prefix.
+  const parts = sentencePieceJson({
+    pieces: texts,
+    scores: rawScores.map(Number),
+    types,
+    unkId,
+    addDummyPrefix: meta["tokenizer.ggml.add_space_prefix"] !== false,
+    removeExtraWhitespaces: false,
+    byteFallback: true,
   });
-  // transformers' SentencePieceExtractor: every way to split a piece into two pieces is a merge,
-  // ranked by the whole piece's score (highest first), ties by the halves' ids. Splits fall between
-  // code points (never inside a surrogate pair).
-  const merges: { left: string; right: string; score: number; l: number; r: number }[] = [];
-  texts.forEach((piece, i) => {
-    if (types[i] !== TokenType.NORMAL && types[i] !== TokenType.USER_DEFINED) return;
-    for (let k = 1; k < piece.length; k++) {
-      const c = piece.charCodeAt(k);
-      if (c >= 0xdc00 && c <= 0xdfff) continue; // the second half of a surrogate pair
-      const left = piece.slice(0, k);
-      const l = ids.get(left);
-      if (l === undefined) continue;
-      const right = piece.slice(k);
-      const r = ids.get(right);
-      if (r !== undefined) merges.push({ left, right, score: scores[i], l, r });
-    }
-  });
-  merges.sort((a, b) => b.score - a.score || a.l - b.l || a.r - b.r);
-  const vocab = Object.fromEntries(ids);
-  const spacePrefix = meta["tokenizer.ggml.add_space_prefix"] !== false;
-  const replaceSpace = { type: "Replace", pattern: { String: " " }, content: "▁" };
-  return {
-    model: bpeModelJson({
-      vocab,
-      merges: merges.map((m) => [m.left, m.right]),
-      unkToken: unkId === undefined ? null : texts[unkId],
-      fuseUnk: true,
-      byteFallback: true,
-    }),
-    normalizer: spacePrefix
-      ? { type: "Sequence", normalizers: [{ type: "Prepend", prepend: "▁" }, replaceSpace] }
-      : replaceSpace,
-    preTokenizer: null,
-    decoder: {
-      type: "Sequence",
-      decoders: [
-        { type: "Replace", pattern: { String: "▁" }, content: " " },
-        { type: "ByteFallback" },
-        { type: "Fuse" },
-        ...(spacePrefix ? [{ type: "Strip", content: " ", start: 1, stop: 0 }] : []),
-      ],
-    },
-    addsBosByDefault: true,
-  };
+  return { ...parts, addsBosByDefault: true };
 }

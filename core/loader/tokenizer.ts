@@ -1,4 +1,5 @@
-// The model's tokenizer (tokenizer.json through @huggingface/tokenizers) and chat template (through
+// The model's tokenizer (tokenizer.json through @huggingface/tokenizers, or a SentencePiece
+// tokenizer.model converted to one, see sentencepiece.ts) and chat template (through
 // @huggingface/jinja, found where transformers looks: chat_template.jinja, tokenizer_config.json's
 // chat_template, then chat_template.json), with the special-token rules Hugging Face applies: BOS
 // only when the tokenizer says so, EOS from every config that names one.
@@ -8,6 +9,7 @@ import { Tokenizer } from "@huggingface/tokenizers";
 import { Template } from "@huggingface/jinja";
 import { ChatTemplateError, ModelError } from "./errors.js";
 import { isObject, readJsonFile } from "./json.js";
+import { sentencePieceTokenizer } from "./sentencepiece.js";
 
 export interface ChatMessage {
   role: "system" | "user" | "assistant" | "tool";
@@ -107,9 +109,19 @@ export class ModelTokenizer {
 
   static load(dir: string): ModelTokenizer {
     const file = join(dir, "tokenizer.json");
+    const configFile = join(dir, "tokenizer_config.json");
+    const config = existsSync(configFile) ? readJsonFile(configFile) : {};
+    if (!isObject(config)) throw new ModelError("BAD_JSON", configFile, "not a JSON object");
+    const template = () => findChatTemplate(dir, config, configFile);
     if (!existsSync(file)) {
-      // Older repos ship only the slow tokenizer's files, which transformers converts on load.
-      const slow = ["tokenizer.model", "vocab.json", "merges.txt"].filter((f) => existsSync(join(dir, f)));
+      // Older repos ship only the slow tokenizer's files, which transformers converts on load; so do
+      // we for SentencePiece's tokenizer.model.
+      const spm = join(dir, "tokenizer.model");
+      if (existsSync(spm)) {
+        const converted = sentencePieceTokenizer(spm, config);
+        return new ModelTokenizer(spm, converted.json, converted.config, template());
+      }
+      const slow = ["vocab.json", "merges.txt"].filter((f) => existsSync(join(dir, f)));
       const hint =
         slow.length > 0
           ? `; this folder has only ${slow.join(" and ")} (a slow tokenizer's files): write one with ` +
@@ -124,10 +136,7 @@ export class ModelTokenizer {
     const json = readJsonFile(file);
     if (!isObject(json) || !isObject(json.model))
       throw new ModelError("BAD_TOKENIZER", file, "not a Hugging Face tokenizer.json (no model section)");
-    const configFile = join(dir, "tokenizer_config.json");
-    const config = existsSync(configFile) ? readJsonFile(configFile) : {};
-    if (!isObject(config)) throw new ModelError("BAD_JSON", configFile, "not a JSON object");
-    return new ModelTokenizer(file, json, config, findChatTemplate(dir, config, configFile));
+    return new ModelTokenizer(file, json, config, template());
   }
 
   get hasChatTemplate(): boolean {
@@ -326,30 +335,4 @@ function templateIn(config: Record<string, unknown>, file: string): ChatTemplate
     }
   }
   return undefined;
-}
-
-/**
- * tokenizer.json's BPE model section as transformers writes it, for the tokenizers this project makes
- * (make-model's, GGUF imports'): merges as [left, right] pairs.
- */
-export function bpeModelJson(o: {
-  vocab: Record<string, number>;
-  merges: readonly (readonly [string, string] | string[])[];
-  unkToken?: string | null;
-  fuseUnk?: boolean;
-  byteFallback?: boolean;
-  ignoreMerges?: boolean;
-}): Record<string, unknown> {
-  return {
-    type: "BPE",
-    dropout: null,
-    unk_token: o.unkToken ?? null,
-    continuing_subword_prefix: null,
-    end_of_word_suffix: null,
-    fuse_unk: o.fuseUnk ?? false,
-    byte_fallback: o.byteFallback ?? false,
-    ignore_merges: o.ignoreMerges ?? false,
-    vocab: o.vocab,
-    merges: o.merges,
-  };
 }

@@ -11,7 +11,8 @@
 // To change the vocabulary: edit TRAINING_TEXT (merges follow from it) or SPECIAL_TOKENS (append only,
 // ids are assigned in order after the merges).
 
-import { bpeModelJson, bytesToUnicode } from "../loader/tokenizer.js";
+import { bpeModelJson } from "../loader/tokenizer-json.js";
+import { bytesToUnicode } from "../loader/tokenizer.js";
 
 export const SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] as const;
 

@@ -1,8 +1,8 @@
 // Corrupt model files against the loaders: every file a user may bring broken (a GGUF file, a
-// safetensors file, config.json, tokenizer.json, a GPTQ or FP8 checkpoint) is mutated at random and loaded, and each load must
+// safetensors file, config.json, tokenizer.json or tokenizer.model, a GPTQ or FP8 checkpoint) is mutated at random and loaded, and each load must
 // either work (then a two-token reply must too, or say why it cannot) or fail with a typed
 // ModelError naming the file: never another exception, a crash or a hang. `npm run build:ts && node tools/fuzz/loaders.mjs
-// [CASES] [SEED]`; it prints each case's seed before running it, so a crash names the case to rerun.
+// [CASES] [SEED] [KIND]`; it prints each case's seed before running it, so a crash names the case to rerun.
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,13 +13,16 @@ import { Session } from "../../dist/core/engine/session.js";
 import { Rng } from "../../dist/core/engine/sampler.js";
 import { ContextOverflowError, ModelError, UsageError } from "../../dist/core/loader/errors.js";
 import { importQuantized } from "../../dist/core/loader/quantized-import.js";
+import { ModelTokenizer } from "../../dist/core/loader/tokenizer.js";
 import { writeQuantizedCheckpoint } from "../../dist/test/quantized-checkpoints.js";
 import { mutateBytes, mutateJson } from "./mutate.mjs";
 
 const cases = Number(process.argv[2] ?? 200);
 const seed0 = Number(process.argv[3] ?? 1);
+const only = process.argv[4]; // one kind of file (a key of `kinds`), or all in turn
 const root = mkdtempSync(join(tmpdir(), "hire-fuzz-"));
 const ggufSource = readFileSync(new URL("../../test/gguf/tiny-llama-quants.gguf", import.meta.url));
+const spmSource = readFileSync(new URL("../../test/spm/llama-like/tokenizer.model", import.meta.url));
 const folder = join(root, "model");
 await makeModel({ arch: "llama", dtype: "bf16", seed: 1, shape: { vocab: 300 }, out: folder });
 const quantized = [
@@ -84,14 +87,23 @@ const kinds = {
     writeFileSync(file, mutateJson(readFileSync(file, "utf8"), rng));
     await tryLoad(dir);
   },
+  // A folder with only SentencePiece's tokenizer.model, broken: converted, then a text encoded and decoded.
+  async sentencepiece(rng, dir) {
+    mkdirSync(dir, { recursive: true });
+    const file = join(dir, "tokenizer.model");
+    writeFileSync(file, mutateBytes(spmSource, rng));
+    const tok = ModelTokenizer.load(dir);
+    tok.decode(tok.encode("The quick brown fox, café 🦙"));
+  },
 };
 
+if (only !== undefined && !(only in kinds)) throw new Error(`no kind "${only}" (${Object.keys(kinds).join(", ")})`);
 const tally = {};
 const failures = [];
 for (let c = 0; c < cases; c++) {
   const seed = seed0 + c;
   const rng = new Rng(seed);
-  const names = Object.keys(kinds);
+  const names = only ? [only] : Object.keys(kinds);
   const kind = names[seed % names.length];
   const dir = join(root, `case-${seed}`);
   // A crash (rather than an exception) ends the run: the last line names the case.
