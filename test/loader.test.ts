@@ -306,14 +306,15 @@ test("bad input: a quantized checkpoint's error names its method and the ways to
 badCase("no weights", (dir) => rmSync(join(dir, ST)), "NO_WEIGHTS", "bad");
 badCase("missing tokenizer.json", (dir) => rmSync(join(dir, "tokenizer.json")), "NOT_FOUND", "tokenizer.json");
 badCase(
-  "only a slow tokenizer's vocab.json and merges.txt",
+  "an empty vocab.json beside merges.txt (no tokenizer.json)",
   (dir) => {
     rmSync(join(dir, "tokenizer.json"));
+    rmSync(join(dir, "tokenizer_config.json")); // a GPT-2 tokenizer, then
     writeFileSync(join(dir, "vocab.json"), "{}");
     writeFileSync(join(dir, "merges.txt"), "");
   },
-  "NOT_FOUND",
-  "has only vocab.json and merges.txt (a slow tokenizer's files): write one with transformers",
+  "BAD_TOKENIZER",
+  "vocab.json: has no tokens",
 );
 badCase(
   "truncated safetensors",

@@ -7,17 +7,19 @@ import { ModelError } from "../loader/errors.js";
 import { isObject, readJsonFile } from "../loader/json.js";
 import type { LoadedModel } from "../loader/model-folder.js";
 import { PieceType as TokenType, sentencePieceJson } from "../loader/sentencepiece.js";
-import { addedToken, bosPostProcessor, bpeModelJson } from "../loader/tokenizer-json.js";
+import {
+  addedToken,
+  bosPostProcessor,
+  bpeModelJson,
+  byteLevel,
+  LLAMA3_SPLIT,
+  QWEN2_SPLIT,
+  split,
+} from "../loader/tokenizer-json.js";
 import { kv, type GgufValue } from "./writer.js";
 
 /** llama.cpp `enum llama_token_type` (tokenizer.ggml.token_type values): sentencepiece's piece types. */
 export { TokenType };
-
-/** The split regexes of Llama 3's and Qwen2's tokenizer.json (llama.cpp rewrites them without `(?i:`). */
-const LLAMA3_SPLIT =
-  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-const QWEN2_SPLIT =
-  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
 /** The pre-tokenizer regexes llama.cpp knows by name (tokenizer.ggml.pre), as tokenizer.json writes them. */
 const PRE_TOKENIZERS: Record<string, string> = { [LLAMA3_SPLIT]: "llama-bpe", [QWEN2_SPLIT]: "qwen2" };
@@ -154,21 +156,6 @@ function preTokenizerName(p: unknown): string {
 // ---------------------------------------------------------------------------------------------
 // The other way: a GGUF file's tokenizer.ggml.* as tokenizer.json and tokenizer_config.json
 // ---------------------------------------------------------------------------------------------
-
-const byteLevel = (useRegex: boolean) => ({
-  type: "ByteLevel",
-  add_prefix_space: false,
-  trim_offsets: true,
-  use_regex: useRegex,
-});
-/** Text split by each regex in turn (matches and the text between them as pieces), then bytes to symbols. */
-const split = (...regexes: string[]) => ({
-  type: "Sequence",
-  pretokenizers: [
-    ...regexes.map((r) => ({ type: "Split", pattern: { Regex: r }, behavior: "Isolated", invert: false })),
-    byteLevel(false),
-  ],
-});
 
 /** tokenizer.json's split regexes for Mistral's Tekken and GPT-4o's o200k (llama.cpp rewrites them for its engine). */
 const TEKKEN_SPLIT =

@@ -7,7 +7,7 @@ import { readFileSync } from "node:fs";
 import protobuf from "protobufjs";
 import { ModelError } from "./errors.js";
 import { isObject } from "./json.js";
-import { addedToken, bosPostProcessor, bpeModelJson } from "./tokenizer-json.js";
+import { addedToken, bosPostProcessor, bpeModelJson, configAddedTokens } from "./tokenizer-json.js";
 
 /** sentencepiece's ModelProto.SentencePiece.Type (llama.cpp's token types copy these numbers). */
 export enum PieceType {
@@ -238,21 +238,7 @@ export function sentencePieceTokenizer(
     if (type === PieceType.CONTROL || type === PieceType.UNKNOWN || type === PieceType.USER_DEFINED)
       added.set(id, addedToken(id, m.pieces[id], type !== PieceType.USER_DEFINED));
   });
-  const extra = isObject(config.added_tokens_decoder) ? config.added_tokens_decoder : {};
-  for (const [key, t] of Object.entries(extra)) {
-    const id = Number(key);
-    if (!Number.isInteger(id) || id < 0 || !isObject(t) || typeof t.content !== "string") {
-      throw new ModelError(
-        "BAD_TOKENIZER",
-        file,
-        `tokenizer_config.json's added_tokens_decoder["${key}"] is not {content, ...} under an id`,
-      );
-    }
-    added.set(id, {
-      ...addedToken(id, t.content, t.special === true),
-      ...pick(t, ["single_word", "lstrip", "rstrip", "normalized"]),
-    });
-  }
+  for (const t of configAddedTokens(config, file)) added.set(Number(t.id), t);
   const piece = (id: number | undefined) => (id === undefined ? undefined : m.pieces[id]);
   const bos = piece(m.bosId);
   const parts = sentencePieceJson({ ...m, prefixOnlyAtStart: config.legacy === false });
@@ -270,8 +256,4 @@ export function sentencePieceTokenizer(
   const defaults = { bos_token: bos, eos_token: piece(m.eosId), unk_token: piece(m.unkId) };
   const filled = Object.fromEntries(Object.entries(defaults).filter(([k, v]) => v !== undefined && config[k] == null));
   return { json, config: { ...config, ...filled } };
-}
-
-function pick(o: Record<string, unknown>, keys: string[]): Record<string, unknown> {
-  return Object.fromEntries(keys.filter((k) => typeof o[k] === "boolean").map((k) => [k, o[k]]));
 }

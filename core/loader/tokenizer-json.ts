@@ -1,5 +1,7 @@
 // tokenizer.json sections as transformers writes them, for the tokenizers this project makes
-// (make-model's, GGUF imports', the conversion of a folder's tokenizer.model).
+// (make-model's, GGUF imports', the conversions of a folder's slow tokenizer files).
+import { ModelError } from "./errors.js";
+import { isObject } from "./json.js";
 
 /** tokenizer.json's BPE model section: merges as [left, right] pairs. */
 export function bpeModelJson(o: {
@@ -42,4 +44,49 @@ export function bosPostProcessor(bos: string, bosId: number): Record<string, unk
     ],
     special_tokens: { [bos]: { id: bos, ids: [bosId], tokens: [bos] } },
   };
+}
+
+/** The split regexes of Llama 3's and Qwen2's tokenizer.json (llama.cpp rewrites them without `(?i:`). */
+export const LLAMA3_SPLIT =
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+export const QWEN2_SPLIT =
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+/** Bytes to GPT-2's symbols, after splitting the text with GPT-2's regex (useRegex) or not. */
+export const byteLevel = (useRegex: boolean, addPrefixSpace = false) => ({
+  type: "ByteLevel",
+  add_prefix_space: addPrefixSpace,
+  trim_offsets: true,
+  use_regex: useRegex,
+});
+
+/** Text split by each regex in turn (matches and the text between them as pieces), then bytes to symbols. */
+export const split = (...regexes: string[]) => ({
+  type: "Sequence",
+  pretokenizers: [
+    ...regexes.map((r) => ({ type: "Split", pattern: { Regex: r }, behavior: "Isolated", invert: false })),
+    byteLevel(false),
+  ],
+});
+
+/** A special token as tokenizer configs write it: a string, or an AddedToken object {content: ...}. */
+export function tokenText(v: unknown): string | undefined {
+  if (typeof v === "string") return v;
+  if (isObject(v) && typeof v.content === "string") return v.content;
+  return undefined;
+}
+
+/**
+ * tokenizer_config.json's added_tokens_decoder ({"id": {content, special, lstrip, ...}}, what
+ * transformers saves for a slow tokenizer's added tokens) as tokenizer.json added_tokens entries.
+ */
+export function configAddedTokens(config: Record<string, unknown>, file: string): Record<string, unknown>[] {
+  const decoder = isObject(config.added_tokens_decoder) ? config.added_tokens_decoder : {};
+  return Object.entries(decoder).map(([key, t]) => {
+    const id = Number(key);
+    if (!Number.isInteger(id) || id < 0 || !isObject(t) || typeof t.content !== "string")
+      throw new ModelError("BAD_TOKENIZER", file, `added_tokens_decoder["${key}"] is not {content, ...} under an id`);
+    const flags = ["single_word", "lstrip", "rstrip", "normalized"].filter((k) => typeof t[k] === "boolean");
+    return { ...addedToken(id, t.content, t.special === true), ...Object.fromEntries(flags.map((k) => [k, t[k]])) };
+  });
 }

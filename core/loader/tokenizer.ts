@@ -1,5 +1,5 @@
-// The model's tokenizer (tokenizer.json through @huggingface/tokenizers, or a SentencePiece
-// tokenizer.model converted to one, see sentencepiece.ts) and chat template (through
+// The model's tokenizer (tokenizer.json through @huggingface/tokenizers, or a slow tokenizer's files
+// converted to one: sentencepiece.ts, bpe-files.ts) and chat template (through
 // @huggingface/jinja, found where transformers looks: chat_template.jinja, tokenizer_config.json's
 // chat_template, then chat_template.json), with the special-token rules Hugging Face applies: BOS
 // only when the tokenizer says so, EOS from every config that names one.
@@ -9,7 +9,9 @@ import { Tokenizer } from "@huggingface/tokenizers";
 import { Template } from "@huggingface/jinja";
 import { ChatTemplateError, ModelError } from "./errors.js";
 import { isObject, readJsonFile } from "./json.js";
+import { bpeFilesTokenizer } from "./bpe-files.js";
 import { sentencePieceTokenizer } from "./sentencepiece.js";
+import { tokenText } from "./tokenizer-json.js";
 
 export interface ChatMessage {
   role: "system" | "user" | "assistant" | "tool";
@@ -47,13 +49,6 @@ interface AddedToken {
 
 function addedTokens(json: Record<string, unknown>): AddedToken[] {
   return (Array.isArray(json.added_tokens) ? json.added_tokens : []) as AddedToken[];
-}
-
-/** A special token in tokenizer_config.json is a string or an AddedToken object {content: ...}. */
-function tokenText(v: unknown): string | undefined {
-  if (typeof v === "string") return v;
-  if (isObject(v) && typeof v.content === "string") return v.content;
-  return undefined;
 }
 
 export class ModelTokenizer {
@@ -112,26 +107,20 @@ export class ModelTokenizer {
     const configFile = join(dir, "tokenizer_config.json");
     const config = existsSync(configFile) ? readJsonFile(configFile) : {};
     if (!isObject(config)) throw new ModelError("BAD_JSON", configFile, "not a JSON object");
+    fillSpecialTokens(config, dir);
     const template = () => findChatTemplate(dir, config, configFile);
     if (!existsSync(file)) {
       // Older repos ship only the slow tokenizer's files, which transformers converts on load; so do
-      // we for SentencePiece's tokenizer.model.
+      // we: SentencePiece's tokenizer.model, or GPT-2's vocab.json and merges.txt.
       const spm = join(dir, "tokenizer.model");
       if (existsSync(spm)) {
         const converted = sentencePieceTokenizer(spm, config);
         return new ModelTokenizer(spm, converted.json, converted.config, template());
       }
-      const slow = ["vocab.json", "merges.txt"].filter((f) => existsSync(join(dir, f)));
-      const hint =
-        slow.length > 0
-          ? `; this folder has only ${slow.join(" and ")} (a slow tokenizer's files): write one with ` +
-            `transformers, AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR)`
-          : "";
-      throw new ModelError(
-        "NOT_FOUND",
-        file,
-        `tokenizer.json is missing; the model cannot turn text into tokens${hint}`,
-      );
+      if (existsSync(join(dir, "vocab.json")) && existsSync(join(dir, "merges.txt"))) {
+        return new ModelTokenizer(join(dir, "vocab.json"), bpeFilesTokenizer(dir, config), config, template());
+      }
+      throw new ModelError("NOT_FOUND", file, "tokenizer.json is missing; the model cannot turn text into tokens");
     }
     const json = readJsonFile(file);
     if (!isObject(json) || !isObject(json.model))
@@ -251,6 +240,19 @@ export class ModelTokenizer {
       throw new ChatTemplateError(this.template.file, (e as Error).message);
     }
   }
+}
+
+/**
+ * The special tokens special_tokens_map.json names that tokenizer_config.json does not (transformers
+ * reads both; older and slow tokenizers' repos often keep them only there).
+ */
+function fillSpecialTokens(config: Record<string, unknown>, dir: string): void {
+  const file = join(dir, "special_tokens_map.json");
+  if (!existsSync(file)) return;
+  const map = readJsonFile(file);
+  if (!isObject(map)) throw new ModelError("BAD_JSON", file, "not a JSON object");
+  for (const key of ["bos_token", "eos_token", "unk_token", "pad_token"])
+    if (config[key] == null && tokenText(map[key]) !== undefined) config[key] = map[key];
 }
 
 /**

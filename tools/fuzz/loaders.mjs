@@ -1,8 +1,9 @@
 // Corrupt model files against the loaders: every file a user may bring broken (a GGUF file, a
-// safetensors file, config.json, tokenizer.json or tokenizer.model, a GPTQ or FP8 checkpoint) is mutated at random and loaded, and each load must
+// safetensors file, config.json, tokenizer.json, tokenizer.model, vocab.json or merges.txt, a GPTQ or FP8 checkpoint) is mutated at random and loaded, and each load must
 // either work (then a two-token reply must too, or say why it cannot) or fail with a typed
 // ModelError naming the file: never another exception, a crash or a hang. `npm run build:ts && node tools/fuzz/loaders.mjs
 // [CASES] [SEED] [KIND]`; it prints each case's seed before running it, so a crash names the case to rerun.
+import { Buffer } from "node:buffer";
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -85,6 +86,22 @@ const kinds = {
     const name = rng.next() < 0.7 ? "tokenizer.json" : "tokenizer_config.json";
     const file = join(dir, name);
     writeFileSync(file, mutateJson(readFileSync(file, "utf8"), rng));
+    await tryLoad(dir);
+  },
+  // A folder with only GPT-2's vocab.json and merges.txt, one of them broken, loaded and asked for a reply.
+  async bpefiles(rng, dir) {
+    cpSync(folder, dir, { recursive: true });
+    const json = JSON.parse(readFileSync(join(dir, "tokenizer.json"), "utf8"));
+    rmSync(join(dir, "tokenizer.json"));
+    rmSync(join(dir, "tokenizer_config.json"));
+    const vocab = JSON.stringify(json.model.vocab);
+    const merges = ["#version: 0.2", ...json.model.merges.map((m) => m.join(" "))].join("\n");
+    const broken = rng.next() < 0.5;
+    writeFileSync(join(dir, "vocab.json"), broken ? mutateJson(vocab, rng) : vocab);
+    writeFileSync(
+      join(dir, "merges.txt"),
+      broken ? merges : Buffer.from(mutateBytes(Buffer.from(merges), rng)).toString(),
+    );
     await tryLoad(dir);
   },
   // A folder with only SentencePiece's tokenizer.model, broken: converted, then a text encoded and decoded.

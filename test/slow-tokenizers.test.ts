@@ -1,11 +1,13 @@
-// A model folder with only SentencePiece's tokenizer.model (no tokenizer.json) tokenizes as
-// sentencepiece itself does: test/spm holds BPE models trained with Google's sentencepiece and the
-// ids it gives for a set of texts (tools/tokenizer/make-spm-fixtures.py), which the conversion to
-// tokenizer.json must reproduce; such a folder loads and chats; files that are not BPE
-// SentencePiece models are BAD_TOKENIZER errors naming the file.
+// Model folders with only a slow tokenizer's files (no tokenizer.json) load, converted as transformers
+// converts them:
+//   - SentencePiece's tokenizer.model tokenizes as sentencepiece itself does: test/spm holds BPE
+//     models trained with Google's sentencepiece and the ids it gives for a set of texts
+//     (tools/tokenizer/make-spm-fixtures.py), which the conversion must reproduce;
+//   - GPT-2's vocab.json + merges.txt tokenize as the tokenizer.json they were written from;
+// and files that cannot be converted are BAD_TOKENIZER errors naming the file.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { copyFileSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, cpSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { REPO_ROOT, hire, tempDir } from "./helpers.js";
 import { ModelTokenizer } from "../core/loader/tokenizer.js";
@@ -149,4 +151,104 @@ test("bad input: a tokenizer.model that is not a SentencePiece model, or is cut 
 test("bad input: a Unigram tokenizer.model is BAD_TOKENIZER saying only BPE ones convert", (t) => {
   const { dir } = fixture(t, "unigram");
   assertBadTokenizer(dir, /a SentencePiece Unigram model; only BPE ones/);
+});
+
+// ---------------------------------------------------------------------------------------------
+// vocab.json + merges.txt
+// ---------------------------------------------------------------------------------------------
+
+/** A make-model folder (GPT-2's byte-level BPE tokenizer.json) and a copy with only vocab.json and merges.txt. */
+async function bpeFolders(
+  t: { after: (fn: () => void) => void },
+  tokenizerClass = "GPT2Tokenizer",
+): Promise<{ fast: string; slow: string }> {
+  const root = tempDir(t);
+  const fast = join(root, "fast");
+  await makeModel({ arch: "llama", dtype: "bf16", seed: 1, out: fast });
+  const slow = join(root, "slow");
+  cpSync(fast, slow, { recursive: true });
+  const json = JSON.parse(readFileSync(join(fast, "tokenizer.json"), "utf8")) as {
+    model: { vocab: Record<string, number>; merges: [string, string][] };
+  };
+  writeFileSync(join(slow, "vocab.json"), JSON.stringify(json.model.vocab));
+  writeFileSync(
+    join(slow, "merges.txt"),
+    ["#version: 0.2", ...json.model.merges.map((m) => m.join(" ")), ""].join("\n"),
+  );
+  rmSync(join(slow, "tokenizer.json"));
+  const config = JSON.parse(readFileSync(join(fast, "tokenizer_config.json"), "utf8")) as Record<string, unknown>;
+  writeFileSync(join(slow, "tokenizer_config.json"), JSON.stringify({ ...config, tokenizer_class: tokenizerClass }));
+  return { fast, slow };
+}
+
+const BPE_TEXTS = [
+  "The quick brown fox",
+  " leading  spaces\tand\nlines\n\n",
+  "café 中文 🦙 2024 12345",
+  "<|im_start|>user\nhi<|im_end|>",
+  "it's I'LL don't",
+];
+
+test("vocab.json + merges.txt (GPT2Tokenizer): the same ids and text as the tokenizer.json they came from", async (t) => {
+  const { fast, slow } = await bpeFolders(t);
+  const [a, b] = [ModelTokenizer.load(fast), ModelTokenizer.load(slow)];
+  assert.equal(b.file, join(slow, "vocab.json"));
+  for (const text of BPE_TEXTS) {
+    assert.deepEqual(b.encode(text), a.encode(text), text);
+    assert.equal(b.decode(b.encode(text)), a.decode(a.encode(text)), text);
+  }
+  assert.equal(b.eosToken, a.eosToken);
+  assert.equal(b.tokenId("<|im_end|>"), a.tokenId("<|im_end|>"));
+  // Such a folder generates.
+  const r = hire(["generate", "--model", slow, "--prompt", "The quick brown fox", "--max-tokens", "3", "--json"]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal((JSON.parse(r.stdout) as { ids: number[] }).ids.length, 3);
+});
+
+test("vocab.json + merges.txt (Qwen2Tokenizer): digits one by one and NFC, as Qwen2's pre-tokenizer splits", async (t) => {
+  const { fast, slow } = await bpeFolders(t, "Qwen2Tokenizer");
+  const [gpt2, qwen] = [ModelTokenizer.load(fast), ModelTokenizer.load(slow)];
+  const digits = qwen.encode("12345", false);
+  assert.deepEqual(
+    digits,
+    [..."12345"].map((d) => qwen.tokenId(d)),
+  );
+  assert.deepEqual(qwen.encode("cafe\u0301", false), qwen.encode("caf\u00e9", false), "NFC first");
+  assert.notDeepEqual(gpt2.encode("cafe\u0301", false), gpt2.encode("caf\u00e9", false));
+  for (const text of BPE_TEXTS) assert.equal(qwen.decode(qwen.encode(text, false), false), text.normalize("NFC"), text);
+});
+
+test("special_tokens_map.json names the special tokens tokenizer_config.json leaves out", async (t) => {
+  const { slow } = await bpeFolders(t);
+  const file = join(slow, "tokenizer_config.json");
+  const config = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
+  delete config.eos_token;
+  writeFileSync(file, JSON.stringify(config));
+  assert.equal(ModelTokenizer.load(slow).eosToken, undefined);
+  writeFileSync(join(slow, "special_tokens_map.json"), JSON.stringify({ eos_token: { content: "<|im_end|>" } }));
+  assert.equal(ModelTokenizer.load(slow).eosToken, "<|im_end|>");
+});
+
+test("bad input: broken vocab.json or merges.txt, or a tokenizer class with no conversion, is BAD_TOKENIZER naming the file", async (t) => {
+  const { slow } = await bpeFolders(t);
+  const expectBad = (file: string, detail: RegExp) =>
+    assert.throws(
+      () => ModelTokenizer.load(slow),
+      (e: unknown) =>
+        e instanceof ModelError && e.code === "BAD_TOKENIZER" && e.file === join(slow, file) && detail.test(e.message),
+    );
+  const merges = readFileSync(join(slow, "merges.txt"), "utf8");
+  writeFileSync(join(slow, "merges.txt"), merges.replace(/\n[^\n]*\n/, "\nzzz@@ qqq@@\n"));
+  expectBad("merges.txt", /line 2 is not a merge of two tokens of vocab.json/);
+  writeFileSync(join(slow, "merges.txt"), merges);
+  const vocab = readFileSync(join(slow, "vocab.json"), "utf8");
+  writeFileSync(join(slow, "vocab.json"), JSON.stringify({ a: -1 }));
+  expectBad("vocab.json", /not a JSON object of token → id/);
+  writeFileSync(join(slow, "vocab.json"), vocab);
+  const file = join(slow, "tokenizer_config.json");
+  writeFileSync(
+    file,
+    JSON.stringify({ ...JSON.parse(readFileSync(file, "utf8")), tokenizer_class: "RobertaTokenizer" }),
+  );
+  expectBad("tokenizer_config.json", /tokenizer_class RobertaTokenizer/);
 });
