@@ -9,7 +9,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { copyFileSync, cpSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { REPO_ROOT, hire, tempDir } from "./helpers.js";
+import { REPO_ROOT, hire, putInHubCache, tempDir } from "./helpers.js";
+import { listCachedModels } from "../core/loader/hf-cache.js";
 import { ModelTokenizer } from "../core/loader/tokenizer.js";
 import { ModelError } from "../core/loader/errors.js";
 import { loadModel } from "../core/loader/model-folder.js";
@@ -251,4 +252,16 @@ test("bad input: broken vocab.json or merges.txt, or a tokenizer class with no c
     JSON.stringify({ ...JSON.parse(readFileSync(file, "utf8")), tokenizer_class: "RobertaTokenizer" }),
   );
   expectBad("tokenizer_config.json", /tokenizer_class RobertaTokenizer/);
+});
+
+test("hf cache: a repo with only a slow tokenizer's files is listed as loadable, one with no tokenizer says so", async (t) => {
+  const { slow } = await bpeFolders(t);
+  const hub = join(tempDir(t), "hub");
+  putInHubCache(hub, "org/slow", slow, "1".repeat(40));
+  rmSync(join(slow, "merges.txt"));
+  putInHubCache(hub, "org/none", slow, "2".repeat(40));
+  const by = Object.fromEntries((await listCachedModels({ HF_HUB_CACHE: hub })).map((m) => [m.repo, m]));
+  assert.equal(by["org/slow"].problem, null);
+  assert.equal(by["org/none"].problem?.code, "NOT_FOUND");
+  assert.match(by["org/none"].problem!.message, /tokenizer.json is missing/);
 });

@@ -12,6 +12,7 @@ import { ModelError, type ModelErrorCode } from "./errors.js";
 import { quantizedImportRecord, planQuantizedImport, quantSchemeOf } from "./quantized-import.js";
 import { readModelConfig } from "./model-folder.js";
 import { weightFiles } from "./safetensors.js";
+import { ModelTokenizer } from "./tokenizer.js";
 import { importSource, planImport, readGguf } from "../gguf/import.js";
 
 type Env = Record<string, string | undefined>;
@@ -169,8 +170,7 @@ function inspectSnapshot(repo: string, path: string): Promise<CachedModel> {
     for (const f of weightFiles(path)) model.weightBytes += statSync(f).size;
     // A quantized checkpoint: as far as its import can be planned.
     if (quantSchemeOf(path)) model.quantization = planQuantizedImport(path).method;
-    const tok = join(path, "tokenizer.json");
-    if (!existsSync(tok)) throw new ModelError("NOT_FOUND", tok, "tokenizer.json is missing");
+    ModelTokenizer.fileIn(path);
   });
 }
 

@@ -102,30 +102,39 @@ export class ModelTokenizer {
     }
   }
 
+  /**
+   * The file a folder's tokenizer loads from: tokenizer.json, or where a repo ships only a slow
+   * tokenizer's files (which transformers converts on load; so do we) SentencePiece's tokenizer.model
+   * or GPT-2's vocab.json (with merges.txt). NOT_FOUND when there is none.
+   */
+  static fileIn(dir: string): string {
+    const candidates = [["tokenizer.json"], ["tokenizer.model"], ["vocab.json", "merges.txt"]];
+    const found = candidates.find((names) => names.every((f) => existsSync(join(dir, f))));
+    if (!found)
+      throw new ModelError(
+        "NOT_FOUND",
+        join(dir, "tokenizer.json"),
+        "tokenizer.json is missing; the model cannot turn text into tokens",
+      );
+    return join(dir, found[0]);
+  }
+
   static load(dir: string): ModelTokenizer {
-    const file = join(dir, "tokenizer.json");
+    const file = ModelTokenizer.fileIn(dir);
     const configFile = join(dir, "tokenizer_config.json");
     const config = existsSync(configFile) ? readJsonFile(configFile) : {};
     if (!isObject(config)) throw new ModelError("BAD_JSON", configFile, "not a JSON object");
     fillSpecialTokens(config, dir);
-    const template = () => findChatTemplate(dir, config, configFile);
-    if (!existsSync(file)) {
-      // Older repos ship only the slow tokenizer's files, which transformers converts on load; so do
-      // we: SentencePiece's tokenizer.model, or GPT-2's vocab.json and merges.txt.
-      const spm = join(dir, "tokenizer.model");
-      if (existsSync(spm)) {
-        const converted = sentencePieceTokenizer(spm, config);
-        return new ModelTokenizer(spm, converted.json, converted.config, template());
-      }
-      if (existsSync(join(dir, "vocab.json")) && existsSync(join(dir, "merges.txt"))) {
-        return new ModelTokenizer(join(dir, "vocab.json"), bpeFilesTokenizer(dir, config), config, template());
-      }
-      throw new ModelError("NOT_FOUND", file, "tokenizer.json is missing; the model cannot turn text into tokens");
+    const template = findChatTemplate(dir, config, configFile);
+    if (file.endsWith("tokenizer.model")) {
+      const converted = sentencePieceTokenizer(file, config);
+      return new ModelTokenizer(file, converted.json, converted.config, template);
     }
+    if (file.endsWith("vocab.json")) return new ModelTokenizer(file, bpeFilesTokenizer(dir, config), config, template);
     const json = readJsonFile(file);
     if (!isObject(json) || !isObject(json.model))
       throw new ModelError("BAD_TOKENIZER", file, "not a Hugging Face tokenizer.json (no model section)");
-    return new ModelTokenizer(file, json, config, template());
+    return new ModelTokenizer(file, json, config, template);
   }
 
   get hasChatTemplate(): boolean {
