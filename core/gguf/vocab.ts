@@ -4,7 +4,7 @@
 // type UNUSED), the merges as "left right", token types (added special tokens CONTROL, other
 // added tokens USER_DEFINED), the special-token ids, add_bos_token, and the chat template.
 import { ModelError } from "../loader/errors.js";
-import { isObject, readJsonFile } from "../loader/json.js";
+import { isObject } from "../loader/json.js";
 import type { LoadedModel } from "../loader/model-folder.js";
 import { PieceType as TokenType, sentencePieceJson } from "../loader/sentencepiece.js";
 import {
@@ -39,8 +39,7 @@ export interface GgufVocab {
 
 /** The model's tokenizer in llama.cpp's terms, one entry per row of the embedding. */
 export function ggufVocab(model: LoadedModel): GgufVocab {
-  const file = model.tokenizer.file;
-  const json = readJsonFile(file);
+  const { file, json } = model.tokenizer;
   const bad = (detail: string) => new ModelError("BAD_TOKENIZER", file, detail);
   if (!isObject(json) || !isObject(json.model)) throw bad("not a Hugging Face tokenizer.json (no model section)");
   const m = json.model;

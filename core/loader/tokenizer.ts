@@ -67,7 +67,8 @@ export class ModelTokenizer {
 
   constructor(
     readonly file: string,
-    private readonly json: Record<string, unknown>,
+    /** tokenizer.json's contents (or what a slow tokenizer's files were converted to). */
+    readonly json: Record<string, unknown>,
     readonly config: Record<string, unknown>,
     chatTemplate: ChatTemplateSource | undefined,
   ) {
