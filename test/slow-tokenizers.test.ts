@@ -265,3 +265,37 @@ test("hf cache: a repo with only a slow tokenizer's files is listed as loadable,
   assert.equal(by["org/none"].problem?.code, "NOT_FOUND");
   assert.match(by["org/none"].problem!.message, /tokenizer.json is missing/);
 });
+
+test("GGUF export of slow-tokenizer folders: vocab.json + merges.txt exports and imports back the same; tokenizer.model says why not", async (t) => {
+  const { slow } = await bpeFolders(t);
+  const out = join(tempDir(t), "m.gguf");
+  const e = hire(["export", "--model", slow, "--gguf", out]);
+  assert.equal(e.status, 0, e.stderr);
+  const ids = (model: string) => {
+    const r = hire([
+      "generate",
+      "--model",
+      model,
+      "--prompt",
+      "The quick brown fox",
+      "--max-tokens",
+      "3",
+      "--temperature",
+      "0",
+      "--json",
+    ]);
+    assert.equal(r.status, 0, r.stderr);
+    const { prompt_ids, ids, text } = JSON.parse(r.stdout) as { prompt_ids: number[]; ids: number[]; text: string };
+    return { prompt_ids, ids, text };
+  };
+  assert.deepEqual(ids(out), ids(slow));
+  const { dir: spm, expected } = fixture(t, "llama-like");
+  const dir = join(tempDir(t), "spm");
+  await makeModel({ arch: "llama", dtype: "bf16", seed: 1, out: dir, shape: { vocab: expected.vocab_size } });
+  rmSync(join(dir, "tokenizer.json"));
+  rmSync(join(dir, "tokenizer_config.json"));
+  copyFileSync(join(spm, "tokenizer.model"), join(dir, "tokenizer.model"));
+  const r = hire(["export", "--model", dir, "--gguf", join(dir, "..", "spm.gguf")]);
+  assert.equal(r.status, 1, r.stderr);
+  assert.match(r.stderr, /tokenizer\.model: GGUF export supports byte-level BPE tokenizers .*SentencePiece-style/);
+});
