@@ -25,9 +25,16 @@ export { TokenType };
 const PRE_TOKENIZERS: Record<string, string> = { [LLAMA3_SPLIT]: "llama-bpe", [QWEN2_SPLIT]: "qwen2" };
 
 export interface GgufVocab {
+  /** "gpt2": byte-level BPE with merges; "llama": SentencePiece BPE, ranked by scores. */
+  model: "gpt2" | "llama";
   tokens: string[];
   tokenTypes: TokenType[];
+  /** gpt2: the merges. */
   merges: string[];
+  /** llama: one score per token (the higher, the earlier a pair merges into it). */
+  scores: number[];
+  /** llama: a "▁" before the text. */
+  addSpacePrefix: boolean;
   pre: string;
   bosId: number | undefined;
   eosId: number | undefined;
@@ -43,10 +50,12 @@ export function ggufVocab(model: LoadedModel): GgufVocab {
   const bad = (detail: string) => new ModelError("BAD_TOKENIZER", file, detail);
   if (!isObject(json) || !isObject(json.model)) throw bad("not a Hugging Face tokenizer.json (no model section)");
   const m = json.model;
-  if (m.type !== "BPE" || !isByteLevel(json)) {
+  const spm = m.type === "BPE" && !isByteLevel(json) && spaceSymbol(json);
+  if (m.type !== "BPE" || (!isByteLevel(json) && !spm)) {
     throw bad(
-      `GGUF export supports byte-level BPE tokenizers (GPT-2, Llama 3, Qwen2 style); this one is ${String(m.type)}` +
-        (m.type === "BPE" ? " without a ByteLevel pre-tokenizer (SentencePiece-style)" : ""),
+      `GGUF export supports byte-level BPE tokenizers (GPT-2, Llama 3, Qwen2 style) and SentencePiece BPE ones ` +
+        `(Llama 2, Mistral style: "▁" for spaces); this one is ${String(m.type)}` +
+        (m.type === "BPE" ? " with neither a ByteLevel pre-tokenizer nor spaces as ▁" : ""),
     );
   }
   if (!isObject(m.vocab)) throw bad("model.vocab is not an object");
@@ -62,10 +71,15 @@ export function ggufVocab(model: LoadedModel): GgufVocab {
     tokens[id as number] = text;
     types[id as number] = type;
   };
-  for (const [text, id] of Object.entries(m.vocab)) place(text, id, TokenType.NORMAL);
+  // SentencePiece vocabularies mark their byte pieces and the unknown piece, as llama.cpp's converter does.
+  const pieceType = (text: string) =>
+    !spm ? TokenType.NORMAL : /^<0x[0-9A-F]{2}>$/.test(text) ? TokenType.BYTE : TokenType.NORMAL;
+  for (const [text, id] of Object.entries(m.vocab)) place(text, id, pieceType(text));
   for (const t of Array.isArray(json.added_tokens) ? json.added_tokens : []) {
     if (!isObject(t) || typeof t.content !== "string") throw bad("added_tokens entry without content");
-    place(t.content, t.id, t.special === true ? TokenType.CONTROL : TokenType.USER_DEFINED);
+    const special =
+      t.special === true ? (spm && t.content === m.unk_token ? TokenType.UNKNOWN : TokenType.CONTROL) : null;
+    place(t.content, t.id, special ?? TokenType.USER_DEFINED);
   }
   for (let i = 0; i < n; i++) {
     if (tokens[i] === undefined) {
@@ -91,9 +105,12 @@ export function ggufVocab(model: LoadedModel): GgufVocab {
   const bosId = tk.bosId ?? model.config.bosTokenId ?? undefined;
   const eosId = id(cfg.eos_token) ?? model.config.eosTokenIds[0];
   return {
+    model: spm ? "llama" : "gpt2",
     tokens: tokens as string[],
     tokenTypes: types,
-    merges,
+    merges: spm ? [] : merges,
+    scores: spm ? mergeScores(tokens as string[], merges) : [],
+    addSpacePrefix: spm && spacePrefix(json),
     pre: preTokenizerName(json.pre_tokenizer),
     bosId,
     eosId,
@@ -106,13 +123,23 @@ export function ggufVocab(model: LoadedModel): GgufVocab {
 
 /** The tokenizer.ggml.* keys for a vocabulary. */
 export function vocabMetadata(v: GgufVocab): [string, GgufValue][] {
-  const out: [string, GgufValue][] = [
-    ["tokenizer.ggml.model", kv.str("gpt2")],
-    ["tokenizer.ggml.pre", kv.str(v.pre)],
-    ["tokenizer.ggml.tokens", kv.strings(v.tokens)],
-    ["tokenizer.ggml.token_type", kv.i32s(v.tokenTypes)],
-    ["tokenizer.ggml.merges", kv.strings(v.merges)],
-  ];
+  const out: [string, GgufValue][] =
+    v.model === "llama"
+      ? [
+          ["tokenizer.ggml.model", kv.str("llama")],
+          ["tokenizer.ggml.pre", kv.str("default")],
+          ["tokenizer.ggml.tokens", kv.strings(v.tokens)],
+          ["tokenizer.ggml.scores", kv.f32s(v.scores)],
+          ["tokenizer.ggml.token_type", kv.i32s(v.tokenTypes)],
+          ["tokenizer.ggml.add_space_prefix", kv.bool(v.addSpacePrefix)],
+        ]
+      : [
+          ["tokenizer.ggml.model", kv.str("gpt2")],
+          ["tokenizer.ggml.pre", kv.str(v.pre)],
+          ["tokenizer.ggml.tokens", kv.strings(v.tokens)],
+          ["tokenizer.ggml.token_type", kv.i32s(v.tokenTypes)],
+          ["tokenizer.ggml.merges", kv.strings(v.merges)],
+        ];
   if (v.bosId !== undefined) out.push(["tokenizer.ggml.bos_token_id", kv.u32(v.bosId)]);
   if (v.eosId !== undefined) out.push(["tokenizer.ggml.eos_token_id", kv.u32(v.eosId)]);
   if (v.padId !== undefined) out.push(["tokenizer.ggml.padding_token_id", kv.u32(v.padId)]);
@@ -126,6 +153,51 @@ function preTokenizers(p: unknown): Record<string, unknown>[] {
   if (!isObject(p)) return [];
   if (p.type === "Sequence" && Array.isArray(p.pretokenizers)) return p.pretokenizers.flatMap(preTokenizers);
   return [p];
+}
+
+/** Normalizers in order (a Sequence's members). */
+function normalizers(n: unknown): Record<string, unknown>[] {
+  if (!isObject(n)) return [];
+  if (n.type === "Sequence" && Array.isArray(n.normalizers)) return n.normalizers.flatMap(normalizers);
+  return [n];
+}
+
+/** SentencePiece style: spaces become "▁" (a Replace normalizer, or a Metaspace pre-tokenizer). */
+function spaceSymbol(json: Record<string, unknown>): boolean {
+  return (
+    normalizers(json.normalizer).some(
+      (n) => n.type === "Replace" && isObject(n.pattern) && n.pattern.String === " " && n.content === "\u2581",
+    ) || preTokenizers(json.pre_tokenizer).some((p) => p.type === "Metaspace")
+  );
+}
+
+/** Whether a "▁" goes before the text: a Prepend normalizer, or a Metaspace that prepends. */
+function spacePrefix(json: Record<string, unknown>): boolean {
+  return (
+    normalizers(json.normalizer).some(
+      (n) =>
+        n.type === "Prepend" ||
+        (n.type === "Replace" && n.content === "\u2581" && isObject(n.pattern) && typeof n.pattern.Regex === "string"),
+    ) ||
+    preTokenizers(json.pre_tokenizer).some(
+      (p) => p.type === "Metaspace" && p.prepend_scheme !== "never" && p.add_prefix_space !== false,
+    )
+  );
+}
+
+/**
+ * SentencePiece scores from a BPE's merges: llama.cpp merges the adjacent pair whose joined piece
+ * scores highest, so a piece scores minus the rank of the first merge that makes it (the merges
+ * being in priority order, as our import rebuilds them from scores); pieces no merge makes score
+ * below all of those (their score is never read).
+ */
+function mergeScores(tokens: string[], merges: string[]): number[] {
+  const rank = new Map<string, number>();
+  merges.forEach((m, r) => {
+    const piece = m.replace(" ", "");
+    if (!rank.has(piece)) rank.set(piece, r);
+  });
+  return tokens.map((t) => -(rank.get(t) ?? merges.length));
 }
 
 function isByteLevel(json: Record<string, unknown>): boolean {

@@ -53,6 +53,8 @@ export interface NlcContext {
   dispose(): Promise<void>;
 }
 export interface NlcModel {
+  /** Token ids of text, as llama.cpp's tokenizer makes them (special: special tokens' texts become their ids). */
+  tokenize(text: string, special?: boolean): Token[];
   createContext(options: {
     contextSize: number;
     batchSize: number;
@@ -74,6 +76,16 @@ interface NlcModule {
 }
 
 const PACKAGE = "node-llama-cpp";
+/** The files an export's config and vocabulary come from (filesKey skips those a folder lacks). */
+const TOKENIZER_FILES = [
+  "config.json",
+  "tokenizer.json",
+  "tokenizer.model",
+  "vocab.json",
+  "merges.txt",
+  "tokenizer_config.json",
+  "special_tokens_map.json",
+];
 /** Bumped when the exporter's output changes, so cached files are rewritten. */
 const EXPORT_VERSION = 1;
 
@@ -82,10 +94,7 @@ const EXPORT_VERSION = 1;
  * size and mtime of every file the export reads, and the exporter version.
  */
 export async function cachedGguf(model: LoadedModel, dtype: GgufDType, cacheDir = cacheDirOf("gguf")): Promise<string> {
-  const inputs = [
-    ...weightFiles(model.dir),
-    ...["config.json", "tokenizer.json", "tokenizer_config.json"].map((f) => join(model.dir, f)),
-  ];
+  const inputs = [...weightFiles(model.dir), ...TOKENIZER_FILES.map((f) => join(model.dir, f))];
   const key = filesKey(inputs, { v: EXPORT_VERSION, dtype });
   mkdirSync(cacheDir, { recursive: true });
   const file = join(cacheDir, `${basename(model.dir)}-${dtype}-${key}.gguf`);
