@@ -13,12 +13,16 @@ import {
   existsSync,
   readFileSync,
   readdirSync,
+  rmSync,
   statSync,
   truncateSync,
   utimesSync,
   writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { moveIntoPlace } from "../core/loader/file-io.js";
 import { hire, putInHubCache, REPO_ROOT, tempDir } from "./helpers.js";
 import { findModelFolder, listCachedModels, modelName } from "../core/loader/hf-cache.js";
 import { compareSteps, llamaCppSteps, ourGreedy } from "./llamacpp-helpers.js";
@@ -1291,4 +1295,56 @@ test("bad GGUF files are typed errors naming the file, and leave no folder behin
   bytes.writeUInt32LE(16, at);
   writeFileSync(iq, bytes);
   await expectError(iq, "UNSUPPORTED_DTYPE", /IQ2_XXS is not supported/);
+});
+
+// Two processes importing one file at once (the app and a terminal, say): each builds its own
+// temporary folder, and the second to finish keeps the first's import rather than pulling it from
+// under that process.
+test("import: a finished import already in place is kept; a partial folder there is replaced", (t) => {
+  const root = tempDir(t);
+  const out = join(root, "imports", "m-key");
+  const ours = join(root, "ours.tmp");
+  mkdirSync(out, { recursive: true });
+  writeFileSync(join(out, "config.json"), "{}");
+  writeFileSync(join(out, "theirs"), "");
+  mkdirSync(ours);
+  writeFileSync(join(ours, "config.json"), "{}");
+  assert.equal(moveIntoPlace(ours, out), false);
+  assert.ok(existsSync(join(out, "theirs")), "the finished import is untouched");
+  assert.ok(!existsSync(ours), "ours is removed");
+  rmSync(join(out, "config.json"));
+  mkdirSync(ours);
+  writeFileSync(join(ours, "config.json"), "{}");
+  assert.equal(moveIntoPlace(ours, out), true);
+  assert.deepEqual(readdirSync(out), ["config.json"]);
+});
+
+test("import: two processes importing the same GGUF file at once both run it, from one import", async (t) => {
+  const dir = tempDir(t);
+  const env = { ...process.env, HIRE_CACHE_DIR: join(dir, "cache") };
+  const run = () =>
+    promisify(execFile)(
+      process.execPath,
+      [
+        join(REPO_ROOT, "bin", "hire.js"),
+        "generate",
+        "--model",
+        QUANTS,
+        "--prompt",
+        "The quick",
+        "--max-tokens",
+        "4",
+        "--temperature",
+        "0",
+        "--json",
+      ],
+      { env, encoding: "utf8" },
+    );
+  const [a, b] = await Promise.all([run(), run()]);
+  const ids = (r: { stdout: string }) => (JSON.parse(r.stdout) as { ids: number[] }).ids;
+  assert.deepEqual(ids(a), ids(b));
+  assert.equal(ids(a).length, 4);
+  const imports = readdirSync(join(dir, "cache", "imports"));
+  assert.equal(imports.length, 1, imports.join(", "));
+  assert.ok(existsSync(join(dir, "cache", "imports", imports[0], "config.json")));
 });

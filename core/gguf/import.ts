@@ -18,21 +18,11 @@
 //     exaone4 without windows, as llama.cpp runs them).
 // loader/model-source.ts's `modelFolderFor` is the one entry point the CLI and the app use: a .gguf
 // path is imported once into the cache (imports/, keyed by the file's path, size and mtime).
-import {
-  closeSync,
-  existsSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { gguf } from "@huggingface/gguf";
 import { ModelError } from "../loader/errors.js";
-import { checkFreeSpace, readBytes, readFully, tempFolderFor, writeAll } from "../loader/file-io.js";
+import { checkFreeSpace, moveIntoPlace, readBytes, readFully, tempFolderFor, writeAll } from "../loader/file-io.js";
 import { isObject } from "../loader/json.js";
 import { blockFit, isInt4Block, isWeightFormat, type WeightFormat } from "../loader/weight-format.js";
 import {
@@ -998,9 +988,7 @@ export async function importGguf(
     const blocks = blockTensors(plan, heads);
     const record = { source: file, sourceTypes, autoWeights, importVersion: IMPORT_VERSION, size, mtimeMs, blocks };
     json(IMPORT_RECORD, record);
-    rmSync(outDir, { recursive: true, force: true });
-    mkdirSync(dirname(outDir), { recursive: true });
-    renameSync(tmp, outDir);
+    moveIntoPlace(tmp, outDir);
     return {
       dir: outDir,
       ggufArchitecture: arch,

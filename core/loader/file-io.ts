@@ -10,6 +10,7 @@ import {
   openSync,
   readdirSync,
   readSync,
+  renameSync,
   rmSync,
   statfsSync,
   writeSync,
@@ -139,6 +140,31 @@ export function tempFolderFor(out: string): string {
   rmSync(tmp, { recursive: true, force: true });
   makeFolder(tmp);
   return tmp;
+}
+
+/**
+ * Renames the finished model folder `tmp` (tempFolderFor's) to `out`. Where `out` already holds a
+ * finished model folder (its config.json: another process importing the same source finished first,
+ * the two having started before either was there), that one is kept and `tmp` removed: replacing it
+ * would pull its files from under the process reading them. Anything else at `out` is replaced.
+ * Returns whether `tmp` was put in place.
+ */
+export function moveIntoPlace(tmp: string, out: string): boolean {
+  mkdirSync(dirname(out), { recursive: true });
+  try {
+    renameSync(tmp, out); // replaces a missing or empty `out`
+    return true;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== "ENOTEMPTY" && code !== "EEXIST") throw e;
+  }
+  if (existsSync(join(out, "config.json"))) {
+    rmSync(tmp, { recursive: true, force: true });
+    return false;
+  }
+  rmSync(out, { recursive: true, force: true });
+  renameSync(tmp, out);
+  return true;
 }
 
 /** `s` with the characters a RegExp gives a meaning escaped. */

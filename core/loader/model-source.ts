@@ -49,7 +49,7 @@ export async function modelFolderFor(
       `${basename(file).replace(/\.gguf$/i, "")}-${filesKey([file], { IMPORT_VERSION })}`,
     );
     if (existsSync(join(dir, "config.json"))) return dir;
-    removeStaleImports((d) => importSource(d)?.file === file);
+    removeStaleImports((d) => d !== dir && importSource(d)?.file === file);
     onImport?.(file, 0, 1);
     await importGguf(file, dir, { onProgress: (done, total) => onImport?.(file, done, total) });
     return dir;
@@ -59,7 +59,7 @@ export async function modelFolderFor(
   const key = filesKey([...weightFiles(found), join(found, "config.json")], { QUANTIZED_IMPORT_VERSION });
   const dir = join(cacheDir("imports"), `${(repoIdOf(found) ?? basename(found)).replace(/\//g, "--")}-${key}`);
   if (existsSync(join(dir, "config.json"))) return dir;
-  removeStaleImports((d) => quantizedImportRecord(d)?.source === found);
+  removeStaleImports((d) => d !== dir && quantizedImportRecord(d)?.source === found);
   onImport?.(found, 0, 1);
   await importQuantized(found, dir, { onProgress: (done, total) => onImport?.(found, done, total) });
   return dir;
@@ -67,7 +67,8 @@ export async function modelFolderFor(
 
 /**
  * Earlier imports of a file or folder (made before it changed), and what imports killed mid-way left:
- * they would only take disk space.
+ * they would only take disk space. (Never the current import's folder: another process may have just
+ * finished it.)
  */
 function removeStaleImports(isStale: (importDir: string) => boolean): void {
   const root = cacheDir("imports");

@@ -11,11 +11,9 @@ import {
   closeSync,
   copyFileSync,
   existsSync,
-  mkdirSync,
   openSync,
   readdirSync,
   readFileSync,
-  renameSync,
   rmSync,
   statSync,
   writeFileSync,
@@ -26,7 +24,7 @@ import type { BlockSource } from "../gguf/block-weights.js";
 import { isBlockTensor, type BlockTensor } from "../gguf/import.js";
 import { GgmlTypeId } from "../gguf/quants.js";
 import { ModelError } from "./errors.js";
-import { checkFreeSpace, readFully, tempFolderFor, writeAll } from "./file-io.js";
+import { checkFreeSpace, moveIntoPlace, readFully, tempFolderFor, writeAll } from "./file-io.js";
 import { bitsandbytesScheme } from "./bitsandbytes.js";
 import { fp8Scheme } from "./fp8.js";
 import { gptqScheme } from "./gptq.js";
@@ -249,16 +247,14 @@ export async function importQuantized(
       sourceTypes: plan.sourceTypes,
       autoWeights: taken > 0 ? "int4+int8" : "int8",
     };
-    rmSync(outDir, { recursive: true, force: true });
-    mkdirSync(dirname(outDir), { recursive: true });
-    renameSync(tmp, outDir);
-    // Written last, into the folder in place: the blocks' size and time are the renamed file's.
+    // The blocks' size and time, which a rename keeps; the record goes in with the folder.
     if (taken > 0) {
-      const { size, mtimeMs } = statSync(join(outDir, INT4_BLOCKS));
+      const { size, mtimeMs } = statSync(join(tmp, INT4_BLOCKS));
       record.blocks = { size, mtimeMs, tensors: blocks };
     }
     const json = { ...record, importVersion: QUANTIZED_IMPORT_VERSION };
-    writeFileSync(join(outDir, QUANTIZED_IMPORT_RECORD), JSON.stringify(json, null, 2) + "\n");
+    writeFileSync(join(tmp, QUANTIZED_IMPORT_RECORD), JSON.stringify(json, null, 2) + "\n");
+    moveIntoPlace(tmp, outDir);
     return plan;
   } catch (e) {
     rmSync(tmp, { recursive: true, force: true });
