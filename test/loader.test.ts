@@ -410,6 +410,46 @@ test("a config whose torch_dtype disagrees with every tensor alike loads the sto
     assert.deepEqual(await greedy(dir, "dtype?"), before);
   }
 });
+/** Every one-dimensional BF16 tensor of a single-file checkpoint rewritten as F32 (the same values). */
+function vectorsToF32(file: string): number {
+  const h = readHeader(file);
+  const data = readFileSync(file).subarray(8 + h.length);
+  const entries = Object.entries(h.json).filter(([k]) => k !== "__metadata__") as [
+    string,
+    { dtype: string; shape: number[]; data_offsets: [number, number] },
+  ][];
+  entries.sort(([, a], [, b]) => a.data_offsets[0] - b.data_offsets[0]);
+  const parts: Buffer[] = [];
+  let offset = 0;
+  let changed = 0;
+  for (const [, e] of entries) {
+    let bytes = data.subarray(e.data_offsets[0], e.data_offsets[1]);
+    if (e.shape.length === 1 && e.dtype === "BF16") {
+      const f32 = Buffer.alloc(bytes.length * 2);
+      for (let i = 0; i < bytes.length / 2; i++) f32.writeUInt32LE((bytes.readUInt16LE(2 * i) << 16) >>> 0, 4 * i);
+      [bytes, e.dtype] = [f32, "F32"];
+      changed++;
+    }
+    e.data_offsets = [offset, offset + bytes.length];
+    offset += bytes.length;
+    parts.push(bytes);
+  }
+  writeSafetensors(file, h.json, Buffer.concat(parts));
+  return changed;
+}
+
+test("F32 norms and biases in a BF16 checkpoint load, as transformers keeps such modules in float32", async (t) => {
+  for (const arch of ["qwen2", "gpt2"] as const) {
+    const dir = join(tempDir(t), arch);
+    await makeModel({ arch, dtype: "bf16", seed: 1, out: dir });
+    const before = await greedy(dir, "mixed?");
+    assert.ok(vectorsToF32(join(dir, ST)) >= 5, "norm weights and biases rewritten");
+    const model = loadModel(dir);
+    assert.equal(model.config.dtype, "BF16", "the model's dtype is its matrices'");
+    model.close();
+    assert.deepEqual(await greedy(dir, "mixed?"), before, arch);
+  }
+});
 badCase(
   "shape that disagrees with config.json",
   (dir) => {

@@ -264,8 +264,9 @@ export class WeightStore {
 
   /**
    * The dtype the weights are stored in, checked against config.json's torch_dtype (`expected`; none
-   * named: no check, undefined). Tensors named by `f32` may be F32 whatever it says (modules
-   * transformers keeps in float32, ArchDefinition.f32Tensors). Where every other tensor disagrees
+   * named: no check, undefined). One-dimensional tensors (norm weights, biases) and tensors named by
+   * `f32` may be F32 whatever it says (modules transformers keeps in float32, or a checkpoint saved
+   * with them so; ArchDefinition.f32Tensors). Where every other tensor disagrees
    * with torch_dtype alike (a bf16 checkpoint whose config says float32), their dtype: transformers
    * loads such a checkpoint, casting, and reading the stored values is exact. Tensors of two dtypes
    * are DTYPE_MISMATCH, naming the one that disagrees with torch_dtype.
@@ -274,7 +275,7 @@ export class WeightStore {
     if (!expected) return undefined;
     let first: TensorInfo | undefined;
     for (const t of this.tensors.values()) {
-      if (t.dtype === "F32" && f32?.test(t.name)) continue;
+      if (t.dtype === "F32" && (t.shape.length === 1 || f32?.test(t.name))) continue;
       if (!first) first = t;
       else if (t.dtype !== first.dtype) {
         const odd = t.dtype === expected ? first : t;
