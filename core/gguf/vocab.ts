@@ -15,6 +15,7 @@ import {
   LLAMA3_SPLIT,
   QWEN2_SPLIT,
   split,
+  tokenizerJson,
 } from "../loader/tokenizer-json.js";
 import { kv, type GgufValue } from "./writer.js";
 
@@ -344,17 +345,14 @@ export function tokenizerFromGguf(meta: Record<string, unknown>, file: string): 
   const addBos = bosId !== undefined && (typeof addBosMeta === "boolean" ? addBosMeta : bpe.addsBosByDefault);
   const bos = bosId === undefined ? undefined : texts[bosId];
   const postProcessor = addBos ? bosPostProcessor(bos!, bosId!) : null;
-  const tokenizer = {
-    version: "1.0",
-    truncation: null,
-    padding: null,
-    added_tokens: added,
+  const tokenizer = tokenizerJson({
+    addedTokens: added,
     normalizer: bpe.normalizer,
-    pre_tokenizer: bpe.preTokenizer,
-    post_processor: postProcessor,
+    preTokenizer: bpe.preTokenizer,
+    postProcessor,
     decoder: bpe.decoder,
     model: bpe.model,
-  };
+  });
   const text = (i: number | undefined) => (i === undefined ? undefined : texts[i]);
   const config: Record<string, unknown> = {
     tokenizer_class: spm ? "LlamaTokenizerFast" : "PreTrainedTokenizerFast",

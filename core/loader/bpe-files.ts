@@ -15,6 +15,7 @@ import {
   configAddedTokens,
   QWEN2_SPLIT,
   split,
+  tokenizerJson,
   tokenText,
 } from "./tokenizer-json.js";
 
@@ -89,15 +90,12 @@ export function bpeFilesTokenizer(dir: string, config: Record<string, unknown>):
   const bos = tokenText(config.bos_token);
   const bosId = bos === undefined ? undefined : [...added.values()].find((t) => t.content === bos)?.id;
   const addBos = config.add_bos_token === true && bos !== undefined && bosId !== undefined;
-  return {
-    version: "1.0",
-    truncation: null,
-    padding: null,
-    added_tokens: [...added.values()].sort((a, b) => Number(a.id) - Number(b.id)),
+  return tokenizerJson({
+    addedTokens: added.values(),
     normalizer: parts.normalizer,
-    pre_tokenizer: parts.preTokenizer,
-    post_processor: addBos ? bosPostProcessor(bos, Number(bosId)) : null,
+    preTokenizer: parts.preTokenizer,
+    postProcessor: addBos ? bosPostProcessor(bos, Number(bosId)) : null,
     decoder: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true },
     model: bpeModelJson({ vocab: Object.fromEntries(ids), merges }),
-  };
+  });
 }

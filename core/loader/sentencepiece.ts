@@ -7,7 +7,7 @@ import { readFileSync } from "node:fs";
 import protobuf from "protobufjs";
 import { ModelError } from "./errors.js";
 import { isObject } from "./json.js";
-import { addedToken, bosPostProcessor, bpeModelJson, configAddedTokens } from "./tokenizer-json.js";
+import { addedToken, bosPostProcessor, bpeModelJson, configAddedTokens, tokenizerJson } from "./tokenizer-json.js";
 
 /** sentencepiece's ModelProto.SentencePiece.Type (llama.cpp's token types copy these numbers). */
 export enum PieceType {
@@ -242,17 +242,14 @@ export function sentencePieceTokenizer(
   const piece = (id: number | undefined) => (id === undefined ? undefined : m.pieces[id]);
   const bos = piece(m.bosId);
   const parts = sentencePieceJson({ ...m, prefixOnlyAtStart: config.legacy === false });
-  const json = {
-    version: "1.0",
-    truncation: null,
-    padding: null,
-    added_tokens: [...added.values()].sort((a, b) => Number(a.id) - Number(b.id)),
+  const json = tokenizerJson({
+    addedTokens: added.values(),
     normalizer: parts.normalizer,
-    pre_tokenizer: parts.preTokenizer,
-    post_processor: bos !== undefined && config.add_bos_token !== false ? bosPostProcessor(bos, m.bosId!) : null,
+    preTokenizer: parts.preTokenizer,
+    postProcessor: bos !== undefined && config.add_bos_token !== false ? bosPostProcessor(bos, m.bosId!) : null,
     decoder: parts.decoder,
     model: parts.model,
-  };
+  });
   const defaults = { bos_token: bos, eos_token: piece(m.eosId), unk_token: piece(m.unkId) };
   const filled = Object.fromEntries(Object.entries(defaults).filter(([k, v]) => v !== undefined && config[k] == null));
   return { json, config: { ...config, ...filled } };

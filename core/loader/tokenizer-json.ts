@@ -3,6 +3,28 @@
 import { ModelError } from "./errors.js";
 import { isObject } from "./json.js";
 
+/** A whole tokenizer.json from its sections (null where a tokenizer has none), added tokens by id. */
+export function tokenizerJson(o: {
+  addedTokens: Iterable<Record<string, unknown>>;
+  normalizer: unknown;
+  preTokenizer: unknown;
+  postProcessor: unknown;
+  decoder: unknown;
+  model: Record<string, unknown>;
+}): Record<string, unknown> {
+  return {
+    version: "1.0",
+    truncation: null,
+    padding: null,
+    added_tokens: [...o.addedTokens].sort((a, b) => Number(a.id) - Number(b.id)),
+    normalizer: o.normalizer,
+    pre_tokenizer: o.preTokenizer,
+    post_processor: o.postProcessor,
+    decoder: o.decoder,
+    model: o.model,
+  };
+}
+
 /** tokenizer.json's BPE model section: merges as [left, right] pairs. */
 export function bpeModelJson(o: {
   vocab: Record<string, number>;

@@ -11,7 +11,7 @@
 // To change the vocabulary: edit TRAINING_TEXT (merges follow from it) or SPECIAL_TOKENS (append only,
 // ids are assigned in order after the merges).
 
-import { bpeModelJson } from "../loader/tokenizer-json.js";
+import { bpeModelJson, byteLevel, tokenizerJson } from "../loader/tokenizer-json.js";
 import { bytesToUnicode } from "../loader/tokenizer.js";
 
 export const SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] as const;
@@ -186,17 +186,14 @@ export function makeTokenizer(o: TokenizerOptions): GeneratedTokenizer {
   });
   const [endoftext, imStart, imEnd] = addedTokens.map((t) => t.id);
 
-  const tokenizerJson = {
-    version: "1.0",
-    truncation: null,
-    padding: null,
-    added_tokens: addedTokens,
+  const tokenizer = tokenizerJson({
+    addedTokens,
     normalizer: null,
-    pre_tokenizer: { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true },
-    post_processor: null,
+    preTokenizer: byteLevel(true),
+    postProcessor: null,
     decoder: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true },
     model: bpeModelJson({ vocab, merges }),
-  };
+  });
 
   const tokenizerConfig = {
     add_bos_token: false,
@@ -220,7 +217,7 @@ export function makeTokenizer(o: TokenizerOptions): GeneratedTokenizer {
   };
 
   return {
-    tokenizerJson,
+    tokenizerJson: tokenizer,
     tokenizerConfig,
     ids: { endoftext, imStart, imEnd, bos: endoftext, eos: imEnd, eosAll: [imEnd, endoftext] },
     size: next,
