@@ -188,6 +188,19 @@ test("chat: a two-turn conversation over stdin, using the chat template", () => 
   assert.equal(stats.length, 2, `two replies expected:\n${r.stderr}`);
 });
 
+test("chat on a model without a chat template is a usage error before the first prompt", () => {
+  const dir = join(root, "base");
+  cpSync(model, dir, { recursive: true });
+  const file = join(dir, "tokenizer_config.json");
+  const config = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
+  delete config.chat_template;
+  writeFileSync(file, JSON.stringify(config));
+  const r = hire(["chat", "--model", dir], "Hi there\n/exit\n");
+  assert.equal(r.status, 2, r.stderr);
+  assert.match(r.stderr, /has no chat template .*use hire generate --prompt TEXT/);
+  assert.equal(r.stdout, "", "no banner, no prompt");
+});
+
 test("chat --no-think: the prompt gets the template's empty think block (enable_thinking false)", async () => {
   const dir = join(root, "reasoning");
   cpSync(model, dir, { recursive: true });

@@ -160,6 +160,14 @@ async function cmdChat(argv: string[]): Promise<void> {
   });
   const base = generateOptions(v);
   const model = await openModel(v);
+  if (!model.tokenizer.hasChatTemplate) {
+    model.close();
+    // Before the prompt, not after the first message is typed (applyChatTemplate's error says so too).
+    throw new UsageError(
+      `${model.dir} has no chat template (chat_template.jinja, or chat_template in tokenizer_config.json), ` +
+        `as base models often do: use hire generate --prompt TEXT`,
+    );
+  }
   const session = openSession(model, v);
   // A reasoning model's chat template switches thinking off with enable_thinking: false.
   const thinking = v["no-think"] ? false : undefined;
