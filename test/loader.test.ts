@@ -304,6 +304,15 @@ test("bad input: a quantized checkpoint's error names its method and the ways to
   );
 });
 badCase("no weights", (dir) => rmSync(join(dir, ST)), "NO_WEIGHTS", "bad");
+badCase(
+  "only PyTorch's pytorch_model.bin",
+  (dir) => {
+    rmSync(join(dir, ST));
+    writeFileSync(join(dir, "pytorch_model.bin"), "PK");
+  },
+  "NO_WEIGHTS",
+  "it has pytorch_model.bin (PyTorch's pickle format, which is not read here",
+);
 badCase("missing tokenizer.json", (dir) => rmSync(join(dir, "tokenizer.json")), "NOT_FOUND", "tokenizer.json");
 badCase(
   "an empty vocab.json beside merges.txt (no tokenizer.json)",

@@ -4,7 +4,7 @@
 // { name: { dtype, shape, data_offsets: [begin, end] }, "__metadata__": {...} }, then the data.
 // Offsets are relative to the end of the header. Everything is checked here, in TypeScript, before
 // the native addon maps a single byte: a tensor handed to a kernel is known to lie inside its file.
-import { closeSync, existsSync, openSync, readSync, fstatSync } from "node:fs";
+import { closeSync, existsSync, openSync, readdirSync, readSync, fstatSync } from "node:fs";
 import { freemem } from "node:os";
 import { basename, join } from "node:path";
 import { native, NativeDType, type NativeMapping } from "../native/addon.js";
@@ -358,5 +358,24 @@ export function weightFiles(dir: string): string[] {
   }
   const single = join(dir, "model.safetensors");
   if (existsSync(single)) return [single];
-  throw new ModelError("NO_WEIGHTS", dir, "no model.safetensors or model.safetensors.index.json in this folder");
+  throw new ModelError(
+    "NO_WEIGHTS",
+    dir,
+    "no model.safetensors or model.safetensors.index.json in this folder" + otherWeightsHint(dir),
+  );
+}
+
+/** What a folder holds instead of safetensors, and how to get them (older repos ship PyTorch's pickles). */
+function otherWeightsHint(dir: string): string {
+  const names = existsSync(dir) ? readdirSync(dir) : [];
+  const pickles = names.filter((n) => /^pytorch_model.*\.bin$|\.pt$|\.pth$/.test(n));
+  if (pickles.length > 0)
+    return (
+      `; it has ${pickles.slice(0, 3).join(", ")}${pickles.length > 3 ? ", ..." : ""} (PyTorch's pickle format, ` +
+      `which is not read here: it can run code when loaded). Write safetensors with transformers: ` +
+      `AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(DIR, safe_serialization=True)`
+    );
+  const ggufs = names.filter((n) => n.toLowerCase().endsWith(".gguf"));
+  if (ggufs.length > 0) return `; it has ${ggufs.join(", ")}: pass that file as the model`;
+  return "";
 }
