@@ -311,7 +311,7 @@ badCase(
     writeFileSync(join(dir, "pytorch_model.bin"), "PK");
   },
   "NO_WEIGHTS",
-  "it has pytorch_model.bin (PyTorch's pickle format, which is not read here",
+  "it has pytorch_model.bin (PyTorch's pickle format), which the hire commands and the app import once",
 );
 badCase("missing tokenizer.json", (dir) => rmSync(join(dir, "tokenizer.json")), "NOT_FOUND", "tokenizer.json");
 badCase(

@@ -34,6 +34,7 @@ import {
   type WeightFormat,
 } from "../loader/weight-format.js";
 import { readSafetensorsHeader, weightFiles, DTYPE_BYTES, type TensorInfo } from "../loader/safetensors.js";
+import { pytorchFiles, pytorchTensors } from "../loader/pytorch-import.js";
 import { layerFfnBytes, type ModelConfig } from "../arch/config.js";
 import { DEFAULT_CONTEXT, Session, type GenerationEvent, type LazyGrammar } from "../engine/session.js";
 import { kvCacheBytes, type ForwardReport } from "../engine/transformer.js";
@@ -638,6 +639,11 @@ export async function estimateModel(
     return estimate(dir, readModelConfig(dir), tensors, contextLength, kvCache, resolveWeights(weights, plan), {
       blockTypes,
     });
+  }
+  if (existsSync(join(dir, "config.json")) && pytorchFiles(dir)) {
+    // What the import will hold: the checkpoint's float tensors as stored.
+    const tensors = (await pytorchTensors(dir)).map((entry) => plannedTensor(entry, dir));
+    return estimate(dir, readModelConfig(dir), tensors, contextLength, kvCache, resolveWeights(weights, undefined));
   }
   const tensors = weightFiles(dir).flatMap((f) => [...readSafetensorsHeader(f).tensors.values()]);
   const imported = importOf(dir);

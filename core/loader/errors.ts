@@ -18,6 +18,7 @@ export type ModelErrorCode =
   | "UNSUPPORTED_QUANTIZATION" // a checkpoint quantized for another engine (HQQ, EETQ, 2-3 bit GPTQ, ...)
   | "BAD_TOKENIZER"
   | "BAD_GGUF" // a GGUF file's header, metadata or tensor table is malformed or unsupported
+  | "BAD_CHECKPOINT" // a PyTorch checkpoint (torch.save zip and pickle) is malformed or not a state dict
   | "NO_SPACE" // the disk an import or export writes to is (or would be) full
   | "CANNOT_WRITE" // an import or export's destination is read-only, forbidden or not a folder
   | "NOT_FINITE"; // the weights gave NaN (or no finite) logits: values in a file are NaN or inf

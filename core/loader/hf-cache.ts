@@ -13,6 +13,7 @@ import { quantizedImportRecord, planQuantizedImport, quantSchemeOf } from "./qua
 import { readModelConfig } from "./model-folder.js";
 import { weightFiles } from "./safetensors.js";
 import { ModelTokenizer } from "./tokenizer.js";
+import { pytorchFiles } from "./pytorch-import.js";
 import { importSource, planImport, readGguf } from "../gguf/import.js";
 
 type Env = Record<string, string | undefined>;
@@ -167,7 +168,8 @@ function inspectSnapshot(repo: string, path: string): Promise<CachedModel> {
       if (lstatSync(f).isSymbolicLink() && !existsSync(f)) throw new ModelError("NOT_FOUND", f, INCOMPLETE);
     }
     model.architecture = readModelConfig(path).architecture;
-    for (const f of weightFiles(path)) model.weightBytes += statSync(f).size;
+    // A PyTorch checkpoint (pytorch_model.bin): imported as safetensors on its first load.
+    for (const f of pytorchFiles(path) ?? weightFiles(path)) model.weightBytes += statSync(f).size;
     // A quantized checkpoint: as far as its import can be planned.
     if (quantSchemeOf(path)) model.quantization = planQuantizedImport(path).method;
     ModelTokenizer.fileIn(path);

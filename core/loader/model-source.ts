@@ -1,6 +1,6 @@
 // What a --model argument (or the app's model path) names, as a model folder the loader reads: a
-// folder, a repo id in the Hugging Face cache (hf-cache.ts), or a GGUF file or quantized checkpoint
-// (FP8, GPTQ, AWQ), imported once into the cache (core/gguf/import.ts, quantized-import.ts) and read
+// folder, a repo id in the Hugging Face cache (hf-cache.ts), or a GGUF file, quantized checkpoint
+// (FP8, GPTQ, AWQ) or PyTorch checkpoint (pytorch_model.bin), imported once into the cache (core/gguf/import.ts, quantized-import.ts) and read
 // from there after.
 import { existsSync, readdirSync, rmSync, statSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
@@ -10,6 +10,7 @@ import { ModelError } from "./errors.js";
 import { removeDeadTemps } from "./file-io.js";
 import { QUANTIZED_IMPORT_VERSION, quantizedImportRecord, quantSchemeOf, importQuantized } from "./quantized-import.js";
 import { findModelFolder, repoIdOf } from "./hf-cache.js";
+import { importPytorch, PYTORCH_IMPORT_VERSION, pytorchFiles, pytorchImportRecord } from "./pytorch-import.js";
 import { weightFiles } from "./safetensors.js";
 
 /**
@@ -52,6 +53,17 @@ export async function modelFolderFor(
     removeStaleImports((d) => d !== dir && importSource(d)?.file === file);
     onImport?.(file, 0, 1);
     await importGguf(file, dir, { onProgress: (done, total) => onImport?.(file, done, total) });
+    return dir;
+  }
+  const pickles = existsSync(join(found, "config.json")) ? pytorchFiles(found) : undefined;
+  if (pickles) {
+    // Keyed by the checkpoint files and config.json, so that a changed checkpoint is imported again.
+    const key = filesKey([...pickles, join(found, "config.json")], { PYTORCH_IMPORT_VERSION });
+    const dir = join(cacheDir("imports"), `${(repoIdOf(found) ?? basename(found)).replace(/\//g, "--")}-${key}`);
+    if (existsSync(join(dir, "config.json"))) return dir;
+    removeStaleImports((d) => d !== dir && pytorchImportRecord(d)?.source === found);
+    onImport?.(found, 0, 1);
+    await importPytorch(found, dir, { onProgress: (done, total) => onImport?.(found, done, total) });
     return dir;
   }
   if (!quantSchemeOf(found)) return found;

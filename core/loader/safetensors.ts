@@ -365,15 +365,14 @@ export function weightFiles(dir: string): string[] {
   );
 }
 
-/** What a folder holds instead of safetensors, and how to get them (older repos ship PyTorch's pickles). */
+/** What a folder holds instead of safetensors, and what reads it (older repos ship PyTorch's pickles). */
 function otherWeightsHint(dir: string): string {
   const names = existsSync(dir) ? readdirSync(dir) : [];
   const pickles = names.filter((n) => /^pytorch_model.*\.bin$|\.pt$|\.pth$/.test(n));
   if (pickles.length > 0)
     return (
-      `; it has ${pickles.slice(0, 3).join(", ")}${pickles.length > 3 ? ", ..." : ""} (PyTorch's pickle format, ` +
-      `which is not read here: it can run code when loaded). Write safetensors with transformers: ` +
-      `AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(DIR, safe_serialization=True)`
+      `; it has ${pickles.slice(0, 3).join(", ")}${pickles.length > 3 ? ", ..." : ""} (PyTorch's pickle format), ` +
+      `which the hire commands and the app import once as safetensors (modelFolderFor)`
     );
   const ggufs = names.filter((n) => n.toLowerCase().endsWith(".gguf"));
   if (ggufs.length > 0) return `; it has ${ggufs.join(", ")}: pass that file as the model`;

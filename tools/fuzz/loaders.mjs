@@ -15,6 +15,7 @@ import { Rng } from "../../dist/core/engine/sampler.js";
 import { ContextOverflowError, ModelError, UsageError } from "../../dist/core/loader/errors.js";
 import { importQuantized } from "../../dist/core/loader/quantized-import.js";
 import { ModelTokenizer } from "../../dist/core/loader/tokenizer.js";
+import { importPytorch } from "../../dist/core/loader/pytorch-import.js";
 import { writeQuantizedCheckpoint } from "../../dist/test/quantized-checkpoints.js";
 import { mutateBytes, mutateJson } from "./mutate.mjs";
 
@@ -24,8 +25,12 @@ const only = process.argv[4]; // one kind of file (a key of `kinds`), or all in 
 const root = mkdtempSync(join(tmpdir(), "hire-fuzz-"));
 const ggufSource = readFileSync(new URL("../../test/gguf/tiny-llama-quants.gguf", import.meta.url));
 const spmSource = readFileSync(new URL("../../test/spm/llama-like/tokenizer.model", import.meta.url));
+const pytorchSource = readFileSync(new URL("../../test/pytorch/single/pytorch_model.bin", import.meta.url));
 const folder = join(root, "model");
 await makeModel({ arch: "llama", dtype: "bf16", seed: 1, shape: { vocab: 300 }, out: folder });
+// The model test/pytorch's checkpoint was saved from (tools/pytorch/make-bin-fixtures.py).
+const pytorchFolder = join(root, "pytorch-model");
+await makeModel({ arch: "llama", dtype: "bf16", seed: 1, out: pytorchFolder });
 const quantized = [
   { method: "gptq", bits: 4, groupSize: 32, sym: true },
   { method: "fp8", block: [48, 32] },
@@ -87,6 +92,15 @@ const kinds = {
     const file = join(dir, name);
     writeFileSync(file, mutateJson(readFileSync(file, "utf8"), rng));
     await tryLoad(dir);
+  },
+  // A PyTorch checkpoint (pytorch_model.bin: a zip of a pickle and the storages), broken, imported
+  // and loaded.
+  async pytorch(rng, dir) {
+    cpSync(pytorchFolder, dir, { recursive: true });
+    rmSync(join(dir, "model.safetensors"));
+    writeFileSync(join(dir, "pytorch_model.bin"), mutateBytes(pytorchSource, rng));
+    await importPytorch(dir, join(dir, "imported"));
+    await tryLoad(join(dir, "imported"));
   },
   // A folder with only GPT-2's vocab.json and merges.txt, one of them broken, loaded and asked for a reply.
   async bpefiles(rng, dir) {
