@@ -304,15 +304,21 @@ test("bad input: a quantized checkpoint's error names its method and the ways to
   );
 });
 badCase("no weights", (dir) => rmSync(join(dir, ST)), "NO_WEIGHTS", "bad");
-badCase(
-  "only PyTorch's pytorch_model.bin",
-  (dir) => {
-    rmSync(join(dir, ST));
-    writeFileSync(join(dir, "pytorch_model.bin"), "PK");
-  },
-  "NO_WEIGHTS",
-  "it has pytorch_model.bin (PyTorch's pickle format), which the hire commands and the app import once",
-);
+test("bad input: loadModel on a folder with only PyTorch's pytorch_model.bin says the commands import it", async (t) => {
+  const dir = join(tempDir(t), "bad");
+  await makeModel({ arch: "llama", dtype: "bf16", seed: 1, out: dir });
+  rmSync(join(dir, ST));
+  writeFileSync(join(dir, "pytorch_model.bin"), "PK");
+  assert.throws(
+    () => loadModel(dir),
+    (e: unknown) =>
+      e instanceof ModelError &&
+      e.code === "NO_WEIGHTS" &&
+      e.message.includes(
+        "it has pytorch_model.bin (PyTorch's pickle format), which the hire commands and the app import once",
+      ),
+  );
+});
 badCase("missing tokenizer.json", (dir) => rmSync(join(dir, "tokenizer.json")), "NOT_FOUND", "tokenizer.json");
 badCase(
   "an empty vocab.json beside merges.txt (no tokenizer.json)",
