@@ -206,3 +206,22 @@ test("pytorch_model.bin in the app: the estimate before loading matches the safe
   const loaded = await ask({ type: "model.load", path: pickled });
   assert.ok(loaded.type === "reply" && loaded.ok, JSON.stringify(loaded));
 });
+
+test("bad input: a quantized checkpoint in PyTorch's pickles (old AutoGPTQ) says quantized ones load from safetensors", async (t) => {
+  const { root, pickled } = await folders(t, "single");
+  const file = join(pickled, "config.json");
+  const config = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
+  writeFileSync(file, JSON.stringify({ ...config, quantization_config: { quant_method: "gptq", bits: 4 } }));
+  const prev = process.env.HIRE_CACHE_DIR;
+  process.env.HIRE_CACHE_DIR = join(root, "cache");
+  t.after(() => (prev === undefined ? delete process.env.HIRE_CACHE_DIR : (process.env.HIRE_CACHE_DIR = prev)));
+  await assert.rejects(
+    modelFolderFor(pickled),
+    (e: unknown) =>
+      e instanceof ModelError &&
+      e.code === "UNSUPPORTED_QUANTIZATION" &&
+      /a gptq checkpoint in PyTorch's pickles \(pytorch_model\.bin\): quantized checkpoints load from safetensors only/.test(
+        e.message,
+      ),
+  );
+});

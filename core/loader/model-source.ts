@@ -8,6 +8,7 @@ import { IMPORT_VERSION, importGguf, importSource } from "../gguf/import.js";
 import { cacheDir, filesKey } from "../sparse/cache.js";
 import { ModelError } from "./errors.js";
 import { removeDeadTemps } from "./file-io.js";
+import { isObject, readJsonFile } from "./json.js";
 import { QUANTIZED_IMPORT_VERSION, quantizedImportRecord, quantSchemeOf, importQuantized } from "./quantized-import.js";
 import { findModelFolder, repoIdOf } from "./hf-cache.js";
 import { importPytorch, PYTORCH_IMPORT_VERSION, pytorchFiles, pytorchImportRecord } from "./pytorch-import.js";
@@ -57,6 +58,14 @@ export async function modelFolderFor(
   }
   const pickles = existsSync(join(found, "config.json")) ? pytorchFiles(found) : undefined;
   if (pickles) {
+    const config = readJsonFile(join(found, "config.json"));
+    if (isObject(config) && isObject(config.quantization_config))
+      throw new ModelError(
+        "UNSUPPORTED_QUANTIZATION",
+        join(found, "config.json"),
+        `a ${String(config.quantization_config.quant_method ?? "quantized")} checkpoint in PyTorch's pickles ` +
+          `(${basename(pickles[0])}): quantized checkpoints load from safetensors only`,
+      );
     // Keyed by the checkpoint files and config.json, so that a changed checkpoint is imported again.
     const key = filesKey([...pickles, join(found, "config.json")], { PYTORCH_IMPORT_VERSION });
     const dir = join(cacheDir("imports"), `${(repoIdOf(found) ?? basename(found)).replace(/\//g, "--")}-${key}`);
