@@ -14,6 +14,8 @@ import {
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { EngineHost } from "../core/host/engine-host.js";
+import type { HostMessage } from "../core/host/protocol.js";
 
 /** The repository root (tests run from dist/test/). */
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -184,3 +186,15 @@ For each call, return <tool_call>{"name": <function-name>, "arguments": <args-js
 </tool_response><|im_end|>
 {% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant
 {% endif %}`;
+
+/** A request to an EngineHost and its reply (the host's `handle`, answered on the request's id). */
+export function hostAsker(host: EngineHost): (req: object) => Promise<HostMessage> {
+  let id = 0;
+  return (req) =>
+    new Promise<HostMessage>((resolve) => {
+      const rid = ++id;
+      void host.handle({ id: rid, ...req }, (m) => {
+        if (m.type === "reply" && m.id === rid) resolve(m);
+      });
+    });
+}

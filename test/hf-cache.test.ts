@@ -4,13 +4,13 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { hire, putInHubCache, tempDir } from "./helpers.js";
+import { hire, hostAsker, putInHubCache, tempDir } from "./helpers.js";
 import { makeModel } from "../core/modelgen/make-model.js";
 import { findModelFolder, hubCacheDir, listCachedModels, modelName } from "../core/loader/hf-cache.js";
 import { loadModel } from "../core/loader/model-folder.js";
 import { ModelError } from "../core/loader/errors.js";
 import { EngineHost } from "../core/host/engine-host.js";
-import type { CachedModels, HostMessage } from "../core/host/protocol.js";
+import type { CachedModels } from "../core/host/protocol.js";
 
 const C1 = "1".repeat(40);
 const C2 = "2".repeat(40);
@@ -175,14 +175,7 @@ test("hf cache: the engine host lists the cache, inspects and loads a repo id, a
     host.close();
     delete process.env.HF_HUB_CACHE;
   });
-  let id = 0;
-  const ask = (req: object) =>
-    new Promise<HostMessage>((resolve) => {
-      const rid = ++id;
-      void host.handle({ id: rid, ...req }, (m) => {
-        if (m.type === "reply" && m.id === rid) resolve(m);
-      });
-    });
+  const ask = hostAsker(host);
   const cached = await ask({ type: "models.cached" });
   assert.ok(cached.type === "reply" && cached.ok, JSON.stringify(cached));
   const result = cached.result as CachedModels;

@@ -16,7 +16,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
-import { REPO_ROOT, hire, putInHubCache, tempDir } from "./helpers.js";
+import { REPO_ROOT, hire, hostAsker, putInHubCache, tempDir } from "./helpers.js";
 import { makeModel } from "../core/modelgen/make-model.js";
 import { modelFolderFor } from "../core/loader/model-source.js";
 import { loadModel } from "../core/loader/model-folder.js";
@@ -24,7 +24,7 @@ import { ModelError } from "../core/loader/errors.js";
 import { importPytorch, PYTORCH_IMPORT_RECORD } from "../core/loader/pytorch-import.js";
 import { listCachedModels } from "../core/loader/hf-cache.js";
 import { EngineHost } from "../core/host/engine-host.js";
-import type { HostMessage, ModelEstimate } from "../core/host/protocol.js";
+import type { ModelEstimate } from "../core/host/protocol.js";
 
 const FIXTURES = join(REPO_ROOT, "test", "pytorch");
 
@@ -187,14 +187,7 @@ test("pytorch_model.bin in the app: the estimate before loading matches the safe
     if (prev === undefined) delete process.env.HIRE_CACHE_DIR;
     else process.env.HIRE_CACHE_DIR = prev;
   });
-  let id = 0;
-  const ask = (req: object) =>
-    new Promise<HostMessage>((resolve) => {
-      const rid = ++id;
-      void host.handle({ id: rid, ...req }, (m) => {
-        if (m.type === "reply" && m.id === rid) resolve(m);
-      });
-    });
+  const ask = hostAsker(host);
   const estimate = async (path: string) => {
     const r = await ask({ type: "model.inspect", path });
     assert.ok(r.type === "reply" && r.ok, JSON.stringify(r));

@@ -66,23 +66,45 @@ export async function modelFolderFor(
         `a ${String(config.quantization_config.quant_method ?? "quantized")} checkpoint in PyTorch's pickles ` +
           `(${basename(pickles[0])}): quantized checkpoints load from safetensors only`,
       );
-    // Keyed by the checkpoint files and config.json, so that a changed checkpoint is imported again.
-    const key = filesKey([...pickles, join(found, "config.json")], { PYTORCH_IMPORT_VERSION });
-    const dir = join(cacheDir("imports"), `${(repoIdOf(found) ?? basename(found)).replace(/\//g, "--")}-${key}`);
-    if (existsSync(join(dir, "config.json"))) return dir;
-    removeStaleImports((d) => d !== dir && pytorchImportRecord(d)?.source === found);
-    onImport?.(found, 0, 1);
-    await importPytorch(found, dir, { onProgress: (done, total) => onImport?.(found, done, total) });
-    return dir;
+    return folderImport(
+      found,
+      pickles,
+      { PYTORCH_IMPORT_VERSION },
+      (d) => pytorchImportRecord(d)?.source,
+      onImport,
+      (dir, progress) => importPytorch(found, dir, { onProgress: progress }),
+    );
   }
   if (!quantSchemeOf(found)) return found;
-  // Keyed by the weight files and config.json, so that a changed checkpoint is imported again.
-  const key = filesKey([...weightFiles(found), join(found, "config.json")], { QUANTIZED_IMPORT_VERSION });
+  return folderImport(
+    found,
+    weightFiles(found),
+    { QUANTIZED_IMPORT_VERSION },
+    (d) => quantizedImportRecord(d)?.source,
+    onImport,
+    (dir, progress) => importQuantized(found, dir, { onProgress: progress }),
+  );
+}
+
+/**
+ * The import of checkpoint folder `found` in the cache, made the first time: keyed by its weight
+ * files and config.json (and the importer's version), so that a changed checkpoint is imported
+ * again and its older imports (whose record names `found` as their source) are removed.
+ */
+async function folderImport(
+  found: string,
+  files: string[],
+  version: Record<string, number>,
+  sourceOf: (importDir: string) => string | undefined,
+  onImport: ((file: string, done: number, total: number) => void) | undefined,
+  run: (dir: string, progress: (done: number, total: number) => void) => Promise<unknown>,
+): Promise<string> {
+  const key = filesKey([...files, join(found, "config.json")], version);
   const dir = join(cacheDir("imports"), `${(repoIdOf(found) ?? basename(found)).replace(/\//g, "--")}-${key}`);
   if (existsSync(join(dir, "config.json"))) return dir;
-  removeStaleImports((d) => d !== dir && quantizedImportRecord(d)?.source === found);
+  removeStaleImports((d) => d !== dir && sourceOf(d) === found);
   onImport?.(found, 0, 1);
-  await importQuantized(found, dir, { onProgress: (done, total) => onImport?.(found, done, total) });
+  await run(dir, (done, total) => onImport?.(found, done, total));
   return dir;
 }
 
