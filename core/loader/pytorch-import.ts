@@ -23,6 +23,7 @@ import { ModelError } from "./errors.js";
 import { checkFreeSpace, moveIntoPlace, readBytes, readFully, tempFolderFor, writeAll } from "./file-io.js";
 import { isObject, readJsonFile } from "./json.js";
 import { buildHeader, type StDType, type TensorEntry } from "../modelgen/safetensors-writer.js";
+import { indexShards } from "./safetensors.js";
 
 /** Bumped when the import's output changes, so that older imports are redone. */
 export const PYTORCH_IMPORT_VERSION = 1;
@@ -33,21 +34,7 @@ export function pytorchFiles(dir: string): string[] | undefined {
   if (existsSync(join(dir, "model.safetensors")) || existsSync(join(dir, "model.safetensors.index.json")))
     return undefined;
   const index = join(dir, "pytorch_model.bin.index.json");
-  if (existsSync(index)) {
-    const json = readJsonFile(index);
-    if (!isObject(json) || !isObject(json.weight_map))
-      throw new ModelError("BAD_JSON", index, "missing the weight_map object");
-    const shards = new Set<string>();
-    for (const shard of Object.values(json.weight_map)) {
-      if (typeof shard !== "string" || shard.includes("/") || shard.includes("\\"))
-        throw new ModelError("BAD_JSON", index, `bad shard name ${JSON.stringify(shard)}`);
-      shards.add(shard);
-    }
-    const files = [...shards].sort().map((s) => join(dir, s));
-    for (const f of files)
-      if (!existsSync(f)) throw new ModelError("NOT_FOUND", f, `shard named in ${basename(index)} is missing`);
-    return files.length > 0 ? files : undefined;
-  }
+  if (existsSync(index)) return indexShards(index);
   const single = join(dir, "pytorch_model.bin");
   return existsSync(single) ? [single] : undefined;
 }

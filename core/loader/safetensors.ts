@@ -6,7 +6,7 @@
 // the native addon maps a single byte: a tensor handed to a kernel is known to lie inside its file.
 import { closeSync, existsSync, openSync, readdirSync, readSync, fstatSync } from "node:fs";
 import { freemem } from "node:os";
-import { basename, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { native, NativeDType, type NativeMapping } from "../native/addon.js";
 import type { Weight as BackendWeight } from "../backend/backend.js";
 import { ModelError } from "./errors.js";
@@ -337,25 +337,7 @@ export function readInFits(bytes: number, available: number): boolean {
 /** The safetensors files of a model folder: the sharded index if present, else model.safetensors. */
 export function weightFiles(dir: string): string[] {
   const index = join(dir, "model.safetensors.index.json");
-  if (existsSync(index)) {
-    const json = readJsonFile(index);
-    if (!isObject(json) || !isObject(json.weight_map)) {
-      throw new ModelError("BAD_JSON", index, "missing the weight_map object");
-    }
-    const shards = new Set<string>();
-    for (const [tensor, shard] of Object.entries(json.weight_map)) {
-      if (typeof shard !== "string" || shard.includes("/") || shard.includes("\\")) {
-        throw new ModelError("BAD_JSON", index, `bad shard name ${JSON.stringify(shard)}`, tensor);
-      }
-      shards.add(shard);
-    }
-    const files = [...shards].sort().map((s) => join(dir, s));
-    for (const f of files) {
-      if (!existsSync(f)) throw new ModelError("NOT_FOUND", f, `shard named in ${basename(index)} is missing`);
-    }
-    if (files.length === 0) throw new ModelError("NO_WEIGHTS", index, "weight_map is empty");
-    return files;
-  }
+  if (existsSync(index)) return indexShards(index);
   const single = join(dir, "model.safetensors");
   if (existsSync(single)) return [single];
   throw new ModelError(
@@ -363,6 +345,30 @@ export function weightFiles(dir: string): string[] {
     dir,
     "no model.safetensors or model.safetensors.index.json in this folder" + otherWeightsHint(dir),
   );
+}
+
+/**
+ * The shard files a sharded checkpoint's index (model.safetensors.index.json,
+ * pytorch_model.bin.index.json) names in its weight_map, each checked to be there.
+ */
+export function indexShards(index: string): string[] {
+  const json = readJsonFile(index);
+  if (!isObject(json) || !isObject(json.weight_map)) {
+    throw new ModelError("BAD_JSON", index, "missing the weight_map object");
+  }
+  const shards = new Set<string>();
+  for (const [tensor, shard] of Object.entries(json.weight_map)) {
+    if (typeof shard !== "string" || shard.includes("/") || shard.includes("\\")) {
+      throw new ModelError("BAD_JSON", index, `bad shard name ${JSON.stringify(shard)}`, tensor);
+    }
+    shards.add(shard);
+  }
+  const files = [...shards].sort().map((s) => join(dirname(index), s));
+  for (const f of files) {
+    if (!existsSync(f)) throw new ModelError("NOT_FOUND", f, `shard named in ${basename(index)} is missing`);
+  }
+  if (files.length === 0) throw new ModelError("NO_WEIGHTS", index, "weight_map is empty");
+  return files;
 }
 
 /** What a folder holds instead of safetensors, and what reads it (older repos ship PyTorch's pickles). */
