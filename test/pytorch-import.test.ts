@@ -171,6 +171,12 @@ test("bad input: a strided view, a float64 tensor, a cut or foreign file: typed 
   );
   await assertRefused(
     t,
+    (dir) => writeFileSync(join(dir, "pytorch_model.bin"), Buffer.from([0x80, 0x02, 0x8a, 0x0a])),
+    "BAD_CHECKPOINT",
+    /saved in torch's legacy format \(before 1\.6, not a zip\)/,
+  );
+  await assertRefused(
+    t,
     (dir) => writeFileSync(join(dir, "pytorch_model.bin"), "version https://git-lfs.github.com/spec/v1\n"),
     "BAD_CHECKPOINT",
     /not a PyTorch checkpoint/,

@@ -56,6 +56,9 @@ export function pytorchImportRecord(dir: string): { source: string; importVersio
 /** Where each entry's bytes lie in the file (torch stores them uncompressed). */
 async function zipEntries(file: string): Promise<Map<string, { offset: number; size: number }>> {
   const bad = (detail: string) => new ModelError("BAD_CHECKPOINT", file, detail);
+  // torch.save before 1.6 wrote a bare pickle stream (it starts with the pickle PROTO opcode).
+  if (readBytes(file, 0, Math.min(2, statSync(file).size))[0] === 0x80)
+    throw bad("saved in torch's legacy format (before 1.6, not a zip), which is not read; torch.save it again");
   const zip = await new Promise<yauzl.ZipFile>((resolve, reject) =>
     yauzl.open(file, { lazyEntries: true, autoClose: false }, (e, z) =>
       e ? reject(bad(`not a PyTorch checkpoint (zip: ${e.message})`)) : resolve(z),
