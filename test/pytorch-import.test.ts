@@ -204,6 +204,7 @@ test("pytorch_model.bin in the app: the estimate before loading matches the safe
   assert.deepEqual({ ...b, path: a.path }, a);
   const loaded = await ask({ type: "model.load", path: pickled });
   assert.ok(loaded.type === "reply" && loaded.ok, JSON.stringify(loaded));
+  assert.equal((loaded.result as { name: string }).name, "pickled", "the checkpoint's name, not its import's");
 });
 
 test("bad input: a quantized checkpoint in PyTorch's pickles (old AutoGPTQ) says quantized ones load from safetensors", async (t) => {

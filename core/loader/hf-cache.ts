@@ -13,7 +13,7 @@ import { quantizedImportRecord, planQuantizedImport, quantSchemeOf } from "./qua
 import { readModelConfig } from "./model-folder.js";
 import { weightFiles } from "./safetensors.js";
 import { ModelTokenizer } from "./tokenizer.js";
-import { pytorchFiles } from "./pytorch-import.js";
+import { pytorchFiles, pytorchImportRecord } from "./pytorch-import.js";
 import { importSource, planImport, readGguf } from "../gguf/import.js";
 
 type Env = Record<string, string | undefined>;
@@ -89,7 +89,7 @@ export function modelName(dir: string): string {
     const repo = repoIdOf(dirname(gguf));
     return repo ? `${repo}/${basename(gguf)}` : basename(gguf);
   }
-  const checkpoint = quantizedImportRecord(dir)?.source;
+  const checkpoint = quantizedImportRecord(dir)?.source ?? pytorchImportRecord(dir)?.source;
   if (checkpoint) return repoIdOf(checkpoint) ?? basename(checkpoint);
   return repoIdOf(dir) ?? basename(dir);
 }
