@@ -6,7 +6,17 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { open } from "node:fs/promises";
 import { join } from "node:path";
@@ -14,6 +24,8 @@ import { hire, REPO_ROOT, tempDir } from "./helpers.js";
 import { ModelError } from "../core/loader/errors.js";
 import { checkFreeSpace, makeFolder, writeAll, writeFully } from "../core/loader/file-io.js";
 import { importGguf } from "../core/gguf/import.js";
+import { importPytorch } from "../core/loader/pytorch-import.js";
+import { makeModel } from "../core/modelgen/make-model.js";
 import { defaultModelDir } from "../core/loader/default-model.js";
 
 const FIXTURE = join(REPO_ROOT, "test", "gguf", "tiny-llama-quants.gguf");
@@ -78,6 +90,19 @@ test("disk full: a GGUF import that cannot fit is refused before it writes, leav
   assert.equal(r.status, 1);
   assert.match(r.stderr, /^hire import: .*importing tiny-llama-quants\.gguf needs [\d.]+ MB here/);
   assert.doesNotMatch(r.stderr, /\n\s+at /);
+});
+
+test("disk full: a PyTorch checkpoint's import that cannot fit is refused before it writes, leaving nothing", async (t) => {
+  const disk = smallDisk(t, "128k");
+  if (!disk) return t.skip("cannot mount a tmpfs here (needs root)");
+  const pickled = join(tempDir(t), "pickled");
+  await makeModel({ arch: "llama", dtype: "bf16", seed: 1, out: pickled });
+  rmSync(join(pickled, "model.safetensors"));
+  copyFileSync(join(REPO_ROOT, "test", "pytorch", "single", "pytorch_model.bin"), join(pickled, "pytorch_model.bin"));
+  await assert.rejects(importPytorch(pickled, join(disk, "imports", "pickled")), (e) =>
+    isNoSpace(e, /\/imports: importing pickled needs [\d.]+ MB here; the disk has 0\.1 MB free$/),
+  );
+  assert.deepEqual(readdirSync(disk), [], "nothing left on the disk");
 });
 
 test("disk full: exports and make-model that fill the disk stop with NO_SPACE and leave no partial file", (t) => {
