@@ -99,7 +99,13 @@ test("pytorch_model.bin: the Hugging Face cache lists such a repo as loadable, a
   putInHubCache(hub, "org/pickled", pickled, "1".repeat(40));
   const [m] = await listCachedModels({ HF_HUB_CACHE: hub });
   assert.equal(m.problem, null);
+  assert.equal(m.pytorch, true);
   assert.equal(m.weightBytes, readFileSync(join(pickled, "pytorch_model.bin")).length);
+  const listed = hire(["models"], undefined, { HF_HUB_CACHE: hub });
+  assert.match(
+    listed.stdout,
+    /org\/pickled\s+LlamaForCausalLM, [\d.]+ MB, PyTorch pickles \(imported on its first load\)/,
+  );
   const prev = [process.env.HF_HUB_CACHE, process.env.HIRE_CACHE_DIR];
   process.env.HF_HUB_CACHE = hub;
   process.env.HIRE_CACHE_DIR = join(root, "cache");

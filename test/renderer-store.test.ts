@@ -159,6 +159,7 @@ const CACHED: CachedModels = {
       weightBytes: 2000,
       architecture: "LlamaForCausalLM",
       quantization: null,
+      pytorch: false,
       problem: null,
     },
   ],

@@ -619,7 +619,8 @@ async function cmdModels(argv: string[]): Promise<void> {
     const what = m.problem
       ? `cannot load: ${m.problem.code}: ${m.problem.message}`
       : `${m.architecture}, ${m.weightBytes >= 1e9 ? `${(m.weightBytes / 1e9).toFixed(2)} GB` : `${(m.weightBytes / 1e6).toFixed(1)} MB`}` +
-        (m.quantization ? `, ${m.quantization} (imported on its first load)` : "");
+        (m.quantization ? `, ${m.quantization} (imported on its first load)` : "") +
+        (m.pytorch ? ", PyTorch pickles (imported on its first load)" : "");
     lines.push(`  ${m.repo.padEnd(width)}  ${what}`);
   }
   if (models.length > 0) lines.push("load one with --model ORG/NAME (or ORG/NAME@REVISION, ORG/NAME/FILE.gguf)");

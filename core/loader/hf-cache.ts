@@ -105,6 +105,8 @@ export interface CachedModel {
   architecture: string | null;
   /** A quantized checkpoint's quant_method ("gptq", "fp8", …; imported on its first load), else null. */
   quantization: string | null;
+  /** The weights are PyTorch pickles (pytorch_model.bin), imported as safetensors on the first load. */
+  pytorch: boolean;
   /** null when the snapshot loads as far as its config, weights list and tokenizer go. */
   problem: { code: ModelErrorCode; message: string } | null;
 }
@@ -149,6 +151,7 @@ async function inspected(
     weightBytes: 0,
     architecture: null,
     quantization: null,
+    pytorch: false,
     problem: null,
   };
   try {
@@ -169,7 +172,9 @@ function inspectSnapshot(repo: string, path: string): Promise<CachedModel> {
     }
     model.architecture = readModelConfig(path).architecture;
     // A PyTorch checkpoint (pytorch_model.bin): imported as safetensors on its first load.
-    for (const f of pytorchFiles(path) ?? weightFiles(path)) model.weightBytes += statSync(f).size;
+    const pickles = pytorchFiles(path);
+    model.pytorch = pickles !== undefined;
+    for (const f of pickles ?? weightFiles(path)) model.weightBytes += statSync(f).size;
     // A quantized checkpoint: as far as its import can be planned.
     if (quantSchemeOf(path)) model.quantization = planQuantizedImport(path).method;
     ModelTokenizer.fileIn(path);

@@ -155,7 +155,7 @@ export function ModelBar() {
                 {m.repo} ·{" "}
                 {m.problem
                   ? `cannot load (${m.problem.code})`
-                  : `${m.architecture} · ${formatBytes(m.weightBytes)}${m.quantization ? ` · ${m.quantization}` : ""}`}
+                  : `${m.architecture} · ${formatBytes(m.weightBytes)}${m.quantization ? ` · ${m.quantization}` : ""}${m.pytorch ? " · PyTorch" : ""}`}
               </option>
             ))}
           </select>
