@@ -3,7 +3,7 @@
 // loading, estimates and bad files.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, readFileSync, readdirSync, utimesSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, readFileSync, readdirSync, renameSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { makeModel } from "../core/modelgen/make-model.js";
 import { E4M3_VALUES } from "../core/loader/fp8.js";
@@ -636,5 +636,50 @@ test("bad use: loading a quantized checkpoint's folder directly names the import
     async () => loadModel(await modelFolderFor(fp8)),
     (e: unknown) =>
       e instanceof ModelError && e.code === "UNSUPPORTED_QUANTIZATION" && /"compressed-tensors"/.test(e.message),
+  );
+});
+
+// Legacy AutoGPTQ folders (TheBloke's 2023 uploads, before transformers read GPTQ): the scheme in
+// quantize_config.json, none in config.json, and the weights under the name it gives.
+test("gptq: a legacy AutoGPTQ folder (quantize_config.json, gptq_model-4bit-32g.safetensors) imports as its modern form does", async (t) => {
+  const { dir, checkpoint } = await quantizedModel(t, { method: "gptq", bits: 4, groupSize: 32, sym: true });
+  const legacy = join(dir, "legacy");
+  cpSync(checkpoint, legacy, { recursive: true });
+  const config = JSON.parse(readFileSync(join(legacy, "config.json"), "utf8")) as Record<string, unknown>;
+  const q = config.quantization_config as Record<string, unknown>;
+  delete config.quantization_config;
+  writeFileSync(join(legacy, "config.json"), JSON.stringify(config));
+  writeFileSync(
+    join(legacy, "quantize_config.json"),
+    JSON.stringify({
+      bits: q.bits,
+      group_size: q.group_size,
+      desc_act: q.desc_act,
+      sym: q.sym,
+      true_sequential: true,
+      model_name_or_path: null,
+      model_file_base_name: "gptq_model-4bit-32g",
+    }),
+  );
+  renameSync(join(legacy, "model.safetensors"), join(legacy, "gptq_model-4bit-32g.safetensors"));
+  assert.equal(planQuantizedImport(legacy).method, "gptq");
+  const [modern, old] = [await modelFolderFor(checkpoint), await modelFolderFor(legacy)];
+  assert.notEqual(old, modern);
+  assert.deepEqual(tensorBytes(old), tensorBytes(modern));
+  assert.ok(!existsSync(join(old, "quantize_config.json")), "the import's config says how it is stored");
+  putInHubCache(join(dir, "hub"), "org/legacy-gptq", legacy, "1".repeat(40));
+  const [m] = await listCachedModels({ HF_HUB_CACHE: join(dir, "hub") });
+  assert.equal(m.problem, null, JSON.stringify(m.problem));
+  assert.equal(m.quantization, "gptq");
+  // A base name whose file is not there says so.
+  renameSync(join(legacy, "gptq_model-4bit-32g.safetensors"), join(legacy, "other.safetensors"));
+  assert.throws(
+    () => planQuantizedImport(legacy),
+    (e: unknown) =>
+      e instanceof ModelError &&
+      e.code === "NO_WEIGHTS" &&
+      /quantize_config\.json: model_file_base_name names gptq_model-4bit-32g\.safetensors, which is not in the folder/.test(
+        e.message,
+      ),
   );
 });

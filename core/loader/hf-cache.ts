@@ -9,9 +9,13 @@ import { existsSync, lstatSync, readdirSync, readFileSync, statSync } from "node
 import { homedir } from "node:os";
 import { basename, dirname, join, resolve, sep } from "node:path";
 import { ModelError, type ModelErrorCode } from "./errors.js";
-import { quantizedImportRecord, planQuantizedImport, quantSchemeOf } from "./quantized-import.js";
+import {
+  checkpointWeightFiles,
+  quantizedImportRecord,
+  planQuantizedImport,
+  quantSchemeOf,
+} from "./quantized-import.js";
 import { readModelConfig } from "./model-folder.js";
-import { weightFiles } from "./safetensors.js";
 import { ModelTokenizer } from "./tokenizer.js";
 import { pytorchFiles, pytorchImportRecord } from "./pytorch-import.js";
 import { importSource, planImport, readGguf } from "../gguf/import.js";
@@ -174,7 +178,7 @@ function inspectSnapshot(repo: string, path: string): Promise<CachedModel> {
     // A PyTorch checkpoint (pytorch_model.bin): imported as safetensors on its first load.
     const pickles = pytorchFiles(path);
     model.pytorch = pickles !== undefined;
-    for (const f of pickles ?? weightFiles(path)) model.weightBytes += statSync(f).size;
+    for (const f of pickles ?? checkpointWeightFiles(path)) model.weightBytes += statSync(f).size;
     // A quantized checkpoint: as far as its import can be planned.
     if (quantSchemeOf(path)) model.quantization = planQuantizedImport(path).method;
     ModelTokenizer.fileIn(path);

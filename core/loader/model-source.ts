@@ -9,10 +9,15 @@ import { cacheDir, filesKey } from "../sparse/cache.js";
 import { ModelError } from "./errors.js";
 import { removeDeadTemps } from "./file-io.js";
 import { isObject, readJsonFile } from "./json.js";
-import { QUANTIZED_IMPORT_VERSION, quantizedImportRecord, quantSchemeOf, importQuantized } from "./quantized-import.js";
+import {
+  checkpointWeightFiles,
+  QUANTIZED_IMPORT_VERSION,
+  quantizedImportRecord,
+  quantSchemeOf,
+  importQuantized,
+} from "./quantized-import.js";
 import { findModelFolder, repoIdOf } from "./hf-cache.js";
 import { importPytorch, PYTORCH_IMPORT_VERSION, pytorchFiles, pytorchImportRecord } from "./pytorch-import.js";
-import { weightFiles } from "./safetensors.js";
 
 /**
  * The GGUF file a --model argument (or the app's path) names, if any: a .gguf file, or a folder with no
@@ -78,7 +83,7 @@ export async function modelFolderFor(
   if (!quantSchemeOf(found)) return found;
   return folderImport(
     found,
-    weightFiles(found),
+    checkpointWeightFiles(found),
     { QUANTIZED_IMPORT_VERSION },
     (d) => quantizedImportRecord(d)?.source,
     onImport,

@@ -52,7 +52,49 @@ export function quantSchemeOf(dir: string): QuantScheme | undefined {
   const file = join(dir, "config.json");
   if (!existsSync(file)) return undefined;
   const raw = readJsonFile(file);
-  return isObject(raw) ? quantScheme(raw.quantization_config, file) : undefined;
+  if (!isObject(raw)) return undefined;
+  const legacy = raw.quantization_config === undefined ? legacyGptq(dir) : undefined;
+  return legacy ? quantScheme(legacy.quantizationConfig, legacy.file) : quantScheme(raw.quantization_config, file);
+}
+
+/**
+ * A legacy AutoGPTQ folder (from before transformers read GPTQ): no quantization_config in
+ * config.json, but a quantize_config.json (bits, group_size, desc_act, sym, …) and the weights in
+ * `<model_file_base_name>.safetensors` (gptq_model-4bit-128g.safetensors, say) rather than
+ * model.safetensors. Its quantization_config as transformers reads the same keys, and its weight
+ * file; undefined for any other folder.
+ */
+export function legacyGptq(
+  dir: string,
+): { quantizationConfig: Record<string, unknown>; file: string; weights: string } | undefined {
+  const file = join(dir, "quantize_config.json");
+  if (
+    !existsSync(file) ||
+    existsSync(join(dir, "model.safetensors")) ||
+    existsSync(join(dir, "model.safetensors.index.json"))
+  )
+    return undefined;
+  const q = readJsonFile(file);
+  if (!isObject(q)) throw new ModelError("BAD_JSON", file, "not a JSON object");
+  const base = typeof q.model_file_base_name === "string" ? q.model_file_base_name : undefined;
+  const candidates = readdirSync(dir).filter(
+    (f) => f.endsWith(".safetensors") && (!base || f === `${base}.safetensors`),
+  );
+  if (candidates.length !== 1)
+    throw new ModelError(
+      "NO_WEIGHTS",
+      file,
+      base
+        ? `model_file_base_name names ${base}.safetensors, which is not in the folder`
+        : `a legacy AutoGPTQ folder needs one .safetensors file; it has ${candidates.length}`,
+    );
+  return { quantizationConfig: { ...q, quant_method: "gptq" }, file, weights: join(dir, candidates[0]) };
+}
+
+/** The safetensors files a quantized checkpoint's weights are in (a legacy AutoGPTQ folder's own name). */
+export function checkpointWeightFiles(dir: string): string[] {
+  const legacy = legacyGptq(dir);
+  return legacy ? [legacy.weights] : weightFiles(dir);
 }
 
 /** One tensor of the import: a dequantized matrix, or a tensor copied as it is. */
@@ -84,7 +126,10 @@ export function planQuantizedImport(dir: string): QuantizedImportPlan {
   const configFile = join(dir, "config.json");
   const raw = readJsonFile(configFile);
   if (!isObject(raw)) throw new ModelError("BAD_CONFIG", configFile, "config.json is not a JSON object");
-  const scheme = quantScheme(raw.quantization_config, configFile);
+  const legacy = raw.quantization_config === undefined ? legacyGptq(dir) : undefined;
+  const scheme = legacy
+    ? quantScheme(legacy.quantizationConfig, legacy.file)
+    : quantScheme(raw.quantization_config, configFile);
   if (!scheme)
     throw new ModelError("BAD_CONFIG", configFile, "quantization_config names no scheme this engine imports");
   const torchDtype =
@@ -98,7 +143,7 @@ export function planQuantizedImport(dir: string): QuantizedImportPlan {
   delete config.compression_config; // compressed-tensors' older name for it
 
   const stored = new Map<string, TensorInfo<StoredDType>>();
-  for (const f of weightFiles(dir)) for (const [name, t] of readStoredHeader(f).tensors) stored.set(name, t);
+  for (const f of checkpointWeightFiles(dir)) for (const [name, t] of readStoredHeader(f).tensors) stored.set(name, t);
   const sourceTypes: Record<string, number> = {};
   for (const t of stored.values()) sourceTypes[t.dtype] = (sourceTypes[t.dtype] ?? 0) + 1;
 
@@ -180,7 +225,7 @@ export function quantizedBlockSource(dir: string, record: QuantizedImportRecord 
 }
 
 /** Files an import does not copy: the weights it rewrites, and the checkpoint's config it replaces. */
-const REWRITTEN = /(\.safetensors|\.safetensors\.index\.json|^config\.json)$/;
+const REWRITTEN = /(\.safetensors|\.safetensors\.index\.json|^config\.json|^quantize_config\.json)$/;
 
 /**
  * Writes the quantized checkpoint `dir` as a model folder of plain tensors at `outDir` (atomically:
