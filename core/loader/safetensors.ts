@@ -380,9 +380,6 @@ function otherWeightsHint(dir: string): string {
       `; it has ${pickles.slice(0, 3).join(", ")}${pickles.length > 3 ? ", ..." : ""} (PyTorch's pickle format), ` +
       `which the hire commands and the app import once as safetensors (modelFolderFor)`
     );
-  const other = names.filter((n) => n.endsWith(".safetensors"));
-  if (other.length > 0 && names.includes("quantize_config.json"))
-    return `; it has ${other.join(", ")} and quantize_config.json (a legacy AutoGPTQ checkpoint), which the hire commands and the app import once`;
   const ggufs = names.filter((n) => n.toLowerCase().endsWith(".gguf"));
   if (ggufs.length > 0) return `; it has ${ggufs.join(", ")}: pass that file as the model`;
   return "";
