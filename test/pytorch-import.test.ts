@@ -231,3 +231,21 @@ test("bad input: a quantized checkpoint in PyTorch's pickles (old AutoGPTQ) says
       ),
   );
 });
+
+test("hire import --checkpoint writes a PyTorch checkpoint as a folder of safetensors; wrong uses are usage errors", async (t) => {
+  const { root, reference, pickled } = await folders(t, "single");
+  const out = join(root, "out");
+  const r = hire(["import", "--checkpoint", pickled, "--out", out]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^wrote .*out: PyTorch's pickles, \d+ tensors, in [\d.]+ s\n$/);
+  assert.deepEqual(
+    new Map([...tensorsOf(join(out, "model.safetensors"))].map(([k, [, , b]]) => [k, b.toString("hex")])),
+    new Map([...tensorsOf(join(reference, "model.safetensors"))].map(([k, [, , b]]) => [k, b.toString("hex")])),
+  );
+  const plain = hire(["import", "--checkpoint", reference, "--out", join(root, "out2")]);
+  assert.equal(plain.status, 2);
+  assert.match(plain.stderr, /holds neither PyTorch pickles nor a quantized checkpoint; it loads as it is/);
+  const both = hire(["import", "--gguf", "x.gguf", "--checkpoint", pickled, "--out", join(root, "out3")]);
+  assert.equal(both.status, 2);
+  assert.match(both.stderr, /one of --gguf FILE\.gguf or --checkpoint DIR is required/);
+});

@@ -5,7 +5,9 @@
 import type { ParseArgsConfig } from "node:util";
 import { createInterface } from "node:readline";
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { basename, resolve } from "node:path";
+import { basename, join, resolve } from "node:path";
+import { importQuantized, quantSchemeOf } from "../loader/quantized-import.js";
+import { importPytorch, pytorchFiles } from "../loader/pytorch-import.js";
 import { writeError } from "../loader/file-io.js";
 import type { LoadedModel } from "../loader/model-folder.js";
 import { ChatTemplateError, ContextOverflowError, ModelError, UsageError } from "../loader/errors.js";
@@ -559,29 +561,47 @@ function round(x: number): number {
 
 /** `hire import --gguf FILE.gguf --out DIR`: a GGUF file as a Hugging Face model folder where the user wants it. */
 async function cmdImport(argv: string[]): Promise<void> {
-  const v = parse(argv, { gguf: { type: "string" }, out: { type: "string" } });
+  const v = parse(argv, { gguf: { type: "string" }, checkpoint: { type: "string" }, out: { type: "string" } });
   const file = v.gguf;
-  if (!file) throw new UsageError("--gguf FILE.gguf is required (the file to import)");
+  if (!file === !v.checkpoint)
+    throw new UsageError("one of --gguf FILE.gguf or --checkpoint DIR is required (what to import)");
   if (!v.out) throw new UsageError("--out DIR is required (the folder to write)");
   const out = resolve(v.out);
   if (existsSync(out) && (!statSync(out).isDirectory() || readdirSync(out).length > 0))
     throw new UsageError(`--out ${out} exists and is not an empty folder`);
   const started = performance.now();
   let shown = -1;
-  const r = await importGguf(resolve(file), out, {
-    onProgress: (done, total) => {
-      const pct = Math.floor((100 * done) / total);
-      if (process.stderr.isTTY && pct !== shown) process.stderr.write(`\rimporting ${pct} %`);
-      shown = pct;
-    },
-  });
+  const onProgress = (done: number, total: number) => {
+    const pct = Math.floor((100 * done) / total);
+    if (process.stderr.isTTY && pct !== shown) process.stderr.write(`\rimporting ${pct} %`);
+    shown = pct;
+  };
+  const seconds = () => ((performance.now() - started) / 1000).toFixed(1);
+  if (v.checkpoint) {
+    // A PyTorch checkpoint (pytorch_model.bin) or a quantized one, written as plain safetensors.
+    const dir = resolve(v.checkpoint);
+    if (!existsSync(join(dir, "config.json")))
+      throw new UsageError(`--checkpoint ${dir} is not a model folder (no config.json)`);
+    let what: string;
+    if (quantSchemeOf(dir)) what = `a ${(await importQuantized(dir, out, { onProgress })).method} checkpoint`;
+    else if (pytorchFiles(dir))
+      what = `PyTorch's pickles, ${(await importPytorch(dir, out, { onProgress })).tensors} tensors`;
+    else
+      throw new UsageError(
+        `--checkpoint ${dir} holds neither PyTorch pickles nor a quantized checkpoint; it loads as it is`,
+      );
+    if (process.stderr.isTTY) process.stderr.write("\r\x1b[K");
+    process.stdout.write(`wrote ${out}: ${what}, in ${seconds()} s\n`);
+    return;
+  }
+  const r = await importGguf(resolve(file!), out, { onProgress });
   if (process.stderr.isTTY) process.stderr.write("\r\x1b[K");
   const types = Object.entries(r.sourceTypes)
     .map(([t, n]) => `${n} ${t}`)
     .join(", ");
   process.stdout.write(
     `wrote ${out}: ${r.architecture} (${r.ggufArchitecture}), ${r.tensors} tensors in ${r.dtype} from ${types}, ` +
-      `${(r.bytes / 1e9).toFixed(2)} GB in ${((performance.now() - started) / 1000).toFixed(1)} s\n`,
+      `${(r.bytes / 1e9).toFixed(2)} GB in ${seconds()} s\n`,
   );
 }
 
@@ -650,7 +670,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: s
   export: { run: runExport, help: EXPORT_HELP },
   import: {
     run: cmdImport,
-    help: "--gguf FILE.gguf --out DIR   a GGUF file as a Hugging Face model folder (--model FILE.gguf imports into the cache by itself)",
+    help: "--gguf FILE.gguf | --checkpoint DIR --out DIR   a GGUF file, or a PyTorch (pytorch_model.bin) or quantized checkpoint, as a folder of safetensors (--model imports into the cache by itself)",
   },
   "make-model": {
     run: cmdMakeModel,
