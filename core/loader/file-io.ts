@@ -41,6 +41,20 @@ export function readFully(fd: number, buf: Uint8Array, position: number, file: s
   }
 }
 
+/** `length` bytes of `file` from `offset`, in fresh pieces of at most `piece` bytes (to copy a range of a big file). */
+export function* byteRange(file: string, offset: number, length: number, piece: number): Generator<Uint8Array> {
+  const fd = openSync(file, "r");
+  try {
+    for (let off = 0; off < length; off += piece) {
+      const buf = new Uint8Array(Math.min(piece, length - off));
+      readFully(fd, buf, offset + off, file);
+      yield buf;
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** Appends all of `buf` to the open `file` (at its current position). */
 export function writeAll(fd: number, buf: Uint8Array, file: string): void {
   let off = 0;

@@ -20,9 +20,15 @@ import {
 import { basename, dirname, join } from "node:path";
 import yauzl from "yauzl";
 import { ModelError } from "./errors.js";
-import { checkFreeSpace, moveIntoPlace, readBytes, readFully, tempFolderFor, writeAll } from "./file-io.js";
+import { byteRange, checkFreeSpace, moveIntoPlace, readBytes, readFully, tempFolderFor, writeAll } from "./file-io.js";
 import { isObject, readJsonFile } from "./json.js";
-import { buildHeader, type StDType, type TensorEntry } from "../modelgen/safetensors-writer.js";
+import {
+  buildHeader,
+  DTYPE_BYTES,
+  tensorBytes,
+  type StDType,
+  type TensorEntry,
+} from "../modelgen/safetensors-writer.js";
 import { indexShards } from "./safetensors.js";
 
 /** Bumped when the import's output changes, so that older imports are redone. */
@@ -391,8 +397,6 @@ export function readStateDict(pkl: Uint8Array, file: string): Map<string, Tensor
 // The import
 // ---------------------------------------------------------------------------------------------
 
-const ELEMENT_BYTES: Record<StDType, number> = { F32: 4, F16: 2, BF16: 2 };
-
 interface PlannedTensor {
   entry: TensorEntry;
   file: string;
@@ -434,7 +438,7 @@ async function planTensors(files: string[]): Promise<PlannedTensor[]> {
           );
         expected *= t.shape[d];
       }
-      const esize = ELEMENT_BYTES[dtype];
+      const esize = DTYPE_BYTES[dtype];
       if ((t.offset + expected) * esize > data.size)
         throw new ModelError("BAD_CHECKPOINT", file, `runs past its storage (${data.size} bytes)`, name);
       planned.push({ entry: { name, dtype, shape: t.shape }, file, offset: data.offset + t.offset * esize });
@@ -444,12 +448,17 @@ async function planTensors(files: string[]): Promise<PlannedTensor[]> {
   return planned;
 }
 
-/** The tensors an import of `dir` will write (for estimates before it runs); reads only the pickles. */
-export async function pytorchTensors(dir: string): Promise<TensorEntry[]> {
+/** pytorchFiles, or NO_WEIGHTS where the folder has none. */
+function checkpointFiles(dir: string): string[] {
   const files = pytorchFiles(dir);
   if (!files)
     throw new ModelError("NO_WEIGHTS", dir, "no pytorch_model.bin or pytorch_model.bin.index.json in this folder");
-  return (await planTensors(files)).map((p) => p.entry);
+  return files;
+}
+
+/** The tensors an import of `dir` will write (for estimates before it runs); reads only the pickles. */
+export async function pytorchTensors(dir: string): Promise<TensorEntry[]> {
+  return (await planTensors(checkpointFiles(dir))).map((p) => p.entry);
 }
 
 /** Files an import does not copy: the checkpoint's weights and their index. */
@@ -465,38 +474,27 @@ export async function importPytorch(
   outDir: string,
   opts: { onProgress?: (done: number, total: number) => void } = {},
 ): Promise<{ tensors: number; bytes: number }> {
-  const files = pytorchFiles(dir);
-  if (!files)
-    throw new ModelError("NO_WEIGHTS", dir, "no pytorch_model.bin or pytorch_model.bin.index.json in this folder");
+  const files = checkpointFiles(dir);
   const plan = await planTensors(files);
   const header = buildHeader(
     plan.map((p) => p.entry),
     { format: "pt", source: basename(dir) },
   );
-  const total = plan.reduce((a, p) => a + p.entry.shape.reduce((x, d) => x * d, 1) * ELEMENT_BYTES[p.entry.dtype], 0);
+  const total = plan.reduce((a, p) => a + tensorBytes(p.entry), 0);
   checkFreeSpace(dirname(outDir), header.length + total, `importing ${basename(dir)}`);
   const tmp = tempFolderFor(outDir);
   try {
     const weightsFile = join(tmp, "model.safetensors");
     const out = openSync(weightsFile, "w");
     let done = 0;
-    const chunk = Buffer.alloc(1 << 24);
     try {
       writeAll(out, header, weightsFile);
       for (const p of plan) {
-        const fd = openSync(p.file, "r");
-        try {
-          let left = p.entry.shape.reduce((x, d) => x * d, 1) * ELEMENT_BYTES[p.entry.dtype];
-          for (let at = p.offset; left > 0;) {
-            const n = Math.min(left, chunk.length);
-            readFully(fd, chunk.subarray(0, n), at, p.file);
-            writeAll(out, chunk.subarray(0, n), weightsFile);
-            [at, left, done] = [at + n, left - n, done + n];
-            opts.onProgress?.(done, total);
-            await new Promise((r) => setImmediate(r)); // the host's event loop between chunks
-          }
-        } finally {
-          closeSync(fd);
+        for (const bytes of byteRange(p.file, p.offset, tensorBytes(p.entry), 1 << 24)) {
+          writeAll(out, bytes, weightsFile);
+          done += bytes.byteLength;
+          opts.onProgress?.(done, total);
+          await new Promise((r) => setImmediate(r)); // the host's event loop between chunks
         }
       }
     } finally {

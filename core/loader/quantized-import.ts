@@ -24,7 +24,7 @@ import type { BlockSource } from "../gguf/block-weights.js";
 import { isBlockTensor, type BlockTensor } from "../gguf/import.js";
 import { GgmlTypeId } from "../gguf/quants.js";
 import { ModelError } from "./errors.js";
-import { checkFreeSpace, moveIntoPlace, readFully, tempFolderFor, writeAll } from "./file-io.js";
+import { byteRange, checkFreeSpace, moveIntoPlace, tempFolderFor, writeAll } from "./file-io.js";
 import { bitsandbytesScheme } from "./bitsandbytes.js";
 import { fp8Scheme } from "./fp8.js";
 import { gptqScheme } from "./gptq.js";
@@ -314,16 +314,8 @@ interface Chunk {
 
 function* copiedChunks(t: TensorInfo<StoredDType>): Generator<Chunk> {
   const per = t.byteLength / Math.max(1, numel(t.shape));
-  const fd = openSync(t.file, "r");
-  try {
-    for (let off = 0; off < t.byteLength; off += CHUNK_VALUES) {
-      const buf = new Uint8Array(Math.min(CHUNK_VALUES, t.byteLength - off));
-      readFully(fd, buf, t.offset + off, t.file);
-      yield { bytes: buf, values: buf.byteLength / per };
-    }
-  } finally {
-    closeSync(fd);
-  }
+  for (const bytes of byteRange(t.file, t.offset, t.byteLength, CHUNK_VALUES))
+    yield { bytes, values: bytes.byteLength / per };
 }
 
 /** A dequantized matrix's chunks in `dtype`: f32 values rounded to it (to nearest even, as torch casts), or its bits as given. */
