@@ -323,3 +323,17 @@ test("GGUF export of a tokenizer.model folder: a SentencePiece vocabulary that i
     await model.dispose();
   }
 });
+
+test("bad input: a tokenizer_config.json added token that is not {content} is BAD_TOKENIZER naming that file", (t) => {
+  const { dir } = fixture(t, "llama-like");
+  const file = join(dir, "tokenizer_config.json");
+  writeFileSync(file, JSON.stringify({ added_tokens_decoder: { "700": "<|im_start|>" } }));
+  assert.throws(
+    () => ModelTokenizer.load(dir),
+    (e: unknown) =>
+      e instanceof ModelError &&
+      e.code === "BAD_TOKENIZER" &&
+      e.file === file &&
+      /added_tokens_decoder\["700"\] is not \{content, \.\.\.\} under an id/.test(e.message),
+  );
+});

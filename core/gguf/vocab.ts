@@ -16,6 +16,7 @@ import {
   QWEN2_SPLIT,
   split,
   tokenizerJson,
+  byteLevelDecoder,
 } from "../loader/tokenizer-json.js";
 import { kv, type GgufValue } from "./writer.js";
 
@@ -417,7 +418,7 @@ function byteLevelModel(
     model: bpeModelJson({ vocab, merges, ignoreMerges: split.ignoreMerges }),
     normalizer: null,
     preTokenizer: split.pre,
-    decoder: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true },
+    decoder: byteLevelDecoder,
     addsBosByDefault: split.addBos === true,
   };
 }

@@ -12,9 +12,11 @@ import {
   bosPostProcessor,
   bpeModelJson,
   byteLevel,
+  byteLevelDecoder,
   configAddedTokens,
   QWEN2_SPLIT,
   split,
+  SPECIAL_TOKEN_KEYS,
   tokenizerJson,
   tokenText,
 } from "./tokenizer-json.js";
@@ -34,8 +36,6 @@ function classParts(cls: string, addPrefixSpace: boolean): { normalizer: unknown
       return undefined;
   }
 }
-
-const SPECIAL_KEYS = ["bos_token", "eos_token", "unk_token", "pad_token"] as const;
 
 /**
  * tokenizer.json for a folder's vocab.json and merges.txt. tokenizer_config.json's tokenizer_class
@@ -81,7 +81,7 @@ export function bpeFilesTokenizer(dir: string, config: Record<string, unknown>):
 
   // Added tokens: the config's added_tokens_decoder, and its special tokens where they are in the vocabulary.
   const added = new Map<number, Record<string, unknown>>();
-  for (const key of SPECIAL_KEYS) {
+  for (const key of SPECIAL_TOKEN_KEYS) {
     const t = tokenText(config[key]);
     const id = t === undefined ? undefined : ids.get(t);
     if (id !== undefined) added.set(id, addedToken(id, t!, true));
@@ -95,7 +95,7 @@ export function bpeFilesTokenizer(dir: string, config: Record<string, unknown>):
     normalizer: parts.normalizer,
     preTokenizer: parts.preTokenizer,
     postProcessor: addBos ? bosPostProcessor(bos, Number(bosId)) : null,
-    decoder: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true },
+    decoder: byteLevelDecoder,
     model: bpeModelJson({ vocab: Object.fromEntries(ids), merges }),
   });
 }

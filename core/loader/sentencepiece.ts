@@ -4,6 +4,7 @@
 // (a protobuf ModelProto, read here with protobufjs; older Llama-family repos, InternLM2), and GGUF
 // imports of "llama" vocabularies, whose pieces, scores and types llama.cpp copied from such a file.
 import { readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import protobuf from "protobufjs";
 import { ModelError } from "./errors.js";
 import { isObject } from "./json.js";
@@ -225,8 +226,8 @@ export function readSentencePieceModel(file: string): SentencePieceModel {
  * the pieces as a BPE model; control and unknown pieces special added tokens, user-defined ones plain
  * added tokens; tokenizer_config.json's added_tokens_decoder on top (tokens a slow tokenizer adds past
  * the model's pieces, such as chat markers); BOS added unless the config's add_bos_token is false
- * (LlamaTokenizer's default); with the config's legacy: false, no dummy prefix after special tokens. The config comes back with the model's bos, eos and unk pieces where it
- * names none.
+ * (LlamaTokenizer's default); with the config's legacy: false, no dummy prefix after special tokens.
+ * The config comes back with the model's bos, eos and unk pieces where it names none.
  */
 export function sentencePieceTokenizer(
   file: string,
@@ -238,7 +239,7 @@ export function sentencePieceTokenizer(
     if (type === PieceType.CONTROL || type === PieceType.UNKNOWN || type === PieceType.USER_DEFINED)
       added.set(id, addedToken(id, m.pieces[id], type !== PieceType.USER_DEFINED));
   });
-  for (const t of configAddedTokens(config, file)) added.set(Number(t.id), t);
+  for (const t of configAddedTokens(config, join(dirname(file), "tokenizer_config.json"))) added.set(Number(t.id), t);
   const piece = (id: number | undefined) => (id === undefined ? undefined : m.pieces[id]);
   const bos = piece(m.bosId);
   const parts = sentencePieceJson({ ...m, prefixOnlyAtStart: config.legacy === false });

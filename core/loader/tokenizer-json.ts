@@ -82,6 +82,12 @@ export const byteLevel = (useRegex: boolean, addPrefixSpace = false) => ({
   use_regex: useRegex,
 });
 
+/** GPT-2's symbols back to bytes: the decoder of every byte-level BPE tokenizer. */
+export const byteLevelDecoder = { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true };
+
+/** The special tokens a tokenizer config names (tokenizer_config.json, special_tokens_map.json). */
+export const SPECIAL_TOKEN_KEYS = ["bos_token", "eos_token", "unk_token", "pad_token"] as const;
+
 /** Text split by each regex in turn (matches and the text between them as pieces), then bytes to symbols. */
 export const split = (...regexes: string[]) => ({
   type: "Sequence",

@@ -11,7 +11,7 @@ import { ChatTemplateError, ModelError } from "./errors.js";
 import { isObject, readJsonFile } from "./json.js";
 import { bpeFilesTokenizer } from "./bpe-files.js";
 import { sentencePieceTokenizer } from "./sentencepiece.js";
-import { tokenText } from "./tokenizer-json.js";
+import { SPECIAL_TOKEN_KEYS, tokenText } from "./tokenizer-json.js";
 
 export interface ChatMessage {
   role: "system" | "user" | "assistant" | "tool";
@@ -261,7 +261,7 @@ function fillSpecialTokens(config: Record<string, unknown>, dir: string): void {
   if (!existsSync(file)) return;
   const map = readJsonFile(file);
   if (!isObject(map)) throw new ModelError("BAD_JSON", file, "not a JSON object");
-  for (const key of ["bos_token", "eos_token", "unk_token", "pad_token"])
+  for (const key of SPECIAL_TOKEN_KEYS)
     if (config[key] == null && tokenText(map[key]) !== undefined) config[key] = map[key];
 }
 

@@ -11,7 +11,7 @@
 // To change the vocabulary: edit TRAINING_TEXT (merges follow from it) or SPECIAL_TOKENS (append only,
 // ids are assigned in order after the merges).
 
-import { bpeModelJson, byteLevel, tokenizerJson } from "../loader/tokenizer-json.js";
+import { bpeModelJson, byteLevel, byteLevelDecoder, tokenizerJson } from "../loader/tokenizer-json.js";
 import { bytesToUnicode } from "../loader/tokenizer.js";
 
 export const SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] as const;
@@ -191,7 +191,7 @@ export function makeTokenizer(o: TokenizerOptions): GeneratedTokenizer {
     normalizer: null,
     preTokenizer: byteLevel(true),
     postProcessor: null,
-    decoder: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true },
+    decoder: byteLevelDecoder,
     model: bpeModelJson({ vocab, merges }),
   });
 
