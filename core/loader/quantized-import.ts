@@ -52,9 +52,23 @@ export function quantSchemeOf(dir: string): QuantScheme | undefined {
   const file = join(dir, "config.json");
   if (!existsSync(file)) return undefined;
   const raw = readJsonFile(file);
-  if (!isObject(raw)) return undefined;
+  return isObject(raw) ? checkpointScheme(dir, raw, file).scheme : undefined;
+}
+
+/**
+ * The scheme a checkpoint's config.json (`raw`, read from `file`) names, or a legacy AutoGPTQ
+ * folder's quantize_config.json when config.json names none; with that folder's weights, if so.
+ */
+function checkpointScheme(
+  dir: string,
+  raw: Record<string, unknown>,
+  file: string,
+): { scheme: QuantScheme | undefined; legacy: ReturnType<typeof legacyGptq> } {
   const legacy = raw.quantization_config === undefined ? legacyGptq(dir) : undefined;
-  return legacy ? quantScheme(legacy.quantizationConfig, legacy.file) : quantScheme(raw.quantization_config, file);
+  const scheme = legacy
+    ? quantScheme(legacy.quantizationConfig, legacy.file)
+    : quantScheme(raw.quantization_config, file);
+  return { scheme, legacy };
 }
 
 /**
@@ -126,10 +140,7 @@ export function planQuantizedImport(dir: string): QuantizedImportPlan {
   const configFile = join(dir, "config.json");
   const raw = readJsonFile(configFile);
   if (!isObject(raw)) throw new ModelError("BAD_CONFIG", configFile, "config.json is not a JSON object");
-  const legacy = raw.quantization_config === undefined ? legacyGptq(dir) : undefined;
-  const scheme = legacy
-    ? quantScheme(legacy.quantizationConfig, legacy.file)
-    : quantScheme(raw.quantization_config, configFile);
+  const { scheme, legacy } = checkpointScheme(dir, raw, configFile);
   if (!scheme)
     throw new ModelError("BAD_CONFIG", configFile, "quantization_config names no scheme this engine imports");
   const torchDtype =
@@ -143,7 +154,8 @@ export function planQuantizedImport(dir: string): QuantizedImportPlan {
   delete config.compression_config; // compressed-tensors' older name for it
 
   const stored = new Map<string, TensorInfo<StoredDType>>();
-  for (const f of checkpointWeightFiles(dir)) for (const [name, t] of readStoredHeader(f).tensors) stored.set(name, t);
+  for (const f of legacy ? [legacy.weights] : weightFiles(dir))
+    for (const [name, t] of readStoredHeader(f).tensors) stored.set(name, t);
   const sourceTypes: Record<string, number> = {};
   for (const t of stored.values()) sourceTypes[t.dtype] = (sourceTypes[t.dtype] ?? 0) + 1;
 
