@@ -640,7 +640,7 @@ export async function estimateModel(
       blockTypes,
     });
   }
-  if (existsSync(join(dir, "config.json")) && pytorchFiles(dir)) {
+  if (pytorchFiles(dir)) {
     // What the import will hold: the checkpoint's float tensors as stored.
     const tensors = (await pytorchTensors(dir)).map((entry) => plannedTensor(entry, dir));
     return estimate(dir, readModelConfig(dir), tensors, contextLength, kvCache, resolveWeights(weights, undefined));

@@ -61,7 +61,7 @@ export async function modelFolderFor(
     await importGguf(file, dir, { onProgress: (done, total) => onImport?.(file, done, total) });
     return dir;
   }
-  const pickles = existsSync(join(found, "config.json")) ? pytorchFiles(found) : undefined;
+  const pickles = pytorchFiles(found);
   if (pickles) {
     const config = readJsonFile(join(found, "config.json"));
     if (isObject(config) && isObject(config.quantization_config))

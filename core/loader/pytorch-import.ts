@@ -35,9 +35,16 @@ import { indexShards } from "./safetensors.js";
 export const PYTORCH_IMPORT_VERSION = 1;
 export const PYTORCH_IMPORT_RECORD = "pytorch-import.json";
 
-/** A folder's PyTorch checkpoint files, when it has no safetensors (those win, as transformers prefers them). */
+/**
+ * A model folder's PyTorch checkpoint files: with its config.json, and no safetensors (those win, as
+ * transformers prefers them).
+ */
 export function pytorchFiles(dir: string): string[] | undefined {
-  if (existsSync(join(dir, "model.safetensors")) || existsSync(join(dir, "model.safetensors.index.json")))
+  if (
+    !existsSync(join(dir, "config.json")) ||
+    existsSync(join(dir, "model.safetensors")) ||
+    existsSync(join(dir, "model.safetensors.index.json"))
+  )
     return undefined;
   const index = join(dir, "pytorch_model.bin.index.json");
   if (existsSync(index)) return indexShards(index);
