@@ -151,18 +151,14 @@ export function vocabMetadata(v: GgufVocab): [string, GgufValue][] {
   return out;
 }
 
-function preTokenizers(p: unknown): Record<string, unknown>[] {
-  if (!isObject(p)) return [];
-  if (p.type === "Sequence" && Array.isArray(p.pretokenizers)) return p.pretokenizers.flatMap(preTokenizers);
-  return [p];
+/** A tokenizer.json section's steps in order: a Sequence's members (under `key`), or the step itself. */
+function steps(node: unknown, key: "pretokenizers" | "normalizers"): Record<string, unknown>[] {
+  if (!isObject(node)) return [];
+  if (node.type === "Sequence" && Array.isArray(node[key])) return node[key].flatMap((n) => steps(n, key));
+  return [node];
 }
-
-/** Normalizers in order (a Sequence's members). */
-function normalizers(n: unknown): Record<string, unknown>[] {
-  if (!isObject(n)) return [];
-  if (n.type === "Sequence" && Array.isArray(n.normalizers)) return n.normalizers.flatMap(normalizers);
-  return [n];
-}
+const preTokenizers = (p: unknown) => steps(p, "pretokenizers");
+const normalizers = (n: unknown) => steps(n, "normalizers");
 
 /** SentencePiece style: spaces become "▁" (a Replace normalizer, or a Metaspace pre-tokenizer). */
 function spaceSymbol(json: Record<string, unknown>): boolean {
